@@ -1,4 +1,20 @@
 //! Coracle images: the OCI image model, layer codecs, hardened unpack, the device's
 //! content-addressed store and delta layers. Synchronous code, no async runtime.
 //!
-//! Built out by issue 4; today only the crate exists so the workspace has its shape.
+//! Main types: [`Digest`] (sha256, parsed once), [`oci::Manifest`]/[`oci::Index`]/
+//! [`oci::ImageConfig`], [`import::ImageSource`] (OCI layout, oci-archive, docker-archive),
+//! [`unpack::unpack_layer`] (hostile tar → `layers/<diff_id>/` or nothing),
+//! [`store::Store`] (content addressed, refcounts, GC under a budget, free-space preflight,
+//! resumable partial downloads) and [`delta`] (encode/apply delta layers).
+//!
+//! Limits: only sha256 digests; PAX xattrs in layers are not restored; overlay whiteouts need
+//! root or kernel >= 5.8 (see [`unpack::OverlayXattrs`]).
+
+pub mod codec;
+pub mod digest;
+pub mod layer_index;
+pub mod media_type;
+pub mod oci;
+pub mod unpack;
+
+pub use digest::Digest;

@@ -1,0 +1,261 @@
+//! One tar entry at a time: check it, then create it inside the temp root.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tar::EntryType;
+
+use super::node;
+use super::path::{ensure_parents, remove_existing, sanitize, ParentProblem};
+use super::{UnpackError, UnpackLimits};
+use crate::digest::DigestHasher;
+use crate::layer_index::{IndexEntry, LayerIndex};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// Running totals checked against the limits.
+#[derive(Default)]
+struct Budget {
+    bytes: u64,
+    entries: u64,
+}
+
+pub(super) fn unpack_entries(
+    tar: impl Read,
+    root: &Path,
+    limits: &UnpackLimits,
+) -> Result<LayerIndex, UnpackError> {
+    let mut archive = tar::Archive::new(tar);
+    let mut index = LayerIndex::default();
+    let mut budget = Budget::default();
+    let mut dir_mtimes = Vec::new();
+    let chown = is_root();
+    for item in archive.entries().map_err(UnpackError::ReadTar)? {
+        let mut entry = item.map_err(UnpackError::ReadTar)?;
+        budget.entries += 1;
+        if budget.entries > limits.max_entries {
+            return Err(UnpackError::QuotaEntries {
+                limit: limits.max_entries,
+            });
+        }
+        let raw = entry.path().map_err(UnpackError::ReadTar)?.into_owned();
+        let rel = sanitize(&raw).map_err(|problem| UnpackError::EntryPath {
+            path: raw.clone(),
+            problem,
+        })?;
+        if rel.as_os_str().is_empty() {
+            continue; // the layer root itself
+        }
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().map_err(UnpackError::ReadTar)?;
+        if mode & 0o6000 != 0 && !limits.allow_setid && !kind.is_dir() {
+            return Err(UnpackError::SetId { path: rel, mode });
+        }
+        let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+        let mtime = header.mtime().unwrap_or(0);
+        ensure_parents(root, &rel).map_err(|p| parent_error(&rel, p))?;
+        let target = root.join(&rel);
+        let create = |source| UnpackError::CreateEntry {
+            path: rel.clone(),
+            source,
+        };
+
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name == OPAQUE_MARKER {
+            let dir = target
+                .parent()
+                .expect("a marker has a parent (the root at least)");
+            node::mark_opaque(dir, limits.overlay_xattrs).map_err(create)?;
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            let whiteout = target.with_file_name(hidden);
+            remove_existing(&whiteout, false).map_err(create)?;
+            node::make_whiteout(&whiteout).map_err(create)?;
+            continue;
+        }
+
+        match kind {
+            EntryType::Directory => {
+                if !remove_existing(&target, true).map_err(create)? {
+                    fs::create_dir(&target).map_err(create)?;
+                }
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(create)?;
+                dir_mtimes.push((target.clone(), mtime));
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let size = entry.size();
+                budget.bytes = budget.bytes.saturating_add(size);
+                if budget.bytes > limits.max_bytes {
+                    return Err(UnpackError::QuotaBytes {
+                        path: rel,
+                        limit: limits.max_bytes,
+                    });
+                }
+                remove_existing(&target, false).map_err(create)?;
+                let sha256 = write_file(&mut entry, &target, mode).map_err(create)?;
+                index.insert(&rel, IndexEntry { size, sha256 });
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .map_err(UnpackError::ReadTar)?
+                    .unwrap_or_default()
+                    .into_owned();
+                remove_existing(&target, false).map_err(create)?;
+                std::os::unix::fs::symlink(&link, &target).map_err(create)?;
+            }
+            EntryType::Link => {
+                let raw_link = entry
+                    .link_name()
+                    .map_err(UnpackError::ReadTar)?
+                    .unwrap_or_default()
+                    .into_owned();
+                let source = check_hardlink_target(root, &rel, &raw_link)?;
+                remove_existing(&target, false).map_err(create)?;
+                fs::hard_link(root.join(&source), &target).map_err(create)?;
+                if let Some(found) = index.files.get(source.to_string_lossy().as_ref()).copied() {
+                    index.insert(&rel, found);
+                }
+                continue; // shares the inode: owner and times are the source's
+            }
+            EntryType::Char | EntryType::Block => {
+                if !limits.allow_devices {
+                    return Err(UnpackError::DeviceNode { path: rel });
+                }
+                let kind_bits = if kind == EntryType::Char {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                remove_existing(&target, false).map_err(create)?;
+                node::make_node(&target, kind_bits, mode, major, minor).map_err(create)?;
+            }
+            EntryType::Fifo => {
+                remove_existing(&target, false).map_err(create)?;
+                node::make_node(&target, libc::S_IFIFO, mode, 0, 0).map_err(create)?;
+            }
+            other => {
+                return Err(UnpackError::UnsupportedEntry {
+                    path: rel,
+                    kind: format!("{other:?}"),
+                })
+            }
+        }
+        if chown {
+            std::os::unix::fs::lchown(&target, Some(uid as u32), Some(gid as u32))
+                .map_err(create)?;
+            if kind.is_file() && mode & 0o6000 != 0 {
+                // chown clears setuid/setgid; put them back.
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(create)?;
+            }
+        }
+        if !kind.is_dir() {
+            node::set_mtime(&target, mtime).map_err(create)?;
+        }
+    }
+    // Directory times last: creating entries inside them changed their mtime.
+    for (dir, mtime) in dir_mtimes.iter().rev() {
+        node::set_mtime(dir, *mtime).map_err(|source| UnpackError::CreateEntry {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(index)
+}
+
+fn parent_error(rel: &Path, problem: ParentProblem) -> UnpackError {
+    match problem {
+        ParentProblem::Symlink(through) => UnpackError::WriteThroughSymlink {
+            path: rel.into(),
+            through,
+        },
+        ParentProblem::NotDirectory(through) => UnpackError::ParentNotDirectory {
+            path: rel.into(),
+            through,
+        },
+        ParentProblem::Io(source) => UnpackError::CreateEntry {
+            path: rel.into(),
+            source,
+        },
+    }
+}
+
+/// A hardlink may only point at a file already unpacked in this layer.
+fn check_hardlink_target(root: &Path, rel: &Path, raw: &Path) -> Result<PathBuf, UnpackError> {
+    let refuse = |problem: String| UnpackError::HardlinkTarget {
+        path: rel.into(),
+        target: raw.into(),
+        problem,
+    };
+    let source = sanitize(raw).map_err(|p| refuse(p.to_string()))?;
+    if source.as_os_str().is_empty() {
+        return Err(refuse("empty target".into()));
+    }
+    ensure_parents_exist_without_symlinks(root, &source).map_err(refuse)?;
+    match fs::symlink_metadata(root.join(&source)) {
+        Ok(meta) if meta.is_dir() => Err(refuse("target is a directory".into())),
+        Ok(_) => Ok(source),
+        Err(_) => Err(refuse("target is not in this layer".into())),
+    }
+}
+
+fn ensure_parents_exist_without_symlinks(root: &Path, rel: &Path) -> Result<(), String> {
+    let mut here = root.to_path_buf();
+    for part in rel.parent().into_iter().flat_map(Path::components) {
+        here.push(part);
+        match fs::symlink_metadata(&here) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} is not a directory inside the layer",
+                    here.display()
+                ))
+            }
+            Err(_) => return Err("target is not in this layer".into()),
+        }
+    }
+    Ok(())
+}
+
+/// Create a new file (never following a symlink) and copy the entry into it, hashing it.
+fn write_file(
+    entry: &mut impl Read,
+    target: &Path,
+    mode: u32,
+) -> io::Result<crate::digest::Digest> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(target)?;
+    let mut hasher = DigestHasher::default();
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = entry.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+    Ok(hasher.finish())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
