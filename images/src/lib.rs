@@ -12,9 +12,11 @@
 
 pub mod codec;
 pub mod digest;
+pub mod import;
 pub mod layer_index;
 pub mod media_type;
 pub mod oci;
+pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;

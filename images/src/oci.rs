@@ -182,6 +182,23 @@ impl ImageConfig {
         })
     }
 
+    /// Check that the image runs on `wanted` (for indexes that carry no platform).
+    pub fn check_platform(&self, wanted: &Platform) -> Result<(), OciError> {
+        let have = Platform {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+        };
+        if have.matches(wanted) {
+            Ok(())
+        } else {
+            Err(OciError::SelectPlatform {
+                wanted: wanted.to_string(),
+                offered: vec![have.to_string()],
+            })
+        }
+    }
+
     /// Check that the manifest and config agree on the number of layers.
     pub fn check_layers(&self, manifest: &Manifest) -> Result<(), OciError> {
         if self.rootfs.diff_ids.len() != manifest.layers.len() {

@@ -1,6 +1,8 @@
 //! Every attack on the unpacker gets a clear error and leaves nothing behind. Hostile tars are
 //! built byte by byte with the `tar` crate's low-level header API.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::Path;
 
 use coracle_images::digest::Digest;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tracing::{debug, info};
 
 pub use node::{is_opaque, OverlayXattrs};
-pub use path::PathProblem;
+pub use path::{sanitize as sanitize_path, PathProblem};
 
 use crate::digest::{Digest, HashingReader};
 use crate::layer_index::LayerIndex;

@@ -1,0 +1,46 @@
+//! Free-space preflight: refuse work that would leave less than the configured reserve.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::media_type::Compression;
+
+/// Bytes available to an unprivileged writer on the filesystem holding `path`.
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `stat` is a valid, writable statvfs; both outlive the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// A guess of the unpacked size of a layer blob, for the preflight: plain tars are exact,
+/// gzip uses the ISIZE trailer (mod 4 GiB, so never below the blob size), zstd the frame's
+/// content size when present; otherwise four times the blob.
+pub fn estimate_unpacked(blob: &Path, compression: Compression) -> io::Result<u64> {
+    let mut file = std::fs::File::open(blob)?;
+    let size = file.metadata()?.len();
+    let guess = match compression {
+        Compression::None => Some(size),
+        Compression::Gzip if size >= 18 => {
+            file.seek(SeekFrom::End(-4))?;
+            let mut isize = [0u8; 4];
+            file.read_exact(&mut isize)?;
+            Some(u64::from(u32::from_le_bytes(isize)).max(size))
+        }
+        Compression::Zstd => {
+            let mut head = [0u8; 18];
+            let n = file.read(&mut head)?;
+            zstd::zstd_safe::get_frame_content_size(&head[..n])
+                .ok()
+                .flatten()
+        }
+        Compression::Gzip => None,
+    };
+    Ok(guess.unwrap_or(size.saturating_mul(4)))
+}
