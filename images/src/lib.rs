@@ -11,6 +11,7 @@
 //! root or kernel >= 5.8 (see [`unpack::OverlayXattrs`]).
 
 pub mod codec;
+pub mod delta;
 pub mod digest;
 pub mod import;
 pub mod layer_index;

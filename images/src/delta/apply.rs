@@ -1,0 +1,345 @@
+//! Delta application: a [`DeltaReader`] yields the rebuilt tar stream op by op, so it can be
+//! hashed and unpacked in one pass. It holds at most one reference window, one output window
+//! and one payload; literal and copy ops stream through a small buffer.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use tracing::info;
+
+use super::op::{invalid, OldRef, Op, PatchMethod};
+use super::patch::{bsdiff_apply, zstd_ref_decode};
+use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG};
+use crate::digest::{Digest, DigestHasher};
+use crate::store::Store;
+
+/// Largest `delta.json` accepted: it holds a few digests.
+const MAX_HEADER_JSON: u64 = 1 << 20;
+
+enum Pending {
+    Nothing,
+    Literal(u64),
+    Copy(io::Take<File>),
+    Buffer(Vec<u8>, usize),
+    Done,
+}
+
+/// The rebuilt tar stream of the delta's new layer.
+pub struct DeltaReader<R: Read> {
+    ops: io::Take<zstd::stream::read::Decoder<'static, BufReader<R>>>,
+    header: DeltaHeader,
+    bases: Vec<PathBuf>,
+    pending: Pending,
+    hasher: Option<DigestHasher>,
+}
+
+impl<R: Read> std::fmt::Debug for DeltaReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaReader")
+            .field("header", &self.header)
+            .field("bases", &self.bases)
+            .finish()
+    }
+}
+
+impl<R: Read> DeltaReader<R> {
+    /// Open a delta against the unpacked base layer dirs, in the order of its header.
+    pub fn open(delta: R, bases: Vec<PathBuf>, budget: u64) -> Result<Self, DeltaError> {
+        Self::open_with(delta, budget, |ids| {
+            if ids.len() == bases.len() {
+                Ok(bases)
+            } else {
+                Err(DeltaError::BaseCount {
+                    expected: ids.len(),
+                    given: bases.len(),
+                })
+            }
+        })
+    }
+
+    /// Open a delta, mapping the base diff_ids its header names to unpacked layer dirs.
+    pub fn open_with(
+        delta: R,
+        budget: u64,
+        resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<PathBuf>, DeltaError>,
+    ) -> Result<Self, DeltaError> {
+        let read = DeltaError::ReadDelta;
+        let mut outer = zstd::stream::read::Decoder::new(delta).map_err(read)?;
+        outer.window_log_max(OUTER_WINDOW_LOG).map_err(read)?;
+        let json_len = read_tar_header(&mut outer, "delta.json")?;
+        if json_len > MAX_HEADER_JSON {
+            return Err(DeltaError::Layout {
+                expected: "small delta.json",
+                found: format!("{json_len} bytes"),
+            });
+        }
+        let mut json = vec![0u8; json_len as usize];
+        outer.read_exact(&mut json).map_err(read)?;
+        skip_padding(&mut outer, json_len)?;
+        let header: DeltaHeader = serde_json::from_slice(&json).map_err(DeltaError::ParseHeader)?;
+        if header.version != FORMAT_VERSION {
+            return Err(DeltaError::Version {
+                found: header.version,
+            });
+        }
+        if header.memory_needed() > budget {
+            return Err(DeltaError::Budget {
+                needed: header.memory_needed(),
+                budget,
+            });
+        }
+        let bases = resolve_bases(&header.bases)?;
+        let ops_len = read_tar_header(&mut outer, "ops")?;
+        Ok(Self {
+            ops: outer.take(ops_len),
+            header,
+            bases,
+            pending: Pending::Nothing,
+            hasher: Some(DigestHasher::default()),
+        })
+    }
+
+    pub fn header(&self) -> &DeltaHeader {
+        &self.header
+    }
+
+    fn next_op(&mut self) -> io::Result<()> {
+        let window = self.header.window;
+        self.pending = match Op::read_from(&mut self.ops)? {
+            Op::End => {
+                self.verify()?;
+                Pending::Done
+            }
+            Op::Literal { len } => Pending::Literal(len),
+            Op::Copy { from, offset, len } => {
+                let mut file = self.open_old(&from)?;
+                io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+                Pending::Copy(file.take(len))
+            }
+            Op::Patch {
+                from,
+                method,
+                ref_offset,
+                ref_len,
+                out_len,
+                payload_len,
+            } => {
+                if out_len > window || ref_len > 2 * window || payload_len > window + window / 4 {
+                    return Err(invalid(format!(
+                        "patch op exceeds the delta's window of {window} bytes"
+                    )));
+                }
+                let file = self.open_old(&from)?;
+                let mut reference = vec![0u8; ref_len as usize];
+                file.read_exact_at(&mut reference, ref_offset)?;
+                let mut payload = vec![0u8; payload_len as usize];
+                self.ops.read_exact(&mut payload)?;
+                let out = match method {
+                    PatchMethod::ZstdRef => {
+                        zstd_ref_decode(&reference, &payload, out_len as usize)?
+                    }
+                    PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
+                };
+                Pending::Buffer(out, 0)
+            }
+        };
+        Ok(())
+    }
+
+    fn open_old(&self, from: &OldRef) -> io::Result<File> {
+        let root = self
+            .bases
+            .get(usize::from(from.base))
+            .ok_or_else(|| invalid(format!("op names base {}", from.base)))?;
+        open_in_layer(root, Path::new(&from.path))
+    }
+
+    fn verify(&mut self) -> io::Result<()> {
+        let hasher = self
+            .hasher
+            .take()
+            .ok_or_else(|| invalid("delta ended twice".into()))?;
+        let bytes = hasher.bytes();
+        let actual = hasher.finish();
+        if actual != self.header.new_diff_id || bytes != self.header.new_size {
+            return Err(io::Error::other(DeltaError::VerifyDigest {
+                expected: self.header.new_diff_id,
+                actual,
+                bytes,
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for DeltaReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = match &mut self.pending {
+                Pending::Done => return Ok(0),
+                Pending::Nothing => {
+                    self.next_op()?;
+                    continue;
+                }
+                Pending::Literal(left) => {
+                    let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let n = self.ops.read(&mut buf[..want])?;
+                    if n == 0 && want > 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+                Pending::Copy(file) => {
+                    let left = file.limit();
+                    let n = file.read(buf)?;
+                    if n == 0 && left > 0 {
+                        return Err(invalid(format!(
+                            "old file is {left} bytes shorter than the copy op"
+                        )));
+                    }
+                    if file.limit() == 0 {
+                        self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+                Pending::Buffer(data, pos) => {
+                    let n = buf.len().min(data.len() - *pos);
+                    buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+                    *pos += n;
+                    if *pos == data.len() {
+                        self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+            };
+            if n > 0 {
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&buf[..n]);
+                }
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// Open a regular file of an unpacked layer without following any symlink: old paths come
+/// from the delta, which is untrusted input.
+pub fn open_in_layer(root: &Path, rel: &Path) -> io::Result<File> {
+    let clean =
+        crate::unpack::sanitize_path(rel).map_err(|p| invalid(format!("old path {rel:?}: {p}")))?;
+    let mut here = root.to_path_buf();
+    for part in clean.parent().into_iter().flat_map(Path::components) {
+        here.push(part);
+        if !std::fs::symlink_metadata(&here)?.is_dir() {
+            return Err(invalid(format!(
+                "old path {rel:?} goes through {here:?}, which is not a directory"
+            )));
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(root.join(&clean))?;
+    if !file.metadata()?.is_file() {
+        return Err(invalid(format!("old path {rel:?} is not a regular file")));
+    }
+    Ok(file)
+}
+
+fn read_tar_header(input: &mut impl Read, expected: &'static str) -> Result<u64, DeltaError> {
+    let mut block = [0u8; 512];
+    input
+        .read_exact(&mut block)
+        .map_err(DeltaError::ReadDelta)?;
+    let header = tar::Header::from_byte_slice(&block);
+    let name = header.path_bytes().into_owned();
+    if name != expected.as_bytes() {
+        return Err(DeltaError::Layout {
+            expected,
+            found: String::from_utf8_lossy(&name).into_owned(),
+        });
+    }
+    header.size().map_err(DeltaError::ReadDelta)
+}
+
+fn skip_padding(input: &mut impl Read, len: u64) -> Result<(), DeltaError> {
+    let pad = (512 - len % 512) % 512;
+    io::copy(&mut input.take(pad), &mut io::sink()).map_err(DeltaError::ReadDelta)?;
+    Ok(())
+}
+
+fn rebuild_error(diff_id: Digest, source: io::Error) -> DeltaError {
+    // A digest mismatch travels through `Read` as an io::Error; unwrap it again.
+    match source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<DeltaError>())
+    {
+        Some(DeltaError::VerifyDigest {
+            expected,
+            actual,
+            bytes,
+        }) => DeltaError::VerifyDigest {
+            expected: *expected,
+            actual: *actual,
+            bytes: *bytes,
+        },
+        _ => DeltaError::Rebuild { diff_id, source },
+    }
+}
+
+/// Rebuild the new layer tar into `out` (temp → fsync → rename): the file appears only if
+/// its digest is the one the delta promised.
+pub fn apply_to_file(
+    delta: impl Read,
+    bases: Vec<PathBuf>,
+    out: &Path,
+    budget: u64,
+) -> Result<Digest, DeltaError> {
+    let mut reader = DeltaReader::open(delta, bases, budget)?;
+    let diff_id = reader.header.new_diff_id;
+    let temp = out.with_extension("partial");
+    let write = |source| DeltaError::WriteOutput {
+        path: out.into(),
+        source,
+    };
+    let result = (|| {
+        let mut file = File::create(&temp).map_err(write)?;
+        io::copy(&mut reader, &mut file).map_err(|e| rebuild_error(diff_id, e))?;
+        file.flush().and_then(|()| file.sync_all()).map_err(write)?;
+        std::fs::rename(&temp, out).map_err(write)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result?;
+    info!(diff_id = %diff_id, path = %out.display(), "delta applied");
+    Ok(diff_id)
+}
+
+/// Rebuild → hash → unpack in one pass into the store, as `layers/<new diff_id>/`. The
+/// bases named by the delta must be in the store.
+pub fn apply_to_store(store: &Store, delta: impl Read, budget: u64) -> Result<Digest, DeltaError> {
+    let reader = DeltaReader::open_with(delta, budget, |ids| {
+        ids.iter()
+            .map(|d| {
+                if store.has_layer(d) {
+                    Ok(store.layer_path(d))
+                } else {
+                    Err(DeltaError::MissingBase { diff_id: *d })
+                }
+            })
+            .collect()
+    })?;
+    let diff_id = reader.header.new_diff_id;
+    store
+        .add_layer(reader, &diff_id)
+        .map_err(|e| DeltaError::Store(Box::new(e)))?;
+    info!(diff_id = %diff_id, "delta applied into store");
+    Ok(diff_id)
+}

@@ -1,0 +1,395 @@
+//! Delta encoding (runs once per layer pair on the controller). Two passes over the new tar:
+//! find the content regions of regular files, then walk the tar emitting literal bytes for
+//! everything between regions and per-window ops for each region. Memory stays within a few
+//! windows whatever the layer size; the op stream goes to a scratch file.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, info};
+
+use super::matcher::{Counterpart, OldFiles};
+use super::op::{Op, PatchMethod};
+use super::patch::{bsdiff_encode, zstd_ref_encode};
+use super::window::plan_windows;
+use super::{
+    window_for_budget, DeltaError, DeltaHeader, DEFAULT_BUDGET, FORMAT_VERSION, OUTER_WINDOW_LOG,
+};
+use crate::digest::{Digest, DigestHasher};
+use crate::layer_index::LayerIndex;
+
+/// An old layer the delta may take bytes from.
+#[derive(Debug)]
+pub struct BaseLayer<'a> {
+    pub diff_id: Digest,
+    pub dir: &'a Path,
+    pub index: &'a LayerIndex,
+}
+
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    /// zstd level for literals, patches and the outer stream.
+    pub level: i32,
+    /// Memory budget the device will apply this delta with.
+    pub apply_budget: u64,
+    /// Files smaller than this are always literal.
+    pub min_patch_size: u64,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            level: 19,
+            apply_budget: DEFAULT_BUDGET,
+            min_patch_size: 128,
+        }
+    }
+}
+
+/// Bytes of the new tar by how they were produced, and the delta's size.
+#[derive(Debug, Clone, Default)]
+pub struct EncodeReport {
+    pub new_diff_id: Option<Digest>,
+    pub new_tar_bytes: u64,
+    pub delta_bytes: u64,
+    pub literal_bytes: u64,
+    pub copied_bytes: u64,
+    pub zstd_patched_bytes: u64,
+    pub bsdiff_patched_bytes: u64,
+}
+
+/// A regular file's content inside the new tar.
+struct Region {
+    path: String,
+    offset: u64,
+    size: u64,
+}
+
+/// Encode the delta that rebuilds `new_tar` from `bases`, writing it to `out`.
+pub fn encode(
+    new_tar: &Path,
+    bases: &[BaseLayer<'_>],
+    scratch_dir: &Path,
+    out: impl Write,
+    options: &EncodeOptions,
+) -> Result<EncodeReport, DeltaError> {
+    let read_new = |source| DeltaError::ReadNewTar {
+        path: new_tar.into(),
+        source,
+    };
+    let new = File::open(new_tar).map_err(read_new)?;
+    let new_size = new.metadata().map_err(read_new)?.len();
+    let regions = content_regions(&new).map_err(read_new)?;
+    let indexes: Vec<&LayerIndex> = bases.iter().map(|b| b.index).collect();
+    let old = OldFiles::new(&indexes);
+    let window = window_for_budget(options.apply_budget);
+
+    let ops_path = scratch_dir.join(format!(".delta-ops-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(ops_path.clone());
+    let ops_file = File::create(&ops_path).map_err(DeltaError::WriteDelta)?;
+    let mut enc = OpWriter {
+        out: BufWriter::new(ops_file),
+        report: EncodeReport::default(),
+    };
+    let mut cursor = 0u64;
+    for region in &regions {
+        enc.literal_from(&new, cursor, region.offset - cursor)
+            .map_err(read_new)?;
+        encode_region(&mut enc, &new, region, &old, bases, window, options)?;
+        cursor = region.offset + region.size;
+    }
+    enc.literal_from(&new, cursor, new_size - cursor)
+        .map_err(read_new)?;
+    Op::End
+        .write_to(&mut enc.out)
+        .map_err(DeltaError::WriteDelta)?;
+    enc.out.flush().map_err(DeltaError::WriteDelta)?;
+    let mut report = enc.report;
+
+    let (new_diff_id, _) = crate::digest::digest_file(new_tar).map_err(read_new)?;
+    let header = DeltaHeader {
+        version: FORMAT_VERSION,
+        new_diff_id,
+        new_size,
+        bases: bases.iter().map(|b| b.diff_id).collect(),
+        window,
+    };
+    report.delta_bytes = write_outer(&header, &ops_path, out, options.level)?;
+    report.new_diff_id = Some(new_diff_id);
+    report.new_tar_bytes = new_size;
+    info!(diff_id = %new_diff_id, delta_bytes = report.delta_bytes, new_bytes = new_size, "delta encoded");
+    Ok(report)
+}
+
+struct RemoveOnDrop(PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// First pass: where each regular file's bytes sit in the tar.
+fn content_regions(tar: &File) -> io::Result<Vec<Region>> {
+    let mut archive = tar::Archive::new(tar);
+    let mut regions = Vec::new();
+    for entry in archive.entries()? {
+        let entry = entry?;
+        let kind = entry.header().entry_type();
+        if (kind.is_file() || kind == tar::EntryType::Continuous) && entry.size() > 0 {
+            let path = entry
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
+            regions.push(Region {
+                path,
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            });
+        }
+    }
+    Ok(regions)
+}
+
+struct OpWriter {
+    out: BufWriter<File>,
+    report: EncodeReport,
+}
+
+impl OpWriter {
+    fn literal_from(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        Op::Literal { len }.write_to(&mut self.out)?;
+        let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = buf.len().min((len - done) as usize);
+            file.read_exact_at(&mut buf[..n], offset + done)?;
+            self.out.write_all(&buf[..n])?;
+            done += n as u64;
+        }
+        self.report.literal_bytes += len;
+        Ok(())
+    }
+
+    fn literal(&mut self, bytes: &[u8]) -> io::Result<()> {
+        Op::Literal {
+            len: bytes.len() as u64,
+        }
+        .write_to(&mut self.out)?;
+        self.out.write_all(bytes)?;
+        self.report.literal_bytes += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+fn encode_region(
+    enc: &mut OpWriter,
+    new: &File,
+    region: &Region,
+    old: &OldFiles,
+    bases: &[BaseLayer<'_>],
+    window: u64,
+    options: &EncodeOptions,
+) -> Result<(), DeltaError> {
+    let read_new = |source| DeltaError::ReadNewTar {
+        path: region.path.clone().into(),
+        source,
+    };
+    let write = DeltaError::WriteDelta;
+    if region.size < options.min_patch_size {
+        return enc
+            .literal_from(new, region.offset, region.size)
+            .map_err(read_new);
+    }
+    let digest = region_digest(new, region).map_err(read_new)?;
+    let (from, old_size) = match old.counterpart(&region.path, region.size, &digest) {
+        Counterpart::Identical(from) => {
+            Op::Copy {
+                from,
+                offset: 0,
+                len: region.size,
+            }
+            .write_to(&mut enc.out)
+            .map_err(write)?;
+            enc.report.copied_bytes += region.size;
+            return Ok(());
+        }
+        Counterpart::Similar { from, size } => (from, size),
+        Counterpart::None => {
+            return enc
+                .literal_from(new, region.offset, region.size)
+                .map_err(read_new)
+        }
+    };
+    let old_path = bases[usize::from(from.base)].dir.join(&from.path);
+    let read_old = |source| DeltaError::ReadOldFile {
+        path: old_path.clone(),
+        source,
+    };
+    let old_file = File::open(&old_path).map_err(read_old)?;
+    for w in plan_windows(region.size, old_size, window) {
+        let mut chunk = vec![0u8; (w.new.end - w.new.start) as usize];
+        new.read_exact_at(&mut chunk, region.offset + w.new.start)
+            .map_err(read_new)?;
+        let mut reference = vec![0u8; (w.reference.end - w.reference.start) as usize];
+        old_file
+            .read_exact_at(&mut reference, w.reference.start)
+            .map_err(read_old)?;
+        // Unchanged range at the same offset: copy it.
+        if w.new.end <= old_size {
+            let mut same = vec![0u8; chunk.len()];
+            old_file
+                .read_exact_at(&mut same, w.new.start)
+                .map_err(read_old)?;
+            if same == chunk {
+                Op::Copy {
+                    from: from.clone(),
+                    offset: w.new.start,
+                    len: chunk.len() as u64,
+                }
+                .write_to(&mut enc.out)
+                .map_err(write)?;
+                enc.report.copied_bytes += chunk.len() as u64;
+                continue;
+            }
+        }
+        let choice = cheapest(&reference, &chunk, options.level).map_err(write)?;
+        debug!(path = %region.path, window = ?w.new, ?choice.method, cost = choice.cost, "window encoded");
+        match choice.method {
+            None => enc.literal(&chunk).map_err(write)?,
+            Some(method) => {
+                Op::Patch {
+                    from: from.clone(),
+                    method,
+                    ref_offset: w.reference.start,
+                    ref_len: reference.len() as u64,
+                    out_len: chunk.len() as u64,
+                    payload_len: choice.payload.len() as u64,
+                }
+                .write_to(&mut enc.out)
+                .map_err(write)?;
+                enc.out.write_all(&choice.payload).map_err(write)?;
+                match method {
+                    PatchMethod::ZstdRef => enc.report.zstd_patched_bytes += chunk.len() as u64,
+                    PatchMethod::Bsdiff => enc.report.bsdiff_patched_bytes += chunk.len() as u64,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn region_digest(new: &File, region: &Region) -> io::Result<Digest> {
+    let mut hasher = DigestHasher::default();
+    let mut reader = io::BufReader::new(new);
+    reader.seek(SeekFrom::Start(region.offset))?;
+    io::copy(&mut reader.take(region.size), &mut hasher)?;
+    Ok(hasher.finish())
+}
+
+struct Choice {
+    /// `None`: literal.
+    method: Option<PatchMethod>,
+    payload: Vec<u8>,
+    cost: usize,
+}
+
+/// Per window, whatever compresses smallest: literal, zstd patch-from, or bsdiff.
+fn cheapest(reference: &[u8], new: &[u8], level: i32) -> io::Result<Choice> {
+    let literal_cost = zstd::bulk::compress(new, level)?.len();
+    let mut best = Choice {
+        method: None,
+        payload: Vec::new(),
+        cost: literal_cost,
+    };
+    let zstd_patch = zstd_ref_encode(reference, new, level)?;
+    if zstd_patch.len() < best.cost {
+        best = Choice {
+            method: Some(PatchMethod::ZstdRef),
+            cost: zstd_patch.len(),
+            payload: zstd_patch,
+        };
+    }
+    let bsdiff = bsdiff_encode(reference, new)?;
+    let bsdiff_cost = zstd::bulk::compress(&bsdiff, level)?.len();
+    if bsdiff_cost < best.cost {
+        best = Choice {
+            method: Some(PatchMethod::Bsdiff),
+            cost: bsdiff_cost,
+            payload: bsdiff,
+        };
+    }
+    Ok(best)
+}
+
+/// The artifact: tar { delta.json, ops } compressed with zstd, history capped for the device.
+fn write_outer(
+    header: &DeltaHeader,
+    ops_path: &Path,
+    out: impl Write,
+    level: i32,
+) -> Result<u64, DeltaError> {
+    let write = DeltaError::WriteDelta;
+    let mut counted = CountingWriter {
+        inner: out,
+        bytes: 0,
+    };
+    let mut zstd = zstd::stream::write::Encoder::new(&mut counted, level).map_err(write)?;
+    zstd.window_log(OUTER_WINDOW_LOG).map_err(write)?;
+    zstd.long_distance_matching(true).map_err(write)?;
+    let mut builder = tar::Builder::new(zstd);
+    let json = serde_json::to_vec(header).expect("a header always serialises");
+    let mut h = tar::Header::new_ustar();
+    h.set_size(json.len() as u64);
+    h.set_mode(0o644);
+    builder
+        .append_data(&mut h, "delta.json", &json[..])
+        .map_err(write)?;
+    let mut ops = File::open(ops_path).map_err(write)?;
+    let mut h = tar::Header::new_ustar();
+    h.set_size(ops.metadata().map_err(write)?.len());
+    h.set_mode(0o644);
+    builder
+        .append_data(&mut h, "ops", &mut ops)
+        .map_err(write)?;
+    builder
+        .into_inner()
+        .map_err(write)?
+        .finish()
+        .map_err(write)?;
+    counted.flush().map_err(write)?;
+    Ok(counted.bytes)
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Size of the whole layer compressed with zstd at `level` (what serving the full layer costs).
+pub fn full_zstd_size(tar: &Path, level: i32) -> io::Result<u64> {
+    let mut counted = CountingWriter {
+        inner: io::sink(),
+        bytes: 0,
+    };
+    let mut zstd = zstd::stream::write::Encoder::new(&mut counted, level)?;
+    io::copy(&mut File::open(tar)?, &mut zstd)?;
+    zstd.finish()?;
+    Ok(counted.bytes)
+}

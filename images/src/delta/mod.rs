@@ -1,0 +1,121 @@
+//! Delta layers: rebuild a new layer's exact tar stream from files the device already holds.
+//!
+//! A delta is a tar+zstd artifact (media type [`crate::media_type::CORACLE_DELTA`]) holding two
+//! entries: `delta.json` ([`DeltaHeader`]: new diff_id and size, base diff_ids, window size)
+//! and `ops`, a stream of [`op::Op`]s: literal bytes (tar headers, padding, new content),
+//! copies of old files or ranges, and patches of old file windows (zstd `--patch-from` or
+//! bsdiff, whichever is smallest per window). Encoding ([`encode`]) may be slow; applying
+//! ([`DeltaReader`]) streams with memory bounded by the window size, and the result is
+//! accepted only if its sha256 equals the new diff_id.
+
+mod apply;
+mod encode;
+pub mod matcher;
+pub mod op;
+pub mod patch;
+pub mod window;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use apply::{apply_to_file, apply_to_store, open_in_layer, DeltaReader};
+pub use encode::{encode, full_zstd_size, BaseLayer, EncodeOptions, EncodeReport};
+
+use crate::digest::Digest;
+
+/// Current delta format version.
+pub const FORMAT_VERSION: u32 = 1;
+/// Window log of the outer zstd stream: 8 MiB of decoder history.
+pub const OUTER_WINDOW_LOG: u32 = 23;
+/// Default memory budget for applying a delta.
+pub const DEFAULT_BUDGET: u64 = 64 << 20;
+/// A delta that is larger than this share of the full zstd layer does not pay.
+pub const PAYS_BELOW_RATIO: f64 = 0.9;
+
+/// `delta.json`: what the delta rebuilds and from what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaHeader {
+    pub version: u32,
+    pub new_diff_id: Digest,
+    pub new_size: u64,
+    /// Layers the ops refer to by index, in order.
+    pub bases: Vec<Digest>,
+    /// Largest output window of a patch op; reference windows are at most twice this.
+    pub window: u64,
+}
+
+impl DeltaHeader {
+    /// Peak memory of applying: outer zstd history + reference window + output window +
+    /// payload (at most one output window plus bsdiff controls) + slack for buffers.
+    pub fn memory_needed(&self) -> u64 {
+        (1u64 << OUTER_WINDOW_LOG)
+            + 2 * self.window
+            + self.window
+            + self.window
+            + self.window / 4
+            + (4 << 20)
+    }
+}
+
+/// Window size that keeps applying within `budget` (see [`DeltaHeader::memory_needed`]).
+pub fn window_for_budget(budget: u64) -> u64 {
+    let spare = budget.saturating_sub((1u64 << OUTER_WINDOW_LOG) + (4 << 20));
+    (spare * 4 / 17).max(64 << 10)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("read new layer tar {path:?}")]
+    ReadNewTar {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read old file {path:?}")]
+    ReadOldFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write delta")]
+    WriteDelta(#[source] std::io::Error),
+    #[error("read delta")]
+    ReadDelta(#[source] std::io::Error),
+    #[error("delta entry {found:?} where {expected:?} was expected")]
+    Layout {
+        expected: &'static str,
+        found: String,
+    },
+    #[error("parse delta.json")]
+    ParseHeader(#[source] serde_json::Error),
+    #[error("delta format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    Version { found: u32 },
+    #[error("delta needs {needed} bytes of memory to apply, the budget is {budget} bytes")]
+    Budget { needed: u64, budget: u64 },
+    #[error("delta is built on {expected} base layers, {given} were given")]
+    BaseCount { expected: usize, given: usize },
+    #[error("base layer {diff_id} of the delta is not in the store")]
+    MissingBase { diff_id: Digest },
+    #[error("rebuild layer {diff_id}")]
+    Rebuild {
+        diff_id: Digest,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rebuilt layer is {actual} ({bytes} bytes), the delta promised {expected}")]
+    VerifyDigest {
+        expected: Digest,
+        actual: Digest,
+        bytes: u64,
+    },
+    #[error("write rebuilt layer {path:?}")]
+    WriteOutput {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store rebuilt layer")]
+    Store(#[source] Box<crate::store::StoreError>),
+}

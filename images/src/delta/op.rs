@@ -1,0 +1,203 @@
+//! The op stream inside a delta: how the new tar is rebuilt, one op at a time.
+//! Binary, little endian; each op starts with a tag byte.
+
+use std::io::{self, Read, Write};
+
+/// How a patch payload turns a reference window of an old file into new bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchMethod {
+    /// A zstd frame compressed with the reference window as prefix (`--patch-from`).
+    ZstdRef = 1,
+    /// bsdiff controls + diff + extra bytes, uncompressed (the outer zstd compresses them).
+    Bsdiff = 2,
+}
+
+/// Where old bytes come from: a file of one base layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldRef {
+    pub base: u16,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `len` bytes follow the op in the stream.
+    Literal {
+        len: u64,
+    },
+    /// Copy `len` bytes at `offset` of an old file.
+    Copy {
+        from: OldRef,
+        offset: u64,
+        len: u64,
+    },
+    /// Apply a payload of `payload_len` bytes (following the op) to `ref_len` bytes of an old
+    /// file at `ref_offset`, producing `out_len` bytes.
+    Patch {
+        from: OldRef,
+        method: PatchMethod,
+        ref_offset: u64,
+        ref_len: u64,
+        out_len: u64,
+        payload_len: u64,
+    },
+    End,
+}
+
+const TAG_END: u8 = 0;
+const TAG_LITERAL: u8 = 1;
+const TAG_COPY: u8 = 2;
+const TAG_PATCH: u8 = 3;
+/// Old paths are tar paths; a longer one is corrupt input.
+const MAX_PATH: u32 = 64 * 1024;
+
+impl Op {
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            Op::End => out.write_all(&[TAG_END]),
+            Op::Literal { len } => {
+                out.write_all(&[TAG_LITERAL])?;
+                out.write_all(&len.to_le_bytes())
+            }
+            Op::Copy { from, offset, len } => {
+                out.write_all(&[TAG_COPY])?;
+                write_ref(out, from)?;
+                out.write_all(&offset.to_le_bytes())?;
+                out.write_all(&len.to_le_bytes())
+            }
+            Op::Patch {
+                from,
+                method,
+                ref_offset,
+                ref_len,
+                out_len,
+                payload_len,
+            } => {
+                out.write_all(&[TAG_PATCH, *method as u8])?;
+                write_ref(out, from)?;
+                for v in [ref_offset, ref_len, out_len, payload_len] {
+                    out.write_all(&v.to_le_bytes())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn read_from(input: &mut impl Read) -> io::Result<Op> {
+        match read_u8(input)? {
+            TAG_END => Ok(Op::End),
+            TAG_LITERAL => Ok(Op::Literal {
+                len: read_u64(input)?,
+            }),
+            TAG_COPY => {
+                let from = read_ref(input)?;
+                Ok(Op::Copy {
+                    from,
+                    offset: read_u64(input)?,
+                    len: read_u64(input)?,
+                })
+            }
+            TAG_PATCH => {
+                let method = match read_u8(input)? {
+                    1 => PatchMethod::ZstdRef,
+                    2 => PatchMethod::Bsdiff,
+                    m => return Err(invalid(format!("unknown patch method {m}"))),
+                };
+                let from = read_ref(input)?;
+                Ok(Op::Patch {
+                    from,
+                    method,
+                    ref_offset: read_u64(input)?,
+                    ref_len: read_u64(input)?,
+                    out_len: read_u64(input)?,
+                    payload_len: read_u64(input)?,
+                })
+            }
+            tag => Err(invalid(format!("unknown op tag {tag}"))),
+        }
+    }
+}
+
+pub fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn write_ref(out: &mut impl Write, from: &OldRef) -> io::Result<()> {
+    out.write_all(&from.base.to_le_bytes())?;
+    out.write_all(&(from.path.len() as u32).to_le_bytes())?;
+    out.write_all(from.path.as_bytes())
+}
+
+fn read_ref(input: &mut impl Read) -> io::Result<OldRef> {
+    let mut base = [0u8; 2];
+    input.read_exact(&mut base)?;
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len);
+    if len > MAX_PATH {
+        return Err(invalid(format!("old path of {len} bytes")));
+    }
+    let mut path = vec![0u8; len as usize];
+    input.read_exact(&mut path)?;
+    let path = String::from_utf8(path).map_err(|_| invalid("old path is not utf-8".into()))?;
+    Ok(OldRef {
+        base: u16::from_le_bytes(base),
+        path,
+    })
+}
+
+fn read_u8(input: &mut impl Read) -> io::Result<u8> {
+    let mut b = [0u8; 1];
+    input.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+fn read_u64(input: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    input.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip() {
+        let from = OldRef {
+            base: 1,
+            path: "usr/lib/libx.so.1".into(),
+        };
+        let ops = [
+            Op::Literal { len: 512 },
+            Op::Copy {
+                from: from.clone(),
+                offset: 7,
+                len: 9,
+            },
+            Op::Patch {
+                from,
+                method: PatchMethod::Bsdiff,
+                ref_offset: 1,
+                ref_len: 2,
+                out_len: 3,
+                payload_len: 4,
+            },
+            Op::End,
+        ];
+        let mut bytes = Vec::new();
+        for op in &ops {
+            op.write_to(&mut bytes).unwrap();
+        }
+        let mut input = &bytes[..];
+        for op in &ops {
+            assert_eq!(&Op::read_from(&mut input).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn unknown_tag_is_invalid_data() {
+        let err = Op::read_from(&mut &[9u8][..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,211 @@
+//! The two patch methods: zstd with the old window as reference prefix (great on text and
+//! interpreted code) and bsdiff (suffix-array matches + bytewise differences: great on native
+//! binaries, where code moves shift addresses by small constant amounts).
+
+use std::io::{self, Read};
+
+use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter};
+
+use super::op::invalid;
+
+/// zstd `--patch-from`: compress `new` against `reference`.
+pub fn zstd_ref_encode(reference: &[u8], new: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut cctx = CCtx::create();
+    let total = (reference.len() + new.len()).max(1) as u64;
+    let window_log = (64 - (total - 1).leading_zeros()).clamp(10, 30);
+    let zerr = |code: usize| io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(code)));
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(zerr)?;
+    cctx.set_parameter(CParameter::WindowLog(window_log))
+        .map_err(zerr)?;
+    cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .map_err(zerr)?;
+    cctx.set_pledged_src_size(Some(new.len() as u64))
+        .map_err(zerr)?;
+    cctx.ref_prefix(reference).map_err(zerr)?;
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(new.len()));
+    cctx.compress2(&mut out, new).map_err(zerr)?;
+    Ok(out)
+}
+
+/// Decode a `zstd_ref_encode` payload into exactly `out_len` bytes. One-shot decoding writes
+/// straight into `out`, so no separate zstd window buffer is allocated.
+pub fn zstd_ref_decode(reference: &[u8], payload: &[u8], out_len: usize) -> io::Result<Vec<u8>> {
+    let mut dctx = DCtx::create();
+    let zerr = |code: usize| invalid(format!("zstd patch: {}", zstd_safe::get_error_name(code)));
+    dctx.set_parameter(DParameter::WindowLogMax(31))
+        .map_err(zerr)?;
+    dctx.ref_prefix(reference).map_err(zerr)?;
+    let mut out = Vec::with_capacity(out_len);
+    let n = dctx.decompress(&mut out, payload).map_err(zerr)?;
+    if n != out_len {
+        return Err(invalid(format!(
+            "zstd patch produced {n} bytes, expected {out_len}"
+        )));
+    }
+    Ok(out)
+}
+
+/// bsdiff payload: `count: u32`, `count × (add: u64, copy: u64, seek: i64)`, diff bytes, extra
+/// bytes. Left uncompressed: the delta's outer zstd compresses the mostly-zero diff bytes
+/// better than bsdiff's own bzip2.
+pub fn bsdiff_encode(reference: &[u8], new: &[u8]) -> io::Result<Vec<u8>> {
+    let mut patch = Vec::new();
+    qbsdiff::Bsdiff::new(reference, new)
+        .compression_level(1)
+        .parallel_scheme(qbsdiff::ParallelScheme::Never)
+        .compare(io::Cursor::new(&mut patch))?;
+    // BSDIFF40 header: magic, bz(ctrl) len, bz(diff) len, new size; then the three bz streams.
+    let field = |at: usize| decode_offt(&patch[at..at + 8]) as usize;
+    if patch.len() < 32 || &patch[..8] != b"BSDIFF40" {
+        return Err(io::Error::other("qbsdiff wrote no BSDIFF40 header"));
+    }
+    let (ctrl_len, diff_len) = (field(8), field(16));
+    let unbz = |bytes: &[u8]| -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        bzip2::read::BzDecoder::new(bytes).read_to_end(&mut out)?;
+        Ok(out)
+    };
+    let ctrl = unbz(&patch[32..32 + ctrl_len])?;
+    let diff = unbz(&patch[32 + ctrl_len..32 + ctrl_len + diff_len])?;
+    let extra = unbz(&patch[32 + ctrl_len + diff_len..])?;
+    let count = ctrl.len() / 24;
+    let mut out = Vec::with_capacity(4 + ctrl.len() + diff.len() + extra.len());
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for c in ctrl.chunks_exact(24) {
+        out.extend_from_slice(&(decode_offt(&c[0..8]) as u64).to_le_bytes());
+        out.extend_from_slice(&(decode_offt(&c[8..16]) as u64).to_le_bytes());
+        out.extend_from_slice(&decode_offt(&c[16..24]).to_le_bytes());
+    }
+    out.extend_from_slice(&diff);
+    out.extend_from_slice(&extra);
+    Ok(out)
+}
+
+/// bsdiff's sign-magnitude integers.
+fn decode_offt(b: &[u8]) -> i64 {
+    let x = u64::from_le_bytes(b.try_into().expect("caller passes 8 bytes"));
+    let magnitude = (x & !(1 << 63)) as i64;
+    if x >> 63 == 1 {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+/// Apply a bsdiff payload to `reference`, producing exactly `out_len` bytes. Every index is
+/// checked: a corrupt payload is an error, never a panic.
+pub fn bsdiff_apply(reference: &[u8], payload: &[u8], out_len: usize) -> io::Result<Vec<u8>> {
+    let bad = |what: &str| invalid(format!("bsdiff payload: {what}"));
+    let count = u32::from_le_bytes(
+        payload
+            .get(..4)
+            .ok_or_else(|| bad("truncated"))?
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    let ctrl_end = count
+        .checked_mul(24)
+        .and_then(|n| n.checked_add(4))
+        .ok_or_else(|| bad("control count"))?;
+    let ctrls = payload
+        .get(4..ctrl_end)
+        .ok_or_else(|| bad("truncated controls"))?;
+    let mut data = &payload[ctrl_end..];
+    let mut total_add = 0usize;
+    for c in ctrls.chunks_exact(24) {
+        total_add = total_add
+            .checked_add(u64_at(c, 0) as usize)
+            .ok_or_else(|| bad("add overflow"))?;
+    }
+    let (diff, extra) = (
+        data.get(..total_add).ok_or_else(|| bad("truncated diff"))?,
+        data.get(total_add..).unwrap_or_default(),
+    );
+    data = diff;
+    let mut extra = extra;
+    let mut out = Vec::with_capacity(out_len);
+    let mut pos: i64 = 0;
+    for c in ctrls.chunks_exact(24) {
+        let (add, copy, seek) = (
+            u64_at(c, 0) as usize,
+            u64_at(c, 8) as usize,
+            u64_at(c, 16) as i64,
+        );
+        if out.len() + add + copy > out_len {
+            return Err(bad("output longer than declared"));
+        }
+        let start = usize::try_from(pos).map_err(|_| bad("negative position"))?;
+        let old = reference
+            .get(start..start + add)
+            .ok_or_else(|| bad("reads past the reference"))?;
+        let (d, rest) = data.split_at(add);
+        out.extend(old.iter().zip(d).map(|(o, d)| o.wrapping_add(*d)));
+        data = rest;
+        let (e, rest) = extra
+            .split_at_checked(copy)
+            .ok_or_else(|| bad("truncated extra"))?;
+        out.extend_from_slice(e);
+        extra = rest;
+        pos = pos
+            .checked_add(add as i64)
+            .and_then(|p| p.checked_add(seek))
+            .ok_or_else(|| bad("seek overflow"))?;
+    }
+    if out.len() != out_len {
+        return Err(bad("output shorter than declared"));
+    }
+    Ok(out)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(
+        b[at..at + 8]
+            .try_into()
+            .expect("controls are 24-byte chunks"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions() -> (Vec<u8>, Vec<u8>) {
+        let old: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 7).to_le_bytes())
+            .collect();
+        let mut new = old.clone();
+        // Shift a "code" region by one word and bump embedded addresses, like a relinked binary.
+        new.splice(1000..1000, [1, 2, 3, 4]);
+        for chunk in new[50_000..90_000].chunks_mut(16) {
+            chunk[0] = chunk[0].wrapping_add(8);
+        }
+        (old, new)
+    }
+
+    #[test]
+    fn zstd_ref_round_trips_and_beats_plain_zstd() {
+        let (old, new) = versions();
+        let patch = zstd_ref_encode(&old, &new, 19).unwrap();
+        assert_eq!(zstd_ref_decode(&old, &patch, new.len()).unwrap(), new);
+        assert!(patch.len() * 10 < zstd::bulk::compress(&new, 19).unwrap().len());
+    }
+
+    #[test]
+    fn bsdiff_round_trips() {
+        let (old, new) = versions();
+        let payload = bsdiff_encode(&old, &new).unwrap();
+        assert_eq!(bsdiff_apply(&old, &payload, new.len()).unwrap(), new);
+    }
+
+    #[test]
+    fn corrupt_bsdiff_payload_is_an_error() {
+        let (old, new) = versions();
+        let mut payload = bsdiff_encode(&old, &new).unwrap();
+        payload[4] = 0xff; // first add length now huge
+        payload[11] = 0x7f;
+        assert!(bsdiff_apply(&old, &payload, new.len()).is_err());
+        assert!(bsdiff_apply(&old, &payload[..3], new.len()).is_err());
+        assert!(zstd_ref_decode(&old, b"not zstd", 10).is_err());
+    }
+}
