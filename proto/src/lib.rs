@@ -10,6 +10,7 @@
 //!   value, never a panic; bodies over [`codec::MAX_BODY_BYTES`] are refused unread.
 //! - [`Signed`]: an ed25519 envelope; [`Signed::verify`] checks key, signature, device id and
 //!   generation (replay), each with its own [`VerifyError`] variant.
+//! - [`Bootstrap`]: the enrolment file `coracle device add` writes and the agent reads.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
 //! `no_std` + `alloc` without the default `std` feature, so the contract also builds for
@@ -17,6 +18,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 extern crate alloc;
 
+pub mod bootstrap;
 pub mod codec;
 pub mod command;
 pub mod desired;
@@ -31,6 +33,7 @@ pub mod signed;
 pub mod topic;
 pub mod validate;
 
+pub use bootstrap::{Bootstrap, BrokerAuth};
 pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
 pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
 pub use desired::{
