@@ -5,8 +5,12 @@
 //! - [`netns`]: test hosts in network namespaces on a private bridge (veth pairs), whose
 //!   links a test can cut;
 //! - [`process`]: child processes that are killed and reaped on drop, with waits on their
-//!   output instead of sleeps.
+//!   output instead of sleeps;
+//! - [`mosquitto`]: Debian's Mosquitto as a real external broker;
+//! - [`sim`]: the fleet simulator behind the `coracle-sim` binary.
 
 pub mod fixtures;
+pub mod mosquitto;
 pub mod netns;
 pub mod process;
+pub mod sim;
