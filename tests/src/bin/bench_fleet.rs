@@ -104,10 +104,10 @@ async fn run(n: usize) -> Result<Row> {
             TopicKind::Online if decode::<Presence>(&p.payload).ok() == Some(Presence::Online) => {
                 online.insert(device);
             }
-            TopicKind::Reported => {
-                if decode::<ReportedState>(&p.payload).is_ok_and(|r| r.applied == generation) {
-                    applied.insert(device);
-                }
+            TopicKind::Reported
+                if decode::<ReportedState>(&p.payload).is_ok_and(|r| r.applied == generation) =>
+            {
+                applied.insert(device);
             }
             _ => {}
         }
