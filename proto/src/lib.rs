@@ -1,6 +1,54 @@
-//! Coracle wire contract.
+//! Coracle's wire contract: everything the agent and the controller say to each other.
+//!
+//! - Identities: [`DeviceId`], [`ServiceName`], [`Generation`], [`Digest`], [`ImageRef`] —
+//!   validated once when parsed or decoded.
+//! - Messages: [`DesiredState`] (controller → device, always inside [`Signed`]),
+//!   [`ReportedState`], [`HealthSample`], [`Event`], [`CommandRequest`]/[`CommandReply`],
+//!   [`Presence`].
+//! - [`topic`]: MQTT topic names, QoS and retain flags, in one place.
+//! - [`codec`]: a one-byte protocol version, then postcard. Every decode failure is an error
+//!   value, never a panic; bodies over [`codec::MAX_BODY_BYTES`] are refused unread.
+//! - [`Signed`]: an ed25519 envelope; [`Signed::verify`] checks key, signature, device id and
+//!   generation (replay), each with its own [`VerifyError`] variant.
+//! - [`Bootstrap`]: the enrolment file `coracle device add` writes and the agent reads.
+//! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
+//!
+//! `no_std` + `alloc` without the default `std` feature, so the contract also builds for
+//! microcontroller-class devices.
 #![cfg_attr(not(feature = "std"), no_std)]
 extern crate alloc;
 
-/// Version byte in front of every encoded body.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub mod bootstrap;
+pub mod codec;
+pub mod command;
+pub mod desired;
+pub mod digest;
+pub mod event;
+pub mod frame;
+pub mod health;
+pub mod ids;
+pub mod reported;
+pub mod samples;
+pub mod signed;
+pub mod topic;
+pub mod validate;
+
+pub use bootstrap::{Bootstrap, BrokerAuth};
+pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
+pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
+pub use desired::{
+    Dependency, DependencyCondition, DesiredState, DeviceMapping, HealthCheck, HealthProbe,
+    NetworkMode, Resources, RestartPolicy, ServiceSpec, UpdateOrder, UpdateStrategy, VolumeMount,
+    VolumeSource,
+};
+pub use digest::{Digest, ImageRef, RefError};
+pub use event::{Event, EventKind, RejectReason};
+pub use health::{ContainerSample, HealthSample};
+pub use ids::{DeviceId, Generation, IdError, ServiceName};
+pub use reported::{Condition, ContainerState, Health, ReportedState, ServiceStatus, UpdateStatus};
+pub use signed::{KeyId, Signed, VerifyError};
+pub use topic::TopicKind;
+pub use validate::InvalidDesired;
+
+/// Re-exported so that users sign and verify with the same ed25519 implementation.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -1,0 +1,96 @@
+//! `ReportedState`: what a device observes, published retained on change.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::ids::{DeviceId, Generation, ServiceName};
+
+/// The device's view of itself, compared by the controller with what it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedState {
+    pub device: DeviceId,
+    /// The last generation the device verified and committed (0: none yet).
+    pub applied: Generation,
+    pub update: UpdateStatus,
+    pub services: Vec<ServiceStatus>,
+    /// diff_ids of the layers in the device's store, so the controller can pick delta bases.
+    pub layers: Vec<Digest>,
+    pub conditions: Vec<Condition>,
+    pub agent_version: String,
+}
+
+/// Where the device is in applying its latest desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateStatus {
+    /// Running the applied generation; nothing pending.
+    Idle,
+    /// Pulling images or switching containers for this generation.
+    Applying { generation: Generation },
+    /// Switched; waiting for the health gate before committing.
+    Verifying { generation: Generation },
+    /// The generation failed its health gate; the previous one runs again. The agent does
+    /// not retry this generation.
+    RolledBack {
+        generation: Generation,
+        reason: String,
+    },
+    /// The generation could not be applied at all (e.g. no disk space, pull refused).
+    Failed {
+        generation: Generation,
+        reason: String,
+    },
+}
+
+/// One service's container as the device sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: ServiceName,
+    /// Manifest digest of the image the container runs.
+    pub image: Digest,
+    pub state: ContainerState,
+    pub restart_count: u32,
+    pub last_exit_code: Option<i32>,
+    /// The last exit was an OOM kill by the memory limit.
+    pub oom_killed: bool,
+    pub health: Health,
+}
+
+/// A container's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Waiting for its image or its dependencies.
+    Pending,
+    Pulling,
+    Created,
+    Running,
+    /// Exited and waiting for its restart backoff.
+    Restarting,
+    Exited,
+    Stopped,
+}
+
+/// A container's health as its check reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// The service has no health check.
+    #[default]
+    None,
+    /// Within the start period, no verdict yet.
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// Something about the device that limits what it can do, reported until it clears.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// The kernel lacks a cgroup controller (Pi kernels ship with `memory` off), so limits
+    /// that need it are not enforced.
+    CgroupControllerMissing { controller: String },
+    /// Free disk is below what a pending pull needs plus the reserve.
+    DiskLow { free_bytes: u64, needed_bytes: u64 },
+    /// The SoC reports under-voltage or thermal throttling (Raspberry Pi `get_throttled` bits).
+    Throttled { flags: u32 },
+}
