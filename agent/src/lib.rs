@@ -3,3 +3,5 @@
 //!
 //! Today the crate holds the command-line shell; the runtime (issue 3) and the daemon
 //! (issue 6) grow here.
+
+pub mod pull;

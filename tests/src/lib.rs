@@ -7,10 +7,14 @@
 //! - [`process`]: child processes that are killed and reaped on drop, with waits on their
 //!   output instead of sleeps;
 //! - [`mosquitto`]: Debian's Mosquitto as a real external broker;
+//! - [`registry`]: Debian's `docker-registry` as a real OCI registry, filled with `skopeo`;
+//! - [`cut_proxy`]: a TCP proxy that cuts a transfer part way, counting what it forwards;
 //! - [`sim`]: the fleet simulator behind the `coracle-sim` binary.
 
+pub mod cut_proxy;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod netns;
 pub mod process;
+pub mod registry;
 pub mod sim;

@@ -1,0 +1,17 @@
+//! Image pulls for the agent: a synchronous OCI distribution client (`client`), bearer-token
+//! challenges (`challenge`), and the pull of one image into the device store, delta first
+//! (`image`). Runs on blocking threads (`spawn_blocking`) so the event loop never waits on it.
+//!
+//! Delta contract with the controller: `HEAD /v2/<repo>/coracle/deltas/<target diff_id>?have=
+//! <diff_id>,...` answers 404 (no delta: pull the full layer) or 200/307 with
+//! `Docker-Content-Digest` naming a delta blob, fetched from `/v2/<repo>/blobs/<digest>`
+//! like any blob (so it resumes with Range too).
+
+pub mod challenge;
+pub mod client;
+pub mod error;
+pub mod image;
+
+pub use client::{DeltaOffer, RegistryClient, RegistryEndpoint};
+pub use error::PullError;
+pub use image::{host_platform, Progress, PullReport, Puller};
