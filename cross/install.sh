@@ -73,7 +73,7 @@ fi
 [ -e "$bootstrap" ] || die "bootstrap $bootstrap: no such file"
 [ -f "$bootstrap" ] || die "bootstrap $bootstrap: not a regular file"
 [ -r "$bootstrap" ] || die "bootstrap $bootstrap: not readable"
-grep -Eq '^[[:space:]]*device[[:space:]]*=[[:space:]]*"[a-z0-9][a-z0-9-]*"' "$bootstrap" ||
+grep -Eq '^[[:space:]]*device[[:space:]]*=[[:space:]]*["'\''][a-z0-9][a-z0-9-]*["'\'']' "$bootstrap" ||
   die "bootstrap $bootstrap: no 'device = \"...\"' line; is this a file from 'coracle device add'?"
 [ -f "$unit_src" ] || die "systemd unit $unit_src: no such file (run install.sh from cross/)"
 [ -d "${root:-/}" ] || die "root $root: no such directory"

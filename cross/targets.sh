@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the variables are read by the scripts that source this
 # The board targets cross/ builds, in one table: sourced by build.sh, test-under-qemu.sh and
 # smoke.sh so the triple, the promise checked on the binary and the emulator never disagree.
 
