@@ -9,6 +9,8 @@
 #
 # Installs what is missing first (cross/toolchain.sh). zig is the C compiler and linker for
 # every target, so crates that compile C (zstd-sys, ring, aws-lc-sys) need nothing else.
+# Also packs the device bundle coracle-agent-ARCH.tar.gz beside the binary (binary,
+# install.sh, the systemd unit, the memory-cgroup check).
 # Progress goes to stderr; the one line on stdout is the path of the checked binary.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,4 +39,14 @@ bin="$target_dir/$CROSS_TRIPLE/release/coracle-agent"
 [ -x "$bin" ] || cross_die "cargo reported success but $bin is missing"
 
 "$here/check-binary.sh" "$arch" "$bin" >&2
+
+# The device bundle: the binary plus what install.sh needs beside it, one file to copy.
+bundle="$target_dir/$CROSS_TRIPLE/release/coracle-agent-$arch.tar.gz"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir "$stage/coracle-agent-$arch"
+cp "$bin" "$here/install.sh" "$here/coracle-agent.service" "$here/check-memory-cgroup.sh" \
+  "$stage/coracle-agent-$arch/"
+tar -C "$stage" --owner=0 --group=0 -czf "$bundle" "coracle-agent-$arch"
+cross_log "device bundle: $bundle ($(stat -c %s "$bundle") bytes)"
 echo "$bin"

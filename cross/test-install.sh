@@ -2,13 +2,17 @@
 # Tests cross/install.sh and cross/check-memory-cgroup.sh in scratch roots, and verifies the
 # systemd unit with systemd-analyze when it is available:
 #
-#   cross/test-install.sh [BINARY]   (default: any ELF, /bin/true; .ci/cross-check passes the
-#                                     aarch64 agent)
+#   cross/test-install.sh [BINARY [BUNDLE]]
+#
+# BINARY defaults to any ELF (/bin/true); BUNDLE is a coracle-agent-ARCH.tar.gz from
+# build.sh, whose install.sh is then run from the unpacked bundle. .ci/cross-check passes
+# the aarch64 agent and its bundle.
 #
 # Prints one line per case; exits non-zero at the first failed expectation.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 binary=${1:-/bin/true}
+bundle=${2:-}
 install_sh="$here/install.sh"
 bootstrap="$here/testdata/bootstrap.toml"
 scratch=$(mktemp -d)
@@ -113,4 +117,19 @@ if command -v systemd-analyze >/dev/null; then
   ok "systemd-analyze verify coracle-agent.service: clean"
 else
   echo "test-install: skip: systemd-analyze not installed (Debian package: systemd)"
+fi
+
+# 7. the device bundle is self-contained: its install.sh works from the unpacked directory
+if [ -n "$bundle" ]; then
+  tar -C "$scratch" -xzf "$bundle"
+  unpacked=$(find "$scratch" -maxdepth 1 -type d -name 'coracle-agent-*' | head -n1)
+  [ -n "$unpacked" ] || fail "bundle $bundle has no coracle-agent-ARCH directory"
+  broot="$scratch/bundle-root"
+  mkdir "$broot"
+  "$unpacked/install.sh" --root "$broot" "$unpacked/coracle-agent" "$bootstrap" >"$scratch/log"
+  cmp -s "$unpacked/coracle-agent" "$broot/usr/local/bin/coracle-agent" || fail "bundle binary not installed"
+  [ -f "$broot/etc/systemd/system/coracle-agent.service" ] || fail "bundle unit not installed"
+  ok "device bundle $(basename "$bundle") installs from its own directory"
+else
+  echo "test-install: skip: no device bundle given"
 fi
