@@ -33,7 +33,7 @@ target_dir=$(cargo metadata --no-deps --format-version 1 |
 cross_log "building coracle-agent for $CROSS_ZIG_TARGET"
 # Stripping is forced here too, so the promise holds even if the release profile changes.
 CARGO_PROFILE_RELEASE_STRIP=symbols \
-  cargo zigbuild --release -p coracle-agent --bin coracle-agent \
+  cross_zigbuild zigbuild --release -p coracle-agent --bin coracle-agent \
   --target "$CROSS_ZIG_TARGET" "$@" >&2
 bin="$target_dir/$CROSS_TRIPLE/release/coracle-agent"
 [ -x "$bin" ] || cross_die "cargo reported success but $bin is missing"

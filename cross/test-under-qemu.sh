@@ -34,7 +34,7 @@ export "$(cross_runner_var "$CROSS_TRIPLE")=$CROSS_QEMU"
 # One build for all unit tests, so dependency features unify once; then proto's integration
 # tests reuse that build.
 cross_log "unit tests of coracle-agent, coracle-images, coracle-proto for $CROSS_TRIPLE under $emulator"
-cargo-zigbuild test --target "$CROSS_ZIG_TARGET" \
+cross_zigbuild test --target "$CROSS_ZIG_TARGET" \
   -p coracle-agent -p coracle-images -p coracle-proto --lib "$@"
 cross_log "integration tests of coracle-proto for $CROSS_TRIPLE under $emulator"
-cargo-zigbuild test --target "$CROSS_ZIG_TARGET" -p coracle-proto --test '*' "$@"
+cross_zigbuild test --target "$CROSS_ZIG_TARGET" -p coracle-proto --test '*' "$@"

@@ -28,8 +28,16 @@ cross_ensure_rust_target() {
   fi
 }
 
+# Runs cargo-zigbuild (its `zigbuild`, `test`, ... subcommands), also when cargo's bin dir
+# is not on PATH, as right after a first `cargo install`.
+cross_zigbuild() {
+  local exe
+  exe=$(command -v cargo-zigbuild) || exe="${CARGO_HOME:-$HOME/.cargo}/bin/cargo-zigbuild"
+  "$exe" "$@"
+}
+
 cross_ensure_cargo_zigbuild() {
-  cargo zigbuild --version >/dev/null 2>&1 && return 0
+  cross_zigbuild --version >/dev/null 2>&1 && return 0
   cross_log "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION"
   # Without CARGO_TARGET_DIR cargo install builds in a temporary dir, not the project's cache.
   env -u CARGO_TARGET_DIR cargo install --locked "cargo-zigbuild@$CARGO_ZIGBUILD_VERSION" >&2 ||
