@@ -10,7 +10,9 @@
 #
 # Tests marked `#[ignore = "needs root"]` are not run here: qemu-user refuses seccomp
 # filters (they would apply to qemu itself) and emulates clone() with namespace flags only
-# partly, so the runtime's root tests belong on a real board or the native CI run.
+# partly, so the runtime's root tests belong on a real board or the native CI run. Without
+# binfmt_misc, a test that execs a target-architecture binary (itself as a shim, say) fails
+# with "Exec format error"; host programs run fine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cross/targets.sh
