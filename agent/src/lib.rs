@@ -1,5 +1,19 @@
 //! Coracle agent: the device daemon. It receives signed desired state over MQTT, pulls
 //! images, runs containers itself and reports health.
 //!
-//! Today the crate holds the command-line shell; the runtime (issue 3) and the daemon
-//! (issue 6) grow here.
+//! Daemon modules (issue 6):
+//! - `config`: `AgentConfig` from `/etc/coracle/agent.toml`, validated with named errors.
+//! - `state`: `AgentState` (committed and pending desired state, rolled-back generations),
+//!   persisted atomically by `StateStore` and repaired after kill -9 or a damaged file.
+//! - `reconcile`: the pure `plan(&AgentState, &Observed, now_ms) -> Vec<Action>`, restart
+//!   policies with backoff, the health gate, and the container lifecycle table.
+//! - `transport`: MQTT over TLS (rumqttc + rustls/ring) as a `TransportHandle` plus a
+//!   `TransportDriver`; every inbound desired state is verified and validated there.
+//!
+//! Limits: the reconcile core does no I/O; nothing blocks the MQTT event loop; no rumqttc
+//! type leaves `transport`. The container runtime (issue 3) lives in its own modules.
+
+pub mod config;
+pub mod reconcile;
+pub mod state;
+pub mod transport;
