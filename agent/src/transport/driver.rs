@@ -191,15 +191,11 @@ impl TransportDriver {
                 }
                 shared.flush();
             }
-            Event::Incoming(Packet::SubAck(ack)) => {
-                if ack
-                    .return_codes
+            Event::Incoming(Packet::SubAck(ack)) => self.on_subscribed(
+                ack.return_codes
                     .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
-                    tracing::error!(device = %self.device, "broker refused a subscription (check its ACL)");
-                }
-            }
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure)),
+            ),
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let mut shared = self.lock();
                 if let Some(Tag::Event(seq)) = shared.unassigned.pop_front() {
@@ -218,21 +214,26 @@ impl TransportDriver {
         shared.unassigned.clear();
         shared.inflight.clear();
         shared.outbox.resend_unacked();
-        // Clean session: the broker forgot our subscriptions, so renew them every time.
-        for kind in [TopicKind::Desired, TopicKind::Cmd] {
-            if let Err(err) = shared
-                .client
-                .try_subscribe(kind.for_device(&self.device), QoS::AtLeastOnce)
-            {
-                tracing::error!(topic = kind.suffix(), error = %err, "subscribe not queued");
-            }
+        // Clean session: the broker forgot our subscriptions, so renew them every time, in
+        // one SUBSCRIBE whose SUBACK marks the link up.
+        let filters = [TopicKind::Desired, TopicKind::Cmd].map(|kind| {
+            rumqttc::SubscribeFilter::new(kind.for_device(&self.device), QoS::AtLeastOnce)
+        });
+        if let Err(err) = shared.client.try_subscribe_many(filters) {
+            tracing::error!(error = %err, "subscribe not queued");
         }
         shared.publish(TopicKind::Online, encode(&Presence::Online), Tag::Other);
         if let Some(reported) = shared.reported.clone() {
             shared.publish(TopicKind::Reported, reported, Tag::Other);
         }
         shared.flush();
-        drop(shared);
+    }
+
+    /// The subscriptions are in place: from now on nothing addressed to us is missed.
+    fn on_subscribed(&mut self, refused: bool) {
+        if refused {
+            tracing::error!(device = %self.device, "broker refused a subscription (check its ACL)");
+        }
         tracing::info!(device = %self.device, connects = self.connects, "broker link up");
         self.link_tx.send_replace(Link::Up {
             connects: self.connects,

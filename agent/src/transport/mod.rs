@@ -38,7 +38,7 @@ pub const MAX_PACKET_BYTES: usize = coracle_proto::codec::MAX_BODY_BYTES + 4 * 1
 /// Commands buffered for the supervisor; beyond this the device answers "busy".
 const COMMAND_QUEUE: usize = 32;
 
-/// Whether the broker link is up.
+/// Whether the broker link is up (connected and subscribed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
     Down,
