@@ -1,6 +1,9 @@
 //! The transport against a real Mosquitto over TLS: connect, presence, admitted and
 //! rejected desired states, broker restart, oversized packets and floods.
 
+// Test helpers outside #[test] fns are still test code.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::Duration;
