@@ -144,6 +144,12 @@ impl StateStore {
         }
     }
 
+    /// Reads the state without repairing anything, for a process that is not the agent
+    /// (the agent may be mid-write); `None` when there is no state yet.
+    pub fn peek(&self) -> Result<Option<AgentState>, StateError> {
+        Self::decode_file(&self.path)
+    }
+
     fn decode_file(path: &Path) -> Result<Option<AgentState>, StateError> {
         let Some(body) = file::read_checked(path)? else {
             return Ok(None);
