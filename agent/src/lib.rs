@@ -17,4 +17,5 @@ pub mod config;
 pub mod health;
 pub mod reconcile;
 pub mod state;
+pub mod supervisor;
 pub mod transport;

@@ -13,6 +13,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
+pub mod fake_engine;
+
 /// A CA plus the broker's certificate.
 pub struct Pki {
     pub ca_pem: String,
@@ -202,6 +204,7 @@ pub struct Received {
 pub struct Controller {
     pub client: AsyncClient,
     pub received: mpsc::UnboundedReceiver<Received>,
+    backlog: std::collections::VecDeque<Received>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -252,18 +255,25 @@ impl Controller {
         Self {
             client,
             received,
+            backlog: Default::default(),
             task,
         }
     }
 
-    /// The next publish on a topic ending in `suffix`, skipping others.
+    /// The next publish on a topic ending in `suffix`; others are kept for later calls.
     pub async fn next_on(&mut self, suffix: &str) -> Received {
+        if let Some(i) = self.backlog.iter().position(|r| r.topic.ends_with(suffix)) {
+            return self.backlog.remove(i).unwrap();
+        }
+        let backlog = &mut self.backlog;
+        let received = &mut self.received;
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
-                let r = self.received.recv().await.expect("controller task alive");
+                let r = received.recv().await.expect("controller task alive");
                 if r.topic.ends_with(suffix) {
                     return r;
                 }
+                backlog.push_back(r);
             }
         })
         .await

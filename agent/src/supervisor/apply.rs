@@ -1,0 +1,105 @@
+//! Applying one planned action: engine calls on blocking threads, state moves for the
+//! gate, events for what the controller should hear about. Container verbs are checked
+//! against the lifecycle table first, so a bad plan is refused, not executed.
+
+use coracle_proto::EventKind;
+
+use super::{blocking, EngineError, Supervisor};
+use crate::reconcile::{fingerprint, transition, Action, PhaseKind, Verb};
+
+impl Supervisor {
+    fn check_move(
+        &self,
+        service: &coracle_proto::ServiceName,
+        verb: Verb,
+    ) -> Result<PhaseKind, EngineError> {
+        let from = PhaseKind::from(self.observed.containers.get(service).map(|c| &c.phase));
+        transition(from, verb).map_err(|err| EngineError {
+            step: "check lifecycle move of",
+            object: service.to_string(),
+            reason: err.to_string(),
+        })?;
+        Ok(from)
+    }
+
+    pub(super) async fn apply(&mut self, action: Action) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        let now = self.now_ms();
+        match action {
+            Action::Pull { image } => {
+                let digest = image.digest;
+                tracing::info!(image = %digest, "pulling image");
+                if let Err(err) = blocking(move || engine.pull(&image)).await {
+                    self.event(EventKind::PullFailed {
+                        image: digest,
+                        reason: err.to_string(),
+                    });
+                    return Err(err);
+                }
+            }
+            Action::Create { spec } => {
+                self.check_move(&spec.name, Verb::Create)?;
+                self.tracker.created(&spec.name);
+                let print = fingerprint(&spec);
+                blocking(move || engine.create(&spec, print)).await?;
+            }
+            Action::Start { service } => {
+                let from = self.check_move(&service, Verb::Start)?;
+                let restart = self
+                    .tracker
+                    .starting(&service, from == PhaseKind::Exited, now);
+                let name = service.clone();
+                blocking(move || engine.start(&name)).await?;
+                if let Some(restart_count) = restart {
+                    tracing::info!(%service, restart_count, "container restarted");
+                    self.event(EventKind::ContainerRestarted {
+                        service,
+                        restart_count,
+                    });
+                }
+            }
+            Action::Stop { service } => {
+                self.check_move(&service, Verb::Stop)?;
+                self.tracker.stopping(&service);
+                let grace = self.options.stop_grace;
+                blocking(move || engine.stop(&service, grace)).await?;
+            }
+            Action::Remove { service } => {
+                self.check_move(&service, Verb::Remove)?;
+                blocking(move || engine.delete(&service)).await?;
+            }
+            Action::Gc { images } => {
+                tracing::info!(count = images.len(), "removing unused images");
+                blocking(move || engine.remove_images(&images)).await?;
+            }
+            Action::StartGate { generation } => {
+                tracing::info!(%generation, "health gate started");
+                self.tracker.gate_started_ms = Some(now);
+                self.observed.gate_started_ms = Some(now);
+            }
+            Action::Commit { generation } => {
+                self.state.commit();
+                self.tracker.gate_started_ms = None;
+                self.save();
+                tracing::info!(%generation, "generation committed");
+                self.event(EventKind::Applied { generation });
+            }
+            Action::RollBack {
+                generation,
+                service,
+                reason,
+            } => {
+                self.state.roll_back(reason.clone());
+                self.tracker.gate_started_ms = None;
+                self.save();
+                tracing::warn!(%generation, %service, %reason, "generation rolled back");
+                self.event(EventKind::RolledBack {
+                    generation,
+                    service,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,63 @@
+//! Commands from the controller (`cmd`): logs tail (bounded), restart, recheck.
+
+use coracle_proto::{Command, CommandOutcome, CommandReply, CommandRequest};
+
+use super::{blocking, Supervisor};
+
+impl Supervisor {
+    pub(super) async fn on_command(&mut self, request: CommandRequest) {
+        let outcome = match request.command {
+            Command::LogsTail {
+                service,
+                lines,
+                max_bytes,
+            } => {
+                let engine = self.engine.clone();
+                // The reply must fit one protocol body whatever the controller asked for.
+                let max_bytes = max_bytes.min(self.options.log_tail_max_bytes);
+                match blocking(move || engine.logs_tail(&service, lines, max_bytes)).await {
+                    Ok(tail) => CommandOutcome::Logs {
+                        lines: tail.lines,
+                        truncated: tail.truncated,
+                    },
+                    Err(err) => CommandOutcome::Failed {
+                        reason: err.to_string(),
+                    },
+                }
+            }
+            Command::Restart { service } => {
+                if !self.observed.containers.contains_key(&service) {
+                    CommandOutcome::Failed {
+                        reason: format!("no container for service {service}"),
+                    }
+                } else {
+                    let engine = self.engine.clone();
+                    let grace = self.options.stop_grace;
+                    self.tracker.stopping(&service);
+                    let name = service.clone();
+                    let result = blocking(move || {
+                        engine.stop(&name, grace)?;
+                        engine.start(&name)
+                    })
+                    .await;
+                    self.tracker.starting(&service, false, self.now_ms());
+                    match result {
+                        Ok(()) => CommandOutcome::Done,
+                        Err(err) => CommandOutcome::Failed {
+                            reason: err.to_string(),
+                        },
+                    }
+                }
+            }
+            Command::Recheck => {
+                self.last_reported = None;
+                self.reconcile().await;
+                CommandOutcome::Done
+            }
+        };
+        self.transport.reply(CommandReply {
+            id: request.id,
+            outcome,
+        });
+    }
+}

@@ -1,0 +1,244 @@
+//! The supervisor: the one loop (a single `select!`) that owns the agent state. It admits
+//! desired states from the transport, reconciles on a tick (observe → `plan` → apply through
+//! the `ContainerEngine` on blocking threads), publishes the reported state when it changes
+//! and a health sample at the configured interval, and answers commands. A failed action is
+//! reported and retried on a later tick; it never ends the loop.
+
+mod apply;
+mod commands;
+pub mod engine;
+pub mod report;
+pub mod tracker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coracle_proto::{DesiredState, DeviceId, Event, EventKind, ReportedState};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::health::VitalsReader;
+use crate::reconcile::{self, Observed};
+use crate::state::{AgentState, StateStore};
+use crate::transport::{Inbox, TransportHandle};
+pub use engine::{ContainerEngine, EngineContainer, EngineError, EngineStatus, LogTail};
+use tracker::Tracker;
+
+/// Timing knobs (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    pub tick: Duration,
+    pub health_interval: Duration,
+    pub stop_grace: Duration,
+    pub log_tail_max_bytes: u32,
+}
+
+/// The agent's main loop and the only writer of its state.
+pub struct Supervisor {
+    device: DeviceId,
+    state: AgentState,
+    store: StateStore,
+    engine: Arc<dyn ContainerEngine>,
+    transport: TransportHandle,
+    vitals: VitalsReader,
+    tracker: Tracker,
+    observed: Observed,
+    last_reported: Option<ReportedState>,
+    options: SupervisorOptions,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("device", &self.device)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the Unix epoch by the device clock.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Supervisor {
+    /// A supervisor starting from the persisted `state`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device: DeviceId,
+        state: AgentState,
+        store: StateStore,
+        engine: Arc<dyn ContainerEngine>,
+        transport: TransportHandle,
+        vitals: VitalsReader,
+        options: SupervisorOptions,
+    ) -> Self {
+        transport.set_replay_floor(state.replay_floor());
+        Self {
+            device,
+            state,
+            store,
+            engine,
+            transport,
+            vitals,
+            tracker: Tracker::default(),
+            observed: Observed::default(),
+            last_reported: None,
+            options,
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The current persisted state (for tests and the control socket).
+    pub fn state(&self) -> &AgentState {
+        &self.state
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped).
+    pub async fn run(mut self, mut inbox: Inbox, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.options.tick);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut health = tokio::time::interval(self.options.health_interval);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = inbox.desired.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let desired = inbox.desired.borrow_and_update().clone();
+                    if let Some(desired) = desired {
+                        self.on_desired(desired);
+                        self.reconcile().await;
+                    }
+                }
+                Some(request) = inbox.commands.recv() => self.on_command(request).await,
+                _ = tick.tick() => self.reconcile().await,
+                _ = health.tick() => self.publish_health(),
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(device = %self.device, "supervisor stopped");
+    }
+
+    /// A verified, valid desired state arrived.
+    fn on_desired(&mut self, desired: DesiredState) {
+        let generation = desired.generation;
+        if self.state.was_rolled_back(generation) {
+            tracing::debug!(%generation, "rolled-back generation redelivered; not retried");
+            return;
+        }
+        let current = self
+            .state
+            .pending
+            .as_ref()
+            .or(self.state.committed.as_ref());
+        if current.is_some_and(|c| c.generation >= generation) {
+            return; // redelivered retained state
+        }
+        tracing::info!(%generation, "applying desired state");
+        self.state.begin(desired);
+        self.tracker.gate_started_ms = None;
+        self.save();
+    }
+
+    fn save(&mut self) {
+        if let Err(err) = self.store.save(&self.state) {
+            tracing::error!(error = %error_chain(&err), "agent state not saved");
+        }
+        self.transport.set_replay_floor(self.state.replay_floor());
+    }
+
+    fn event(&self, kind: EventKind) {
+        self.transport.publish_event(Event {
+            at_unix_s: unix_now(),
+            kind,
+        });
+    }
+
+    /// Observe, plan, apply; report if anything changed.
+    async fn reconcile(&mut self) {
+        if let Err(err) = self.observe().await {
+            tracing::warn!(error = %err, "observation failed; retrying next tick");
+            return;
+        }
+        let actions = reconcile::plan(&self.state, &self.observed, self.now_ms());
+        for action in actions {
+            if let Err(err) = self.apply(action).await {
+                tracing::warn!(error = %err, "action failed; retrying next tick");
+                break;
+            }
+        }
+        if let Err(err) = self.observe().await {
+            tracing::warn!(error = %err, "observation failed");
+        }
+        self.report_if_changed();
+    }
+
+    async fn observe(&mut self) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        let (containers, images) = blocking(move || Ok((engine.list()?, engine.images()?))).await?;
+        let (observed, exits) = self.tracker.observe(&containers, images, self.now_ms());
+        self.observed = observed;
+        for exit in exits {
+            tracing::info!(service = %exit.service, code = exit.exit_code, oom = exit.oom_killed, "container exited");
+            self.event(EventKind::ContainerExited {
+                service: exit.service,
+                exit_code: exit.exit_code,
+                oom_killed: exit.oom_killed,
+            });
+        }
+        Ok(())
+    }
+
+    fn report_if_changed(&mut self) {
+        let reported = report::reported(&self.device, &self.state, &self.observed, &self.tracker);
+        if self.last_reported.as_ref() != Some(&reported) {
+            self.transport.publish_reported(&reported);
+            self.last_reported = Some(reported);
+        }
+    }
+
+    fn publish_health(&mut self) {
+        let mut sample = self.vitals.sample();
+        sample.containers = report::container_samples(&self.state, &self.tracker);
+        self.transport.publish_health(&sample);
+    }
+}
+
+/// Runs engine work on a blocking thread; a panicked task becomes an error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(EngineError {
+                step: "run engine task",
+                object: String::new(),
+                reason: join.to_string(),
+            })
+        })
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

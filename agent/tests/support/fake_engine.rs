@@ -1,0 +1,131 @@
+//! An in-memory `ContainerEngine` for supervisor tests, until the Linux runtime adapter is
+//! wired in (the runtime's own tests cover real containers). Images whose digest is in
+//! `crashing` exit with code 1 as soon as they start.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use coracle_agent::reconcile::Fingerprint;
+use coracle_agent::supervisor::{
+    ContainerEngine, EngineContainer, EngineError, EngineStatus, LogTail,
+};
+use coracle_proto::{Digest, ImageRef, ServiceName, ServiceSpec};
+
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    pub inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    pub images: BTreeSet<Digest>,
+    pub containers: BTreeMap<ServiceName, EngineContainer>,
+    pub crashing: BTreeSet<Digest>,
+    pub starts: u32,
+}
+
+fn missing(step: &'static str, service: &ServiceName) -> EngineError {
+    EngineError {
+        step,
+        object: service.to_string(),
+        reason: "no such container".into(),
+    }
+}
+
+impl ContainerEngine for FakeEngine {
+    fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
+        self.inner.lock().unwrap().images.insert(image.digest);
+        Ok(())
+    }
+    fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
+        Ok(self.inner.lock().unwrap().images.clone())
+    }
+    fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        images.iter().for_each(|d| {
+            inner.images.remove(d);
+        });
+        Ok(())
+    }
+    fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        assert!(
+            inner.images.contains(&spec.image.digest),
+            "create before pull"
+        );
+        inner.containers.insert(
+            spec.name.clone(),
+            EngineContainer {
+                service: spec.name.clone(),
+                fingerprint,
+                image: spec.image.digest,
+                status: EngineStatus::Created,
+            },
+        );
+        Ok(())
+    }
+    fn start(&self, service: &ServiceName) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.starts += 1;
+        let crashing = inner.crashing.clone();
+        let c = inner
+            .containers
+            .get_mut(service)
+            .ok_or_else(|| missing("start", service))?;
+        c.status = if crashing.contains(&c.image) {
+            EngineStatus::Stopped {
+                exit_code: Some(1),
+                oom_killed: false,
+            }
+        } else {
+            EngineStatus::Running
+        };
+        Ok(())
+    }
+    fn stop(&self, service: &ServiceName, _grace: Duration) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(c) = inner.containers.get_mut(service) {
+            if c.status == EngineStatus::Running {
+                c.status = EngineStatus::Stopped {
+                    exit_code: Some(143),
+                    oom_killed: false,
+                };
+            }
+        }
+        Ok(())
+    }
+    fn delete(&self, service: &ServiceName) -> Result<(), EngineError> {
+        self.inner.lock().unwrap().containers.remove(service);
+        Ok(())
+    }
+    fn list(&self) -> Result<Vec<EngineContainer>, EngineError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .containers
+            .values()
+            .cloned()
+            .collect())
+    }
+    fn logs_tail(
+        &self,
+        service: &ServiceName,
+        lines: u32,
+        _max: u32,
+    ) -> Result<LogTail, EngineError> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .containers
+            .get(service)
+            .ok_or_else(|| missing("read logs of", service))?;
+        Ok(LogTail {
+            lines: (0..lines.min(3))
+                .map(|i| format!("{service} line {i}"))
+                .collect(),
+            truncated: lines < 3,
+        })
+    }
+}
