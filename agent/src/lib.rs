@@ -14,6 +14,8 @@
 //! type leaves `transport`. The container runtime (issue 3) lives in its own modules.
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod health;
 pub mod reconcile;
 pub mod state;

@@ -106,7 +106,11 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
         },
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(supervisor.run(inbox, stop_rx));
+    let socket = data.path().join("agent.sock");
+    let listener = coracle_agent::control::server::bind(&socket).unwrap();
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(coracle_agent::control::server::serve(listener, control_tx));
+    let task = tokio::spawn(supervisor.run(inbox, control_rx, stop_rx));
     let desired_topic = TopicKind::Desired.for_device(&samples::device());
 
     // Deploy generation 1.
@@ -209,6 +213,38 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
     let sample: HealthSample = decode(&health.payload).unwrap();
     assert!(sample.mem_total_kib > 0);
     assert!(health.payload.len() < 100, "{} bytes", health.payload.len());
+
+    // The local control socket answers status, ps and logs (blocking client off the loop).
+    let path = socket.clone();
+    let status = tokio::task::spawn_blocking(move || coracle_agent::control::client::status(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.broker_connected);
+    assert_eq!(status.reported.applied, Generation(1));
+    let ps = coracle_agent::control::client::format_ps(&status);
+    assert!(ps.contains("app") && ps.contains("Running"), "{ps}");
+    let path = socket.clone();
+    let logs = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        coracle_agent::control::client::logs(&path, "db".parse().unwrap(), 3, false, |l| {
+            got.extend_from_slice(l);
+            true
+        })
+        .map(|()| got)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(logs, ["db line 0", "db line 1", "db line 2"]);
+    let path = socket.clone();
+    let err = tokio::task::spawn_blocking(move || {
+        coracle_agent::control::client::logs(&path, "ghost".parse().unwrap(), 3, false, |_| true)
+    })
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(err.to_string().contains("ghost"), "{err}");
 
     stop_tx.send_replace(true);
     tokio::time::timeout(Duration::from_secs(10), task)

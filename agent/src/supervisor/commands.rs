@@ -2,7 +2,8 @@
 
 use coracle_proto::{Command, CommandOutcome, CommandReply, CommandRequest};
 
-use super::{blocking, Supervisor};
+use super::{blocking, report, Supervisor};
+use crate::control::{AgentStatus, LocalReply, LocalRequest};
 
 impl Supervisor {
     pub(super) async fn on_command(&mut self, request: CommandRequest) {
@@ -59,5 +60,37 @@ impl Supervisor {
             id: request.id,
             outcome,
         });
+    }
+}
+
+impl Supervisor {
+    /// Answers the local control socket.
+    pub(super) async fn on_local(&mut self, request: LocalRequest, connected: bool) -> LocalReply {
+        match request {
+            LocalRequest::Status => {
+                let (queued, dropped) = self.transport.queued_events();
+                LocalReply::Status(Box::new(AgentStatus {
+                    reported: report::reported(
+                        &self.device,
+                        &self.state,
+                        &self.observed,
+                        &self.tracker,
+                    ),
+                    broker_connected: connected,
+                    queued_events: queued as u64,
+                    dropped_events: dropped,
+                }))
+            }
+            LocalRequest::Logs { service, lines, .. } => {
+                let engine = self.engine.clone();
+                let max_bytes = self.options.log_tail_max_bytes;
+                match blocking(move || engine.logs_tail(&service, lines, max_bytes)).await {
+                    Ok(tail) => LocalReply::Logs { lines: tail.lines },
+                    Err(err) => LocalReply::Failed {
+                        reason: err.to_string(),
+                    },
+                }
+            }
+        }
     }
 }

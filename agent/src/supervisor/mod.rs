@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coracle_proto::{DesiredState, DeviceId, Event, EventKind, ReportedState};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
+use crate::control::server::ControlRequest;
 use crate::health::VitalsReader;
 use crate::reconcile::{self, Observed};
 use crate::state::{AgentState, StateStore};
-use crate::transport::{Inbox, TransportHandle};
+use crate::transport::{Inbox, Link, TransportHandle};
 pub use engine::{ContainerEngine, EngineContainer, EngineError, EngineStatus, LogTail};
 use tracker::Tracker;
 
@@ -101,8 +102,14 @@ impl Supervisor {
         &self.state
     }
 
-    /// Runs until `shutdown` turns true (or its sender is dropped).
-    pub async fn run(mut self, mut inbox: Inbox, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` turns true (or its sender is dropped). `control` carries the
+    /// local socket's requests (see `control::server`).
+    pub async fn run(
+        mut self,
+        mut inbox: Inbox,
+        mut control: mpsc::Receiver<ControlRequest>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(self.options.tick);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut health = tokio::time::interval(self.options.health_interval);
@@ -120,6 +127,12 @@ impl Supervisor {
                     }
                 }
                 Some(request) = inbox.commands.recv() => self.on_command(request).await,
+                Some((request, reply)) = control.recv() => {
+                    let connected = matches!(*inbox.link.borrow(), Link::Up { .. });
+                    let answer = self.on_local(request, connected).await;
+                    // The CLI may have hung up; nothing to do then.
+                    let _ = reply.send(answer);
+                }
                 _ = tick.tick() => self.reconcile().await,
                 _ = health.tick() => self.publish_health(),
                 changed = shutdown.changed() => {
