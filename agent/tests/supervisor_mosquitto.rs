@@ -59,69 +59,124 @@ async fn reported_until(
     }
 }
 
+/// A broker, a test controller, and an agent (transport + supervisor + control socket)
+/// over an in-memory engine.
+struct Agent {
+    _pki: Pki,
+    _broker: Mosquitto,
+    key: SigningKey,
+    controller: Controller,
+    engine: Arc<FakeEngine>,
+    store: StateStore,
+    data: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    async fn start() -> Self {
+        let pki = Pki::new();
+        let broker = Mosquitto::start(&pki);
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let controller = Controller::connect(
+            &pki,
+            broker.mtls_port,
+            &[
+                "coracle/v1/+/reported",
+                "coracle/v1/+/events",
+                "coracle/v1/+/cmd/reply",
+                "coracle/v1/+/health",
+            ],
+        )
+        .await;
+        let data = tempfile::tempdir().unwrap();
+        let engine = Arc::new(FakeEngine::default());
+        let store = StateStore::new(data.path());
+        let socket = data.path().join("agent.sock");
+        let (stop_tx, _) = tokio::sync::watch::channel(false);
+        let mut agent = Self {
+            _pki: pki,
+            _broker: broker,
+            key,
+            controller,
+            engine,
+            store,
+            data,
+            socket,
+            stop_tx,
+            task: tokio::spawn(async {}),
+        };
+        agent.spawn_supervisor();
+        agent
+    }
+
+    /// Starts (or, after `stop`, restarts) the agent on the same data dir and engine.
+    fn spawn_supervisor(&mut self) {
+        let bootstrap = bootstrap_mtls(
+            &self._pki,
+            &self._broker,
+            samples::device().as_str(),
+            &self.key,
+        );
+        let mut config = AgentConfig::default();
+        config.mqtt.reconnect_min_ms = 50;
+        let (handle, driver, inbox) =
+            transport::transport(TransportSettings::from_bootstrap(&bootstrap, &config).unwrap());
+        tokio::spawn(driver.run());
+        let supervisor = Supervisor::new(
+            samples::device(),
+            self.store.load().unwrap().0,
+            self.store.clone(),
+            self.engine.clone(),
+            handle,
+            VitalsReader::new(self.data.path()),
+            SupervisorOptions {
+                tick: Duration::from_millis(20),
+                health_interval: Duration::from_millis(300),
+                stop_grace: Duration::from_secs(1),
+                log_tail_max_bytes: 4096,
+            },
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let listener = coracle_agent::control::server::bind(&self.socket).unwrap();
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(coracle_agent::control::server::serve(listener, control_tx));
+        self.stop_tx = stop_tx;
+        self.task = tokio::spawn(supervisor.run(inbox, control_rx, stop_rx));
+    }
+
+    async fn stop(&mut self) {
+        self.stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn deploy(&self, state: &DesiredState) {
+        let topic = TopicKind::Desired.for_device(&samples::device());
+        self.controller
+            .publish(topic, true, encode(&Signed::sign(state, &self.key)))
+            .await;
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
-    let pki = Pki::new();
-    let broker = Mosquitto::start(&pki);
-    let key = SigningKey::from_bytes(&[7; 32]);
-    let mut controller = Controller::connect(
-        &pki,
-        broker.mtls_port,
-        &[
-            "coracle/v1/+/reported",
-            "coracle/v1/+/events",
-            "coracle/v1/+/cmd/reply",
-            "coracle/v1/+/health",
-        ],
-    )
-    .await;
-    let bootstrap = bootstrap_mtls(&pki, &broker, samples::device().as_str(), &key);
-    let mut config = AgentConfig::default();
-    config.mqtt.reconnect_min_ms = 50;
-    let (handle, driver, inbox) =
-        transport::transport(TransportSettings::from_bootstrap(&bootstrap, &config).unwrap());
-    tokio::spawn(driver.run());
-
-    let data = tempfile::tempdir().unwrap();
-    let store = StateStore::new(data.path());
-    let engine = Arc::new(FakeEngine::default());
-    engine
+    let mut agent = Agent::start().await;
+    agent
+        .engine
         .inner
         .lock()
         .unwrap()
         .crashing
         .insert(Digest::from_sha256([3; 32]));
-    let supervisor = Supervisor::new(
-        samples::device(),
-        store.load().unwrap().0,
-        store.clone(),
-        engine.clone(),
-        handle.clone(),
-        VitalsReader::new(data.path()),
-        SupervisorOptions {
-            tick: Duration::from_millis(20),
-            health_interval: Duration::from_millis(300),
-            stop_grace: Duration::from_secs(1),
-            log_tail_max_bytes: 4096,
-        },
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let socket = data.path().join("agent.sock");
-    let listener = coracle_agent::control::server::bind(&socket).unwrap();
-    let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(coracle_agent::control::server::serve(listener, control_tx));
-    let task = tokio::spawn(supervisor.run(inbox, control_rx, stop_rx));
-    let desired_topic = TopicKind::Desired.for_device(&samples::device());
+    let socket = agent.socket.clone();
 
     // Deploy generation 1.
-    controller
-        .publish(
-            desired_topic.clone(),
-            true,
-            encode(&Signed::sign(&desired(1, 2), &key)),
-        )
-        .await;
-    let r = reported_until(&mut controller, |r| {
+    agent.deploy(&desired(1, 2)).await;
+    let r = reported_until(&mut agent.controller, |r| {
         r.applied == Generation(1)
             && r.services
                 .iter()
@@ -132,14 +187,8 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
     assert_eq!(r.services.len(), 2);
 
     // Generation 2 ships an app that exits 1 at once: the agent rolls back by itself.
-    controller
-        .publish(
-            desired_topic.clone(),
-            true,
-            encode(&Signed::sign(&desired(2, 3), &key)),
-        )
-        .await;
-    let r = reported_until(&mut controller, |r| {
+    agent.deploy(&desired(2, 3)).await;
+    let r = reported_until(&mut agent.controller, |r| {
         matches!(r.update, UpdateStatus::RolledBack { .. })
     })
     .await;
@@ -149,7 +198,7 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
     };
     assert_eq!(*generation, Generation(2));
     assert!(reason.contains("exited with code 1"), "{reason}");
-    let r = reported_until(&mut controller, |r| {
+    let r = reported_until(&mut agent.controller, |r| {
         r.services
             .iter()
             .all(|s| s.state == ContainerState::Running)
@@ -162,7 +211,7 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
         "old app back"
     );
     loop {
-        let e: Event = decode(&controller.next_on("/events").await.payload).unwrap();
+        let e: Event = decode(&agent.controller.next_on("/events").await.payload).unwrap();
         if let EventKind::RolledBack {
             generation,
             service,
@@ -173,7 +222,7 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
             break;
         }
     }
-    let persisted = store.peek().unwrap().unwrap();
+    let persisted = agent.store.peek().unwrap().unwrap();
     assert_eq!(persisted.committed_generation(), Generation(1));
     assert!(persisted.was_rolled_back(Generation(2)) && persisted.pending.is_none());
 
@@ -187,10 +236,12 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
             max_bytes: 1 << 20,
         },
     };
-    controller
+    agent
+        .controller
         .publish(cmd_topic.clone(), false, encode(&logs))
         .await;
-    let reply: CommandReply = decode(&controller.next_on("/cmd/reply").await.payload).unwrap();
+    let reply: CommandReply =
+        decode(&agent.controller.next_on("/cmd/reply").await.payload).unwrap();
     assert_eq!(reply.id, 9);
     assert!(
         matches!(reply.outcome, CommandOutcome::Logs { ref lines, .. } if lines.len() == 2),
@@ -202,14 +253,18 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
             service: "ghost".parse().unwrap(),
         },
     };
-    controller.publish(cmd_topic, false, encode(&restart)).await;
-    let reply: CommandReply = decode(&controller.next_on("/cmd/reply").await.payload).unwrap();
+    agent
+        .controller
+        .publish(cmd_topic, false, encode(&restart))
+        .await;
+    let reply: CommandReply =
+        decode(&agent.controller.next_on("/cmd/reply").await.payload).unwrap();
     assert!(
         matches!(reply.outcome, CommandOutcome::Failed { ref reason } if reason.contains("ghost"))
     );
 
     // Health samples flow at the configured interval and are small.
-    let health = controller.next_on("/health").await;
+    let health = agent.controller.next_on("/health").await;
     let sample: HealthSample = decode(&health.payload).unwrap();
     assert!(sample.mem_total_kib > 0);
     assert!(health.payload.len() < 100, "{} bytes", health.payload.len());
@@ -246,9 +301,99 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
     .unwrap_err();
     assert!(err.to_string().contains("ghost"), "{err}");
 
-    stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn restarted_agent_adopts_its_containers_and_keeps_its_state() {
+    let mut agent = Agent::start().await;
+    agent.deploy(&desired(1, 2)).await;
+    reported_until(&mut agent.controller, |r| {
+        r.applied == Generation(1)
+            && r.services
+                .iter()
+                .all(|s| s.state == ContainerState::Running)
+    })
+    .await;
+    agent.stop().await;
+    let starts = agent.engine.inner.lock().unwrap().starts;
+
+    agent.spawn_supervisor();
+    let path = agent.socket.clone();
+    let status = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let p = path.clone();
+            if let Ok(Ok(s)) =
+                tokio::task::spawn_blocking(move || coracle_agent::control::client::status(&p))
+                    .await
+            {
+                if s.reported
+                    .services
+                    .iter()
+                    .all(|s| s.state == ContainerState::Running)
+                {
+                    return s;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status.reported.applied,
+        Generation(1),
+        "state survived the restart"
+    );
+    assert_eq!(
+        agent.engine.inner.lock().unwrap().starts,
+        starts,
+        "running containers were adopted, not restarted"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failed_pull_is_reported_retried_with_backoff_and_then_completes() {
+    let mut agent = Agent::start().await;
+    let app_image = Digest::from_sha256([2; 32]);
+    agent
+        .engine
+        .inner
+        .lock()
         .unwrap()
-        .unwrap();
+        .failing_pulls
+        .insert(app_image);
+    agent.deploy(&desired(1, 2)).await;
+    loop {
+        let e: Event = decode(&agent.controller.next_on("/events").await.payload).unwrap();
+        if let EventKind::PullFailed { image, reason } = e.kind {
+            assert_eq!(image, app_image);
+            assert!(reason.contains("registry unreachable"), "{reason}");
+            break;
+        }
+    }
+    let r = reported_until(&mut agent.controller, |r| {
+        r.services
+            .iter()
+            .any(|s| s.state == ContainerState::Running)
+    })
+    .await;
+    assert!(
+        matches!(
+            r.update,
+            UpdateStatus::Applying {
+                generation: Generation(1)
+            }
+        ),
+        "{r:?}"
+    );
+    agent.engine.inner.lock().unwrap().failing_pulls.clear();
+    reported_until(&mut agent.controller, |r| r.applied == Generation(1)).await;
+    let attempts = agent.engine.inner.lock().unwrap().pull_attempts;
+    assert!(
+        attempts < 10,
+        "{attempts} pull attempts: backoff, not one per 20 ms tick"
+    );
+    agent.stop().await;
 }

@@ -8,6 +8,7 @@ mod apply;
 mod commands;
 pub mod engine;
 pub mod report;
+mod retry;
 pub mod tracker;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub struct Supervisor {
     transport: TransportHandle,
     vitals: VitalsReader,
     tracker: Tracker,
+    retry: retry::Retry,
     observed: Observed,
     last_reported: Option<ReportedState>,
     options: SupervisorOptions,
@@ -86,6 +88,7 @@ impl Supervisor {
             transport,
             vitals,
             tracker: Tracker::default(),
+            retry: retry::Retry::default(),
             observed: Observed::default(),
             last_reported: None,
             options,
@@ -188,9 +191,17 @@ impl Supervisor {
         }
         let actions = reconcile::plan(&self.state, &self.observed, self.now_ms());
         for action in actions {
-            if let Err(err) = self.apply(action).await {
-                tracing::warn!(error = %err, "action failed; retrying next tick");
-                break;
+            let subject = retry::subject(&action);
+            let now = self.now_ms();
+            if !self.retry.due(&subject, now) {
+                continue;
+            }
+            match self.apply(action).await {
+                Ok(()) => self.retry.succeeded(&subject),
+                Err(err) => {
+                    let failures = self.retry.failed(subject, now);
+                    tracing::warn!(error = %err, failures, "action failed; retrying after backoff");
+                }
             }
         }
         if let Err(err) = self.observe().await {

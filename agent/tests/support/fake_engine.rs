@@ -23,6 +23,8 @@ pub struct Inner {
     pub images: BTreeSet<Digest>,
     pub containers: BTreeMap<ServiceName, EngineContainer>,
     pub crashing: BTreeSet<Digest>,
+    pub failing_pulls: BTreeSet<Digest>,
+    pub pull_attempts: u32,
     pub starts: u32,
 }
 
@@ -36,7 +38,16 @@ fn missing(step: &'static str, service: &ServiceName) -> EngineError {
 
 impl ContainerEngine for FakeEngine {
     fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
-        self.inner.lock().unwrap().images.insert(image.digest);
+        let mut inner = self.inner.lock().unwrap();
+        inner.pull_attempts += 1;
+        if inner.failing_pulls.contains(&image.digest) {
+            return Err(EngineError {
+                step: "pull",
+                object: image.digest.to_string(),
+                reason: "registry unreachable".into(),
+            });
+        }
+        inner.images.insert(image.digest);
         Ok(())
     }
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
