@@ -397,3 +397,110 @@ async fn failed_pull_is_reported_retried_with_backoff_and_then_completes() {
     );
     agent.stop().await;
 }
+
+/// An HTTP server on a free port that answers 200 to everything, until dropped.
+async fn healthy_http_server() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    (port, task)
+}
+
+fn http_checked(mut spec: ServiceSpec, port: u16, gate_ms: u32) -> ServiceSpec {
+    spec.health = Some(coracle_proto::HealthCheck {
+        probe: coracle_proto::HealthProbe::Http {
+            port,
+            path: "/healthz".into(),
+        },
+        interval_ms: 50,
+        timeout_ms: 500,
+        retries: 2,
+        start_period_ms: 0,
+    });
+    spec.update.health_gate_ms = Some(gate_ms);
+    spec
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn health_gated_update_commits_when_healthy_and_rolls_back_when_not() {
+    let mut agent = Agent::start().await;
+    let (port, _server) = healthy_http_server().await;
+    let closed_port = support::free_port();
+    let state = |generation, seed, port| DesiredState {
+        device: samples::device(),
+        generation: Generation(generation),
+        services: vec![http_checked(spec("web", seed), port, 300)],
+    };
+
+    // Generation 1 answers its HTTP check: verified, then committed after the gate.
+    agent.deploy(&state(1, 2, port)).await;
+    let r = reported_until(&mut agent.controller, |r| {
+        r.applied == Generation(1) && r.update == UpdateStatus::Idle
+    })
+    .await;
+    assert_eq!(r.services[0].health, coracle_proto::Health::Healthy);
+
+    // Generation 2 checks a port nobody listens on: unhealthy, rolled back to 1.
+    agent.deploy(&state(2, 3, closed_port)).await;
+    let r = reported_until(&mut agent.controller, |r| {
+        matches!(r.update, UpdateStatus::RolledBack { .. })
+    })
+    .await;
+    let UpdateStatus::RolledBack { generation, reason } = &r.update else {
+        unreachable!()
+    };
+    assert_eq!(*generation, Generation(2));
+    assert!(reason.contains("unhealthy"), "{reason}");
+    let r = reported_until(&mut agent.controller, |r| {
+        r.services.first().is_some_and(|s| {
+            s.image == Digest::from_sha256([2; 32]) && s.health == coracle_proto::Health::Healthy
+        })
+    })
+    .await;
+    assert_eq!(r.applied, Generation(1));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unhealthy_container_is_restarted_per_its_policy() {
+    let mut agent = Agent::start().await;
+    let (port, server) = healthy_http_server().await;
+    let state = DesiredState {
+        device: samples::device(),
+        generation: Generation(1),
+        services: vec![http_checked(spec("web", 2), port, 0)],
+    };
+    agent.deploy(&state).await;
+    reported_until(&mut agent.controller, |r| r.applied == Generation(1)).await;
+    server.abort(); // the app stops answering
+    loop {
+        let e: Event = decode(&agent.controller.next_on("/events").await.payload).unwrap();
+        if let EventKind::HealthChanged {
+            health: coracle_proto::Health::Unhealthy,
+            ..
+        } = e.kind
+        {
+            break;
+        }
+    }
+    let r = reported_until(&mut agent.controller, |r| {
+        r.services.first().is_some_and(|s| s.restart_count >= 1)
+    })
+    .await;
+    assert_eq!(
+        r.applied,
+        Generation(1),
+        "a committed generation is never rolled back"
+    );
+    agent.stop().await;
+}

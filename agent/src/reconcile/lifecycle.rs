@@ -9,6 +9,8 @@ use super::observed::Phase;
 pub enum Verb {
     Create,
     Start,
+    /// Stop then start; the container keeps its identity.
+    Restart,
     Stop,
     Remove,
     /// The runtime saw the process end (not an agent action, but a move all the same).
@@ -53,12 +55,13 @@ pub fn transition(from: PhaseKind, verb: Verb) -> Result<PhaseKind, LifecycleErr
     match (from, verb) {
         (P::Absent, V::Create) => Ok(P::Created),
         (P::Created | P::Exited | P::Stopped | P::Running, V::Start) => Ok(P::Running),
+        (P::Created | P::Exited | P::Stopped | P::Running, V::Restart) => Ok(P::Running),
         (P::Running, V::Stop) => Ok(P::Stopped),
         (P::Created | P::Stopped | P::Exited, V::Stop) => Ok(from),
         (P::Running, V::Exit) => Ok(P::Exited),
         (P::Created | P::Exited | P::Stopped | P::Absent, V::Remove) => Ok(P::Absent),
         (P::Created | P::Running | P::Exited | P::Stopped, V::Create)
-        | (P::Absent, V::Start | V::Stop | V::Exit)
+        | (P::Absent, V::Start | V::Restart | V::Stop | V::Exit)
         | (P::Running, V::Remove)
         | (P::Created | P::Exited | P::Stopped, V::Exit) => Err(LifecycleError { from, verb }),
     }
@@ -79,6 +82,8 @@ mod tests {
             (P::Exited, V::Start, Some(P::Running)),
             (P::Stopped, V::Start, Some(P::Running)),
             (P::Running, V::Stop, Some(P::Stopped)),
+            (P::Running, V::Restart, Some(P::Running)),
+            (P::Absent, V::Restart, None),
             (P::Exited, V::Stop, Some(P::Exited)),
             (P::Running, V::Exit, Some(P::Exited)),
             (P::Stopped, V::Remove, Some(P::Absent)),

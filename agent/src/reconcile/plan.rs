@@ -30,6 +30,10 @@ pub enum Action {
     Start {
         service: ServiceName,
     },
+    /// Stop and start again (an unhealthy container, or a restart command).
+    Restart {
+        service: ServiceName,
+    },
     Stop {
         service: ServiceName,
     },
@@ -160,10 +164,9 @@ fn plan_services(
             Phase::Created if ready => actions.push(start()),
             Phase::Running { .. } if container.health == Health::Unhealthy => {
                 if should_restart(spec.restart, 1, container.restarts, false) {
-                    actions.push(Action::Stop {
+                    actions.push(Action::Restart {
                         service: spec.name.clone(),
                     });
-                    actions.push(start());
                 }
             }
             Phase::Exited { code, at_ms, .. } => {

@@ -58,6 +58,23 @@ impl Supervisor {
                     });
                 }
             }
+            Action::Restart { service } => {
+                self.check_move(&service, Verb::Restart)?;
+                let restart_count = self.tracker.restarting(&service, now);
+                self.checks.remove(&service);
+                let grace = self.options.stop_grace;
+                let name = service.clone();
+                blocking(move || {
+                    engine.stop(&name, grace)?;
+                    engine.start(&name)
+                })
+                .await?;
+                tracing::info!(%service, restart_count, "container restarted");
+                self.event(EventKind::ContainerRestarted {
+                    service,
+                    restart_count,
+                });
+            }
             Action::Stop { service } => {
                 self.check_move(&service, Verb::Stop)?;
                 self.tracker.stopping(&service);

@@ -4,6 +4,7 @@ use coracle_proto::{Command, CommandOutcome, CommandReply, CommandRequest};
 
 use super::{blocking, report, Supervisor};
 use crate::control::{AgentStatus, LocalReply, LocalRequest};
+use crate::reconcile::Action;
 
 impl Supervisor {
     pub(super) async fn on_command(&mut self, request: CommandRequest) {
@@ -27,26 +28,16 @@ impl Supervisor {
                 }
             }
             Command::Restart { service } => {
-                if !self.observed.containers.contains_key(&service) {
-                    CommandOutcome::Failed {
-                        reason: format!("no container for service {service}"),
-                    }
-                } else {
-                    let engine = self.engine.clone();
-                    let grace = self.options.stop_grace;
-                    self.tracker.stopping(&service);
-                    let name = service.clone();
-                    let result = blocking(move || {
-                        engine.stop(&name, grace)?;
-                        engine.start(&name)
-                    })
-                    .await;
-                    self.tracker.starting(&service, false, self.now_ms());
-                    match result {
+                if self.observed.containers.contains_key(&service) {
+                    match self.apply(Action::Restart { service }).await {
                         Ok(()) => CommandOutcome::Done,
                         Err(err) => CommandOutcome::Failed {
                             reason: err.to_string(),
                         },
+                    }
+                } else {
+                    CommandOutcome::Failed {
+                        reason: format!("no container for service {service}"),
                     }
                 }
             }

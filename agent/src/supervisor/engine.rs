@@ -64,6 +64,13 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn delete(&self, service: &ServiceName) -> Result<(), EngineError>;
     /// Every container, running or not (what a restarted agent adopts).
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError>;
+    /// Runs a health-check command inside the running container; returns its exit code.
+    fn exec(
+        &self,
+        service: &ServiceName,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<i32, EngineError>;
     /// At most `lines` lines and `max_bytes` bytes from the end of the service's log.
     fn logs_tail(
         &self,

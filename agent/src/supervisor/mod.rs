@@ -7,6 +7,7 @@
 mod apply;
 mod commands;
 pub mod engine;
+mod probes;
 pub mod report;
 mod retry;
 pub mod tracker;
@@ -45,6 +46,9 @@ pub struct Supervisor {
     vitals: VitalsReader,
     tracker: Tracker,
     retry: retry::Retry,
+    checks: std::collections::BTreeMap<coracle_proto::ServiceName, crate::health::CheckState>,
+    probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
+    probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
     observed: Observed,
     last_reported: Option<ReportedState>,
     options: SupervisorOptions,
@@ -80,6 +84,7 @@ impl Supervisor {
         options: SupervisorOptions,
     ) -> Self {
         transport.set_replay_floor(state.replay_floor());
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         Self {
             device,
             state,
@@ -89,6 +94,9 @@ impl Supervisor {
             vitals,
             tracker: Tracker::default(),
             retry: retry::Retry::default(),
+            checks: Default::default(),
+            probe_tx,
+            probe_rx: Some(probe_rx),
             observed: Observed::default(),
             last_reported: None,
             options,
@@ -115,6 +123,10 @@ impl Supervisor {
     ) {
         let mut tick = tokio::time::interval(self.options.tick);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut probe_results = self
+            .probe_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let mut health = tokio::time::interval(self.options.health_interval);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -130,6 +142,7 @@ impl Supervisor {
                     }
                 }
                 Some(request) = inbox.commands.recv() => self.on_command(request).await,
+                Some(result) = probe_results.recv() => self.on_probe(result),
                 Some((request, reply)) = control.recv() => {
                     let connected = matches!(*inbox.link.borrow(), Link::Up { .. });
                     let answer = self.on_local(request, connected).await;
@@ -215,6 +228,7 @@ impl Supervisor {
         let (containers, images) = blocking(move || Ok((engine.list()?, engine.images()?))).await?;
         let (observed, exits) = self.tracker.observe(&containers, images, self.now_ms());
         self.observed = observed;
+        self.run_probes();
         for exit in exits {
             tracing::info!(service = %exit.service, code = exit.exit_code, oom = exit.oom_killed, "container exited");
             self.event(EventKind::ContainerExited {

@@ -12,7 +12,10 @@ pub fn subject(action: &Action) -> String {
     match action {
         Action::Pull { image } => format!("image {}", image.digest),
         Action::Create { spec } => format!("service {}", spec.name),
-        Action::Start { service } | Action::Stop { service } | Action::Remove { service } => {
+        Action::Start { service }
+        | Action::Restart { service }
+        | Action::Stop { service }
+        | Action::Remove { service } => {
             format!("service {service}")
         }
         Action::Gc { .. } => "gc".to_string(),

@@ -84,7 +84,7 @@ impl Tracker {
                 ObservedContainer {
                     fingerprint: c.fingerprint,
                     phase,
-                    // Health probes are not run yet (see ARCHITECTURE.md): no verdict.
+                    // Filled in from the health checks by the supervisor.
                     health: Health::None,
                     restarts: self.restarts.get(name).copied().unwrap_or(0),
                 },
@@ -111,6 +111,13 @@ impl Tracker {
         let total = self.total_restarts.entry(service.clone()).or_insert(0);
         *total += 1;
         Some(*total)
+    }
+
+    /// The agent restarts a running container (unhealthy, or on command); returns the
+    /// restart count.
+    pub fn restarting(&mut self, service: &ServiceName, now_ms: u64) -> u32 {
+        self.stopping(service);
+        self.starting(service, true, now_ms).unwrap_or(0)
     }
 
     /// The agent stops the container on purpose (not an exit to restart from).

@@ -121,6 +121,27 @@ impl ContainerEngine for FakeEngine {
             .cloned()
             .collect())
     }
+    fn exec(
+        &self,
+        service: &ServiceName,
+        argv: &[String],
+        _timeout: Duration,
+    ) -> Result<i32, EngineError> {
+        let inner = self.inner.lock().unwrap();
+        let c = inner
+            .containers
+            .get(service)
+            .ok_or_else(|| missing("exec in", service))?;
+        // `true` passes, anything else fails, as long as the container runs.
+        Ok(
+            if c.status == EngineStatus::Running && argv.first().map(String::as_str) == Some("true")
+            {
+                0
+            } else {
+                1
+            },
+        )
+    }
     fn logs_tail(
         &self,
         service: &ServiceName,
