@@ -162,8 +162,11 @@ fn plan_services(
         }
         match container.phase {
             Phase::Created if ready => actions.push(start()),
-            Phase::Running { .. } if container.health == Health::Unhealthy => {
-                if should_restart(spec.restart, 1, container.restarts, false) {
+            Phase::Running { since_ms } if container.health == Health::Unhealthy => {
+                // Paced like crash restarts: a container that never gets healthy is
+                // restarted at 1 s, 2 s, 4 s … after its start, not in a tight loop.
+                let due = since_ms.saturating_add(backoff_ms(container.restarts));
+                if now_ms >= due && should_restart(spec.restart, 1, container.restarts, false) {
                     actions.push(Action::Restart {
                         service: spec.name.clone(),
                     });

@@ -252,14 +252,22 @@ fn plan_restarts_an_unhealthy_container() {
     let got = plan(
         &committed(vec![spec.clone()]),
         &observed(&[&spec], vec![(&spec, sick)]),
-        0,
+        1_000,
     );
-    assert_eq!(
-        got,
-        [Action::Restart {
-            service: name("db")
-        }]
+    let restart = [Action::Restart {
+        service: name("db"),
+    }];
+    assert_eq!(got, restart);
+    // Paced by the restart backoff from the container's start: 4 s after 2 restarts.
+    let mut again = container(
+        &spec,
+        Phase::Running { since_ms: 10_000 },
+        Health::Unhealthy,
     );
+    again.restarts = 2;
+    let obs = observed(&[&spec], vec![(&spec, again)]);
+    assert_eq!(plan(&committed(vec![spec.clone()]), &obs, 13_999), []);
+    assert_eq!(plan(&committed(vec![spec.clone()]), &obs, 14_000), restart);
 }
 
 fn update(old: Vec<ServiceSpec>, new: Vec<ServiceSpec>) -> AgentState {
