@@ -2,17 +2,15 @@
 //! gate, events for what the controller should hear about. Container verbs are checked
 //! against the lifecycle table first, so a bad plan is refused, not executed.
 
-use coracle_proto::EventKind;
+use coracle_proto::{EventKind, Health, ServiceName};
 
 use super::{blocking, EngineError, Supervisor};
-use crate::reconcile::{fingerprint, transition, Action, PhaseKind, Verb};
+use crate::reconcile::{
+    fingerprint, transition, Action, ObservedContainer, Phase, PhaseKind, Verb,
+};
 
 impl Supervisor {
-    fn check_move(
-        &self,
-        service: &coracle_proto::ServiceName,
-        verb: Verb,
-    ) -> Result<PhaseKind, EngineError> {
+    fn check_move(&self, service: &ServiceName, verb: Verb) -> Result<PhaseKind, EngineError> {
         let from = PhaseKind::from(self.observed.containers.get(service).map(|c| &c.phase));
         transition(from, verb).map_err(|err| EngineError {
             step: "check lifecycle move of",
@@ -20,6 +18,14 @@ impl Supervisor {
             reason: err.to_string(),
         })?;
         Ok(from)
+    }
+
+    /// Keeps the observation in step with a move just made, so the next action of the same
+    /// plan is checked against the container as it now is.
+    fn note_phase(&mut self, service: &ServiceName, phase: Phase) {
+        if let Some(c) = self.observed.containers.get_mut(service) {
+            c.phase = phase;
+        }
     }
 
     pub(super) async fn apply(&mut self, action: Action) -> Result<(), EngineError> {
@@ -41,7 +47,17 @@ impl Supervisor {
                 self.check_move(&spec.name, Verb::Create)?;
                 self.tracker.created(&spec.name);
                 let print = fingerprint(&spec);
+                let name = spec.name.clone();
                 blocking(move || engine.create(&spec, print)).await?;
+                self.observed.containers.insert(
+                    name,
+                    ObservedContainer {
+                        fingerprint: print,
+                        phase: Phase::Created,
+                        health: Health::None,
+                        restarts: 0,
+                    },
+                );
             }
             Action::Start { service } => {
                 let from = self.check_move(&service, Verb::Start)?;
@@ -50,6 +66,7 @@ impl Supervisor {
                     .starting(&service, from == PhaseKind::Exited, now);
                 let name = service.clone();
                 blocking(move || engine.start(&name)).await?;
+                self.note_phase(&service, Phase::Running { since_ms: now });
                 if let Some(restart_count) = restart {
                     tracing::info!(%service, restart_count, "container restarted");
                     self.event(EventKind::ContainerRestarted {
@@ -69,6 +86,7 @@ impl Supervisor {
                     engine.start(&name)
                 })
                 .await?;
+                self.note_phase(&service, Phase::Running { since_ms: now });
                 tracing::info!(%service, restart_count, "container restarted");
                 self.event(EventKind::ContainerRestarted {
                     service,
@@ -79,11 +97,15 @@ impl Supervisor {
                 self.check_move(&service, Verb::Stop)?;
                 self.tracker.stopping(&service);
                 let grace = self.options.stop_grace;
-                blocking(move || engine.stop(&service, grace)).await?;
+                let name = service.clone();
+                blocking(move || engine.stop(&name, grace)).await?;
+                self.note_phase(&service, Phase::Stopped);
             }
             Action::Remove { service } => {
                 self.check_move(&service, Verb::Remove)?;
-                blocking(move || engine.delete(&service)).await?;
+                let name = service.clone();
+                blocking(move || engine.delete(&name)).await?;
+                self.observed.containers.remove(&service);
             }
             Action::Gc { images } => {
                 tracing::info!(count = images.len(), "removing unused images");

@@ -46,7 +46,10 @@ pub struct Supervisor {
     vitals: VitalsReader,
     tracker: Tracker,
     retry: retry::Retry,
-    checks: std::collections::BTreeMap<coracle_proto::ServiceName, crate::health::CheckState>,
+    /// Health-check state per service, with the id of its check run.
+    checks:
+        std::collections::BTreeMap<coracle_proto::ServiceName, (u64, crate::health::CheckState)>,
+    check_epoch: u64,
     probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
     probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
     observed: Observed,
@@ -95,6 +98,7 @@ impl Supervisor {
             tracker: Tracker::default(),
             retry: retry::Retry::default(),
             checks: Default::default(),
+            check_epoch: 0,
             probe_tx,
             probe_rx: Some(probe_rx),
             observed: Observed::default(),

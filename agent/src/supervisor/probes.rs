@@ -11,8 +11,9 @@ use super::{blocking, Supervisor};
 use crate::health::{probe, CheckState};
 use crate::reconcile::{fingerprint, Phase};
 
-/// A finished probe: which service, and whether it passed.
-pub type ProbeResult = (ServiceName, bool);
+/// A finished probe: which service, which check run (a restarted container starts a new
+/// one, so late results of the old one are ignored), and whether it passed.
+pub type ProbeResult = (ServiceName, u64, bool);
 
 impl Supervisor {
     /// Starts due probes and copies the current verdicts into the observation.
@@ -39,10 +40,12 @@ impl Supervisor {
                 continue;
             }
             live.push(spec.name.clone());
-            let state = self
-                .checks
-                .entry(spec.name.clone())
-                .or_insert_with(|| CheckState::new(now));
+            let epoch = &mut self.check_epoch;
+            let (run, state) = self.checks.entry(spec.name.clone()).or_insert_with(|| {
+                *epoch += 1;
+                (*epoch, CheckState::new(now))
+            });
+            let run = *run;
             container.health = state.health;
             if !state.due(check, now) {
                 continue;
@@ -64,7 +67,7 @@ impl Supervisor {
                     }
                 };
                 // The supervisor may be gone at shutdown; the verdict is moot then.
-                let _ = tx.send((service, ok));
+                let _ = tx.send((service, run, ok));
             });
         }
         // A stopped or replaced container starts its checks over.
@@ -72,7 +75,7 @@ impl Supervisor {
     }
 
     /// Records a probe verdict.
-    pub(super) fn on_probe(&mut self, (service, ok): ProbeResult) {
+    pub(super) fn on_probe(&mut self, (service, run, ok): ProbeResult) {
         let now = self.now_ms();
         let target = self
             .state
@@ -85,8 +88,12 @@ impl Supervisor {
         else {
             return;
         };
-        let Some(state) = self.checks.get_mut(&service) else {
-            return;
+        let Some(state) = self
+            .checks
+            .get_mut(&service)
+            .and_then(|(current, state)| (*current == run).then_some(state))
+        else {
+            return; // a late result for a container that has since restarted
         };
         if let Some(health) = state.record(check, ok, now) {
             if let Some(c) = self.observed.containers.get_mut(&service) {
