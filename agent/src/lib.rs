@@ -9,6 +9,13 @@
 //!   policies with backoff, the health gate, and the container lifecycle table.
 //! - `transport`: MQTT over TLS (rumqttc + rustls/ring) as a `TransportHandle` plus a
 //!   `TransportDriver`; every inbound desired state is verified and validated there.
+//! - `supervisor`: the one `select!` loop that owns the state and drives a
+//!   `ContainerEngine` (synchronous, through `spawn_blocking`): reconcile ticks, health
+//!   checks, reports on change, health samples, commands.
+//! - `health`: device vitals from `/proc`, `/sys/class/thermal`, `statvfs`; health-check
+//!   rules and TCP/HTTP probes.
+//! - `control`: the local Unix socket behind `coracle-agent status|ps|logs`.
+//! - `daemon`: assembles all of the above on a current_thread runtime.
 //!
 //! Limits: the reconcile core does no I/O; nothing blocks the MQTT event loop; no rumqttc
 //! type leaves `transport`. The container runtime (issue 3) lives in its own modules.
