@@ -19,8 +19,8 @@ use coracle_agent::state::StateStore;
 use coracle_agent::supervisor::{Supervisor, SupervisorOptions};
 use coracle_agent::transport::{self, Link, TransportSettings};
 use coracle_proto::{
-    encode, samples, DesiredState, Digest, Generation, ImageRef, ServiceSpec, Signed,
-    SigningKey, TopicKind,
+    encode, samples, DesiredState, Digest, Generation, ImageRef, ServiceSpec, Signed, SigningKey,
+    TopicKind,
 };
 use support::fake_engine::FakeEngine;
 use support::{bootstrap_mtls, Mosquitto, Pki};
@@ -60,7 +60,15 @@ fn publish_with_cli(broker: &Mosquitto, pki: &Pki, state: &DesiredState, key: &S
     std::fs::write(dir.join("ctl.key"), key_pem).unwrap();
     std::fs::write(dir.join("desired.bin"), encode(&Signed::sign(state, key))).unwrap();
     let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.mtls_port.to_string(), "-q", "1", "-r"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.mtls_port.to_string(),
+            "-q",
+            "1",
+            "-r",
+        ])
         .arg("--cafile")
         .arg(dir.join("ca.pem"))
         .arg("--cert")
@@ -111,17 +119,27 @@ fn main() {
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (_control_tx, control_rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(supervisor.run(inbox, control_rx, stop_rx));
-        link.wait_for(|l| matches!(l, Link::Up { .. })).await.unwrap();
+        link.wait_for(|l| matches!(l, Link::Up { .. }))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await; // idle: a few ticks
         let idle0 = rss_kib();
         publish_with_cli(&broker, &pki, &desired(5), &key);
         for _ in 0..100 {
-            if store.peek().unwrap().is_some_and(|s| s.committed_generation() == Generation(6)) {
+            if store
+                .peek()
+                .unwrap()
+                .is_some_and(|s| s.committed_generation() == Generation(6))
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(engine.inner.lock().unwrap().containers.len(), 5, "5 services deployed");
+        assert_eq!(
+            engine.inner.lock().unwrap().containers.len(),
+            5,
+            "5 services deployed"
+        );
         tokio::time::sleep(Duration::from_secs(3)).await;
         let idle5 = rss_kib();
         println!("| state | VmRSS KiB |");

@@ -102,26 +102,14 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateFileError> {
     // The old content stays reachable as `.prev` (a hard link, so no copy and no window in
     // which the target is missing) in case the new file later rots on the card.
     let previous = previous_path(path);
-    match fs::remove_file(&previous) {
-        Ok(()) => {}
-        Err(err) if err.kind() == ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(StateFileError::KeepPrevious {
-                path: previous,
-                source,
-            })
-        }
-    }
-    match fs::hard_link(path, &previous) {
-        Ok(()) => {}
-        Err(err) if err.kind() == ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(StateFileError::KeepPrevious {
-                path: previous,
-                source,
-            })
-        }
-    }
+    let keep_previous = || {
+        ignore_missing(fs::remove_file(&previous))?;
+        ignore_missing(fs::hard_link(path, &previous))
+    };
+    keep_previous().map_err(|source| StateFileError::KeepPrevious {
+        path: previous.clone(),
+        source,
+    })?;
     fs::rename(&temp, path).map_err(|source| StateFileError::Rename {
         from: temp.clone(),
         to: path.to_path_buf(),
@@ -133,6 +121,14 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateFileError> {
             path: dir.to_path_buf(),
             source,
         })
+}
+
+/// A file that is already absent is as good as removed (or as an old copy not kept).
+fn ignore_missing(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Reads and checks one framed file; `Ok(None)` when it does not exist.

@@ -28,6 +28,14 @@ impl Supervisor {
         }
     }
 
+    fn restarted(&self, service: ServiceName, restart_count: u32) {
+        tracing::info!(%service, restart_count, "container restarted");
+        self.event(EventKind::ContainerRestarted {
+            service,
+            restart_count,
+        });
+    }
+
     pub(super) async fn apply(&mut self, action: Action) -> Result<(), EngineError> {
         let engine = self.engine.clone();
         let now = self.now_ms();
@@ -68,11 +76,7 @@ impl Supervisor {
                 blocking(move || engine.start(&name)).await?;
                 self.note_phase(&service, Phase::Running { since_ms: now });
                 if let Some(restart_count) = restart {
-                    tracing::info!(%service, restart_count, "container restarted");
-                    self.event(EventKind::ContainerRestarted {
-                        service,
-                        restart_count,
-                    });
+                    self.restarted(service, restart_count);
                 }
             }
             Action::Restart { service } => {
@@ -87,11 +91,7 @@ impl Supervisor {
                 })
                 .await?;
                 self.note_phase(&service, Phase::Running { since_ms: now });
-                tracing::info!(%service, restart_count, "container restarted");
-                self.event(EventKind::ContainerRestarted {
-                    service,
-                    restart_count,
-                });
+                self.restarted(service, restart_count);
             }
             Action::Stop { service } => {
                 self.check_move(&service, Verb::Stop)?;
