@@ -62,14 +62,18 @@ async fn reported_until(
 /// A broker, a test controller, and an agent (transport + supervisor + control socket)
 /// over an in-memory engine.
 struct Agent {
-    _pki: Pki,
-    _broker: Mosquitto,
+    pki: Pki,
+    broker: Mosquitto,
     key: SigningKey,
     controller: Controller,
     engine: Arc<FakeEngine>,
     store: StateStore,
     data: tempfile::TempDir,
     socket: std::path::PathBuf,
+    /// First reconnect delay of the agent (tests of broker outages slow it down so the
+    /// test controller is back first).
+    reconnect_min_ms: u32,
+    transport: Option<coracle_agent::transport::TransportHandle>,
     stop_tx: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -96,14 +100,16 @@ impl Agent {
         let socket = data.path().join("agent.sock");
         let (stop_tx, _) = tokio::sync::watch::channel(false);
         let mut agent = Self {
-            _pki: pki,
-            _broker: broker,
+            pki,
+            broker,
             key,
             controller,
             engine,
             store,
             data,
             socket,
+            reconnect_min_ms: 50,
+            transport: None,
             stop_tx,
             task: tokio::spawn(async {}),
         };
@@ -114,13 +120,14 @@ impl Agent {
     /// Starts (or, after `stop`, restarts) the agent on the same data dir and engine.
     fn spawn_supervisor(&mut self) {
         let bootstrap = bootstrap_mtls(
-            &self._pki,
-            &self._broker,
+            &self.pki,
+            &self.broker,
             samples::device().as_str(),
             &self.key,
         );
         let mut config = AgentConfig::default();
-        config.mqtt.reconnect_min_ms = 50;
+        config.mqtt.reconnect_min_ms = self.reconnect_min_ms;
+        config.mqtt.reconnect_max_ms = self.reconnect_min_ms;
         let (handle, driver, inbox) =
             transport::transport(TransportSettings::from_bootstrap(&bootstrap, &config).unwrap());
         tokio::spawn(driver.run());
@@ -129,7 +136,7 @@ impl Agent {
             self.store.load().unwrap().0,
             self.store.clone(),
             self.engine.clone(),
-            handle,
+            handle.clone(),
             VitalsReader::new(self.data.path()),
             SupervisorOptions {
                 tick: Duration::from_millis(20),
@@ -143,15 +150,21 @@ impl Agent {
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(coracle_agent::control::server::serve(listener, control_tx));
         self.stop_tx = stop_tx;
+        self.transport = Some(handle);
         self.task = tokio::spawn(supervisor.run(inbox, control_rx, stop_rx));
     }
 
+    /// Stops the supervisor and says goodbye to the broker (a second agent with the same
+    /// client id would otherwise take the session over back and forth).
     async fn stop(&mut self) {
         self.stop_tx.send_replace(true);
         tokio::time::timeout(Duration::from_secs(10), &mut self.task)
             .await
             .unwrap()
             .unwrap();
+        if let Some(handle) = self.transport.take() {
+            handle.shutdown();
+        }
     }
 
     async fn deploy(&self, state: &DesiredState) {
@@ -502,5 +515,58 @@ async fn an_unhealthy_container_is_restarted_per_its_policy() {
         Generation(1),
         "a committed generation is never rolled back"
     );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn offline_agent_keeps_restarting_and_reports_what_happened_on_reconnect() {
+    let mut agent = Agent::start().await;
+    agent.stop().await;
+    agent.reconnect_min_ms = 3_000; // 1.5-3 s: the test controller reconnects first
+    agent.spawn_supervisor();
+    agent.deploy(&desired(1, 2)).await;
+    reported_until(&mut agent.controller, |r| {
+        r.applied == Generation(1)
+            && r.services
+                .iter()
+                .all(|s| s.state == ContainerState::Running)
+    })
+    .await;
+
+    agent.broker.kill();
+    // The app crashes while the device is offline; policy `always` restarts it.
+    let starts = {
+        let mut inner = agent.engine.inner.lock().unwrap();
+        let app = inner.containers.get_mut(&"app".parse().unwrap()).unwrap();
+        app.status = coracle_agent::supervisor::EngineStatus::Stopped {
+            exit_code: Some(2),
+            oom_killed: false,
+        };
+        inner.starts
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while agent.engine.inner.lock().unwrap().starts == starts {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("restarted while offline");
+
+    agent.broker.restart();
+    agent
+        .controller
+        .wait_subscribed("coracle/v1/probe/events")
+        .await;
+    let (mut exited, mut restarted) = (false, false);
+    while !(exited && restarted) {
+        let e: Event = decode(&agent.controller.next_on("/events").await.payload).unwrap();
+        match e.kind {
+            EventKind::ContainerExited { exit_code: 2, .. } => exited = true,
+            EventKind::ContainerRestarted {
+                restart_count: 1, ..
+            } => restarted = true,
+            _ => {}
+        }
+    }
     agent.stop().await;
 }
