@@ -20,7 +20,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// The enrolment file written by `coracle device add`.
     pub bootstrap: PathBuf,
-    /// Unix socket for `coracle-agent status|ps|logs`.
+    /// Unix socket for `coracle-agent status|ps|logs` (outside the runtime's state dir,
+    /// whose entries are containers).
     pub control_socket: PathBuf,
     /// Seconds between two published health samples.
     pub health_interval_s: u32,
@@ -43,9 +44,10 @@ pub struct MqttConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// The agent's own memory budget (its cgroup or RLIMIT_AS, set by the service unit).
+    /// The agent's own memory budget, for its service unit's `MemoryMax` (the agent
+    /// itself does not enforce it).
     pub agent_memory_mib: u32,
-    /// Most disk the image store may use.
+    /// Most disk the image store may use (enforced by the store's pull preflight).
     pub store_max_mib: u32,
     /// Free disk always left for the system; a pull that would eat into it is refused.
     pub disk_reserve_mib: u32,
@@ -60,7 +62,7 @@ impl Default for AgentConfig {
         Self {
             data_dir: PathBuf::from("/var/lib/coracle"),
             bootstrap: PathBuf::from("/etc/coracle/bootstrap.toml"),
-            control_socket: PathBuf::from("/run/coracle/agent.sock"),
+            control_socket: PathBuf::from("/run/coracle-agent.sock"),
             health_interval_s: 60,
             mqtt: MqttConfig::default(),
             limits: Limits::default(),
