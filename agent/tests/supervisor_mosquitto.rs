@@ -280,6 +280,11 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
     let health = agent.controller.next_on("/health").await;
     let sample: HealthSample = decode(&health.payload).unwrap();
     assert!(sample.mem_total_kib > 0);
+    assert_eq!(sample.containers.len(), 2, "{sample:?}");
+    assert!(
+        sample.containers.iter().all(|c| c.mem_kib == 12 * 1024),
+        "per-container memory from the engine: {sample:?}"
+    );
     assert!(health.payload.len() < 100, "{} bytes", health.payload.len());
 
     // The local control socket answers status, ps and logs (blocking client off the loop).

@@ -31,6 +31,15 @@ pub struct EngineContainer {
     pub status: EngineStatus,
 }
 
+/// A running container's usage, read from its cgroup (see `health::cgroup` parsers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStats {
+    pub service: ServiceName,
+    /// Cumulative CPU time.
+    pub cpu_usage_usec: u64,
+    pub memory_bytes: u64,
+}
+
 /// The last lines of a service's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogTail {
@@ -64,6 +73,8 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn delete(&self, service: &ServiceName) -> Result<(), EngineError>;
     /// Every container, running or not (what a restarted agent adopts).
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError>;
+    /// Usage of every running container.
+    fn stats(&self) -> Result<Vec<ContainerStats>, EngineError>;
     /// Runs a health-check command inside the running container; returns its exit code.
     fn exec(
         &self,

@@ -20,11 +20,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::control::server::ControlRequest;
-use crate::health::VitalsReader;
+use crate::health::{cgroup, VitalsReader};
 use crate::reconcile::{self, Observed};
 use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
-pub use engine::{ContainerEngine, EngineContainer, EngineError, EngineStatus, LogTail};
+pub use engine::{
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+};
 use tracker::Tracker;
 
 /// Timing knobs (tests shorten them).
@@ -50,6 +52,8 @@ pub struct Supervisor {
     checks:
         std::collections::BTreeMap<coracle_proto::ServiceName, (u64, crate::health::CheckState)>,
     check_epoch: u64,
+    /// Last cumulative CPU reading per container and when it was taken (µs).
+    last_cpu: std::collections::BTreeMap<coracle_proto::ServiceName, (u64, u64)>,
     probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
     probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
     observed: Observed,
@@ -99,6 +103,7 @@ impl Supervisor {
             retry: retry::Retry::default(),
             checks: Default::default(),
             check_epoch: 0,
+            last_cpu: Default::default(),
             probe_tx,
             probe_rx: Some(probe_rx),
             observed: Observed::default(),
@@ -154,7 +159,7 @@ impl Supervisor {
                     let _ = reply.send(answer);
                 }
                 _ = tick.tick() => self.reconcile().await,
-                _ = health.tick() => self.publish_health(),
+                _ = health.tick() => self.publish_health().await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -252,10 +257,41 @@ impl Supervisor {
         }
     }
 
-    fn publish_health(&mut self) {
+    async fn publish_health(&mut self) {
         let mut sample = self.vitals.sample();
-        sample.containers = report::container_samples(&self.state, &self.tracker);
+        let engine = self.engine.clone();
+        let usage = match blocking(move || engine.stats()).await {
+            Ok(stats) => self.usage_since_last(stats),
+            Err(err) => {
+                tracing::debug!(error = %err, "container stats unavailable");
+                Default::default()
+            }
+        };
+        sample.containers = report::container_samples(&self.state, &self.tracker, &usage);
         self.transport.publish_health(&sample);
+    }
+
+    /// `(cpu permille, memory KiB)` per container from cumulative readings.
+    fn usage_since_last(
+        &mut self,
+        stats: Vec<ContainerStats>,
+    ) -> std::collections::BTreeMap<coracle_proto::ServiceName, (u16, u32)> {
+        let now_usec = self.now_ms().saturating_mul(1000);
+        let mut usage = std::collections::BTreeMap::new();
+        let mut seen = std::collections::BTreeMap::new();
+        for s in stats {
+            let cpu = match self.last_cpu.get(&s.service) {
+                Some(&(used, at)) if s.cpu_usage_usec >= used => {
+                    cgroup::cpu_permille(s.cpu_usage_usec - used, now_usec.saturating_sub(at))
+                }
+                _ => 0, // first reading, or a restarted container
+            };
+            let mem_kib = u32::try_from(s.memory_bytes / 1024).unwrap_or(u32::MAX);
+            usage.insert(s.service.clone(), (cpu, mem_kib));
+            seen.insert(s.service, (s.cpu_usage_usec, now_usec));
+        }
+        self.last_cpu = seen;
+        usage
     }
 }
 

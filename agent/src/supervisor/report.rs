@@ -1,9 +1,11 @@
 //! Builds the `ReportedState` and the per-container part of the `HealthSample` from the
 //! persisted state and the last observation. Pure.
 
+use std::collections::BTreeMap;
+
 use coracle_proto::{
-    ContainerSample, ContainerState, DeviceId, Generation, ReportedState, ServiceStatus,
-    UpdateStatus,
+    ContainerSample, ContainerState, DeviceId, Generation, ReportedState, ServiceName,
+    ServiceStatus, UpdateStatus,
 };
 
 use super::tracker::Tracker;
@@ -79,8 +81,13 @@ pub fn reported(
     }
 }
 
-/// Per-container samples, indexed by the services of the committed state.
-pub fn container_samples(state: &AgentState, tracker: &Tracker) -> Vec<ContainerSample> {
+/// Per-container samples, indexed by the services of the committed state; `usage` holds
+/// `(cpu permille, memory KiB)` of the running ones.
+pub fn container_samples(
+    state: &AgentState,
+    tracker: &Tracker,
+    usage: &BTreeMap<ServiceName, (u16, u32)>,
+) -> Vec<ContainerSample> {
     let Some(committed) = &state.committed else {
         return Vec::new();
     };
@@ -89,13 +96,15 @@ pub fn container_samples(state: &AgentState, tracker: &Tracker) -> Vec<Container
         .iter()
         .enumerate()
         .filter_map(|(i, spec)| {
+            let (cpu_permille, mem_kib) = usage.get(&spec.name).copied().unwrap_or_default();
             Some(ContainerSample {
                 service: u8::try_from(i).ok()?,
+                cpu_permille,
+                mem_kib,
                 restarts: tracker
                     .total_restarts
                     .get(&spec.name)
                     .map_or(0, |&r| u16::try_from(r).unwrap_or(u16::MAX)),
-                ..ContainerSample::default()
             })
         })
         .collect()

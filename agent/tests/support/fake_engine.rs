@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use coracle_agent::reconcile::Fingerprint;
 use coracle_agent::supervisor::{
-    ContainerEngine, EngineContainer, EngineError, EngineStatus, LogTail,
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
 };
 use coracle_proto::{Digest, ImageRef, ServiceName, ServiceSpec};
 
@@ -26,6 +26,7 @@ pub struct Inner {
     pub failing_pulls: BTreeSet<Digest>,
     pub pull_attempts: u32,
     pub starts: u32,
+    pub stats_reads: u32,
 }
 
 fn missing(step: &'static str, service: &ServiceName) -> EngineError {
@@ -119,6 +120,21 @@ impl ContainerEngine for FakeEngine {
             .containers
             .values()
             .cloned()
+            .collect())
+    }
+    fn stats(&self) -> Result<Vec<ContainerStats>, EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.stats_reads += 1;
+        let tick = u64::from(inner.stats_reads);
+        Ok(inner
+            .containers
+            .values()
+            .filter(|c| c.status == EngineStatus::Running)
+            .map(|c| ContainerStats {
+                service: c.service.clone(),
+                cpu_usage_usec: tick * 10_000,
+                memory_bytes: 12 << 20,
+            })
             .collect())
     }
     fn exec(
