@@ -93,6 +93,7 @@ pub(super) fn build(
         stopping: false,
         outbox: Outbox::new(settings.max_events),
         reported: None,
+        reported_unsent: false,
         floor: Default::default(),
         unassigned: VecDeque::new(),
         inflight: HashMap::new(),
@@ -223,9 +224,7 @@ impl TransportDriver {
             tracing::error!(error = %err, "subscribe not queued");
         }
         shared.publish(TopicKind::Online, encode(&Presence::Online), Tag::Other);
-        if let Some(reported) = shared.reported.clone() {
-            shared.publish(TopicKind::Reported, reported, Tag::Other);
-        }
+        shared.reported_unsent = shared.reported.is_some();
         shared.flush();
     }
 

@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub(super) outbox: Outbox,
     /// The latest reported state, encoded; republished on every connect (it is retained).
     pub(super) reported: Option<Vec<u8>>,
+    /// The latest reported state has not been handed to rumqttc yet (queue was full).
+    pub(super) reported_unsent: bool,
     pub(super) floor: Generation,
     /// Submitted publishes in order, waiting for rumqttc to assign their packet ids.
     pub(super) unassigned: VecDeque<Tag>,
@@ -82,6 +84,11 @@ impl Shared {
     pub(super) fn flush(&mut self) {
         if !self.connected {
             return;
+        }
+        if self.reported_unsent {
+            if let Some(body) = self.reported.clone() {
+                self.reported_unsent = !self.publish(TopicKind::Reported, body, Tag::Other);
+            }
         }
         let replies = self.outbox.take_replies();
         let mut replies = replies.into_iter();
@@ -149,10 +156,9 @@ impl TransportHandle {
     pub fn publish_reported(&self, reported: &ReportedState) {
         let body = encode(reported);
         let mut shared = self.lock();
-        shared.reported = Some(body.clone());
-        if shared.connected {
-            shared.publish(TopicKind::Reported, body, Tag::Other);
-        }
+        shared.reported = Some(body);
+        shared.reported_unsent = true;
+        shared.flush();
     }
 
     /// Publishes a health sample if the link is up; returns whether it was sent.
