@@ -114,6 +114,7 @@ fn main() {
                 health_interval: config.health_interval(),
                 stop_grace: Duration::from_secs(1),
                 log_tail_max_bytes: config.limits.log_tail_max_bytes,
+                disk_reserve_mib: config.limits.disk_reserve_mib,
             },
         );
         let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);

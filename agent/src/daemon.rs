@@ -61,6 +61,7 @@ pub fn run(
                 health_interval: config.health_interval(),
                 stop_grace: Duration::from_secs(10),
                 log_tail_max_bytes: config.limits.log_tail_max_bytes,
+                disk_reserve_mib: config.limits.disk_reserve_mib,
             },
         );
         tracing::info!(device = %bootstrap.device, "agent running");

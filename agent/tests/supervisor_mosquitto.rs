@@ -143,6 +143,7 @@ impl Agent {
                 health_interval: Duration::from_millis(300),
                 stop_grace: Duration::from_secs(1),
                 log_tail_max_bytes: 4096,
+                disk_reserve_mib: 0,
             },
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -185,6 +186,10 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
         .unwrap()
         .crashing
         .insert(Digest::from_sha256([3; 32]));
+    let missing_memory = coracle_proto::Condition::CgroupControllerMissing {
+        controller: "memory".into(),
+    };
+    agent.engine.inner.lock().unwrap().conditions = vec![missing_memory.clone()];
     let socket = agent.socket.clone();
 
     // Deploy generation 1.
@@ -198,6 +203,11 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
     .await;
     assert_eq!(r.update, UpdateStatus::Idle);
     assert_eq!(r.services.len(), 2);
+    assert_eq!(
+        r.conditions,
+        [missing_memory],
+        "runtime conditions reported once"
+    );
 
     // Generation 2 ships an app that exits 1 at once: the agent rolls back by itself.
     agent.deploy(&desired(2, 3)).await;

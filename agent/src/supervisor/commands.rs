@@ -2,7 +2,7 @@
 
 use coracle_proto::{Command, CommandOutcome, CommandReply, CommandRequest};
 
-use super::{blocking, report, Supervisor};
+use super::{blocking, Supervisor};
 use crate::control::{AgentStatus, LocalReply, LocalRequest};
 use crate::reconcile::Action;
 
@@ -61,12 +61,7 @@ impl Supervisor {
             LocalRequest::Status => {
                 let (queued, dropped) = self.transport.queued_events();
                 LocalReply::Status(Box::new(AgentStatus {
-                    reported: report::reported(
-                        &self.device,
-                        &self.state,
-                        &self.observed,
-                        &self.tracker,
-                    ),
+                    reported: self.current_report(),
                     broker_connected: connected,
                     queued_events: queued as u64,
                     dropped_events: dropped,

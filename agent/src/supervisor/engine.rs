@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use coracle_proto::{Digest, ImageRef, ServiceName, ServiceSpec};
+use coracle_proto::{Condition, Digest, ImageRef, ServiceName, ServiceSpec};
 
 use crate::reconcile::Fingerprint;
 
@@ -29,6 +29,8 @@ pub struct EngineContainer {
     pub fingerprint: Fingerprint,
     pub image: Digest,
     pub status: EngineStatus,
+    /// Limits the runtime could not apply (e.g. a missing cgroup controller).
+    pub conditions: Vec<Condition>,
 }
 
 /// A running container's usage, read from its cgroup (see `health::cgroup` parsers).

@@ -36,6 +36,8 @@ pub struct SupervisorOptions {
     pub health_interval: Duration,
     pub stop_grace: Duration,
     pub log_tail_max_bytes: u32,
+    /// Free disk below this is reported as `Condition::DiskLow`.
+    pub disk_reserve_mib: u32,
 }
 
 /// The agent's main loop and the only writer of its state.
@@ -54,6 +56,9 @@ pub struct Supervisor {
     check_epoch: u64,
     /// Last cumulative CPU reading per container and when it was taken (µs).
     last_cpu: std::collections::BTreeMap<coracle_proto::ServiceName, (u64, u64)>,
+    /// Runtime conditions from the last observation, and free disk from the last sample.
+    runtime_conditions: Vec<coracle_proto::Condition>,
+    disk_free_mib: u32,
     probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
     probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
     observed: Observed,
@@ -104,6 +109,8 @@ impl Supervisor {
             checks: Default::default(),
             check_epoch: 0,
             last_cpu: Default::default(),
+            runtime_conditions: Vec::new(),
+            disk_free_mib: u32::MAX,
             probe_tx,
             probe_rx: Some(probe_rx),
             observed: Observed::default(),
@@ -235,6 +242,10 @@ impl Supervisor {
     async fn observe(&mut self) -> Result<(), EngineError> {
         let engine = self.engine.clone();
         let (containers, images) = blocking(move || Ok((engine.list()?, engine.images()?))).await?;
+        self.runtime_conditions = containers
+            .iter()
+            .flat_map(|c| c.conditions.iter().cloned())
+            .collect();
         let (observed, exits) = self.tracker.observe(&containers, images, self.now_ms());
         self.observed = observed;
         self.run_probes();
@@ -249,8 +260,24 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The reported state as of now.
+    pub(super) fn current_report(&self) -> ReportedState {
+        let conditions = report::conditions(
+            self.runtime_conditions.iter().cloned(),
+            self.disk_free_mib,
+            self.options.disk_reserve_mib,
+        );
+        report::reported(
+            &self.device,
+            &self.state,
+            &self.observed,
+            &self.tracker,
+            &conditions,
+        )
+    }
+
     fn report_if_changed(&mut self) {
-        let reported = report::reported(&self.device, &self.state, &self.observed, &self.tracker);
+        let reported = self.current_report();
         if self.last_reported.as_ref() != Some(&reported) {
             self.transport.publish_reported(&reported);
             self.last_reported = Some(reported);
@@ -259,6 +286,9 @@ impl Supervisor {
 
     async fn publish_health(&mut self) {
         let mut sample = self.vitals.sample();
+        if sample.disk_total_mib > 0 {
+            self.disk_free_mib = sample.disk_free_mib;
+        }
         let engine = self.engine.clone();
         let usage = match blocking(move || engine.stats()).await {
             Ok(stats) => self.usage_since_last(stats),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use coracle_proto::{
-    ContainerSample, ContainerState, DeviceId, Generation, ReportedState, ServiceName,
+    Condition, ContainerSample, ContainerState, DeviceId, Generation, ReportedState, ServiceName,
     ServiceStatus, UpdateStatus,
 };
 
@@ -18,6 +18,7 @@ pub fn reported(
     state: &AgentState,
     observed: &Observed,
     tracker: &Tracker,
+    conditions: &[Condition],
 ) -> ReportedState {
     let update = match &state.pending {
         Some(p) if observed.gate_started_ms.is_some() => UpdateStatus::Verifying {
@@ -76,7 +77,7 @@ pub fn reported(
         update,
         services,
         layers: Vec::new(),
-        conditions: Vec::new(),
+        conditions: conditions.to_vec(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
@@ -108,4 +109,50 @@ pub fn container_samples(
             })
         })
         .collect()
+}
+
+/// The device's conditions: what the runtime could not enforce (deduplicated) and a disk
+/// below the configured reserve.
+pub fn conditions(
+    runtime: impl IntoIterator<Item = Condition>,
+    disk_free_mib: u32,
+    disk_reserve_mib: u32,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = Vec::new();
+    for c in runtime {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    if disk_free_mib < disk_reserve_mib {
+        out.push(Condition::DiskLow {
+            free_bytes: u64::from(disk_free_mib) << 20,
+            needed_bytes: u64::from(disk_reserve_mib) << 20,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_are_deduplicated_and_disk_low_appears_below_the_reserve() {
+        let memory = Condition::CgroupControllerMissing {
+            controller: "memory".into(),
+        };
+        let got = conditions([memory.clone(), memory.clone()], 100, 256);
+        assert_eq!(
+            got,
+            [
+                memory.clone(),
+                Condition::DiskLow {
+                    free_bytes: 100 << 20,
+                    needed_bytes: 256 << 20
+                }
+            ]
+        );
+        assert_eq!(conditions([memory.clone()], 300, 256), [memory]);
+    }
 }

@@ -146,6 +146,7 @@ mod tests {
             fingerprint: Fingerprint([1; 32]),
             image: Digest::from_sha256([2; 32]),
             status,
+            conditions: Vec::new(),
         }
     }
 

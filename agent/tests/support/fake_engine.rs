@@ -24,6 +24,8 @@ pub struct Inner {
     pub containers: BTreeMap<ServiceName, EngineContainer>,
     pub crashing: BTreeSet<Digest>,
     pub failing_pulls: BTreeSet<Digest>,
+    /// Conditions every created container reports (like a kernel without a controller).
+    pub conditions: Vec<coracle_proto::Condition>,
     pub pull_attempts: u32,
     pub starts: u32,
     pub stats_reads: u32,
@@ -67,6 +69,7 @@ impl ContainerEngine for FakeEngine {
             inner.images.contains(&spec.image.digest),
             "create before pull"
         );
+        let conditions = inner.conditions.clone();
         inner.containers.insert(
             spec.name.clone(),
             EngineContainer {
@@ -74,6 +77,7 @@ impl ContainerEngine for FakeEngine {
                 fingerprint,
                 image: spec.image.digest,
                 status: EngineStatus::Created,
+                conditions,
             },
         );
         Ok(())
