@@ -67,6 +67,8 @@ pub trait ContainerEngine: Send + Sync + 'static {
     /// Manifest digests of the images in the store.
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError>;
     fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError>;
+    /// diff_ids of the layers in the store, reported so the controller can pick delta bases.
+    fn layers(&self) -> Result<Vec<Digest>, EngineError>;
     /// Creates the service's container (not started), remembering `fingerprint`.
     fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError>;
     fn start(&self, service: &ServiceName) -> Result<(), EngineError>;

@@ -58,6 +58,7 @@ pub struct Supervisor {
     last_cpu: std::collections::BTreeMap<coracle_proto::ServiceName, (u64, u64)>,
     /// Runtime conditions from the last observation, and free disk from the last sample.
     runtime_conditions: Vec<coracle_proto::Condition>,
+    layers: Vec<coracle_proto::Digest>,
     disk_free_mib: u32,
     probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
     probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
@@ -110,6 +111,7 @@ impl Supervisor {
             check_epoch: 0,
             last_cpu: Default::default(),
             runtime_conditions: Vec::new(),
+            layers: Vec::new(),
             disk_free_mib: u32::MAX,
             probe_tx,
             probe_rx: Some(probe_rx),
@@ -241,7 +243,11 @@ impl Supervisor {
 
     async fn observe(&mut self) -> Result<(), EngineError> {
         let engine = self.engine.clone();
-        let (containers, images) = blocking(move || Ok((engine.list()?, engine.images()?))).await?;
+        let (containers, images, mut layers) =
+            blocking(move || Ok((engine.list()?, engine.images()?, engine.layers()?))).await?;
+        layers.sort();
+        layers.dedup();
+        self.layers = layers;
         self.runtime_conditions = containers
             .iter()
             .flat_map(|c| c.conditions.iter().cloned())
@@ -267,13 +273,15 @@ impl Supervisor {
             self.disk_free_mib,
             self.options.disk_reserve_mib,
         );
-        report::reported(
+        let mut reported = report::reported(
             &self.device,
             &self.state,
             &self.observed,
             &self.tracker,
             &conditions,
-        )
+        );
+        reported.layers = self.layers.clone();
+        reported
     }
 
     fn report_if_changed(&mut self) {

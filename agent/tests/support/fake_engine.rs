@@ -63,6 +63,10 @@ impl ContainerEngine for FakeEngine {
         });
         Ok(())
     }
+    fn layers(&self) -> Result<Vec<Digest>, EngineError> {
+        // One layer per image, named after it: enough to see layers flow into reports.
+        Ok(self.inner.lock().unwrap().images.iter().copied().collect())
+    }
     fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
         assert!(
