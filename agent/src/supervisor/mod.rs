@@ -230,7 +230,7 @@ impl Supervisor {
             match self.apply(action).await {
                 Ok(()) => self.retry.succeeded(&subject),
                 Err(err) => {
-                    let failures = self.retry.failed(subject, now);
+                    let failures = self.retry.failed(subject, now, err.to_string());
                     tracing::warn!(error = %err, failures, "action failed; retrying after backoff");
                 }
             }
@@ -281,6 +281,12 @@ impl Supervisor {
             &conditions,
         );
         reported.layers = self.layers.clone();
+        if let (Some(pending), Some(reason)) = (&self.state.pending, self.retry.first_failure()) {
+            reported.update = coracle_proto::UpdateStatus::Failed {
+                generation: pending.generation,
+                reason,
+            };
+        }
         reported
     }
 
