@@ -177,11 +177,14 @@ impl ContainerEngine for FakeEngine {
             .containers
             .get(service)
             .ok_or_else(|| missing("read logs of", service))?;
+        // The log grows by one line per container start anywhere on the fake device.
+        let total = 2 + inner.starts;
+        let first = total.saturating_sub(lines);
         Ok(LogTail {
-            lines: (0..lines.min(3))
+            lines: (first..total)
                 .map(|i| format!("{service} line {i}"))
                 .collect(),
-            truncated: lines < 3,
+            truncated: first > 0,
         })
     }
 }
