@@ -86,7 +86,6 @@ pub(crate) fn unix_now() -> u64 {
 
 impl Supervisor {
     /// A supervisor starting from the persisted `state`.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: DeviceId,
         state: AgentState,
