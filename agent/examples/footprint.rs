@@ -45,7 +45,7 @@ fn desired(n: usize) -> DesiredState {
                     ImageRef {
                         registry: "controller.local".into(),
                         repository: format!("app/svc-{i}"),
-                        digest: Digest::from_sha256([i as u8 + 1; 32]),
+                        digest: Digest::from_bytes([i as u8 + 1; 32]),
                     },
                 )
             })

@@ -27,7 +27,7 @@ fn spec(name: &str, seed: u8) -> ServiceSpec {
         ImageRef {
             registry: "controller.local".into(),
             repository: format!("app/{name}"),
-            digest: Digest::from_sha256([seed; 32]),
+            digest: Digest::from_bytes([seed; 32]),
         },
     );
     s.restart = RestartPolicy::Always;
@@ -185,7 +185,7 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
         .lock()
         .unwrap()
         .crashing
-        .insert(Digest::from_sha256([3; 32]));
+        .insert(Digest::from_bytes([3; 32]));
     let missing_memory = coracle_proto::Condition::CgroupControllerMissing {
         controller: "memory".into(),
     };
@@ -230,7 +230,7 @@ async fn deploys_rolls_back_a_failed_update_and_answers_commands() {
     assert!(
         r.services
             .iter()
-            .any(|s| s.image == Digest::from_sha256([2; 32])),
+            .any(|s| s.image == Digest::from_bytes([2; 32])),
         "old app back"
     );
     loop {
@@ -385,7 +385,7 @@ async fn restarted_agent_adopts_its_containers_and_keeps_its_state() {
 #[tokio::test(flavor = "current_thread")]
 async fn failed_pull_is_reported_retried_with_backoff_and_then_completes() {
     let mut agent = Agent::start().await;
-    let app_image = Digest::from_sha256([2; 32]);
+    let app_image = Digest::from_bytes([2; 32]);
     agent
         .engine
         .inner
@@ -493,7 +493,7 @@ async fn health_gated_update_commits_when_healthy_and_rolls_back_when_not() {
     assert!(reason.contains("unhealthy"), "{reason}");
     let r = reported_until(&mut agent.controller, |r| {
         r.services.first().is_some_and(|s| {
-            s.image == Digest::from_sha256([2; 32]) && s.health == coracle_proto::Health::Healthy
+            s.image == Digest::from_bytes([2; 32]) && s.health == coracle_proto::Health::Healthy
         })
     })
     .await;

@@ -25,9 +25,32 @@ pub enum RefError {
 pub struct Digest([u8; 32]);
 
 impl Digest {
+    /// The sha256 digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(bytes).into())
+    }
+
     /// Wraps raw sha256 output.
-    pub const fn from_sha256(bytes: [u8; 32]) -> Self {
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+
+    /// Parses the bare 64-hex form (a store file name).
+    pub fn from_hex(hex: &str) -> Result<Self, RefError> {
+        let bad = || RefError::DigestHex {
+            value: hex.to_string(),
+        };
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
+            let hi = hex_value(pair[0]).ok_or_else(bad)?;
+            let lo = hex_value(pair[1]).ok_or_else(bad)?;
+            bytes[i] = (hi << 4) | lo;
+        }
+        Ok(Self(bytes))
     }
 
     /// The raw 32 bytes.
@@ -201,6 +224,15 @@ mod tests {
         let digest: Digest = D.parse().unwrap();
         assert_eq!(digest.to_string(), D);
         assert_eq!(digest.hex().len(), 64);
+        assert_eq!(Digest::from_hex(&digest.hex()).unwrap(), digest);
+    }
+
+    #[test]
+    fn digest_of_bytes_is_sha256() {
+        assert_eq!(
+            Digest::of(b"").to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ fn image(seed: u8) -> ImageRef {
     ImageRef {
         registry: "controller.local".into(),
         repository: "app".into(),
-        digest: Digest::from_sha256([seed; 32]),
+        digest: Digest::from_bytes([seed; 32]),
     }
 }
 

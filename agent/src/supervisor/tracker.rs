@@ -144,7 +144,7 @@ mod tests {
         EngineContainer {
             service: "db".parse().unwrap(),
             fingerprint: Fingerprint([1; 32]),
-            image: Digest::from_sha256([2; 32]),
+            image: Digest::from_bytes([2; 32]),
             status,
             conditions: Vec::new(),
         }

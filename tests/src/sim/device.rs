@@ -1,0 +1,235 @@
+//! One simulated device's reactions, as a pure state machine: it verifies desired states with
+//! the real proto checks, then "applies" them (no containers) and reports healthy — or, for a
+//! deterministic fraction of (device, generation) pairs, fails the health gate and reports a
+//! rollback, as a real agent would.
+
+use coracle_proto::{
+    decode, encode, ContainerState, DesiredState, DeviceId, Event, EventKind, Generation, Health,
+    HealthSample, ReportedState, ServiceStatus, Signed, TopicKind, UpdateStatus, VerifyingKey,
+};
+
+/// A message the device sends in reaction to something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub kind: TopicKind,
+    pub body: Vec<u8>,
+}
+
+/// A simulated device.
+#[derive(Debug)]
+pub struct SimDevice {
+    id: DeviceId,
+    trusted: VerifyingKey,
+    /// Per mille of (device, generation) pairs that fail their health gate.
+    fail_permille: u16,
+    applied: Generation,
+    reported: ReportedState,
+}
+
+/// Whether `device` fails `generation`: a hash, so tests and benchmarks can predict it.
+pub fn fails(device: &DeviceId, generation: Generation, fail_permille: u16) -> bool {
+    // FNV-1a over the id and generation: stable across runs and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in device.as_str().bytes().chain(generation.0.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash % 1000 < u64::from(fail_permille)
+}
+
+impl SimDevice {
+    /// A device that has applied nothing yet.
+    pub fn new(id: DeviceId, trusted: VerifyingKey, fail_permille: u16) -> Self {
+        let reported = ReportedState {
+            device: id.clone(),
+            applied: Generation(0),
+            update: UpdateStatus::Idle,
+            services: Vec::new(),
+            layers: Vec::new(),
+            conditions: Vec::new(),
+            agent_version: concat!("sim-", env!("CARGO_PKG_VERSION")).to_string(),
+        };
+        Self {
+            id,
+            trusted,
+            fail_permille,
+            applied: Generation(0),
+            reported,
+        }
+    }
+
+    /// The device's id.
+    pub fn id(&self) -> &DeviceId {
+        &self.id
+    }
+
+    /// The current reported state, encoded: sent at connect and on change.
+    pub fn reported(&self) -> Outgoing {
+        Outgoing {
+            kind: TopicKind::Reported,
+            body: encode(&self.reported),
+        }
+    }
+
+    /// Reacts to a body on the device's `desired` topic.
+    pub fn on_desired(&mut self, body: &[u8], now_unix_s: u64) -> Vec<Outgoing> {
+        let event = |kind| Outgoing {
+            kind: TopicKind::Events,
+            body: encode(&Event {
+                at_unix_s: now_unix_s,
+                kind,
+            }),
+        };
+        let verified = decode::<Signed<DesiredState>>(body)
+            .map_err(|err| (err.reject_reason(), err.to_string()))
+            .and_then(|signed| {
+                signed
+                    .verify(&self.trusted, &self.id, self.applied)
+                    .map_err(|err| (err.reject_reason(), err.to_string()))
+            });
+        let state = match verified {
+            Ok(state) => state,
+            Err((reason, detail)) => return vec![event(EventKind::Rejected { reason, detail })],
+        };
+        if state.generation == self.applied && self.applied.0 > 0 {
+            return Vec::new(); // the retained state again, after a reconnect
+        }
+        if let UpdateStatus::RolledBack { generation, .. } = &self.reported.update {
+            if *generation == state.generation {
+                return Vec::new(); // a rolled-back generation is not retried
+            }
+        }
+        if fails(&self.id, state.generation, self.fail_permille) {
+            let service = state.services.first().map(|s| s.name.clone());
+            let reason = "health gate failed (simulated)".to_string();
+            self.reported.update = UpdateStatus::RolledBack {
+                generation: state.generation,
+                reason: reason.clone(),
+            };
+            let mut out = vec![self.reported()];
+            if let Some(service) = service {
+                out.push(event(EventKind::RolledBack {
+                    generation: state.generation,
+                    service,
+                    reason,
+                }));
+            }
+            return out;
+        }
+        self.applied = state.generation;
+        self.reported.applied = state.generation;
+        self.reported.update = UpdateStatus::Idle;
+        self.reported.services = state
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                name: s.name.clone(),
+                image: s.image.digest,
+                state: ContainerState::Running,
+                restart_count: 0,
+                last_exit_code: None,
+                oom_killed: false,
+                health: if s.health.is_some() {
+                    Health::Healthy
+                } else {
+                    Health::None
+                },
+            })
+            .collect();
+        vec![
+            self.reported(),
+            event(EventKind::Applied {
+                generation: state.generation,
+            }),
+        ]
+    }
+
+    /// A plausible health sample for a Pi 4 running the applied services.
+    pub fn health(&self, uptime_s: u32) -> Outgoing {
+        let sample = HealthSample {
+            uptime_s,
+            cpu_permille: 80 + (uptime_s % 40) as u16,
+            mem_used_kib: 380_000,
+            mem_total_kib: 3_884_000,
+            disk_free_mib: 21_000,
+            disk_total_mib: 29_800,
+            temp_decicelsius: Some(480 + (uptime_s % 30) as i16),
+            load1_centi: 25,
+            containers: Vec::new(),
+        };
+        Outgoing {
+            kind: TopicKind::Health,
+            body: encode(&sample),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coracle_proto::{samples, SigningKey};
+
+    fn device(fail_permille: u16) -> (SimDevice, SigningKey) {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        (
+            SimDevice::new(samples::device(), key.verifying_key(), fail_permille),
+            key,
+        )
+    }
+
+    fn reported(out: &[Outgoing]) -> ReportedState {
+        let body = &out
+            .iter()
+            .find(|o| o.kind == TopicKind::Reported)
+            .unwrap()
+            .body;
+        decode(body).unwrap()
+    }
+
+    #[test]
+    fn applies_a_verified_state_and_ignores_its_redelivery() {
+        let (mut dev, key) = device(0);
+        let body = encode(&Signed::sign(&samples::desired_with_services(2), &key));
+        let out = dev.on_desired(&body, 1);
+        let state = reported(&out);
+        assert_eq!(state.applied, Generation(42));
+        assert_eq!(state.services.len(), 2);
+        assert!(dev.on_desired(&body, 2).is_empty());
+    }
+
+    #[test]
+    fn rejects_forged_and_garbage_states_with_an_event() {
+        let (mut dev, _) = device(0);
+        let forged = encode(&Signed::sign(
+            &samples::desired_with_services(1),
+            &SigningKey::from_bytes(&[6; 32]),
+        ));
+        for body in [forged, vec![1, 2, 3]] {
+            let out = dev.on_desired(&body, 1);
+            assert_eq!(out.len(), 1);
+            let event: Event = decode(&out[0].body).unwrap();
+            assert!(matches!(event.kind, EventKind::Rejected { .. }));
+        }
+    }
+
+    #[test]
+    fn a_failing_generation_rolls_back_once_and_is_not_retried() {
+        let (mut dev, key) = device(1000);
+        let body = encode(&Signed::sign(&samples::desired_with_services(1), &key));
+        let out = dev.on_desired(&body, 1);
+        assert!(matches!(
+            reported(&out).update,
+            UpdateStatus::RolledBack { .. }
+        ));
+        assert_eq!(reported(&out).applied, Generation(0));
+        assert!(dev.on_desired(&body, 2).is_empty());
+    }
+
+    #[test]
+    fn failure_fraction_is_roughly_honoured() {
+        let failed = (0..1000)
+            .filter(|i| fails(&format!("d{i}").parse().unwrap(), Generation(3), 200))
+            .count();
+        assert!((150..250).contains(&failed), "{failed}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Runs many simulated devices over real MQTT connections, one task each, on one tokio runtime.
+//! Each device behaves on the wire like an agent: last will, retained online/reported, QoS
+//! per topic, health at its interval, reconnect with backoff and jitter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coracle_proto::{encode, DeviceId, Presence, TopicKind, VerifyingKey};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::device::{Outgoing, SimDevice};
+
+/// How one simulated device logs in.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    Anonymous,
+    Password { username: String, password: String },
+}
+
+/// One device to simulate.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub id: DeviceId,
+    pub credentials: Credentials,
+}
+
+/// The fleet's shape and behaviour.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub broker_host: String,
+    pub broker_port: u16,
+    pub devices: Vec<DeviceSpec>,
+    pub trusted: VerifyingKey,
+    pub health_interval: Duration,
+    pub fail_permille: u16,
+    /// Spreads the initial connects over this long, as a real fleet's boots would be.
+    pub connect_spread: Duration,
+}
+
+/// Counters the fleet updates as it runs.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    pub connected: AtomicU64,
+    pub connects: AtomicU64,
+    pub desired_received: AtomicU64,
+    pub published: AtomicU64,
+    pub published_bytes: AtomicU64,
+    pub connection_errors: AtomicU64,
+}
+
+impl FleetStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A counter's current value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A running fleet; dropping it (or `stop`) ends every device task.
+#[derive(Debug)]
+pub struct Fleet {
+    pub stats: Arc<FleetStats>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Fleet {
+    /// Starts every device's task on the current runtime.
+    pub fn start(config: FleetConfig) -> Self {
+        let stats = Arc::new(FleetStats::default());
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let count = config.devices.len().max(1) as u32;
+        for (i, spec) in config.devices.iter().cloned().enumerate() {
+            let delay = config.connect_spread / count * i as u32;
+            let device = SimDevice::new(spec.id.clone(), config.trusted, config.fail_permille);
+            let run = DeviceRun {
+                host: config.broker_host.clone(),
+                port: config.broker_port,
+                credentials: spec.credentials,
+                health_interval: config.health_interval,
+                stats: stats.clone(),
+                stopped: stopped.clone(),
+            };
+            tasks.spawn(async move {
+                tokio::time::sleep(delay).await;
+                run.run(device).await;
+            });
+        }
+        Self { stats, stop, tasks }
+    }
+
+    /// Ends every device (their last wills fire at the broker) and waits for the tasks.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct DeviceRun {
+    host: String,
+    port: u16,
+    credentials: Credentials,
+    health_interval: Duration,
+    stats: Arc<FleetStats>,
+    stopped: watch::Receiver<bool>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn qos(kind: TopicKind) -> QoS {
+    if kind.qos() == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+/// 0..250 ms, different per device, so a fleet does not reconnect in lockstep.
+fn jitter_ms(id: &DeviceId) -> u64 {
+    id.as_str()
+        .bytes()
+        .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        % 250
+}
+
+impl DeviceRun {
+    fn options(&self, id: &DeviceId) -> MqttOptions {
+        let mut opts = MqttOptions::new(id.as_str(), &self.host, self.port);
+        opts.set_keep_alive(Duration::from_secs(60));
+        opts.set_clean_session(true);
+        opts.set_max_packet_size(
+            coracle_proto::codec::MAX_BODY_BYTES + 1024,
+            coracle_proto::codec::MAX_BODY_BYTES + 1024,
+        );
+        opts.set_last_will(LastWill::new(
+            TopicKind::Online.for_device(id),
+            encode(&Presence::Offline),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Credentials::Password { username, password } = &self.credentials {
+            opts.set_credentials(username, password);
+        }
+        opts
+    }
+
+    async fn send(&self, client: &AsyncClient, id: &DeviceId, out: Outgoing) {
+        let len = out.body.len() as u64;
+        let sent = client
+            .publish(
+                out.kind.for_device(id),
+                qos(out.kind),
+                out.kind.retained(),
+                out.body,
+            )
+            .await;
+        if sent.is_ok() {
+            FleetStats::add(&self.stats.published, 1);
+            FleetStats::add(&self.stats.published_bytes, len);
+        }
+    }
+
+    async fn run(mut self, mut device: SimDevice) {
+        let id = device.id().clone();
+        let (client, mut events): (AsyncClient, EventLoop) =
+            AsyncClient::new(self.options(&id), 64);
+        let started = tokio::time::Instant::now();
+        let mut health = tokio::time::interval(self.health_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Duration::from_millis(250);
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                _ = self.stopped.changed() => break,
+                _ = health.tick(), if connected => {
+                    let uptime = started.elapsed().as_secs() as u32;
+                    self.send(&client, &id, device.health(uptime)).await;
+                }
+                polled = events.poll() => match polled {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        backoff = Duration::from_millis(250);
+                        FleetStats::add(&self.stats.connected, 1);
+                        FleetStats::add(&self.stats.connects, 1);
+                        let _ = client.subscribe(TopicKind::Desired.for_device(&id), QoS::AtLeastOnce).await;
+                        self.send(&client, &id, Outgoing { kind: TopicKind::Online, body: encode(&Presence::Online) }).await;
+                        self.send(&client, &id, device.reported()).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        FleetStats::add(&self.stats.desired_received, 1);
+                        for out in device.on_desired(&publish.payload, unix_now()) {
+                            self.send(&client, &id, out).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        if connected {
+                            connected = false;
+                            self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        FleetStats::add(&self.stats.connection_errors, 1);
+                        // rumqttc retries at once on the next poll: back off with jitter.
+                        let jitter = Duration::from_millis(jitter_ms(&id));
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff + jitter) => {}
+                            _ = self.stopped.changed() => break,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+        if connected {
+            self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+        // The connection is dropped without DISCONNECT, so the broker fires the last will,
+        // as it would when a device loses power.
+    }
+}

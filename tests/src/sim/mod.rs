@@ -1,0 +1,8 @@
+//! The fleet simulator: N devices that speak the real protocol over real MQTT connections,
+//! without containers. `device` is the pure per-device reaction; `fleet` runs them.
+
+pub mod device;
+pub mod fleet;
+
+pub use device::{fails, Outgoing, SimDevice};
+pub use fleet::{Credentials, DeviceSpec, Fleet, FleetConfig, FleetStats};
