@@ -1,7 +1,32 @@
 //! Coracle agent: the device daemon. It receives signed desired state over MQTT, pulls
 //! images, runs containers itself and reports health.
 //!
-//! Today the crate holds the command-line shell; the runtime (issue 3) and the daemon
-//! (issue 6) grow here.
+//! Daemon modules (issue 6):
+//! - `config`: `AgentConfig` from `/etc/coracle/agent.toml`, validated with named errors.
+//! - `state`: `AgentState` (committed and pending desired state, rolled-back generations),
+//!   persisted atomically by `StateStore` and repaired after kill -9 or a damaged file.
+//! - `reconcile`: the pure `plan(&AgentState, &Observed, now_ms) -> Vec<Action>`, restart
+//!   policies with backoff, the health gate, and the container lifecycle table.
+//! - `transport`: MQTT over TLS (rumqttc + rustls/ring) as a `TransportHandle` plus a
+//!   `TransportDriver`; every inbound desired state is verified and validated there.
+//! - `supervisor`: the one `select!` loop that owns the state and drives a
+//!   `ContainerEngine` (synchronous, through `spawn_blocking`): reconcile ticks, health
+//!   checks, reports on change, health samples, commands.
+//! - `health`: device vitals from `/proc`, `/sys/class/thermal`, `statvfs`; health-check
+//!   rules and TCP/HTTP probes.
+//! - `control`: the local Unix socket behind `coracle-agent status|ps|logs`.
+//! - `pull`: the OCI registry client and the delta-first image pull into the store.
+//! - `daemon`: assembles all of the above on a current_thread runtime.
+//!
+//! Limits: the reconcile core does no I/O; nothing blocks the MQTT event loop; no rumqttc
+//! type leaves `transport`. The container runtime (issue 3) lives in its own modules.
 
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod health;
 pub mod pull;
+pub mod reconcile;
+pub mod state;
+pub mod supervisor;
+pub mod transport;

@@ -1,0 +1,72 @@
+//! Assembles the daemon: config → bootstrap → persisted state → transport + supervisor +
+//! control socket, on one current_thread tokio runtime. The container engine is passed in
+//! (the Linux runtime adapter in production), so this file stays free of runtime details.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use coracle_proto::Bootstrap;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::AgentConfig;
+use crate::control::server;
+use crate::health::VitalsReader;
+use crate::state::{LoadReport, StateStore};
+use crate::supervisor::{ContainerEngine, Supervisor, SupervisorOptions};
+use crate::transport::{self, TransportSettings};
+
+/// Reads the enrolment file named by the config.
+pub fn load_bootstrap(config: &AgentConfig) -> anyhow::Result<Bootstrap> {
+    let path = &config.bootstrap;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read bootstrap file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parse bootstrap file {}", path.display()))
+}
+
+/// Runs the daemon until SIGINT/SIGTERM-free shutdown is requested through `shutdown`.
+pub fn run(
+    config: &AgentConfig,
+    engine: Arc<dyn ContainerEngine>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let bootstrap = load_bootstrap(config)?;
+    let store = StateStore::new(&config.state_dir());
+    let (state, report) = store.load().context("load agent state")?;
+    match &report {
+        LoadReport::Loaded | LoadReport::Fresh => {}
+        other => tracing::warn!(report = ?other, "agent state repaired at start"),
+    }
+    let settings = TransportSettings::from_bootstrap(&bootstrap, config)
+        .context("set up the broker connection from the bootstrap")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async {
+        let listener = server::bind(&config.control_socket)?;
+        let (handle, driver, inbox) = transport::transport(settings);
+        let (control_tx, control_rx) = mpsc::channel(8);
+        tokio::spawn(driver.run());
+        tokio::spawn(server::serve(listener, control_tx));
+        let supervisor = Supervisor::new(
+            bootstrap.device.clone(),
+            state,
+            store,
+            engine,
+            handle.clone(),
+            VitalsReader::new(&config.data_dir),
+            SupervisorOptions {
+                tick: Duration::from_secs(1),
+                health_interval: config.health_interval(),
+                stop_grace: Duration::from_secs(10),
+                log_tail_max_bytes: config.limits.log_tail_max_bytes,
+                disk_reserve_mib: config.limits.disk_reserve_mib,
+            },
+        );
+        tracing::info!(device = %bootstrap.device, "agent running");
+        supervisor.run(inbox, control_rx, shutdown).await;
+        handle.shutdown();
+        anyhow::Ok(())
+    })
+}

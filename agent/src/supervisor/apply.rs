@@ -1,0 +1,144 @@
+//! Applying one planned action: engine calls on blocking threads, state moves for the
+//! gate, events for what the controller should hear about. Container verbs are checked
+//! against the lifecycle table first, so a bad plan is refused, not executed.
+
+use coracle_proto::{EventKind, Health, ServiceName};
+
+use super::{blocking, EngineError, Supervisor};
+use crate::reconcile::{
+    fingerprint, transition, Action, ObservedContainer, Phase, PhaseKind, Verb,
+};
+
+impl Supervisor {
+    fn check_move(&self, service: &ServiceName, verb: Verb) -> Result<PhaseKind, EngineError> {
+        let from = PhaseKind::from(self.observed.containers.get(service).map(|c| &c.phase));
+        transition(from, verb).map_err(|err| EngineError {
+            step: "check lifecycle move of",
+            object: service.to_string(),
+            reason: err.to_string(),
+        })?;
+        Ok(from)
+    }
+
+    /// Keeps the observation in step with a move just made, so the next action of the same
+    /// plan is checked against the container as it now is.
+    fn note_phase(&mut self, service: &ServiceName, phase: Phase) {
+        if let Some(c) = self.observed.containers.get_mut(service) {
+            c.phase = phase;
+        }
+    }
+
+    fn restarted(&self, service: ServiceName, restart_count: u32) {
+        tracing::info!(%service, restart_count, "container restarted");
+        self.event(EventKind::ContainerRestarted {
+            service,
+            restart_count,
+        });
+    }
+
+    pub(super) async fn apply(&mut self, action: Action) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        let now = self.now_ms();
+        match action {
+            Action::Pull { image } => {
+                let digest = image.digest;
+                tracing::info!(image = %digest, "pulling image");
+                if let Err(err) = blocking(move || engine.pull(&image)).await {
+                    self.event(EventKind::PullFailed {
+                        image: digest,
+                        reason: err.to_string(),
+                    });
+                    return Err(err);
+                }
+            }
+            Action::Create { spec } => {
+                self.check_move(&spec.name, Verb::Create)?;
+                self.tracker.created(&spec.name);
+                let print = fingerprint(&spec);
+                let name = spec.name.clone();
+                blocking(move || engine.create(&spec, print)).await?;
+                self.observed.containers.insert(
+                    name,
+                    ObservedContainer {
+                        fingerprint: print,
+                        phase: Phase::Created,
+                        health: Health::None,
+                        restarts: 0,
+                    },
+                );
+            }
+            Action::Start { service } => {
+                let from = self.check_move(&service, Verb::Start)?;
+                let restart = self
+                    .tracker
+                    .starting(&service, from == PhaseKind::Exited, now);
+                let name = service.clone();
+                blocking(move || engine.start(&name)).await?;
+                self.note_phase(&service, Phase::Running { since_ms: now });
+                if let Some(restart_count) = restart {
+                    self.restarted(service, restart_count);
+                }
+            }
+            Action::Restart { service } => {
+                self.check_move(&service, Verb::Restart)?;
+                let restart_count = self.tracker.restarting(&service, now);
+                self.checks.remove(&service);
+                let grace = self.options.stop_grace;
+                let name = service.clone();
+                blocking(move || {
+                    engine.stop(&name, grace)?;
+                    engine.start(&name)
+                })
+                .await?;
+                self.note_phase(&service, Phase::Running { since_ms: now });
+                self.restarted(service, restart_count);
+            }
+            Action::Stop { service } => {
+                self.check_move(&service, Verb::Stop)?;
+                self.tracker.stopping(&service);
+                let grace = self.options.stop_grace;
+                let name = service.clone();
+                blocking(move || engine.stop(&name, grace)).await?;
+                self.note_phase(&service, Phase::Stopped);
+            }
+            Action::Remove { service } => {
+                self.check_move(&service, Verb::Remove)?;
+                let name = service.clone();
+                blocking(move || engine.delete(&name)).await?;
+                self.observed.containers.remove(&service);
+            }
+            Action::Gc { images } => {
+                tracing::info!(count = images.len(), "removing unused images");
+                blocking(move || engine.remove_images(&images)).await?;
+            }
+            Action::StartGate { generation } => {
+                tracing::info!(%generation, "health gate started");
+                self.tracker.gate_started_ms = Some(now);
+                self.observed.gate_started_ms = Some(now);
+            }
+            Action::Commit { generation } => {
+                self.state.commit();
+                self.tracker.gate_started_ms = None;
+                self.save();
+                tracing::info!(%generation, "generation committed");
+                self.event(EventKind::Applied { generation });
+            }
+            Action::RollBack {
+                generation,
+                service,
+                reason,
+            } => {
+                self.state.roll_back(reason.clone());
+                self.tracker.gate_started_ms = None;
+                self.save();
+                tracing::warn!(%generation, %service, %reason, "generation rolled back");
+                self.event(EventKind::RolledBack {
+                    generation,
+                    service,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+}

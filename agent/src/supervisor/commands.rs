@@ -1,0 +1,82 @@
+//! Commands from the controller (`cmd`): logs tail (bounded), restart, recheck.
+
+use coracle_proto::{Command, CommandOutcome, CommandReply, CommandRequest};
+
+use super::{blocking, Supervisor};
+use crate::control::{AgentStatus, LocalReply, LocalRequest};
+use crate::reconcile::Action;
+
+impl Supervisor {
+    pub(super) async fn on_command(&mut self, request: CommandRequest) {
+        let outcome = match request.command {
+            Command::LogsTail {
+                service,
+                lines,
+                max_bytes,
+            } => {
+                let engine = self.engine.clone();
+                // The reply must fit one protocol body whatever the controller asked for.
+                let max_bytes = max_bytes.min(self.options.log_tail_max_bytes);
+                match blocking(move || engine.logs_tail(&service, lines, max_bytes)).await {
+                    Ok(tail) => CommandOutcome::Logs {
+                        lines: tail.lines,
+                        truncated: tail.truncated,
+                    },
+                    Err(err) => CommandOutcome::Failed {
+                        reason: err.to_string(),
+                    },
+                }
+            }
+            Command::Restart { service } => {
+                if self.observed.containers.contains_key(&service) {
+                    match self.apply(Action::Restart { service }).await {
+                        Ok(()) => CommandOutcome::Done,
+                        Err(err) => CommandOutcome::Failed {
+                            reason: err.to_string(),
+                        },
+                    }
+                } else {
+                    CommandOutcome::Failed {
+                        reason: format!("no container for service {service}"),
+                    }
+                }
+            }
+            Command::Recheck => {
+                self.last_reported = None;
+                self.reconcile().await;
+                CommandOutcome::Done
+            }
+        };
+        self.transport.reply(CommandReply {
+            id: request.id,
+            outcome,
+        });
+    }
+}
+
+impl Supervisor {
+    /// Answers the local control socket.
+    pub(super) async fn on_local(&mut self, request: LocalRequest, connected: bool) -> LocalReply {
+        match request {
+            LocalRequest::Status => {
+                let (queued, dropped) = self.transport.queued_events();
+                LocalReply::Status(Box::new(AgentStatus {
+                    reported: self.current_report(),
+                    broker_connected: connected,
+                    queued_events: queued as u64,
+                    dropped_events: dropped,
+                }))
+            }
+            LocalRequest::Logs { service, lines, .. } => {
+                let engine = self.engine.clone();
+                let max_bytes = self.options.log_tail_max_bytes;
+                match blocking(move || engine.logs_tail(&service, lines, max_bytes)).await {
+                    Ok(tail) => LocalReply::Logs { lines: tail.lines },
+                    Err(err) => LocalReply::Failed {
+                        reason: err.to_string(),
+                    },
+                }
+            }
+        }
+    }
+}

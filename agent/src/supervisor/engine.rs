@@ -1,0 +1,96 @@
+//! `ContainerEngine`: what the supervisor needs from the image store and the container
+//! runtime, per service. Synchronous like `runtime::Runtime` (create, start, state/list,
+//! stop, delete); the supervisor calls it through `spawn_blocking`. The Linux adapter maps a
+//! `ServiceSpec` onto the runtime's `ContainerSpec` (rootfs from the images crate) and keeps
+//! the spec fingerprint beside the container so a restarted agent can adopt it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use coracle_proto::{Condition, Digest, ImageRef, ServiceName, ServiceSpec};
+
+use crate::reconcile::Fingerprint;
+
+/// A container's status as the runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineStatus {
+    Created,
+    Running,
+    Stopped {
+        exit_code: Option<i32>,
+        oom_killed: bool,
+    },
+}
+
+/// One container the engine holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineContainer {
+    pub service: ServiceName,
+    pub fingerprint: Fingerprint,
+    pub image: Digest,
+    pub status: EngineStatus,
+    /// Limits the runtime could not apply (e.g. a missing cgroup controller).
+    pub conditions: Vec<Condition>,
+}
+
+/// A running container's usage, read from its cgroup (see `health::cgroup` parsers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStats {
+    pub service: ServiceName,
+    /// Cumulative CPU time.
+    pub cpu_usage_usec: u64,
+    pub memory_bytes: u64,
+}
+
+/// The last lines of a service's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogTail {
+    pub lines: Vec<String>,
+    /// Older lines exist that did not fit the line or byte bound.
+    pub truncated: bool,
+}
+
+/// A failed engine step, naming the step and the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{step} {object}: {reason}")]
+pub struct EngineError {
+    pub step: &'static str,
+    pub object: String,
+    pub reason: String,
+}
+
+/// The container engine as the supervisor drives it. Every call is idempotent where the
+/// target already holds (start a running container, delete a missing one: `Ok`).
+pub trait ContainerEngine: Send + Sync + 'static {
+    /// Fetches an image into the store.
+    fn pull(&self, image: &ImageRef) -> Result<(), EngineError>;
+    /// Manifest digests of the images in the store.
+    fn images(&self) -> Result<BTreeSet<Digest>, EngineError>;
+    fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError>;
+    /// diff_ids of the layers in the store, reported so the controller can pick delta bases.
+    fn layers(&self) -> Result<Vec<Digest>, EngineError>;
+    /// Creates the service's container (not started), remembering `fingerprint`.
+    fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError>;
+    fn start(&self, service: &ServiceName) -> Result<(), EngineError>;
+    /// SIGTERM, `grace`, then SIGKILL.
+    fn stop(&self, service: &ServiceName, grace: Duration) -> Result<(), EngineError>;
+    fn delete(&self, service: &ServiceName) -> Result<(), EngineError>;
+    /// Every container, running or not (what a restarted agent adopts).
+    fn list(&self) -> Result<Vec<EngineContainer>, EngineError>;
+    /// Usage of every running container.
+    fn stats(&self) -> Result<Vec<ContainerStats>, EngineError>;
+    /// Runs a health-check command inside the running container; returns its exit code.
+    fn exec(
+        &self,
+        service: &ServiceName,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<i32, EngineError>;
+    /// At most `lines` lines and `max_bytes` bytes from the end of the service's log.
+    fn logs_tail(
+        &self,
+        service: &ServiceName,
+        lines: u32,
+        max_bytes: u32,
+    ) -> Result<LogTail, EngineError>;
+}

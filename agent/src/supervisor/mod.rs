@@ -1,0 +1,365 @@
+//! The supervisor: the one loop (a single `select!`) that owns the agent state. It admits
+//! desired states from the transport, reconciles on a tick (observe → `plan` → apply through
+//! the `ContainerEngine` on blocking threads), publishes the reported state when it changes
+//! and a health sample at the configured interval, and answers commands. A failed action is
+//! reported and retried on a later tick; it never ends the loop.
+
+mod apply;
+mod commands;
+pub mod engine;
+mod probes;
+pub mod report;
+mod retry;
+pub mod tracker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coracle_proto::{DesiredState, DeviceId, Event, EventKind, ReportedState};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use crate::control::server::ControlRequest;
+use crate::health::{cgroup, VitalsReader};
+use crate::reconcile::{self, Observed};
+use crate::state::{AgentState, StateStore};
+use crate::transport::{Inbox, Link, TransportHandle};
+pub use engine::{
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+};
+use tracker::Tracker;
+
+/// Timing knobs (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    pub tick: Duration,
+    pub health_interval: Duration,
+    pub stop_grace: Duration,
+    pub log_tail_max_bytes: u32,
+    /// Free disk below this is reported as `Condition::DiskLow`.
+    pub disk_reserve_mib: u32,
+}
+
+/// The agent's main loop and the only writer of its state.
+pub struct Supervisor {
+    device: DeviceId,
+    state: AgentState,
+    store: StateStore,
+    engine: Arc<dyn ContainerEngine>,
+    transport: TransportHandle,
+    vitals: VitalsReader,
+    tracker: Tracker,
+    retry: retry::Retry,
+    /// Health-check state per service, with the id of its check run.
+    checks:
+        std::collections::BTreeMap<coracle_proto::ServiceName, (u64, crate::health::CheckState)>,
+    check_epoch: u64,
+    /// Last cumulative CPU reading per container and when it was taken (µs).
+    last_cpu: std::collections::BTreeMap<coracle_proto::ServiceName, (u64, u64)>,
+    /// Runtime conditions from the last observation, and free disk from the last sample.
+    runtime_conditions: Vec<coracle_proto::Condition>,
+    layers: Vec<coracle_proto::Digest>,
+    disk_free_mib: u32,
+    probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
+    probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
+    observed: Observed,
+    last_reported: Option<ReportedState>,
+    options: SupervisorOptions,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("device", &self.device)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the Unix epoch by the device clock.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Supervisor {
+    /// A supervisor starting from the persisted `state`.
+    pub fn new(
+        device: DeviceId,
+        state: AgentState,
+        store: StateStore,
+        engine: Arc<dyn ContainerEngine>,
+        transport: TransportHandle,
+        vitals: VitalsReader,
+        options: SupervisorOptions,
+    ) -> Self {
+        transport.set_replay_floor(state.replay_floor());
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        Self {
+            device,
+            state,
+            store,
+            engine,
+            transport,
+            vitals,
+            tracker: Tracker::default(),
+            retry: retry::Retry::default(),
+            checks: Default::default(),
+            check_epoch: 0,
+            last_cpu: Default::default(),
+            runtime_conditions: Vec::new(),
+            layers: Vec::new(),
+            disk_free_mib: u32::MAX,
+            probe_tx,
+            probe_rx: Some(probe_rx),
+            observed: Observed::default(),
+            last_reported: None,
+            options,
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The current persisted state (for tests and the control socket).
+    pub fn state(&self) -> &AgentState {
+        &self.state
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped). `control` carries the
+    /// local socket's requests (see `control::server`).
+    pub async fn run(
+        mut self,
+        mut inbox: Inbox,
+        mut control: mpsc::Receiver<ControlRequest>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.options.tick);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut probe_results = self
+            .probe_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let mut health = tokio::time::interval(self.options.health_interval);
+        health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = inbox.desired.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let desired = inbox.desired.borrow_and_update().clone();
+                    if let Some(desired) = desired {
+                        self.on_desired(desired);
+                        self.reconcile().await;
+                    }
+                }
+                Some(request) = inbox.commands.recv() => self.on_command(request).await,
+                Some(result) = probe_results.recv() => self.on_probe(result),
+                Some((request, reply)) = control.recv() => {
+                    let connected = matches!(*inbox.link.borrow(), Link::Up { .. });
+                    let answer = self.on_local(request, connected).await;
+                    // The CLI may have hung up; nothing to do then.
+                    let _ = reply.send(answer);
+                }
+                _ = tick.tick() => self.reconcile().await,
+                _ = health.tick() => self.publish_health().await,
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(device = %self.device, "supervisor stopped");
+    }
+
+    /// A verified, valid desired state arrived.
+    fn on_desired(&mut self, desired: DesiredState) {
+        let generation = desired.generation;
+        if self.state.was_rolled_back(generation) {
+            tracing::debug!(%generation, "rolled-back generation redelivered; not retried");
+            return;
+        }
+        let current = self
+            .state
+            .pending
+            .as_ref()
+            .or(self.state.committed.as_ref());
+        if current.is_some_and(|c| c.generation >= generation) {
+            return; // redelivered retained state
+        }
+        tracing::info!(%generation, "applying desired state");
+        self.state.begin(desired);
+        self.tracker.gate_started_ms = None;
+        self.save();
+    }
+
+    fn save(&mut self) {
+        if let Err(err) = self.store.save(&self.state) {
+            tracing::error!(error = %error_chain(&err), "agent state not saved");
+        }
+        self.transport.set_replay_floor(self.state.replay_floor());
+    }
+
+    fn event(&self, kind: EventKind) {
+        self.transport.publish_event(Event {
+            at_unix_s: unix_now(),
+            kind,
+        });
+    }
+
+    /// Observe, plan, apply; report if anything changed.
+    async fn reconcile(&mut self) {
+        if let Err(err) = self.observe().await {
+            tracing::warn!(error = %err, "observation failed; retrying next tick");
+            return;
+        }
+        let actions = reconcile::plan(&self.state, &self.observed, self.now_ms());
+        for action in actions {
+            let subject = retry::subject(&action);
+            let now = self.now_ms();
+            if !self.retry.due(&subject, now) {
+                continue;
+            }
+            match self.apply(action).await {
+                Ok(()) => self.retry.succeeded(&subject),
+                Err(err) => {
+                    let failures = self.retry.failed(subject, now, err.to_string());
+                    tracing::warn!(error = %err, failures, "action failed; retrying after backoff");
+                }
+            }
+        }
+        if let Err(err) = self.observe().await {
+            tracing::warn!(error = %err, "observation failed");
+        }
+        self.report_if_changed();
+    }
+
+    async fn observe(&mut self) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        let (containers, images, mut layers) =
+            blocking(move || Ok((engine.list()?, engine.images()?, engine.layers()?))).await?;
+        layers.sort();
+        layers.dedup();
+        self.layers = layers;
+        self.runtime_conditions = containers
+            .iter()
+            .flat_map(|c| c.conditions.iter().cloned())
+            .collect();
+        let (observed, exits) = self.tracker.observe(&containers, images, self.now_ms());
+        self.observed = observed;
+        self.run_probes();
+        for exit in exits {
+            tracing::info!(service = %exit.service, code = exit.exit_code, oom = exit.oom_killed, "container exited");
+            self.event(EventKind::ContainerExited {
+                service: exit.service,
+                exit_code: exit.exit_code,
+                oom_killed: exit.oom_killed,
+            });
+        }
+        Ok(())
+    }
+
+    /// The reported state as of now.
+    pub(super) fn current_report(&self) -> ReportedState {
+        let conditions = report::conditions(
+            self.runtime_conditions.iter().cloned(),
+            self.disk_free_mib,
+            self.options.disk_reserve_mib,
+        );
+        let mut reported = report::reported(
+            &self.device,
+            &self.state,
+            &self.observed,
+            &self.tracker,
+            &conditions,
+        );
+        reported.layers = self.layers.clone();
+        if let (Some(pending), Some(reason)) = (&self.state.pending, self.retry.first_failure()) {
+            reported.update = coracle_proto::UpdateStatus::Failed {
+                generation: pending.generation,
+                reason,
+            };
+        }
+        reported
+    }
+
+    fn report_if_changed(&mut self) {
+        let reported = self.current_report();
+        if self.last_reported.as_ref() != Some(&reported) {
+            self.transport.publish_reported(&reported);
+            self.last_reported = Some(reported);
+        }
+    }
+
+    async fn publish_health(&mut self) {
+        let mut sample = self.vitals.sample();
+        if sample.disk_total_mib > 0 {
+            self.disk_free_mib = sample.disk_free_mib;
+        }
+        let engine = self.engine.clone();
+        let usage = match blocking(move || engine.stats()).await {
+            Ok(stats) => self.usage_since_last(stats),
+            Err(err) => {
+                tracing::debug!(error = %err, "container stats unavailable");
+                Default::default()
+            }
+        };
+        sample.containers = report::container_samples(&self.state, &self.tracker, &usage);
+        self.transport.publish_health(&sample);
+    }
+
+    /// `(cpu permille, memory KiB)` per container from cumulative readings.
+    fn usage_since_last(
+        &mut self,
+        stats: Vec<ContainerStats>,
+    ) -> std::collections::BTreeMap<coracle_proto::ServiceName, (u16, u32)> {
+        let now_usec = self.now_ms().saturating_mul(1000);
+        let mut usage = std::collections::BTreeMap::new();
+        let mut seen = std::collections::BTreeMap::new();
+        for s in stats {
+            let cpu = match self.last_cpu.get(&s.service) {
+                Some(&(used, at)) if s.cpu_usage_usec >= used => {
+                    cgroup::cpu_permille(s.cpu_usage_usec - used, now_usec.saturating_sub(at))
+                }
+                _ => 0, // first reading, or a restarted container
+            };
+            let mem_kib = u32::try_from(s.memory_bytes / 1024).unwrap_or(u32::MAX);
+            usage.insert(s.service.clone(), (cpu, mem_kib));
+            seen.insert(s.service, (s.cpu_usage_usec, now_usec));
+        }
+        self.last_cpu = seen;
+        usage
+    }
+}
+
+/// Runs engine work on a blocking thread; a panicked task becomes an error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(EngineError {
+                step: "run engine task",
+                object: String::new(),
+                reason: join.to_string(),
+            })
+        })
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,190 @@
+//! An in-memory `ContainerEngine` for supervisor tests, until the Linux runtime adapter is
+//! wired in (the runtime's own tests cover real containers). Images whose digest is in
+//! `crashing` exit with code 1 as soon as they start.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use coracle_agent::reconcile::Fingerprint;
+use coracle_agent::supervisor::{
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+};
+use coracle_proto::{Digest, ImageRef, ServiceName, ServiceSpec};
+
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    pub inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    pub images: BTreeSet<Digest>,
+    pub containers: BTreeMap<ServiceName, EngineContainer>,
+    pub crashing: BTreeSet<Digest>,
+    pub failing_pulls: BTreeSet<Digest>,
+    /// Conditions every created container reports (like a kernel without a controller).
+    pub conditions: Vec<coracle_proto::Condition>,
+    pub pull_attempts: u32,
+    pub starts: u32,
+    pub stats_reads: u32,
+}
+
+fn missing(step: &'static str, service: &ServiceName) -> EngineError {
+    EngineError {
+        step,
+        object: service.to_string(),
+        reason: "no such container".into(),
+    }
+}
+
+impl ContainerEngine for FakeEngine {
+    fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.pull_attempts += 1;
+        if inner.failing_pulls.contains(&image.digest) {
+            return Err(EngineError {
+                step: "pull",
+                object: image.digest.to_string(),
+                reason: "registry unreachable".into(),
+            });
+        }
+        inner.images.insert(image.digest);
+        Ok(())
+    }
+    fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
+        Ok(self.inner.lock().unwrap().images.clone())
+    }
+    fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        images.iter().for_each(|d| {
+            inner.images.remove(d);
+        });
+        Ok(())
+    }
+    fn layers(&self) -> Result<Vec<Digest>, EngineError> {
+        // One layer per image, named after it: enough to see layers flow into reports.
+        Ok(self.inner.lock().unwrap().images.iter().copied().collect())
+    }
+    fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        assert!(
+            inner.images.contains(&spec.image.digest),
+            "create before pull"
+        );
+        let conditions = inner.conditions.clone();
+        inner.containers.insert(
+            spec.name.clone(),
+            EngineContainer {
+                service: spec.name.clone(),
+                fingerprint,
+                image: spec.image.digest,
+                status: EngineStatus::Created,
+                conditions,
+            },
+        );
+        Ok(())
+    }
+    fn start(&self, service: &ServiceName) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.starts += 1;
+        let crashing = inner.crashing.clone();
+        let c = inner
+            .containers
+            .get_mut(service)
+            .ok_or_else(|| missing("start", service))?;
+        c.status = if crashing.contains(&c.image) {
+            EngineStatus::Stopped {
+                exit_code: Some(1),
+                oom_killed: false,
+            }
+        } else {
+            EngineStatus::Running
+        };
+        Ok(())
+    }
+    fn stop(&self, service: &ServiceName, _grace: Duration) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(c) = inner.containers.get_mut(service) {
+            if c.status == EngineStatus::Running {
+                c.status = EngineStatus::Stopped {
+                    exit_code: Some(143),
+                    oom_killed: false,
+                };
+            }
+        }
+        Ok(())
+    }
+    fn delete(&self, service: &ServiceName) -> Result<(), EngineError> {
+        self.inner.lock().unwrap().containers.remove(service);
+        Ok(())
+    }
+    fn list(&self) -> Result<Vec<EngineContainer>, EngineError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap()
+            .containers
+            .values()
+            .cloned()
+            .collect())
+    }
+    fn stats(&self) -> Result<Vec<ContainerStats>, EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.stats_reads += 1;
+        let tick = u64::from(inner.stats_reads);
+        Ok(inner
+            .containers
+            .values()
+            .filter(|c| c.status == EngineStatus::Running)
+            .map(|c| ContainerStats {
+                service: c.service.clone(),
+                cpu_usage_usec: tick * 10_000,
+                memory_bytes: 12 << 20,
+            })
+            .collect())
+    }
+    fn exec(
+        &self,
+        service: &ServiceName,
+        argv: &[String],
+        _timeout: Duration,
+    ) -> Result<i32, EngineError> {
+        let inner = self.inner.lock().unwrap();
+        let c = inner
+            .containers
+            .get(service)
+            .ok_or_else(|| missing("exec in", service))?;
+        // `true` passes, anything else fails, as long as the container runs.
+        Ok(
+            if c.status == EngineStatus::Running && argv.first().map(String::as_str) == Some("true")
+            {
+                0
+            } else {
+                1
+            },
+        )
+    }
+    fn logs_tail(
+        &self,
+        service: &ServiceName,
+        lines: u32,
+        _max: u32,
+    ) -> Result<LogTail, EngineError> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .containers
+            .get(service)
+            .ok_or_else(|| missing("read logs of", service))?;
+        // The log grows by one line per container start anywhere on the fake device.
+        let total = 2 + inner.starts;
+        let first = total.saturating_sub(lines);
+        Ok(LogTail {
+            lines: (first..total)
+                .map(|i| format!("{service} line {i}"))
+                .collect(),
+            truncated: first > 0,
+        })
+    }
+}
