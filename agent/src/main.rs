@@ -1,20 +1,51 @@
 //! `coracle-agent`: the device daemon's entry point. Parses arguments, starts tracing, runs.
 
-use clap::Parser;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coracle_agent::cli::{self, RunArgs};
+use coracle_agent::runtime::shim;
 
 /// Coracle device agent.
 #[derive(Debug, Parser)]
 #[command(name = "coracle-agent", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an OCI bundle in the foreground, like `crun run --bundle DIR ID`.
+    Run(RunArgs),
+}
+
+fn main() -> ExitCode {
+    // The shim is this binary re-executed; it must stay small, so it skips clap and tracing.
+    let args: Vec<_> = std::env::args_os().take(3).collect();
+    if args.len() == 3 && args[1] == shim::SHIM_COMMAND {
+        return ExitCode::from(shim::main(Path::new(&args[2])) as u8);
+    }
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    tracing::info!(
-        protocol = coracle_proto::PROTOCOL_VERSION,
-        "coracle-agent has no daemon yet"
-    );
+    match cli.command {
+        Some(Command::Run(args)) => match cli::run(&args) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(err) => {
+                eprintln!("coracle-agent: {err:#}");
+                ExitCode::from(125)
+            }
+        },
+        None => {
+            tracing::info!(
+                protocol = coracle_proto::PROTOCOL_VERSION,
+                "coracle-agent has no daemon yet"
+            );
+            ExitCode::SUCCESS
+        }
+    }
 }

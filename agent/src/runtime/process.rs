@@ -1,0 +1,111 @@
+//! The process boundary: the only file with `unsafe` in the runtime. clone into new
+//! namespaces, fork for the shim's detach, exec, signal dispositions, fd plumbing for the
+//! shim's report pipe, and the loopback ioctl. Everything here is a thin wrapper; the
+//! decisions live in `init` and `shim`.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use nix::unistd::{ForkResult, Pid};
+
+/// Stack for the cloned init: it runs setup code (seccomp compile, mount parsing) before
+/// exec. Untouched pages of it cost nothing.
+const INIT_STACK_BYTES: usize = 1 << 20;
+
+/// Runs `init` in a child created with `flags` (new namespaces). The caller must be single
+/// threaded (the shim is), which is what makes running arbitrary code in the child sound.
+pub fn clone_init(flags: CloneFlags, init: impl FnMut() -> isize) -> Result<Pid, Errno> {
+    let mut stack = vec![0u8; INIT_STACK_BYTES];
+    // SAFETY: without CLONE_VM the child gets a copy-on-write copy of this single-threaded
+    // process, so `init` cannot race with anything; the stack outlives the call in the
+    // parent and is the child's own copy in the child.
+    unsafe { nix::sched::clone(Box::new(init), &mut stack, flags, Some(libc::SIGCHLD)) }
+}
+
+/// Detaches the calling (single-threaded) shim from its caller: forks; the parent exits at
+/// once so the caller can reap it, the child starts a new session so no terminal or process
+/// group signal meant for the agent reaches it. Returns in the child only.
+pub fn detach() -> Result<(), Errno> {
+    // SAFETY: the shim calls this first thing, before it has started any thread, so the
+    // child may run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Parent { .. } => std::process::exit(0),
+        ForkResult::Child => nix::unistd::setsid().map(|_| ()),
+    }
+}
+
+/// Makes `fd` (from the parent) appear as fd 3 in the spawned command.
+pub fn pass_fd_as_3(command: &mut Command, fd: RawFd) {
+    // SAFETY: dup2 is async-signal-safe and allocates nothing, as pre_exec requires; `fd`
+    // stays open in the parent until after spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself would keep CLOEXEC set.
+                nix::fcntl::fcntl(
+                    3,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            } else {
+                nix::unistd::dup2(fd, 3)?;
+            }
+            Ok(())
+        })
+    };
+}
+
+/// Restores default signal handling for the container: the shim's Rust runtime ignores
+/// SIGPIPE, and an ignored disposition would survive exec.
+pub fn reset_signals() -> Result<(), Errno> {
+    // SAFETY: installing SIG_DFL runs no handler code; the process is single threaded.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// Replaces this process with `path`; returns only on failure.
+pub fn exec(path: &CString, args: &[CString], env: &[CString]) -> Result<Infallible, Errno> {
+    nix::unistd::execve(path, args, env)
+}
+
+/// Sets IFF_UP on `lo` in the current (fresh) network namespace.
+pub fn bring_up_loopback() -> Result<(), Errno> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills ifru_flags.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just wrote.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: same valid ifreq, now with IFF_UP set.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
+}
+
+/// Takes ownership of fd 3, the report pipe [`pass_fd_as_3`] gave the shim.
+pub fn take_fd_3() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // Close-on-exec, so the container never inherits the agent's report pipe.
+    nix::fcntl::fcntl(
+        3,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .ok()?;
+    // SAFETY: fd 3 is open (checked above) and, by the shim's calling convention, belongs to
+    // nothing else in this process, so this File is its only owner.
+    Some(unsafe { std::fs::File::from_raw_fd(3) })
+}
