@@ -269,6 +269,13 @@ impl Runtime for LinuxRuntime {
                 wanted: "stopped",
             });
         }
+        // The shim exits right after recording "stopped"; let it finish before its dir goes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while pid_start_time(state.shim_pid) == Some(state.shim_start_time)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         // Normally the shim removed the cgroup; if it was lost, do it here.
         ContainerCgroup::from_paths(state.cgroup_version, &state.cgroup_paths).remove()?;
         let dir = self.dir(id);

@@ -102,12 +102,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Start time of `pid` from /proc/PID/stat (field 22), `None` when the process is gone.
+/// Start time of `pid` from /proc/PID/stat (field 22), `None` when the process is gone or
+/// a zombie (it has exited; whoever reaps it is not our concern).
 pub fn pid_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parens; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
