@@ -28,10 +28,15 @@ fn main() -> ExitCode {
         return ExitCode::from(shim::main(Path::new(&args[2])) as u8);
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    // EnvFilter only when asked for: parsing directives costs start time and memory that
+    // `run` is benchmarked on; warnings and errors always show.
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    if std::env::var_os("RUST_LOG").is_some() {
+        logs.with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    } else {
+        logs.with_max_level(tracing::Level::WARN).init();
+    }
     match cli.command {
         Some(Command::Run(args)) => match cli::run(&args) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -13,12 +13,12 @@ use std::process::{Command, Stdio as ProcessStdio};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::cgroups::{CgroupConfig, ContainerCgroup};
+use super::cgroups::{detect_version, CgroupConfig, CgroupVersion, ContainerCgroup};
 use super::id::ContainerId;
 use super::init;
 use super::shim::{ShimInput, INPUT_FILE, SHIM_COMMAND, SOCKET_FILE};
 use super::spec::{ContainerSpec, Stdio};
-use super::state::{pid_start_time, write_atomically, ContainerState, Status};
+use super::state::{pid_start_time, write_atomically, ContainerState, StateError, Status};
 use super::{process, Runtime, RuntimeError};
 
 /// Where containers live and which binary serves as their shim.
@@ -47,6 +47,27 @@ impl LinuxRuntime {
 
     fn dir(&self, id: &ContainerId) -> PathBuf {
         self.config.state_dir.join(id.as_str())
+    }
+
+    /// Removes a container whose state file cannot be read: its cgroups are found by name.
+    fn delete_unreadable(&self, id: &ContainerId, err: &StateError) -> Result<(), RuntimeError> {
+        tracing::warn!(container = %id, error = %super::error_chain(err), "state unreadable, removing by name");
+        let cfg = &self.config.cgroup;
+        let paths: Vec<PathBuf> = match detect_version(&cfg.root) {
+            CgroupVersion::V2 => vec![cfg.root.join(&cfg.parent).join(id.as_str())],
+            CgroupVersion::V1 => fs::read_dir(&cfg.root)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.path().join(&cfg.parent).join(id.as_str()))
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        ContainerCgroup::from_paths(detect_version(&cfg.root), &paths).remove()?;
+        let dir = self.dir(id);
+        fs::remove_dir_all(&dir).map_err(|source| RuntimeError::RemoveDir { path: dir, source })
     }
 
     /// Starts the container and blocks until it exits (the foreground `run`).
@@ -261,7 +282,11 @@ impl Runtime for LinuxRuntime {
     }
 
     fn delete(&self, id: &ContainerId) -> Result<(), RuntimeError> {
-        let state = self.state(id)?;
+        let state = match self.state(id) {
+            Ok(state) => state,
+            Err(RuntimeError::State(err)) => return self.delete_unreadable(id, &err),
+            Err(err) => return Err(err),
+        };
         if state.status != Status::Stopped {
             return Err(RuntimeError::WrongStatus {
                 id: id.clone(),
