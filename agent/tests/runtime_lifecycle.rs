@@ -141,11 +141,7 @@ fn logs_are_readable_while_running_and_rotate_at_the_cap() {
         !dir.join("container.log.3").exists(),
         "only `keep` old files are kept"
     );
-    h.runtime
-        .kill(&id, nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
-    h.runtime.wait(&id, Duration::from_secs(10)).unwrap();
-    h.runtime.delete(&id).unwrap();
+    h.kill_and_delete(&id);
     h.assert_clean();
 }
 
@@ -176,11 +172,7 @@ fn shim_stays_under_one_megabyte_resident_per_container() {
         kb("Pss:")
     );
     assert!(private_kb <= 1024, "shim keeps {private_kb} kB private");
-    h.runtime
-        .kill(&id, nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
-    h.runtime.wait(&id, Duration::from_secs(10)).unwrap();
-    h.runtime.delete(&id).unwrap();
+    h.kill_and_delete(&id);
     h.assert_clean();
 }
 
@@ -219,11 +211,7 @@ fn duplicate_id_is_refused_and_the_first_container_keeps_running() {
     let err = h.runtime.create(&id, &h.spec("true")).unwrap_err();
     assert!(matches!(err, RuntimeError::AlreadyExists { .. }), "{err}");
     assert_eq!(h.runtime.state(&id).unwrap().status, Status::Running);
-    h.runtime
-        .kill(&id, nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
-    h.runtime.wait(&id, Duration::from_secs(10)).unwrap();
-    h.runtime.delete(&id).unwrap();
+    h.kill_and_delete(&id);
     h.assert_clean();
 }
 

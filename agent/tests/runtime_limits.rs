@@ -28,7 +28,11 @@ fn exit_without_oom_is_not_reported_as_oom() {
     let mut spec = h.spec("sleep 100 & kill -9 $!; wait $!");
     spec.resources.memory_max = Some(32 << 20);
     let (state, _) = h.run("kill9", &spec);
-    assert_eq!((state.exit_code, state.oom_killed), (Some(137), false));
+    assert_eq!(
+        (state.exit_code, state.oom_killed),
+        (Some(137), false),
+        "{state:?}"
+    );
     h.assert_clean();
 }
 
@@ -115,11 +119,7 @@ fn limits_land_in_the_cgroup_files() {
             );
         }
     }
-    h.runtime
-        .kill(&id, nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
-    h.runtime.wait(&id, Duration::from_secs(10)).unwrap();
-    h.runtime.delete(&id).unwrap();
+    h.kill_and_delete(&id);
     h.assert_clean();
 }
 

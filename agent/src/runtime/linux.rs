@@ -162,20 +162,22 @@ impl LinuxRuntime {
         command.status().map_err(spawn_err)?;
         drop(report_w);
         let mut report = String::new();
-        BufReader::new(fs::File::from(report_r))
-            .read_line(&mut report)
-            .map_err(spawn_err)?;
-        match report.trim_end() {
-            "ok" => Ok(()),
-            "" => Err(RuntimeError::CreateFailed {
-                id: id.clone(),
-                reason: "the shim exited without a report".into(),
-            }),
-            other => Err(RuntimeError::CreateFailed {
-                id: id.clone(),
-                reason: other.trim_start_matches("error: ").to_owned(),
-            }),
+        let mut reader = BufReader::new(fs::File::from(report_r));
+        reader.read_line(&mut report).map_err(spawn_err)?;
+        if report.trim_end() == "ok" {
+            return Ok(());
         }
+        // A failed shim exits right after its report: wait for EOF so that, when create
+        // returns its error, no process of the container is left.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        let reason = match report.trim_end() {
+            "" => "the shim exited without a report".to_owned(),
+            other => other.trim_start_matches("error: ").to_owned(),
+        };
+        Err(RuntimeError::CreateFailed {
+            id: id.clone(),
+            reason,
+        })
     }
 }
 

@@ -102,6 +102,15 @@ impl Harness {
         (state, log)
     }
 
+    /// SIGKILL, wait for the exit to be recorded, delete.
+    pub fn kill_and_delete(&self, id: &ContainerId) {
+        self.runtime.kill(id, Signal::SIGKILL).expect("kill");
+        self.runtime
+            .wait(id, Duration::from_secs(10))
+            .expect("container stops");
+        self.runtime.delete(id).expect("delete");
+    }
+
     /// Cgroup dirs of this test's parent in every hierarchy.
     pub fn parent_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
