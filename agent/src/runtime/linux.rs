@@ -157,9 +157,8 @@ impl LinuxRuntime {
             binary: self.config.shim_binary.clone(),
             source,
         };
-        // The shim forks and its first process exits at once; reaping it here leaves the
-        // shim itself parented to init, not to us.
-        command.status().map_err(spawn_err)?;
+        // The shim is our child until we die; `delete` reaps it (init does, after a crash).
+        command.spawn().map_err(spawn_err)?;
         drop(report_w);
         let mut report = String::new();
         let mut reader = BufReader::new(fs::File::from(report_r));
@@ -297,11 +296,17 @@ impl Runtime for LinuxRuntime {
             });
         }
         // The shim exits right after recording "stopped"; let it finish before its dir goes.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while pid_start_time(state.shim_pid) == Some(state.shim_start_time)
-            && std::time::Instant::now() < deadline
+        // Our own child (this process created it): reap it. Adopted ones: poll until gone.
+        let shim = Pid::from_raw(state.shim_pid);
+        let alive = pid_start_time(state.shim_pid) == Some(state.shim_start_time);
+        if (alive || shim_is_zombie(state.shim_pid)) && nix::sys::wait::waitpid(shim, None).is_err()
         {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while pid_start_time(state.shim_pid) == Some(state.shim_start_time)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
         }
         // Normally the shim removed the cgroup; if it was lost, do it here.
         ContainerCgroup::from_paths(state.cgroup_version, &state.cgroup_paths).remove()?;
@@ -329,4 +334,12 @@ impl Runtime for LinuxRuntime {
         ids.sort();
         Ok(ids)
     }
+}
+
+/// A zombie shim is one we spawned that exited and awaits our `waitpid`.
+fn shim_is_zombie(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rfind(')').map(|i| stat[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
 }

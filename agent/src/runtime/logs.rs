@@ -4,7 +4,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// The current log file's name in the container's state dir.
 pub const LOG_FILE: &str = "container.log";
@@ -18,6 +21,8 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    #[error("wait for container output")]
+    Poll(#[source] nix::Error),
     #[error("rotate log file {path}")]
     Rotate {
         path: PathBuf,
@@ -94,6 +99,44 @@ impl RotatingLog {
         self.written = 0;
         Ok(())
     }
+}
+
+/// Copies the container's stdout and stderr into the log until both close (they close when
+/// the container's pid namespace is gone).
+pub fn pump(pipes: &[OwnedFd; 2], log: &mut RotatingLog) -> Result<(), LogError> {
+    let mut open = [true, true];
+    let mut buf = [0u8; 4096];
+    while open.iter().any(|o| *o) {
+        let mut fds: Vec<PollFd<'_>> = pipes
+            .iter()
+            .zip(open)
+            .filter(|(_, o)| *o)
+            .map(|(p, _)| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(source) => return Err(LogError::Poll(source)),
+            Ok(_) => {}
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let live: Vec<usize> = (0..2).filter(|&i| open[i]).collect();
+        for (slot, i) in live.into_iter().enumerate() {
+            if !ready[slot] {
+                continue;
+            }
+            match nix::unistd::read(pipes[i].as_raw_fd(), &mut buf) {
+                Ok(0) => open[i] = false,
+                Ok(n) => log.write(&buf[..n])?,
+                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+                Err(_) => open[i] = false,
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The process boundary: the only file with `unsafe` in the runtime. clone into new
-//! namespaces, fork for the shim's detach, exec, signal dispositions, fd plumbing for the
+//! namespaces, exec, signal dispositions, fd plumbing for the
 //! shim's report pipe, and the loopback ioctl. Everything here is a thin wrapper; the
 //! decisions live in `init` and `shim`.
 
@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
 /// Stack for the cloned init: it runs setup code (seccomp compile, mount parsing) before
 /// exec. Untouched pages of it cost nothing.
@@ -29,16 +29,11 @@ pub fn clone_init(flags: CloneFlags, init: impl FnMut() -> isize) -> Result<Pid,
     unsafe { nix::sched::clone(Box::new(init), &mut stack, flags, Some(libc::SIGCHLD)) }
 }
 
-/// Detaches the calling (single-threaded) shim from its caller: forks; the parent exits at
-/// once so the caller can reap it, the child starts a new session so no terminal or process
-/// group signal meant for the agent reaches it. Returns in the child only.
-pub fn detach() -> Result<(), Errno> {
-    // SAFETY: the shim calls this first thing, before it has started any thread, so the
-    // child may run arbitrary code.
-    match unsafe { nix::unistd::fork() }? {
-        ForkResult::Parent { .. } => std::process::exit(0),
-        ForkResult::Child => nix::unistd::setsid().map(|_| ()),
-    }
+/// Starts a new session for the shim, so no terminal or process-group signal meant for the
+/// agent (Ctrl-C, a service manager stopping the agent's group) reaches it. The shim stays
+/// the agent's child until the agent dies; then it belongs to init, which reaps it.
+pub fn new_session() -> Result<(), Errno> {
+    nix::unistd::setsid().map(|_| ())
 }
 
 /// Makes `fd` (from the parent) appear as fd 3 in the spawned command.

@@ -1,5 +1,5 @@
 //! The per-container shim: the agent binary re-executed as `coracle-agent __shim DIR`, one
-//! per container, detached from the agent so the container outlives it (like conmon). It
+//! per container, in its own session so the container outlives the agent (like conmon). It
 //! creates the cgroup, clones the container's init, and then owns the container's life:
 //! it answers `start`/`kill` on `DIR/shim.sock` while the container is created, pumps its
 //! output into rotating logs, reaps it, records exit code and OOM in `DIR/state.json`,
@@ -8,12 +8,11 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
@@ -57,7 +56,7 @@ pub enum ShimError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("detach from the agent")]
+    #[error("start a new session")]
     Detach(#[source] nix::Error),
     #[error(transparent)]
     Device(#[from] dev::DevError),
@@ -102,7 +101,7 @@ pub fn main(dir: &Path) -> i32 {
         }
         1
     };
-    let mut shim = match process::detach()
+    let mut shim = match process::new_session()
         .map_err(ShimError::Detach)
         .and_then(|()| Shim::create(dir))
     {
@@ -311,7 +310,7 @@ impl Shim {
         let _ = fs::remove_file(&socket);
         if let Some((out, err, max_bytes, keep)) = self.logs.take() {
             let mut log = RotatingLog::open(&self.dir, max_bytes, keep)?;
-            pump(&[out, err], &mut log)?;
+            super::logs::pump(&[out, err], &mut log)?;
         }
         let status = waitpid(Pid::from_raw(self.state.pid), None).map_err(ShimError::Wait)?;
         self.state.exit_code = Some(match status {
@@ -398,42 +397,4 @@ impl Shim {
             }),
         }
     }
-}
-
-/// Copies the container's stdout and stderr into the log until both close (they close when
-/// the container's pid namespace is gone).
-fn pump(pipes: &[OwnedFd; 2], log: &mut RotatingLog) -> Result<(), ShimError> {
-    let mut open = [true, true];
-    let mut buf = [0u8; 4096];
-    while open.iter().any(|o| *o) {
-        let mut fds: Vec<PollFd<'_>> = pipes
-            .iter()
-            .zip(open)
-            .filter(|(_, o)| *o)
-            .map(|(p, _)| PollFd::new(p.as_fd(), PollFlags::POLLIN))
-            .collect();
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(ShimError::Wait(e)),
-            Ok(_) => {}
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        let live: Vec<usize> = (0..2).filter(|&i| open[i]).collect();
-        for (slot, i) in live.into_iter().enumerate() {
-            if !ready[slot] {
-                continue;
-            }
-            match nix::unistd::read(pipes[i].as_raw_fd(), &mut buf) {
-                Ok(0) => open[i] = false,
-                Ok(n) => log.write(&buf[..n])?,
-                Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
-                Err(_) => open[i] = false,
-            }
-        }
-    }
-    Ok(())
 }
