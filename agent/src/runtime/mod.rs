@@ -4,7 +4,7 @@
 //! Module map: `spec` (what to run), `id`, `state` (the atomic state file), `cgroups`
 //! (v1/v2 directories; `cgroups::limits` is the pure limit computation), `init` (the
 //! container's setup steps between clone and exec: mounts, dev, capabilities, seccomp,
-//! rlimits, user), `process` (the only `unsafe`: clone, fork, exec, ioctl), `shim` (the
+//! rlimits, user), `process` (the only `unsafe`: clone, exec, fd hand-over, ioctl), `shim` (the
 //! per-container supervisor process), `logs` (rotating log files), `linux` (the trait
 //! impl), `bundle` (OCI `config.json` → spec).
 
