@@ -104,3 +104,42 @@ pub fn take_fd_3() -> Option<std::fs::File> {
     // nothing else in this process, so this File is its only owner.
     Some(unsafe { std::fs::File::from_raw_fd(3) })
 }
+
+/// Drops this process's page-table entries for read-only, never-written file mappings (the
+/// agent binary's code, libc): the pages stay in the page cache, shared with the agent and
+/// other shims, and are faulted back in only where the shim runs again. A shim spends its
+/// life blocked in one or two calls, so its resident set shrinks to what those touch.
+/// Mappings holding any private (copied-on-write) page are left alone: their content is
+/// not the file's.
+pub fn release_clean_file_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let perms = fields.next().unwrap_or("");
+            let inode = fields.nth(2).unwrap_or("0");
+            let parsed = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            );
+            candidate = match parsed {
+                (Ok(start), Ok(end)) if inode != "0" && !perms.contains('w') => Some((start, end)),
+                _ => None,
+            };
+        } else if first == "Anonymous:" {
+            let anonymous_kb = fields.next().unwrap_or("1");
+            if let (Some((start, end)), "0") = (candidate.take(), anonymous_kb) {
+                // SAFETY: [start, end) is a whole mapping of this process, read-only and
+                // file-backed with no private page (checked above), so MADV_DONTNEED only
+                // unmaps page-cache pages that the next access maps again unchanged.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+            }
+        }
+    }
+}

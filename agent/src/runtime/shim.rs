@@ -305,9 +305,11 @@ impl Shim {
     /// From "created" to "stopped": serve start/kill, pump logs, reap, record.
     fn supervise(&mut self, listener: UnixListener) -> Result<(), ShimError> {
         let socket = self.dir.join(SOCKET_FILE);
+        process::release_clean_file_pages();
         let waiter = self.serve_until_started(&listener);
         drop(listener);
         let _ = fs::remove_file(&socket);
+        process::release_clean_file_pages();
         if let Some((out, err, max_bytes, keep)) = self.logs.take() {
             let mut log = RotatingLog::open(&self.dir, max_bytes, keep)?;
             super::logs::pump(&[out, err], &mut log)?;

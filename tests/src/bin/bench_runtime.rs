@@ -99,9 +99,66 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&state);
     print_table(&peers, runs);
+    let (rss, anon) = shim_resident_kb(&agent, &bundle, &state)?;
+    println!("coracle shim resident while its container runs: VmRSS {rss} kB (RssAnon {anon} kB)");
+    let _ = std::fs::remove_dir_all(&state);
     Ok(())
+}
+
+/// Runs `sleep 1` in a copy of the bundle and reads the shim's VmRSS and RssAnon from /proc
+/// while the container runs.
+fn shim_resident_kb(agent: &Path, bundle: &Path, state: &Path) -> anyhow::Result<(u64, u64)> {
+    let sleeper = bundle.with_file_name("sleeper");
+    std::fs::create_dir_all(&sleeper)?;
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+    config["root"]["path"] = serde_json::json!(bundle.join("rootfs"));
+    config["process"]["args"] = serde_json::json!(["/bin/sleep", "1"]);
+    std::fs::write(sleeper.join("config.json"), serde_json::to_vec(&config)?)?;
+    std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin/sleep"))?;
+    let mut run = Command::new(agent)
+        .arg("run")
+        .arg("--bundle")
+        .arg(&sleeper)
+        .arg("--root")
+        .arg(state)
+        .arg("rss")
+        .spawn()?;
+    let state_file = state.join("rss/state.json");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let shim = loop {
+        let parsed: Option<serde_json::Value> = std::fs::read(&state_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(s) = parsed.filter(|s| s["status"] == "Running") {
+            break s["shim_pid"].as_i64().context("shim_pid in state")?;
+        }
+        if Instant::now() > deadline {
+            bail!("container for the RSS probe did not start");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Let the shim settle into its wait.
+    std::thread::sleep(Duration::from_millis(200));
+    let status = std::fs::read_to_string(format!("/proc/{shim}/status"))?;
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let result = (kb("VmRSS:"), kb("RssAnon:"));
+    run.wait()?;
+    while nix::sys::wait::waitpid(
+        None::<nix::unistd::Pid>,
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    )
+    .is_ok_and(|s| s.pid().is_some())
+    {}
+    Ok(result)
 }
 
 /// Spawns `cmd`, waits for it and for every orphan it left (reparented to us), and returns
