@@ -1,10 +1,13 @@
 //! `coracle-agent`: the device daemon's entry point. Parses arguments, starts tracing, runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use coracle_agent::cli::{self, RunArgs};
 use coracle_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use coracle_agent::control::client;
+use coracle_agent::runtime::shim;
 
 /// Coracle device agent.
 #[derive(Debug, Parser)]
@@ -33,27 +36,46 @@ enum Cmd {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Run an OCI bundle in the foreground, like `crun run --bundle DIR ID`.
+    Run(RunArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
+    // The shim is this binary re-executed; it must stay small, so it skips clap and tracing.
+    let args: Vec<_> = std::env::args_os().take(3).collect();
+    if args.len() == 3 && args[1] == shim::SHIM_COMMAND {
+        return ExitCode::from(shim::main(Path::new(&args[2])) as u8);
+    }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    // EnvFilter only when asked for: parsing directives costs start time and memory that
+    // `run` is benchmarked on; warnings and errors always show.
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    if std::env::var_os("RUST_LOG").is_some() {
+        logs.with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    } else {
+        logs.with_max_level(tracing::Level::INFO).init();
+    }
+    if let Some(Cmd::Run(args)) = &cli.command {
+        return match cli::run(args) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(err) => {
+                eprintln!("coracle-agent: {err:#}");
+                ExitCode::from(125)
+            }
+        };
+    }
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("coracle-agent: {err:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = if cli.config.exists()
-        || cli.config.as_path() != std::path::Path::new(DEFAULT_CONFIG_PATH)
-    {
+    let config = if cli.config.exists() || cli.config.as_path() != Path::new(DEFAULT_CONFIG_PATH) {
         AgentConfig::load(&cli.config)?
     } else {
         AgentConfig::default()
@@ -61,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let socket = &config.control_socket;
     match cli.command {
         None => anyhow::bail!(
-            "the daemon needs the container runtime wired in (issue 3); use status, ps or logs"
+            "the daemon needs the container engine wired in (runtime + pulls); use status, ps, logs or run"
         ),
         Some(Cmd::Status) => print!("{}", client::format_status(&client::status(socket)?)),
         Some(Cmd::Ps) => print!("{}", client::format_ps(&client::status(socket)?)),
@@ -73,6 +95,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lines.iter().for_each(|l| println!("{l}"));
             true
         })?,
+        Some(Cmd::Run(_)) => unreachable_run(),
     }
     Ok(())
 }
+
+/// `run` returned earlier in `main`; kept out of line so the match stays exhaustive.
+fn unreachable_run() {}

@@ -1,0 +1,277 @@
+//! OCI runtime bundles: `config.json` (read with the `oci-spec` crate) plus a rootfs, turned
+//! into a [`ContainerSpec`] for `coracle-agent run --bundle DIR ID`.
+//!
+//! Honoured: root (path, readonly), process (args, env, cwd, uid/gid/additional gids,
+//! bounding capabilities, no_new_privileges, rlimits), hostname, mounts, the network
+//! namespace (absent = host, present = fresh, with a path = join), masked and read-only
+//! paths, devices (passed through from the same host path), resources (memory, swap, cpu
+//! quota/period/shares, pids, blkio weight, cpuset). A `linux.seccomp` section selects
+//! Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts and ipc
+//! namespaces are always created; a user namespace is refused.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::Serialize;
+
+use super::cgroups::limits::shares_to_weight;
+use super::spec::{
+    ContainerSpec, Device, Mount, MountKind, Network, Resources, Rlimit, Rootfs, Stdio, User,
+};
+
+/// Failures reading a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("read OCI config {path}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("OCI config {path} has no {field}")]
+    Missing { path: PathBuf, field: &'static str },
+    #[error("mount at {destination}: type {kind:?} is not supported")]
+    UnsupportedMount { destination: String, kind: String },
+    #[error("user namespaces in OCI bundles are not supported")]
+    UserNamespace,
+}
+
+/// Reads `bundle/config.json` into a spec whose stdio is the caller's.
+pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
+    let path = bundle.join("config.json");
+    let oci = Spec::load(&path).map_err(|source| BundleError::Load {
+        path: path.clone(),
+        source,
+    })?;
+    let missing = |field| BundleError::Missing {
+        path: path.clone(),
+        field,
+    };
+    let root = oci.root().as_ref().ok_or_else(|| missing("root"))?;
+    let process = oci.process().as_ref().ok_or_else(|| missing("process"))?;
+    let args = process
+        .args()
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| missing("process.args"))?;
+    let root_path = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+
+    let mut spec = ContainerSpec::new(Rootfs::Directory(root_path), args);
+    spec.readonly_rootfs = root.readonly().unwrap_or(false);
+    spec.stdio = Stdio::Inherit;
+    spec.hostname = oci.hostname().clone();
+    spec.process.env = process.env().clone().unwrap_or_default();
+    spec.process.cwd = process.cwd().to_string_lossy().into_owned();
+    let user = process.user();
+    spec.process.user = User::Id {
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+    };
+    spec.process.no_new_privileges = process.no_new_privileges().unwrap_or(false);
+    spec.process.capabilities = Some(
+        process
+            .capabilities()
+            .as_ref()
+            .and_then(|c| c.bounding().clone())
+            .map(|set| set.iter().map(name_of).collect())
+            .unwrap_or_default(),
+    );
+    spec.process.rlimits = process
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| Rlimit {
+            kind: name_of(&r.typ()),
+            soft: r.soft(),
+            hard: r.hard(),
+        })
+        .collect();
+    spec.mounts = oci
+        .mounts()
+        .iter()
+        .flatten()
+        .map(mount)
+        .collect::<Result<_, _>>()?;
+
+    let linux = oci.linux().clone().unwrap_or_default();
+    spec.network = Network::Host;
+    for ns in linux.namespaces().iter().flatten() {
+        match (ns.typ(), ns.path()) {
+            (LinuxNamespaceType::Network, Some(p)) => spec.network = Network::Join(p.clone()),
+            (LinuxNamespaceType::Network, None) => spec.network = Network::None,
+            (LinuxNamespaceType::User, _) => return Err(BundleError::UserNamespace),
+            _ => {}
+        }
+    }
+    spec.masked_paths = linux.masked_paths().clone().unwrap_or_default();
+    spec.readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
+    spec.devices = linux
+        .devices()
+        .iter()
+        .flatten()
+        .map(|d| Device {
+            host_path: d.path().clone(),
+            container_path: Some(d.path().to_string_lossy().into_owned()),
+        })
+        .collect();
+    spec.seccomp = linux.seccomp().is_some();
+    if let Some(r) = linux.resources() {
+        spec.resources = resources(r);
+    }
+    Ok(spec)
+}
+
+/// The OCI name of an enum value (`CAP_CHOWN`, `RLIMIT_NOFILE`), via its serde form.
+fn name_of(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn mount(m: &oci_spec::runtime::Mount) -> Result<Mount, BundleError> {
+    let destination = m.destination().to_string_lossy().into_owned();
+    let options = m.options().clone().unwrap_or_default();
+    let is_bind = options.iter().any(|o| o == "bind" || o == "rbind");
+    let kind = match m.typ().as_deref() {
+        _ if is_bind => MountKind::Bind,
+        Some("bind") => MountKind::Bind,
+        Some("proc") => MountKind::Proc,
+        Some("sysfs") => MountKind::Sysfs,
+        Some("tmpfs") => MountKind::Tmpfs,
+        Some("devpts") => MountKind::Devpts,
+        Some("mqueue") => MountKind::Mqueue,
+        Some("cgroup") | Some("cgroup2") => MountKind::Cgroup,
+        other => {
+            return Err(BundleError::UnsupportedMount {
+                destination,
+                kind: other.unwrap_or("").into(),
+            })
+        }
+    };
+    Ok(Mount {
+        destination,
+        kind,
+        source: m.source().clone(),
+        options,
+    })
+}
+
+fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
+    let mut out = Resources::default();
+    if let Some(memory) = r.memory() {
+        out.memory_max = memory.limit().and_then(|l| u64::try_from(l).ok());
+        // OCI swap is memory + swap.
+        out.memory_swap = match (memory.swap(), out.memory_max) {
+            (Some(total), Some(max)) => u64::try_from(total).ok().map(|t| t.saturating_sub(max)),
+            _ => None,
+        };
+    }
+    if let Some(cpu) = r.cpu() {
+        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
+            if quota > 0 && period > 0 {
+                out.cpu_millicores = Some(quota as u64 * 1000 / period);
+            }
+        }
+        out.cpu_weight = cpu.shares().map(shares_to_weight);
+        out.cpuset_cpus = cpu.cpus().clone();
+        out.cpuset_mems = cpu.mems().clone();
+    }
+    out.pids_max = r
+        .pids()
+        .as_ref()
+        .and_then(|p| u64::try_from(p.limit()).ok());
+    out.io_weight = r
+        .block_io()
+        .as_ref()
+        .and_then(|b| b.weight())
+        .map(|w| 1 + (u64::from(w).clamp(10, 1000) - 10) * 9_999 / 990);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"{
+        "ociVersion": "1.0.2",
+        "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "env": ["PATH=/bin"], "cwd": "/",
+            "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"]},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": true},
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "bench",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro"]}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
+            "resources": {"memory": {"limit": 1000, "swap": 1500}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024},
+                          "pids": {"limit": 10}},
+            "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}
+    }"#;
+
+    fn bundle(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
+    }
+
+    #[test]
+    fn bundle_maps_every_honoured_field() {
+        let dir = bundle(CONFIG);
+        let spec = load(dir.path()).unwrap();
+        assert_eq!(spec.rootfs, Rootfs::Directory(dir.path().join("rootfs")));
+        assert!(spec.readonly_rootfs && spec.process.no_new_privileges && !spec.seccomp);
+        assert_eq!(spec.hostname.as_deref(), Some("bench"));
+        let mut caps = spec.process.capabilities.clone().unwrap();
+        caps.sort();
+        assert_eq!(caps, ["CAP_CHOWN", "CAP_KILL"]);
+        assert_eq!(
+            spec.process.rlimits,
+            [Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 1024,
+                hard: 1024
+            }]
+        );
+        assert_eq!(spec.mounts[1].kind, MountKind::Bind);
+        assert_eq!(spec.network, Network::None);
+        assert_eq!(spec.masked_paths, ["/proc/kcore"]);
+        let r = &spec.resources;
+        assert_eq!(
+            (
+                r.memory_max,
+                r.memory_swap,
+                r.cpu_millicores,
+                r.cpu_weight,
+                r.pids_max
+            ),
+            (Some(1000), Some(500), Some(500), Some(39), Some(10))
+        );
+    }
+
+    #[test]
+    fn bundle_without_process_names_the_field() {
+        let dir = bundle(r#"{"ociVersion": "1.0.2", "root": {"path": "rootfs"}}"#);
+        let err = load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("process"), "{err}");
+    }
+
+    #[test]
+    fn bundle_with_unknown_mount_type_is_refused() {
+        let dir = bundle(&CONFIG.replace(r#""type": "proc""#, r#""type": "nfs""#));
+        assert!(matches!(
+            load(dir.path()),
+            Err(BundleError::UnsupportedMount { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_bundle_is_a_load_error_naming_the_path() {
+        let err = load(Path::new("/nonexistent-bundle")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-bundle/config.json"));
+    }
+}

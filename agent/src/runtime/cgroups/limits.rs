@@ -1,0 +1,240 @@
+//! The limit computation: resources in, `(controller, file, value)` writes out, for either
+//! cgroup version. Pure, so it is table-tested without a kernel; `apply` in `mod.rs` does the
+//! writes in the order returned (order matters: v1 needs memory before memory+swap, and the
+//! period before the quota).
+
+use crate::runtime::spec::Resources;
+
+use super::CgroupVersion;
+
+/// One cgroup file write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitWrite {
+    /// Controller that owns the file (v1: the hierarchy's directory name).
+    pub controller: &'static str,
+    pub file: &'static str,
+    pub value: String,
+}
+
+/// A device the container may open: `(type, major, minor)`, type `'c'` or `'b'`.
+pub type DeviceRule = (char, u64, u64);
+
+/// The cpu period used for millicore quotas (100 ms, the kernel default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Devices every container gets: null, zero, full, random, urandom, tty, ptmx and pts.
+pub const DEFAULT_DEVICES: &[(char, u64, Option<u64>)] = &[
+    ('c', 1, Some(3)),
+    ('c', 1, Some(5)),
+    ('c', 1, Some(7)),
+    ('c', 1, Some(8)),
+    ('c', 1, Some(9)),
+    ('c', 5, Some(0)),
+    ('c', 5, Some(2)),
+    ('c', 136, None),
+];
+
+/// Computes the writes that put `resources` (and, on v1, the device allow-list) in force.
+pub fn plan(
+    resources: &Resources,
+    devices: &[DeviceRule],
+    version: CgroupVersion,
+) -> Vec<LimitWrite> {
+    let mut out = Vec::new();
+    let mut put = |controller, file, value: String| {
+        out.push(LimitWrite {
+            controller,
+            file,
+            value,
+        })
+    };
+    match version {
+        CgroupVersion::V1 => {
+            if let Some(max) = resources.memory_max {
+                put("memory", "memory.limit_in_bytes", max.to_string());
+                let swap = resources.memory_swap.unwrap_or(0);
+                put(
+                    "memory",
+                    "memory.memsw.limit_in_bytes",
+                    max.saturating_add(swap).to_string(),
+                );
+            }
+            if let Some(m) = resources.cpu_millicores {
+                put("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string());
+                put("cpu", "cpu.cfs_quota_us", quota_us(m).to_string());
+            }
+            if let Some(w) = resources.cpu_weight {
+                put("cpu", "cpu.shares", weight_to_shares(w).to_string());
+            }
+            if let Some(p) = resources.pids_max {
+                put("pids", "pids.max", p.to_string());
+            }
+            if let Some(w) = resources.io_weight {
+                put(
+                    "blkio",
+                    "blkio.weight",
+                    (10 + (w.clamp(1, 10_000) - 1) * 990 / 9_999).to_string(),
+                );
+            }
+            put_cpuset(resources, &mut put);
+            // v1 has a devices controller; v2 needs an eBPF program instead (see ARCHITECTURE.md).
+            put("devices", "devices.deny", "a".into());
+            for (kind, major, minor) in DEFAULT_DEVICES {
+                let minor = minor.map_or("*".to_string(), |m| m.to_string());
+                put(
+                    "devices",
+                    "devices.allow",
+                    format!("{kind} {major}:{minor} rwm"),
+                );
+            }
+            for (kind, major, minor) in devices {
+                put(
+                    "devices",
+                    "devices.allow",
+                    format!("{kind} {major}:{minor} rwm"),
+                );
+            }
+        }
+        CgroupVersion::V2 => {
+            if let Some(max) = resources.memory_max {
+                put("memory", "memory.max", max.to_string());
+                put(
+                    "memory",
+                    "memory.swap.max",
+                    resources.memory_swap.unwrap_or(0).to_string(),
+                );
+            }
+            if let Some(m) = resources.cpu_millicores {
+                put("cpu", "cpu.max", format!("{} {CPU_PERIOD_US}", quota_us(m)));
+            }
+            if let Some(w) = resources.cpu_weight {
+                put("cpu", "cpu.weight", w.clamp(1, 10_000).to_string());
+            }
+            if let Some(p) = resources.pids_max {
+                put("pids", "pids.max", p.to_string());
+            }
+            if let Some(w) = resources.io_weight {
+                put("io", "io.weight", format!("default {}", w.clamp(1, 10_000)));
+            }
+            put_cpuset(resources, &mut put);
+        }
+    }
+    out
+}
+
+fn put_cpuset(resources: &Resources, put: &mut impl FnMut(&'static str, &'static str, String)) {
+    if let Some(cpus) = &resources.cpuset_cpus {
+        put("cpuset", "cpuset.cpus", cpus.clone());
+    }
+    if let Some(mems) = &resources.cpuset_mems {
+        put("cpuset", "cpuset.mems", mems.clone());
+    }
+}
+
+fn quota_us(millicores: u64) -> u64 {
+    // The kernel refuses quotas under 1 ms.
+    (millicores.saturating_mul(CPU_PERIOD_US) / 1000).max(1000)
+}
+
+/// v2 weight (1..=10000, default 100) to v1 shares (2..=262144, default 1024); the inverse
+/// of the conversion crun and runc use.
+pub fn weight_to_shares(weight: u64) -> u64 {
+    2 + (weight.clamp(1, 10_000) - 1) * 262_142 / 9_999
+}
+
+/// v1 shares to v2 weight, as crun converts OCI `cpu.shares`.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    1 + (shares.clamp(2, 262_144) - 2) * 9_999 / 262_142
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> Resources {
+        Resources {
+            memory_max: Some(64 << 20),
+            memory_swap: Some(16 << 20),
+            cpu_millicores: Some(500),
+            cpu_weight: Some(100),
+            pids_max: Some(32),
+            io_weight: Some(10_000),
+            cpuset_cpus: Some("0".into()),
+            cpuset_mems: Some("0".into()),
+        }
+    }
+
+    fn pairs(writes: &[LimitWrite]) -> Vec<(&str, &str)> {
+        writes.iter().map(|w| (w.file, w.value.as_str())).collect()
+    }
+
+    #[test]
+    fn v2_plan_writes_each_limit_in_its_unified_file() {
+        let writes = plan(&full(), &[], CgroupVersion::V2);
+        assert_eq!(
+            pairs(&writes),
+            [
+                ("memory.max", "67108864"),
+                ("memory.swap.max", "16777216"),
+                ("cpu.max", "50000 100000"),
+                ("cpu.weight", "100"),
+                ("pids.max", "32"),
+                ("io.weight", "default 10000"),
+                ("cpuset.cpus", "0"),
+                ("cpuset.mems", "0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn v1_plan_orders_memory_before_memsw_and_period_before_quota() {
+        let writes = plan(&full(), &[('c', 89, 1)], CgroupVersion::V1);
+        let got = pairs(&writes);
+        assert_eq!(
+            got[..9],
+            [
+                ("memory.limit_in_bytes", "67108864"),
+                ("memory.memsw.limit_in_bytes", "83886080"),
+                ("cpu.cfs_period_us", "100000"),
+                ("cpu.cfs_quota_us", "50000"),
+                ("cpu.shares", "2597"),
+                ("pids.max", "32"),
+                ("blkio.weight", "1000"),
+                ("cpuset.cpus", "0"),
+                ("cpuset.mems", "0"),
+            ]
+        );
+        assert_eq!(got[9], ("devices.deny", "a"));
+        assert!(got.contains(&("devices.allow", "c 136:* rwm")));
+        assert_eq!(*got.last().unwrap(), ("devices.allow", "c 89:1 rwm"));
+    }
+
+    #[test]
+    fn no_resources_means_no_limit_writes() {
+        assert!(plan(&Resources::default(), &[], CgroupVersion::V2).is_empty());
+        assert!(plan(&Resources::default(), &[], CgroupVersion::V1)
+            .iter()
+            .all(|w| w.controller == "devices"));
+    }
+
+    #[test]
+    fn tiny_cpu_quota_is_raised_to_the_kernel_minimum() {
+        let r = Resources {
+            cpu_millicores: Some(1),
+            ..Resources::default()
+        };
+        assert_eq!(
+            pairs(&plan(&r, &[], CgroupVersion::V2)),
+            [("cpu.max", "1000 100000")]
+        );
+    }
+
+    #[test]
+    fn weight_and_shares_convert_both_ways_at_the_ends() {
+        for (weight, shares) in [(1, 2), (10_000, 262_144)] {
+            assert_eq!(weight_to_shares(weight), shares);
+            assert_eq!(shares_to_weight(shares), weight);
+        }
+        assert_eq!(shares_to_weight(1024), 39);
+    }
+}

@@ -1,0 +1,309 @@
+//! cgroups for containers, v1 and v2. Every container gets `<root>/<parent>/<id>` (v2) or
+//! `<root>/<controller>/<parent>/<id>` in each v1 hierarchy. Limits come from the pure
+//! [`limits::plan`]; this module only creates directories, writes files and removes what it
+//! created. The root and parent name come from [`CgroupConfig`], so tests use a fake tree or
+//! their own parent.
+
+pub mod limits;
+mod v1;
+mod v2;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::id::ContainerId;
+use super::spec::Resources;
+use limits::{DeviceRule, LimitWrite};
+
+/// Where the cgroup tree is and which parent holds Coracle's containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupConfig {
+    pub root: PathBuf,
+    pub parent: String,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/sys/fs/cgroup"),
+            parent: "coracle".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+/// A limit the kernel cannot enforce here: reported, never silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// The controller is not mounted (v1) or not available (v2).
+    MissingController { controller: String },
+    /// The controller exists but lacks this file (e.g. `blkio.weight` without BFQ).
+    MissingFile { controller: String, file: String },
+}
+
+/// Failures creating, filling or removing a container's cgroups.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("create cgroup {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("write {value:?} to cgroup file {path}")]
+    WriteFile {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("remove cgroup {path}")]
+    RemoveDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read cgroup file {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One container's cgroup directories: `(controller, path)`; v2 has one entry named "".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    pub version: CgroupVersion,
+    pub dirs: Vec<(String, PathBuf)>,
+}
+
+/// v2 when the root is a unified mount (it has `cgroup.controllers`), v1 otherwise.
+pub fn detect_version(root: &Path) -> CgroupVersion {
+    if root.join("cgroup.controllers").exists() {
+        CgroupVersion::V2
+    } else {
+        CgroupVersion::V1
+    }
+}
+
+impl ContainerCgroup {
+    /// Creates the container's cgroups (and the parent where missing), then applies the
+    /// limits. Returns the conditions for limits this kernel cannot enforce. On error,
+    /// whatever was created is removed again.
+    pub fn create(
+        config: &CgroupConfig,
+        id: &ContainerId,
+        resources: &Resources,
+        devices: &[DeviceRule],
+    ) -> Result<(Self, Vec<Condition>), CgroupError> {
+        let version = detect_version(&config.root);
+        let writes = limits::plan(resources, devices, version);
+        let (cgroup, mut conditions) = match version {
+            CgroupVersion::V1 => v1::create(config, id, &writes)?,
+            CgroupVersion::V2 => v2::create(config, id, &writes)?,
+        };
+        match cgroup.apply(&writes) {
+            Ok(more) => {
+                // On v2 a disabled controller's files are absent too: report the controller once.
+                for c in more {
+                    let covered = matches!(&c, Condition::MissingFile { controller, .. }
+                        if conditions.contains(&Condition::MissingController { controller: controller.clone() }));
+                    if !covered {
+                        conditions.push(c);
+                    }
+                }
+            }
+            Err(err) => {
+                // Best effort: the error being returned matters more than a cleanup error.
+                let _ = cgroup.remove();
+                return Err(err);
+            }
+        }
+        Ok((cgroup, conditions))
+    }
+
+    /// Rebuilds the handle from the paths recorded in the state file.
+    pub fn from_paths(version: CgroupVersion, paths: &[PathBuf]) -> Self {
+        let dirs = paths
+            .iter()
+            .map(|p| {
+                let controller = match version {
+                    CgroupVersion::V2 => String::new(),
+                    CgroupVersion::V1 => controller_of_v1_path(p),
+                };
+                (controller, p.clone())
+            })
+            .collect();
+        Self { version, dirs }
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    fn dir_for(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| self.version == CgroupVersion::V2 || c == controller)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// Writes each limit; a missing controller or file becomes a condition.
+    pub fn apply(&self, writes: &[LimitWrite]) -> Result<Vec<Condition>, CgroupError> {
+        let mut conditions = Vec::new();
+        for w in writes {
+            let Some(dir) = self.dir_for(w.controller) else {
+                let c = Condition::MissingController {
+                    controller: w.controller.into(),
+                };
+                if !conditions.contains(&c) {
+                    conditions.push(c);
+                }
+                continue;
+            };
+            let path = dir.join(w.file);
+            if !path.exists() {
+                conditions.push(Condition::MissingFile {
+                    controller: w.controller.into(),
+                    file: w.file.into(),
+                });
+                continue;
+            }
+            write_file(&path, &w.value)?;
+        }
+        Ok(conditions)
+    }
+
+    /// Moves `pid` into every one of the container's cgroups.
+    pub fn join(&self, pid: i32) -> Result<(), CgroupError> {
+        for (_, dir) in &self.dirs {
+            write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the OOM killer fired in this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let (dir, file) = match self.version {
+            CgroupVersion::V1 => (self.dir_for("memory"), "memory.oom_control"),
+            CgroupVersion::V2 => (self.dir_for(""), "memory.events"),
+        };
+        let Some(text) = dir.and_then(|d| fs::read_to_string(d.join(file)).ok()) else {
+            return false;
+        };
+        counter(&text, "oom_kill").is_some_and(|n| n > 0)
+    }
+
+    /// Total cpu time used, in nanoseconds.
+    pub fn cpu_usage_ns(&self) -> Result<u64, CgroupError> {
+        let (path, scale) = match self.version {
+            CgroupVersion::V1 => (self.dir_for("cpuacct").map(|d| d.join("cpuacct.usage")), 1),
+            CgroupVersion::V2 => (self.dir_for("").map(|d| d.join("cpu.stat")), 1000),
+        };
+        let path = path.unwrap_or_else(|| PathBuf::from("cpuacct"));
+        let text = fs::read_to_string(&path).map_err(|source| CgroupError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        let value = match self.version {
+            CgroupVersion::V1 => text.trim().parse().ok(),
+            CgroupVersion::V2 => counter(&text, "usage_usec"),
+        };
+        value
+            .map(|v: u64| v * scale)
+            .ok_or_else(|| CgroupError::ReadFile {
+                path,
+                source: std::io::Error::new(ErrorKind::InvalidData, "no cpu usage counter"),
+            })
+    }
+
+    /// Removes the container's directories (not the parent). Waits up to a second for the
+    /// kernel to finish tearing down exiting tasks (rmdir says EBUSY until then).
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for (_, dir) in &self.dirs {
+            remove_dir_when_empty(dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn controller_of_v1_path(path: &Path) -> String {
+    // <root>/<controller>/<parent>/<id>
+    path.ancestors()
+        .nth(2)
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads `key N` out of a flat-keyed cgroup file.
+fn counter(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::WriteFile {
+        path: path.to_owned(),
+        value: value.into(),
+        source,
+    })
+}
+
+fn create_dir(path: &Path) -> Result<bool, CgroupError> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(source) => Err(CgroupError::CreateDir {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn remove_dir_when_empty(dir: &Path) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(source) => {
+                return Err(CgroupError::RemoveDir {
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_reads_flat_keyed_files() {
+        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(counter(text, "oom_kill"), Some(3));
+        assert_eq!(counter(text, "usage_usec"), None);
+    }
+
+    #[test]
+    fn v1_controller_is_read_back_from_the_path() {
+        let p = Path::new("/sys/fs/cgroup/memory/coracle/web");
+        assert_eq!(controller_of_v1_path(p), "memory");
+    }
+}

@@ -1,0 +1,177 @@
+//! The container's minimal /dev: a few standard character devices, the pts and stdio links,
+//! and the host devices the spec passes through. Nothing else exists, so an unlisted device
+//! cannot be opened even before the devices cgroup is consulted.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+
+use crate::runtime::spec::Device;
+
+/// Failures making /dev.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("passed-through device {path} is not a device node on the host")]
+    NotADevice { path: PathBuf },
+    #[error("inspect host device {path}")]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("create device node {path}")]
+    Mknod {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("create /dev entry {path}")]
+    Entry {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A device node to create: container path, char or block, major, minor, mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub path: String,
+    pub block: bool,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+}
+
+/// null, zero, full, random, urandom, tty: what every container has.
+pub fn default_nodes() -> Vec<Node> {
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(name, major, minor)| Node {
+        path: format!("/dev/{name}"),
+        block: false,
+        major,
+        minor,
+        mode: 0o666,
+    })
+    .collect()
+}
+
+/// Looks up a passed-through device on the host.
+pub fn host_node(device: &Device) -> Result<Node, DevError> {
+    let meta = fs::metadata(&device.host_path).map_err(|source| DevError::Inspect {
+        path: device.host_path.clone(),
+        source,
+    })?;
+    let kind = meta.file_type();
+    if !kind.is_char_device() && !kind.is_block_device() {
+        return Err(DevError::NotADevice {
+            path: device.host_path.clone(),
+        });
+    }
+    let rdev = meta.rdev();
+    Ok(Node {
+        path: device
+            .container_path
+            .clone()
+            .unwrap_or_else(|| device.host_path.to_string_lossy().into_owned()),
+        block: kind.is_block_device(),
+        major: nix::sys::stat::major(rdev),
+        minor: nix::sys::stat::minor(rdev),
+        mode: meta.mode() & 0o7777,
+    })
+}
+
+/// Creates `nodes` and the standard links under `rootfs/dev` (a fresh tmpfs).
+pub fn populate(rootfs: &Path, nodes: &[Node]) -> Result<(), DevError> {
+    for node in nodes {
+        let path = super::mounts::inside(rootfs, &node.path).map_err(|_| DevError::NotADevice {
+            path: PathBuf::from(&node.path),
+        })?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|source| DevError::Entry {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let kind = if node.block {
+            SFlag::S_IFBLK
+        } else {
+            SFlag::S_IFCHR
+        };
+        let mode = Mode::from_bits_truncate(node.mode);
+        mknod(&path, kind, mode, makedev(node.major, node.minor)).map_err(|source| {
+            DevError::Mknod {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        // mknod applies the umask; set the mode exactly.
+        nix::sys::stat::fchmodat(
+            None,
+            &path,
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|source| DevError::Mknod {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let dev = rootfs.join("dev");
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        let path = dev.join(link);
+        if fs::symlink_metadata(&path).is_err() {
+            std::os::unix::fs::symlink(target, &path)
+                .map_err(|source| DevError::Entry { path, source })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_node_reads_major_minor_of_dev_null() {
+        let node = host_node(&Device {
+            host_path: "/dev/null".into(),
+            container_path: Some("/dev/mynull".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            (node.path.as_str(), node.block, node.major, node.minor),
+            ("/dev/mynull", false, 1, 3)
+        );
+    }
+
+    #[test]
+    fn host_node_refuses_a_regular_file() {
+        let err = host_node(&Device {
+            host_path: "/etc/hostname".into(),
+            container_path: None,
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            DevError::NotADevice { .. } | DevError::Inspect { .. }
+        ));
+    }
+}

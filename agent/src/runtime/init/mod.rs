@@ -1,0 +1,309 @@
+//! The container's init: what runs in the cloned child, in its new namespaces, between
+//! clone and exec. It reads as the list of steps below; each step has its own error variant
+//! so a failed create says exactly where it stopped. The child reports to the shim over a
+//! pipe: `R` when ready to exec, `E<message>` on failure; the shim answers `C` (cgroup
+//! joined) and `S` (start). The pipe closes on exec, which tells the shim exec succeeded.
+
+pub mod capabilities;
+pub mod dev;
+pub mod mounts;
+pub mod rlimits;
+pub mod seccomp;
+pub mod user;
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+
+use super::process;
+use super::spec::{ContainerSpec, Network};
+
+/// Failures of the init steps, named after the step.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("the spec has no process arguments")]
+    NoArgs,
+    #[error("argument or environment entry holds a NUL byte: {value:?}")]
+    NulByte { value: String },
+    #[error("wait for the shim")]
+    AwaitShim(#[source] std::io::Error),
+    #[error("enter a new cgroup namespace")]
+    UnshareCgroup(#[source] nix::Error),
+    #[error("join network namespace")]
+    JoinNetwork(#[source] nix::Error),
+    #[error("bring up loopback")]
+    Loopback(#[source] nix::Error),
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    Dev(#[from] dev::DevError),
+    #[error("set hostname {hostname:?}")]
+    Hostname {
+        hostname: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error(transparent)]
+    Rlimit(#[from] rlimits::RlimitError),
+    #[error(transparent)]
+    User(#[from] user::UserError),
+    #[error(transparent)]
+    Capability(#[from] capabilities::CapabilityError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("redirect stdio")]
+    Stdio(#[source] nix::Error),
+    #[error("change to working directory {cwd:?}")]
+    Cwd {
+        cwd: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("executable {name:?} not found in the container (PATH searched: {path})")]
+    NotFound { name: String, path: String },
+    #[error("set no_new_privs or keepcaps")]
+    Prctl(#[source] nix::Error),
+    #[error("reset signal handling")]
+    Signals(#[source] nix::Error),
+    #[error("exec {path}")]
+    Exec {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// What the child needs, prepared by the shim before clone.
+#[derive(Debug)]
+pub struct InitContext<'a> {
+    pub spec: &'a ContainerSpec,
+    /// Host path where the rootfs is mounted (inside the new mount namespace).
+    pub rootfs: &'a Path,
+    pub nodes: &'a [dev::Node],
+    /// Network namespace to join, opened on the host.
+    pub netns: Option<&'a OwnedFd>,
+    /// Log pipes for stdout and stderr; `None` keeps the inherited stdio.
+    pub stdout: Option<&'a OwnedFd>,
+    pub stderr: Option<&'a OwnedFd>,
+}
+
+/// Namespaces created at clone; the cgroup namespace comes later, once the shim has moved
+/// the child into its cgroup, so the container sees that cgroup as its root.
+pub fn clone_flags(network: &Network) -> CloneFlags {
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if *network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// Checks everything that can be checked before any process exists.
+pub fn check(spec: &ContainerSpec) -> Result<(), InitError> {
+    if spec.process.args.is_empty() {
+        return Err(InitError::NoArgs);
+    }
+    cstrings(&spec.process.args)?;
+    cstrings(&spec.process.env)?;
+    capabilities::parse(spec.process.capabilities.as_deref())?;
+    for limit in &spec.process.rlimits {
+        rlimits::parse(limit)?;
+    }
+    Ok(())
+}
+
+/// The child's main: sets the container up, reports, waits for start, execs. Returns only
+/// the error that stopped it; the caller reports it to the shim and exits.
+pub fn run(ctx: &InitContext<'_>, report: &mut File, go: &mut File) -> InitError {
+    match setup_and_exec(ctx, report, go) {
+        Ok(never) => match never {},
+        Err(err) => err,
+    }
+}
+
+fn setup_and_exec(
+    ctx: &InitContext<'_>,
+    report: &mut File,
+    go: &mut File,
+) -> Result<std::convert::Infallible, InitError> {
+    let spec = ctx.spec;
+    // 1. Wait until the shim has put us in the container's cgroup, then make it our root.
+    await_byte(go, b'C')?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
+    // 2. Network: join the given namespace, or bring up loopback in the fresh one.
+    match (&spec.network, ctx.netns) {
+        (Network::Join(_), Some(fd)) => {
+            nix::sched::setns(fd, CloneFlags::CLONE_NEWNET).map_err(InitError::JoinNetwork)?
+        }
+        (Network::None, _) => process::bring_up_loopback().map_err(InitError::Loopback)?,
+        _ => {}
+    }
+    // 3. Root filesystem and mounts, in our private mount namespace.
+    mounts::make_private()?;
+    mounts::mount_rootfs(&spec.rootfs, ctx.rootfs)?;
+    for m in &spec.mounts {
+        mounts::mount_one(ctx.rootfs, m)?;
+    }
+    // 4. Minimal /dev: standard nodes plus passed-through devices, nothing else.
+    dev::populate(ctx.rootfs, ctx.nodes)?;
+    // 5. Switch root; the host's tree is gone from here on.
+    mounts::pivot_into(ctx.rootfs)?;
+    // 6. Hide and freeze what containers must not touch.
+    for path in &spec.masked_paths {
+        mounts::mask(path)?;
+    }
+    for path in &spec.readonly_paths {
+        mounts::make_readonly(path)?;
+    }
+    if spec.readonly_rootfs {
+        mounts::readonly_root()?;
+    }
+    // 7. Identity and limits.
+    if let Some(hostname) = &spec.hostname {
+        nix::unistd::sethostname(hostname).map_err(|source| InitError::Hostname {
+            hostname: hostname.clone(),
+            source,
+        })?;
+    }
+    rlimits::apply(&spec.process.rlimits)?;
+    let ids = user::resolve_in_container(&spec.process.user)?;
+    let caps = capabilities::parse(spec.process.capabilities.as_deref())?;
+    let filters = if spec.seccomp {
+        Some(seccomp::default_filters()?)
+    } else {
+        None
+    };
+    // 8. Stdio and working directory, and the program to run.
+    redirect_stdio(ctx)?;
+    let cwd = &spec.process.cwd;
+    nix::unistd::chdir(cwd.as_str()).map_err(|source| InitError::Cwd {
+        cwd: cwd.clone(),
+        source,
+    })?;
+    let args = cstrings(&spec.process.args)?;
+    let env = cstrings(&spec.process.env)?;
+    let program = find_program(&spec.process.args[0], &spec.process.env, |p| p.is_file())?;
+    let program = CString::new(program.into_os_string().into_encoded_bytes()).map_err(|e| {
+        InitError::NulByte {
+            value: String::from_utf8_lossy(&e.into_vec()).into_owned(),
+        }
+    })?;
+    // 9. Drop privileges: bounding set, user (keeping caps across setuid), final caps,
+    //    no_new_privs, seccomp last (it forbids the calls above).
+    capabilities::limit_bounding(&caps)?;
+    nix::sys::prctl::set_keepcaps(true).map_err(InitError::Prctl)?;
+    user::switch(&ids)?;
+    nix::sys::prctl::set_keepcaps(false).map_err(InitError::Prctl)?;
+    capabilities::apply(&caps)?;
+    if spec.process.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(InitError::Prctl)?;
+    }
+    if let Some(filters) = &filters {
+        seccomp::install(filters)?;
+    }
+    process::reset_signals().map_err(InitError::Signals)?;
+    // 10. Ready; exec when told to start.
+    report.write_all(b"R").map_err(InitError::AwaitShim)?;
+    await_byte(go, b'S')?;
+    let source = match process::exec(&program, &args, &env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    Err(InitError::Exec {
+        path: spec.process.args[0].clone(),
+        source,
+    })
+}
+
+fn await_byte(go: &mut File, want: u8) -> Result<(), InitError> {
+    let mut byte = [0u8];
+    go.read_exact(&mut byte).map_err(InitError::AwaitShim)?;
+    if byte[0] == want {
+        Ok(())
+    } else {
+        Err(InitError::AwaitShim(std::io::Error::other(
+            "shim sent an unexpected byte",
+        )))
+    }
+}
+
+fn redirect_stdio(ctx: &InitContext<'_>) -> Result<(), InitError> {
+    let (Some(out), Some(err)) = (ctx.stdout, ctx.stderr) else {
+        return Ok(());
+    };
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(InitError::Stdio)?;
+    nix::unistd::dup2(null, 0).map_err(InitError::Stdio)?;
+    nix::unistd::close(null).map_err(InitError::Stdio)?;
+    nix::unistd::dup2(out.as_raw_fd(), 1).map_err(InitError::Stdio)?;
+    nix::unistd::dup2(err.as_raw_fd(), 2).map_err(InitError::Stdio)?;
+    Ok(())
+}
+
+fn cstrings(values: &[String]) -> Result<Vec<CString>, InitError> {
+    values
+        .iter()
+        .map(|v| CString::new(v.as_bytes()).map_err(|_| InitError::NulByte { value: v.clone() }))
+        .collect()
+}
+
+/// `name` as given when it has a '/', else the first `PATH` entry (from the container's
+/// environment, not ours) where `exists` holds.
+pub fn find_program(
+    name: &str,
+    env: &[String],
+    exists: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, InitError> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| exists(candidate))
+        .ok_or_else(|| InitError::NotFound {
+            name: name.into(),
+            path: path.into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_program_searches_the_container_path() {
+        let env = vec!["PATH=/sbin:/bin".to_string()];
+        let got = find_program("sh", &env, |p| p == Path::new("/bin/sh")).unwrap();
+        assert_eq!(got, PathBuf::from("/bin/sh"));
+        assert_eq!(
+            find_program("/x/y", &env, |_| false).unwrap(),
+            PathBuf::from("/x/y")
+        );
+        let err = find_program("nope", &env, |_| false).unwrap_err();
+        assert!(err.to_string().contains("/sbin:/bin"));
+    }
+
+    #[test]
+    fn check_rejects_empty_args_and_unknown_capabilities() {
+        let mut spec =
+            ContainerSpec::new(crate::runtime::spec::Rootfs::Directory("/".into()), vec![]);
+        assert!(matches!(check(&spec), Err(InitError::NoArgs)));
+        spec.process.args = vec!["true".into()];
+        spec.process.capabilities = Some(vec!["CAP_NOPE".into()]);
+        assert!(matches!(check(&spec), Err(InitError::Capability(_))));
+    }
+}

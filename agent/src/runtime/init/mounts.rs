@@ -1,0 +1,376 @@
+//! Filesystem setup inside the container's private mount namespace: the rootfs (overlayfs or
+//! a bind), the spec's mounts, pivot_root, masked and read-only paths. Every mount made here
+//! belongs to the container's mount namespace and disappears with it: nothing to unmount on
+//! the host.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::runtime::spec::{Mount, MountKind, Rootfs};
+
+/// Failures of the mount steps; each names the path it failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("make mounts private")]
+    MakePrivate(#[source] nix::Error),
+    #[error("overlay path {path} has a ',' or ':', which overlayfs options cannot carry")]
+    OverlayPath { path: PathBuf },
+    #[error("mount rootfs at {target}")]
+    MountRootfs {
+        target: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("mount destination {destination:?} leaves the rootfs")]
+    DestinationEscapes { destination: String },
+    #[error("prepare mount point {path}")]
+    MountPoint {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mount {kind:?} at {destination}")]
+    Mount {
+        kind: MountKind,
+        destination: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("bind mount needs a source: {destination}")]
+    BindWithoutSource { destination: String },
+    #[error("pivot_root into {rootfs}")]
+    PivotRoot {
+        rootfs: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("mask path {path}")]
+    Mask {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("make path read-only: {path}")]
+    ReadOnly {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Stops mount events from propagating back to the host's namespace.
+pub fn make_private() -> Result<(), MountError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(MountError::MakePrivate)
+}
+
+/// Mounts the rootfs at `target`.
+pub fn mount_rootfs(rootfs: &Rootfs, target: &Path) -> Result<(), MountError> {
+    let err = |source| MountError::MountRootfs {
+        target: target.to_owned(),
+        source,
+    };
+    match rootfs {
+        Rootfs::Directory(dir) => mount(
+            Some(dir),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(err),
+        Rootfs::Overlay { lower, upper, work } => {
+            let data = overlay_options(lower, upper, work)?;
+            mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(err)
+        }
+    }
+}
+
+/// `lowerdir=a:b,upperdir=u,workdir=w`; overlayfs has no escaping, so ',' and ':' are refused.
+pub fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path) -> Result<String, MountError> {
+    for path in lower.iter().map(PathBuf::as_path).chain([upper, work]) {
+        let text = path.to_string_lossy();
+        if text.contains(',') || text.contains(':') {
+            return Err(MountError::OverlayPath {
+                path: path.to_owned(),
+            });
+        }
+    }
+    let lower: Vec<_> = lower.iter().map(|p| p.to_string_lossy()).collect();
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    ))
+}
+
+/// `rootfs` joined with an absolute in-container path that has no `..`.
+pub fn inside(rootfs: &Path, destination: &str) -> Result<PathBuf, MountError> {
+    let relative = Path::new(destination);
+    let ok = relative.is_absolute()
+        && relative
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !ok {
+        return Err(MountError::DestinationEscapes {
+            destination: destination.into(),
+        });
+    }
+    Ok(rootfs.join(relative.strip_prefix("/").unwrap_or(relative)))
+}
+
+/// Creates the mount point one component at a time, checking after each that, symlinks
+/// resolved, it is still in the rootfs: the image is untrusted and may hold `/proc -> /`,
+/// and nothing may be created on the host through such a link.
+fn mount_point(rootfs: &Path, destination: &str, is_file: bool) -> Result<PathBuf, MountError> {
+    inside(rootfs, destination)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| MountError::MountPoint { path, source }
+    };
+    let root = rootfs.canonicalize().map_err(io(rootfs))?;
+    let parts: Vec<_> = Path::new(destination).components().skip(1).collect();
+    let mut current = root.clone();
+    for (i, part) in parts.iter().enumerate() {
+        let next = current.join(part);
+        match fs::symlink_metadata(&next) {
+            Ok(_) => {
+                current = next.canonicalize().map_err(io(&next))?;
+                if !current.starts_with(&root) {
+                    return Err(MountError::DestinationEscapes {
+                        destination: destination.into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let made = if is_file && i + 1 == parts.len() {
+                    fs::write(&next, b"")
+                } else {
+                    fs::create_dir(&next)
+                };
+                made.map_err(io(&next))?;
+                current = next;
+            }
+            Err(source) => return Err(MountError::MountPoint { path: next, source }),
+        }
+    }
+    Ok(current)
+}
+
+/// Splits OCI-style options into flags and the data string.
+pub fn parse_options(options: &[String]) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for option in options {
+        match option.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" | "private" | "rprivate" | "slave" | "rslave" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Mounts one spec mount under `rootfs` (before pivot_root, so bind sources are host paths).
+pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
+    let (flags, data) = parse_options(&m.options);
+    let source_is_file = m.source.as_deref().is_some_and(Path::is_file);
+    let target = mount_point(
+        rootfs,
+        &m.destination,
+        m.kind == MountKind::Bind && source_is_file,
+    )?;
+    let err = |source| MountError::Mount {
+        kind: m.kind,
+        destination: m.destination.clone(),
+        source,
+    };
+    let data = (!data.is_empty()).then_some(data.as_str());
+    match m.kind {
+        MountKind::Bind => {
+            let source = m
+                .source
+                .as_ref()
+                .ok_or_else(|| MountError::BindWithoutSource {
+                    destination: m.destination.clone(),
+                })?;
+            let bind = MsFlags::MS_BIND | (flags & MsFlags::MS_REC);
+            mount(Some(source), &target, None::<&str>, bind, None::<&str>).map_err(err)?;
+            // Bind mounts ignore other flags until remounted.
+            let rest = flags - MsFlags::MS_BIND - MsFlags::MS_REC;
+            if !rest.is_empty() {
+                mount(
+                    None::<&str>,
+                    &target,
+                    None::<&str>,
+                    rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                    None::<&str>,
+                )
+                .map_err(err)?;
+            }
+            Ok(())
+        }
+        kind => {
+            let fstype = match kind {
+                MountKind::Tmpfs => "tmpfs",
+                MountKind::Proc => "proc",
+                MountKind::Sysfs => "sysfs",
+                MountKind::Devpts => "devpts",
+                MountKind::Mqueue => "mqueue",
+                MountKind::Cgroup | MountKind::Bind => "cgroup2",
+            };
+            mount(Some(fstype), &target, Some(fstype), flags, data).map_err(err)
+        }
+    }
+}
+
+/// Makes `rootfs` the root and drops the old root (detached, so nothing of the host stays
+/// reachable).
+pub fn pivot_into(rootfs: &Path) -> Result<(), MountError> {
+    let err = |source| MountError::PivotRoot {
+        rootfs: rootfs.to_owned(),
+        source,
+    };
+    nix::unistd::chdir(rootfs).map_err(err)?;
+    // pivot_root(".", ".") stacks the old root under the new one; unmount it right away.
+    nix::unistd::pivot_root(".", ".").map_err(err)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err)?;
+    nix::unistd::chdir("/").map_err(err)
+}
+
+/// Hides `path` (after pivot_root): /dev/null over files, an empty read-only tmpfs over dirs.
+pub fn mask(path: &str) -> Result<(), MountError> {
+    let err = |source| MountError::Mask {
+        path: path.into(),
+        source,
+    };
+    match fs::metadata(path) {
+        Err(_) => Ok(()),
+        Ok(meta) if meta.is_dir() => mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(err),
+        Ok(_) => mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(err),
+    }
+}
+
+/// Makes `path` read-only (after pivot_root); a missing path is skipped.
+pub fn make_readonly(path: &str) -> Result<(), MountError> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let err = |source| MountError::ReadOnly {
+        path: path.into(),
+        source,
+    };
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err)?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(err)
+}
+
+/// Remounts the new root read-only.
+pub fn readonly_root() -> Result<(), MountError> {
+    make_readonly("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_list_lower_dirs_top_first() {
+        let lower = [PathBuf::from("/l/top"), PathBuf::from("/l/base")];
+        let got = overlay_options(&lower, Path::new("/c/upper"), Path::new("/c/work")).unwrap();
+        assert_eq!(
+            got,
+            "lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work"
+        );
+    }
+
+    #[test]
+    fn overlay_options_refuse_separator_characters() {
+        let err = overlay_options(&[PathBuf::from("/l/a:b")], Path::new("/u"), Path::new("/w"))
+            .unwrap_err();
+        assert!(err.to_string().contains("/l/a:b"));
+    }
+
+    #[test]
+    fn inside_rejects_relative_and_dotdot_destinations() {
+        assert_eq!(
+            inside(Path::new("/r"), "/proc").unwrap(),
+            PathBuf::from("/r/proc")
+        );
+        for bad in ["proc", "/../etc", "/a/../../b"] {
+            assert!(
+                matches!(
+                    inside(Path::new("/r"), bad),
+                    Err(MountError::DestinationEscapes { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn mount_point_refuses_a_symlink_out_of_the_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("proc")).unwrap();
+        let err = mount_point(dir.path(), "/proc/x", false).unwrap_err();
+        assert!(matches!(err, MountError::DestinationEscapes { .. }));
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let opts: Vec<String> = ["nosuid", "ro", "mode=755", "size=65536k"]
+            .map(String::from)
+            .to_vec();
+        let (flags, data) = parse_options(&opts);
+        assert_eq!(flags, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY);
+        assert_eq!(data, "mode=755,size=65536k");
+    }
+}

@@ -1,0 +1,155 @@
+//! The default seccomp filter: allow everything except what Docker's default profile
+//! blocks (kernel modules, kexec, mount, namespaces, keyrings, ptrace, clock setting, ...),
+//! which fails with EPERM. `clone3` gets ENOSYS, as in Docker, so libc falls back to
+//! `clone`, whose namespace flags the filter can inspect.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// Failures building or installing the filter.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("build seccomp filter")]
+    Build(#[source] seccompiler::BackendError),
+    #[error("install seccomp filter")]
+    Install(#[source] seccompiler::Error),
+}
+
+/// Syscalls refused outright.
+const BLOCKED: &[libc::c_long] = &[
+    libc::SYS_acct,
+    libc::SYS_add_key,
+    libc::SYS_bpf,
+    libc::SYS_clock_adjtime,
+    libc::SYS_clock_settime,
+    libc::SYS_delete_module,
+    libc::SYS_finit_module,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fsopen,
+    libc::SYS_fspick,
+    libc::SYS_get_mempolicy,
+    libc::SYS_init_module,
+    libc::SYS_kcmp,
+    libc::SYS_kexec_file_load,
+    libc::SYS_kexec_load,
+    libc::SYS_keyctl,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_mbind,
+    libc::SYS_mount,
+    libc::SYS_move_mount,
+    libc::SYS_move_pages,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_open_tree,
+    libc::SYS_perf_event_open,
+    libc::SYS_pivot_root,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_ptrace,
+    libc::SYS_quotactl,
+    libc::SYS_reboot,
+    libc::SYS_request_key,
+    libc::SYS_set_mempolicy,
+    libc::SYS_setns,
+    libc::SYS_settimeofday,
+    libc::SYS_swapoff,
+    libc::SYS_swapon,
+    libc::SYS_umount2,
+    libc::SYS_unshare,
+    libc::SYS_userfaultfd,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_uselib,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ustat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS__sysctl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_sysfs,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_nfsservctl,
+];
+
+/// clone flags that would create namespaces.
+const NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWCGROUP,
+];
+
+fn arch() -> TargetArch {
+    #[cfg(target_arch = "aarch64")]
+    return TargetArch::aarch64;
+    #[cfg(target_arch = "x86_64")]
+    return TargetArch::x86_64;
+}
+
+/// Compiles the default filter: the EPERM filter and the clone3 → ENOSYS filter.
+pub fn default_filters() -> Result<[BpfProgram; 2], SeccompError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        BLOCKED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let clone_rules = NAMESPACE_FLAGS
+        .iter()
+        .map(|&flag| {
+            let flag = flag as u64;
+            let cond = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .map_err(SeccompError::Build)?;
+            SeccompRule::new(vec![cond]).map_err(SeccompError::Build)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_clone, clone_rules);
+    let eperm = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch(),
+    )
+    .map_err(SeccompError::Build)?;
+    let clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch(),
+    )
+    .map_err(SeccompError::Build)?;
+    let eperm: BpfProgram = eperm.try_into().map_err(SeccompError::Build)?;
+    let clone3: BpfProgram = clone3.try_into().map_err(SeccompError::Build)?;
+    Ok([eperm, clone3])
+}
+
+/// Installs the filters on the calling thread (no_new_privs must be set, or CAP_SYS_ADMIN held).
+pub fn install(filters: &[BpfProgram]) -> Result<(), SeccompError> {
+    for filter in filters {
+        seccompiler::apply_filter(filter).map_err(SeccompError::Install)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_filters_compile_for_this_arch() {
+        let [eperm, clone3] = default_filters().unwrap();
+        assert!(eperm.len() > BLOCKED.len());
+        assert!(!clone3.is_empty());
+    }
+}

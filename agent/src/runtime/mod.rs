@@ -1,0 +1,162 @@
+//! The container runtime: a synchronous [`Runtime`] trait (create, start, state, kill,
+//! delete) and its Linux implementation, [`LinuxRuntime`].
+//!
+//! Module map: `spec` (what to run), `id`, `state` (the atomic state file), `cgroups`
+//! (v1/v2 directories; `cgroups::limits` is the pure limit computation), `init` (the
+//! container's setup steps between clone and exec: mounts, dev, capabilities, seccomp,
+//! rlimits, user), `process` (the only `unsafe`: clone, exec, fd hand-over, ioctl), `shim` (the
+//! per-container supervisor process), `logs` (rotating log files), `linux` (the trait
+//! impl), `bundle` (OCI `config.json` → spec).
+
+pub mod bundle;
+pub mod cgroups;
+pub mod id;
+pub mod init;
+pub mod linux;
+pub mod logs;
+mod process;
+pub mod shim;
+pub mod spec;
+pub mod state;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+pub use id::ContainerId;
+pub use linux::{LinuxRuntime, RuntimeConfig};
+pub use spec::ContainerSpec;
+pub use state::{ContainerState, Status};
+
+/// Failures of runtime operations, each naming the container.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container {id}: invalid spec")]
+    InvalidSpec {
+        id: ContainerId,
+        #[source]
+        source: init::InitError,
+    },
+    #[error("container {id} already exists")]
+    AlreadyExists { id: ContainerId },
+    #[error("container {id} not found")]
+    NotFound { id: ContainerId },
+    #[error("prepare state dir {path}")]
+    PrepareDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spawn shim {binary}")]
+    SpawnShim {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("create container {id}: {reason}")]
+    CreateFailed { id: ContainerId, reason: String },
+    #[error("start container {id}: {reason}")]
+    StartFailed { id: ContainerId, reason: String },
+    #[error("container {id} is {status:?}, not {wanted}")]
+    WrongStatus {
+        id: ContainerId,
+        status: Status,
+        wanted: &'static str,
+    },
+    #[error("connect to the shim of {id} at {path}")]
+    ConnectShim {
+        id: ContainerId,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talk to the shim of {id}")]
+    ShimIo {
+        id: ContainerId,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("send {signal} to container {id}")]
+    Signal {
+        id: ContainerId,
+        signal: Signal,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("container {id} did not stop within {timeout:?}")]
+    Timeout { id: ContainerId, timeout: Duration },
+    #[error("remove {path}")]
+    RemoveDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
+}
+
+/// A container runtime. Synchronous: the agent calls it from blocking tasks.
+pub trait Runtime {
+    /// Sets the container up (namespaces, rootfs, cgroup, privileges) without running it.
+    fn create(
+        &self,
+        id: &ContainerId,
+        spec: &ContainerSpec,
+    ) -> Result<ContainerState, RuntimeError>;
+    /// Runs the created container's process.
+    fn start(&self, id: &ContainerId) -> Result<(), RuntimeError>;
+    fn state(&self, id: &ContainerId) -> Result<ContainerState, RuntimeError>;
+    fn kill(&self, id: &ContainerId, signal: Signal) -> Result<(), RuntimeError>;
+    /// Removes a stopped container: its cgroup and state dir.
+    fn delete(&self, id: &ContainerId) -> Result<(), RuntimeError>;
+    /// Every container in the state dir, running or not: what an agent adopts at start.
+    fn list(&self) -> Result<Vec<ContainerId>, RuntimeError>;
+
+    /// Waits until the container has stopped.
+    fn wait(&self, id: &ContainerId, timeout: Duration) -> Result<ContainerState, RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.state(id)?;
+            if state.status == Status::Stopped {
+                return Ok(state);
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Timeout {
+                    id: id.clone(),
+                    timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL.
+    fn stop(&self, id: &ContainerId, grace: Duration) -> Result<ContainerState, RuntimeError> {
+        if self.state(id)?.status == Status::Stopped {
+            return self.state(id);
+        }
+        self.kill(id, Signal::SIGTERM)?;
+        match self.wait(id, grace) {
+            Err(RuntimeError::Timeout { .. }) => {
+                self.kill(id, Signal::SIGKILL)?;
+                self.wait(id, Duration::from_secs(10))
+            }
+            other => other,
+        }
+    }
+}
+
+/// An error and its causes on one line, for reports that cross a process boundary.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

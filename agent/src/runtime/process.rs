@@ -1,0 +1,145 @@
+//! The process boundary: the only file with `unsafe` in the runtime. clone into new
+//! namespaces, exec, signal dispositions, fd plumbing for the
+//! shim's report pipe, and the loopback ioctl. Everything here is a thin wrapper; the
+//! decisions live in `init` and `shim`.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+use nix::unistd::Pid;
+
+/// Stack for the cloned init: it runs setup code (seccomp compile, mount parsing) before
+/// exec. Untouched pages of it cost nothing.
+const INIT_STACK_BYTES: usize = 1 << 20;
+
+/// Runs `init` in a child created with `flags` (new namespaces). The caller must be single
+/// threaded (the shim is), which is what makes running arbitrary code in the child sound.
+pub fn clone_init(flags: CloneFlags, init: impl FnMut() -> isize) -> Result<Pid, Errno> {
+    let mut stack = vec![0u8; INIT_STACK_BYTES];
+    // SAFETY: without CLONE_VM the child gets a copy-on-write copy of this single-threaded
+    // process, so `init` cannot race with anything; the stack outlives the call in the
+    // parent and is the child's own copy in the child.
+    unsafe { nix::sched::clone(Box::new(init), &mut stack, flags, Some(libc::SIGCHLD)) }
+}
+
+/// Starts a new session for the shim, so no terminal or process-group signal meant for the
+/// agent (Ctrl-C, a service manager stopping the agent's group) reaches it. The shim stays
+/// the agent's child until the agent dies; then it belongs to init, which reaps it.
+pub fn new_session() -> Result<(), Errno> {
+    nix::unistd::setsid().map(|_| ())
+}
+
+/// Makes `fd` (from the parent) appear as fd 3 in the spawned command.
+pub fn pass_fd_as_3(command: &mut Command, fd: RawFd) {
+    // SAFETY: dup2 is async-signal-safe and allocates nothing, as pre_exec requires; `fd`
+    // stays open in the parent until after spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself would keep CLOEXEC set.
+                nix::fcntl::fcntl(
+                    3,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            } else {
+                nix::unistd::dup2(fd, 3)?;
+            }
+            Ok(())
+        })
+    };
+}
+
+/// Restores default signal handling for the container: the shim's Rust runtime ignores
+/// SIGPIPE, and an ignored disposition would survive exec.
+pub fn reset_signals() -> Result<(), Errno> {
+    // SAFETY: installing SIG_DFL runs no handler code; the process is single threaded.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// Replaces this process with `path`; returns only on failure.
+pub fn exec(path: &CString, args: &[CString], env: &[CString]) -> Result<Infallible, Errno> {
+    nix::unistd::execve(path, args, env)
+}
+
+/// Sets IFF_UP on `lo` in the current (fresh) network namespace.
+pub fn bring_up_loopback() -> Result<(), Errno> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills ifru_flags.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just wrote.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: same valid ifreq, now with IFF_UP set.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
+}
+
+/// Takes ownership of fd 3, the report pipe [`pass_fd_as_3`] gave the shim.
+pub fn take_fd_3() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // Close-on-exec, so the container never inherits the agent's report pipe.
+    nix::fcntl::fcntl(
+        3,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .ok()?;
+    // SAFETY: fd 3 is open (checked above) and, by the shim's calling convention, belongs to
+    // nothing else in this process, so this File is its only owner.
+    Some(unsafe { std::fs::File::from_raw_fd(3) })
+}
+
+/// Drops this process's page-table entries for read-only, never-written file mappings (the
+/// agent binary's code, libc): the pages stay in the page cache, shared with the agent and
+/// other shims, and are faulted back in only where the shim runs again. A shim spends its
+/// life blocked in one or two calls, so its resident set shrinks to what those touch.
+/// Mappings holding any private (copied-on-write) page are left alone: their content is
+/// not the file's.
+pub fn release_clean_file_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let perms = fields.next().unwrap_or("");
+            let inode = fields.nth(2).unwrap_or("0");
+            let parsed = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            );
+            candidate = match parsed {
+                (Ok(start), Ok(end)) if inode != "0" && !perms.contains('w') => Some((start, end)),
+                _ => None,
+            };
+        } else if first == "Anonymous:" {
+            let anonymous_kb = fields.next().unwrap_or("1");
+            if let (Some((start, end)), "0") = (candidate.take(), anonymous_kb) {
+                // SAFETY: [start, end) is a whole mapping of this process, read-only and
+                // file-backed with no private page (checked above), so MADV_DONTNEED only
+                // unmaps page-cache pages that the next access maps again unchanged.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+            }
+        }
+    }
+}

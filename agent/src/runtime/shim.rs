@@ -1,0 +1,402 @@
+//! The per-container shim: the agent binary re-executed as `coracle-agent __shim DIR`, one
+//! per container, in its own session so the container outlives the agent (like conmon). It
+//! creates the cgroup, clones the container's init, and then owns the container's life:
+//! it answers `start`/`kill` on `DIR/shim.sock` while the container is created, pumps its
+//! output into rotating logs, reaps it, records exit code and OOM in `DIR/state.json`,
+//! and removes the cgroup. Single threaded, no async runtime, fixed buffers: it stays
+//! small (measured by the runtime tests).
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{pipe2, Pid};
+use serde::{Deserialize, Serialize};
+
+use super::cgroups::{CgroupConfig, CgroupError, ContainerCgroup};
+use super::error_chain;
+use super::id::ContainerId;
+use super::init::{self, dev, InitContext};
+use super::logs::{LogError, RotatingLog};
+use super::process;
+use super::spec::{ContainerSpec, Network, Stdio};
+use super::state::{pid_start_time, ContainerState, StateError, Status};
+
+/// The hidden subcommand that turns the agent binary into a shim.
+pub const SHIM_COMMAND: &str = "__shim";
+/// The shim's input, written by `create` into the container's dir.
+pub const INPUT_FILE: &str = "config.json";
+pub const SOCKET_FILE: &str = "shim.sock";
+
+/// What `create` hands the shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimInput {
+    pub id: ContainerId,
+    pub spec: ContainerSpec,
+    pub cgroup: CgroupConfig,
+}
+
+/// Failures in the shim, named after its steps.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("read shim input {path}")]
+    ReadInput {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse shim input {path}")]
+    ParseInput {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("start a new session")]
+    Detach(#[source] nix::Error),
+    #[error(transparent)]
+    Device(#[from] dev::DevError),
+    #[error("open network namespace {path}")]
+    OpenNetns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("create pipe")]
+    Pipe(#[source] nix::Error),
+    #[error("clone the container's init")]
+    Clone(#[source] nix::Error),
+    #[error("talk to the container's init")]
+    InitPipe(#[source] std::io::Error),
+    #[error("container setup failed: {reason}")]
+    Setup { reason: String },
+    #[error("container init exited during setup with {status:?}")]
+    InitDied { status: String },
+    #[error("listen on {path}")]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("wait for the container")]
+    Wait(#[source] nix::Error),
+}
+
+/// Entry point of `coracle-agent __shim DIR`; returns the shim's exit code.
+pub fn main(dir: &Path) -> i32 {
+    let mut report = process::take_fd_3();
+    let fail = |report: &mut Option<File>, err: &ShimError| {
+        if let Some(r) = report.as_mut() {
+            let _ = writeln!(r, "error: {}", error_chain(err));
+        }
+        1
+    };
+    let mut shim = match process::new_session()
+        .map_err(ShimError::Detach)
+        .and_then(|()| Shim::create(dir))
+    {
+        Ok(shim) => shim,
+        Err(err) => return fail(&mut report, &err),
+    };
+    let listener = match shim.listen() {
+        Ok(listener) => listener,
+        Err(err) => {
+            shim.abandon();
+            return fail(&mut report, &err);
+        }
+    };
+    if let Some(mut r) = report.take() {
+        // One line, not EOF: the created init holds a copy of this pipe until it execs.
+        let _ = r.write_all(b"ok\n");
+    }
+    match shim.supervise(listener) {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!(container = %shim.state.id, error = %error_chain(&err), "shim failed");
+            1
+        }
+    }
+}
+
+struct Shim {
+    dir: PathBuf,
+    state: ContainerState,
+    cgroup: ContainerCgroup,
+    report: File,
+    go: File,
+    logs: Option<(OwnedFd, OwnedFd, u64, u32)>,
+}
+
+impl Shim {
+    /// Steps up to "created": the container is set up and waits for `start`.
+    fn create(dir: &Path) -> Result<Self, ShimError> {
+        // 1. Read what to run.
+        let path = dir.join(INPUT_FILE);
+        let bytes = fs::read(&path).map_err(|source| ShimError::ReadInput {
+            path: path.clone(),
+            source,
+        })?;
+        let input: ShimInput = serde_json::from_slice(&bytes)
+            .map_err(|source| ShimError::ParseInput { path, source })?;
+        let spec = &input.spec;
+        // 2. Devices: the standard set plus passed-through host nodes.
+        let mut nodes = dev::default_nodes();
+        let mut rules = Vec::new();
+        for device in &spec.devices {
+            let node = dev::host_node(device)?;
+            rules.push((if node.block { 'b' } else { 'c' }, node.major, node.minor));
+            nodes.push(node);
+        }
+        let netns = match &spec.network {
+            Network::Join(path) => Some(
+                File::open(path)
+                    .map_err(|source| ShimError::OpenNetns {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .into(),
+            ),
+            _ => None,
+        };
+        // 3. cgroup with limits; what the kernel cannot enforce becomes a condition.
+        let (cgroup, conditions) =
+            ContainerCgroup::create(&input.cgroup, &input.id, &spec.resources, &rules)?;
+        for condition in &conditions {
+            tracing::warn!(container = %input.id, ?condition, "cgroup limit not enforceable");
+        }
+        let result = Self::spawn_init(dir, &input, &nodes, netns.as_ref(), cgroup.clone());
+        let mut shim = match result {
+            Ok(shim) => shim,
+            Err(err) => {
+                let _ = cgroup.remove();
+                return Err(err);
+            }
+        };
+        shim.state.conditions = conditions;
+        Ok(shim)
+    }
+
+    fn spawn_init(
+        dir: &Path,
+        input: &ShimInput,
+        nodes: &[dev::Node],
+        netns: Option<&OwnedFd>,
+        cgroup: ContainerCgroup,
+    ) -> Result<Self, ShimError> {
+        let spec = &input.spec;
+        let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
+        let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
+        let log_pipes = match spec.stdio {
+            Stdio::Inherit => None,
+            Stdio::Logs { .. } => Some((
+                pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
+                pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
+            )),
+        };
+        let rootfs = dir.join("rootfs");
+        let ctx = InitContext {
+            spec,
+            rootfs: &rootfs,
+            nodes,
+            netns,
+            stdout: log_pipes.as_ref().map(|((_, w), _)| w),
+            stderr: log_pipes.as_ref().map(|(_, (_, w))| w),
+        };
+        // 4. Clone the init into its namespaces; it runs `init::run` until exec.
+        let pid = process::clone_init(init::clone_flags(&spec.network), || {
+            let (Ok(report), Ok(go)) = (report_w.try_clone(), go_r.try_clone()) else {
+                return 1;
+            };
+            let (mut report, mut go) = (File::from(report), File::from(go));
+            let err = init::run(&ctx, &mut report, &mut go);
+            let _ = write!(report, "E{}", error_chain(&err));
+            1
+        })
+        .map_err(ShimError::Clone)?;
+        drop((report_w, go_r));
+        let logs = log_pipes.map(|((out_r, _), (err_r, _))| {
+            let Stdio::Logs { max_bytes, keep } = spec.stdio else {
+                unreachable!("log pipes exist only for Stdio::Logs")
+            };
+            (out_r, err_r, max_bytes, keep)
+        });
+        let mut shim = Shim {
+            dir: dir.to_owned(),
+            state: ContainerState {
+                id: input.id.clone(),
+                status: Status::Created,
+                pid: pid.as_raw(),
+                pid_start_time: pid_start_time(pid.as_raw()).unwrap_or(0),
+                shim_pid: std::process::id() as i32,
+                shim_start_time: pid_start_time(std::process::id() as i32).unwrap_or(0),
+                exit_code: None,
+                oom_killed: false,
+                conditions: Vec::new(),
+                cgroup_version: cgroup.version,
+                cgroup_paths: cgroup.paths(),
+            },
+            cgroup,
+            report: File::from(report_r),
+            go: File::from(go_w),
+            logs,
+        };
+        // 5. Into the cgroup, then let the init go on to set itself up.
+        let joined = shim.cgroup.join(pid.as_raw()).map_err(ShimError::from);
+        let ready = joined
+            .and_then(|()| shim.go.write_all(b"C").map_err(ShimError::InitPipe))
+            .and_then(|()| shim.await_init());
+        if let Err(err) = ready {
+            shim.abandon();
+            return Err(err);
+        }
+        Ok(shim)
+    }
+
+    /// Reads the init's report: `R` (ready), `E<message>`, or EOF (it exec'd or died).
+    fn await_init(&mut self) -> Result<(), ShimError> {
+        let mut first = [0u8];
+        match self.report.read(&mut first).map_err(ShimError::InitPipe)? {
+            1 if first[0] == b'R' => Ok(()),
+            1 => {
+                let mut reason = String::new();
+                let _ = self.report.read_to_string(&mut reason);
+                Err(ShimError::Setup { reason })
+            }
+            _ => {
+                let status =
+                    waitpid(Pid::from_raw(self.state.pid), None).map_err(ShimError::Wait)?;
+                Err(ShimError::InitDied {
+                    status: format!("{status:?}"),
+                })
+            }
+        }
+    }
+
+    /// Undoes a created container that cannot be announced: kill, reap, remove the cgroup.
+    fn abandon(&self) {
+        let pid = Pid::from_raw(self.state.pid);
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let _ = self.cgroup.remove();
+    }
+
+    /// Opens the command socket and records "created": from here on the container is visible.
+    fn listen(&self) -> Result<UnixListener, ShimError> {
+        let socket = self.dir.join(SOCKET_FILE);
+        let _ = fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket).map_err(|source| ShimError::Listen {
+            path: socket.clone(),
+            source,
+        })?;
+        self.state.store(&self.dir)?;
+        Ok(listener)
+    }
+
+    /// From "created" to "stopped": serve start/kill, pump logs, reap, record.
+    fn supervise(&mut self, listener: UnixListener) -> Result<(), ShimError> {
+        let socket = self.dir.join(SOCKET_FILE);
+        process::release_clean_file_pages();
+        let waiter = self.serve_until_started(&listener);
+        drop(listener);
+        let _ = fs::remove_file(&socket);
+        process::release_clean_file_pages();
+        if let Some((out, err, max_bytes, keep)) = self.logs.take() {
+            let mut log = RotatingLog::open(&self.dir, max_bytes, keep)?;
+            super::logs::pump(&[out, err], &mut log)?;
+        }
+        let status = waitpid(Pid::from_raw(self.state.pid), None).map_err(ShimError::Wait)?;
+        self.state.exit_code = Some(match status {
+            WaitStatus::Exited(_, code) => code,
+            WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+            _ => 255,
+        });
+        self.state.oom_killed = self.cgroup.oom_killed();
+        self.state.status = Status::Stopped;
+        let removed = self.cgroup.remove();
+        if removed.is_ok() {
+            self.state.cgroup_paths.clear();
+        }
+        self.state.store(&self.dir)?;
+        if let Some(mut w) = waiter {
+            // The caller may be gone (agent killed); the state file has the answer anyway.
+            let _ = writeln!(w, "exited {}", self.state.exit_code.unwrap_or(255));
+        }
+        removed.map_err(ShimError::from)
+    }
+
+    /// Answers commands until the container starts or is killed. Returns the connection
+    /// of the `start` caller, told once more when the container exits.
+    fn serve_until_started(&mut self, listener: &UnixListener) -> Option<UnixStream> {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            if BufReader::new(&conn).read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            match (
+                words.next(),
+                words.next().and_then(|n| n.parse::<i32>().ok()),
+            ) {
+                (Some("start"), _) => {
+                    let started = self
+                        .go
+                        .write_all(b"S")
+                        .map_err(ShimError::InitPipe)
+                        .and_then(|()| self.await_exec());
+                    match started {
+                        Ok(()) => {
+                            self.state.status = Status::Running;
+                            let _ = self.state.store(&self.dir);
+                            let _ = conn.write_all(b"started\n");
+                            return Some(conn);
+                        }
+                        Err(err) => {
+                            let _ = writeln!(conn, "error: {}", error_chain(&err));
+                            return None;
+                        }
+                    }
+                }
+                (Some("kill"), Some(signal)) => {
+                    let sent = Signal::try_from(signal)
+                        .and_then(|s| kill(Pid::from_raw(self.state.pid), s));
+                    let _ = match sent {
+                        Ok(()) => conn.write_all(b"ok\n"),
+                        Err(e) => writeln!(conn, "error: {e}"),
+                    };
+                    if sent.is_ok() {
+                        return None;
+                    }
+                }
+                _ => {
+                    let _ = writeln!(conn, "error: unknown command {:?}", line.trim());
+                }
+            }
+        }
+        None
+    }
+
+    /// After `S`: EOF on the report pipe means exec happened (the pipe is close-on-exec).
+    fn await_exec(&mut self) -> Result<(), ShimError> {
+        let mut message = String::new();
+        self.report
+            .read_to_string(&mut message)
+            .map_err(ShimError::InitPipe)?;
+        match message.strip_prefix('E') {
+            None => Ok(()),
+            Some(reason) => Err(ShimError::Setup {
+                reason: reason.to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! What a container should be: the runtime's input, as plain data. Built by the agent from
+//! the desired state, or by [`crate::runtime::bundle`] from an OCI `config.json`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the runtime needs to create one container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub rootfs: Rootfs,
+    /// Remount the root read-only after setup.
+    pub readonly_rootfs: bool,
+    pub process: Process,
+    pub hostname: Option<String>,
+    pub network: Network,
+    /// Extra mounts (proc, dev, sys are set up by the runtime itself).
+    pub mounts: Vec<Mount>,
+    /// Host device nodes passed through; every other device is absent.
+    pub devices: Vec<Device>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub resources: Resources,
+    pub stdio: Stdio,
+    /// Drop the seccomp filter only when explicitly asked (e.g. an OCI bundle without one).
+    pub seccomp: bool,
+}
+
+/// The container's root filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Rootfs {
+    /// A plain directory, bind-mounted.
+    Directory(PathBuf),
+    /// overlayfs: read-only lower dirs (top first) plus this container's upper and work dirs.
+    Overlay {
+        lower: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+}
+
+/// The process run as the container's pid 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: User,
+    /// Capability names like `CAP_CHOWN`; `None` means Docker's default set.
+    pub capabilities: Option<Vec<String>>,
+    pub no_new_privileges: bool,
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// Who the process runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum User {
+    Id {
+        uid: u32,
+        gid: u32,
+        additional_gids: Vec<u32>,
+    },
+    /// A user name (optionally `name:group`) looked up in the container's /etc/passwd.
+    Name(String),
+}
+
+/// One resource limit, by its name as in OCI (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Network isolation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace.
+    Host,
+    /// A private namespace with only loopback, brought up.
+    None,
+    /// Join a namespace prepared by someone else (e.g. `/run/netns/app`).
+    Join(PathBuf),
+}
+
+/// A mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub destination: String,
+    pub kind: MountKind,
+    pub source: Option<PathBuf>,
+    pub options: Vec<String>,
+}
+
+/// The mount types the runtime knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    Bind,
+    Tmpfs,
+    Proc,
+    Sysfs,
+    Devpts,
+    Mqueue,
+    Cgroup,
+}
+
+/// A host device node made visible in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Path on the host, e.g. `/dev/i2c-1`.
+    pub host_path: PathBuf,
+    /// Path in the container; the host path when `None`.
+    pub container_path: Option<String>,
+}
+
+/// cgroup limits. `None` means "no limit set".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory_max: Option<u64>,
+    /// Swap allowed on top of `memory_max` (0 = no swap).
+    pub memory_swap: Option<u64>,
+    /// CPU quota in millicores (1000 = one full core).
+    pub cpu_millicores: Option<u64>,
+    /// cgroup v2 style weight, 1..=10000 (100 = default).
+    pub cpu_weight: Option<u64>,
+    pub pids_max: Option<u64>,
+    /// cgroup v2 style io weight, 1..=10000.
+    pub io_weight: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+}
+
+/// Where the container's stdin/stdout/stderr go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stdio {
+    /// The runtime caller's own stdio (foreground `run`).
+    Inherit,
+    /// Size-capped rotating log files in the container's state dir.
+    Logs { max_bytes: u64, keep: u32 },
+}
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The paths Docker masks in /proc and /sys.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The paths Docker makes read-only in /proc.
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+impl ContainerSpec {
+    /// A spec with Docker-like defaults: running `args` as root in `rootfs`, no network,
+    /// default capabilities, masks and seccomp filter, output to 1 MiB × 2 log files.
+    pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
+        Self {
+            rootfs,
+            readonly_rootfs: false,
+            process: Process {
+                args,
+                env: vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ],
+                cwd: "/".into(),
+                user: User::Id {
+                    uid: 0,
+                    gid: 0,
+                    additional_gids: Vec::new(),
+                },
+                capabilities: None,
+                no_new_privileges: true,
+                rlimits: Vec::new(),
+            },
+            hostname: None,
+            network: Network::None,
+            mounts: default_mounts(),
+            devices: Vec::new(),
+            masked_paths: DEFAULT_MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+            readonly_paths: DEFAULT_READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            resources: Resources::default(),
+            stdio: Stdio::Logs {
+                max_bytes: 1 << 20,
+                keep: 2,
+            },
+            seccomp: true,
+        }
+    }
+}
+
+/// proc, a tmpfs /dev with pts, shm and mqueue, and a read-only sysfs: what Docker mounts.
+pub fn default_mounts() -> Vec<Mount> {
+    let m = |destination: &str, kind, options: &[&str]| Mount {
+        destination: destination.into(),
+        kind,
+        source: None,
+        options: options.iter().map(|o| o.to_string()).collect(),
+    };
+    vec![
+        m("/proc", MountKind::Proc, &["nosuid", "noexec", "nodev"]),
+        m(
+            "/dev",
+            MountKind::Tmpfs,
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        m(
+            "/dev/pts",
+            MountKind::Devpts,
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        m(
+            "/dev/shm",
+            MountKind::Tmpfs,
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        m(
+            "/dev/mqueue",
+            MountKind::Mqueue,
+            &["nosuid", "noexec", "nodev"],
+        ),
+        m(
+            "/sys",
+            MountKind::Sysfs,
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+    ]
+}

@@ -1,0 +1,180 @@
+//! The cgroup code against fake v1 and v2 trees in a temp dir (no root needed): version
+//! detection, directory layout, the limit files written, missing controllers reported as
+//! conditions. The real path is covered by the root tests in `runtime_limits.rs`.
+
+use std::fs;
+use std::path::Path;
+
+use coracle_agent::runtime::cgroups::{
+    detect_version, CgroupConfig, CgroupVersion, Condition, ContainerCgroup,
+};
+use coracle_agent::runtime::spec::Resources;
+use coracle_agent::runtime::ContainerId;
+
+fn resources() -> Resources {
+    Resources {
+        memory_max: Some(64 << 20),
+        memory_swap: None,
+        cpu_millicores: Some(250),
+        cpu_weight: None,
+        pids_max: Some(50),
+        io_weight: Some(100),
+        cpuset_cpus: None,
+        cpuset_mems: None,
+    }
+}
+
+/// Pre-creates `dir` with empty `files`, as the kernel would on mkdir.
+fn kernel_dir(dir: &Path, files: &[&str]) {
+    fs::create_dir_all(dir).expect("fake cgroup dir");
+    for f in files {
+        fs::write(dir.join(f), "").expect("fake cgroup file");
+    }
+}
+
+#[test]
+fn v2_tree_gets_unified_limit_files_and_controllers_enabled() {
+    let root = tempfile::tempdir().unwrap();
+    // A Pi kernel without the memory controller.
+    fs::write(
+        root.path().join("cgroup.controllers"),
+        "cpuset cpu io pids\n",
+    )
+    .unwrap();
+    fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+    kernel_dir(&root.path().join("coracle"), &["cgroup.subtree_control"]);
+    kernel_dir(
+        &root.path().join("coracle/web"),
+        &["cpu.max", "pids.max", "io.weight", "cgroup.procs"],
+    );
+    assert_eq!(detect_version(root.path()), CgroupVersion::V2);
+
+    let config = CgroupConfig {
+        root: root.path().into(),
+        parent: "coracle".into(),
+    };
+    let id: ContainerId = "web".parse().unwrap();
+    let (cgroup, conditions) = ContainerCgroup::create(&config, &id, &resources(), &[]).unwrap();
+    let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();
+    assert_eq!(cgroup.paths(), [root.path().join("coracle/web")]);
+    assert_eq!(read("cgroup.subtree_control"), "+cpu +pids +io +cpuset");
+    assert_eq!(
+        read("coracle/cgroup.subtree_control"),
+        "+cpu +pids +io +cpuset"
+    );
+    assert_eq!(read("coracle/web/cpu.max"), "25000 100000");
+    assert_eq!(read("coracle/web/pids.max"), "50");
+    assert_eq!(read("coracle/web/io.weight"), "default 100");
+    assert_eq!(
+        conditions,
+        [Condition::MissingController {
+            controller: "memory".into()
+        }]
+    );
+    cgroup.join(4242).unwrap();
+    assert_eq!(read("coracle/web/cgroup.procs"), "4242");
+}
+
+#[test]
+fn v1_tree_gets_one_dir_per_hierarchy_and_reports_missing_ones() {
+    let root = tempfile::tempdir().unwrap();
+    // memory, cpu, pids mounted; no blkio hierarchy at all.
+    kernel_dir(
+        &root.path().join("memory/coracle/db"),
+        &[
+            "memory.limit_in_bytes",
+            "memory.memsw.limit_in_bytes",
+            "memory.oom_control",
+        ],
+    );
+    kernel_dir(
+        &root.path().join("cpu/coracle/db"),
+        &["cpu.cfs_period_us", "cpu.cfs_quota_us"],
+    );
+    kernel_dir(&root.path().join("pids/coracle/db"), &["pids.max"]);
+    assert_eq!(detect_version(root.path()), CgroupVersion::V1);
+
+    let config = CgroupConfig {
+        root: root.path().into(),
+        parent: "coracle".into(),
+    };
+    let id: ContainerId = "db".parse().unwrap();
+    let (cgroup, conditions) = ContainerCgroup::create(&config, &id, &resources(), &[]).unwrap();
+    let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();
+    assert_eq!(
+        read("memory/coracle/db/memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read("memory/coracle/db/memory.memsw.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(read("cpu/coracle/db/cpu.cfs_quota_us"), "25000");
+    assert_eq!(read("pids/coracle/db/pids.max"), "50");
+    assert_eq!(cgroup.paths().len(), 3);
+    assert!(
+        conditions.contains(&Condition::MissingController {
+            controller: "blkio".into()
+        }),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions.contains(&Condition::MissingController {
+            controller: "devices".into()
+        }),
+        "{conditions:?}"
+    );
+
+    fs::write(
+        root.path().join("memory/coracle/db/memory.oom_control"),
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+    )
+    .unwrap();
+    assert!(cgroup.oom_killed());
+}
+
+#[test]
+fn v1_missing_limit_file_is_a_condition_not_an_error() {
+    let root = tempfile::tempdir().unwrap();
+    // A kernel without swap accounting has no memsw file.
+    kernel_dir(
+        &root.path().join("memory/coracle/app"),
+        &["memory.limit_in_bytes"],
+    );
+    let config = CgroupConfig {
+        root: root.path().into(),
+        parent: "coracle".into(),
+    };
+    let only_memory = Resources {
+        memory_max: Some(1 << 20),
+        ..Resources::default()
+    };
+    let (_, conditions) =
+        ContainerCgroup::create(&config, &"app".parse().unwrap(), &only_memory, &[]).unwrap();
+    assert!(conditions.contains(&Condition::MissingFile {
+        controller: "memory".into(),
+        file: "memory.memsw.limit_in_bytes".into()
+    }));
+}
+
+#[test]
+fn unwritable_limit_is_an_error_naming_file_and_value() {
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("cgroup.controllers"), "pids\n").unwrap();
+    fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+    kernel_dir(&root.path().join("coracle"), &["cgroup.subtree_control"]);
+    // A directory where the kernel file should be makes the write fail.
+    fs::create_dir_all(root.path().join("coracle/x/pids.max")).unwrap();
+    let config = CgroupConfig {
+        root: root.path().into(),
+        parent: "coracle".into(),
+    };
+    let only_pids = Resources {
+        pids_max: Some(5),
+        ..Resources::default()
+    };
+    let err = ContainerCgroup::create(&config, &"x".parse().unwrap(), &only_pids, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pids.max") && err.contains("\"5\""), "{err}");
+}

@@ -1,0 +1,202 @@
+//! Isolation and privilege, checked from inside real containers (root only).
+
+mod runtime_support;
+
+use std::collections::HashSet;
+
+use caps::Capability;
+use coracle_agent::runtime::spec::{Device, DEFAULT_CAPABILITIES};
+use runtime_support::Harness;
+
+fn run(h: &Harness, id: &str, script: &str) -> (i32, String) {
+    let (state, log) = h.run(id, &h.spec(script));
+    (state.exit_code.expect("exit code recorded"), log)
+}
+
+#[test]
+#[ignore = "needs root"]
+fn container_is_pid_1_and_sees_no_host_processes() {
+    let h = Harness::new();
+    // The loop runs inside sh itself, so the only process there is sh.
+    let (code, log) = run(
+        &h,
+        "pid",
+        "echo pid=$$; for p in /proc/[0-9]*; do echo $p; done",
+    );
+    assert_eq!((code, log.as_str()), (0, "pid=1\n/proc/1\n"));
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn hostname_is_the_containers_own() {
+    let h = Harness::new();
+    let mut spec = h.spec("hostname");
+    spec.hostname = Some("sensor-7".into());
+    let (_, log) = h.run("host", &spec);
+    assert_eq!(log, "sensor-7\n");
+    assert_ne!(
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        "sensor-7"
+    );
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn mount_fails_inside_the_container() {
+    let h = Harness::new();
+    let (code, log) = run(
+        &h,
+        "mnt",
+        "mount -t tmpfs none /mnt && echo mounted; echo rc=$?",
+    );
+    assert_eq!(code, 0);
+    assert!(!log.contains("mounted") && log.contains("rc=1"), "{log}");
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn writes_to_proc_sys_and_sys_fail_read_only() {
+    let h = Harness::new();
+    // kernel.hostname is per-uts-namespace: the write would succeed if /proc/sys were writable.
+    let (_, log) = run(
+        &h,
+        "ro",
+        "echo x > /proc/sys/kernel/hostname; echo x > /sys/kernel/uevent_helper; hostname",
+    );
+    assert_eq!(log.matches("Read-only file system").count(), 2, "{log}");
+    assert!(!log.ends_with("x\n"), "{log}");
+    h.assert_clean();
+}
+
+fn cap_mask(names: &[&str]) -> u64 {
+    names
+        .iter()
+        .map(|n| n.parse::<Capability>().expect("known capability").bitmask())
+        .fold(0, |a, b| a | b)
+}
+
+fn status_field(log: &str, field: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in {log}"));
+    let value = line.split_whitespace().nth(1).expect("field value");
+    u64::from_str_radix(value, 16).expect("hex field")
+}
+
+#[test]
+#[ignore = "needs root"]
+fn dropped_capabilities_are_absent_from_proc_self_status() {
+    let h = Harness::new();
+    let (_, log) = run(&h, "caps", "cat /proc/self/status");
+    let want = cap_mask(DEFAULT_CAPABILITIES);
+    assert_eq!(status_field(&log, "CapEff:"), want);
+    assert_eq!(status_field(&log, "CapBnd:"), want);
+    assert_eq!(status_field(&log, "CapInh:"), 0);
+    assert_eq!(status_field(&log, "NoNewPrivs:"), 1);
+    assert_eq!(status_field(&log, "Seccomp:"), 2);
+    assert_eq!(
+        status_field(&log, "CapEff:") & Capability::CAP_SYS_ADMIN.bitmask(),
+        0
+    );
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn spec_can_drop_more_capabilities() {
+    let h = Harness::new();
+    let mut spec = h.spec("cat /proc/self/status");
+    spec.process.capabilities = Some(vec!["CAP_KILL".into()]);
+    let (_, log) = h.run("fewer", &spec);
+    assert_eq!(status_field(&log, "CapEff:"), cap_mask(&["CAP_KILL"]));
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn blocked_syscall_fails_with_eperm_even_with_the_capability() {
+    let h = Harness::new();
+    // With CAP_SYS_ADMIN granted, only seccomp stands between the process and mount/unshare.
+    let mut spec = h.spec("mount -t tmpfs none /mnt; unshare -u true; echo done");
+    let mut caps: HashSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    caps.insert("CAP_SYS_ADMIN".into());
+    spec.process.capabilities = Some(caps.into_iter().collect());
+    let (_, log) = h.run("eperm", &spec);
+    assert!(log.contains("mount: permission denied"), "{log}");
+    assert!(
+        log.contains("unshare: unshare(0x4000000): Operation not permitted"),
+        "{log}"
+    );
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn passed_through_device_works_and_unlisted_one_is_absent() {
+    let h = Harness::new();
+    // A device node made for this test (a /dev/null twin) stands in for /dev/i2c-1.
+    let node = h.dir.path().join("i2c-fake");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let mut spec = h.spec("echo hello > /dev/i2c-1 && echo written; test -e /dev/loop-control || echo no-loop; ls /dev");
+    spec.devices = vec![Device {
+        host_path: node,
+        container_path: Some("/dev/i2c-1".into()),
+    }];
+    let (code, log) = {
+        let (s, l) = h.run("dev", &spec);
+        (s.exit_code, l)
+    };
+    assert_eq!(code, Some(0));
+    assert!(log.contains("written") && log.contains("no-loop"), "{log}");
+    assert!(
+        std::path::Path::new("/dev/loop-control").exists(),
+        "the host has the unlisted device"
+    );
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn writes_land_in_the_upper_dir_not_the_lower() {
+    let h = Harness::new();
+    let spec = h.spec("echo data > /new.txt; rm /bin/true");
+    let (state, _) = h.run("upper", &spec);
+    assert_eq!(state.exit_code, Some(0));
+    let upper = Harness::upper_of(&spec);
+    assert_eq!(
+        std::fs::read_to_string(upper.join("new.txt")).unwrap(),
+        "data\n"
+    );
+    assert!(!h.lower.join("new.txt").exists());
+    assert!(
+        h.lower.join("bin/true").symlink_metadata().is_ok(),
+        "delete must not reach the lower dir"
+    );
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn network_none_has_only_loopback_up() {
+    let h = Harness::new();
+    let (_, log) = run(
+        &h,
+        "net",
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags",
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "lo", "{log}");
+    let flags = u32::from_str_radix(lines.last().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is up: {log}");
+    h.assert_clean();
+}
