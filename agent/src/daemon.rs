@@ -24,6 +24,20 @@ pub fn load_bootstrap(config: &AgentConfig) -> anyhow::Result<Bootstrap> {
     toml::from_str(&text).with_context(|| format!("parse bootstrap file {}", path.display()))
 }
 
+/// Checks what `run` would read before touching anything: the (already validated) config
+/// and the bootstrap it names — device id, broker URL, auth shape, pinned deployment key.
+/// Certificates are checked when the link is built, not here.
+pub fn check(config: &AgentConfig) -> anyhow::Result<Bootstrap> {
+    let bootstrap = load_bootstrap(config)?;
+    let path = config.bootstrap.display();
+    crate::transport::BrokerAddress::parse(&bootstrap.broker_url)
+        .with_context(|| format!("bootstrap file {path}"))?;
+    bootstrap
+        .deployment_key()
+        .with_context(|| format!("bootstrap file {path}"))?;
+    Ok(bootstrap)
+}
+
 /// Runs the daemon until SIGINT/SIGTERM-free shutdown is requested through `shutdown`.
 pub fn run(
     config: &AgentConfig,

@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Validate the config and the bootstrap file it names, then exit.
+    CheckConfig,
     /// Show the running agent's state.
     Status,
     /// List the services and their containers.
@@ -63,6 +65,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => anyhow::bail!(
             "the daemon needs the container runtime wired in (issue 3); use status, ps or logs"
         ),
+        Some(Cmd::CheckConfig) => {
+            let bootstrap = coracle_agent::daemon::check(&config)?;
+            println!(
+                "config ok: device {}, broker {}, auth {}",
+                bootstrap.device, bootstrap.broker_url, bootstrap.auth
+            );
+        }
         Some(Cmd::Status) => print!("{}", client::format_status(&client::status(socket)?)),
         Some(Cmd::Ps) => print!("{}", client::format_ps(&client::status(socket)?)),
         Some(Cmd::Logs {

@@ -94,3 +94,29 @@ fn a_broken_bootstrap_file_is_named_in_the_error() {
         "{err:#}"
     );
 }
+
+#[test]
+fn check_accepts_the_installer_sample_and_refuses_a_bad_key() {
+    let sample =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cross/testdata/bootstrap.toml");
+    let config = AgentConfig {
+        bootstrap: sample.clone(),
+        ..AgentConfig::default()
+    };
+    let bootstrap = daemon::check(&config).unwrap();
+    assert_eq!(bootstrap.device.as_str(), "pi-kitchen-1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bootstrap.toml");
+    let text = std::fs::read_to_string(&sample).unwrap();
+    std::fs::write(&bad, text.replace("d75a98", "zz5a98")).unwrap();
+    let config = AgentConfig {
+        bootstrap: bad,
+        ..AgentConfig::default()
+    };
+    let err = format!("{:#}", daemon::check(&config).unwrap_err());
+    assert!(
+        err.contains("non-hex") && err.contains("bootstrap.toml"),
+        "{err}"
+    );
+}
