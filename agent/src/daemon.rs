@@ -24,7 +24,22 @@ pub fn load_bootstrap(config: &AgentConfig) -> anyhow::Result<Bootstrap> {
     toml::from_str(&text).with_context(|| format!("parse bootstrap file {}", path.display()))
 }
 
-/// Runs the daemon until SIGINT/SIGTERM-free shutdown is requested through `shutdown`.
+/// Checks what `run` would read before touching anything: the (already validated) config
+/// and the bootstrap it names — device id, broker URL, auth shape, pinned deployment key.
+/// Certificates are checked when the link is built, not here.
+pub fn check(config: &AgentConfig) -> anyhow::Result<Bootstrap> {
+    let bootstrap = load_bootstrap(config)?;
+    let path = config.bootstrap.display();
+    crate::transport::BrokerAddress::parse(&bootstrap.broker_url)
+        .with_context(|| format!("bootstrap file {path}"))?;
+    bootstrap
+        .deployment_key()
+        .with_context(|| format!("bootstrap file {path}"))?;
+    Ok(bootstrap)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT arrives or `shutdown` turns true; then says
+/// goodbye to the broker (Offline presence) and returns.
 pub fn run(
     config: &AgentConfig,
     engine: Arc<dyn ContainerEngine>,
@@ -47,8 +62,9 @@ pub fn run(
         let listener = server::bind(&config.control_socket)?;
         let (handle, driver, inbox) = transport::transport(settings);
         let (control_tx, control_rx) = mpsc::channel(8);
-        tokio::spawn(driver.run());
+        let driver_done = tokio::spawn(driver.run());
         tokio::spawn(server::serve(listener, control_tx));
+        let stop = stop_on_signal(shutdown);
         let supervisor = Supervisor::new(
             bootstrap.device.clone(),
             state,
@@ -65,8 +81,35 @@ pub fn run(
             },
         );
         tracing::info!(device = %bootstrap.device, "agent running");
-        supervisor.run(inbox, control_rx, shutdown).await;
+        supervisor.run(inbox, control_rx, stop).await;
         handle.shutdown();
+        // Let the driver deliver the goodbye before the runtime goes away.
+        let _ = tokio::time::timeout(Duration::from_secs(5), driver_done).await;
         anyhow::Ok(())
     })
+}
+
+/// A stop flag raised by SIGTERM, SIGINT or the caller's `shutdown`.
+fn stop_on_signal(mut shutdown: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    term.recv().await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot watch SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = terminate => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+        tx.send_replace(true);
+    });
+    rx
 }

@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Validate the config and the bootstrap file it names, then exit.
+    CheckConfig,
     /// Show the running agent's state.
     Status,
     /// List the services and their containers.
@@ -85,6 +87,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => anyhow::bail!(
             "the daemon needs the container engine wired in (runtime + pulls); use status, ps, logs or run"
         ),
+        Some(Cmd::CheckConfig) => {
+            let bootstrap = coracle_agent::daemon::check(&config)?;
+            println!(
+                "config ok: device {}, broker {}, auth {}",
+                bootstrap.device, bootstrap.broker_url, bootstrap.auth
+            );
+        }
         Some(Cmd::Status) => print!("{}", client::format_status(&client::status(socket)?)),
         Some(Cmd::Ps) => print!("{}", client::format_ps(&client::status(socket)?)),
         Some(Cmd::Logs {

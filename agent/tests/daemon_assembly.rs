@@ -94,3 +94,103 @@ fn a_broken_bootstrap_file_is_named_in_the_error() {
         "{err:#}"
     );
 }
+
+#[test]
+fn check_accepts_the_installer_sample_and_refuses_a_bad_key() {
+    let sample =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cross/testdata/bootstrap.toml");
+    let config = AgentConfig {
+        bootstrap: sample.clone(),
+        ..AgentConfig::default()
+    };
+    let bootstrap = daemon::check(&config).unwrap();
+    assert_eq!(bootstrap.device.as_str(), "pi-kitchen-1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bootstrap.toml");
+    let text = std::fs::read_to_string(&sample).unwrap();
+    std::fs::write(&bad, text.replace("d75a98", "zz5a98")).unwrap();
+    let config = AgentConfig {
+        bootstrap: bad,
+        ..AgentConfig::default()
+    };
+    let err = format!("{:#}", daemon::check(&config).unwrap_err());
+    assert!(
+        err.contains("non-hex") && err.contains("bootstrap.toml"),
+        "{err}"
+    );
+}
+
+const CHILD_ENV: &str = "CORACLE_DAEMON_CHILD_CONFIG";
+
+/// Runs only as the child of `sigterm_stops_the_daemon_with_a_goodbye`.
+#[test]
+fn daemon_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let config = AgentConfig::load(std::path::Path::new(&path)).unwrap();
+    let (_never, shutdown) = tokio::sync::watch::channel(false);
+    daemon::run(&config, Arc::new(FakeEngine::default()), shutdown).unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sigterm_stops_the_daemon_with_a_goodbye() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(&pki);
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let mut controller =
+        Controller::connect(&pki, broker.mtls_port, &["coracle/v1/+/online"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = bootstrap_mtls(&pki, &broker, samples::device().as_str(), &key);
+    std::fs::write(
+        dir.path().join("bootstrap.toml"),
+        toml::to_string(&bootstrap).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent.toml"),
+        format!(
+            "data_dir = \"{0}/data\"\nbootstrap = \"{0}/bootstrap.toml\"\ncontrol_socket = \"{0}/agent.sock\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "daemon_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path().join("agent.toml"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let online = controller.next_on("/online").await;
+    assert_eq!(
+        coracle_proto::decode::<coracle_proto::Presence>(&online.payload).unwrap(),
+        coracle_proto::Presence::Online
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let goodbye = controller.next_on("/online").await;
+    assert_eq!(
+        coracle_proto::decode::<coracle_proto::Presence>(&goodbye.payload).unwrap(),
+        coracle_proto::Presence::Offline
+    );
+    let exit = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = child.try_wait().unwrap() {
+                return exit;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not stop on SIGTERM");
+            }
+            std::thread::yield_now();
+        }
+    })
+    .await
+    .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
