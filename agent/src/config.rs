@@ -27,6 +27,29 @@ pub struct AgentConfig {
     pub health_interval_s: u32,
     pub mqtt: MqttConfig,
     pub limits: Limits,
+    pub runtime: RuntimeSection,
+}
+
+/// Where the container runtime keeps its per-container state and cgroups.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Per-container state (shim sockets, state files, logs); on tmpfs, since it describes
+    /// processes that do not survive a reboot.
+    pub state_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// Containers' cgroups go under `<cgroup_root>/<controller>/<cgroup_parent>/`.
+    pub cgroup_parent: String,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/run/coracle"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "coracle".to_string(),
+        }
+    }
 }
 
 /// Broker connection knobs; the broker address and credentials come from the bootstrap.
@@ -66,6 +89,7 @@ impl Default for AgentConfig {
             health_interval_s: 60,
             mqtt: MqttConfig::default(),
             limits: Limits::default(),
+            runtime: RuntimeSection::default(),
         }
     }
 }

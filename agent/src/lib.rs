@@ -27,6 +27,7 @@
 //! - `health`: device vitals from `/proc`, `/sys/class/thermal`, `statvfs`; health-check
 //!   rules and TCP/HTTP probes.
 //! - `control`: the local Unix socket behind `coracle-agent status|ps|logs`.
+//! - `engine`: `LinuxEngine`, the production `ContainerEngine` (store + pulls + runtime).
 //! - `pull`: the OCI registry client and the delta-first image pull into the store.
 //! - `daemon`: assembles all of the above on a current_thread runtime.
 //!
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod engine;
 pub mod health;
 pub mod pull;
 pub mod reconcile;

@@ -84,9 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let socket = &config.control_socket;
     match cli.command {
-        None => anyhow::bail!(
-            "the daemon needs the container engine wired in (runtime + pulls); use status, ps, logs or run"
-        ),
+        None => run_daemon(&config)?,
         Some(Cmd::CheckConfig) => {
             let bootstrap = coracle_agent::daemon::check(&config)?;
             println!(
@@ -111,3 +109,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `run` returned earlier in `main`; kept out of line so the match stays exhaustive.
 fn unreachable_run() {}
+
+/// The device daemon: the Linux engine (image store, pulls, runtime) under the supervisor.
+fn run_daemon(config: &AgentConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use coracle_agent::engine::{EngineConfig, LinuxEngine};
+    use coracle_agent::pull::RegistryEndpoint;
+    use coracle_agent::runtime::cgroups::CgroupConfig;
+    use coracle_agent::runtime::RuntimeConfig;
+
+    let bootstrap = coracle_agent::daemon::check(config)?;
+    let engine = LinuxEngine::open(EngineConfig {
+        data_dir: config.data_dir.clone(),
+        registry: RegistryEndpoint {
+            base_url: bootstrap.registry_url.clone(),
+            ca_pem: Some(bootstrap.ca_pem.clone()).filter(|pem| !pem.trim().is_empty()),
+            token: bootstrap.registry_token.clone(),
+        },
+        runtime: RuntimeConfig {
+            state_dir: config.runtime.state_dir.clone(),
+            cgroup: CgroupConfig {
+                root: config.runtime.cgroup_root.clone(),
+                parent: config.runtime.cgroup_parent.clone(),
+            },
+            shim_binary: std::env::current_exe().context("find this binary to use as the shim")?,
+        },
+        store: coracle_images::store::StoreConfig {
+            reserve_bytes: u64::from(config.limits.disk_reserve_mib) << 20,
+            ..Default::default()
+        },
+        delta_budget: 64 << 20,
+        log_max_bytes: 1 << 20,
+        log_keep: 2,
+    })
+    .map_err(|e| anyhow::anyhow!(e))
+    .context("open the container engine")?;
+    let (_keep_running, shutdown) = tokio::sync::watch::channel(false);
+    coracle_agent::daemon::run(config, std::sync::Arc::new(engine), shutdown)
+}

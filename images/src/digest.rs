@@ -1,97 +1,12 @@
-//! `Digest`: a sha256 content digest, parsed once at the edge and passed around typed.
-//! The lead reconciles this with `coracle_proto::Digest` later.
+//! Digests for the images crate: the wire contract's `Digest` (sha256, parsed once), plus
+//! hashing while reading or writing, so a layer is hashed in the same pass that moves it.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
-/// A `sha256:<64 lowercase hex>` digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest([u8; 32]);
-
-/// Why a digest string was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum DigestError {
-    #[error("digest {text:?} does not use the sha256 algorithm")]
-    UnsupportedAlgorithm { text: String },
-    #[error("digest {text:?} is not 64 lowercase hex characters")]
-    MalformedHex { text: String },
-}
-
-impl Digest {
-    /// Digest of a byte slice.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(Sha256::digest(bytes).into())
-    }
-
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The 64 hex characters, as used for file names in the store.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Parse the bare hex form (a store file name).
-    pub fn from_hex(text: &str) -> Result<Self, DigestError> {
-        let malformed = || DigestError::MalformedHex {
-            text: text.to_owned(),
-        };
-        if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(malformed());
-        }
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text, &mut bytes).map_err(|_| malformed())?;
-        Ok(Self(bytes))
-    }
-}
-
-impl FromStr for Digest {
-    type Err = DigestError;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let hex =
-            text.strip_prefix("sha256:")
-                .ok_or_else(|| DigestError::UnsupportedAlgorithm {
-                    text: text.to_owned(),
-                })?;
-        Self::from_hex(hex).map_err(|_| DigestError::MalformedHex {
-            text: text.to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({self})")
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use coracle_proto::Digest;
 
 /// Running sha256 over everything that passes through; also counts bytes.
 #[derive(Default)]
@@ -117,7 +32,7 @@ impl DigestHasher {
         self.bytes
     }
     pub fn finish(self) -> Digest {
-        Digest(self.sha.finalize().into())
+        Digest::from_bytes(self.sha.finalize().into())
     }
 }
 
@@ -179,23 +94,6 @@ mod tests {
             "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         assert_eq!(text.parse::<Digest>().unwrap(), d);
-    }
-
-    #[test]
-    fn digest_rejects_other_algorithms_and_bad_hex() {
-        assert!(matches!(
-            "sha512:abcd".parse::<Digest>(),
-            Err(DigestError::UnsupportedAlgorithm { .. })
-        ));
-        assert!(matches!(
-            "sha256:abcd".parse::<Digest>(),
-            Err(DigestError::MalformedHex { .. })
-        ));
-        let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(
-            upper.parse::<Digest>(),
-            Err(DigestError::MalformedHex { .. })
-        ));
     }
 
     #[test]

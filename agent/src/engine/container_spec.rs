@@ -1,0 +1,289 @@
+//! The pure mapping from a service (desired state) and its image's run config onto the
+//! runtime's `ContainerSpec`, with Docker's rules for entrypoint/command, environment,
+//! working dir and user. No I/O: the caller supplies every path.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use coracle_images::oci::RunConfig;
+use coracle_proto::{NetworkMode, ServiceSpec, VolumeSource};
+
+use crate::runtime::spec::{
+    ContainerSpec, Device, Mount, MountKind, Network, Resources, Rootfs, Stdio, User,
+    DEFAULT_CAPABILITIES,
+};
+
+/// Where a container's files live on the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerLayout {
+    /// The image's unpacked layers, bottom layer first (as the image config lists them).
+    pub layers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Named volumes live in `<volumes>/<name>`.
+    pub volumes: PathBuf,
+    /// Size cap of the container's log file, and how many rotated files are kept.
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+}
+
+/// Docker's rule: an entrypoint given in the service replaces the image's entrypoint *and*
+/// its command; a command given alone replaces only the command.
+pub fn argv(service: &ServiceSpec, image: &RunConfig) -> Vec<String> {
+    let (entrypoint, command) = if !service.entrypoint.is_empty() {
+        (service.entrypoint.clone(), service.command.clone())
+    } else {
+        let command = if service.command.is_empty() {
+            image.cmd.clone().unwrap_or_default()
+        } else {
+            service.command.clone()
+        };
+        (image.entrypoint.clone().unwrap_or_default(), command)
+    };
+    entrypoint.into_iter().chain(command).collect()
+}
+
+/// The image's environment with the service's variables added or replacing same-named ones.
+pub fn environment(service: &ServiceSpec, image: &RunConfig) -> Vec<String> {
+    let mut env: Vec<String> = image.env.clone().unwrap_or_else(|| {
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()]
+    });
+    for (name, value) in &service.env {
+        let prefix = format!("{name}=");
+        env.retain(|e| !e.starts_with(&prefix));
+        env.push(format!("{name}={value}"));
+    }
+    env
+}
+
+/// `uid[:gid]` numbers, or a name looked up in the image's /etc/passwd by the runtime.
+pub fn user(spec: Option<&str>) -> User {
+    let Some(text) = spec.filter(|s| !s.is_empty()) else {
+        return User::Id {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        };
+    };
+    let (uid, gid) = match text.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (text, None),
+    };
+    match (uid.parse::<u32>(), gid.map(str::parse::<u32>)) {
+        (Ok(uid), None) => User::Id {
+            uid,
+            gid: uid,
+            additional_gids: Vec::new(),
+        },
+        (Ok(uid), Some(Ok(gid))) => User::Id {
+            uid,
+            gid,
+            additional_gids: Vec::new(),
+        },
+        _ => User::Name(text.to_string()),
+    }
+}
+
+/// Docker's default capability set, with the service's additions and removals (`ALL`
+/// drops everything; names may be given with or without the `CAP_` prefix).
+pub fn capabilities(service: &ServiceSpec) -> Vec<String> {
+    let norm = |c: &String| {
+        let upper = c.to_ascii_uppercase();
+        if upper.starts_with("CAP_") || upper == "ALL" {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        }
+    };
+    let mut caps: BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let drop: Vec<String> = service.cap_drop.iter().map(norm).collect();
+    if drop.iter().any(|c| c == "ALL") {
+        caps.clear();
+    }
+    for c in drop {
+        caps.remove(&c);
+    }
+    caps.extend(service.cap_add.iter().map(norm).filter(|c| c != "ALL"));
+    caps.into_iter().collect()
+}
+
+/// The whole container spec for one service.
+pub fn container_spec(
+    service: &ServiceSpec,
+    image: &RunConfig,
+    layout: &ContainerLayout,
+) -> ContainerSpec {
+    let rootfs = Rootfs::Overlay {
+        // overlayfs lists the topmost lower dir first.
+        lower: layout.layers.iter().rev().cloned().collect(),
+        upper: layout.upper.clone(),
+        work: layout.work.clone(),
+    };
+    let mut spec = ContainerSpec::new(rootfs, argv(service, image));
+    spec.process.env = environment(service, image);
+    spec.process.cwd = service
+        .working_dir
+        .clone()
+        .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".to_string());
+    spec.process.user = user(service.user.as_deref().or(image.user.as_deref()));
+    spec.process.capabilities = Some(capabilities(service));
+    spec.hostname = Some(service.name.to_string());
+    spec.readonly_rootfs = service.read_only_rootfs;
+    // A private network with a bridge is not built yet: such services get loopback only.
+    spec.network = match service.network {
+        NetworkMode::Host => Network::Host,
+        NetworkMode::None | NetworkMode::Private => Network::None,
+    };
+    for volume in &service.volumes {
+        let source = match &volume.source {
+            VolumeSource::Named(name) => layout.volumes.join(name),
+            VolumeSource::HostPath(path) => PathBuf::from(path),
+        };
+        let mut options = vec!["rbind".to_string()];
+        if volume.read_only {
+            options.push("ro".to_string());
+        }
+        spec.mounts.push(Mount {
+            destination: volume.target.clone(),
+            kind: MountKind::Bind,
+            source: Some(source),
+            options,
+        });
+    }
+    spec.devices = service
+        .devices
+        .iter()
+        .map(|d| Device {
+            host_path: PathBuf::from(&d.host_path),
+            container_path: Some(d.container_path.clone()),
+        })
+        .collect();
+    let r = &service.resources;
+    spec.resources = Resources {
+        memory_max: r.memory_max_bytes,
+        memory_swap: r.memory_swap_max_bytes,
+        cpu_millicores: r.cpu_millicores.map(u64::from),
+        cpu_weight: r.cpu_weight.map(u64::from),
+        pids_max: r.pids_max.map(u64::from),
+        io_weight: r.io_weight.map(u64::from),
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: None,
+    };
+    spec.stdio = Stdio::Logs {
+        max_bytes: layout.log_max_bytes,
+        keep: layout.log_keep,
+    };
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coracle_proto::{samples, VolumeMount};
+
+    fn image() -> RunConfig {
+        RunConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["serve".into()]),
+            env: Some(vec!["PATH=/bin".into(), "MODE=prod".into()]),
+            working_dir: Some("/app".into()),
+            user: Some("1000".into()),
+        }
+    }
+
+    fn service() -> ServiceSpec {
+        let mut s = samples::desired_with_services(1).services.remove(0);
+        s.command.clear();
+        s.env.clear();
+        s
+    }
+
+    #[test]
+    fn argv_follows_docker_override_rules() {
+        let img = image();
+        let mut s = service();
+        assert_eq!(argv(&s, &img), ["/entry", "serve"]);
+        s.command = vec!["debug".into()];
+        assert_eq!(argv(&s, &img), ["/entry", "debug"]);
+        s.entrypoint = vec!["/bin/sh".into()];
+        s.command.clear();
+        assert_eq!(argv(&s, &img), ["/bin/sh"]);
+        s.command = vec!["-c".into(), "true".into()];
+        assert_eq!(argv(&s, &img), ["/bin/sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn service_env_overrides_image_env() {
+        let mut s = service();
+        s.env = vec![("MODE".into(), "dev".into()), ("X".into(), "1".into())];
+        assert_eq!(environment(&s, &image()), ["PATH=/bin", "MODE=dev", "X=1"]);
+    }
+
+    #[test]
+    fn users_parse_as_ids_or_names() {
+        assert_eq!(
+            user(Some("1000:50")),
+            User::Id {
+                uid: 1000,
+                gid: 50,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            user(Some("7")),
+            User::Id {
+                uid: 7,
+                gid: 7,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(user(Some("www-data")), User::Name("www-data".into()));
+        assert!(matches!(user(None), User::Id { uid: 0, .. }));
+    }
+
+    #[test]
+    fn capabilities_add_drop_and_drop_all() {
+        let mut s = service();
+        s.cap_drop = vec!["net_raw".into()];
+        s.cap_add = vec!["SYS_TIME".into()];
+        let caps = capabilities(&s);
+        assert!(!caps.contains(&"CAP_NET_RAW".to_string()));
+        assert!(caps.contains(&"CAP_SYS_TIME".to_string()));
+        assert!(caps.contains(&"CAP_CHOWN".to_string()));
+        s.cap_drop = vec!["ALL".into()];
+        s.cap_add = vec!["NET_BIND_SERVICE".into()];
+        assert_eq!(capabilities(&s), ["CAP_NET_BIND_SERVICE"]);
+    }
+
+    #[test]
+    fn spec_stacks_layers_top_first_and_maps_limits_and_volumes() {
+        let mut s = service();
+        s.volumes = vec![VolumeMount {
+            source: VolumeSource::Named("data".into()),
+            target: "/data".into(),
+            read_only: true,
+        }];
+        let layout = ContainerLayout {
+            layers: vec!["/l/base".into(), "/l/top".into()],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volumes: "/v".into(),
+            log_max_bytes: 1 << 20,
+            log_keep: 2,
+        };
+        let spec = container_spec(&s, &image(), &layout);
+        match &spec.rootfs {
+            Rootfs::Overlay { lower, .. } => {
+                assert_eq!(lower, &[PathBuf::from("/l/top"), PathBuf::from("/l/base")])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(spec.resources.memory_max, Some(64 << 20));
+        assert_eq!(spec.resources.cpu_millicores, Some(250));
+        assert_eq!(spec.process.cwd, "/app");
+        assert_eq!(spec.hostname.as_deref(), Some("db"));
+        assert_eq!(spec.mounts[0].source, Some(PathBuf::from("/v/data")));
+        assert!(spec.mounts[0].options.contains(&"ro".to_string()));
+    }
+}

@@ -1,0 +1,411 @@
+//! `LinuxEngine`: the supervisor's `ContainerEngine` on a real device — images pulled into
+//! the content-addressed store (delta first), containers run by the `LinuxRuntime` on an
+//! overlay of the image's layers. Each service's container is named after the service; its
+//! upper/work dirs and a small `meta.json` (spec fingerprint, image) live in
+//! `<data>/containers/<service>/`, so a restarted agent can adopt what it finds.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use coracle_images::oci::{ImageConfig, RunConfig};
+use coracle_images::store::{write_atomic, Store, StoreConfig};
+use coracle_proto::{Condition, Digest, ImageRef, ServiceName, ServiceSpec};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::container_spec::{container_spec, ContainerLayout};
+use crate::pull::{host_platform, Puller, RegistryClient, RegistryEndpoint};
+use crate::reconcile::Fingerprint;
+use crate::runtime::cgroups::Condition as CgroupCondition;
+use crate::runtime::{ContainerId, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status};
+use crate::supervisor::{
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+};
+
+/// Everything the engine needs, all paths and addresses from the agent's config.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// The controller's registry (images whose reference names no registry).
+    pub registry: RegistryEndpoint,
+    pub runtime: RuntimeConfig,
+    pub store: StoreConfig,
+    pub delta_budget: u64,
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+}
+
+/// What is kept beside each container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ContainerMeta {
+    fingerprint: String,
+    image: Digest,
+}
+
+/// The Linux engine.
+#[derive(Debug)]
+pub struct LinuxEngine {
+    config: EngineConfig,
+    store: Store,
+    registry: RegistryClient,
+    runtime: LinuxRuntime,
+}
+
+fn fail(step: &'static str, object: impl ToString, reason: impl std::fmt::Display) -> EngineError {
+    EngineError {
+        step,
+        object: object.to_string(),
+        reason: format!("{reason:#}"),
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn container_id(service: &ServiceName) -> Result<ContainerId, EngineError> {
+    service
+        .as_str()
+        .parse()
+        .map_err(|e: crate::runtime::id::InvalidContainerId| fail("name container", service, e))
+}
+
+impl LinuxEngine {
+    /// Opens (and repairs) the image store and prepares the data dirs.
+    pub fn open(config: EngineConfig) -> Result<Self, EngineError> {
+        let store = Store::open(&config.data_dir.join("store"), config.store.clone())
+            .map_err(|e| fail("open image store", config.data_dir.display(), chain(&e)))?;
+        let registry = RegistryClient::new(config.registry.clone()).map_err(|e| {
+            fail(
+                "set up registry client",
+                &config.registry.base_url,
+                chain(&e),
+            )
+        })?;
+        for dir in ["containers", "volumes"] {
+            let path = config.data_dir.join(dir);
+            fs::create_dir_all(&path).map_err(|e| fail("create dir", path.display(), e))?;
+        }
+        let runtime = LinuxRuntime::new(config.runtime.clone());
+        Ok(Self {
+            config,
+            store,
+            registry,
+            runtime,
+        })
+    }
+
+    fn container_dir(&self, service: &ServiceName) -> PathBuf {
+        self.config
+            .data_dir
+            .join("containers")
+            .join(service.as_str())
+    }
+
+    fn meta(&self, service: &ServiceName) -> Option<ContainerMeta> {
+        let bytes = fs::read(self.container_dir(service).join("meta.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn run_config(&self, image: &Digest) -> Result<(Vec<PathBuf>, RunConfig), EngineError> {
+        let record = self
+            .store
+            .images()
+            .map_err(|e| fail("read image records", image, chain(&e)))?
+            .into_iter()
+            .find(|r| &r.manifest_digest == image)
+            .ok_or_else(|| fail("find image", image, "not in the store; pull it first"))?;
+        // The config blob was verified when it was stored under its digest.
+        let path = self
+            .store
+            .root()
+            .join("blobs/sha256")
+            .join(record.config_digest.hex());
+        let bytes = fs::read(&path).map_err(|e| fail("read image config", path.display(), e))?;
+        let config = ImageConfig::parse(&bytes)
+            .map_err(|e| fail("parse image config", path.display(), chain(&e)))?;
+        let layers = record
+            .layers
+            .iter()
+            .map(|l| self.store.layer_path(l))
+            .collect();
+        Ok((layers, config.config))
+    }
+
+    fn client_for(&self, image: &ImageRef) -> Result<Option<RegistryClient>, EngineError> {
+        if image.registry.is_empty() {
+            return Ok(None);
+        }
+        RegistryClient::new(RegistryEndpoint {
+            base_url: format!("https://{}", image.registry),
+            ca_pem: None,
+            token: None,
+        })
+        .map(Some)
+        .map_err(|e| fail("set up registry client", &image.registry, chain(&e)))
+    }
+}
+
+fn engine_status(status: Status, exit_code: Option<i32>, oom_killed: bool) -> EngineStatus {
+    match status {
+        Status::Created => EngineStatus::Created,
+        Status::Running => EngineStatus::Running,
+        _ => EngineStatus::Stopped {
+            exit_code,
+            oom_killed,
+        },
+    }
+}
+
+fn proto_condition(c: &CgroupCondition) -> Condition {
+    match c {
+        CgroupCondition::MissingController { controller } => Condition::CgroupControllerMissing {
+            controller: controller.clone(),
+        },
+        CgroupCondition::MissingFile { controller, file } => Condition::CgroupControllerMissing {
+            controller: format!("{controller} ({file})"),
+        },
+    }
+}
+
+impl ContainerEngine for LinuxEngine {
+    fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
+        let own = self.client_for(image)?;
+        let puller = Puller {
+            client: own.as_ref().unwrap_or(&self.registry),
+            store: &self.store,
+            platform: host_platform(),
+            delta_budget: self.config.delta_budget,
+        };
+        puller
+            .pull(&image.repository, &image.digest, &mut |_| {})
+            .map(|_| ())
+            .map_err(|e| fail("pull image", image, chain(&e)))
+    }
+
+    fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
+        let records = self
+            .store
+            .images()
+            .map_err(|e| fail("list images", "store", chain(&e)))?;
+        Ok(records.into_iter().map(|r| r.manifest_digest).collect())
+    }
+
+    fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError> {
+        for image in images {
+            self.store
+                .remove_image(image)
+                .map_err(|e| fail("remove image", image, chain(&e)))?;
+        }
+        // Layers no remaining image uses go now: flash space is scarce.
+        self.store
+            .gc(0)
+            .map_err(|e| fail("collect unused layers", "store", chain(&e)))?;
+        Ok(())
+    }
+
+    fn layers(&self) -> Result<Vec<Digest>, EngineError> {
+        self.store
+            .layers()
+            .map_err(|e| fail("list layers", "store", chain(&e)))
+    }
+
+    fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError> {
+        let id = container_id(&spec.name)?;
+        let (layers, run_config) = self.run_config(&spec.image.digest)?;
+        let dir = self.container_dir(&spec.name);
+        // A new container starts from a clean upper dir, as `docker run` does.
+        let _ = fs::remove_dir_all(&dir);
+        let layout = ContainerLayout {
+            layers,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            volumes: self.config.data_dir.join("volumes"),
+            log_max_bytes: self.config.log_max_bytes,
+            log_keep: self.config.log_keep,
+        };
+        for path in [&layout.upper, &layout.work] {
+            fs::create_dir_all(path).map_err(|e| fail("create dir", path.display(), e))?;
+        }
+        for volume in &spec.volumes {
+            if let coracle_proto::VolumeSource::Named(name) = &volume.source {
+                let path = layout.volumes.join(name);
+                fs::create_dir_all(&path).map_err(|e| fail("create volume", path.display(), e))?;
+            }
+        }
+        let meta = ContainerMeta {
+            fingerprint: hex(&fingerprint.0),
+            image: spec.image.digest,
+        };
+        let meta_path = dir.join("meta.json");
+        let json = serde_json::to_vec(&meta).map_err(|e| fail("encode meta", &spec.name, e))?;
+        write_atomic(&meta_path, &json).map_err(|e| fail("write", meta_path.display(), e))?;
+        let container = container_spec(spec, &run_config, &layout);
+        self.runtime
+            .create(&id, &container)
+            .map_err(|e| fail("create container", &spec.name, chain(&e)))?;
+        info!(service = %spec.name, image = %spec.image.digest, "container created");
+        Ok(())
+    }
+
+    fn start(&self, service: &ServiceName) -> Result<(), EngineError> {
+        let id = container_id(service)?;
+        match self.runtime.start(&id) {
+            Ok(()) | Err(RuntimeError::WrongStatus { .. }) => Ok(()),
+            Err(e) => Err(fail("start container", service, chain(&e))),
+        }
+    }
+
+    fn stop(&self, service: &ServiceName, grace: Duration) -> Result<(), EngineError> {
+        let id = container_id(service)?;
+        match self.runtime.stop(&id, grace) {
+            Ok(_) | Err(RuntimeError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(fail("stop container", service, chain(&e))),
+        }
+    }
+
+    fn delete(&self, service: &ServiceName) -> Result<(), EngineError> {
+        let id = container_id(service)?;
+        match self.runtime.delete(&id) {
+            Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+            Err(e) => return Err(fail("delete container", service, chain(&e))),
+        }
+        let dir = self.container_dir(service);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fail("remove container dir", dir.display(), e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<EngineContainer>, EngineError> {
+        let ids = self
+            .runtime
+            .list()
+            .map_err(|e| fail("list containers", "runtime", chain(&e)))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let Ok(service) = id.as_str().parse::<ServiceName>() else {
+                continue;
+            };
+            let Some(meta) = self.meta(&service) else {
+                warn!(container = %id, "container without meta.json: not ours to manage");
+                continue;
+            };
+            let Some(fingerprint) = parse_fingerprint(&meta.fingerprint) else {
+                continue;
+            };
+            let state = match self.runtime.state(&id) {
+                Ok(state) => state,
+                Err(RuntimeError::NotFound { .. }) => continue,
+                Err(e) => return Err(fail("read container state", &service, chain(&e))),
+            };
+            out.push(EngineContainer {
+                service,
+                fingerprint,
+                image: meta.image,
+                status: engine_status(state.status, state.exit_code, state.oom_killed),
+                conditions: state.conditions.iter().map(proto_condition).collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> Result<Vec<ContainerStats>, EngineError> {
+        let mut out = Vec::new();
+        for container in self.list()? {
+            if container.status != EngineStatus::Running {
+                continue;
+            }
+            let id = container_id(&container.service)?;
+            let Ok(state) = self.runtime.state(&id) else {
+                continue;
+            };
+            let cgroup = crate::runtime::cgroups::ContainerCgroup::from_paths(
+                state.cgroup_version,
+                &state.cgroup_paths,
+            );
+            let cpu_usage_usec = cgroup.cpu_usage_ns().map(|ns| ns / 1000).unwrap_or(0);
+            let memory_bytes = state
+                .cgroup_paths
+                .iter()
+                .flat_map(|p| [p.join("memory.current"), p.join("memory.usage_in_bytes")])
+                .find_map(|f| fs::read_to_string(f).ok())
+                .and_then(|t| crate::health::cgroup::memory_bytes(&t))
+                .unwrap_or(0);
+            out.push(ContainerStats {
+                service: container.service,
+                cpu_usage_usec,
+                memory_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    fn exec(
+        &self,
+        service: &ServiceName,
+        _argv: &[String],
+        _timeout: Duration,
+    ) -> Result<i32, EngineError> {
+        Err(fail(
+            "exec health check",
+            service,
+            "the runtime cannot exec into a running container yet; use an http or tcp check",
+        ))
+    }
+
+    fn logs_tail(
+        &self,
+        service: &ServiceName,
+        lines: u32,
+        max_bytes: u32,
+    ) -> Result<LogTail, EngineError> {
+        let id = container_id(service)?;
+        let path = self.runtime.log_path(&id);
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogTail::default()),
+            Err(e) => return Err(fail("open log", path.display(), e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| fail("read log", path.display(), e))?
+            .len();
+        let start = len.saturating_sub(u64::from(max_bytes));
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| fail("read log", path.display(), e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| fail("read log", path.display(), e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let mut all: Vec<&str> = text.lines().collect();
+        if start > 0 && !all.is_empty() {
+            all.remove(0); // the first line was cut by the byte bound
+        }
+        let keep = all.len().saturating_sub(lines as usize);
+        Ok(LogTail {
+            truncated: start > 0 || keep > 0,
+            lines: all[keep..].iter().map(|l| l.to_string()).collect(),
+        })
+    }
+}
+
+fn parse_fingerprint(text: &str) -> Option<Fingerprint> {
+    let digest = Digest::from_hex(text).ok()?;
+    Some(Fingerprint(*digest.as_bytes()))
+}
