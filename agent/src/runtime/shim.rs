@@ -198,9 +198,10 @@ impl Shim {
         let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
         let log_pipes = match spec.stdio {
             Stdio::Inherit => None,
-            Stdio::Logs { .. } => Some((
+            Stdio::Logs { max_bytes, keep } => Some((
                 pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
                 pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
+                (max_bytes, keep),
             )),
         };
         let rootfs = dir.join("rootfs");
@@ -209,8 +210,8 @@ impl Shim {
             rootfs: &rootfs,
             nodes,
             netns,
-            stdout: log_pipes.as_ref().map(|((_, w), _)| w),
-            stderr: log_pipes.as_ref().map(|(_, (_, w))| w),
+            stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
+            stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
         let pid = process::clone_init(init::clone_flags(&spec.network), || {
@@ -224,12 +225,9 @@ impl Shim {
         })
         .map_err(ShimError::Clone)?;
         drop((report_w, go_r));
-        let logs = log_pipes.map(|((out_r, _), (err_r, _))| {
-            let Stdio::Logs { max_bytes, keep } = spec.stdio else {
-                unreachable!("log pipes exist only for Stdio::Logs")
-            };
-            (out_r, err_r, max_bytes, keep)
-        });
+        // Dropping the write ends here leaves the init the only writer: EOF comes with its exit.
+        let logs = log_pipes
+            .map(|((out_r, _), (err_r, _), (max_bytes, keep))| (out_r, err_r, max_bytes, keep));
         let mut shim = Shim {
             dir: dir.to_owned(),
             state: ContainerState {
