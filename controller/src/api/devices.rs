@@ -41,7 +41,7 @@ pub struct RetagRequest {
 }
 
 /// `GET /api/v1/devices/{id}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeviceDetail {
     pub device: DeviceRecord,
     pub reported: Option<ReportedState>,
