@@ -1,5 +1,7 @@
 //! The embedded broker's per-device authentication and topic authorization, exercised with a
 //! real MQTT client (rumqttc over TLS) against the real `coracle serve`.
+// Helpers outside #[test] functions unwrap too; a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! Restart without losing state: devices, credentials and desired states survive, and the
 //! controller republishes every desired state (the embedded broker's retained messages do
 //! not survive a restart).
+// Helpers outside #[test] functions unwrap too; a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
