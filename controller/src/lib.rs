@@ -23,6 +23,7 @@ pub mod config;
 pub mod datadir;
 pub mod fleet;
 pub mod ingest;
+pub mod registry;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -17,6 +17,7 @@ use crate::config::ServeConfig;
 use crate::datadir::{write_public, DataDir};
 use crate::fleet::{EnrolmentInfo, Fleet};
 use crate::ingest;
+use crate::registry::{BlobStore, Registry};
 use crate::secrets::Secrets;
 use crate::store::Store;
 
@@ -37,6 +38,8 @@ pub enum ServeError {
     Client(#[from] crate::broker::client::ClientError),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("cannot listen for {what} on {addr}")]
     Bind {
         what: &'static str,
@@ -156,7 +159,21 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             addr: config.api.listen,
             source,
         })?;
-    let registry_url = format!("http://{host}:{}", config.registry.listen.port());
+    let registry_listener = bind("registry", config.registry.listen).await?;
+    let registry_addr = registry_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            what: "registry",
+            addr: config.registry.listen,
+            source,
+        })?;
+    let registry_url = format!("http://{host}:{}", registry_addr.port());
+    let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
+    let registry = Registry::open(
+        dir.root().join("registry"),
+        blobs,
+        Arc::from(secrets.admin_token.as_str()),
+    )?;
 
     let access: Arc<dyn DeviceAccess> = credentials.clone();
     let fleet = Fleet::new(
@@ -168,7 +185,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             device_broker_url: device_url.to_string(),
             ca_pem: secrets.ca_pem.clone(),
             registry_url,
-            registry_token: None,
+            registry_token: Some(secrets.admin_token.clone()),
         },
     );
     let republished = fleet.republish_desired().await?;
@@ -182,14 +199,30 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     };
     write_public(&dir.api_url(), format!("http://{api_addr}\n").as_bytes())?;
     announce("api", api_addr);
+    announce("registry", registry_addr);
 
     // 5. Serve until a signal, then stop in reverse order.
+    let registry_task = tokio::spawn(api::serve(
+        registry_listener,
+        crate::registry::router(registry),
+        wait_for(stop.clone()),
+    ));
     api::serve(api_listener, api::router(state), wait_for(stop.clone()))
         .await
         .map_err(|source| ServeError::Serve {
             what: "api",
             source,
         })?;
+    match registry_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => {
+            return Err(ServeError::Serve {
+                what: "registry",
+                source,
+            })
+        }
+        Err(err) => tracing::warn!(error = %err, "registry task ended abnormally"),
+    }
     client.disconnect().await;
     ingest_task.abort();
     if let Some(broker) = embedded {

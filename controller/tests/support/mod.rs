@@ -23,6 +23,7 @@ pub struct Controller {
     pub broker: SocketAddr,
     pub broker_tls: SocketAddr,
     pub api: SocketAddr,
+    pub registry: SocketAddr,
 }
 
 pub fn data_dir(dir: &Path) -> PathBuf {
@@ -55,8 +56,8 @@ impl Controller {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut broker, mut broker_tls, mut api) = (None, None, None);
-        while api.is_none() {
+        let (mut broker, mut broker_tls, mut api, mut registry) = (None, None, None, None);
+        while registry.is_none() {
             let line = lines
                 .next()
                 .expect("coracle serve exited before listening")
@@ -68,6 +69,8 @@ impl Controller {
                 broker = Some(addr(&line));
             } else if line.starts_with("api listening on ") {
                 api = Some(addr(&line));
+            } else if line.starts_with("registry listening on ") {
+                registry = Some(addr(&line));
             }
         }
         // Keep draining stdout so the controller never blocks on a full pipe.
@@ -78,11 +81,16 @@ impl Controller {
             broker: broker.unwrap(),
             broker_tls: broker_tls.unwrap(),
             api: api.unwrap(),
+            registry: registry.unwrap(),
         }
     }
 
     pub fn data_dir(&self) -> PathBuf {
         data_dir(self.dir.path())
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap()
     }
 
     /// Runs the real CLI against this controller.
