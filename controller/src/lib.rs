@@ -24,6 +24,7 @@ pub mod datadir;
 pub mod fleet;
 pub mod ingest;
 pub mod registry;
+pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod store;
