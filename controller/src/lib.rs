@@ -19,6 +19,7 @@
 pub mod api;
 pub mod broker;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod datadir;
 pub mod fleet;
