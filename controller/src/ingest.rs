@@ -173,6 +173,7 @@ pub async fn run(
     store: Arc<Store>,
     mut inbound: mpsc::Receiver<Inbound>,
     notify: tokio::sync::broadcast::Sender<Ingested>,
+    counters: Arc<crate::metrics::IngestCounters>,
 ) {
     let mut limiter = LogLimiter::new(Duration::from_secs(60), 10);
     while let Some(msg) = inbound.recv().await {
@@ -181,12 +182,14 @@ pub async fn run(
         match result {
             Ok(Ingested::Ignored) => {}
             Ok(done) => {
+                counters.stored();
                 if let Ingested::Presence { device, online } = &done {
                     tracing::info!(device = %device, online, "device presence changed");
                 }
                 let _ = notify.send(done);
             }
             Err(err) => {
+                counters.dropped();
                 let (log, dropped) = limiter.allow(Instant::now());
                 if log {
                     tracing::warn!(topic = %msg.topic, error = %format!("{err:#}"), suppressed = dropped, "device message dropped");

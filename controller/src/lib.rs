@@ -24,6 +24,7 @@ pub mod config;
 pub mod datadir;
 pub mod fleet;
 pub mod ingest;
+pub mod metrics;
 pub mod registry;
 pub mod rollout;
 pub mod secrets;

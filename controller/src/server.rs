@@ -191,11 +191,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let republished = fleet.republish_desired().await?;
     tracing::info!(count = republished, "desired states republished");
     let (notify, _) = broadcast::channel(1024);
-    let ingest_task = tokio::spawn(ingest::run(store.clone(), inbound, notify.clone()));
+    let counters = Arc::new(crate::metrics::IngestCounters::default());
+    let ingest_task = tokio::spawn(ingest::run(
+        store.clone(),
+        inbound,
+        notify.clone(),
+        counters.clone(),
+    ));
 
     let state = AppState {
         fleet,
         admin_token: Arc::from(secrets.admin_token.as_str()),
+        counters,
     };
     write_public(&dir.api_url(), format!("http://{api_addr}\n").as_bytes())?;
     announce("api", api_addr);

@@ -80,6 +80,19 @@ async fn device_uses_its_own_topics_and_the_controller_stores_what_it_sends() {
     .await;
     assert_eq!(stored.reported.unwrap().device, boot.device);
     driver.abort();
+
+    // Prometheus sees the device online and the two stored messages.
+    let metrics = ureq::get(&format!("http://{}/metrics", controller.api))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(metrics.contains("coracle_devices_online 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("coracle_ingest_messages_total 2\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

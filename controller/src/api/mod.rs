@@ -23,6 +23,7 @@ pub use error::{ApiError, ErrorBody};
 pub struct AppState {
     pub fleet: Fleet,
     pub admin_token: std::sync::Arc<str>,
+    pub counters: std::sync::Arc<crate::metrics::IngestCounters>,
 }
 
 /// Parses a JSON body, naming what was wrong in a 400.
@@ -40,8 +41,15 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/health", get(devices::health))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state);
-    Router::new().nest("/api/v1", api)
+        .with_state(state.clone());
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .nest("/api/v1", api)
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
+    Ok(crate::metrics::render(&state.fleet.store, &state.counters)?)
 }
 
 async fn not_found() -> ApiError {
