@@ -202,20 +202,10 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewDevice;
     use coracle_proto::samples;
 
     fn setup() -> (Store, DeviceId) {
-        let store = Store::in_memory().unwrap();
-        let id = samples::device();
-        store
-            .add_device(&NewDevice {
-                id: id.clone(),
-                tags: Default::default(),
-                password_sha256: [0; 32],
-            })
-            .unwrap();
-        (store, id)
+        Store::with_test_device(samples::device().as_str())
     }
 
     fn msg(kind: TopicKind, device: &DeviceId, payload: Vec<u8>) -> Inbound {

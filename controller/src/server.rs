@@ -68,10 +68,15 @@ fn announce(what: &str, addr: impl std::fmt::Display) {
     let _ = out.flush();
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { what, addr, source })
+/// Binds a listener and returns it with its bound address (port 0 resolved).
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let err = |source| ServeError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -151,22 +156,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let inbound = client.subscribe_devices(4096).await?;
 
     // 4. Listeners for the API (and the registry, whose URL goes into bootstrap files).
-    let api_listener = bind("api", config.api.listen).await?;
-    let api_addr = api_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            what: "api",
-            addr: config.api.listen,
-            source,
-        })?;
-    let registry_listener = bind("registry", config.registry.listen).await?;
-    let registry_addr = registry_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            what: "registry",
-            addr: config.registry.listen,
-            source,
-        })?;
+    let (api_listener, api_addr) = bind("api", config.api.listen).await?;
+    let (registry_listener, registry_addr) = bind("registry", config.registry.listen).await?;
     let registry_url = format!("http://{host}:{}", registry_addr.port());
     let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
     let registry = Registry::open(

@@ -89,6 +89,21 @@ impl Store {
         })
     }
 
+    /// An in-memory store holding one device, for tests of the layers above.
+    #[cfg(test)]
+    pub fn with_test_device(id: &str) -> (Self, coracle_proto::DeviceId) {
+        let store = Self::in_memory().expect("in-memory SQLite opens");
+        let id: coracle_proto::DeviceId = id.parse().expect("test device id is valid");
+        store
+            .add_device(&NewDevice {
+                id: id.clone(),
+                tags: Default::default(),
+                password_sha256: [0; 32],
+            })
+            .expect("fresh store accepts the device");
+        (store, id)
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back on drop), so a poisoned lock is still safe to use.

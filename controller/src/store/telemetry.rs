@@ -214,20 +214,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewDevice;
     use coracle_proto::EventKind;
 
     fn store_with(id: &str) -> (Store, DeviceId) {
-        let store = Store::in_memory().unwrap();
-        let id: DeviceId = id.parse().unwrap();
-        store
-            .add_device(&NewDevice {
-                id: id.clone(),
-                tags: Default::default(),
-                password_sha256: [0; 32],
-            })
-            .unwrap();
-        (store, id)
+        Store::with_test_device(id)
     }
 
     #[test]
