@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 use crate::broker::Inbound;
 use crate::store::{now_unix, Store, StoreError};
 
-/// What one inbound message became.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one inbound message became (also what the SSE stream sends).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Ingested {
     Reported {
         device: DeviceId,

@@ -194,6 +194,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         fleet,
         admin_token: Arc::from(secrets.admin_token.as_str()),
         counters,
+        events: notify,
     };
     write_public(&dir.api_url(), format!("http://{api_addr}\n").as_bytes())?;
     announce("api", api_addr);

@@ -42,6 +42,26 @@ async fn suback(
 async fn device_uses_its_own_topics_and_the_controller_stores_what_it_sends() {
     let controller = Controller::start();
     let boot = controller.enrol("pi-a");
+
+    // An operator watches the SSE stream of fleet events from before the device speaks.
+    let stream_url = format!("http://{}/api/v1/events/stream", controller.api);
+    let token = controller.admin_token();
+    let response = ureq::get(&stream_url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    let watcher = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.unwrap();
+            if line.starts_with("data:") && line.contains("\"kind\":\"reported\"") {
+                return line;
+            }
+        }
+        panic!("SSE stream ended without a reported event");
+    });
+
     let (client, mut el) = connect_device(controller.broker_tls, &boot).await.unwrap();
     let desired = TopicKind::Desired.for_device(&boot.device);
     assert!(matches!(
@@ -80,6 +100,11 @@ async fn device_uses_its_own_topics_and_the_controller_stores_what_it_sends() {
     .await;
     assert_eq!(stored.reported.unwrap().device, boot.device);
     driver.abort();
+    let line = tokio::time::timeout(support::TIMEOUT, watcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(line.contains("pi-a"), "{line}");
 
     // Prometheus sees the device online and the two stored messages.
     let metrics = ureq::get(&format!("http://{}/metrics", controller.api))

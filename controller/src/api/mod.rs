@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod error;
+pub mod stream;
 
 use std::future::Future;
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub fleet: Fleet,
     pub admin_token: std::sync::Arc<str>,
     pub counters: std::sync::Arc<crate::metrics::IngestCounters>,
+    /// Every stored device message, for the SSE stream.
+    pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
 }
 
 /// Parses a JSON body, naming what was wrong in a 400.
@@ -39,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/tags", patch(devices::retag))
         .route("/devices/{id}/events", get(devices::events))
         .route("/devices/{id}/health", get(devices::health))
+        .route("/events/stream", get(stream::fleet_events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone());
