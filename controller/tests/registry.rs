@@ -159,3 +159,42 @@ fn registry_refuses_missing_credentials_and_wrong_digests() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[test]
+fn chunked_upload_assembles_the_blob_and_reports_progress() {
+    let controller = Controller::start();
+    let base = format!("http://{}", controller.registry);
+    let token = format!("Bearer {}", controller.admin_token());
+    let started = agent()
+        .post(&format!("{base}/v2/app/blobs/uploads/"))
+        .header("Authorization", &token)
+        .send_empty()
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let mut range = String::new();
+    for chunk in [&b"first chunk, "[..], &b"second chunk"[..]] {
+        let response = agent()
+            .patch(&format!("{base}{location}"))
+            .header("Authorization", &token)
+            .send(chunk)
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        range = response.headers()["range"].to_str().unwrap().to_string();
+    }
+    let whole = b"first chunk, second chunk";
+    assert_eq!(range, format!("0-{}", whole.len() - 1));
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(whole)));
+    let done = agent()
+        .put(&format!("{base}{location}?digest={digest}"))
+        .header("Authorization", &token)
+        .send_empty()
+        .unwrap();
+    assert_eq!(done.status(), 201);
+    let mut blob = agent()
+        .get(&format!("{base}/v2/app/blobs/{digest}"))
+        .header("Authorization", &token)
+        .call()
+        .unwrap();
+    assert_eq!(blob.body_mut().read_to_vec().unwrap(), whole.to_vec());
+}
