@@ -1,3 +1,32 @@
-//! Coracle controller: keeps the fleet's state, serves images, drives rollouts.
+//! Coracle controller (`coracle`): keeps the fleet's state, runs or uses an MQTT broker,
+//! enrols devices and drives their desired state.
 //!
-//! Built out by issue 5; today only the command-line shell exists.
+//! - [`server::serve`] starts everything from a [`config::ServeConfig`] as numbered steps.
+//! - [`store::Store`]: SQLite (WAL) with migrations; the source of truth. Desired states are
+//!   republished from it at every start, because broker-retained messages may be lost.
+//! - [`broker`]: per-device credentials ([`broker::Credentials`]), the pure topic ACL
+//!   ([`broker::acl`]), the embedded `mqtt5` broker and the controller's own client; the
+//!   [`broker::DeviceAccess`] trait is the seam for an external broker.
+//! - [`fleet::Fleet`]: enrolment (bootstrap bundles), removal (revoke + evict), tags.
+//! - [`ingest`]: decodes reported/health/events/online into the store; malformed bodies are
+//!   logged rate-limited and dropped.
+//! - [`api`]: axum JSON API under `/api/v1` with an admin token; [`cli`]: the operator CLI.
+//!
+//! Limits: one SQLite connection behind a mutex (fine for thousands of devices, not for
+//! write-heavy fleets of 100k); device auth is password over TLS (client certificates are
+//! in the bootstrap format but not issued yet).
+
+pub mod api;
+pub mod broker;
+pub mod cli;
+pub mod compose;
+pub mod config;
+pub mod datadir;
+pub mod fleet;
+pub mod ingest;
+pub mod metrics;
+pub mod registry;
+pub mod rollout;
+pub mod secrets;
+pub mod server;
+pub mod store;

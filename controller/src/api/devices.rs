@@ -1,0 +1,130 @@
+//! Device endpoints: enrol, list, show, retag, remove. Handlers parse, call `Fleet`,
+//! serialize.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use coracle_proto::{Bootstrap, DeviceId, ReportedState};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::{parse_json, AppState};
+use crate::store::{DeviceRecord, HealthPoint, StoredEvent};
+
+/// `POST /api/v1/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddDeviceRequest {
+    pub id: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The answer to an enrolment: the record and the bootstrap bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddDeviceResponse {
+    pub device: DeviceRecord,
+    pub bootstrap: Bootstrap,
+}
+
+/// `PATCH /api/v1/devices/{id}/tags`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetagRequest {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `GET /api/v1/devices/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    pub device: DeviceRecord,
+    pub reported: Option<ReportedState>,
+}
+
+/// `?limit=` of the events endpoint.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub limit: Option<u32>,
+}
+
+pub(super) fn device_id(text: &str) -> Result<DeviceId, ApiError> {
+    text.parse()
+        .map_err(|err: coracle_proto::IdError| ApiError::bad_request(err.to_string()))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeviceRecord>>, ApiError> {
+    Ok(Json(state.fleet.store.list_devices()?))
+}
+
+pub async fn add(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<AddDeviceResponse>), ApiError> {
+    let request: AddDeviceRequest = parse_json(&body)?;
+    let id = device_id(&request.id)?;
+    let bootstrap = state.fleet.add_device(id.clone(), request.tags)?;
+    let device = state.fleet.store.device(&id)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AddDeviceResponse { device, bootstrap }),
+    ))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let id = device_id(&id)?;
+    let device = state.fleet.store.device(&id)?;
+    let reported = state.fleet.store.reported(&id)?;
+    Ok(Json(DeviceDetail { device, reported }))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = device_id(&id)?;
+    state.fleet.remove_device(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn retag(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<DeviceRecord>, ApiError> {
+    let id = device_id(&id)?;
+    let request: RetagRequest = parse_json(&body)?;
+    Ok(Json(state.fleet.retag_device(
+        &id,
+        &request.set,
+        &request.remove,
+    )?))
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<StoredEvent>>, ApiError> {
+    let id = device_id(&id)?;
+    state.fleet.store.device(&id)?;
+    let limit = query.limit.unwrap_or(100).min(1000);
+    Ok(Json(state.fleet.store.events(&id, limit)?))
+}
+
+pub async fn health(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<HealthPoint>>, ApiError> {
+    let id = device_id(&id)?;
+    state.fleet.store.device(&id)?;
+    Ok(Json(state.fleet.store.health_history(&id)?))
+}

@@ -1,0 +1,133 @@
+//! `ApiError`: every failure an API handler can return, and the one place that maps them
+//! to HTTP statuses and the JSON error body `{"error": {"code", "message"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::FleetError;
+use crate::store::StoreError;
+
+/// An API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("bad request: {message}")]
+    BadRequest { message: String },
+    #[error(transparent)]
+    Fleet(FleetError),
+}
+
+/// The error body every endpoint returns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::from(FleetError::Store(err))
+    }
+}
+
+impl From<FleetError> for ApiError {
+    fn from(err: FleetError) -> Self {
+        match err {
+            FleetError::Store(StoreError::DeviceNotFound { device }) => ApiError::NotFound {
+                what: format!("device {device}"),
+            },
+            FleetError::Store(StoreError::DeviceExists { device }) => ApiError::Conflict {
+                what: format!("device {device}"),
+            },
+            FleetError::InvalidTag { .. } => ApiError::BadRequest {
+                message: err.to_string(),
+            },
+            other => ApiError::Fleet(other),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Fleet(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(
+                error = format!("{:#}", anyhow_chain(&self)),
+                "API request failed"
+            );
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: anyhow_chain(&self),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The error and its causes, `: `-separated, for operators reading one line.
+fn anyhow_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        let not_found: ApiError = StoreError::DeviceNotFound {
+            device: "pi".into(),
+        }
+        .into();
+        assert_eq!(not_found.status_and_code().0, StatusCode::NOT_FOUND);
+        let exists: ApiError = StoreError::DeviceExists {
+            device: "pi".into(),
+        }
+        .into();
+        assert_eq!(exists.status_and_code().0, StatusCode::CONFLICT);
+        let schema: ApiError = StoreError::NewerSchema { found: 9, known: 1 }.into();
+        assert_eq!(
+            schema.status_and_code().0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}

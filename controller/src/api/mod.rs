@@ -1,0 +1,96 @@
+//! The HTTP JSON API under `/api/v1`, authenticated by the admin token (`Authorization:
+//! Bearer <token>`). Handlers parse, call `Fleet`, serialize; errors become responses in
+//! `error::ApiError`'s one `IntoResponse` impl.
+
+pub mod devices;
+pub mod error;
+pub mod stream;
+
+use std::future::Future;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, patch};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::fleet::Fleet;
+pub use error::{ApiError, ErrorBody};
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub fleet: Fleet,
+    pub admin_token: std::sync::Arc<str>,
+    pub counters: std::sync::Arc<crate::metrics::IngestCounters>,
+    /// Every stored device message, for the SSE stream.
+    pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
+}
+
+/// Parses a JSON body, naming what was wrong in a 400.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| ApiError::bad_request(format!("JSON body: {err}")))
+}
+
+/// The API routes.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/devices", get(devices::list).post(devices::add))
+        .route("/devices/{id}", get(devices::show).delete(devices::remove))
+        .route("/devices/{id}/tags", patch(devices::retag))
+        .route("/devices/{id}/events", get(devices::events))
+        .route("/devices/{id}/health", get(devices::health))
+        .route("/events/stream", get(stream::fleet_events))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state.clone());
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .nest("/api/v1", api)
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
+    Ok(crate::metrics::render(&state.fleet.store, &state.counters)?)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        what: "API route".into(),
+    }
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
+            Ok(next.run(request).await)
+        }
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

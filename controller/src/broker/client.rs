@@ -1,0 +1,179 @@
+//! `ControllerClient`: the controller's own MQTT connection (to the embedded or an external
+//! broker). It publishes desired states retained, subscribes to every device's
+//! device-to-controller topics and hands inbound messages to a channel: the MQTT callback
+//! never waits on the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coracle_proto::topic::Direction;
+use coracle_proto::{DeviceId, TopicKind};
+use mqtt5::{ConnectOptions, MqttClient, PublishOptions, QoS, SubscribeOptions};
+use tokio::sync::mpsc;
+
+use super::acl::CONTROLLER_USER;
+use super::BrokerUrl;
+
+/// Why an MQTT operation of the controller failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the MQTT broker at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: mqtt5::MqttError,
+    },
+    #[error("cannot subscribe to {filter}")]
+    Subscribe {
+        filter: String,
+        #[source]
+        source: mqtt5::MqttError,
+    },
+    #[error("cannot publish to {topic}")]
+    Publish {
+        topic: String,
+        #[source]
+        source: mqtt5::MqttError,
+    },
+}
+
+/// One message from a device, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// The controller's MQTT connection.
+#[derive(Clone)]
+pub struct ControllerClient {
+    client: Arc<MqttClient>,
+    url: BrokerUrl,
+    password: String,
+}
+
+impl std::fmt::Debug for ControllerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerClient")
+            .field("url", &self.url.to_string())
+            .finish()
+    }
+}
+
+fn options(client_id: &str, password: &str, clean: bool) -> ConnectOptions {
+    ConnectOptions::new(client_id)
+        .with_credentials(CONTROLLER_USER, password)
+        .with_clean_start(clean)
+        .with_keep_alive(Duration::from_secs(30))
+}
+
+fn qos(kind: TopicKind) -> QoS {
+    match kind.qos() {
+        0 => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+impl ControllerClient {
+    /// Connects as the controller user.
+    pub async fn connect(url: &BrokerUrl, password: &str) -> Result<Self, ClientError> {
+        let client = MqttClient::with_options(options(CONTROLLER_USER, password, true));
+        client
+            .connect_with_options(&url.to_string(), options(CONTROLLER_USER, password, true))
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            client: Arc::new(client),
+            url: url.clone(),
+            password: password.to_string(),
+        })
+    }
+
+    /// Subscribes to every device-to-controller topic of every device; messages go to
+    /// the returned channel (bounded: a flood is dropped here, not buffered without end).
+    pub async fn subscribe_devices(
+        &self,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<Inbound>, ClientError> {
+        let (tx, rx) = mpsc::channel(capacity);
+        for kind in TopicKind::ALL {
+            if kind.direction() != Direction::DeviceToController {
+                continue;
+            }
+            let filter = kind.for_all_devices();
+            let tx = tx.clone();
+            let subscribe = SubscribeOptions {
+                qos: qos(kind),
+                ..SubscribeOptions::default()
+            };
+            self.client
+                .subscribe_with_options(filter.clone(), subscribe, move |msg| {
+                    let inbound = Inbound {
+                        topic: msg.topic,
+                        payload: msg.payload,
+                    };
+                    if tx.try_send(inbound).is_err() {
+                        tracing::debug!("ingest queue full, device message dropped");
+                    }
+                })
+                .await
+                .map_err(|source| ClientError::Subscribe { filter, source })?;
+        }
+        Ok(rx)
+    }
+
+    /// Publishes an encoded `Signed<DesiredState>` retained on the device's desired topic.
+    pub async fn publish_desired(
+        &self,
+        device: &DeviceId,
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let kind = TopicKind::Desired;
+        let topic = kind.for_device(device);
+        let opts = PublishOptions {
+            qos: qos(kind),
+            retain: kind.retained(),
+            ..PublishOptions::default()
+        };
+        self.client
+            .publish_with_options(topic.clone(), body, opts)
+            .await
+            .map(|_| ())
+            .map_err(|source| ClientError::Publish { topic, source })
+    }
+
+    /// Clears a removed device's retained desired state.
+    pub async fn clear_desired(&self, device: &DeviceId) -> Result<(), ClientError> {
+        self.publish_desired(device, Vec::new()).await
+    }
+
+    /// Cuts a device off: connects with its client id, which makes the broker close the
+    /// device's session (MQTT session takeover, which every broker implements), then leaves.
+    /// Its credentials must already be revoked, so it cannot come back.
+    pub async fn evict(&self, device: &DeviceId) -> Result<(), ClientError> {
+        let opts = options(device.as_str(), &self.password, true);
+        let evictor = MqttClient::with_options(opts.clone());
+        let url = self.url.to_string();
+        evictor
+            .connect_with_options(&url, opts)
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        if let Err(err) = evictor.disconnect().await {
+            tracing::debug!(device = %device, error = %err, "evictor disconnect failed");
+        }
+        Ok(())
+    }
+
+    /// Disconnects cleanly.
+    pub async fn disconnect(&self) {
+        if let Err(err) = self.client.disconnect().await {
+            tracing::debug!(error = %err, "controller MQTT disconnect failed");
+        }
+    }
+}

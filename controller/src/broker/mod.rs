@@ -1,0 +1,109 @@
+//! The MQTT side of the controller: who may connect and touch which topic (`credentials`,
+//! `acl`), the embedded broker (`embedded`), and the controller's own client (`client`).
+//!
+//! Everything outside this module speaks `coracle-proto` types; no `mqtt5` type leaks out.
+//! The broker is behind `DeviceAccess`, so an external broker (`--broker URL`) only needs
+//! its own way to grant and revoke device credentials.
+
+pub mod acl;
+pub mod client;
+pub mod credentials;
+pub mod embedded;
+
+use std::fmt;
+
+use coracle_proto::DeviceId;
+
+pub use client::{ControllerClient, Inbound};
+pub use credentials::{password_sha256, Credentials};
+pub use embedded::{EmbeddedBroker, EmbeddedBrokerSettings};
+
+/// What the controller needs from whichever broker carries device traffic: to give a
+/// device its credentials and to take them away.
+pub trait DeviceAccess: Send + Sync + fmt::Debug {
+    fn grant(&self, device: &DeviceId, password_sha256: [u8; 32]);
+    fn revoke(&self, device: &DeviceId);
+}
+
+impl DeviceAccess for Credentials {
+    fn grant(&self, device: &DeviceId, password_sha256: [u8; 32]) {
+        Credentials::grant(self, device.clone(), password_sha256);
+    }
+    fn revoke(&self, device: &DeviceId) {
+        Credentials::revoke(self, device);
+    }
+}
+
+/// Why a broker URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerUrlError {
+    #[error("broker URL {url:?} must start with mqtt:// or mqtts://")]
+    Scheme { url: String },
+    #[error("broker URL {url:?} must be scheme://host:port")]
+    HostPort { url: String },
+}
+
+/// `mqtt://host:port` or `mqtts://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<Self, BrokerUrlError> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(BrokerUrlError::Scheme { url: url.into() });
+        };
+        let host_port = || BrokerUrlError::HostPort { url: url.into() };
+        let (host, port) = rest.rsplit_once(':').ok_or_else(host_port)?;
+        let port = port.parse().map_err(|_| host_port())?;
+        if host.is_empty() || host.contains('/') {
+            return Err(host_port());
+        }
+        Ok(Self {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_and_print_back() {
+        for url in ["mqtt://127.0.0.1:1883", "mqtts://broker.example:8883"] {
+            assert_eq!(BrokerUrl::parse(url).unwrap().to_string(), url);
+        }
+        assert!(BrokerUrl::parse("mqtts://h:8883").unwrap().tls);
+    }
+
+    #[test]
+    fn bad_broker_urls_are_named() {
+        assert!(matches!(
+            BrokerUrl::parse("tcp://h:1"),
+            Err(BrokerUrlError::Scheme { .. })
+        ));
+        for bad in ["mqtt://h", "mqtt://:1", "mqtt://h:port", "mqtt://h:99999"] {
+            assert!(
+                matches!(BrokerUrl::parse(bad), Err(BrokerUrlError::HostPort { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `ApiClient`: the CLI's blocking HTTP client for `/api/v1`. API errors come back as the
+//! server's JSON error body, shown to the operator as `status: message`.
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::ApiArgs;
+use crate::api::ErrorBody;
+use crate::datadir::{read_text, DataDir};
+
+/// A configured API client.
+#[derive(Debug)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    /// From `--api`/`--token`, falling back to the files the controller writes.
+    pub fn from_args(args: &ApiArgs) -> anyhow::Result<Self> {
+        let dir = DataDir::existing(&args.data_dir);
+        let base = match &args.api {
+            Some(url) => url.clone(),
+            None => read_text(&dir.api_url())
+                .context("no --api given and the controller's API URL is unknown (is `coracle serve` running with this --data-dir?)")?,
+        };
+        let token = match &args.token {
+            Some(token) => token.clone(),
+            None => read_text(&dir.admin_token()).context("no --token given")?,
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Ok(Self {
+            base: base.trim().trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+            agent,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn finish<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Option<T>> {
+        let mut response =
+            response.with_context(|| format!("{what}: cannot reach {}", self.base))?;
+        let status = response.status();
+        if status == ureq::http::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let body = response
+            .body_mut()
+            .read_to_vec()
+            .with_context(|| format!("{what}: cannot read the response"))?;
+        if !status.is_success() {
+            match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(err) => bail!("{what}: {} ({status})", err.error.message),
+                Err(_) => bail!("{what}: HTTP {status}"),
+            }
+        }
+        let value = serde_json::from_slice(&body)
+            .with_context(|| format!("{what}: the API answered with unexpected JSON"))?;
+        Ok(Some(value))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> anyhow::Result<T> {
+        let response = self
+            .agent
+            .get(&self.url(path))
+            .header("Authorization", &self.auth())
+            .call();
+        self.finish(what, response)?
+            .with_context(|| format!("{what}: empty response"))
+    }
+
+    pub fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let url = self.url(path);
+        let request = match method {
+            "POST" => self.agent.post(&url),
+            "PATCH" => self.agent.patch(&url),
+            "PUT" => self.agent.put(&url),
+            other => bail!("unsupported method {other}"),
+        };
+        let response = request
+            .header("Authorization", &self.auth())
+            .send_json(body);
+        self.finish(what, response)?
+            .with_context(|| format!("{what}: empty response"))
+    }
+
+    pub fn delete(&self, what: &str, path: &str) -> anyhow::Result<()> {
+        let response = self
+            .agent
+            .delete(&self.url(path))
+            .header("Authorization", &self.auth())
+            .call();
+        self.finish::<serde_json::Value>(what, response)?;
+        Ok(())
+    }
+}

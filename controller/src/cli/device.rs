@@ -1,0 +1,121 @@
+//! `coracle device add|ls|show|rm|tag`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use super::{ApiArgs, ApiClient};
+use crate::api::devices::{AddDeviceRequest, AddDeviceResponse, RetagRequest};
+use crate::datadir::write_private;
+use crate::store::DeviceRecord;
+
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(subcommand)]
+    command: DeviceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Enrol a device and write its bootstrap file (mode 0600).
+    Add {
+        /// Device id: lowercase letters, digits and '-'.
+        name: String,
+        /// Tag as key=value; repeatable.
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Where to write the bootstrap file (default: NAME.bootstrap.toml).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// List devices.
+    Ls,
+    /// Show one device with its reported state (JSON).
+    Show { name: String },
+    /// Remove a device and cut it off the broker.
+    Rm { name: String },
+    /// Set tags (key=value) and remove tags (-key).
+    Tag {
+        name: String,
+        /// `key=value` to set, `-key` to remove.
+        #[arg(required = true, allow_hyphen_values = true)]
+        changes: Vec<String>,
+    },
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("tag {text:?} must be key=value"))?;
+    crate::fleet::check_tag(key, value).map_err(|err| err.to_string())?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
+    let api = ApiClient::from_args(&args.api)?;
+    match args.command {
+        DeviceCommand::Add { name, tags, out } => {
+            let request = AddDeviceRequest {
+                id: name.clone(),
+                tags: tags.into_iter().collect(),
+            };
+            let added: AddDeviceResponse = api.send("add device", "POST", "/devices", &request)?;
+            let path = out.unwrap_or_else(|| PathBuf::from(format!("{name}.bootstrap.toml")));
+            let text = toml::to_string(&added.bootstrap).context("cannot encode bootstrap file")?;
+            write_private(&path, text.as_bytes())?;
+            println!("device {name} enrolled; bootstrap file: {}", path.display());
+        }
+        DeviceCommand::Ls => {
+            let devices: Vec<DeviceRecord> = api.get("list devices", "/devices")?;
+            println!(
+                "{:<24} {:<8} {:>8} {:>8}  TAGS",
+                "ID", "ONLINE", "DESIRED", "APPLIED"
+            );
+            for d in devices {
+                let generation = |g: Option<u64>| g.map_or("-".to_string(), |g| g.to_string());
+                let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{:<24} {:<8} {:>8} {:>8}  {}",
+                    d.id.as_str(),
+                    if d.online { "yes" } else { "no" },
+                    generation(d.desired_generation),
+                    generation(d.applied_generation),
+                    tags.join(",")
+                );
+            }
+        }
+        DeviceCommand::Show { name } => {
+            let detail: serde_json::Value = api.get("show device", &format!("/devices/{name}"))?;
+            println!("{}", serde_json::to_string_pretty(&detail)?);
+        }
+        DeviceCommand::Rm { name } => {
+            api.delete("remove device", &format!("/devices/{name}"))?;
+            println!("device {name} removed and revoked");
+        }
+        DeviceCommand::Tag { name, changes } => {
+            let mut request = RetagRequest::default();
+            for change in changes {
+                if let Some(key) = change.strip_prefix('-') {
+                    request.remove.push(key.to_string());
+                } else if let Ok((key, value)) = parse_tag(&change) {
+                    request.set.insert(key, value);
+                } else {
+                    bail!("tag change {change:?} must be key=value or -key");
+                }
+            }
+            let record: DeviceRecord = api.send(
+                "tag device",
+                "PATCH",
+                &format!("/devices/{name}/tags"),
+                &request,
+            )?;
+            let tags: BTreeMap<_, _> = record.tags;
+            println!("{name}: {tags:?}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The `coracle` command line: `serve` runs the controller; the other subcommands are the
+//! operator's CLI and talk to the controller's HTTP API.
+
+mod api_client;
+mod device;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use api_client::ApiClient;
+
+/// Coracle controller and operator CLI.
+#[derive(Debug, Parser)]
+#[command(name = "coracle", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller: broker, registry, API.
+    Serve(serve::ServeArgs),
+    /// Enrol, list, tag and remove devices.
+    Device(device::DeviceArgs),
+}
+
+/// How CLI commands reach the API.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The controller's data directory (for its API URL and admin token).
+    #[arg(long, global = true, default_value = "coracle-data")]
+    pub data_dir: PathBuf,
+    /// API base URL, e.g. http://127.0.0.1:8080 (default: read from the data dir).
+    #[arg(long, global = true)]
+    pub api: Option<String>,
+    /// Admin token (default: read from the data dir).
+    #[arg(long, global = true)]
+    pub token: Option<String>,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Device(args) => device::run(args),
+    }
+}

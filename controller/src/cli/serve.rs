@@ -1,0 +1,43 @@
+//! `coracle serve`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::ServeConfig;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory (overrides the config file's `data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Use this external broker (mqtt://host:port or mqtts://host:port) instead of the
+    /// embedded one.
+    #[arg(long)]
+    pub broker: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => ServeConfig::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.broker {
+        config.broker.external_url = Some(url);
+    }
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(crate::server::serve(config))?;
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! The docker-compose subset Coracle deploys (DESIGN.md §7): parse with `serde_yaml`
+//! (unknown keys refused), then `to_specs` turns each service into a proto `ServiceSpec`,
+//! resolving `image` tags to digests through a caller-given function. Every error names
+//! the service, the field and, where the text shows it, the line.
+
+mod model;
+mod units;
+
+use std::collections::BTreeMap;
+
+use coracle_proto::{
+    Dependency, DependencyCondition, DeviceMapping, HealthCheck, HealthProbe, ImageRef,
+    NetworkMode, Resources, RestartPolicy, ServiceName, ServiceSpec, VolumeMount, VolumeSource,
+};
+
+pub use model::{ComposeFile, ComposeService};
+use model::{DependsOn, Environment, StringOrList};
+
+/// Why an app file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComposeError {
+    #[error("app file, line {line}: {message}")]
+    Syntax { line: usize, message: String },
+    #[error("app file, line {line}: service {service:?}, field {field}: {reason}")]
+    Field {
+        line: usize,
+        service: String,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("app file has no services")]
+    NoServices,
+}
+
+/// Parses the YAML text of an app.
+pub fn parse(text: &str) -> Result<ComposeFile, ComposeError> {
+    let file: ComposeFile = serde_yaml::from_str(text).map_err(|err| ComposeError::Syntax {
+        line: err.location().map_or(0, |l| l.line()),
+        message: err.to_string(),
+    })?;
+    if file.services.is_empty() {
+        return Err(ComposeError::NoServices);
+    }
+    Ok(file)
+}
+
+/// The 1-based line of `field:` inside `service:`'s block (0 when not found).
+fn line_of(text: &str, service: &str, field: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(&format!("{service}:")));
+    let Some(start) = start else { return 0 };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let service_indent = indent(lines[start]);
+    for (i, line) in lines.iter().enumerate().skip(start + 1) {
+        if !line.trim().is_empty() && indent(line) <= service_indent {
+            break;
+        }
+        if line.trim_start().starts_with(&format!("{field}:")) {
+            return i + 1;
+        }
+    }
+    start + 1
+}
+
+/// Converts every service into a `ServiceSpec`. `resolve` pins an `image:` value to a
+/// digest (the controller asks its registry); its error text is shown under `image`.
+pub fn to_specs(
+    text: &str,
+    file: &ComposeFile,
+    resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
+) -> Result<Vec<ServiceSpec>, ComposeError> {
+    file.services
+        .iter()
+        .map(|(name, service)| {
+            let field_error = |field: &'static str, reason: String| ComposeError::Field {
+                line: line_of(text, name, field),
+                service: name.clone(),
+                field,
+                reason,
+            };
+            to_spec(name, service, resolve, &file.services).map_err(|(f, r)| field_error(f, r))
+        })
+        .collect()
+}
+
+type FieldResult<T> = Result<T, (&'static str, String)>;
+
+fn to_spec(
+    name: &str,
+    s: &ComposeService,
+    resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
+    all: &BTreeMap<String, ComposeService>,
+) -> FieldResult<ServiceSpec> {
+    let service_name: ServiceName = name
+        .parse()
+        .map_err(|e: coracle_proto::IdError| ("name", e.to_string()))?;
+    let image = resolve(&s.image).map_err(|e| ("image", e))?;
+    let mut spec = ServiceSpec::new(service_name, image);
+    spec.command = s
+        .command
+        .clone()
+        .map(StringOrList::into_args)
+        .unwrap_or_default();
+    spec.entrypoint = s
+        .entrypoint
+        .clone()
+        .map(StringOrList::into_args)
+        .unwrap_or_default();
+    spec.env = match &s.environment {
+        None => Vec::new(),
+        Some(env) => env.pairs().map_err(|e| ("environment", e))?,
+    };
+    spec.working_dir = s.working_dir.clone();
+    spec.user = s.user.clone();
+    spec.read_only_rootfs = s.read_only.unwrap_or(false);
+    spec.cap_add = s.cap_add.clone();
+    spec.cap_drop = s.cap_drop.clone();
+    spec.restart = match s.restart.as_deref() {
+        None | Some("no") => RestartPolicy::No,
+        Some("always") => RestartPolicy::Always,
+        Some("unless-stopped") => RestartPolicy::UnlessStopped,
+        Some("on-failure") => RestartPolicy::OnFailure { max_retries: 0 },
+        Some(other) => match other.strip_prefix("on-failure:").map(str::parse) {
+            Some(Ok(max_retries)) => RestartPolicy::OnFailure { max_retries },
+            _ => {
+                return Err((
+                    "restart",
+                    format!("{other:?} is not no, always, unless-stopped or on-failure[:N]"),
+                ))
+            }
+        },
+    };
+    spec.network = match s.network_mode.as_deref() {
+        None | Some("host") => NetworkMode::Host,
+        Some("none") => NetworkMode::None,
+        Some("bridge") | Some("private") => NetworkMode::Private,
+        Some(other) => {
+            return Err((
+                "network_mode",
+                format!("{other:?} is not host, none or bridge"),
+            ))
+        }
+    };
+    spec.resources = Resources {
+        memory_max_bytes: s
+            .mem_limit
+            .as_ref()
+            .map(|m| units::bytes(&m.to_string()))
+            .transpose()
+            .map_err(|e| ("mem_limit", e))?,
+        cpu_millicores: s
+            .cpus
+            .map(|c| {
+                if c > 0.0 && c <= 1024.0 {
+                    Ok((c * 1000.0) as u32)
+                } else {
+                    Err(format!("{c} is not between 0 and 1024"))
+                }
+            })
+            .transpose()
+            .map_err(|e| ("cpus", e))?,
+        pids_max: s.pids_limit,
+        ..Resources::default()
+    };
+    spec.volumes = s
+        .volumes
+        .iter()
+        .map(|v| volume(v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ("volumes", e))?;
+    spec.devices = s
+        .devices
+        .iter()
+        .map(|d| device(d))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ("devices", e))?;
+    spec.health = s
+        .healthcheck
+        .as_ref()
+        .map(|h| {
+            let args = h.test.clone().into_args();
+            let probe = match args.first().map(String::as_str) {
+                Some("CMD") => HealthProbe::Exec(args[1..].to_vec()),
+                Some("CMD-SHELL") => {
+                    HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), args[1..].join(" ")])
+                }
+                Some(_) => HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), args.join(" ")]),
+                None => return Err("test is empty".to_string()),
+            };
+            let ms = |v: &Option<String>, default: u64| -> Result<u32, String> {
+                let ms = v
+                    .as_deref()
+                    .map(units::duration_ms)
+                    .transpose()?
+                    .unwrap_or(default);
+                u32::try_from(ms).map_err(|_| format!("{ms} ms is too long"))
+            };
+            Ok(HealthCheck {
+                probe,
+                interval_ms: ms(&h.interval, 30_000)?,
+                timeout_ms: ms(&h.timeout, 30_000)?,
+                retries: h.retries.unwrap_or(3),
+                start_period_ms: ms(&h.start_period, 0)?,
+            })
+        })
+        .transpose()
+        .map_err(|e| ("healthcheck", e))?;
+    spec.depends_on = match &s.depends_on {
+        None => Vec::new(),
+        Some(deps) => deps
+            .entries()
+            .into_iter()
+            .map(|(service, condition)| {
+                if !all.contains_key(&service) {
+                    return Err(format!("names unknown service {service:?}"));
+                }
+                let condition = match condition.as_deref() {
+                    None | Some("service_started") => DependencyCondition::Started,
+                    Some("service_healthy") => DependencyCondition::Healthy,
+                    Some("service_completed_successfully") => {
+                        DependencyCondition::CompletedSuccessfully
+                    }
+                    Some(other) => return Err(format!("condition {other:?} is not supported")),
+                };
+                let service = service
+                    .parse()
+                    .map_err(|e: coracle_proto::IdError| e.to_string())?;
+                Ok(Dependency { service, condition })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| ("depends_on", e))?,
+    };
+    Ok(spec)
+}
+
+fn volume(text: &str) -> Result<VolumeMount, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [s, t] => (*s, *t, None),
+        [s, t, m] => (*s, *t, Some(*m)),
+        _ => return Err(format!("{text:?} must be SOURCE:TARGET[:ro|rw]")),
+    };
+    if !target.starts_with('/') {
+        return Err(format!("{text:?}: target must be an absolute path"));
+    }
+    let read_only = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => return Err(format!("{text:?}: mode {other:?} is not ro or rw")),
+    };
+    let source = if source.starts_with('/') {
+        VolumeSource::HostPath(source.into())
+    } else if source.starts_with('.') {
+        return Err(format!(
+            "{text:?}: relative host paths are not supported on devices"
+        ));
+    } else {
+        VolumeSource::Named(source.into())
+    };
+    Ok(VolumeMount {
+        source,
+        target: target.into(),
+        read_only,
+    })
+}
+
+fn device(text: &str) -> Result<DeviceMapping, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (host, container, permissions) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => return Err(format!("{text:?} must be HOST[:CONTAINER[:PERMISSIONS]]")),
+    };
+    if !host.starts_with("/dev/") || !container.starts_with('/') {
+        return Err(format!(
+            "{text:?}: device paths must be absolute, under /dev on the host"
+        ));
+    }
+    if permissions.is_empty() || !permissions.chars().all(|c| "rwm".contains(c)) {
+        return Err(format!("{text:?}: permissions must be a subset of rwm"));
+    }
+    Ok(DeviceMapping {
+        host_path: host.into(),
+        container_path: container.into(),
+        permissions: permissions.into(),
+    })
+}
+
+impl Environment {
+    fn pairs(&self) -> Result<Vec<(String, String)>, String> {
+        match self {
+            Environment::Map(map) => Ok(map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect()),
+            Environment::List(list) => list
+                .iter()
+                .map(|item| {
+                    item.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| format!("{item:?} must be NAME=VALUE"))
+                })
+                .collect(),
+        }
+    }
+}
+
+impl DependsOn {
+    fn entries(&self) -> Vec<(String, Option<String>)> {
+        match self {
+            DependsOn::List(list) => list.iter().map(|s| (s.clone(), None)).collect(),
+            DependsOn::Map(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.condition.clone()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! The YAML shape of the compose subset. Unknown keys are refused so a typo never silently
+//! drops a setting.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// An app file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeFile {
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub services: BTreeMap<String, ComposeService>,
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeService {
+    pub image: String,
+    pub command: Option<StringOrList>,
+    pub entrypoint: Option<StringOrList>,
+    pub environment: Option<Environment>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: Option<String>,
+    pub mem_limit: Option<Scalar>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<u32>,
+    pub depends_on: Option<DependsOn>,
+    pub network_mode: Option<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub read_only: Option<bool>,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+}
+
+/// `command: "a b"` or `command: [a, b]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+impl StringOrList {
+    /// A string is split on whitespace (compose does shell-like splitting; quotes are not
+    /// supported here, use the list form).
+    pub fn into_args(self) -> Vec<String> {
+        match self {
+            StringOrList::String(s) => s.split_whitespace().map(String::from).collect(),
+            StringOrList::List(l) => l,
+        }
+    }
+}
+
+/// A YAML scalar that may be written as a number or a string (`mem_limit: 512m` or `1024`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Int(u64),
+    Float(f64),
+    Bool(bool),
+    String(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Int(v) => write!(f, "{v}"),
+            Scalar::Float(v) => write!(f, "{v}"),
+            Scalar::Bool(v) => write!(f, "{v}"),
+            Scalar::String(v) => f.write_str(v),
+        }
+    }
+}
+
+/// `environment:` as a map or a `NAME=VALUE` list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Environment {
+    Map(BTreeMap<String, Scalar>),
+    List(Vec<String>),
+}
+
+/// `healthcheck:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Healthcheck {
+    pub test: StringOrList,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub start_period: Option<String>,
+}
+
+/// `depends_on:` as a list or a map with conditions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, DependsOnEntry>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DependsOnEntry {
+    pub condition: Option<String>,
+}

@@ -1,0 +1,100 @@
+use super::*;
+
+const DIGEST: &str = "sha256:0b006957920fba61d4c920e53bcc2df21bb31262640f51225003d09110e6915b";
+
+fn resolve(image: &str) -> Result<ImageRef, String> {
+    let repo = image.split(':').next().unwrap_or(image);
+    if repo == "missing" {
+        return Err(format!("{image} is not in the registry"));
+    }
+    format!("{repo}@{DIGEST}")
+        .parse()
+        .map_err(|e: coracle_proto::RefError| e.to_string())
+}
+
+const VALID: &str = "\
+services:
+  db:
+    image: redis:7
+    healthcheck:
+      test: [\"CMD\", \"redis-cli\", \"ping\"]
+      interval: 10s
+      retries: 5
+  web:
+    image: app:1
+    command: serve --port 80
+    environment:
+      MODE: prod
+      WORKERS: 4
+    volumes:
+      - data:/var/lib/app
+      - /etc/ssl:/etc/ssl:ro
+    devices:
+      - /dev/i2c-1
+    restart: on-failure:3
+    mem_limit: 64m
+    cpus: 0.5
+    pids_limit: 100
+    network_mode: bridge
+    depends_on:
+      db:
+        condition: service_healthy
+";
+
+#[test]
+fn valid_app_becomes_service_specs() {
+    let file = parse(VALID).unwrap();
+    let specs = to_specs(VALID, &file, &resolve).unwrap();
+    assert_eq!(specs.len(), 2);
+    let web = specs.iter().find(|s| s.name.as_str() == "web").unwrap();
+    assert_eq!(web.command, vec!["serve", "--port", "80"]);
+    assert_eq!(
+        web.env,
+        vec![
+            ("MODE".into(), "prod".into()),
+            ("WORKERS".into(), "4".into())
+        ]
+    );
+    assert_eq!(web.resources.memory_max_bytes, Some(64 << 20));
+    assert_eq!(web.resources.cpu_millicores, Some(500));
+    assert_eq!(web.restart, RestartPolicy::OnFailure { max_retries: 3 });
+    assert_eq!(web.network, NetworkMode::Private);
+    assert_eq!(web.volumes[0].source, VolumeSource::Named("data".into()));
+    assert!(web.volumes[1].read_only);
+    assert_eq!(web.devices[0].container_path, "/dev/i2c-1");
+    assert_eq!(web.depends_on[0].condition, DependencyCondition::Healthy);
+    assert_eq!(web.image.digest.to_string(), DIGEST);
+    let db = specs.iter().find(|s| s.name.as_str() == "db").unwrap();
+    let health = db.health.as_ref().unwrap();
+    assert_eq!(
+        health.probe,
+        HealthProbe::Exec(vec!["redis-cli".into(), "ping".into()])
+    );
+    assert_eq!((health.interval_ms, health.retries), (10_000, 5));
+}
+
+#[test]
+fn invalid_apps_name_the_line_and_the_field() {
+    // (text, expected substrings)
+    let cases: &[(&str, &[&str])] = &[
+        ("services:\n  web:\n    image: app:1\n    mem_limt: 1g\n", &["line 4", "mem_limt"]),
+        ("services:\n  web:\n    image: app:1\n    restart: sometimes\n", &["line 4", "restart", "web"]),
+        ("services:\n  web:\n    image: missing:1\n", &["line 3", "image", "not in the registry"]),
+        ("services:\n  web:\n    image: app:1\n    volumes:\n      - ./x:/y\n", &["line 4", "volumes", "relative"]),
+        ("services:\n  web:\n    image: app:1\n    depends_on: [db]\n", &["line 4", "depends_on", "unknown service"]),
+        ("services:\n  web:\n    image: app:1\n    cpus: -1\n", &["line 4", "cpus"]),
+        ("services:\n  web:\n    image: app:1\n    devices: [\"/dev/x:/dev/x:rwz\"]\n", &["devices", "rwm"]),
+        ("services:\n  web:\n    image: app:1\n    healthcheck:\n      test: [CMD, \"true\"]\n      interval: \"5\"\n", &["healthcheck", "unit"]),
+        ("services:\n  web:\n  image: [\n", &["line"]),
+        ("services: {}\n", &["no services"]),
+    ];
+    for (text, expected) in cases {
+        let err = parse(text)
+            .and_then(|file| to_specs(text, &file, &resolve).map(|_| ()))
+            .unwrap_err();
+        let message = err.to_string();
+        for part in *expected {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+    }
+}

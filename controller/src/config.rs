@@ -1,0 +1,194 @@
+//! `ServeConfig`: everything `coracle serve` reads, from one TOML file. Every address and
+//! every path comes from here, so tests point them at temp dirs and `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("config field {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// The controller's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Where the SQLite database, CA, keys and blobs live.
+    pub data_dir: PathBuf,
+    pub broker: BrokerSection,
+    pub api: ListenSection,
+    pub registry: ListenSection,
+    /// Host name or address devices use to reach this controller; it goes into bootstrap
+    /// files and the broker's TLS certificate. Defaults to the listen address's IP.
+    pub public_host: Option<String>,
+}
+
+/// The MQTT side.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// Plain-TCP listener of the embedded broker; the controller's own client uses it.
+    pub listen: SocketAddr,
+    /// TLS listener of the embedded broker (certificate signed by the controller CA);
+    /// devices use it.
+    pub tls_listen: SocketAddr,
+    /// `mqtt://host:port` or `mqtts://host:port` of an external broker. When set, no
+    /// broker is embedded.
+    pub external_url: Option<String>,
+}
+
+/// One HTTP listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    pub listen: SocketAddr,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("coracle-data"),
+            broker: BrokerSection::default(),
+            api: ListenSection::at(8080),
+            registry: ListenSection::at(5000),
+            public_host: None,
+        }
+    }
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        Self {
+            listen: loopback(1883),
+            tls_listen: loopback(8883),
+            external_url: None,
+        }
+    }
+}
+
+impl ListenSection {
+    fn at(port: u16) -> Self {
+        Self {
+            listen: loopback(port),
+        }
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl ServeConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "data_dir",
+                reason: "must not be empty".into(),
+            });
+        }
+        if let Some(url) = &self.broker.external_url {
+            crate::broker::BrokerUrl::parse(url).map_err(|err| ConfigError::Invalid {
+                field: "broker.external_url",
+                reason: err.to_string(),
+            })?;
+        }
+        if let Some(host) = &self.public_host {
+            if host.is_empty() || host.contains(['/', ' ', '\t']) {
+                return Err(ConfigError::Invalid {
+                    field: "public_host",
+                    reason: format!("{host:?} is not a host name or address"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The host devices should dial: `public_host`, else the TLS listener's IP.
+    pub fn device_facing_host(&self) -> String {
+        match &self.public_host {
+            Some(host) => host.clone(),
+            None => self.broker.tls_listen.ip().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_loopback_defaults() {
+        let config: ServeConfig = toml::from_str("").unwrap();
+        assert_eq!(config, ServeConfig::default());
+        assert_eq!(config.broker.listen, loopback(1883));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let err = toml::from_str::<ServeConfig>("[api]\nlisten = \"127.0.0.1:0\"\nport = 3\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn port_zero_listeners_parse() {
+        let text = "data_dir = \"/tmp/x\"\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n";
+        let config: ServeConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.api.listen.port(), 0);
+        assert_eq!(config.registry, ListenSection::at(5000));
+    }
+
+    #[test]
+    fn bad_external_broker_url_names_the_field() {
+        let config = ServeConfig {
+            broker: BrokerSection {
+                external_url: Some("http://x".into()),
+                ..BrokerSection::default()
+            },
+            ..ServeConfig::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("broker.external_url"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_missing_file() {
+        let err = ServeConfig::load(Path::new("/nonexistent/coracle.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/coracle.toml"),
+            "{err}"
+        );
+    }
+}

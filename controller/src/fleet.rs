@@ -1,0 +1,190 @@
+//! `Fleet`: the enrolment and device operations behind the API. Each operation changes the
+//! store first (the source of truth), then the broker's credentials, then the broker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use coracle_proto::bootstrap::deployment_key_hex;
+use coracle_proto::{Bootstrap, BrokerAuth, DeviceId, SigningKey};
+
+use crate::broker::client::ClientError;
+use crate::broker::{password_sha256, ControllerClient, DeviceAccess};
+use crate::secrets::random_token;
+use crate::store::{DeviceRecord, NewDevice, Store, StoreError};
+
+/// Why a fleet operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("device {device} was removed, but cutting it off the broker failed")]
+    Evict {
+        device: DeviceId,
+        #[source]
+        source: ClientError,
+    },
+    #[error("tag {tag:?} is invalid: {reason}")]
+    InvalidTag { tag: String, reason: &'static str },
+}
+
+/// What goes into every bootstrap file besides the device's own credentials.
+#[derive(Debug, Clone)]
+pub struct EnrolmentInfo {
+    /// The URL devices dial, e.g. `mqtts://10.0.0.2:8883`.
+    pub device_broker_url: String,
+    pub ca_pem: String,
+    pub registry_url: String,
+    pub registry_token: Option<String>,
+}
+
+/// Device operations.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub store: Arc<Store>,
+    access: Arc<dyn DeviceAccess>,
+    client: ControllerClient,
+    deployment_key: Arc<SigningKey>,
+    enrolment: Arc<EnrolmentInfo>,
+}
+
+/// Checks a tag key or value: printable, no `=` or `,` in keys (they separate selectors).
+pub fn check_tag(key: &str, value: &str) -> Result<(), FleetError> {
+    let invalid = |reason| FleetError::InvalidTag {
+        tag: format!("{key}={value}"),
+        reason,
+    };
+    if key.is_empty() || key.len() > 63 {
+        return Err(invalid("key must be 1 to 63 characters"));
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Err(invalid("key may hold only letters, digits and -_./"));
+    }
+    if value.len() > 253 || value.chars().any(|c| c.is_control() || c == ',') {
+        return Err(invalid(
+            "value must be at most 253 characters without control characters or commas",
+        ));
+    }
+    Ok(())
+}
+
+impl Fleet {
+    pub fn new(
+        store: Arc<Store>,
+        access: Arc<dyn DeviceAccess>,
+        client: ControllerClient,
+        deployment_key: Arc<SigningKey>,
+        enrolment: EnrolmentInfo,
+    ) -> Self {
+        Self {
+            store,
+            access,
+            client,
+            deployment_key,
+            enrolment: Arc::new(enrolment),
+        }
+    }
+
+    pub fn client(&self) -> &ControllerClient {
+        &self.client
+    }
+
+    pub fn deployment_key(&self) -> &SigningKey {
+        &self.deployment_key
+    }
+
+    /// Enrols a device and returns its bootstrap bundle (the only copy of its password).
+    pub fn add_device(
+        &self,
+        id: DeviceId,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Bootstrap, FleetError> {
+        for (key, value) in &tags {
+            check_tag(key, value)?;
+        }
+        let password = random_token();
+        let hash = password_sha256(&password);
+        self.store.add_device(&NewDevice {
+            id: id.clone(),
+            tags,
+            password_sha256: hash,
+        })?;
+        self.access.grant(&id, hash);
+        tracing::info!(device = %id, "device enrolled");
+        Ok(Bootstrap {
+            device: id.clone(),
+            broker_url: self.enrolment.device_broker_url.clone(),
+            ca_pem: self.enrolment.ca_pem.clone(),
+            auth: BrokerAuth::Password {
+                username: id.to_string(),
+                password,
+            },
+            deployment_key: deployment_key_hex(&self.deployment_key.verifying_key()),
+            registry_url: self.enrolment.registry_url.clone(),
+            registry_token: self.enrolment.registry_token.clone(),
+        })
+    }
+
+    /// Removes a device and cuts it off the broker.
+    pub async fn remove_device(&self, id: &DeviceId) -> Result<(), FleetError> {
+        self.store.remove_device(id)?;
+        self.access.revoke(id);
+        if let Err(err) = self.client.clear_desired(id).await {
+            tracing::warn!(device = %id, error = %err, "clearing the retained desired state failed");
+        }
+        self.client
+            .evict(id)
+            .await
+            .map_err(|source| FleetError::Evict {
+                device: id.clone(),
+                source,
+            })?;
+        tracing::info!(device = %id, "device removed and revoked");
+        Ok(())
+    }
+
+    pub fn retag_device(
+        &self,
+        id: &DeviceId,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<DeviceRecord, FleetError> {
+        for (key, value) in set {
+            check_tag(key, value)?;
+        }
+        self.store.retag_device(id, set, remove)?;
+        Ok(self.store.device(id)?)
+    }
+
+    /// Publishes every stored desired state again: the embedded broker keeps retained
+    /// messages in memory only, and the controller is the source of truth.
+    pub async fn republish_desired(&self) -> Result<usize, FleetError> {
+        let all = self.store.all_desired()?;
+        let mut published = 0;
+        for (device, body) in all {
+            match self.client.publish_desired(&device, body).await {
+                Ok(()) => published += 1,
+                Err(err) => {
+                    tracing::warn!(device = %device, error = %err, "republishing desired state failed")
+                }
+            }
+        }
+        Ok(published)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_rules() {
+        assert!(check_tag("site", "greenhouse 2").is_ok());
+        assert!(check_tag("", "x").is_err());
+        assert!(check_tag("a=b", "x").is_err());
+        assert!(check_tag("a", "x,y").is_err());
+        assert!(check_tag("a", "line\nbreak").is_err());
+    }
+}

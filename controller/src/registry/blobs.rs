@@ -1,0 +1,192 @@
+//! `BlobStore`: content-addressed blobs for the registry. An upload is written to a temp file
+//! while hashed; only when its sha256 matches the claimed digest is it renamed into
+//! `blobs/sha256/<hex>`. No path is visible in the store before its digest is verified.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{io, RegistryError};
+
+/// A `sha256:<64 hex>` digest, parsed once at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobDigest(String);
+
+impl BlobDigest {
+    pub fn parse(text: &str) -> Result<Self, RegistryError> {
+        let hex = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| RegistryError::DigestInvalid {
+                digest: text.into(),
+            })?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(RegistryError::DigestInvalid {
+                digest: text.into(),
+            });
+        }
+        Ok(Self(text.to_string()))
+    }
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+    }
+    pub fn hex(&self) -> &str {
+        &self.0[7..]
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Blobs and upload sessions under one root.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    uploads: PathBuf,
+}
+
+impl BlobStore {
+    pub fn open(blobs: PathBuf, uploads: PathBuf) -> Result<Self, RegistryError> {
+        let dir = blobs.join("sha256");
+        std::fs::create_dir_all(&dir).map_err(io("create blob dir", &dir))?;
+        std::fs::create_dir_all(&uploads).map_err(io("create upload dir", &uploads))?;
+        Ok(Self { blobs, uploads })
+    }
+
+    pub fn path(&self, digest: &BlobDigest) -> PathBuf {
+        self.blobs.join("sha256").join(digest.hex())
+    }
+
+    /// The blob's size, if present.
+    pub fn size(&self, digest: &BlobDigest) -> Option<u64> {
+        std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
+    }
+
+    fn upload_path(&self, id: &str) -> Result<PathBuf, RegistryError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RegistryError::UploadUnknown { id: id.into() });
+        }
+        Ok(self.uploads.join(id))
+    }
+
+    /// Starts an upload session; returns its id.
+    pub async fn start_upload(&self) -> Result<String, RegistryError> {
+        let id = crate::secrets::random_token()[..32].to_string();
+        let path = self.upload_path(&id)?;
+        tokio::fs::File::create(&path)
+            .await
+            .map_err(io("create upload", &path))?;
+        Ok(id)
+    }
+
+    /// Bytes received so far in a session.
+    pub async fn upload_len(&self, id: &str) -> Result<u64, RegistryError> {
+        let path = self.upload_path(id)?;
+        tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len())
+            .map_err(|_| RegistryError::UploadUnknown { id: id.into() })
+    }
+
+    /// Appends a request body to a session, streaming; returns the new length.
+    pub async fn append(&self, id: &str, body: Body) -> Result<u64, RegistryError> {
+        let path = self.upload_path(id)?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?;
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|source| RegistryError::Body {
+                source: source.into(),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                file.write_all(&data)
+                    .await
+                    .map_err(io("write upload", &path))?;
+            }
+        }
+        file.flush().await.map_err(io("flush upload", &path))?;
+        self.upload_len(id).await
+    }
+
+    /// Verifies the session's bytes against `digest` and moves them into the store.
+    pub async fn finish(&self, id: &str, digest: &BlobDigest) -> Result<(), RegistryError> {
+        let path = self.upload_path(id)?;
+        let hash_path = path.clone();
+        let actual = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let mut file = std::fs::File::open(&hash_path)?;
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher)?;
+            file.sync_all()?;
+            Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+        })
+        .await
+        .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?
+        .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?;
+        if actual != digest.as_str() {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(RegistryError::DigestMismatch {
+                claimed: digest.as_str().into(),
+                actual,
+            });
+        }
+        let target = self.path(digest);
+        tokio::fs::rename(&path, &target)
+            .await
+            .map_err(io("move verified blob", &target))?;
+        Ok(())
+    }
+
+    /// Stores bytes already in memory (manifests), verified by construction.
+    pub async fn put_bytes(&self, bytes: &[u8]) -> Result<BlobDigest, RegistryError> {
+        let digest = BlobDigest::of(bytes);
+        let id = self.start_upload().await?;
+        let path = self.upload_path(&id)?;
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(io("write manifest", &path))?;
+        self.finish(&id, &digest).await?;
+        Ok(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upload_is_visible_only_after_its_digest_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("b"), dir.path().join("u")).unwrap();
+        let id = store.start_upload().await.unwrap();
+        store.append(&id, Body::from("hello ")).await.unwrap();
+        assert_eq!(store.append(&id, Body::from("world")).await.unwrap(), 11);
+        let wrong = BlobDigest::of(b"other");
+        assert!(matches!(
+            store.finish(&id, &wrong).await,
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.size(&wrong), None);
+        let id = store.start_upload().await.unwrap();
+        store.append(&id, Body::from("hello world")).await.unwrap();
+        let right = BlobDigest::of(b"hello world");
+        store.finish(&id, &right).await.unwrap();
+        assert_eq!(store.size(&right), Some(11));
+    }
+
+    #[test]
+    fn digests_are_checked_at_the_edge() {
+        assert!(BlobDigest::parse("sha256:abc").is_err());
+        assert!(BlobDigest::parse(&format!("md5:{}", "a".repeat(64))).is_err());
+        assert!(BlobDigest::parse(&format!("sha256:{}", "A".repeat(64))).is_err());
+        assert!(BlobDigest::parse(&format!("sha256:{}", "a".repeat(64))).is_ok());
+    }
+}

@@ -1,0 +1,86 @@
+//! `RegistryError` and its one mapping to OCI error bodies
+//! (`{"errors":[{"code","message"}]}`) and statuses.
+
+use std::path::PathBuf;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// A registry failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("invalid digest {digest:?}")]
+    DigestInvalid { digest: String },
+    #[error("upload content has digest {actual}, not the claimed {claimed}")]
+    DigestMismatch { claimed: String, actual: String },
+    #[error("invalid repository name {name:?}")]
+    NameInvalid { name: String },
+    #[error("invalid tag {tag:?}")]
+    TagInvalid { tag: String },
+    #[error("blob {digest} not found")]
+    BlobUnknown { digest: String },
+    #[error("manifest {reference} not found in {name}")]
+    ManifestUnknown { name: String, reference: String },
+    #[error("manifest is invalid: {reason}")]
+    ManifestInvalid { reason: String },
+    #[error("upload {id} not found")]
+    UploadUnknown { id: String },
+    #[error("range {range:?} cannot be served")]
+    RangeInvalid { range: String },
+    #[error("no such registry route")]
+    RouteUnknown,
+    #[error("cannot read the request body")]
+    Body {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("registry storage failed: {step} {path}")]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RegistryError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use RegistryError::*;
+        match self {
+            Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            DigestInvalid { .. } | DigestMismatch { .. } => {
+                (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
+            }
+            NameInvalid { .. } => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            TagInvalid { .. } => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            BlobUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            ManifestUnknown { .. } => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            ManifestInvalid { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            UploadUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            RangeInvalid { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
+            RouteUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            Body { .. } => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        }
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "registry request failed");
+        }
+        let body = serde_json::json!({"errors": [{"code": code, "message": self.to_string()}]});
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"coracle\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,110 @@
+//! The OCI distribution registry (push and pull): blobs (monolithic and chunked uploads,
+//! HEAD, Range), manifests by tag or digest, tag lists and the catalog. Clients
+//! authenticate with HTTP basic auth (any user, the admin token as password) or a bearer
+//! token. Paths are parsed by hand because repository names contain `/`.
+//!
+//! On disk: `blobs/sha256/<hex>` (manifests too), `repos/<name>/tags/<tag>` holding a
+//! digest and `repos/<name>/manifests/<hex>` holding the manifest's media type.
+
+mod blobs;
+mod error;
+mod manifests;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use blobs::{BlobDigest, BlobStore};
+pub use error::RegistryError;
+pub use routes::router;
+
+/// Registry state shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub blobs: BlobStore,
+    repos: PathBuf,
+    token: Arc<str>,
+}
+
+impl Registry {
+    pub fn open(root: PathBuf, blobs: BlobStore, token: Arc<str>) -> Result<Self, RegistryError> {
+        let repos = root.join("repos");
+        std::fs::create_dir_all(&repos).map_err(|source| RegistryError::Io {
+            step: "create repos dir",
+            path: repos.clone(),
+            source,
+        })?;
+        Ok(Self {
+            blobs,
+            repos,
+            token,
+        })
+    }
+}
+
+/// Maps an I/O error of `step` on `path` into a `RegistryError`.
+fn io<'a>(
+    step: &'static str,
+    path: &'a std::path::Path,
+) -> impl Fn(std::io::Error) -> RegistryError + 'a {
+    move |source| RegistryError::Io {
+        step,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks an OCI repository name: `/`-separated components of `[a-z0-9._-]`, each
+/// starting with a letter or digit.
+pub fn check_repository(name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|part| {
+            part.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::NameInvalid { name: name.into() })
+    }
+}
+
+/// Checks a tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn check_tag(tag: &str) -> Result<(), RegistryError> {
+    let ok = tag.len() <= 128
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::TagInvalid { tag: tag.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_and_tag_names() {
+        for good in ["app", "library/busybox", "a.b-c_d/e1"] {
+            check_repository(good).unwrap();
+        }
+        for bad in ["", "App", "a//b", "../etc", "a/.x", "a b"] {
+            assert!(check_repository(bad).is_err(), "{bad}");
+        }
+        check_tag("1.0_rc-1").unwrap();
+        assert!(check_tag(".hidden").is_err());
+        assert!(check_tag("a/b").is_err());
+    }
+}

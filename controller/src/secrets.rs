@@ -1,0 +1,202 @@
+//! `Secrets`: the controller's CA, the broker's TLS certificate, the deployment signing key,
+//! the admin token and the controller's own MQTT password. Generated on first start, kept
+//! in the data dir with mode 0600, loaded unchanged on every later start.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use coracle_proto::SigningKey;
+use rand_core::{OsRng, RngCore};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+use crate::datadir::{read_text, write_private, write_public, DataDir, DataDirError};
+
+/// Why a secret could not be created or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error(transparent)]
+    File(#[from] DataDirError),
+    #[error("cannot generate the {what}")]
+    Generate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    #[error("{path} does not hold a valid {what}")]
+    Corrupt { path: PathBuf, what: &'static str },
+}
+
+/// Everything secret the controller holds.
+#[derive(Debug)]
+pub struct Secrets {
+    pub ca_pem: String,
+    pub deployment_key: SigningKey,
+    pub admin_token: String,
+    pub controller_mqtt_password: String,
+    /// Paths of the broker's TLS certificate and key (signed by the CA).
+    pub broker_cert: PathBuf,
+    pub broker_key: PathBuf,
+}
+
+/// A random 32-byte value as 64 hex characters (tokens and passwords).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl Secrets {
+    /// Loads the secrets, generating any that are missing. The broker certificate is
+    /// reissued every start for `tls_host`, so a changed public host needs no manual step.
+    pub fn load_or_create(dir: &DataDir, tls_host: &str) -> Result<Self, SecretsError> {
+        let ca_key = load_or_create_ca(dir)?;
+        let ca_pem = read_text(&dir.ca_cert())?;
+        issue_broker_cert(dir, &ca_key, tls_host)?;
+        Ok(Self {
+            ca_pem,
+            deployment_key: load_or_create_deployment_key(dir)?,
+            admin_token: load_or_create_token(&dir.admin_token())?,
+            controller_mqtt_password: load_or_create_token(&dir.controller_mqtt_password())?,
+            broker_cert: dir.broker_cert(),
+            broker_key: dir.broker_key(),
+        })
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "coracle controller CA");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+fn load_or_create_ca(dir: &DataDir) -> Result<KeyPair, SecretsError> {
+    let key_path = dir.ca_key();
+    if key_path.exists() && dir.ca_cert().exists() {
+        let pem = read_text(&key_path)?;
+        return KeyPair::from_pem(&pem).map_err(|_| SecretsError::Corrupt {
+            path: key_path,
+            what: "CA private key",
+        });
+    }
+    let generate = |source| SecretsError::Generate {
+        what: "controller CA",
+        source,
+    };
+    let key = KeyPair::generate().map_err(generate)?;
+    let cert = ca_params().self_signed(&key).map_err(generate)?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    write_public(&dir.ca_cert(), cert.pem().as_bytes())?;
+    tracing::info!(path = %dir.ca_cert().display(), "controller CA created");
+    Ok(key)
+}
+
+fn issue_broker_cert(dir: &DataDir, ca_key: &KeyPair, host: &str) -> Result<(), SecretsError> {
+    let generate = |source| SecretsError::Generate {
+        what: "broker TLS certificate",
+        source,
+    };
+    let mut names = vec!["localhost".to_string()];
+    if host != "localhost" {
+        names.push(host.to_string());
+    }
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+    for name in &names {
+        let san = match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.clone().try_into().map_err(generate)?),
+        };
+        params.subject_alt_names.push(san);
+    }
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "coracle broker");
+    let key = KeyPair::generate().map_err(generate)?;
+    // The CA's parameters are fixed, so rebuilding the issuer from them and the stored key
+    // yields certificates that chain to the stored CA certificate.
+    let ca_params = ca_params();
+    let issuer = Issuer::from_params(&ca_params, ca_key);
+    let cert = params.signed_by(&key, &issuer).map_err(generate)?;
+    write_private(&dir.broker_key(), key.serialize_pem().as_bytes())?;
+    write_public(&dir.broker_cert(), cert.pem().as_bytes())?;
+    Ok(())
+}
+
+fn load_or_create_deployment_key(dir: &DataDir) -> Result<SigningKey, SecretsError> {
+    let path = dir.deployment_key();
+    if path.exists() {
+        let text = read_text(&path)?;
+        let corrupt = || SecretsError::Corrupt {
+            path: path.clone(),
+            what: "deployment key (64 hex characters)",
+        };
+        let bytes = hex::decode(text.trim()).map_err(|_| corrupt())?;
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| corrupt())?;
+        return Ok(SigningKey::from_bytes(&seed));
+    }
+    let key = SigningKey::generate(&mut OsRng);
+    write_private(&path, hex::encode(key.to_bytes()).as_bytes())?;
+    tracing::info!(path = %path.display(), "deployment signing key created");
+    Ok(key)
+}
+
+fn load_or_create_token(path: &std::path::Path) -> Result<String, SecretsError> {
+    if path.exists() {
+        let token = read_text(path)?.trim().to_string();
+        if token.len() < 32 {
+            return Err(SecretsError::Corrupt {
+                path: path.to_path_buf(),
+                what: "token of at least 32 characters",
+            });
+        }
+        return Ok(token);
+    }
+    let token = random_token();
+    write_private(path, token.as_bytes())?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn secrets_are_created_once_private_and_reloaded_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let first = Secrets::load_or_create(&dir, "127.0.0.1").unwrap();
+        let second = Secrets::load_or_create(&dir, "10.0.0.2").unwrap();
+        assert_eq!(first.ca_pem, second.ca_pem);
+        assert_eq!(first.admin_token, second.admin_token);
+        assert_eq!(
+            first.deployment_key.to_bytes(),
+            second.deployment_key.to_bytes()
+        );
+        for path in [
+            dir.ca_key(),
+            dir.deployment_key(),
+            dir.admin_token(),
+            dir.broker_key(),
+        ] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn corrupt_deployment_key_is_named_not_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        std::fs::write(dir.deployment_key(), "not hex").unwrap();
+        let err = Secrets::load_or_create(&dir, "localhost").unwrap_err();
+        assert!(err.to_string().contains("deployment.key"), "{err}");
+        assert_eq!(std::fs::read(dir.deployment_key()).unwrap(), b"not hex");
+    }
+}

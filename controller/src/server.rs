@@ -1,0 +1,232 @@
+//! `serve`: starts the whole controller from a `ServeConfig`, as a straight list of steps,
+//! and stops it gracefully on SIGINT/SIGTERM. Each listener prints the address it bound
+//! (`broker listening on 127.0.0.1:PORT`), which tests and operators read.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::api::{self, AppState};
+use crate::broker::{
+    BrokerUrl, ControllerClient, Credentials, DeviceAccess, EmbeddedBroker, EmbeddedBrokerSettings,
+};
+use crate::config::ServeConfig;
+use crate::datadir::{write_public, DataDir};
+use crate::fleet::{EnrolmentInfo, Fleet};
+use crate::ingest;
+use crate::registry::{BlobStore, Registry};
+use crate::secrets::Secrets;
+use crate::store::Store;
+
+/// Why the controller could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::embedded::EmbeddedBrokerError),
+    #[error(transparent)]
+    BrokerUrl(#[from] crate::broker::BrokerUrlError),
+    #[error(transparent)]
+    Client(#[from] crate::broker::client::ClientError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("cannot listen for {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} server failed")]
+    Serve {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Prints one listening line to stdout, flushed, for whoever started us.
+fn announce(what: &str, addr: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{what} listening on {addr}");
+    let _ = out.flush();
+}
+
+/// Binds a listener and returns it with its bound address (port 0 resolved).
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let err = |source| ServeError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+fn shutdown_signal() -> Result<watch::Receiver<bool>, ServeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).map_err(|source| ServeError::Signal {
+        signal: "SIGINT",
+        source,
+    })?;
+    let mut term = signal(SignalKind::terminate()).map_err(|source| ServeError::Signal {
+        signal: "SIGTERM",
+        source,
+    })?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let stop = shutdown_signal()?;
+
+    // 1. State: data dir, database, secrets.
+    let dir = DataDir::open(&config.data_dir)?;
+    let store = Arc::new(Store::open(&dir.database())?);
+    let host = config.device_facing_host();
+    let secrets = Secrets::load_or_create(&dir, &host)?;
+
+    // 2. Broker: embedded unless an external one is configured.
+    let credentials = Arc::new(Credentials::new(
+        &secrets.controller_mqtt_password,
+        store.device_credentials()?,
+    ));
+    let (embedded, controller_url, device_url) = match &config.broker.external_url {
+        Some(url) => {
+            let url = BrokerUrl::parse(url)?;
+            announce("external broker", &url);
+            (None, url.clone(), url)
+        }
+        None => {
+            let settings = EmbeddedBrokerSettings {
+                listen: config.broker.listen,
+                tls_listen: config.broker.tls_listen,
+                cert: secrets.broker_cert.clone(),
+                key: secrets.broker_key.clone(),
+            };
+            let broker = EmbeddedBroker::start(&settings, credentials.clone()).await?;
+            announce("broker", broker.addr);
+            announce("broker tls", broker.tls_addr);
+            let local = BrokerUrl {
+                tls: false,
+                host: broker.addr.ip().to_string(),
+                port: broker.addr.port(),
+            };
+            let devices = BrokerUrl {
+                tls: true,
+                host: host.clone(),
+                port: broker.tls_addr.port(),
+            };
+            (Some(broker), local, devices)
+        }
+    };
+
+    // 3. The controller's own MQTT client; republish desired states, start ingest.
+    let client =
+        ControllerClient::connect(&controller_url, &secrets.controller_mqtt_password).await?;
+    let inbound = client.subscribe_devices(4096).await?;
+
+    // 4. Listeners for the API (and the registry, whose URL goes into bootstrap files).
+    let (api_listener, api_addr) = bind("api", config.api.listen).await?;
+    let (registry_listener, registry_addr) = bind("registry", config.registry.listen).await?;
+    let registry_url = format!("http://{host}:{}", registry_addr.port());
+    let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
+    let registry = Registry::open(
+        dir.root().join("registry"),
+        blobs,
+        Arc::from(secrets.admin_token.as_str()),
+    )?;
+
+    let access: Arc<dyn DeviceAccess> = credentials.clone();
+    let fleet = Fleet::new(
+        store.clone(),
+        access,
+        client.clone(),
+        Arc::new(secrets.deployment_key.clone()),
+        EnrolmentInfo {
+            device_broker_url: device_url.to_string(),
+            ca_pem: secrets.ca_pem.clone(),
+            registry_url,
+            registry_token: Some(secrets.admin_token.clone()),
+        },
+    );
+    let republished = fleet.republish_desired().await?;
+    tracing::info!(count = republished, "desired states republished");
+    let (notify, _) = broadcast::channel(1024);
+    let counters = Arc::new(crate::metrics::IngestCounters::default());
+    let ingest_task = tokio::spawn(ingest::run(
+        store.clone(),
+        inbound,
+        notify.clone(),
+        counters.clone(),
+    ));
+
+    let state = AppState {
+        fleet,
+        admin_token: Arc::from(secrets.admin_token.as_str()),
+        counters,
+        events: notify,
+    };
+    write_public(&dir.api_url(), format!("http://{api_addr}\n").as_bytes())?;
+    announce("api", api_addr);
+    announce("registry", registry_addr);
+
+    // 5. Serve until a signal, then stop in reverse order.
+    let registry_task = tokio::spawn(api::serve(
+        registry_listener,
+        crate::registry::router(registry),
+        wait_for(stop.clone()),
+    ));
+    api::serve(api_listener, api::router(state), wait_for(stop.clone()))
+        .await
+        .map_err(|source| ServeError::Serve {
+            what: "api",
+            source,
+        })?;
+    match registry_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => {
+            return Err(ServeError::Serve {
+                what: "registry",
+                source,
+            })
+        }
+        Err(err) => tracing::warn!(error = %err, "registry task ended abnormally"),
+    }
+    client.disconnect().await;
+    ingest_task.abort();
+    if let Some(broker) = embedded {
+        broker.stop().await;
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! Devices, their tags, credentials and desired states.
+
+use std::collections::BTreeMap;
+
+use coracle_proto::{DeviceId, Generation};
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::{now_unix, query, Store, StoreError};
+
+/// A device as the API shows it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub created_unix: i64,
+    pub tags: BTreeMap<String, String>,
+    pub online: bool,
+    pub last_seen_unix: Option<i64>,
+    /// Generation of the latest desired state, if one was ever assigned.
+    pub desired_generation: Option<u64>,
+    /// Generation the device last reported as applied.
+    pub applied_generation: Option<u64>,
+}
+
+/// What `add_device` stores.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub id: DeviceId,
+    pub tags: BTreeMap<String, String>,
+    pub password_sha256: [u8; 32],
+}
+
+fn parse_id(text: String) -> Result<DeviceId, StoreError> {
+    text.parse()
+        .map_err(|err: coracle_proto::IdError| StoreError::Corrupt {
+            device: text.clone(),
+            what: err.to_string(),
+        })
+}
+
+impl Store {
+    /// Adds a device; refuses an existing id.
+    pub fn add_device(&self, device: &NewDevice) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("begin add device"))?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO devices (id, created_unix, password_sha256) VALUES (?1, ?2, ?3)",
+                params![device.id.as_str(), now_unix(), &device.password_sha256[..]],
+            )
+            .map_err(query("insert device"))?;
+        if inserted == 0 {
+            return Err(StoreError::DeviceExists {
+                device: device.id.to_string(),
+            });
+        }
+        for (key, value) in &device.tags {
+            tx.execute(
+                "INSERT INTO tags (device, key, value) VALUES (?1, ?2, ?3)",
+                params![device.id.as_str(), key, value],
+            )
+            .map_err(query("insert tag"))?;
+        }
+        tx.commit().map_err(query("commit add device"))
+    }
+
+    /// Removes a device and everything stored about it.
+    pub fn remove_device(&self, id: &DeviceId) -> Result<(), StoreError> {
+        let removed = self
+            .conn()
+            .execute("DELETE FROM devices WHERE id = ?1", [id.as_str()])
+            .map_err(query("delete device"))?;
+        if removed == 0 {
+            return Err(StoreError::DeviceNotFound {
+                device: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets and removes tags of one device.
+    pub fn retag_device(
+        &self,
+        id: &DeviceId,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("begin retag"))?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id.as_str()], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(query("find device"))?;
+        if exists.is_none() {
+            return Err(StoreError::DeviceNotFound {
+                device: id.to_string(),
+            });
+        }
+        for key in remove {
+            tx.execute(
+                "DELETE FROM tags WHERE device = ?1 AND key = ?2",
+                params![id.as_str(), key],
+            )
+            .map_err(query("delete tag"))?;
+        }
+        for (key, value) in set {
+            tx.execute(
+                "INSERT INTO tags (device, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (device, key) DO UPDATE SET value = excluded.value",
+                params![id.as_str(), key, value],
+            )
+            .map_err(query("upsert tag"))?;
+        }
+        tx.commit().map_err(query("commit retag"))
+    }
+
+    /// All devices, by id.
+    pub fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT d.id, d.created_unix, d.online, d.last_seen_unix, s.generation, r.applied
+                 FROM devices d
+                 LEFT JOIN desired s ON s.device = d.id
+                 LEFT JOIN reported r ON r.device = d.id
+                 ORDER BY d.id",
+            )
+            .map_err(query("prepare list devices"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            })
+            .map_err(query("list devices"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read device row"))?;
+        let mut tags = all_tags(&conn)?;
+        rows.into_iter()
+            .map(|(id, created, online, seen, desired, applied)| {
+                let tags = tags.remove(&id).unwrap_or_default();
+                Ok(DeviceRecord {
+                    id: parse_id(id)?,
+                    created_unix: created,
+                    tags,
+                    online,
+                    last_seen_unix: seen,
+                    desired_generation: desired.map(|g| g as u64),
+                    applied_generation: applied.map(|g| g as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// One device.
+    pub fn device(&self, id: &DeviceId) -> Result<DeviceRecord, StoreError> {
+        self.list_devices()?
+            .into_iter()
+            .find(|d| &d.id == id)
+            .ok_or_else(|| StoreError::DeviceNotFound {
+                device: id.to_string(),
+            })
+    }
+
+    /// Every device's id and password hash, for the broker's credential table.
+    pub fn device_credentials(&self) -> Result<Vec<(DeviceId, [u8; 32])>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, password_sha256 FROM devices")
+            .map_err(query("prepare credentials"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(query("list credentials"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read credential row"))?;
+        rows.into_iter()
+            .map(|(id, hash)| {
+                let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt {
+                    device: id.clone(),
+                    what: "password hash is not 32 bytes".into(),
+                })?;
+                Ok((parse_id(id)?, hash))
+            })
+            .collect()
+    }
+
+    /// Stores a device's signed desired state (the caller signed it with `generation`).
+    pub fn put_desired(
+        &self,
+        id: &DeviceId,
+        generation: Generation,
+        signed: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO desired (device, generation, signed, updated_unix) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (device) DO UPDATE SET generation = excluded.generation,
+                   signed = excluded.signed, updated_unix = excluded.updated_unix",
+                params![id.as_str(), generation.0 as i64, signed, now_unix()],
+            )
+            .map_err(query("store desired state"))?;
+        Ok(())
+    }
+
+    /// Every device's latest encoded `Signed<DesiredState>`, for republishing at start.
+    pub fn all_desired(&self) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT device, signed FROM desired ORDER BY device")
+            .map_err(query("prepare desired"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(query("list desired"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read desired row"))?;
+        rows.into_iter()
+            .map(|(id, body)| Ok((parse_id(id)?, body)))
+            .collect()
+    }
+}
+
+fn all_tags(
+    conn: &rusqlite::Connection,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT device, key, value FROM tags")
+        .map_err(query("prepare tags"))?;
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(query("list tags"))?;
+    for row in rows {
+        let (device, key, value) = row.map_err(query("read tag row"))?;
+        out.entry(device).or_default().insert(key, value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_device(id: &str, tags: &[(&str, &str)]) -> NewDevice {
+        NewDevice {
+            id: id.parse().unwrap(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            password_sha256: [7; 32],
+        }
+    }
+
+    #[test]
+    fn add_list_retag_remove_round_trip() {
+        let store = Store::in_memory().unwrap();
+        store
+            .add_device(&new_device("pi-1", &[("site", "greenhouse")]))
+            .unwrap();
+        store.add_device(&new_device("pi-2", &[])).unwrap();
+        let id: DeviceId = "pi-1".parse().unwrap();
+        store
+            .retag_device(
+                &id,
+                &[("role".to_string(), "gw".to_string())].into(),
+                &["site".to_string()],
+            )
+            .unwrap();
+        let device = store.device(&id).unwrap();
+        assert_eq!(device.tags, [("role".into(), "gw".into())].into());
+        assert_eq!(store.list_devices().unwrap().len(), 2);
+        store.remove_device(&id).unwrap();
+        assert!(matches!(
+            store.device(&id),
+            Err(StoreError::DeviceNotFound { .. })
+        ));
+        assert_eq!(store.device_credentials().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn duplicate_device_is_refused_and_the_first_kept() {
+        let store = Store::in_memory().unwrap();
+        store
+            .add_device(&new_device("pi-1", &[("a", "1")]))
+            .unwrap();
+        let err = store.add_device(&new_device("pi-1", &[])).unwrap_err();
+        assert!(matches!(err, StoreError::DeviceExists { .. }));
+        let id = "pi-1".parse().unwrap();
+        assert_eq!(store.device(&id).unwrap().tags.len(), 1);
+    }
+
+    #[test]
+    fn removing_or_retagging_an_unknown_device_names_it() {
+        let store = Store::in_memory().unwrap();
+        let id: DeviceId = "ghost".parse().unwrap();
+        let err = store.remove_device(&id).unwrap_err();
+        assert!(err.to_string().contains("ghost"));
+        assert!(store.retag_device(&id, &BTreeMap::new(), &[]).is_err());
+    }
+
+    #[test]
+    fn desired_state_is_replaced_and_listed() {
+        let store = Store::in_memory().unwrap();
+        store.add_device(&new_device("pi-1", &[])).unwrap();
+        let id: DeviceId = "pi-1".parse().unwrap();
+        store.put_desired(&id, Generation(1), b"one").unwrap();
+        store.put_desired(&id, Generation(2), b"two").unwrap();
+        assert_eq!(
+            store.all_desired().unwrap(),
+            vec![(id.clone(), b"two".to_vec())]
+        );
+        assert_eq!(store.device(&id).unwrap().desired_generation, Some(2));
+    }
+}

@@ -1,0 +1,285 @@
+//! What devices send: reported states, presence, health history (one point per bucket,
+//! bounded per device) and events (bounded per device), so a chatty device cannot fill
+//! the controller's disk.
+
+use coracle_proto::{DeviceId, Event, HealthSample, ReportedState};
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{now_unix, query, Store, StoreError};
+
+/// Health history keeps one sample per this many seconds (the latest in the bucket).
+pub const HEALTH_BUCKET_SECS: i64 = 60;
+/// Health points kept per device (24 h at one per minute).
+pub const HEALTH_POINTS_KEPT: i64 = 24 * 60;
+/// Events kept per device.
+pub const EVENTS_KEPT: i64 = 1000;
+
+/// One point of a device's health chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthPoint {
+    pub bucket_unix: i64,
+    pub sample: HealthSample,
+}
+
+/// An event as stored, with the controller's receive time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub device: DeviceId,
+    pub received_unix: i64,
+    pub event: Event,
+}
+
+fn corrupt(device: &DeviceId, what: &str) -> StoreError {
+    StoreError::Corrupt {
+        device: device.to_string(),
+        what: what.to_string(),
+    }
+}
+
+impl Store {
+    /// Replaces the device's reported state. Unknown devices are ignored (`Ok(false)`):
+    /// a removed device may still have a message in flight.
+    pub fn put_reported(&self, state: &ReportedState) -> Result<bool, StoreError> {
+        let body = serde_json::to_vec(state).map_err(|_| corrupt(&state.device, "reported"))?;
+        let changed = self
+            .conn()
+            .execute(
+                "INSERT INTO reported (device, applied, body, received_unix)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 ON CONFLICT (device) DO UPDATE SET applied = excluded.applied,
+                   body = excluded.body, received_unix = excluded.received_unix",
+                params![
+                    state.device.as_str(),
+                    state.applied.0 as i64,
+                    body,
+                    now_unix()
+                ],
+            )
+            .map_err(query("store reported state"))?;
+        Ok(changed > 0)
+    }
+
+    /// The device's latest reported state.
+    pub fn reported(&self, device: &DeviceId) -> Result<Option<ReportedState>, StoreError> {
+        let body: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM reported WHERE device = ?1",
+                [device.as_str()],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|err| match err {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(query("read reported state"))?;
+        body.map(|b| serde_json::from_slice(&b).map_err(|_| corrupt(device, "reported body")))
+            .transpose()
+    }
+
+    /// Records presence; returns whether the device is known.
+    pub fn set_presence(&self, device: &DeviceId, online: bool) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE devices SET online = ?2, last_seen_unix = ?3 WHERE id = ?1",
+                params![device.as_str(), online, now_unix()],
+            )
+            .map_err(query("store presence"))?;
+        Ok(changed > 0)
+    }
+
+    /// Stores a health sample into its bucket and trims the device's history.
+    pub fn add_health(
+        &self,
+        device: &DeviceId,
+        at_unix: i64,
+        sample: &HealthSample,
+    ) -> Result<bool, StoreError> {
+        let body = serde_json::to_vec(sample).map_err(|_| corrupt(device, "health"))?;
+        let bucket = at_unix - at_unix.rem_euclid(HEALTH_BUCKET_SECS);
+        let conn = self.conn();
+        let changed = conn
+            .execute(
+                "INSERT OR REPLACE INTO health (device, bucket_unix, body)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)",
+                params![device.as_str(), bucket, body],
+            )
+            .map_err(query("store health sample"))?;
+        conn.execute(
+            "UPDATE devices SET last_seen_unix = ?2 WHERE id = ?1",
+            params![device.as_str(), at_unix],
+        )
+        .map_err(query("store last seen"))?;
+        conn.execute(
+            "DELETE FROM health WHERE device = ?1 AND bucket_unix <=
+               (SELECT bucket_unix FROM health WHERE device = ?1
+                ORDER BY bucket_unix DESC LIMIT 1 OFFSET ?2)",
+            params![device.as_str(), HEALTH_POINTS_KEPT],
+        )
+        .map_err(query("trim health history"))?;
+        Ok(changed > 0)
+    }
+
+    /// The device's health history, oldest first.
+    pub fn health_history(&self, device: &DeviceId) -> Result<Vec<HealthPoint>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT bucket_unix, body FROM health WHERE device = ?1 ORDER BY bucket_unix")
+            .map_err(query("prepare health history"))?;
+        let rows = stmt
+            .query_map([device.as_str()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(query("read health history"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read health row"))?;
+        rows.into_iter()
+            .map(|(bucket_unix, body)| {
+                let sample =
+                    serde_json::from_slice(&body).map_err(|_| corrupt(device, "health body"))?;
+                Ok(HealthPoint {
+                    bucket_unix,
+                    sample,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends an event and trims the device's log.
+    pub fn add_event(&self, device: &DeviceId, event: &Event) -> Result<Option<i64>, StoreError> {
+        let body = serde_json::to_vec(event).map_err(|_| corrupt(device, "event"))?;
+        let conn = self.conn();
+        let changed = conn
+            .execute(
+                "INSERT INTO events (device, at_unix, received_unix, body)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)",
+                params![
+                    device.as_str(),
+                    i64::try_from(event.at_unix_s).unwrap_or(i64::MAX),
+                    now_unix(),
+                    body
+                ],
+            )
+            .map_err(query("store event"))?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let id = conn.last_insert_rowid();
+        conn.execute(
+            "DELETE FROM events WHERE device = ?1 AND id <= ?2 - ?3",
+            params![device.as_str(), id, EVENTS_KEPT],
+        )
+        .map_err(query("trim events"))?;
+        Ok(Some(id))
+    }
+
+    /// The device's latest `limit` events, newest first.
+    pub fn events(&self, device: &DeviceId, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, received_unix, body FROM events WHERE device = ?1
+                 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(query("prepare events"))?;
+        let rows = stmt
+            .query_map(params![device.as_str(), limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(query("read events"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read event row"))?;
+        rows.into_iter()
+            .map(|(id, received_unix, body)| {
+                Ok(StoredEvent {
+                    id,
+                    device: device.clone(),
+                    received_unix,
+                    event: serde_json::from_slice(&body)
+                        .map_err(|_| corrupt(device, "event body"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coracle_proto::EventKind;
+
+    fn store_with(id: &str) -> (Store, DeviceId) {
+        Store::with_test_device(id)
+    }
+
+    #[test]
+    fn health_is_downsampled_to_one_point_per_bucket_and_bounded() {
+        let (store, id) = store_with("pi-1");
+        let sample = |cpu| HealthSample {
+            cpu_permille: cpu,
+            ..HealthSample::default()
+        };
+        store.add_health(&id, 600, &sample(1)).unwrap();
+        store.add_health(&id, 630, &sample(2)).unwrap();
+        store.add_health(&id, 660, &sample(3)).unwrap();
+        let history = store.health_history(&id).unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(
+            history[0].sample.cpu_permille, 2,
+            "latest sample wins the bucket"
+        );
+        for minute in 0..(HEALTH_POINTS_KEPT + 10) {
+            store
+                .add_health(&id, 10_000 + minute * 60, &sample(4))
+                .unwrap();
+        }
+        assert_eq!(
+            store.health_history(&id).unwrap().len() as i64,
+            HEALTH_POINTS_KEPT
+        );
+    }
+
+    #[test]
+    fn events_are_bounded_per_device_and_unknown_devices_ignored() {
+        let (store, id) = store_with("pi-1");
+        let event = Event {
+            at_unix_s: 5,
+            kind: EventKind::Applied {
+                generation: coracle_proto::Generation(1),
+            },
+        };
+        for _ in 0..(EVENTS_KEPT + 5) {
+            store.add_event(&id, &event).unwrap();
+        }
+        assert_eq!(store.events(&id, 5000).unwrap().len() as i64, EVENTS_KEPT);
+        let ghost: DeviceId = "ghost".parse().unwrap();
+        assert_eq!(store.add_event(&ghost, &event).unwrap(), None);
+        assert!(!store.set_presence(&ghost, true).unwrap());
+    }
+
+    #[test]
+    fn presence_and_reported_state_are_stored() {
+        let (store, id) = store_with("pi-1");
+        assert!(store.set_presence(&id, true).unwrap());
+        assert!(store.device(&id).unwrap().online);
+        let reported = coracle_proto::samples::reported_state(2);
+        let reported = ReportedState {
+            device: id.clone(),
+            ..reported
+        };
+        assert!(store.put_reported(&reported).unwrap());
+        assert_eq!(store.reported(&id).unwrap(), Some(reported.clone()));
+        assert_eq!(
+            store.device(&id).unwrap().applied_generation,
+            Some(reported.applied.0)
+        );
+    }
+}

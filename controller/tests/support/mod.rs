@@ -1,0 +1,253 @@
+//! Test harness: runs the real `coracle serve` on port 0 in a temp dir, reads the addresses
+//! it prints, enrols devices through the real CLI, and connects device MQTT clients
+//! (rumqttc over TLS, checked against the controller CA).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coracle_proto::{Bootstrap, BrokerAuth};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions};
+
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running controller; killed on drop.
+pub struct Controller {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub broker: SocketAddr,
+    pub broker_tls: SocketAddr,
+    pub api: SocketAddr,
+    pub registry: SocketAddr,
+}
+
+pub fn data_dir(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+
+impl Controller {
+    pub fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Starts on an existing temp dir (for restart tests).
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
+        let config = dir.path().join("coracle.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
+                data_dir(dir.path())
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_coracle"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut broker, mut broker_tls, mut api, mut registry) = (None, None, None, None);
+        while registry.is_none() {
+            let line = lines
+                .next()
+                .expect("coracle serve exited before listening")
+                .unwrap();
+            let addr = |l: &str| l.rsplit(' ').next().unwrap().parse::<SocketAddr>().unwrap();
+            if line.starts_with("broker tls listening on ") {
+                broker_tls = Some(addr(&line));
+            } else if line.starts_with("broker listening on ") {
+                broker = Some(addr(&line));
+            } else if line.starts_with("api listening on ") {
+                api = Some(addr(&line));
+            } else if line.starts_with("registry listening on ") {
+                registry = Some(addr(&line));
+            }
+        }
+        // Keep draining stdout so the controller never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            dir,
+            broker: broker.unwrap(),
+            broker_tls: broker_tls.unwrap(),
+            api: api.unwrap(),
+            registry: registry.unwrap(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        data_dir(self.dir.path())
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap()
+    }
+
+    /// Runs the real CLI against this controller.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_coracle"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// Enrols a device with the CLI and reads back its bootstrap file.
+    pub fn enrol(&self, name: &str) -> Bootstrap {
+        let out = self.dir.path().join(format!("{name}.toml"));
+        let result = self.cli(&["device", "add", name, "--out", out.to_str().unwrap()]);
+        assert!(result.status.success(), "{result:?}");
+        toml::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "controller exited with {status}");
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// MQTT options for a device over TLS with the given credentials.
+pub fn device_options(
+    tls_addr: SocketAddr,
+    ca_pem: &str,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", tls_addr.port());
+    opts.set_credentials(username, password);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(tls_config(ca_pem)),
+    ));
+    opts
+}
+
+pub fn password(bootstrap: &Bootstrap) -> String {
+    match &bootstrap.auth {
+        BrokerAuth::Password { password, .. } => password.clone(),
+        other => panic!("unexpected auth {other}"),
+    }
+}
+
+/// Connects as the enrolled device.
+pub async fn connect_device(
+    tls_addr: SocketAddr,
+    bootstrap: &Bootstrap,
+) -> Result<(AsyncClient, EventLoop), String> {
+    let id = bootstrap.device.as_str();
+    connect(device_options(
+        tls_addr,
+        &bootstrap.ca_pem,
+        id,
+        id,
+        &password(bootstrap),
+    ))
+    .await
+}
+
+/// Connects and waits for the CONNACK; a refusal is `Err` with its reason.
+pub async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop), String> {
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(Instant::now() < deadline, "no CONNACK in time");
+        match tokio::time::timeout(TIMEOUT, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(ack)))) => {
+                return if ack.code == ConnectReturnCode::Success {
+                    Ok((client, eventloop))
+                } else {
+                    Err(format!("{:?}", ack.code))
+                };
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(err)) => return Err(err.to_string()),
+            Err(_) => return Err("timeout".into()),
+        }
+    }
+}
+
+/// Polls the event loop until `pick` returns something, or the loop fails (`Err`).
+pub async fn next_matching<T>(
+    eventloop: &mut EventLoop,
+    mut pick: impl FnMut(&Incoming) -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(incoming))) => {
+                if let Some(found) = pick(&incoming) {
+                    return Ok(found);
+                }
+            }
+            Ok(Ok(Event::Outgoing(_))) => {}
+            Ok(Err(err)) => return Err(err.to_string()),
+            Err(_) => panic!("timed out waiting on the MQTT event loop"),
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after the timeout.
+pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The controller's API, as the CLI reaches it.
+pub fn api(controller: &Controller) -> coracle_controller::cli::ApiClient {
+    coracle_controller::cli::ApiClient::from_args(&coracle_controller::cli::ApiArgs {
+        data_dir: controller.data_dir(),
+        api: None,
+        token: None,
+    })
+    .unwrap()
+}
