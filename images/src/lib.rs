@@ -17,6 +17,7 @@ pub mod import;
 pub mod layer_index;
 pub mod media_type;
 pub mod oci;
+pub mod skeleton;
 pub mod store;
 pub mod unpack;
 

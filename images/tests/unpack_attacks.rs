@@ -314,3 +314,39 @@ fn unpack_refuses_existing_destination() {
         b"old"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn unpack_creates_allowed_device_nodes_and_keeps_setuid() {
+    let mut h = Header::new_gnu();
+    h.set_path("dev/null").unwrap();
+    h.set_entry_type(EntryType::Char);
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_cksum();
+    let mut tar = RawTar::default();
+    tar.push(h.as_bytes(), b"");
+    let tar = tar
+        .entry("bin/su", EntryType::Regular, 0o4755, b"elf", None)
+        .finish();
+    let limits = UnpackLimits {
+        allow_devices: true,
+        allow_setid: true,
+        ..UnpackLimits::default()
+    };
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("layer");
+    unpack_layer(&tar[..], &dest, None, &limits).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(dest.join("dev/null")).unwrap();
+    assert!(meta.file_type().is_char_device());
+    assert_eq!(meta.rdev(), libc_makedev(1, 3));
+    let su = std::fs::metadata(dest.join("bin/su")).unwrap();
+    assert_eq!(su.permissions().mode() & 0o7777, 0o4755);
+}
+
+fn libc_makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
+}

@@ -11,8 +11,9 @@ use tracing::info;
 
 use super::op::{invalid, OldRef, Op, PatchMethod};
 use super::patch::{bsdiff_apply, zstd_ref_decode};
-use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG};
+use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
+use crate::skeleton::{read_skeleton_window, skeleton_path};
 use crate::store::Store;
 
 /// Largest `delta.json` accepted: it holds a few digests.
@@ -23,6 +24,8 @@ enum Pending {
     Literal(u64),
     Copy(io::Take<File>),
     Buffer(Vec<u8>, usize),
+    /// Bytes still to serve from the current skeleton chunk.
+    Gap(u64),
     Done,
 }
 
@@ -33,6 +36,9 @@ pub struct DeltaReader<R: Read> {
     bases: Vec<PathBuf>,
     pending: Pending,
     hasher: Option<DigestHasher>,
+    /// The current decoded skeleton chunk and how much of it was served.
+    skeleton: Vec<u8>,
+    skeleton_pos: usize,
 }
 
 impl<R: Read> std::fmt::Debug for DeltaReader<R> {
@@ -98,6 +104,8 @@ impl<R: Read> DeltaReader<R> {
             bases,
             pending: Pending::Nothing,
             hasher: Some(DigestHasher::default()),
+            skeleton: Vec::new(),
+            skeleton_pos: 0,
         })
     }
 
@@ -113,6 +121,46 @@ impl<R: Read> DeltaReader<R> {
                 Pending::Done
             }
             Op::Literal { len } => Pending::Literal(len),
+            Op::Gap { len } => {
+                if len > (self.skeleton.len() - self.skeleton_pos) as u64 {
+                    return Err(invalid(format!(
+                        "gap of {len} bytes runs past the skeleton chunk"
+                    )));
+                }
+                Pending::Gap(len)
+            }
+            Op::Skeleton {
+                base,
+                ref_offset,
+                ref_len,
+                out_len,
+                payload_len,
+            } => {
+                if out_len > SKELETON_CHUNK
+                    || ref_len > 2 * SKELETON_CHUNK
+                    || payload_len > 2 * SKELETON_CHUNK
+                {
+                    return Err(invalid(format!(
+                        "skeleton chunk exceeds {SKELETON_CHUNK} bytes"
+                    )));
+                }
+                let root = self
+                    .bases
+                    .get(usize::from(base))
+                    .ok_or_else(|| invalid(format!("op names base {base}")))?;
+                let old = skeleton_path(root);
+                let reference = read_skeleton_window(&old, ref_offset, ref_len).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("read base skeleton {}: {e}", old.display()),
+                    )
+                })?;
+                let mut payload = vec![0u8; payload_len as usize];
+                self.ops.read_exact(&mut payload)?;
+                self.skeleton = zstd_ref_decode(&reference, &payload, out_len as usize)?;
+                self.skeleton_pos = 0;
+                Pending::Nothing
+            }
             Op::Copy { from, offset, len } => {
                 let mut file = self.open_old(&from)?;
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
@@ -204,6 +252,17 @@ impl<R: Read> Read for DeltaReader<R> {
                         )));
                     }
                     if file.limit() == 0 {
+                        self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+                Pending::Gap(left) => {
+                    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    buf[..n]
+                        .copy_from_slice(&self.skeleton[self.skeleton_pos..self.skeleton_pos + n]);
+                    self.skeleton_pos += n;
+                    *left -= n as u64;
+                    if *left == 0 {
                         self.pending = Pending::Nothing;
                     }
                     n

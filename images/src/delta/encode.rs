@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, info};
 
+use super::gaps::GapEncoder;
 use super::matcher::{Counterpart, OldFiles};
 use super::op::{Op, PatchMethod};
 use super::patch::{bsdiff_encode, zstd_ref_encode};
@@ -19,6 +20,7 @@ use super::{
 };
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
+use crate::skeleton::skeleton_path;
 
 /// An old layer the delta may take bytes from.
 #[derive(Debug)]
@@ -54,6 +56,8 @@ pub struct EncodeReport {
     pub new_diff_id: Option<Digest>,
     pub new_tar_bytes: u64,
     pub delta_bytes: u64,
+    /// Tar headers, padding and end blocks.
+    pub skeleton_bytes: u64,
     pub literal_bytes: u64,
     pub copied_bytes: u64,
     pub zstd_patched_bytes: u64,
@@ -93,15 +97,41 @@ pub fn encode(
         out: BufWriter::new(ops_file),
         report: EncodeReport::default(),
     };
+    let mut gaps = Vec::with_capacity(regions.len() + 1);
     let mut cursor = 0u64;
     for region in &regions {
-        enc.literal_from(&new, cursor, region.offset - cursor)
-            .map_err(read_new)?;
-        encode_region(&mut enc, &new, region, &old, bases, window, options)?;
+        gaps.push((cursor, region.offset - cursor));
         cursor = region.offset + region.size;
     }
-    enc.literal_from(&new, cursor, new_size - cursor)
-        .map_err(read_new)?;
+    gaps.push((cursor, new_size - cursor));
+    // Headers and padding: against the old skeleton when a base has one, else literal.
+    let mut skeleton = match bases.iter().position(|b| skeleton_path(b.dir).is_file()) {
+        Some(i) => Some(
+            GapEncoder::new(
+                &new,
+                &gaps,
+                &ops_path,
+                skeleton_path(bases[i].dir),
+                u16::try_from(i).expect("fewer than 65536 bases"),
+                options.level,
+            )
+            .map_err(read_new)?,
+        ),
+        None => None,
+    };
+    for (i, &(offset, len)) in gaps.iter().enumerate() {
+        match skeleton.as_mut() {
+            Some(gap_encoder) => gap_encoder.emit(&mut enc.out, len).map_err(read_new)?,
+            None => {
+                enc.literal_from(&new, offset, len).map_err(read_new)?;
+                enc.report.literal_bytes -= len; // counted as skeleton below
+            }
+        }
+        enc.report.skeleton_bytes += len;
+        if let Some(region) = regions.get(i) {
+            encode_region(&mut enc, &new, region, &old, bases, window, options)?;
+        }
+    }
     Op::End
         .write_to(&mut enc.out)
         .map_err(DeltaError::WriteDelta)?;

@@ -4,12 +4,14 @@
 //! entries: `delta.json` ([`DeltaHeader`]: new diff_id and size, base diff_ids, window size)
 //! and `ops`, a stream of [`op::Op`]s: literal bytes (tar headers, padding, new content),
 //! copies of old files or ranges, and patches of old file windows (zstd `--patch-from` or
-//! bsdiff, whichever is smallest per window). Encoding ([`encode`]) may be slow; applying
+//! bsdiff, whichever is smallest per window). Tar headers and padding come from the new
+//! layer's skeleton, compressed against the old layer's skeleton ([`crate::skeleton`]). Encoding ([`encode`]) may be slow; applying
 //! ([`DeltaReader`]) streams with memory bounded by the window size, and the result is
 //! accepted only if its sha256 equals the new diff_id.
 
 mod apply;
 mod encode;
+mod gaps;
 pub mod matcher;
 pub mod op;
 pub mod patch;
@@ -28,6 +30,8 @@ use crate::digest::Digest;
 pub const FORMAT_VERSION: u32 = 1;
 /// Window log of the outer zstd stream: 8 MiB of decoder history.
 pub const OUTER_WINDOW_LOG: u32 = 23;
+/// Output size of one skeleton chunk; its reference is at most twice this.
+pub const SKELETON_CHUNK: u64 = 1 << 20;
 /// Default memory budget for applying a delta.
 pub const DEFAULT_BUDGET: u64 = 64 << 20;
 /// A delta that is larger than this share of the full zstd layer does not pay.
@@ -48,7 +52,8 @@ pub struct DeltaHeader {
 
 impl DeltaHeader {
     /// Peak memory of applying: outer zstd history + reference window + output window +
-    /// payload (at most one output window plus bsdiff controls) + slack for buffers.
+    /// payload (at most one output window plus bsdiff controls) + a skeleton chunk with its
+    /// reference and payload + slack for buffers.
     pub fn memory_needed(&self) -> u64 {
         (1u64 << OUTER_WINDOW_LOG)
             + 2 * self.window
@@ -56,12 +61,13 @@ impl DeltaHeader {
             + self.window
             + self.window / 4
             + (4 << 20)
+            + 4 * SKELETON_CHUNK
     }
 }
 
 /// Window size that keeps applying within `budget` (see [`DeltaHeader::memory_needed`]).
 pub fn window_for_budget(budget: u64) -> u64 {
-    let spare = budget.saturating_sub((1u64 << OUTER_WINDOW_LOG) + (4 << 20));
+    let spare = budget.saturating_sub((1u64 << OUTER_WINDOW_LOG) + (4 << 20) + 4 * SKELETON_CHUNK);
     (spare * 4 / 17).max(64 << 10)
 }
 

@@ -41,6 +41,19 @@ pub enum Op {
         out_len: u64,
         payload_len: u64,
     },
+    /// Decode the next chunk of the new tar's skeleton: a zstd frame (`payload_len` bytes
+    /// following) with `ref_len` bytes of the base's skeleton at `ref_offset` as prefix.
+    Skeleton {
+        base: u16,
+        ref_offset: u64,
+        ref_len: u64,
+        out_len: u64,
+        payload_len: u64,
+    },
+    /// `len` bytes from the current skeleton chunk (tar headers, padding).
+    Gap {
+        len: u64,
+    },
     End,
 }
 
@@ -48,6 +61,8 @@ const TAG_END: u8 = 0;
 const TAG_LITERAL: u8 = 1;
 const TAG_COPY: u8 = 2;
 const TAG_PATCH: u8 = 3;
+const TAG_SKELETON: u8 = 4;
+const TAG_GAP: u8 = 5;
 /// Old paths are tar paths; a longer one is corrupt input.
 const MAX_PATH: u32 = 64 * 1024;
 
@@ -58,6 +73,24 @@ impl Op {
             Op::Literal { len } => {
                 out.write_all(&[TAG_LITERAL])?;
                 out.write_all(&len.to_le_bytes())
+            }
+            Op::Gap { len } => {
+                out.write_all(&[TAG_GAP])?;
+                out.write_all(&len.to_le_bytes())
+            }
+            Op::Skeleton {
+                base,
+                ref_offset,
+                ref_len,
+                out_len,
+                payload_len,
+            } => {
+                out.write_all(&[TAG_SKELETON])?;
+                out.write_all(&base.to_le_bytes())?;
+                for v in [ref_offset, ref_len, out_len, payload_len] {
+                    out.write_all(&v.to_le_bytes())?;
+                }
+                Ok(())
             }
             Op::Copy { from, offset, len } => {
                 out.write_all(&[TAG_COPY])?;
@@ -89,6 +122,20 @@ impl Op {
             TAG_LITERAL => Ok(Op::Literal {
                 len: read_u64(input)?,
             }),
+            TAG_GAP => Ok(Op::Gap {
+                len: read_u64(input)?,
+            }),
+            TAG_SKELETON => {
+                let mut base = [0u8; 2];
+                input.read_exact(&mut base)?;
+                Ok(Op::Skeleton {
+                    base: u16::from_le_bytes(base),
+                    ref_offset: read_u64(input)?,
+                    ref_len: read_u64(input)?,
+                    out_len: read_u64(input)?,
+                    payload_len: read_u64(input)?,
+                })
+            }
             TAG_COPY => {
                 let from = read_ref(input)?;
                 Ok(Op::Copy {

@@ -23,10 +23,13 @@ struct Budget {
     entries: u64,
 }
 
+/// `skip_recording` is set while file content is read, so the skeleton recorder keeps only
+/// headers and padding.
 pub(super) fn unpack_entries(
     tar: impl Read,
     root: &Path,
     limits: &UnpackLimits,
+    skip_recording: &std::cell::Cell<bool>,
 ) -> Result<LayerIndex, UnpackError> {
     let mut archive = tar::Archive::new(tar);
     let mut index = LayerIndex::default();
@@ -101,7 +104,10 @@ pub(super) fn unpack_entries(
                     });
                 }
                 remove_existing(&target, false).map_err(create)?;
-                let sha256 = write_file(&mut entry, &target, mode).map_err(create)?;
+                skip_recording.set(true);
+                let written = write_file(&mut entry, &target, mode);
+                skip_recording.set(false);
+                let sha256 = written.map_err(create)?;
                 index.insert(&rel, IndexEntry { size, sha256 });
             }
             EntryType::Symlink => {
