@@ -135,7 +135,7 @@ fn delta_rebuilds_new_tar_byte_for_byte_and_is_small() {
     let out = p.dir.path().join("rebuilt.tar");
     let digest = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
-        vec![old_dir],
+        vec![delta::BaseDir::scan(old_dir).unwrap()],
         &out,
         SMALL_BUDGET,
     )
@@ -190,7 +190,7 @@ fn delta_on_a_changed_base_fails_and_writes_nothing() {
     let out = p.dir.path().join("rebuilt.tar");
     let err = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
-        vec![old_dir],
+        vec![delta::BaseDir::scan(old_dir).unwrap()],
         &out,
         delta::DEFAULT_BUDGET,
     )
@@ -213,7 +213,7 @@ fn delta_refuses_a_budget_below_its_windows() {
     let out = p.dir.path().join("rebuilt.tar");
     let err = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
-        vec![old_dir],
+        vec![delta::BaseDir::scan(old_dir).unwrap()],
         &out,
         16 << 20,
     )

@@ -64,7 +64,14 @@ impl DeltaCommand {
             } => {
                 let file = File::open(&delta)
                     .with_context(|| format!("open delta {}", delta.display()))?;
-                let digest = delta::apply_to_file(file, from_dir, &output, budget)
+                let bases = from_dir
+                    .into_iter()
+                    .map(|dir| {
+                        delta::BaseDir::scan(dir.clone())
+                            .with_context(|| format!("list old layer {}", dir.display()))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let digest = delta::apply_to_file(file, bases, &output, budget)
                     .with_context(|| format!("apply delta {}", delta.display()))?;
                 println!("rebuilt {} ({digest})", output.display());
                 Ok(())

@@ -13,11 +13,52 @@ use super::op::{invalid, OldRef, Op, PatchMethod};
 use super::patch::{bsdiff_apply, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
+use crate::layer_index::LayerIndex;
 use crate::skeleton::{read_skeleton_window, skeleton_path};
 use crate::store::Store;
 
 /// Largest `delta.json` accepted: it holds a few digests.
 const MAX_HEADER_JSON: u64 = 1 << 20;
+
+/// An unpacked base layer and its regular files, numbered in sorted path order exactly like
+/// the keys of its [`LayerIndex`].
+#[derive(Debug, Clone)]
+pub struct BaseDir {
+    pub dir: PathBuf,
+    pub files: Vec<String>,
+}
+
+impl BaseDir {
+    pub fn from_index(dir: PathBuf, index: &LayerIndex) -> Self {
+        Self {
+            dir,
+            files: index.files.keys().cloned().collect(),
+        }
+    }
+
+    /// List the regular files of an unpacked layer that has no index at hand.
+    pub fn scan(dir: PathBuf) -> io::Result<Self> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(here) = stack.pop() {
+            for item in std::fs::read_dir(&here)? {
+                let item = item?;
+                let kind = item.file_type()?;
+                if kind.is_dir() {
+                    stack.push(item.path());
+                } else if kind.is_file() {
+                    let path = item.path();
+                    let rel = path
+                        .strip_prefix(&dir)
+                        .expect("walked paths are below the root");
+                    files.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        files.sort();
+        Ok(Self { dir, files })
+    }
+}
 
 enum Pending {
     Nothing,
@@ -33,7 +74,7 @@ enum Pending {
 pub struct DeltaReader<R: Read> {
     ops: io::Take<zstd::stream::read::Decoder<'static, BufReader<R>>>,
     header: DeltaHeader,
-    bases: Vec<PathBuf>,
+    bases: Vec<BaseDir>,
     pending: Pending,
     hasher: Option<DigestHasher>,
     /// The current decoded skeleton chunk and how much of it was served.
@@ -52,7 +93,7 @@ impl<R: Read> std::fmt::Debug for DeltaReader<R> {
 
 impl<R: Read> DeltaReader<R> {
     /// Open a delta against the unpacked base layer dirs, in the order of its header.
-    pub fn open(delta: R, bases: Vec<PathBuf>, budget: u64) -> Result<Self, DeltaError> {
+    pub fn open(delta: R, bases: Vec<BaseDir>, budget: u64) -> Result<Self, DeltaError> {
         Self::open_with(delta, budget, |ids| {
             if ids.len() == bases.len() {
                 Ok(bases)
@@ -69,7 +110,7 @@ impl<R: Read> DeltaReader<R> {
     pub fn open_with(
         delta: R,
         budget: u64,
-        resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<PathBuf>, DeltaError>,
+        resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<BaseDir>, DeltaError>,
     ) -> Result<Self, DeltaError> {
         let read = DeltaError::ReadDelta;
         let mut outer = zstd::stream::read::Decoder::new(delta).map_err(read)?;
@@ -148,7 +189,7 @@ impl<R: Read> DeltaReader<R> {
                     .bases
                     .get(usize::from(base))
                     .ok_or_else(|| invalid(format!("op names base {base}")))?;
-                let old = skeleton_path(root);
+                let old = skeleton_path(&root.dir);
                 let reference = read_skeleton_window(&old, ref_offset, ref_len).map_err(|e| {
                     io::Error::new(
                         e.kind(),
@@ -197,11 +238,19 @@ impl<R: Read> DeltaReader<R> {
     }
 
     fn open_old(&self, from: &OldRef) -> io::Result<File> {
-        let root = self
+        let base = self
             .bases
             .get(usize::from(from.base))
             .ok_or_else(|| invalid(format!("op names base {}", from.base)))?;
-        open_in_layer(root, Path::new(&from.path))
+        let path = base.files.get(from.file as usize).ok_or_else(|| {
+            invalid(format!(
+                "op names file {} of base {}, which has {} files",
+                from.file,
+                from.base,
+                base.files.len()
+            ))
+        })?;
+        open_in_layer(&base.dir, Path::new(path))
     }
 
     fn verify(&mut self) -> io::Result<()> {
@@ -356,7 +405,7 @@ fn rebuild_error(diff_id: Digest, source: io::Error) -> DeltaError {
 /// its digest is the one the delta promised.
 pub fn apply_to_file(
     delta: impl Read,
-    bases: Vec<PathBuf>,
+    bases: Vec<BaseDir>,
     out: &Path,
     budget: u64,
 ) -> Result<Digest, DeltaError> {
@@ -388,7 +437,10 @@ pub fn apply_to_store(store: &Store, delta: impl Read, budget: u64) -> Result<Di
         ids.iter()
             .map(|d| {
                 if store.has_layer(d) {
-                    Ok(store.layer_path(d))
+                    let index = store
+                        .layer_index(d)
+                        .map_err(|e| DeltaError::Store(Box::new(e)))?;
+                    Ok(BaseDir::from_index(store.layer_path(d), &index))
                 } else {
                     Err(DeltaError::MissingBase { diff_id: *d })
                 }

@@ -256,7 +256,7 @@ fn encode_region(
                 .map_err(read_new)
         }
     };
-    let old_path = bases[usize::from(from.base)].dir.join(&from.path);
+    let old_path = bases[usize::from(from.base)].dir.join(old.path(&from));
     let read_old = |source| DeltaError::ReadOldFile {
         path: old_path.clone(),
         source,
@@ -278,7 +278,7 @@ fn encode_region(
                 .map_err(read_old)?;
             if same == chunk {
                 Op::Copy {
-                    from: from.clone(),
+                    from: from,
                     offset: w.new.start,
                     len: chunk.len() as u64,
                 }
@@ -294,7 +294,7 @@ fn encode_region(
             None => enc.literal(&chunk).map_err(write)?,
             Some(method) => {
                 Op::Patch {
-                    from: from.clone(),
+                    from: from,
                     method,
                     ref_offset: w.reference.start,
                     ref_len: reference.len() as u64,

@@ -1,5 +1,5 @@
 //! The op stream inside a delta: how the new tar is rebuilt, one op at a time.
-//! Binary, little endian; each op starts with a tag byte.
+//! Binary: a tag byte, then LEB128 varints.
 
 use std::io::{self, Read, Write};
 
@@ -12,11 +12,12 @@ pub enum PatchMethod {
     Bsdiff = 2,
 }
 
-/// Where old bytes come from: a file of one base layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where old bytes come from: a file of one base layer, by its number in the base's file
+/// list (the layer index's paths in sorted order): a few bytes instead of a path per op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OldRef {
     pub base: u16,
-    pub path: String,
+    pub file: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +64,6 @@ const TAG_COPY: u8 = 2;
 const TAG_PATCH: u8 = 3;
 const TAG_SKELETON: u8 = 4;
 const TAG_GAP: u8 = 5;
-/// Old paths are tar paths; a longer one is corrupt input.
-const MAX_PATH: u32 = 64 * 1024;
 
 impl Op {
     pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
@@ -72,11 +71,11 @@ impl Op {
             Op::End => out.write_all(&[TAG_END]),
             Op::Literal { len } => {
                 out.write_all(&[TAG_LITERAL])?;
-                out.write_all(&len.to_le_bytes())
+                write_varint(out, *len)
             }
             Op::Gap { len } => {
                 out.write_all(&[TAG_GAP])?;
-                out.write_all(&len.to_le_bytes())
+                write_varint(out, *len)
             }
             Op::Skeleton {
                 base,
@@ -86,17 +85,17 @@ impl Op {
                 payload_len,
             } => {
                 out.write_all(&[TAG_SKELETON])?;
-                out.write_all(&base.to_le_bytes())?;
+                write_varint(out, u64::from(*base))?;
                 for v in [ref_offset, ref_len, out_len, payload_len] {
-                    out.write_all(&v.to_le_bytes())?;
+                    write_varint(out, *v)?;
                 }
                 Ok(())
             }
             Op::Copy { from, offset, len } => {
                 out.write_all(&[TAG_COPY])?;
                 write_ref(out, from)?;
-                out.write_all(&offset.to_le_bytes())?;
-                out.write_all(&len.to_le_bytes())
+                write_varint(out, *offset)?;
+                write_varint(out, *len)
             }
             Op::Patch {
                 from,
@@ -109,7 +108,7 @@ impl Op {
                 out.write_all(&[TAG_PATCH, *method as u8])?;
                 write_ref(out, from)?;
                 for v in [ref_offset, ref_len, out_len, payload_len] {
-                    out.write_all(&v.to_le_bytes())?;
+                    write_varint(out, *v)?;
                 }
                 Ok(())
             }
@@ -126,10 +125,10 @@ impl Op {
                 len: read_u64(input)?,
             }),
             TAG_SKELETON => {
-                let mut base = [0u8; 2];
-                input.read_exact(&mut base)?;
+                let base = u16::try_from(read_u64(input)?)
+                    .map_err(|_| invalid("base number out of range".into()))?;
                 Ok(Op::Skeleton {
-                    base: u16::from_le_bytes(base),
+                    base,
                     ref_offset: read_u64(input)?,
                     ref_len: read_u64(input)?,
                     out_len: read_u64(input)?,
@@ -170,27 +169,34 @@ pub fn invalid(msg: String) -> io::Error {
 }
 
 fn write_ref(out: &mut impl Write, from: &OldRef) -> io::Result<()> {
-    out.write_all(&from.base.to_le_bytes())?;
-    out.write_all(&(from.path.len() as u32).to_le_bytes())?;
-    out.write_all(from.path.as_bytes())
+    write_varint(out, u64::from(from.base))?;
+    write_varint(out, u64::from(from.file))
 }
 
 fn read_ref(input: &mut impl Read) -> io::Result<OldRef> {
-    let mut base = [0u8; 2];
-    input.read_exact(&mut base)?;
-    let mut len = [0u8; 4];
-    input.read_exact(&mut len)?;
-    let len = u32::from_le_bytes(len);
-    if len > MAX_PATH {
-        return Err(invalid(format!("old path of {len} bytes")));
+    let base =
+        u16::try_from(read_u64(input)?).map_err(|_| invalid("base number out of range".into()))?;
+    let file =
+        u32::try_from(read_u64(input)?).map_err(|_| invalid("file number out of range".into()))?;
+    Ok(OldRef { base, file })
+}
+
+/// LEB128: small numbers (most lengths and offsets) take one or two bytes.
+fn write_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            buf[n] = byte;
+            n += 1;
+            break;
+        }
+        buf[n] = byte | 0x80;
+        n += 1;
     }
-    let mut path = vec![0u8; len as usize];
-    input.read_exact(&mut path)?;
-    let path = String::from_utf8(path).map_err(|_| invalid("old path is not utf-8".into()))?;
-    Ok(OldRef {
-        base: u16::from_le_bytes(base),
-        path,
-    })
+    out.write_all(&buf[..n])
 }
 
 fn read_u8(input: &mut impl Read) -> io::Result<u8> {
@@ -200,9 +206,15 @@ fn read_u8(input: &mut impl Read) -> io::Result<u8> {
 }
 
 fn read_u64(input: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    input.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = read_u8(input)?;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(invalid("varint longer than 64 bits".into()))
 }
 
 #[cfg(test)]
@@ -213,12 +225,12 @@ mod tests {
     fn ops_round_trip() {
         let from = OldRef {
             base: 1,
-            path: "usr/lib/libx.so.1".into(),
+            file: 70_000,
         };
         let ops = [
             Op::Literal { len: 512 },
             Op::Copy {
-                from: from.clone(),
+                from,
                 offset: 7,
                 len: 9,
             },
@@ -230,6 +242,14 @@ mod tests {
                 out_len: 3,
                 payload_len: 4,
             },
+            Op::Skeleton {
+                base: 0,
+                ref_offset: 5,
+                ref_len: 6,
+                out_len: u64::MAX,
+                payload_len: 8,
+            },
+            Op::Gap { len: 1024 },
             Op::End,
         ];
         let mut bytes = Vec::new();

@@ -62,6 +62,8 @@ pub(super) fn unpack_entries(
         let mtime = header.mtime().unwrap_or(0);
         ensure_parents(root, &rel).map_err(|p| parent_error(&rel, p))?;
         let target = root.join(&rel);
+        // Whatever was at this path before is replaced below: it leaves the index.
+        index.files.remove(rel.to_string_lossy().as_ref());
         let create = |source| UnpackError::CreateEntry {
             path: rel.clone(),
             source,
