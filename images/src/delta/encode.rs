@@ -278,7 +278,7 @@ fn encode_region(
                 .map_err(read_old)?;
             if same == chunk {
                 Op::Copy {
-                    from: from,
+                    from,
                     offset: w.new.start,
                     len: chunk.len() as u64,
                 }
@@ -294,7 +294,7 @@ fn encode_region(
             None => enc.literal(&chunk).map_err(write)?,
             Some(method) => {
                 Op::Patch {
-                    from: from,
+                    from,
                     method,
                     ref_offset: w.reference.start,
                     ref_len: reference.len() as u64,
