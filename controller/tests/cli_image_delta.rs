@@ -97,12 +97,17 @@ fn delta_create_then_apply_rebuilds_new_tar_byte_for_byte() {
         "{report}"
     );
 
-    // The device side: old layer unpacked.
+    // The device side: the old layer unpacked by the store's unpacker (which keeps the tar
+    // skeleton beside it).
     let old_dir = d.join("old-dir");
-    std::fs::create_dir_all(old_dir.join("bin")).unwrap();
-    std::fs::create_dir_all(old_dir.join("etc")).unwrap();
-    std::fs::write(old_dir.join("bin/busybox"), &old).unwrap();
-    std::fs::write(old_dir.join("etc/motd"), b"v1\n").unwrap();
+    let limits = coracle_images::unpack::UnpackLimits::default();
+    coracle_images::unpack::unpack_layer(
+        std::fs::File::open(d.join("old.tar")).unwrap(),
+        &old_dir,
+        None,
+        &limits,
+    )
+    .unwrap();
     let out = coracle(&[
         "image".as_ref(),
         "delta".as_ref(),

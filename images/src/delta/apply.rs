@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::op::{invalid, OldRef, Op, PatchMethod};
+use super::op::{invalid, OldRef, Op, OpCodec, PatchMethod};
 use super::patch::{bsdiff_apply, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
@@ -80,6 +80,7 @@ pub struct DeltaReader<R: Read> {
     /// The current decoded skeleton chunk and how much of it was served.
     skeleton: Vec<u8>,
     skeleton_pos: usize,
+    codec: OpCodec,
 }
 
 impl<R: Read> std::fmt::Debug for DeltaReader<R> {
@@ -147,6 +148,7 @@ impl<R: Read> DeltaReader<R> {
             hasher: Some(DigestHasher::default()),
             skeleton: Vec::new(),
             skeleton_pos: 0,
+            codec: OpCodec::default(),
         })
     }
 
@@ -156,7 +158,7 @@ impl<R: Read> DeltaReader<R> {
 
     fn next_op(&mut self) -> io::Result<()> {
         let window = self.header.window;
-        self.pending = match Op::read_from(&mut self.ops)? {
+        self.pending = match self.codec.read(&mut self.ops)? {
             Op::End => {
                 self.verify()?;
                 Pending::Done
@@ -193,7 +195,7 @@ impl<R: Read> DeltaReader<R> {
                 let reference = read_skeleton_window(&old, ref_offset, ref_len).map_err(|e| {
                     io::Error::new(
                         e.kind(),
-                        format!("read base skeleton {}: {e}", old.display()),
+                        format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
                     )
                 })?;
                 let mut payload = vec![0u8; payload_len as usize];
@@ -201,6 +203,12 @@ impl<R: Read> DeltaReader<R> {
                 self.skeleton = zstd_ref_decode(&reference, &payload, out_len as usize)?;
                 self.skeleton_pos = 0;
                 Pending::Nothing
+            }
+            Op::CopyFile { from } => {
+                let file = self.open_old(&from)?;
+                let len = file.metadata()?.len();
+                self.codec.content(len);
+                Pending::Copy(file.take(len))
             }
             Op::Copy { from, offset, len } => {
                 let mut file = self.open_old(&from)?;

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::gaps::GapEncoder;
 use super::matcher::{Counterpart, OldFiles};
-use super::op::{Op, PatchMethod};
+use super::op::{Op, OpCodec, PatchMethod};
 use super::patch::{bsdiff_encode, zstd_ref_encode};
 use super::window::plan_windows;
 use super::{
@@ -95,6 +95,7 @@ pub fn encode(
     let ops_file = File::create(&ops_path).map_err(DeltaError::WriteDelta)?;
     let mut enc = OpWriter {
         out: BufWriter::new(ops_file),
+        codec: OpCodec::default(),
         report: EncodeReport::default(),
     };
     let mut gaps = Vec::with_capacity(regions.len() + 1);
@@ -121,7 +122,7 @@ pub fn encode(
     };
     for (i, &(offset, len)) in gaps.iter().enumerate() {
         match skeleton.as_mut() {
-            Some(gap_encoder) => gap_encoder.emit(&mut enc.out, len).map_err(read_new)?,
+            Some(gap_encoder) => gap_encoder.emit(&mut enc, len).map_err(read_new)?,
             None => {
                 enc.literal_from(&new, offset, len).map_err(read_new)?;
                 enc.report.literal_bytes -= len; // counted as skeleton below
@@ -132,9 +133,7 @@ pub fn encode(
             encode_region(&mut enc, &new, region, &old, bases, window, options)?;
         }
     }
-    Op::End
-        .write_to(&mut enc.out)
-        .map_err(DeltaError::WriteDelta)?;
+    enc.op(&Op::End).map_err(DeltaError::WriteDelta)?;
     enc.out.flush().map_err(DeltaError::WriteDelta)?;
     let mut report = enc.report;
 
@@ -183,17 +182,22 @@ fn content_regions(tar: &File) -> io::Result<Vec<Region>> {
     Ok(regions)
 }
 
-struct OpWriter {
-    out: BufWriter<File>,
+pub(super) struct OpWriter {
+    pub(super) out: BufWriter<File>,
+    codec: OpCodec,
     report: EncodeReport,
 }
 
 impl OpWriter {
+    pub(super) fn op(&mut self, op: &Op) -> io::Result<()> {
+        self.codec.write(op, &mut self.out)
+    }
+
     fn literal_from(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         if len == 0 {
             return Ok(());
         }
-        Op::Literal { len }.write_to(&mut self.out)?;
+        self.op(&Op::Literal { len })?;
         let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
         let mut done = 0;
         while done < len {
@@ -207,10 +211,9 @@ impl OpWriter {
     }
 
     fn literal(&mut self, bytes: &[u8]) -> io::Result<()> {
-        Op::Literal {
+        self.op(&Op::Literal {
             len: bytes.len() as u64,
-        }
-        .write_to(&mut self.out)?;
+        })?;
         self.out.write_all(bytes)?;
         self.report.literal_bytes += bytes.len() as u64;
         Ok(())
@@ -239,13 +242,8 @@ fn encode_region(
     let digest = region_digest(new, region).map_err(read_new)?;
     let (from, old_size) = match old.counterpart(&region.path, region.size, &digest) {
         Counterpart::Identical(from) => {
-            Op::Copy {
-                from,
-                offset: 0,
-                len: region.size,
-            }
-            .write_to(&mut enc.out)
-            .map_err(write)?;
+            enc.op(&Op::CopyFile { from }).map_err(write)?;
+            enc.codec.content(region.size);
             enc.report.copied_bytes += region.size;
             return Ok(());
         }
@@ -277,12 +275,11 @@ fn encode_region(
                 .read_exact_at(&mut same, w.new.start)
                 .map_err(read_old)?;
             if same == chunk {
-                Op::Copy {
+                enc.op(&Op::Copy {
                     from,
                     offset: w.new.start,
                     len: chunk.len() as u64,
-                }
-                .write_to(&mut enc.out)
+                })
                 .map_err(write)?;
                 enc.report.copied_bytes += chunk.len() as u64;
                 continue;
@@ -293,15 +290,14 @@ fn encode_region(
         match choice.method {
             None => enc.literal(&chunk).map_err(write)?,
             Some(method) => {
-                Op::Patch {
+                enc.op(&Op::Patch {
                     from,
                     method,
                     ref_offset: w.reference.start,
                     ref_len: reference.len() as u64,
                     out_len: chunk.len() as u64,
                     payload_len: choice.payload.len() as u64,
-                }
-                .write_to(&mut enc.out)
+                })
                 .map_err(write)?;
                 enc.out.write_all(&choice.payload).map_err(write)?;
                 match method {

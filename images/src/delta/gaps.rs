@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::encode::OpWriter;
 use super::op::Op;
 use super::patch::zstd_ref_encode;
 use super::window::{plan_windows, Window};
@@ -66,20 +67,20 @@ impl GapEncoder {
     }
 
     /// Emit ops for the next `len` skeleton bytes.
-    pub(super) fn emit(&mut self, out: &mut impl Write, mut len: u64) -> io::Result<()> {
+    pub(super) fn emit(&mut self, out: &mut OpWriter, mut len: u64) -> io::Result<()> {
         while len > 0 {
             if self.cursor == self.chunk_end {
                 self.emit_chunk(out)?;
             }
             let n = len.min(self.chunk_end - self.cursor);
-            Op::Gap { len: n }.write_to(out)?;
+            out.op(&Op::Gap { len: n })?;
             self.cursor += n;
             len -= n;
         }
         Ok(())
     }
 
-    fn emit_chunk(&mut self, out: &mut impl Write) -> io::Result<()> {
+    fn emit_chunk(&mut self, out: &mut OpWriter) -> io::Result<()> {
         let w = self
             .windows
             .next()
@@ -92,15 +93,14 @@ impl GapEncoder {
             w.reference.end - w.reference.start,
         )?;
         let payload = zstd_ref_encode(&reference, &chunk, self.level)?;
-        Op::Skeleton {
+        out.op(&Op::Skeleton {
             base: self.base,
             ref_offset: w.reference.start,
             ref_len: reference.len() as u64,
             out_len: chunk.len() as u64,
             payload_len: payload.len() as u64,
-        }
-        .write_to(out)?;
-        out.write_all(&payload)?;
+        })?;
+        out.out.write_all(&payload)?;
         self.chunk_end = w.new.end;
         Ok(())
     }

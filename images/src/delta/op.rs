@@ -55,6 +55,11 @@ pub enum Op {
     Gap {
         len: u64,
     },
+    /// The whole old file (its length is the file's size; the caller accounts for it with
+    /// [`OpCodec::content`]).
+    CopyFile {
+        from: OldRef,
+    },
     End,
 }
 
@@ -64,17 +69,175 @@ const TAG_COPY: u8 = 2;
 const TAG_PATCH: u8 = 3;
 const TAG_SKELETON: u8 = 4;
 const TAG_GAP: u8 = 5;
+const TAG_COPY_FILE: u8 = 6;
+
+/// Writes and reads ops with the context that makes them small: file numbers are coded as
+/// the difference from the previous one (unchanged files come in order: +1), and a gap's
+/// length as the difference from what a plain tar would have (the previous content's
+/// padding plus one 512-byte header), so a run of unchanged files is a repeating byte
+/// pattern that the outer zstd squeezes to nearly nothing. Writer and reader keep the same
+/// state by seeing the same ops.
+#[derive(Debug)]
+pub struct OpCodec {
+    last_file: u32,
+    content: u64,
+    after_content: bool,
+}
+
+impl Default for OpCodec {
+    fn default() -> Self {
+        Self {
+            last_file: 0,
+            content: 0,
+            after_content: true,
+        }
+    }
+}
+
+impl OpCodec {
+    fn expected_gap(&self) -> u64 {
+        if self.after_content {
+            512 + (512 - self.content % 512) % 512
+        } else {
+            0
+        }
+    }
+
+    /// Account for `n` bytes of file content produced.
+    pub fn content(&mut self, n: u64) {
+        self.content += n;
+        self.after_content = true;
+    }
+
+    fn track(&mut self, op: &Op) {
+        match op {
+            Op::Literal { len } | Op::Copy { len, .. } => self.content(*len),
+            Op::Patch { out_len, .. } => self.content(*out_len),
+            Op::Gap { .. } => {
+                self.content = 0;
+                self.after_content = false;
+            }
+            Op::Skeleton { .. } | Op::CopyFile { .. } | Op::End => {}
+        }
+    }
+
+    pub fn write(&mut self, op: &Op, out: &mut impl Write) -> io::Result<()> {
+        match op {
+            Op::Gap { len } => {
+                out.write_all(&[TAG_GAP])?;
+                write_varint(out, zigzag(*len as i64 - self.expected_gap() as i64))?;
+            }
+            Op::CopyFile { from } => {
+                out.write_all(&[TAG_COPY_FILE])?;
+                self.write_ref(out, from)?;
+            }
+            Op::Copy { from, offset, len } => {
+                out.write_all(&[TAG_COPY])?;
+                self.write_ref(out, from)?;
+                write_varint(out, *offset)?;
+                write_varint(out, *len)?;
+            }
+            Op::Patch {
+                from,
+                method,
+                ref_offset,
+                ref_len,
+                out_len,
+                payload_len,
+            } => {
+                out.write_all(&[TAG_PATCH, *method as u8])?;
+                self.write_ref(out, from)?;
+                for v in [ref_offset, ref_len, out_len, payload_len] {
+                    write_varint(out, *v)?;
+                }
+            }
+            other => other.write_to(out)?,
+        }
+        self.track(op);
+        Ok(())
+    }
+
+    pub fn read(&mut self, input: &mut impl Read) -> io::Result<Op> {
+        let op = match read_u8(input)? {
+            TAG_GAP => {
+                let len = self.expected_gap() as i64 + unzigzag(read_u64(input)?);
+                Op::Gap {
+                    len: u64::try_from(len).map_err(|_| invalid(format!("gap of {len} bytes")))?,
+                }
+            }
+            TAG_COPY_FILE => Op::CopyFile {
+                from: self.read_ref(input)?,
+            },
+            TAG_COPY => {
+                let from = self.read_ref(input)?;
+                Op::Copy {
+                    from,
+                    offset: read_u64(input)?,
+                    len: read_u64(input)?,
+                }
+            }
+            TAG_PATCH => {
+                let method = read_method(input)?;
+                let from = self.read_ref(input)?;
+                Op::Patch {
+                    from,
+                    method,
+                    ref_offset: read_u64(input)?,
+                    ref_len: read_u64(input)?,
+                    out_len: read_u64(input)?,
+                    payload_len: read_u64(input)?,
+                }
+            }
+            tag => Op::read_tagged(tag, input)?,
+        };
+        self.track(&op);
+        Ok(op)
+    }
+
+    fn write_ref(&mut self, out: &mut impl Write, from: &OldRef) -> io::Result<()> {
+        write_varint(out, u64::from(from.base))?;
+        write_varint(
+            out,
+            zigzag(i64::from(from.file) - i64::from(self.last_file)),
+        )?;
+        self.last_file = from.file;
+        Ok(())
+    }
+
+    fn read_ref(&mut self, input: &mut impl Read) -> io::Result<OldRef> {
+        let base = u16::try_from(read_u64(input)?)
+            .map_err(|_| invalid("base number out of range".into()))?;
+        let file = i64::from(self.last_file) + unzigzag(read_u64(input)?);
+        let file =
+            u32::try_from(file).map_err(|_| invalid(format!("file number {file} out of range")))?;
+        self.last_file = file;
+        Ok(OldRef { base, file })
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn read_method(input: &mut impl Read) -> io::Result<PatchMethod> {
+    match read_u8(input)? {
+        1 => Ok(PatchMethod::ZstdRef),
+        2 => Ok(PatchMethod::Bsdiff),
+        m => Err(invalid(format!("unknown patch method {m}"))),
+    }
+}
 
 impl Op {
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+    /// Ops that need no codec context.
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         match self {
             Op::End => out.write_all(&[TAG_END]),
             Op::Literal { len } => {
                 out.write_all(&[TAG_LITERAL])?;
-                write_varint(out, *len)
-            }
-            Op::Gap { len } => {
-                out.write_all(&[TAG_GAP])?;
                 write_varint(out, *len)
             }
             Op::Skeleton {
@@ -91,37 +254,14 @@ impl Op {
                 }
                 Ok(())
             }
-            Op::Copy { from, offset, len } => {
-                out.write_all(&[TAG_COPY])?;
-                write_ref(out, from)?;
-                write_varint(out, *offset)?;
-                write_varint(out, *len)
-            }
-            Op::Patch {
-                from,
-                method,
-                ref_offset,
-                ref_len,
-                out_len,
-                payload_len,
-            } => {
-                out.write_all(&[TAG_PATCH, *method as u8])?;
-                write_ref(out, from)?;
-                for v in [ref_offset, ref_len, out_len, payload_len] {
-                    write_varint(out, *v)?;
-                }
-                Ok(())
-            }
+            other => Err(io::Error::other(format!("op {other:?} needs the codec"))),
         }
     }
 
-    pub fn read_from(input: &mut impl Read) -> io::Result<Op> {
-        match read_u8(input)? {
+    fn read_tagged(tag: u8, input: &mut impl Read) -> io::Result<Op> {
+        match tag {
             TAG_END => Ok(Op::End),
             TAG_LITERAL => Ok(Op::Literal {
-                len: read_u64(input)?,
-            }),
-            TAG_GAP => Ok(Op::Gap {
                 len: read_u64(input)?,
             }),
             TAG_SKELETON => {
@@ -135,30 +275,6 @@ impl Op {
                     payload_len: read_u64(input)?,
                 })
             }
-            TAG_COPY => {
-                let from = read_ref(input)?;
-                Ok(Op::Copy {
-                    from,
-                    offset: read_u64(input)?,
-                    len: read_u64(input)?,
-                })
-            }
-            TAG_PATCH => {
-                let method = match read_u8(input)? {
-                    1 => PatchMethod::ZstdRef,
-                    2 => PatchMethod::Bsdiff,
-                    m => return Err(invalid(format!("unknown patch method {m}"))),
-                };
-                let from = read_ref(input)?;
-                Ok(Op::Patch {
-                    from,
-                    method,
-                    ref_offset: read_u64(input)?,
-                    ref_len: read_u64(input)?,
-                    out_len: read_u64(input)?,
-                    payload_len: read_u64(input)?,
-                })
-            }
             tag => Err(invalid(format!("unknown op tag {tag}"))),
         }
     }
@@ -166,19 +282,6 @@ impl Op {
 
 pub fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-fn write_ref(out: &mut impl Write, from: &OldRef) -> io::Result<()> {
-    write_varint(out, u64::from(from.base))?;
-    write_varint(out, u64::from(from.file))
-}
-
-fn read_ref(input: &mut impl Read) -> io::Result<OldRef> {
-    let base =
-        u16::try_from(read_u64(input)?).map_err(|_| invalid("base number out of range".into()))?;
-    let file =
-        u32::try_from(read_u64(input)?).map_err(|_| invalid("file number out of range".into()))?;
-    Ok(OldRef { base, file })
 }
 
 /// LEB128: small numbers (most lengths and offsets) take one or two bytes.
@@ -222,18 +325,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ops_round_trip() {
+    fn ops_round_trip_through_the_codec() {
         let from = OldRef {
             base: 1,
             file: 70_000,
         };
         let ops = [
-            Op::Literal { len: 512 },
+            Op::Gap { len: 512 },
+            Op::Literal { len: 700 },
+            Op::Gap {
+                len: 512 + 324 + 1024,
+            },
             Op::Copy {
                 from,
                 offset: 7,
                 len: 9,
             },
+            Op::CopyFile {
+                from: OldRef {
+                    base: 1,
+                    file: 70_001,
+                },
+            },
+            Op::Gap { len: 3 },
             Op::Patch {
                 from,
                 method: PatchMethod::Bsdiff,
@@ -253,18 +367,44 @@ mod tests {
             Op::End,
         ];
         let mut bytes = Vec::new();
+        let mut writer = OpCodec::default();
         for op in &ops {
-            op.write_to(&mut bytes).unwrap();
+            writer.write(op, &mut bytes).unwrap();
         }
         let mut input = &bytes[..];
+        let mut reader = OpCodec::default();
         for op in &ops {
-            assert_eq!(&Op::read_from(&mut input).unwrap(), op);
+            assert_eq!(&reader.read(&mut input).unwrap(), op);
         }
     }
 
     #[test]
+    fn unchanged_files_code_to_a_repeating_pattern() {
+        let mut codec = OpCodec::default();
+        let mut runs = Vec::new();
+        for (file, size) in [(10u32, 100u64), (11, 3000), (12, 77)] {
+            let mut bytes = Vec::new();
+            codec
+                .write(
+                    &Op::CopyFile {
+                        from: OldRef { base: 0, file },
+                    },
+                    &mut bytes,
+                )
+                .unwrap();
+            codec.content(size);
+            let pad = (512 - size % 512) % 512;
+            codec
+                .write(&Op::Gap { len: pad + 512 }, &mut bytes)
+                .unwrap();
+            runs.push(bytes);
+        }
+        assert_eq!(runs[1], runs[2]);
+    }
+
+    #[test]
     fn unknown_tag_is_invalid_data() {
-        let err = Op::read_from(&mut &[9u8][..]).unwrap_err();
+        let err = OpCodec::default().read(&mut &[9u8][..]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

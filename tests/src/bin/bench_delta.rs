@@ -50,7 +50,9 @@ fn run() -> BenchResult<()> {
         "ours/best"
     );
     let mut full_layer = None;
-    for (pkg, old, new, kind) in PAIRS {
+    // BENCH_ONLY=numpy runs just the pairs whose package name contains it.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    for (pkg, old, new, kind) in PAIRS.iter().filter(|p| p.0.contains(only.as_str())) {
         let old_tar = layer_for(&work, pkg, old)?;
         let new_tar = layer_for(&work, pkg, new)?;
         let row = measure_pair(&work, &coracle, &old_tar, &new_tar)?;
