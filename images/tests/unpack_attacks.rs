@@ -350,3 +350,21 @@ fn unpack_creates_allowed_device_nodes_and_keeps_setuid() {
 fn libc_makedev(major: u64, minor: u64) -> u64 {
     ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
 }
+
+#[test]
+fn unpack_rejects_symlink_that_replaces_a_directory_before_a_write_below_it() {
+    let outside = tempfile::tempdir().unwrap();
+    let link = outside.path().to_str().unwrap().to_owned();
+    let tar = RawTar::default()
+        .entry("a/", EntryType::Directory, 0o755, b"", None)
+        .file("a/x", b"fine")
+        .entry("a", EntryType::Symlink, 0o777, b"", Some(&link))
+        .file("a/y", b"pwned")
+        .finish();
+    let err = unpack_expect_err(&tar, &UnpackLimits::default(), None);
+    assert!(
+        matches!(err, UnpackError::WriteThroughSymlink { .. }),
+        "{err}"
+    );
+    assert_empty(outside.path());
+}

@@ -174,6 +174,7 @@ impl<R: Read> DeltaReader<R> {
             }
             Op::Skeleton {
                 base,
+                method,
                 ref_offset,
                 ref_len,
                 out_len,
@@ -200,7 +201,12 @@ impl<R: Read> DeltaReader<R> {
                 })?;
                 let mut payload = vec![0u8; payload_len as usize];
                 self.ops.read_exact(&mut payload)?;
-                self.skeleton = zstd_ref_decode(&reference, &payload, out_len as usize)?;
+                self.skeleton = match method {
+                    PatchMethod::ZstdRef => {
+                        zstd_ref_decode(&reference, &payload, out_len as usize)?
+                    }
+                    PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
+                };
                 self.skeleton_pos = 0;
                 Pending::Nothing
             }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::encode::OpWriter;
 use super::op::Op;
-use super::patch::zstd_ref_encode;
+use super::op::PatchMethod;
+use super::patch::{bsdiff_encode, zstd_ref_encode};
 use super::window::{plan_windows, Window};
 use super::SKELETON_CHUNK;
 use crate::skeleton::{read_skeleton_window, skeleton_len};
@@ -92,9 +93,20 @@ impl GapEncoder {
             w.reference.start,
             w.reference.end - w.reference.start,
         )?;
-        let payload = zstd_ref_encode(&reference, &chunk, self.level)?;
+        // Headers often differ by small amounts at fixed offsets (mode, size, checksum):
+        // bsdiff's bytewise differences beat zstd's matches there.
+        let mut method = PatchMethod::ZstdRef;
+        let mut payload = zstd_ref_encode(&reference, &chunk, self.level)?;
+        let bsdiff = bsdiff_encode(&reference, &chunk)?;
+        if bsdiff.len() as u64 <= 2 * SKELETON_CHUNK
+            && zstd::bulk::compress(&bsdiff, self.level)?.len() < payload.len()
+        {
+            method = PatchMethod::Bsdiff;
+            payload = bsdiff;
+        }
         out.op(&Op::Skeleton {
             base: self.base,
+            method,
             ref_offset: w.reference.start,
             ref_len: reference.len() as u64,
             out_len: chunk.len() as u64,

@@ -42,10 +42,11 @@ pub enum Op {
         out_len: u64,
         payload_len: u64,
     },
-    /// Decode the next chunk of the new tar's skeleton: a zstd frame (`payload_len` bytes
-    /// following) with `ref_len` bytes of the base's skeleton at `ref_offset` as prefix.
+    /// Decode the next chunk of the new tar's skeleton: a patch (`payload_len` bytes
+    /// following) against `ref_len` bytes of the base's skeleton at `ref_offset`.
     Skeleton {
         base: u16,
+        method: PatchMethod,
         ref_offset: u64,
         ref_len: u64,
         out_len: u64,
@@ -242,12 +243,13 @@ impl Op {
             }
             Op::Skeleton {
                 base,
+                method,
                 ref_offset,
                 ref_len,
                 out_len,
                 payload_len,
             } => {
-                out.write_all(&[TAG_SKELETON])?;
+                out.write_all(&[TAG_SKELETON, *method as u8])?;
                 write_varint(out, u64::from(*base))?;
                 for v in [ref_offset, ref_len, out_len, payload_len] {
                     write_varint(out, *v)?;
@@ -265,10 +267,12 @@ impl Op {
                 len: read_u64(input)?,
             }),
             TAG_SKELETON => {
+                let method = read_method(input)?;
                 let base = u16::try_from(read_u64(input)?)
                     .map_err(|_| invalid("base number out of range".into()))?;
                 Ok(Op::Skeleton {
                     base,
+                    method,
                     ref_offset: read_u64(input)?,
                     ref_len: read_u64(input)?,
                     out_len: read_u64(input)?,
@@ -358,6 +362,7 @@ mod tests {
             },
             Op::Skeleton {
                 base: 0,
+                method: PatchMethod::Bsdiff,
                 ref_offset: 5,
                 ref_len: 6,
                 out_len: u64::MAX,

@@ -35,6 +35,7 @@ pub(super) fn unpack_entries(
     let mut index = LayerIndex::default();
     let mut budget = Budget::default();
     let mut dir_mtimes = Vec::new();
+    let mut verified_parent: Option<PathBuf> = None;
     let chown = is_root();
     for item in archive.entries().map_err(UnpackError::ReadTar)? {
         let mut entry = item.map_err(UnpackError::ReadTar)?;
@@ -60,7 +61,19 @@ pub(super) fn unpack_entries(
         }
         let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
         let mtime = header.mtime().unwrap_or(0);
-        ensure_parents(root, &rel).map_err(|p| parent_error(&rel, p))?;
+        // Consecutive entries share parents: skip the walk when this parent was just checked.
+        if verified_parent.as_deref() != rel.parent() {
+            ensure_parents(root, &rel).map_err(|p| parent_error(&rel, p))?;
+            verified_parent = rel.parent().map(Path::to_path_buf);
+        }
+        // An entry that replaces a checked parent (e.g. a symlink over a dir) voids the check.
+        if kind != EntryType::Directory
+            && verified_parent
+                .as_deref()
+                .is_some_and(|p| p.starts_with(&rel))
+        {
+            verified_parent = None;
+        }
         let target = root.join(&rel);
         // Whatever was at this path before is replaced below: it leaves the index.
         index.files.remove(rel.to_string_lossy().as_ref());

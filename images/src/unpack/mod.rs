@@ -146,10 +146,12 @@ pub fn unpack_layer(
     let _skeleton_guard = RemoveFile(skeleton_temp.clone());
     let skeleton_file = std::fs::File::create(&skeleton_temp).map_err(create)?;
     let skip = std::cell::Cell::new(false);
-    let mut recorder =
-        SkeletonRecorder::new(HashingReader::new(tar), skeleton_file, &skip).map_err(create)?;
+    // Buffered: the tar reader asks for 512-byte headers one at a time.
+    let buffered = std::io::BufReader::with_capacity(256 << 10, HashingReader::new(tar));
+    let mut recorder = SkeletonRecorder::new(buffered, skeleton_file, &skip).map_err(create)?;
     let index = entry::unpack_entries(&mut recorder, &temp_path, limits, &skip)?;
-    let (hashing, skeleton_file) = recorder.finish().map_err(UnpackError::ReadTar)?;
+    let (buffered, skeleton_file) = recorder.finish().map_err(UnpackError::ReadTar)?;
+    let hashing = buffered.into_inner();
     let (actual, tar_bytes) = hashing.finish().map_err(UnpackError::ReadTar)?;
     if let Some(expected) = expected {
         if *expected != actual {

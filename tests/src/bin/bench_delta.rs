@@ -203,6 +203,8 @@ fn unpack_throughput(work: &Path, tar: &Path) -> BenchResult<()> {
         allow_devices: true,
         ..UnpackLimits::default()
     };
+    // Start both runs with no dirty pages of others to flush.
+    run_measured(&mut Command::new("sync"))?;
     let start = Instant::now();
     unpack_layer(
         std::fs::File::open(tar).map_err(|e| e.to_string())?,
@@ -213,6 +215,7 @@ fn unpack_throughput(work: &Path, tar: &Path) -> BenchResult<()> {
     .map_err(|e| e.to_string())?;
     let ours = start.elapsed().as_secs_f64();
     std::fs::create_dir_all(&tar_dir).map_err(|e| e.to_string())?;
+    run_measured(&mut Command::new("sync"))?;
     let start = Instant::now();
     run_measured(
         Command::new("tar")
