@@ -86,7 +86,7 @@ fn pair() -> Pair {
 }
 
 /// A budget small enough that `data/big.bin` needs several windows.
-const SMALL_BUDGET: u64 = (16 << 20) + (1 << 20);
+const SMALL_BUDGET: u64 = (17 << 20) + (2 << 20);
 
 fn encode_pair(p: &Pair, budget: u64) -> (PathBuf, Digest, PathBuf, delta::EncodeReport) {
     let old_dir = p.dir.path().join("old");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 use super::op::{invalid, OldRef, Op, OpCodec, PatchMethod};
-use super::patch::{bsdiff_apply, zstd_ref_decode};
+use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
@@ -206,6 +206,9 @@ impl<R: Read> DeltaReader<R> {
                         zstd_ref_decode(&reference, &payload, out_len as usize)?
                     }
                     PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
+                    PatchMethod::BsdiffBz2 => {
+                        bsdiff_apply(&reference, &unbzip2(&payload, out_len)?, out_len as usize)?
+                    }
                 };
                 self.skeleton_pos = 0;
                 Pending::Nothing
@@ -229,7 +232,10 @@ impl<R: Read> DeltaReader<R> {
                 out_len,
                 payload_len,
             } => {
-                if out_len > window || ref_len > 2 * window || payload_len > window + window / 4 {
+                if out_len > window
+                    || ref_len > 2 * window
+                    || payload_len > super::max_payload(window)
+                {
                     return Err(invalid(format!(
                         "patch op exceeds the delta's window of {window} bytes"
                     )));
@@ -244,6 +250,9 @@ impl<R: Read> DeltaReader<R> {
                         zstd_ref_decode(&reference, &payload, out_len as usize)?
                     }
                     PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
+                    PatchMethod::BsdiffBz2 => {
+                        bsdiff_apply(&reference, &unbzip2(&payload, out_len)?, out_len as usize)?
+                    }
                 };
                 Pending::Buffer(out, 0)
             }

@@ -13,7 +13,7 @@ use tracing::{debug, info};
 use super::gaps::GapEncoder;
 use super::matcher::{Counterpart, OldFiles};
 use super::op::{Op, OpCodec, PatchMethod};
-use super::patch::{bsdiff_encode, zstd_ref_encode};
+use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::plan_windows;
 use super::{
     window_for_budget, DeltaError, DeltaHeader, DEFAULT_BUDGET, FORMAT_VERSION, OUTER_WINDOW_LOG,
@@ -285,7 +285,10 @@ fn encode_region(
                 continue;
             }
         }
-        let choice = cheapest(&reference, &chunk, options.level).map_err(write)?;
+        let mut choice = cheapest(&reference, &chunk, options.level).map_err(write)?;
+        if choice.payload.len() as u64 > super::max_payload(window) {
+            choice.method = None; // the device could not hold it within its budget
+        }
         debug!(path = %region.path, window = ?w.new, ?choice.method, cost = choice.cost, "window encoded");
         match choice.method {
             None => enc.literal(&chunk).map_err(write)?,
@@ -302,7 +305,9 @@ fn encode_region(
                 enc.out.write_all(&choice.payload).map_err(write)?;
                 match method {
                     PatchMethod::ZstdRef => enc.report.zstd_patched_bytes += chunk.len() as u64,
-                    PatchMethod::Bsdiff => enc.report.bsdiff_patched_bytes += chunk.len() as u64,
+                    PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => {
+                        enc.report.bsdiff_patched_bytes += chunk.len() as u64
+                    }
                 }
             }
         }
@@ -325,7 +330,8 @@ struct Choice {
     cost: usize,
 }
 
-/// Per window, whatever compresses smallest: literal, zstd patch-from, or bsdiff.
+/// Per window, whatever compresses smallest: literal, zstd patch-from, or bsdiff (raw for
+/// the outer zstd, or bzip2 which suits sparse difference bytes better).
 fn cheapest(reference: &[u8], new: &[u8], level: i32) -> io::Result<Choice> {
     let literal_cost = zstd::bulk::compress(new, level)?.len();
     let mut best = Choice {
@@ -341,13 +347,12 @@ fn cheapest(reference: &[u8], new: &[u8], level: i32) -> io::Result<Choice> {
             payload: zstd_patch,
         };
     }
-    let bsdiff = bsdiff_encode(reference, new)?;
-    let bsdiff_cost = zstd::bulk::compress(&bsdiff, level)?.len();
-    if bsdiff_cost < best.cost {
+    let (method, payload, cost) = best_bsdiff(reference, new, level)?;
+    if cost < best.cost {
         best = Choice {
-            method: Some(PatchMethod::Bsdiff),
-            cost: bsdiff_cost,
-            payload: bsdiff,
+            method: Some(method),
+            cost,
+            payload,
         };
     }
     Ok(best)

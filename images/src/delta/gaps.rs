@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::encode::OpWriter;
 use super::op::Op;
 use super::op::PatchMethod;
-use super::patch::{bsdiff_encode, zstd_ref_encode};
+use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::{plan_windows, Window};
 use super::SKELETON_CHUNK;
 use crate::skeleton::{read_skeleton_window, skeleton_len};
@@ -97,11 +97,9 @@ impl GapEncoder {
         // bsdiff's bytewise differences beat zstd's matches there.
         let mut method = PatchMethod::ZstdRef;
         let mut payload = zstd_ref_encode(&reference, &chunk, self.level)?;
-        let bsdiff = bsdiff_encode(&reference, &chunk)?;
-        if bsdiff.len() as u64 <= 2 * SKELETON_CHUNK
-            && zstd::bulk::compress(&bsdiff, self.level)?.len() < payload.len()
-        {
-            method = PatchMethod::Bsdiff;
+        let (bs_method, bsdiff, cost) = best_bsdiff(&reference, &chunk, self.level)?;
+        if bsdiff.len() as u64 <= 2 * SKELETON_CHUNK && cost < payload.len() {
+            method = bs_method;
             payload = bsdiff;
         }
         out.op(&Op::Skeleton {

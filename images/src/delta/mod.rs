@@ -52,23 +52,28 @@ pub struct DeltaHeader {
 
 impl DeltaHeader {
     /// Peak memory of applying: outer zstd history + reference window + output window +
-    /// payload (at most one output window plus bsdiff controls) + a skeleton chunk with its
-    /// reference and payload + slack for buffers.
+    /// payload and its decompressed form (each at most [`max_payload`]) + a skeleton chunk with
+    /// its reference and payload + slack for buffers.
     pub fn memory_needed(&self) -> u64 {
+        // reference 2W + output W + payload 1.25W + decompressed bzip2 bsdiff 1.25W (+1 MiB).
         (1u64 << OUTER_WINDOW_LOG)
             + 2 * self.window
             + self.window
-            + self.window
-            + self.window / 4
-            + (4 << 20)
+            + 2 * max_payload(self.window)
+            + (5 << 20)
             + 4 * SKELETON_CHUNK
     }
 }
 
 /// Window size that keeps applying within `budget` (see [`DeltaHeader::memory_needed`]).
 pub fn window_for_budget(budget: u64) -> u64 {
-    let spare = budget.saturating_sub((1u64 << OUTER_WINDOW_LOG) + (4 << 20) + 4 * SKELETON_CHUNK);
-    (spare * 4 / 17).max(64 << 10)
+    let spare = budget.saturating_sub((1u64 << OUTER_WINDOW_LOG) + (5 << 20) + 4 * SKELETON_CHUNK);
+    (spare * 2 / 11).max(64 << 10)
+}
+
+/// Largest patch payload (and decompressed bsdiff payload) for an output window.
+pub fn max_payload(window: u64) -> u64 {
+    window + window / 4
 }
 
 #[derive(Debug, thiserror::Error)]

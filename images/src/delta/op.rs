@@ -10,6 +10,8 @@ pub enum PatchMethod {
     ZstdRef = 1,
     /// bsdiff controls + diff + extra bytes, uncompressed (the outer zstd compresses them).
     Bsdiff = 2,
+    /// The same, bzip2-compressed (better on sparse difference bytes, like bsdiff's own).
+    BsdiffBz2 = 3,
 }
 
 /// Where old bytes come from: a file of one base layer, by its number in the base's file
@@ -228,6 +230,7 @@ fn read_method(input: &mut impl Read) -> io::Result<PatchMethod> {
     match read_u8(input)? {
         1 => Ok(PatchMethod::ZstdRef),
         2 => Ok(PatchMethod::Bsdiff),
+        3 => Ok(PatchMethod::BsdiffBz2),
         m => Err(invalid(format!("unknown patch method {m}"))),
     }
 }
