@@ -34,6 +34,10 @@ fn run() -> BenchResult<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("coracle-bench-delta"));
     std::fs::create_dir_all(&work).map_err(|e| format!("create {}: {e}", work.display()))?;
+    // BENCH_UNPACK=layer.tar measures only unpack throughput on that tar.
+    if let Some(tar) = std::env::var_os("BENCH_UNPACK") {
+        return unpack_throughput(&work, Path::new(&tar));
+    }
     let coracle = sibling_binary("coracle")?;
     println!(
         "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8} {:>8}",
@@ -194,48 +198,49 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
 /// Our unpack (hashing + checks + syncfs) against GNU tar on the largest layer.
 fn unpack_throughput(work: &Path, tar: &Path) -> BenchResult<()> {
     let bytes = std::fs::metadata(tar).map_err(|e| e.to_string())?.len() as f64;
-    let ours_dir = work.join("unpack-ours");
-    let tar_dir = work.join("unpack-tar");
-    let _ = std::fs::remove_dir_all(&ours_dir);
-    let _ = std::fs::remove_dir_all(&tar_dir);
     let limits = UnpackLimits {
         allow_setid: true,
         allow_devices: true,
         ..UnpackLimits::default()
     };
-    // Start both runs with no dirty pages of others to flush.
-    run_measured(&mut Command::new("sync"))?;
-    let start = Instant::now();
-    unpack_layer(
-        std::fs::File::open(tar).map_err(|e| e.to_string())?,
-        &ours_dir,
-        None,
-        &limits,
-    )
-    .map_err(|e| e.to_string())?;
-    let ours = start.elapsed().as_secs_f64();
-    std::fs::create_dir_all(&tar_dir).map_err(|e| e.to_string())?;
-    run_measured(&mut Command::new("sync"))?;
-    let start = Instant::now();
-    run_measured(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(tar)
-            .arg("-C")
-            .arg(&tar_dir),
-    )?;
-    run_measured(Command::new("sync").arg("-f").arg(&tar_dir))?;
-    let gnu = start.elapsed().as_secs_f64();
+    // Alternate the two, three rounds each, and keep the best: ext4 inode allocation after
+    // the previous round's deletions penalises whichever runs first.
+    let (mut ours, mut gnu) = (f64::MAX, f64::MAX);
+    for round in 0..3 {
+        let ours_dir = work.join(format!("unpack-ours-{round}"));
+        let tar_dir = work.join(format!("unpack-tar-{round}"));
+        let _ = std::fs::remove_dir_all(&ours_dir);
+        let _ = std::fs::remove_dir_all(&tar_dir);
+        std::fs::create_dir_all(&tar_dir).map_err(|e| e.to_string())?;
+        // Start each run with no dirty pages of others to flush.
+        run_measured(&mut Command::new("sync"))?;
+        let start = Instant::now();
+        let file = std::fs::File::open(tar).map_err(|e| e.to_string())?;
+        unpack_layer(file, &ours_dir, None, &limits).map_err(|e| e.to_string())?;
+        ours = ours.min(start.elapsed().as_secs_f64());
+        run_measured(&mut Command::new("sync"))?;
+        let start = Instant::now();
+        run_measured(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(tar)
+                .arg("-C")
+                .arg(&tar_dir),
+        )?;
+        run_measured(Command::new("sync").arg("-f").arg(&tar_dir))?;
+        gnu = gnu.min(start.elapsed().as_secs_f64());
+        let _ = std::fs::remove_dir_all(&ours_dir);
+        let _ = std::fs::remove_dir_all(&tar_dir);
+        let _ = std::fs::remove_file(coracle_images::skeleton::skeleton_path(&ours_dir));
+    }
     println!(
-        "\nunpack {} ({:.1} MB): coracle {:.0} MB/s, tar -x + sync -f {:.0} MB/s, ratio {:.2}x",
+        "\nunpack {} ({:.1} MB, best of 3): coracle (checks + sha256 + skeleton + syncfs) {:.0} MB/s, tar -x + sync -f {:.0} MB/s, ratio {:.2}x",
         tar.display(),
         bytes / 1e6,
         bytes / 1e6 / ours,
         bytes / 1e6 / gnu,
         gnu / ours
     );
-    let _ = std::fs::remove_dir_all(&ours_dir);
-    let _ = std::fs::remove_dir_all(&tar_dir);
     Ok(())
 }
 
