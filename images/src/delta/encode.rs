@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tracing::{debug, info};
 
@@ -91,7 +91,7 @@ pub fn encode(
     let window = window_for_budget(options.apply_budget);
 
     let ops_path = scratch_dir.join(format!(".delta-ops-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(ops_path.clone());
+    let _cleanup = crate::unpack::RemoveFile(ops_path.clone());
     let ops_file = File::create(&ops_path).map_err(DeltaError::WriteDelta)?;
     let mut enc = OpWriter {
         out: BufWriter::new(ops_file),
@@ -150,13 +150,6 @@ pub fn encode(
     report.new_tar_bytes = new_size;
     info!(diff_id = %new_diff_id, delta_bytes = report.delta_bytes, new_bytes = new_size, "delta encoded");
     Ok(report)
-}
-
-struct RemoveOnDrop(PathBuf);
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// First pass: where each regular file's bytes sit in the tar.

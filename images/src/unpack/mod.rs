@@ -103,7 +103,7 @@ pub struct Unpacked {
 }
 
 /// Removes a temp file if it is still there.
-struct RemoveFile(PathBuf);
+pub(crate) struct RemoveFile(pub(crate) PathBuf);
 
 impl Drop for RemoveFile {
     fn drop(&mut self) {
