@@ -62,6 +62,7 @@ impl DeltaCommand {
                 output,
                 budget,
             } => {
+                return_large_buffers_to_os();
                 let file = File::open(&delta)
                     .with_context(|| format!("open delta {}", delta.display()))?;
                 let bases = from_dir
@@ -77,6 +78,18 @@ impl DeltaCommand {
                 Ok(())
             }
         }
+    }
+}
+
+/// glibc raises its mmap threshold after large frees and then keeps freed windows on the
+/// heap; a fixed threshold returns every window buffer to the OS when it is dropped, so the
+/// process stays within the delta's memory budget.
+fn return_large_buffers_to_os() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any window buffer
+    // exists and takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -241,17 +241,21 @@ impl<R: Read> DeltaReader<R> {
                     )));
                 }
                 let file = self.open_old(&from)?;
-                let mut reference = vec![0u8; ref_len as usize];
-                file.read_exact_at(&mut reference, ref_offset)?;
+                // Payload first: a bzip2 payload is expanded and freed before the reference
+                // and the output are allocated.
                 let mut payload = vec![0u8; payload_len as usize];
                 self.ops.read_exact(&mut payload)?;
+                if method == PatchMethod::BsdiffBz2 {
+                    payload = unbzip2(&payload, out_len)?;
+                }
+                let mut reference = vec![0u8; ref_len as usize];
+                file.read_exact_at(&mut reference, ref_offset)?;
                 let out = match method {
                     PatchMethod::ZstdRef => {
                         zstd_ref_decode(&reference, &payload, out_len as usize)?
                     }
-                    PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
-                    PatchMethod::BsdiffBz2 => {
-                        bsdiff_apply(&reference, &unbzip2(&payload, out_len)?, out_len as usize)?
+                    PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => {
+                        bsdiff_apply(&reference, &payload, out_len as usize)?
                     }
                 };
                 Pending::Buffer(out, 0)

@@ -104,7 +104,8 @@ pub fn best_bsdiff(
 /// expands past what such a patch can hold is corrupt (and would blow the memory budget).
 pub fn unbzip2(payload: &[u8], out_len: u64) -> io::Result<Vec<u8>> {
     let limit = super::max_payload(out_len) + (1 << 20);
-    let mut out = Vec::new();
+    // Sized once: growing by doubling would briefly need twice the memory.
+    let mut out = Vec::with_capacity(usize::try_from(limit + 1).unwrap_or(usize::MAX));
     bzip2::read::BzDecoder::new(payload)
         .take(limit + 1)
         .read_to_end(&mut out)?;
