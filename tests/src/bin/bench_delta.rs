@@ -172,15 +172,19 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
             .stdout(Stdio::null()),
     )?;
     let apply_ms = start.elapsed().as_millis();
-    if std::fs::read(&rebuilt).map_err(|e| e.to_string())?
-        != std::fs::read(new_tar).map_err(|e| e.to_string())?
-    {
+    // Compare by digest: reading both tars into this process would raise its RSS, which a
+    // spawned child inherits as its starting ru_maxrss.
+    let digest = |p: &Path| {
+        coracle_images::digest::digest_file(p).map_err(|e| format!("hash {}: {e}", p.display()))
+    };
+    if digest(&rebuilt)? != digest(new_tar)? {
         return Err(format!(
             "{} was not rebuilt byte for byte",
             new_tar.display()
         ));
     }
     let _ = std::fs::remove_dir_all(&old_dir);
+    let _ = std::fs::remove_file(coracle_images::skeleton::skeleton_path(&old_dir));
     Ok(Row {
         tar: size(new_tar)?,
         gzip,
@@ -312,16 +316,25 @@ fn layer_for(work: &Path, pkg: &str, version: &str) -> BenchResult<PathBuf> {
 }
 
 fn compressed_size(tool: &str, args: &[&str], input: &Path) -> BenchResult<u64> {
-    let output = Command::new(tool)
+    // Count the output as it streams by (holding it would inflate the RSS of later children).
+    let mut child = Command::new(tool)
         .args(args)
         .arg(input)
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| format!("{tool}: {e}"))?;
-    if !output.status.success() {
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| format!("{tool}: no stdout"))?;
+    let bytes =
+        std::io::copy(&mut stdout, &mut std::io::sink()).map_err(|e| format!("{tool}: {e}"))?;
+    let status = child.wait().map_err(|e| format!("{tool}: {e}"))?;
+    if !status.success() {
         return Err(format!("{tool} failed on {}", input.display()));
     }
-    Ok(output.stdout.len() as u64)
+    Ok(bytes)
 }
 
 /// Run to completion; return (exit ok, peak RSS in KiB) of exactly this child.
