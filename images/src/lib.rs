@@ -5,7 +5,8 @@
 //! [`oci::ImageConfig`], [`import::ImageSource`] (OCI layout, oci-archive, docker-archive),
 //! [`unpack::unpack_layer`] (hostile tar → `layers/<diff_id>/` or nothing),
 //! [`store::Store`] (content addressed, refcounts, GC under a budget, free-space preflight,
-//! resumable partial downloads) and [`delta`] (encode/apply delta layers).
+//! resumable partial downloads), [`skeleton`] (a layer's tar headers, kept for deltas) and
+//! [`delta`] (encode/apply delta layers).
 //!
 //! Limits: only sha256 digests; PAX xattrs in layers are not restored; overlay whiteouts need
 //! root or kernel >= 5.8 (see [`unpack::OverlayXattrs`]).
@@ -17,6 +18,7 @@ pub mod import;
 pub mod layer_index;
 pub mod media_type;
 pub mod oci;
+pub mod skeleton;
 pub mod store;
 pub mod unpack;
 

@@ -86,7 +86,7 @@ fn pair() -> Pair {
 }
 
 /// A budget small enough that `data/big.bin` needs several windows.
-const SMALL_BUDGET: u64 = (12 << 20) + (1 << 20);
+const SMALL_BUDGET: u64 = (17 << 20) + (2 << 20);
 
 fn encode_pair(p: &Pair, budget: u64) -> (PathBuf, Digest, PathBuf, delta::EncodeReport) {
     let old_dir = p.dir.path().join("old");
@@ -135,7 +135,7 @@ fn delta_rebuilds_new_tar_byte_for_byte_and_is_small() {
     let out = p.dir.path().join("rebuilt.tar");
     let digest = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
-        vec![old_dir],
+        vec![delta::BaseDir::scan(old_dir).unwrap()],
         &out,
         SMALL_BUDGET,
     )
@@ -190,7 +190,7 @@ fn delta_on_a_changed_base_fails_and_writes_nothing() {
     let out = p.dir.path().join("rebuilt.tar");
     let err = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
-        vec![old_dir],
+        vec![delta::BaseDir::scan(old_dir).unwrap()],
         &out,
         delta::DEFAULT_BUDGET,
     )
@@ -213,7 +213,7 @@ fn delta_refuses_a_budget_below_its_windows() {
     let out = p.dir.path().join("rebuilt.tar");
     let err = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
-        vec![old_dir],
+        vec![delta::BaseDir::scan(old_dir).unwrap()],
         &out,
         16 << 20,
     )

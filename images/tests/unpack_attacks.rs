@@ -314,3 +314,57 @@ fn unpack_refuses_existing_destination() {
         b"old"
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn unpack_creates_allowed_device_nodes_and_keeps_setuid() {
+    let mut h = Header::new_gnu();
+    h.set_path("dev/null").unwrap();
+    h.set_entry_type(EntryType::Char);
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_cksum();
+    let mut tar = RawTar::default();
+    tar.push(h.as_bytes(), b"");
+    let tar = tar
+        .entry("bin/su", EntryType::Regular, 0o4755, b"elf", None)
+        .finish();
+    let limits = UnpackLimits {
+        allow_devices: true,
+        allow_setid: true,
+        ..UnpackLimits::default()
+    };
+    let parent = tempfile::tempdir().unwrap();
+    let dest = parent.path().join("layer");
+    unpack_layer(&tar[..], &dest, None, &limits).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(dest.join("dev/null")).unwrap();
+    assert!(meta.file_type().is_char_device());
+    assert_eq!(meta.rdev(), libc_makedev(1, 3));
+    let su = std::fs::metadata(dest.join("bin/su")).unwrap();
+    assert_eq!(su.permissions().mode() & 0o7777, 0o4755);
+}
+
+fn libc_makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
+}
+
+#[test]
+fn unpack_rejects_symlink_that_replaces_a_directory_before_a_write_below_it() {
+    let outside = tempfile::tempdir().unwrap();
+    let link = outside.path().to_str().unwrap().to_owned();
+    let tar = RawTar::default()
+        .entry("a/", EntryType::Directory, 0o755, b"", None)
+        .file("a/x", b"fine")
+        .entry("a", EntryType::Symlink, 0o777, b"", Some(&link))
+        .file("a/y", b"pwned")
+        .finish();
+    let err = unpack_expect_err(&tar, &UnpackLimits::default(), None);
+    assert!(
+        matches!(err, UnpackError::WriteThroughSymlink { .. }),
+        "{err}"
+    );
+    assert_empty(outside.path());
+}

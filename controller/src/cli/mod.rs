@@ -3,6 +3,7 @@
 
 mod api_client;
 mod device;
+mod image_delta;
 mod serve;
 
 use std::path::PathBuf;
@@ -25,6 +26,20 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Enrol, list, tag and remove devices.
     Device(device::DeviceArgs),
+    /// Work with images and layers.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Delta layers between two versions of a layer.
+    Delta {
+        #[command(subcommand)]
+        command: image_delta::DeltaCommand,
+    },
 }
 
 /// How CLI commands reach the API.
@@ -46,5 +61,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Device(args) => device::run(args),
+        Command::Image {
+            command: ImageCommand::Delta { command },
+        } => command.run(),
     }
 }

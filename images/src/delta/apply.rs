@@ -9,20 +9,64 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::op::{invalid, OldRef, Op, PatchMethod};
-use super::patch::{bsdiff_apply, zstd_ref_decode};
-use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG};
+use super::op::{invalid, OldRef, Op, OpCodec, PatchMethod};
+use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
+use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
+use crate::layer_index::LayerIndex;
+use crate::skeleton::{read_skeleton_window, skeleton_path};
 use crate::store::Store;
 
 /// Largest `delta.json` accepted: it holds a few digests.
 const MAX_HEADER_JSON: u64 = 1 << 20;
+
+/// An unpacked base layer and its regular files, numbered in sorted path order exactly like
+/// the keys of its [`LayerIndex`].
+#[derive(Debug, Clone)]
+pub struct BaseDir {
+    pub dir: PathBuf,
+    pub files: Vec<String>,
+}
+
+impl BaseDir {
+    pub fn from_index(dir: PathBuf, index: &LayerIndex) -> Self {
+        Self {
+            dir,
+            files: index.files.keys().cloned().collect(),
+        }
+    }
+
+    /// List the regular files of an unpacked layer that has no index at hand.
+    pub fn scan(dir: PathBuf) -> io::Result<Self> {
+        let mut files = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(here) = stack.pop() {
+            for item in std::fs::read_dir(&here)? {
+                let item = item?;
+                let kind = item.file_type()?;
+                if kind.is_dir() {
+                    stack.push(item.path());
+                } else if kind.is_file() {
+                    let path = item.path();
+                    let rel = path
+                        .strip_prefix(&dir)
+                        .expect("walked paths are below the root");
+                    files.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        files.sort();
+        Ok(Self { dir, files })
+    }
+}
 
 enum Pending {
     Nothing,
     Literal(u64),
     Copy(io::Take<File>),
     Buffer(Vec<u8>, usize),
+    /// Bytes still to serve from the current skeleton chunk.
+    Gap(u64),
     Done,
 }
 
@@ -30,9 +74,13 @@ enum Pending {
 pub struct DeltaReader<R: Read> {
     ops: io::Take<zstd::stream::read::Decoder<'static, BufReader<R>>>,
     header: DeltaHeader,
-    bases: Vec<PathBuf>,
+    bases: Vec<BaseDir>,
     pending: Pending,
     hasher: Option<DigestHasher>,
+    /// The current decoded skeleton chunk and how much of it was served.
+    skeleton: Vec<u8>,
+    skeleton_pos: usize,
+    codec: OpCodec,
 }
 
 impl<R: Read> std::fmt::Debug for DeltaReader<R> {
@@ -46,7 +94,7 @@ impl<R: Read> std::fmt::Debug for DeltaReader<R> {
 
 impl<R: Read> DeltaReader<R> {
     /// Open a delta against the unpacked base layer dirs, in the order of its header.
-    pub fn open(delta: R, bases: Vec<PathBuf>, budget: u64) -> Result<Self, DeltaError> {
+    pub fn open(delta: R, bases: Vec<BaseDir>, budget: u64) -> Result<Self, DeltaError> {
         Self::open_with(delta, budget, |ids| {
             if ids.len() == bases.len() {
                 Ok(bases)
@@ -63,7 +111,7 @@ impl<R: Read> DeltaReader<R> {
     pub fn open_with(
         delta: R,
         budget: u64,
-        resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<PathBuf>, DeltaError>,
+        resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<BaseDir>, DeltaError>,
     ) -> Result<Self, DeltaError> {
         let read = DeltaError::ReadDelta;
         let mut outer = zstd::stream::read::Decoder::new(delta).map_err(read)?;
@@ -98,6 +146,9 @@ impl<R: Read> DeltaReader<R> {
             bases,
             pending: Pending::Nothing,
             hasher: Some(DigestHasher::default()),
+            skeleton: Vec::new(),
+            skeleton_pos: 0,
+            codec: OpCodec::default(),
         })
     }
 
@@ -107,12 +158,67 @@ impl<R: Read> DeltaReader<R> {
 
     fn next_op(&mut self) -> io::Result<()> {
         let window = self.header.window;
-        self.pending = match Op::read_from(&mut self.ops)? {
+        self.pending = match self.codec.read(&mut self.ops)? {
             Op::End => {
                 self.verify()?;
                 Pending::Done
             }
             Op::Literal { len } => Pending::Literal(len),
+            Op::Gap { len } => {
+                if len > (self.skeleton.len() - self.skeleton_pos) as u64 {
+                    return Err(invalid(format!(
+                        "gap of {len} bytes runs past the skeleton chunk"
+                    )));
+                }
+                Pending::Gap(len)
+            }
+            Op::Skeleton {
+                base,
+                method,
+                ref_offset,
+                ref_len,
+                out_len,
+                payload_len,
+            } => {
+                if out_len > SKELETON_CHUNK
+                    || ref_len > 2 * SKELETON_CHUNK
+                    || payload_len > 2 * SKELETON_CHUNK
+                {
+                    return Err(invalid(format!(
+                        "skeleton chunk exceeds {SKELETON_CHUNK} bytes"
+                    )));
+                }
+                let root = self
+                    .bases
+                    .get(usize::from(base))
+                    .ok_or_else(|| invalid(format!("op names base {base}")))?;
+                let old = skeleton_path(&root.dir);
+                let reference = read_skeleton_window(&old, ref_offset, ref_len).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
+                    )
+                })?;
+                let mut payload = vec![0u8; payload_len as usize];
+                self.ops.read_exact(&mut payload)?;
+                self.skeleton = match method {
+                    PatchMethod::ZstdRef => {
+                        zstd_ref_decode(&reference, &payload, out_len as usize)?
+                    }
+                    PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
+                    PatchMethod::BsdiffBz2 => {
+                        bsdiff_apply(&reference, &unbzip2(&payload, out_len)?, out_len as usize)?
+                    }
+                };
+                self.skeleton_pos = 0;
+                Pending::Nothing
+            }
+            Op::CopyFile { from } => {
+                let file = self.open_old(&from)?;
+                let len = file.metadata()?.len();
+                self.codec.content(len);
+                Pending::Copy(file.take(len))
+            }
             Op::Copy { from, offset, len } => {
                 let mut file = self.open_old(&from)?;
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
@@ -126,21 +232,31 @@ impl<R: Read> DeltaReader<R> {
                 out_len,
                 payload_len,
             } => {
-                if out_len > window || ref_len > 2 * window || payload_len > window + window / 4 {
+                if out_len > window
+                    || ref_len > 2 * window
+                    || payload_len > super::max_payload(window)
+                {
                     return Err(invalid(format!(
                         "patch op exceeds the delta's window of {window} bytes"
                     )));
                 }
                 let file = self.open_old(&from)?;
-                let mut reference = vec![0u8; ref_len as usize];
-                file.read_exact_at(&mut reference, ref_offset)?;
+                // Payload first: a bzip2 payload is expanded and freed before the reference
+                // and the output are allocated.
                 let mut payload = vec![0u8; payload_len as usize];
                 self.ops.read_exact(&mut payload)?;
+                if method == PatchMethod::BsdiffBz2 {
+                    payload = unbzip2(&payload, out_len)?;
+                }
+                let mut reference = vec![0u8; ref_len as usize];
+                file.read_exact_at(&mut reference, ref_offset)?;
                 let out = match method {
                     PatchMethod::ZstdRef => {
                         zstd_ref_decode(&reference, &payload, out_len as usize)?
                     }
-                    PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
+                    PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => {
+                        bsdiff_apply(&reference, &payload, out_len as usize)?
+                    }
                 };
                 Pending::Buffer(out, 0)
             }
@@ -149,11 +265,19 @@ impl<R: Read> DeltaReader<R> {
     }
 
     fn open_old(&self, from: &OldRef) -> io::Result<File> {
-        let root = self
+        let base = self
             .bases
             .get(usize::from(from.base))
             .ok_or_else(|| invalid(format!("op names base {}", from.base)))?;
-        open_in_layer(root, Path::new(&from.path))
+        let path = base.files.get(from.file as usize).ok_or_else(|| {
+            invalid(format!(
+                "op names file {} of base {}, which has {} files",
+                from.file,
+                from.base,
+                base.files.len()
+            ))
+        })?;
+        open_in_layer(&base.dir, Path::new(path))
     }
 
     fn verify(&mut self) -> io::Result<()> {
@@ -204,6 +328,17 @@ impl<R: Read> Read for DeltaReader<R> {
                         )));
                     }
                     if file.limit() == 0 {
+                        self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+                Pending::Gap(left) => {
+                    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    buf[..n]
+                        .copy_from_slice(&self.skeleton[self.skeleton_pos..self.skeleton_pos + n]);
+                    self.skeleton_pos += n;
+                    *left -= n as u64;
+                    if *left == 0 {
                         self.pending = Pending::Nothing;
                     }
                     n
@@ -297,7 +432,7 @@ fn rebuild_error(diff_id: Digest, source: io::Error) -> DeltaError {
 /// its digest is the one the delta promised.
 pub fn apply_to_file(
     delta: impl Read,
-    bases: Vec<PathBuf>,
+    bases: Vec<BaseDir>,
     out: &Path,
     budget: u64,
 ) -> Result<Digest, DeltaError> {
@@ -329,7 +464,10 @@ pub fn apply_to_store(store: &Store, delta: impl Read, budget: u64) -> Result<Di
         ids.iter()
             .map(|d| {
                 if store.has_layer(d) {
-                    Ok(store.layer_path(d))
+                    let index = store
+                        .layer_index(d)
+                        .map_err(|e| DeltaError::Store(Box::new(e)))?;
+                    Ok(BaseDir::from_index(store.layer_path(d), &index))
                 } else {
                     Err(DeltaError::MissingBase { diff_id: *d })
                 }

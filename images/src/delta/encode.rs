@@ -6,19 +6,21 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tracing::{debug, info};
 
+use super::gaps::GapEncoder;
 use super::matcher::{Counterpart, OldFiles};
-use super::op::{Op, PatchMethod};
-use super::patch::{bsdiff_encode, zstd_ref_encode};
+use super::op::{Op, OpCodec, PatchMethod};
+use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::plan_windows;
 use super::{
     window_for_budget, DeltaError, DeltaHeader, DEFAULT_BUDGET, FORMAT_VERSION, OUTER_WINDOW_LOG,
 };
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
+use crate::skeleton::skeleton_path;
 
 /// An old layer the delta may take bytes from.
 #[derive(Debug)]
@@ -54,6 +56,8 @@ pub struct EncodeReport {
     pub new_diff_id: Option<Digest>,
     pub new_tar_bytes: u64,
     pub delta_bytes: u64,
+    /// Tar headers, padding and end blocks.
+    pub skeleton_bytes: u64,
     pub literal_bytes: u64,
     pub copied_bytes: u64,
     pub zstd_patched_bytes: u64,
@@ -87,24 +91,49 @@ pub fn encode(
     let window = window_for_budget(options.apply_budget);
 
     let ops_path = scratch_dir.join(format!(".delta-ops-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(ops_path.clone());
+    let _cleanup = crate::unpack::RemoveFile(ops_path.clone());
     let ops_file = File::create(&ops_path).map_err(DeltaError::WriteDelta)?;
     let mut enc = OpWriter {
         out: BufWriter::new(ops_file),
+        codec: OpCodec::default(),
         report: EncodeReport::default(),
     };
+    let mut gaps = Vec::with_capacity(regions.len() + 1);
     let mut cursor = 0u64;
     for region in &regions {
-        enc.literal_from(&new, cursor, region.offset - cursor)
-            .map_err(read_new)?;
-        encode_region(&mut enc, &new, region, &old, bases, window, options)?;
+        gaps.push((cursor, region.offset - cursor));
         cursor = region.offset + region.size;
     }
-    enc.literal_from(&new, cursor, new_size - cursor)
-        .map_err(read_new)?;
-    Op::End
-        .write_to(&mut enc.out)
-        .map_err(DeltaError::WriteDelta)?;
+    gaps.push((cursor, new_size - cursor));
+    // Headers and padding: against the old skeleton when a base has one, else literal.
+    let mut skeleton = match bases.iter().position(|b| skeleton_path(b.dir).is_file()) {
+        Some(i) => Some(
+            GapEncoder::new(
+                &new,
+                &gaps,
+                &ops_path,
+                skeleton_path(bases[i].dir),
+                u16::try_from(i).expect("fewer than 65536 bases"),
+                options.level,
+            )
+            .map_err(read_new)?,
+        ),
+        None => None,
+    };
+    for (i, &(offset, len)) in gaps.iter().enumerate() {
+        match skeleton.as_mut() {
+            Some(gap_encoder) => gap_encoder.emit(&mut enc, len).map_err(read_new)?,
+            None => {
+                enc.literal_from(&new, offset, len).map_err(read_new)?;
+                enc.report.literal_bytes -= len; // counted as skeleton below
+            }
+        }
+        enc.report.skeleton_bytes += len;
+        if let Some(region) = regions.get(i) {
+            encode_region(&mut enc, &new, region, &old, bases, window, options)?;
+        }
+    }
+    enc.op(&Op::End).map_err(DeltaError::WriteDelta)?;
     enc.out.flush().map_err(DeltaError::WriteDelta)?;
     let mut report = enc.report;
 
@@ -121,13 +150,6 @@ pub fn encode(
     report.new_tar_bytes = new_size;
     info!(diff_id = %new_diff_id, delta_bytes = report.delta_bytes, new_bytes = new_size, "delta encoded");
     Ok(report)
-}
-
-struct RemoveOnDrop(PathBuf);
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// First pass: where each regular file's bytes sit in the tar.
@@ -153,17 +175,22 @@ fn content_regions(tar: &File) -> io::Result<Vec<Region>> {
     Ok(regions)
 }
 
-struct OpWriter {
-    out: BufWriter<File>,
+pub(super) struct OpWriter {
+    pub(super) out: BufWriter<File>,
+    codec: OpCodec,
     report: EncodeReport,
 }
 
 impl OpWriter {
+    pub(super) fn op(&mut self, op: &Op) -> io::Result<()> {
+        self.codec.write(op, &mut self.out)
+    }
+
     fn literal_from(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         if len == 0 {
             return Ok(());
         }
-        Op::Literal { len }.write_to(&mut self.out)?;
+        self.op(&Op::Literal { len })?;
         let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
         let mut done = 0;
         while done < len {
@@ -177,10 +204,9 @@ impl OpWriter {
     }
 
     fn literal(&mut self, bytes: &[u8]) -> io::Result<()> {
-        Op::Literal {
+        self.op(&Op::Literal {
             len: bytes.len() as u64,
-        }
-        .write_to(&mut self.out)?;
+        })?;
         self.out.write_all(bytes)?;
         self.report.literal_bytes += bytes.len() as u64;
         Ok(())
@@ -209,13 +235,8 @@ fn encode_region(
     let digest = region_digest(new, region).map_err(read_new)?;
     let (from, old_size) = match old.counterpart(&region.path, region.size, &digest) {
         Counterpart::Identical(from) => {
-            Op::Copy {
-                from,
-                offset: 0,
-                len: region.size,
-            }
-            .write_to(&mut enc.out)
-            .map_err(write)?;
+            enc.op(&Op::CopyFile { from }).map_err(write)?;
+            enc.codec.content(region.size);
             enc.report.copied_bytes += region.size;
             return Ok(());
         }
@@ -226,7 +247,7 @@ fn encode_region(
                 .map_err(read_new)
         }
     };
-    let old_path = bases[usize::from(from.base)].dir.join(&from.path);
+    let old_path = bases[usize::from(from.base)].dir.join(old.path(&from));
     let read_old = |source| DeltaError::ReadOldFile {
         path: old_path.clone(),
         source,
@@ -247,36 +268,39 @@ fn encode_region(
                 .read_exact_at(&mut same, w.new.start)
                 .map_err(read_old)?;
             if same == chunk {
-                Op::Copy {
-                    from: from.clone(),
+                enc.op(&Op::Copy {
+                    from,
                     offset: w.new.start,
                     len: chunk.len() as u64,
-                }
-                .write_to(&mut enc.out)
+                })
                 .map_err(write)?;
                 enc.report.copied_bytes += chunk.len() as u64;
                 continue;
             }
         }
-        let choice = cheapest(&reference, &chunk, options.level).map_err(write)?;
+        let mut choice = cheapest(&reference, &chunk, options.level).map_err(write)?;
+        if choice.payload.len() as u64 > super::max_payload(window) {
+            choice.method = None; // the device could not hold it within its budget
+        }
         debug!(path = %region.path, window = ?w.new, ?choice.method, cost = choice.cost, "window encoded");
         match choice.method {
             None => enc.literal(&chunk).map_err(write)?,
             Some(method) => {
-                Op::Patch {
-                    from: from.clone(),
+                enc.op(&Op::Patch {
+                    from,
                     method,
                     ref_offset: w.reference.start,
                     ref_len: reference.len() as u64,
                     out_len: chunk.len() as u64,
                     payload_len: choice.payload.len() as u64,
-                }
-                .write_to(&mut enc.out)
+                })
                 .map_err(write)?;
                 enc.out.write_all(&choice.payload).map_err(write)?;
                 match method {
                     PatchMethod::ZstdRef => enc.report.zstd_patched_bytes += chunk.len() as u64,
-                    PatchMethod::Bsdiff => enc.report.bsdiff_patched_bytes += chunk.len() as u64,
+                    PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => {
+                        enc.report.bsdiff_patched_bytes += chunk.len() as u64
+                    }
                 }
             }
         }
@@ -299,7 +323,8 @@ struct Choice {
     cost: usize,
 }
 
-/// Per window, whatever compresses smallest: literal, zstd patch-from, or bsdiff.
+/// Per window, whatever compresses smallest: literal, zstd patch-from, or bsdiff (raw for
+/// the outer zstd, or bzip2 which suits sparse difference bytes better).
 fn cheapest(reference: &[u8], new: &[u8], level: i32) -> io::Result<Choice> {
     let literal_cost = zstd::bulk::compress(new, level)?.len();
     let mut best = Choice {
@@ -315,13 +340,12 @@ fn cheapest(reference: &[u8], new: &[u8], level: i32) -> io::Result<Choice> {
             payload: zstd_patch,
         };
     }
-    let bsdiff = bsdiff_encode(reference, new)?;
-    let bsdiff_cost = zstd::bulk::compress(&bsdiff, level)?.len();
-    if bsdiff_cost < best.cost {
+    let (method, payload, cost) = best_bsdiff(reference, new, level)?;
+    if cost < best.cost {
         best = Choice {
-            method: Some(PatchMethod::Bsdiff),
-            cost: bsdiff_cost,
-            payload: bsdiff,
+            method: Some(method),
+            cost,
+            payload,
         };
     }
     Ok(best)

@@ -27,6 +27,8 @@ pub struct OldFiles {
     by_path: HashMap<String, (OldRef, u64)>,
     by_shape: HashMap<String, Vec<(OldRef, u64)>>,
     by_name: HashMap<String, Vec<(OldRef, u64)>>,
+    /// Per base, its file paths by number.
+    paths: Vec<Vec<String>>,
 }
 
 impl OldFiles {
@@ -34,34 +36,38 @@ impl OldFiles {
         let mut files = Self::default();
         for (base, index) in bases.iter().enumerate() {
             let base = u16::try_from(base).expect("fewer than 65536 base layers");
-            for (path, entry) in &index.files {
-                let from = OldRef {
-                    base,
-                    path: path.clone(),
-                };
-                files.by_digest.insert(entry.sha256, from.clone());
-                files
-                    .by_path
-                    .insert(path.clone(), (from.clone(), entry.size));
+            let mut paths = Vec::with_capacity(index.files.len());
+            for (file, (path, entry)) in index.files.iter().enumerate() {
+                let file = u32::try_from(file).expect("fewer than 2^32 files in a layer");
+                let from = OldRef { base, file };
+                paths.push(path.clone());
+                files.by_digest.insert(entry.sha256, from);
+                files.by_path.insert(path.clone(), (from, entry.size));
                 files
                     .by_shape
                     .entry(shape(path))
                     .or_default()
-                    .push((from.clone(), entry.size));
+                    .push((from, entry.size));
                 files
                     .by_name
                     .entry(file_name(path).to_owned())
                     .or_default()
                     .push((from, entry.size));
             }
+            files.paths.push(paths);
         }
         files
+    }
+
+    /// The path of an old file.
+    pub fn path(&self, from: &OldRef) -> &str {
+        &self.paths[usize::from(from.base)][from.file as usize]
     }
 
     /// The best old file to build `path` (of `size` bytes and `digest`) from.
     pub fn counterpart(&self, path: &str, size: u64, digest: &Digest) -> Counterpart {
         if let Some(from) = self.by_digest.get(digest) {
-            return Counterpart::Identical(from.clone());
+            return Counterpart::Identical(*from);
         }
         let similar = self
             .by_path
@@ -151,7 +157,7 @@ mod tests {
         let files = OldFiles::new(&[&old]);
         let r = |p: &str| OldRef {
             base: 0,
-            path: p.into(),
+            file: old.files.keys().position(|k| k == p).unwrap() as u32,
         };
         let cases = [
             (

@@ -4,12 +4,14 @@
 //! entries: `delta.json` ([`DeltaHeader`]: new diff_id and size, base diff_ids, window size)
 //! and `ops`, a stream of [`op::Op`]s: literal bytes (tar headers, padding, new content),
 //! copies of old files or ranges, and patches of old file windows (zstd `--patch-from` or
-//! bsdiff, whichever is smallest per window). Encoding ([`encode`]) may be slow; applying
+//! bsdiff, whichever is smallest per window). Tar headers and padding come from the new
+//! layer's skeleton, compressed against the old layer's skeleton ([`crate::skeleton`]). Encoding ([`encode`]) may be slow; applying
 //! ([`DeltaReader`]) streams with memory bounded by the window size, and the result is
 //! accepted only if its sha256 equals the new diff_id.
 
 mod apply;
 mod encode;
+mod gaps;
 pub mod matcher;
 pub mod op;
 pub mod patch;
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use apply::{apply_to_file, apply_to_store, open_in_layer, DeltaReader};
+pub use apply::{apply_to_file, apply_to_store, open_in_layer, BaseDir, DeltaReader};
 pub use encode::{encode, full_zstd_size, BaseLayer, EncodeOptions, EncodeReport};
 
 use crate::digest::Digest;
@@ -28,6 +30,8 @@ use crate::digest::Digest;
 pub const FORMAT_VERSION: u32 = 1;
 /// Window log of the outer zstd stream: 8 MiB of decoder history.
 pub const OUTER_WINDOW_LOG: u32 = 23;
+/// Output size of one skeleton chunk; its reference is at most twice this.
+pub const SKELETON_CHUNK: u64 = 1 << 20;
 /// Default memory budget for applying a delta.
 pub const DEFAULT_BUDGET: u64 = 64 << 20;
 /// A delta that is larger than this share of the full zstd layer does not pay.
@@ -48,21 +52,28 @@ pub struct DeltaHeader {
 
 impl DeltaHeader {
     /// Peak memory of applying: outer zstd history + reference window + output window +
-    /// payload (at most one output window plus bsdiff controls) + slack for buffers.
+    /// payload and its decompressed form (each at most [`max_payload`]) + a skeleton chunk with
+    /// its reference and payload + slack for buffers.
     pub fn memory_needed(&self) -> u64 {
+        // reference 2W + output W + payload 1.25W + decompressed bzip2 bsdiff 1.25W (+1 MiB).
         (1u64 << OUTER_WINDOW_LOG)
             + 2 * self.window
             + self.window
-            + self.window
-            + self.window / 4
-            + (4 << 20)
+            + 2 * max_payload(self.window)
+            + (5 << 20)
+            + 4 * SKELETON_CHUNK
     }
 }
 
 /// Window size that keeps applying within `budget` (see [`DeltaHeader::memory_needed`]).
 pub fn window_for_budget(budget: u64) -> u64 {
-    let spare = budget.saturating_sub((1u64 << OUTER_WINDOW_LOG) + (4 << 20));
-    (spare * 4 / 17).max(64 << 10)
+    let spare = budget.saturating_sub((1u64 << OUTER_WINDOW_LOG) + (5 << 20) + 4 * SKELETON_CHUNK);
+    (spare * 2 / 11).max(64 << 10)
+}
+
+/// Largest patch payload (and decompressed bsdiff payload) for an output window.
+pub fn max_payload(window: u64) -> u64 {
+    window + window / 4
 }
 
 #[derive(Debug, thiserror::Error)]

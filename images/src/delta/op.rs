@@ -1,5 +1,5 @@
 //! The op stream inside a delta: how the new tar is rebuilt, one op at a time.
-//! Binary, little endian; each op starts with a tag byte.
+//! Binary: a tag byte, then LEB128 varints.
 
 use std::io::{self, Read, Write};
 
@@ -10,13 +10,16 @@ pub enum PatchMethod {
     ZstdRef = 1,
     /// bsdiff controls + diff + extra bytes, uncompressed (the outer zstd compresses them).
     Bsdiff = 2,
+    /// The same, bzip2-compressed (better on sparse difference bytes, like bsdiff's own).
+    BsdiffBz2 = 3,
 }
 
-/// Where old bytes come from: a file of one base layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where old bytes come from: a file of one base layer, by its number in the base's file
+/// list (the layer index's paths in sorted order): a few bytes instead of a path per op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OldRef {
     pub base: u16,
-    pub path: String,
+    pub file: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,25 @@ pub enum Op {
         out_len: u64,
         payload_len: u64,
     },
+    /// Decode the next chunk of the new tar's skeleton: a patch (`payload_len` bytes
+    /// following) against `ref_len` bytes of the base's skeleton at `ref_offset`.
+    Skeleton {
+        base: u16,
+        method: PatchMethod,
+        ref_offset: u64,
+        ref_len: u64,
+        out_len: u64,
+        payload_len: u64,
+    },
+    /// `len` bytes from the current skeleton chunk (tar headers, padding).
+    Gap {
+        len: u64,
+    },
+    /// The whole old file (its length is the file's size; the caller accounts for it with
+    /// [`OpCodec::content`]).
+    CopyFile {
+        from: OldRef,
+    },
     End,
 }
 
@@ -48,22 +70,75 @@ const TAG_END: u8 = 0;
 const TAG_LITERAL: u8 = 1;
 const TAG_COPY: u8 = 2;
 const TAG_PATCH: u8 = 3;
-/// Old paths are tar paths; a longer one is corrupt input.
-const MAX_PATH: u32 = 64 * 1024;
+const TAG_SKELETON: u8 = 4;
+const TAG_GAP: u8 = 5;
+const TAG_COPY_FILE: u8 = 6;
 
-impl Op {
-    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
-        match self {
-            Op::End => out.write_all(&[TAG_END]),
-            Op::Literal { len } => {
-                out.write_all(&[TAG_LITERAL])?;
-                out.write_all(&len.to_le_bytes())
+/// Writes and reads ops with the context that makes them small: file numbers are coded as
+/// the difference from the previous one (unchanged files come in order: +1), and a gap's
+/// length as the difference from what a plain tar would have (the previous content's
+/// padding plus one 512-byte header), so a run of unchanged files is a repeating byte
+/// pattern that the outer zstd squeezes to nearly nothing. Writer and reader keep the same
+/// state by seeing the same ops.
+#[derive(Debug)]
+pub struct OpCodec {
+    last_file: u32,
+    content: u64,
+    after_content: bool,
+}
+
+impl Default for OpCodec {
+    fn default() -> Self {
+        Self {
+            last_file: 0,
+            content: 0,
+            after_content: true,
+        }
+    }
+}
+
+impl OpCodec {
+    fn expected_gap(&self) -> u64 {
+        if self.after_content {
+            512 + (512 - self.content % 512) % 512
+        } else {
+            0
+        }
+    }
+
+    /// Account for `n` bytes of file content produced.
+    pub fn content(&mut self, n: u64) {
+        self.content += n;
+        self.after_content = true;
+    }
+
+    fn track(&mut self, op: &Op) {
+        match op {
+            Op::Literal { len } | Op::Copy { len, .. } => self.content(*len),
+            Op::Patch { out_len, .. } => self.content(*out_len),
+            Op::Gap { .. } => {
+                self.content = 0;
+                self.after_content = false;
+            }
+            Op::Skeleton { .. } | Op::CopyFile { .. } | Op::End => {}
+        }
+    }
+
+    pub fn write(&mut self, op: &Op, out: &mut impl Write) -> io::Result<()> {
+        match op {
+            Op::Gap { len } => {
+                out.write_all(&[TAG_GAP])?;
+                write_varint(out, zigzag(*len as i64 - self.expected_gap() as i64))?;
+            }
+            Op::CopyFile { from } => {
+                out.write_all(&[TAG_COPY_FILE])?;
+                self.write_ref(out, from)?;
             }
             Op::Copy { from, offset, len } => {
                 out.write_all(&[TAG_COPY])?;
-                write_ref(out, from)?;
-                out.write_all(&offset.to_le_bytes())?;
-                out.write_all(&len.to_le_bytes())
+                self.write_ref(out, from)?;
+                write_varint(out, *offset)?;
+                write_varint(out, *len)?;
             }
             Op::Patch {
                 from,
@@ -74,38 +149,132 @@ impl Op {
                 payload_len,
             } => {
                 out.write_all(&[TAG_PATCH, *method as u8])?;
-                write_ref(out, from)?;
+                self.write_ref(out, from)?;
                 for v in [ref_offset, ref_len, out_len, payload_len] {
-                    out.write_all(&v.to_le_bytes())?;
+                    write_varint(out, *v)?;
+                }
+            }
+            other => other.write_to(out)?,
+        }
+        self.track(op);
+        Ok(())
+    }
+
+    pub fn read(&mut self, input: &mut impl Read) -> io::Result<Op> {
+        let op = match read_u8(input)? {
+            TAG_GAP => {
+                let len = self.expected_gap() as i64 + unzigzag(read_u64(input)?);
+                Op::Gap {
+                    len: u64::try_from(len).map_err(|_| invalid(format!("gap of {len} bytes")))?,
+                }
+            }
+            TAG_COPY_FILE => Op::CopyFile {
+                from: self.read_ref(input)?,
+            },
+            TAG_COPY => {
+                let from = self.read_ref(input)?;
+                Op::Copy {
+                    from,
+                    offset: read_u64(input)?,
+                    len: read_u64(input)?,
+                }
+            }
+            TAG_PATCH => {
+                let method = read_method(input)?;
+                let from = self.read_ref(input)?;
+                Op::Patch {
+                    from,
+                    method,
+                    ref_offset: read_u64(input)?,
+                    ref_len: read_u64(input)?,
+                    out_len: read_u64(input)?,
+                    payload_len: read_u64(input)?,
+                }
+            }
+            tag => Op::read_tagged(tag, input)?,
+        };
+        self.track(&op);
+        Ok(op)
+    }
+
+    fn write_ref(&mut self, out: &mut impl Write, from: &OldRef) -> io::Result<()> {
+        write_varint(out, u64::from(from.base))?;
+        write_varint(
+            out,
+            zigzag(i64::from(from.file) - i64::from(self.last_file)),
+        )?;
+        self.last_file = from.file;
+        Ok(())
+    }
+
+    fn read_ref(&mut self, input: &mut impl Read) -> io::Result<OldRef> {
+        let base = u16::try_from(read_u64(input)?)
+            .map_err(|_| invalid("base number out of range".into()))?;
+        let file = i64::from(self.last_file) + unzigzag(read_u64(input)?);
+        let file =
+            u32::try_from(file).map_err(|_| invalid(format!("file number {file} out of range")))?;
+        self.last_file = file;
+        Ok(OldRef { base, file })
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn read_method(input: &mut impl Read) -> io::Result<PatchMethod> {
+    match read_u8(input)? {
+        1 => Ok(PatchMethod::ZstdRef),
+        2 => Ok(PatchMethod::Bsdiff),
+        3 => Ok(PatchMethod::BsdiffBz2),
+        m => Err(invalid(format!("unknown patch method {m}"))),
+    }
+}
+
+impl Op {
+    /// Ops that need no codec context.
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            Op::End => out.write_all(&[TAG_END]),
+            Op::Literal { len } => {
+                out.write_all(&[TAG_LITERAL])?;
+                write_varint(out, *len)
+            }
+            Op::Skeleton {
+                base,
+                method,
+                ref_offset,
+                ref_len,
+                out_len,
+                payload_len,
+            } => {
+                out.write_all(&[TAG_SKELETON, *method as u8])?;
+                write_varint(out, u64::from(*base))?;
+                for v in [ref_offset, ref_len, out_len, payload_len] {
+                    write_varint(out, *v)?;
                 }
                 Ok(())
             }
+            other => Err(io::Error::other(format!("op {other:?} needs the codec"))),
         }
     }
 
-    pub fn read_from(input: &mut impl Read) -> io::Result<Op> {
-        match read_u8(input)? {
+    fn read_tagged(tag: u8, input: &mut impl Read) -> io::Result<Op> {
+        match tag {
             TAG_END => Ok(Op::End),
             TAG_LITERAL => Ok(Op::Literal {
                 len: read_u64(input)?,
             }),
-            TAG_COPY => {
-                let from = read_ref(input)?;
-                Ok(Op::Copy {
-                    from,
-                    offset: read_u64(input)?,
-                    len: read_u64(input)?,
-                })
-            }
-            TAG_PATCH => {
-                let method = match read_u8(input)? {
-                    1 => PatchMethod::ZstdRef,
-                    2 => PatchMethod::Bsdiff,
-                    m => return Err(invalid(format!("unknown patch method {m}"))),
-                };
-                let from = read_ref(input)?;
-                Ok(Op::Patch {
-                    from,
+            TAG_SKELETON => {
+                let method = read_method(input)?;
+                let base = u16::try_from(read_u64(input)?)
+                    .map_err(|_| invalid("base number out of range".into()))?;
+                Ok(Op::Skeleton {
+                    base,
                     method,
                     ref_offset: read_u64(input)?,
                     ref_len: read_u64(input)?,
@@ -122,28 +291,22 @@ pub fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-fn write_ref(out: &mut impl Write, from: &OldRef) -> io::Result<()> {
-    out.write_all(&from.base.to_le_bytes())?;
-    out.write_all(&(from.path.len() as u32).to_le_bytes())?;
-    out.write_all(from.path.as_bytes())
-}
-
-fn read_ref(input: &mut impl Read) -> io::Result<OldRef> {
-    let mut base = [0u8; 2];
-    input.read_exact(&mut base)?;
-    let mut len = [0u8; 4];
-    input.read_exact(&mut len)?;
-    let len = u32::from_le_bytes(len);
-    if len > MAX_PATH {
-        return Err(invalid(format!("old path of {len} bytes")));
+/// LEB128: small numbers (most lengths and offsets) take one or two bytes.
+fn write_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            buf[n] = byte;
+            n += 1;
+            break;
+        }
+        buf[n] = byte | 0x80;
+        n += 1;
     }
-    let mut path = vec![0u8; len as usize];
-    input.read_exact(&mut path)?;
-    let path = String::from_utf8(path).map_err(|_| invalid("old path is not utf-8".into()))?;
-    Ok(OldRef {
-        base: u16::from_le_bytes(base),
-        path,
-    })
+    out.write_all(&buf[..n])
 }
 
 fn read_u8(input: &mut impl Read) -> io::Result<u8> {
@@ -153,9 +316,15 @@ fn read_u8(input: &mut impl Read) -> io::Result<u8> {
 }
 
 fn read_u64(input: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    input.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = read_u8(input)?;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(invalid("varint longer than 64 bits".into()))
 }
 
 #[cfg(test)]
@@ -163,18 +332,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ops_round_trip() {
+    fn ops_round_trip_through_the_codec() {
         let from = OldRef {
             base: 1,
-            path: "usr/lib/libx.so.1".into(),
+            file: 70_000,
         };
         let ops = [
-            Op::Literal { len: 512 },
+            Op::Gap { len: 512 },
+            Op::Literal { len: 700 },
+            Op::Gap {
+                len: 512 + 324 + 1024,
+            },
             Op::Copy {
-                from: from.clone(),
+                from,
                 offset: 7,
                 len: 9,
             },
+            Op::CopyFile {
+                from: OldRef {
+                    base: 1,
+                    file: 70_001,
+                },
+            },
+            Op::Gap { len: 3 },
             Op::Patch {
                 from,
                 method: PatchMethod::Bsdiff,
@@ -183,21 +363,56 @@ mod tests {
                 out_len: 3,
                 payload_len: 4,
             },
+            Op::Skeleton {
+                base: 0,
+                method: PatchMethod::Bsdiff,
+                ref_offset: 5,
+                ref_len: 6,
+                out_len: u64::MAX,
+                payload_len: 8,
+            },
+            Op::Gap { len: 1024 },
             Op::End,
         ];
         let mut bytes = Vec::new();
+        let mut writer = OpCodec::default();
         for op in &ops {
-            op.write_to(&mut bytes).unwrap();
+            writer.write(op, &mut bytes).unwrap();
         }
         let mut input = &bytes[..];
+        let mut reader = OpCodec::default();
         for op in &ops {
-            assert_eq!(&Op::read_from(&mut input).unwrap(), op);
+            assert_eq!(&reader.read(&mut input).unwrap(), op);
         }
     }
 
     #[test]
+    fn unchanged_files_code_to_a_repeating_pattern() {
+        let mut codec = OpCodec::default();
+        let mut runs = Vec::new();
+        for (file, size) in [(10u32, 100u64), (11, 3000), (12, 77)] {
+            let mut bytes = Vec::new();
+            codec
+                .write(
+                    &Op::CopyFile {
+                        from: OldRef { base: 0, file },
+                    },
+                    &mut bytes,
+                )
+                .unwrap();
+            codec.content(size);
+            let pad = (512 - size % 512) % 512;
+            codec
+                .write(&Op::Gap { len: pad + 512 }, &mut bytes)
+                .unwrap();
+            runs.push(bytes);
+        }
+        assert_eq!(runs[1], runs[2]);
+    }
+
+    #[test]
     fn unknown_tag_is_invalid_data() {
-        let err = Op::read_from(&mut &[9u8][..]).unwrap_err();
+        let err = OpCodec::default().read(&mut &[9u8][..]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

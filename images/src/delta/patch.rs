@@ -6,7 +6,7 @@ use std::io::{self, Read};
 
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter};
 
-use super::op::invalid;
+use super::op::{invalid, PatchMethod};
 
 /// zstd `--patch-from`: compress `new` against `reference`.
 pub fn zstd_ref_encode(reference: &[u8], new: &[u8], level: i32) -> io::Result<Vec<u8>> {
@@ -79,6 +79,41 @@ pub fn bsdiff_encode(reference: &[u8], new: &[u8]) -> io::Result<Vec<u8>> {
     }
     out.extend_from_slice(&diff);
     out.extend_from_slice(&extra);
+    Ok(out)
+}
+
+/// The smaller bsdiff form for the outer zstd stream: raw (cost: its zstd size) or bzip2.
+pub fn best_bsdiff(
+    reference: &[u8],
+    new: &[u8],
+    level: i32,
+) -> io::Result<(PatchMethod, Vec<u8>, usize)> {
+    let raw = bsdiff_encode(reference, new)?;
+    let raw_cost = zstd::bulk::compress(&raw, level)?.len();
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+    io::Write::write_all(&mut bz, &raw)?;
+    let bz = bz.finish()?;
+    Ok(if bz.len() < raw_cost {
+        (PatchMethod::BsdiffBz2, bz.clone(), bz.len())
+    } else {
+        (PatchMethod::Bsdiff, raw, raw_cost)
+    })
+}
+
+/// Decompress a bzip2 bsdiff payload of an op producing `out_len` bytes; a payload that
+/// expands past what such a patch can hold is corrupt (and would blow the memory budget).
+pub fn unbzip2(payload: &[u8], out_len: u64) -> io::Result<Vec<u8>> {
+    let limit = super::max_payload(out_len) + (1 << 20);
+    // Sized once: growing by doubling would briefly need twice the memory.
+    let mut out = Vec::with_capacity(usize::try_from(limit + 1).unwrap_or(usize::MAX));
+    bzip2::read::BzDecoder::new(payload)
+        .take(limit + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(invalid(format!(
+            "bzip2 bsdiff payload expands past {limit} bytes"
+        )));
+    }
     Ok(out)
 }
 

@@ -83,6 +83,7 @@ impl Store {
             let index = self.index_path(&diff_id.hex());
             let dir = self.layer_path(&diff_id);
             let _ = fs::remove_file(&index);
+            let _ = fs::remove_file(crate::skeleton::skeleton_path(&self.layer_path(&diff_id)));
             fs::remove_dir_all(&dir).map_err(|source| StoreError::Remove { path: dir, source })?;
             let size = sizes[&diff_id];
             used -= size;

@@ -3,6 +3,7 @@
 //! ```text
 //! root/layers/<hex>/            unpacked layer (overlayfs lower dir), named by diff_id
 //! root/layers/<hex>.index.json  its file index (path → size, sha256)
+//! root/layers/<hex>.skeleton.zst its tar skeleton (headers without file contents, for deltas)
 //! root/blobs/sha256/<hex>       manifests, configs, verified downloads
 //! root/images/<hex>.json        one record per image (manifest digest → layer diff_ids)
 //! root/partial/<hex>            downloads in progress (resumable, unverified)
@@ -167,7 +168,10 @@ impl Store {
             if name.starts_with(".partial-") || name.starts_with(".tmp-") {
                 warn!(path = %path.display(), "removing half-written layer");
                 remove(&path)?;
-            } else if let Some(hex) = name.strip_suffix(".index.json") {
+            } else if let Some(hex) = name
+                .strip_suffix(".index.json")
+                .or_else(|| name.strip_suffix(".skeleton.zst"))
+            {
                 if !layers.join(hex).is_dir() {
                     remove(&path)?;
                 }

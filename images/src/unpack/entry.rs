@@ -23,15 +23,19 @@ struct Budget {
     entries: u64,
 }
 
+/// `skip_recording` is set while file content is read, so the skeleton recorder keeps only
+/// headers and padding.
 pub(super) fn unpack_entries(
     tar: impl Read,
     root: &Path,
     limits: &UnpackLimits,
+    skip_recording: &std::cell::Cell<bool>,
 ) -> Result<LayerIndex, UnpackError> {
     let mut archive = tar::Archive::new(tar);
     let mut index = LayerIndex::default();
     let mut budget = Budget::default();
     let mut dir_mtimes = Vec::new();
+    let mut verified_parent: Option<PathBuf> = None;
     let chown = is_root();
     for item in archive.entries().map_err(UnpackError::ReadTar)? {
         let mut entry = item.map_err(UnpackError::ReadTar)?;
@@ -57,8 +61,22 @@ pub(super) fn unpack_entries(
         }
         let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
         let mtime = header.mtime().unwrap_or(0);
-        ensure_parents(root, &rel).map_err(|p| parent_error(&rel, p))?;
+        // Consecutive entries share parents: skip the walk when this parent was just checked.
+        if verified_parent.as_deref() != rel.parent() {
+            ensure_parents(root, &rel).map_err(|p| parent_error(&rel, p))?;
+            verified_parent = rel.parent().map(Path::to_path_buf);
+        }
+        // An entry that replaces a checked parent (e.g. a symlink over a dir) voids the check.
+        if kind != EntryType::Directory
+            && verified_parent
+                .as_deref()
+                .is_some_and(|p| p.starts_with(&rel))
+        {
+            verified_parent = None;
+        }
         let target = root.join(&rel);
+        // Whatever was at this path before is replaced below: it leaves the index.
+        index.files.remove(rel.to_string_lossy().as_ref());
         let create = |source| UnpackError::CreateEntry {
             path: rel.clone(),
             source,
@@ -101,7 +119,10 @@ pub(super) fn unpack_entries(
                     });
                 }
                 remove_existing(&target, false).map_err(create)?;
-                let sha256 = write_file(&mut entry, &target, mode).map_err(create)?;
+                skip_recording.set(true);
+                let written = write_file(&mut entry, &target, mode);
+                skip_recording.set(false);
+                let sha256 = written.map_err(create)?;
                 index.insert(&rel, IndexEntry { size, sha256 });
             }
             EntryType::Symlink => {

@@ -19,6 +19,7 @@ pub use path::{sanitize as sanitize_path, PathProblem};
 
 use crate::digest::{Digest, HashingReader};
 use crate::layer_index::LayerIndex;
+use crate::skeleton::{skeleton_path, SkeletonRecorder};
 
 /// What a layer may contain and how big it may get.
 #[derive(Debug, Clone)]
@@ -101,6 +102,15 @@ pub struct Unpacked {
     pub index: LayerIndex,
 }
 
+/// Removes a temp file if it is still there.
+pub(crate) struct RemoveFile(pub(crate) PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Removes the temp dir unless the unpack committed.
 struct TempDir(Option<PathBuf>);
 
@@ -131,8 +141,17 @@ pub fn unpack_layer(
     std::fs::create_dir(&temp_path).map_err(create)?;
     let mut temp = TempDir(Some(temp_path.clone()));
 
-    let mut hashing = HashingReader::new(tar);
-    let index = entry::unpack_entries(&mut hashing, &temp_path, limits)?;
+    // The skeleton is written beside the temp dir and renamed beside the layer with it.
+    let skeleton_temp = skeleton_path(&temp_path);
+    let _skeleton_guard = RemoveFile(skeleton_temp.clone());
+    let skeleton_file = std::fs::File::create(&skeleton_temp).map_err(create)?;
+    let skip = std::cell::Cell::new(false);
+    // Buffered: the tar reader asks for 512-byte headers one at a time.
+    let buffered = std::io::BufReader::with_capacity(256 << 10, HashingReader::new(tar));
+    let mut recorder = SkeletonRecorder::new(buffered, skeleton_file, &skip).map_err(create)?;
+    let index = entry::unpack_entries(&mut recorder, &temp_path, limits, &skip)?;
+    let (buffered, skeleton_file) = recorder.finish().map_err(UnpackError::ReadTar)?;
+    let hashing = buffered.into_inner();
     let (actual, tar_bytes) = hashing.finish().map_err(UnpackError::ReadTar)?;
     if let Some(expected) = expected {
         if *expected != actual {
@@ -146,6 +165,8 @@ pub fn unpack_layer(
         path: dest.into(),
         source,
     };
+    skeleton_file.sync_all().map_err(commit)?;
+    std::fs::rename(&skeleton_temp, skeleton_path(dest)).map_err(commit)?;
     node::sync_filesystem(&temp_path).map_err(commit)?;
     std::fs::rename(&temp_path, dest).map_err(commit)?;
     temp.0 = None;
