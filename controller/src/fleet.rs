@@ -25,6 +25,14 @@ pub enum FleetError {
     },
     #[error("tag {tag:?} is invalid: {reason}")]
     InvalidTag { tag: String, reason: &'static str },
+    #[error("the app is not a valid desired state")]
+    InvalidApp(#[source] coracle_proto::InvalidDesired),
+    #[error("publishing the desired state of {device} failed")]
+    Publish {
+        device: DeviceId,
+        #[source]
+        source: ClientError,
+    },
 }
 
 /// What goes into every bootstrap file besides the device's own credentials.

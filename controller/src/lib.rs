@@ -22,6 +22,7 @@ pub mod cli;
 pub mod compose;
 pub mod config;
 pub mod datadir;
+pub mod deploy;
 pub mod fleet;
 pub mod ingest;
 pub mod metrics;

@@ -195,6 +195,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         admin_token: Arc::from(secrets.admin_token.as_str()),
         counters,
         events: notify,
+        registry: registry.clone(),
     };
     write_public(&dir.api_url(), format!("http://{api_addr}\n").as_bytes())?;
     announce("api", api_addr);

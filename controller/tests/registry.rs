@@ -11,7 +11,10 @@ use std::process::Command;
 use sha2::{Digest as _, Sha256};
 use support::Controller;
 
-const FIXTURE: &str = "/work/shared/fixtures/busybox-oci.tar";
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/busybox-oci.tar"
+);
 
 fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")

@@ -1,5 +1,5 @@
 //! Import, store, GC, preflight and resume against the real podman/skopeo fixtures in
-//! /work/shared/fixtures (see its README for the expected trees).
+//! ../shared/fixtures (see its README for the expected trees).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 

@@ -283,7 +283,11 @@ mod tests {
         assert_eq!(spec.resources.cpu_millicores, Some(250));
         assert_eq!(spec.process.cwd, "/app");
         assert_eq!(spec.hostname.as_deref(), Some("db"));
-        let data = spec.mounts.iter().find(|m| m.destination == "/data").unwrap();
+        let data = spec
+            .mounts
+            .iter()
+            .find(|m| m.destination == "/data")
+            .unwrap();
         assert_eq!(data.source, Some(PathBuf::from("/v/data")));
         assert!(data.options.contains(&"ro".to_string()));
     }

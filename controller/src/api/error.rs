@@ -54,6 +54,9 @@ impl From<FleetError> for ApiError {
             FleetError::InvalidTag { .. } => ApiError::BadRequest {
                 message: err.to_string(),
             },
+            FleetError::InvalidApp(invalid) => ApiError::BadRequest {
+                message: format!("the app is not a valid desired state: {invalid}"),
+            },
             other => ApiError::Fleet(other),
         }
     }

@@ -2,6 +2,7 @@
 //! Bearer <token>`). Handlers parse, call `Fleet`, serialize; errors become responses in
 //! `error::ApiError`'s one `IntoResponse` impl.
 
+pub mod deploy;
 pub mod devices;
 pub mod error;
 pub mod stream;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub counters: std::sync::Arc<crate::metrics::IngestCounters>,
     /// Every stored device message, for the SSE stream.
     pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
+    /// The registry, to pin an app's image tags to digests at deploy time.
+    pub registry: crate::registry::Registry,
 }
 
 /// Parses a JSON body, naming what was wrong in a 400.
@@ -42,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/tags", patch(devices::retag))
         .route("/devices/{id}/events", get(devices::events))
         .route("/devices/{id}/health", get(devices::health))
+        .route("/devices/{id}/deploy", axum::routing::post(deploy::deploy))
         .route("/events/stream", get(stream::fleet_events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))

@@ -2,6 +2,7 @@
 //! operator's CLI and talk to the controller's HTTP API.
 
 mod api_client;
+mod deploy;
 mod device;
 mod image_delta;
 mod serve;
@@ -26,6 +27,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Enrol, list, tag and remove devices.
     Device(device::DeviceArgs),
+    /// Deploy an app (compose file) to one device.
+    Deploy(deploy::DeployArgs),
     /// Work with images and layers.
     Image {
         #[command(subcommand)]
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Device(args) => device::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
         } => command.run(),

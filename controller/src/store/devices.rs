@@ -211,6 +211,23 @@ impl Store {
         Ok(())
     }
 
+    /// The generation of a device's latest desired state, if it has one.
+    pub fn desired_generation(&self, id: &DeviceId) -> Result<Option<Generation>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT generation FROM desired WHERE device = ?1")
+            .map_err(query("prepare desired generation"))?;
+        let mut rows = stmt
+            .query_map(params![id.as_str()], |r| r.get::<_, i64>(0))
+            .map_err(query("read desired generation"))?;
+        match rows.next() {
+            Some(row) => Ok(Some(Generation(
+                row.map_err(query("read desired generation"))?.max(0) as u64,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// Every device's latest encoded `Signed<DesiredState>`, for republishing at start.
     pub fn all_desired(&self) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
         let conn = self.conn();

@@ -1,0 +1,53 @@
+//! `POST /api/v1/devices/{id}/deploy`: an app (compose text) becomes the device's next
+//! signed desired state. Parse and validation errors are 400s naming line, service, field.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::Json;
+use coracle_proto::Generation;
+use serde::{Deserialize, Serialize};
+
+use super::devices::device_id;
+use super::error::ApiError;
+use super::{parse_json, AppState};
+use crate::compose;
+use crate::deploy::resolve_image;
+
+/// The request body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// The app, as docker-compose YAML.
+    pub compose: String,
+}
+
+/// The answer: the generation the device will apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployResponse {
+    pub device: String,
+    pub generation: Generation,
+    pub services: Vec<String>,
+}
+
+pub async fn deploy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<DeployResponse>, ApiError> {
+    let id = device_id(&id)?;
+    let request: DeployRequest = parse_json(&body)?;
+    let file =
+        compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let registry = state.registry.clone();
+    let services = compose::to_specs(&request.compose, &file, &|image| {
+        resolve_image(&registry, image)
+    })
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let names = services.iter().map(|s| s.name.to_string()).collect();
+    let generation = state.fleet.deploy(&id, services).await?;
+    Ok(Json(DeployResponse {
+        device: id.to_string(),
+        generation,
+        services: names,
+    }))
+}

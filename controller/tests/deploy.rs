@@ -1,0 +1,152 @@
+//! Deploying an app to a device: tags pinned to the registry's digests, a signed desired state
+//! with the next generation delivered retained to the device over the real broker, and clear
+//! 400s for bad apps.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+
+use coracle_controller::api::deploy::{DeployRequest, DeployResponse};
+use coracle_proto::{decode, DesiredState, Generation, Signed, TopicKind};
+use rumqttc::{Incoming, QoS};
+use support::{api, connect_device, next_matching, Controller};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/busybox-oci.tar"
+);
+
+fn push_fixture(controller: &Controller, repo_tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let digest_file = dir.path().join("digest");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("coracle:{}", controller.admin_token()),
+            "--digestfile",
+            &digest_file.to_string_lossy(),
+            &format!("oci-archive:{FIXTURE}"),
+            &format!("docker://{}/{repo_tag}", controller.registry),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(digest_file)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+const APP: &str = "services:\n  web:\n    image: hello:1\n    command: [\"/bin/sleep\", \"300\"]\n    mem_limit: 32m\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_pins_signs_and_delivers_the_next_generation() {
+    let controller = Controller::start();
+    let digest = push_fixture(&controller, "hello:1");
+    let boot = controller.enrol("pi-deploy");
+    let key = boot.deployment_key().unwrap();
+
+    let (client, mut el) = connect_device(controller.broker_tls, &boot).await.unwrap();
+    client
+        .subscribe(
+            TopicKind::Desired.for_device(&boot.device),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+
+    let api = api(&controller);
+    let path = format!("/devices/{}/deploy", boot.device);
+    for expected in [1, 2] {
+        let answer: DeployResponse = api
+            .send(
+                "deploy",
+                "POST",
+                &path,
+                &DeployRequest {
+                    compose: APP.into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(answer.generation, Generation(expected));
+        let body = next_matching(&mut el, |i| match i {
+            Incoming::Publish(p) if p.topic.ends_with("/desired") => Some(p.payload.to_vec()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+        let signed: Signed<DesiredState> = decode(&body).unwrap();
+        let state = signed.verify(&key, &boot.device, Generation(0)).unwrap();
+        assert_eq!(state.generation, Generation(expected));
+        assert_eq!(state.services.len(), 1);
+        assert_eq!(
+            state.services[0].image.to_string(),
+            format!("hello@{digest}")
+        );
+        assert_eq!(state.services[0].resources.memory_max_bytes, Some(32 << 20));
+    }
+}
+
+#[test]
+fn bad_apps_are_refused_with_what_was_wrong() {
+    let controller = Controller::start();
+    push_fixture(&controller, "hello:1");
+    let boot = controller.enrol("pi-bad");
+    let api = api(&controller);
+    let path = format!("/devices/{}/deploy", boot.device);
+    let cases = [
+        (
+            "services:\n  web:\n    image: nosuch:9\n",
+            "nosuch:9 is not in the controller's registry",
+        ),
+        (
+            "services:\n  web:\n    image: hello:1\n    mem_limit: lots\n",
+            "mem_limit",
+        ),
+        (
+            "services:\n  web:\n    image: registry.example:5000/web:1\n",
+            "pin it by digest",
+        ),
+        ("services: [", "line"),
+        (
+            "services:\n  web:\n    image: hello:1\n    depends_on: [db]\n",
+            "db",
+        ),
+    ];
+    for (app, wanted) in cases {
+        let err = api
+            .send::<_, DeployResponse>(
+                "deploy",
+                "POST",
+                &path,
+                &DeployRequest {
+                    compose: app.into(),
+                },
+            )
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains(wanted), "{app:?}: {text}");
+    }
+    let missing = api
+        .send::<_, DeployResponse>(
+            "deploy",
+            "POST",
+            "/devices/no-such-device/deploy",
+            &DeployRequest {
+                compose: APP.into(),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        format!("{missing:#}").contains("no-such-device"),
+        "{missing:#}"
+    );
+}
