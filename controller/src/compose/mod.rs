@@ -181,8 +181,22 @@ fn to_spec(
         .as_ref()
         .map(|h| {
             let args = h.test.clone().into_args();
+            let port = |text: Option<&String>| -> Result<u16, String> {
+                text.and_then(|p| p.parse().ok())
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| "test needs a port between 1 and 65535".to_string())
+            };
             let probe = match args.first().map(String::as_str) {
                 Some("CMD") => HealthProbe::Exec(args[1..].to_vec()),
+                // Coracle's probes that need no process in the container (cheaper on a Pi):
+                // ["TCP", PORT] and ["HTTP", PORT, PATH].
+                Some("TCP") => HealthProbe::Tcp {
+                    port: port(args.get(1))?,
+                },
+                Some("HTTP") => HealthProbe::Http {
+                    port: port(args.get(1))?,
+                    path: args.get(2).cloned().unwrap_or_else(|| "/".to_string()),
+                },
                 Some("CMD-SHELL") => {
                     HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), args[1..].join(" ")])
                 }

@@ -74,6 +74,21 @@ fn valid_app_becomes_service_specs() {
 }
 
 #[test]
+fn tcp_and_http_health_probes_need_no_process_in_the_container() {
+    let text = "services:\n  a:\n    image: app:1\n    healthcheck:\n      test: [TCP, \"8080\"]\n  b:\n    image: app:1\n    healthcheck:\n      test: [HTTP, \"80\", /healthz]\n";
+    let specs = to_specs(text, &parse(text).unwrap(), &resolve).unwrap();
+    let probe = |i: usize| specs[i].health.as_ref().unwrap().probe.clone();
+    assert_eq!(probe(0), HealthProbe::Tcp { port: 8080 });
+    assert_eq!(
+        probe(1),
+        HealthProbe::Http {
+            port: 80,
+            path: "/healthz".into()
+        }
+    );
+}
+
+#[test]
 fn invalid_apps_name_the_line_and_the_field() {
     // (text, expected substrings)
     let cases: &[(&str, &[&str])] = &[
@@ -85,6 +100,7 @@ fn invalid_apps_name_the_line_and_the_field() {
         ("services:\n  web:\n    image: app:1\n    cpus: -1\n", &["line 4", "cpus"]),
         ("services:\n  web:\n    image: app:1\n    devices: [\"/dev/x:/dev/x:rwz\"]\n", &["devices", "rwm"]),
         ("services:\n  web:\n    image: app:1\n    healthcheck:\n      test: [CMD, \"true\"]\n      interval: \"5\"\n", &["healthcheck", "unit"]),
+        ("services:\n  web:\n    image: app:1\n    healthcheck:\n      test: [TCP, \"x\"]\n", &["healthcheck", "port"]),
         ("services:\n  web:\n  image: [\n", &["line"]),
         ("services: {}\n", &["no services"]),
     ];
