@@ -176,7 +176,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             device_broker_url: device_url.to_string(),
             ca_pem: secrets.ca_pem.clone(),
             registry_url,
-            registry_token: Some(secrets.admin_token.clone()),
+            registry_token: Some(registry.pull_token()),
         },
     );
     let republished = fleet.republish_desired().await?;

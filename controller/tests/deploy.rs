@@ -150,3 +150,48 @@ fn bad_apps_are_refused_with_what_was_wrong() {
         "{missing:#}"
     );
 }
+
+#[test]
+fn devices_get_a_pull_only_registry_token() {
+    let controller = Controller::start();
+    let digest = push_fixture(&controller, "hello:1");
+    let boot = controller.enrol("pi-token");
+    let token = boot.registry_token.clone().unwrap();
+    assert_ne!(
+        token,
+        controller.admin_token(),
+        "a device must never hold the admin token"
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let base = format!("http://{}", controller.registry);
+    let status = |req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
+        req.header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        status(agent.head(format!("{base}/v2/hello/manifests/{digest}"))),
+        200
+    );
+    let push = agent
+        .post(format!("{base}/v2/hello/blobs/uploads/"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_empty()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(push, 401, "the pull token must not push");
+    let api = agent
+        .get(format!("http://{}/api/v1/devices", controller.api))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(api, 401, "the pull token must not reach the API");
+}

@@ -40,6 +40,14 @@ impl Registry {
             token,
         })
     }
+
+    /// The read-only token given to devices in their bootstrap files: derived from the admin
+    /// token by a one-way hash, so a device can pull but never push or reach the API.
+    pub fn pull_token(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        let hash = Sha256::digest(format!("coracle registry pull token\0{}", self.token));
+        hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Maps an I/O error of `step` on `path` into a `RegistryError`.

@@ -82,7 +82,8 @@ fn query_digest(uri: &Uri) -> Option<String> {
         .map(|d| d.replace("%3A", ":").replace("%3a", ":"))
 }
 
-fn authorized(registry: &Registry, headers: &HeaderMap) -> bool {
+/// The admin token may do anything; the devices' pull token only reads (GET, HEAD).
+fn authorized(registry: &Registry, method: &Method, headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -103,8 +104,12 @@ fn authorized(registry: &Registry, headers: &HeaderMap) -> bool {
     } else {
         return false;
     };
-    let (a, b) = (presented.as_bytes(), registry.token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let same = |secret: &str| {
+        let (a, b) = (presented.as_bytes(), secret.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    };
+    same(&registry.token)
+        || (matches!(*method, Method::GET | Method::HEAD) && same(&registry.pull_token()))
 }
 
 async fn handle(
@@ -114,7 +119,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&registry, &headers) {
+    if !authorized(&registry, &method, &headers) {
         return RegistryError::Unauthorized.into_response();
     }
     match dispatch(&registry, method, &uri, &headers, body).await {
