@@ -128,7 +128,7 @@ pub fn format_ps(status: &AgentStatus) -> String {
         let _ = writeln!(
             out,
             "{:<24} {:<10} {:<10} {:>8} {:>6}  sha256:{}",
-            s.name,
+            s.name.to_string(),
             format!("{:?}", s.state),
             format!("{:?}", s.health),
             s.restart_count,
