@@ -9,8 +9,8 @@
 #  3. config validation, when a check-config/validate-config/validate subcommand exists:
 #     `SUB --config FILE` accepts the agent.toml that install.sh writes and refuses a config
 #     with an unknown key;
-#  4. delta apply on a small fixture, when the agent has a delta subcommand (not yet wired:
-#     reported as skipped until the agent grows one).
+#  4. `apply-delta` rebuilds a fixture layer from a delta, digest checked, and refuses a
+#     truncated delta.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cross/targets.sh
@@ -83,9 +83,26 @@ else
   say "ok: '$check' refuses an unknown key and names it"
 fi
 
-# 4. delta apply
-if has delta || has apply-delta; then
-  say "warn: NOT TESTED: the agent has a delta subcommand, but step 4 of cross/smoke.sh does not run it on a fixture yet"
+# 4. delta apply on a small fixture (cross/testdata/delta: old.tar.gz is the old layer, delta.tar.zst
+# was made from it and a new layer with `coracle image delta create --from old.tar --to new.tar`,
+# new.diff_id is the new layer's sha256): the agent unpacks the old layer as a pull would and
+# rebuilds the new one; the digests must match.
+if has apply-delta; then
+  fixture="$here/testdata/delta"
+  out=$(cross_run "$bin" apply-delta --from-tar "$fixture/old.tar.gz" "$fixture/delta.tar.zst" \
+    -o "$scratch/new.tar" 2>&1) || fail "apply-delta failed: $out"
+  want=$(cat "$fixture/new.diff_id")
+  got="sha256:$(sha256sum "$scratch/new.tar" | cut -d' ' -f1)"
+  [ "$got" = "$want" ] || fail "apply-delta rebuilt $got, expected $want"
+  grep -q "$want" <<<"$out" || fail "apply-delta did not report the digest: $out"
+  # A corrupted delta must be refused and leave no output behind.
+  head -c 200 "$fixture/delta.tar.zst" >"$scratch/cut.delta"
+  if out=$(cross_run "$bin" apply-delta --from-tar "$fixture/old.tar.gz" "$scratch/cut.delta" \
+    -o "$scratch/bad.tar" 2>&1); then
+    fail "apply-delta accepted a truncated delta"
+  fi
+  [ ! -e "$scratch/bad.tar" ] || fail "a refused delta left $scratch/bad.tar behind"
+  say "ok: apply-delta rebuilds the fixture layer ($want) and refuses a truncated delta"
 else
-  say "skip: delta apply on a fixture (no delta subcommand in --help)"
+  fail "the agent has no apply-delta subcommand"
 fi

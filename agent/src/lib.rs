@@ -29,6 +29,7 @@
 //! - `control`: the local Unix socket behind `coracle-agent status|ps|logs`.
 //! - `engine`: `LinuxEngine`, the production `ContainerEngine` (store + pulls + runtime).
 //! - `pull`: the OCI registry client and the delta-first image pull into the store.
+//! - `delta_cli`: `coracle-agent apply-delta`, the pull's delta apply as a command.
 //! - `daemon`: assembles all of the above on a current_thread runtime.
 //!
 //! Limits: the reconcile core does no I/O; nothing blocks the MQTT event loop; no rumqttc
@@ -38,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod delta_cli;
 pub mod engine;
 pub mod health;
 pub mod pull;

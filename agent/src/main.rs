@@ -40,6 +40,8 @@ enum Cmd {
     },
     /// Run an OCI bundle in the foreground, like `crun run --bundle DIR ID`.
     Run(RunArgs),
+    /// Rebuild a layer tar from a delta and the old layer unpacked (digest checked).
+    ApplyDelta(coracle_agent::delta_cli::ApplyDeltaArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +79,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no config: it works on files only.
+    if let Some(Cmd::ApplyDelta(args)) = &cli.command {
+        let diff_id = coracle_agent::delta_cli::apply_delta(args)?;
+        println!("rebuilt {} ({diff_id})", args.output.display());
+        return Ok(());
+    }
     let config = if cli.config.exists() || cli.config.as_path() != Path::new(DEFAULT_CONFIG_PATH) {
         AgentConfig::load(&cli.config)?
     } else {
@@ -102,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lines.iter().for_each(|l| println!("{l}"));
             true
         })?,
-        Some(Cmd::Run(_)) => unreachable_run(),
+        Some(Cmd::Run(_) | Cmd::ApplyDelta(_)) => unreachable_run(),
     }
     Ok(())
 }

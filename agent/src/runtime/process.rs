@@ -69,6 +69,14 @@ pub fn exec(path: &CString, args: &[CString], env: &[CString]) -> Result<Infalli
     nix::unistd::execve(path, args, env)
 }
 
+// ioctl's request is an int on musl and an unsigned long on glibc.
+#[cfg(target_env = "musl")]
+type IoctlRequest = libc::c_int;
+#[cfg(not(target_env = "musl"))]
+type IoctlRequest = libc::c_ulong;
+const IOCTL_GET_FLAGS: IoctlRequest = libc::SIOCGIFFLAGS as IoctlRequest;
+const IOCTL_SET_FLAGS: IoctlRequest = libc::SIOCSIFFLAGS as IoctlRequest;
+
 /// Sets IFF_UP on `lo` in the current (fresh) network namespace.
 pub fn bring_up_loopback() -> Result<(), Errno> {
     let sock = socket(
@@ -83,11 +91,11 @@ pub fn bring_up_loopback() -> Result<(), Errno> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills ifru_flags.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), IOCTL_GET_FLAGS, &mut req) })?;
     // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just wrote.
     unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: same valid ifreq, now with IFF_UP set.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), IOCTL_SET_FLAGS, &req) })?;
     Ok(())
 }
 

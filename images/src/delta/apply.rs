@@ -436,7 +436,21 @@ pub fn apply_to_file(
     out: &Path,
     budget: u64,
 ) -> Result<Digest, DeltaError> {
-    let mut reader = DeltaReader::open(delta, bases, budget)?;
+    write_rebuilt(DeltaReader::open(delta, bases, budget)?, out)
+}
+
+/// [`apply_to_file`] with the bases looked up by the diff_ids the delta's header names, so a
+/// wrong base is refused by name before anything is written.
+pub fn apply_to_file_with(
+    delta: impl Read,
+    out: &Path,
+    budget: u64,
+    resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<BaseDir>, DeltaError>,
+) -> Result<Digest, DeltaError> {
+    write_rebuilt(DeltaReader::open_with(delta, budget, resolve_bases)?, out)
+}
+
+fn write_rebuilt(mut reader: DeltaReader<impl Read>, out: &Path) -> Result<Digest, DeltaError> {
     let diff_id = reader.header.new_diff_id;
     let temp = out.with_extension("partial");
     let write = |source| DeltaError::WriteOutput {

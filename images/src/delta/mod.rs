@@ -21,7 +21,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use apply::{apply_to_file, apply_to_store, open_in_layer, BaseDir, DeltaReader};
+pub use apply::{
+    apply_to_file, apply_to_file_with, apply_to_store, open_in_layer, BaseDir, DeltaReader,
+};
 pub use encode::{encode, full_zstd_size, BaseLayer, EncodeOptions, EncodeReport};
 
 use crate::digest::Digest;

@@ -67,7 +67,8 @@ pub fn is_opaque(dir: &Path, xattrs: OverlayXattrs) -> io::Result<bool> {
 /// Set atime and mtime of `path` itself (not a symlink's target).
 pub fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let c = c_path(path)?;
-    let secs = libc::time_t::try_from(mtime).unwrap_or(libc::time_t::MAX);
+    // time_t is 32 bits on some ARM targets; clamp instead of wrapping.
+    let secs = mtime.try_into().unwrap_or_else(|_| i32::MAX.into());
     let times = [
         libc::timespec {
             tv_sec: secs,

@@ -19,6 +19,13 @@ pub enum SeccompError {
     Install(#[source] seccompiler::Error),
 }
 
+/// libc has no `SYS_kexec_file_load` for aarch64 musl; the number is the same for every
+/// aarch64 libc.
+#[cfg(all(target_arch = "aarch64", target_env = "musl"))]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = 294;
+#[cfg(not(all(target_arch = "aarch64", target_env = "musl")))]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = libc::SYS_kexec_file_load;
+
 /// Syscalls refused outright.
 const BLOCKED: &[libc::c_long] = &[
     libc::SYS_acct,
@@ -35,7 +42,7 @@ const BLOCKED: &[libc::c_long] = &[
     libc::SYS_get_mempolicy,
     libc::SYS_init_module,
     libc::SYS_kcmp,
-    libc::SYS_kexec_file_load,
+    SYS_KEXEC_FILE_LOAD,
     libc::SYS_kexec_load,
     libc::SYS_keyctl,
     libc::SYS_lookup_dcookie,
