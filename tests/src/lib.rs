@@ -9,9 +9,11 @@
 //! - [`mosquitto`]: Debian's Mosquitto as a real external broker;
 //! - [`registry`]: Debian's `docker-registry` as a real OCI registry, filled with `skopeo`;
 //! - [`cut_proxy`]: a TCP proxy that cuts a transfer part way, counting what it forwards;
-//! - [`sim`]: the fleet simulator behind the `coracle-sim` binary.
+//! - [`sim`]: the fleet simulator behind the `coracle-sim` binary;
+//! - [`e2e`]: the real controller and real agents in network namespaces, and test images.
 
 pub mod cut_proxy;
+pub mod e2e;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod netns;

@@ -1,0 +1,208 @@
+//! A real `coracle-agent` as one device: inside its test host's network namespace (entered
+//! with `nsenter --net`, so it shares the machine's mounts and cgroup hierarchies the way a
+//! device's agent shares its host's), with its own data dir, state dir and cgroup parent.
+//! Dropping it stops the agent, kills its containers and removes what they left.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+
+use super::binary;
+use crate::netns::TestHost;
+use crate::process::TestProcess;
+
+/// One device's agent.
+#[derive(Debug)]
+pub struct Agent {
+    pub name: String,
+    pub host: TestHost,
+    pub dir: PathBuf,
+    config: PathBuf,
+    pub cgroup_parent: String,
+    process: Option<TestProcess>,
+}
+
+impl Agent {
+    /// Writes the agent's config under `dir/<name>` and starts it on `host`.
+    pub fn start(
+        name: &str,
+        host: &TestHost,
+        dir: &Path,
+        bootstrap: &Path,
+    ) -> anyhow::Result<Self> {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        // Unique per process and device, so parallel tests never share a cgroup.
+        let cgroup_parent = format!("coracle-e2e-{}-{name}", std::process::id());
+        let config = dir.join("agent.toml");
+        let text = format!(
+            "data_dir = {data:?}\nbootstrap = {bootstrap:?}\ncontrol_socket = {socket:?}\n\
+             health_interval_s = 5\n\n[limits]\ndisk_reserve_mib = 64\n\n[runtime]\n\
+             state_dir = {state:?}\ncgroup_parent = \"{cgroup_parent}\"\n",
+            data = dir.join("data").display().to_string(),
+            bootstrap = bootstrap.display().to_string(),
+            socket = dir.join("agent.sock").display().to_string(),
+            state = dir.join("run").display().to_string(),
+        );
+        std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
+        let mut agent = Self {
+            name: name.to_string(),
+            host: host.clone(),
+            dir,
+            config,
+            cgroup_parent,
+            process: None,
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.host.netns))
+            .arg(binary("coracle-agent")?)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info");
+        let mut process = TestProcess::spawn(cmd)?;
+        process.wait_for_line("agent running", Duration::from_secs(20))?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Waits for a line of the agent's output.
+    pub fn wait_for_line(&mut self, wanted: &str, timeout: Duration) -> anyhow::Result<String> {
+        let process = self.process.as_mut().context("the agent is not running")?;
+        Ok(process.wait_for_line(wanted, timeout)?)
+    }
+
+    /// Kills the agent with SIGKILL, as a crash or power cut would; containers keep running.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.signal(Signal::SIGKILL)?;
+            process.wait_timeout(Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the agent again with the same config and state.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9()?;
+        self.spawn()
+    }
+
+    /// Everything the agent printed so far.
+    pub fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .map(TestProcess::output)
+            .unwrap_or_default()
+    }
+
+    /// `coracle-agent ps` over the local control socket.
+    pub fn ps(&self) -> anyhow::Result<String> {
+        let out = Command::new(binary("coracle-agent")?)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("ps")
+            .output()
+            .context("run coracle-agent ps")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The pid of each container's main process, from the runtime's state files.
+    pub fn container_pids(&self) -> Vec<(String, i32)> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("run")) else {
+            return Vec::new();
+        };
+        let mut pids = Vec::new();
+        for entry in entries.flatten() {
+            let state = entry.path().join("state.json");
+            let Ok(text) = std::fs::read_to_string(&state) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let running = json["status"] == "Running";
+            if let (true, Some(pid)) = (running, json["pid"].as_i64()) {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                pids.push((id, i32::try_from(pid).unwrap_or(0)));
+            }
+        }
+        pids.sort();
+        pids
+    }
+
+    /// Mount points under this agent's directories (container root filesystems).
+    pub fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Child cgroups under this agent's parent in the memory hierarchy (cgroup v1).
+    pub fn cgroups(&self) -> Vec<String> {
+        let parent = Path::new("/sys/fs/cgroup/memory").join(&self.cgroup_parent);
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Downloads left in the store's partial dir.
+    pub fn partial_downloads(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.join("data/store/partial"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops the agent and every container it started; removes their mounts and cgroups.
+    fn teardown(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.signal(Signal::SIGTERM);
+            let _ = process.wait_timeout(Duration::from_secs(10));
+        }
+        for (_, pid) in self.container_pids() {
+            if pid > 0 {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for point in self.mounts().iter().rev() {
+            let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for hierarchy in hierarchies.flatten() {
+            let parent = hierarchy.path().join(&self.cgroup_parent);
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+                let _ = std::fs::remove_dir(&parent);
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

@@ -1,0 +1,161 @@
+//! The real `coracle serve` for end-to-end tests: devices reach it on the test network's
+//! gateway address, the test drives it through the real `coracle` CLI. Its ports are chosen
+//! once, so a restarted controller is where the devices' bootstrap files say it is.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+
+use super::binary;
+use crate::process::TestProcess;
+use crate::registry::skopeo;
+
+/// A running (or stopped, between restarts) controller.
+#[derive(Debug)]
+pub struct Controller {
+    pub data_dir: PathBuf,
+    config: PathBuf,
+    /// `host:port` of the registry, as devices and skopeo reach it.
+    pub registry: String,
+    process: Option<TestProcess>,
+}
+
+fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
+    Ok(listener.local_addr().context("local address")?.port())
+}
+
+impl Controller {
+    /// Starts a controller with its state in `dir`; devices reach it at `public` (the test
+    /// network's gateway), the test's own CLI calls use loopback.
+    pub fn start(dir: &Path, public: Ipv4Addr) -> anyhow::Result<Self> {
+        let data_dir = dir.join("controller");
+        let local = Ipv4Addr::LOCALHOST;
+        let broker = SocketAddr::from((local, free_port(local)?));
+        let broker_tls = SocketAddr::from((public, free_port(public)?));
+        let api = SocketAddr::from((local, free_port(local)?));
+        let registry = SocketAddr::from((public, free_port(public)?));
+        let config = dir.join("serve.toml");
+        let text = format!(
+            "data_dir = {data:?}\npublic_host = \"{public}\"\n\n[broker]\nlisten = \"{broker}\"\n\
+             tls_listen = \"{broker_tls}\"\n\n[api]\nlisten = \"{api}\"\n\n[registry]\n\
+             listen = \"{registry}\"\n",
+            data = data_dir.display().to_string(),
+        );
+        std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
+        let mut controller = Self {
+            data_dir,
+            config,
+            registry: registry.to_string(),
+            process: None,
+        };
+        controller.start_process()?;
+        Ok(controller)
+    }
+
+    fn start_process(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(binary("coracle")?);
+        cmd.arg("serve").arg("--config").arg(&self.config);
+        cmd.env("RUST_LOG", "info");
+        let mut process = TestProcess::spawn(cmd)?;
+        // The registry is the last listener `serve` announces.
+        process.wait_for_line("registry listening on", Duration::from_secs(30))?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Stops the controller (SIGTERM) and starts it again on the same data dir and ports.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        self.start_process()
+    }
+
+    /// Stops the controller with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut process) = self.process.take() {
+            process.signal(Signal::SIGTERM)?;
+            process.wait_timeout(Duration::from_secs(20))?;
+        }
+        Ok(())
+    }
+
+    /// Everything the controller printed so far (for failure messages).
+    pub fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .map(TestProcess::output)
+            .unwrap_or_default()
+    }
+
+    /// Runs the `coracle` CLI against this controller and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(binary("coracle")?)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .context("run coracle")?;
+        if !out.status.success() {
+            bail!(
+                "coracle {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Enrols a device and returns its bootstrap file.
+    pub fn enrol(&self, name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+        let bootstrap = dir.join(format!("{name}.bootstrap.toml"));
+        let path = bootstrap.display().to_string();
+        self.cli(&["device", "add", name, "-o", &path])?;
+        Ok(bootstrap)
+    }
+
+    /// Deploys a compose file to one device; returns the CLI's message.
+    pub fn deploy(&self, compose: &Path, device: &str) -> anyhow::Result<String> {
+        let path = compose.display().to_string();
+        self.cli(&["deploy", &path, "--device", device])
+    }
+
+    /// `coracle device show NAME` as JSON.
+    pub fn device(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        let text = self.cli(&["device", "show", name])?;
+        serde_json::from_str(&text).with_context(|| format!("device show {name}: {text}"))
+    }
+
+    /// The admin token (the registry's push credential).
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        let path = self.data_dir.join("admin.token");
+        let token =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Ok(token.trim().to_string())
+    }
+
+    /// Pushes an image (a skopeo source such as `oci:DIR:TAG`) as `repo:tag`.
+    pub fn push(&self, source: &str, repo_tag: &str) -> anyhow::Result<()> {
+        let creds = format!("coracle:{}", self.admin_token()?);
+        let dest = format!("docker://{}/{repo_tag}", self.registry);
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &creds,
+            source,
+            &dest,
+        ])?;
+        Ok(())
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

@@ -1,0 +1,57 @@
+//! The end-to-end harness: the real `coracle serve` ([`controller`]), real `coracle-agent`s
+//! in their own network namespaces ([`agent`]), and small real images ([`image`]).
+//!
+//! The binaries come from the workspace's target dir (`cargo test --workspace` builds them);
+//! `CORACLE_BIN_DIR` points elsewhere.
+
+pub mod agent;
+pub mod controller;
+pub mod image;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Path of a workspace binary next to the running test's target dir.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("CORACLE_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            // target/debug/deps/<test binary> → target/debug
+            let exe = std::env::current_exe().context("find the test binary")?;
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .context("the test binary has no target dir")?
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (`cargo build -p coracle-controller -p coracle-agent`) \
+             or set CORACLE_BIN_DIR",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`; the error says what was
+/// awaited and the last thing `check` saw.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(last) if Instant::now() >= deadline => {
+                bail!("timed out after {timeout:?} waiting for {what}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}

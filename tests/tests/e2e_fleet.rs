@@ -1,0 +1,249 @@
+//! End-to-end: the real controller and real agents, each agent in its own network namespace
+//! with its own address, data dir and cgroup parent (issue 9, scenarios 1, 5 and 6).
+//! Root only; the tests of this file share the machine's side of the test network
+//! (10.213.0.1), so they take turns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::controller::Controller;
+use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
+use coracle_tests::e2e::wait_until;
+use coracle_tests::netns::TestNetwork;
+use serde_json::Value;
+
+static NETWORK: Mutex<()> = Mutex::new(());
+
+const WEB_PORT: u16 = 8080;
+
+/// A two-service app: `web` serves the image's page; `worker` starts only once `web` is
+/// healthy and keeps fetching the page.
+fn two_service_app(dir: &Path, tag: &str) -> PathBuf {
+    let compose = format!(
+        r#"services:
+  web:
+    image: hello:{tag}
+    command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]
+    mem_limit: 32m
+    pids_limit: 32
+    restart: always
+    healthcheck:
+      test: ["HTTP", "{WEB_PORT}", "/"]
+      interval: 1s
+      timeout: 1s
+      retries: 3
+  worker:
+    image: hello:{tag}
+    command: ["/bin/busybox", "sh", "-c", "while true; do /bin/busybox wget -q -O /tmp/page http://127.0.0.1:{WEB_PORT}/; sleep 1; done"]
+    mem_limit: 16m
+    restart: always
+    depends_on:
+      web:
+        condition: service_healthy
+"#
+    );
+    let path = dir.join(format!("app-{tag}.yml"));
+    std::fs::write(&path, compose).unwrap();
+    path
+}
+
+/// Builds `hello:<tag>` (busybox, a page saying `page`) and pushes it to the controller.
+fn push_hello(controller: &Controller, dir: &Path, tag: &str, page: &str, extra: Vec<LayerFile>) {
+    let files = busybox_files(page, extra).unwrap();
+    let image = build_layout(&dir.join(format!("image-{tag}")), tag, &files).unwrap();
+    controller
+        .push(&image.source, &format!("hello:{tag}"))
+        .unwrap();
+}
+
+/// The device's record and reported state once it runs `generation` with both services up
+/// and `web` healthy.
+fn wait_converged(controller: &Controller, device: &str, generation: u64) -> Value {
+    wait_until(
+        &format!("{device} to run generation {generation} healthy"),
+        Duration::from_secs(90),
+        || {
+            let detail = controller.device(device).map_err(|e| e.to_string())?;
+            let reported = &detail["reported"];
+            let services = reported["services"].as_array().cloned().unwrap_or_default();
+            let running = |name: &str| {
+                services.iter().any(|s| {
+                    s["name"] == name
+                        && s["state"] == "Running"
+                        && (name != "web" || s["health"] == "Healthy")
+                })
+            };
+            if reported["applied"] == generation && running("web") && running("worker") {
+                Ok(detail)
+            } else {
+                Err(detail.to_string())
+            }
+        },
+    )
+    .unwrap()
+}
+
+/// GET / from the machine to a device's address.
+fn http_get(addr: Ipv4Addr, port: u16) -> String {
+    let mut stream = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+#[ignore = "needs root"]
+fn three_devices_run_a_two_service_app_and_report_healthy() {
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
+    let app = two_service_app(dir.path(), "1");
+
+    let mut agents = Vec::new();
+    for name in ["pi-1", "pi-2", "pi-3"] {
+        let host = network.add_host().unwrap();
+        let bootstrap = controller.enrol(name, dir.path()).unwrap();
+        agents.push(Agent::start(name, &host, dir.path(), &bootstrap).unwrap());
+    }
+    for agent in &agents {
+        controller.deploy(&app, &agent.name).unwrap();
+    }
+    for agent in &agents {
+        let detail = wait_converged(&controller, &agent.name, 1);
+        assert_eq!(detail["device"]["online"], true, "{detail}");
+        assert_eq!(detail["device"]["desired_generation"], 1, "{detail}");
+        // The app answers on the device's own address, across the test network.
+        let page = http_get(agent.host.addr, WEB_PORT);
+        assert!(page.contains("hello v1"), "{}: {page}", agent.name);
+        // Each device's containers live under its own cgroup parent.
+        assert_eq!(
+            agent.cgroups().len(),
+            2,
+            "{}: {:?}",
+            agent.name,
+            agent.cgroups()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn controller_restart_loses_nothing_and_devices_reconnect() {
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let mut controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
+    let host = network.add_host().unwrap();
+    let bootstrap = controller.enrol("pi-r", dir.path()).unwrap();
+    let mut agent = Agent::start("pi-r", &host, dir.path(), &bootstrap).unwrap();
+    controller
+        .deploy(&two_service_app(dir.path(), "1"), "pi-r")
+        .unwrap();
+    wait_converged(&controller, "pi-r", 1);
+    let pids_before = agent.container_pids();
+
+    // The controller (and its embedded broker) goes away and comes back on the same data dir.
+    controller.restart().unwrap();
+    agent
+        .wait_for_line("broker link up", Duration::from_secs(60))
+        .unwrap();
+    let detail = wait_until("pi-r online again", Duration::from_secs(30), || {
+        let d = controller.device("pi-r").map_err(|e| e.to_string())?;
+        if d["device"]["online"] == true {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .unwrap();
+    // The controller kept the device, its generation and its last report.
+    assert_eq!(detail["device"]["desired_generation"], 1, "{detail}");
+    assert_eq!(detail["reported"]["applied"], 1, "{detail}");
+    // The device kept its containers running through it.
+    assert_eq!(agent.container_pids(), pids_before);
+    assert!(http_get(host.addr, WEB_PORT).contains("hello v1"));
+
+    // And the link works both ways after the restart: a new version arrives and is applied.
+    push_hello(&controller, dir.path(), "2", "hello v2", vec![]);
+    let message = controller
+        .deploy(&two_service_app(dir.path(), "2"), "pi-r")
+        .unwrap();
+    assert!(message.contains("generation 2"), "{message}");
+    wait_converged(&controller, "pi-r", 2);
+    assert!(http_get(host.addr, WEB_PORT).contains("hello v2"));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn agent_killed_mid_update_keeps_containers_and_converges_without_leaks() {
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
+    let host = network.add_host().unwrap();
+    let bootstrap = controller.enrol("pi-k", dir.path()).unwrap();
+    let mut agent = Agent::start("pi-k", &host, dir.path(), &bootstrap).unwrap();
+    controller
+        .deploy(&two_service_app(dir.path(), "1"), "pi-k")
+        .unwrap();
+    wait_converged(&controller, "pi-k", 1);
+    let v1_pids = agent.container_pids();
+    assert_eq!(v1_pids.len(), 2, "{v1_pids:?}");
+
+    // Version 2 carries 8 MB more, so the pull is under way when the agent dies.
+    let filler = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8);
+    let extra = vec![LayerFile::new(
+        "data/blob",
+        filler.collect::<Vec<u8>>(),
+        0o644,
+    )];
+    push_hello(&controller, dir.path(), "2", "hello v2", extra);
+    controller
+        .deploy(&two_service_app(dir.path(), "2"), "pi-k")
+        .unwrap();
+    agent
+        .wait_for_line("pulling image", Duration::from_secs(30))
+        .unwrap();
+    agent.kill9().unwrap();
+
+    // The running version was not touched by the crash.
+    assert_eq!(agent.container_pids(), v1_pids);
+    assert!(http_get(host.addr, WEB_PORT).contains("hello v1"));
+
+    agent.restart().unwrap();
+    wait_converged(&controller, "pi-k", 2);
+    assert!(http_get(host.addr, WEB_PORT).contains("hello v2"));
+
+    // Nothing leaked: no mount of the agent's in the machine's namespace (container root
+    // filesystems live in the containers' own), one cgroup per running container, no partial
+    // downloads, and the old version's containers are gone.
+    let running = agent.container_pids();
+    assert_eq!(running.len(), 2, "{running:?}");
+    for (_, pid) in &v1_pids {
+        assert!(
+            !running.iter().any(|(_, p)| p == pid),
+            "v1 container {pid} still running"
+        );
+    }
+    assert!(agent.mounts().is_empty(), "{:?}", agent.mounts());
+    assert_eq!(agent.cgroups().len(), 2, "{:?}", agent.cgroups());
+    assert!(
+        agent.partial_downloads().is_empty(),
+        "{:?}",
+        agent.partial_downloads()
+    );
+}
