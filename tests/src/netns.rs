@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Why a namespace step failed; names the `ip` command that did.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("`ip {args}` could not run")]
+    #[error("`{args}` could not run")]
     Spawn {
         args: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("`ip {args}` failed: {stderr}")]
+    #[error("`{args}` failed: {stderr}")]
     Ip { args: String, stderr: String },
     #[error("cannot enter network namespace {name}")]
     Enter {
@@ -32,8 +32,27 @@ pub enum NetnsError {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let joined = args.join(" ");
+    let joined = format!("ip {}", args.join(" "));
     let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|source| NetnsError::Spawn {
+            args: joined.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetnsError::Ip {
+            args: joined,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn tc(args: &[&str]) -> Result<(), NetnsError> {
+    let joined = format!("tc {}", args.join(" "));
+    let out = Command::new("tc")
         .args(args)
         .output()
         .map_err(|source| NetnsError::Spawn {
@@ -101,6 +120,26 @@ impl TestNetwork {
         ip(&["addr", "add", &gateway, "dev", &host_veth])?;
         ip(&["link", "set", &host_veth, "up"])?;
         Ok(network)
+    }
+
+    /// Limits traffic from the machine to every host to `kbit` kilobits per second (a token
+    /// bucket on the machine's veth), so a download takes long enough to be cut part way.
+    pub fn limit_rate_to_hosts(&self, kbit: u32) -> Result<(), NetnsError> {
+        let rate = format!("{kbit}kbit");
+        tc(&[
+            "qdisc",
+            "replace",
+            "dev",
+            &self.host_veth,
+            "root",
+            "tbf",
+            "rate",
+            &rate,
+            "burst",
+            "32kbit",
+            "latency",
+            "2s",
+        ])
     }
 
     /// Adds a host namespace with the next free address; its interface is `eth0`.

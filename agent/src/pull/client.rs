@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use coracle_images::store::{PartialDownload, RangeReply, ResumeAction};
 use coracle_images::Digest;
-use tracing::debug;
+use tracing::{debug, info};
 use ureq::http::{Response, StatusCode};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
@@ -261,6 +261,9 @@ impl RegistryClient {
             digest: *digest,
             source,
         };
+        if let RangeReply::Partial { start } = reply {
+            info!(%digest, from_byte = start, "blob download resumed");
+        }
         let action = partial.begin(reply).map_err(download_err)?;
         debug!(%digest, ?action, have = partial.have(), "blob download");
         if action == ResumeAction::Verify {

@@ -16,7 +16,10 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    // Both are 32 bits on 32-bit ARM glibc, 64 bits elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Ok(blocks.saturating_mul(block_size))
 }
 
 /// A guess of the unpacked size of a layer blob, for the preflight: plain tars are exact,

@@ -9,6 +9,7 @@ pub mod dev;
 pub mod mounts;
 pub mod rlimits;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod user;
 
 use std::ffi::CString;

@@ -61,6 +61,17 @@ pub fn parse(limit: &Rlimit) -> Result<Resource, RlimitError> {
     Ok(resource)
 }
 
+// rlim_t is 32 bits on 32-bit ARM: larger values mean "unlimited" there.
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn narrow(value: u64) -> libc::rlim_t {
+    value.try_into().unwrap_or(libc::RLIM_INFINITY)
+}
+
+#[allow(clippy::useless_conversion)]
+fn widen(value: libc::rlim_t) -> u64 {
+    u64::from(value)
+}
+
 /// Sets each limit on the calling process.
 pub fn apply(limits: &[Rlimit]) -> Result<(), RlimitError> {
     for limit in limits {
@@ -70,7 +81,8 @@ pub fn apply(limits: &[Rlimit]) -> Result<(), RlimitError> {
             name: name(),
             source,
         })?;
-        match setrlimit(resource, limit.soft, limit.hard) {
+        let current = widen(current);
+        match setrlimit(resource, narrow(limit.soft), narrow(limit.hard)) {
             Ok(()) => {}
             Err(nix::Error::EPERM) if limit.hard > current => {
                 return Err(RlimitError::RaiseHardLimit {

@@ -3,11 +3,14 @@
 //! which fails with EPERM. `clone3` gets ENOSYS, as in Docker, so libc falls back to
 //! `clone`, whose namespace flags the filter can inspect.
 
+#[cfg(not(target_arch = "arm"))]
 use std::collections::BTreeMap;
 
+use seccompiler::BpfProgram;
+#[cfg(not(target_arch = "arm"))]
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
 };
 
 /// Failures building or installing the filter.
@@ -17,6 +20,8 @@ pub enum SeccompError {
     Build(#[source] seccompiler::BackendError),
     #[error("install seccomp filter")]
     Install(#[source] seccompiler::Error),
+    #[error("build seccomp filter for 32-bit ARM")]
+    BuildArm(#[source] super::seccomp_bpf::BpfBuildError),
 }
 
 /// libc has no `SYS_kexec_file_load` for aarch64 musl; the number is the same for every
@@ -96,6 +101,7 @@ const NAMESPACE_FLAGS: &[libc::c_int] = &[
     libc::CLONE_NEWCGROUP,
 ];
 
+#[cfg(not(target_arch = "arm"))]
 fn arch() -> TargetArch {
     #[cfg(target_arch = "aarch64")]
     return TargetArch::aarch64;
@@ -103,8 +109,28 @@ fn arch() -> TargetArch {
     return TargetArch::x86_64;
 }
 
+/// 32-bit ARM: the same policy as one hand-written BPF program (`seccompiler` has no ARM
+/// backend).
+#[cfg(target_arch = "arm")]
+pub fn default_filters() -> Result<Vec<BpfProgram>, SeccompError> {
+    use super::seccomp_bpf::{build, FilterSpec};
+    const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
+    let blocked: Vec<i64> = BLOCKED.iter().map(|&nr| i64::from(nr)).collect();
+    let spec = FilterSpec {
+        audit_arch: AUDIT_ARCH_ARM,
+        blocked: &blocked,
+        clone: i64::from(libc::SYS_clone),
+        clone3: i64::from(libc::SYS_clone3),
+        namespace_flags: NAMESPACE_FLAGS.iter().fold(0, |all, &f| all | f as u32),
+    };
+    let program =
+        build(&spec, libc::EPERM as u32, libc::ENOSYS as u32).map_err(SeccompError::BuildArm)?;
+    Ok(vec![program])
+}
+
 /// Compiles the default filter: the EPERM filter and the clone3 → ENOSYS filter.
-pub fn default_filters() -> Result<[BpfProgram; 2], SeccompError> {
+#[cfg(not(target_arch = "arm"))]
+pub fn default_filters() -> Result<Vec<BpfProgram>, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         BLOCKED.iter().map(|&nr| (nr, Vec::new())).collect();
     let clone_rules = NAMESPACE_FLAGS
@@ -138,7 +164,7 @@ pub fn default_filters() -> Result<[BpfProgram; 2], SeccompError> {
     .map_err(SeccompError::Build)?;
     let eperm: BpfProgram = eperm.try_into().map_err(SeccompError::Build)?;
     let clone3: BpfProgram = clone3.try_into().map_err(SeccompError::Build)?;
-    Ok([eperm, clone3])
+    Ok(vec![eperm, clone3])
 }
 
 /// Installs the filters on the calling thread (no_new_privs must be set, or CAP_SYS_ADMIN held).
@@ -155,8 +181,8 @@ mod tests {
 
     #[test]
     fn default_filters_compile_for_this_arch() {
-        let [eperm, clone3] = default_filters().unwrap();
-        assert!(eperm.len() > BLOCKED.len());
-        assert!(!clone3.is_empty());
+        let filters = default_filters().unwrap();
+        assert!(filters[0].len() > BLOCKED.len());
+        assert!(filters.iter().all(|f| !f.is_empty()));
     }
 }
