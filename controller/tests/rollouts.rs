@@ -172,6 +172,32 @@ fn command(api: &ApiClient, id: i64, verb: &str) -> anyhow::Result<RolloutRecord
     )
 }
 
+/// Reads the SSE fleet stream in a thread and forwards each rollout event's JSON.
+fn rollout_events(controller: &Controller) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let url = format!("http://{}/api/v1/events/stream", controller.api);
+    let token = controller.admin_token();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let response = ureq::get(&url)
+        .header("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let value: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+            if value["kind"] == "rollout" && tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// The image digest a device reports running.
 fn running_image(api: &ApiClient, id: &DeviceId) -> Option<String> {
     let reported = device(api, id).reported?;
@@ -185,6 +211,7 @@ async fn healthy_fleet_completes_every_wave_through_the_cli() {
     let fleet = simulate(&controller, &boots);
     all_online(&controller, &boots).await;
 
+    let events = rollout_events(&controller);
     let file = controller.dir.path().join("web.yml");
     std::fs::write(&file, app('1', false)).unwrap();
     let out = controller.cli(&[
@@ -218,6 +245,23 @@ async fn healthy_fleet_completes_every_wave_through_the_cli() {
             Some(format!("sha256:{}", digest('1')))
         );
     }
+
+    // Every transition was on the fleet event stream, in order.
+    let mut waves = Vec::new();
+    let mut healthy = 0;
+    loop {
+        let event = events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(event["rollout"], 1, "{event}");
+        let change = &event["change"];
+        match change["change"].as_str().unwrap() {
+            "wave" => waves.push(change["wave"].as_u64().unwrap()),
+            "device" if change["status"] == "healthy" => healthy += 1,
+            "phase" if change["phase"] == "completed" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(waves, vec![0, 1, 2]);
+    assert_eq!(healthy, 5);
 
     let ls = controller.cli(&["rollout", "ls"]);
     let ls = String::from_utf8_lossy(&ls.stdout);

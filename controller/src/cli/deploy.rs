@@ -26,13 +26,13 @@ pub struct DeployArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     to: Option<String>,
     /// Cumulative wave sizes: counts or percentages, ending with 100%.
-    #[arg(long, default_value = "1,10%,100%", requires = "to")]
+    #[arg(long, default_value = "1,10%,100%", conflicts_with = "device")]
     waves: String,
     /// Failed devices tolerated before the rollout pauses: a count or a percentage.
-    #[arg(long, default_value = "0", requires = "to")]
+    #[arg(long, default_value = "0", conflicts_with = "device")]
     max_failures: String,
     /// How long each device must stay healthy on the new version (e.g. 30s, 5m).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_s, requires = "to")]
+    #[arg(long, default_value = "60s", value_parser = parse_duration_s, conflicts_with = "device")]
     health_window: u64,
 }
 

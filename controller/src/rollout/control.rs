@@ -156,7 +156,10 @@ impl Rollouts {
         store.save_rollout(&rollout, &rows)?;
         self.announce_phase(&rollout);
         if command == RolloutCommand::Rollback {
-            self.send_pending(&mut rollout).await?;
+            // The intents are saved: a send that fails now is retried by the driver.
+            if let Err(err) = self.send_pending(&mut rollout).await {
+                tracing::warn!(rollout = id, error = %format!("{err:#}"), "rollback not sent to every device yet; retrying on the next tick");
+            }
         }
         self.wake();
         store.rollout(id)?.ok_or(RolloutError::NotFound { id })

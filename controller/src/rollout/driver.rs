@@ -8,6 +8,7 @@
 //! unset is sent again on the next step, unless the store shows a newer desired state than
 //! the one it replaced (the deploy happened, the controller stopped before noting it).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,16 +225,24 @@ impl Rollouts {
     fn observe_devices(&self, rollout: &mut RolloutRecord) -> Result<(), RolloutError> {
         let store = &self.fleet.store;
         let now = now_unix();
+        let waiting =
+            |d: &DeviceProgress| d.status == DeviceStatus::Deploying && d.generation.is_some();
+        if !rollout.devices.iter().any(waiting) {
+            return Ok(());
+        }
+        // One read of the fleet per step, not one per device. A removed device is offline.
+        let online: HashSet<DeviceId> = store
+            .list_devices()?
+            .into_iter()
+            .filter(|d| d.online)
+            .map(|d| d.id)
+            .collect();
         let mut changed = Vec::new();
         for (index, device) in rollout.devices.iter().enumerate() {
-            if device.status != DeviceStatus::Deploying || device.generation.is_none() {
+            if !waiting(device) {
                 continue;
             }
-            let online = match store.device(&device.device) {
-                Ok(record) => record.online,
-                Err(StoreError::DeviceNotFound { .. }) => false,
-                Err(err) => return Err(err.into()),
-            };
+            let online = online.contains(&device.device);
             let reported = store.reported(&device.device)?;
             let seen = Observation {
                 online,

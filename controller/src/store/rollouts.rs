@@ -84,14 +84,47 @@ impl RolloutPhase {
     }
 }
 
-/// Which devices a rollout targets, fixed when it is created.
+/// Which devices a rollout targets, fixed when it is created. In JSON (API and store) a
+/// tag is the string `"key=value"` and a device list an array of ids, as the API takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "SelectorJson", try_from = "SelectorJson")]
 pub enum Selector {
     /// Every device with this tag, in id order.
     Tag { key: String, value: String },
     /// These devices, in this order.
     Devices(Vec<DeviceId>),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SelectorJson {
+    Tag(String),
+    Devices(Vec<DeviceId>),
+}
+
+impl From<Selector> for SelectorJson {
+    fn from(selector: Selector) -> Self {
+        match selector {
+            Selector::Tag { key, value } => Self::Tag(format!("{key}={value}")),
+            Selector::Devices(ids) => Self::Devices(ids),
+        }
+    }
+}
+
+impl TryFrom<SelectorJson> for Selector {
+    type Error = String;
+    fn try_from(json: SelectorJson) -> Result<Self, String> {
+        match json {
+            SelectorJson::Tag(text) => match text.split_once('=') {
+                Some((key, value)) => Ok(Self::Tag {
+                    key: key.into(),
+                    value: value.into(),
+                }),
+                None => Err(format!("selector {text:?} is not key=value")),
+            },
+            SelectorJson::Devices(ids) => Ok(Self::Devices(ids)),
+        }
+    }
 }
 
 impl std::fmt::Display for Selector {
