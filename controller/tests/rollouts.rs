@@ -155,6 +155,7 @@ fn request(compose: String, selector: &str, waves: &str, window: u64) -> CreateR
         max_failures: 0.into(),
         health_window_s: window,
         app: None,
+        rollback_on_failure: false,
     }
 }
 
@@ -346,6 +347,42 @@ async fn broken_version_pauses_after_the_first_wave_and_rolls_back() {
         format!("{again:#}").contains("already rolled back"),
         "{again:#}"
     );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_wave_is_rolled_back_automatically_when_asked() {
+    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let boots = enrol(&controller, "eta", 3);
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+    let api = std::sync::Arc::new(api(&controller));
+    let v1 = create(&api, &request(app('1', false), "site=eta", "100%", 1));
+    wait_phase(&controller, v1.id, RolloutPhase::Completed).await;
+
+    let mut broken = request(app('2', true), "site=eta", "1,100%", 2);
+    broken.rollback_on_failure = true;
+    let v2 = create(&api, &broken);
+    let paused = wait_phase(&controller, v2.id, RolloutPhase::Paused).await;
+    assert!(paused.reason.unwrap().contains("rolled back"));
+    assert_eq!(paused.devices[0].status, DeviceStatus::RolledBack);
+    assert_eq!(paused.devices[0].rollback_generation, Some(3));
+    let id = boots[0].device.clone();
+    let api2 = api.clone();
+    wait_for("the canary applies the automatic rollback", move || {
+        (device(&api2, &id).device.applied_generation == Some(3)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        running_image(&api, &boots[0].device),
+        Some(format!("sha256:{}", digest('1')))
+    );
+    for boot in &boots[1..] {
+        assert_eq!(
+            device(&api, &boot.device).device.desired_generation,
+            Some(1)
+        );
+    }
     fleet.stop().await;
 }
 

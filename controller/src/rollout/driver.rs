@@ -190,16 +190,25 @@ impl Rollouts {
             Decision::StartWave { wave, from, to } => {
                 self.start_wave(&mut rollout, wave, from, to).await
             }
-            Decision::Pause { failures, .. } => {
+            Decision::Pause { failures, rollback } => {
                 rollout.phase = RolloutPhase::Paused;
                 rollout.reason = Some(format!(
-                    "{failures} failed device(s) passed the failure threshold {}",
-                    rollout.max_failures
+                    "{failures} failed device(s) passed the failure threshold {}{}",
+                    rollout.max_failures,
+                    if rollback.is_some() {
+                        "; the failing wave was rolled back"
+                    } else {
+                        ""
+                    }
                 ));
-                self.fleet.store.save_rollout(&rollout, &[])?;
+                if let Some((from, to)) = rollback {
+                    self.mark_for_rollback(&mut rollout, from, to)?;
+                }
+                let rows: Vec<&DeviceProgress> = rollout.devices.iter().collect();
+                self.fleet.store.save_rollout(&rollout, &rows)?;
                 tracing::warn!(rollout = id, failures, "rollout paused on failures");
                 self.announce_phase(&rollout);
-                Ok(())
+                self.send_pending(&mut rollout).await
             }
             Decision::Complete => {
                 rollout.phase = RolloutPhase::Completed;
@@ -426,7 +435,7 @@ pub(super) fn plan_of(rollout: &RolloutRecord) -> Result<RolloutPlan, RolloutErr
         waves,
         health_window_s: rollout.health_window_s,
         max_failures,
-        rollback_on_failure: false,
+        rollback_on_failure: rollout.rollback_on_failure,
     })
 }
 

@@ -20,6 +20,7 @@ CREATE TABLE rollouts (
     waves TEXT NOT NULL,
     max_failures TEXT NOT NULL,
     health_window_s INTEGER NOT NULL,
+    rollback_on_failure INTEGER NOT NULL DEFAULT 0,
     phase TEXT NOT NULL,
     wave INTEGER NOT NULL,
     accepted_failures INTEGER NOT NULL DEFAULT 0,
@@ -222,6 +223,8 @@ pub struct RolloutRecord {
     pub waves: String,
     pub max_failures: String,
     pub health_window_s: u64,
+    /// When failures pause the rollout, roll the failing wave back at once.
+    pub rollback_on_failure: bool,
     pub phase: RolloutPhase,
     /// The last wave started (0-based).
     pub wave: usize,
@@ -246,6 +249,7 @@ pub struct NewRollout {
     pub waves: String,
     pub max_failures: String,
     pub health_window_s: u64,
+    pub rollback_on_failure: bool,
     pub devices: Vec<DeviceId>,
 }
 
@@ -270,8 +274,8 @@ impl Store {
         let now = now_unix();
         tx.execute(
             "INSERT INTO rollouts (app, compose, services, selector, waves, max_failures,
-               health_window_s, phase, wave, created_unix, updated_unix)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', 0, ?8, ?8)",
+               health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9)",
             params![
                 new.app,
                 new.compose,
@@ -280,6 +284,7 @@ impl Store {
                 new.waves,
                 new.max_failures,
                 new.health_window_s as i64,
+                new.rollback_on_failure,
                 now
             ],
         )
@@ -342,7 +347,8 @@ impl Store {
         let head = conn
             .query_row(
                 "SELECT app, compose, services, selector, waves, max_failures, health_window_s,
-                   phase, wave, accepted_failures, reason, created_unix, updated_unix
+                   phase, wave, accepted_failures, reason, created_unix, updated_unix,
+                   rollback_on_failure
                  FROM rollouts WHERE id = ?1",
                 [id],
                 |r| {
@@ -363,6 +369,7 @@ impl Store {
                             r.get::<_, Option<String>>(10)?,
                             r.get::<_, i64>(11)?,
                             r.get::<_, i64>(12)?,
+                            r.get::<_, bool>(13)?,
                         ),
                     ))
                 },
@@ -371,7 +378,16 @@ impl Store {
             .map_err(query("read rollout"))?;
         let Some((
             (app, compose, services, selector, waves, max_failures),
-            (window, phase, wave, accepted, reason, created_unix, updated_unix),
+            (
+                window,
+                phase,
+                wave,
+                accepted,
+                reason,
+                created_unix,
+                updated_unix,
+                rollback_on_failure,
+            ),
         )) = head
         else {
             return Ok(None);
@@ -399,6 +415,7 @@ impl Store {
             waves,
             max_failures,
             health_window_s: window.max(0) as u64,
+            rollback_on_failure,
             phase: RolloutPhase::parse(&phase).ok_or_else(|| corrupt(id, "phase"))?,
             wave: wave.max(0) as usize,
             accepted_failures: accepted.max(0) as usize,
@@ -559,6 +576,7 @@ mod tests {
                 waves: "1,100%".into(),
                 max_failures: "0".into(),
                 health_window_s: 5,
+                rollback_on_failure: false,
                 devices: vec![id.clone()],
             })
             .unwrap();
