@@ -116,10 +116,7 @@ impl Rollouts {
                 _ = self.wake.notified() => {}
                 received = reports.recv() => match received {
                     Ok(Ingested::Reported { .. } | Ingested::Presence { .. } | Ingested::Event { .. })
-                    | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        tokio::time::sleep(SETTLE).await;
-                        while !matches!(reports.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
-                    }
+                    | Err(broadcast::error::RecvError::Lagged(_)) => settle(&mut reports).await,
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -326,6 +323,16 @@ impl Rollouts {
         );
         self.send_pending(rollout).await
     }
+}
+
+/// Waits briefly and drops the reports that arrived meanwhile: one evaluation covers them.
+async fn settle(reports: &mut broadcast::Receiver<Ingested>) {
+    use broadcast::error::TryRecvError;
+    tokio::time::sleep(SETTLE).await;
+    while !matches!(
+        reports.try_recv(),
+        Err(TryRecvError::Empty | TryRecvError::Closed)
+    ) {}
 }
 
 /// The engine's plan for a stored rollout (its specs were checked at creation).
