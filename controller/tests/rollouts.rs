@@ -396,6 +396,33 @@ async fn failing_wave_is_rolled_back_automatically_when_asked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_counts_as_not_healthy() {
+    let controller = start_controller(tempfile::tempdir().unwrap());
+    let boots = enrol(&controller, "theta", 2);
+    // Only the first device ever connects.
+    let fleet = simulate(&controller, &boots[..1]);
+    all_online(&controller, &boots[..1]).await;
+    let api = std::sync::Arc::new(api(&controller));
+    let mut spec = request(app('1', false), "site=theta", "100%", 2);
+    spec.max_failures = "60%".into();
+    let tolerant = create(&api, &spec);
+    let done = wait_phase(&controller, tolerant.id, RolloutPhase::Completed).await;
+    assert_eq!(done.devices[0].status, DeviceStatus::Healthy);
+    assert_eq!(done.devices[1].status, DeviceStatus::Failed);
+    let reason = done.devices[1].reason.clone().unwrap();
+    assert!(
+        reason.contains("within the 2 s health window (offline)"),
+        "{reason}"
+    );
+
+    // With no failure allowed, the same offline device pauses the next rollout.
+    let strict = create(&api, &request(app('2', false), "site=theta", "100%", 2));
+    let paused = wait_phase(&controller, strict.id, RolloutPhase::Paused).await;
+    assert_eq!(paused.devices[1].status, DeviceStatus::Failed);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_abort_move_only_where_allowed() {
     let controller = start_controller(tempfile::tempdir().unwrap());
     let boots = enrol(&controller, "gamma", 3);

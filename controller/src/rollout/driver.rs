@@ -337,23 +337,34 @@ async fn settle(reports: &mut broadcast::Receiver<Ingested>) {
 
 /// The engine's plan for a stored rollout (its specs were checked at creation).
 pub(super) fn plan_of(rollout: &RolloutRecord) -> Result<RolloutPlan, RolloutError> {
-    let waves = parse_waves(&rollout.waves).map_err(|e| RolloutError::Invalid {
-        field: "waves",
-        message: e.to_string(),
-    })?;
-    let max_failures: Threshold =
-        rollout
-            .max_failures
-            .parse()
-            .map_err(|e: super::WaveSpecError| RolloutError::Invalid {
-                field: "max_failures",
-                message: e.to_string(),
-            })?;
+    plan(
+        &rollout.waves,
+        &rollout.max_failures,
+        rollout.health_window_s,
+        rollout.rollback_on_failure,
+    )
+}
+
+/// Parses a rollout's wave and threshold specs into the engine's plan.
+pub(super) fn plan(
+    waves: &str,
+    max_failures: &str,
+    health_window_s: u64,
+    rollback_on_failure: bool,
+) -> Result<RolloutPlan, RolloutError> {
+    let invalid = |field| {
+        move |e: super::WaveSpecError| RolloutError::Invalid {
+            field,
+            message: e.to_string(),
+        }
+    };
     Ok(RolloutPlan {
-        waves,
-        health_window_s: rollout.health_window_s,
-        max_failures,
-        rollback_on_failure: rollout.rollback_on_failure,
+        waves: parse_waves(waves).map_err(invalid("waves"))?,
+        health_window_s,
+        max_failures: max_failures
+            .parse::<Threshold>()
+            .map_err(invalid("max_failures"))?,
+        rollback_on_failure,
     })
 }
 
