@@ -206,8 +206,18 @@ impl Rollouts {
                 self.send_pending(&mut rollout).await
             }
             Decision::Complete => {
+                let failed = rollout
+                    .devices
+                    .iter()
+                    .filter(|d| d.status == DeviceStatus::Failed)
+                    .count();
                 rollout.phase = RolloutPhase::Completed;
-                rollout.reason = None;
+                rollout.reason = (failed > 0).then(|| {
+                    format!(
+                        "{failed} device(s) failed, within the threshold {}",
+                        rollout.max_failures
+                    )
+                });
                 self.fleet.store.save_rollout(&rollout, &[])?;
                 self.announce_phase(&rollout);
                 Ok(())
