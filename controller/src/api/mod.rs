@@ -5,6 +5,7 @@
 pub mod deploy;
 pub mod devices;
 pub mod error;
+pub mod rollouts;
 pub mod stream;
 
 use std::future::Future;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
     /// The registry, to pin an app's image tags to digests at deploy time.
     pub registry: crate::registry::Registry,
+    /// Staged rollouts (create and operator commands; the driver task shares it).
+    pub rollouts: crate::rollout::Rollouts,
 }
 
 /// Parses a JSON body, naming what was wrong in a 400.
@@ -46,6 +49,12 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/events", get(devices::events))
         .route("/devices/{id}/health", get(devices::health))
         .route("/devices/{id}/deploy", axum::routing::post(deploy::deploy))
+        .route("/rollouts", get(rollouts::list).post(rollouts::create))
+        .route("/rollouts/{id}", get(rollouts::show))
+        .route(
+            "/rollouts/{id}/{command}",
+            axum::routing::post(rollouts::command),
+        )
         .route("/events/stream", get(stream::fleet_events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))

@@ -3,6 +3,8 @@
 //! MQTT ingest path hands work to its own task so it never waits on the disk in a callback.
 
 mod devices;
+mod presence;
+mod rollouts;
 mod schema;
 mod telemetry;
 
@@ -13,6 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 pub use devices::{DeviceRecord, NewDevice};
+pub use rollouts::{
+    DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+};
 pub use telemetry::{HealthPoint, StoredEvent, HEALTH_BUCKET_SECS, HEALTH_POINTS_KEPT};
 
 /// Why a store operation failed.

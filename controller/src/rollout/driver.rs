@@ -1,0 +1,389 @@
+//! The rollout driver: one task that evaluates every active rollout on a short tick and when
+//! ingest stores a device report, with the pure `observe` and `engine::decide`, and acts by
+//! deploying through `Fleet`. All its state is in SQLite, so a restarted controller
+//! continues where it stopped.
+//!
+//! Sending is intent first: a device's row is saved as `deploying` (or `rolled_back`) with
+//! its previous app before the deploy, and its generation after. A row whose generation is
+//! unset is sent again on the next step, unless the store shows a newer desired state than
+//! the one it replaced (the deploy happened, the controller stopped before noting it).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coracle_proto::{DesiredState, DeviceId, Signed};
+use tokio::sync::{broadcast, Mutex, Notify};
+
+use super::engine::{
+    decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
+};
+use super::observe::{observe, Observation};
+use super::{RolloutChange, RolloutError, Threshold};
+use crate::fleet::Fleet;
+use crate::ingest::Ingested;
+use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutPhase, RolloutRecord};
+
+/// How often every active rollout is evaluated even without device reports.
+const TICK: Duration = Duration::from_secs(1);
+/// Reports arriving this close together are handled in one evaluation.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// The handle the API and the driver task share. Rollout work is serialized by one lock, so
+/// an operator command never interleaves with a step of the driver.
+#[derive(Debug, Clone)]
+pub struct Rollouts {
+    pub(super) fleet: Fleet,
+    events: broadcast::Sender<Ingested>,
+    wake: Arc<Notify>,
+    pub(super) lock: Arc<Mutex<()>>,
+}
+
+impl Rollouts {
+    pub fn new(fleet: Fleet, events: broadcast::Sender<Ingested>) -> Self {
+        Self {
+            fleet,
+            events,
+            wake: Arc::new(Notify::new()),
+            lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Asks the driver task to evaluate now.
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Logs a transition and puts it on the fleet event stream.
+    pub(super) fn announce(&self, rollout: i64, change: RolloutChange) {
+        match &change {
+            RolloutChange::Phase { phase, reason } => {
+                tracing::info!(
+                    rollout,
+                    phase = phase.as_str(),
+                    reason = reason.as_deref().unwrap_or(""),
+                    "rollout phase changed"
+                )
+            }
+            RolloutChange::Wave { wave, devices } => {
+                tracing::info!(
+                    rollout,
+                    wave,
+                    devices = devices.len(),
+                    "rollout wave started"
+                )
+            }
+            RolloutChange::Device {
+                device,
+                status,
+                generation,
+                reason,
+            } => tracing::info!(
+                rollout,
+                device = %device,
+                status = status.as_str(),
+                generation = generation.unwrap_or(0),
+                reason = reason.as_deref().unwrap_or(""),
+                "rollout device progress"
+            ),
+        }
+        let _ = self.events.send(Ingested::Rollout { rollout, change });
+    }
+
+    pub(super) fn announce_device(&self, rollout: i64, device: &DeviceProgress) {
+        let generation = match device.status {
+            DeviceStatus::RolledBack => device.rollback_generation,
+            _ => device.generation,
+        };
+        self.announce(
+            rollout,
+            RolloutChange::Device {
+                device: device.device.clone(),
+                status: device.status,
+                generation,
+                reason: device.reason.clone(),
+            },
+        );
+    }
+
+    /// The driver task: runs until the event channel closes.
+    pub async fn run(self, mut reports: broadcast::Receiver<Ingested>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+                received = reports.recv() => match received {
+                    Ok(Ingested::Reported { .. } | Ingested::Presence { .. } | Ingested::Event { .. })
+                    | Err(broadcast::error::RecvError::Lagged(_)) => settle(&mut reports).await,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+            self.step_all().await;
+        }
+    }
+
+    /// Evaluates every rollout that may have something to do.
+    pub async fn step_all(&self) {
+        let ids = match self.fleet.store.rollouts_to_drive() {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "listing active rollouts failed");
+                return;
+            }
+        };
+        for id in ids {
+            if let Err(err) = self.step(id).await {
+                tracing::warn!(rollout = id, error = %format!("{err:#}"), "rollout step failed; retrying on the next tick");
+            }
+        }
+    }
+
+    /// One evaluation of one rollout: finish interrupted sends, observe, decide, act.
+    pub(super) async fn step(&self, id: i64) -> Result<(), RolloutError> {
+        let _serialized = self.lock.lock().await;
+        let Some(mut rollout) = self.fleet.store.rollout(id)? else {
+            return Ok(());
+        };
+        self.send_pending(&mut rollout).await?;
+        if !rollout.phase.is_active() {
+            return Ok(());
+        }
+        self.observe_devices(&mut rollout)?;
+        if rollout.phase != RolloutPhase::Running {
+            return Ok(());
+        }
+        let plan = plan_of(&rollout)?;
+        // The engine's `Running { wave }` means waves up to `wave` were started; a new
+        // rollout has started none, so its first wave is started here.
+        let first_end = wave_ends(&plan.waves, rollout.devices.len())
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if rollout.wave == 0
+            && rollout.devices[..first_end]
+                .iter()
+                .all(|d| d.status == DeviceStatus::NotStarted)
+        {
+            return self.start_wave(&mut rollout, 0, 0, first_end).await;
+        }
+        let health: Vec<DeviceHealth> = rollout.devices.iter().map(health_of).collect();
+        let phase = Phase::Running { wave: rollout.wave };
+        let decision = decide(
+            &plan,
+            &RolloutView {
+                phase: &phase,
+                devices: &health,
+                now: now_unix().max(0) as u64,
+                accepted_failures: rollout.accepted_failures,
+            },
+        );
+        match decision {
+            Decision::Wait => Ok(()),
+            Decision::StartWave { wave, from, to } => {
+                self.start_wave(&mut rollout, wave, from, to).await
+            }
+            Decision::Pause { failures, rollback } => {
+                rollout.phase = RolloutPhase::Paused;
+                rollout.reason = Some(format!(
+                    "{failures} failed device(s) passed the failure threshold {}{}",
+                    rollout.max_failures,
+                    if rollback.is_some() {
+                        "; the failing wave was rolled back"
+                    } else {
+                        ""
+                    }
+                ));
+                if let Some((from, to)) = rollback {
+                    self.mark_for_rollback(&mut rollout, from, to)?;
+                }
+                let rows: Vec<&DeviceProgress> = rollout.devices.iter().collect();
+                self.fleet.store.save_rollout(&rollout, &rows)?;
+                tracing::warn!(rollout = id, failures, "rollout paused on failures");
+                self.announce_phase(&rollout);
+                self.send_pending(&mut rollout).await
+            }
+            Decision::Complete => {
+                let failed = rollout
+                    .devices
+                    .iter()
+                    .filter(|d| d.status == DeviceStatus::Failed)
+                    .count();
+                rollout.phase = RolloutPhase::Completed;
+                rollout.reason = (failed > 0).then(|| {
+                    format!(
+                        "{failed} device(s) failed, within the threshold {}",
+                        rollout.max_failures
+                    )
+                });
+                self.fleet.store.save_rollout(&rollout, &[])?;
+                self.announce_phase(&rollout);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn announce_phase(&self, rollout: &RolloutRecord) {
+        self.announce(
+            rollout.id,
+            RolloutChange::Phase {
+                phase: rollout.phase,
+                reason: rollout.reason.clone(),
+            },
+        );
+    }
+
+    /// Applies every device's report to its progress; saves and announces what changed.
+    fn observe_devices(&self, rollout: &mut RolloutRecord) -> Result<(), RolloutError> {
+        let store = &self.fleet.store;
+        let now = now_unix();
+        let waiting =
+            |d: &DeviceProgress| d.status == DeviceStatus::Deploying && d.generation.is_some();
+        if !rollout.devices.iter().any(waiting) {
+            return Ok(());
+        }
+        // One read of the fleet per step, not one per device. A removed device is offline.
+        let online: HashSet<DeviceId> = store
+            .list_devices()?
+            .into_iter()
+            .filter(|d| d.online)
+            .map(|d| d.id)
+            .collect();
+        let mut changed = Vec::new();
+        for (index, device) in rollout.devices.iter().enumerate() {
+            if !waiting(device) {
+                continue;
+            }
+            let online = online.contains(&device.device);
+            let reported = store.reported(&device.device)?;
+            let seen = Observation {
+                online,
+                reported: reported.as_ref(),
+                now,
+            };
+            if let Some(next) = observe(device, rollout.health_window_s, seen) {
+                changed.push((index, next));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<&DeviceProgress> = changed.iter().map(|(_, d)| d).collect();
+        store.save_rollout(rollout, &rows)?;
+        for (index, next) in changed {
+            if next.status != rollout.devices[index].status {
+                self.announce_device(rollout.id, &next);
+            }
+            rollout.devices[index] = next;
+        }
+        Ok(())
+    }
+
+    /// Records devices `from..to` as about to receive the app (with their previous app),
+    /// then sends it.
+    async fn start_wave(
+        &self,
+        rollout: &mut RolloutRecord,
+        wave: usize,
+        from: usize,
+        to: usize,
+    ) -> Result<(), RolloutError> {
+        let verifying = self.fleet.deployment_key().verifying_key();
+        for device in &mut rollout.devices[from..to] {
+            match self.fleet.store.desired_signed(&device.device)? {
+                None => {
+                    device.previous_generation = None;
+                    device.previous_services = Some(Vec::new());
+                    device.status = DeviceStatus::Deploying;
+                }
+                Some((generation, body)) => {
+                    let opened = coracle_proto::decode::<Signed<DesiredState>>(&body)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| s.open(&verifying).map_err(|e| e.to_string()));
+                    match opened {
+                        Ok(state) => {
+                            device.previous_generation = Some(generation.0);
+                            device.previous_services = Some(state.services);
+                            device.status = DeviceStatus::Deploying;
+                        }
+                        // Never send the new app where the old one could not be restored.
+                        Err(err) => {
+                            device.status = DeviceStatus::Failed;
+                            device.reason =
+                                Some(format!("its current desired state cannot be read: {err}"));
+                        }
+                    }
+                }
+            }
+        }
+        rollout.wave = wave;
+        let rows: Vec<&DeviceProgress> = rollout.devices[from..to].iter().collect();
+        self.fleet.store.save_rollout(rollout, &rows)?;
+        self.announce(
+            rollout.id,
+            RolloutChange::Wave {
+                wave,
+                devices: rollout.devices[from..to]
+                    .iter()
+                    .map(|d| d.device.clone())
+                    .collect(),
+            },
+        );
+        self.send_pending(rollout).await
+    }
+}
+
+/// Waits briefly and drops the reports that arrived meanwhile: one evaluation covers them.
+async fn settle(reports: &mut broadcast::Receiver<Ingested>) {
+    use broadcast::error::TryRecvError;
+    tokio::time::sleep(SETTLE).await;
+    while !matches!(
+        reports.try_recv(),
+        Err(TryRecvError::Empty | TryRecvError::Closed)
+    ) {}
+}
+
+/// The engine's plan for a stored rollout (its specs were checked at creation).
+pub(super) fn plan_of(rollout: &RolloutRecord) -> Result<RolloutPlan, RolloutError> {
+    plan(
+        &rollout.waves,
+        &rollout.max_failures,
+        rollout.health_window_s,
+        rollout.rollback_on_failure,
+    )
+}
+
+/// Parses a rollout's wave and threshold specs into the engine's plan.
+pub(super) fn plan(
+    waves: &str,
+    max_failures: &str,
+    health_window_s: u64,
+    rollback_on_failure: bool,
+) -> Result<RolloutPlan, RolloutError> {
+    let invalid = |field| {
+        move |e: super::WaveSpecError| RolloutError::Invalid {
+            field,
+            message: e.to_string(),
+        }
+    };
+    Ok(RolloutPlan {
+        waves: parse_waves(waves).map_err(invalid("waves"))?,
+        health_window_s,
+        max_failures: max_failures
+            .parse::<Threshold>()
+            .map_err(invalid("max_failures"))?,
+        rollback_on_failure,
+    })
+}
+
+fn health_of(device: &DeviceProgress) -> DeviceHealth {
+    match (device.status, device.healthy_since_unix) {
+        (DeviceStatus::Deploying | DeviceStatus::Healthy, Some(since)) => {
+            DeviceHealth::HealthySince(since.max(0) as u64)
+        }
+        (DeviceStatus::Failed | DeviceStatus::RolledBack, _) => DeviceHealth::Failed,
+        _ => DeviceHealth::Pending,
+    }
+}

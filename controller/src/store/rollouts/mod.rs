@@ -1,0 +1,400 @@
+//! Rollouts and their per-device progress: everything the rollout driver needs to continue
+//! after a controller restart lives in these two tables. Writes that belong together (a
+//! phase change and the device intents it implies) go in one transaction.
+
+mod records;
+
+use coracle_proto::{DeviceId, Generation};
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+pub use records::{
+    DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+};
+
+use super::{now_unix, query, Store, StoreError};
+
+/// Migration 2: replaces migration 1's placeholder `rollouts` table (never written).
+pub const MIGRATION: &str = r#"
+DROP TABLE rollouts;
+CREATE TABLE rollouts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    compose TEXT NOT NULL,
+    services TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    waves TEXT NOT NULL,
+    max_failures TEXT NOT NULL,
+    health_window_s INTEGER NOT NULL,
+    rollback_on_failure INTEGER NOT NULL DEFAULT 0,
+    phase TEXT NOT NULL,
+    wave INTEGER NOT NULL,
+    accepted_failures INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    created_unix INTEGER NOT NULL,
+    updated_unix INTEGER NOT NULL
+);
+CREATE TABLE rollout_devices (
+    rollout INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    generation INTEGER,
+    previous_generation INTEGER,
+    previous_services TEXT,
+    deployed_unix INTEGER,
+    healthy_since_unix INTEGER,
+    rollback_generation INTEGER,
+    reason TEXT,
+    PRIMARY KEY (rollout, device)
+);
+CREATE INDEX rollouts_by_phase ON rollouts (phase);
+"#;
+
+fn corrupt(rollout: i64, what: &str) -> StoreError {
+    StoreError::Corrupt {
+        device: format!("rollout {rollout}"),
+        what: what.to_string(),
+    }
+}
+
+fn to_json<T: Serialize>(rollout: i64, value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|_| corrupt(rollout, what))
+}
+
+impl Store {
+    /// Stores a new running rollout (wave 0 not yet started) and returns its id.
+    pub fn create_rollout(&self, new: &NewRollout) -> Result<i64, StoreError> {
+        let services = to_json(0, &new.services, "services")?;
+        let selector = to_json(0, &new.selector, "selector")?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("begin create rollout"))?;
+        let now = now_unix();
+        tx.execute(
+            "INSERT INTO rollouts (app, compose, services, selector, waves, max_failures,
+               health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9)",
+            params![
+                new.app,
+                new.compose,
+                services,
+                selector,
+                new.waves,
+                new.max_failures,
+                new.health_window_s as i64,
+                new.rollback_on_failure,
+                now
+            ],
+        )
+        .map_err(query("insert rollout"))?;
+        let id = tx.last_insert_rowid();
+        for (position, device) in new.devices.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO rollout_devices (rollout, device, position, status)
+                 VALUES (?1, ?2, ?3, 'not_started')",
+                params![id, device.as_str(), position as i64],
+            )
+            .map_err(query("insert rollout device"))?;
+        }
+        tx.commit().map_err(query("commit create rollout"))?;
+        Ok(id)
+    }
+
+    /// Ids of rollouts the driver must look at: running or paused ones, and rolled-back ones
+    /// with a rollback not yet sent to some device.
+    pub fn rollouts_to_drive(&self) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id FROM rollouts WHERE phase IN ('running', 'paused')
+                 UNION SELECT rollout FROM rollout_devices
+                   WHERE status = 'rolled_back' AND rollback_generation IS NULL
+                 ORDER BY 1",
+            )
+            .map_err(query("prepare active rollouts"))?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(query("list active rollouts"))?
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(query("read active rollout"))?;
+        Ok(ids)
+    }
+
+    /// Every rollout, newest first.
+    pub fn list_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let ids: Vec<i64> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare("SELECT id FROM rollouts ORDER BY id DESC")
+                .map_err(query("prepare list rollouts"))?;
+            let ids = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(query("list rollouts"))?
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(query("read rollout id"))?;
+            ids
+        };
+        ids.into_iter()
+            .filter_map(|id| self.rollout(id).transpose())
+            .collect()
+    }
+
+    /// One rollout with its devices, or `None` when there is no such id.
+    pub fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, StoreError> {
+        let conn = self.conn();
+        let head = conn
+            .query_row(
+                "SELECT app, compose, services, selector, waves, max_failures, health_window_s,
+                   phase, wave, accepted_failures, reason, created_unix, updated_unix,
+                   rollback_on_failure
+                 FROM rollouts WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        (
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                        ),
+                        (
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, String>(7)?,
+                            r.get::<_, i64>(8)?,
+                            r.get::<_, i64>(9)?,
+                            r.get::<_, Option<String>>(10)?,
+                            r.get::<_, i64>(11)?,
+                            r.get::<_, i64>(12)?,
+                            r.get::<_, bool>(13)?,
+                        ),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(query("read rollout"))?;
+        let Some((
+            (app, compose, services, selector, waves, max_failures),
+            (
+                window,
+                phase,
+                wave,
+                accepted,
+                reason,
+                created_unix,
+                updated_unix,
+                rollback_on_failure,
+            ),
+        )) = head
+        else {
+            return Ok(None);
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT device, status, generation, previous_generation, previous_services,
+                   deployed_unix, healthy_since_unix, rollback_generation, reason
+                 FROM rollout_devices WHERE rollout = ?1 ORDER BY position",
+            )
+            .map_err(query("prepare rollout devices"))?;
+        let devices = stmt
+            .query_map([id], |r| Ok(read_device(r)))
+            .map_err(query("read rollout devices"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read rollout device row"))?
+            .into_iter()
+            .map(|d| d.ok_or_else(|| corrupt(id, "device row")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(RolloutRecord {
+            id,
+            app,
+            compose,
+            selector: serde_json::from_str(&selector).map_err(|_| corrupt(id, "selector"))?,
+            waves,
+            max_failures,
+            health_window_s: window.max(0) as u64,
+            rollback_on_failure,
+            phase: RolloutPhase::parse(&phase).ok_or_else(|| corrupt(id, "phase"))?,
+            wave: wave.max(0) as usize,
+            accepted_failures: accepted.max(0) as usize,
+            reason,
+            created_unix,
+            updated_unix,
+            devices,
+            services: serde_json::from_str(&services).map_err(|_| corrupt(id, "services"))?,
+        }))
+    }
+
+    /// Sets the phase, wave, accepted failures and reason of a rollout and stores the given
+    /// device rows, in one transaction.
+    pub fn save_rollout(
+        &self,
+        rollout: &RolloutRecord,
+        devices: &[&DeviceProgress],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("begin save rollout"))?;
+        tx.execute(
+            "UPDATE rollouts SET phase = ?2, wave = ?3, accepted_failures = ?4, reason = ?5,
+               updated_unix = ?6 WHERE id = ?1",
+            params![
+                rollout.id,
+                rollout.phase.as_str(),
+                rollout.wave as i64,
+                rollout.accepted_failures as i64,
+                rollout.reason,
+                now_unix()
+            ],
+        )
+        .map_err(query("update rollout"))?;
+        for device in devices {
+            let previous = device
+                .previous_services
+                .as_ref()
+                .map(|s| to_json(rollout.id, s, "previous services"))
+                .transpose()?;
+            tx.execute(
+                "UPDATE rollout_devices SET status = ?3, generation = ?4, previous_generation = ?5,
+                   previous_services = ?6, deployed_unix = ?7, healthy_since_unix = ?8,
+                   rollback_generation = ?9, reason = ?10
+                 WHERE rollout = ?1 AND device = ?2",
+                params![
+                    rollout.id,
+                    device.device.as_str(),
+                    device.status.as_str(),
+                    device.generation.map(|g| g as i64),
+                    device.previous_generation.map(|g| g as i64),
+                    previous,
+                    device.deployed_unix,
+                    device.healthy_since_unix,
+                    device.rollback_generation.map(|g| g as i64),
+                    device.reason,
+                ],
+            )
+            .map_err(query("update rollout device"))?;
+        }
+        tx.commit().map_err(query("commit save rollout"))
+    }
+
+    /// Devices of running or paused rollouts among `devices`, with the rollout holding each.
+    pub fn devices_in_active_rollouts(
+        &self,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(DeviceId, i64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT d.rollout FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout
+                 WHERE d.device = ?1 AND r.phase IN ('running', 'paused') LIMIT 1",
+            )
+            .map_err(query("prepare busy devices"))?;
+        let mut busy = Vec::new();
+        for device in devices {
+            let held: Option<i64> = stmt
+                .query_row([device.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(query("find busy device"))?;
+            if let Some(rollout) = held {
+                busy.push((device.clone(), rollout));
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Ids of devices that carry the tag `key=value`, in id order.
+    pub fn devices_with_tag(&self, key: &str, value: &str) -> Result<Vec<DeviceId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT device FROM tags WHERE key = ?1 AND value = ?2 ORDER BY device")
+            .map_err(query("prepare tagged devices"))?;
+        let ids = stmt
+            .query_map(params![key, value], |r| r.get::<_, String>(0))
+            .map_err(query("list tagged devices"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read tagged device"))?;
+        ids.into_iter()
+            .map(|id| {
+                id.parse().map_err(|_| StoreError::Corrupt {
+                    device: id.clone(),
+                    what: "device id".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// A device's latest signed desired state (encoded) with its generation.
+    pub fn desired_signed(
+        &self,
+        id: &DeviceId,
+    ) -> Result<Option<(Generation, Vec<u8>)>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT generation, signed FROM desired WHERE device = ?1",
+                [id.as_str()],
+                |r| Ok((Generation(r.get::<_, i64>(0)?.max(0) as u64), r.get(1)?)),
+            )
+            .optional()
+            .map_err(query("read signed desired state"))
+    }
+}
+
+fn read_device(r: &Row<'_>) -> Option<DeviceProgress> {
+    let generation = |i| r.get::<_, Option<i64>>(i).ok().flatten().map(|g| g as u64);
+    let mut progress = DeviceProgress::not_started(r.get::<_, String>(0).ok()?.parse().ok()?);
+    progress.status = DeviceStatus::parse(&r.get::<_, String>(1).ok()?)?;
+    progress.generation = generation(2);
+    progress.previous_generation = generation(3);
+    progress.previous_services = match r.get::<_, Option<String>>(4).ok()? {
+        Some(text) => Some(serde_json::from_str(&text).ok()?),
+        None => None,
+    };
+    progress.deployed_unix = r.get(5).ok()?;
+    progress.healthy_since_unix = r.get(6).ok()?;
+    progress.rollback_generation = generation(7);
+    progress.reason = r.get(8).ok()?;
+    Some(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollout_round_trips_with_its_device_progress() {
+        let (store, id) = Store::with_test_device("pi-1");
+        let rollout = store
+            .create_rollout(&NewRollout {
+                app: "web".into(),
+                compose: "services: {}".into(),
+                services: Vec::new(),
+                selector: Selector::Tag {
+                    key: "site".into(),
+                    value: "a".into(),
+                },
+                waves: "1,100%".into(),
+                max_failures: "0".into(),
+                health_window_s: 5,
+                rollback_on_failure: false,
+                devices: vec![id.clone()],
+            })
+            .unwrap();
+        let mut record = store.rollout(rollout).unwrap().unwrap();
+        assert_eq!(record.phase, RolloutPhase::Running);
+        assert_eq!(record.devices[0].status, DeviceStatus::NotStarted);
+        record.phase = RolloutPhase::Paused;
+        let mut device = record.devices[0].clone();
+        device.status = DeviceStatus::Deploying;
+        device.previous_services = Some(Vec::new());
+        device.generation = Some(3);
+        store.save_rollout(&record, &[&device]).unwrap();
+        let again = store.rollout(rollout).unwrap().unwrap();
+        assert_eq!(again.phase, RolloutPhase::Paused);
+        assert_eq!(again.devices[0], device);
+        assert_eq!(
+            store.devices_in_active_rollouts(&[id]).unwrap().len(),
+            1,
+            "a paused rollout still holds its devices"
+        );
+        assert!(store.rollout(rollout + 1).unwrap().is_none());
+    }
+}
