@@ -45,12 +45,15 @@ enum DeviceCommand {
     },
     /// Remove a device and cut it off the broker.
     Rm { name: String },
-    /// Set tags (key=value) and remove tags (-key).
+    /// Set tags (`key=value`) and remove tags (`--rm key`).
     Tag {
         name: String,
-        /// `key=value` to set, `-key` to remove.
-        #[arg(required = true, allow_hyphen_values = true)]
-        changes: Vec<String>,
+        /// `key=value` to set.
+        #[arg(value_parser = parse_tag)]
+        set: Vec<(String, String)>,
+        /// A tag key to remove; repeatable.
+        #[arg(long = "rm")]
+        remove: Vec<String>,
     },
 }
 
@@ -111,17 +114,14 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
             api.delete("remove device", &format!("/devices/{name}"))?;
             println!("device {name} removed and revoked");
         }
-        DeviceCommand::Tag { name, changes } => {
-            let mut request = RetagRequest::default();
-            for change in changes {
-                if let Some(key) = change.strip_prefix('-') {
-                    request.remove.push(key.to_string());
-                } else if let Ok((key, value)) = parse_tag(&change) {
-                    request.set.insert(key, value);
-                } else {
-                    bail!("tag change {change:?} must be key=value or -key");
-                }
+        DeviceCommand::Tag { name, set, remove } => {
+            if set.is_empty() && remove.is_empty() {
+                bail!("nothing to change: give key=value to set or --rm KEY to remove");
             }
+            let request = RetagRequest {
+                set: set.into_iter().collect(),
+                remove,
+            };
             let record: DeviceRecord = api.send(
                 "tag device",
                 "PATCH",
