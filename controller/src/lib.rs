@@ -11,6 +11,8 @@
 //! - [`ingest`]: decodes reported/health/events/online into the store; malformed bodies are
 //!   logged rate-limited and dropped.
 //! - [`api`]: axum JSON API under `/api/v1` with an admin token; [`cli`]: the operator CLI.
+//! - [`dashboard`]: the web dashboard on the API listener (embedded assets, cookie sessions);
+//!   [`commands`]: logs/restart commands to devices, awaiting their replies.
 //!
 //! Limits: one SQLite connection behind a mutex (fine for thousands of devices, not for
 //! write-heavy fleets of 100k); device auth is password over TLS (client certificates are
@@ -19,8 +21,10 @@
 pub mod api;
 pub mod broker;
 pub mod cli;
+pub mod commands;
 pub mod compose;
 pub mod config;
+pub mod dashboard;
 pub mod datadir;
 pub mod deploy;
 pub mod fleet;

@@ -22,6 +22,14 @@ pub enum ApiError {
     BadRequest { message: String },
     #[error(transparent)]
     Fleet(FleetError),
+    #[error("{what}")]
+    Internal { what: String },
+    #[error("device {device} is offline")]
+    DeviceOffline { device: String },
+    #[error("device {device} could not do it: {reason}")]
+    CommandFailed { device: String, reason: String },
+    #[error(transparent)]
+    Command(#[from] crate::commands::CommandError),
 }
 
 /// The error body every endpoint returns.
@@ -76,6 +84,13 @@ impl ApiError {
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Fleet(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::DeviceOffline { .. } => (StatusCode::CONFLICT, "device_offline"),
+            ApiError::CommandFailed { .. } => (StatusCode::CONFLICT, "command_failed"),
+            ApiError::Command(crate::commands::CommandError::NoReply { .. }) => {
+                (StatusCode::GATEWAY_TIMEOUT, "device_timeout")
+            }
+            ApiError::Command(_) => (StatusCode::BAD_GATEWAY, "broker"),
         }
     }
 }

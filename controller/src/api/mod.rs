@@ -2,9 +2,12 @@
 //! Bearer <token>`). Handlers parse, call `Fleet`, serialize; errors become responses in
 //! `error::ApiError`'s one `IntoResponse` impl.
 
+pub mod commands;
 pub mod deploy;
 pub mod devices;
 pub mod error;
+pub mod images;
+pub mod overview;
 pub mod stream;
 
 use std::future::Future;
@@ -13,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, patch};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -30,6 +33,10 @@ pub struct AppState {
     pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
     /// The registry, to pin an app's image tags to digests at deploy time.
     pub registry: crate::registry::Registry,
+    /// Commands to devices, paired with their replies.
+    pub commands: crate::commands::DeviceCommands,
+    /// Dashboard login sessions (cookie), accepted like the bearer token.
+    pub sessions: crate::dashboard::Sessions,
 }
 
 /// Parses a JSON body, naming what was wrong in a 400.
@@ -47,6 +54,13 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/health", get(devices::health))
         .route("/devices/{id}/deploy", axum::routing::post(deploy::deploy))
         .route("/events/stream", get(stream::fleet_events))
+        .route("/fleet", get(overview::fleet))
+        .route("/images", get(images::list))
+        .route("/devices/{id}/services/{svc}/logs", get(commands::logs))
+        .route(
+            "/devices/{id}/services/{svc}/restart",
+            post(commands::restart),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone());
@@ -54,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .nest("/api/v1", api)
+        .merge(crate::dashboard::router(state))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
@@ -76,15 +91,20 @@ async fn require_token(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
-            Ok(next.run(request).await)
-        }
-        _ => Err(ApiError::Unauthorized),
+    let by_token = presented
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()));
+    if by_token
+        || state
+            .sessions
+            .authorizes(request.method(), request.headers())
+    {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
