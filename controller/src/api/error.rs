@@ -98,11 +98,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(
                 error = format!("{:#}", anyhow_chain(&self)),
                 "API request failed"
             );
+        } else if status.is_server_error() {
+            // A device or the broker did not cooperate: the controller itself is fine.
+            tracing::warn!(error = anyhow_chain(&self), "API request failed");
         }
         let body = ErrorBody {
             error: ErrorDetail {

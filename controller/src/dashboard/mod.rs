@@ -91,7 +91,8 @@ async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, A
     ))
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+// The body is read (and ignored) so the connection stays usable for the next request.
+async fn logout(State(state): State<AppState>, headers: HeaderMap, _body: Bytes) -> Response {
     if let Some(id) = session::session_cookie(&headers) {
         state.sessions.end(&id);
     }
