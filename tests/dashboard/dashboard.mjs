@@ -11,6 +11,9 @@ const url = process.env.DASHBOARD_URL;
 const token = process.env.ADMIN_TOKEN;
 const shots = process.env.SCREENSHOT_DIR;
 const TIMEOUT = 20_000;
+const APP_V2 = 'services:\n  web:\n    image: hello:2\n    healthcheck:\n      test: ["HTTP", "8080", "/"]\n  worker:\n    image: hello:2\n';
+// The simulator fails the health gate of a state whose service has SIM_FAIL=1.
+const APP_BROKEN = 'services:\n  web:\n    image: hello:2\n    environment:\n      SIM_FAIL: "1"\n';
 
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function need(what) {
@@ -128,11 +131,45 @@ try {
     await shot(page, 'images-desktop');
   });
 
-  await step('the rollouts page', async () => {
+  const rollouts = (await fetch(url + '/api/v1/rollouts', { headers: { authorization: `Bearer ${token}` } })).status !== 404;
+  if (!rollouts) console.log('rollouts API not in this controller: rollout scenarios left out');
+  if (rollouts) await step('a rollout to site=berlin runs wave by wave to the end', async () => {
     await page.click('nav a[href="#/rollouts"]');
-    await page.waitForSelector('h1');
-    await page.waitForLoadState('networkidle');
+    await page.waitForSelector('#rollout-form');
+    await page.fill('#compose', APP_V2);
+    await page.fill('#selector', 'site=berlin');
+    await page.fill('#waves', '1,100%');
+    await page.fill('#max-failures', '0');
+    await page.fill('#health-window', '2');
     await shot(page, 'rollouts-desktop');
+    await page.click('#start-rollout');
+    await page.waitForURL(/#\/rollouts\/\d+$/);
+    await page.waitForSelector('#rollout-phase .badge:has-text("completed")', { timeout: 90_000 });
+    const statuses = await page.$$eval('section.wave tr[data-device] .badge', (b) => b.map((x) => x.textContent));
+    check(statuses.length === 2 && statuses.every((s) => s === 'healthy'), `device progress: ${statuses}`);
+    await shot(page, 'rollout-completed-desktop');
+  });
+
+  if (rollouts) await step('a failing rollout pauses, and can be rolled back by hand', async () => {
+    await page.click('a.back');
+    await page.waitForSelector('#rollout-form');
+    await page.fill('#compose', APP_BROKEN);
+    await page.fill('#selector', 'site=paris');
+    await page.fill('#waves', '1,100%');
+    await page.fill('#max-failures', '0');
+    await page.fill('#health-window', '2');
+    await page.click('#start-rollout');
+    await page.waitForURL(/#\/rollouts\/\d+$/);
+    await page.waitForSelector('#rollout-phase .badge:has-text("paused")', { timeout: 90_000 });
+    await page.waitForSelector('#rollout-reason');
+    const waiting = await page.$$eval('section.wave[data-wave="1"] tr[data-device] .badge', (b) => b.map((x) => x.textContent));
+    check(waiting.every((s) => s === 'not started'), `the second wave did not start: ${waiting}`);
+    await shot(page, 'rollout-paused-desktop');
+    await page.click('#rollout-rollback');
+    await page.waitForSelector('#rollout-phase .badge:has-text("rolled back")', { timeout: 60_000 });
+    await page.click('a.back');
+    await page.waitForSelector('#rollout-rows tr[data-rollout]');
+    await shot(page, 'rollouts-list-desktop');
   });
 
   await step('logging out leads back to the login page, and so does any page after it', async () => {
@@ -161,8 +198,13 @@ try {
     await p.waitForSelector('section[data-repo="hello"]');
     await shot(p, 'images-phone');
     await p.goto(url + '/#/rollouts');
-    await p.waitForSelector('h1');
+    await p.waitForSelector(rollouts ? '#rollout-rows tr[data-rollout]' : 'h1');
     await shot(p, 'rollouts-phone');
+    if (rollouts) {
+      await p.click('#rollout-rows tr[data-rollout] a');
+      await p.waitForSelector('section.wave');
+      await shot(p, 'rollout-phone');
+    }
     await phone.close();
   });
 } catch (err) {

@@ -32,7 +32,7 @@ export async function imagesPage(view) {
   const repos = await api.get('/images');
   mount(view,
     h('div', { class: 'page-head' }, h('h1', {}, 'Images'),
-      h('p', { class: 'summary' }, `${repos.length} repositories in the controller's registry`)),
+      h('p', { class: 'summary' }, `${repos.length} ${repos.length === 1 ? 'repository' : 'repositories'} in the controller's registry`)),
     repos.length
       ? h('div', { id: 'repos' }, repos.map(repository))
       : h('div', { class: 'card' }, h('p', { class: 'muted' },
