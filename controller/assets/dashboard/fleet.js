@@ -100,7 +100,8 @@ export async function fleetPage(view) {
       if (err.status !== 401) mount(problem, errorBox(err));
     }
   }
-  onFleetEvent(() => { if (!timer) timer = setTimeout(refresh, 300); });
+  // At most one refetch a second, however chatty the fleet is.
+  onFleetEvent(() => { if (!timer) timer = setTimeout(refresh, 1000); });
   for (const el of [state, tag]) el.addEventListener('change', render);
   search.addEventListener('input', render);
 
