@@ -1,7 +1,7 @@
 //! Commands to one service of a device, answered by the device itself:
 //! `GET /devices/{id}/services/{svc}/logs?lines=N` and `POST .../restart`.
 //! 404 for an unknown device or service, 409 when the device is offline or refuses,
-//! 504 when it does not answer in time.
+//! 504 when it does not answer in time (10 s for logs, 30 s for a restart).
 
 use std::time::Duration;
 
@@ -14,9 +14,12 @@ use super::devices::device_id;
 use super::error::ApiError;
 use super::AppState;
 
-/// How long a device gets to answer: a tail or a restart is quick on the device, the rest
-/// is the link (cellular round trips of a few seconds).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a device gets to answer a log tail: quick on the device, the rest is the link
+/// (cellular round trips of a few seconds).
+pub const LOGS_TIMEOUT: Duration = Duration::from_secs(10);
+/// A restart waits for the container to stop: the agent's stop grace (SIGTERM, 10 s by
+/// default, then SIGKILL) plus the start and the link.
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines a tail may ask for, and the byte cap sent with it (one protocol body holds it).
 const MAX_LINES: u32 = 1000;
 const MAX_LOG_BYTES: u32 = 64 * 1024;
@@ -94,7 +97,7 @@ pub async fn logs(
         lines: query.lines.unwrap_or(100).clamp(1, MAX_LINES),
         max_bytes: MAX_LOG_BYTES,
     };
-    match state.commands.run(&id, command, COMMAND_TIMEOUT).await? {
+    match state.commands.run(&id, command, LOGS_TIMEOUT).await? {
         CommandOutcome::Logs { lines, truncated } => Ok(Json(LogsResponse {
             device: id.to_string(),
             service: service.to_string(),
@@ -113,7 +116,7 @@ pub async fn restart(
     let command = Command::Restart {
         service: service.clone(),
     };
-    match state.commands.run(&id, command, COMMAND_TIMEOUT).await? {
+    match state.commands.run(&id, command, RESTART_TIMEOUT).await? {
         CommandOutcome::Done => {
             tracing::info!(device = %id, service = %service, "service restarted on request");
             Ok(Json(RestartResponse {
