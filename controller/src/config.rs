@@ -37,6 +37,24 @@ pub struct ServeConfig {
     /// Host name or address devices use to reach this controller; it goes into bootstrap
     /// files and the broker's TLS certificate. Defaults to the listen address's IP.
     pub public_host: Option<String>,
+    pub fleet: FleetSection,
+}
+
+/// Fleet-wide timing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// A device silent (no health sample) this long is marked offline: about three of the
+    /// agents' health intervals (60 s by default).
+    pub offline_after_s: u64,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        Self {
+            offline_after_s: 180,
+        }
+    }
 }
 
 /// The MQTT side.
@@ -68,6 +86,7 @@ impl Default for ServeConfig {
             api: ListenSection::at(8080),
             registry: ListenSection::at(5000),
             public_host: None,
+            fleet: FleetSection::default(),
         }
     }
 }
@@ -122,6 +141,12 @@ impl ServeConfig {
                 field: "broker.external_url",
                 reason: err.to_string(),
             })?;
+        }
+        if self.fleet.offline_after_s == 0 {
+            return Err(ConfigError::Invalid {
+                field: "fleet.offline_after_s",
+                reason: "must be at least 1 second".into(),
+            });
         }
         if let Some(host) = &self.public_host {
             if host.is_empty() || host.contains(['/', ' ', '\t']) {

@@ -29,6 +29,11 @@ pub enum Ingested {
         device: DeviceId,
         online: bool,
     },
+    /// A rollout changed phase, started a wave, or a device's progress changed.
+    Rollout {
+        rollout: i64,
+        change: crate::rollout::RolloutChange,
+    },
     /// A removed device's message, or an empty retained clear.
     Ignored,
 }
@@ -99,8 +104,18 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
         }
         TopicKind::Health => {
             let sample: HealthSample = decode(&device, kind, &msg.payload)?;
-            stored(store.add_health(&device, now_unix(), &sample))?.then(|| Ingested::Health {
-                device: device.clone(),
+            let known = stored(store.add_health(&device, now_unix(), &sample))?;
+            // Health samples are the heartbeat: one from a device marked offline by the
+            // sweep (not by its last will, which is followed by a fresh `online`) revives it.
+            let revived = known && stored(store.mark_heard(&device))?;
+            known.then(|| match revived {
+                true => Ingested::Presence {
+                    device: device.clone(),
+                    online: true,
+                },
+                false => Ingested::Health {
+                    device: device.clone(),
+                },
             })
         }
         TopicKind::Events => {

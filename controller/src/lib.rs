@@ -30,6 +30,7 @@ pub mod deploy;
 pub mod fleet;
 pub mod ingest;
 pub mod metrics;
+pub mod presence;
 pub mod registry;
 pub mod rollout;
 pub mod secrets;

@@ -193,8 +193,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         counters.clone(),
     ));
 
+    let rollouts = crate::rollout::Rollouts::new(fleet.clone(), notify.clone());
+    let driver_task = tokio::spawn(rollouts.clone().run(notify.subscribe()));
+    let offline_after = std::time::Duration::from_secs(config.fleet.offline_after_s);
+    let presence_task = tokio::spawn(crate::presence::run(
+        store.clone(),
+        notify.clone(),
+        offline_after,
+    ));
+
     let state = AppState {
         fleet,
+        rollouts,
         admin_token: Arc::from(secrets.admin_token.as_str()),
         counters,
         events: notify,
@@ -228,6 +238,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
         Err(err) => tracing::warn!(error = %err, "registry task ended abnormally"),
     }
+    driver_task.abort();
+    presence_task.abort();
     client.disconnect().await;
     ingest_task.abort();
     if let Some(broker) = embedded {

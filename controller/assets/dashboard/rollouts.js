@@ -116,7 +116,7 @@ function rolloutRow(r) {
     h('td', { 'data-label': 'Rollout', class: 'name' }, h('a', { href: `#/rollouts/${r.id}` }, `#${r.id} ${r.app}`)),
     h('td', { 'data-label': 'State' }, phaseBadge(r)),
     h('td', { 'data-label': 'Devices' }, selectorText(r.selector)),
-    h('td', { 'data-label': 'Waves' }, `${r.waves} (at ${Math.min(r.wave + 1, waveEnds(r.waves, r.devices.length).length)})`),
+    h('td', { 'data-label': 'Waves' }, `${r.waves} · wave ${Math.min(r.wave + 1, waveEnds(r.waves, r.devices.length).length)} of ${waveEnds(r.waves, r.devices.length).length}`),
     h('td', { 'data-label': 'Progress' }, progressBar(r)),
     h('td', { 'data-label': 'Started' }, ago(r.created_unix)));
 }
@@ -151,7 +151,7 @@ function deviceRow(d) {
     h('td', { 'data-label': 'Device', class: 'name' }, h('a', { href: `#/device/${d.device}` }, d.device)),
     h('td', { 'data-label': 'Progress' }, badge(DEVICE_CLASS[d.status] || 'new', words(d.status))),
     h('td', { 'data-label': 'Generation' }, d.generation ? `${d.previous_generation ?? 0} → ${d.generation}` : '—'),
-    h('td', { 'data-label': 'Detail', class: d.reason ? 'reason-cell' : '' }, detail));
+    h('td', { 'data-label': 'Detail', class: d.reason ? 'reason-cell' : '' }, detail || '—'));
 }
 
 export async function rolloutPage(view, id) {
@@ -177,7 +177,8 @@ export async function rolloutPage(view, id) {
       const devices = r.devices.slice(start, end);
       start = end;
       const state = i < r.wave || (i === r.wave && r.phase === 'completed') ? 'done'
-        : i === r.wave ? (r.phase === 'running' ? 'in progress' : r.phase) : 'waiting';
+        : i === r.wave ? (r.phase === 'running' ? 'in progress' : words(r.phase))
+          : active ? 'waiting' : 'not reached';
       return { i, devices, state };
     }).filter((w) => w.devices.length);
     mount(body,

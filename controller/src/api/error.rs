@@ -20,6 +20,9 @@ pub enum ApiError {
     Conflict { what: String },
     #[error("bad request: {message}")]
     BadRequest { message: String },
+    /// The request is valid but the target's state does not allow it.
+    #[error("{message}")]
+    Refused { message: String },
     #[error(transparent)]
     Fleet(FleetError),
     #[error("{what}")]
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Refused { .. } => (StatusCode::CONFLICT, "refused"),
             ApiError::Fleet(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::DeviceOffline { .. } => (StatusCode::CONFLICT, "device_offline"),
@@ -118,7 +122,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The error and its causes, `: `-separated, for operators reading one line.
-fn anyhow_chain(err: &dyn std::error::Error) -> String {
+pub(super) fn anyhow_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod error;
 pub mod images;
 pub mod overview;
+pub mod rollouts;
 pub mod stream;
 
 use std::future::Future;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub commands: crate::commands::DeviceCommands,
     /// Dashboard login sessions (cookie), accepted like the bearer token.
     pub sessions: crate::dashboard::Sessions,
+    /// Staged rollouts (create and operator commands; the driver task shares it).
+    pub rollouts: crate::rollout::Rollouts,
 }
 
 /// Parses a JSON body, naming what was wrong in a 400.
@@ -53,6 +56,12 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/events", get(devices::events))
         .route("/devices/{id}/health", get(devices::health))
         .route("/devices/{id}/deploy", axum::routing::post(deploy::deploy))
+        .route("/rollouts", get(rollouts::list).post(rollouts::create))
+        .route("/rollouts/{id}", get(rollouts::show))
+        .route(
+            "/rollouts/{id}/{command}",
+            axum::routing::post(rollouts::command),
+        )
         .route("/events/stream", get(stream::fleet_events))
         .route("/fleet", get(overview::fleet))
         .route("/images", get(images::list))

@@ -1,32 +1,73 @@
-//! `coracle deploy APP.yml --device NAME`: sends an app to one device through the API.
+//! `coracle deploy APP.yml --device NAME` sends an app to one device; `--to key=value`
+//! starts a staged rollout to every device with that tag instead.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 
+use super::rollout::{parse_duration_s, print_rollout};
 use super::{ApiArgs, ApiClient};
 use crate::api::deploy::{DeployRequest, DeployResponse};
+use crate::api::rollouts::CreateRolloutRequest;
+use crate::store::RolloutRecord;
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["device", "to"])))]
 pub struct DeployArgs {
     #[command(flatten)]
     api: ApiArgs,
     /// The app: a docker-compose file.
     file: PathBuf,
-    /// The device to deploy to.
+    /// The device to deploy to (at once, no rollout).
     #[arg(long)]
-    device: String,
+    device: Option<String>,
+    /// Roll out to every device with this tag (key=value), in waves.
+    #[arg(long, value_name = "KEY=VALUE")]
+    to: Option<String>,
+    /// Cumulative wave sizes: counts or percentages, ending with 100%.
+    #[arg(long, default_value = "1,10%,100%", requires = "to")]
+    waves: String,
+    /// Failed devices tolerated before the rollout pauses: a count or a percentage.
+    #[arg(long, default_value = "0", requires = "to")]
+    max_failures: String,
+    /// How long each device must stay healthy on the new version (e.g. 30s, 5m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration_s, requires = "to")]
+    health_window: u64,
 }
 
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
     let compose = std::fs::read_to_string(&args.file)
         .with_context(|| format!("read app file {}", args.file.display()))?;
+    if let Some(selector) = args.to {
+        let app = args
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+        let request = CreateRolloutRequest {
+            compose,
+            selector: selector.into(),
+            waves: args.waves,
+            max_failures: args.max_failures.into(),
+            health_window_s: args.health_window,
+            app,
+        };
+        let rollout: RolloutRecord = api.send("start rollout", "POST", "/rollouts", &request)?;
+        println!(
+            "rollout {} started: {} to {} device(s)",
+            rollout.id,
+            rollout.app,
+            rollout.devices.len()
+        );
+        print_rollout(&rollout);
+        return Ok(());
+    }
+    let device = args.device.context("--device or --to is required")?;
     let answer: DeployResponse = api.send(
         "deploy",
         "POST",
-        &format!("/devices/{}/deploy", args.device),
+        &format!("/devices/{device}/deploy"),
         &DeployRequest { compose },
     )?;
     println!(

@@ -5,6 +5,7 @@ mod api_client;
 mod deploy;
 mod device;
 mod image_delta;
+mod rollout;
 mod serve;
 
 use std::path::PathBuf;
@@ -27,8 +28,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Enrol, list, tag and remove devices.
     Device(device::DeviceArgs),
-    /// Deploy an app (compose file) to one device.
+    /// Deploy an app (compose file) to one device, or roll it out to tagged devices.
     Deploy(deploy::DeployArgs),
+    /// List, show, pause, resume, abort and roll back rollouts.
+    Rollout(rollout::RolloutArgs),
     /// Work with images and layers.
     Image {
         #[command(subcommand)]
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Device(args) => device::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Rollout(args) => rollout::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
         } => command.run(),

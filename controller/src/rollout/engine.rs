@@ -134,6 +134,9 @@ pub struct RolloutView<'a> {
     /// Every targeted device, in the fixed order waves take them.
     pub devices: &'a [DeviceHealth],
     pub now: u64,
+    /// Failures the operator accepted by resuming a paused rollout: they no longer count
+    /// against the threshold (else a resume would pause again at once).
+    pub accepted_failures: usize,
 }
 
 /// What to do next.
@@ -144,6 +147,7 @@ pub enum Decision {
     /// Start wave `wave`: give devices `from..to` the new desired state.
     StartWave { wave: usize, from: usize, to: usize },
     /// Failures passed the threshold: pause; roll back devices `from..to` if asked.
+    /// `failures` counts every failed started device, accepted ones included.
     Pause {
         failures: usize,
         rollback: Option<(usize, usize)>,
@@ -197,7 +201,9 @@ pub fn decide(plan: &RolloutPlan, view: &RolloutView<'_>) -> Decision {
         .iter()
         .filter(|d| matches!(d, DeviceHealth::Failed))
         .count();
-    if failures > 0 && threshold_passed(plan.max_failures, failures, started.len()) {
+    let counted = failures.saturating_sub(view.accepted_failures);
+    let judged = started.len().saturating_sub(failures - counted);
+    if counted > 0 && threshold_passed(plan.max_failures, counted, judged) {
         return Decision::Pause {
             failures,
             rollback: plan.rollback_on_failure.then(|| (start(wave), end)),
@@ -332,9 +338,47 @@ mod tests {
                 phase: &phase,
                 devices: &devices,
                 now,
+                accepted_failures: 0,
             };
             assert_eq!(decide(&plan(rollback), &view), expected, "row {i}");
         }
+    }
+
+    #[test]
+    fn accepted_failures_do_not_pause_a_resumed_rollout_again() {
+        let phase = Phase::Running { wave: 0 };
+        let devices = [F, P, P, P];
+        let view = |accepted_failures| RolloutView {
+            phase: &phase,
+            devices: &devices,
+            now: 100,
+            accepted_failures,
+        };
+        assert!(matches!(
+            decide(&plan(false), &view(0)),
+            Decision::Pause { failures: 1, .. }
+        ));
+        assert_eq!(
+            decide(&plan(false), &view(1)),
+            Decision::StartWave {
+                wave: 1,
+                from: 1,
+                to: 2
+            }
+        );
+        // A new failure after the resume counts again.
+        let later = Phase::Running { wave: 1 };
+        let devices = [F, F, P, P];
+        let view = RolloutView {
+            phase: &later,
+            devices: &devices,
+            now: 100,
+            accepted_failures: 1,
+        };
+        assert!(matches!(
+            decide(&plan(false), &view),
+            Decision::Pause { failures: 2, .. }
+        ));
     }
 
     #[test]

@@ -1,9 +1,23 @@
 //! Rollouts. `engine` is the pure decision core (plain data in, a `Decision` out, no I/O,
-//! no clock); the driver that stores rollouts and publishes desired states is not built yet.
+//! no clock); `observe` turns a device's report into progress and `command` holds the
+//! operator's allowed moves, both pure too. `driver` is the task that stores rollouts in
+//! SQLite, evaluates them on a tick and on device reports, and deploys through `Fleet`;
+//! `control` holds the operator's entry points (create, pause, resume, abort, rollback).
 
+pub mod command;
+pub mod control;
+pub mod driver;
 pub mod engine;
+pub mod error;
+pub mod event;
+pub mod observe;
 
+pub use command::{transition, RolloutCommand, TransitionRefused};
+pub use control::CreateRollout;
+pub use driver::Rollouts;
 pub use engine::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
     Threshold, WaveSize, WaveSpecError,
 };
+pub use error::RolloutError;
+pub use event::RolloutChange;

@@ -4,6 +4,8 @@
 
 mod devices;
 mod overview;
+mod presence;
+mod rollouts;
 mod schema;
 mod telemetry;
 
@@ -14,6 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 pub use devices::{DeviceRecord, NewDevice};
+pub use rollouts::{
+    DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+};
 pub use telemetry::{HealthPoint, StoredEvent, HEALTH_BUCKET_SECS, HEALTH_POINTS_KEPT};
 
 /// Why a store operation failed.

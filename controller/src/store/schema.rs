@@ -6,7 +6,8 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Each entry runs once, in order, inside one transaction with the version bump.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE devices (
     id TEXT PRIMARY KEY,
     created_unix INTEGER NOT NULL,
@@ -55,7 +56,9 @@ CREATE TABLE rollouts (
     created_unix INTEGER NOT NULL,
     updated_unix INTEGER NOT NULL
 );
-"#];
+"#,
+    super::rollouts::MIGRATION,
+];
 
 /// Brings the schema up to date.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

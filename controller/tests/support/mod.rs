@@ -37,20 +37,25 @@ impl Controller {
 
     /// Starts on an existing temp dir (for restart tests).
     pub fn start_in(dir: tempfile::TempDir) -> Self {
+        let text = format!(
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
+            data_dir(dir.path())
+        );
+        Self::start_with_config(dir, &text)
+    }
+
+    /// Starts with a given config file text (its `data_dir` should be `data_dir(dir)`).
+    pub fn start_with_config(dir: tempfile::TempDir, text: &str) -> Self {
         let config = dir.path().join("coracle.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
-                data_dir(dir.path())
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_coracle"))
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("CORACLE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

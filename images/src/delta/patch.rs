@@ -33,7 +33,8 @@ pub fn zstd_ref_encode(reference: &[u8], new: &[u8], level: i32) -> io::Result<V
 pub fn zstd_ref_decode(reference: &[u8], payload: &[u8], out_len: usize) -> io::Result<Vec<u8>> {
     let mut dctx = DCtx::create();
     let zerr = |code: usize| invalid(format!("zstd patch: {}", zstd_safe::get_error_name(code)));
-    dctx.set_parameter(DParameter::WindowLogMax(31))
+    // The encoder caps the window at 2^30, which is also the most 32-bit zstd accepts.
+    dctx.set_parameter(DParameter::WindowLogMax(30))
         .map_err(zerr)?;
     dctx.ref_prefix(reference).map_err(zerr)?;
     let mut out = Vec::with_capacity(out_len);

@@ -1,6 +1,7 @@
 //! One simulated device's reactions, as a pure state machine: it verifies desired states with
 //! the real proto checks, then "applies" them (no containers) and reports healthy — or, for a
-//! deterministic fraction of (device, generation) pairs, fails the health gate and reports a
+//! deterministic fraction of (device, generation) pairs, or for a state marked broken (a
+//! service with `SIM_FAIL=1` in its environment), fails the health gate and reports a
 //! rollback, as a real agent would.
 
 use coracle_proto::{
@@ -25,6 +26,19 @@ pub struct SimDevice {
     fail_permille: u16,
     applied: Generation,
     reported: ReportedState,
+    /// The highest generation that passed verification, applied or not.
+    received: Option<Generation>,
+}
+
+/// The environment entry that makes a simulated device fail a desired state.
+pub const BROKEN_MARKER: (&str, &str) = ("SIM_FAIL", "1");
+
+fn marked_broken(state: &DesiredState) -> bool {
+    state.services.iter().any(|s| {
+        s.env
+            .iter()
+            .any(|(k, v)| (k.as_str(), v.as_str()) == BROKEN_MARKER)
+    })
 }
 
 /// Whether `device` fails `generation`: a hash, so tests and benchmarks can predict it.
@@ -56,12 +70,18 @@ impl SimDevice {
             fail_permille,
             applied: Generation(0),
             reported,
+            received: None,
         }
     }
 
     /// The device's id.
     pub fn id(&self) -> &DeviceId {
         &self.id
+    }
+
+    /// The highest generation this device received and verified.
+    pub fn received(&self) -> Option<Generation> {
+        self.received
     }
 
     /// The current reported state, encoded: sent at connect and on change.
@@ -92,6 +112,7 @@ impl SimDevice {
             Ok(state) => state,
             Err((reason, detail)) => return vec![event(EventKind::Rejected { reason, detail })],
         };
+        self.received = self.received.max(Some(state.generation));
         if state.generation == self.applied && self.applied.0 > 0 {
             return Vec::new(); // the retained state again, after a reconnect
         }
@@ -100,7 +121,7 @@ impl SimDevice {
                 return Vec::new(); // a rolled-back generation is not retried
             }
         }
-        if fails(&self.id, state.generation, self.fail_permille) {
+        if fails(&self.id, state.generation, self.fail_permille) || marked_broken(&state) {
             let service = state.services.first().map(|s| s.name.clone());
             let reason = "health gate failed (simulated)".to_string();
             self.reported.update = UpdateStatus::RolledBack {

@@ -2,11 +2,12 @@
 //! Each device behaves on the wire like an agent: last will, retained online/reported, QoS
 //! per topic, health at its interval, reconnect with backoff and jitter.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coracle_proto::{encode, DeviceId, Presence, TopicKind, VerifyingKey};
+use coracle_proto::{encode, DeviceId, Generation, Presence, TopicKind, VerifyingKey};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -49,11 +50,31 @@ pub struct FleetStats {
     pub published: AtomicU64,
     pub published_bytes: AtomicU64,
     pub connection_errors: AtomicU64,
+    /// Per device, the highest generation it received and verified.
+    pub received: Mutex<BTreeMap<DeviceId, Generation>>,
 }
 
 impl FleetStats {
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The highest generation `device` received and verified, if any.
+    pub fn received(&self, device: &DeviceId) -> Option<Generation> {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)
+            .copied()
+    }
+
+    fn record_received(&self, device: &DeviceId, generation: Option<Generation>) {
+        if let Some(generation) = generation {
+            self.received
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(device.clone(), generation);
+        }
     }
 
     /// A counter's current value.
@@ -204,7 +225,9 @@ impl DeviceRun {
                             device.on_command(&publish.payload, unix_now())
                         } else {
                             FleetStats::add(&self.stats.desired_received, 1);
-                            device.on_desired(&publish.payload, unix_now())
+                            let replies = device.on_desired(&publish.payload, unix_now());
+                            self.stats.record_received(&id, device.received());
+                            replies
                         };
                         for out in outgoing {
                             self.send(&client, &id, out).await;

@@ -4,5 +4,5 @@
 pub mod device;
 pub mod fleet;
 
-pub use device::{fails, Outgoing, SimDevice};
+pub use device::{fails, Outgoing, SimDevice, BROKEN_MARKER};
 pub use fleet::{Credentials, DeviceSpec, Fleet, FleetConfig, FleetStats};

@@ -1,0 +1,195 @@
+//! The operator's entry points: create a rollout (checked: waves, threshold, window,
+//! selector, devices not held by another active rollout) and the commands pause, resume,
+//! abort and rollback, whose allowed moves are `command::transition`.
+
+use coracle_proto::ServiceSpec;
+
+use super::command::{transition, RolloutCommand};
+use super::driver::{plan_of, Rollouts};
+use super::RolloutError;
+use crate::store::{DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector, StoreError};
+
+/// The longest health window accepted (a day): longer is almost surely a unit mistake.
+const MAX_HEALTH_WINDOW_S: u64 = 24 * 3600;
+
+/// A rollout to create; `services` are the app with images already pinned.
+#[derive(Debug, Clone)]
+pub struct CreateRollout {
+    pub app: String,
+    pub compose: String,
+    pub services: Vec<ServiceSpec>,
+    pub selector: Selector,
+    pub waves: String,
+    pub max_failures: String,
+    pub health_window_s: u64,
+}
+
+impl Rollouts {
+    /// Checks and stores a rollout; the driver starts its first wave at once.
+    pub async fn create(&self, request: CreateRollout) -> Result<RolloutRecord, RolloutError> {
+        if request.health_window_s == 0 || request.health_window_s > MAX_HEALTH_WINDOW_S {
+            return Err(RolloutError::Invalid {
+                field: "health_window_s",
+                message: format!(
+                    "{} s is not between 1 s and {MAX_HEALTH_WINDOW_S} s",
+                    request.health_window_s
+                ),
+            });
+        }
+        let new = NewRollout {
+            app: request.app,
+            compose: request.compose,
+            services: request.services,
+            selector: request.selector,
+            waves: request.waves.trim().to_string(),
+            max_failures: request.max_failures.trim().to_string(),
+            health_window_s: request.health_window_s,
+            devices: Vec::new(),
+        };
+        // The same checks the driver relies on later, on a record that is not stored yet.
+        plan_of(&RolloutRecord {
+            id: 0,
+            app: String::new(),
+            compose: String::new(),
+            selector: new.selector.clone(),
+            waves: new.waves.clone(),
+            max_failures: new.max_failures.clone(),
+            health_window_s: new.health_window_s,
+            phase: RolloutPhase::Running,
+            wave: 0,
+            accepted_failures: 0,
+            reason: None,
+            created_unix: 0,
+            updated_unix: 0,
+            devices: Vec::new(),
+            services: Vec::new(),
+        })?;
+        let id = self.store_new(new).await?;
+        // The first wave starts before the answer, so the caller sees it under way.
+        if let Err(err) = self.step(id).await {
+            tracing::warn!(rollout = id, error = %format!("{err:#}"), "first rollout step failed; retrying on the next tick");
+        }
+        self.wake();
+        self.fleet
+            .store
+            .rollout(id)?
+            .ok_or(RolloutError::NotFound { id })
+    }
+
+    /// Resolves the selector, checks no device is held by another active rollout, stores.
+    async fn store_new(&self, mut new: NewRollout) -> Result<i64, RolloutError> {
+        let _serialized = self.lock.lock().await;
+        let store = &self.fleet.store;
+        new.devices = match &new.selector {
+            Selector::Tag { key, value } => store.devices_with_tag(key, value)?,
+            Selector::Devices(ids) => {
+                for id in ids {
+                    match store.device(id) {
+                        Ok(_) => {}
+                        Err(StoreError::DeviceNotFound { .. }) => {
+                            return Err(RolloutError::UnknownDevice { device: id.clone() })
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                ids.clone()
+            }
+        };
+        if new.devices.is_empty() {
+            return Err(RolloutError::NoDevices {
+                selector: new.selector.to_string(),
+            });
+        }
+        if let Some((device, rollout)) = store
+            .devices_in_active_rollouts(&new.devices)?
+            .into_iter()
+            .next()
+        {
+            return Err(RolloutError::Busy { device, rollout });
+        }
+        let id = store.create_rollout(&new)?;
+        let record = store.rollout(id)?.ok_or(RolloutError::NotFound { id })?;
+        tracing::info!(
+            rollout = id,
+            app = %record.app,
+            selector = %record.selector,
+            devices = record.devices.len(),
+            waves = %record.waves,
+            "rollout created"
+        );
+        self.announce_phase(&record);
+        Ok(id)
+    }
+
+    /// Pauses, resumes, aborts or rolls back a rollout.
+    pub async fn command(
+        &self,
+        id: i64,
+        command: RolloutCommand,
+    ) -> Result<RolloutRecord, RolloutError> {
+        let _serialized = self.lock.lock().await;
+        let store = &self.fleet.store;
+        let mut rollout = store.rollout(id)?.ok_or(RolloutError::NotFound { id })?;
+        let next = transition(command, rollout.phase)
+            .map_err(|source| RolloutError::Refused { id, source })?;
+        let failed = |r: &RolloutRecord| {
+            r.devices
+                .iter()
+                .filter(|d| d.status == DeviceStatus::Failed)
+                .count()
+        };
+        rollout.reason = match command {
+            RolloutCommand::Pause => Some("paused by the operator".into()),
+            RolloutCommand::Resume => {
+                // The failures seen so far are accepted; only new ones count.
+                rollout.accepted_failures = failed(&rollout);
+                None
+            }
+            RolloutCommand::Abort => Some("aborted by the operator".into()),
+            RolloutCommand::Rollback => Some("rolled back by the operator".into()),
+        };
+        rollout.phase = next;
+        if command == RolloutCommand::Rollback {
+            self.mark_for_rollback(&mut rollout)?;
+        }
+        let rows: Vec<_> = rollout.devices.iter().collect();
+        store.save_rollout(&rollout, &rows)?;
+        self.announce_phase(&rollout);
+        if command == RolloutCommand::Rollback {
+            self.send_pending(&mut rollout).await?;
+        }
+        self.wake();
+        store.rollout(id)?.ok_or(RolloutError::NotFound { id })
+    }
+
+    /// Every device the new app reached is marked to get its previous app back; an intent
+    /// that was never sent is dropped.
+    fn mark_for_rollback(&self, rollout: &mut RolloutRecord) -> Result<(), RolloutError> {
+        for device in &mut rollout.devices {
+            let reached = match (device.status, device.generation) {
+                (DeviceStatus::Deploying, None) => {
+                    let current = self.fleet.store.desired_generation(&device.device)?;
+                    match current.map(|g| g.0) > device.previous_generation {
+                        true => {
+                            device.generation = current.map(|g| g.0);
+                            true
+                        }
+                        false => false,
+                    }
+                }
+                (
+                    DeviceStatus::Deploying | DeviceStatus::Healthy | DeviceStatus::Failed,
+                    Some(_),
+                ) => true,
+                _ => continue,
+            };
+            if reached {
+                device.status = DeviceStatus::RolledBack;
+                device.rollback_generation = None;
+            } else {
+                device.status = DeviceStatus::NotStarted;
+            }
+        }
+        Ok(())
+    }
+}

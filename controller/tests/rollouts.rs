@@ -1,0 +1,534 @@
+//! Staged rollouts end to end: the real `coracle serve` (embedded broker, SQLite), simulated
+//! devices speaking the real protocol over real MQTT connections (`coracle_tests::sim`),
+//! driven through the real API and the real `coracle` CLI.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use coracle_controller::api::devices::DeviceDetail;
+use coracle_controller::api::rollouts::CreateRolloutRequest;
+use coracle_controller::cli::ApiClient;
+use coracle_controller::store::{DeviceStatus, RolloutPhase, RolloutRecord};
+use coracle_proto::{encode, Bootstrap, DeviceId, HealthSample, Presence, TopicKind};
+use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig};
+use rumqttc::QoS;
+use support::{api, connect_device, data_dir, password, Controller};
+
+/// Long enough for a rollout of three short waves on a loaded CI machine.
+const WAIT: Duration = Duration::from_secs(25);
+
+fn digest(byte: char) -> String {
+    std::iter::repeat_n(byte, 64).collect()
+}
+
+/// An app pinned by digest (no registry lookup); the image digest tells versions apart in
+/// what devices report.
+fn app(version: char, broken: bool) -> String {
+    let env = if broken {
+        "\n      SIM_FAIL: \"1\""
+    } else {
+        ""
+    };
+    format!(
+        "services:\n  web:\n    image: example/web@sha256:{}\n    environment:\n      VERSION: \"{version}\"{env}\n",
+        digest(version)
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A controller whose broker keeps its port across restarts and which marks a device
+/// offline after 3 s without a heartbeat.
+fn start_controller(dir: tempfile::TempDir, broker_port: u16) -> Controller {
+    let text = format!(
+        "data_dir = {:?}\n[fleet]\noffline_after_s = 3\n[broker]\nlisten = \"127.0.0.1:{broker_port}\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
+        data_dir(dir.path())
+    );
+    Controller::start_with_config(dir, &text)
+}
+
+/// Enrols `n` devices named `{prefix}-{i}` with tag `site={prefix}`.
+fn enrol(controller: &Controller, prefix: &str, n: usize) -> Vec<Bootstrap> {
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}-{i}");
+            let out = controller.dir.path().join(format!("{name}.toml"));
+            let result = controller.cli(&[
+                "device",
+                "add",
+                &name,
+                "--tag",
+                &format!("site={prefix}"),
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert!(result.status.success(), "{result:?}");
+            toml::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// Simulated devices on the controller's broker, health every second.
+fn simulate(controller: &Controller, boots: &[Bootstrap]) -> Fleet {
+    Fleet::start(FleetConfig {
+        broker_host: "127.0.0.1".into(),
+        broker_port: controller.broker.port(),
+        devices: boots
+            .iter()
+            .map(|b| DeviceSpec {
+                id: b.device.clone(),
+                credentials: Credentials::Password {
+                    username: b.device.to_string(),
+                    password: password(b),
+                },
+            })
+            .collect(),
+        trusted: boots[0].deployment_key().unwrap(),
+        health_interval: Duration::from_secs(1),
+        fail_permille: 0,
+        connect_spread: Duration::ZERO,
+    })
+}
+
+/// Runs blocking API calls off the async runtime's workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Polls `check` until it returns `Some` or `WAIT` passes.
+async fn wait_for<T: Send + 'static>(
+    what: &str,
+    check: impl Fn() -> Option<T> + Send + Sync + Clone + 'static,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = blocking(check.clone()).await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn device(api: &ApiClient, id: &DeviceId) -> DeviceDetail {
+    api.get("show device", &format!("/devices/{id}")).unwrap()
+}
+
+fn rollout(api: &ApiClient, id: i64) -> RolloutRecord {
+    api.get("show rollout", &format!("/rollouts/{id}")).unwrap()
+}
+
+async fn all_online(controller: &Controller, boots: &[Bootstrap]) {
+    let ids: Vec<DeviceId> = boots.iter().map(|b| b.device.clone()).collect();
+    let api = std::sync::Arc::new(api(controller));
+    wait_for("every device online", move || {
+        ids.iter()
+            .all(|id| device(&api, id).device.online)
+            .then_some(())
+    })
+    .await;
+}
+
+async fn wait_phase(controller: &Controller, id: i64, phase: RolloutPhase) -> RolloutRecord {
+    let api = std::sync::Arc::new(api(controller));
+    wait_for(&format!("rollout {id} {phase:?}"), move || {
+        let record = rollout(&api, id);
+        (record.phase == phase).then_some(record)
+    })
+    .await
+}
+
+fn request(compose: String, selector: &str, waves: &str, window: u64) -> CreateRolloutRequest {
+    CreateRolloutRequest {
+        compose,
+        selector: selector.into(),
+        waves: waves.into(),
+        max_failures: 0.into(),
+        health_window_s: window,
+        app: None,
+    }
+}
+
+fn create(api: &ApiClient, request: &CreateRolloutRequest) -> RolloutRecord {
+    api.send("create rollout", "POST", "/rollouts", request)
+        .unwrap()
+}
+
+fn command(api: &ApiClient, id: i64, verb: &str) -> anyhow::Result<RolloutRecord> {
+    api.send(
+        verb,
+        "POST",
+        &format!("/rollouts/{id}/{verb}"),
+        &serde_json::json!({}),
+    )
+}
+
+/// The image digest a device reports running.
+fn running_image(api: &ApiClient, id: &DeviceId) -> Option<String> {
+    let reported = device(api, id).reported?;
+    Some(reported.services.first()?.image.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_fleet_completes_every_wave_through_the_cli() {
+    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let boots = enrol(&controller, "alpha", 5);
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+
+    let file = controller.dir.path().join("web.yml");
+    std::fs::write(&file, app('1', false)).unwrap();
+    let out = controller.cli(&[
+        "deploy",
+        file.to_str().unwrap(),
+        "--to",
+        "site=alpha",
+        "--waves",
+        "1,40%,100%",
+        "--health-window",
+        "2s",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("rollout 1 started: web to 5 device(s)"),
+        "{text}"
+    );
+
+    let done = wait_phase(&controller, 1, RolloutPhase::Completed).await;
+    let api = api(&controller);
+    for progress in &done.devices {
+        assert_eq!(progress.status, DeviceStatus::Healthy, "{progress:?}");
+        assert_eq!(progress.generation, Some(1), "{progress:?}");
+        let detail = device(&api, &progress.device);
+        assert_eq!(detail.device.desired_generation, Some(1));
+        assert_eq!(detail.device.applied_generation, Some(1));
+        assert_eq!(fleet.stats.received(&progress.device).map(|g| g.0), Some(1));
+        assert_eq!(
+            running_image(&api, &progress.device),
+            Some(format!("sha256:{}", digest('1')))
+        );
+    }
+
+    let ls = controller.cli(&["rollout", "ls"]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.contains("completed") && ls.contains("site=alpha"),
+        "{ls}"
+    );
+    let show = controller.cli(&["rollout", "show", "1"]);
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.contains("alpha-4") && show.contains("healthy"),
+        "{show}"
+    );
+    let refused = controller.cli(&["rollout", "resume", "1"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("cannot resume a rollout that is completed"),
+        "{stderr}"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_version_pauses_after_the_first_wave_and_rolls_back() {
+    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let boots = enrol(&controller, "beta", 5);
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+    let api = std::sync::Arc::new(api(&controller));
+
+    // Version 1 everywhere, as one wave.
+    let v1 = create(&api, &request(app('1', false), "site=beta", "100%", 1));
+    wait_phase(&controller, v1.id, RolloutPhase::Completed).await;
+
+    // Version 2 is broken: the canary rolls it back by itself.
+    let v2 = create(&api, &request(app('2', true), "site=beta", "1,40%,100%", 2));
+    let paused = wait_phase(&controller, v2.id, RolloutPhase::Paused).await;
+    assert_eq!(paused.devices[0].status, DeviceStatus::Failed);
+    let reason = paused.devices[0].reason.clone().unwrap();
+    assert!(reason.contains("rolled back generation 2"), "{reason}");
+    assert!(paused.reason.unwrap().contains("failure threshold"));
+
+    // Paused: nobody outside wave 1 gets generation 2, not even a few ticks later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = rollout(&api, v2.id);
+    assert_eq!(still.phase, RolloutPhase::Paused);
+    for (i, boot) in boots.iter().enumerate().skip(1) {
+        assert_eq!(still.devices[i].status, DeviceStatus::NotStarted);
+        assert_eq!(
+            device(&api, &boot.device).device.desired_generation,
+            Some(1)
+        );
+        assert_eq!(fleet.stats.received(&boot.device).map(|g| g.0), Some(1));
+    }
+    assert_eq!(fleet.stats.received(&boots[0].device).map(|g| g.0), Some(2));
+
+    // Rollback: the canary gets version 1 again as a new generation.
+    let rolled = command(&api, v2.id, "rollback").unwrap();
+    assert_eq!(rolled.phase, RolloutPhase::RolledBack);
+    let canary = &rolled.devices[0];
+    assert_eq!(canary.status, DeviceStatus::RolledBack);
+    assert_eq!(canary.rollback_generation, Some(3));
+    let id = boots[0].device.clone();
+    let api2 = api.clone();
+    wait_for("the canary applies the rollback", move || {
+        (device(&api2, &id).device.applied_generation == Some(3)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        running_image(&api, &boots[0].device),
+        Some(format!("sha256:{}", digest('1')))
+    );
+    for boot in &boots[1..] {
+        assert_eq!(
+            device(&api, &boot.device).device.desired_generation,
+            Some(1)
+        );
+    }
+    let again = command(&api, v2.id, "rollback").unwrap_err();
+    assert!(
+        format!("{again:#}").contains("already rolled back"),
+        "{again:#}"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_abort_move_only_where_allowed() {
+    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let boots = enrol(&controller, "gamma", 3);
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+    let api = std::sync::Arc::new(api(&controller));
+
+    let first = create(&api, &request(app('1', false), "site=gamma", "1,100%", 2));
+    let paused = command(&api, first.id, "pause").unwrap();
+    assert_eq!(paused.phase, RolloutPhase::Paused);
+    let err = command(&api, first.id, "pause").unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("only a running rollout can be paused") && text.contains("409"),
+        "{text}"
+    );
+    // Held while paused: the canary is proven, the rest waits.
+    let api2 = api.clone();
+    let id = first.id;
+    wait_for("the canary healthy while paused", move || {
+        (rollout(&api2, id).devices[0].status == DeviceStatus::Healthy).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = rollout(&api, first.id);
+    assert_eq!(held.phase, RolloutPhase::Paused);
+    assert!(held.devices[1..]
+        .iter()
+        .all(|d| d.status == DeviceStatus::NotStarted));
+
+    // The devices are held: a second rollout to them is refused.
+    let busy = api
+        .send::<_, RolloutRecord>(
+            "create",
+            "POST",
+            "/rollouts",
+            &request(app('2', false), "site=gamma", "100%", 1),
+        )
+        .unwrap_err();
+    assert!(
+        format!("{busy:#}").contains("already in rollout 1"),
+        "{busy:#}"
+    );
+
+    let resumed = command(&api, first.id, "resume").unwrap();
+    assert_eq!(resumed.phase, RolloutPhase::Running);
+    wait_phase(&controller, first.id, RolloutPhase::Completed).await;
+    for verb in ["resume", "pause", "abort"] {
+        let err = command(&api, first.id, verb).unwrap_err();
+        assert!(format!("{err:#}").contains("completed"), "{verb}: {err:#}");
+    }
+
+    // Abort stops advancing and leaves devices as they are.
+    let second = create(&api, &request(app('2', false), "site=gamma", "1,100%", 30));
+    let aborted = command(&api, second.id, "abort").unwrap();
+    assert_eq!(aborted.phase, RolloutPhase::Aborted);
+    let err = command(&api, second.id, "resume").unwrap_err();
+    assert!(format!("{err:#}").contains("only a paused rollout can be resumed"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left = rollout(&api, second.id);
+    assert_eq!(left.phase, RolloutPhase::Aborted);
+    assert!(left.devices[1..]
+        .iter()
+        .all(|d| d.status == DeviceStatus::NotStarted));
+    for boot in &boots[1..] {
+        assert_eq!(
+            device(&api, &boot.device).device.desired_generation,
+            Some(1)
+        );
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_continues_after_a_controller_restart() {
+    let port = free_port();
+    let controller = start_controller(tempfile::tempdir().unwrap(), port);
+    let boots = enrol(&controller, "delta", 4);
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+    let api_client = std::sync::Arc::new(api(&controller));
+    let started = create(
+        &api_client,
+        &request(app('1', false), "site=delta", "1,50%,100%", 2),
+    );
+    let id = started.id;
+    let api2 = api_client.clone();
+    wait_for("the second wave", move || {
+        (rollout(&api2, id).wave >= 1).then_some(())
+    })
+    .await;
+
+    let dir = controller.stop();
+    let controller = start_controller(dir, port);
+    let done = wait_phase(&controller, id, RolloutPhase::Completed).await;
+    let api = api(&controller);
+    for progress in &done.devices {
+        // Exactly one generation per device: nothing was deployed twice across the restart.
+        assert_eq!(progress.generation, Some(1), "{progress:?}");
+        assert_eq!(progress.status, DeviceStatus::Healthy);
+        assert_eq!(
+            device(&api, &progress.device).device.applied_generation,
+            Some(1)
+        );
+    }
+    fleet.stop().await;
+}
+
+#[test]
+fn bad_rollout_requests_are_refused_with_what_was_wrong() {
+    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    enrol(&controller, "eps", 2);
+    let api = api(&controller);
+    let good = app('1', false);
+    let with = |f: &dyn Fn(&mut CreateRolloutRequest)| {
+        let mut r = request(good.clone(), "site=eps", "1,100%", 5);
+        f(&mut r);
+        r
+    };
+    let cases: Vec<(CreateRolloutRequest, &str)> = vec![
+        (
+            with(&|r| r.waves = "1,50%".into()),
+            "last wave must be 100%",
+        ),
+        (with(&|r| r.waves = "1,x,100%".into()), "wave \"x\""),
+        (
+            with(&|r| r.selector = "site=nowhere".into()),
+            "no device matches selector site=nowhere",
+        ),
+        (
+            with(&|r| r.selector = "greenhouse".into()),
+            "must be a tag key=value",
+        ),
+        (
+            with(&|r| r.selector = serde_json::json!(["eps-0", "ghost"])),
+            "device ghost, which is not enrolled",
+        ),
+        (with(&|r| r.health_window_s = 0), "health_window_s"),
+        (with(&|r| r.max_failures = "lots".into()), "max_failures"),
+        (with(&|r| r.compose = "services: [".into()), "line"),
+    ];
+    for (request, wanted) in cases {
+        let err = api
+            .send::<_, RolloutRecord>("create", "POST", "/rollouts", &request)
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(wanted) && text.contains("400"),
+            "{wanted}: {text}"
+        );
+    }
+    let missing = api
+        .get::<RolloutRecord>("show", "/rollouts/999")
+        .unwrap_err();
+    assert!(
+        format!("{missing:#}").contains("rollout 999 not found"),
+        "{missing:#}"
+    );
+    let bad_id = api
+        .get::<RolloutRecord>("show", "/rollouts/abc")
+        .unwrap_err();
+    assert!(format!("{bad_id:#}").contains("\"abc\" is not a number"));
+    let unknown = command(&api, 999, "resume").unwrap_err();
+    assert!(format!("{unknown:#}").contains("rollout 999 not found"));
+    let verb = command(&api, 1, "explode").unwrap_err();
+    assert!(
+        format!("{verb:#}").contains("pause, resume, abort, rollback"),
+        "{verb:#}"
+    );
+    let bad_json = api
+        .send::<_, RolloutRecord>(
+            "create",
+            "POST",
+            "/rollouts",
+            &serde_json::json!({"compose": 1}),
+        )
+        .unwrap_err();
+    assert!(
+        format!("{bad_json:#}").contains("JSON body"),
+        "{bad_json:#}"
+    );
+    assert!(api
+        .get::<Vec<RolloutRecord>>("list", "/rollouts")
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_device_is_marked_offline_and_a_heartbeat_revives_it() {
+    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let boot = enrol(&controller, "zeta", 1).remove(0);
+    let (client, mut el) = connect_device(controller.broker_tls, &boot).await.unwrap();
+    let online = TopicKind::Online.for_device(&boot.device);
+    client
+        .publish(&online, QoS::AtLeastOnce, true, encode(&Presence::Online))
+        .await
+        .unwrap();
+    // Keep the connection alive (pings, acks) while the device sends no health.
+    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let api = std::sync::Arc::new(api(&controller));
+    let (a, id) = (api.clone(), boot.device.clone());
+    wait_for("online", move || {
+        device(&a, &id).device.online.then_some(())
+    })
+    .await;
+    let (a, id) = (api.clone(), boot.device.clone());
+    wait_for("offline without heartbeats", move || {
+        (!device(&a, &id).device.online).then_some(())
+    })
+    .await;
+    client
+        .publish(
+            TopicKind::Health.for_device(&boot.device),
+            QoS::AtMostOnce,
+            false,
+            encode(&HealthSample::default()),
+        )
+        .await
+        .unwrap();
+    let (a, id) = (api.clone(), boot.device.clone());
+    wait_for("online again after a heartbeat", move || {
+        device(&a, &id).device.online.then_some(())
+    })
+    .await;
+    pump.abort();
+}
