@@ -84,6 +84,29 @@ fn screenshot_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// playwright-core needs Node 20 or newer; say so plainly instead of failing inside it.
+fn check_node() -> anyhow::Result<()> {
+    let out = Command::new("node")
+        .arg("--version")
+        .output()
+        .context("run node (Node.js 20 or newer with npm is needed for the browser test)")?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("node --version said {version:?}"))?;
+    if major < 20 {
+        bail!(
+            "node {} is too old for playwright-core: 20 or newer is needed",
+            version.trim()
+        );
+    }
+    Ok(())
+}
+
 fn npm_ci(dir: &Path) -> anyhow::Result<()> {
     let out = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
@@ -125,6 +148,7 @@ fn browser_run(
     )?;
 
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
+    check_node()?;
     npm_ci(&scripts)?;
     let shots = screenshot_dir()?;
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
