@@ -135,11 +135,12 @@ export async function rolloutsPage(view) {
   const render = () => mount(rows, list.length
     ? [...list].sort((a, b) => b.id - a.id).map(rolloutRow)
     : h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No rollouts yet.')));
+  // The rollouts first: watching them is what an operator does most here.
   mount(view,
     h('div', { class: 'page-head' }, h('h1', {}, 'Apps and rollouts')),
-    startForm((r) => { location.hash = `#/rollouts/${r.id}`; }),
-    h('section', {}, h('h2', {}, 'Rollouts'), h('div', { class: 'card flush' },
-      h('table', { class: 'responsive' }, h('thead', {}, h('tr', {}, ['Rollout', 'State', 'Devices', 'Waves', 'Progress', 'Started'].map((t) => h('th', {}, t)))), rows))));
+    h('section', {}, h('div', { class: 'card flush' },
+      h('table', { class: 'responsive' }, h('thead', {}, h('tr', {}, ['Rollout', 'State', 'Devices', 'Waves', 'Progress', 'Started'].map((t) => h('th', {}, t)))), rows))),
+    startForm((r) => { location.hash = `#/rollouts/${r.id}`; }));
   render();
   const poll = setInterval(async () => { try { list = await api.get('/rollouts'); render(); } catch (_) { /* shown next time */ } }, 3000);
   return () => clearInterval(poll);
