@@ -10,6 +10,8 @@
 //! - [`fleet::Fleet`]: enrolment (bootstrap bundles), removal (revoke + evict), tags.
 //! - [`ingest`]: decodes reported/health/events/online into the store; malformed bodies are
 //!   logged rate-limited and dropped.
+//! - [`rollout`]: staged rollouts — a pure engine plus the driver task that deploys wave by
+//!   wave, pauses on failures and rolls back, all state in the store.
 //! - [`api`]: axum JSON API under `/api/v1` with an admin token; [`cli`]: the operator CLI.
 //! - [`dashboard`]: the web dashboard on the API listener (embedded assets, cookie sessions);
 //!   [`commands`]: logs/restart commands to devices, awaiting their replies.

@@ -155,6 +155,7 @@ fn request(compose: String, selector: &str, waves: &str, window: u64) -> CreateR
         max_failures: 0.into(),
         health_window_s: window,
         app: None,
+        rollback_on_failure: false,
     }
 }
 
@@ -172,6 +173,32 @@ fn command(api: &ApiClient, id: i64, verb: &str) -> anyhow::Result<RolloutRecord
     )
 }
 
+/// Reads the SSE fleet stream in a thread and forwards each rollout event's JSON.
+fn rollout_events(controller: &Controller) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let url = format!("http://{}/api/v1/events/stream", controller.api);
+    let token = controller.admin_token();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let response = ureq::get(&url)
+        .header("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let value: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+            if value["kind"] == "rollout" && tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// The image digest a device reports running.
 fn running_image(api: &ApiClient, id: &DeviceId) -> Option<String> {
     let reported = device(api, id).reported?;
@@ -185,6 +212,7 @@ async fn healthy_fleet_completes_every_wave_through_the_cli() {
     let fleet = simulate(&controller, &boots);
     all_online(&controller, &boots).await;
 
+    let events = rollout_events(&controller);
     let file = controller.dir.path().join("web.yml");
     std::fs::write(&file, app('1', false)).unwrap();
     let out = controller.cli(&[
@@ -218,6 +246,23 @@ async fn healthy_fleet_completes_every_wave_through_the_cli() {
             Some(format!("sha256:{}", digest('1')))
         );
     }
+
+    // Every transition was on the fleet event stream, in order.
+    let mut waves = Vec::new();
+    let mut healthy = 0;
+    loop {
+        let event = events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(event["rollout"], 1, "{event}");
+        let change = &event["change"];
+        match change["change"].as_str().unwrap() {
+            "wave" => waves.push(change["wave"].as_u64().unwrap()),
+            "device" if change["status"] == "healthy" => healthy += 1,
+            "phase" if change["phase"] == "completed" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(waves, vec![0, 1, 2]);
+    assert_eq!(healthy, 5);
 
     let ls = controller.cli(&["rollout", "ls"]);
     let ls = String::from_utf8_lossy(&ls.stdout);
@@ -302,6 +347,42 @@ async fn broken_version_pauses_after_the_first_wave_and_rolls_back() {
         format!("{again:#}").contains("already rolled back"),
         "{again:#}"
     );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_wave_is_rolled_back_automatically_when_asked() {
+    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let boots = enrol(&controller, "eta", 3);
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+    let api = std::sync::Arc::new(api(&controller));
+    let v1 = create(&api, &request(app('1', false), "site=eta", "100%", 1));
+    wait_phase(&controller, v1.id, RolloutPhase::Completed).await;
+
+    let mut broken = request(app('2', true), "site=eta", "1,100%", 2);
+    broken.rollback_on_failure = true;
+    let v2 = create(&api, &broken);
+    let paused = wait_phase(&controller, v2.id, RolloutPhase::Paused).await;
+    assert!(paused.reason.unwrap().contains("rolled back"));
+    assert_eq!(paused.devices[0].status, DeviceStatus::RolledBack);
+    assert_eq!(paused.devices[0].rollback_generation, Some(3));
+    let id = boots[0].device.clone();
+    let api2 = api.clone();
+    wait_for("the canary applies the automatic rollback", move || {
+        (device(&api2, &id).device.applied_generation == Some(3)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        running_image(&api, &boots[0].device),
+        Some(format!("sha256:{}", digest('1')))
+    );
+    for boot in &boots[1..] {
+        assert_eq!(
+            device(&api, &boot.device).device.desired_generation,
+            Some(1)
+        );
+    }
     fleet.stop().await;
 }
 

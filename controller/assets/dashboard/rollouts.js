@@ -68,6 +68,7 @@ function startForm(onStarted) {
   const waves = h('input', { id: 'waves', value: '1,50%,100%', required: true });
   const maxFailures = h('input', { id: 'max-failures', value: '0' });
   const window = h('input', { id: 'health-window', type: 'number', min: 0, value: 30 });
+  const autoRollback = h('input', { id: 'rollback-on-failure', type: 'checkbox' });
   const message = h('div');
   const button = h('button', { type: 'submit', id: 'start-rollout' }, 'Start rollout');
   const field = (label, input, hint) => h('label', { class: 'field' }, h('span', {}, label), input, hint ? h('small', { class: 'muted' }, hint) : null);
@@ -86,6 +87,7 @@ function startForm(onStarted) {
       health_window_s: Number(window.value || 0),
     };
     if (app.value.trim()) body.app = app.value.trim();
+    if (autoRollback.checked) body.rollback_on_failure = true;
     try {
       const started = await api.post('/rollouts', body);
       toast(`Rollout #${started.id} started`);
@@ -107,6 +109,7 @@ function startForm(onStarted) {
       field('Waves', waves, 'Cumulative: 1 device, then half, then all.'),
       field('Max failures', maxFailures, 'A count or a percentage (5%); more pauses the rollout.'),
       field('Health window (s)', window, 'How long devices must stay healthy before the next wave.')),
+    h('label', { class: 'check' }, autoRollback, ' Roll the failing wave back at once when failures pause the rollout'),
     message,
     h('div', { class: 'row' }, button));
 }
@@ -142,8 +145,12 @@ export async function rolloutsPage(view) {
       h('table', { class: 'responsive' }, h('thead', {}, h('tr', {}, ['Rollout', 'State', 'Devices', 'Waves', 'Progress', 'Started'].map((t) => h('th', {}, t)))), rows))),
     startForm((r) => { location.hash = `#/rollouts/${r.id}`; }));
   render();
-  const poll = setInterval(async () => { try { list = await api.get('/rollouts'); render(); } catch (_) { /* shown next time */ } }, 3000);
-  return () => clearInterval(poll);
+  // Rollout changes arrive on the live stream; the slow poll keeps "started … ago" fresh.
+  let timer = null;
+  const refresh = async () => { timer = null; try { list = await api.get('/rollouts'); render(); } catch (_) { /* shown next time */ } };
+  onFleetEvent((event) => { if (event.kind === 'rollout' && !timer) timer = setTimeout(refresh, 300); });
+  const poll = setInterval(refresh, 10000);
+  return () => { clearInterval(poll); clearTimeout(timer); };
 }
 
 function deviceRow(d) {
@@ -188,7 +195,7 @@ export async function rolloutPage(view, id) {
       h('div', { class: 'card' },
         progressBar(r),
         r.reason ? h('p', { class: 'reason', id: 'rollout-reason' }, r.reason) : null,
-        h('p', { class: 'muted' }, `Devices ${selectorText(r.selector)} · waves ${r.waves} · max failures ${r.max_failures} · health window ${r.health_window_s} s · started ${ago(r.created_unix)}`),
+        h('p', { class: 'muted' }, `Devices ${selectorText(r.selector)} · waves ${r.waves} · max failures ${r.max_failures} · health window ${r.health_window_s} s${r.rollback_on_failure ? ' · automatic rollback' : ''} · started ${ago(r.created_unix)}`),
         h('div', { class: 'row', id: 'rollout-actions' },
           ['pause', 'resume', 'abort', 'rollback'].map((a) => h('button', {
             type: 'button', class: a === 'abort' || a === 'rollback' ? 'ghost danger' : 'ghost', id: `rollout-${a}`, disabled: !can[a], onclick: () => act(a),
@@ -202,7 +209,10 @@ export async function rolloutPage(view, id) {
   try { await load(); } catch (err) { if (err.status === 404) { mount(view, errorBox(new Error(`There is no rollout #${id}.`))); return null; } throw err; }
   mount(view, body);
   let timer = null;
-  onFleetEvent(() => { if (!timer) timer = setTimeout(() => { timer = null; load().catch(() => {}); }, 500); });
-  const poll = setInterval(() => load().catch(() => {}), 3000);
+  onFleetEvent((event) => {
+    const mine = event.kind === 'rollout' ? String(event.rollout) === String(id) : event.kind !== 'health';
+    if (mine && !timer) timer = setTimeout(() => { timer = null; load().catch(() => {}); }, 300);
+  });
+  const poll = setInterval(() => load().catch(() => {}), 10000);
   return () => { clearInterval(poll); clearTimeout(timer); };
 }

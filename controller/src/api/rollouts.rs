@@ -3,8 +3,9 @@
 //!
 //! The create body: `{"compose": "...", "selector": "site=greenhouse" | ["pi-1", "pi-2"] |
 //! {"tag": "site=greenhouse"} | {"devices": [...]}, "waves": "1,10%,100%", "max_failures":
-//! 2 | "5%", "health_window_s": 60, "app": "name"}`; all but `compose` and `selector` have
-//! defaults (waves `1,10%,100%`, 0 failures, 60 s, app named after its services).
+//! 2 | "5%", "health_window_s": 60, "app": "name", "rollback_on_failure": false}`; all but
+//! `compose` and `selector` have defaults (waves `1,10%,100%`, 0 failures, 60 s, app named
+//! after its services, no automatic rollback).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -38,6 +39,9 @@ pub struct CreateRolloutRequest {
     pub health_window_s: u64,
     #[serde(default)]
     pub app: Option<String>,
+    /// Roll the failing wave back at once when failures pause the rollout.
+    #[serde(default)]
+    pub rollback_on_failure: bool,
 }
 
 fn default_waves() -> String {
@@ -165,6 +169,7 @@ pub async fn create(
             waves: request.waves,
             max_failures,
             health_window_s: request.health_window_s,
+            rollback_on_failure: request.rollback_on_failure,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(record)))

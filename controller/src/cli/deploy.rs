@@ -26,14 +26,17 @@ pub struct DeployArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     to: Option<String>,
     /// Cumulative wave sizes: counts or percentages, ending with 100%.
-    #[arg(long, default_value = "1,10%,100%", requires = "to")]
+    #[arg(long, default_value = "1,10%,100%", conflicts_with = "device")]
     waves: String,
     /// Failed devices tolerated before the rollout pauses: a count or a percentage.
-    #[arg(long, default_value = "0", requires = "to")]
+    #[arg(long, default_value = "0", conflicts_with = "device")]
     max_failures: String,
     /// How long each device must stay healthy on the new version (e.g. 30s, 5m).
-    #[arg(long, default_value = "60s", value_parser = parse_duration_s, requires = "to")]
+    #[arg(long, default_value = "60s", value_parser = parse_duration_s, conflicts_with = "device")]
     health_window: u64,
+    /// When failures pause the rollout, roll the failing wave back at once.
+    #[arg(long, conflicts_with = "device")]
+    rollback_on_failure: bool,
 }
 
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
@@ -52,6 +55,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             max_failures: args.max_failures.into(),
             health_window_s: args.health_window,
             app,
+            rollback_on_failure: args.rollback_on_failure,
         };
         let rollout: RolloutRecord = api.send("start rollout", "POST", "/rollouts", &request)?;
         println!(

@@ -75,8 +75,15 @@ pub fn print_rollout(rollout: &RolloutRecord) {
         waves_total(rollout)
     );
     println!(
-        "waves {}, max failures {}, health window {} s",
-        rollout.waves, rollout.max_failures, rollout.health_window_s
+        "waves {}, max failures {}, health window {} s{}",
+        rollout.waves,
+        rollout.max_failures,
+        rollout.health_window_s,
+        if rollout.rollback_on_failure {
+            ", rollback on failure"
+        } else {
+            ""
+        }
     );
     if let Some(reason) = &rollout.reason {
         println!("reason: {reason}");

@@ -22,6 +22,7 @@ pub struct CreateRollout {
     pub waves: String,
     pub max_failures: String,
     pub health_window_s: u64,
+    pub rollback_on_failure: bool,
 }
 
 impl Rollouts {
@@ -44,6 +45,7 @@ impl Rollouts {
             waves: request.waves.trim().to_string(),
             max_failures: request.max_failures.trim().to_string(),
             health_window_s: request.health_window_s,
+            rollback_on_failure: request.rollback_on_failure,
             devices: Vec::new(),
         };
         // The same checks the driver relies on later, on a record that is not stored yet.
@@ -55,6 +57,7 @@ impl Rollouts {
             waves: new.waves.clone(),
             max_failures: new.max_failures.clone(),
             health_window_s: new.health_window_s,
+            rollback_on_failure: new.rollback_on_failure,
             phase: RolloutPhase::Running,
             wave: 0,
             accepted_failures: 0,
@@ -132,10 +135,11 @@ impl Rollouts {
         let mut rollout = store.rollout(id)?.ok_or(RolloutError::NotFound { id })?;
         let next = transition(command, rollout.phase)
             .map_err(|source| RolloutError::Refused { id, source })?;
+        // What the engine counts as failed: failed devices and those rolled back on failure.
         let failed = |r: &RolloutRecord| {
             r.devices
                 .iter()
-                .filter(|d| d.status == DeviceStatus::Failed)
+                .filter(|d| matches!(d.status, DeviceStatus::Failed | DeviceStatus::RolledBack))
                 .count()
         };
         rollout.reason = match command {
@@ -150,22 +154,31 @@ impl Rollouts {
         };
         rollout.phase = next;
         if command == RolloutCommand::Rollback {
-            self.mark_for_rollback(&mut rollout)?;
+            self.mark_for_rollback(&mut rollout, 0, usize::MAX)?;
         }
         let rows: Vec<_> = rollout.devices.iter().collect();
         store.save_rollout(&rollout, &rows)?;
         self.announce_phase(&rollout);
         if command == RolloutCommand::Rollback {
-            self.send_pending(&mut rollout).await?;
+            // The intents are saved: a send that fails now is retried by the driver.
+            if let Err(err) = self.send_pending(&mut rollout).await {
+                tracing::warn!(rollout = id, error = %format!("{err:#}"), "rollback not sent to every device yet; retrying on the next tick");
+            }
         }
         self.wake();
         store.rollout(id)?.ok_or(RolloutError::NotFound { id })
     }
 
-    /// Every device the new app reached is marked to get its previous app back; an intent
-    /// that was never sent is dropped.
-    fn mark_for_rollback(&self, rollout: &mut RolloutRecord) -> Result<(), RolloutError> {
-        for device in &mut rollout.devices {
+    /// Every device in `from..to` the new app reached is marked to get its previous app back;
+    /// an intent that was never sent is dropped.
+    pub(super) fn mark_for_rollback(
+        &self,
+        rollout: &mut RolloutRecord,
+        from: usize,
+        to: usize,
+    ) -> Result<(), RolloutError> {
+        let to = to.min(rollout.devices.len());
+        for device in &mut rollout.devices[from.min(to)..to] {
             let reached = match (device.status, device.generation) {
                 (DeviceStatus::Deploying, None) => {
                     let current = self.fleet.store.desired_generation(&device.device)?;

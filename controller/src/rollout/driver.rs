@@ -8,6 +8,7 @@
 //! unset is sent again on the next step, unless the store shows a newer desired state than
 //! the one it replaced (the deploy happened, the controller stopped before noting it).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +20,9 @@ use super::engine::{
 };
 use super::observe::{observe, Observation};
 use super::{RolloutChange, RolloutError, Threshold};
-use crate::fleet::{Fleet, FleetError};
+use crate::fleet::Fleet;
 use crate::ingest::Ingested;
-use crate::store::{
-    now_unix, DeviceProgress, DeviceStatus, RolloutPhase, RolloutRecord, StoreError,
-};
+use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutPhase, RolloutRecord};
 
 /// How often every active rollout is evaluated even without device reports.
 const TICK: Duration = Duration::from_secs(1);
@@ -189,16 +188,25 @@ impl Rollouts {
             Decision::StartWave { wave, from, to } => {
                 self.start_wave(&mut rollout, wave, from, to).await
             }
-            Decision::Pause { failures, .. } => {
+            Decision::Pause { failures, rollback } => {
                 rollout.phase = RolloutPhase::Paused;
                 rollout.reason = Some(format!(
-                    "{failures} failed device(s) passed the failure threshold {}",
-                    rollout.max_failures
+                    "{failures} failed device(s) passed the failure threshold {}{}",
+                    rollout.max_failures,
+                    if rollback.is_some() {
+                        "; the failing wave was rolled back"
+                    } else {
+                        ""
+                    }
                 ));
-                self.fleet.store.save_rollout(&rollout, &[])?;
+                if let Some((from, to)) = rollback {
+                    self.mark_for_rollback(&mut rollout, from, to)?;
+                }
+                let rows: Vec<&DeviceProgress> = rollout.devices.iter().collect();
+                self.fleet.store.save_rollout(&rollout, &rows)?;
                 tracing::warn!(rollout = id, failures, "rollout paused on failures");
                 self.announce_phase(&rollout);
-                Ok(())
+                self.send_pending(&mut rollout).await
             }
             Decision::Complete => {
                 rollout.phase = RolloutPhase::Completed;
@@ -224,16 +232,24 @@ impl Rollouts {
     fn observe_devices(&self, rollout: &mut RolloutRecord) -> Result<(), RolloutError> {
         let store = &self.fleet.store;
         let now = now_unix();
+        let waiting =
+            |d: &DeviceProgress| d.status == DeviceStatus::Deploying && d.generation.is_some();
+        if !rollout.devices.iter().any(waiting) {
+            return Ok(());
+        }
+        // One read of the fleet per step, not one per device. A removed device is offline.
+        let online: HashSet<DeviceId> = store
+            .list_devices()?
+            .into_iter()
+            .filter(|d| d.online)
+            .map(|d| d.id)
+            .collect();
         let mut changed = Vec::new();
         for (index, device) in rollout.devices.iter().enumerate() {
-            if device.status != DeviceStatus::Deploying || device.generation.is_none() {
+            if !waiting(device) {
                 continue;
             }
-            let online = match store.device(&device.device) {
-                Ok(record) => record.online,
-                Err(StoreError::DeviceNotFound { .. }) => false,
-                Err(err) => return Err(err.into()),
-            };
+            let online = online.contains(&device.device);
             let reported = store.reported(&device.device)?;
             let seen = Observation {
                 online,
@@ -310,93 +326,6 @@ impl Rollouts {
         );
         self.send_pending(rollout).await
     }
-
-    /// Sends what saved intents still lack: the new app to `deploying` rows without a
-    /// generation, the previous app to `rolled_back` rows without a rollback generation.
-    pub(super) async fn send_pending(
-        &self,
-        rollout: &mut RolloutRecord,
-    ) -> Result<(), RolloutError> {
-        for index in 0..rollout.devices.len() {
-            let device = &rollout.devices[index];
-            let next = match (device.status, device.generation, device.rollback_generation) {
-                (DeviceStatus::Deploying, None, _) => self.send_new(rollout, device).await?,
-                (DeviceStatus::RolledBack, _, None) => self.send_previous(rollout, device).await?,
-                _ => continue,
-            };
-            self.fleet.store.save_rollout(rollout, &[&next])?;
-            self.announce_device(rollout.id, &next);
-            rollout.devices[index] = next;
-        }
-        Ok(())
-    }
-
-    async fn send_new(
-        &self,
-        rollout: &RolloutRecord,
-        device: &DeviceProgress,
-    ) -> Result<DeviceProgress, RolloutError> {
-        let mut next = device.clone();
-        let current = self.fleet.store.desired_generation(&device.device)?;
-        let generation = if current.map(|g| g.0) > device.previous_generation {
-            current.map(|g| g.0)
-        } else {
-            self.deploy(rollout, &device.device, rollout.services.clone())
-                .await?
-        };
-        match generation {
-            Some(generation) => {
-                next.generation = Some(generation);
-                next.deployed_unix = Some(now_unix());
-            }
-            None => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some("the device was removed".into());
-            }
-        }
-        Ok(next)
-    }
-
-    async fn send_previous(
-        &self,
-        rollout: &RolloutRecord,
-        device: &DeviceProgress,
-    ) -> Result<DeviceProgress, RolloutError> {
-        let mut next = device.clone();
-        let current = self.fleet.store.desired_generation(&device.device)?;
-        let generation = if current.map(|g| g.0) > device.generation {
-            current.map(|g| g.0)
-        } else {
-            let previous = device.previous_services.clone().unwrap_or_default();
-            self.deploy(rollout, &device.device, previous).await?
-        };
-        match generation {
-            Some(generation) => next.rollback_generation = Some(generation),
-            None => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some("the device was removed before its rollback".into());
-            }
-        }
-        Ok(next)
-    }
-
-    /// Deploys; `None` when the device no longer exists.
-    async fn deploy(
-        &self,
-        rollout: &RolloutRecord,
-        device: &DeviceId,
-        services: Vec<coracle_proto::ServiceSpec>,
-    ) -> Result<Option<u64>, RolloutError> {
-        match self.fleet.deploy(device, services).await {
-            Ok(generation) => Ok(Some(generation.0)),
-            Err(FleetError::Store(StoreError::DeviceNotFound { .. })) => Ok(None),
-            Err(source) => Err(RolloutError::Deploy {
-                id: rollout.id,
-                device: device.clone(),
-                source: Box::new(source),
-            }),
-        }
-    }
 }
 
 /// The engine's plan for a stored rollout (its specs were checked at creation).
@@ -417,7 +346,7 @@ pub(super) fn plan_of(rollout: &RolloutRecord) -> Result<RolloutPlan, RolloutErr
         waves,
         health_window_s: rollout.health_window_s,
         max_failures,
-        rollback_on_failure: false,
+        rollback_on_failure: rollout.rollback_on_failure,
     })
 }
 

@@ -1,8 +1,8 @@
 //! Rollouts. `engine` is the pure decision core (plain data in, a `Decision` out, no I/O,
 //! no clock); `observe` turns a device's report into progress and `command` holds the
 //! operator's allowed moves, both pure too. `driver` is the task that stores rollouts in
-//! SQLite, evaluates them on a tick and on device reports, and deploys through `Fleet`;
-//! `control` holds the operator's entry points (create, pause, resume, abort, rollback).
+//! SQLite, evaluates them on a tick and on device reports, and deploys through `Fleet`
+//! (`send`); `control` holds the operator's entry points (create, pause, resume, abort, rollback).
 
 pub mod command;
 pub mod control;
@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod observe;
+pub mod send;
 
 pub use command::{transition, RolloutCommand, TransitionRefused};
 pub use control::CreateRollout;

@@ -2,9 +2,15 @@
 //! after a controller restart lives in these two tables. Writes that belong together (a
 //! phase change and the device intents it implies) go in one transaction.
 
-use coracle_proto::{DeviceId, Generation, ServiceSpec};
+mod records;
+
+use coracle_proto::{DeviceId, Generation};
 use rusqlite::{params, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use records::{
+    DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+};
 
 use super::{now_unix, query, Store, StoreError};
 
@@ -20,6 +26,7 @@ CREATE TABLE rollouts (
     waves TEXT NOT NULL,
     max_failures TEXT NOT NULL,
     health_window_s INTEGER NOT NULL,
+    rollback_on_failure INTEGER NOT NULL DEFAULT 0,
     phase TEXT NOT NULL,
     wave INTEGER NOT NULL,
     accepted_failures INTEGER NOT NULL DEFAULT 0,
@@ -44,178 +51,6 @@ CREATE TABLE rollout_devices (
 CREATE INDEX rollouts_by_phase ON rollouts (phase);
 "#;
 
-/// Where a rollout is, as stored and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RolloutPhase {
-    Running,
-    Paused,
-    Completed,
-    Aborted,
-    RolledBack,
-}
-
-impl RolloutPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-            Self::Aborted => "aborted",
-            Self::RolledBack => "rolled_back",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Running,
-            Self::Paused,
-            Self::Completed,
-            Self::Aborted,
-            Self::RolledBack,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == text)
-    }
-
-    /// Running and paused rollouts still own their devices.
-    pub fn is_active(self) -> bool {
-        matches!(self, Self::Running | Self::Paused)
-    }
-}
-
-/// Which devices a rollout targets, fixed when it is created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Selector {
-    /// Every device with this tag, in id order.
-    Tag { key: String, value: String },
-    /// These devices, in this order.
-    Devices(Vec<DeviceId>),
-}
-
-impl std::fmt::Display for Selector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Tag { key, value } => write!(f, "{key}={value}"),
-            Self::Devices(ids) => {
-                let names: Vec<&str> = ids.iter().map(DeviceId::as_str).collect();
-                write!(f, "{}", names.join(","))
-            }
-        }
-    }
-}
-
-/// One device's progress in a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceStatus {
-    NotStarted,
-    /// Given (or about to be given: `generation` unset) the new app, not yet proven healthy.
-    Deploying,
-    /// Healthy on the new generation for the whole health window.
-    Healthy,
-    Failed,
-    /// Given its previous app again (`rollback_generation` unset: about to be).
-    RolledBack,
-}
-
-impl DeviceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotStarted => "not_started",
-            Self::Deploying => "deploying",
-            Self::Healthy => "healthy",
-            Self::Failed => "failed",
-            Self::RolledBack => "rolled_back",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [
-            Self::NotStarted,
-            Self::Deploying,
-            Self::Healthy,
-            Self::Failed,
-            Self::RolledBack,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-    }
-}
-
-/// A device row of a rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceProgress {
-    pub device: DeviceId,
-    pub status: DeviceStatus,
-    /// The generation carrying the rollout's app, once sent.
-    pub generation: Option<u64>,
-    /// The device's desired generation before the rollout reached it.
-    pub previous_generation: Option<u64>,
-    pub deployed_unix: Option<i64>,
-    pub healthy_since_unix: Option<i64>,
-    pub rollback_generation: Option<u64>,
-    /// Why the device failed or was rolled back.
-    pub reason: Option<String>,
-    /// The app the device ran before (empty: it had none); restored by a rollback.
-    #[serde(skip)]
-    pub previous_services: Option<Vec<ServiceSpec>>,
-}
-
-impl DeviceProgress {
-    fn not_started(device: DeviceId) -> Self {
-        Self {
-            device,
-            status: DeviceStatus::NotStarted,
-            generation: None,
-            previous_generation: None,
-            deployed_unix: None,
-            healthy_since_unix: None,
-            rollback_generation: None,
-            reason: None,
-            previous_services: None,
-        }
-    }
-}
-
-/// A rollout with its devices in wave order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RolloutRecord {
-    pub id: i64,
-    pub app: String,
-    pub compose: String,
-    pub selector: Selector,
-    pub waves: String,
-    pub max_failures: String,
-    pub health_window_s: u64,
-    pub phase: RolloutPhase,
-    /// The last wave started (0-based).
-    pub wave: usize,
-    pub accepted_failures: usize,
-    /// Why the rollout paused, completed or stopped.
-    pub reason: Option<String>,
-    pub created_unix: i64,
-    pub updated_unix: i64,
-    pub devices: Vec<DeviceProgress>,
-    /// The app with images pinned at creation, so every wave gets exactly the same bytes.
-    #[serde(skip)]
-    pub services: Vec<ServiceSpec>,
-}
-
-/// What `create_rollout` stores.
-#[derive(Debug, Clone)]
-pub struct NewRollout {
-    pub app: String,
-    pub compose: String,
-    pub services: Vec<ServiceSpec>,
-    pub selector: Selector,
-    pub waves: String,
-    pub max_failures: String,
-    pub health_window_s: u64,
-    pub devices: Vec<DeviceId>,
-}
-
 fn corrupt(rollout: i64, what: &str) -> StoreError {
     StoreError::Corrupt {
         device: format!("rollout {rollout}"),
@@ -237,8 +72,8 @@ impl Store {
         let now = now_unix();
         tx.execute(
             "INSERT INTO rollouts (app, compose, services, selector, waves, max_failures,
-               health_window_s, phase, wave, created_unix, updated_unix)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', 0, ?8, ?8)",
+               health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9)",
             params![
                 new.app,
                 new.compose,
@@ -247,6 +82,7 @@ impl Store {
                 new.waves,
                 new.max_failures,
                 new.health_window_s as i64,
+                new.rollback_on_failure,
                 now
             ],
         )
@@ -309,7 +145,8 @@ impl Store {
         let head = conn
             .query_row(
                 "SELECT app, compose, services, selector, waves, max_failures, health_window_s,
-                   phase, wave, accepted_failures, reason, created_unix, updated_unix
+                   phase, wave, accepted_failures, reason, created_unix, updated_unix,
+                   rollback_on_failure
                  FROM rollouts WHERE id = ?1",
                 [id],
                 |r| {
@@ -330,6 +167,7 @@ impl Store {
                             r.get::<_, Option<String>>(10)?,
                             r.get::<_, i64>(11)?,
                             r.get::<_, i64>(12)?,
+                            r.get::<_, bool>(13)?,
                         ),
                     ))
                 },
@@ -338,7 +176,16 @@ impl Store {
             .map_err(query("read rollout"))?;
         let Some((
             (app, compose, services, selector, waves, max_failures),
-            (window, phase, wave, accepted, reason, created_unix, updated_unix),
+            (
+                window,
+                phase,
+                wave,
+                accepted,
+                reason,
+                created_unix,
+                updated_unix,
+                rollback_on_failure,
+            ),
         )) = head
         else {
             return Ok(None);
@@ -366,6 +213,7 @@ impl Store {
             waves,
             max_failures,
             health_window_s: window.max(0) as u64,
+            rollback_on_failure,
             phase: RolloutPhase::parse(&phase).ok_or_else(|| corrupt(id, "phase"))?,
             wave: wave.max(0) as usize,
             accepted_failures: accepted.max(0) as usize,
@@ -526,6 +374,7 @@ mod tests {
                 waves: "1,100%".into(),
                 max_failures: "0".into(),
                 health_window_s: 5,
+                rollback_on_failure: false,
                 devices: vec![id.clone()],
             })
             .unwrap();
