@@ -36,6 +36,13 @@ enum DeviceCommand {
     Ls,
     /// Show one device with its reported state (JSON).
     Show { name: String },
+    /// The device's latest events (pulls, rollbacks, rejected inputs), oldest first.
+    Events {
+        name: String,
+        /// How many of the latest events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Remove a device and cut it off the broker.
     Rm { name: String },
     /// Set tags (key=value) and remove tags (-key).
@@ -91,6 +98,14 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
         DeviceCommand::Show { name } => {
             let detail: serde_json::Value = api.get("show device", &format!("/devices/{name}"))?;
             println!("{}", serde_json::to_string_pretty(&detail)?);
+        }
+        DeviceCommand::Events { name, limit } => {
+            let path = format!("/devices/{name}/events?limit={limit}");
+            let events: Vec<serde_json::Value> = api.get("device events", &path)?;
+            for stored in events {
+                let event = &stored["event"];
+                println!("{}  {}", event["at_unix_s"], event["kind"]);
+            }
         }
         DeviceCommand::Rm { name } => {
             api.delete("remove device", &format!("/devices/{name}"))?;

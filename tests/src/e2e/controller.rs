@@ -21,6 +21,8 @@ pub struct Controller {
     config: PathBuf,
     /// `host:port` of the registry, as devices and skopeo reach it.
     pub registry: String,
+    /// The broker's plain listener (loopback), where the controller's own client connects.
+    pub broker: SocketAddr,
     process: Option<TestProcess>,
 }
 
@@ -51,6 +53,7 @@ impl Controller {
             data_dir,
             config,
             registry: registry.to_string(),
+            broker,
             process: None,
         };
         controller.start_process()?;
@@ -135,6 +138,14 @@ impl Controller {
         let token =
             std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
         Ok(token.trim().to_string())
+    }
+
+    /// A secret file of the data dir, trimmed (`controller-mqtt.password`, `deployment.key`).
+    pub fn secret(&self, name: &str) -> anyhow::Result<String> {
+        let path = self.data_dir.join(name);
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Ok(text.trim().to_string())
     }
 
     /// Pushes an image (a skopeo source such as `oci:DIR:TAG`) as `repo:tag`.

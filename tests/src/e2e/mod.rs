@@ -1,5 +1,6 @@
 //! The end-to-end harness: the real `coracle serve` ([`controller`]), real `coracle-agent`s
-//! in their own network namespaces ([`agent`]), and small real images ([`image`]).
+//! in their own network namespaces ([`agent`]), small real images ([`image`]), and a
+//! broker-side attacker ([`injector`]).
 //!
 //! The binaries come from the workspace's target dir (`cargo test --workspace` builds them);
 //! `CORACLE_BIN_DIR` points elsewhere.
@@ -7,6 +8,7 @@
 pub mod agent;
 pub mod controller;
 pub mod image;
+pub mod injector;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
