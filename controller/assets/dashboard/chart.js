@@ -4,7 +4,7 @@
 const SVG = 'http://www.w3.org/2000/svg';
 const W = 320;
 const H = 120;
-const PAD = { left: 44, right: 8, top: 10, bottom: 20 };
+const PAD = { left: 46, right: 8, top: 10, bottom: 22 };
 
 function s(tag, attrs, text) {
   const el = document.createElementNS(SVG, tag);
@@ -47,5 +47,8 @@ export function lineChart({ points, fmt, min = 0, max, minSpan = 1, label }) {
   svg.append(s('polyline', { points: coords.join(' '), class: 'line' }));
   const last = points[points.length - 1];
   svg.append(s('circle', { cx: x(last.t), cy: y(last.v), r: 3, class: 'dot' }));
+  if (points.length === 1) {
+    svg.append(s('text', { x: (PAD.left + W) / 2, y: PAD.top + 14, 'text-anchor': 'middle', class: 'hint' }, 'one point a minute: the line follows'));
+  }
   return svg;
 }
