@@ -47,13 +47,22 @@ fn free_port() -> u16 {
 }
 
 /// A controller whose broker keeps its port across restarts and which marks a device
-/// offline after 3 s without a heartbeat.
-fn start_controller(dir: tempfile::TempDir, broker_port: u16) -> Controller {
+/// offline after `offline_after_s` without a heartbeat.
+fn start_controller_with(
+    dir: tempfile::TempDir,
+    broker_port: u16,
+    offline_after_s: u64,
+) -> Controller {
     let text = format!(
-        "data_dir = {:?}\n[fleet]\noffline_after_s = 3\n[broker]\nlisten = \"127.0.0.1:{broker_port}\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
+        "data_dir = {:?}\n[fleet]\noffline_after_s = {offline_after_s}\n[broker]\nlisten = \"127.0.0.1:{broker_port}\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
         data_dir(dir.path())
     );
     Controller::start_with_config(dir, &text)
+}
+
+/// A controller on free ports that marks devices offline after 3 s of silence.
+fn start_controller(dir: tempfile::TempDir) -> Controller {
+    start_controller_with(dir, 0, 3)
 }
 
 /// Enrols `n` devices named `{prefix}-{i}` with tag `site={prefix}`.
@@ -207,7 +216,7 @@ fn running_image(api: &ApiClient, id: &DeviceId) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_fleet_completes_every_wave_through_the_cli() {
-    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let controller = start_controller(tempfile::tempdir().unwrap());
     let boots = enrol(&controller, "alpha", 5);
     let fleet = simulate(&controller, &boots);
     all_online(&controller, &boots).await;
@@ -288,7 +297,7 @@ async fn healthy_fleet_completes_every_wave_through_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_version_pauses_after_the_first_wave_and_rolls_back() {
-    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let controller = start_controller(tempfile::tempdir().unwrap());
     let boots = enrol(&controller, "beta", 5);
     let fleet = simulate(&controller, &boots);
     all_online(&controller, &boots).await;
@@ -352,7 +361,7 @@ async fn broken_version_pauses_after_the_first_wave_and_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_wave_is_rolled_back_automatically_when_asked() {
-    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let controller = start_controller(tempfile::tempdir().unwrap());
     let boots = enrol(&controller, "eta", 3);
     let fleet = simulate(&controller, &boots);
     all_online(&controller, &boots).await;
@@ -387,8 +396,35 @@ async fn failing_wave_is_rolled_back_automatically_when_asked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_counts_as_not_healthy() {
+    let controller = start_controller(tempfile::tempdir().unwrap());
+    let boots = enrol(&controller, "theta", 2);
+    // Only the first device ever connects.
+    let fleet = simulate(&controller, &boots[..1]);
+    all_online(&controller, &boots[..1]).await;
+    let api = std::sync::Arc::new(api(&controller));
+    let mut spec = request(app('1', false), "site=theta", "100%", 2);
+    spec.max_failures = "60%".into();
+    let tolerant = create(&api, &spec);
+    let done = wait_phase(&controller, tolerant.id, RolloutPhase::Completed).await;
+    assert_eq!(done.devices[0].status, DeviceStatus::Healthy);
+    assert_eq!(done.devices[1].status, DeviceStatus::Failed);
+    let reason = done.devices[1].reason.clone().unwrap();
+    assert!(
+        reason.contains("within the 2 s health window (offline)"),
+        "{reason}"
+    );
+
+    // With no failure allowed, the same offline device pauses the next rollout.
+    let strict = create(&api, &request(app('2', false), "site=theta", "100%", 2));
+    let paused = wait_phase(&controller, strict.id, RolloutPhase::Paused).await;
+    assert_eq!(paused.devices[1].status, DeviceStatus::Failed);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_abort_move_only_where_allowed() {
-    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let controller = start_controller(tempfile::tempdir().unwrap());
     let boots = enrol(&controller, "gamma", 3);
     let fleet = simulate(&controller, &boots);
     all_online(&controller, &boots).await;
@@ -463,7 +499,9 @@ async fn pause_resume_and_abort_move_only_where_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_continues_after_a_controller_restart() {
     let port = free_port();
-    let controller = start_controller(tempfile::tempdir().unwrap(), port);
+    // Devices reconnect with backoff after the restart: the heartbeat timeout is not what
+    // this test is about, so it is longer than their way back.
+    let controller = start_controller_with(tempfile::tempdir().unwrap(), port, 20);
     let boots = enrol(&controller, "delta", 4);
     let fleet = simulate(&controller, &boots);
     all_online(&controller, &boots).await;
@@ -480,7 +518,7 @@ async fn rollout_continues_after_a_controller_restart() {
     .await;
 
     let dir = controller.stop();
-    let controller = start_controller(dir, port);
+    let controller = start_controller_with(dir, port, 20);
     let done = wait_phase(&controller, id, RolloutPhase::Completed).await;
     let api = api(&controller);
     for progress in &done.devices {
@@ -497,7 +535,7 @@ async fn rollout_continues_after_a_controller_restart() {
 
 #[test]
 fn bad_rollout_requests_are_refused_with_what_was_wrong() {
-    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let controller = start_controller(tempfile::tempdir().unwrap());
     enrol(&controller, "eps", 2);
     let api = api(&controller);
     let good = app('1', false);
@@ -576,7 +614,7 @@ fn bad_rollout_requests_are_refused_with_what_was_wrong() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_device_is_marked_offline_and_a_heartbeat_revives_it() {
-    let controller = start_controller(tempfile::tempdir().unwrap(), 0);
+    let controller = start_controller(tempfile::tempdir().unwrap());
     let boot = enrol(&controller, "zeta", 1).remove(0);
     let (client, mut el) = connect_device(controller.broker_tls, &boot).await.unwrap();
     let online = TopicKind::Online.for_device(&boot.device);
@@ -612,4 +650,47 @@ async fn a_silent_device_is_marked_offline_and_a_heartbeat_revives_it() {
     })
     .await;
     pump.abort();
+}
+
+/// Prints what a one-wave rollout to many simulated devices costs the controller: the API
+/// answers after every device's desired state is signed, stored and published.
+/// `cargo test -p coracle-controller --test rollouts -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, prints figures"]
+async fn measure_rollout_to_many_devices() {
+    use coracle_controller::api::devices::{AddDeviceRequest, AddDeviceResponse};
+    const DEVICES: usize = 300;
+    let controller = start_controller_with(tempfile::tempdir().unwrap(), 0, 30);
+    let api = std::sync::Arc::new(api(&controller));
+    let api2 = api.clone();
+    let boots: Vec<Bootstrap> = blocking(move || {
+        (0..DEVICES)
+            .map(|i| {
+                let request = AddDeviceRequest {
+                    id: format!("m-{i:04}"),
+                    tags: [("site".to_string(), "m".to_string())].into(),
+                };
+                let added: AddDeviceResponse =
+                    api2.send("add", "POST", "/devices", &request).unwrap();
+                added.bootstrap
+            })
+            .collect()
+    })
+    .await;
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+    for waves in ["100%", "1,10%,100%"] {
+        let api2 = api.clone();
+        let request = request(app('1', false), "site=m", waves, 1);
+        let started = Instant::now();
+        let record = blocking(move || create(&api2, &request)).await;
+        let answered = started.elapsed();
+        wait_phase(&controller, record.id, RolloutPhase::Completed).await;
+        println!(
+            "{DEVICES} devices, waves {waves}, window 1 s: API answered in {} ms, completed in {:.1} s",
+            answered.as_millis(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    fleet.stop().await;
 }

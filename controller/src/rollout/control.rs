@@ -5,9 +5,9 @@
 use coracle_proto::ServiceSpec;
 
 use super::command::{transition, RolloutCommand};
-use super::driver::{plan_of, Rollouts};
+use super::driver::{plan, Rollouts};
 use super::RolloutError;
-use crate::store::{DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector, StoreError};
+use crate::store::{DeviceStatus, NewRollout, RolloutRecord, Selector, StoreError};
 
 /// The longest health window accepted (a day): longer is almost surely a unit mistake.
 const MAX_HEALTH_WINDOW_S: u64 = 24 * 3600;
@@ -48,25 +48,13 @@ impl Rollouts {
             rollback_on_failure: request.rollback_on_failure,
             devices: Vec::new(),
         };
-        // The same checks the driver relies on later, on a record that is not stored yet.
-        plan_of(&RolloutRecord {
-            id: 0,
-            app: String::new(),
-            compose: String::new(),
-            selector: new.selector.clone(),
-            waves: new.waves.clone(),
-            max_failures: new.max_failures.clone(),
-            health_window_s: new.health_window_s,
-            rollback_on_failure: new.rollback_on_failure,
-            phase: RolloutPhase::Running,
-            wave: 0,
-            accepted_failures: 0,
-            reason: None,
-            created_unix: 0,
-            updated_unix: 0,
-            devices: Vec::new(),
-            services: Vec::new(),
-        })?;
+        // The same checks the driver relies on later.
+        plan(
+            &new.waves,
+            &new.max_failures,
+            new.health_window_s,
+            new.rollback_on_failure,
+        )?;
         let id = self.store_new(new).await?;
         // The first wave starts before the answer, so the caller sees it under way.
         if let Err(err) = self.step(id).await {

@@ -116,10 +116,7 @@ impl Rollouts {
                 _ = self.wake.notified() => {}
                 received = reports.recv() => match received {
                     Ok(Ingested::Reported { .. } | Ingested::Presence { .. } | Ingested::Event { .. })
-                    | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        tokio::time::sleep(SETTLE).await;
-                        while !matches!(reports.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
-                    }
+                    | Err(broadcast::error::RecvError::Lagged(_)) => settle(&mut reports).await,
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -209,8 +206,18 @@ impl Rollouts {
                 self.send_pending(&mut rollout).await
             }
             Decision::Complete => {
+                let failed = rollout
+                    .devices
+                    .iter()
+                    .filter(|d| d.status == DeviceStatus::Failed)
+                    .count();
                 rollout.phase = RolloutPhase::Completed;
-                rollout.reason = None;
+                rollout.reason = (failed > 0).then(|| {
+                    format!(
+                        "{failed} device(s) failed, within the threshold {}",
+                        rollout.max_failures
+                    )
+                });
                 self.fleet.store.save_rollout(&rollout, &[])?;
                 self.announce_phase(&rollout);
                 Ok(())
@@ -328,25 +335,46 @@ impl Rollouts {
     }
 }
 
+/// Waits briefly and drops the reports that arrived meanwhile: one evaluation covers them.
+async fn settle(reports: &mut broadcast::Receiver<Ingested>) {
+    use broadcast::error::TryRecvError;
+    tokio::time::sleep(SETTLE).await;
+    while !matches!(
+        reports.try_recv(),
+        Err(TryRecvError::Empty | TryRecvError::Closed)
+    ) {}
+}
+
 /// The engine's plan for a stored rollout (its specs were checked at creation).
 pub(super) fn plan_of(rollout: &RolloutRecord) -> Result<RolloutPlan, RolloutError> {
-    let waves = parse_waves(&rollout.waves).map_err(|e| RolloutError::Invalid {
-        field: "waves",
-        message: e.to_string(),
-    })?;
-    let max_failures: Threshold =
-        rollout
-            .max_failures
-            .parse()
-            .map_err(|e: super::WaveSpecError| RolloutError::Invalid {
-                field: "max_failures",
-                message: e.to_string(),
-            })?;
+    plan(
+        &rollout.waves,
+        &rollout.max_failures,
+        rollout.health_window_s,
+        rollout.rollback_on_failure,
+    )
+}
+
+/// Parses a rollout's wave and threshold specs into the engine's plan.
+pub(super) fn plan(
+    waves: &str,
+    max_failures: &str,
+    health_window_s: u64,
+    rollback_on_failure: bool,
+) -> Result<RolloutPlan, RolloutError> {
+    let invalid = |field| {
+        move |e: super::WaveSpecError| RolloutError::Invalid {
+            field,
+            message: e.to_string(),
+        }
+    };
     Ok(RolloutPlan {
-        waves,
-        health_window_s: rollout.health_window_s,
-        max_failures,
-        rollback_on_failure: rollout.rollback_on_failure,
+        waves: parse_waves(waves).map_err(invalid("waves"))?,
+        health_window_s,
+        max_failures: max_failures
+            .parse::<Threshold>()
+            .map_err(invalid("max_failures"))?,
+        rollback_on_failure,
     })
 }
 

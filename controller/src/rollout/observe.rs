@@ -77,7 +77,8 @@ pub fn observe(
     } else {
         next.healthy_since_unix = None;
         let deployed = progress.deployed_unix.unwrap_or(seen.now);
-        if seen.now.saturating_sub(deployed) >= window {
+        // Strictly past: times are whole seconds, so `>=` could cut the window by one.
+        if seen.now.saturating_sub(deployed) > window {
             next.status = DeviceStatus::Failed;
             next.reason = Some(format!(
                 "not healthy on generation {generation} within the {window_s} s health window{}",
@@ -217,7 +218,8 @@ mod tests {
                 None,
             ),
             // Never reported anything within the window.
-            (None, true, None, 110, F, None),
+            (None, true, None, 110, D, None),
+            (None, true, None, 111, F, None),
         ];
         for (i, (since, online, reported, now, status, since_after)) in
             table.into_iter().enumerate()
