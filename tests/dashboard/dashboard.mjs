@@ -11,6 +11,7 @@ const url = process.env.DASHBOARD_URL;
 const token = process.env.ADMIN_TOKEN;
 const shots = process.env.SCREENSHOT_DIR;
 const TIMEOUT = 20_000;
+const APP_V1 = 'services:\n  web:\n    image: hello:1\n';
 const APP_V2 = 'services:\n  web:\n    image: hello:2\n    healthcheck:\n      test: ["HTTP", "8080", "/"]\n  worker:\n    image: hello:2\n';
 // The simulator fails the health gate of a state whose service has SIM_FAIL=1.
 const APP_BROKEN = 'services:\n  web:\n    image: hello:2\n    environment:\n      SIM_FAIL: "1"\n';
@@ -165,6 +166,24 @@ try {
     await shot(page, 'rollout-paused-desktop');
     await page.click('#rollout-rollback');
     await page.waitForSelector('#rollout-phase .badge:has-text("rolled back")', { timeout: 60_000 });
+  });
+
+  await step('a running rollout can be paused, resumed and aborted by hand', async () => {
+    await page.click('a.back');
+    await page.waitForSelector('#rollout-form');
+    await page.fill('#compose', APP_V1);
+    await page.fill('#selector', 'site=berlin');
+    await page.fill('#waves', '1,100%');
+    await page.fill('#max-failures', '0');
+    // A long window keeps the rollout running in its first wave while the buttons are tried.
+    await page.fill('#health-window', '600');
+    await page.click('#start-rollout');
+    await page.waitForURL(/#\/rollouts\/\d+$/);
+    await page.waitForSelector('#rollout-phase .badge:has-text("running")');
+    for (const [button, phase] of [['pause', 'paused'], ['resume', 'running'], ['abort', 'aborted']]) {
+      await page.click(`#rollout-${button}:not([disabled])`);
+      await page.waitForSelector(`#rollout-phase .badge:has-text("${phase}")`);
+    }
     await page.click('a.back');
     await page.waitForSelector('#rollout-rows tr[data-rollout]');
     await shot(page, 'rollouts-list-desktop');

@@ -153,8 +153,11 @@ export async function rolloutsPage(view) {
   return () => { clearInterval(poll); clearTimeout(timer); };
 }
 
-function deviceRow(d) {
-  const detail = d.reason ?? (d.healthy_since_unix ? `healthy since ${ago(d.healthy_since_unix)}` : d.deployed_unix ? `deployed ${ago(d.deployed_unix)}` : '');
+function deviceRow(d, windowS) {
+  const since = d.healthy_since_unix ? `healthy since ${ago(d.healthy_since_unix)}` : null;
+  const detail = d.reason
+    ?? (since && d.status === 'deploying' ? `${since}, needs ${windowS} s` : since)
+    ?? (d.deployed_unix ? `deployed ${ago(d.deployed_unix)}` : '');
   return h('tr', { 'data-device': d.device },
     h('td', { 'data-label': 'Device', class: 'name' }, h('a', { href: `#/device/${d.device}` }, d.device)),
     h('td', { 'data-label': 'Progress' }, badge(DEVICE_CLASS[d.status] || 'new', words(d.status))),
@@ -204,7 +207,7 @@ export async function rolloutPage(view, id) {
         h('h2', {}, `Wave ${w.i + 1} `, h('span', { class: 'muted small' }, `${w.devices.length} device${w.devices.length === 1 ? '' : 's'} · ${w.state}`)),
         h('div', { class: 'card flush' }, h('table', { class: 'responsive' },
           h('thead', {}, h('tr', {}, ['Device', 'Progress', 'Generation', 'Detail'].map((t) => h('th', {}, t)))),
-          h('tbody', {}, w.devices.map(deviceRow)))))));
+          h('tbody', {}, w.devices.map((d) => deviceRow(d, r.health_window_s))))))));
   }
   try { await load(); } catch (err) { if (err.status === 404) { mount(view, errorBox(new Error(`There is no rollout #${id}.`))); return null; } throw err; }
   mount(view, body);
