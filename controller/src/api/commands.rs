@@ -108,9 +108,11 @@ pub async fn logs(
     }
 }
 
+/// The (empty) body is read so hyper keeps the connection open for the client's next call.
 pub async fn restart(
     State(state): State<AppState>,
     Path((device, service)): Path<(String, String)>,
+    _body: axum::body::Bytes,
 ) -> Result<Json<RestartResponse>, ApiError> {
     let (id, service) = target(&state, &device, &service)?;
     let command = Command::Restart {
