@@ -13,6 +13,8 @@
 //! - [`rollout`]: staged rollouts — a pure engine plus the driver task that deploys wave by
 //!   wave, pauses on failures and rolls back, all state in the store.
 //! - [`api`]: axum JSON API under `/api/v1` with an admin token; [`cli`]: the operator CLI.
+//! - [`dashboard`]: the web dashboard on the API listener (embedded assets, cookie sessions);
+//!   [`commands`]: logs/restart commands to devices, awaiting their replies.
 //!
 //! Limits: one SQLite connection behind a mutex (fine for thousands of devices, not for
 //! write-heavy fleets of 100k); device auth is password over TLS (client certificates are
@@ -21,8 +23,10 @@
 pub mod api;
 pub mod broker;
 pub mod cli;
+pub mod commands;
 pub mod compose;
 pub mod config;
+pub mod dashboard;
 pub mod datadir;
 pub mod deploy;
 pub mod fleet;

@@ -154,6 +154,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let client =
         ControllerClient::connect(&controller_url, &secrets.controller_mqtt_password).await?;
     let inbound = client.subscribe_devices(4096).await?;
+    // Command replies go to whoever awaits them; everything else on to ingest.
+    let commands = crate::commands::DeviceCommands::new(client.clone());
+    let inbound = commands.tap(inbound, 4096);
 
     // 4. Listeners for the API (and the registry, whose URL goes into bootstrap files).
     let (api_listener, api_addr) = bind("api", config.api.listen).await?;
@@ -206,6 +209,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         counters,
         events: notify,
         registry: registry.clone(),
+        commands,
+        sessions: crate::dashboard::Sessions::default(),
     };
     write_public(&dir.api_url(), format!("http://{api_addr}\n").as_bytes())?;
     announce("api", api_addr);

@@ -25,6 +25,14 @@ pub enum ApiError {
     Refused { message: String },
     #[error(transparent)]
     Fleet(FleetError),
+    #[error("{what}")]
+    Internal { what: String },
+    #[error("device {device} is offline")]
+    DeviceOffline { device: String },
+    #[error("device {device} could not do it: {reason}")]
+    CommandFailed { device: String, reason: String },
+    #[error(transparent)]
+    Command(#[from] crate::commands::CommandError),
 }
 
 /// The error body every endpoint returns.
@@ -80,6 +88,13 @@ impl ApiError {
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Refused { .. } => (StatusCode::CONFLICT, "refused"),
             ApiError::Fleet(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::DeviceOffline { .. } => (StatusCode::CONFLICT, "device_offline"),
+            ApiError::CommandFailed { .. } => (StatusCode::CONFLICT, "command_failed"),
+            ApiError::Command(crate::commands::CommandError::NoReply { .. }) => {
+                (StatusCode::GATEWAY_TIMEOUT, "device_timeout")
+            }
+            ApiError::Command(_) => (StatusCode::BAD_GATEWAY, "broker"),
         }
     }
 }
@@ -87,11 +102,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(
                 error = format!("{:#}", anyhow_chain(&self)),
                 "API request failed"
             );
+        } else if status.is_server_error() {
+            // A device or the broker did not cooperate: the controller itself is fine.
+            tracing::warn!(error = anyhow_chain(&self), "API request failed");
         }
         let body = ErrorBody {
             error: ErrorDetail {

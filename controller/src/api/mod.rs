@@ -2,9 +2,12 @@
 //! Bearer <token>`). Handlers parse, call `Fleet`, serialize; errors become responses in
 //! `error::ApiError`'s one `IntoResponse` impl.
 
+pub mod commands;
 pub mod deploy;
 pub mod devices;
 pub mod error;
+pub mod images;
+pub mod overview;
 pub mod rollouts;
 pub mod stream;
 
@@ -14,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, patch};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +34,10 @@ pub struct AppState {
     pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
     /// The registry, to pin an app's image tags to digests at deploy time.
     pub registry: crate::registry::Registry,
+    /// Commands to devices, paired with their replies.
+    pub commands: crate::commands::DeviceCommands,
+    /// Dashboard login sessions (cookie), accepted like the bearer token.
+    pub sessions: crate::dashboard::Sessions,
     /// Staged rollouts (create and operator commands; the driver task shares it).
     pub rollouts: crate::rollout::Rollouts,
 }
@@ -56,6 +63,13 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(rollouts::command),
         )
         .route("/events/stream", get(stream::fleet_events))
+        .route("/fleet", get(overview::fleet))
+        .route("/images", get(images::list))
+        .route("/devices/{id}/services/{svc}/logs", get(commands::logs))
+        .route(
+            "/devices/{id}/services/{svc}/restart",
+            post(commands::restart),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone());
@@ -63,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .nest("/api/v1", api)
+        .merge(crate::dashboard::router(state))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
@@ -85,15 +100,20 @@ async fn require_token(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) => {
-            Ok(next.run(request).await)
-        }
-        _ => Err(ApiError::Unauthorized),
+    let by_token = presented
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()));
+    if by_token
+        || state
+            .sessions
+            .authorizes(request.method(), request.headers())
+    {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -145,6 +145,27 @@ impl ControllerClient {
             .map_err(|source| ClientError::Publish { topic, source })
     }
 
+    /// Publishes an encoded `CommandRequest` on the device's `cmd` topic (not retained: a
+    /// command is for a device that is online now).
+    pub async fn publish_command(
+        &self,
+        device: &DeviceId,
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let kind = TopicKind::Cmd;
+        let topic = kind.for_device(device);
+        let opts = PublishOptions {
+            qos: qos(kind),
+            retain: kind.retained(),
+            ..PublishOptions::default()
+        };
+        self.client
+            .publish_with_options(topic.clone(), body, opts)
+            .await
+            .map(|_| ())
+            .map_err(|source| ClientError::Publish { topic, source })
+    }
+
     /// Clears a removed device's retained desired state.
     pub async fn clear_desired(&self, device: &DeviceId) -> Result<(), ClientError> {
         self.publish_desired(device, Vec::new()).await

@@ -5,8 +5,9 @@
 //! rollback, as a real agent would.
 
 use coracle_proto::{
-    decode, encode, ContainerState, DesiredState, DeviceId, Event, EventKind, Generation, Health,
-    HealthSample, ReportedState, ServiceStatus, Signed, TopicKind, UpdateStatus, VerifyingKey,
+    decode, encode, Command, CommandOutcome, CommandReply, CommandRequest, ContainerState,
+    DesiredState, DeviceId, Event, EventKind, Generation, Health, HealthSample, ReportedState,
+    ServiceStatus, Signed, TopicKind, UpdateStatus, VerifyingKey,
 };
 
 /// A message the device sends in reaction to something.
@@ -165,6 +166,65 @@ impl SimDevice {
         ]
     }
 
+    /// Reacts to a body on the device's `cmd` topic like an agent: a log tail (synthetic
+    /// lines), a restart (counted and reported) or a recheck; the reply goes on `cmd/reply`.
+    pub fn on_command(&mut self, body: &[u8], now_unix_s: u64) -> Vec<Outgoing> {
+        let Ok(request) = decode::<CommandRequest>(body) else {
+            return Vec::new(); // the agent reports a Rejected event; the sim stays quiet
+        };
+        let mut out = Vec::new();
+        let known = |name| self.reported.services.iter().any(|s| &s.name == name);
+        let outcome = match &request.command {
+            Command::LogsTail { service, lines, .. } if known(service) => {
+                let count = (*lines).min(20);
+                CommandOutcome::Logs {
+                    lines: (1..=count)
+                        .map(|n| format!("{service}: simulated log line {n} at {now_unix_s}"))
+                        .collect(),
+                    truncated: false,
+                }
+            }
+            Command::Restart { service } if known(service) => {
+                let mut restarts = 0;
+                for status in &mut self.reported.services {
+                    if &status.name == service {
+                        status.restart_count += 1;
+                        restarts = status.restart_count;
+                    }
+                }
+                out.push(self.reported());
+                out.push(Outgoing {
+                    kind: TopicKind::Events,
+                    body: encode(&Event {
+                        at_unix_s: now_unix_s,
+                        kind: EventKind::ContainerRestarted {
+                            service: service.clone(),
+                            restart_count: restarts,
+                        },
+                    }),
+                });
+                CommandOutcome::Done
+            }
+            Command::LogsTail { service, .. } | Command::Restart { service } => {
+                CommandOutcome::Failed {
+                    reason: format!("no container for service {service}"),
+                }
+            }
+            Command::Recheck => {
+                out.push(self.reported());
+                CommandOutcome::Done
+            }
+        };
+        out.push(Outgoing {
+            kind: TopicKind::CmdReply,
+            body: encode(&CommandReply {
+                id: request.id,
+                outcome,
+            }),
+        });
+        out
+    }
+
     /// A plausible health sample for a Pi 4 running the applied services.
     pub fn health(&self, uptime_s: u32) -> Outgoing {
         let sample = HealthSample {
@@ -244,6 +304,41 @@ mod tests {
         ));
         assert_eq!(reported(&out).applied, Generation(0));
         assert!(dev.on_desired(&body, 2).is_empty());
+    }
+
+    #[test]
+    fn answers_commands_for_its_services_and_refuses_others() {
+        let (mut dev, key) = device(0);
+        let body = encode(&Signed::sign(&samples::desired_with_services(1), &key));
+        dev.on_desired(&body, 1);
+        let service = dev.reported.services[0].name.clone();
+        let ask = |command| encode(&CommandRequest { id: 7, command });
+        let reply =
+            |out: &[Outgoing]| -> CommandReply { decode(&out.last().unwrap().body).unwrap() };
+        let out = dev.on_command(
+            &ask(Command::Restart {
+                service: service.clone(),
+            }),
+            2,
+        );
+        assert_eq!(reply(&out).outcome, CommandOutcome::Done);
+        assert_eq!(reported(&out).services[0].restart_count, 1);
+        let logs = ask(Command::LogsTail {
+            service,
+            lines: 3,
+            max_bytes: 1000,
+        });
+        let out = dev.on_command(&logs, 3);
+        assert!(
+            matches!(reply(&out).outcome, CommandOutcome::Logs { ref lines, .. } if lines.len() == 3)
+        );
+        let other = ask(Command::Restart {
+            service: "nope".to_string().try_into().unwrap(),
+        });
+        assert!(matches!(
+            reply(&dev.on_command(&other, 4)).outcome,
+            CommandOutcome::Failed { .. }
+        ));
     }
 
     #[test]

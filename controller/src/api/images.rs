@@ -1,0 +1,252 @@
+//! `GET /api/v1/images`: the registry's repositories, their tags with manifest digests,
+//! sizes and layers, and for each tag how many bytes of layers are new compared with the
+//! previous tag (what a device holding the previous version still has to fetch before any
+//! delta encoding). Read from the registry's public methods; nothing here writes.
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::registry::{BlobDigest, Registry};
+
+/// One layer of an image manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// One tag of a repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct TagInfo {
+    pub tag: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Manifest + config + layers, as stored (compressed).
+    pub size: u64,
+    pub layers: Vec<LayerInfo>,
+    /// The tag this one is compared with (the previous in version order).
+    pub previous: Option<String>,
+    /// Bytes of layers this tag has that `previous` does not.
+    pub new_bytes: Option<u64>,
+    /// Set when the manifest could not be read (named, never fatal for the listing).
+    pub problem: Option<String>,
+}
+
+/// One repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryInfo {
+    pub name: String,
+    pub tags: Vec<TagInfo>,
+}
+
+/// Finds the tag that names a manifest digest, reading each repository's tags once.
+#[derive(Debug)]
+pub struct TagIndex<'a> {
+    registry: &'a Registry,
+    by_repo: HashMap<String, HashMap<String, String>>,
+}
+
+impl<'a> TagIndex<'a> {
+    pub fn new(registry: &'a Registry) -> Self {
+        Self {
+            registry,
+            by_repo: HashMap::new(),
+        }
+    }
+
+    /// A tag of `repository` pointing at `digest` (`sha256:…`), the highest version if several.
+    pub fn tag_of(&mut self, repository: &str, digest: &str) -> Option<String> {
+        let registry = self.registry;
+        let tags = self
+            .by_repo
+            .entry(repository.to_string())
+            .or_insert_with(|| {
+                let mut tags: Vec<String> = registry.tags(repository).unwrap_or_default();
+                tags.sort_by(|a, b| version_order(a, b));
+                tags.into_iter()
+                    .filter_map(|tag| {
+                        let (d, _) = registry.resolve(repository, &tag).ok()?;
+                        Some((d.as_str().to_string(), tag))
+                    })
+                    .collect()
+            });
+        tags.get(digest).cloned()
+    }
+}
+
+/// Orders tags as versions: digit runs compare as numbers (`1.9` < `1.10`) and before
+/// words (`2` < `latest`).
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    enum Part {
+        Number(u64),
+        Text(String),
+    }
+    fn parts(s: &str) -> Vec<Part> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            let (head, tail) = if digits > 0 {
+                rest.split_at(digits)
+            } else {
+                let n = rest.chars().take_while(|c| !c.is_ascii_digit()).count();
+                rest.split_at(rest.char_indices().nth(n).map_or(rest.len(), |(i, _)| i))
+            };
+            out.push(match head.parse() {
+                Ok(n) => Part::Number(n),
+                Err(_) => Part::Text(head.to_string()),
+            });
+            rest = tail;
+        }
+        out
+    }
+    parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
+}
+
+fn read_manifest(registry: &Registry, digest: &BlobDigest) -> Result<serde_json::Value, String> {
+    let path = registry.blobs.path(digest);
+    let bytes = std::fs::read(&path).map_err(|err| format!("read {}: {err}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|err| format!("manifest is not JSON: {err}"))
+}
+
+fn descriptor(value: &serde_json::Value) -> Option<LayerInfo> {
+    Some(LayerInfo {
+        digest: value.get("digest")?.as_str()?.to_string(),
+        size: value.get("size")?.as_u64()?,
+        media_type: value
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+fn tag_info(registry: &Registry, repository: &str, tag: &str) -> TagInfo {
+    let mut info = TagInfo {
+        tag: tag.to_string(),
+        digest: String::new(),
+        media_type: String::new(),
+        size: 0,
+        layers: Vec::new(),
+        previous: None,
+        new_bytes: None,
+        problem: None,
+    };
+    let (digest, media_type) = match registry.resolve(repository, tag) {
+        Ok(found) => found,
+        Err(err) => {
+            info.problem = Some(err.to_string());
+            return info;
+        }
+    };
+    info.digest = digest.as_str().to_string();
+    info.media_type = media_type;
+    info.size = registry.blobs.size(&digest).unwrap_or(0);
+    match read_manifest(registry, &digest) {
+        Ok(manifest) => {
+            let config = manifest.get("config").and_then(descriptor);
+            info.size += config.map_or(0, |c| c.size);
+            info.layers = manifest
+                .get("layers")
+                .and_then(|l| l.as_array())
+                .map(|layers| layers.iter().filter_map(descriptor).collect())
+                .unwrap_or_default();
+            info.size += info.layers.iter().map(|l| l.size).sum::<u64>();
+        }
+        Err(problem) => info.problem = Some(problem),
+    }
+    info
+}
+
+/// Fills `previous` and `new_bytes` along the version order.
+fn compare_with_previous(tags: &mut [TagInfo]) {
+    for i in 1..tags.len() {
+        let (before, after) = tags.split_at_mut(i);
+        let previous = &before[i - 1];
+        let held: BTreeSet<&str> = previous.layers.iter().map(|l| l.digest.as_str()).collect();
+        let current = &mut after[0];
+        current.previous = Some(previous.tag.clone());
+        current.new_bytes = Some(
+            current
+                .layers
+                .iter()
+                .filter(|l| !held.contains(l.digest.as_str()))
+                .map(|l| l.size)
+                .sum(),
+        );
+    }
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RepositoryInfo>>, ApiError> {
+    let registry = state.registry.clone();
+    let listing = tokio::task::spawn_blocking(move || {
+        let names = registry.repositories().map_err(|err| err.to_string())?;
+        Ok::<_, String>(
+            names
+                .into_iter()
+                .map(|name| {
+                    let mut tags: Vec<String> = registry.tags(&name).unwrap_or_default();
+                    tags.sort_by(|a, b| version_order(a, b));
+                    let mut tags: Vec<TagInfo> =
+                        tags.iter().map(|t| tag_info(&registry, &name, t)).collect();
+                    compare_with_previous(&mut tags);
+                    RepositoryInfo { name, tags }
+                })
+                .collect(),
+        )
+    })
+    .await
+    .map_err(|err| ApiError::Internal {
+        what: format!("image listing stopped: {err}"),
+    })?
+    .map_err(|err| ApiError::Internal {
+        what: format!("cannot list the registry: {err}"),
+    })?;
+    Ok(Json(listing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_sort_as_versions() {
+        let mut tags = vec!["1.10", "1.9", "latest", "1.2", "2"];
+        tags.sort_by(|a, b| version_order(a, b));
+        assert_eq!(tags, ["1.2", "1.9", "1.10", "2", "latest"]);
+    }
+
+    #[test]
+    fn new_bytes_count_layers_the_previous_tag_lacks() {
+        let layer = |d: &str, size| LayerInfo {
+            digest: d.into(),
+            size,
+            media_type: String::new(),
+        };
+        let tag = |t: &str, layers| TagInfo {
+            tag: t.into(),
+            digest: String::new(),
+            media_type: String::new(),
+            size: 0,
+            layers,
+            previous: None,
+            new_bytes: None,
+            problem: None,
+        };
+        let mut tags = vec![
+            tag("1", vec![layer("a", 100), layer("b", 10)]),
+            tag("2", vec![layer("a", 100), layer("c", 30)]),
+        ];
+        compare_with_previous(&mut tags);
+        assert_eq!(tags[0].new_bytes, None);
+        assert_eq!(tags[1].previous.as_deref(), Some("1"));
+        assert_eq!(tags[1].new_bytes, Some(30));
+    }
+}

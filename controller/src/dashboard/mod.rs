@@ -1,0 +1,108 @@
+//! The web dashboard, served by the API listener: `/` loads one page whose JavaScript
+//! modules (`/assets/…`, embedded by [`assets`]) call the JSON API. Login trades the admin
+//! token for an HttpOnly session cookie ([`session`]); every API call is then checked by the
+//! same middleware as bearer-token calls.
+
+pub mod assets;
+pub mod session;
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use crate::api::{constant_time_eq, parse_json, ApiError, AppState};
+pub use session::Sessions;
+
+/// Scripts, styles and connections only from this origin; no framing.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
+                   script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+                   form-action 'self'";
+
+/// `POST /dashboard/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    token: String,
+}
+
+/// The dashboard's routes (merged into the API listener's router).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{name}", get(asset))
+        .route("/dashboard/login", post(login))
+        .route("/dashboard/logout", post(logout))
+        .with_state(state)
+}
+
+fn page(asset: &assets::Asset) -> Response {
+    let mut response = asset.body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // Assets change with the binary; revalidating each load is cheap on a LAN.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn index() -> Response {
+    page(&assets::INDEX)
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match assets::find(&name) {
+        Some(asset) => page(asset),
+        None => (StatusCode::NOT_FOUND, "no such dashboard file").into_response(),
+    }
+}
+
+async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: LoginRequest = parse_json(&body)?;
+    let token = request.token.trim();
+    if !constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
+        tracing::info!("dashboard login refused: wrong admin token");
+        return Err(ApiError::Unauthorized);
+    }
+    let id = state.sessions.create(Instant::now());
+    tracing::info!("dashboard login");
+    Ok(with_cookie(
+        StatusCode::NO_CONTENT,
+        &session::set_cookie(Some(&id)),
+    ))
+}
+
+// The body is read (and ignored) so the connection stays usable for the next request.
+async fn logout(State(state): State<AppState>, headers: HeaderMap, _body: Bytes) -> Response {
+    if let Some(id) = session::session_cookie(&headers) {
+        state.sessions.end(&id);
+    }
+    with_cookie(StatusCode::NO_CONTENT, &session::set_cookie(None))
+}
+
+fn with_cookie(status: StatusCode, cookie: &str) -> Response {
+    let mut response = status.into_response();
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}

@@ -1,0 +1,152 @@
+//! Browser sessions for the dashboard. The operator logs in once with the admin token; the
+//! browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict` cookie,
+//! so page scripts never keep the token and `EventSource` (which cannot send headers) is
+//! authenticated too. Sessions live in memory: a controller restart logs everyone out.
+//!
+//! Cross-site requests: `SameSite=Strict` keeps the cookie off them, and a state-changing
+//! request authenticated by cookie must also carry [`CSRF_HEADER`], which a cross-site form
+//! cannot set.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, Method};
+use rand_core::{OsRng, RngCore};
+
+/// The cookie's name.
+pub const COOKIE: &str = "coracle_session";
+/// The header every state-changing dashboard request sends.
+pub const CSRF_HEADER: &str = "x-coracle-dashboard";
+/// How long a session lasts without being used.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the oldest goes first (a login flood cannot grow memory).
+const MAX_SESSIONS: usize = 1024;
+
+/// The live sessions. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        // Each operation is one map call, so a poisoned map is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a session and returns its id (256 random bits, hex).
+    pub fn create(&self, now: Instant) -> String {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        let id = hex::encode(bytes);
+        let mut map = self.lock();
+        map.retain(|_, used| now.duration_since(*used) < IDLE_TIMEOUT);
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, used)| **used)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(id.clone(), now);
+        id
+    }
+
+    /// Whether `id` is a live session; refreshes its idle timer.
+    pub fn touch(&self, id: &str, now: Instant) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(id) {
+            Some(used) if now.duration_since(*used) < IDLE_TIMEOUT => {
+                *used = now;
+                true
+            }
+            Some(_) => {
+                map.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Ends a session.
+    pub fn end(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Whether a request is authenticated by a session cookie (with the CSRF header when
+    /// it changes something).
+    pub fn authorizes(&self, method: &Method, headers: &HeaderMap) -> bool {
+        let Some(id) = session_cookie(headers) else {
+            return false;
+        };
+        let safe = matches!(*method, Method::GET | Method::HEAD);
+        if !safe && !headers.contains_key(CSRF_HEADER) {
+            return false;
+        }
+        self.touch(&id, Instant::now())
+    }
+}
+
+/// The session id from the request's cookies.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The `Set-Cookie` value for a new session (or, with `None`, one that clears it).
+pub fn set_cookie(id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!(
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            IDLE_TIMEOUT.as_secs()
+        ),
+        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(cookie: &str, csrf: bool) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+        if csrf {
+            h.insert(CSRF_HEADER, HeaderValue::from_static("1"));
+        }
+        h
+    }
+
+    #[test]
+    fn a_session_cookie_authorizes_reads_and_csrf_marked_writes_only() {
+        let sessions = Sessions::default();
+        let id = sessions.create(Instant::now());
+        let cookie = format!("other=1; {COOKIE}={id}");
+        assert!(sessions.authorizes(&Method::GET, &headers(&cookie, false)));
+        assert!(!sessions.authorizes(&Method::POST, &headers(&cookie, false)));
+        assert!(sessions.authorizes(&Method::POST, &headers(&cookie, true)));
+        assert!(!sessions.authorizes(&Method::GET, &headers(&format!("{COOKIE}=forged"), true)));
+        sessions.end(&id);
+        assert!(!sessions.authorizes(&Method::GET, &headers(&cookie, false)));
+    }
+
+    #[test]
+    fn idle_sessions_expire() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let id = sessions.create(start);
+        assert!(sessions.touch(&id, start + Duration::from_secs(60)));
+        assert!(!sessions.touch(&id, start + Duration::from_secs(60) + IDLE_TIMEOUT));
+        assert!(!sessions.touch(&id, start));
+    }
+}
