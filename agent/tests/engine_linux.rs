@@ -131,6 +131,25 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
         }
         other => panic!("{other:?}"),
     }
+    // Started again after it stopped (a restart policy, a `restart` command): it runs again
+    // from its own spec, and the previous run's log is kept as the newest rotated file.
+    engine.start(&spec.name).unwrap();
+    wait_for("the container to run again", || {
+        engine.list().unwrap()[0].status == EngineStatus::Running
+    });
+    wait_for("its greeting in the new log", || {
+        engine
+            .logs_tail(&spec.name, 10, 4096)
+            .unwrap()
+            .lines
+            .iter()
+            .any(|l| l.contains("hello from coracle"))
+    });
+    let previous = std::fs::read_to_string(dir.path().join("run/web/container.log.1")).unwrap();
+    assert!(previous.contains("hello from coracle"), "{previous}");
+    assert_eq!(engine.list().unwrap()[0].fingerprint, fp);
+    engine.stop(&spec.name, Duration::from_secs(2)).unwrap();
+
     engine.delete(&spec.name).unwrap();
     assert!(engine.list().unwrap().is_empty());
     assert!(!dir.path().join("data/containers/web").exists());

@@ -264,6 +264,16 @@ impl ContainerEngine for LinuxEngine {
 
     fn start(&self, service: &ServiceName) -> Result<(), EngineError> {
         let id = container_id(service)?;
+        // An exited container runs again from its own spec (restart policies, `restart`).
+        let stopped = self
+            .runtime
+            .state(&id)
+            .is_ok_and(|state| state.status == Status::Stopped);
+        if stopped {
+            self.runtime
+                .recreate(&id)
+                .map_err(|e| fail("recreate container", service, chain(&e)))?;
+        }
         match self.runtime.start(&id) {
             Ok(()) | Err(RuntimeError::WrongStatus { .. }) => Ok(()),
             Err(e) => Err(fail("start container", service, chain(&e))),

@@ -45,7 +45,7 @@ impl LinuxRuntime {
         &self.config
     }
 
-    fn dir(&self, id: &ContainerId) -> PathBuf {
+    pub(super) fn dir(&self, id: &ContainerId) -> PathBuf {
         self.config.state_dir.join(id.as_str())
     }
 

@@ -15,6 +15,7 @@ pub mod init;
 pub mod linux;
 pub mod logs;
 mod process;
+mod recreate;
 pub mod shim;
 pub mod spec;
 pub mod state;

@@ -195,6 +195,9 @@ pub async fn show(
 pub async fn command(
     State(state): State<AppState>,
     Path((id, command)): Path<(String, String)>,
+    // Read (and ignore) the body even when refusing: an unread body makes the server drop
+    // the connection, which a client that reuses it sees as a failed next request.
+    _body: axum::body::Bytes,
 ) -> Result<Json<RolloutRecord>, ApiError> {
     let id = rollout_id(&id)?;
     let command = RolloutCommand::parse(&command).ok_or_else(|| ApiError::NotFound {
