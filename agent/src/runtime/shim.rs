@@ -8,11 +8,12 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
@@ -26,6 +27,7 @@ use super::logs::{LogError, RotatingLog};
 use super::process;
 use super::spec::{ContainerSpec, Network, Stdio};
 use super::state::{pid_start_time, ContainerState, StateError, Status};
+use super::userns::{self, UserNsError};
 
 /// The hidden subcommand that turns the agent binary into a shim.
 pub const SHIM_COMMAND: &str = "__shim";
@@ -68,6 +70,8 @@ pub enum ShimError {
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    UserNs(#[from] UserNsError),
     #[error("create pipe")]
     Pipe(#[source] nix::Error),
     #[error("clone the container's init")]
@@ -195,7 +199,9 @@ impl Shim {
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
-        let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
+        // A socket, not a pipe: with a user namespace the go message carries the rootfs mount.
+        let (go_r, go_w) = UnixStream::pair().map_err(ShimError::InitPipe)?;
+        let (go_r, go_w) = (OwnedFd::from(go_r), OwnedFd::from(go_w));
         let log_pipes = match spec.stdio {
             Stdio::Inherit => None,
             Stdio::Logs { max_bytes, keep } => Some((
@@ -205,25 +211,37 @@ impl Shim {
             )),
         };
         let rootfs = dir.join("rootfs");
+        let userns = spec.user_namespace.as_ref();
+        let mut flags = init::clone_flags(&spec.network);
+        if userns.is_some() {
+            flags |= CloneFlags::CLONE_NEWUSER;
+        }
         let ctx = InitContext {
             spec,
             rootfs: &rootfs,
             nodes,
-            netns,
+            // With a user namespace the init inherits the network namespace at clone.
+            netns: netns.filter(|_| userns.is_none()),
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
-        let pid = process::clone_init(init::clone_flags(&spec.network), || {
-            let (Ok(report), Ok(go)) = (report_w.try_clone(), go_r.try_clone()) else {
-                return 1;
-            };
-            let (mut report, mut go) = (File::from(report), File::from(go));
-            let err = init::run(&ctx, &mut report, &mut go);
-            let _ = write!(report, "E{}", error_chain(&err));
-            1
-        })
-        .map_err(ShimError::Clone)?;
+        let clone = || {
+            process::clone_init(flags, || {
+                let (Ok(report), Ok(go)) = (report_w.try_clone(), go_r.try_clone()) else {
+                    return 1;
+                };
+                let (mut report, mut go) = (File::from(report), File::from(go));
+                let err = init::run(&ctx, &mut report, &mut go);
+                let _ = write!(report, "E{}", error_chain(&err));
+                1
+            })
+        };
+        let cloned = match userns {
+            Some(_) => userns::clone_in_netns(netns, clone)?,
+            None => clone(),
+        };
+        let pid = cloned.map_err(ShimError::Clone)?;
         drop((report_w, go_r));
         // Dropping the write ends here leaves the init the only writer: EOF comes with its exit.
         let logs = log_pipes
@@ -248,10 +266,18 @@ impl Shim {
             go: File::from(go_w),
             logs,
         };
-        // 5. Into the cgroup, then let the init go on to set itself up.
+        // 5. Into the cgroup (with a user namespace: id maps written, rootfs built), then
+        //    let the init go on to set itself up.
         let joined = shim.cgroup.join(pid.as_raw()).map_err(ShimError::from);
         let ready = joined
-            .and_then(|()| shim.go.write_all(b"C").map_err(ShimError::InitPipe))
+            .and_then(|()| match userns {
+                Some(mapping) => {
+                    userns::write_maps(pid, mapping)?;
+                    let tree = userns::prepare_rootfs(pid, mapping, &spec.rootfs)?;
+                    Ok(userns::send_go(shim.go.as_raw_fd(), b'C', tree.as_ref())?)
+                }
+                None => shim.go.write_all(b"C").map_err(ShimError::InitPipe),
+            })
             .and_then(|()| shim.await_init());
         if let Err(err) = ready {
             shim.abandon();

@@ -15,13 +15,14 @@ pub mod user;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 
 use super::process;
-use super::spec::{ContainerSpec, Network};
+use super::spec::{ContainerSpec, MountKind, Network};
+use super::userns;
 
 /// Failures of the init steps, named after the step.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum InitError {
     Loopback(#[source] nix::Error),
     #[error(transparent)]
     Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    UserNs(#[from] crate::runtime::userns::UserNsError),
     #[error(transparent)]
     Dev(#[from] dev::DevError),
     #[error("set hostname {hostname:?}")]
@@ -116,6 +119,9 @@ pub fn check(spec: &ContainerSpec) -> Result<(), InitError> {
     for limit in &spec.process.rlimits {
         rlimits::parse(limit)?;
     }
+    if let Some(mapping) = &spec.user_namespace {
+        userns::check(mapping)?;
+    }
     Ok(())
 }
 
@@ -134,8 +140,18 @@ fn setup_and_exec(
     go: &mut File,
 ) -> Result<std::convert::Infallible, InitError> {
     let spec = ctx.spec;
-    // 1. Wait until the shim has put us in the container's cgroup, then make it our root.
-    await_byte(go, b'C')?;
+    let in_userns = spec.user_namespace.is_some();
+    // 1. Wait until the shim has put us in the container's cgroup (and, with a user
+    //    namespace, written our id maps and built the rootfs), then make it our root.
+    let rootfs_tree = if in_userns {
+        let (byte, tree) = userns::receive_go(go.as_fd())?;
+        expect_byte(byte, b'C')?;
+        userns::become_root()?;
+        tree
+    } else {
+        await_byte(go, b'C')?;
+        None
+    };
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
     // 2. Network: join the given namespace, or bring up loopback in the fresh one.
     match (&spec.network, ctx.netns) {
@@ -147,12 +163,30 @@ fn setup_and_exec(
     }
     // 3. Root filesystem and mounts, in our private mount namespace.
     mounts::make_private()?;
-    mounts::mount_rootfs(&spec.rootfs, ctx.rootfs)?;
-    for m in &spec.mounts {
-        mounts::mount_one(ctx.rootfs, m)?;
+    match &rootfs_tree {
+        Some(tree) => userns::attach_rootfs(tree, ctx.rootfs)?,
+        None => mounts::mount_rootfs(&spec.rootfs, ctx.rootfs)?,
     }
-    // 4. Minimal /dev: standard nodes plus passed-through devices, nothing else.
-    dev::populate(ctx.rootfs, ctx.nodes)?;
+    for m in &spec.mounts {
+        match mounts::mount_one(ctx.rootfs, m) {
+            // A user namespace cannot mount sysfs for a network namespace it does not own
+            // (host or joined network): show the host's, read-only, like runc.
+            Err(mounts::MountError::Mount { kind, .. })
+                if in_userns && kind == MountKind::Sysfs =>
+            {
+                mounts::bind_host_sysfs(ctx.rootfs, m)?
+            }
+            other => other?,
+        }
+    }
+    // 4. Minimal /dev: standard nodes plus passed-through devices, nothing else. A user
+    //    namespace may not create device nodes: the host's are bind-mounted instead.
+    let creation = if in_userns {
+        dev::Creation::BindHost
+    } else {
+        dev::Creation::Mknod
+    };
+    dev::populate(ctx.rootfs, ctx.nodes, creation)?;
     // 5. Switch root; the host's tree is gone from here on.
     mounts::pivot_into(ctx.rootfs)?;
     // 6. Hide and freeze what containers must not touch.
@@ -225,7 +259,11 @@ fn setup_and_exec(
 fn await_byte(go: &mut File, want: u8) -> Result<(), InitError> {
     let mut byte = [0u8];
     go.read_exact(&mut byte).map_err(InitError::AwaitShim)?;
-    if byte[0] == want {
+    expect_byte(byte[0], want)
+}
+
+fn expect_byte(got: u8, want: u8) -> Result<(), InitError> {
+    if got == want {
         Ok(())
     } else {
         Err(InitError::AwaitShim(std::io::Error::other(
