@@ -4,9 +4,13 @@
 //! created. The root and parent name come from [`CgroupConfig`], so tests use a fake tree or
 //! their own parent.
 
+mod bpf;
+pub mod device_bpf;
 pub mod limits;
 mod v1;
 mod v2;
+
+pub use v2::install_device_filter;
 
 use std::fs;
 use std::io::ErrorKind;
@@ -72,6 +76,19 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("load the device allow-list program for {path} (verifier: {verifier_log:?})")]
+    LoadDeviceFilter {
+        path: PathBuf,
+        verifier_log: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("attach the device allow-list program to {path}")]
+    AttachDeviceFilter {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("read cgroup file {path}")]
     ReadFile {
         path: PathBuf,
@@ -110,7 +127,7 @@ impl ContainerCgroup {
         let writes = limits::plan(resources, devices, version);
         let (cgroup, mut conditions) = match version {
             CgroupVersion::V1 => v1::create(config, id, &writes)?,
-            CgroupVersion::V2 => v2::create(config, id, &writes)?,
+            CgroupVersion::V2 => v2::create(config, id, &writes, devices)?,
         };
         match cgroup.apply(&writes) {
             Ok(more) => {
