@@ -212,6 +212,9 @@ impl Shim {
         };
         let rootfs = dir.join("rootfs");
         let userns = spec.user_namespace.as_ref();
+        // On v1 the init moves itself into its cgroups (cheap, see `cgroups::join_self`);
+        // the shim moves it on v2 and when a user namespace keeps it from host files.
+        let self_join = cgroup.self_join_files().filter(|_| userns.is_none());
         let mut flags = init::clone_flags(&spec.network);
         if userns.is_some() {
             flags |= CloneFlags::CLONE_NEWUSER;
@@ -222,6 +225,7 @@ impl Shim {
             nodes,
             // With a user namespace the init inherits the network namespace at clone.
             netns: netns.filter(|_| userns.is_none()),
+            join_cgroup: self_join.as_deref(),
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
         };
@@ -268,7 +272,10 @@ impl Shim {
         };
         // 5. Into the cgroup (with a user namespace: id maps written, rootfs built), then
         //    let the init go on to set itself up.
-        let joined = shim.cgroup.join(pid.as_raw()).map_err(ShimError::from);
+        let joined = match self_join {
+            Some(_) => Ok(()),
+            None => shim.cgroup.join(pid.as_raw()).map_err(ShimError::from),
+        };
         let ready = joined
             .and_then(|()| match userns {
                 Some(mapping) => {

@@ -33,6 +33,8 @@ pub enum InitError {
     NulByte { value: String },
     #[error("wait for the shim")]
     AwaitShim(#[source] std::io::Error),
+    #[error("join the container's cgroup")]
+    JoinCgroup(#[from] crate::runtime::cgroups::CgroupError),
     #[error("enter a new cgroup namespace")]
     UnshareCgroup(#[source] nix::Error),
     #[error("join network namespace")]
@@ -90,6 +92,8 @@ pub struct InitContext<'a> {
     pub nodes: &'a [dev::Node],
     /// Network namespace to join, opened on the host.
     pub netns: Option<&'a OwnedFd>,
+    /// v1 `tasks` files to join by itself after `C`; `None` when the shim moves it.
+    pub join_cgroup: Option<&'a [PathBuf]>,
     /// Log pipes for stdout and stderr; `None` keeps the inherited stdio.
     pub stdout: Option<&'a OwnedFd>,
     pub stderr: Option<&'a OwnedFd>,
@@ -152,6 +156,9 @@ fn setup_and_exec(
         await_byte(go, b'C')?;
         None
     };
+    if let Some(tasks) = ctx.join_cgroup {
+        crate::runtime::cgroups::join_self(tasks)?;
+    }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
     // 2. Network: join the given namespace, or bring up loopback in the fresh one.
     match (&spec.network, ctx.netns) {
