@@ -32,7 +32,7 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let id: ContainerId = args.id.parse()?;
     let spec = bundle::load(&args.bundle)?;
-    let runtime = LinuxRuntime::new(RuntimeConfig {
+    let runtime = LinuxRuntime::foreground(RuntimeConfig {
         state_dir: args.root.clone(),
         cgroup: CgroupConfig {
             root: args.cgroup_root.clone(),

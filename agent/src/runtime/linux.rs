@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::cgroups::{detect_version, CgroupConfig, CgroupVersion, ContainerCgroup};
 use super::id::ContainerId;
 use super::init;
-use super::shim::{ShimInput, INPUT_FILE, SHIM_COMMAND, SOCKET_FILE};
+use super::shim::{self, ShimInput, INPUT_FILE, SHIM_COMMAND, SOCKET_FILE};
 use super::spec::{ContainerSpec, Stdio};
 use super::state::{pid_start_time, write_atomically, ContainerState, StateError, Status};
 use super::{process, Runtime, RuntimeError};
@@ -34,11 +34,27 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone)]
 pub struct LinuxRuntime {
     config: RuntimeConfig,
+    /// Fork shims instead of re-executing the binary (see `foreground`).
+    fork_shims: bool,
 }
 
 impl LinuxRuntime {
     pub fn new(config: RuntimeConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            fork_shims: false,
+        }
+    }
+
+    /// A runtime for a single-threaded foreground caller (`coracle-agent run`): the shim of
+    /// a container with inherited stdio is a fork of the caller rather than a new exec of
+    /// the binary, which saves loading and relocating it again (about 1 ms per start).
+    /// Should the caller have grown threads, shims are re-executed as usual.
+    pub fn foreground(config: RuntimeConfig) -> Self {
+        Self {
+            config,
+            fork_shims: true,
+        }
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -142,23 +158,38 @@ impl LinuxRuntime {
                     source: e.into(),
                 }
             })?;
-        let mut command = Command::new(&self.config.shim_binary);
-        command
-            .arg(SHIM_COMMAND)
-            .arg(dir)
-            .stdin(ProcessStdio::null());
-        if let Stdio::Logs { .. } = spec.stdio {
-            command
-                .stdout(ProcessStdio::null())
-                .stderr(ProcessStdio::null());
-        }
-        process::pass_fd_as_3(&mut command, report_w.as_raw_fd());
         let spawn_err = |source| RuntimeError::SpawnShim {
             binary: self.config.shim_binary.clone(),
             source,
         };
-        // The shim is our child until we die; `delete` reaps it (init does, after a crash).
-        command.spawn().map_err(spawn_err)?;
+        let forked = if self.fork_shims && spec.stdio == Stdio::Inherit {
+            let report = report_w.try_clone().map_err(spawn_err)?;
+            process::fork_single_threaded(move || {
+                // Like the exec'd shim: the container does not read the caller's stdin.
+                if let Ok(null) = fs::File::open("/dev/null") {
+                    let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+                }
+                shim::run(dir, Some(fs::File::from(report)))
+            })
+            .map_err(|e| spawn_err(e.into()))?
+        } else {
+            None
+        };
+        if forked.is_none() {
+            let mut command = Command::new(&self.config.shim_binary);
+            command
+                .arg(SHIM_COMMAND)
+                .arg(dir)
+                .stdin(ProcessStdio::null());
+            if let Stdio::Logs { .. } = spec.stdio {
+                command
+                    .stdout(ProcessStdio::null())
+                    .stderr(ProcessStdio::null());
+            }
+            process::pass_fd_as_3(&mut command, report_w.as_raw_fd());
+            // The shim is our child until we die; `delete` reaps it (init does, after a crash).
+            command.spawn().map_err(spawn_err)?;
+        }
         drop(report_w);
         let mut report = String::new();
         let mut reader = BufReader::new(fs::File::from(report_r));

@@ -29,6 +29,30 @@ pub fn clone_init(flags: CloneFlags, init: impl FnMut() -> isize) -> Result<Pid,
     unsafe { nix::sched::clone(Box::new(init), &mut stack, flags, Some(libc::SIGCHLD)) }
 }
 
+/// Forks a child that runs `child` and exits with its code; returns the child's pid, or
+/// `None` (nothing done) when this process has more than one thread: a forked copy of a
+/// multi-threaded process may inherit locks held by threads that do not exist in it.
+pub fn fork_single_threaded(child: impl FnOnce() -> i32) -> Result<Option<Pid>, Errno> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.split_whitespace().eq(["Threads:", "1"]))
+    {
+        return Ok(None);
+    }
+    // SAFETY: the process is single threaded (checked above), so the child is a complete
+    // copy of it and may run any code; it never returns into the caller's frames but ends
+    // in `_exit`, which skips atexit handlers and stdio buffers that belong to the parent.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => {
+            let code = child();
+            // SAFETY: _exit ends the process at once; nothing of the parent's runs after.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
 /// Starts a new session for the shim, so no terminal or process-group signal meant for the
 /// agent (Ctrl-C, a service manager stopping the agent's group) reaches it. The shim stays
 /// the agent's child until the agent dies; then it belongs to init, which reaps it.
@@ -111,6 +135,16 @@ pub fn take_fd_3() -> Option<std::fs::File> {
     // SAFETY: fd 3 is open (checked above) and, by the shim's calling convention, belongs to
     // nothing else in this process, so this File is its only owner.
     Some(unsafe { std::fs::File::from_raw_fd(3) })
+}
+
+/// A pidfd for `pid` (Linux >= 5.3): readable once the process has exited.
+pub fn pidfd_open(pid: Pid) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain integer arguments; the result is a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = Errno::result(ret)? as RawFd;
+    // SAFETY: pidfd_open returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Drops this process's page-table entries for read-only, never-written file mappings (the

@@ -8,11 +8,12 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -98,7 +99,11 @@ pub enum ShimError {
 
 /// Entry point of `coracle-agent __shim DIR`; returns the shim's exit code.
 pub fn main(dir: &Path) -> i32 {
-    let mut report = process::take_fd_3();
+    run(dir, process::take_fd_3())
+}
+
+/// The shim's life, reporting to `report` until the container is created (or failed).
+pub fn run(dir: &Path, mut report: Option<File>) -> i32 {
     let fail = |report: &mut Option<File>, err: &ShimError| {
         if let Some(r) = report.as_mut() {
             let _ = writeln!(r, "error: {}", error_chain(err));
@@ -139,6 +144,20 @@ struct Shim {
     report: File,
     go: File,
     logs: Option<(OwnedFd, OwnedFd, u64, u32)>,
+}
+
+/// How long the shim stays as it is before it gives back its file pages (see
+/// `process::release_clean_file_pages`, ~1 ms of work): a container that is started, or
+/// that exits, within this time never waits for it; one that lives longer costs no more.
+const RELEASE_AFTER_MS: u16 = 20;
+
+/// Releases the shim's clean file pages unless `fd` (the command socket, or the container's
+/// pidfd) becomes readable first.
+fn release_pages_unless_ready(fd: BorrowedFd<'_>) {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    if let Ok(0) = poll(&mut fds, PollTimeout::from(RELEASE_AFTER_MS)) {
+        process::release_clean_file_pages();
+    }
 }
 
 impl Shim {
@@ -336,11 +355,14 @@ impl Shim {
     /// From "created" to "stopped": serve start/kill, pump logs, reap, record.
     fn supervise(&mut self, listener: UnixListener) -> Result<(), ShimError> {
         let socket = self.dir.join(SOCKET_FILE);
-        process::release_clean_file_pages();
+        release_pages_unless_ready(listener.as_fd());
         let waiter = self.serve_until_started(&listener);
         drop(listener);
         let _ = fs::remove_file(&socket);
-        process::release_clean_file_pages();
+        match process::pidfd_open(Pid::from_raw(self.state.pid)) {
+            Ok(pidfd) => release_pages_unless_ready(pidfd.as_fd()),
+            Err(_) => process::release_clean_file_pages(),
+        }
         if let Some((out, err, max_bytes, keep)) = self.logs.take() {
             let mut log = RotatingLog::open(&self.dir, max_bytes, keep)?;
             super::logs::pump(&[out, err], &mut log)?;
