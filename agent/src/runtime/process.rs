@@ -1,7 +1,7 @@
-//! The process boundary: the only file with `unsafe` in the runtime. clone into new
-//! namespaces, exec, signal dispositions, fd plumbing for the
-//! shim's report pipe, and the loopback ioctl. Everything here is a thin wrapper; the
-//! decisions live in `init` and `shim`.
+//! The process boundary, one of the runtime's few files with `unsafe` (with `mount_api` and
+//! `cgroups::bpf`): clone into new namespaces, fork, exec, signal dispositions, fd plumbing
+//! for the shim's report pipe, pidfds, and the loopback ioctl. Everything here is a thin
+//! wrapper; the decisions live in `init` and `shim`.
 
 use std::convert::Infallible;
 use std::ffi::CString;

@@ -1,8 +1,10 @@
 //! The container's init: what runs in the cloned child, in its new namespaces, between
 //! clone and exec. It reads as the list of steps below; each step has its own error variant
 //! so a failed create says exactly where it stopped. The child reports to the shim over a
-//! pipe: `R` when ready to exec, `E<message>` on failure; the shim answers `C` (cgroup
-//! joined) and `S` (start). The pipe closes on exec, which tells the shim exec succeeded.
+//! pipe: `R` when ready to exec, `E<message>` on failure; the shim answers on the go socket
+//! `C` (cgroup ready — on v1 the init then joins it itself; with a user namespace the
+//! message carries the rootfs mount) and `S` (start). The report pipe closes on exec, which
+//! tells the shim exec succeeded.
 
 pub mod capabilities;
 pub mod dev;
@@ -99,8 +101,8 @@ pub struct InitContext<'a> {
     pub stderr: Option<&'a OwnedFd>,
 }
 
-/// Namespaces created at clone; the cgroup namespace comes later, once the shim has moved
-/// the child into its cgroup, so the container sees that cgroup as its root.
+/// Namespaces created at clone; the cgroup namespace comes later, once the child is in its
+/// cgroup, so the container sees that cgroup as its root.
 pub fn clone_flags(network: &Network) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
