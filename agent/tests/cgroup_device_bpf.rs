@@ -153,3 +153,25 @@ fn v2_container_cannot_create_or_open_an_unlisted_device_but_uses_a_passed_one()
     );
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn v2_init_is_born_in_its_cgroup_with_and_without_a_user_namespace() {
+    use coracle_agent::runtime::spec::IdMapping;
+    use coracle_agent::runtime::{ContainerId, Runtime};
+    let h = Harness::with_cgroup_root(UNIFIED);
+    for (name, userns) in [
+        ("v2-plain", None),
+        ("v2-userns", Some(IdMapping::root_at(300_000, 65_536))),
+    ] {
+        let mut spec = h.spec("sleep 30");
+        spec.user_namespace = userns;
+        let id: ContainerId = name.parse().unwrap();
+        let state = h.runtime.create(&id, &spec).unwrap();
+        h.runtime.start(&id).unwrap();
+        let procs = fs::read_to_string(state.cgroup_paths[0].join("cgroup.procs")).unwrap();
+        assert_eq!(procs.trim(), state.pid.to_string(), "{name}");
+        h.kill_and_delete(&id);
+    }
+    h.assert_clean();
+}

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
@@ -249,16 +250,29 @@ impl Shim {
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
-        let clone = || {
-            process::clone_init(flags, || {
-                let (Ok(report), Ok(go)) = (report_w.try_clone(), go_r.try_clone()) else {
-                    return 1;
-                };
-                let (mut report, mut go) = (File::from(report), File::from(go));
-                let err = init::run(&ctx, &mut report, &mut go);
-                let _ = write!(report, "E{}", error_chain(&err));
-                1
-            })
+        let mut child = || {
+            let (Ok(report), Ok(go)) = (report_w.try_clone(), go_r.try_clone()) else {
+                return 1;
+            };
+            let (mut report, mut go) = (File::from(report), File::from(go));
+            let err = init::run(&ctx, &mut report, &mut go);
+            let _ = write!(report, "E{}", error_chain(&err));
+            1
+        };
+        // On v2 the init is born in its cgroup; older kernels fall back to clone + move.
+        let v2_dir = cgroup.v2_dir().and_then(|d| File::open(d).ok());
+        let mut born_in_cgroup = false;
+        let mut clone = || {
+            if let Some(dir) = &v2_dir {
+                match process::clone_init_into_cgroup(flags, dir.as_fd(), &mut child) {
+                    Err(Errno::ENOSYS | Errno::E2BIG) => {}
+                    other => {
+                        born_in_cgroup = other.is_ok();
+                        return other;
+                    }
+                }
+            }
+            process::clone_init(flags, &mut child)
         };
         let cloned = match userns {
             Some(_) => userns::clone_in_netns(netns, clone)?,
@@ -291,9 +305,10 @@ impl Shim {
         };
         // 5. Into the cgroup (with a user namespace: id maps written, rootfs built), then
         //    let the init go on to set itself up.
-        let joined = match self_join {
-            Some(_) => Ok(()),
-            None => shim.cgroup.join(pid.as_raw()).map_err(ShimError::from),
+        let joined = if self_join.is_some() || born_in_cgroup {
+            Ok(())
+        } else {
+            shim.cgroup.join(pid.as_raw()).map_err(ShimError::from)
         };
         let ready = joined
             .and_then(|()| match userns {

@@ -217,6 +217,13 @@ impl ContainerCgroup {
             .then(|| self.dirs.iter().map(|(_, d)| d.join("tasks")).collect())
     }
 
+    /// The v2 directory, for `clone3(CLONE_INTO_CGROUP)`; `None` on v1.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        (self.version == CgroupVersion::V2)
+            .then(|| self.dir_for(""))
+            .flatten()
+    }
+
     /// Whether the OOM killer fired in this cgroup.
     pub fn oom_killed(&self) -> bool {
         let (dir, file) = match self.version {
