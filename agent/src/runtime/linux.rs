@@ -86,15 +86,6 @@ impl LinuxRuntime {
         fs::remove_dir_all(&dir).map_err(|source| RuntimeError::RemoveDir { path: dir, source })
     }
 
-    /// Starts the container and blocks until it exits (the foreground `run`).
-    pub fn start_and_wait(&self, id: &ContainerId) -> Result<ContainerState, RuntimeError> {
-        let conn = self.start_command(id)?;
-        let mut line = String::new();
-        // The shim writes "exited N" after recording the state; EOF (shim killed) also ends the wait.
-        let _ = BufReader::new(conn).read_line(&mut line);
-        self.state(id)
-    }
-
     /// The container's cgroup, for reading usage counters.
     pub fn cgroup(&self, id: &ContainerId) -> Result<ContainerCgroup, RuntimeError> {
         let state = self.state(id)?;
@@ -211,11 +202,41 @@ impl LinuxRuntime {
     }
 }
 
-impl Runtime for LinuxRuntime {
-    fn create(
+impl LinuxRuntime {
+    /// The foreground `run`: creates the container already started (the shim opens no
+    /// command socket and nobody round-trips a `start`) and blocks until it has exited.
+    /// The container is left stopped, for `delete`.
+    pub fn run_foreground(
         &self,
         id: &ContainerId,
         spec: &ContainerSpec,
+    ) -> Result<ContainerState, RuntimeError> {
+        let state = self.create_with(id, spec, true)?;
+        self.reap_shim(&state);
+        self.state(id)
+    }
+
+    /// Waits until the container's shim has exited: our own child is reaped; an adopted
+    /// one (another process's child) is polled for up to 2 s.
+    fn reap_shim(&self, state: &ContainerState) {
+        let shim = Pid::from_raw(state.shim_pid);
+        let alive = pid_start_time(state.shim_pid) == Some(state.shim_start_time);
+        if (alive || shim_is_zombie(state.shim_pid)) && nix::sys::wait::waitpid(shim, None).is_err()
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while pid_start_time(state.shim_pid) == Some(state.shim_start_time)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+
+    fn create_with(
+        &self,
+        id: &ContainerId,
+        spec: &ContainerSpec,
+        start_at_once: bool,
     ) -> Result<ContainerState, RuntimeError> {
         // 1. Refuse what cannot work before anything exists.
         init::check(spec).map_err(|source| RuntimeError::InvalidSpec {
@@ -241,6 +262,7 @@ impl Runtime for LinuxRuntime {
             id: id.clone(),
             spec: spec.clone(),
             cgroup: self.config.cgroup.clone(),
+            start_at_once,
         };
         let json = serde_json::to_vec(&input).expect("spec has only plain serialisable fields");
         let prepared = fs::create_dir(dir.join("rootfs"))
@@ -257,6 +279,16 @@ impl Runtime for LinuxRuntime {
         let state = self.state(id)?;
         tracing::info!(container = %id, pid = state.pid, "container created");
         Ok(state)
+    }
+}
+
+impl Runtime for LinuxRuntime {
+    fn create(
+        &self,
+        id: &ContainerId,
+        spec: &ContainerSpec,
+    ) -> Result<ContainerState, RuntimeError> {
+        self.create_with(id, spec, false)
     }
 
     fn start(&self, id: &ContainerId) -> Result<(), RuntimeError> {
@@ -327,18 +359,7 @@ impl Runtime for LinuxRuntime {
             });
         }
         // The shim exits right after recording "stopped"; let it finish before its dir goes.
-        // Our own child (this process created it): reap it. Adopted ones: poll until gone.
-        let shim = Pid::from_raw(state.shim_pid);
-        let alive = pid_start_time(state.shim_pid) == Some(state.shim_start_time);
-        if (alive || shim_is_zombie(state.shim_pid)) && nix::sys::wait::waitpid(shim, None).is_err()
-        {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while pid_start_time(state.shim_pid) == Some(state.shim_start_time)
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        }
+        self.reap_shim(&state);
         // Normally the shim removed the cgroup; if it was lost, do it here.
         ContainerCgroup::from_paths(state.cgroup_version, &state.cgroup_paths).remove()?;
         let dir = self.dir(id);

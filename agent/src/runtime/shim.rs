@@ -43,6 +43,9 @@ pub struct ShimInput {
     pub id: ContainerId,
     pub spec: ContainerSpec,
     pub cgroup: CgroupConfig,
+    /// Start as soon as created, with no command socket (the foreground `run`).
+    #[serde(default)]
+    pub start_at_once: bool,
 }
 
 /// Failures in the shim, named after its steps.
@@ -118,6 +121,18 @@ pub fn run(dir: &Path, mut report: Option<File>) -> i32 {
         Ok(shim) => shim,
         Err(err) => return fail(&mut report, &err),
     };
+    if shim.start_at_once {
+        // `run`: nobody will send `start`, so no socket; the report comes after exec.
+        if let Err(err) = shim.start() {
+            shim.abandon();
+            return fail(&mut report, &err);
+        }
+        if let Some(mut r) = report.take() {
+            let _ = r.write_all(b"ok\n");
+        }
+        let result = shim.run_to_exit(None);
+        return exit_code(&shim, result);
+    }
     let listener = match shim.listen() {
         Ok(listener) => listener,
         Err(err) => {
@@ -129,7 +144,12 @@ pub fn run(dir: &Path, mut report: Option<File>) -> i32 {
         // One line, not EOF: the created init holds a copy of this pipe until it execs.
         let _ = r.write_all(b"ok\n");
     }
-    match shim.supervise(listener) {
+    let result = shim.supervise(listener);
+    exit_code(&shim, result)
+}
+
+fn exit_code(shim: &Shim, result: Result<(), ShimError>) -> i32 {
+    match result {
         Ok(()) => 0,
         Err(err) => {
             tracing::error!(container = %shim.state.id, error = %error_chain(&err), "shim failed");
@@ -145,6 +165,7 @@ struct Shim {
     report: File,
     go: File,
     logs: Option<(OwnedFd, OwnedFd, u64, u32)>,
+    start_at_once: bool,
 }
 
 /// How long the shim stays as it is before it gives back its file pages (see
@@ -207,6 +228,7 @@ impl Shim {
             }
         };
         shim.state.conditions = conditions;
+        shim.start_at_once = input.start_at_once;
         Ok(shim)
     }
 
@@ -302,6 +324,7 @@ impl Shim {
             report: File::from(report_r),
             go: File::from(go_w),
             logs,
+            start_at_once: false,
         };
         // 5. Into the cgroup (with a user namespace: id maps written, rootfs built), then
         //    let the init go on to set itself up.
@@ -374,6 +397,11 @@ impl Shim {
         let waiter = self.serve_until_started(&listener);
         drop(listener);
         let _ = fs::remove_file(&socket);
+        self.run_to_exit(waiter)
+    }
+
+    /// From "running" to "stopped": pump logs, reap, record, tell `waiter`.
+    fn run_to_exit(&mut self, waiter: Option<UnixStream>) -> Result<(), ShimError> {
         match process::pidfd_open(Pid::from_raw(self.state.pid)) {
             Ok(pidfd) => release_pages_unless_ready(pidfd.as_fd()),
             Err(_) => process::release_clean_file_pages(),
@@ -416,25 +444,16 @@ impl Shim {
                 words.next(),
                 words.next().and_then(|n| n.parse::<i32>().ok()),
             ) {
-                (Some("start"), _) => {
-                    let started = self
-                        .go
-                        .write_all(b"S")
-                        .map_err(ShimError::InitPipe)
-                        .and_then(|()| self.await_exec());
-                    match started {
-                        Ok(()) => {
-                            self.state.status = Status::Running;
-                            let _ = self.state.store(&self.dir);
-                            let _ = conn.write_all(b"started\n");
-                            return Some(conn);
-                        }
-                        Err(err) => {
-                            let _ = writeln!(conn, "error: {}", error_chain(&err));
-                            return None;
-                        }
+                (Some("start"), _) => match self.start() {
+                    Ok(()) => {
+                        let _ = conn.write_all(b"started\n");
+                        return Some(conn);
                     }
-                }
+                    Err(err) => {
+                        let _ = writeln!(conn, "error: {}", error_chain(&err));
+                        return None;
+                    }
+                },
                 (Some("kill"), Some(signal)) => {
                     let sent = Signal::try_from(signal)
                         .and_then(|s| kill(Pid::from_raw(self.state.pid), s));
@@ -452,6 +471,16 @@ impl Shim {
             }
         }
         None
+    }
+
+    /// Lets the init exec and records "running".
+    fn start(&mut self) -> Result<(), ShimError> {
+        self.go.write_all(b"S").map_err(ShimError::InitPipe)?;
+        self.await_exec()?;
+        self.state.status = Status::Running;
+        // The exec happened; a state file that fails to update is repaired at exit.
+        let _ = self.state.store(&self.dir);
+        Ok(())
     }
 
     /// After `S`: EOF on the report pipe means exec happened (the pipe is close-on-exec).
