@@ -213,6 +213,10 @@ pub fn release_clean_file_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
+    // Collected first and released in one tight loop afterwards: code that runs after a
+    // release maps its pages back (64 KiB at a time, by fault-around), so the parsing must
+    // not run in between.
+    let mut releasable = Vec::with_capacity(64);
     let mut candidate: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
@@ -230,14 +234,16 @@ pub fn release_clean_file_pages() {
             };
         } else if first == "Anonymous:" {
             let anonymous_kb = fields.next().unwrap_or("1");
-            if let (Some((start, end)), "0") = (candidate.take(), anonymous_kb) {
-                // SAFETY: [start, end) is a whole mapping of this process, read-only and
-                // file-backed with no private page (checked above), so MADV_DONTNEED only
-                // unmaps page-cache pages that the next access maps again unchanged.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
-                };
+            if let (Some(range), "0") = (candidate.take(), anonymous_kb) {
+                releasable.push(range);
             }
         }
+    }
+    drop(smaps);
+    for (start, end) in releasable {
+        // SAFETY: [start, end) is a whole mapping of this process, read-only and
+        // file-backed with no private page (checked above), so MADV_DONTNEED only
+        // unmaps page-cache pages that the next access maps again unchanged.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }

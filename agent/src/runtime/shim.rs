@@ -402,12 +402,19 @@ impl Shim {
 
     /// From "running" to "stopped": pump logs, reap, record, tell `waiter`.
     fn run_to_exit(&mut self, waiter: Option<UnixStream>) -> Result<(), ShimError> {
+        // The log is opened before the pages are released, so that only the pump loop
+        // runs (and maps code back in) while the container lives.
+        let logs = match self.logs.take() {
+            Some((out, err, max_bytes, keep)) => {
+                Some((RotatingLog::open(&self.dir, max_bytes, keep)?, out, err))
+            }
+            None => None,
+        };
         match process::pidfd_open(Pid::from_raw(self.state.pid)) {
             Ok(pidfd) => release_pages_unless_ready(pidfd.as_fd()),
             Err(_) => process::release_clean_file_pages(),
         }
-        if let Some((out, err, max_bytes, keep)) = self.logs.take() {
-            let mut log = RotatingLog::open(&self.dir, max_bytes, keep)?;
+        if let Some((mut log, out, err)) = logs {
             super::logs::pump(&[out, err], &mut log)?;
         }
         let status = waitpid(Pid::from_raw(self.state.pid), None).map_err(ShimError::Wait)?;
