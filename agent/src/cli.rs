@@ -32,7 +32,7 @@ pub struct RunArgs {
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let id: ContainerId = args.id.parse()?;
     let spec = bundle::load(&args.bundle)?;
-    let runtime = LinuxRuntime::new(RuntimeConfig {
+    let runtime = LinuxRuntime::foreground(RuntimeConfig {
         state_dir: args.root.clone(),
         cgroup: CgroupConfig {
             root: args.cgroup_root.clone(),
@@ -40,8 +40,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         },
         shim_binary: std::env::current_exe().context("find this binary to use as the shim")?,
     });
-    runtime.create(&id, &spec)?;
-    let state = runtime.start_and_wait(&id)?;
+    let state = runtime.run_foreground(&id, &spec)?;
     runtime.delete(&id)?;
     if state.oom_killed {
         tracing::warn!(container = %id, "container was killed by the OOM killer");

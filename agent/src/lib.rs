@@ -9,9 +9,11 @@
 //! capabilities, no_new_privs, seccomp, rlimits, user — and then supervises it: it records
 //! the exit code and OOM kills atomically in `<state dir>/<id>/state.json` and writes the
 //! output to size-capped rotating logs. The agent holds no container state in memory, so a
-//! restarted agent adopts running containers by reading the state dir. Limits: no user
-//! namespace yet; the v2 device allow-list (an eBPF program) is not written, so on v2 only
-//! the minimal /dev guards devices. `unsafe` lives in `runtime/process.rs` only.
+//! restarted agent adopts running containers by reading the state dir. Optional user
+//! namespace (container root = an unprivileged host id; idmapped lower dirs). On cgroup v2
+//! the device allow-list is an eBPF program built in `runtime::cgroups::device_bpf`.
+//! `unsafe` lives in the runtime's syscall wrappers only: `process`, `mount_api`,
+//! `cgroups::bpf`, and the fd received in `userns`.
 //!
 //! Daemon modules (issue 6):
 //! - `config`: `AgentConfig` from `/etc/coracle/agent.toml`, validated with named errors.

@@ -58,7 +58,13 @@ fn main() -> ExitCode {
         logs.with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     } else {
-        logs.with_max_level(tracing::Level::INFO).init();
+        // `run` is a foreground command like `crun run`: the container's lifecycle lines
+        // are noise there (and cost start time); warnings and errors still show.
+        let level = match cli.command {
+            Some(Cmd::Run(_)) => tracing::Level::WARN,
+            _ => tracing::Level::INFO,
+        };
+        logs.with_max_level(level).init();
     }
     if let Some(Cmd::Run(args)) = &cli.command {
         return match cli::run(args) {

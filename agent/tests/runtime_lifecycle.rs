@@ -247,3 +247,34 @@ fn invalid_spec_is_refused_before_anything_exists() {
         Err(RuntimeError::NotFound { .. })
     ));
 }
+
+#[test]
+#[ignore = "needs root"]
+fn run_bundle_with_a_missing_program_fails_naming_it_and_leaves_nothing() {
+    let h = Harness::new();
+    let bundle = h.dir.path().join("bundle-missing");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/no-such-program"],
+                    "env": ["PATH=/bin"], "cwd": "/"},
+        "root": {"path": h.lower},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coracle-agent"))
+        .arg("run")
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--root")
+        .arg(h.dir.path().join("state"))
+        .arg("--cgroup-parent")
+        .arg(&h.parent)
+        .arg("missing")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("/bin/no-such-program"), "{stderr}");
+    h.assert_clean();
+}

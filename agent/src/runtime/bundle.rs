@@ -7,16 +7,18 @@
 //! paths, devices (passed through from the same host path), resources (memory, swap, cpu
 //! quota/period/shares, pids, blkio weight, cpuset). A `linux.seccomp` section selects
 //! Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts and ipc
-//! namespaces are always created; a user namespace is refused.
+//! namespaces are always created; a user namespace takes `linux.uidMappings` and
+//! `linux.gidMappings` (see `runtime::userns` for how the rootfs is made usable).
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use serde::Serialize;
 
 use super::cgroups::limits::shares_to_weight;
 use super::spec::{
-    ContainerSpec, Device, Mount, MountKind, Network, Resources, Rlimit, Rootfs, Stdio, User,
+    ContainerSpec, Device, IdMapping, IdRange, Mount, MountKind, Network, Resources, Rlimit,
+    Rootfs, Stdio, User,
 };
 
 /// Failures reading a bundle.
@@ -32,8 +34,8 @@ pub enum BundleError {
     Missing { path: PathBuf, field: &'static str },
     #[error("mount at {destination}: type {kind:?} is not supported")]
     UnsupportedMount { destination: String, kind: String },
-    #[error("user namespaces in OCI bundles are not supported")]
-    UserNamespace,
+    #[error("OCI config {path}: a user namespace needs linux.uidMappings and linux.gidMappings")]
+    UserNamespaceWithoutMappings { path: PathBuf },
 }
 
 /// Reads `bundle/config.json` into a spec whose stdio is the caller's.
@@ -104,7 +106,26 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         match (ns.typ(), ns.path()) {
             (LinuxNamespaceType::Network, Some(p)) => spec.network = Network::Join(p.clone()),
             (LinuxNamespaceType::Network, None) => spec.network = Network::None,
-            (LinuxNamespaceType::User, _) => return Err(BundleError::UserNamespace),
+            (LinuxNamespaceType::User, _) => {
+                let ranges = |maps: &Option<Vec<LinuxIdMapping>>| -> Vec<IdRange> {
+                    maps.iter()
+                        .flatten()
+                        .map(|m| IdRange {
+                            container_start: m.container_id(),
+                            host_start: m.host_id(),
+                            count: m.size(),
+                        })
+                        .collect()
+                };
+                let mapping = IdMapping {
+                    uids: ranges(linux.uid_mappings()),
+                    gids: ranges(linux.gid_mappings()),
+                };
+                if mapping.uids.is_empty() || mapping.gids.is_empty() {
+                    return Err(BundleError::UserNamespaceWithoutMappings { path });
+                }
+                spec.user_namespace = Some(mapping);
+            }
             _ => {}
         }
     }
@@ -251,6 +272,30 @@ mod tests {
             ),
             (Some(1000), Some(500), Some(500), Some(39), Some(10))
         );
+    }
+
+    #[test]
+    fn bundle_user_namespace_takes_the_id_mappings() {
+        let with_userns = CONFIG.replace(
+            r#"{"type": "mount"}],"#,
+            r#"{"type": "mount"}, {"type": "user"}],
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 200000, "size": 1000}],"#,
+        );
+        let dir = bundle(&with_userns);
+        let mapping = load(dir.path()).unwrap().user_namespace.unwrap();
+        assert_eq!(
+            (mapping.uids[0].host_start, mapping.gids[0].count),
+            (100_000, 1000)
+        );
+        let dir = bundle(&CONFIG.replace(
+            r#"{"type": "mount"}],"#,
+            r#"{"type": "mount"}, {"type": "user"}],"#,
+        ));
+        assert!(matches!(
+            load(dir.path()),
+            Err(BundleError::UserNamespaceWithoutMappings { .. })
+        ));
     }
 
     #[test]

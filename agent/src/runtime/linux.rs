@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::cgroups::{detect_version, CgroupConfig, CgroupVersion, ContainerCgroup};
 use super::id::ContainerId;
 use super::init;
-use super::shim::{ShimInput, INPUT_FILE, SHIM_COMMAND, SOCKET_FILE};
+use super::shim::{self, ShimInput, INPUT_FILE, SHIM_COMMAND, SOCKET_FILE};
 use super::spec::{ContainerSpec, Stdio};
 use super::state::{pid_start_time, write_atomically, ContainerState, StateError, Status};
 use super::{process, Runtime, RuntimeError};
@@ -34,11 +34,27 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone)]
 pub struct LinuxRuntime {
     config: RuntimeConfig,
+    /// Fork shims instead of re-executing the binary (see `foreground`).
+    fork_shims: bool,
 }
 
 impl LinuxRuntime {
     pub fn new(config: RuntimeConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            fork_shims: false,
+        }
+    }
+
+    /// A runtime for a single-threaded foreground caller (`coracle-agent run`): the shim of
+    /// a container with inherited stdio is a fork of the caller rather than a new exec of
+    /// the binary, which saves loading and relocating it again (about 1 ms per start).
+    /// Should the caller have grown threads, shims are re-executed as usual.
+    pub fn foreground(config: RuntimeConfig) -> Self {
+        Self {
+            config,
+            fork_shims: true,
+        }
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -68,15 +84,6 @@ impl LinuxRuntime {
         ContainerCgroup::from_paths(detect_version(&cfg.root), &paths).remove()?;
         let dir = self.dir(id);
         fs::remove_dir_all(&dir).map_err(|source| RuntimeError::RemoveDir { path: dir, source })
-    }
-
-    /// Starts the container and blocks until it exits (the foreground `run`).
-    pub fn start_and_wait(&self, id: &ContainerId) -> Result<ContainerState, RuntimeError> {
-        let conn = self.start_command(id)?;
-        let mut line = String::new();
-        // The shim writes "exited N" after recording the state; EOF (shim killed) also ends the wait.
-        let _ = BufReader::new(conn).read_line(&mut line);
-        self.state(id)
     }
 
     /// The container's cgroup, for reading usage counters.
@@ -142,23 +149,38 @@ impl LinuxRuntime {
                     source: e.into(),
                 }
             })?;
-        let mut command = Command::new(&self.config.shim_binary);
-        command
-            .arg(SHIM_COMMAND)
-            .arg(dir)
-            .stdin(ProcessStdio::null());
-        if let Stdio::Logs { .. } = spec.stdio {
-            command
-                .stdout(ProcessStdio::null())
-                .stderr(ProcessStdio::null());
-        }
-        process::pass_fd_as_3(&mut command, report_w.as_raw_fd());
         let spawn_err = |source| RuntimeError::SpawnShim {
             binary: self.config.shim_binary.clone(),
             source,
         };
-        // The shim is our child until we die; `delete` reaps it (init does, after a crash).
-        command.spawn().map_err(spawn_err)?;
+        let forked = if self.fork_shims && spec.stdio == Stdio::Inherit {
+            let report = report_w.try_clone().map_err(spawn_err)?;
+            process::fork_single_threaded(move || {
+                // Like the exec'd shim: the container does not read the caller's stdin.
+                if let Ok(null) = fs::File::open("/dev/null") {
+                    let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+                }
+                shim::run(dir, Some(fs::File::from(report)))
+            })
+            .map_err(|e| spawn_err(e.into()))?
+        } else {
+            None
+        };
+        if forked.is_none() {
+            let mut command = Command::new(&self.config.shim_binary);
+            command
+                .arg(SHIM_COMMAND)
+                .arg(dir)
+                .stdin(ProcessStdio::null());
+            if let Stdio::Logs { .. } = spec.stdio {
+                command
+                    .stdout(ProcessStdio::null())
+                    .stderr(ProcessStdio::null());
+            }
+            process::pass_fd_as_3(&mut command, report_w.as_raw_fd());
+            // The shim is our child until we die; `delete` reaps it (init does, after a crash).
+            command.spawn().map_err(spawn_err)?;
+        }
         drop(report_w);
         let mut report = String::new();
         let mut reader = BufReader::new(fs::File::from(report_r));
@@ -180,11 +202,41 @@ impl LinuxRuntime {
     }
 }
 
-impl Runtime for LinuxRuntime {
-    fn create(
+impl LinuxRuntime {
+    /// The foreground `run`: creates the container already started (the shim opens no
+    /// command socket and nobody round-trips a `start`) and blocks until it has exited.
+    /// The container is left stopped, for `delete`.
+    pub fn run_foreground(
         &self,
         id: &ContainerId,
         spec: &ContainerSpec,
+    ) -> Result<ContainerState, RuntimeError> {
+        let state = self.create_with(id, spec, true)?;
+        self.reap_shim(&state);
+        self.state(id)
+    }
+
+    /// Waits until the container's shim has exited: our own child is reaped; an adopted
+    /// one (another process's child) is polled for up to 2 s.
+    fn reap_shim(&self, state: &ContainerState) {
+        let shim = Pid::from_raw(state.shim_pid);
+        let alive = pid_start_time(state.shim_pid) == Some(state.shim_start_time);
+        if (alive || shim_is_zombie(state.shim_pid)) && nix::sys::wait::waitpid(shim, None).is_err()
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while pid_start_time(state.shim_pid) == Some(state.shim_start_time)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+
+    fn create_with(
+        &self,
+        id: &ContainerId,
+        spec: &ContainerSpec,
+        start_at_once: bool,
     ) -> Result<ContainerState, RuntimeError> {
         // 1. Refuse what cannot work before anything exists.
         init::check(spec).map_err(|source| RuntimeError::InvalidSpec {
@@ -210,6 +262,7 @@ impl Runtime for LinuxRuntime {
             id: id.clone(),
             spec: spec.clone(),
             cgroup: self.config.cgroup.clone(),
+            start_at_once,
         };
         let json = serde_json::to_vec(&input).expect("spec has only plain serialisable fields");
         let prepared = fs::create_dir(dir.join("rootfs"))
@@ -226,6 +279,16 @@ impl Runtime for LinuxRuntime {
         let state = self.state(id)?;
         tracing::info!(container = %id, pid = state.pid, "container created");
         Ok(state)
+    }
+}
+
+impl Runtime for LinuxRuntime {
+    fn create(
+        &self,
+        id: &ContainerId,
+        spec: &ContainerSpec,
+    ) -> Result<ContainerState, RuntimeError> {
+        self.create_with(id, spec, false)
     }
 
     fn start(&self, id: &ContainerId) -> Result<(), RuntimeError> {
@@ -296,18 +359,7 @@ impl Runtime for LinuxRuntime {
             });
         }
         // The shim exits right after recording "stopped"; let it finish before its dir goes.
-        // Our own child (this process created it): reap it. Adopted ones: poll until gone.
-        let shim = Pid::from_raw(state.shim_pid);
-        let alive = pid_start_time(state.shim_pid) == Some(state.shim_start_time);
-        if (alive || shim_is_zombie(state.shim_pid)) && nix::sys::wait::waitpid(shim, None).is_err()
-        {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while pid_start_time(state.shim_pid) == Some(state.shim_start_time)
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        }
+        self.reap_shim(&state);
         // Normally the shim removed the cgroup; if it was lost, do it here.
         ContainerCgroup::from_paths(state.cgroup_version, &state.cgroup_paths).remove()?;
         let dir = self.dir(id);

@@ -4,9 +4,11 @@
 //! Module map: `spec` (what to run), `id`, `state` (the atomic state file), `cgroups`
 //! (v1/v2 directories; `cgroups::limits` is the pure limit computation), `init` (the
 //! container's setup steps between clone and exec: mounts, dev, capabilities, seccomp,
-//! rlimits, user), `process` (the only `unsafe`: clone, exec, fd hand-over, ioctl), `shim` (the
+//! rlimits, user), `process` (clone, exec, fd hand-over, ioctl), `shim` (the
 //! per-container supervisor process), `logs` (rotating log files), `linux` (the trait
-//! impl), `bundle` (OCI `config.json` → spec).
+//! impl), `bundle` (OCI `config.json` → spec), `userns` (the optional user namespace:
+//! id maps, idmapped rootfs), `mount_api` (detached mounts). `unsafe` lives in `process`,
+//! `mount_api` and `cgroups::bpf` (syscall wrappers) and once in `userns` (received fds).
 
 pub mod bundle;
 pub mod cgroups;
@@ -14,11 +16,13 @@ pub mod id;
 pub mod init;
 pub mod linux;
 pub mod logs;
+mod mount_api;
 mod process;
 mod recreate;
 pub mod shim;
 pub mod spec;
 pub mod state;
+pub mod userns;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

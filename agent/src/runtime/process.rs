@@ -1,11 +1,11 @@
-//! The process boundary: the only file with `unsafe` in the runtime. clone into new
-//! namespaces, exec, signal dispositions, fd plumbing for the
-//! shim's report pipe, and the loopback ioctl. Everything here is a thin wrapper; the
-//! decisions live in `init` and `shim`.
+//! The process boundary, one of the runtime's few files with `unsafe` (with `mount_api` and
+//! `cgroups::bpf`): clone into new namespaces, fork, exec, signal dispositions, fd plumbing
+//! for the shim's report pipe, pidfds, and the loopback ioctl. Everything here is a thin
+//! wrapper; the decisions live in `init` and `shim`.
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -27,6 +27,86 @@ pub fn clone_init(flags: CloneFlags, init: impl FnMut() -> isize) -> Result<Pid,
     // process, so `init` cannot race with anything; the stack outlives the call in the
     // parent and is the child's own copy in the child.
     unsafe { nix::sched::clone(Box::new(init), &mut stack, flags, Some(libc::SIGCHLD)) }
+}
+
+/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Like [`clone_init`], but the child is born in the cgroup v2 directory `cgroup`
+/// (`clone3` with `CLONE_INTO_CGROUP`, Linux >= 5.7), so nobody has to move it there: a
+/// move takes the cgroup threadgroup lock for writing, which costs an RCU grace period.
+/// Fails with ENOSYS or E2BIG on older kernels; the caller then clones and moves.
+pub fn clone_init_into_cgroup(
+    flags: CloneFlags,
+    cgroup: BorrowedFd<'_>,
+    mut init: impl FnMut() -> isize,
+) -> Result<Pid, Errno> {
+    let args = CloneArgs {
+        // Through u32: the flags are a C int, and CLONE_IO would sign-extend.
+        flags: u64::from(flags.bits() as u32) | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed. Without CLONE_VM and with
+    // no stack given, clone3 behaves like fork: the child runs on its own copy-on-write
+    // copy of this single-threaded process (the shim), so `init` races with nothing, and
+    // it never returns into the caller's frames but ends in `_exit`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match Errno::result(ret)? {
+        0 => {
+            let code = init();
+            // SAFETY: _exit ends the child at once, skipping the parent's atexit handlers.
+            unsafe { libc::_exit(code as libc::c_int) }
+        }
+        pid => Ok(Pid::from_raw(pid as libc::pid_t)),
+    }
+}
+
+/// Forks a child that runs `child` and exits with its code; returns the child's pid, or
+/// `None` (nothing done) when this process has more than one thread: a forked copy of a
+/// multi-threaded process may inherit locks held by threads that do not exist in it.
+pub fn fork_single_threaded(child: impl FnOnce() -> i32) -> Result<Option<Pid>, Errno> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status
+        .lines()
+        .any(|l| l.split_whitespace().eq(["Threads:", "1"]))
+    {
+        return Ok(None);
+    }
+    // SAFETY: the process is single threaded (checked above), so the child is a complete
+    // copy of it and may run any code; it never returns into the caller's frames but ends
+    // in `_exit`, which skips atexit handlers and stdio buffers that belong to the parent.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => {
+            let code = child();
+            // SAFETY: _exit ends the process at once; nothing of the parent's runs after.
+            unsafe { libc::_exit(code) }
+        }
+    }
 }
 
 /// Starts a new session for the shim, so no terminal or process-group signal meant for the
@@ -113,6 +193,16 @@ pub fn take_fd_3() -> Option<std::fs::File> {
     Some(unsafe { std::fs::File::from_raw_fd(3) })
 }
 
+/// A pidfd for `pid` (Linux >= 5.3): readable once the process has exited.
+pub fn pidfd_open(pid: Pid) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain integer arguments; the result is a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = Errno::result(ret)? as RawFd;
+    // SAFETY: pidfd_open returned a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// Drops this process's page-table entries for read-only, never-written file mappings (the
 /// agent binary's code, libc): the pages stay in the page cache, shared with the agent and
 /// other shims, and are faulted back in only where the shim runs again. A shim spends its
@@ -123,6 +213,10 @@ pub fn release_clean_file_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
+    // Collected first and released in one tight loop afterwards: code that runs after a
+    // release maps its pages back (64 KiB at a time, by fault-around), so the parsing must
+    // not run in between.
+    let mut releasable = Vec::with_capacity(64);
     let mut candidate: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
@@ -140,14 +234,16 @@ pub fn release_clean_file_pages() {
             };
         } else if first == "Anonymous:" {
             let anonymous_kb = fields.next().unwrap_or("1");
-            if let (Some((start, end)), "0") = (candidate.take(), anonymous_kb) {
-                // SAFETY: [start, end) is a whole mapping of this process, read-only and
-                // file-backed with no private page (checked above), so MADV_DONTNEED only
-                // unmaps page-cache pages that the next access maps again unchanged.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
-                };
+            if let (Some(range), "0") = (candidate.take(), anonymous_kb) {
+                releasable.push(range);
             }
         }
+    }
+    drop(smaps);
+    for (start, end) in releasable {
+        // SAFETY: [start, end) is a whole mapping of this process, read-only and
+        // file-backed with no private page (checked above), so MADV_DONTNEED only
+        // unmaps page-cache pages that the next access maps again unchanged.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }

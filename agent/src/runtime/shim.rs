@@ -8,11 +8,14 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
@@ -26,6 +29,7 @@ use super::logs::{LogError, RotatingLog};
 use super::process;
 use super::spec::{ContainerSpec, Network, Stdio};
 use super::state::{pid_start_time, ContainerState, StateError, Status};
+use super::userns::{self, UserNsError};
 
 /// The hidden subcommand that turns the agent binary into a shim.
 pub const SHIM_COMMAND: &str = "__shim";
@@ -39,6 +43,9 @@ pub struct ShimInput {
     pub id: ContainerId,
     pub spec: ContainerSpec,
     pub cgroup: CgroupConfig,
+    /// Start as soon as created, with no command socket (the foreground `run`).
+    #[serde(default)]
+    pub start_at_once: bool,
 }
 
 /// Failures in the shim, named after its steps.
@@ -68,6 +75,8 @@ pub enum ShimError {
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    UserNs(#[from] UserNsError),
     #[error("create pipe")]
     Pipe(#[source] nix::Error),
     #[error("clone the container's init")]
@@ -94,7 +103,11 @@ pub enum ShimError {
 
 /// Entry point of `coracle-agent __shim DIR`; returns the shim's exit code.
 pub fn main(dir: &Path) -> i32 {
-    let mut report = process::take_fd_3();
+    run(dir, process::take_fd_3())
+}
+
+/// The shim's life, reporting to `report` until the container is created (or failed).
+pub fn run(dir: &Path, mut report: Option<File>) -> i32 {
     let fail = |report: &mut Option<File>, err: &ShimError| {
         if let Some(r) = report.as_mut() {
             let _ = writeln!(r, "error: {}", error_chain(err));
@@ -108,6 +121,18 @@ pub fn main(dir: &Path) -> i32 {
         Ok(shim) => shim,
         Err(err) => return fail(&mut report, &err),
     };
+    if shim.start_at_once {
+        // `run`: nobody will send `start`, so no socket; the report comes after exec.
+        if let Err(err) = shim.start() {
+            shim.abandon();
+            return fail(&mut report, &err);
+        }
+        if let Some(mut r) = report.take() {
+            let _ = r.write_all(b"ok\n");
+        }
+        let result = shim.run_to_exit(None);
+        return exit_code(&shim, result);
+    }
     let listener = match shim.listen() {
         Ok(listener) => listener,
         Err(err) => {
@@ -119,7 +144,12 @@ pub fn main(dir: &Path) -> i32 {
         // One line, not EOF: the created init holds a copy of this pipe until it execs.
         let _ = r.write_all(b"ok\n");
     }
-    match shim.supervise(listener) {
+    let result = shim.supervise(listener);
+    exit_code(&shim, result)
+}
+
+fn exit_code(shim: &Shim, result: Result<(), ShimError>) -> i32 {
+    match result {
         Ok(()) => 0,
         Err(err) => {
             tracing::error!(container = %shim.state.id, error = %error_chain(&err), "shim failed");
@@ -135,6 +165,21 @@ struct Shim {
     report: File,
     go: File,
     logs: Option<(OwnedFd, OwnedFd, u64, u32)>,
+    start_at_once: bool,
+}
+
+/// How long the shim stays as it is before it gives back its file pages (see
+/// `process::release_clean_file_pages`, ~1 ms of work): a container that is started, or
+/// that exits, within this time never waits for it; one that lives longer costs no more.
+const RELEASE_AFTER_MS: u16 = 20;
+
+/// Releases the shim's clean file pages unless `fd` (the command socket, or the container's
+/// pidfd) becomes readable first.
+fn release_pages_unless_ready(fd: BorrowedFd<'_>) {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    if let Ok(0) = poll(&mut fds, PollTimeout::from(RELEASE_AFTER_MS)) {
+        process::release_clean_file_pages();
+    }
 }
 
 impl Shim {
@@ -183,6 +228,7 @@ impl Shim {
             }
         };
         shim.state.conditions = conditions;
+        shim.start_at_once = input.start_at_once;
         Ok(shim)
     }
 
@@ -195,7 +241,9 @@ impl Shim {
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
-        let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
+        // A socket, not a pipe: with a user namespace the go message carries the rootfs mount.
+        let (go_r, go_w) = UnixStream::pair().map_err(ShimError::InitPipe)?;
+        let (go_r, go_w) = (OwnedFd::from(go_r), OwnedFd::from(go_w));
         let log_pipes = match spec.stdio {
             Stdio::Inherit => None,
             Stdio::Logs { max_bytes, keep } => Some((
@@ -205,16 +253,26 @@ impl Shim {
             )),
         };
         let rootfs = dir.join("rootfs");
+        let userns = spec.user_namespace.as_ref();
+        // On v1 the init moves itself into its cgroups (cheap, see `cgroups::join_self`);
+        // the shim moves it on v2 and when a user namespace keeps it from host files.
+        let self_join = cgroup.self_join_files().filter(|_| userns.is_none());
+        let mut flags = init::clone_flags(&spec.network);
+        if userns.is_some() {
+            flags |= CloneFlags::CLONE_NEWUSER;
+        }
         let ctx = InitContext {
             spec,
             rootfs: &rootfs,
             nodes,
-            netns,
+            // With a user namespace the init inherits the network namespace at clone.
+            netns: netns.filter(|_| userns.is_none()),
+            join_cgroup: self_join.as_deref(),
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
-        let pid = process::clone_init(init::clone_flags(&spec.network), || {
+        let mut child = || {
             let (Ok(report), Ok(go)) = (report_w.try_clone(), go_r.try_clone()) else {
                 return 1;
             };
@@ -222,8 +280,27 @@ impl Shim {
             let err = init::run(&ctx, &mut report, &mut go);
             let _ = write!(report, "E{}", error_chain(&err));
             1
-        })
-        .map_err(ShimError::Clone)?;
+        };
+        // On v2 the init is born in its cgroup; older kernels fall back to clone + move.
+        let v2_dir = cgroup.v2_dir().and_then(|d| File::open(d).ok());
+        let mut born_in_cgroup = false;
+        let mut clone = || {
+            if let Some(dir) = &v2_dir {
+                match process::clone_init_into_cgroup(flags, dir.as_fd(), &mut child) {
+                    Err(Errno::ENOSYS | Errno::E2BIG) => {}
+                    other => {
+                        born_in_cgroup = other.is_ok();
+                        return other;
+                    }
+                }
+            }
+            process::clone_init(flags, &mut child)
+        };
+        let cloned = match userns {
+            Some(_) => userns::clone_in_netns(netns, clone)?,
+            None => clone(),
+        };
+        let pid = cloned.map_err(ShimError::Clone)?;
         drop((report_w, go_r));
         // Dropping the write ends here leaves the init the only writer: EOF comes with its exit.
         let logs = log_pipes
@@ -247,11 +324,24 @@ impl Shim {
             report: File::from(report_r),
             go: File::from(go_w),
             logs,
+            start_at_once: false,
         };
-        // 5. Into the cgroup, then let the init go on to set itself up.
-        let joined = shim.cgroup.join(pid.as_raw()).map_err(ShimError::from);
+        // 5. Into the cgroup (with a user namespace: id maps written, rootfs built), then
+        //    let the init go on to set itself up.
+        let joined = if self_join.is_some() || born_in_cgroup {
+            Ok(())
+        } else {
+            shim.cgroup.join(pid.as_raw()).map_err(ShimError::from)
+        };
         let ready = joined
-            .and_then(|()| shim.go.write_all(b"C").map_err(ShimError::InitPipe))
+            .and_then(|()| match userns {
+                Some(mapping) => {
+                    userns::write_maps(pid, mapping)?;
+                    let tree = userns::prepare_rootfs(pid, mapping, &spec.rootfs)?;
+                    Ok(userns::send_go(shim.go.as_raw_fd(), b'C', tree.as_ref())?)
+                }
+                None => shim.go.write_all(b"C").map_err(ShimError::InitPipe),
+            })
             .and_then(|()| shim.await_init());
         if let Err(err) = ready {
             shim.abandon();
@@ -303,13 +393,28 @@ impl Shim {
     /// From "created" to "stopped": serve start/kill, pump logs, reap, record.
     fn supervise(&mut self, listener: UnixListener) -> Result<(), ShimError> {
         let socket = self.dir.join(SOCKET_FILE);
-        process::release_clean_file_pages();
+        release_pages_unless_ready(listener.as_fd());
         let waiter = self.serve_until_started(&listener);
         drop(listener);
         let _ = fs::remove_file(&socket);
-        process::release_clean_file_pages();
-        if let Some((out, err, max_bytes, keep)) = self.logs.take() {
-            let mut log = RotatingLog::open(&self.dir, max_bytes, keep)?;
+        self.run_to_exit(waiter)
+    }
+
+    /// From "running" to "stopped": pump logs, reap, record, tell `waiter`.
+    fn run_to_exit(&mut self, waiter: Option<UnixStream>) -> Result<(), ShimError> {
+        // The log is opened before the pages are released, so that only the pump loop
+        // runs (and maps code back in) while the container lives.
+        let logs = match self.logs.take() {
+            Some((out, err, max_bytes, keep)) => {
+                Some((RotatingLog::open(&self.dir, max_bytes, keep)?, out, err))
+            }
+            None => None,
+        };
+        match process::pidfd_open(Pid::from_raw(self.state.pid)) {
+            Ok(pidfd) => release_pages_unless_ready(pidfd.as_fd()),
+            Err(_) => process::release_clean_file_pages(),
+        }
+        if let Some((mut log, out, err)) = logs {
             super::logs::pump(&[out, err], &mut log)?;
         }
         let status = waitpid(Pid::from_raw(self.state.pid), None).map_err(ShimError::Wait)?;
@@ -346,25 +451,16 @@ impl Shim {
                 words.next(),
                 words.next().and_then(|n| n.parse::<i32>().ok()),
             ) {
-                (Some("start"), _) => {
-                    let started = self
-                        .go
-                        .write_all(b"S")
-                        .map_err(ShimError::InitPipe)
-                        .and_then(|()| self.await_exec());
-                    match started {
-                        Ok(()) => {
-                            self.state.status = Status::Running;
-                            let _ = self.state.store(&self.dir);
-                            let _ = conn.write_all(b"started\n");
-                            return Some(conn);
-                        }
-                        Err(err) => {
-                            let _ = writeln!(conn, "error: {}", error_chain(&err));
-                            return None;
-                        }
+                (Some("start"), _) => match self.start() {
+                    Ok(()) => {
+                        let _ = conn.write_all(b"started\n");
+                        return Some(conn);
                     }
-                }
+                    Err(err) => {
+                        let _ = writeln!(conn, "error: {}", error_chain(&err));
+                        return None;
+                    }
+                },
                 (Some("kill"), Some(signal)) => {
                     let sent = Signal::try_from(signal)
                         .and_then(|s| kill(Pid::from_raw(self.state.pid), s));
@@ -382,6 +478,16 @@ impl Shim {
             }
         }
         None
+    }
+
+    /// Lets the init exec and records "running".
+    fn start(&mut self) -> Result<(), ShimError> {
+        self.go.write_all(b"S").map_err(ShimError::InitPipe)?;
+        self.await_exec()?;
+        self.state.status = Status::Running;
+        // The exec happened; a state file that fails to update is repaired at exit.
+        let _ = self.state.store(&self.dir);
+        Ok(())
     }
 
     /// After `S`: EOF on the report pipe means exec happened (the pipe is close-on-exec).

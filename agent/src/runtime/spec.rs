@@ -24,6 +24,39 @@ pub struct ContainerSpec {
     pub stdio: Stdio,
     /// Drop the seccomp filter only when explicitly asked (e.g. an OCI bundle without one).
     pub seccomp: bool,
+    /// Run in a new user namespace with these id mappings (see `runtime::userns`).
+    #[serde(default)]
+    pub user_namespace: Option<IdMapping>,
+}
+
+/// A user namespace's id mappings: container ids to host ids, as in `/proc/PID/uid_map`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+/// `count` ids from `container_start` in the container are `host_start..` on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub container_start: u32,
+    pub host_start: u32,
+    pub count: u32,
+}
+
+impl IdMapping {
+    /// Container uids and gids `0..count` as host ids `host_start..host_start + count`.
+    pub fn root_at(host_start: u32, count: u32) -> Self {
+        let range = IdRange {
+            container_start: 0,
+            host_start,
+            count,
+        };
+        Self {
+            uids: vec![range],
+            gids: vec![range],
+        }
+    }
 }
 
 /// The container's root filesystem.
@@ -218,6 +251,7 @@ impl ContainerSpec {
                 keep: 2,
             },
             seccomp: true,
+            user_namespace: None,
         }
     }
 }

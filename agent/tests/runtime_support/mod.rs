@@ -33,6 +33,12 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 impl Harness {
     pub fn new() -> Self {
+        Self::with_cgroup_root(CGROUP_ROOT)
+    }
+
+    /// A harness whose containers get their cgroups under `root` (e.g. the cgroup2 mount
+    /// at `/sys/fs/cgroup/unified`, to run the v2 code on this v1 host).
+    pub fn with_cgroup_root(root: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let parent = format!(
             "coracle-test-{}-{}",
@@ -44,7 +50,7 @@ impl Harness {
         let runtime = LinuxRuntime::new(RuntimeConfig {
             state_dir: dir.path().join("state"),
             cgroup: CgroupConfig {
-                root: CGROUP_ROOT.into(),
+                root: root.into(),
                 parent: parent.clone(),
             },
             shim_binary: PathBuf::from(env!("CARGO_BIN_EXE_coracle-agent")),

@@ -4,7 +4,10 @@
 //!
 //! Run as root (release build):
 //!   cargo build --release -p coracle-agent -p coracle-tests
-//!   target/release/bench_runtime [--runs N] [--agent PATH]
+//!   target/release/bench_runtime [--runs N] [--agent PATH] [--baseline PATH]
+//!
+//! `--baseline PATH` adds another coracle-agent binary (e.g. a build of the previous commit)
+//! as the peer `coracle-base`, interleaved like the others, for before/after figures.
 //!
 //! Fairness: all three run in the same private mount namespace, made by this program,
 //! with a tmpfs over /sys/fs/cgroup/unified (crun 1.8 refuses this host's hybrid layout
@@ -23,6 +26,8 @@ use nix::sched::CloneFlags;
 
 struct Peer {
     name: &'static str,
+    /// The coracle-agent binary for Coracle peers; `None` for crun and runc.
+    agent: Option<PathBuf>,
     times: Vec<Duration>,
     rss_kb: Vec<u64>,
 }
@@ -30,12 +35,16 @@ struct Peer {
 fn main() -> anyhow::Result<()> {
     let mut runs = 40usize;
     let mut agent = std::env::current_exe()?.with_file_name("coracle-agent");
+    let mut baseline = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
             "--agent" => agent = PathBuf::from(args.next().context("--agent PATH")?),
-            other => bail!("unknown argument {other:?} (use --runs N, --agent PATH)"),
+            "--baseline" => baseline = Some(PathBuf::from(args.next().context("--baseline PATH")?)),
+            other => {
+                bail!("unknown argument {other:?} (use --runs N, --agent PATH, --baseline PATH)")
+            }
         }
     }
     if !agent.is_file() {
@@ -51,30 +60,27 @@ fn main() -> anyhow::Result<()> {
     let bundle = make_bundle(work.path())?;
     // State on /run, where crun and runc keep theirs.
     let state = PathBuf::from(format!("/run/coracle-bench-{}", std::process::id()));
-    let mut peers = [
-        Peer {
-            name: "coracle",
-            times: Vec::new(),
-            rss_kb: Vec::new(),
-        },
-        Peer {
-            name: "crun",
-            times: Vec::new(),
-            rss_kb: Vec::new(),
-        },
-        Peer {
-            name: "runc",
-            times: Vec::new(),
-            rss_kb: Vec::new(),
-        },
+    let peer = |name, agent| Peer {
+        name,
+        agent,
+        times: Vec::new(),
+        rss_kb: Vec::new(),
+    };
+    let mut peers = vec![
+        peer("coracle", Some(agent.clone())),
+        peer("crun", None),
+        peer("runc", None),
     ];
+    if let Some(base) = baseline {
+        peers.push(peer("coracle-base", Some(base)));
+    }
     // One warm-up round (page cache, binaries), then interleaved measured rounds.
     for round in 0..=runs {
         for peer in peers.iter_mut() {
             let id = format!("bench-{}-{round}", peer.name);
-            let mut cmd = match peer.name {
-                "coracle" => {
-                    let mut c = Command::new(&agent);
+            let mut cmd = match (&peer.agent, peer.name) {
+                (Some(agent), _) => {
+                    let mut c = Command::new(agent);
                     c.arg("run")
                         .arg("--bundle")
                         .arg(&bundle)
@@ -83,7 +89,7 @@ fn main() -> anyhow::Result<()> {
                         .arg(&id);
                     c
                 }
-                name => {
+                (None, name) => {
                     let mut c = Command::new(name);
                     c.arg("run").arg("--bundle").arg(&bundle).arg(&id);
                     c
@@ -252,7 +258,7 @@ fn stats(values: impl Iterator<Item = f64>) -> (f64, f64) {
 fn print_table(peers: &[Peer], runs: usize) {
     println!("start latency: create+start+exit+delete of /bin/true, busybox bundle, {runs} interleaved runs");
     println!(
-        "{:<8} {:>10} {:>10} {:>14} {:>14}",
+        "{:<12} {:>10} {:>10} {:>14} {:>14}",
         "runtime", "median ms", "p90 ms", "peak RSS MB", "max RSS MB"
     );
     let mut rows = Vec::new();
@@ -261,7 +267,7 @@ fn print_table(peers: &[Peer], runs: usize) {
         let (rss_median, _) = stats(p.rss_kb.iter().map(|&k| k as f64 / 1024.0));
         let rss_max = p.rss_kb.iter().max().copied().unwrap_or(0) as f64 / 1024.0;
         println!(
-            "{:<8} {median:>10.2} {p90:>10.2} {rss_median:>14.2} {rss_max:>14.2}",
+            "{:<12} {median:>10.2} {p90:>10.2} {rss_median:>14.2} {rss_max:>14.2}",
             p.name
         );
         rows.push((p.name, median, rss_median));

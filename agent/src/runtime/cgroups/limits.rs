@@ -77,7 +77,7 @@ pub fn plan(
                 );
             }
             put_cpuset(resources, &mut put);
-            // v1 has a devices controller; v2 needs an eBPF program instead (see ARCHITECTURE.md).
+            // v1 has a devices controller; on v2 the same list is an eBPF program (`device_bpf`).
             put("devices", "devices.deny", "a".into());
             for (kind, major, minor) in DEFAULT_DEVICES {
                 let minor = minor.map_or("*".to_string(), |m| m.to_string());

@@ -1,8 +1,13 @@
 //! cgroup v2: one unified tree; controllers are handed down through `cgroup.subtree_control`.
 
 use std::fs;
+use std::path::Path;
 
-use super::limits::LimitWrite;
+use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+
+use super::bpf;
+use super::device_bpf;
+use super::limits::{DeviceRule, LimitWrite};
 use super::{
     create_dir, write_file, CgroupConfig, CgroupError, CgroupVersion, Condition, ContainerCgroup,
 };
@@ -14,6 +19,7 @@ pub(super) fn create(
     config: &CgroupConfig,
     id: &ContainerId,
     writes: &[LimitWrite],
+    devices: &[DeviceRule],
 ) -> Result<(ContainerCgroup, Vec<Condition>), CgroupError> {
     let available = fs::read_to_string(config.root.join("cgroup.controllers")).unwrap_or_default();
     let available: Vec<&str> = available.split_whitespace().collect();
@@ -37,11 +43,44 @@ pub(super) fn create(
     }
     let leaf = parent.join(id.as_str());
     create_dir(&leaf)?;
-    Ok((
-        ContainerCgroup {
-            version: CgroupVersion::V2,
-            dirs: vec![(String::new(), leaf)],
-        },
-        conditions,
-    ))
+    let cgroup = ContainerCgroup {
+        version: CgroupVersion::V2,
+        dirs: vec![(String::new(), leaf.clone())],
+    };
+    match install_device_filter(&leaf, devices) {
+        Ok(true) => {}
+        Ok(false) => conditions.push(Condition::MissingController {
+            controller: "devices".into(),
+        }),
+        Err(err) => {
+            let _ = cgroup.remove();
+            return Err(err);
+        }
+    }
+    Ok((cgroup, conditions))
+}
+
+/// v2's device controller: an eBPF program allowing the default and passed-through
+/// devices, attached to the container's cgroup. `Ok(false)` when `leaf` is not on a cgroup2
+/// filesystem (a fake tree), where nothing can enforce it. A real cgroup that refuses the
+/// program is an error: the container must not run with every device open.
+pub fn install_device_filter(leaf: &Path, devices: &[DeviceRule]) -> Result<bool, CgroupError> {
+    let on_cgroup2 = statfs(leaf).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC);
+    if !on_cgroup2 {
+        return Ok(false);
+    }
+    let program = device_bpf::program(&device_bpf::allow_list(devices));
+    let loaded =
+        bpf::load_device_program(&program).map_err(|failure| CgroupError::LoadDeviceFilter {
+            path: leaf.to_owned(),
+            verifier_log: failure.verifier_log,
+            source: failure.errno,
+        })?;
+    bpf::attach_device_program(leaf, &loaded).map_err(|source| {
+        CgroupError::AttachDeviceFilter {
+            path: leaf.to_owned(),
+            source,
+        }
+    })?;
+    Ok(true)
 }

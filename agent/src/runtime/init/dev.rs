@@ -27,6 +27,13 @@ pub enum DevError {
         #[source]
         source: nix::Error,
     },
+    #[error("bind host device {host} at {path}")]
+    Bind {
+        host: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
     #[error("create /dev entry {path}")]
     Entry {
         path: PathBuf,
@@ -35,10 +42,12 @@ pub enum DevError {
     },
 }
 
-/// A device node to create: container path, char or block, major, minor, mode.
+/// A device node to create: container path, host node, char or block, major, minor, mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub path: String,
+    /// The host's node, bind-mounted when the container may not mknod (user namespace).
+    pub host_path: PathBuf,
     pub block: bool,
     pub major: u64,
     pub minor: u64,
@@ -58,6 +67,7 @@ pub fn default_nodes() -> Vec<Node> {
     .into_iter()
     .map(|(name, major, minor)| Node {
         path: format!("/dev/{name}"),
+        host_path: PathBuf::from(format!("/dev/{name}")),
         block: false,
         major,
         minor,
@@ -84,6 +94,7 @@ pub fn host_node(device: &Device) -> Result<Node, DevError> {
             .container_path
             .clone()
             .unwrap_or_else(|| device.host_path.to_string_lossy().into_owned()),
+        host_path: device.host_path.clone(),
         block: kind.is_block_device(),
         major: nix::sys::stat::major(rdev),
         minor: nix::sys::stat::minor(rdev),
@@ -91,8 +102,16 @@ pub fn host_node(device: &Device) -> Result<Node, DevError> {
     })
 }
 
+/// How device nodes come into being.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    Mknod,
+    /// Bind the host's node over an empty file: a user namespace may not mknod devices.
+    BindHost,
+}
+
 /// Creates `nodes` and the standard links under `rootfs/dev` (a fresh tmpfs).
-pub fn populate(rootfs: &Path, nodes: &[Node]) -> Result<(), DevError> {
+pub fn populate(rootfs: &Path, nodes: &[Node], creation: Creation) -> Result<(), DevError> {
     for node in nodes {
         let path = super::mounts::inside(rootfs, &node.path).map_err(|_| DevError::NotADevice {
             path: PathBuf::from(&node.path),
@@ -108,6 +127,10 @@ pub fn populate(rootfs: &Path, nodes: &[Node]) -> Result<(), DevError> {
         } else {
             SFlag::S_IFCHR
         };
+        if creation == Creation::BindHost {
+            bind_host_node(node, &path)?;
+            continue;
+        }
         let mode = Mode::from_bits_truncate(node.mode);
         mknod(&path, kind, mode, makedev(node.major, node.minor)).map_err(|source| {
             DevError::Mknod {
@@ -143,6 +166,25 @@ pub fn populate(rootfs: &Path, nodes: &[Node]) -> Result<(), DevError> {
         }
     }
     Ok(())
+}
+
+fn bind_host_node(node: &Node, path: &Path) -> Result<(), DevError> {
+    fs::write(path, b"").map_err(|source| DevError::Entry {
+        path: path.to_owned(),
+        source,
+    })?;
+    nix::mount::mount(
+        Some(&node.host_path),
+        path,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| DevError::Bind {
+        host: node.host_path.clone(),
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The container's init: what runs in the cloned child, in its new namespaces, between
 //! clone and exec. It reads as the list of steps below; each step has its own error variant
 //! so a failed create says exactly where it stopped. The child reports to the shim over a
-//! pipe: `R` when ready to exec, `E<message>` on failure; the shim answers `C` (cgroup
-//! joined) and `S` (start). The pipe closes on exec, which tells the shim exec succeeded.
+//! pipe: `R` when ready to exec, `E<message>` on failure; the shim answers on the go socket
+//! `C` (cgroup ready — on v1 the init then joins it itself; with a user namespace the
+//! message carries the rootfs mount) and `S` (start). The report pipe closes on exec, which
+//! tells the shim exec succeeded.
 
 pub mod capabilities;
 pub mod dev;
@@ -15,13 +17,14 @@ pub mod user;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 
 use super::process;
-use super::spec::{ContainerSpec, Network};
+use super::spec::{ContainerSpec, MountKind, Network};
+use super::userns;
 
 /// Failures of the init steps, named after the step.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,8 @@ pub enum InitError {
     NulByte { value: String },
     #[error("wait for the shim")]
     AwaitShim(#[source] std::io::Error),
+    #[error("join the container's cgroup")]
+    JoinCgroup(#[from] crate::runtime::cgroups::CgroupError),
     #[error("enter a new cgroup namespace")]
     UnshareCgroup(#[source] nix::Error),
     #[error("join network namespace")]
@@ -40,6 +45,8 @@ pub enum InitError {
     Loopback(#[source] nix::Error),
     #[error(transparent)]
     Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    UserNs(#[from] crate::runtime::userns::UserNsError),
     #[error(transparent)]
     Dev(#[from] dev::DevError),
     #[error("set hostname {hostname:?}")]
@@ -87,13 +94,15 @@ pub struct InitContext<'a> {
     pub nodes: &'a [dev::Node],
     /// Network namespace to join, opened on the host.
     pub netns: Option<&'a OwnedFd>,
+    /// v1 `tasks` files to join by itself after `C`; `None` when the shim moves it.
+    pub join_cgroup: Option<&'a [PathBuf]>,
     /// Log pipes for stdout and stderr; `None` keeps the inherited stdio.
     pub stdout: Option<&'a OwnedFd>,
     pub stderr: Option<&'a OwnedFd>,
 }
 
-/// Namespaces created at clone; the cgroup namespace comes later, once the shim has moved
-/// the child into its cgroup, so the container sees that cgroup as its root.
+/// Namespaces created at clone; the cgroup namespace comes later, once the child is in its
+/// cgroup, so the container sees that cgroup as its root.
 pub fn clone_flags(network: &Network) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -116,6 +125,9 @@ pub fn check(spec: &ContainerSpec) -> Result<(), InitError> {
     for limit in &spec.process.rlimits {
         rlimits::parse(limit)?;
     }
+    if let Some(mapping) = &spec.user_namespace {
+        userns::check(mapping)?;
+    }
     Ok(())
 }
 
@@ -134,8 +146,21 @@ fn setup_and_exec(
     go: &mut File,
 ) -> Result<std::convert::Infallible, InitError> {
     let spec = ctx.spec;
-    // 1. Wait until the shim has put us in the container's cgroup, then make it our root.
-    await_byte(go, b'C')?;
+    let in_userns = spec.user_namespace.is_some();
+    // 1. Wait until the shim has put us in the container's cgroup (and, with a user
+    //    namespace, written our id maps and built the rootfs), then make it our root.
+    let rootfs_tree = if in_userns {
+        let (byte, tree) = userns::receive_go(go.as_fd())?;
+        expect_byte(byte, b'C')?;
+        userns::become_root()?;
+        tree
+    } else {
+        await_byte(go, b'C')?;
+        None
+    };
+    if let Some(tasks) = ctx.join_cgroup {
+        crate::runtime::cgroups::join_self(tasks)?;
+    }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
     // 2. Network: join the given namespace, or bring up loopback in the fresh one.
     match (&spec.network, ctx.netns) {
@@ -147,12 +172,30 @@ fn setup_and_exec(
     }
     // 3. Root filesystem and mounts, in our private mount namespace.
     mounts::make_private()?;
-    mounts::mount_rootfs(&spec.rootfs, ctx.rootfs)?;
-    for m in &spec.mounts {
-        mounts::mount_one(ctx.rootfs, m)?;
+    match &rootfs_tree {
+        Some(tree) => userns::attach_rootfs(tree, ctx.rootfs)?,
+        None => mounts::mount_rootfs(&spec.rootfs, ctx.rootfs)?,
     }
-    // 4. Minimal /dev: standard nodes plus passed-through devices, nothing else.
-    dev::populate(ctx.rootfs, ctx.nodes)?;
+    for m in &spec.mounts {
+        match mounts::mount_one(ctx.rootfs, m) {
+            // A user namespace cannot mount sysfs for a network namespace it does not own
+            // (host or joined network): show the host's, read-only, like runc.
+            Err(mounts::MountError::Mount { kind, .. })
+                if in_userns && kind == MountKind::Sysfs =>
+            {
+                mounts::bind_host_sysfs(ctx.rootfs, m)?
+            }
+            other => other?,
+        }
+    }
+    // 4. Minimal /dev: standard nodes plus passed-through devices, nothing else. A user
+    //    namespace may not create device nodes: the host's are bind-mounted instead.
+    let creation = if in_userns {
+        dev::Creation::BindHost
+    } else {
+        dev::Creation::Mknod
+    };
+    dev::populate(ctx.rootfs, ctx.nodes, creation)?;
     // 5. Switch root; the host's tree is gone from here on.
     mounts::pivot_into(ctx.rootfs)?;
     // 6. Hide and freeze what containers must not touch.
@@ -225,7 +268,11 @@ fn setup_and_exec(
 fn await_byte(go: &mut File, want: u8) -> Result<(), InitError> {
     let mut byte = [0u8];
     go.read_exact(&mut byte).map_err(InitError::AwaitShim)?;
-    if byte[0] == want {
+    expect_byte(byte[0], want)
+}
+
+fn expect_byte(got: u8, want: u8) -> Result<(), InitError> {
+    if got == want {
         Ok(())
     } else {
         Err(InitError::AwaitShim(std::io::Error::other(

@@ -247,6 +247,26 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
     }
 }
 
+/// The host's sysfs at `m`'s destination: bound recursively (a user namespace may not bind
+/// a tree with locked submounts on its own) and read-only, nosuid, nodev, noexec throughout.
+pub fn bind_host_sysfs(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
+    let target = mount_point(rootfs, &m.destination, false)?;
+    let err = |source| MountError::Mount {
+        kind: MountKind::Sysfs,
+        destination: m.destination.clone(),
+        source,
+    };
+    mount(
+        Some("/sys"),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err)?;
+    crate::runtime::mount_api::lock_down_tree(&target).map_err(err)
+}
+
 /// Makes `rootfs` the root and drops the old root (detached, so nothing of the host stays
 /// reachable).
 pub fn pivot_into(rootfs: &Path) -> Result<(), MountError> {
