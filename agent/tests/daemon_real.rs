@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -36,17 +35,7 @@ impl Drop for Cleanup {
                 let _ = engine.delete(s);
             }
         }
-        let parent = &self.engine.runtime.cgroup.parent;
-        for c in [
-            "memory",
-            "cpu,cpuacct",
-            "pids",
-            "blkio",
-            "cpuset",
-            "devices",
-        ] {
-            let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(c).join(parent));
-        }
+        coracle_tests::cgroups::remove_parent(&self.engine.runtime.cgroup.parent);
     }
 }
 

@@ -33,10 +33,7 @@ struct CgroupParent(String);
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
-        for c in CONTROLLERS {
-            let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(c).join(&self.0));
-        }
-        let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup/unified").join(&self.0));
+        coracle_tests::cgroups::remove_parent(&self.0);
     }
 }
 

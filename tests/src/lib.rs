@@ -1,6 +1,7 @@
 //! Coracle end-to-end tests, the fleet simulator and benchmarks.
 //!
 //! The library holds the harness the end-to-end tests share:
+//! - [`cgroups`]: removing a test's own cgroup parent from every hierarchy;
 //! - [`fixtures`]: the shared image archives, found the same way locally and in CI;
 //! - [`netns`]: test hosts in network namespaces on a private bridge (veth pairs), whose
 //!   links a test can cut;
@@ -12,6 +13,7 @@
 //! - [`sim`]: the fleet simulator behind the `coracle-sim` binary;
 //! - [`e2e`]: the real controller and real agents in network namespaces, and test images.
 
+pub mod cgroups;
 pub mod cut_proxy;
 pub mod e2e;
 pub mod fixtures;

@@ -186,18 +186,7 @@ impl Agent {
         for point in self.mounts().iter().rev() {
             let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        for hierarchy in hierarchies.flatten() {
-            let parent = hierarchy.path().join(&self.cgroup_parent);
-            if let Ok(children) = std::fs::read_dir(&parent) {
-                for child in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(child.path());
-                }
-                let _ = std::fs::remove_dir(&parent);
-            }
-        }
+        crate::cgroups::remove_parent(&self.cgroup_parent);
     }
 }
 
