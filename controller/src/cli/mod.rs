@@ -5,6 +5,7 @@ mod api_client;
 mod deploy;
 mod device;
 mod image_delta;
+mod image_store;
 mod rollout;
 mod serve;
 
@@ -46,6 +47,8 @@ pub enum ImageCommand {
         #[command(subcommand)]
         command: image_delta::DeltaCommand,
     },
+    #[command(flatten)]
+    Store(image_store::StoreCommand),
 }
 
 /// How CLI commands reach the API.
@@ -71,6 +74,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollout(args) => rollout::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
+        } => command.run(),
+        Command::Image {
+            command: ImageCommand::Store(command),
         } => command.run(),
     }
 }
