@@ -69,6 +69,8 @@ pub struct ImageSource {
     pub manifest: Manifest,
     pub config: ImageConfig,
     pub config_digest: Digest,
+    /// The config exactly as the image holds it (its digest is `config_digest`).
+    pub config_bytes: Vec<u8>,
     pub layers: Vec<LayerBlob>,
     /// Extracted archive contents; removed when the source is dropped.
     scratch: Option<PathBuf>,
@@ -131,10 +133,8 @@ pub fn open_layout(root: &Path, platform: &Platform) -> Result<ImageSource, Impo
         &index_path,
         Manifest::parse(&read_verified(root, &chosen.digest)?),
     )?;
-    let config = model(
-        &index_path,
-        ImageConfig::parse(&read_verified(root, &manifest.config.digest)?),
-    )?;
+    let config_bytes = read_verified(root, &manifest.config.digest)?;
+    let config = model(&index_path, ImageConfig::parse(&config_bytes))?;
     model(&index_path, config.check_layers(&manifest))?;
     if chosen.platform.is_none() {
         // The index did not say; the config must.
@@ -164,6 +164,7 @@ pub fn open_layout(root: &Path, platform: &Platform) -> Result<ImageSource, Impo
         config_digest: manifest.config.digest,
         manifest,
         config,
+        config_bytes,
         layers,
         scratch: None,
     })
@@ -298,6 +299,7 @@ fn open_docker_dir(root: &Path) -> Result<ImageSource, ImportError> {
         manifest,
         config,
         config_digest,
+        config_bytes,
         layers,
         scratch: None,
     })

@@ -2,9 +2,11 @@
 //! operator's CLI and talk to the controller's HTTP API.
 
 mod api_client;
+mod broker;
 mod deploy;
 mod device;
 mod image_delta;
+mod image_store;
 mod rollout;
 mod serve;
 
@@ -32,6 +34,8 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// List, show, pause, resume, abort and roll back rollouts.
     Rollout(rollout::RolloutArgs),
+    /// Configuration for an external MQTT broker.
+    Broker(broker::BrokerArgs),
     /// Work with images and layers.
     Image {
         #[command(subcommand)]
@@ -46,6 +50,8 @@ pub enum ImageCommand {
         #[command(subcommand)]
         command: image_delta::DeltaCommand,
     },
+    #[command(flatten)]
+    Store(image_store::StoreCommand),
 }
 
 /// How CLI commands reach the API.
@@ -69,8 +75,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(args) => device::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Rollout(args) => rollout::run(args),
+        Command::Broker(args) => broker::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
+        } => command.run(),
+        Command::Image {
+            command: ImageCommand::Store(command),
         } => command.run(),
     }
 }

@@ -29,6 +29,10 @@ pub enum RegistryError {
     UploadUnknown { id: String },
     #[error("range {range:?} cannot be served")]
     RangeInvalid { range: String },
+    #[error("delta request is invalid: {reason}")]
+    DeltaRequestInvalid { reason: String },
+    #[error("delta could not be made: {reason}")]
+    DeltaFailed { reason: String },
     #[error("no such registry route")]
     RouteUnknown,
     #[error("cannot read the request body")]
@@ -60,6 +64,8 @@ impl RegistryError {
             ManifestInvalid { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             UploadUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
             RangeInvalid { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
+            DeltaRequestInvalid { .. } => (StatusCode::BAD_REQUEST, "DELTA_INVALID"),
+            DeltaFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             RouteUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             Body { .. } => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
             Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),

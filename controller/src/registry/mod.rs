@@ -7,6 +7,7 @@
 //! digest and `repos/<name>/manifests/<hex>` holding the manifest's media type.
 
 mod blobs;
+mod deltas;
 mod error;
 mod manifests;
 mod routes;
@@ -23,6 +24,8 @@ pub use routes::router;
 pub struct Registry {
     pub blobs: BlobStore,
     repos: PathBuf,
+    /// Delta choices per (target, base) pair; the deltas themselves are blobs.
+    deltas: PathBuf,
     token: Arc<str>,
 }
 
@@ -34,9 +37,12 @@ impl Registry {
             path: repos.clone(),
             source,
         })?;
+        let deltas = root.join("deltas");
+        std::fs::create_dir_all(&deltas).map_err(io("create deltas dir", &deltas))?;
         Ok(Self {
             blobs,
             repos,
+            deltas,
             token,
         })
     }

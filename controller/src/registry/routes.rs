@@ -31,6 +31,7 @@ enum Route {
     Blob { name: String, digest: String },
     Uploads { name: String },
     Upload { name: String, id: String },
+    Delta { name: String, target: String },
 }
 
 fn parse_route(path: &str) -> Result<Route, RegistryError> {
@@ -53,6 +54,12 @@ fn parse_route(path: &str) -> Result<Route, RegistryError> {
         .or_else(|| rest.strip_suffix("/blobs/uploads/"))
     {
         return Ok(Route::Uploads { name: named(name)? });
+    }
+    if let Some((name, target)) = rest.rsplit_once("/coracle/deltas/") {
+        return Ok(Route::Delta {
+            name: named(name)?,
+            target: target.to_string(),
+        });
     }
     if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
         return Ok(Route::Upload {
@@ -167,6 +174,9 @@ async fn dispatch(
             let digest = BlobDigest::parse(&digest)?;
             serve_blob(registry, &digest, headers, m == Method::HEAD).await
         }
+        (m @ (Method::GET | Method::HEAD), Route::Delta { name, target }) => {
+            serve_delta(registry, &name, &target, uri, headers, m == Method::HEAD).await
+        }
         (Method::POST, Route::Uploads { name }) => {
             let id = registry.blobs.start_upload().await?;
             if let Some(digest) = query_digest(uri) {
@@ -247,6 +257,28 @@ async fn dispatch(
             ))
         }
         _ => Err(RegistryError::RouteUnknown),
+    }
+}
+
+/// Answers a delta request with the delta blob's digest and size (HEAD) or content (GET),
+/// or 404 so the agent pulls the full layer.
+async fn serve_delta(
+    registry: &Registry,
+    name: &str,
+    target: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, RegistryError> {
+    let target = target.parse::<coracle_images::Digest>().map_err(|_| {
+        RegistryError::DeltaRequestInvalid {
+            reason: format!("target {target:?} is not a sha256 diff_id"),
+        }
+    })?;
+    let have = super::deltas::parse_have(uri.query())?;
+    match registry.delta_for(name, &target, have).await? {
+        Some((digest, _)) => serve_blob(registry, &digest, headers, head).await,
+        None => Ok(with_headers(StatusCode::NOT_FOUND, &[], Body::empty())),
     }
 }
 

@@ -1,0 +1,285 @@
+//! `coracle image import|ls|inspect`: images in the controller's registry storage, read and
+//! written directly in the data dir. Storage is content-addressed and every file lands by
+//! atomic rename, so this works whether `coracle serve` is running or not (the registry sees
+//! an import at once), like `docker load` without needing the daemon up.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use coracle_images::digest::digest_file;
+use coracle_images::import::{open_archive, open_layout, ImageSource};
+use coracle_images::oci::{ImageConfig, Manifest, Platform};
+use coracle_images::Digest;
+
+use crate::datadir::DataDir;
+use crate::registry::{check_repository, check_tag, BlobDigest, BlobStore, Registry};
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Import an OCI layout dir, an oci-archive tar or a docker-archive tar into the registry.
+    Import {
+        /// The image: a directory (OCI layout) or a tar (oci-archive or docker-archive).
+        path: PathBuf,
+        /// Repository and tag to store it under (default: the file name, tag `latest`).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Platform to pick from a multi-arch image, e.g. linux/arm64 (default: this host's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// The controller's data directory.
+        #[arg(long, default_value = "coracle-data")]
+        data_dir: PathBuf,
+    },
+    /// List repositories, tags, manifest digests and image sizes.
+    Ls {
+        #[arg(long, default_value = "coracle-data")]
+        data_dir: PathBuf,
+    },
+    /// Show an image's manifest, platform and layers (size and diff_id).
+    Inspect {
+        /// `repo:tag` or `repo@sha256:...`.
+        reference: String,
+        #[arg(long, default_value = "coracle-data")]
+        data_dir: PathBuf,
+    },
+}
+
+impl StoreCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Import {
+                path,
+                tag,
+                platform,
+                data_dir,
+            } => import(&path, tag, platform, &data_dir),
+            Self::Ls { data_dir } => ls(&open_registry(&data_dir)?),
+            Self::Inspect {
+                reference,
+                data_dir,
+            } => inspect(&open_registry(&data_dir)?, &reference),
+        }
+    }
+}
+
+fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
+    let dir =
+        DataDir::open(data_dir).with_context(|| format!("open data dir {}", data_dir.display()))?;
+    let blobs = BlobStore::open(dir.blobs(), dir.uploads()).context("open blob store")?;
+    // The CLI never serves HTTP, so the registry's auth token is not needed.
+    Registry::open(dir.root().join("registry"), blobs, Arc::from("")).context("open registry")
+}
+
+fn host_platform() -> Platform {
+    let (architecture, variant) = match std::env::consts::ARCH {
+        "x86_64" => ("amd64", None),
+        "aarch64" => ("arm64", None),
+        "arm" => ("arm", Some("v7".to_string())),
+        other => (other, None),
+    };
+    Platform {
+        architecture: architecture.into(),
+        os: "linux".into(),
+        variant,
+    }
+}
+
+/// `repo:tag` (tag defaults to `latest`).
+fn split_tag(text: &str) -> anyhow::Result<(String, String)> {
+    let (repo, tag) = match text.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (text, "latest"),
+    };
+    check_repository(repo).with_context(|| format!("--tag {text:?}: bad repository"))?;
+    check_tag(tag).with_context(|| format!("--tag {text:?}: bad tag"))?;
+    Ok((repo.to_string(), tag.to_string()))
+}
+
+fn default_repository(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image")
+        .to_ascii_lowercase();
+    let cleaned: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = cleaned.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.is_empty() {
+        "image".into()
+    } else {
+        trimmed.into()
+    }
+}
+
+fn import(
+    path: &Path,
+    tag: Option<String>,
+    platform: Option<String>,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let (repo, tag) = match tag {
+        Some(text) => split_tag(&text)?,
+        None => (default_repository(path), "latest".to_string()),
+    };
+    let platform = match platform {
+        Some(text) => Platform::parse(&text)
+            .with_context(|| format!("--platform {text:?}: expected os/arch[/variant]"))?,
+        None => host_platform(),
+    };
+    let registry = open_registry(data_dir)?;
+    let scratch = data_dir.join("registry").join("import-scratch");
+    let source = if path.is_dir() {
+        open_layout(path, &platform)
+    } else {
+        open_archive(path, &scratch, &platform)
+    }
+    .with_context(|| format!("{} is not a readable OCI or docker image", path.display()))?;
+    let digest = store(&registry, &source, &repo, &tag)
+        .with_context(|| format!("import {}", path.display()))?;
+    println!("imported {repo}:{tag} {}", digest.as_str());
+    Ok(())
+}
+
+/// Verifies every layer (blob digest and diff_id) before anything becomes visible, then
+/// stores layers, config, manifest and tag.
+fn store(
+    registry: &Registry,
+    source: &ImageSource,
+    repo: &str,
+    tag: &str,
+) -> anyhow::Result<BlobDigest> {
+    for layer in &source.layers {
+        let (actual, _) = digest_file(&layer.path)
+            .with_context(|| format!("read layer {}", layer.path.display()))?;
+        if actual != layer.digest {
+            bail!(
+                "layer blob {} has digest {actual}, not the {} its manifest names",
+                layer.path.display(),
+                layer.digest
+            );
+        }
+        let diff_id = diff_id_of(&layer.path)?;
+        if diff_id != layer.diff_id {
+            bail!(
+                "layer {} unpacks to {diff_id}, not the diff_id {} its config names",
+                layer.digest,
+                layer.diff_id
+            );
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("start runtime")?;
+    runtime.block_on(async {
+        for layer in &source.layers {
+            let bytes = tokio::fs::read(&layer.path)
+                .await
+                .with_context(|| format!("read layer {}", layer.path.display()))?;
+            registry.blobs.put_bytes(&bytes).await?;
+        }
+        registry.blobs.put_bytes(&source.config_bytes).await?;
+        let manifest = source.manifest.to_json();
+        let media_type = source
+            .manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| coracle_images::media_type::OCI_MANIFEST.to_string());
+        let digest = registry
+            .put_manifest(repo, tag, &media_type, &manifest)
+            .await?;
+        anyhow::Ok(digest)
+    })
+}
+
+fn diff_id_of(path: &Path) -> anyhow::Result<Digest> {
+    let file = File::open(path).with_context(|| format!("open layer {}", path.display()))?;
+    let mut reader = coracle_images::codec::decompress_sniffed(file)
+        .with_context(|| format!("decompress layer {}", path.display()))?;
+    let mut hasher = coracle_images::digest::DigestHasher::default();
+    std::io::copy(&mut reader, &mut hasher)
+        .with_context(|| format!("decompress layer {}", path.display()))?;
+    Ok(hasher.finish())
+}
+
+fn ls(registry: &Registry) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<30} {:<16} {:<71} SIZE",
+        "REPOSITORY", "TAG", "DIGEST"
+    )?;
+    for repo in registry.repositories()? {
+        for tag in registry.tags(&repo).unwrap_or_default() {
+            let (digest, _) = registry.resolve(&repo, &tag)?;
+            let size = load_manifest(registry, &digest)
+                .map(|m| m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>())
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| "-".into());
+            writeln!(out, "{repo:<30} {tag:<16} {:<71} {size}", digest.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+fn load_manifest(registry: &Registry, digest: &BlobDigest) -> anyhow::Result<Manifest> {
+    let path = registry.blobs.path(digest);
+    let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    Manifest::parse(&bytes).with_context(|| format!("manifest {} is not an image", digest.as_str()))
+}
+
+fn inspect(registry: &Registry, reference: &str) -> anyhow::Result<()> {
+    let (repo, reference) = match reference.split_once('@') {
+        Some((repo, digest)) => (repo.to_string(), digest.to_string()),
+        None => split_tag(reference)?,
+    };
+    let (digest, media_type) = registry
+        .resolve(&repo, &reference)
+        .with_context(|| format!("no image {repo}:{reference}"))?;
+    let manifest = load_manifest(registry, &digest)?;
+    let config_digest = BlobDigest::parse(&manifest.config.digest.to_string())?;
+    let config_path = registry.blobs.path(&config_digest);
+    let config = ImageConfig::parse(
+        &std::fs::read(&config_path)
+            .with_context(|| format!("read config {}", config_path.display()))?,
+    )
+    .context("parse image config")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "image     {repo}:{reference}")?;
+    writeln!(out, "manifest  {} ({media_type})", digest.as_str())?;
+    let variant = config
+        .variant
+        .as_deref()
+        .map(|v| format!("/{v}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "platform  {}/{}{variant}",
+        config.os, config.architecture
+    )?;
+    writeln!(
+        out,
+        "config    {} ({} bytes)",
+        manifest.config.digest, manifest.config.size
+    )?;
+    writeln!(out, "layers")?;
+    for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        writeln!(
+            out,
+            "  {} {:>10} bytes  diff_id {diff_id}  {}",
+            layer.digest, layer.size, layer.media_type
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! `coracle serve --broker` with Debian's Mosquitto configured by
+//! `coracle broker mosquitto-config`: the controller connects with its own account, a device
+//! with its credentials has its reports ingested, and a rogue device can neither read nor
+//! write another device's topics.
+
+// Helpers outside #[test] functions unwrap too; a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use coracle_controller::api::devices::DeviceDetail;
+use coracle_proto::bootstrap::Bootstrap;
+use coracle_proto::{encode, ReportedState, TopicKind};
+use coracle_tests::mosquitto::Mosquitto;
+use rumqttc::{Incoming, MqttOptions, QoS, SubscribeReasonCode};
+use support::{connect, eventually, next_matching, password};
+
+/// `coracle serve` on an external broker; killed on drop.
+struct Serve {
+    child: Child,
+    api: SocketAddr,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coracle(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_coracle"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn serve(dir: &Path, broker_port: u16) -> Serve {
+    let config = dir.join("coracle.toml");
+    let text = format!(
+        "data_dir = {:?}\n[broker]\nexternal_url = \"mqtt://127.0.0.1:{broker_port}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
+        dir.join("data")
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coracle"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut api, mut registry) = (None, None);
+    while api.is_none() || registry.is_none() {
+        let line = lines.next().expect("coracle serve exited").unwrap();
+        let addr = |l: &str| l.rsplit(' ').next().unwrap().parse::<SocketAddr>().unwrap();
+        if line.starts_with("api listening on ") {
+            api = Some(addr(&line));
+        } else if line.starts_with("registry listening on ") {
+            registry = Some(addr(&line));
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Serve {
+        child,
+        api: api.unwrap(),
+    }
+}
+
+fn enrol(data: &Path, name: &str) -> Bootstrap {
+    let out = data.parent().unwrap().join(format!("{name}.toml"));
+    let result = coracle(
+        data,
+        &["device", "add", name, "--out", out.to_str().unwrap()],
+    );
+    assert!(result.status.success(), "{result:?}");
+    toml::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+fn options(port: u16, user: &str, password: &str) -> MqttOptions {
+    let mut opts = MqttOptions::new(user, "127.0.0.1", port);
+    opts.set_credentials(user, password);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts
+}
+
+async fn suback(
+    client: &rumqttc::AsyncClient,
+    el: &mut rumqttc::EventLoop,
+    topic: &str,
+) -> SubscribeReasonCode {
+    client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    next_matching(el, |i| match i {
+        Incoming::SubAck(ack) => Some(ack.return_codes[0]),
+        _ => None,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_mosquitto_ingests_reports_and_isolates_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mq = dir.path().join("mosquitto");
+    let out = coracle(
+        &data,
+        &[
+            "broker",
+            "mosquitto-config",
+            "--out",
+            mq.to_str().unwrap(),
+            "--local-port",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let acl = std::fs::read_to_string(mq.join("acl")).unwrap();
+    assert!(acl.contains("pattern readwrite coracle/v1/%u/#"), "{acl}");
+    assert!(mq.join("mosquitto.conf").is_file());
+
+    // The generated password file and ACL, on the helper's plain loopback listener. The files
+    // are private to the test's user, so Mosquitto keeps it instead of dropping to `mosquitto`.
+    let broker = Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\nuser {}\n",
+        mq.join("passwd").display(),
+        mq.join("acl").display(),
+        std::env::var("USER").unwrap_or_else(|_| "root".into())
+    ))
+    .unwrap();
+    let controller = serve(dir.path(), broker.port);
+
+    let a = enrol(&data, "pi-a");
+    let b = enrol(&data, "pi-b");
+    for device in [&a, &b] {
+        let status = Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(mq.join("passwd"))
+            .arg(device.device.as_str())
+            .arg(password(device))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let hup = Command::new("kill")
+        .args(["-HUP", &broker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+
+    // The rogue device B asks for A's topics: Mosquitto grants the subscription but the ACL
+    // delivers nothing; its publish on A's topic is dropped. Its own topics work.
+    let (rogue, mut rogue_el) = connect(options(broker.port, b.device.as_str(), &password(&b)))
+        .await
+        .unwrap();
+    let a_reported = TopicKind::Reported.for_device(&a.device);
+    let _ = suback(&rogue, &mut rogue_el, &a_reported).await;
+    let own = TopicKind::Desired.for_device(&b.device);
+    assert!(matches!(
+        suback(&rogue, &mut rogue_el, &own).await,
+        SubscribeReasonCode::Success(_)
+    ));
+    let mut forged = coracle_proto::samples::reported_state(3);
+    forged.device = a.device.clone();
+    rogue
+        .publish(
+            &a_reported,
+            QoS::AtLeastOnce,
+            true,
+            encode::<ReportedState>(&forged),
+        )
+        .await
+        .unwrap();
+    let a_topics = format!("coracle/v1/{}/", a.device.as_str());
+    let rogue_saw = tokio::spawn(async move {
+        // A negative check needs a bound: A's traffic below arrives well within it.
+        let wait = next_matching(&mut rogue_el, |i| match i {
+            Incoming::Publish(p) if p.topic.starts_with(&a_topics) => Some(()),
+            _ => None,
+        });
+        tokio::time::timeout(Duration::from_secs(3), wait).await
+    });
+
+    // Device A publishes its report; the controller, through Mosquitto, stores it.
+    let b_id = b.device.clone();
+    let a_id = a.device.clone();
+    let (device, mut device_el) = connect(options(broker.port, a_id.as_str(), &password(&a)))
+        .await
+        .unwrap();
+    let mut state = coracle_proto::samples::reported_state(1);
+    state.device = a_id.clone();
+    device
+        .publish(
+            &a_reported,
+            QoS::AtLeastOnce,
+            true,
+            encode::<ReportedState>(&state),
+        )
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move { while device_el.poll().await.is_ok() {} });
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let url = format!("http://{}/api/v1/devices/{}", controller.api, a_id.as_str());
+    let stored: DeviceDetail = eventually("A's report stored via Mosquitto", || {
+        let mut response = ureq::get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .ok()?;
+        let detail: DeviceDetail = response.body_mut().read_json().ok()?;
+        detail.reported.is_some().then_some(detail)
+    })
+    .await;
+    let reported = stored.reported.unwrap();
+    assert_eq!(reported.device, a_id);
+    assert_eq!(
+        reported.services.len(),
+        1,
+        "B's forged report (3 services) was stored"
+    );
+    driver.abort();
+
+    // Nothing of A's reached B, and B's forged report was never stored as A's.
+    assert!(
+        rogue_saw.await.unwrap().is_err(),
+        "rogue {b_id} read A's topic"
+    );
+}

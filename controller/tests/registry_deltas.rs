@@ -1,0 +1,222 @@
+//! The delta endpoint with the agent's real puller: two versions of an image are pushed with
+//! Debian's `skopeo`; a device holding v1 pulls v2 as a delta far smaller than the layer,
+//! and the rebuilt layer's diff_id verifies. Bad delta requests get clear 4xx answers.
+
+// Helpers outside #[test] functions unwrap too; a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use coracle_agent::pull::{host_platform, Puller, RegistryClient, RegistryEndpoint};
+use coracle_images::store::{Store, StoreConfig};
+use coracle_images::Digest;
+use sha2::{Digest as _, Sha256};
+use support::Controller;
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Deterministic incompressible bytes, so the full layer is large and a delta must reuse it.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn layer_tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o755);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, data.as_slice())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn put_blob(layout: &Path, bytes: &[u8]) -> String {
+    let digest = sha(bytes);
+    std::fs::write(layout.join("blobs/sha256").join(&digest[7..]), bytes).unwrap();
+    digest
+}
+
+/// Writes a one-layer OCI layout holding `tar` (gzip) for this host's platform.
+fn oci_layout(layout: &Path, tar: &[u8]) -> (String, u64) {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let layer = put_blob(layout, &gz);
+    let platform = host_platform();
+    let config = serde_json::json!({
+        "architecture": platform.architecture, "os": platform.os,
+        "config": {"Cmd": ["/app"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(tar)]},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = put_blob(layout, &config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer, "size": gz.len()}],
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = put_blob(layout, &manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": manifest_digest, "size": manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    (manifest_digest, gz.len() as u64)
+}
+
+fn push(controller: &Controller, layout: &Path, tag: &str) {
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("coracle:{}", controller.admin_token()),
+            &format!("oci:{}:1", layout.display()),
+            &format!("docker://{}/fleet/app:{tag}", controller.registry),
+        ])
+        .output()
+        .expect("skopeo must be installed (.ci/packages.txt)");
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn head_delta(controller: &Controller, target: &str, query: &str) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!(
+        "http://{}/v2/fleet/app/coracle/deltas/{target}?{query}",
+        controller.registry
+    );
+    agent
+        .head(&url)
+        .header(
+            "Authorization",
+            &format!("Bearer {}", controller.admin_token()),
+        )
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn a_device_holding_v1_pulls_v2_as_a_small_delta() {
+    let controller = Controller::start();
+    let work = controller.dir.path();
+    let big = noise(4 << 20, 7);
+    let mut big_v2 = big.clone();
+    big_v2[1_000_000..1_000_100].copy_from_slice(&noise(100, 9));
+    let v1_tar = layer_tar(&[("app", big), ("etc/version", b"1\n".to_vec())]);
+    let v2_tar = layer_tar(&[("app", big_v2), ("etc/version", b"2\n".to_vec())]);
+    let (v1, _) = oci_layout(&work.join("v1"), &v1_tar);
+    let (v2, v2_layer_bytes) = oci_layout(&work.join("v2"), &v2_tar);
+    push(&controller, &work.join("v1"), "1");
+    push(&controller, &work.join("v2"), "2");
+
+    let client = RegistryClient::new(RegistryEndpoint {
+        base_url: format!("http://{}", controller.registry),
+        ca_pem: None,
+        token: Some(controller.admin_token()),
+    })
+    .unwrap();
+    let store = Store::open(
+        &work.join("device"),
+        StoreConfig {
+            reserve_bytes: 0,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let puller = Puller {
+        client: &client,
+        store: &store,
+        platform: host_platform(),
+        delta_budget: 64 << 20,
+    };
+    let (_, first) = puller
+        .pull("fleet/app", &v1.parse().unwrap(), &mut |_| {})
+        .unwrap();
+    assert_eq!(first.layers_full, 1);
+
+    let (record, second) = puller
+        .pull("fleet/app", &v2.parse().unwrap(), &mut |_| {})
+        .unwrap();
+    let v2_diff_id: Digest = sha(&v2_tar).parse().unwrap();
+    assert_eq!(second.layers_from_delta, 1, "{second:?}");
+    assert_eq!(second.layers_full, 0);
+    assert!(store.has_layer(&v2_diff_id));
+    assert_eq!(record.layers, vec![v2_diff_id]);
+    assert!(
+        second.blob_bytes * 20 < v2_layer_bytes,
+        "delta {} bytes vs layer {v2_layer_bytes}",
+        second.blob_bytes
+    );
+    eprintln!(
+        "delta pull: {} bytes transferred; full v2 layer blob {v2_layer_bytes} bytes",
+        second.blob_bytes
+    );
+
+    // Bad requests are refused with a clear 4xx; a device holding nothing useful gets 404.
+    let v2_id = sha(&v2_tar);
+    let v1_id = sha(&v1_tar);
+    assert_eq!(
+        head_delta(&controller, &v2_id, &format!("have={v1_id}")),
+        200
+    );
+    assert_eq!(head_delta(&controller, &v2_id, "have=sha256:zz"), 400);
+    assert_eq!(head_delta(&controller, &v2_id, ""), 400);
+    let huge = vec![v1_id.as_str(); 300].join(",");
+    assert_eq!(
+        head_delta(&controller, &v2_id, &format!("have={huge}")),
+        400
+    );
+    let unknown = sha(b"not a layer");
+    assert_eq!(
+        head_delta(&controller, &unknown, &format!("have={v1_id}")),
+        400
+    );
+    assert_eq!(
+        head_delta(&controller, &v2_id, &format!("have={unknown}")),
+        404
+    );
+}
