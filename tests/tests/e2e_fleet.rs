@@ -382,3 +382,78 @@ fn agent_killed_at_random_points_of_updates_always_recovers() {
     let page = http_get(host.addr, WEB_PORT);
     assert!(page.contains(expected_page), "{page}");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn an_update_reaches_devices_as_a_delta_far_below_the_full_layer() {
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    // Version 2 changes the page and 100 bytes in the middle of 4 MB of data.
+    let data_v1 = noise(4 << 20, 5);
+    let mut data_v2 = data_v1.clone();
+    data_v2[2 << 20..(2 << 20) + 100].fill(0x5a);
+    let build = |tag: &str, page: &str, data: Vec<u8>| {
+        let extra = vec![LayerFile::new("data/blob", data, 0o644)];
+        let files = busybox_files(page, extra).unwrap();
+        let image = build_layout(&dir.path().join(format!("image-{tag}")), tag, &files).unwrap();
+        controller
+            .push(&image.source, &format!("hello:{tag}"))
+            .unwrap();
+        image
+    };
+    build("1", "hello v1", data_v1);
+    let v2 = build("2", "hello v2", data_v2);
+
+    let mut agents = Vec::new();
+    for name in ["pi-d1", "pi-d2"] {
+        let host = network.add_host().unwrap();
+        let bootstrap = controller.enrol(name, dir.path()).unwrap();
+        agents.push(Agent::start(name, &host, dir.path(), &bootstrap).unwrap());
+    }
+    for agent in &agents {
+        controller
+            .deploy(&two_service_app(dir.path(), "1"), &agent.name)
+            .unwrap();
+        wait_converged(&controller, &agent.name, 1);
+    }
+    for agent in &agents {
+        controller
+            .deploy(&two_service_app(dir.path(), "2"), &agent.name)
+            .unwrap();
+    }
+    for agent in &mut agents {
+        wait_converged(&controller, &agent.name, 2);
+        assert!(http_get(agent.host.addr, WEB_PORT).contains("hello v2"));
+        // The agent's pull report for version 2: one layer from a delta, none in full.
+        let pulled = agent
+            .output()
+            .lines()
+            .filter(|l| l.contains("image pulled"))
+            .next_back()
+            .unwrap()
+            .to_string();
+        assert!(
+            pulled.contains("delta=1") && pulled.contains("full=0"),
+            "{}: {pulled}",
+            agent.name
+        );
+        let bytes: u64 = pulled
+            .split("bytes=")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        eprintln!(
+            "{}: version 2 pulled with {bytes} bytes; the full layer is {} bytes",
+            agent.name, v2.layer_size
+        );
+        assert!(
+            bytes * 20 < v2.layer_size,
+            "{}: {bytes} bytes on the wire for a {}-byte layer",
+            agent.name,
+            v2.layer_size
+        );
+    }
+}

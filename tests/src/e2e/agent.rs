@@ -66,7 +66,8 @@ impl Agent {
             .arg(binary("coracle-agent")?)
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
         let mut process = TestProcess::spawn(cmd)?;
         process.wait_for_line("agent running", Duration::from_secs(20))?;
         self.process = Some(process);
