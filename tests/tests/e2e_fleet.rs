@@ -430,8 +430,7 @@ fn an_update_reaches_devices_as_a_delta_far_below_the_full_layer() {
         let pulled = agent
             .output()
             .lines()
-            .filter(|l| l.contains("image pulled"))
-            .next_back()
+            .rfind(|l| l.contains("image pulled"))
             .unwrap()
             .to_string();
         assert!(
