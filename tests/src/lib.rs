@@ -3,6 +3,7 @@
 //! The library holds the harness the end-to-end tests share:
 //! - [`cgroups`]: removing a test's own cgroup parent from every hierarchy;
 //! - [`fixtures`]: the shared image archives, found the same way locally and in CI;
+//! - [`page_cache`]: device-like page-cache conditions for memory benchmarks;
 //! - [`netns`]: test hosts in network namespaces on a private bridge (veth pairs), whose
 //!   links a test can cut;
 //! - [`process`]: child processes that are killed and reaped on drop, with waits on their
@@ -19,6 +20,7 @@ pub mod e2e;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod netns;
+pub mod page_cache;
 pub mod process;
 pub mod registry;
 pub mod sim;
