@@ -21,8 +21,9 @@
 //! VM reads ahead 8 MB, a Pi's SD card 128 KB). So the rounds run twice: with the page cache
 //! as the host has it (history dependent), then under device-like conditions — every
 //! runtime's executable evicted and read back under the kernel's default 128 KB read-ahead
-//! (`coracle_tests::page_cache`), restored afterwards. The shipped x86_64 agent is the static
-//! one: `cross/build.sh x86_64`, then `--agent target/x86_64-unknown-linux-musl/release/coracle-agent`.
+//! (`coracle_tests::page_cache`), restored afterwards. Measure the agent as shipped:
+//! `cross/build.sh x86_64` (static, linked with the `run` path first, stripped) prints its
+//! path, e.g. `--agent target/x86_64-unknown-linux-musl/device/dist/coracle-agent`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
