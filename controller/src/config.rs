@@ -69,6 +69,11 @@ pub struct BrokerSection {
     /// `mqtt://host:port` or `mqtts://host:port` of an external broker. When set, no
     /// broker is embedded.
     pub external_url: Option<String>,
+    /// With an external broker: the URL devices dial, written into their bootstrap files
+    /// (e.g. `mqtts://broker.example:8883`, the broker's TLS listener), when it differs from
+    /// `external_url` (e.g. the controller's plain loopback listener on the broker's host).
+    /// Defaults to `external_url`.
+    pub device_url: Option<String>,
 }
 
 /// One HTTP listener.
@@ -97,6 +102,7 @@ impl Default for BrokerSection {
             listen: loopback(1883),
             tls_listen: loopback(8883),
             external_url: None,
+            device_url: None,
         }
     }
 }
@@ -139,6 +145,20 @@ impl ServeConfig {
         if let Some(url) = &self.broker.external_url {
             crate::broker::BrokerUrl::parse(url).map_err(|err| ConfigError::Invalid {
                 field: "broker.external_url",
+                reason: err.to_string(),
+            })?;
+        }
+        if let Some(url) = &self.broker.device_url {
+            if self.broker.external_url.is_none() {
+                return Err(ConfigError::Invalid {
+                    field: "broker.device_url",
+                    reason: "only with broker.external_url (the embedded broker's device URL \
+                             is its TLS listener on public_host)"
+                        .into(),
+                });
+            }
+            crate::broker::BrokerUrl::parse(url).map_err(|err| ConfigError::Invalid {
+                field: "broker.device_url",
                 reason: err.to_string(),
             })?;
         }
@@ -206,6 +226,28 @@ mod tests {
         };
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("broker.external_url"), "{err}");
+    }
+
+    #[test]
+    fn device_url_needs_an_external_broker_and_a_valid_url() {
+        let with = |external: Option<&str>, device: &str| ServeConfig {
+            broker: BrokerSection {
+                external_url: external.map(str::to_string),
+                device_url: Some(device.to_string()),
+                ..BrokerSection::default()
+            },
+            ..ServeConfig::default()
+        };
+        with(Some("mqtt://127.0.0.1:1883"), "mqtts://10.0.0.2:8883")
+            .validate()
+            .unwrap();
+        for bad in [
+            with(None, "mqtts://10.0.0.2:8883"),
+            with(Some("mqtt://127.0.0.1:1883"), "https://10.0.0.2"),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.to_string().contains("broker.device_url"), "{err}");
+        }
     }
 
     #[test]

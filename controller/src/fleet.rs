@@ -181,6 +181,23 @@ impl Fleet {
         }
         Ok(published)
     }
+
+    /// Publishes every stored desired state again each time the controller's client
+    /// reconnects: an external broker that restarted may have lost its retained messages
+    /// (no persistence, or a crash before its autosave). Runs until aborted.
+    pub async fn republish_on_reconnect(self) {
+        loop {
+            self.client.reconnected().await;
+            match self.republish_desired().await {
+                Ok(count) => {
+                    tracing::info!(count, "broker reconnected, desired states republished")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "republishing desired states after a reconnect failed")
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -123,8 +123,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let (embedded, controller_url, device_url) = match &config.broker.external_url {
         Some(url) => {
             let url = BrokerUrl::parse(url)?;
+            let devices = match &config.broker.device_url {
+                Some(device_url) => BrokerUrl::parse(device_url)?,
+                None => url.clone(),
+            };
             announce("external broker", &url);
-            (None, url.clone(), url)
+            (None, url, devices)
         }
         None => {
             let settings = EmbeddedBrokerSettings {
@@ -184,6 +188,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     );
     let republished = fleet.republish_desired().await?;
     tracing::info!(count = republished, "desired states republished");
+    let republish_task = tokio::spawn(fleet.clone().republish_on_reconnect());
     let (notify, _) = broadcast::channel(1024);
     let counters = Arc::new(crate::metrics::IngestCounters::default());
     let ingest_task = tokio::spawn(ingest::run(
@@ -240,6 +245,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     driver_task.abort();
     presence_task.abort();
+    republish_task.abort();
     client.disconnect().await;
     ingest_task.abort();
     if let Some(broker) = embedded {

@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// embedded one.
     #[arg(long)]
     pub broker: Option<String>,
+    /// With `--broker`: the URL devices dial, written into their bootstrap files (e.g. the
+    /// external broker's TLS listener, mqtts://host:8883); default: the `--broker` URL.
+    #[arg(long, requires = "broker")]
+    pub broker_device_url: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -31,6 +35,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.broker {
         config.broker.external_url = Some(url);
+    }
+    if let Some(url) = args.broker_device_url {
+        config.broker.device_url = Some(url);
     }
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
