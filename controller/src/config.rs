@@ -74,6 +74,10 @@ pub struct BrokerSection {
     /// `external_url` (e.g. the controller's plain loopback listener on the broker's host).
     /// Defaults to `external_url`.
     pub device_url: Option<String>,
+    /// With an external Mosquitto on this host: the directory `coracle broker
+    /// mosquitto-config` wrote. Enrolling a device adds its account to the password file
+    /// there, removing it deletes the account; Mosquitto is reloaded through its pid file.
+    pub mosquitto_dir: Option<PathBuf>,
 }
 
 /// One HTTP listener.
@@ -103,6 +107,7 @@ impl Default for BrokerSection {
             tls_listen: loopback(8883),
             external_url: None,
             device_url: None,
+            mosquitto_dir: None,
         }
     }
 }
@@ -161,6 +166,12 @@ impl ServeConfig {
                 field: "broker.device_url",
                 reason: err.to_string(),
             })?;
+        }
+        if self.broker.mosquitto_dir.is_some() && self.broker.external_url.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "broker.mosquitto_dir",
+                reason: "only with broker.external_url".into(),
+            });
         }
         if self.fleet.offline_after_s == 0 {
             return Err(ConfigError::Invalid {

@@ -8,7 +8,7 @@ use coracle_proto::bootstrap::deployment_key_hex;
 use coracle_proto::{Bootstrap, BrokerAuth, DeviceId, SigningKey};
 
 use crate::broker::client::ClientError;
-use crate::broker::{password_sha256, ControllerClient, DeviceAccess};
+use crate::broker::{password_sha256, AccessError, ControllerClient, DeviceAccess};
 use crate::secrets::random_token;
 use crate::store::{DeviceRecord, NewDevice, Store, StoreError};
 
@@ -22,6 +22,18 @@ pub enum FleetError {
         device: DeviceId,
         #[source]
         source: ClientError,
+    },
+    #[error("device {device} was not enrolled: giving it a broker account failed")]
+    Grant {
+        device: DeviceId,
+        #[source]
+        source: AccessError,
+    },
+    #[error("device {device} was not removed: taking its broker account away failed")]
+    Revoke {
+        device: DeviceId,
+        #[source]
+        source: AccessError,
     },
     #[error("tag {tag:?} is invalid: {reason}")]
     InvalidTag { tag: String, reason: &'static str },
@@ -119,7 +131,13 @@ impl Fleet {
             tags,
             password_sha256: hash,
         })?;
-        self.access.grant(&id, hash);
+        if let Err(source) = self.access.grant(&id, &password) {
+            // All or nothing: a device without a broker account is not enrolled.
+            if let Err(err) = self.store.remove_device(&id) {
+                tracing::warn!(device = %id, error = %err, "undoing a failed enrolment failed");
+            }
+            return Err(FleetError::Grant { device: id, source });
+        }
         tracing::info!(device = %id, "device enrolled");
         Ok(Bootstrap {
             device: id.clone(),
@@ -135,10 +153,17 @@ impl Fleet {
         })
     }
 
-    /// Removes a device and cuts it off the broker.
+    /// Removes a device and cuts it off the broker. The broker account goes first, so a
+    /// failure there leaves the device listed and the removal can be retried.
     pub async fn remove_device(&self, id: &DeviceId) -> Result<(), FleetError> {
+        self.store.device(id)?;
+        self.access
+            .revoke(id)
+            .map_err(|source| FleetError::Revoke {
+                device: id.clone(),
+                source,
+            })?;
         self.store.remove_device(id)?;
-        self.access.revoke(id);
         if let Err(err) = self.client.clear_desired(id).await {
             tracing::warn!(device = %id, error = %err, "clearing the retained desired state failed");
         }

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, watch};
 use crate::api::{self, AppState};
 use crate::broker::{
     BrokerUrl, ControllerClient, Credentials, DeviceAccess, EmbeddedBroker, EmbeddedBrokerSettings,
+    MosquittoAccounts,
 };
 use crate::config::ServeConfig;
 use crate::datadir::{write_public, DataDir};
@@ -173,7 +174,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Arc::from(secrets.admin_token.as_str()),
     )?;
 
-    let access: Arc<dyn DeviceAccess> = credentials.clone();
+    let access: Arc<dyn DeviceAccess> = match &config.broker.mosquitto_dir {
+        Some(dir) => Arc::new(MosquittoAccounts::in_dir(dir)),
+        None => credentials.clone(),
+    };
     let fleet = Fleet::new(
         store.clone(),
         access,

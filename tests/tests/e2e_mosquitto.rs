@@ -90,13 +90,20 @@ fn start(dir: &Path) -> (TestNetwork, ExternalBroker, Controller) {
     (network, broker, controller)
 }
 
-/// Enrols `name`, gives it its Mosquitto account and checks its bootstrap file sends it to
-/// Mosquitto's TLS listener; returns the bootstrap file.
-fn enrol(controller: &Controller, broker: &mut ExternalBroker, name: &str, dir: &Path) -> PathBuf {
+/// Enrols `name` (the controller adds its account to Mosquitto's password file and reloads
+/// Mosquitto) and checks its bootstrap file sends it to Mosquitto's TLS listener; returns
+/// the bootstrap file.
+fn enrol(controller: &Controller, broker: &ExternalBroker, name: &str, dir: &Path) -> PathBuf {
+    let reloads = broker.reloads();
     let path = controller.enrol(name, dir).unwrap();
     let bootstrap = read_bootstrap(&path);
     assert_eq!(bootstrap.broker_url, broker.device_url(), "{name}");
-    broker.add_device(&path).unwrap();
+    let passwd = std::fs::read_to_string(broker.dir.join("passwd")).unwrap();
+    assert!(
+        passwd.lines().any(|l| l.starts_with(&format!("{name}:"))),
+        "{passwd}"
+    );
+    broker.wait_reloaded(reloads).unwrap();
     path
 }
 
@@ -160,7 +167,7 @@ fn retained_desired(controller: &Controller, device: &str) -> Vec<u8> {
 fn two_devices_run_an_app_over_mosquitto_tls_and_take_an_update_as_a_delta() {
     let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (mut network, mut broker, controller) = start(dir.path());
+    let (mut network, broker, controller) = start(dir.path());
     // Version 2 changes the page and 100 bytes in the middle of 1 MB of data.
     let data_v1 = noise(1 << 20, 5);
     let mut data_v2 = data_v1.clone();
@@ -171,7 +178,7 @@ fn two_devices_run_an_app_over_mosquitto_tls_and_take_an_update_as_a_delta() {
     let mut agents = Vec::new();
     for name in ["pi-m1", "pi-m2"] {
         let host = network.add_host().unwrap();
-        let bootstrap = enrol(&controller, &mut broker, name, dir.path());
+        let bootstrap = enrol(&controller, &broker, name, dir.path());
         agents.push(Agent::start(name, &host, dir.path(), &bootstrap).unwrap());
     }
     for agent in &agents {
@@ -248,10 +255,10 @@ fn password(bootstrap: &Path) -> String {
 fn on_mosquitto_a_device_can_neither_read_nor_write_another_devices_topics() {
     let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let (mut network, mut broker, controller) = start(dir.path());
+    let (mut network, broker, controller) = start(dir.path());
     push_hello(&controller, dir.path(), "1", "hello v1", Vec::new());
-    enrol(&controller, &mut broker, "pi-a", dir.path());
-    let rogue_bootstrap = enrol(&controller, &mut broker, "pi-b", dir.path());
+    enrol(&controller, &broker, "pi-a", dir.path());
+    let rogue_bootstrap = enrol(&controller, &broker, "pi-b", dir.path());
     let rogue_password = password(&rogue_bootstrap);
     // A's desired state is retained on Mosquitto whether or not A is online.
     controller
@@ -316,7 +323,7 @@ fn on_mosquitto_a_device_can_neither_read_nor_write_another_devices_topics() {
     assert!(forged.status.success(), "{forged:?}");
     assert_eq!(retained_desired(&controller, "pi-a"), a_desired);
 
-    // No password, a wrong one, or no TLS: refused.
+    // A wrong password, or no TLS: refused.
     let anonymous = mosquitto_client(
         &rogue,
         "mosquitto_sub",
@@ -338,6 +345,16 @@ fn on_mosquitto_a_device_can_neither_read_nor_write_another_devices_topics() {
         !plain.status.success() && plain.stdout.is_empty(),
         "{plain:?}"
     );
+
+    // `coracle device rm` takes B's account off Mosquitto: its password stops working.
+    let reloads = broker.reloads();
+    controller.cli(&["device", "rm", "pi-b"]).unwrap();
+    broker.wait_reloaded(reloads).unwrap();
+    let removed = sub("coracle/v1/pi-b/desired", &["-C", "1"]);
+    assert!(
+        !removed.status.success() && removed.stdout.is_empty(),
+        "{removed:?}"
+    );
 }
 
 #[test]
@@ -351,7 +368,7 @@ fn mosquitto_restart_agents_reconnect_and_the_controller_republishes_desired_sta
     let mut agents = Vec::new();
     for name in ["pi-r1", "pi-r2"] {
         let host = network.add_host().unwrap();
-        let bootstrap = enrol(&controller, &mut broker, name, dir.path());
+        let bootstrap = enrol(&controller, &broker, name, dir.path());
         let agent = Agent::start(name, &host, dir.path(), &bootstrap).unwrap();
         controller
             .deploy(&two_service_app(dir.path(), "1"), name)

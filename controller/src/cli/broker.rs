@@ -2,7 +2,8 @@
 //! Coracle's protocol — a password file with the controller's account, an ACL giving the
 //! controller every topic and each device only `coracle/v1/<its id>/#`, the controller CA and
 //! broker certificate for TLS, and a `mosquitto.conf` tying them together. Devices are added
-//! to the password file with `mosquitto_passwd` when they are enrolled (see the README).
+//! to the password file when they are enrolled: by `coracle serve --mosquitto-dir DIR`
+//! (`broker::mosquitto`), or by hand with `mosquitto_passwd` (see the README).
 //!
 //! Mosquitto enforces what the bootstrap file gives a device: the controller enrols devices
 //! with `BrokerAuth::Password`, so the devices' TLS listener checks the password file and
@@ -16,6 +17,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::broker::acl::CONTROLLER_USER;
+use crate::broker::mosquitto::{PASSWD_FILE, PID_FILE};
 use crate::datadir::{write_private, write_public, DataDir};
 use crate::secrets::Secrets;
 
@@ -91,14 +93,17 @@ pub fn mosquitto_conf(layout: &MosquittoLayout) -> String {
         "# Written by `coracle broker mosquitto-config`.\n\
          per_listener_settings false\nallow_anonymous false\n\
          password_file {passwd}\nacl_file {acl}\n\
-         persistence true\npersistence_location {dir}/\n\n\
+         persistence true\npersistence_location {dir}/\n\
+         # `coracle serve --mosquitto-dir` reloads Mosquitto through it after account changes.\n\
+         pid_file {pid}\n\n\
          {local}\
          # Devices: TLS with the controller CA's broker certificate. A device logs in with the\n\
          # user name and password of its bootstrap file (no client certificate), and its\n\
          # client id is replaced by its user name, so it cannot take over another's session.\n\
          listener {port}{bind}\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
          tls_version tlsv1.2\nrequire_certificate false\nuse_username_as_clientid true\n",
-        passwd = path("passwd"),
+        passwd = path(PASSWD_FILE),
+        pid = path(PID_FILE),
         acl = path("acl"),
         dir = layout.dir.display(),
         port = layout.tls_port,
@@ -143,7 +148,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let acl = out.join("acl");
     write_public(&acl, mosquitto_acl().as_bytes())
         .with_context(|| format!("write {}", acl.display()))?;
-    let passwd = out.join("passwd");
+    let passwd = out.join(PASSWD_FILE);
     write_private(&passwd, b"").with_context(|| format!("write {}", passwd.display()))?;
     let status = Command::new("mosquitto_passwd")
         .arg("-b")
@@ -171,13 +176,15 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("write {}", conf_path.display()))?;
     println!("wrote {}", conf_path.display());
     println!(
-        "start: mosquitto -c {}\n\
+        "then: chown -R mosquitto: {out}\n\
+         start: mosquitto -c {conf}\n\
          serve: coracle serve --broker mqtt://127.0.0.1:{local_port} \
-         --broker-device-url mqtts://{host}:{tls_port}\n\
-         per device: mosquitto_passwd -b {} <device id> <mqtt password from its bootstrap file>, \
-         then reload mosquitto (SIGHUP)",
-        conf_path.display(),
-        passwd.display()
+         --broker-device-url mqtts://{host}:{tls_port} --mosquitto-dir {out}\n\
+         (without --mosquitto-dir, per device: mosquitto_passwd -b {passwd} <device id> \
+         <mqtt password from its bootstrap file>, then reload mosquitto with SIGHUP)",
+        out = out.display(),
+        conf = conf_path.display(),
+        passwd = passwd.display()
     );
     Ok(())
 }
@@ -203,6 +210,7 @@ mod tests {
             "password_file /etc/mosquitto/coracle/passwd",
             "acl_file /etc/mosquitto/coracle/acl",
             "persistence_location /etc/mosquitto/coracle/",
+            "pid_file /etc/mosquitto/coracle/mosquitto.pid",
             "listener 1883 127.0.0.1",
             "listener 8883 10.0.0.2",
             "require_certificate false",

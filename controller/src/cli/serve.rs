@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// external broker's TLS listener, mqtts://host:8883); default: the `--broker` URL.
     #[arg(long, requires = "broker")]
     pub broker_device_url: Option<String>,
+    /// With `--broker` on a Mosquitto on this host: the directory `coracle broker
+    /// mosquitto-config` wrote; device accounts are added and removed there.
+    #[arg(long, requires = "broker")]
+    pub mosquitto_dir: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,6 +42,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.broker_device_url {
         config.broker.device_url = Some(url);
+    }
+    if let Some(dir) = args.mosquitto_dir {
+        config.broker.mosquitto_dir = Some(dir);
     }
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

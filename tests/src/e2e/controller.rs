@@ -47,16 +47,18 @@ impl Controller {
     }
 
     /// Starts a controller on `broker` instead of an embedded one (`coracle serve --broker`):
-    /// its own client on the broker's loopback listener, devices told the TLS listener.
+    /// its own client on the broker's loopback listener, devices told the TLS listener,
+    /// device accounts kept in the broker's password file.
     pub fn start_on_broker(
         dir: &Path,
         public: Ipv4Addr,
         broker: &ExternalBroker,
     ) -> anyhow::Result<Self> {
         let section = format!(
-            "external_url = \"{}\"\ndevice_url = \"{}\"\n",
+            "external_url = \"{}\"\ndevice_url = \"{}\"\nmosquitto_dir = {:?}\n",
             broker.controller_url(),
-            broker.device_url()
+            broker.device_url(),
+            broker.dir.display().to_string()
         );
         Self::start_with(dir, public, broker.local, &section)
     }

@@ -1,9 +1,9 @@
 //! Debian's Mosquitto as the controller's external broker, set up the way the README tells an
 //! operator to: `coracle broker mosquitto-config` writes the password file, ACL, TLS files and
 //! `mosquitto.conf` from the controller's data dir; the files are handed to the `mosquitto`
-//! user; each enrolled device's password goes in with `mosquitto_passwd` and a reload. The
-//! devices' TLS listener is on the test network's gateway, the controller's plain listener on
-//! loopback. Ports are chosen once, so a restarted broker is where the bootstrap files say.
+//! user; the controller (`--mosquitto-dir`) adds each device it enrols to the password file
+//! and reloads Mosquitto. The devices' TLS listener is on the test network's gateway, the
+//! controller's plain listener on loopback. Ports are chosen once, so a restarted broker is where the bootstrap files say.
 //! Dropping it stops Mosquitto.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,7 +13,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use coracle_proto::{Bootstrap, BrokerAuth};
 use nix::sys::signal::Signal;
 
 use super::controller::Controller;
@@ -100,35 +99,17 @@ impl ExternalBroker {
         format!("mqtts://{}", self.tls)
     }
 
-    /// Gives an enrolled device its account: its bootstrap file's password goes into the
-    /// password file with `mosquitto_passwd`, then Mosquitto reloads (SIGHUP).
-    pub fn add_device(&mut self, bootstrap: &Path) -> anyhow::Result<()> {
-        let text = std::fs::read_to_string(bootstrap)
-            .with_context(|| format!("read {}", bootstrap.display()))?;
-        let parsed: Bootstrap =
-            toml::from_str(&text).with_context(|| format!("parse {}", bootstrap.display()))?;
-        let BrokerAuth::Password { username, password } = &parsed.auth else {
-            bail!(
-                "{}: Mosquitto's config expects password auth",
-                parsed.device
-            );
-        };
-        run(Command::new("mosquitto_passwd")
-            .arg("-b")
-            .arg(self.dir.join("passwd"))
-            .arg(username)
-            .arg(password))?;
-        self.reload()
+    /// How many times Mosquitto has reloaded its config (SIGHUP) since it started.
+    pub fn reloads(&self) -> usize {
+        self.output().matches("Reloading config").count()
     }
 
-    /// SIGHUP: Mosquitto reads its password file and ACL again.
-    pub fn reload(&mut self) -> anyhow::Result<()> {
-        let process = self.process.as_mut().context("mosquitto is not running")?;
-        let before = process.output().matches("Reloading config").count();
-        process.signal(Signal::SIGHUP)?;
+    /// Waits until Mosquitto has reloaded more than `seen` times: the controller changed a
+    /// device's account and told it to.
+    pub fn wait_reloaded(&self, seen: usize) -> anyhow::Result<()> {
         super::wait_until("mosquitto to reload", Duration::from_secs(10), || {
-            let now = process.output().matches("Reloading config").count();
-            if now > before {
+            let now = self.reloads();
+            if now > seen {
                 Ok(())
             } else {
                 Err(format!("{now} reloads"))
