@@ -115,8 +115,22 @@ impl Fleet {
         &self.deployment_key
     }
 
+    /// Runs `change` on the broker's account table off the async runtime: an external
+    /// broker's is files and a subprocess.
+    async fn change_access(
+        &self,
+        change: impl FnOnce(&dyn DeviceAccess) -> Result<(), AccessError> + Send + 'static,
+    ) -> Result<(), AccessError> {
+        let access = self.access.clone();
+        match tokio::task::spawn_blocking(move || change(access.as_ref())).await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(AccessError::Interrupted),
+        }
+    }
+
     /// Enrols a device and returns its bootstrap bundle (the only copy of its password).
-    pub fn add_device(
+    pub async fn add_device(
         &self,
         id: DeviceId,
         tags: BTreeMap<String, String>,
@@ -131,7 +145,12 @@ impl Fleet {
             tags,
             password_sha256: hash,
         })?;
-        if let Err(source) = self.access.grant(&id, &password) {
+        let granted = {
+            let (id, password) = (id.clone(), password.clone());
+            self.change_access(move |access| access.grant(&id, &password))
+                .await
+        };
+        if let Err(source) = granted {
             // All or nothing: a device without a broker account is not enrolled.
             if let Err(err) = self.store.remove_device(&id) {
                 tracing::warn!(device = %id, error = %err, "undoing a failed enrolment failed");
@@ -157,12 +176,14 @@ impl Fleet {
     /// failure there leaves the device listed and the removal can be retried.
     pub async fn remove_device(&self, id: &DeviceId) -> Result<(), FleetError> {
         self.store.device(id)?;
-        self.access
-            .revoke(id)
-            .map_err(|source| FleetError::Revoke {
-                device: id.clone(),
-                source,
-            })?;
+        let revoked = {
+            let id = id.clone();
+            self.change_access(move |access| access.revoke(&id)).await
+        };
+        revoked.map_err(|source| FleetError::Revoke {
+            device: id.clone(),
+            source,
+        })?;
         self.store.remove_device(id)?;
         if let Err(err) = self.client.clear_desired(id).await {
             tracing::warn!(device = %id, error = %err, "clearing the retained desired state failed");

@@ -69,6 +69,8 @@ pub enum AccessError {
     },
     #[error("reloading mosquitto (pid {pid}) failed: {stderr}")]
     Reload { pid: String, stderr: String },
+    #[error("the account change did not run: the controller is stopping")]
+    Interrupted,
 }
 
 impl DeviceAccess for Credentials {

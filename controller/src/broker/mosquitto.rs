@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use coracle_proto::DeviceId;
 
@@ -17,6 +18,9 @@ use super::{AccessError, DeviceAccess};
 pub struct MosquittoAccounts {
     passwd: PathBuf,
     pid_file: PathBuf,
+    /// mosquitto_passwd rewrites the whole file without locking it: one change at a time,
+    /// or two enrolments at once would lose one of them.
+    lock: Arc<Mutex<()>>,
 }
 
 impl MosquittoAccounts {
@@ -25,6 +29,7 @@ impl MosquittoAccounts {
         Self {
             passwd: dir.join(PASSWD_FILE),
             pid_file: dir.join(PID_FILE),
+            lock: Arc::default(),
         }
     }
 
@@ -114,6 +119,7 @@ impl MosquittoAccounts {
 
 impl DeviceAccess for MosquittoAccounts {
     fn grant(&self, device: &DeviceId, password: &str) -> Result<(), AccessError> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         // `-b` takes the password as an argument: visible in /proc to the same user for the
         // few milliseconds mosquitto_passwd runs, on the controller's own host.
         self.mosquitto_passwd("-b", device, Some(password))?;
@@ -125,6 +131,7 @@ impl DeviceAccess for MosquittoAccounts {
     }
 
     fn revoke(&self, device: &DeviceId) -> Result<(), AccessError> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         // Idempotent, so a removal whose reload failed can be retried.
         if self.has_account(device)? {
             self.mosquitto_passwd("-D", device, None)?;
