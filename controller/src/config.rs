@@ -78,6 +78,10 @@ pub struct BrokerSection {
     /// mosquitto-config` wrote. Enrolling a device adds its account to the password file
     /// there, removing it deletes the account; Mosquitto is reloaded through its pid file.
     pub mosquitto_dir: Option<PathBuf>,
+    /// With an external broker whose TLS certificate was not issued by the controller CA
+    /// (`mosquitto-config` issues it with the controller CA; other brokers bring their own):
+    /// a PEM file of the CA that did. Bootstrap files carry it after the controller CA.
+    pub device_ca_file: Option<PathBuf>,
 }
 
 /// One HTTP listener.
@@ -108,6 +112,7 @@ impl Default for BrokerSection {
             external_url: None,
             device_url: None,
             mosquitto_dir: None,
+            device_ca_file: None,
         }
     }
 }
@@ -167,11 +172,20 @@ impl ServeConfig {
                 reason: err.to_string(),
             })?;
         }
-        if self.broker.mosquitto_dir.is_some() && self.broker.external_url.is_none() {
-            return Err(ConfigError::Invalid {
-                field: "broker.mosquitto_dir",
-                reason: "only with broker.external_url".into(),
-            });
+        let external_only = [
+            ("broker.mosquitto_dir", self.broker.mosquitto_dir.is_some()),
+            (
+                "broker.device_ca_file",
+                self.broker.device_ca_file.is_some(),
+            ),
+        ];
+        for (field, set) in external_only {
+            if set && self.broker.external_url.is_none() {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "only with broker.external_url".into(),
+                });
+            }
         }
         if self.fleet.offline_after_s == 0 {
             return Err(ConfigError::Invalid {

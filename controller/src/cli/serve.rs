@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// mosquitto-config` wrote; device accounts are added and removed there.
     #[arg(long, requires = "broker")]
     pub mosquitto_dir: Option<PathBuf>,
+    /// With `--broker`: PEM file of the CA that issued the broker's TLS certificate, when
+    /// that is not the controller CA; bootstrap files carry it too.
+    #[arg(long, requires = "broker")]
+    pub broker_device_ca: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -45,6 +49,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.mosquitto_dir {
         config.broker.mosquitto_dir = Some(dir);
+    }
+    if let Some(path) = args.broker_device_ca {
+        config.broker.device_ca_file = Some(path);
     }
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
