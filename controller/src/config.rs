@@ -69,6 +69,19 @@ pub struct BrokerSection {
     /// `mqtt://host:port` or `mqtts://host:port` of an external broker. When set, no
     /// broker is embedded.
     pub external_url: Option<String>,
+    /// With an external broker: the URL devices dial, written into their bootstrap files
+    /// (e.g. `mqtts://broker.example:8883`, the broker's TLS listener), when it differs from
+    /// `external_url` (e.g. the controller's plain loopback listener on the broker's host).
+    /// Defaults to `external_url`.
+    pub device_url: Option<String>,
+    /// With an external Mosquitto on this host: the directory `coracle broker
+    /// mosquitto-config` wrote. Enrolling a device adds its account to the password file
+    /// there, removing it deletes the account; Mosquitto is reloaded through its pid file.
+    pub mosquitto_dir: Option<PathBuf>,
+    /// With an external broker whose TLS certificate was not issued by the controller CA
+    /// (`mosquitto-config` issues it with the controller CA; other brokers bring their own):
+    /// a PEM file of the CA that did. Bootstrap files carry it after the controller CA.
+    pub device_ca_file: Option<PathBuf>,
 }
 
 /// One HTTP listener.
@@ -97,6 +110,9 @@ impl Default for BrokerSection {
             listen: loopback(1883),
             tls_listen: loopback(8883),
             external_url: None,
+            device_url: None,
+            mosquitto_dir: None,
+            device_ca_file: None,
         }
     }
 }
@@ -141,6 +157,35 @@ impl ServeConfig {
                 field: "broker.external_url",
                 reason: err.to_string(),
             })?;
+        }
+        if let Some(url) = &self.broker.device_url {
+            if self.broker.external_url.is_none() {
+                return Err(ConfigError::Invalid {
+                    field: "broker.device_url",
+                    reason: "only with broker.external_url (the embedded broker's device URL \
+                             is its TLS listener on public_host)"
+                        .into(),
+                });
+            }
+            crate::broker::BrokerUrl::parse(url).map_err(|err| ConfigError::Invalid {
+                field: "broker.device_url",
+                reason: err.to_string(),
+            })?;
+        }
+        let external_only = [
+            ("broker.mosquitto_dir", self.broker.mosquitto_dir.is_some()),
+            (
+                "broker.device_ca_file",
+                self.broker.device_ca_file.is_some(),
+            ),
+        ];
+        for (field, set) in external_only {
+            if set && self.broker.external_url.is_none() {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "only with broker.external_url".into(),
+                });
+            }
         }
         if self.fleet.offline_after_s == 0 {
             return Err(ConfigError::Invalid {
@@ -206,6 +251,28 @@ mod tests {
         };
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("broker.external_url"), "{err}");
+    }
+
+    #[test]
+    fn device_url_needs_an_external_broker_and_a_valid_url() {
+        let with = |external: Option<&str>, device: &str| ServeConfig {
+            broker: BrokerSection {
+                external_url: external.map(str::to_string),
+                device_url: Some(device.to_string()),
+                ..BrokerSection::default()
+            },
+            ..ServeConfig::default()
+        };
+        with(Some("mqtt://127.0.0.1:1883"), "mqtts://10.0.0.2:8883")
+            .validate()
+            .unwrap();
+        for bad in [
+            with(None, "mqtts://10.0.0.2:8883"),
+            with(Some("mqtt://127.0.0.1:1883"), "https://10.0.0.2"),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.to_string().contains("broker.device_url"), "{err}");
+        }
     }
 
     #[test]

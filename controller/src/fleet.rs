@@ -8,7 +8,7 @@ use coracle_proto::bootstrap::deployment_key_hex;
 use coracle_proto::{Bootstrap, BrokerAuth, DeviceId, SigningKey};
 
 use crate::broker::client::ClientError;
-use crate::broker::{password_sha256, ControllerClient, DeviceAccess};
+use crate::broker::{password_sha256, AccessError, ControllerClient, DeviceAccess};
 use crate::secrets::random_token;
 use crate::store::{DeviceRecord, NewDevice, Store, StoreError};
 
@@ -22,6 +22,18 @@ pub enum FleetError {
         device: DeviceId,
         #[source]
         source: ClientError,
+    },
+    #[error("device {device} was not enrolled: giving it a broker account failed")]
+    Grant {
+        device: DeviceId,
+        #[source]
+        source: AccessError,
+    },
+    #[error("device {device} was not removed: taking its broker account away failed")]
+    Revoke {
+        device: DeviceId,
+        #[source]
+        source: AccessError,
     },
     #[error("tag {tag:?} is invalid: {reason}")]
     InvalidTag { tag: String, reason: &'static str },
@@ -103,8 +115,22 @@ impl Fleet {
         &self.deployment_key
     }
 
+    /// Runs `change` on the broker's account table off the async runtime: an external
+    /// broker's is files and a subprocess.
+    async fn change_access(
+        &self,
+        change: impl FnOnce(&dyn DeviceAccess) -> Result<(), AccessError> + Send + 'static,
+    ) -> Result<(), AccessError> {
+        let access = self.access.clone();
+        match tokio::task::spawn_blocking(move || change(access.as_ref())).await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(AccessError::Interrupted),
+        }
+    }
+
     /// Enrols a device and returns its bootstrap bundle (the only copy of its password).
-    pub fn add_device(
+    pub async fn add_device(
         &self,
         id: DeviceId,
         tags: BTreeMap<String, String>,
@@ -119,7 +145,18 @@ impl Fleet {
             tags,
             password_sha256: hash,
         })?;
-        self.access.grant(&id, hash);
+        let granted = {
+            let (id, password) = (id.clone(), password.clone());
+            self.change_access(move |access| access.grant(&id, &password))
+                .await
+        };
+        if let Err(source) = granted {
+            // All or nothing: a device without a broker account is not enrolled.
+            if let Err(err) = self.store.remove_device(&id) {
+                tracing::warn!(device = %id, error = %err, "undoing a failed enrolment failed");
+            }
+            return Err(FleetError::Grant { device: id, source });
+        }
         tracing::info!(device = %id, "device enrolled");
         Ok(Bootstrap {
             device: id.clone(),
@@ -135,10 +172,19 @@ impl Fleet {
         })
     }
 
-    /// Removes a device and cuts it off the broker.
+    /// Removes a device and cuts it off the broker. The broker account goes first, so a
+    /// failure there leaves the device listed and the removal can be retried.
     pub async fn remove_device(&self, id: &DeviceId) -> Result<(), FleetError> {
+        self.store.device(id)?;
+        let revoked = {
+            let id = id.clone();
+            self.change_access(move |access| access.revoke(&id)).await
+        };
+        revoked.map_err(|source| FleetError::Revoke {
+            device: id.clone(),
+            source,
+        })?;
         self.store.remove_device(id)?;
-        self.access.revoke(id);
         if let Err(err) = self.client.clear_desired(id).await {
             tracing::warn!(device = %id, error = %err, "clearing the retained desired state failed");
         }
@@ -180,6 +226,23 @@ impl Fleet {
             }
         }
         Ok(published)
+    }
+
+    /// Publishes every stored desired state again each time the controller's client
+    /// reconnects: an external broker that restarted may have lost its retained messages
+    /// (no persistence, or a crash before its autosave). Runs until aborted.
+    pub async fn republish_on_reconnect(self) {
+        loop {
+            self.client.reconnected().await;
+            match self.republish_desired().await {
+                Ok(count) => {
+                    tracing::info!(count, "broker reconnected, desired states republished")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "republishing desired states after a reconnect failed")
+                }
+            }
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //!   republished from it at every start, because broker-retained messages may be lost.
 //! - [`broker`]: per-device credentials ([`broker::Credentials`]), the pure topic ACL
 //!   ([`broker::acl`]), the embedded `mqtt5` broker and the controller's own client; the
-//!   [`broker::DeviceAccess`] trait is the seam for an external broker.
+//!   [`broker::DeviceAccess`] trait is the seam for an external broker
+//!   ([`broker::MosquittoAccounts`] for a Mosquitto on the same host).
 //! - [`fleet::Fleet`]: enrolment (bootstrap bundles), removal (revoke + evict), tags.
 //! - [`ingest`]: decodes reported/health/events/online into the store; malformed bodies are
 //!   logged rate-limited and dropped.

@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, watch};
 use crate::api::{self, AppState};
 use crate::broker::{
     BrokerUrl, ControllerClient, Credentials, DeviceAccess, EmbeddedBroker, EmbeddedBrokerSettings,
+    MosquittoAccounts,
 };
 use crate::config::ServeConfig;
 use crate::datadir::{write_public, DataDir};
@@ -38,6 +39,14 @@ pub enum ServeError {
     Client(#[from] crate::broker::client::ClientError),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    #[error("cannot read the external broker's CA file {path}")]
+    ReadDeviceCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the external broker's CA file {path} holds no PEM certificate")]
+    NoDeviceCa { path: std::path::PathBuf },
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
     #[error("cannot listen for {what} on {addr}")]
@@ -105,6 +114,30 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// The CA bundle bootstrap files carry: the controller CA first (the agent's registry
+/// client trusts the first certificate), then the external broker's CA if it has its own.
+fn device_ca_bundle(
+    controller_ca: &str,
+    broker_ca: Option<&std::path::Path>,
+) -> Result<String, ServeError> {
+    let Some(path) = broker_ca else {
+        return Ok(controller_ca.to_string());
+    };
+    let extra = std::fs::read_to_string(path).map_err(|source| ServeError::ReadDeviceCa {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // A shape check only: the agent parses the bundle and names a bad certificate.
+    let begin = extra.find("-----BEGIN CERTIFICATE-----");
+    let end = extra.rfind("-----END CERTIFICATE-----");
+    if !matches!((begin, end), (Some(b), Some(e)) if b < e) {
+        return Err(ServeError::NoDeviceCa {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(format!("{}\n{}", controller_ca.trim_end(), extra.trim_end()) + "\n")
+}
+
 /// Runs the controller until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let stop = shutdown_signal()?;
@@ -123,8 +156,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let (embedded, controller_url, device_url) = match &config.broker.external_url {
         Some(url) => {
             let url = BrokerUrl::parse(url)?;
+            let devices = match &config.broker.device_url {
+                Some(device_url) => BrokerUrl::parse(device_url)?,
+                None => url.clone(),
+            };
             announce("external broker", &url);
-            (None, url.clone(), url)
+            (None, url, devices)
         }
         None => {
             let settings = EmbeddedBrokerSettings {
@@ -169,7 +206,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Arc::from(secrets.admin_token.as_str()),
     )?;
 
-    let access: Arc<dyn DeviceAccess> = credentials.clone();
+    let access: Arc<dyn DeviceAccess> = match &config.broker.mosquitto_dir {
+        Some(dir) => Arc::new(MosquittoAccounts::in_dir(dir)),
+        None => credentials.clone(),
+    };
     let fleet = Fleet::new(
         store.clone(),
         access,
@@ -177,13 +217,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Arc::new(secrets.deployment_key.clone()),
         EnrolmentInfo {
             device_broker_url: device_url.to_string(),
-            ca_pem: secrets.ca_pem.clone(),
+            ca_pem: device_ca_bundle(&secrets.ca_pem, config.broker.device_ca_file.as_deref())?,
             registry_url,
             registry_token: Some(registry.pull_token()),
         },
     );
     let republished = fleet.republish_desired().await?;
     tracing::info!(count = republished, "desired states republished");
+    let republish_task = tokio::spawn(fleet.clone().republish_on_reconnect());
     let (notify, _) = broadcast::channel(1024);
     let counters = Arc::new(crate::metrics::IngestCounters::default());
     let ingest_task = tokio::spawn(ingest::run(
@@ -240,6 +281,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     driver_task.abort();
     presence_task.abort();
+    republish_task.abort();
     client.disconnect().await;
     ingest_task.abort();
     if let Some(broker) = embedded {
@@ -247,4 +289,30 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn device_ca_bundle_puts_the_controller_ca_first_and_refuses_non_pem() {
+        assert_eq!(device_ca_bundle("CTL", None).unwrap(), "CTL");
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("broker-ca.pem");
+        std::fs::write(&good, PEM).unwrap();
+        let bundle = device_ca_bundle("CTL\n", Some(&good)).unwrap();
+        assert_eq!(bundle, format!("CTL\n{PEM}"));
+        let bad = dir.path().join("not.pem");
+        std::fs::write(&bad, "hello").unwrap();
+        let err = device_ca_bundle("CTL", Some(&bad)).unwrap_err();
+        assert!(err.to_string().contains("not.pem"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            device_ca_bundle("CTL", Some(&missing)),
+            Err(ServeError::ReadDeviceCa { .. })
+        ));
+    }
 }

@@ -68,7 +68,7 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<AddDeviceResponse>), ApiError> {
     let request: AddDeviceRequest = parse_json(&body)?;
     let id = device_id(&request.id)?;
-    let bootstrap = state.fleet.add_device(id.clone(), request.tags)?;
+    let bootstrap = state.fleet.add_device(id.clone(), request.tags).await?;
     let device = state.fleet.store.device(&id)?;
     Ok((
         StatusCode::CREATED,

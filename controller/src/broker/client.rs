@@ -1,15 +1,17 @@
 //! `ControllerClient`: the controller's own MQTT connection (to the embedded or an external
 //! broker). It publishes desired states retained, subscribes to every device's
 //! device-to-controller topics and hands inbound messages to a channel: the MQTT callback
-//! never waits on the database.
+//! never waits on the database. The connection comes back by itself after the broker goes
+//! away (its subscriptions restored); [`ControllerClient::reconnected`] says when, so the
+//! desired states a restarted broker lost are published again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use coracle_proto::topic::Direction;
 use coracle_proto::{DeviceId, TopicKind};
-use mqtt5::{ConnectOptions, MqttClient, PublishOptions, QoS, SubscribeOptions};
-use tokio::sync::mpsc;
+use mqtt5::{ConnectOptions, ConnectionEvent, MqttClient, PublishOptions, QoS, SubscribeOptions};
+use tokio::sync::{mpsc, Notify};
 
 use super::acl::CONTROLLER_USER;
 use super::BrokerUrl;
@@ -50,6 +52,8 @@ pub struct ControllerClient {
     client: Arc<MqttClient>,
     url: BrokerUrl,
     password: String,
+    /// Raised on every connect after the first (one stored permit: reconnects coalesce).
+    reconnected: Arc<Notify>,
 }
 
 impl std::fmt::Debug for ControllerClient {
@@ -65,6 +69,8 @@ fn options(client_id: &str, password: &str, clean: bool) -> ConnectOptions {
         .with_credentials(CONTROLLER_USER, password)
         .with_clean_start(clean)
         .with_keep_alive(Duration::from_secs(30))
+        // A broker restart is seconds; do not wait a minute (the default cap) once it is back.
+        .with_reconnect_delay(Duration::from_secs(1), Duration::from_secs(15))
 }
 
 fn qos(kind: TopicKind) -> QoS {
@@ -85,11 +91,30 @@ impl ControllerClient {
                 url: url.to_string(),
                 source,
             })?;
+        // Registered after the first CONNACK, so only reconnects raise it.
+        let reconnected = Arc::new(Notify::new());
+        let raise = reconnected.clone();
+        let registered = client
+            .on_connection_event(move |event| {
+                if let ConnectionEvent::Connected { .. } = event {
+                    raise.notify_one();
+                }
+            })
+            .await;
+        if let Err(err) = registered {
+            tracing::warn!(error = %err, "cannot watch the broker connection; a restarted broker gets desired states only on the next deploy");
+        }
         Ok(Self {
             client: Arc::new(client),
             url: url.clone(),
             password: password.to_string(),
+            reconnected,
         })
+    }
+
+    /// Resolves when the client has connected to the broker again after losing it.
+    pub async fn reconnected(&self) {
+        self.reconnected.notified().await;
     }
 
     /// Subscribes to every device-to-controller topic of every device; messages go to

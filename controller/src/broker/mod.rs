@@ -3,12 +3,13 @@
 //!
 //! Everything outside this module speaks `coracle-proto` types; no `mqtt5` type leaks out.
 //! The broker is behind `DeviceAccess`, so an external broker (`--broker URL`) only needs
-//! its own way to grant and revoke device credentials.
+//! its own way to grant and revoke device credentials: `mosquitto` does it for Mosquitto.
 
 pub mod acl;
 pub mod client;
 pub mod credentials;
 pub mod embedded;
+pub mod mosquitto;
 
 use std::fmt;
 
@@ -17,20 +18,69 @@ use coracle_proto::DeviceId;
 pub use client::{ControllerClient, Inbound};
 pub use credentials::{password_sha256, Credentials};
 pub use embedded::{EmbeddedBroker, EmbeddedBrokerSettings};
+pub use mosquitto::MosquittoAccounts;
 
 /// What the controller needs from whichever broker carries device traffic: to give a
-/// device its credentials and to take them away.
+/// device its credentials (at enrolment, the only time the password is known) and to take
+/// them away. The embedded broker's table cannot fail; an external broker's files can.
 pub trait DeviceAccess: Send + Sync + fmt::Debug {
-    fn grant(&self, device: &DeviceId, password_sha256: [u8; 32]);
-    fn revoke(&self, device: &DeviceId);
+    fn grant(&self, device: &DeviceId, password: &str) -> Result<(), AccessError>;
+    fn revoke(&self, device: &DeviceId) -> Result<(), AccessError>;
+}
+
+/// Why a device's broker account could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("cannot run mosquitto_passwd on {path} for {device}")]
+    RunPasswd {
+        device: DeviceId,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mosquitto_passwd on {path} for {device} failed: {stderr}")]
+    Passwd {
+        device: DeviceId,
+        path: std::path::PathBuf,
+        stderr: String,
+    },
+    #[error("cannot read mosquitto's password file {path}")]
+    ReadPasswd {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read mosquitto's pid file {path}")]
+    ReadPid {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mosquitto's pid file {path} holds {pid:?}, not a pid")]
+    BadPid {
+        path: std::path::PathBuf,
+        pid: String,
+    },
+    #[error("cannot run kill to reload mosquitto (pid {pid})")]
+    RunReload {
+        pid: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reloading mosquitto (pid {pid}) failed: {stderr}")]
+    Reload { pid: String, stderr: String },
+    #[error("the account change did not run: the controller is stopping")]
+    Interrupted,
 }
 
 impl DeviceAccess for Credentials {
-    fn grant(&self, device: &DeviceId, password_sha256: [u8; 32]) {
-        Credentials::grant(self, device.clone(), password_sha256);
+    fn grant(&self, device: &DeviceId, password: &str) -> Result<(), AccessError> {
+        Credentials::grant(self, device.clone(), password_sha256(password));
+        Ok(())
     }
-    fn revoke(&self, device: &DeviceId) {
+    fn revoke(&self, device: &DeviceId) -> Result<(), AccessError> {
         Credentials::revoke(self, device);
+        Ok(())
     }
 }
 

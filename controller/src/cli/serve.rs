@@ -19,6 +19,18 @@ pub struct ServeArgs {
     /// embedded one.
     #[arg(long)]
     pub broker: Option<String>,
+    /// With `--broker`: the URL devices dial, written into their bootstrap files (e.g. the
+    /// external broker's TLS listener, mqtts://host:8883); default: the `--broker` URL.
+    #[arg(long, requires = "broker")]
+    pub broker_device_url: Option<String>,
+    /// With `--broker` on a Mosquitto on this host: the directory `coracle broker
+    /// mosquitto-config` wrote; device accounts are added and removed there.
+    #[arg(long, requires = "broker")]
+    pub mosquitto_dir: Option<PathBuf>,
+    /// With `--broker`: PEM file of the CA that issued the broker's TLS certificate, when
+    /// that is not the controller CA; bootstrap files carry it too.
+    #[arg(long, requires = "broker")]
+    pub broker_device_ca: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -31,6 +43,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = args.broker {
         config.broker.external_url = Some(url);
+    }
+    if let Some(url) = args.broker_device_url {
+        config.broker.device_url = Some(url);
+    }
+    if let Some(dir) = args.mosquitto_dir {
+        config.broker.mosquitto_dir = Some(dir);
+    }
+    if let Some(path) = args.broker_device_ca {
+        config.broker.device_ca_file = Some(path);
     }
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,8 +1,9 @@
 //! The real `coracle serve` for end-to-end tests: devices reach it on the test network's
 //! gateway address, the test drives it through the real `coracle` CLI. Its ports are chosen
-//! once, so a restarted controller is where the devices' bootstrap files say it is.
+//! once, so a restarted controller is where the devices' bootstrap files say it is. It runs
+//! its embedded broker, or uses an [`ExternalBroker`] (Debian's Mosquitto).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 
-use super::binary;
+use super::external_broker::ExternalBroker;
+use super::{binary, free_port};
 use crate::process::TestProcess;
 use crate::registry::skopeo;
 
@@ -21,31 +23,60 @@ pub struct Controller {
     config: PathBuf,
     /// `host:port` of the registry, as devices and skopeo reach it.
     pub registry: String,
-    /// The broker's plain listener (loopback), where the controller's own client connects.
+    /// The broker's plain listener (loopback), where the controller's own client connects
+    /// (the embedded broker's, or the external broker's).
     pub broker: SocketAddr,
     process: Option<TestProcess>,
 }
 
-fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
-    Ok(listener.local_addr().context("local address")?.port())
-}
-
 impl Controller {
-    /// Starts a controller with its state in `dir`; devices reach it at `public` (the test
-    /// network's gateway), the test's own CLI calls use loopback.
+    /// Where a controller started in `dir` keeps its data (`coracle broker mosquitto-config`
+    /// reads it before the controller starts).
+    pub fn data_dir_in(dir: &Path) -> PathBuf {
+        dir.join("controller")
+    }
+
+    /// Starts a controller with its state in `dir` and its embedded broker; devices reach it
+    /// at `public` (the test network's gateway), the test's own CLI calls use loopback.
     pub fn start(dir: &Path, public: Ipv4Addr) -> anyhow::Result<Self> {
-        let data_dir = dir.join("controller");
         let local = Ipv4Addr::LOCALHOST;
         let broker = SocketAddr::from((local, free_port(local)?));
         let broker_tls = SocketAddr::from((public, free_port(public)?));
+        let section = format!("listen = \"{broker}\"\ntls_listen = \"{broker_tls}\"\n");
+        Self::start_with(dir, public, broker, &section)
+    }
+
+    /// Starts a controller on `broker` instead of an embedded one (`coracle serve --broker`):
+    /// its own client on the broker's loopback listener, devices told the TLS listener,
+    /// device accounts kept in the broker's password file.
+    pub fn start_on_broker(
+        dir: &Path,
+        public: Ipv4Addr,
+        broker: &ExternalBroker,
+    ) -> anyhow::Result<Self> {
+        let section = format!(
+            "external_url = \"{}\"\ndevice_url = \"{}\"\nmosquitto_dir = {:?}\n",
+            broker.controller_url(),
+            broker.device_url(),
+            broker.dir.display().to_string()
+        );
+        Self::start_with(dir, public, broker.local, &section)
+    }
+
+    fn start_with(
+        dir: &Path,
+        public: Ipv4Addr,
+        broker: SocketAddr,
+        broker_section: &str,
+    ) -> anyhow::Result<Self> {
+        let data_dir = Self::data_dir_in(dir);
+        let local = Ipv4Addr::LOCALHOST;
         let api = SocketAddr::from((local, free_port(local)?));
         let registry = SocketAddr::from((public, free_port(public)?));
         let config = dir.join("serve.toml");
         let text = format!(
-            "data_dir = {data:?}\npublic_host = \"{public}\"\n\n[broker]\nlisten = \"{broker}\"\n\
-             tls_listen = \"{broker_tls}\"\n\n[api]\nlisten = \"{api}\"\n\n[registry]\n\
-             listen = \"{registry}\"\n",
+            "data_dir = {data:?}\npublic_host = \"{public}\"\n\n[broker]\n{broker_section}\n\
+             [api]\nlisten = \"{api}\"\n\n[registry]\nlisten = \"{registry}\"\n",
             data = data_dir.display().to_string(),
         );
         std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;

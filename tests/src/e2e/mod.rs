@@ -1,19 +1,28 @@
 //! The end-to-end harness: the real `coracle serve` ([`controller`]), real `coracle-agent`s
-//! in their own network namespaces ([`agent`]), small real images ([`image`]), and a
-//! broker-side attacker ([`injector`]).
+//! in their own network namespaces ([`agent`]), small real images ([`image`]), a
+//! broker-side attacker ([`injector`]), and Debian's Mosquitto as the external broker with
+//! the config `coracle broker mosquitto-config` generates ([`external_broker`]).
 //!
 //! The binaries come from the workspace's target dir (`cargo test --workspace` builds them);
 //! `CORACLE_BIN_DIR` points elsewhere.
 
 pub mod agent;
 pub mod controller;
+pub mod external_broker;
 pub mod image;
 pub mod injector;
 
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+/// A port on `ip` that was free a moment ago (the programs under test bind it themselves).
+pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
+    Ok(listener.local_addr().context("local address")?.port())
+}
 
 /// Path of a workspace binary next to the running test's target dir.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
