@@ -81,7 +81,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
-    Ok(crate::metrics::render(&state.fleet.store, &state.counters)?)
+    Ok(crate::metrics::render(
+        &state.fleet.store,
+        &state.counters,
+        &state.registry.delta_metrics(),
+    )?)
 }
 
 async fn not_found() -> ApiError {
