@@ -12,9 +12,17 @@ use std::path::{Path, PathBuf};
 
 use support::Controller;
 
+/// `$CORACLE_FIXTURES`, else the first `shared/fixtures` above the crate (a worktree sits
+/// deeper than the main checkout).
 fn fixture(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
+        return PathBuf::from(dir).join(name);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
+        .ancestors()
+        .map(|dir| dir.join("shared/fixtures"))
+        .find(|dir| dir.is_dir())
+        .expect("shared/fixtures above the crate, or CORACLE_FIXTURES")
         .join(name)
 }
 
@@ -176,4 +184,68 @@ fn bad_input_is_refused_and_nothing_is_stored() {
         "a refused import stored blobs"
     );
     assert_eq!(manifest_status(&controller, "bad:1").0, 404);
+}
+
+/// The manifest digest an oci-archive's `index.json` names (its first manifest).
+fn index_digest(archive: &Path) -> String {
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("index.json") {
+            let index: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
+            return index["manifests"][0]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+    }
+    panic!("{} has no index.json", archive.display());
+}
+
+#[test]
+fn oci_imports_keep_the_source_manifest_digest() {
+    let controller = Controller::start();
+    for (file, tag) in [
+        ("busybox-oci.tar", "keep/oci:1"),
+        ("busybox-zstd-oci.tar", "keep/zstd:1"),
+        ("busybox-layers-oci.tar", "keep/layers:1"),
+    ] {
+        let path = fixture(file);
+        let source = index_digest(&path);
+        let out = controller.cli(&["image", "import", path.to_str().unwrap(), "--tag", tag]);
+        assert!(out.status.success(), "{file}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("imported {tag} {source}")),
+            "{file}: {}",
+            text(&out)
+        );
+        let (status, served) = manifest_status(&controller, tag);
+        assert_eq!((status, served), (200, source), "{file}");
+    }
+}
+
+#[test]
+fn import_progress_is_one_plain_line_per_layer_without_a_terminal() {
+    let controller = Controller::start();
+    let path = fixture("busybox-layers-docker.tar");
+    let out = controller.cli(&["image", "import", path.to_str().unwrap(), "--tag", "p/q:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let progress = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !progress.contains('\r') && !progress.contains('\x1b'),
+        "{progress:?}"
+    );
+    let lines: Vec<&str> = progress.lines().collect();
+    assert_eq!(lines.len(), 4, "{progress}");
+    for (n, line) in lines.iter().enumerate() {
+        let prefix = format!("layer {}/4 sha256:", n + 1);
+        assert!(line.starts_with(&prefix), "{line}");
+        assert!(
+            line.ends_with(" verified") && line.contains("/s)"),
+            "{line}"
+        );
+    }
+    // stdout keeps only the result, for scripts.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("imported p/q:1 sha256:"), "{stdout}");
 }
