@@ -413,3 +413,58 @@ fn a_pushed_version_gets_its_delta_in_the_background_once() {
         0
     );
 }
+
+#[test]
+fn concurrent_requests_for_one_delta_encode_it_once() {
+    // No background workers: the devices' requests are the only encoders.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n[deltas]\nworkers = 0\n",
+        support::data_dir(dir.path())
+    );
+    let controller = Controller::start_with_config(dir, &text);
+    let work = controller.dir.path().to_path_buf();
+    let big = noise(4 << 20, 21);
+    let mut big_v2 = big.clone();
+    big_v2[3_000_000..3_000_100].copy_from_slice(&noise(100, 22));
+    let v1_tar = layer_tar(&[("app", big)]);
+    let v2_tar = layer_tar(&[("app", big_v2)]);
+    oci_layout(&work.join("v1"), &v1_tar);
+    oci_layout(&work.join("v2"), &v2_tar);
+    push(&controller, &work.join("v1"), "1");
+    push(&controller, &work.join("v2"), "2");
+    assert_eq!(
+        tag_deltas(&controller, "fleet/app", "2")[0]["state"],
+        "not_planned"
+    );
+
+    let (v1_id, v2_id) = (sha(&v1_tar), sha(&v2_tar));
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| head_delta(&controller, &v2_id, &format!("have={v1_id}"))))
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, [200; 4]);
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_encoded_total"),
+        1
+    );
+    let served = |how: &str| {
+        metric(
+            &controller,
+            &format!("coracle_registry_delta_requests_total{{served=\"{how}\"}}"),
+        )
+    };
+    assert_eq!(served("encoded"), 1);
+    assert_eq!(served("waited") + served("cache"), 3);
+    eprintln!(
+        "4 concurrent requests: {} waited, {} from cache",
+        served("waited"),
+        served("cache")
+    );
+    assert_eq!(
+        tag_deltas(&controller, "fleet/app", "2")[0]["state"],
+        "ready"
+    );
+}
