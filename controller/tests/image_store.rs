@@ -249,3 +249,60 @@ fn import_progress_is_one_plain_line_per_layer_without_a_terminal() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("imported p/q:1 sha256:"), "{stdout}");
 }
+
+#[test]
+fn an_import_beside_a_running_server_gets_its_deltas_in_the_background() {
+    // A rescan far away: only the import's request to the server can start the work.
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n[deltas]\nrescan_s = 3600\n",
+        support::data_dir(dir.path())
+    );
+    let controller = Controller::start_with_config(dir, &config);
+    for (file, tag) in [
+        ("busybox-oci.tar", "bg/app:1"),
+        ("busybox-layers-oci.tar", "bg/app:2"),
+    ] {
+        let path = fixture(file);
+        let out = controller.cli(&["image", "import", path.to_str().unwrap(), "--tag", tag]);
+        assert!(out.status.success(), "{file}: {}", text(&out));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let started = std::time::Instant::now();
+    loop {
+        let listing: serde_json::Value = serde_json::from_str(
+            &agent
+                .get(&format!("http://{}/api/v1/images", controller.api))
+                .header(
+                    "Authorization",
+                    &format!("Bearer {}", controller.admin_token()),
+                )
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap();
+        let deltas = listing[0]["tags"][1]["deltas"].as_array().unwrap().clone();
+        let states: Vec<&str> = deltas
+            .iter()
+            .map(|d| d["state"].as_str().unwrap())
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| ["ready", "not_worth_it"].contains(s)) {
+            eprintln!(
+                "imported tag's deltas after {:?}: {deltas:?}",
+                started.elapsed()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "deltas of an imported tag never encoded: {deltas:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

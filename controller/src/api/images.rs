@@ -176,6 +176,25 @@ fn update_bytes(deltas: &[LayerDelta]) -> Option<u64> {
     })
 }
 
+/// Body of `POST /images/deltas/plan`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PlanRequest {
+    pub repository: String,
+}
+
+/// `POST /images/deltas/plan`: asks the background workers to plan the repository's deltas
+/// now (sent by `coracle image import`, which writes the registry's files directly).
+pub async fn plan_deltas(
+    State(state): State<AppState>,
+    Json(request): Json<PlanRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    crate::registry::check_repository(&request.repository).map_err(|err| ApiError::BadRequest {
+        message: err.to_string(),
+    })?;
+    state.registry.plan_deltas(&request.repository);
+    Ok(Json(serde_json::json!({ "planned": request.repository })))
+}
+
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RepositoryInfo>>, ApiError> {
     let registry = state.registry.clone();
     let listing = tokio::task::spawn_blocking(move || {

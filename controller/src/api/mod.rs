@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events/stream", get(stream::fleet_events))
         .route("/fleet", get(overview::fleet))
         .route("/images", get(images::list))
+        .route("/images/deltas/plan", post(images::plan_deltas))
         .route("/devices/{id}/services/{svc}/logs", get(commands::logs))
         .route(
             "/devices/{id}/services/{svc}/restart",

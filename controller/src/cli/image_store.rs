@@ -149,7 +149,30 @@ fn import(
     let digest = store(&registry, &source, &repo, &tag)
         .with_context(|| format!("import {}", path.display()))?;
     println!("imported {repo}:{tag} {}", digest.as_str());
+    ask_server_for_deltas(data_dir, &repo);
     Ok(())
+}
+
+/// Tells a `coracle serve` running on this data dir to encode the new tag's deltas now
+/// rather than at its next rescan. Best effort: without a server nothing is lost, the
+/// workers plan every repository when it starts.
+fn ask_server_for_deltas(data_dir: &Path, repo: &str) {
+    let args = super::ApiArgs {
+        data_dir: data_dir.to_path_buf(),
+        api: None,
+        token: None,
+    };
+    let asked = super::ApiClient::from_args(&args).and_then(|client| {
+        client.send::<_, serde_json::Value>(
+            "plan deltas",
+            "POST",
+            "/images/deltas/plan",
+            &serde_json::json!({ "repository": repo }),
+        )
+    });
+    if let Err(err) = asked {
+        tracing::debug!(error = %format!("{err:#}"), "no running controller asked to plan deltas");
+    }
 }
 
 /// Verifies every layer (blob digest and diff_id) before anything becomes visible, then

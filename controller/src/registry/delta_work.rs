@@ -334,6 +334,11 @@ impl Registry {
         }
     }
 
+    /// Asks the background workers (if started) to plan `repository`'s deltas.
+    pub fn plan_deltas(&self, repository: &str) {
+        self.work.plan(repository);
+    }
+
     pub fn delta_metrics(&self) -> DeltaMetrics {
         self.work.metrics()
     }
