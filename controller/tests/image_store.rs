@@ -8,23 +8,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::Controller;
-
-/// `$CORACLE_FIXTURES`, else the first `shared/fixtures` above the crate (a worktree sits
-/// deeper than the main checkout).
-fn fixture(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
-        return PathBuf::from(dir).join(name);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/fixtures"))
-        .find(|dir| dir.is_dir())
-        .expect("shared/fixtures above the crate, or CORACLE_FIXTURES")
-        .join(name)
-}
+use support::{fixture, Controller};
 
 fn text(out: &std::process::Output) -> String {
     format!(
