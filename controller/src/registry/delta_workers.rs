@@ -133,11 +133,12 @@ impl Registry {
     fn run_job(&self, job: &Job) {
         let started = std::time::Instant::now();
         match self.delta_once(&job.target, &job.base, Caller::Background) {
-            Ok(DeltaOutcome::Delta { bytes, .. }) => tracing::info!(
+            // `encode_delta` logs the verdict (info); this adds the worker's view.
+            Ok(DeltaOutcome::Delta { bytes, .. }) => tracing::debug!(
                 repository = %job.repository, target = %job.target.diff_id,
                 base = %job.base.diff_id, delta_bytes = bytes,
                 ms = started.elapsed().as_millis() as u64, "background delta ready"),
-            Ok(DeltaOutcome::NotWorth { .. }) => tracing::info!(
+            Ok(DeltaOutcome::NotWorth { .. }) => tracing::debug!(
                 repository = %job.repository, target = %job.target.diff_id,
                 base = %job.base.diff_id, "background delta does not pay"),
             Err(err) => tracing::warn!(

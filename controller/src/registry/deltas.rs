@@ -159,6 +159,7 @@ impl Registry {
         target: &LayerRef,
         base: &LayerRef,
     ) -> Result<DeltaOutcome, RegistryError> {
+        let started = std::time::Instant::now();
         let seq = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
         let scratch = ScratchDir(
             self.deltas
@@ -201,7 +202,8 @@ impl Registry {
         .map_err(|e| failed("encode delta", &e))?;
         let full = self.blobs.size(&target.blob).unwrap_or(0);
         tracing::info!(target = %target.diff_id, base = %base.diff_id,
-            delta_bytes = report.delta_bytes, full_bytes = full, "delta encoded");
+            delta_bytes = report.delta_bytes, full_bytes = full,
+            ms = started.elapsed().as_millis() as u64, "delta encoded");
         if report.delta_bytes >= full {
             return Ok(DeltaOutcome::NotWorth {
                 delta_bytes: Some(report.delta_bytes),
