@@ -123,12 +123,16 @@ fn push_to(controller: &Controller, layout: &Path, repository: &str, tag: &str) 
 }
 
 fn head_delta(controller: &Controller, target: &str, query: &str) -> u16 {
+    head_delta_in(controller, "fleet/app", target, query)
+}
+
+fn head_delta_in(controller: &Controller, repository: &str, target: &str, query: &str) -> u16 {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let url = format!(
-        "http://{}/v2/fleet/app/coracle/deltas/{target}?{query}",
+        "http://{}/v2/{repository}/coracle/deltas/{target}?{query}",
         controller.registry
     );
     agent
@@ -334,6 +338,19 @@ fn a_pushed_version_gets_its_delta_in_the_background_once() {
         metric(&controller, "coracle_registry_deltas_encoded_total"),
         1
     );
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_failed_total"),
+        1
+    );
+    // A device asking for the failed pair gets the full layer (404), with no second encode.
+    let (bad1_id, bad2_id) = (sha(&noise(10_000, 3)), sha(&noise(10_000, 4)));
+    let asked = head_delta_in(
+        &controller,
+        "fleet/bad",
+        &bad2_id,
+        &format!("have={bad1_id}"),
+    );
+    assert_eq!(asked, 404);
     assert_eq!(
         metric(&controller, "coracle_registry_deltas_failed_total"),
         1

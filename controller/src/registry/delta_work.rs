@@ -105,8 +105,8 @@ pub struct DeltaWork {
     in_flight: Mutex<HashMap<String, Arc<Slot>>>,
     queue: Mutex<Queue>,
     wake: Condvar,
-    /// Pairs whose encode failed in this run: not retried by the workers until a restart
-    /// (a device's request still tries again).
+    /// Pairs whose encode failed in this run: not retried until a restart; devices asking
+    /// for one get the full layer.
     failed: Mutex<HashMap<String, String>>,
     pub counters: DeltaCounters,
 }
@@ -235,6 +235,12 @@ impl Registry {
             if let Some(outcome) = self.read_record(&key) {
                 count(&work.counters.requests_cached);
                 return Ok(outcome);
+            }
+            // A pair that failed in this run (a bad layer) is not encoded again for every
+            // device that asks: they get the full layer until a restart.
+            if caller == Caller::Request && lock(&work.failed).contains_key(&key) {
+                count(&work.counters.requests_cached);
+                return Ok(DeltaOutcome::NotWorth { delta_bytes: None });
             }
             match in_flight.get(&key) {
                 Some(slot) => (slot.clone(), false),
