@@ -38,6 +38,30 @@ pub struct ServeConfig {
     /// files and the broker's TLS certificate. Defaults to the listen address's IP.
     pub public_host: Option<String>,
     pub fleet: FleetSection,
+    pub deltas: DeltasSection,
+}
+
+/// Background delta encoding (`registry/delta_workers.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeltasSection {
+    /// Encoding threads, each at nice 19; 0 encodes only when a device asks.
+    pub workers: usize,
+    /// The newest tags of a repository encoded ahead, each from this many tags before it.
+    pub history: usize,
+    /// Idle seconds after which every repository is planned again (picks up
+    /// `coracle image import` run beside the server).
+    pub rescan_s: u64,
+}
+
+impl Default for DeltasSection {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            history: 3,
+            rescan_s: 15,
+        }
+    }
 }
 
 /// Fleet-wide timing.
@@ -100,6 +124,7 @@ impl Default for ServeConfig {
             registry: ListenSection::at(5000),
             public_host: None,
             fleet: FleetSection::default(),
+            deltas: DeltasSection::default(),
         }
     }
 }
@@ -150,6 +175,18 @@ impl ServeConfig {
             return Err(ConfigError::Invalid {
                 field: "data_dir",
                 reason: "must not be empty".into(),
+            });
+        }
+        if self.deltas.workers > 16 {
+            return Err(ConfigError::Invalid {
+                field: "deltas.workers",
+                reason: "at most 16 encoding threads".into(),
+            });
+        }
+        if self.deltas.history == 0 || self.deltas.rescan_s == 0 {
+            return Err(ConfigError::Invalid {
+                field: "deltas",
+                reason: "history and rescan_s must be at least 1".into(),
             });
         }
         if let Some(url) = &self.broker.external_url {

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::registry::DeltaMetrics;
 use crate::store::{Store, StoreError};
 
 /// Counters the ingest loop bumps.
@@ -24,7 +25,11 @@ impl IngestCounters {
 }
 
 /// Renders every metric.
-pub fn render(store: &Store, counters: &IngestCounters) -> Result<String, StoreError> {
+pub fn render(
+    store: &Store,
+    counters: &IngestCounters,
+    deltas: &DeltaMetrics,
+) -> Result<String, StoreError> {
     let devices = store.list_devices()?;
     let online = devices.iter().filter(|d| d.online).count();
     let mut out = String::new();
@@ -58,7 +63,69 @@ pub fn render(store: &Store, counters: &IngestCounters) -> Result<String, StoreE
         "Device messages dropped as malformed or unstorable.",
         counters.dropped.load(Ordering::Relaxed),
     );
+    render_deltas(&mut out, deltas);
     Ok(out)
+}
+
+/// The registry's delta work: encodes since start, their verdicts, bytes saved, the queue,
+/// and how device requests were served.
+fn render_deltas(out: &mut String, d: &DeltaMetrics) {
+    let rows: [(&str, &str, &str, u64); 6] = [
+        (
+            "coracle_registry_deltas_encoded_total",
+            "counter",
+            "Delta encodes run (background or on request) since start.",
+            d.encoded,
+        ),
+        (
+            "coracle_registry_deltas_not_worth_total",
+            "counter",
+            "Encodes whose delta was not smaller than the full layer.",
+            d.not_worth,
+        ),
+        (
+            "coracle_registry_deltas_failed_total",
+            "counter",
+            "Delta encodes that failed (bad layer, disk).",
+            d.failed,
+        ),
+        (
+            "coracle_registry_delta_bytes_saved_total",
+            "counter",
+            "Full layer bytes minus delta bytes, summed over deltas encoded since start.",
+            d.bytes_saved,
+        ),
+        (
+            "coracle_registry_delta_queue_length",
+            "gauge",
+            "Delta pairs waiting for a background worker.",
+            d.queued,
+        ),
+        (
+            "coracle_registry_deltas_in_flight",
+            "gauge",
+            "Delta pairs being encoded now.",
+            d.in_flight,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let name = "coracle_registry_delta_requests_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Device delta requests by how the verdict was found.\n# TYPE {name} counter"
+    );
+    for (served, value) in [
+        ("cache", d.requests_cached),
+        ("waited", d.requests_waited),
+        ("encoded", d.requests_encoded),
+    ] {
+        let _ = writeln!(out, "{name}{{served=\"{served}\"}} {value}");
+    }
 }
 
 #[cfg(test)]
@@ -72,7 +139,14 @@ mod tests {
         counters.stored();
         counters.dropped();
         counters.dropped();
-        let text = render(&store, &counters).unwrap();
+        let deltas = DeltaMetrics {
+            encoded: 3,
+            requests_cached: 2,
+            ..DeltaMetrics::default()
+        };
+        let text = render(&store, &counters, &deltas).unwrap();
+        assert!(text.contains("coracle_registry_deltas_encoded_total 3\n"));
+        assert!(text.contains("coracle_registry_delta_requests_total{served=\"cache\"} 2\n"));
         assert!(text.contains("coracle_devices 0\n"));
         assert!(text.contains("coracle_ingest_messages_total 1\n"));
         assert!(text.contains("coracle_ingest_dropped_total 2\n"));

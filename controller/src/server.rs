@@ -205,6 +205,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         blobs,
         Arc::from(secrets.admin_token.as_str()),
     )?;
+    if config.deltas.workers > 0 {
+        registry.start_delta_workers(crate::registry::WorkerSettings {
+            workers: config.deltas.workers,
+            history: config.deltas.history,
+            rescan: std::time::Duration::from_secs(config.deltas.rescan_s),
+        })?;
+    }
 
     let access: Arc<dyn DeviceAccess> = match &config.broker.mosquitto_dir {
         Some(dir) => Arc::new(MosquittoAccounts::in_dir(dir)),

@@ -3,17 +3,25 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BUSYBOX_DOCKER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/busybox-docker.tar"
-);
+/// The fixture, from `$CORACLE_FIXTURES` or the first `shared/fixtures` above the crate.
+fn busybox_docker() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
+        return PathBuf::from(dir).join("busybox-docker.tar");
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("shared/fixtures"))
+        .find(|dir| dir.is_dir())
+        .expect("shared/fixtures above the crate, or CORACLE_FIXTURES")
+        .join("busybox-docker.tar")
+}
 
 /// The busybox binary from the fixture's layer.
 fn busybox() -> Vec<u8> {
-    let mut outer = tar::Archive::new(std::fs::File::open(BUSYBOX_DOCKER).unwrap());
+    let mut outer = tar::Archive::new(std::fs::File::open(busybox_docker()).unwrap());
     for entry in outer.entries().unwrap() {
         let entry = entry.unwrap();
         if entry.header().entry_type().is_file()
@@ -34,7 +42,7 @@ fn busybox() -> Vec<u8> {
             }
         }
     }
-    panic!("no bin/busybox in {BUSYBOX_DOCKER}");
+    panic!("no bin/busybox in {}", busybox_docker().display());
 }
 
 fn layer(path: &Path, files: &[(&str, &[u8])]) {

@@ -12,11 +12,6 @@ use coracle_proto::{decode, DesiredState, Generation, Signed, TopicKind};
 use rumqttc::{Incoming, QoS};
 use support::{api, connect_device, next_matching, Controller};
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/busybox-oci.tar"
-);
-
 fn push_fixture(controller: &Controller, repo_tag: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let digest_file = dir.path().join("digest");
@@ -29,7 +24,10 @@ fn push_fixture(controller: &Controller, repo_tag: &str) -> String {
             &format!("coracle:{}", controller.admin_token()),
             "--digestfile",
             &digest_file.to_string_lossy(),
-            &format!("oci-archive:{FIXTURE}"),
+            &format!(
+                "oci-archive:{}",
+                support::fixture("busybox-oci.tar").display()
+            ),
             &format!("docker://{}/{repo_tag}", controller.registry),
         ])
         .output()

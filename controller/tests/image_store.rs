@@ -8,15 +8,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::Controller;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
-        .join(name)
-}
+use support::{fixture, Controller};
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -176,4 +170,125 @@ fn bad_input_is_refused_and_nothing_is_stored() {
         "a refused import stored blobs"
     );
     assert_eq!(manifest_status(&controller, "bad:1").0, 404);
+}
+
+/// The manifest digest an oci-archive's `index.json` names (its first manifest).
+fn index_digest(archive: &Path) -> String {
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("index.json") {
+            let index: serde_json::Value = serde_json::from_reader(&mut entry).unwrap();
+            return index["manifests"][0]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+    }
+    panic!("{} has no index.json", archive.display());
+}
+
+#[test]
+fn oci_imports_keep_the_source_manifest_digest() {
+    let controller = Controller::start();
+    for (file, tag) in [
+        ("busybox-oci.tar", "keep/oci:1"),
+        ("busybox-zstd-oci.tar", "keep/zstd:1"),
+        ("busybox-layers-oci.tar", "keep/layers:1"),
+    ] {
+        let path = fixture(file);
+        let source = index_digest(&path);
+        let out = controller.cli(&["image", "import", path.to_str().unwrap(), "--tag", tag]);
+        assert!(out.status.success(), "{file}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("imported {tag} {source}")),
+            "{file}: {}",
+            text(&out)
+        );
+        let (status, served) = manifest_status(&controller, tag);
+        assert_eq!((status, served), (200, source), "{file}");
+    }
+}
+
+#[test]
+fn import_progress_is_one_plain_line_per_layer_without_a_terminal() {
+    let controller = Controller::start();
+    let path = fixture("busybox-layers-docker.tar");
+    let out = controller.cli(&["image", "import", path.to_str().unwrap(), "--tag", "p/q:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let progress = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !progress.contains('\r') && !progress.contains('\x1b'),
+        "{progress:?}"
+    );
+    let lines: Vec<&str> = progress.lines().collect();
+    assert_eq!(lines.len(), 4, "{progress}");
+    for (n, line) in lines.iter().enumerate() {
+        let prefix = format!("layer {}/4 sha256:", n + 1);
+        assert!(line.starts_with(&prefix), "{line}");
+        assert!(
+            line.ends_with(" verified") && line.contains("/s)"),
+            "{line}"
+        );
+    }
+    // stdout keeps only the result, for scripts.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("imported p/q:1 sha256:"), "{stdout}");
+}
+
+#[test]
+fn an_import_beside_a_running_server_gets_its_deltas_in_the_background() {
+    // A rescan far away: only the import's request to the server can start the work.
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n[deltas]\nrescan_s = 3600\n",
+        support::data_dir(dir.path())
+    );
+    let controller = Controller::start_with_config(dir, &config);
+    for (file, tag) in [
+        ("busybox-oci.tar", "bg/app:1"),
+        ("busybox-layers-oci.tar", "bg/app:2"),
+    ] {
+        let path = fixture(file);
+        let out = controller.cli(&["image", "import", path.to_str().unwrap(), "--tag", tag]);
+        assert!(out.status.success(), "{file}: {}", text(&out));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let started = std::time::Instant::now();
+    loop {
+        let listing: serde_json::Value = serde_json::from_str(
+            &agent
+                .get(&format!("http://{}/api/v1/images", controller.api))
+                .header(
+                    "Authorization",
+                    &format!("Bearer {}", controller.admin_token()),
+                )
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap();
+        let deltas = listing[0]["tags"][1]["deltas"].as_array().unwrap().clone();
+        let states: Vec<&str> = deltas
+            .iter()
+            .map(|d| d["state"].as_str().unwrap())
+            .collect();
+        if !states.is_empty() && states.iter().all(|s| ["ready", "not_worth_it"].contains(s)) {
+            eprintln!(
+                "imported tag's deltas after {:?}: {deltas:?}",
+                started.elapsed()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "deltas of an imported tag never encoded: {deltas:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -11,11 +11,6 @@ use std::process::Command;
 use sha2::{Digest as _, Sha256};
 use support::Controller;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/busybox-oci.tar"
-);
-
 fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
         .args(args)
@@ -45,7 +40,10 @@ fn skopeo_pushes_and_pulls_back_the_same_image() {
         "--dest-tls-verify=false",
         "--dest-creds",
         &creds,
-        &format!("oci-archive:{FIXTURE}"),
+        &format!(
+            "oci-archive:{}",
+            support::fixture("busybox-oci.tar").display()
+        ),
         &dest,
     ]);
 

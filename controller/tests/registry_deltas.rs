@@ -100,6 +100,10 @@ fn oci_layout(layout: &Path, tar: &[u8]) -> (String, u64) {
 }
 
 fn push(controller: &Controller, layout: &Path, tag: &str) {
+    push_to(controller, layout, "fleet/app", tag);
+}
+
+fn push_to(controller: &Controller, layout: &Path, repository: &str, tag: &str) {
     let out = Command::new("skopeo")
         .args([
             "copy",
@@ -107,7 +111,7 @@ fn push(controller: &Controller, layout: &Path, tag: &str) {
             "--dest-creds",
             &format!("coracle:{}", controller.admin_token()),
             &format!("oci:{}:1", layout.display()),
-            &format!("docker://{}/fleet/app:{tag}", controller.registry),
+            &format!("docker://{}/{repository}:{tag}", controller.registry),
         ])
         .output()
         .expect("skopeo must be installed (.ci/packages.txt)");
@@ -119,12 +123,16 @@ fn push(controller: &Controller, layout: &Path, tag: &str) {
 }
 
 fn head_delta(controller: &Controller, target: &str, query: &str) -> u16 {
+    head_delta_in(controller, "fleet/app", target, query)
+}
+
+fn head_delta_in(controller: &Controller, repository: &str, target: &str, query: &str) -> u16 {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let url = format!(
-        "http://{}/v2/fleet/app/coracle/deltas/{target}?{query}",
+        "http://{}/v2/{repository}/coracle/deltas/{target}?{query}",
         controller.registry
     );
     agent
@@ -218,5 +226,262 @@ fn a_device_holding_v1_pulls_v2_as_a_small_delta() {
     assert_eq!(
         head_delta(&controller, &v2_id, &format!("have={unknown}")),
         404
+    );
+}
+
+fn api_get(controller: &Controller, path: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .get(&format!("http://{}{path}", controller.api))
+        .header(
+            "Authorization",
+            &format!("Bearer {}", controller.admin_token()),
+        )
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+/// The value of an unlabelled or labelled sample in `/metrics`.
+fn metric(controller: &Controller, sample: &str) -> u64 {
+    let text = api_get(controller, "/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {sample} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The delta entries of `repository:tag` in `GET /api/v1/images`.
+fn tag_deltas(controller: &Controller, repository: &str, tag: &str) -> Vec<serde_json::Value> {
+    let listing: serde_json::Value =
+        serde_json::from_str(&api_get(controller, "/api/v1/images")).unwrap();
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == repository)
+        .flat_map(|r| r["tags"].as_array().unwrap().iter())
+        .find(|t| t["tag"] == tag)
+        .map(|t| t["deltas"].as_array().unwrap().clone())
+        .unwrap_or_default()
+}
+
+/// Waits (bounded) until every delta of the tag has left `queued`/`computing`.
+fn wait_for_verdict(
+    controller: &Controller,
+    repository: &str,
+    tag: &str,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let deltas = tag_deltas(controller, repository, tag);
+        let pending = deltas.is_empty()
+            || deltas.iter().any(|d| {
+                ["queued", "computing", "not_planned"].contains(&d["state"].as_str().unwrap())
+            });
+        if !pending {
+            return deltas;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{repository}:{tag} deltas still pending: {deltas:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_pushed_version_gets_its_delta_in_the_background_once() {
+    let controller = Controller::start();
+    let work = controller.dir.path().to_path_buf();
+    // A repository whose layers are not tars: its delta fails, the worker goes on.
+    let (_, _) = oci_layout(&work.join("bad1"), &noise(10_000, 3));
+    let (_, _) = oci_layout(&work.join("bad2"), &noise(10_000, 4));
+    push_to(&controller, &work.join("bad1"), "fleet/bad", "1");
+    push_to(&controller, &work.join("bad2"), "fleet/bad", "2");
+
+    let big = noise(4 << 20, 11);
+    let mut big_v2 = big.clone();
+    big_v2[2_000_000..2_000_100].copy_from_slice(&noise(100, 12));
+    let v1_tar = layer_tar(&[("app", big), ("etc/version", b"1\n".to_vec())]);
+    let v2_tar = layer_tar(&[("app", big_v2), ("etc/version", b"2\n".to_vec())]);
+    let (v1, _) = oci_layout(&work.join("v1"), &v1_tar);
+    let (v2, v2_layer_bytes) = oci_layout(&work.join("v2"), &v2_tar);
+    push(&controller, &work.join("v1"), "1");
+    push(&controller, &work.join("v2"), "2");
+    let pushed = std::time::Instant::now();
+
+    // No device has asked: the worker encodes the delta by itself.
+    let deltas = wait_for_verdict(&controller, "fleet/app", "2");
+    eprintln!(
+        "background delta ready {} ms after the push: {deltas:?}",
+        pushed.elapsed().as_millis()
+    );
+    assert_eq!(deltas.len(), 1);
+    assert_eq!(deltas[0]["state"], "ready", "{deltas:?}");
+    assert_eq!(deltas[0]["full_bytes"], v2_layer_bytes);
+    let delta_bytes = deltas[0]["delta_bytes"].as_u64().unwrap();
+    assert!(delta_bytes * 20 < v2_layer_bytes, "{delta_bytes}");
+    let bad = wait_for_verdict(&controller, "fleet/bad", "2");
+    assert_eq!(bad[0]["state"], "failed", "{bad:?}");
+    assert!(
+        bad[0]["error"].as_str().unwrap().contains("unpack base"),
+        "{bad:?}"
+    );
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_encoded_total"),
+        1
+    );
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_failed_total"),
+        1
+    );
+    // A device asking for the failed pair gets the full layer (404), with no second encode.
+    let (bad1_id, bad2_id) = (sha(&noise(10_000, 3)), sha(&noise(10_000, 4)));
+    let asked = head_delta_in(
+        &controller,
+        "fleet/bad",
+        &bad2_id,
+        &format!("have={bad1_id}"),
+    );
+    assert_eq!(asked, 404);
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_failed_total"),
+        1
+    );
+    assert_eq!(
+        metric(&controller, "coracle_registry_delta_queue_length"),
+        0
+    );
+    assert!(metric(&controller, "coracle_registry_delta_bytes_saved_total") > 4_000_000);
+
+    // A device holding v1 gets the delta from the cache: nothing is encoded again.
+    let pull_v2 = |controller: &Controller, device: &str| {
+        let client = RegistryClient::new(RegistryEndpoint {
+            base_url: format!("http://{}", controller.registry),
+            ca_pem: None,
+            token: Some(controller.admin_token()),
+        })
+        .unwrap();
+        let store = Store::open(
+            &work.join(device),
+            StoreConfig {
+                reserve_bytes: 0,
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let puller = Puller {
+            client: &client,
+            store: &store,
+            platform: host_platform(),
+            delta_budget: 64 << 20,
+        };
+        puller
+            .pull("fleet/app", &v1.parse().unwrap(), &mut |_| {})
+            .unwrap();
+        let (_, report) = puller
+            .pull("fleet/app", &v2.parse().unwrap(), &mut |_| {})
+            .unwrap();
+        assert_eq!(report.layers_from_delta, 1, "{report:?}");
+        assert_eq!(report.blob_bytes, delta_bytes);
+    };
+    pull_v2(&controller, "device-a");
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_encoded_total"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &controller,
+            "coracle_registry_delta_requests_total{served=\"encoded\"}"
+        ),
+        0
+    );
+    assert!(
+        metric(
+            &controller,
+            "coracle_registry_delta_requests_total{served=\"cache\"}"
+        ) >= 1
+    );
+
+    // After a restart the verdicts are still there: nothing is queued or encoded again.
+    let controller = Controller::start_in(controller.stop());
+    assert_eq!(
+        tag_deltas(&controller, "fleet/app", "2")[0]["state"],
+        "ready"
+    );
+    pull_v2(&controller, "device-b");
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_encoded_total"),
+        0
+    );
+    assert_eq!(
+        metric(
+            &controller,
+            "coracle_registry_delta_requests_total{served=\"encoded\"}"
+        ),
+        0
+    );
+}
+
+#[test]
+fn concurrent_requests_for_one_delta_encode_it_once() {
+    // No background workers: the devices' requests are the only encoders.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n[deltas]\nworkers = 0\n",
+        support::data_dir(dir.path())
+    );
+    let controller = Controller::start_with_config(dir, &text);
+    let work = controller.dir.path().to_path_buf();
+    let big = noise(4 << 20, 21);
+    let mut big_v2 = big.clone();
+    big_v2[3_000_000..3_000_100].copy_from_slice(&noise(100, 22));
+    let v1_tar = layer_tar(&[("app", big)]);
+    let v2_tar = layer_tar(&[("app", big_v2)]);
+    oci_layout(&work.join("v1"), &v1_tar);
+    oci_layout(&work.join("v2"), &v2_tar);
+    push(&controller, &work.join("v1"), "1");
+    push(&controller, &work.join("v2"), "2");
+    assert_eq!(
+        tag_deltas(&controller, "fleet/app", "2")[0]["state"],
+        "not_planned"
+    );
+
+    let (v1_id, v2_id) = (sha(&v1_tar), sha(&v2_tar));
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| head_delta(&controller, &v2_id, &format!("have={v1_id}"))))
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, [200; 4]);
+    assert_eq!(
+        metric(&controller, "coracle_registry_deltas_encoded_total"),
+        1
+    );
+    let served = |how: &str| {
+        metric(
+            &controller,
+            &format!("coracle_registry_delta_requests_total{{served=\"{how}\"}}"),
+        )
+    };
+    assert_eq!(served("encoded"), 1);
+    assert_eq!(served("waited") + served("cache"), 3);
+    eprintln!(
+        "4 concurrent requests: {} waited, {} from cache",
+        served("waited"),
+        served("cache")
+    );
+    assert_eq!(
+        tag_deltas(&controller, "fleet/app", "2")[0]["state"],
+        "ready"
     );
 }

@@ -67,6 +67,12 @@ pub struct LayerBlob {
 pub struct ImageSource {
     pub manifest_digest: Digest,
     pub manifest: Manifest,
+    /// The manifest exactly as the image holds it (its digest is `manifest_digest`), so a
+    /// registry storing these bytes keeps the source's digest; a docker-archive has no
+    /// manifest, so its bytes are the one made from `manifest.json`.
+    pub manifest_bytes: Vec<u8>,
+    /// The manifest's media type as the index names it (or the manifest's own field).
+    pub manifest_media_type: String,
     pub config: ImageConfig,
     pub config_digest: Digest,
     /// The config exactly as the image holds it (its digest is `config_digest`).
@@ -129,10 +135,16 @@ pub fn open_layout(root: &Path, platform: &Platform) -> Result<ImageSource, Impo
         )?;
         chosen = model(&index_path, index.select(platform))?.clone();
     }
-    let manifest = model(
-        &index_path,
-        Manifest::parse(&read_verified(root, &chosen.digest)?),
-    )?;
+    let manifest_bytes = read_verified(root, &chosen.digest)?;
+    let manifest = model(&index_path, Manifest::parse(&manifest_bytes))?;
+    let manifest_media_type = if chosen.media_type.is_empty() {
+        manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string())
+    } else {
+        chosen.media_type.clone()
+    };
     let config_bytes = read_verified(root, &manifest.config.digest)?;
     let config = model(&index_path, ImageConfig::parse(&config_bytes))?;
     model(&index_path, config.check_layers(&manifest))?;
@@ -163,6 +175,8 @@ pub fn open_layout(root: &Path, platform: &Platform) -> Result<ImageSource, Impo
         manifest_digest: chosen.digest,
         config_digest: manifest.config.digest,
         manifest,
+        manifest_bytes,
+        manifest_media_type,
         config,
         config_bytes,
         layers,
@@ -294,9 +308,12 @@ fn open_docker_dir(root: &Path) -> Result<ImageSource, ImportError> {
         annotations: Default::default(),
     };
     model(&manifest_path, config.check_layers(&manifest))?;
+    let manifest_bytes = manifest.to_json();
     Ok(ImageSource {
-        manifest_digest: Digest::of(&manifest.to_json()),
+        manifest_digest: Digest::of(&manifest_bytes),
         manifest,
+        manifest_bytes,
+        manifest_media_type: media_type::DOCKER_MANIFEST.into(),
         config,
         config_digest,
         config_bytes,

@@ -13,9 +13,17 @@ use coracle_images::unpack::{is_opaque, OverlayXattrs};
 
 const BUSYBOX_SIZE: u64 = 1_982_256;
 
+/// `$CORACLE_FIXTURES`, else the first `shared/fixtures` above the crate (a worktree sits
+/// deeper than the main checkout).
 fn fixture(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
+        return PathBuf::from(dir).join(name);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures")
+        .ancestors()
+        .map(|dir| dir.join("shared/fixtures"))
+        .find(|dir| dir.is_dir())
+        .expect("shared/fixtures above the crate, or CORACLE_FIXTURES")
         .join(name)
 }
 
@@ -48,6 +56,15 @@ fn import_oci_archive_unpacks_busybox() {
         .manifest_digest
         .to_string()
         .starts_with("sha256:0b006957"));
+    // The manifest's own bytes, not a re-serialisation: they hash to the index's digest.
+    assert_eq!(
+        coracle_images::Digest::of(&source.manifest_bytes),
+        source.manifest_digest
+    );
+    assert_eq!(
+        source.manifest_media_type,
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     assert_eq!(
         source.config.config.cmd.as_deref(),
         Some(&["/bin/true".to_owned()][..])

@@ -127,8 +127,16 @@ try {
   await step('the images page lists the pushed versions', async () => {
     await page.click('nav a[href="#/images"]');
     await page.waitForSelector('section[data-repo="hello"] tr[data-tag="2"]');
+    // The background worker encodes 1 → 2 without any device asking; the page refetches
+    // while it is queued or computing.
+    await page.waitForSelector('section[data-repo="hello"] tr[data-tag="2"] .delta[data-state="ready"]');
+    const delta = await page.textContent('section[data-repo="hello"] tr[data-tag="2"] .delta[data-state="ready"]');
+    const m = delta.match(/delta\s*([\d.]+ (?:B|KB|KiB|MB|MiB)) of ([\d.]+ (?:B|KB|KiB|MB|MiB))/);
+    check(m, `tag 2 shows a delta size against the full layer: ${delta}`);
+    check(m && m[1] !== m[2], `the delta is smaller than the layer: ${delta}`);
     const row = await page.textContent('section[data-repo="hello"] tr[data-tag="2"]');
-    check(row.includes('vs 1'), `tag 2 compared with 1: ${row}`);
+    check(row.includes('from 1:'), `tag 2 compared with 1: ${row}`);
+    console.error(`images page: ${row}`);
     await shot(page, 'images-desktop');
   });
 

@@ -1,15 +1,53 @@
-// The registry: repositories, their tags in version order with digests and sizes, and how
-// many layer bytes each version adds over the one before.
+// The registry: repositories, their tags in version order with digests and sizes, and what
+// a device holding the previous version downloads: per new layer the delta the registry
+// encoded (its size against the full compressed layer), "full layer" when no delta pays, or
+// "computing" while the background workers are at it (the page then refetches every 2 s).
 
 import { api } from './api.js';
 import { h, mount } from './dom.js';
 import { bytes, shortDigest } from './format.js';
 
-function newBytes(tag) {
-  if (tag.new_bytes === null || tag.new_bytes === undefined) return h('span', { class: 'muted' }, 'first version');
-  const share = tag.size ? Math.round((100 * tag.new_bytes) / tag.size) : 0;
-  return h('span', { title: `layers ${tag.tag} has that ${tag.previous} lacks` },
-    `${bytes(tag.new_bytes)} `, h('span', { class: 'muted' }, `vs ${tag.previous} (${share} %)`));
+const PENDING = ['queued', 'computing'];
+
+function ratio(part, whole) {
+  if (!whole) return '';
+  const r = (100 * part) / whole;
+  return `${r < 1 ? r.toFixed(2) : Math.round(r)}\u00a0%`;
+}
+
+// One new layer: the delta's bytes vs the full layer's, or why the full layer is sent.
+function layerDelta(d) {
+  const full = bytes(d.full_bytes);
+  const title = `layer ${shortDigest(d.layer)}`;
+  switch (d.state) {
+    case 'ready':
+      return h('div', { class: 'delta', 'data-state': 'ready', title },
+        h('span', { class: 'badge healthy' }, 'delta'), ` ${bytes(d.delta_bytes)} `,
+        h('span', { class: 'muted' }, `of ${full} (${ratio(d.delta_bytes, d.full_bytes)})`));
+    case 'not_worth_it':
+      return h('div', { class: 'delta', 'data-state': d.state, title },
+        h('span', { class: 'badge' }, 'full layer'), ` ${full} `,
+        h('span', { class: 'muted' }, d.delta_bytes ? `(a delta would be ${bytes(d.delta_bytes)})` : '(no delta pays)'));
+    case 'queued':
+    case 'computing':
+      return h('div', { class: 'delta', 'data-state': d.state, title },
+        h('span', { class: 'badge' }, d.state === 'queued' ? 'queued' : 'computing…'), ` full layer ${full}`);
+    case 'failed':
+      return h('div', { class: 'delta', 'data-state': d.state, title: `${title}: ${d.error}` },
+        h('span', { class: 'badge failed' }, 'delta failed'), ` full layer ${full}`);
+    default:
+      return h('div', { class: 'delta', 'data-state': d.state, title },
+        h('span', { class: 'badge' }, 'full layer'), ` ${full}`);
+  }
+}
+
+function update(tag) {
+  if (!tag.previous) return h('span', { class: 'muted' }, 'first version');
+  if (!tag.deltas.length) return h('span', { class: 'muted' }, `no new layers vs ${tag.previous}`);
+  const total = tag.update_bytes === null || tag.update_bytes === undefined
+    ? null
+    : h('div', { class: 'muted' }, `from ${tag.previous}: ${bytes(tag.update_bytes)} to download, ${bytes(tag.new_bytes)} of new layers`);
+  return h('div', {}, tag.deltas.map(layerDelta), total);
 }
 
 function repository(repo) {
@@ -18,18 +56,30 @@ function repository(repo) {
     h('div', { class: 'repo-head' }, h('h2', {}, repo.name),
       h('span', { class: 'muted' }, `${repo.tags.length} tag${repo.tags.length === 1 ? '' : 's'} · ${bytes(total)} in all`)),
     h('table', { class: 'responsive' },
-      h('thead', {}, h('tr', {}, ['Tag', 'Digest', 'Size', 'Layers', 'New over previous'].map((t) => h('th', {}, t)))),
+      h('thead', {}, h('tr', {}, ['Tag', 'Digest', 'Size', 'Layers', 'Update from previous'].map((t) => h('th', {}, t)))),
       h('tbody', {}, repo.tags.map((t) => h('tr', { 'data-tag': t.tag },
         h('td', { 'data-label': 'Tag', class: 'name' }, t.tag),
         h('td', { 'data-label': 'Digest', class: 'mono', title: t.digest }, shortDigest(t.digest)),
         h('td', { 'data-label': 'Size' }, t.problem ? h('span', { class: 'bad-text' }, t.problem) : bytes(t.size)),
         h('td', { 'data-label': 'Layers', title: t.layers.map((l) => `${shortDigest(l.digest)} ${bytes(l.size)}`).join('\n') },
           `${t.layers.length} (${t.layers.map((l) => bytes(l.size)).join(', ') || '—'})`),
-        h('td', { 'data-label': 'New over previous' }, newBytes(t)))))));
+        h('td', { 'data-label': 'Update from previous', class: 'update' }, update(t)))))));
 }
 
 export async function imagesPage(view) {
-  const repos = await api.get('/images');
+  let timer = null;
+  const render = async () => {
+    timer = null;
+    const repos = await api.get('/images');
+    draw(view, repos);
+    const pending = repos.some((r) => r.tags.some((t) => t.deltas.some((d) => PENDING.includes(d.state))));
+    if (pending) timer = setTimeout(() => render().catch(() => {}), 2000);
+  };
+  await render();
+  return () => { if (timer) clearTimeout(timer); };
+}
+
+function draw(view, repos) {
   mount(view,
     h('div', { class: 'page-head' }, h('h1', {}, 'Images'),
       h('p', { class: 'summary' }, `${repos.length} ${repos.length === 1 ? 'repository' : 'repositories'} in the controller's registry`)),

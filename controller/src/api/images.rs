@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::registry::{BlobDigest, Registry};
+use crate::registry::{BlobDigest, LayerDelta, Registry};
 
 /// One layer of an image manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +34,11 @@ pub struct TagInfo {
     pub previous: Option<String>,
     /// Bytes of layers this tag has that `previous` does not.
     pub new_bytes: Option<u64>,
+    /// Those layers with the delta a device holding `previous` gets for each.
+    pub deltas: Vec<LayerDelta>,
+    /// What a device holding `previous` downloads: the delta where one is ready, else the
+    /// full layer; `None` while a delta is queued or computing.
+    pub update_bytes: Option<u64>,
     /// Set when the manifest could not be read (named, never fatal for the listing).
     pub problem: Option<String>,
 }
@@ -80,35 +85,7 @@ impl<'a> TagIndex<'a> {
     }
 }
 
-/// Orders tags as versions: digit runs compare as numbers (`1.9` < `1.10`) and before
-/// words (`2` < `latest`).
-pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
-    #[derive(PartialEq, Eq, PartialOrd, Ord)]
-    enum Part {
-        Number(u64),
-        Text(String),
-    }
-    fn parts(s: &str) -> Vec<Part> {
-        let mut out = Vec::new();
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.chars().take_while(char::is_ascii_digit).count();
-            let (head, tail) = if digits > 0 {
-                rest.split_at(digits)
-            } else {
-                let n = rest.chars().take_while(|c| !c.is_ascii_digit()).count();
-                rest.split_at(rest.char_indices().nth(n).map_or(rest.len(), |(i, _)| i))
-            };
-            out.push(match head.parse() {
-                Ok(n) => Part::Number(n),
-                Err(_) => Part::Text(head.to_string()),
-            });
-            rest = tail;
-        }
-        out
-    }
-    parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
-}
+pub use crate::registry::version_order;
 
 fn read_manifest(registry: &Registry, digest: &BlobDigest) -> Result<serde_json::Value, String> {
     let path = registry.blobs.path(digest);
@@ -137,6 +114,8 @@ fn tag_info(registry: &Registry, repository: &str, tag: &str) -> TagInfo {
         layers: Vec::new(),
         previous: None,
         new_bytes: None,
+        deltas: Vec::new(),
+        update_bytes: None,
         problem: None,
     };
     let (digest, media_type) = match registry.resolve(repository, tag) {
@@ -184,6 +163,38 @@ fn compare_with_previous(tags: &mut [TagInfo]) {
     }
 }
 
+/// Delta bytes where a delta is ready, full bytes where none pays or none can be made;
+/// unknown while any is still queued or computing.
+fn update_bytes(deltas: &[LayerDelta]) -> Option<u64> {
+    deltas.iter().try_fold(0u64, |sum, d| {
+        let bytes = match d.state {
+            "ready" => d.delta_bytes?,
+            "queued" | "computing" => return None,
+            _ => d.full_bytes,
+        };
+        Some(sum + bytes)
+    })
+}
+
+/// Body of `POST /images/deltas/plan`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PlanRequest {
+    pub repository: String,
+}
+
+/// `POST /images/deltas/plan`: asks the background workers to plan the repository's deltas
+/// now (sent by `coracle image import`, which writes the registry's files directly).
+pub async fn plan_deltas(
+    State(state): State<AppState>,
+    Json(request): Json<PlanRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    crate::registry::check_repository(&request.repository).map_err(|err| ApiError::BadRequest {
+        message: err.to_string(),
+    })?;
+    state.registry.plan_deltas(&request.repository);
+    Ok(Json(serde_json::json!({ "planned": request.repository })))
+}
+
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RepositoryInfo>>, ApiError> {
     let registry = state.registry.clone();
     let listing = tokio::task::spawn_blocking(move || {
@@ -197,6 +208,12 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<RepositoryIn
                     let mut tags: Vec<TagInfo> =
                         tags.iter().map(|t| tag_info(&registry, &name, t)).collect();
                     compare_with_previous(&mut tags);
+                    for tag in &mut tags {
+                        if let Some(previous) = &tag.previous {
+                            tag.deltas = registry.layer_deltas(&name, &tag.tag, previous);
+                            tag.update_bytes = update_bytes(&tag.deltas);
+                        }
+                    }
                     RepositoryInfo { name, tags }
                 })
                 .collect(),
@@ -238,6 +255,8 @@ mod tests {
             layers,
             previous: None,
             new_bytes: None,
+            deltas: Vec::new(),
+            update_bytes: None,
             problem: None,
         };
         let mut tags = vec![

@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events/stream", get(stream::fleet_events))
         .route("/fleet", get(overview::fleet))
         .route("/images", get(images::list))
+        .route("/images/deltas/plan", post(images::plan_deltas))
         .route("/devices/{id}/services/{svc}/logs", get(commands::logs))
         .route(
             "/devices/{id}/services/{svc}/restart",
@@ -81,7 +82,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
-    Ok(crate::metrics::render(&state.fleet.store, &state.counters)?)
+    Ok(crate::metrics::render(
+        &state.fleet.store,
+        &state.counters,
+        &state.registry.delta_metrics(),
+    )?)
 }
 
 async fn not_found() -> ApiError {

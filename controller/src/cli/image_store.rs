@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use coracle_images::digest::digest_file;
-use coracle_images::import::{open_archive, open_layout, ImageSource};
+use coracle_images::digest::HashingReader;
+use coracle_images::import::{open_archive, open_layout, ImageSource, LayerBlob};
 use coracle_images::oci::{ImageConfig, Manifest, Platform};
-use coracle_images::Digest;
 
+use super::progress::Transfer;
 use crate::datadir::DataDir;
 use crate::registry::{check_repository, check_tag, BlobDigest, BlobStore, Registry};
 
@@ -149,7 +149,30 @@ fn import(
     let digest = store(&registry, &source, &repo, &tag)
         .with_context(|| format!("import {}", path.display()))?;
     println!("imported {repo}:{tag} {}", digest.as_str());
+    ask_server_for_deltas(data_dir, &repo);
     Ok(())
+}
+
+/// Tells a `coracle serve` running on this data dir to encode the new tag's deltas now
+/// rather than at its next rescan. Best effort: without a server nothing is lost, the
+/// workers plan every repository when it starts.
+fn ask_server_for_deltas(data_dir: &Path, repo: &str) {
+    let args = super::ApiArgs {
+        data_dir: data_dir.to_path_buf(),
+        api: None,
+        token: None,
+    };
+    let asked = super::ApiClient::from_args(&args).and_then(|client| {
+        client.send::<_, serde_json::Value>(
+            "plan deltas",
+            "POST",
+            "/images/deltas/plan",
+            &serde_json::json!({ "repository": repo }),
+        )
+    });
+    if let Err(err) = asked {
+        tracing::debug!(error = %format!("{err:#}"), "no running controller asked to plan deltas");
+    }
 }
 
 /// Verifies every layer (blob digest and diff_id) before anything becomes visible, then
@@ -160,24 +183,9 @@ fn store(
     repo: &str,
     tag: &str,
 ) -> anyhow::Result<BlobDigest> {
-    for layer in &source.layers {
-        let (actual, _) = digest_file(&layer.path)
-            .with_context(|| format!("read layer {}", layer.path.display()))?;
-        if actual != layer.digest {
-            bail!(
-                "layer blob {} has digest {actual}, not the {} its manifest names",
-                layer.path.display(),
-                layer.digest
-            );
-        }
-        let diff_id = diff_id_of(&layer.path)?;
-        if diff_id != layer.diff_id {
-            bail!(
-                "layer {} unpacks to {diff_id}, not the diff_id {} its config names",
-                layer.digest,
-                layer.diff_id
-            );
-        }
+    let count = source.layers.len();
+    for (n, layer) in source.layers.iter().enumerate() {
+        verify_layer(layer, n + 1, count)?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -190,27 +198,65 @@ fn store(
             registry.blobs.put_bytes(&bytes).await?;
         }
         registry.blobs.put_bytes(&source.config_bytes).await?;
-        let manifest = source.manifest.to_json();
-        let media_type = source
-            .manifest
-            .media_type
-            .clone()
-            .unwrap_or_else(|| coracle_images::media_type::OCI_MANIFEST.to_string());
+        // The source's own bytes, so the stored digest is the one its index names.
         let digest = registry
-            .put_manifest(repo, tag, &media_type, &manifest)
+            .put_manifest(
+                repo,
+                tag,
+                &source.manifest_media_type,
+                &source.manifest_bytes,
+            )
             .await?;
         anyhow::Ok(digest)
     })
 }
 
-fn diff_id_of(path: &Path) -> anyhow::Result<Digest> {
+/// Checks the layer blob's digest and diff_id in one read of the file, reported as a
+/// transfer (`layer N/COUNT sha256:… 1.2 MB in 0.1 s (12 MB/s) verified`).
+fn verify_layer(layer: &LayerBlob, n: usize, count: usize) -> anyhow::Result<()> {
+    let path = &layer.path;
     let file = File::open(path).with_context(|| format!("open layer {}", path.display()))?;
-    let mut reader = coracle_images::codec::decompress_sniffed(file)
-        .with_context(|| format!("decompress layer {}", path.display()))?;
-    let mut hasher = coracle_images::digest::DigestHasher::default();
-    std::io::copy(&mut reader, &mut hasher)
-        .with_context(|| format!("decompress layer {}", path.display()))?;
-    Ok(hasher.finish())
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let short: String = layer.digest.to_string().chars().take(19).collect();
+    let mut transfer = Transfer::start(format!("layer {n}/{count} {short}"), size);
+    let mut blob = HashingReader::new(transfer.reader(file));
+    let diff_id = (|| {
+        let mut reader = coracle_images::codec::decompress_sniffed(&mut blob)?;
+        let mut hasher = coracle_images::digest::DigestHasher::default();
+        std::io::copy(&mut reader, &mut hasher)?;
+        std::io::Result::Ok(hasher.finish())
+    })();
+    // The rest of the blob (after the compressed stream's end, or after a decompression
+    // error) still counts for its digest, which is checked first: a tampered blob is
+    // named as such, not as a corrupt stream.
+    let checked = blob
+        .finish()
+        .with_context(|| format!("read layer {}", path.display()))
+        .and_then(|(actual, _)| {
+            if actual != layer.digest {
+                bail!(
+                    "layer blob {} has digest {actual}, not the {} its manifest names",
+                    path.display(),
+                    layer.digest
+                );
+            }
+            let diff_id =
+                diff_id.with_context(|| format!("decompress layer {}", path.display()))?;
+            if diff_id != layer.diff_id {
+                bail!(
+                    "layer {} unpacks to {diff_id}, not the diff_id {} its config names",
+                    layer.digest,
+                    layer.diff_id
+                );
+            }
+            Ok(())
+        });
+    transfer.finish(if checked.is_ok() {
+        "verified"
+    } else {
+        "refused"
+    });
+    checked
 }
 
 fn ls(registry: &Registry) -> anyhow::Result<()> {

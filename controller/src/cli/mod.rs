@@ -7,6 +7,7 @@ mod deploy;
 mod device;
 mod image_delta;
 mod image_store;
+mod progress;
 mod rollout;
 mod serve;
 

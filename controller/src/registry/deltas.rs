@@ -1,15 +1,17 @@
 //! The delta endpoint: `HEAD|GET /v2/<repo>/coracle/deltas/<target diff_id>?have=<diff_id>,...`.
 //! Picks the best base among the layers the device holds (the same position in another image
-//! of the repository, else any layer of the repository), encodes the delta off the async
-//! runtime on first request, caches it as an ordinary blob (so it is fetched and resumed like
-//! one) and remembers the choice under `deltas/<target hex>-<base hex>`. Answers 404 when no
-//! base fits or the delta would not be smaller than the full layer: the agent then pulls the
-//! full layer.
+//! of the repository, else any layer of the repository), takes the pair's verdict from
+//! `delta_work` (usually encoded ahead by the background workers, else encoded here off the
+//! async runtime, once however many ask), serves the delta as an ordinary blob (so it is
+//! fetched and resumed like one). Answers 404 when no base fits or the delta would not be
+//! smaller than the full layer: the agent then pulls the full layer.
 
 use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::delta_work::{Caller, DeltaOutcome};
 
 use coracle_images::delta::{self, BaseLayer, EncodeOptions};
 use coracle_images::oci::{ImageConfig, Manifest};
@@ -20,14 +22,11 @@ use super::{io, BlobDigest, Registry, RegistryError};
 
 /// More held layers than any device stores; longer lists are refused, not truncated.
 pub const MAX_HAVE: usize = 256;
-/// Marker cached when no delta pays, so the encoder does not run again for the pair.
-const NO_DELTA: &str = "none";
-
 /// A layer of an image in the repository: compressed blob and uncompressed diff_id.
 #[derive(Debug, Clone)]
-struct LayerRef {
-    blob: BlobDigest,
-    diff_id: Digest,
+pub(super) struct LayerRef {
+    pub blob: BlobDigest,
+    pub diff_id: Digest,
 }
 
 /// Parses the `have` query parameter: comma-separated `sha256:` digests, at most `MAX_HAVE`.
@@ -98,37 +97,14 @@ impl Registry {
                 reason: format!("{target} is not a layer of repository {name}"),
             });
         };
-        let record = self
-            .deltas
-            .join(format!("{}-{}", target.hex(), base_layer.diff_id.hex()));
-        if let Ok(text) = std::fs::read_to_string(&record) {
-            return Ok(self.cached(text.trim()));
+        match self.delta_once(&target_layer, &base_layer, Caller::Request)? {
+            DeltaOutcome::Delta { digest, bytes } => Ok(Some((digest, bytes))),
+            DeltaOutcome::NotWorth { .. } => Ok(None),
         }
-        let outcome = self.encode_delta(&target_layer, &base_layer)?;
-        let text = match &outcome {
-            Some((digest, _)) => digest.as_str().to_string(),
-            None => NO_DELTA.to_string(),
-        };
-        crate::datadir::write_public(&record, text.as_bytes()).map_err(|err| {
-            RegistryError::DeltaFailed {
-                reason: format!("record delta {}: {err}", record.display()),
-            }
-        })?;
-        Ok(outcome)
-    }
-
-    /// A cached record: the delta blob if it is still stored.
-    fn cached(&self, text: &str) -> Option<(BlobDigest, u64)> {
-        if text == NO_DELTA {
-            return None;
-        }
-        let digest = BlobDigest::parse(text).ok()?;
-        let size = self.blobs.size(&digest)?;
-        Some((digest, size))
     }
 
     /// Every image manifest of the repository as its list of layers.
-    fn image_layers(&self, name: &str) -> Result<Vec<Vec<LayerRef>>, RegistryError> {
+    pub(super) fn image_layers(&self, name: &str) -> Result<Vec<Vec<LayerRef>>, RegistryError> {
         let dir = self.repos.join(name).join("manifests");
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -155,7 +131,7 @@ impl Registry {
         Ok(images)
     }
 
-    fn layers_of(&self, manifest: &BlobDigest) -> Option<Vec<LayerRef>> {
+    pub(super) fn layers_of(&self, manifest: &BlobDigest) -> Option<Vec<LayerRef>> {
         let bytes = std::fs::read(self.blobs.path(manifest)).ok()?;
         let manifest = Manifest::parse(&bytes).ok()?;
         let config_digest = BlobDigest::parse(&manifest.config.digest.to_string()).ok()?;
@@ -178,11 +154,12 @@ impl Registry {
     }
 
     /// Encodes target from base; keeps it only if smaller than the target's blob.
-    fn encode_delta(
+    pub(super) fn encode_delta(
         &self,
         target: &LayerRef,
         base: &LayerRef,
-    ) -> Result<Option<(BlobDigest, u64)>, RegistryError> {
+    ) -> Result<DeltaOutcome, RegistryError> {
+        let started = std::time::Instant::now();
         let seq = SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed);
         let scratch = ScratchDir(
             self.deltas
@@ -225,14 +202,20 @@ impl Registry {
         .map_err(|e| failed("encode delta", &e))?;
         let full = self.blobs.size(&target.blob).unwrap_or(0);
         tracing::info!(target = %target.diff_id, base = %base.diff_id,
-            delta_bytes = report.delta_bytes, full_bytes = full, "delta encoded");
+            delta_bytes = report.delta_bytes, full_bytes = full,
+            ms = started.elapsed().as_millis() as u64, "delta encoded");
         if report.delta_bytes >= full {
-            return Ok(None);
+            return Ok(DeltaOutcome::NotWorth {
+                delta_bytes: Some(report.delta_bytes),
+            });
         }
         let digest = blob_digest_of_file(&delta_path)?;
         let dest = self.blobs.path(&digest);
         std::fs::rename(&delta_path, &dest).map_err(io("store delta blob", &dest))?;
-        Ok(Some((digest, report.delta_bytes)))
+        Ok(DeltaOutcome::Delta {
+            digest,
+            bytes: report.delta_bytes,
+        })
     }
 
     fn decompressed(&self, layer: &LayerRef) -> Result<Box<dyn Read>, RegistryError> {
@@ -244,7 +227,7 @@ impl Registry {
 
 /// The target layer and its best base: a held layer at the same position in another image
 /// of the repository (the usual previous version), else any held layer of the repository.
-fn choose_base(
+pub(super) fn choose_base(
     images: &[Vec<LayerRef>],
     target: &Digest,
     have: &[Digest],

@@ -63,6 +63,8 @@ impl Registry {
         if !is_digest {
             crate::datadir::write_public(&tags.join(reference), digest.as_str().as_bytes())
                 .map_err(|err| invalid(err.to_string()))?;
+            // A new tag: the background workers encode deltas to it from the tags before it.
+            self.work.plan(name);
         }
         tracing::info!(
             repository = name,
@@ -136,4 +138,34 @@ impl Registry {
         out.sort();
         Ok(out)
     }
+}
+
+/// Orders tags as versions: digit runs compare as numbers (`1.9` < `1.10`) and before
+/// words (`2` < `latest`).
+pub fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    enum Part {
+        Number(u64),
+        Text(String),
+    }
+    fn parts(s: &str) -> Vec<Part> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            let (head, tail) = if digits > 0 {
+                rest.split_at(digits)
+            } else {
+                let n = rest.chars().take_while(|c| !c.is_ascii_digit()).count();
+                rest.split_at(rest.char_indices().nth(n).map_or(rest.len(), |(i, _)| i))
+            };
+            out.push(match head.parse() {
+                Ok(n) => Part::Number(n),
+                Err(_) => Part::Text(head.to_string()),
+            });
+            rest = tail;
+        }
+        out
+    }
+    parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
 }

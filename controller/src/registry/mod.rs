@@ -7,6 +7,9 @@
 //! digest and `repos/<name>/manifests/<hex>` holding the manifest's media type.
 
 mod blobs;
+mod delta_report;
+mod delta_work;
+mod delta_workers;
 mod deltas;
 mod error;
 mod manifests;
@@ -16,7 +19,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use blobs::{BlobDigest, BlobStore};
+pub use delta_report::LayerDelta;
+pub use delta_work::{DeltaMetrics, DeltaOutcome, PairState};
+pub use delta_workers::WorkerSettings;
 pub use error::RegistryError;
+pub use manifests::version_order;
 pub use routes::router;
 
 /// Registry state shared by the handlers.
@@ -26,6 +33,8 @@ pub struct Registry {
     repos: PathBuf,
     /// Delta choices per (target, base) pair; the deltas themselves are blobs.
     deltas: PathBuf,
+    /// In-flight encodes, the background queue and counters, shared by clones.
+    work: Arc<delta_work::DeltaWork>,
     token: Arc<str>,
 }
 
@@ -43,6 +52,7 @@ impl Registry {
             blobs,
             repos,
             deltas,
+            work: Arc::default(),
             token,
         })
     }
