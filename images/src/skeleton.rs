@@ -2,7 +2,9 @@
 //! and GNU records, padding, end blocks), zstd-compressed beside the unpacked layer as
 //! `<layer dir>.skeleton.zst`. A delta compresses the new layer's skeleton against the old
 //! one, so unchanged tar headers cost almost nothing, as they do for whole-tar diff tools.
-//! It is recorded while unpacking, from the same bytes whose digest is verified.
+//! It is recorded while unpacking, from the same bytes whose digest is verified, and stored
+//! raw (with the padding after each file); deltas read it through [`compact_skeleton`],
+//! which drops that padding, so a changed file size does not shift the headers after it.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -56,25 +58,188 @@ impl<R: Read, W: Write> Read for SkeletonRecorder<'_, R, W> {
     }
 }
 
-/// Uncompressed length of a skeleton file.
-pub fn skeleton_len(path: &Path) -> io::Result<u64> {
-    io::copy(
-        &mut zstd::stream::read::Decoder::new(File::open(path)?)?,
-        &mut io::sink(),
-    )
+/// Raw skeleton → compact form: every block as it is, except the zero padding that followed
+/// each regular file's (absent) content, which a tar header's size implies. Deltas diff
+/// skeletons in this form, so a file whose size changed alters its own header and nothing
+/// after it. A stream that stops parsing as tar is passed through unchanged from there on:
+/// the compact form is only ever a diff reference, so it must be deterministic, not exact.
+///
+/// `sink` gets the compact bytes in order and returns `false` to stop early.
+pub fn compact_skeleton(raw: impl Read, mut sink: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+    let mut raw = io::BufReader::new(raw);
+    let mut block = [0u8; 512];
+    loop {
+        let n = read_full(&mut raw, &mut block)?;
+        if n == 0 || !sink(&block[..n]) || n < block.len() {
+            return Ok(());
+        }
+        if block.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let Some((kind, size)) = header_kind_and_size(&block) else {
+            // Out of step with the tar structure: the rest goes through as it is.
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = read_full(&mut raw, &mut buf)?;
+                if n == 0 || !sink(&buf[..n]) {
+                    return Ok(());
+                }
+            }
+        };
+        let padding = (512 - size % 512) % 512;
+        if is_content_kind(kind) && size > 0 {
+            io::copy(&mut (&mut raw).take(padding), &mut io::sink())?;
+        } else {
+            let mut data = (&mut raw).take(size + padding);
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = read_full(&mut data, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                if !sink(&buf[..n]) {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
-/// `len` bytes of a skeleton at `offset` (decoding from the start: skeletons are small).
-pub fn read_skeleton_window(path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-    let mut decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
-    io::copy(&mut (&mut decoder).take(offset), &mut io::sink())?;
+/// Entry kinds whose data is file content, left out of the skeleton (as `encode` finds them).
+pub fn is_content_kind(kind: u8) -> bool {
+    matches!(kind, b'0' | b'\0' | b'7')
+}
+
+/// Type flag and size of a block that is a tar header with a valid checksum.
+fn header_kind_and_size(block: &[u8; 512]) -> Option<(u8, u64)> {
+    let header = tar::Header::from_byte_slice(block);
+    let stored = header.cksum().ok()?;
+    let computed: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    if stored != computed {
+        return None;
+    }
+    Some((block[156], header.entry_size().ok()?))
+}
+
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Length of a skeleton file in compact form.
+pub fn compact_skeleton_len(path: &Path) -> io::Result<u64> {
+    let mut len = 0u64;
+    compact_skeleton(zstd::stream::read::Decoder::new(File::open(path)?)?, |b| {
+        len += b.len() as u64;
+        true
+    })?;
+    Ok(len)
+}
+
+/// `len` bytes of a skeleton's compact form at `offset` (decoding from the start: skeletons
+/// are small).
+pub fn read_compact_window(path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    decoder.take(len).read_to_end(&mut out)?;
+    let mut pos = 0u64;
+    let end = offset + len;
+    compact_skeleton(zstd::stream::read::Decoder::new(File::open(path)?)?, |b| {
+        let (start, stop) = (pos, pos + b.len() as u64);
+        pos = stop;
+        if stop > offset && start < end {
+            let from = offset.saturating_sub(start) as usize;
+            let to = (end.min(stop) - start) as usize;
+            out.extend_from_slice(&b[from..to]);
+        }
+        pos < end
+    })?;
     if out.len() as u64 != len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("skeleton {path:?} is shorter than {}", offset + len),
+            format!("compact skeleton {path:?} is shorter than {end}"),
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compact(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        compact_skeleton(raw, |b| {
+            out.extend_from_slice(b);
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    /// The skeleton the unpacker records: the tar without regular files' content.
+    fn raw_skeleton(entries: &[(&str, tar::EntryType, usize)]) -> (Vec<u8>, Vec<[u8; 512]>) {
+        let mut raw = Vec::new();
+        let mut headers = Vec::new();
+        for (path, kind, size) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            h.set_entry_type(*kind);
+            h.set_size(*size as u64);
+            h.set_cksum();
+            let block: [u8; 512] = h.as_bytes()[..].try_into().unwrap();
+            raw.extend_from_slice(&block);
+            headers.push(block);
+            if *kind != tar::EntryType::Regular {
+                raw.extend(std::iter::repeat_n(b'r', *size));
+            }
+            raw.resize(raw.len() + (512 - size % 512) % 512, 0); // content absent, padding kept
+        }
+        raw.resize(raw.len() + 1024, 0);
+        (raw, headers)
+    }
+
+    #[test]
+    fn compact_skeleton_drops_file_padding_and_keeps_the_rest() {
+        use tar::EntryType::{GNULongName, Regular};
+        let (raw, headers) = raw_skeleton(&[
+            ("a", Regular, 700),
+            ("long", GNULongName, 300),
+            ("b", Regular, 0),
+            ("c", Regular, 1024),
+        ]);
+        let got = compact(&raw);
+        let mut want = Vec::new();
+        want.extend_from_slice(&headers[0]);
+        want.extend_from_slice(&headers[1]);
+        want.extend_from_slice(&[b'r'; 300]);
+        want.extend_from_slice(&[0; 212]);
+        want.extend_from_slice(&headers[2]);
+        want.extend_from_slice(&headers[3]);
+        want.extend_from_slice(&[0; 1024]);
+        let first_difference = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!((got.len(), first_difference), (want.len(), None));
+    }
+
+    #[test]
+    fn compact_skeleton_passes_through_what_is_not_tar() {
+        let junk: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8 + 1).collect();
+        assert_eq!(compact(&junk), junk);
+    }
 }

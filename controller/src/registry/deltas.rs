@@ -2,7 +2,7 @@
 //! Picks the best base among the layers the device holds (the same position in another image
 //! of the repository, else any layer of the repository), encodes the delta off the async
 //! runtime on first request, caches it as an ordinary blob (so it is fetched and resumed like
-//! one) and remembers the choice under `deltas/<target hex>-<base hex>`. Answers 404 when no
+//! one) and remembers the choice under `deltas/<target hex>-<base hex>.v<format version>`. Answers 404 when no
 //! base fits or the delta would not be smaller than the full layer: the agent then pulls the
 //! full layer.
 
@@ -98,9 +98,13 @@ impl Registry {
                 reason: format!("{target} is not a layer of repository {name}"),
             });
         };
-        let record = self
-            .deltas
-            .join(format!("{}-{}", target.hex(), base_layer.diff_id.hex()));
+        // The format version is in the name: a delta cached by an older build is not served.
+        let record = self.deltas.join(format!(
+            "{}-{}.v{}",
+            target.hex(),
+            base_layer.diff_id.hex(),
+            delta::FORMAT_VERSION
+        ));
         if let Ok(text) = std::fs::read_to_string(&record) {
             return Ok(self.cached(text.trim()));
         }

@@ -14,7 +14,7 @@ use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
-use crate::skeleton::{read_skeleton_window, skeleton_path};
+use crate::skeleton::{read_compact_window, skeleton_path};
 use crate::store::Store;
 
 /// Largest `delta.json` accepted: it holds a few digests.
@@ -65,8 +65,11 @@ enum Pending {
     Literal(u64),
     Copy(io::Take<File>),
     Buffer(Vec<u8>, usize),
-    /// Bytes still to serve from the current skeleton chunk.
-    Gap(u64),
+    /// Zero padding still to serve, then bytes from the current skeleton chunk.
+    Gap {
+        zeros: u64,
+        left: u64,
+    },
     Done,
 }
 
@@ -158,19 +161,25 @@ impl<R: Read> DeltaReader<R> {
 
     fn next_op(&mut self) -> io::Result<()> {
         let window = self.header.window;
+        let padding = self.codec.padding();
         self.pending = match self.codec.read(&mut self.ops)? {
             Op::End => {
                 self.verify()?;
                 Pending::Done
             }
             Op::Literal { len } => Pending::Literal(len),
-            Op::Gap { len } => {
+            op @ (Op::Gap { len } | Op::RawGap { len }) => {
                 if len > (self.skeleton.len() - self.skeleton_pos) as u64 {
                     return Err(invalid(format!(
                         "gap of {len} bytes runs past the skeleton chunk"
                     )));
                 }
-                Pending::Gap(len)
+                let zeros = if matches!(op, Op::Gap { .. }) {
+                    padding
+                } else {
+                    0
+                };
+                Pending::Gap { zeros, left: len }
             }
             Op::Skeleton {
                 base,
@@ -193,7 +202,7 @@ impl<R: Read> DeltaReader<R> {
                     .get(usize::from(base))
                     .ok_or_else(|| invalid(format!("op names base {base}")))?;
                 let old = skeleton_path(&root.dir);
-                let reference = read_skeleton_window(&old, ref_offset, ref_len).map_err(|e| {
+                let reference = read_compact_window(&old, ref_offset, ref_len).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
@@ -300,6 +309,9 @@ impl<R: Read> DeltaReader<R> {
 
 impl<R: Read> Read for DeltaReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
             let n = match &mut self.pending {
                 Pending::Done => return Ok(0),
@@ -332,7 +344,20 @@ impl<R: Read> Read for DeltaReader<R> {
                     }
                     n
                 }
-                Pending::Gap(left) => {
+                Pending::Gap { zeros, left } if *zeros > 0 => {
+                    let n = buf.len().min(usize::try_from(*zeros).unwrap_or(usize::MAX));
+                    buf[..n].fill(0);
+                    *zeros -= n as u64;
+                    if *zeros == 0 && *left == 0 {
+                        self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+                Pending::Gap { left, .. } => {
+                    if *left == 0 {
+                        self.pending = Pending::Nothing;
+                        continue;
+                    }
                     let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
                     buf[..n]
                         .copy_from_slice(&self.skeleton[self.skeleton_pos..self.skeleton_pos + n]);

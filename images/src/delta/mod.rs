@@ -28,8 +28,9 @@ pub use encode::{encode, full_zstd_size, BaseLayer, EncodeOptions, EncodeReport}
 
 use crate::digest::Digest;
 
-/// Current delta format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current delta format version. 2: skeletons are diffed without file padding (the
+/// `Gap` op implies it) and `RawGap` exists; a version 1 delta would rebuild a wrong tar.
+pub const FORMAT_VERSION: u32 = 2;
 /// Window log of the outer zstd stream: 8 MiB of decoder history.
 pub const OUTER_WINDOW_LOG: u32 = 23;
 /// Output size of one skeleton chunk; its reference is at most twice this.
@@ -103,7 +104,7 @@ pub enum DeltaError {
     },
     #[error("parse delta.json")]
     ParseHeader(#[source] serde_json::Error),
-    #[error("delta format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error("delta format version {found} is not supported (this build reads version {FORMAT_VERSION}; encode the delta again)")]
     Version { found: u32 },
     #[error("delta needs {needed} bytes of memory to apply, the budget is {budget} bytes")]
     Budget { needed: u64, budget: u64 },

@@ -54,8 +54,15 @@ pub enum Op {
         out_len: u64,
         payload_len: u64,
     },
-    /// `len` bytes from the current skeleton chunk (tar headers, padding).
+    /// The zero padding that completes the file content just produced (the skeleton is
+    /// stored without it: [`OpCodec::padding`]), then `len` bytes from the current skeleton
+    /// chunk (tar headers, PAX/GNU records, end blocks).
     Gap {
+        len: u64,
+    },
+    /// `len` bytes from the current skeleton chunk and no synthesised padding: for a tar
+    /// whose padding after a file is not all zeros.
+    RawGap {
         len: u64,
     },
     /// The whole old file (its length is the file's size; the caller accounts for it with
@@ -73,11 +80,12 @@ const TAG_PATCH: u8 = 3;
 const TAG_SKELETON: u8 = 4;
 const TAG_GAP: u8 = 5;
 const TAG_COPY_FILE: u8 = 6;
+const TAG_RAW_GAP: u8 = 7;
 
 /// Writes and reads ops with the context that makes them small: file numbers are coded as
 /// the difference from the previous one (unchanged files come in order: +1), and a gap's
-/// length as the difference from what a plain tar would have (the previous content's
-/// padding plus one 512-byte header), so a run of unchanged files is a repeating byte
+/// length as the difference from what a plain tar would have (one 512-byte header after
+/// file content; the padding is implied), so a run of unchanged files is a repeating byte
 /// pattern that the outer zstd squeezes to nearly nothing. Writer and reader keep the same
 /// state by seeing the same ops.
 #[derive(Debug)]
@@ -100,7 +108,17 @@ impl Default for OpCodec {
 impl OpCodec {
     fn expected_gap(&self) -> u64 {
         if self.after_content {
-            512 + (512 - self.content % 512) % 512
+            512
+        } else {
+            0
+        }
+    }
+
+    /// Zero bytes a [`Op::Gap`] read now starts with: the padding of the file content
+    /// produced since the last gap (none right after a gap).
+    pub fn padding(&self) -> u64 {
+        if self.after_content {
+            (512 - self.content % 512) % 512
         } else {
             0
         }
@@ -116,7 +134,7 @@ impl OpCodec {
         match op {
             Op::Literal { len } | Op::Copy { len, .. } => self.content(*len),
             Op::Patch { out_len, .. } => self.content(*out_len),
-            Op::Gap { .. } => {
+            Op::Gap { .. } | Op::RawGap { .. } => {
                 self.content = 0;
                 self.after_content = false;
             }
@@ -240,6 +258,10 @@ impl Op {
     fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         match self {
             Op::End => out.write_all(&[TAG_END]),
+            Op::RawGap { len } => {
+                out.write_all(&[TAG_RAW_GAP])?;
+                write_varint(out, *len)
+            }
             Op::Literal { len } => {
                 out.write_all(&[TAG_LITERAL])?;
                 write_varint(out, *len)
@@ -266,6 +288,9 @@ impl Op {
     fn read_tagged(tag: u8, input: &mut impl Read) -> io::Result<Op> {
         match tag {
             TAG_END => Ok(Op::End),
+            TAG_RAW_GAP => Ok(Op::RawGap {
+                len: read_u64(input)?,
+            }),
             TAG_LITERAL => Ok(Op::Literal {
                 len: read_u64(input)?,
             }),
@@ -355,6 +380,7 @@ mod tests {
                 },
             },
             Op::Gap { len: 3 },
+            Op::RawGap { len: 700 },
             Op::Patch {
                 from,
                 method: PatchMethod::Bsdiff,
@@ -401,10 +427,8 @@ mod tests {
                 )
                 .unwrap();
             codec.content(size);
-            let pad = (512 - size % 512) % 512;
-            codec
-                .write(&Op::Gap { len: pad + 512 }, &mut bytes)
-                .unwrap();
+            assert_eq!(codec.padding(), (512 - size % 512) % 512);
+            codec.write(&Op::Gap { len: 512 }, &mut bytes).unwrap();
             runs.push(bytes);
         }
         assert_eq!(runs[1], runs[2]);
