@@ -179,6 +179,81 @@ pub fn read_compact_window(path: &Path, offset: u64, len: u64) -> io::Result<Vec
     Ok(out)
 }
 
+/// Stand-ins for a header checksum in the two usual spellings: `%07o\0` (tar-rs, BSD tar)
+/// and `%06o\0 ` (GNU tar, Python). A header whose size or mode changed then differs from
+/// its old version only in those fields, not also in checksum digits that carry.
+const CHECKSUM_MARKERS: [(&[u8; 8], usize); 2] = [(b"\xffCKSUM7\0", 7), (b"\xffCKSUM6 ", 6)];
+const CHECKSUM_FIELD: std::ops::Range<usize> = 148..156;
+
+/// The checksum field of a tar header, spelled with `digits` octal digits.
+fn checksum_field(block: &[u8], digits: usize) -> [u8; 8] {
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if CHECKSUM_FIELD.contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    let mut field = [0u8; 8];
+    let text = format!("{sum:0digits$o}");
+    let text = &text.as_bytes()[text.len().saturating_sub(digits)..];
+    field[..digits].copy_from_slice(text);
+    if digits == 6 {
+        field[7] = b' ';
+    }
+    field
+}
+
+/// Every 512-byte block of `buf` that starts on a block boundary of the stream (`buf` starts
+/// at `offset`): `f(block)`.
+fn for_each_block(buf: &mut [u8], offset: u64, mut f: impl FnMut(&mut [u8])) {
+    let mut at = ((512 - offset % 512) % 512) as usize;
+    while at + 512 <= buf.len() {
+        f(&mut buf[at..at + 512]);
+        at += 512;
+    }
+}
+
+/// Replace the checksum of every header block with a stand-in for its spelling (see
+/// [`restore_checksums`]). A block whose checksum does not verify is left alone.
+pub fn normalise_checksums(buf: &mut [u8], offset: u64) {
+    for_each_block(buf, offset, |block| {
+        for (marker, digits) in CHECKSUM_MARKERS {
+            if block[CHECKSUM_FIELD] == checksum_field(block, digits) {
+                block[CHECKSUM_FIELD].copy_from_slice(marker);
+                return;
+            }
+        }
+    });
+}
+
+/// Undo [`normalise_checksums`]: every block holding a stand-in gets its checksum back.
+pub fn restore_checksums(buf: &mut [u8], offset: u64) {
+    for_each_block(buf, offset, |block| {
+        for (marker, digits) in CHECKSUM_MARKERS {
+            if &block[CHECKSUM_FIELD] == marker {
+                let field = checksum_field(block, digits);
+                block[CHECKSUM_FIELD].copy_from_slice(&field);
+                return;
+            }
+        }
+    });
+}
+
+/// `chunk` with its header checksums normalised, if restoring gives back exactly `chunk`
+/// (it would not if some other block happened to hold a stand-in).
+pub fn normalised_if_reversible(chunk: &[u8], offset: u64) -> Option<Vec<u8>> {
+    let mut normalised = chunk.to_vec();
+    normalise_checksums(&mut normalised, offset);
+    let mut restored = normalised.clone();
+    restore_checksums(&mut restored, offset);
+    (restored == chunk && normalised != chunk).then_some(normalised)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +310,29 @@ mod tests {
         want.extend_from_slice(&[0; 1024]);
         let first_difference = got.iter().zip(&want).position(|(a, b)| a != b);
         assert_eq!((got.len(), first_difference), (want.len(), None));
+    }
+
+    #[test]
+    fn checksums_normalise_and_restore_in_both_spellings() {
+        let (raw, _) = raw_skeleton(&[
+            ("a", tar::EntryType::Regular, 512),
+            ("b", tar::EntryType::Regular, 0),
+        ]);
+        let mut compact = compact(&raw);
+        // Second header in GNU's spelling: six digits, NUL, space.
+        let second = &mut compact[512..1024];
+        let field = checksum_field(second, 6);
+        second[CHECKSUM_FIELD].copy_from_slice(&field);
+        let normalised = normalised_if_reversible(&compact, 0).unwrap();
+        assert_eq!(&normalised[148..156], b"\xffCKSUM7\0");
+        assert_eq!(&normalised[512 + 148..512 + 156], b"\xffCKSUM6 ");
+        let mut restored = normalised.clone();
+        restore_checksums(&mut restored, 0);
+        assert!(restored == compact);
+        // A stand-in where no header is, is not reversible: left as it is.
+        let mut odd = compact.clone();
+        odd[1024 + 148..1024 + 156].copy_from_slice(b"\xffCKSUM7\0");
+        assert!(normalised_if_reversible(&odd, 0).is_none());
     }
 
     #[test]

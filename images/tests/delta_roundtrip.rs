@@ -380,3 +380,41 @@ fn old_format_delta_is_refused_by_name() {
     assert!(err.to_string().contains("version 1"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn delta_rebuilds_padding_that_is_not_zeros_and_a_tar_without_end_blocks() {
+    let old = many_files(40, 700);
+    let mut new = old.clone();
+    new[3].1.extend_from_slice(b"# changed\n");
+    let mut tar = tar_of(&new);
+    // Junk in the padding after the first file (tar readers ignore it; the rebuild must not).
+    let first_pad = 512 + new[0].1.len();
+    tar[first_pad..first_pad + 5].copy_from_slice(b"junk!");
+    round_trip(&tar_of(&old), &tar);
+    // No end-of-archive blocks: the last gap is only the last file's padding.
+    let end = tar.len() - 1024;
+    assert!(tar[end..].iter().all(|b| *b == 0));
+    round_trip(&tar_of(&old), &tar[..end]);
+}
+
+#[test]
+fn a_mode_change_on_every_header_costs_little() {
+    // Wheels rebuilt with another umask: every header differs in mode and so in checksum.
+    let files = many_files(2000, 600);
+    let tar_with_mode = |mode: u32| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in &files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            b.append_data(&mut h, path, &data[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let report = round_trip(&tar_with_mode(0o644), &tar_with_mode(0o664));
+    assert!(
+        report.skeleton_cost_bytes < 120, // 186 with checksums as they are
+        "2000 mode changes cost {} bytes of skeleton",
+        report.skeleton_cost_bytes
+    );
+}

@@ -14,7 +14,7 @@ use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
-use crate::skeleton::{read_compact_window, skeleton_path};
+use crate::skeleton::{normalise_checksums, read_compact_window, restore_checksums, skeleton_path};
 use crate::store::Store;
 
 /// Largest `delta.json` accepted: it holds a few digests.
@@ -83,6 +83,8 @@ pub struct DeltaReader<R: Read> {
     /// The current decoded skeleton chunk and how much of it was served.
     skeleton: Vec<u8>,
     skeleton_pos: usize,
+    /// Where the current chunk starts in the new compact skeleton.
+    skeleton_offset: u64,
     codec: OpCodec,
 }
 
@@ -151,6 +153,7 @@ impl<R: Read> DeltaReader<R> {
             hasher: Some(DigestHasher::default()),
             skeleton: Vec::new(),
             skeleton_pos: 0,
+            skeleton_offset: 0,
             codec: OpCodec::default(),
         })
     }
@@ -184,6 +187,7 @@ impl<R: Read> DeltaReader<R> {
             Op::Skeleton {
                 base,
                 method,
+                normalised,
                 ref_offset,
                 ref_len,
                 out_len,
@@ -202,12 +206,15 @@ impl<R: Read> DeltaReader<R> {
                     .get(usize::from(base))
                     .ok_or_else(|| invalid(format!("op names base {base}")))?;
                 let old = skeleton_path(&root.dir);
-                let reference = read_compact_window(&old, ref_offset, ref_len).map_err(|e| {
+                let mut reference = read_compact_window(&old, ref_offset, ref_len).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
                     )
                 })?;
+                if normalised {
+                    normalise_checksums(&mut reference, ref_offset);
+                }
                 let mut payload = vec![0u8; payload_len as usize];
                 self.ops.read_exact(&mut payload)?;
                 self.skeleton = match method {
@@ -219,6 +226,10 @@ impl<R: Read> DeltaReader<R> {
                         bsdiff_apply(&reference, &unbzip2(&payload, out_len)?, out_len as usize)?
                     }
                 };
+                if normalised {
+                    restore_checksums(&mut self.skeleton, self.skeleton_offset);
+                }
+                self.skeleton_offset += out_len;
                 self.skeleton_pos = 0;
                 Pending::Nothing
             }

@@ -16,7 +16,9 @@ use super::op::PatchMethod;
 use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::{plan_windows, Window};
 use super::SKELETON_CHUNK;
-use crate::skeleton::{compact_skeleton_len, read_compact_window};
+use crate::skeleton::{
+    compact_skeleton_len, normalise_checksums, normalised_if_reversible, read_compact_window,
+};
 
 /// A gap of the new tar: where it is, and the zero padding it starts with (that of the
 /// file content before it).
@@ -124,11 +126,20 @@ impl GapEncoder {
             .ok_or_else(|| io::Error::other("skeleton ran out of chunks"))?;
         let mut chunk = vec![0u8; (w.new.end - w.new.start) as usize];
         self.new_skeleton.read_exact_at(&mut chunk, w.new.start)?;
-        let reference = read_compact_window(
+        let mut reference = read_compact_window(
             &self.old_skeleton,
             w.reference.start,
             w.reference.end - w.reference.start,
         )?;
+        // Header checksums as stand-ins on both sides, when the device can restore them.
+        let normalised = match normalised_if_reversible(&chunk, w.new.start) {
+            Some(n) => {
+                chunk = n;
+                normalise_checksums(&mut reference, w.reference.start);
+                true
+            }
+            None => false,
+        };
         // Headers often differ by small amounts at fixed offsets (mode, size, checksum):
         // bsdiff's bytewise differences beat zstd's matches there.
         let mut method = PatchMethod::ZstdRef;
@@ -143,6 +154,7 @@ impl GapEncoder {
         out.op(&Op::Skeleton {
             base: self.base,
             method,
+            normalised,
             ref_offset: w.reference.start,
             ref_len: reference.len() as u64,
             out_len: chunk.len() as u64,

@@ -46,9 +46,12 @@ pub enum Op {
     },
     /// Decode the next chunk of the new tar's skeleton: a patch (`payload_len` bytes
     /// following) against `ref_len` bytes of the base's skeleton at `ref_offset`.
+    /// With `normalised`, header checksums in both the reference and the decoded chunk are
+    /// stand-ins ([`crate::skeleton::normalise_checksums`]) that the reader restores.
     Skeleton {
         base: u16,
         method: PatchMethod,
+        normalised: bool,
         ref_offset: u64,
         ref_len: u64,
         out_len: u64,
@@ -244,8 +247,15 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// Flag in a skeleton op's method byte: header checksums are normalised.
+const NORMALISED: u8 = 0x80;
+
 fn read_method(input: &mut impl Read) -> io::Result<PatchMethod> {
-    match read_u8(input)? {
+    method_from(read_u8(input)?)
+}
+
+fn method_from(byte: u8) -> io::Result<PatchMethod> {
+    match byte {
         1 => Ok(PatchMethod::ZstdRef),
         2 => Ok(PatchMethod::Bsdiff),
         3 => Ok(PatchMethod::BsdiffBz2),
@@ -269,12 +279,14 @@ impl Op {
             Op::Skeleton {
                 base,
                 method,
+                normalised,
                 ref_offset,
                 ref_len,
                 out_len,
                 payload_len,
             } => {
-                out.write_all(&[TAG_SKELETON, *method as u8])?;
+                let flag = if *normalised { NORMALISED } else { 0 };
+                out.write_all(&[TAG_SKELETON, *method as u8 | flag])?;
                 write_varint(out, u64::from(*base))?;
                 for v in [ref_offset, ref_len, out_len, payload_len] {
                     write_varint(out, *v)?;
@@ -295,12 +307,14 @@ impl Op {
                 len: read_u64(input)?,
             }),
             TAG_SKELETON => {
-                let method = read_method(input)?;
+                let byte = read_u8(input)?;
+                let method = method_from(byte & !NORMALISED)?;
                 let base = u16::try_from(read_u64(input)?)
                     .map_err(|_| invalid("base number out of range".into()))?;
                 Ok(Op::Skeleton {
                     base,
                     method,
+                    normalised: byte & NORMALISED != 0,
                     ref_offset: read_u64(input)?,
                     ref_len: read_u64(input)?,
                     out_len: read_u64(input)?,
@@ -392,6 +406,7 @@ mod tests {
             Op::Skeleton {
                 base: 0,
                 method: PatchMethod::Bsdiff,
+                normalised: true,
                 ref_offset: 5,
                 ref_len: 6,
                 out_len: u64::MAX,
