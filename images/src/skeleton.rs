@@ -179,6 +179,30 @@ pub fn read_compact_window(path: &Path, offset: u64, len: u64) -> io::Result<Vec
     Ok(out)
 }
 
+/// Length of the run of skeleton at the start of `compact` that a plain tar puts before the
+/// next file's content: headers (with their PAX/GNU records, and end blocks) up to and
+/// including the next header of a regular file with content, else all of `compact`. The
+/// delta's op codec codes a gap's length as the difference from this prediction.
+pub fn headers_before_content(compact: &[u8]) -> u64 {
+    let mut at = 0usize;
+    while let Some(block) = compact.get(at..at + 512) {
+        at += 512;
+        let block: &[u8; 512] = block.try_into().expect("a 512-byte slice");
+        if block.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let Some((kind, size)) = header_kind_and_size(block) else {
+            return compact.len() as u64;
+        };
+        if is_content_kind(kind) && size > 0 {
+            return at as u64;
+        }
+        let data = usize::try_from(size.div_ceil(512) * 512).unwrap_or(usize::MAX);
+        at = at.saturating_add(data);
+    }
+    compact.len() as u64
+}
+
 /// Stand-ins for a header checksum in the two usual spellings: `%07o\0` (tar-rs, BSD tar)
 /// and `%06o\0 ` (GNU tar, Python). A header whose size or mode changed then differs from
 /// its old version only in those fields, not also in checksum digits that carry.
@@ -333,6 +357,23 @@ mod tests {
         let mut odd = compact.clone();
         odd[1024 + 148..1024 + 156].copy_from_slice(b"\xffCKSUM7\0");
         assert!(normalised_if_reversible(&odd, 0).is_none());
+    }
+
+    #[test]
+    fn gap_prediction_runs_to_the_next_header_of_file_content() {
+        use tar::EntryType::{GNULongName, Regular};
+        let (raw, _) = raw_skeleton(&[
+            ("a", Regular, 700),
+            ("long", GNULongName, 300),
+            ("b", Regular, 0),
+            ("c", Regular, 1024),
+        ]);
+        let compact = compact(&raw);
+        assert_eq!(headers_before_content(&compact), 512);
+        // Long-name record (header + data), the empty file's header, then c's header.
+        assert_eq!(headers_before_content(&compact[512..]), 4 * 512);
+        assert_eq!(headers_before_content(&compact[5 * 512..]), 1024); // end blocks
+        assert_eq!(headers_before_content(&[]), 0);
     }
 
     #[test]

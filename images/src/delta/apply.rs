@@ -14,7 +14,10 @@ use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
-use crate::skeleton::{normalise_checksums, read_compact_window, restore_checksums, skeleton_path};
+use crate::skeleton::{
+    headers_before_content, normalise_checksums, read_compact_window, restore_checksums,
+    skeleton_path,
+};
 use crate::store::Store;
 
 /// Largest `delta.json` accepted: it holds a few digests.
@@ -165,6 +168,8 @@ impl<R: Read> DeltaReader<R> {
     fn next_op(&mut self) -> io::Result<()> {
         let window = self.header.window;
         let padding = self.codec.padding();
+        self.codec
+            .predict_gap(headers_before_content(&self.skeleton[self.skeleton_pos..]));
         self.pending = match self.codec.read(&mut self.ops)? {
             Op::End => {
                 self.verify()?;

@@ -193,7 +193,7 @@ fn content_regions(tar: &File) -> io::Result<Vec<Region>> {
 
 pub(super) struct OpWriter {
     pub(super) out: BufWriter<File>,
-    codec: OpCodec,
+    pub(super) codec: OpCodec,
     pub(super) report: EncodeReport,
 }
 

@@ -17,7 +17,8 @@ use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::{plan_windows, Window};
 use super::SKELETON_CHUNK;
 use crate::skeleton::{
-    compact_skeleton_len, normalise_checksums, normalised_if_reversible, read_compact_window,
+    compact_skeleton_len, headers_before_content, normalise_checksums, normalised_if_reversible,
+    read_compact_window,
 };
 
 /// A gap of the new tar: where it is, and the zero padding it starts with (that of the
@@ -40,6 +41,8 @@ pub(super) struct GapEncoder {
     windows: std::vec::IntoIter<Window>,
     cursor: u64,
     chunk_end: u64,
+    /// The current chunk as the device holds it (checksums restored), for gap predictions.
+    chunk: Vec<u8>,
     level: i32,
 }
 
@@ -90,6 +93,7 @@ impl GapEncoder {
             windows,
             cursor: 0,
             chunk_end: 0,
+            chunk: Vec::new(),
             level,
         })
     }
@@ -107,6 +111,9 @@ impl GapEncoder {
                 self.emit_chunk(out)?;
             }
             let n = len.min(self.chunk_end - self.cursor);
+            let in_chunk = self.chunk.len() - (self.chunk_end - self.cursor) as usize;
+            out.codec
+                .predict_gap(headers_before_content(&self.chunk[in_chunk..]));
             out.op(&if first && raw {
                 Op::RawGap { len: n }
             } else {
@@ -134,11 +141,14 @@ impl GapEncoder {
         // Header checksums as stand-ins on both sides, when the device can restore them.
         let normalised = match normalised_if_reversible(&chunk, w.new.start) {
             Some(n) => {
-                chunk = n;
+                self.chunk = std::mem::replace(&mut chunk, n);
                 normalise_checksums(&mut reference, w.reference.start);
                 true
             }
-            None => false,
+            None => {
+                self.chunk.clone_from(&chunk);
+                false
+            }
         };
         // Headers often differ by small amounts at fixed offsets (mode, size, checksum):
         // bsdiff's bytewise differences beat zstd's matches there.

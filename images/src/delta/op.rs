@@ -96,6 +96,8 @@ pub struct OpCodec {
     last_file: u32,
     content: u64,
     after_content: bool,
+    /// The length a gap after file content is expected to have ([`OpCodec::predict_gap`]).
+    predicted_gap: u64,
 }
 
 impl Default for OpCodec {
@@ -104,6 +106,7 @@ impl Default for OpCodec {
             last_file: 0,
             content: 0,
             after_content: true,
+            predicted_gap: 512,
         }
     }
 }
@@ -111,10 +114,17 @@ impl Default for OpCodec {
 impl OpCodec {
     fn expected_gap(&self) -> u64 {
         if self.after_content {
-            512
+            self.predicted_gap
         } else {
             0
         }
+    }
+
+    /// Set the expected length of the next gap after file content: writer and reader both
+    /// take it from the skeleton chunk as they hold it
+    /// ([`crate::skeleton::headers_before_content`]), so a gap of the usual shape codes to 0.
+    pub fn predict_gap(&mut self, len: u64) {
+        self.predicted_gap = len;
     }
 
     /// Zero bytes a [`Op::Gap`] read now starts with: the padding of the file content
