@@ -182,8 +182,11 @@ pub fn read_compact_window(path: &Path, offset: u64, len: u64) -> io::Result<Vec
 /// Length of the run of skeleton at the start of `compact` that a plain tar puts before the
 /// next file's content: headers (with their PAX/GNU records, and end blocks) up to and
 /// including the next header of a regular file with content, else all of `compact`. The
-/// delta's op codec codes a gap's length as the difference from this prediction.
+/// delta's op codec codes a gap's length as the difference from this prediction. It looks
+/// at most [`PREDICTION_BLOCKS`] blocks ahead: a delta's reader runs it per gap op, so a
+/// crafted delta must not make it scan a whole chunk each time.
 pub fn headers_before_content(compact: &[u8]) -> u64 {
+    let compact = &compact[..compact.len().min(PREDICTION_BLOCKS * 512)];
     let mut at = 0usize;
     while let Some(block) = compact.get(at..at + 512) {
         at += 512;
@@ -202,6 +205,10 @@ pub fn headers_before_content(compact: &[u8]) -> u64 {
     }
     compact.len() as u64
 }
+
+/// How far [`headers_before_content`] looks: long-name and PAX records, and short runs of
+/// directories, fit; a longer run of headers is merely coded as a larger difference.
+pub const PREDICTION_BLOCKS: usize = 32;
 
 /// Stand-ins for a header checksum in the two usual spellings: `%07o\0` (tar-rs, BSD tar)
 /// and `%06o\0 ` (GNU tar, Python). A header whose size or mode changed then differs from

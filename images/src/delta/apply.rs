@@ -168,9 +168,11 @@ impl<R: Read> DeltaReader<R> {
     fn next_op(&mut self) -> io::Result<()> {
         let window = self.header.window;
         let padding = self.codec.padding();
-        self.codec
-            .predict_gap(headers_before_content(&self.skeleton[self.skeleton_pos..]));
-        self.pending = match self.codec.read(&mut self.ops)? {
+        let rest = &self.skeleton[self.skeleton_pos..];
+        let op = self
+            .codec
+            .read_predicting(&mut self.ops, || headers_before_content(rest))?;
+        self.pending = match op {
             Op::End => {
                 self.verify()?;
                 Pending::Done

@@ -191,9 +191,23 @@ impl OpCodec {
         Ok(())
     }
 
+    /// Read an op whose gaps were written without [`OpCodec::predict_gap`].
     pub fn read(&mut self, input: &mut impl Read) -> io::Result<Op> {
+        self.read_predicting(input, || 512)
+    }
+
+    /// Read an op; `predict_gap` gives what the writer passed to [`OpCodec::predict_gap`]
+    /// before writing it, and is called only for a gap after file content.
+    pub fn read_predicting(
+        &mut self,
+        input: &mut impl Read,
+        predict_gap: impl FnOnce() -> u64,
+    ) -> io::Result<Op> {
         let op = match read_u8(input)? {
             TAG_GAP => {
+                if self.after_content {
+                    self.predicted_gap = predict_gap();
+                }
                 let len = self.expected_gap() as i64 + unzigzag(read_u64(input)?);
                 Op::Gap {
                     len: u64::try_from(len).map_err(|_| invalid(format!("gap of {len} bytes")))?,
