@@ -84,8 +84,9 @@ else
 fi
 
 # 4. delta apply on a small fixture (cross/testdata/delta: old.tar.gz is the old layer, delta.tar.zst
-# was made from it and a new layer with `coracle image delta create --from old.tar --to new.tar`,
-# new.diff_id is the new layer's sha256): the agent unpacks the old layer as a pull would and
+# was made from it and new.tar.gz with `coracle image delta create --from old.tar --to new.tar`,
+# new.diff_id is the new layer's sha256; its README says how to regenerate the delta when the
+# delta format changes): the agent unpacks the old layer as a pull would and
 # rebuilds the new one; the digests must match.
 if has apply-delta; then
   fixture="$here/testdata/delta"

@@ -261,3 +261,160 @@ fn delta_old_paths_cannot_leave_the_base_layer() {
         );
     }
 }
+
+/// Encode `new` against `old` (both layer tars) at the default budget, apply it, check the
+/// rebuild is byte for byte, and give back the report.
+fn round_trip(old: &[u8], new: &[u8]) -> delta::EncodeReport {
+    let dir = tempfile::tempdir().unwrap();
+    let new_tar = dir.path().join("new.tar");
+    std::fs::write(&new_tar, new).unwrap();
+    let old_dir = dir.path().join("old");
+    let unpacked = unpack_layer(old, &old_dir, None, &UnpackLimits::default()).unwrap();
+    let delta_path = dir.path().join("delta.tar.zst");
+    let base = BaseLayer {
+        diff_id: unpacked.diff_id,
+        dir: &old_dir,
+        index: &unpacked.index,
+    };
+    let report = encode(
+        &new_tar,
+        &[base],
+        dir.path(),
+        std::fs::File::create(&delta_path).unwrap(),
+        &EncodeOptions::default(),
+    )
+    .unwrap();
+    let out = dir.path().join("rebuilt.tar");
+    apply_to_file(
+        std::fs::File::open(&delta_path).unwrap(),
+        vec![delta::BaseDir::scan(old_dir).unwrap()],
+        &out,
+        delta::DEFAULT_BUDGET,
+    )
+    .unwrap();
+    assert!(std::fs::read(&out).unwrap() == new, "rebuild differs");
+    report
+}
+
+/// Distinct text files of about `len` bytes each (sizes vary, so paddings vary).
+fn many_files(count: usize, len: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let line = format!("module {i}: value = {}\n", i * 7919);
+            let body = line.repeat(len / line.len() + 1);
+            (
+                format!("lib/pkg/mod_{i:04}.py"),
+                body.as_bytes()[..len - i % 97].to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let files: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+    layer_tar(&files)
+}
+
+#[test]
+fn size_change_of_an_early_file_leaves_later_headers_cheap() {
+    let old = many_files(3000, 900);
+    let mut new = old.clone();
+    // The first file grows by 100 bytes: its padding changes, and in a padded skeleton every
+    // later header would move by that much.
+    new[0].1.extend_from_slice(&[b'#'; 100]);
+    let report = round_trip(&tar_of(&old), &tar_of(&new));
+    assert!(report.skeleton_bytes > 3000 * 512, "{report:?}");
+    assert!(
+        report.skeleton_cost_bytes < 300,
+        "skeleton of 3000 headers cost {} bytes for one changed size",
+        report.skeleton_cost_bytes
+    );
+    assert!(report.delta_bytes < 1500, "{report:?}");
+}
+
+#[test]
+fn identical_small_files_become_references() {
+    let old: Vec<(String, Vec<u8>)> = (0..500)
+        .map(|i| {
+            (
+                format!("a/f{i}.txt"),
+                format!("small file {i} {}\n", i * 31).into_bytes(),
+            )
+        })
+        .collect();
+    // Same contents under new paths (a renamed directory), plus one new small file.
+    let mut new: Vec<(String, Vec<u8>)> = old
+        .iter()
+        .map(|(p, d)| (p.replacen("a/", "b/", 1), d.clone()))
+        .collect();
+    new.push(("b/new.txt".into(), b"not in the old layer\n".to_vec()));
+    let small: u64 = old.iter().map(|(_, d)| d.len() as u64).sum();
+    assert!(old.iter().all(|(_, d)| d.len() < 128));
+    let report = round_trip(&tar_of(&old), &tar_of(&new));
+    assert_eq!(report.copied_bytes, small, "{report:?}");
+    assert_eq!(
+        report.literal_bytes, 21,
+        "only the new file is literal: {report:?}"
+    );
+}
+
+#[test]
+fn old_format_delta_is_refused_by_name() {
+    // A version 1 delta (padded skeleton) would rebuild a different tar: refuse it up front.
+    let header = format!(
+        r#"{{"version":1,"new_diff_id":"{}","new_size":1024,"bases":[],"window":1048576}}"#,
+        Digest::of(b"x")
+    );
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [("delta.json", header.as_bytes()), ("ops", &[0u8][..])] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    let artifact = zstd::bulk::compress(&tar.into_inner().unwrap(), 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("new.tar");
+    let err = apply_to_file(&artifact[..], vec![], &out, delta::DEFAULT_BUDGET).unwrap_err();
+    assert!(matches!(err, DeltaError::Version { found: 1 }), "{err:?}");
+    assert!(err.to_string().contains("version 1"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn delta_rebuilds_padding_that_is_not_zeros_and_a_tar_without_end_blocks() {
+    let old = many_files(40, 700);
+    let mut new = old.clone();
+    new[3].1.extend_from_slice(b"# changed\n");
+    let mut tar = tar_of(&new);
+    // Junk in the padding after the first file (tar readers ignore it; the rebuild must not).
+    let first_pad = 512 + new[0].1.len();
+    tar[first_pad..first_pad + 5].copy_from_slice(b"junk!");
+    round_trip(&tar_of(&old), &tar);
+    // No end-of-archive blocks: the last gap is only the last file's padding.
+    let end = tar.len() - 1024;
+    assert!(tar[end..].iter().all(|b| *b == 0));
+    round_trip(&tar_of(&old), &tar[..end]);
+}
+
+#[test]
+fn a_mode_change_on_every_header_costs_little() {
+    // Wheels rebuilt with another umask: every header differs in mode and so in checksum.
+    let files = many_files(2000, 600);
+    let tar_with_mode = |mode: u32| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in &files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            b.append_data(&mut h, path, &data[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let report = round_trip(&tar_with_mode(0o644), &tar_with_mode(0o664));
+    assert!(
+        report.skeleton_cost_bytes < 120, // 186 with checksums as they are
+        "2000 mode changes cost {} bytes of skeleton",
+        report.skeleton_cost_bytes
+    );
+}

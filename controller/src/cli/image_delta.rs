@@ -93,11 +93,12 @@ fn return_large_buffers_to_os() {
     }
 }
 
-/// Removes the unpacked old layer when done.
+/// Removes the unpacked old layer and its skeleton when done.
 struct ScratchDir(PathBuf);
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(coracle_images::skeleton::skeleton_path(&self.0));
     }
 }
 
@@ -148,6 +149,10 @@ fn create(from: &Path, to: &Path, output: &Path, level: i32, budget: u64) -> any
         report.copied_bytes,
         report.zstd_patched_bytes,
         report.bsdiff_patched_bytes
+    );
+    println!(
+        "  skeleton    {} bytes of tar headers and padding, ~{} bytes encoded",
+        report.skeleton_bytes, report.skeleton_cost_bytes
     );
     println!("full zstd -{level} {full} bytes");
     if ratio > delta::PAYS_BELOW_RATIO {

@@ -3,9 +3,9 @@
 //! the workers take jobs from, the verdicts that failed this run, and the counters behind
 //! `/metrics`.
 //!
-//! A pair's verdict lives on disk in `deltas/<target hex>-<base hex>` (a delta blob digest,
-//! or `none <delta bytes>` when the delta does not pay), written before the pair leaves the
-//! in-flight map; a reader checks the record under the same lock, so a pair is encoded at
+//! A pair's verdict lives on disk in `deltas/<target hex>-<base hex>.v<delta format>` (a
+//! delta blob digest, or `none <delta bytes>` when the delta does not pay), written before
+//! the pair leaves the in-flight map; a reader checks the record under the same lock, so a pair is encoded at
 //! most once per data dir and never again after a restart.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -129,8 +129,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The pair's record name. The delta format version is part of it, so a delta cached by a
+/// build with another format is not served (it is encoded again).
 pub(super) fn pair_key(target: &Digest, base: &Digest) -> String {
-    format!("{}-{}", target.hex(), base.hex())
+    format!(
+        "{}-{}.v{}",
+        target.hex(),
+        base.hex(),
+        coracle_images::delta::FORMAT_VERSION
+    )
 }
 
 impl DeltaWork {

@@ -14,7 +14,10 @@ use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
-use crate::skeleton::{read_skeleton_window, skeleton_path};
+use crate::skeleton::{
+    headers_before_content, normalise_checksums, read_compact_window, restore_checksums,
+    skeleton_path,
+};
 use crate::store::Store;
 
 /// Largest `delta.json` accepted: it holds a few digests.
@@ -65,8 +68,11 @@ enum Pending {
     Literal(u64),
     Copy(io::Take<File>),
     Buffer(Vec<u8>, usize),
-    /// Bytes still to serve from the current skeleton chunk.
-    Gap(u64),
+    /// Zero padding still to serve, then bytes from the current skeleton chunk.
+    Gap {
+        zeros: u64,
+        left: u64,
+    },
     Done,
 }
 
@@ -80,6 +86,8 @@ pub struct DeltaReader<R: Read> {
     /// The current decoded skeleton chunk and how much of it was served.
     skeleton: Vec<u8>,
     skeleton_pos: usize,
+    /// Where the current chunk starts in the new compact skeleton.
+    skeleton_offset: u64,
     codec: OpCodec,
 }
 
@@ -148,6 +156,7 @@ impl<R: Read> DeltaReader<R> {
             hasher: Some(DigestHasher::default()),
             skeleton: Vec::new(),
             skeleton_pos: 0,
+            skeleton_offset: 0,
             codec: OpCodec::default(),
         })
     }
@@ -158,23 +167,34 @@ impl<R: Read> DeltaReader<R> {
 
     fn next_op(&mut self) -> io::Result<()> {
         let window = self.header.window;
-        self.pending = match self.codec.read(&mut self.ops)? {
+        let padding = self.codec.padding();
+        let rest = &self.skeleton[self.skeleton_pos..];
+        let op = self
+            .codec
+            .read_predicting(&mut self.ops, || headers_before_content(rest))?;
+        self.pending = match op {
             Op::End => {
                 self.verify()?;
                 Pending::Done
             }
             Op::Literal { len } => Pending::Literal(len),
-            Op::Gap { len } => {
+            op @ (Op::Gap { len } | Op::RawGap { len }) => {
                 if len > (self.skeleton.len() - self.skeleton_pos) as u64 {
                     return Err(invalid(format!(
                         "gap of {len} bytes runs past the skeleton chunk"
                     )));
                 }
-                Pending::Gap(len)
+                let zeros = if matches!(op, Op::Gap { .. }) {
+                    padding
+                } else {
+                    0
+                };
+                Pending::Gap { zeros, left: len }
             }
             Op::Skeleton {
                 base,
                 method,
+                normalised,
                 ref_offset,
                 ref_len,
                 out_len,
@@ -193,12 +213,15 @@ impl<R: Read> DeltaReader<R> {
                     .get(usize::from(base))
                     .ok_or_else(|| invalid(format!("op names base {base}")))?;
                 let old = skeleton_path(&root.dir);
-                let reference = read_skeleton_window(&old, ref_offset, ref_len).map_err(|e| {
+                let mut reference = read_compact_window(&old, ref_offset, ref_len).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
                     )
                 })?;
+                if normalised {
+                    normalise_checksums(&mut reference, ref_offset);
+                }
                 let mut payload = vec![0u8; payload_len as usize];
                 self.ops.read_exact(&mut payload)?;
                 self.skeleton = match method {
@@ -210,6 +233,10 @@ impl<R: Read> DeltaReader<R> {
                         bsdiff_apply(&reference, &unbzip2(&payload, out_len)?, out_len as usize)?
                     }
                 };
+                if normalised {
+                    restore_checksums(&mut self.skeleton, self.skeleton_offset);
+                }
+                self.skeleton_offset += out_len;
                 self.skeleton_pos = 0;
                 Pending::Nothing
             }
@@ -300,6 +327,9 @@ impl<R: Read> DeltaReader<R> {
 
 impl<R: Read> Read for DeltaReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
             let n = match &mut self.pending {
                 Pending::Done => return Ok(0),
@@ -332,7 +362,20 @@ impl<R: Read> Read for DeltaReader<R> {
                     }
                     n
                 }
-                Pending::Gap(left) => {
+                Pending::Gap { zeros, left } if *zeros > 0 => {
+                    let n = buf.len().min(usize::try_from(*zeros).unwrap_or(usize::MAX));
+                    buf[..n].fill(0);
+                    *zeros -= n as u64;
+                    if *zeros == 0 && *left == 0 {
+                        self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+                Pending::Gap { left, .. } => {
+                    if *left == 0 {
+                        self.pending = Pending::Nothing;
+                        continue;
+                    }
                     let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
                     buf[..n]
                         .copy_from_slice(&self.skeleton[self.skeleton_pos..self.skeleton_pos + n]);

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tracing::{debug, info};
 
-use super::gaps::GapEncoder;
+use super::gaps::{GapEncoder, GapSpan};
 use super::matcher::{Counterpart, OldFiles};
 use super::op::{Op, OpCodec, PatchMethod};
 use super::patch::{best_bsdiff, zstd_ref_encode};
@@ -36,7 +36,8 @@ pub struct EncodeOptions {
     pub level: i32,
     /// Memory budget the device will apply this delta with.
     pub apply_budget: u64,
-    /// Files smaller than this are always literal.
+    /// Changed files smaller than this are literal, not patched (identical ones are still
+    /// copied by reference).
     pub min_patch_size: u64,
 }
 
@@ -58,6 +59,8 @@ pub struct EncodeReport {
     pub delta_bytes: u64,
     /// Tar headers, padding and end blocks.
     pub skeleton_bytes: u64,
+    /// What the skeleton chunks that encode them cost, each measured compressed on its own.
+    pub skeleton_cost_bytes: u64,
     pub literal_bytes: u64,
     pub copied_bytes: u64,
     pub zstd_patched_bytes: u64,
@@ -99,12 +102,21 @@ pub fn encode(
         report: EncodeReport::default(),
     };
     let mut gaps = Vec::with_capacity(regions.len() + 1);
-    let mut cursor = 0u64;
+    let (mut cursor, mut padding) = (0u64, 0u64);
     for region in &regions {
-        gaps.push((cursor, region.offset - cursor));
+        gaps.push(GapSpan {
+            offset: cursor,
+            len: region.offset - cursor,
+            padding,
+        });
         cursor = region.offset + region.size;
+        padding = (512 - region.size % 512) % 512;
     }
-    gaps.push((cursor, new_size - cursor));
+    gaps.push(GapSpan {
+        offset: cursor,
+        len: new_size - cursor,
+        padding,
+    });
     // Headers and padding: against the old skeleton when a base has one, else literal.
     let mut skeleton = match bases.iter().position(|b| skeleton_path(b.dir).is_file()) {
         Some(i) => Some(
@@ -120,15 +132,19 @@ pub fn encode(
         ),
         None => None,
     };
-    for (i, &(offset, len)) in gaps.iter().enumerate() {
+    for (i, gap) in gaps.iter().enumerate() {
         match skeleton.as_mut() {
-            Some(gap_encoder) => gap_encoder.emit(&mut enc, len).map_err(read_new)?,
+            Some(gap_encoder) => {
+                debug_assert_eq!(enc.codec.padding(), gap.padding);
+                gap_encoder.emit(&mut enc).map_err(read_new)?
+            }
             None => {
-                enc.literal_from(&new, offset, len).map_err(read_new)?;
-                enc.report.literal_bytes -= len; // counted as skeleton below
+                enc.literal_from(&new, gap.offset, gap.len)
+                    .map_err(read_new)?;
+                enc.report.literal_bytes -= gap.len; // counted as skeleton below
             }
         }
-        enc.report.skeleton_bytes += len;
+        enc.report.skeleton_bytes += gap.len;
         if let Some(region) = regions.get(i) {
             encode_region(&mut enc, &new, region, &old, bases, window, options)?;
         }
@@ -177,8 +193,8 @@ fn content_regions(tar: &File) -> io::Result<Vec<Region>> {
 
 pub(super) struct OpWriter {
     pub(super) out: BufWriter<File>,
-    codec: OpCodec,
-    report: EncodeReport,
+    pub(super) codec: OpCodec,
+    pub(super) report: EncodeReport,
 }
 
 impl OpWriter {
@@ -227,11 +243,7 @@ fn encode_region(
         source,
     };
     let write = DeltaError::WriteDelta;
-    if region.size < options.min_patch_size {
-        return enc
-            .literal_from(new, region.offset, region.size)
-            .map_err(read_new);
-    }
+    // Identical content anywhere in a base is a reference of a few bytes, whatever the size.
     let digest = region_digest(new, region).map_err(read_new)?;
     let (from, old_size) = match old.counterpart(&region.path, region.size, &digest) {
         Counterpart::Identical(from) => {
@@ -239,6 +251,11 @@ fn encode_region(
             enc.codec.content(region.size);
             enc.report.copied_bytes += region.size;
             return Ok(());
+        }
+        Counterpart::Similar { .. } if region.size < options.min_patch_size => {
+            return enc
+                .literal_from(new, region.offset, region.size)
+                .map_err(read_new)
         }
         Counterpart::Similar { from, size } => (from, size),
         Counterpart::None => {

@@ -4,8 +4,10 @@
 //! entries: `delta.json` ([`DeltaHeader`]: new diff_id and size, base diff_ids, window size)
 //! and `ops`, a stream of [`op::Op`]s: literal bytes (tar headers, padding, new content),
 //! copies of old files or ranges, and patches of old file windows (zstd `--patch-from` or
-//! bsdiff, whichever is smallest per window). Tar headers and padding come from the new
-//! layer's skeleton, compressed against the old layer's skeleton ([`crate::skeleton`]). Encoding ([`encode`]) may be slow; applying
+//! bsdiff, whichever is smallest per window). Tar headers come from the new layer's
+//! skeleton, compressed against the old layer's skeleton, both in compact form (no padding
+//! after file content, header checksums as stand-ins: [`crate::skeleton`]); the reader
+//! synthesises the padding and restores the checksums. Encoding ([`encode`]) may be slow; applying
 //! ([`DeltaReader`]) streams with memory bounded by the window size, and the result is
 //! accepted only if its sha256 equals the new diff_id.
 
@@ -28,8 +30,10 @@ pub use encode::{encode, full_zstd_size, BaseLayer, EncodeOptions, EncodeReport}
 
 use crate::digest::Digest;
 
-/// Current delta format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current delta format version. 2: skeletons are diffed without file padding (the
+/// `Gap` op implies it; `RawGap` keeps padding that is not zeros) and with normalised header
+/// checksums; a version 1 delta would rebuild a wrong tar, so it is refused by version.
+pub const FORMAT_VERSION: u32 = 2;
 /// Window log of the outer zstd stream: 8 MiB of decoder history.
 pub const OUTER_WINDOW_LOG: u32 = 23;
 /// Output size of one skeleton chunk; its reference is at most twice this.
@@ -103,7 +107,7 @@ pub enum DeltaError {
     },
     #[error("parse delta.json")]
     ParseHeader(#[source] serde_json::Error),
-    #[error("delta format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error("delta format version {found} is not supported (this build reads version {FORMAT_VERSION}; encode the delta again)")]
     Version { found: u32 },
     #[error("delta needs {needed} bytes of memory to apply, the budget is {budget} bytes")]
     Budget { needed: u64, budget: u64 },

@@ -46,16 +46,26 @@ pub enum Op {
     },
     /// Decode the next chunk of the new tar's skeleton: a patch (`payload_len` bytes
     /// following) against `ref_len` bytes of the base's skeleton at `ref_offset`.
+    /// With `normalised`, header checksums in both the reference and the decoded chunk are
+    /// stand-ins ([`crate::skeleton::normalise_checksums`]) that the reader restores.
     Skeleton {
         base: u16,
         method: PatchMethod,
+        normalised: bool,
         ref_offset: u64,
         ref_len: u64,
         out_len: u64,
         payload_len: u64,
     },
-    /// `len` bytes from the current skeleton chunk (tar headers, padding).
+    /// The zero padding that completes the file content just produced (the skeleton is
+    /// stored without it: [`OpCodec::padding`]), then `len` bytes from the current skeleton
+    /// chunk (tar headers, PAX/GNU records, end blocks).
     Gap {
+        len: u64,
+    },
+    /// `len` bytes from the current skeleton chunk and no synthesised padding: for a tar
+    /// whose padding after a file is not all zeros.
+    RawGap {
         len: u64,
     },
     /// The whole old file (its length is the file's size; the caller accounts for it with
@@ -73,11 +83,12 @@ const TAG_PATCH: u8 = 3;
 const TAG_SKELETON: u8 = 4;
 const TAG_GAP: u8 = 5;
 const TAG_COPY_FILE: u8 = 6;
+const TAG_RAW_GAP: u8 = 7;
 
 /// Writes and reads ops with the context that makes them small: file numbers are coded as
 /// the difference from the previous one (unchanged files come in order: +1), and a gap's
-/// length as the difference from what a plain tar would have (the previous content's
-/// padding plus one 512-byte header), so a run of unchanged files is a repeating byte
+/// length as the difference from what a plain tar would have (one 512-byte header after
+/// file content; the padding is implied), so a run of unchanged files is a repeating byte
 /// pattern that the outer zstd squeezes to nearly nothing. Writer and reader keep the same
 /// state by seeing the same ops.
 #[derive(Debug)]
@@ -85,6 +96,8 @@ pub struct OpCodec {
     last_file: u32,
     content: u64,
     after_content: bool,
+    /// The length a gap after file content is expected to have ([`OpCodec::predict_gap`]).
+    predicted_gap: u64,
 }
 
 impl Default for OpCodec {
@@ -93,6 +106,7 @@ impl Default for OpCodec {
             last_file: 0,
             content: 0,
             after_content: true,
+            predicted_gap: 512,
         }
     }
 }
@@ -100,7 +114,24 @@ impl Default for OpCodec {
 impl OpCodec {
     fn expected_gap(&self) -> u64 {
         if self.after_content {
-            512 + (512 - self.content % 512) % 512
+            self.predicted_gap
+        } else {
+            0
+        }
+    }
+
+    /// Set the expected length of the next gap after file content: writer and reader both
+    /// take it from the skeleton chunk as they hold it
+    /// ([`crate::skeleton::headers_before_content`]), so a gap of the usual shape codes to 0.
+    pub fn predict_gap(&mut self, len: u64) {
+        self.predicted_gap = len;
+    }
+
+    /// Zero bytes a [`Op::Gap`] read now starts with: the padding of the file content
+    /// produced since the last gap (none right after a gap).
+    pub fn padding(&self) -> u64 {
+        if self.after_content {
+            (512 - self.content % 512) % 512
         } else {
             0
         }
@@ -116,7 +147,7 @@ impl OpCodec {
         match op {
             Op::Literal { len } | Op::Copy { len, .. } => self.content(*len),
             Op::Patch { out_len, .. } => self.content(*out_len),
-            Op::Gap { .. } => {
+            Op::Gap { .. } | Op::RawGap { .. } => {
                 self.content = 0;
                 self.after_content = false;
             }
@@ -160,9 +191,23 @@ impl OpCodec {
         Ok(())
     }
 
+    /// Read an op whose gaps were written without [`OpCodec::predict_gap`].
     pub fn read(&mut self, input: &mut impl Read) -> io::Result<Op> {
+        self.read_predicting(input, || 512)
+    }
+
+    /// Read an op; `predict_gap` gives what the writer passed to [`OpCodec::predict_gap`]
+    /// before writing it, and is called only for a gap after file content.
+    pub fn read_predicting(
+        &mut self,
+        input: &mut impl Read,
+        predict_gap: impl FnOnce() -> u64,
+    ) -> io::Result<Op> {
         let op = match read_u8(input)? {
             TAG_GAP => {
+                if self.after_content {
+                    self.predicted_gap = predict_gap();
+                }
                 let len = self.expected_gap() as i64 + unzigzag(read_u64(input)?);
                 Op::Gap {
                     len: u64::try_from(len).map_err(|_| invalid(format!("gap of {len} bytes")))?,
@@ -226,8 +271,15 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// Flag in a skeleton op's method byte: header checksums are normalised.
+const NORMALISED: u8 = 0x80;
+
 fn read_method(input: &mut impl Read) -> io::Result<PatchMethod> {
-    match read_u8(input)? {
+    method_from(read_u8(input)?)
+}
+
+fn method_from(byte: u8) -> io::Result<PatchMethod> {
+    match byte {
         1 => Ok(PatchMethod::ZstdRef),
         2 => Ok(PatchMethod::Bsdiff),
         3 => Ok(PatchMethod::BsdiffBz2),
@@ -240,6 +292,10 @@ impl Op {
     fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         match self {
             Op::End => out.write_all(&[TAG_END]),
+            Op::RawGap { len } => {
+                out.write_all(&[TAG_RAW_GAP])?;
+                write_varint(out, *len)
+            }
             Op::Literal { len } => {
                 out.write_all(&[TAG_LITERAL])?;
                 write_varint(out, *len)
@@ -247,12 +303,14 @@ impl Op {
             Op::Skeleton {
                 base,
                 method,
+                normalised,
                 ref_offset,
                 ref_len,
                 out_len,
                 payload_len,
             } => {
-                out.write_all(&[TAG_SKELETON, *method as u8])?;
+                let flag = if *normalised { NORMALISED } else { 0 };
+                out.write_all(&[TAG_SKELETON, *method as u8 | flag])?;
                 write_varint(out, u64::from(*base))?;
                 for v in [ref_offset, ref_len, out_len, payload_len] {
                     write_varint(out, *v)?;
@@ -266,16 +324,21 @@ impl Op {
     fn read_tagged(tag: u8, input: &mut impl Read) -> io::Result<Op> {
         match tag {
             TAG_END => Ok(Op::End),
+            TAG_RAW_GAP => Ok(Op::RawGap {
+                len: read_u64(input)?,
+            }),
             TAG_LITERAL => Ok(Op::Literal {
                 len: read_u64(input)?,
             }),
             TAG_SKELETON => {
-                let method = read_method(input)?;
+                let byte = read_u8(input)?;
+                let method = method_from(byte & !NORMALISED)?;
                 let base = u16::try_from(read_u64(input)?)
                     .map_err(|_| invalid("base number out of range".into()))?;
                 Ok(Op::Skeleton {
                     base,
                     method,
+                    normalised: byte & NORMALISED != 0,
                     ref_offset: read_u64(input)?,
                     ref_len: read_u64(input)?,
                     out_len: read_u64(input)?,
@@ -355,6 +418,7 @@ mod tests {
                 },
             },
             Op::Gap { len: 3 },
+            Op::RawGap { len: 700 },
             Op::Patch {
                 from,
                 method: PatchMethod::Bsdiff,
@@ -366,6 +430,7 @@ mod tests {
             Op::Skeleton {
                 base: 0,
                 method: PatchMethod::Bsdiff,
+                normalised: true,
                 ref_offset: 5,
                 ref_len: 6,
                 out_len: u64::MAX,
@@ -401,10 +466,8 @@ mod tests {
                 )
                 .unwrap();
             codec.content(size);
-            let pad = (512 - size % 512) % 512;
-            codec
-                .write(&Op::Gap { len: pad + 512 }, &mut bytes)
-                .unwrap();
+            assert_eq!(codec.padding(), (512 - size % 512) % 512);
+            codec.write(&Op::Gap { len: 512 }, &mut bytes).unwrap();
             runs.push(bytes);
         }
         assert_eq!(runs[1], runs[2]);
