@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use coracle_agent::cli::{self, RunArgs};
 use coracle_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use coracle_agent::control::client;
-use coracle_agent::runtime::shim;
+use coracle_agent::runtime::{exec, shim};
 
 /// Coracle device agent.
 #[derive(Debug, Parser)]
@@ -46,9 +46,14 @@ enum Cmd {
 
 fn main() -> ExitCode {
     // The shim is this binary re-executed; it must stay small, so it skips clap and tracing.
-    let args: Vec<_> = std::env::args_os().take(3).collect();
+    let args: Vec<_> = std::env::args_os().take(4).collect();
     if args.len() == 3 && args[1] == shim::SHIM_COMMAND {
         return ExitCode::from(shim::main(Path::new(&args[2])) as u8);
+    }
+    // Likewise the exec helper (health checks run it every interval).
+    if args.len() == 4 && args[1] == exec::EXEC_COMMAND {
+        let spec = args[3].to_string_lossy();
+        return ExitCode::from(exec::main(Path::new(&args[2]), &spec) as u8);
     }
     let cli = Cli::parse();
     // EnvFilter only when asked for: parsing directives costs start time and memory that

@@ -25,8 +25,10 @@ use crate::reconcile::{self, Observed};
 use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
 pub use engine::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
+    LogTail,
 };
+pub use probes::run_check;
 use tracker::Tracker;
 
 /// Timing knobs (tests shorten them).
