@@ -38,6 +38,20 @@ impl Drop for CgroupParent {
     }
 }
 
+/// Stops and deletes the services, also when the test failed (before the cgroup parent,
+/// declared earlier, goes).
+struct Services(std::sync::Arc<dyn ContainerEngine>, Vec<&'static str>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let name = name.parse().unwrap();
+            let _ = self.0.stop(&name, Duration::from_secs(1));
+            let _ = self.0.delete(&name);
+        }
+    }
+}
+
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ok() {
@@ -230,6 +244,7 @@ async fn exec_health_checks_make_services_healthy_and_unhealthy() {
     let engine: std::sync::Arc<dyn ContainerEngine> = std::sync::Arc::new(engine);
     let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
     engine.pull(&image).unwrap();
+    let _services = Services(engine.clone(), vec!["good", "bad", "slow"]);
     let service = |name: &str, check: HealthCheck| {
         let mut spec = ServiceSpec::new(name.parse().unwrap(), image.clone());
         spec.command = vec![
