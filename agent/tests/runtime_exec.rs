@@ -285,3 +285,52 @@ fn exec_into_a_container_that_does_not_run_is_a_clear_error() {
     h.runtime.delete(&id).unwrap();
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn exec_enters_the_containers_user_namespace_also_with_the_host_network() {
+    use coracle_agent::runtime::spec::{IdMapping, Network};
+    let h = Harness::new();
+    for (name, network) in [
+        ("userns-none", Network::None),
+        ("userns-host", Network::Host),
+    ] {
+        let id = running(&h, name, |s| {
+            s.user_namespace = Some(IdMapping::root_at(300_000, 65_536));
+            s.network = network.clone();
+        });
+        let out = exec(
+            &h,
+            &id,
+            "id -u; cat /proc/self/uid_map; touch /made-by-exec; \
+             if [ \"$(readlink /proc/self/ns/net)\" = \"$(readlink /proc/1/ns/net)\" ]; then echo same-net; fi; \
+             ls /sys/class/net | wc -l",
+        );
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        let words: Vec<&str> = out.output.split_whitespace().collect();
+        assert_eq!(
+            &words[..5],
+            ["0", "0", "300000", "65536", "same-net"],
+            "{out:?}"
+        );
+        let interfaces: u32 = words[5].parse().unwrap();
+        match network {
+            Network::None => assert_eq!(interfaces, 1, "only lo: {out:?}"),
+            _ => assert!(interfaces >= 1, "{out:?}"),
+        }
+        // What the exec wrote (in this container's upper dir; the file is removed again
+        // so the next round finds only its own) belongs on the host to the mapped root.
+        let made: Vec<_> = fs::read_dir(h.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("made-by-exec"))
+            .filter(|p| p.exists())
+            .collect();
+        assert_eq!(made.len(), 1, "{made:?}");
+        let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(&made[0]).unwrap());
+        assert_eq!(owner, 300_000, "{name}");
+        fs::remove_file(&made[0]).unwrap();
+        h.kill_and_delete(&id);
+    }
+    h.assert_clean();
+}
