@@ -334,3 +334,27 @@ fn exec_enters_the_containers_user_namespace_also_with_the_host_network() {
     }
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_container_stopped_during_an_exec_ends_it_and_leaves_nothing() {
+    let h = Harness::new();
+    let id = running(&h, "stopping", |_| {});
+    let runtime = h.runtime.clone();
+    let exec_id = id.clone();
+    let started = Instant::now();
+    let slow = std::thread::spawn(move || {
+        let spec = ExecSpec::new(vec!["sleep".into(), "100".into()], Duration::from_secs(30));
+        runtime.exec(&exec_id, &spec)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // The pid namespace goes with its init, and the exec'd process with it.
+    h.runtime
+        .stop(&id, Duration::from_secs(2))
+        .expect("container stops");
+    let out = slow.join().unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "{out:?}");
+    assert_eq!((out.exit_code, out.timed_out), (137, false), "{out:?}");
+    h.runtime.delete(&id).unwrap();
+    h.assert_clean();
+}
