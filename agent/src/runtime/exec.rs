@@ -389,7 +389,9 @@ fn helper(dir: &Path, spec: &ExecSpec, report: &File) -> Result<(i32, bool), Exe
         Some(tasks) => super::cgroups::join_self(&tasks)?,
         None => cgroup.join(std::process::id() as i32)?,
     }
-    // 4. Namespaces, then the container's root.
+    // 4. Namespaces, then the container's root. Compared with ours while `/proc/self` is
+    //    still this process (in the container's /proc it is not).
+    let enter_user = input.spec.user_namespace.is_some() && !same_namespace(&userns, "user");
     for (kind, flag, ns) in &namespaces {
         if !same_namespace(ns, kind) {
             nix::sched::setns(ns, *flag).map_err(|source| ExecError::Setns { kind, source })?;
@@ -398,7 +400,7 @@ fn helper(dir: &Path, spec: &ExecSpec, report: &File) -> Result<(i32, bool), Exe
     nix::unistd::fchdir(root.as_raw_fd()).map_err(ExecError::Chroot)?;
     nix::unistd::chroot(".").map_err(ExecError::Chroot)?;
     drop(root);
-    if input.spec.user_namespace.is_some() && !same_namespace(&userns, "user") {
+    if enter_user {
         nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(|source| {
             ExecError::Setns {
                 kind: "user",
