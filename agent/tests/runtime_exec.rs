@@ -358,3 +358,46 @@ fn a_container_stopped_during_an_exec_ends_it_and_leaves_nothing() {
     h.runtime.delete(&id).unwrap();
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn exec_joins_a_cgroup_v2_container_cgroup() {
+    let h = Harness::with_cgroup_root("/sys/fs/cgroup/unified");
+    let id = running(&h, "v2-exec", |_| {});
+    let state = h.runtime.state(&id).unwrap();
+    assert_eq!(state.cgroup_paths.len(), 1, "{state:?}");
+    let runtime = h.runtime.clone();
+    let exec_id = id.clone();
+    let slow = std::thread::spawn(move || {
+        let spec = ExecSpec::new(
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "sleep 997; echo never".into(),
+            ],
+            Duration::from_secs(1),
+        );
+        runtime.exec(&exec_id, &spec).unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut seen = false;
+    while Instant::now() < deadline && !seen {
+        seen = pids_running(&state.cgroup_paths[0], "sleep 997 ").len() == 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        seen,
+        "the exec'd process is not in {:?}",
+        state.cgroup_paths[0]
+    );
+    let out = slow.join().unwrap();
+    assert!(out.timed_out && out.output.is_empty(), "{out:?}");
+    let same = exec(
+        &h,
+        &id,
+        "[ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo same",
+    );
+    assert_eq!(same.output, "same\n", "{same:?}");
+    h.kill_and_delete(&id);
+    h.assert_clean();
+}
