@@ -14,7 +14,9 @@ bin=$CARGO_TARGET_DIR/release
 log=$(mktemp)
 ./demo >"$log" 2>&1 &
 demo=$!
-stop() { kill -INT "$demo" 2>/dev/null || true; wait "$demo" 2>/dev/null || true; rm -f "$log"; }
+# TERM, not INT: a background job of a non-interactive shell starts with SIGINT ignored, so
+# the demo would never stop (its EXIT trap stops the agent, controller and containers).
+stop() { kill -TERM "$demo" 2>/dev/null || true; wait "$demo" 2>/dev/null || true; rm -f "$log"; }
 trap stop EXIT
 for _ in $(seq 600); do grep -q "demo: running" "$log" && break; sleep 0.5; done
 grep -q "demo: running" "$log" || { cat "$log"; echo "bench: the demo did not come up" >&2; exit 1; }
