@@ -2,14 +2,17 @@
 //! images, runs containers itself and reports health.
 //!
 //! Runtime design note ([`runtime`]): a synchronous `Runtime` trait (create, start, state,
-//! kill, delete, list) with one Linux implementation, `LinuxRuntime`. Each container gets a
+//! kill, delete, list, exec) with one Linux implementation, `LinuxRuntime`. Each container gets a
 //! tiny shim process (this binary re-executed as `__shim`, single threaded, no tokio) that
 //! sets the container up — cgroup (v1 or v2, limits from a pure function), namespaces,
 //! overlayfs or bind rootfs, pivot_root, minimal /dev, masked /proc, read-only /sys,
 //! capabilities, no_new_privs, seccomp, rlimits, user — and then supervises it: it records
 //! the exit code and OOM kills atomically in `<state dir>/<id>/state.json` and writes the
 //! output to size-capped rotating logs. The agent holds no container state in memory, so a
-//! restarted agent adopts running containers by reading the state dir. Optional user
+//! restarted agent adopts running containers by reading the state dir. `exec` re-executes
+//! the binary as `__exec`, which enters a running container's cgroups, namespaces and root
+//! and runs a command with the container's user, capabilities and seccomp filter (health
+//! checks, `coracle-agent exec`). Optional user
 //! namespace (container root = an unprivileged host id; idmapped lower dirs). On cgroup v2
 //! the device allow-list is an eBPF program built in `runtime::cgroups::device_bpf`.
 //! `unsafe` lives in the runtime's syscall wrappers only: `process`, `mount_api`,
@@ -27,7 +30,7 @@
 //!   `ContainerEngine` (synchronous, through `spawn_blocking`): reconcile ticks, health
 //!   checks, reports on change, health samples, commands.
 //! - `health`: device vitals from `/proc`, `/sys/class/thermal`, `statvfs`; health-check
-//!   rules and TCP/HTTP probes.
+//!   rules and TCP/HTTP probes (exec probes run through the engine).
 //! - `control`: the local Unix socket behind `coracle-agent status|ps|logs`.
 //! - `engine`: `LinuxEngine`, the production `ContainerEngine` (store + pulls + runtime).
 //! - `pull`: the OCI registry client and the delta-first image pull into the store.

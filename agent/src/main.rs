@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use coracle_agent::cli::{self, RunArgs};
 use coracle_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use coracle_agent::control::client;
-use coracle_agent::runtime::shim;
+use coracle_agent::runtime::{exec, shim};
 
 /// Coracle device agent.
 #[derive(Debug, Parser)]
@@ -38,6 +38,17 @@ enum Cmd {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Run a command in a service's running container, like `docker exec` without stdin or
+    /// tty: prints the last 4 KiB of its output when it ends and exits with its code.
+    Exec {
+        service: coracle_proto::ServiceName,
+        /// Kill the command (not the container) after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u32,
+        /// The command and its arguments, after `--`.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
     /// Run an OCI bundle in the foreground, like `crun run --bundle DIR ID`.
     Run(RunArgs),
     /// Rebuild a layer tar from a delta and the old layer unpacked (digest checked).
@@ -46,9 +57,14 @@ enum Cmd {
 
 fn main() -> ExitCode {
     // The shim is this binary re-executed; it must stay small, so it skips clap and tracing.
-    let args: Vec<_> = std::env::args_os().take(3).collect();
+    let args: Vec<_> = std::env::args_os().take(4).collect();
     if args.len() == 3 && args[1] == shim::SHIM_COMMAND {
         return ExitCode::from(shim::main(Path::new(&args[2])) as u8);
+    }
+    // Likewise the exec helper (health checks run it every interval).
+    if args.len() == 4 && args[1] == exec::EXEC_COMMAND {
+        let spec = args[3].to_string_lossy();
+        return ExitCode::from(exec::main(Path::new(&args[2]), &spec) as u8);
     }
     let cli = Cli::parse();
     // EnvFilter only when asked for: parsing directives costs start time and memory that
@@ -76,7 +92,7 @@ fn main() -> ExitCode {
         };
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("coracle-agent: {err:#}");
             ExitCode::FAILURE
@@ -84,12 +100,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// The command's exit code on success.
+fn run(cli: Cli) -> anyhow::Result<u8> {
     // Needs no config: it works on files only.
     if let Some(Cmd::ApplyDelta(args)) = &cli.command {
         let diff_id = coracle_agent::delta_cli::apply_delta(args)?;
         println!("rebuilt {} ({diff_id})", args.output.display());
-        return Ok(());
+        return Ok(0);
     }
     let config = if cli.config.exists() || cli.config.as_path() != Path::new(DEFAULT_CONFIG_PATH) {
         AgentConfig::load(&cli.config)?
@@ -116,9 +133,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lines.iter().for_each(|l| println!("{l}"));
             true
         })?,
+        Some(Cmd::Exec {
+            service,
+            timeout,
+            command,
+        }) => {
+            let timeout_ms = timeout.saturating_mul(1000);
+            let reply = client::exec(socket, service, command, timeout_ms)?;
+            print!("{}", reply.output);
+            if reply.timed_out {
+                eprintln!("coracle-agent: killed after the {timeout} s timeout");
+            }
+            return Ok(reply.exit_code.clamp(0, 255) as u8);
+        }
         Some(Cmd::Run(_) | Cmd::ApplyDelta(_)) => unreachable_run(),
     }
-    Ok(())
+    Ok(0)
 }
 
 /// `run` returned earlier in `main`; kept out of line so the match stays exhaustive.

@@ -60,6 +60,36 @@ async fn daemon_runs_from_files_deploys_and_stops() {
     .await
     .unwrap();
     assert_eq!(engine.inner.lock().unwrap().containers.len(), 1);
+
+    // `coracle-agent exec NAME -- CMD...` through the control socket: the command's exit
+    // code becomes the CLI's (the fake engine passes `true` and fails anything else).
+    let service = state.services[0].name.to_string();
+    let agent_toml = dir.path().join("agent.toml");
+    let cli = move |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coracle-agent"))
+            .arg("--config")
+            .arg(&agent_toml)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (passed, failed, missing) = tokio::task::spawn_blocking(move || {
+        (
+            cli(&["exec", &service, "--", "true"]),
+            cli(&["exec", &service, "--", "false", "x"]),
+            cli(&["exec", "nosuch", "--", "true"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(passed.0, Some(0), "{}", passed.1);
+    assert_eq!(failed.0, Some(1), "{}", failed.1);
+    assert_eq!(missing.0, Some(1));
+    assert!(missing.1.contains("nosuch"), "{}", missing.1);
     let persisted = coracle_agent::state::StateStore::new(&config.state_dir())
         .peek()
         .unwrap()

@@ -170,13 +170,39 @@ async fn agent_deploys_updates_and_rolls_back_a_broken_update_by_itself() {
     assert_eq!(state.layers.len(), 1, "{state:?}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port1)).is_ok());
 
-    // 2. Update: the new spec replaces the container and passes its health gate.
-    deploy(&controller, &key, 2, web(&image, port2)).await;
+    // 2. Update: the new spec replaces the container and passes its health gate, checked
+    //    this time by a command in the container (compose `test: ["CMD-SHELL", ...]`).
+    let mut exec_checked = web(&image, port2);
+    exec_checked.health.as_mut().unwrap().probe = HealthProbe::Exec(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "read -r cmd < /proc/1/cmdline; test -n \"$cmd\"".into(),
+    ]);
+    deploy(&controller, &key, 2, exec_checked).await;
     reported_until(&mut controller, "generation 2 healthy", |s| {
         healthy_on(s, 2)
     })
     .await;
     assert!(std::net::TcpStream::connect(("127.0.0.1", port2)).is_ok());
+    // `coracle-agent exec` runs in the same container: its pid 1 is the web server.
+    let out = Command::new(env!("CARGO_BIN_EXE_coracle-agent"))
+        .arg("--config")
+        .arg(dir.path().join("agent.toml"))
+        .args([
+            "exec",
+            "web",
+            "--",
+            "/bin/sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline; exit 4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("/bin/busybox httpd -f -p 127.0.0.1:{port2} ")
+    );
 
     // 3. A broken update (the server never listens) fails the gate: the agent rolls back.
     let mut broken = web(&image, port2);

@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coracle_agent::engine::{EngineConfig, LinuxEngine};
+use coracle_agent::health::CheckState;
 use coracle_agent::pull::RegistryEndpoint;
 use coracle_agent::reconcile::fingerprint;
 use coracle_agent::runtime::cgroups::CgroupConfig;
 use coracle_agent::runtime::RuntimeConfig;
-use coracle_agent::supervisor::{ContainerEngine, EngineStatus};
+use coracle_agent::supervisor::{run_check, ContainerEngine, EngineStatus};
 use coracle_images::store::StoreConfig;
-use coracle_proto::{ImageRef, ServiceSpec};
+use coracle_proto::{Health, HealthCheck, HealthProbe, ImageRef, ServiceSpec};
 use coracle_tests::fixtures;
 use coracle_tests::registry::TestRegistry;
 
@@ -37,6 +38,20 @@ impl Drop for CgroupParent {
     }
 }
 
+/// Stops and deletes the services, also when the test failed (before the cgroup parent,
+/// declared earlier, goes).
+struct Services(std::sync::Arc<dyn ContainerEngine>, Vec<&'static str>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let name = name.parse().unwrap();
+            let _ = self.0.stop(&name, Duration::from_secs(1));
+            let _ = self.0.delete(&name);
+        }
+    }
+}
+
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !ok() {
@@ -45,26 +60,26 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-#[ignore = "needs root"]
-fn engine_pulls_runs_stops_and_cleans_up_a_service() {
-    let registry = TestRegistry::start().unwrap();
+/// An engine on `dir` with busybox pushed to `registry`; returns it and the image digest.
+fn busybox_engine(
+    registry: &TestRegistry,
+    dir: &std::path::Path,
+    parent: &CgroupParent,
+) -> (LinuxEngine, String) {
     let source = format!(
         "oci-archive:{}",
         fixtures::path("busybox-oci.tar").display()
     );
     let digest = registry.push(&source, "busybox:1").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let parent = CgroupParent(format!("coracle-test-engine-{}", std::process::id()));
     let engine = LinuxEngine::open(EngineConfig {
-        data_dir: dir.path().join("data"),
+        data_dir: dir.join("data"),
         registry: RegistryEndpoint {
             base_url: registry.base_url(),
             ca_pem: None,
             token: None,
         },
         runtime: RuntimeConfig {
-            state_dir: dir.path().join("run"),
+            state_dir: dir.join("run"),
             cgroup: CgroupConfig {
                 root: "/sys/fs/cgroup".into(),
                 parent: parent.0.clone(),
@@ -80,7 +95,16 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
         log_keep: 2,
     })
     .unwrap();
+    (engine, digest)
+}
 
+#[test]
+#[ignore = "needs root"]
+fn engine_pulls_runs_stops_and_cleans_up_a_service() {
+    let registry = TestRegistry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let parent = CgroupParent(format!("coracle-test-engine-{}", std::process::id()));
+    let (engine, digest) = busybox_engine(&registry, dir.path(), &parent);
     let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
     engine.pull(&image).unwrap();
     assert!(engine.images().unwrap().contains(&image.digest));
@@ -161,4 +185,131 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     engine.remove_images(&[image.digest]).unwrap();
     assert!(engine.images().unwrap().is_empty());
     assert!(engine.layers().unwrap().is_empty());
+}
+
+/// A running container's exec check, probed the way the supervisor does (`run_check`, then
+/// Docker's rules in `CheckState`) until its health is `want` or 15 s pass.
+async fn probe_until(
+    engine: &std::sync::Arc<dyn ContainerEngine>,
+    spec: &ServiceSpec,
+    state: &mut CheckState,
+    want: Health,
+) -> String {
+    let check = spec.health.clone().unwrap();
+    let started = Instant::now();
+    let mut last = String::new();
+    while state.health != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{} not {want:?} but {:?}; last check: {last}",
+            spec.name,
+            state.health
+        );
+        let now = started.elapsed().as_millis() as u64;
+        state.probing(now);
+        let timeout = Duration::from_millis(u64::from(check.timeout_ms));
+        let (ok, detail) = run_check(
+            engine.clone(),
+            spec.name.clone(),
+            check.probe.clone(),
+            timeout,
+        )
+        .await;
+        last = detail;
+        state.record(&check, ok, started.elapsed().as_millis() as u64);
+        tokio::time::sleep(Duration::from_millis(u64::from(check.interval_ms))).await;
+    }
+    last
+}
+
+/// What compose's `test: ["CMD-SHELL", script]` becomes (see the controller's compose
+/// mapping): `/bin/sh -c script`, run in the container.
+fn cmd_shell(script: &str, timeout_ms: u32) -> HealthCheck {
+    HealthCheck {
+        probe: HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+        interval_ms: 100,
+        timeout_ms,
+        retries: 2,
+        start_period_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root"]
+async fn exec_health_checks_make_services_healthy_and_unhealthy() {
+    let registry = TestRegistry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let parent = CgroupParent(format!("coracle-test-engine-health-{}", std::process::id()));
+    let (engine, digest) = busybox_engine(&registry, dir.path(), &parent);
+    let engine: std::sync::Arc<dyn ContainerEngine> = std::sync::Arc::new(engine);
+    let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
+    engine.pull(&image).unwrap();
+    let _services = Services(engine.clone(), vec!["good", "bad", "slow"]);
+    let service = |name: &str, check: HealthCheck| {
+        let mut spec = ServiceSpec::new(name.parse().unwrap(), image.clone());
+        spec.command = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo up > /ready; exec sleep 60".into(),
+        ];
+        spec.health = Some(check);
+        engine.create(&spec, fingerprint(&spec)).unwrap();
+        engine.start(&spec.name).unwrap();
+        spec
+    };
+    // Healthy while the file the container wrote is there; unhealthy once it is gone (the
+    // image has only the applets sh, true, sleep and echo: shell builtins otherwise).
+    let good = service("good", cmd_shell("read v < /ready && echo $v", 2_000));
+    // Fails from the start: a non-zero exit.
+    let bad = service("bad", cmd_shell("echo no such thing >&2; exit 3", 2_000));
+    // Exceeds its timeout: killed, the container keeps running.
+    let slow = service("slow", cmd_shell("sleep 30", 300));
+
+    let mut good_state = CheckState::new(0);
+    let said = probe_until(&engine, &good, &mut good_state, Health::Healthy).await;
+    assert_eq!(said, "exit 0: up");
+    let gone = engine
+        .exec(
+            &good.name,
+            &["/bin/busybox".into(), "rm".into(), "/ready".into()],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(gone.exit_code, 0, "{gone:?}");
+    let said = probe_until(&engine, &good, &mut good_state, Health::Unhealthy).await;
+    assert_eq!(said, "exit 1: /bin/sh: can't open /ready: no such file");
+
+    let said = probe_until(&engine, &bad, &mut CheckState::new(0), Health::Unhealthy).await;
+    assert_eq!(said, "exit 3: no such thing");
+
+    let started = Instant::now();
+    let said = probe_until(&engine, &slow, &mut CheckState::new(0), Health::Unhealthy).await;
+    assert!(said.starts_with("timed out"), "{said}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    for spec in [&good, &bad, &slow] {
+        let listed = engine.list().unwrap();
+        let c = listed.iter().find(|c| c.service == spec.name).unwrap();
+        assert_eq!(c.status, EngineStatus::Running, "{}", spec.name);
+        engine.stop(&spec.name, Duration::from_secs(2)).unwrap();
+        engine.delete(&spec.name).unwrap();
+    }
+    // The stopped service's exec is a clear error, not a hang.
+    let err = engine
+        .exec(&good.name, &["true".into()], Duration::from_secs(1))
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    assert!(engine.list().unwrap().is_empty());
+    for c in CONTROLLERS {
+        let p = PathBuf::from("/sys/fs/cgroup").join(c).join(&parent.0);
+        let children = std::fs::read_dir(&p)
+            .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0);
+        assert_eq!(children, 0, "cgroups left under {}", p.display());
+    }
+    engine.remove_images(&[image.digest]).unwrap();
 }

@@ -1,4 +1,4 @@
-//! The CLI side: `coracle-agent status`, `ps`, `logs NAME [-f]`.
+//! The CLI side: `coracle-agent status`, `ps`, `logs NAME [-f]`, `exec NAME -- CMD...`.
 
 use std::fmt::Write as _;
 use std::os::unix::net::UnixStream;
@@ -88,6 +88,47 @@ pub fn logs(
         }
     }
     Ok(())
+}
+
+/// How an exec through the agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecReply {
+    pub exit_code: i32,
+    /// The last 4 KiB of stdout and stderr.
+    pub output: String,
+    pub timed_out: bool,
+}
+
+/// Runs `argv` in the service's container through the running agent.
+pub fn exec(
+    path: &Path,
+    service: ServiceName,
+    argv: Vec<String>,
+    timeout_ms: u32,
+) -> Result<ExecReply, ClientError> {
+    let mut io = connect(
+        path,
+        &LocalRequest::Exec {
+            service,
+            argv,
+            timeout_ms,
+        },
+    )?;
+    match read_reply(path, &mut io)? {
+        Some(LocalReply::Exec {
+            exit_code,
+            output,
+            timed_out,
+        }) => Ok(ExecReply {
+            exit_code,
+            output,
+            timed_out,
+        }),
+        other => Err(ClientError::Exchange {
+            path: path.to_path_buf(),
+            detail: format!("unexpected reply {other:?}"),
+        }),
+    }
 }
 
 /// `status` as text.

@@ -1,4 +1,4 @@
-//! Local control socket: `coracle-agent status|ps|logs` talk to the running agent over a
+//! Local control socket: `coracle-agent status|ps|logs|exec` talk to the running agent over a
 //! Unix socket, one request and its reply(s) per connection, as proto frames (a 4-byte
 //! length, then a versioned postcard body). The server forwards each request to the supervisor, which owns
 //! the state; the socket itself is root-only (mode 0600).
@@ -20,14 +20,32 @@ pub enum LocalRequest {
         lines: u32,
         follow: bool,
     },
+    /// Run `argv` inside the service's running container (no stdin, no tty), killed after
+    /// `timeout_ms`; the answer comes when it has ended.
+    Exec {
+        service: ServiceName,
+        argv: Vec<String>,
+        timeout_ms: u32,
+    },
 }
 
 /// The agent's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LocalReply {
     Status(Box<AgentStatus>),
-    Logs { lines: Vec<String> },
-    Failed { reason: String },
+    Logs {
+        lines: Vec<String>,
+    },
+    /// How an `Exec` ended: exit code (128 + signal when killed), the last 4 KiB of its
+    /// stdout and stderr, and whether the timeout killed it.
+    Exec {
+        exit_code: i32,
+        output: String,
+        timed_out: bool,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 /// What `status` and `ps` show.

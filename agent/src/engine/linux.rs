@@ -20,7 +20,9 @@ use super::container_spec::{container_spec, ContainerLayout};
 use crate::pull::{host_platform, Puller, RegistryClient, RegistryEndpoint};
 use crate::reconcile::Fingerprint;
 use crate::runtime::cgroups::Condition as CgroupCondition;
-use crate::runtime::{ContainerId, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status};
+use crate::runtime::{
+    ContainerId, ExecOutcome, ExecSpec, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status,
+};
 use crate::supervisor::{
     ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
 };
@@ -369,14 +371,13 @@ impl ContainerEngine for LinuxEngine {
     fn exec(
         &self,
         service: &ServiceName,
-        _argv: &[String],
-        _timeout: Duration,
-    ) -> Result<i32, EngineError> {
-        Err(fail(
-            "exec health check",
-            service,
-            "the runtime cannot exec into a running container yet; use an http or tcp check",
-        ))
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, EngineError> {
+        let id = container_id(service)?;
+        self.runtime
+            .exec(&id, &ExecSpec::new(argv.to_vec(), timeout))
+            .map_err(|e| fail("exec in", service, chain(&e)))
     }
 
     fn logs_tail(

@@ -19,7 +19,7 @@ use super::init;
 use super::shim::{self, ShimInput, INPUT_FILE, SHIM_COMMAND, SOCKET_FILE};
 use super::spec::{ContainerSpec, Stdio};
 use super::state::{pid_start_time, write_atomically, ContainerState, StateError, Status};
-use super::{process, Runtime, RuntimeError};
+use super::{process, ExecOutcome, ExecSpec, Runtime, RuntimeError};
 
 /// Where containers live and which binary serves as their shim.
 #[derive(Debug, Clone)]
@@ -366,6 +366,18 @@ impl Runtime for LinuxRuntime {
         fs::remove_dir_all(&dir).map_err(|source| RuntimeError::RemoveDir { path: dir, source })?;
         tracing::info!(container = %id, exit_code = ?state.exit_code, oom = state.oom_killed, "container deleted");
         Ok(())
+    }
+
+    fn exec(&self, id: &ContainerId, spec: &ExecSpec) -> Result<ExecOutcome, RuntimeError> {
+        let state = self.state(id)?;
+        if state.status != Status::Running {
+            return Err(RuntimeError::WrongStatus {
+                id: id.clone(),
+                status: state.status,
+                wanted: "running",
+            });
+        }
+        super::exec::run(&self.config.shim_binary, id, &self.dir(id), spec)
     }
 
     fn list(&self) -> Result<Vec<ContainerId>, RuntimeError> {

@@ -7,11 +7,13 @@
 //! rlimits, user), `process` (clone, exec, fd hand-over, ioctl), `shim` (the
 //! per-container supervisor process), `logs` (rotating log files), `linux` (the trait
 //! impl), `bundle` (OCI `config.json` → spec), `userns` (the optional user namespace:
-//! id maps, idmapped rootfs), `mount_api` (detached mounts). `unsafe` lives in `process`,
+//! id maps, idmapped rootfs), `mount_api` (detached mounts), `exec` (a process run
+//! inside a running container: the `__exec` helper). `unsafe` lives in `process`,
 //! `mount_api` and `cgroups::bpf` (syscall wrappers) and once in `userns` (received fds).
 
 pub mod bundle;
 pub mod cgroups;
+pub mod exec;
 pub mod id;
 pub mod init;
 pub mod linux;
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+pub use exec::{ExecOutcome, ExecSpec};
 pub use id::ContainerId;
 pub use linux::{LinuxRuntime, RuntimeConfig};
 pub use spec::ContainerSpec;
@@ -89,6 +92,8 @@ pub enum RuntimeError {
         #[source]
         source: nix::Error,
     },
+    #[error("exec in container {id}: {reason}")]
+    ExecFailed { id: ContainerId, reason: String },
     #[error("container {id} did not stop within {timeout:?}")]
     Timeout { id: ContainerId, timeout: Duration },
     #[error("remove {path}")]
@@ -119,6 +124,11 @@ pub trait Runtime {
     fn delete(&self, id: &ContainerId) -> Result<(), RuntimeError>;
     /// Every container in the state dir, running or not: what an agent adopts at start.
     fn list(&self) -> Result<Vec<ContainerId>, RuntimeError>;
+    /// Runs a process inside the running container (its namespaces, root, cgroups,
+    /// user, capabilities, seccomp filter), waits at most `spec.timeout` for it and
+    /// relays its exit code and the tail of its output. A timeout kills only that
+    /// process and its process group, never the container.
+    fn exec(&self, id: &ContainerId, spec: &ExecSpec) -> Result<ExecOutcome, RuntimeError>;
 
     /// Waits until the container has stopped.
     fn wait(&self, id: &ContainerId, timeout: Duration) -> Result<ContainerState, RuntimeError> {

@@ -85,22 +85,38 @@ pub fn clone_init_into_cgroup(
     }
 }
 
+/// Proof that this process had a single thread when it was checked. Whoever holds it must
+/// not start threads afterwards (the exec helper checks before its root changes, when
+/// `/proc/self` stops being its own).
+#[derive(Debug)]
+pub struct SingleThreaded(());
+
+/// `Some` when this process has exactly one thread.
+pub fn single_threaded() -> Option<SingleThreaded> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .any(|l| l.split_whitespace().eq(["Threads:", "1"]))
+        .then_some(SingleThreaded(()))
+}
+
 /// Forks a child that runs `child` and exits with its code; returns the child's pid, or
 /// `None` (nothing done) when this process has more than one thread: a forked copy of a
 /// multi-threaded process may inherit locks held by threads that do not exist in it.
 pub fn fork_single_threaded(child: impl FnOnce() -> i32) -> Result<Option<Pid>, Errno> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    if !status
-        .lines()
-        .any(|l| l.split_whitespace().eq(["Threads:", "1"]))
-    {
-        return Ok(None);
+    match single_threaded() {
+        Some(proof) => fork_child(&proof, child).map(Some),
+        None => Ok(None),
     }
-    // SAFETY: the process is single threaded (checked above), so the child is a complete
+}
+
+/// Forks a child that runs `child` and exits with its code.
+pub fn fork_child(_proof: &SingleThreaded, child: impl FnOnce() -> i32) -> Result<Pid, Errno> {
+    // SAFETY: the process is single threaded (the proof), so the child is a complete
     // copy of it and may run any code; it never returns into the caller's frames but ends
     // in `_exit`, which skips atexit handlers and stdio buffers that belong to the parent.
     match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
             let code = child();
             // SAFETY: _exit ends the process at once; nothing of the parent's runs after.

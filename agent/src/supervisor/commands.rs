@@ -1,6 +1,10 @@
-//! Commands from the controller (`cmd`): logs tail (bounded), restart, recheck.
+//! Commands from the controller (`cmd`): logs tail (bounded), restart, recheck; and the
+//! local control socket's requests (status, logs, exec).
+
+use std::time::Duration;
 
 use coracle_proto::{Command, CommandOutcome, CommandReply, CommandRequest};
+use tokio::sync::oneshot;
 
 use super::{blocking, Supervisor};
 use crate::control::{AgentStatus, LocalReply, LocalRequest};
@@ -55,8 +59,42 @@ impl Supervisor {
 }
 
 impl Supervisor {
-    /// Answers the local control socket.
-    pub(super) async fn on_local(&mut self, request: LocalRequest, connected: bool) -> LocalReply {
+    /// Answers the local control socket. An exec runs in its own task (it may take up to
+    /// its timeout) and answers from there; the others are answered at once. The CLI may
+    /// have hung up: then the answer goes nowhere.
+    pub(super) async fn on_local(
+        &mut self,
+        request: LocalRequest,
+        connected: bool,
+        reply: oneshot::Sender<LocalReply>,
+    ) {
+        if let LocalRequest::Exec {
+            service,
+            argv,
+            timeout_ms,
+        } = request
+        {
+            let engine = self.engine.clone();
+            let timeout = Duration::from_millis(u64::from(timeout_ms));
+            tokio::spawn(async move {
+                let answer = match blocking(move || engine.exec(&service, &argv, timeout)).await {
+                    Ok(outcome) => LocalReply::Exec {
+                        exit_code: outcome.exit_code,
+                        output: outcome.output,
+                        timed_out: outcome.timed_out,
+                    },
+                    Err(err) => LocalReply::Failed {
+                        reason: err.to_string(),
+                    },
+                };
+                let _ = reply.send(answer);
+            });
+            return;
+        }
+        let _ = reply.send(self.local_answer(request, connected).await);
+    }
+
+    async fn local_answer(&mut self, request: LocalRequest, connected: bool) -> LocalReply {
         match request {
             LocalRequest::Status => {
                 let (queued, dropped) = self.transport.queued_events();
@@ -77,6 +115,9 @@ impl Supervisor {
                     },
                 }
             }
+            LocalRequest::Exec { .. } => LocalReply::Failed {
+                reason: "exec is answered by its own task".into(),
+            },
         }
     }
 }

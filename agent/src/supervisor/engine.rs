@@ -10,6 +10,7 @@ use std::time::Duration;
 use coracle_proto::{Condition, Digest, ImageRef, ServiceName, ServiceSpec};
 
 use crate::reconcile::Fingerprint;
+pub use crate::runtime::ExecOutcome;
 
 /// A container's status as the runtime reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +80,15 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError>;
     /// Usage of every running container.
     fn stats(&self) -> Result<Vec<ContainerStats>, EngineError>;
-    /// Runs a health-check command inside the running container; returns its exit code.
+    /// Runs a health-check command inside the running container: its exit code and the
+    /// tail of its output. After `timeout` the command (not the container) is killed and
+    /// the outcome says `timed_out`.
     fn exec(
         &self,
         service: &ServiceName,
         argv: &[String],
         timeout: Duration,
-    ) -> Result<i32, EngineError>;
+    ) -> Result<ExecOutcome, EngineError>;
     /// At most `lines` lines and `max_bytes` bytes from the end of the service's log.
     fn logs_tail(
         &self,

@@ -25,8 +25,10 @@ use crate::reconcile::{self, Observed};
 use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
 pub use engine::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
+    LogTail,
 };
+pub use probes::run_check;
 use tracker::Tracker;
 
 /// Timing knobs (tests shorten them).
@@ -162,9 +164,7 @@ impl Supervisor {
                 Some(result) = probe_results.recv() => self.on_probe(result),
                 Some((request, reply)) = control.recv() => {
                     let connected = matches!(*inbox.link.borrow(), Link::Up { .. });
-                    let answer = self.on_local(request, connected).await;
-                    // The CLI may have hung up; nothing to do then.
-                    let _ = reply.send(answer);
+                    self.on_local(request, connected, reply).await;
                 }
                 _ = tick.tick() => self.reconcile().await,
                 _ = health.tick() => self.publish_health().await,

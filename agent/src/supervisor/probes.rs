@@ -3,17 +3,23 @@
 //! messages, so a slow probe never blocks the loop. Verdicts feed the planner (restarts,
 //! `service_healthy` waits, the health gate) and are reported as `HealthChanged` events.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use coracle_proto::{EventKind, Health, HealthProbe, ServiceName};
 
-use super::{blocking, Supervisor};
+use super::{blocking, ContainerEngine, Supervisor};
 use crate::health::{probe, CheckState};
 use crate::reconcile::{fingerprint, Phase};
 
 /// A finished probe: which service, which check run (a restarted container starts a new
-/// one, so late results of the old one are ignored), and whether it passed.
-pub type ProbeResult = (ServiceName, u64, bool);
+/// one, so late results of the old one are ignored), whether it passed, and what it said
+/// (an exec check's exit code and output tail, like Docker's health log; else empty).
+pub type ProbeResult = (ServiceName, u64, bool, String);
+
+/// Beyond the check's timeout, how long the supervisor waits for an exec probe's engine
+/// call: the runtime kills the command at the timeout itself; this only bounds a stuck call.
+const EXEC_MARGIN: Duration = Duration::from_secs(10);
 
 impl Supervisor {
     /// Starts due probes and copies the current verdicts into the observation.
@@ -57,17 +63,9 @@ impl Supervisor {
             let engine = self.engine.clone();
             let kind = check.probe.clone();
             tokio::spawn(async move {
-                let ok = match kind {
-                    HealthProbe::Tcp { port } => probe::tcp(port, timeout).await,
-                    HealthProbe::Http { port, path } => probe::http(port, &path, timeout).await,
-                    HealthProbe::Exec(argv) => {
-                        let name = service.clone();
-                        let run = blocking(move || engine.exec(&name, &argv, timeout));
-                        matches!(tokio::time::timeout(timeout, run).await, Ok(Ok(0)))
-                    }
-                };
+                let (ok, detail) = run_check(engine, service.clone(), kind, timeout).await;
                 // The supervisor may be gone at shutdown; the verdict is moot then.
-                let _ = tx.send((service, run, ok));
+                let _ = tx.send((service, run, ok, detail));
             });
         }
         // A stopped or replaced container starts its checks over.
@@ -75,7 +73,7 @@ impl Supervisor {
     }
 
     /// Records a probe verdict.
-    pub(super) fn on_probe(&mut self, (service, run, ok): ProbeResult) {
+    pub(super) fn on_probe(&mut self, (service, run, ok, detail): ProbeResult) {
         let now = self.now_ms();
         let target = self
             .state
@@ -95,14 +93,57 @@ impl Supervisor {
         else {
             return; // a late result for a container that has since restarted
         };
+        if !ok {
+            tracing::debug!(%service, check = %detail, "health check failed");
+        }
         if let Some(health) = state.record(check, ok, now) {
             if let Some(c) = self.observed.containers.get_mut(&service) {
                 c.health = health;
             }
             if health != Health::Starting {
-                tracing::info!(%service, ?health, "health changed");
+                tracing::info!(%service, ?health, last_check = %detail, "health changed");
                 self.event(EventKind::HealthChanged { service, health });
             }
         }
+    }
+}
+
+/// Runs one probe of `service`'s check: whether it passed, and what it said (an exec
+/// check's exit code and output tail; empty for network probes).
+pub async fn run_check(
+    engine: Arc<dyn ContainerEngine>,
+    service: ServiceName,
+    kind: HealthProbe,
+    timeout: Duration,
+) -> (bool, String) {
+    match kind {
+        HealthProbe::Tcp { port } => (probe::tcp(port, timeout).await, String::new()),
+        HealthProbe::Http { port, path } => {
+            (probe::http(port, &path, timeout).await, String::new())
+        }
+        HealthProbe::Exec(argv) => {
+            let run = blocking(move || engine.exec(&service, &argv, timeout));
+            exec_verdict(tokio::time::timeout(timeout + EXEC_MARGIN, run).await)
+        }
+    }
+}
+
+/// Docker's rule: exit 0 is healthy, anything else (a timeout, a failed exec) unhealthy.
+/// The detail is what Docker's health log keeps: exit code and output tail.
+fn exec_verdict(
+    result: Result<Result<super::ExecOutcome, super::EngineError>, tokio::time::error::Elapsed>,
+) -> (bool, String) {
+    match result {
+        Ok(Ok(outcome)) => {
+            let ok = outcome.exit_code == 0 && !outcome.timed_out;
+            let what = if outcome.timed_out {
+                "timed out".to_string()
+            } else {
+                format!("exit {}", outcome.exit_code)
+            };
+            (ok, format!("{what}: {}", outcome.output.trim_end()))
+        }
+        Ok(Err(err)) => (false, err.to_string()),
+        Err(_) => (false, "the exec did not return".to_string()),
     }
 }

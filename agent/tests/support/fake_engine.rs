@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use coracle_agent::reconcile::Fingerprint;
 use coracle_agent::supervisor::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
+    LogTail,
 };
 use coracle_proto::{Digest, ImageRef, ServiceName, ServiceSpec};
 
@@ -150,21 +151,20 @@ impl ContainerEngine for FakeEngine {
         service: &ServiceName,
         argv: &[String],
         _timeout: Duration,
-    ) -> Result<i32, EngineError> {
+    ) -> Result<ExecOutcome, EngineError> {
         let inner = self.inner.lock().unwrap();
         let c = inner
             .containers
             .get(service)
             .ok_or_else(|| missing("exec in", service))?;
         // `true` passes, anything else fails, as long as the container runs.
-        Ok(
-            if c.status == EngineStatus::Running && argv.first().map(String::as_str) == Some("true")
-            {
-                0
-            } else {
-                1
-            },
-        )
+        let passes =
+            c.status == EngineStatus::Running && argv.first().map(String::as_str) == Some("true");
+        Ok(ExecOutcome {
+            exit_code: if passes { 0 } else { 1 },
+            output: String::new(),
+            timed_out: false,
+        })
     }
     fn logs_tail(
         &self,

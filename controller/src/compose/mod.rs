@@ -179,14 +179,21 @@ fn to_spec(
     spec.health = s
         .healthcheck
         .as_ref()
+        .filter(|h| h.disable != Some(true))
         .map(|h| {
-            let args = h.test.clone().into_args();
+            // Docker: a string is the CMD-SHELL form as written (not split into words).
+            let args = match h.test.clone() {
+                StringOrList::String(script) => vec!["CMD-SHELL".to_string(), script],
+                list => list.into_args(),
+            };
             let port = |text: Option<&String>| -> Result<u16, String> {
                 text.and_then(|p| p.parse().ok())
                     .filter(|p| *p > 0)
                     .ok_or_else(|| "test needs a port between 1 and 65535".to_string())
             };
             let probe = match args.first().map(String::as_str) {
+                // Docker's way to switch off a check the image defines.
+                Some("NONE") => return Ok(None),
                 Some("CMD") => HealthProbe::Exec(args[1..].to_vec()),
                 // Coracle's probes that need no process in the container (cheaper on a Pi):
                 // ["TCP", PORT] and ["HTTP", PORT, PATH].
@@ -211,15 +218,16 @@ fn to_spec(
                     .unwrap_or(default);
                 u32::try_from(ms).map_err(|_| format!("{ms} ms is too long"))
             };
-            Ok(HealthCheck {
+            Ok(Some(HealthCheck {
                 probe,
                 interval_ms: ms(&h.interval, 30_000)?,
                 timeout_ms: ms(&h.timeout, 30_000)?,
                 retries: h.retries.unwrap_or(3),
                 start_period_ms: ms(&h.start_period, 0)?,
-            })
+            }))
         })
         .transpose()
+        .map(Option::flatten)
         .map_err(|e| ("healthcheck", e))?;
     spec.depends_on = match &s.depends_on {
         None => Vec::new(),

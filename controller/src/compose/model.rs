@@ -55,6 +55,11 @@ pub enum StringOrList {
 impl StringOrList {
     /// A string is split on whitespace (compose does shell-like splitting; quotes are not
     /// supported here, use the list form).
+    /// `[NONE]`, the default `test` of a `disable`d healthcheck.
+    pub fn none() -> Self {
+        StringOrList::List(vec!["NONE".to_string()])
+    }
+
     pub fn into_args(self) -> Vec<String> {
         match self {
             StringOrList::String(s) => s.split_whitespace().map(String::from).collect(),
@@ -96,7 +101,11 @@ pub enum Environment {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Healthcheck {
+    /// Absent only with `disable: true`.
+    #[serde(default = "StringOrList::none")]
     pub test: StringOrList,
+    /// `disable: true` is the same as `test: [NONE]`.
+    pub disable: Option<bool>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
     pub retries: Option<u32>,

@@ -114,3 +114,26 @@ fn invalid_apps_name_the_line_and_the_field() {
         }
     }
 }
+
+#[test]
+fn healthcheck_none_and_disable_switch_the_check_off_and_a_string_is_cmd_shell() {
+    let text = "services:\n  a:\n    image: app:1\n    healthcheck:\n      test: [NONE]\n  b:\n    image: app:1\n    healthcheck:\n      disable: true\n  c:\n    image: app:1\n    healthcheck:\n      test: \"wget -q -O- http://127.0.0.1/  ||  exit 1\"\n  d:\n    image: app:1\n    healthcheck:\n      test: [CMD-SHELL, \"test -f /ready\"]\n";
+    let specs = to_specs(text, &parse(text).unwrap(), &resolve).unwrap();
+    let health = |name: &str| {
+        specs
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .unwrap()
+            .health
+            .clone()
+    };
+    assert_eq!(health("a"), None);
+    assert_eq!(health("b"), None);
+    let shell =
+        |script: &str| HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    assert_eq!(
+        health("c").unwrap().probe,
+        shell("wget -q -O- http://127.0.0.1/  ||  exit 1")
+    );
+    assert_eq!(health("d").unwrap().probe, shell("test -f /ready"));
+}
