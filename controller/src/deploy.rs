@@ -66,14 +66,24 @@ pub fn resolve_image(registry: &Registry, text: &str) -> Result<ImageRef, String
     }
 }
 
+/// A stored desired state and whether it reached the broker now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deployment {
+    pub generation: Generation,
+    /// False when the broker was unreachable: the state is stored (the store is the source
+    /// of truth) and goes out when the controller's client reconnects or the controller
+    /// starts, both of which republish every device's desired state.
+    pub published: bool,
+}
+
 impl Fleet {
     /// Makes `services` the device's next desired state: validated, signed, stored, then
-    /// published. Returns its generation.
+    /// published. A broker that cannot take it now does not undo it (see [`Deployment`]).
     pub async fn deploy(
         &self,
         device: &DeviceId,
         services: Vec<ServiceSpec>,
-    ) -> Result<Generation, FleetError> {
+    ) -> Result<Deployment, FleetError> {
         self.store.device(device)?;
         let generation = self
             .store
@@ -88,15 +98,25 @@ impl Fleet {
         state.validate().map_err(FleetError::InvalidApp)?;
         let signed = encode(&Signed::sign(&state, self.deployment_key()));
         self.store.put_desired(device, generation, &signed)?;
-        self.client()
-            .publish_desired(device, signed)
-            .await
-            .map_err(|source| FleetError::Publish {
-                device: device.clone(),
-                source,
-            })?;
-        tracing::info!(device = %device, generation = %generation, "desired state deployed");
-        Ok(generation)
+        let published = match self.client().publish_desired(device, signed).await {
+            Ok(()) => {
+                tracing::info!(device = %device, generation = %generation, "desired state deployed");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(
+                    device = %device,
+                    generation = %generation,
+                    error = %err,
+                    "desired state stored but not published: it goes out when the broker is back"
+                );
+                false
+            }
+        };
+        Ok(Deployment {
+            generation,
+            published,
+        })
     }
 }
 

@@ -39,12 +39,6 @@ pub enum FleetError {
     InvalidTag { tag: String, reason: &'static str },
     #[error("the app is not a valid desired state")]
     InvalidApp(#[source] coracle_proto::InvalidDesired),
-    #[error("publishing the desired state of {device} failed")]
-    Publish {
-        device: DeviceId,
-        #[source]
-        source: ClientError,
-    },
 }
 
 /// What goes into every bootstrap file besides the device's own credentials.

@@ -381,10 +381,12 @@ fn mosquitto_restart_agents_reconnect_and_the_controller_republishes_desired_sta
     let pids_before: Vec<_> = agents.iter().map(Agent::container_pids).collect();
 
     // Mosquitto dies and comes back with nothing retained. While it is down, pi-r1 gets
-    // version 2: the controller stores it (the source of truth) though it cannot publish it
-    // (the CLI reports the failed publish).
+    // version 2: the controller accepts and stores it (the source of truth) though it cannot
+    // publish it now.
     broker.kill9(true).unwrap();
-    let _ = controller.deploy(&two_service_app(dir.path(), "2"), "pi-r1");
+    controller
+        .deploy(&two_service_app(dir.path(), "2"), "pi-r1")
+        .expect("a deploy while the broker is down is stored, not refused");
     let detail = controller.device("pi-r1").unwrap();
     assert_eq!(detail["device"]["desired_generation"], 2, "{detail}");
     broker.restart().unwrap();

@@ -27,6 +27,13 @@ pub struct DeployResponse {
     pub device: String,
     pub generation: Generation,
     pub services: Vec<String>,
+    /// False when the broker could not take it now: stored, sent when the broker is back.
+    #[serde(default = "published_by_default")]
+    pub published: bool,
+}
+
+fn published_by_default() -> bool {
+    true
 }
 
 pub async fn deploy(
@@ -44,10 +51,11 @@ pub async fn deploy(
     })
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let names = services.iter().map(|s| s.name.to_string()).collect();
-    let generation = state.fleet.deploy(&id, services).await?;
+    let deployment = state.fleet.deploy(&id, services).await?;
     Ok(Json(DeployResponse {
         device: id.to_string(),
-        generation,
+        generation: deployment.generation,
         services: names,
+        published: deployment.published,
     }))
 }

@@ -80,5 +80,11 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         answer.device,
         answer.generation
     );
+    if !answer.published {
+        eprintln!(
+            "the broker is unreachable: generation {} is stored and goes out when it is back",
+            answer.generation
+        );
+    }
     Ok(())
 }

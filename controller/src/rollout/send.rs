@@ -88,7 +88,7 @@ impl Rollouts {
         services: Vec<ServiceSpec>,
     ) -> Result<Option<u64>, RolloutError> {
         match self.fleet.deploy(device, services).await {
-            Ok(generation) => Ok(Some(generation.0)),
+            Ok(deployment) => Ok(Some(deployment.generation.0)),
             Err(FleetError::Store(StoreError::DeviceNotFound { .. })) => Ok(None),
             Err(source) => Err(RolloutError::Deploy {
                 id: rollout.id,
