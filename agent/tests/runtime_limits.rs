@@ -138,6 +138,8 @@ fn raising_a_hard_rlimit_without_cap_sys_resource_is_a_clear_error() {
     let h = Harness::new();
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    #[allow(clippy::useless_conversion)] // rlim_t is u32 on armv7, u64 here
+    let hard = u64::from(hard);
     let mut spec = h.spec("ulimit -Hn");
     spec.process.rlimits = vec![Rlimit {
         kind: "RLIMIT_NOFILE".into(),

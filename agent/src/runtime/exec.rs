@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::stat::fstat;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -339,12 +338,9 @@ fn open(path: String) -> Result<File, ExecError> {
 /// Whether `ns` is the namespace this process is already in (entering one's own user
 /// namespace is an error; for the others it is skipped as pointless).
 fn same_namespace(ns: &File, kind: &str) -> bool {
-    let ours = fs::metadata(format!("/proc/self/ns/{kind}"));
-    match (fstat(ns.as_raw_fd()), ours) {
-        (Ok(theirs), Ok(ours)) => {
-            use std::os::unix::fs::MetadataExt;
-            theirs.st_ino == ours.ino() && theirs.st_dev == ours.dev()
-        }
+    use std::os::unix::fs::MetadataExt;
+    match (ns.metadata(), fs::metadata(format!("/proc/self/ns/{kind}"))) {
+        (Ok(theirs), Ok(ours)) => theirs.ino() == ours.ino() && theirs.dev() == ours.dev(),
         _ => false,
     }
 }

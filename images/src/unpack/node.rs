@@ -68,7 +68,7 @@ pub fn is_opaque(dir: &Path, xattrs: OverlayXattrs) -> io::Result<bool> {
 pub fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let c = c_path(path)?;
     // time_t is 32 bits on some ARM targets; clamp instead of wrapping.
-    let secs = mtime.try_into().unwrap_or_else(|_| i32::MAX.into());
+    let secs = libc::time_t::try_from(mtime).unwrap_or(libc::time_t::MAX);
     let times = [
         libc::timespec {
             tv_sec: secs,
