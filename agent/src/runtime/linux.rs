@@ -302,13 +302,17 @@ impl Runtime for LinuxRuntime {
         if !dir.join(super::state::STATE_FILE).exists() {
             return Err(RuntimeError::NotFound { id: id.clone() });
         }
-        let mut state = ContainerState::load(&dir)?;
-        // A shim that vanished (killed by hand) cannot record the exit: say stopped, unknown code.
-        if state.status != Status::Stopped
-            && pid_start_time(state.shim_pid) != Some(state.shim_start_time)
+        let state = ContainerState::load(&dir)?;
+        if state.status == Status::Stopped
+            || pid_start_time(state.shim_pid) == Some(state.shim_start_time)
         {
-            state.status = Status::Stopped;
+            return Ok(state);
         }
+        // The shim is gone. It records the exit before it exits, so the state read again
+        // now has it, unless the shim vanished (killed by hand): then say stopped, code
+        // unknown. (Reading once only raced a shim exiting between the read and the check.)
+        let mut state = ContainerState::load(&dir)?;
+        state.status = Status::Stopped;
         Ok(state)
     }
 
