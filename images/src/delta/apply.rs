@@ -15,8 +15,7 @@ use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
 use crate::skeleton::{
-    headers_before_content, normalise_checksums, read_compact_window, restore_checksums,
-    skeleton_path,
+    headers_before_content, normalise_checksums, restore_checksums, skeleton_path, SkeletonWindows,
 };
 use crate::store::Store;
 
@@ -88,6 +87,8 @@ pub struct DeltaReader<R: Read> {
     skeleton_pos: usize,
     /// Where the current chunk starts in the new compact skeleton.
     skeleton_offset: u64,
+    /// The base skeletons' reference windows, each skeleton decoded once.
+    old_skeletons: SkeletonWindows,
     codec: OpCodec,
 }
 
@@ -157,6 +158,7 @@ impl<R: Read> DeltaReader<R> {
             skeleton: Vec::new(),
             skeleton_pos: 0,
             skeleton_offset: 0,
+            old_skeletons: SkeletonWindows::new(),
             codec: OpCodec::default(),
         })
     }
@@ -213,12 +215,16 @@ impl<R: Read> DeltaReader<R> {
                     .get(usize::from(base))
                     .ok_or_else(|| invalid(format!("op names base {base}")))?;
                 let old = skeleton_path(&root.dir);
-                let mut reference = read_compact_window(&old, ref_offset, ref_len).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
-                    )
-                })?;
+                let mut reference = self
+                    .old_skeletons
+                    .window(&old, ref_offset, ref_len)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
+                        )
+                    })?
+                    .to_vec();
                 if normalised {
                     normalise_checksums(&mut reference, ref_offset);
                 }

@@ -18,7 +18,7 @@ use super::window::{plan_windows, Window};
 use super::SKELETON_CHUNK;
 use crate::skeleton::{
     compact_skeleton_len, headers_before_content, normalise_checksums, normalised_if_reversible,
-    read_compact_window,
+    SkeletonWindows,
 };
 
 /// A gap of the new tar: where it is, and the zero padding it starts with (that of the
@@ -37,6 +37,8 @@ pub(super) struct GapEncoder {
     /// (`RawGap`: not all zeros).
     compact: std::vec::IntoIter<(u64, bool)>,
     old_skeleton: PathBuf,
+    /// Reference windows of `old_skeleton`, decoded once front to back.
+    old_windows: SkeletonWindows,
     base: u16,
     windows: std::vec::IntoIter<Window>,
     cursor: u64,
@@ -89,6 +91,7 @@ impl GapEncoder {
             new_skeleton: out,
             compact: compact.into_iter(),
             old_skeleton,
+            old_windows: SkeletonWindows::new(),
             base,
             windows,
             cursor: 0,
@@ -133,11 +136,14 @@ impl GapEncoder {
             .ok_or_else(|| io::Error::other("skeleton ran out of chunks"))?;
         let mut chunk = vec![0u8; (w.new.end - w.new.start) as usize];
         self.new_skeleton.read_exact_at(&mut chunk, w.new.start)?;
-        let mut reference = read_compact_window(
-            &self.old_skeleton,
-            w.reference.start,
-            w.reference.end - w.reference.start,
-        )?;
+        let mut reference = self
+            .old_windows
+            .window(
+                &self.old_skeleton,
+                w.reference.start,
+                w.reference.end - w.reference.start,
+            )?
+            .to_vec();
         // Header checksums as stand-ins on both sides, when the device can restore them.
         let normalised = match normalised_if_reversible(&chunk, w.new.start) {
             Some(n) => {

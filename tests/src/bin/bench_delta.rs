@@ -2,7 +2,8 @@
 //! is unpacked into a layer tar (`usr/lib/python3/site-packages/...`, sorted, mtime 0). For each
 //! pair it prints the full layer (gzip -6, zstd -19), our delta, and the general-purpose delta
 //! tools on the whole tar (`zstd -19 --long --patch-from`, `bsdiff`, `xdelta3 -9`), our apply
-//! time and peak RSS, and ratios; then our unpack throughput beside `tar -x`.
+//! time and peak RSS, and ratios; then our unpack throughput beside `tar -x`. One more pair is
+//! generated here: 40,000 small files (a node_modules-like tree) with 1 % of them changed.
 //!
 //! Run by hand (needs network for pip, and Debian's zstd, bsdiff, xdelta3):
 //! `cargo build --release -p coracle-controller -p coracle-tests && target/release/bench_delta`
@@ -18,7 +19,14 @@ const PAIRS: &[(&str, &str, &str, &str)] = &[
     ("django", "5.1.3", "5.1.4", "pure python"),
     ("numpy", "2.1.2", "2.1.3", "native .so + python"),
     ("cryptography", "43.0.1", "43.0.3", "native (Rust) .so"),
+    (MANY_FILES, "1", "2", "40k small files"),
 ];
+
+/// A generated pair (no download): 40,000 small files, like a node_modules tree, of which
+/// version 2 changes every 97th and adds 400. Its tar skeleton (20 MB) spans many chunks,
+/// which is what the skeleton's reference windows cost on apply.
+const MANY_FILES: &str = "many-files";
+const MANY_FILES_COUNT: u32 = 40_000;
 
 type BenchResult<T> = Result<T, String>;
 
@@ -57,8 +65,11 @@ fn run() -> BenchResult<()> {
     // BENCH_ONLY=numpy runs just the pairs whose package name contains it.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (pkg, old, new, kind) in PAIRS.iter().filter(|p| p.0.contains(only.as_str())) {
-        let old_tar = layer_for(&work, pkg, old)?;
-        let new_tar = layer_for(&work, pkg, new)?;
+        let (old_tar, new_tar) = if *pkg == MANY_FILES {
+            (many_files_layer(&work, 1)?, many_files_layer(&work, 2)?)
+        } else {
+            (layer_for(&work, pkg, old)?, layer_for(&work, pkg, new)?)
+        };
         let row = measure_pair(&work, &coracle, &old_tar, &new_tar)?;
         let best_tool = row.zstd_patch_from.min(row.bsdiff).min(row.xdelta3);
         println!(
@@ -313,6 +324,38 @@ fn layer_for(work: &Path, pkg: &str, version: &str) -> BenchResult<PathBuf> {
     )?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(tar)
+}
+
+/// The generated layer of [`MANY_FILES`], version 1 or 2.
+fn many_files_layer(work: &Path, version: u32) -> BenchResult<PathBuf> {
+    let path = work.join(format!("{MANY_FILES}-{version}.tar"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let fail = |e: std::io::Error| format!("write {}: {e}", path.display());
+    let partial = path.with_extension("tar.partial");
+    let mut tar = tar::Builder::new(std::fs::File::create(&partial).map_err(fail)?);
+    let count = MANY_FILES_COUNT + if version == 2 { 400 } else { 0 };
+    for i in 0..count {
+        let changed = version == 2 && i % 97 == 0;
+        let body = format!(
+            "// module {i} of package {}\nexport const id = {i};\nexport const name = \"m{i}\";\n{}",
+            i / 50,
+            if changed { "export const patched = true;\n" } else { "" }
+        )
+        .repeat(2 + (i % 5) as usize);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        let name = format!("app/node_modules/pkg{:04}/lib/m{i:05}.js", i / 50);
+        tar.append_data(&mut header, name, body.as_bytes())
+            .map_err(fail)?;
+    }
+    tar.into_inner().and_then(|f| f.sync_all()).map_err(fail)?;
+    std::fs::rename(&partial, &path).map_err(fail)?;
+    Ok(path)
 }
 
 fn compressed_size(tool: &str, args: &[&str], input: &Path) -> BenchResult<u64> {

@@ -11,6 +11,12 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+mod compact;
+mod windows;
+
+pub use compact::CompactReader;
+pub use windows::{SkeletonWindows, MAX_REWINDS};
+
 /// `layers/<hex>` → `layers/<hex>.skeleton.zst`.
 pub fn skeleton_path(layer_dir: &Path) -> PathBuf {
     let mut name = layer_dir.file_name().unwrap_or_default().to_os_string();
@@ -66,41 +72,12 @@ impl<R: Read, W: Write> Read for SkeletonRecorder<'_, R, W> {
 ///
 /// `sink` gets the compact bytes in order and returns `false` to stop early.
 pub fn compact_skeleton(raw: impl Read, mut sink: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
-    let mut raw = io::BufReader::new(raw);
-    let mut block = [0u8; 512];
+    let mut compact = CompactReader::new(raw);
+    let mut buf = [0u8; 8192];
     loop {
-        let n = read_full(&mut raw, &mut block)?;
-        if n == 0 || !sink(&block[..n]) || n < block.len() {
+        let n = read_full(&mut compact, &mut buf)?;
+        if n == 0 || !sink(&buf[..n]) || n < buf.len() {
             return Ok(());
-        }
-        if block.iter().all(|b| *b == 0) {
-            continue;
-        }
-        let Some((kind, size)) = header_kind_and_size(&block) else {
-            // Out of step with the tar structure: the rest goes through as it is.
-            let mut buf = [0u8; 8192];
-            loop {
-                let n = read_full(&mut raw, &mut buf)?;
-                if n == 0 || !sink(&buf[..n]) {
-                    return Ok(());
-                }
-            }
-        };
-        let padding = (512 - size % 512) % 512;
-        if is_content_kind(kind) && size > 0 {
-            io::copy(&mut (&mut raw).take(padding), &mut io::sink())?;
-        } else {
-            let mut data = (&mut raw).take(size + padding);
-            let mut buf = [0u8; 8192];
-            loop {
-                let n = read_full(&mut data, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                if !sink(&buf[..n]) {
-                    return Ok(());
-                }
-            }
         }
     }
 }
@@ -152,31 +129,6 @@ pub fn compact_skeleton_len(path: &Path) -> io::Result<u64> {
         true
     })?;
     Ok(len)
-}
-
-/// `len` bytes of a skeleton's compact form at `offset` (decoding from the start: skeletons
-/// are small).
-pub fn read_compact_window(path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    let mut pos = 0u64;
-    let end = offset + len;
-    compact_skeleton(zstd::stream::read::Decoder::new(File::open(path)?)?, |b| {
-        let (start, stop) = (pos, pos + b.len() as u64);
-        pos = stop;
-        if stop > offset && start < end {
-            let from = offset.saturating_sub(start) as usize;
-            let to = (end.min(stop) - start) as usize;
-            out.extend_from_slice(&b[from..to]);
-        }
-        pos < end
-    })?;
-    if out.len() as u64 != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("compact skeleton {path:?} is shorter than {end}"),
-        ));
-    }
-    Ok(out)
 }
 
 /// Length of the run of skeleton at the start of `compact` that a plain tar puts before the
@@ -341,6 +293,32 @@ mod tests {
         want.extend_from_slice(&[0; 1024]);
         let first_difference = got.iter().zip(&want).position(|(a, b)| a != b);
         assert_eq!((got.len(), first_difference), (want.len(), None));
+    }
+
+    #[test]
+    fn compact_reader_gives_the_same_bytes_whatever_the_read_size() {
+        use tar::EntryType::{GNULongName, Regular};
+        let (mut raw, _) = raw_skeleton(&[
+            ("a", Regular, 700),
+            ("long", GNULongName, 300),
+            ("b", Regular, 0),
+            ("c", Regular, 1024),
+        ]);
+        raw.extend_from_slice(b"junk after the end blocks, and a short last block");
+        let want = compact(&raw);
+        assert!(want.ends_with(b"short last block"));
+        for size in [1, 7, 511, 512, 513, 100_000] {
+            let mut reader = CompactReader::new(&raw[..]);
+            let (mut got, mut buf) = (Vec::new(), vec![0u8; size]);
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got == want, "reads of {size} bytes");
+        }
     }
 
     #[test]
