@@ -374,6 +374,16 @@ async fn failing_wave_is_rolled_back_automatically_when_asked() {
     let v2 = create(&api, &broken);
     let paused = wait_phase(&controller, v2.id, RolloutPhase::Paused).await;
     assert!(paused.reason.unwrap().contains("rolled back"));
+    // The pause is saved first; the rollback's generation when it is sent, just after.
+    let (api3, rollout_id) = (api.clone(), v2.id);
+    let paused = wait_for("the rollback sent to the canary", move || {
+        let record = rollout(&api3, rollout_id);
+        record.devices[0]
+            .rollback_generation
+            .is_some()
+            .then_some(record)
+    })
+    .await;
     assert_eq!(paused.devices[0].status, DeviceStatus::RolledBack);
     assert_eq!(paused.devices[0].rollback_generation, Some(3));
     let id = boots[0].device.clone();
