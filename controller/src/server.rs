@@ -187,9 +187,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         }
     };
 
-    // 3. The controller's own MQTT client; republish desired states, start ingest.
-    let client =
-        ControllerClient::connect(&controller_url, &secrets.controller_mqtt_password).await?;
+    // 3. The controller's own MQTT client; republish desired states, start ingest. Over
+    // TLS it trusts what its devices trust: the controller CA and the broker's own CA.
+    let ca_bundle = device_ca_bundle(&secrets.ca_pem, config.broker.device_ca_file.as_deref())?;
+    let client = ControllerClient::connect(
+        &controller_url,
+        &secrets.controller_mqtt_password,
+        &ca_bundle,
+    )
+    .await?;
     let inbound = client.subscribe_devices(4096).await?;
     // Command replies go to whoever awaits them; everything else on to ingest.
     let commands = crate::commands::DeviceCommands::new(client.clone());
@@ -224,7 +230,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Arc::new(secrets.deployment_key.clone()),
         EnrolmentInfo {
             device_broker_url: device_url.to_string(),
-            ca_pem: device_ca_bundle(&secrets.ca_pem, config.broker.device_ca_file.as_deref())?,
+            ca_pem: ca_bundle,
             registry_url,
             registry_token: Some(registry.pull_token()),
         },

@@ -44,17 +44,28 @@ fn coracle(data: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn serve(dir: &Path, broker_port: u16) -> Serve {
+/// `coracle serve --config` for the data dir `dir/data` on the external broker `url`.
+fn serve_command(dir: &Path, url: &str) -> Command {
     let config = dir.join("coracle.toml");
     let text = format!(
-        "data_dir = {:?}\n[broker]\nexternal_url = \"mqtt://127.0.0.1:{broker_port}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
+        "data_dir = {:?}\n[broker]\nexternal_url = \"{url}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n",
         dir.join("data")
     );
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coracle"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coracle"));
+    command
         .args(["serve", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn serve(dir: &Path, broker_port: u16) -> Serve {
+    serve_url(dir, &format!("mqtt://127.0.0.1:{broker_port}"))
+}
+
+fn serve_url(dir: &Path, url: &str) -> Serve {
+    let mut child = serve_command(dir, url)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -233,4 +244,110 @@ async fn serve_on_mosquitto_ingests_reports_and_isolates_devices() {
         rogue_saw.await.unwrap().is_err(),
         "rogue {b_id} read A's topic"
     );
+}
+
+/// Enrols `device` and gives it a Mosquitto account in `mq` (reloaded by SIGHUP).
+fn enrol_on_mosquitto(data: &Path, mq: &Path, broker: &Mosquitto, name: &str) -> Bootstrap {
+    let device = enrol(data, name);
+    let status = Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg(mq.join("passwd"))
+        .arg(device.device.as_str())
+        .arg(password(&device))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let hup = Command::new("kill")
+        .args(["-HUP", &broker.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    device
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reaches_mosquitto_over_tls_and_refuses_a_broker_of_another_ca() {
+    // Mosquitto's TLS listener as `mosquitto-config` sets it up: a broker certificate of
+    // this controller's CA. The controller dials that listener, not a plain loopback one.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mq = dir.path().join("mosquitto");
+    let tls_port = coracle_tests::mosquitto::free_port().unwrap();
+    let out = coracle(
+        &data,
+        &[
+            "broker",
+            "mosquitto-config",
+            "--out",
+            mq.to_str().unwrap(),
+            "--local-port",
+            "0",
+            "--tls-port",
+            &tls_port.to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let file = |name: &str| mq.join(name).display().to_string();
+    let broker = Mosquitto::start(&format!(
+        "per_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\nuser {}\n\
+         listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate false\n",
+        file("passwd"),
+        file("acl"),
+        std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        file("ca.pem"),
+        file("broker.pem"),
+        file("broker.key"),
+    ))
+    .unwrap();
+    let tls_url = format!("mqtts://127.0.0.1:{tls_port}");
+    let controller = serve_url(dir.path(), &tls_url);
+
+    // A device's report (sent on the plain listener) reaches the controller over TLS.
+    let device = enrol_on_mosquitto(&data, &mq, &broker, "pi-tls");
+    let id = device.device.clone();
+    let (client, mut el) = connect(options(broker.port, id.as_str(), &password(&device)))
+        .await
+        .unwrap();
+    let mut state = coracle_proto::samples::reported_state(1);
+    state.device = id.clone();
+    client
+        .publish(
+            TopicKind::Reported.for_device(&id),
+            QoS::AtLeastOnce,
+            true,
+            encode::<ReportedState>(&state),
+        )
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let url = format!("http://{}/api/v1/devices/{}", controller.api, id.as_str());
+    eventually("the report stored through the TLS connection", || {
+        let mut response = ureq::get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .ok()?;
+        let detail: DeviceDetail = response.body_mut().read_json().ok()?;
+        detail.reported.is_some().then_some(())
+    })
+    .await;
+    driver.abort();
+
+    // Another controller (its own CA) does not trust this broker: it stops at start and
+    // says which broker and why, instead of sending its password to an unknown server.
+    let other = tempfile::tempdir().unwrap();
+    let mut child = serve_command(other.path(), &tls_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "serve trusted a broker of another CA");
+    assert!(
+        stderr.contains(&format!("cannot connect to the MQTT broker at {tls_url}")),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }

@@ -19,6 +19,8 @@ use super::BrokerUrl;
 /// Why an MQTT operation of the controller failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("no PEM certificate to verify the MQTT broker at {url} with")]
+    NoCa { url: String },
     #[error("cannot connect to the MQTT broker at {url}")]
     Connect {
         url: String,
@@ -81,9 +83,27 @@ fn qos(kind: TopicKind) -> QoS {
 }
 
 impl ControllerClient {
-    /// Connects as the controller user.
-    pub async fn connect(url: &BrokerUrl, password: &str) -> Result<Self, ClientError> {
+    /// Connects as the controller user. An `mqtts://` broker must present a certificate
+    /// issued by a CA of `ca_pem` (a PEM bundle); reconnects check it the same way.
+    pub async fn connect(
+        url: &BrokerUrl,
+        password: &str,
+        ca_pem: &str,
+    ) -> Result<Self, ClientError> {
         let client = MqttClient::with_options(options(CONTROLLER_USER, password, true));
+        if url.tls {
+            // mqtt5 only logs a bundle it cannot use: check it here to name the problem.
+            let probe = std::net::SocketAddr::from(([127, 0, 0, 1], url.port));
+            let mut check = mqtt5::transport::TlsConfig::new(probe, url.host.clone());
+            if check.load_ca_cert_pem_bytes(ca_pem.as_bytes()).is_err() {
+                return Err(ClientError::NoCa {
+                    url: url.to_string(),
+                });
+            }
+            client
+                .set_tls_config(None, None, Some(ca_pem.as_bytes().to_vec()))
+                .await;
+        }
         client
             .connect_with_options(&url.to_string(), options(CONTROLLER_USER, password, true))
             .await
