@@ -67,7 +67,9 @@ pub fn is_opaque(dir: &Path, xattrs: OverlayXattrs) -> io::Result<bool> {
 /// Set atime and mtime of `path` itself (not a symlink's target).
 pub fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let c = c_path(path)?;
-    // time_t is 32 bits on some ARM targets; clamp instead of wrapping.
+    // time_t is 32 bits on some ARM targets; clamp instead of wrapping. (libc marks musl's
+    // time_t deprecated because it turns 64-bit with musl 1.2; it is still tv_sec's type.)
+    #[allow(deprecated)]
     let secs = libc::time_t::try_from(mtime).unwrap_or(libc::time_t::MAX);
     let times = [
         libc::timespec {
