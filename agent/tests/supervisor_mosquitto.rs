@@ -490,7 +490,11 @@ async fn health_gated_update_commits_when_healthy_and_rolls_back_when_not() {
         unreachable!()
     };
     assert_eq!(*generation, Generation(2));
-    assert!(reason.contains("unhealthy"), "{reason}");
+    // The reason says what the failing check was, as `docker inspect` shows a health log.
+    let last_check = format!(
+        "unhealthy before commit; last check: HTTP GET /healthz on port {closed_port}: no success within 500 ms"
+    );
+    assert_eq!(reason, &last_check);
     let r = reported_until(&mut agent.controller, |r| {
         r.services.first().is_some_and(|s| {
             s.image == Digest::from_bytes([2; 32]) && s.health == coracle_proto::Health::Healthy

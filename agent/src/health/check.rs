@@ -8,6 +8,8 @@ use coracle_proto::{Health, HealthCheck};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckState {
     pub health: Health,
+    /// What the last failed probe said, until one passes.
+    pub last_failure: Option<String>,
     failures: u32,
     started_ms: u64,
     last_probe_ms: Option<u64>,
@@ -19,6 +21,7 @@ impl CheckState {
     pub fn new(started_ms: u64) -> Self {
         Self {
             health: Health::Starting,
+            last_failure: None,
             failures: 0,
             started_ms,
             last_probe_ms: None,

@@ -39,6 +39,9 @@ pub struct ObservedContainer {
     pub health: Health,
     /// Restarts since it last ran long enough to count as stable (drives the backoff).
     pub restarts: u32,
+    /// What its last failed health check said (an exec check's exit code and output tail),
+    /// until a check passes: the health gate puts it in its rollback reason.
+    pub last_failed_check: Option<String>,
 }
 
 /// Everything the planner needs to know about the device.

@@ -224,7 +224,9 @@ fn failed_service(state: &AgentState, observed: &Observed) -> Option<(ServiceNam
             Phase::Exited { code, .. } if code != 0 => {
                 format!("exited with code {code} before commit")
             }
-            _ if c.health == Health::Unhealthy => "unhealthy before commit".to_string(),
+            _ if c.health == Health::Unhealthy => {
+                format!("unhealthy before commit{}", last_check(c))
+            }
             _ => return None,
         };
         Some((spec.name.clone(), reason))
@@ -267,12 +269,39 @@ fn plan_gate(actions: &mut Vec<Action>, pending: &DesiredState, observed: &Obser
     let elapsed = now_ms.saturating_sub(started);
     match unhealthy {
         None if elapsed >= window => actions.push(Action::Commit { generation }),
-        Some(spec) if window > 0 && elapsed >= window => actions.push(Action::RollBack {
-            generation,
-            service: spec.name.clone(),
-            reason: format!("not healthy within the {} ms health gate", window),
-        }),
+        Some(spec) if window > 0 && elapsed >= window => {
+            let last_check = observed
+                .containers
+                .get(&spec.name)
+                .map(last_check)
+                .unwrap_or_default();
+            actions.push(Action::RollBack {
+                generation,
+                service: spec.name.clone(),
+                reason: format!("not healthy within the {window} ms health gate{last_check}"),
+            })
+        }
         _ => {}
+    }
+}
+
+/// How much of a failed check's output a rollback reason carries (it travels in the
+/// reported state and an event).
+const LAST_CHECK_CHARS: usize = 200;
+
+/// "; last check: …" with what `c`'s last failed health check said, if it failed.
+fn last_check(c: &ObservedContainer) -> String {
+    c.last_failed_check
+        .as_deref()
+        .map(|said| format!("; last check: {}", clip(said, LAST_CHECK_CHARS)))
+        .unwrap_or_default()
+}
+
+/// The first `max` characters of `text`, with "…" when cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 

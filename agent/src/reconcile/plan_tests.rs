@@ -60,6 +60,7 @@ fn container(spec: &ServiceSpec, phase: Phase, health: Health) -> ObservedContai
         phase,
         health,
         restarts: 0,
+        last_failed_check: None,
     }
 }
 
@@ -324,6 +325,39 @@ fn health_gate_starts_waits_commits() {
             generation: Generation(2)
         }]
     );
+}
+
+#[test]
+fn health_gate_rollback_says_what_the_last_failed_check_said() {
+    let v1 = svc("db", 1);
+    let v2 = healthchecked(svc("db", 2), Some(10_000));
+    let state = update(vec![v1.clone()], vec![v2.clone()]);
+    let said = format!("exit 1: pg_isready: no response{}", "!".repeat(300));
+    // Unhealthy (retries used up) before commit, or still starting when the gate closes.
+    for (health, at, prefix) in [
+        (Health::Unhealthy, 1_000, "unhealthy before commit"),
+        (
+            Health::Starting,
+            10_000,
+            "not healthy within the 10000 ms health gate",
+        ),
+    ] {
+        let mut c = container(&v2, Phase::Running { since_ms: 0 }, health);
+        c.last_failed_check = Some(said.clone());
+        let mut obs = observed(&[&v1, &v2], vec![(&v2, c)]);
+        obs.gate_started_ms = Some(0);
+        let got = plan(&state, &obs, at);
+        let [Action::RollBack { reason, .. }] = &got[..] else {
+            panic!("{got:?}");
+        };
+        let want = format!("{prefix}; last check: exit 1: pg_isready: no response!");
+        assert!(reason.starts_with(&want), "{reason}");
+        // The output is clipped: the reason travels in reports and events.
+        assert!(
+            reason.ends_with('…') && reason.chars().count() < 300,
+            "{reason}"
+        );
+    }
 }
 
 #[test]

@@ -64,6 +64,7 @@ impl Supervisor {
                         phase: Phase::Created,
                         health: Health::None,
                         restarts: 0,
+                        last_failed_check: None,
                     },
                 );
             }

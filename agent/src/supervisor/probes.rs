@@ -53,6 +53,7 @@ impl Supervisor {
             });
             let run = *run;
             container.health = state.health;
+            container.last_failed_check.clone_from(&state.last_failure);
             if !state.due(check, now) {
                 continue;
             }
@@ -96,6 +97,10 @@ impl Supervisor {
         if !ok {
             tracing::debug!(%service, check = %detail, "health check failed");
         }
+        state.last_failure = (!ok).then(|| detail.clone());
+        if let Some(c) = self.observed.containers.get_mut(&service) {
+            c.last_failed_check.clone_from(&state.last_failure);
+        }
         if let Some(health) = state.record(check, ok, now) {
             if let Some(c) = self.observed.containers.get_mut(&service) {
                 c.health = health;
@@ -109,7 +114,7 @@ impl Supervisor {
 }
 
 /// Runs one probe of `service`'s check: whether it passed, and what it said (an exec
-/// check's exit code and output tail; empty for network probes).
+/// check's exit code and output tail; for a network probe, what failed).
 pub async fn run_check(
     engine: Arc<dyn ContainerEngine>,
     service: ServiceName,
@@ -117,9 +122,17 @@ pub async fn run_check(
     timeout: Duration,
 ) -> (bool, String) {
     match kind {
-        HealthProbe::Tcp { port } => (probe::tcp(port, timeout).await, String::new()),
+        HealthProbe::Tcp { port } => {
+            let ok = probe::tcp(port, timeout).await;
+            (
+                ok,
+                network_verdict(ok, format!("TCP connect to port {port}"), timeout),
+            )
+        }
         HealthProbe::Http { port, path } => {
-            (probe::http(port, &path, timeout).await, String::new())
+            let ok = probe::http(port, &path, timeout).await;
+            let what = format!("HTTP GET {path} on port {port}");
+            (ok, network_verdict(ok, what, timeout))
         }
         HealthProbe::Exec(argv) => {
             let run = blocking(move || engine.exec(&service, &argv, timeout));
@@ -130,6 +143,14 @@ pub async fn run_check(
 
 /// Docker's rule: exit 0 is healthy, anything else (a timeout, a failed exec) unhealthy.
 /// The detail is what Docker's health log keeps: exit code and output tail.
+fn network_verdict(ok: bool, what: String, timeout: Duration) -> String {
+    if ok {
+        String::new()
+    } else {
+        format!("{what}: no success within {} ms", timeout.as_millis())
+    }
+}
+
 fn exec_verdict(
     result: Result<Result<super::ExecOutcome, super::EngineError>, tokio::time::error::Elapsed>,
 ) -> (bool, String) {

@@ -87,6 +87,7 @@ impl Tracker {
                     // Filled in from the health checks by the supervisor.
                     health: Health::None,
                     restarts: self.restarts.get(name).copied().unwrap_or(0),
+                    last_failed_check: None,
                 },
             );
         }
