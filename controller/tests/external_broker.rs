@@ -25,6 +25,7 @@ use support::{connect, eventually, next_matching, password};
 struct Serve {
     child: Child,
     api: SocketAddr,
+    data: std::path::PathBuf,
 }
 
 impl Drop for Serve {
@@ -84,6 +85,7 @@ fn serve_url(dir: &Path, url: &str) -> Serve {
     Serve {
         child,
         api: api.unwrap(),
+        data: dir.join("data"),
     }
 }
 
@@ -118,55 +120,93 @@ async fn suback(
     .unwrap()
 }
 
+/// `coracle broker mosquitto-config` into `mq` for the data dir `data`, without the
+/// controller's plain listener (the test's Mosquitto has its own), plus `extra` arguments.
+fn mosquitto_config(data: &Path, mq: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "broker",
+        "mosquitto-config",
+        "--out",
+        mq.to_str().unwrap(),
+        "--local-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let out = coracle(data, &args);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Mosquitto with the generated password file and ACL on its plain loopback listener, and
+/// with `tls_port`, the generated TLS files on a TLS listener. The files are private to the
+/// test's user, so Mosquitto keeps that user instead of dropping to `mosquitto`.
+fn start_mosquitto(mq: &Path, tls_port: Option<u16>) -> Mosquitto {
+    let file = |name: &str| mq.join(name).display().to_string();
+    let tls = tls_port
+        .map(|port| {
+            format!(
+                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate false\n",
+                file("ca.pem"),
+                file("broker.pem"),
+                file("broker.key")
+            )
+        })
+        .unwrap_or_default();
+    Mosquitto::start(&format!(
+        "per_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\nuser {}\n{tls}",
+        file("passwd"),
+        file("acl"),
+        std::env::var("USER").unwrap_or_else(|_| "root".into())
+    ))
+    .unwrap()
+}
+
+/// `device` publishes a one-service report on the broker's plain listener; returns what the
+/// controller's API then holds for it.
+async fn report_stored(broker: &Mosquitto, device: &Bootstrap, controller: &Serve) -> DeviceDetail {
+    let id = device.device.clone();
+    let (client, mut el) = connect(options(broker.port, id.as_str(), &password(device)))
+        .await
+        .unwrap();
+    let mut state = coracle_proto::samples::reported_state(1);
+    state.device = id.clone();
+    client
+        .publish(
+            TopicKind::Reported.for_device(&id),
+            QoS::AtLeastOnce,
+            true,
+            encode::<ReportedState>(&state),
+        )
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let token = std::fs::read_to_string(controller.data.join("admin.token")).unwrap();
+    let url = format!("http://{}/api/v1/devices/{}", controller.api, id.as_str());
+    let stored = eventually(&format!("{id}'s report stored via Mosquitto"), || {
+        let mut response = ureq::get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .ok()?;
+        let detail: DeviceDetail = response.body_mut().read_json().ok()?;
+        detail.reported.is_some().then_some(detail)
+    })
+    .await;
+    driver.abort();
+    stored
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_mosquitto_ingests_reports_and_isolates_devices() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mq = dir.path().join("mosquitto");
-    let out = coracle(
-        &data,
-        &[
-            "broker",
-            "mosquitto-config",
-            "--out",
-            mq.to_str().unwrap(),
-            "--local-port",
-            "0",
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
+    mosquitto_config(&data, &mq, &[]);
     let acl = std::fs::read_to_string(mq.join("acl")).unwrap();
     assert!(acl.contains("pattern readwrite coracle/v1/%u/#"), "{acl}");
     assert!(mq.join("mosquitto.conf").is_file());
-
-    // The generated password file and ACL, on the helper's plain loopback listener. The files
-    // are private to the test's user, so Mosquitto keeps it instead of dropping to `mosquitto`.
-    let broker = Mosquitto::start(&format!(
-        "allow_anonymous false\npassword_file {}\nacl_file {}\nuser {}\n",
-        mq.join("passwd").display(),
-        mq.join("acl").display(),
-        std::env::var("USER").unwrap_or_else(|_| "root".into())
-    ))
-    .unwrap();
+    let broker = start_mosquitto(&mq, None);
     let controller = serve(dir.path(), broker.port);
-
-    let a = enrol(&data, "pi-a");
-    let b = enrol(&data, "pi-b");
-    for device in [&a, &b] {
-        let status = Command::new("mosquitto_passwd")
-            .arg("-b")
-            .arg(mq.join("passwd"))
-            .arg(device.device.as_str())
-            .arg(password(device))
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let hup = Command::new("kill")
-        .args(["-HUP", &broker.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    let a = enrol_on_mosquitto(&data, &mq, &broker, "pi-a");
+    let b = enrol_on_mosquitto(&data, &mq, &broker, "pi-b");
 
     // The rogue device B asks for A's topics: Mosquitto grants the subscription but the ACL
     // delivers nothing; its publish on A's topic is dropped. Its own topics work.
@@ -202,34 +242,8 @@ async fn serve_on_mosquitto_ingests_reports_and_isolates_devices() {
     });
 
     // Device A publishes its report; the controller, through Mosquitto, stores it.
-    let b_id = b.device.clone();
-    let a_id = a.device.clone();
-    let (device, mut device_el) = connect(options(broker.port, a_id.as_str(), &password(&a)))
-        .await
-        .unwrap();
-    let mut state = coracle_proto::samples::reported_state(1);
-    state.device = a_id.clone();
-    device
-        .publish(
-            &a_reported,
-            QoS::AtLeastOnce,
-            true,
-            encode::<ReportedState>(&state),
-        )
-        .await
-        .unwrap();
-    let driver = tokio::spawn(async move { while device_el.poll().await.is_ok() {} });
-    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-    let url = format!("http://{}/api/v1/devices/{}", controller.api, a_id.as_str());
-    let stored: DeviceDetail = eventually("A's report stored via Mosquitto", || {
-        let mut response = ureq::get(&url)
-            .header("Authorization", &format!("Bearer {token}"))
-            .call()
-            .ok()?;
-        let detail: DeviceDetail = response.body_mut().read_json().ok()?;
-        detail.reported.is_some().then_some(detail)
-    })
-    .await;
+    let (a_id, b_id) = (a.device.clone(), b.device.clone());
+    let stored = report_stored(&broker, &a, &controller).await;
     let reported = stored.reported.unwrap();
     assert_eq!(reported.device, a_id);
     assert_eq!(
@@ -237,7 +251,6 @@ async fn serve_on_mosquitto_ingests_reports_and_isolates_devices() {
         1,
         "B's forged report (3 services) was stored"
     );
-    driver.abort();
 
     // Nothing of A's reached B, and B's forged report was never stored as A's.
     assert!(
@@ -273,65 +286,15 @@ async fn serve_reaches_mosquitto_over_tls_and_refuses_a_broker_of_another_ca() {
     let data = dir.path().join("data");
     let mq = dir.path().join("mosquitto");
     let tls_port = coracle_tests::mosquitto::free_port().unwrap();
-    let out = coracle(
-        &data,
-        &[
-            "broker",
-            "mosquitto-config",
-            "--out",
-            mq.to_str().unwrap(),
-            "--local-port",
-            "0",
-            "--tls-port",
-            &tls_port.to_string(),
-        ],
-    );
-    assert!(out.status.success(), "{out:?}");
-    let file = |name: &str| mq.join(name).display().to_string();
-    let broker = Mosquitto::start(&format!(
-        "per_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\nuser {}\n\
-         listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate false\n",
-        file("passwd"),
-        file("acl"),
-        std::env::var("USER").unwrap_or_else(|_| "root".into()),
-        file("ca.pem"),
-        file("broker.pem"),
-        file("broker.key"),
-    ))
-    .unwrap();
+    mosquitto_config(&data, &mq, &["--tls-port", &tls_port.to_string()]);
+    let broker = start_mosquitto(&mq, Some(tls_port));
     let tls_url = format!("mqtts://127.0.0.1:{tls_port}");
     let controller = serve_url(dir.path(), &tls_url);
 
     // A device's report (sent on the plain listener) reaches the controller over TLS.
     let device = enrol_on_mosquitto(&data, &mq, &broker, "pi-tls");
-    let id = device.device.clone();
-    let (client, mut el) = connect(options(broker.port, id.as_str(), &password(&device)))
-        .await
-        .unwrap();
-    let mut state = coracle_proto::samples::reported_state(1);
-    state.device = id.clone();
-    client
-        .publish(
-            TopicKind::Reported.for_device(&id),
-            QoS::AtLeastOnce,
-            true,
-            encode::<ReportedState>(&state),
-        )
-        .await
-        .unwrap();
-    let driver = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-    let url = format!("http://{}/api/v1/devices/{}", controller.api, id.as_str());
-    eventually("the report stored through the TLS connection", || {
-        let mut response = ureq::get(&url)
-            .header("Authorization", &format!("Bearer {token}"))
-            .call()
-            .ok()?;
-        let detail: DeviceDetail = response.body_mut().read_json().ok()?;
-        detail.reported.is_some().then_some(())
-    })
-    .await;
-    driver.abort();
+    let stored = report_stored(&broker, &device, &controller).await;
+    assert_eq!(stored.reported.unwrap().device, device.device);
 
     // Another controller (its own CA) does not trust this broker: it stops at start and
     // says which broker and why, instead of sending its password to an unknown server.
