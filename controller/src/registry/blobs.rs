@@ -11,6 +11,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::{io, RegistryError};
 
+/// How much of a request body is read and dropped after its write failed, so the client
+/// sees the error; a longer body gets its connection closed instead.
+const DRAIN_AFTER_ERROR: u64 = 256 << 20;
+
 /// A `sha256:<64 hex>` digest, parsed once at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobDigest(String);
@@ -94,7 +98,10 @@ impl BlobStore {
             .map_err(|_| RegistryError::UploadUnknown { id: id.into() })
     }
 
-    /// Appends a request body to a session, streaming; returns the new length.
+    /// Appends a request body to a session, streaming; returns the new length. A body that
+    /// fails half way (a full disk, a cut connection) is cut off again, so the session keeps
+    /// the length it reported and the client can resume from there, and a full disk gets
+    /// back the space of the failed chunk.
     pub async fn append(&self, id: &str, body: Body) -> Result<u64, RegistryError> {
         let path = self.upload_path(id)?;
         let mut file = tokio::fs::OpenOptions::new()
@@ -102,19 +109,50 @@ impl BlobStore {
             .open(&path)
             .await
             .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?;
-        let mut body = body;
+        let before = file
+            .metadata()
+            .await
+            .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?
+            .len();
+        if let Err(err) = Self::write_body(&mut file, body, &path).await {
+            if let Err(cut) = file.set_len(before).await {
+                tracing::warn!(path = %path.display(), error = %cut, "cannot cut a failed chunk off the upload");
+            }
+            return Err(err);
+        }
+        self.upload_len(id).await
+    }
+
+    /// Writes the body to the session file. After a write error the rest of the body is
+    /// still read (up to [`DRAIN_AFTER_ERROR`]) so the client, still sending, gets the error
+    /// response instead of a broken pipe.
+    async fn write_body(
+        file: &mut tokio::fs::File,
+        mut body: Body,
+        path: &std::path::Path,
+    ) -> Result<(), RegistryError> {
+        let mut failed = None;
+        let mut drained = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|source| RegistryError::Body {
                 source: source.into(),
             })?;
-            if let Ok(data) = frame.into_data() {
-                file.write_all(&data)
-                    .await
-                    .map_err(io("write upload", &path))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if failed.is_some() {
+                drained += data.len() as u64;
+                if drained > DRAIN_AFTER_ERROR {
+                    break;
+                }
+            } else if let Err(err) = file.write_all(&data).await {
+                failed = Some(io("write upload", path)(err));
             }
         }
-        file.flush().await.map_err(io("flush upload", &path))?;
-        self.upload_len(id).await
+        match failed {
+            Some(err) => Err(err),
+            None => file.flush().await.map_err(io("flush upload", path)),
+        }
     }
 
     /// Verifies the session's bytes against `digest` and moves them into the store.

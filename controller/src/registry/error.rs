@@ -40,6 +40,8 @@ pub enum RegistryError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("registry disk is full: {step} {path}; free space on the controller's data disk and push again")]
+    StorageFull { step: &'static str, path: PathBuf },
     #[error("registry storage failed: {step} {path}")]
     Io {
         step: &'static str,
@@ -68,6 +70,8 @@ impl RegistryError {
             DeltaFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             RouteUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             Body { .. } => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            // 507 Insufficient Storage: the server's disk, not the request, is at fault.
+            StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
             Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }

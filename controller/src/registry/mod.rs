@@ -71,10 +71,18 @@ fn io<'a>(
     step: &'static str,
     path: &'a std::path::Path,
 ) -> impl Fn(std::io::Error) -> RegistryError + 'a {
-    move |source| RegistryError::Io {
-        step,
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            return RegistryError::StorageFull {
+                step,
+                path: path.to_path_buf(),
+            };
+        }
+        RegistryError::Io {
+            step,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
