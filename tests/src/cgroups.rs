@@ -3,16 +3,37 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Removes `parent` and the empty cgroups under it in every hierarchy under `/sys/fs/cgroup`.
-/// Only names a test made are ever passed here.
-pub fn remove_parent(parent: &str) {
-    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for hierarchy in hierarchies.flatten() {
-        remove_tree(&hierarchy.path().join(parent));
+/// Only names a test made are ever passed here. A cgroup whose last process is still exiting
+/// (or that a shim is removing itself) cannot be removed yet, so this retries for up to 5 s;
+/// returns whether nothing of `parent` is left.
+pub fn remove_parent(parent: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if remove_everywhere(parent) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One pass over every hierarchy; whether `parent` is gone from all of them.
+fn remove_everywhere(parent: &str) -> bool {
+    let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
+        return true;
+    };
+    let mut gone = true;
+    for hierarchy in hierarchies.flatten() {
+        let dir = hierarchy.path().join(parent);
+        remove_tree(&dir);
+        gone &= !dir.exists();
+    }
+    gone
 }
 
 fn remove_tree(dir: &Path) {

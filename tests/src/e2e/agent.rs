@@ -187,7 +187,12 @@ impl Agent {
         for point in self.mounts().iter().rev() {
             let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        crate::cgroups::remove_parent(&self.cgroup_parent);
+        if !crate::cgroups::remove_parent(&self.cgroup_parent) {
+            eprintln!(
+                "cgroup parent {} is still there after 5 s",
+                self.cgroup_parent
+            );
+        }
     }
 }
 
