@@ -96,19 +96,17 @@ fn a_push_onto_a_full_disk_gets_507_and_can_resume_when_there_is_room() {
         .unwrap();
     let location = started.headers()["location"].to_str().unwrap().to_string();
     let upload = format!("{base}{location}");
+    let patch = |chunk: &[u8]| {
+        agent()
+            .patch(&upload)
+            .header("Authorization", &token)
+            .send(chunk)
+            .unwrap()
+    };
     let first = vec![1u8; 1024];
-    let response = agent()
-        .patch(&upload)
-        .header("Authorization", &token)
-        .send(&first[..])
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    assert_eq!(patch(&first).status(), 202);
     let free_before = disk.free_bytes();
-    let mut response = agent()
-        .patch(&upload)
-        .header("Authorization", &token)
-        .send(&vec![2u8; 16 << 20][..])
-        .unwrap();
+    let mut response = patch(&vec![2u8; 16 << 20]);
     assert_eq!(response.status(), 507);
     let body = response.body_mut().read_to_string().unwrap();
     assert!(
@@ -133,12 +131,7 @@ fn a_push_onto_a_full_disk_gets_507_and_can_resume_when_there_is_room() {
 
     // The push resumes with a chunk that fits and completes.
     let rest = vec![3u8; 2048];
-    let response = agent()
-        .patch(&upload)
-        .header("Authorization", &token)
-        .send(&rest[..])
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    assert_eq!(patch(&rest).status(), 202);
     let whole = [first, rest].concat();
     let done = agent()
         .put(&format!("{upload}?digest={}", digest(&whole)))

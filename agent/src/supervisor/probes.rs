@@ -98,13 +98,12 @@ impl Supervisor {
             tracing::debug!(%service, check = %detail, "health check failed");
         }
         state.last_failure = (!ok).then(|| detail.clone());
+        let changed = state.record(check, ok, now);
         if let Some(c) = self.observed.containers.get_mut(&service) {
+            c.health = state.health;
             c.last_failed_check.clone_from(&state.last_failure);
         }
-        if let Some(health) = state.record(check, ok, now) {
-            if let Some(c) = self.observed.containers.get_mut(&service) {
-                c.health = health;
-            }
+        if let Some(health) = changed {
             if health != Health::Starting {
                 tracing::info!(%service, ?health, last_check = %detail, "health changed");
                 self.event(EventKind::HealthChanged { service, health });
@@ -141,8 +140,7 @@ pub async fn run_check(
     }
 }
 
-/// Docker's rule: exit 0 is healthy, anything else (a timeout, a failed exec) unhealthy.
-/// The detail is what Docker's health log keeps: exit code and output tail.
+/// What a network probe's failure says (nothing when it passed).
 fn network_verdict(ok: bool, what: String, timeout: Duration) -> String {
     if ok {
         String::new()
@@ -151,6 +149,8 @@ fn network_verdict(ok: bool, what: String, timeout: Duration) -> String {
     }
 }
 
+/// Docker's rule: exit 0 is healthy, anything else (a timeout, a failed exec) unhealthy.
+/// The detail is what Docker's health log keeps: exit code and output tail.
 fn exec_verdict(
     result: Result<Result<super::ExecOutcome, super::EngineError>, tokio::time::error::Elapsed>,
 ) -> (bool, String) {

@@ -223,8 +223,7 @@ impl<R: Read> DeltaReader<R> {
                             e.kind(),
                             format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
                         )
-                    })?
-                    .to_vec();
+                    })?;
                 if normalised {
                     normalise_checksums(&mut reference, ref_offset);
                 }

@@ -136,14 +136,11 @@ impl GapEncoder {
             .ok_or_else(|| io::Error::other("skeleton ran out of chunks"))?;
         let mut chunk = vec![0u8; (w.new.end - w.new.start) as usize];
         self.new_skeleton.read_exact_at(&mut chunk, w.new.start)?;
-        let mut reference = self
-            .old_windows
-            .window(
-                &self.old_skeleton,
-                w.reference.start,
-                w.reference.end - w.reference.start,
-            )?
-            .to_vec();
+        let mut reference = self.old_windows.window(
+            &self.old_skeleton,
+            w.reference.start,
+            w.reference.end - w.reference.start,
+        )?;
         // Header checksums as stand-ins on both sides, when the device can restore them.
         let normalised = match normalised_if_reversible(&chunk, w.new.start) {
             Some(n) => {

@@ -273,15 +273,20 @@ mod tests {
         (raw, headers)
     }
 
-    #[test]
-    fn compact_skeleton_drops_file_padding_and_keeps_the_rest() {
+    /// Two files with content around a long-name record and an empty file.
+    fn sample_skeleton() -> (Vec<u8>, Vec<[u8; 512]>) {
         use tar::EntryType::{GNULongName, Regular};
-        let (raw, headers) = raw_skeleton(&[
+        raw_skeleton(&[
             ("a", Regular, 700),
             ("long", GNULongName, 300),
             ("b", Regular, 0),
             ("c", Regular, 1024),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn compact_skeleton_drops_file_padding_and_keeps_the_rest() {
+        let (raw, headers) = sample_skeleton();
         let got = compact(&raw);
         let mut want = Vec::new();
         want.extend_from_slice(&headers[0]);
@@ -297,13 +302,7 @@ mod tests {
 
     #[test]
     fn compact_reader_gives_the_same_bytes_whatever_the_read_size() {
-        use tar::EntryType::{GNULongName, Regular};
-        let (mut raw, _) = raw_skeleton(&[
-            ("a", Regular, 700),
-            ("long", GNULongName, 300),
-            ("b", Regular, 0),
-            ("c", Regular, 1024),
-        ]);
+        let (mut raw, _) = sample_skeleton();
         raw.extend_from_slice(b"junk after the end blocks, and a short last block");
         let want = compact(&raw);
         assert!(want.ends_with(b"short last block"));
@@ -346,13 +345,7 @@ mod tests {
 
     #[test]
     fn gap_prediction_runs_to_the_next_header_of_file_content() {
-        use tar::EntryType::{GNULongName, Regular};
-        let (raw, _) = raw_skeleton(&[
-            ("a", Regular, 700),
-            ("long", GNULongName, 300),
-            ("b", Regular, 0),
-            ("c", Regular, 1024),
-        ]);
+        let (raw, _) = sample_skeleton();
         let compact = compact(&raw);
         assert_eq!(headers_before_content(&compact), 512);
         // Long-name record (header + data), the empty file's header, then c's header.

@@ -53,9 +53,10 @@ impl SkeletonWindows {
         self.rewinds
     }
 
-    /// `len` bytes of the compact form of the skeleton at `path`, from `offset`. The caller
-    /// bounds `len` (it is held in memory).
-    pub fn window(&mut self, path: &Path, offset: u64, len: u64) -> io::Result<&[u8]> {
+    /// `len` bytes of the compact form of the skeleton at `path`, from `offset`, as a copy
+    /// the caller may change (deltas normalise checksums in it). The caller bounds `len`
+    /// (it is held in memory).
+    pub fn window(&mut self, path: &Path, offset: u64, len: u64) -> io::Result<Vec<u8>> {
         let end = offset.checked_add(len).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "skeleton window past 2^64")
         })?;
@@ -86,7 +87,7 @@ impl SkeletonWindows {
                 format!("compact skeleton {} is shorter than {end}", path.display()),
             ));
         }
-        Ok(&cursor.held[..len as usize])
+        Ok(cursor.held[..len as usize].to_vec())
     }
 
     /// The cursor on `path`, positioned at or before `offset`: the current one when it can
@@ -164,7 +165,7 @@ mod tests {
             let (start, end) = (w.reference.start, w.reference.end);
             let got = windows.window(&path, start, end - start).unwrap();
             assert!(
-                got == &compact[start as usize..end as usize],
+                got == compact[start as usize..end as usize],
                 "window {start}..{end}"
             );
         }
