@@ -28,6 +28,27 @@ pub struct AgentConfig {
     pub mqtt: MqttConfig,
     pub limits: Limits,
     pub runtime: RuntimeSection,
+    pub images: ImagesSection,
+}
+
+/// How image layers are taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesSection {
+    /// Refuse layers with device nodes or setuid/setgid files. Off by default: layers are
+    /// taken as Docker takes them (every Debian-based image has `su` and `/dev/console`).
+    pub strict_layers: bool,
+}
+
+impl ImagesSection {
+    /// What the image store lets a layer contain.
+    pub fn unpack_limits(&self) -> coracle_images::unpack::UnpackLimits {
+        if self.strict_layers {
+            coracle_images::unpack::UnpackLimits::strict()
+        } else {
+            coracle_images::unpack::UnpackLimits::default()
+        }
+    }
 }
 
 /// Where the container runtime keeps its per-container state and cgroups.
@@ -90,6 +111,7 @@ impl Default for AgentConfig {
             mqtt: MqttConfig::default(),
             limits: Limits::default(),
             runtime: RuntimeSection::default(),
+            images: ImagesSection::default(),
         }
     }
 }
@@ -250,6 +272,8 @@ mod tests {
             disk_reserve_mib = 64
             offline_events = 50
             log_tail_max_bytes = 4096
+            [images]
+            strict_layers = true
             "#,
         )
         .unwrap();
@@ -258,6 +282,14 @@ mod tests {
         assert_eq!(config.mqtt.reconnect_max_ms, 1000);
         assert_eq!(config.limits.offline_events, 50);
         assert_eq!(config.state_dir(), Path::new("/data/coracle/state"));
+        let limits = config.images.unpack_limits();
+        assert!(!limits.allow_devices && !limits.allow_setid);
+    }
+
+    #[test]
+    fn layers_are_taken_as_docker_takes_them_unless_strict() {
+        let limits = AgentConfig::default().images.unpack_limits();
+        assert!(limits.allow_devices && limits.allow_setid);
     }
 
     #[test]

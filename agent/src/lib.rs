@@ -47,6 +47,8 @@ pub mod daemon;
 pub mod delta_cli;
 pub mod engine;
 pub mod health;
+pub mod platform;
+pub mod private_dir;
 pub mod pull;
 pub mod reconcile;
 pub mod runtime;

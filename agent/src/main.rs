@@ -180,7 +180,7 @@ fn run_daemon(config: &AgentConfig) -> anyhow::Result<()> {
         },
         store: coracle_images::store::StoreConfig {
             reserve_bytes: u64::from(config.limits.disk_reserve_mib) << 20,
-            ..Default::default()
+            unpack: config.images.unpack_limits(),
         },
         delta_budget: 64 << 20,
         log_max_bytes: 1 << 20,

@@ -105,6 +105,13 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     let dir = tempfile::tempdir().unwrap();
     let parent = CgroupParent(format!("coracle-test-engine-{}", std::process::id()));
     let (engine, digest) = busybox_engine(&registry, dir.path(), &parent);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&dir.path().join("data")),
+        0o711,
+        "nobody else lists the data dir"
+    );
     let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
     engine.pull(&image).unwrap();
     assert!(engine.images().unwrap().contains(&image.digest));

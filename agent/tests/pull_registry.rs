@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use coracle_agent::pull::{host_platform, PullError, Puller, RegistryClient, RegistryEndpoint};
+use coracle_agent::platform::this_device as host_platform;
+use coracle_agent::pull::{PullError, Puller, RegistryClient, RegistryEndpoint};
 use coracle_images::store::{Store, StoreConfig, StoreError};
 use coracle_images::Digest;
 use coracle_tests::cut_proxy::CutProxy;

@@ -97,6 +97,14 @@ impl Fleet {
         };
         state.validate().map_err(FleetError::InvalidApp)?;
         let signed = encode(&Signed::sign(&state, self.deployment_key()));
+        // Stored but never deliverable otherwise: the agent (and the broker) refuse it.
+        if signed.len() > coracle_proto::codec::MAX_BODY_BYTES {
+            return Err(FleetError::DesiredTooLarge {
+                device: device.clone(),
+                bytes: signed.len(),
+                limit: coracle_proto::codec::MAX_BODY_BYTES,
+            });
+        }
         self.store.put_desired(device, generation, &signed)?;
         let published = match self.client().publish_desired(device, signed).await {
             Ok(()) => {

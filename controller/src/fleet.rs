@@ -39,6 +39,17 @@ pub enum FleetError {
     InvalidTag { tag: String, reason: &'static str },
     #[error("the app is not a valid desired state")]
     InvalidApp(#[source] coracle_proto::InvalidDesired),
+    #[error("device id {device} is reserved for the controller's own broker client")]
+    ReservedId { device: DeviceId },
+    #[error(
+        "the desired state for {device} is {bytes} bytes signed, above the {limit}-byte limit \
+         devices accept: split the app or shorten its environment and commands"
+    )]
+    DesiredTooLarge {
+        device: DeviceId,
+        bytes: usize,
+        limit: usize,
+    },
 }
 
 /// What goes into every bootstrap file besides the device's own credentials.
@@ -129,6 +140,9 @@ impl Fleet {
         id: DeviceId,
         tags: BTreeMap<String, String>,
     ) -> Result<Bootstrap, FleetError> {
+        if id.as_str() == crate::broker::acl::CONTROLLER_USER {
+            return Err(FleetError::ReservedId { device: id });
+        }
         for (key, value) in &tags {
             check_tag(key, value)?;
         }

@@ -22,6 +22,7 @@
 //! in the bootstrap format but not issued yet).
 
 pub mod api;
+pub mod app_platforms;
 pub mod broker;
 pub mod cli;
 pub mod commands;

@@ -6,17 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The fixture, from `$CORACLE_FIXTURES` or the first `shared/fixtures` above the crate.
+/// An image archive of the workspace's `testdata/images` (or `$CORACLE_FIXTURES`).
 fn busybox_docker() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
-        return PathBuf::from(dir).join("busybox-docker.tar");
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/fixtures"))
-        .find(|dir| dir.is_dir())
-        .expect("shared/fixtures above the crate, or CORACLE_FIXTURES")
-        .join("busybox-docker.tar")
+    let dir = std::env::var_os("CORACLE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/images"));
+    dir.join("busybox-docker.tar")
 }
 
 /// The busybox binary from the fixture's layer.

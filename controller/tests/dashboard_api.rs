@@ -130,6 +130,7 @@ fn reported(device: &coracle_proto::DeviceId) -> ReportedState {
         layers: Vec::new(),
         conditions: Vec::new(),
         agent_version: "test".into(),
+        platform: "linux/arm64".into(),
     }
 }
 

@@ -193,3 +193,77 @@ fn devices_get_a_pull_only_registry_token() {
         .as_u16();
     assert_eq!(api, 401, "the pull token must not reach the API");
 }
+
+/// Publishes a reported state saying the device runs `platform` and waits until the
+/// controller has stored it.
+async fn report_platform(
+    controller: &Controller,
+    client: &rumqttc::AsyncClient,
+    device: &coracle_proto::DeviceId,
+    platform: &str,
+) {
+    let mut report = coracle_proto::samples::reported_state(0);
+    report.device = device.clone();
+    report.applied = Generation(0);
+    report.platform = platform.into();
+    client
+        .publish(
+            TopicKind::Reported.for_device(device),
+            QoS::AtLeastOnce,
+            true,
+            coracle_proto::encode(&report),
+        )
+        .await
+        .unwrap();
+    let api = api(controller);
+    support::eventually("the reported platform to be stored", || {
+        let detail: serde_json::Value = api.get("device", &format!("/devices/{device}")).ok()?;
+        (detail["reported"]["platform"] == platform).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_without_the_devices_platform_is_refused_naming_both() {
+    let controller = Controller::start();
+    let digest = push_fixture(&controller, "hello:1");
+    let boot = controller.enrol("pi-arm");
+    let (client, mut el) = connect_device(controller.broker_tls, &boot).await.unwrap();
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let api = api(&controller);
+    let deploy = |compose: &str| {
+        api.send::<_, DeployResponse>(
+            "deploy",
+            "POST",
+            &format!("/devices/{}/deploy", boot.device),
+            &DeployRequest {
+                compose: compose.into(),
+            },
+        )
+    };
+    // The fixture is an amd64 image: a 32-bit ARM board cannot run it.
+    report_platform(&controller, &client, &boot.device, "linux/arm/v7").await;
+    let err = format!("{:#}", deploy(APP).unwrap_err());
+    assert!(
+        err.contains(&format!(
+            "image hello@{digest} has linux/amd64 only; device pi-arm is linux/arm/v7"
+        )),
+        "{err}"
+    );
+    let rollout = serde_json::json!({
+        "compose": APP, "selector": {"devices": ["pi-arm"]}, "waves": "100%",
+        "max_failures": 0, "health_window_s": 5, "rollback_on_failure": true,
+    });
+    let err = api
+        .send::<_, serde_json::Value>("rollout", "POST", "/rollouts", &rollout)
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("device pi-arm is linux/arm/v7"),
+        "{err:#}"
+    );
+
+    // The same device on amd64 takes it.
+    report_platform(&controller, &client, &boot.device, "linux/amd64").await;
+    let answer = deploy(APP).unwrap();
+    assert_eq!(answer.generation, Generation(1));
+}

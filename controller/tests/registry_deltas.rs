@@ -11,7 +11,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use coracle_agent::pull::{host_platform, Puller, RegistryClient, RegistryEndpoint};
+use coracle_agent::platform::this_device as host_platform;
+use coracle_agent::pull::{Puller, RegistryClient, RegistryEndpoint};
 use coracle_images::store::{Store, StoreConfig};
 use coracle_images::Digest;
 use sha2::{Digest as _, Sha256};

@@ -203,9 +203,10 @@ pub fn open_archive(
     })?;
     let scratch = scratch_parent.join(format!("import-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
+    // The archive's own tar holds blobs and JSON, never device nodes or setuid files.
     let limits = UnpackLimits {
         max_bytes: 64 << 30,
-        ..UnpackLimits::default()
+        ..UnpackLimits::strict()
     };
     unpack_layer(file, &scratch, None, &limits).map_err(|source| ImportError::ExtractArchive {
         path: archive.into(),

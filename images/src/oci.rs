@@ -65,6 +65,23 @@ impl Platform {
         })
     }
 
+    /// The platform of the running build, in OCI's spelling (the armv7 build runs 32-bit ARM
+    /// userlands, whose images are `linux/arm/v7`).
+    pub fn this_build() -> Self {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", None),
+            "arm" => ("arm", Some("v7".to_string())),
+            "x86" => ("386", None),
+            other => (other, None),
+        };
+        Self {
+            architecture: architecture.to_string(),
+            os: "linux".to_string(),
+            variant,
+        }
+    }
+
     /// Does an index entry for `self` run on `wanted`? arm64 entries often omit `v8`.
     pub fn matches(&self, wanted: &Platform) -> bool {
         let normal = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {

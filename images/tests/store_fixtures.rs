@@ -1,5 +1,5 @@
 //! Import, store, GC, preflight and resume against the real podman/skopeo fixtures in
-//! ../shared/fixtures (see its README for the expected trees).
+//! testdata/images (see its README for the expected trees).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -13,18 +13,12 @@ use coracle_images::unpack::{is_opaque, OverlayXattrs};
 
 const BUSYBOX_SIZE: u64 = 1_982_256;
 
-/// `$CORACLE_FIXTURES`, else the first `shared/fixtures` above the crate (a worktree sits
-/// deeper than the main checkout).
+/// An image archive of the workspace's `testdata/images` (or `$CORACLE_FIXTURES`).
 fn fixture(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
-        return PathBuf::from(dir).join(name);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/fixtures"))
-        .find(|dir| dir.is_dir())
-        .expect("shared/fixtures above the crate, or CORACLE_FIXTURES")
-        .join(name)
+    let dir = std::env::var_os("CORACLE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/images"));
+    dir.join(name)
 }
 
 fn amd64() -> Platform {

@@ -19,6 +19,11 @@ pub struct ReportedState {
     pub layers: Vec<Digest>,
     pub conditions: Vec<Condition>,
     pub agent_version: String,
+    /// The platform the device runs images of, as OCI spells it (`linux/arm64`,
+    /// `linux/arm/v7`); the controller refuses to deploy images without it. Empty in states
+    /// stored before devices reported it.
+    #[serde(default)]
+    pub platform: String,
 }
 
 /// Where the device is in applying its latest desired state.

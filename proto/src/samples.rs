@@ -152,6 +152,7 @@ pub fn reported_state(n: usize) -> ReportedState {
             controller: "memory".to_string(),
         }],
         agent_version: "0.1.0".to_string(),
+        platform: "linux/arm64".to_string(),
     }
 }
 

@@ -1,14 +1,14 @@
-//! The shared image fixtures (`../shared/fixtures` beside the clone), located the same way
-//! on a developer's machine and in CI, and checked against their `SHA256SUMS`.
+//! The image fixtures the repository carries (`testdata/images`), found the same way on a
+//! developer's machine, in CI and in a fresh clone, and checked against their `SHA256SUMS`.
 
 use std::path::PathBuf;
 
-/// The fixtures folder: `$CORACLE_FIXTURES` if set, else `<workspace>/../shared/fixtures`.
+/// The fixtures folder: `$CORACLE_FIXTURES` if set, else `<workspace>/testdata/images`.
 pub fn dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/images")
 }
 
 /// The path of one fixture file; panics with the folder searched when it is missing, since a
@@ -17,7 +17,7 @@ pub fn path(name: &str) -> PathBuf {
     let path = dir().join(name);
     assert!(
         path.is_file(),
-        "fixture {name} not found at {} (set CORACLE_FIXTURES to the shared fixtures folder)",
+        "fixture {name} not found at {} (the repository's testdata/images, or CORACLE_FIXTURES)",
         path.display()
     );
     path

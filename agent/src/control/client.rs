@@ -146,7 +146,7 @@ pub fn format_status(status: &AgentStatus) -> String {
         }
     };
     format!(
-        "device:      {}\napplied:     generation {}\nupdate:      {update}\nbroker:      {}\nevents:      {} queued, {} dropped\nservices:    {}\nagent:       {}\n",
+        "device:      {}\napplied:     generation {}\nupdate:      {update}\nbroker:      {}\nevents:      {} queued, {} dropped\nservices:    {}\nagent:       {} ({})\n",
         r.device,
         r.applied,
         if status.broker_connected { "connected" } else { "disconnected" },
@@ -154,6 +154,7 @@ pub fn format_status(status: &AgentStatus) -> String {
         status.dropped_events,
         r.services.len(),
         r.agent_version,
+        r.platform,
     )
 }
 

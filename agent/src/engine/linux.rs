@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::container_spec::{container_spec, ContainerLayout};
-use crate::pull::{host_platform, Puller, RegistryClient, RegistryEndpoint};
+use crate::platform::this_device;
+use crate::private_dir::create_traverse_only_dir;
+use crate::pull::{Puller, RegistryClient, RegistryEndpoint};
 use crate::reconcile::Fingerprint;
 use crate::runtime::cgroups::Condition as CgroupCondition;
 use crate::runtime::{
@@ -89,6 +91,8 @@ fn container_id(service: &ServiceName) -> Result<ContainerId, EngineError> {
 impl LinuxEngine {
     /// Opens (and repairs) the image store and prepares the data dirs.
     pub fn open(config: EngineConfig) -> Result<Self, EngineError> {
+        create_traverse_only_dir(&config.data_dir)
+            .map_err(|e| fail("create data dir", config.data_dir.display(), e))?;
         let store = Store::open(&config.data_dir.join("store"), config.store.clone())
             .map_err(|e| fail("open image store", config.data_dir.display(), chain(&e)))?;
         let registry = RegistryClient::new(config.registry.clone()).map_err(|e| {
@@ -100,7 +104,7 @@ impl LinuxEngine {
         })?;
         for dir in ["containers", "volumes"] {
             let path = config.data_dir.join(dir);
-            fs::create_dir_all(&path).map_err(|e| fail("create dir", path.display(), e))?;
+            create_traverse_only_dir(&path).map_err(|e| fail("create dir", path.display(), e))?;
         }
         let runtime = LinuxRuntime::new(config.runtime.clone());
         Ok(Self {
@@ -190,7 +194,7 @@ impl ContainerEngine for LinuxEngine {
         let puller = Puller {
             client: own.as_ref().unwrap_or(&self.registry),
             store: &self.store,
-            platform: host_platform(),
+            platform: this_device(),
             delta_budget: self.config.delta_budget,
         };
         puller

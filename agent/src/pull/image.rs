@@ -46,21 +46,6 @@ pub struct Puller<'a> {
     pub delta_budget: u64,
 }
 
-/// This build's platform in OCI terms.
-pub fn host_platform() -> Platform {
-    let (architecture, variant) = match std::env::consts::ARCH {
-        "x86_64" => ("amd64", None),
-        "aarch64" => ("arm64", None),
-        "arm" => ("arm", Some("v7".to_string())),
-        other => (other, None),
-    };
-    Platform {
-        architecture: architecture.to_string(),
-        os: "linux".to_string(),
-        variant,
-    }
-}
-
 fn is_index(bytes: &[u8]) -> bool {
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes) else {
         return false;

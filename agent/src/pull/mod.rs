@@ -14,4 +14,4 @@ pub mod image;
 
 pub use client::{DeltaOffer, RegistryClient, RegistryEndpoint};
 pub use error::PullError;
-pub use image::{host_platform, Progress, PullReport, Puller};
+pub use image::{Progress, PullReport, Puller};

@@ -249,7 +249,8 @@ impl LinuxRuntime {
             let path = path.to_owned();
             move |source| RuntimeError::PrepareDir { path, source }
         };
-        fs::create_dir_all(&self.config.state_dir).map_err(io(&self.config.state_dir))?;
+        crate::private_dir::create_traverse_only_dir(&self.config.state_dir)
+            .map_err(io(&self.config.state_dir))?;
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

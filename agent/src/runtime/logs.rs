@@ -2,12 +2,14 @@
 //! `max_bytes`, then becomes `container.log.1` (older ones shift up, the oldest beyond
 //! `keep` is deleted). Plain files, so they are readable while the container runs.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::private_dir::private_file;
 
 /// The current log file's name in the container's state dir.
 pub const LOG_FILE: &str = "container.log";
@@ -44,7 +46,7 @@ pub struct RotatingLog {
 impl RotatingLog {
     pub fn open(dir: &Path, max_bytes: u64, keep: u32) -> Result<Self, LogError> {
         let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
+        let file = private_file()
             .create(true)
             .append(true)
             .open(&path)
@@ -94,7 +96,12 @@ impl RotatingLog {
                 }
             }
             fs::rename(&self.path, numbered(1)).map_err(err(self.path.clone()))?;
-            self.file = File::create(&self.path).map_err(err(self.path.clone()))?;
+            self.file = private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.path)
+                .map_err(err(self.path.clone()))?;
         }
         self.written = 0;
         Ok(())

@@ -8,7 +8,7 @@
 //! fsync saves flash wear and ~10 ms per container start on a disk. A state file that is
 //! unreadable anyway (stale dir on a disk after power loss) does not block `delete`.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -98,7 +98,11 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         source,
     };
     let tmp = path.with_extension("tmp");
-    File::create(&tmp)
+    crate::private_dir::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
         .and_then(|mut f| f.write_all(bytes))
         .map_err(err)?;
     fs::rename(&tmp, path).map_err(err)

@@ -5,11 +5,13 @@
 //! Files carry a magic, a format version and a sha256 of the body, so a torn or bit-rotted
 //! file (SD cards) is detected on load instead of being trusted.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
+
+use crate::private_dir::{create_private_dir, private_file, FILE_MODE};
 
 const MAGIC: &[u8; 4] = b"CRST";
 const FORMAT_VERSION: u8 = 1;
@@ -78,17 +80,19 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Atomically replaces `path` with `body` (framed with magic, version and checksum).
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateFileError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|source| StateFileError::CreateDir {
+    create_private_dir(dir).map_err(|source| StateFileError::CreateDir {
         path: dir.to_path_buf(),
         source,
     })?;
     let temp = temp_path(path);
     let write = || -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
+        let mut file = private_file()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&temp)?;
+        // A temp file left by an older agent may be wider; the renamed file must not be.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE))?;
         file.write_all(MAGIC)?;
         file.write_all(&[FORMAT_VERSION])?;
         file.write_all(&Sha256::digest(body))?;
@@ -202,6 +206,11 @@ mod tests {
             b"one"
         );
         assert!(!temp_path(&path).exists());
+        // The desired state holds the services' environment: root's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub fn reported(
         layers: Vec::new(),
         conditions: conditions.to_vec(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        platform: crate::platform::this_device().to_string(),
     }
 }
 

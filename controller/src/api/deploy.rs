@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::devices::device_id;
 use super::error::ApiError;
 use super::{parse_json, AppState};
+use crate::app_platforms::AppPlatforms;
 use crate::compose;
 use crate::deploy::resolve_image;
 
@@ -50,6 +51,12 @@ pub async fn deploy(
         resolve_image(&registry, image)
     })
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let platforms = AppPlatforms::of(&registry, &services).map_err(ApiError::bad_request)?;
+    if let Some(reported) = state.fleet.store.reported(&id)? {
+        platforms
+            .check(&id, &reported.platform)
+            .map_err(ApiError::bad_request)?;
+    }
     let names = services.iter().map(|s| s.name.to_string()).collect();
     let deployment = state.fleet.deploy(&id, services).await?;
     Ok(Json(DeployResponse {

@@ -62,7 +62,9 @@ impl From<FleetError> for ApiError {
             FleetError::Store(StoreError::DeviceExists { device }) => ApiError::Conflict {
                 what: format!("device {device}"),
             },
-            FleetError::InvalidTag { .. } => ApiError::BadRequest {
+            FleetError::InvalidTag { .. }
+            | FleetError::ReservedId { .. }
+            | FleetError::DesiredTooLarge { .. } => ApiError::BadRequest {
                 message: err.to_string(),
             },
             FleetError::InvalidApp(invalid) => ApiError::BadRequest {

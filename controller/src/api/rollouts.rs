@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::error::{anyhow_chain, ApiError};
 use super::{parse_json, AppState};
+use crate::app_platforms::AppPlatforms;
 use crate::compose;
 use crate::deploy::resolve_image;
 use crate::rollout::{CreateRollout, RolloutCommand, RolloutError};
@@ -155,6 +156,7 @@ pub async fn create(
         resolve_image(&registry, image)
     })
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let platforms = AppPlatforms::of(&registry, &services).map_err(ApiError::bad_request)?;
     let app = match request.app.map(|a| a.trim().to_string()) {
         Some(app) if !app.is_empty() => app,
         _ => file.services.keys().cloned().collect::<Vec<_>>().join("+"),
@@ -165,6 +167,7 @@ pub async fn create(
             app,
             compose: request.compose,
             services,
+            platforms,
             selector,
             waves: request.waves,
             max_failures,

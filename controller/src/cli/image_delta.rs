@@ -109,10 +109,7 @@ fn create(from: &Path, to: &Path, output: &Path, level: i32, budget: u64) -> any
         .unwrap_or(Path::new("."));
     let scratch =
         ScratchDir(scratch_parent.join(format!(".coracle-delta-old-{}", std::process::id())));
-    // The operator's own layer: devices and setuid files are expected in real images.
     let limits = UnpackLimits {
-        allow_devices: true,
-        allow_setid: true,
         max_bytes: u64::MAX,
         ..UnpackLimits::default()
     };

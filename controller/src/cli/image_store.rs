@@ -74,20 +74,6 @@ fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
     Registry::open(dir.root().join("registry"), blobs, Arc::from("")).context("open registry")
 }
 
-fn host_platform() -> Platform {
-    let (architecture, variant) = match std::env::consts::ARCH {
-        "x86_64" => ("amd64", None),
-        "aarch64" => ("arm64", None),
-        "arm" => ("arm", Some("v7".to_string())),
-        other => (other, None),
-    };
-    Platform {
-        architecture: architecture.into(),
-        os: "linux".into(),
-        variant,
-    }
-}
-
 /// `repo:tag` (tag defaults to `latest`).
 fn split_tag(text: &str) -> anyhow::Result<(String, String)> {
     let (repo, tag) = match text.rsplit_once(':') {
@@ -136,7 +122,7 @@ fn import(
     let platform = match platform {
         Some(text) => Platform::parse(&text)
             .with_context(|| format!("--platform {text:?}: expected os/arch[/variant]"))?,
-        None => host_platform(),
+        None => Platform::this_build(),
     };
     let registry = open_registry(data_dir)?;
     let scratch = data_dir.join("registry").join("import-scratch");

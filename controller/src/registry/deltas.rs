@@ -176,10 +176,7 @@ impl Registry {
         std::io::copy(&mut reader, &mut out).map_err(|e| failed("decompress target", &e))?;
 
         let old_dir = scratch.0.join("old");
-        // The operator's own layer: devices and setuid files are expected in real images.
         let limits = UnpackLimits {
-            allow_devices: true,
-            allow_setid: true,
             max_bytes: u64::MAX,
             ..UnpackLimits::default()
         };

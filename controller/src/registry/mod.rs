@@ -13,6 +13,7 @@ mod delta_workers;
 mod deltas;
 mod error;
 mod manifests;
+mod platforms;
 mod routes;
 
 use std::path::PathBuf;

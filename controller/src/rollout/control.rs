@@ -7,6 +7,7 @@ use coracle_proto::ServiceSpec;
 use super::command::{transition, RolloutCommand};
 use super::driver::{plan, Rollouts};
 use super::RolloutError;
+use crate::app_platforms::AppPlatforms;
 use crate::store::{DeviceStatus, NewRollout, RolloutRecord, Selector, StoreError};
 
 /// The longest health window accepted (a day): longer is almost surely a unit mistake.
@@ -18,6 +19,8 @@ pub struct CreateRollout {
     pub app: String,
     pub compose: String,
     pub services: Vec<ServiceSpec>,
+    /// The platforms the app's images offer, checked against each selected device.
+    pub platforms: AppPlatforms,
     pub selector: Selector,
     pub waves: String,
     pub max_failures: String,
@@ -55,7 +58,7 @@ impl Rollouts {
             new.health_window_s,
             new.rollback_on_failure,
         )?;
-        let id = self.store_new(new).await?;
+        let id = self.store_new(new, &request.platforms).await?;
         // The first wave starts before the answer, so the caller sees it under way.
         if let Err(err) = self.step(id).await {
             tracing::warn!(rollout = id, error = %format!("{err:#}"), "first rollout step failed; retrying on the next tick");
@@ -67,8 +70,13 @@ impl Rollouts {
             .ok_or(RolloutError::NotFound { id })
     }
 
-    /// Resolves the selector, checks no device is held by another active rollout, stores.
-    async fn store_new(&self, mut new: NewRollout) -> Result<i64, RolloutError> {
+    /// Resolves the selector, checks every device can run the app's images and none is held
+    /// by another active rollout, stores.
+    async fn store_new(
+        &self,
+        mut new: NewRollout,
+        platforms: &AppPlatforms,
+    ) -> Result<i64, RolloutError> {
         let _serialized = self.lock.lock().await;
         let store = &self.fleet.store;
         new.devices = match &new.selector {
@@ -89,6 +97,20 @@ impl Rollouts {
         if new.devices.is_empty() {
             return Err(RolloutError::NoDevices {
                 selector: new.selector.to_string(),
+            });
+        }
+        let refused: Vec<String> = new
+            .devices
+            .iter()
+            .filter_map(|device| {
+                let reported = store.reported(device).ok().flatten()?;
+                platforms.check(device, &reported.platform).err()
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(RolloutError::Invalid {
+                field: "selector",
+                message: format!("devices that cannot run the app: {}", refused.join("; ")),
             });
         }
         if let Some((device, rollout)) = store

@@ -64,10 +64,20 @@ impl Store {
         tx.commit().map_err(query("commit add device"))
     }
 
-    /// Removes a device and everything stored about it.
+    /// Removes a device and everything stored about it, except its last generation: a
+    /// device enrolled again under the same name continues from there.
     pub fn remove_device(&self, id: &DeviceId) -> Result<(), StoreError> {
-        let removed = self
-            .conn()
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query("begin remove device"))?;
+        tx.execute(
+            "INSERT INTO retired_generations (device, generation)
+             SELECT device, generation FROM desired WHERE device = ?1
+             ON CONFLICT (device) DO UPDATE
+               SET generation = max(generation, excluded.generation)",
+            [id.as_str()],
+        )
+        .map_err(query("keep the removed device's generation"))?;
+        let removed = tx
             .execute("DELETE FROM devices WHERE id = ?1", [id.as_str()])
             .map_err(query("delete device"))?;
         if removed == 0 {
@@ -75,7 +85,7 @@ impl Store {
                 device: id.to_string(),
             });
         }
-        Ok(())
+        tx.commit().map_err(query("commit remove device"))
     }
 
     /// Sets and removes tags of one device.
@@ -211,21 +221,20 @@ impl Store {
         Ok(())
     }
 
-    /// The generation of a device's latest desired state, if it has one.
+    /// The generation of a device's latest desired state, if it has one; for a device
+    /// enrolled again under a removed one's name, the removed one's last generation.
     pub fn desired_generation(&self, id: &DeviceId) -> Result<Option<Generation>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT generation FROM desired WHERE device = ?1")
-            .map_err(query("prepare desired generation"))?;
-        let mut rows = stmt
-            .query_map(params![id.as_str()], |r| r.get::<_, i64>(0))
+        let latest: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT max(generation) FROM (
+                   SELECT generation FROM desired WHERE device = ?1
+                   UNION ALL SELECT generation FROM retired_generations WHERE device = ?1)",
+                params![id.as_str()],
+                |r| r.get(0),
+            )
             .map_err(query("read desired generation"))?;
-        match rows.next() {
-            Some(row) => Ok(Some(Generation(
-                row.map_err(query("read desired generation"))?.max(0) as u64,
-            ))),
-            None => Ok(None),
-        }
+        Ok(latest.map(|g| Generation(g.max(0) as u64)))
     }
 
     /// Every device's latest encoded `Signed<DesiredState>`, for republishing at start.
@@ -344,5 +353,24 @@ mod tests {
             vec![(id.clone(), b"two".to_vec())]
         );
         assert_eq!(store.device(&id).unwrap().desired_generation, Some(2));
+    }
+
+    #[test]
+    fn a_device_enrolled_again_continues_its_generations() {
+        let store = Store::in_memory().unwrap();
+        let id: DeviceId = "pi-1".parse().unwrap();
+        store.add_device(&new_device("pi-1", &[])).unwrap();
+        store.put_desired(&id, Generation(9), b"nine").unwrap();
+        store.remove_device(&id).unwrap();
+        store.add_device(&new_device("pi-1", &[])).unwrap();
+        assert_eq!(store.desired_generation(&id).unwrap(), Some(Generation(9)));
+        store.put_desired(&id, Generation(10), b"ten").unwrap();
+        // Removed again without a newer desired state: the highest one is kept.
+        store.remove_device(&id).unwrap();
+        store.add_device(&new_device("pi-1", &[])).unwrap();
+        assert_eq!(store.desired_generation(&id).unwrap(), Some(Generation(10)));
+        let other: DeviceId = "pi-2".parse().unwrap();
+        store.add_device(&new_device("pi-2", &[])).unwrap();
+        assert_eq!(store.desired_generation(&other).unwrap(), None);
     }
 }

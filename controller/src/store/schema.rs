@@ -58,6 +58,14 @@ CREATE TABLE rollouts (
 );
 "#,
     super::rollouts::MIGRATION,
+    // The last generation of each removed device: re-enrolling the name continues from it,
+    // since the device itself still holds that generation and refuses anything older.
+    r#"
+CREATE TABLE retired_generations (
+    device TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema up to date.

@@ -257,16 +257,10 @@ pub fn api(controller: &Controller) -> coracle_controller::cli::ApiClient {
     .unwrap()
 }
 
-/// A file of the shared fixtures: `$CORACLE_FIXTURES`, else the first `shared/fixtures`
-/// above the crate (a worktree sits deeper than the main checkout).
+/// An image archive of the workspace's `testdata/images` (or `$CORACLE_FIXTURES`).
 pub fn fixture(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("CORACLE_FIXTURES") {
-        return PathBuf::from(dir).join(name);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/fixtures"))
-        .find(|dir| dir.is_dir())
-        .expect("shared/fixtures above the crate, or CORACLE_FIXTURES")
-        .join(name)
+    let dir = std::env::var_os("CORACLE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/images"));
+    dir.join(name)
 }

@@ -46,6 +46,11 @@ impl<'a, R: Read, W: Write> SkeletonRecorder<'a, R, W> {
         })
     }
 
+    /// Record at most `limit` more bytes of the stream; how many there were.
+    pub fn drain(&mut self, limit: u64) -> io::Result<u64> {
+        io::copy(&mut self.take(limit), &mut io::sink())
+    }
+
     /// Record the rest of the stream, finish the zstd frame, and give back the reader.
     pub fn finish(mut self) -> io::Result<(R, W)> {
         io::copy(&mut self, &mut io::sink())?;

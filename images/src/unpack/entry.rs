@@ -9,12 +9,10 @@ use tar::EntryType;
 
 use super::node;
 use super::path::{ensure_parents, remove_existing, sanitize, ParentProblem};
+use super::whiteout::{self, WhiteoutKind};
 use super::{UnpackError, UnpackLimits};
 use crate::digest::DigestHasher;
 use crate::layer_index::{IndexEntry, LayerIndex};
-
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
 /// Running totals checked against the limits.
 #[derive(Default)]
@@ -37,6 +35,7 @@ pub(super) fn unpack_entries(
     let mut dir_mtimes = Vec::new();
     let mut verified_parent: Option<PathBuf> = None;
     let chown = is_root();
+    let mut skipped_devices = 0u64;
     for item in archive.entries().map_err(UnpackError::ReadTar)? {
         let mut entry = item.map_err(UnpackError::ReadTar)?;
         budget.entries += 1;
@@ -82,22 +81,23 @@ pub(super) fn unpack_entries(
             source,
         };
 
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name == OPAQUE_MARKER {
-            let dir = target
-                .parent()
-                .expect("a marker has a parent (the root at least)");
-            node::mark_opaque(dir, limits.overlay_xattrs).map_err(create)?;
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            let whiteout = target.with_file_name(hidden);
-            remove_existing(&whiteout, false).map_err(create)?;
-            node::make_whiteout(&whiteout).map_err(create)?;
-            continue;
+        match whiteout::classify(&rel) {
+            Ok(WhiteoutKind::None) => {}
+            Ok(WhiteoutKind::Opaque) => {
+                let dir = target
+                    .parent()
+                    .expect("a marker has a parent (the root at least)");
+                node::mark_opaque(dir, limits.overlay_xattrs).map_err(create)?;
+                continue;
+            }
+            Ok(WhiteoutKind::Hide(hidden)) => {
+                let whiteout = target.with_file_name(hidden);
+                remove_existing(&whiteout, false).map_err(create)?;
+                node::make_whiteout(&whiteout).map_err(create)?;
+                continue;
+            }
+            Ok(WhiteoutKind::AufsMeta) => continue,
+            Err(problem) => return Err(UnpackError::Whiteout { path: rel, problem }),
         }
 
         match kind {
@@ -160,7 +160,16 @@ pub(super) fn unpack_entries(
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
                 remove_existing(&target, false).map_err(create)?;
-                node::make_node(&target, kind_bits, mode, major, minor).map_err(create)?;
+                match node::make_node(&target, kind_bits, mode, major, minor) {
+                    Ok(()) => {}
+                    // Unprivileged (a controller reading layers for deltas): a node has no
+                    // content, so the layer is still whole for every other purpose.
+                    Err(e) if !chown && e.raw_os_error() == Some(libc::EPERM) => {
+                        skipped_devices += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(create(e)),
+                }
             }
             EntryType::Fifo => {
                 remove_existing(&target, false).map_err(create)?;
@@ -185,6 +194,12 @@ pub(super) fn unpack_entries(
         if !kind.is_dir() {
             node::set_mtime(&target, mtime).map_err(create)?;
         }
+    }
+    if skipped_devices > 0 {
+        tracing::debug!(
+            skipped_devices,
+            "device nodes of the layer left out: creating them needs CAP_MKNOD"
+        );
     }
     // Directory times last: creating entries inside them changed their mtime.
     for (dir, mtime) in dir_mtimes.iter().rev() {

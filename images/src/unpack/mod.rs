@@ -8,6 +8,7 @@
 mod entry;
 mod node;
 mod path;
+mod whiteout;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,10 +17,15 @@ use tracing::{debug, info};
 
 pub use node::{is_opaque, OverlayXattrs};
 pub use path::{sanitize as sanitize_path, PathProblem};
+pub use whiteout::WhiteoutProblem;
 
 use crate::digest::{Digest, HashingReader};
 use crate::layer_index::LayerIndex;
 use crate::skeleton::{skeleton_path, SkeletonRecorder};
+
+/// Bytes a layer may carry after the tar's first end block: the second end block plus the
+/// padding of a tar record (10 KiB for GNU tar) fit many times over.
+pub const MAX_BYTES_AFTER_END: u64 = 1 << 20;
 
 /// What a layer may contain and how big it may get.
 #[derive(Debug, Clone)]
@@ -37,14 +43,30 @@ pub struct UnpackLimits {
 }
 
 impl Default for UnpackLimits {
-    /// Strict: 4 GiB, 1M entries, no devices, no setuid/setgid, trusted.overlay xattrs.
+    /// As Docker takes layers: 4 GiB, 1M entries, device nodes and setuid/setgid files kept
+    /// as the image has them (every Debian-based image has `su`, `passwd` and `/dev/console`).
+    /// A device node in a layer is inert: the container's device allow-list decides what may
+    /// be opened, and its `/dev` is a fresh tmpfs. Everything that leaves the layer is still
+    /// refused.
     fn default() -> Self {
         Self {
             max_bytes: 4 << 30,
             max_entries: 1 << 20,
+            allow_devices: true,
+            allow_setid: true,
+            overlay_xattrs: OverlayXattrs::Trusted,
+        }
+    }
+}
+
+impl UnpackLimits {
+    /// For operators who want no device nodes and no setuid/setgid files on their devices at
+    /// all: such a layer is refused, naming the entry.
+    pub fn strict() -> Self {
+        Self {
             allow_devices: false,
             allow_setid: false,
-            overlay_xattrs: OverlayXattrs::Trusted,
+            ..Self::default()
         }
     }
 }
@@ -55,6 +77,13 @@ pub enum UnpackError {
     ReadTar(#[source] std::io::Error),
     #[error("refuse entry {path:?}: {problem}")]
     EntryPath { path: PathBuf, problem: PathProblem },
+    #[error("refuse whiteout {path:?}: {problem}")]
+    Whiteout {
+        path: PathBuf,
+        problem: WhiteoutProblem,
+    },
+    #[error("refuse layer: more than {limit} bytes follow the tar's end-of-archive blocks")]
+    TrailingData { limit: u64 },
     #[error("refuse entry {path:?}: its parent {through:?} is a symlink, writing through it could leave the layer")]
     WriteThroughSymlink { path: PathBuf, through: PathBuf },
     #[error("refuse entry {path:?}: its parent {through:?} is not a directory")]
@@ -150,6 +179,16 @@ pub fn unpack_layer(
     let buffered = std::io::BufReader::with_capacity(256 << 10, HashingReader::new(tar));
     let mut recorder = SkeletonRecorder::new(buffered, skeleton_file, &skip).map_err(create)?;
     let index = entry::unpack_entries(&mut recorder, &temp_path, limits, &skip)?;
+    // The digest covers the whole stream, but a layer must not make us read (and decompress)
+    // gigabytes of anything after its end blocks.
+    let trailing = recorder
+        .drain(MAX_BYTES_AFTER_END + 1)
+        .map_err(UnpackError::ReadTar)?;
+    if trailing > MAX_BYTES_AFTER_END {
+        return Err(UnpackError::TrailingData {
+            limit: MAX_BYTES_AFTER_END,
+        });
+    }
     let (buffered, skeleton_file) = recorder.finish().map_err(UnpackError::ReadTar)?;
     let hashing = buffered.into_inner();
     let (actual, tar_bytes) = hashing.finish().map_err(UnpackError::ReadTar)?;

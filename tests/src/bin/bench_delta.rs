@@ -163,11 +163,7 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
     // Apply as on a device: the old layer unpacked, rebuild the tar byte for byte.
     let old_dir = work.join(format!("{name}.old-dir"));
     let _ = std::fs::remove_dir_all(&old_dir);
-    let limits = UnpackLimits {
-        allow_setid: true,
-        allow_devices: true,
-        ..UnpackLimits::default()
-    };
+    let limits = UnpackLimits::default();
     let old_file = std::fs::File::open(old_tar).map_err(|e| e.to_string())?;
     unpack_layer(old_file, &old_dir, None, &limits)
         .map_err(|e| format!("unpack {}: {e}", old_tar.display()))?;
@@ -213,11 +209,7 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
 /// Our unpack (hashing + checks + syncfs) against GNU tar on the largest layer.
 fn unpack_throughput(work: &Path, tar: &Path) -> BenchResult<()> {
     let bytes = std::fs::metadata(tar).map_err(|e| e.to_string())?.len() as f64;
-    let limits = UnpackLimits {
-        allow_setid: true,
-        allow_devices: true,
-        ..UnpackLimits::default()
-    };
+    let limits = UnpackLimits::default();
     // Alternate the two, three rounds each, and keep the best: ext4 inode allocation after
     // the previous round's deletions penalises whichever runs first.
     let (mut ours, mut gnu) = (f64::MAX, f64::MAX);

@@ -55,18 +55,32 @@ pub struct BuiltImage {
 
 /// Writes an OCI layout under `dir` with one image, tagged `tag`, for the machine's platform.
 pub fn build_layout(dir: &Path, tag: &str, files: &[LayerFile]) -> anyhow::Result<BuiltImage> {
+    layout_from_tar(dir, tag, &layer_tar(files)?, &[])
+}
+
+/// Writes an OCI layout under `dir` whose one gzip layer is `tar`, tagged `tag`, for the
+/// machine's platform, with `cmd` as its `Cmd` when not empty.
+pub fn layout_from_tar(
+    dir: &Path,
+    tag: &str,
+    tar: &[u8],
+    cmd: &[&str],
+) -> anyhow::Result<BuiltImage> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).with_context(|| format!("create {}", blobs.display()))?;
-    let tar = layer_tar(files)?;
-    let diff_id = Digest::of(&tar);
+    let diff_id = Digest::of(tar);
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).context("gzip layer")?;
+    gz.write_all(tar).context("gzip layer")?;
     let layer = gz.finish().context("gzip layer")?;
     let layer_digest = write_blob(&blobs, &layer)?;
+    let mut image_config = serde_json::json!({"WorkingDir": "/"});
+    if !cmd.is_empty() {
+        image_config["Cmd"] = serde_json::json!(cmd);
+    }
     let config = serde_json::json!({
         "architecture": go_arch(),
         "os": "linux",
-        "config": {"WorkingDir": "/"},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
     })
     .to_string();

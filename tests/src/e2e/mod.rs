@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod controller;
+pub mod debian_image;
 pub mod external_broker;
 pub mod image;
 pub mod injector;

@@ -63,6 +63,7 @@ impl SimDevice {
             layers: Vec::new(),
             conditions: Vec::new(),
             agent_version: concat!("sim-", env!("CARGO_PKG_VERSION")).to_string(),
+            platform: "linux/arm64".to_string(),
         };
         Self {
             id,

@@ -83,6 +83,17 @@ pub enum InitError {
         #[source]
         source: nix::Error,
     },
+    #[error(
+        "exec {path}: the program is built for {program_platform} and this device is \
+         {device_platform}: the image is for another architecture"
+    )]
+    WrongArchitecture {
+        path: String,
+        program_platform: &'static str,
+        device_platform: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// What the child needs, prepared by the shim before clone.
@@ -259,10 +270,29 @@ fn setup_and_exec(
         Err(e) => e,
         Ok(never) => match never {},
     };
+    if source == nix::errno::Errno::ENOEXEC {
+        if let Some(program_platform) = program_platform(&program) {
+            return Err(InitError::WrongArchitecture {
+                path: spec.process.args[0].clone(),
+                program_platform,
+                device_platform: crate::platform::this_device().to_string(),
+                source,
+            });
+        }
+    }
     Err(InitError::Exec {
         path: spec.process.args[0].clone(),
         source,
     })
+}
+
+/// The platform a program that failed with ENOEXEC was built for, when it is an ELF file.
+fn program_platform(program: &std::ffi::CStr) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(program.to_bytes()));
+    let mut header = [0u8; 20];
+    File::open(path).ok()?.read_exact(&mut header).ok()?;
+    crate::platform::elf_platform(&header)
 }
 
 fn await_byte(go: &mut File, want: u8) -> Result<(), InitError> {

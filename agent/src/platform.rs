@@ -1,0 +1,73 @@
+//! Platforms in OCI's spelling (`linux/arm64`, `linux/arm/v7`): the one this agent runs on,
+//! reported to the controller so it can refuse images the device cannot run, and the one an
+//! ELF program was built for, so a wrong-architecture image fails with that reason rather
+//! than the kernel's bare "Exec format error".
+
+use coracle_images::oci::Platform;
+
+/// This device's platform: the one the agent is built for.
+pub fn this_device() -> Platform {
+    Platform::this_build()
+}
+
+/// The platform of an ELF program from the first 20 bytes of its file; `None` when the bytes
+/// are not an ELF header or name a machine this list does not know.
+pub fn elf_platform(header: &[u8]) -> Option<&'static str> {
+    if header.len() < 20 || &header[..4] != b"\x7fELF" {
+        return None;
+    }
+    let machine = match header[5] {
+        1 => u16::from_le_bytes([header[18], header[19]]),
+        2 => u16::from_be_bytes([header[18], header[19]]),
+        _ => return None,
+    };
+    Some(match machine {
+        3 => "linux/386",
+        8 => "linux/mips",
+        20 => "linux/ppc",
+        21 => "linux/ppc64le",
+        22 => "linux/s390x",
+        40 => "linux/arm",
+        62 => "linux/amd64",
+        183 => "linux/arm64",
+        243 => "linux/riscv64",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-byte ELF header for `machine` (tests: a program of another architecture).
+    fn elf_header_for_tests(machine: u16) -> Vec<u8> {
+        let mut header = vec![0u8; 64];
+        header[..4].copy_from_slice(b"\x7fELF");
+        header[4] = 2; // 64-bit
+        header[5] = 1; // little endian
+        header[6] = 1; // ELF version
+        header[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
+        header[18..20].copy_from_slice(&machine.to_le_bytes());
+        header[20..24].copy_from_slice(&1u32.to_le_bytes());
+        header
+    }
+
+    #[test]
+    fn elf_machines_map_to_oci_platforms() {
+        for (machine, want) in [(62, "linux/amd64"), (183, "linux/arm64"), (40, "linux/arm")] {
+            assert_eq!(elf_platform(&elf_header_for_tests(machine)), Some(want));
+        }
+        assert_eq!(elf_platform(b"#!/bin/sh\necho not an elf\n"), None);
+        assert_eq!(elf_platform(&elf_header_for_tests(9999)), None);
+        assert_eq!(elf_platform(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn this_device_is_the_platform_of_this_very_binary() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let this = this_device();
+        // ELF knows no variants: arm/v7 is plain arm there.
+        let expected = format!("{}/{}", this.os, this.architecture);
+        assert_eq!(elf_platform(&exe[..20]), Some(expected.as_str()));
+    }
+}

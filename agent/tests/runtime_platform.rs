@@ -1,0 +1,55 @@
+//! An image for another architecture fails to start with that reason, naming both platforms,
+//! rather than the kernel's bare "Exec format error" (root only).
+
+mod runtime_support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use coracle_agent::platform::this_device;
+use coracle_agent::runtime::{ContainerId, Runtime, RuntimeError};
+use runtime_support::Harness;
+
+/// The 64-byte ELF header of an executable for `machine`: enough for the kernel to refuse it.
+fn elf_header(machine: u16) -> Vec<u8> {
+    let mut header = vec![0u8; 64];
+    header[..4].copy_from_slice(b"\x7fELF");
+    header[4] = 2; // 64-bit
+    header[5] = 1; // little endian
+    header[6] = 1; // ELF version
+    header[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
+    header[18..20].copy_from_slice(&machine.to_le_bytes());
+    header[20..24].copy_from_slice(&1u32.to_le_bytes());
+    header
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_program_of_another_architecture_fails_to_start_naming_both_platforms() {
+    let h = Harness::new();
+    // arm64 on every other machine, amd64 on an arm64 one.
+    let this = this_device().to_string();
+    let (machine, foreign) = if this == "linux/arm64" {
+        (62, "linux/amd64")
+    } else {
+        (183, "linux/arm64")
+    };
+    let mut spec = h.spec("unused");
+    let bin = Harness::upper_of(&spec).join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("server"), elf_header(machine)).unwrap();
+    std::fs::set_permissions(bin.join("server"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    spec.process.args = vec!["/bin/server".into()];
+
+    let id: ContainerId = "foreign".parse().unwrap();
+    h.runtime.create(&id, &spec).unwrap();
+    let err = h.runtime.start(&id).unwrap_err();
+    let RuntimeError::StartFailed { reason, .. } = &err else {
+        panic!("expected a failed start, got {err}");
+    };
+    assert!(reason.contains(foreign), "{reason}");
+    assert!(reason.contains(&this), "{reason}");
+    assert!(reason.contains("another architecture"), "{reason}");
+    assert!(reason.contains("/bin/server"), "{reason}");
+    let _ = h.runtime.delete(&id);
+    h.assert_clean();
+}

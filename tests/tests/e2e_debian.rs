@@ -1,0 +1,169 @@
+//! End-to-end with an image as people run them: Debian 12 minbase with nginx, built from
+//! Debian's packages (`mmdebstrap`, cached), so the layer carries setuid and setgid binaries,
+//! `/dev` device nodes, hard links and ~190 MB. It is pushed to the controller, deployed to
+//! a real agent in its own network namespace, serves its page with `su` still setuid inside
+//! the container, and its next version (a changed page) reaches the device as a delta.
+//! Root only; needs Debian's mirror the first time the rootfs is built.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::controller::Controller;
+use coracle_tests::e2e::debian_image::{debian_rootfs, with_replaced_files};
+use coracle_tests::e2e::image::{layout_from_tar, BuiltImage};
+use coracle_tests::e2e::wait_until;
+use coracle_tests::netns::TestNetwork;
+
+const WEB_PORT: u16 = 8080;
+const PAGE: &str = "var/www/html/index.nginx-debian.html";
+const SITE: &str = "etc/nginx/sites-available/default";
+
+/// nginx on `WEB_PORT` only (the packaged site also listens on `[::]:80`), serving the page.
+fn site() -> String {
+    format!(
+        "server {{\n  listen {WEB_PORT} default_server;\n  root /var/www/html;\n  \
+         index index.nginx-debian.html;\n}}\n"
+    )
+}
+
+fn compose(dir: &Path, tag: &str) -> PathBuf {
+    // The command records what `su` looks like inside the running container, then runs nginx.
+    let text = format!(
+        r#"services:
+  web:
+    image: debian-nginx:{tag}
+    command: ["/bin/sh", "-c", "stat -c '%a %U' /usr/bin/su > /var/www/html/su.txt; exec nginx -g 'daemon off;'"]
+    mem_limit: 64m
+    restart: always
+    healthcheck:
+      test: ["HTTP", "{WEB_PORT}", "/"]
+      interval: 1s
+      timeout: 1s
+      retries: 3
+"#
+    );
+    let path = dir.join(format!("app-{tag}.yml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn http_get(addr: Ipv4Addr, path: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&(addr, WEB_PORT).into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}:{WEB_PORT}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn wait_running(controller: &Controller, device: &str, generation: u64) {
+    wait_until(
+        &format!("{device} to run generation {generation} healthy"),
+        Duration::from_secs(180),
+        || {
+            let detail = controller.device(device).map_err(|e| e.to_string())?;
+            let reported = &detail["reported"];
+            let healthy = reported["services"].as_array().is_some_and(|services| {
+                services.iter().any(|s| {
+                    s["name"] == "web" && s["state"] == "Running" && s["health"] == "Healthy"
+                })
+            });
+            if reported["applied"] == generation && healthy {
+                Ok(())
+            } else {
+                Err(detail.to_string())
+            }
+        },
+    )
+    .unwrap();
+}
+
+/// The numbers of the agent's last "image pulled" line: (bytes, deltas, full layers).
+fn last_pull(agent: &Agent) -> (u64, u64, u64) {
+    let line = agent
+        .output()
+        .lines()
+        .rfind(|l| l.contains("image pulled"))
+        .expect("an image pulled line")
+        .to_string();
+    let field = |name: &str| -> u64 {
+        line.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {line}"))
+    };
+    (field("bytes"), field("delta"), field("full"))
+}
+
+fn build(dir: &Path, tag: &str, tar: &[u8]) -> BuiltImage {
+    layout_from_tar(&dir.join(format!("image-{tag}")), tag, tar, &[]).unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_debian_nginx_image_runs_on_a_device_and_updates_as_a_delta() {
+    let rootfs = std::fs::read(debian_rootfs(&["nginx-light"]).unwrap()).unwrap();
+    let site = site();
+    let v1_tar = with_replaced_files(
+        &rootfs,
+        &[(SITE, site.as_bytes()), (PAGE, b"debian nginx v1\n")],
+    )
+    .unwrap();
+    let v2_tar = with_replaced_files(&v1_tar, &[(PAGE, b"debian nginx v2\n")]).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    let v1 = build(dir.path(), "1", &v1_tar);
+    let started = Instant::now();
+    controller.push(&v1.source, "debian-nginx:1").unwrap();
+    eprintln!(
+        "pushed v1 ({} B tar, {} B gzip layer) in {:?}",
+        v1_tar.len(),
+        v1.layer_size,
+        started.elapsed()
+    );
+
+    let host = network.add_host().unwrap();
+    let bootstrap = controller.enrol("pi-deb", dir.path()).unwrap();
+    let agent = Agent::start("pi-deb", &host, dir.path(), &bootstrap).unwrap();
+    let started = Instant::now();
+    controller
+        .deploy(&compose(dir.path(), "1"), "pi-deb")
+        .unwrap();
+    wait_running(&controller, "pi-deb", 1);
+    let (bytes, _, full) = last_pull(&agent);
+    eprintln!(
+        "v1: running {:?} after deploy; pulled {bytes} B in {full} full layer(s)",
+        started.elapsed()
+    );
+    assert!(http_get(host.addr, "/").contains("debian nginx v1"));
+    // setuid survived the layer, the store and the overlay: `su` is 4755 inside the container.
+    let su = http_get(host.addr, "/su.txt");
+    assert!(su.contains("4755 root"), "{su}");
+
+    let v2 = build(dir.path(), "2", &v2_tar);
+    controller.push(&v2.source, "debian-nginx:2").unwrap();
+    let started = Instant::now();
+    controller
+        .deploy(&compose(dir.path(), "2"), "pi-deb")
+        .unwrap();
+    wait_running(&controller, "pi-deb", 2);
+    assert!(http_get(host.addr, "/").contains("debian nginx v2"));
+    let (bytes, deltas, full) = last_pull(&agent);
+    eprintln!(
+        "v2: running {:?} after deploy; pulled {bytes} B ({deltas} delta, {full} full) for a {} B layer",
+        started.elapsed(),
+        v2.layer_size
+    );
+    assert_eq!((deltas, full), (1, 0), "v2 should come as a delta");
+    assert!(bytes * 100 < v2.layer_size, "{bytes} B on the wire");
+}
