@@ -45,7 +45,7 @@ row() { printf '%-34s %8s %8s %6s\n' "$1" "$(kb VmRSS)" "$(kb RssAnon)" "$(fds)"
 hold() { # label addr payload
   local holder before
   before=$(fds)
-  python3 - "$2" "$3" <<'PY' &
+  python3 - "$2" "$3" >/dev/null <<'PY' &
 import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
 payload = sys.argv[2].encode()

@@ -140,3 +140,20 @@ async fn connections_over_the_caps_are_closed_and_accepts_resume_when_they_go() 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_completes_tls_but_never_sends_connect_is_closed() {
+    // mqtt5 closes a client without CONNECT after its fixed 10 s; the relay must follow.
+    let controller = start("");
+    let boot = controller.enrol("pi-mute");
+    let connector = tokio_rustls::TlsConnector::from(support::tls_config(&boot.ca_pem));
+    let tcp = TcpStream::connect(controller.broker_tls).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut mute = connector.connect(name, tcp).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(TIMEOUT, mute.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a client that never sent CONNECT was kept: {read:?}"
+    );
+}

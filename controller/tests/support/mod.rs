@@ -160,7 +160,7 @@ impl Drop for Controller {
     }
 }
 
-fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+pub fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
