@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Controller memory under 1,000 idle half-open connections (issue 17): starts `coracle serve`
-# on loopback port-0 listeners with caps above 1,000, measures its VmRSS idle, with 1,000
-# connections that sent half a request head to the API, and with 1,000 silent sockets on the
-# broker's TLS port (the timeouts are raised to 60 s so they stay open while measured).
-# Prints a table. Run from the repository root after a build:
+# Controller memory under 1,000 idle half-open connections (issue 17). For each case a fresh
+# `coracle serve` on loopback port-0 listeners, caps above 1,000 and timeouts of 60 s (so the
+# connections stay open while measured): VmRSS idle, then with 1,000 connections held open,
+# then after they closed. Cases: half a request head on the API; silent sockets on the
+# broker's TLS port (handshake never started). Prints a table. Run from the repository root
+# after a build:
 #   benchmarks/controller_idle_conns.sh            # debug build; CORACLE_PROFILE=release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/coracle/target}
 bin=$CARGO_TARGET_DIR/${CORACLE_PROFILE:-debug}/coracle
+count=1000
 work=$(mktemp -d)
-cat >"$work/coracle.toml" <<TOML
+pid=
+stop() { [ -n "$pid" ] && { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }; pid=; }
+trap 'stop; rm -rf "$work"' EXIT
+
+start() {
+  rm -rf "$work/data"
+  cat >"$work/coracle.toml" <<TOML
 data_dir = "$work/data"
 [broker]
 listen = "127.0.0.1:0"
@@ -26,49 +34,43 @@ header_timeout_s = 60
 [registry]
 listen = "127.0.0.1:0"
 TOML
-RUST_LOG=warn prlimit --nofile=8192:8192 "$bin" serve --config "$work/coracle.toml" >"$work/out" 2>"$work/err" &
-pid=$!
-stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
-trap stop EXIT
-for _ in $(seq 200); do grep -q "^registry listening" "$work/out" && break; sleep 0.1; done
+  RUST_LOG=warn prlimit --nofile=8192:8192 "$bin" serve --config "$work/coracle.toml" >"$work/out" 2>"$work/err" &
+  pid=$!
+  for _ in $(seq 300); do grep -q "^registry listening" "$work/out" && break; sleep 0.1; done
+  grep -q "^registry listening" "$work/out" || { cat "$work/err"; echo "bench: controller did not start" >&2; exit 1; }
+  sleep 2 # settle: republish, first ticks
+}
 addr() { awk -v w="$1 listening on" 'index($0, w) == 1 { print $NF }' "$work/out"; }
-api=$(addr api)
-tls=$(addr "broker tls")
-[ -n "$api" ] && [ -n "$tls" ] || { cat "$work/err"; echo "bench: controller did not start" >&2; exit 1; }
-
 kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$pid/status"; }
 fds() { ls "/proc/$pid/fd" | wc -l; }
-row() { printf '%-34s %8s %8s %6s\n' "$1" "$(kb VmRSS)" "$(kb RssAnon)" "$(fds)"; }
-# Opens N connections to host:port, optionally sends a prefix, waits until the controller
-# holds them (its descriptor count grew by N), prints the row, and keeps them until stdin
-# closes.
-hold() { # label addr payload
-  local holder before
-  before=$(fds)
-  python3 - "$2" "$3" >/dev/null <<'PY' &
+
+case_() { # label listener payload
+  start
+  local idle_rss idle_fds held_rss held_fds holder
+  idle_rss=$(kb VmRSS) idle_fds=$(fds)
+  python3 - "$(addr "$2")" "$3" "$count" >/dev/null <<'PY' &
 import socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
 payload = sys.argv[2].encode()
 socks = []
-for _ in range(1000):
+for _ in range(int(sys.argv[3])):
     s = socket.create_connection((host, int(port)))
     if payload:
         s.sendall(payload)
     socks.append(s)
-print("open", flush=True)
-time.sleep(30)
+time.sleep(120)
 PY
   holder=$!
-  for _ in $(seq 300); do [ "$(fds)" -ge $((before + 900)) ] && break; sleep 0.1; done
-  sleep 2 # let the per-connection tasks reach their wait
-  row "$1"
+  for _ in $(seq 600); do [ "$(fds)" -ge $((idle_fds + count)) ] && break; sleep 0.1; done
+  sleep 2 # let every connection task reach its wait
+  held_rss=$(kb VmRSS) held_fds=$(fds)
   kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
-  for _ in $(seq 300); do [ "$(fds)" -le $((before + 10)) ] && break; sleep 0.1; done
+  for _ in $(seq 300); do [ "$(fds)" -le $((idle_fds + 5)) ] && break; sleep 0.1; done
+  printf '%-30s %9s %9s %9s %7s %8s\n' "$1" "$idle_rss" "$held_rss" "$(kb VmRSS)" "$held_fds" \
+    "$(( (held_rss - idle_rss) * 1024 / count ))"
+  stop
 }
 
-printf '%-34s %8s %8s %6s\n' "state" "RSS kB" "anon kB" "fds"
-sleep 2
-row "idle, no connections"
-hold "1,000 half-open HTTP (API)" "$api" $'GET /metrics HTTP/1.1\r\nHost: x\r\n'
-hold "1,000 silent TLS sockets (broker)" "$tls" ""
-row "after both closed"
+printf '%-30s %9s %9s %9s %7s %8s\n' "$count connections" "idle kB" "held kB" "after kB" "fds" "B/conn"
+case_ "half-open HTTP (API)" api $'GET /metrics HTTP/1.1\r\nHost: x\r\n'
+case_ "silent TLS sockets (broker)" "broker tls" ""

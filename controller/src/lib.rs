@@ -30,6 +30,7 @@ pub mod config;
 pub mod dashboard;
 pub mod datadir;
 pub mod deploy;
+pub mod fd_limit;
 pub mod fleet;
 pub mod ingest;
 pub mod log_limit;

@@ -132,9 +132,26 @@ fn device_ca_bundle(
     Ok(format!("{}\n{}", controller_ca.trim_end(), extra.trim_end()) + "\n")
 }
 
+/// Raises the descriptor limit and says once if the connection caps can still exceed it;
+/// either way the controller runs (over the limit, new connections are refused).
+fn check_fd_limit(config: &ServeConfig) {
+    let needed = crate::fd_limit::needed(config);
+    match crate::fd_limit::raise_soft_limit() {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the file descriptor limit is below what the connection caps allow; \
+             past it new connections are refused until descriptors free up"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, needed, "cannot raise the file descriptor limit"),
+    }
+}
+
 /// Runs the controller until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let stop = shutdown_signal()?;
+    check_fd_limit(&config);
 
     // 1. State: data dir, database, secrets.
     let dir = DataDir::open(&config.data_dir)?;
