@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -106,14 +107,54 @@ pub struct BrokerSection {
     /// (`mosquitto-config` issues it with the controller CA; other brokers bring their own):
     /// a PEM file of the CA that did. Bootstrap files carry it after the controller CA.
     pub device_ca_file: Option<PathBuf>,
+    /// Seconds a device has to complete its TLS handshake on `tls_listen`.
+    pub handshake_timeout_s: u64,
+    /// Connections `tls_listen` holds at once, in total and from one source address
+    /// (devices behind one NAT share an address). One over a cap is closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
-/// One HTTP listener.
+/// One HTTP listener and what it allows its peers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenSection {
     pub listen: SocketAddr,
+    /// Connections held at once, in total and from one source address; over a cap a new
+    /// connection is answered 503 and closed.
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_http_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request head, and that a keep-alive connection may
+    /// sit idle between requests.
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: u64,
+    /// Seconds a request body may go without a byte before the request fails. A slow
+    /// upload that keeps moving is never cut.
+    #[serde(default = "default_body_stall_s")]
+    pub body_stall_s: u64,
 }
+
+fn default_http_connections() -> usize {
+    256
+}
+
+fn default_http_connections_per_ip() -> usize {
+    64
+}
+
+fn default_header_timeout_s() -> u64 {
+    10
+}
+
+fn default_body_stall_s() -> u64 {
+    30
+}
+
+/// The embedded broker counts every relayed device as a loopback client, and `mqtt5`
+/// allows 10,000 clients per address; the TLS cap stays below that.
+const MAX_BROKER_CONNECTIONS: usize = 9_000;
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -138,6 +179,9 @@ impl Default for BrokerSection {
             device_url: None,
             mosquitto_dir: None,
             device_ca_file: None,
+            handshake_timeout_s: 10,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -146,7 +190,76 @@ impl ListenSection {
     fn at(port: u16) -> Self {
         Self {
             listen: loopback(port),
+            max_connections: default_http_connections(),
+            max_connections_per_ip: default_http_connections_per_ip(),
+            header_timeout_s: default_header_timeout_s(),
+            body_stall_s: default_body_stall_s(),
         }
+    }
+
+    /// The limits `net::http::serve` enforces.
+    pub fn limits(&self) -> crate::net::HttpLimits {
+        crate::net::HttpLimits {
+            gate: crate::net::GateLimits {
+                total: self.max_connections,
+                per_ip: self.max_connections_per_ip,
+            },
+            header_timeout: Duration::from_secs(self.header_timeout_s),
+            body_stall: Duration::from_secs(self.body_stall_s),
+        }
+    }
+
+    fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            field,
+            reason: reason.into(),
+        };
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(invalid(
+                "max_connections and max_connections_per_ip must be at least 1",
+            ));
+        }
+        if self.header_timeout_s == 0 || self.body_stall_s == 0 {
+            return Err(invalid(
+                "header_timeout_s and body_stall_s must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BrokerSection {
+    /// The limits the embedded broker's TLS listener enforces.
+    pub fn tls_limits(&self) -> crate::broker::tls_front::TlsFrontLimits {
+        crate::broker::tls_front::TlsFrontLimits {
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_s),
+            gate: crate::net::GateLimits {
+                total: self.max_connections,
+                per_ip: self.max_connections_per_ip,
+            },
+        }
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "broker",
+            reason,
+        };
+        if !(1..=60).contains(&self.handshake_timeout_s) {
+            return Err(invalid("handshake_timeout_s must be 1 to 60".into()));
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(invalid(
+                "max_connections and max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.max_connections > MAX_BROKER_CONNECTIONS {
+            return Err(invalid(format!(
+                "max_connections is at most {MAX_BROKER_CONNECTIONS} (the embedded broker's \
+                 limit per address; devices reach it through a loopback relay)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -224,6 +337,9 @@ impl ServeConfig {
                 });
             }
         }
+        self.broker.validate_limits()?;
+        self.api.validate("api")?;
+        self.registry.validate("registry")?;
         if self.fleet.offline_after_s == 0 {
             return Err(ConfigError::Invalid {
                 field: "fleet.offline_after_s",
@@ -309,6 +425,34 @@ mod tests {
         ] {
             let err = bad.validate().unwrap_err();
             assert!(err.to_string().contains("broker.device_url"), "{err}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_parse_and_zero_caps_are_refused() {
+        let text = "[broker]\nhandshake_timeout_s = 1\nmax_connections = 8\n\
+                    [api]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4\nheader_timeout_s = 1\n";
+        let config: ServeConfig = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.broker.tls_limits().gate.total, 8);
+        assert_eq!(config.api.limits().gate.total, 4);
+        assert_eq!(config.api.limits().header_timeout, Duration::from_secs(1));
+        assert_eq!(config.registry.max_connections, default_http_connections());
+        for (text, field) in [
+            (
+                "[api]\nlisten = \"127.0.0.1:0\"\nmax_connections = 0\n",
+                "api",
+            ),
+            (
+                "[registry]\nlisten = \"127.0.0.1:0\"\nbody_stall_s = 0\n",
+                "registry",
+            ),
+            ("[broker]\nhandshake_timeout_s = 0\n", "broker"),
+            ("[broker]\nmax_connections = 20000\n", "broker"),
+        ] {
+            let config: ServeConfig = toml::from_str(text).unwrap();
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{text}: {err}");
         }
     }
 

@@ -62,12 +62,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} server failed")]
-    Serve {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Prints one listening line to stdout, flushed, for whoever started us.
@@ -138,9 +132,26 @@ fn device_ca_bundle(
     Ok(format!("{}\n{}", controller_ca.trim_end(), extra.trim_end()) + "\n")
 }
 
+/// Raises the descriptor limit and says once if the connection caps can still exceed it;
+/// either way the controller runs (over the limit, new connections are refused).
+fn check_fd_limit(config: &ServeConfig) {
+    let needed = crate::fd_limit::needed(config);
+    match crate::fd_limit::raise_soft_limit() {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the file descriptor limit is below what the connection caps allow; \
+             past it new connections are refused until descriptors free up"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, needed, "cannot raise the file descriptor limit"),
+    }
+}
+
 /// Runs the controller until a shutdown signal.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let stop = shutdown_signal()?;
+    check_fd_limit(&config);
 
     // 1. State: data dir, database, secrets.
     let dir = DataDir::open(&config.data_dir)?;
@@ -169,6 +180,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
                 tls_listen: config.broker.tls_listen,
                 cert: secrets.broker_cert.clone(),
                 key: secrets.broker_key.clone(),
+                limits: config.broker.tls_limits(),
             };
             let broker = EmbeddedBroker::start(&settings, credentials.clone()).await?;
             announce("broker", broker.addr);
@@ -271,26 +283,23 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     announce("registry", registry_addr);
 
     // 5. Serve until a signal, then stop in reverse order.
-    let registry_task = tokio::spawn(api::serve(
+    let registry_task = tokio::spawn(crate::net::http::serve(
         registry_listener,
+        "registry",
         crate::registry::router(registry),
+        config.registry.limits(),
         wait_for(stop.clone()),
     ));
-    api::serve(api_listener, api::router(state), wait_for(stop.clone()))
-        .await
-        .map_err(|source| ServeError::Serve {
-            what: "api",
-            source,
-        })?;
-    match registry_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(source)) => {
-            return Err(ServeError::Serve {
-                what: "registry",
-                source,
-            })
-        }
-        Err(err) => tracing::warn!(error = %err, "registry task ended abnormally"),
+    crate::net::http::serve(
+        api_listener,
+        "api",
+        api::router(state),
+        config.api.limits(),
+        wait_for(stop.clone()),
+    )
+    .await;
+    if let Err(err) = registry_task.await {
+        tracing::warn!(error = %err, "registry task ended abnormally");
     }
     driver_task.abort();
     presence_task.abort();

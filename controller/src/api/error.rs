@@ -33,6 +33,8 @@ pub enum ApiError {
     CommandFailed { device: String, reason: String },
     #[error(transparent)]
     Command(#[from] crate::commands::CommandError),
+    #[error("too many requests: {what}")]
+    TooManyRequests { what: String },
 }
 
 /// The error body every endpoint returns.
@@ -97,6 +99,7 @@ impl ApiError {
                 (StatusCode::GATEWAY_TIMEOUT, "device_timeout")
             }
             ApiError::Command(_) => (StatusCode::BAD_GATEWAY, "broker"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }
 }

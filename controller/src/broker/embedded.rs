@@ -1,7 +1,9 @@
 //! The embedded broker: `mqtt5`'s broker (pinned, chosen by the measurements in issue 5: it
 //! is the measured embeddable broker with per-user topic authorization hooks) with our
 //! `Credentials` and `acl` plugged into its auth hook. A plain listener on loopback for the
-//! controller's own client and a TLS listener (controller CA) for devices.
+//! controller's own client, and for devices a TLS listener (controller CA) that Coracle runs
+//! itself in front of the broker's plain one (`tls_front`: `mqtt5`'s own TLS accept loop
+//! lets one idle socket stall every handshake).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt5::broker::auth::{AuthProvider, AuthResult};
-use mqtt5::broker::config::{BrokerConfig, StorageBackend, StorageConfig, TlsConfig};
+use mqtt5::broker::config::{BrokerConfig, StorageBackend, StorageConfig};
 use mqtt5::broker::server::BrokerShutdownHandle;
 use mqtt5::broker::MqttBroker;
 use mqtt5::packet::connect::ConnectPacket;
@@ -19,17 +21,19 @@ use mqtt5::protocol::v5::reason_codes::ReasonCode;
 
 use super::acl::{self, Principal, CONTROLLER_USER};
 use super::credentials::Credentials;
+use super::tls_front::{DevicePeers, TlsFront, TlsFrontError, TlsFrontLimits};
 
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedBrokerError {
-    #[error("cannot start the embedded MQTT broker on {listen} (TLS {tls_listen})")]
+    #[error("cannot start the embedded MQTT broker on {listen}")]
     Start {
         listen: SocketAddr,
-        tls_listen: SocketAddr,
         #[source]
         source: mqtt5::MqttError,
     },
+    #[error(transparent)]
+    TlsFront(#[from] TlsFrontError),
     #[error("embedded MQTT broker has no bound {which} listener")]
     NoListener { which: &'static str },
 }
@@ -41,6 +45,8 @@ pub struct EmbeddedBrokerSettings {
     pub tls_listen: SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Handshake timeout and connection caps of the TLS listener.
+    pub limits: TlsFrontLimits,
 }
 
 /// A running embedded broker.
@@ -50,6 +56,7 @@ pub struct EmbeddedBroker {
     pub tls_addr: SocketAddr,
     shutdown: ShutdownHandle,
     task: tokio::task::JoinHandle<()>,
+    tls_front: TlsFront,
 }
 
 struct ShutdownHandle(BrokerShutdownHandle);
@@ -62,6 +69,9 @@ impl std::fmt::Debug for ShutdownHandle {
 
 /// Devices send a sample every few seconds; bodies never exceed proto's limit plus headers.
 const MAX_PACKET_BYTES: usize = coracle_proto::codec::MAX_BODY_BYTES + 4096;
+/// Clients the broker takes beyond the TLS listener's cap: the controller's own client and
+/// a margin, so the broker never refuses a device the TLS listener admitted.
+const PLAIN_CLIENT_MARGIN: usize = 64;
 
 impl EmbeddedBroker {
     /// Binds the listeners and starts the broker task.
@@ -72,30 +82,38 @@ impl EmbeddedBroker {
         let storage = StorageConfig::new()
             .with_backend(StorageBackend::Memory)
             .with_persistence(false);
-        let tls = TlsConfig::new(settings.cert.clone(), settings.key.clone())
-            .with_bind_address(settings.tls_listen);
         let config = BrokerConfig::new()
             .with_bind_address(settings.listen)
-            .with_tls(tls)
+            .with_max_clients(settings.limits.gate.total + PLAIN_CLIENT_MARGIN)
             .with_storage(storage)
             .with_max_packet_size(MAX_PACKET_BYTES)
             .with_sys_topics_enabled(false)
             .with_session_expiry(Duration::from_secs(3600));
         let start = |source| EmbeddedBrokerError::Start {
             listen: settings.listen,
-            tls_listen: settings.tls_listen,
             source,
+        };
+        let peers = DevicePeers::default();
+        let auth = CoracleAuth {
+            credentials,
+            peers: peers.clone(),
         };
         let mut broker = MqttBroker::with_config(config)
             .await
             .map_err(start)?
-            .with_auth_provider(Arc::new(CoracleAuth { credentials }));
+            .with_auth_provider(Arc::new(auth));
         let addr = broker
             .local_addr()
             .ok_or(EmbeddedBrokerError::NoListener { which: "plain" })?;
-        let tls_addr = broker
-            .tls_local_addr()
-            .ok_or(EmbeddedBrokerError::NoListener { which: "TLS" })?;
+        let tls_front = TlsFront::start(
+            settings.tls_listen,
+            (settings.cert.as_path(), settings.key.as_path()),
+            addr,
+            settings.limits,
+            peers,
+        )
+        .await?;
+        let tls_addr = tls_front.addr;
         let shutdown = ShutdownHandle(broker.shutdown_handle());
         let task = tokio::spawn(async move {
             if let Err(err) = broker.run().await {
@@ -107,11 +125,13 @@ impl EmbeddedBroker {
             tls_addr,
             shutdown,
             task,
+            tls_front,
         })
     }
 
     /// Stops accepting, disconnects clients and waits for the broker task.
     pub async fn stop(self) {
+        self.tls_front.stop();
         self.shutdown.0.shutdown();
         if let Err(err) = self.task.await {
             tracing::warn!(error = %err, "embedded MQTT broker task did not stop cleanly");
@@ -122,6 +142,8 @@ impl EmbeddedBroker {
 /// The auth hook: authentication by `Credentials`, authorization by `acl`.
 struct CoracleAuth {
     credentials: Arc<Credentials>,
+    /// Devices arrive through the TLS relay; this names their own address in logs.
+    peers: DevicePeers,
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -143,6 +165,7 @@ impl AuthProvider for CoracleAuth {
         connect: &'a ConnectPacket,
         client_addr: SocketAddr,
     ) -> BoxFuture<'a, mqtt5::Result<AuthResult>> {
+        let client_addr = self.peers.device_addr(client_addr);
         let principal = self.credentials.authenticate(
             connect.username.as_deref(),
             connect.password.as_deref(),

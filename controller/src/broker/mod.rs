@@ -10,6 +10,7 @@ pub mod client;
 pub mod credentials;
 pub mod embedded;
 pub mod mosquitto;
+pub mod tls_front;
 
 use std::fmt;
 

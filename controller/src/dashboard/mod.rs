@@ -4,13 +4,15 @@
 //! same middleware as bearer-token calls.
 
 pub mod assets;
+pub mod login_limit;
 pub mod session;
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -76,11 +78,29 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-async fn login(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn login(
+    State(state): State<AppState>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // The server (`net::http`) records the peer; a router served otherwise is not limited.
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let now = Instant::now();
+    let limit = &state.sessions.logins;
+    if peer.is_some_and(|ip| !limit.allows(ip, now)) {
+        return Err(ApiError::TooManyRequests {
+            what: "failed dashboard logins from this address; wait a minute".into(),
+        });
+    }
     let request: LoginRequest = parse_json(&body)?;
     let token = request.token.trim();
     if !constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
-        tracing::info!("dashboard login refused: wrong admin token");
+        if let Some(ip) = peer {
+            limit.failed(ip, now);
+        }
+        tracing::info!(peer = ?peer, "dashboard login refused: wrong admin token");
         return Err(ApiError::Unauthorized);
     }
     let id = state.sessions.create(Instant::now());

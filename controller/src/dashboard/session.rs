@@ -27,6 +27,8 @@ const MAX_SESSIONS: usize = 1024;
 #[derive(Debug, Clone, Default)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Failed logins per source address (429 after too many).
+    pub logins: super::login_limit::LoginLimit,
 }
 
 impl Sessions {

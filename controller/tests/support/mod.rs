@@ -46,16 +46,33 @@ impl Controller {
 
     /// Starts with a given config file text (its `data_dir` should be `data_dir(dir)`).
     pub fn start_with_config(dir: tempfile::TempDir, text: &str) -> Self {
+        Self::start_with_command(dir, text, Command::new(env!("CARGO_BIN_EXE_coracle")))
+    }
+
+    /// The config for port-0 listeners in `dir`, with `extra` TOML lines in each section
+    /// (`[broker]`, `[api]`, `[registry]`).
+    pub fn config_text(dir: &Path, broker: &str, api: &str, registry: &str) -> String {
+        format!(
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n{broker}\n[api]\nlisten = \"127.0.0.1:0\"\n{api}\n[registry]\nlisten = \"127.0.0.1:0\"\n{registry}\n",
+            data_dir(dir)
+        )
+    }
+
+    /// Starts with `command` as the program: `coracle` itself, or a wrapper that runs it
+    /// (`prlimit --nofile=… coracle`); stderr as the command has it set.
+    pub fn start_with_command(dir: tempfile::TempDir, text: &str, mut command: Command) -> Self {
         let config = dir.path().join("coracle.toml");
         std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coracle"))
+        if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            command.env(
+                "RUST_LOG",
+                std::env::var("CORACLE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        }
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("CORACLE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -92,6 +109,11 @@ impl Controller {
 
     pub fn data_dir(&self) -> PathBuf {
         data_dir(self.dir.path())
+    }
+
+    /// The controller's process id (for /proc readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn admin_token(&self) -> String {
@@ -138,7 +160,7 @@ impl Drop for Controller {
     }
 }
 
-fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+pub fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();

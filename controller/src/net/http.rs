@@ -1,0 +1,188 @@
+//! `serve`: the API's and the registry's HTTP/1.1 server, in place of `axum::serve`, so that
+//! no peer can hold the controller: a request head must arrive within `header_timeout`
+//! (hyper's header read timeout, which also closes a keep-alive connection idle that long
+//! between requests), a request body that stalls fails (`stall`), and the listener holds at
+//! most `gate` connections. Over the cap a new connection is answered 503 and closed; out
+//! of file descriptors, likewise (`accept`). Refusals are logged once per 10 s with a count.
+
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower_service::Service as _;
+
+use super::accept::Acceptor;
+use super::gate::{ConnectionGate, GateLimits, Refusal};
+use super::throttle::SharedThrottle;
+
+/// What one HTTP listener allows its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub gate: GateLimits,
+    /// For a request head, and for the next request on an idle keep-alive connection.
+    pub header_timeout: Duration,
+    /// Longest wait for the next chunk of a request body.
+    pub body_stall: Duration,
+}
+
+/// Refusals being answered at once; above this a refused connection is just closed.
+const REFUSALS_IN_FLIGHT: GateLimits = GateLimits {
+    total: 32,
+    per_ip: 4,
+};
+/// How long a refused client gets to read its 503 before the socket is closed.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// How long open connections get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+static BUSY: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let body = "server busy: too many connections, retry later\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Serves `router` on `listener` until `shutdown` completes; `what` names it in logs.
+pub async fn serve(
+    listener: TcpListener,
+    what: &'static str,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let stall = limits.body_stall;
+    let router = router.layer(axum::middleware::map_request(
+        move |request: axum::extract::Request| async move {
+            super::stall::guard_request(request, stall)
+        },
+    ));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let builder = Arc::new(builder);
+
+    let gate = ConnectionGate::new(limits.gate);
+    let refusing = ConnectionGate::new(REFUSALS_IN_FLIGHT);
+    let refused = Arc::new(SharedThrottle::new(LOG_EVERY));
+    let mut acceptor = Acceptor::new(listener, what);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let incoming = tokio::select! {
+            incoming = acceptor.next() => incoming,
+            () = &mut shutdown => break,
+            // Reaps finished connection tasks so the set holds only open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        if incoming.shed {
+            // Out of descriptors: answer from the one we have and close at once.
+            let _ = incoming.stream.try_write(&BUSY);
+            continue;
+        }
+        let admitted = match gate.admit(incoming.peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if let Some(count) = refused.hit() {
+                    let cap = match refusal {
+                        Refusal::Total => "total",
+                        Refusal::PerIp => "per source address",
+                    };
+                    tracing::warn!(
+                        listener = what,
+                        peer = %incoming.peer,
+                        cap,
+                        count,
+                        "connections refused with 503: at the connection cap"
+                    );
+                }
+                if let Ok(slot) = refusing.admit(incoming.peer.ip()) {
+                    tokio::spawn(async move {
+                        refuse(incoming.stream).await;
+                        drop(slot);
+                    });
+                }
+                continue;
+            }
+        };
+        let builder = builder.clone();
+        // Handlers that care who is asking (login limits) read the peer from here.
+        let (router, peer) = (router.clone(), incoming.peer);
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().call(request)
+        });
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _admitted = admitted;
+            let _ = incoming.stream.set_nodelay(true);
+            let conn = builder.serve_connection(TokioIo::new(incoming.stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                // (The watch guard is dropped inside: it must not live across an await.)
+                _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = result {
+                // Timeouts, resets and malformed requests: the peer's doing, not news.
+                tracing::debug!(listener = what, peer = %incoming.peer, error = %err, "connection ended");
+            }
+        });
+    }
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            listener = what,
+            open = connections.len(),
+            "closing connections still open at shutdown"
+        );
+        connections.abort_all();
+    }
+}
+
+/// Answers 503 and closes, reading what the client sent meanwhile so that the close does
+/// not reset the connection before the client read the answer.
+async fn refuse(mut stream: TcpStream) {
+    let answer = async {
+        stream.write_all(&BUSY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_is_a_complete_503() {
+        let text = String::from_utf8(BUSY.clone()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+    }
+}
