@@ -33,7 +33,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub broker: BrokerSection,
     pub api: ListenSection,
-    pub registry: ListenSection,
+    pub registry: RegistrySection,
     /// Host name or address devices use to reach this controller; it goes into bootstrap
     /// files and the broker's TLS certificate. Defaults to the listen address's IP.
     pub public_host: Option<String>,
@@ -108,6 +108,33 @@ pub struct BrokerSection {
     pub device_ca_file: Option<PathBuf>,
 }
 
+/// The OCI registry's listener and upload sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    pub listen: SocketAddr,
+    /// An upload session untouched (no chunk) this long is abandoned and removed, with
+    /// its bytes: a client that died mid-push leaves nothing behind for ever.
+    pub upload_expiry_s: u64,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self {
+            listen: loopback(5000),
+            upload_expiry_s: 24 * 3600,
+        }
+    }
+}
+
+impl RegistrySection {
+    /// How often abandoned sessions are looked for: often enough that one lives at most
+    /// about 1.5 times the expiry, never more than every 10 minutes.
+    pub fn expiry_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs((self.upload_expiry_s / 2).clamp(1, 600))
+    }
+}
+
 /// One HTTP listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,7 +148,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("coracle-data"),
             broker: BrokerSection::default(),
             api: ListenSection::at(8080),
-            registry: ListenSection::at(5000),
+            registry: RegistrySection::default(),
             public_host: None,
             fleet: FleetSection::default(),
             deltas: DeltasSection::default(),
@@ -181,6 +208,12 @@ impl ServeConfig {
             return Err(ConfigError::Invalid {
                 field: "deltas.workers",
                 reason: "at most 16 encoding threads".into(),
+            });
+        }
+        if self.registry.upload_expiry_s == 0 {
+            return Err(ConfigError::Invalid {
+                field: "registry.upload_expiry_s",
+                reason: "must be at least 1".into(),
             });
         }
         if self.deltas.history == 0 || self.deltas.rescan_s == 0 {
@@ -274,7 +307,7 @@ mod tests {
         let text = "data_dir = \"/tmp/x\"\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n";
         let config: ServeConfig = toml::from_str(text).unwrap();
         assert_eq!(config.api.listen.port(), 0);
-        assert_eq!(config.registry, ListenSection::at(5000));
+        assert_eq!(config.registry.listen, loopback(5000));
     }
 
     #[test]

@@ -211,6 +211,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         blobs,
         Arc::from(secrets.admin_token.as_str()),
     )?;
+    let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
+        std::time::Duration::from_secs(config.registry.upload_expiry_s),
+        config.registry.expiry_period(),
+    ));
     if config.deltas.workers > 0 {
         registry.start_delta_workers(crate::registry::WorkerSettings {
             workers: config.deltas.workers,
@@ -293,6 +297,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Err(err) => tracing::warn!(error = %err, "registry task ended abnormally"),
     }
     driver_task.abort();
+    expiry_task.abort();
     presence_task.abort();
     republish_task.abort();
     client.disconnect().await;
