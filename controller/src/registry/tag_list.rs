@@ -95,10 +95,18 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
+    /// (n, last, the page, where the next page starts).
+    type Case = (
+        Option<usize>,
+        Option<&'static str>,
+        &'static [&'static str],
+        Option<&'static str>,
+    );
+
     #[test]
     fn tag_pages_follow_n_and_last() {
         let all = tags(&["a", "b", "c", "d"]);
-        let cases: &[(Option<usize>, Option<&str>, &[&str], Option<&str>)] = &[
+        let cases: &[Case] = &[
             (None, None, &["a", "b", "c", "d"], None),
             (Some(2), None, &["a", "b"], Some("b")),
             (Some(2), Some("b"), &["c", "d"], None),
