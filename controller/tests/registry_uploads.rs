@@ -118,8 +118,11 @@ fn a_chunk_still_streaming_when_the_upload_closes_never_lands_in_the_blob() {
         std::fs::metadata(&file).is_ok_and(|m| m.len() == 13)
     });
 
-    // The client closes the upload with the digest of what it believes it sent.
-    let digest = digest_of(b"verified");
+    // The upload is closed with the digest of exactly what is on disk at this moment: an
+    // unlocked registry verifies it and renames the file into the store while the chunk's
+    // writer still holds it open.
+    let on_disk = b"verifiedlate-";
+    let digest = digest_of(on_disk);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let closing = {
         let registry = RegistryClient::new(&controller);
@@ -141,10 +144,7 @@ fn a_chunk_still_streaming_when_the_upload_closes_never_lands_in_the_blob() {
     // Whatever the order, the store never holds bytes that differ from their digest.
     let blob = registry.get(&format!("/v2/app/blobs/{digest}"));
     if closed.status == 201 {
-        assert_eq!(
-            blob.body, b"verified",
-            "the late chunk reached the stored blob"
-        );
+        assert_eq!(blob.body, on_disk, "the late chunk reached the stored blob");
     } else {
         assert_eq!(
             closed.status,

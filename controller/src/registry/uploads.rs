@@ -94,6 +94,9 @@ impl BlobStore {
             .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?
             .len();
         if let Some(start) = start.filter(|&start| start != before) {
+            // Read the refused chunk so the client, still sending it, reads the 416 instead
+            // of a reset connection.
+            drain(body).await;
             return Err(RegistryError::ChunkOutOfOrder {
                 id: id.into(),
                 expected: before,
@@ -208,6 +211,17 @@ async fn untouched_for(path: &Path, max_age: Duration) -> bool {
     SystemTime::now()
         .duration_since(modified)
         .is_ok_and(|age| age > max_age)
+}
+
+/// Reads and drops a body, up to [`DRAIN_AFTER_ERROR`] bytes.
+async fn drain(mut body: Body) {
+    let mut drained = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        drained += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if drained > DRAIN_AFTER_ERROR {
+            break;
+        }
+    }
 }
 
 /// Writes the body to the session file. After a write error the rest of the body is still

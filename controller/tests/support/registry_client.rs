@@ -72,7 +72,7 @@ impl RegistryClient {
         } else {
             self.agent.run(request.body(body.to_vec()).unwrap())
         }
-        .unwrap();
+        .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
         Answer {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
