@@ -34,7 +34,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub broker: BrokerSection,
     pub api: ListenSection,
-    pub registry: ListenSection,
+    pub registry: RegistrySection,
     /// Host name or address devices use to reach this controller; it goes into bootstrap
     /// files and the broker's TLS certificate. Defaults to the listen address's IP.
     pub public_host: Option<String>,
@@ -115,6 +115,62 @@ pub struct BrokerSection {
     pub max_connections_per_ip: usize,
 }
 
+/// The OCI registry's listener (as any HTTP listener) and its upload sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    pub listen: SocketAddr,
+    #[serde(default = "default_http_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_http_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    #[serde(default = "default_header_timeout_s")]
+    pub header_timeout_s: u64,
+    #[serde(default = "default_body_stall_s")]
+    pub body_stall_s: u64,
+    /// An upload session untouched (no chunk) this long is abandoned and removed, with
+    /// its bytes: a client that died mid-push leaves nothing behind for ever.
+    #[serde(default = "default_upload_expiry_s")]
+    pub upload_expiry_s: u64,
+}
+
+fn default_upload_expiry_s() -> u64 {
+    24 * 3600
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        let http = ListenSection::at(5000);
+        Self {
+            listen: http.listen,
+            max_connections: http.max_connections,
+            max_connections_per_ip: http.max_connections_per_ip,
+            header_timeout_s: http.header_timeout_s,
+            body_stall_s: http.body_stall_s,
+            upload_expiry_s: default_upload_expiry_s(),
+        }
+    }
+}
+
+impl RegistrySection {
+    /// The listener part, as the API's.
+    pub fn http(&self) -> ListenSection {
+        ListenSection {
+            listen: self.listen,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_timeout_s: self.header_timeout_s,
+            body_stall_s: self.body_stall_s,
+        }
+    }
+
+    /// How often abandoned sessions are looked for: often enough that one lives at most
+    /// about 1.5 times the expiry, never more than every 10 minutes.
+    pub fn expiry_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs((self.upload_expiry_s / 2).clamp(1, 600))
+    }
+}
+
 /// One HTTP listener and what it allows its peers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,7 +218,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("coracle-data"),
             broker: BrokerSection::default(),
             api: ListenSection::at(8080),
-            registry: ListenSection::at(5000),
+            registry: RegistrySection::default(),
             public_host: None,
             fleet: FleetSection::default(),
             deltas: DeltasSection::default(),
@@ -296,6 +352,12 @@ impl ServeConfig {
                 reason: "at most 16 encoding threads".into(),
             });
         }
+        if self.registry.upload_expiry_s == 0 {
+            return Err(ConfigError::Invalid {
+                field: "registry.upload_expiry_s",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.deltas.history == 0 || self.deltas.rescan_s == 0 {
             return Err(ConfigError::Invalid {
                 field: "deltas",
@@ -339,7 +401,7 @@ impl ServeConfig {
         }
         self.broker.validate_limits()?;
         self.api.validate("api")?;
-        self.registry.validate("registry")?;
+        self.registry.http().validate("registry")?;
         if self.fleet.offline_after_s == 0 {
             return Err(ConfigError::Invalid {
                 field: "fleet.offline_after_s",
@@ -390,7 +452,7 @@ mod tests {
         let text = "data_dir = \"/tmp/x\"\n[broker]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n";
         let config: ServeConfig = toml::from_str(text).unwrap();
         assert_eq!(config.api.listen.port(), 0);
-        assert_eq!(config.registry, ListenSection::at(5000));
+        assert_eq!(config.registry.listen, loopback(5000));
     }
 
     #[test]

@@ -223,6 +223,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         blobs,
         Arc::from(secrets.admin_token.as_str()),
     )?;
+    let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
+        std::time::Duration::from_secs(config.registry.upload_expiry_s),
+        config.registry.expiry_period(),
+    ));
     if config.deltas.workers > 0 {
         registry.start_delta_workers(crate::registry::WorkerSettings {
             workers: config.deltas.workers,
@@ -287,7 +291,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         registry_listener,
         "registry",
         crate::registry::router(registry),
-        config.registry.limits(),
+        config.registry.http().limits(),
         wait_for(stop.clone()),
     ));
     crate::net::http::serve(
@@ -302,6 +306,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         tracing::warn!(error = %err, "registry task ended abnormally");
     }
     driver_task.abort();
+    expiry_task.abort();
     presence_task.abort();
     republish_task.abort();
     client.disconnect().await;

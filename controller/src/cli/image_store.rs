@@ -66,7 +66,7 @@ impl StoreCommand {
     }
 }
 
-fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
+pub(super) fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
     let dir =
         DataDir::open(data_dir).with_context(|| format!("open data dir {}", data_dir.display()))?;
     let blobs = BlobStore::open(dir.blobs(), dir.uploads()).context("open blob store")?;
@@ -192,7 +192,8 @@ fn store(
                 &source.manifest_media_type,
                 &source.manifest_bytes,
             )
-            .await?;
+            .await?
+            .digest;
         anyhow::Ok(digest)
     })
 }

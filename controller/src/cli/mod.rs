@@ -6,6 +6,7 @@ mod broker;
 mod deploy;
 mod device;
 mod image_delta;
+mod image_removal;
 mod image_store;
 mod progress;
 mod rollout;
@@ -53,6 +54,8 @@ pub enum ImageCommand {
     },
     #[command(flatten)]
     Store(image_store::StoreCommand),
+    #[command(flatten)]
+    Removal(image_removal::RemovalCommand),
 }
 
 /// How CLI commands reach the API.
@@ -79,6 +82,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(args) => broker::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
+        } => command.run(),
+        Command::Image {
+            command: ImageCommand::Removal(command),
         } => command.run(),
         Command::Image {
             command: ImageCommand::Store(command),

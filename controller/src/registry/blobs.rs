@@ -1,19 +1,15 @@
 //! `BlobStore`: content-addressed blobs for the registry. An upload is written to a temp file
 //! while hashed; only when its sha256 matches the claimed digest is it renamed into
 //! `blobs/sha256/<hex>`. No path is visible in the store before its digest is verified.
+//! Upload sessions live in `uploads.rs`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use axum::body::Body;
-use http_body_util::BodyExt;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 
+use super::uploads::SessionLocks;
 use super::{io, RegistryError};
-
-/// How much of a request body is read and dropped after its write failed, so the client
-/// sees the error; a longer body gets its connection closed instead.
-const DRAIN_AFTER_ERROR: u64 = 256 << 20;
 
 /// A `sha256:<64 hex>` digest, parsed once at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +48,9 @@ impl BlobDigest {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     blobs: PathBuf,
-    uploads: PathBuf,
+    pub(super) uploads: PathBuf,
+    /// One lock per open upload session, shared by clones (see `uploads.rs`).
+    pub(super) sessions: Arc<SessionLocks>,
 }
 
 impl BlobStore {
@@ -60,11 +58,20 @@ impl BlobStore {
         let dir = blobs.join("sha256");
         std::fs::create_dir_all(&dir).map_err(io("create blob dir", &dir))?;
         std::fs::create_dir_all(&uploads).map_err(io("create upload dir", &uploads))?;
-        Ok(Self { blobs, uploads })
+        Ok(Self {
+            blobs,
+            uploads,
+            sessions: Arc::default(),
+        })
     }
 
     pub fn path(&self, digest: &BlobDigest) -> PathBuf {
-        self.blobs.join("sha256").join(digest.hex())
+        self.blob_dir().join(digest.hex())
+    }
+
+    /// The directory holding every blob, by hex digest.
+    pub(super) fn blob_dir(&self) -> PathBuf {
+        self.blobs.join("sha256")
     }
 
     /// The blob's size, if present.
@@ -72,115 +79,19 @@ impl BlobStore {
         std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
     }
 
-    fn upload_path(&self, id: &str) -> Result<PathBuf, RegistryError> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RegistryError::UploadUnknown { id: id.into() });
-        }
-        Ok(self.uploads.join(id))
-    }
-
-    /// Starts an upload session; returns its id.
-    pub async fn start_upload(&self) -> Result<String, RegistryError> {
-        let id = crate::secrets::random_token()[..32].to_string();
-        let path = self.upload_path(&id)?;
-        tokio::fs::File::create(&path)
-            .await
-            .map_err(io("create upload", &path))?;
-        Ok(id)
-    }
-
-    /// Bytes received so far in a session.
-    pub async fn upload_len(&self, id: &str) -> Result<u64, RegistryError> {
-        let path = self.upload_path(id)?;
-        tokio::fs::metadata(&path)
-            .await
-            .map(|m| m.len())
-            .map_err(|_| RegistryError::UploadUnknown { id: id.into() })
-    }
-
-    /// Appends a request body to a session, streaming; returns the new length. A body that
-    /// fails half way (a full disk, a cut connection) is cut off again, so the session keeps
-    /// the length it reported and the client can resume from there, and a full disk gets
-    /// back the space of the failed chunk.
-    pub async fn append(&self, id: &str, body: Body) -> Result<u64, RegistryError> {
-        let path = self.upload_path(id)?;
-        let mut file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .await
-            .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?;
-        let before = file
-            .metadata()
-            .await
-            .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?
-            .len();
-        if let Err(err) = Self::write_body(&mut file, body, &path).await {
-            if let Err(cut) = file.set_len(before).await {
-                tracing::warn!(path = %path.display(), error = %cut, "cannot cut a failed chunk off the upload");
+    /// Removes a blob. Manifests naming it are not checked: deleting blobs is the
+    /// operator's (or the conformance suite's) explicit act, like in every OCI registry.
+    pub async fn delete(&self, digest: &BlobDigest) -> Result<(), RegistryError> {
+        let path = self.path(digest);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(RegistryError::BlobUnknown {
+                    digest: digest.as_str().into(),
+                })
             }
-            return Err(err);
+            Err(err) => Err(io("delete blob", &path)(err)),
         }
-        self.upload_len(id).await
-    }
-
-    /// Writes the body to the session file. After a write error the rest of the body is
-    /// still read (up to [`DRAIN_AFTER_ERROR`]) so the client, still sending, gets the error
-    /// response instead of a broken pipe.
-    async fn write_body(
-        file: &mut tokio::fs::File,
-        mut body: Body,
-        path: &std::path::Path,
-    ) -> Result<(), RegistryError> {
-        let mut failed = None;
-        let mut drained = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|source| RegistryError::Body {
-                source: source.into(),
-            })?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if failed.is_some() {
-                drained += data.len() as u64;
-                if drained > DRAIN_AFTER_ERROR {
-                    break;
-                }
-            } else if let Err(err) = file.write_all(&data).await {
-                failed = Some(io("write upload", path)(err));
-            }
-        }
-        match failed {
-            Some(err) => Err(err),
-            None => file.flush().await.map_err(io("flush upload", path)),
-        }
-    }
-
-    /// Verifies the session's bytes against `digest` and moves them into the store.
-    pub async fn finish(&self, id: &str, digest: &BlobDigest) -> Result<(), RegistryError> {
-        let path = self.upload_path(id)?;
-        let hash_path = path.clone();
-        let actual = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-            let mut file = std::fs::File::open(&hash_path)?;
-            let mut hasher = Sha256::new();
-            std::io::copy(&mut file, &mut hasher)?;
-            file.sync_all()?;
-            Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
-        })
-        .await
-        .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?
-        .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?;
-        if actual != digest.as_str() {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(RegistryError::DigestMismatch {
-                claimed: digest.as_str().into(),
-                actual,
-            });
-        }
-        let target = self.path(digest);
-        tokio::fs::rename(&path, &target)
-            .await
-            .map_err(io("move verified blob", &target))?;
-        Ok(())
     }
 
     /// Stores bytes already in memory (manifests), verified by construction.
@@ -199,26 +110,6 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn upload_is_visible_only_after_its_digest_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path().join("b"), dir.path().join("u")).unwrap();
-        let id = store.start_upload().await.unwrap();
-        store.append(&id, Body::from("hello ")).await.unwrap();
-        assert_eq!(store.append(&id, Body::from("world")).await.unwrap(), 11);
-        let wrong = BlobDigest::of(b"other");
-        assert!(matches!(
-            store.finish(&id, &wrong).await,
-            Err(RegistryError::DigestMismatch { .. })
-        ));
-        assert_eq!(store.size(&wrong), None);
-        let id = store.start_upload().await.unwrap();
-        store.append(&id, Body::from("hello world")).await.unwrap();
-        let right = BlobDigest::of(b"hello world");
-        store.finish(&id, &right).await.unwrap();
-        assert_eq!(store.size(&right), Some(11));
-    }
 
     #[test]
     fn digests_are_checked_at_the_edge() {

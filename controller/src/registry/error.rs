@@ -23,6 +23,18 @@ pub enum RegistryError {
     BlobUnknown { digest: String },
     #[error("manifest {reference} not found in {name}")]
     ManifestUnknown { name: String, reference: String },
+    #[error("repository {name} not found")]
+    NameUnknown { name: String },
+    #[error("manifest names {digest}, which is not in {name}")]
+    ManifestBlobUnknown { name: String, digest: String },
+    #[error("chunk of upload {id} starts at byte {start}, but the upload has {expected} bytes; send the chunk starting at {expected}")]
+    ChunkOutOfOrder {
+        id: String,
+        expected: u64,
+        start: u64,
+    },
+    #[error("query parameter {name}={value:?} is invalid")]
+    QueryInvalid { name: &'static str, value: String },
     #[error("manifest is invalid: {reason}")]
     ManifestInvalid { reason: String },
     #[error("upload {id} not found")]
@@ -35,6 +47,8 @@ pub enum RegistryError {
     DeltaFailed { reason: String },
     #[error("no such registry route")]
     RouteUnknown,
+    #[error("{method} is not supported on {path}")]
+    MethodUnsupported { method: String, path: String },
     #[error("cannot read the request body")]
     Body {
         #[source]
@@ -64,11 +78,16 @@ impl RegistryError {
             BlobUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
             ManifestUnknown { .. } => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             ManifestInvalid { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            NameUnknown { .. } => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            ManifestBlobUnknown { .. } => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            ChunkOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
+            QueryInvalid { .. } => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             UploadUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
             RangeInvalid { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
             DeltaRequestInvalid { .. } => (StatusCode::BAD_REQUEST, "DELTA_INVALID"),
             DeltaFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             RouteUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            MethodUnsupported { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             Body { .. } => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
             // 507 Insufficient Storage: the server's disk, not the request, is at fault.
             StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),

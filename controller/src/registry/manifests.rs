@@ -1,43 +1,57 @@
 //! Manifests and tags of repositories: a manifest is a blob plus a media-type file in its
-//! repository; a tag is a file holding a manifest digest (replaced atomically).
+//! repository; a tag is a file holding a manifest digest (replaced atomically). Listing
+//! tags and repositories is `tag_list.rs`.
 
 use super::{check_tag, io, BlobDigest, Registry, RegistryError};
 
+/// A manifest just stored: its digest, and the manifest it refers to (`subject`), which
+/// the push response names in `OCI-Subject`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    pub digest: BlobDigest,
+    pub subject: Option<BlobDigest>,
+}
+
 impl Registry {
     /// Stores a manifest under `reference` (a tag or its own digest). Image manifests must
-    /// name blobs the registry holds, so a pull never finds a dangling reference.
+    /// name blobs the registry holds, and indexes manifests of this repository, so a pull
+    /// never finds a dangling reference. A `subject` may be missing (spec: referrers are
+    /// pushed before or after their subject).
     pub async fn put_manifest(
         &self,
         name: &str,
         reference: &str,
         content_type: &str,
         bytes: &[u8],
-    ) -> Result<BlobDigest, RegistryError> {
+    ) -> Result<StoredManifest, RegistryError> {
         let invalid = |reason: String| RegistryError::ManifestInvalid { reason };
         let json: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|err| invalid(format!("not JSON: {err}")))?;
         if json.get("schemaVersion").and_then(|v| v.as_u64()) != Some(2) {
             return Err(invalid("schemaVersion must be 2".into()));
         }
+        let repo = self.repos.join(name);
+        let manifests = repo.join("manifests");
         let config = json.get("config").into_iter();
-        let layers = json
-            .get("layers")
-            .and_then(|l| l.as_array())
-            .into_iter()
-            .flatten();
-        for descriptor in config.chain(layers) {
-            let digest = descriptor
-                .get("digest")
-                .and_then(|d| d.as_str())
-                .ok_or_else(|| invalid("descriptor without digest".into()))?;
-            let digest = BlobDigest::parse(digest)?;
+        for descriptor in config.chain(descriptors(&json, "layers")) {
+            let digest = descriptor_digest(descriptor)?;
             if self.blobs.size(&digest).is_none() {
-                return Err(invalid(format!(
-                    "references blob {} which is not pushed",
-                    digest.as_str()
-                )));
+                return Err(RegistryError::ManifestBlobUnknown {
+                    name: name.into(),
+                    digest: digest.as_str().into(),
+                });
             }
         }
+        for descriptor in descriptors(&json, "manifests") {
+            let digest = descriptor_digest(descriptor)?;
+            if !manifests.join(digest.hex()).is_file() {
+                return Err(RegistryError::ManifestBlobUnknown {
+                    name: name.into(),
+                    digest: digest.as_str().into(),
+                });
+            }
+        }
+        let subject = json.get("subject").map(descriptor_digest).transpose()?;
         let digest = BlobDigest::of(bytes);
         let is_digest = reference.starts_with("sha256:");
         if is_digest && reference != digest.as_str() {
@@ -50,8 +64,6 @@ impl Registry {
             check_tag(reference)?;
         }
         self.blobs.put_bytes(bytes).await?;
-        let repo = self.repos.join(name);
-        let manifests = repo.join("manifests");
         let tags = repo.join("tags");
         for dir in [&manifests, &tags] {
             tokio::fs::create_dir_all(dir)
@@ -72,10 +84,11 @@ impl Registry {
             digest = digest.as_str(),
             "manifest pushed"
         );
-        Ok(digest)
+        Ok(StoredManifest { digest, subject })
     }
 
-    /// A tag or digest → (manifest digest, media type).
+    /// A tag or digest → (manifest digest, media type). A reference that cannot name a
+    /// manifest (a malformed tag) is unknown, as the spec asks, not a bad request.
     pub fn resolve(
         &self,
         name: &str,
@@ -89,7 +102,7 @@ impl Registry {
         let digest = if reference.starts_with("sha256:") {
             BlobDigest::parse(reference)?
         } else {
-            check_tag(reference)?;
+            check_tag(reference).map_err(|_| unknown())?;
             let text = std::fs::read_to_string(repo.join("tags").join(reference))
                 .map_err(|_| unknown())?;
             BlobDigest::parse(text.trim())?
@@ -99,44 +112,68 @@ impl Registry {
         Ok((digest, content_type))
     }
 
-    /// Tags of one repository, sorted.
-    pub fn tags(&self, name: &str) -> Result<Vec<String>, RegistryError> {
-        let dir = self.repos.join(name).join("tags");
-        let entries = std::fs::read_dir(&dir).map_err(|_| RegistryError::ManifestUnknown {
+    /// Deletes a tag, or a manifest by digest together with every tag naming it. The
+    /// manifest's bytes stay in the blob store (another repository may hold the same
+    /// manifest); the registry GC removes what nothing names.
+    pub fn delete_manifest(&self, name: &str, reference: &str) -> Result<(), RegistryError> {
+        let unknown = || RegistryError::ManifestUnknown {
             name: name.into(),
-            reference: "tags".into(),
-        })?;
-        let mut tags: Vec<String> = entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|t| check_tag(t).is_ok())
-            .collect();
-        tags.sort();
-        Ok(tags)
-    }
-
-    /// Every repository holding at least one manifest, sorted.
-    pub fn repositories(&self) -> Result<Vec<String>, RegistryError> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.repos.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(io("list repositories", &dir))?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if !path.is_dir() {
-                    continue;
-                }
-                if path.join("manifests").is_dir() {
-                    if let Ok(rel) = path.strip_prefix(&self.repos) {
-                        out.push(rel.to_string_lossy().to_string());
-                    }
-                }
-                if entry.file_name() != "manifests" && entry.file_name() != "tags" {
-                    stack.push(path);
-                }
+            reference: reference.into(),
+        };
+        let repo = self.repos.join(name);
+        if !reference.starts_with("sha256:") {
+            check_tag(reference).map_err(|_| unknown())?;
+            let path = repo.join("tags").join(reference);
+            return remove_existing(&path, "delete tag")?
+                .then_some(())
+                .ok_or_else(unknown);
+        }
+        let digest = BlobDigest::parse(reference)?;
+        for tag in self.tags(name).unwrap_or_default() {
+            if self.resolve(name, &tag).is_ok_and(|(d, _)| d == digest) {
+                remove_existing(&repo.join("tags").join(&tag), "delete tag")?;
             }
         }
-        out.sort();
-        Ok(out)
+        let path = repo.join("manifests").join(digest.hex());
+        let removed = remove_existing(&path, "delete manifest")?;
+        if removed {
+            tracing::info!(
+                repository = name,
+                digest = digest.as_str(),
+                "manifest deleted"
+            );
+        }
+        removed.then_some(()).ok_or_else(unknown)
+    }
+}
+
+/// The descriptors in the array `field` of a manifest (`layers`, `manifests`).
+fn descriptors<'a>(
+    json: &'a serde_json::Value,
+    field: &str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    json.get(field)
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+}
+
+fn descriptor_digest(descriptor: &serde_json::Value) -> Result<BlobDigest, RegistryError> {
+    let digest = descriptor
+        .get("digest")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| RegistryError::ManifestInvalid {
+            reason: "descriptor without digest".into(),
+        })?;
+    BlobDigest::parse(digest)
+}
+
+/// Removes a file; `false` when it was not there.
+fn remove_existing(path: &std::path::Path, step: &'static str) -> Result<bool, RegistryError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(io(step, path)(err)),
     }
 }
 

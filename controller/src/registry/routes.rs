@@ -1,15 +1,19 @@
 //! HTTP handling of the distribution API: one fallback handler parses the path (repository
-//! names contain `/`) and dispatches by (method, route).
+//! names contain `/`) and dispatches by (method, route). Handlers parse, call the registry,
+//! and serialize; errors become responses in `error.rs` only.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use base64::Engine as _;
 
+use super::auth::authorized;
+use super::downloads::{serve_blob, serve_delta};
+use super::referrers::{referrers_index, INDEX_MEDIA_TYPE};
+use super::tag_list::tag_page;
 use super::{check_repository, BlobDigest, Registry, RegistryError};
 
 /// Largest manifest accepted (they are small JSON documents).
@@ -31,6 +35,7 @@ enum Route {
     Blob { name: String, digest: String },
     Uploads { name: String },
     Upload { name: String, id: String },
+    Referrers { name: String, digest: String },
     Delta { name: String, target: String },
 }
 
@@ -61,6 +66,16 @@ fn parse_route(path: &str) -> Result<Route, RegistryError> {
             target: target.to_string(),
         });
     }
+    // The digest is the last path segment: a repository may itself contain `referrers`.
+    if let Some((name, digest)) = rest
+        .rsplit_once("/referrers/")
+        .filter(|(_, digest)| !digest.contains('/'))
+    {
+        return Ok(Route::Referrers {
+            name: named(name)?,
+            digest: digest.to_string(),
+        });
+    }
     if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
         return Ok(Route::Upload {
             name: named(name)?,
@@ -82,41 +97,14 @@ fn parse_route(path: &str) -> Result<Route, RegistryError> {
     Err(RegistryError::RouteUnknown)
 }
 
-fn query_digest(uri: &Uri) -> Option<String> {
-    uri.query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("digest="))
-        .map(|d| d.replace("%3A", ":").replace("%3a", ":"))
-}
-
-/// The admin token may do anything; the devices' pull token only reads (GET, HEAD).
-fn authorized(registry: &Registry, method: &Method, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let presented = if let Some(token) = value.strip_prefix("Bearer ") {
-        token.to_string()
-    } else if let Some(basic) = value.strip_prefix("Basic ") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
-            return false;
-        };
-        let text = String::from_utf8_lossy(&decoded).to_string();
-        match text.split_once(':') {
-            Some((_, password)) => password.to_string(),
-            None => return false,
-        }
-    } else {
-        return false;
-    };
-    let same = |secret: &str| {
-        let (a, b) = (presented.as_bytes(), secret.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    };
-    same(&registry.token)
-        || (matches!(*method, Method::GET | Method::HEAD) && same(&registry.pull_token()))
+/// The query parameters of a request (percent-decoded).
+fn query(uri: &Uri) -> Result<HashMap<String, String>, RegistryError> {
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|_| RegistryError::QueryInvalid {
+            name: "query",
+            value: uri.query().unwrap_or_default().into(),
+        })
 }
 
 async fn handle(
@@ -135,7 +123,11 @@ async fn handle(
     }
 }
 
-fn with_headers(status: StatusCode, pairs: &[(&'static str, String)], body: Body) -> Response {
+pub(super) fn with_headers(
+    status: StatusCode,
+    pairs: &[(&'static str, String)],
+    body: Body,
+) -> Response {
     let mut response = (status, body).into_response();
     for (name, value) in pairs {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -156,6 +148,7 @@ async fn dispatch(
         "Docker-Distribution-API-Version",
         "registry/2.0".to_string(),
     );
+    let query = query(uri)?;
     match (method, parse_route(uri.path())?) {
         (Method::GET | Method::HEAD, Route::Ping) => Ok(with_headers(
             StatusCode::OK,
@@ -166,29 +159,36 @@ async fn dispatch(
             let repositories = registry.repositories()?;
             Ok(axum::Json(serde_json::json!({ "repositories": repositories })).into_response())
         }
-        (Method::GET, Route::Tags { name }) => {
-            let tags = registry.tags(&name)?;
-            Ok(axum::Json(serde_json::json!({ "name": name, "tags": tags })).into_response())
+        (Method::GET, Route::Tags { name }) => list_tags(registry, &name, &query),
+        (Method::GET, Route::Referrers { name, digest }) => {
+            let digest = BlobDigest::parse(&digest)?;
+            let artifact_type = query.get("artifactType").map(String::as_str);
+            let descriptors = registry.referrers(&name, &digest, artifact_type)?;
+            let mut pairs = vec![("Content-Type", INDEX_MEDIA_TYPE.to_string())];
+            if artifact_type.is_some() {
+                pairs.push(("OCI-Filters-Applied", "artifactType".to_string()));
+            }
+            let index = referrers_index(descriptors).to_string();
+            Ok(with_headers(StatusCode::OK, &pairs, Body::from(index)))
         }
         (m @ (Method::GET | Method::HEAD), Route::Blob { digest, .. }) => {
             let digest = BlobDigest::parse(&digest)?;
             serve_blob(registry, &digest, headers, m == Method::HEAD).await
         }
+        (Method::DELETE, Route::Blob { digest, .. }) => {
+            let digest = BlobDigest::parse(&digest)?;
+            registry.blobs.delete(&digest).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         (m @ (Method::GET | Method::HEAD), Route::Delta { name, target }) => {
             serve_delta(registry, &name, &target, uri, headers, m == Method::HEAD).await
         }
         (Method::POST, Route::Uploads { name }) => {
-            let id = registry.blobs.start_upload().await?;
-            if let Some(digest) = query_digest(uri) {
-                let digest = BlobDigest::parse(&digest)?;
-                registry.blobs.append(&id, body).await?;
-                registry.blobs.finish(&id, &digest).await?;
-                return Ok(blob_created(&name, &digest));
-            }
-            Ok(upload_status(StatusCode::ACCEPTED, &name, &id, 0))
+            start_upload(registry, &name, &query, headers, body).await
         }
         (Method::PATCH, Route::Upload { name, id }) => {
-            let len = registry.blobs.append(&id, body).await?;
+            let start = content_range_start(headers)?;
+            let len = registry.blobs.append(&id, start, body).await?;
             Ok(upload_status(StatusCode::ACCEPTED, &name, &id, len))
         }
         (Method::GET, Route::Upload { name, id }) => {
@@ -196,90 +196,179 @@ async fn dispatch(
             Ok(upload_status(StatusCode::NO_CONTENT, &name, &id, len))
         }
         (Method::PUT, Route::Upload { name, id }) => {
-            let digest = query_digest(uri).ok_or_else(|| RegistryError::DigestInvalid {
-                digest: String::new(),
-            })?;
-            let digest = BlobDigest::parse(&digest)?;
-            registry.blobs.append(&id, body).await?;
+            let digest = claimed_digest(&query)?;
+            let start = content_range_start(headers)?;
+            registry.blobs.append(&id, start, body).await?;
             registry.blobs.finish(&id, &digest).await?;
             Ok(blob_created(&name, &digest))
         }
         (Method::PUT, Route::Manifest { name, reference }) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(DEFAULT_MANIFEST_TYPE)
-                .to_string();
-            let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
-                .await
-                .map_err(|source| RegistryError::Body {
-                    source: source.into(),
-                })?;
-            let digest = registry
-                .put_manifest(&name, &reference, &content_type, &bytes)
-                .await?;
-            Ok(with_headers(
-                StatusCode::CREATED,
-                &[
-                    (
-                        "Location",
-                        format!("/v2/{name}/manifests/{}", digest.as_str()),
-                    ),
-                    ("Docker-Content-Digest", digest.as_str().to_string()),
-                ],
-                Body::empty(),
-            ))
+            put_manifest(registry, &name, &reference, headers, body).await
         }
         (m @ (Method::GET | Method::HEAD), Route::Manifest { name, reference }) => {
-            let (digest, content_type) = registry.resolve(&name, &reference)?;
-            let path = registry.blobs.path(&digest);
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|source| RegistryError::Io {
-                    step: "read manifest",
-                    path,
-                    source,
-                })?;
-            let len = bytes.len().to_string();
-            let body = if m == Method::HEAD {
-                Body::empty()
-            } else {
-                Body::from(bytes)
-            };
-            Ok(with_headers(
-                StatusCode::OK,
-                &[
-                    ("Content-Type", content_type),
-                    ("Content-Length", len),
-                    ("Docker-Content-Digest", digest.as_str().to_string()),
-                ],
-                body,
-            ))
+            get_manifest(registry, &name, &reference, m == Method::HEAD).await
         }
-        _ => Err(RegistryError::RouteUnknown),
+        (Method::DELETE, Route::Manifest { name, reference }) => {
+            registry.delete_manifest(&name, &reference)?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (method, _) => Err(RegistryError::MethodUnsupported {
+            method: method.to_string(),
+            path: uri.path().into(),
+        }),
     }
 }
 
-/// Answers a delta request with the delta blob's digest and size (HEAD) or content (GET),
-/// or 404 so the agent pulls the full layer.
-async fn serve_delta(
+fn claimed_digest(query: &HashMap<String, String>) -> Result<BlobDigest, RegistryError> {
+    let digest = query
+        .get("digest")
+        .ok_or_else(|| RegistryError::DigestInvalid {
+            digest: String::new(),
+        })?;
+    BlobDigest::parse(digest)
+}
+
+/// Where a chunk says it starts: `Content-Range: <start>-<end>` (the spec's form, also
+/// accepted with a `bytes ` prefix). `None` when absent (a client streaming one body).
+fn content_range_start(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    let invalid = || RegistryError::RangeInvalid { range: text.into() };
+    let spec = text.strip_prefix("bytes ").unwrap_or(text).trim();
+    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
+    let start: u64 = start.parse().map_err(|_| invalid())?;
+    let end: u64 = end
+        .split('/')
+        .next()
+        .unwrap_or(end)
+        .parse()
+        .map_err(|_| invalid())?;
+    if end < start {
+        return Err(invalid());
+    }
+    Ok(Some(start))
+}
+
+/// POST to the uploads: a cross-repository mount of a blob the store holds (201), a
+/// monolithic upload with `?digest=` (201), or a new session (202).
+async fn start_upload(
     registry: &Registry,
     name: &str,
-    target: &str,
-    uri: &Uri,
+    query: &HashMap<String, String>,
     headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    if let (Some(mount), Some(_from)) = (query.get("mount"), query.get("from")) {
+        // Blobs are stored once for all repositories, so a mount is a lookup.
+        let digest = BlobDigest::parse(mount)?;
+        if registry.blobs.size(&digest).is_some() {
+            return Ok(blob_created(name, &digest));
+        }
+    }
+    let id = registry.blobs.start_upload().await?;
+    if query.contains_key("digest") {
+        let digest = claimed_digest(query)?;
+        registry
+            .blobs
+            .append(&id, content_range_start(headers)?, body)
+            .await?;
+        registry.blobs.finish(&id, &digest).await?;
+        return Ok(blob_created(name, &digest));
+    }
+    Ok(upload_status(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// A page of the tag list (`n`, `last`), with a `Link` to the next page when more follow.
+fn list_tags(
+    registry: &Registry,
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response, RegistryError> {
+    let n = query
+        .get("n")
+        .map(|n| {
+            n.parse::<usize>().map_err(|_| RegistryError::QueryInvalid {
+                name: "n",
+                value: n.clone(),
+            })
+        })
+        .transpose()?;
+    let tags = registry.tags(name)?;
+    let page = tag_page(&tags, n, query.get("last").map(String::as_str));
+    let mut response =
+        axum::Json(serde_json::json!({ "name": name, "tags": page.tags })).into_response();
+    if let (Some(n), Some(last)) = (n, page.next_after) {
+        let link = format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn put_manifest(
+    registry: &Registry,
+    name: &str,
+    reference: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(DEFAULT_MANIFEST_TYPE)
+        .to_string();
+    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|source| RegistryError::Body {
+            source: source.into(),
+        })?;
+    let stored = registry
+        .put_manifest(name, reference, &content_type, &bytes)
+        .await?;
+    let digest = stored.digest.as_str();
+    let mut pairs = vec![
+        ("Location", format!("/v2/{name}/manifests/{digest}")),
+        ("Docker-Content-Digest", digest.to_string()),
+    ];
+    if let Some(subject) = stored.subject {
+        pairs.push(("OCI-Subject", subject.as_str().to_string()));
+    }
+    Ok(with_headers(StatusCode::CREATED, &pairs, Body::empty()))
+}
+
+async fn get_manifest(
+    registry: &Registry,
+    name: &str,
+    reference: &str,
     head: bool,
 ) -> Result<Response, RegistryError> {
-    let target = target.parse::<coracle_images::Digest>().map_err(|_| {
-        RegistryError::DeltaRequestInvalid {
-            reason: format!("target {target:?} is not a sha256 diff_id"),
-        }
-    })?;
-    let have = super::deltas::parse_have(uri.query())?;
-    match registry.delta_for(name, &target, have).await? {
-        Some((digest, _)) => serve_blob(registry, &digest, headers, head).await,
-        None => Ok(with_headers(StatusCode::NOT_FOUND, &[], Body::empty())),
-    }
+    let (digest, content_type) = registry.resolve(name, reference)?;
+    let path = registry.blobs.path(&digest);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|source| RegistryError::Io {
+            step: "read manifest",
+            path,
+            source,
+        })?;
+    let len = bytes.len().to_string();
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    Ok(with_headers(
+        StatusCode::OK,
+        &[
+            ("Content-Type", content_type),
+            ("Content-Length", len),
+            ("Docker-Content-Digest", digest.as_str().to_string()),
+        ],
+        body,
+    ))
 }
 
 fn blob_created(name: &str, digest: &BlobDigest) -> Response {
@@ -308,84 +397,6 @@ fn upload_status(status: StatusCode, name: &str, id: &str, len: u64) -> Response
         ],
         Body::empty(),
     )
-}
-
-/// Parses `bytes=start-[end]` against a blob of `size` bytes into an inclusive range.
-fn parse_range(value: &str, size: u64) -> Result<(u64, u64), RegistryError> {
-    let invalid = || RegistryError::RangeInvalid {
-        range: value.into(),
-    };
-    let spec = value.strip_prefix("bytes=").ok_or_else(invalid)?;
-    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
-    let start: u64 = start.parse().map_err(|_| invalid())?;
-    let end: u64 = if end.is_empty() {
-        size.saturating_sub(1)
-    } else {
-        end.parse().map_err(|_| invalid())?
-    };
-    if start > end || start >= size {
-        return Err(invalid());
-    }
-    Ok((start, end.min(size - 1)))
-}
-
-async fn serve_blob(
-    registry: &Registry,
-    digest: &BlobDigest,
-    headers: &HeaderMap,
-    head: bool,
-) -> Result<Response, RegistryError> {
-    let size = registry
-        .blobs
-        .size(digest)
-        .ok_or_else(|| RegistryError::BlobUnknown {
-            digest: digest.as_str().into(),
-        })?;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| parse_range(v, size))
-        .transpose()?;
-    let (status, start, end) = match range {
-        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end),
-        None => (StatusCode::OK, 0, size.saturating_sub(1)),
-    };
-    let len = if size == 0 { 0 } else { end - start + 1 };
-    let mut pairs = vec![
-        ("Content-Type", "application/octet-stream".to_string()),
-        ("Content-Length", len.to_string()),
-        ("Docker-Content-Digest", digest.as_str().to_string()),
-        ("Accept-Ranges", "bytes".to_string()),
-    ];
-    if status == StatusCode::PARTIAL_CONTENT {
-        pairs.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
-    }
-    if head {
-        return Ok(with_headers(status, &pairs, Body::empty()));
-    }
-    let path: PathBuf = registry.blobs.path(digest);
-    let bytes = read_range(path, start, len).await?;
-    Ok(with_headers(status, &pairs, Body::from(bytes)))
-}
-
-async fn read_range(path: PathBuf, start: u64, len: u64) -> Result<Vec<u8>, RegistryError> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let io = |step| {
-        let path = path.clone();
-        move |source| RegistryError::Io { step, path, source }
-    };
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(io("open blob"))?;
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(io("seek blob"))?;
-    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.take(len)
-        .read_to_end(&mut out)
-        .await
-        .map_err(io("read blob"))?;
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -418,16 +429,20 @@ mod tests {
             parse_route("/v2/A/tags/list"),
             Err(RegistryError::NameInvalid { .. })
         ));
+        assert_eq!(
+            parse_route("/v2/a/referrers/sha256:00").unwrap(),
+            Route::Referrers {
+                name: "a".into(),
+                digest: "sha256:00".into()
+            }
+        );
+        assert_eq!(
+            parse_route("/v2/a/referrers/b/manifests/1").unwrap(),
+            Route::Manifest {
+                name: "a/referrers/b".into(),
+                reference: "1".into()
+            }
+        );
         assert!(parse_route("/v3/x").is_err());
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100).unwrap(), (0, 9));
-        assert_eq!(parse_range("bytes=90-", 100).unwrap(), (90, 99));
-        assert_eq!(parse_range("bytes=90-200", 100).unwrap(), (90, 99));
-        assert!(parse_range("bytes=100-", 100).is_err());
-        assert!(parse_range("bytes=5-1", 100).is_err());
-        assert!(parse_range("items=0-1", 100).is_err());
     }
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coracle_proto::{Bootstrap, BrokerAuth};
+pub mod registry_client;
+
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions};
 
 pub const TIMEOUT: Duration = Duration::from_secs(15);
