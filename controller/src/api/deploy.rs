@@ -11,7 +11,7 @@ use super::devices::device_id;
 use super::error::ApiError;
 use super::{parse_json, AppState};
 use crate::compose;
-use crate::deploy::resolve_image;
+use crate::deploy::app_services;
 
 /// The request body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,11 +45,9 @@ pub async fn deploy(
     let request: DeployRequest = parse_json(&body)?;
     let file =
         compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let registry = state.registry.clone();
-    let services = compose::to_specs(&request.compose, &file, &|image| {
-        resolve_image(&registry, image)
-    })
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let services = app_services(&state.registry, &state.mirror, &request.compose, &file)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let names = services.iter().map(|s| s.name.to_string()).collect();
     let deployment = state.fleet.deploy(&id, services).await?;
     Ok(Json(DeployResponse {

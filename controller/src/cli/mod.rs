@@ -8,6 +8,7 @@ mod device;
 mod image_delta;
 mod image_store;
 mod progress;
+mod registry_login;
 mod rollout;
 mod serve;
 
@@ -37,6 +38,8 @@ pub enum Command {
     Rollout(rollout::RolloutArgs),
     /// Configuration for an external MQTT broker.
     Broker(broker::BrokerArgs),
+    /// Credentials for the upstream registries deploys pull images from.
+    Registry(registry_login::RegistryArgs),
     /// Work with images and layers.
     Image {
         #[command(subcommand)]
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::run(args),
         Command::Rollout(args) => rollout::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Registry(args) => registry_login::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
         } => command.run(),
