@@ -269,12 +269,10 @@ impl ServeConfig {
             });
         }
         for registry in &self.registries {
-            registry
-                .validate()
-                .map_err(|reason| ConfigError::Invalid {
-                    field: "registries",
-                    reason,
-                })?;
+            registry.validate().map_err(|reason| ConfigError::Invalid {
+                field: "registries",
+                reason,
+            })?;
         }
         if let Some(host) = &self.public_host {
             if host.is_empty() || host.contains(['/', ' ', '\t']) {
@@ -366,7 +364,11 @@ mod tests {
         assert_eq!(config.registries.len(), 2);
         assert_eq!(config.fleet.parsed_platforms().len(), 1);
         let bad: ServeConfig = toml::from_str("[fleet]\nplatforms = [\"arm64\"]\n").unwrap();
-        assert!(bad.validate().unwrap_err().to_string().contains("fleet.platforms"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fleet.platforms"));
         let bad: ServeConfig =
             toml::from_str("[[registries]]\nhost = \"x.lan\"\ninsecure = true\nca_file = \"/c\"\n")
                 .unwrap();

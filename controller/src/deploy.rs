@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use coracle_proto::{
-    encode, DesiredState, Digest, DeviceId, Generation, ImageRef, ServiceSpec, Signed,
+    encode, DesiredState, DeviceId, Digest, Generation, ImageRef, ServiceSpec, Signed,
 };
 
 use crate::compose::{self, ComposeError, ComposeFile};
@@ -80,8 +80,7 @@ pub async fn resolve_image(
                 return Ok(image);
             }
             let missing = format!("{repository}:{tag} is not in the controller's registry");
-            let upstream =
-                UpstreamRef::parse(text).map_err(|e| format!("{missing}, and {e}"))?;
+            let upstream = UpstreamRef::parse(text).map_err(|e| format!("{missing}, and {e}"))?;
             mirror
                 .mirror(&upstream)
                 .await

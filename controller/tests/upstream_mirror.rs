@@ -50,9 +50,18 @@ async fn basic_auth_image_is_mirrored_pinned_and_pulled_from_the_controller() {
         let text = format!("{err:#}");
         assert!(text.contains("401"), "{text}");
         assert!(text.contains(&host) && text.contains("team/app"), "{text}");
-        assert!(text.contains("UNAUTHORIZED"), "the registry's own answer: {text}");
-        assert!(!text.contains(PASSWORD) && !text.contains("wrong-password"), "{text}");
-        assert_eq!(own_registry(&controller, &format!("{mirror_repo}/tags/list")).0, 404);
+        assert!(
+            text.contains("UNAUTHORIZED"),
+            "the registry's own answer: {text}"
+        );
+        assert!(
+            !text.contains(PASSWORD) && !text.contains("wrong-password"),
+            "{text}"
+        );
+        assert_eq!(
+            own_registry(&controller, &format!("{mirror_repo}/tags/list")).0,
+            404
+        );
         let device: serde_json::Value = api(&controller)
             .get("device", &format!("/devices/{}", boot.device))
             .unwrap();
@@ -74,7 +83,10 @@ async fn basic_auth_image_is_mirrored_pinned_and_pulled_from_the_controller() {
     let state = desired_state(&controller, &boot).await;
     let pinned = &state.services[0].image;
     assert_eq!(pinned.to_string(), format!("{mirror_repo}@{digest}"));
-    assert!(pinned.registry.is_empty(), "devices pull from the controller");
+    assert!(
+        pinned.registry.is_empty(),
+        "devices pull from the controller"
+    );
 
     // A device pulls it from the controller with its pull token, as any image.
     pull_as_device(&controller, &boot, &mirror_repo, &digest);
@@ -167,7 +179,11 @@ fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::
     let cert = params
         .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
         .unwrap();
-    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
     std::fs::write(&paths.0, ca_cert.pem()).unwrap();
     std::fs::write(&paths.1, cert.pem()).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
@@ -206,8 +222,12 @@ async fn multi_arch_index_over_tls_is_mirrored_for_the_fleets_platforms() {
     // Without the private CA the registry's certificate is refused, naming the host.
     let untrusting = controller_with("");
     let boot = untrusting.enrol("pi-untrusting");
-    let err = deploy(&untrusting, &boot.device.to_string(), &format!("{host}/multi:1"))
-        .unwrap_err();
+    let err = deploy(
+        &untrusting,
+        &boot.device.to_string(),
+        &format!("{host}/multi:1"),
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains(&host), "{err:#}");
     drop(untrusting);
 
@@ -215,7 +235,12 @@ async fn multi_arch_index_over_tls_is_mirrored_for_the_fleets_platforms() {
         "[fleet]\nplatforms = [\"linux/arm64\"]\n[[registries]]\nhost = \"{host}\"\nca_file = {ca:?}\n"
     ));
     let boot = controller.enrol("pi-arm64");
-    deploy(&controller, &boot.device.to_string(), &format!("{host}/multi:1")).unwrap();
+    deploy(
+        &controller,
+        &boot.device.to_string(),
+        &format!("{host}/multi:1"),
+    )
+    .unwrap();
     let repo = format!("mirror/127.0.0.1-{}/multi", upstream.port);
     let (status, stored) = own_registry(&controller, &format!("{repo}/manifests/1"));
     assert_eq!((status, stored.as_deref()), (200, Some(digest.as_str())));
@@ -231,5 +256,8 @@ async fn multi_arch_index_over_tls_is_mirrored_for_the_fleets_platforms() {
         "a platform the fleet does not run is not mirrored"
     );
     let state = desired_state(&controller, &boot).await;
-    assert_eq!(state.services[0].image.to_string(), format!("{repo}@{digest}"));
+    assert_eq!(
+        state.services[0].image.to_string(),
+        format!("{repo}@{digest}")
+    );
 }

@@ -45,9 +45,15 @@ async fn token_auth_image_is_mirrored_with_a_bearer_token() {
     login(&controller, &host, "wrong-password");
     let err = tokio::task::block_in_place(|| deploy(&controller, &device, &image)).unwrap_err();
     let text = format!("{err:#}");
-    assert!(text.contains(&tokens.realm()) && text.contains("401"), "{text}");
+    assert!(
+        text.contains(&tokens.realm()) && text.contains("401"),
+        "{text}"
+    );
     assert!(text.contains(&host) && text.contains("team/app"), "{text}");
-    assert_eq!(own_registry(&controller, &format!("{repo}/tags/list")).0, 404);
+    assert_eq!(
+        own_registry(&controller, &format!("{repo}/tags/list")).0,
+        404
+    );
 
     login(&controller, &host, PASSWORD);
     let answer = tokio::task::block_in_place(|| deploy(&controller, &device, &image)).unwrap();
@@ -55,5 +61,8 @@ async fn token_auth_image_is_mirrored_with_a_bearer_token() {
     let (status, stored) = own_registry(&controller, &format!("{repo}/manifests/1"));
     assert_eq!((status, stored.as_deref()), (200, Some(digest.as_str())));
     let state = desired_state(&controller, &boot).await;
-    assert_eq!(state.services[0].image.to_string(), format!("{repo}@{digest}"));
+    assert_eq!(
+        state.services[0].image.to_string(),
+        format!("{repo}@{digest}")
+    );
 }

@@ -270,12 +270,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path().join("b"), dir.path().join("u")).unwrap();
         let right = BlobDigest::of(b"layer bytes");
-        for (size, body) in [(11, &b"layer bytez"[..]), (5, b"layer bytes"), (11, b"layer")] {
-            let err = store.import_blocking(&right, size, &mut &body[..]).unwrap_err();
+        for (size, body) in [
+            (11, &b"layer bytez"[..]),
+            (5, b"layer bytes"),
+            (11, b"layer"),
+        ] {
+            let err = store
+                .import_blocking(&right, size, &mut &body[..])
+                .unwrap_err();
             assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
             assert_eq!(store.size(&right), None);
         }
-        store.import_blocking(&right, 11, &mut &b"layer bytes"[..]).unwrap();
+        store
+            .import_blocking(&right, 11, &mut &b"layer bytes"[..])
+            .unwrap();
         assert_eq!(store.size(&right), Some(11));
         assert_eq!(std::fs::read_dir(dir.path().join("u")).unwrap().count(), 0);
     }

@@ -86,8 +86,13 @@ mod tests {
             })
         );
         let c = parse("bearer realm=http://127.0.0.1:5/token, service=x");
-        assert!(matches!(c, Some(Challenge::Bearer { realm, .. }) if realm == "http://127.0.0.1:5/token"));
-        assert_eq!(parse(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert!(
+            matches!(c, Some(Challenge::Bearer { realm, .. }) if realm == "http://127.0.0.1:5/token")
+        );
+        assert_eq!(
+            parse(r#"Basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse("Bearer service=x"), None);
         assert_eq!(parse("Negotiate abc"), None);
         assert_eq!(parse(""), None);

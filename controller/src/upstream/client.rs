@@ -252,7 +252,12 @@ impl UpstreamClient {
         Ok(Some(format!("Bearer {token}")))
     }
 
-    fn read_error(&self, what: &'static str, reference: &str, source: ureq::Error) -> UpstreamError {
+    fn read_error(
+        &self,
+        what: &'static str,
+        reference: &str,
+        source: ureq::Error,
+    ) -> UpstreamError {
         UpstreamError::ReadBody {
             host: self.endpoint.host.clone(),
             repository: self.repository.clone(),

@@ -30,11 +30,12 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Reads a credentials file (`username = "..."`, `password = "..."`).
     pub fn read(host: &str, path: &Path) -> Result<Self, UpstreamError> {
-        let text = std::fs::read_to_string(path).map_err(|source| UpstreamError::ReadCredentials {
-            host: host.to_string(),
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| UpstreamError::ReadCredentials {
+                host: host.to_string(),
+                path: path.to_path_buf(),
+                source,
+            })?;
         toml::from_str(&text).map_err(|source| UpstreamError::ParseCredentials {
             path: path.to_path_buf(),
             source,
@@ -117,8 +118,14 @@ mod tests {
             password: "s3cret".into(),
         };
         let path = logins.save("registry.lan:5000", &creds).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(logins.load("registry.lan:5000").unwrap(), Some(creds.clone()));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            logins.load("registry.lan:5000").unwrap(),
+            Some(creds.clone())
+        );
         assert!(!format!("{creds:?}").contains("s3cret"));
         for bad in ["", "../x", "a/b", ".hidden", "Registry.lan"] {
             assert!(logins.save(bad, &creds).is_err(), "{bad}");

@@ -44,7 +44,10 @@ impl RegistrySection {
         if let Some(url) = &self.url {
             let plain = url.starts_with("http://");
             if !plain && !url.starts_with("https://") {
-                return Err(format!("registry {}: url {url:?} is not http(s)://", self.host));
+                return Err(format!(
+                    "registry {}: url {url:?} is not http(s)://",
+                    self.host
+                ));
             }
             if plain != self.insecure {
                 return Err(format!(
@@ -137,7 +140,11 @@ mod tests {
             ..section("registry.lan:5000")
         };
         let sections = [lan];
-        let at = |host| Endpoint::resolve(host, &sections, &logins).unwrap().base_url;
+        let at = |host| {
+            Endpoint::resolve(host, &sections, &logins)
+                .unwrap()
+                .base_url
+        };
         assert_eq!(at("ghcr.io"), "https://ghcr.io");
         assert_eq!(at("docker.io"), "https://registry-1.docker.io");
         assert_eq!(at("registry.lan:5000"), "http://registry.lan:5000");

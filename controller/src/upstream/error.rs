@@ -64,7 +64,9 @@ pub enum UpstreamError {
         status: u16,
         answer: String,
     },
-    #[error("token service {realm} of registry {host} answered {status} for {repository}: {answer}")]
+    #[error(
+        "token service {realm} of registry {host} answered {status} for {repository}: {answer}"
+    )]
     TokenStatus {
         host: String,
         realm: String,
@@ -103,7 +105,9 @@ pub enum UpstreamError {
         #[source]
         source: coracle_images::oci::OciError,
     },
-    #[error("image {image} has no manifest for the fleet's platforms {wanted:?}; it offers {offered:?}")]
+    #[error(
+        "image {image} has no manifest for the fleet's platforms {wanted:?}; it offers {offered:?}"
+    )]
     NoPlatform {
         image: String,
         wanted: Vec<String>,

@@ -96,15 +96,19 @@ impl Mirror {
             platforms = fetched.children.len(),
             "image mirrored"
         );
-        let digest = fetched.top.digest.as_str().parse().map_err(|_| {
-            UpstreamError::DigestMismatch {
-                host: image.host.clone(),
-                repository: image.repository.clone(),
-                what: "manifest",
-                expected: "a sha256 digest".into(),
-                actual: fetched.top.digest.as_str().into(),
-            }
-        })?;
+        let digest =
+            fetched
+                .top
+                .digest
+                .as_str()
+                .parse()
+                .map_err(|_| UpstreamError::DigestMismatch {
+                    host: image.host.clone(),
+                    repository: image.repository.clone(),
+                    what: "manifest",
+                    expected: "a sha256 digest".into(),
+                    actual: fetched.top.digest.as_str().into(),
+                })?;
         Ok(ImageRef {
             registry: String::new(),
             repository,
@@ -169,12 +173,13 @@ fn fetch_blobs(
     doc: &Document,
     blobs: &BlobStore,
 ) -> Result<(), UpstreamError> {
-    let manifest = Manifest::parse(&doc.bytes).map_err(|source| UpstreamError::ManifestInvalid {
-        host: image.host.clone(),
-        repository: image.repository.clone(),
-        reference: doc.digest.as_str().to_string(),
-        source,
-    })?;
+    let manifest =
+        Manifest::parse(&doc.bytes).map_err(|source| UpstreamError::ManifestInvalid {
+            host: image.host.clone(),
+            repository: image.repository.clone(),
+            reference: doc.digest.as_str().to_string(),
+            source,
+        })?;
     for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let text = descriptor.digest.to_string();
         let stored = |source| UpstreamError::StoreBlob {
@@ -253,7 +258,10 @@ mod tests {
         let image = UpstreamRef::parse("ghcr.io/org/app:2").unwrap();
         let fleet = platforms(&["linux/arm64", "linux/arm/v7", "linux/amd64"]);
         let cases: [(&[&str], usize); 4] = [
-            (&["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x"], 3),
+            (
+                &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x"],
+                3,
+            ),
             (&["linux/amd64", "linux/arm64/v8", "unknown/unknown"], 2),
             (&["linux/arm/v6", "linux/arm/v7"], 1),
             (&["linux/amd64", "linux/amd64"], 1),
@@ -265,7 +273,10 @@ mod tests {
         }
         let err = select_platforms(&index(&["linux/s390x"]), &fleet, &image).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("linux/s390x") && text.contains("linux/arm/v7"), "{text}");
+        assert!(
+            text.contains("linux/s390x") && text.contains("linux/arm/v7"),
+            "{text}"
+        );
         assert!(text.contains("ghcr.io/org/app:2"), "{text}");
     }
 }

@@ -74,7 +74,10 @@ impl UpstreamRef {
         let (name, digest) = match text.split_once('@') {
             Some((name, digest)) => (
                 name,
-                Some(BlobDigest::parse(digest).map_err(|_| bad("the digest is not sha256:<64 hex>"))?),
+                Some(
+                    BlobDigest::parse(digest)
+                        .map_err(|_| bad("the digest is not sha256:<64 hex>"))?,
+                ),
             ),
             None => (text, None),
         };
@@ -90,7 +93,9 @@ impl UpstreamRef {
             None => (path, None),
         };
         let host = canonical_host(host);
-        if host.is_empty() || host.contains(|c: char| !(c.is_ascii_alphanumeric() || ".-:".contains(c))) {
+        if host.is_empty()
+            || host.contains(|c: char| !(c.is_ascii_alphanumeric() || ".-:".contains(c)))
+        {
             return Err(bad("the registry host is not a host[:port]"));
         }
         let repository = if host == DOCKER_HUB && !path.contains('/') {
@@ -156,10 +161,16 @@ mod tests {
             ("nginx", tag("docker.io", "library/nginx", "latest")),
             ("bitnami/redis:7", tag("docker.io", "bitnami/redis", "7")),
             ("docker.io/nginx:1", tag("docker.io", "library/nginx", "1")),
-            ("index.docker.io/library/nginx:1", tag("docker.io", "library/nginx", "1")),
+            (
+                "index.docker.io/library/nginx:1",
+                tag("docker.io", "library/nginx", "1"),
+            ),
             ("ghcr.io/org/app:2", tag("ghcr.io", "org/app", "2")),
             ("localhost/app", tag("localhost", "app", "latest")),
-            ("registry.lan:5000/x/y:v1.0", tag("registry.lan:5000", "x/y", "v1.0")),
+            (
+                "registry.lan:5000/x/y:v1.0",
+                tag("registry.lan:5000", "x/y", "v1.0"),
+            ),
             ("127.0.0.1:5000/app:1", tag("127.0.0.1:5000", "app", "1")),
         ];
         for (text, want) in cases {
@@ -168,7 +179,10 @@ mod tests {
         let pinned = UpstreamRef::parse(&format!("registry.lan:5000/x:1@{digest}")).unwrap();
         assert_eq!(pinned.host, "registry.lan:5000");
         assert_eq!(pinned.repository, "x");
-        assert_eq!(pinned.reference, Reference::Digest(BlobDigest::parse(&digest).unwrap()));
+        assert_eq!(
+            pinned.reference,
+            Reference::Digest(BlobDigest::parse(&digest).unwrap())
+        );
     }
 
     #[test]
@@ -182,7 +196,10 @@ mod tests {
         ] {
             let err = UpstreamRef::parse(text).map(|r| r.to_string());
             let err = err.err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains(why) || err.contains("not an image"), "{text}: {err}");
+            assert!(
+                err.contains(why) || err.contains("not an image"),
+                "{text}: {err}"
+            );
         }
     }
 

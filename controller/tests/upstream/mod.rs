@@ -24,10 +24,13 @@ pub fn controller_with(extra: &str) -> Controller {
     Controller::start_with_config(dir, &text)
 }
 
-pub fn deploy(controller: &Controller, device: &str, image: &str) -> anyhow::Result<DeployResponse> {
-    let compose = format!(
-        "services:\n  web:\n    image: {image}\n    command: [\"/bin/sleep\", \"300\"]\n"
-    );
+pub fn deploy(
+    controller: &Controller,
+    device: &str,
+    image: &str,
+) -> anyhow::Result<DeployResponse> {
+    let compose =
+        format!("services:\n  web:\n    image: {image}\n    command: [\"/bin/sleep\", \"300\"]\n");
     api(controller).send(
         "deploy",
         "POST",
@@ -59,7 +62,10 @@ pub fn own_registry(controller: &Controller, path: &str) -> (u16, Option<String>
         .new_agent();
     let resp = agent
         .get(format!("http://{}/v2/{path}", controller.registry))
-        .header("Authorization", format!("Bearer {}", controller.admin_token()))
+        .header(
+            "Authorization",
+            format!("Bearer {}", controller.admin_token()),
+        )
         .header(
             "Accept",
             "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
@@ -78,7 +84,10 @@ pub fn own_registry(controller: &Controller, path: &str) -> (u16, Option<String>
 pub async fn desired_state(controller: &Controller, boot: &Bootstrap) -> DesiredState {
     let (client, mut el) = connect_device(controller.broker_tls, boot).await.unwrap();
     client
-        .subscribe(TopicKind::Desired.for_device(&boot.device), QoS::AtLeastOnce)
+        .subscribe(
+            TopicKind::Desired.for_device(&boot.device),
+            QoS::AtLeastOnce,
+        )
         .await
         .unwrap();
     let body = next_matching(&mut el, |i| match i {
@@ -93,6 +102,8 @@ pub async fn desired_state(controller: &Controller, boot: &Bootstrap) -> Desired
 }
 
 pub fn busybox() -> String {
-    format!("oci-archive:{}", support::fixture("busybox-oci.tar").display())
+    format!(
+        "oci-archive:{}",
+        support::fixture("busybox-oci.tar").display()
+    )
 }
-
