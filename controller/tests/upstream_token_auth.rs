@@ -45,6 +45,7 @@ async fn token_auth_image_is_mirrored_with_a_bearer_token() {
     login(&controller, &host, "wrong-password");
     let err = tokio::task::block_in_place(|| deploy(&controller, &device, &image)).unwrap_err();
     let text = format!("{err:#}");
+    eprintln!("refused as expected: {text}");
     assert!(
         text.contains(&tokens.realm()) && text.contains("401"),
         "{text}"

@@ -161,11 +161,15 @@ impl UpstreamClient {
         if resp.status().is_success() {
             return Ok(resp);
         }
+        let separator = if reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
         Err(UpstreamError::Status {
             host: self.endpoint.host.clone(),
-            repository: self.repository.clone(),
             what,
-            reference: reference.to_string(),
+            object: format!("{}{separator}{reference}", self.repository),
             status: resp.status().as_u16(),
             answer: read_answer(resp),
         })

@@ -55,12 +55,12 @@ pub enum UpstreamError {
         #[source]
         source: Box<ureq::Error>,
     },
-    #[error("registry {host} answered {status} to GET {what} {repository}@{reference}: {answer}")]
+    /// `object` is `repository:tag` or `repository@digest`.
+    #[error("registry {host} answered {status} to GET {what} {object}: {answer}")]
     Status {
         host: String,
-        repository: String,
         what: &'static str,
-        reference: String,
+        object: String,
         status: u16,
         answer: String,
     },
