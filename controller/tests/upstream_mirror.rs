@@ -91,6 +91,35 @@ async fn basic_auth_image_is_mirrored_pinned_and_pulled_from_the_controller() {
 
     // A device pulls it from the controller with its pull token, as any image.
     pull_as_device(&controller, &boot, &mirror_repo, &digest);
+
+    // The next version, mirrored like a push: the registry's delta workers take the new tag
+    // against the one before it (an update size appears once they are done).
+    let layers = format!(
+        "oci-archive:{}",
+        support::fixture("busybox-layers-oci.tar").display()
+    );
+    upstream
+        .push_with(&layers, "team/app:2", &["--dest-creds", &creds])
+        .unwrap();
+    let answer = deploy(
+        &controller,
+        &boot.device.to_string(),
+        &format!("{host}/team/app:2"),
+    );
+    assert_eq!(answer.unwrap().generation, Generation(2));
+    let api = api(&controller);
+    let update = support::eventually("the delta workers to take the mirrored tag", || {
+        let images: serde_json::Value = api.get("images", "/images").ok()?;
+        let repo = images
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == mirror_repo.as_str())?;
+        let tag = repo["tags"].as_array()?.iter().find(|t| t["tag"] == "2")?;
+        assert_eq!(tag["previous"], "1", "{tag}");
+        tag["update_bytes"].as_u64()
+    })
+    .await;
+    assert!(update > 0);
 }
 
 fn pull_as_device(controller: &Controller, boot: &Bootstrap, repository: &str, digest: &str) {
