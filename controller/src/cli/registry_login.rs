@@ -45,8 +45,18 @@ pub fn run(args: RegistryArgs) -> anyhow::Result<()> {
 
 fn login(host: &str, username: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<()> {
     let host = canonical_host(host);
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let credentials = read_credentials(std::io::stdin().lock(), username)
+        .with_context(|| format!("registry login {host}"))?;
+    let path = Logins::in_data_dir(data_dir)
+        .save(&host, &credentials)
+        .with_context(|| format!("registry login {host}"))?;
+    println!("login for {host} stored in {}", path.display());
+    Ok(())
+}
+
+/// The password, and the username unless given, one per line of `input`.
+fn read_credentials(input: impl BufRead, username: Option<String>) -> anyhow::Result<Credentials> {
+    let mut lines = input.lines();
     let mut next_line = |what: &str| -> anyhow::Result<String> {
         let line = lines
             .next()
@@ -60,11 +70,29 @@ fn login(host: &str, username: Option<String>, data_dir: &std::path::Path) -> an
     };
     let password = next_line("password")?;
     if username.is_empty() || password.is_empty() {
-        bail!("registry login {host}: the username and the password must not be empty");
+        bail!("the username and the password must not be empty");
     }
-    let path = Logins::in_data_dir(data_dir)
-        .save(&host, &Credentials { username, password })
-        .with_context(|| format!("registry login {host}"))?;
-    println!("login for {host} stored in {}", path.display());
-    Ok(())
+    Ok(Credentials { username, password })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_stdin_lines_or_the_flag() {
+        let both = read_credentials(&b"ci\nsecret\n"[..], None).unwrap();
+        assert_eq!(
+            (both.username.as_str(), both.password.as_str()),
+            ("ci", "secret")
+        );
+        let flag = read_credentials(&b"secret\r\n"[..], Some("ci".into())).unwrap();
+        assert_eq!(
+            (flag.username.as_str(), flag.password.as_str()),
+            ("ci", "secret")
+        );
+        let err = read_credentials(&b"ci\n"[..], None).unwrap_err();
+        assert!(err.to_string().contains("password"), "{err}");
+        assert!(read_credentials(&b"\n"[..], Some("ci".into())).is_err());
+    }
 }

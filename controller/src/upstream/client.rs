@@ -41,13 +41,23 @@ pub struct Document {
 }
 
 /// A client for one repository of one registry.
-#[derive(Debug)]
 pub struct UpstreamClient {
     endpoint: Endpoint,
     repository: String,
     agent: Agent,
     /// The `Authorization` value that answered the last challenge, reused for the next calls.
     authorization: Option<String>,
+}
+
+/// Without the cached `Authorization` value: a token or basic credentials never reach a log.
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("endpoint", &self.endpoint)
+            .field("repository", &self.repository)
+            .field("authorized", &self.authorization.is_some())
+            .finish()
+    }
 }
 
 impl UpstreamClient {
