@@ -40,6 +40,10 @@ pub struct ServeConfig {
     pub public_host: Option<String>,
     pub fleet: FleetSection,
     pub deltas: DeltasSection,
+    /// Upstream registries images are pulled from at deploy time (`[[registries]]`):
+    /// private CA, plain HTTP, credentials file. Registries without an entry are reached
+    /// over HTTPS with the public roots and `coracle registry login` credentials.
+    pub registries: Vec<crate::upstream::RegistrySection>,
 }
 
 /// Background delta encoding (`registry/delta_workers.rs`).
@@ -72,13 +76,29 @@ pub struct FleetSection {
     /// A device silent (no health sample) this long is marked offline: about three of the
     /// agents' health intervals (60 s by default).
     pub offline_after_s: u64,
+    /// Platforms the fleet runs (`os/arch[/variant]`): a multi-arch image from another
+    /// registry is mirrored for these entries of its index only.
+    pub platforms: Vec<String>,
 }
 
 impl Default for FleetSection {
     fn default() -> Self {
         Self {
             offline_after_s: 180,
+            platforms: ["linux/arm64", "linux/arm/v7", "linux/amd64"]
+                .map(String::from)
+                .to_vec(),
         }
+    }
+}
+
+impl FleetSection {
+    /// The parsed `platforms` (validated by [`ServeConfig::validate`]).
+    pub fn parsed_platforms(&self) -> Vec<coracle_images::oci::Platform> {
+        self.platforms
+            .iter()
+            .filter_map(|p| coracle_images::oci::Platform::parse(p))
+            .collect()
     }
 }
 
@@ -222,6 +242,7 @@ impl Default for ServeConfig {
             public_host: None,
             fleet: FleetSection::default(),
             deltas: DeltasSection::default(),
+            registries: Vec::new(),
         }
     }
 }
@@ -408,6 +429,29 @@ impl ServeConfig {
                 reason: "must be at least 1 second".into(),
             });
         }
+        if self.fleet.platforms.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "fleet.platforms",
+                reason: "name at least one platform, e.g. \"linux/arm64\"".into(),
+            });
+        }
+        if let Some(bad) = self
+            .fleet
+            .platforms
+            .iter()
+            .find(|p| coracle_images::oci::Platform::parse(p).is_none())
+        {
+            return Err(ConfigError::Invalid {
+                field: "fleet.platforms",
+                reason: format!("{bad:?} is not os/arch[/variant]"),
+            });
+        }
+        for registry in &self.registries {
+            registry.validate().map_err(|reason| ConfigError::Invalid {
+                field: "registries",
+                reason,
+            })?;
+        }
         if let Some(host) = &self.public_host {
             if host.is_empty() || host.contains(['/', ' ', '\t']) {
                 return Err(ConfigError::Invalid {
@@ -516,6 +560,25 @@ mod tests {
             let err = config.validate().unwrap_err();
             assert!(err.to_string().contains(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn registries_and_platforms_parse_and_validate() {
+        let text = "[fleet]\nplatforms = [\"linux/arm64\"]\n[[registries]]\nhost = \"registry.lan:5000\"\ninsecure = true\ncredentials_file = \"/etc/coracle/lan.toml\"\n[[registries]]\nhost = \"ghcr.io\"\nca_file = \"/ca.pem\"\n";
+        let config: ServeConfig = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.registries.len(), 2);
+        assert_eq!(config.fleet.parsed_platforms().len(), 1);
+        let bad: ServeConfig = toml::from_str("[fleet]\nplatforms = [\"arm64\"]\n").unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fleet.platforms"));
+        let bad: ServeConfig =
+            toml::from_str("[[registries]]\nhost = \"x.lan\"\ninsecure = true\nca_file = \"/c\"\n")
+                .unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("x.lan"));
     }
 
     #[test]

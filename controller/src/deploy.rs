@@ -1,36 +1,45 @@
 //! Deploying an app to one device: image references in the app are pinned to digests from
-//! the controller's registry, the services become the device's next `DesiredState`, which is
+//! the controller's registry — images of other registries are mirrored into it first
+//! (`upstream/`) — the services become the device's next `DesiredState`, which is
 //! validated, signed with the deployment key, stored (the source of truth) and published
 //! retained. Staged rollouts across many devices (`rollout/`) build on this step.
 
-use coracle_proto::{encode, DesiredState, DeviceId, Generation, ImageRef, ServiceSpec, Signed};
+use std::collections::BTreeMap;
 
+use coracle_proto::{
+    encode, DesiredState, DeviceId, Digest, Generation, ImageRef, ServiceSpec, Signed,
+};
+
+use crate::compose::{self, ComposeError, ComposeFile};
 use crate::fleet::{Fleet, FleetError};
 use crate::registry::Registry;
+use crate::upstream::reference::names_host;
+use crate::upstream::{Mirror, UpstreamRef};
 
 /// What an `image:` value in an app names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageTarget {
-    /// Already pinned (`repo@sha256:…`, possibly on another registry).
+    /// Pinned by digest in the controller's registry (`repo@sha256:…`, no host).
     Pinned(ImageRef),
-    /// A tag in the controller's own registry (`repo[:tag]`, tag `latest` when absent).
+    /// A short name (`repo[:tag]`, tag `latest` when absent): the controller's own registry
+    /// if it holds the tag, else the same name on Docker Hub, as `docker pull` reads it.
     Local { repository: String, tag: String },
+    /// An image on the registry its first component names (`ghcr.io/org/app:2`).
+    Upstream(UpstreamRef),
 }
 
-/// Parses an `image:` value. Images from other registries must be pinned by digest, since
-/// the signature has to cover exactly what will run and the controller cannot look them up.
+/// Classifies an `image:` value; no I/O.
 pub fn parse_image(text: &str) -> Result<ImageTarget, String> {
+    if names_host(text) {
+        return UpstreamRef::parse(text)
+            .map(ImageTarget::Upstream)
+            .map_err(|e| e.to_string());
+    }
     if text.contains('@') {
         return text
             .parse::<ImageRef>()
             .map(ImageTarget::Pinned)
             .map_err(|e| e.to_string());
-    }
-    let first = text.split('/').next().unwrap_or_default();
-    if text.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
-        return Err(format!(
-            "{text:?} is on another registry: pin it by digest (NAME@sha256:...)"
-        ));
     }
     let (repository, tag) = match text.rsplit_once(':') {
         Some((repo, tag)) => (repo, tag),
@@ -45,25 +54,68 @@ pub fn parse_image(text: &str) -> Result<ImageTarget, String> {
     })
 }
 
-/// Pins an `image:` value against the controller's registry.
-pub fn resolve_image(registry: &Registry, text: &str) -> Result<ImageRef, String> {
+/// A tag of the controller's own registry, pinned; `None` when it does not hold it.
+fn resolve_local(registry: &Registry, repository: &str, tag: &str) -> Option<ImageRef> {
+    let (digest, _) = registry.resolve(repository, tag).ok()?;
+    Some(ImageRef {
+        registry: String::new(),
+        repository: repository.to_string(),
+        digest: digest.as_str().parse().ok()?,
+    })
+}
+
+/// Pins an `image:` value: the controller's registry first, else mirrored from upstream.
+/// The error text is what the operator sees under the service's `image`.
+pub async fn resolve_image(
+    registry: &Registry,
+    mirror: &Mirror,
+    text: &str,
+) -> Result<ImageRef, String> {
+    use crate::api::error::anyhow_chain as chain;
     match parse_image(text)? {
         ImageTarget::Pinned(image) => Ok(image),
+        ImageTarget::Upstream(upstream) => mirror.mirror(&upstream).await.map_err(|e| chain(&e)),
         ImageTarget::Local { repository, tag } => {
-            let (digest, _) = registry
-                .resolve(&repository, &tag)
-                .map_err(|_| format!("{repository}:{tag} is not in the controller's registry"))?;
-            let digest = digest
-                .as_str()
-                .parse()
-                .map_err(|e: coracle_proto::RefError| e.to_string())?;
-            Ok(ImageRef {
-                registry: String::new(),
-                repository,
-                digest,
-            })
+            if let Some(image) = resolve_local(registry, &repository, &tag) {
+                return Ok(image);
+            }
+            let missing = format!("{repository}:{tag} is not in the controller's registry");
+            let upstream = UpstreamRef::parse(text).map_err(|e| format!("{missing}, and {e}"))?;
+            mirror
+                .mirror(&upstream)
+                .await
+                .map_err(|e| format!("{missing}, and pulling {upstream} failed: {}", chain(&e)))
         }
     }
+}
+
+/// An app's services with every image pinned. The fields are checked before any image is
+/// pulled, so a typo costs no download; each distinct image is resolved once.
+pub async fn app_services(
+    registry: &Registry,
+    mirror: &Mirror,
+    text: &str,
+    file: &ComposeFile,
+) -> Result<Vec<ServiceSpec>, ComposeError> {
+    let placeholder = ImageRef {
+        registry: String::new(),
+        repository: "unresolved".into(),
+        digest: Digest::from_bytes([0; 32]),
+    };
+    compose::to_specs(text, file, &|_| Ok(placeholder.clone()))?;
+    let mut pinned: BTreeMap<&str, Result<ImageRef, String>> = BTreeMap::new();
+    for service in file.services.values() {
+        if !pinned.contains_key(service.image.as_str()) {
+            let resolved = resolve_image(registry, mirror, &service.image).await;
+            pinned.insert(&service.image, resolved);
+        }
+    }
+    compose::to_specs(text, file, &|image| {
+        pinned
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("{image} was not resolved")))
+    })
 }
 
 /// A stored desired state and whether it reached the broker now.
@@ -148,13 +200,25 @@ mod tests {
                 tag: "1.2".into()
             }
         );
-        let pinned = format!("docker.io/library/busybox@sha256:{}", "ab".repeat(32));
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert!(matches!(
+            parse_image(&format!("web@{digest}")).unwrap(),
+            ImageTarget::Pinned(r) if r.registry.is_empty() && r.repository == "web"
+        ));
+        let pinned = format!("docker.io/library/busybox@{digest}");
         assert!(matches!(
             parse_image(&pinned).unwrap(),
-            ImageTarget::Pinned(r) if r.registry == "docker.io"
+            ImageTarget::Upstream(r) if r.host == "docker.io" && r.repository == "library/busybox"
         ));
-        let err = parse_image("registry.example:5000/web:1").unwrap_err();
-        assert!(err.contains("pin it by digest"), "{err}");
+        assert!(matches!(
+            parse_image("registry.example:5000/web:1").unwrap(),
+            ImageTarget::Upstream(r) if r.host == "registry.example:5000"
+        ));
+        assert!(matches!(
+            parse_image("ghcr.io/org/app:2").unwrap(),
+            ImageTarget::Upstream(r) if r.host == "ghcr.io" && r.repository == "org/app"
+        ));
         assert!(parse_image("web:").is_err());
+        assert!(parse_image("ghcr.io/Org/app:2").is_err());
     }
 }

@@ -13,6 +13,8 @@
 //!   logged rate-limited and dropped.
 //! - [`rollout`]: staged rollouts — a pure engine plus the driver task that deploys wave by
 //!   wave, pauses on failures and rolls back, all state in the store.
+//! - [`upstream`]: images from other registries (Docker Hub, GHCR, LAN registries) pulled
+//!   into the controller's registry at deploy time ([`upstream::Mirror`]).
 //! - [`api`]: axum JSON API under `/api/v1` with an admin token; [`cli`]: the operator CLI.
 //! - [`dashboard`]: the web dashboard on the API listener (embedded assets, cookie sessions);
 //!   [`commands`]: logs/restart commands to devices, awaiting their replies.
@@ -43,3 +45,4 @@ pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod upstream;

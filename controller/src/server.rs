@@ -235,6 +235,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         })?;
     }
 
+    let mirror = crate::upstream::Mirror::new(
+        registry.clone(),
+        crate::upstream::MirrorSettings {
+            registries: config.registries.clone(),
+            logins: crate::upstream::Logins::in_data_dir(dir.root()),
+            platforms: config.fleet.parsed_platforms(),
+        },
+    );
+
     let access: Arc<dyn DeviceAccess> = match &config.broker.mosquitto_dir {
         Some(dir) => Arc::new(MosquittoAccounts::in_dir(dir)),
         None => credentials.clone(),
@@ -279,6 +288,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         counters,
         events: notify,
         registry: registry.clone(),
+        mirror,
         commands,
         sessions: crate::dashboard::Sessions::default(),
     };

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
 use crate::compose;
-use crate::deploy::resolve_image;
+use crate::deploy::app_services;
 
 /// The request body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,12 +46,10 @@ pub async fn deploy(
     let request: DeployRequest = parse_json(&body)?;
     let file =
         compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let registry = state.registry.clone();
-    let services = compose::to_specs(&request.compose, &file, &|image| {
-        resolve_image(&registry, image)
-    })
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let platforms = AppPlatforms::of(&registry, &services).map_err(ApiError::bad_request)?;
+    let services = app_services(&state.registry, &state.mirror, &request.compose, &file)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let platforms = AppPlatforms::of(&state.registry, &services).map_err(ApiError::bad_request)?;
     if let Some(reported) = state.fleet.store.reported(&id)? {
         platforms
             .check(&id, &reported.platform)

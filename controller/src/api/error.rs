@@ -127,7 +127,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The error and its causes, `: `-separated, for operators reading one line.
-pub(super) fn anyhow_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn anyhow_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
     /// The registry, to pin an app's image tags to digests at deploy time.
     pub registry: crate::registry::Registry,
+    /// Pulls images of other registries into `registry` at deploy time.
+    pub mirror: crate::upstream::Mirror,
     /// Commands to devices, paired with their replies.
     pub commands: crate::commands::DeviceCommands,
     /// Dashboard login sessions (cookie), accepted like the bearer token.

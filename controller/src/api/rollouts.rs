@@ -19,7 +19,7 @@ use super::error::{anyhow_chain, ApiError};
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
 use crate::compose;
-use crate::deploy::resolve_image;
+use crate::deploy::app_services;
 use crate::rollout::{CreateRollout, RolloutCommand, RolloutError};
 use crate::store::{RolloutRecord, Selector};
 
@@ -151,12 +151,10 @@ pub async fn create(
     let max_failures = threshold_text(&request.max_failures)?;
     let file =
         compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let registry = state.registry.clone();
-    let services = compose::to_specs(&request.compose, &file, &|image| {
-        resolve_image(&registry, image)
-    })
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let platforms = AppPlatforms::of(&registry, &services).map_err(ApiError::bad_request)?;
+    let services = app_services(&state.registry, &state.mirror, &request.compose, &file)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let platforms = AppPlatforms::of(&state.registry, &services).map_err(ApiError::bad_request)?;
     let app = match request.app.map(|a| a.trim().to_string()) {
         Some(app) if !app.is_empty() => app,
         _ => file.services.keys().cloned().collect::<Vec<_>>().join("+"),

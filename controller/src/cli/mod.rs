@@ -9,6 +9,7 @@ mod image_delta;
 mod image_removal;
 mod image_store;
 mod progress;
+mod registry_login;
 mod rollout;
 mod serve;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Rollout(rollout::RolloutArgs),
     /// Configuration for an external MQTT broker.
     Broker(broker::BrokerArgs),
+    /// Credentials for the upstream registries deploys pull images from.
+    Registry(registry_login::RegistryArgs),
     /// Work with images and layers.
     Image {
         #[command(subcommand)]
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::run(args),
         Command::Rollout(args) => rollout::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Registry(args) => registry_login::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
         } => command.run(),

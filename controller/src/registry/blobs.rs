@@ -94,6 +94,51 @@ impl BlobStore {
         }
     }
 
+    /// Stores a blob read from `reader` (a mirror's download) the way an upload is stored:
+    /// hashed while written to a session file, synced, and renamed into the store only when
+    /// it is exactly `size` bytes with digest `digest`. Blocking: call it on a blocking thread.
+    pub fn import_blocking(
+        &self,
+        digest: &BlobDigest,
+        size: u64,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<(), RegistryError> {
+        use std::io::{Read as _, Write as _};
+        let id = crate::secrets::random_token()[..32].to_string();
+        let path = self.upload_path(&id)?;
+        let result = (|| {
+            let mut file = std::fs::File::create(&path).map_err(io("create upload", &path))?;
+            let mut hasher = Sha256::new();
+            let mut received = 0u64;
+            let mut buf = vec![0u8; 256 << 10];
+            // One byte past the declared size is read, to notice a longer blob.
+            let mut limited = reader.take(size.saturating_add(1));
+            loop {
+                let n = limited.read(&mut buf).map_err(io("receive blob", &path))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n]).map_err(io("write blob", &path))?;
+                received += n as u64;
+            }
+            file.sync_all().map_err(io("sync blob", &path))?;
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest.as_str() || received != size {
+                return Err(RegistryError::DigestMismatch {
+                    claimed: format!("{} ({size} bytes)", digest.as_str()),
+                    actual: format!("{actual} ({received} bytes)"),
+                });
+            }
+            let target = self.path(digest);
+            std::fs::rename(&path, &target).map_err(io("move verified blob", &target))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
     /// Stores bytes already in memory (manifests), verified by construction.
     pub async fn put_bytes(&self, bytes: &[u8]) -> Result<BlobDigest, RegistryError> {
         let digest = BlobDigest::of(bytes);
@@ -110,6 +155,29 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imported_blobs_are_stored_only_with_their_digest_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("b"), dir.path().join("u")).unwrap();
+        let right = BlobDigest::of(b"layer bytes");
+        for (size, body) in [
+            (11, &b"layer bytez"[..]),
+            (5, b"layer bytes"),
+            (11, b"layer"),
+        ] {
+            let err = store
+                .import_blocking(&right, size, &mut &body[..])
+                .unwrap_err();
+            assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+            assert_eq!(store.size(&right), None);
+        }
+        store
+            .import_blocking(&right, 11, &mut &b"layer bytes"[..])
+            .unwrap();
+        assert_eq!(store.size(&right), Some(11));
+        assert_eq!(std::fs::read_dir(dir.path().join("u")).unwrap().count(), 0);
+    }
 
     #[test]
     fn digests_are_checked_at_the_edge() {

@@ -24,6 +24,32 @@ impl Registry {
         content_type: &str,
         bytes: &[u8],
     ) -> Result<StoredManifest, RegistryError> {
+        self.store_manifest(name, reference, content_type, bytes, true)
+            .await
+    }
+
+    /// Stores a manifest mirrored from another registry: as `put_manifest`, except that an
+    /// index keeps its upstream bytes (and digest) while naming the manifests of platforms
+    /// the fleet does not run, which were not mirrored.
+    pub async fn put_mirrored_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<StoredManifest, RegistryError> {
+        self.store_manifest(name, reference, content_type, bytes, false)
+            .await
+    }
+
+    async fn store_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        content_type: &str,
+        bytes: &[u8],
+        index_children_held: bool,
+    ) -> Result<StoredManifest, RegistryError> {
         let invalid = |reason: String| RegistryError::ManifestInvalid { reason };
         let json: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|err| invalid(format!("not JSON: {err}")))?;
@@ -44,7 +70,7 @@ impl Registry {
         }
         for descriptor in descriptors(&json, "manifests") {
             let digest = descriptor_digest(descriptor)?;
-            if !manifests.join(digest.hex()).is_file() {
+            if index_children_held && !manifests.join(digest.hex()).is_file() {
                 return Err(RegistryError::ManifestBlobUnknown {
                     name: name.into(),
                     digest: digest.as_str().into(),
