@@ -4,6 +4,7 @@
 mod runtime_support;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use coracle_agent::platform::this_device;
 use coracle_agent::runtime::{ContainerId, Runtime, RuntimeError};
@@ -50,6 +51,9 @@ fn a_program_of_another_architecture_fails_to_start_naming_both_platforms() {
     assert!(reason.contains(&this), "{reason}");
     assert!(reason.contains("another architecture"), "{reason}");
     assert!(reason.contains("/bin/server"), "{reason}");
-    let _ = h.runtime.delete(&id);
+    // The init exited after reporting; once the shim has recorded that, nothing is left.
+    let state = h.runtime.wait(&id, Duration::from_secs(10)).unwrap();
+    assert_ne!(state.exit_code, Some(0), "{state:?}");
+    h.runtime.delete(&id).unwrap();
     h.assert_clean();
 }

@@ -39,11 +39,17 @@ impl Controller {
     /// Starts a controller with its state in `dir` and its embedded broker; devices reach it
     /// at `public` (the test network's gateway), the test's own CLI calls use loopback.
     pub fn start(dir: &Path, public: Ipv4Addr) -> anyhow::Result<Self> {
+        Self::start_with_config(dir, public, "")
+    }
+
+    /// [`Self::start`] with more of the serve config (e.g. `[[registries]]` tables) after the
+    /// listeners.
+    pub fn start_with_config(dir: &Path, public: Ipv4Addr, extra: &str) -> anyhow::Result<Self> {
         let local = Ipv4Addr::LOCALHOST;
         let broker = SocketAddr::from((local, free_port(local)?));
         let broker_tls = SocketAddr::from((public, free_port(public)?));
         let section = format!("listen = \"{broker}\"\ntls_listen = \"{broker_tls}\"\n");
-        Self::start_with(dir, public, broker, &section)
+        Self::start_with(dir, public, broker, &section, extra)
     }
 
     /// Starts a controller on `broker` instead of an embedded one (`coracle serve --broker`):
@@ -60,7 +66,7 @@ impl Controller {
             broker.device_url(),
             broker.dir.display().to_string()
         );
-        Self::start_with(dir, public, broker.local, &section)
+        Self::start_with(dir, public, broker.local, &section, "")
     }
 
     fn start_with(
@@ -68,6 +74,7 @@ impl Controller {
         public: Ipv4Addr,
         broker: SocketAddr,
         broker_section: &str,
+        extra: &str,
     ) -> anyhow::Result<Self> {
         let data_dir = Self::data_dir_in(dir);
         let local = Ipv4Addr::LOCALHOST;
@@ -76,7 +83,7 @@ impl Controller {
         let config = dir.join("serve.toml");
         let text = format!(
             "data_dir = {data:?}\npublic_host = \"{public}\"\n\n[broker]\n{broker_section}\n\
-             [api]\nlisten = \"{api}\"\n\n[registry]\nlisten = \"{registry}\"\n",
+             [api]\nlisten = \"{api}\"\n\n[registry]\nlisten = \"{registry}\"\n{extra}",
             data = data_dir.display().to_string(),
         );
         std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
