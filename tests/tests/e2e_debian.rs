@@ -8,8 +8,7 @@
 //! Root only; needs Debian's mirror the first time the rootfs is built.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,15 +54,7 @@ fn compose(dir: &Path, image: &str, tag: &str) -> PathBuf {
 }
 
 fn http_get(addr: Ipv4Addr, path: &str) -> String {
-    let mut stream = TcpStream::connect_timeout(&(addr, WEB_PORT).into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}:{WEB_PORT}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    body
+    coracle_tests::e2e::http_get(addr, WEB_PORT, path).unwrap()
 }
 
 fn wait_running(controller: &Controller, device: &str, generation: u64) {

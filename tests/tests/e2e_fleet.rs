@@ -4,8 +4,7 @@
 //! (10.213.0.1), so they take turns.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -90,15 +89,7 @@ fn wait_converged(controller: &Controller, device: &str, generation: u64) -> Val
 
 /// GET / from the machine to a device's address.
 fn http_get(addr: Ipv4Addr, port: u16) -> String {
-    let mut stream = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}:{port}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).unwrap();
-    body
+    coracle_tests::e2e::http_get(addr, port, "/").unwrap()
 }
 
 #[test]

@@ -67,3 +67,21 @@ pub fn wait_until<T>(
         }
     }
 }
+
+/// `GET path` (HTTP/1.0) from the machine to `addr:port`; the whole answer, head and body.
+pub fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(5))
+            .with_context(|| format!("connect {addr}:{port}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .context("set read timeout")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .with_context(|| format!("send GET {path} to {addr}:{port}"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .with_context(|| format!("read the answer to GET {path} from {addr}:{port}"))?;
+    Ok(answer)
+}

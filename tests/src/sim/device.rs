@@ -63,7 +63,8 @@ impl SimDevice {
             layers: Vec::new(),
             conditions: Vec::new(),
             agent_version: concat!("sim-", env!("CARGO_PKG_VERSION")).to_string(),
-            platform: "linux/arm64".to_string(),
+            // It "runs" the test images, which are built for this machine.
+            platform: coracle_images::oci::Platform::this_build().to_string(),
         };
         Self {
             id,
