@@ -41,6 +41,7 @@ fn desired(generation: u64, app_seed: u8) -> DesiredState {
         condition: DependencyCondition::Started,
     }];
     DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(generation),
         services: vec![spec("db", 1), app],
@@ -467,6 +468,7 @@ async fn health_gated_update_commits_when_healthy_and_rolls_back_when_not() {
     let (port, _server) = healthy_http_server().await;
     let closed_port = support::free_port();
     let state = |generation, seed, port| DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(generation),
         services: vec![http_checked(spec("web", seed), port, 300)],
@@ -510,6 +512,7 @@ async fn an_unhealthy_container_is_restarted_per_its_policy() {
     let mut agent = Agent::start().await;
     let (port, server) = healthy_http_server().await;
     let state = DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(1),
         services: vec![http_checked(spec("web", 2), port, 0)],

@@ -143,6 +143,7 @@ impl Fleet {
             .unwrap_or_default()
             .next();
         let state = DesiredState {
+            registries: Vec::new(),
             device: device.clone(),
             generation,
             services,

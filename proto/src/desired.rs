@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::ImageRef;
 use crate::ids::{DeviceId, Generation, ServiceName};
+use crate::sealed::Sealed;
 
 /// Everything one device should run, at one generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +15,25 @@ pub struct DesiredState {
     pub device: DeviceId,
     pub generation: Generation,
     pub services: Vec<ServiceSpec>,
+    /// Registries this device pulls from directly (images whose `ImageRef::registry` names
+    /// one), with their pull credential sealed for this device. Empty: every image comes from
+    /// the controller's registry. Last, so states stored as JSON before it decode.
+    #[serde(default)]
+    pub registries: Vec<RegistryAccess>,
+}
+
+/// How a device reaches a registry it pulls from directly (a LAN registry on a factory
+/// floor): the controller resolved and pinned the digests, the device fetches the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAccess {
+    /// The host as image references name it (`registry.lan:5000`).
+    pub host: String,
+    /// `https://host:port` or `http://host:port`.
+    pub url: String,
+    /// PEM of the registry's private CA; public roots when `None`.
+    pub ca_pem: Option<String>,
+    /// `user:password` sealed for this device (see `sealed`); `None`: anonymous pulls.
+    pub sealed_credentials: Option<Sealed>,
 }
 
 /// One container the device should run.

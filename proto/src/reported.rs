@@ -24,6 +24,10 @@ pub struct ReportedState {
     /// stored before devices reported it.
     #[serde(default)]
     pub platform: String,
+    /// Hex of the device's X25519 sealing key (see `sealed`): the controller seals pull
+    /// credentials for direct registries to it. Empty until the device reports one.
+    #[serde(default)]
+    pub sealing_key: String,
 }
 
 /// Where the device is in applying its latest desired state.

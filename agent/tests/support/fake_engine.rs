@@ -41,7 +41,11 @@ fn missing(step: &'static str, service: &ServiceName) -> EngineError {
 }
 
 impl ContainerEngine for FakeEngine {
-    fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
+    fn pull(
+        &self,
+        image: &ImageRef,
+        _direct: Option<(&coracle_proto::DeviceId, &coracle_proto::RegistryAccess)>,
+    ) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
         inner.pull_attempts += 1;
         if inner.failing_pulls.contains(&image.digest) {
