@@ -22,7 +22,7 @@ pub enum DirectError {
     Client {
         host: String,
         #[source]
-        source: PullError,
+        source: Box<PullError>,
     },
 }
 
@@ -60,6 +60,6 @@ pub fn direct_client(
     };
     RegistryClient::direct(endpoint, basic).map_err(|source| DirectError::Client {
         host: host(),
-        source,
+        source: Box::new(source),
     })
 }
