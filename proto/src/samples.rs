@@ -134,7 +134,7 @@ pub fn health_sample() -> HealthSample {
 /// The reported state of a device running `desired_with_services(n)`.
 pub fn reported_state(n: usize) -> ReportedState {
     ReportedState {
-        sealing_key: String::new(),
+        sealing_key: alloc::string::String::new(),
         device: device(),
         applied: Generation(42),
         update: UpdateStatus::Idle,

@@ -33,7 +33,7 @@ pub enum DirectError {
     Endpoint {
         host: String,
         #[source]
-        source: UpstreamError,
+        source: Box<UpstreamError>,
     },
 }
 
@@ -103,7 +103,7 @@ impl Mirror {
             let endpoint = Endpoint::resolve(host, &settings.registries, &settings.logins)
                 .map_err(|source| DirectError::Endpoint {
                     host: host.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             let sealed_credentials = match &endpoint.credentials {
                 None => None,
