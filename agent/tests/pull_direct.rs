@@ -168,3 +168,68 @@ fn another_device_cannot_open_the_credential_and_anonymous_pulls_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn engine_pulls_a_direct_image_with_the_sealing_key_it_made_on_first_start() {
+    use coracle_agent::engine::{EngineConfig, LinuxEngine};
+    use coracle_agent::pull::RegistryEndpoint;
+    use coracle_agent::runtime::cgroups::CgroupConfig;
+    use coracle_agent::runtime::RuntimeConfig;
+    use coracle_agent::supervisor::ContainerEngine;
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, host, image) = lan_registry(dir.path());
+    let device: DeviceId = "floor-1".parse().unwrap();
+    // The controller's registry is the LAN registry without credentials here: only the
+    // direct client, with the unsealed credential, can pull from it.
+    let engine = LinuxEngine::open(EngineConfig {
+        data_dir: dir.path().join("data"),
+        registry: RegistryEndpoint {
+            base_url: registry.base_url(),
+            ca_pem: None,
+            token: None,
+        },
+        runtime: RuntimeConfig {
+            state_dir: dir.path().join("run"),
+            cgroup: CgroupConfig::default(),
+            shim_binary: env!("CARGO_BIN_EXE_coracle-agent").into(),
+        },
+        store: StoreConfig {
+            reserve_bytes: 0,
+            ..StoreConfig::default()
+        },
+        delta_budget: 64 << 20,
+        log_max_bytes: 1 << 20,
+        log_keep: 2,
+    })
+    .unwrap();
+    let key_file = dir.path().join("data/state/sealing.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let reported = engine.sealing_key();
+    assert_eq!(reported.len(), 64);
+
+    let mut device_key = [0u8; 32];
+    for (i, byte) in device_key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&reported[2 * i..2 * i + 2], 16).unwrap();
+    }
+    let access = RegistryAccess {
+        host: host.clone(),
+        url: registry.base_url(),
+        ca_pem: None,
+        sealed_credentials: Some(
+            sealed::seal(
+                &device_key,
+                &device,
+                [0x77; 32],
+                format!("{USER}:{PASSWORD}").as_bytes(),
+            )
+            .unwrap(),
+        ),
+    };
+    // Without its access the image's registry is tried anonymously over HTTPS: refused.
+    assert!(engine.pull(&image, None).is_err());
+    engine.pull(&image, Some((&device, &access))).unwrap();
+    assert!(engine.images().unwrap().contains(&image.digest));
+}
