@@ -109,4 +109,23 @@ async fn direct_registry_image_is_pinned_with_its_host_and_a_sealed_credential()
     assert_eq!(status, 404);
     let (status, _) = own_registry(&controller, &format!("{mirror_repo}/manifests/1"));
     assert_eq!(status, 404);
+
+    // Rollouts carry no per-device sealed access yet: refused, naming the registry.
+    let request = coracle_controller::api::rollouts::CreateRolloutRequest {
+        compose: format!("services:\n  web:\n    image: {image}\n"),
+        selector: "site=floor".into(),
+        waves: "100%".into(),
+        max_failures: 0.into(),
+        health_window_s: 1,
+        app: None,
+        rollback_on_failure: false,
+    };
+    let err = support::api(&controller)
+        .send::<_, serde_json::Value>("create rollout", "POST", "/rollouts", &request)
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!("registry {host} is direct")),
+        "{text}"
+    );
 }
