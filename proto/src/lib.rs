@@ -40,17 +40,19 @@ pub use bootstrap::{Bootstrap, BrokerAuth};
 pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
 pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
 pub use desired::{
-    Dependency, DependencyCondition, DesiredState, DeviceMapping, HealthCheck, HealthProbe,
-    NetworkMode, RegistryAccess, Resources, RestartPolicy, ServiceSpec, UpdateOrder,
+    Dependency, DependencyCondition, DesiredState, DesiredStateV1, DeviceMapping, HealthCheck,
+    HealthProbe, NetworkMode, RegistryAccess, Resources, RestartPolicy, ServiceSpec, UpdateOrder,
     UpdateStrategy, VolumeMount, VolumeSource,
 };
 pub use digest::{Digest, ImageRef, RefError};
 pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
-pub use reported::{Condition, ContainerState, Health, ReportedState, ServiceStatus, UpdateStatus};
+pub use reported::{
+    Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,
+};
 pub use sealed::{SealError, Sealed};
-pub use signed::{KeyId, Signed, VerifyError};
+pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
 pub use validate::InvalidDesired;
 
