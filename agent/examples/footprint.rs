@@ -36,6 +36,7 @@ fn rss_kib() -> u64 {
 
 fn desired(n: usize) -> DesiredState {
     DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(n as u64 + 1),
         services: (0..n)

@@ -34,6 +34,8 @@
 //! - `control`: the local Unix socket behind `coracle-agent status|ps|logs`.
 //! - `engine`: `LinuxEngine`, the production `ContainerEngine` (store + pulls + runtime).
 //! - `pull`: the OCI registry client and the delta-first image pull into the store.
+//! - `sealing_key`: the device's X25519 key (0600 in the state dir) that opens the pull
+//!   credentials of direct registries; its public half is reported.
 //! - `delta_cli`: `coracle-agent apply-delta`, the pull's delta apply as a command.
 //! - `daemon`: assembles all of the above on a current_thread runtime.
 //!
@@ -52,6 +54,7 @@ pub mod private_dir;
 pub mod pull;
 pub mod reconcile;
 pub mod runtime;
+pub mod sealing_key;
 pub mod state;
 pub mod supervisor;
 pub mod transport;

@@ -62,6 +62,7 @@ fn web(image: &ImageRef, port: u16) -> ServiceSpec {
 
 async fn deploy(controller: &Controller, key: &SigningKey, generation: u64, spec: ServiceSpec) {
     let state = DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(generation),
         services: vec![spec],

@@ -41,6 +41,7 @@ fn desired(generation: u64, app_seed: u8) -> DesiredState {
         condition: DependencyCondition::Started,
     }];
     DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(generation),
         services: vec![spec("db", 1), app],
@@ -428,6 +429,29 @@ async fn failed_pull_is_reported_retried_with_backoff_and_then_completes() {
     agent.stop().await;
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn pulls_get_their_registry_access_and_the_sealing_key_is_reported() {
+    let mut agent = Agent::start().await;
+    let key = "ab".repeat(32);
+    agent.engine.inner.lock().unwrap().sealing_key = key.clone();
+    let mut state = desired(1, 2);
+    state.registries = vec![coracle_proto::RegistryAccess {
+        host: "controller.local".into(),
+        url: "https://controller.local".into(),
+        ca_pem: None,
+        sealed_credentials: None,
+    }];
+    agent.deploy(&state).await;
+    let r = reported_until(&mut agent.controller, |r| r.applied == Generation(1)).await;
+    assert_eq!(r.sealing_key, key);
+    let pulls = agent.engine.inner.lock().unwrap().direct_pulls.clone();
+    assert!(!pulls.is_empty());
+    for (registry, access) in pulls {
+        assert_eq!(access.as_deref(), Some(registry.as_str()));
+    }
+    agent.stop().await;
+}
+
 /// An HTTP server on a free port that answers 200 to everything, until dropped.
 async fn healthy_http_server() -> (u16, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -467,6 +491,7 @@ async fn health_gated_update_commits_when_healthy_and_rolls_back_when_not() {
     let (port, _server) = healthy_http_server().await;
     let closed_port = support::free_port();
     let state = |generation, seed, port| DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(generation),
         services: vec![http_checked(spec("web", seed), port, 300)],
@@ -510,6 +535,7 @@ async fn an_unhealthy_container_is_restarted_per_its_policy() {
     let mut agent = Agent::start().await;
     let (port, server) = healthy_http_server().await;
     let state = DesiredState {
+        registries: Vec::new(),
         device: samples::device(),
         generation: Generation(1),
         services: vec![http_checked(spec("web", 2), port, 0)],

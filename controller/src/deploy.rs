@@ -1,13 +1,15 @@
 //! Deploying an app to one device: image references in the app are pinned to digests from
 //! the controller's registry — images of other registries are mirrored into it first
-//! (`upstream/`) — the services become the device's next `DesiredState`, which is
+//! (`upstream/`), except those of direct registries, only pinned, which devices pull
+//! themselves with a credential sealed for them (`upstream::direct`) — the services become the device's next `DesiredState`, which is
 //! validated, signed with the deployment key, stored (the source of truth) and published
 //! retained. Staged rollouts across many devices (`rollout/`) build on this step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use coracle_proto::{
-    encode, DesiredState, DeviceId, Digest, Generation, ImageRef, ServiceSpec, Signed,
+    encode, DesiredState, DeviceId, Digest, Generation, ImageRef, RegistryAccess, ServiceSpec,
+    Signed,
 };
 
 use crate::compose::{self, ComposeError, ComposeFile};
@@ -74,6 +76,9 @@ pub async fn resolve_image(
     use crate::api::error::anyhow_chain as chain;
     match parse_image(text)? {
         ImageTarget::Pinned(image) => Ok(image),
+        ImageTarget::Upstream(upstream) if mirror.is_direct(&upstream.host) => {
+            mirror.pin_direct(&upstream).await.map_err(|e| chain(&e))
+        }
         ImageTarget::Upstream(upstream) => mirror.mirror(&upstream).await.map_err(|e| chain(&e)),
         ImageTarget::Local { repository, tag } => {
             if let Some(image) = resolve_local(registry, &repository, &tag) {
@@ -128,6 +133,16 @@ pub struct Deployment {
     pub published: bool,
 }
 
+/// The direct registries `services` pull from (hosts of images pinned on them).
+pub fn direct_hosts(mirror: &Mirror, services: &[ServiceSpec]) -> BTreeSet<String> {
+    services
+        .iter()
+        .map(|s| &s.image.registry)
+        .filter(|host| !host.is_empty() && mirror.is_direct(host))
+        .cloned()
+        .collect()
+}
+
 impl Fleet {
     /// Makes `services` the device's next desired state: validated, signed, stored, then
     /// published. A broker that cannot take it now does not undo it (see [`Deployment`]).
@@ -136,6 +151,17 @@ impl Fleet {
         device: &DeviceId,
         services: Vec<ServiceSpec>,
     ) -> Result<Deployment, FleetError> {
+        self.deploy_with_registries(device, services, Vec::new())
+            .await
+    }
+
+    /// [`Self::deploy`] with the device's access to the direct registries its images name.
+    pub async fn deploy_with_registries(
+        &self,
+        device: &DeviceId,
+        services: Vec<ServiceSpec>,
+        registries: Vec<RegistryAccess>,
+    ) -> Result<Deployment, FleetError> {
         self.store.device(device)?;
         let generation = self
             .store
@@ -143,6 +169,7 @@ impl Fleet {
             .unwrap_or_default()
             .next();
         let state = DesiredState {
+            registries,
             device: device.clone(),
             generation,
             services,

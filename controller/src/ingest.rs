@@ -90,7 +90,12 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
     };
     let known = match kind {
         TopicKind::Reported => {
-            let state: ReportedState = decode(&device, kind, &msg.payload)?;
+            let state =
+                ReportedState::decode(&msg.payload).map_err(|source| IngestError::Decode {
+                    device: device.clone(),
+                    kind,
+                    source,
+                })?;
             if state.device != device {
                 return Err(IngestError::WrongDevice {
                     device,

@@ -115,6 +115,7 @@ fn login_gives_a_cookie_session_the_api_accepts_until_logout() {
 
 fn reported(device: &coracle_proto::DeviceId) -> ReportedState {
     ReportedState {
+        sealing_key: String::new(),
         device: device.clone(),
         applied: Generation(1),
         update: UpdateStatus::Idle,

@@ -23,6 +23,7 @@ async fn desired_state_is_republished_after_a_restart() {
     let seed: [u8; 32] = hex::decode(key_hex.trim()).unwrap().try_into().unwrap();
     let key = SigningKey::from_bytes(&seed);
     let state = DesiredState {
+        registries: Vec::new(),
         device: boot.device.clone(),
         generation: Generation(7),
         services: vec![],

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::ImageRef;
 use crate::ids::{DeviceId, Generation, ServiceName};
+use crate::sealed::Sealed;
 
 /// Everything one device should run, at one generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +15,59 @@ pub struct DesiredState {
     pub device: DeviceId,
     pub generation: Generation,
     pub services: Vec<ServiceSpec>,
+    /// Registries this device pulls from directly (images whose `ImageRef::registry` names
+    /// one), with their pull credential sealed for this device. Empty: every image comes from
+    /// the controller's registry. Last, so states stored as JSON before it decode.
+    #[serde(default)]
+    pub registries: Vec<RegistryAccess>,
+}
+
+/// The layout of [`DesiredState`] before `registries` existed. postcard has no field
+/// defaults, so bytes written by older builds (signed states, agent state files) decode as
+/// this and convert; see [`DesiredState::decode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStateV1 {
+    pub device: DeviceId,
+    pub generation: Generation,
+    pub services: Vec<ServiceSpec>,
+}
+
+impl From<DesiredStateV1> for DesiredState {
+    fn from(old: DesiredStateV1) -> Self {
+        Self {
+            device: old.device,
+            generation: old.generation,
+            services: old.services,
+            registries: Vec::new(),
+        }
+    }
+}
+
+impl DesiredState {
+    /// Decodes a coracle body holding a desired state, in the current layout or, when the
+    /// body ends where `registries` would start, in the layout of older builds.
+    pub fn decode(body: &[u8]) -> Result<Self, crate::codec::DecodeError> {
+        match crate::codec::decode::<Self>(body) {
+            Err(crate::codec::DecodeError::Malformed(
+                postcard::Error::DeserializeUnexpectedEnd,
+            )) => crate::codec::decode::<DesiredStateV1>(body).map(Self::from),
+            other => other,
+        }
+    }
+}
+
+/// How a device reaches a registry it pulls from directly (a LAN registry on a factory
+/// floor): the controller resolved and pinned the digests, the device fetches the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAccess {
+    /// The host as image references name it (`registry.lan:5000`).
+    pub host: String,
+    /// `https://host:port` or `http://host:port`.
+    pub url: String,
+    /// PEM of the registry's private CA; public roots when `None`.
+    pub ca_pem: Option<String>,
+    /// `user:password` sealed for this device (see `sealed`); `None`: anonymous pulls.
+    pub sealed_credentials: Option<Sealed>,
 }
 
 /// One container the device should run.
@@ -191,5 +245,35 @@ impl ServiceSpec {
             update: UpdateStrategy::default(),
             depends_on: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples;
+
+    #[test]
+    fn a_state_in_the_layout_before_registries_still_decodes() {
+        let current = samples::desired_with_services(2);
+        let old = DesiredStateV1 {
+            device: current.device.clone(),
+            generation: current.generation,
+            services: current.services.clone(),
+        };
+        let body = crate::codec::encode(&old);
+        assert_eq!(DesiredState::decode(&body).unwrap(), current);
+        // And the current layout round-trips, registries included.
+        let mut with = current.clone();
+        with.registries.push(RegistryAccess {
+            host: "lan:5000".into(),
+            url: "http://lan:5000".into(),
+            ca_pem: None,
+            sealed_credentials: None,
+        });
+        let body = crate::codec::encode(&with);
+        assert_eq!(DesiredState::decode(&body).unwrap(), with);
+        // A truncated body is still an error, not an old state.
+        assert!(DesiredState::decode(&body[..body.len() / 2]).is_err());
     }
 }

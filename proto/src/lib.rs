@@ -11,6 +11,8 @@
 //! - [`Signed`]: an ed25519 envelope; [`Signed::verify`] checks key, signature, device id and
 //!   generation (replay), each with its own [`VerifyError`] variant.
 //! - [`Bootstrap`]: the enrolment file `coracle device add` writes and the agent reads.
+//! - [`sealed`]: secrets (direct-registry pull credentials) sealed to one device's X25519
+//!   key inside its desired state, so the broker sees only ciphertext.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
 //! `no_std` + `alloc` without the default `std` feature, so the contract also builds for
@@ -29,6 +31,7 @@ pub mod health;
 pub mod ids;
 pub mod reported;
 pub mod samples;
+pub mod sealed;
 pub mod signed;
 pub mod topic;
 pub mod validate;
@@ -37,16 +40,19 @@ pub use bootstrap::{Bootstrap, BrokerAuth};
 pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
 pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
 pub use desired::{
-    Dependency, DependencyCondition, DesiredState, DeviceMapping, HealthCheck, HealthProbe,
-    NetworkMode, Resources, RestartPolicy, ServiceSpec, UpdateOrder, UpdateStrategy, VolumeMount,
-    VolumeSource,
+    Dependency, DependencyCondition, DesiredState, DesiredStateV1, DeviceMapping, HealthCheck,
+    HealthProbe, NetworkMode, RegistryAccess, Resources, RestartPolicy, ServiceSpec, UpdateOrder,
+    UpdateStrategy, VolumeMount, VolumeSource,
 };
 pub use digest::{Digest, ImageRef, RefError};
 pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
-pub use reported::{Condition, ContainerState, Health, ReportedState, ServiceStatus, UpdateStatus};
-pub use signed::{KeyId, Signed, VerifyError};
+pub use reported::{
+    Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,
+};
+pub use sealed::{SealError, Sealed};
+pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
 pub use validate::InvalidDesired;
 

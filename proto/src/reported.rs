@@ -24,6 +24,53 @@ pub struct ReportedState {
     /// stored before devices reported it.
     #[serde(default)]
     pub platform: String,
+    /// Hex of the device's X25519 sealing key (see `sealed`): the controller seals pull
+    /// credentials for direct registries to it. Empty until the device reports one.
+    #[serde(default)]
+    pub sealing_key: String,
+}
+
+/// The layout of [`ReportedState`] before `sealing_key`, as agents older than direct
+/// registries send it; see [`ReportedState::decode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedStateV2 {
+    pub device: DeviceId,
+    pub applied: Generation,
+    pub update: UpdateStatus,
+    pub services: Vec<ServiceStatus>,
+    pub layers: Vec<Digest>,
+    pub conditions: Vec<Condition>,
+    pub agent_version: String,
+    pub platform: String,
+}
+
+impl From<ReportedStateV2> for ReportedState {
+    fn from(old: ReportedStateV2) -> Self {
+        Self {
+            device: old.device,
+            applied: old.applied,
+            update: old.update,
+            services: old.services,
+            layers: old.layers,
+            conditions: old.conditions,
+            agent_version: old.agent_version,
+            platform: old.platform,
+            sealing_key: String::new(),
+        }
+    }
+}
+
+impl ReportedState {
+    /// Decodes a coracle body holding a reported state, in the current layout or, when the
+    /// body ends where `sealing_key` would start, as agents before it sent it.
+    pub fn decode(body: &[u8]) -> Result<Self, crate::codec::DecodeError> {
+        match crate::codec::decode::<Self>(body) {
+            Err(crate::codec::DecodeError::Malformed(
+                postcard::Error::DeserializeUnexpectedEnd,
+            )) => crate::codec::decode::<ReportedStateV2>(body).map(Self::from),
+            other => other,
+        }
+    }
 }
 
 /// Where the device is in applying its latest desired state.
@@ -98,4 +145,31 @@ pub enum Condition {
     DiskLow { free_bytes: u64, needed_bytes: u64 },
     /// The SoC reports under-voltage or thermal throttling (Raspberry Pi `get_throttled` bits).
     Throttled { flags: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples;
+
+    #[test]
+    fn a_report_without_a_sealing_key_still_decodes() {
+        let current = samples::reported_state(2);
+        let old = ReportedStateV2 {
+            device: current.device.clone(),
+            applied: current.applied,
+            update: current.update.clone(),
+            services: current.services.clone(),
+            layers: current.layers.clone(),
+            conditions: current.conditions.clone(),
+            agent_version: current.agent_version.clone(),
+            platform: current.platform.clone(),
+        };
+        let decoded = ReportedState::decode(&crate::codec::encode(&old)).unwrap();
+        assert_eq!(decoded, current);
+        let mut keyed = current;
+        keyed.sealing_key = "ab".repeat(32);
+        let body = crate::codec::encode(&keyed);
+        assert_eq!(ReportedState::decode(&body).unwrap(), keyed);
+    }
 }

@@ -96,6 +96,7 @@ fn service(index: usize) -> ServiceSpec {
 /// A desired state with `n` services: `db` and `svc-1..` that wait for it to be healthy.
 pub fn desired_with_services(n: usize) -> DesiredState {
     DesiredState {
+        registries: Vec::new(),
         device: device(),
         generation: Generation(42),
         services: (0..n).map(service).collect(),
@@ -133,6 +134,7 @@ pub fn health_sample() -> HealthSample {
 /// The reported state of a device running `desired_with_services(n)`.
 pub fn reported_state(n: usize) -> ReportedState {
     ReportedState {
+        sealing_key: alloc::string::String::new(),
         device: device(),
         applied: Generation(42),
         update: UpdateStatus::Idle,

@@ -153,7 +153,20 @@ fn signed_message(payload: &[u8]) -> Vec<u8> {
     msg
 }
 
-impl<T: Serialize + DeserializeOwned> Signed<T> {
+/// A message that travels signed: how its payload decodes (older layouts included).
+pub trait SignedPayload: Serialize + DeserializeOwned {
+    fn decode_payload(body: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(body)
+    }
+}
+
+impl SignedPayload for DesiredState {
+    fn decode_payload(body: &[u8]) -> Result<Self, DecodeError> {
+        DesiredState::decode(body)
+    }
+}
+
+impl<T: SignedPayload> Signed<T> {
     /// Encodes and signs a message.
     pub fn sign(msg: &T, key: &SigningKey) -> Self {
         let payload = codec::encode(msg);
@@ -179,7 +192,7 @@ impl<T: Serialize + DeserializeOwned> Signed<T> {
         trusted
             .verify(&signed_message(&self.payload), &signature)
             .map_err(|_| VerifyError::BadSignature)?;
-        codec::decode(&self.payload).map_err(VerifyError::Decode)
+        T::decode_payload(&self.payload).map_err(VerifyError::Decode)
     }
 }
 

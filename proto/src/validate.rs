@@ -29,6 +29,8 @@ pub enum InvalidDesired {
     },
     #[error("service {service}: path {path:?} must be absolute")]
     RelativePath { service: ServiceName, path: String },
+    #[error("registry {host}: {rule}")]
+    Registry { host: String, rule: &'static str },
 }
 
 impl DesiredState {
@@ -53,7 +55,28 @@ impl DesiredState {
                 }
             }
         }
+        self.validate_registries()?;
         self.start_order().map(|_| ())
+    }
+
+    /// Direct registries: named once, non-empty, reached over http(s).
+    fn validate_registries(&self) -> Result<(), InvalidDesired> {
+        for (i, access) in self.registries.iter().enumerate() {
+            let bad = |rule| InvalidDesired::Registry {
+                host: access.host.clone(),
+                rule,
+            };
+            if access.host.is_empty() {
+                return Err(bad("host must not be empty"));
+            }
+            if self.registries[..i].iter().any(|a| a.host == access.host) {
+                return Err(bad("is listed twice"));
+            }
+            if !(access.url.starts_with("https://") || access.url.starts_with("http://")) {
+                return Err(bad("url must start with http:// or https://"));
+            }
+        }
+        Ok(())
     }
 
     /// Indexes of the services in an order where every service comes after the ones it
@@ -182,6 +205,41 @@ mod tests {
     use super::*;
     use crate::desired::{Dependency, DependencyCondition, DeviceMapping};
     use crate::samples;
+
+    #[test]
+    fn registries_are_checked_by_host() {
+        use crate::desired::RegistryAccess;
+        let access = |host: &str, url: &str| RegistryAccess {
+            host: host.into(),
+            url: url.into(),
+            ca_pem: None,
+            sealed_credentials: None,
+        };
+        let table = [
+            (vec![access("lan:5000", "http://lan:5000")], None),
+            (
+                vec![access("", "https://x")],
+                Some("host must not be empty"),
+            ),
+            (
+                vec![access("lan", "ftp://lan")],
+                Some("url must start with http:// or https://"),
+            ),
+            (
+                vec![access("lan", "https://a"), access("lan", "https://b")],
+                Some("is listed twice"),
+            ),
+        ];
+        for (registries, expected) in table {
+            let mut state = samples::desired_with_services(1);
+            state.registries = registries;
+            let got = state.validate().err().map(|e| match e {
+                InvalidDesired::Registry { rule, .. } => rule,
+                other => panic!("unexpected {other}"),
+            });
+            assert_eq!(got, expected);
+        }
+    }
 
     fn dep(name: &str) -> Dependency {
         Dependency {

@@ -12,19 +12,22 @@ use std::time::Duration;
 
 use coracle_images::oci::{ImageConfig, RunConfig};
 use coracle_images::store::{write_atomic, Store, StoreConfig};
-use coracle_proto::{Condition, Digest, ImageRef, ServiceName, ServiceSpec};
+use coracle_proto::{
+    Condition, DeviceId, Digest, ImageRef, RegistryAccess, ServiceName, ServiceSpec,
+};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::container_spec::{container_spec, ContainerLayout};
 use crate::platform::this_device;
 use crate::private_dir::create_traverse_only_dir;
-use crate::pull::{Puller, RegistryClient, RegistryEndpoint};
+use crate::pull::{direct_client, Puller, RegistryClient, RegistryEndpoint};
 use crate::reconcile::Fingerprint;
 use crate::runtime::cgroups::Condition as CgroupCondition;
 use crate::runtime::{
     ContainerId, ExecOutcome, ExecSpec, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status,
 };
+use crate::sealing_key::SealingKey;
 use crate::supervisor::{
     ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
 };
@@ -55,6 +58,8 @@ pub struct LinuxEngine {
     config: EngineConfig,
     store: Store,
     registry: RegistryClient,
+    /// Opens the pull credentials of direct registries; made on first start.
+    sealing_key: SealingKey,
     runtime: LinuxRuntime,
 }
 
@@ -106,11 +111,16 @@ impl LinuxEngine {
             let path = config.data_dir.join(dir);
             create_traverse_only_dir(&path).map_err(|e| fail("create dir", path.display(), e))?;
         }
+        // The daemon's state dir (`AgentConfig::state_dir`): 0700, root's alone.
+        let state_dir = config.data_dir.join("state");
+        let sealing_key = SealingKey::load_or_create(&state_dir)
+            .map_err(|e| fail("load sealing key", state_dir.display(), chain(&e)))?;
         let runtime = LinuxRuntime::new(config.runtime.clone());
         Ok(Self {
             config,
             store,
             registry,
+            sealing_key,
             runtime,
         })
     }
@@ -152,17 +162,29 @@ impl LinuxEngine {
         Ok((layers, config.config))
     }
 
-    fn client_for(&self, image: &ImageRef) -> Result<Option<RegistryClient>, EngineError> {
+    /// The client for a direct registry, or `None` for the controller's registry. An image
+    /// naming a registry its desired state gives no access to is pulled anonymously over
+    /// HTTPS with public roots, as before direct registries existed.
+    fn client_for(
+        &self,
+        image: &ImageRef,
+        direct: Option<(&DeviceId, &RegistryAccess)>,
+    ) -> Result<Option<RegistryClient>, EngineError> {
         if image.registry.is_empty() {
             return Ok(None);
         }
-        RegistryClient::new(RegistryEndpoint {
-            base_url: format!("https://{}", image.registry),
-            ca_pem: None,
-            token: None,
-        })
-        .map(Some)
-        .map_err(|e| fail("set up registry client", &image.registry, chain(&e)))
+        let Some((device, access)) = direct.filter(|(_, a)| a.host == image.registry) else {
+            return RegistryClient::new(RegistryEndpoint {
+                base_url: format!("https://{}", image.registry),
+                ca_pem: None,
+                token: None,
+            })
+            .map(Some)
+            .map_err(|e| fail("set up registry client", &image.registry, chain(&e)));
+        };
+        direct_client(access, &self.sealing_key, device)
+            .map(Some)
+            .map_err(|e| fail("set up direct registry client", &image.registry, chain(&e)))
     }
 }
 
@@ -189,8 +211,12 @@ fn proto_condition(c: &CgroupCondition) -> Condition {
 }
 
 impl ContainerEngine for LinuxEngine {
-    fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
-        let own = self.client_for(image)?;
+    fn pull(
+        &self,
+        image: &ImageRef,
+        direct: Option<(&DeviceId, &RegistryAccess)>,
+    ) -> Result<(), EngineError> {
+        let own = self.client_for(image, direct)?;
         let puller = Puller {
             client: own.as_ref().unwrap_or(&self.registry),
             store: &self.store,
@@ -201,6 +227,10 @@ impl ContainerEngine for LinuxEngine {
             .pull(&image.repository, &image.digest, &mut |_| {})
             .map(|_| ())
             .map_err(|e| fail("pull image", image, chain(&e)))
+    }
+
+    fn sealing_key(&self) -> String {
+        self.sealing_key.public_hex()
     }
 
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {

@@ -40,10 +40,42 @@ pub struct RegistryEndpoint {
     pub token: Option<String>,
 }
 
+/// A pull credential for a registry the device reaches directly, unsealed from its desired
+/// state. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct BasicCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicCredentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BasicCredentials {
+    /// The `Authorization` header value.
+    fn header(&self) -> String {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+}
+
 /// A client for one registry.
 #[derive(Debug)]
 pub struct RegistryClient {
     endpoint: RegistryEndpoint,
+    /// Basic credentials of a direct registry: sent as they are, and to its token service.
+    basic: Option<BasicCredentials>,
+    /// Whether the registry is the controller's, which offers layer deltas.
+    deltas: bool,
     agent: Agent,
     /// Token obtained from a bearer challenge, reused until the registry refuses it.
     challenge_token: Mutex<Option<String>>,
@@ -84,18 +116,43 @@ impl RegistryClient {
             .new_agent();
         Ok(Self {
             endpoint,
+            basic: None,
+            deltas: true,
             agent,
             challenge_token: Mutex::new(None),
         })
+    }
+
+    /// A client for a registry the device pulls from directly (not the controller's): basic
+    /// credentials when given, answering bearer challenges with them, and no delta requests
+    /// (a foreign registry has no delta endpoint: layers come whole).
+    pub fn direct(
+        endpoint: RegistryEndpoint,
+        basic: Option<BasicCredentials>,
+    ) -> Result<Self, PullError> {
+        let mut client = Self::new(endpoint)?;
+        client.basic = basic;
+        client.deltas = false;
+        Ok(client)
+    }
+
+    /// Whether to ask this registry for layer deltas.
+    pub fn offers_deltas(&self) -> bool {
+        self.deltas
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{path}", self.endpoint.base_url.trim_end_matches('/'))
     }
 
-    fn token(&self) -> Option<String> {
+    /// The `Authorization` header: a token from a challenge, else the static token, else
+    /// basic credentials.
+    fn authorization(&self) -> Option<String> {
         let cached = self.challenge_token.lock().ok().and_then(|t| t.clone());
-        cached.or_else(|| self.endpoint.token.clone())
+        cached
+            .or_else(|| self.endpoint.token.clone())
+            .map(|token| format!("Bearer {token}"))
+            .or_else(|| self.basic.as_ref().map(BasicCredentials::header))
     }
 
     /// Sends a request, answering one bearer challenge if the registry asks for a token.
@@ -105,7 +162,7 @@ impl RegistryClient {
         url: &str,
         headers: &[(&str, String)],
     ) -> Result<Response<Body>, PullError> {
-        let call = |token: Option<String>| {
+        let call = |authorization: Option<String>| {
             let mut req = match method {
                 "HEAD" => self.agent.head(url),
                 _ => self.agent.get(url),
@@ -113,8 +170,8 @@ impl RegistryClient {
             for (name, value) in headers {
                 req = req.header(*name, value);
             }
-            if let Some(token) = token {
-                req = req.header("Authorization", format!("Bearer {token}"));
+            if let Some(value) = authorization {
+                req = req.header("Authorization", value);
             }
             req.call().map_err(|source| PullError::Request {
                 method,
@@ -122,7 +179,7 @@ impl RegistryClient {
                 source: Box::new(source),
             })
         };
-        let resp = call(self.token())?;
+        let resp = call(self.authorization())?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -133,7 +190,7 @@ impl RegistryClient {
         if let Ok(mut cached) = self.challenge_token.lock() {
             *cached = Some(token.clone());
         }
-        call(Some(token))
+        call(Some(format!("Bearer {token}")))
     }
 
     fn fetch_token(&self, challenge: &BearerChallenge) -> Result<String, PullError> {
@@ -146,6 +203,8 @@ impl RegistryClient {
         }
         if let Some(token) = &self.endpoint.token {
             req = req.header("Authorization", format!("Bearer {token}"));
+        } else if let Some(basic) = &self.basic {
+            req = req.header("Authorization", basic.header());
         }
         let failed = |detail: String| PullError::Token {
             realm: challenge.realm.clone(),

@@ -114,7 +114,12 @@ impl Puller<'_> {
             }
             // Room for the compressed blob and its unpacked tree (gzip ratios of 2-3x).
             self.store.preflight(layer.size.saturating_mul(4))?;
-            match self.pull_delta(repository, diff_id, progress) {
+            let delta = if self.client.offers_deltas() {
+                self.pull_delta(repository, diff_id, progress)
+            } else {
+                Ok(None)
+            };
+            match delta {
                 Ok(Some(bytes)) => {
                     report.layers_from_delta += 1;
                     report.blob_bytes += bytes;

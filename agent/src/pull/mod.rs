@@ -1,6 +1,7 @@
 //! Image pulls for the agent: a synchronous OCI distribution client (`client`), bearer-token
 //! challenges (`challenge`), and the pull of one image into the device store, delta first
-//! (`image`). Runs on blocking threads (`spawn_blocking`) so the event loop never waits on it.
+//! (`image`), and
+//! clients for registries a device reaches directly with a sealed credential (`direct`). Runs on blocking threads (`spawn_blocking`) so the event loop never waits on it.
 //!
 //! Delta contract with the controller: `HEAD /v2/<repo>/coracle/deltas/<target diff_id>?have=
 //! <diff_id>,...` answers 404 (no delta: pull the full layer) or 200/307 with
@@ -9,9 +10,11 @@
 
 pub mod challenge;
 pub mod client;
+pub mod direct;
 pub mod error;
 pub mod image;
 
-pub use client::{DeltaOffer, RegistryClient, RegistryEndpoint};
+pub use client::{BasicCredentials, DeltaOffer, RegistryClient, RegistryEndpoint};
+pub use direct::{direct_client, DirectError};
 pub use error::PullError;
 pub use image::{Progress, PullReport, Puller};

@@ -41,6 +41,7 @@ fn healthchecked(mut spec: ServiceSpec, gate_ms: Option<u32>) -> ServiceSpec {
 
 fn desired(generation: u64, services: Vec<ServiceSpec>) -> DesiredState {
     DesiredState {
+        registries: Vec::new(),
         device: "pi".parse().unwrap(),
         generation: Generation(generation),
         services,

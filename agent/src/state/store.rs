@@ -107,6 +107,24 @@ pub enum StateError {
     Encode(#[source] postcard::Error),
 }
 
+/// The state file's layout before `DesiredState::registries` (see `DesiredStateV1`).
+#[derive(Deserialize)]
+struct AgentStateV1 {
+    committed: Option<coracle_proto::DesiredStateV1>,
+    pending: Option<coracle_proto::DesiredStateV1>,
+    rolled_back: BTreeMap<Generation, String>,
+}
+
+impl From<AgentStateV1> for AgentState {
+    fn from(old: AgentStateV1) -> Self {
+        Self {
+            committed: old.committed.map(DesiredState::from),
+            pending: old.pending.map(DesiredState::from),
+            rolled_back: old.rolled_back,
+        }
+    }
+}
+
 /// The one state file under the agent's state dir.
 #[derive(Debug, Clone)]
 pub struct StateStore {
@@ -154,12 +172,16 @@ impl StateStore {
         let Some(body) = file::read_checked(path)? else {
             return Ok(None);
         };
-        postcard::from_bytes(&body)
-            .map(Some)
-            .map_err(|source| StateError::Decode {
-                path: path.to_path_buf(),
-                source,
-            })
+        match postcard::from_bytes(&body) {
+            Ok(state) => Ok(Some(state)),
+            // A file written before `DesiredState::registries` existed.
+            Err(source) => postcard::from_bytes::<AgentStateV1>(&body)
+                .map(|old| Some(old.into()))
+                .map_err(|_| StateError::Decode {
+                    path: path.to_path_buf(),
+                    source,
+                }),
+        }
     }
 
     /// Saves the state atomically.
@@ -209,6 +231,37 @@ mod tests {
         assert_eq!(state.rolled_back.len(), MAX_ROLLED_BACK);
         assert!(state.was_rolled_back(Generation(40)));
         assert!(!state.was_rolled_back(Generation(1)));
+    }
+
+    #[test]
+    fn a_state_file_from_before_direct_registries_still_loads() {
+        #[derive(Serialize)]
+        struct Old {
+            committed: Option<coracle_proto::DesiredStateV1>,
+            pending: Option<coracle_proto::DesiredStateV1>,
+            rolled_back: BTreeMap<Generation, String>,
+        }
+        let v1 = |d: DesiredState| coracle_proto::DesiredStateV1 {
+            device: d.device,
+            generation: d.generation,
+            services: d.services,
+        };
+        let mut rolled_back = BTreeMap::new();
+        rolled_back.insert(Generation(6), "unhealthy".to_string());
+        let old = Old {
+            committed: Some(v1(desired(7))),
+            pending: Some(v1(desired(8))),
+            rolled_back: rolled_back.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        file::write_atomic(store.path(), &postcard::to_stdvec(&old).unwrap()).unwrap();
+        let expected = AgentState {
+            committed: Some(desired(7)),
+            pending: Some(desired(8)),
+            rolled_back,
+        };
+        assert_eq!(store.load().unwrap(), (expected, LoadReport::Loaded));
     }
 
     #[test]

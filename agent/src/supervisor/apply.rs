@@ -43,7 +43,12 @@ impl Supervisor {
             Action::Pull { image } => {
                 let digest = image.digest;
                 tracing::info!(image = %digest, "pulling image");
-                if let Err(err) = blocking(move || engine.pull(&image)).await {
+                let device = self.device.clone();
+                let access = self.registry_access(&image.registry);
+                let pulled = blocking(move || {
+                    engine.pull(&image, access.as_ref().map(|access| (&device, access)))
+                });
+                if let Err(err) = pulled.await {
                     self.event(EventKind::PullFailed {
                         image: digest,
                         reason: err.to_string(),

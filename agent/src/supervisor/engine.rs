@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use coracle_proto::{Condition, Digest, ImageRef, ServiceName, ServiceSpec};
+use coracle_proto::{
+    Condition, DeviceId, Digest, ImageRef, RegistryAccess, ServiceName, ServiceSpec,
+};
 
 use crate::reconcile::Fingerprint;
 pub use crate::runtime::ExecOutcome;
@@ -63,8 +65,19 @@ pub struct EngineError {
 /// The container engine as the supervisor drives it. Every call is idempotent where the
 /// target already holds (start a running container, delete a missing one: `Ok`).
 pub trait ContainerEngine: Send + Sync + 'static {
-    /// Fetches an image into the store.
-    fn pull(&self, image: &ImageRef) -> Result<(), EngineError>;
+    /// Fetches an image into the store: from the controller's registry, or from `direct`
+    /// (the device id and the `RegistryAccess` its desired state gives for the image's
+    /// registry) when the image names a registry the device pulls from itself.
+    fn pull(
+        &self,
+        image: &ImageRef,
+        direct: Option<(&DeviceId, &RegistryAccess)>,
+    ) -> Result<(), EngineError>;
+    /// Hex of the device's X25519 sealing key, reported so the controller can seal pull
+    /// credentials to it; empty for engines without one.
+    fn sealing_key(&self) -> String {
+        String::new()
+    }
     /// Manifest digests of the images in the store.
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError>;
     fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError>;

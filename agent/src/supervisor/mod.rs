@@ -265,6 +265,20 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The `RegistryAccess` for a direct registry `host`, from the pending state (being
+    /// applied) or else the committed one. `None` for the controller's registry (empty host).
+    fn registry_access(&self, host: &str) -> Option<coracle_proto::RegistryAccess> {
+        if host.is_empty() {
+            return None;
+        }
+        [&self.state.pending, &self.state.committed]
+            .into_iter()
+            .flatten()
+            .flat_map(|desired| &desired.registries)
+            .find(|access| access.host == host)
+            .cloned()
+    }
+
     /// The reported state as of now.
     pub(super) fn current_report(&self) -> ReportedState {
         let conditions = report::conditions(
@@ -280,6 +294,7 @@ impl Supervisor {
             &conditions,
         );
         reported.layers = self.layers.clone();
+        reported.sealing_key = self.engine.sealing_key();
         if let (Some(pending), Some(reason)) = (&self.state.pending, self.retry.first_failure()) {
             reported.update = coracle_proto::UpdateStatus::Failed {
                 generation: pending.generation,

@@ -80,6 +80,8 @@ pub fn reported(
         conditions: conditions.to_vec(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         platform: crate::platform::this_device().to_string(),
+        // Filled in by the supervisor from its engine.
+        sealing_key: String::new(),
     }
 }
 

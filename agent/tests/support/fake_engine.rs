@@ -28,6 +28,10 @@ pub struct Inner {
     /// Conditions every created container reports (like a kernel without a controller).
     pub conditions: Vec<coracle_proto::Condition>,
     pub pull_attempts: u32,
+    /// Per pull: the image's registry and the host of the `RegistryAccess` it was given.
+    pub direct_pulls: Vec<(String, Option<String>)>,
+    /// What `sealing_key` reports.
+    pub sealing_key: String,
     pub starts: u32,
     pub stats_reads: u32,
 }
@@ -41,9 +45,16 @@ fn missing(step: &'static str, service: &ServiceName) -> EngineError {
 }
 
 impl ContainerEngine for FakeEngine {
-    fn pull(&self, image: &ImageRef) -> Result<(), EngineError> {
+    fn pull(
+        &self,
+        image: &ImageRef,
+        direct: Option<(&coracle_proto::DeviceId, &coracle_proto::RegistryAccess)>,
+    ) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
         inner.pull_attempts += 1;
+        inner
+            .direct_pulls
+            .push((image.registry.clone(), direct.map(|(_, a)| a.host.clone())));
         if inner.failing_pulls.contains(&image.digest) {
             return Err(EngineError {
                 step: "pull",
@@ -53,6 +64,9 @@ impl ContainerEngine for FakeEngine {
         }
         inner.images.insert(image.digest);
         Ok(())
+    }
+    fn sealing_key(&self) -> String {
+        self.inner.lock().unwrap().sealing_key.clone()
     }
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
         Ok(self.inner.lock().unwrap().images.clone())

@@ -8,11 +8,12 @@ use coracle_proto::Generation;
 use serde::{Deserialize, Serialize};
 
 use super::devices::device_id;
+use super::error::anyhow_chain;
 use super::error::ApiError;
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
 use crate::compose;
-use crate::deploy::app_services;
+use crate::deploy::{app_services, direct_hosts};
 
 /// The request body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,8 +56,26 @@ pub async fn deploy(
             .check(&id, &reported.platform)
             .map_err(ApiError::bad_request)?;
     }
+    let hosts = direct_hosts(&state.mirror, &services);
+    let registries = if hosts.is_empty() {
+        Vec::new()
+    } else {
+        let sealing_key = state
+            .fleet
+            .store
+            .reported(&id)?
+            .map(|r| r.sealing_key)
+            .unwrap_or_default();
+        state
+            .mirror
+            .registry_access(&id, &sealing_key, &hosts)
+            .map_err(|e| ApiError::bad_request(anyhow_chain(&e)))?
+    };
     let names = services.iter().map(|s| s.name.to_string()).collect();
-    let deployment = state.fleet.deploy(&id, services).await?;
+    let deployment = state
+        .fleet
+        .deploy_with_registries(&id, services, registries)
+        .await?;
     Ok(Json(DeployResponse {
         device: id.to_string(),
         generation: deployment.generation,

@@ -104,7 +104,7 @@ fn pinned_manifests(data_dir: &Path) -> anyhow::Result<Vec<BlobDigest>> {
     for (device, body) in store.all_desired().context("read desired states")? {
         let signed: Signed<DesiredState> = coracle_proto::decode(&body)
             .with_context(|| format!("decode the desired state of {device}"))?;
-        let state: DesiredState = coracle_proto::decode(&signed.payload)
+        let state = DesiredState::decode(&signed.payload)
             .with_context(|| format!("decode the desired state of {device}"))?;
         // Images of other registries too: the same manifest may be stored here.
         for service in state.services {

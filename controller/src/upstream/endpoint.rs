@@ -29,6 +29,10 @@ pub struct RegistrySection {
     /// A TOML file with `username` and `password`, used instead of a stored login.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// Devices pull this registry's images themselves (a LAN registry): the controller pins
+    /// the digest but does not mirror, and seals the credential for each device.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 impl RegistrySection {
@@ -128,6 +132,7 @@ mod tests {
             ca_file: None,
             insecure: false,
             credentials_file: None,
+            direct: false,
         }
     }
 

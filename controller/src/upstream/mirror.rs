@@ -47,6 +47,11 @@ impl Mirror {
         }
     }
 
+    /// The serve config's registries, logins and platforms.
+    pub(super) fn settings(&self) -> &Arc<MirrorSettings> {
+        &self.settings
+    }
+
     /// Pulls `image` (what the fleet's platforms need of it) into the controller's registry
     /// under [`UpstreamRef::mirror_repository`] and returns the reference devices pull:
     /// the controller's registry, the upstream digest (an index's digest for multi-arch).

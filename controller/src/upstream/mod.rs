@@ -8,6 +8,9 @@
 //! - [`credentials`]: `Credentials` and `Logins` (`coracle registry login`, mode 0600).
 //! - [`endpoint`]: the `[[registries]]` config section and `Endpoint` (URL, CA, credentials).
 //! - [`client`]: `UpstreamClient`, blocking ureq client for one repository.
+//! - [`direct`]: registries devices pull from themselves (`direct = true`): the digest is
+//!   pinned, nothing is stored, and each device gets a `RegistryAccess` with the pull
+//!   credential sealed to its reported key.
 //! - [`mirror`]: `Mirror`, the async entry point: download on a blocking thread, store through
 //!   the registry's push path, return the pinned `ImageRef`.
 //!
@@ -18,12 +21,14 @@
 pub mod challenge;
 pub mod client;
 pub mod credentials;
+pub mod direct;
 pub mod endpoint;
 mod error;
 pub mod mirror;
 pub mod reference;
 
 pub use credentials::{Credentials, Logins};
+pub use direct::DirectError;
 pub use endpoint::RegistrySection;
 pub use error::UpstreamError;
 pub use mirror::{Mirror, MirrorSettings};

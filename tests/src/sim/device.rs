@@ -56,6 +56,7 @@ impl SimDevice {
     /// A device that has applied nothing yet.
     pub fn new(id: DeviceId, trusted: VerifyingKey, fail_permille: u16) -> Self {
         let reported = ReportedState {
+            sealing_key: String::new(),
             device: id.clone(),
             applied: Generation(0),
             update: UpdateStatus::Idle,
