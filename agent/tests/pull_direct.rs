@@ -2,7 +2,7 @@
 //! device reaches itself, with the pull credential sealed to the device's key. Against Debian's
 //! `docker-registry` with htpasswd basic auth: the signed state as published carries no
 //! password, the device opens the credential with its own key and pulls full layers directly;
-//! another device's key cannot open it.
+//! another device's key cannot open it. Over TLS with a private CA and token auth as well.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -17,6 +17,7 @@ use coracle_proto::{
 };
 use coracle_tests::fixtures;
 use coracle_tests::registry::{write_htpasswd, RegistryOptions, TestRegistry};
+use coracle_tests::registry_auth::{RegistryTls, TokenServer};
 
 const USER: &str = "floor";
 const PASSWORD: &str = "lan-pull-Secret-42";
@@ -44,6 +45,12 @@ fn lan_registry(dir: &std::path::Path) -> (TestRegistry, String, ImageRef) {
         ..RegistryOptions::default()
     })
     .unwrap();
+    let (host, image) = push_busybox(&registry);
+    (registry, host, image)
+}
+
+/// Pushes busybox as `floor/app:1` with the test's credential; the host and pinned image.
+fn push_busybox(registry: &TestRegistry) -> (String, ImageRef) {
     let source = format!(
         "oci-archive:{}",
         fixtures::path("busybox-oci.tar").display()
@@ -54,7 +61,28 @@ fn lan_registry(dir: &std::path::Path) -> (TestRegistry, String, ImageRef) {
         .unwrap();
     let host = format!("127.0.0.1:{}", registry.port);
     let image: ImageRef = format!("{host}/floor/app@{digest}").parse().unwrap();
-    (registry, host, image)
+    (host, image)
+}
+
+/// Pulls `image` into a fresh store in `dir` through the device's direct client.
+fn pull_directly(
+    dir: &std::path::Path,
+    access: &RegistryAccess,
+    key: &SealingKey,
+    device: &DeviceId,
+    image: &ImageRef,
+) -> Result<coracle_images::store::ImageRecord, coracle_agent::pull::PullError> {
+    let client = direct_client(access, key, device).unwrap();
+    let store = Store::open(&dir.join("store"), StoreConfig::default()).unwrap();
+    let puller = Puller {
+        client: &client,
+        store: &store,
+        platform: host_platform(),
+        delta_budget: 64 << 20,
+    };
+    let (record, _) = puller.pull(&image.repository, &image.digest, &mut |_| {})?;
+    assert!(record.layers.iter().all(|l| store.has_layer(l)));
+    Ok(record)
 }
 
 fn desired_state(device: &DeviceId, image: &ImageRef, access: RegistryAccess) -> DesiredState {
@@ -167,6 +195,65 @@ fn another_device_cannot_open_the_credential_and_anonymous_pulls_are_refused() {
         ),
         "{err}"
     );
+}
+
+/// A LAN registry as GHCR runs one: TLS with its own CA, and token auth. The device trusts
+/// only the CA its access carries, and trades its unsealed credential for a bearer token at
+/// the registry's token service; without the CA the pull is refused at the TLS handshake.
+#[test]
+fn device_pulls_over_tls_with_a_private_ca_and_token_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = RegistryTls::create(dir.path()).unwrap();
+    let tokens = TokenServer::start(dir.path(), USER, PASSWORD).unwrap();
+    let registry = TestRegistry::start_with(&RegistryOptions {
+        tls: Some(tls.server_pair()),
+        auth_yaml: Some(tokens.registry_yaml()),
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    let (host, image) = push_busybox(&registry);
+    assert!(registry.base_url().starts_with("https://"));
+    let device: DeviceId = "floor-tls".parse().unwrap();
+    let key = SealingKey::load_or_create(&dir.path().join("state")).unwrap();
+    let seal = |secret: &str| {
+        sealed::seal(
+            &public_key(&key),
+            &device,
+            [0x42; 32],
+            format!("{USER}:{secret}").as_bytes(),
+        )
+        .unwrap()
+    };
+    let access = RegistryAccess {
+        host,
+        url: registry.base_url(),
+        ca_pem: Some(std::fs::read_to_string(&tls.ca).unwrap()),
+        sealed_credentials: Some(seal(PASSWORD)),
+    };
+
+    let record = pull_directly(&dir.path().join("ok"), &access, &key, &device, &image).unwrap();
+    assert_eq!(record.manifest_digest, image.digest);
+
+    // A wrong credential: the token service's 401, nothing pulled.
+    let wrong = RegistryAccess {
+        sealed_credentials: Some(seal("wrong")),
+        ..access.clone()
+    };
+    let err = pull_directly(&dir.path().join("wrong"), &wrong, &key, &device, &image).unwrap_err();
+    let text = format!("{:#}", anyhow::Error::from(err));
+    eprintln!("wrong credential refused: {text}");
+    assert!(text.contains("401"), "{text}");
+
+    // Without the private CA the registry's certificate is not trusted.
+    let untrusted = RegistryAccess {
+        ca_pem: None,
+        ..access
+    };
+    let err =
+        pull_directly(&dir.path().join("no-ca"), &untrusted, &key, &device, &image).unwrap_err();
+    let text = format!("{:#}", anyhow::Error::from(err));
+    eprintln!("unknown CA refused: {text}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
 }
 
 #[test]

@@ -1,13 +1,16 @@
 //! Which platforms the images of an app run on, and the check that refuses to deploy it to a
 //! device that runs another one ("image hello has linux/arm64 only; device pi-3 is
-//! linux/arm/v7") before anything reaches the device. Images outside the controller's
-//! registry and devices that have not reported their platform yet are not checked: the
-//! agent still refuses a foreign binary at start, naming both platforms.
+//! linux/arm/v7") before anything reaches the device. Images in the controller's registry
+//! (pushed or mirrored) are read there, images on direct registries from those registries.
+//! Devices that have not reported their platform yet are not checked: the agent still
+//! refuses a foreign binary at start, naming both platforms.
 
 use coracle_images::oci::Platform;
 use coracle_proto::{DeviceId, ServiceSpec};
 
+use crate::api::error::anyhow_chain;
 use crate::registry::Registry;
+use crate::upstream::Mirror;
 
 /// The platforms of each image of an app that the controller's registry holds.
 #[derive(Debug, Clone, Default)]
@@ -17,18 +20,35 @@ pub struct AppPlatforms {
 }
 
 impl AppPlatforms {
-    /// Reads the platforms of every image of `services` from the registry.
-    pub fn of(registry: &Registry, services: &[ServiceSpec]) -> Result<Self, String> {
+    /// Reads the platforms of every image of `services`: from the controller's registry, or
+    /// from the direct registry the image is pinned on.
+    pub async fn of(
+        registry: &Registry,
+        mirror: &Mirror,
+        services: &[ServiceSpec],
+    ) -> Result<Self, String> {
         let mut images: Vec<(String, Vec<Platform>)> = Vec::new();
         for service in services {
             let image = &service.image;
-            let name = format!("{}@{}", image.repository, image.digest);
-            if !image.registry.is_empty() || images.iter().any(|(n, _)| *n == name) {
+            let name = if image.registry.is_empty() {
+                format!("{}@{}", image.repository, image.digest)
+            } else {
+                image.to_string()
+            };
+            if images.iter().any(|(n, _)| *n == name) {
                 continue;
             }
-            let platforms = registry
-                .image_platforms(&image.repository, &image.digest.to_string())
-                .map_err(|err| format!("service {}: image {name}: {err}", service.name))?;
+            let failed = |err: String| format!("service {}: image {name}: {err}", service.name);
+            let platforms = if image.registry.is_empty() {
+                registry
+                    .image_platforms(&image.repository, &image.digest.to_string())
+                    .map_err(|err| failed(err.to_string()))?
+            } else if mirror.is_direct(&image.registry) {
+                let platforms = mirror.direct_platforms(image).await;
+                Some(platforms.map_err(|err| failed(anyhow_chain(&err)))?)
+            } else {
+                None
+            };
             if let Some(platforms) = platforms {
                 images.push((name, platforms));
             }

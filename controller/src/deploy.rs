@@ -5,7 +5,7 @@
 //! validated, signed with the deployment key, stored (the source of truth) and published
 //! retained. Staged rollouts across many devices (`rollout/`) build on this step.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use coracle_proto::{
     encode, DesiredState, DeviceId, Digest, Generation, ImageRef, RegistryAccess, ServiceSpec,
@@ -131,16 +131,6 @@ pub struct Deployment {
     /// of truth) and goes out when the controller's client reconnects or the controller
     /// starts, both of which republish every device's desired state.
     pub published: bool,
-}
-
-/// The direct registries `services` pull from (hosts of images pinned on them).
-pub fn direct_hosts(mirror: &Mirror, services: &[ServiceSpec]) -> BTreeSet<String> {
-    services
-        .iter()
-        .map(|s| &s.image.registry)
-        .filter(|host| !host.is_empty() && mirror.is_direct(host))
-        .cloned()
-        .collect()
 }
 
 impl Fleet {

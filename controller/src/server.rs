@@ -272,7 +272,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         counters.clone(),
     ));
 
-    let rollouts = crate::rollout::Rollouts::new(fleet.clone(), notify.clone());
+    let rollouts = crate::rollout::Rollouts::new(fleet.clone(), mirror.clone(), notify.clone());
     let driver_task = tokio::spawn(rollouts.clone().run(notify.subscribe()));
     let offline_after = std::time::Duration::from_secs(config.fleet.offline_after_s);
     let presence_task = tokio::spawn(crate::presence::run(

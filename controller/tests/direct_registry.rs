@@ -2,11 +2,14 @@
 //! the LAN registry (Debian's `docker-registry` with htpasswd) without storing anything in the
 //! controller's registry, and gives the device a `RegistryAccess` whose credential is sealed
 //! to the key the device reported. A device that has not reported its key is refused (400).
+//! A rollout seals per device as it sends; a device without a key fails in the rollout.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 mod upstream;
 
+use coracle_controller::store::{DeviceProgress, DeviceStatus, RolloutRecord};
+use coracle_images::oci::Platform;
 use coracle_proto::{encode, sealed, Generation, ReportedState, TopicKind, UpdateStatus};
 use coracle_tests::registry::{write_htpasswd, RegistryOptions, TestRegistry};
 use rumqttc::QoS;
@@ -17,7 +20,11 @@ use upstream::{
 
 const DEVICE_SECRET: [u8; 32] = [0x24; 32];
 
-fn reported(device: &coracle_proto::DeviceId, sealing_key: String) -> ReportedState {
+fn reported(
+    device: &coracle_proto::DeviceId,
+    platform: &str,
+    sealing_key: String,
+) -> ReportedState {
     ReportedState {
         device: device.clone(),
         applied: Generation(0),
@@ -26,7 +33,7 @@ fn reported(device: &coracle_proto::DeviceId, sealing_key: String) -> ReportedSt
         layers: Vec::new(),
         conditions: Vec::new(),
         agent_version: "test".into(),
-        platform: String::new(),
+        platform: platform.into(),
         sealing_key,
     }
 }
@@ -63,22 +70,42 @@ async fn direct_registry_image_is_pinned_with_its_host_and_a_sealed_credential()
     );
     assert!(!text.contains(PASSWORD), "{text}");
 
-    // The device reports its key; the deploy then goes through.
+    // The device reports its key, and a platform the image does not offer: the platform
+    // is read from the LAN registry and the deploy refused, naming both.
     let (client, mut el) = support::connect_device(controller.broker_tls, &boot)
         .await
         .unwrap();
     let poller = tokio::spawn(async move { while el.poll().await.is_ok() {} });
     let public = hex::encode(sealed::public_key(&DEVICE_SECRET));
-    client
-        .publish(
-            TopicKind::Reported.for_device(&boot.device),
-            QoS::AtLeastOnce,
-            TopicKind::Reported.retained(),
-            encode(&reported(&boot.device, public)),
-        )
-        .await
-        .unwrap();
-    let answer = eventually("the reported sealing key to be stored", || {
+    let report = |platform: &str| {
+        let client = client.clone();
+        let body = encode(&reported(&boot.device, platform, public.clone()));
+        let topic = TopicKind::Reported.for_device(&boot.device);
+        async move {
+            client
+                .publish(
+                    topic,
+                    QoS::AtLeastOnce,
+                    TopicKind::Reported.retained(),
+                    body,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    report("linux/s390x").await;
+    let refused = eventually("the s390x report to be stored", || {
+        let text = format!("{:#}", deploy(&controller, &device, &image).err()?);
+        text.contains("device pi-floor is linux/s390x")
+            .then_some(text)
+    })
+    .await;
+    let own = Platform::this_build().to_string();
+    assert!(refused.contains(&format!("has {own} only")), "{refused}");
+
+    // On the image's platform the deploy goes through.
+    report(&own).await;
+    let answer = eventually("the reported platform to be stored", || {
         deploy(&controller, &device, &image).ok()
     })
     .await;
@@ -110,22 +137,44 @@ async fn direct_registry_image_is_pinned_with_its_host_and_a_sealed_credential()
     let (status, _) = own_registry(&controller, &format!("{mirror_repo}/manifests/1"));
     assert_eq!(status, 404);
 
-    // Rollouts carry no per-device sealed access yet: refused, naming the registry.
+    // A rollout seals the credential for each device as it sends: pi-floor gets its own
+    // box; pi-floor-2, which never reported a key, fails with that reason (not the rollout).
+    let other = controller.enrol("pi-floor-2");
     let request = coracle_controller::api::rollouts::CreateRolloutRequest {
         compose: format!("services:\n  web:\n    image: {image}\n"),
-        selector: "site=floor".into(),
+        selector: serde_json::json!([device, other.device.to_string()]),
         waves: "100%".into(),
-        max_failures: 0.into(),
-        health_window_s: 1,
+        max_failures: 1.into(),
+        health_window_s: 60,
         app: None,
         rollback_on_failure: false,
     };
-    let err = support::api(&controller)
-        .send::<_, serde_json::Value>("create rollout", "POST", "/rollouts", &request)
-        .unwrap_err();
-    let text = format!("{err:#}");
+    let api = support::api(&controller);
+    let created: RolloutRecord = api
+        .send("create rollout", "POST", "/rollouts", &request)
+        .unwrap();
+    let path = format!("/rollouts/{}", created.id);
+    let record = eventually("both devices to be sent to", || {
+        let record: RolloutRecord = api.get("show rollout", &path).ok()?;
+        let sent = |d: &DeviceProgress| d.generation.is_some() || d.status == DeviceStatus::Failed;
+        record.devices.iter().all(sent).then_some(record)
+    })
+    .await;
+    let row =
+        |id: &coracle_proto::DeviceId| record.devices.iter().find(|d| d.device == *id).unwrap();
+    assert_eq!(row(&boot.device).generation, Some(2), "{record:?}");
+    let refused = row(&other.device);
+    assert_eq!(refused.status, DeviceStatus::Failed, "{record:?}");
+    let reason = refused.reason.as_deref().unwrap_or_default();
     assert!(
-        text.contains(&format!("registry {host} is direct")),
-        "{text}"
+        reason.contains("device pi-floor-2 has not reported its sealing key yet"),
+        "{reason}"
+    );
+    let state = desired_state(&controller, &boot).await;
+    assert_eq!(state.generation, Generation(2));
+    let boxed = state.registries[0].sealed_credentials.as_ref().unwrap();
+    assert_eq!(
+        sealed::open(&DEVICE_SECRET, &boot.device, boxed).unwrap(),
+        creds.as_bytes()
     );
 }

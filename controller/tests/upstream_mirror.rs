@@ -12,6 +12,7 @@ use std::path::Path;
 
 use coracle_proto::{Bootstrap, Generation};
 use coracle_tests::registry::{write_htpasswd, RegistryOptions, TestRegistry};
+use coracle_tests::registry_auth::RegistryTls;
 use sha2::{Digest as _, Sha256};
 use support::{api, Controller};
 use upstream::{
@@ -195,38 +196,13 @@ fn multi_arch_layout(dir: &Path) -> std::path::PathBuf {
     layout
 }
 
-/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
-fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let key = KeyPair::generate().unwrap();
-    let cert = params
-        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
-        .unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_arch_index_over_tls_is_mirrored_for_the_fleets_platforms() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_files(dir.path());
+    let tls = RegistryTls::create(dir.path()).unwrap();
+    let ca = tls.ca.clone();
     let upstream = TestRegistry::start_with(&RegistryOptions {
-        tls: Some((cert, key)),
+        tls: Some(tls.server_pair()),
         ..RegistryOptions::default()
     })
     .unwrap();

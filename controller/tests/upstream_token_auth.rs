@@ -2,7 +2,7 @@
 //! 401 with a bearer challenge naming a token service (a test one, signing ES256 JWTs whose
 //! certificate is in the registry's `rootcertbundle`); the controller fetches a token there
 //! with its stored login and mirrors the image. A wrong password fails the deploy with the
-//! token service's 401, and nothing is stored.
+//! token service's 401, and nothing is stored; so does a deploy after `registry logout`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -10,15 +10,15 @@ mod upstream;
 
 use coracle_proto::Generation;
 use coracle_tests::registry::{RegistryOptions, TestRegistry};
-use upstream::token_server::TokenServer;
+use coracle_tests::registry_auth::TokenServer;
 use upstream::{
-    busybox, controller_with, deploy, desired_state, login, own_registry, PASSWORD, USER,
+    busybox, controller_with, deploy, desired_state, login, logout, own_registry, PASSWORD, USER,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_image_is_mirrored_with_a_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(dir.path(), USER, PASSWORD).await;
+    let tokens = TokenServer::start(dir.path(), USER, PASSWORD).unwrap();
     let upstream = TestRegistry::start_with(&RegistryOptions {
         auth_yaml: Some(tokens.registry_yaml()),
         ..RegistryOptions::default()
@@ -66,4 +66,11 @@ async fn token_auth_image_is_mirrored_with_a_bearer_token() {
         state.services[0].image.to_string(),
         format!("{repo}@{digest}")
     );
+
+    // After `registry logout` the tag is resolved anonymously again: the token service's
+    // 401, and a second logout says there is nothing to forget.
+    assert!(logout(&controller, &host).contains("removed"));
+    let err = tokio::task::block_in_place(|| deploy(&controller, &device, &image)).unwrap_err();
+    assert!(format!("{err:#}").contains("401"), "{err:#}");
+    assert!(logout(&controller, &host).contains("not logged in"));
 }

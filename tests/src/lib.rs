@@ -10,6 +10,7 @@
 //!   output instead of sleeps;
 //! - [`mosquitto`]: Debian's Mosquitto as a real external broker;
 //! - [`registry`]: Debian's `docker-registry` as a real OCI registry, filled with `skopeo`;
+//! - [`registry_auth`]: a private CA for a TLS registry, and a token service for its token auth;
 //! - [`cut_proxy`]: a TCP proxy that cuts a transfer part way, counting what it forwards;
 //! - [`sim`]: the fleet simulator behind the `coracle-sim` binary;
 //! - [`e2e`]: the real controller and real agents in network namespaces, and test images.
@@ -23,4 +24,5 @@ pub mod netns;
 pub mod page_cache;
 pub mod process;
 pub mod registry;
+pub mod registry_auth;
 pub mod sim;

@@ -39,6 +39,8 @@ pub struct RegistryOptions {
 #[derive(Debug)]
 pub struct TestRegistry {
     pub port: u16,
+    /// Serves HTTPS (`RegistryOptions::tls`).
+    pub tls: bool,
     pub dir: tempfile::TempDir,
     _process: TestProcess,
 }
@@ -89,14 +91,16 @@ impl TestRegistry {
             .map_err(RegistryError::Start)?;
         Ok(Self {
             port,
+            tls: options.tls.is_some(),
             dir,
             _process: process,
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when it serves TLS.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Pushes an image archive (`oci-archive:PATH` or `docker-archive:PATH`) as `repo:tag`

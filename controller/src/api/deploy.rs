@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
 use crate::compose;
-use crate::deploy::{app_services, direct_hosts};
+use crate::deploy::app_services;
 
 /// The request body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,27 +50,20 @@ pub async fn deploy(
     let services = app_services(&state.registry, &state.mirror, &request.compose, &file)
         .await
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let platforms = AppPlatforms::of(&state.registry, &services).map_err(ApiError::bad_request)?;
-    if let Some(reported) = state.fleet.store.reported(&id)? {
-        platforms
-            .check(&id, &reported.platform)
-            .map_err(ApiError::bad_request)?;
-    }
-    let hosts = direct_hosts(&state.mirror, &services);
-    let registries = if hosts.is_empty() {
-        Vec::new()
-    } else {
-        let sealing_key = state
-            .fleet
-            .store
-            .reported(&id)?
-            .map(|r| r.sealing_key)
-            .unwrap_or_default();
-        state
-            .mirror
-            .registry_access(&id, &sealing_key, &hosts)
-            .map_err(|e| ApiError::bad_request(anyhow_chain(&e)))?
-    };
+    let platforms = AppPlatforms::of(&state.registry, &state.mirror, &services)
+        .await
+        .map_err(ApiError::bad_request)?;
+    let reported = state.fleet.store.reported(&id)?;
+    let (platform, sealing_key) = reported
+        .map(|r| (r.platform, r.sealing_key))
+        .unwrap_or_default();
+    platforms
+        .check(&id, &platform)
+        .map_err(ApiError::bad_request)?;
+    let registries = state
+        .mirror
+        .access_for(&id, &sealing_key, &services)
+        .map_err(|e| ApiError::bad_request(anyhow_chain(&e)))?;
     let names = services.iter().map(|s| s.name.to_string()).collect();
     let deployment = state
         .fleet

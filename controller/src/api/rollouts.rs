@@ -19,7 +19,7 @@ use super::error::{anyhow_chain, ApiError};
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
 use crate::compose;
-use crate::deploy::{app_services, direct_hosts};
+use crate::deploy::app_services;
 use crate::rollout::{CreateRollout, RolloutCommand, RolloutError};
 use crate::store::{RolloutRecord, Selector};
 
@@ -154,14 +154,9 @@ pub async fn create(
     let services = app_services(&state.registry, &state.mirror, &request.compose, &file)
         .await
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    // A rollout's desired states carry no per-device sealed access (yet): refused rather
-    // than sent to devices that could not pull.
-    if let Some(host) = direct_hosts(&state.mirror, &services).into_iter().next() {
-        return Err(ApiError::bad_request(format!(
-            "registry {host} is direct: rollouts of its images are not supported yet; deploy to each device"
-        )));
-    }
-    let platforms = AppPlatforms::of(&state.registry, &services).map_err(ApiError::bad_request)?;
+    let platforms = AppPlatforms::of(&state.registry, &state.mirror, &services)
+        .await
+        .map_err(ApiError::bad_request)?;
     let app = match request.app.map(|a| a.trim().to_string()) {
         Some(app) if !app.is_empty() => app,
         _ => file.services.keys().cloned().collect::<Vec<_>>().join("+"),

@@ -1,6 +1,7 @@
 //! `coracle registry login HOST`: stores credentials for an upstream registry in the
 //! controller's data dir (mode 0600). The password is read from stdin, never from a flag
 //! (flags show in `ps`); a running controller reads the file at its next deploy.
+//! `coracle registry logout HOST` removes them; later deploys pull anonymously.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -31,6 +32,14 @@ enum RegistryCommand {
         #[arg(long, default_value = "coracle-data")]
         data_dir: PathBuf,
     },
+    /// Forget the stored login for a registry.
+    Logout {
+        /// The registry as image references name it.
+        host: String,
+        /// The controller's data directory.
+        #[arg(long, default_value = "coracle-data")]
+        data_dir: PathBuf,
+    },
 }
 
 pub fn run(args: RegistryArgs) -> anyhow::Result<()> {
@@ -40,7 +49,21 @@ pub fn run(args: RegistryArgs) -> anyhow::Result<()> {
             username,
             data_dir,
         } => login(&host, username, &data_dir),
+        RegistryCommand::Logout { host, data_dir } => logout(&host, &data_dir),
     }
+}
+
+fn logout(host: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let host = canonical_host(host);
+    let removed = Logins::in_data_dir(data_dir)
+        .remove(&host)
+        .with_context(|| format!("registry logout {host}"))?;
+    if removed {
+        println!("login for {host} removed");
+    } else {
+        println!("not logged in to {host}");
+    }
+    Ok(())
 }
 
 fn login(host: &str, username: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<()> {

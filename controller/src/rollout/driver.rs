@@ -23,6 +23,7 @@ use super::{RolloutChange, RolloutError, Threshold};
 use crate::fleet::Fleet;
 use crate::ingest::Ingested;
 use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutPhase, RolloutRecord};
+use crate::upstream::Mirror;
 
 /// How often every active rollout is evaluated even without device reports.
 const TICK: Duration = Duration::from_secs(1);
@@ -34,15 +35,18 @@ const SETTLE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Rollouts {
     pub(super) fleet: Fleet,
+    /// Seals each device's access to direct registries when its generation is sent.
+    pub(super) mirror: Mirror,
     events: broadcast::Sender<Ingested>,
     wake: Arc<Notify>,
     pub(super) lock: Arc<Mutex<()>>,
 }
 
 impl Rollouts {
-    pub fn new(fleet: Fleet, events: broadcast::Sender<Ingested>) -> Self {
+    pub fn new(fleet: Fleet, mirror: Mirror, events: broadcast::Sender<Ingested>) -> Self {
         Self {
             fleet,
+            mirror,
             events,
             wake: Arc::new(Notify::new()),
             lock: Arc::new(Mutex::new(())),

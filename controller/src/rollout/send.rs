@@ -1,12 +1,15 @@
 //! Sending the rollout's app, or a device's previous app, as the device's next generation.
 //! Each send completes an intent already saved in the store; a device that shows a newer
 //! desired state than the one the intent replaced was sent to before a restart, and its
-//! generation is adopted instead of deploying again.
+//! generation is adopted instead of deploying again. Images on direct registries get the
+//! device's own sealed access with each send; a device that cannot be given it (no sealing
+//! key reported yet) fails with that reason and counts against the rollout's threshold.
 
 use coracle_proto::{DeviceId, ServiceSpec};
 
 use super::driver::Rollouts;
 use super::RolloutError;
+use crate::api::error::anyhow_chain;
 use crate::fleet::FleetError;
 use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutRecord, StoreError};
 
@@ -38,20 +41,25 @@ impl Rollouts {
     ) -> Result<DeviceProgress, RolloutError> {
         let mut next = device.clone();
         let current = self.fleet.store.desired_generation(&device.device)?;
-        let generation = if current.map(|g| g.0) > device.previous_generation {
-            current.map(|g| g.0)
-        } else {
-            self.deploy(rollout, &device.device, rollout.services.clone())
-                .await?
-        };
+        let generation =
+            if let Some(adopted) = current.filter(|g| Some(g.0) > device.previous_generation) {
+                Sent::Generation(adopted.0)
+            } else {
+                self.deploy(rollout, &device.device, rollout.services.clone())
+                    .await?
+            };
         match generation {
-            Some(generation) => {
+            Sent::Generation(generation) => {
                 next.generation = Some(generation);
                 next.deployed_unix = Some(now_unix());
             }
-            None => {
+            Sent::Removed => {
                 next.status = DeviceStatus::Failed;
                 next.reason = Some("the device was removed".into());
+            }
+            Sent::Refused(reason) => {
+                next.status = DeviceStatus::Failed;
+                next.reason = Some(reason);
             }
         }
         Ok(next)
@@ -64,32 +72,49 @@ impl Rollouts {
     ) -> Result<DeviceProgress, RolloutError> {
         let mut next = device.clone();
         let current = self.fleet.store.desired_generation(&device.device)?;
-        let generation = if current.map(|g| g.0) > device.generation {
-            current.map(|g| g.0)
+        let generation = if let Some(adopted) = current.filter(|g| Some(g.0) > device.generation) {
+            Sent::Generation(adopted.0)
         } else {
             let previous = device.previous_services.clone().unwrap_or_default();
             self.deploy(rollout, &device.device, previous).await?
         };
         match generation {
-            Some(generation) => next.rollback_generation = Some(generation),
-            None => {
+            Sent::Generation(generation) => next.rollback_generation = Some(generation),
+            Sent::Removed => {
                 next.status = DeviceStatus::Failed;
                 next.reason = Some("the device was removed before its rollback".into());
+            }
+            Sent::Refused(reason) => {
+                next.status = DeviceStatus::Failed;
+                next.reason = Some(format!("rollback not sent: {reason}"));
             }
         }
         Ok(next)
     }
 
-    /// Deploys; `None` when the device no longer exists.
+    /// Deploys `services` to `device` with its own access to the direct registries they name.
     async fn deploy(
         &self,
         rollout: &RolloutRecord,
         device: &DeviceId,
         services: Vec<ServiceSpec>,
-    ) -> Result<Option<u64>, RolloutError> {
-        match self.fleet.deploy(device, services).await {
-            Ok(deployment) => Ok(Some(deployment.generation.0)),
-            Err(FleetError::Store(StoreError::DeviceNotFound { .. })) => Ok(None),
+    ) -> Result<Sent, RolloutError> {
+        let sealing_key = match self.fleet.store.reported(device) {
+            Ok(reported) => reported.map(|r| r.sealing_key).unwrap_or_default(),
+            Err(StoreError::DeviceNotFound { .. }) => return Ok(Sent::Removed),
+            Err(err) => return Err(err.into()),
+        };
+        let registries = match self.mirror.access_for(device, &sealing_key, &services) {
+            Ok(registries) => registries,
+            Err(err) => return Ok(Sent::Refused(anyhow_chain(&err))),
+        };
+        match self
+            .fleet
+            .deploy_with_registries(device, services, registries)
+            .await
+        {
+            Ok(deployment) => Ok(Sent::Generation(deployment.generation.0)),
+            Err(FleetError::Store(StoreError::DeviceNotFound { .. })) => Ok(Sent::Removed),
             Err(source) => Err(RolloutError::Deploy {
                 id: rollout.id,
                 device: device.clone(),
@@ -97,4 +122,14 @@ impl Rollouts {
             }),
         }
     }
+}
+
+/// What became of one send.
+enum Sent {
+    /// The device's new desired generation (sent now, or adopted from before a restart).
+    Generation(u64),
+    /// The device no longer exists.
+    Removed,
+    /// The app cannot be given to this device; the reason is the device's failure.
+    Refused(String),
 }

@@ -147,6 +147,21 @@ impl UpstreamClient {
         Ok(self.get("blob", digest.as_str(), &url, None)?.into_body())
     }
 
+    /// Reads a small blob (an image config) whole, refusing more than `limit` bytes; the
+    /// caller parses it, so an unverified body only ever fails a parse.
+    pub fn small_blob(
+        &mut self,
+        what: &'static str,
+        digest: &BlobDigest,
+        limit: u64,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        self.blob(digest)?
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|source| self.read_error(what, digest.as_str(), source))
+    }
+
     /// GET with the cached authorization; on a 401 answers its challenge once and retries.
     /// Any other non-2xx is an error carrying the registry's answer.
     fn get(

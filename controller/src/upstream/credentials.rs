@@ -93,6 +93,20 @@ impl Logins {
         Ok(path)
     }
 
+    /// Forgets the login for `host`; false when there was none.
+    pub fn remove(&self, host: &str) -> Result<bool, UpstreamError> {
+        let path = self.path(host)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(UpstreamError::RemoveLogin {
+                host: host.to_string(),
+                path,
+                source,
+            }),
+        }
+    }
+
     /// The stored login for `host`, if any.
     pub fn load(&self, host: &str) -> Result<Option<Credentials>, UpstreamError> {
         let path = self.path(host)?;
@@ -127,6 +141,9 @@ mod tests {
             Some(creds.clone())
         );
         assert!(!format!("{creds:?}").contains("s3cret"));
+        assert!(logins.remove("registry.lan:5000").unwrap());
+        assert_eq!(logins.load("registry.lan:5000").unwrap(), None);
+        assert!(!logins.remove("registry.lan:5000").unwrap());
         for bad in ["", "../x", "a/b", ".hidden", "Registry.lan"] {
             assert!(logins.save(bad, &creds).is_err(), "{bad}");
         }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use coracle_proto::{sealed, DeviceId, ImageRef, RegistryAccess, SealError};
+use coracle_proto::{sealed, DeviceId, ImageRef, RegistryAccess, SealError, ServiceSpec};
 use rand_core::{OsRng, RngCore};
 
 use super::client::UpstreamClient;
@@ -87,6 +87,32 @@ impl Mirror {
             repository: image.repository.clone(),
             digest,
         })
+    }
+
+    /// The direct registries `services` pull from (hosts of images pinned on them).
+    pub fn direct_hosts(&self, services: &[ServiceSpec]) -> BTreeSet<String> {
+        services
+            .iter()
+            .map(|s| &s.image.registry)
+            .filter(|host| !host.is_empty() && self.is_direct(host))
+            .cloned()
+            .collect()
+    }
+
+    /// `device`'s access to the direct registries `services` pull from (none for an app of
+    /// mirrored or local images), credentials sealed to `sealing_key` as the device reported
+    /// it. Used by a deploy and by each rollout send, so every device gets its own sealing.
+    pub fn access_for(
+        &self,
+        device: &DeviceId,
+        sealing_key: &str,
+        services: &[ServiceSpec],
+    ) -> Result<Vec<RegistryAccess>, DirectError> {
+        let hosts = self.direct_hosts(services);
+        if hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.registry_access(device, sealing_key, &hosts)
     }
 
     /// The `RegistryAccess` of each direct registry in `hosts` for `device`, its credential

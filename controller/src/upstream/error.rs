@@ -40,6 +40,13 @@ pub enum UpstreamError {
     },
     #[error("{host:?} is not a registry host[:port]")]
     HostInvalid { host: String },
+    #[error("cannot remove the login for registry {host} at {path}")]
+    RemoveLogin {
+        host: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot store the login for registry {host} in {path}")]
     SaveLogin {
         host: String,

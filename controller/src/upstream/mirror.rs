@@ -166,7 +166,7 @@ fn fetch(
     Ok(Fetched { top, children })
 }
 
-fn is_index(doc: &Document) -> bool {
+pub(super) fn is_index(doc: &Document) -> bool {
     doc.media_type.contains("index") || doc.media_type.contains("manifest.list")
 }
 

@@ -10,7 +10,8 @@
 //! - [`client`]: `UpstreamClient`, blocking ureq client for one repository.
 //! - [`direct`]: registries devices pull from themselves (`direct = true`): the digest is
 //!   pinned, nothing is stored, and each device gets a `RegistryAccess` with the pull
-//!   credential sealed to its reported key.
+//!   credential sealed to its reported key; `direct_platforms` reads what such an image
+//!   runs on from its registry, for the deploy's platform check.
 //! - [`mirror`]: `Mirror`, the async entry point: download on a blocking thread, store through
 //!   the registry's push path, return the pinned `ImageRef`.
 //!
@@ -22,6 +23,7 @@ pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod direct;
+mod direct_platforms;
 pub mod endpoint;
 mod error;
 pub mod mirror;

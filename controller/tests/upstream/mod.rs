@@ -1,9 +1,7 @@
 //! Helpers of the upstream-registry tests: a controller with extra config, deploy through
 //! the API, `coracle registry login`, reads of the controller's own registry, the device's
-//! desired state; `token_server` is a token service for docker-registry's token auth.
+//! desired state.
 #![allow(dead_code, clippy::unwrap_used)]
-
-pub mod token_server;
 
 use coracle_controller::api::deploy::{DeployRequest, DeployResponse};
 use coracle_proto::{decode, Bootstrap, DesiredState, Generation, Signed, TopicKind};
@@ -52,6 +50,17 @@ pub fn login(controller: &Controller, host: &str, password: &str) {
     writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
+}
+
+/// `coracle registry logout HOST`; its output.
+pub fn logout(controller: &Controller, host: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coracle"))
+        .args(["registry", "logout", host, "--data-dir"])
+        .arg(controller.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// GET on the controller's own registry (admin token): status and `Docker-Content-Digest`.
