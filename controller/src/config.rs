@@ -152,6 +152,11 @@ pub struct RegistrySection {
     /// its bytes: a client that died mid-push leaves nothing behind for ever.
     #[serde(default = "default_upload_expiry_s")]
     pub upload_expiry_s: u64,
+    /// Also accept the one pull token all devices shared before each got its own (it reads
+    /// every repository and survives `device rm`): only to bridge an upgrade until old
+    /// devices are enrolled again. Each use is logged.
+    #[serde(default)]
+    pub legacy_pull_token: bool,
 }
 
 fn default_upload_expiry_s() -> u64 {
@@ -168,6 +173,7 @@ impl Default for RegistrySection {
             header_timeout_s: http.header_timeout_s,
             body_stall_s: http.body_stall_s,
             upload_expiry_s: default_upload_expiry_s(),
+            legacy_pull_token: false,
         }
     }
 }

@@ -59,7 +59,8 @@ pub struct EnrolmentInfo {
     pub device_broker_url: String,
     pub ca_pem: String,
     pub registry_url: String,
-    pub registry_token: Option<String>,
+    /// Issues each device its own registry pull token (bound to its enrolment).
+    pub pull_tokens: Option<crate::registry::PullTokens>,
 }
 
 /// Device operations.
@@ -176,7 +177,11 @@ impl Fleet {
             },
             deployment_key: deployment_key_hex(&self.deployment_key.verifying_key()),
             registry_url: self.enrolment.registry_url.clone(),
-            registry_token: self.enrolment.registry_token.clone(),
+            registry_token: self
+                .enrolment
+                .pull_tokens
+                .as_ref()
+                .map(|tokens| tokens.issue(&id, &hash)),
         })
     }
 

@@ -222,7 +222,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         dir.root().join("registry"),
         blobs,
         Arc::from(secrets.admin_token.as_str()),
-    )?;
+    )?
+    .with_devices(store.clone(), config.registry.legacy_pull_token);
     let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
         std::time::Duration::from_secs(config.registry.upload_expiry_s),
         config.registry.expiry_period(),
@@ -257,7 +258,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             device_broker_url: device_url.to_string(),
             ca_pem: ca_bundle,
             registry_url,
-            registry_token: Some(registry.pull_token()),
+            pull_tokens: Some(registry.pull_tokens()),
         },
     );
     let republished = fleet.republish_desired().await?;

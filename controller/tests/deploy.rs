@@ -5,43 +5,10 @@
 
 mod support;
 
-use std::process::Command;
-
 use coracle_controller::api::deploy::{DeployRequest, DeployResponse};
 use coracle_proto::{decode, DesiredState, Generation, Signed, TopicKind};
 use rumqttc::{Incoming, QoS};
-use support::{api, connect_device, next_matching, Controller};
-
-fn push_fixture(controller: &Controller, repo_tag: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let digest_file = dir.path().join("digest");
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &format!("coracle:{}", controller.admin_token()),
-            "--digestfile",
-            &digest_file.to_string_lossy(),
-            &format!(
-                "oci-archive:{}",
-                support::fixture("busybox-oci.tar").display()
-            ),
-            &format!("docker://{}/{repo_tag}", controller.registry),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(digest_file)
-        .unwrap()
-        .trim()
-        .to_string()
-}
+use support::{api, connect_device, next_matching, push_fixture, Controller};
 
 const APP: &str = "services:\n  web:\n    image: hello:1\n    command: [\"/bin/sleep\", \"300\"]\n    mem_limit: 32m\n";
 
@@ -161,51 +128,6 @@ fn bad_apps_are_refused_with_what_was_wrong() {
         format!("{missing:#}").contains("no-such-device"),
         "{missing:#}"
     );
-}
-
-#[test]
-fn devices_get_a_pull_only_registry_token() {
-    let controller = Controller::start();
-    let digest = push_fixture(&controller, "hello:1");
-    let boot = controller.enrol("pi-token");
-    let token = boot.registry_token.clone().unwrap();
-    assert_ne!(
-        token,
-        controller.admin_token(),
-        "a device must never hold the admin token"
-    );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let base = format!("http://{}", controller.registry);
-    let status = |req: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
-        req.header("Authorization", &format!("Bearer {token}"))
-            .call()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(
-        status(agent.head(format!("{base}/v2/hello/manifests/{digest}"))),
-        200
-    );
-    let push = agent
-        .post(format!("{base}/v2/hello/blobs/uploads/"))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send_empty()
-        .unwrap()
-        .status()
-        .as_u16();
-    assert_eq!(push, 401, "the pull token must not push");
-    let api = agent
-        .get(format!("http://{}/api/v1/devices", controller.api))
-        .header("Authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap()
-        .status()
-        .as_u16();
-    assert_eq!(api, 401, "the pull token must not reach the API");
 }
 
 /// Publishes a reported state saying the device runs `platform` and waits until the

@@ -1,38 +1,133 @@
-//! Who may use the registry: the admin token for everything, the devices' pull token
-//! (derived from it, see `Registry::pull_token`) for reads, presented as a bearer token or
-//! as the password of HTTP basic auth (any user name).
+//! Who may use the registry, for what. Credentials come as a bearer token or as the password
+//! of HTTP basic auth (any user name):
+//! - the admin token may do anything;
+//! - a device's own pull token (`device_tokens`) may read (GET, HEAD) the repositories its
+//!   latest desired state names, while it is enrolled — not the catalog, not other
+//!   repositories (403 DENIED), nothing after `device rm` (401);
+//! - the shared pull token of older bootstraps (derived from the admin token) reads
+//!   everything, only when `[registry] legacy_pull_token = true`, logged as it is used.
+
+use std::collections::BTreeSet;
 
 use axum::http::{header, HeaderMap, Method};
 use base64::Engine as _;
+use coracle_proto::DeviceId;
 
-use super::Registry;
+use super::device_tokens::PullTokens;
+use super::{Registry, RegistryError};
 
-/// The admin token may do anything; the devices' pull token only reads (GET, HEAD).
-pub(super) fn authorized(registry: &Registry, method: &Method, headers: &HeaderMap) -> bool {
+/// What a request's credential proves.
+#[derive(Debug, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    /// An enrolled device and the repositories it may read.
+    Device {
+        device: DeviceId,
+        repositories: BTreeSet<String>,
+    },
+    LegacyPuller,
+}
+
+/// The secrets a request presents: a bearer token; or basic auth's password, and the
+/// `user:password` pair as a device token (device id as user name, its tag as password).
+fn presented(headers: &HeaderMap) -> Vec<String> {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return false;
+        return Vec::new();
     };
-    let presented = if let Some(token) = value.strip_prefix("Bearer ") {
-        token.to_string()
-    } else if let Some(basic) = value.strip_prefix("Basic ") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
-            return false;
-        };
-        let text = String::from_utf8_lossy(&decoded).to_string();
-        match text.split_once(':') {
-            Some((_, password)) => password.to_string(),
-            None => return false,
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return vec![token.trim().to_string()];
+    }
+    let Some(basic) = value.strip_prefix("Basic ") else {
+        return Vec::new();
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&decoded).into_owned();
+    match text.split_once(':') {
+        Some((_, password)) => vec![password.to_string(), text.clone()],
+        None => Vec::new(),
+    }
+}
+
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryError> {
+    if same(secret, &registry.token) {
+        return Ok(Some(Caller::Admin));
+    }
+    if registry.legacy_pull_token && same(secret, &registry.pull_token()) {
+        return Ok(Some(Caller::LegacyPuller));
+    }
+    let (Some((device, tag)), Some(grants)) = (PullTokens::parse(secret), &registry.grants) else {
+        return Ok(None);
+    };
+    let grant = grants
+        .grant(&device)
+        .map_err(|reason| RegistryError::GrantLookup {
+            device: device.to_string(),
+            reason,
+        })?;
+    Ok(grant
+        .filter(|g| {
+            registry
+                .pull_tokens
+                .verify(&device, &g.password_sha256, &tag)
+        })
+        .map(|g| Caller::Device {
+            device,
+            repositories: g.repositories,
+        }))
+}
+
+/// Refuses the request unless its credential allows `method` on `repository` (`None`: the
+/// `/v2/` ping; `Some("")`: the catalog, which lists every repository).
+pub(super) fn authorize(
+    registry: &Registry,
+    method: &Method,
+    repository: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), RegistryError> {
+    let mut found = None;
+    for secret in presented(headers) {
+        found = caller(registry, &secret)?;
+        if found.is_some() {
+            break;
         }
-    } else {
-        return false;
-    };
-    let same = |secret: &str| {
-        let (a, b) = (presented.as_bytes(), secret.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    };
-    same(&registry.token)
-        || (matches!(*method, Method::GET | Method::HEAD) && same(&registry.pull_token()))
+    }
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    match found.ok_or(RegistryError::Unauthorized)? {
+        Caller::Admin => Ok(()),
+        Caller::LegacyPuller if reads => {
+            if let Some(uses) = registry.legacy_uses.hit() {
+                tracing::warn!(
+                    uses,
+                    "a device pulled with the shared legacy pull token: enrol it again for its own token, then set [registry] legacy_pull_token = false"
+                );
+            }
+            Ok(())
+        }
+        Caller::Device {
+            device,
+            repositories,
+        } if reads => match repository {
+            None => Ok(()),
+            Some(name) if repositories.contains(name) => Ok(()),
+            Some(name) => Err(RegistryError::Denied {
+                device: device.to_string(),
+                repository: if name.is_empty() {
+                    "_catalog".into()
+                } else {
+                    name.into()
+                },
+            }),
+        },
+        Caller::LegacyPuller | Caller::Device { .. } => Err(RegistryError::Unauthorized),
+    }
 }

@@ -11,6 +11,10 @@ use axum::response::{IntoResponse, Response};
 pub enum RegistryError {
     #[error("authentication required")]
     Unauthorized,
+    #[error("device {device} may not read {repository}: its desired state names no image there")]
+    Denied { device: String, repository: String },
+    #[error("cannot look up the registry access of device {device}: {reason}")]
+    GrantLookup { device: String, reason: String },
     #[error("invalid digest {digest:?}")]
     DigestInvalid { digest: String },
     #[error("upload content has digest {actual}, not the claimed {claimed}")]
@@ -70,6 +74,8 @@ impl RegistryError {
         use RegistryError::*;
         match self {
             Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+            GrantLookup { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             DigestInvalid { .. } | DigestMismatch { .. } => {
                 (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
             }

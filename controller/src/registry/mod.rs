@@ -17,6 +17,7 @@ mod delta_report;
 mod delta_work;
 mod delta_workers;
 mod deltas;
+mod device_tokens;
 mod downloads;
 mod error;
 mod gc;
@@ -30,10 +31,13 @@ mod uploads;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::net::throttle::SharedThrottle;
+
 pub use blobs::{BlobDigest, BlobStore};
 pub use delta_report::LayerDelta;
 pub use delta_work::{DeltaMetrics, DeltaOutcome, PairState};
 pub use delta_workers::WorkerSettings;
+pub use device_tokens::{DeviceGrant, DeviceGrants, PullTokens};
 pub use error::RegistryError;
 pub use gc::GcReport;
 pub use manifests::version_order;
@@ -49,6 +53,13 @@ pub struct Registry {
     /// In-flight encodes, the background queue and counters, shared by clones.
     work: Arc<delta_work::DeltaWork>,
     token: Arc<str>,
+    /// Each device's own pull token, checked against `grants`.
+    pull_tokens: PullTokens,
+    /// The fleet's devices (none for offline CLI use: only the admin token works then).
+    grants: Option<Arc<dyn DeviceGrants>>,
+    /// Whether the shared pull token of older bootstraps still reads (logged when used).
+    legacy_pull_token: bool,
+    legacy_uses: Arc<SharedThrottle>,
 }
 
 impl Registry {
@@ -66,12 +77,29 @@ impl Registry {
             repos,
             deltas,
             work: Arc::default(),
+            pull_tokens: PullTokens::new(token.clone()),
             token,
+            grants: None,
+            legacy_pull_token: false,
+            legacy_uses: Arc::new(SharedThrottle::new(std::time::Duration::from_secs(300))),
         })
     }
 
-    /// The read-only token given to devices in their bootstrap files: derived from the admin
-    /// token by a one-way hash, so a device can pull but never push or reach the API.
+    /// Devices authenticate with their own pull tokens against `grants`; with
+    /// `legacy_pull_token` the shared token of older bootstraps still reads too.
+    pub fn with_devices(mut self, grants: Arc<dyn DeviceGrants>, legacy_pull_token: bool) -> Self {
+        self.grants = Some(grants);
+        self.legacy_pull_token = legacy_pull_token;
+        self
+    }
+
+    /// Issues device pull tokens (for bootstrap files).
+    pub fn pull_tokens(&self) -> PullTokens {
+        self.pull_tokens.clone()
+    }
+
+    /// The shared read-only token older bootstrap files carry: derived from the admin token
+    /// by a one-way hash. Accepted only with `legacy_pull_token`.
     pub fn pull_token(&self) -> String {
         use sha2::{Digest as _, Sha256};
         let hash = Sha256::digest(format!("coracle registry pull token\0{}", self.token));

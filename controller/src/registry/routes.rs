@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use super::auth::authorized;
+use super::auth::authorize;
 use super::downloads::{serve_blob, serve_delta};
 use super::referrers::{referrers_index, INDEX_MEDIA_TYPE};
 use super::tag_list::tag_page;
@@ -37,6 +37,24 @@ enum Route {
     Upload { name: String, id: String },
     Referrers { name: String, digest: String },
     Delta { name: String, target: String },
+}
+
+impl Route {
+    /// The repository the route addresses: `None` for the `/v2/` ping, `""` for the
+    /// catalog (which lists every repository).
+    fn repository(&self) -> Option<&str> {
+        match self {
+            Route::Ping => None,
+            Route::Catalog => Some(""),
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Uploads { name }
+            | Route::Upload { name, .. }
+            | Route::Referrers { name, .. }
+            | Route::Delta { name, .. } => Some(name),
+        }
+    }
 }
 
 fn parse_route(path: &str) -> Result<Route, RegistryError> {
@@ -114,10 +132,21 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !authorized(&registry, &method, &headers) {
-        return RegistryError::Unauthorized.into_response();
+    let route = parse_route(uri.path());
+    // A path that does not parse names no repository a device may read: only the admin
+    // gets as far as its 404/400.
+    let repository = match &route {
+        Ok(route) => route.repository(),
+        Err(_) => Some("\0"),
+    };
+    if let Err(refused) = authorize(&registry, &method, repository, &headers) {
+        return refused.into_response();
     }
-    match dispatch(&registry, method, &uri, &headers, body).await {
+    let dispatched = match route {
+        Ok(route) => dispatch(&registry, method, route, &uri, &headers, body).await,
+        Err(err) => Err(err),
+    };
+    match dispatched {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
@@ -140,6 +169,7 @@ pub(super) fn with_headers(
 async fn dispatch(
     registry: &Registry,
     method: Method,
+    route: Route,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
@@ -149,7 +179,7 @@ async fn dispatch(
         "registry/2.0".to_string(),
     );
     let query = query(uri)?;
-    match (method, parse_route(uri.path())?) {
+    match (method, route) {
         (Method::GET | Method::HEAD, Route::Ping) => Ok(with_headers(
             StatusCode::OK,
             &[api_version],

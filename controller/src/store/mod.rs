@@ -3,6 +3,7 @@
 //! MQTT ingest path hands work to its own task so it never waits on the disk in a callback.
 
 mod devices;
+mod grants;
 mod overview;
 mod presence;
 mod rollouts;

@@ -288,3 +288,32 @@ pub fn fixture(name: &str) -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/images"));
     dir.join(name)
 }
+
+/// Pushes the busybox fixture as `repo_tag` with the admin token; its manifest digest.
+pub fn push_fixture(controller: &Controller, repo_tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let digest_file = dir.path().join("digest");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("coracle:{}", controller.admin_token()),
+            "--digestfile",
+            &digest_file.to_string_lossy(),
+            &format!("oci-archive:{}", fixture("busybox-oci.tar").display()),
+            &format!("docker://{}/{repo_tag}", controller.registry),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(digest_file)
+        .unwrap()
+        .trim()
+        .to_string()
+}

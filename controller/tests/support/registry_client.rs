@@ -51,8 +51,12 @@ impl RegistryClient {
         Self {
             base: format!("http://{}", controller.registry),
             token: format!("Bearer {}", controller.admin_token()),
+            // A connection per request: a request that races the server closing an idle
+            // keep-alive connection fails outright for PATCH/PUT (not retried), which a
+            // loaded CI machine turned into a flaky failure unrelated to what is tested.
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
+                .max_idle_connections(0)
                 .build()
                 .new_agent(),
         }
