@@ -2,7 +2,11 @@
 //! from each log statement of a crate whose logging we cannot change. `mqtt5` logs once
 //! per failed accept and once per client that misbehaves; a peer must not be able to turn
 //! that into a log storm (issue 17: 757,814 lines in 4 s). Our own code throttles at the
-//! source (`net::throttle`); this is the net under the crates we do not own.
+//! source (`net::throttle`); this is the net under the crates we do not own. It also mutes
+//! the few lines of theirs that are false for Coracle ([`MUTED`]): `mqtt5` announces
+//! "Anonymous authentication enabled" for the provider it builds by default, which Coracle
+//! replaces with its own (device passwords, no anonymous connects) before any client is
+//! accepted (issue 17).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -10,8 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::callsite::Identifier;
+use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
-use tracing::Metadata;
+use tracing::{Event, Metadata};
 use tracing_subscriber::layer::{Context, Filter};
 
 /// Per-callsite budget for events whose target starts with `prefix`.
@@ -65,9 +70,38 @@ impl CallsiteLimit {
     }
 }
 
+/// Messages of the limited crates that are not true of Coracle's setup.
+pub const MUTED: &[&str] = &["Anonymous authentication enabled"];
+
+/// Finds whether an event's message is one of [`MUTED`].
+struct MutedMessage(bool);
+
+impl Visit for MutedMessage {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 |= MUTED.contains(&value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 |= MUTED.contains(&format!("{value:?}").as_str());
+        }
+    }
+}
+
 impl<S> Filter<S> for CallsiteLimit {
     fn enabled(&self, meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
         !self.limited(meta) || self.admit(meta.callsite(), Instant::now())
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
+        if !self.limited(event.metadata()) {
+            return true;
+        }
+        let mut muted = MutedMessage(false);
+        event.record(&mut muted);
+        !muted.0
     }
 
     fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {

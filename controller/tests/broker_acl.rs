@@ -214,3 +214,32 @@ async fn removed_device_is_cut_off_and_cannot_reconnect() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+/// `mqtt5` announces "Anonymous authentication enabled" for the provider it builds by
+/// default; Coracle replaces that provider and refuses anonymous clients, so the line is
+/// muted and a true one logged instead (issue 17 item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_clients_are_refused_and_the_log_does_not_claim_otherwise() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let text = Controller::config_text(dir.path(), "", "", "");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coracle"));
+    command
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    let controller = Controller::start_with_command(dir, &text, command);
+    let boot = controller.enrol("dev-anon");
+    let mut anonymous =
+        rumqttc::MqttOptions::new("anon", "127.0.0.1", controller.broker_tls.port());
+    anonymous.set_transport(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(support::tls_config(&boot.ca_pem)),
+    ));
+    assert!(
+        connect(anonymous).await.is_err(),
+        "an anonymous client was let in"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("Anonymous authentication enabled"), "{text}");
+    assert!(text.contains("anonymous connects are refused"), "{text}");
+}

@@ -102,6 +102,7 @@ impl EmbeddedBroker {
             .await
             .map_err(start)?
             .with_auth_provider(Arc::new(auth));
+        tracing::info!("broker authentication: device passwords and the controller's own account; anonymous connects are refused");
         let addr = broker
             .local_addr()
             .ok_or(EmbeddedBrokerError::NoListener { which: "plain" })?;
