@@ -106,6 +106,26 @@ async fn password_auth_over_tls_connects() {
     wait_link(&mut inbox, |l| l != Link::Down).await;
 }
 
+/// A device whose password the broker no longer accepts (removed with `coracle device rm`,
+/// or its password changed) says so: the link reports `CredentialsRefused`, not just down.
+#[tokio::test(flavor = "current_thread")]
+async fn refused_credentials_are_reported_as_such() {
+    let pki = Pki::new();
+    let broker = Mosquitto::start(&pki);
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let mut bootstrap = bootstrap_mtls(&pki, &broker, "pw-device", &key);
+    bootstrap.broker_url = format!("mqtts://127.0.0.1:{}", broker.password_port);
+    bootstrap.auth = BrokerAuth::Password {
+        username: "pw-device".into(),
+        password: "not-the-password".into(),
+    };
+    let (_handle, mut inbox) = start(&bootstrap);
+    assert_eq!(
+        wait_link(&mut inbox, |l| l != Link::Down).await,
+        Link::CredentialsRefused
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn garbage_forged_replayed_wrong_device_and_invalid_states_are_rejected() {
     let pki = Pki::new();

@@ -36,6 +36,12 @@ impl Backoff {
         Duration::from_millis(half + self.random() % (ceiling - half + 1))
     }
 
+    /// The delay at the cap, still jittered: for a refusal that retrying soon cannot change.
+    pub fn slowest(&mut self) -> Duration {
+        self.failures = 64;
+        self.next_delay()
+    }
+
     /// A connection succeeded: start from `min_ms` again.
     pub fn reset(&mut self) {
         self.failures = 0;
@@ -53,6 +59,15 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slowest_waits_at_the_cap() {
+        let mut b = Backoff::new(100, 1_000, 7);
+        for _ in 0..20 {
+            let d = b.slowest().as_millis() as u64;
+            assert!((500..=1_000).contains(&d), "{d}");
+        }
+    }
 
     #[test]
     fn delays_grow_with_jitter_and_cap_and_reset() {

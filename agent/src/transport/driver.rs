@@ -11,8 +11,8 @@ use coracle_proto::{
     RejectReason, TopicKind, VerifyingKey,
 };
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    StateError, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Outgoing, Packet, QoS, StateError, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -28,6 +28,8 @@ const REQUEST_QUEUE: usize = 64;
 /// Rejection events: bursts of 5, then one a minute.
 const REJECT_BURST: u32 = 5;
 const REJECT_REFILL_MS: u64 = 60_000;
+/// A device whose credentials are refused says so once, then again at most this often.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(3600);
 /// How long a graceful disconnect may take before the driver gives up on it.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,6 +42,8 @@ pub struct TransportDriver {
     key: VerifyingKey,
     backoff: Backoff,
     connects: u64,
+    /// When the refusal of our credentials was last logged.
+    refusal_logged: Option<Instant>,
     desired_tx: watch::Sender<Option<DesiredState>>,
     commands_tx: mpsc::Sender<CommandRequest>,
     link_tx: watch::Sender<Link>,
@@ -122,6 +126,7 @@ pub(super) fn build(
         key: settings.deployment_key,
         backoff: Backoff::new(settings.reconnect_min_ms, settings.reconnect_max_ms, seed),
         connects: 0,
+        refusal_logged: None,
         desired_tx,
         commands_tx,
         link_tx,
@@ -239,8 +244,34 @@ impl TransportDriver {
         });
     }
 
+    /// The broker refused our user name and password: say what that means, and retry only
+    /// at the slowest pace (nothing but a new enrolment will change the answer).
+    fn on_credentials_refused(&mut self, code: ConnectReturnCode) -> Duration {
+        let now = Instant::now();
+        if self
+            .refusal_logged
+            .is_none_or(|last| now.duration_since(last) >= REFUSED_LOG_EVERY)
+        {
+            self.refusal_logged = Some(now);
+            tracing::error!(
+                device = %self.device,
+                answer = ?code,
+                "the broker refused this device's credentials: it was removed from the fleet (coracle device rm) or its password changed; the running containers are kept, and the device reconnects once it is enrolled again (coracle device add, then start the agent with the new bootstrap file)"
+            );
+        }
+        self.link_tx.send_replace(Link::CredentialsRefused);
+        self.backoff.slowest()
+    }
+
     /// Marks the link down and returns how long to wait before the next attempt.
     fn on_link_down(&mut self, err: &ConnectionError) -> Duration {
+        if let ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) = err
+        {
+            self.lock().connected = false;
+            return self.on_credentials_refused(*code);
+        }
         let delay = self.backoff.next_delay();
         let mut shared = self.lock();
         let was_up = shared.connected;

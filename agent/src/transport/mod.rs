@@ -42,6 +42,10 @@ const COMMAND_QUEUE: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
     Down,
+    /// The broker refused this device's credentials: it was removed (`coracle device rm`)
+    /// or its password changed. The agent keeps running its last committed app and keeps
+    /// trying at the backoff's slowest pace; a new bootstrap file is the way back.
+    CredentialsRefused,
     /// Up, with the number of connections made so far (1 for the first).
     Up {
         connects: u64,
