@@ -6,11 +6,13 @@
 //! [`unpack::unpack_layer`] (hostile tar → `layers/<diff_id>/` or nothing),
 //! [`store::Store`] (content addressed, refcounts, GC under a budget, free-space preflight,
 //! resumable partial downloads), [`skeleton`] (a layer's tar headers, kept for deltas) and
-//! [`delta`] (encode/apply delta layers).
+//! [`delta`] (encode/apply delta layers); [`challenge`] parses registries' `WWW-Authenticate`
+//! for the agent's and the controller's registry clients.
 //!
 //! Limits: only sha256 digests; PAX xattrs in layers are not restored; overlay whiteouts need
 //! root or kernel >= 5.8 (see [`unpack::OverlayXattrs`]).
 
+pub mod challenge;
 pub mod codec;
 pub mod delta;
 pub mod digest;

@@ -13,8 +13,8 @@ use ureq::http::{Response, StatusCode};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
-use super::challenge::{parse_bearer, BearerChallenge};
 use super::error::PullError;
+use coracle_images::challenge::{parse_bearer, BearerChallenge};
 
 /// Media types a manifest request accepts (single-platform first, then indexes).
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \

@@ -1,14 +1,14 @@
-//! Image pulls for the agent: a synchronous OCI distribution client (`client`), bearer-token
-//! challenges (`challenge`), and the pull of one image into the device store, delta first
-//! (`image`), and
-//! clients for registries a device reaches directly with a sealed credential (`direct`). Runs on blocking threads (`spawn_blocking`) so the event loop never waits on it.
+//! Image pulls for the agent: a synchronous OCI distribution client (`client`, answering
+//! bearer challenges parsed by `coracle_images::challenge`), the pull of one image into the
+//! device store, delta first (`image`), and clients for registries a device reaches directly
+//! with a sealed credential (`direct`). Runs on blocking threads (`spawn_blocking`) so the
+//! event loop never waits on it.
 //!
 //! Delta contract with the controller: `HEAD /v2/<repo>/coracle/deltas/<target diff_id>?have=
 //! <diff_id>,...` answers 404 (no delta: pull the full layer) or 200/307 with
 //! `Docker-Content-Digest` naming a delta blob, fetched from `/v2/<repo>/blobs/<digest>`
 //! like any blob (so it resumes with Range too).
 
-pub mod challenge;
 pub mod client;
 pub mod direct;
 pub mod error;

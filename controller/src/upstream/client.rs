@@ -11,12 +11,12 @@ use ureq::http::Response;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
-use super::challenge::{self, Challenge};
 use super::endpoint::Endpoint;
 use super::error::answer_excerpt;
 use super::reference::Reference;
 use super::UpstreamError;
 use crate::registry::BlobDigest;
+use coracle_images::challenge::{self, Challenge};
 
 /// Media types a manifest request accepts: images and indexes, OCI and Docker.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \

@@ -4,7 +4,6 @@
 //! the controller (deltas included) and never see upstream credentials.
 //!
 //! - [`reference`]: `UpstreamRef`, Docker's naming rules, the mirror's repository name. Pure.
-//! - [`challenge`]: `WWW-Authenticate` parsing (bearer realm/service/scope, basic). Pure.
 //! - [`credentials`]: `Credentials` and `Logins` (`coracle registry login`, mode 0600).
 //! - [`endpoint`]: the `[[registries]]` config section and `Endpoint` (URL, CA, credentials).
 //! - [`client`]: `UpstreamClient`, blocking ureq client for one repository.
@@ -19,7 +18,6 @@
 //! upstream bytes (so its digest is the upstream digest) and names platforms the fleet does
 //! not run, whose manifests are not stored.
 
-pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod direct;

@@ -1,9 +1,7 @@
 //! Parsing of `WWW-Authenticate` challenges (RFC 7235) as OCI registries send them:
 //! `Bearer realm="https://auth.example/token",service="registry",scope="repository:a:pull"`
-//! (Docker Hub, GHCR, distribution's token auth) or `Basic realm="..."` (htpasswd).
-//!
-//! The agent's `pull/challenge.rs` parses the same header; the controller must not depend on
-//! the agent crate, so this is a second copy until both move into a shared crate.
+//! (Docker Hub, GHCR, distribution's token auth) or `Basic realm="..."` (htpasswd). Shared
+//! by the agent's registry client and the controller's upstream client.
 
 /// What a registry asked for in its 401.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +40,30 @@ pub fn parse(header: &str) -> Option<Challenge> {
         service,
         scope,
     })
+}
+
+/// The bearer challenge in a header value, as a `(realm, service, scope)` triple.
+pub fn parse_bearer(header: &str) -> Option<BearerChallenge> {
+    match parse(header)? {
+        Challenge::Bearer {
+            realm,
+            service,
+            scope,
+        } => Some(BearerChallenge {
+            realm,
+            service,
+            scope,
+        }),
+        Challenge::Basic => None,
+    }
+}
+
+/// A bearer challenge: where to get a token, for which service and scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BearerChallenge {
+    pub realm: String,
+    pub service: Option<String>,
+    pub scope: Option<String>,
 }
 
 /// `key="value", key=token` pairs; commas inside quotes belong to the value.
@@ -94,6 +116,12 @@ mod tests {
             Some(Challenge::Basic)
         );
         assert_eq!(parse("Bearer service=x"), None);
+        assert_eq!(parse_bearer(r#"Basic realm="x""#), None);
+        assert_eq!(
+            parse_bearer(r#"Bearer realm="r",scope="repository:a:pull""#)
+                .map(|c| (c.realm, c.scope)),
+            Some(("r".to_string(), Some("repository:a:pull".to_string())))
+        );
         assert_eq!(parse("Negotiate abc"), None);
         assert_eq!(parse(""), None);
     }
