@@ -243,3 +243,53 @@ async fn anonymous_clients_are_refused_and_the_log_does_not_claim_otherwise() {
     assert!(!text.contains("Anonymous authentication enabled"), "{text}");
     assert!(text.contains("anonymous connects are refused"), "{text}");
 }
+
+/// Raw MQTT 3.1.1 over TLS: a publish to another device's topic is dropped, and its PUBACK
+/// is the two-byte 3.1.1 ack, not `mqtt5`'s MQTT 5 reason code and string (issue 17 item 8).
+#[test]
+fn a_refused_publish_gets_a_3_1_1_puback_on_a_3_1_1_session() {
+    use std::io::{Read, Write};
+    let controller = Controller::start();
+    let boot = controller.enrol("dev-v311");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = rustls::ClientConnection::new(support::tls_config(&boot.ca_pem), name).unwrap();
+    let tcp = std::net::TcpStream::connect(controller.broker_tls).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(tls, tcp);
+    let field = |text: &str| {
+        let mut out = (text.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(text.as_bytes());
+        out
+    };
+    let packet = |kind: u8, body: Vec<u8>| {
+        let mut out = vec![kind, body.len() as u8];
+        out.extend(body);
+        out
+    };
+    let mut connect = field("MQTT");
+    connect.extend_from_slice(&[4, 0xC2, 0, 30]);
+    connect.extend(field("dev-v311"));
+    connect.extend(field("dev-v311"));
+    connect.extend(field(&support::password(&boot)));
+    stream.write_all(&packet(0x10, connect)).unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    for (id, topic) in [
+        (7u8, "coracle/v1/other/reported"),
+        (8, "coracle/v1/dev-v311/reported"),
+    ] {
+        let mut publish = field(topic);
+        publish.extend_from_slice(&[0, id, 0]);
+        stream.write_all(&packet(0x32, publish)).unwrap();
+        let mut ack = [0u8; 4];
+        stream.read_exact(&mut ack).unwrap();
+        assert_eq!(ack, [0x40, 2, 0, id], "{topic}");
+    }
+    // Nothing else follows the acks: a PINGREQ's PINGRESP is the next packet.
+    stream.write_all(&[0xC0, 0]).unwrap();
+    let mut pong = [0u8; 2];
+    stream.read_exact(&mut pong).unwrap();
+    assert_eq!(pong, [0xD0, 0]);
+}

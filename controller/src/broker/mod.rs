@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod embedded;
 pub mod mosquitto;
 pub mod tls_front;
+mod v311_acks;
 
 use std::fmt;
 

@@ -14,14 +14,16 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mqtt5::broker::tls_acceptor::TlsAcceptorConfig;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::v311_acks;
 use crate::net::{Acceptor, ConnectionGate, GateLimits, Refusal, SharedThrottle};
 
 /// Why the TLS listener could not start.
@@ -62,6 +64,11 @@ pub struct TlsFrontLimits {
 
 /// How long the broker gets to close its side after the device closed its own.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Bytes copied per read in each direction: MQTT packets of a device are small, and a
+/// thousand devices hold two of these each.
+const RELAY_BUFFER: usize = 4 * 1024;
+/// A CONNECT names its protocol level within its first dozen bytes.
+const MAX_CONNECT_PREFIX: usize = 64;
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The running TLS listener; stopped by `stop` or when dropped.
@@ -237,16 +244,57 @@ impl Front {
 }
 
 /// Relays bytes both ways. When the broker closes, the device is closed at once; when the
-/// device closes, the broker gets `CLOSE_GRACE` to finish its side.
+/// device closes, the broker gets `CLOSE_GRACE` to finish its side. A 3.1.1 client's acks
+/// are trimmed to 3.1.1 on the way down (`v311_acks`).
 async fn pipe(device: impl AsyncRead + AsyncWrite, broker: TcpStream) {
     let (mut device_rx, mut device_tx) = tokio::io::split(device);
     let (mut broker_rx, mut broker_tx) = broker.into_split();
+    // The client's protocol level from its CONNECT; 0 until known (or not a CONNECT).
+    let level = AtomicU8::new(0);
     let up = async {
-        let _ = tokio::io::copy(&mut device_rx, &mut broker_tx).await;
+        let mut prefix = Vec::new();
+        let mut decided = false;
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        loop {
+            let n = match device_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // Decided before the bytes go on, so before the broker can answer them.
+            if !decided {
+                prefix.extend_from_slice(&buf[..n]);
+                let found = v311_acks::connect_level(&prefix);
+                if let Some(found) = found {
+                    level.store(found.unwrap_or(u8::MAX), Ordering::Release);
+                }
+                decided = found.is_some() || prefix.len() >= MAX_CONNECT_PREFIX;
+            }
+            if broker_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = broker_tx.shutdown().await;
     };
     let down = async {
-        let _ = tokio::io::copy(&mut broker_rx, &mut device_tx).await;
+        let mut trimmer = v311_acks::AckTrimmer::default();
+        let mut buf = vec![0u8; RELAY_BUFFER];
+        let mut out = Vec::new();
+        loop {
+            let n = match broker_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let written = if level.load(Ordering::Acquire) == 4 {
+                out.clear();
+                trimmer.feed(&buf[..n], &mut out);
+                device_tx.write_all(&out).await
+            } else {
+                device_tx.write_all(&buf[..n]).await
+            };
+            if written.is_err() {
+                break;
+            }
+        }
         let _ = device_tx.shutdown().await;
     };
     let mut up = std::pin::pin!(up);
