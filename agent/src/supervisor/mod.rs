@@ -11,11 +11,12 @@ mod probes;
 pub mod report;
 mod retry;
 pub mod tracker;
+mod update;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coracle_proto::{DesiredState, DeviceId, Event, EventKind, ReportedState};
+use coracle_proto::{DeviceId, Event, EventKind, ReportedState};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -30,6 +31,9 @@ pub use engine::{
 };
 pub use probes::run_check;
 use tracker::Tracker;
+
+/// Free disk growing by more than this between two health samples retries failed actions.
+const FREED_MIB: u32 = 1;
 
 /// Timing knobs (tests shorten them).
 #[derive(Debug, Clone)]
@@ -65,6 +69,8 @@ pub struct Supervisor {
     probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
     probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
     observed: Observed,
+    /// The newest genuine desired state refused as invalid, reported failed.
+    refused: Option<crate::transport::admit::Refused>,
     last_reported: Option<ReportedState>,
     options: SupervisorOptions,
     started: Instant,
@@ -117,6 +123,7 @@ impl Supervisor {
             probe_tx,
             probe_rx: Some(probe_rx),
             observed: Observed::default(),
+            refused: None,
             last_reported: None,
             options,
             started: Instant::now(),
@@ -160,6 +167,16 @@ impl Supervisor {
                         self.reconcile().await;
                     }
                 }
+                changed = inbox.refused.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let refused = inbox.refused.borrow_and_update().clone();
+                    if let Some(refused) = refused {
+                        self.on_refused(refused);
+                        self.report_if_changed();
+                    }
+                }
                 Some(request) = inbox.commands.recv() => self.on_command(request).await,
                 Some(result) = probe_results.recv() => self.on_probe(result),
                 Some((request, reply)) = control.recv() => {
@@ -176,27 +193,6 @@ impl Supervisor {
             }
         }
         tracing::info!(device = %self.device, "supervisor stopped");
-    }
-
-    /// A verified, valid desired state arrived.
-    fn on_desired(&mut self, desired: DesiredState) {
-        let generation = desired.generation;
-        if self.state.was_rolled_back(generation) {
-            tracing::debug!(%generation, "rolled-back generation redelivered; not retried");
-            return;
-        }
-        let current = self
-            .state
-            .pending
-            .as_ref()
-            .or(self.state.committed.as_ref());
-        if current.is_some_and(|c| c.generation >= generation) {
-            return; // redelivered retained state
-        }
-        tracing::info!(%generation, "applying desired state");
-        self.state.begin(desired);
-        self.tracker.gate_started_ms = None;
-        self.save();
     }
 
     fn save(&mut self) {
@@ -295,11 +291,8 @@ impl Supervisor {
         );
         reported.layers = self.layers.clone();
         reported.sealing_key = self.engine.sealing_key();
-        if let (Some(pending), Some(reason)) = (&self.state.pending, self.retry.first_failure()) {
-            reported.update = coracle_proto::UpdateStatus::Failed {
-                generation: pending.generation,
-                reason,
-            };
+        if let Some(failed) = self.failed_update() {
+            reported.update = failed;
         }
         reported
     }
@@ -315,6 +308,11 @@ impl Supervisor {
     async fn publish_health(&mut self) {
         let mut sample = self.vitals.sample();
         if sample.disk_total_mib > 0 {
+            // A pull refused for lack of disk need not wait out its backoff once space
+            // was freed.
+            if sample.disk_free_mib > self.disk_free_mib.saturating_add(FREED_MIB) {
+                self.retry.wake_all(self.now_ms());
+            }
             self.disk_free_mib = sample.disk_free_mib;
         }
         let engine = self.engine.clone();

@@ -16,7 +16,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::admit::{admit_command, admit_desired, Rejection};
+use super::admit::{admit_command, admit_desired, Refused, Rejection};
 use super::backoff::Backoff;
 use super::handle::{Shared, Tag, TransportHandle};
 use super::outbox::Outbox;
@@ -41,6 +41,7 @@ pub struct TransportDriver {
     backoff: Backoff,
     connects: u64,
     desired_tx: watch::Sender<Option<DesiredState>>,
+    refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
     link_tx: watch::Sender<Link>,
 }
@@ -57,6 +58,7 @@ impl std::fmt::Debug for TransportDriver {
 pub(super) fn build(
     settings: TransportSettings,
     desired_tx: watch::Sender<Option<DesiredState>>,
+    refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
     link_tx: watch::Sender<Link>,
 ) -> (TransportHandle, TransportDriver) {
@@ -123,6 +125,7 @@ pub(super) fn build(
         backoff: Backoff::new(settings.reconnect_min_ms, settings.reconnect_max_ms, seed),
         connects: 0,
         desired_tx,
+        refused_tx,
         commands_tx,
         link_tx,
     };
@@ -257,6 +260,7 @@ impl TransportDriver {
                 detail: format!(
                     "incoming MQTT packet of {len} bytes exceeds the {MAX_PACKET_BYTES}-byte limit"
                 ),
+                refused: None,
             });
         }
         drop(shared);
@@ -285,7 +289,12 @@ impl TransportDriver {
                         tracing::info!(generation = %desired.generation, services = desired.services.len(), "desired state admitted");
                         self.desired_tx.send_replace(Some(desired));
                     }
-                    Err(rejection) => self.lock().reject(rejection),
+                    Err(rejection) => {
+                        if let Some(refused) = &rejection.refused {
+                            self.refused_tx.send_replace(Some(refused.clone()));
+                        }
+                        self.lock().reject(rejection)
+                    }
                 }
             }
             TopicKind::Cmd => match admit_command(payload) {
