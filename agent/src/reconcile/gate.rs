@@ -5,8 +5,8 @@
 
 use coracle_proto::{DesiredState, Health, ServiceName};
 
+use super::action::Action;
 use super::observed::{fingerprint, Observed, ObservedContainer, Phase};
-use super::plan::Action;
 
 /// A container of the pending generation that crashed or turned unhealthy, with why.
 pub(super) fn failed_service(

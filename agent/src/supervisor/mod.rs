@@ -10,6 +10,7 @@ pub mod engine;
 mod probes;
 pub mod report;
 mod retry;
+mod sample;
 pub mod tracker;
 mod update;
 
@@ -21,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::control::server::ControlRequest;
-use crate::health::{cgroup, VitalsReader};
+use crate::health::VitalsReader;
 use crate::reconcile::{self, Observed};
 use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
@@ -31,9 +32,6 @@ pub use engine::{
 };
 pub use probes::run_check;
 use tracker::Tracker;
-
-/// Free disk growing by more than this between two health samples retries failed actions.
-const FREED_MIB: u32 = 1;
 
 /// Timing knobs (tests shorten them).
 #[derive(Debug, Clone)]
@@ -303,51 +301,6 @@ impl Supervisor {
             self.transport.publish_reported(&reported);
             self.last_reported = Some(reported);
         }
-    }
-
-    async fn publish_health(&mut self) {
-        let mut sample = self.vitals.sample();
-        if sample.disk_total_mib > 0 {
-            // A pull refused for lack of disk need not wait out its backoff once space
-            // was freed.
-            if sample.disk_free_mib > self.disk_free_mib.saturating_add(FREED_MIB) {
-                self.retry.wake_all(self.now_ms());
-            }
-            self.disk_free_mib = sample.disk_free_mib;
-        }
-        let engine = self.engine.clone();
-        let usage = match blocking(move || engine.stats()).await {
-            Ok(stats) => self.usage_since_last(stats),
-            Err(err) => {
-                tracing::debug!(error = %err, "container stats unavailable");
-                Default::default()
-            }
-        };
-        sample.containers = report::container_samples(&self.state, &self.tracker, &usage);
-        self.transport.publish_health(&sample);
-    }
-
-    /// `(cpu permille, memory KiB)` per container from cumulative readings.
-    fn usage_since_last(
-        &mut self,
-        stats: Vec<ContainerStats>,
-    ) -> std::collections::BTreeMap<coracle_proto::ServiceName, (u16, u32)> {
-        let now_usec = self.now_ms().saturating_mul(1000);
-        let mut usage = std::collections::BTreeMap::new();
-        let mut seen = std::collections::BTreeMap::new();
-        for s in stats {
-            let cpu = match self.last_cpu.get(&s.service) {
-                Some(&(used, at)) if s.cpu_usage_usec >= used => {
-                    cgroup::cpu_permille(s.cpu_usage_usec - used, now_usec.saturating_sub(at))
-                }
-                _ => 0, // first reading, or a restarted container
-            };
-            let mem_kib = u32::try_from(s.memory_bytes / 1024).unwrap_or(u32::MAX);
-            usage.insert(s.service.clone(), (cpu, mem_kib));
-            seen.insert(s.service, (s.cpu_usage_usec, now_usec));
-        }
-        self.last_cpu = seen;
-        usage
     }
 }
 
