@@ -7,7 +7,7 @@
 
 use coracle_agent::platform::this_device as host_platform;
 use coracle_agent::pull::{PullError, Puller, RegistryClient, RegistryEndpoint};
-use coracle_images::store::{Store, StoreConfig, StoreError};
+use coracle_images::store::{Store, StoreConfig};
 use coracle_images::Digest;
 use coracle_tests::cut_proxy::CutProxy;
 use coracle_tests::fixtures;
@@ -181,12 +181,13 @@ fn a_full_disk_is_refused_before_downloading() {
     let err = puller(&client, &store)
         .pull("busybox", &digest, &mut |_| {})
         .unwrap_err();
-    assert!(
-        matches!(err, PullError::Store(StoreError::InsufficientSpace { .. })),
-        "{err:#?}"
-    );
+    assert!(matches!(err, PullError::NotEnoughDisk { .. }), "{err:#?}");
+    // The operator reads which image, how much it needs and where space is short.
     let text = format!("{:#}", anyhow::Error::from(err));
-    assert!(text.contains("not enough disk space"), "{text}");
+    let wanted = format!("not enough disk for image busybox@{digest}: need ");
+    assert!(text.contains(&wanted), "{text}");
+    let place = format!("MiB free on {}", dir.path().display());
+    assert!(text.contains(&place), "{text}");
     assert_eq!(entries(&dir.path().join("partial")), 0);
     assert_eq!(entries(&dir.path().join("layers")), 0);
 }

@@ -403,14 +403,13 @@ async fn failed_pull_is_reported_retried_with_backoff_and_then_completes() {
             break;
         }
     }
-    // db runs; the app's pull keeps failing: the update is reported as failing, retried.
+    // The app's pull keeps failing: the update is reported as failing, retried; db's image
+    // is here but nothing starts before every image of the generation is.
     let r = reported_until(&mut agent.controller, |r| {
-        r.services
-            .iter()
-            .any(|s| s.state == ContainerState::Running)
-            && matches!(r.update, UpdateStatus::Failed { .. })
+        matches!(r.update, UpdateStatus::Failed { .. })
     })
     .await;
+    assert!(agent.engine.inner.lock().unwrap().containers.is_empty());
     let UpdateStatus::Failed { generation, reason } = &r.update else {
         unreachable!()
     };
@@ -426,6 +425,94 @@ async fn failed_pull_is_reported_retried_with_backoff_and_then_completes() {
         attempts < 10,
         "{attempts} pull attempts: backoff, not one per 20 ms tick"
     );
+    agent.stop().await;
+}
+
+/// Issue 15: an update whose image cannot be pulled, and one the agent could not run (an
+/// unknown capability), leave the running generation alone — no stop, no restart — and are
+/// reported failed with the reason; a later good state still applies.
+#[tokio::test(flavor = "current_thread")]
+async fn updates_that_cannot_be_pulled_or_run_leave_the_running_version_alone() {
+    let mut agent = Agent::start().await;
+    agent.deploy(&desired(1, 2)).await;
+    reported_until(&mut agent.controller, |r| {
+        r.applied == Generation(1)
+            && r.services
+                .iter()
+                .all(|s| s.state == ContainerState::Running)
+    })
+    .await;
+    let before = agent.engine.inner.lock().unwrap().containers.clone();
+    let starts = agent.engine.inner.lock().unwrap().starts;
+
+    // Generation 2: a new app image that cannot be pulled, and db with a new command (same
+    // image, so it could be replaced at once: it must not be).
+    let new_app = Digest::from_bytes([3; 32]);
+    agent
+        .engine
+        .inner
+        .lock()
+        .unwrap()
+        .failing_pulls
+        .insert(new_app);
+    let mut two = desired(2, 3);
+    two.services[0].command = vec!["--v2".into()];
+    agent.deploy(&two).await;
+    for _ in 0..2 {
+        loop {
+            let e: Event = decode(&agent.controller.next_on("/events").await.payload).unwrap();
+            if matches!(e.kind, EventKind::PullFailed { image, .. } if image == new_app) {
+                break;
+            }
+        }
+    }
+    let r = reported_until(&mut agent.controller, |r| {
+        matches!(
+            r.update,
+            UpdateStatus::Failed {
+                generation: Generation(2),
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(r.applied, Generation(1));
+    {
+        let inner = agent.engine.inner.lock().unwrap();
+        assert_eq!(inner.containers, before, "generation 1 untouched");
+        assert_eq!((inner.stops, inner.starts), (0, starts));
+    }
+
+    // Generation 3 names a capability Linux does not have: refused, reported, nothing moves.
+    let mut three = desired(3, 2);
+    three.services[1].cap_add = vec!["NOT_A_CAP".into()];
+    agent.deploy(&three).await;
+    let r = reported_until(&mut agent.controller, |r| {
+        matches!(
+            r.update,
+            UpdateStatus::Failed {
+                generation: Generation(3),
+                ..
+            }
+        )
+    })
+    .await;
+    let UpdateStatus::Failed { reason, .. } = &r.update else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("service app: cap_add: unknown capability \"NOT_A_CAP\""),
+        "{reason}"
+    );
+    assert_eq!(agent.engine.inner.lock().unwrap().stops, 0);
+
+    // A good generation 4 (and an image that arrives) applies as usual.
+    agent.engine.inner.lock().unwrap().failing_pulls.clear();
+    agent.deploy(&desired(4, 3)).await;
+    reported_until(&mut agent.controller, |r| {
+        r.applied == Generation(4) && r.update == UpdateStatus::Idle
+    })
+    .await;
     agent.stop().await;
 }
 

@@ -130,6 +130,71 @@ fn bad_apps_are_refused_with_what_was_wrong() {
     );
 }
 
+/// What a device could not run (issue 15: `cap_add: [NOT_A_CAP]` was accepted, and the
+/// agent removed the old service before failing to create the new one) is refused by
+/// `coracle deploy` itself, naming service, field and value; nothing is stored or sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_the_device_could_not_run_is_refused_and_nothing_is_stored_or_sent() {
+    let controller = Controller::start();
+    push_fixture(&controller, "hello:1");
+    let boot = controller.enrol("pi-invalid");
+    let key = boot.deployment_key().unwrap();
+    let (client, mut el) = connect_device(controller.broker_tls, &boot).await.unwrap();
+    client
+        .subscribe(
+            TopicKind::Desired.for_device(&boot.device),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let web = "services:\n  web:\n    image: hello:1\n    command: [\"/bin/sleep\", \"300\"]\n";
+    let cases = [
+        (
+            "    cap_add: [NOT_A_CAP]\n",
+            "service web: cap_add: unknown capability \"NOT_A_CAP\"",
+        ),
+        (
+            "    user: \"root:wheel:x\"\n",
+            "service web: user: \"root:wheel:x\"",
+        ),
+        (
+            "    volumes: [\"data:/srv/../etc\"]\n",
+            "service web: volumes: \"/srv/../etc\"",
+        ),
+        ("    mem_limit: 100k\n", "service web: mem_limit"),
+    ];
+    for (i, (extra, wanted)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.yml"));
+        std::fs::write(&path, format!("{web}{extra}")).unwrap();
+        let out = controller.cli(&["deploy", path.to_str().unwrap(), "--device", "pi-invalid"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra}: deployed anyway");
+        assert!(stderr.contains(wanted), "{extra}: {stderr}");
+    }
+    let shown = controller.cli(&["device", "show", "pi-invalid"]);
+    let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert!(
+        detail["device"]["desired_generation"].is_null(),
+        "a refused app was stored: {detail}"
+    );
+    // Nothing was published: the first desired state the device gets is the valid app's,
+    // as generation 1.
+    let good = dir.path().join("good.yml");
+    std::fs::write(&good, web).unwrap();
+    let out = controller.cli(&["deploy", good.to_str().unwrap(), "--device", "pi-invalid"]);
+    assert!(out.status.success(), "{out:?}");
+    let body = next_matching(&mut el, |i| match i {
+        Incoming::Publish(p) if p.topic.ends_with("/desired") => Some(p.payload.to_vec()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    let signed: Signed<DesiredState> = decode(&body).unwrap();
+    let state = signed.verify(&key, &boot.device, Generation(0)).unwrap();
+    assert_eq!(state.generation, Generation(1));
+}
+
 /// Publishes a reported state saying the device runs `platform` and waits until the
 /// controller has stored it.
 async fn report_platform(

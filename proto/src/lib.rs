@@ -13,6 +13,10 @@
 //! - [`Bootstrap`]: the enrolment file `coracle device add` writes and the agent reads.
 //! - [`sealed`]: secrets (direct-registry pull credentials) sealed to one device's X25519
 //!   key inside its desired state, so the broker sees only ciphertext.
+//! - [`DesiredState::validate`] and [`ServiceSpec::validate`]: every field the agent would
+//!   otherwise only fail on when creating a container, checked by the controller at deploy
+//!   time and by the agent before it touches anything; [`capability`] is the one table of
+//!   Linux capability names both use.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
 //! `no_std` + `alloc` without the default `std` feature, so the contract also builds for
@@ -21,6 +25,7 @@
 extern crate alloc;
 
 pub mod bootstrap;
+pub mod capability;
 pub mod codec;
 pub mod command;
 pub mod desired;
@@ -32,11 +37,13 @@ pub mod ids;
 pub mod reported;
 pub mod samples;
 pub mod sealed;
+mod service_rules;
 pub mod signed;
 pub mod topic;
 pub mod validate;
 
 pub use bootstrap::{Bootstrap, BrokerAuth};
+pub use capability::{canonical_capability, capability_name, CapabilityName, CAPABILITIES};
 pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
 pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
 pub use desired::{

@@ -1,12 +1,13 @@
 //! Semantic checks of a `DesiredState` that the type system cannot express: unique service
-//! names, dependencies that exist and form no cycle, sane limits.
+//! names, dependencies that exist and form no cycle, direct registries, and each service's
+//! own fields (`service_rules`).
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::desired::{DesiredState, HealthProbe, ServiceSpec};
+use crate::desired::DesiredState;
 use crate::ids::ServiceName;
 
 /// Why a desired state is inconsistent; each names the service at fault.
@@ -21,16 +22,45 @@ pub enum InvalidDesired {
     },
     #[error("service {service} is part of a depends_on cycle")]
     DependencyCycle { service: ServiceName },
-    #[error("service {service}: {field} must be {rule}")]
+    /// `field` is the key as compose spells it; `rule` reads on from the value.
+    #[error("service {service}: {field}: {value:?} {rule}")]
     Field {
         service: ServiceName,
         field: &'static str,
+        value: String,
         rule: &'static str,
     },
-    #[error("service {service}: path {path:?} must be absolute")]
-    RelativePath { service: ServiceName, path: String },
+    #[error("service {service}: {field}: unknown capability {name:?}")]
+    UnknownCapability {
+        service: ServiceName,
+        field: &'static str,
+        name: String,
+    },
     #[error("registry {host}: {rule}")]
     Registry { host: String, rule: &'static str },
+}
+
+impl InvalidDesired {
+    /// The service at fault, if the problem is one service's.
+    pub fn service(&self) -> Option<&ServiceName> {
+        match self {
+            Self::DuplicateService { service }
+            | Self::UnknownDependency { service, .. }
+            | Self::DependencyCycle { service }
+            | Self::Field { service, .. }
+            | Self::UnknownCapability { service, .. } => Some(service),
+            Self::Registry { .. } => None,
+        }
+    }
+
+    /// The compose key at fault (`cap_add`, `volumes`, `depends_on`), if there is one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::Field { field, .. } | Self::UnknownCapability { field, .. } => Some(field),
+            Self::UnknownDependency { .. } | Self::DependencyCycle { .. } => Some("depends_on"),
+            Self::DuplicateService { .. } | Self::Registry { .. } => None,
+        }
+    }
 }
 
 impl DesiredState {
@@ -43,7 +73,7 @@ impl DesiredState {
                     service: service.name.clone(),
                 });
             }
-            validate_service(service)?;
+            service.validate()?;
         }
         for service in &self.services {
             for dep in &service.depends_on {
@@ -118,86 +148,6 @@ impl DesiredState {
         }
         Ok(order)
     }
-}
-
-fn validate_service(service: &ServiceSpec) -> Result<(), InvalidDesired> {
-    let field = |field, rule| InvalidDesired::Field {
-        service: service.name.clone(),
-        field,
-        rule,
-    };
-    let r = &service.resources;
-    if r.cpu_millicores == Some(0) {
-        return Err(field("cpus", "greater than 0"));
-    }
-    if r.memory_max_bytes.is_some_and(|m| m < 1 << 20) {
-        return Err(field("mem_limit", "at least 1 MiB"));
-    }
-    if let (Some(max), Some(swap)) = (r.memory_max_bytes, r.memory_swap_max_bytes) {
-        if swap < max {
-            return Err(field("memswap_limit", "at least mem_limit"));
-        }
-    }
-    if r.cpu_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
-        return Err(field("cpu_weight", "between 1 and 10000"));
-    }
-    if r.io_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
-        return Err(field("io_weight", "between 1 and 10000"));
-    }
-    if r.pids_max == Some(0) {
-        return Err(field("pids_limit", "greater than 0"));
-    }
-    if let Some(health) = &service.health {
-        if health.interval_ms == 0 || health.timeout_ms == 0 {
-            return Err(field(
-                "healthcheck",
-                "given a non-zero interval and timeout",
-            ));
-        }
-        match &health.probe {
-            HealthProbe::Exec(argv) if argv.is_empty() => {
-                return Err(field("healthcheck.test", "a non-empty command"))
-            }
-            HealthProbe::Http { port: 0, .. } | HealthProbe::Tcp { port: 0 } => {
-                return Err(field("healthcheck.port", "between 1 and 65535"))
-            }
-            _ => {}
-        }
-    }
-    let absolute = |path: &String| -> Result<(), InvalidDesired> {
-        if path.starts_with('/') {
-            Ok(())
-        } else {
-            Err(InvalidDesired::RelativePath {
-                service: service.name.clone(),
-                path: path.clone(),
-            })
-        }
-    };
-    for volume in &service.volumes {
-        absolute(&volume.target)?;
-    }
-    for device in &service.devices {
-        absolute(&device.host_path)?;
-        absolute(&device.container_path)?;
-        if device.permissions.is_empty()
-            || !device
-                .permissions
-                .chars()
-                .all(|c| matches!(c, 'r' | 'w' | 'm'))
-        {
-            return Err(field(
-                "devices.permissions",
-                "a non-empty subset of \"rwm\"",
-            ));
-        }
-    }
-    if service.depends_on.iter().any(|d| d.service == service.name) {
-        return Err(InvalidDesired::DependencyCycle {
-            service: service.name.clone(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -307,9 +257,7 @@ mod tests {
             container_path: "/dev/i2c-1".into(),
             permissions: "rw".into(),
         }];
-        assert!(matches!(
-            relative.validate(),
-            Err(InvalidDesired::RelativePath { .. })
-        ));
+        let err = relative.validate().unwrap_err().to_string();
+        assert!(err.contains("devices: \"dev/i2c-1\""), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use coracle_images::oci::RunConfig;
-use coracle_proto::{NetworkMode, ServiceSpec, VolumeSource};
+use coracle_proto::{canonical_capability, NetworkMode, ServiceSpec, VolumeSource};
 
 use crate::runtime::spec::{
     ContainerSpec, Device, Mount, MountKind, Network, Resources, Rootfs, Stdio, User,
@@ -85,25 +85,23 @@ pub fn user(spec: Option<&str>) -> User {
 }
 
 /// Docker's default capability set, with the service's additions and removals (`ALL`
-/// drops everything; names may be given with or without the `CAP_` prefix).
+/// drops everything; names may be given in any case, with or without the `CAP_` prefix, as
+/// `coracle_proto::capability` reads them).
 pub fn capabilities(service: &ServiceSpec) -> Vec<String> {
-    let norm = |c: &String| {
-        let upper = c.to_ascii_uppercase();
-        if upper.starts_with("CAP_") || upper == "ALL" {
-            upper
-        } else {
-            format!("CAP_{upper}")
-        }
-    };
     let mut caps: BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
-    let drop: Vec<String> = service.cap_drop.iter().map(norm).collect();
+    let drop: Vec<String> = service
+        .cap_drop
+        .iter()
+        .map(|c| canonical_capability(c))
+        .collect();
     if drop.iter().any(|c| c == "ALL") {
         caps.clear();
     }
     for c in drop {
         caps.remove(&c);
     }
-    caps.extend(service.cap_add.iter().map(norm).filter(|c| c != "ALL"));
+    let add = service.cap_add.iter().map(|c| canonical_capability(c));
+    caps.extend(add.filter(|c| c != "ALL"));
     caps.into_iter().collect()
 }
 

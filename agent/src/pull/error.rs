@@ -4,6 +4,12 @@ use coracle_images::delta::DeltaError;
 use coracle_images::oci::OciError;
 use coracle_images::store::{PartialError, StoreError};
 use coracle_images::Digest;
+use std::path::PathBuf;
+
+/// Bytes in MiB, rounded up (a need of 100 bytes is not "0 MiB").
+fn mib_up(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
 
 /// Why a pull failed. Network failures leave partial downloads in place for a resume.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,19 @@ pub enum PullError {
         diff_id: Digest,
         #[source]
         source: Box<DeltaError>,
+    },
+    /// The whole image would not fit: checked before its first layer is fetched, so a pull
+    /// that cannot finish costs no download and leaves nothing half done.
+    #[error(
+        "not enough disk for image {image}: need {} MiB plus a reserve of {} MiB, {} MiB free on {}",
+        mib_up(*.needed), mib_up(*.reserve), .available >> 20, .path.display()
+    )]
+    NotEnoughDisk {
+        image: String,
+        needed: u64,
+        reserve: u64,
+        available: u64,
+        path: PathBuf,
     },
     #[error("store")]
     Store(#[from] StoreError),

@@ -1,6 +1,8 @@
 //! Pulling one image into the device store: manifest (through an index if need be) and config
 //! verified by digest, then each missing layer — as a delta from layers the device holds when
 //! the controller has one, else as the full layer, resuming partial downloads either way.
+//! Before the first layer, the whole image's disk need is checked against the free space
+//! (`PullError::NotEnoughDisk`), so a pull that cannot finish downloads nothing.
 //! A layer only enters the store after its diff_id is verified by the unpack.
 
 use std::fs::File;
@@ -9,7 +11,7 @@ use coracle_images::codec::decompress;
 use coracle_images::delta::apply_to_store;
 use coracle_images::media_type::{self, Compression};
 use coracle_images::oci::{Descriptor, ImageConfig, Index, Manifest, Platform};
-use coracle_images::store::{ImageRecord, Store, StoreError};
+use coracle_images::store::{pull_space_needed, ImageRecord, Store, StoreError};
 use coracle_images::Digest;
 use tracing::{info, warn};
 
@@ -102,6 +104,7 @@ impl Puller<'_> {
         config
             .check_layers(&manifest)
             .map_err(|e| parse("config", e))?;
+        self.preflight(&image, &manifest, &config)?;
         self.store.put_blob(&manifest_digest, &manifest_bytes)?;
         self.store
             .put_blob(&manifest.config.digest, &config_bytes)?;
@@ -142,6 +145,41 @@ impl Puller<'_> {
         info!(image = %image, delta = report.layers_from_delta, full = report.layers_full,
               held = report.layers_already_held, bytes = report.blob_bytes, "image pulled");
         Ok((record, report))
+    }
+
+    /// Refuses the pull before any layer is fetched when the layers the store lacks would
+    /// not fit beside the reserve (see `pull_space_needed`).
+    fn preflight(
+        &self,
+        image: &str,
+        manifest: &Manifest,
+        config: &ImageConfig,
+    ) -> Result<(), PullError> {
+        let missing: Vec<(u64, Compression)> = manifest
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .filter(|(_, diff_id)| !self.store.has_layer(diff_id))
+            .map(|(layer, _)| {
+                let compression = Compression::of_layer_media_type(&layer.media_type);
+                (layer.size, compression.unwrap_or(Compression::Gzip))
+            })
+            .collect();
+        match self.store.preflight(pull_space_needed(&missing)) {
+            Err(StoreError::InsufficientSpace {
+                needed,
+                reserve,
+                available,
+                ..
+            }) => Err(PullError::NotEnoughDisk {
+                image: image.to_string(),
+                needed,
+                reserve,
+                available,
+                path: self.store.root().to_path_buf(),
+            }),
+            other => Ok(other?),
+        }
     }
 
     /// Fetches and applies a delta for `diff_id` when the controller offers one. Returns

@@ -6,12 +6,15 @@
 //! an action whose target already holds (starting a running container) is a no-op, so
 //! re-planning after a crash or a failed action never does harm.
 
+mod action;
+mod gate;
 mod lifecycle;
 mod observed;
 mod plan;
 mod restart;
 
+pub use action::Action;
 pub use lifecycle::{transition, LifecycleError, PhaseKind, Verb};
 pub use observed::{fingerprint, Fingerprint, Observed, ObservedContainer, Phase};
-pub use plan::{plan, Action};
+pub use plan::{plan, refusal, target};
 pub use restart::{backoff_ms, should_restart, BACKOFF_MAX_MS, BACKOFF_MIN_MS};

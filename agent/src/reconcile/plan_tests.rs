@@ -549,3 +549,164 @@ fn applying_plans_converges_and_replanning_is_then_empty() {
     assert_eq!(obs.images.len(), 2, "the stale image was collected");
     assert_eq!(plan(&state, &obs, now), []);
 }
+
+/// Issue 15: an update whose images are not all in the store yet (a pull in flight, or
+/// refused for lack of disk) leaves every running container alone: no stop, no remove,
+/// not even of services the new generation drops or whose image it keeps.
+#[test]
+fn nothing_running_is_touched_until_every_image_of_the_new_generation_is_here() {
+    let web1 = svc("web", 1);
+    let api1 = svc("api", 3);
+    let gone = svc("gone", 4);
+    let web2 = svc("web", 2); // a new image
+    let mut api2 = api1.clone(); // the same image, another command
+    api2.command = vec!["--v2".into()];
+    let mut db2 = svc("db", 5); // a new service with a new image
+    db2.restart = RestartPolicy::No;
+    let state = update(
+        vec![web1.clone(), api1.clone(), gone.clone()],
+        vec![web2.clone(), api2.clone(), db2.clone()],
+    );
+    let all_running = || {
+        vec![
+            (&web1, running(&web1)),
+            (&api1, running(&api1)),
+            (&gone, running(&gone)),
+        ]
+    };
+    let touches = |actions: &[Action]| {
+        actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Stop { .. } | Action::Remove { .. } | Action::Create { .. }
+            )
+        })
+    };
+    // (images in the store besides the old ones, expected plan)
+    let table: Vec<(Vec<&ServiceSpec>, Vec<Action>)> = vec![
+        (vec![], vec![pull(&web2), pull(&db2)]),
+        (vec![&web2], vec![pull(&db2)]),
+        (vec![&db2], vec![pull(&web2)]),
+        (
+            vec![&web2, &db2],
+            vec![
+                stop("gone"),
+                remove("gone"),
+                stop("web"),
+                remove("web"),
+                create(&web2),
+                start("web"),
+                stop("api"),
+                remove("api"),
+                create(&api2),
+                start("api"),
+                create(&db2),
+                start("db"),
+            ],
+        ),
+    ];
+    for (new_images, want) in table {
+        let mut images = vec![&web1, &api1, &gone];
+        images.extend(new_images.iter().copied());
+        let got = plan(&state, &observed(&images, all_running()), 0);
+        assert_eq!(got, want, "with {} new images", new_images.len());
+        assert_eq!(touches(&got), new_images.len() == 2, "{got:?}");
+    }
+}
+
+#[test]
+fn while_the_new_images_download_the_old_containers_are_still_restarted() {
+    let v1 = svc("web", 1);
+    let v2 = svc("web", 2);
+    let crashed = container(
+        &v1,
+        Phase::Exited {
+            code: 1,
+            at_ms: 1_000,
+            oom: false,
+        },
+        Health::None,
+    );
+    let state = update(vec![v1.clone()], vec![v2.clone()]);
+    let obs = observed(&[&v1], vec![(&v1, crashed)]);
+    assert_eq!(plan(&state, &obs, 1_500), [pull(&v2)], "backoff first");
+    assert_eq!(plan(&state, &obs, 2_000), [pull(&v2), start("web")]);
+}
+
+/// Issue 15: `cap_add: [NOT_A_CAP]` reached a device (here: a state file written by an
+/// older agent, which did not check it). The old container keeps running, nothing is
+/// pulled, and the generation is reported failed with what was wrong.
+#[test]
+fn an_invalid_pending_generation_stops_nothing_and_is_reported_failed() {
+    use crate::supervisor::{report, tracker::Tracker};
+    let v1 = svc("web", 1);
+    let mut v2 = svc("web", 2);
+    v2.cap_add = vec!["NOT_A_CAP".into()];
+    let state = update(vec![v1.clone()], vec![v2.clone()]);
+    for images in [vec![&v1], vec![&v1, &v2]] {
+        let obs = observed(&images, vec![(&v1, running(&v1))]);
+        assert_eq!(plan(&state, &obs, 0), [], "images: {}", images.len());
+        let why = "service web: cap_add: unknown capability \"NOT_A_CAP\"";
+        assert_eq!(refusal(&state), Some((Generation(2), why.to_string())));
+        let reported = report::reported(
+            &"pi".parse().unwrap(),
+            &state,
+            &obs,
+            &Tracker::default(),
+            &[],
+        );
+        match &reported.update {
+            coracle_proto::UpdateStatus::Failed { generation, reason } => {
+                assert_eq!(*generation, Generation(2));
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reported.applied, Generation(1));
+        assert_eq!(
+            reported.services[0].image, v1.image.digest,
+            "reports what runs"
+        );
+    }
+    // The old container is still supervised: it is restarted when it crashes.
+    let crashed = container(
+        &v1,
+        Phase::Exited {
+            code: 1,
+            at_ms: 0,
+            oom: false,
+        },
+        Health::None,
+    );
+    let obs = observed(&[&v1], vec![(&v1, crashed)]);
+    assert_eq!(plan(&state, &obs, 10_000), [start("web")]);
+}
+
+#[test]
+fn a_pull_that_never_succeeds_never_takes_the_old_version_down() {
+    let v1 = svc("web", 1);
+    let v2 = svc("web", 2);
+    let mut state = update(vec![v1.clone()], vec![v2.clone()]);
+    let mut obs = observed(&[&v1], vec![(&v1, running(&v1))]);
+    for round in 0..30u64 {
+        let now = round * 1_000;
+        if round == 10 {
+            // The old version crashes meanwhile; it comes back.
+            obs.containers.get_mut(&name("web")).unwrap().phase = Phase::Exited {
+                code: 1,
+                at_ms: now,
+                oom: false,
+            };
+        }
+        for action in plan(&state, &obs, now) {
+            match action {
+                Action::Pull { .. } => {} // refused: no space
+                other => apply(&mut state, &mut obs, &other, now),
+            }
+        }
+    }
+    let web = &obs.containers[&name("web")];
+    assert_eq!(web.fingerprint, fingerprint(&v1));
+    assert!(matches!(web.phase, Phase::Running { .. }), "{web:?}");
+    assert_eq!(state.pending.as_ref().unwrap().generation, Generation(2));
+}

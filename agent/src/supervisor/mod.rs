@@ -10,17 +10,19 @@ pub mod engine;
 mod probes;
 pub mod report;
 mod retry;
+mod sample;
 pub mod tracker;
+mod update;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coracle_proto::{DesiredState, DeviceId, Event, EventKind, ReportedState};
+use coracle_proto::{DeviceId, Event, EventKind, ReportedState};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::control::server::ControlRequest;
-use crate::health::{cgroup, VitalsReader};
+use crate::health::VitalsReader;
 use crate::reconcile::{self, Observed};
 use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
@@ -65,6 +67,8 @@ pub struct Supervisor {
     probe_tx: mpsc::UnboundedSender<probes::ProbeResult>,
     probe_rx: Option<mpsc::UnboundedReceiver<probes::ProbeResult>>,
     observed: Observed,
+    /// The newest genuine desired state refused as invalid, reported failed.
+    refused: Option<crate::transport::admit::Refused>,
     last_reported: Option<ReportedState>,
     options: SupervisorOptions,
     started: Instant,
@@ -117,6 +121,7 @@ impl Supervisor {
             probe_tx,
             probe_rx: Some(probe_rx),
             observed: Observed::default(),
+            refused: None,
             last_reported: None,
             options,
             started: Instant::now(),
@@ -160,6 +165,16 @@ impl Supervisor {
                         self.reconcile().await;
                     }
                 }
+                changed = inbox.refused.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let refused = inbox.refused.borrow_and_update().clone();
+                    if let Some(refused) = refused {
+                        self.on_refused(refused);
+                        self.report_if_changed();
+                    }
+                }
                 Some(request) = inbox.commands.recv() => self.on_command(request).await,
                 Some(result) = probe_results.recv() => self.on_probe(result),
                 Some((request, reply)) = control.recv() => {
@@ -176,27 +191,6 @@ impl Supervisor {
             }
         }
         tracing::info!(device = %self.device, "supervisor stopped");
-    }
-
-    /// A verified, valid desired state arrived.
-    fn on_desired(&mut self, desired: DesiredState) {
-        let generation = desired.generation;
-        if self.state.was_rolled_back(generation) {
-            tracing::debug!(%generation, "rolled-back generation redelivered; not retried");
-            return;
-        }
-        let current = self
-            .state
-            .pending
-            .as_ref()
-            .or(self.state.committed.as_ref());
-        if current.is_some_and(|c| c.generation >= generation) {
-            return; // redelivered retained state
-        }
-        tracing::info!(%generation, "applying desired state");
-        self.state.begin(desired);
-        self.tracker.gate_started_ms = None;
-        self.save();
     }
 
     fn save(&mut self) {
@@ -295,11 +289,8 @@ impl Supervisor {
         );
         reported.layers = self.layers.clone();
         reported.sealing_key = self.engine.sealing_key();
-        if let (Some(pending), Some(reason)) = (&self.state.pending, self.retry.first_failure()) {
-            reported.update = coracle_proto::UpdateStatus::Failed {
-                generation: pending.generation,
-                reason,
-            };
+        if let Some(failed) = self.failed_update() {
+            reported.update = failed;
         }
         reported
     }
@@ -310,46 +301,6 @@ impl Supervisor {
             self.transport.publish_reported(&reported);
             self.last_reported = Some(reported);
         }
-    }
-
-    async fn publish_health(&mut self) {
-        let mut sample = self.vitals.sample();
-        if sample.disk_total_mib > 0 {
-            self.disk_free_mib = sample.disk_free_mib;
-        }
-        let engine = self.engine.clone();
-        let usage = match blocking(move || engine.stats()).await {
-            Ok(stats) => self.usage_since_last(stats),
-            Err(err) => {
-                tracing::debug!(error = %err, "container stats unavailable");
-                Default::default()
-            }
-        };
-        sample.containers = report::container_samples(&self.state, &self.tracker, &usage);
-        self.transport.publish_health(&sample);
-    }
-
-    /// `(cpu permille, memory KiB)` per container from cumulative readings.
-    fn usage_since_last(
-        &mut self,
-        stats: Vec<ContainerStats>,
-    ) -> std::collections::BTreeMap<coracle_proto::ServiceName, (u16, u32)> {
-        let now_usec = self.now_ms().saturating_mul(1000);
-        let mut usage = std::collections::BTreeMap::new();
-        let mut seen = std::collections::BTreeMap::new();
-        for s in stats {
-            let cpu = match self.last_cpu.get(&s.service) {
-                Some(&(used, at)) if s.cpu_usage_usec >= used => {
-                    cgroup::cpu_permille(s.cpu_usage_usec - used, now_usec.saturating_sub(at))
-                }
-                _ => 0, // first reading, or a restarted container
-            };
-            let mem_kib = u32::try_from(s.memory_bytes / 1024).unwrap_or(u32::MAX);
-            usage.insert(s.service.clone(), (cpu, mem_kib));
-            seen.insert(s.service, (s.cpu_usage_usec, now_usec));
-        }
-        self.last_cpu = seen;
-        usage
     }
 }
 

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coracle_proto::{EventKind, Health, HealthProbe, ServiceName};
+use coracle_proto::{EventKind, Health, HealthProbe, ServiceName, ServiceSpec};
 
 use super::{blocking, ContainerEngine, Supervisor};
 use crate::health::{probe, CheckState};
-use crate::reconcile::{fingerprint, Phase};
+use crate::reconcile::{fingerprint, Fingerprint, Phase};
+use crate::state::AgentState;
 
 /// A finished probe: which service, which check run (a restarted container starts a new
 /// one, so late results of the old one are ignored), whether it passed, and what it said
@@ -22,32 +23,23 @@ pub type ProbeResult = (ServiceName, u64, bool, String);
 const EXEC_MARGIN: Duration = Duration::from_secs(10);
 
 impl Supervisor {
-    /// Starts due probes and copies the current verdicts into the observation.
+    /// Starts due probes and copies the current verdicts into the observation. Every
+    /// running container is checked by the spec it was created from, so the committed
+    /// generation's containers keep their checks while a new generation downloads.
     pub(super) fn run_probes(&mut self) {
         let now = self.now_ms();
-        let Some(target) = self
-            .state
-            .pending
-            .as_ref()
-            .or(self.state.committed.as_ref())
-        else {
-            self.checks.clear();
-            return;
-        };
         let mut live = Vec::new();
-        for spec in &target.services {
-            let Some(check) = &spec.health else { continue };
-            let Some(container) = self.observed.containers.get_mut(&spec.name) else {
-                continue;
-            };
-            let running = matches!(container.phase, Phase::Running { .. })
-                && container.fingerprint == fingerprint(spec);
-            if !running {
+        for (name, container) in &mut self.observed.containers {
+            if !matches!(container.phase, Phase::Running { .. }) {
                 continue;
             }
-            live.push(spec.name.clone());
+            let spec = created_from(&self.state, name, container.fingerprint);
+            let Some(check) = spec.and_then(|s| s.health.as_ref()) else {
+                continue;
+            };
+            live.push(name.clone());
             let epoch = &mut self.check_epoch;
-            let (run, state) = self.checks.entry(spec.name.clone()).or_insert_with(|| {
+            let (run, state) = self.checks.entry(name.clone()).or_insert_with(|| {
                 *epoch += 1;
                 (*epoch, CheckState::new(now))
             });
@@ -60,7 +52,7 @@ impl Supervisor {
             state.probing(now);
             let timeout = Duration::from_millis(u64::from(check.timeout_ms));
             let tx = self.probe_tx.clone();
-            let service = spec.name.clone();
+            let service = name.clone();
             let engine = self.engine.clone();
             let kind = check.probe.clone();
             tokio::spawn(async move {
@@ -76,14 +68,12 @@ impl Supervisor {
     /// Records a probe verdict.
     pub(super) fn on_probe(&mut self, (service, run, ok, detail): ProbeResult) {
         let now = self.now_ms();
-        let target = self
-            .state
-            .pending
-            .as_ref()
-            .or(self.state.committed.as_ref());
-        let Some(check) = target
-            .and_then(|t| t.services.iter().find(|s| s.name == service))
-            .and_then(|s| s.health.as_ref())
+        let Some(check) = self
+            .observed
+            .containers
+            .get(&service)
+            .and_then(|c| created_from(&self.state, &service, c.fingerprint))
+            .and_then(|s| s.health.clone())
         else {
             return;
         };
@@ -98,7 +88,7 @@ impl Supervisor {
             tracing::debug!(%service, check = %detail, "health check failed");
         }
         state.last_failure = (!ok).then(|| detail.clone());
-        let changed = state.record(check, ok, now);
+        let changed = state.record(&check, ok, now);
         if let Some(c) = self.observed.containers.get_mut(&service) {
             c.health = state.health;
             c.last_failed_check.clone_from(&state.last_failure);
@@ -110,6 +100,20 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The spec the container `name` with `print` was created from: the pending generation's or
+/// the committed one's.
+fn created_from<'a>(
+    state: &'a AgentState,
+    name: &ServiceName,
+    print: Fingerprint,
+) -> Option<&'a ServiceSpec> {
+    [&state.pending, &state.committed]
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d.services.iter())
+        .find(|s| &s.name == name && fingerprint(s) == print)
 }
 
 /// Runs one probe of `service`'s check: whether it passed, and what it said (an exec

@@ -9,8 +9,14 @@ use coracle_proto::{
 };
 
 use super::tracker::Tracker;
-use crate::reconcile::{Observed, Phase};
+use crate::reconcile::{refusal, target, Observed, Phase};
 use crate::state::AgentState;
+
+/// The reported reason of a generation the agent could not run at all (`why` names the
+/// service, field and value): nothing was stopped for it.
+pub fn refused(why: &str) -> String {
+    format!("invalid desired state, nothing was changed: {why}")
+}
 
 /// The device's reported state.
 pub fn reported(
@@ -20,14 +26,18 @@ pub fn reported(
     tracker: &Tracker,
     conditions: &[Condition],
 ) -> ReportedState {
-    let update = match &state.pending {
-        Some(p) if observed.gate_started_ms.is_some() => UpdateStatus::Verifying {
+    let update = match (refusal(state), &state.pending) {
+        (Some((generation, reason)), _) => UpdateStatus::Failed {
+            generation,
+            reason: refused(&reason),
+        },
+        (None, Some(p)) if observed.gate_started_ms.is_some() => UpdateStatus::Verifying {
             generation: p.generation,
         },
-        Some(p) => UpdateStatus::Applying {
+        (None, Some(p)) => UpdateStatus::Applying {
             generation: p.generation,
         },
-        None => match state.rolled_back.iter().next_back() {
+        (None, None) => match state.rolled_back.iter().next_back() {
             Some((&generation, reason)) if generation > state.committed_generation() => {
                 UpdateStatus::RolledBack {
                     generation,
@@ -37,8 +47,7 @@ pub fn reported(
             _ => UpdateStatus::Idle,
         },
     };
-    let target = state.pending.as_ref().or(state.committed.as_ref());
-    let services = target
+    let services = target(state)
         .map(|t| {
             t.services
                 .iter()

@@ -1,7 +1,8 @@
 //! Backoff for failed actions, per subject (an image or a service): a pull that fails, or a
 //! container that cannot be created, is retried at 1 s, 2 s, 4 s … up to 5 min instead of
 //! on every tick, so a persistent failure costs neither CPU nor a log or event storm. The
-//! other subjects keep moving meanwhile.
+//! other subjects keep moving meanwhile. Freed disk space, or a new generation, makes them
+//! due at once.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,14 @@ impl Retry {
         })
     }
 
+    /// Something changed that may cure the failures (disk space was freed): every failing
+    /// subject is due at `now_ms`. Failure counts stay, so one that fails again waits longer.
+    pub fn wake_all(&mut self, now_ms: u64) {
+        for (_, next, _) in self.failing.values_mut() {
+            *next = (*next).min(now_ms);
+        }
+    }
+
     /// The subject worked: forget its failures.
     pub fn succeeded(&mut self, subject: &str) {
         self.failing.remove(subject);
@@ -82,6 +91,13 @@ mod tests {
         assert_eq!(retry.failed(s.clone(), 1_000, "refused".into()), 2);
         assert!(!retry.due(&s, 2_999) && retry.due(&s, 3_000));
         assert!(retry.due("service y", 0), "other subjects are not blocked");
+        retry.wake_all(1_500);
+        assert!(retry.due(&s, 1_500), "freed disk makes it due at once");
+        assert_eq!(retry.failed(s.clone(), 1_500, "refused".into()), 3);
+        assert!(
+            !retry.due(&s, 5_499) && retry.due(&s, 5_500),
+            "and the backoff goes on"
+        );
         retry.succeeded(&s);
         assert!(retry.due(&s, 1_001));
         assert_eq!(retry.first_failure(), None);

@@ -1,6 +1,7 @@
 //! The only way from bytes on `desired` or `cmd` to a value the agent acts on: decode,
 //! verify (key, signature, device, replay) and validate. A refusal is a [`Rejection`] that
-//! becomes an `Event::Rejected`; nothing else happens.
+//! becomes an `Event::Rejected`; nothing else happens, except that a genuine but invalid
+//! desired state is also handed to the supervisor as [`Refused`], to be reported failed.
 
 use coracle_proto::{
     decode, CommandRequest, DesiredState, DeviceId, Generation, RejectReason, Signed, VerifyingKey,
@@ -11,6 +12,17 @@ use coracle_proto::{
 pub struct Rejection {
     pub reason: RejectReason,
     pub detail: String,
+    /// Set when the input was a genuine desired state (signed by our key, for this device,
+    /// not a replay) that the agent cannot run: the supervisor reports that generation as
+    /// failed, so the operator sees why nothing changed.
+    pub refused: Option<Refused>,
+}
+
+/// A verified desired state refused as invalid: its generation and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub generation: Generation,
+    pub reason: String,
 }
 
 impl Rejection {
@@ -22,7 +34,11 @@ impl Rejection {
             detail.push_str(&cause.to_string());
             source = cause.source();
         }
-        Self { reason, detail }
+        Self {
+            reason,
+            detail,
+            refused: None,
+        }
     }
 }
 
@@ -38,8 +54,12 @@ pub fn admit_desired(
     let desired = signed
         .verify(key, device, floor)
         .map_err(|e| Rejection::new(e.reject_reason(), "desired state", &e))?;
-    desired.validate().map_err(|e| {
-        Rejection::new(
+    desired.validate().map_err(|e| Rejection {
+        refused: Some(Refused {
+            generation: desired.generation,
+            reason: e.to_string(),
+        }),
+        ..Rejection::new(
             RejectReason::Invalid,
             &format!("desired state generation {}", desired.generation),
             &e,
@@ -105,6 +125,8 @@ mod tests {
             };
             let got = admit_desired(&bytes, &trusted.verifying_key(), &device, floor).unwrap_err();
             assert_eq!(got.reason, reason, "{}", got.detail);
+            // Only a genuine state is reported as a failed generation.
+            assert_eq!(got.refused.is_some(), reason == RejectReason::Invalid);
             assert!(
                 got.detail.contains(words),
                 "{words:?} not in {:?}",

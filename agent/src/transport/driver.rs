@@ -16,7 +16,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::admit::{admit_command, admit_desired, Rejection};
+use super::admit::{admit_command, admit_desired, Refused, Rejection};
 use super::backoff::Backoff;
 use super::handle::{Shared, Tag, TransportHandle};
 use super::outbox::Outbox;
@@ -45,6 +45,7 @@ pub struct TransportDriver {
     /// When the refusal of our credentials was last logged.
     refusal_logged: Option<Instant>,
     desired_tx: watch::Sender<Option<DesiredState>>,
+    refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
     link_tx: watch::Sender<Link>,
 }
@@ -61,6 +62,7 @@ impl std::fmt::Debug for TransportDriver {
 pub(super) fn build(
     settings: TransportSettings,
     desired_tx: watch::Sender<Option<DesiredState>>,
+    refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
     link_tx: watch::Sender<Link>,
 ) -> (TransportHandle, TransportDriver) {
@@ -128,6 +130,7 @@ pub(super) fn build(
         connects: 0,
         refusal_logged: None,
         desired_tx,
+        refused_tx,
         commands_tx,
         link_tx,
     };
@@ -288,6 +291,7 @@ impl TransportDriver {
                 detail: format!(
                     "incoming MQTT packet of {len} bytes exceeds the {MAX_PACKET_BYTES}-byte limit"
                 ),
+                refused: None,
             });
         }
         drop(shared);
@@ -316,7 +320,12 @@ impl TransportDriver {
                         tracing::info!(generation = %desired.generation, services = desired.services.len(), "desired state admitted");
                         self.desired_tx.send_replace(Some(desired));
                     }
-                    Err(rejection) => self.lock().reject(rejection),
+                    Err(rejection) => {
+                        if let Some(refused) = &rejection.refused {
+                            self.refused_tx.send_replace(Some(refused.clone()));
+                        }
+                        self.lock().reject(rejection)
+                    }
                 }
             }
             TopicKind::Cmd => match admit_command(payload) {

@@ -114,6 +114,9 @@ impl TransportSettings {
 pub struct Inbox {
     /// The newest admitted desired state (latest wins: an older one still queued is moot).
     pub desired: watch::Receiver<Option<DesiredState>>,
+    /// The newest genuine desired state refused as invalid (reported failed; nothing runs
+    /// differently because of it).
+    pub refused: watch::Receiver<Option<admit::Refused>>,
     pub commands: mpsc::Receiver<CommandRequest>,
     pub link: watch::Receiver<Link>,
 }
@@ -121,14 +124,16 @@ pub struct Inbox {
 /// Builds the handle, the driver (spawn `driver.run()`) and the inbox.
 pub fn transport(settings: TransportSettings) -> (TransportHandle, TransportDriver, Inbox) {
     let (desired_tx, desired) = watch::channel(None);
+    let (refused_tx, refused) = watch::channel(None);
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (link_tx, link) = watch::channel(Link::Down);
-    let (handle, driver) = driver::build(settings, desired_tx, commands_tx, link_tx);
+    let (handle, driver) = driver::build(settings, desired_tx, refused_tx, commands_tx, link_tx);
     (
         handle,
         driver,
         Inbox {
             desired,
+            refused,
             commands,
             link,
         },

@@ -33,6 +33,8 @@ pub struct Inner {
     /// What `sealing_key` reports.
     pub sealing_key: String,
     pub starts: u32,
+    /// Stops of running containers.
+    pub stops: u32,
     pub stats_reads: u32,
 }
 
@@ -121,13 +123,15 @@ impl ContainerEngine for FakeEngine {
     }
     fn stop(&self, service: &ServiceName, _grace: Duration) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
-        if let Some(c) = inner.containers.get_mut(service) {
-            if c.status == EngineStatus::Running {
-                c.status = EngineStatus::Stopped {
-                    exit_code: Some(143),
-                    oom_killed: false,
-                };
-            }
+        let Some(c) = inner.containers.get_mut(service) else {
+            return Ok(());
+        };
+        if c.status == EngineStatus::Running {
+            c.status = EngineStatus::Stopped {
+                exit_code: Some(143),
+                oom_killed: false,
+            };
+            inner.stops += 1;
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! The docker-compose subset Coracle deploys (DESIGN.md §7): parse with `serde_yaml`
 //! (unknown keys refused), then `to_specs` turns each service into a proto `ServiceSpec`,
-//! resolving `image` tags to digests through a caller-given function. Every error names
-//! the service, the field and, where the text shows it, the line.
+//! resolving `image` tags to digests through a caller-given function, and checks each spec
+//! with `ServiceSpec::validate` (what a device could not run is refused here, at deploy
+//! time, not by the device after it stopped the old version). Every error names the
+//! service, the field and, where the text shows it, the line.
 
 mod model;
 mod units;
@@ -27,6 +29,13 @@ pub enum ComposeError {
         service: String,
         field: &'static str,
         reason: String,
+    },
+    /// A field the compose shape allows but a device could not run (`cap_add: [NOT_A_CAP]`,
+    /// a volume target with `..`): the same check the agent makes before touching anything.
+    #[error("app file, line {line}: {invalid}")]
+    Invalid {
+        line: usize,
+        invalid: coracle_proto::InvalidDesired,
     },
     #[error("app file has no services")]
     NoServices,
@@ -80,7 +89,13 @@ pub fn to_specs(
                 field,
                 reason,
             };
-            to_spec(name, service, resolve, &file.services).map_err(|(f, r)| field_error(f, r))
+            let spec = to_spec(name, service, resolve, &file.services)
+                .map_err(|(f, r)| field_error(f, r))?;
+            spec.validate().map_err(|invalid| ComposeError::Invalid {
+                line: line_of(text, name, invalid.field().unwrap_or("image")),
+                invalid,
+            })?;
+            Ok(spec)
         })
         .collect()
 }

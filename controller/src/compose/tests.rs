@@ -137,3 +137,56 @@ fn healthcheck_none_and_disable_switch_the_check_off_and_a_string_is_cmd_shell()
     );
     assert_eq!(health("d").unwrap().probe, shell("test -f /ready"));
 }
+
+#[test]
+fn fields_a_device_could_not_run_are_refused_naming_service_field_and_value() {
+    // (text, expected substrings)
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "services:\n  web:\n    image: app:1\n    cap_add: [NOT_A_CAP]\n",
+            &["line 4", "service web: cap_add: unknown capability \"NOT_A_CAP\""],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    cap_drop: [chown, fly]\n",
+            &["line 4", "cap_drop: unknown capability \"fly\""],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    user: \"a:b:c\"\n",
+            &["line 4", "service web: user: \"a:b:c\""],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    volumes:\n      - data:/srv/../etc\n",
+            &["line 4", "volumes: \"/srv/../etc\""],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    volumes:\n      - \"bad name:/srv\"\n",
+            &["volumes: \"bad name\" is not a volume name"],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    devices: [\"/dev/../etc/shadow\"]\n",
+            &["line 4", "devices: \"/dev/../etc/shadow\""],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    mem_limit: 1k\n",
+            &["line 4", "mem_limit: \"1024 bytes\" must be at least 1 MiB"],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    working_dir: app\n",
+            &["line 4", "working_dir: \"app\""],
+        ),
+        (
+            "services:\n  web:\n    image: app:1\n    healthcheck:\n      test: [HTTP, \"80\", health]\n",
+            &["line 4", "healthcheck: \"health\" path must start with /"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = to_specs(text, &parse(text).unwrap(), &resolve).unwrap_err();
+        let message = err.to_string();
+        for part in *expected {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+    }
+    // Docker's spellings pass.
+    let fine = "services:\n  web:\n    image: app:1\n    cap_add: [net_admin, CAP_SYS_TIME]\n    cap_drop: [ALL]\n    user: \"1000:100\"\n";
+    to_specs(fine, &parse(fine).unwrap(), &resolve).unwrap();
+}

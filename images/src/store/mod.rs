@@ -28,7 +28,7 @@ use tracing::{info, warn};
 pub use atomic::write_atomic;
 pub use gc::GcReport;
 pub use partial::{plan_resume, PartialDownload, PartialError, RangeReply, ResumeAction};
-pub use space::{available_bytes, estimate_unpacked};
+pub use space::{available_bytes, estimate_unpacked, pull_space_needed};
 
 use crate::codec;
 use crate::digest::{Digest, HashingReader};

@@ -22,6 +22,22 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     Ok(blocks.saturating_mul(block_size))
 }
 
+/// Disk a pull of these missing layers (blob size, compression) needs at its peak: every
+/// layer's unpacked tree — a plain tar's own size, three times a compressed blob (gzip's
+/// usual 2-3x) — plus the largest blob, which is kept until its layer is unpacked (layers
+/// are fetched one after another). A delta needs less on the wire but the same tree.
+pub fn pull_space_needed(layers: &[(u64, Compression)]) -> u64 {
+    let trees = layers
+        .iter()
+        .map(|&(size, compression)| match compression {
+            Compression::None => size,
+            Compression::Gzip | Compression::Zstd => size.saturating_mul(3),
+        })
+        .fold(0u64, u64::saturating_add);
+    let largest_blob = layers.iter().map(|&(size, _)| size).max().unwrap_or(0);
+    trees.saturating_add(largest_blob)
+}
+
 /// A guess of the unpacked size of a layer blob, for the preflight: plain tars are exact,
 /// gzip uses the ISIZE trailer (mod 4 GiB, so never below the blob size), zstd the frame's
 /// content size when present; otherwise four times the blob.
@@ -46,4 +62,27 @@ pub fn estimate_unpacked(blob: &Path, compression: Compression) -> io::Result<u6
         Compression::Gzip => None,
     };
     Ok(guess.unwrap_or(size.saturating_mul(4)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_needs_every_tree_plus_the_largest_blob() {
+        assert_eq!(pull_space_needed(&[]), 0);
+        assert_eq!(pull_space_needed(&[(10, Compression::Gzip)]), 40);
+        assert_eq!(
+            pull_space_needed(&[
+                (10, Compression::Gzip),
+                (100, Compression::None),
+                (20, Compression::Zstd)
+            ]),
+            30 + 100 + 60 + 100
+        );
+        assert_eq!(
+            pull_space_needed(&[(u64::MAX, Compression::Gzip)]),
+            u64::MAX
+        );
+    }
 }

@@ -14,12 +14,31 @@ use super::binary;
 use crate::netns::TestHost;
 use crate::process::TestProcess;
 
+/// Settings a test may change from the defaults.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The data dir (store, containers); `<dir>/<name>/data` when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// `[limits] disk_reserve_mib`: what the store keeps free.
+    pub disk_reserve_mib: u32,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            disk_reserve_mib: 64,
+        }
+    }
+}
+
 /// One device's agent.
 #[derive(Debug)]
 pub struct Agent {
     pub name: String,
     pub host: TestHost,
     pub dir: PathBuf,
+    pub data_dir: PathBuf,
     config: PathBuf,
     pub cgroup_parent: String,
     process: Option<TestProcess>,
@@ -33,16 +52,29 @@ impl Agent {
         dir: &Path,
         bootstrap: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with(name, host, dir, bootstrap, &AgentOptions::default())
+    }
+
+    /// [`Agent::start`] with `options`.
+    pub fn start_with(
+        name: &str,
+        host: &TestHost,
+        dir: &Path,
+        bootstrap: &Path,
+        options: &AgentOptions,
+    ) -> anyhow::Result<Self> {
         let dir = dir.join(name);
+        let data_dir = options.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         // Unique per process and device, so parallel tests never share a cgroup.
         let cgroup_parent = format!("coracle-e2e-{}-{name}", std::process::id());
         let config = dir.join("agent.toml");
         let text = format!(
             "data_dir = {data:?}\nbootstrap = {bootstrap:?}\ncontrol_socket = {socket:?}\n\
-             health_interval_s = 5\n\n[limits]\ndisk_reserve_mib = 64\n\n[runtime]\n\
+             health_interval_s = 5\n\n[limits]\ndisk_reserve_mib = {reserve}\n\n[runtime]\n\
              state_dir = {state:?}\ncgroup_parent = \"{cgroup_parent}\"\n",
-            data = dir.join("data").display().to_string(),
+            data = data_dir.display().to_string(),
+            reserve = options.disk_reserve_mib,
             bootstrap = bootstrap.display().to_string(),
             socket = dir.join("agent.sock").display().to_string(),
             state = dir.join("run").display().to_string(),
@@ -52,6 +84,7 @@ impl Agent {
             name: name.to_string(),
             host: host.clone(),
             dir,
+            data_dir,
             config,
             cgroup_parent,
             process: None,
@@ -167,7 +200,7 @@ impl Agent {
 
     /// Downloads left in the store's partial dir.
     pub fn partial_downloads(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.dir.join("data/store/partial"))
+        std::fs::read_dir(self.data_dir.join("store/partial"))
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     }

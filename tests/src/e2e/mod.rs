@@ -1,7 +1,8 @@
 //! The end-to-end harness: the real `coracle serve` ([`controller`]), real `coracle-agent`s
 //! in their own network namespaces ([`agent`]), small real images ([`image`]), a
 //! broker-side attacker ([`injector`]), and Debian's Mosquitto as the external broker with
-//! the config `coracle broker mosquitto-config` generates ([`external_broker`]).
+//! the config `coracle broker mosquitto-config` generates ([`external_broker`]), and a
+//! tmpfs of a fixed size for a device's data dir ([`small_disk`]).
 //!
 //! The binaries come from the workspace's target dir (`cargo test --workspace` builds them);
 //! `CORACLE_BIN_DIR` points elsewhere.
@@ -12,6 +13,7 @@ pub mod debian_image;
 pub mod external_broker;
 pub mod image;
 pub mod injector;
+pub mod small_disk;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;

@@ -89,6 +89,21 @@ mod tests {
     }
 
     #[test]
+    fn the_proto_table_is_the_kernel_table_this_runtime_applies() {
+        // `coracle_proto::CAPABILITIES` is what controller and agent validate against; every
+        // name there must parse here, and this runtime must know no other.
+        let mut ours: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+        ours.sort();
+        let mut proto: Vec<String> = coracle_proto::CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        proto.sort();
+        assert_eq!(proto, ours);
+        parse(Some(&proto)).unwrap();
+    }
+
+    #[test]
     fn unknown_capability_is_named() {
         let err = parse(Some(&["CAP_FLY".to_string()])).unwrap_err();
         assert!(err.to_string().contains("CAP_FLY"));

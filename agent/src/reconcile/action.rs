@@ -1,0 +1,47 @@
+//! `Action`: one idempotent step the planner asks the supervisor to take.
+
+use coracle_proto::{Digest, Generation, ImageRef, ServiceName, ServiceSpec};
+
+/// One idempotent step for the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fetch an image into the store (no-op if present).
+    Pull {
+        image: ImageRef,
+    },
+    /// Create the service's container from this spec (it does not exist yet).
+    Create {
+        spec: Box<ServiceSpec>,
+    },
+    Start {
+        service: ServiceName,
+    },
+    /// Stop and start again (an unhealthy container, or a restart command).
+    Restart {
+        service: ServiceName,
+    },
+    Stop {
+        service: ServiceName,
+    },
+    Remove {
+        service: ServiceName,
+    },
+    /// Remove images no desired state references any more.
+    Gc {
+        images: Vec<Digest>,
+    },
+    /// Every container of the pending generation runs: start its health gate clock.
+    StartGate {
+        generation: Generation,
+    },
+    /// The pending generation passed its gate: make it the committed one.
+    Commit {
+        generation: Generation,
+    },
+    /// The pending generation failed: drop it, never retry it, return to the committed one.
+    RollBack {
+        generation: Generation,
+        service: ServiceName,
+        reason: String,
+    },
+}
