@@ -119,6 +119,7 @@ async fn direct_registry_image_is_pinned_with_its_host_and_a_sealed_credential()
         health_window_s: 1,
         app: None,
         rollback_on_failure: false,
+        seccomp_profiles: Default::default(),
     };
     let err = support::api(&controller)
         .send::<_, serde_json::Value>("create rollout", "POST", "/rollouts", &request)

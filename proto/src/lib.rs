@@ -13,6 +13,9 @@
 //! - [`Bootstrap`]: the enrolment file `coracle device add` writes and the agent reads.
 //! - [`sealed`]: secrets (direct-registry pull credentials) sealed to one device's X25519
 //!   key inside its desired state, so the broker sees only ciphertext.
+//! - [`seccomp`]: a service's seccomp policy (the agent's allow-list, none, or an operator's
+//!   Docker-format profile, parsed and validated, with syscall tables per architecture).
+//! - [`legacy`]: the desired-state layouts of older builds, still decoded.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
 //! `no_std` + `alloc` without the default `std` feature, so the contract also builds for
@@ -29,9 +32,11 @@ pub mod event;
 pub mod frame;
 pub mod health;
 pub mod ids;
+pub mod legacy;
 pub mod reported;
 pub mod samples;
 pub mod sealed;
+pub mod seccomp;
 pub mod signed;
 pub mod topic;
 pub mod validate;
@@ -40,18 +45,20 @@ pub use bootstrap::{Bootstrap, BrokerAuth};
 pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
 pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
 pub use desired::{
-    Dependency, DependencyCondition, DesiredState, DesiredStateV1, DeviceMapping, HealthCheck,
-    HealthProbe, NetworkMode, RegistryAccess, Resources, RestartPolicy, ServiceSpec, UpdateOrder,
+    Dependency, DependencyCondition, DesiredState, DeviceMapping, HealthCheck, HealthProbe,
+    NetworkMode, RegistryAccess, Resources, RestartPolicy, ServiceSpec, UpdateOrder,
     UpdateStrategy, VolumeMount, VolumeSource,
 };
 pub use digest::{Digest, ImageRef, RefError};
 pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
+pub use legacy::{DesiredStateV1, DesiredStateV2, ServiceSpecV1};
 pub use reported::{
     Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,
 };
 pub use sealed::{SealError, Sealed};
+pub use seccomp::{SeccompPolicy, SeccompProfile};
 pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
 pub use validate::InvalidDesired;

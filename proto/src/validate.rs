@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 
 use crate::desired::{DesiredState, HealthProbe, ServiceSpec};
 use crate::ids::ServiceName;
+use crate::seccomp::{ProfileError, SeccompPolicy};
 
 /// Why a desired state is inconsistent; each names the service at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +32,12 @@ pub enum InvalidDesired {
     RelativePath { service: ServiceName, path: String },
     #[error("registry {host}: {rule}")]
     Registry { host: String, rule: &'static str },
+    #[error("service {service}: seccomp profile")]
+    SeccompProfile {
+        service: ServiceName,
+        #[source]
+        source: ProfileError,
+    },
 }
 
 impl DesiredState {
@@ -126,6 +133,14 @@ fn validate_service(service: &ServiceSpec) -> Result<(), InvalidDesired> {
         field,
         rule,
     };
+    if let SeccompPolicy::Profile(profile) = &service.seccomp {
+        profile
+            .validate()
+            .map_err(|source| InvalidDesired::SeccompProfile {
+                service: service.name.clone(),
+                source,
+            })?;
+    }
     let r = &service.resources;
     if r.cpu_millicores == Some(0) {
         return Err(field("cpus", "greater than 0"));

@@ -35,7 +35,10 @@ pub fn deploy(
         "deploy",
         "POST",
         &format!("/devices/{device}/deploy"),
-        &DeployRequest { compose },
+        &DeployRequest {
+            compose,
+            seccomp_profiles: Default::default(),
+        },
     )
 }
 
