@@ -118,19 +118,17 @@ fn spec_can_drop_more_capabilities() {
 
 #[test]
 #[ignore = "needs root"]
-fn blocked_syscall_fails_with_eperm_even_with_the_capability() {
+fn cap_sys_admin_unlocks_mount_and_unshare_as_in_docker() {
     let h = Harness::new();
-    // With CAP_SYS_ADMIN granted, only seccomp stands between the process and mount/unshare.
-    let mut spec = h.spec("mount -t tmpfs none /mnt; unshare -u true; echo done");
+    // Docker's profile ties mount, unshare, setns, ... to CAP_SYS_ADMIN: granting the
+    // capability lets them through seccomp too (without it, see mount_fails_inside_the_container).
+    let mut spec =
+        h.spec("mount -t tmpfs none /mnt && echo mounted; unshare -u true && echo unshared");
     let mut caps: HashSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
     caps.insert("CAP_SYS_ADMIN".into());
     spec.process.capabilities = Some(caps.into_iter().collect());
-    let (_, log) = h.run("eperm", &spec);
-    assert!(log.contains("mount: permission denied"), "{log}");
-    assert!(
-        log.contains("unshare: unshare(0x4000000): Operation not permitted"),
-        "{log}"
-    );
+    let (_, log) = h.run("admin", &spec);
+    assert!(log.contains("mounted") && log.contains("unshared"), "{log}");
     h.assert_clean();
 }
 

@@ -12,7 +12,7 @@ use coracle_proto::{
     Signed,
 };
 
-use crate::compose::{self, ComposeError, ComposeFile};
+use crate::compose::{self, ComposeError, ComposeFile, ProfileFiles};
 use crate::fleet::{Fleet, FleetError};
 use crate::registry::Registry;
 use crate::upstream::reference::names_host;
@@ -101,13 +101,14 @@ pub async fn app_services(
     mirror: &Mirror,
     text: &str,
     file: &ComposeFile,
+    profiles: &ProfileFiles,
 ) -> Result<Vec<ServiceSpec>, ComposeError> {
     let placeholder = ImageRef {
         registry: String::new(),
         repository: "unresolved".into(),
         digest: Digest::from_bytes([0; 32]),
     };
-    compose::to_specs(text, file, &|_| Ok(placeholder.clone()))?;
+    compose::to_specs(text, file, profiles, &|_| Ok(placeholder.clone()))?;
     let mut pinned: BTreeMap<&str, Result<ImageRef, String>> = BTreeMap::new();
     for service in file.services.values() {
         if !pinned.contains_key(service.image.as_str()) {
@@ -115,7 +116,7 @@ pub async fn app_services(
             pinned.insert(&service.image, resolved);
         }
     }
-    compose::to_specs(text, file, &|image| {
+    compose::to_specs(text, file, profiles, &|image| {
         pinned
             .get(image)
             .cloned()

@@ -6,7 +6,7 @@
 mod support;
 
 use coracle_controller::api::deploy::{DeployRequest, DeployResponse};
-use coracle_proto::{decode, DesiredState, Generation, Signed, TopicKind};
+use coracle_proto::{decode, DesiredState, Generation, SeccompPolicy, Signed, TopicKind};
 use rumqttc::{Incoming, QoS};
 use support::{api, connect_device, next_matching, push_fixture, Controller};
 
@@ -38,6 +38,7 @@ async fn deploy_pins_signs_and_delivers_the_next_generation() {
                 &path,
                 &DeployRequest {
                     compose: APP.into(),
+                    seccomp_profiles: Default::default(),
                 },
             )
             .unwrap();
@@ -108,6 +109,7 @@ fn bad_apps_are_refused_with_what_was_wrong() {
                 &path,
                 &DeployRequest {
                     compose: app.into(),
+                    seccomp_profiles: Default::default(),
                 },
             )
             .unwrap_err();
@@ -121,6 +123,7 @@ fn bad_apps_are_refused_with_what_was_wrong() {
             "/devices/no-such-device/deploy",
             &DeployRequest {
                 compose: APP.into(),
+                seccomp_profiles: Default::default(),
             },
         )
         .unwrap_err();
@@ -239,6 +242,7 @@ async fn an_image_without_the_devices_platform_is_refused_naming_both() {
             &format!("/devices/{}/deploy", boot.device),
             &DeployRequest {
                 compose: compose.into(),
+                seccomp_profiles: Default::default(),
             },
         )
     };
@@ -267,4 +271,89 @@ async fn an_image_without_the_devices_platform_is_refused_naming_both() {
     report_platform(&controller, &client, &boot.device, "linux/amd64").await;
     let answer = deploy(APP).unwrap();
     assert_eq!(answer.generation, Generation(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coracle_deploy_ships_the_seccomp_profile_beside_the_app_and_refuses_a_bad_one() {
+    let controller = Controller::start();
+    push_fixture(&controller, "hello:1");
+    let boot = controller.enrol("pi-seccomp");
+    let key = boot.deployment_key().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("profiles")).unwrap();
+    let app = dir.path().join("app.yml");
+    std::fs::write(
+        &app,
+        "services:\n  web:\n    image: hello:1\n    security_opt:\n      - seccomp=profiles/web.json\n  db:\n    image: hello:1\n    security_opt: [seccomp=unconfined]\n",
+    )
+    .unwrap();
+    let profile = dir.path().join("profiles/web.json");
+    let deploy = || {
+        controller.cli(&[
+            "deploy",
+            app.to_str().unwrap(),
+            "--device",
+            boot.device.as_str(),
+        ])
+    };
+
+    // A typo in the profile: refused at deploy, naming the file, the field and the value.
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "wirte"], "action": "SCMP_ACT_ALLOW"}]}"#,
+    )
+    .unwrap();
+    let out = deploy();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("security_opt")
+            && stderr.contains("\"profiles/web.json\"")
+            && stderr.contains("syscalls[0].names[1]: unknown syscall \"wirte\""),
+        "{stderr}"
+    );
+    // A missing file: the CLI says which one it looked for.
+    std::fs::remove_file(&profile).unwrap();
+    let out = deploy();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("read seccomp profile"), "{stderr}");
+
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write", "exit_group"], "action": "SCMP_ACT_ALLOW"}]}"#,
+    )
+    .unwrap();
+    let out = deploy();
+    assert!(out.status.success(), "{out:?}");
+    let (client, mut el) = connect_device(controller.broker_tls, &boot).await.unwrap();
+    client
+        .subscribe(
+            TopicKind::Desired.for_device(&boot.device),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let body = next_matching(&mut el, |i| match i {
+        Incoming::Publish(p) if p.topic.ends_with("/desired") => Some(p.payload.to_vec()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    let signed: Signed<DesiredState> = decode(&body).unwrap();
+    let state = signed.verify(&key, &boot.device, Generation(0)).unwrap();
+    let policy = |name: &str| {
+        state
+            .services
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .unwrap()
+            .seccomp
+            .clone()
+    };
+    match policy("web") {
+        SeccompPolicy::Profile(p) => assert_eq!(p.rules[0].names, ["read", "write", "exit_group"]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(policy("db"), SeccompPolicy::Unconfined);
 }

@@ -19,6 +19,7 @@ fn deploy(controller: &Controller, device: &str, compose: &str) -> anyhow::Resul
         &format!("/devices/{device}/deploy"),
         &DeployRequest {
             compose: compose.into(),
+            seccomp_profiles: Default::default(),
         },
     )
 }

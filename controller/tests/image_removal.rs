@@ -45,7 +45,10 @@ fn gc_removes_unnamed_blobs_but_keeps_an_image_a_device_still_runs() {
             "deploy",
             "POST",
             &format!("/devices/{}/deploy", boot.device),
-            &DeployRequest { compose },
+            &DeployRequest {
+                compose,
+                seccomp_profiles: Default::default(),
+            },
         )
         .unwrap();
 

@@ -61,7 +61,10 @@ fn deploy(controller: &Controller, device: &str, image: &str) {
             "deploy",
             "POST",
             &format!("/devices/{device}/deploy"),
-            &DeployRequest { compose },
+            &DeployRequest {
+                compose,
+                seccomp_profiles: Default::default(),
+            },
         )
         .unwrap();
 }

@@ -165,6 +165,7 @@ fn request(compose: String, selector: &str, waves: &str, window: u64) -> CreateR
         health_window_s: window,
         app: None,
         rollback_on_failure: false,
+        seccomp_profiles: Default::default(),
     }
 }
 

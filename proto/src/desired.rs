@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::ImageRef;
 use crate::ids::{DeviceId, Generation, ServiceName};
 use crate::sealed::Sealed;
+use crate::seccomp::SeccompPolicy;
 
 /// Everything one device should run, at one generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,37 +23,11 @@ pub struct DesiredState {
     pub registries: Vec<RegistryAccess>,
 }
 
-/// The layout of [`DesiredState`] before `registries` existed. postcard has no field
-/// defaults, so bytes written by older builds (signed states, agent state files) decode as
-/// this and convert; see [`DesiredState::decode`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DesiredStateV1 {
-    pub device: DeviceId,
-    pub generation: Generation,
-    pub services: Vec<ServiceSpec>,
-}
-
-impl From<DesiredStateV1> for DesiredState {
-    fn from(old: DesiredStateV1) -> Self {
-        Self {
-            device: old.device,
-            generation: old.generation,
-            services: old.services,
-            registries: Vec::new(),
-        }
-    }
-}
-
 impl DesiredState {
-    /// Decodes a coracle body holding a desired state, in the current layout or, when the
-    /// body ends where `registries` would start, in the layout of older builds.
+    /// Decodes a coracle body holding a desired state, in the current layout or in one of
+    /// older builds (see `legacy`).
     pub fn decode(body: &[u8]) -> Result<Self, crate::codec::DecodeError> {
-        match crate::codec::decode::<Self>(body) {
-            Err(crate::codec::DecodeError::Malformed(
-                postcard::Error::DeserializeUnexpectedEnd,
-            )) => crate::codec::decode::<DesiredStateV1>(body).map(Self::from),
-            other => other,
-        }
+        crate::legacy::decode_desired(body)
     }
 }
 
@@ -95,6 +70,10 @@ pub struct ServiceSpec {
     pub read_only_rootfs: bool,
     pub update: UpdateStrategy,
     pub depends_on: Vec<Dependency>,
+    /// `security_opt: seccomp=...`. Last, so JSON stored before it decodes; postcard bytes
+    /// of older builds decode through `legacy::ServiceSpecV1`.
+    #[serde(default)]
+    pub seccomp: SeccompPolicy,
 }
 
 /// cgroup limits; `None` leaves the kernel's default.
@@ -244,36 +223,7 @@ impl ServiceSpec {
             read_only_rootfs: false,
             update: UpdateStrategy::default(),
             depends_on: Vec::new(),
+            seccomp: SeccompPolicy::Default,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::samples;
-
-    #[test]
-    fn a_state_in_the_layout_before_registries_still_decodes() {
-        let current = samples::desired_with_services(2);
-        let old = DesiredStateV1 {
-            device: current.device.clone(),
-            generation: current.generation,
-            services: current.services.clone(),
-        };
-        let body = crate::codec::encode(&old);
-        assert_eq!(DesiredState::decode(&body).unwrap(), current);
-        // And the current layout round-trips, registries included.
-        let mut with = current.clone();
-        with.registries.push(RegistryAccess {
-            host: "lan:5000".into(),
-            url: "http://lan:5000".into(),
-            ca_pem: None,
-            sealed_credentials: None,
-        });
-        let body = crate::codec::encode(&with);
-        assert_eq!(DesiredState::decode(&body).unwrap(), with);
-        // A truncated body is still an error, not an old state.
-        assert!(DesiredState::decode(&body[..body.len() / 2]).is_err());
     }
 }

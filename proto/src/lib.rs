@@ -17,6 +17,9 @@
 //!   otherwise only fail on when creating a container, checked by the controller at deploy
 //!   time and by the agent before it touches anything; [`capability`] is the one table of
 //!   Linux capability names both use.
+//! - [`seccomp`]: a service's seccomp policy (the agent's allow-list, none, or an operator's
+//!   Docker-format profile, parsed and validated, with syscall tables per architecture).
+//! - [`legacy`]: the desired-state layouts of older builds, still decoded.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
 //! `no_std` + `alloc` without the default `std` feature, so the contract also builds for
@@ -34,9 +37,11 @@ pub mod event;
 pub mod frame;
 pub mod health;
 pub mod ids;
+pub mod legacy;
 pub mod reported;
 pub mod samples;
 pub mod sealed;
+pub mod seccomp;
 mod service_rules;
 pub mod signed;
 pub mod topic;
@@ -47,18 +52,20 @@ pub use capability::{canonical_capability, capability_name, CapabilityName, CAPA
 pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
 pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
 pub use desired::{
-    Dependency, DependencyCondition, DesiredState, DesiredStateV1, DeviceMapping, HealthCheck,
-    HealthProbe, NetworkMode, RegistryAccess, Resources, RestartPolicy, ServiceSpec, UpdateOrder,
+    Dependency, DependencyCondition, DesiredState, DeviceMapping, HealthCheck, HealthProbe,
+    NetworkMode, RegistryAccess, Resources, RestartPolicy, ServiceSpec, UpdateOrder,
     UpdateStrategy, VolumeMount, VolumeSource,
 };
 pub use digest::{Digest, ImageRef, RefError};
 pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
+pub use legacy::{DesiredStateV1, DesiredStateV2, ServiceSpecV1};
 pub use reported::{
     Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,
 };
 pub use sealed::{SealError, Sealed};
+pub use seccomp::{SeccompPolicy, SeccompProfile};
 pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
 pub use validate::InvalidDesired;

@@ -8,6 +8,7 @@ use alloc::string::{String, ToString};
 
 use crate::capability::capability_name;
 use crate::desired::{HealthProbe, ServiceSpec, VolumeSource};
+use crate::seccomp::SeccompPolicy;
 use crate::validate::InvalidDesired;
 
 /// Characters of a user or group name (POSIX portable names, as shadow-utils allows).
@@ -60,6 +61,14 @@ impl ServiceSpec {
             value: value.to_string(),
             rule,
         };
+        if let SeccompPolicy::Profile(profile) = &self.seccomp {
+            profile
+                .validate()
+                .map_err(|source| InvalidDesired::SeccompProfile {
+                    service: self.name.clone(),
+                    source,
+                })?;
+        }
         for (field, args) in [("entrypoint", &self.entrypoint), ("command", &self.command)] {
             if let Some(arg) = args.iter().find(|a| a.contains('\0')) {
                 return Err(bad(field, arg, "must not contain a NUL byte"));

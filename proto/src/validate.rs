@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 
 use crate::desired::DesiredState;
 use crate::ids::ServiceName;
+use crate::seccomp::ProfileError;
 
 /// Why a desired state is inconsistent; each names the service at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +39,12 @@ pub enum InvalidDesired {
     },
     #[error("registry {host}: {rule}")]
     Registry { host: String, rule: &'static str },
+    #[error("service {service}: seccomp profile")]
+    SeccompProfile {
+        service: ServiceName,
+        #[source]
+        source: ProfileError,
+    },
 }
 
 impl InvalidDesired {
@@ -48,7 +55,8 @@ impl InvalidDesired {
             | Self::UnknownDependency { service, .. }
             | Self::DependencyCycle { service }
             | Self::Field { service, .. }
-            | Self::UnknownCapability { service, .. } => Some(service),
+            | Self::UnknownCapability { service, .. }
+            | Self::SeccompProfile { service, .. } => Some(service),
             Self::Registry { .. } => None,
         }
     }
@@ -57,6 +65,7 @@ impl InvalidDesired {
     pub fn field(&self) -> Option<&'static str> {
         match self {
             Self::Field { field, .. } | Self::UnknownCapability { field, .. } => Some(field),
+            Self::SeccompProfile { .. } => Some("security_opt"),
             Self::UnknownDependency { .. } | Self::DependencyCycle { .. } => Some("depends_on"),
             Self::DuplicateService { .. } | Self::Registry { .. } => None,
         }

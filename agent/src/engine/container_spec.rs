@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use coracle_images::oci::RunConfig;
-use coracle_proto::{canonical_capability, NetworkMode, ServiceSpec, VolumeSource};
+use coracle_proto::{canonical_capability, NetworkMode, SeccompPolicy, ServiceSpec, VolumeSource};
 
 use crate::runtime::spec::{
     ContainerSpec, Device, Mount, MountKind, Network, Resources, Rootfs, Stdio, User,
@@ -128,6 +128,11 @@ pub fn container_spec(
     spec.process.capabilities = Some(capabilities(service));
     spec.hostname = Some(service.name.to_string());
     spec.readonly_rootfs = service.read_only_rootfs;
+    match &service.seccomp {
+        SeccompPolicy::Default => {}
+        SeccompPolicy::Unconfined => spec.seccomp = false,
+        SeccompPolicy::Profile(profile) => spec.seccomp_profile = Some(profile.clone()),
+    }
     // A private network with a bridge is not built yet: such services get loopback only.
     spec.network = match service.network {
         NetworkMode::Host => Network::Host,
@@ -288,5 +293,33 @@ mod tests {
             .unwrap();
         assert_eq!(data.source, Some(PathBuf::from("/v/data")));
         assert!(data.options.contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn the_seccomp_policy_picks_the_filter() {
+        let layout = ContainerLayout {
+            layers: vec![],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volumes: "/v".into(),
+            log_max_bytes: 1,
+            log_keep: 1,
+        };
+        let mut s = service();
+        let spec = container_spec(&s, &image(), &layout);
+        assert!(
+            spec.seccomp && spec.seccomp_profile.is_none(),
+            "default allow-list"
+        );
+        s.seccomp = SeccompPolicy::Unconfined;
+        assert!(!container_spec(&s, &image(), &layout).seccomp);
+        let profile = coracle_proto::SeccompProfile {
+            default_action: coracle_proto::seccomp::SeccompAction::Allow,
+            rules: vec![],
+        };
+        s.seccomp = SeccompPolicy::Profile(profile.clone());
+        let spec = container_spec(&s, &image(), &layout);
+        assert!(spec.seccomp);
+        assert_eq!(spec.seccomp_profile, Some(profile));
     }
 }

@@ -10,9 +10,15 @@ use sha2::{Digest as _, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
-/// The fingerprint of a service spec (stable: postcard of a fixed type).
+/// The fingerprint of a service spec (stable: postcard of a fixed type). A spec with the
+/// default seccomp policy is hashed in the layout before `seccomp` existed, as older agents
+/// hashed it, so an upgraded agent adopts their containers instead of replacing them.
 pub fn fingerprint(spec: &ServiceSpec) -> Fingerprint {
-    Fingerprint(Sha256::digest(coracle_proto::encode(spec)).into())
+    let body = match spec.legacy_layout() {
+        Some(old) => coracle_proto::encode(&old),
+        None => coracle_proto::encode(spec),
+    };
+    Fingerprint(Sha256::digest(body).into())
 }
 
 /// A container's lifecycle phase as the runtime reports it.
@@ -52,4 +58,21 @@ pub struct Observed {
     pub images: BTreeSet<Digest>,
     /// When the health gate of the pending generation started (monotonic ms), if it did.
     pub gate_started_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coracle_proto::{samples, SeccompPolicy};
+
+    #[test]
+    fn a_default_policy_fingerprints_as_older_agents_did_and_a_policy_change_replaces() {
+        let spec = samples::desired_with_services(1).services.remove(0);
+        let old = spec.legacy_layout().unwrap();
+        let before = Fingerprint(Sha256::digest(coracle_proto::encode(&old)).into());
+        assert_eq!(fingerprint(&spec), before);
+        let mut unconfined = spec.clone();
+        unconfined.seccomp = SeccompPolicy::Unconfined;
+        assert_ne!(fingerprint(&unconfined), before);
+    }
 }

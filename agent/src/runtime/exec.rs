@@ -470,11 +470,7 @@ fn child_setup_and_exec(
     let ids = user::resolve_in_container(&spec.process.user).map_err(InitError::from)?;
     let caps =
         capabilities::parse(spec.process.capabilities.as_deref()).map_err(InitError::from)?;
-    let filters = if spec.seccomp {
-        Some(seccomp::default_filters().map_err(InitError::from)?)
-    } else {
-        None
-    };
+    let filters = seccomp::filters(spec, &caps).map_err(InitError::from)?;
     let cwd = &spec.process.cwd;
     nix::unistd::chdir(cwd.as_str()).map_err(|source| InitError::Cwd {
         cwd: cwd.clone(),
@@ -498,9 +494,7 @@ fn child_setup_and_exec(
     if spec.process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(InitError::Prctl)?;
     }
-    if let Some(filters) = &filters {
-        seccomp::install(filters).map_err(InitError::from)?;
-    }
+    seccomp::install(&filters).map_err(InitError::from)?;
     process::reset_signals().map_err(InitError::Signals)?;
     let source = match process::exec(&program, &args, &env_c) {
         Err(e) => e,

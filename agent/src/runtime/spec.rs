@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use coracle_proto::SeccompProfile;
 use serde::{Deserialize, Serialize};
 
 /// Everything the runtime needs to create one container.
@@ -22,8 +23,12 @@ pub struct ContainerSpec {
     pub readonly_paths: Vec<String>,
     pub resources: Resources,
     pub stdio: Stdio,
-    /// Drop the seccomp filter only when explicitly asked (e.g. an OCI bundle without one).
+    /// Drop the seccomp filter only when explicitly asked (`unconfined`, or an OCI bundle
+    /// without one).
     pub seccomp: bool,
+    /// The operator's profile; `None` is the default allow-list (`init::seccomp::allowlist`).
+    #[serde(default)]
+    pub seccomp_profile: Option<SeccompProfile>,
     /// Run in a new user namespace with these id mappings (see `runtime::userns`).
     #[serde(default)]
     pub user_namespace: Option<IdMapping>,
@@ -251,6 +256,7 @@ impl ContainerSpec {
                 keep: 2,
             },
             seccomp: true,
+            seccomp_profile: None,
             user_namespace: None,
         }
     }

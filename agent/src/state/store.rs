@@ -107,12 +107,31 @@ pub enum StateError {
     Encode(#[source] postcard::Error),
 }
 
-/// The state file's layout before `DesiredState::registries` (see `DesiredStateV1`).
+/// The state file's layouts of older builds: [`AgentStateV2`] before
+/// `ServiceSpec::seccomp`, [`AgentStateV1`] before `DesiredState::registries` too (see
+/// `coracle_proto::legacy`).
+#[derive(Deserialize)]
+struct AgentStateV2 {
+    committed: Option<coracle_proto::DesiredStateV2>,
+    pending: Option<coracle_proto::DesiredStateV2>,
+    rolled_back: BTreeMap<Generation, String>,
+}
+
 #[derive(Deserialize)]
 struct AgentStateV1 {
     committed: Option<coracle_proto::DesiredStateV1>,
     pending: Option<coracle_proto::DesiredStateV1>,
     rolled_back: BTreeMap<Generation, String>,
+}
+
+impl From<AgentStateV2> for AgentState {
+    fn from(old: AgentStateV2) -> Self {
+        Self {
+            committed: old.committed.map(DesiredState::from),
+            pending: old.pending.map(DesiredState::from),
+            rolled_back: old.rolled_back,
+        }
+    }
 }
 
 impl From<AgentStateV1> for AgentState {
@@ -172,16 +191,20 @@ impl StateStore {
         let Some(body) = file::read_checked(path)? else {
             return Ok(None);
         };
-        match postcard::from_bytes(&body) {
-            Ok(state) => Ok(Some(state)),
-            // A file written before `DesiredState::registries` existed.
-            Err(source) => postcard::from_bytes::<AgentStateV1>(&body)
-                .map(|old| Some(old.into()))
-                .map_err(|_| StateError::Decode {
-                    path: path.to_path_buf(),
-                    source,
-                }),
+        let source = match postcard::from_bytes(&body) {
+            Ok(state) => return Ok(Some(state)),
+            Err(source) => source,
+        };
+        // A file written by an older build (see `AgentStateV2`).
+        if let Ok(old) = postcard::from_bytes::<AgentStateV2>(&body) {
+            return Ok(Some(old.into()));
         }
+        postcard::from_bytes::<AgentStateV1>(&body)
+            .map(|old| Some(old.into()))
+            .map_err(|_| StateError::Decode {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     /// Saves the state atomically.
@@ -244,7 +267,11 @@ mod tests {
         let v1 = |d: DesiredState| coracle_proto::DesiredStateV1 {
             device: d.device,
             generation: d.generation,
-            services: d.services,
+            services: d
+                .services
+                .iter()
+                .filter_map(|s| s.legacy_layout())
+                .collect(),
         };
         let mut rolled_back = BTreeMap::new();
         rolled_back.insert(Generation(6), "unhealthy".to_string());
@@ -260,6 +287,39 @@ mod tests {
             committed: Some(desired(7)),
             pending: Some(desired(8)),
             rolled_back,
+        };
+        assert_eq!(store.load().unwrap(), (expected, LoadReport::Loaded));
+    }
+
+    #[test]
+    fn a_state_file_from_before_seccomp_policies_still_loads() {
+        #[derive(Serialize)]
+        struct Old {
+            committed: Option<coracle_proto::DesiredStateV2>,
+            pending: Option<coracle_proto::DesiredStateV2>,
+            rolled_back: BTreeMap<Generation, String>,
+        }
+        let v2 = |d: DesiredState| coracle_proto::DesiredStateV2 {
+            device: d.device,
+            generation: d.generation,
+            services: d
+                .services
+                .iter()
+                .filter_map(|s| s.legacy_layout())
+                .collect(),
+            registries: d.registries,
+        };
+        let old = Old {
+            committed: Some(v2(desired(7))),
+            pending: None,
+            rolled_back: BTreeMap::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        file::write_atomic(store.path(), &postcard::to_stdvec(&old).unwrap()).unwrap();
+        let expected = AgentState {
+            committed: Some(desired(7)),
+            ..AgentState::default()
         };
         assert_eq!(store.load().unwrap(), (expected, LoadReport::Loaded));
     }

@@ -1,6 +1,8 @@
 //! `POST /api/v1/devices/{id}/deploy`: an app (compose text) becomes the device's next
 //! signed desired state. Parse and validation errors are 400s naming line, service, field.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
@@ -21,6 +23,10 @@ use crate::deploy::app_services;
 pub struct DeployRequest {
     /// The app, as docker-compose YAML.
     pub compose: String,
+    /// Seccomp profile files the app names (`security_opt: seccomp=FILE`), by the path as
+    /// written in it; `coracle deploy` reads them relative to the app file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seccomp_profiles: BTreeMap<String, String>,
 }
 
 /// The answer: the generation the device will apply.
@@ -47,9 +53,15 @@ pub async fn deploy(
     let request: DeployRequest = parse_json(&body)?;
     let file =
         compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let services = app_services(&state.registry, &state.mirror, &request.compose, &file)
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let services = app_services(
+        &state.registry,
+        &state.mirror,
+        &request.compose,
+        &file,
+        &request.seccomp_profiles,
+    )
+    .await
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let platforms = AppPlatforms::of(&state.registry, &state.mirror, &services)
         .await
         .map_err(ApiError::bad_request)?;

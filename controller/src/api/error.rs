@@ -70,7 +70,10 @@ impl From<FleetError> for ApiError {
                 message: err.to_string(),
             },
             FleetError::InvalidApp(invalid) => ApiError::BadRequest {
-                message: format!("the app is not a valid desired state: {invalid}"),
+                message: format!(
+                    "the app is not a valid desired state: {}",
+                    anyhow_chain(&invalid)
+                ),
             },
             other => ApiError::Fleet(other),
         }

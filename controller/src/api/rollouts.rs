@@ -7,6 +7,8 @@
 //! `compose` and `selector` have defaults (waves `1,10%,100%`, 0 failures, 60 s, app named
 //! after its services, no automatic rollback).
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -43,6 +45,10 @@ pub struct CreateRolloutRequest {
     /// Roll the failing wave back at once when failures pause the rollout.
     #[serde(default)]
     pub rollback_on_failure: bool,
+    /// Seccomp profile files the app names (`security_opt: seccomp=FILE`), by the path as
+    /// written in it; `coracle deploy` reads them relative to the app file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seccomp_profiles: BTreeMap<String, String>,
 }
 
 fn default_waves() -> String {
@@ -151,9 +157,15 @@ pub async fn create(
     let max_failures = threshold_text(&request.max_failures)?;
     let file =
         compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let services = app_services(&state.registry, &state.mirror, &request.compose, &file)
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let services = app_services(
+        &state.registry,
+        &state.mirror,
+        &request.compose,
+        &file,
+        &request.seccomp_profiles,
+    )
+    .await
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let platforms = AppPlatforms::of(&state.registry, &state.mirror, &services)
         .await
         .map_err(ApiError::bad_request)?;

@@ -1,7 +1,8 @@
 //! `coracle deploy APP.yml --device NAME` sends an app to one device; `--to key=value`
 //! starts a staged rollout to every device with that tag instead.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -10,6 +11,7 @@ use super::rollout::{parse_duration_s, print_rollout};
 use super::{ApiArgs, ApiClient};
 use crate::api::deploy::{DeployRequest, DeployResponse};
 use crate::api::rollouts::CreateRolloutRequest;
+use crate::compose::{self, seccomp::MAX_PROFILE_BYTES};
 use crate::store::RolloutRecord;
 
 #[derive(Debug, Args)]
@@ -43,6 +45,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
     let compose = std::fs::read_to_string(&args.file)
         .with_context(|| format!("read app file {}", args.file.display()))?;
+    let seccomp_profiles = read_profiles(&args.file, &compose)?;
     if let Some(selector) = args.to {
         let app = args
             .file
@@ -56,6 +59,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             health_window_s: args.health_window,
             app,
             rollback_on_failure: args.rollback_on_failure,
+            seccomp_profiles,
         };
         let rollout: RolloutRecord = api.send("start rollout", "POST", "/rollouts", &request)?;
         println!(
@@ -72,7 +76,10 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         "deploy",
         "POST",
         &format!("/devices/{device}/deploy"),
-        &DeployRequest { compose },
+        &DeployRequest {
+            compose,
+            seccomp_profiles,
+        },
     )?;
     println!(
         "deployed {} to {} as generation {}",
@@ -87,4 +94,35 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The seccomp profile files the app names (`security_opt: seccomp=FILE`), read relative to
+/// the app file, keyed by the path as written. An app that does not parse names none: the
+/// controller reports what is wrong with it.
+fn read_profiles(app: &Path, compose: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let Ok(file) = compose::parse(compose) else {
+        return Ok(BTreeMap::new());
+    };
+    let dir = app.parent().unwrap_or(Path::new("."));
+    let mut profiles = BTreeMap::new();
+    for path in compose::profile_paths(&file) {
+        let full = dir.join(&path);
+        let context = || {
+            format!(
+                "read seccomp profile {} (security_opt in {})",
+                full.display(),
+                app.display()
+            )
+        };
+        let bytes = std::fs::metadata(&full).with_context(context)?.len();
+        if bytes > MAX_PROFILE_BYTES as u64 {
+            anyhow::bail!(
+                "seccomp profile {}: {bytes} bytes, more than the {MAX_PROFILE_BYTES} a profile may have",
+                full.display()
+            );
+        }
+        let text = std::fs::read_to_string(&full).with_context(context)?;
+        profiles.insert(path, text);
+    }
+    Ok(profiles)
 }

@@ -1,11 +1,13 @@
 //! The docker-compose subset Coracle deploys (DESIGN.md §7): parse with `serde_yaml`
 //! (unknown keys refused), then `to_specs` turns each service into a proto `ServiceSpec`,
-//! resolving `image` tags to digests through a caller-given function, and checks each spec
+//! resolving `image` tags to digests through a caller-given function and `security_opt`
+//! seccomp profiles from the files sent with the app (`seccomp`), and checks each spec
 //! with `ServiceSpec::validate` (what a device could not run is refused here, at deploy
 //! time, not by the device after it stopped the old version). Every error names the
 //! service, the field and, where the text shows it, the line.
 
 mod model;
+pub mod seccomp;
 mod units;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use coracle_proto::{
 
 pub use model::{ComposeFile, ComposeService};
 use model::{DependsOn, Environment, StringOrList};
+pub use seccomp::{profile_paths, ProfileFiles};
 
 /// Why an app file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,9 +78,11 @@ fn line_of(text: &str, service: &str, field: &str) -> usize {
 
 /// Converts every service into a `ServiceSpec`. `resolve` pins an `image:` value to a
 /// digest (the controller asks its registry); its error text is shown under `image`.
+/// `profiles` holds the seccomp profile files the app names (see `seccomp`).
 pub fn to_specs(
     text: &str,
     file: &ComposeFile,
+    profiles: &ProfileFiles,
     resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
 ) -> Result<Vec<ServiceSpec>, ComposeError> {
     file.services
@@ -89,7 +94,7 @@ pub fn to_specs(
                 field,
                 reason,
             };
-            let spec = to_spec(name, service, resolve, &file.services)
+            let spec = to_spec(name, service, profiles, resolve, &file.services)
                 .map_err(|(f, r)| field_error(f, r))?;
             spec.validate().map_err(|invalid| ComposeError::Invalid {
                 line: line_of(text, name, invalid.field().unwrap_or("image")),
@@ -105,6 +110,7 @@ type FieldResult<T> = Result<T, (&'static str, String)>;
 fn to_spec(
     name: &str,
     s: &ComposeService,
+    profiles: &ProfileFiles,
     resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
     all: &BTreeMap<String, ComposeService>,
 ) -> FieldResult<ServiceSpec> {
@@ -132,6 +138,7 @@ fn to_spec(
     spec.read_only_rootfs = s.read_only.unwrap_or(false);
     spec.cap_add = s.cap_add.clone();
     spec.cap_drop = s.cap_drop.clone();
+    spec.seccomp = seccomp::policy(&s.security_opt, profiles).map_err(|e| ("security_opt", e))?;
     spec.restart = match s.restart.as_deref() {
         None | Some("no") => RestartPolicy::No,
         Some("always") => RestartPolicy::Always,

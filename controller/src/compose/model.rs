@@ -42,6 +42,9 @@ pub struct ComposeService {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
+    /// `seccomp=unconfined`, `seccomp=FILE`, `no-new-privileges` (see `seccomp`).
+    #[serde(default)]
+    pub security_opt: Vec<String>,
 }
 
 /// `command: "a b"` or `command: [a, b]`.

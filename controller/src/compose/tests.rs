@@ -44,7 +44,7 @@ services:
 #[test]
 fn valid_app_becomes_service_specs() {
     let file = parse(VALID).unwrap();
-    let specs = to_specs(VALID, &file, &resolve).unwrap();
+    let specs = to_specs(VALID, &file, &ProfileFiles::new(), &resolve).unwrap();
     assert_eq!(specs.len(), 2);
     let web = specs.iter().find(|s| s.name.as_str() == "web").unwrap();
     assert_eq!(web.command, vec!["serve", "--port", "80"]);
@@ -76,7 +76,7 @@ fn valid_app_becomes_service_specs() {
 #[test]
 fn tcp_and_http_health_probes_need_no_process_in_the_container() {
     let text = "services:\n  a:\n    image: app:1\n    healthcheck:\n      test: [TCP, \"8080\"]\n  b:\n    image: app:1\n    healthcheck:\n      test: [HTTP, \"80\", /healthz]\n";
-    let specs = to_specs(text, &parse(text).unwrap(), &resolve).unwrap();
+    let specs = to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
     let probe = |i: usize| specs[i].health.as_ref().unwrap().probe.clone();
     assert_eq!(probe(0), HealthProbe::Tcp { port: 8080 });
     assert_eq!(
@@ -106,7 +106,7 @@ fn invalid_apps_name_the_line_and_the_field() {
     ];
     for (text, expected) in cases {
         let err = parse(text)
-            .and_then(|file| to_specs(text, &file, &resolve).map(|_| ()))
+            .and_then(|file| to_specs(text, &file, &ProfileFiles::new(), &resolve).map(|_| ()))
             .unwrap_err();
         let message = err.to_string();
         for part in *expected {
@@ -118,7 +118,7 @@ fn invalid_apps_name_the_line_and_the_field() {
 #[test]
 fn healthcheck_none_and_disable_switch_the_check_off_and_a_string_is_cmd_shell() {
     let text = "services:\n  a:\n    image: app:1\n    healthcheck:\n      test: [NONE]\n  b:\n    image: app:1\n    healthcheck:\n      disable: true\n  c:\n    image: app:1\n    healthcheck:\n      test: \"wget -q -O- http://127.0.0.1/  ||  exit 1\"\n  d:\n    image: app:1\n    healthcheck:\n      test: [CMD-SHELL, \"test -f /ready\"]\n";
-    let specs = to_specs(text, &parse(text).unwrap(), &resolve).unwrap();
+    let specs = to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
     let health = |name: &str| {
         specs
             .iter()
@@ -180,7 +180,8 @@ fn fields_a_device_could_not_run_are_refused_naming_service_field_and_value() {
         ),
     ];
     for (text, expected) in cases {
-        let err = to_specs(text, &parse(text).unwrap(), &resolve).unwrap_err();
+        let err =
+            to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap_err();
         let message = err.to_string();
         for part in *expected {
             assert!(message.contains(part), "{message:?} lacks {part:?}");
@@ -188,5 +189,5 @@ fn fields_a_device_could_not_run_are_refused_naming_service_field_and_value() {
     }
     // Docker's spellings pass.
     let fine = "services:\n  web:\n    image: app:1\n    cap_add: [net_admin, CAP_SYS_TIME]\n    cap_drop: [ALL]\n    user: \"1000:100\"\n";
-    to_specs(fine, &parse(fine).unwrap(), &resolve).unwrap();
+    to_specs(fine, &parse(fine).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
 }

@@ -33,7 +33,10 @@ pub fn deploy(
         "deploy",
         "POST",
         &format!("/devices/{device}/deploy"),
-        &DeployRequest { compose },
+        &DeployRequest {
+            compose,
+            seccomp_profiles: Default::default(),
+        },
     )
 }
 

@@ -11,7 +11,6 @@ pub mod dev;
 pub mod mounts;
 pub mod rlimits;
 pub mod seccomp;
-pub mod seccomp_bpf;
 pub mod user;
 
 use std::ffi::CString;
@@ -132,7 +131,12 @@ pub fn check(spec: &ContainerSpec) -> Result<(), InitError> {
     }
     cstrings(&spec.process.args)?;
     cstrings(&spec.process.env)?;
-    capabilities::parse(spec.process.capabilities.as_deref())?;
+    let caps = capabilities::parse(spec.process.capabilities.as_deref())?;
+    // An operator's profile that cannot become a filter (too long for the kernel) fails
+    // here, before any process exists; the default one is known to compile (unit tests).
+    if spec.seccomp_profile.is_some() {
+        seccomp::filters(spec, &caps)?;
+    }
     for limit in &spec.process.rlimits {
         rlimits::parse(limit)?;
     }
@@ -229,11 +233,7 @@ fn setup_and_exec(
     rlimits::apply(&spec.process.rlimits)?;
     let ids = user::resolve_in_container(&spec.process.user)?;
     let caps = capabilities::parse(spec.process.capabilities.as_deref())?;
-    let filters = if spec.seccomp {
-        Some(seccomp::default_filters()?)
-    } else {
-        None
-    };
+    let filters = seccomp::filters(spec, &caps)?;
     // 8. Stdio and working directory, and the program to run.
     redirect_stdio(ctx)?;
     let cwd = &spec.process.cwd;
@@ -259,9 +259,7 @@ fn setup_and_exec(
     if spec.process.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(InitError::Prctl)?;
     }
-    if let Some(filters) = &filters {
-        seccomp::install(filters)?;
-    }
+    seccomp::install(&filters)?;
     process::reset_signals().map_err(InitError::Signals)?;
     // 10. Ready; exec when told to start.
     report.write_all(b"R").map_err(InitError::AwaitShim)?;

@@ -1,0 +1,254 @@
+//! The layouts of [`DesiredState`] written by older builds, for decoding their bytes.
+//! postcard has no field defaults, so each field added to the wire (`registries`, then
+//! `ServiceSpec::seccomp`) needs the layout before it:
+//!
+//! | layout | `ServiceSpec` | `DesiredState::registries` |
+//! |---|---|---|
+//! | [`DesiredStateV1`] | [`ServiceSpecV1`] | absent |
+//! | [`DesiredStateV2`] | [`ServiceSpecV1`] | present |
+//! | current | with `seccomp` | present |
+//!
+//! [`decode_desired`] tries the current layout, then V2, then V1. Bytes of one layout do not
+//! decode as another: a V1 or V2 body read as a newer layout runs out of bytes or meets a
+//! service name where a seccomp policy should be (its length byte is no policy tag above 2,
+//! and a 1- or 2-byte name leaves the rest misaligned, which the validated ids refuse).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode, DecodeError};
+use crate::desired::{
+    Dependency, DesiredState, DeviceMapping, HealthCheck, NetworkMode, RegistryAccess, Resources,
+    RestartPolicy, ServiceSpec, UpdateStrategy, VolumeMount,
+};
+use crate::digest::ImageRef;
+use crate::ids::{DeviceId, Generation, ServiceName};
+use crate::seccomp::SeccompPolicy;
+
+/// [`ServiceSpec`] before `seccomp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpecV1 {
+    pub name: ServiceName,
+    pub image: ImageRef,
+    pub entrypoint: Vec<String>,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub resources: Resources,
+    pub restart: RestartPolicy,
+    pub health: Option<HealthCheck>,
+    pub volumes: Vec<VolumeMount>,
+    pub devices: Vec<DeviceMapping>,
+    pub network: NetworkMode,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only_rootfs: bool,
+    pub update: UpdateStrategy,
+    pub depends_on: Vec<Dependency>,
+}
+
+/// [`DesiredState`] with [`ServiceSpecV1`] services and `registries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStateV2 {
+    pub device: DeviceId,
+    pub generation: Generation,
+    pub services: Vec<ServiceSpecV1>,
+    pub registries: Vec<RegistryAccess>,
+}
+
+/// [`DesiredState`] before `registries` existed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStateV1 {
+    pub device: DeviceId,
+    pub generation: Generation,
+    pub services: Vec<ServiceSpecV1>,
+}
+
+impl From<ServiceSpecV1> for ServiceSpec {
+    fn from(old: ServiceSpecV1) -> Self {
+        Self {
+            name: old.name,
+            image: old.image,
+            entrypoint: old.entrypoint,
+            command: old.command,
+            env: old.env,
+            working_dir: old.working_dir,
+            user: old.user,
+            resources: old.resources,
+            restart: old.restart,
+            health: old.health,
+            volumes: old.volumes,
+            devices: old.devices,
+            network: old.network,
+            cap_add: old.cap_add,
+            cap_drop: old.cap_drop,
+            read_only_rootfs: old.read_only_rootfs,
+            update: old.update,
+            depends_on: old.depends_on,
+            seccomp: SeccompPolicy::Default,
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// The same service in the layout before `seccomp`, when that loses nothing (the
+    /// default policy): the agent fingerprints such a spec as older builds did, so an
+    /// upgraded agent adopts the containers it finds instead of replacing them.
+    pub fn legacy_layout(&self) -> Option<ServiceSpecV1> {
+        if self.seccomp != SeccompPolicy::Default {
+            return None;
+        }
+        let s = self.clone();
+        Some(ServiceSpecV1 {
+            name: s.name,
+            image: s.image,
+            entrypoint: s.entrypoint,
+            command: s.command,
+            env: s.env,
+            working_dir: s.working_dir,
+            user: s.user,
+            resources: s.resources,
+            restart: s.restart,
+            health: s.health,
+            volumes: s.volumes,
+            devices: s.devices,
+            network: s.network,
+            cap_add: s.cap_add,
+            cap_drop: s.cap_drop,
+            read_only_rootfs: s.read_only_rootfs,
+            update: s.update,
+            depends_on: s.depends_on,
+        })
+    }
+}
+
+impl From<DesiredStateV2> for DesiredState {
+    fn from(old: DesiredStateV2) -> Self {
+        Self {
+            device: old.device,
+            generation: old.generation,
+            services: old.services.into_iter().map(ServiceSpec::from).collect(),
+            registries: old.registries,
+        }
+    }
+}
+
+impl From<DesiredStateV1> for DesiredState {
+    fn from(old: DesiredStateV1) -> Self {
+        DesiredStateV2 {
+            device: old.device,
+            generation: old.generation,
+            services: old.services,
+            registries: Vec::new(),
+        }
+        .into()
+    }
+}
+
+/// A coracle body holding a desired state in any layout; the current layout's error when
+/// none fits.
+pub fn decode_desired(body: &[u8]) -> Result<DesiredState, DecodeError> {
+    let current = match decode::<DesiredState>(body) {
+        Ok(state) => return Ok(state),
+        // Not a layout question: the body is no coracle body at all.
+        Err(err @ (DecodeError::Empty | DecodeError::TooLarge { .. })) => return Err(err),
+        Err(err @ DecodeError::UnsupportedVersion { .. }) => return Err(err),
+        Err(err) => err,
+    };
+    if let Ok(old) = decode::<DesiredStateV2>(body) {
+        return Ok(old.into());
+    }
+    if let Ok(old) = decode::<DesiredStateV1>(body) {
+        return Ok(old.into());
+    }
+    Err(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode;
+    use crate::samples;
+    use crate::seccomp::{SeccompAction, SeccompProfile};
+
+    fn old_services(state: &DesiredState) -> Vec<ServiceSpecV1> {
+        state
+            .services
+            .iter()
+            .map(|s| s.legacy_layout().unwrap())
+            .collect()
+    }
+
+    /// Services named 1, 2 and more characters: a name's length byte is where a newer
+    /// layout looks for the seccomp policy's tag.
+    fn states() -> Vec<DesiredState> {
+        let mut out = Vec::new();
+        for names in [&["a", "bb"][..], &["db", "web", "x"], &["gateway"]] {
+            let mut state = samples::desired_with_services(names.len());
+            for (service, name) in state.services.iter_mut().zip(names) {
+                service.name = name.parse().unwrap();
+                service.depends_on.clear();
+            }
+            out.push(state);
+        }
+        out
+    }
+
+    #[test]
+    fn states_in_older_layouts_still_decode() {
+        for current in states() {
+            let v1 = DesiredStateV1 {
+                device: current.device.clone(),
+                generation: current.generation,
+                services: old_services(&current),
+            };
+            assert_eq!(decode_desired(&encode(&v1)).unwrap(), current);
+            let mut with_registry = current.clone();
+            with_registry.registries.push(RegistryAccess {
+                host: "lan:5000".into(),
+                url: "http://lan:5000".into(),
+                ca_pem: None,
+                sealed_credentials: None,
+            });
+            let v2 = DesiredStateV2 {
+                device: current.device.clone(),
+                generation: current.generation,
+                services: old_services(&current),
+                registries: with_registry.registries.clone(),
+            };
+            assert_eq!(decode_desired(&encode(&v2)).unwrap(), with_registry);
+        }
+    }
+
+    #[test]
+    fn the_current_layout_round_trips_every_policy() {
+        for mut state in states() {
+            let profile = SeccompProfile {
+                default_action: SeccompAction::Errno(1),
+                rules: Vec::new(),
+            };
+            let policies = [
+                SeccompPolicy::Unconfined,
+                SeccompPolicy::Profile(profile),
+                SeccompPolicy::Default,
+            ];
+            for (service, policy) in state.services.iter_mut().zip(policies) {
+                service.seccomp = policy;
+            }
+            let body = encode(&state);
+            assert_eq!(decode_desired(&body).unwrap(), state);
+            // A truncated body is still an error, not an old state.
+            assert!(decode_desired(&body[..body.len() / 2]).is_err());
+        }
+    }
+
+    #[test]
+    fn only_a_default_policy_has_a_legacy_layout() {
+        let mut spec = samples::desired_with_services(1).services.remove(0);
+        assert!(spec.legacy_layout().is_some());
+        spec.seccomp = SeccompPolicy::Unconfined;
+        assert!(spec.legacy_layout().is_none());
+    }
+}
