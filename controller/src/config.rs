@@ -140,6 +140,9 @@ pub struct BrokerSection {
 #[serde(deny_unknown_fields)]
 pub struct RegistrySection {
     pub listen: SocketAddr,
+    /// HTTPS or plain HTTP, as for `[api] tls`.
+    #[serde(default)]
+    pub tls: Option<bool>,
     #[serde(default = "default_http_connections")]
     pub max_connections: usize,
     #[serde(default = "default_http_connections_per_ip")]
@@ -168,6 +171,7 @@ impl Default for RegistrySection {
         let http = ListenSection::at(5000);
         Self {
             listen: http.listen,
+            tls: http.tls,
             max_connections: http.max_connections,
             max_connections_per_ip: http.max_connections_per_ip,
             header_timeout_s: http.header_timeout_s,
@@ -183,6 +187,7 @@ impl RegistrySection {
     pub fn http(&self) -> ListenSection {
         ListenSection {
             listen: self.listen,
+            tls: self.tls,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             header_timeout_s: self.header_timeout_s,
@@ -202,6 +207,12 @@ impl RegistrySection {
 #[serde(deny_unknown_fields)]
 pub struct ListenSection {
     pub listen: SocketAddr,
+    /// `true`: HTTPS with the controller's certificate (signed by the controller CA, which
+    /// devices and the CLI trust). `false`: plain HTTP, on purpose (a TLS proxy in front, a
+    /// closed network). Unset: plain HTTP on a loopback address; any other address is
+    /// refused at start until this is set, so nothing is served in clear by accident.
+    #[serde(default)]
+    pub tls: Option<bool>,
     /// Connections held at once, in total and from one source address; over a cap a new
     /// connection is answered 503 and closed.
     #[serde(default = "default_http_connections")]
@@ -273,6 +284,7 @@ impl ListenSection {
     fn at(port: u16) -> Self {
         Self {
             listen: loopback(port),
+            tls: None,
             max_connections: default_http_connections(),
             max_connections_per_ip: default_http_connections_per_ip(),
             header_timeout_s: default_header_timeout_s(),
@@ -289,7 +301,29 @@ impl ListenSection {
             },
             header_timeout: Duration::from_secs(self.header_timeout_s),
             body_stall: Duration::from_secs(self.body_stall_s),
+            // A TLS client gets as long for its handshake as for its request head.
+            handshake_timeout: Duration::from_secs(self.header_timeout_s),
         }
+    }
+
+    /// Whether the listener serves HTTPS (see `tls`; validated: unset only on loopback).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.unwrap_or(false)
+    }
+
+    /// `https` or `http`, as the listener serves.
+    pub fn scheme(&self) -> &'static str {
+        if self.serves_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Whether the listener serves plain HTTP on a non-loopback address because the config
+    /// says so (`tls = false`): worth a warning at start.
+    pub fn plain_off_loopback(&self) -> bool {
+        self.tls == Some(false) && !self.listen.ip().is_loopback()
     }
 
     fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
@@ -306,6 +340,14 @@ impl ListenSection {
             return Err(invalid(
                 "header_timeout_s and body_stall_s must be at least 1",
             ));
+        }
+        if self.tls.is_none() && !self.listen.ip().is_loopback() {
+            return Err(invalid(&format!(
+                "listen = \"{listen}\" is not a loopback address: set {field}.tls = true to \
+                 serve HTTPS with the controller's certificate, or {field}.tls = false to \
+                 serve plain HTTP there on purpose",
+                listen = self.listen
+            )));
         }
         Ok(())
     }
@@ -476,6 +518,29 @@ impl ServeConfig {
             None => self.broker.tls_listen.ip().to_string(),
         }
     }
+
+    /// The names the controller's TLS certificate carries (broker, API and registry share
+    /// it): `localhost` and the loopback addresses (the CLI on this host, `api.url`), the
+    /// device-facing host (bootstrap files), and each listener's own IP unless it is a
+    /// wildcard. In that order, without repeats.
+    pub fn tls_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        let listeners = [
+            self.broker.tls_listen,
+            self.api.listen,
+            self.registry.listen,
+        ];
+        let ips = listeners.iter().map(|addr| addr.ip().to_string());
+        for name in std::iter::once(self.device_facing_host()).chain(ips) {
+            let wildcard = name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified());
+            if !wildcard && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 #[cfg(test)]
@@ -585,6 +650,74 @@ mod tests {
             toml::from_str("[[registries]]\nhost = \"x.lan\"\ninsecure = true\nca_file = \"/c\"\n")
                 .unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("x.lan"));
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused_without_the_tls_setting_naming_it() {
+        // (section, listen, tls) → the error names this setting, or `None`: valid.
+        let table = [
+            ("api", "127.0.0.1:8080", None, None),
+            ("api", "[::1]:8080", None, None),
+            ("api", "0.0.0.0:8080", None, Some("api.tls")),
+            ("api", "10.0.0.2:8080", None, Some("api.tls")),
+            ("api", "10.0.0.2:8080", Some(true), None),
+            ("api", "10.0.0.2:8080", Some(false), None),
+            ("registry", "0.0.0.0:5000", None, Some("registry.tls")),
+            ("registry", "[::]:5000", None, Some("registry.tls")),
+            ("registry", "0.0.0.0:5000", Some(true), None),
+            ("registry", "0.0.0.0:5000", Some(false), None),
+            ("registry", "127.0.0.1:5000", Some(true), None),
+        ];
+        for (section, listen, tls, refused) in table {
+            let tls_line = tls.map(|t| format!("tls = {t}\n")).unwrap_or_default();
+            let text = format!("[{section}]\nlisten = \"{listen}\"\n{tls_line}");
+            let config: ServeConfig = toml::from_str(&text).unwrap();
+            match (config.validate(), refused) {
+                (Ok(()), None) => {}
+                (Err(err), Some(setting)) => {
+                    let message = err.to_string();
+                    assert!(message.contains(setting), "{text}: {message}");
+                    assert!(message.contains(listen), "{text}: {message}");
+                }
+                (result, _) => panic!("{text}: {result:?}, expected refusal: {refused:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tls_is_served_only_when_set_and_plain_off_loopback_is_flagged() {
+        let config = ServeConfig::default();
+        assert!(!config.api.serves_tls() && !config.registry.http().serves_tls());
+        let text = "[api]\nlisten = \"0.0.0.0:8080\"\ntls = false\n\
+                    [registry]\nlisten = \"127.0.0.1:5000\"\ntls = true\n";
+        let config: ServeConfig = toml::from_str(text).unwrap();
+        assert!(!config.api.serves_tls() && config.api.plain_off_loopback());
+        let registry = config.registry.http();
+        assert!(registry.serves_tls() && !registry.plain_off_loopback());
+    }
+
+    #[test]
+    fn the_certificate_names_cover_loopback_the_public_host_and_listener_ips() {
+        let text = "public_host = \"controller.lan\"\n\
+                    [broker]\ntls_listen = \"0.0.0.0:8883\"\n\
+                    [api]\nlisten = \"127.0.0.1:8080\"\n\
+                    [registry]\nlisten = \"10.0.0.2:5000\"\ntls = true\n";
+        let config: ServeConfig = toml::from_str(text).unwrap();
+        assert_eq!(
+            config.tls_names(),
+            [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "controller.lan",
+                "10.0.0.2"
+            ]
+        );
+        // Without a public host, the TLS listener's IP is the device-facing one; a
+        // wildcard names nothing.
+        let text = "[broker]\ntls_listen = \"0.0.0.0:8883\"\n";
+        let config: ServeConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.tls_names(), ["localhost", "127.0.0.1", "::1"]);
     }
 
     #[test]

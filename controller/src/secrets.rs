@@ -1,6 +1,8 @@
-//! `Secrets`: the controller's CA, the broker's TLS certificate, the deployment signing key,
+//! `Secrets`: the controller's CA, its TLS certificate (presented by the broker's device
+//! port, and by the API and registry when they serve HTTPS), the deployment signing key,
 //! the admin token and the controller's own MQTT password. Generated on first start, kept
-//! in the data dir with mode 0600, loaded unchanged on every later start.
+//! in the data dir with mode 0600, loaded unchanged on every later start; only the TLS
+//! certificate is issued again at every start, for the names the config gives.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -36,9 +38,10 @@ pub struct Secrets {
     pub deployment_key: SigningKey,
     pub admin_token: String,
     pub controller_mqtt_password: String,
-    /// Paths of the broker's TLS certificate and key (signed by the CA).
-    pub broker_cert: PathBuf,
-    pub broker_key: PathBuf,
+    /// Paths of the controller's TLS certificate and key (signed by the CA; files
+    /// `broker.pem`, `broker.key`: the broker had it first).
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 /// A random 32-byte value as 64 hex characters (tokens and passwords).
@@ -49,19 +52,20 @@ pub fn random_token() -> String {
 }
 
 impl Secrets {
-    /// Loads the secrets, generating any that are missing. The broker certificate is
-    /// reissued every start for `tls_host`, so a changed public host needs no manual step.
-    pub fn load_or_create(dir: &DataDir, tls_host: &str) -> Result<Self, SecretsError> {
+    /// Loads the secrets, generating any that are missing. The TLS certificate is
+    /// reissued every start for `tls_names` (host names and IP addresses; see
+    /// `ServeConfig::tls_names`), so a changed public host needs no manual step.
+    pub fn load_or_create(dir: &DataDir, tls_names: &[String]) -> Result<Self, SecretsError> {
         let ca_key = load_or_create_ca(dir)?;
         let ca_pem = read_text(&dir.ca_cert())?;
-        issue_broker_cert(dir, &ca_key, tls_host)?;
+        issue_tls_cert(dir, &ca_key, tls_names)?;
         Ok(Self {
             ca_pem,
             deployment_key: load_or_create_deployment_key(dir)?,
             admin_token: load_or_create_token(&dir.admin_token())?,
             controller_mqtt_password: load_or_create_token(&dir.controller_mqtt_password())?,
-            broker_cert: dir.broker_cert(),
-            broker_key: dir.broker_key(),
+            tls_cert: dir.broker_cert(),
+            tls_key: dir.broker_key(),
         })
     }
 }
@@ -97,17 +101,13 @@ fn load_or_create_ca(dir: &DataDir) -> Result<KeyPair, SecretsError> {
     Ok(key)
 }
 
-fn issue_broker_cert(dir: &DataDir, ca_key: &KeyPair, host: &str) -> Result<(), SecretsError> {
+fn issue_tls_cert(dir: &DataDir, ca_key: &KeyPair, names: &[String]) -> Result<(), SecretsError> {
     let generate = |source| SecretsError::Generate {
-        what: "broker TLS certificate",
+        what: "controller TLS certificate",
         source,
     };
-    let mut names = vec!["localhost".to_string()];
-    if host != "localhost" {
-        names.push(host.to_string());
-    }
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
-    for name in &names {
+    for name in names {
         let san = match name.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName(name.clone().try_into().map_err(generate)?),
@@ -116,7 +116,7 @@ fn issue_broker_cert(dir: &DataDir, ca_key: &KeyPair, host: &str) -> Result<(), 
     }
     params
         .distinguished_name
-        .push(DnType::CommonName, "coracle broker");
+        .push(DnType::CommonName, "coracle controller");
     let key = KeyPair::generate().map_err(generate)?;
     // The CA's parameters are fixed, so rebuilding the issuer from them and the stored key
     // yields certificates that chain to the stored CA certificate.
@@ -171,8 +171,8 @@ mod tests {
     fn secrets_are_created_once_private_and_reloaded_unchanged() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::open(tmp.path()).unwrap();
-        let first = Secrets::load_or_create(&dir, "127.0.0.1").unwrap();
-        let second = Secrets::load_or_create(&dir, "10.0.0.2").unwrap();
+        let first = Secrets::load_or_create(&dir, &["127.0.0.1".into()]).unwrap();
+        let second = Secrets::load_or_create(&dir, &["10.0.0.2".into()]).unwrap();
         assert_eq!(first.ca_pem, second.ca_pem);
         assert_eq!(first.admin_token, second.admin_token);
         assert_eq!(
@@ -195,7 +195,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::open(tmp.path()).unwrap();
         std::fs::write(dir.deployment_key(), "not hex").unwrap();
-        let err = Secrets::load_or_create(&dir, "localhost").unwrap_err();
+        let err = Secrets::load_or_create(&dir, &["localhost".into()]).unwrap_err();
         assert!(err.to_string().contains("deployment.key"), "{err}");
         assert_eq!(std::fs::read(dir.deployment_key()).unwrap(), b"not hex");
     }

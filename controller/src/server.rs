@@ -49,6 +49,8 @@ pub enum ServeError {
     NoDeviceCa { path: std::path::PathBuf },
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error("cannot set up HTTPS for the API and registry")]
+    Tls(#[from] crate::net::tls::TlsError),
     #[error("cannot listen for {what} on {addr}")]
     Bind {
         what: &'static str,
@@ -132,6 +134,35 @@ fn device_ca_bundle(
     Ok(format!("{}\n{}", controller_ca.trim_end(), extra.trim_end()) + "\n")
 }
 
+/// The TLS acceptor the HTTPS listeners share (`None` when both serve plain HTTP), built
+/// from the certificate the broker presents too. A plain listener off loopback is allowed
+/// only by `tls = false` (`ServeConfig::validate`) and said once here.
+fn tls_acceptor(
+    secrets: &Secrets,
+    api: &crate::config::ListenSection,
+    registry: &crate::config::ListenSection,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, ServeError> {
+    for (what, section) in [("api", api), ("registry", registry)] {
+        if section.plain_off_loopback() {
+            tracing::warn!(
+                listener = what,
+                listen = %section.listen,
+                "serving plain HTTP on a non-loopback address ({what}.tls = false): \
+                 tokens and registry credentials cross the network in clear"
+            );
+        }
+    }
+    if !api.serves_tls() && !registry.serves_tls() {
+        return Ok(None);
+    }
+    let acceptor = crate::net::tls::acceptor(
+        &secrets.tls_cert,
+        &secrets.tls_key,
+        &[crate::net::tls::ALPN_HTTP1],
+    )?;
+    Ok(Some(acceptor))
+}
+
 /// Raises the descriptor limit and says once if the connection caps can still exceed it;
 /// either way the controller runs (over the limit, new connections are refused).
 fn check_fd_limit(config: &ServeConfig) {
@@ -157,7 +188,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let dir = DataDir::open(&config.data_dir)?;
     let store = Arc::new(Store::open(&dir.database())?);
     let host = config.device_facing_host();
-    let secrets = Secrets::load_or_create(&dir, &host)?;
+    let secrets = Secrets::load_or_create(&dir, &config.tls_names())?;
 
     // 2. Broker: embedded unless an external one is configured.
     let credentials = Arc::new(Credentials::new(
@@ -178,8 +209,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             let settings = EmbeddedBrokerSettings {
                 listen: config.broker.listen,
                 tls_listen: config.broker.tls_listen,
-                cert: secrets.broker_cert.clone(),
-                key: secrets.broker_key.clone(),
+                cert: secrets.tls_cert.clone(),
+                key: secrets.tls_key.clone(),
                 limits: config.broker.tls_limits(),
             };
             let broker = EmbeddedBroker::start(&settings, credentials.clone()).await?;
@@ -213,10 +244,21 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let commands = crate::commands::DeviceCommands::new(client.clone());
     let inbound = commands.tap(inbound, 4096);
 
-    // 4. Listeners for the API (and the registry, whose URL goes into bootstrap files).
-    let (api_listener, api_addr) = bind("api", config.api.listen).await?;
-    let (registry_listener, registry_addr) = bind("registry", config.registry.listen).await?;
-    let registry_url = format!("http://{host}:{}", registry_addr.port());
+    // 4. Listeners for the API (and the registry, whose URL goes into bootstrap files),
+    // HTTPS with the controller's certificate where the config says so.
+    let (api_http, registry_http) = (config.api.clone(), config.registry.http());
+    let https = tls_acceptor(&secrets, &api_http, &registry_http)?;
+    let tls_for = |section: &crate::config::ListenSection| {
+        section.serves_tls().then(|| https.clone()).flatten()
+    };
+    let (api_listener, api_addr) = bind("api", api_http.listen).await?;
+    let (registry_listener, registry_addr) = bind("registry", registry_http.listen).await?;
+    let registry_url = format!(
+        "{}://{host}:{}",
+        registry_http.scheme(),
+        registry_addr.port()
+    );
+    tracing::info!(url = %registry_url, "registry serving (the URL bootstrap files carry)");
     let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
     let registry = Registry::open(
         dir.root().join("registry"),
@@ -291,9 +333,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         registry: registry.clone(),
         mirror,
         commands,
-        sessions: crate::dashboard::Sessions::default(),
+        sessions: crate::dashboard::Sessions::new(api_http.serves_tls()),
     };
-    write_public(&dir.api_url(), format!("http://{api_addr}\n").as_bytes())?;
+    // The CLI runs on this host: a wildcard bind is reached on loopback, which the
+    // certificate names.
+    let api_url = format!("{}://{}", api_http.scheme(), crate::net::dialable(api_addr));
+    write_public(&dir.api_url(), format!("{api_url}\n").as_bytes())?;
+    tracing::info!(url = %api_url, "api serving");
     announce("api", api_addr);
     announce("registry", registry_addr);
 
@@ -302,14 +348,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         registry_listener,
         "registry",
         crate::registry::router(registry),
-        config.registry.http().limits(),
+        registry_http.limits(),
+        tls_for(&registry_http),
         wait_for(stop.clone()),
     ));
     crate::net::http::serve(
         api_listener,
         "api",
         api::router(state),
-        config.api.limits(),
+        api_http.limits(),
+        tls_for(&api_http),
         wait_for(stop.clone()),
     )
     .await;

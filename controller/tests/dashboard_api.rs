@@ -1,5 +1,6 @@
 //! The dashboard's server side over real HTTP and MQTT: the page and its assets, login to a
-//! cookie session that the API accepts (writes only with the dashboard's header), logout;
+//! cookie session that the API accepts (writes only with the dashboard's header), logout
+//! (the cookie `Secure` when the API serves HTTPS, and only then);
 //! and device commands — a device that answers, one that does not (504), an unknown
 //! service (404), an offline device (409).
 #![allow(clippy::unwrap_used)]
@@ -31,6 +32,14 @@ impl Http {
         }
     }
 
+    /// Over HTTPS, trusting the controller CA.
+    fn new_tls(controller: &Controller) -> Self {
+        Self {
+            base: format!("https://{}", controller.api),
+            agent: support::https_agent(&controller.ca_pem()),
+        }
+    }
+
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response<Body> {
         let mut request = self.agent.get(format!("{}{path}", self.base));
         for (k, v) in headers {
@@ -53,6 +62,33 @@ impl Http {
 
 fn text(mut response: Response<Body>) -> String {
     response.body_mut().read_to_string().unwrap()
+}
+
+#[test]
+fn over_https_the_session_cookie_is_secure_httponly_and_strict() {
+    let controller = Controller::start_tls();
+    let http = Http::new_tls(&controller);
+    assert_eq!(http.get("/", &[]).status(), StatusCode::OK);
+    let body = format!(r#"{{"token":"{}"}}"#, controller.admin_token().trim());
+    let login = http.post("/dashboard/login", &[], &body);
+    assert_eq!(login.status(), StatusCode::NO_CONTENT);
+    let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["; Secure", "; HttpOnly", "; SameSite=Strict"] {
+        assert!(set_cookie.contains(attribute), "{attribute}: {set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let with_cookie = [("cookie", cookie.as_str())];
+    assert_eq!(
+        http.get("/api/v1/fleet", &with_cookie).status(),
+        StatusCode::OK
+    );
+    let marked = [("cookie", cookie.as_str()), ("x-coracle-dashboard", "1")];
+    let logout = http.post("/dashboard/logout", &marked, "");
+    let cleared = logout.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cleared.contains("; Secure") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
 }
 
 #[test]
@@ -84,6 +120,7 @@ fn login_gives_a_cookie_session_the_api_accepts_until_logout() {
     assert_eq!(login.status(), StatusCode::NO_CONTENT);
     let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap().to_string();
     let with_cookie = [("cookie", cookie.as_str())];
 

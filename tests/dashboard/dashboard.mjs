@@ -1,6 +1,6 @@
 // Browser scenarios for the dashboard, run by tests/tests/dashboard.rs against a real
 // controller with simulated devices. Debian's chromium, driven by playwright-core.
-// Env: DASHBOARD_URL, ADMIN_TOKEN, SCREENSHOT_DIR, CHROMIUM.
+// Env: DASHBOARD_URL (https:// when the API serves TLS), ADMIN_TOKEN, SCREENSHOT_DIR, CHROMIUM.
 // Protocol with the Rust test: a `need:<what>` line on stdout, answered by `ok` on stdin.
 
 import { createInterface } from 'node:readline';
@@ -11,6 +11,10 @@ const url = process.env.DASHBOARD_URL;
 const token = process.env.ADMIN_TOKEN;
 const shots = process.env.SCREENSHOT_DIR;
 const TIMEOUT = 20_000;
+// The API's certificate is signed by the controller CA, which this throwaway browser
+// profile does not hold; the CLI, skopeo and agents verify it in the other tests.
+const https = url.startsWith('https:');
+const contextOptions = { ignoreHTTPSErrors: https };
 const APP_V1 = 'services:\n  web:\n    image: hello:1\n';
 const APP_V2 = 'services:\n  web:\n    image: hello:2\n    healthcheck:\n      test: ["HTTP", "8080", "/"]\n  worker:\n    image: hello:2\n';
 // The simulator fails the health gate of a state whose service has SIM_FAIL=1.
@@ -52,7 +56,7 @@ const browser = await chromium.launch({
 });
 let failed = false;
 try {
-  const desktop = await browser.newContext({ viewport: { width: 1366, height: 860 } });
+  const desktop = await browser.newContext({ ...contextOptions, viewport: { width: 1366, height: 860 } });
   desktop.setDefaultTimeout(TIMEOUT);
   const page = await desktop.newPage();
   page.on('dialog', (dialog) => dialog.accept());
@@ -76,6 +80,13 @@ try {
     check(status.trim() === 'healthy', `pi-berlin-1 status: ${status}`);
     const app = await page.textContent('#fleet-rows tr[data-device="pi-berlin-1"]');
     check(app.includes('hello:1'), `app column shows the image tag: ${app}`);
+  });
+
+  await step('the session cookie is HttpOnly and SameSite=Strict, and Secure over HTTPS', async () => {
+    const cookie = (await desktop.cookies()).find((c) => c.name === 'coracle_session');
+    check(cookie, 'no session cookie after login');
+    check(cookie.httpOnly && cookie.sameSite === 'Strict', `cookie flags: ${JSON.stringify({ ...cookie, value: '…' })}`);
+    check(cookie.secure === https, `cookie Secure is ${cookie.secure} on ${url}`);
   });
 
   await step('a device comes online while the page is open (live, no reload)', async () => {
@@ -205,7 +216,7 @@ try {
   });
 
   await step('phone layout', async () => {
-    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    const phone = await browser.newContext({ ...contextOptions, viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
     phone.setDefaultTimeout(TIMEOUT);
     const p = await phone.newPage();
     p.on('dialog', (dialog) => dialog.accept());

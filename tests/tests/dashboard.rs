@@ -154,7 +154,7 @@ fn browser_run(
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let mut node = Command::new("node")
         .arg(scripts.join("dashboard.mjs"))
-        .env("DASHBOARD_URL", format!("http://{api}"))
+        .env("DASHBOARD_URL", api)
         .env("ADMIN_TOKEN", controller.admin_token()?)
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", chromium)
@@ -193,7 +193,8 @@ async fn dashboard_works_in_headless_chromium() -> anyhow::Result<()> {
     let controller = Controller::start(dir.path(), Ipv4Addr::LOCALHOST)?;
     let output = controller.output();
     let broker = line_after(&output, "broker listening on ")?.to_string();
-    let api = line_after(&output, "api listening on ")?.to_string();
+    // https://…: the e2e controller's API serves TLS, so the session cookie is Secure.
+    let api = controller.api_url()?;
 
     // Two versions of an image, so the images page has something to compare.
     for (tag, extra) in [

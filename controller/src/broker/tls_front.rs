@@ -12,41 +12,25 @@
 //! address back to the device's, for the auth hook's log lines.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mqtt5::broker::tls_acceptor::TlsAcceptorConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::v311_acks;
-use crate::net::{Acceptor, ConnectionGate, GateLimits, Refusal, SharedThrottle};
+use crate::net::tls::{self, HandshakeError, TlsError};
+use crate::net::{dialable, Acceptor, ConnectionGate, GateLimits, Refusal, SharedThrottle};
 
 /// Why the TLS listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFrontError {
-    #[error("cannot load the broker's TLS certificate {path}")]
-    LoadCert {
-        path: PathBuf,
-        #[source]
-        source: mqtt5::MqttError,
-    },
-    #[error("cannot load the broker's TLS key {path}")]
-    LoadKey {
-        path: PathBuf,
-        #[source]
-        source: mqtt5::MqttError,
-    },
-    #[error("cannot build the broker's TLS settings from {cert} and its key")]
-    BuildTls {
-        cert: PathBuf,
-        #[source]
-        source: mqtt5::MqttError,
-    },
+    #[error("cannot set up TLS for the broker's device listener")]
+    Tls(#[from] TlsError),
     #[error("cannot listen for MQTT over TLS on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -79,7 +63,7 @@ pub struct TlsFront {
 }
 
 impl TlsFront {
-    /// Loads the certificate and key the way `mqtt5` did, binds `listen`, and relays
+    /// Loads the controller's certificate and key (`net::tls`), binds `listen`, and relays
     /// devices to the broker's plain listener at `broker`.
     pub async fn start(
         listen: SocketAddr,
@@ -88,24 +72,7 @@ impl TlsFront {
         limits: TlsFrontLimits,
         peers: DevicePeers,
     ) -> Result<Self, TlsFrontError> {
-        let chain = TlsAcceptorConfig::load_cert_chain_from_file(cert)
-            .await
-            .map_err(|source| TlsFrontError::LoadCert {
-                path: cert.to_path_buf(),
-                source,
-            })?;
-        let private_key = TlsAcceptorConfig::load_private_key_from_file(key)
-            .await
-            .map_err(|source| TlsFrontError::LoadKey {
-                path: key.to_path_buf(),
-                source,
-            })?;
-        let acceptor = TlsAcceptorConfig::new(chain, private_key)
-            .build_acceptor()
-            .map_err(|source| TlsFrontError::BuildTls {
-                cert: cert.to_path_buf(),
-                source,
-            })?;
+        let acceptor = tls::acceptor(cert, key, &[tls::ALPN_MQTT])?;
         let bind = |source| TlsFrontError::Bind {
             addr: listen,
             source,
@@ -132,16 +99,6 @@ impl TlsFront {
 impl Drop for TlsFront {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// The broker's plain listener as an address to dial (a wildcard bind is dialled on
-/// loopback).
-fn dialable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
-        _ => addr,
     }
 }
 
@@ -208,17 +165,16 @@ impl Front {
     /// One device connection, from TLS handshake to close.
     async fn relay(self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let handshake =
-            tokio::time::timeout(self.limits.handshake_timeout, self.acceptor.accept(stream)).await;
+        let handshake = tls::handshake(&self.acceptor, stream, self.limits.handshake_timeout).await;
         let device = match handshake {
-            Ok(Ok(device)) => device,
-            Ok(Err(err)) => {
+            Ok(device) => device,
+            Err(HandshakeError::Failed(err)) => {
                 if let Some(count) = self.logs.handshake.hit() {
                     tracing::info!(%peer, error = %err, count, "MQTT TLS handshakes failed");
                 }
                 return;
             }
-            Err(_) => {
+            Err(HandshakeError::TimedOut(_)) => {
                 if let Some(count) = self.logs.handshake.hit() {
                     tracing::info!(%peer, timeout_s = self.limits.handshake_timeout.as_secs(), count, "MQTT TLS handshakes timed out");
                 }
@@ -348,16 +304,6 @@ impl Drop for PeerRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcard_broker_binds_are_dialled_on_loopback() {
-        let any4: SocketAddr = "0.0.0.0:1883".parse().unwrap();
-        assert_eq!(dialable(any4), "127.0.0.1:1883".parse().unwrap());
-        let any6: SocketAddr = "[::]:1883".parse().unwrap();
-        assert_eq!(dialable(any6), "[::1]:1883".parse().unwrap());
-        let fixed: SocketAddr = "10.1.2.3:1883".parse().unwrap();
-        assert_eq!(dialable(fixed), fixed);
-    }
 
     #[test]
     fn device_peers_map_relays_back_and_forget_them_when_done() {

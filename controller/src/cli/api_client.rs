@@ -1,9 +1,14 @@
 //! `ApiClient`: the CLI's blocking HTTP client for `/api/v1`. API errors come back as the
 //! server's JSON error body, shown to the operator as `status: message`.
+//!
+//! Over HTTPS it trusts the controller CA of the data dir (`ca.pem`; the CLI runs on the
+//! controller's host) and nothing else; without that file, the system's public roots (an
+//! API behind a proxy with a public certificate).
 
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use super::ApiArgs;
 use crate::api::ErrorBody;
@@ -32,6 +37,7 @@ impl ApiClient {
         };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .tls_config(controller_tls(&dir)?)
             .build()
             .new_agent();
         Ok(Self {
@@ -39,6 +45,11 @@ impl ApiClient {
             token: token.trim().to_string(),
             agent,
         })
+    }
+
+    /// The API's base URL (`https://…` when the controller serves TLS).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {
@@ -115,4 +126,22 @@ impl ApiClient {
         self.finish::<serde_json::Value>(what, response)?;
         Ok(())
     }
+}
+
+/// TLS settings trusting the data dir's controller CA only, or the default roots when the
+/// data dir has none.
+fn controller_tls(dir: &DataDir) -> anyhow::Result<TlsConfig> {
+    let path = dir.ca_cert();
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(TlsConfig::default()),
+        Err(err) => {
+            return Err(err).with_context(|| format!("read the controller CA {}", path.display()))
+        }
+    };
+    let cert = Certificate::from_pem(&pem)
+        .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&[cert]))
+        .build())
 }

@@ -124,7 +124,11 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     } = args.command;
     let dir = DataDir::open(&data_dir)
         .with_context(|| format!("open data dir {}", data_dir.display()))?;
-    let secrets = Secrets::load_or_create(&dir, &host).context("load controller secrets")?;
+    let mut names = vec!["localhost".to_string()];
+    if host != "localhost" {
+        names.push(host.clone());
+    }
+    let secrets = Secrets::load_or_create(&dir, &names).context("load controller secrets")?;
     std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
     let out = out
         .canonicalize()
@@ -142,8 +146,8 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
         Ok(to)
     };
     copy(&dir.ca_cert(), "ca.pem", false)?;
-    copy(&secrets.broker_cert, "broker.pem", false)?;
-    copy(&secrets.broker_key, "broker.key", true)?;
+    copy(&secrets.tls_cert, "broker.pem", false)?;
+    copy(&secrets.tls_key, "broker.key", true)?;
 
     let acl = out.join("acl");
     write_public(&acl, mosquitto_acl().as_bytes())

@@ -107,7 +107,7 @@ async fn login(
     tracing::info!("dashboard login");
     Ok(with_cookie(
         StatusCode::NO_CONTENT,
-        &session::set_cookie(Some(&id)),
+        &state.sessions.set_cookie(Some(&id)),
     ))
 }
 
@@ -116,7 +116,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, _body: Bytes)
     if let Some(id) = session::session_cookie(&headers) {
         state.sessions.end(&id);
     }
-    with_cookie(StatusCode::NO_CONTENT, &session::set_cookie(None))
+    with_cookie(StatusCode::NO_CONTENT, &state.sessions.set_cookie(None))
 }
 
 fn with_cookie(status: StatusCode, cookie: &str) -> Response {

@@ -2,6 +2,8 @@
 //! browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict` cookie,
 //! so page scripts never keep the token and `EventSource` (which cannot send headers) is
 //! authenticated too. Sessions live in memory: a controller restart logs everyone out.
+//! When the API listener serves HTTPS the cookie is also `Secure`, so a browser never
+//! sends it over plain HTTP.
 //!
 //! Cross-site requests: `SameSite=Strict` keeps the cookie off them, and a state-changing
 //! request authenticated by cookie must also carry [`CSRF_HEADER`], which a cross-site form
@@ -29,9 +31,24 @@ pub struct Sessions {
     inner: Arc<Mutex<HashMap<String, Instant>>>,
     /// Failed logins per source address (429 after too many).
     pub logins: super::login_limit::LoginLimit,
+    /// Whether the cookie is marked `Secure` (the API listener serves HTTPS).
+    secure_cookie: bool,
 }
 
 impl Sessions {
+    /// Sessions whose cookie is `Secure` when `secure_cookie` (served over HTTPS).
+    pub fn new(secure_cookie: bool) -> Self {
+        Self {
+            secure_cookie,
+            ..Self::default()
+        }
+    }
+
+    /// The `Set-Cookie` value for a new session (or, with `None`, one that clears it).
+    pub fn set_cookie(&self, id: Option<&str>) -> String {
+        set_cookie(id, self.secure_cookie)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         // Each operation is one map call, so a poisoned map is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -104,14 +121,16 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// The `Set-Cookie` value for a new session (or, with `None`, one that clears it).
-pub fn set_cookie(id: Option<&str>) -> String {
+/// The `Set-Cookie` value for a new session (or, with `None`, one that clears it);
+/// `Secure` when `secure`.
+pub fn set_cookie(id: Option<&str>, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
     match id {
         Some(id) => format!(
-            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}; Max-Age={}",
             IDLE_TIMEOUT.as_secs()
         ),
-        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict{secure}; Max-Age=0"),
     }
 }
 
@@ -150,5 +169,14 @@ mod tests {
         assert!(sessions.touch(&id, start + Duration::from_secs(60)));
         assert!(!sessions.touch(&id, start + Duration::from_secs(60) + IDLE_TIMEOUT));
         assert!(!sessions.touch(&id, start));
+    }
+
+    #[test]
+    fn the_cookie_is_secure_only_over_https_and_always_httponly_strict() {
+        for (secure, id) in [(false, Some("abc")), (true, Some("abc")), (true, None)] {
+            let cookie = Sessions::new(secure).set_cookie(id);
+            assert!(cookie.contains("; HttpOnly; SameSite=Strict"), "{cookie}");
+            assert_eq!(cookie.contains("; Secure"), secure, "{cookie}");
+        }
     }
 }

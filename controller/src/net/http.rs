@@ -4,6 +4,13 @@
 //! between requests), a request body that stalls fails (`stall`), and the listener holds at
 //! most `gate` connections. Over the cap a new connection is answered 503 and closed; out
 //! of file descriptors, likewise (`accept`). Refusals are logged once per 10 s with a count.
+//!
+//! With a TLS acceptor (the listener serves HTTPS) every connection first completes its
+//! handshake within `handshake_timeout`, inside its connection slot, so half-open TLS
+//! clients are capped and closed like half-open HTTP ones; then the same HTTP rules apply
+//! to the decrypted stream. A refusal over the cap is a 503 after the handshake, within
+//! the refusal's one second; out of descriptors a TLS connection is closed at once (a
+//! handshake would hold the spare descriptor the next refusal needs).
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -14,15 +21,21 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service as _;
 
 use super::accept::Acceptor;
 use super::gate::{ConnectionGate, GateLimits, Refusal};
 use super::throttle::SharedThrottle;
+use super::tls::{self, HandshakeError};
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// What one HTTP listener allows its peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +45,8 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Longest wait for the next chunk of a request body.
     pub body_stall: Duration,
+    /// For a TLS client's handshake, before its request head (HTTPS listeners only).
+    pub handshake_timeout: Duration,
 }
 
 /// Refusals being answered at once; above this a refused connection is just closed.
@@ -56,11 +71,13 @@ static BUSY: LazyLock<Vec<u8>> = LazyLock::new(|| {
 });
 
 /// Serves `router` on `listener` until `shutdown` completes; `what` names it in logs.
+/// With `tls`, every connection speaks HTTPS.
 pub async fn serve(
     listener: TcpListener,
     what: &'static str,
     router: Router,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let stall = limits.body_stall;
@@ -78,6 +95,7 @@ pub async fn serve(
     let gate = ConnectionGate::new(limits.gate);
     let refusing = ConnectionGate::new(REFUSALS_IN_FLIGHT);
     let refused = Arc::new(SharedThrottle::new(LOG_EVERY));
+    let handshakes = Arc::new(SharedThrottle::new(LOG_EVERY));
     let mut acceptor = Acceptor::new(listener, what);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -90,8 +108,11 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         if incoming.shed {
-            // Out of descriptors: answer from the one we have and close at once.
-            let _ = incoming.stream.try_write(&BUSY);
+            // Out of descriptors: answer from the one we have and close at once (over TLS
+            // the close is the answer).
+            if tls.is_none() {
+                let _ = incoming.stream.try_write(&BUSY);
+            }
             continue;
         }
         let admitted = match gate.admit(incoming.peer.ip()) {
@@ -111,8 +132,9 @@ pub async fn serve(
                     );
                 }
                 if let Ok(slot) = refusing.admit(incoming.peer.ip()) {
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        refuse(incoming.stream).await;
+                        refuse(incoming.stream, tls).await;
                         drop(slot);
                     });
                 }
@@ -127,10 +149,29 @@ pub async fn serve(
             router.clone().call(request)
         });
         let mut stop = stop_rx.clone();
+        let (tls, handshakes) = (tls.clone(), handshakes.clone());
         connections.spawn(async move {
             let _admitted = admitted;
             let _ = incoming.stream.set_nodelay(true);
-            let conn = builder.serve_connection(TokioIo::new(incoming.stream), service);
+            let stream: Box<dyn Stream> = match tls {
+                None => Box::new(incoming.stream),
+                Some(acceptor) => {
+                    let handshake =
+                        tls::handshake(&acceptor, incoming.stream, limits.handshake_timeout);
+                    let accepted = tokio::select! {
+                        accepted = handshake => accepted,
+                        _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return,
+                    };
+                    match accepted {
+                        Ok(stream) => Box::new(stream),
+                        Err(err) => {
+                            log_handshake(what, peer, &err, &handshakes);
+                            return;
+                        }
+                    }
+                }
+            };
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
@@ -142,7 +183,7 @@ pub async fn serve(
             };
             if let Err(err) = result {
                 // Timeouts, resets and malformed requests: the peer's doing, not news.
-                tracing::debug!(listener = what, peer = %incoming.peer, error = %err, "connection ended");
+                tracing::debug!(listener = what, %peer, error = %err, "connection ended");
             }
         });
     }
@@ -161,10 +202,35 @@ pub async fn serve(
     }
 }
 
+/// A failed or timed-out TLS handshake: a scanner, a client without the CA, or a socket
+/// that never spoke. Logged once per 10 s with a count.
+fn log_handshake(
+    what: &'static str,
+    peer: std::net::SocketAddr,
+    err: &HandshakeError,
+    throttle: &SharedThrottle,
+) {
+    if let Some(count) = throttle.hit() {
+        match err {
+            HandshakeError::Failed(source) => {
+                tracing::info!(listener = what, %peer, error = %source, count, "TLS handshakes failed");
+            }
+            HandshakeError::TimedOut(after) => {
+                tracing::info!(listener = what, %peer, timeout_s = after.as_secs(), count, "TLS handshakes timed out");
+            }
+        }
+    }
+}
+
 /// Answers 503 and closes, reading what the client sent meanwhile so that the close does
-/// not reset the connection before the client read the answer.
-async fn refuse(mut stream: TcpStream) {
+/// not reset the connection before the client read the answer. Over TLS the handshake
+/// comes first; all of it within `REFUSAL_LINGER`.
+async fn refuse(stream: TcpStream, tls: Option<TlsAcceptor>) {
     let answer = async {
+        let mut stream: Box<dyn Stream> = match tls {
+            None => Box::new(stream),
+            Some(acceptor) => Box::new(acceptor.accept(stream).await?),
+        };
         stream.write_all(&BUSY).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];

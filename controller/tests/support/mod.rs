@@ -37,6 +37,13 @@ impl Controller {
         Self::start_in(tempfile::tempdir().unwrap())
     }
 
+    /// Starts with the API and the registry serving HTTPS (`tls = true`) on loopback.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = Self::config_text(dir.path(), "", "tls = true", "tls = true");
+        Self::start_with_config(dir, &text)
+    }
+
     /// Starts on an existing temp dir (for restart tests).
     pub fn start_in(dir: tempfile::TempDir) -> Self {
         let text = format!(
@@ -122,6 +129,19 @@ impl Controller {
         std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap()
     }
 
+    /// The controller CA (PEM), as bootstrap files carry it.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("ca.pem")).unwrap()
+    }
+
+    /// The API URL the controller wrote for the CLI (`api.url`).
+    pub fn api_url(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("api.url"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     /// Runs the real CLI against this controller.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_coracle"))
@@ -175,6 +195,20 @@ pub fn tls_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
+}
+
+/// A ureq agent that trusts `ca_pem` only and leaves statuses to the caller.
+pub fn https_agent(ca_pem: &str) -> ureq::Agent {
+    let cert = ureq::tls::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                .build(),
+        )
+        .build()
+        .new_agent()
 }
 
 /// MQTT options for a device over TLS with the given credentials.

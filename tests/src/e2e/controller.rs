@@ -1,7 +1,10 @@
 //! The real `coracle serve` for end-to-end tests: devices reach it on the test network's
 //! gateway address, the test drives it through the real `coracle` CLI. Its ports are chosen
 //! once, so a restarted controller is where the devices' bootstrap files say it is. It runs
-//! its embedded broker, or uses an [`ExternalBroker`] (Debian's Mosquitto).
+//! its embedded broker, or uses an [`ExternalBroker`] (Debian's Mosquitto). The API and the
+//! registry serve HTTPS (`tls = true`), as a controller whose registry devices reach on the
+//! network must: agents get an `https://` registry URL and the CA in their bootstrap files,
+//! the CLI trusts the data dir's CA, and skopeo pushes verifying the certificate.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -83,7 +86,8 @@ impl Controller {
         let config = dir.join("serve.toml");
         let text = format!(
             "data_dir = {data:?}\npublic_host = \"{public}\"\n\n[broker]\n{broker_section}\n\
-             [api]\nlisten = \"{api}\"\n\n[registry]\nlisten = \"{registry}\"\n{extra}",
+             [api]\nlisten = \"{api}\"\ntls = true\n\n\
+             [registry]\nlisten = \"{registry}\"\ntls = true\n{extra}",
             data = data_dir.display().to_string(),
         );
         std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
@@ -170,6 +174,24 @@ impl Controller {
         serde_json::from_str(&text).with_context(|| format!("device show {name}: {text}"))
     }
 
+    /// The API's URL as the controller wrote it for the CLI (`https://127.0.0.1:PORT`).
+    pub fn api_url(&self) -> anyhow::Result<String> {
+        let path = self.data_dir.join("api.url");
+        let url =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Ok(url.trim().to_string())
+    }
+
+    /// A directory holding the controller CA as `ca.crt`, for skopeo's `--dest-cert-dir`.
+    fn registry_certs(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.data_dir.with_file_name("registry-certs");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let ca = self.data_dir.join("ca.pem");
+        std::fs::copy(&ca, dir.join("ca.crt"))
+            .with_context(|| format!("copy {} into {}", ca.display(), dir.display()))?;
+        Ok(dir)
+    }
+
     /// The admin token (the registry's push credential).
     pub fn admin_token(&self) -> anyhow::Result<String> {
         let path = self.data_dir.join("admin.token");
@@ -186,14 +208,17 @@ impl Controller {
         Ok(text.trim().to_string())
     }
 
-    /// Pushes an image (a skopeo source such as `oci:DIR:TAG`) as `repo:tag`.
+    /// Pushes an image (a skopeo source such as `oci:DIR:TAG`) as `repo:tag`, over HTTPS
+    /// verified against the controller CA.
     pub fn push(&self, source: &str, repo_tag: &str) -> anyhow::Result<()> {
         let creds = format!("coracle:{}", self.admin_token()?);
         let dest = format!("docker://{}/{repo_tag}", self.registry);
+        let certs = self.registry_certs()?.display().to_string();
         skopeo(&[
             "copy",
             "--quiet",
-            "--dest-tls-verify=false",
+            "--dest-cert-dir",
+            &certs,
             "--dest-creds",
             &creds,
             source,
