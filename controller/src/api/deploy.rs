@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
-use coracle_proto::Generation;
+use coracle_proto::{Generation, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
 use super::devices::device_id;
@@ -14,7 +14,7 @@ use super::error::anyhow_chain;
 use super::error::ApiError;
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
-use crate::compose;
+use crate::compose::{self, ComposeFile};
 use crate::deploy::app_services;
 
 /// The request body.
@@ -44,6 +44,29 @@ fn published_by_default() -> bool {
     true
 }
 
+/// The app of a deploy or rollout request: parsed, every image pinned, and the platforms
+/// its images offer; each failure a 400 naming what was wrong.
+pub(super) async fn pin_app(
+    state: &AppState,
+    text: &str,
+    seccomp_profiles: &BTreeMap<String, String>,
+) -> Result<(ComposeFile, Vec<ServiceSpec>, AppPlatforms), ApiError> {
+    let file = compose::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let services = app_services(
+        &state.registry,
+        &state.mirror,
+        text,
+        &file,
+        seccomp_profiles,
+    )
+    .await
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let platforms = AppPlatforms::of(&state.registry, &state.mirror, &services)
+        .await
+        .map_err(ApiError::bad_request)?;
+    Ok((file, services, platforms))
+}
+
 pub async fn deploy(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -51,20 +74,8 @@ pub async fn deploy(
 ) -> Result<Json<DeployResponse>, ApiError> {
     let id = device_id(&id)?;
     let request: DeployRequest = parse_json(&body)?;
-    let file =
-        compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let services = app_services(
-        &state.registry,
-        &state.mirror,
-        &request.compose,
-        &file,
-        &request.seccomp_profiles,
-    )
-    .await
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let platforms = AppPlatforms::of(&state.registry, &state.mirror, &services)
-        .await
-        .map_err(ApiError::bad_request)?;
+    let (_, services, platforms) =
+        pin_app(&state, &request.compose, &request.seccomp_profiles).await?;
     let reported = state.fleet.store.reported(&id)?;
     let (platform, sealing_key) = reported
         .map(|r| (r.platform, r.sealing_key))

@@ -19,9 +19,6 @@ use serde_json::Value;
 
 use super::error::{anyhow_chain, ApiError};
 use super::{parse_json, AppState};
-use crate::app_platforms::AppPlatforms;
-use crate::compose;
-use crate::deploy::app_services;
 use crate::rollout::{CreateRollout, RolloutCommand, RolloutError};
 use crate::store::{RolloutRecord, Selector};
 
@@ -155,20 +152,8 @@ pub async fn create(
     let request: CreateRolloutRequest = parse_json(&body)?;
     let selector = parse_selector(&request.selector)?;
     let max_failures = threshold_text(&request.max_failures)?;
-    let file =
-        compose::parse(&request.compose).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let services = app_services(
-        &state.registry,
-        &state.mirror,
-        &request.compose,
-        &file,
-        &request.seccomp_profiles,
-    )
-    .await
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let platforms = AppPlatforms::of(&state.registry, &state.mirror, &services)
-        .await
-        .map_err(ApiError::bad_request)?;
+    let (file, services, platforms) =
+        super::deploy::pin_app(&state, &request.compose, &request.seccomp_profiles).await?;
     let app = match request.app.map(|a| a.trim().to_string()) {
         Some(app) if !app.is_empty() => app,
         _ => file.services.keys().cloned().collect::<Vec<_>>().join("+"),
