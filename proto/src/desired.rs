@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::ImageRef;
 use crate::ids::{DeviceId, Generation, ServiceName};
+use crate::lifecycle::Lifecycle;
 use crate::sealed::Sealed;
 use crate::seccomp::SeccompPolicy;
 
@@ -70,10 +71,14 @@ pub struct ServiceSpec {
     pub read_only_rootfs: bool,
     pub update: UpdateStrategy,
     pub depends_on: Vec<Dependency>,
-    /// `security_opt: seccomp=...`. Last, so JSON stored before it decodes; postcard bytes
-    /// of older builds decode through `legacy::ServiceSpecV1`.
+    /// `security_opt: seccomp=...`. `#[serde(default)]`, so JSON stored before it decodes;
+    /// postcard bytes of older builds decode through `legacy::ServiceSpecV1`.
     #[serde(default)]
     pub seccomp: SeccompPolicy,
+    /// Stop signal and grace, init, minimum uptime. Last, for the same reasons as
+    /// `seccomp`; postcard bytes without it decode through `legacy::ServiceSpecV2`.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
 }
 
 /// cgroup limits; `None` leaves the kernel's default.
@@ -183,6 +188,10 @@ pub enum UpdateOrder {
     DownloadThenSwitch,
     /// Frees memory and disk first, for small devices.
     StopThenDownload,
+    /// compose `deploy.update_config.order: start-first`: the new container starts while
+    /// the old one serves. The agent applies it as `DownloadThenSwitch` (stop-first) for
+    /// now; the order is kept so a later agent can honour it.
+    StartFirst,
 }
 
 /// `depends_on` with compose's conditions.
@@ -224,6 +233,7 @@ impl ServiceSpec {
             update: UpdateStrategy::default(),
             depends_on: Vec::new(),
             seccomp: SeccompPolicy::Default,
+            lifecycle: Lifecycle::default(),
         }
     }
 }

@@ -1,17 +1,19 @@
 //! The layouts of [`DesiredState`] written by older builds, for decoding their bytes.
 //! postcard has no field defaults, so each field added to the wire (`registries`, then
-//! `ServiceSpec::seccomp`) needs the layout before it:
+//! `ServiceSpec::seccomp`, then `ServiceSpec::lifecycle`) needs the layout before it:
 //!
 //! | layout | `ServiceSpec` | `DesiredState::registries` |
 //! |---|---|---|
 //! | [`DesiredStateV1`] | [`ServiceSpecV1`] | absent |
 //! | [`DesiredStateV2`] | [`ServiceSpecV1`] | present |
-//! | current | with `seccomp` | present |
+//! | [`DesiredStateV3`] | [`ServiceSpecV2`] (with `seccomp`) | present |
+//! | current | with `seccomp` and `lifecycle` | present |
 //!
-//! [`decode_desired`] tries the current layout, then V2, then V1. Bytes of one layout do not
-//! decode as another: a V1 or V2 body read as a newer layout runs out of bytes or meets a
-//! service name where a seccomp policy should be (its length byte is no policy tag above 2,
-//! and a 1- or 2-byte name leaves the rest misaligned, which the validated ids refuse).
+//! [`decode_desired`] tries the current layout, then V3, V2, V1. Bytes of one layout do not
+//! decode as another: an older body read as a newer layout runs out of bytes or meets a
+//! service name where a policy tag or a lifecycle should be (its length byte is no policy
+//! tag above 2 and no option tag above 1, and a 1- or 2-byte name leaves the rest
+//! misaligned, which the validated ids refuse).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -24,6 +26,7 @@ use crate::desired::{
 };
 use crate::digest::ImageRef;
 use crate::ids::{DeviceId, Generation, ServiceName};
+use crate::lifecycle::Lifecycle;
 use crate::seccomp::SeccompPolicy;
 
 /// [`ServiceSpec`] before `seccomp`.
@@ -47,6 +50,39 @@ pub struct ServiceSpecV1 {
     pub read_only_rootfs: bool,
     pub update: UpdateStrategy,
     pub depends_on: Vec<Dependency>,
+}
+
+/// [`ServiceSpec`] with `seccomp`, before `lifecycle`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpecV2 {
+    pub name: ServiceName,
+    pub image: ImageRef,
+    pub entrypoint: Vec<String>,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub resources: Resources,
+    pub restart: RestartPolicy,
+    pub health: Option<HealthCheck>,
+    pub volumes: Vec<VolumeMount>,
+    pub devices: Vec<DeviceMapping>,
+    pub network: NetworkMode,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only_rootfs: bool,
+    pub update: UpdateStrategy,
+    pub depends_on: Vec<Dependency>,
+    pub seccomp: SeccompPolicy,
+}
+
+/// [`DesiredState`] with [`ServiceSpecV2`] services (before `lifecycle`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStateV3 {
+    pub device: DeviceId,
+    pub generation: Generation,
+    pub services: Vec<ServiceSpecV2>,
+    pub registries: Vec<RegistryAccess>,
 }
 
 /// [`DesiredState`] with [`ServiceSpecV1`] services and `registries`.
@@ -88,16 +124,86 @@ impl From<ServiceSpecV1> for ServiceSpec {
             update: old.update,
             depends_on: old.depends_on,
             seccomp: SeccompPolicy::Default,
+            lifecycle: Lifecycle::default(),
+        }
+    }
+}
+
+impl From<ServiceSpecV2> for ServiceSpec {
+    fn from(old: ServiceSpecV2) -> Self {
+        Self {
+            name: old.name,
+            image: old.image,
+            entrypoint: old.entrypoint,
+            command: old.command,
+            env: old.env,
+            working_dir: old.working_dir,
+            user: old.user,
+            resources: old.resources,
+            restart: old.restart,
+            health: old.health,
+            volumes: old.volumes,
+            devices: old.devices,
+            network: old.network,
+            cap_add: old.cap_add,
+            cap_drop: old.cap_drop,
+            read_only_rootfs: old.read_only_rootfs,
+            update: old.update,
+            depends_on: old.depends_on,
+            seccomp: old.seccomp,
+            lifecycle: Lifecycle::default(),
         }
     }
 }
 
 impl ServiceSpec {
+    /// The bytes older builds hashed for this service: the oldest layout that loses nothing
+    /// of it (V1 with the default policy and lifecycle, V2 with the default lifecycle),
+    /// else the current one. The agent fingerprints these, so an upgraded agent adopts the
+    /// containers it finds instead of replacing them.
+    pub fn fingerprint_body(&self) -> Vec<u8> {
+        if let Some(v1) = self.legacy_layout() {
+            return crate::codec::encode(&v1);
+        }
+        match self.layout_v2() {
+            Some(v2) => crate::codec::encode(&v2),
+            None => crate::codec::encode(self),
+        }
+    }
+
+    /// The same service in the layout before `lifecycle`, when that loses nothing.
+    pub fn layout_v2(&self) -> Option<ServiceSpecV2> {
+        if self.lifecycle != Lifecycle::default() {
+            return None;
+        }
+        let s = self.clone();
+        Some(ServiceSpecV2 {
+            name: s.name,
+            image: s.image,
+            entrypoint: s.entrypoint,
+            command: s.command,
+            env: s.env,
+            working_dir: s.working_dir,
+            user: s.user,
+            resources: s.resources,
+            restart: s.restart,
+            health: s.health,
+            volumes: s.volumes,
+            devices: s.devices,
+            network: s.network,
+            cap_add: s.cap_add,
+            cap_drop: s.cap_drop,
+            read_only_rootfs: s.read_only_rootfs,
+            update: s.update,
+            depends_on: s.depends_on,
+            seccomp: s.seccomp,
+        })
+    }
+
     /// The same service in the layout before `seccomp`, when that loses nothing (the
-    /// default policy): the agent fingerprints such a spec as older builds did, so an
-    /// upgraded agent adopts the containers it finds instead of replacing them.
+    /// default policy and lifecycle).
     pub fn legacy_layout(&self) -> Option<ServiceSpecV1> {
-        if self.seccomp != SeccompPolicy::Default {
+        if self.seccomp != SeccompPolicy::Default || self.lifecycle != Lifecycle::default() {
             return None;
         }
         let s = self.clone();
@@ -121,6 +227,17 @@ impl ServiceSpec {
             update: s.update,
             depends_on: s.depends_on,
         })
+    }
+}
+
+impl From<DesiredStateV3> for DesiredState {
+    fn from(old: DesiredStateV3) -> Self {
+        Self {
+            device: old.device,
+            generation: old.generation,
+            services: old.services.into_iter().map(ServiceSpec::from).collect(),
+            registries: old.registries,
+        }
     }
 }
 
@@ -157,6 +274,9 @@ pub fn decode_desired(body: &[u8]) -> Result<DesiredState, DecodeError> {
         Err(err @ DecodeError::UnsupportedVersion { .. }) => return Err(err),
         Err(err) => err,
     };
+    if let Ok(old) = decode::<DesiredStateV3>(body) {
+        return Ok(old.into());
+    }
     if let Ok(old) = decode::<DesiredStateV2>(body) {
         return Ok(old.into());
     }
@@ -219,7 +339,66 @@ mod tests {
                 registries: with_registry.registries.clone(),
             };
             assert_eq!(decode_desired(&encode(&v2)).unwrap(), with_registry);
+            let mut unconfined = with_registry.clone();
+            unconfined.services[0].seccomp = SeccompPolicy::Unconfined;
+            let v3 = DesiredStateV3 {
+                device: current.device.clone(),
+                generation: current.generation,
+                services: unconfined
+                    .services
+                    .iter()
+                    .map(|s| s.layout_v2().unwrap())
+                    .collect(),
+                registries: with_registry.registries.clone(),
+            };
+            assert_eq!(decode_desired(&encode(&v3)).unwrap(), unconfined);
+            let v3_plain = DesiredStateV3 {
+                registries: Vec::new(),
+                ..v3
+            };
+            let mut plain = unconfined.clone();
+            plain.registries.clear();
+            assert_eq!(decode_desired(&encode(&v3_plain)).unwrap(), plain);
         }
+    }
+
+    #[test]
+    fn the_current_layout_round_trips_every_lifecycle() {
+        for mut state in states() {
+            let lifecycles = [
+                Lifecycle {
+                    stop_signal: Some(2),
+                    stop_grace_ms: Some(90_000),
+                    init: true,
+                    min_uptime_ms: Some(0),
+                },
+                Lifecycle {
+                    init: true,
+                    ..Lifecycle::default()
+                },
+                Lifecycle::default(),
+            ];
+            for (service, lifecycle) in state.services.iter_mut().zip(lifecycles) {
+                service.lifecycle = lifecycle;
+            }
+            let body = encode(&state);
+            assert_eq!(decode_desired(&body).unwrap(), state);
+            assert!(decode_desired(&body[..body.len() - 1]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_default_lifecycle_fingerprints_in_the_layout_before_it() {
+        let mut spec = samples::desired_with_services(1).services.remove(0);
+        assert_eq!(
+            spec.fingerprint_body(),
+            encode(&spec.legacy_layout().unwrap())
+        );
+        spec.seccomp = SeccompPolicy::Unconfined;
+        assert_eq!(spec.fingerprint_body(), encode(&spec.layout_v2().unwrap()));
+        spec.lifecycle.init = true;
+        assert!(spec.layout_v2().is_none() && spec.legacy_layout().is_none());
+        assert_eq!(spec.fingerprint_body(), encode(&spec));
     }
 
     #[test]

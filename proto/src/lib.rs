@@ -19,6 +19,7 @@
 //!   Linux capability names both use.
 //! - [`seccomp`]: a service's seccomp policy (the agent's allow-list, none, or an operator's
 //!   Docker-format profile, parsed and validated, with syscall tables per architecture).
+//! - [`lifecycle`]: a service's stop signal and grace, init, minimum uptime.
 //! - [`legacy`]: the desired-state layouts of older builds, still decoded.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
@@ -38,6 +39,7 @@ pub mod frame;
 pub mod health;
 pub mod ids;
 pub mod legacy;
+pub mod lifecycle;
 pub mod reported;
 pub mod samples;
 pub mod sealed;
@@ -60,7 +62,8 @@ pub use digest::{Digest, ImageRef, RefError};
 pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
-pub use legacy::{DesiredStateV1, DesiredStateV2, ServiceSpecV1};
+pub use legacy::{DesiredStateV1, DesiredStateV2, DesiredStateV3, ServiceSpecV1, ServiceSpecV2};
+pub use lifecycle::{signal_number, Lifecycle};
 pub use reported::{
     Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,
 };

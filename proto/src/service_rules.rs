@@ -8,8 +8,12 @@ use alloc::string::{String, ToString};
 
 use crate::capability::capability_name;
 use crate::desired::{HealthProbe, ServiceSpec, VolumeSource};
+use crate::lifecycle::MAX_SIGNAL;
 use crate::seccomp::SeccompPolicy;
 use crate::validate::InvalidDesired;
+
+/// The longest stop grace period and minimum uptime (an update must end some time).
+const MAX_LIFECYCLE_MS: u32 = 3_600_000;
 
 /// Characters of a user or group name (POSIX portable names, as shadow-utils allows).
 fn is_name_char(c: char) -> bool {
@@ -108,6 +112,7 @@ impl ServiceSpec {
         }
         self.validate_resources()?;
         self.validate_health()?;
+        self.validate_lifecycle()?;
         for volume in &self.volumes {
             if !is_clean_absolute(&volume.target) || volume.target == "/" {
                 let rule = "must have an absolute target without \"..\", other than /";
@@ -208,6 +213,38 @@ impl ServiceSpec {
                 "cpuset",
                 list.into(),
                 "must be a CPU list such as 0-1,3",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_lifecycle(&self) -> Result<(), InvalidDesired> {
+        let bad = |field: &'static str, value: String, rule: &'static str| InvalidDesired::Field {
+            service: self.name.clone(),
+            field,
+            value,
+            rule,
+        };
+        let l = &self.lifecycle;
+        if let Some(n) = l.stop_signal.filter(|n| !(1..=MAX_SIGNAL).contains(n)) {
+            return Err(bad(
+                "stop_signal",
+                n.to_string(),
+                "must be a signal between 1 and 31",
+            ));
+        }
+        if let Some(ms) = l.stop_grace_ms.filter(|ms| *ms > MAX_LIFECYCLE_MS) {
+            return Err(bad(
+                "stop_grace_period",
+                format!("{ms} ms"),
+                "must be at most 1 hour",
+            ));
+        }
+        if let Some(ms) = l.min_uptime_ms.filter(|ms| *ms > MAX_LIFECYCLE_MS) {
+            return Err(bad(
+                "deploy.update_config.monitor",
+                format!("{ms} ms"),
+                "must be at most 1 hour",
             ));
         }
         Ok(())
@@ -367,6 +404,19 @@ mod tests {
             (
                 |s| s.health.as_mut().unwrap().probe = HealthProbe::Exec(vec![]),
                 "test must be a non-empty command",
+            ),
+            (
+                |s| s.lifecycle.stop_signal = Some(32),
+                "stop_signal: \"32\" must be a signal",
+            ),
+            (|s| s.lifecycle.stop_signal = Some(0), "stop_signal: \"0\""),
+            (
+                |s| s.lifecycle.stop_grace_ms = Some(3_600_001),
+                "stop_grace_period: \"3600001 ms\"",
+            ),
+            (
+                |s| s.lifecycle.min_uptime_ms = Some(u32::MAX),
+                "deploy.update_config.monitor",
             ),
         ];
         for (edit, want) in table {

@@ -6,6 +6,7 @@
 //! time, not by the device after it stopped the old version). Every error names the
 //! service, the field and, where the text shows it, the line.
 
+mod lifecycle;
 mod model;
 pub mod seccomp;
 mod units;
@@ -139,6 +140,8 @@ fn to_spec(
     spec.cap_add = s.cap_add.clone();
     spec.cap_drop = s.cap_drop.clone();
     spec.seccomp = seccomp::policy(&s.security_opt, profiles).map_err(|e| ("security_opt", e))?;
+    spec.lifecycle = lifecycle::lifecycle(s)?;
+    spec.update.order = lifecycle::update_order(s)?;
     spec.restart = match s.restart.as_deref() {
         None | Some("no") => RestartPolicy::No,
         Some("always") => RestartPolicy::Always,

@@ -45,6 +45,30 @@ pub struct ComposeService {
     /// `seccomp=unconfined`, `seccomp=FILE`, `no-new-privileges` (see `seccomp`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// Run the agent's init as PID 1 (see `lifecycle`).
+    pub init: Option<bool>,
+    /// `SIGINT`, `INT`, `2`.
+    pub stop_signal: Option<Scalar>,
+    /// A compose duration: `30s`, `1m30s`.
+    pub stop_grace_period: Option<String>,
+    pub deploy: Option<Deploy>,
+}
+
+/// `deploy:`, of which only `update_config` means something on a single device.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    pub update_config: Option<UpdateConfig>,
+}
+
+/// `deploy.update_config:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// `start-first` or `stop-first`.
+    pub order: Option<String>,
+    /// How long a new container must stay up before the update counts as done.
+    pub monitor: Option<String>,
 }
 
 /// `command: "a b"` or `command: [a, b]`.

@@ -191,3 +191,90 @@ fn fields_a_device_could_not_run_are_refused_naming_service_field_and_value() {
     let fine = "services:\n  web:\n    image: app:1\n    cap_add: [net_admin, CAP_SYS_TIME]\n    cap_drop: [ALL]\n    user: \"1000:100\"\n";
     to_specs(fine, &parse(fine).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
 }
+
+#[test]
+fn lifecycle_keys_become_the_service_lifecycle() {
+    let text = "\
+services:
+  web:
+    image: app:1
+    init: true
+    stop_signal: SIGINT
+    stop_grace_period: 1m30s
+    deploy:
+      update_config:
+        order: start-first
+        monitor: 20s
+  worker:
+    image: app:1
+    stop_signal: 10
+";
+    let specs = to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
+    let web = &specs.iter().find(|s| s.name.as_str() == "web").unwrap();
+    assert_eq!(
+        web.lifecycle,
+        coracle_proto::Lifecycle {
+            stop_signal: Some(2),
+            stop_grace_ms: Some(90_000),
+            init: true,
+            min_uptime_ms: Some(20_000),
+        }
+    );
+    assert_eq!(web.update.order, coracle_proto::UpdateOrder::StartFirst);
+    let worker = &specs.iter().find(|s| s.name.as_str() == "worker").unwrap();
+    assert_eq!(worker.lifecycle.stop_signal, Some(10));
+    assert_eq!(
+        worker.update.order,
+        coracle_proto::UpdateOrder::DownloadThenSwitch
+    );
+}
+
+#[test]
+fn bad_lifecycle_values_are_refused_naming_the_field() {
+    for (key, want) in [
+        (
+            "stop_signal: SIGNOPE",
+            "field stop_signal: \"SIGNOPE\" is not a signal",
+        ),
+        ("stop_signal: 99", "field stop_signal"),
+        ("stop_grace_period: soon", "field stop_grace_period"),
+        (
+            "stop_grace_period: 2h",
+            "stop_grace_period: \"7200000 ms\" must be at most 1 hour",
+        ),
+        (
+            "deploy:\n      update_config:\n        order: sideways",
+            "field deploy: update_config.order: \"sideways\"",
+        ),
+        (
+            "deploy:\n      update_config:\n        monitor: 5x",
+            "field deploy: update_config.monitor",
+        ),
+    ] {
+        let text = format!("services:\n  web:\n    image: app:1\n    {key}\n");
+        let err = parse(&text)
+            .and_then(|file| to_specs(&text, &file, &ProfileFiles::new(), &resolve))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{key}: {err}");
+    }
+}
+
+#[test]
+fn other_deploy_keys_are_refused_by_name() {
+    for key in [
+        "replicas: 2",
+        "resources: {}",
+        "update_config:\n        parallelism: 2",
+    ] {
+        let text = format!("services:\n  web:\n    image: app:1\n    deploy:\n      {key}\n");
+        let err = parse(&text).unwrap_err().to_string();
+        let name = key.split(':').next().unwrap();
+        let name = if name == "update_config" {
+            "parallelism"
+        } else {
+            name
+        };
+        assert!(err.contains(&format!("unknown field `{name}`")), "{err}");
+    }
+}
