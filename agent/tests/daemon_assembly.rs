@@ -44,6 +44,7 @@ async fn daemon_runs_from_files_deploys_and_stops() {
     // No health check: the sample's HTTP check would wait for a server this test lacks.
     state.services[0].health = None;
     state.services[0].update.health_gate_ms = None;
+    state.services[0].lifecycle.min_uptime_ms = Some(0);
     controller
         .publish(
             TopicKind::Desired.for_device(&samples::device()),

@@ -13,7 +13,7 @@ use coracle_agent::engine::{EngineConfig, LinuxEngine};
 use coracle_agent::pull::RegistryEndpoint;
 use coracle_agent::runtime::cgroups::CgroupConfig;
 use coracle_agent::runtime::RuntimeConfig;
-use coracle_agent::supervisor::ContainerEngine;
+use coracle_agent::supervisor::{ContainerEngine, StopRule};
 use coracle_proto::*;
 use coracle_tests::fixtures;
 use coracle_tests::process::TestProcess;
@@ -31,7 +31,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Ok(engine) = LinuxEngine::open(self.engine.clone()) {
             for s in &self.services {
-                let _ = engine.stop(s, Duration::from_secs(1));
+                let _ = engine.stop(s, StopRule::term(Duration::from_secs(1)));
                 let _ = engine.delete(s);
             }
         }
@@ -227,4 +227,54 @@ async fn agent_deploys_updates_and_rolls_back_a_broken_update_by_itself() {
         "{}",
         agent.output()
     );
+
+    // 4. Rollback reasons say what happened: an HTTP check answered 404 ...
+    let mut missing_page = web(&image, port2);
+    missing_page.health.as_mut().unwrap().probe = HealthProbe::Http {
+        port: port2,
+        path: "/nope".into(),
+    };
+    let reason = roll_back(&mut controller, &key, 4, missing_page).await;
+    assert!(reason.contains("HTTP status 404"), "{reason}");
+    // ... and a service without a health check crashed before its minimum uptime, saying why.
+    let mut crashing = web(&image, port2);
+    crashing.health = None;
+    crashing.update.health_gate_ms = None;
+    crashing.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "echo starting; sleep 1; echo 'fatal: no config in /etc/app.toml'; exit 1".into(),
+    ];
+    let reason = roll_back(&mut controller, &key, 5, crashing).await;
+    assert!(reason.contains("exited with code 1"), "{reason}");
+    assert!(
+        reason.contains("fatal: no config in /etc/app.toml"),
+        "{reason}"
+    );
+}
+
+/// Deploys `spec` as `generation`, waits for the agent to roll it back and to serve
+/// generation 2 again; returns the rollback's reason.
+async fn roll_back(
+    controller: &mut Controller,
+    key: &SigningKey,
+    generation: u64,
+    spec: ServiceSpec,
+) -> String {
+    deploy(controller, key, generation, spec).await;
+    let rolled = reported_until(controller, "the update rolled back", |s| {
+        matches!(&s.update, UpdateStatus::RolledBack { generation: g, .. } if *g == Generation(generation))
+    })
+    .await;
+    reported_until(controller, "generation 2 serving again", |s| {
+        s.applied == Generation(2)
+            && s.services
+                .iter()
+                .any(|x| x.state == ContainerState::Running && x.health == Health::Healthy)
+    })
+    .await;
+    match rolled.update {
+        UpdateStatus::RolledBack { reason, .. } => reason,
+        other => panic!("{other:?}"),
+    }
 }

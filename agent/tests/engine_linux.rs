@@ -14,7 +14,7 @@ use coracle_agent::pull::RegistryEndpoint;
 use coracle_agent::reconcile::fingerprint;
 use coracle_agent::runtime::cgroups::CgroupConfig;
 use coracle_agent::runtime::RuntimeConfig;
-use coracle_agent::supervisor::{run_check, ContainerEngine, EngineStatus};
+use coracle_agent::supervisor::{run_check, ContainerEngine, EngineStatus, StopRule};
 use coracle_images::store::StoreConfig;
 use coracle_proto::{Health, HealthCheck, HealthProbe, ImageRef, ServiceSpec};
 use coracle_tests::fixtures;
@@ -46,7 +46,7 @@ impl Drop for Services {
     fn drop(&mut self) {
         for name in &self.1 {
             let name = name.parse().unwrap();
-            let _ = self.0.stop(&name, Duration::from_secs(1));
+            let _ = self.0.stop(&name, StopRule::term(Duration::from_secs(1)));
             let _ = self.0.delete(&name);
         }
     }
@@ -148,7 +148,9 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     assert_eq!(stats.len(), 1);
     assert!(stats[0].memory_bytes > 0, "{stats:?}");
 
-    engine.stop(&spec.name, Duration::from_secs(2)).unwrap();
+    engine
+        .stop(&spec.name, StopRule::term(Duration::from_secs(2)))
+        .unwrap();
     match engine.list().unwrap()[0].status {
         EngineStatus::Stopped {
             exit_code,
@@ -176,7 +178,9 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     let previous = std::fs::read_to_string(dir.path().join("run/web/container.log.1")).unwrap();
     assert!(previous.contains("hello from coracle"), "{previous}");
     assert_eq!(engine.list().unwrap()[0].fingerprint, fp);
-    engine.stop(&spec.name, Duration::from_secs(2)).unwrap();
+    engine
+        .stop(&spec.name, StopRule::term(Duration::from_secs(2)))
+        .unwrap();
 
     engine.delete(&spec.name).unwrap();
     assert!(engine.list().unwrap().is_empty());
@@ -302,7 +306,9 @@ async fn exec_health_checks_make_services_healthy_and_unhealthy() {
         let listed = engine.list().unwrap();
         let c = listed.iter().find(|c| c.service == spec.name).unwrap();
         assert_eq!(c.status, EngineStatus::Running, "{}", spec.name);
-        engine.stop(&spec.name, Duration::from_secs(2)).unwrap();
+        engine
+            .stop(&spec.name, StopRule::term(Duration::from_secs(2)))
+            .unwrap();
         engine.delete(&spec.name).unwrap();
     }
     // The stopped service's exec is a clear error, not a hang.
@@ -319,4 +325,67 @@ async fn exec_health_checks_make_services_healthy_and_unhealthy() {
         assert_eq!(children, 0, "cgroups left under {}", p.display());
     }
     engine.remove_images(&[image.digest]).unwrap();
+}
+
+/// A service's `stop_signal` and `init` reach its container: a shell that traps SIGINT
+/// stops on it, and a shell that ignores SIGTERM as PID 1 stops at once under `init`, both
+/// long before their 30 s grace.
+#[test]
+#[ignore = "needs root"]
+fn a_service_stops_by_its_stop_signal_and_under_its_init() {
+    let registry = TestRegistry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let parent = CgroupParent(format!("coracle-test-stop-{}", std::process::id()));
+    let (engine, digest) = busybox_engine(&registry, dir.path(), &parent);
+    let engine: std::sync::Arc<dyn ContainerEngine> = std::sync::Arc::new(engine);
+    let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
+    engine.pull(&image, None).unwrap();
+    let _services = Services(engine.clone(), vec!["web"]);
+    let grace = Duration::from_secs(30);
+    let cases = [
+        // (script, stop signal, init, exit code, log line)
+        (
+            "trap 'echo stopping on INT; exit 0' INT; echo up; while :; do sleep 0.1; done",
+            2,
+            false,
+            0,
+            "stopping on INT",
+        ),
+        ("echo up; sleep 1000 & wait", 15, true, 128 + 15, "up"),
+    ];
+    for (script, signal, init, code, said) in cases {
+        let mut spec = ServiceSpec::new("web".parse().unwrap(), image.clone());
+        spec.command = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        spec.lifecycle.init = init;
+        spec.lifecycle.stop_signal = Some(signal);
+        engine.create(&spec, fingerprint(&spec)).unwrap();
+        engine.start(&spec.name).unwrap();
+        let logged = |line: &str| {
+            engine
+                .logs_tail(&spec.name, 10, 4096)
+                .unwrap()
+                .lines
+                .iter()
+                .any(|l| l.contains(line))
+        };
+        wait_for("the service to be up", || logged("up"));
+        let asked = std::time::Instant::now();
+        engine.stop(&spec.name, StopRule { signal, grace }).unwrap();
+        assert!(
+            asked.elapsed() < grace / 2,
+            "{script}: {:?}",
+            asked.elapsed()
+        );
+        let status = engine.list().unwrap()[0].status;
+        assert_eq!(
+            status,
+            EngineStatus::Stopped {
+                exit_code: Some(code),
+                oom_killed: false
+            },
+            "{script}"
+        );
+        assert!(logged(said), "{script}");
+        engine.delete(&spec.name).unwrap();
+    }
 }

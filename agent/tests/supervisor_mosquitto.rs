@@ -31,6 +31,8 @@ fn spec(name: &str, seed: u8) -> ServiceSpec {
         },
     );
     s.restart = RestartPolicy::Always;
+    // Commit as soon as the fake containers run (the gate's uptime rule has table tests).
+    s.lifecycle.min_uptime_ms = Some(0);
     s
 }
 
@@ -602,9 +604,10 @@ async fn health_gated_update_commits_when_healthy_and_rolls_back_when_not() {
         unreachable!()
     };
     assert_eq!(*generation, Generation(2));
-    // The reason says what the failing check was, as `docker inspect` shows a health log.
+    // The reason says what the failing check was and what happened, as `docker inspect`
+    // shows a health log.
     let last_check = format!(
-        "unhealthy before commit; last check: HTTP GET /healthz on port {closed_port}: no success within 500 ms"
+        "unhealthy before commit; last check: HTTP GET /healthz on port {closed_port}: connection refused"
     );
     assert_eq!(reason, &last_check);
     let r = reported_until(&mut agent.controller, |r| {

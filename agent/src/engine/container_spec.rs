@@ -128,6 +128,7 @@ pub fn container_spec(
     spec.process.capabilities = Some(capabilities(service));
     spec.hostname = Some(service.name.to_string());
     spec.readonly_rootfs = service.read_only_rootfs;
+    spec.init = service.lifecycle.init;
     match &service.seccomp {
         SeccompPolicy::Default => {}
         SeccompPolicy::Unconfined => spec.seccomp = false,

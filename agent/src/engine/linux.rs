@@ -29,7 +29,7 @@ use crate::runtime::{
 };
 use crate::sealing_key::SealingKey;
 use crate::supervisor::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail,
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail, StopRule,
 };
 
 /// Everything the engine needs, all paths and addresses from the agent's config.
@@ -316,9 +316,16 @@ impl ContainerEngine for LinuxEngine {
         }
     }
 
-    fn stop(&self, service: &ServiceName, grace: Duration) -> Result<(), EngineError> {
+    fn stop(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError> {
         let id = container_id(service)?;
-        match self.runtime.stop(&id, grace) {
+        let signal = nix::sys::signal::Signal::try_from(i32::from(rule.signal)).map_err(|e| {
+            fail(
+                "stop container",
+                service,
+                format!("signal {}: {e}", rule.signal),
+            )
+        })?;
+        match self.runtime.stop_with(&id, signal, rule.grace) {
             Ok(_) | Err(RuntimeError::NotFound { .. }) => Ok(()),
             Err(e) => Err(fail("stop container", service, chain(&e))),
         }

@@ -10,47 +10,96 @@ use tokio::net::TcpStream;
 /// Longest status line read from an HTTP probe; the rest of the response is ignored.
 const MAX_STATUS_LINE: usize = 256;
 
-/// True when a TCP connection to the port opens within `timeout`.
-pub async fn tcp(port: u16, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", port))).await,
-        Ok(Ok(_))
-    )
+/// Why a network probe failed, as the rollback reason and the health log say it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeFailure {
+    #[error("no answer within {ms} ms")]
+    Timeout { ms: u128 },
+    #[error("connection refused")]
+    Refused,
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("{step}: {reason}")]
+    Io { step: &'static str, reason: String },
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("the answer is not HTTP")]
+    NotHttp,
 }
 
-/// True when `GET path` answers 2xx or 3xx within `timeout`.
-pub async fn http(port: u16, path: &str, timeout: Duration) -> bool {
+async fn connect(port: u16) -> Result<TcpStream, ProbeFailure> {
+    TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
+            _ => ProbeFailure::Connect(e.to_string()),
+        })
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    attempt: impl std::future::Future<Output = Result<T, ProbeFailure>>,
+) -> Result<T, ProbeFailure> {
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err(ProbeFailure::Timeout {
+            ms: timeout.as_millis(),
+        }))
+}
+
+/// `Ok` when a TCP connection to the port opens within `timeout`.
+pub async fn tcp(port: u16, timeout: Duration) -> Result<(), ProbeFailure> {
+    bounded(timeout, async { connect(port).await.map(drop) }).await
+}
+
+/// `Ok` when `GET path` answers 2xx or 3xx within `timeout`.
+pub async fn http(port: u16, path: &str, timeout: Duration) -> Result<(), ProbeFailure> {
+    let io = |step| {
+        move |e: std::io::Error| ProbeFailure::Io {
+            step,
+            reason: e.to_string(),
+        }
+    };
     let attempt = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut stream = connect(port).await?;
         let path = if path.starts_with('/') { path } else { "/" };
         let request = format!(
             "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: coracle-agent\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await.ok()?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(io("send request"))?;
         let mut buf = [0u8; MAX_STATUS_LINE];
         let mut len = 0;
         while len < buf.len() && !buf[..len].contains(&b'\n') {
-            let n = stream.read(&mut buf[len..]).await.ok()?;
+            let n = stream
+                .read(&mut buf[len..])
+                .await
+                .map_err(io("read answer"))?;
             if n == 0 {
                 break;
             }
             len += n;
         }
-        status_ok(&buf[..len])
+        match status(&buf[..len]) {
+            Some(code) if (200..400).contains(&code) => Ok(()),
+            Some(code) => Err(ProbeFailure::Status(code)),
+            None => Err(ProbeFailure::NotHttp),
+        }
     };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+    bounded(timeout, attempt).await
 }
 
-/// Parses `HTTP/1.x NNN ...` and says whether NNN is 2xx or 3xx.
-fn status_ok(head: &[u8]) -> Option<bool> {
+/// The NNN of `HTTP/1.x NNN ...`.
+fn status(head: &[u8]) -> Option<u16> {
     let line = head.split(|&b| b == b'\n').next()?;
     let text = std::str::from_utf8(line).ok()?;
     let mut parts = text.split_whitespace();
     if !parts.next()?.starts_with("HTTP/") {
         return None;
     }
-    let code: u16 = parts.next()?.parse().ok()?;
-    Some((200..400).contains(&code))
+    parts.next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -60,11 +109,11 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        assert_eq!(status_ok(b"HTTP/1.1 200 OK\r\n"), Some(true));
-        assert_eq!(status_ok(b"HTTP/1.0 302 Found\r\n"), Some(true));
-        assert_eq!(status_ok(b"HTTP/1.1 503 Busy\r\n"), Some(false));
-        assert_eq!(status_ok(b"SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(status_ok(b""), None);
+        assert_eq!(status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(status(b"HTTP/1.0 302 Found\r\n"), Some(302));
+        assert_eq!(status(b"HTTP/1.1 503 Busy\r\n"), Some(503));
+        assert_eq!(status(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status(b""), None);
     }
 
     async fn serve_once(listener: TcpListener, reply: &'static [u8]) {
@@ -80,22 +129,30 @@ mod tests {
         let ok = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = ok.local_addr().unwrap().port();
         tokio::spawn(serve_once(ok, b"HTTP/1.1 204 No Content\r\n\r\n"));
-        assert!(http(port, "/healthz", t).await);
+        assert_eq!(http(port, "/healthz", t).await, Ok(()));
 
-        let bad = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = bad.local_addr().unwrap().port();
-        tokio::spawn(serve_once(bad, b"HTTP/1.1 500 Oops\r\n\r\n"));
-        assert!(!http(port, "/healthz", t).await);
+        let missing = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = missing.local_addr().unwrap().port();
+        tokio::spawn(serve_once(missing, b"HTTP/1.1 404 Not Found\r\n\r\n"));
+        let failure = http(port, "/healthz", t).await.unwrap_err();
+        assert_eq!(failure.to_string(), "HTTP status 404");
 
         let open = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = open.local_addr().unwrap().port();
-        assert!(tcp(port, t).await);
+        assert_eq!(tcp(port, t).await, Ok(()));
         drop(open);
-        assert!(!tcp(port, t).await, "closed port");
+        assert_eq!(
+            tcp(port, t).await,
+            Err(ProbeFailure::Refused),
+            "closed port"
+        );
+        let refused = http(port, "/", t).await.unwrap_err();
+        assert_eq!(refused.to_string(), "connection refused");
 
         // A server that accepts and never answers: the timeout ends the probe.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = silent.local_addr().unwrap().port();
-        assert!(!http(port, "/", Duration::from_millis(200)).await);
+        let failure = http(port, "/", Duration::from_millis(200)).await;
+        assert_eq!(failure, Err(ProbeFailure::Timeout { ms: 200 }));
     }
 }

@@ -10,15 +10,12 @@ use sha2::{Digest as _, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
-/// The fingerprint of a service spec (stable: postcard of a fixed type). A spec with the
-/// default seccomp policy is hashed in the layout before `seccomp` existed, as older agents
+/// The fingerprint of a service spec (stable: postcard of a fixed type). A spec is hashed
+/// in the oldest layout that holds all of it (`ServiceSpec::fingerprint_body`: with the
+/// default seccomp policy and lifecycle, the layout before both existed), as older agents
 /// hashed it, so an upgraded agent adopts their containers instead of replacing them.
 pub fn fingerprint(spec: &ServiceSpec) -> Fingerprint {
-    let body = match spec.legacy_layout() {
-        Some(old) => coracle_proto::encode(&old),
-        None => coracle_proto::encode(spec),
-    };
-    Fingerprint(Sha256::digest(body).into())
+    Fingerprint(Sha256::digest(spec.fingerprint_body()).into())
 }
 
 /// A container's lifecycle phase as the runtime reports it.
@@ -48,6 +45,9 @@ pub struct ObservedContainer {
     /// What its last failed health check said (an exec check's exit code and output tail),
     /// until a check passes: the health gate puts it in its rollback reason.
     pub last_failed_check: Option<String>,
+    /// What the container said when it last ended: why its start failed, else the tail of
+    /// its output. The gate puts it in its rollback reason.
+    pub exit_detail: Option<String>,
 }
 
 /// Everything the planner needs to know about the device.
@@ -74,5 +74,12 @@ mod tests {
         let mut unconfined = spec.clone();
         unconfined.seccomp = SeccompPolicy::Unconfined;
         assert_ne!(fingerprint(&unconfined), before);
+        // A lifecycle added to an unconfined spec: the layout before lifecycles, then not.
+        let v2 = unconfined.layout_v2().unwrap();
+        let before_lifecycle = Fingerprint(Sha256::digest(coracle_proto::encode(&v2)).into());
+        assert_eq!(fingerprint(&unconfined), before_lifecycle);
+        let mut with_init = unconfined.clone();
+        with_init.lifecycle.init = true;
+        assert_ne!(fingerprint(&with_init), before_lifecycle);
     }
 }

@@ -121,7 +121,9 @@ fn plan_pulls(actions: &mut Vec<Action>, target: &DesiredState, observed: &Obser
         }
         // Stop-then-download frees the old container's memory before the pull: the one
         // order an operator can choose that touches a running container early (the spec
-        // was validated above; the pull itself may still fail).
+        // was validated above; the pull itself may still fail). `StartFirst` is applied as
+        // `DownloadThenSwitch` (stop-first once every image is here) until the agent can
+        // run an old and a new container of one service side by side.
         if spec.update.order == UpdateOrder::StopThenDownload {
             if let Some(old) = observed.containers.get(&spec.name) {
                 remove_container(actions, &spec.name, old);

@@ -62,6 +62,7 @@ fn container(spec: &ServiceSpec, phase: Phase, health: Health) -> ObservedContai
         health,
         restarts: 0,
         last_failed_check: None,
+        exit_detail: None,
     }
 }
 

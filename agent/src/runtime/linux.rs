@@ -166,6 +166,7 @@ impl LinuxRuntime {
         } else {
             None
         };
+        let mut shim_pid = forked;
         if forked.is_none() {
             let mut command = Command::new(&self.config.shim_binary);
             command
@@ -179,7 +180,8 @@ impl LinuxRuntime {
             }
             process::pass_fd_as_3(&mut command, report_w.as_raw_fd());
             // The shim is our child until we die; `delete` reaps it (init does, after a crash).
-            command.spawn().map_err(spawn_err)?;
+            let child = command.spawn().map_err(spawn_err)?;
+            shim_pid = i32::try_from(child.id()).ok().map(Pid::from_raw);
         }
         drop(report_w);
         let mut report = String::new();
@@ -189,8 +191,12 @@ impl LinuxRuntime {
             return Ok(());
         }
         // A failed shim exits right after its report: wait for EOF so that, when create
-        // returns its error, no process of the container is left.
+        // returns its error, no process of the container is left, and reap the shim, which
+        // no `delete` will (there is no container to delete): else it stays a zombie.
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        if let Some(pid) = shim_pid {
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
         let reason = match report.trim_end() {
             "" => "the shim exited without a report".to_owned(),
             other => other.trim_start_matches("error: ").to_owned(),

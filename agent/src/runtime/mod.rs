@@ -150,10 +150,20 @@ pub trait Runtime {
 
     /// SIGTERM, up to `grace` to exit, then SIGKILL.
     fn stop(&self, id: &ContainerId, grace: Duration) -> Result<ContainerState, RuntimeError> {
+        self.stop_with(id, Signal::SIGTERM, grace)
+    }
+
+    /// `signal` (the service's `stop_signal`), up to `grace` to exit, then SIGKILL.
+    fn stop_with(
+        &self,
+        id: &ContainerId,
+        signal: Signal,
+        grace: Duration,
+    ) -> Result<ContainerState, RuntimeError> {
         if self.state(id)?.status == Status::Stopped {
             return self.state(id);
         }
-        self.kill(id, Signal::SIGTERM)?;
+        self.kill(id, signal)?;
         match self.wait(id, grace) {
             Err(RuntimeError::Timeout { .. }) => {
                 self.kill(id, Signal::SIGKILL)?;

@@ -100,6 +100,13 @@ pub fn single_threaded() -> Option<SingleThreaded> {
         .then_some(SingleThreaded(()))
 }
 
+/// The container's init (between clone and exec) is single threaded by construction: the
+/// shim that clones it is, and a clone without CLONE_THREAD starts with one thread. The
+/// init cannot prove it through /proc, which a bundle need not mount.
+pub fn init_is_single_threaded() -> SingleThreaded {
+    SingleThreaded(())
+}
+
 /// Forks a child that runs `child` and exits with its code; returns the child's pid, or
 /// `None` (nothing done) when this process has more than one thread: a forked copy of a
 /// multi-threaded process may inherit locks held by threads that do not exist in it.
@@ -123,6 +130,31 @@ pub fn fork_child(_proof: &SingleThreaded, child: impl FnOnce() -> i32) -> Resul
             unsafe { libc::_exit(code) }
         }
     }
+}
+
+/// Closes every descriptor from `first` up (close_range, Linux >= 5.9; one close per
+/// descriptor up to the soft limit before that).
+pub fn close_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; callers own every descriptor from
+    // `first` up and hold no Rust object that uses one afterwards.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if closed == 0 {
+        return;
+    }
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft.min(1 << 16));
+    for fd in u64::from(first)..limit {
+        if let Ok(fd) = i32::try_from(fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+/// Ends this process at once with `code`, running nothing of the Rust runtime's exit path
+/// (the container's init is a clone of the shim and owns none of its buffers).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process at once; no code of this process runs after it.
+    unsafe { libc::_exit(code) }
 }
 
 /// Starts a new session for the shim, so no terminal or process-group signal meant for the

@@ -32,6 +32,10 @@ pub struct ContainerSpec {
     /// Run in a new user namespace with these id mappings (see `runtime::userns`).
     #[serde(default)]
     pub user_namespace: Option<IdMapping>,
+    /// PID 1 is the runtime's own init (`init::pid1`), with the process as its child:
+    /// signals are forwarded to it and orphans reaped (compose `init: true`).
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// A user namespace's id mappings: container ids to host ids, as in `/proc/PID/uid_map`.
@@ -258,6 +262,7 @@ impl ContainerSpec {
             seccomp: true,
             seccomp_profile: None,
             user_namespace: None,
+            init: false,
         }
     }
 }

@@ -107,9 +107,16 @@ pub enum StateError {
     Encode(#[source] postcard::Error),
 }
 
-/// The state file's layouts of older builds: [`AgentStateV2`] before
-/// `ServiceSpec::seccomp`, [`AgentStateV1`] before `DesiredState::registries` too (see
-/// `coracle_proto::legacy`).
+/// The state file's layouts of older builds: [`AgentStateV3`] before
+/// `ServiceSpec::lifecycle`, [`AgentStateV2`] before `ServiceSpec::seccomp` too,
+/// [`AgentStateV1`] before `DesiredState::registries` too (see `coracle_proto::legacy`).
+#[derive(Deserialize)]
+struct AgentStateV3 {
+    committed: Option<coracle_proto::DesiredStateV3>,
+    pending: Option<coracle_proto::DesiredStateV3>,
+    rolled_back: BTreeMap<Generation, String>,
+}
+
 #[derive(Deserialize)]
 struct AgentStateV2 {
     committed: Option<coracle_proto::DesiredStateV2>,
@@ -122,6 +129,16 @@ struct AgentStateV1 {
     committed: Option<coracle_proto::DesiredStateV1>,
     pending: Option<coracle_proto::DesiredStateV1>,
     rolled_back: BTreeMap<Generation, String>,
+}
+
+impl From<AgentStateV3> for AgentState {
+    fn from(old: AgentStateV3) -> Self {
+        Self {
+            committed: old.committed.map(DesiredState::from),
+            pending: old.pending.map(DesiredState::from),
+            rolled_back: old.rolled_back,
+        }
+    }
 }
 
 impl From<AgentStateV2> for AgentState {
@@ -195,7 +212,10 @@ impl StateStore {
             Ok(state) => return Ok(Some(state)),
             Err(source) => source,
         };
-        // A file written by an older build (see `AgentStateV2`).
+        // A file written by an older build (see `AgentStateV3`).
+        if let Ok(old) = postcard::from_bytes::<AgentStateV3>(&body) {
+            return Ok(Some(old.into()));
+        }
         if let Ok(old) = postcard::from_bytes::<AgentStateV2>(&body) {
             return Ok(Some(old.into()));
         }
@@ -319,6 +339,36 @@ mod tests {
         file::write_atomic(store.path(), &postcard::to_stdvec(&old).unwrap()).unwrap();
         let expected = AgentState {
             committed: Some(desired(7)),
+            ..AgentState::default()
+        };
+        assert_eq!(store.load().unwrap(), (expected, LoadReport::Loaded));
+    }
+
+    #[test]
+    fn a_state_file_from_before_lifecycles_still_loads() {
+        #[derive(Serialize)]
+        struct Old {
+            committed: Option<coracle_proto::DesiredStateV3>,
+            pending: Option<coracle_proto::DesiredStateV3>,
+            rolled_back: BTreeMap<Generation, String>,
+        }
+        let v3 = |d: DesiredState| coracle_proto::DesiredStateV3 {
+            device: d.device,
+            generation: d.generation,
+            services: d.services.iter().filter_map(|s| s.layout_v2()).collect(),
+            registries: d.registries,
+        };
+        let old = Old {
+            committed: Some(v3(desired(7))),
+            pending: Some(v3(desired(8))),
+            rolled_back: BTreeMap::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        file::write_atomic(store.path(), &postcard::to_stdvec(&old).unwrap()).unwrap();
+        let expected = AgentState {
+            committed: Some(desired(7)),
+            pending: Some(desired(8)),
             ..AgentState::default()
         };
         assert_eq!(store.load().unwrap(), (expected, LoadReport::Loaded));

@@ -2,12 +2,18 @@
 //! gate, events for what the controller should hear about. Container verbs are checked
 //! against the lifecycle table first, so a bad plan is refused, not executed.
 
+use std::time::Duration;
+
 use coracle_proto::{EventKind, Health, ServiceName};
 
-use super::{blocking, EngineError, Supervisor};
+use super::probes::created_from;
+use super::{blocking, EngineError, StopRule, Supervisor};
 use crate::reconcile::{
     fingerprint, transition, Action, ObservedContainer, Phase, PhaseKind, Verb,
 };
+
+/// What the runtime's start error says before the init's own words (see `shim`).
+const SETUP_FAILED: &str = "container setup failed: ";
 
 impl Supervisor {
     fn check_move(&self, service: &ServiceName, verb: Verb) -> Result<PhaseKind, EngineError> {
@@ -25,6 +31,41 @@ impl Supervisor {
     fn note_phase(&mut self, service: &ServiceName, phase: Phase) {
         if let Some(c) = self.observed.containers.get_mut(service) {
             c.phase = phase;
+        }
+    }
+
+    /// How to stop `service`'s container: by the spec it was created from (its
+    /// `stop_signal` and `stop_grace_period`), else SIGTERM and the configured grace.
+    fn stop_rule(&self, service: &ServiceName) -> StopRule {
+        let lifecycle = self
+            .observed
+            .containers
+            .get(service)
+            .and_then(|c| created_from(&self.state, service, c.fingerprint))
+            .map(|spec| spec.lifecycle)
+            .unwrap_or_default();
+        StopRule {
+            signal: lifecycle.stop_signal(),
+            grace: lifecycle
+                .stop_grace_ms
+                .map_or(self.options.stop_grace, |ms| {
+                    Duration::from_millis(u64::from(ms))
+                }),
+        }
+    }
+
+    /// Keeps why a start failed (the init's exec error travels back through the shim), for
+    /// the gate's rollback reason: "exec format error" says more than the exit code 1 the
+    /// failed container then shows.
+    fn note_start_failure(&mut self, service: &ServiceName, started: &Result<(), EngineError>) {
+        if let Err(err) = started {
+            let reason = err.reason.as_str();
+            let reason = reason
+                .split_once(SETUP_FAILED)
+                .map_or(reason, |(_, why)| why);
+            self.tracker
+                .exit_detail
+                .insert(service.clone(), reason.to_string());
         }
     }
 
@@ -70,6 +111,7 @@ impl Supervisor {
                         health: Health::None,
                         restarts: 0,
                         last_failed_check: None,
+                        exit_detail: None,
                     },
                 );
             }
@@ -79,7 +121,9 @@ impl Supervisor {
                     .tracker
                     .starting(&service, from == PhaseKind::Exited, now);
                 let name = service.clone();
-                blocking(move || engine.start(&name)).await?;
+                let started = blocking(move || engine.start(&name)).await;
+                self.note_start_failure(&service, &started);
+                started?;
                 self.note_phase(&service, Phase::Running { since_ms: now });
                 if let Some(restart_count) = restart {
                     self.restarted(service, restart_count);
@@ -89,22 +133,24 @@ impl Supervisor {
                 self.check_move(&service, Verb::Restart)?;
                 let restart_count = self.tracker.restarting(&service, now);
                 self.checks.remove(&service);
-                let grace = self.options.stop_grace;
+                let rule = self.stop_rule(&service);
                 let name = service.clone();
-                blocking(move || {
-                    engine.stop(&name, grace)?;
+                let started = blocking(move || {
+                    engine.stop(&name, rule)?;
                     engine.start(&name)
                 })
-                .await?;
+                .await;
+                self.note_start_failure(&service, &started);
+                started?;
                 self.note_phase(&service, Phase::Running { since_ms: now });
                 self.restarted(service, restart_count);
             }
             Action::Stop { service } => {
                 self.check_move(&service, Verb::Stop)?;
                 self.tracker.stopping(&service);
-                let grace = self.options.stop_grace;
+                let rule = self.stop_rule(&service);
                 let name = service.clone();
-                blocking(move || engine.stop(&name, grace)).await?;
+                blocking(move || engine.stop(&name, rule)).await?;
                 self.note_phase(&service, Phase::Stopped);
             }
             Action::Remove { service } => {

@@ -53,6 +53,24 @@ pub struct LogTail {
     pub truncated: bool,
 }
 
+/// How a container is asked to stop: `signal` (a standard signal number, the service's
+/// `stop_signal`), then SIGKILL after `grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRule {
+    pub signal: u8,
+    pub grace: Duration,
+}
+
+impl StopRule {
+    /// SIGTERM, then SIGKILL after `grace`: Docker's default.
+    pub fn term(grace: Duration) -> Self {
+        Self {
+            signal: coracle_proto::lifecycle::DEFAULT_STOP_SIGNAL,
+            grace,
+        }
+    }
+}
+
 /// A failed engine step, naming the step and the object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{step} {object}: {reason}")]
@@ -86,8 +104,8 @@ pub trait ContainerEngine: Send + Sync + 'static {
     /// Creates the service's container (not started), remembering `fingerprint`.
     fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError>;
     fn start(&self, service: &ServiceName) -> Result<(), EngineError>;
-    /// SIGTERM, `grace`, then SIGKILL.
-    fn stop(&self, service: &ServiceName, grace: Duration) -> Result<(), EngineError>;
+    /// `rule.signal`, up to `rule.grace`, then SIGKILL.
+    fn stop(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError>;
     fn delete(&self, service: &ServiceName) -> Result<(), EngineError>;
     /// Every container, running or not (what a restarted agent adopts).
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError>;

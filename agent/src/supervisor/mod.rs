@@ -28,7 +28,7 @@ use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
 pub use engine::{
     ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
-    LogTail,
+    LogTail, StopRule,
 };
 pub use probes::run_check;
 use tracker::Tracker;
@@ -38,11 +38,17 @@ use tracker::Tracker;
 pub struct SupervisorOptions {
     pub tick: Duration,
     pub health_interval: Duration,
+    /// Grace before SIGKILL for a container whose spec sets no `stop_grace_period`.
     pub stop_grace: Duration,
     pub log_tail_max_bytes: u32,
     /// Free disk below this is reported as `Condition::DiskLow`.
     pub disk_reserve_mib: u32,
 }
+
+/// How much of an exited container's output its exit detail keeps (the rollback reason
+/// clips it to 200 characters).
+const EXIT_TAIL_LINES: u32 = 5;
+const EXIT_TAIL_BYTES: u32 = 400;
 
 /// The agent's main loop and the only writer of its state.
 pub struct Supervisor {
@@ -249,6 +255,7 @@ impl Supervisor {
         self.observed = observed;
         self.run_probes();
         for exit in exits {
+            self.note_exit_output(&exit.service).await;
             tracing::info!(service = %exit.service, code = exit.exit_code, oom = exit.oom_killed, "container exited");
             self.event(EventKind::ContainerExited {
                 service: exit.service,
@@ -257,6 +264,27 @@ impl Supervisor {
             });
         }
         Ok(())
+    }
+
+    /// Keeps the tail of an exited container's output for the gate's rollback reason,
+    /// unless its start failure already says why it ended.
+    async fn note_exit_output(&mut self, service: &coracle_proto::ServiceName) {
+        if self.tracker.exit_detail.contains_key(service) {
+            return;
+        }
+        let engine = self.engine.clone();
+        let name = service.clone();
+        let tail = blocking(move || engine.logs_tail(&name, EXIT_TAIL_LINES, EXIT_TAIL_BYTES));
+        if let Ok(tail) = tail.await {
+            let lines: Vec<&str> = tail.lines.iter().map(|l| l.trim_end()).collect();
+            if !lines.is_empty() {
+                let said = format!("last output: {}", lines.join(" | "));
+                self.tracker.exit_detail.insert(service.clone(), said);
+            }
+        }
+        if let Some(c) = self.observed.containers.get_mut(service) {
+            c.exit_detail = self.tracker.exit_detail.get(service).cloned();
+        }
     }
 
     /// The `RegistryAccess` for a direct registry `host`, from the pending state (being

@@ -104,7 +104,7 @@ impl Supervisor {
 
 /// The spec the container `name` with `print` was created from: the pending generation's or
 /// the committed one's.
-fn created_from<'a>(
+pub(super) fn created_from<'a>(
     state: &'a AgentState,
     name: &ServiceName,
     print: Fingerprint,
@@ -125,17 +125,13 @@ pub async fn run_check(
     timeout: Duration,
 ) -> (bool, String) {
     match kind {
-        HealthProbe::Tcp { port } => {
-            let ok = probe::tcp(port, timeout).await;
-            (
-                ok,
-                network_verdict(ok, format!("TCP connect to port {port}"), timeout),
-            )
-        }
+        HealthProbe::Tcp { port } => network_verdict(
+            format!("TCP connect to port {port}"),
+            probe::tcp(port, timeout).await,
+        ),
         HealthProbe::Http { port, path } => {
-            let ok = probe::http(port, &path, timeout).await;
             let what = format!("HTTP GET {path} on port {port}");
-            (ok, network_verdict(ok, what, timeout))
+            network_verdict(what, probe::http(port, &path, timeout).await)
         }
         HealthProbe::Exec(argv) => {
             let run = blocking(move || engine.exec(&service, &argv, timeout));
@@ -144,12 +140,12 @@ pub async fn run_check(
     }
 }
 
-/// What a network probe's failure says (nothing when it passed).
-fn network_verdict(ok: bool, what: String, timeout: Duration) -> String {
-    if ok {
-        String::new()
-    } else {
-        format!("{what}: no success within {} ms", timeout.as_millis())
+/// Whether a network probe passed, and what its failure says (`HTTP status 404`,
+/// `connection refused`, `no answer within 2000 ms`).
+fn network_verdict(what: String, result: Result<(), probe::ProbeFailure>) -> (bool, String) {
+    match result {
+        Ok(()) => (true, String::new()),
+        Err(failure) => (false, format!("{what}: {failure}")),
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Tracker {
     pub total_restarts: BTreeMap<ServiceName, u32>,
     pub last_exit: BTreeMap<ServiceName, Exit>,
     pub gate_started_ms: Option<u64>,
+    /// What each container said when it last ended (see `ObservedContainer::exit_detail`),
+    /// until it starts again.
+    pub exit_detail: BTreeMap<ServiceName, String>,
 }
 
 impl Tracker {
@@ -88,6 +91,7 @@ impl Tracker {
                     health: Health::None,
                     restarts: self.restarts.get(name).copied().unwrap_or(0),
                     last_failed_check: None,
+                    exit_detail: self.exit_detail.get(name).cloned(),
                 },
             );
         }
@@ -104,6 +108,7 @@ impl Tracker {
     ) -> Option<u32> {
         self.stopped_on_purpose.remove(service);
         self.exited_at_ms.remove(service);
+        self.exit_detail.remove(service);
         self.started_at_ms.insert(service.clone(), now_ms);
         if !was_exited {
             return None;
@@ -129,6 +134,7 @@ impl Tracker {
 
     /// A fresh container: its backoff starts over.
     pub fn created(&mut self, service: &ServiceName) {
+        self.exit_detail.remove(service);
         self.restarts.remove(service);
         self.exited_at_ms.remove(service);
         self.stopped_on_purpose.remove(service);

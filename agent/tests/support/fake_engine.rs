@@ -10,7 +10,7 @@ use std::time::Duration;
 use coracle_agent::reconcile::Fingerprint;
 use coracle_agent::supervisor::{
     ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
-    LogTail,
+    LogTail, StopRule,
 };
 use coracle_proto::{Digest, ImageRef, ServiceName, ServiceSpec};
 
@@ -121,7 +121,7 @@ impl ContainerEngine for FakeEngine {
         };
         Ok(())
     }
-    fn stop(&self, service: &ServiceName, _grace: Duration) -> Result<(), EngineError> {
+    fn stop(&self, service: &ServiceName, _rule: StopRule) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
         let Some(c) = inner.containers.get_mut(service) else {
             return Ok(());

@@ -9,6 +9,7 @@
 pub mod capabilities;
 pub mod dev;
 pub mod mounts;
+pub mod pid1;
 pub mod rlimits;
 pub mod seccomp;
 pub mod user;
@@ -76,6 +77,8 @@ pub enum InitError {
     Prctl(#[source] nix::Error),
     #[error("reset signal handling")]
     Signals(#[source] nix::Error),
+    #[error("fork the service's process under the container's init")]
+    Fork(#[source] nix::Error),
     #[error("exec {path}")]
     Exec {
         path: String,
@@ -261,27 +264,38 @@ fn setup_and_exec(
     }
     seccomp::install(&filters)?;
     process::reset_signals().map_err(InitError::Signals)?;
-    // 10. Ready; exec when told to start.
+    // 10. Ready; exec when told to start (with `init`: fork, exec in the child, and stay
+    //     as its init).
     report.write_all(b"R").map_err(InitError::AwaitShim)?;
     await_byte(go, b'S')?;
-    let source = match process::exec(&program, &args, &env) {
+    let exec = || exec_program(&program, &args, &env, &spec.process.args[0]);
+    if spec.init {
+        pid1::run(report, exec);
+    }
+    Err(exec())
+}
+
+/// Execs `program`; returns only the error, saying "exec format error" and, for an ELF
+/// program of another architecture, which one.
+fn exec_program(program: &CString, args: &[CString], env: &[CString], name: &str) -> InitError {
+    let source = match process::exec(program, args, env) {
         Err(e) => e,
         Ok(never) => match never {},
     };
     if source == nix::errno::Errno::ENOEXEC {
-        if let Some(program_platform) = program_platform(&program) {
-            return Err(InitError::WrongArchitecture {
-                path: spec.process.args[0].clone(),
+        if let Some(program_platform) = program_platform(program) {
+            return InitError::WrongArchitecture {
+                path: name.to_owned(),
                 program_platform,
                 device_platform: crate::platform::this_device().to_string(),
                 source,
-            });
+            };
         }
     }
-    Err(InitError::Exec {
-        path: spec.process.args[0].clone(),
+    InitError::Exec {
+        path: name.to_owned(),
         source,
-    })
+    }
 }
 
 /// The platform a program that failed with ENOEXEC was built for, when it is an ELF file.
