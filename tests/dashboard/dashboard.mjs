@@ -139,7 +139,7 @@ try {
     await need('progress pi-berlin-1 2000000');
     const bar = await page.waitForSelector('#pull-progress[data-percent="40"]');
     const text = await bar.textContent();
-    check(text.includes('web layer 1/2 (delta)') && text.includes('2.0 MB of 5.0 MB (40 %)'), `pull progress: ${text}`);
+    check(text.includes('web layer 2/2 (delta)') && text.includes('2.0 MB of 5.0 MB (40 %)'), `pull progress: ${text}`);
     // The next report redraws the bar in place, without reloading the page.
     await need('progress pi-berlin-1 4500000');
     await page.waitForSelector('#pull-progress[data-percent="90"]');
