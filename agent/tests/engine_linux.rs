@@ -113,7 +113,7 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
         "nobody else lists the data dir"
     );
     let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
-    engine.pull(&image, None).unwrap();
+    engine.pull(&image, None, &mut |_| {}).unwrap();
     assert!(engine.images().unwrap().contains(&image.digest));
     assert_eq!(engine.layers().unwrap().len(), 1);
 
@@ -254,7 +254,7 @@ async fn exec_health_checks_make_services_healthy_and_unhealthy() {
     let (engine, digest) = busybox_engine(&registry, dir.path(), &parent);
     let engine: std::sync::Arc<dyn ContainerEngine> = std::sync::Arc::new(engine);
     let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
-    engine.pull(&image, None).unwrap();
+    engine.pull(&image, None, &mut |_| {}).unwrap();
     let _services = Services(engine.clone(), vec!["good", "bad", "slow"]);
     let service = |name: &str, check: HealthCheck| {
         let mut spec = ServiceSpec::new(name.parse().unwrap(), image.clone());

@@ -316,7 +316,9 @@ fn engine_pulls_a_direct_image_with_the_sealing_key_it_made_on_first_start() {
         ),
     };
     // Without its access the image's registry is tried anonymously over HTTPS: refused.
-    assert!(engine.pull(&image, None).is_err());
-    engine.pull(&image, Some((&device, &access))).unwrap();
+    assert!(engine.pull(&image, None, &mut |_| {}).is_err());
+    engine
+        .pull(&image, Some((&device, &access)), &mut |_| {})
+        .unwrap();
     assert!(engine.images().unwrap().contains(&image.digest));
 }

@@ -94,6 +94,7 @@ impl Agent {
                 "coracle/v1/+/events",
                 "coracle/v1/+/cmd/reply",
                 "coracle/v1/+/health",
+                "coracle/v1/+/progress",
             ],
         )
         .await;
@@ -538,6 +539,56 @@ async fn pulls_get_their_registry_access_and_the_sealing_key_is_reported() {
     for (registry, access) in pulls {
         assert_eq!(access.as_deref(), Some(registry.as_str()));
     }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pulls_report_progress_per_layer_at_a_bounded_rate() {
+    let mut agent = Agent::start().await;
+    let state = desired(1, 2);
+    agent.deploy(&state).await;
+    // Each image's pull ticks six times within a millisecond or so: the first tick and the
+    // two layer ends go out, the chunks between them are held back by the 1/s gate.
+    let mut received = Vec::new();
+    while received
+        .iter()
+        .filter(|p: &&coracle_proto::PullProgress| p.stored)
+        .count()
+        < 4
+    {
+        let msg = agent.controller.next_on("/progress").await;
+        let progress: coracle_proto::PullProgress = decode(&msg.payload).unwrap();
+        assert_eq!(progress.generation, Generation(1));
+        received.push(progress);
+    }
+    let ends: Vec<_> = received
+        .iter()
+        .filter(|p| p.stored)
+        .map(|p| {
+            (
+                p.service.to_string(),
+                p.layer,
+                p.layers,
+                p.delta,
+                p.percent(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("db".to_string(), 0, 2, false, 100),
+            ("db".to_string(), 1, 2, true, 100),
+            ("app".to_string(), 0, 2, false, 100),
+            ("app".to_string(), 1, 2, true, 100),
+        ]
+    );
+    assert!(
+        received.len() < 12,
+        "12 ticks, at most one a second besides the 4 ends: {received:?}"
+    );
+    let r = reported_until(&mut agent.controller, |r| r.applied == Generation(1)).await;
+    assert_eq!(r.update, UpdateStatus::Idle);
     agent.stop().await;
 }
 

@@ -57,6 +57,10 @@ pub struct DeltasSection {
     /// Idle seconds after which every repository is planned again (picks up
     /// `coracle image import` run beside the server).
     pub rescan_s: u64,
+    /// How long a device's delta request waits for an encode in progress (or one it
+    /// starts) before the device is told to pull the full layer; the encode goes on and
+    /// later devices get the delta. Keep it under the agent's 30 s read timeout.
+    pub request_wait_s: u64,
 }
 
 impl Default for DeltasSection {
@@ -65,6 +69,7 @@ impl Default for DeltasSection {
             workers: 1,
             history: 3,
             rescan_s: 15,
+            request_wait_s: 20,
         }
     }
 }
@@ -425,6 +430,16 @@ impl ServeConfig {
             return Err(ConfigError::Invalid {
                 field: "registry.upload_expiry_s",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.deltas.request_wait_s > 25 {
+            return Err(ConfigError::Invalid {
+                field: "deltas.request_wait_s",
+                reason: format!(
+                    "{} s: at most 25, or agents give up on the request (30 s read timeout) \
+                     and pull the full layer anyway",
+                    self.deltas.request_wait_s
+                ),
             });
         }
         if self.deltas.history == 0 || self.deltas.rescan_s == 0 {

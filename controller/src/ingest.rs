@@ -1,4 +1,5 @@
-//! Ingest: turns device messages (reported, health, events, online) into store rows. Runs as
+//! Ingest: turns device messages (reported, health, events, online) into store rows, and
+//! pull progress into the store's in-memory board. Runs as
 //! one task fed by the MQTT client's channel. A malformed body is counted and logged at
 //! most a few times a minute; nothing a device sends can stop the loop.
 
@@ -6,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coracle_proto::topic::{self, Direction};
-use coracle_proto::{DeviceId, Event, HealthSample, Presence, ReportedState, TopicKind};
+use coracle_proto::{
+    DeviceId, Event, HealthSample, Presence, PullProgress, ReportedState, TopicKind,
+};
 use tokio::sync::mpsc;
 
 use crate::broker::Inbound;
@@ -28,6 +31,11 @@ pub enum Ingested {
     Presence {
         device: DeviceId,
         online: bool,
+    },
+    /// A device's pull progress (kept in memory, not stored).
+    Progress {
+        device: DeviceId,
+        progress: crate::store::LatestProgress,
     },
     /// A rollout changed phase, started a wave, or a device's progress changed.
     Rollout {
@@ -103,9 +111,24 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
                     claimed: state.device,
                 });
             }
-            stored(store.put_reported(&state))?.then(|| Ingested::Reported {
+            let known = stored(store.put_reported(&state))?;
+            if known {
+                store.progress.settle(&state);
+            }
+            known.then(|| Ingested::Reported {
                 device: device.clone(),
             })
+        }
+        TopicKind::Progress => {
+            let progress: PullProgress = decode(&device, kind, &msg.payload)?;
+            let known = stored(store.device_exists(&device))?;
+            (known && store.progress.record(&device, progress, now_unix()))
+                .then(|| store.progress.latest(&device))
+                .flatten()
+                .map(|progress| Ingested::Progress {
+                    device: device.clone(),
+                    progress,
+                })
         }
         TopicKind::Health => {
             let sample: HealthSample = decode(&device, kind, &msg.payload)?;

@@ -123,6 +123,7 @@ fn render_deltas(out: &mut String, d: &DeltaMetrics) {
         ("cache", d.requests_cached),
         ("waited", d.requests_waited),
         ("encoded", d.requests_encoded),
+        ("timed_out", d.requests_timed_out),
     ] {
         let _ = writeln!(out, "{name}{{served=\"{served}\"}} {value}");
     }

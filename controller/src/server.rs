@@ -265,7 +265,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         blobs,
         Arc::from(secrets.admin_token.as_str()),
     )?
-    .with_devices(store.clone(), config.registry.legacy_pull_token);
+    .with_devices(store.clone(), config.registry.legacy_pull_token)
+    .with_delta_wait(std::time::Duration::from_secs(config.deltas.request_wait_s));
     let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
         std::time::Duration::from_secs(config.registry.upload_expiry_s),
         config.registry.expiry_period(),

@@ -146,6 +146,7 @@ async fn direct_registry_image_is_pinned_with_its_host_and_a_sealed_credential()
         waves: "100%".into(),
         max_failures: 1.into(),
         health_window_s: 60,
+        apply_timeout_s: None,
         app: None,
         rollback_on_failure: false,
         seccomp_profiles: Default::default(),

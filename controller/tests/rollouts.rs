@@ -12,7 +12,10 @@ use coracle_controller::api::devices::DeviceDetail;
 use coracle_controller::api::rollouts::CreateRolloutRequest;
 use coracle_controller::cli::ApiClient;
 use coracle_controller::store::{DeviceStatus, RolloutPhase, RolloutRecord};
-use coracle_proto::{encode, Bootstrap, DeviceId, HealthSample, Presence, TopicKind};
+use coracle_proto::{
+    encode, Bootstrap, ContainerState, DeviceId, Generation, Health, HealthSample, Presence,
+    ReportedState, ServiceStatus, TopicKind, UpdateStatus,
+};
 use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig};
 use rumqttc::QoS;
 use support::{api, connect_device, data_dir, password, Controller};
@@ -163,6 +166,7 @@ fn request(compose: String, selector: &str, waves: &str, window: u64) -> CreateR
         waves: waves.into(),
         max_failures: 0.into(),
         health_window_s: window,
+        apply_timeout_s: None,
         app: None,
         rollback_on_failure: false,
         seccomp_profiles: Default::default(),
@@ -416,21 +420,285 @@ async fn an_offline_device_counts_as_not_healthy() {
     let api = std::sync::Arc::new(api(&controller));
     let mut spec = request(app('1', false), "site=theta", "100%", 2);
     spec.max_failures = "60%".into();
+    spec.apply_timeout_s = Some(2);
     let tolerant = create(&api, &spec);
     let done = wait_phase(&controller, tolerant.id, RolloutPhase::Completed).await;
     assert_eq!(done.devices[0].status, DeviceStatus::Healthy);
     assert_eq!(done.devices[1].status, DeviceStatus::Failed);
     let reason = done.devices[1].reason.clone().unwrap();
     assert!(
-        reason.contains("within the 2 s health window (offline)"),
+        reason.contains("within the 2 s apply timeout (offline)"),
         "{reason}"
     );
 
     // With no failure allowed, the same offline device pauses the next rollout.
-    let strict = create(&api, &request(app('2', false), "site=theta", "100%", 2));
+    let mut strict = request(app('2', false), "site=theta", "100%", 2);
+    strict.apply_timeout_s = Some(2);
+    let strict = create(&api, &strict);
     let paused = wait_phase(&controller, strict.id, RolloutPhase::Paused).await;
     assert_eq!(paused.devices[1].status, DeviceStatus::Failed);
     fleet.stop().await;
+}
+
+/// `coracle ARGS --data-dir DIR` on a blocking thread (it may wait for devices).
+async fn cli_waiting(controller: &Controller, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_coracle"));
+    command
+        .args(args)
+        .arg("--data-dir")
+        .arg(controller.data_dir())
+        .env("RUST_LOG", "warn");
+    blocking(move || command.output().unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_wait_exits_by_what_the_device_and_the_rollout_did() {
+    let controller = start_controller(tempfile::tempdir().unwrap());
+    let boots = enrol(&controller, "lambda", 2);
+    let fleet = simulate(&controller, &boots);
+    all_online(&controller, &boots).await;
+    let write = |name: &str, text: String| {
+        let path = controller.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let good = write("good.yml", app('1', false));
+    let broken = write("broken.yml", app('2', true));
+
+    // Committed: exit 0, saying so.
+    let args = [
+        "deploy",
+        &good,
+        "--device",
+        "lambda-0",
+        "--wait",
+        "--timeout",
+        "20s",
+    ];
+    let out = cli_waiting(&controller, &args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("lambda-0 committed generation 1"),
+        "{stdout}"
+    );
+
+    // Rolled back by the device: exit 1 with the device's reason.
+    let args = ["deploy", &broken, "--device", "lambda-0", "--wait"];
+    let out = cli_waiting(&controller, &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("error: lambda-0 rolled back generation 2"),
+        "{stderr}"
+    );
+
+    // A rollout: completes (exit 0), or pauses on the broken version (exit 1).
+    let args = [
+        "deploy",
+        &good,
+        "--to",
+        "site=lambda",
+        "--waves",
+        "100%",
+        "--health-window",
+        "1s",
+        "--wait",
+    ];
+    let out = cli_waiting(&controller, &args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("rollout 1 completed"), "{stdout}");
+    let args = [
+        "deploy",
+        &broken,
+        "--to",
+        "site=lambda",
+        "--waves",
+        "1,100%",
+        "--health-window",
+        "1s",
+        "--wait",
+    ];
+    let out = cli_waiting(&controller, &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("error: rollout 2 paused"), "{stderr}");
+    assert!(
+        stderr.contains("lambda-0: failed: rolled back generation"),
+        "{stderr}"
+    );
+
+    // Waiting for a device that never answers ends at the timeout.
+    enrol(&controller, "mu", 1);
+    let args = [
+        "deploy",
+        &good,
+        "--device",
+        "mu-0",
+        "--wait",
+        "--timeout",
+        "1s",
+    ];
+    let out = cli_waiting(&controller, &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("timed out after 1 s waiting for mu-0 to commit generation 1"),
+        "{stderr}"
+    );
+    fleet.stop().await;
+}
+
+/// What a hand-driven device reports: `applied`, `update`, and `web` running.
+fn report_of(device: &DeviceId, applied: u64, update: UpdateStatus) -> ReportedState {
+    let mut state = coracle_proto::samples::reported_state(1);
+    state.device = device.clone();
+    state.applied = Generation(applied);
+    state.update = update;
+    state.services = vec![ServiceStatus {
+        name: "web".parse().unwrap(),
+        image: coracle_proto::Digest::from_bytes([1; 32]),
+        state: ContainerState::Running,
+        restart_count: 0,
+        last_exit_code: None,
+        oom_killed: false,
+        health: Health::None,
+    }];
+    state
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_window_starts_when_the_device_runs_the_new_generation() {
+    let controller = start_controller(tempfile::tempdir().unwrap());
+    let boots = enrol(&controller, "kappa", 2);
+    // kappa-0 is driven by hand and pulls for longer than the health window; kappa-1 never
+    // connects and runs out of its apply timeout.
+    let me = boots[0].device.clone();
+    let (client, mut el) = connect_device(controller.broker_tls, &boots[0])
+        .await
+        .unwrap();
+    let (desired_tx, mut desired_rx) = tokio::sync::mpsc::unbounded_channel();
+    let desired_topic = TopicKind::Desired.for_device(&me);
+    let pump = tokio::spawn({
+        let topic = desired_topic.clone();
+        async move {
+            while let Ok(event) = el.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = event {
+                    if p.topic == topic && !p.payload.is_empty() {
+                        let _ = desired_tx.send(p.payload.to_vec());
+                    }
+                }
+            }
+        }
+    });
+    client
+        .subscribe(&desired_topic, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let send = |reported: ReportedState| {
+        let client = client.clone();
+        async move {
+            let topic = TopicKind::Reported.for_device(&reported.device);
+            client
+                .publish(topic, QoS::AtLeastOnce, true, encode(&reported))
+                .await
+                .unwrap();
+            let health = TopicKind::Health.for_device(&reported.device);
+            client
+                .publish(
+                    health,
+                    QoS::AtMostOnce,
+                    false,
+                    encode(&HealthSample::default()),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let online = TopicKind::Online.for_device(&me);
+    client
+        .publish(&online, QoS::AtLeastOnce, true, encode(&Presence::Online))
+        .await
+        .unwrap();
+    // The device keeps its heartbeat up throughout (the controller marks it offline after
+    // 3 s of silence).
+    let heartbeat = tokio::spawn({
+        let (client, health) = (client.clone(), TopicKind::Health.for_device(&me));
+        async move {
+            loop {
+                let _ = client
+                    .publish(
+                        &health,
+                        QoS::AtMostOnce,
+                        false,
+                        encode(&HealthSample::default()),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    send(report_of(&me, 0, UpdateStatus::Idle)).await;
+    all_online(&controller, &boots[..1]).await;
+
+    let api = std::sync::Arc::new(api(&controller));
+    let mut spec = request(app('1', false), "site=kappa", "100%", 1);
+    spec.apply_timeout_s = Some(6);
+    spec.max_failures = "1".into();
+    let created = create(&api, &spec);
+    // The desired state reaches the device; the rollout row names its generation.
+    tokio::time::timeout(WAIT, desired_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let (a, id) = (api.clone(), created.id);
+    let generation =
+        Generation(wait_for("the send", move || rollout(&a, id).devices[0].generation).await);
+    // Pulling, past the 1 s health window: still deploying, its window not started.
+    let applying = UpdateStatus::Applying { generation };
+    send(report_of(&me, 0, applying.clone())).await;
+    let (a, id) = (api.clone(), created.id);
+    let row = wait_for("the health window to pass while pulling", move || {
+        let row = rollout(&a, id).devices[0].clone();
+        let deployed = row.deployed_unix?;
+        (unix_now() > deployed + 2).then_some(row)
+    })
+    .await;
+    send(report_of(&me, 0, applying)).await;
+    assert_eq!(row.status, DeviceStatus::Deploying, "{row:?}");
+    assert_eq!(row.running_since_unix, None);
+    // In its health gate, then committed: the window runs from here and completes.
+    send(report_of(&me, 0, UpdateStatus::Verifying { generation })).await;
+    let (a, id) = (api.clone(), created.id);
+    wait_for("the device to run the new generation", move || {
+        rollout(&a, id).devices[0].running_since_unix
+    })
+    .await;
+    send(report_of(&me, generation.0, UpdateStatus::Idle)).await;
+    let (a, id) = (api.clone(), created.id);
+    let done = wait_for("the rollout to complete", move || {
+        let record = rollout(&a, id);
+        (record.phase == RolloutPhase::Completed).then_some(record)
+    })
+    .await;
+    heartbeat.abort();
+    assert_eq!(done.devices[0].status, DeviceStatus::Healthy, "{done:?}");
+    assert_eq!(done.devices[1].status, DeviceStatus::Failed);
+    let reason = done.devices[1].reason.clone().unwrap();
+    assert!(
+        reason.contains("did not start generation")
+            && reason.contains("6 s apply timeout (offline)"),
+        "{reason}"
+    );
+    pump.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,10 @@ fn main() {
             encode(&samples::reported_state(5)).len(),
         ),
         (
+            "PullProgress (one layer)",
+            encode(&samples::pull_progress()).len(),
+        ),
+        (
             "Event (container exited)",
             encode(&samples::events()[0]).len(),
         ),

@@ -4,7 +4,7 @@
 //!   validated once when parsed or decoded.
 //! - Messages: [`DesiredState`] (controller → device, always inside [`Signed`]),
 //!   [`ReportedState`], [`HealthSample`], [`Event`], [`CommandRequest`]/[`CommandReply`],
-//!   [`Presence`].
+//!   [`Presence`], [`PullProgress`] (per-layer pull progress, on its own topic).
 //! - [`topic`]: MQTT topic names, QoS and retain flags, in one place.
 //! - [`codec`]: a one-byte protocol version, then postcard. Every decode failure is an error
 //!   value, never a panic; bodies over [`codec::MAX_BODY_BYTES`] are refused unread.
@@ -40,6 +40,7 @@ pub mod health;
 pub mod ids;
 pub mod legacy;
 pub mod lifecycle;
+pub mod progress;
 pub mod reported;
 pub mod samples;
 pub mod sealed;
@@ -64,6 +65,7 @@ pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
 pub use legacy::{DesiredStateV1, DesiredStateV2, DesiredStateV3, ServiceSpecV1, ServiceSpecV2};
 pub use lifecycle::{signal_number, Lifecycle};
+pub use progress::PullProgress;
 pub use reported::{
     Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,
 };

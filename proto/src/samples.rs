@@ -131,6 +131,20 @@ pub fn health_sample() -> HealthSample {
     }
 }
 
+/// A device 38 MB into the 40 MB second layer (of three) of service `web`'s image.
+pub fn pull_progress() -> crate::progress::PullProgress {
+    crate::progress::PullProgress {
+        generation: Generation(42),
+        service: name("web"),
+        layer: 1,
+        layers: 3,
+        done_bytes: 38_000_000,
+        total_bytes: 40_000_000,
+        delta: false,
+        stored: false,
+    }
+}
+
 /// The reported state of a device running `desired_with_services(n)`.
 pub fn reported_state(n: usize) -> ReportedState {
     ReportedState {

@@ -18,6 +18,8 @@ pub enum TopicKind {
     Cmd,
     CmdReply,
     Online,
+    /// `PullProgress` while a device pulls (rate-limited by the agent).
+    Progress,
 }
 
 /// Who publishes on a topic.
@@ -44,7 +46,7 @@ pub enum TopicError {
 
 impl TopicKind {
     /// All kinds, for subscriptions and tests.
-    pub const ALL: [TopicKind; 7] = [
+    pub const ALL: [TopicKind; 8] = [
         TopicKind::Desired,
         TopicKind::Reported,
         TopicKind::Health,
@@ -52,6 +54,7 @@ impl TopicKind {
         TopicKind::Cmd,
         TopicKind::CmdReply,
         TopicKind::Online,
+        TopicKind::Progress,
     ];
 
     /// The part after the device id.
@@ -64,13 +67,15 @@ impl TopicKind {
             TopicKind::Cmd => "cmd",
             TopicKind::CmdReply => "cmd/reply",
             TopicKind::Online => "online",
+            TopicKind::Progress => "progress",
         }
     }
 
-    /// MQTT QoS: health samples are fire-and-forget, everything else at-least-once.
+    /// MQTT QoS: health samples and pull progress are fire-and-forget (the next one
+    /// supersedes a lost one), everything else at-least-once.
     pub fn qos(self) -> u8 {
         match self {
-            TopicKind::Health => 0,
+            TopicKind::Health | TopicKind::Progress => 0,
             _ => 1,
         }
     }

@@ -135,6 +135,17 @@ try {
     await shot(page, 'device-desktop');
   });
 
+  await step('a device pulling an image shows its progress live', async () => {
+    await need('progress pi-berlin-1 2000000');
+    const bar = await page.waitForSelector('#pull-progress[data-percent="40"]');
+    const text = await bar.textContent();
+    check(text.includes('web layer 2/2 (delta)') && text.includes('2.0 MB of 5.0 MB (40 %)'), `pull progress: ${text}`);
+    // The next report redraws the bar in place, without reloading the page.
+    await need('progress pi-berlin-1 4500000');
+    await page.waitForSelector('#pull-progress[data-percent="90"]');
+    await shot(page, 'device-pulling-desktop');
+  });
+
   await step('the images page lists the pushed versions', async () => {
     await page.click('nav a[href="#/images"]');
     await page.waitForSelector('section[data-repo="hello"] tr[data-tag="2"]');

@@ -4,7 +4,7 @@
 //! `playwright-core` (`tests/dashboard/dashboard.mjs`, installed with `npm ci`).
 //!
 //! The browser script asks this test for things only the test can do (start a device while
-//! the fleet page is open) with `need:` lines on stdout and waits for `ok` on stdin.
+//! the fleet page is open, report a device's pull progress) with `need:` lines on stdout and waits for `ok` on stdin.
 //! Screenshots of every page, desktop and phone, go to `<target>/dashboard-screenshots`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use coracle_proto::bootstrap::parse_deployment_key;
-use coracle_proto::{Bootstrap, BrokerAuth};
+use coracle_proto::{encode, Bootstrap, BrokerAuth, Generation, PullProgress, TopicKind};
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
+use coracle_tests::e2e::injector::Injector;
 use coracle_tests::e2e::wait_until;
 use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig};
 
@@ -119,6 +120,51 @@ fn npm_ci(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishes, as the device would, that it is `done` bytes into the 5 MB delta of the second
+/// layer (of two) of service `web` for a far-off generation; waits until the API shows it,
+/// so the browser's check does not race the broker (progress goes at QoS 0).
+fn publish_progress(
+    controller: &Controller,
+    injector: &mut Option<Injector>,
+    device: &str,
+    done: u64,
+) -> anyhow::Result<()> {
+    if injector.is_none() {
+        let password = controller.secret("controller-mqtt.password")?;
+        *injector = Some(Injector::connect(
+            controller.broker,
+            "coracle-controller",
+            &password,
+        )?);
+    }
+    let injector = injector.as_ref().context("injector")?;
+    let progress = PullProgress {
+        generation: Generation(1_000),
+        service: "web".parse()?,
+        layer: 1,
+        layers: 2,
+        done_bytes: done,
+        total_bytes: 5_000_000,
+        delta: true,
+        stored: false,
+    };
+    let topic = TopicKind::Progress.for_device(&device.parse()?);
+    wait_until(
+        "the API to show the pull progress",
+        Duration::from_secs(20),
+        || {
+            injector
+                .publish(&topic, encode(&progress))
+                .map_err(|e| e.to_string())?;
+            let shown = controller.device(device).map_err(|e| e.to_string())?;
+            match shown["pull_progress"]["done_bytes"].as_u64() {
+                Some(d) if d == done => Ok(()),
+                _ => Err(shown["pull_progress"].to_string()),
+            }
+        },
+    )
+}
+
 /// Deploys the app, waits for it, then runs the browser script and answers its requests.
 fn browser_run(
     controller: &Controller,
@@ -166,12 +212,18 @@ fn browser_run(
     let mut to_node = node.stdin.take().context("node stdin")?;
     let from_node = BufReader::new(node.stdout.take().context("node stdout")?);
     let mut late_fleet = None;
+    let mut injector = None;
     for line in from_node.lines() {
         let line = line.context("read node output")?;
         println!("browser: {line}");
         if line == "need:start pi-late" {
             let _entered = handle.enter();
             late_fleet = Some(start_fleet(broker, std::slice::from_ref(&late))?);
+            writeln!(to_node, "ok").context("answer node")?;
+        }
+        if let Some(rest) = line.strip_prefix("need:progress ") {
+            let (device, done) = rest.split_once(' ').context("need:progress DEVICE BYTES")?;
+            publish_progress(controller, &mut injector, device, done.parse()?)?;
             writeln!(to_node, "ok").context("answer node")?;
         }
     }

@@ -29,7 +29,8 @@ use crate::runtime::{
 };
 use crate::sealing_key::SealingKey;
 use crate::supervisor::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail, StopRule,
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail, PullTick,
+    StopRule,
 };
 
 /// Everything the engine needs, all paths and addresses from the agent's config.
@@ -215,6 +216,7 @@ impl ContainerEngine for LinuxEngine {
         &self,
         image: &ImageRef,
         direct: Option<(&DeviceId, &RegistryAccess)>,
+        progress: &mut dyn FnMut(PullTick),
     ) -> Result<(), EngineError> {
         let own = self.client_for(image, direct)?;
         let puller = Puller {
@@ -224,7 +226,7 @@ impl ContainerEngine for LinuxEngine {
             delta_budget: self.config.delta_budget,
         };
         puller
-            .pull(&image.repository, &image.digest, &mut |_| {})
+            .pull(&image.repository, &image.digest, progress)
             .map(|_| ())
             .map_err(|e| fail("pull image", image, chain(&e)))
     }

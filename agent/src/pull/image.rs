@@ -18,13 +18,40 @@ use tracing::{info, warn};
 use super::client::RegistryClient;
 use super::error::PullError;
 
-/// How far a layer has come, for progress events.
+/// How far a layer has come, for progress reports: called after each chunk received and
+/// once more when the layer is verified and stored (`stored`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     pub layer: Digest,
+    /// The layer's position in the image and the image's layer count.
+    pub index: usize,
+    pub count: usize,
     pub done_bytes: u64,
     pub total_bytes: u64,
     pub delta: bool,
+    pub stored: bool,
+}
+
+/// Which layer of the image is being pulled, for [`Progress`].
+#[derive(Debug, Clone, Copy)]
+struct LayerPosition<'a> {
+    diff_id: &'a Digest,
+    index: usize,
+    count: usize,
+}
+
+impl LayerPosition<'_> {
+    fn progress(&self, done_bytes: u64, total_bytes: u64, delta: bool, stored: bool) -> Progress {
+        Progress {
+            layer: *self.diff_id,
+            index: self.index,
+            count: self.count,
+            done_bytes,
+            total_bytes,
+            delta,
+            stored,
+        }
+    }
 }
 
 /// What a pull cost on the wire.
@@ -110,7 +137,18 @@ impl Puller<'_> {
             .put_blob(&manifest.config.digest, &config_bytes)?;
 
         let mut report = PullReport::default();
-        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        let count = manifest.layers.len();
+        for (index, (layer, diff_id)) in manifest
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .enumerate()
+        {
+            let at = LayerPosition {
+                diff_id,
+                index,
+                count,
+            };
             if self.store.has_layer(diff_id) {
                 report.layers_already_held += 1;
                 continue;
@@ -118,7 +156,7 @@ impl Puller<'_> {
             // Room for the compressed blob and its unpacked tree (gzip ratios of 2-3x).
             self.store.preflight(layer.size.saturating_mul(4))?;
             let delta = if self.client.offers_deltas() {
-                self.pull_delta(repository, diff_id, progress)
+                self.pull_delta(repository, at, progress)
             } else {
                 Ok(None)
             };
@@ -126,6 +164,7 @@ impl Puller<'_> {
                 Ok(Some(bytes)) => {
                     report.layers_from_delta += 1;
                     report.blob_bytes += bytes;
+                    progress(at.progress(bytes, bytes, true, true));
                     continue;
                 }
                 Ok(None) => {}
@@ -133,8 +172,10 @@ impl Puller<'_> {
                     warn!(%diff_id, error = %err, "delta pull failed; pulling the full layer")
                 }
             }
-            report.blob_bytes += self.pull_full(repository, layer, diff_id, progress)?;
+            let bytes = self.pull_full(repository, layer, at, progress)?;
+            report.blob_bytes += bytes;
             report.layers_full += 1;
+            progress(at.progress(bytes, bytes, false, true));
         }
         let record = ImageRecord {
             manifest_digest: *digest,
@@ -187,9 +228,10 @@ impl Puller<'_> {
     fn pull_delta(
         &self,
         repository: &str,
-        diff_id: &Digest,
+        at: LayerPosition<'_>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Option<u64>, PullError> {
+        let diff_id = at.diff_id;
         let held = self.store.layers()?;
         let Some(offer) = self.client.delta_offer(repository, diff_id, &held)? else {
             return Ok(None);
@@ -197,12 +239,7 @@ impl Puller<'_> {
         let mut partial = self.store.partial(&offer.digest);
         self.client
             .download(repository, &mut partial, &offer.digest, &mut |done| {
-                progress(Progress {
-                    layer: *diff_id,
-                    done_bytes: done,
-                    total_bytes: offer.size,
-                    delta: true,
-                })
+                progress(at.progress(done, offer.size, true, false))
             })?;
         let path = self.store.commit_partial(partial)?;
         let opened = File::open(&path).map_err(|source| {
@@ -239,9 +276,10 @@ impl Puller<'_> {
         &self,
         repository: &str,
         layer: &Descriptor,
-        diff_id: &Digest,
+        at: LayerPosition<'_>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<u64, PullError> {
+        let diff_id = at.diff_id;
         let compression = Compression::of_layer_media_type(&layer.media_type).ok_or_else(|| {
             PullError::LayerMediaType {
                 digest: layer.digest,
@@ -251,12 +289,7 @@ impl Puller<'_> {
         let mut partial = self.store.partial(&layer.digest);
         self.client
             .download(repository, &mut partial, &layer.digest, &mut |done| {
-                progress(Progress {
-                    layer: *diff_id,
-                    done_bytes: done,
-                    total_bytes: layer.size,
-                    delta: false,
-                })
+                progress(at.progress(done, layer.size, false, false))
             })?;
         let path = self.store.commit_partial(partial)?;
         let read_err = |source| {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use coracle_proto::{EventKind, Health, ServiceName};
 
 use super::probes::created_from;
+use super::progress::{pull_subject, ProgressSink};
 use super::{blocking, EngineError, StopRule, Supervisor};
 use crate::reconcile::{
     fingerprint, transition, Action, ObservedContainer, Phase, PhaseKind, Verb,
@@ -86,8 +87,16 @@ impl Supervisor {
                 tracing::info!(image = %digest, "pulling image");
                 let device = self.device.clone();
                 let access = self.registry_access(&image.registry);
+                // The controller hears `Applying` before the pull, not after it.
+                self.report_if_changed();
+                let mut sink =
+                    ProgressSink::new(self.transport.clone(), pull_subject(&self.state, &image));
                 let pulled = blocking(move || {
-                    engine.pull(&image, access.as_ref().map(|access| (&device, access)))
+                    engine.pull(
+                        &image,
+                        access.as_ref().map(|access| (&device, access)),
+                        &mut |tick| sink.tick(tick),
+                    )
                 });
                 if let Err(err) = pulled.await {
                     self.event(EventKind::PullFailed {

@@ -11,6 +11,7 @@ use coracle_proto::{
     Condition, DeviceId, Digest, ImageRef, RegistryAccess, ServiceName, ServiceSpec,
 };
 
+pub use crate::pull::Progress as PullTick;
 use crate::reconcile::Fingerprint;
 pub use crate::runtime::ExecOutcome;
 
@@ -85,11 +86,14 @@ pub struct EngineError {
 pub trait ContainerEngine: Send + Sync + 'static {
     /// Fetches an image into the store: from the controller's registry, or from `direct`
     /// (the device id and the `RegistryAccess` its desired state gives for the image's
-    /// registry) when the image names a registry the device pulls from itself.
+    /// registry) when the image names a registry the device pulls from itself. `progress`
+    /// hears each chunk of each layer and each layer's end (`pull::Progress`); it is called
+    /// on the pulling thread and must not wait for the supervisor loop.
     fn pull(
         &self,
         image: &ImageRef,
         direct: Option<(&DeviceId, &RegistryAccess)>,
+        progress: &mut dyn FnMut(PullTick),
     ) -> Result<(), EngineError>;
     /// Hex of the device's X25519 sealing key, reported so the controller can seal pull
     /// credentials to it; empty for engines without one.

@@ -8,6 +8,7 @@ mod apply;
 mod commands;
 pub mod engine;
 mod probes;
+mod progress;
 pub mod report;
 mod retry;
 mod sample;
@@ -28,7 +29,7 @@ use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
 pub use engine::{
     ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
-    LogTail, StopRule,
+    LogTail, PullTick, StopRule,
 };
 pub use probes::run_check;
 use tracker::Tracker;

@@ -20,6 +20,7 @@ use super::admit::{admit_command, admit_desired, Refused, Rejection};
 use super::backoff::Backoff;
 use super::handle::{Shared, Tag, TransportHandle};
 use super::outbox::Outbox;
+use super::progress_gate::ProgressGate;
 use super::rate::RateLimit;
 use super::{Link, TransportSettings, MAX_PACKET_BYTES};
 
@@ -28,6 +29,8 @@ const REQUEST_QUEUE: usize = 64;
 /// Rejection events: bursts of 5, then one a minute.
 const REJECT_BURST: u32 = 5;
 const REJECT_REFILL_MS: u64 = 60_000;
+/// Pull progress goes out at most once a second (plus each layer's end).
+const PROGRESS_INTERVAL_MS: u64 = 1_000;
 /// A device whose credentials are refused says so once, then again at most this often.
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(3600);
 /// How long a graceful disconnect may take before the driver gives up on it.
@@ -104,6 +107,7 @@ pub(super) fn build(
         unassigned: VecDeque::new(),
         inflight: HashMap::new(),
         rejections: RateLimit::new(REJECT_BURST, REJECT_REFILL_MS, 0),
+        progress_gate: ProgressGate::new(PROGRESS_INTERVAL_MS),
         started,
         published_bytes: 0,
     }));

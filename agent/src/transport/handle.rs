@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use coracle_proto::{
-    encode, CommandReply, DeviceId, Event, EventKind, Generation, HealthSample, ReportedState,
-    TopicKind,
+    encode, CommandReply, DeviceId, Event, EventKind, Generation, HealthSample, PullProgress,
+    ReportedState, TopicKind,
 };
 use rumqttc::{AsyncClient, QoS};
 
 use super::admit::Rejection;
 use super::outbox::Outbox;
+use super::progress_gate::ProgressGate;
 use super::rate::RateLimit;
 
 /// What a submitted publish was, so its packet id can be matched to an acknowledgement.
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     /// Packet id → event sequence number, until the PUBACK.
     pub(super) inflight: HashMap<u16, u64>,
     pub(super) rejections: RateLimit,
+    /// At most one pull progress report a second, plus each layer's end.
+    pub(super) progress_gate: ProgressGate,
     pub(super) started: Instant,
     pub(super) published_bytes: u64,
 }
@@ -165,6 +168,17 @@ impl TransportHandle {
     pub fn publish_health(&self, sample: &HealthSample) -> bool {
         let mut shared = self.lock();
         shared.connected && shared.publish(TopicKind::Health, encode(sample), Tag::Other)
+    }
+
+    /// Publishes pull progress if the link is up and the rate allows (one a second, plus
+    /// every report that ends a layer); returns whether it was sent. Callable from any
+    /// thread (the engine's blocking pull calls it), never waits on the supervisor loop.
+    pub fn publish_progress(&self, progress: &PullProgress) -> bool {
+        let mut shared = self.lock();
+        let now_ms = u64::try_from(shared.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        shared.connected
+            && shared.progress_gate.admit(now_ms, progress.stored)
+            && shared.publish(TopicKind::Progress, encode(progress), Tag::Other)
     }
 
     /// Queues an event; it is sent until the broker acknowledges it.

@@ -17,6 +17,7 @@ pub mod broker;
 mod driver;
 mod handle;
 pub mod outbox;
+pub mod progress_gate;
 pub mod rate;
 
 use std::sync::Arc;

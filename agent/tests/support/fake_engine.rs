@@ -10,7 +10,7 @@ use std::time::Duration;
 use coracle_agent::reconcile::Fingerprint;
 use coracle_agent::supervisor::{
     ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
-    LogTail, StopRule,
+    LogTail, PullTick, StopRule,
 };
 use coracle_proto::{Digest, ImageRef, ServiceName, ServiceSpec};
 
@@ -51,7 +51,34 @@ impl ContainerEngine for FakeEngine {
         &self,
         image: &ImageRef,
         direct: Option<(&coracle_proto::DeviceId, &coracle_proto::RegistryAccess)>,
+        progress: &mut dyn FnMut(PullTick),
     ) -> Result<(), EngineError> {
+        // Two layers, like a real pull reports them: a full layer in three chunks, then a
+        // delta in one, each followed by its end.
+        let tick =
+            |index: usize, done_bytes: u64, total_bytes: u64, delta: bool, stored: bool| PullTick {
+                layer: coracle_images::Digest::of(&[index as u8]),
+                index,
+                count: 2,
+                done_bytes,
+                total_bytes,
+                delta,
+                stored,
+            };
+        if !self
+            .inner
+            .lock()
+            .unwrap()
+            .failing_pulls
+            .contains(&image.digest)
+        {
+            for done in [1_000, 2_000, 3_000] {
+                progress(tick(0, done, 3_000, false, false));
+            }
+            progress(tick(0, 3_000, 3_000, false, true));
+            progress(tick(1, 500, 500, true, false));
+            progress(tick(1, 500, 500, true, true));
+        }
         let mut inner = self.inner.lock().unwrap();
         inner.pull_attempts += 1;
         inner

@@ -41,6 +41,23 @@ export function describeEvent(kind) {
   }
 }
 
+// The layer the device is pulling: a bar (same look as a rollout's) and bytes of total.
+function pullProgress(p) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', '0 0 100 8');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  for (const [width, cls] of [[100, 'bg'], [p.percent, 'ok']]) {
+    const r = document.createElementNS(svg.namespaceURI, 'rect');
+    for (const [k, v] of Object.entries({ x: 0, width, height: 8, class: cls })) r.setAttribute(k, v);
+    svg.append(r);
+  }
+  const what = `${p.service} layer ${p.layer + 1}/${p.layers}${p.delta ? ' (delta)' : ''}`;
+  const amount = p.stored ? `${bytes(p.total_bytes)} stored` : `${bytes(p.done_bytes)} of ${bytes(p.total_bytes)} (${p.percent} %)`;
+  return h('div', { class: 'progress-wrap', id: 'pull-progress', 'data-percent': p.percent },
+    h('div', { class: 'progress' }, svg),
+    h('span', { class: 'muted small progress-text' }, `generation ${p.generation}: ${what}, ${amount}`));
+}
+
 const EVENT_CLASS = { ContainerExited: 'warn', PullFailed: 'bad', RolledBack: 'bad', Rejected: 'bad', Applied: 'good' };
 
 function healthBadge(health) {
@@ -153,6 +170,7 @@ export async function devicePage(view, id) {
       ['Last seen', ago(d.last_seen_unix)],
       ['Generation', `applied ${d.applied_generation ?? 0}, desired ${d.desired_generation ?? 'none'}`],
       ['Update', r ? updateText(r.update) : 'never reported'],
+      ...(detail.pull_progress ? [['Pull', pullProgress(detail.pull_progress)]] : []),
       ['Uptime', last ? duration(last.uptime_s) : '—'],
       ['Load', last ? (last.load1_centi / 100).toFixed(2) : '—'],
       ['Agent', r ? r.agent_version : '—'],
@@ -182,6 +200,12 @@ export async function devicePage(view, id) {
   mount(view, body);
   let timer = null;
   onFleetEvent((event) => {
+    // Progress arrives up to once a second while the device pulls: redraw the bar alone.
+    const bar = document.getElementById('pull-progress');
+    if (event.kind === 'progress' && event.device === id && bar) {
+      bar.replaceWith(pullProgress(event.progress));
+      return;
+    }
     if ((event.device === id || event.kind === 'lagged') && !timer) {
       timer = setTimeout(() => { timer = null; load().catch(() => {}); }, 300);
     }

@@ -45,6 +45,9 @@ pub struct RetagRequest {
 pub struct DeviceDetail {
     pub device: DeviceRecord,
     pub reported: Option<ReportedState>,
+    /// The layer the device is pulling, while it pulls (null otherwise).
+    #[serde(default)]
+    pub pull_progress: Option<crate::store::LatestProgress>,
 }
 
 /// `?limit=` of the events endpoint.
@@ -83,7 +86,12 @@ pub async fn show(
     let id = device_id(&id)?;
     let device = state.fleet.store.device(&id)?;
     let reported = state.fleet.store.reported(&id)?;
-    Ok(Json(DeviceDetail { device, reported }))
+    let pull_progress = state.fleet.store.progress.latest(&id);
+    Ok(Json(DeviceDetail {
+        device,
+        reported,
+        pull_progress,
+    }))
 }
 
 pub async fn remove(

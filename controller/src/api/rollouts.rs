@@ -3,9 +3,10 @@
 //!
 //! The create body: `{"compose": "...", "selector": "site=greenhouse" | ["pi-1", "pi-2"] |
 //! {"tag": "site=greenhouse"} | {"devices": [...]}, "waves": "1,10%,100%", "max_failures":
-//! 2 | "5%", "health_window_s": 60, "app": "name", "rollback_on_failure": false}`; all but
-//! `compose` and `selector` have defaults (waves `1,10%,100%`, 0 failures, 60 s, app named
-//! after its services, no automatic rollback).
+//! 2 | "5%", "health_window_s": 60, "apply_timeout_s": 600, "app": "name",
+//! "rollback_on_failure": false}`; all but `compose` and `selector` have defaults (waves
+//! `1,10%,100%`, 0 failures, 60 s, 600 s, app named after its services, no automatic
+//! rollback).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,10 @@ pub struct CreateRolloutRequest {
     pub max_failures: Value,
     #[serde(default = "default_health_window_s")]
     pub health_window_s: u64,
+    /// Seconds a device may take from the send to running the new generation (default
+    /// 600); its health window starts then. Omitted when unset, for older controllers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_timeout_s: Option<u64>,
     #[serde(default)]
     pub app: Option<String>,
     /// Roll the failing wave back at once when failures pause the rollout.
@@ -169,6 +174,9 @@ pub async fn create(
             waves: request.waves,
             max_failures,
             health_window_s: request.health_window_s,
+            apply_timeout_s: request
+                .apply_timeout_s
+                .unwrap_or(crate::store::DEFAULT_APPLY_TIMEOUT_S),
             rollback_on_failure: request.rollback_on_failure,
         })
         .await?;

@@ -60,6 +60,8 @@ mod tests {
             ("coracle/v1/dev-a/events", true, false),
             ("coracle/v1/dev-a/online", true, false),
             ("coracle/v1/dev-a/cmd/reply", true, false),
+            ("coracle/v1/dev-a/progress", true, false),
+            ("coracle/v1/dev-b/progress", false, false),
             ("coracle/v1/dev-a/desired", false, true),
             ("coracle/v1/dev-a/cmd", false, true),
             ("coracle/v1/dev-b/reported", false, false),

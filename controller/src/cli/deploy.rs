@@ -1,12 +1,15 @@
 //! `coracle deploy APP.yml --device NAME` sends an app to one device; `--to key=value`
-//! starts a staged rollout to every device with that tag instead.
+//! starts a staged rollout to every device with that tag instead. `--wait` follows either
+//! to its end (`deploy_wait`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
+use super::deploy_wait::{wait_for_device, wait_for_rollout};
 use super::rollout::{parse_duration_s, print_rollout};
 use super::{ApiArgs, ApiClient};
 use crate::api::deploy::{DeployRequest, DeployResponse};
@@ -39,6 +42,17 @@ pub struct DeployArgs {
     /// When failures pause the rollout, roll the failing wave back at once.
     #[arg(long, conflicts_with = "device")]
     rollback_on_failure: bool,
+    /// How long a device may take to pull and start the new version before it counts as
+    /// failed; its health window starts once it runs it (e.g. 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration_s, conflicts_with = "device")]
+    apply_timeout: u64,
+    /// Wait until the device commits the new version (exit 0) or rolls it back or fails to
+    /// apply it (exit 1, with the reason); with --to, until the rollout completes.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this long (exit 1), e.g. 90s, 10m.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_s, requires = "wait")]
+    timeout: u64,
 }
 
 pub fn run(args: DeployArgs) -> anyhow::Result<()> {
@@ -57,6 +71,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             waves: args.waves,
             max_failures: args.max_failures.into(),
             health_window_s: args.health_window,
+            apply_timeout_s: Some(args.apply_timeout),
             app,
             rollback_on_failure: args.rollback_on_failure,
             seccomp_profiles,
@@ -69,6 +84,9 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             rollout.devices.len()
         );
         print_rollout(&rollout);
+        if args.wait {
+            wait_for_rollout(&api, rollout.id, Duration::from_secs(args.timeout))?;
+        }
         return Ok(());
     }
     let device = args.device.context("--device or --to is required")?;
@@ -92,6 +110,14 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             "the broker is unreachable: generation {} is stored and goes out when it is back",
             answer.generation
         );
+    }
+    if args.wait {
+        wait_for_device(
+            &api,
+            &answer.device,
+            answer.generation.0,
+            Duration::from_secs(args.timeout),
+        )?;
     }
     Ok(())
 }

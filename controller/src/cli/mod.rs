@@ -4,6 +4,7 @@
 mod api_client;
 mod broker;
 mod deploy;
+mod deploy_wait;
 mod device;
 mod image_delta;
 mod image_removal;

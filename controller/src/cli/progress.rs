@@ -54,6 +54,13 @@ impl Transfer {
         let _ = err.flush();
     }
 
+    /// Sets the bytes done so far (progress read from elsewhere, e.g. a device's report).
+    pub fn set_done(&mut self, done: u64) {
+        if done > self.done {
+            self.advance(done - self.done);
+        }
+    }
+
     /// Ends the report with its final line (`verb`: what was done, e.g. `verified`).
     pub fn finish(self, verb: &str) {
         let line = self.line(self.started.elapsed(), true);

@@ -75,9 +75,10 @@ pub fn print_rollout(rollout: &RolloutRecord) {
         waves_total(rollout)
     );
     println!(
-        "waves {}, max failures {}, health window {} s{}",
+        "waves {}, max failures {}, apply timeout {} s, health window {} s{}",
         rollout.waves,
         rollout.max_failures,
+        rollout.apply_timeout_s,
         rollout.health_window_s,
         if rollout.rollback_on_failure {
             ", rollback on failure"

@@ -1,17 +1,18 @@
 //! The delta endpoint: `HEAD|GET /v2/<repo>/coracle/deltas/<target diff_id>?have=<diff_id>,...`.
 //! Picks the best base among the layers the device holds (the same position in another image
 //! of the repository, else any layer of the repository), takes the pair's verdict from
-//! `delta_work` (usually encoded ahead by the background workers, else encoded here off the
-//! async runtime, once however many ask), serves the delta as an ordinary blob (so it is
-//! fetched and resumed like one). Answers 404 when no base fits or the delta would not be
-//! smaller than the full layer: the agent then pulls the full layer.
+//! `delta_work` (usually encoded ahead by the background workers, else encoded off the
+//! async runtime, once however many ask), waiting at most `[deltas] request_wait_s` for an
+//! encode in progress, serves the delta as an ordinary blob (so it is fetched and resumed
+//! like one). Answers 404 when no base fits, the delta would not be smaller than the full
+//! layer, or its encode outlasted the wait: the agent then pulls the full layer.
 
 use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::delta_work::{Caller, DeltaOutcome};
+use super::delta_work::DeltaOutcome;
 
 use coracle_images::delta::{self, BaseLayer, EncodeOptions};
 use coracle_images::oci::{ImageConfig, Manifest};
@@ -97,9 +98,10 @@ impl Registry {
                 reason: format!("{target} is not a layer of repository {name}"),
             });
         };
-        match self.delta_once(&target_layer, &base_layer, Caller::Request)? {
-            DeltaOutcome::Delta { digest, bytes } => Ok(Some((digest, bytes))),
-            DeltaOutcome::NotWorth { .. } => Ok(None),
+        match self.delta_within(&target_layer, &base_layer, self.delta_wait)? {
+            Some(DeltaOutcome::Delta { digest, bytes }) => Ok(Some((digest, bytes))),
+            // No delta pays, or the encode outlasted the wait: the full layer.
+            Some(DeltaOutcome::NotWorth { .. }) | None => Ok(None),
         }
     }
 

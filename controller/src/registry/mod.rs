@@ -43,6 +43,9 @@ pub use gc::GcReport;
 pub use manifests::version_order;
 pub use routes::router;
 
+/// How long a delta request waits for an encode unless configured.
+pub const DEFAULT_DELTA_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Registry state shared by the handlers.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -60,6 +63,8 @@ pub struct Registry {
     /// Whether the shared pull token of older bootstraps still reads (logged when used).
     legacy_pull_token: bool,
     legacy_uses: Arc<SharedThrottle>,
+    /// How long a device's delta request waits for its pair's encode.
+    delta_wait: std::time::Duration,
 }
 
 impl Registry {
@@ -82,6 +87,7 @@ impl Registry {
             grants: None,
             legacy_pull_token: false,
             legacy_uses: Arc::new(SharedThrottle::new(std::time::Duration::from_secs(300))),
+            delta_wait: DEFAULT_DELTA_WAIT,
         })
     }
 
@@ -90,6 +96,13 @@ impl Registry {
     pub fn with_devices(mut self, grants: Arc<dyn DeviceGrants>, legacy_pull_token: bool) -> Self {
         self.grants = Some(grants);
         self.legacy_pull_token = legacy_pull_token;
+        self
+    }
+
+    /// A device's delta request waits at most `wait` for its pair's encode, then the
+    /// device is told to pull the full layer (`[deltas] request_wait_s`).
+    pub fn with_delta_wait(mut self, wait: std::time::Duration) -> Self {
+        self.delta_wait = wait;
         self
     }
 

@@ -10,7 +10,7 @@ use super::RolloutError;
 use crate::app_platforms::AppPlatforms;
 use crate::store::{DeviceStatus, NewRollout, RolloutRecord, Selector, StoreError};
 
-/// The longest health window accepted (a day): longer is almost surely a unit mistake.
+/// The longest health window and apply timeout accepted (a day): longer is almost surely a unit mistake.
 const MAX_HEALTH_WINDOW_S: u64 = 24 * 3600;
 
 /// A rollout to create; `services` are the app with images already pinned.
@@ -25,6 +25,9 @@ pub struct CreateRollout {
     pub waves: String,
     pub max_failures: String,
     pub health_window_s: u64,
+    /// How long each device may take to pull and start the app (its health window
+    /// starts once it runs it).
+    pub apply_timeout_s: u64,
     pub rollback_on_failure: bool,
 }
 
@@ -40,6 +43,15 @@ impl Rollouts {
                 ),
             });
         }
+        if request.apply_timeout_s == 0 || request.apply_timeout_s > MAX_HEALTH_WINDOW_S {
+            return Err(RolloutError::Invalid {
+                field: "apply_timeout_s",
+                message: format!(
+                    "{} s is not between 1 s and {MAX_HEALTH_WINDOW_S} s",
+                    request.apply_timeout_s
+                ),
+            });
+        }
         let new = NewRollout {
             app: request.app,
             compose: request.compose,
@@ -48,6 +60,7 @@ impl Rollouts {
             waves: request.waves.trim().to_string(),
             max_failures: request.max_failures.trim().to_string(),
             health_window_s: request.health_window_s,
+            apply_timeout_s: request.apply_timeout_s,
             rollback_on_failure: request.rollback_on_failure,
             devices: Vec::new(),
         };

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, Mutex, Notify};
 use super::engine::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
 };
-use super::observe::{observe, Observation};
+use super::observe::{observe, Observation, Windows};
 use super::{RolloutChange, RolloutError, Threshold};
 use crate::fleet::Fleet;
 use crate::ingest::Ingested;
@@ -267,7 +267,11 @@ impl Rollouts {
                 reported: reported.as_ref(),
                 now,
             };
-            if let Some(next) = observe(device, rollout.health_window_s, seen) {
+            let windows = Windows {
+                health_s: rollout.health_window_s,
+                apply_s: rollout.apply_timeout_s,
+            };
+            if let Some(next) = observe(device, windows, seen) {
                 changed.push((index, next));
             }
         }

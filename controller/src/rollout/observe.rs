@@ -1,9 +1,12 @@
 //! How a device's report moves its rollout progress: pure, so each situation is a table row.
 //!
-//! A device is healthy on generation N when it is online, reports N (or later) applied, no
-//! failed update of N, and every service running (or exited 0) and not unhealthy. It must
-//! get there within the health window after the deploy and stay there for the window;
-//! a rollback, failed apply or unhealthy service of N fails it at once.
+//! A device runs generation N once it reports N (or later) applied, or N in its health
+//! gate (`Verifying`). It must get there within the apply timeout after the send (pulls of
+//! large images on slow links take what they take). From then on its health window runs: it
+//! is healthy on N when it is online, reports N (or later) applied, no failed update of N,
+//! and every service running (or exited 0) and not unhealthy; it must get there within the
+//! window after it started running N and stay there for the window. A rollback, failed apply
+//! or unhealthy service of N fails it at once.
 
 use coracle_proto::{ContainerState, Health, ReportedState, UpdateStatus};
 
@@ -15,6 +18,15 @@ pub struct Observation<'a> {
     pub online: bool,
     pub reported: Option<&'a ReportedState>,
     pub now: i64,
+}
+
+/// A rollout's two clocks per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// How long a device must stay healthy, counted from when it runs the new generation.
+    pub health_s: u64,
+    /// How long a device may take from the send to running the new generation.
+    pub apply_s: u64,
 }
 
 /// The device's failure on `generation`, if its report shows one.
@@ -44,6 +56,12 @@ fn failure(generation: u64, reported: &ReportedState) -> Option<String> {
         .map(|s| format!("service {} unhealthy on generation {generation}", s.name))
 }
 
+/// The device has pulled and started `generation` (committed, or in its health gate).
+fn running(generation: u64, reported: &ReportedState) -> bool {
+    reported.applied.0 >= generation
+        || matches!(reported.update, UpdateStatus::Verifying { generation: g } if g.0 == generation)
+}
+
 fn healthy(generation: u64, reported: &ReportedState) -> bool {
     reported.applied.0 >= generation
         && reported.services.iter().all(|s| match s.state {
@@ -57,14 +75,18 @@ fn healthy(generation: u64, reported: &ReportedState) -> bool {
 /// were sent the new generation and are not yet proven move.
 pub fn observe(
     progress: &DeviceProgress,
-    window_s: u64,
+    windows: Windows,
     seen: Observation<'_>,
 ) -> Option<DeviceProgress> {
     let (DeviceStatus::Deploying, Some(generation)) = (progress.status, progress.generation) else {
         return None;
     };
     let mut next = progress.clone();
-    let window = i64::try_from(window_s).unwrap_or(i64::MAX);
+    let window = i64::try_from(windows.health_s).unwrap_or(i64::MAX);
+    let apply = i64::try_from(windows.apply_s).unwrap_or(i64::MAX);
+    if seen.reported.is_some_and(|r| running(generation, r)) {
+        next.running_since_unix.get_or_insert(seen.now);
+    }
     if let Some(reason) = seen.reported.and_then(|r| failure(generation, r)) {
         next.status = DeviceStatus::Failed;
         next.healthy_since_unix = None;
@@ -76,14 +98,29 @@ pub fn observe(
         }
     } else {
         next.healthy_since_unix = None;
-        let deployed = progress.deployed_unix.unwrap_or(seen.now);
-        // Strictly past: times are whole seconds, so `>=` could cut the window by one.
-        if seen.now.saturating_sub(deployed) > window {
-            next.status = DeviceStatus::Failed;
-            next.reason = Some(format!(
-                "not healthy on generation {generation} within the {window_s} s health window{}",
-                if seen.online { "" } else { " (offline)" }
-            ));
+        let offline = if seen.online { "" } else { " (offline)" };
+        // Strictly past: times are whole seconds, so `>=` could cut a clock by one.
+        match next.running_since_unix {
+            Some(running) if seen.now.saturating_sub(running) > window => {
+                next.status = DeviceStatus::Failed;
+                next.reason = Some(format!(
+                    "not healthy on generation {generation} within the {} s health window \
+                     after it started running it{offline}",
+                    windows.health_s
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let deployed = progress.deployed_unix.unwrap_or(seen.now);
+                if seen.now.saturating_sub(deployed) > apply {
+                    next.status = DeviceStatus::Failed;
+                    next.reason = Some(format!(
+                        "did not start generation {generation} within the {} s apply \
+                         timeout{offline}",
+                        windows.apply_s
+                    ));
+                }
+            }
         }
     }
     (next != *progress).then_some(next)
@@ -94,13 +131,19 @@ mod tests {
     use super::*;
     use coracle_proto::{samples, Generation, ServiceStatus};
 
-    fn deploying(healthy_since: Option<i64>) -> DeviceProgress {
+    const WINDOWS: Windows = Windows {
+        health_s: 10,
+        apply_s: 30,
+    };
+
+    fn deploying(running_since: Option<i64>, healthy_since: Option<i64>) -> DeviceProgress {
         DeviceProgress {
             device: samples::device(),
             status: DeviceStatus::Deploying,
             generation: Some(5),
             previous_generation: Some(4),
             deployed_unix: Some(100),
+            running_since_unix: running_since,
             healthy_since_unix: healthy_since,
             rollback_generation: None,
             reason: None,
@@ -124,13 +167,16 @@ mod tests {
         state
     }
 
-    /// (healthy since, online, report, now, expected status, expected healthy since)
+    /// (running since, healthy since, online, report, now, expected status, expected
+    /// running since, expected healthy since)
     type Row = (
+        Option<i64>,
         Option<i64>,
         bool,
         Option<ReportedState>,
         i64,
         DeviceStatus,
+        Option<i64>,
         Option<i64>,
     );
 
@@ -138,6 +184,12 @@ mod tests {
     fn reports_move_progress() {
         use DeviceStatus::{Deploying as D, Failed as F, Healthy as H};
         let idle = UpdateStatus::Idle;
+        let applying = UpdateStatus::Applying {
+            generation: Generation(5),
+        };
+        let verifying = UpdateStatus::Verifying {
+            generation: Generation(5),
+        };
         let rolled_back = UpdateStatus::RolledBack {
             generation: Generation(5),
             reason: "exit 1".into(),
@@ -147,101 +199,202 @@ mod tests {
             reason: "old".into(),
         };
         let table: Vec<Row> = vec![
-            // Still on the old generation, inside the window: wait.
+            // Still on the old generation, inside the apply timeout: wait.
             (
+                None,
                 None,
                 true,
                 Some(report(4, idle.clone(), Health::None)),
                 105,
                 D,
                 None,
+                None,
             ),
-            // On the new one and healthy: the clock starts, then the window completes.
+            // Pulling for longer than the health window, inside the apply timeout: wait
+            // (a 33 s apply no longer fails a 10 s window).
             (
+                None,
+                None,
+                true,
+                Some(report(4, applying.clone(), Health::None)),
+                125,
+                D,
+                None,
+                None,
+            ),
+            // Past the apply timeout without running the new generation: failed.
+            (
+                None,
+                None,
+                true,
+                Some(report(4, applying.clone(), Health::None)),
+                131,
+                F,
+                None,
+                None,
+            ),
+            (None, None, false, None, 131, F, None, None),
+            // In its health gate: running since now; the window starts here.
+            (
+                None,
+                None,
+                true,
+                Some(report(4, verifying.clone(), Health::Healthy)),
+                125,
+                D,
+                Some(125),
+                None,
+            ),
+            // Committed and healthy: running and healthy since now, then the window completes.
+            (
+                None,
                 None,
                 true,
                 Some(report(5, idle.clone(), Health::Healthy)),
-                105,
+                128,
                 D,
-                Some(105),
+                Some(128),
+                Some(128),
             ),
             (
-                Some(105),
+                Some(125),
+                Some(128),
                 true,
                 Some(report(5, idle.clone(), Health::Healthy)),
-                115,
+                138,
                 H,
-                Some(105),
+                Some(125),
+                Some(128),
+            ),
+            // Running but not healthy within the window after it started: failed.
+            (
+                Some(125),
+                None,
+                true,
+                Some(report(4, verifying.clone(), Health::Starting)),
+                135,
+                D,
+                Some(125),
+                None,
+            ),
+            (
+                Some(125),
+                None,
+                true,
+                Some(report(4, verifying, Health::Starting)),
+                136,
+                F,
+                Some(125),
+                None,
             ),
             // The agent rolled the new generation back: failed at once.
             (
+                None,
                 None,
                 true,
                 Some(report(4, rolled_back, Health::None)),
                 101,
                 F,
                 None,
+                None,
             ),
             // An older rollback is not about this rollout.
             (
+                None,
                 None,
                 true,
                 Some(report(4, old_rollback, Health::None)),
                 101,
                 D,
                 None,
+                None,
             ),
             // Unhealthy on the new generation: failed.
             (
+                Some(102),
                 Some(102),
                 true,
                 Some(report(5, idle.clone(), Health::Unhealthy)),
                 103,
                 F,
+                Some(102),
                 None,
             ),
             // Offline counts as not healthy: the clock resets, and past the window it fails.
             (
                 Some(102),
+                Some(102),
                 false,
                 Some(report(5, idle.clone(), Health::None)),
                 105,
                 D,
+                Some(102),
                 None,
             ),
             (
+                Some(102),
                 None,
                 false,
-                Some(report(5, idle.clone(), Health::None)),
-                111,
+                Some(report(5, idle, Health::None)),
+                113,
                 F,
+                Some(102),
                 None,
             ),
-            // Never reported anything within the window.
-            (None, true, None, 110, D, None),
-            (None, true, None, 111, F, None),
+            // Never reported anything within the apply timeout.
+            (None, None, true, None, 130, D, None, None),
         ];
-        for (i, (since, online, reported, now, status, since_after)) in
+        for (i, (running, since, online, reported, now, status, running_after, since_after)) in
             table.into_iter().enumerate()
         {
-            let before = deploying(since);
+            let before = deploying(running, since);
             let seen = Observation {
                 online,
                 reported: reported.as_ref(),
                 now,
             };
-            let after = observe(&before, 10, seen).unwrap_or(before);
+            let after = observe(&before, WINDOWS, seen).unwrap_or(before);
             assert_eq!(after.status, status, "row {i}");
+            assert_eq!(after.running_since_unix, running_after, "row {i}");
             assert_eq!(after.healthy_since_unix, since_after, "row {i}");
             assert_eq!(after.reason.is_some(), status == F, "row {i}");
         }
     }
 
     #[test]
+    fn timeouts_name_which_clock_ran_out() {
+        let pulling = report(
+            4,
+            UpdateStatus::Applying {
+                generation: Generation(5),
+            },
+            Health::None,
+        );
+        let seen = |now| Observation {
+            online: true,
+            reported: Some(&pulling),
+            now,
+        };
+        let failed = observe(&deploying(None, None), WINDOWS, seen(131)).unwrap();
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some("did not start generation 5 within the 30 s apply timeout")
+        );
+        let failed = observe(&deploying(Some(110), None), WINDOWS, seen(121)).unwrap();
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some(
+                "not healthy on generation 5 within the 10 s health window after it started \
+                 running it"
+            )
+        );
+    }
+
+    #[test]
     fn settled_and_unsent_devices_do_not_move() {
-        let mut unsent = deploying(None);
+        let mut unsent = deploying(None, None);
         unsent.generation = None;
-        let mut healthy = deploying(Some(100));
+        let mut healthy = deploying(Some(100), Some(100));
         healthy.status = DeviceStatus::Healthy;
         for progress in [unsent, healthy] {
             let seen = Observation {
@@ -249,7 +402,7 @@ mod tests {
                 reported: None,
                 now: 1_000,
             };
-            assert_eq!(observe(&progress, 10, seen), None);
+            assert_eq!(observe(&progress, WINDOWS, seen), None);
         }
     }
 }

@@ -85,7 +85,21 @@ impl Store {
                 device: id.to_string(),
             });
         }
-        tx.commit().map_err(query("commit remove device"))
+        tx.commit().map_err(query("commit remove device"))?;
+        drop(conn);
+        self.progress.forget(id);
+        Ok(())
+    }
+
+    /// Whether a device is enrolled (a cheap primary-key lookup).
+    pub fn device_exists(&self, id: &DeviceId) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id.as_str()], |_| {
+                Ok(())
+            })
+            .optional()
+            .map(|row| row.is_some())
+            .map_err(query("find device"))
     }
 
     /// Sets and removes tags of one device.

@@ -1,11 +1,13 @@
 //! `Store`: the fleet database (SQLite, WAL). Devices, tags, desired states, reported states,
-//! health history, events and rollouts. Calls are short and synchronous behind a mutex; the
-//! MQTT ingest path hands work to its own task so it never waits on the disk in a callback.
+//! health history, events and rollouts; besides, in memory only, each device's latest pull
+//! progress (`progress.rs`). Calls are short and synchronous behind a mutex; the MQTT ingest
+//! path hands work to its own task so it never waits on the disk in a callback.
 
 mod devices;
 mod grants;
 mod overview;
 mod presence;
+mod progress;
 mod rollouts;
 mod schema;
 mod telemetry;
@@ -17,8 +19,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 pub use devices::{DeviceRecord, NewDevice};
+pub use progress::{LatestProgress, ProgressBoard};
 pub use rollouts::{
     DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+    DEFAULT_APPLY_TIMEOUT_S,
 };
 pub use telemetry::{HealthPoint, StoredEvent, HEALTH_BUCKET_SECS, HEALTH_POINTS_KEPT};
 
@@ -57,6 +61,8 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Devices' latest pull progress, in memory only (`progress.rs`).
+    pub progress: ProgressBoard,
 }
 
 impl Store {
@@ -76,6 +82,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            progress: ProgressBoard::default(),
         })
     }
 
@@ -93,6 +100,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            progress: ProgressBoard::default(),
         })
     }
 

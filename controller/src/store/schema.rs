@@ -66,6 +66,7 @@ CREATE TABLE retired_generations (
     generation INTEGER NOT NULL
 );
 "#,
+    super::rollouts::MIGRATION_APPLY_TIMEOUT,
 ];
 
 /// Brings the schema up to date.

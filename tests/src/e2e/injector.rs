@@ -61,6 +61,26 @@ impl Injector {
         }
     }
 
+    /// Subscribes to `topic`; its messages are then taken with `next_message`.
+    pub fn subscribe(&self, topic: &str) -> anyhow::Result<()> {
+        self.client
+            .subscribe(topic, QoS::AtMostOnce)
+            .with_context(|| format!("subscribe to {topic}"))
+    }
+
+    /// The next message on `topic` (others are skipped), within `timeout`.
+    pub fn next_message(&self, topic: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.publishes.recv_timeout(left) {
+                Ok((t, body)) if t == topic => return Ok(body),
+                Ok(_) => continue,
+                Err(_) => bail!("no message on {topic} within {timeout:?}"),
+            }
+        }
+    }
+
     /// Publishes `body` on `topic` (QoS 1, not retained).
     pub fn publish(&self, topic: &str, body: Vec<u8>) -> anyhow::Result<()> {
         self.client

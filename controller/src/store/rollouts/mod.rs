@@ -10,6 +10,7 @@ use serde::Serialize;
 
 pub use records::{
     DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+    DEFAULT_APPLY_TIMEOUT_S,
 };
 
 use super::{now_unix, query, Store, StoreError};
@@ -51,6 +52,13 @@ CREATE TABLE rollout_devices (
 CREATE INDEX rollouts_by_phase ON rollouts (phase);
 "#;
 
+/// Migration 4: an apply timeout per rollout (the health window starts only once a device
+/// runs the new generation) and when each device started running it.
+pub const MIGRATION_APPLY_TIMEOUT: &str = r#"
+ALTER TABLE rollouts ADD COLUMN apply_timeout_s INTEGER NOT NULL DEFAULT 600;
+ALTER TABLE rollout_devices ADD COLUMN running_since_unix INTEGER;
+"#;
+
 fn corrupt(rollout: i64, what: &str) -> StoreError {
     StoreError::Corrupt {
         device: format!("rollout {rollout}"),
@@ -72,8 +80,9 @@ impl Store {
         let now = now_unix();
         tx.execute(
             "INSERT INTO rollouts (app, compose, services, selector, waves, max_failures,
-               health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9)",
+               health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix,
+               apply_timeout_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9, ?10)",
             params![
                 new.app,
                 new.compose,
@@ -83,7 +92,8 @@ impl Store {
                 new.max_failures,
                 new.health_window_s as i64,
                 new.rollback_on_failure,
-                now
+                now,
+                new.apply_timeout_s as i64
             ],
         )
         .map_err(query("insert rollout"))?;
@@ -146,7 +156,7 @@ impl Store {
             .query_row(
                 "SELECT app, compose, services, selector, waves, max_failures, health_window_s,
                    phase, wave, accepted_failures, reason, created_unix, updated_unix,
-                   rollback_on_failure
+                   rollback_on_failure, apply_timeout_s
                  FROM rollouts WHERE id = ?1",
                 [id],
                 |r| {
@@ -168,6 +178,7 @@ impl Store {
                             r.get::<_, i64>(11)?,
                             r.get::<_, i64>(12)?,
                             r.get::<_, bool>(13)?,
+                            r.get::<_, i64>(14)?,
                         ),
                     ))
                 },
@@ -185,6 +196,7 @@ impl Store {
                 created_unix,
                 updated_unix,
                 rollback_on_failure,
+                apply_timeout,
             ),
         )) = head
         else {
@@ -193,7 +205,8 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT device, status, generation, previous_generation, previous_services,
-                   deployed_unix, healthy_since_unix, rollback_generation, reason
+                   deployed_unix, healthy_since_unix, rollback_generation, reason,
+                   running_since_unix
                  FROM rollout_devices WHERE rollout = ?1 ORDER BY position",
             )
             .map_err(query("prepare rollout devices"))?;
@@ -213,6 +226,7 @@ impl Store {
             waves,
             max_failures,
             health_window_s: window.max(0) as u64,
+            apply_timeout_s: apply_timeout.max(0) as u64,
             rollback_on_failure,
             phase: RolloutPhase::parse(&phase).ok_or_else(|| corrupt(id, "phase"))?,
             wave: wave.max(0) as usize,
@@ -256,7 +270,7 @@ impl Store {
             tx.execute(
                 "UPDATE rollout_devices SET status = ?3, generation = ?4, previous_generation = ?5,
                    previous_services = ?6, deployed_unix = ?7, healthy_since_unix = ?8,
-                   rollback_generation = ?9, reason = ?10
+                   rollback_generation = ?9, reason = ?10, running_since_unix = ?11
                  WHERE rollout = ?1 AND device = ?2",
                 params![
                     rollout.id,
@@ -269,6 +283,7 @@ impl Store {
                     device.healthy_since_unix,
                     device.rollback_generation.map(|g| g as i64),
                     device.reason,
+                    device.running_since_unix,
                 ],
             )
             .map_err(query("update rollout device"))?;
@@ -352,6 +367,7 @@ fn read_device(r: &Row<'_>) -> Option<DeviceProgress> {
     progress.healthy_since_unix = r.get(6).ok()?;
     progress.rollback_generation = generation(7);
     progress.reason = r.get(8).ok()?;
+    progress.running_since_unix = r.get(9).ok()?;
     Some(progress)
 }
 
@@ -374,6 +390,7 @@ mod tests {
                 waves: "1,100%".into(),
                 max_failures: "0".into(),
                 health_window_s: 5,
+                apply_timeout_s: 30,
                 rollback_on_failure: false,
                 devices: vec![id.clone()],
             })
@@ -386,9 +403,11 @@ mod tests {
         device.status = DeviceStatus::Deploying;
         device.previous_services = Some(Vec::new());
         device.generation = Some(3);
+        device.running_since_unix = Some(17);
         store.save_rollout(&record, &[&device]).unwrap();
         let again = store.rollout(rollout).unwrap().unwrap();
         assert_eq!(again.phase, RolloutPhase::Paused);
+        assert_eq!(again.apply_timeout_s, 30);
         assert_eq!(again.devices[0], device);
         assert_eq!(
             store.devices_in_active_rollouts(&[id]).unwrap().len(),

@@ -147,6 +147,10 @@ pub struct DeviceProgress {
     /// The device's desired generation before the rollout reached it.
     pub previous_generation: Option<u64>,
     pub deployed_unix: Option<i64>,
+    /// When the device first reported the new generation running (its health window
+    /// starts here; until then the apply timeout runs from `deployed_unix`).
+    #[serde(default)]
+    pub running_since_unix: Option<i64>,
     pub healthy_since_unix: Option<i64>,
     pub rollback_generation: Option<u64>,
     /// Why the device failed or was rolled back.
@@ -164,6 +168,7 @@ impl DeviceProgress {
             generation: None,
             previous_generation: None,
             deployed_unix: None,
+            running_since_unix: None,
             healthy_since_unix: None,
             rollback_generation: None,
             reason: None,
@@ -182,6 +187,9 @@ pub struct RolloutRecord {
     pub waves: String,
     pub max_failures: String,
     pub health_window_s: u64,
+    /// How long a device may take from the send to running the new generation.
+    #[serde(default = "default_apply_timeout_s")]
+    pub apply_timeout_s: u64,
     /// When failures pause the rollout, roll the failing wave back at once.
     pub rollback_on_failure: bool,
     pub phase: RolloutPhase,
@@ -208,6 +216,14 @@ pub struct NewRollout {
     pub waves: String,
     pub max_failures: String,
     pub health_window_s: u64,
+    pub apply_timeout_s: u64,
     pub rollback_on_failure: bool,
     pub devices: Vec<DeviceId>,
+}
+
+/// The apply timeout of rollouts that do not say (and of those stored before it existed).
+pub const DEFAULT_APPLY_TIMEOUT_S: u64 = 600;
+
+fn default_apply_timeout_s() -> u64 {
+    DEFAULT_APPLY_TIMEOUT_S
 }
