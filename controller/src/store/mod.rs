@@ -2,6 +2,8 @@
 //! health history, events and rollouts. Calls are short and synchronous behind a mutex; the
 //! MQTT ingest path hands work to its own task so it never waits on the disk in a callback.
 
+mod api_tokens;
+mod audit;
 mod devices;
 mod grants;
 mod overview;
@@ -16,6 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+pub use api_tokens::ApiTokenRecord;
+pub use audit::AuditEntry;
 pub use devices::{DeviceRecord, NewDevice};
 pub use rollouts::{
     DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
@@ -51,6 +55,12 @@ pub enum StoreError {
     DeviceNotFound { device: String },
     #[error("stored row for device {device} is corrupt: {what}")]
     Corrupt { device: String, what: String },
+    #[error("an API token named {name} already exists (revoke it first or pick another name)")]
+    TokenExists { name: String },
+    #[error("no live API token is named {name}")]
+    TokenNotFound { name: String },
+    #[error("stored API token {name} is corrupt: {what}")]
+    CorruptToken { name: String, what: String },
 }
 
 /// The fleet database.

@@ -66,6 +66,11 @@ CREATE TABLE retired_generations (
     generation INTEGER NOT NULL
 );
 "#,
+    // Named API tokens (hashed) and the audit log.
+    super::api_tokens::MIGRATION,
+    // A device's pull token stays bound to the password of its enrolment when
+    // `coracle device rotate` changes its broker password (NULL: the same as the password).
+    "ALTER TABLE devices ADD COLUMN pull_sha256 BLOB;",
 ];
 
 /// Brings the schema up to date.
