@@ -11,8 +11,9 @@
 //!    reconnects with the new password and only then replies `Done`;
 //! 5. on `Done` the store records the new hash and the broker drops the old password. On a
 //!    `Failed` reply the new password is dropped and the old one stays. With no reply in
-//!    time both stay valid (the agent may have switched after all) until the controller
-//!    restarts, which loads only the stored one: the answer says to rotate again.
+//!    time both stay valid, in the store too (the agent may have switched after all, and
+//!    must find its password after a controller restart), until a rotation is confirmed:
+//!    the answer says to rotate again.
 //!
 //! The device's registry pull token is bound to its enrolment, not to the current password
 //! (`store::grants`), so it keeps working.
@@ -58,7 +59,7 @@ pub enum RotationError {
     },
     #[error("device {device} refused the new password and keeps the old one: {reason}")]
     Refused { device: DeviceId, reason: String },
-    #[error("device {device} did not confirm its new password; both passwords stay valid until the controller restarts: run the rotation again")]
+    #[error("device {device} did not confirm its new password; both passwords stay valid until a rotation is confirmed: run it again")]
     Unconfirmed {
         device: DeviceId,
         #[source]
@@ -116,6 +117,9 @@ pub async fn rotate(
             .await
             .map_err(access)?;
     }
+    fleet
+        .store
+        .set_next_password(device, Some(&password_sha256(&password)))?;
     // 4. The device switches and confirms.
     let command = Command::RotatePassword { sealed: boxed };
     let outcome = commands.run(device, command, CONFIRM_TIMEOUT).await;
@@ -142,6 +146,7 @@ pub async fn rotate(
                     Ok(())
                 })
                 .await;
+            fleet.store.set_next_password(device, None)?;
             let reason = match other {
                 CommandOutcome::Failed { reason } => reason,
                 other => format!("unexpected answer {other:?}"),

@@ -195,6 +195,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         &secrets.controller_mqtt_password,
         store.device_credentials()?,
     ));
+    // Rotations never confirmed: the device may use either password.
+    for (device, next) in store.next_passwords()? {
+        credentials.allow_next(device, next);
+    }
     let (embedded, controller_url, device_url) = match &config.broker.external_url {
         Some(url) => {
             let url = BrokerUrl::parse(url)?;

@@ -151,6 +151,17 @@ fn each_scope_reaches_its_endpoints_and_is_refused_the_rest_naming_the_scope() {
 
     // admin (a named token): everything.
     assert_eq!(api.call(&admin, "POST", "/devices", Some(enrol)).0, 201);
+    let retag = r#"{"set":{"site":"lab"}}"#;
+    assert_eq!(
+        api.call(&deploy, "PATCH", "/devices/pi-2/tags", Some(retag))
+            .0,
+        403
+    );
+    assert_eq!(
+        api.call(&admin, "PATCH", "/devices/pi-2/tags", Some(retag))
+            .0,
+        200
+    );
     assert_eq!(api.call(&admin, "DELETE", "/devices/pi-2", None).0, 204);
     assert_eq!(api.call(&admin, "GET", "/tokens", None).0, 200);
 
@@ -222,10 +233,11 @@ fn each_scope_reaches_its_endpoints_and_is_refused_the_rest_naming_the_scope() {
     let started = find("token:ci", "rollout.create", &format!("rollout {id}"));
     let aborted = find("token:ci", "rollout.abort", &format!("rollout {id}"));
     let added = find("token:ops", "device.add", "pi-2");
+    let tagged = find("token:ops", "device.tag", "set [site=lab]");
     let removed = find("token:ops", "device.rm", "pi-2");
     let revoked = find("admin", "token.revoke", "viewer");
     assert!(created < deployed && deployed < started && started < aborted);
-    assert!(aborted < added && added < removed && removed < revoked);
+    assert!(aborted < added && added < tagged && tagged < removed && removed < revoked);
     assert!(
         !audit.contains(&deploy[4..]),
         "the audit log holds a secret"

@@ -138,16 +138,27 @@ pub async fn rotate(
 
 pub async fn retag(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<DeviceRecord>, ApiError> {
     let id = device_id(&id)?;
     let request: RetagRequest = parse_json(&body)?;
-    Ok(Json(state.fleet.retag_device(
-        &id,
-        &request.set,
-        &request.remove,
-    )?))
+    let record = state
+        .fleet
+        .retag_device(&id, &request.set, &request.remove)?;
+    let set: Vec<String> = request
+        .set
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let detail = format!(
+        "set [{}] removed [{}]",
+        set.join(", "),
+        request.remove.join(", ")
+    );
+    super::audit::record(&state, &caller, "device.tag", id.as_str(), &detail);
+    Ok(Json(record))
 }
 
 pub async fn events(

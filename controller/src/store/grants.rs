@@ -22,7 +22,7 @@ impl Store {
             .conn()
             .execute(
                 "UPDATE devices SET pull_sha256 = COALESCE(pull_sha256, password_sha256),
-                 password_sha256 = ?2 WHERE id = ?1",
+                 password_sha256 = ?2, next_sha256 = NULL WHERE id = ?1",
                 params![id.as_str(), &password_sha256[..]],
             )
             .map_err(query("store rotated device password"))?;
@@ -32,6 +32,55 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Records (or, with `None`, forgets) the password a rotation is switching to.
+    pub fn set_next_password(
+        &self,
+        id: &DeviceId,
+        next_sha256: Option<&[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE devices SET next_sha256 = ?2 WHERE id = ?1",
+                params![id.as_str(), next_sha256.map(|h| &h[..])],
+            )
+            .map_err(query("store next device password"))?;
+        if changed == 0 {
+            return Err(StoreError::DeviceNotFound {
+                device: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every device's unconfirmed next password, for the broker's table at start.
+    pub fn next_passwords(&self) -> Result<Vec<(DeviceId, [u8; 32])>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, next_sha256 FROM devices WHERE next_sha256 IS NOT NULL")
+            .map_err(query("prepare next passwords"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(query("list next passwords"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read next password row"))?;
+        rows.into_iter()
+            .map(|(id, hash)| {
+                let corrupt = |what: &str| StoreError::Corrupt {
+                    device: id.clone(),
+                    what: what.into(),
+                };
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| corrupt("next password hash is not 32 bytes"))?;
+                let id = id.parse().map_err(|_| corrupt("device id is invalid"))?;
+                Ok((id, hash))
+            })
+            .collect()
     }
 
     /// The device's registry grant; `None` when it is not enrolled.
@@ -94,7 +143,13 @@ mod tests {
         let (store, id) = Store::with_test_device("pi-1");
         let enrolled = store.device_grant(&id).unwrap().unwrap().password_sha256;
         store.set_device_password(&id, &[5; 32]).unwrap();
+        store.set_next_password(&id, Some(&[6; 32])).unwrap();
+        assert_eq!(store.next_passwords().unwrap(), vec![(id.clone(), [6; 32])]);
         store.set_device_password(&id, &[6; 32]).unwrap();
+        assert!(
+            store.next_passwords().unwrap().is_empty(),
+            "confirmed: no next"
+        );
         let grant = store.device_grant(&id).unwrap().unwrap();
         assert_eq!(grant.password_sha256, enrolled);
         let stored = store.device_credentials().unwrap();
