@@ -1,7 +1,8 @@
 //! Scoped API tokens and the audit log through the real HTTP API, CLI and registry (issue
 //! 17 item 5): `read` only looks, `deploy` also deploys and drives rollouts, `admin` does
 //! everything; each refusal is a 403 naming the scope needed; a revoked token is refused; a
-//! dashboard session keeps its token's scope; `coracle audit` names who did what.
+//! dashboard session keeps its token's scope and ends with its revocation; `coracle audit`
+//! names who did what.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -247,7 +248,7 @@ fn each_scope_reaches_its_endpoints_and_is_refused_the_rest_naming_the_scope() {
 #[test]
 fn a_dashboard_session_keeps_the_scope_of_the_token_that_logged_in() {
     let controller = Controller::start();
-    let read = stdout(&controller.cli(&["token", "create", "--scope", "read"]));
+    let read = stdout(&controller.cli(&["token", "create", "--scope", "read", "--name", "kiosk"]));
     let base = format!("http://{}", controller.api);
     let login = serde_json::json!({ "token": read }).to_string();
     let agent = http();
@@ -271,7 +272,16 @@ fn a_dashboard_session_keeps_the_scope_of_the_token_that_logged_in() {
     let (status, body) = call("POST", &url, &marked, Some(r#"{"id":"pi-9"}"#));
     assert_eq!(status, 403, "{body}");
     assert!(
-        body.contains("dashboard:token:read-") && body.contains("needs scope admin"),
+        body.contains("dashboard:token:kiosk has scope read") && body.contains("needs scope admin"),
         "{body}"
     );
+    // Revoking the token ends the sessions it opened.
+    stdout(&controller.cli(&["token", "revoke", "kiosk"]));
+    let look = call(
+        "GET",
+        &format!("{base}/api/v1/fleet"),
+        &[("cookie", &cookie)],
+        None,
+    );
+    assert_eq!(look.0, 401, "{}", look.1);
 }

@@ -77,6 +77,16 @@ pub async fn revoke(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.fleet.store.revoke_api_token(&name)?;
-    audit::record(&state, &caller, "token.revoke", &name, "");
+    // Dashboard sessions opened with it end with it.
+    let ended = state
+        .sessions
+        .end_for(&Caller::token(&name, Scope::Read).actor);
+    audit::record(
+        &state,
+        &caller,
+        "token.revoke",
+        &name,
+        &format!("{ended} dashboard sessions ended"),
+    );
     Ok(StatusCode::NO_CONTENT)
 }

@@ -101,6 +101,14 @@ impl Sessions {
         }
     }
 
+    /// Ends the sessions `actor` logged in (its token was revoked); how many there were.
+    pub fn end_for(&self, actor: &str) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| s.caller.actor != actor);
+        before - map.len()
+    }
+
     /// Ends every session (admin token rotation); how many there were.
     pub fn end_all(&self) -> usize {
         let mut map = self.lock();
@@ -201,12 +209,19 @@ mod tests {
     }
 
     #[test]
-    fn ending_all_sessions_logs_everyone_out() {
+    fn sessions_end_with_their_revoked_token_or_all_at_an_admin_rotation() {
         let sessions = Sessions::default();
         let now = Instant::now();
         let a = sessions.create(Caller::admin(), now);
         let b = sessions.create(Caller::token("ci", crate::access::Scope::Read), now);
-        assert_eq!(sessions.end_all(), 2);
+        let c = sessions.create(Caller::token("ci", crate::access::Scope::Read), now);
+        assert_eq!(sessions.end_for("token:ci"), 2);
+        assert!(
+            sessions.touch(&a, now).is_some(),
+            "another actor's session stays"
+        );
+        assert!(sessions.touch(&c, now).is_none());
+        assert_eq!(sessions.end_all(), 1);
         assert!(sessions.touch(&a, now).is_none());
         assert!(sessions.touch(&b, now).is_none());
     }
