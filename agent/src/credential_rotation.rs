@@ -222,6 +222,58 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Every command but a rotation goes on to the supervisor, in order; a rotation whose
+    /// box does not open changes nothing and is not passed on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn other_commands_reach_the_supervisor_and_rotations_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = dir.path().join("bootstrap.toml");
+        std::fs::write(&bootstrap, "untouched").unwrap();
+        let device = coracle_proto::samples::device();
+        let settings = crate::transport::TransportSettings {
+            device: device.clone(),
+            broker: crate::transport::BrokerAddress {
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            },
+            tls: None,
+            credentials: None,
+            deployment_key: coracle_proto::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+            keep_alive: Duration::from_secs(5),
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 500,
+            max_events: 16,
+        };
+        let (transport, _driver, inbox) = crate::transport::transport(settings);
+        let rotation = CredentialRotation {
+            device,
+            bootstrap: bootstrap.clone(),
+            key: SealingKey::load_or_create(dir.path()).unwrap(),
+            transport,
+            link: inbox.link,
+        };
+        let (commands_tx, commands) = mpsc::channel(4);
+        let (to_supervisor, mut supervisor) = mpsc::channel(4);
+        tokio::spawn(rotation.run(commands, to_supervisor));
+        let forged = Sealed {
+            ephemeral: [3; 32],
+            ciphertext: vec![0; 48],
+        };
+        for (id, command) in [
+            (1, Command::RotatePassword { sealed: forged }),
+            (2, Command::Recheck),
+        ] {
+            commands_tx
+                .send(CommandRequest { id, command })
+                .await
+                .unwrap();
+        }
+        let passed = supervisor.recv().await.unwrap();
+        assert_eq!((passed.id, passed.command), (2, Command::Recheck));
+        assert_eq!(std::fs::read_to_string(&bootstrap).unwrap(), "untouched");
+    }
+
     #[test]
     fn the_bootstrap_file_is_replaced_whole_and_private() {
         let dir = tempfile::tempdir().unwrap();
