@@ -60,7 +60,20 @@ pub fn run(
         .context("start the tokio runtime")?;
     runtime.block_on(async {
         let listener = server::bind(&config.control_socket)?;
-        let (handle, driver, inbox) = transport::transport(settings);
+        let (handle, driver, mut inbox) = transport::transport(settings);
+        // Password rotations are answered beside the supervisor (it never sees them).
+        let key = crate::sealing_key::SealingKey::load_or_create(&config.state_dir())
+            .context("load the sealing key")?;
+        let (to_supervisor, supervisor_commands) = mpsc::channel(8);
+        let commands = std::mem::replace(&mut inbox.commands, supervisor_commands);
+        let rotation = crate::credential_rotation::CredentialRotation {
+            device: bootstrap.device.clone(),
+            bootstrap: config.bootstrap.clone(),
+            key,
+            transport: handle.clone(),
+            link: inbox.link.clone(),
+        };
+        tokio::spawn(rotation.run(commands, to_supervisor));
         let (control_tx, control_rx) = mpsc::channel(8);
         let driver_done = tokio::spawn(driver.run());
         tokio::spawn(server::serve(listener, control_tx));

@@ -35,7 +35,10 @@
 //! - `engine`: `LinuxEngine`, the production `ContainerEngine` (store + pulls + runtime).
 //! - `pull`: the OCI registry client and the delta-first image pull into the store.
 //! - `sealing_key`: the device's X25519 key (0600 in the state dir) that opens the pull
-//!   credentials of direct registries; its public half is reported.
+//!   credentials of direct registries and rotated broker passwords; its public half is
+//!   reported.
+//! - `credential_rotation`: `coracle device rotate` on the device (open the sealed password,
+//!   rewrite the bootstrap file, reconnect with it, then acknowledge).
 //! - `delta_cli`: `coracle-agent apply-delta`, the pull's delta apply as a command.
 //! - `daemon`: assembles all of the above on a current_thread runtime.
 //!
@@ -45,6 +48,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod credential_rotation;
 pub mod daemon;
 pub mod delta_cli;
 pub mod engine;

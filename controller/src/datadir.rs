@@ -84,6 +84,10 @@ impl DataDir {
     pub fn admin_token(&self) -> PathBuf {
         self.root.join("admin.token")
     }
+    /// The key of the devices' registry pull tokens (see `registry::device_tokens`).
+    pub fn pull_key(&self) -> PathBuf {
+        self.root.join("pull.key")
+    }
     pub fn controller_mqtt_password(&self) -> PathBuf {
         self.root.join("controller-mqtt.password")
     }

@@ -123,7 +123,7 @@ impl Fleet {
 
     /// Runs `change` on the broker's account table off the async runtime: an external
     /// broker's is files and a subprocess.
-    async fn change_access(
+    pub(crate) async fn change_access(
         &self,
         change: impl FnOnce(&dyn DeviceAccess) -> Result<(), AccessError> + Send + 'static,
     ) -> Result<(), AccessError> {

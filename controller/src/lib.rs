@@ -15,7 +15,11 @@
 //!   wave, pauses on failures and rolls back, all state in the store.
 //! - [`upstream`]: images from other registries (Docker Hub, GHCR, LAN registries) pulled
 //!   into the controller's registry at deploy time ([`upstream::Mirror`]).
-//! - [`api`]: axum JSON API under `/api/v1` with an admin token; [`cli`]: the operator CLI.
+//! - [`api`]: axum JSON API under `/api/v1`; [`access`]: who calls it (admin token, scoped
+//!   API tokens, dashboard sessions) and which scope each request needs; the audit log is in
+//!   the store; [`cli`]: the operator CLI.
+//! - [`device_rotation`]: a device's new broker password, sealed, confirmed, then the old
+//!   one revoked.
 //! - [`dashboard`]: the web dashboard on the API listener (embedded assets, cookie sessions);
 //!   [`commands`]: logs/restart commands to devices, awaiting their replies.
 //!
@@ -23,6 +27,7 @@
 //! write-heavy fleets of 100k); device auth is password over TLS (client certificates are
 //! in the bootstrap format but not issued yet).
 
+pub mod access;
 pub mod api;
 pub mod app_platforms;
 pub mod broker;
@@ -33,6 +38,7 @@ pub mod config;
 pub mod dashboard;
 pub mod datadir;
 pub mod deploy;
+pub mod device_rotation;
 pub mod fd_limit;
 pub mod fleet;
 pub mod ingest;

@@ -1,6 +1,7 @@
 //! `Secrets`: the controller's CA, its TLS certificate (presented by the broker's device
 //! port, and by the API and registry when they serve HTTPS), the deployment signing key,
-//! the admin token and the controller's own MQTT password. Generated on first start, kept
+//! the admin token, the pull key of the devices' registry tokens and the controller's own
+//! MQTT password. Generated on first start, kept
 //! in the data dir with mode 0600, loaded unchanged on every later start; only the TLS
 //! certificate is issued again at every start, for the names the config gives.
 
@@ -37,6 +38,9 @@ pub struct Secrets {
     pub ca_pem: String,
     pub deployment_key: SigningKey,
     pub admin_token: String,
+    /// Keys the devices' registry pull tokens; independent of the admin token, so rotating
+    /// that leaves every device pulling.
+    pub pull_key: String,
     pub controller_mqtt_password: String,
     /// Paths of the controller's TLS certificate and key (signed by the CA; files
     /// `broker.pem`, `broker.key`: the broker had it first).
@@ -59,10 +63,13 @@ impl Secrets {
         let ca_key = load_or_create_ca(dir)?;
         let ca_pem = read_text(&dir.ca_cert())?;
         issue_tls_cert(dir, &ca_key, tls_names)?;
+        let upgraded = dir.admin_token().exists() && !dir.pull_key().exists();
+        let admin_token = load_or_create_token(&dir.admin_token())?;
         Ok(Self {
             ca_pem,
             deployment_key: load_or_create_deployment_key(dir)?,
-            admin_token: load_or_create_token(&dir.admin_token())?,
+            pull_key: load_or_create_pull_key(dir, upgraded.then_some(admin_token.as_str()))?,
+            admin_token,
             controller_mqtt_password: load_or_create_token(&dir.controller_mqtt_password())?,
             tls_cert: dir.broker_cert(),
             tls_key: dir.broker_key(),
@@ -146,6 +153,24 @@ fn load_or_create_deployment_key(dir: &DataDir) -> Result<SigningKey, SecretsErr
     Ok(key)
 }
 
+/// The pull key. A data dir that has an admin token but no pull key comes from a version
+/// that keyed device pull tokens by the admin token: the key starts as that token, so the
+/// tokens in devices' bootstrap files stay valid; a new data dir gets a random key.
+fn load_or_create_pull_key(
+    dir: &DataDir,
+    upgraded_from: Option<&str>,
+) -> Result<String, SecretsError> {
+    let path = dir.pull_key();
+    if path.exists() {
+        return load_or_create_token(&path);
+    }
+    let key = upgraded_from.map_or_else(random_token, str::to_string);
+    write_private(&path, key.as_bytes())?;
+    let upgraded = upgraded_from.is_some();
+    tracing::info!(path = %path.display(), upgraded, "registry pull key created");
+    Ok(key)
+}
+
 fn load_or_create_token(path: &std::path::Path) -> Result<String, SecretsError> {
     if path.exists() {
         let token = read_text(path)?.trim().to_string();
@@ -175,6 +200,8 @@ mod tests {
         let second = Secrets::load_or_create(&dir, &["10.0.0.2".into()]).unwrap();
         assert_eq!(first.ca_pem, second.ca_pem);
         assert_eq!(first.admin_token, second.admin_token);
+        assert_eq!(first.pull_key, second.pull_key);
+        assert_ne!(first.pull_key, first.admin_token);
         assert_eq!(
             first.deployment_key.to_bytes(),
             second.deployment_key.to_bytes()
@@ -183,11 +210,21 @@ mod tests {
             dir.ca_key(),
             dir.deployment_key(),
             dir.admin_token(),
+            dir.pull_key(),
             dir.broker_key(),
         ] {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());
         }
+    }
+
+    #[test]
+    fn an_upgraded_data_dir_keys_pull_tokens_by_its_admin_token_of_the_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        std::fs::write(dir.admin_token(), "a".repeat(64)).unwrap();
+        let secrets = Secrets::load_or_create(&dir, &["localhost".into()]).unwrap();
+        assert_eq!(secrets.pull_key, "a".repeat(64));
     }
 
     #[test]

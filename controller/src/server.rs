@@ -195,6 +195,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         &secrets.controller_mqtt_password,
         store.device_credentials()?,
     ));
+    // Rotations never confirmed: the device may use either password.
+    for (device, next) in store.next_passwords()? {
+        credentials.allow_next(device, next);
+    }
     let (embedded, controller_url, device_url) = match &config.broker.external_url {
         Some(url) => {
             let url = BrokerUrl::parse(url)?;
@@ -260,12 +264,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     );
     tracing::info!(url = %registry_url, "registry serving (the URL bootstrap files carry)");
     let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
-    let registry = Registry::open(
-        dir.root().join("registry"),
-        blobs,
-        Arc::from(secrets.admin_token.as_str()),
-    )?
-    .with_devices(store.clone(), config.registry.legacy_pull_token)
+    let admin = crate::access::AdminToken::new(&secrets.admin_token, Some(dir.admin_token()));
+    let registry = Registry::open(dir.root().join("registry"), blobs, admin.clone())?.with_devices(
+        store.clone(),
+        store.clone(),
+        Arc::from(secrets.pull_key.as_str()),
+        config.registry.legacy_pull_token,
+    )
     .with_delta_wait(std::time::Duration::from_secs(config.deltas.request_wait_s));
     let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
         std::time::Duration::from_secs(config.registry.upload_expiry_s),
@@ -328,7 +333,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let state = AppState {
         fleet,
         rollouts,
-        admin_token: Arc::from(secrets.admin_token.as_str()),
+        admin,
         counters,
         events: notify,
         registry: registry.clone(),

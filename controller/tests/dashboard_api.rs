@@ -109,7 +109,7 @@ fn login_gives_a_cookie_session_the_api_accepts_until_logout() {
 
     let wrong = http.post("/dashboard/login", &[], r#"{"token":"wrong"}"#);
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    assert!(text(wrong).contains("wrong admin token"));
+    assert!(text(wrong).contains("missing or wrong token"));
     assert_eq!(
         http.get("/api/v1/fleet", &[]).status(),
         StatusCode::UNAUTHORIZED

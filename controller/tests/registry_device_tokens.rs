@@ -44,12 +44,11 @@ fn bearer(boot: &Bootstrap) -> String {
     format!("Bearer {}", boot.registry_token.as_deref().unwrap())
 }
 
-/// The one token all devices' bootstraps carried before each device got its own.
+/// The one token all devices' bootstraps carried before each device got its own: derived
+/// from the admin token of the time, which an upgraded controller keeps as its pull key.
 fn legacy_token(controller: &Controller) -> String {
-    let hash = Sha256::digest(format!(
-        "coracle registry pull token\0{}",
-        controller.admin_token()
-    ));
+    let pull_key = std::fs::read_to_string(controller.data_dir().join("pull.key")).unwrap();
+    let hash = Sha256::digest(format!("coracle registry pull token\0{pull_key}"));
     format!("Bearer {}", hex::encode(hash))
 }
 

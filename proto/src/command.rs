@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ServiceName;
+use crate::sealed::Sealed;
 
 /// A request to a device; `id` pairs it with its reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +28,20 @@ pub enum Command {
     },
     /// Re-run health checks and publish a fresh reported state now.
     Recheck,
+    /// A new broker password (`coracle device rotate`), sealed to the device's sealing key
+    /// (`ReportedState::sealing_key`) so the broker carries only ciphertext; the plaintext is
+    /// [`ROTATED_PASSWORD_LABEL`] then the password's UTF-8. The agent writes it to its
+    /// bootstrap file, reconnects with it, and only then replies `Done`; the controller keeps
+    /// the old password valid until that reply. Last variant: older agents answer nothing
+    /// (they cannot decode it) and the controller's wait times out.
+    RotatePassword {
+        sealed: Sealed,
+    },
 }
+
+/// What a [`Command::RotatePassword`] box holds before the password, so a box sealed for
+/// another purpose (a direct registry's credential) is never taken for a password.
+pub const ROTATED_PASSWORD_LABEL: &[u8] = b"coracle broker password\0";
 
 /// The reply to the request with the same `id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

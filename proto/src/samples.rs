@@ -242,6 +242,15 @@ pub fn command_requests() -> Vec<CommandRequest> {
             id: 3,
             command: Command::Recheck,
         },
+        CommandRequest {
+            id: 4,
+            command: Command::RotatePassword {
+                sealed: crate::sealed::Sealed {
+                    ephemeral: [7; 32],
+                    ciphertext: vec![9; 24 + 64 + 16],
+                },
+            },
+        },
     ]
 }
 

@@ -41,6 +41,7 @@ pub struct TransportDriver {
     eventloop: EventLoop,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<Notify>,
+    wake: Arc<Notify>,
     device: DeviceId,
     key: VerifyingKey,
     backoff: Backoff,
@@ -110,8 +111,10 @@ pub(super) fn build(
         progress_gate: ProgressGate::new(PROGRESS_INTERVAL_MS),
         started,
         published_bytes: 0,
+        switch_to: None,
     }));
     let stop = Arc::new(Notify::new());
+    let wake = Arc::new(Notify::new());
     // Jitter seed: differs per device and per start, so a fleet does not reconnect in step.
     let seed = device
         .as_str()
@@ -123,11 +126,13 @@ pub(super) fn build(
     let handle = TransportHandle {
         shared: shared.clone(),
         stop: stop.clone(),
+        wake: wake.clone(),
     };
     let driver = TransportDriver {
         eventloop,
         shared,
         stop,
+        wake,
         device,
         key: settings.deployment_key,
         backoff: Backoff::new(settings.reconnect_min_ms, settings.reconnect_max_ms, seed),
@@ -170,6 +175,7 @@ impl TransportDriver {
                     let delay = self.on_link_down(&err);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
+                        () = self.wake.notified() => self.take_pending_credentials(),
                         () = self.stop.notified() => return,
                     }
                 }
@@ -215,7 +221,41 @@ impl TransportDriver {
                     shared.inflight.insert(pkid, seq);
                 }
             }
+            Event::Outgoing(Outgoing::Disconnect) => self.on_disconnect_sent(),
             Event::Incoming(_) | Event::Outgoing(_) => {}
+        }
+    }
+
+    /// Our DISCONNECT is out. For new credentials: take them and drop the connection, so
+    /// the next poll connects with them at once (no backoff: nothing failed).
+    fn on_disconnect_sent(&mut self) {
+        let mut shared = self.lock();
+        if shared.stopping {
+            return;
+        }
+        let Some((username, password)) = shared.switch_to.take() else {
+            return;
+        };
+        shared.connected = false;
+        shared.unassigned.clear();
+        shared.inflight.clear();
+        shared.outbox.resend_unacked();
+        drop(shared);
+        self.eventloop
+            .mqtt_options
+            .set_credentials(username, password);
+        self.eventloop.clean();
+        tracing::info!(device = %self.device, "reconnecting with new broker credentials");
+        self.link_tx.send_replace(Link::Down);
+    }
+
+    /// Credentials switched while the link was down take effect at the next attempt.
+    fn take_pending_credentials(&mut self) {
+        let pending = self.lock().switch_to.take();
+        if let Some((username, password)) = pending {
+            self.eventloop
+                .mqtt_options
+                .set_credentials(username, password);
         }
     }
 
@@ -272,6 +312,7 @@ impl TransportDriver {
 
     /// Marks the link down and returns how long to wait before the next attempt.
     fn on_link_down(&mut self, err: &ConnectionError) -> Duration {
+        self.take_pending_credentials();
         if let ConnectionError::ConnectionRefused(
             code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
         ) = err

@@ -45,6 +45,9 @@ pub(super) struct Shared {
     pub(super) progress_gate: ProgressGate,
     pub(super) started: Instant,
     pub(super) published_bytes: u64,
+    /// New broker credentials to connect with from the next connection on
+    /// ([`TransportHandle::switch_credentials`]).
+    pub(super) switch_to: Option<(String, String)>,
 }
 
 fn qos(level: u8) -> QoS {
@@ -145,6 +148,8 @@ impl Shared {
 pub struct TransportHandle {
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) stop: Arc<tokio::sync::Notify>,
+    /// Cuts the driver's backoff short (new credentials to try).
+    pub(super) wake: Arc<tokio::sync::Notify>,
 }
 
 impl TransportHandle {
@@ -187,6 +192,25 @@ impl TransportHandle {
     }
 
     /// Sends a command reply, now or on the next connect.
+    /// Connects with `username`/`password` from now on: a clean DISCONNECT (no last will),
+    /// then a reconnect with them at once. `Link` goes `Down`, then `Up` again, or
+    /// `CredentialsRefused` when the broker refuses them.
+    pub fn switch_credentials(&self, username: String, password: String) {
+        let mut shared = self.lock();
+        shared.switch_to = Some((username, password));
+        if !shared.connected {
+            // Down (or refused): the next attempt, made now, uses the new credentials.
+            drop(shared);
+            self.wake.notify_one();
+            return;
+        }
+        if let Err(err) = shared.client.try_disconnect() {
+            tracing::debug!(error = %err, "disconnect for new credentials not queued");
+            drop(shared);
+            self.wake.notify_one();
+        }
+    }
+
     pub fn reply(&self, reply: CommandReply) {
         let mut shared = self.lock();
         shared.outbox.push_reply(reply);

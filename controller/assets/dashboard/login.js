@@ -13,8 +13,9 @@ export function loginPage(view) {
   const button = h('button', { type: 'submit' }, 'Sign in');
   const form = h('form', { class: 'card login', onsubmit: submit },
     h('h1', {}, 'Coracle'),
-    h('p', { class: 'muted' }, 'Sign in with the controller\'s admin token. It is the file ',
-      h('code', {}, 'admin.token'), ' in the controller\'s data directory.'),
+    h('p', { class: 'muted' }, 'Sign in with the controller\'s admin token (the file ',
+      h('code', {}, 'admin.token'), ' in its data directory) or an API token from ',
+      h('code', {}, 'coracle token create'), '; the session has that token\'s scope.'),
     h('label', { for: 'token' }, 'Admin token'),
     input,
     message,
@@ -31,7 +32,7 @@ export function loginPage(view) {
       location.hash = next;
     } catch (err) {
       message.textContent = err.status === 401
-        ? 'That is not the admin token of this controller. Check admin.token in its data directory.'
+        ? 'That is not the admin token of this controller, nor a live API token. Check admin.token in its data directory.'
         : err.message;
       message.hidden = false;
       input.select();

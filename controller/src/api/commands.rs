@@ -111,6 +111,7 @@ pub async fn logs(
 /// The (empty) body is read so hyper keeps the connection open for the client's next call.
 pub async fn restart(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::access::Caller>,
     Path((device, service)): Path<(String, String)>,
     _body: axum::body::Bytes,
 ) -> Result<Json<RestartResponse>, ApiError> {
@@ -121,6 +122,8 @@ pub async fn restart(
     match state.commands.run(&id, command, RESTART_TIMEOUT).await? {
         CommandOutcome::Done => {
             tracing::info!(device = %id, service = %service, "service restarted on request");
+            let target = format!("{id}/{service}");
+            super::audit::record(&state, &caller, "service.restart", &target, "");
             Ok(Json(RestartResponse {
                 device: id.to_string(),
                 service: service.to_string(),

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::access::Caller;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use coracle_proto::{Generation, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,7 @@ pub(super) async fn pin_app(
 
 pub async fn deploy(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<DeployResponse>, ApiError> {
@@ -88,10 +90,13 @@ pub async fn deploy(
         .access_for(&id, &sealing_key, &services)
         .map_err(|e| ApiError::bad_request(anyhow_chain(&e)))?;
     let names = services.iter().map(|s| s.name.to_string()).collect();
+    let images = super::audit::images(&services);
     let deployment = state
         .fleet
         .deploy_with_registries(&id, services, registries)
         .await?;
+    let detail = format!("generation {}: {images}", deployment.generation);
+    super::audit::record(&state, &caller, "deploy", id.as_str(), &detail);
     Ok(Json(DeployResponse {
         device: id.to_string(),
         generation: deployment.generation,

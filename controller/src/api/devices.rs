@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::access::Caller;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use coracle_proto::{Bootstrap, DeviceId, ReportedState};
 use serde::{Deserialize, Serialize};
 
@@ -67,12 +68,14 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeviceRecord
 
 pub async fn add(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<AddDeviceResponse>), ApiError> {
     let request: AddDeviceRequest = parse_json(&body)?;
     let id = device_id(&request.id)?;
     let bootstrap = state.fleet.add_device(id.clone(), request.tags).await?;
     let device = state.fleet.store.device(&id)?;
+    super::audit::record(&state, &caller, "device.add", id.as_str(), "");
     Ok((
         StatusCode::CREATED,
         Json(AddDeviceResponse { device, bootstrap }),
@@ -96,25 +99,74 @@ pub async fn show(
 
 pub async fn remove(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = device_id(&id)?;
     state.fleet.remove_device(&id).await?;
+    super::audit::record(&state, &caller, "device.rm", id.as_str(), "");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/devices/{id}/rotate`: a new broker password, confirmed by the device
+/// before the old one is revoked (`device_rotation`). The (empty) body is read so the
+/// connection stays usable.
+pub async fn rotate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    _body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::device_rotation::RotationError;
+    let id = device_id(&id)?;
+    match crate::device_rotation::rotate(&state.fleet, &state.commands, &id).await {
+        Ok(()) => {
+            super::audit::record(
+                &state,
+                &caller,
+                "device.rotate",
+                id.as_str(),
+                "broker password",
+            );
+            Ok(Json(
+                serde_json::json!({ "device": id.as_str(), "rotated": true }),
+            ))
+        }
+        Err(RotationError::Store(err)) => Err(err.into()),
+        Err(err @ (RotationError::Seal { .. } | RotationError::Access { .. })) => {
+            Err(ApiError::Internal {
+                what: super::error::anyhow_chain(&err),
+            })
+        }
+        Err(err) => Err(ApiError::Refused {
+            message: super::error::anyhow_chain(&err),
+        }),
+    }
 }
 
 pub async fn retag(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<DeviceRecord>, ApiError> {
     let id = device_id(&id)?;
     let request: RetagRequest = parse_json(&body)?;
-    Ok(Json(state.fleet.retag_device(
-        &id,
-        &request.set,
-        &request.remove,
-    )?))
+    let record = state
+        .fleet
+        .retag_device(&id, &request.set, &request.remove)?;
+    let set: Vec<String> = request
+        .set
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let detail = format!(
+        "set [{}] removed [{}]",
+        set.join(", "),
+        request.remove.join(", ")
+    );
+    super::audit::record(&state, &caller, "device.tag", id.as_str(), &detail);
+    Ok(Json(record))
 }
 
 pub async fn events(

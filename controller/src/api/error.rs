@@ -12,8 +12,16 @@ use crate::store::StoreError;
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("missing or wrong admin token")]
+    #[error("missing or wrong token (the admin token, an API token or a dashboard session)")]
     Unauthorized,
+    #[error("{actor} has scope {have}; {method} {path} needs scope {needed}")]
+    Forbidden {
+        actor: String,
+        have: crate::access::Scope,
+        needed: crate::access::Scope,
+        method: String,
+        path: String,
+    },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("{what} already exists")]
@@ -64,6 +72,12 @@ impl From<FleetError> for ApiError {
             FleetError::Store(StoreError::DeviceExists { device }) => ApiError::Conflict {
                 what: format!("device {device}"),
             },
+            FleetError::Store(StoreError::TokenExists { name }) => ApiError::Conflict {
+                what: format!("a live API token named {name}"),
+            },
+            FleetError::Store(StoreError::TokenNotFound { name }) => ApiError::NotFound {
+                what: format!("live API token {name}"),
+            },
             FleetError::InvalidTag { .. }
             | FleetError::ReservedId { .. }
             | FleetError::DesiredTooLarge { .. } => ApiError::BadRequest {
@@ -90,6 +104,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),

@@ -1,7 +1,12 @@
-//! The HTTP JSON API under `/api/v1`, authenticated by the admin token (`Authorization:
-//! Bearer <token>`). Handlers parse, call `Fleet`, serialize; errors become responses in
+//! The HTTP JSON API under `/api/v1`, authenticated by the admin token, a named API token
+//! (`Authorization: Bearer <token>`) or a dashboard session cookie. One middleware
+//! ([`require_token`]) finds the caller, refuses with 403 naming the scope the request needs
+//! ([`crate::access::scope::required`]) and hands the caller to handlers (an `Extension`)
+//! for the audit log. Handlers parse, call `Fleet`, serialize; errors become responses in
 //! `error::ApiError`'s one `IntoResponse` impl.
 
+pub mod admin;
+pub mod audit;
 pub mod commands;
 pub mod deploy;
 pub mod devices;
@@ -10,6 +15,7 @@ pub mod images;
 pub mod overview;
 pub mod rollouts;
 pub mod stream;
+pub mod tokens;
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -19,6 +25,7 @@ use axum::routing::{get, patch, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
+use crate::access::Caller;
 use crate::fleet::Fleet;
 pub use error::{ApiError, ErrorBody};
 
@@ -26,7 +33,8 @@ pub use error::{ApiError, ErrorBody};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub fleet: Fleet,
-    pub admin_token: std::sync::Arc<str>,
+    /// The admin token (rotatable).
+    pub admin: crate::access::AdminToken,
     pub counters: std::sync::Arc<crate::metrics::IngestCounters>,
     /// Every stored device message, for the SSE stream.
     pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
@@ -53,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/devices", get(devices::list).post(devices::add))
         .route("/devices/{id}", get(devices::show).delete(devices::remove))
         .route("/devices/{id}/tags", patch(devices::retag))
+        .route("/devices/{id}/rotate", post(devices::rotate))
         .route("/devices/{id}/events", get(devices::events))
         .route("/devices/{id}/health", get(devices::health))
         .route("/devices/{id}/deploy", axum::routing::post(deploy::deploy))
@@ -71,6 +80,10 @@ pub fn router(state: AppState) -> Router {
             "/devices/{id}/services/{svc}/restart",
             post(commands::restart),
         )
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/audit", get(audit::list))
+        .route("/admin/rotate", post(admin::rotate))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone());
@@ -95,27 +108,55 @@ async fn not_found() -> ApiError {
     }
 }
 
+/// The caller a bearer token proves: the admin token, or a live named API token.
+pub(crate) fn bearer_caller(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
+    if state.admin.matches(token) {
+        return Ok(Some(Caller::admin()));
+    }
+    if !token.starts_with(crate::access::tokens::PREFIX) {
+        return Ok(None);
+    }
+    let found = state
+        .fleet
+        .store
+        .api_token_scope(&crate::access::hash_secret(token))?;
+    Ok(found.map(|(name, scope)| Caller::token(&name, scope)))
+}
+
 async fn require_token(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let by_token = presented
-        .is_some_and(|token| constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()));
-    if by_token
-        || state
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let caller = match presented {
+        Some(token) => bearer_caller(&state, token)?,
+        None => None,
+    };
+    let caller = match caller {
+        Some(caller) => caller,
+        None => state
             .sessions
-            .authorizes(request.method(), request.headers())
-    {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::Unauthorized)
+            .caller(request.method(), request.headers())
+            .ok_or(ApiError::Unauthorized)?,
+    };
+    let needed = crate::access::scope::required(request.method(), request.uri().path());
+    if !caller.scope.allows(needed) {
+        return Err(ApiError::Forbidden {
+            actor: caller.actor,
+            have: caller.scope,
+            needed,
+            method: request.method().to_string(),
+            path: format!("/api/v1{}", request.uri().path()),
+        });
     }
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

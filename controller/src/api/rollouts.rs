@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::access::Caller;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use coracle_proto::DeviceId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -152,6 +153,7 @@ fn rollout_id(text: &str) -> Result<i64, ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RolloutRecord>), ApiError> {
     let request: CreateRolloutRequest = parse_json(&body)?;
@@ -163,6 +165,12 @@ pub async fn create(
         Some(app) if !app.is_empty() => app,
         _ => file.services.keys().cloned().collect::<Vec<_>>().join("+"),
     };
+    let detail = format!(
+        "app {app}, selector {}, waves {}: {}",
+        request.selector,
+        request.waves,
+        super::audit::images(&services)
+    );
     let record = state
         .rollouts
         .create(CreateRollout {
@@ -180,6 +188,8 @@ pub async fn create(
             rollback_on_failure: request.rollback_on_failure,
         })
         .await?;
+    let target = format!("rollout {}", record.id);
+    super::audit::record(&state, &caller, "rollout.create", &target, &detail);
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -202,6 +212,7 @@ pub async fn show(
 
 pub async fn command(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, command)): Path<(String, String)>,
     // Read (and ignore) the body even when refusing: an unread body makes the server drop
     // the connection, which a client that reuses it sees as a failed next request.
@@ -211,5 +222,8 @@ pub async fn command(
     let command = RolloutCommand::parse(&command).ok_or_else(|| ApiError::NotFound {
         what: format!("rollout command {command:?} (pause, resume, abort, rollback)"),
     })?;
-    Ok(Json(state.rollouts.command(id, command).await?))
+    let record = state.rollouts.command(id, command).await?;
+    let action = format!("rollout.{}", command.as_str());
+    super::audit::record(&state, &caller, &action, &format!("rollout {id}"), "");
+    Ok(Json(record))
 }

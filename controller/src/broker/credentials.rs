@@ -1,6 +1,7 @@
 //! `Credentials`: who may connect. Devices by id and password (only its sha256 is kept);
 //! the controller by its own password. Shared by the broker's auth hook and the API that
-//! adds and revokes devices.
+//! adds and revokes devices. During a rotation (`coracle device rotate`) a device has a
+//! second, next password beside its current one until the agent confirms the switch.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -15,6 +16,8 @@ use super::acl::{Principal, CONTROLLER_USER};
 pub struct Credentials {
     controller_sha256: [u8; 32],
     devices: RwLock<HashMap<DeviceId, [u8; 32]>>,
+    /// Passwords being rotated to, valid beside the current one until committed.
+    next: RwLock<HashMap<DeviceId, [u8; 32]>>,
 }
 
 /// sha256 of a password. Passwords are 256-bit random tokens, so a plain hash suffices.
@@ -32,6 +35,7 @@ impl Credentials {
         Self {
             controller_sha256: password_sha256(controller_password),
             devices: RwLock::new(devices.into_iter().collect()),
+            next: RwLock::default(),
         }
     }
 
@@ -54,7 +58,36 @@ impl Credentials {
         }
         let devices = self.devices.read().unwrap_or_else(|p| p.into_inner());
         let stored = devices.get(&device)?;
-        equal(&hash, stored).then_some(Principal::Device(device))
+        let next = self.next.read().unwrap_or_else(|p| p.into_inner());
+        let is_next = next.get(&device).is_some_and(|n| equal(&hash, n));
+        (equal(&hash, stored) | is_next).then_some(Principal::Device(device))
+    }
+
+    /// Accepts `password_sha256` beside the device's current password (a rotation).
+    pub fn allow_next(&self, device: DeviceId, password_sha256: [u8; 32]) {
+        let mut next = self.next.write().unwrap_or_else(|p| p.into_inner());
+        next.insert(device, password_sha256);
+    }
+
+    /// Makes the next password the only one; false when there was none.
+    pub fn commit_next(&self, device: &DeviceId) -> bool {
+        let taken = self
+            .next
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(device);
+        let Some(hash) = taken else {
+            return false;
+        };
+        let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
+        devices.insert(device.clone(), hash);
+        true
+    }
+
+    /// Forgets the next password (the rotation failed).
+    pub fn drop_next(&self, device: &DeviceId) {
+        let mut next = self.next.write().unwrap_or_else(|p| p.into_inner());
+        next.remove(device);
     }
 
     /// Whether a device currently holds credentials (revoked devices do not).
@@ -69,6 +102,7 @@ impl Credentials {
     }
 
     pub fn revoke(&self, device: &DeviceId) {
+        self.drop_next(device);
         let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
         devices.remove(device);
     }
@@ -113,6 +147,29 @@ mod tests {
             creds.authenticate(Some(CONTROLLER_USER), Some(b"dev-secret"), "x"),
             None
         );
+    }
+
+    #[test]
+    fn during_a_rotation_both_passwords_work_and_after_it_only_the_new_one() {
+        let creds = table();
+        let id: DeviceId = "pi-1".parse().unwrap();
+        let login = |password: &[u8]| creds.authenticate(Some("pi-1"), Some(password), "pi-1");
+        creds.allow_next(id.clone(), password_sha256("new-secret"));
+        assert!(login(b"dev-secret").is_some() && login(b"new-secret").is_some());
+        assert!(creds.commit_next(&id));
+        assert!(
+            login(b"dev-secret").is_none(),
+            "the old password is revoked"
+        );
+        assert!(login(b"new-secret").is_some());
+        assert!(!creds.commit_next(&id));
+        creds.allow_next(id.clone(), password_sha256("third"));
+        creds.drop_next(&id);
+        assert!(
+            login(b"third").is_none(),
+            "a failed rotation leaves the current password"
+        );
+        assert!(login(b"new-secret").is_some());
     }
 
     #[test]

@@ -28,6 +28,21 @@ pub use mosquitto::MosquittoAccounts;
 pub trait DeviceAccess: Send + Sync + fmt::Debug {
     fn grant(&self, device: &DeviceId, password: &str) -> Result<(), AccessError>;
     fn revoke(&self, device: &DeviceId) -> Result<(), AccessError>;
+    /// Accepts `password` beside the current one while the device switches to it
+    /// (`coracle device rotate`). A broker that holds one password per account cannot.
+    fn allow_next(&self, device: &DeviceId, _password: &str) -> Result<(), AccessError> {
+        Err(AccessError::NoRotation {
+            device: device.clone(),
+        })
+    }
+    /// Makes the next password the only one: the old one is refused from now on.
+    fn commit_next(&self, device: &DeviceId) -> Result<(), AccessError> {
+        Err(AccessError::NoRotation {
+            device: device.clone(),
+        })
+    }
+    /// Forgets the next password (the device did not switch).
+    fn drop_next(&self, _device: &DeviceId) {}
 }
 
 /// Why a device's broker account could not be changed.
@@ -73,6 +88,8 @@ pub enum AccessError {
     Reload { pid: String, stderr: String },
     #[error("the account change did not run: the controller is stopping")]
     Interrupted,
+    #[error("cannot rotate the password of {device}: this broker holds one password per device (Mosquitto's password file), so the old one could not stay valid while the device switches; rotation needs the embedded broker")]
+    NoRotation { device: DeviceId },
 }
 
 impl DeviceAccess for Credentials {
@@ -83,6 +100,22 @@ impl DeviceAccess for Credentials {
     fn revoke(&self, device: &DeviceId) -> Result<(), AccessError> {
         Credentials::revoke(self, device);
         Ok(())
+    }
+    fn allow_next(&self, device: &DeviceId, password: &str) -> Result<(), AccessError> {
+        Credentials::allow_next(self, device.clone(), password_sha256(password));
+        Ok(())
+    }
+    fn commit_next(&self, device: &DeviceId) -> Result<(), AccessError> {
+        if Credentials::commit_next(self, device) {
+            Ok(())
+        } else {
+            Err(AccessError::NoRotation {
+                device: device.clone(),
+            })
+        }
+    }
+    fn drop_next(&self, device: &DeviceId) {
+        Credentials::drop_next(self, device);
     }
 }
 

@@ -45,6 +45,9 @@ enum DeviceCommand {
     },
     /// Remove a device and cut it off the broker.
     Rm { name: String },
+    /// Give an online device a new broker password: sent sealed to it, confirmed by its
+    /// agent, and only then the old one is revoked.
+    Rotate { name: String },
     /// Set tags (`key=value`) and remove tags (`--rm key`).
     Tag {
         name: String,
@@ -113,6 +116,15 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
         DeviceCommand::Rm { name } => {
             api.delete("remove device", &format!("/devices/{name}"))?;
             println!("device {name} removed and revoked");
+        }
+        DeviceCommand::Rotate { name } => {
+            let _: serde_json::Value = api.send(
+                "rotate device password",
+                "POST",
+                &format!("/devices/{name}/rotate"),
+                &serde_json::json!({}),
+            )?;
+            println!("device {name}: new broker password confirmed by the device; the old one is revoked");
         }
         DeviceCommand::Tag { name, set, remove } => {
             if set.is_empty() && remove.is_empty() {

@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -71,7 +70,12 @@ pub(super) fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
         DataDir::open(data_dir).with_context(|| format!("open data dir {}", data_dir.display()))?;
     let blobs = BlobStore::open(dir.blobs(), dir.uploads()).context("open blob store")?;
     // The CLI never serves HTTP, so the registry's auth token is not needed.
-    Registry::open(dir.root().join("registry"), blobs, Arc::from("")).context("open registry")
+    Registry::open(
+        dir.root().join("registry"),
+        blobs,
+        crate::access::AdminToken::new("", None),
+    )
+    .context("open registry")
 }
 
 /// `repo:tag` (tag defaults to `latest`).

@@ -1,6 +1,7 @@
 //! The `coracle` command line: `serve` runs the controller; the other subcommands are the
 //! operator's CLI and talk to the controller's HTTP API.
 
+mod admin;
 mod api_client;
 mod broker;
 mod deploy;
@@ -13,6 +14,7 @@ mod progress;
 mod registry_login;
 mod rollout;
 mod serve;
+mod token;
 
 use std::path::PathBuf;
 
@@ -42,6 +44,12 @@ pub enum Command {
     Broker(broker::BrokerArgs),
     /// Credentials for the upstream registries deploys pull images from.
     Registry(registry_login::RegistryArgs),
+    /// API tokens with a scope (read, deploy, admin) for automation.
+    Token(token::TokenArgs),
+    /// Who did what: deploys, rollouts, devices, tokens, rotations.
+    Audit(token::AuditArgs),
+    /// The admin token: `admin rotate`.
+    Admin(admin::AdminArgs),
     /// Work with images and layers.
     Image {
         #[command(subcommand)]
@@ -71,7 +79,7 @@ pub struct ApiArgs {
     /// API base URL, e.g. http://127.0.0.1:8080 (default: read from the data dir).
     #[arg(long, global = true)]
     pub api: Option<String>,
-    /// Admin token (default: read from the data dir).
+    /// Admin token or API token (default: the data dir's admin token).
     #[arg(long, global = true)]
     pub token: Option<String>,
 }
@@ -85,6 +93,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollout(args) => rollout::run(args),
         Command::Broker(args) => broker::run(args),
         Command::Registry(args) => registry_login::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Audit(args) => token::run_audit(args),
+        Command::Admin(args) => admin::run(args),
         Command::Image {
             command: ImageCommand::Delta { command },
         } => command.run(),

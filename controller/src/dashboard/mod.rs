@@ -1,7 +1,7 @@
 //! The web dashboard, served by the API listener: `/` loads one page whose JavaScript
 //! modules (`/assets/…`, embedded by [`assets`]) call the JSON API. Login trades the admin
-//! token for an HttpOnly session cookie ([`session`]); every API call is then checked by the
-//! same middleware as bearer-token calls.
+//! token or an API token for an HttpOnly session cookie ([`session`]) with that token's
+//! scope; every API call is then checked by the same middleware as bearer-token calls.
 
 pub mod assets;
 pub mod login_limit;
@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::api::{constant_time_eq, parse_json, ApiError, AppState};
+use crate::api::{parse_json, ApiError, AppState};
 pub use session::Sessions;
 
 /// Scripts, styles and connections only from this origin; no framing.
@@ -96,15 +96,15 @@ async fn login(
     }
     let request: LoginRequest = parse_json(&body)?;
     let token = request.token.trim();
-    if !constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
+    let Some(caller) = crate::api::bearer_caller(&state, token)? else {
         if let Some(ip) = peer {
             limit.failed(ip, now);
         }
-        tracing::info!(peer = ?peer, "dashboard login refused: wrong admin token");
+        tracing::info!(peer = ?peer, "dashboard login refused: wrong token");
         return Err(ApiError::Unauthorized);
-    }
-    let id = state.sessions.create(Instant::now());
-    tracing::info!("dashboard login");
+    };
+    tracing::info!(actor = %caller.actor, scope = %caller.scope, "dashboard login");
+    let id = state.sessions.create(caller, Instant::now());
     Ok(with_cookie(
         StatusCode::NO_CONTENT,
         &state.sessions.set_cookie(Some(&id)),

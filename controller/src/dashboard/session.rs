@@ -1,7 +1,9 @@
-//! Browser sessions for the dashboard. The operator logs in once with the admin token; the
-//! browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict` cookie,
+//! Browser sessions for the dashboard. The operator logs in once with the admin token or
+//! an API token, and the session keeps that token's scope (a `read` token's session can
+//! look, not change); the browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict` cookie,
 //! so page scripts never keep the token and `EventSource` (which cannot send headers) is
-//! authenticated too. Sessions live in memory: a controller restart logs everyone out.
+//! authenticated too. Sessions live in memory: a controller restart logs everyone out, and
+//! so does an admin token rotation ([`Sessions::end_all`]).
 //! When the API listener serves HTTPS the cookie is also `Secure`, so a browser never
 //! sends it over plain HTTP.
 //!
@@ -14,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, Method};
+
+use crate::access::Caller;
 use rand_core::{OsRng, RngCore};
 
 /// The cookie's name.
@@ -25,10 +29,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest goes first (a login flood cannot grow memory).
 const MAX_SESSIONS: usize = 1024;
 
+/// One live session: who logged in, and when it was last used.
+#[derive(Debug, Clone)]
+struct Session {
+    caller: Caller,
+    used: Instant,
+}
+
 /// The live sessions. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Sessions {
-    inner: Arc<Mutex<HashMap<String, Instant>>>,
+    inner: Arc<Mutex<HashMap<String, Session>>>,
     /// Failed logins per source address (429 after too many).
     pub logins: super::login_limit::LoginLimit,
     /// Whether the cookie is marked `Secure` (the API listener serves HTTPS).
@@ -49,45 +60,61 @@ impl Sessions {
         set_cookie(id, self.secure_cookie)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         // Each operation is one map call, so a poisoned map is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a session and returns its id (256 random bits, hex).
-    pub fn create(&self, now: Instant) -> String {
+    /// Starts a session for `caller` and returns its id (256 random bits, hex).
+    pub fn create(&self, caller: Caller, now: Instant) -> String {
         let mut bytes = [0u8; 32];
         OsRng.fill_bytes(&mut bytes);
         let id = hex::encode(bytes);
         let mut map = self.lock();
-        map.retain(|_, used| now.duration_since(*used) < IDLE_TIMEOUT);
+        map.retain(|_, s| now.duration_since(s.used) < IDLE_TIMEOUT);
         if map.len() >= MAX_SESSIONS {
             if let Some(oldest) = map
                 .iter()
-                .min_by_key(|(_, used)| **used)
+                .min_by_key(|(_, s)| s.used)
                 .map(|(k, _)| k.clone())
             {
                 map.remove(&oldest);
             }
         }
-        map.insert(id.clone(), now);
+        map.insert(id.clone(), Session { caller, used: now });
         id
     }
 
-    /// Whether `id` is a live session; refreshes its idle timer.
-    pub fn touch(&self, id: &str, now: Instant) -> bool {
+    /// The caller of live session `id`; refreshes its idle timer.
+    pub fn touch(&self, id: &str, now: Instant) -> Option<Caller> {
         let mut map = self.lock();
         match map.get_mut(id) {
-            Some(used) if now.duration_since(*used) < IDLE_TIMEOUT => {
-                *used = now;
-                true
+            Some(session) if now.duration_since(session.used) < IDLE_TIMEOUT => {
+                session.used = now;
+                Some(session.caller.clone())
             }
             Some(_) => {
                 map.remove(id);
-                false
+                None
             }
-            None => false,
+            None => None,
         }
+    }
+
+    /// Ends the sessions `actor` logged in (its token was revoked); how many there were.
+    pub fn end_for(&self, actor: &str) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| s.caller.actor != actor);
+        before - map.len()
+    }
+
+    /// Ends every session (admin token rotation); how many there were.
+    pub fn end_all(&self) -> usize {
+        let mut map = self.lock();
+        let count = map.len();
+        map.clear();
+        count
     }
 
     /// Ends a session.
@@ -95,17 +122,16 @@ impl Sessions {
         self.lock().remove(id);
     }
 
-    /// Whether a request is authenticated by a session cookie (with the CSRF header when
-    /// it changes something).
-    pub fn authorizes(&self, method: &Method, headers: &HeaderMap) -> bool {
-        let Some(id) = session_cookie(headers) else {
-            return false;
-        };
+    /// The caller a request's session cookie proves (with the CSRF header when it changes
+    /// something), as seen through the dashboard.
+    pub fn caller(&self, method: &Method, headers: &HeaderMap) -> Option<Caller> {
+        let id = session_cookie(headers)?;
         let safe = matches!(*method, Method::GET | Method::HEAD);
         if !safe && !headers.contains_key(CSRF_HEADER) {
-            return false;
+            return None;
         }
         self.touch(&id, Instant::now())
+            .map(|caller| caller.via_dashboard())
     }
 }
 
@@ -151,24 +177,53 @@ mod tests {
     #[test]
     fn a_session_cookie_authorizes_reads_and_csrf_marked_writes_only() {
         let sessions = Sessions::default();
-        let id = sessions.create(Instant::now());
+        let id = sessions.create(Caller::admin(), Instant::now());
         let cookie = format!("other=1; {COOKIE}={id}");
-        assert!(sessions.authorizes(&Method::GET, &headers(&cookie, false)));
-        assert!(!sessions.authorizes(&Method::POST, &headers(&cookie, false)));
-        assert!(sessions.authorizes(&Method::POST, &headers(&cookie, true)));
-        assert!(!sessions.authorizes(&Method::GET, &headers(&format!("{COOKIE}=forged"), true)));
+        let caller = sessions.caller(&Method::GET, &headers(&cookie, false));
+        assert_eq!(caller, Some(Caller::admin().via_dashboard()));
+        assert!(sessions
+            .caller(&Method::POST, &headers(&cookie, false))
+            .is_none());
+        assert!(sessions
+            .caller(&Method::POST, &headers(&cookie, true))
+            .is_some());
+        let forged = headers(&format!("{COOKIE}=forged"), true);
+        assert!(sessions.caller(&Method::GET, &forged).is_none());
         sessions.end(&id);
-        assert!(!sessions.authorizes(&Method::GET, &headers(&cookie, false)));
+        assert!(sessions
+            .caller(&Method::GET, &headers(&cookie, false))
+            .is_none());
     }
 
     #[test]
     fn idle_sessions_expire() {
         let sessions = Sessions::default();
         let start = Instant::now();
-        let id = sessions.create(start);
-        assert!(sessions.touch(&id, start + Duration::from_secs(60)));
-        assert!(!sessions.touch(&id, start + Duration::from_secs(60) + IDLE_TIMEOUT));
-        assert!(!sessions.touch(&id, start));
+        let id = sessions.create(Caller::admin(), start);
+        assert!(sessions
+            .touch(&id, start + Duration::from_secs(60))
+            .is_some());
+        let late = start + Duration::from_secs(60) + IDLE_TIMEOUT;
+        assert!(sessions.touch(&id, late).is_none());
+        assert!(sessions.touch(&id, start).is_none());
+    }
+
+    #[test]
+    fn sessions_end_with_their_revoked_token_or_all_at_an_admin_rotation() {
+        let sessions = Sessions::default();
+        let now = Instant::now();
+        let a = sessions.create(Caller::admin(), now);
+        let b = sessions.create(Caller::token("ci", crate::access::Scope::Read), now);
+        let c = sessions.create(Caller::token("ci", crate::access::Scope::Read), now);
+        assert_eq!(sessions.end_for("token:ci"), 2);
+        assert!(
+            sessions.touch(&a, now).is_some(),
+            "another actor's session stays"
+        );
+        assert!(sessions.touch(&c, now).is_none());
+        assert_eq!(sessions.end_all(), 1);
+        assert!(sessions.touch(&a, now).is_none());
+        assert!(sessions.touch(&b, now).is_none());
     }
 
     #[test]

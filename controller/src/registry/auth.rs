@@ -1,6 +1,8 @@
 //! Who may use the registry, for what. Credentials come as a bearer token or as the password
 //! of HTTP basic auth (any user name):
-//! - the admin token may do anything;
+//! - the admin token, and API tokens of scope `admin`, may do anything;
+//! - API tokens of scope `read` or `deploy` may read every repository and the catalog, and
+//!   are refused pushes and deletes with 403 DENIED naming the scope needed;
 //! - a device's own pull token (`device_tokens`) may read (GET, HEAD) the repositories its
 //!   latest desired state names, while it is enrolled — not the catalog, not other
 //!   repositories (403 DENIED), nothing after `device rm` (401);
@@ -15,11 +17,17 @@ use coracle_proto::DeviceId;
 
 use super::device_tokens::PullTokens;
 use super::{Registry, RegistryError};
+use crate::access::Scope;
 
 /// What a request's credential proves.
 #[derive(Debug, PartialEq, Eq)]
 enum Caller {
     Admin,
+    /// A named API token below scope admin: reads everything, writes nothing.
+    Reader {
+        token: String,
+        scope: Scope,
+    },
     /// An enrolled device and the repositories it may read.
     Device {
         device: DeviceId,
@@ -59,8 +67,20 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryError> {
-    if same(secret, &registry.token) {
+    if registry.admin.matches(secret) {
         return Ok(Some(Caller::Admin));
+    }
+    if let (true, Some(tokens)) = (
+        secret.starts_with(crate::access::tokens::PREFIX),
+        &registry.api_tokens,
+    ) {
+        let found = tokens
+            .token_scope(&crate::access::hash_secret(secret))
+            .map_err(|reason| RegistryError::TokenLookup { reason })?;
+        return Ok(found.map(|(token, scope)| match scope {
+            Scope::Admin => Caller::Admin,
+            scope => Caller::Reader { token, scope },
+        }));
     }
     if registry.legacy_pull_token && same(secret, &registry.pull_token()) {
         return Ok(Some(Caller::LegacyPuller));
@@ -104,6 +124,8 @@ pub(super) fn authorize(
     let reads = matches!(*method, Method::GET | Method::HEAD);
     match found.ok_or(RegistryError::Unauthorized)? {
         Caller::Admin => Ok(()),
+        Caller::Reader { .. } if reads => Ok(()),
+        Caller::Reader { token, scope } => Err(RegistryError::ScopeDenied { token, scope }),
         Caller::LegacyPuller if reads => {
             if let Some(uses) = registry.legacy_uses.hit() {
                 tracing::warn!(

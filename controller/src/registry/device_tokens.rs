@@ -1,6 +1,8 @@
 //! Each device's own pull credential for the registry. The token a bootstrap file carries is
-//! `DEVICE:HEX`, HEX an HMAC-SHA256 under the admin token of the device id and the hash of
-//! the device's broker password — so nothing per device is stored beyond what enrolment
+//! `DEVICE:HEX`, HEX an HMAC-SHA256 under the pull key (`pull.key` in the data dir: random
+//! on a new controller, the admin token of the time on one upgraded from when tokens were
+//! keyed by it, so issued tokens stay valid; never changed by admin rotation) of the device
+//! id and the hash of the device's broker password — so nothing per device is stored beyond what enrolment
 //! already stores, `device rm` revokes it (no row, no token), and an enrolment of the same
 //! name again gets a new one (a new password). What a valid token may read is the set of
 //! repositories the device's latest desired state names (`DeviceGrant`), so a device cannot
@@ -42,11 +44,9 @@ impl std::fmt::Debug for PullTokens {
 }
 
 impl PullTokens {
-    /// Tokens keyed by the admin token, which never leaves the controller.
-    pub fn new(admin_token: Arc<str>) -> Self {
-        Self {
-            secret: admin_token,
-        }
+    /// Tokens keyed by the pull key, which never leaves the controller.
+    pub fn new(pull_key: Arc<str>) -> Self {
+        Self { secret: pull_key }
     }
 
     fn mac(&self, device: &DeviceId, password_sha256: &[u8; 32]) -> Hmac<Sha256> {

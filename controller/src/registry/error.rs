@@ -15,6 +15,13 @@ pub enum RegistryError {
     Denied { device: String, repository: String },
     #[error("cannot look up the registry access of device {device}: {reason}")]
     GrantLookup { device: String, reason: String },
+    #[error("API token {token} has scope {scope}; pushing and deleting need scope admin")]
+    ScopeDenied {
+        token: String,
+        scope: crate::access::Scope,
+    },
+    #[error("cannot look up an API token: {reason}")]
+    TokenLookup { reason: String },
     #[error("invalid digest {digest:?}")]
     DigestInvalid { digest: String },
     #[error("upload content has digest {actual}, not the claimed {claimed}")]
@@ -74,8 +81,10 @@ impl RegistryError {
         use RegistryError::*;
         match self {
             Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            Denied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
-            GrantLookup { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            Denied { .. } | ScopeDenied { .. } => (StatusCode::FORBIDDEN, "DENIED"),
+            GrantLookup { .. } | TokenLookup { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN")
+            }
             DigestInvalid { .. } | DigestMismatch { .. } => {
                 (StatusCode::BAD_REQUEST, "DIGEST_INVALID")
             }

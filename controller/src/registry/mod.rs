@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use crate::net::throttle::SharedThrottle;
 
+use crate::access::{AdminToken, TokenLookup};
 pub use blobs::{BlobDigest, BlobStore};
 pub use delta_report::LayerDelta;
 pub use delta_work::{DeltaMetrics, DeltaOutcome, PairState};
@@ -55,9 +56,14 @@ pub struct Registry {
     deltas: PathBuf,
     /// In-flight encodes, the background queue and counters, shared by clones.
     work: Arc<delta_work::DeltaWork>,
-    token: Arc<str>,
+    /// The admin token (rotatable; empty for offline CLI use, which matches nothing).
+    admin: AdminToken,
+    /// Named API tokens: `read` and `deploy` pull, `admin` also pushes and deletes.
+    api_tokens: Option<Arc<dyn TokenLookup>>,
     /// Each device's own pull token, checked against `grants`.
     pull_tokens: PullTokens,
+    /// The pull key, which also derives the legacy shared pull token.
+    pull_key: Arc<str>,
     /// The fleet's devices (none for offline CLI use: only the admin token works then).
     grants: Option<Arc<dyn DeviceGrants>>,
     /// Whether the shared pull token of older bootstraps still reads (logged when used).
@@ -68,7 +74,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn open(root: PathBuf, blobs: BlobStore, token: Arc<str>) -> Result<Self, RegistryError> {
+    /// The registry under `root`; only the admin token `admin` authenticates until
+    /// [`Registry::with_devices`] adds devices and API tokens.
+    pub fn open(root: PathBuf, blobs: BlobStore, admin: AdminToken) -> Result<Self, RegistryError> {
         let repos = root.join("repos");
         std::fs::create_dir_all(&repos).map_err(|source| RegistryError::Io {
             step: "create repos dir",
@@ -82,8 +90,10 @@ impl Registry {
             repos,
             deltas,
             work: Arc::default(),
-            pull_tokens: PullTokens::new(token.clone()),
-            token,
+            admin,
+            api_tokens: None,
+            pull_tokens: PullTokens::new(Arc::from("")),
+            pull_key: Arc::from(""),
             grants: None,
             legacy_pull_token: false,
             legacy_uses: Arc::new(SharedThrottle::new(std::time::Duration::from_secs(300))),
@@ -91,10 +101,20 @@ impl Registry {
         })
     }
 
-    /// Devices authenticate with their own pull tokens against `grants`; with
-    /// `legacy_pull_token` the shared token of older bootstraps still reads too.
-    pub fn with_devices(mut self, grants: Arc<dyn DeviceGrants>, legacy_pull_token: bool) -> Self {
+    /// Devices authenticate with their own pull tokens (keyed by `pull_key`) against
+    /// `grants`, API tokens by their scope through `api_tokens`; with `legacy_pull_token`
+    /// the shared token of older bootstraps still reads too.
+    pub fn with_devices(
+        mut self,
+        grants: Arc<dyn DeviceGrants>,
+        api_tokens: Arc<dyn TokenLookup>,
+        pull_key: Arc<str>,
+        legacy_pull_token: bool,
+    ) -> Self {
         self.grants = Some(grants);
+        self.api_tokens = Some(api_tokens);
+        self.pull_tokens = PullTokens::new(pull_key.clone());
+        self.pull_key = pull_key;
         self.legacy_pull_token = legacy_pull_token;
         self
     }
@@ -111,11 +131,12 @@ impl Registry {
         self.pull_tokens.clone()
     }
 
-    /// The shared read-only token older bootstrap files carry: derived from the admin token
-    /// by a one-way hash. Accepted only with `legacy_pull_token`.
+    /// The shared read-only token older bootstrap files carry: derived by a one-way hash
+    /// from the pull key (which an upgraded controller took from its admin token of the
+    /// time, when the token was derived from that). Accepted only with `legacy_pull_token`.
     pub fn pull_token(&self) -> String {
         use sha2::{Digest as _, Sha256};
-        let hash = Sha256::digest(format!("coracle registry pull token\0{}", self.token));
+        let hash = Sha256::digest(format!("coracle registry pull token\0{}", self.pull_key));
         hash.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -1,6 +1,7 @@
-//! What the registry asks the store about a device that presents its pull token: its
-//! current password hash (the token is bound to the enrolment) and the repositories of the
-//! controller's registry its latest desired state names (what it may read).
+//! What the registry asks the store about a device that presents its pull token: the
+//! password hash of its enrolment (the token is bound to it; a password rotation keeps it
+//! in `pull_sha256`) and the repositories of the controller's registry its latest desired
+//! state names (what it may read). Also the password change of a rotation.
 
 use std::collections::BTreeSet;
 
@@ -11,12 +12,83 @@ use super::{query, Store, StoreError};
 use crate::registry::{DeviceGrant, DeviceGrants};
 
 impl Store {
+    /// Records a rotated broker password; the pull token stays bound to the enrolment's.
+    pub fn set_device_password(
+        &self,
+        id: &DeviceId,
+        password_sha256: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE devices SET pull_sha256 = COALESCE(pull_sha256, password_sha256),
+                 password_sha256 = ?2, next_sha256 = NULL WHERE id = ?1",
+                params![id.as_str(), &password_sha256[..]],
+            )
+            .map_err(query("store rotated device password"))?;
+        if changed == 0 {
+            return Err(StoreError::DeviceNotFound {
+                device: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records (or, with `None`, forgets) the password a rotation is switching to.
+    pub fn set_next_password(
+        &self,
+        id: &DeviceId,
+        next_sha256: Option<&[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE devices SET next_sha256 = ?2 WHERE id = ?1",
+                params![id.as_str(), next_sha256.map(|h| &h[..])],
+            )
+            .map_err(query("store next device password"))?;
+        if changed == 0 {
+            return Err(StoreError::DeviceNotFound {
+                device: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every device's unconfirmed next password, for the broker's table at start.
+    pub fn next_passwords(&self) -> Result<Vec<(DeviceId, [u8; 32])>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, next_sha256 FROM devices WHERE next_sha256 IS NOT NULL")
+            .map_err(query("prepare next passwords"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(query("list next passwords"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("read next password row"))?;
+        rows.into_iter()
+            .map(|(id, hash)| {
+                let corrupt = |what: &str| StoreError::Corrupt {
+                    device: id.clone(),
+                    what: what.into(),
+                };
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| corrupt("next password hash is not 32 bytes"))?;
+                let id = id.parse().map_err(|_| corrupt("device id is invalid"))?;
+                Ok((id, hash))
+            })
+            .collect()
+    }
+
     /// The device's registry grant; `None` when it is not enrolled.
     pub fn device_grant(&self, id: &DeviceId) -> Result<Option<DeviceGrant>, StoreError> {
         let row: Option<(Vec<u8>, Option<Vec<u8>>)> = self
             .conn()
             .query_row(
-                "SELECT d.password_sha256, s.signed FROM devices d
+                "SELECT COALESCE(d.pull_sha256, d.password_sha256), s.signed FROM devices d
                  LEFT JOIN desired s ON s.device = d.id WHERE d.id = ?1",
                 params![id.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -59,5 +131,33 @@ impl DeviceGrants for Store {
     fn grant(&self, device: &DeviceId) -> Result<Option<DeviceGrant>, String> {
         self.device_grant(device)
             .map_err(|err| crate::api::error::anyhow_chain(&err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_password_leaves_the_pull_grant_bound_to_the_enrolment() {
+        let (store, id) = Store::with_test_device("pi-1");
+        let enrolled = store.device_grant(&id).unwrap().unwrap().password_sha256;
+        store.set_device_password(&id, &[5; 32]).unwrap();
+        store.set_next_password(&id, Some(&[6; 32])).unwrap();
+        assert_eq!(store.next_passwords().unwrap(), vec![(id.clone(), [6; 32])]);
+        store.set_device_password(&id, &[6; 32]).unwrap();
+        assert!(
+            store.next_passwords().unwrap().is_empty(),
+            "confirmed: no next"
+        );
+        let grant = store.device_grant(&id).unwrap().unwrap();
+        assert_eq!(grant.password_sha256, enrolled);
+        let stored = store.device_credentials().unwrap();
+        assert_eq!(stored, vec![(id.clone(), [6; 32])]);
+        let missing: DeviceId = "pi-9".parse().unwrap();
+        assert!(matches!(
+            store.set_device_password(&missing, &[1; 32]),
+            Err(StoreError::DeviceNotFound { .. })
+        ));
     }
 }

@@ -3,6 +3,8 @@
 //! progress (`progress.rs`). Calls are short and synchronous behind a mutex; the MQTT ingest
 //! path hands work to its own task so it never waits on the disk in a callback.
 
+mod api_tokens;
+mod audit;
 mod devices;
 mod grants;
 mod overview;
@@ -18,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+pub use api_tokens::ApiTokenRecord;
+pub use audit::AuditEntry;
 pub use devices::{DeviceRecord, NewDevice};
 pub use progress::{LatestProgress, ProgressBoard};
 pub use rollouts::{
@@ -55,6 +59,12 @@ pub enum StoreError {
     DeviceNotFound { device: String },
     #[error("stored row for device {device} is corrupt: {what}")]
     Corrupt { device: String, what: String },
+    #[error("an API token named {name} already exists (revoke it first or pick another name)")]
+    TokenExists { name: String },
+    #[error("no live API token is named {name}")]
+    TokenNotFound { name: String },
+    #[error("stored API token {name} is corrupt: {what}")]
+    CorruptToken { name: String, what: String },
 }
 
 /// The fleet database.

@@ -67,6 +67,14 @@ CREATE TABLE retired_generations (
 );
 "#,
     super::rollouts::MIGRATION_APPLY_TIMEOUT,
+    // Named API tokens (hashed) and the audit log.
+    super::api_tokens::MIGRATION,
+    // A device's pull token stays bound to the password of its enrolment when
+    // `coracle device rotate` changes its broker password (NULL: the same as the password);
+    // the password a rotation is switching to, valid beside the current one until the
+    // device confirms it (kept across restarts when the confirmation never came).
+    "ALTER TABLE devices ADD COLUMN pull_sha256 BLOB;
+     ALTER TABLE devices ADD COLUMN next_sha256 BLOB;",
 ];
 
 /// Brings the schema up to date.

@@ -217,6 +217,10 @@ impl SimDevice {
                 out.push(self.reported());
                 CommandOutcome::Done
             }
+            // Simulated devices hold no sealing key and no bootstrap file.
+            Command::RotatePassword { .. } => CommandOutcome::Failed {
+                reason: "simulated devices do not rotate passwords".into(),
+            },
         };
         out.push(Outgoing {
             kind: TopicKind::CmdReply,

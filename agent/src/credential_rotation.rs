@@ -1,0 +1,289 @@
+//! `coracle device rotate` on the device: the one command the supervisor never sees. A
+//! [`Command::RotatePassword`] carries a new broker password sealed to this device's key;
+//! [`CredentialRotation::run`] takes it off the command stream and, in order:
+//!
+//! 1. opens the box (it must carry [`ROTATED_PASSWORD_LABEL`]);
+//! 2. writes the bootstrap file with the new password (temp file 0600, fsync, rename, fsync
+//!    dir), so a restart from here on uses it;
+//! 3. has the transport disconnect cleanly and reconnect with it;
+//! 4. replies `Done` over the new connection — the controller revokes the old password only
+//!    then.
+//!
+//! If the broker refuses the new password, or the link is not back in time, the old file
+//! and password are put back and the reply is `Failed` naming why; the controller then
+//! keeps the old password. Every other command goes on to the supervisor unchanged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coracle_proto::command::ROTATED_PASSWORD_LABEL;
+use coracle_proto::{
+    Bootstrap, BrokerAuth, Command, CommandOutcome, CommandReply, CommandRequest, DeviceId, Sealed,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::private_dir::private_file;
+use crate::sealing_key::SealingKey;
+use crate::transport::{Link, TransportHandle};
+
+/// How long the link may take to come back with the new password.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a rotation was refused or undone; the text goes back to the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("the sealed password does not open with this device's key")]
+    Open(#[source] coracle_proto::SealError),
+    #[error("the sealed box is not a broker password")]
+    NotAPassword,
+    #[error("read bootstrap file {path}")]
+    ReadBootstrap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse bootstrap file {path}")]
+    ParseBootstrap {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("bootstrap file {path} authenticates with a client certificate, not a password")]
+    NotPasswordAuth { path: PathBuf },
+    #[error("write bootstrap file {path}")]
+    WriteBootstrap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the broker refused the new password; the old one is kept")]
+    Refused,
+    #[error(
+        "the broker link did not come back within {0:?} with the new password; the old one is kept"
+    )]
+    Timeout(Duration),
+}
+
+/// What the rotation needs: where the bootstrap file is, the key that opens the box, and
+/// the transport whose credentials it switches.
+#[derive(Debug)]
+pub struct CredentialRotation {
+    pub device: DeviceId,
+    pub bootstrap: PathBuf,
+    pub key: SealingKey,
+    pub transport: TransportHandle,
+    pub link: watch::Receiver<Link>,
+}
+
+impl CredentialRotation {
+    /// Serves `commands` until it closes: rotations here, the rest to `supervisor`.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<CommandRequest>,
+        supervisor: mpsc::Sender<CommandRequest>,
+    ) {
+        while let Some(request) = commands.recv().await {
+            let Command::RotatePassword { sealed } = &request.command else {
+                if supervisor.send(request).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let outcome = match self.rotate(sealed).await {
+                Ok(()) => {
+                    tracing::info!(device = %self.device, "broker password rotated");
+                    CommandOutcome::Done
+                }
+                Err(err) => {
+                    let reason = chain(&err);
+                    tracing::warn!(device = %self.device, error = %reason, "broker password rotation failed");
+                    CommandOutcome::Failed { reason }
+                }
+            };
+            self.transport.reply(CommandReply {
+                id: request.id,
+                outcome,
+            });
+        }
+    }
+
+    async fn rotate(&mut self, sealed: &Sealed) -> Result<(), RotationError> {
+        let plain = self
+            .key
+            .open(&self.device, sealed)
+            .map_err(RotationError::Open)?;
+        let password = plain
+            .strip_prefix(ROTATED_PASSWORD_LABEL)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .filter(|p| !p.is_empty() && p.len() <= 256 && !p.contains(['\0', '\n']))
+            .ok_or(RotationError::NotAPassword)?
+            .to_string();
+        let path = self.bootstrap.clone();
+        let old_text =
+            std::fs::read_to_string(&path).map_err(|source| RotationError::ReadBootstrap {
+                path: path.clone(),
+                source,
+            })?;
+        let mut bootstrap: Bootstrap =
+            toml::from_str(&old_text).map_err(|source| RotationError::ParseBootstrap {
+                path: path.clone(),
+                source,
+            })?;
+        let BrokerAuth::Password {
+            username,
+            password: old_password,
+        } = &mut bootstrap.auth
+        else {
+            return Err(RotationError::NotPasswordAuth { path });
+        };
+        let (username, old_password) = (
+            username.clone(),
+            std::mem::replace(old_password, password.clone()),
+        );
+        let new_text = toml::to_string(&bootstrap).map_err(|e| RotationError::WriteBootstrap {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomically(&path, new_text.as_bytes())?;
+        match self.reconnect(&username, &password).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                // Back to what worked: the file first, so a restart finds the old password.
+                write_atomically(&path, old_text.as_bytes())?;
+                if let Err(again) = self.reconnect(&username, &old_password).await {
+                    tracing::error!(device = %self.device, error = %chain(&again), "the old broker password does not reconnect either");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Switches the transport to `password` and waits until the link is up with it.
+    async fn reconnect(&mut self, username: &str, password: &str) -> Result<(), RotationError> {
+        let before = match *self.link.borrow_and_update() {
+            Link::Up { connects } => connects,
+            _ => 0,
+        };
+        self.transport
+            .switch_credentials(username.to_string(), password.to_string());
+        let back = self.link.wait_for(|link| match link {
+            Link::Up { connects } => *connects > before,
+            Link::CredentialsRefused => true,
+            Link::Down => false,
+        });
+        match tokio::time::timeout(RECONNECT_TIMEOUT, back).await {
+            Ok(Ok(link)) if matches!(*link, Link::Up { .. }) => Ok(()),
+            Ok(_) => Err(RotationError::Refused),
+            Err(_) => Err(RotationError::Timeout(RECONNECT_TIMEOUT)),
+        }
+    }
+}
+
+/// Replaces `path` with `bytes`: temp file (0600) beside it, fsync, rename, fsync the dir.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RotationError> {
+    let err = |source| RotationError::WriteBootstrap {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".rotate.tmp");
+    let temp = path.with_file_name(name);
+    let mut file = private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(err)?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&temp, path).map_err(err)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))
+        .and_then(|d| d.sync_all())
+        .map_err(err)
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Every command but a rotation goes on to the supervisor, in order; a rotation whose
+    /// box does not open changes nothing and is not passed on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn other_commands_reach_the_supervisor_and_rotations_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = dir.path().join("bootstrap.toml");
+        std::fs::write(&bootstrap, "untouched").unwrap();
+        let device = coracle_proto::samples::device();
+        let settings = crate::transport::TransportSettings {
+            device: device.clone(),
+            broker: crate::transport::BrokerAddress {
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            },
+            tls: None,
+            credentials: None,
+            deployment_key: coracle_proto::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+            keep_alive: Duration::from_secs(5),
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 500,
+            max_events: 16,
+        };
+        let (transport, _driver, inbox) = crate::transport::transport(settings);
+        let rotation = CredentialRotation {
+            device,
+            bootstrap: bootstrap.clone(),
+            key: SealingKey::load_or_create(dir.path()).unwrap(),
+            transport,
+            link: inbox.link,
+        };
+        let (commands_tx, commands) = mpsc::channel(4);
+        let (to_supervisor, mut supervisor) = mpsc::channel(4);
+        tokio::spawn(rotation.run(commands, to_supervisor));
+        let forged = Sealed {
+            ephemeral: [3; 32],
+            ciphertext: vec![0; 48],
+        };
+        for (id, command) in [
+            (1, Command::RotatePassword { sealed: forged }),
+            (2, Command::Recheck),
+        ] {
+            commands_tx
+                .send(CommandRequest { id, command })
+                .await
+                .unwrap();
+        }
+        let passed = supervisor.recv().await.unwrap();
+        assert_eq!((passed.id, passed.command), (2, Command::Recheck));
+        assert_eq!(std::fs::read_to_string(&bootstrap).unwrap(), "untouched");
+    }
+
+    #[test]
+    fn the_bootstrap_file_is_replaced_whole_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootstrap.toml");
+        std::fs::write(&path, "old").unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temp file is left behind");
+    }
+}

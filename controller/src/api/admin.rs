@@ -1,0 +1,42 @@
+//! `POST /api/v1/admin/rotate`: a new admin token replaces the old one at once (file and
+//! memory); every dashboard session ends. Device pull tokens are keyed by the separate pull
+//! key (`pull.key`), so devices keep pulling. The answer carries the new token.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::{audit, ApiError, AppState};
+use crate::access::Caller;
+
+/// The answer: the new admin token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedAdmin {
+    pub token: String,
+    /// Dashboard sessions that were ended.
+    pub sessions_ended: usize,
+}
+
+/// The (empty) body is read so the connection stays usable.
+pub async fn rotate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    _body: axum::body::Bytes,
+) -> Result<Json<RotatedAdmin>, ApiError> {
+    let token = state.admin.rotate().map_err(|e| ApiError::Internal {
+        what: format!("rotate the admin token: {}", super::error::anyhow_chain(&e)),
+    })?;
+    let sessions_ended = state.sessions.end_all();
+    tracing::info!(sessions_ended, "admin token rotated");
+    audit::record(
+        &state,
+        &caller,
+        "admin.rotate",
+        "admin token",
+        &format!("{sessions_ended} dashboard sessions ended"),
+    );
+    Ok(Json(RotatedAdmin {
+        token,
+        sessions_ended,
+    }))
+}

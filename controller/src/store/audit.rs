@@ -1,0 +1,86 @@
+//! The audit log: who (an actor as `access::Caller` names it) did what (an action such as
+//! `deploy`, `rollout.abort`, `device.rm`, `token.create`, `admin.rotate`) to which target,
+//! with a one-line detail (images and generation of a deploy, a token's scope). Rows are
+//! only ever appended.
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+use super::{now_unix, query, Store, StoreError};
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_unix: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+impl Store {
+    /// Appends an entry.
+    pub fn record_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO audit (at_unix, actor, action, target, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now_unix(), actor, action, target, detail],
+            )
+            .map_err(query("append audit entry"))?;
+        Ok(())
+    }
+
+    /// The latest `limit` entries, newest first.
+    pub fn audit_entries(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, at_unix, actor, action, target, detail FROM audit
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(query("read audit log"))?;
+        let rows = stmt
+            .query_map(params![limit], |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at_unix: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })
+            .map_err(query("read audit log"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(query("read audit row"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_come_back_newest_first_and_limited() {
+        let store = Store::in_memory().unwrap();
+        store
+            .record_audit("admin", "token.create", "ci", "scope deploy")
+            .unwrap();
+        store
+            .record_audit("token:ci", "deploy", "pi-1", "generation 2")
+            .unwrap();
+        let all = store.audit_entries(10).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].actor, "token:ci");
+        assert_eq!(all[1].action, "token.create");
+        assert_eq!(store.audit_entries(1).unwrap().len(), 1);
+    }
+}
