@@ -339,7 +339,7 @@ fn a_service_stops_by_its_stop_signal_and_under_its_init() {
     let (engine, digest) = busybox_engine(&registry, dir.path(), &parent);
     let engine: std::sync::Arc<dyn ContainerEngine> = std::sync::Arc::new(engine);
     let image: ImageRef = format!("busybox@{digest}").parse().unwrap();
-    engine.pull(&image, None).unwrap();
+    engine.pull(&image, None, &mut |_| {}).unwrap();
     let _services = Services(engine.clone(), vec!["web"]);
     let grace = Duration::from_secs(30);
     let cases = [

@@ -265,13 +265,14 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     tracing::info!(url = %registry_url, "registry serving (the URL bootstrap files carry)");
     let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
     let admin = crate::access::AdminToken::new(&secrets.admin_token, Some(dir.admin_token()));
-    let registry = Registry::open(dir.root().join("registry"), blobs, admin.clone())?.with_devices(
-        store.clone(),
-        store.clone(),
-        Arc::from(secrets.pull_key.as_str()),
-        config.registry.legacy_pull_token,
-    )
-    .with_delta_wait(std::time::Duration::from_secs(config.deltas.request_wait_s));
+    let registry = Registry::open(dir.root().join("registry"), blobs, admin.clone())?
+        .with_devices(
+            store.clone(),
+            store.clone(),
+            Arc::from(secrets.pull_key.as_str()),
+            config.registry.legacy_pull_token,
+        )
+        .with_delta_wait(std::time::Duration::from_secs(config.deltas.request_wait_s));
     let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
         std::time::Duration::from_secs(config.registry.upload_expiry_s),
         config.registry.expiry_period(),

@@ -521,7 +521,12 @@ mod tests {
     /// blob digest is the diff_id), 100 bytes apart.
     fn registry_with_two_versions(dir: &std::path::Path) -> (Registry, LayerRef, LayerRef) {
         let blobs = BlobStore::open(dir.join("blobs"), dir.join("uploads")).unwrap();
-        let registry = Registry::open(dir.join("registry"), blobs, Arc::from("token")).unwrap();
+        let registry = Registry::open(
+            dir.join("registry"),
+            blobs,
+            crate::access::AdminToken::new("token", None),
+        )
+        .unwrap();
         let old = noise(256 << 10, 1);
         let mut new = old.clone();
         new[1000..1100].copy_from_slice(&noise(100, 2));
