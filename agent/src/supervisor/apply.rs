@@ -109,6 +109,8 @@ impl Supervisor {
             Action::Create { spec } => {
                 self.check_move(&spec.name, Verb::Create)?;
                 self.tracker.created(&spec.name);
+                // A new container starts with no health: the old one's must not pass its gate.
+                self.checks.remove(&spec.name);
                 let print = fingerprint(&spec);
                 let name = spec.name.clone();
                 blocking(move || engine.create(&spec, print)).await?;
