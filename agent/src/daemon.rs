@@ -58,7 +58,7 @@ pub fn run(
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let listener = server::bind(&config.control_socket)?;
         let (handle, driver, mut inbox) = transport::transport(settings);
         // Password rotations are answered beside the supervisor (it never sees them).
@@ -99,7 +99,11 @@ pub fn run(
         // Let the driver deliver the goodbye before the runtime goes away.
         let _ = tokio::time::timeout(Duration::from_secs(5), driver_done).await;
         anyhow::Ok(())
-    })
+    });
+    // A job still pulling or stopping on a blocking thread must not hold the exit: what it
+    // leaves half done is what a power cut leaves, and the next start copes with that.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    outcome
 }
 
 /// A stop flag raised by SIGTERM, SIGINT or the caller's `shutdown`.

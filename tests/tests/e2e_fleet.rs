@@ -374,6 +374,84 @@ fn agent_killed_at_random_points_of_updates_always_recovers() {
     assert!(page.contains(expected_page), "{page}");
 }
 
+/// The web service of `hello:1` exits 1 at once: deployed, it rolls back before commit.
+fn crashing_app(dir: &Path) -> PathBuf {
+    let compose = two_service_app(dir, "1");
+    let text = std::fs::read_to_string(&compose).unwrap().replace(
+        &format!(r#"["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]"#),
+        r#"["/bin/busybox", "sh", "-c", "echo crashing; exit 1"]"#,
+    );
+    let path = dir.join("app-crashing.yml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Issue 15 item 5: deploys that overlap — a newer version while the last one is still
+/// pulling, starting or in its gate; a crashing version whose rollback a newer deploy
+/// interrupts; the agent killed on top — always converge on the newest generation, with
+/// no container, cgroup, mount or zombie shim left over.
+#[test]
+#[ignore = "needs root"]
+fn overlapping_deploys_and_interrupted_rollbacks_converge() {
+    const ROUNDS: usize = 6;
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
+    let extra = vec![LayerFile::new("data/blob", noise(4 << 20, 23), 0o644)];
+    push_hello(&controller, dir.path(), "2", "hello v2", extra);
+    let apps = [
+        two_service_app(dir.path(), "1"),
+        two_service_app(dir.path(), "2"),
+    ];
+    let crashing = crashing_app(dir.path());
+    let host = network.add_host().unwrap();
+    let bootstrap = controller.enrol("pi-o", dir.path()).unwrap();
+    let mut agent = Agent::start("pi-o", &host, dir.path(), &bootstrap).unwrap();
+    controller.deploy(&apps[0], "pi-o").unwrap();
+    wait_converged(&controller, "pi-o", 1);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    eprintln!("overlap delays seed {seed}");
+    let mut delays = noise(2 * ROUNDS, seed | 1).into_iter();
+    let mut delay = || Duration::from_millis(u64::from(delays.next().unwrap_or(0)) * 6);
+    let mut generation = 1;
+    for round in 0..ROUNDS {
+        // Even rounds interrupt a crashing version (pulled, started, rolling back) with a
+        // good one; odd rounds overlap the two good versions. Every third round also kills
+        // the agent in the middle.
+        let version = round % 2;
+        let first = if round % 2 == 0 {
+            &crashing
+        } else {
+            &apps[1 - version]
+        };
+        controller.deploy(first, "pi-o").unwrap();
+        std::thread::sleep(delay()); // 0..1.5 s: anywhere in pull, create, start, gate
+        controller.deploy(&apps[version], "pi-o").unwrap();
+        generation += 2;
+        if round % 3 == 2 {
+            std::thread::sleep(delay());
+            agent.restart().unwrap();
+        }
+        let detail = wait_converged(&controller, "pi-o", generation);
+        let context = format!("round {round}, seed {seed}: {detail}");
+        assert_eq!(agent.container_pids().len(), 2, "{context}");
+        assert_eq!(agent.cgroups().len(), 2, "{context}: {:?}", agent.cgroups());
+        assert_eq!(agent.zombie_children(), Vec::<u32>::new(), "{context}");
+        let page = http_get(host.addr, WEB_PORT);
+        assert!(
+            page.contains(["hello v1", "hello v2"][version]),
+            "{context}: {page}"
+        );
+    }
+    assert!(agent.partial_downloads().is_empty());
+}
+
 #[test]
 #[ignore = "needs root"]
 fn an_update_reaches_devices_as_a_delta_far_below_the_full_layer() {

@@ -45,3 +45,21 @@ pub enum Action {
         reason: String,
     },
 }
+
+impl Action {
+    /// The service whose container this action moves, if it moves one.
+    pub fn service(&self) -> Option<&ServiceName> {
+        match self {
+            Action::Create { spec } => Some(&spec.name),
+            Action::Start { service }
+            | Action::Restart { service }
+            | Action::Stop { service }
+            | Action::Remove { service } => Some(service),
+            Action::Pull { .. }
+            | Action::Gc { .. }
+            | Action::StartGate { .. }
+            | Action::Commit { .. }
+            | Action::RollBack { .. } => None,
+        }
+    }
+}

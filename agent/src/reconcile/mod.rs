@@ -15,6 +15,9 @@ mod restart;
 
 pub use action::Action;
 pub use lifecycle::{transition, LifecycleError, PhaseKind, Verb};
-pub use observed::{fingerprint, Fingerprint, Observed, ObservedContainer, Phase};
+pub use observed::{fingerprint, Busy, Fingerprint, Observed, ObservedContainer, Phase};
 pub use plan::{plan, refusal, target};
 pub use restart::{backoff_ms, should_restart, BACKOFF_MAX_MS, BACKOFF_MIN_MS};
+
+#[cfg(test)]
+mod model_tests;

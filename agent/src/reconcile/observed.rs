@@ -58,6 +58,26 @@ pub struct Observed {
     pub images: BTreeSet<Digest>,
     /// When the health gate of the pending generation started (monotonic ms), if it did.
     pub gate_started_ms: Option<u64>,
+    /// Engine work in flight: the planner leaves these subjects alone until it ends.
+    pub busy: Busy,
+}
+
+/// The subjects of the supervisor's jobs still running (a pull, a service's stop-remove-
+/// create-start chain, an image collection). Their containers and images are changing
+/// under the observation, so nothing new is planned for them, for what depends on them,
+/// or for the health gate, until the job reports back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Busy {
+    pub services: BTreeSet<ServiceName>,
+    pub images: BTreeSet<Digest>,
+    pub gc: bool,
+}
+
+impl Busy {
+    /// True when a pull is in flight.
+    pub fn pulling(&self) -> bool {
+        !self.images.is_empty()
+    }
 }
 
 #[cfg(test)]

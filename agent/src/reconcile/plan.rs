@@ -7,6 +7,14 @@
 //! containers no longer wanted go, then the per-service moves in `depends_on` order and the
 //! health gate. A rollback of a failed pending generation comes alone; image garbage
 //! collection comes last.
+//!
+//! The supervisor runs the actions as jobs, in parallel across subjects (an image, a
+//! service, the collection). Subjects with a job in flight are `Observed::busy` and get no
+//! actions; neither do the services that depend on a busy or moving service (so
+//! `depends_on` order holds), the switch while unwanted containers are still going, the
+//! health gate while any service is busy, pulls and creates during a collection, and a
+//! collection while any job runs or is planned (a pull or a create may be using a layer it
+//! would drop).
 
 use std::collections::BTreeSet;
 
@@ -17,7 +25,7 @@ use coracle_proto::{
 
 use super::action::Action;
 use super::gate::{failed_service, plan_gate};
-use super::observed::{fingerprint, Observed, ObservedContainer, Phase};
+use super::observed::{fingerprint, Busy, Observed, ObservedContainer, Phase};
 use super::restart::{backoff_ms, should_restart};
 use crate::state::AgentState;
 
@@ -73,9 +81,17 @@ pub fn plan(state: &AgentState, observed: &Observed, now_ms: u64) -> Vec<Action>
     let mut actions = Vec::new();
     match target {
         Some(target) if images_present(target, observed) => {
-            remove_unwanted(&mut actions, &target.services, observed);
-            plan_services(&mut actions, target, observed, now_ms, Mode::Switch);
-            if let Some(pending) = pending {
+            let removing = remove_unwanted(&mut actions, &target.services, observed);
+            // Containers that go free what the new ones may need (a port, a device); a
+            // collection in flight may be dropping layers a new container would use.
+            let mode = if removing || observed.busy.gc {
+                Mode::Keep
+            } else {
+                Mode::Switch
+            };
+            plan_services(&mut actions, target, observed, now_ms, mode);
+            let settled = !removing && observed.busy.services.is_empty();
+            if let Some(pending) = pending.filter(|_| settled) {
                 plan_gate(&mut actions, pending, observed, now_ms);
             }
         }
@@ -86,19 +102,28 @@ pub fn plan(state: &AgentState, observed: &Observed, now_ms: u64) -> Vec<Action>
                 plan_services(&mut actions, committed, observed, now_ms, Mode::Keep);
             }
         }
-        None => remove_unwanted(&mut actions, &[], observed),
+        None => {
+            remove_unwanted(&mut actions, &[], observed);
+        }
     }
     plan_gc(&mut actions, state, observed);
     actions
 }
 
-fn remove_unwanted(actions: &mut Vec<Action>, wanted: &[ServiceSpec], observed: &Observed) {
+/// Plans the removal of containers no service of `wanted` names; true while any such
+/// container is still there (being removed now or by a job in flight).
+fn remove_unwanted(actions: &mut Vec<Action>, wanted: &[ServiceSpec], observed: &Observed) -> bool {
     let wanted: BTreeSet<&ServiceName> = wanted.iter().map(|s| &s.name).collect();
+    let mut removing = false;
     for (name, container) in &observed.containers {
         if !wanted.contains(name) {
-            remove_container(actions, name, container);
+            removing = true;
+            if !observed.busy.services.contains(name) {
+                remove_container(actions, name, container);
+            }
         }
     }
+    removing
 }
 
 fn remove_container(actions: &mut Vec<Action>, name: &ServiceName, c: &ObservedContainer) {
@@ -113,10 +138,16 @@ fn remove_container(actions: &mut Vec<Action>, name: &ServiceName, c: &ObservedC
 }
 
 fn plan_pulls(actions: &mut Vec<Action>, target: &DesiredState, observed: &Observed) {
+    if observed.busy.gc {
+        return; // the collection may be dropping layers a pull would reuse
+    }
     let mut asked = BTreeSet::new();
     for spec in &target.services {
         let digest = spec.image.digest;
-        if observed.images.contains(&digest) || !asked.insert(digest) {
+        if observed.images.contains(&digest)
+            || observed.busy.images.contains(&digest)
+            || !asked.insert(digest)
+        {
             continue;
         }
         // Stop-then-download frees the old container's memory before the pull: the one
@@ -124,9 +155,13 @@ fn plan_pulls(actions: &mut Vec<Action>, target: &DesiredState, observed: &Obser
         // was validated above; the pull itself may still fail). `StartFirst` is applied as
         // `DownloadThenSwitch` (stop-first once every image is here) until the agent can
         // run an old and a new container of one service side by side.
+        // The pull waits until the old container is gone (jobs run side by side).
         if spec.update.order == UpdateOrder::StopThenDownload {
             if let Some(old) = observed.containers.get(&spec.name) {
-                remove_container(actions, &spec.name, old);
+                if !observed.busy.services.contains(&spec.name) {
+                    remove_container(actions, &spec.name, old);
+                }
+                continue;
             }
         }
         actions.push(Action::Pull {
@@ -150,6 +185,14 @@ fn plan_services(
     for spec in order.iter().filter_map(|&i| target.services.get(i)) {
         if !observed.images.contains(&spec.image.digest) {
             continue; // waits for its pull
+        }
+        if observed.busy.services.contains(&spec.name)
+            || spec
+                .depends_on
+                .iter()
+                .any(|dep| moving(&dep.service, actions, observed))
+        {
+            continue; // its job, or a dependency's, is still in flight
         }
         let ready = dependencies_ready(spec, observed);
         let container = observed.containers.get(&spec.name);
@@ -213,6 +256,14 @@ fn supervise(
     }
 }
 
+/// True when `service` has a job in flight or an action already planned in `actions`.
+fn moving(service: &ServiceName, actions: &[Action], observed: &Observed) -> bool {
+    observed.busy.services.contains(service)
+        || actions
+            .iter()
+            .any(|action| action.service() == Some(service))
+}
+
 /// True when every dependency is in the state its condition asks for.
 fn dependencies_ready(spec: &ServiceSpec, observed: &Observed) -> bool {
     spec.depends_on.iter().all(|dep| {
@@ -237,6 +288,11 @@ fn plan_gc(actions: &mut Vec<Action>, state: &AgentState, observed: &Observed) {
         .flatten()
         .flat_map(|d| d.services.iter().map(|s| s.image.digest))
         .collect();
+    // Only on a quiet device: no job in flight or planned beside it may be pulling into,
+    // unpacking from or still mounting a layer the collection would drop.
+    if observed.busy != Busy::default() || !actions.is_empty() {
+        return;
+    }
     let unused: Vec<Digest> = observed.images.difference(&referenced).copied().collect();
     if !unused.is_empty() {
         actions.push(Action::Gc { images: unused });

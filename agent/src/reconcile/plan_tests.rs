@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::reconcile::lifecycle::{transition, PhaseKind, Verb};
+use crate::reconcile::Busy;
 use coracle_proto::{
     Dependency, HealthCheck, HealthProbe, ImageRef, RestartPolicy, UpdateStrategy,
 };
@@ -80,7 +81,7 @@ fn observed(
             .map(|(s, c)| (s.name.clone(), c))
             .collect(),
         images: images.iter().map(|s| s.image.digest).collect(),
-        gate_started_ms: None,
+        ..Observed::default()
     }
 }
 
@@ -303,7 +304,17 @@ fn stop_then_download_frees_the_old_container_first() {
         &observed(&[&v1], vec![(&v1, running(&v1))]),
         0,
     );
-    assert_eq!(got, [stop("db"), remove("db"), pull(&v2)]);
+    assert_eq!(
+        got,
+        [stop("db"), remove("db")],
+        "the pull waits for the removal"
+    );
+    let got = plan(
+        &update(vec![v1.clone()], vec![v2.clone()]),
+        &observed(&[&v1], vec![]),
+        0,
+    );
+    assert_eq!(got, [pull(&v2)]);
 }
 
 #[test]
@@ -440,16 +451,14 @@ fn after_rollback_plan_returns_to_the_committed_version_and_keeps_its_image() {
         )],
     );
     let got = plan(&state, &obs, 0);
+    assert_eq!(got, [remove("db"), create(&v1), start("db")]);
+    // The failed version's image goes once nothing else is planned or in flight.
+    let obs = observed(&[&v1, &v2], vec![(&v1, running(&v1))]);
     assert_eq!(
-        got,
-        [
-            remove("db"),
-            create(&v1),
-            start("db"),
-            Action::Gc {
-                images: vec![v2.image.digest]
-            }
-        ]
+        plan(&state, &obs, 0),
+        [Action::Gc {
+            images: vec![v2.image.digest]
+        }]
     );
 }
 
@@ -459,14 +468,20 @@ fn gc_never_touches_images_of_committed_or_pending() {
     let v2 = svc("db", 2);
     let stale = svc("x", 3);
     let state = update(vec![v1.clone()], vec![v2.clone()]);
-    let obs = observed(&[&v1, &v2, &stale], vec![(&v1, running(&v1))]);
-    let got = plan(&state, &obs, 0);
+    // v2 runs and waits out its gate: nothing else to do, so the collection comes.
+    let mut obs = observed(&[&v1, &v2, &stale], vec![(&v2, running(&v2))]);
+    obs.gate_started_ms = Some(0);
     assert_eq!(
-        got.last(),
-        Some(&Action::Gc {
+        plan(&state, &obs, 0),
+        [Action::Gc {
             images: vec![stale.image.digest]
-        })
+        }]
     );
+    // While the switch is planned, the collection waits for a quiet round.
+    let obs = observed(&[&v1, &v2, &stale], vec![(&v1, running(&v1))]);
+    assert!(!plan(&state, &obs, 0)
+        .iter()
+        .any(|a| matches!(a, Action::Gc { .. })));
 }
 
 /// Applies one action to a simulated device, checking it against the lifecycle table.
@@ -590,20 +605,8 @@ fn nothing_running_is_touched_until_every_image_of_the_new_generation_is_here() 
         (vec![&db2], vec![pull(&web2)]),
         (
             vec![&web2, &db2],
-            vec![
-                stop("gone"),
-                remove("gone"),
-                stop("web"),
-                remove("web"),
-                create(&web2),
-                start("web"),
-                stop("api"),
-                remove("api"),
-                create(&api2),
-                start("api"),
-                create(&db2),
-                start("db"),
-            ],
+            // The dropped service goes first; the switch follows once it is gone.
+            vec![stop("gone"), remove("gone")],
         ),
     ];
     for (new_images, want) in table {
@@ -710,4 +713,95 @@ fn a_pull_that_never_succeeds_never_takes_the_old_version_down() {
     assert_eq!(web.fingerprint, fingerprint(&v1));
     assert!(matches!(web.phase, Phase::Running { .. }), "{web:?}");
     assert_eq!(state.pending.as_ref().unwrap().generation, Generation(2));
+}
+
+/// Issue 15 item 1: the supervisor runs actions as jobs; what a job is still doing is
+/// `busy` and gets no new actions, nor does what depends on it.
+#[test]
+fn busy_subjects_and_their_dependents_wait_for_their_jobs() {
+    let db1 = svc("db", 1);
+    let db2 = svc("db", 2);
+    let mut app2 = svc("app", 3);
+    app2.depends_on = vec![Dependency {
+        service: name("db"),
+        condition: DependencyCondition::Started,
+    }];
+    let independent = svc("cache", 4);
+    let state = update(
+        vec![db1.clone()],
+        vec![db2.clone(), app2.clone(), independent.clone()],
+    );
+    let mut obs = observed(
+        &[&db1, &db2, &app2, &independent],
+        vec![(&db1, running(&db1))],
+    );
+    // Nothing busy: db is replaced first; app waits for db's moves; cache goes meanwhile.
+    let got = plan(&state, &obs, 0);
+    assert_eq!(
+        got,
+        [
+            stop("db"),
+            remove("db"),
+            create(&db2),
+            start("db"),
+            create(&independent),
+            start("cache"),
+        ]
+    );
+    // db's job in flight: neither db nor app gets anything; cache still does.
+    obs.busy.services.insert(name("db"));
+    assert_eq!(
+        plan(&state, &obs, 0),
+        [create(&independent), start("cache")]
+    );
+}
+
+#[test]
+fn pulls_in_flight_are_not_asked_again_and_hold_the_collection() {
+    let v1 = svc("web", 1);
+    let v2 = svc("web", 2);
+    let stale = svc("old", 9);
+    let state = update(vec![v1.clone()], vec![v2.clone()]);
+    let mut obs = observed(&[&v1, &stale], vec![(&v1, running(&v1))]);
+    // A pull may take a stale image's layers as its delta base: no collection beside it.
+    assert_eq!(plan(&state, &obs, 0), [pull(&v2)]);
+    obs.busy.images.insert(v2.image.digest);
+    assert_eq!(
+        plan(&state, &obs, 0),
+        [],
+        "no second pull, no collection meanwhile"
+    );
+    obs.busy = Busy {
+        gc: true,
+        ..Busy::default()
+    };
+    assert_eq!(plan(&state, &obs, 0), [], "no pull while a collection runs");
+}
+
+#[test]
+fn the_switch_and_the_gate_wait_for_removals_and_busy_services() {
+    let gone = svc("gone", 1);
+    let web = healthchecked(svc("web", 2), None);
+    let state = update(vec![gone.clone()], vec![web.clone()]);
+    let mut obs = observed(&[&gone, &web], vec![(&gone, running(&gone))]);
+    assert_eq!(plan(&state, &obs, 0), [stop("gone"), remove("gone")]);
+    obs.busy.services.insert(name("gone"));
+    assert_eq!(
+        plan(&state, &obs, 0),
+        [],
+        "the new service waits for the removal"
+    );
+    obs.busy = Busy::default();
+    obs.containers.clear();
+    obs.containers.insert(name("web"), running(&web));
+    obs.containers.get_mut(&name("web")).unwrap().health = Health::Healthy;
+    obs.busy.services.insert(name("web"));
+    assert_eq!(plan(&state, &obs, 0), [], "no gate while web is busy");
+    obs.busy = Busy::default();
+    assert_eq!(
+        plan(&state, &obs, 0),
+        [Action::StartGate {
+            generation: Generation(2)
+        }]
+    );
 }

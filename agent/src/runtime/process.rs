@@ -141,12 +141,16 @@ pub fn close_from(first: u32) {
     if closed == 0 {
         return;
     }
+    // rlim_t is 32 bits on armv7 and 64 on aarch64: convert both ends to a descriptor.
     let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft.min(1 << 16));
-    for fd in u64::from(first)..limit {
-        if let Ok(fd) = i32::try_from(fd) {
-            let _ = nix::unistd::close(fd);
-        }
+        .ok()
+        .and_then(|(soft, _)| i32::try_from(soft.min(1 << 16)).ok())
+        .unwrap_or(1024);
+    let Ok(first) = i32::try_from(first) else {
+        return;
+    };
+    for fd in first..limit {
+        let _ = nix::unistd::close(fd);
     }
 }
 

@@ -1,40 +1,22 @@
-//! Applying one planned action: engine calls on blocking threads, state moves for the
-//! gate, events for what the controller should hear about. Container verbs are checked
-//! against the lifecycle table first, so a bad plan is refused, not executed.
+//! Applying a plan: the gate's state moves at once, everything else as jobs (see `jobs`).
+//! A service's chain of container verbs is checked against the lifecycle table before its
+//! job starts, so a bad plan is refused, not executed; the tracker's bookkeeping (stopped on
+//! purpose, restart counts) is done when the job begins, events when it ends.
 
 use std::time::Duration;
 
-use coracle_proto::{EventKind, Health, ServiceName};
+use coracle_proto::{EventKind, ServiceName};
 
+use super::jobs::{run_steps, JobDone, Step, Subject};
 use super::probes::created_from;
 use super::progress::{pull_subject, ProgressSink};
 use super::{blocking, EngineError, StopRule, Supervisor};
-use crate::reconcile::{
-    fingerprint, transition, Action, ObservedContainer, Phase, PhaseKind, Verb,
-};
+use crate::reconcile::{fingerprint, transition, Action, PhaseKind, Verb};
 
 /// What the runtime's start error says before the init's own words (see `shim`).
 const SETUP_FAILED: &str = "container setup failed: ";
 
 impl Supervisor {
-    fn check_move(&self, service: &ServiceName, verb: Verb) -> Result<PhaseKind, EngineError> {
-        let from = PhaseKind::from(self.observed.containers.get(service).map(|c| &c.phase));
-        transition(from, verb).map_err(|err| EngineError {
-            step: "check lifecycle move of",
-            object: service.to_string(),
-            reason: err.to_string(),
-        })?;
-        Ok(from)
-    }
-
-    /// Keeps the observation in step with a move just made, so the next action of the same
-    /// plan is checked against the container as it now is.
-    fn note_phase(&mut self, service: &ServiceName, phase: Phase) {
-        if let Some(c) = self.observed.containers.get_mut(service) {
-            c.phase = phase;
-        }
-    }
-
     /// How to stop `service`'s container: by the spec it was created from (its
     /// `stop_signal` and `stop_grace_period`), else SIGTERM and the configured grace.
     fn stop_rule(&self, service: &ServiceName) -> StopRule {
@@ -58,15 +40,166 @@ impl Supervisor {
     /// Keeps why a start failed (the init's exec error travels back through the shim), for
     /// the gate's rollback reason: "exec format error" says more than the exit code 1 the
     /// failed container then shows.
-    fn note_start_failure(&mut self, service: &ServiceName, started: &Result<(), EngineError>) {
-        if let Err(err) = started {
-            let reason = err.reason.as_str();
-            let reason = reason
-                .split_once(SETUP_FAILED)
-                .map_or(reason, |(_, why)| why);
+    fn note_start_failure(&mut self, service: &ServiceName, err: &EngineError) {
+        if let Some((_, why)) = err.reason.split_once(SETUP_FAILED) {
             self.tracker
                 .exit_detail
-                .insert(service.clone(), reason.to_string());
+                .insert(service.clone(), why.to_string());
+        }
+    }
+
+    /// The phase each container verb of `actions` starts from, walking the chain from the
+    /// observed phase through the lifecycle table; an error names the refused move.
+    fn check_chain(&self, actions: &[Action]) -> Result<Vec<PhaseKind>, EngineError> {
+        let mut phases = std::collections::BTreeMap::new();
+        let mut froms = Vec::with_capacity(actions.len());
+        for action in actions {
+            let (Some(service), Some(verb)) = (action.service(), verb(action)) else {
+                froms.push(PhaseKind::Absent);
+                continue;
+            };
+            let from = *phases.entry(service.clone()).or_insert_with(|| {
+                PhaseKind::from(self.observed.containers.get(service).map(|c| &c.phase))
+            });
+            let to = transition(from, verb).map_err(|err| EngineError {
+                step: "check lifecycle move of",
+                object: service.to_string(),
+                reason: err.to_string(),
+            })?;
+            phases.insert(service.clone(), to);
+            froms.push(from);
+        }
+        Ok(froms)
+    }
+
+    /// Turns one action into its engine step, doing the bookkeeping that must precede it.
+    fn prepare(&mut self, action: Action, from: PhaseKind, job: &mut JobDone) -> Option<Step> {
+        Some(match action {
+            Action::Pull { image } => {
+                tracing::info!(image = %image.digest, "pulling image");
+                job.pulled = Some(image.digest);
+                let access = self.registry_access(&image.registry);
+                // The controller hears `Applying` before the pull, not after it.
+                self.report_if_changed();
+                let sink = Box::new(ProgressSink::new(
+                    self.transport.clone(),
+                    pull_subject(&self.state, &image),
+                ));
+                Step::Pull {
+                    image,
+                    access,
+                    sink,
+                }
+            }
+            Action::Create { spec } => {
+                self.tracker.created(&spec.name);
+                // A new container starts with no health: the old one's must not pass its gate.
+                self.checks.remove(&spec.name);
+                let fingerprint = fingerprint(&spec);
+                Step::Create { spec, fingerprint }
+            }
+            Action::Start { service } => {
+                let was_exited = from == PhaseKind::Exited;
+                if let Some(count) = self.tracker.starting(&service, was_exited) {
+                    job.restarts.push((service.clone(), count));
+                }
+                job.starting.push(service.clone());
+                Step::Start(service)
+            }
+            Action::Restart { service } => {
+                let count = self.tracker.restarting(&service);
+                self.checks.remove(&service);
+                job.restarts.push((service.clone(), count));
+                job.starting.push(service.clone());
+                let rule = self.stop_rule(&service);
+                Step::Restart(service, rule)
+            }
+            Action::Stop { service } => {
+                self.tracker.stopping(&service);
+                let rule = self.stop_rule(&service);
+                Step::Stop(service, rule)
+            }
+            Action::Remove { service } => Step::Remove(service),
+            Action::Gc { images } => {
+                tracing::info!(count = images.len(), "removing unused images");
+                Step::Gc(images)
+            }
+            Action::StartGate { .. } | Action::Commit { .. } | Action::RollBack { .. } => {
+                self.apply_update(action);
+                return None;
+            }
+        })
+    }
+
+    /// Starts the actions of one subject as a job. `reply_to` is a controller command to
+    /// answer when it ends.
+    pub(super) fn spawn_job(
+        &mut self,
+        subject: Subject,
+        actions: Vec<Action>,
+        reply_to: Option<u32>,
+    ) -> Result<(), EngineError> {
+        let froms = self.check_chain(&actions)?;
+        let mut job = JobDone {
+            subject: subject.clone(),
+            result: Ok(()),
+            restarts: Vec::new(),
+            pulled: None,
+            starting: Vec::new(),
+            reply_to,
+        };
+        let steps: Vec<Step> = actions
+            .into_iter()
+            .zip(froms)
+            .filter_map(|(action, from)| self.prepare(action, from, &mut job))
+            .collect();
+        let done_tx = self.jobs.begin(subject);
+        let engine = self.engine.clone();
+        let device = self.device.clone();
+        tokio::spawn(async move {
+            job.result = blocking(move || run_steps(engine.as_ref(), &device, steps)).await;
+            // The loop is gone only when the agent stops; the job's end no longer matters.
+            let _ = done_tx.send(job);
+        });
+        Ok(())
+    }
+
+    /// A job ended: its subject is free again; its events, backoff and reply follow.
+    pub(super) fn on_job_done(&mut self, job: JobDone) {
+        self.jobs.end(&job.subject);
+        let key = job.subject.to_string();
+        let outcome = match job.result {
+            Ok(()) => {
+                self.retry.succeeded(&key);
+                let now = self.now_ms();
+                for service in &job.starting {
+                    self.tracker.started(service, now);
+                }
+                for (service, restart_count) in job.restarts {
+                    self.restarted(service, restart_count);
+                }
+                coracle_proto::CommandOutcome::Done
+            }
+            Err(err) => {
+                for service in &job.starting {
+                    self.note_start_failure(service, &err);
+                }
+                if let Some(image) = job.pulled {
+                    self.event(EventKind::PullFailed {
+                        image,
+                        reason: err.to_string(),
+                    });
+                }
+                let failures = self.retry.failed(key, self.now_ms(), err.to_string());
+                tracing::warn!(error = %err, failures, "action failed; retrying after backoff");
+                coracle_proto::CommandOutcome::Failed {
+                    reason: err.to_string(),
+                }
+            }
+        };
+        if let Some(id) = job.reply_to {
+            self.transport
+                .reply(coracle_proto::CommandReply { id, outcome });
         }
     }
 
@@ -78,102 +211,10 @@ impl Supervisor {
         });
     }
 
-    pub(super) async fn apply(&mut self, action: Action) -> Result<(), EngineError> {
-        let engine = self.engine.clone();
+    /// The pending generation's gate moves: state only, applied at once.
+    pub(super) fn apply_update(&mut self, action: Action) {
         let now = self.now_ms();
         match action {
-            Action::Pull { image } => {
-                let digest = image.digest;
-                tracing::info!(image = %digest, "pulling image");
-                let device = self.device.clone();
-                let access = self.registry_access(&image.registry);
-                // The controller hears `Applying` before the pull, not after it.
-                self.report_if_changed();
-                let mut sink =
-                    ProgressSink::new(self.transport.clone(), pull_subject(&self.state, &image));
-                let pulled = blocking(move || {
-                    engine.pull(
-                        &image,
-                        access.as_ref().map(|access| (&device, access)),
-                        &mut |tick| sink.tick(tick),
-                    )
-                });
-                if let Err(err) = pulled.await {
-                    self.event(EventKind::PullFailed {
-                        image: digest,
-                        reason: err.to_string(),
-                    });
-                    return Err(err);
-                }
-            }
-            Action::Create { spec } => {
-                self.check_move(&spec.name, Verb::Create)?;
-                self.tracker.created(&spec.name);
-                // A new container starts with no health: the old one's must not pass its gate.
-                self.checks.remove(&spec.name);
-                let print = fingerprint(&spec);
-                let name = spec.name.clone();
-                blocking(move || engine.create(&spec, print)).await?;
-                self.observed.containers.insert(
-                    name,
-                    ObservedContainer {
-                        fingerprint: print,
-                        phase: Phase::Created,
-                        health: Health::None,
-                        restarts: 0,
-                        last_failed_check: None,
-                        exit_detail: None,
-                    },
-                );
-            }
-            Action::Start { service } => {
-                let from = self.check_move(&service, Verb::Start)?;
-                let restart = self
-                    .tracker
-                    .starting(&service, from == PhaseKind::Exited, now);
-                let name = service.clone();
-                let started = blocking(move || engine.start(&name)).await;
-                self.note_start_failure(&service, &started);
-                started?;
-                self.note_phase(&service, Phase::Running { since_ms: now });
-                if let Some(restart_count) = restart {
-                    self.restarted(service, restart_count);
-                }
-            }
-            Action::Restart { service } => {
-                self.check_move(&service, Verb::Restart)?;
-                let restart_count = self.tracker.restarting(&service, now);
-                self.checks.remove(&service);
-                let rule = self.stop_rule(&service);
-                let name = service.clone();
-                let started = blocking(move || {
-                    engine.stop(&name, rule)?;
-                    engine.start(&name)
-                })
-                .await;
-                self.note_start_failure(&service, &started);
-                started?;
-                self.note_phase(&service, Phase::Running { since_ms: now });
-                self.restarted(service, restart_count);
-            }
-            Action::Stop { service } => {
-                self.check_move(&service, Verb::Stop)?;
-                self.tracker.stopping(&service);
-                let rule = self.stop_rule(&service);
-                let name = service.clone();
-                blocking(move || engine.stop(&name, rule)).await?;
-                self.note_phase(&service, Phase::Stopped);
-            }
-            Action::Remove { service } => {
-                self.check_move(&service, Verb::Remove)?;
-                let name = service.clone();
-                blocking(move || engine.delete(&name)).await?;
-                self.observed.containers.remove(&service);
-            }
-            Action::Gc { images } => {
-                tracing::info!(count = images.len(), "removing unused images");
-                blocking(move || engine.remove_images(&images)).await?;
-            }
             Action::StartGate { generation } => {
                 tracing::info!(%generation, "health gate started");
                 self.tracker.gate_started_ms = Some(now);
@@ -201,7 +242,19 @@ impl Supervisor {
                     reason,
                 });
             }
+            other => tracing::error!(action = ?other, "not a gate move; ignored"),
         }
-        Ok(())
+    }
+}
+
+/// The lifecycle verb of a container action.
+fn verb(action: &Action) -> Option<Verb> {
+    match action {
+        Action::Create { .. } => Some(Verb::Create),
+        Action::Start { .. } => Some(Verb::Start),
+        Action::Restart { .. } => Some(Verb::Restart),
+        Action::Stop { .. } => Some(Verb::Stop),
+        Action::Remove { .. } => Some(Verb::Remove),
+        _ => None,
     }
 }

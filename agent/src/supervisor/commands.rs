@@ -6,6 +6,7 @@ use std::time::Duration;
 use coracle_proto::{Command, CommandOutcome, CommandReply, CommandRequest};
 use tokio::sync::oneshot;
 
+use super::jobs::Subject;
 use super::{blocking, Supervisor};
 use crate::control::{AgentStatus, LocalReply, LocalRequest};
 use crate::reconcile::Action;
@@ -32,16 +33,28 @@ impl Supervisor {
                 }
             }
             Command::Restart { service } => {
-                if self.observed.containers.contains_key(&service) {
-                    match self.apply(Action::Restart { service }).await {
-                        Ok(()) => CommandOutcome::Done,
+                let subject = Subject::Service(service.clone());
+                if !self.observed.containers.contains_key(&service) {
+                    CommandOutcome::Failed {
+                        reason: format!("no container for service {service}"),
+                    }
+                } else if self.jobs.is_busy(&subject) {
+                    CommandOutcome::Failed {
+                        reason: format!(
+                            "service {service} is being updated; try again when it is done"
+                        ),
+                    }
+                } else {
+                    // Answered when the restart job ends.
+                    match self.spawn_job(
+                        subject,
+                        vec![Action::Restart { service }],
+                        Some(request.id),
+                    ) {
+                        Ok(()) => return,
                         Err(err) => CommandOutcome::Failed {
                             reason: err.to_string(),
                         },
-                    }
-                } else {
-                    CommandOutcome::Failed {
-                        reason: format!("no container for service {service}"),
                     }
                 }
             }

@@ -1,12 +1,14 @@
 //! The supervisor: the one loop (a single `select!`) that owns the agent state. It admits
-//! desired states from the transport, reconciles on a tick (observe → `plan` → apply through
-//! the `ContainerEngine` on blocking threads), publishes the reported state when it changes
-//! and a health sample at the configured interval, and answers commands. A failed action is
-//! reported and retried on a later tick; it never ends the loop.
+//! desired states from the transport, reconciles on a tick and whenever a job ends (observe
+//! → `plan` → gate moves at once, engine work as jobs on blocking threads, see `jobs`),
+//! publishes the reported state when it changes and a health sample at the configured
+//! interval, and answers commands — also while a pull or a stop takes minutes. A failed
+//! job is reported and retried after a backoff; it never ends the loop.
 
 mod apply;
 mod commands;
 pub mod engine;
+mod jobs;
 mod probes;
 mod progress;
 pub mod report;
@@ -61,6 +63,8 @@ pub struct Supervisor {
     vitals: VitalsReader,
     tracker: Tracker,
     retry: retry::Retry,
+    jobs: jobs::Jobs,
+    job_rx: Option<mpsc::UnboundedReceiver<jobs::JobDone>>,
     /// Health-check state per service, with the id of its check run.
     checks:
         std::collections::BTreeMap<coracle_proto::ServiceName, (u64, crate::health::CheckState)>,
@@ -110,6 +114,7 @@ impl Supervisor {
     ) -> Self {
         transport.set_replay_floor(state.replay_floor());
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        let (jobs, job_rx) = jobs::Jobs::new();
         Self {
             device,
             state,
@@ -119,6 +124,8 @@ impl Supervisor {
             vitals,
             tracker: Tracker::default(),
             retry: retry::Retry::default(),
+            jobs,
+            job_rx: Some(job_rx),
             checks: Default::default(),
             check_epoch: 0,
             last_cpu: Default::default(),
@@ -158,6 +165,10 @@ impl Supervisor {
             .probe_rx
             .take()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let mut job_done = self
+            .job_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let mut health = tokio::time::interval(self.options.health_interval);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -184,6 +195,10 @@ impl Supervisor {
                 }
                 Some(request) = inbox.commands.recv() => self.on_command(request).await,
                 Some(result) = probe_results.recv() => self.on_probe(result),
+                Some(done) = job_done.recv() => {
+                    self.on_job_done(done);
+                    self.reconcile().await;
+                }
                 Some((request, reply)) = control.recv() => {
                     let connected = matches!(*inbox.link.borrow(), Link::Up { .. });
                     self.on_local(request, connected, reply).await;
@@ -214,29 +229,31 @@ impl Supervisor {
         });
     }
 
-    /// Observe, plan, apply; report if anything changed.
+    /// Observe, plan, apply; report if anything changed. Gate moves are applied at once;
+    /// the rest start as jobs, whose ends call this again.
     async fn reconcile(&mut self) {
         if let Err(err) = self.observe().await {
             tracing::warn!(error = %err, "observation failed; retrying next tick");
             return;
         }
+        self.observed.busy = self.jobs.busy();
         let actions = reconcile::plan(&self.state, &self.observed, self.now_ms());
-        for action in actions {
-            let subject = retry::subject(&action);
+        for (subject, group) in jobs::by_subject(actions) {
+            let key = subject.to_string();
             let now = self.now_ms();
-            if !self.retry.due(&subject, now) {
+            if !self.retry.due(&key, now) || self.jobs.is_busy(&subject) {
                 continue;
             }
-            match self.apply(action).await {
-                Ok(()) => self.retry.succeeded(&subject),
-                Err(err) => {
-                    let failures = self.retry.failed(subject, now, err.to_string());
-                    tracing::warn!(error = %err, failures, "action failed; retrying after backoff");
-                }
+            if subject == jobs::Subject::Update {
+                group
+                    .into_iter()
+                    .for_each(|action| self.apply_update(action));
+                continue;
             }
-        }
-        if let Err(err) = self.observe().await {
-            tracing::warn!(error = %err, "observation failed");
+            if let Err(err) = self.spawn_job(subject, group, None) {
+                let failures = self.retry.failed(key, now, err.to_string());
+                tracing::warn!(error = %err, failures, "action refused; retrying after backoff");
+            }
         }
         self.report_if_changed();
     }

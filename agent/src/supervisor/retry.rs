@@ -6,25 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::reconcile::{backoff_ms, Action};
-
-/// The subject of an action: what a failure blocks.
-pub fn subject(action: &Action) -> String {
-    match action {
-        Action::Pull { image } => format!("image {}", image.digest),
-        Action::Create { spec } => format!("service {}", spec.name),
-        Action::Start { service }
-        | Action::Restart { service }
-        | Action::Stop { service }
-        | Action::Remove { service } => {
-            format!("service {service}")
-        }
-        Action::Gc { .. } => "gc".to_string(),
-        Action::StartGate { .. } | Action::Commit { .. } | Action::RollBack { .. } => {
-            "update".to_string()
-        }
-    }
-}
+use crate::reconcile::backoff_ms;
 
 /// Failure counts, next attempt times and last errors per subject.
 #[derive(Debug, Default)]

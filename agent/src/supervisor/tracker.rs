@@ -100,16 +100,13 @@ impl Tracker {
 
     /// The agent is about to start the service's container; returns the restart count if
     /// this is a restart.
-    pub fn starting(
-        &mut self,
-        service: &ServiceName,
-        was_exited: bool,
-        now_ms: u64,
-    ) -> Option<u32> {
+    pub fn starting(&mut self, service: &ServiceName, was_exited: bool) -> Option<u32> {
         self.stopped_on_purpose.remove(service);
         self.exited_at_ms.remove(service);
         self.exit_detail.remove(service);
-        self.started_at_ms.insert(service.clone(), now_ms);
+        // The start itself may come much later (a stop's grace period first): its time is
+        // taken when the job ends (`started`), not now.
+        self.started_at_ms.remove(service);
         if !was_exited {
             return None;
         }
@@ -119,11 +116,17 @@ impl Tracker {
         Some(*total)
     }
 
+    /// The agent's job that started the service's container ended now: its uptime (for
+    /// the minimum-uptime gate and restart backoffs) counts from here.
+    pub fn started(&mut self, service: &ServiceName, now_ms: u64) {
+        self.started_at_ms.insert(service.clone(), now_ms);
+    }
+
     /// The agent restarts a running container (unhealthy, or on command); returns the
     /// restart count.
-    pub fn restarting(&mut self, service: &ServiceName, now_ms: u64) -> u32 {
+    pub fn restarting(&mut self, service: &ServiceName) -> u32 {
         self.stopping(service);
-        self.starting(service, true, now_ms).unwrap_or(0)
+        self.starting(service, true).unwrap_or(0)
     }
 
     /// The agent stops the container on purpose (not an exit to restart from).
@@ -181,9 +184,28 @@ mod tests {
             obs.containers[&db].phase,
             Phase::Exited { at_ms: 100, .. }
         ));
-        assert_eq!(tracker.starting(&db, true, 1_000), Some(1));
+        assert_eq!(tracker.starting(&db, true), Some(1));
         let (obs, _) = tracker.observe(&stopped, BTreeSet::new(), 1_100);
         assert_eq!(obs.containers[&db].restarts, 1);
+    }
+
+    #[test]
+    fn uptime_counts_from_the_end_of_the_starting_job_not_from_its_planning() {
+        let mut tracker = Tracker::default();
+        let db = "db".parse().unwrap();
+        let running = [container(EngineStatus::Running)];
+        // A replacement is planned at 1 s; the old container takes its grace period to stop
+        // and is still seen running meanwhile.
+        tracker.observe(&running, BTreeSet::new(), 0);
+        tracker.stopping(&db);
+        tracker.starting(&db, false);
+        tracker.observe(&running, BTreeSet::new(), 5_000);
+        tracker.started(&db, 11_000);
+        let (obs, _) = tracker.observe(&running, BTreeSet::new(), 12_000);
+        assert_eq!(
+            obs.containers[&db].phase,
+            Phase::Running { since_ms: 11_000 }
+        );
     }
 
     #[test]

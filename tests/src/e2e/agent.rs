@@ -171,6 +171,28 @@ impl Agent {
         pids
     }
 
+    /// Zombies whose parent is the agent: shims or helpers it never reaped.
+    pub fn zombie_children(&self) -> Vec<u32> {
+        let Some(agent) = self.process.as_ref().map(TestProcess::pid) else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+                let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+                let state = rest.next()?;
+                let ppid: u32 = rest.next()?.parse().ok()?;
+                (state == "Z" && ppid == agent).then_some(pid)
+            })
+            .collect()
+    }
+
     /// Mount points under this agent's directories (container root filesystems).
     pub fn mounts(&self) -> Vec<String> {
         let prefix = self.dir.display().to_string();
