@@ -240,6 +240,7 @@ mod tests {
             tls: None,
             credentials: None,
             deployment_key: coracle_proto::SigningKey::from_bytes(&[1; 32]).verifying_key(),
+            key_chain_file: None,
             keep_alive: Duration::from_secs(5),
             reconnect_min_ms: 50,
             reconnect_max_ms: 500,

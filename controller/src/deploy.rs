@@ -166,16 +166,20 @@ impl Fleet {
             services,
         };
         state.validate().map_err(FleetError::InvalidApp)?;
-        let signed = encode(&Signed::sign(&state, self.deployment_key()));
-        // Stored but never deliverable otherwise: the agent (and the broker) refuse it.
-        if signed.len() > coracle_proto::codec::MAX_BODY_BYTES {
-            return Err(FleetError::DesiredTooLarge {
-                device: device.clone(),
-                bytes: signed.len(),
-                limit: coracle_proto::codec::MAX_BODY_BYTES,
-            });
-        }
-        self.store.put_desired(device, generation, &signed)?;
+        // Signed and stored under the key lock, so a rotation signs this state again too.
+        let signed = self.deployment_keys().sign_with(|key| {
+            let signed = encode(&Signed::sign(&state, key));
+            // Stored but never deliverable otherwise: the agent (and the broker) refuse it.
+            if signed.len() > coracle_proto::codec::MAX_BODY_BYTES {
+                return Err(FleetError::DesiredTooLarge {
+                    device: device.clone(),
+                    bytes: signed.len(),
+                    limit: coracle_proto::codec::MAX_BODY_BYTES,
+                });
+            }
+            self.store.put_desired(device, generation, &signed)?;
+            Ok(signed)
+        })?;
         let published = match self.client().publish_desired(device, signed).await {
             Ok(()) => {
                 tracing::info!(device = %device, generation = %generation, "desired state deployed");

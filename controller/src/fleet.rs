@@ -9,6 +9,7 @@ use coracle_proto::{Bootstrap, BrokerAuth, DeviceId, SigningKey};
 
 use crate::broker::client::ClientError;
 use crate::broker::{password_sha256, AccessError, ControllerClient, DeviceAccess};
+use crate::deployment_keys::DeploymentKeys;
 use crate::secrets::random_token;
 use crate::store::{DeviceRecord, NewDevice, Store, StoreError};
 
@@ -69,7 +70,7 @@ pub struct Fleet {
     pub store: Arc<Store>,
     access: Arc<dyn DeviceAccess>,
     client: ControllerClient,
-    deployment_key: Arc<SigningKey>,
+    keys: Arc<DeploymentKeys>,
     enrolment: Arc<EnrolmentInfo>,
 }
 
@@ -101,14 +102,14 @@ impl Fleet {
         store: Arc<Store>,
         access: Arc<dyn DeviceAccess>,
         client: ControllerClient,
-        deployment_key: Arc<SigningKey>,
+        keys: Arc<DeploymentKeys>,
         enrolment: EnrolmentInfo,
     ) -> Self {
         Self {
             store,
             access,
             client,
-            deployment_key,
+            keys,
             enrolment: Arc::new(enrolment),
         }
     }
@@ -117,8 +118,13 @@ impl Fleet {
         &self.client
     }
 
-    pub fn deployment_key(&self) -> &SigningKey {
-        &self.deployment_key
+    /// The key deployments are signed with now (it changes on a rotation).
+    pub fn deployment_key(&self) -> Arc<SigningKey> {
+        self.keys.signing_key()
+    }
+
+    pub fn deployment_keys(&self) -> &DeploymentKeys {
+        &self.keys
     }
 
     /// Runs `change` on the broker's account table off the async runtime: an external
@@ -175,7 +181,7 @@ impl Fleet {
                 username: id.to_string(),
                 password,
             },
-            deployment_key: deployment_key_hex(&self.deployment_key.verifying_key()),
+            deployment_key: deployment_key_hex(&self.deployment_key().verifying_key()),
             registry_url: self.enrolment.registry_url.clone(),
             registry_token: self
                 .enrolment
@@ -226,8 +232,11 @@ impl Fleet {
     }
 
     /// Publishes every stored desired state again: the embedded broker keeps retained
-    /// messages in memory only, and the controller is the source of truth.
+    /// messages in memory only, and the controller is the source of truth. After a
+    /// deployment key rotation the chain goes first to every device, so each can follow it
+    /// before (or while) the state signed by the new key arrives.
     pub async fn republish_desired(&self) -> Result<usize, FleetError> {
+        self.publish_key_chain().await?;
         let all = self.store.all_desired()?;
         let mut published = 0;
         for (device, body) in all {
@@ -239,6 +248,38 @@ impl Fleet {
             }
         }
         Ok(published)
+    }
+
+    /// Publishes the deployment key chain on every device's `keys` topic (nothing before
+    /// the first rotation).
+    pub async fn publish_key_chain(&self) -> Result<(), FleetError> {
+        let chain = self.keys.chain();
+        if chain.links.is_empty() {
+            return Ok(());
+        }
+        let body = coracle_proto::encode(&chain);
+        for device in self.store.list_devices()? {
+            if let Err(err) = self.client.publish_keys(&device.id, body.clone()).await {
+                tracing::warn!(device = %device.id, error = %err, "publishing the deployment key chain failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rotates the deployment key and delivers the result: the chain to every device, then
+    /// every desired state, signed again.
+    pub async fn rotate_deployment_key(
+        &self,
+    ) -> Result<crate::deployment_keys::Rotated, crate::deployment_keys::RotationError> {
+        let keys = self.keys.clone();
+        let store = self.store.clone();
+        let rotated = tokio::task::spawn_blocking(move || keys.rotate(&store))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
+        if let Err(err) = self.republish_desired().await {
+            tracing::warn!(error = %err, "delivering the rotated deployment key failed; it goes out at the next reconnect or start");
+        }
+        Ok(rotated)
     }
 
     /// Publishes every stored desired state again each time the controller's client

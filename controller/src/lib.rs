@@ -18,6 +18,8 @@
 //! - [`api`]: axum JSON API under `/api/v1`; [`access`]: who calls it (admin token, scoped
 //!   API tokens, dashboard sessions) and which scope each request needs; the audit log is in
 //!   the store; [`cli`]: the operator CLI.
+//! - [`deployment_keys`]: the deployment signing key and its rollover chain; a rotation
+//!   signs the stored desired states again and devices follow the chain on their own.
 //! - [`device_rotation`]: a device's new broker password, sealed, confirmed, then the old
 //!   one revoked.
 //! - [`dashboard`]: the web dashboard on the API listener (embedded assets, cookie sessions);
@@ -38,6 +40,7 @@ pub mod config;
 pub mod dashboard;
 pub mod datadir;
 pub mod deploy;
+pub mod deployment_keys;
 pub mod device_rotation;
 pub mod fd_limit;
 pub mod fleet;

@@ -135,17 +135,22 @@ fn issue_tls_cert(dir: &DataDir, ca_key: &KeyPair, names: &[String]) -> Result<(
     Ok(())
 }
 
+/// Reads a deployment signing key file (64 hex characters).
+pub fn read_signing_key(path: &std::path::Path) -> Result<SigningKey, SecretsError> {
+    let text = read_text(path)?;
+    let corrupt = || SecretsError::Corrupt {
+        path: path.to_path_buf(),
+        what: "deployment key (64 hex characters)",
+    };
+    let bytes = hex::decode(text.trim()).map_err(|_| corrupt())?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| corrupt())?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
 fn load_or_create_deployment_key(dir: &DataDir) -> Result<SigningKey, SecretsError> {
     let path = dir.deployment_key();
     if path.exists() {
-        let text = read_text(&path)?;
-        let corrupt = || SecretsError::Corrupt {
-            path: path.clone(),
-            what: "deployment key (64 hex characters)",
-        };
-        let bytes = hex::decode(text.trim()).map_err(|_| corrupt())?;
-        let seed: [u8; 32] = bytes.try_into().map_err(|_| corrupt())?;
-        return Ok(SigningKey::from_bytes(&seed));
+        return read_signing_key(&path);
     }
     let key = SigningKey::generate(&mut OsRng);
     write_private(&path, hex::encode(key.to_bytes()).as_bytes())?;

@@ -39,6 +39,8 @@ pub enum ServeError {
     Client(#[from] crate::broker::client::ClientError),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    #[error("cannot load the deployment key chain")]
+    DeploymentKeys(#[from] crate::deployment_keys::RotationError),
     #[error("cannot read the external broker's CA file {path}")]
     ReadDeviceCa {
         path: std::path::PathBuf,
@@ -272,6 +274,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             Arc::from(secrets.pull_key.as_str()),
             config.registry.legacy_pull_token,
         )
+        .with_audit(store.clone())
         .with_delta_wait(std::time::Duration::from_secs(config.deltas.request_wait_s));
     let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
         std::time::Duration::from_secs(config.registry.upload_expiry_s),
@@ -302,7 +305,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         store.clone(),
         access,
         client.clone(),
-        Arc::new(secrets.deployment_key.clone()),
+        Arc::new(crate::deployment_keys::DeploymentKeys::load(
+            &dir,
+            secrets.deployment_key.clone(),
+            &store,
+        )?),
         EnrolmentInfo {
             device_broker_url: device_url.to_string(),
             ca_pem: ca_bundle,

@@ -2,7 +2,7 @@
 //! 17 item 5): `read` only looks, `deploy` also deploys and drives rollouts, `admin` does
 //! everything; each refusal is a 403 naming the scope needed; a revoked token is refused; a
 //! dashboard session keeps its token's scope and ends with its revocation; `coracle audit`
-//! names who did what.
+//! names who did what, registry pushes included.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -229,6 +229,8 @@ fn each_scope_reaches_its_endpoints_and_is_refused_the_rest_naming_the_scope() {
             .position(|l| l.contains(actor) && l.contains(action) && l.contains(rest))
             .unwrap_or_else(|| panic!("no {actor} {action} {rest} in:\n{audit}"))
     };
+    let pushed = find("admin", "registry.push", "hello:1");
+    assert!(lines[pushed].contains("digest sha256:"), "{audit}");
     let created = find("admin", "token.create", "scope deploy");
     let deployed = find("token:ci", "deploy", "generation 1: web=hello@sha256:");
     let started = find("token:ci", "rollout.create", &format!("rollout {id}"));
@@ -237,7 +239,7 @@ fn each_scope_reaches_its_endpoints_and_is_refused_the_rest_naming_the_scope() {
     let tagged = find("token:ops", "device.tag", "set [site=lab]");
     let removed = find("token:ops", "device.rm", "pi-2");
     let revoked = find("admin", "token.revoke", "viewer");
-    assert!(created < deployed && deployed < started && started < aborted);
+    assert!(pushed < created && created < deployed && deployed < started && started < aborted);
     assert!(aborted < added && added < tagged && tagged < removed && removed < revoked);
     assert!(
         !audit.contains(&deploy[4..]),

@@ -10,6 +10,8 @@
 //!   value, never a panic; bodies over [`codec::MAX_BODY_BYTES`] are refused unread.
 //! - [`Signed`]: an ed25519 envelope; [`Signed::verify`] checks key, signature, device id and
 //!   generation (replay), each with its own [`VerifyError`] variant.
+//! - [`key_rollover`]: the deployment key's history ([`KeyChain`]), each new key signed by
+//!   the one before, so devices follow a rotation on their own.
 //! - [`Bootstrap`]: the enrolment file `coracle device add` writes and the agent reads.
 //! - [`sealed`]: secrets (direct-registry pull credentials) sealed to one device's X25519
 //!   key inside its desired state, so the broker sees only ciphertext.
@@ -38,6 +40,7 @@ pub mod event;
 pub mod frame;
 pub mod health;
 pub mod ids;
+pub mod key_rollover;
 pub mod legacy;
 pub mod lifecycle;
 pub mod progress;
@@ -63,6 +66,7 @@ pub use digest::{Digest, ImageRef, RefError};
 pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
+pub use key_rollover::{KeyChain, KeyLink};
 pub use legacy::{DesiredStateV1, DesiredStateV2, DesiredStateV3, ServiceSpecV1, ServiceSpecV2};
 pub use lifecycle::{signal_number, Lifecycle};
 pub use progress::PullProgress;

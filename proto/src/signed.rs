@@ -146,15 +146,19 @@ impl VerifyError {
     }
 }
 
-fn signed_message(payload: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(DOMAIN.len() + payload.len());
-    msg.extend_from_slice(DOMAIN);
+fn signed_message(domain: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(domain.len() + payload.len());
+    msg.extend_from_slice(domain);
     msg.extend_from_slice(payload);
     msg
 }
 
-/// A message that travels signed: how its payload decodes (older layouts included).
+/// A message that travels signed: how its payload decodes (older layouts included), and the
+/// domain its signatures are bound to, so a signature over one kind of message is never
+/// valid for another.
 pub trait SignedPayload: Serialize + DeserializeOwned {
+    const DOMAIN: &'static [u8] = DOMAIN;
+
     fn decode_payload(body: &[u8]) -> Result<Self, DecodeError> {
         codec::decode(body)
     }
@@ -170,7 +174,7 @@ impl<T: SignedPayload> Signed<T> {
     /// Encodes and signs a message.
     pub fn sign(msg: &T, key: &SigningKey) -> Self {
         let payload = codec::encode(msg);
-        let signature = key.sign(&signed_message(&payload));
+        let signature = key.sign(&signed_message(T::DOMAIN, &payload));
         Self {
             payload,
             key_id: KeyId::of(&key.verifying_key()),
@@ -190,7 +194,7 @@ impl<T: SignedPayload> Signed<T> {
         }
         let signature = Signature::from_bytes(&self.signature.0);
         trusted
-            .verify(&signed_message(&self.payload), &signature)
+            .verify(&signed_message(T::DOMAIN, &self.payload), &signature)
             .map_err(|_| VerifyError::BadSignature)?;
         T::decode_payload(&self.payload).map_err(VerifyError::Decode)
     }

@@ -20,6 +20,9 @@ pub enum TopicKind {
     Online,
     /// `PullProgress` while a device pulls (rate-limited by the agent).
     Progress,
+    /// The deployment key's rollover chain (`KeyChain`), retained so a device that was
+    /// offline through a rotation catches up.
+    Keys,
 }
 
 /// Who publishes on a topic.
@@ -46,7 +49,7 @@ pub enum TopicError {
 
 impl TopicKind {
     /// All kinds, for subscriptions and tests.
-    pub const ALL: [TopicKind; 8] = [
+    pub const ALL: [TopicKind; 9] = [
         TopicKind::Desired,
         TopicKind::Reported,
         TopicKind::Health,
@@ -55,6 +58,7 @@ impl TopicKind {
         TopicKind::CmdReply,
         TopicKind::Online,
         TopicKind::Progress,
+        TopicKind::Keys,
     ];
 
     /// The part after the device id.
@@ -68,6 +72,7 @@ impl TopicKind {
             TopicKind::CmdReply => "cmd/reply",
             TopicKind::Online => "online",
             TopicKind::Progress => "progress",
+            TopicKind::Keys => "keys",
         }
     }
 
@@ -84,14 +89,14 @@ impl TopicKind {
     pub fn retained(self) -> bool {
         matches!(
             self,
-            TopicKind::Desired | TopicKind::Reported | TopicKind::Online
+            TopicKind::Desired | TopicKind::Reported | TopicKind::Online | TopicKind::Keys
         )
     }
 
     /// Who may publish on it (the broker's ACL follows this).
     pub fn direction(self) -> Direction {
         match self {
-            TopicKind::Desired | TopicKind::Cmd => Direction::ControllerToDevice,
+            TopicKind::Desired | TopicKind::Cmd | TopicKind::Keys => Direction::ControllerToDevice,
             _ => Direction::DeviceToController,
         }
     }
@@ -163,6 +168,8 @@ mod tests {
             Direction::ControllerToDevice
         );
         assert_eq!(TopicKind::Online.direction(), Direction::DeviceToController);
+        assert!(TopicKind::Keys.retained() && TopicKind::Keys.qos() == 1);
+        assert_eq!(TopicKind::Keys.direction(), Direction::ControllerToDevice);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Refused {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, what: &str, err: &dyn std::error::Error) -> Self {
+    pub(super) fn new(reason: RejectReason, what: &str, err: &dyn std::error::Error) -> Self {
         let mut detail = format!("{what}: {err}");
         let mut source = err.source();
         while let Some(cause) = source {

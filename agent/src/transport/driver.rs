@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use coracle_proto::{
     encode, topic, CommandOutcome, CommandReply, CommandRequest, DesiredState, DeviceId, Presence,
-    RejectReason, TopicKind, VerifyingKey,
+    RejectReason, TopicKind,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
@@ -22,6 +22,7 @@ use super::handle::{Shared, Tag, TransportHandle};
 use super::outbox::Outbox;
 use super::progress_gate::ProgressGate;
 use super::rate::RateLimit;
+use super::trusted_key::TrustedKey;
 use super::{Link, TransportSettings, MAX_PACKET_BYTES};
 
 /// rumqttc request queue; beyond it publishes wait in the outbox.
@@ -43,7 +44,10 @@ pub struct TransportDriver {
     stop: Arc<Notify>,
     wake: Arc<Notify>,
     device: DeviceId,
-    key: VerifyingKey,
+    trusted: TrustedKey,
+    /// The last desired state signed by a key we do not trust (yet): admitted again once
+    /// the `keys` chain moves us to its signer, whichever of the two arrived first.
+    held: Option<Vec<u8>>,
     backoff: Backoff,
     connects: u64,
     /// When the refusal of our credentials was last logged.
@@ -134,7 +138,8 @@ pub(super) fn build(
         stop,
         wake,
         device,
-        key: settings.deployment_key,
+        trusted: TrustedKey::load(settings.deployment_key, settings.key_chain_file),
+        held: None,
         backoff: Backoff::new(settings.reconnect_min_ms, settings.reconnect_max_ms, seed),
         connects: 0,
         refusal_logged: None,
@@ -268,8 +273,9 @@ impl TransportDriver {
         shared.inflight.clear();
         shared.outbox.resend_unacked();
         // Clean session: the broker forgot our subscriptions, so renew them every time, in
-        // one SUBSCRIBE whose SUBACK marks the link up.
-        let filters = [TopicKind::Desired, TopicKind::Cmd].map(|kind| {
+        // one SUBSCRIBE whose SUBACK marks the link up. The key chain first, so a retained
+        // rollover usually arrives before the desired state it signs.
+        let filters = [TopicKind::Keys, TopicKind::Desired, TopicKind::Cmd].map(|kind| {
             rumqttc::SubscribeFilter::new(kind.for_device(&self.device), QoS::AtLeastOnce)
         });
         if let Err(err) = shared.client.try_subscribe_many(filters) {
@@ -358,21 +364,16 @@ impl TransportDriver {
             }
         };
         match kind {
-            TopicKind::Desired => {
-                let floor = self.lock().floor;
-                match admit_desired(payload, &self.key, &self.device, floor) {
-                    Ok(desired) => {
-                        tracing::info!(generation = %desired.generation, services = desired.services.len(), "desired state admitted");
-                        self.desired_tx.send_replace(Some(desired));
-                    }
-                    Err(rejection) => {
-                        if let Some(refused) = &rejection.refused {
-                            self.refused_tx.send_replace(Some(refused.clone()));
-                        }
-                        self.lock().reject(rejection)
+            TopicKind::Desired => self.on_desired(payload),
+            TopicKind::Keys => match self.trusted.follow(payload) {
+                Ok(true) => {
+                    if let Some(held) = self.held.take() {
+                        self.on_desired(&held);
                     }
                 }
-            }
+                Ok(false) => {}
+                Err(rejection) => self.lock().reject(rejection),
+            },
             TopicKind::Cmd => match admit_command(payload) {
                 Ok(request) => {
                     if let Err(mpsc::error::TrySendError::Full(request)) =
@@ -391,6 +392,26 @@ impl TransportDriver {
                 Err(rejection) => self.lock().reject(rejection),
             },
             _ => tracing::debug!(topic, "publish on a device-to-controller topic ignored"),
+        }
+    }
+
+    fn on_desired(&mut self, payload: &[u8]) {
+        let floor = self.lock().floor;
+        match admit_desired(payload, self.trusted.key(), &self.device, floor) {
+            Ok(desired) => {
+                self.held = None;
+                tracing::info!(generation = %desired.generation, services = desired.services.len(), "desired state admitted");
+                self.desired_tx.send_replace(Some(desired));
+            }
+            Err(rejection) => {
+                if rejection.reason == RejectReason::UnknownKey {
+                    self.held = Some(payload.to_vec());
+                }
+                if let Some(refused) = &rejection.refused {
+                    self.refused_tx.send_replace(Some(refused.clone()));
+                }
+                self.lock().reject(rejection)
+            }
         }
     }
 }

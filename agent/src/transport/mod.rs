@@ -5,6 +5,9 @@
 //! - Inbound: every `desired` body goes through [`admit::admit_desired`] (decode, signature,
 //!   device, replay floor, validate) before it reaches the [`Inbox`]; a refusal becomes a
 //!   rate-limited `Event::Rejected` and changes nothing. `cmd` bodies are decoded likewise.
+//!   The key it checks against is [`trusted_key::TrustedKey`]: the bootstrap's key, moved
+//!   along the rollover chain retained on `keys`; a desired state signed by a key not yet
+//!   trusted is held until the chain arrives.
 //! - Outbound: QoS and retain come from `coracle_proto::topic`. Events wait in an [`Outbox`]
 //!   until the broker acknowledges them, so what happened offline is sent on reconnect.
 //! - Link: last will `online` = Offline (retained), Online published on every connect,
@@ -19,7 +22,9 @@ mod handle;
 pub mod outbox;
 pub mod progress_gate;
 pub mod rate;
+pub mod trusted_key;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +40,9 @@ pub use outbox::Outbox;
 /// Largest MQTT packet accepted: a full protocol body plus room for the topic and headers.
 /// rumqttc's default (10 KiB) would disconnect on any sizeable desired state.
 pub const MAX_PACKET_BYTES: usize = coracle_proto::codec::MAX_BODY_BYTES + 4 * 1024;
+
+/// The followed deployment key rollover links, in the state dir.
+pub const KEY_CHAIN_FILE: &str = "deployment-keys";
 
 /// Commands buffered for the supervisor; beyond this the device answers "busy".
 const COMMAND_QUEUE: usize = 32;
@@ -60,7 +68,10 @@ pub struct TransportSettings {
     pub broker: BrokerAddress,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub credentials: Option<(String, String)>,
+    /// The bootstrap's pinned key: the root the rollover chain is walked from.
     pub deployment_key: VerifyingKey,
+    /// Where the followed rollover links are kept (`None`: in memory only).
+    pub key_chain_file: Option<PathBuf>,
     pub keep_alive: Duration,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
@@ -102,6 +113,7 @@ impl TransportSettings {
             tls,
             credentials,
             deployment_key: bootstrap.deployment_key()?,
+            key_chain_file: Some(config.state_dir().join(KEY_CHAIN_FILE)),
             keep_alive: Duration::from_secs(u64::from(config.mqtt.keep_alive_s)),
             reconnect_min_ms: u64::from(config.mqtt.reconnect_min_ms),
             reconnect_max_ms: u64::from(config.mqtt.reconnect_max_ms),

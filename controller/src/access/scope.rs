@@ -141,6 +141,7 @@ mod tests {
             ("POST", "/api/v1/tokens", Scope::Admin),
             ("DELETE", "/api/v1/tokens/ci", Scope::Admin),
             ("POST", "/api/v1/admin/rotate", Scope::Admin),
+            ("POST", "/api/v1/admin/deployment-key/rotate", Scope::Admin),
             ("POST", "/api/v1/devices/pi/rotate", Scope::Admin),
             ("POST", "/devices/pi/deploy", Scope::Deploy),
         ];

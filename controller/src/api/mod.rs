@@ -84,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/audit", get(audit::list))
         .route("/admin/rotate", post(admin::rotate))
+        .route(
+            "/admin/deployment-key/rotate",
+            post(admin::rotate_deployment_key),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone());

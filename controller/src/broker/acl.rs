@@ -64,6 +64,8 @@ mod tests {
             ("coracle/v1/dev-b/progress", false, false),
             ("coracle/v1/dev-a/desired", false, true),
             ("coracle/v1/dev-a/cmd", false, true),
+            ("coracle/v1/dev-a/keys", false, true),
+            ("coracle/v1/dev-b/keys", false, false),
             ("coracle/v1/dev-b/reported", false, false),
             ("coracle/v1/dev-b/desired", false, false),
             ("coracle/v1/+/desired", false, false),

@@ -190,6 +190,22 @@ impl ControllerClient {
             .map_err(|source| ClientError::Publish { topic, source })
     }
 
+    /// Publishes the encoded deployment key chain on the device's retained `keys` topic.
+    pub async fn publish_keys(&self, device: &DeviceId, body: Vec<u8>) -> Result<(), ClientError> {
+        let kind = TopicKind::Keys;
+        let topic = kind.for_device(device);
+        let opts = PublishOptions {
+            qos: qos(kind),
+            retain: kind.retained(),
+            ..PublishOptions::default()
+        };
+        self.client
+            .publish_with_options(topic.clone(), body, opts)
+            .await
+            .map(|_| ())
+            .map_err(|source| ClientError::Publish { topic, source })
+    }
+
     /// Publishes an encoded `CommandRequest` on the device's `cmd` topic (not retained: a
     /// command is for a device that is online now).
     pub async fn publish_command(

@@ -22,7 +22,10 @@ use crate::access::Scope;
 /// What a request's credential proves.
 #[derive(Debug, PartialEq, Eq)]
 enum Caller {
-    Admin,
+    /// The admin token or an admin-scoped API token, by its audit name.
+    Admin {
+        actor: String,
+    },
     /// A named API token below scope admin: reads everything, writes nothing.
     Reader {
         token: String,
@@ -68,7 +71,9 @@ fn same(a: &str, b: &str) -> bool {
 
 fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryError> {
     if registry.admin.matches(secret) {
-        return Ok(Some(Caller::Admin));
+        return Ok(Some(Caller::Admin {
+            actor: crate::access::Caller::admin().actor,
+        }));
     }
     if let (true, Some(tokens)) = (
         secret.starts_with(crate::access::tokens::PREFIX),
@@ -78,7 +83,9 @@ fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryE
             .token_scope(&crate::access::hash_secret(secret))
             .map_err(|reason| RegistryError::TokenLookup { reason })?;
         return Ok(found.map(|(token, scope)| match scope {
-            Scope::Admin => Caller::Admin,
+            Scope::Admin => Caller::Admin {
+                actor: crate::access::Caller::token(&token, Scope::Admin).actor,
+            },
             scope => Caller::Reader { token, scope },
         }));
     }
@@ -107,13 +114,15 @@ fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryE
 }
 
 /// Refuses the request unless its credential allows `method` on `repository` (`None`: the
-/// `/v2/` ping; `Some("")`: the catalog, which lists every repository).
+/// `/v2/` ping; `Some("")`: the catalog, which lists every repository). Allowed, it names
+/// the actor when that is an admin (the only callers that may write, so the audit log can
+/// say who pushed or deleted).
 pub(super) fn authorize(
     registry: &Registry,
     method: &Method,
     repository: Option<&str>,
     headers: &HeaderMap,
-) -> Result<(), RegistryError> {
+) -> Result<Option<String>, RegistryError> {
     let mut found = None;
     for secret in presented(headers) {
         found = caller(registry, &secret)?;
@@ -123,8 +132,8 @@ pub(super) fn authorize(
     }
     let reads = matches!(*method, Method::GET | Method::HEAD);
     match found.ok_or(RegistryError::Unauthorized)? {
-        Caller::Admin => Ok(()),
-        Caller::Reader { .. } if reads => Ok(()),
+        Caller::Admin { actor } => Ok(Some(actor)),
+        Caller::Reader { .. } if reads => Ok(None),
         Caller::Reader { token, scope } => Err(RegistryError::ScopeDenied { token, scope }),
         Caller::LegacyPuller if reads => {
             if let Some(uses) = registry.legacy_uses.hit() {
@@ -133,14 +142,14 @@ pub(super) fn authorize(
                     "a device pulled with the shared legacy pull token: enrol it again for its own token, then set [registry] legacy_pull_token = false"
                 );
             }
-            Ok(())
+            Ok(None)
         }
         Caller::Device {
             device,
             repositories,
         } if reads => match repository {
-            None => Ok(()),
-            Some(name) if repositories.contains(name) => Ok(()),
+            None => Ok(None),
+            Some(name) if repositories.contains(name) => Ok(None),
             Some(name) => Err(RegistryError::Denied {
                 device: device.to_string(),
                 repository: if name.is_empty() {

@@ -66,6 +66,8 @@ pub struct Registry {
     pull_key: Arc<str>,
     /// The fleet's devices (none for offline CLI use: only the admin token works then).
     grants: Option<Arc<dyn DeviceGrants>>,
+    /// Pushes and deletes are audited here (none for offline CLI use).
+    audit: Option<Arc<dyn crate::access::AuditSink>>,
     /// Whether the shared pull token of older bootstraps still reads (logged when used).
     legacy_pull_token: bool,
     legacy_uses: Arc<SharedThrottle>,
@@ -95,6 +97,7 @@ impl Registry {
             pull_tokens: PullTokens::new(Arc::from("")),
             pull_key: Arc::from(""),
             grants: None,
+            audit: None,
             legacy_pull_token: false,
             legacy_uses: Arc::new(SharedThrottle::new(std::time::Duration::from_secs(300))),
             delta_wait: DEFAULT_DELTA_WAIT,
@@ -116,6 +119,12 @@ impl Registry {
         self.pull_tokens = PullTokens::new(pull_key.clone());
         self.pull_key = pull_key;
         self.legacy_pull_token = legacy_pull_token;
+        self
+    }
+
+    /// Pushes (manifest PUT) and deletes are recorded in `audit` with who made them.
+    pub fn with_audit(mut self, audit: Arc<dyn crate::access::AuditSink>) -> Self {
+        self.audit = Some(audit);
         self
     }
 

@@ -139,16 +139,58 @@ async fn handle(
         Ok(route) => route.repository(),
         Err(_) => Some("\0"),
     };
-    if let Err(refused) = authorize(&registry, &method, repository, &headers) {
-        return refused.into_response();
-    }
+    let actor = match authorize(&registry, &method, repository, &headers) {
+        Ok(actor) => actor,
+        Err(refused) => return refused.into_response(),
+    };
+    let audited = route
+        .as_ref()
+        .ok()
+        .and_then(|route| audited(&method, route));
     let dispatched = match route {
         Ok(route) => dispatch(&registry, method, route, &uri, &headers, body).await,
         Err(err) => Err(err),
     };
     match dispatched {
-        Ok(response) => response,
+        Ok(response) => {
+            if let (Some((action, target)), Some(actor)) = (audited, actor) {
+                record(&registry, &actor, action, &target, &response);
+            }
+            response
+        }
         Err(err) => err.into_response(),
+    }
+}
+
+/// The audit action and target of a request that changes the registry.
+fn audited(method: &Method, route: &Route) -> Option<(&'static str, String)> {
+    match (method, route) {
+        (&Method::PUT, Route::Manifest { name, reference }) => {
+            Some(("registry.push", format!("{name}:{reference}")))
+        }
+        (&Method::DELETE, Route::Manifest { name, reference }) => {
+            Some(("registry.delete", format!("{name}:{reference}")))
+        }
+        (&Method::DELETE, Route::Blob { name, digest }) => {
+            Some(("registry.delete_blob", format!("{name}@{digest}")))
+        }
+        _ => None,
+    }
+}
+
+/// Appends a successful push or delete to the audit log, with the stored digest.
+fn record(registry: &Registry, actor: &str, action: &str, target: &str, response: &Response) {
+    let Some(audit) = &registry.audit else {
+        return;
+    };
+    let detail = response
+        .headers()
+        .get("Docker-Content-Digest")
+        .and_then(|v| v.to_str().ok())
+        .map(|digest| format!("digest {digest}"))
+        .unwrap_or_default();
+    if let Err(err) = audit.record(actor, action, target, &detail) {
+        tracing::error!(actor, action, target, error = %err, "cannot write the audit log");
     }
 }
 

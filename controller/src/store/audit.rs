@@ -19,6 +19,13 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+impl crate::access::AuditSink for Store {
+    fn record(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<(), String> {
+        self.record_audit(actor, action, target, detail)
+            .map_err(|err| err.to_string())
+    }
+}
+
 impl Store {
     /// Appends an entry.
     pub fn record_audit(
