@@ -170,6 +170,7 @@ fn request(compose: String, selector: &str, waves: &str, window: u64) -> CreateR
         app: None,
         rollback_on_failure: false,
         seccomp_profiles: Default::default(),
+        context: Default::default(),
     }
 }
 
