@@ -364,3 +364,31 @@ fn named_volumes_are_declared_and_other_drivers_refused() {
         assert_eq!(err.line(), line, "{message}");
     }
 }
+
+#[test]
+fn the_example_apps_load_as_they_are() {
+    let text = include_str!("../../../examples/hello/compose.yml");
+    specs(text, &context(&[])).unwrap();
+    // Raw, too: it holds no `$`.
+    parse(text).unwrap();
+}
+
+#[test]
+fn depends_on_entries_and_unlimited_pids() {
+    let text = "services:\n  db:\n    image: db:1\n    pids_limit: -1\n  web:\n    image: app:1\n    depends_on:\n      db:\n        condition: service_started\n        required: true\n";
+    let all = specs(text, &context(&[])).unwrap();
+    assert_eq!(all[0].resources.pids_max, None);
+    for (entry, part) in [
+        ("required: false", "optional dependencies"),
+        ("restart: true", "restarting dependents"),
+    ] {
+        let text = format!("services:\n  db:\n    image: db:1\n  web:\n    image: app:1\n    depends_on:\n      db:\n        condition: service_started\n        {entry}\n");
+        let message = specs(&text, &context(&[])).unwrap_err().to_string();
+        assert!(
+            message.contains(part)
+                && message.contains("line 6")
+                && message.contains(refused::PREFIX),
+            "{message}"
+        );
+    }
+}

@@ -281,6 +281,28 @@ fn to_spec(
         .transpose()
         .map(Option::flatten)
         .map_err(|e| ("healthcheck", e))?;
+    if let Some(DependsOn::Map(map)) = &s.depends_on {
+        for (dep, entry) in map {
+            if entry.required == Some(false) {
+                return Err((
+                    "depends_on",
+                    format!(
+                        "{dep}: required: false is {}: optional dependencies",
+                        refused::PREFIX
+                    ),
+                ));
+            }
+            if entry.restart.is_some() {
+                return Err((
+                    "depends_on",
+                    format!(
+                        "{dep}: restart is {}: restarting dependents",
+                        refused::PREFIX
+                    ),
+                ));
+            }
+        }
+    }
     spec.depends_on = match &s.depends_on {
         None => Vec::new(),
         Some(deps) => deps

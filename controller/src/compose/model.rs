@@ -208,4 +208,9 @@ pub enum DependsOn {
 #[serde(deny_unknown_fields)]
 pub struct DependsOnEntry {
     pub condition: Option<String>,
+    /// `true` (the default) only: a device starts every service of the app.
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub required: Option<bool>,
+    /// Restarting dependents with their dependency: refused by name (`mod.rs`).
+    pub restart: Option<Scalar>,
 }

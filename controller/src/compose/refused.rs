@@ -171,6 +171,18 @@ pub const SERVICE: &[(&str, &str)] = &[
     ),
 ];
 
+/// Sequence keys whose long (mapping) form is refused: (key, why).
+pub const LONG_FORMS: &[(&str, &str)] = &[
+    (
+        "volumes",
+        "the long volume syntax (write SOURCE:TARGET[:ro])",
+    ),
+    (
+        "devices",
+        "the long device syntax (write HOST[:CONTAINER[:PERMISSIONS]])",
+    ),
+];
+
 /// A refused key found in the app: its dotted path from the root and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -199,6 +211,13 @@ pub fn first_refused(root: &Value) -> Option<Refusal> {
                 let mut path = vec!["services".to_string(), name.to_string()];
                 path.extend(key.split('.').map(String::from));
                 return Some(refusal(path, key, why));
+            }
+        }
+        for (key, why) in LONG_FORMS {
+            let items = service.get(key).and_then(Value::as_sequence);
+            if let Some(i) = items.and_then(|items| items.iter().position(Value::is_mapping)) {
+                let path = ["services", name, key, &i.to_string()].map(String::from);
+                return Some(refusal(path.to_vec(), key, why));
             }
         }
     }

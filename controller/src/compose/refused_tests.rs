@@ -1,7 +1,7 @@
 //! Walks the refusal table: every refused key is refused by its name, with its reason and
 //! its line.
 
-use super::refused::{PREFIX, SERVICE, TOP_LEVEL};
+use super::refused::{LONG_FORMS, PREFIX, SERVICE, TOP_LEVEL};
 use super::*;
 
 #[test]
@@ -90,5 +90,22 @@ fn the_table_names_each_key_once_and_no_supported_key() {
     ];
     for key in supported {
         assert!(!keys.contains(&key), "{key} is supported and refused");
+    }
+}
+
+#[test]
+fn the_long_forms_of_volumes_and_devices_are_refused_by_name() {
+    for (key, why) in LONG_FORMS {
+        let text = format!(
+            "services:\n  web:\n    image: app:1\n    {key}:\n      - /a:/a\n      - source: /b\n        target: /b\n"
+        );
+        let err = parse(&text).unwrap_err();
+        let message = err.to_string();
+        let wanted = format!("services.web.{key}.1: {PREFIX}: {why}");
+        assert!(
+            message.contains(&wanted),
+            "{key}: {message:?} lacks {wanted:?}"
+        );
+        assert_eq!(err.line(), 4, "{key}: {message}");
     }
 }

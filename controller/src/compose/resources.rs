@@ -29,7 +29,8 @@ pub(super) fn resources(s: &ComposeService) -> FieldResult<Resources> {
         ("pids_limit", s.pids_limit.as_ref()),
         ("pids", limits.and_then(|l| l.pids.as_ref())),
         pids_max,
-    )?;
+    )?
+    .flatten();
     let swap = s
         .memswap_limit
         .as_ref()
@@ -88,11 +89,16 @@ fn millicores(v: &Scalar) -> Result<u32, String> {
     }
 }
 
-fn pids_max(v: &Scalar) -> Result<u32, String> {
+/// A process limit; Compose's `-1` (unlimited) is none.
+fn pids_max(v: &Scalar) -> Result<Option<u32>, String> {
+    if scalar_f64(v) == Some(-1.0) {
+        return Ok(None);
+    }
     scalar_u64(v)
         .and_then(|n| u32::try_from(n).ok())
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{v} is not a number of processes above 0"))
+        .map(Some)
+        .ok_or_else(|| format!("{v} is not a number of processes above 0 (or -1)"))
 }
 
 /// Docker's shares (2..=262144) on cgroup v2's weight scale (1..=10000), as runc maps them.
