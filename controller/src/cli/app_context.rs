@@ -97,3 +97,46 @@ fn dotenv_variables(dir: &Path, env_files: &[PathBuf]) -> anyhow::Result<BTreeMa
     }
     Ok(variables)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_variables_the_app_and_its_env_files_name_are_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app.yml");
+        let text = "services:\n  web:\n    image: app:${CORACLE_TEST_TAG}\n    env_file: web.env\n    profiles: [extra]\n";
+        std::fs::write(&app, text).unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "CORACLE_TEST_TAG=1\nCORACLE_TEST_OUTER=o\nCORACLE_TEST_UNUSED=x\nCOMPOSE_PROFILES=extra, other\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("web.env"), "X=${CORACLE_TEST_OUTER}\n").unwrap();
+        let (context, loaded) = read(&app, text, &[], &[]).unwrap();
+        let sent: Vec<&str> = context
+            .variables
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(sent, ["CORACLE_TEST_OUTER", "CORACLE_TEST_TAG"]);
+        assert_eq!(context.profiles, ["extra", "other"]);
+        assert_eq!(context.env_files["web.env"], "X=${CORACLE_TEST_OUTER}\n");
+        assert_eq!(loaded.file.services.len(), 1);
+        // The controller reads the same app from what is sent.
+        let again = compose::load(text, &context).unwrap();
+        assert_eq!(again.file, loaded.file);
+
+        // --profile replaces COMPOSE_PROFILES; a required env file that is missing is named.
+        std::fs::remove_file(dir.path().join("web.env")).unwrap();
+        let err = read(&app, text, &[], &["none".into()]).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("web.env") && message.contains("\"web\""),
+            "{message}"
+        );
+    }
+}
