@@ -75,6 +75,15 @@ pub fn read(
             .filter(|(name, _)| loaded.named.contains(name))
             .collect(),
     );
+    // An app with nothing to interpolate needs no context: sent without one, an older
+    // controller (which refuses unknown fields) still takes it.
+    let trivial = context.variables.as_ref().is_some_and(BTreeMap::is_empty)
+        && context.env_files.is_empty()
+        && !text.contains("profiles")
+        && !text.contains('$');
+    if trivial {
+        context = ComposeContext::default();
+    }
     Ok((context, loaded))
 }
 
@@ -129,6 +138,11 @@ mod tests {
         // The controller reads the same app from what is sent.
         let again = compose::load(text, &context).unwrap();
         assert_eq!(again.file, loaded.file);
+
+        // An app with nothing to interpolate is sent without a context.
+        let plain = dir.path().join("plain.yml");
+        let (context, _) = read(&plain, "services:\n  web:\n    image: app:1\n", &[], &[]).unwrap();
+        assert_eq!(context, ComposeContext::default());
 
         // --profile replaces COMPOSE_PROFILES; a required env file that is missing is named.
         std::fs::remove_file(dir.path().join("web.env")).unwrap();
