@@ -144,13 +144,16 @@ mod tests {
         let (context, _) = read(&plain, "services:\n  web:\n    image: app:1\n", &[], &[]).unwrap();
         assert_eq!(context, ComposeContext::default());
 
-        // --profile replaces COMPOSE_PROFILES; a required env file that is missing is named.
+        // --profile replaces COMPOSE_PROFILES; a required env file that is missing is named,
+        // unless its service does not run.
         std::fs::remove_file(dir.path().join("web.env")).unwrap();
-        let err = read(&app, text, &[], &["none".into()]).unwrap_err();
+        let err = read(&app, text, &[], &["extra".into()]).unwrap_err();
         let message = format!("{err:#}");
         assert!(
             message.contains("web.env") && message.contains("\"web\""),
             "{message}"
         );
+        let err = read(&app, text, &[], &["none".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("no services"), "{err:#}");
     }
 }

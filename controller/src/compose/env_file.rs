@@ -11,7 +11,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::context::ComposeContext;
 use super::lines::line_of_path;
-use super::{dotenv, ComposeError};
+use super::{dotenv, profiles, ComposeError};
 
 /// One `env_file:` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +22,18 @@ pub struct EnvFileRef {
     pub required: bool,
 }
 
-/// Every `env_file:` entry of an (interpolated) app tree.
-pub fn references(text: &str, root: &Value) -> Result<Vec<EnvFileRef>, ComposeError> {
+/// Every `env_file:` entry of the services the active profiles run, in an (interpolated)
+/// app tree.
+pub fn references(
+    text: &str,
+    root: &Value,
+    active: &[String],
+) -> Result<Vec<EnvFileRef>, ComposeError> {
     let mut all = Vec::new();
     for (name, service) in services(root) {
+        if !profiles::tree_runs(service, active) {
+            continue;
+        }
         if let Some(value) = service.get("env_file") {
             all.extend(entries(&name, value).map_err(|reason| error(text, &name, reason))?);
         }
@@ -50,6 +58,13 @@ pub fn merge(
     };
     for (name, service) in services.iter_mut() {
         let name = name.as_str().unwrap_or_default().to_string();
+        if !profiles::tree_runs(service, &context.profiles) {
+            // Dropped by `profiles::select`: its env files are neither sent nor read.
+            if let Some(mapping) = service.as_mapping_mut() {
+                mapping.remove("env_file");
+            }
+            continue;
+        }
         let Some(service) = service.as_mapping_mut() else {
             continue;
         };

@@ -261,6 +261,12 @@ services:
     assert_eq!(names(&ctx), ["debug", "web"]);
     ctx.profiles = vec!["*".into()];
     assert_eq!(names(&ctx), ["debug", "web"]);
+    // The env files of a dropped service are neither asked for nor needed.
+    let with_env = "services:\n  web:\n    image: app:1\n  debug:\n    image: tools:1\n    profiles: [debug]\n    env_file: debug.env\n";
+    assert!(env_file_references(with_env, &context(&[]))
+        .unwrap()
+        .is_empty());
+    assert!(load(with_env, &context(&[])).is_ok());
     let text = "services:\n  web:\n    image: app:1\n    depends_on: [debug]\n  debug:\n    image: tools:1\n    profiles: [debug]\n";
     let message = load(text, &context(&[])).unwrap_err().to_string();
     assert!(

@@ -103,7 +103,7 @@ pub fn env_file_references(
     context: &ComposeContext,
 ) -> Result<Vec<EnvFileRef>, ComposeError> {
     let (root, _) = document::interpolated(text, context)?;
-    env_file::references(text, &root)
+    env_file::references(text, &root, &context.profiles)
 }
 
 /// Parses text in Docker's `.env` syntax (see `dotenv`); `lookup` gives outside values.

@@ -7,18 +7,36 @@ use super::lines::line_of_path;
 use super::model::{ComposeFile, DependsOn};
 use super::ComposeError;
 
+/// Whether a service with these profiles runs under the active ones.
+pub fn runs(profiles: &[String], active: &[String]) -> bool {
+    profiles.is_empty()
+        || active
+            .iter()
+            .any(|a| a == "*" || profiles.iter().any(|p| p == a))
+}
+
+/// Whether the service's tree (before the typed model) runs; used to skip the env files of
+/// services that will be dropped, as Docker Compose does.
+pub fn tree_runs(service: &serde_yaml::Value, active: &[String]) -> bool {
+    let profiles: Vec<String> = service
+        .get("profiles")
+        .and_then(serde_yaml::Value::as_sequence)
+        .map(|p| {
+            p.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    runs(&profiles, active)
+}
+
 /// The app with only the services the active profiles select.
 pub fn select(
     text: &str,
     mut file: ComposeFile,
     active: &[String],
 ) -> Result<ComposeFile, ComposeError> {
-    let runs = |profiles: &[String]| {
-        profiles.is_empty()
-            || active
-                .iter()
-                .any(|a| a == "*" || profiles.iter().any(|p| p == a))
-    };
+    let runs = |profiles: &[String]| runs(profiles, active);
     let dropped: Vec<(String, Vec<String>)> = file
         .services
         .iter()
