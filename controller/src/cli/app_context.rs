@@ -87,7 +87,8 @@ pub fn read(
     Ok((context, loaded))
 }
 
-/// The variables of the `.env` beside the app, or of the `--env-file` files.
+/// The variables of the `.env` beside the app, or of the `--env-file` files (a later file
+/// wins).
 fn dotenv_variables(dir: &Path, env_files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, String>> {
     let default = dir.join(".env");
     let files: Vec<PathBuf> = match env_files.is_empty() {
@@ -99,7 +100,12 @@ fn dotenv_variables(dir: &Path, env_files: &[PathBuf]) -> anyhow::Result<BTreeMa
     for file in files {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("read env file {}", file.display()))?;
-        let lookup = |name: &str| std::env::var(name).ok();
+        // `${VAR}` in a file: the process environment, then the files read before it.
+        let lookup = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| variables.get(name).cloned())
+        };
         let pairs = compose::parse_env_file(&text, &lookup)
             .with_context(|| format!("env file {}", file.display()))?;
         variables.extend(pairs);
@@ -155,5 +161,24 @@ mod tests {
         );
         let err = read(&app, text, &[], &["none".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("no services"), "{err:#}");
+    }
+
+    #[test]
+    fn env_files_given_replace_dot_env_and_a_later_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app.yml");
+        let text = "services:\n  web:\n    image: app:${CORACLE_TEST_T}\n    environment:\n      C: ${CORACLE_TEST_C}\n";
+        std::fs::write(dir.path().join(".env"), "CORACLE_TEST_T=from-dot-env\n").unwrap();
+        let a = dir.path().join("a.env");
+        let b = dir.path().join("b.env");
+        std::fs::write(&a, "CORACLE_TEST_T=1\nCORACLE_TEST_B=x\n").unwrap();
+        std::fs::write(&b, "CORACLE_TEST_T=2\nCORACLE_TEST_C=${CORACLE_TEST_B}y\n").unwrap();
+        let (context, _) = read(&app, text, &[a, b], &[]).unwrap();
+        let variables = context.variables.unwrap();
+        assert_eq!(variables["CORACLE_TEST_T"], "2");
+        assert_eq!(variables["CORACLE_TEST_C"], "xy");
+        let missing = dir.path().join("missing.env");
+        let err = read(&app, text, &[missing], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("missing.env"), "{err:#}");
     }
 }
