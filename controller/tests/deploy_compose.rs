@@ -147,8 +147,7 @@ async fn coracle_deploy_interpolates_and_merges_the_app_as_docker_compose_does()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("app.yml")
-            && stderr.contains("line 2")
+        stderr.contains("app.yml:2: ")
             && stderr.contains("required variable TAG")
             && stderr.contains("set TAG in .env"),
         "{stderr}"

@@ -43,7 +43,11 @@ pub fn read(
         env_files: BTreeMap::new(),
         profiles,
     };
-    let in_app = |err: compose::ComposeError| anyhow::anyhow!("{}: {err}", app.display());
+    // `FILE:LINE: …`, as compilers write it, so an editor jumps to the line.
+    let in_app = |err: compose::ComposeError| match err.line() {
+        0 => anyhow::anyhow!("{}: {err}", app.display()),
+        line => anyhow::anyhow!("{}:{line}: {err}", app.display()),
+    };
     for reference in compose::env_file_references(text, &context).map_err(in_app)? {
         let path = dir.join(&reference.path);
         let read = || -> anyhow::Result<String> {
