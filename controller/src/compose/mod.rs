@@ -12,12 +12,14 @@ mod context;
 mod document;
 mod dotenv;
 mod env_file;
+mod health;
 mod interpolate;
 mod labels;
 mod lenient;
 mod lifecycle;
 mod lines;
 mod model;
+mod mounts;
 mod named_volumes;
 mod profiles;
 pub mod refused;
@@ -28,8 +30,7 @@ mod units;
 use std::collections::BTreeMap;
 
 use coracle_proto::{
-    Dependency, DependencyCondition, DeviceMapping, HealthCheck, HealthProbe, ImageRef,
-    NetworkMode, RestartPolicy, ServiceName, ServiceSpec, VolumeMount, VolumeSource,
+    Dependency, DependencyCondition, ImageRef, NetworkMode, RestartPolicy, ServiceName, ServiceSpec,
 };
 
 pub use context::ComposeContext;
@@ -219,65 +220,19 @@ fn to_spec(
     spec.volumes = s
         .volumes
         .iter()
-        .map(|v| volume(v))
+        .map(|v| mounts::volume(v))
         .collect::<Result<_, _>>()
         .map_err(|e| ("volumes", e))?;
     spec.devices = s
         .devices
         .iter()
-        .map(|d| device(d))
+        .map(|d| mounts::device(d))
         .collect::<Result<_, _>>()
         .map_err(|e| ("devices", e))?;
     spec.health = s
         .healthcheck
         .as_ref()
-        .filter(|h| h.disable != Some(true))
-        .map(|h| {
-            // Docker: a string is the CMD-SHELL form as written (not split into words).
-            let args = match h.test.clone() {
-                StringOrList::String(script) => vec!["CMD-SHELL".to_string(), script],
-                list => list.into_args(),
-            };
-            let port = |text: Option<&String>| -> Result<u16, String> {
-                text.and_then(|p| p.parse().ok())
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| "test needs a port between 1 and 65535".to_string())
-            };
-            let probe = match args.first().map(String::as_str) {
-                // Docker's way to switch off a check the image defines.
-                Some("NONE") => return Ok(None),
-                Some("CMD") => HealthProbe::Exec(args[1..].to_vec()),
-                // Coracle's probes that need no process in the container (cheaper on a Pi):
-                // ["TCP", PORT] and ["HTTP", PORT, PATH].
-                Some("TCP") => HealthProbe::Tcp {
-                    port: port(args.get(1))?,
-                },
-                Some("HTTP") => HealthProbe::Http {
-                    port: port(args.get(1))?,
-                    path: args.get(2).cloned().unwrap_or_else(|| "/".to_string()),
-                },
-                Some("CMD-SHELL") => {
-                    HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), args[1..].join(" ")])
-                }
-                Some(_) => HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), args.join(" ")]),
-                None => return Err("test is empty".to_string()),
-            };
-            let ms = |v: &Option<String>, default: u64| -> Result<u32, String> {
-                let ms = v
-                    .as_deref()
-                    .map(units::duration_ms)
-                    .transpose()?
-                    .unwrap_or(default);
-                u32::try_from(ms).map_err(|_| format!("{ms} ms is too long"))
-            };
-            Ok(Some(HealthCheck {
-                probe,
-                interval_ms: ms(&h.interval, 30_000)?,
-                timeout_ms: ms(&h.timeout, 30_000)?,
-                retries: h.retries.unwrap_or(3),
-                start_period_ms: ms(&h.start_period, 0)?,
-            }))
-        })
+        .map(health::health)
         .transpose()
         .map(Option::flatten)
         .map_err(|e| ("healthcheck", e))?;
@@ -329,60 +284,6 @@ fn to_spec(
             .map_err(|e| ("depends_on", e))?,
     };
     Ok(spec)
-}
-
-fn volume(text: &str) -> Result<VolumeMount, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let (source, target, mode) = match parts.as_slice() {
-        [s, t] => (*s, *t, None),
-        [s, t, m] => (*s, *t, Some(*m)),
-        _ => return Err(format!("{text:?} must be SOURCE:TARGET[:ro|rw]")),
-    };
-    if !target.starts_with('/') {
-        return Err(format!("{text:?}: target must be an absolute path"));
-    }
-    let read_only = match mode {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(other) => return Err(format!("{text:?}: mode {other:?} is not ro or rw")),
-    };
-    let source = if source.starts_with('/') {
-        VolumeSource::HostPath(source.into())
-    } else if source.starts_with('.') {
-        return Err(format!(
-            "{text:?}: relative host paths are not supported on devices"
-        ));
-    } else {
-        VolumeSource::Named(source.into())
-    };
-    Ok(VolumeMount {
-        source,
-        target: target.into(),
-        read_only,
-    })
-}
-
-fn device(text: &str) -> Result<DeviceMapping, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let (host, container, permissions) = match parts.as_slice() {
-        [h] => (*h, *h, "rwm"),
-        [h, c] => (*h, *c, "rwm"),
-        [h, c, p] => (*h, *c, *p),
-        _ => return Err(format!("{text:?} must be HOST[:CONTAINER[:PERMISSIONS]]")),
-    };
-    if !host.starts_with("/dev/") || !container.starts_with('/') {
-        return Err(format!(
-            "{text:?}: device paths must be absolute, under /dev on the host"
-        ));
-    }
-    if permissions.is_empty() || !permissions.chars().all(|c| "rwm".contains(c)) {
-        return Err(format!("{text:?}: permissions must be a subset of rwm"));
-    }
-    Ok(DeviceMapping {
-        host_path: host.into(),
-        container_path: container.into(),
-        permissions: permissions.into(),
-    })
 }
 
 impl Environment {
