@@ -1,6 +1,6 @@
 //! `labels:` (a map or a `KEY=VALUE` list): metadata Docker attaches to the container. A
-//! device has no use for them yet, so they are checked and kept in the app text (a rollout
-//! stores it), not sent to the device.
+//! device has no use for them yet and the wire has no field for them, so they are checked,
+//! not sent (a rollout's record keeps the app text that holds them).
 
 use super::model::Labels;
 
