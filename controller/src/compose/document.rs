@@ -64,6 +64,14 @@ pub fn interpolated(
             reason: refusal.reason,
         });
     }
+    if let Some((path, tag)) = refused::first_tag(&root, &mut Vec::new()) {
+        let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+        return Err(ComposeError::Refused {
+            line: line_holding(text, line_of_path(text, &keys), &tag),
+            key: path.join("."),
+            reason: format!("{}: YAML tags ({tag})", refused::PREFIX),
+        });
+    }
     let get = |name: &str| context.variable(name);
     let mut lookup = Lookup::new(&get);
     let raw = context.variables.is_none();

@@ -227,3 +227,24 @@ pub fn first_refused(root: &Value) -> Option<Refusal> {
 fn get_path<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(value, |v, key| v.get(key))
 }
+
+/// The first YAML tag in the app (`!reset`, `!override`: Compose's merge controls, which
+/// only mean something across several app files), with its key path.
+pub fn first_tag(value: &Value, path: &mut Vec<String>) -> Option<(Vec<String>, String)> {
+    match value {
+        Value::Tagged(tagged) => Some((path.clone(), tagged.tag.to_string())),
+        Value::Sequence(items) => items.iter().enumerate().find_map(|(i, item)| {
+            path.push(i.to_string());
+            let found = first_tag(item, path);
+            path.pop();
+            found
+        }),
+        Value::Mapping(mapping) => mapping.iter().find_map(|(key, item)| {
+            path.push(key.as_str().unwrap_or_default().to_string());
+            let found = first_tag(item, path);
+            path.pop();
+            found
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
+    }
+}

@@ -109,3 +109,15 @@ fn the_long_forms_of_volumes_and_devices_are_refused_by_name() {
         assert_eq!(err.line(), 4, "{key}: {message}");
     }
 }
+
+#[test]
+fn yaml_tags_are_refused_by_name() {
+    let text = "services:\n  web:\n    image: app:1\n    command: !reset []\n";
+    let err = parse(text).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("services.web.command") && message.contains("YAML tags (!reset)"),
+        "{message}"
+    );
+    assert_eq!(err.line(), 4, "{message}");
+}

@@ -24,7 +24,8 @@ pub(super) fn resources(s: &ComposeService) -> FieldResult<Resources> {
         ("cpus", s.cpus.as_ref()),
         ("cpus", limits.and_then(|l| l.cpus.as_ref())),
         millicores,
-    )?;
+    )?
+    .flatten();
     let pids = either(
         ("pids_limit", s.pids_limit.as_ref()),
         ("pids", limits.and_then(|l| l.pids.as_ref())),
@@ -82,9 +83,11 @@ fn memory_bytes(v: &Scalar) -> Result<u64, String> {
     units::bytes(&v.to_string())
 }
 
-fn millicores(v: &Scalar) -> Result<u32, String> {
+/// CPUs as millicores; Docker's `0` (no limit) is none.
+fn millicores(v: &Scalar) -> Result<Option<u32>, String> {
     match scalar_f64(v) {
-        Some(c) if c > 0.0 && c <= 1024.0 => Ok((c * 1000.0).round() as u32),
+        Some(0.0) => Ok(None),
+        Some(c) if c > 0.0 && c <= 1024.0 => Ok(Some((c * 1000.0).round() as u32)),
         _ => Err(format!("{v} is not a number of CPUs between 0 and 1024")),
     }
 }
@@ -124,9 +127,10 @@ mod tests {
 
     #[test]
     fn cpus_are_a_number_or_a_string() {
-        assert_eq!(millicores(&Scalar::Float(0.5)), Ok(500));
-        assert_eq!(millicores(&Scalar::String("1.5".into())), Ok(1500));
-        assert_eq!(millicores(&Scalar::Int(2)), Ok(2000));
+        assert_eq!(millicores(&Scalar::Float(0.5)), Ok(Some(500)));
+        assert_eq!(millicores(&Scalar::String("1.5".into())), Ok(Some(1500)));
+        assert_eq!(millicores(&Scalar::Int(2)), Ok(Some(2000)));
+        assert_eq!(millicores(&Scalar::Int(0)), Ok(None));
         assert!(millicores(&Scalar::String("lots".into())).is_err());
         assert!(millicores(&Scalar::Float(-1.0)).is_err());
     }
