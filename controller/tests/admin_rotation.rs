@@ -43,6 +43,7 @@ fn rotation_replaces_the_admin_token_ends_sessions_and_keeps_devices_pulling() {
             &DeployRequest {
                 compose,
                 seccomp_profiles: Default::default(),
+                context: Default::default(),
             },
         )
         .unwrap();

@@ -39,6 +39,7 @@ async fn deploy_pins_signs_and_delivers_the_next_generation() {
                 &DeployRequest {
                     compose: APP.into(),
                     seccomp_profiles: Default::default(),
+                    context: Default::default(),
                 },
             )
             .unwrap();
@@ -110,6 +111,7 @@ fn bad_apps_are_refused_with_what_was_wrong() {
                 &DeployRequest {
                     compose: app.into(),
                     seccomp_profiles: Default::default(),
+                    context: Default::default(),
                 },
             )
             .unwrap_err();
@@ -124,6 +126,7 @@ fn bad_apps_are_refused_with_what_was_wrong() {
             &DeployRequest {
                 compose: APP.into(),
                 seccomp_profiles: Default::default(),
+                context: Default::default(),
             },
         )
         .unwrap_err();
@@ -243,6 +246,7 @@ async fn an_image_without_the_devices_platform_is_refused_naming_both() {
             &DeployRequest {
                 compose: compose.into(),
                 seccomp_profiles: Default::default(),
+                context: Default::default(),
             },
         )
     };

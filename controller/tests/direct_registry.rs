@@ -150,6 +150,7 @@ async fn direct_registry_image_is_pinned_with_its_host_and_a_sealed_credential()
         app: None,
         rollback_on_failure: false,
         seccomp_profiles: Default::default(),
+        context: Default::default(),
     };
     let api = support::api(&controller);
     let created: RolloutRecord = api

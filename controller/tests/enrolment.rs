@@ -20,6 +20,7 @@ fn deploy(controller: &Controller, device: &str, compose: &str) -> anyhow::Resul
         &DeployRequest {
             compose: compose.into(),
             seccomp_profiles: Default::default(),
+            context: Default::default(),
         },
     )
 }

@@ -48,6 +48,7 @@ fn gc_removes_unnamed_blobs_but_keeps_an_image_a_device_still_runs() {
             &DeployRequest {
                 compose,
                 seccomp_profiles: Default::default(),
+                context: Default::default(),
             },
         )
         .unwrap();

@@ -63,6 +63,7 @@ fn deploy(controller: &Controller, device: &str, image: &str) {
             &DeployRequest {
                 compose,
                 seccomp_profiles: Default::default(),
+                context: Default::default(),
             },
         )
         .unwrap();

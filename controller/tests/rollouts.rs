@@ -170,6 +170,7 @@ fn request(compose: String, selector: &str, waves: &str, window: u64) -> CreateR
         app: None,
         rollback_on_failure: false,
         seccomp_profiles: Default::default(),
+        context: Default::default(),
     }
 }
 
@@ -844,6 +845,11 @@ fn bad_rollout_requests_are_refused_with_what_was_wrong() {
         (with(&|r| r.health_window_s = 0), "health_window_s"),
         (with(&|r| r.max_failures = "lots".into()), "max_failures"),
         (with(&|r| r.compose = "services: [".into()), "line"),
+        // Nothing interpolated it (no `context`): refused, naming the key.
+        (
+            with(&|r| r.compose = "services:\n  web:\n    image: hello:${TAG}\n".into()),
+            "services.web.image",
+        ),
     ];
     for (request, wanted) in cases {
         let err = api

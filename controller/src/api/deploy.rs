@@ -15,7 +15,7 @@ use super::error::anyhow_chain;
 use super::error::ApiError;
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
-use crate::compose::{self, ComposeFile};
+use crate::compose::{self, ComposeContext, ComposeFile};
 use crate::deploy::app_services;
 
 /// The request body.
@@ -28,6 +28,15 @@ pub struct DeployRequest {
     /// written in it; `coracle deploy` reads them relative to the app file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seccomp_profiles: BTreeMap<String, String>,
+    /// What `coracle deploy` read on the client (`ComposeContext`): the values of the
+    /// variables the app names, its env files, the active profiles. Without it, an app
+    /// holding a `$` in a value is refused, naming the key.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub context: ComposeContext,
+}
+
+fn is_default(context: &ComposeContext) -> bool {
+    *context == ComposeContext::default()
 }
 
 /// The answer: the generation the device will apply.
@@ -51,8 +60,11 @@ pub(super) async fn pin_app(
     state: &AppState,
     text: &str,
     seccomp_profiles: &BTreeMap<String, String>,
+    context: &ComposeContext,
 ) -> Result<(ComposeFile, Vec<ServiceSpec>, AppPlatforms), ApiError> {
-    let file = compose::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let file = compose::load(text, context)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .file;
     let services = app_services(
         &state.registry,
         &state.mirror,
@@ -76,8 +88,13 @@ pub async fn deploy(
 ) -> Result<Json<DeployResponse>, ApiError> {
     let id = device_id(&id)?;
     let request: DeployRequest = parse_json(&body)?;
-    let (_, services, platforms) =
-        pin_app(&state, &request.compose, &request.seccomp_profiles).await?;
+    let (_, services, platforms) = pin_app(
+        &state,
+        &request.compose,
+        &request.seccomp_profiles,
+        &request.context,
+    )
+    .await?;
     let reported = state.fleet.store.reported(&id)?;
     let (platform, sealing_key) = reported
         .map(|r| (r.platform, r.sealing_key))

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::error::{anyhow_chain, ApiError};
 use super::{parse_json, AppState};
+use crate::compose::ComposeContext;
 use crate::rollout::{CreateRollout, RolloutCommand, RolloutError};
 use crate::store::{RolloutRecord, Selector};
 
@@ -52,6 +53,13 @@ pub struct CreateRolloutRequest {
     /// written in it; `coracle deploy` reads them relative to the app file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seccomp_profiles: BTreeMap<String, String>,
+    /// What `coracle deploy` read on the client: variable values, env files, profiles.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub context: ComposeContext,
+}
+
+fn is_default(context: &ComposeContext) -> bool {
+    *context == ComposeContext::default()
 }
 
 fn default_waves() -> String {
@@ -159,8 +167,13 @@ pub async fn create(
     let request: CreateRolloutRequest = parse_json(&body)?;
     let selector = parse_selector(&request.selector)?;
     let max_failures = threshold_text(&request.max_failures)?;
-    let (file, services, platforms) =
-        super::deploy::pin_app(&state, &request.compose, &request.seccomp_profiles).await?;
+    let (file, services, platforms) = super::deploy::pin_app(
+        &state,
+        &request.compose,
+        &request.seccomp_profiles,
+        &request.context,
+    )
+    .await?;
     let app = match request.app.map(|a| a.trim().to_string()) {
         Some(app) if !app.is_empty() => app,
         _ => file.services.keys().cloned().collect::<Vec<_>>().join("+"),

@@ -9,12 +9,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use super::app_context;
 use super::deploy_wait::{wait_for_device, wait_for_rollout};
 use super::rollout::{parse_duration_s, print_rollout};
 use super::{ApiArgs, ApiClient};
 use crate::api::deploy::{DeployRequest, DeployResponse};
 use crate::api::rollouts::CreateRolloutRequest;
-use crate::compose::{self, seccomp::MAX_PROFILE_BYTES};
+use crate::compose::{self, seccomp::MAX_PROFILE_BYTES, ComposeFile};
 use crate::store::RolloutRecord;
 
 #[derive(Debug, Args)]
@@ -50,6 +51,14 @@ pub struct DeployArgs {
     /// apply it (exit 1, with the reason); with --to, until the rollout completes.
     #[arg(long)]
     wait: bool,
+    /// Read variables from this file instead of the `.env` beside the app (repeatable, a
+    /// later file wins; the process environment wins over all).
+    #[arg(long = "env-file", value_name = "PATH")]
+    env_files: Vec<PathBuf>,
+    /// Activate a profile: services with `profiles:` run only when one is active
+    /// (repeatable; default: COMPOSE_PROFILES, comma-separated; `*` for all).
+    #[arg(long = "profile", value_name = "NAME")]
+    profiles: Vec<String>,
     /// Give up waiting after this long (exit 1), e.g. 90s, 10m.
     #[arg(long, default_value = "10m", value_parser = parse_duration_s, requires = "wait")]
     timeout: u64,
@@ -59,7 +68,9 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
     let compose = std::fs::read_to_string(&args.file)
         .with_context(|| format!("read app file {}", args.file.display()))?;
-    let seccomp_profiles = read_profiles(&args.file, &compose)?;
+    let (context, loaded) =
+        app_context::read(&args.file, &compose, &args.env_files, &args.profiles)?;
+    let seccomp_profiles = read_profiles(&args.file, &loaded.file)?;
     if let Some(selector) = args.to {
         let app = args
             .file
@@ -75,6 +86,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             app,
             rollback_on_failure: args.rollback_on_failure,
             seccomp_profiles,
+            context,
         };
         let rollout: RolloutRecord = api.send("start rollout", "POST", "/rollouts", &request)?;
         println!(
@@ -97,6 +109,7 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         &DeployRequest {
             compose,
             seccomp_profiles,
+            context,
         },
     )?;
     println!(
@@ -123,15 +136,11 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
 }
 
 /// The seccomp profile files the app names (`security_opt: seccomp=FILE`), read relative to
-/// the app file, keyed by the path as written. An app that does not parse names none: the
-/// controller reports what is wrong with it.
-fn read_profiles(app: &Path, compose: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let Ok(file) = compose::parse(compose) else {
-        return Ok(BTreeMap::new());
-    };
+/// the app file, keyed by the path as written.
+fn read_profiles(app: &Path, file: &ComposeFile) -> anyhow::Result<BTreeMap<String, String>> {
     let dir = app.parent().unwrap_or(Path::new("."));
     let mut profiles = BTreeMap::new();
-    for path in compose::profile_paths(&file) {
+    for path in compose::profile_paths(file) {
         let full = dir.join(&path);
         let context = || {
             format!(

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_client;
+mod app_context;
 mod broker;
 mod deploy;
 mod deploy_wait;

@@ -1,23 +1,41 @@
-//! The docker-compose subset Coracle deploys (DESIGN.md §7): parse with `serde_yaml`
-//! (unknown keys refused), then `to_specs` turns each service into a proto `ServiceSpec`,
-//! resolving `image` tags to digests through a caller-given function and `security_opt`
-//! seccomp profiles from the files sent with the app (`seccomp`), and checks each spec
-//! with `ServiceSpec::validate` (what a device could not run is refused here, at deploy
-//! time, not by the device after it stopped the old version). Every error names the
-//! service, the field and, where the text shows it, the line.
+//! The docker-compose subset Coracle deploys (DESIGN.md §7), read as Docker Compose reads
+//! it (`document`): merge keys, `x-*` fields, interpolation with the client's variables
+//! (`interpolate`, `context`), `env_file` (`env_file`, `dotenv`), profiles (`profiles`);
+//! keys a device cannot run yet refused by name (`refused`), typos refused as unknown keys.
+//! Then `to_specs` turns each service into a proto `ServiceSpec`, resolving `image` tags to
+//! digests through a caller-given function and `security_opt` seccomp profiles from the
+//! files sent with the app (`seccomp`), and checks each spec with `ServiceSpec::validate`
+//! (what a device could not run is refused here, at deploy time, not by the device after it
+//! stopped the old version). Every error names the service, the field and the line.
 
+mod context;
+mod document;
+mod dotenv;
+mod env_file;
+mod health;
+mod interpolate;
+mod labels;
+mod lenient;
 mod lifecycle;
+mod lines;
 mod model;
+mod mounts;
+mod named_volumes;
+mod profiles;
+pub mod refused;
+mod resources;
 pub mod seccomp;
 mod units;
 
 use std::collections::BTreeMap;
 
 use coracle_proto::{
-    Dependency, DependencyCondition, DeviceMapping, HealthCheck, HealthProbe, ImageRef,
-    NetworkMode, Resources, RestartPolicy, ServiceName, ServiceSpec, VolumeMount, VolumeSource,
+    Dependency, DependencyCondition, ImageRef, NetworkMode, RestartPolicy, ServiceName, ServiceSpec,
 };
 
+pub use context::ComposeContext;
+pub use document::{load, Loaded};
+pub use env_file::EnvFileRef;
 pub use model::{ComposeFile, ComposeService};
 use model::{DependsOn, Environment, StringOrList};
 pub use seccomp::{profile_paths, ProfileFiles};
@@ -34,6 +52,21 @@ pub enum ComposeError {
         field: &'static str,
         reason: String,
     },
+    /// A Compose key a device does not run yet (`refused`), by its dotted path.
+    #[error("app file, line {line}: {key}: {reason}")]
+    Refused {
+        line: usize,
+        key: String,
+        reason: String,
+    },
+    /// A value whose `$` could not be interpolated (a required variable, a bad template, or
+    /// a raw API client's app).
+    #[error("app file, line {line}: {key}: {reason}")]
+    Interpolate {
+        line: usize,
+        key: String,
+        reason: String,
+    },
     /// A field the compose shape allows but a device could not run (`cap_add: [NOT_A_CAP]`,
     /// a volume target with `..`): the same check the agent makes before touching anything.
     #[error("app file, line {line}: {invalid}")]
@@ -45,36 +78,47 @@ pub enum ComposeError {
     NoServices,
 }
 
-/// Parses the YAML text of an app.
-pub fn parse(text: &str) -> Result<ComposeFile, ComposeError> {
-    let file: ComposeFile = serde_yaml::from_str(text).map_err(|err| ComposeError::Syntax {
-        line: err.location().map_or(0, |l| l.line()),
-        message: err.to_string(),
-    })?;
-    if file.services.is_empty() {
-        return Err(ComposeError::NoServices);
+impl ComposeError {
+    /// The line of the app text the error is about (0: none).
+    pub fn line(&self) -> usize {
+        match self {
+            ComposeError::Syntax { line, .. }
+            | ComposeError::Field { line, .. }
+            | ComposeError::Refused { line, .. }
+            | ComposeError::Interpolate { line, .. }
+            | ComposeError::Invalid { line, .. } => *line,
+            ComposeError::NoServices => 0,
+        }
     }
-    Ok(file)
 }
 
-/// The 1-based line of `field:` inside `service:`'s block (0 when not found).
+/// Parses an app sent without a client context: nothing interpolated, no env files, no
+/// profiles active.
+pub fn parse(text: &str) -> Result<ComposeFile, ComposeError> {
+    load(text, &ComposeContext::default()).map(|loaded| loaded.file)
+}
+
+/// The `env_file:` entries of an app, after interpolation with `context`.
+pub fn env_file_references(
+    text: &str,
+    context: &ComposeContext,
+) -> Result<Vec<EnvFileRef>, ComposeError> {
+    let (root, _) = document::interpolated(text, context)?;
+    env_file::references(text, &root, &context.profiles)
+}
+
+/// Parses text in Docker's `.env` syntax (see `dotenv`); `lookup` gives outside values.
+pub fn parse_env_file(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, dotenv::DotenvError> {
+    dotenv::parse(text, lookup)
+}
+
+/// The 1-based line of `field:` inside `service:`'s block (the service's line when the
+/// field is not written there, 0 when the service is not found).
 fn line_of(text: &str, service: &str, field: &str) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with(&format!("{service}:")));
-    let Some(start) = start else { return 0 };
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let service_indent = indent(lines[start]);
-    for (i, line) in lines.iter().enumerate().skip(start + 1) {
-        if !line.trim().is_empty() && indent(line) <= service_indent {
-            break;
-        }
-        if line.trim_start().starts_with(&format!("{field}:")) {
-            return i + 1;
-        }
-    }
-    start + 1
+    lines::line_of_path(text, &["services", service, field])
 }
 
 /// Converts every service into a `ServiceSpec`. `resolve` pins an `image:` value to a
@@ -86,6 +130,7 @@ pub fn to_specs(
     profiles: &ProfileFiles,
     resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
 ) -> Result<Vec<ServiceSpec>, ComposeError> {
+    named_volumes::check(text, file)?;
     file.services
         .iter()
         .map(|(name, service)| {
@@ -168,92 +213,51 @@ fn to_spec(
             ))
         }
     };
-    spec.resources = Resources {
-        memory_max_bytes: s
-            .mem_limit
-            .as_ref()
-            .map(|m| units::bytes(&m.to_string()))
-            .transpose()
-            .map_err(|e| ("mem_limit", e))?,
-        cpu_millicores: s
-            .cpus
-            .map(|c| {
-                if c > 0.0 && c <= 1024.0 {
-                    Ok((c * 1000.0) as u32)
-                } else {
-                    Err(format!("{c} is not between 0 and 1024"))
-                }
-            })
-            .transpose()
-            .map_err(|e| ("cpus", e))?,
-        pids_max: s.pids_limit,
-        ..Resources::default()
-    };
+    spec.resources = resources::resources(s)?;
+    if let Some(labels) = &s.labels {
+        labels::pairs(labels).map_err(|e| ("labels", e))?;
+    }
     spec.volumes = s
         .volumes
         .iter()
-        .map(|v| volume(v))
+        .map(|v| mounts::volume(v))
         .collect::<Result<_, _>>()
         .map_err(|e| ("volumes", e))?;
     spec.devices = s
         .devices
         .iter()
-        .map(|d| device(d))
+        .map(|d| mounts::device(d))
         .collect::<Result<_, _>>()
         .map_err(|e| ("devices", e))?;
     spec.health = s
         .healthcheck
         .as_ref()
-        .filter(|h| h.disable != Some(true))
-        .map(|h| {
-            // Docker: a string is the CMD-SHELL form as written (not split into words).
-            let args = match h.test.clone() {
-                StringOrList::String(script) => vec!["CMD-SHELL".to_string(), script],
-                list => list.into_args(),
-            };
-            let port = |text: Option<&String>| -> Result<u16, String> {
-                text.and_then(|p| p.parse().ok())
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| "test needs a port between 1 and 65535".to_string())
-            };
-            let probe = match args.first().map(String::as_str) {
-                // Docker's way to switch off a check the image defines.
-                Some("NONE") => return Ok(None),
-                Some("CMD") => HealthProbe::Exec(args[1..].to_vec()),
-                // Coracle's probes that need no process in the container (cheaper on a Pi):
-                // ["TCP", PORT] and ["HTTP", PORT, PATH].
-                Some("TCP") => HealthProbe::Tcp {
-                    port: port(args.get(1))?,
-                },
-                Some("HTTP") => HealthProbe::Http {
-                    port: port(args.get(1))?,
-                    path: args.get(2).cloned().unwrap_or_else(|| "/".to_string()),
-                },
-                Some("CMD-SHELL") => {
-                    HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), args[1..].join(" ")])
-                }
-                Some(_) => HealthProbe::Exec(vec!["/bin/sh".into(), "-c".into(), args.join(" ")]),
-                None => return Err("test is empty".to_string()),
-            };
-            let ms = |v: &Option<String>, default: u64| -> Result<u32, String> {
-                let ms = v
-                    .as_deref()
-                    .map(units::duration_ms)
-                    .transpose()?
-                    .unwrap_or(default);
-                u32::try_from(ms).map_err(|_| format!("{ms} ms is too long"))
-            };
-            Ok(Some(HealthCheck {
-                probe,
-                interval_ms: ms(&h.interval, 30_000)?,
-                timeout_ms: ms(&h.timeout, 30_000)?,
-                retries: h.retries.unwrap_or(3),
-                start_period_ms: ms(&h.start_period, 0)?,
-            }))
-        })
+        .map(health::health)
         .transpose()
         .map(Option::flatten)
         .map_err(|e| ("healthcheck", e))?;
+    if let Some(DependsOn::Map(map)) = &s.depends_on {
+        for (dep, entry) in map {
+            if entry.required == Some(false) {
+                return Err((
+                    "depends_on",
+                    format!(
+                        "{dep}: required: false is {}: optional dependencies",
+                        refused::PREFIX
+                    ),
+                ));
+            }
+            if entry.restart.is_some() {
+                return Err((
+                    "depends_on",
+                    format!(
+                        "{dep}: restart is {}: restarting dependents",
+                        refused::PREFIX
+                    ),
+                ));
+            }
+        }
+    }
     spec.depends_on = match &s.depends_on {
         None => Vec::new(),
         Some(deps) => deps
@@ -280,60 +284,6 @@ fn to_spec(
             .map_err(|e| ("depends_on", e))?,
     };
     Ok(spec)
-}
-
-fn volume(text: &str) -> Result<VolumeMount, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let (source, target, mode) = match parts.as_slice() {
-        [s, t] => (*s, *t, None),
-        [s, t, m] => (*s, *t, Some(*m)),
-        _ => return Err(format!("{text:?} must be SOURCE:TARGET[:ro|rw]")),
-    };
-    if !target.starts_with('/') {
-        return Err(format!("{text:?}: target must be an absolute path"));
-    }
-    let read_only = match mode {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(other) => return Err(format!("{text:?}: mode {other:?} is not ro or rw")),
-    };
-    let source = if source.starts_with('/') {
-        VolumeSource::HostPath(source.into())
-    } else if source.starts_with('.') {
-        return Err(format!(
-            "{text:?}: relative host paths are not supported on devices"
-        ));
-    } else {
-        VolumeSource::Named(source.into())
-    };
-    Ok(VolumeMount {
-        source,
-        target: target.into(),
-        read_only,
-    })
-}
-
-fn device(text: &str) -> Result<DeviceMapping, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let (host, container, permissions) = match parts.as_slice() {
-        [h] => (*h, *h, "rwm"),
-        [h, c] => (*h, *c, "rwm"),
-        [h, c, p] => (*h, *c, *p),
-        _ => return Err(format!("{text:?} must be HOST[:CONTAINER[:PERMISSIONS]]")),
-    };
-    if !host.starts_with("/dev/") || !container.starts_with('/') {
-        return Err(format!(
-            "{text:?}: device paths must be absolute, under /dev on the host"
-        ));
-    }
-    if permissions.is_empty() || !permissions.chars().all(|c| "rwm".contains(c)) {
-        return Err(format!("{text:?}: permissions must be a subset of rwm"));
-    }
-    Ok(DeviceMapping {
-        host_path: host.into(),
-        container_path: container.into(),
-        permissions: permissions.into(),
-    })
 }
 
 impl Environment {
@@ -367,5 +317,9 @@ impl DependsOn {
     }
 }
 
+#[cfg(test)]
+mod load_tests;
+#[cfg(test)]
+mod refused_tests;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::lenient;
+
 /// An app file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +16,20 @@ pub struct ComposeFile {
     #[serde(default)]
     pub name: Option<String>,
     pub services: BTreeMap<String, ComposeService>,
+    /// Named volumes the services mount (`volumes:` at the top; see `named_volumes`).
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Option<NamedVolume>>,
+}
+
+/// A top-level `volumes:` entry: only the device's own (`local`) volumes exist.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedVolume {
+    pub driver: Option<String>,
+    pub driver_opts: Option<BTreeMap<String, Scalar>>,
+    pub external: Option<Scalar>,
+    pub name: Option<String>,
+    pub labels: Option<Labels>,
 }
 
 /// One service.
@@ -31,12 +47,25 @@ pub struct ComposeService {
     pub healthcheck: Option<Healthcheck>,
     pub restart: Option<String>,
     pub mem_limit: Option<Scalar>,
-    pub cpus: Option<f64>,
-    pub pids_limit: Option<u32>,
+    /// Memory plus swap; `-1` is unlimited.
+    pub memswap_limit: Option<Scalar>,
+    /// `0.5` or `"0.5"`.
+    pub cpus: Option<Scalar>,
+    /// Docker's relative CPU shares (2 to 262144, default 1024).
+    pub cpu_shares: Option<Scalar>,
+    /// CPUs the service may run on: `0-1,3`.
+    pub cpuset: Option<String>,
+    pub pids_limit: Option<Scalar>,
+    /// Metadata: accepted, checked, kept in the app (see `labels`).
+    pub labels: Option<Labels>,
+    /// The service runs only when one of these is active (see `profiles`).
+    #[serde(default)]
+    pub profiles: Vec<String>,
     pub depends_on: Option<DependsOn>,
     pub network_mode: Option<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub read_only: Option<bool>,
     #[serde(default)]
     pub cap_add: Vec<String>,
@@ -46,6 +75,7 @@ pub struct ComposeService {
     #[serde(default)]
     pub security_opt: Vec<String>,
     /// Run the agent's init as PID 1 (see `lifecycle`).
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub init: Option<bool>,
     /// `SIGINT`, `INT`, `2`.
     pub stop_signal: Option<Scalar>,
@@ -59,6 +89,31 @@ pub struct ComposeService {
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
     pub update_config: Option<UpdateConfig>,
+    pub resources: Option<DeployResources>,
+}
+
+/// `deploy.resources:`; `reservations` is refused by name (`refused`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployResources {
+    pub limits: Option<Limits>,
+}
+
+/// `deploy.resources.limits:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub cpus: Option<Scalar>,
+    pub memory: Option<Scalar>,
+    pub pids: Option<Scalar>,
+}
+
+/// `labels:` as a map or a `KEY=VALUE` list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Labels {
+    Map(BTreeMap<String, Option<Scalar>>),
+    List(Vec<String>),
 }
 
 /// `deploy.update_config:`.
@@ -132,9 +187,11 @@ pub struct Healthcheck {
     #[serde(default = "StringOrList::none")]
     pub test: StringOrList,
     /// `disable: true` is the same as `test: [NONE]`.
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub disable: Option<bool>,
     pub interval: Option<String>,
     pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub retries: Option<u32>,
     pub start_period: Option<String>,
 }
@@ -151,4 +208,9 @@ pub enum DependsOn {
 #[serde(deny_unknown_fields)]
 pub struct DependsOnEntry {
     pub condition: Option<String>,
+    /// `true` (the default) only: a device starts every service of the app.
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub required: Option<bool>,
+    /// Restarting dependents with their dependency: refused by name (`mod.rs`).
+    pub restart: Option<Scalar>,
 }

@@ -1,4 +1,5 @@
 use super::*;
+use coracle_proto::{HealthProbe, VolumeSource};
 
 const DIGEST: &str = "sha256:0b006957920fba61d4c920e53bcc2df21bb31262640f51225003d09110e6915b";
 
@@ -262,19 +263,19 @@ fn bad_lifecycle_values_are_refused_naming_the_field() {
 
 #[test]
 fn other_deploy_keys_are_refused_by_name() {
-    for key in [
-        "replicas: 2",
-        "resources: {}",
-        "update_config:\n        parallelism: 2",
+    for (key, want) in [
+        (
+            "replicas: 2",
+            "services.web.deploy.replicas: not supported on devices yet",
+        ),
+        (
+            "update_config:\n        parallelism: 2",
+            "services.web.deploy.update_config.parallelism: not supported on devices yet",
+        ),
+        ("replicaz: 2", "unknown field `replicaz`"),
     ] {
         let text = format!("services:\n  web:\n    image: app:1\n    deploy:\n      {key}\n");
         let err = parse(&text).unwrap_err().to_string();
-        let name = key.split(':').next().unwrap();
-        let name = if name == "update_config" {
-            "parallelism"
-        } else {
-            name
-        };
-        assert!(err.contains(&format!("unknown field `{name}`")), "{err}");
+        assert!(err.contains(want), "{err}");
     }
 }

@@ -36,6 +36,7 @@ pub fn deploy(
         &DeployRequest {
             compose,
             seccomp_profiles: Default::default(),
+            context: Default::default(),
         },
     )
 }

@@ -1,0 +1,250 @@
+//! The Compose Specification's keys a device does not run yet, each refused by name with the
+//! reason, so an app never deploys with a setting silently dropped. Keys neither here nor in
+//! the model (`model`) are typos, refused by the parser as unknown fields.
+
+use serde_yaml::Value;
+
+/// Every reason starts with this.
+pub const PREFIX: &str = "not supported on devices yet";
+
+/// Top-level keys: (key, why).
+pub const TOP_LEVEL: &[(&str, &str)] = &[
+    (
+        "networks",
+        "app networks (services use network_mode: host, none or bridge)",
+    ),
+    ("secrets", "secrets (use env_file or a volume)"),
+    (
+        "configs",
+        "configs (use a volume or bake the file into the image)",
+    ),
+    ("include", "including other app files"),
+    ("models", "AI models"),
+];
+
+/// Service keys, as dotted paths below `services.NAME`: (key, why).
+pub const SERVICE: &[(&str, &str)] = &[
+    ("annotations", "OCI annotations"),
+    ("attach", "attaching to service output (use coracle logs)"),
+    ("blkio_config", "block I/O weights and limits"),
+    (
+        "build",
+        "building images (build it, then push or `coracle image import` it)",
+    ),
+    ("cgroup", "cgroup namespace modes"),
+    (
+        "cgroup_parent",
+        "cgroup parents (the agent owns the cgroup tree)",
+    ),
+    (
+        "configs",
+        "configs (use a volume or bake the file into the image)",
+    ),
+    (
+        "container_name",
+        "container names (containers are named after their service)",
+    ),
+    ("cpu_count", "Windows CPU counts"),
+    ("cpu_percent", "Windows CPU percentages"),
+    ("cpu_period", "CPU periods (use cpus)"),
+    ("cpu_quota", "CPU quotas (use cpus)"),
+    ("cpu_rt_period", "real-time CPU periods"),
+    ("cpu_rt_runtime", "real-time CPU runtimes"),
+    ("credential_spec", "Windows credential specs"),
+    ("develop", "compose watch"),
+    (
+        "device_cgroup_rules",
+        "device cgroup rules (list the devices)",
+    ),
+    ("dns", "DNS servers"),
+    ("dns_opt", "DNS options"),
+    ("dns_search", "DNS search domains"),
+    ("domainname", "domain names"),
+    ("expose", "exposed ports"),
+    ("extends", "extending other services (use YAML merge keys)"),
+    ("external_links", "external links"),
+    ("extra_hosts", "extra /etc/hosts entries"),
+    ("gpus", "GPUs"),
+    ("group_add", "supplementary groups"),
+    (
+        "healthcheck.start_interval",
+        "health probes at a faster pace during start_period",
+    ),
+    ("hostname", "container hostnames"),
+    ("ipc", "IPC namespace sharing"),
+    ("isolation", "isolation technologies"),
+    ("label_file", "label files (write labels in the app)"),
+    (
+        "links",
+        "links (services reach each other on the device's network)",
+    ),
+    (
+        "logging",
+        "logging drivers (the agent keeps each container's output)",
+    ),
+    ("mac_address", "MAC addresses"),
+    (
+        "mem_reservation",
+        "memory reservations (the agent sets limits only)",
+    ),
+    ("mem_swappiness", "swappiness"),
+    ("models", "AI models"),
+    (
+        "networks",
+        "app networks (use network_mode: host, none or bridge)",
+    ),
+    ("oom_kill_disable", "disabling the OOM killer"),
+    ("oom_score_adj", "OOM score adjustments"),
+    ("pid", "PID namespace sharing"),
+    (
+        "platform",
+        "choosing a platform (each device pulls its own)",
+    ),
+    ("ports", "published ports (use network_mode: host)"),
+    ("post_start", "post-start hooks"),
+    (
+        "pre_stop",
+        "pre-stop hooks (use stop_signal and stop_grace_period)",
+    ),
+    (
+        "privileged",
+        "privileged containers (use cap_add and devices)",
+    ),
+    ("provider", "service providers"),
+    (
+        "pull_policy",
+        "pull policies (devices pull what the controller pins)",
+    ),
+    ("pull_refresh_after", "pull refresh intervals"),
+    ("runtime", "other OCI runtimes"),
+    ("scale", "several replicas of a service"),
+    ("secrets", "secrets (use env_file or a volume)"),
+    ("shm_size", "/dev/shm sizes"),
+    ("stdin_open", "interactive stdin"),
+    ("storage_opt", "storage driver options"),
+    ("sysctls", "sysctls"),
+    ("tmpfs", "tmpfs mounts"),
+    ("tty", "terminals"),
+    ("ulimits", "ulimits"),
+    ("use_api_socket", "the Docker API socket"),
+    (
+        "userns_mode",
+        "user namespace modes (set by the agent's config)",
+    ),
+    ("uts", "UTS namespace sharing"),
+    (
+        "volumes_from",
+        "volumes from other services (name the volumes)",
+    ),
+    ("deploy.mode", "swarm service modes"),
+    ("deploy.replicas", "several replicas of a service"),
+    ("deploy.endpoint_mode", "swarm endpoint modes"),
+    ("deploy.labels", "swarm service labels (use labels)"),
+    (
+        "deploy.placement",
+        "swarm placement (choose devices with --device or --to)",
+    ),
+    (
+        "deploy.restart_policy",
+        "swarm restart policies (use restart)",
+    ),
+    (
+        "deploy.rollback_config",
+        "swarm rollback configs (devices roll back by themselves)",
+    ),
+    (
+        "deploy.update_config.parallelism",
+        "update parallelism (one device, one container)",
+    ),
+    ("deploy.update_config.delay", "update delays"),
+    (
+        "deploy.update_config.failure_action",
+        "failure actions (a device always rolls back)",
+    ),
+    (
+        "deploy.update_config.max_failure_ratio",
+        "failure ratios (use coracle deploy --to --max-failures)",
+    ),
+    (
+        "deploy.resources.reservations",
+        "resource reservations (the agent sets limits only)",
+    ),
+];
+
+/// Sequence keys whose long (mapping) form is refused: (key, why).
+pub const LONG_FORMS: &[(&str, &str)] = &[
+    (
+        "volumes",
+        "the long volume syntax (write SOURCE:TARGET[:ro])",
+    ),
+    (
+        "devices",
+        "the long device syntax (write HOST[:CONTAINER[:PERMISSIONS]])",
+    ),
+];
+
+/// A refused key found in the app: its dotted path from the root and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub path: Vec<String>,
+    pub key: &'static str,
+    pub reason: String,
+}
+
+/// The first refused key of the app tree (top level first, then services in file order).
+pub fn first_refused(root: &Value) -> Option<Refusal> {
+    let refusal = |path: Vec<String>, key: &'static str, why: &str| Refusal {
+        path,
+        key,
+        reason: format!("{PREFIX}: {why}"),
+    };
+    for (key, why) in TOP_LEVEL {
+        if root.get(key).is_some() {
+            return Some(refusal(vec![key.to_string()], key, why));
+        }
+    }
+    let services = root.get("services")?.as_mapping()?;
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        for (key, why) in SERVICE {
+            if get_path(service, key).is_some() {
+                let mut path = vec!["services".to_string(), name.to_string()];
+                path.extend(key.split('.').map(String::from));
+                return Some(refusal(path, key, why));
+            }
+        }
+        for (key, why) in LONG_FORMS {
+            let items = service.get(key).and_then(Value::as_sequence);
+            if let Some(i) = items.and_then(|items| items.iter().position(Value::is_mapping)) {
+                let path = ["services", name, key, &i.to_string()].map(String::from);
+                return Some(refusal(path.to_vec(), key, why));
+            }
+        }
+    }
+    None
+}
+
+fn get_path<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(value, |v, key| v.get(key))
+}
+
+/// The first YAML tag in the app (`!reset`, `!override`: Compose's merge controls, which
+/// only mean something across several app files), with its key path.
+pub fn first_tag(value: &Value, path: &mut Vec<String>) -> Option<(Vec<String>, String)> {
+    match value {
+        Value::Tagged(tagged) => Some((path.clone(), tagged.tag.to_string())),
+        Value::Sequence(items) => items.iter().enumerate().find_map(|(i, item)| {
+            path.push(i.to_string());
+            let found = first_tag(item, path);
+            path.pop();
+            found
+        }),
+        Value::Mapping(mapping) => mapping.iter().find_map(|(key, item)| {
+            path.push(key.as_str().unwrap_or_default().to_string());
+            let found = first_tag(item, path);
+            path.pop();
+            found
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => None,
+    }
+}
