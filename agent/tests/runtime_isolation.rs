@@ -118,6 +118,35 @@ fn spec_can_drop_more_capabilities() {
 
 #[test]
 #[ignore = "needs root"]
+fn a_non_root_user_keeps_its_ambient_capabilities_across_exec_and_no_others() {
+    use coracle_agent::runtime::spec::User;
+    let h = Harness::new();
+    let non_root = User::Id {
+        uid: 1000,
+        gid: 1000,
+        additional_gids: Vec::new(),
+    };
+    let mut spec = h.spec("cat /proc/self/status");
+    spec.process.user = non_root.clone();
+    spec.process.capability_sets.ambient = vec!["CAP_NET_BIND_SERVICE".into()];
+    let (_, log) = h.run("ambient", &spec);
+    let bind = cap_mask(&["CAP_NET_BIND_SERVICE"]);
+    for field in ["CapEff:", "CapPrm:", "CapAmb:", "CapInh:"] {
+        assert_eq!(status_field(&log, field), bind, "{field} in {log}");
+    }
+    assert_eq!(status_field(&log, "CapBnd:"), cap_mask(DEFAULT_CAPABILITIES));
+
+    // Without an ambient set the non-root user has nothing after exec (Docker's behaviour).
+    let mut plain = h.spec("cat /proc/self/status");
+    plain.process.user = non_root;
+    let (_, log) = h.run("no-ambient", &plain);
+    assert_eq!(status_field(&log, "CapEff:"), 0, "{log}");
+    assert_eq!(status_field(&log, "CapAmb:"), 0, "{log}");
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
 fn cap_sys_admin_unlocks_mount_and_unshare_as_in_docker() {
     let h = Harness::new();
     // Docker's profile ties mount, unshare, setns, ... to CAP_SYS_ADMIN: granting the

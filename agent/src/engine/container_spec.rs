@@ -105,6 +105,20 @@ pub fn capabilities(service: &ServiceSpec) -> Vec<String> {
     caps.into_iter().collect()
 }
 
+/// The capabilities the service named in `cap_add` (not `ALL`, not Docker's defaults):
+/// raised into the ambient set, so a non-root `user:` keeps them across exec — binding
+/// port 80 with `NET_BIND_SERVICE` works as the operator meant. Root is unaffected.
+pub fn ambient_capabilities(service: &ServiceSpec) -> Vec<String> {
+    let kept = capabilities(service);
+    let added: BTreeSet<String> = service
+        .cap_add
+        .iter()
+        .map(|c| canonical_capability(c))
+        .filter(|c| c != "ALL" && kept.contains(c))
+        .collect();
+    added.into_iter().collect()
+}
+
 /// The whole container spec for one service.
 pub fn container_spec(
     service: &ServiceSpec,
@@ -126,6 +140,7 @@ pub fn container_spec(
         .unwrap_or_else(|| "/".to_string());
     spec.process.user = user(service.user.as_deref().or(image.user.as_deref()));
     spec.process.capabilities = Some(capabilities(service));
+    spec.process.capability_sets.ambient = ambient_capabilities(service);
     spec.hostname = Some(service.name.to_string());
     spec.readonly_rootfs = service.read_only_rootfs;
     spec.init = service.lifecycle.init;
@@ -244,6 +259,18 @@ mod tests {
         );
         assert_eq!(user(Some("www-data")), User::Name("www-data".into()));
         assert!(matches!(user(None), User::Id { uid: 0, .. }));
+    }
+
+    #[test]
+    fn only_explicitly_added_capabilities_become_ambient() {
+        let mut s = service();
+        assert!(ambient_capabilities(&s).is_empty(), "Docker's defaults stay out");
+        s.cap_drop = vec!["ALL".into()];
+        s.cap_add = vec!["net_bind_service".into(), "ALL".into(), "CAP_NET_RAW".into()];
+        assert_eq!(
+            ambient_capabilities(&s),
+            ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
+        );
     }
 
     #[test]

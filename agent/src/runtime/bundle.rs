@@ -2,7 +2,8 @@
 //! into a [`ContainerSpec`] for `coracle-agent run --bundle DIR ID`.
 //!
 //! Honoured: root (path, readonly), process (args, env, cwd, uid/gid/additional gids,
-//! bounding capabilities, no_new_privileges, rlimits), hostname, mounts, the network
+//! all five capability sets — a set left out is empty, as OCI says — no_new_privileges,
+//! rlimits), hostname, mounts, the network
 //! namespace (absent = host, present = fresh, with a path = join), masked and read-only
 //! paths, devices (passed through from the same host path), resources (memory, swap, cpu
 //! quota/period/shares, pids, blkio weight, cpuset). A `linux.seccomp` section selects
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use super::cgroups::limits::shares_to_weight;
 use super::spec::{
-    ContainerSpec, Device, IdMapping, IdRange, Mount, MountKind, Network, Resources, Rlimit,
+    CapabilitySets, ContainerSpec, Device, IdMapping, IdRange, Mount, MountKind, Network, Resources, Rlimit,
     Rootfs, Stdio, User,
 };
 
@@ -75,14 +76,19 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
     };
     spec.process.no_new_privileges = process.no_new_privileges().unwrap_or(false);
-    spec.process.capabilities = Some(
-        process
-            .capabilities()
-            .as_ref()
-            .and_then(|c| c.bounding().clone())
-            .map(|set| set.iter().map(name_of).collect())
-            .unwrap_or_default(),
-    );
+    let sets = process.capabilities().as_ref();
+    let names = |set: Option<&oci_spec::runtime::Capabilities>| -> Option<Vec<String>> {
+        set.map(|set| set.iter().map(name_of).collect())
+    };
+    spec.process.capabilities =
+        Some(names(sets.and_then(|c| c.bounding().as_ref())).unwrap_or_default());
+    // OCI: a set the bundle leaves out is empty.
+    spec.process.capability_sets = CapabilitySets {
+        effective: Some(names(sets.and_then(|c| c.effective().as_ref())).unwrap_or_default()),
+        permitted: Some(names(sets.and_then(|c| c.permitted().as_ref())).unwrap_or_default()),
+        inheritable: Some(names(sets.and_then(|c| c.inheritable().as_ref())).unwrap_or_default()),
+        ambient: names(sets.and_then(|c| c.ambient().as_ref())).unwrap_or_default(),
+    };
     spec.process.rlimits = process
         .rlimits()
         .iter()
@@ -222,7 +228,8 @@ mod tests {
     const CONFIG: &str = r#"{
         "ociVersion": "1.0.2",
         "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "env": ["PATH=/bin"], "cwd": "/",
-            "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"]},
+            "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "permitted": ["CAP_KILL", "CAP_CHOWN"],
+                "effective": ["CAP_KILL"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": true},
         "root": {"path": "rootfs", "readonly": true},
         "hostname": "bench",
@@ -250,6 +257,11 @@ mod tests {
         let mut caps = spec.process.capabilities.clone().unwrap();
         caps.sort();
         assert_eq!(caps, ["CAP_CHOWN", "CAP_KILL"]);
+        let sets = &spec.process.capability_sets;
+        let kill = Some(vec!["CAP_KILL".to_string()]);
+        assert_eq!((&sets.effective, &sets.inheritable), (&kill, &kill));
+        assert_eq!(sets.ambient, ["CAP_KILL"]);
+        assert_eq!(sets.permitted.as_ref().map(Vec::len), Some(2));
         assert_eq!(
             spec.process.rlimits,
             [Rlimit {

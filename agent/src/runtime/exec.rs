@@ -468,9 +468,8 @@ fn child_setup_and_exec(
     nix::unistd::setsid().map_err(ExecError::Session)?;
     rlimits::apply(&spec.process.rlimits).map_err(InitError::from)?;
     let ids = user::resolve_in_container(&spec.process.user).map_err(InitError::from)?;
-    let caps =
-        capabilities::parse(spec.process.capabilities.as_deref()).map_err(InitError::from)?;
-    let filters = seccomp::filters(spec, &caps).map_err(InitError::from)?;
+    let caps = capabilities::plan(&spec.process).map_err(InitError::from)?;
+    let filters = seccomp::filters(spec, &caps.bounding).map_err(InitError::from)?;
     let cwd = &spec.process.cwd;
     nix::unistd::chdir(cwd.as_str()).map_err(|source| InitError::Cwd {
         cwd: cwd.clone(),
@@ -486,7 +485,7 @@ fn child_setup_and_exec(
         }
     })?;
     // The init's order: bounding set, user keeping caps, final caps, no_new_privs, seccomp.
-    capabilities::limit_bounding(&caps).map_err(InitError::from)?;
+    capabilities::limit_bounding(&caps.bounding).map_err(InitError::from)?;
     nix::sys::prctl::set_keepcaps(true).map_err(InitError::Prctl)?;
     user::switch(&ids).map_err(InitError::from)?;
     nix::sys::prctl::set_keepcaps(false).map_err(InitError::Prctl)?;

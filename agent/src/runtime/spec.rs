@@ -88,10 +88,26 @@ pub struct Process {
     pub env: Vec<String>,
     pub cwd: String,
     pub user: User,
-    /// Capability names like `CAP_CHOWN`; `None` means Docker's default set.
+    /// Capability names like `CAP_CHOWN`; `None` means Docker's default set. The bounding
+    /// set, and effective and permitted unless `capability_sets` says otherwise.
     pub capabilities: Option<Vec<String>>,
+    /// The other sets; by default none but what `capabilities` implies.
+    #[serde(default)]
+    pub capability_sets: CapabilitySets,
     pub no_new_privileges: bool,
     pub rlimits: Vec<Rlimit>,
+}
+
+/// The capability sets besides bounding, by name. `None` for effective or permitted means
+/// the bounding set; `None` for inheritable means the ambient list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitySets {
+    pub effective: Option<Vec<String>>,
+    pub permitted: Option<Vec<String>>,
+    pub inheritable: Option<Vec<String>>,
+    /// Raised into the ambient set, which a non-root user keeps across exec (each must also
+    /// be permitted and inheritable; the kernel refuses others).
+    pub ambient: Vec<String>,
 }
 
 /// Who the process runs as.
@@ -242,6 +258,7 @@ impl ContainerSpec {
                     additional_gids: Vec::new(),
                 },
                 capabilities: None,
+                capability_sets: CapabilitySets::default(),
                 no_new_privileges: true,
                 rlimits: Vec::new(),
             },

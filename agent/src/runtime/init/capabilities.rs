@@ -1,11 +1,11 @@
-//! Capabilities: the bounding set is cut to the spec's list (or Docker's default), and the
-//! effective and permitted sets are set to it after the uid change.
-
-use std::collections::HashSet;
+//! Capabilities: the bounding set is cut to the spec's list (or Docker's default); after
+//! the uid change the inheritable, effective and permitted sets are set (by default:
+//! effective = permitted = bounding, inheritable = ambient) and the ambient ones raised, so
+//! a non-root user keeps them across exec.
 
 use caps::{CapSet, Capability, CapsHashSet};
 
-use crate::runtime::spec::DEFAULT_CAPABILITIES;
+use crate::runtime::spec::{Process, DEFAULT_CAPABILITIES};
 
 /// Failures parsing or applying capabilities.
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +18,49 @@ pub enum CapabilityError {
         #[source]
         source: caps::errors::CapsError,
     },
+    #[error("raise {capability} into the ambient set (it must be permitted and inheritable)")]
+    Ambient {
+        capability: Capability,
+        #[source]
+        source: caps::errors::CapsError,
+    },
     #[error("set {set:?} capabilities")]
     Set {
         set: CapSet,
         #[source]
         source: caps::errors::CapsError,
     },
+}
+
+/// Every set of one process, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapabilityPlan {
+    pub bounding: CapsHashSet,
+    pub effective: CapsHashSet,
+    pub permitted: CapsHashSet,
+    pub inheritable: CapsHashSet,
+    pub ambient: CapsHashSet,
+}
+
+/// The process's sets, defaults filled in (see the module doc).
+pub fn plan(process: &Process) -> Result<CapabilityPlan, CapabilityError> {
+    let bounding = parse(process.capabilities.as_deref())?;
+    let sets = &process.capability_sets;
+    let or_bounding = |set: &Option<Vec<String>>| match set {
+        Some(names) => parse(Some(names)),
+        None => Ok(bounding.clone()),
+    };
+    let ambient = parse(Some(&sets.ambient))?;
+    Ok(CapabilityPlan {
+        effective: or_bounding(&sets.effective)?,
+        permitted: or_bounding(&sets.permitted)?,
+        inheritable: match &sets.inheritable {
+            Some(names) => parse(Some(names))?,
+            None => ambient.clone(),
+        },
+        ambient,
+        bounding,
+    })
 }
 
 /// The spec's list, or Docker's default set when the spec says nothing.
@@ -59,21 +96,29 @@ pub fn limit_bounding(keep: &CapsHashSet) -> Result<(), CapabilityError> {
     Ok(())
 }
 
-/// Sets effective, permitted (in that order: effective must stay within permitted) and
-/// clears inheritable and ambient.
-pub fn apply(keep: &CapsHashSet) -> Result<(), CapabilityError> {
-    let none = HashSet::new();
+/// Sets inheritable (while permitted is still whole), effective, permitted (effective must
+/// stay within it), then the ambient set exactly.
+pub fn apply(plan: &CapabilityPlan) -> Result<(), CapabilityError> {
     for (set, value) in [
-        (CapSet::Effective, keep),
-        (CapSet::Permitted, keep),
-        (CapSet::Inheritable, &none),
+        (CapSet::Inheritable, &plan.inheritable),
+        (CapSet::Effective, &plan.effective),
+        (CapSet::Permitted, &plan.permitted),
     ] {
         caps::set(None, set, value).map_err(|source| CapabilityError::Set { set, source })?;
     }
-    caps::clear(None, CapSet::Ambient).map_err(|source| CapabilityError::Set {
-        set: CapSet::Ambient,
+    let ambient = CapSet::Ambient;
+    caps::clear(None, ambient).map_err(|source| CapabilityError::Set {
+        set: ambient,
         source,
-    })
+    })?;
+    for capability in &plan.ambient {
+        caps::raise(None, ambient, *capability)
+            .map_err(|source| CapabilityError::Ambient {
+                capability: *capability,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -101,6 +146,29 @@ mod tests {
         proto.sort();
         assert_eq!(proto, ours);
         parse(Some(&proto)).unwrap();
+    }
+
+    #[test]
+    fn by_default_effective_and_permitted_follow_bounding_and_inheritable_the_ambient_list() {
+        let mut spec = crate::runtime::spec::ContainerSpec::new(
+            crate::runtime::spec::Rootfs::Directory("/".into()),
+            vec!["true".into()],
+        );
+        spec.process.capabilities = Some(vec!["CAP_CHOWN".into(), "CAP_NET_BIND_SERVICE".into()]);
+        spec.process.capability_sets.ambient = vec!["CAP_NET_BIND_SERVICE".into()];
+        let first = plan(&spec.process).unwrap();
+        assert_eq!(first.effective, first.bounding);
+        assert_eq!(first.permitted, first.bounding);
+        let ambient: CapsHashSet = [Capability::CAP_NET_BIND_SERVICE].into();
+        assert_eq!((&first.inheritable, &first.ambient), (&ambient, &ambient));
+
+        spec.process.capability_sets.effective = Some(Vec::new());
+        spec.process.capability_sets.inheritable = Some(vec!["CAP_CHOWN".into()]);
+        let second = plan(&spec.process).unwrap();
+        assert!(second.effective.is_empty());
+        assert_eq!(second.inheritable, [Capability::CAP_CHOWN].into());
+        spec.process.capability_sets.ambient = vec!["CAP_FLY".into()];
+        assert!(plan(&spec.process).is_err());
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn check(spec: &ContainerSpec) -> Result<(), InitError> {
     }
     cstrings(&spec.process.args)?;
     cstrings(&spec.process.env)?;
-    let caps = capabilities::parse(spec.process.capabilities.as_deref())?;
+    let caps = capabilities::plan(&spec.process)?.bounding;
     // An operator's profile that cannot become a filter (too long for the kernel) fails
     // here, before any process exists; the default one is known to compile (unit tests).
     if spec.seccomp_profile.is_some() {
@@ -235,8 +235,8 @@ fn setup_and_exec(
     }
     rlimits::apply(&spec.process.rlimits)?;
     let ids = user::resolve_in_container(&spec.process.user)?;
-    let caps = capabilities::parse(spec.process.capabilities.as_deref())?;
-    let filters = seccomp::filters(spec, &caps)?;
+    let caps = capabilities::plan(&spec.process)?;
+    let filters = seccomp::filters(spec, &caps.bounding)?;
     // 8. Stdio and working directory, and the program to run.
     redirect_stdio(ctx)?;
     let cwd = &spec.process.cwd;
@@ -254,7 +254,7 @@ fn setup_and_exec(
     })?;
     // 9. Drop privileges: bounding set, user (keeping caps across setuid), final caps,
     //    no_new_privs, seccomp last (it forbids the calls above).
-    capabilities::limit_bounding(&caps)?;
+    capabilities::limit_bounding(&caps.bounding)?;
     nix::sys::prctl::set_keepcaps(true).map_err(InitError::Prctl)?;
     user::switch(&ids)?;
     nix::sys::prctl::set_keepcaps(false).map_err(InitError::Prctl)?;
