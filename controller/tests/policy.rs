@@ -199,3 +199,29 @@ fn an_invalid_policy_stops_the_controller_at_start_naming_the_entry() {
         "{stderr}"
     );
 }
+
+/// Issue 16: a named volume `x/../../../../tmp/escape` made a host directory outside the
+/// volumes folder. Such names are refused at deploy (400, naming service and field), before
+/// the policy is asked; the agent refuses them again where a name becomes a path.
+#[test]
+fn volume_names_that_are_not_one_plain_name_are_refused_at_deploy() {
+    let controller = Controller::start();
+    push_fixture(&controller, "hello:1");
+    controller.enrol("pi-1");
+    for (source, wanted) in [
+        ("x/../../../../tmp/escape", "is not a volume name"),
+        ("a/b", "is not a volume name"),
+        ("..", "relative host paths are not supported"),
+        (".hidden", "relative host paths are not supported"),
+    ] {
+        let app = format!("{WEB}    volumes: [\"{source}:/data\"]\n");
+        let (status, body) = deploy(&controller, "pi-1", &app);
+        assert_eq!(status, 400, "{source}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("web") && message.contains("volumes") && message.contains(wanted),
+            "{source}: {message}"
+        );
+    }
+    assert!(desired_generation(&controller, "pi-1").is_null());
+}
