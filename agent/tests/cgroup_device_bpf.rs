@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use coracle_agent::runtime::cgroups::install_device_filter;
-use coracle_agent::runtime::spec::Device;
+use coracle_agent::runtime::cgroups::limits::DeviceRule;
+use coracle_agent::runtime::spec::{Device, DeviceAccess};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use runtime_support::Harness;
 
@@ -82,7 +83,8 @@ fn device_filter_on_real_cgroup2_allows_listed_devices_and_denies_others_with_ep
     let cgroup = TestCgroup::new("bpf");
 
     // The kernel's verifier accepts the program and it attaches.
-    assert!(install_device_filter(&cgroup.0, &[('c', 89, 1)]).unwrap());
+    let rule = DeviceRule::new('c', 89, 1, DeviceAccess::ALL);
+    assert!(install_device_filter(&cgroup.0, &[rule]).unwrap());
 
     // Outside the cgroup everything opens; inside only what the list names.
     let all: Vec<&Path> = allowed.iter().copied().chain(denied).collect();
@@ -132,6 +134,7 @@ fn v2_container_cannot_create_or_open_an_unlisted_device_but_uses_a_passed_one()
     spec.devices = vec![Device {
         host_path: node,
         container_path: Some("/dev/loop-control".into()),
+        access: DeviceAccess::ALL,
     }];
     let (state, log) = h.run("bpf-dev", &spec);
     assert_eq!(state.exit_code, Some(0), "{log}");
@@ -151,6 +154,33 @@ fn v2_container_cannot_create_or_open_an_unlisted_device_but_uses_a_passed_one()
         log.contains("unlisted=1") && log.contains("Operation not permitted"),
         "{log}"
     );
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn v2_container_honours_read_only_device_permission() {
+    let h = Harness::with_cgroup_root(UNIFIED);
+    let node = h.dir.path().join("loop-twin");
+    char_node(&node, 10, 237);
+    let mut spec = h.spec(
+        "(exec 3</dev/lc) && echo read=ok; \
+         (exec 3>/dev/lc) 2>&1 && echo write=ok; \
+         mknod /tmp/lc2 c 10 237 && echo mknod=ok; echo done",
+    );
+    spec.devices = vec![Device {
+        host_path: node,
+        container_path: Some("/dev/lc".into()),
+        access: DeviceAccess::parse("r").unwrap(),
+    }];
+    let (state, log) = h.run("bpf-ro", &spec);
+    assert_eq!(state.exit_code, Some(0), "{log}");
+    assert!(log.contains("read=ok") && log.contains("done"), "{log}");
+    assert!(
+        !log.contains("write=ok") && !log.contains("mknod=ok"),
+        "{log}"
+    );
+    assert!(log.contains("Operation not permitted"), "{log}");
     h.assert_clean();
 }
 

@@ -5,7 +5,7 @@ mod runtime_support;
 use std::collections::HashSet;
 
 use caps::Capability;
-use coracle_agent::runtime::spec::{Device, DEFAULT_CAPABILITIES};
+use coracle_agent::runtime::spec::{Device, DeviceAccess, DEFAULT_CAPABILITIES};
 use runtime_support::Harness;
 
 fn run(h: &Harness, id: &str, script: &str) -> (i32, String) {
@@ -134,7 +134,10 @@ fn a_non_root_user_keeps_its_ambient_capabilities_across_exec_and_no_others() {
     for field in ["CapEff:", "CapPrm:", "CapAmb:", "CapInh:"] {
         assert_eq!(status_field(&log, field), bind, "{field} in {log}");
     }
-    assert_eq!(status_field(&log, "CapBnd:"), cap_mask(DEFAULT_CAPABILITIES));
+    assert_eq!(
+        status_field(&log, "CapBnd:"),
+        cap_mask(DEFAULT_CAPABILITIES)
+    );
 
     // Without an ambient set the non-root user has nothing after exec (Docker's behaviour).
     let mut plain = h.spec("cat /proc/self/status");
@@ -178,6 +181,7 @@ fn passed_through_device_works_and_unlisted_one_is_absent() {
     spec.devices = vec![Device {
         host_path: node,
         container_path: Some("/dev/i2c-1".into()),
+        access: DeviceAccess::ALL,
     }];
     let (code, log) = {
         let (s, l) = h.run("dev", &spec);
@@ -189,6 +193,55 @@ fn passed_through_device_works_and_unlisted_one_is_absent() {
         std::path::Path::new("/dev/loop-control").exists(),
         "the host has the unlisted device"
     );
+    h.assert_clean();
+}
+
+/// Opens the passed device for reading, then for writing, then tries to mknod its twin;
+/// prints each outcome.
+const ACCESS_SCRIPT: &str = "(exec 3</dev/lc) && echo read=ok; \
+     (exec 3>/dev/lc) 2>&1 && echo write=ok; \
+     mknod /tmp/lc2 c 10 237 && echo mknod=ok; echo done";
+
+#[test]
+#[ignore = "needs root"]
+fn device_permissions_are_honoured_read_only_and_without_mknod() {
+    let h = Harness::new();
+    // A loop-control twin (char 10:237, not one of the standard devices).
+    let node = h.dir.path().join("lc-twin");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(10, 237),
+    )
+    .unwrap();
+    for (access, want, refused) in [
+        ("r", &["read=ok"][..], &["write=ok", "mknod=ok"][..]),
+        ("rw", &["read=ok", "write=ok"][..], &["mknod=ok"][..]),
+        ("rwm", &["read=ok", "write=ok", "mknod=ok"][..], &[][..]),
+    ] {
+        let mut spec = h.spec(ACCESS_SCRIPT);
+        spec.devices = vec![Device {
+            host_path: node.clone(),
+            container_path: Some("/dev/lc".into()),
+            access: DeviceAccess::parse(access).unwrap(),
+        }];
+        let (state, log) = h.run(&format!("perm-{access}"), &spec);
+        assert_eq!(state.exit_code, Some(0), "{access}: {log}");
+        assert!(log.contains("done"), "{access}: {log}");
+        for line in want {
+            assert!(log.contains(line), "{access}: {line} missing: {log}");
+        }
+        for line in refused {
+            assert!(!log.contains(line), "{access}: {line} allowed: {log}");
+        }
+        if !refused.is_empty() {
+            assert!(
+                log.contains("Operation not permitted"),
+                "{access}: refused with EPERM: {log}"
+            );
+        }
+    }
     h.assert_clean();
 }
 

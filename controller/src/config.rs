@@ -44,6 +44,8 @@ pub struct ServeConfig {
     /// private CA, plain HTTP, credentials file. Registries without an entry are reached
     /// over HTTPS with the public roots and `coracle registry login` credentials.
     pub registries: Vec<crate::upstream::RegistrySection>,
+    /// The deploy policy (`policy/`): what apps may ask of devices, per tag or device.
+    pub policy: crate::policy::PolicySection,
 }
 
 /// Background delta encoding (`registry/delta_workers.rs`).
@@ -265,6 +267,7 @@ impl Default for ServeConfig {
             fleet: FleetSection::default(),
             deltas: DeltasSection::default(),
             registries: Vec::new(),
+            policy: crate::policy::PolicySection::default(),
         }
     }
 }
@@ -420,6 +423,10 @@ impl ServeConfig {
                 reason: "must not be empty".into(),
             });
         }
+        crate::policy::Policy::new(&self.policy).map_err(|err| ConfigError::Invalid {
+            field: "policy",
+            reason: err.to_string(),
+        })?;
         if self.deltas.workers > 16 {
             return Err(ConfigError::Invalid {
                 field: "deltas.workers",

@@ -10,6 +10,7 @@ use coracle_proto::{Bootstrap, BrokerAuth, DeviceId, SigningKey};
 use crate::broker::client::ClientError;
 use crate::broker::{password_sha256, AccessError, ControllerClient, DeviceAccess};
 use crate::deployment_keys::DeploymentKeys;
+use crate::policy::{AppRequest, Policy};
 use crate::secrets::random_token;
 use crate::store::{DeviceRecord, NewDevice, Store, StoreError};
 
@@ -38,6 +39,9 @@ pub enum FleetError {
     },
     #[error("tag {tag:?} is invalid: {reason}")]
     InvalidTag { tag: String, reason: &'static str },
+    /// The deploy policy does not grant what the app asks of this device.
+    #[error(transparent)]
+    PolicyRefused(#[from] crate::policy::PolicyRefusal),
     #[error("the app is not a valid desired state")]
     InvalidApp(#[source] coracle_proto::InvalidDesired),
     #[error("device id {device} is reserved for the controller's own broker client")]
@@ -72,6 +76,7 @@ pub struct Fleet {
     client: ControllerClient,
     keys: Arc<DeploymentKeys>,
     enrolment: Arc<EnrolmentInfo>,
+    policy: Arc<Policy>,
 }
 
 /// Checks a tag key or value: printable, no `=` or `,` in keys (they separate selectors).
@@ -111,7 +116,26 @@ impl Fleet {
             client,
             keys,
             enrolment: Arc::new(enrolment),
+            policy: Arc::new(Policy::default()),
         }
+    }
+
+    /// The fleet with `policy` in force instead of the default one.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// The deploy policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Checks `app` against the deploy policy for `device` (with its current tags).
+    pub fn check_policy(&self, device: &DeviceId, app: &AppRequest<'_>) -> Result<(), FleetError> {
+        let record = self.store.device(device)?;
+        self.policy.check(device, &record.tags, app)?;
+        Ok(())
     }
 
     pub fn client(&self) -> &ControllerClient {

@@ -13,6 +13,8 @@
 //!   logged rate-limited and dropped.
 //! - [`rollout`]: staged rollouts — a pure engine plus the driver task that deploys wave by
 //!   wave, pauses on failures and rolls back, all state in the store.
+//! - [`policy`]: the deploy policy (host paths, capabilities, devices, host network,
+//!   privileged; per tag or device) checked before a deploy or rollout reaches devices.
 //! - [`upstream`]: images from other registries (Docker Hub, GHCR, LAN registries) pulled
 //!   into the controller's registry at deploy time ([`upstream::Mirror`]).
 //! - [`api`]: axum JSON API under `/api/v1`; [`access`]: who calls it (admin token, scoped
@@ -48,6 +50,7 @@ pub mod ingest;
 pub mod log_limit;
 pub mod metrics;
 pub mod net;
+pub mod policy;
 pub mod presence;
 pub mod registry;
 pub mod rollout;

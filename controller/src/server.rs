@@ -41,6 +41,8 @@ pub enum ServeError {
     Fleet(#[from] crate::fleet::FleetError),
     #[error("cannot load the deployment key chain")]
     DeploymentKeys(#[from] crate::deployment_keys::RotationError),
+    #[error("the deploy policy in the config is not valid")]
+    Policy(#[from] crate::policy::PolicyConfigError),
     #[error("cannot read the external broker's CA file {path}")]
     ReadDeviceCa {
         path: std::path::PathBuf,
@@ -185,6 +187,8 @@ fn check_fd_limit(config: &ServeConfig) {
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let stop = shutdown_signal()?;
     check_fd_limit(&config);
+    // Compiled once (`ServeConfig::validate` checked it when the file was read).
+    let policy = crate::policy::Policy::new(&config.policy)?;
 
     // 1. State: data dir, database, secrets.
     let dir = DataDir::open(&config.data_dir)?;
@@ -316,7 +320,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             registry_url,
             pull_tokens: Some(registry.pull_tokens()),
         },
-    );
+    )
+    .with_policy(policy);
     let republished = fleet.republish_desired().await?;
     tracing::info!(count = republished, "desired states republished");
     let republish_task = tokio::spawn(fleet.clone().republish_on_reconnect());

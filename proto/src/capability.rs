@@ -60,6 +60,25 @@ pub enum CapabilityName {
     One(&'static str),
 }
 
+/// Docker's default capability set: what a container has without `cap_add`. The agent
+/// starts from it; the controller's deploy policy lets these be added without a grant.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// Reads an entry as Docker does: case does not matter and the `CAP_` prefix is optional.
 /// `None` for a name the kernel does not have.
 pub fn capability_name(text: &str) -> Option<CapabilityName> {

@@ -54,7 +54,9 @@ pub mod topic;
 pub mod validate;
 
 pub use bootstrap::{Bootstrap, BrokerAuth};
-pub use capability::{canonical_capability, capability_name, CapabilityName, CAPABILITIES};
+pub use capability::{
+    canonical_capability, capability_name, CapabilityName, CAPABILITIES, DEFAULT_CAPABILITIES,
+};
 pub use codec::{decode, encode, DecodeError, PROTOCOL_VERSION};
 pub use command::{Command, CommandOutcome, CommandReply, CommandRequest, Presence};
 pub use desired::{

@@ -3,15 +3,51 @@
 //! working dir and user. No I/O: the caller supplies every path.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use coracle_images::oci::RunConfig;
 use coracle_proto::{canonical_capability, NetworkMode, SeccompPolicy, ServiceSpec, VolumeSource};
 
 use crate::runtime::spec::{
-    ContainerSpec, Device, Mount, MountKind, Network, Resources, Rootfs, Stdio, User,
+    ContainerSpec, Device, DeviceAccess, Mount, MountKind, Network, Resources, Rootfs, Stdio, User,
     DEFAULT_CAPABILITIES,
 };
+
+/// A named volume whose name is not one plain directory name: the agent refuses it itself
+/// (the desired state was validated on admission; this is where a name becomes a path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "volume name {name:?} is not [A-Za-z0-9][A-Za-z0-9_.-]*: it would not stay inside {volumes}"
+)]
+pub struct InvalidVolumeName {
+    pub name: String,
+    pub volumes: String,
+}
+
+/// The host directory of the named volume `name`: `<volumes>/<name>`, for a name Docker
+/// accepts only (`[A-Za-z0-9][A-Za-z0-9_.-]*`), so it is exactly one normal component and
+/// can never resolve outside `volumes` (no `/`, no `.` or `..`, nothing absolute).
+pub fn volume_dir(volumes: &Path, name: &str) -> Result<PathBuf, InvalidVolumeName> {
+    let docker_name = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let mut components = Path::new(name).components();
+    let one_component = matches!(
+        (components.next(), components.next()),
+        (Some(Component::Normal(_)), None)
+    );
+    if !docker_name || !one_component {
+        return Err(InvalidVolumeName {
+            name: name.to_string(),
+            volumes: volumes.display().to_string(),
+        });
+    }
+    Ok(volumes.join(name))
+}
 
 /// Where a container's files live on the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,12 +155,13 @@ pub fn ambient_capabilities(service: &ServiceSpec) -> Vec<String> {
     added.into_iter().collect()
 }
 
-/// The whole container spec for one service.
+/// The whole container spec for one service; refused when a named volume's name could
+/// leave the volumes folder.
 pub fn container_spec(
     service: &ServiceSpec,
     image: &RunConfig,
     layout: &ContainerLayout,
-) -> ContainerSpec {
+) -> Result<ContainerSpec, InvalidVolumeName> {
     let rootfs = Rootfs::Overlay {
         // overlayfs lists the topmost lower dir first.
         lower: layout.layers.iter().rev().cloned().collect(),
@@ -156,7 +193,7 @@ pub fn container_spec(
     };
     for volume in &service.volumes {
         let source = match &volume.source {
-            VolumeSource::Named(name) => layout.volumes.join(name),
+            VolumeSource::Named(name) => volume_dir(&layout.volumes, name)?,
             VolumeSource::HostPath(path) => PathBuf::from(path),
         };
         let mut options = vec!["rbind".to_string()];
@@ -176,6 +213,9 @@ pub fn container_spec(
         .map(|d| Device {
             host_path: PathBuf::from(&d.host_path),
             container_path: Some(d.container_path.clone()),
+            // Validated on admission as a non-empty subset of rwm; were it not, the
+            // device gets no access rather than all of it.
+            access: DeviceAccess::parse(&d.permissions).unwrap_or(DeviceAccess::NONE),
         })
         .collect();
     let r = &service.resources;
@@ -193,7 +233,7 @@ pub fn container_spec(
         max_bytes: layout.log_max_bytes,
         keep: layout.log_keep,
     };
-    spec
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -264,9 +304,16 @@ mod tests {
     #[test]
     fn only_explicitly_added_capabilities_become_ambient() {
         let mut s = service();
-        assert!(ambient_capabilities(&s).is_empty(), "Docker's defaults stay out");
+        assert!(
+            ambient_capabilities(&s).is_empty(),
+            "Docker's defaults stay out"
+        );
         s.cap_drop = vec!["ALL".into()];
-        s.cap_add = vec!["net_bind_service".into(), "ALL".into(), "CAP_NET_RAW".into()];
+        s.cap_add = vec![
+            "net_bind_service".into(),
+            "ALL".into(),
+            "CAP_NET_RAW".into(),
+        ];
         assert_eq!(
             ambient_capabilities(&s),
             ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]
@@ -303,7 +350,7 @@ mod tests {
             log_max_bytes: 1 << 20,
             log_keep: 2,
         };
-        let spec = container_spec(&s, &image(), &layout);
+        let spec = container_spec(&s, &image(), &layout).unwrap();
         match &spec.rootfs {
             Rootfs::Overlay { lower, .. } => {
                 assert_eq!(lower, &[PathBuf::from("/l/top"), PathBuf::from("/l/base")])
@@ -334,20 +381,105 @@ mod tests {
             log_keep: 1,
         };
         let mut s = service();
-        let spec = container_spec(&s, &image(), &layout);
+        let spec = container_spec(&s, &image(), &layout).unwrap();
         assert!(
             spec.seccomp && spec.seccomp_profile.is_none(),
             "default allow-list"
         );
         s.seccomp = SeccompPolicy::Unconfined;
-        assert!(!container_spec(&s, &image(), &layout).seccomp);
+        assert!(!container_spec(&s, &image(), &layout).unwrap().seccomp);
         let profile = coracle_proto::SeccompProfile {
             default_action: coracle_proto::seccomp::SeccompAction::Allow,
             rules: vec![],
         };
         s.seccomp = SeccompPolicy::Profile(profile.clone());
-        let spec = container_spec(&s, &image(), &layout);
+        let spec = container_spec(&s, &image(), &layout).unwrap();
         assert!(spec.seccomp);
         assert_eq!(spec.seccomp_profile, Some(profile));
+    }
+
+    #[test]
+    fn volume_names_that_could_leave_the_volumes_folder_are_refused() {
+        let volumes = Path::new("/var/lib/coracle/volumes");
+        for good in ["data", "db-1", "a.b_c", "x..y", "7"] {
+            assert_eq!(
+                volume_dir(volumes, good).unwrap(),
+                volumes.join(good),
+                "{good}"
+            );
+        }
+        for bad in [
+            "x/../../../../tmp/escape",
+            "..",
+            ".",
+            ".hidden",
+            "/etc",
+            "a/b",
+            "",
+            "-x",
+            "_x",
+            "a\0b",
+            "a b",
+        ] {
+            assert!(volume_dir(volumes, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn container_spec_refuses_an_escaping_volume_name() {
+        let mut s = service();
+        s.volumes = vec![VolumeMount {
+            source: VolumeSource::Named("x/../../../../tmp/escape".into()),
+            target: "/data".into(),
+            read_only: false,
+        }];
+        let layout = ContainerLayout {
+            layers: vec![],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volumes: "/v".into(),
+            log_max_bytes: 1,
+            log_keep: 1,
+        };
+        let err = container_spec(&s, &image(), &layout).unwrap_err();
+        assert_eq!(err.name, "x/../../../../tmp/escape");
+    }
+
+    #[test]
+    fn device_permissions_reach_the_runtime_spec() {
+        let mut s = service();
+        s.devices = vec![
+            coracle_proto::DeviceMapping {
+                host_path: "/dev/i2c-1".into(),
+                container_path: "/dev/i2c-1".into(),
+                permissions: "r".into(),
+            },
+            coracle_proto::DeviceMapping {
+                host_path: "/dev/ttyUSB0".into(),
+                container_path: "/dev/ttyS0".into(),
+                permissions: "rwm".into(),
+            },
+        ];
+        let layout = ContainerLayout {
+            layers: vec![],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volumes: "/v".into(),
+            log_max_bytes: 1,
+            log_keep: 1,
+        };
+        let spec = container_spec(&s, &image(), &layout).unwrap();
+        let access: Vec<DeviceAccess> = spec.devices.iter().map(|d| d.access).collect();
+        assert_eq!(
+            access,
+            [
+                DeviceAccess {
+                    read: true,
+                    write: false,
+                    mknod: false
+                },
+                DeviceAccess::ALL
+            ]
+        );
     }
 }

@@ -18,7 +18,7 @@ use coracle_proto::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::container_spec::{container_spec, ContainerLayout};
+use super::container_spec::{container_spec, volume_dir, ContainerLayout};
 use crate::platform::this_device;
 use crate::private_dir::create_traverse_only_dir;
 use crate::pull::{direct_client, Puller, RegistryClient, RegistryEndpoint};
@@ -281,7 +281,8 @@ impl ContainerEngine for LinuxEngine {
         }
         for volume in &spec.volumes {
             if let coracle_proto::VolumeSource::Named(name) = &volume.source {
-                let path = layout.volumes.join(name);
+                let path = volume_dir(&layout.volumes, name)
+                    .map_err(|e| fail("create volume", &spec.name, e))?;
                 fs::create_dir_all(&path).map_err(|e| fail("create volume", path.display(), e))?;
             }
         }
@@ -292,7 +293,8 @@ impl ContainerEngine for LinuxEngine {
         let meta_path = dir.join("meta.json");
         let json = serde_json::to_vec(&meta).map_err(|e| fail("encode meta", &spec.name, e))?;
         write_atomic(&meta_path, &json).map_err(|e| fail("write", meta_path.display(), e))?;
-        let container = container_spec(spec, &run_config, &layout);
+        let container = container_spec(spec, &run_config, &layout)
+            .map_err(|e| fail("build container spec", &spec.name, e))?;
         self.runtime
             .create(&id, &container)
             .map_err(|e| fail("create container", &spec.name, chain(&e)))?;

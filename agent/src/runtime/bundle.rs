@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::cgroups::limits::shares_to_weight;
 use super::spec::{
-    CapabilitySets, ContainerSpec, Device, IdMapping, IdRange, Mount, MountKind, Network, Resources, Rlimit,
-    Rootfs, Stdio, User,
+    CapabilitySets, ContainerSpec, Device, DeviceAccess, IdMapping, IdRange, Mount, MountKind,
+    Network, Resources, Rlimit, Rootfs, Stdio, User,
 };
 
 /// Failures reading a bundle.
@@ -144,6 +144,7 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         .map(|d| Device {
             host_path: d.path().clone(),
             container_path: Some(d.path().to_string_lossy().into_owned()),
+            access: DeviceAccess::ALL,
         })
         .collect();
     spec.seccomp = linux.seccomp().is_some();

@@ -21,6 +21,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use serde::{Deserialize, Serialize};
 
+use super::cgroups::limits::DeviceRule;
 use super::cgroups::{CgroupConfig, CgroupError, ContainerCgroup};
 use super::error_chain;
 use super::id::ContainerId;
@@ -199,7 +200,8 @@ impl Shim {
         let mut rules = Vec::new();
         for device in &spec.devices {
             let node = dev::host_node(device)?;
-            rules.push((if node.block { 'b' } else { 'c' }, node.major, node.minor));
+            let kind = if node.block { 'b' } else { 'c' };
+            rules.push(DeviceRule::new(kind, node.major, node.minor, device.access));
             nodes.push(node);
         }
         let netns = match &spec.network {

@@ -169,6 +169,63 @@ pub struct Device {
     pub host_path: PathBuf,
     /// Path in the container; the host path when `None`.
     pub container_path: Option<String>,
+    /// What the container may do with it (compose's `:rwm`); all of it when absent.
+    #[serde(default)]
+    pub access: DeviceAccess,
+}
+
+/// The device cgroup's access bits for one device: read, write, mknod (`r`, `w`, `m`).
+/// Enforced by the devices cgroup (v1 `devices.allow`) or its eBPF program (v2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAccess {
+    pub read: bool,
+    pub write: bool,
+    pub mknod: bool,
+}
+
+impl Default for DeviceAccess {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl DeviceAccess {
+    /// `rwm`: what the standard devices (null, zero, tty, …) get.
+    pub const ALL: Self = Self {
+        read: true,
+        write: true,
+        mknod: true,
+    };
+
+    /// Nothing: the device exists in the container but cannot be used.
+    pub const NONE: Self = Self {
+        read: false,
+        write: false,
+        mknod: false,
+    };
+
+    /// Reads a non-empty subset of `rwm` (any order; a repeated letter counts once).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut access = Self::NONE;
+        for c in text.chars() {
+            match c {
+                'r' => access.read = true,
+                'w' => access.write = true,
+                'm' => access.mknod = true,
+                _ => return None,
+            }
+        }
+        (!text.is_empty()).then_some(access)
+    }
+
+    /// The letters, in `rwm` order, as cgroup v1's `devices.allow` takes them.
+    pub fn letters(&self) -> String {
+        [(self.read, 'r'), (self.write, 'w'), (self.mknod, 'm')]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, c)| *c)
+            .collect()
+    }
 }
 
 /// cgroup limits. `None` means "no limit set".
@@ -198,22 +255,7 @@ pub enum Stdio {
 }
 
 /// Docker's default capability set.
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub use coracle_proto::capability::DEFAULT_CAPABILITIES;
 
 /// The paths Docker masks in /proc and /sys.
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[

@@ -17,6 +17,7 @@ use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
 use crate::compose::{self, ComposeContext, ComposeFile};
 use crate::deploy::app_services;
+use crate::policy::{host_network_services, AppRequest};
 
 /// The request body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,13 +89,17 @@ pub async fn deploy(
 ) -> Result<Json<DeployResponse>, ApiError> {
     let id = device_id(&id)?;
     let request: DeployRequest = parse_json(&body)?;
-    let (_, services, platforms) = pin_app(
+    let (file, services, platforms) = pin_app(
         &state,
         &request.compose,
         &request.seccomp_profiles,
         &request.context,
     )
     .await?;
+    let host_network = host_network_services(&file);
+    state
+        .fleet
+        .check_policy(&id, &AppRequest::new(&services, &host_network))?;
     let reported = state.fleet.store.reported(&id)?;
     let (platform, sealing_key) = reported
         .map(|r| (r.platform, r.sealing_key))

@@ -43,6 +43,9 @@ pub enum ApiError {
     Command(#[from] crate::commands::CommandError),
     #[error("too many requests: {what}")]
     TooManyRequests { what: String },
+    /// The deploy policy does not grant what the app asks (`policy/`).
+    #[error(transparent)]
+    PolicyRefused(crate::policy::PolicyRefusal),
 }
 
 /// The error body every endpoint returns.
@@ -83,6 +86,7 @@ impl From<FleetError> for ApiError {
             | FleetError::DesiredTooLarge { .. } => ApiError::BadRequest {
                 message: err.to_string(),
             },
+            FleetError::PolicyRefused(refusal) => ApiError::PolicyRefused(refusal),
             FleetError::InvalidApp(invalid) => ApiError::BadRequest {
                 message: format!(
                     "the app is not a valid desired state: {}",
@@ -118,6 +122,7 @@ impl ApiError {
             }
             ApiError::Command(_) => (StatusCode::BAD_GATEWAY, "broker"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::PolicyRefused(_) => (StatusCode::FORBIDDEN, "policy_refused"),
         }
     }
 }

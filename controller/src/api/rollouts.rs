@@ -87,6 +87,7 @@ impl From<RolloutError> for ApiError {
             | RolloutError::NoDevices { .. }
             | RolloutError::UnknownDevice { .. } => ApiError::bad_request(err.to_string()),
             RolloutError::Store(err) => err.into(),
+            RolloutError::PolicyRefused(refusal) => ApiError::PolicyRefused(refusal),
             RolloutError::Deploy { source, .. } => (*source).into(),
         }
     }
@@ -189,6 +190,7 @@ pub async fn create(
         .create(CreateRollout {
             app,
             compose: request.compose,
+            host_network: crate::policy::host_network_services(&file),
             services,
             platforms,
             selector,

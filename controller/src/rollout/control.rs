@@ -1,6 +1,9 @@
 //! The operator's entry points: create a rollout (checked: waves, threshold, window,
-//! selector, devices not held by another active rollout) and the commands pause, resume,
-//! abort and rollback, whose allowed moves are `command::transition`.
+//! selector, the deploy policy for every selected device, devices not held by another
+//! active rollout) and the commands pause, resume, abort and rollback, whose allowed moves
+//! are `command::transition`.
+
+use std::collections::BTreeSet;
 
 use coracle_proto::ServiceSpec;
 
@@ -8,6 +11,7 @@ use super::command::{transition, RolloutCommand};
 use super::driver::{plan, Rollouts};
 use super::RolloutError;
 use crate::app_platforms::AppPlatforms;
+use crate::policy::AppRequest;
 use crate::store::{DeviceStatus, NewRollout, RolloutRecord, Selector, StoreError};
 
 /// The longest health window and apply timeout accepted (a day): longer is almost surely a unit mistake.
@@ -18,6 +22,8 @@ const MAX_HEALTH_WINDOW_S: u64 = 24 * 3600;
 pub struct CreateRollout {
     pub app: String,
     pub compose: String,
+    /// Services whose compose entry says `network_mode: host` (the policy judges them).
+    pub host_network: BTreeSet<String>,
     pub services: Vec<ServiceSpec>,
     /// The platforms the app's images offer, checked against each selected device.
     pub platforms: AppPlatforms,
@@ -71,7 +77,9 @@ impl Rollouts {
             new.health_window_s,
             new.rollback_on_failure,
         )?;
-        let id = self.store_new(new, &request.platforms).await?;
+        let id = self
+            .store_new(new, &request.platforms, &request.host_network)
+            .await?;
         // The first wave starts before the answer, so the caller sees it under way.
         if let Err(err) = self.step(id).await {
             tracing::warn!(rollout = id, error = %format!("{err:#}"), "first rollout step failed; retrying on the next tick");
@@ -89,6 +97,7 @@ impl Rollouts {
         &self,
         mut new: NewRollout,
         platforms: &AppPlatforms,
+        host_network: &BTreeSet<String>,
     ) -> Result<i64, RolloutError> {
         let _serialized = self.lock.lock().await;
         let store = &self.fleet.store;
@@ -111,6 +120,12 @@ impl Rollouts {
             return Err(RolloutError::NoDevices {
                 selector: new.selector.to_string(),
             });
+        }
+        // Every selected device, before any is sent to: a rollout is not half allowed.
+        let app = AppRequest::new(&new.services, host_network);
+        for device in &new.devices {
+            let tags = store.device(device)?.tags;
+            self.fleet.policy().check(device, &tags, &app)?;
         }
         let refused: Vec<String> = new
             .devices

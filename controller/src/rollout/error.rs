@@ -30,6 +30,9 @@ pub enum RolloutError {
     Busy { device: DeviceId, rollout: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The deploy policy refuses the app for a selected device.
+    #[error(transparent)]
+    PolicyRefused(#[from] crate::policy::PolicyRefusal),
     #[error("rollout {id}: deploying to device {device} failed")]
     Deploy {
         id: i64,

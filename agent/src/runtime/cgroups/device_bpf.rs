@@ -8,16 +8,22 @@
 //! (allow) or 0 (deny, the syscall fails with EPERM). The program is one block per rule:
 //!
 //! ```text
-//!   r2 = ctx->access_type & 0xffff; r4 = ctx->major; r5 = ctx->minor
+//!   r2 = ctx->access_type & 0xffff; r3 = ctx->access_type >> 16
+//!   r4 = ctx->major; r5 = ctx->minor
 //!   rule: if w2 != type goto next; if w4 != major goto next; [if w5 != minor goto next]
+//!         [w1 = w3; w1 &= ~granted; if w1 != 0 goto next]
 //!         r0 = 1; exit
 //!   ...
 //!   r0 = 0; exit
 //! ```
 //!
-//! Every listed device may be read, written and created (mknod), as the v1 rules `rwm` say.
+//! A rule grants the access bits of its device (`BPF_DEVCG_ACC_MKNOD` 1, `READ` 2, `WRITE`
+//! 4), as the v1 rules' `rwm` letters do: a request asking for a bit the rule lacks (a write
+//! to a `:r` device, a mknod without `m`) falls through to the next rule, and finally to
+//! the deny. The default devices get all three; the access check is left out for them.
 
 use super::limits::{DeviceRule, DEFAULT_DEVICES};
+use crate::runtime::spec::DeviceAccess;
 
 /// One eBPF instruction (`struct bpf_insn`). `regs` holds dst in its low nibble and src in
 /// its high nibble, as the kernel's bitfields lay them out on little-endian machines.
@@ -39,6 +45,10 @@ pub const ALU32_AND_K: u8 = 0x54;
 pub const ALU64_MOV_K: u8 = 0xb7;
 /// `if (u32)dst != (u32)imm goto pc + off`: BPF_JMP32 | BPF_JNE | BPF_K.
 pub const JMP32_JNE_K: u8 = 0x56;
+/// `w_dst = w_src`: BPF_ALU | BPF_MOV | BPF_X.
+pub const ALU32_MOV_X: u8 = 0xbc;
+/// `w_dst >>= imm`: BPF_ALU | BPF_RSH | BPF_K.
+pub const ALU32_RSH_K: u8 = 0x74;
 /// `return r0`: BPF_JMP | BPF_EXIT.
 pub const JMP_EXIT: u8 = 0x95;
 
@@ -46,12 +56,25 @@ pub const JMP_EXIT: u8 = 0x95;
 pub const DEV_BLOCK: i32 = 1;
 pub const DEV_CHAR: i32 = 2;
 
-/// One allowed device: type, major, and minor (`None` = any minor).
+/// Access bits in `access_type`'s high half (`BPF_DEVCG_ACC_*`).
+pub const ACC_MKNOD: u32 = 1;
+pub const ACC_READ: u32 = 2;
+pub const ACC_WRITE: u32 = 4;
+const ACC_ALL: u32 = ACC_MKNOD | ACC_READ | ACC_WRITE;
+
+/// One allowed device: type, major, minor (`None` = any minor) and the access bits granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allowed {
     pub block: bool,
     pub major: u32,
     pub minor: Option<u32>,
+    pub access: u32,
+}
+
+/// The `BPF_DEVCG_ACC_*` bits of `access`.
+pub fn access_bits(access: DeviceAccess) -> u32 {
+    let bit = |on: bool, bit: u32| if on { bit } else { 0 };
+    bit(access.read, ACC_READ) | bit(access.write, ACC_WRITE) | bit(access.mknod, ACC_MKNOD)
 }
 
 impl Insn {
@@ -85,19 +108,21 @@ impl Insn {
     }
 }
 
-/// The default devices (null, zero, full, random, urandom, tty, ptmx, pts) plus the
-/// passed-through ones. A number that no Linux device can have (wider than 32 bits) is
-/// left out: it could never match anyway.
+/// The default devices (null, zero, full, random, urandom, tty, ptmx, pts) with every
+/// access, plus the passed-through ones with theirs. A number that no Linux device can have
+/// (wider than 32 bits) is left out: it could never match anyway; so is a device granted
+/// nothing.
 pub fn allow_list(passed_through: &[DeviceRule]) -> Vec<Allowed> {
     let defaults = DEFAULT_DEVICES
         .iter()
-        .map(|&(kind, major, minor)| (kind, major, minor));
+        .map(|&(kind, major, minor)| (kind, major, minor, ACC_ALL));
     let passed = passed_through
         .iter()
-        .map(|&(kind, major, minor)| (kind, major, Some(minor)));
+        .map(|r| (r.kind, r.major, Some(r.minor), access_bits(r.access)));
     defaults
         .chain(passed)
-        .filter_map(|(kind, major, minor)| {
+        .filter(|&(_, _, _, access)| access != 0)
+        .filter_map(|(kind, major, minor, access)| {
             let minor = match minor {
                 Some(m) => Some(u32::try_from(m).ok()?),
                 None => None,
@@ -106,6 +131,7 @@ pub fn allow_list(passed_through: &[DeviceRule]) -> Vec<Allowed> {
                 block: kind == 'b',
                 major: u32::try_from(major).ok()?,
                 minor,
+                access,
             })
         })
         .collect()
@@ -116,26 +142,43 @@ pub fn program(allowed: &[Allowed]) -> Vec<Insn> {
     let mut insns = vec![
         Insn::new(LDX_MEM_W, 2, 1, 0, 0),
         Insn::new(ALU32_AND_K, 2, 0, 0, 0xffff),
+        Insn::new(LDX_MEM_W, 3, 1, 0, 0),
+        Insn::new(ALU32_RSH_K, 3, 0, 0, 16),
         Insn::new(LDX_MEM_W, 4, 1, 4, 0),
         Insn::new(LDX_MEM_W, 5, 1, 8, 0),
     ];
     for rule in allowed {
-        let mut checks = vec![
-            (2, if rule.block { DEV_BLOCK } else { DEV_CHAR }),
-            (4, rule.major as i32),
+        let mut body = vec![
+            Insn::new(
+                JMP32_JNE_K,
+                2,
+                0,
+                0,
+                if rule.block { DEV_BLOCK } else { DEV_CHAR },
+            ),
+            // JMP32 compares the low 32 bits, so the bit pattern is what matters.
+            Insn::new(JMP32_JNE_K, 4, 0, 0, rule.major as i32),
         ];
         if let Some(minor) = rule.minor {
-            // JMP32 compares the low 32 bits, so the bit pattern is what matters.
-            checks.push((5, minor as i32));
+            body.push(Insn::new(JMP32_JNE_K, 5, 0, 0, minor as i32));
         }
-        // Each check skips the rest of this rule: the later checks, `r0 = 1` and `exit`.
-        let len = checks.len();
-        for (i, (reg, value)) in checks.into_iter().enumerate() {
-            let skip = (len - i - 1 + 2) as i16;
-            insns.push(Insn::new(JMP32_JNE_K, reg, 0, skip, value));
+        let denied = ACC_ALL & !rule.access;
+        if denied != 0 {
+            // r1 (the context) is no longer needed: every field is loaded.
+            body.push(Insn::new(ALU32_MOV_X, 1, 3, 0, 0));
+            body.push(Insn::new(ALU32_AND_K, 1, 0, 0, denied as i32));
+            body.push(Insn::new(JMP32_JNE_K, 1, 0, 0, 0));
         }
-        insns.push(Insn::new(ALU64_MOV_K, 0, 0, 0, 1));
-        insns.push(Insn::new(JMP_EXIT, 0, 0, 0, 0));
+        body.push(Insn::new(ALU64_MOV_K, 0, 0, 0, 1));
+        body.push(Insn::new(JMP_EXIT, 0, 0, 0, 0));
+        // Each jump skips the rest of this rule, up to and including its `exit`.
+        let len = body.len();
+        for (i, insn) in body.iter_mut().enumerate() {
+            if insn.code == JMP32_JNE_K {
+                insn.off = (len - i - 1) as i16;
+            }
+        }
+        insns.extend(body);
     }
     insns.push(Insn::new(ALU64_MOV_K, 0, 0, 0, 0));
     insns.push(Insn::new(JMP_EXIT, 0, 0, 0, 0));
@@ -149,8 +192,12 @@ mod tests {
     /// Runs `insns` on a device context the way the kernel would, for the opcodes
     /// `program` emits; anything else is a test failure.
     fn run(insns: &[Insn], block: bool, major: u32, minor: u32) -> u64 {
-        let access = 0b110u32 << 16; // read | write
-        let ctx = [access | if block { 1 } else { 2 }, major, minor];
+        run_access(insns, ACC_READ | ACC_WRITE, block, major, minor)
+    }
+
+    /// As `run`, asking for `access` (`ACC_*` bits).
+    fn run_access(insns: &[Insn], access: u32, block: bool, major: u32, minor: u32) -> u64 {
+        let ctx = [access << 16 | if block { 1 } else { 2 }, major, minor];
         let mut regs = [0u64; 11];
         let mut pc = 0usize;
         for _ in 0..4096 {
@@ -163,6 +210,8 @@ mod tests {
                     regs[dst] = u64::from(ctx[insn.off as usize / 4]);
                 }
                 ALU32_AND_K => regs[dst] = u64::from(regs[dst] as u32 & insn.imm as u32),
+                ALU32_RSH_K => regs[dst] = u64::from(regs[dst] as u32 >> insn.imm),
+                ALU32_MOV_X => regs[dst] = u64::from(regs[src] as u32),
                 ALU64_MOV_K => regs[dst] = insn.imm as i64 as u64,
                 JMP32_JNE_K => {
                     if regs[dst] as u32 != insn.imm as u32 {
@@ -179,7 +228,10 @@ mod tests {
     #[test]
     fn program_allows_the_default_and_passed_devices_and_denies_the_rest() {
         // i2c-1 (char 89:1) and a block device 8:0 passed through.
-        let insns = program(&allow_list(&[('c', 89, 1), ('b', 8, 0)]));
+        let insns = program(&allow_list(&[
+            DeviceRule::new('c', 89, 1, DeviceAccess::ALL),
+            DeviceRule::new('b', 8, 0, DeviceAccess::ALL),
+        ]));
         let cases = [
             (false, 1, 3, 1, "null"),
             (false, 1, 5, 1, "zero"),
@@ -207,21 +259,68 @@ mod tests {
     }
 
     #[test]
+    fn program_grants_only_the_access_bits_of_each_rule() {
+        let access = |text: &str| DeviceAccess::parse(text).unwrap();
+        let insns = program(&allow_list(&[
+            DeviceRule::new('c', 10, 200, access("r")),
+            DeviceRule::new('c', 89, 1, access("rw")),
+            DeviceRule::new('c', 89, 2, access("wm")),
+            DeviceRule::new('c', 89, 3, DeviceAccess::NONE),
+        ]));
+        let (r, w, m) = (ACC_READ, ACC_WRITE, ACC_MKNOD);
+        let cases = [
+            (10, 200, r, 1, "tun: read"),
+            (10, 200, w, 0, "tun: write on :r"),
+            (10, 200, r | w, 0, "tun: read-write open on :r"),
+            (10, 200, m, 0, "tun: mknod without m"),
+            (89, 1, r | w, 1, "i2c-1: rw"),
+            (89, 1, m, 0, "i2c-1: mknod without m"),
+            (89, 2, m, 1, "i2c-2: mknod"),
+            (89, 2, w, 1, "i2c-2: write"),
+            (89, 2, r, 0, "i2c-2: read without r"),
+            (89, 3, r, 0, "i2c-3: granted nothing"),
+            (1, 3, r | w, 1, "null keeps rwm"),
+            (1, 3, m, 1, "null may be created"),
+        ];
+        for (major, minor, want_access, want, name) in cases {
+            assert_eq!(
+                run_access(&insns, want_access, false, major, minor),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn access_bits_follow_the_kernels_numbers() {
+        assert_eq!(access_bits(DeviceAccess::ALL), 7);
+        assert_eq!(access_bits(DeviceAccess::parse("r").unwrap()), 2);
+        assert_eq!(access_bits(DeviceAccess::parse("w").unwrap()), 4);
+        assert_eq!(access_bits(DeviceAccess::parse("m").unwrap()), 1);
+    }
+
+    #[test]
     fn empty_allow_list_denies_everything() {
         let insns = program(&[]);
-        assert_eq!(insns.len(), 6);
+        assert_eq!(insns.len(), 8);
         assert_eq!(run(&insns, false, 1, 3), 0);
     }
 
     #[test]
     fn numbers_no_device_can_have_are_left_out() {
-        let list = allow_list(&[('c', 1 << 40, 1), ('c', 4, 1 << 33)]);
+        let list = allow_list(&[
+            DeviceRule::new('c', 1 << 40, 1, DeviceAccess::ALL),
+            DeviceRule::new('c', 4, 1 << 33, DeviceAccess::ALL),
+        ]);
         assert_eq!(list.len(), DEFAULT_DEVICES.len());
     }
 
     #[test]
     fn jumps_stay_inside_the_program() {
-        let insns = program(&allow_list(&[('c', 89, 1)]));
+        let insns = program(&allow_list(&[
+            DeviceRule::new('c', 89, 1, DeviceAccess::parse("r").unwrap()),
+            DeviceRule::new('c', 89, 2, DeviceAccess::ALL),
+        ]));
         for (pc, insn) in insns.iter().enumerate() {
             if insn.code == JMP32_JNE_K {
                 let target = pc as isize + 1 + insn.off as isize;

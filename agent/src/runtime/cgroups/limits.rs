@@ -3,7 +3,7 @@
 //! writes in the order returned (order matters: v1 needs memory before memory+swap, and the
 //! period before the quota).
 
-use crate::runtime::spec::Resources;
+use crate::runtime::spec::{DeviceAccess, Resources};
 
 use super::CgroupVersion;
 
@@ -16,8 +16,26 @@ pub struct LimitWrite {
     pub value: String,
 }
 
-/// A device the container may open: `(type, major, minor)`, type `'c'` or `'b'`.
-pub type DeviceRule = (char, u64, u64);
+/// A passed-through device the container may use, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRule {
+    /// `'c'` (char) or `'b'` (block).
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub access: DeviceAccess,
+}
+
+impl DeviceRule {
+    pub fn new(kind: char, major: u64, minor: u64, access: DeviceAccess) -> Self {
+        Self {
+            kind,
+            major,
+            minor,
+            access,
+        }
+    }
+}
 
 /// The cpu period used for millicore quotas (100 ms, the kernel default).
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -87,11 +105,16 @@ pub fn plan(
                     format!("{kind} {major}:{minor} rwm"),
                 );
             }
-            for (kind, major, minor) in devices {
+            // Only the bits the service asked for: `r` alone makes writes and mknod EPERM.
+            for rule in devices {
+                let letters = rule.access.letters();
+                if letters.is_empty() {
+                    continue;
+                }
                 put(
                     "devices",
                     "devices.allow",
-                    format!("{kind} {major}:{minor} rwm"),
+                    format!("{} {}:{} {letters}", rule.kind, rule.major, rule.minor),
                 );
             }
         }
@@ -188,7 +211,11 @@ mod tests {
 
     #[test]
     fn v1_plan_orders_memory_before_memsw_and_period_before_quota() {
-        let writes = plan(&full(), &[('c', 89, 1)], CgroupVersion::V1);
+        let writes = plan(
+            &full(),
+            &[DeviceRule::new('c', 89, 1, DeviceAccess::ALL)],
+            CgroupVersion::V1,
+        );
         let got = pairs(&writes);
         assert_eq!(
             got[..9],
@@ -207,6 +234,28 @@ mod tests {
         assert_eq!(got[9], ("devices.deny", "a"));
         assert!(got.contains(&("devices.allow", "c 136:* rwm")));
         assert_eq!(*got.last().unwrap(), ("devices.allow", "c 89:1 rwm"));
+    }
+
+    #[test]
+    fn v1_device_rules_carry_only_the_granted_access() {
+        let read_only = DeviceAccess::parse("r").unwrap();
+        let rw = DeviceAccess::parse("wr").unwrap();
+        let devices = [
+            DeviceRule::new('c', 10, 200, read_only),
+            DeviceRule::new('b', 8, 0, rw),
+            DeviceRule::new('c', 4, 1, DeviceAccess::NONE),
+        ];
+        let writes = plan(&Resources::default(), &devices, CgroupVersion::V1);
+        let got = pairs(&writes);
+        let n = got.len();
+        assert_eq!(
+            got[n - 2..],
+            [
+                ("devices.allow", "c 10:200 r"),
+                ("devices.allow", "b 8:0 rw")
+            ]
+        );
+        assert!(!got.iter().any(|(_, v)| v.starts_with("c 4:1")), "{got:?}");
     }
 
     #[test]

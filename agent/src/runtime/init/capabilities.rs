@@ -112,11 +112,10 @@ pub fn apply(plan: &CapabilityPlan) -> Result<(), CapabilityError> {
         source,
     })?;
     for capability in &plan.ambient {
-        caps::raise(None, ambient, *capability)
-            .map_err(|source| CapabilityError::Ambient {
-                capability: *capability,
-                source,
-            })?;
+        caps::raise(None, ambient, *capability).map_err(|source| CapabilityError::Ambient {
+            capability: *capability,
+            source,
+        })?;
     }
     Ok(())
 }

@@ -52,6 +52,9 @@ pub struct Node {
     pub major: u64,
     pub minor: u64,
     pub mode: u32,
+    /// Whether the container's device cgroup lets it create this node (`m`). The init runs
+    /// in that cgroup: a node it may not mknod is the host's, bind-mounted.
+    pub mknod: bool,
 }
 
 /// null, zero, full, random, urandom, tty: what every container has.
@@ -72,6 +75,7 @@ pub fn default_nodes() -> Vec<Node> {
         major,
         minor,
         mode: 0o666,
+        mknod: true,
     })
     .collect()
 }
@@ -99,6 +103,7 @@ pub fn host_node(device: &Device) -> Result<Node, DevError> {
         major: nix::sys::stat::major(rdev),
         minor: nix::sys::stat::minor(rdev),
         mode: meta.mode() & 0o7777,
+        mknod: device.access.mknod,
     })
 }
 
@@ -127,7 +132,7 @@ pub fn populate(rootfs: &Path, nodes: &[Node], creation: Creation) -> Result<(),
         } else {
             SFlag::S_IFCHR
         };
-        if creation == Creation::BindHost {
+        if creation == Creation::BindHost || !node.mknod {
             bind_host_node(node, &path)?;
             continue;
         }
@@ -190,17 +195,25 @@ fn bind_host_node(node: &Node, path: &Path) -> Result<(), DevError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::spec::DeviceAccess;
 
     #[test]
     fn host_node_reads_major_minor_of_dev_null() {
         let node = host_node(&Device {
             host_path: "/dev/null".into(),
             container_path: Some("/dev/mynull".into()),
+            access: DeviceAccess::parse("r").unwrap(),
         })
         .unwrap();
         assert_eq!(
-            (node.path.as_str(), node.block, node.major, node.minor),
-            ("/dev/mynull", false, 1, 3)
+            (
+                node.path.as_str(),
+                node.block,
+                node.major,
+                node.minor,
+                node.mknod
+            ),
+            ("/dev/mynull", false, 1, 3, false)
         );
     }
 
@@ -209,6 +222,7 @@ mod tests {
         let err = host_node(&Device {
             host_path: "/etc/hostname".into(),
             container_path: None,
+            access: DeviceAccess::ALL,
         })
         .unwrap_err();
         assert!(matches!(
