@@ -150,6 +150,43 @@ fn a_non_root_user_keeps_its_ambient_capabilities_across_exec_and_no_others() {
 
 #[test]
 #[ignore = "needs root"]
+fn namespaced_sysctls_and_the_oom_score_are_the_containers_own() {
+    let h = Harness::new();
+    let host_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let flipped = if host_forward.trim() == "1" { "0" } else { "1" };
+    let mut spec = h
+        .spec("cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni /proc/self/oom_score_adj");
+    spec.sysctl = [
+        ("net.ipv4.ip_forward".to_string(), flipped.to_string()),
+        ("kernel.shmmni".to_string(), "1234".to_string()),
+    ]
+    .into();
+    spec.process.oom_score_adj = Some(500);
+    let (state, log) = h.run("sysctl", &spec);
+    assert_eq!(state.exit_code, Some(0), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines, [flipped, "1234", "500"], "{log}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward,
+        "the host's value changed"
+    );
+
+    // One that is not namespaced would change the host: refused before any process.
+    let id: coracle_agent::runtime::ContainerId = "sysctl-host".parse().unwrap();
+    let mut host_wide = h.spec("true");
+    host_wide.sysctl = [("kernel.panic".to_string(), "1".to_string())].into();
+    let err = coracle_agent::runtime::Runtime::create(&h.runtime, &id, &host_wide).unwrap_err();
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NotNamespaced") && text.contains("kernel.panic"),
+        "{text}"
+    );
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
 fn cap_sys_admin_unlocks_mount_and_unshare_as_in_docker() {
     let h = Harness::new();
     // Docker's profile ties mount, unshare, setns, ... to CAP_SYS_ADMIN: granting the

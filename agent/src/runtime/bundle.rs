@@ -5,7 +5,8 @@
 //! all five capability sets — a set left out is empty, as OCI says — no_new_privileges,
 //! rlimits), hostname, mounts, the network
 //! namespace (absent = host, present = fresh, with a path = join), masked and read-only
-//! paths, devices (passed through from the same host path), resources (memory, swap, cpu
+//! paths, `linux.sysctl` (namespaced ones only), `process.oomScoreAdj`, devices (passed
+//! through from the same host path), resources (memory, swap, cpu
 //! quota/period/shares, pids, blkio weight, cpuset). A `linux.seccomp` section selects
 //! Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts and ipc
 //! namespaces are always created; a user namespace takes `linux.uidMappings` and
@@ -89,6 +90,7 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         inheritable: Some(names(sets.and_then(|c| c.inheritable().as_ref())).unwrap_or_default()),
         ambient: names(sets.and_then(|c| c.ambient().as_ref())).unwrap_or_default(),
     };
+    spec.process.oom_score_adj = process.oom_score_adj();
     spec.process.rlimits = process
         .rlimits()
         .iter()
@@ -136,6 +138,12 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         }
     }
     spec.masked_paths = linux.masked_paths().clone().unwrap_or_default();
+    spec.sysctl = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     spec.readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
     spec.devices = linux
         .devices()
@@ -231,7 +239,8 @@ mod tests {
         "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "env": ["PATH=/bin"], "cwd": "/",
             "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "permitted": ["CAP_KILL", "CAP_CHOWN"],
                 "effective": ["CAP_KILL"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": true},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": true,
+            "oomScoreAdj": 500},
         "root": {"path": "rootfs", "readonly": true},
         "hostname": "bench",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
@@ -239,7 +248,8 @@ mod tests {
         "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
             "resources": {"memory": {"limit": 1000, "swap": 1500}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024},
                           "pids": {"limit": 10}},
-            "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}
+            "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
+            "sysctl": {"net.ipv4.ip_forward": "1"}}
     }"#;
 
     fn bundle(config: &str) -> tempfile::TempDir {
@@ -274,6 +284,8 @@ mod tests {
         assert_eq!(spec.mounts[1].kind, MountKind::Bind);
         assert_eq!(spec.network, Network::None);
         assert_eq!(spec.masked_paths, ["/proc/kcore"]);
+        assert_eq!(spec.process.oom_score_adj, Some(500));
+        assert_eq!(spec.sysctl["net.ipv4.ip_forward"], "1");
         let r = &spec.resources;
         assert_eq!(
             (

@@ -36,6 +36,10 @@ pub struct ContainerSpec {
     /// signals are forwarded to it and orphans reaped (compose `init: true`).
     #[serde(default)]
     pub init: bool,
+    /// Namespaced kernel parameters (`net.*` with its own network, IPC's `kernel.*`,
+    /// `fs.mqueue.*`; see `init::kernel_params`), written inside the container.
+    #[serde(default)]
+    pub sysctl: std::collections::BTreeMap<String, String>,
 }
 
 /// A user namespace's id mappings: container ids to host ids, as in `/proc/PID/uid_map`.
@@ -96,6 +100,10 @@ pub struct Process {
     pub capability_sets: CapabilitySets,
     pub no_new_privileges: bool,
     pub rlimits: Vec<Rlimit>,
+    /// The process's `/proc/self/oom_score_adj`, -1000..=1000 (lowering it needs
+    /// CAP_SYS_RESOURCE on the host).
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The capability sets besides bounding, by name. `None` for effective or permitted means
@@ -303,6 +311,7 @@ impl ContainerSpec {
                 capability_sets: CapabilitySets::default(),
                 no_new_privileges: true,
                 rlimits: Vec::new(),
+                oom_score_adj: None,
             },
             hostname: None,
             network: Network::None,
@@ -322,6 +331,7 @@ impl ContainerSpec {
             seccomp_profile: None,
             user_namespace: None,
             init: false,
+            sysctl: Default::default(),
         }
     }
 }

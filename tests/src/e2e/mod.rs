@@ -32,12 +32,14 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir = match std::env::var_os("CORACLE_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => {
-            // target/debug/deps/<test binary> → target/debug
+            // target/debug/deps/<test binary> → target/debug; a benchmark binary such as
+            // target/debug/bench_update is there already.
             let exe = std::env::current_exe().context("find the test binary")?;
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .context("the test binary has no target dir")?
-                .to_path_buf()
+            let dir = exe.parent().context("the test binary has no target dir")?;
+            match dir.file_name() {
+                Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+                _ => dir.to_path_buf(),
+            }
         }
     };
     let path = dir.join(name);

@@ -8,6 +8,7 @@
 
 pub mod capabilities;
 pub mod dev;
+pub mod kernel_params;
 pub mod mounts;
 pub mod pid1;
 pub mod rlimits;
@@ -57,6 +58,8 @@ pub enum InitError {
     },
     #[error(transparent)]
     Rlimit(#[from] rlimits::RlimitError),
+    #[error(transparent)]
+    KernelParam(#[from] kernel_params::KernelParamError),
     #[error(transparent)]
     User(#[from] user::UserError),
     #[error(transparent)]
@@ -143,6 +146,7 @@ pub fn check(spec: &ContainerSpec) -> Result<(), InitError> {
     for limit in &spec.process.rlimits {
         rlimits::parse(limit)?;
     }
+    kernel_params::check(&spec.sysctl, &spec.network, spec.process.oom_score_adj)?;
     if let Some(mapping) = &spec.user_namespace {
         userns::check(mapping)?;
     }
@@ -216,7 +220,9 @@ fn setup_and_exec(
     dev::populate(ctx.rootfs, ctx.nodes, creation)?;
     // 5. Switch root; the host's tree is gone from here on.
     mounts::pivot_into(ctx.rootfs)?;
-    // 6. Hide and freeze what containers must not touch.
+    // 6. The container's own kernel parameters (through its /proc, before /proc/sys is
+    //    made read-only), then hide and freeze what containers must not touch.
+    kernel_params::apply_sysctls(&spec.sysctl)?;
     for path in &spec.masked_paths {
         mounts::mask(path)?;
     }
@@ -234,6 +240,7 @@ fn setup_and_exec(
         })?;
     }
     rlimits::apply(&spec.process.rlimits)?;
+    kernel_params::apply_oom_score_adj(spec.process.oom_score_adj)?;
     let ids = user::resolve_in_container(&spec.process.user)?;
     let caps = capabilities::plan(&spec.process)?;
     let filters = seccomp::filters(spec, &caps.bounding)?;
