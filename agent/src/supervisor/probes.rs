@@ -25,12 +25,16 @@ const EXEC_MARGIN: Duration = Duration::from_secs(10);
 impl Supervisor {
     /// Starts due probes and copies the current verdicts into the observation. Every
     /// running container is checked by the spec it was created from, so the committed
-    /// generation's containers keep their checks while a new generation downloads.
+    /// generation's containers keep their checks while a new generation downloads. A
+    /// service with a job in flight (its container being replaced or restarted) is not
+    /// probed and its check state goes: the old container's verdict must never become the
+    /// new one's, which would let a broken version pass its gate.
     pub(super) fn run_probes(&mut self) {
         let now = self.now_ms();
+        let busy = self.jobs.busy().services;
         let mut live = Vec::new();
         for (name, container) in &mut self.observed.containers {
-            if !matches!(container.phase, Phase::Running { .. }) {
+            if !matches!(container.phase, Phase::Running { .. }) || busy.contains(name) {
                 continue;
             }
             let spec = created_from(&self.state, name, container.fingerprint);
