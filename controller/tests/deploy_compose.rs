@@ -11,7 +11,8 @@ use std::process::{Command, Output};
 
 use coracle_controller::api::deploy::{DeployRequest, DeployResponse};
 use coracle_proto::{
-    decode, DesiredState, DeviceId, Generation, ServiceSpec, Signed, TopicKind, VerifyingKey,
+    decode, DesiredState, DeviceId, Generation, ServiceSpec, Signed, TopicKind, Tuning,
+    VerifyingKey,
 };
 use rumqttc::{EventLoop, Incoming, QoS};
 use support::{api, connect_device, next_matching, push_fixture, Controller};
@@ -40,6 +41,12 @@ services:
         limits:
           memory: 32M
           pids: 40
+    sysctls:
+      kernel.shmmni: ${SHMMNI:-512}
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+    oom_score_adj: -100
+    hostname: web-1
   debug:
     <<: *base
     command: [\"/bin/sleep\", \"300\"]
@@ -123,6 +130,22 @@ async fn coracle_deploy_interpolates_and_merges_the_app_as_docker_compose_does()
     assert_eq!(web.resources.cpu_millicores, Some(500));
     assert_eq!(web.resources.memory_max_bytes, Some(32 << 20));
     assert_eq!(web.resources.pids_max, Some(40));
+    assert_eq!(
+        web.tuning,
+        [
+            Tuning::Sysctl {
+                name: "kernel.shmmni".into(),
+                value: "512".into()
+            },
+            Tuning::Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048
+            },
+            Tuning::OomScoreAdj(-100),
+            Tuning::Hostname("web-1".into()),
+        ]
+    );
 
     let out = deploy(
         &controller,
@@ -150,6 +173,23 @@ async fn coracle_deploy_interpolates_and_merges_the_app_as_docker_compose_does()
         stderr.contains("app.yml:2: ")
             && stderr.contains("required variable TAG")
             && stderr.contains("set TAG in .env"),
+        "{stderr}"
+    );
+
+    // A sysctl that is not namespaced would change the device: refused, naming it.
+    let host_wide = dir.path().join("host-wide.yml");
+    std::fs::write(
+        &host_wide,
+        "services:\n  web:\n    image: hello:1\n    sysctls:\n      kernel.panic: \"1\"\n",
+    )
+    .unwrap();
+    let out = deploy(&controller, &host_wide, boot.device.as_str(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("sysctls")
+            && stderr.contains("kernel.panic")
+            && stderr.contains("not namespaced"),
         "{stderr}"
     );
 

@@ -10,6 +10,7 @@ use crate::ids::{DeviceId, Generation, ServiceName};
 use crate::lifecycle::Lifecycle;
 use crate::sealed::Sealed;
 use crate::seccomp::SeccompPolicy;
+use crate::tuning::Tuning;
 
 /// Everything one device should run, at one generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +80,10 @@ pub struct ServiceSpec {
     /// `seccomp`; postcard bytes without it decode through `legacy::ServiceSpecV2`.
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// `sysctls`, `ulimits`, `oom_score_adj`, `hostname` (see `tuning`). Last; postcard
+    /// bytes without it decode through `legacy::ServiceSpecV3`.
+    #[serde(default)]
+    pub tuning: Vec<Tuning>,
 }
 
 /// cgroup limits; `None` leaves the kernel's default.
@@ -234,6 +239,7 @@ impl ServiceSpec {
             depends_on: Vec::new(),
             seccomp: SeccompPolicy::Default,
             lifecycle: Lifecycle::default(),
+            tuning: Vec::new(),
         }
     }
 }

@@ -1,15 +1,17 @@
 //! The layouts of [`DesiredState`] written by older builds, for decoding their bytes.
 //! postcard has no field defaults, so each field added to the wire (`registries`, then
-//! `ServiceSpec::seccomp`, then `ServiceSpec::lifecycle`) needs the layout before it:
+//! `ServiceSpec::seccomp`, `ServiceSpec::lifecycle`, `ServiceSpec::tuning`) needs the
+//! layout before it (later settings are new `Tuning` variants, which need none):
 //!
 //! | layout | `ServiceSpec` | `DesiredState::registries` |
 //! |---|---|---|
 //! | [`DesiredStateV1`] | [`ServiceSpecV1`] | absent |
 //! | [`DesiredStateV2`] | [`ServiceSpecV1`] | present |
 //! | [`DesiredStateV3`] | [`ServiceSpecV2`] (with `seccomp`) | present |
-//! | current | with `seccomp` and `lifecycle` | present |
+//! | [`DesiredStateV4`] | [`ServiceSpecV3`] (with `seccomp` and `lifecycle`) | present |
+//! | current | with `seccomp`, `lifecycle` and `tuning` | present |
 //!
-//! [`decode_desired`] tries the current layout, then V3, V2, V1. Bytes of one layout do not
+//! [`decode_desired`] tries the current layout, then V4, V3, V2, V1. Bytes of one layout do not
 //! decode as another: an older body read as a newer layout runs out of bytes or meets a
 //! service name where a policy tag or a lifecycle should be (its length byte is no policy
 //! tag above 2 and no option tag above 1, and a 1- or 2-byte name leaves the rest
@@ -28,6 +30,8 @@ use crate::digest::ImageRef;
 use crate::ids::{DeviceId, Generation, ServiceName};
 use crate::lifecycle::Lifecycle;
 use crate::seccomp::SeccompPolicy;
+#[cfg(test)]
+use crate::tuning::Tuning;
 
 /// [`ServiceSpec`] before `seccomp`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +78,40 @@ pub struct ServiceSpecV2 {
     pub update: UpdateStrategy,
     pub depends_on: Vec<Dependency>,
     pub seccomp: SeccompPolicy,
+}
+
+/// [`ServiceSpec`] with `seccomp` and `lifecycle`, before `tuning`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpecV3 {
+    pub name: ServiceName,
+    pub image: ImageRef,
+    pub entrypoint: Vec<String>,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub resources: Resources,
+    pub restart: RestartPolicy,
+    pub health: Option<HealthCheck>,
+    pub volumes: Vec<VolumeMount>,
+    pub devices: Vec<DeviceMapping>,
+    pub network: NetworkMode,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only_rootfs: bool,
+    pub update: UpdateStrategy,
+    pub depends_on: Vec<Dependency>,
+    pub seccomp: SeccompPolicy,
+    pub lifecycle: Lifecycle,
+}
+
+/// [`DesiredState`] with [`ServiceSpecV3`] services (before `tuning`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredStateV4 {
+    pub device: DeviceId,
+    pub generation: Generation,
+    pub services: Vec<ServiceSpecV3>,
+    pub registries: Vec<RegistryAccess>,
 }
 
 /// [`DesiredState`] with [`ServiceSpecV2`] services (before `lifecycle`).
@@ -125,6 +163,7 @@ impl From<ServiceSpecV1> for ServiceSpec {
             depends_on: old.depends_on,
             seccomp: SeccompPolicy::Default,
             lifecycle: Lifecycle::default(),
+            tuning: Vec::new(),
         }
     }
 }
@@ -152,28 +191,90 @@ impl From<ServiceSpecV2> for ServiceSpec {
             depends_on: old.depends_on,
             seccomp: old.seccomp,
             lifecycle: Lifecycle::default(),
+            tuning: Vec::new(),
+        }
+    }
+}
+
+impl From<ServiceSpecV3> for ServiceSpec {
+    fn from(old: ServiceSpecV3) -> Self {
+        Self {
+            name: old.name,
+            image: old.image,
+            entrypoint: old.entrypoint,
+            command: old.command,
+            env: old.env,
+            working_dir: old.working_dir,
+            user: old.user,
+            resources: old.resources,
+            restart: old.restart,
+            health: old.health,
+            volumes: old.volumes,
+            devices: old.devices,
+            network: old.network,
+            cap_add: old.cap_add,
+            cap_drop: old.cap_drop,
+            read_only_rootfs: old.read_only_rootfs,
+            update: old.update,
+            depends_on: old.depends_on,
+            seccomp: old.seccomp,
+            lifecycle: old.lifecycle,
+            tuning: Vec::new(),
         }
     }
 }
 
 impl ServiceSpec {
     /// The bytes older builds hashed for this service: the oldest layout that loses nothing
-    /// of it (V1 with the default policy and lifecycle, V2 with the default lifecycle),
-    /// else the current one. The agent fingerprints these, so an upgraded agent adopts the
-    /// containers it finds instead of replacing them.
+    /// of it (V1 with the default policy and lifecycle, V2 with the default lifecycle, V3
+    /// without tuning), else the current one. The agent fingerprints these, so an upgraded
+    /// agent adopts the containers it finds instead of replacing them.
     pub fn fingerprint_body(&self) -> Vec<u8> {
         if let Some(v1) = self.legacy_layout() {
             return crate::codec::encode(&v1);
         }
-        match self.layout_v2() {
-            Some(v2) => crate::codec::encode(&v2),
+        if let Some(v2) = self.layout_v2() {
+            return crate::codec::encode(&v2);
+        }
+        match self.layout_v3() {
+            Some(v3) => crate::codec::encode(&v3),
             None => crate::codec::encode(self),
         }
     }
 
+    /// The same service in the layout before `tuning`, when that loses nothing.
+    pub fn layout_v3(&self) -> Option<ServiceSpecV3> {
+        if !self.tuning.is_empty() {
+            return None;
+        }
+        let s = self.clone();
+        Some(ServiceSpecV3 {
+            name: s.name,
+            image: s.image,
+            entrypoint: s.entrypoint,
+            command: s.command,
+            env: s.env,
+            working_dir: s.working_dir,
+            user: s.user,
+            resources: s.resources,
+            restart: s.restart,
+            health: s.health,
+            volumes: s.volumes,
+            devices: s.devices,
+            network: s.network,
+            cap_add: s.cap_add,
+            cap_drop: s.cap_drop,
+            read_only_rootfs: s.read_only_rootfs,
+            update: s.update,
+            depends_on: s.depends_on,
+            seccomp: s.seccomp,
+            lifecycle: s.lifecycle,
+        })
+    }
+
     /// The same service in the layout before `lifecycle`, when that loses nothing.
     pub fn layout_v2(&self) -> Option<ServiceSpecV2> {
-        if self.lifecycle != Lifecycle::default() {
+        if self.lifecycle != Lifecycle::default() || !self.tuning.is_empty() {
             return None;
         }
         let s = self.clone();
@@ -203,7 +304,10 @@ impl ServiceSpec {
     /// The same service in the layout before `seccomp`, when that loses nothing (the
     /// default policy and lifecycle).
     pub fn legacy_layout(&self) -> Option<ServiceSpecV1> {
-        if self.seccomp != SeccompPolicy::Default || self.lifecycle != Lifecycle::default() {
+        if self.seccomp != SeccompPolicy::Default
+            || self.lifecycle != Lifecycle::default()
+            || !self.tuning.is_empty()
+        {
             return None;
         }
         let s = self.clone();
@@ -227,6 +331,17 @@ impl ServiceSpec {
             update: s.update,
             depends_on: s.depends_on,
         })
+    }
+}
+
+impl From<DesiredStateV4> for DesiredState {
+    fn from(old: DesiredStateV4) -> Self {
+        Self {
+            device: old.device,
+            generation: old.generation,
+            services: old.services.into_iter().map(ServiceSpec::from).collect(),
+            registries: old.registries,
+        }
     }
 }
 
@@ -274,6 +389,9 @@ pub fn decode_desired(body: &[u8]) -> Result<DesiredState, DecodeError> {
         Err(err @ DecodeError::UnsupportedVersion { .. }) => return Err(err),
         Err(err) => err,
     };
+    if let Ok(old) = decode::<DesiredStateV4>(body) {
+        return Ok(old.into());
+    }
     if let Ok(old) = decode::<DesiredStateV3>(body) {
         return Ok(old.into());
     }
@@ -363,6 +481,56 @@ mod tests {
     }
 
     #[test]
+    fn states_before_tuning_still_decode_and_tuning_round_trips() {
+        for current in states() {
+            let mut with_init = current.clone();
+            with_init.services[0].lifecycle.init = true;
+            let v4 = DesiredStateV4 {
+                device: current.device.clone(),
+                generation: current.generation,
+                services: with_init
+                    .services
+                    .iter()
+                    .map(|s| s.layout_v3().unwrap())
+                    .collect(),
+                registries: Vec::new(),
+            };
+            assert_eq!(decode_desired(&encode(&v4)).unwrap(), with_init);
+
+            let mut tuned = with_init.clone();
+            let last = tuned.services.len() - 1;
+            tuned.services[last].tuning = vec![
+                Tuning::Sysctl {
+                    name: "net.core.somaxconn".into(),
+                    value: "1024".into(),
+                },
+                Tuning::Ulimit {
+                    name: "nofile".into(),
+                    soft: 1024,
+                    hard: 4096,
+                },
+                Tuning::OomScoreAdj(-500),
+                Tuning::Hostname("gw".into()),
+            ];
+            let body = encode(&tuned);
+            assert_eq!(decode_desired(&body).unwrap(), tuned);
+            assert_truncation_changes_nothing(&body, &tuned);
+        }
+    }
+
+    #[test]
+    fn tuning_changes_the_fingerprint_and_none_keeps_the_old_one() {
+        let mut spec = samples::desired_with_services(1).services.remove(0);
+        spec.lifecycle.init = true;
+        assert_eq!(spec.fingerprint_body(), encode(&spec.layout_v3().unwrap()));
+        spec.tuning.push(Tuning::OomScoreAdj(100));
+        assert!(spec.layout_v3().is_none() && spec.layout_v2().is_none());
+        assert_eq!(spec.fingerprint_body(), encode(&spec));
+        spec.lifecycle.init = false;
+        assert!(spec.legacy_layout().is_none(), "tuning would be lost");
+    }
+
+    #[test]
     fn the_current_layout_round_trips_every_lifecycle() {
         for mut state in states() {
             let lifecycles = [
@@ -383,7 +551,18 @@ mod tests {
             }
             let body = encode(&state);
             assert_eq!(decode_desired(&body).unwrap(), state);
-            assert!(decode_desired(&body[..body.len() - 1]).is_err());
+            assert_truncation_changes_nothing(&body, &state);
+        }
+    }
+
+    /// A body cut short is an error, or (cut just before an empty trailing list, such as
+    /// the last service's `tuning`) the very same state in the layout without that list:
+    /// never a different state.
+    fn assert_truncation_changes_nothing(body: &[u8], state: &DesiredState) {
+        for cut in 1..=2 {
+            if let Ok(decoded) = decode_desired(&body[..body.len() - cut]) {
+                assert_eq!(&decoded, state, "cut {cut} bytes");
+            }
         }
     }
 
@@ -398,7 +577,7 @@ mod tests {
         assert_eq!(spec.fingerprint_body(), encode(&spec.layout_v2().unwrap()));
         spec.lifecycle.init = true;
         assert!(spec.layout_v2().is_none() && spec.legacy_layout().is_none());
-        assert_eq!(spec.fingerprint_body(), encode(&spec));
+        assert_eq!(spec.fingerprint_body(), encode(&spec.layout_v3().unwrap()));
     }
 
     #[test]

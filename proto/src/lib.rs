@@ -22,6 +22,8 @@
 //! - [`seccomp`]: a service's seccomp policy (the agent's allow-list, none, or an operator's
 //!   Docker-format profile, parsed and validated, with syscall tables per architecture).
 //! - [`lifecycle`]: a service's stop signal and grace, init, minimum uptime.
+//! - [`tuning`]: a service's sysctls, ulimits, OOM score and host name, as a list of tagged
+//!   entries that grows without new layouts.
 //! - [`legacy`]: the desired-state layouts of older builds, still decoded.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
@@ -51,6 +53,7 @@ pub mod seccomp;
 mod service_rules;
 pub mod signed;
 pub mod topic;
+pub mod tuning;
 pub mod validate;
 
 pub use bootstrap::{Bootstrap, BrokerAuth};
@@ -69,7 +72,10 @@ pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, HealthSample};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
 pub use key_rollover::{KeyChain, KeyLink};
-pub use legacy::{DesiredStateV1, DesiredStateV2, DesiredStateV3, ServiceSpecV1, ServiceSpecV2};
+pub use legacy::{
+    DesiredStateV1, DesiredStateV2, DesiredStateV3, DesiredStateV4, ServiceSpecV1, ServiceSpecV2,
+    ServiceSpecV3,
+};
 pub use lifecycle::{signal_number, Lifecycle};
 pub use progress::PullProgress;
 pub use reported::{
@@ -79,6 +85,7 @@ pub use sealed::{SealError, Sealed};
 pub use seccomp::{SeccompPolicy, SeccompProfile};
 pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
+pub use tuning::Tuning;
 pub use validate::InvalidDesired;
 
 /// Re-exported so that users sign and verify with the same ed25519 implementation.

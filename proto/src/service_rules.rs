@@ -113,6 +113,7 @@ impl ServiceSpec {
         self.validate_resources()?;
         self.validate_health()?;
         self.validate_lifecycle()?;
+        self.validate_tuning()?;
         for volume in &self.volumes {
             if !is_clean_absolute(&volume.target) || volume.target == "/" {
                 let rule = "must have an absolute target without \"..\", other than /";

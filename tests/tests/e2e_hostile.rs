@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use coracle_proto::{decode, encode, DesiredState, Generation, Signed, TopicKind};
 use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::apps::{wait_applied, Settled};
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::image::{build_layout, busybox_files};
 use coracle_tests::e2e::injector::Injector;
@@ -37,25 +38,6 @@ fn app(dir: &Path, tag: &str) -> std::path::PathBuf {
     path
 }
 
-fn applied(controller: &Controller, device: &str, generation: u64) {
-    wait_until(
-        &format!("{device} to apply generation {generation}"),
-        Duration::from_secs(90),
-        || {
-            let d = controller.device(device).map_err(|e| e.to_string())?;
-            let healthy = d["reported"]["services"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|s| s["health"] == "Healthy"));
-            if d["reported"]["applied"] == generation && healthy {
-                Ok(())
-            } else {
-                Err(d.to_string())
-            }
-        },
-    )
-    .unwrap();
-}
-
 #[test]
 #[ignore = "needs root"]
 fn forged_unsigned_misaddressed_and_replayed_desired_states_are_rejected() {
@@ -73,7 +55,7 @@ fn forged_unsigned_misaddressed_and_replayed_desired_states_are_rejected() {
     let bootstrap = controller.enrol("pi-x", dir.path()).unwrap();
     let mut agent = Agent::start("pi-x", &host, dir.path(), &bootstrap).unwrap();
     controller.deploy(&app(dir.path(), "1"), "pi-x").unwrap();
-    applied(&controller, "pi-x", 1);
+    wait_applied(&controller, "pi-x", 1, Settled::Healthy).unwrap();
 
     // The attacker records generation 1 as the broker holds it (retained), then the
     // operator moves the device on to generation 2.
@@ -88,7 +70,7 @@ fn forged_unsigned_misaddressed_and_replayed_desired_states_are_rejected() {
         .first_message(&topic, Duration::from_secs(10))
         .unwrap();
     controller.deploy(&app(dir.path(), "2"), "pi-x").unwrap();
-    applied(&controller, "pi-x", 2);
+    wait_applied(&controller, "pi-x", 2, Settled::Healthy).unwrap();
     let pids = agent.container_pids();
 
     let real_key = {

@@ -14,39 +14,12 @@ use std::time::{Duration, Instant};
 
 use coracle_proto::{Bootstrap, BrokerAuth};
 use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::apps::{sleeper_app, wait_applied, Settled};
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::image::{build_layout, busybox_files};
 use coracle_tests::e2e::wait_until;
 use coracle_tests::netns::TestNetwork;
 use rumqttc::{Client, ConnectionError, Event, MqttOptions, Packet};
-
-fn app(dir: &Path, tag: &str) -> std::path::PathBuf {
-    let compose = format!(
-        "services:\n  web:\n    image: hello:{tag}\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n    restart: always\n"
-    );
-    let path = dir.join(format!("app-{tag}.yml"));
-    std::fs::write(&path, compose).unwrap();
-    path
-}
-
-fn applied(controller: &Controller, device: &str, generation: u64) {
-    wait_until(
-        &format!("{device} to apply generation {generation}"),
-        Duration::from_secs(90),
-        || {
-            let d = controller.device(device).map_err(|e| e.to_string())?;
-            let running = d["reported"]["services"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|s| s["state"] == "Running"));
-            if d["reported"]["applied"] == generation && running {
-                Ok(())
-            } else {
-                Err(d.to_string())
-            }
-        },
-    )
-    .unwrap();
-}
 
 fn password(bootstrap: &Path) -> String {
     let text = std::fs::read_to_string(bootstrap).unwrap();
@@ -90,8 +63,10 @@ fn a_rotated_device_stays_connected_and_its_old_password_is_refused() {
     let bootstrap = controller.enrol("pi-r", dir.path()).unwrap();
     let old = password(&bootstrap);
     let mut agent = Agent::start("pi-r", &host, dir.path(), &bootstrap).unwrap();
-    controller.deploy(&app(dir.path(), "1"), "pi-r").unwrap();
-    applied(&controller, "pi-r", 1);
+    controller
+        .deploy(&sleeper_app(dir.path(), "1").unwrap(), "pi-r")
+        .unwrap();
+    wait_applied(&controller, "pi-r", 1, Settled::Running).unwrap();
 
     let out = controller.cli(&["device", "rotate", "pi-r"]).unwrap();
     assert!(out.contains("confirmed by the device"), "{out}");
@@ -108,8 +83,10 @@ fn a_rotated_device_stays_connected_and_its_old_password_is_refused() {
     );
 
     // Still connected: the next deploy is applied without a restart.
-    controller.deploy(&app(dir.path(), "2"), "pi-r").unwrap();
-    applied(&controller, "pi-r", 2);
+    controller
+        .deploy(&sleeper_app(dir.path(), "2").unwrap(), "pi-r")
+        .unwrap();
+    wait_applied(&controller, "pi-r", 2, Settled::Running).unwrap();
     assert!(
         !broker_accepts(controller.broker, "pi-r", &old),
         "the old password still opens the broker"
@@ -117,8 +94,10 @@ fn a_rotated_device_stays_connected_and_its_old_password_is_refused() {
 
     // A restart reads the new password from the rewritten file.
     agent.restart().unwrap();
-    controller.deploy(&app(dir.path(), "3"), "pi-r").unwrap();
-    applied(&controller, "pi-r", 3);
+    controller
+        .deploy(&sleeper_app(dir.path(), "3").unwrap(), "pi-r")
+        .unwrap();
+    wait_applied(&controller, "pi-r", 3, Settled::Running).unwrap();
     let audit = controller.cli(&["audit"]).unwrap();
     assert!(
         audit.contains("device.rotate") && audit.contains("pi-r"),

@@ -181,6 +181,7 @@ pub fn container_spec(
     spec.hostname = Some(service.name.to_string());
     spec.readonly_rootfs = service.read_only_rootfs;
     spec.init = service.lifecycle.init;
+    super::tuning::apply(&mut spec, &service.tuning);
     match &service.seccomp {
         SeccompPolicy::Default => {}
         SeccompPolicy::Unconfined => spec.seccomp = false,

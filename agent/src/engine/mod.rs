@@ -3,5 +3,6 @@
 
 pub mod container_spec;
 pub mod linux;
+pub mod tuning;
 
 pub use linux::{EngineConfig, LinuxEngine};

@@ -107,9 +107,17 @@ pub enum StateError {
     Encode(#[source] postcard::Error),
 }
 
-/// The state file's layouts of older builds: [`AgentStateV3`] before
-/// `ServiceSpec::lifecycle`, [`AgentStateV2`] before `ServiceSpec::seccomp` too,
-/// [`AgentStateV1`] before `DesiredState::registries` too (see `coracle_proto::legacy`).
+/// The state file's layouts of older builds: [`AgentStateV4`] before
+/// `ServiceSpec::tuning`, [`AgentStateV3`] before `ServiceSpec::lifecycle` too,
+/// [`AgentStateV2`] before `ServiceSpec::seccomp` too, [`AgentStateV1`] before
+/// `DesiredState::registries` too (see `coracle_proto::legacy`).
+#[derive(Deserialize)]
+struct AgentStateV4 {
+    committed: Option<coracle_proto::DesiredStateV4>,
+    pending: Option<coracle_proto::DesiredStateV4>,
+    rolled_back: BTreeMap<Generation, String>,
+}
+
 #[derive(Deserialize)]
 struct AgentStateV3 {
     committed: Option<coracle_proto::DesiredStateV3>,
@@ -129,6 +137,16 @@ struct AgentStateV1 {
     committed: Option<coracle_proto::DesiredStateV1>,
     pending: Option<coracle_proto::DesiredStateV1>,
     rolled_back: BTreeMap<Generation, String>,
+}
+
+impl From<AgentStateV4> for AgentState {
+    fn from(old: AgentStateV4) -> Self {
+        Self {
+            committed: old.committed.map(DesiredState::from),
+            pending: old.pending.map(DesiredState::from),
+            rolled_back: old.rolled_back,
+        }
+    }
 }
 
 impl From<AgentStateV3> for AgentState {
@@ -158,6 +176,14 @@ impl From<AgentStateV1> for AgentState {
             pending: old.pending.map(DesiredState::from),
             rolled_back: old.rolled_back,
         }
+    }
+}
+
+/// Decodes `body` as one `T` that uses every byte.
+fn exact<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, postcard::Error> {
+    match postcard::take_from_bytes(body)? {
+        (value, []) => Ok(value),
+        _ => Err(postcard::Error::DeserializeBadEncoding),
     }
 }
 
@@ -208,18 +234,23 @@ impl StateStore {
         let Some(body) = file::read_checked(path)? else {
             return Ok(None);
         };
-        let source = match postcard::from_bytes(&body) {
+        let source = match exact::<AgentState>(&body) {
             Ok(state) => return Ok(Some(state)),
             Err(source) => source,
         };
-        // A file written by an older build (see `AgentStateV3`).
-        if let Ok(old) = postcard::from_bytes::<AgentStateV3>(&body) {
+        // A file written by an older build (see `AgentStateV4`). Each layout must use every
+        // byte: postcard alone ignores what is left over, and an older file could then pass
+        // for a newer layout with garbage in it.
+        if let Ok(old) = exact::<AgentStateV4>(&body) {
             return Ok(Some(old.into()));
         }
-        if let Ok(old) = postcard::from_bytes::<AgentStateV2>(&body) {
+        if let Ok(old) = exact::<AgentStateV3>(&body) {
             return Ok(Some(old.into()));
         }
-        postcard::from_bytes::<AgentStateV1>(&body)
+        if let Ok(old) = exact::<AgentStateV2>(&body) {
+            return Ok(Some(old.into()));
+        }
+        exact::<AgentStateV1>(&body)
             .map(|old| Some(old.into()))
             .map_err(|_| StateError::Decode {
                 path: path.to_path_buf(),
@@ -369,6 +400,41 @@ mod tests {
         let expected = AgentState {
             committed: Some(desired(7)),
             pending: Some(desired(8)),
+            ..AgentState::default()
+        };
+        assert_eq!(store.load().unwrap(), (expected, LoadReport::Loaded));
+    }
+
+    #[test]
+    fn a_state_file_from_before_tuning_still_loads() {
+        #[derive(Serialize)]
+        struct Old {
+            committed: Option<coracle_proto::DesiredStateV4>,
+            pending: Option<coracle_proto::DesiredStateV4>,
+            rolled_back: BTreeMap<Generation, String>,
+        }
+        let with_init = |generation| {
+            let mut d = desired(generation);
+            d.services[0].lifecycle.init = true;
+            d
+        };
+        let v4 = |d: DesiredState| coracle_proto::DesiredStateV4 {
+            device: d.device,
+            generation: d.generation,
+            services: d.services.iter().filter_map(|s| s.layout_v3()).collect(),
+            registries: d.registries,
+        };
+        let old = Old {
+            committed: Some(v4(with_init(7))),
+            pending: Some(v4(with_init(8))),
+            rolled_back: BTreeMap::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        file::write_atomic(store.path(), &postcard::to_stdvec(&old).unwrap()).unwrap();
+        let expected = AgentState {
+            committed: Some(with_init(7)),
+            pending: Some(with_init(8)),
             ..AgentState::default()
         };
         assert_eq!(store.load().unwrap(), (expected, LoadReport::Loaded));

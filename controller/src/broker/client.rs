@@ -176,23 +176,21 @@ impl ControllerClient {
         device: &DeviceId,
         body: Vec<u8>,
     ) -> Result<(), ClientError> {
-        let kind = TopicKind::Desired;
-        let topic = kind.for_device(device);
-        let opts = PublishOptions {
-            qos: qos(kind),
-            retain: kind.retained(),
-            ..PublishOptions::default()
-        };
-        self.client
-            .publish_with_options(topic.clone(), body, opts)
-            .await
-            .map(|_| ())
-            .map_err(|source| ClientError::Publish { topic, source })
+        self.publish_to(TopicKind::Desired, device, body).await
     }
 
     /// Publishes the encoded deployment key chain on the device's retained `keys` topic.
     pub async fn publish_keys(&self, device: &DeviceId, body: Vec<u8>) -> Result<(), ClientError> {
-        let kind = TopicKind::Keys;
+        self.publish_to(TopicKind::Keys, device, body).await
+    }
+
+    /// Publishes on one of the device's topics with that kind's QoS and retain flag.
+    async fn publish_to(
+        &self,
+        kind: TopicKind,
+        device: &DeviceId,
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
         let topic = kind.for_device(device);
         let opts = PublishOptions {
             qos: qos(kind),
@@ -213,23 +211,13 @@ impl ControllerClient {
         device: &DeviceId,
         body: Vec<u8>,
     ) -> Result<(), ClientError> {
-        let kind = TopicKind::Cmd;
-        let topic = kind.for_device(device);
-        let opts = PublishOptions {
-            qos: qos(kind),
-            retain: kind.retained(),
-            ..PublishOptions::default()
-        };
-        self.client
-            .publish_with_options(topic.clone(), body, opts)
-            .await
-            .map(|_| ())
-            .map_err(|source| ClientError::Publish { topic, source })
+        self.publish_to(TopicKind::Cmd, device, body).await
     }
 
-    /// Clears a removed device's retained desired state.
+    /// Clears a removed device's retained desired state and key chain.
     pub async fn clear_desired(&self, device: &DeviceId) -> Result<(), ClientError> {
-        self.publish_desired(device, Vec::new()).await
+        self.publish_desired(device, Vec::new()).await?;
+        self.publish_keys(device, Vec::new()).await
     }
 
     /// Cuts a device off: connects with its client id, which makes the broker close the

@@ -25,6 +25,7 @@ mod profiles;
 pub mod refused;
 mod resources;
 pub mod seccomp;
+mod tuning;
 mod units;
 
 use std::collections::BTreeMap;
@@ -214,6 +215,7 @@ fn to_spec(
         }
     };
     spec.resources = resources::resources(s)?;
+    spec.tuning = tuning::tuning(s)?;
     if let Some(labels) = &s.labels {
         labels::pairs(labels).map_err(|e| ("labels", e))?;
     }

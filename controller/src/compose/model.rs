@@ -82,6 +82,21 @@ pub struct ComposeService {
     /// A compose duration: `30s`, `1m30s`.
     pub stop_grace_period: Option<String>,
     pub deploy: Option<Deploy>,
+    /// Namespaced kernel parameters, a map or a `NAME=VALUE` list (see `tuning`).
+    pub sysctls: Option<Labels>,
+    /// `nofile: 1024` or `nofile: {soft: 1024, hard: 4096}`.
+    pub ulimits: Option<BTreeMap<String, Ulimit>>,
+    /// -1000 to 1000.
+    pub oom_score_adj: Option<Scalar>,
+    pub hostname: Option<String>,
+}
+
+/// One `ulimits:` entry: one number for both limits, or both given.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Ulimit {
+    Both(Scalar),
+    Pair { soft: Scalar, hard: Scalar },
 }
 
 /// `deploy:`, of which only `update_config` means something on a single device.

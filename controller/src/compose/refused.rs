@@ -70,7 +70,6 @@ pub const SERVICE: &[(&str, &str)] = &[
         "healthcheck.start_interval",
         "health probes at a faster pace during start_period",
     ),
-    ("hostname", "container hostnames"),
     ("ipc", "IPC namespace sharing"),
     ("isolation", "isolation technologies"),
     ("label_file", "label files (write labels in the app)"),
@@ -94,7 +93,6 @@ pub const SERVICE: &[(&str, &str)] = &[
         "app networks (use network_mode: host, none or bridge)",
     ),
     ("oom_kill_disable", "disabling the OOM killer"),
-    ("oom_score_adj", "OOM score adjustments"),
     ("pid", "PID namespace sharing"),
     (
         "platform",
@@ -122,10 +120,8 @@ pub const SERVICE: &[(&str, &str)] = &[
     ("shm_size", "/dev/shm sizes"),
     ("stdin_open", "interactive stdin"),
     ("storage_opt", "storage driver options"),
-    ("sysctls", "sysctls"),
     ("tmpfs", "tmpfs mounts"),
     ("tty", "terminals"),
-    ("ulimits", "ulimits"),
     ("use_api_socket", "the Docker API socket"),
     (
         "userns_mode",

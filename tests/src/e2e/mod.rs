@@ -8,6 +8,7 @@
 //! `CORACLE_BIN_DIR` points elsewhere.
 
 pub mod agent;
+pub mod apps;
 pub mod controller;
 pub mod debian_image;
 pub mod external_broker;

@@ -1,34 +1,26 @@
 //! Kernel parameters a container may set for itself: namespaced sysctls (OCI
-//! `linux.sysctl`) and its OOM score adjustment (`process.oomScoreAdj`). Only sysctls that
-//! belong to one of the container's own namespaces are accepted — IPC's `kernel.msg*`,
-//! `kernel.sem`, `kernel.shm*` and `fs.mqueue.*`, and `net.*` when the container has its own
-//! network — the set Docker allows; anything else would change the host and is refused
-//! before any process exists.
+//! `linux.sysctl`, compose `sysctls`) and its OOM score adjustment (`process.oomScoreAdj`).
+//! Only sysctls that belong to one of the container's own namespaces are accepted
+//! (`coracle_proto::tuning::sysctl_namespace`, the rule the controller checks too: IPC's
+//! `kernel.msg*`, `kernel.sem`, `kernel.shm*`, `fs.mqueue.*`, and `net.*` with the
+//! container's own network); anything else would change the host and is refused before any
+//! process exists.
 
 use std::collections::BTreeMap;
 
-use crate::runtime::spec::Network;
+use coracle_proto::tuning::{sysctl_namespace, SysctlRefusal};
 
-/// IPC-namespaced sysctls (Docker's list).
-const IPC_SYSCTLS: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-];
+use crate::runtime::spec::Network;
 
 /// Why a kernel parameter was refused or could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelParamError {
-    #[error("sysctl {name}: not namespaced, so it would change the host (allowed: net.* with the container's own network, fs.mqueue.*, {})", IPC_SYSCTLS.join(", "))]
-    NotNamespaced { name: String },
-    #[error("sysctl {name}: net.* needs the container's own network namespace, not the host's")]
-    HostNetwork { name: String },
-    #[error("sysctl {name}: the name or value {value:?} is malformed")]
+    #[error("sysctl {name} {}", refusal.rule())]
+    Refused {
+        name: String,
+        refusal: SysctlRefusal,
+    },
+    #[error("sysctl {name}: the value {value:?} is not one line")]
     Malformed { name: String, value: String },
     #[error("write sysctl {name} = {value:?}")]
     Write {
@@ -54,23 +46,17 @@ pub fn check(
     oom_score_adj: Option<i32>,
 ) -> Result<(), KernelParamError> {
     for (name, value) in sysctl {
-        let malformed = name.is_empty()
-            || name.starts_with('.')
-            || name.contains("..")
-            || name.contains('/')
-            || value.contains('\n');
-        if malformed {
+        sysctl_namespace(name, *network == Network::Host).map_err(|refusal| {
+            KernelParamError::Refused {
+                name: name.clone(),
+                refusal,
+            }
+        })?;
+        if value.contains('\n') {
             return Err(KernelParamError::Malformed {
                 name: name.clone(),
                 value: value.clone(),
             });
-        }
-        if name.starts_with("net.") {
-            if *network == Network::Host {
-                return Err(KernelParamError::HostNetwork { name: name.clone() });
-            }
-        } else if !name.starts_with("fs.mqueue.") && !IPC_SYSCTLS.contains(&name.as_str()) {
-            return Err(KernelParamError::NotNamespaced { name: name.clone() });
         }
     }
     match oom_score_adj {
@@ -120,15 +106,25 @@ mod tests {
         }
         let err = check(&one("kernel.panic"), &own, None).unwrap_err();
         assert!(
-            err.to_string().contains("kernel.panic: not namespaced"),
+            err.to_string().contains("kernel.panic is not namespaced"),
             "{err}"
         );
-        let err = check(&one("vm.swappiness"), &own, None).unwrap_err();
-        assert!(matches!(err, KernelParamError::NotNamespaced { .. }));
-        let err = check(&one("net.ipv4.ip_forward"), &Network::Host, None).unwrap_err();
-        assert!(err.to_string().contains("host's"), "{err}");
-        let err = check(&one("net/../../kernel.panic"), &own, None).unwrap_err();
-        assert!(matches!(err, KernelParamError::Malformed { .. }));
+        let refused = |name: &str, network: &Network| match check(&one(name), network, None) {
+            Err(KernelParamError::Refused { refusal, .. }) => Some(refusal),
+            _ => None,
+        };
+        assert_eq!(
+            refused("vm.swappiness", &own),
+            Some(SysctlRefusal::NotNamespaced)
+        );
+        assert_eq!(
+            refused("net.ipv4.ip_forward", &Network::Host),
+            Some(SysctlRefusal::HostNetwork)
+        );
+        assert_eq!(
+            refused("net/../../kernel.panic", &own),
+            Some(SysctlRefusal::Malformed)
+        );
     }
 
     #[test]
