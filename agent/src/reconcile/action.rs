@@ -2,6 +2,8 @@
 
 use coracle_proto::{Digest, Generation, ImageRef, ServiceName, ServiceSpec};
 
+use super::lifecycle::Verb;
+
 /// One idempotent step for the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -47,6 +49,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The lifecycle verb of a container action (`None` for pulls, collection, gate moves).
+    pub fn verb(&self) -> Option<Verb> {
+        match self {
+            Action::Create { .. } => Some(Verb::Create),
+            Action::Start { .. } => Some(Verb::Start),
+            Action::Restart { .. } => Some(Verb::Restart),
+            Action::Stop { .. } => Some(Verb::Stop),
+            Action::Remove { .. } => Some(Verb::Remove),
+            _ => None,
+        }
+    }
+
     /// The service whose container this action moves, if it moves one.
     pub fn service(&self) -> Option<&ServiceName> {
         match self {

@@ -16,7 +16,7 @@ use coracle_proto::{
 };
 use proptest::prelude::*;
 
-use super::lifecycle::{transition, PhaseKind, Verb};
+use super::lifecycle::{transition, PhaseKind};
 use super::{fingerprint, plan, Action, Busy, Observed, ObservedContainer, Phase, BACKOFF_MAX_MS};
 use crate::state::AgentState;
 
@@ -96,17 +96,6 @@ fn subject(action: &Action) -> String {
             "update".into()
         }
         other => format!("service {}", other.service().expect("a container verb")),
-    }
-}
-
-fn verb(action: &Action) -> Option<Verb> {
-    match action {
-        Action::Create { .. } => Some(Verb::Create),
-        Action::Start { .. } => Some(Verb::Start),
-        Action::Restart { .. } => Some(Verb::Restart),
-        Action::Stop { .. } => Some(Verb::Stop),
-        Action::Remove { .. } => Some(Verb::Remove),
-        _ => None,
     }
 }
 
@@ -243,7 +232,7 @@ impl Sim {
     fn check_chain(&self, chain: &[Action]) {
         let mut phase: Option<PhaseKind> = None;
         for action in chain {
-            let (Some(service), Some(verb)) = (action.service(), verb(action)) else {
+            let (Some(service), Some(verb)) = (action.service(), action.verb()) else {
                 continue;
             };
             let from = phase.unwrap_or_else(|| {

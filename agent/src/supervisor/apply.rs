@@ -11,7 +11,7 @@ use super::jobs::{run_steps, JobDone, Step, Subject};
 use super::probes::created_from;
 use super::progress::{pull_subject, ProgressSink};
 use super::{blocking, EngineError, StopRule, Supervisor};
-use crate::reconcile::{fingerprint, transition, Action, PhaseKind, Verb};
+use crate::reconcile::{fingerprint, transition, Action, PhaseKind};
 
 /// What the runtime's start error says before the init's own words (see `shim`).
 const SETUP_FAILED: &str = "container setup failed: ";
@@ -54,7 +54,7 @@ impl Supervisor {
         let mut phases = std::collections::BTreeMap::new();
         let mut froms = Vec::with_capacity(actions.len());
         for action in actions {
-            let (Some(service), Some(verb)) = (action.service(), verb(action)) else {
+            let (Some(service), Some(verb)) = (action.service(), action.verb()) else {
                 froms.push(PhaseKind::Absent);
                 continue;
             };
@@ -244,17 +244,5 @@ impl Supervisor {
             }
             other => tracing::error!(action = ?other, "not a gate move; ignored"),
         }
-    }
-}
-
-/// The lifecycle verb of a container action.
-fn verb(action: &Action) -> Option<Verb> {
-    match action {
-        Action::Create { .. } => Some(Verb::Create),
-        Action::Start { .. } => Some(Verb::Start),
-        Action::Restart { .. } => Some(Verb::Restart),
-        Action::Stop { .. } => Some(Verb::Stop),
-        Action::Remove { .. } => Some(Verb::Remove),
-        _ => None,
     }
 }
