@@ -45,6 +45,7 @@ pub mod ids;
 pub mod key_rollover;
 pub mod legacy;
 pub mod lifecycle;
+pub mod network;
 pub mod progress;
 pub mod reported;
 pub mod samples;
@@ -77,6 +78,7 @@ pub use legacy::{
     ServiceSpecV3,
 };
 pub use lifecycle::{signal_number, Lifecycle};
+pub use network::{NetworkAttachment, PortMapping, Protocol, DEFAULT_NETWORK};
 pub use progress::PullProgress;
 pub use reported::{
     Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,

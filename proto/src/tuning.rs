@@ -9,6 +9,7 @@ use alloc::string::{String, ToString};
 use serde::{Deserialize, Serialize};
 
 use crate::desired::{NetworkMode, ServiceSpec};
+use crate::network::{Ipv4, NetworkAttachment, PortMapping, Protocol};
 use crate::validate::InvalidDesired;
 
 /// One setting of [`crate::ServiceSpec::tuning`].
@@ -23,6 +24,21 @@ pub enum Tuning {
     OomScoreAdj(i32),
     /// The container's host name (default: the service name).
     Hostname(String),
+    /// Joins an app network (compose `networks:`; see `network`).
+    Network(NetworkAttachment),
+    /// Publishes a port on the device (compose `ports:`).
+    Publish(PortMapping),
+    /// compose `expose`: documents a port the app's other services use; no effect on
+    /// reachability (every port is open to the service's networks), as under Docker.
+    Expose { port: u16, protocol: Protocol },
+    /// A DNS server for the container's `/etc/resolv.conf` (compose `dns`).
+    Dns(Ipv4),
+    /// compose `dns_search`.
+    DnsSearch(String),
+    /// compose `dns_opt` (`ndots:2`).
+    DnsOption(String),
+    /// An `/etc/hosts` line (compose `extra_hosts`).
+    ExtraHost { name: String, address: Ipv4 },
 }
 
 /// Compose ulimit names and the kernel's resource names.
@@ -179,22 +195,26 @@ impl ServiceSpec {
                     }
                     ("hostname", "")
                 }
+                networking => match self.validate_network_entry(networking)? {
+                    Some((field, key)) => {
+                        if !seen.insert((field, key.clone())) {
+                            return Err(bad(field, key, "is given twice"));
+                        }
+                        continue;
+                    }
+                    None => continue,
+                },
             };
-            if !seen.insert((field, key)) {
-                let value = if key.is_empty() {
-                    String::new()
-                } else {
-                    key.into()
-                };
-                return Err(bad(field, value, "is given twice"));
+            if !seen.insert((field, key.to_string())) {
+                return Err(bad(field, key.to_string(), "is given twice"));
             }
         }
-        Ok(())
+        self.validate_port_count()
     }
 }
 
 /// A host name the kernel and resolvers take: RFC 1123 characters, at most 63 of them.
-fn is_hostname(name: &str) -> bool {
+pub(crate) fn is_hostname(name: &str) -> bool {
     (1..=63).contains(&name.len())
         && name
             .bytes()

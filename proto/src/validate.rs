@@ -95,6 +95,7 @@ impl DesiredState {
             }
         }
         self.validate_registries()?;
+        self.validate_networks()?;
         self.start_order().map(|_| ())
     }
 

@@ -29,6 +29,14 @@ pub fn apply(spec: &mut ContainerSpec, tuning: &[Tuning]) {
             }
             Tuning::OomScoreAdj(value) => spec.process.oom_score_adj = Some(*value),
             Tuning::Hostname(name) => spec.hostname = Some(name.clone()),
+            // Networking entries are the network manager's (`crate::network`).
+            Tuning::Network(_)
+            | Tuning::Publish(_)
+            | Tuning::Expose { .. }
+            | Tuning::Dns(_)
+            | Tuning::DnsSearch(_)
+            | Tuning::DnsOption(_)
+            | Tuning::ExtraHost { .. } => {}
         }
     }
 }
