@@ -29,6 +29,33 @@ pub struct AgentConfig {
     pub limits: Limits,
     pub runtime: RuntimeSection,
     pub images: ImagesSection,
+    pub network: NetworkSection,
+}
+
+/// Container networks of bridged services (see `crate::network`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Where app networks take their subnets from.
+    pub pool: String,
+    /// Size of each app network's subnet.
+    pub subnet_prefix: u8,
+    /// Names the bridges, host-side veths and the nftables table: 1 to 6 lowercase
+    /// letters and digits, starting with a letter.
+    pub name_prefix: String,
+    /// Where containers' network namespaces are mounted (tmpfs).
+    pub netns_dir: PathBuf,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            pool: "172.29.0.0/16".into(),
+            subnet_prefix: 24,
+            name_prefix: "crc".into(),
+            netns_dir: PathBuf::from("/run/coracle-netns"),
+        }
+    }
 }
 
 /// How image layers are taken.
@@ -112,6 +139,7 @@ impl Default for AgentConfig {
             limits: Limits::default(),
             runtime: RuntimeSection::default(),
             images: ImagesSection::default(),
+            network: NetworkSection::default(),
         }
     }
 }
@@ -226,7 +254,48 @@ impl AgentConfig {
                 "between 1024 and half the protocol's body limit",
             );
         }
+        self.network_pool()?;
+        let prefix = &self.network.name_prefix;
+        let prefix_ok = (1..=6).contains(&prefix.len())
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !prefix_ok {
+            return invalid(
+                "network.name_prefix",
+                "1 to 6 lowercase letters and digits, starting with a letter",
+            );
+        }
+        if !self.network.netns_dir.is_absolute() {
+            return invalid("network.netns_dir", "an absolute path");
+        }
         Ok(())
+    }
+
+    fn network_pool(&self) -> Result<crate::network::ipam::Pool, ConfigError> {
+        let invalid = |key, rule| ConfigError::Invalid { key, rule };
+        let range = self.network.pool.parse().map_err(|_| {
+            invalid(
+                "network.pool",
+                "an IPv4 network without host bits, such as 172.29.0.0/16",
+            )
+        })?;
+        crate::network::ipam::Pool::new(range, self.network.subnet_prefix).map_err(|_| {
+            invalid(
+                "network.subnet_prefix",
+                "from the pool's prefix length to 29",
+            )
+        })
+    }
+
+    /// The engine's network settings; `validate` has checked them.
+    pub fn network_config(&self) -> Result<crate::network::NetworkConfig, ConfigError> {
+        let mut config = crate::network::NetworkConfig::device(&self.data_dir);
+        config.pool = self.network_pool()?;
+        config.prefix.clone_from(&self.network.name_prefix);
+        config.netns_dir.clone_from(&self.network.netns_dir);
+        Ok(config)
     }
 
     /// The health sampling period.
@@ -319,6 +388,13 @@ mod tests {
                 "mqtt.reconnect_max_ms",
             ),
             ("[limits]\noffline_events = 0", "limits.offline_events"),
+            ("[network]\npool = \"10.0.0.1/16\"", "network.pool"),
+            ("[network]\nsubnet_prefix = 8", "network.subnet_prefix"),
+            (
+                "[network]\nname_prefix = \"toolong\"",
+                "network.name_prefix",
+            ),
+            ("[network]\nnetns_dir = \"run\"", "network.netns_dir"),
             (
                 "[limits]\nlog_tail_max_bytes = 10",
                 "limits.log_tail_max_bytes",

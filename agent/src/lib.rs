@@ -53,6 +53,7 @@ pub mod daemon;
 pub mod delta_cli;
 pub mod engine;
 pub mod health;
+pub mod network;
 pub mod platform;
 pub mod private_dir;
 pub mod pull;

@@ -185,6 +185,7 @@ fn run_daemon(config: &AgentConfig) -> anyhow::Result<()> {
         delta_budget: 64 << 20,
         log_max_bytes: 1 << 20,
         log_keep: 2,
+        network: config.network_config()?,
     })
     .map_err(|e| anyhow::anyhow!(e))
     .context("open the container engine")?;

@@ -129,7 +129,7 @@ async fn agent_deploys_updates_and_rolls_back_a_broken_update_by_itself() {
     std::fs::write(
         dir.path().join("agent.toml"),
         format!(
-            "data_dir = \"{d}/data\"\nbootstrap = \"{d}/bootstrap.toml\"\ncontrol_socket = \"{d}/agent.sock\"\nhealth_interval_s = 5\n\n[limits]\ndisk_reserve_mib = 0\n\n[runtime]\nstate_dir = \"{d}/run\"\ncgroup_parent = \"{parent}\"\n"
+            "data_dir = \"{d}/data\"\nbootstrap = \"{d}/bootstrap.toml\"\ncontrol_socket = \"{d}/agent.sock\"\nhealth_interval_s = 5\n\n[limits]\ndisk_reserve_mib = 0\n\n[runtime]\nstate_dir = \"{d}/run\"\ncgroup_parent = \"{parent}\"\n\n[network]\nnetns_dir = \"{d}/netns\"\n"
         ),
     )
     .unwrap();
@@ -153,6 +153,10 @@ async fn agent_deploys_updates_and_rolls_back_a_broken_update_by_itself() {
             delta_budget: 64 << 20,
             log_max_bytes: 1 << 20,
             log_keep: 2,
+            network: coracle_agent::network::NetworkConfig {
+                netns_dir: dir.path().join("netns"),
+                ..coracle_agent::network::NetworkConfig::device(&dir.path().join("data"))
+            },
         },
         services: vec!["web".parse().unwrap()],
     };

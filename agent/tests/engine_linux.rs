@@ -93,6 +93,10 @@ fn busybox_engine(
         delta_budget: 64 << 20,
         log_max_bytes: 1 << 20,
         log_keep: 2,
+        network: coracle_agent::network::NetworkConfig {
+            netns_dir: dir.join("netns"),
+            ..coracle_agent::network::NetworkConfig::device(&dir.join("data"))
+        },
     })
     .unwrap();
     (engine, digest)

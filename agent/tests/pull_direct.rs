@@ -289,6 +289,10 @@ fn engine_pulls_a_direct_image_with_the_sealing_key_it_made_on_first_start() {
         delta_budget: 64 << 20,
         log_max_bytes: 1 << 20,
         log_keep: 2,
+        network: coracle_agent::network::NetworkConfig {
+            netns_dir: dir.path().join("netns"),
+            ..coracle_agent::network::NetworkConfig::device(&dir.path().join("data"))
+        },
     })
     .unwrap();
     let key_file = dir.path().join("data/state/sealing.key");

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
+use crate::network::Attachment;
 use coracle_images::oci::RunConfig;
 use coracle_proto::{canonical_capability, NetworkMode, SeccompPolicy, ServiceSpec, VolumeSource};
 
@@ -61,6 +62,8 @@ pub struct ContainerLayout {
     /// Size cap of the container's log file, and how many rotated files are kept.
     pub log_max_bytes: u64,
     pub log_keep: u32,
+    /// The namespace and files the network manager prepared; `None`: the device's.
+    pub network: Option<Attachment>,
 }
 
 /// Docker's rule: an entrypoint given in the service replaces the image's entrypoint *and*
@@ -187,11 +190,27 @@ pub fn container_spec(
         SeccompPolicy::Unconfined => spec.seccomp = false,
         SeccompPolicy::Profile(profile) => spec.seccomp_profile = Some(profile.clone()),
     }
-    // A private network with a bridge is not built yet: such services get loopback only.
-    spec.network = match service.network {
-        NetworkMode::Host => Network::Host,
-        NetworkMode::None | NetworkMode::Private => Network::None,
+    let netns = layout.network.as_ref().and_then(|a| a.netns.clone());
+    spec.network = match (service.network, netns) {
+        (NetworkMode::Host, _) => Network::Host,
+        (NetworkMode::Private, Some(path)) => Network::Join(path),
+        // A bridged service without its namespace (never made by the engine) gets
+        // loopback only rather than the device's network.
+        (NetworkMode::None | NetworkMode::Private, _) => Network::None,
     };
+    if let Some(attachment) = &layout.network {
+        for (destination, source) in [
+            ("/etc/hosts", &attachment.hosts),
+            ("/etc/resolv.conf", &attachment.resolv),
+        ] {
+            spec.mounts.push(Mount {
+                destination: destination.to_string(),
+                kind: MountKind::Bind,
+                source: Some(source.clone()),
+                options: vec!["bind".to_string()],
+            });
+        }
+    }
     for volume in &service.volumes {
         let source = match &volume.source {
             VolumeSource::Named(name) => volume_dir(&layout.volumes, name)?,
@@ -350,6 +369,7 @@ mod tests {
             volumes: "/v".into(),
             log_max_bytes: 1 << 20,
             log_keep: 2,
+            network: None,
         };
         let spec = container_spec(&s, &image(), &layout).unwrap();
         match &spec.rootfs {
@@ -380,6 +400,7 @@ mod tests {
             volumes: "/v".into(),
             log_max_bytes: 1,
             log_keep: 1,
+            network: None,
         };
         let mut s = service();
         let spec = container_spec(&s, &image(), &layout).unwrap();
@@ -441,6 +462,7 @@ mod tests {
             volumes: "/v".into(),
             log_max_bytes: 1,
             log_keep: 1,
+            network: None,
         };
         let err = container_spec(&s, &image(), &layout).unwrap_err();
         assert_eq!(err.name, "x/../../../../tmp/escape");
@@ -468,6 +490,7 @@ mod tests {
             volumes: "/v".into(),
             log_max_bytes: 1,
             log_keep: 1,
+            network: None,
         };
         let spec = container_spec(&s, &image(), &layout).unwrap();
         let access: Vec<DeviceAccess> = spec.devices.iter().map(|d| d.access).collect();

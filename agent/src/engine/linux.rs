@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::container_spec::{container_spec, volume_dir, ContainerLayout};
+use crate::network::{Endpoint, NetworkConfig, NetworkManager};
 use crate::platform::this_device;
 use crate::private_dir::create_traverse_only_dir;
 use crate::pull::{direct_client, Puller, RegistryClient, RegistryEndpoint};
@@ -44,6 +45,7 @@ pub struct EngineConfig {
     pub delta_budget: u64,
     pub log_max_bytes: u64,
     pub log_keep: u32,
+    pub network: NetworkConfig,
 }
 
 /// What is kept beside each container.
@@ -51,6 +53,9 @@ pub struct EngineConfig {
 struct ContainerMeta {
     fingerprint: String,
     image: Digest,
+    /// Its place on the app networks, when bridged.
+    #[serde(default)]
+    network: Option<Endpoint>,
 }
 
 /// The Linux engine.
@@ -62,6 +67,7 @@ pub struct LinuxEngine {
     /// Opens the pull credentials of direct registries; made on first start.
     sealing_key: SealingKey,
     runtime: LinuxRuntime,
+    network: NetworkManager,
 }
 
 fn fail(step: &'static str, object: impl ToString, reason: impl std::fmt::Display) -> EngineError {
@@ -81,6 +87,27 @@ fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The endpoints of bridged containers the runtime still has (an agent restart).
+fn bridged_endpoints(
+    runtime: &LinuxRuntime,
+    data_dir: &std::path::Path,
+) -> Vec<(ServiceName, Endpoint)> {
+    let Ok(ids) = runtime.list() else {
+        return Vec::new();
+    };
+    ids.iter()
+        .filter_map(|id| {
+            let service: ServiceName = id.as_str().parse().ok()?;
+            let path = data_dir
+                .join("containers")
+                .join(id.as_str())
+                .join("meta.json");
+            let meta: ContainerMeta = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+            Some((service, meta.network?))
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -117,12 +144,16 @@ impl LinuxEngine {
         let sealing_key = SealingKey::load_or_create(&state_dir)
             .map_err(|e| fail("load sealing key", state_dir.display(), chain(&e)))?;
         let runtime = LinuxRuntime::new(config.runtime.clone());
+        let restored = bridged_endpoints(&runtime, &config.data_dir);
+        let network = NetworkManager::open(config.network.clone(), restored)
+            .map_err(|e| fail("restore container networks", "network", chain(&e)))?;
         Ok(Self {
             config,
             store,
             registry,
             sealing_key,
             runtime,
+            network,
         })
     }
 
@@ -235,6 +266,12 @@ impl ContainerEngine for LinuxEngine {
         self.sealing_key.public_hex()
     }
 
+    fn probe_address(&self, service: &ServiceName) -> std::net::Ipv4Addr {
+        self.network
+            .address(service)
+            .map_or(std::net::Ipv4Addr::LOCALHOST, std::net::Ipv4Addr::from)
+    }
+
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
         let records = self
             .store
@@ -275,10 +312,16 @@ impl ContainerEngine for LinuxEngine {
             volumes: self.config.data_dir.join("volumes"),
             log_max_bytes: self.config.log_max_bytes,
             log_keep: self.config.log_keep,
+            network: None,
         };
         for path in [&layout.upper, &layout.work] {
             fs::create_dir_all(path).map_err(|e| fail("create dir", path.display(), e))?;
         }
+        let mut layout = layout;
+        layout.network = self
+            .network
+            .attach(spec, &dir)
+            .map_err(|e| fail("set up the network of", &spec.name, chain(&e)))?;
         for volume in &spec.volumes {
             if let coracle_proto::VolumeSource::Named(name) = &volume.source {
                 let path = volume_dir(&layout.volumes, name)
@@ -289,15 +332,25 @@ impl ContainerEngine for LinuxEngine {
         let meta = ContainerMeta {
             fingerprint: hex(&fingerprint.0),
             image: spec.image.digest,
+            network: layout.network.as_ref().and_then(|a| a.endpoint.clone()),
         };
         let meta_path = dir.join("meta.json");
         let json = serde_json::to_vec(&meta).map_err(|e| fail("encode meta", &spec.name, e))?;
         write_atomic(&meta_path, &json).map_err(|e| fail("write", meta_path.display(), e))?;
-        let container = container_spec(spec, &run_config, &layout)
-            .map_err(|e| fail("build container spec", &spec.name, e))?;
-        self.runtime
-            .create(&id, &container)
-            .map_err(|e| fail("create container", &spec.name, chain(&e)))?;
+        let created = container_spec(spec, &run_config, &layout)
+            .map_err(|e| fail("build container spec", &spec.name, e))
+            .and_then(|container| {
+                self.runtime
+                    .create(&id, &container)
+                    .map_err(|e| fail("create container", &spec.name, chain(&e)))
+            });
+        if let Err(e) = created {
+            // No container holds the namespace and addresses: give them back.
+            if let Err(net) = self.network.detach(&spec.name) {
+                warn!(service = %spec.name, error = %chain(&net), "could not take down the network of a container that failed to create");
+            }
+            return Err(e);
+        }
         info!(service = %spec.name, image = %spec.image.digest, "container created");
         Ok(())
     }
@@ -341,6 +394,9 @@ impl ContainerEngine for LinuxEngine {
             Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
             Err(e) => return Err(fail("delete container", service, chain(&e))),
         }
+        self.network
+            .detach(service)
+            .map_err(|e| fail("take down the network of", service, chain(&e)))?;
         let dir = self.container_dir(service);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -1,7 +1,9 @@
-//! Network probes run by the agent itself: TCP connect and HTTP GET to `127.0.0.1:port`
-//! (the container shares the device network in `host` mode). Exec probes run inside the
-//! container through the engine. Every probe is bounded by its timeout.
+//! Network probes run by the agent itself: TCP connect and HTTP GET to the container's
+//! address (its first app network's, or `127.0.0.1` when it shares the device's network).
+//! Exec probes run inside the container through the engine. Every probe is bounded by its
+//! timeout.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,8 +29,8 @@ pub enum ProbeFailure {
     NotHttp,
 }
 
-async fn connect(port: u16) -> Result<TcpStream, ProbeFailure> {
-    TcpStream::connect(("127.0.0.1", port))
+async fn connect(address: Ipv4Addr, port: u16) -> Result<TcpStream, ProbeFailure> {
+    TcpStream::connect((address, port))
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::ConnectionRefused => ProbeFailure::Refused,
@@ -48,12 +50,17 @@ async fn bounded<T>(
 }
 
 /// `Ok` when a TCP connection to the port opens within `timeout`.
-pub async fn tcp(port: u16, timeout: Duration) -> Result<(), ProbeFailure> {
-    bounded(timeout, async { connect(port).await.map(drop) }).await
+pub async fn tcp(address: Ipv4Addr, port: u16, timeout: Duration) -> Result<(), ProbeFailure> {
+    bounded(timeout, async { connect(address, port).await.map(drop) }).await
 }
 
 /// `Ok` when `GET path` answers 2xx or 3xx within `timeout`.
-pub async fn http(port: u16, path: &str, timeout: Duration) -> Result<(), ProbeFailure> {
+pub async fn http(
+    address: Ipv4Addr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
     let io = |step| {
         move |e: std::io::Error| ProbeFailure::Io {
             step,
@@ -61,10 +68,10 @@ pub async fn http(port: u16, path: &str, timeout: Duration) -> Result<(), ProbeF
         }
     };
     let attempt = async {
-        let mut stream = connect(port).await?;
+        let mut stream = connect(address, port).await?;
         let path = if path.starts_with('/') { path } else { "/" };
         let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: coracle-agent\r\n\r\n"
+            "GET {path} HTTP/1.0\r\nHost: {address}:{port}\r\nUser-Agent: coracle-agent\r\n\r\n"
         );
         stream
             .write_all(request.as_bytes())
@@ -129,30 +136,32 @@ mod tests {
         let ok = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = ok.local_addr().unwrap().port();
         tokio::spawn(serve_once(ok, b"HTTP/1.1 204 No Content\r\n\r\n"));
-        assert_eq!(http(port, "/healthz", t).await, Ok(()));
+        assert_eq!(http(Ipv4Addr::LOCALHOST, port, "/healthz", t).await, Ok(()));
 
         let missing = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = missing.local_addr().unwrap().port();
         tokio::spawn(serve_once(missing, b"HTTP/1.1 404 Not Found\r\n\r\n"));
-        let failure = http(port, "/healthz", t).await.unwrap_err();
+        let failure = http(Ipv4Addr::LOCALHOST, port, "/healthz", t)
+            .await
+            .unwrap_err();
         assert_eq!(failure.to_string(), "HTTP status 404");
 
         let open = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = open.local_addr().unwrap().port();
-        assert_eq!(tcp(port, t).await, Ok(()));
+        assert_eq!(tcp(Ipv4Addr::LOCALHOST, port, t).await, Ok(()));
         drop(open);
         assert_eq!(
-            tcp(port, t).await,
+            tcp(Ipv4Addr::LOCALHOST, port, t).await,
             Err(ProbeFailure::Refused),
             "closed port"
         );
-        let refused = http(port, "/", t).await.unwrap_err();
+        let refused = http(Ipv4Addr::LOCALHOST, port, "/", t).await.unwrap_err();
         assert_eq!(refused.to_string(), "connection refused");
 
         // A server that accepts and never answers: the timeout ends the probe.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = silent.local_addr().unwrap().port();
-        let failure = http(port, "/", Duration::from_millis(200)).await;
+        let failure = http(Ipv4Addr::LOCALHOST, port, "/", Duration::from_millis(200)).await;
         assert_eq!(failure, Err(ProbeFailure::Timeout { ms: 200 }));
     }
 }

@@ -100,6 +100,11 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn sealing_key(&self) -> String {
         String::new()
     }
+    /// Where the agent's HTTP and TCP health probes reach the service: its address on its
+    /// first app network, or loopback (the device's network).
+    fn probe_address(&self, _service: &ServiceName) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::LOCALHOST
+    }
     /// Manifest digests of the images in the store.
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError>;
     fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError>;

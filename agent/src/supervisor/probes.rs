@@ -128,14 +128,15 @@ pub async fn run_check(
     kind: HealthProbe,
     timeout: Duration,
 ) -> (bool, String) {
+    let address = || engine.probe_address(&service);
     match kind {
         HealthProbe::Tcp { port } => network_verdict(
             format!("TCP connect to port {port}"),
-            probe::tcp(port, timeout).await,
+            probe::tcp(address(), port, timeout).await,
         ),
         HealthProbe::Http { port, path } => {
             let what = format!("HTTP GET {path} on port {port}");
-            network_verdict(what, probe::http(port, &path, timeout).await)
+            network_verdict(what, probe::http(address(), port, &path, timeout).await)
         }
         HealthProbe::Exec(argv) => {
             let run = blocking(move || engine.exec(&service, &argv, timeout));

@@ -72,12 +72,16 @@ impl Agent {
         let text = format!(
             "data_dir = {data:?}\nbootstrap = {bootstrap:?}\ncontrol_socket = {socket:?}\n\
              health_interval_s = 5\n\n[limits]\ndisk_reserve_mib = {reserve}\n\n[runtime]\n\
-             state_dir = {state:?}\ncgroup_parent = \"{cgroup_parent}\"\n",
+             state_dir = {state:?}\ncgroup_parent = \"{cgroup_parent}\"\n\n[network]\n\
+             netns_dir = {netns:?}\n",
             data = data_dir.display().to_string(),
             reserve = options.disk_reserve_mib,
             bootstrap = bootstrap.display().to_string(),
             socket = dir.join("agent.sock").display().to_string(),
             state = dir.join("run").display().to_string(),
+            // The agent runs in its test host's network namespace, so its bridges and
+            // nftables table are that host's; the namespace mounts are its own.
+            netns = dir.join("netns").display().to_string(),
         );
         std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
         let mut agent = Self {
