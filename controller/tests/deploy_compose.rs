@@ -144,6 +144,12 @@ async fn coracle_deploy_interpolates_and_merges_the_app_as_docker_compose_does()
             },
             Tuning::OomScoreAdj(-100),
             Tuning::Hostname("web-1".into()),
+            // No network_mode: the app's default network, as in Compose.
+            Tuning::Network(coracle_proto::network::NetworkAttachment {
+                name: "default".into(),
+                aliases: Vec::new(),
+                internal: false,
+            }),
         ]
     );
 

@@ -130,10 +130,18 @@ fn tree(text: &str) -> Result<Value, ComposeError> {
                     strip_extensions(inner);
                 }
             }
+            if let Some(ports) = service.get_mut("ports").and_then(Value::as_sequence_mut) {
+                ports.iter_mut().for_each(strip_extensions);
+            }
+            if let Some(networks) = service.get_mut("networks").and_then(Value::as_mapping_mut) {
+                networks.values_mut().for_each(strip_extensions);
+            }
         }
     }
-    if let Some(volumes) = root.get_mut("volumes").and_then(Value::as_mapping_mut) {
-        volumes.values_mut().for_each(strip_extensions);
+    for key in ["volumes", "networks"] {
+        if let Some(entries) = root.get_mut(key).and_then(Value::as_mapping_mut) {
+            entries.values_mut().for_each(strip_extensions);
+        }
     }
     Ok(root)
 }

@@ -6,7 +6,9 @@
 //! digests through a caller-given function and `security_opt` seccomp profiles from the
 //! files sent with the app (`seccomp`), and checks each spec with `ServiceSpec::validate`
 //! (what a device could not run is refused here, at deploy time, not by the device after it
-//! stopped the old version). Every error names the service, the field and the line.
+//! stopped the old version), then the app as a whole (a host port published once). Networking
+//! is Compose's: a service without `network_mode` joins the app's `default` network
+//! (`networks`, `ports`, `resolv`). Every error names the service, the field and the line.
 
 mod context;
 mod document;
@@ -21,17 +23,19 @@ mod lines;
 mod model;
 mod mounts;
 mod named_volumes;
+mod networks;
+mod ports;
 mod profiles;
 pub mod refused;
+mod resolv;
 mod resources;
 pub mod seccomp;
 mod tuning;
 mod units;
 
-use std::collections::BTreeMap;
-
 use coracle_proto::{
-    Dependency, DependencyCondition, ImageRef, NetworkMode, RestartPolicy, ServiceName, ServiceSpec,
+    Dependency, DependencyCondition, DesiredState, DeviceId, ImageRef, RestartPolicy, ServiceName,
+    ServiceSpec,
 };
 
 pub use context::ComposeContext;
@@ -132,7 +136,9 @@ pub fn to_specs(
     resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
 ) -> Result<Vec<ServiceSpec>, ComposeError> {
     named_volumes::check(text, file)?;
-    file.services
+    networks::check(text, file)?;
+    let specs: Vec<ServiceSpec> = file
+        .services
         .iter()
         .map(|(name, service)| {
             let field_error = |field: &'static str, reason: String| ComposeError::Field {
@@ -141,15 +147,36 @@ pub fn to_specs(
                 field,
                 reason,
             };
-            let spec = to_spec(name, service, profiles, resolve, &file.services)
+            let spec = to_spec(name, service, profiles, resolve, file)
                 .map_err(|(f, r)| field_error(f, r))?;
-            spec.validate().map_err(|invalid| ComposeError::Invalid {
-                line: line_of(text, name, invalid.field().unwrap_or("image")),
-                invalid,
-            })?;
+            spec.validate()
+                .map_err(|invalid| invalid_error(text, invalid))?;
             Ok(spec)
         })
-        .collect()
+        .collect::<Result<_, ComposeError>>()?;
+    // What holds across services (a host port published once, dependency cycles), checked
+    // as the device will; the device and generation are placeholders.
+    let state = DesiredState {
+        device: "compose".parse::<DeviceId>().expect("a valid device id"),
+        generation: Default::default(),
+        services: specs,
+        registries: Vec::new(),
+    };
+    state
+        .validate()
+        .map_err(|invalid| invalid_error(text, invalid))?;
+    Ok(state.services)
+}
+
+/// A spec the device would refuse, at the line of the field at fault.
+fn invalid_error(text: &str, invalid: coracle_proto::InvalidDesired) -> ComposeError {
+    let service = invalid.service().map(|s| s.to_string()).unwrap_or_default();
+    let field = invalid.field().unwrap_or("image");
+    let field = field.split('.').next().unwrap_or(field);
+    ComposeError::Invalid {
+        line: line_of(text, &service, field),
+        invalid,
+    }
 }
 
 type FieldResult<T> = Result<T, (&'static str, String)>;
@@ -159,8 +186,9 @@ fn to_spec(
     s: &ComposeService,
     profiles: &ProfileFiles,
     resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
-    all: &BTreeMap<String, ComposeService>,
+    file: &ComposeFile,
 ) -> FieldResult<ServiceSpec> {
+    let all = &file.services;
     let service_name: ServiceName = name
         .parse()
         .map_err(|e: coracle_proto::IdError| ("name", e.to_string()))?;
@@ -203,19 +231,13 @@ fn to_spec(
             }
         },
     };
-    spec.network = match s.network_mode.as_deref() {
-        None | Some("host") => NetworkMode::Host,
-        Some("none") => NetworkMode::None,
-        Some("bridge") | Some("private") => NetworkMode::Private,
-        Some(other) => {
-            return Err((
-                "network_mode",
-                format!("{other:?} is not host, none or bridge"),
-            ))
-        }
-    };
+    spec.network = networks::mode(s)?;
     spec.resources = resources::resources(s)?;
     spec.tuning = tuning::tuning(s)?;
+    spec.tuning
+        .extend(networks::attachments(s, spec.network, &file.networks)?);
+    spec.tuning.extend(ports::entries(s)?);
+    spec.tuning.extend(resolv::entries(s)?);
     if let Some(labels) = &s.labels {
         labels::pairs(labels).map_err(|e| ("labels", e))?;
     }
@@ -321,6 +343,8 @@ impl DependsOn {
 
 #[cfg(test)]
 mod load_tests;
+#[cfg(test)]
+mod network_tests;
 #[cfg(test)]
 mod refused_tests;
 #[cfg(test)]

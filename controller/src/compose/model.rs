@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::de::Error;
+use serde::{Deserialize, Deserializer};
 
 use super::lenient;
 
@@ -19,6 +20,22 @@ pub struct ComposeFile {
     /// Named volumes the services mount (`volumes:` at the top; see `named_volumes`).
     #[serde(default)]
     pub volumes: BTreeMap<String, Option<NamedVolume>>,
+    /// The app's networks (`networks:` at the top; see `networks`).
+    #[serde(default)]
+    pub networks: BTreeMap<String, Option<AppNetwork>>,
+}
+
+/// A top-level `networks:` entry: a bridge of the app's own on the device. Keys refused
+/// whatever their value are named in `refused::NETWORK`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppNetwork {
+    pub driver: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub internal: Option<bool>,
+    pub labels: Option<Labels>,
+    /// `true`, or the legacy `{name: ...}`: refused (`networks`).
+    pub external: Option<serde_yaml::Value>,
 }
 
 /// A top-level `volumes:` entry: only the device's own (`local`) volumes exist.
@@ -89,6 +106,96 @@ pub struct ComposeService {
     /// -1000 to 1000.
     pub oom_score_adj: Option<Scalar>,
     pub hostname: Option<String>,
+    /// The app networks the service joins (see `networks`).
+    pub networks: Option<ServiceNetworks>,
+    /// Published ports, short (`"8080:80"`) or long (a mapping) (see `ports`).
+    #[serde(default)]
+    pub ports: Vec<PortEntry>,
+    /// `"3000"`, `"3000-3005"`, `"3000/udp"` or `3000`.
+    #[serde(default)]
+    pub expose: Vec<Scalar>,
+    /// IPv4 addresses of DNS servers: one or a list.
+    pub dns: Option<StringOrList>,
+    pub dns_search: Option<StringOrList>,
+    #[serde(default)]
+    pub dns_opt: Vec<String>,
+    /// `["name:ip"]`, `["name=ip"]` or `{name: ip}`.
+    pub extra_hosts: Option<Labels>,
+}
+
+/// A service's `networks:`: `[front, back]` or `{front: {aliases: [a]}, back: null}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceNetworks {
+    List(Vec<String>),
+    Map(BTreeMap<String, Option<NetworkEntry>>),
+}
+
+/// One entry of the map form of a service's `networks:`. Keys refused whatever their value
+/// are named in `refused::SERVICE_NETWORK`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// One `ports:` entry: short (`"127.0.0.1:8080:80/udp"`, `80`) or long.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortEntry {
+    Short(Scalar),
+    Long(LongPort),
+}
+
+/// The long syntax of a `ports:` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongPort {
+    pub target: Scalar,
+    /// A port or a range (`8000-8001`); absent: a random one (refused).
+    pub published: Option<Scalar>,
+    pub host_ip: Option<String>,
+    pub protocol: Option<String>,
+    /// `host` or `ingress`: both publish on the device.
+    pub mode: Option<String>,
+    /// Accepted and ignored, as metadata.
+    pub name: Option<String>,
+    pub app_protocol: Option<String>,
+}
+
+/// Reads a mapping as `map` and anything else as `other`, so a mapping's unknown key is
+/// reported as such (an untagged enum would only say that no form matched).
+fn other_or_map<'de, D, T, S, M>(
+    d: D,
+    other: impl FnOnce(S) -> T,
+    map: impl FnOnce(M) -> T,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    S: serde::de::DeserializeOwned,
+    M: serde::de::DeserializeOwned,
+{
+    let value = serde_yaml::Value::deserialize(d)?;
+    if value.is_mapping() {
+        serde_yaml::from_value(value)
+            .map(map)
+            .map_err(D::Error::custom)
+    } else {
+        serde_yaml::from_value(value)
+            .map(other)
+            .map_err(D::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceNetworks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        other_or_map(d, ServiceNetworks::List, ServiceNetworks::Map)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        other_or_map(d, PortEntry::Short, PortEntry::Long)
+    }
 }
 
 /// One `ulimits:` entry: one number for both limits, or both given.

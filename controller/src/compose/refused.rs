@@ -9,10 +9,6 @@ pub const PREFIX: &str = "not supported on devices yet";
 
 /// Top-level keys: (key, why).
 pub const TOP_LEVEL: &[(&str, &str)] = &[
-    (
-        "networks",
-        "app networks (services use network_mode: host, none or bridge)",
-    ),
     ("secrets", "secrets (use env_file or a volume)"),
     (
         "configs",
@@ -56,14 +52,9 @@ pub const SERVICE: &[(&str, &str)] = &[
         "device_cgroup_rules",
         "device cgroup rules (list the devices)",
     ),
-    ("dns", "DNS servers"),
-    ("dns_opt", "DNS options"),
-    ("dns_search", "DNS search domains"),
     ("domainname", "domain names"),
-    ("expose", "exposed ports"),
     ("extends", "extending other services (use YAML merge keys)"),
     ("external_links", "external links"),
-    ("extra_hosts", "extra /etc/hosts entries"),
     ("gpus", "GPUs"),
     ("group_add", "supplementary groups"),
     (
@@ -75,7 +66,7 @@ pub const SERVICE: &[(&str, &str)] = &[
     ("label_file", "label files (write labels in the app)"),
     (
         "links",
-        "links (services reach each other on the device's network)",
+        "links (services reach each other by name on their app networks)",
     ),
     (
         "logging",
@@ -88,17 +79,12 @@ pub const SERVICE: &[(&str, &str)] = &[
     ),
     ("mem_swappiness", "swappiness"),
     ("models", "AI models"),
-    (
-        "networks",
-        "app networks (use network_mode: host, none or bridge)",
-    ),
     ("oom_kill_disable", "disabling the OOM killer"),
     ("pid", "PID namespace sharing"),
     (
         "platform",
         "choosing a platform (each device pulls its own)",
     ),
-    ("ports", "published ports (use network_mode: host)"),
     ("post_start", "post-start hooks"),
     (
         "pre_stop",
@@ -167,6 +153,35 @@ pub const SERVICE: &[(&str, &str)] = &[
     ),
 ];
 
+/// Keys of a top-level `networks.NAME` entry, refused whatever their value: (key, why).
+/// `driver` and `external` are judged by value (`networks`).
+pub const NETWORK: &[(&str, &str)] = &[
+    ("attachable", "attachable networks (a swarm feature)"),
+    ("driver_opts", "network driver options"),
+    ("enable_ipv4", "switching IPv4 off (app networks are IPv4)"),
+    ("enable_ipv6", "IPv6 app networks (app networks are IPv4)"),
+    (
+        "ipam",
+        "address management (the agent allocates each network's subnet from its own pool)",
+    ),
+    ("name", "custom network names (the key is the name)"),
+];
+
+/// Keys of a service's `networks.NAME` entry: (key, why).
+pub const SERVICE_NETWORK: &[(&str, &str)] = &[
+    ("driver_opts", "network driver options"),
+    ("gw_priority", "gateway priorities"),
+    ("interface_name", "interface names"),
+    (
+        "ipv4_address",
+        "fixed addresses (the agent allocates addresses from its own pool)",
+    ),
+    ("ipv6_address", "IPv6 addresses (app networks are IPv4)"),
+    ("link_local_ips", "link-local addresses"),
+    ("mac_address", "MAC addresses"),
+    ("priority", "network priorities"),
+];
+
 /// Sequence keys whose long (mapping) form is refused: (key, why).
 pub const LONG_FORMS: &[(&str, &str)] = &[
     (
@@ -188,7 +203,7 @@ pub struct Refusal {
 }
 
 /// The first refused key of the app tree (top level first, then services in file order).
-pub fn first_refused(root: &Value) -> Option<Refusal> {
+pub fn first_refused<'a>(root: &'a Value) -> Option<Refusal> {
     let refusal = |path: Vec<String>, key: &'static str, why: &str| Refusal {
         path,
         key,
@@ -199,14 +214,28 @@ pub fn first_refused(root: &Value) -> Option<Refusal> {
             return Some(refusal(vec![key.to_string()], key, why));
         }
     }
-    let services = root.get("services")?.as_mapping()?;
-    for (name, service) in services {
-        let name = name.as_str().unwrap_or_default();
+    let entries = |value: Option<&'a Value>| {
+        let mapping = value.and_then(Value::as_mapping).into_iter().flatten();
+        mapping.map(|(name, entry)| (name.as_str().unwrap_or_default(), entry))
+    };
+    for (name, network) in entries(root.get("networks")) {
+        if let Some((key, why)) = NETWORK.iter().find(|(k, _)| network.get(k).is_some()) {
+            let path = ["networks", name, key].map(String::from);
+            return Some(refusal(path.to_vec(), key, why));
+        }
+    }
+    for (name, service) in entries(root.get("services")) {
         for (key, why) in SERVICE {
             if get_path(service, key).is_some() {
                 let mut path = vec!["services".to_string(), name.to_string()];
                 path.extend(key.split('.').map(String::from));
                 return Some(refusal(path, key, why));
+            }
+        }
+        for (network, entry) in entries(service.get("networks")) {
+            if let Some((key, why)) = SERVICE_NETWORK.iter().find(|(k, _)| entry.get(k).is_some()) {
+                let path = ["services", name, "networks", network, key].map(String::from);
+                return Some(refusal(path.to_vec(), key, why));
             }
         }
         for (key, why) in LONG_FORMS {

@@ -1,7 +1,7 @@
 //! Walks the refusal table: every refused key is refused by its name, with its reason and
 //! its line.
 
-use super::refused::{LONG_FORMS, PREFIX, SERVICE, TOP_LEVEL};
+use super::refused::{LONG_FORMS, NETWORK, PREFIX, SERVICE, SERVICE_NETWORK, TOP_LEVEL};
 use super::*;
 
 #[test]
@@ -37,6 +37,30 @@ fn every_refused_top_level_key_is_named_with_its_reason_and_line() {
             "{key}: {message:?} lacks {wanted:?}"
         );
         assert_eq!(err.line(), 4, "{key}: {message}");
+    }
+}
+
+#[test]
+fn every_refused_network_key_is_named_with_its_reason_and_line() {
+    for (key, why) in NETWORK {
+        let text = format!(
+            "services:\n  web:\n    image: app:1\nnetworks:\n  back:\n    internal: true\n    {key}: x\n"
+        );
+        let err = parse(&text).unwrap_err();
+        let message = err.to_string();
+        let wanted = format!("networks.back.{key}: {PREFIX}: {why}");
+        assert!(message.contains(&wanted), "{message:?} lacks {wanted:?}");
+        assert_eq!(err.line(), 7, "{key}: {message}");
+    }
+    for (key, why) in SERVICE_NETWORK {
+        let text = format!(
+            "services:\n  web:\n    image: app:1\n    networks:\n      back:\n        aliases: [b]\n        {key}: x\nnetworks:\n  back:\n"
+        );
+        let err = parse(&text).unwrap_err();
+        let message = err.to_string();
+        let wanted = format!("services.web.networks.back.{key}: {PREFIX}: {why}");
+        assert!(message.contains(&wanted), "{message:?} lacks {wanted:?}");
+        assert_eq!(err.line(), 7, "{key}: {message}");
     }
 }
 
@@ -87,6 +111,17 @@ fn the_table_names_each_key_once_and_no_supported_key() {
         "stop_signal",
         "stop_grace_period",
         "deploy",
+        "networks",
+        "ports",
+        "expose",
+        "dns",
+        "dns_search",
+        "dns_opt",
+        "extra_hosts",
+        "sysctls",
+        "ulimits",
+        "oom_score_adj",
+        "hostname",
     ];
     for key in supported {
         assert!(!keys.contains(&key), "{key} is supported and refused");

@@ -1,8 +1,7 @@
 //! What the policy judges: an app's services (images pinned, fields validated) and, from
-//! its compose file, which services asked for the host's network by name. Until apps get
-//! their own networks (issue 16 item 1) a service without `network_mode` also runs on the
-//! host's network, as it always has; only `network_mode: host` as written is a request the
-//! policy can refuse without refusing every app.
+//! its compose file, which services asked for the host's network by name. A service without
+//! `network_mode` joins the app's own networks (as in Compose), so only `network_mode: host`
+//! as written is a request for the host's network.
 
 use std::collections::BTreeSet;
 
