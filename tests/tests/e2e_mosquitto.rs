@@ -35,6 +35,7 @@ fn two_service_app(dir: &Path, tag: &str) -> PathBuf {
   web:
     image: hello:{tag}
     command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]
+    ports: ["{WEB_PORT}:{WEB_PORT}"]
     mem_limit: 32m
     pids_limit: 32
     restart: always
@@ -45,7 +46,7 @@ fn two_service_app(dir: &Path, tag: &str) -> PathBuf {
       retries: 3
   worker:
     image: hello:{tag}
-    command: ["/bin/busybox", "sh", "-c", "while true; do /bin/busybox wget -q -O /tmp/page http://127.0.0.1:{WEB_PORT}/; sleep 1; done"]
+    command: ["/bin/busybox", "sh", "-c", "while true; do /bin/busybox wget -q -O /tmp/page http://web:{WEB_PORT}/; sleep 1; done"]
     mem_limit: 16m
     restart: always
     depends_on:

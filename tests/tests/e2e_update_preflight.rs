@@ -29,6 +29,7 @@ fn web_app(dir: &Path, tag: &str) -> PathBuf {
   web:
     image: hello:{tag}
     command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]
+    ports: ["{WEB_PORT}:{WEB_PORT}"]
     mem_limit: 32m
     restart: always
     healthcheck:
@@ -39,6 +40,7 @@ fn web_app(dir: &Path, tag: &str) -> PathBuf {
   sidecar:
     image: hello:1
     command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{SIDECAR_PORT}", "-h", "/www"]
+    ports: ["{SIDECAR_PORT}:{SIDECAR_PORT}"]
     environment:
       APP_VERSION: "{tag}"
     mem_limit: 16m

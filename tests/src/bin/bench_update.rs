@@ -214,6 +214,7 @@ fn app(dir: &Path, tag: &str, init: bool) -> anyhow::Result<PathBuf> {
   web:
     image: hello:{tag}
     command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]
+    ports: ["{WEB_PORT}:{WEB_PORT}"]
     restart: always{init}
     healthcheck:
       test: ["HTTP", "{WEB_PORT}", "/"]
@@ -222,7 +223,7 @@ fn app(dir: &Path, tag: &str, init: bool) -> anyhow::Result<PathBuf> {
       retries: 3
   worker:
     image: hello:{tag}
-    command: ["/bin/busybox", "sh", "-c", "while true; do /bin/busybox wget -q -O /tmp/page http://127.0.0.1:{WEB_PORT}/; sleep 1; done"]
+    command: ["/bin/busybox", "sh", "-c", "while true; do /bin/busybox wget -q -O /tmp/page http://web:{WEB_PORT}/; sleep 1; done"]
     restart: always{init}
     depends_on:
       web:
