@@ -1,7 +1,7 @@
 //! `TlsFront`: the embedded broker's device-facing TLS listener, run by Coracle in front of
 //! `mqtt5` (which awaits each TLS handshake inside its accept loop, so one idle socket
-//! stalled every device; see ARCHITECTURE.md). Each connection gets its own task: the TLS
-//! handshake under `handshake_timeout`, then a plain TCP connection to the broker's
+//! stalled every device; see docs/architecture/controller.md). Each connection gets its own
+//! task: the TLS handshake under `handshake_timeout`, then a plain TCP connection to the broker's
 //! loopback listener and bytes relayed both ways until either side closes. The listener
 //! holds at most `limits` connections (total, per source address); one over a cap is
 //! closed at once. Refusals, handshake failures and accept errors are logged once per 10 s

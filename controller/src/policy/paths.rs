@@ -2,7 +2,7 @@
 //! repeated or trailing `/`), and "under" a prefix only component by component, so
 //! `/srv/data` covers `/srv/data/x` but not `/srv/database`. Pure: the controller never
 //! sees the device's file system, so symlinks on the device are not followed here (see
-//! ARCHITECTURE.md, policy/).
+//! docs/architecture/controller.md, policy/).
 
 /// `path` normalised, or `None` when it is not absolute. `..` above the root stays at the
 /// root, as the kernel resolves it: `/srv/../../etc` is `/etc`.
