@@ -145,6 +145,15 @@ fn device_scenario() {
         &["ip", "-o", "-4", "addr", "show", "eth0"],
     ));
     assert!(inside.contains("172.29.0.2/24"), "{inside}");
+    // The MAC follows the address, so a container that comes back on it (an update)
+    // does not leave stale ARP entries behind; the bridge's is fixed the same way.
+    let link = run(&mut in_netns(
+        &web_ns,
+        &["ip", "-o", "link", "show", "eth0"],
+    ));
+    assert!(link.contains("02:42:ac:1d:00:02"), "{link}");
+    let bridge = run(Command::new("ip").args(["-o", "link", "show", "ctnmbr0"]));
+    assert!(bridge.contains("02:42:ac:1d:00:01"), "{bridge}");
     let route = run(&mut in_netns(&web_ns, &["ip", "route"]));
     assert!(route.contains("default via 172.29.0.1 dev eth0"), "{route}");
     let api_ns = api.netns.clone().unwrap();
@@ -186,6 +195,20 @@ fn device_scenario() {
     served.join().unwrap();
     let served = serve_once(web_ns.clone(), 80, "published");
     assert_eq!(fetch((Ipv4Addr::LOCALHOST, 18080)).unwrap(), "published");
+    served.join().unwrap();
+
+    // api reaches web through the device's published port too (hairpin NAT).
+    let served = serve_once(web_ns.clone(), 80, "hairpin");
+    let hairpin = std::thread::spawn({
+        let ns = std::fs::File::open(&api_ns).unwrap();
+        move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            fetch((Ipv4Addr::new(172, 29, 0, 1), 18080))
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(hairpin.unwrap(), "hairpin");
     served.join().unwrap();
 
     // db (back) cannot reach web (front) even by address: the networks are isolated.

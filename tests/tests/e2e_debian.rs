@@ -39,6 +39,7 @@ fn compose(dir: &Path, image: &str, tag: &str) -> PathBuf {
   web:
     image: {image}:{tag}
     command: ["/bin/sh", "-c", "stat -c '%a %U' /usr/bin/su > /var/www/html/su.txt; exec nginx -g 'daemon off;'"]
+    ports: ["{WEB_PORT}:{WEB_PORT}"]
     mem_limit: 64m
     restart: always
     healthcheck:

@@ -232,6 +232,13 @@ fn agent_killed_mid_update_keeps_containers_and_converges_without_leaks() {
         );
     }
     assert!(agent.mounts().is_empty(), "{:?}", agent.mounts());
+    let mut netns = agent.netns_mounts();
+    netns.sort();
+    assert_eq!(
+        netns,
+        ["web", "worker"],
+        "one network namespace per running container"
+    );
     assert_eq!(agent.cgroups().len(), 2, "{:?}", agent.cgroups());
     assert!(
         agent.partial_downloads().is_empty(),
@@ -370,6 +377,13 @@ fn agent_killed_at_random_points_of_updates_always_recovers() {
         );
     }
     assert!(agent.mounts().is_empty(), "{:?}", agent.mounts());
+    let mut netns = agent.netns_mounts();
+    netns.sort();
+    assert_eq!(
+        netns,
+        ["web", "worker"],
+        "a network namespace leaked or went missing"
+    );
     assert!(agent.partial_downloads().is_empty());
     let page = http_get(host.addr, WEB_PORT);
     assert!(page.contains(expected_page), "{page}");

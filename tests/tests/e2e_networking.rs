@@ -21,30 +21,42 @@ use coracle_tests::netns::TestNetwork;
 /// What every service's `/www/index.html` says.
 const PAGE: &str = "coracle-net-page";
 
+/// An HTTP GET of `/` to `host port` with busybox `nc`, bounded by `timeout` (busybox's
+/// static `wget` cannot run in an image without glibc's NSS modules), its answer and exit
+/// status in `/out/FILE`.
+fn get(host: &str, port: &str, file: &str) -> String {
+    format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | $$B timeout 5 $$B nc {host} {port} > /out/{file} 2>&1; \
+         echo \"exit $$?\" >> /out/{file}"
+    )
+}
+
 /// `api`'s checks (for `busybox sh`; `$$` is a literal `$` after compose interpolation).
-fn api_probe(outside: &str) -> String {
+fn api_probe(outside: (&str, &str)) -> String {
     format!(
         "B=/bin/busybox; $$B cat /etc/hosts > /out/api_hosts; $$B cat /etc/resolv.conf > /out/api_resolv; \
-         until $$B wget -q -T 2 -O /out/api_web http://web/; do $$B sleep 1; done; \
-         until $$B wget -q -T 2 -O /out/api_db http://rest-db:5432/; do $$B sleep 1; done; \
-         $$B wget -T 3 -O /dev/null http://{outside}/v2/ > /out/api_outside 2>&1; \
-         $$B touch /out/api_done; exec $$B sleep 3600"
+         until {web} && $$B grep -q {PAGE} /out/api_web; do $$B sleep 1; done; \
+         until {db} && $$B grep -q {PAGE} /out/api_db; do $$B sleep 1; done; \
+         {outside}; $$B touch /out/api_done; exec $$B sleep 3600",
+        web = get("web", "80", "api_web"),
+        db = get("rest-db", "5432", "api_db"),
+        outside = get(outside.0, outside.1, "api_outside"),
     )
 }
 
 /// `lonely`'s checks: web by name, by the address `api` saw, and the outside.
-fn lonely_probe(outside: &str) -> String {
+fn lonely_probe(outside: (&str, &str)) -> String {
     format!(
-        "B=/bin/busybox; until [ -f /out/api_done ]; do $$B sleep 1; done; \
-         $$B wget -T 2 -O /dev/null http://web/ > /out/lonely_by_name 2>&1; echo \"exit $$?\" >> /out/lonely_by_name; \
+        "B=/bin/busybox; until [ -f /out/api_done ]; do $$B sleep 1; done; {by_name}; \
          WEB=$$($$B awk '$$2 == \"web\" {{print $$1}}' /out/api_hosts); echo \"$$WEB\" > /out/lonely_web_ip; \
-         $$B wget -T 2 -O /dev/null http://$$WEB/ > /out/lonely_by_ip 2>&1; echo \"exit $$?\" >> /out/lonely_by_ip; \
-         $$B wget -T 3 -O /dev/null http://{outside}/v2/ > /out/lonely_outside 2>&1; echo \"exit $$?\" >> /out/lonely_outside; \
-         $$B touch /out/lonely_done; exec $$B sleep 3600"
+         {by_ip}; {outside}; $$B touch /out/lonely_done; exec $$B sleep 3600",
+        by_name = get("web", "80", "lonely_by_name"),
+        by_ip = get("$$WEB", "80", "lonely_by_ip"),
+        outside = get(outside.0, outside.1, "lonely_outside"),
     )
 }
 
-fn app(dir: &Path, outside: &str) -> PathBuf {
+fn app(dir: &Path, outside: (&str, &str)) -> PathBuf {
     let compose = format!(
         r#"services:
   web:
@@ -108,8 +120,9 @@ fn an_app_gets_its_networks_names_ports_and_isolation() {
     let host = network.add_host().unwrap();
     let bootstrap = controller.enrol("pi-net", dir.path()).unwrap();
     let agent = Agent::start("pi-net", &host, dir.path(), &bootstrap).unwrap();
+    let outside = controller.registry.split_once(':').unwrap();
     controller
-        .deploy(&app(dir.path(), &controller.registry), "pi-net")
+        .deploy(&app(dir.path(), outside), "pi-net")
         .unwrap();
 
     let out = agent.data_dir.join("volumes/out");

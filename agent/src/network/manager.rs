@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::files::{self, HostEntry, ResolverOverrides};
 use super::ipam::{free_address, gateway, Ipv4Net};
-use super::netlink::Netlink;
+use super::netlink::{mac_for, Netlink};
 use super::nft::{self, BridgeRule, ForwardRule};
 use super::{netns, NetworkConfig, NetworkError};
 
@@ -87,11 +87,30 @@ impl NetworkManager {
             }),
             Err(_) => BTreeMap::new(),
         };
+        let endpoints: BTreeMap<ServiceName, Endpoint> = restored.into_iter().collect();
+        // Namespaces of containers an agent crash left half made or half removed: no
+        // container holds them, and their veths go with them.
+        for entry in fs::read_dir(&config.netns_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let known = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<ServiceName>().ok())
+                .is_some_and(|service| endpoints.contains_key(&service));
+            if !known {
+                if let Err(e) = netns::remove(&entry.path()) {
+                    warn!(path = %entry.path().display(), error = %e, "could not remove a stale network namespace");
+                }
+            }
+        }
         let manager = Self {
             config,
             state: Mutex::new(State {
                 networks,
-                endpoints: restored.into_iter().collect(),
+                endpoints,
             }),
         };
         let state = manager.lock();
@@ -226,7 +245,7 @@ impl NetworkManager {
             let veth = self.veth_name(&spec.name, &network.name);
             let peer = format!("eth{i}");
             host.delete_link(&veth)?;
-            host.create_veth(&veth, &peer, ns.as_raw_fd())?;
+            host.create_veth(&veth, &peer, mac_for(address), ns.as_raw_fd())?;
             host.link_up(&veth, Some(&bridge))?;
             inside_plan.push((peer, address, subnet, network.internal));
             attached.push(Attached {
@@ -332,7 +351,7 @@ impl NetworkManager {
         bridge: &str,
         subnet: Ipv4Net,
     ) -> Result<(), NetworkError> {
-        host.create_bridge(bridge)?;
+        host.create_bridge(bridge, mac_for(gateway(subnet)))?;
         host.add_address(bridge, gateway(subnet), subnet)?;
         host.link_up(bridge, None)?;
         // Forwarding between the bridge and the uplink, and published ports reached at

@@ -14,6 +14,7 @@ const IFINFO_LEN: usize = 16;
 const IFADDR_LEN: usize = 8;
 const RTMSG_LEN: usize = 12;
 
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
@@ -204,11 +205,14 @@ impl Netlink {
         }
     }
 
-    /// Creates a bridge; an existing one of that name is fine.
-    pub fn create_bridge(&mut self, name: &str) -> Result<(), NetlinkError> {
+    /// Creates a bridge with a fixed MAC address (else it takes its ports' lowest, which
+    /// changes as containers come and go and leaves their ARP caches stale); an existing
+    /// one of that name is fine.
+    pub fn create_bridge(&mut self, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
         let mut m = Message::new(libc::RTM_NEWLINK, flags, &ifinfo(0, 0, 0));
         m.name(IFLA_IFNAME, name);
+        m.attr(IFLA_ADDRESS, &mac);
         let info = m.begin(IFLA_LINKINFO);
         m.name(IFLA_INFO_KIND, "bridge");
         m.end(info);
@@ -218,11 +222,13 @@ impl Netlink {
         }
     }
 
-    /// Creates a veth pair: `host` here, `peer` in the namespace `peer_netns`.
+    /// Creates a veth pair: `host` here, `peer` in the namespace `peer_netns` with the MAC
+    /// address `peer_mac`.
     pub fn create_veth(
         &mut self,
         host: &str,
         peer: &str,
+        peer_mac: [u8; 6],
         peer_netns: RawFd,
     ) -> Result<(), NetlinkError> {
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
@@ -233,6 +239,7 @@ impl Netlink {
         let data = m.begin(IFLA_INFO_DATA);
         let peer_attr = m.begin_with(VETH_INFO_PEER, &ifinfo(0, 0, 0));
         m.name(IFLA_IFNAME, peer);
+        m.attr(IFLA_ADDRESS, &peer_mac);
         m.attr(IFLA_NET_NS_FD, &(peer_netns as u32).to_ne_bytes());
         m.end(peer_attr);
         m.end(data);
@@ -312,6 +319,14 @@ impl Netlink {
             source,
         })
     }
+}
+
+/// The MAC address of an interface holding `address`: locally administered, derived from
+/// the address as Docker does (02:42:a.b.c.d). A container that comes back on the same
+/// address (an update) keeps its MAC, so neighbours' ARP caches stay right.
+pub fn mac_for(address: [u8; 4]) -> [u8; 6] {
+    let [a, b, c, d] = address;
+    [0x02, 0x42, a, b, c, d]
 }
 
 /// `if_nametoindex` in the calling thread's namespace, which is the socket's: each socket

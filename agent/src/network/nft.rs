@@ -183,6 +183,7 @@ mod tests {
             "ip saddr 172.29.0.0/24 oifname != \"crcbr0\" masquerade",
             "iifname \"crcbr0\" oifname { \"crcbr1\" } drop",
             "iifname \"crcbr1\" oifname != \"crcbr1\" drop",
+            "ip saddr 172.29.0.0/24 oifname \"crcbr0\" ct status dnat masquerade",
         ] {
             assert!(rules.contains(line), "{line} missing from\n{rules}");
         }

@@ -197,8 +197,38 @@ impl Agent {
             .collect()
     }
 
-    /// Mount points under this agent's directories (container root filesystems).
+    /// Mount points under this agent's directories (container root filesystems), but for
+    /// the network namespaces of bridged containers (see `netns_mounts`).
     pub fn mounts(&self) -> Vec<String> {
+        let netns = self.netns_dir().display().to_string();
+        self.all_mounts()
+            .into_iter()
+            .filter(|point| !point.starts_with(&netns))
+            .collect()
+    }
+
+    /// The network namespaces the agent holds for its bridged containers: one per such
+    /// container, by service name.
+    pub fn netns_mounts(&self) -> Vec<String> {
+        let netns = self.netns_dir().display().to_string();
+        self.all_mounts()
+            .into_iter()
+            .filter_map(|point| {
+                Some(
+                    point
+                        .strip_prefix(&netns)?
+                        .trim_start_matches('/')
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn netns_dir(&self) -> PathBuf {
+        self.dir.join("netns")
+    }
+
+    fn all_mounts(&self) -> Vec<String> {
         let prefix = self.dir.display().to_string();
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
@@ -243,7 +273,7 @@ impl Agent {
             }
         }
         std::thread::sleep(Duration::from_millis(300));
-        for point in self.mounts().iter().rev() {
+        for point in self.all_mounts().iter().rev() {
             let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
         if !crate::cgroups::remove_parent(&self.cgroup_parent) {
