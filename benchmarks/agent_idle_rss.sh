@@ -55,7 +55,8 @@ compose=$work/five.yml
     cat <<YAML
   web$i:
     image: hello:1
-    command: ["/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:809$i", "-h", "/www"]
+    command: ["/bin/busybox", "httpd", "-f", "-p", "809$i", "-h", "/www"]
+    ports: ["127.0.0.1:809$i:809$i"]
     mem_limit: 16m
     restart: always
     healthcheck:

@@ -56,3 +56,23 @@ pub fn wait_applied(
         },
     )
 }
+
+/// Waits (`timeout` at most) until a container's probe leaves `file`; on time out the
+/// error holds what the device reported and its events.
+pub fn wait_for_probe(
+    controller: &Controller,
+    device: &str,
+    file: &Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_until(&format!("{}", file.display()), timeout, || {
+        if file.exists() {
+            return Ok(());
+        }
+        let reported = controller.device(device).map_err(|e| e.to_string())?;
+        Err(format!(
+            "{reported} (events: {:?})",
+            controller.cli(&["device", "events", device])
+        ))
+    })
+}
