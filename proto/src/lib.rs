@@ -87,9 +87,9 @@ pub use reported::{
 };
 pub use sealed::{SealError, Sealed};
 pub use seccomp::{SeccompPolicy, SeccompProfile};
+pub use service_extras::{LogRotation, TmpfsMount};
 pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
-pub use service_extras::{LogRotation, TmpfsMount};
 pub use tuning::Tuning;
 pub use validate::InvalidDesired;
 

@@ -95,7 +95,10 @@ impl ServiceSpec {
                 }
                 let trimmed = target.trim_end_matches('/');
                 let under = |tree: &str| {
-                    trimmed == tree || trimmed.strip_prefix(tree).is_some_and(|r| r.starts_with('/'))
+                    trimmed == tree
+                        || trimmed
+                            .strip_prefix(tree)
+                            .is_some_and(|r| r.starts_with('/'))
                 };
                 if RUNTIME_TREES.iter().any(|tree| under(tree)) {
                     return Err(bad(
@@ -247,12 +250,18 @@ mod tests {
         let mut big_mode = tmpfs("/run");
         big_mode.mode = Some(0o17777);
         let cases: Vec<(Vec<Tuning>, &str)> = vec![
-            (vec![Tuning::Tmpfs(tmpfs("run"))], "tmpfs: \"run\" must be an absolute"),
+            (
+                vec![Tuning::Tmpfs(tmpfs("run"))],
+                "tmpfs: \"run\" must be an absolute",
+            ),
             (vec![Tuning::Tmpfs(tmpfs("/"))], "other than /"),
             (vec![Tuning::Tmpfs(tmpfs("/a/../etc"))], "without \"..\""),
             (vec![Tuning::Tmpfs(tmpfs("/a:b"))], "':'"),
             (vec![Tuning::Tmpfs(tmpfs("/dev/shm"))], "use shm_size"),
-            (vec![Tuning::Tmpfs(tmpfs("/proc/x"))], "runtime mounts itself"),
+            (
+                vec![Tuning::Tmpfs(tmpfs("/proc/x"))],
+                "runtime mounts itself",
+            ),
             (vec![Tuning::Tmpfs(zero_size)], "size above 0"),
             (vec![Tuning::Tmpfs(big_mode)], "mode=17777"),
             (
@@ -267,13 +276,25 @@ mod tests {
             (vec![Tuning::GroupAdd("-x".into())], "group_add: \"-x\""),
             (vec![Tuning::GroupAdd("a b".into())], "group name"),
             (
-                vec![Tuning::GroupAdd("gpio".into()), Tuning::GroupAdd("gpio".into())],
+                vec![
+                    Tuning::GroupAdd("gpio".into()),
+                    Tuning::GroupAdd("gpio".into()),
+                ],
                 "group_add: \"gpio\" is given twice",
             ),
-            (vec![rotation(Some(10), None)], "logging: \"max-size 10\" must be at least 1k"),
-            (vec![rotation(None, Some(0))], "logging: \"max-file 0\" must be from 1"),
+            (
+                vec![rotation(Some(10), None)],
+                "logging: \"max-size 10\" must be at least 1k",
+            ),
+            (
+                vec![rotation(None, Some(0))],
+                "logging: \"max-file 0\" must be from 1",
+            ),
             (vec![rotation(None, Some(101))], "max-file 101"),
-            (vec![Tuning::HealthStartInterval(0)], "healthcheck.start_interval"),
+            (
+                vec![Tuning::HealthStartInterval(0)],
+                "healthcheck.start_interval",
+            ),
         ];
         for (tuning, words) in cases {
             let err = checked(tuning).unwrap_err().to_string();
