@@ -303,6 +303,30 @@ mod tests {
     }
 
     #[test]
+    fn the_new_entries_are_tagged_after_extra_host() {
+        // postcard writes a variant's index first: these must stay 11.. (ExtraHost is 10).
+        let tags: Vec<u8> = [
+            Tuning::Tmpfs(tmpfs("/run")),
+            Tuning::ShmSize(1),
+            Tuning::GroupAdd("g".into()),
+            Tuning::Logging(LogRotation {
+                max_bytes: None,
+                max_files: None,
+            }),
+            Tuning::HealthStartInterval(1),
+        ]
+        .iter()
+        .map(|t| postcard::to_allocvec(t).unwrap()[0])
+        .collect();
+        assert_eq!(tags, [11, 12, 13, 14, 15]);
+        let extra_host = Tuning::ExtraHost {
+            name: "h".into(),
+            address: [10, 0, 0, 1],
+        };
+        assert_eq!(postcard::to_allocvec(&extra_host).unwrap()[0], 10);
+    }
+
+    #[test]
     fn tmpfs_and_volume_targets_differ_and_start_interval_needs_a_check() {
         let mut spec = crate::samples::desired_with_services(1).services.remove(0);
         spec.volumes.push(VolumeMount {

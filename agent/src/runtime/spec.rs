@@ -341,11 +341,9 @@ impl ContainerSpec {
     }
 }
 
-/// The size of `/dev/shm` unless the service sets one (Docker's 64 MiB).
-pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
-
 impl ContainerSpec {
-    /// Sets the size of the `/dev/shm` tmpfs (compose `shm_size`).
+    /// Sets the size of the `/dev/shm` tmpfs (compose `shm_size`; Docker's 64 MiB
+    /// otherwise, as `default_mounts`).
     pub fn set_shm_size(&mut self, bytes: u64) {
         for m in &mut self.mounts {
             if m.destination == "/dev/shm" && m.kind == MountKind::Tmpfs {
