@@ -23,7 +23,8 @@
 //!   Docker-format profile, parsed and validated, with syscall tables per architecture).
 //! - [`lifecycle`]: a service's stop signal and grace, init, minimum uptime.
 //! - [`tuning`]: a service's sysctls, ulimits, OOM score and host name, as a list of tagged
-//!   entries that grows without new layouts.
+//!   entries that grows without new layouts; [`service_extras`] checks its tmpfs, shm,
+//!   group, log rotation and health-pace entries.
 //! - [`legacy`]: the desired-state layouts of older builds, still decoded.
 //! - [`frame`]: a length-delimited frame codec over `embedded-io` for the control socket.
 //!
@@ -51,6 +52,7 @@ pub mod reported;
 pub mod samples;
 pub mod sealed;
 pub mod seccomp;
+pub mod service_extras;
 mod service_rules;
 pub mod signed;
 pub mod topic;
@@ -85,6 +87,7 @@ pub use reported::{
 };
 pub use sealed::{SealError, Sealed};
 pub use seccomp::{SeccompPolicy, SeccompProfile};
+pub use service_extras::{LogRotation, TmpfsMount};
 pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
 pub use tuning::Tuning;

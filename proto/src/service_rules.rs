@@ -21,12 +21,12 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// An absolute path with no `..` component and no NUL.
-fn is_clean_absolute(path: &str) -> bool {
+pub(crate) fn is_clean_absolute(path: &str) -> bool {
     path.starts_with('/') && !path.contains('\0') && !path.split('/').any(|part| part == "..")
 }
 
 /// `name` or `uid` for one half of `user[:group]`.
-fn is_user_part(part: &str) -> bool {
+pub(crate) fn is_user_part(part: &str) -> bool {
     if part.is_empty() || part.len() > 32 {
         return false;
     }

@@ -1,5 +1,6 @@
 //! A service's kernel and process settings beyond the core spec: compose `sysctls`,
-//! `ulimits`, `oom_score_adj` and `hostname`. A list of tagged entries rather than fields,
+//! `ulimits`, `oom_score_adj`, `hostname`, networking (`network`), and `tmpfs`, `shm_size`,
+//! `group_add`, `logging`, `healthcheck.start_interval` (`service_extras`). A list of tagged entries rather than fields,
 //! so a new kind is a new variant at the end: bytes of older builds still decode without a
 //! new legacy layout, and an older agent refuses a body holding a kind it does not know.
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::desired::{NetworkMode, ServiceSpec};
 use crate::network::{Ipv4, NetworkAttachment, PortMapping, Protocol};
+use crate::service_extras::{LogRotation, TmpfsMount};
 use crate::validate::InvalidDesired;
 
 /// One setting of [`crate::ServiceSpec::tuning`].
@@ -39,6 +41,18 @@ pub enum Tuning {
     DnsOption(String),
     /// An `/etc/hosts` line (compose `extra_hosts`).
     ExtraHost { name: String, address: Ipv4 },
+    /// A tmpfs mount (compose `tmpfs`; see `service_extras`).
+    Tmpfs(TmpfsMount),
+    /// The size of the container's `/dev/shm` in bytes (compose `shm_size`).
+    ShmSize(u64),
+    /// A supplementary group of the process, a name in the image's `/etc/group` or a GID
+    /// (compose `group_add`).
+    GroupAdd(String),
+    /// The service's own log rotation (compose `logging.options` `max-size`, `max-file`).
+    Logging(LogRotation),
+    /// The probe interval during the health check's start period, in ms (compose
+    /// `healthcheck.start_interval`; `HealthCheck` keeps its layout).
+    HealthStartInterval(u32),
 }
 
 /// Compose ulimit names and the kernel's resource names.
@@ -195,7 +209,10 @@ impl ServiceSpec {
                     }
                     ("hostname", "")
                 }
-                networking => match self.validate_network_entry(networking)? {
+                other => match self
+                    .validate_network_entry(other)?
+                    .map_or_else(|| self.validate_extra_entry(other), |k| Ok(Some(k)))?
+                {
                     Some((field, key)) => {
                         if !seen.insert((field, key.clone())) {
                             return Err(bad(field, key, "is given twice"));

@@ -3,7 +3,12 @@
 //! `oom_score_adj`, `hostname`, a `:r` device (loop-control: not one of the nodes every
 //! container may use) that opens for reading but not for writing (allowed by the deploy
 //! policy), and `cap_add` for a non-root `user:` (its health check sees the capability in
-//! its effective set). The probe writes what it sees to a named volume the test reads.
+//! its effective set). The probe writes what it sees to a named volume the test reads:
+//! also its `tmpfs` mounts (size, mode, owner, noexec unless `exec`), its `/dev/shm` size
+//! (`shm_size`) and its groups (`group_add`, one by name from the image's /etc/group).
+//! `logging` options rotate a chatty service's log files on the device, and
+//! `healthcheck.start_interval` makes a check that fails once pass long before its hour-long
+//! interval.
 //! Root only (network namespaces, cgroups); takes turns on the test network.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +17,7 @@ use std::time::Duration;
 
 use coracle_tests::e2e::agent::Agent;
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files};
+use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
 use coracle_tests::e2e::wait_until;
 use coracle_tests::netns::TestNetwork;
 
@@ -24,7 +29,23 @@ const PROBE: &str = "ulimit -n > /out/nofile; ulimit -Hn > /out/nofile_hard; \
     /bin/busybox cat /proc/self/oom_score_adj > /out/oom; /bin/busybox hostname > /out/hostname; \
     if /bin/busybox true > /dev/loop-control; then echo opened > /out/dev_write; else echo refused > /out/dev_write; fi; \
     if /bin/busybox true < /dev/loop-control; then echo opened > /out/dev_read; else echo refused > /out/dev_read; fi; \
+    /bin/busybox grep ' /scratch ' /proc/mounts > /out/scratch_mount; \
+    /bin/busybox grep ' /fast ' /proc/mounts > /out/fast_mount; \
+    /bin/busybox grep ' /dev/shm ' /proc/mounts > /out/shm_mount; \
+    /bin/busybox stat -c '%a %u' /scratch > /out/scratch_stat; \
+    /bin/busybox cp /bin/busybox /scratch/true; /bin/busybox cp /bin/busybox /fast/true; \
+    if /scratch/true; then echo ran > /out/scratch_exec; else echo refused > /out/scratch_exec; fi; \
+    if /fast/true; then echo ran > /out/fast_exec; else echo refused > /out/fast_exec; fi; \
+    /bin/busybox id -G > /out/groups; \
     /bin/busybox touch /out/done; exec /bin/busybox sleep 3600";
+
+/// Prints about 15 KB, for 1 KiB log files.
+const CHATTY: &str =
+    "/bin/busybox seq 1 400 | /bin/busybox sed 's/.*/chatty line & padding padding/'; \
+    exec /bin/busybox sleep 3600";
+
+/// Fails its first probe, passes the next.
+const ONCE: &str = "/bin/busybox test -e /probed || { /bin/busybox touch /probed; exit 1; }";
 
 fn app(dir: &Path) -> std::path::PathBuf {
     let compose = format!(
@@ -42,6 +63,29 @@ fn app(dir: &Path) -> std::path::PathBuf {
       nofile: {{soft: 1111, hard: 2222}}
     oom_score_adj: 200
     hostname: probe-1
+    tmpfs:
+      - /scratch:size=8m,mode=1770,uid=1000
+      - /fast:exec
+    shm_size: 32m
+    group_add: [gpio, 44]
+  chatty:
+    image: hello:1
+    network_mode: none
+    command: ["/bin/busybox", "sh", "-c", "{CHATTY}"]
+    logging:
+      driver: json-file
+      options:
+        max-size: 1k
+        max-file: "3"
+  paced:
+    image: hello:1
+    network_mode: none
+    command: ["/bin/busybox", "sleep", "3600"]
+    healthcheck:
+      test: ["CMD", "/bin/busybox", "sh", "-c", "{ONCE}"]
+      interval: 1h
+      start_period: 10m
+      start_interval: 1s
   nonroot:
     image: hello:1
     user: "1000"
@@ -73,7 +117,8 @@ fn every_tuning_key_is_seen_from_inside_the_container() {
     let policy = "[policy]\ndevices = [\"/dev/loop-control\"]\n";
     let controller =
         Controller::start_with_config(dir.path(), TestNetwork::GATEWAY, policy).unwrap();
-    let files = busybox_files("keys", vec![]).unwrap();
+    let group = LayerFile::new("etc/group", "root:x:0:\ngpio:x:997:\n", 0o644);
+    let files = busybox_files("keys", vec![group]).unwrap();
     let image = build_layout(&dir.path().join("img"), "1", &files).unwrap();
     controller.push(&image.source, "hello:1").unwrap();
     let host = network.add_host().unwrap();
@@ -110,6 +155,67 @@ fn every_tuning_key_is_seen_from_inside_the_container() {
         "opened",
         "a :r device refused reading"
     );
+
+    // tmpfs: size, mode and owner as given; nosuid, nodev, noexec unless `exec`.
+    let scratch = read(&out, "scratch_mount");
+    for option in [
+        "nosuid",
+        "nodev",
+        "noexec",
+        "size=8192k",
+        "mode=1770",
+        "uid=1000",
+    ] {
+        assert!(scratch.contains(option), "{scratch} lacks {option}");
+    }
+    assert_eq!(read(&out, "scratch_stat"), "1770 1000");
+    assert_eq!(read(&out, "scratch_exec"), "refused", "noexec by default");
+    let fast = read(&out, "fast_mount");
+    assert!(
+        !fast.contains("noexec") && fast.contains("nosuid"),
+        "{fast}"
+    );
+    assert_eq!(read(&out, "fast_exec"), "ran", "exec given");
+    let shm = read(&out, "shm_mount");
+    assert!(shm.contains("size=32768k"), "shm_size: {shm}");
+    let groups = read(&out, "groups");
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    assert!(
+        groups.contains(&"997") && groups.contains(&"44"),
+        "group_add: {groups:?}"
+    );
+
+    // logging: 1 KiB files, three in all, on the device.
+    let logs = dir.path().join("pi-keys/run/chatty");
+    wait_until("chatty's logs rotated", Duration::from_secs(60), || {
+        if logs.join("container.log.2").exists() {
+            Ok(())
+        } else {
+            Err(format!("{:?}", std::fs::read_dir(&logs).map(|d| d.count())))
+        }
+    })
+    .unwrap();
+    assert!(!logs.join("container.log.3").exists(), "max-file 3");
+    for name in ["container.log", "container.log.1", "container.log.2"] {
+        let size = std::fs::metadata(logs.join(name)).unwrap().len();
+        assert!(size <= 1024, "{name}: {size} bytes over max-size");
+    }
+    assert!(read(&logs, "container.log.1").contains("chatty line"));
+
+    // start_interval: the check's second probe comes a second after the first, not an hour.
+    wait_until("paced healthy", Duration::from_secs(45), || {
+        let d = controller.device("pi-keys").map_err(|e| e.to_string())?;
+        let healthy = d["reported"]["services"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["name"] == "paced" && s["health"] == "Healthy")
+        });
+        if healthy {
+            Ok(())
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .unwrap();
 
     // The non-root service's health check passes only with NET_BIND_SERVICE effective.
     wait_until("nonroot healthy", Duration::from_secs(60), || {

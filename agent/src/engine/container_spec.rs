@@ -227,6 +227,17 @@ pub fn container_spec(
             options,
         });
     }
+    spec.mounts
+        .extend(service.tuning.iter().filter_map(|t| match t {
+            coracle_proto::Tuning::Tmpfs(tmpfs) => Some(super::tuning::tmpfs_mount(tmpfs)),
+            _ => None,
+        }));
+    // The runtime's own mounts first; then parents before what is mounted inside them
+    // (a tmpfs at /data/cache over a volume at /data), as Docker orders them.
+    let own = crate::runtime::spec::default_mounts()
+        .len()
+        .min(spec.mounts.len());
+    spec.mounts[own..].sort_by_key(|m| Path::new(&m.destination).components().count());
     spec.devices = service
         .devices
         .iter()
@@ -249,9 +260,16 @@ pub fn container_spec(
         cpuset_cpus: r.cpuset_cpus.clone(),
         cpuset_mems: None,
     };
+    // The service's own rotation (compose `logging.options`) where it gives one; Docker's
+    // `max-file` counts the current file, `keep` only the rotated ones.
+    let rotation = service.log_rotation();
     spec.stdio = Stdio::Logs {
-        max_bytes: layout.log_max_bytes,
-        keep: layout.log_keep,
+        max_bytes: rotation
+            .and_then(|r| r.max_bytes)
+            .unwrap_or(layout.log_max_bytes),
+        keep: rotation
+            .and_then(|r| r.max_files)
+            .map_or(layout.log_keep, |files| files.saturating_sub(1)),
     };
     Ok(spec)
 }
@@ -389,6 +407,69 @@ mod tests {
             .unwrap();
         assert_eq!(data.source, Some(PathBuf::from("/v/data")));
         assert!(data.options.contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn tmpfs_mounts_nest_after_volumes_and_logging_sets_the_rotation() {
+        let mut s = service();
+        s.volumes = vec![VolumeMount {
+            source: VolumeSource::Named("data".into()),
+            target: "/data".into(),
+            read_only: false,
+        }];
+        let tmpfs = |target: &str| {
+            coracle_proto::Tuning::Tmpfs(coracle_proto::TmpfsMount {
+                target: target.into(),
+                size_bytes: Some(1 << 20),
+                mode: None,
+                uid: None,
+                gid: None,
+                nr_inodes: None,
+                read_only: false,
+                exec: false,
+            })
+        };
+        s.tuning = vec![
+            tmpfs("/data/cache"),
+            tmpfs("/run"),
+            coracle_proto::Tuning::Logging(coracle_proto::LogRotation {
+                max_bytes: Some(4096),
+                max_files: Some(3),
+            }),
+        ];
+        let layout = ContainerLayout {
+            layers: vec![],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volumes: "/v".into(),
+            log_max_bytes: 1 << 20,
+            log_keep: 2,
+            network: None,
+        };
+        let spec = container_spec(&s, &image(), &layout).unwrap();
+        let at = |target: &str| spec.mounts.iter().position(|m| m.destination == target);
+        assert!(at("/data").unwrap() < at("/data/cache").unwrap());
+        assert!(at("/dev/shm").unwrap() < at("/run").unwrap());
+        let run = &spec.mounts[at("/run").unwrap()];
+        assert_eq!(run.kind, MountKind::Tmpfs);
+        assert!(run.options.contains(&"noexec".to_string()));
+        assert_eq!(
+            spec.stdio,
+            Stdio::Logs {
+                max_bytes: 4096,
+                keep: 2
+            }
+        );
+        s.tuning.clear();
+        let spec = container_spec(&s, &image(), &layout).unwrap();
+        assert_eq!(
+            spec.stdio,
+            Stdio::Logs {
+                max_bytes: 1 << 20,
+                keep: 2
+            },
+            "the agent's own setting otherwise"
+        );
     }
 
     #[test]

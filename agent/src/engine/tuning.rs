@@ -1,11 +1,13 @@
-//! A service's `tuning` (compose `sysctls`, `ulimits`, `oom_score_adj`, `hostname`) on the
-//! runtime spec. The values were validated with the desired state; the runtime checks the
+//! A service's `tuning` (compose `sysctls`, `ulimits`, `oom_score_adj`, `hostname`,
+//! `shm_size`, `group_add`, and `tmpfs` as mounts) on the runtime spec. The values were validated with the desired state; the runtime checks the
 //! sysctls again before any process exists (`runtime::init::kernel_params`).
 
 use coracle_proto::tuning::rlimit_name;
 use coracle_proto::Tuning;
 
-use crate::runtime::spec::{ContainerSpec, Rlimit};
+use coracle_proto::TmpfsMount;
+
+use crate::runtime::spec::{ContainerSpec, Mount, MountKind, Rlimit};
 
 /// Puts each entry where the runtime reads it; a ulimit replaces the image default of the
 /// same resource.
@@ -29,6 +31,11 @@ pub fn apply(spec: &mut ContainerSpec, tuning: &[Tuning]) {
             }
             Tuning::OomScoreAdj(value) => spec.process.oom_score_adj = Some(*value),
             Tuning::Hostname(name) => spec.hostname = Some(name.clone()),
+            Tuning::ShmSize(bytes) => spec.set_shm_size(*bytes),
+            Tuning::GroupAdd(group) => spec.process.group_add.push(group.clone()),
+            // Mounts go with the volumes (`container_spec`); the log rotation onto stdio
+            // (`container_spec`); the start interval is the supervisor's (`probes`).
+            Tuning::Tmpfs(_) | Tuning::Logging(_) | Tuning::HealthStartInterval(_) => {}
             // Networking entries are the network manager's (`crate::network`).
             Tuning::Network(_)
             | Tuning::Publish(_)
@@ -38,6 +45,36 @@ pub fn apply(spec: &mut ContainerSpec, tuning: &[Tuning]) {
             | Tuning::DnsOption(_)
             | Tuning::ExtraHost { .. } => {}
         }
+    }
+}
+
+/// A tmpfs entry as a runtime mount: always `nosuid,nodev`, `noexec` unless `exec`
+/// (Docker's defaults), mode `1777` unless given.
+pub fn tmpfs_mount(t: &TmpfsMount) -> Mount {
+    let mut options: Vec<String> = vec!["nosuid".into(), "nodev".into()];
+    if !t.exec {
+        options.push("noexec".into());
+    }
+    if t.read_only {
+        options.push("ro".into());
+    }
+    options.push(format!("mode={:o}", t.mode.unwrap_or(0o1777)));
+    let numbers = [
+        ("size", t.size_bytes),
+        ("uid", t.uid.map(u64::from)),
+        ("gid", t.gid.map(u64::from)),
+        ("nr_inodes", t.nr_inodes),
+    ];
+    for (name, value) in numbers {
+        if let Some(value) = value {
+            options.push(format!("{name}={value}"));
+        }
+    }
+    Mount {
+        destination: t.target.clone(),
+        kind: MountKind::Tmpfs,
+        source: None,
+        options,
     }
 }
 
@@ -77,5 +114,73 @@ mod tests {
         );
         assert_eq!(spec.process.oom_score_adj, Some(300));
         assert_eq!(spec.hostname.as_deref(), Some("gw"));
+    }
+
+    #[test]
+    fn shm_size_and_groups_land_in_the_runtime_spec() {
+        let mut spec = ContainerSpec::new(Rootfs::Directory("/".into()), vec!["true".into()]);
+        apply(
+            &mut spec,
+            &[
+                Tuning::ShmSize(128 << 20),
+                Tuning::GroupAdd("dialout".into()),
+                Tuning::GroupAdd("997".into()),
+            ],
+        );
+        let shm = spec
+            .mounts
+            .iter()
+            .find(|m| m.destination == "/dev/shm")
+            .unwrap();
+        assert!(shm.options.contains(&format!("size={}", 128u64 << 20)));
+        assert_eq!(
+            shm.options
+                .iter()
+                .filter(|o| o.starts_with("size="))
+                .count(),
+            1
+        );
+        assert_eq!(spec.process.group_add, ["dialout", "997"]);
+    }
+
+    #[test]
+    fn tmpfs_mounts_keep_docker_defaults() {
+        let mut t = TmpfsMount {
+            target: "/run".into(),
+            size_bytes: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            nr_inodes: None,
+            read_only: false,
+            exec: false,
+        };
+        assert_eq!(
+            tmpfs_mount(&t).options,
+            ["nosuid", "nodev", "noexec", "mode=1777"]
+        );
+        t.exec = true;
+        t.read_only = true;
+        t.size_bytes = Some(64 << 20);
+        t.mode = Some(0o750);
+        t.uid = Some(1000);
+        t.gid = Some(50);
+        t.nr_inodes = Some(1024);
+        let m = tmpfs_mount(&t);
+        assert_eq!(m.kind, MountKind::Tmpfs);
+        assert_eq!(m.destination, "/run");
+        assert_eq!(
+            m.options,
+            [
+                "nosuid",
+                "nodev",
+                "ro",
+                "mode=750",
+                "size=67108864",
+                "uid=1000",
+                "gid=50",
+                "nr_inodes=1024"
+            ]
+        );
     }
 }

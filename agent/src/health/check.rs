@@ -1,6 +1,7 @@
 //! Health-check bookkeeping with Docker's semantics, pure: a probe runs every `interval`;
 //! `retries` consecutive failures make a container unhealthy, one success healthy; failures
-//! within `start_period` after start do not count.
+//! within `start_period` after start do not count; during it, probes run every
+//! `start_interval` when one is given.
 
 use coracle_proto::{Health, HealthCheck};
 
@@ -29,12 +30,20 @@ impl CheckState {
         }
     }
 
-    /// True when a probe should start now (none running, interval passed).
-    pub fn due(&self, check: &HealthCheck, now_ms: u64) -> bool {
+    /// True when a probe should start now (none running, interval passed). While the
+    /// container is still starting within `start_period`, the interval is `start_interval`
+    /// when one is given (compose `healthcheck.start_interval`).
+    pub fn due(&self, check: &HealthCheck, start_interval_ms: Option<u32>, now_ms: u64) -> bool {
+        let starting = self.health == Health::Starting
+            && now_ms < self.started_ms + u64::from(check.start_period_ms);
+        let interval = match start_interval_ms {
+            Some(fast) if starting => fast,
+            _ => check.interval_ms,
+        };
         !self.in_flight
             && self
                 .last_probe_ms
-                .is_none_or(|last| now_ms >= last + u64::from(check.interval_ms))
+                .is_none_or(|last| now_ms >= last + u64::from(interval))
     }
 
     /// A probe started.
@@ -81,13 +90,13 @@ mod tests {
     fn docker_semantics_table() {
         let c = check();
         let mut s = CheckState::new(0);
-        assert!(s.due(&c, 0));
+        assert!(s.due(&c, None, 0));
         s.probing(0);
-        assert!(!s.due(&c, 5_000), "one probe at a time");
+        assert!(!s.due(&c, None, 5_000), "one probe at a time");
         // Failures in the start period do not count.
         assert_eq!(s.record(&c, false, 100), None);
         assert_eq!(s.health, Health::Starting);
-        assert!(!s.due(&c, 999) && s.due(&c, 1_000));
+        assert!(!s.due(&c, None, 999) && s.due(&c, None, 1_000));
         assert_eq!(s.record(&c, true, 1_100), Some(Health::Healthy));
         // After that, `retries` consecutive failures make it unhealthy.
         assert_eq!(s.record(&c, false, 2_000), None);
@@ -102,6 +111,26 @@ mod tests {
         }
         assert_eq!(s.record(&c, false, 7_000), Some(Health::Unhealthy));
         assert_eq!(s.record(&c, true, 8_000), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn start_interval_paces_probes_only_while_starting_in_the_start_period() {
+        let c = check();
+        let fast = Some(200);
+        let mut s = CheckState::new(0);
+        s.probing(0);
+        assert_eq!(s.record(&c, false, 50), None);
+        assert!(!s.due(&c, fast, 199) && s.due(&c, fast, 200));
+        assert!(!s.due(&c, None, 200), "the plain interval without it");
+        // After the start period, the plain interval.
+        s.probing(4_900);
+        assert_eq!(s.record(&c, false, 4_950), None);
+        assert!(!s.due(&c, fast, 5_100) && s.due(&c, fast, 5_900));
+        // Healthy within the start period: the plain interval too.
+        let mut s = CheckState::new(0);
+        s.probing(0);
+        assert_eq!(s.record(&c, true, 10), Some(Health::Healthy));
+        assert!(!s.due(&c, fast, 200) && s.due(&c, fast, 1_000));
     }
 
     #[test]

@@ -467,7 +467,8 @@ fn child_setup_and_exec(
     // Its own session and process group, so a timeout kills what it started too.
     nix::unistd::setsid().map_err(ExecError::Session)?;
     rlimits::apply(&spec.process.rlimits).map_err(InitError::from)?;
-    let ids = user::resolve_in_container(&spec.process.user).map_err(InitError::from)?;
+    let ids = user::resolve_in_container(&spec.process.user, &spec.process.group_add)
+        .map_err(InitError::from)?;
     let caps = capabilities::plan(&spec.process).map_err(InitError::from)?;
     let filters = seccomp::filters(spec, &caps.bounding).map_err(InitError::from)?;
     let cwd = &spec.process.cwd;

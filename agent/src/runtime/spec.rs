@@ -104,6 +104,10 @@ pub struct Process {
     /// CAP_SYS_RESOURCE on the host).
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// More supplementary groups (compose `group_add`): names looked up in the container's
+    /// /etc/group at start, or GIDs.
+    #[serde(default)]
+    pub group_add: Vec<String>,
 }
 
 /// The capability sets besides bounding, by name. `None` for effective or permitted means
@@ -312,6 +316,7 @@ impl ContainerSpec {
                 no_new_privileges: true,
                 rlimits: Vec::new(),
                 oom_score_adj: None,
+                group_add: Vec::new(),
             },
             hostname: None,
             network: Network::None,
@@ -332,6 +337,19 @@ impl ContainerSpec {
             user_namespace: None,
             init: false,
             sysctl: Default::default(),
+        }
+    }
+}
+
+impl ContainerSpec {
+    /// Sets the size of the `/dev/shm` tmpfs (compose `shm_size`; Docker's 64 MiB
+    /// otherwise, as `default_mounts`).
+    pub fn set_shm_size(&mut self, bytes: u64) {
+        for m in &mut self.mounts {
+            if m.destination == "/dev/shm" && m.kind == MountKind::Tmpfs {
+                m.options.retain(|o| !o.starts_with("size="));
+                m.options.push(format!("size={bytes}"));
+            }
         }
     }
 }

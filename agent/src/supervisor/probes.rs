@@ -41,6 +41,7 @@ impl Supervisor {
             let Some(check) = spec.and_then(|s| s.health.as_ref()) else {
                 continue;
             };
+            let start_interval = spec.and_then(|s| s.health_start_interval_ms());
             live.push(name.clone());
             let epoch = &mut self.check_epoch;
             let (run, state) = self.checks.entry(name.clone()).or_insert_with(|| {
@@ -50,7 +51,7 @@ impl Supervisor {
             let run = *run;
             container.health = state.health;
             container.last_failed_check.clone_from(&state.last_failure);
-            if !state.due(check, now) {
+            if !state.due(check, start_interval, now) {
                 continue;
             }
             state.probing(now);

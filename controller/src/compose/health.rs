@@ -7,6 +7,20 @@ use coracle_proto::{HealthCheck, HealthProbe};
 use super::model::{Healthcheck, StringOrList};
 use super::units;
 
+/// `start_interval` in ms, when given: a tuning entry (`HealthCheck` keeps its layout).
+/// Without it the agent probes at `interval` throughout (Docker would use 5s during
+/// `start_period`).
+pub(super) fn start_interval(h: &Healthcheck) -> Result<Option<u32>, (&'static str, String)> {
+    let Some(text) = &h.start_interval else {
+        return Ok(None);
+    };
+    let err = |e: String| ("healthcheck", format!("start_interval: {e}"));
+    let ms = units::duration_ms(text).map_err(err)?;
+    u32::try_from(ms)
+        .map(Some)
+        .map_err(|_| err(format!("{ms} ms is too long")))
+}
+
 /// The service's check; `None` when it is switched off. The error is shown under
 /// `healthcheck`.
 pub(super) fn health(h: &Healthcheck) -> Result<Option<HealthCheck>, String> {

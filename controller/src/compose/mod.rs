@@ -20,6 +20,7 @@ mod labels;
 mod lenient;
 mod lifecycle;
 mod lines;
+mod logging;
 mod model;
 mod mounts;
 mod named_volumes;
@@ -30,6 +31,7 @@ pub mod refused;
 mod resolv;
 mod resources;
 pub mod seccomp;
+mod tmpfs;
 mod tuning;
 mod units;
 
@@ -238,6 +240,8 @@ fn to_spec(
         .extend(networks::attachments(s, spec.network, &file.networks)?);
     spec.tuning.extend(ports::entries(s)?);
     spec.tuning.extend(resolv::entries(s)?);
+    spec.tuning.extend(tmpfs::entries(s)?);
+    spec.tuning.extend(logging::entries(s)?);
     if let Some(labels) = &s.labels {
         labels::pairs(labels).map_err(|e| ("labels", e))?;
     }
@@ -260,6 +264,13 @@ fn to_spec(
         .transpose()
         .map(Option::flatten)
         .map_err(|e| ("healthcheck", e))?;
+    if spec.health.is_some() {
+        let check = s.healthcheck.as_ref();
+        if let Some(ms) = check.map(health::start_interval).transpose()?.flatten() {
+            spec.tuning
+                .push(coracle_proto::Tuning::HealthStartInterval(ms));
+        }
+    }
     if let Some(DependsOn::Map(map)) = &s.depends_on {
         for (dep, entry) in map {
             if entry.required == Some(false) {

@@ -121,6 +121,23 @@ pub struct ComposeService {
     pub dns_opt: Vec<String>,
     /// `["name:ip"]`, `["name=ip"]` or `{name: ip}`.
     pub extra_hosts: Option<Labels>,
+    /// `PATH[:OPTIONS]`, one or a list (see `tmpfs`).
+    pub tmpfs: Option<StringOrList>,
+    /// The size of `/dev/shm`: bytes or `64m`.
+    pub shm_size: Option<Scalar>,
+    /// Supplementary groups: names in the image's /etc/group or GIDs.
+    #[serde(default)]
+    pub group_add: Vec<Scalar>,
+    /// The log driver and its rotation (see `logging`).
+    pub logging: Option<Logging>,
+}
+
+/// `logging:`; options with no meaning for the agent are refused by name (`refused`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    pub driver: Option<String>,
+    pub options: Option<BTreeMap<String, Option<Scalar>>>,
 }
 
 /// A service's `networks:`: `[front, back]` or `{front: {aliases: [a]}, back: null}`.
@@ -316,6 +333,8 @@ pub struct Healthcheck {
     #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub retries: Option<u32>,
     pub start_period: Option<String>,
+    /// The probe interval during `start_period` (see `health`).
+    pub start_interval: Option<String>,
 }
 
 /// `depends_on:` as a list or a map with conditions.

@@ -56,11 +56,6 @@ pub const SERVICE: &[(&str, &str)] = &[
     ("extends", "extending other services (use YAML merge keys)"),
     ("external_links", "external links"),
     ("gpus", "GPUs"),
-    ("group_add", "supplementary groups"),
-    (
-        "healthcheck.start_interval",
-        "health probes at a faster pace during start_period",
-    ),
     ("ipc", "IPC namespace sharing"),
     ("isolation", "isolation technologies"),
     ("label_file", "label files (write labels in the app)"),
@@ -69,8 +64,30 @@ pub const SERVICE: &[(&str, &str)] = &[
         "links (services reach each other by name on their app networks)",
     ),
     (
-        "logging",
-        "logging drivers (the agent keeps each container's output)",
+        "logging.options.compress",
+        "compressing rotated logs (cap them with max-size and max-file)",
+    ),
+    ("logging.options.env", "log metadata (log lines carry none)"),
+    (
+        "logging.options.env-regex",
+        "log metadata (log lines carry none)",
+    ),
+    (
+        "logging.options.labels",
+        "log metadata (log lines carry none)",
+    ),
+    (
+        "logging.options.labels-regex",
+        "log metadata (log lines carry none)",
+    ),
+    ("logging.options.tag", "log tags (log lines carry none)"),
+    (
+        "logging.options.mode",
+        "log delivery modes (the agent's writes never block the container)",
+    ),
+    (
+        "logging.options.max-buffer-size",
+        "log delivery buffers (the agent's writes never block the container)",
     ),
     ("mac_address", "MAC addresses"),
     (
@@ -103,10 +120,8 @@ pub const SERVICE: &[(&str, &str)] = &[
     ("runtime", "other OCI runtimes"),
     ("scale", "several replicas of a service"),
     ("secrets", "secrets (use env_file or a volume)"),
-    ("shm_size", "/dev/shm sizes"),
     ("stdin_open", "interactive stdin"),
     ("storage_opt", "storage driver options"),
-    ("tmpfs", "tmpfs mounts"),
     ("tty", "terminals"),
     ("use_api_socket", "the Docker API socket"),
     (

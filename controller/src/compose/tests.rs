@@ -279,3 +279,109 @@ fn other_deploy_keys_are_refused_by_name() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn tmpfs_shm_groups_logging_and_start_interval_become_tuning_entries() {
+    let text = "\
+services:
+  web:
+    image: app:1
+    tmpfs:
+      - /run:size=8m,mode=1770
+    shm_size: 128m
+    group_add: [dialout, 997]
+    logging:
+      driver: json-file
+      options:
+        max-size: 1m
+        max-file: 4
+    healthcheck:
+      test: [TCP, \"80\"]
+      start_period: 30s
+      start_interval: 1s
+  off:
+    image: app:1
+    healthcheck:
+      disable: true
+      start_interval: 1s
+";
+    let specs = to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
+    let web = &specs[1];
+    assert_eq!(web.shm_size(), Some(128 << 20));
+    assert_eq!(web.health_start_interval_ms(), Some(1000));
+    let rotation = web.log_rotation().unwrap();
+    assert_eq!(
+        (rotation.max_bytes, rotation.max_files),
+        (Some(1 << 20), Some(4))
+    );
+    assert!(web.tuning.iter().any(|t| matches!(t,
+        coracle_proto::Tuning::Tmpfs(m) if m.target == "/run" && m.size_bytes == Some(8 << 20))));
+    let groups: Vec<_> = web
+        .tuning
+        .iter()
+        .filter_map(|t| match t {
+            coracle_proto::Tuning::GroupAdd(g) => Some(g.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(groups, ["dialout", "997"]);
+    assert_eq!(
+        specs[0].health_start_interval_ms(),
+        None,
+        "no check, no pace"
+    );
+}
+
+#[test]
+fn extras_a_device_could_not_run_are_refused_with_their_line() {
+    for (yaml, line, words) in [
+        (
+            "    tmpfs: /dev/shm\n",
+            4,
+            "tmpfs: \"/dev/shm\" is in /proc, /sys or /dev",
+        ),
+        (
+            "    tmpfs: [/run, /run]\n",
+            4,
+            "tmpfs: \"/run\" is given twice",
+        ),
+        ("    shm_size: 0\n", 4, "shm_size: \"0\" must be above 0"),
+        ("    group_add: [\"a b\"]\n", 4, "group_add: \"a b\""),
+        (
+            "    logging:\n      options:\n        max-file: 0\n",
+            4,
+            "max-file 0",
+        ),
+        ("    logging:\n      driver: gelf\n", 4, "driver \"gelf\""),
+        (
+            "    logging:\n      options:\n        compress: 'true'\n",
+            6,
+            "compressing rotated logs",
+        ),
+        (
+            "    tmpfs: /x:size=1g,suid\n",
+            4,
+            "suid is not supported on devices yet",
+        ),
+        (
+            "    healthcheck:\n      test: [TCP, \"80\"]\n      start_interval: 0s\n",
+            4,
+            "start_interval: \"0 ms\" must be above 0",
+        ),
+        (
+            "    healthcheck:\n      test: [TCP, \"80\"]\n      start_interval: soon\n",
+            4,
+            "start_interval: duration",
+        ),
+    ] {
+        let text = format!("services:\n  web:\n    image: app:1\n{yaml}");
+        let err = parse(&text)
+            .and_then(|file| to_specs(&text, &file, &ProfileFiles::new(), &resolve))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(words),
+            "{yaml}: {err} lacks {words}"
+        );
+        assert_eq!(err.line(), line, "{yaml}: {err}");
+    }
+}

@@ -1,7 +1,8 @@
 //! A service's kernel and process settings from Compose's keys: `sysctls` (a map or a
-//! `NAME=VALUE` list), `ulimits` (`nofile: 1024` or `{soft, hard}`), `oom_score_adj` and
-//! `hostname`. Which sysctls a container may set, the ulimit names and the ranges are
-//! checked by `ServiceSpec::validate` (one rule for controller and agent).
+//! `NAME=VALUE` list), `ulimits` (`nofile: 1024` or `{soft, hard}`), `oom_score_adj`,
+//! `hostname` and `group_add` (names or GIDs, resolved in the image by the agent). Which
+//! sysctls a container may set, the ulimit names and the ranges are checked by
+//! `ServiceSpec::validate` (one rule for controller and agent).
 
 use coracle_proto::Tuning;
 
@@ -51,6 +52,12 @@ pub(super) fn tuning(s: &ComposeService) -> FieldResult<Vec<Tuning>> {
     if let Some(hostname) = &s.hostname {
         out.push(Tuning::Hostname(hostname.clone()));
     }
+    for group in &s.group_add {
+        if !matches!(group, Scalar::Int(_) | Scalar::String(_)) {
+            return Err(("group_add", format!("{group} is not a group name or GID")));
+        }
+        out.push(Tuning::GroupAdd(group.to_string()));
+    }
     Ok(out)
 }
 
@@ -86,7 +93,7 @@ mod tests {
         let s = service(
             "sysctls:\n  net.core.somaxconn: 1024\n  kernel.shmmax: '68719476736'\n\
              ulimits:\n  nofile: {soft: 1024, hard: 4096}\n  nproc: 64\n  memlock: -1\n\
-             oom_score_adj: -500\nhostname: gw\n",
+             oom_score_adj: -500\nhostname: gw\ngroup_add: [dialout, 997]\n",
         );
         let read = tuning(&s).unwrap();
         let sysctl = |name: &str, value: &str| Tuning::Sysctl {
@@ -108,6 +115,8 @@ mod tests {
                 ulimit("nproc", 64, 64),
                 Tuning::OomScoreAdj(-500),
                 Tuning::Hostname("gw".into()),
+                Tuning::GroupAdd("dialout".into()),
+                Tuning::GroupAdd("997".into()),
             ]
         );
         let list = service("sysctls: [net.ipv4.ip_forward=1]\n");
@@ -121,5 +130,7 @@ mod tests {
         assert!(err.1.contains("nofile: lots"), "{}", err.1);
         let err = tuning(&service("oom_score_adj: 1.5\n")).unwrap_err();
         assert_eq!(err.0, "oom_score_adj");
+        let err = tuning(&service("group_add: [1.5]\n")).unwrap_err();
+        assert_eq!(err.0, "group_add");
     }
 }

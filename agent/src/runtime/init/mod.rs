@@ -241,7 +241,7 @@ fn setup_and_exec(
     }
     rlimits::apply(&spec.process.rlimits)?;
     kernel_params::apply_oom_score_adj(spec.process.oom_score_adj)?;
-    let ids = user::resolve_in_container(&spec.process.user)?;
+    let ids = user::resolve_in_container(&spec.process.user, &spec.process.group_add)?;
     let caps = capabilities::plan(&spec.process)?;
     let filters = seccomp::filters(spec, &caps.bounding)?;
     // 8. Stdio and working directory, and the program to run.

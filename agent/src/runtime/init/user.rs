@@ -103,11 +103,34 @@ pub fn resolve(user: &User, passwd: &str, group: &str) -> Result<Ids, UserError>
     })
 }
 
-/// Reads the container's own account files (missing files mean "no names").
-pub fn resolve_in_container(user: &User) -> Result<Ids, UserError> {
+/// Adds `group_add`'s groups (names in `group`'s contents, or GIDs) to the supplementary
+/// groups, each once.
+pub fn add_groups(ids: &mut Ids, group_add: &[String], group: &str) -> Result<(), UserError> {
+    for name in group_add {
+        let gid = match name.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == name)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| UserError::UnknownGroup { name: name.clone() })?,
+        };
+        if !ids.groups.contains(&gid) {
+            ids.groups.push(gid);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the container's own account files (missing files mean "no names"): the user, and
+/// the groups `group_add` names.
+pub fn resolve_in_container(user: &User, group_add: &[String]) -> Result<Ids, UserError> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    resolve(user, &passwd, &group)
+    let mut ids = resolve(user, &passwd, &group)?;
+    add_groups(&mut ids, group_add, &group)?;
+    Ok(ids)
 }
 
 /// setgroups, setgid, setuid — in that order, while the process still may.
@@ -173,6 +196,20 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn added_groups_resolve_by_name_or_gid_once() {
+        let mut ids = resolve(&User::Name("www".into()), PASSWD, GROUP).unwrap();
+        add_groups(
+            &mut ids,
+            &["gpio".into(), "44".into(), "root".into()],
+            GROUP,
+        )
+        .unwrap();
+        assert_eq!(ids.groups, [997, 44, 0]);
+        let err = add_groups(&mut ids, &["video".into()], GROUP).unwrap_err();
+        assert!(err.to_string().contains("\"video\""), "{err}");
     }
 
     #[test]
