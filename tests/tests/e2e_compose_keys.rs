@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::apps::wait_for_probe;
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
 use coracle_tests::e2e::wait_until;
@@ -127,17 +128,12 @@ fn every_tuning_key_is_seen_from_inside_the_container() {
     controller.deploy(&app(dir.path()), "pi-keys").unwrap();
 
     let out = agent.data_dir.join("volumes/out");
-    wait_until("the probe's results", Duration::from_secs(90), || {
-        if out.join("done").exists() {
-            Ok(())
-        } else {
-            let device = controller.device("pi-keys").map_err(|e| e.to_string())?;
-            Err(format!(
-                "{device} (events: {:?})",
-                controller.cli(&["device", "events", "pi-keys"])
-            ))
-        }
-    })
+    wait_for_probe(
+        &controller,
+        "pi-keys",
+        &out.join("done"),
+        Duration::from_secs(90),
+    )
     .unwrap();
     assert_eq!(read(&out, "nofile"), "1111");
     assert_eq!(read(&out, "nofile_hard"), "2222");

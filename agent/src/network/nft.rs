@@ -73,11 +73,18 @@ pub fn render(table: &str, bridges: &[BridgeRule], forwards: &[ForwardRule]) -> 
                 b.subnet, b.bridge
             );
         }
-        // Published ports reached from the device itself (127.0.0.1:PORT).
+        // Published ports reached from the device itself (127.0.0.1:PORT), and from a
+        // container of the same network through the device's address (hairpin): the
+        // answer must come back through the device, not straight over the bridge.
         let _ = writeln!(
             out,
             "    ip saddr 127.0.0.0/8 oifname \"{}\" masquerade",
             b.bridge
+        );
+        let _ = writeln!(
+            out,
+            "    ip saddr {} oifname \"{}\" ct status dnat masquerade",
+            b.subnet, b.bridge
         );
     }
     out.push_str("  }\n");
@@ -188,6 +195,9 @@ mod tests {
             assert!(rules.contains(line), "{line} missing from\n{rules}");
         }
         // An internal network is not NATed out.
-        assert!(!rules.contains("ip saddr 172.29.1.0/24"), "{rules}");
+        assert!(
+            !rules.contains("ip saddr 172.29.1.0/24 oifname !="),
+            "{rules}"
+        );
     }
 }

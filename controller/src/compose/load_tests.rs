@@ -3,14 +3,7 @@
 
 use super::*;
 
-const DIGEST: &str = "sha256:0b006957920fba61d4c920e53bcc2df21bb31262640f51225003d09110e6915b";
-
-fn resolve(image: &str) -> Result<ImageRef, String> {
-    let repo = image.split(':').next().unwrap_or(image);
-    format!("{repo}@{DIGEST}")
-        .parse()
-        .map_err(|e: coracle_proto::RefError| e.to_string())
-}
+use super::tests::resolve;
 
 fn context(vars: &[(&str, &str)]) -> ComposeContext {
     ComposeContext {

@@ -5,14 +5,7 @@ use super::*;
 use coracle_proto::network::{NetworkAttachment, PortMapping, Protocol};
 use coracle_proto::{NetworkMode, Tuning};
 
-const DIGEST: &str = "sha256:0b006957920fba61d4c920e53bcc2df21bb31262640f51225003d09110e6915b";
-
-fn resolve(image: &str) -> Result<ImageRef, String> {
-    let repo = image.split(':').next().unwrap_or(image);
-    format!("{repo}@{DIGEST}")
-        .parse()
-        .map_err(|e: coracle_proto::RefError| e.to_string())
-}
+use super::tests::resolve;
 
 fn load(text: &str) -> Result<Vec<ServiceSpec>, ComposeError> {
     parse(text).and_then(|file| to_specs(text, &file, &ProfileFiles::new(), &resolve))

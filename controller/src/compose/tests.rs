@@ -1,9 +1,12 @@
 use super::*;
 use coracle_proto::{HealthProbe, NetworkMode, VolumeSource};
 
-const DIGEST: &str = "sha256:0b006957920fba61d4c920e53bcc2df21bb31262640f51225003d09110e6915b";
+pub(super) const DIGEST: &str =
+    "sha256:0b006957920fba61d4c920e53bcc2df21bb31262640f51225003d09110e6915b";
 
-fn resolve(image: &str) -> Result<ImageRef, String> {
+/// The registry the compose tests resolve tags in: every repository at `DIGEST`, but
+/// `missing`.
+pub(super) fn resolve(image: &str) -> Result<ImageRef, String> {
     let repo = image.split(':').next().unwrap_or(image);
     if repo == "missing" {
         return Err(format!("{image} is not in the registry"));
