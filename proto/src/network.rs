@@ -166,12 +166,7 @@ impl ServiceSpec {
         &self,
         entry: &Tuning,
     ) -> Result<Option<EntryKey>, InvalidDesired> {
-        let bad = |field: &'static str, value: String, rule: &'static str| InvalidDesired::Field {
-            service: self.name.clone(),
-            field,
-            value,
-            rule,
-        };
+        let bad = |field, value, rule| self.invalid(field, value, rule);
         let key = match entry {
             Tuning::Network(attachment) => {
                 if self.network != NetworkMode::Private {

@@ -29,6 +29,22 @@ pub struct TmpfsMount {
     pub exec: bool,
 }
 
+impl TmpfsMount {
+    /// A tmpfs at `target` with Docker's defaults: no size, mode 1777, root's, `noexec`.
+    pub fn at(target: &str) -> Self {
+        Self {
+            target: target.to_string(),
+            size_bytes: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            nr_inodes: None,
+            read_only: false,
+            exec: false,
+        }
+    }
+}
+
 /// The agent's log rotation for one service (compose `logging.options`): the current file's
 /// cap (`max-size`) and how many files there are in all, the current one included
 /// (`max-file`, Docker's meaning). `None`: the agent's own setting.
@@ -77,12 +93,7 @@ impl ServiceSpec {
         &self,
         entry: &Tuning,
     ) -> Result<Option<EntryKey>, InvalidDesired> {
-        let bad = |field: &'static str, value: String, rule: &'static str| InvalidDesired::Field {
-            service: self.name.clone(),
-            field,
-            value,
-            rule,
-        };
+        let bad = |field, value, rule| self.invalid(field, value, rule);
         let key = match entry {
             Tuning::Tmpfs(tmpfs) => {
                 let target = &tmpfs.target;
@@ -204,14 +215,11 @@ mod tests {
 
     fn tmpfs(target: &str) -> TmpfsMount {
         TmpfsMount {
-            target: target.into(),
             size_bytes: Some(64 << 20),
             mode: Some(0o1777),
             uid: Some(1000),
-            gid: None,
-            nr_inodes: None,
-            read_only: false,
             exec: true,
+            ..TmpfsMount::at(target)
         }
     }
 

@@ -56,6 +56,21 @@ fn is_cpu_list(list: &str) -> bool {
 }
 
 impl ServiceSpec {
+    /// The error for a bad value of one of this service's fields.
+    pub(crate) fn invalid(
+        &self,
+        field: &'static str,
+        value: String,
+        rule: &'static str,
+    ) -> InvalidDesired {
+        InvalidDesired::Field {
+            service: self.name.clone(),
+            field,
+            value,
+            rule,
+        }
+    }
+
     /// Checks this service's fields on their own (`DesiredState::validate` adds the checks
     /// across services: duplicates, dependencies).
     pub fn validate(&self) -> Result<(), InvalidDesired> {
@@ -171,12 +186,7 @@ impl ServiceSpec {
     }
 
     fn validate_resources(&self) -> Result<(), InvalidDesired> {
-        let bad = |field: &'static str, value: String, rule: &'static str| InvalidDesired::Field {
-            service: self.name.clone(),
-            field,
-            value,
-            rule,
-        };
+        let bad = |field, value, rule| self.invalid(field, value, rule);
         let r = &self.resources;
         if let Some(m) = r.cpu_millicores.filter(|m| *m == 0 || *m > 1_024_000) {
             return Err(bad(
@@ -220,12 +230,7 @@ impl ServiceSpec {
     }
 
     fn validate_lifecycle(&self) -> Result<(), InvalidDesired> {
-        let bad = |field: &'static str, value: String, rule: &'static str| InvalidDesired::Field {
-            service: self.name.clone(),
-            field,
-            value,
-            rule,
-        };
+        let bad = |field, value, rule| self.invalid(field, value, rule);
         let l = &self.lifecycle;
         if let Some(n) = l.stop_signal.filter(|n| !(1..=MAX_SIGNAL).contains(n)) {
             return Err(bad(

@@ -150,12 +150,7 @@ pub fn sysctl_namespace(name: &str, host_network: bool) -> Result<(), SysctlRefu
 impl ServiceSpec {
     /// Checks each tuning entry and that none is given twice.
     pub(crate) fn validate_tuning(&self) -> Result<(), InvalidDesired> {
-        let bad = |field: &'static str, value: String, rule: &'static str| InvalidDesired::Field {
-            service: self.name.clone(),
-            field,
-            value,
-            rule,
-        };
+        let bad = |field, value, rule| self.invalid(field, value, rule);
         let host_network = self.network == NetworkMode::Host;
         let mut seen = BTreeSet::new();
         for entry in &self.tuning {

@@ -419,14 +419,8 @@ mod tests {
         }];
         let tmpfs = |target: &str| {
             coracle_proto::Tuning::Tmpfs(coracle_proto::TmpfsMount {
-                target: target.into(),
                 size_bytes: Some(1 << 20),
-                mode: None,
-                uid: None,
-                gid: None,
-                nr_inodes: None,
-                read_only: false,
-                exec: false,
+                ..coracle_proto::TmpfsMount::at(target)
             })
         };
         s.tuning = vec![

@@ -145,16 +145,7 @@ mod tests {
 
     #[test]
     fn tmpfs_mounts_keep_docker_defaults() {
-        let mut t = TmpfsMount {
-            target: "/run".into(),
-            size_bytes: None,
-            mode: None,
-            uid: None,
-            gid: None,
-            nr_inodes: None,
-            read_only: false,
-            exec: false,
-        };
+        let mut t = TmpfsMount::at("/run");
         assert_eq!(
             tmpfs_mount(&t).options,
             ["nosuid", "nodev", "noexec", "mode=1777"]

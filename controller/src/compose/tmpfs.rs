@@ -45,16 +45,7 @@ pub(super) fn mount(text: &str) -> Result<TmpfsMount, String> {
         Some((target, options)) => (target, options),
         None => (text, ""),
     };
-    let mut m = TmpfsMount {
-        target: target.to_string(),
-        size_bytes: None,
-        mode: None,
-        uid: None,
-        gid: None,
-        nr_inodes: None,
-        read_only: false,
-        exec: false,
-    };
+    let mut m = TmpfsMount::at(target);
     let number = |name: &str, value: &str| -> Result<u32, String> {
         value
             .parse()
@@ -133,14 +124,13 @@ mod tests {
             [
                 Tuning::Tmpfs(plain("/run")),
                 Tuning::Tmpfs(TmpfsMount {
-                    target: "/cache".into(),
                     size_bytes: Some(64 << 20),
                     mode: Some(0o1770),
                     uid: Some(1000),
                     gid: Some(50),
                     nr_inodes: Some(1024),
-                    read_only: false,
                     exec: true,
+                    ..TmpfsMount::at("/cache")
                 }),
                 Tuning::Tmpfs(plain("/ro")),
                 Tuning::ShmSize(128 << 20),
