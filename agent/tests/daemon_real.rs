@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use coracle_agent::engine::{EngineConfig, LinuxEngine};
 use coracle_agent::pull::RegistryEndpoint;
+use coracle_agent::reconcile::Role;
 use coracle_agent::runtime::cgroups::CgroupConfig;
 use coracle_agent::runtime::RuntimeConfig;
 use coracle_agent::supervisor::{ContainerEngine, StopRule};
@@ -31,8 +32,8 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Ok(engine) = LinuxEngine::open(self.engine.clone()) {
             for s in &self.services {
-                let _ = engine.stop(s, StopRule::term(Duration::from_secs(1)));
-                let _ = engine.delete(s);
+                let _ = engine.stop(s, Role::Current, StopRule::term(Duration::from_secs(1)));
+                let _ = engine.delete(s, Role::Current);
             }
         }
         coracle_tests::cgroups::remove_parent(&self.engine.runtime.cgroup.parent);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use coracle_agent::engine::{EngineConfig, LinuxEngine};
 use coracle_agent::health::CheckState;
 use coracle_agent::pull::RegistryEndpoint;
-use coracle_agent::reconcile::fingerprint;
+use coracle_agent::reconcile::{fingerprint, Role};
 use coracle_agent::runtime::cgroups::CgroupConfig;
 use coracle_agent::runtime::RuntimeConfig;
 use coracle_agent::supervisor::{run_check, ContainerEngine, EngineStatus, StopRule};
@@ -46,8 +46,10 @@ impl Drop for Services {
     fn drop(&mut self) {
         for name in &self.1 {
             let name = name.parse().unwrap();
-            let _ = self.0.stop(&name, StopRule::term(Duration::from_secs(1)));
-            let _ = self.0.delete(&name);
+            let _ = self
+                .0
+                .stop(&name, Role::Current, StopRule::term(Duration::from_secs(1)));
+            let _ = self.0.delete(&name, Role::Current);
         }
     }
 }
@@ -130,13 +132,13 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     spec.env = vec![("GREETING".into(), "coracle".into())];
     spec.resources.memory_max_bytes = Some(32 << 20);
     let fp = fingerprint(&spec);
-    engine.create(&spec, fp).unwrap();
+    engine.create(&spec, fp, Role::Current).unwrap();
     let listed = engine.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].fingerprint, fp);
     assert_eq!(listed[0].status, EngineStatus::Created);
 
-    engine.start(&spec.name).unwrap();
+    engine.start(&spec.name, Role::Current).unwrap();
     wait_for("the container to run", || {
         engine.list().unwrap()[0].status == EngineStatus::Running
     });
@@ -153,7 +155,11 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     assert!(stats[0].memory_bytes > 0, "{stats:?}");
 
     engine
-        .stop(&spec.name, StopRule::term(Duration::from_secs(2)))
+        .stop(
+            &spec.name,
+            Role::Current,
+            StopRule::term(Duration::from_secs(2)),
+        )
         .unwrap();
     match engine.list().unwrap()[0].status {
         EngineStatus::Stopped {
@@ -167,7 +173,7 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     }
     // Started again after it stopped (a restart policy, a `restart` command): it runs again
     // from its own spec, and the previous run's log is kept as the newest rotated file.
-    engine.start(&spec.name).unwrap();
+    engine.start(&spec.name, Role::Current).unwrap();
     wait_for("the container to run again", || {
         engine.list().unwrap()[0].status == EngineStatus::Running
     });
@@ -183,10 +189,14 @@ fn engine_pulls_runs_stops_and_cleans_up_a_service() {
     assert!(previous.contains("hello from coracle"), "{previous}");
     assert_eq!(engine.list().unwrap()[0].fingerprint, fp);
     engine
-        .stop(&spec.name, StopRule::term(Duration::from_secs(2)))
+        .stop(
+            &spec.name,
+            Role::Current,
+            StopRule::term(Duration::from_secs(2)),
+        )
         .unwrap();
 
-    engine.delete(&spec.name).unwrap();
+    engine.delete(&spec.name, Role::Current).unwrap();
     assert!(engine.list().unwrap().is_empty());
     assert!(!dir.path().join("data/containers/web").exists());
     for c in CONTROLLERS {
@@ -225,7 +235,7 @@ async fn probe_until(
         let timeout = Duration::from_millis(u64::from(check.timeout_ms));
         let (ok, detail) = run_check(
             engine.clone(),
-            spec.name.clone(),
+            (spec.name.clone(), Role::Current),
             check.probe.clone(),
             timeout,
         )
@@ -268,8 +278,10 @@ async fn exec_health_checks_make_services_healthy_and_unhealthy() {
             "echo up > /ready; exec sleep 60".into(),
         ];
         spec.health = Some(check);
-        engine.create(&spec, fingerprint(&spec)).unwrap();
-        engine.start(&spec.name).unwrap();
+        engine
+            .create(&spec, fingerprint(&spec), Role::Current)
+            .unwrap();
+        engine.start(&spec.name, Role::Current).unwrap();
         spec
     };
     // Healthy while the file the container wrote is there; unhealthy once it is gone (the
@@ -286,6 +298,7 @@ async fn exec_health_checks_make_services_healthy_and_unhealthy() {
     let gone = engine
         .exec(
             &good.name,
+            Role::Current,
             &["/bin/busybox".into(), "rm".into(), "/ready".into()],
             Duration::from_secs(5),
         )
@@ -311,13 +324,22 @@ async fn exec_health_checks_make_services_healthy_and_unhealthy() {
         let c = listed.iter().find(|c| c.service == spec.name).unwrap();
         assert_eq!(c.status, EngineStatus::Running, "{}", spec.name);
         engine
-            .stop(&spec.name, StopRule::term(Duration::from_secs(2)))
+            .stop(
+                &spec.name,
+                Role::Current,
+                StopRule::term(Duration::from_secs(2)),
+            )
             .unwrap();
-        engine.delete(&spec.name).unwrap();
+        engine.delete(&spec.name, Role::Current).unwrap();
     }
     // The stopped service's exec is a clear error, not a hang.
     let err = engine
-        .exec(&good.name, &["true".into()], Duration::from_secs(1))
+        .exec(
+            &good.name,
+            Role::Current,
+            &["true".into()],
+            Duration::from_secs(1),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
     assert!(engine.list().unwrap().is_empty());
@@ -362,8 +384,10 @@ fn a_service_stops_by_its_stop_signal_and_under_its_init() {
         spec.command = vec!["/bin/sh".into(), "-c".into(), script.into()];
         spec.lifecycle.init = init;
         spec.lifecycle.stop_signal = Some(signal);
-        engine.create(&spec, fingerprint(&spec)).unwrap();
-        engine.start(&spec.name).unwrap();
+        engine
+            .create(&spec, fingerprint(&spec), Role::Current)
+            .unwrap();
+        engine.start(&spec.name, Role::Current).unwrap();
         let logged = |line: &str| {
             engine
                 .logs_tail(&spec.name, 10, 4096)
@@ -374,7 +398,9 @@ fn a_service_stops_by_its_stop_signal_and_under_its_init() {
         };
         wait_for("the service to be up", || logged("up"));
         let asked = std::time::Instant::now();
-        engine.stop(&spec.name, StopRule { signal, grace }).unwrap();
+        engine
+            .stop(&spec.name, Role::Current, StopRule { signal, grace })
+            .unwrap();
         assert!(
             asked.elapsed() < grace / 2,
             "{script}: {:?}",
@@ -390,6 +416,6 @@ fn a_service_stops_by_its_stop_signal_and_under_its_init() {
             "{script}"
         );
         assert!(logged(said), "{script}");
-        engine.delete(&spec.name).unwrap();
+        engine.delete(&spec.name, Role::Current).unwrap();
     }
 }

@@ -102,7 +102,7 @@ fn device_scenario() {
     config.prefix = "ctnm".into();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     let _unmount = UnmountAll(config.netns_dir.clone());
-    let manager = NetworkManager::open(config.clone(), Vec::new()).unwrap();
+    let manager = NetworkManager::open(config.clone(), Default::default()).unwrap();
     let container_dir = |name: &str| {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -120,7 +120,8 @@ fn device_scenario() {
     };
     let web = manager
         .attach(
-            &service("web", &["front"], vec![published, extra]),
+            &service("web", &["front"], vec![published.clone(), extra.clone()]),
+            "web",
             &container_dir("web"),
         )
         .unwrap()
@@ -128,12 +129,17 @@ fn device_scenario() {
     let api = manager
         .attach(
             &service("api", &["front", "back"], vec![]),
+            "api",
             &container_dir("api"),
         )
         .unwrap()
         .unwrap();
     let db = manager
-        .attach(&service("db", &["back"], vec![]), &container_dir("db"))
+        .attach(
+            &service("db", &["back"], vec![]),
+            "db",
+            &container_dir("db"),
+        )
         .unwrap()
         .unwrap();
 
@@ -238,10 +244,51 @@ fn device_scenario() {
     let table = run(Command::new("nft").args(["list", "table", "ip", "ctnm"]));
     assert!(table.contains("dnat to 172.29.0.2:80"), "{table}");
 
+    // start-first: a successor of web joins beside it, answering neither to web's name nor
+    // on its port until it is activated; then both move to it in one step, and the old
+    // container's detach leaves them there.
+    let next = manager
+        .attach(
+            &service("web", &["front"], vec![published, extra]),
+            "web+2",
+            &container_dir("web+2"),
+        )
+        .unwrap()
+        .unwrap();
+    let next_ns = next.netns.clone().unwrap();
+    let next_hosts = hosts(next.hosts.to_str().unwrap());
+    assert!(
+        next_hosts.contains("172.29.0.4\tweb web-alias"),
+        "{next_hosts}"
+    );
+    assert!(!hosts(api.hosts.to_str().unwrap()).contains("172.29.0.4"));
+    let served = serve_once(web_ns.clone(), 80, "old");
+    assert_eq!(fetch((Ipv4Addr::LOCALHOST, 18080)).unwrap(), "old");
+    served.join().unwrap();
+    manager.activate("web+2").unwrap();
+    let api_hosts = hosts(api.hosts.to_str().unwrap());
+    assert!(
+        api_hosts.contains("172.29.0.4\tweb web-alias"),
+        "{api_hosts}"
+    );
+    assert!(!api_hosts.contains("172.29.0.2"), "{api_hosts}");
+    let table = run(Command::new("nft").args(["list", "table", "ip", "ctnm"]));
+    assert!(table.contains("dnat to 172.29.0.4:80"), "{table}");
+    assert!(!table.contains("172.29.0.2:80"), "{table}");
+    let served = serve_once(next_ns.clone(), 80, "new");
+    assert_eq!(fetch((Ipv4Addr::LOCALHOST, 18080)).unwrap(), "new");
+    served.join().unwrap();
+    manager.detach("web").unwrap();
+    assert!(!web_ns.exists());
+    let served = serve_once(next_ns.clone(), 80, "still new");
+    assert_eq!(fetch((Ipv4Addr::LOCALHOST, 18080)).unwrap(), "still new");
+    served.join().unwrap();
+
     // Detaching everyone removes veths, bridges, namespaces and the table.
-    for name in ["web", "api", "db"] {
-        manager.detach(&name.parse().unwrap()).unwrap();
+    for id in ["web+2", "api", "db"] {
+        manager.detach(id).unwrap();
     }
+    assert!(!next_ns.exists());
     let links = run(Command::new("ip").args(["-o", "link", "show"]));
     assert!(!links.contains("ctnm"), "{links}");
     assert!(!web_ns.exists());

@@ -193,9 +193,10 @@ pub enum UpdateOrder {
     DownloadThenSwitch,
     /// Frees memory and disk first, for small devices.
     StopThenDownload,
-    /// compose `deploy.update_config.order: start-first`: the new container starts while
-    /// the old one serves. The agent applies it as `DownloadThenSwitch` (stop-first) for
-    /// now; the order is kept so a later agent can honour it.
+    /// compose `deploy.update_config.order: start-first`: once the image is here, the new
+    /// container starts beside the serving one, takes over the service's names and
+    /// published ports when it is up (healthy, if checked), and only then does the old one
+    /// stop. Agents before it applied it as `DownloadThenSwitch`.
     StartFirst,
 }
 

@@ -1,10 +1,13 @@
 //! `LinuxEngine`: the supervisor's `ContainerEngine` on a real device — images pulled into
 //! the content-addressed store (delta first), containers run by the `LinuxRuntime` on an
-//! overlay of the image's layers. Each service's container is named after the service; its
-//! upper/work dirs and a small `meta.json` (spec fingerprint, image) live in
-//! `<data>/containers/<service>/`, so a restarted agent can adopt what it finds.
+//! overlay of the image's layers. A service has two container slots, `<service>` and
+//! `<service>+2` (`start-first` runs an old and a new container side by side, and a
+//! running container cannot be renamed); its upper/work dirs and a small `meta.json`
+//! (service, role, spec fingerprint, image) live in `<data>/containers/<id>/`, so a
+//! restarted agent can adopt what it finds. Which slot is the serving one is the role in
+//! `meta.json`, never the id.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -19,11 +22,12 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::container_spec::{container_spec, volume_dir, ContainerLayout};
+use crate::network::manager::Held;
 use crate::network::{Endpoint, NetworkConfig, NetworkManager};
 use crate::platform::this_device;
 use crate::private_dir::create_traverse_only_dir;
 use crate::pull::{direct_client, Puller, RegistryClient, RegistryEndpoint};
-use crate::reconcile::Fingerprint;
+use crate::reconcile::{Fingerprint, Role};
 use crate::runtime::cgroups::Condition as CgroupCondition;
 use crate::runtime::{
     ContainerId, ExecOutcome, ExecSpec, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status,
@@ -51,6 +55,11 @@ pub struct EngineConfig {
 /// What is kept beside each container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ContainerMeta {
+    /// Absent in containers of agents before `start-first`: their id is the service name.
+    #[serde(default)]
+    service: Option<ServiceName>,
+    #[serde(default)]
+    role: Role,
     fingerprint: String,
     image: Digest,
     /// Its place on the app networks, when bridged.
@@ -89,36 +98,64 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// The endpoints of bridged containers the runtime still has (an agent restart).
-fn bridged_endpoints(
-    runtime: &LinuxRuntime,
-    data_dir: &std::path::Path,
-) -> Vec<(ServiceName, Endpoint)> {
+fn read_meta(data_dir: &std::path::Path, id: &str) -> Option<ContainerMeta> {
+    let path = data_dir.join("containers").join(id).join("meta.json");
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+impl ContainerMeta {
+    fn service_of(&self, id: &ContainerId) -> Option<ServiceName> {
+        self.service.clone().or_else(|| id.as_str().parse().ok())
+    }
+}
+
+/// The endpoints of bridged containers the runtime still has (an agent restart). The
+/// current container of a service answers for it, or its successor when it is alone.
+fn bridged_endpoints(runtime: &LinuxRuntime, data_dir: &std::path::Path) -> BTreeMap<String, Held> {
     let Ok(ids) = runtime.list() else {
-        return Vec::new();
+        return BTreeMap::new();
     };
-    ids.iter()
+    let mut held: BTreeMap<String, Held> = ids
+        .iter()
         .filter_map(|id| {
-            let service: ServiceName = id.as_str().parse().ok()?;
-            let path = data_dir
-                .join("containers")
-                .join(id.as_str())
-                .join("meta.json");
-            let meta: ContainerMeta = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
-            Some((service, meta.network?))
+            let meta = read_meta(data_dir, id.as_str())?;
+            let service = meta.service_of(id)?;
+            let endpoint = meta.network?;
+            let active = meta.role == Role::Current;
+            Some((
+                id.to_string(),
+                Held {
+                    service,
+                    active,
+                    endpoint,
+                },
+            ))
         })
-        .collect()
+        .collect();
+    let answered: BTreeSet<ServiceName> = held
+        .values()
+        .filter(|h| h.active)
+        .map(|h| h.service.clone())
+        .collect();
+    for h in held.values_mut() {
+        if !answered.contains(&h.service) {
+            h.active = true;
+        }
+    }
+    held
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn container_id(service: &ServiceName) -> Result<ContainerId, EngineError> {
-    service
-        .as_str()
-        .parse()
-        .map_err(|e: crate::runtime::id::InvalidContainerId| fail("name container", service, e))
+/// The two container slots of a service.
+fn slots(service: &ServiceName) -> Result<[ContainerId; 2], EngineError> {
+    let parse = |text: String| {
+        text.parse()
+            .map_err(|e: crate::runtime::id::InvalidContainerId| fail("name container", service, e))
+    };
+    Ok([parse(service.to_string())?, parse(format!("{service}+2"))?])
 }
 
 impl LinuxEngine {
@@ -157,16 +194,83 @@ impl LinuxEngine {
         })
     }
 
-    fn container_dir(&self, service: &ServiceName) -> PathBuf {
-        self.config
-            .data_dir
-            .join("containers")
-            .join(service.as_str())
+    fn container_dir(&self, id: &ContainerId) -> PathBuf {
+        self.config.data_dir.join("containers").join(id.as_str())
     }
 
-    fn meta(&self, service: &ServiceName) -> Option<ContainerMeta> {
-        let bytes = fs::read(self.container_dir(service).join("meta.json")).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    fn meta(&self, id: &ContainerId) -> Option<ContainerMeta> {
+        read_meta(&self.config.data_dir, id.as_str())
+    }
+
+    /// The slot holding the service's container in `role`, if one does.
+    fn locate(
+        &self,
+        service: &ServiceName,
+        role: Role,
+    ) -> Result<Option<ContainerId>, EngineError> {
+        Ok(slots(service)?
+            .into_iter()
+            .find(|id| self.meta(id).is_some_and(|m| m.role == role)))
+    }
+
+    /// The slot for a new container in `role`: the one a half-made container of that role
+    /// left (an agent crash between its steps), else a free one.
+    fn slot_for(&self, service: &ServiceName, role: Role) -> Result<ContainerId, EngineError> {
+        if let Some(id) = self.locate(service, role)? {
+            return Ok(id);
+        }
+        let known = self.runtime.list().unwrap_or_default();
+        slots(service)?
+            .into_iter()
+            .find(|id| self.meta(id).is_none() && !known.contains(id))
+            .ok_or_else(|| {
+                fail(
+                    "find a container slot for",
+                    service,
+                    "both slots hold a container (an old one and a successor)",
+                )
+            })
+    }
+
+    fn located(&self, service: &ServiceName, role: Role) -> Result<ContainerId, EngineError> {
+        self.locate(service, role)?
+            .ok_or_else(|| fail("find container", service, format!("no {role:?} container")))
+    }
+
+    /// Deletes container `id` with its network and dirs; a missing one is fine.
+    fn delete_slot(&self, service: &ServiceName, id: &ContainerId) -> Result<(), EngineError> {
+        match self.runtime.delete(id) {
+            Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+            Err(e) => return Err(fail("delete container", service, chain(&e))),
+        }
+        self.network
+            .detach(id.as_str())
+            .map_err(|e| fail("take down the network of", service, chain(&e)))?;
+        let dir = self.container_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(fail("remove container dir", dir.display(), e)),
+        }
+    }
+
+    fn stop_slot(
+        &self,
+        service: &ServiceName,
+        id: &ContainerId,
+        rule: StopRule,
+    ) -> Result<(), EngineError> {
+        let signal = nix::sys::signal::Signal::try_from(i32::from(rule.signal)).map_err(|e| {
+            fail(
+                "stop container",
+                service,
+                format!("signal {}: {e}", rule.signal),
+            )
+        })?;
+        match self.runtime.stop_with(id, signal, rule.grace) {
+            Ok(_) | Err(RuntimeError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(fail("stop container", service, chain(&e))),
+        }
     }
 
     fn run_config(&self, image: &Digest) -> Result<(Vec<PathBuf>, RunConfig), EngineError> {
@@ -266,9 +370,11 @@ impl ContainerEngine for LinuxEngine {
         self.sealing_key.public_hex()
     }
 
-    fn probe_address(&self, service: &ServiceName) -> std::net::Ipv4Addr {
-        self.network
-            .address(service)
+    fn probe_address(&self, service: &ServiceName, role: Role) -> std::net::Ipv4Addr {
+        self.locate(service, role)
+            .ok()
+            .flatten()
+            .and_then(|id| self.network.address(id.as_str()))
             .map_or(std::net::Ipv4Addr::LOCALHOST, std::net::Ipv4Addr::from)
     }
 
@@ -299,10 +405,15 @@ impl ContainerEngine for LinuxEngine {
             .map_err(|e| fail("list layers", "store", chain(&e)))
     }
 
-    fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError> {
-        let id = container_id(&spec.name)?;
+    fn create(
+        &self,
+        spec: &ServiceSpec,
+        fingerprint: Fingerprint,
+        role: Role,
+    ) -> Result<(), EngineError> {
+        let id = self.slot_for(&spec.name, role)?;
         let (layers, run_config) = self.run_config(&spec.image.digest)?;
-        let dir = self.container_dir(&spec.name);
+        let dir = self.container_dir(&id);
         // A new container starts from a clean upper dir, as `docker run` does.
         let _ = fs::remove_dir_all(&dir);
         let layout = ContainerLayout {
@@ -320,7 +431,7 @@ impl ContainerEngine for LinuxEngine {
         let mut layout = layout;
         layout.network = self
             .network
-            .attach(spec, &dir)
+            .attach(spec, id.as_str(), &dir)
             .map_err(|e| fail("set up the network of", &spec.name, chain(&e)))?;
         for volume in &spec.volumes {
             if let coracle_proto::VolumeSource::Named(name) = &volume.source {
@@ -330,6 +441,8 @@ impl ContainerEngine for LinuxEngine {
             }
         }
         let meta = ContainerMeta {
+            service: Some(spec.name.clone()),
+            role,
             fingerprint: hex(&fingerprint.0),
             image: spec.image.digest,
             network: layout.network.as_ref().and_then(|a| a.endpoint.clone()),
@@ -346,17 +459,17 @@ impl ContainerEngine for LinuxEngine {
             });
         if let Err(e) = created {
             // No container holds the namespace and addresses: give them back.
-            if let Err(net) = self.network.detach(&spec.name) {
+            if let Err(net) = self.network.detach(id.as_str()) {
                 warn!(service = %spec.name, error = %chain(&net), "could not take down the network of a container that failed to create");
             }
             return Err(e);
         }
-        info!(service = %spec.name, image = %spec.image.digest, "container created");
+        info!(service = %spec.name, container = %id, image = %spec.image.digest, "container created");
         Ok(())
     }
 
-    fn start(&self, service: &ServiceName) -> Result<(), EngineError> {
-        let id = container_id(service)?;
+    fn start(&self, service: &ServiceName, role: Role) -> Result<(), EngineError> {
+        let id = self.located(service, role)?;
         // An exited container runs again from its own spec (restart policies, `restart`).
         let stopped = self
             .runtime
@@ -373,36 +486,45 @@ impl ContainerEngine for LinuxEngine {
         }
     }
 
-    fn stop(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError> {
-        let id = container_id(service)?;
-        let signal = nix::sys::signal::Signal::try_from(i32::from(rule.signal)).map_err(|e| {
-            fail(
-                "stop container",
-                service,
-                format!("signal {}: {e}", rule.signal),
-            )
-        })?;
-        match self.runtime.stop_with(&id, signal, rule.grace) {
-            Ok(_) | Err(RuntimeError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(fail("stop container", service, chain(&e))),
+    fn stop(&self, service: &ServiceName, role: Role, rule: StopRule) -> Result<(), EngineError> {
+        match self.locate(service, role)? {
+            Some(id) => self.stop_slot(service, &id, rule),
+            None => Ok(()),
         }
     }
 
-    fn delete(&self, service: &ServiceName) -> Result<(), EngineError> {
-        let id = container_id(service)?;
-        match self.runtime.delete(&id) {
-            Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
-            Err(e) => return Err(fail("delete container", service, chain(&e))),
+    fn delete(&self, service: &ServiceName, role: Role) -> Result<(), EngineError> {
+        match self.locate(service, role)? {
+            Some(id) => self.delete_slot(service, &id),
+            None => Ok(()),
         }
+    }
+
+    fn promote(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError> {
+        let Some(next) = self.locate(service, Role::Next)? else {
+            // Done before (an agent that crashed after the last step), or nothing to do.
+            return match self.locate(service, Role::Current)? {
+                Some(_) => Ok(()),
+                None => Err(fail("promote", service, "no successor to promote")),
+            };
+        };
+        // New connections go to the successor before the old container stops.
         self.network
-            .detach(service)
-            .map_err(|e| fail("take down the network of", service, chain(&e)))?;
-        let dir = self.container_dir(service);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(fail("remove container dir", dir.display(), e)),
+            .activate(next.as_str())
+            .map_err(|e| fail("switch the names and ports of", service, chain(&e)))?;
+        if let Some(old) = self.locate(service, Role::Current)? {
+            self.stop_slot(service, &old, rule)?;
+            self.delete_slot(service, &old)?;
         }
+        let mut meta = self
+            .meta(&next)
+            .ok_or_else(|| fail("promote", service, "the successor's meta.json is gone"))?;
+        meta.role = Role::Current;
+        let path = self.container_dir(&next).join("meta.json");
+        let json = serde_json::to_vec(&meta).map_err(|e| fail("encode meta", service, e))?;
+        write_atomic(&path, &json).map_err(|e| fail("write", path.display(), e))?;
+        info!(%service, container = %next, "successor took over");
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError> {
@@ -412,11 +534,11 @@ impl ContainerEngine for LinuxEngine {
             .map_err(|e| fail("list containers", "runtime", chain(&e)))?;
         let mut out = Vec::new();
         for id in ids {
-            let Ok(service) = id.as_str().parse::<ServiceName>() else {
+            let Some(meta) = self.meta(&id) else {
+                warn!(container = %id, "container without meta.json: not ours to manage");
                 continue;
             };
-            let Some(meta) = self.meta(&service) else {
-                warn!(container = %id, "container without meta.json: not ours to manage");
+            let Some(service) = meta.service_of(&id) else {
                 continue;
             };
             let Some(fingerprint) = parse_fingerprint(&meta.fingerprint) else {
@@ -429,6 +551,7 @@ impl ContainerEngine for LinuxEngine {
             };
             out.push(EngineContainer {
                 service,
+                role: meta.role,
                 fingerprint,
                 image: meta.image,
                 status: engine_status(state.status, state.exit_code, state.oom_killed),
@@ -441,10 +564,12 @@ impl ContainerEngine for LinuxEngine {
     fn stats(&self) -> Result<Vec<ContainerStats>, EngineError> {
         let mut out = Vec::new();
         for container in self.list()? {
-            if container.status != EngineStatus::Running {
+            if container.status != EngineStatus::Running || container.role != Role::Current {
                 continue;
             }
-            let id = container_id(&container.service)?;
+            let Some(id) = self.locate(&container.service, Role::Current)? else {
+                continue;
+            };
             let Ok(state) = self.runtime.state(&id) else {
                 continue;
             };
@@ -472,10 +597,11 @@ impl ContainerEngine for LinuxEngine {
     fn exec(
         &self,
         service: &ServiceName,
+        role: Role,
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, EngineError> {
-        let id = container_id(service)?;
+        let id = self.located(service, role)?;
         self.runtime
             .exec(&id, &ExecSpec::new(argv.to_vec(), timeout))
             .map_err(|e| fail("exec in", service, chain(&e)))
@@ -487,7 +613,9 @@ impl ContainerEngine for LinuxEngine {
         lines: u32,
         max_bytes: u32,
     ) -> Result<LogTail, EngineError> {
-        let id = container_id(service)?;
+        let Some(id) = self.locate(service, Role::Current)? else {
+            return Ok(LogTail::default());
+        };
         let path = self.runtime.log_path(&id);
         let mut file = match fs::File::open(&path) {
             Ok(f) => f,

@@ -54,11 +54,22 @@ pub struct Attachment {
     pub endpoint: Option<Endpoint>,
 }
 
+/// A container's endpoint as the manager holds it. Two containers of one service are on
+/// the networks during a `start-first` update; only the `active` one answers to the
+/// service's names and receives its published ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub service: ServiceName,
+    pub active: bool,
+    pub endpoint: Endpoint,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// App network → subnet index in the pool.
     networks: BTreeMap<String, u32>,
-    endpoints: BTreeMap<ServiceName, Endpoint>,
+    /// By container id.
+    endpoints: BTreeMap<String, Held>,
 }
 
 /// The agent's container networks.
@@ -76,9 +87,11 @@ fn file_error(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 impl NetworkManager {
     /// Takes back the endpoints of containers that outlived an agent restart and puts the
     /// table and hosts files in step with them.
+    /// `restored` is keyed by container id; of two containers of one service, the active
+    /// one is the one marked so (the current one; the caller decides).
     pub fn open(
         config: NetworkConfig,
-        restored: Vec<(ServiceName, Endpoint)>,
+        restored: BTreeMap<String, Held>,
     ) -> Result<Self, NetworkError> {
         let networks = match fs::read(&config.state_file) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -87,7 +100,7 @@ impl NetworkManager {
             }),
             Err(_) => BTreeMap::new(),
         };
-        let endpoints: BTreeMap<ServiceName, Endpoint> = restored.into_iter().collect();
+        let endpoints = restored;
         // Namespaces of containers an agent crash left half made or half removed: no
         // container holds them, and their veths go with them.
         for entry in fs::read_dir(&config.netns_dir)
@@ -98,8 +111,7 @@ impl NetworkManager {
             let known = entry
                 .file_name()
                 .to_str()
-                .and_then(|name| name.parse::<ServiceName>().ok())
-                .is_some_and(|service| endpoints.contains_key(&service));
+                .is_some_and(|id| endpoints.contains_key(id));
             if !known {
                 if let Err(e) = netns::remove(&entry.path()) {
                     warn!(path = %entry.path().display(), error = %e, "could not remove a stale network namespace");
@@ -128,8 +140,8 @@ impl NetworkManager {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn netns_path(&self, service: &ServiceName) -> PathBuf {
-        self.config.netns_dir.join(service.as_str())
+    fn netns_path(&self, id: &str) -> PathBuf {
+        self.config.netns_dir.join(id)
     }
 
     fn bridge(&self, index: u32) -> String {
@@ -146,22 +158,40 @@ impl NetworkManager {
             })
     }
 
-    /// The address health probes reach a service at: its first network's, if bridged.
-    pub fn address(&self, service: &ServiceName) -> Option<Ipv4> {
+    /// The address health probes reach a container at: its first network's, if bridged.
+    pub fn address(&self, id: &str) -> Option<Ipv4> {
         let state = self.lock();
         state
             .endpoints
-            .get(service)
-            .and_then(|e| e.attached.first())
+            .get(id)
+            .and_then(|held| held.endpoint.attached.first())
             .map(|a| a.address)
     }
 
-    /// Prepares `spec`'s network before its container is created; its files go into `dir`.
-    /// `None`: the service takes the device's files as they are (host network, nothing
-    /// asked of them).
+    /// Makes container `id` the one that answers to its service's names and receives its
+    /// published ports, in one table and hosts-file update. Unknown ids are fine (an
+    /// unbridged service).
+    pub fn activate(&self, id: &str) -> Result<(), NetworkError> {
+        let mut state = self.lock();
+        let Some(service) = state.endpoints.get(id).map(|held| held.service.clone()) else {
+            return Ok(());
+        };
+        for (other, held) in state.endpoints.iter_mut() {
+            if held.service == service {
+                held.active = other == id;
+            }
+        }
+        self.refresh(&state)
+    }
+
+    /// Prepares the network of container `id` of `spec` before it is created; its files go
+    /// into `dir`. `None`: the service takes the device's files as they are (host network,
+    /// nothing asked of them). A second container of a service (a `start-first`
+    /// successor) is not active until `activate`.
     pub fn attach(
         &self,
         spec: &ServiceSpec,
+        id: &str,
         dir: &Path,
     ) -> Result<Option<Attachment>, NetworkError> {
         let hosts = dir.join("hosts");
@@ -189,14 +219,14 @@ impl NetworkManager {
         }
         let mut state = self.lock();
         // A container of this name that was not detached (a crash between steps).
-        if state.endpoints.contains_key(&spec.name) {
-            self.take_down(&mut state, &spec.name)?;
+        if state.endpoints.contains_key(id) {
+            self.take_down(&mut state, id)?;
         }
-        let netns_path = self.netns_path(&spec.name);
+        let netns_path = self.netns_path(id);
         let _ = netns::remove(&netns_path);
-        let result = self.bring_up(&mut state, spec, &netns_path, &hosts, extra_hosts);
+        let result = self.bring_up(&mut state, spec, id, &netns_path, &hosts, extra_hosts);
         if let Err(e) = result {
-            let _ = self.take_down(&mut state, &spec.name);
+            let _ = self.take_down(&mut state, id);
             let _ = netns::remove(&netns_path);
             return Err(e);
         }
@@ -209,7 +239,7 @@ impl NetworkManager {
             netns: Some(netns_path),
             hosts,
             resolv,
-            endpoint: state.endpoints.get(&spec.name).cloned(),
+            endpoint: state.endpoints.get(id).map(|held| held.endpoint.clone()),
         }))
     }
 
@@ -217,6 +247,7 @@ impl NetworkManager {
         &self,
         state: &mut State,
         spec: &ServiceSpec,
+        id: &str,
         netns_path: &Path,
         hosts: &Path,
         extra_hosts: Vec<(String, Ipv4)>,
@@ -234,7 +265,7 @@ impl NetworkManager {
             let taken: BTreeSet<Ipv4> = state
                 .endpoints
                 .values()
-                .flat_map(|e| e.attached.iter())
+                .flat_map(|held| held.endpoint.attached.iter())
                 .filter(|a| a.network == network.name)
                 .map(|a| a.address)
                 .collect();
@@ -242,7 +273,7 @@ impl NetworkManager {
                 network: network.name.clone(),
                 subnet: subnet.to_string(),
             })?;
-            let veth = self.veth_name(&spec.name, &network.name);
+            let veth = self.veth_name(id, &network.name);
             let peer = format!("eth{i}");
             host.delete_link(&veth)?;
             host.create_veth(&veth, &peer, mac_for(address), ns.as_raw_fd())?;
@@ -282,31 +313,54 @@ impl NetworkManager {
         if names[0] != spec.name.as_str() {
             names.push(spec.name.to_string());
         }
-        state.endpoints.insert(
-            spec.name.clone(),
-            Endpoint {
-                attached,
-                names,
-                extra_hosts,
-                ports: spec.published_ports().copied().collect(),
-                hosts_file: hosts.to_path_buf(),
-            },
-        );
+        let active = !state
+            .endpoints
+            .values()
+            .any(|held| held.service == spec.name);
+        let endpoint = Endpoint {
+            attached,
+            names,
+            extra_hosts,
+            ports: spec.published_ports().copied().collect(),
+            hosts_file: hosts.to_path_buf(),
+        };
+        let held = Held {
+            service: spec.name.clone(),
+            active,
+            endpoint,
+        };
+        state.endpoints.insert(id.to_string(), held);
         self.refresh(state)
     }
 
-    /// Takes a container off its networks after it was deleted; unknown ones are fine.
-    pub fn detach(&self, service: &ServiceName) -> Result<(), NetworkError> {
+    /// Takes container `id` off its networks after it was deleted; unknown ones are fine.
+    /// If it answered for its service and another container of the service is on the
+    /// networks, that one does from now on.
+    pub fn detach(&self, id: &str) -> Result<(), NetworkError> {
         let mut state = self.lock();
-        self.take_down(&mut state, service)?;
-        netns::remove(&self.netns_path(service))?;
+        self.take_down(&mut state, id)?;
+        netns::remove(&self.netns_path(id))?;
         Ok(())
     }
 
-    fn take_down(&self, state: &mut State, service: &ServiceName) -> Result<(), NetworkError> {
-        let Some(endpoint) = state.endpoints.remove(service) else {
+    fn take_down(&self, state: &mut State, id: &str) -> Result<(), NetworkError> {
+        let Some(Held {
+            service,
+            active,
+            endpoint,
+        }) = state.endpoints.remove(id)
+        else {
             return Ok(());
         };
+        if active {
+            if let Some(other) = state
+                .endpoints
+                .values_mut()
+                .find(|held| held.service == service)
+            {
+                other.active = true;
+            }
+        }
         let mut host = Netlink::open().map_err(file_error("open netlink", Path::new("")))?;
         for a in &endpoint.attached {
             host.delete_link(&a.veth)?;
@@ -315,7 +369,7 @@ impl NetworkManager {
         let used: BTreeSet<&String> = state
             .endpoints
             .values()
-            .flat_map(|e| e.attached.iter().map(|a| &a.network))
+            .flat_map(|held| held.endpoint.attached.iter().map(|a| &a.network))
             .collect();
         for a in &endpoint.attached {
             if !used.contains(&a.network) {
@@ -368,20 +422,20 @@ impl NetworkManager {
         Ok(())
     }
 
-    /// A host-side veth name unique per service and network, within the kernel's 15.
-    fn veth_name(&self, service: &ServiceName, network: &str) -> String {
-        let digest = Sha256::digest(format!("{service}\0{network}").as_bytes());
+    /// A host-side veth name unique per container and network, within the kernel's 15.
+    fn veth_name(&self, id: &str, network: &str) -> String {
+        let digest = Sha256::digest(format!("{id}\0{network}").as_bytes());
         let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
         format!("{}v{hex}", self.config.prefix)
     }
 
     /// Rewrites every bridged container's hosts file and the nftables table.
     fn refresh(&self, state: &State) -> Result<(), NetworkError> {
-        for (service, endpoint) in &state.endpoints {
-            let text = hosts_for(service, endpoint, &state.endpoints);
+        for (id, held) in &state.endpoints {
+            let text = hosts_for(held, &state.endpoints);
             // In place: the file is bind-mounted, a rename would leave the old one there.
-            if let Err(e) = fs::write(&endpoint.hosts_file, text) {
-                warn!(%service, error = %e, "could not update the hosts file");
+            if let Err(e) = fs::write(&held.endpoint.hosts_file, text) {
+                warn!(container = %id, error = %e, "could not update the hosts file");
             }
         }
         let mut bridges = Vec::new();
@@ -389,7 +443,7 @@ impl NetworkManager {
             let on_it = state
                 .endpoints
                 .values()
-                .flat_map(|e| e.attached.iter())
+                .flat_map(|held| held.endpoint.attached.iter())
                 .find(|a| &a.network == network);
             if let Some(a) = on_it {
                 bridges.push(BridgeRule {
@@ -402,6 +456,8 @@ impl NetworkManager {
         let forwards: Vec<ForwardRule> = state
             .endpoints
             .values()
+            .filter(|held| held.active)
+            .map(|held| &held.endpoint)
             .flat_map(|e| {
                 let to = e.attached.first().map(|a| a.address);
                 e.ports.iter().filter_map(move |port| {
@@ -478,26 +534,25 @@ fn resolver_overrides(spec: &ServiceSpec) -> ResolverOverrides {
     out
 }
 
-/// The hosts file of `service`: itself on each of its networks, then every other service
-/// on a network it shares, by name and that network's aliases.
-fn hosts_for(
-    service: &ServiceName,
-    endpoint: &Endpoint,
-    all: &BTreeMap<ServiceName, Endpoint>,
-) -> String {
+/// The hosts file of a container: itself on each of its networks, then every other
+/// service on a network it shares (its active container), by name and that network's
+/// aliases.
+fn hosts_for(own: &Held, all: &BTreeMap<String, Held>) -> String {
+    let endpoint = &own.endpoint;
     let entry = |e: &Endpoint, a: &Attached| HostEntry {
         address: a.address,
         names: e.names.iter().chain(&a.aliases).cloned().collect(),
     };
-    let mut own = endpoint.attached.iter().map(|a| entry(endpoint, a));
-    let Some(first) = own.next() else {
+    let mut mine = endpoint.attached.iter().map(|a| entry(endpoint, a));
+    let Some(first) = mine.next() else {
         return String::new();
     };
-    let mut peers: Vec<HostEntry> = own.collect();
-    for (other, e) in all {
-        if other == service {
+    let mut peers: Vec<HostEntry> = mine.collect();
+    for held in all.values() {
+        if held.service == own.service || !held.active {
             continue;
         }
+        let e = &held.endpoint;
         for a in &e.attached {
             if endpoint
                 .attached
@@ -515,8 +570,13 @@ fn hosts_for(
 mod tests {
     use super::*;
 
-    fn endpoint(networks: &[(&str, [u8; 4], &[&str])], names: &[&str]) -> Endpoint {
-        Endpoint {
+    fn held(
+        service: &str,
+        active: bool,
+        networks: &[(&str, [u8; 4], &[&str])],
+        names: &[&str],
+    ) -> Held {
+        let endpoint = Endpoint {
             attached: networks
                 .iter()
                 .map(|(n, address, aliases)| Attached {
@@ -531,39 +591,70 @@ mod tests {
             extra_hosts: vec![],
             ports: vec![],
             hosts_file: PathBuf::new(),
+        };
+        Held {
+            service: service.parse().unwrap(),
+            active,
+            endpoint,
         }
     }
 
     #[test]
     fn a_container_finds_only_services_on_a_network_it_shares() {
         let mut all = BTreeMap::new();
-        let name = |n: &str| n.parse::<ServiceName>().unwrap();
-        all.insert(
-            name("web"),
-            endpoint(&[("front", [10, 0, 0, 2], &["www"])], &["web"]),
+        let front_web = held("web", true, &[("front", [10, 0, 0, 2], &["www"])], &["web"]);
+        all.insert("web".to_string(), front_web);
+        let api = held(
+            "api",
+            true,
+            &[
+                ("front", [10, 0, 0, 3], &[]),
+                ("back", [10, 0, 1, 2], &["rest"]),
+            ],
+            &["api"],
         );
-        all.insert(
-            name("api"),
-            endpoint(
-                &[
-                    ("front", [10, 0, 0, 3], &[]),
-                    ("back", [10, 0, 1, 2], &["rest"]),
-                ],
-                &["api"],
-            ),
+        all.insert("api".to_string(), api);
+        let db = held(
+            "db",
+            true,
+            &[("back", [10, 0, 1, 3], &["database"])],
+            &["db"],
         );
-        all.insert(
-            name("db"),
-            endpoint(&[("back", [10, 0, 1, 3], &["database"])], &["db"]),
-        );
-        let web = hosts_for(&name("web"), &all[&name("web")], &all);
+        all.insert("db".to_string(), db);
+        let web = hosts_for(&all["web"], &all);
         assert!(web.contains("10.0.0.2\tweb www\n"), "{web}");
         assert!(web.contains("10.0.0.3\tapi\n"), "{web}");
         assert!(!web.contains("db"), "{web}");
         assert!(!web.contains("rest"), "{web}");
-        let api = hosts_for(&name("api"), &all[&name("api")], &all);
+        let api = hosts_for(&all["api"], &all);
         assert!(api.contains("10.0.1.2\tapi rest\n"), "{api}");
         assert!(api.contains("10.0.1.3\tdb database\n"), "{api}");
         assert!(api.contains("10.0.0.2\tweb www\n"), "{api}");
+    }
+
+    #[test]
+    fn peers_see_only_the_active_container_of_a_service_and_a_successor_sees_itself() {
+        let mut all = BTreeMap::new();
+        let old = held("web", true, &[("front", [10, 0, 0, 2], &[])], &["web"]);
+        let next = held("web", false, &[("front", [10, 0, 0, 4], &[])], &["web"]);
+        let api = held("api", true, &[("front", [10, 0, 0, 3], &[])], &["api"]);
+        all.insert("web".to_string(), old);
+        all.insert("web+2".to_string(), next);
+        all.insert("api".to_string(), api);
+        let peer = hosts_for(&all["api"], &all);
+        assert!(peer.contains("10.0.0.2\tweb\n"), "{peer}");
+        assert!(!peer.contains("10.0.0.4"), "{peer}");
+        let successor = hosts_for(&all["web+2"], &all);
+        assert!(successor.contains("10.0.0.4\tweb\n"), "{successor}");
+        assert!(!successor.contains("10.0.0.2"), "{successor}");
+        assert!(successor.contains("10.0.0.3\tapi\n"), "{successor}");
+        // The switch: the successor answers, the old one is gone from its peers' files.
+        all.get_mut("web").unwrap().active = false;
+        all.get_mut("web+2").unwrap().active = true;
+        let peer = hosts_for(&all["api"], &all);
+        assert!(
+            peer.contains("10.0.0.4\tweb\n") && !peer.contains("10.0.0.2"),
+            "{peer}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 use coracle_proto::{Digest, Generation, ImageRef, ServiceName, ServiceSpec};
 
 use super::lifecycle::Verb;
+use super::observed::Role;
 
 /// One idempotent step for the supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,24 @@ pub enum Action {
         service: ServiceName,
     },
     Remove {
+        service: ServiceName,
+    },
+    /// `start-first`: create the service's successor beside its serving container.
+    CreateNext {
+        spec: Box<ServiceSpec>,
+    },
+    StartNext {
+        service: ServiceName,
+    },
+    StopNext {
+        service: ServiceName,
+    },
+    RemoveNext {
+        service: ServiceName,
+    },
+    /// The successor is up: give it the service's names and published ports, then stop
+    /// and remove the old container; the successor is the service's container from then on.
+    Promote {
         service: ServiceName,
     },
     /// Remove images no desired state references any more.
@@ -52,11 +71,11 @@ impl Action {
     /// The lifecycle verb of a container action (`None` for pulls, collection, gate moves).
     pub fn verb(&self) -> Option<Verb> {
         match self {
-            Action::Create { .. } => Some(Verb::Create),
-            Action::Start { .. } => Some(Verb::Start),
+            Action::Create { .. } | Action::CreateNext { .. } => Some(Verb::Create),
+            Action::Start { .. } | Action::StartNext { .. } => Some(Verb::Start),
             Action::Restart { .. } => Some(Verb::Restart),
-            Action::Stop { .. } => Some(Verb::Stop),
-            Action::Remove { .. } => Some(Verb::Remove),
+            Action::Stop { .. } | Action::StopNext { .. } => Some(Verb::Stop),
+            Action::Remove { .. } | Action::RemoveNext { .. } => Some(Verb::Remove),
             _ => None,
         }
     }
@@ -64,16 +83,31 @@ impl Action {
     /// The service whose container this action moves, if it moves one.
     pub fn service(&self) -> Option<&ServiceName> {
         match self {
-            Action::Create { spec } => Some(&spec.name),
+            Action::Create { spec } | Action::CreateNext { spec } => Some(&spec.name),
             Action::Start { service }
             | Action::Restart { service }
             | Action::Stop { service }
-            | Action::Remove { service } => Some(service),
+            | Action::Remove { service }
+            | Action::StartNext { service }
+            | Action::StopNext { service }
+            | Action::RemoveNext { service }
+            | Action::Promote { service } => Some(service),
             Action::Pull { .. }
             | Action::Gc { .. }
             | Action::StartGate { .. }
             | Action::Commit { .. }
             | Action::RollBack { .. } => None,
+        }
+    }
+
+    /// Which of the service's containers a container action moves.
+    pub fn role(&self) -> Role {
+        match self {
+            Action::CreateNext { .. }
+            | Action::StartNext { .. }
+            | Action::StopNext { .. }
+            | Action::RemoveNext { .. } => Role::Next,
+            _ => Role::Current,
         }
     }
 }

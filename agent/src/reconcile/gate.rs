@@ -18,27 +18,35 @@ pub(super) fn failed_service(
     observed: &Observed,
 ) -> Option<(ServiceName, String)> {
     pending.services.iter().find_map(|spec| {
-        let c = observed.containers.get(&spec.name)?;
-        if c.fingerprint != fingerprint(spec) {
-            return None; // still the old container
+        let print = fingerprint(spec);
+        let current = observed.containers.get(&spec.name);
+        if let Some(next) = observed.successors.get(&spec.name) {
+            if next.fingerprint == print {
+                let why = failure(spec, next)?;
+                let reason = format!("{why} (the old container kept serving)");
+                return Some((spec.name.clone(), reason));
+            }
         }
-        let reason = match c.phase {
-            Phase::Exited { oom: true, .. } => {
-                "killed by the memory limit before commit".to_string()
-            }
-            Phase::Exited { code, .. } if code != 0 => {
-                format!("exited with code {code} before commit{}", exit_detail(c))
-            }
-            Phase::Exited { .. } if keeps_running(spec) => format!(
-                "exited with code 0 before commit, but its restart policy keeps it running{}",
-                exit_detail(c)
-            ),
-            _ if c.health == Health::Unhealthy => {
-                format!("unhealthy before commit{}", last_check(c))
-            }
-            _ => return None,
-        };
-        Some((spec.name.clone(), reason))
+        let c = current.filter(|c| c.fingerprint == print)?; // else still the old container
+        Some((spec.name.clone(), failure(spec, c)?))
+    })
+}
+
+/// Why a container of `spec` counts as failed before commit, if it does.
+fn failure(spec: &ServiceSpec, c: &ObservedContainer) -> Option<String> {
+    Some(match c.phase {
+        Phase::Exited { oom: true, .. } => "killed by the memory limit before commit".to_string(),
+        Phase::Exited { code, .. } if code != 0 => {
+            format!("exited with code {code} before commit{}", exit_detail(c))
+        }
+        Phase::Exited { .. } if keeps_running(spec) => format!(
+            "exited with code 0 before commit, but its restart policy keeps it running{}",
+            exit_detail(c)
+        ),
+        _ if c.health == Health::Unhealthy => {
+            format!("unhealthy before commit{}", last_check(c))
+        }
+        _ => return None,
     })
 }
 
@@ -106,7 +114,7 @@ pub(super) fn plan_gate(
 }
 
 /// Whether a service's container should run for good (so any exit is a failure).
-fn keeps_running(spec: &ServiceSpec) -> bool {
+pub(super) fn keeps_running(spec: &ServiceSpec) -> bool {
     matches!(
         spec.restart,
         RestartPolicy::Always | RestartPolicy::UnlessStopped

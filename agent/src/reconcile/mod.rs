@@ -15,7 +15,7 @@ mod restart;
 
 pub use action::Action;
 pub use lifecycle::{transition, LifecycleError, PhaseKind, Verb};
-pub use observed::{fingerprint, Busy, Fingerprint, Observed, ObservedContainer, Phase};
+pub use observed::{fingerprint, Busy, Fingerprint, Observed, ObservedContainer, Phase, Role};
 pub use plan::{plan, refusal, target};
 pub use restart::{backoff_ms, should_restart, BACKOFF_MAX_MS, BACKOFF_MIN_MS};
 

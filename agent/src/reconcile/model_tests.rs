@@ -6,18 +6,22 @@
 //! must not touch a subject already in flight; a collection must never drop an image a
 //! desired state names. Once it stops, the device must converge: no pending generation, the
 //! committed services running from their current specs, nothing else, the plan empty — and
-//! a last empty desired state must remove every container the agent ever created.
+//! a last empty desired state must remove every container the agent ever created. Services
+//! may update `start-first`: their successors crash, turn unhealthy and are cut short by
+//! agent restarts like any container, and must never be left behind.
 
 use std::collections::BTreeSet;
 
 use coracle_proto::{
     Dependency, DependencyCondition, DesiredState, Digest, Generation, Health, HealthCheck,
-    HealthProbe, ImageRef, RestartPolicy, ServiceName, ServiceSpec,
+    HealthProbe, ImageRef, RestartPolicy, ServiceName, ServiceSpec, UpdateOrder,
 };
 use proptest::prelude::*;
 
 use super::lifecycle::{transition, PhaseKind};
-use super::{fingerprint, plan, Action, Busy, Observed, ObservedContainer, Phase, BACKOFF_MAX_MS};
+use super::{
+    fingerprint, plan, Action, Busy, Observed, ObservedContainer, Phase, Role, BACKOFF_MAX_MS,
+};
 use crate::state::AgentState;
 
 const NAMES: [&str; 3] = ["db", "api", "web"];
@@ -31,6 +35,7 @@ struct ServiceChoice {
     health_checked: bool,
     depends: Option<DependencyCondition>,
     gate_ms: Option<u32>,
+    start_first: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -46,9 +51,11 @@ enum Event {
     Crash {
         name: usize,
         code: i32,
+        role: Role,
     },
     Unhealthy {
         name: usize,
+        role: Role,
     },
     /// The agent restarts: jobs in flight die after `done` of their steps, the tracker's
     /// memory (gate clock, stopped on purpose) is gone, the persisted state stays.
@@ -130,6 +137,9 @@ impl Sim {
                 });
             }
             spec.update.health_gate_ms = choice.gate_ms;
+            if choice.start_first {
+                spec.update.order = UpdateOrder::StartFirst;
+            }
             if let (Some(condition), Some(before)) = (choice.depends, services.last()) {
                 spec.depends_on = vec![Dependency {
                     service: before.name.clone(),
@@ -229,17 +239,37 @@ impl Sim {
     }
 
     /// The lifecycle table allows every move of the chain, from the observed phase.
+    /// A promotion needs a successor that is up, and comes last in its chain.
     fn check_chain(&self, chain: &[Action]) {
-        let mut phase: Option<PhaseKind> = None;
-        for action in chain {
+        let mut phases = std::collections::BTreeMap::new();
+        for (i, action) in chain.iter().enumerate() {
+            if let Action::Promote { service } = action {
+                assert_eq!(i + 1, chain.len(), "a promotion inside {chain:?}");
+                let next = self.obs.successors.get(service);
+                assert!(
+                    next.is_none_or(|n| matches!(
+                        n.phase,
+                        Phase::Running { .. } | Phase::Exited { code: 0, .. }
+                    )),
+                    "promoted a successor that is not up: {next:?}"
+                );
+                continue;
+            }
             let (Some(service), Some(verb)) = (action.service(), action.verb()) else {
                 continue;
             };
-            let from = phase.unwrap_or_else(|| {
-                PhaseKind::from(self.obs.containers.get(service).map(|c| &c.phase))
-            });
+            let role = action.role();
+            let observed = match role {
+                Role::Current => &self.obs.containers,
+                Role::Next => &self.obs.successors,
+            };
+            let from = *phases
+                .entry(role)
+                .or_insert_with(|| PhaseKind::from(observed.get(service).map(|c| &c.phase)));
             match transition(from, verb) {
-                Ok(to) => phase = Some(to),
+                Ok(to) => {
+                    phases.insert(role, to);
+                }
                 Err(err) => panic!("plan started a refused chain {chain:?}: {err}"),
             }
         }
@@ -268,10 +298,21 @@ impl Sim {
             .find(|s| &s.name == service)
     }
 
+    fn slot(
+        &mut self,
+        role: Role,
+    ) -> &mut std::collections::BTreeMap<ServiceName, ObservedContainer> {
+        match role {
+            Role::Current => &mut self.obs.containers,
+            Role::Next => &mut self.obs.successors,
+        }
+    }
+
     /// Runs one engine step as the Linux engine would (idempotent where the target holds);
     /// false when the engine refuses it.
     fn engine_step(&mut self, action: &Action) -> bool {
         let now = self.now;
+        let role = action.role();
         match action {
             Action::Pull { image } => {
                 self.obs.images.insert(image.digest);
@@ -284,8 +325,8 @@ impl Sim {
                     self.obs.images.remove(digest);
                 }
             }
-            Action::Create { spec } => {
-                if self.obs.containers.contains_key(&spec.name) {
+            Action::Create { spec } | Action::CreateNext { spec } => {
+                if self.slot(role).contains_key(&spec.name) {
                     return false;
                 }
                 let container = ObservedContainer {
@@ -296,33 +337,42 @@ impl Sim {
                     last_failed_check: None,
                     exit_detail: None,
                 };
-                self.obs.containers.insert(spec.name.clone(), container);
+                self.slot(role).insert(spec.name.clone(), container);
             }
-            Action::Start { service } | Action::Restart { service } => {
-                let Some(c) = self.obs.containers.get_mut(service) else {
+            Action::Start { service }
+            | Action::Restart { service }
+            | Action::StartNext { service } => {
+                let Some(c) = self.slot(role).get_mut(service) else {
                     return false;
                 };
                 c.phase = Phase::Running { since_ms: now };
                 c.health = Health::Healthy;
             }
-            Action::Stop { service } => {
-                let Some(c) = self.obs.containers.get_mut(service) else {
+            Action::Stop { service } | Action::StopNext { service } => {
+                let Some(c) = self.slot(role).get_mut(service) else {
                     return true;
                 };
                 if matches!(c.phase, Phase::Running { .. }) {
                     c.phase = Phase::Stopped;
                 }
             }
-            Action::Remove { service } => {
+            Action::Remove { service } | Action::RemoveNext { service } => {
                 if self
-                    .obs
-                    .containers
+                    .slot(role)
                     .get(service)
                     .is_some_and(|c| matches!(c.phase, Phase::Running { .. }))
                 {
                     return false; // the engine refuses to delete a running container
                 }
-                self.obs.containers.remove(service);
+                self.slot(role).remove(service);
+            }
+            Action::Promote { service } => {
+                // As `LinuxEngine::promote`: the old one stops and goes, the successor
+                // takes its place; with no successor left, it was done before.
+                let Some(next) = self.obs.successors.remove(service) else {
+                    return self.obs.containers.contains_key(service);
+                };
+                self.obs.containers.insert(service.clone(), next);
             }
             Action::StartGate { .. } | Action::Commit { .. } | Action::RollBack { .. } => {
                 panic!("a gate move in a job")
@@ -347,12 +397,13 @@ impl Sim {
         self.run_job(&job, fail_after.unwrap_or(usize::MAX));
     }
 
-    fn crash(&mut self, service: &ServiceName, code: i32) {
-        if let Some(c) = self.obs.containers.get_mut(service) {
+    fn crash(&mut self, service: &ServiceName, code: i32, role: Role) {
+        let now = self.now;
+        if let Some(c) = self.slot(role).get_mut(service) {
             if matches!(c.phase, Phase::Running { .. }) {
                 c.phase = Phase::Exited {
                     code,
-                    at_ms: self.now,
+                    at_ms: now,
                     oom: false,
                 };
             }
@@ -365,7 +416,8 @@ impl Sim {
         }
         self.obs.gate_started_ms = None;
         // Without the tracker's memory a container the agent stopped reads as exited.
-        for c in self.obs.containers.values_mut() {
+        let all = self.obs.containers.values_mut();
+        for c in all.chain(self.obs.successors.values_mut()) {
             if c.phase == Phase::Stopped {
                 c.phase = Phase::Exited {
                     code: 137,
@@ -386,10 +438,14 @@ impl Sim {
                 self.plan_round();
             }
             Event::Finish { job, fail_after } => self.finish(*job, *fail_after),
-            Event::Crash { name: n, code } => self.crash(&name(*n), *code),
-            Event::Unhealthy { name: n } => {
+            Event::Crash {
+                name: n,
+                code,
+                role,
+            } => self.crash(&name(*n), *code, *role),
+            Event::Unhealthy { name: n, role } => {
                 let checked = self.spec_of(&name(*n)).is_some_and(|s| s.health.is_some());
-                if let Some(c) = self.obs.containers.get_mut(&name(*n)) {
+                if let Some(c) = self.slot(*role).get_mut(&name(*n)) {
                     if checked && matches!(c.phase, Phase::Running { .. }) {
                         c.health = Health::Unhealthy;
                     }
@@ -436,6 +492,7 @@ impl Sim {
             "containers {:?} for {wanted:?}",
             self.obs.containers
         );
+        assert!(self.obs.successors.is_empty(), "{:?}", self.obs.successors);
         for spec in wanted {
             let c = &self.obs.containers[&spec.name];
             assert_eq!(c.fingerprint, fingerprint(spec), "{} is stale", spec.name);
@@ -458,16 +515,22 @@ fn service_choice() -> impl Strategy<Value = ServiceChoice> {
         any::<bool>(),
         depends,
         prop::option::of(0u32..3_000),
+        any::<bool>(),
     )
         .prop_map(
-            |(name, image, health_checked, depends, gate_ms)| ServiceChoice {
+            |(name, image, health_checked, depends, gate_ms, start_first)| ServiceChoice {
                 name,
                 image,
                 health_checked,
                 depends,
                 gate_ms,
+                start_first,
             },
         )
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![Just(Role::Current), Just(Role::Next)]
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -476,9 +539,9 @@ fn event() -> impl Strategy<Value = Event> {
         6 => Just(Event::Plan),
         6 => (0usize..4, prop::option::of(0usize..4))
             .prop_map(|(job, fail_after)| Event::Finish { job, fail_after }),
-        1 => (0..NAMES.len(), prop_oneof![Just(0), Just(1), Just(137)])
-            .prop_map(|(name, code)| Event::Crash { name, code }),
-        1 => (0..NAMES.len()).prop_map(|name| Event::Unhealthy { name }),
+        1 => (0..NAMES.len(), prop_oneof![Just(0), Just(1), Just(137)], role())
+            .prop_map(|(name, code, role)| Event::Crash { name, code, role }),
+        1 => (0..NAMES.len(), role()).prop_map(|(name, role)| Event::Unhealthy { name, role }),
         1 => (0usize..4).prop_map(|done| Event::AgentRestart { done }),
         2 => (0u64..5_000).prop_map(|ms| Event::Wait { ms }),
     ]
@@ -502,6 +565,7 @@ proptest! {
         sim.deploy(empty);
         sim.settle();
         prop_assert!(sim.obs.containers.is_empty(), "{:?}", sim.obs.containers);
+        prop_assert!(sim.obs.successors.is_empty(), "{:?}", sim.obs.successors);
         prop_assert!(sim.obs.images.is_empty(), "{:?}", sim.obs.images);
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use coracle_proto::{Digest, Health, ServiceName, ServiceSpec};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// Identity of the spec a container was created from: sha256 of the encoded
@@ -50,10 +51,25 @@ pub struct ObservedContainer {
     pub exit_detail: Option<String>,
 }
 
+/// Which of a service's containers: the one serving, or the successor a `start-first`
+/// update starts beside it. The successor takes the service's names and published ports
+/// when it is up (`Action::Promote`), and only then does the old container stop.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum Role {
+    #[default]
+    Current,
+    Next,
+}
+
 /// Everything the planner needs to know about the device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
     pub containers: BTreeMap<ServiceName, ObservedContainer>,
+    /// Successors started beside a serving container (`Role::Next`). They are never
+    /// restarted: one that fails before it takes over is dropped, and the old one serves on.
+    pub successors: BTreeMap<ServiceName, ObservedContainer>,
     /// Manifest digests of the images in the store.
     pub images: BTreeSet<Digest>,
     /// When the health gate of the pending generation started (monotonic ms), if it did.

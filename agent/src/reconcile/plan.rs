@@ -5,7 +5,8 @@
 //! start: while any of its images is missing, the plan holds only the pulls plus the usual
 //! restarts of the containers that already run; once every image is in the store, the
 //! containers no longer wanted go, then the per-service moves in `depends_on` order and the
-//! health gate. A rollback of a failed pending generation comes alone; image garbage
+//! health gate. A `start-first` service of a pending generation gets a successor beside
+//! its serving container, promoted once it is up; a dependent moves only after that. A rollback of a failed pending generation comes alone; image garbage
 //! collection comes last.
 //!
 //! The supervisor runs the actions as jobs, in parallel across subjects (an image, a
@@ -58,8 +59,10 @@ fn images_present(desired: &DesiredState, observed: &Observed) -> bool {
 /// What `plan_services` may do to a container whose spec differs from the target's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Replace it, create missing ones: the target's images are all here.
-    Switch,
+    /// Replace it, create missing ones: the target's images are all here. `overlap`: a
+    /// `start-first` service may start its successor beside the serving container (only
+    /// for a pending generation: a rollback goes back stop-first).
+    Switch { overlap: bool },
     /// Leave it as it is and create nothing; only start what is down per its policy.
     Keep,
 }
@@ -87,7 +90,9 @@ pub fn plan(state: &AgentState, observed: &Observed, now_ms: u64) -> Vec<Action>
             let mode = if removing || observed.busy.gc {
                 Mode::Keep
             } else {
-                Mode::Switch
+                Mode::Switch {
+                    overlap: pending.is_some(),
+                }
             };
             plan_services(&mut actions, target, observed, now_ms, mode);
             let settled = !removing && observed.busy.services.is_empty();
@@ -123,7 +128,26 @@ fn remove_unwanted(actions: &mut Vec<Action>, wanted: &[ServiceSpec], observed: 
             }
         }
     }
+    for (name, successor) in &observed.successors {
+        if !wanted.contains(name) {
+            removing = true;
+            if !observed.busy.services.contains(name) {
+                drop_successor(actions, name, successor);
+            }
+        }
+    }
     removing
+}
+
+fn drop_successor(actions: &mut Vec<Action>, name: &ServiceName, c: &ObservedContainer) {
+    if matches!(c.phase, Phase::Running { .. }) {
+        actions.push(Action::StopNext {
+            service: name.clone(),
+        });
+    }
+    actions.push(Action::RemoveNext {
+        service: name.clone(),
+    });
 }
 
 fn remove_container(actions: &mut Vec<Action>, name: &ServiceName, c: &ObservedContainer) {
@@ -152,10 +176,8 @@ fn plan_pulls(actions: &mut Vec<Action>, target: &DesiredState, observed: &Obser
         }
         // Stop-then-download frees the old container's memory before the pull: the one
         // order an operator can choose that touches a running container early (the spec
-        // was validated above; the pull itself may still fail). `StartFirst` is applied as
-        // `DownloadThenSwitch` (stop-first once every image is here) until the agent can
-        // run an old and a new container of one service side by side.
-        // The pull waits until the old container is gone (jobs run side by side).
+        // was validated above; the pull itself may still fail). The pull waits until the
+        // old container is gone (jobs run side by side).
         if spec.update.order == UpdateOrder::StopThenDownload {
             if let Some(old) = observed.containers.get(&spec.name) {
                 if !observed.busy.services.contains(&spec.name) {
@@ -195,13 +217,45 @@ fn plan_services(
             continue; // its job, or a dependency's, is still in flight
         }
         let ready = dependencies_ready(spec, observed);
+        let print = fingerprint(spec);
         let container = observed.containers.get(&spec.name);
-        let same = container.filter(|c| c.fingerprint == fingerprint(spec));
-        match (container, same, mode) {
-            (_, Some(c), _) => supervise(actions, spec, c, ready, now_ms),
-            (_, None, Mode::Keep) => {}
-            (old, None, Mode::Switch) => {
-                if let Some(old) = old {
+        let same = container.filter(|c| c.fingerprint == print);
+        let successor = observed.successors.get(&spec.name);
+        let Mode::Switch { overlap } = mode else {
+            if let Some(c) = same {
+                supervise(actions, spec, c, ready, now_ms);
+            }
+            continue;
+        };
+        // A successor of another spec (an older pending generation, or one a rollback
+        // left) goes first; the round after decides afresh.
+        if let Some(next) = successor.filter(|n| same.is_some() || n.fingerprint != print) {
+            drop_successor(actions, &spec.name, next);
+            continue;
+        }
+        if let Some(c) = same {
+            supervise(actions, spec, c, ready, now_ms);
+            continue;
+        }
+        let serving = container.is_some_and(|c| matches!(c.phase, Phase::Running { .. }));
+        match successor {
+            // Its old container is gone (an agent crash during a promotion): take over.
+            Some(_) if container.is_none() => actions.push(Action::Promote {
+                service: spec.name.clone(),
+            }),
+            Some(next) => overlap_step(actions, spec, next, ready),
+            None if overlap && serving && spec.update.order == UpdateOrder::StartFirst => {
+                actions.push(Action::CreateNext {
+                    spec: Box::new(spec.clone()),
+                });
+                if ready {
+                    actions.push(Action::StartNext {
+                        service: spec.name.clone(),
+                    });
+                }
+            }
+            None => {
+                if let Some(old) = container {
                     remove_container(actions, &spec.name, old);
                 }
                 actions.push(Action::Create {
@@ -214,6 +268,30 @@ fn plan_services(
                 }
             }
         }
+    }
+}
+
+/// The next move of a `start-first` successor of `spec` while the old container serves:
+/// start it once its dependencies are ready, promote it once it is up (healthy, when the
+/// service has a check). One that failed is left to the gate (`failed_service` rolls the
+/// pending generation back, and the successor is then dropped as another spec's).
+fn overlap_step(
+    actions: &mut Vec<Action>,
+    spec: &ServiceSpec,
+    next: &ObservedContainer,
+    ready: bool,
+) {
+    let service = spec.name.clone();
+    match next.phase {
+        Phase::Created if ready => actions.push(Action::StartNext { service }),
+        Phase::Running { .. } if spec.health.is_none() || next.health == Health::Healthy => {
+            actions.push(Action::Promote { service })
+        }
+        Phase::Exited { code: 0, .. } if !super::gate::keeps_running(spec) => {
+            actions.push(Action::Promote { service })
+        }
+        Phase::Stopped => drop_successor(actions, &spec.name, next),
+        Phase::Created | Phase::Running { .. } | Phase::Exited { .. } => {}
     }
 }
 
@@ -257,8 +335,10 @@ fn supervise(
 }
 
 /// True when `service` has a job in flight or an action already planned in `actions`.
+/// A successor in flight counts too: a dependent moves after its dependency took over.
 fn moving(service: &ServiceName, actions: &[Action], observed: &Observed) -> bool {
     observed.busy.services.contains(service)
+        || observed.successors.contains_key(service)
         || actions
             .iter()
             .any(|action| action.service() == Some(service))

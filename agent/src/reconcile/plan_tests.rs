@@ -519,6 +519,27 @@ fn apply(state: &mut AgentState, obs: &mut Observed, action: &Action, now: u64) 
             verb_on(obs, service, Verb::Remove);
             obs.containers.remove(service);
         }
+        Action::CreateNext { spec } => {
+            obs.successors.insert(
+                spec.name.clone(),
+                container(spec, Phase::Created, Health::Starting),
+            );
+        }
+        Action::StartNext { service } => {
+            let c = obs.successors.get_mut(service).unwrap();
+            c.phase = Phase::Running { since_ms: now };
+            c.health = Health::Healthy;
+        }
+        Action::StopNext { service } => {
+            obs.successors.get_mut(service).unwrap().phase = Phase::Stopped;
+        }
+        Action::RemoveNext { service } => {
+            obs.successors.remove(service);
+        }
+        Action::Promote { service } => {
+            let next = obs.successors.remove(service).unwrap();
+            obs.containers.insert(service.clone(), next);
+        }
         Action::Gc { images } => images.iter().for_each(|d| {
             obs.images.remove(d);
         }),
@@ -805,3 +826,6 @@ fn the_switch_and_the_gate_wait_for_removals_and_busy_services() {
         }]
     );
 }
+
+#[path = "start_first_tests.rs"]
+mod start_first;

@@ -6,14 +6,18 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A container id: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
+/// A container id: `[A-Za-z0-9][A-Za-z0-9_.+-]{0,65}`. Service names are the same set
+/// without `+` and at most 63 long, so the agent names a `start-first` successor
+/// `<service>+2` without meeting another service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ContainerId(String);
 
 /// Why a string is not a container id.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid container id {id:?}: use 1-64 of [A-Za-z0-9_.-], starting with a letter or digit")]
+#[error(
+    "invalid container id {id:?}: use 1-66 of [A-Za-z0-9_.+-], starting with a letter or digit"
+)]
 pub struct InvalidContainerId {
     pub id: String,
 }
@@ -24,8 +28,9 @@ impl FromStr for ContainerId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut chars = s.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if first_ok && rest_ok && s.len() <= 64 {
+        let rest_ok =
+            chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '-'));
+        if first_ok && rest_ok && s.len() <= 66 {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidContainerId { id: s.to_owned() })
@@ -65,7 +70,8 @@ mod tests {
 
     #[test]
     fn container_id_accepts_names_and_rejects_paths() {
-        for ok in ["web", "a", "app-1.v2_x", &"x".repeat(64)] {
+        let successor = format!("{}+2", "x".repeat(63));
+        for ok in ["web", "a", "app-1.v2_x", "web+2", &successor] {
             assert!(ok.parse::<ContainerId>().is_ok(), "{ok}");
         }
         for bad in [
@@ -74,7 +80,8 @@ mod tests {
             "a/b",
             "-x",
             ".hidden",
-            &"x".repeat(65),
+            &"x".repeat(67),
+            "+x",
             "sp ace",
         ] {
             let err = bad.parse::<ContainerId>().unwrap_err();

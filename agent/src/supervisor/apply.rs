@@ -11,7 +11,7 @@ use super::jobs::{run_steps, JobDone, Step, Subject};
 use super::probes::created_from;
 use super::progress::{pull_subject, ProgressSink};
 use super::{blocking, EngineError, StopRule, Supervisor};
-use crate::reconcile::{fingerprint, transition, Action, PhaseKind};
+use crate::reconcile::{fingerprint, transition, Action, PhaseKind, Role};
 
 /// What the runtime's start error says before the init's own words (see `shim`).
 const SETUP_FAILED: &str = "container setup failed: ";
@@ -19,10 +19,12 @@ const SETUP_FAILED: &str = "container setup failed: ";
 impl Supervisor {
     /// How to stop `service`'s container: by the spec it was created from (its
     /// `stop_signal` and `stop_grace_period`), else SIGTERM and the configured grace.
-    fn stop_rule(&self, service: &ServiceName) -> StopRule {
-        let lifecycle = self
-            .observed
-            .containers
+    fn stop_rule(&self, service: &ServiceName, role: Role) -> StopRule {
+        let containers = match role {
+            Role::Current => &self.observed.containers,
+            Role::Next => &self.observed.successors,
+        };
+        let lifecycle = containers
             .get(service)
             .and_then(|c| created_from(&self.state, service, c.fingerprint))
             .map(|spec| spec.lifecycle)
@@ -58,15 +60,21 @@ impl Supervisor {
                 froms.push(PhaseKind::Absent);
                 continue;
             };
-            let from = *phases.entry(service.clone()).or_insert_with(|| {
-                PhaseKind::from(self.observed.containers.get(service).map(|c| &c.phase))
-            });
+            let role = action.role();
+            let containers = match role {
+                Role::Current => &self.observed.containers,
+                Role::Next => &self.observed.successors,
+            };
+            let key = (service.clone(), role);
+            let from = *phases
+                .entry(key.clone())
+                .or_insert_with(|| PhaseKind::from(containers.get(service).map(|c| &c.phase)));
             let to = transition(from, verb).map_err(|err| EngineError {
                 step: "check lifecycle move of",
-                object: service.to_string(),
+                object: format!("{service} ({role:?})"),
                 reason: err.to_string(),
             })?;
-            phases.insert(service.clone(), to);
+            phases.insert(key, to);
             froms.push(from);
         }
         Ok(froms)
@@ -94,9 +102,41 @@ impl Supervisor {
             Action::Create { spec } => {
                 self.tracker.created(&spec.name);
                 // A new container starts with no health: the old one's must not pass its gate.
-                self.checks.remove(&spec.name);
+                self.checks.remove(&(spec.name.clone(), Role::Current));
                 let fingerprint = fingerprint(&spec);
-                Step::Create { spec, fingerprint }
+                Step::Create {
+                    spec,
+                    fingerprint,
+                    role: Role::Current,
+                }
+            }
+            Action::CreateNext { spec } => {
+                self.tracker.created_next(&spec.name);
+                self.checks.remove(&(spec.name.clone(), Role::Next));
+                let fingerprint = fingerprint(&spec);
+                Step::Create {
+                    spec,
+                    fingerprint,
+                    role: Role::Next,
+                }
+            }
+            Action::StartNext { service } => Step::Start(service, Role::Next),
+            Action::StopNext { service } => {
+                let rule = self.stop_rule(&service, Role::Next);
+                Step::Stop(service, Role::Next, rule)
+            }
+            Action::RemoveNext { service } => Step::Remove(service, Role::Next),
+            Action::Promote { service } => {
+                tracing::info!(%service, "successor takes over");
+                // The old container's stop is on purpose, not an exit to report; the
+                // successor's health verdict becomes the service's.
+                self.tracker.stopping(&service);
+                if let Some(check) = self.checks.remove(&(service.clone(), Role::Next)) {
+                    self.checks.insert((service.clone(), Role::Current), check);
+                }
+                job.promoted = Some(service.clone());
+                let rule = self.stop_rule(&service, Role::Current);
+                Step::Promote(service, rule)
             }
             Action::Start { service } => {
                 let was_exited = from == PhaseKind::Exited;
@@ -104,22 +144,22 @@ impl Supervisor {
                     job.restarts.push((service.clone(), count));
                 }
                 job.starting.push(service.clone());
-                Step::Start(service)
+                Step::Start(service, Role::Current)
             }
             Action::Restart { service } => {
                 let count = self.tracker.restarting(&service);
-                self.checks.remove(&service);
+                self.checks.remove(&(service.clone(), Role::Current));
                 job.restarts.push((service.clone(), count));
                 job.starting.push(service.clone());
-                let rule = self.stop_rule(&service);
+                let rule = self.stop_rule(&service, Role::Current);
                 Step::Restart(service, rule)
             }
             Action::Stop { service } => {
                 self.tracker.stopping(&service);
-                let rule = self.stop_rule(&service);
-                Step::Stop(service, rule)
+                let rule = self.stop_rule(&service, Role::Current);
+                Step::Stop(service, Role::Current, rule)
             }
-            Action::Remove { service } => Step::Remove(service),
+            Action::Remove { service } => Step::Remove(service, Role::Current),
             Action::Gc { images } => {
                 tracing::info!(count = images.len(), "removing unused images");
                 Step::Gc(images)
@@ -146,6 +186,7 @@ impl Supervisor {
             restarts: Vec::new(),
             pulled: None,
             starting: Vec::new(),
+            promoted: None,
             reply_to,
         };
         let steps: Vec<Step> = actions
@@ -174,6 +215,9 @@ impl Supervisor {
                 let now = self.now_ms();
                 for service in &job.starting {
                     self.tracker.started(service, now);
+                }
+                if let Some(service) = &job.promoted {
+                    self.tracker.promoted(service, now);
                 }
                 for (service, restart_count) in job.restarts {
                     self.restarted(service, restart_count);

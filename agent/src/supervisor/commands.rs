@@ -95,7 +95,11 @@ impl Supervisor {
             let engine = self.engine.clone();
             let timeout = Duration::from_millis(u64::from(timeout_ms));
             tokio::spawn(async move {
-                let answer = match blocking(move || engine.exec(&service, &argv, timeout)).await {
+                let answer = match blocking(move || {
+                    engine.exec(&service, crate::reconcile::Role::Current, &argv, timeout)
+                })
+                .await
+                {
                     Ok(outcome) => LocalReply::Exec {
                         exit_code: outcome.exit_code,
                         output: outcome.output,

@@ -12,7 +12,7 @@ use coracle_proto::{
 };
 
 pub use crate::pull::Progress as PullTick;
-use crate::reconcile::Fingerprint;
+use crate::reconcile::{Fingerprint, Role};
 pub use crate::runtime::ExecOutcome;
 
 /// A container's status as the runtime reports it.
@@ -30,6 +30,8 @@ pub enum EngineStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineContainer {
     pub service: ServiceName,
+    /// The serving container, or a `start-first` successor beside it.
+    pub role: Role,
     pub fingerprint: Fingerprint,
     pub image: Digest,
     pub status: EngineStatus,
@@ -100,9 +102,9 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn sealing_key(&self) -> String {
         String::new()
     }
-    /// Where the agent's HTTP and TCP health probes reach the service: its address on its
-    /// first app network, or loopback (the device's network).
-    fn probe_address(&self, _service: &ServiceName) -> std::net::Ipv4Addr {
+    /// Where the agent's HTTP and TCP health probes reach the service's container in
+    /// `role`: its address on its first app network, or loopback (the device's network).
+    fn probe_address(&self, _service: &ServiceName, _role: Role) -> std::net::Ipv4Addr {
         std::net::Ipv4Addr::LOCALHOST
     }
     /// Manifest digests of the images in the store.
@@ -110,15 +112,25 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError>;
     /// diff_ids of the layers in the store, reported so the controller can pick delta bases.
     fn layers(&self) -> Result<Vec<Digest>, EngineError>;
-    /// Creates the service's container (not started), remembering `fingerprint`.
-    fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError>;
-    fn start(&self, service: &ServiceName) -> Result<(), EngineError>;
+    /// Creates the service's container in `role` (not started), remembering `fingerprint`.
+    fn create(
+        &self,
+        spec: &ServiceSpec,
+        fingerprint: Fingerprint,
+        role: Role,
+    ) -> Result<(), EngineError>;
+    fn start(&self, service: &ServiceName, role: Role) -> Result<(), EngineError>;
     /// `rule.signal`, up to `rule.grace`, then SIGKILL.
-    fn stop(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError>;
-    fn delete(&self, service: &ServiceName) -> Result<(), EngineError>;
+    fn stop(&self, service: &ServiceName, role: Role, rule: StopRule) -> Result<(), EngineError>;
+    fn delete(&self, service: &ServiceName, role: Role) -> Result<(), EngineError>;
+    /// The successor takes over: the service's names and published ports move to it, then
+    /// the old container is stopped by `rule` and deleted, and the successor becomes the
+    /// service's current container. Idempotent: an agent that crashed half way calls it
+    /// again (with no old container left, only the last step remains).
+    fn promote(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError>;
     /// Every container, running or not (what a restarted agent adopts).
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError>;
-    /// Usage of every running container.
+    /// Usage of every running current container.
     fn stats(&self) -> Result<Vec<ContainerStats>, EngineError>;
     /// Runs a health-check command inside the running container: its exit code and the
     /// tail of its output. After `timeout` the command (not the container) is killed and
@@ -126,6 +138,7 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn exec(
         &self,
         service: &ServiceName,
+        role: Role,
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, EngineError>;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::engine::{ContainerEngine, EngineError, StopRule};
 use super::progress::ProgressSink;
-use crate::reconcile::{Action, Busy, Fingerprint};
+use crate::reconcile::{Action, Busy, Fingerprint, Role};
 
 /// What a job works on; at most one job per subject runs at a time, and a failure backs
 /// off only its own subject (see `retry`).
@@ -48,7 +48,12 @@ pub fn subject(action: &Action) -> Subject {
         | Action::Start { .. }
         | Action::Restart { .. }
         | Action::Stop { .. }
-        | Action::Remove { .. } => match action.service() {
+        | Action::Remove { .. }
+        | Action::CreateNext { .. }
+        | Action::StartNext { .. }
+        | Action::StopNext { .. }
+        | Action::RemoveNext { .. }
+        | Action::Promote { .. } => match action.service() {
             Some(service) => Subject::Service(service.clone()),
             None => Subject::Update,
         },
@@ -81,11 +86,14 @@ pub enum Step {
     Create {
         spec: Box<ServiceSpec>,
         fingerprint: Fingerprint,
+        role: Role,
     },
-    Start(ServiceName),
+    Start(ServiceName, Role),
     Restart(ServiceName, StopRule),
-    Stop(ServiceName, StopRule),
-    Remove(ServiceName),
+    Stop(ServiceName, Role, StopRule),
+    Remove(ServiceName, Role),
+    /// The old container's stop rule.
+    Promote(ServiceName, StopRule),
     Gc(Vec<Digest>),
 }
 
@@ -101,14 +109,19 @@ impl Step {
                 access.as_ref().map(|access| (device, access)),
                 &mut |tick| sink.tick(tick),
             ),
-            Step::Create { spec, fingerprint } => engine.create(&spec, fingerprint),
-            Step::Start(service) => engine.start(&service),
+            Step::Create {
+                spec,
+                fingerprint,
+                role,
+            } => engine.create(&spec, fingerprint, role),
+            Step::Start(service, role) => engine.start(&service, role),
             Step::Restart(service, rule) => {
-                engine.stop(&service, rule)?;
-                engine.start(&service)
+                engine.stop(&service, Role::Current, rule)?;
+                engine.start(&service, Role::Current)
             }
-            Step::Stop(service, rule) => engine.stop(&service, rule),
-            Step::Remove(service) => engine.delete(&service),
+            Step::Stop(service, role, rule) => engine.stop(&service, role, rule),
+            Step::Remove(service, role) => engine.delete(&service, role),
+            Step::Promote(service, rule) => engine.promote(&service, rule),
             Step::Gc(images) => engine.remove_images(&images),
         }
     }
@@ -136,6 +149,8 @@ pub struct JobDone {
     pub pulled: Option<Digest>,
     /// Services the job starts: a failed start keeps the init's error for the gate.
     pub starting: Vec<ServiceName>,
+    /// The service whose successor took over in this job.
+    pub promoted: Option<ServiceName>,
     /// The controller command that asked for the job, answered when it ends.
     pub reply_to: Option<u32>,
 }

@@ -65,9 +65,12 @@ pub struct Supervisor {
     retry: retry::Retry,
     jobs: jobs::Jobs,
     job_rx: Option<mpsc::UnboundedReceiver<jobs::JobDone>>,
-    /// Health-check state per service, with the id of its check run.
-    checks:
-        std::collections::BTreeMap<coracle_proto::ServiceName, (u64, crate::health::CheckState)>,
+    /// Health-check state per container (a service's current one and its successor),
+    /// with the id of its check run.
+    checks: std::collections::BTreeMap<
+        (coracle_proto::ServiceName, reconcile::Role),
+        (u64, crate::health::CheckState),
+    >,
     check_epoch: u64,
     /// Last cumulative CPU reading per container and when it was taken (µs).
     last_cpu: std::collections::BTreeMap<coracle_proto::ServiceName, (u64, u64)>,

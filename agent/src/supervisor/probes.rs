@@ -10,13 +10,13 @@ use coracle_proto::{EventKind, Health, HealthProbe, ServiceName, ServiceSpec};
 
 use super::{blocking, ContainerEngine, Supervisor};
 use crate::health::{probe, CheckState};
-use crate::reconcile::{fingerprint, Fingerprint, Phase};
+use crate::reconcile::{fingerprint, Fingerprint, Phase, Role};
 use crate::state::AgentState;
 
-/// A finished probe: which service, which check run (a restarted container starts a new
-/// one, so late results of the old one are ignored), whether it passed, and what it said
-/// (an exec check's exit code and output tail, like Docker's health log; else empty).
-pub type ProbeResult = (ServiceName, u64, bool, String);
+/// A finished probe: which container, which check run (a restarted container starts a
+/// new one, so late results of the old one are ignored), whether it passed, and what it
+/// said (an exec check's exit code and output tail, like Docker's health log; else empty).
+pub type ProbeResult = (ServiceName, Role, u64, bool, String);
 
 /// Beyond the check's timeout, how long the supervisor waits for an exec probe's engine
 /// call: the runtime kills the command at the timeout itself; this only bounds a stuck call.
@@ -25,57 +25,73 @@ const EXEC_MARGIN: Duration = Duration::from_secs(10);
 impl Supervisor {
     /// Starts due probes and copies the current verdicts into the observation. Every
     /// running container is checked by the spec it was created from, so the committed
-    /// generation's containers keep their checks while a new generation downloads. A
-    /// service with a job in flight (its container being replaced or restarted) is not
-    /// probed and its check state goes: the old container's verdict must never become the
-    /// new one's, which would let a broken version pass its gate.
+    /// generation's containers keep their checks while a new generation downloads, and a
+    /// `start-first` successor is checked beside the container it will replace. A service
+    /// with a job in flight is not probed. A check state goes with its container: a
+    /// create or restart drops it at once (the old container's verdict must never become
+    /// the new one's, which would let a broken version pass its gate); a promotion hands
+    /// the successor's to the service.
     pub(super) fn run_probes(&mut self) {
         let now = self.now_ms();
         let busy = self.jobs.busy().services;
         let mut live = Vec::new();
-        for (name, container) in &mut self.observed.containers {
-            if !matches!(container.phase, Phase::Running { .. }) || busy.contains(name) {
-                continue;
-            }
-            let spec = created_from(&self.state, name, container.fingerprint);
-            let Some(check) = spec.and_then(|s| s.health.as_ref()) else {
-                continue;
+        for role in [Role::Current, Role::Next] {
+            let containers = match role {
+                Role::Current => &mut self.observed.containers,
+                Role::Next => &mut self.observed.successors,
             };
-            let start_interval = spec.and_then(|s| s.health_start_interval_ms());
-            live.push(name.clone());
-            let epoch = &mut self.check_epoch;
-            let (run, state) = self.checks.entry(name.clone()).or_insert_with(|| {
-                *epoch += 1;
-                (*epoch, CheckState::new(now))
-            });
-            let run = *run;
-            container.health = state.health;
-            container.last_failed_check.clone_from(&state.last_failure);
-            if !state.due(check, start_interval, now) {
-                continue;
+            for (name, container) in containers.iter_mut() {
+                if !matches!(container.phase, Phase::Running { .. }) {
+                    continue;
+                }
+                let key = (name.clone(), role);
+                if busy.contains(name) {
+                    live.push(key);
+                    continue;
+                }
+                let spec = created_from(&self.state, name, container.fingerprint);
+                let Some(check) = spec.and_then(|s| s.health.as_ref()) else {
+                    continue;
+                };
+                let start_interval = spec.and_then(|s| s.health_start_interval_ms());
+                live.push(key.clone());
+                let epoch = &mut self.check_epoch;
+                let (run, state) = self.checks.entry(key).or_insert_with(|| {
+                    *epoch += 1;
+                    (*epoch, CheckState::new(now))
+                });
+                let run = *run;
+                container.health = state.health;
+                container.last_failed_check.clone_from(&state.last_failure);
+                if !state.due(check, start_interval, now) {
+                    continue;
+                }
+                state.probing(now);
+                let timeout = Duration::from_millis(u64::from(check.timeout_ms));
+                let tx = self.probe_tx.clone();
+                let service = name.clone();
+                let engine = self.engine.clone();
+                let kind = check.probe.clone();
+                tokio::spawn(async move {
+                    let target = (service.clone(), role);
+                    let (ok, detail) = run_check(engine, target, kind, timeout).await;
+                    // The supervisor may be gone at shutdown; the verdict is moot then.
+                    let _ = tx.send((service, role, run, ok, detail));
+                });
             }
-            state.probing(now);
-            let timeout = Duration::from_millis(u64::from(check.timeout_ms));
-            let tx = self.probe_tx.clone();
-            let service = name.clone();
-            let engine = self.engine.clone();
-            let kind = check.probe.clone();
-            tokio::spawn(async move {
-                let (ok, detail) = run_check(engine, service.clone(), kind, timeout).await;
-                // The supervisor may be gone at shutdown; the verdict is moot then.
-                let _ = tx.send((service, run, ok, detail));
-            });
         }
         // A stopped or replaced container starts its checks over.
-        self.checks.retain(|name, _| live.contains(name));
+        self.checks.retain(|key, _| live.contains(key));
     }
 
     /// Records a probe verdict.
-    pub(super) fn on_probe(&mut self, (service, run, ok, detail): ProbeResult) {
+    pub(super) fn on_probe(&mut self, (service, role, run, ok, detail): ProbeResult) {
         let now = self.now_ms();
-        let Some(check) = self
-            .observed
-            .containers
+        let containers = match role {
+            Role::Current => &mut self.observed.containers,
+            Role::Next => &mut self.observed.successors,
+        };
+        let Some(check) = containers
             .get(&service)
             .and_then(|c| created_from(&self.state, &service, c.fingerprint))
             .and_then(|s| s.health.clone())
@@ -84,21 +100,23 @@ impl Supervisor {
         };
         let Some(state) = self
             .checks
-            .get_mut(&service)
+            .get_mut(&(service.clone(), role))
             .and_then(|(current, state)| (*current == run).then_some(state))
         else {
             return; // a late result for a container that has since restarted
         };
         if !ok {
-            tracing::debug!(%service, check = %detail, "health check failed");
+            tracing::debug!(%service, ?role, check = %detail, "health check failed");
         }
         state.last_failure = (!ok).then(|| detail.clone());
         let changed = state.record(&check, ok, now);
-        if let Some(c) = self.observed.containers.get_mut(&service) {
+        if let Some(c) = containers.get_mut(&service) {
             c.health = state.health;
             c.last_failed_check.clone_from(&state.last_failure);
         }
-        if let Some(health) = changed {
+        // A successor's verdicts are the update's business; the service's health is its
+        // serving container's.
+        if let (Some(health), Role::Current) = (changed, role) {
             if health != Health::Starting {
                 tracing::info!(%service, ?health, last_check = %detail, "health changed");
                 self.event(EventKind::HealthChanged { service, health });
@@ -125,11 +143,11 @@ pub(super) fn created_from<'a>(
 /// check's exit code and output tail; for a network probe, what failed).
 pub async fn run_check(
     engine: Arc<dyn ContainerEngine>,
-    service: ServiceName,
+    (service, role): (ServiceName, Role),
     kind: HealthProbe,
     timeout: Duration,
 ) -> (bool, String) {
-    let address = || engine.probe_address(&service);
+    let address = || engine.probe_address(&service, role);
     match kind {
         HealthProbe::Tcp { port } => network_verdict(
             format!("TCP connect to port {port}"),
@@ -140,7 +158,7 @@ pub async fn run_check(
             network_verdict(what, probe::http(address(), port, &path, timeout).await)
         }
         HealthProbe::Exec(argv) => {
-            let run = blocking(move || engine.exec(&service, &argv, timeout));
+            let run = blocking(move || engine.exec(&service, role, &argv, timeout));
             exec_verdict(tokio::time::timeout(timeout + EXEC_MARGIN, run).await)
         }
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use coracle_proto::{Digest, Health, ServiceName};
 
 use super::engine::{EngineContainer, EngineStatus};
-use crate::reconcile::{Observed, ObservedContainer, Phase};
+use crate::reconcile::{Observed, ObservedContainer, Phase, Role};
 
 /// A container exit seen for the first time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub struct Tracker {
     /// What each container said when it last ended (see `ObservedContainer::exit_detail`),
     /// until it starts again.
     pub exit_detail: BTreeMap<ServiceName, String>,
+    /// When each `start-first` successor was first seen running, and seen ended.
+    successor_times: BTreeMap<ServiceName, (u64, Option<u64>)>,
 }
 
 impl Tracker {
@@ -52,6 +54,13 @@ impl Tracker {
         };
         for c in containers {
             let name = &c.service;
+            if c.role == Role::Next {
+                let phase = self.successor_phase(name, c.status, now_ms);
+                observed
+                    .successors
+                    .insert(name.clone(), successor(c, phase));
+                continue;
+            }
             let phase = match c.status {
                 EngineStatus::Created => Phase::Created,
                 EngineStatus::Running => Phase::Running {
@@ -96,6 +105,45 @@ impl Tracker {
             );
         }
         (observed, exits)
+    }
+
+    /// A successor's phase: it is never restarted, so its times are only when it came up
+    /// (for the minimum uptime once it takes over) and when it ended.
+    fn successor_phase(&mut self, name: &ServiceName, status: EngineStatus, now_ms: u64) -> Phase {
+        let times = self.successor_times.entry(name.clone());
+        match status {
+            EngineStatus::Created => Phase::Created,
+            EngineStatus::Running => Phase::Running {
+                since_ms: times.or_insert((now_ms, None)).0,
+            },
+            EngineStatus::Stopped {
+                exit_code,
+                oom_killed,
+            } => {
+                let (_, ended) = times.or_insert((now_ms, None));
+                Phase::Exited {
+                    code: exit_code.unwrap_or(255),
+                    at_ms: *ended.get_or_insert(now_ms),
+                    oom: oom_killed,
+                }
+            }
+        }
+    }
+
+    /// A successor is about to be created: its times start over.
+    pub fn created_next(&mut self, service: &ServiceName) {
+        self.successor_times.remove(service);
+    }
+
+    /// The service's successor took over: it is the service's container now, up since it
+    /// was first seen running, with no restarts and no exit behind it.
+    pub fn promoted(&mut self, service: &ServiceName, now_ms: u64) {
+        let since = self
+            .successor_times
+            .remove(service)
+            .map_or(now_ms, |(since, _)| since);
+        self.created(service);
+        self.started_at_ms.insert(service.clone(), since);
     }
 
     /// The agent is about to start the service's container; returns the restart count if
@@ -145,6 +193,17 @@ impl Tracker {
     }
 }
 
+fn successor(c: &EngineContainer, phase: Phase) -> ObservedContainer {
+    ObservedContainer {
+        fingerprint: c.fingerprint,
+        phase,
+        health: Health::None,
+        restarts: 0,
+        last_failed_check: None,
+        exit_detail: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +212,7 @@ mod tests {
     fn container(status: EngineStatus) -> EngineContainer {
         EngineContainer {
             service: "db".parse().unwrap(),
+            role: Role::Current,
             fingerprint: Fingerprint([1; 32]),
             image: Digest::from_bytes([2; 32]),
             status,

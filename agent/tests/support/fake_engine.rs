@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use coracle_agent::reconcile::Fingerprint;
+use coracle_agent::reconcile::{Fingerprint, Role};
 use coracle_agent::supervisor::{
     ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
     LogTail, PullTick, StopRule,
@@ -23,6 +23,9 @@ pub struct FakeEngine {
 pub struct Inner {
     pub images: BTreeSet<Digest>,
     pub containers: BTreeMap<ServiceName, EngineContainer>,
+    /// `start-first` successors (`Role::Next`).
+    pub successors: BTreeMap<ServiceName, EngineContainer>,
+    pub promotions: u32,
     pub crashing: BTreeSet<Digest>,
     pub failing_pulls: BTreeSet<Digest>,
     /// Conditions every created container reports (like a kernel without a controller).
@@ -43,6 +46,15 @@ fn missing(step: &'static str, service: &ServiceName) -> EngineError {
         step,
         object: service.to_string(),
         reason: "no such container".into(),
+    }
+}
+
+impl Inner {
+    fn slot(&mut self, role: Role) -> &mut BTreeMap<ServiceName, EngineContainer> {
+        match role {
+            Role::Current => &mut self.containers,
+            Role::Next => &mut self.successors,
+        }
     }
 }
 
@@ -111,17 +123,23 @@ impl ContainerEngine for FakeEngine {
         // One layer per image, named after it: enough to see layers flow into reports.
         Ok(self.inner.lock().unwrap().images.iter().copied().collect())
     }
-    fn create(&self, spec: &ServiceSpec, fingerprint: Fingerprint) -> Result<(), EngineError> {
+    fn create(
+        &self,
+        spec: &ServiceSpec,
+        fingerprint: Fingerprint,
+        role: Role,
+    ) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
         assert!(
             inner.images.contains(&spec.image.digest),
             "create before pull"
         );
         let conditions = inner.conditions.clone();
-        inner.containers.insert(
+        inner.slot(role).insert(
             spec.name.clone(),
             EngineContainer {
                 service: spec.name.clone(),
+                role,
                 fingerprint,
                 image: spec.image.digest,
                 status: EngineStatus::Created,
@@ -130,12 +148,12 @@ impl ContainerEngine for FakeEngine {
         );
         Ok(())
     }
-    fn start(&self, service: &ServiceName) -> Result<(), EngineError> {
+    fn start(&self, service: &ServiceName, role: Role) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
         inner.starts += 1;
         let crashing = inner.crashing.clone();
         let c = inner
-            .containers
+            .slot(role)
             .get_mut(service)
             .ok_or_else(|| missing("start", service))?;
         c.status = if crashing.contains(&c.image) {
@@ -148,9 +166,9 @@ impl ContainerEngine for FakeEngine {
         };
         Ok(())
     }
-    fn stop(&self, service: &ServiceName, _rule: StopRule) -> Result<(), EngineError> {
+    fn stop(&self, service: &ServiceName, role: Role, _rule: StopRule) -> Result<(), EngineError> {
         let mut inner = self.inner.lock().unwrap();
-        let Some(c) = inner.containers.get_mut(service) else {
+        let Some(c) = inner.slot(role).get_mut(service) else {
             return Ok(());
         };
         if c.status == EngineStatus::Running {
@@ -162,17 +180,27 @@ impl ContainerEngine for FakeEngine {
         }
         Ok(())
     }
-    fn delete(&self, service: &ServiceName) -> Result<(), EngineError> {
-        self.inner.lock().unwrap().containers.remove(service);
+    fn delete(&self, service: &ServiceName, role: Role) -> Result<(), EngineError> {
+        self.inner.lock().unwrap().slot(role).remove(service);
+        Ok(())
+    }
+    fn promote(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError> {
+        let Some(mut next) = self.inner.lock().unwrap().successors.remove(service) else {
+            return Ok(());
+        };
+        self.stop(service, Role::Current, rule)?;
+        let mut inner = self.inner.lock().unwrap();
+        next.role = Role::Current;
+        inner.containers.insert(service.clone(), next);
+        inner.promotions += 1;
         Ok(())
     }
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError> {
-        Ok(self
-            .inner
-            .lock()
-            .unwrap()
+        let inner = self.inner.lock().unwrap();
+        Ok(inner
             .containers
             .values()
+            .chain(inner.successors.values())
             .cloned()
             .collect())
     }
@@ -194,12 +222,13 @@ impl ContainerEngine for FakeEngine {
     fn exec(
         &self,
         service: &ServiceName,
+        role: Role,
         argv: &[String],
         _timeout: Duration,
     ) -> Result<ExecOutcome, EngineError> {
-        let inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap();
         let c = inner
-            .containers
+            .slot(role)
             .get(service)
             .ok_or_else(|| missing("exec in", service))?;
         // `true` passes, anything else fails, as long as the container runs.

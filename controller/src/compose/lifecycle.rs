@@ -1,7 +1,7 @@
 //! The compose keys of a service's lifecycle: `init`, `stop_signal`, `stop_grace_period`
 //! and `deploy.update_config` (`order`, `monitor`), into `Lifecycle` and `UpdateOrder`.
 
-use coracle_proto::{signal_number, Lifecycle, UpdateOrder};
+use coracle_proto::{signal_number, Lifecycle, NetworkMode, ServiceSpec, UpdateOrder};
 
 use super::model::ComposeService;
 use super::units;
@@ -39,9 +39,14 @@ pub(super) fn lifecycle(s: &ComposeService) -> FieldResult<Lifecycle> {
     })
 }
 
-/// `deploy.update_config.order`: `stop-first` (the default) or `start-first`.
-pub(super) fn update_order(s: &ComposeService) -> FieldResult<UpdateOrder> {
+/// `deploy.update_config.order`: `start-first` or `stop-first` as written. Unwritten, a
+/// service updates `start-first` (the new container starts and passes its health check
+/// while the old one serves) unless something it holds is exclusive: the device's network
+/// (its ports would clash), a device, or a writable volume (two versions of a database on
+/// one data dir would corrupt it).
+pub(super) fn update_order(s: &ComposeService, spec: &ServiceSpec) -> FieldResult<UpdateOrder> {
     match update_config(s).and_then(|u| u.order.as_deref()) {
+        None if holds_nothing_exclusive(spec) => Ok(UpdateOrder::StartFirst),
         None | Some("stop-first") => Ok(UpdateOrder::DownloadThenSwitch),
         Some("start-first") => Ok(UpdateOrder::StartFirst),
         Some(other) => Err((
@@ -49,6 +54,12 @@ pub(super) fn update_order(s: &ComposeService) -> FieldResult<UpdateOrder> {
             format!("update_config.order: {other:?} is not start-first or stop-first"),
         )),
     }
+}
+
+fn holds_nothing_exclusive(spec: &ServiceSpec) -> bool {
+    spec.network != NetworkMode::Host
+        && spec.devices.is_empty()
+        && spec.volumes.iter().all(|v| v.read_only)
 }
 
 fn update_config(s: &ComposeService) -> Option<&super::model::UpdateConfig> {

@@ -217,7 +217,6 @@ fn to_spec(
     spec.cap_drop = s.cap_drop.clone();
     spec.seccomp = seccomp::policy(&s.security_opt, profiles).map_err(|e| ("security_opt", e))?;
     spec.lifecycle = lifecycle::lifecycle(s)?;
-    spec.update.order = lifecycle::update_order(s)?;
     spec.restart = match s.restart.as_deref() {
         None | Some("no") => RestartPolicy::No,
         Some("always") => RestartPolicy::Always,
@@ -257,6 +256,8 @@ fn to_spec(
         .map(|d| mounts::device(d))
         .collect::<Result<_, _>>()
         .map_err(|e| ("devices", e))?;
+    // After the network, volumes and devices it depends on.
+    spec.update.order = lifecycle::update_order(s, &spec)?;
     spec.health = s
         .healthcheck
         .as_ref()

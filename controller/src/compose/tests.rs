@@ -227,10 +227,62 @@ services:
     assert_eq!(web.update.order, coracle_proto::UpdateOrder::StartFirst);
     let worker = &specs.iter().find(|s| s.name.as_str() == "worker").unwrap();
     assert_eq!(worker.lifecycle.stop_signal, Some(10));
-    assert_eq!(
-        worker.update.order,
-        coracle_proto::UpdateOrder::DownloadThenSwitch
-    );
+}
+
+#[test]
+fn services_update_start_first_unless_they_hold_something_exclusive() {
+    use coracle_proto::UpdateOrder::{DownloadThenSwitch as StopFirst, StartFirst};
+    let text = "\
+services:
+  bridged:
+    image: app:1
+  reads_config:
+    image: app:1
+    volumes: [\"conf:/etc/app:ro\"]
+  host_net:
+    image: app:1
+    network_mode: host
+  serial:
+    image: app:1
+    devices: [\"/dev/ttyUSB0\"]
+  database:
+    image: app:1
+    volumes: [\"data:/var/lib/db\"]
+  told_stop_first:
+    image: app:1
+    deploy:
+      update_config:
+        order: stop-first
+  told_start_first:
+    image: app:1
+    volumes: [\"data:/var/lib/db\"]
+    deploy:
+      update_config:
+        order: start-first
+volumes:
+  conf:
+  data:
+";
+    let specs = to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
+    let order = |name: &str| {
+        specs
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .unwrap()
+            .update
+            .order
+    };
+    for (name, want) in [
+        ("bridged", StartFirst),
+        ("reads_config", StartFirst),
+        ("host_net", StopFirst),
+        ("serial", StopFirst),
+        ("database", StopFirst),
+        ("told_stop_first", StopFirst),
+        ("told_start_first", StartFirst),
+    ] {
+        assert_eq!(order(name), want, "{name}");
+    }
 }
 
 #[test]
