@@ -233,8 +233,17 @@ impl LinuxEngine {
     }
 
     fn located(&self, service: &ServiceName, role: Role) -> Result<ContainerId, EngineError> {
-        self.locate(service, role)?
-            .ok_or_else(|| fail("find container", service, format!("no {role:?} container")))
+        self.locate(service, role)?.ok_or_else(|| {
+            let which = match role {
+                Role::Current => "container",
+                Role::Next => "successor container",
+            };
+            fail(
+                "find container",
+                service,
+                format!("its {which} is not found"),
+            )
+        })
     }
 
     /// Deletes container `id` with its network and dirs; a missing one is fine.
