@@ -57,8 +57,9 @@ pub struct ComposeService {
     pub command: Option<StringOrList>,
     pub entrypoint: Option<StringOrList>,
     pub environment: Option<Environment>,
+    /// Short (`data:/data:ro`) or long (a mapping) entries (see `mounts`, `long_volumes`).
     #[serde(default)]
-    pub volumes: Vec<String>,
+    pub volumes: Vec<VolumeEntry>,
     #[serde(default)]
     pub devices: Vec<String>,
     pub healthcheck: Option<Healthcheck>,
@@ -179,6 +180,58 @@ pub struct LongPort {
     pub app_protocol: Option<String>,
 }
 
+/// One `volumes:` entry of a service: short (`/host:/path:ro`) or long.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeEntry {
+    Short(String),
+    Long(LongVolume),
+}
+
+/// The long syntax of a `volumes:` entry. Keys refused whatever their value are named in
+/// `refused::LONG_VOLUME`; values are judged in `long_volumes`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongVolume {
+    /// `volume`, `bind`, `tmpfs` (`npipe`, `cluster`, `image`: refused).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub read_only: Option<bool>,
+    pub bind: Option<BindOptions>,
+    pub volume: Option<VolumeOptions>,
+    pub tmpfs: Option<TmpfsOptions>,
+}
+
+/// `bind:` of a long volume entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindOptions {
+    pub propagation: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub create_host_path: Option<bool>,
+    pub recursive: Option<String>,
+}
+
+/// `volume:` of a long volume entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeOptions {
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub nocopy: Option<bool>,
+}
+
+/// `tmpfs:` of a long volume entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TmpfsOptions {
+    /// Bytes or `64m`.
+    pub size: Option<Scalar>,
+    /// Permission bits as Docker reads the YAML: `0o1777` or `01777` octal, `1777` decimal.
+    pub mode: Option<Scalar>,
+}
+
 /// Reads a mapping as `map` and anything else as `other`, so a mapping's unknown key is
 /// reported as such (an untagged enum would only say that no form matched).
 fn other_or_map<'de, D, T, S, M>(
@@ -206,6 +259,12 @@ where
 impl<'de> Deserialize<'de> for ServiceNetworks {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         other_or_map(d, ServiceNetworks::List, ServiceNetworks::Map)
+    }
+}
+
+impl<'de> Deserialize<'de> for VolumeEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        other_or_map(d, VolumeEntry::Short, VolumeEntry::Long)
     }
 }
 

@@ -57,6 +57,7 @@ fn default_policy_allows_ordinary_apps() {
     let ordinary = [
         "",
         "    volumes: [\"data:/var/lib/app\", \"cache:/cache:ro\"]\n",
+        "    volumes: [{type: volume, source: data, target: /data}, {type: tmpfs, target: /run}]\n",
         "    cap_add: [NET_BIND_SERVICE, chown, CAP_KILL]\n",
         "    cap_drop: [ALL]\n",
         "    network_mode: none\n",
@@ -73,6 +74,10 @@ fn default_policy_refuses_host_access_naming_the_rule() {
     let cases = [
         (
             "    volumes: [\"/:/host\"]\n",
+            "service \"web\": volumes \"/:/host\": host path \"/\" is not under any policy.bind_paths entry",
+        ),
+        (
+            "    volumes:\n      - type: bind\n        source: /\n        target: /host\n",
             "service \"web\": volumes \"/:/host\": host path \"/\" is not under any policy.bind_paths entry",
         ),
         (
@@ -113,6 +118,7 @@ fn configured_policy_allows_what_it_grants() {
     );
     for lines in [
         "    volumes: [\"/:/host\"]\n",
+        "    volumes: [{type: bind, source: /, target: /host}]\n",
         "    cap_add: [SYS_ADMIN, SYS_MODULE]\n",
         "    cap_add: [ALL]\n",
         "    network_mode: host\n",
@@ -136,6 +142,7 @@ fn bind_paths_match_whole_components_after_normalising() {
         "    volumes: [\"/srv/data/app/x:/data\"]\n",
         "    volumes: [\"/srv//data/./app:/data\"]\n",
         "    volumes: [\"/etc/ssl/certs:/certs:ro\"]\n",
+        "    volumes: [{type: bind, source: /etc/ssl, target: /certs, read_only: true}]\n",
         "    volumes: [\"/srv/data:/data:ro\"]\n",
     ];
     for lines in allowed {
@@ -149,6 +156,10 @@ fn bind_paths_match_whole_components_after_normalising() {
         ("    volumes: [\"/srv:/srv\"]\n", "\"/srv\" is not under"),
         (
             "    volumes: [\"/etc/ssl:/certs\"]\n",
+            "under a policy.read_only_bind_paths entry: mount it \":ro\"",
+        ),
+        (
+            "    volumes: [{type: bind, source: /etc/ssl, target: /certs}]\n",
             "under a policy.read_only_bind_paths entry: mount it \":ro\"",
         ),
         (
