@@ -249,3 +249,43 @@ fn refusal_names_the_device() {
          \"SYS_ADMIN\": CAP_SYS_ADMIN is not in Docker's default set nor in policy.capabilities"
     );
 }
+
+#[test]
+fn privileged_host_ports_are_refused_unless_granted() {
+    let default = Policy::default();
+    assert_eq!(
+        refused(&default, "    ports: [\"80:8080\"]\n").as_deref(),
+        Some(
+            "service \"web\": ports \"80:8080/tcp\": host port 80 is privileged (below 1024): \
+             needs it in policy.host_ports"
+        )
+    );
+    // A range is one entry per port, each judged; the long form and an address alike.
+    let range = refused(&default, "    ports: [\"1022-1025:22-25\"]\n").unwrap_or_default();
+    assert!(range.contains("\"1022:22/tcp\": host port 1022"), "{range}");
+    let long = "    ports:\n      - target: 53\n        published: \"53\"\n        protocol: udp\n        host_ip: 127.0.0.1\n";
+    let got = refused(&default, long).unwrap_or_default();
+    assert!(
+        got.contains("\"127.0.0.1:53:53/udp\": host port 53"),
+        "{got}"
+    );
+    for fine in [
+        "    ports: [\"1024:80\", \"8080:80\"]\n",
+        "    expose: [\"80\"]\n",
+    ] {
+        assert_eq!(refused(&default, fine), None, "{fine}");
+    }
+
+    let granted = policy("host_ports = [80, 443]\n");
+    assert_eq!(
+        refused(&granted, "    ports: [\"80:80\", \"443:443\"]\n"),
+        None
+    );
+    let other = refused(&granted, "    ports: [\"80:80\", \"22:22\"]\n").unwrap_or_default();
+    assert!(other.contains("host port 22 is privileged"), "{other}");
+
+    let lab = policy("[[allow]]\ntag = \"site=lab\"\nhost_ports = [53]\n");
+    let dns = "    ports: [\"53:53/udp\"]\n";
+    assert_eq!(refused_on(&lab, "pi-1", &[("site", "lab")], dns), None);
+    assert!(refused_on(&lab, "pi-1", &[("site", "berlin")], dns).is_some());
+}
