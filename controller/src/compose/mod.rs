@@ -238,6 +238,7 @@ fn to_spec(
     spec.network = networks::mode(s)?;
     spec.resources = resources::resources(s)?;
     spec.tuning = tuning::tuning(s)?;
+    spec.tuning.extend(resources::reservation(s)?);
     spec.tuning
         .extend(networks::attachments(s, spec.network, &file.networks)?);
     spec.tuning.extend(ports::entries(s)?);

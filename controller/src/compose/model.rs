@@ -65,6 +65,8 @@ pub struct ComposeService {
     pub healthcheck: Option<Healthcheck>,
     pub restart: Option<String>,
     pub mem_limit: Option<Scalar>,
+    /// The memory soft limit (see `resources`).
+    pub mem_reservation: Option<Scalar>,
     /// Memory plus swap; `-1` is unlimited.
     pub memswap_limit: Option<Scalar>,
     /// `0.5` or `"0.5"`.
@@ -290,11 +292,22 @@ pub struct Deploy {
     pub resources: Option<DeployResources>,
 }
 
-/// `deploy.resources:`; `reservations` is refused by name (`refused`).
+/// `deploy.resources:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployResources {
     pub limits: Option<Limits>,
+    pub reservations: Option<Reservations>,
+}
+
+/// `deploy.resources.reservations:`; `devices`, `pids` and `generic_resources` are refused
+/// by name (`refused`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservations {
+    /// Accepted and ignored, as Docker Compose does outside swarm (see `resources`).
+    pub cpus: Option<Scalar>,
+    pub memory: Option<Scalar>,
 }
 
 /// `deploy.resources.limits:`.

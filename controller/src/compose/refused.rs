@@ -90,10 +90,6 @@ pub const SERVICE: &[(&str, &str)] = &[
         "log delivery buffers (the agent's writes never block the container)",
     ),
     ("mac_address", "MAC addresses"),
-    (
-        "mem_reservation",
-        "memory reservations (the agent sets limits only)",
-    ),
     ("mem_swappiness", "swappiness"),
     ("models", "AI models"),
     ("oom_kill_disable", "disabling the OOM killer"),
@@ -163,8 +159,16 @@ pub const SERVICE: &[(&str, &str)] = &[
         "failure ratios (use coracle deploy --to --max-failures)",
     ),
     (
-        "deploy.resources.reservations",
-        "resource reservations (the agent sets limits only)",
+        "deploy.resources.reservations.devices",
+        "device requests such as GPUs (list the devices under devices)",
+    ),
+    (
+        "deploy.resources.reservations.pids",
+        "process reservations (a process count is a limit: use deploy.resources.limits.pids)",
+    ),
+    (
+        "deploy.resources.reservations.generic_resources",
+        "generic resources (a swarm feature)",
     ),
 ];
 

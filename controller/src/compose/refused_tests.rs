@@ -94,6 +94,7 @@ fn the_table_names_each_key_once_and_no_supported_key() {
         "healthcheck",
         "restart",
         "mem_limit",
+        "mem_reservation",
         "memswap_limit",
         "cpus",
         "cpu_shares",

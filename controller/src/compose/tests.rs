@@ -502,3 +502,71 @@ fn long_volume_errors_name_the_entry_line_and_key() {
         assert_eq!(err.line(), line, "{entry}: {err}");
     }
 }
+
+#[test]
+fn memory_reservations_become_the_soft_limit_and_cpu_reservations_nothing() {
+    let spec_of = |lines: &str| {
+        let text = format!("services:\n  web:\n    image: app:1\n{lines}");
+        parse(&text)
+            .and_then(|file| to_specs(&text, &file, &ProfileFiles::new(), &resolve))
+            .map(|mut specs| specs.remove(0))
+    };
+    let deploy = "    deploy:\n      resources:\n        limits:\n          memory: 64m\n        reservations:\n          memory: 32m\n          cpus: '0.25'\n";
+    let web = spec_of(deploy).unwrap();
+    assert_eq!(web.memory_reservation(), Some(32 << 20));
+    assert_eq!(web.resources.memory_max_bytes, Some(64 << 20));
+    // The CPU reservation sets nothing, as under Docker Compose outside swarm.
+    assert_eq!(web.resources.cpu_millicores, None);
+    let reservations = |spec: &ServiceSpec| -> Vec<coracle_proto::Tuning> {
+        let entries = spec.tuning.iter().cloned();
+        entries
+            .filter(|t| matches!(t, coracle_proto::Tuning::MemoryReservation(_)))
+            .collect()
+    };
+    assert_eq!(
+        reservations(&web),
+        [coracle_proto::Tuning::MemoryReservation(32 << 20)]
+    );
+    let direct = spec_of("    mem_reservation: 32m\n    mem_limit: 64m\n").unwrap();
+    assert_eq!(reservations(&direct), reservations(&web));
+    let both = spec_of(&format!("    mem_reservation: 33554432\n{deploy}")).unwrap();
+    assert_eq!(reservations(&both), reservations(&web));
+    assert_eq!(spec_of("").unwrap().memory_reservation(), None);
+
+    for (lines, line, words) in [
+        (
+            format!("    mem_reservation: 16m\n{deploy}"),
+            4,
+            "field mem_reservation: 16777216 differs from deploy.resources.reservations (33554432): give one".to_string(),
+        ),
+        (
+            "    mem_limit: 16m\n    mem_reservation: 32m\n".into(),
+            5,
+            "service web: mem_reservation: \"33554432 bytes\" must be at most mem_limit".into(),
+        ),
+        (
+            "    mem_reservation: 1k\n".into(),
+            4,
+            "mem_reservation: \"1024 bytes\" must be at least 1 MiB".into(),
+        ),
+        (
+            "    deploy:\n      resources:\n        reservations:\n          cpus: lots\n".into(),
+            4,
+            "field deploy: resources.reservations.cpus: lots is not a number of CPUs".into(),
+        ),
+        (
+            "    deploy:\n      resources:\n        reservations:\n          devices:\n            - capabilities: [gpu]\n".into(),
+            7,
+            "services.web.deploy.resources.reservations.devices: not supported on devices yet: device requests such as GPUs".into(),
+        ),
+        (
+            "    deploy:\n      resources:\n        reservations:\n          pids: 10\n".into(),
+            7,
+            "services.web.deploy.resources.reservations.pids: not supported on devices yet: process reservations".into(),
+        ),
+    ] {
+        let err = spec_of(&lines).unwrap_err();
+        assert!(err.to_string().contains(&words), "{lines}: {err} lacks {words}");
+        assert_eq!(err.line(), line, "{lines}: {err}");
+    }
+}
