@@ -15,6 +15,7 @@ fn resources() -> Resources {
     Resources {
         memory_max: Some(64 << 20),
         memory_swap: None,
+        memory_reservation: Some(32 << 20),
         cpu_millicores: Some(250),
         cpu_weight: None,
         pids_max: Some(50),
@@ -90,6 +91,7 @@ fn v1_tree_gets_one_dir_per_hierarchy_and_reports_missing_ones() {
         &[
             "memory.limit_in_bytes",
             "memory.memsw.limit_in_bytes",
+            "memory.soft_limit_in_bytes",
             "memory.oom_control",
         ],
     );
@@ -114,6 +116,10 @@ fn v1_tree_gets_one_dir_per_hierarchy_and_reports_missing_ones() {
     assert_eq!(
         read("memory/coracle/db/memory.memsw.limit_in_bytes"),
         (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read("memory/coracle/db/memory.soft_limit_in_bytes"),
+        (32u64 << 20).to_string()
     );
     assert_eq!(read("cpu/coracle/db/cpu.cfs_quota_us"), "25000");
     assert_eq!(read("pids/coracle/db/pids.max"), "50");

@@ -80,6 +80,7 @@ fn limits_land_in_the_cgroup_files() {
     let h = Harness::new();
     let mut spec = h.spec("sleep 100");
     spec.resources.memory_max = Some(48 << 20);
+    spec.resources.memory_reservation = Some(16 << 20);
     spec.resources.pids_max = Some(9);
     spec.resources.cpu_millicores = Some(1500);
     spec.resources.io_weight = Some(500);
@@ -98,12 +99,17 @@ fn limits_land_in_the_cgroup_files() {
     };
     if created.cgroup_paths.len() == 1 {
         assert_eq!(read("", "memory.max"), (48u64 << 20).to_string());
+        assert_eq!(read("", "memory.low"), (16u64 << 20).to_string());
         assert_eq!(read("", "pids.max"), "9");
         assert_eq!(read("", "cpu.max"), "150000 100000");
     } else {
         assert_eq!(
             read("memory", "memory.limit_in_bytes"),
             (48u64 << 20).to_string()
+        );
+        assert_eq!(
+            read("memory", "memory.soft_limit_in_bytes"),
+            (16u64 << 20).to_string()
         );
         assert_eq!(read("pids", "pids.max"), "9");
         assert_eq!(read("cpu", "cpu.cfs_quota_us"), "150000");

@@ -87,6 +87,15 @@ fn default_policy_refuses_host_access_with_403_on_deploy_and_rollout() {
             "    devices: [\"/dev/kmsg:/dev/kmsg:r\"]\n",
             "host device \"/dev/kmsg\" is not under any policy.devices entry",
         ),
+        (
+            "    volumes:\n      - type: bind\n        source: /\n        target: /host\n",
+            "service \"web\": volumes \"/:/host\": host path \"/\" is not under any policy.bind_paths entry",
+        ),
+        (
+            "    ports: [\"80:8080\"]\n",
+            "service \"web\": ports \"80:8080/tcp\": host port 80 is privileged (below 1024): \
+             needs it in policy.host_ports",
+        ),
     ];
     for (extra, wanted) in cases {
         let app = format!("{WEB}{extra}");
@@ -132,7 +141,7 @@ fn configured_policy_allows_host_access_for_its_tag_only() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = Controller::config_text(dir.path(), "", "", "");
     text.push_str(
-        "[policy]\nread_only_bind_paths = [\"/etc/ssl\"]\n\
+        "[policy]\nread_only_bind_paths = [\"/etc/ssl\"]\nhost_ports = [80]\n\
          [[policy.allow]]\ntag = \"site=lab\"\nbind_paths = [\"/\"]\n\
          capabilities = [\"SYS_ADMIN\", \"SYS_MODULE\"]\nhost_network = true\n\
          devices = [\"/dev/kmsg\"]\n",
@@ -157,13 +166,19 @@ fn configured_policy_allows_host_access_for_its_tag_only() {
             .contains("device field-1: service \"web\": volumes \"/:/host\""),
         "{body}"
     );
-    // The base policy's read-only path holds for every device, read-only only.
-    let ssl = format!("{WEB}    volumes: [\"/etc/ssl:/ssl:ro\"]\n");
+    // The base policy's read-only path and port hold for every device, read-only only.
+    let ssl = format!("{WEB}    volumes: [\"/etc/ssl:/ssl:ro\"]\n    ports: [\"80:8080\"]\n");
     assert_eq!(deploy(&controller, "field-1", &ssl).0, 200);
     let (status, body) = deploy(
         &controller,
         "field-1",
         &format!("{WEB}    volumes: [\"/etc/ssl:/ssl\"]\n"),
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = deploy(
+        &controller,
+        "field-1",
+        &format!("{WEB}    ports: [\"443:8443\"]\n"),
     );
     assert_eq!(status, 403, "{body}");
 

@@ -79,6 +79,14 @@ impl ServiceSpec {
         })
     }
 
+    /// The memory soft limit in bytes (compose `mem_reservation`), if given.
+    pub fn memory_reservation(&self) -> Option<u64> {
+        self.tuning.iter().find_map(|t| match t {
+            Tuning::MemoryReservation(bytes) => Some(*bytes),
+            _ => None,
+        })
+    }
+
     /// The service's own log rotation, if given.
     pub fn log_rotation(&self) -> Option<LogRotation> {
         self.tuning.iter().find_map(|t| match t {
@@ -322,11 +330,12 @@ mod tests {
                 max_files: None,
             }),
             Tuning::HealthStartInterval(1),
+            Tuning::MemoryReservation(1),
         ]
         .iter()
         .map(|t| postcard::to_allocvec(t).unwrap()[0])
         .collect();
-        assert_eq!(tags, [11, 12, 13, 14, 15]);
+        assert_eq!(tags, [11, 12, 13, 14, 15, 16]);
         let extra_host = Tuning::ExtraHost {
             name: "h".into(),
             address: [10, 0, 0, 1],

@@ -211,6 +211,23 @@ impl ServiceSpec {
                 ));
             }
         }
+        if let Some(low) = self.memory_reservation() {
+            if low < 1 << 20 {
+                return Err(bad(
+                    "mem_reservation",
+                    format!("{low} bytes"),
+                    "must be at least 1 MiB",
+                ));
+            }
+            // Docker's rule: a soft limit above the hard one would never be reached.
+            if r.memory_max_bytes.is_some_and(|max| low > max) {
+                return Err(bad(
+                    "mem_reservation",
+                    format!("{low} bytes"),
+                    "must be at most mem_limit",
+                ));
+            }
+        }
         for (field, weight) in [("cpu_weight", r.cpu_weight), ("io_weight", r.io_weight)] {
             if let Some(w) = weight.filter(|w| !(1..=10_000).contains(w)) {
                 return Err(bad(field, w.to_string(), "must be between 1 and 10000"));
@@ -307,6 +324,7 @@ mod tests {
     use super::*;
     use crate::desired::{DeviceMapping, HealthCheck, VolumeMount};
     use crate::samples;
+    use crate::tuning::Tuning;
 
     fn service() -> ServiceSpec {
         samples::desired_with_services(1).services.remove(0)
@@ -372,6 +390,24 @@ mod tests {
             (
                 |s| s.resources.memory_max_bytes = Some(1000),
                 "mem_limit: \"1000 bytes\" must be at least 1 MiB",
+            ),
+            (
+                |s| s.tuning.push(Tuning::MemoryReservation(1000)),
+                "mem_reservation: \"1000 bytes\" must be at least 1 MiB",
+            ),
+            (
+                |s| {
+                    s.resources.memory_max_bytes = Some(64 << 20);
+                    s.tuning.push(Tuning::MemoryReservation(65 << 20));
+                },
+                "mem_reservation: \"68157440 bytes\" must be at most mem_limit",
+            ),
+            (
+                |s| {
+                    s.tuning.push(Tuning::MemoryReservation(8 << 20));
+                    s.tuning.push(Tuning::MemoryReservation(8 << 20));
+                },
+                "mem_reservation: \"\" is given twice",
             ),
             (
                 |s| s.resources.cpuset_cpus = Some("3-1".into()),
@@ -441,6 +477,9 @@ mod tests {
         spec.user = Some("1000:100".into());
         spec.working_dir = Some("/srv/app".into());
         spec.resources.cpuset_cpus = Some("0-1,3".into());
+        // A reservation may equal the limit, as Docker allows.
+        spec.resources.memory_max_bytes = Some(64 << 20);
+        spec.tuning.push(Tuning::MemoryReservation(64 << 20));
         spec.volumes.push(VolumeMount {
             source: VolumeSource::HostPath("/etc/ssl".into()),
             target: "/etc/ssl".into(),

@@ -1,6 +1,7 @@
 //! A service's kernel and process settings beyond the core spec: compose `sysctls`,
 //! `ulimits`, `oom_score_adj`, `hostname`, networking (`network`), and `tmpfs`, `shm_size`,
-//! `group_add`, `logging`, `healthcheck.start_interval` (`service_extras`). A list of tagged entries rather than fields,
+//! `group_add`, `logging`, `healthcheck.start_interval` (`service_extras`), the memory
+//! reservation. A list of tagged entries rather than fields,
 //! so a new kind is a new variant at the end: bytes of older builds still decode without a
 //! new legacy layout, and an older agent refuses a body holding a kind it does not know.
 
@@ -53,6 +54,12 @@ pub enum Tuning {
     /// The probe interval during the health check's start period, in ms (compose
     /// `healthcheck.start_interval`; `HealthCheck` keeps its layout).
     HealthStartInterval(u32),
+    /// A memory soft limit in bytes (compose `mem_reservation`,
+    /// `deploy.resources.reservations.memory`): what the kernel reclaims the container down
+    /// to under memory pressure, as Docker's `--memory-reservation` (cgroup v1
+    /// `memory.soft_limit_in_bytes`, v2 `memory.low`). Here, not in `Resources`, whose
+    /// layout older agents decode.
+    MemoryReservation(u64),
 }
 
 /// Compose ulimit names and the kernel's resource names.
@@ -204,6 +211,8 @@ impl ServiceSpec {
                     }
                     ("hostname", "")
                 }
+                // Its value is judged with the other memory settings (`validate_resources`).
+                Tuning::MemoryReservation(_) => ("mem_reservation", ""),
                 other => match self
                     .validate_network_entry(other)?
                     .map_or_else(|| self.validate_extra_entry(other), |k| Ok(Some(k)))?

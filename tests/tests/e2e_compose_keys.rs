@@ -5,7 +5,8 @@
 //! policy), and `cap_add` for a non-root `user:` (its health check sees the capability in
 //! its effective set). The probe writes what it sees to a named volume the test reads:
 //! also its `tmpfs` mounts (size, mode, owner, noexec unless `exec`), its `/dev/shm` size
-//! (`shm_size`) and its groups (`group_add`, one by name from the image's /etc/group).
+//! (`shm_size`) and its groups (`group_add`, one by name from the image's /etc/group), a
+//! long-syntax tmpfs and read-only volume; its memory reservation is read from its cgroup.
 //! `logging` options rotate a chatty service's log files on the device, and
 //! `healthcheck.start_interval` makes a check that fails once pass long before its hour-long
 //! interval.
@@ -38,6 +39,8 @@ const PROBE: &str = "ulimit -n > /out/nofile; ulimit -Hn > /out/nofile_hard; \
     if /scratch/true; then echo ran > /out/scratch_exec; else echo refused > /out/scratch_exec; fi; \
     if /fast/true; then echo ran > /out/fast_exec; else echo refused > /out/fast_exec; fi; \
     /bin/busybox id -G > /out/groups; \
+    /bin/busybox grep ' /long ' /proc/mounts > /out/long_mount; \
+    if /bin/busybox touch /out2/written; then echo wrote > /out/ro_volume; else echo refused > /out/ro_volume; fi; \
     /bin/busybox touch /out/done; exec /bin/busybox sleep 3600";
 
 /// Prints about 15 KB, for 1 KiB log files.
@@ -55,7 +58,20 @@ fn app(dir: &Path) -> std::path::PathBuf {
     image: hello:1
     network_mode: none
     command: ["/bin/busybox", "sh", "-c", "{PROBE}"]
-    volumes: ["out:/out"]
+    volumes:
+      - out:/out
+      - type: volume
+        source: out
+        target: /out2
+        read_only: true
+        volume: {{nocopy: true}}
+      - type: tmpfs
+        target: /long
+        tmpfs: {{size: 4m, mode: 0o1700}}
+    deploy:
+      resources:
+        limits: {{memory: 64m}}
+        reservations: {{memory: 16m, cpus: "0.5"}}
     devices: ["/dev/loop-control:/dev/loop-control:r"]
     sysctls:
       kernel.shmmni: "1234"
@@ -172,6 +188,25 @@ fn every_tuning_key_is_seen_from_inside_the_container() {
         "{fast}"
     );
     assert_eq!(read(&out, "fast_exec"), "ran", "exec given");
+    // The long volume syntax: a tmpfs as the `tmpfs:` key makes it, a read-only volume.
+    let long = read(&out, "long_mount");
+    for option in ["nosuid", "nodev", "noexec", "size=4096k", "mode=1700"] {
+        assert!(long.contains(option), "{long} lacks {option}");
+    }
+    assert_eq!(read(&out, "ro_volume"), "refused", "read_only: true");
+    assert!(!out.join("written").exists());
+    // deploy.resources.reservations.memory: the cgroup's soft limit (v1) or memory.low (v2).
+    let v1 = Path::new("/sys/fs/cgroup/memory").join(&agent.cgroup_parent);
+    let (cgroup, file) = match v1.is_dir() {
+        true => (v1.join("probe"), "memory.soft_limit_in_bytes"),
+        false => (
+            Path::new("/sys/fs/cgroup")
+                .join(&agent.cgroup_parent)
+                .join("probe"),
+            "memory.low",
+        ),
+    };
+    assert_eq!(read(&cgroup, file), (16u64 << 20).to_string());
     let shm = read(&out, "shm_mount");
     assert!(shm.contains("size=32768k"), "shm_size: {shm}");
     let groups = read(&out, "groups");

@@ -253,6 +253,7 @@ pub fn container_spec(
     spec.resources = Resources {
         memory_max: r.memory_max_bytes,
         memory_swap: r.memory_swap_max_bytes,
+        memory_reservation: service.memory_reservation(),
         cpu_millicores: r.cpu_millicores.map(u64::from),
         cpu_weight: r.cpu_weight.map(u64::from),
         pids_max: r.pids_max.map(u64::from),
@@ -380,6 +381,7 @@ mod tests {
             target: "/data".into(),
             read_only: true,
         }];
+        s.tuning = vec![coracle_proto::Tuning::MemoryReservation(32 << 20)];
         let layout = ContainerLayout {
             layers: vec!["/l/base".into(), "/l/top".into()],
             upper: "/c/upper".into(),
@@ -397,6 +399,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(spec.resources.memory_max, Some(64 << 20));
+        assert_eq!(spec.resources.memory_reservation, Some(32 << 20));
         assert_eq!(spec.resources.cpu_millicores, Some(250));
         assert_eq!(spec.process.cwd, "/app");
         assert_eq!(spec.hostname.as_deref(), Some("db"));

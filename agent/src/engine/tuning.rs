@@ -33,9 +33,13 @@ pub fn apply(spec: &mut ContainerSpec, tuning: &[Tuning]) {
             Tuning::Hostname(name) => spec.hostname = Some(name.clone()),
             Tuning::ShmSize(bytes) => spec.set_shm_size(*bytes),
             Tuning::GroupAdd(group) => spec.process.group_add.push(group.clone()),
-            // Mounts go with the volumes (`container_spec`); the log rotation onto stdio
-            // (`container_spec`); the start interval is the supervisor's (`probes`).
-            Tuning::Tmpfs(_) | Tuning::Logging(_) | Tuning::HealthStartInterval(_) => {}
+            // Mounts go with the volumes (`container_spec`); the log rotation onto stdio and
+            // the memory reservation into the cgroup limits (`container_spec`); the start
+            // interval is the supervisor's (`probes`).
+            Tuning::Tmpfs(_)
+            | Tuning::Logging(_)
+            | Tuning::HealthStartInterval(_)
+            | Tuning::MemoryReservation(_) => {}
             // Networking entries are the network manager's (`crate::network`).
             Tuning::Network(_)
             | Tuning::Publish(_)

@@ -6,7 +6,7 @@
 //! rlimits), hostname, mounts, the network
 //! namespace (absent = host, present = fresh, with a path = join), masked and read-only
 //! paths, `linux.sysctl` (namespaced ones only), `process.oomScoreAdj`, devices (passed
-//! through from the same host path), resources (memory, swap, cpu
+//! through from the same host path), resources (memory, swap, reservation, cpu
 //! quota/period/shares, pids, blkio weight, cpuset). A `linux.seccomp` section selects
 //! Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts and ipc
 //! namespaces are always created; a user namespace takes `linux.uidMappings` and
@@ -202,6 +202,7 @@ fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
     let mut out = Resources::default();
     if let Some(memory) = r.memory() {
         out.memory_max = memory.limit().and_then(|l| u64::try_from(l).ok());
+        out.memory_reservation = memory.reservation().and_then(|l| u64::try_from(l).ok());
         // OCI swap is memory + swap.
         out.memory_swap = match (memory.swap(), out.memory_max) {
             (Some(total), Some(max)) => u64::try_from(total).ok().map(|t| t.saturating_sub(max)),
@@ -246,7 +247,7 @@ mod tests {
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                    {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro"]}],
         "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
-            "resources": {"memory": {"limit": 1000, "swap": 1500}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024},
+            "resources": {"memory": {"limit": 1000, "swap": 1500, "reservation": 800}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024},
                           "pids": {"limit": 10}},
             "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
             "sysctl": {"net.ipv4.ip_forward": "1"}}
@@ -297,6 +298,7 @@ mod tests {
             ),
             (Some(1000), Some(500), Some(500), Some(39), Some(10))
         );
+        assert_eq!(r.memory_reservation, Some(800));
     }
 
     #[test]

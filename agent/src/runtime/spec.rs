@@ -246,6 +246,10 @@ pub struct Resources {
     pub memory_max: Option<u64>,
     /// Swap allowed on top of `memory_max` (0 = no swap).
     pub memory_swap: Option<u64>,
+    /// The soft limit the kernel reclaims down to under memory pressure (Docker's
+    /// `--memory-reservation`). `default`: a container created by an older agent has none.
+    #[serde(default)]
+    pub memory_reservation: Option<u64>,
     /// CPU quota in millicores (1000 = one full core).
     pub cpu_millicores: Option<u64>,
     /// cgroup v2 style weight, 1..=10000 (100 = default).

@@ -130,8 +130,10 @@ fn tree(text: &str) -> Result<Value, ComposeError> {
                     strip_extensions(inner);
                 }
             }
-            if let Some(ports) = service.get_mut("ports").and_then(Value::as_sequence_mut) {
-                ports.iter_mut().for_each(strip_extensions);
+            for key in ["ports", "volumes"] {
+                if let Some(entries) = service.get_mut(key).and_then(Value::as_sequence_mut) {
+                    entries.iter_mut().for_each(strip_extensions);
+                }
             }
             if let Some(networks) = service.get_mut("networks").and_then(Value::as_mapping_mut) {
                 networks.values_mut().for_each(strip_extensions);

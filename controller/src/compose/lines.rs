@@ -2,14 +2,31 @@
 //! keep no positions, but keys are never interpolated, so the text still shows them.
 
 /// The 1-based line of the deepest key of `path` found in block style (`services`, `web`,
-/// `environment`); sequence indexes are skipped. 0 when even the first key is missing.
+/// `environment`); a sequence index selects that `- ` item of a block sequence (skipped when
+/// the sequence is in flow style). 0 when even the first key is missing.
 pub fn line_of_path(text: &str, path: &[&str]) -> usize {
     let lines: Vec<&str> = text.lines().collect();
     let indent = |l: &str| l.len() - l.trim_start().len();
     let mut found = 0;
     // The block to search: lines [from, to) indented deeper than `parent_indent`.
     let (mut from, mut to, mut parent_indent) = (0, lines.len(), None::<usize>);
-    for key in path.iter().filter(|k| k.parse::<usize>().is_err()) {
+    for key in path {
+        if let Ok(index) = key.parse::<usize>() {
+            // The items of a block sequence: `- ` lines at the block's shallowest dash.
+            let is_item = |i: &usize| lines[*i].trim_start().starts_with('-');
+            let Some(dash) = (from..to).filter(is_item).map(|i| indent(lines[i])).min() else {
+                continue;
+            };
+            let mut items = (from..to).filter(|i| is_item(i) && indent(lines[*i]) == dash);
+            let Some(i) = items.nth(index) else { break };
+            found = i + 1;
+            let end = (i + 1..to)
+                .find(|&j| !lines[j].trim().is_empty() && indent(lines[j]) <= dash)
+                .unwrap_or(to);
+            // The item's first key shares the dash's line.
+            (from, to) = (i, end);
+            continue;
+        }
         let hit = (from..to).find(|&i| {
             let line = lines[i];
             let trimmed = line.trim_start().trim_start_matches("- ");
@@ -90,9 +107,25 @@ services:
         assert_eq!(line_of_path(TEXT, &["services", "web", "labels"]), 6);
         assert_eq!(
             line_of_path(TEXT, &["services", "web", "environment", "0"]),
-            8
+            9
         );
         assert_eq!(line_of_path(TEXT, &["volumes"]), 0);
+        // Sequence items of a block list, and keys inside them.
+        let items = "services:\n  web:\n    volumes:\n      - a:/a\n      - type: bind\n        bind:\n          propagation: shared\n      - type: tmpfs\n";
+        let at = |path: &[&str]| line_of_path(items, path);
+        assert_eq!(at(&["services", "web", "volumes", "0"]), 4);
+        assert_eq!(at(&["services", "web", "volumes", "1", "type"]), 5);
+        assert_eq!(
+            at(&["services", "web", "volumes", "1", "bind", "propagation"]),
+            7
+        );
+        assert_eq!(at(&["services", "web", "volumes", "2", "type"]), 8);
+        assert_eq!(at(&["services", "web", "volumes", "3"]), 3);
+        let flow = "services:\n  web:\n    volumes: [a:/a, {type: tmpfs}]\n";
+        assert_eq!(
+            line_of_path(flow, &["services", "web", "volumes", "1", "type"]),
+            3
+        );
         assert_eq!(line_holding(TEXT, 8, "${X}"), 9);
     }
 }

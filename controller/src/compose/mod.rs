@@ -21,6 +21,7 @@ mod lenient;
 mod lifecycle;
 mod lines;
 mod logging;
+mod long_volumes;
 mod model;
 mod mounts;
 mod named_volumes;
@@ -44,7 +45,7 @@ pub use context::ComposeContext;
 pub use document::{load, Loaded};
 pub use env_file::EnvFileRef;
 pub use model::{ComposeFile, ComposeService};
-use model::{DependsOn, Environment, StringOrList};
+use model::{DependsOn, Environment, StringOrList, VolumeEntry};
 pub use seccomp::{profile_paths, ProfileFiles};
 
 /// Why an app file was refused.
@@ -138,6 +139,7 @@ pub fn to_specs(
     resolve: &dyn Fn(&str) -> Result<ImageRef, String>,
 ) -> Result<Vec<ServiceSpec>, ComposeError> {
     named_volumes::check(text, file)?;
+    long_volumes::check(text, file)?;
     networks::check(text, file)?;
     let specs: Vec<ServiceSpec> = file
         .services
@@ -235,6 +237,7 @@ fn to_spec(
     spec.network = networks::mode(s)?;
     spec.resources = resources::resources(s)?;
     spec.tuning = tuning::tuning(s)?;
+    spec.tuning.extend(resources::reservation(s)?);
     spec.tuning
         .extend(networks::attachments(s, spec.network, &file.networks)?);
     spec.tuning.extend(ports::entries(s)?);
@@ -244,12 +247,23 @@ fn to_spec(
     if let Some(labels) = &s.labels {
         labels::pairs(labels).map_err(|e| ("labels", e))?;
     }
-    spec.volumes = s
-        .volumes
-        .iter()
-        .map(|v| mounts::volume(v))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ("volumes", e))?;
+    for entry in &s.volumes {
+        match entry {
+            VolumeEntry::Short(text) => {
+                spec.volumes
+                    .push(mounts::volume(text).map_err(|e| ("volumes", e))?);
+            }
+            // `long_volumes::check` has named the entry's line for any error already.
+            VolumeEntry::Long(long) => {
+                match long_volumes::mount(long).map_err(|e| ("volumes", e.to_string()))? {
+                    long_volumes::Mounted::Volume(v) => spec.volumes.push(v),
+                    long_volumes::Mounted::Tmpfs(t) => {
+                        spec.tuning.push(coracle_proto::Tuning::Tmpfs(t));
+                    }
+                }
+            }
+        }
+    }
     spec.devices = s
         .devices
         .iter()

@@ -57,13 +57,16 @@ pub struct ComposeService {
     pub command: Option<StringOrList>,
     pub entrypoint: Option<StringOrList>,
     pub environment: Option<Environment>,
+    /// Short (`data:/data:ro`) or long (a mapping) entries (see `mounts`, `long_volumes`).
     #[serde(default)]
-    pub volumes: Vec<String>,
+    pub volumes: Vec<VolumeEntry>,
     #[serde(default)]
     pub devices: Vec<String>,
     pub healthcheck: Option<Healthcheck>,
     pub restart: Option<String>,
     pub mem_limit: Option<Scalar>,
+    /// The memory soft limit (see `resources`).
+    pub mem_reservation: Option<Scalar>,
     /// Memory plus swap; `-1` is unlimited.
     pub memswap_limit: Option<Scalar>,
     /// `0.5` or `"0.5"`.
@@ -179,6 +182,58 @@ pub struct LongPort {
     pub app_protocol: Option<String>,
 }
 
+/// One `volumes:` entry of a service: short (`/host:/path:ro`) or long.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeEntry {
+    Short(String),
+    Long(LongVolume),
+}
+
+/// The long syntax of a `volumes:` entry. Keys refused whatever their value are named in
+/// `refused::LONG_VOLUME`; values are judged in `long_volumes`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongVolume {
+    /// `volume`, `bind`, `tmpfs` (`npipe`, `cluster`, `image`: refused).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub read_only: Option<bool>,
+    pub bind: Option<BindOptions>,
+    pub volume: Option<VolumeOptions>,
+    pub tmpfs: Option<TmpfsOptions>,
+}
+
+/// `bind:` of a long volume entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindOptions {
+    pub propagation: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub create_host_path: Option<bool>,
+    pub recursive: Option<String>,
+}
+
+/// `volume:` of a long volume entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeOptions {
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub nocopy: Option<bool>,
+}
+
+/// `tmpfs:` of a long volume entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TmpfsOptions {
+    /// Bytes or `64m`.
+    pub size: Option<Scalar>,
+    /// Permission bits as Docker reads the YAML: `0o1777` or `01777` octal, `1777` decimal.
+    pub mode: Option<Scalar>,
+}
+
 /// Reads a mapping as `map` and anything else as `other`, so a mapping's unknown key is
 /// reported as such (an untagged enum would only say that no form matched).
 fn other_or_map<'de, D, T, S, M>(
@@ -209,6 +264,12 @@ impl<'de> Deserialize<'de> for ServiceNetworks {
     }
 }
 
+impl<'de> Deserialize<'de> for VolumeEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        other_or_map(d, VolumeEntry::Short, VolumeEntry::Long)
+    }
+}
+
 impl<'de> Deserialize<'de> for PortEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         other_or_map(d, PortEntry::Short, PortEntry::Long)
@@ -231,11 +292,22 @@ pub struct Deploy {
     pub resources: Option<DeployResources>,
 }
 
-/// `deploy.resources:`; `reservations` is refused by name (`refused`).
+/// `deploy.resources:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployResources {
     pub limits: Option<Limits>,
+    pub reservations: Option<Reservations>,
+}
+
+/// `deploy.resources.reservations:`; `devices`, `pids` and `generic_resources` are refused
+/// by name (`refused`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservations {
+    /// Accepted and ignored, as Docker Compose does outside swarm (see `resources`).
+    pub cpus: Option<Scalar>,
+    pub memory: Option<Scalar>,
 }
 
 /// `deploy.resources.limits:`.

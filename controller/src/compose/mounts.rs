@@ -1,6 +1,6 @@
 //! The short syntax of `volumes:` (`NAME:/path[:ro|rw]`, `/host:/path[:ro|rw]`) and
-//! `devices:` (`HOST[:CONTAINER[:PERMISSIONS]]`); the long forms are refused by name
-//! (`refused`).
+//! `devices:` (`HOST[:CONTAINER[:PERMISSIONS]]`). The long volume syntax is read
+//! by `long_volumes`; the long device syntax is refused by name (`refused`).
 
 use coracle_proto::{DeviceMapping, VolumeMount, VolumeSource};
 

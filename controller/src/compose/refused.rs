@@ -90,10 +90,6 @@ pub const SERVICE: &[(&str, &str)] = &[
         "log delivery buffers (the agent's writes never block the container)",
     ),
     ("mac_address", "MAC addresses"),
-    (
-        "mem_reservation",
-        "memory reservations (the agent sets limits only)",
-    ),
     ("mem_swappiness", "swappiness"),
     ("models", "AI models"),
     ("oom_kill_disable", "disabling the OOM killer"),
@@ -163,8 +159,16 @@ pub const SERVICE: &[(&str, &str)] = &[
         "failure ratios (use coracle deploy --to --max-failures)",
     ),
     (
-        "deploy.resources.reservations",
-        "resource reservations (the agent sets limits only)",
+        "deploy.resources.reservations.devices",
+        "device requests such as GPUs (list the devices under devices)",
+    ),
+    (
+        "deploy.resources.reservations.pids",
+        "process reservations (a process count is a limit: use deploy.resources.limits.pids)",
+    ),
+    (
+        "deploy.resources.reservations.generic_resources",
+        "generic resources (a swarm feature)",
     ),
 ];
 
@@ -198,15 +202,25 @@ pub const SERVICE_NETWORK: &[(&str, &str)] = &[
 ];
 
 /// Sequence keys whose long (mapping) form is refused: (key, why).
-pub const LONG_FORMS: &[(&str, &str)] = &[
+pub const LONG_FORMS: &[(&str, &str)] = &[(
+    "devices",
+    "the long device syntax (write HOST[:CONTAINER[:PERMISSIONS]])",
+)];
+
+/// Keys of a long `volumes:` entry refused whatever their value, as dotted paths below the
+/// entry: (key, why). Values the agent cannot honour (`type: npipe`, `bind.propagation:
+/// shared`, …) are judged in `long_volumes`.
+pub const LONG_VOLUME: &[(&str, &str)] = &[
     (
-        "volumes",
-        "the long volume syntax (write SOURCE:TARGET[:ro])",
+        "consistency",
+        "consistency modes (a Docker Desktop file-sharing setting)",
     ),
+    ("bind.selinux", "SELinux relabelling of bind mounts"),
     (
-        "devices",
-        "the long device syntax (write HOST[:CONTAINER[:PERMISSIONS]])",
+        "volume.subpath",
+        "mounting a volume's subdirectory (mount the volume)",
     ),
+    ("image", "mounting an image's files"),
 ];
 
 /// A refused key found in the app: its dotted path from the root and the reason.
@@ -251,6 +265,19 @@ pub fn first_refused<'a>(root: &'a Value) -> Option<Refusal> {
             if let Some((key, why)) = SERVICE_NETWORK.iter().find(|(k, _)| entry.get(k).is_some()) {
                 let path = ["services", name, "networks", network, key].map(String::from);
                 return Some(refusal(path.to_vec(), key, why));
+            }
+        }
+        let volumes = service.get("volumes").and_then(Value::as_sequence);
+        for (i, entry) in volumes.into_iter().flatten().enumerate() {
+            if let Some((key, why)) = LONG_VOLUME
+                .iter()
+                .find(|(k, _)| get_path(entry, k).is_some())
+            {
+                let mut path = ["services", name, "volumes", &i.to_string()]
+                    .map(String::from)
+                    .to_vec();
+                path.extend(key.split('.').map(String::from));
+                return Some(refusal(path, key, why));
             }
         }
         for (key, why) in LONG_FORMS {

@@ -1,7 +1,9 @@
 //! Walks the refusal table: every refused key is refused by its name, with its reason and
 //! its line.
 
-use super::refused::{LONG_FORMS, NETWORK, PREFIX, SERVICE, SERVICE_NETWORK, TOP_LEVEL};
+use super::refused::{
+    LONG_FORMS, LONG_VOLUME, NETWORK, PREFIX, SERVICE, SERVICE_NETWORK, TOP_LEVEL,
+};
 use super::*;
 
 #[test]
@@ -92,6 +94,7 @@ fn the_table_names_each_key_once_and_no_supported_key() {
         "healthcheck",
         "restart",
         "mem_limit",
+        "mem_reservation",
         "memswap_limit",
         "cpus",
         "cpu_shares",
@@ -129,7 +132,7 @@ fn the_table_names_each_key_once_and_no_supported_key() {
 }
 
 #[test]
-fn the_long_forms_of_volumes_and_devices_are_refused_by_name() {
+fn the_long_device_syntax_is_refused_by_name_at_its_entry() {
     for (key, why) in LONG_FORMS {
         let text = format!(
             "services:\n  web:\n    image: app:1\n    {key}:\n      - /a:/a\n      - source: /b\n        target: /b\n"
@@ -141,7 +144,30 @@ fn the_long_forms_of_volumes_and_devices_are_refused_by_name() {
             message.contains(&wanted),
             "{key}: {message:?} lacks {wanted:?}"
         );
-        assert_eq!(err.line(), 4, "{key}: {message}");
+        assert_eq!(err.line(), 6, "{key}: {message}");
+    }
+}
+
+#[test]
+fn every_refused_long_volume_key_is_named_with_its_reason_and_line() {
+    for (key, why) in LONG_VOLUME {
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut text = String::from(
+            "services:\n  web:\n    image: app:1\n    volumes:\n      - data:/a\n      - type: volume\n        source: data\n        target: /b\n",
+        );
+        for (depth, part) in parts.iter().enumerate() {
+            let indent = "  ".repeat(depth + 4);
+            let value = if depth + 1 == parts.len() { " x" } else { "" };
+            text.push_str(&format!("{indent}{part}:{value}\n"));
+        }
+        let err = parse(&text).unwrap_err();
+        let message = err.to_string();
+        let wanted = format!("services.web.volumes.1.{key}: {PREFIX}: {why}");
+        assert!(
+            message.contains(&wanted),
+            "{key}: {message:?} lacks {wanted:?}"
+        );
+        assert_eq!(err.line(), 8 + parts.len(), "{key}: {message}");
     }
 }
 

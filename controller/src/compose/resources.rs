@@ -1,8 +1,10 @@
 //! A service's cgroup limits from Compose's keys: `mem_limit`, `memswap_limit`, `cpus`,
 //! `cpu_shares`, `cpuset`, `pids_limit` and `deploy.resources.limits` (`cpus`, `memory`,
-//! `pids`). A limit given both ways must agree, as Docker Compose requires.
+//! `pids`); the memory soft limit from `mem_reservation` and
+//! `deploy.resources.reservations.memory`. A value given both ways must agree, as Docker
+//! Compose requires of limits.
 
-use coracle_proto::Resources;
+use coracle_proto::{Resources, Tuning};
 
 use super::lenient::{scalar_f64, scalar_u64};
 use super::model::{ComposeService, Scalar};
@@ -15,20 +17,23 @@ pub(super) fn resources(s: &ComposeService) -> FieldResult<Resources> {
         .as_ref()
         .and_then(|d| d.resources.as_ref())
         .and_then(|r| r.limits.as_ref());
+    let limit = |name, value: fn(&super::model::Limits) -> Option<&Scalar>| {
+        ("limits", name, limits.and_then(value))
+    };
     let memory = either(
         ("mem_limit", s.mem_limit.as_ref()),
-        ("memory", limits.and_then(|l| l.memory.as_ref())),
+        limit("memory", |l| l.memory.as_ref()),
         memory_bytes,
     )?;
     let cpus = either(
         ("cpus", s.cpus.as_ref()),
-        ("cpus", limits.and_then(|l| l.cpus.as_ref())),
+        limit("cpus", |l| l.cpus.as_ref()),
         millicores,
     )?
     .flatten();
     let pids = either(
         ("pids_limit", s.pids_limit.as_ref()),
-        ("pids", limits.and_then(|l| l.pids.as_ref())),
+        limit("pids", |l| l.pids.as_ref()),
         pids_max,
     )?
     .flatten();
@@ -59,21 +64,47 @@ pub(super) fn resources(s: &ComposeService) -> FieldResult<Resources> {
     })
 }
 
-/// A limit that `key` and `deploy.resources.limits.LIMIT` may both give; they must agree.
+/// The service's memory soft limit (`mem_reservation`, or
+/// `deploy.resources.reservations.memory`, as Docker Compose maps it outside swarm), sent
+/// as its own tuning entry. `reservations.cpus` is read and dropped: Docker Compose drops
+/// it too ("Cpu reservation is a swarm option"), as a CPU reservation only steers swarm's
+/// placement and sets nothing on the container; a device runs what it is sent.
+pub(super) fn reservation(s: &ComposeService) -> FieldResult<Option<Tuning>> {
+    let reservations = s
+        .deploy
+        .as_ref()
+        .and_then(|d| d.resources.as_ref())
+        .and_then(|r| r.reservations.as_ref());
+    let memory = either(
+        ("mem_reservation", s.mem_reservation.as_ref()),
+        (
+            "reservations",
+            "memory",
+            reservations.and_then(|r| r.memory.as_ref()),
+        ),
+        memory_bytes,
+    )?;
+    if let Some(cpus) = reservations.and_then(|r| r.cpus.as_ref()) {
+        millicores(cpus).map_err(|e| ("deploy", format!("resources.reservations.cpus: {e}")))?;
+    }
+    Ok(memory.map(Tuning::MemoryReservation))
+}
+
+/// A value that `key` and `deploy.resources.SECTION.NAME` may both give; they must agree.
 fn either<T: PartialEq + std::fmt::Debug>(
     (key, direct): (&'static str, Option<&Scalar>),
-    (limit, deploy): (&'static str, Option<&Scalar>),
+    (section, name, deploy): (&'static str, &'static str, Option<&Scalar>),
     parse: fn(&Scalar) -> Result<T, String>,
 ) -> FieldResult<Option<T>> {
     let direct = direct.map(parse).transpose().map_err(|e| (key, e))?;
     let deployed = deploy
         .map(parse)
         .transpose()
-        .map_err(|e| ("deploy", format!("resources.limits.{limit}: {e}")))?;
+        .map_err(|e| ("deploy", format!("resources.{section}.{name}: {e}")))?;
     match (direct, deployed) {
         (Some(a), Some(b)) if a != b => Err((
             key,
-            format!("{a:?} differs from deploy.resources.limits ({b:?}): give one"),
+            format!("{a:?} differs from deploy.resources.{section} ({b:?}): give one"),
         )),
         (a, b) => Ok(a.or(b)),
     }

@@ -440,3 +440,185 @@ fn extras_a_device_could_not_run_are_refused_with_their_line() {
         assert_eq!(err.line(), line, "{yaml}: {err}");
     }
 }
+
+#[test]
+fn long_volume_entries_mix_with_short_ones_and_map_like_them() {
+    let text = "\
+services:
+  web:
+    image: app:1
+    volumes:
+      - data:/var/lib/app
+      - type: volume
+        source: cache
+        target: /cache
+        read_only: true
+        volume:
+          nocopy: true
+        x-note: kept out
+      - type: bind
+        source: /etc/ssl
+        target: /etc/ssl
+        read_only: true
+        bind:
+          create_host_path: false
+      - type: tmpfs
+        target: /run
+        tmpfs:
+          size: 8m
+          mode: 0o1770
+    tmpfs: /scratch:size=8m,mode=1770
+volumes:
+  data:
+  cache:
+";
+    let specs = to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
+    let short = to_specs(
+        "services:\n  web:\n    image: app:1\n    volumes: [\"data:/var/lib/app\", \"cache:/cache:ro\", \"/etc/ssl:/etc/ssl:ro\"]\n",
+        &parse("services:\n  web:\n    image: app:1\n    volumes: [\"data:/var/lib/app\", \"cache:/cache:ro\", \"/etc/ssl:/etc/ssl:ro\"]\n").unwrap(),
+        &ProfileFiles::new(),
+        &resolve,
+    )
+    .unwrap();
+    assert_eq!(specs[0].volumes, short[0].volumes);
+    let tmpfs: Vec<_> = specs[0]
+        .tuning
+        .iter()
+        .filter_map(|t| match t {
+            coracle_proto::Tuning::Tmpfs(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    // The long form makes the TmpfsMount the `tmpfs:` key makes, Docker's defaults and all.
+    let mut from_key = tmpfs[0].clone();
+    from_key.target = "/run".into();
+    assert_eq!(tmpfs[1], from_key);
+    assert_eq!(tmpfs[1].target, "/run");
+}
+
+#[test]
+fn long_volume_errors_name_the_entry_line_and_key() {
+    for (entry, line, words) in [
+        (
+            "      - type: volume\n        source: \"bad name\"\n        target: /x\n",
+            4,
+            "volumes: \"bad name\" is not a volume name",
+        ),
+        (
+            "      - type: volume\n        source: data\n        target: /srv/../etc\n",
+            4,
+            "volumes: \"/srv/../etc\"",
+        ),
+        (
+            "      - type: bind\n        source: /srv\n        target: /x\n        bind:\n          propagation: rshared\n",
+            10,
+            "services.web.volumes.1.bind.propagation: not supported on devices yet: mount propagation",
+        ),
+        (
+            "      - type: npipe\n        source: x\n        target: /x\n",
+            6,
+            "services.web.volumes.1.type: not supported on devices yet: Windows named pipes",
+        ),
+        (
+            "      - type: tmpfs\n        target: /x\n        tmpfs:\n          size: lots\n",
+            9,
+            "field volumes: entry 1: tmpfs.size: size \"lots\"",
+        ),
+        (
+            "      - type: bind\n        source: ./data\n        target: /x\n",
+            7,
+            "entry 1: source: \"./data\": relative host paths",
+        ),
+        (
+            "      - type: bind\n        source: /x\n        target: /x\n        bind:\n          create_host_pth: true\n",
+            10,
+            "unknown field `create_host_pth`",
+        ),
+        // The duplicate is the device's rule on tmpfs mounts, named at the `tmpfs:` key.
+        (
+            "      - type: tmpfs\n        target: /scratch\n",
+            8,
+            "tmpfs: \"/scratch\" is given twice",
+        ),
+    ] {
+        let text = format!(
+            "services:\n  web:\n    image: app:1\n    volumes:\n      - data:/data\n{entry}    tmpfs: /scratch\n"
+        );
+        let err = parse(&text)
+            .and_then(|file| to_specs(&text, &file, &ProfileFiles::new(), &resolve))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(words),
+            "{entry}: {err} lacks {words}"
+        );
+        assert_eq!(err.line(), line, "{entry}: {err}");
+    }
+}
+
+#[test]
+fn memory_reservations_become_the_soft_limit_and_cpu_reservations_nothing() {
+    let spec_of = |lines: &str| {
+        let text = format!("services:\n  web:\n    image: app:1\n{lines}");
+        parse(&text)
+            .and_then(|file| to_specs(&text, &file, &ProfileFiles::new(), &resolve))
+            .map(|mut specs| specs.remove(0))
+    };
+    let deploy = "    deploy:\n      resources:\n        limits:\n          memory: 64m\n        reservations:\n          memory: 32m\n          cpus: '0.25'\n";
+    let web = spec_of(deploy).unwrap();
+    assert_eq!(web.memory_reservation(), Some(32 << 20));
+    assert_eq!(web.resources.memory_max_bytes, Some(64 << 20));
+    // The CPU reservation sets nothing, as under Docker Compose outside swarm.
+    assert_eq!(web.resources.cpu_millicores, None);
+    let reservations = |spec: &ServiceSpec| -> Vec<coracle_proto::Tuning> {
+        let entries = spec.tuning.iter().cloned();
+        entries
+            .filter(|t| matches!(t, coracle_proto::Tuning::MemoryReservation(_)))
+            .collect()
+    };
+    assert_eq!(
+        reservations(&web),
+        [coracle_proto::Tuning::MemoryReservation(32 << 20)]
+    );
+    let direct = spec_of("    mem_reservation: 32m\n    mem_limit: 64m\n").unwrap();
+    assert_eq!(reservations(&direct), reservations(&web));
+    let both = spec_of(&format!("    mem_reservation: 33554432\n{deploy}")).unwrap();
+    assert_eq!(reservations(&both), reservations(&web));
+    assert_eq!(spec_of("").unwrap().memory_reservation(), None);
+
+    for (lines, line, words) in [
+        (
+            format!("    mem_reservation: 16m\n{deploy}"),
+            4,
+            "field mem_reservation: 16777216 differs from deploy.resources.reservations (33554432): give one".to_string(),
+        ),
+        (
+            "    mem_limit: 16m\n    mem_reservation: 32m\n".into(),
+            5,
+            "service web: mem_reservation: \"33554432 bytes\" must be at most mem_limit".into(),
+        ),
+        (
+            "    mem_reservation: 1k\n".into(),
+            4,
+            "mem_reservation: \"1024 bytes\" must be at least 1 MiB".into(),
+        ),
+        (
+            "    deploy:\n      resources:\n        reservations:\n          cpus: lots\n".into(),
+            4,
+            "field deploy: resources.reservations.cpus: lots is not a number of CPUs".into(),
+        ),
+        (
+            "    deploy:\n      resources:\n        reservations:\n          devices:\n            - capabilities: [gpu]\n".into(),
+            7,
+            "services.web.deploy.resources.reservations.devices: not supported on devices yet: device requests such as GPUs".into(),
+        ),
+        (
+            "    deploy:\n      resources:\n        reservations:\n          pids: 10\n".into(),
+            7,
+            "services.web.deploy.resources.reservations.pids: not supported on devices yet: process reservations".into(),
+        ),
+    ] {
+        let err = spec_of(&lines).unwrap_err();
+        assert!(err.to_string().contains(&words), "{lines}: {err} lacks {words}");
+        assert_eq!(err.line(), line, "{lines}: {err}");
+    }
+}

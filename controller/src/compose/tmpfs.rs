@@ -31,8 +31,8 @@ pub(super) fn entries(s: &ComposeService) -> FieldResult<Vec<Tuning>> {
     Ok(out)
 }
 
-/// `64m`, `"1g"` or a plain number of bytes.
-fn size_value(value: &Scalar) -> Result<u64, String> {
+/// `64m`, `"1g"` or a plain number of bytes (also a long `volumes:` entry's `tmpfs.size`).
+pub(super) fn size_value(value: &Scalar) -> Result<u64, String> {
     match scalar_u64(value) {
         Some(bytes) => Ok(bytes),
         None => units::bytes(&value.to_string()),

@@ -10,8 +10,9 @@ use serde::Deserialize;
 use super::paths::normalise;
 
 /// `[policy]`: what any deploy may ask for. The default allows ordinary apps (named
-/// volumes, the default capabilities, no host paths, no host devices, no explicit host
-/// network, nothing privileged) and refuses the rest.
+/// volumes, the default capabilities, host ports from 1024 up; no host paths, no host
+/// devices, no privileged host port, no explicit host network, nothing privileged) and
+/// refuses the rest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySection {
@@ -24,6 +25,9 @@ pub struct PolicySection {
     pub capabilities: Vec<String>,
     /// Host device paths (or directories of them, `/dev/bus/usb`) `devices` may pass.
     pub devices: Vec<String>,
+    /// Host ports below 1024 (privileged ports: sshd, DNS, HTTP live there) that `ports`
+    /// may publish; ports from 1024 up need no grant.
+    pub host_ports: Vec<u16>,
     /// `network_mode: host`.
     pub host_network: bool,
     /// Privileged containers: today `cap_add: [ALL]`.
@@ -43,6 +47,7 @@ pub struct AllowEntry {
     pub read_only_bind_paths: Vec<String>,
     pub capabilities: Vec<String>,
     pub devices: Vec<String>,
+    pub host_ports: Vec<u16>,
     pub host_network: bool,
     pub privileged: bool,
 }
@@ -71,6 +76,8 @@ pub struct Grants {
     pub read_only_bind_paths: Vec<String>,
     pub capabilities: Vec<String>,
     pub devices: Vec<String>,
+    /// Privileged host ports (below 1024) that may be published.
+    pub host_ports: Vec<u16>,
     pub host_network: bool,
     pub privileged: bool,
 }
@@ -83,6 +90,7 @@ impl Grants {
             .extend(other.read_only_bind_paths.iter().cloned());
         self.capabilities.extend(other.capabilities.iter().cloned());
         self.devices.extend(other.devices.iter().cloned());
+        self.host_ports.extend(other.host_ports.iter().copied());
         self.host_network |= other.host_network;
         self.privileged |= other.privileged;
     }
@@ -120,6 +128,23 @@ fn capabilities(at: &str, list: &[String]) -> Result<Vec<String>, PolicyConfigEr
         .collect()
 }
 
+/// Only privileged ports are granted: a port from 1024 up in the list is a mistake (it
+/// needs no grant), and port 0 is no port.
+fn privileged_ports(at: &str, list: &[u16]) -> Result<Vec<u16>, PolicyConfigError> {
+    match list.iter().find(|p| !(1..PRIVILEGED_BELOW).contains(*p)) {
+        Some(port) => Err(PolicyConfigError {
+            at: at.to_string(),
+            reason: format!(
+                "{port} is not a privileged port (1 to 1023; ports from 1024 up need no grant)"
+            ),
+        }),
+        None => Ok(list.to_vec()),
+    }
+}
+
+/// Host ports below this are privileged: publishing one needs `host_ports`.
+pub const PRIVILEGED_BELOW: u16 = 1024;
+
 /// The grants of one section or entry, checked, named `at` in errors.
 #[allow(clippy::too_many_arguments)]
 fn grants(
@@ -128,6 +153,7 @@ fn grants(
     read_only_bind_paths: &[String],
     caps: &[String],
     devices: &[String],
+    host_ports: &[u16],
     host_network: bool,
     privileged: bool,
 ) -> Result<Grants, PolicyConfigError> {
@@ -136,6 +162,7 @@ fn grants(
         read_only_bind_paths: paths(&format!("{at}.read_only_bind_paths"), read_only_bind_paths)?,
         capabilities: capabilities(&format!("{at}.capabilities"), caps)?,
         devices: paths(&format!("{at}.devices"), devices)?,
+        host_ports: privileged_ports(&format!("{at}.host_ports"), host_ports)?,
         host_network,
         privileged,
     })
@@ -150,6 +177,7 @@ impl PolicySection {
             &self.read_only_bind_paths,
             &self.capabilities,
             &self.devices,
+            &self.host_ports,
             self.host_network,
             self.privileged,
         )?;
@@ -198,6 +226,7 @@ impl AllowEntry {
             &self.read_only_bind_paths,
             &self.capabilities,
             &self.devices,
+            &self.host_ports,
             self.host_network,
             self.privileged,
         )?;
@@ -239,6 +268,11 @@ mod tests {
             (
                 "[[allow]]\ndevice = \"pi-1\"\ndevices = [\"dev/x\"]",
                 "policy.allow[0].devices",
+            ),
+            ("host_ports = [8080]", "policy.host_ports"),
+            (
+                "[[allow]]\ndevice = \"pi-1\"\nhost_ports = [0]",
+                "policy.allow[0].host_ports",
             ),
         ];
         for (text, at) in cases {

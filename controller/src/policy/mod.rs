@@ -1,6 +1,6 @@
 //! The deploy policy: which host paths an app may bind, which capabilities it may add,
-//! which host devices it may pass, whether it may use the host's network or run
-//! privileged — per device, from `[policy]` in the serve config widened by the
+//! which host devices it may pass, which host ports below 1024 it may publish, whether it
+//! may use the host's network or run privileged — per device, from `[policy]` in the serve config widened by the
 //! `[[policy.allow]]` entries whose tag or device id matches. The API checks it before a
 //! deploy is stored (`api/deploy.rs`) and for every selected device when a rollout is
 //! created (`rollout/control.rs`); a refusal is a 403 `policy_refused` naming the device,

@@ -3,10 +3,10 @@
 //! compose writes it and the rule.
 
 use coracle_proto::{
-    canonical_capability, ServiceSpec, VolumeMount, VolumeSource, DEFAULT_CAPABILITIES,
+    canonical_capability, ServiceSpec, Tuning, VolumeMount, VolumeSource, DEFAULT_CAPABILITIES,
 };
 
-use super::config::Grants;
+use super::config::{Grants, PRIVILEGED_BELOW};
 use super::paths::{is_under, normalise};
 
 /// A service asked for something the policy does not grant it.
@@ -14,7 +14,7 @@ use super::paths::{is_under, normalise};
 #[error("service {service:?}: {key} {value:?}: {rule}")]
 pub struct Refusal {
     pub service: String,
-    /// The compose key: `volumes`, `cap_add`, `devices`, `network_mode`.
+    /// The compose key: `volumes`, `cap_add`, `devices`, `ports`, `network_mode`.
     pub key: &'static str,
     /// The refused entry as compose writes it (`/:/host`, `SYS_ADMIN`).
     pub value: String,
@@ -57,6 +57,22 @@ pub fn check_service(
                 device.host_path
             );
             return Err(refuse("devices", text, rule));
+        }
+    }
+    // A port below 1024 is one the device's own services (sshd, DNS, a web UI) may need:
+    // taking it is a grant, as Docker needs root or CAP_NET_BIND_SERVICE for it.
+    for port in service.tuning.iter().filter_map(|t| match t {
+        Tuning::Publish(port) => Some(port),
+        _ => None,
+    }) {
+        let granted =
+            port.host_port >= PRIVILEGED_BELOW || grants.host_ports.contains(&port.host_port);
+        if !granted {
+            let rule = format!(
+                "host port {} is privileged (below 1024): needs it in policy.host_ports",
+                port.host_port
+            );
+            return Err(refuse("ports", port.to_string(), rule));
         }
     }
     if asks_host_network && !grants.host_network {

@@ -57,6 +57,7 @@ fn default_policy_allows_ordinary_apps() {
     let ordinary = [
         "",
         "    volumes: [\"data:/var/lib/app\", \"cache:/cache:ro\"]\n",
+        "    volumes: [{type: volume, source: data, target: /data}, {type: tmpfs, target: /run}]\n",
         "    cap_add: [NET_BIND_SERVICE, chown, CAP_KILL]\n",
         "    cap_drop: [ALL]\n",
         "    network_mode: none\n",
@@ -73,6 +74,10 @@ fn default_policy_refuses_host_access_naming_the_rule() {
     let cases = [
         (
             "    volumes: [\"/:/host\"]\n",
+            "service \"web\": volumes \"/:/host\": host path \"/\" is not under any policy.bind_paths entry",
+        ),
+        (
+            "    volumes:\n      - type: bind\n        source: /\n        target: /host\n",
             "service \"web\": volumes \"/:/host\": host path \"/\" is not under any policy.bind_paths entry",
         ),
         (
@@ -113,6 +118,7 @@ fn configured_policy_allows_what_it_grants() {
     );
     for lines in [
         "    volumes: [\"/:/host\"]\n",
+        "    volumes: [{type: bind, source: /, target: /host}]\n",
         "    cap_add: [SYS_ADMIN, SYS_MODULE]\n",
         "    cap_add: [ALL]\n",
         "    network_mode: host\n",
@@ -136,6 +142,7 @@ fn bind_paths_match_whole_components_after_normalising() {
         "    volumes: [\"/srv/data/app/x:/data\"]\n",
         "    volumes: [\"/srv//data/./app:/data\"]\n",
         "    volumes: [\"/etc/ssl/certs:/certs:ro\"]\n",
+        "    volumes: [{type: bind, source: /etc/ssl, target: /certs, read_only: true}]\n",
         "    volumes: [\"/srv/data:/data:ro\"]\n",
     ];
     for lines in allowed {
@@ -149,6 +156,10 @@ fn bind_paths_match_whole_components_after_normalising() {
         ("    volumes: [\"/srv:/srv\"]\n", "\"/srv\" is not under"),
         (
             "    volumes: [\"/etc/ssl:/certs\"]\n",
+            "under a policy.read_only_bind_paths entry: mount it \":ro\"",
+        ),
+        (
+            "    volumes: [{type: bind, source: /etc/ssl, target: /certs}]\n",
             "under a policy.read_only_bind_paths entry: mount it \":ro\"",
         ),
         (
@@ -237,4 +248,44 @@ fn refusal_names_the_device() {
         "the deploy policy refuses the app for device pi-7: service \"web\": cap_add \
          \"SYS_ADMIN\": CAP_SYS_ADMIN is not in Docker's default set nor in policy.capabilities"
     );
+}
+
+#[test]
+fn privileged_host_ports_are_refused_unless_granted() {
+    let default = Policy::default();
+    assert_eq!(
+        refused(&default, "    ports: [\"80:8080\"]\n").as_deref(),
+        Some(
+            "service \"web\": ports \"80:8080/tcp\": host port 80 is privileged (below 1024): \
+             needs it in policy.host_ports"
+        )
+    );
+    // A range is one entry per port, each judged; the long form and an address alike.
+    let range = refused(&default, "    ports: [\"1022-1025:22-25\"]\n").unwrap_or_default();
+    assert!(range.contains("\"1022:22/tcp\": host port 1022"), "{range}");
+    let long = "    ports:\n      - target: 53\n        published: \"53\"\n        protocol: udp\n        host_ip: 127.0.0.1\n";
+    let got = refused(&default, long).unwrap_or_default();
+    assert!(
+        got.contains("\"127.0.0.1:53:53/udp\": host port 53"),
+        "{got}"
+    );
+    for fine in [
+        "    ports: [\"1024:80\", \"8080:80\"]\n",
+        "    expose: [\"80\"]\n",
+    ] {
+        assert_eq!(refused(&default, fine), None, "{fine}");
+    }
+
+    let granted = policy("host_ports = [80, 443]\n");
+    assert_eq!(
+        refused(&granted, "    ports: [\"80:80\", \"443:443\"]\n"),
+        None
+    );
+    let other = refused(&granted, "    ports: [\"80:80\", \"22:22\"]\n").unwrap_or_default();
+    assert!(other.contains("host port 22 is privileged"), "{other}");
+
+    let lab = policy("[[allow]]\ntag = \"site=lab\"\nhost_ports = [53]\n");
+    let dns = "    ports: [\"53:53/udp\"]\n";
+    assert_eq!(refused_on(&lab, "pi-1", &[("site", "lab")], dns), None);
+    assert!(refused_on(&lab, "pi-1", &[("site", "berlin")], dns).is_some());
 }

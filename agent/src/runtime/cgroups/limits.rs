@@ -77,6 +77,10 @@ pub fn plan(
                     max.saturating_add(swap).to_string(),
                 );
             }
+            // Docker's `--memory-reservation` on v1, as runc writes it.
+            if let Some(low) = resources.memory_reservation {
+                put("memory", "memory.soft_limit_in_bytes", low.to_string());
+            }
             if let Some(m) = resources.cpu_millicores {
                 put("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string());
                 put("cpu", "cpu.cfs_quota_us", quota_us(m).to_string());
@@ -126,6 +130,13 @@ pub fn plan(
                     "memory.swap.max",
                     resources.memory_swap.unwrap_or(0).to_string(),
                 );
+            }
+            // runc's v2 mapping of the reservation: memory the kernel reclaims from this
+            // cgroup only after unprotected memory elsewhere. Effective only as far as the
+            // ancestors' own `memory.low` (or the `memory_recursiveprot` mount option) allow,
+            // as under Docker.
+            if let Some(low) = resources.memory_reservation {
+                put("memory", "memory.low", low.to_string());
             }
             if let Some(m) = resources.cpu_millicores {
                 put("cpu", "cpu.max", format!("{} {CPU_PERIOD_US}", quota_us(m)));
@@ -178,6 +189,7 @@ mod tests {
         Resources {
             memory_max: Some(64 << 20),
             memory_swap: Some(16 << 20),
+            memory_reservation: Some(32 << 20),
             cpu_millicores: Some(500),
             cpu_weight: Some(100),
             pids_max: Some(32),
@@ -199,6 +211,7 @@ mod tests {
             [
                 ("memory.max", "67108864"),
                 ("memory.swap.max", "16777216"),
+                ("memory.low", "33554432"),
                 ("cpu.max", "50000 100000"),
                 ("cpu.weight", "100"),
                 ("pids.max", "32"),
@@ -218,10 +231,11 @@ mod tests {
         );
         let got = pairs(&writes);
         assert_eq!(
-            got[..9],
+            got[..10],
             [
                 ("memory.limit_in_bytes", "67108864"),
                 ("memory.memsw.limit_in_bytes", "83886080"),
+                ("memory.soft_limit_in_bytes", "33554432"),
                 ("cpu.cfs_period_us", "100000"),
                 ("cpu.cfs_quota_us", "50000"),
                 ("cpu.shares", "2597"),
@@ -231,7 +245,7 @@ mod tests {
                 ("cpuset.mems", "0"),
             ]
         );
-        assert_eq!(got[9], ("devices.deny", "a"));
+        assert_eq!(got[10], ("devices.deny", "a"));
         assert!(got.contains(&("devices.allow", "c 136:* rwm")));
         assert_eq!(*got.last().unwrap(), ("devices.allow", "c 89:1 rwm"));
     }
