@@ -120,7 +120,15 @@ fn device_scenario() {
     };
     let web = manager
         .attach(
-            &service("web", &["front"], vec![published.clone(), extra.clone()]),
+            &service(
+                "web",
+                &["front"],
+                vec![
+                    published.clone(),
+                    extra.clone(),
+                    Tuning::ExtraHostGateway("device.internal".into()),
+                ],
+            ),
             "web",
             &container_dir("web"),
         )
@@ -190,6 +198,10 @@ fn device_scenario() {
         "{web_hosts}"
     );
     assert!(!web_hosts.contains("db"), "{web_hosts}");
+    assert!(
+        web_hosts.contains("172.29.0.1\tdevice.internal"),
+        "host-gateway is the bridge's address: {web_hosts}"
+    );
     let api_hosts = hosts(api.hosts.to_str().unwrap());
     assert!(api_hosts.contains("\tdb db-alias"), "{api_hosts}");
     assert!(api_hosts.contains("\tweb web-alias"), "{api_hosts}");
@@ -223,6 +235,21 @@ fn device_scenario() {
     .join()
     .unwrap();
     assert_eq!(hairpin.unwrap(), "hairpin");
+    served.join().unwrap();
+
+    // web reaches its own published port through the device too (the bridge port's
+    // hairpin mode sends the translated frame back out where it came in).
+    let served = serve_once(web_ns.clone(), 80, "itself");
+    let own = std::thread::spawn({
+        let ns = std::fs::File::open(&web_ns).unwrap();
+        move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            fetch((Ipv4Addr::new(172, 29, 0, 1), 18080))
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(own.unwrap(), "itself");
     served.join().unwrap();
 
     // db (back) cannot reach web (front) even by address: the networks are isolated.

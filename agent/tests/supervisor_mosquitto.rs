@@ -509,11 +509,39 @@ async fn updates_that_cannot_be_pulled_or_run_leave_the_running_version_alone() 
     );
     assert_eq!(agent.engine.inner.lock().unwrap().stops, 0);
 
-    // A good generation 4 (and an image that arrives) applies as usual.
-    agent.engine.inner.lock().unwrap().failing_pulls.clear();
+    // Generation 4 needs what the device lacks (the engine's preflight: nftables for
+    // bridged services): refused when it arrives, before anything is pulled or stopped.
+    agent.engine.inner.lock().unwrap().preflight_error = Some("nft: not found".into());
+    let pulls = agent.engine.inner.lock().unwrap().pull_attempts;
     agent.deploy(&desired(4, 3)).await;
+    let r = reported_until(&mut agent.controller, |r| {
+        matches!(
+            r.update,
+            UpdateStatus::Failed {
+                generation: Generation(4),
+                ..
+            }
+        )
+    })
+    .await;
+    let UpdateStatus::Failed { reason, .. } = &r.update else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("refused, nothing was changed: nft: not found"),
+        "{reason}"
+    );
+    {
+        let inner = agent.engine.inner.lock().unwrap();
+        assert_eq!((inner.stops, inner.pull_attempts), (0, pulls));
+    }
+
+    // A good generation 5 (and an image that arrives) applies as usual.
+    agent.engine.inner.lock().unwrap().preflight_error = None;
+    agent.engine.inner.lock().unwrap().failing_pulls.clear();
+    agent.deploy(&desired(5, 3)).await;
     reported_until(&mut agent.controller, |r| {
-        r.applied == Generation(4) && r.update == UpdateStatus::Idle
+        r.applied == Generation(5) && r.update == UpdateStatus::Idle
     })
     .await;
     agent.stop().await;

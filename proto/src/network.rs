@@ -262,7 +262,14 @@ impl ServiceSpec {
                 }
                 return Ok(None);
             }
-            Tuning::ExtraHost { name, .. } => {
+            Tuning::ExtraHostGateway(name) if self.network == NetworkMode::None => {
+                return Err(bad(
+                    "extra_hosts",
+                    format!("{name}:host-gateway"),
+                    "needs a network: network_mode none has no way to the device",
+                ));
+            }
+            Tuning::ExtraHost { name, .. } | Tuning::ExtraHostGateway(name) => {
                 if !is_hostname(name) {
                     return Err(bad(
                         "extra_hosts",

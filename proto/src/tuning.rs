@@ -60,6 +60,10 @@ pub enum Tuning {
     /// `memory.soft_limit_in_bytes`, v2 `memory.low`). Here, not in `Resources`, whose
     /// layout older agents decode.
     MemoryReservation(u64),
+    /// An `/etc/hosts` line naming the device itself as the container reaches it (compose
+    /// `extra_hosts` `NAME:host-gateway`): its app network's gateway on the device, or
+    /// loopback for a service on the device's network.
+    ExtraHostGateway(String),
 }
 
 /// Compose ulimit names and the kernel's resource names.

@@ -379,6 +379,16 @@ impl ContainerEngine for LinuxEngine {
         self.sealing_key.public_hex()
     }
 
+    fn preflight(&self, desired: &coracle_proto::DesiredState) -> Result<(), EngineError> {
+        self.network.preflight(desired).map_err(|e| {
+            fail(
+                "prepare the app networks of generation",
+                desired.generation,
+                chain(&e),
+            )
+        })
+    }
+
     fn probe_address(&self, service: &ServiceName, role: Role) -> std::net::Ipv4Addr {
         self.locate(service, role)
             .ok()

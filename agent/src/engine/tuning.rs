@@ -47,7 +47,8 @@ pub fn apply(spec: &mut ContainerSpec, tuning: &[Tuning]) {
             | Tuning::Dns(_)
             | Tuning::DnsSearch(_)
             | Tuning::DnsOption(_)
-            | Tuning::ExtraHost { .. } => {}
+            | Tuning::ExtraHost { .. }
+            | Tuning::ExtraHostGateway(_) => {}
         }
     }
 }

@@ -158,6 +158,19 @@ impl NetworkManager {
             })
     }
 
+    /// What `desired` needs of the device's networking, checked before anything running is
+    /// touched for it: bridged services need nftables.
+    pub fn preflight(&self, desired: &coracle_proto::DesiredState) -> Result<(), NetworkError> {
+        if desired
+            .services
+            .iter()
+            .any(|s| s.network == NetworkMode::Private)
+        {
+            nft::check(&self.config.nft)?;
+        }
+        Ok(())
+    }
+
     /// The address health probes reach a container at: its first network's, if bridged.
     pub fn address(&self, id: &str) -> Option<Ipv4> {
         let state = self.lock();
@@ -196,7 +209,7 @@ impl NetworkManager {
     ) -> Result<Option<Attachment>, NetworkError> {
         let hosts = dir.join("hosts");
         let resolv = dir.join("resolv.conf");
-        let extra_hosts: Vec<(String, Ipv4)> = spec
+        let mut extra_hosts: Vec<(String, Ipv4)> = spec
             .tuning
             .iter()
             .filter_map(|t| match t {
@@ -204,8 +217,19 @@ impl NetworkManager {
                 _ => None,
             })
             .collect();
+        // `NAME:host-gateway`: the device as the container reaches it (`bring_up` knows
+        // the gateway of a bridged one; on the device's network it is the device itself).
+        let to_device: Vec<String> = spec
+            .tuning
+            .iter()
+            .filter_map(|t| match t {
+                Tuning::ExtraHostGateway(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
         let overrides = resolver_overrides(spec);
         if spec.network != NetworkMode::Private {
+            extra_hosts.extend(to_device.into_iter().map(|name| (name, [127, 0, 0, 1])));
             if extra_hosts.is_empty() && overrides == ResolverOverrides::default() {
                 return Ok(None);
             }
@@ -224,7 +248,8 @@ impl NetworkManager {
         }
         let netns_path = self.netns_path(id);
         let _ = netns::remove(&netns_path);
-        let result = self.bring_up(&mut state, spec, id, &netns_path, &hosts, extra_hosts);
+        let extra = (extra_hosts, to_device);
+        let result = self.bring_up(&mut state, spec, id, &netns_path, &hosts, extra);
         if let Err(e) = result {
             let _ = self.take_down(&mut state, id);
             let _ = netns::remove(&netns_path);
@@ -250,7 +275,7 @@ impl NetworkManager {
         id: &str,
         netns_path: &Path,
         hosts: &Path,
-        extra_hosts: Vec<(String, Ipv4)>,
+        (mut extra_hosts, to_device): (Vec<(String, Ipv4)>, Vec<String>),
     ) -> Result<(), NetworkError> {
         let mut host = Netlink::open().map_err(file_error("open netlink", Path::new("")))?;
         let mut attached = Vec::new();
@@ -278,6 +303,11 @@ impl NetworkManager {
             host.delete_link(&veth)?;
             host.create_veth(&veth, &peer, mac_for(address), ns.as_raw_fd())?;
             host.link_up(&veth, Some(&bridge))?;
+            host.set_hairpin(&veth)?;
+            if i == 0 {
+                let device = gateway(subnet);
+                extra_hosts.extend(to_device.iter().map(|name| (name.clone(), device)));
+            }
             inside_plan.push((peer, address, subnet, network.internal));
             attached.push(Attached {
                 network: network.name,
@@ -469,7 +499,11 @@ impl NetworkManager {
             })
             .collect();
         let table = &self.config.prefix;
-        nft::apply(table, &nft::render(table, &bridges, &forwards))?;
+        nft::apply(
+            &self.config.nft,
+            table,
+            &nft::render(table, &bridges, &forwards),
+        )?;
         Ok(())
     }
 
@@ -630,6 +664,24 @@ mod tests {
         assert!(api.contains("10.0.1.2\tapi rest\n"), "{api}");
         assert!(api.contains("10.0.1.3\tdb database\n"), "{api}");
         assert!(api.contains("10.0.0.2\tweb www\n"), "{api}");
+    }
+
+    #[test]
+    fn bridged_services_need_a_working_nft_before_anything_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NetworkConfig::device(dir.path());
+        config.netns_dir = dir.path().join("netns");
+        config.nft = dir.path().join("no-such-nft");
+        let manager = NetworkManager::open(config, BTreeMap::new()).unwrap();
+        let mut desired = coracle_proto::samples::desired_with_services(2);
+        assert!(
+            manager.preflight(&desired).is_ok(),
+            "host network needs no nft"
+        );
+        desired.services[1].network = NetworkMode::Private;
+        let err = manager.preflight(&desired).unwrap_err();
+        let text = crate::supervisor::error_chain(&err);
+        assert!(text.contains("install the nftables package"), "{text}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct NetworkConfig {
     pub resolv_files: Vec<PathBuf>,
     /// The device's hosts file, the base of a host-network container's `/etc/hosts`.
     pub hosts_file: PathBuf,
+    /// The `nft` command (nftables) that loads the agent's table.
+    pub nft: PathBuf,
 }
 
 impl NetworkConfig {
@@ -52,6 +54,7 @@ impl NetworkConfig {
                 subnet_prefix: 24,
             },
             prefix: "crc".into(),
+            nft: PathBuf::from("nft"),
             netns_dir: PathBuf::from("/run/coracle-netns"),
             state_file: data_dir.join("networks.json"),
             resolv_files: vec![

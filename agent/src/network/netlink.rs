@@ -17,6 +17,8 @@ const RTMSG_LEN: usize = 12;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
+const IFLA_PROTINFO: u16 = 12;
+const IFLA_BRPORT_MODE: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
@@ -257,6 +259,20 @@ impl Netlink {
             m.attr(IFLA_MASTER, &index.to_ne_bytes());
         }
         self.request(|| format!("bring up {name}"), m)
+    }
+
+    /// Turns on hairpin mode of a bridge port (`bridge link set dev NAME hairpin on`): a
+    /// frame may leave by the port it came in on, so a container reaches its own published
+    /// port through the device's address (DNAT sends it back to where it came from).
+    pub fn set_hairpin(&mut self, name: &str) -> Result<(), NetlinkError> {
+        let index = i32::try_from(self.index(name)?).unwrap_or(0);
+        let mut fixed = ifinfo(index, 0, 0);
+        fixed[0] = libc::AF_BRIDGE as u8;
+        let mut m = Message::new(libc::RTM_SETLINK, 0, &fixed);
+        let info = m.begin(IFLA_PROTINFO);
+        m.attr(IFLA_BRPORT_MODE, &[1]);
+        m.end(info);
+        self.request(|| format!("set hairpin mode on {name}"), m)
     }
 
     /// Deletes a link (a veth's peer goes with it); a missing one is fine.

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use coracle_proto::network::{DottedQuad, PortMapping};
@@ -33,6 +34,8 @@ pub enum NftError {
     Spawn(#[source] std::io::Error),
     #[error("nft refused the ruleset of table ip {table}: {stderr}")]
     Refused { table: String, stderr: String },
+    #[error("nft cannot list the kernel's tables (the kernel needs nf_tables with NAT): {stderr}")]
+    Unusable { stderr: String },
 }
 
 /// The whole table `ip <table>`: an empty rule set deletes it.
@@ -111,9 +114,27 @@ pub fn render(table: &str, bridges: &[BridgeRule], forwards: &[ForwardRule]) -> 
     out
 }
 
+/// Whether `nft` runs and the kernel answers it (`nft list tables`): what bridged services
+/// need before anything running is touched for them.
+pub fn check(nft: &Path) -> Result<(), NftError> {
+    let output = Command::new(nft)
+        .args(["list", "tables"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(NftError::Spawn)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(NftError::Unusable {
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    })
+}
+
 /// Replaces the table with `ruleset` in one transaction.
-pub fn apply(table: &str, ruleset: &str) -> Result<(), NftError> {
-    let mut child = Command::new("nft")
+pub fn apply(nft: &Path, table: &str, ruleset: &str) -> Result<(), NftError> {
+    let mut child = Command::new(nft)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

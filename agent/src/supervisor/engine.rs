@@ -107,6 +107,11 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn probe_address(&self, _service: &ServiceName, _role: Role) -> std::net::Ipv4Addr {
         std::net::Ipv4Addr::LOCALHOST
     }
+    /// What the device must offer `desired` (nftables for bridged services), checked when it
+    /// arrives, before anything running is touched for it; an error refuses the state.
+    fn preflight(&self, _desired: &coracle_proto::DesiredState) -> Result<(), EngineError> {
+        Ok(())
+    }
     /// Manifest digests of the images in the store.
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError>;
     fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError>;

@@ -15,7 +15,7 @@ use crate::state::AgentState;
 /// The reported reason of a generation the agent could not run at all (`why` names the
 /// service, field and value): nothing was stopped for it.
 pub fn refused(why: &str) -> String {
-    format!("invalid desired state, nothing was changed: {why}")
+    format!("desired state refused, nothing was changed: {why}")
 }
 
 /// The device's reported state.

@@ -33,6 +33,14 @@ impl Supervisor {
         if current.is_some_and(|c| c.generation >= generation) {
             return; // redelivered retained state
         }
+        if let Err(err) = self.engine.preflight(&desired) {
+            tracing::warn!(%generation, error = %err, "desired state refused: the device cannot run it; nothing changed");
+            self.refused = Some(Refused {
+                generation,
+                reason: err.to_string(),
+            });
+            return;
+        }
         tracing::info!(%generation, "applying desired state");
         self.state.begin(desired);
         self.tracker.gate_started_ms = None;

@@ -35,6 +35,8 @@ pub struct Inner {
     pub direct_pulls: Vec<(String, Option<String>)>,
     /// What `sealing_key` reports.
     pub sealing_key: String,
+    /// What `preflight` answers (the device lacks something the state needs).
+    pub preflight_error: Option<String>,
     pub starts: u32,
     /// Stops of running containers.
     pub stops: u32,
@@ -108,6 +110,16 @@ impl ContainerEngine for FakeEngine {
     }
     fn sealing_key(&self) -> String {
         self.inner.lock().unwrap().sealing_key.clone()
+    }
+    fn preflight(&self, desired: &coracle_proto::DesiredState) -> Result<(), EngineError> {
+        match &self.inner.lock().unwrap().preflight_error {
+            None => Ok(()),
+            Some(reason) => Err(EngineError {
+                step: "preflight",
+                object: desired.generation.to_string(),
+                reason: reason.clone(),
+            }),
+        }
     }
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
         Ok(self.inner.lock().unwrap().images.clone())

@@ -326,7 +326,7 @@ fn exposed_ports_and_ranges() {
 #[test]
 fn dns_settings_and_extra_hosts() {
     let s = spec(
-        "dns: 1.1.1.1\ndns_search: corp.example\ndns_opt: [\"ndots:2\", edns0]\nextra_hosts: [\"db:10.0.0.5\", \"cache=10.0.0.6\"]",
+        "dns: 1.1.1.1\ndns_search: corp.example\ndns_opt: [\"ndots:2\", edns0]\nextra_hosts: [\"db:10.0.0.5\", \"cache=10.0.0.6\", \"host.docker.internal:host-gateway\"]",
         "",
     );
     let host = |name: &str, address| Tuning::ExtraHost {
@@ -342,6 +342,7 @@ fn dns_settings_and_extra_hosts() {
             Tuning::DnsOption("edns0".into()),
             host("db", [10, 0, 0, 5]),
             host("cache", [10, 0, 0, 6]),
+            Tuning::ExtraHostGateway("host.docker.internal".into()),
         ]
     );
     let lists = spec(
@@ -375,10 +376,10 @@ fn dns_and_extra_hosts_a_device_cannot_use_are_refused() {
         ),
         ("dns_opt: [\"a b\"]", &["service web: dns_opt: \"a b\""]),
         (
-            "extra_hosts: [\"gw:host-gateway\"]",
+            "extra_hosts: [\"gw:host-gateway\"]\nnetwork_mode: none",
             &[
-                "field extra_hosts",
-                "gw: \"host-gateway\": not supported on devices yet: host-gateway",
+                "extra_hosts: \"gw:host-gateway\"",
+                "network_mode none has no way to the device",
             ],
         ),
         (

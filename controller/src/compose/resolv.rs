@@ -1,7 +1,7 @@
 //! A service's name resolution from Compose's keys: `dns` (one IPv4 address or a list),
 //! `dns_search` (one domain or a list), `dns_opt` (a list) and `extra_hosts` (`name:ip` or
-//! `name=ip` items, or a map). IPv6 addresses and Docker's `host-gateway` are refused by
-//! name; domain and option syntax is checked by `ServiceSpec::validate`.
+//! `name=ip` items, or a map; Docker's `host-gateway` names the device). IPv6 addresses are
+//! refused by name; domain and option syntax is checked by `ServiceSpec::validate`.
 
 use coracle_proto::network::{parse_ipv4, Ipv4};
 use coracle_proto::Tuning;
@@ -39,6 +39,10 @@ pub(super) fn entries(s: &ComposeService) -> FieldResult<Vec<Tuning>> {
             .collect::<FieldResult<_>>()?,
     };
     for (name, ip) in hosts {
+        if ip == "host-gateway" {
+            out.push(Tuning::ExtraHostGateway(name));
+            continue;
+        }
         let address = address(&ip).map_err(|e| ("extra_hosts", format!("{name}: {e}")))?;
         out.push(Tuning::ExtraHost { name, address });
     }
@@ -53,13 +57,8 @@ fn items(value: &StringOrList) -> Vec<String> {
     }
 }
 
-/// An IPv4 address; IPv6 and `host-gateway` are refused by name.
+/// An IPv4 address; IPv6 is refused by name.
 fn address(text: &str) -> Result<Ipv4, String> {
-    if text == "host-gateway" {
-        return Err(format!(
-            "{text:?}: {PREFIX}: host-gateway (give the device's address)"
-        ));
-    }
     if text.contains(':') || text.starts_with('[') {
         return Err(format!(
             "{text:?}: {PREFIX}: IPv6 addresses (give an IPv4 one)"

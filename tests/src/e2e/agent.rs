@@ -214,12 +214,9 @@ impl Agent {
         self.all_mounts()
             .into_iter()
             .filter_map(|point| {
-                Some(
-                    point
-                        .strip_prefix(&netns)?
-                        .trim_start_matches('/')
-                        .to_string(),
-                )
+                let id = point.strip_prefix(&netns)?.trim_start_matches('/');
+                // A start-first update leaves the service in its second slot.
+                Some(id.strip_suffix("+2").unwrap_or(id).to_string())
             })
             .collect()
     }
