@@ -7,7 +7,8 @@
 //! namespace (absent = host, present = fresh, with a path = join), masked and read-only
 //! paths, `linux.sysctl` (namespaced ones only), `process.oomScoreAdj`, devices (passed
 //! through from the same host path), resources (memory, swap, reservation, cpu
-//! quota/period/shares, pids, blkio weight, cpuset). A `linux.seccomp` section selects
+//! quota/period/shares — kept exactly as given, see `cgroups::limits` — pids, blkio
+//! weight, cpuset). A `linux.seccomp` section selects
 //! Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts and ipc
 //! namespaces are always created; a user namespace takes `linux.uidMappings` and
 //! `linux.gidMappings` (see `runtime::userns` for how the rootfs is made usable).
@@ -17,7 +18,6 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use serde::Serialize;
 
-use super::cgroups::limits::shares_to_weight;
 use super::spec::{
     CapabilitySets, ContainerSpec, Device, DeviceAccess, IdMapping, IdRange, Mount, MountKind,
     Network, Resources, Rlimit, Rootfs, Stdio, User,
@@ -210,12 +210,10 @@ fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
         };
     }
     if let Some(cpu) = r.cpu() {
-        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
-            if quota > 0 && period > 0 {
-                out.cpu_millicores = Some(quota as u64 * 1000 / period);
-            }
-        }
-        out.cpu_weight = cpu.shares().map(shares_to_weight);
+        // As given: the cgroup plan writes them unrounded (shares become a weight on v2 only).
+        out.cpu_quota_us = cpu.quota();
+        out.cpu_period_us = cpu.period();
+        out.cpu_shares = cpu.shares();
         out.cpuset_cpus = cpu.cpus().clone();
         out.cpuset_mems = cpu.mems().clone();
     }
@@ -247,7 +245,7 @@ mod tests {
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                    {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro"]}],
         "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
-            "resources": {"memory": {"limit": 1000, "swap": 1500, "reservation": 800}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024},
+            "resources": {"memory": {"limit": 1000, "swap": 1500, "reservation": 800}, "cpu": {"quota": 33333, "period": 50000, "shares": 512},
                           "pids": {"limit": 10}},
             "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
             "sysctl": {"net.ipv4.ip_forward": "1"}}
@@ -289,15 +287,14 @@ mod tests {
         assert_eq!(spec.sysctl["net.ipv4.ip_forward"], "1");
         let r = &spec.resources;
         assert_eq!(
-            (
-                r.memory_max,
-                r.memory_swap,
-                r.cpu_millicores,
-                r.cpu_weight,
-                r.pids_max
-            ),
-            (Some(1000), Some(500), Some(500), Some(39), Some(10))
+            (r.memory_max, r.memory_swap, r.pids_max),
+            (Some(1000), Some(500), Some(10))
         );
+        assert_eq!(
+            (r.cpu_quota_us, r.cpu_period_us, r.cpu_shares),
+            (Some(33_333), Some(50_000), Some(512))
+        );
+        assert_eq!((r.cpu_millicores, r.cpu_weight), (None, None));
         assert_eq!(r.memory_reservation, Some(800));
     }
 

@@ -250,10 +250,21 @@ pub struct Resources {
     /// `--memory-reservation`). `default`: a container created by an older agent has none.
     #[serde(default)]
     pub memory_reservation: Option<u64>,
-    /// CPU quota in millicores (1000 = one full core).
+    /// CPU quota in millicores (1000 = one full core), over the kernel's 100 ms period.
     pub cpu_millicores: Option<u64>,
     /// cgroup v2 style weight, 1..=10000 (100 = default).
     pub cpu_weight: Option<u64>,
+    /// CPU quota per period in µs exactly as an OCI bundle gives it (-1 = unlimited); with
+    /// `cpu_period_us` it takes the place of `cpu_millicores`, so nothing is rounded.
+    #[serde(default)]
+    pub cpu_quota_us: Option<i64>,
+    /// The CPU period in µs as an OCI bundle gives it.
+    #[serde(default)]
+    pub cpu_period_us: Option<u64>,
+    /// v1 `cpu.shares` as an OCI bundle gives them (2..=262144); written as they are on v1
+    /// and converted to a weight only on v2. Takes the place of `cpu_weight`.
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
     pub pids_max: Option<u64>,
     /// cgroup v2 style io weight, 1..=10000.
     pub io_weight: Option<u64>,
