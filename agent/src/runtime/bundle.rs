@@ -4,8 +4,8 @@
 //! Honoured: root (path, readonly), process (args, env, cwd, uid/gid/additional gids,
 //! all five capability sets — a set left out is empty, as OCI says — no_new_privileges,
 //! rlimits), hostname, mounts, the network
-//! namespace (absent = host, present = fresh, with a path = join), masked and read-only
-//! paths, `linux.sysctl` (namespaced ones only), `process.oomScoreAdj`, devices (passed
+//! namespace (absent = host, present = fresh, with a path = join), mount options with
+//! their propagation and `linux.rootfsPropagation`, masked and read-only paths, `linux.sysctl` (namespaced ones only), `process.oomScoreAdj`, devices (passed
 //! through from the same host path), resources (memory, swap, reservation, cpu
 //! quota/period/shares — kept exactly as given, see `cgroups::limits` — pids, blkio
 //! weight, cpuset). A `linux.seccomp` section selects
@@ -156,6 +156,7 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         })
         .collect();
     spec.seccomp = linux.seccomp().is_some();
+    spec.rootfs_propagation = linux.rootfs_propagation().clone();
     if let Some(r) = linux.resources() {
         spec.resources = resources(r);
     }
@@ -243,11 +244,11 @@ mod tests {
         "root": {"path": "rootfs", "readonly": true},
         "hostname": "bench",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                   {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro"]}],
+                   {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro", "rslave"]}],
         "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
             "resources": {"memory": {"limit": 1000, "swap": 1500, "reservation": 800}, "cpu": {"quota": 33333, "period": 50000, "shares": 512},
                           "pids": {"limit": 10}},
-            "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
+            "maskedPaths": ["/proc/kcore"], "rootfsPropagation": "rshared", "readonlyPaths": ["/proc/sys"],
             "sysctl": {"net.ipv4.ip_forward": "1"}}
     }"#;
 
@@ -281,6 +282,8 @@ mod tests {
             }]
         );
         assert_eq!(spec.mounts[1].kind, MountKind::Bind);
+        assert_eq!(spec.mounts[1].options, ["rbind", "ro", "rslave"]);
+        assert_eq!(spec.rootfs_propagation.as_deref(), Some("rshared"));
         assert_eq!(spec.network, Network::None);
         assert_eq!(spec.masked_paths, ["/proc/kcore"]);
         assert_eq!(spec.process.oom_score_adj, Some(500));

@@ -40,6 +40,10 @@ pub struct ContainerSpec {
     /// `fs.mqueue.*`; see `init::kernel_params`), written inside the container.
     #[serde(default)]
     pub sysctl: std::collections::BTreeMap<String, String>,
+    /// OCI `linux.rootfsPropagation` (`rslave`, `shared`, …; see `init::propagation`);
+    /// `None` makes every mount private.
+    #[serde(default)]
+    pub rootfs_propagation: Option<String>,
 }
 
 /// A user namespace's id mappings: container ids to host ids, as in `/proc/PID/uid_map`.
@@ -352,6 +356,7 @@ impl ContainerSpec {
             user_namespace: None,
             init: false,
             sysctl: Default::default(),
+            rootfs_propagation: None,
         }
     }
 }
