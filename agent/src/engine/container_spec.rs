@@ -247,6 +247,7 @@ pub fn container_spec(
             // Validated on admission as a non-empty subset of rwm; were it not, the
             // device gets no access rather than all of it.
             access: DeviceAccess::parse(&d.permissions).unwrap_or(DeviceAccess::NONE),
+            node: None,
         })
         .collect();
     let r = &service.resources;
