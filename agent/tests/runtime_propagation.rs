@@ -8,7 +8,7 @@ mod runtime_support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use coracle_agent::runtime::spec::{Mount, MountKind};
+use coracle_agent::runtime::spec::{IdMapping, Mount, MountKind};
 use coracle_agent::runtime::{ContainerId, Runtime};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use runtime_support::Harness;
@@ -154,4 +154,56 @@ fn rshared_rootfs_propagation_sends_nothing_to_the_host_and_unmounts_nothing() {
     drop(outside_side);
     drop(state_side);
     h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rslave_rootfs_propagation_shows_later_host_mounts_also_in_a_user_namespace() {
+    for userns in [false, true] {
+        let h = Harness::new();
+        let outside = tempfile::tempdir().unwrap();
+        let outside_side = SharedMount::new(outside.path());
+        let probe = outside.path().join("probe");
+        std::fs::create_dir(&probe).unwrap();
+        let mut spec = h.spec(
+            "i=0; while [ $i -lt 100 ] && ! grep -q ' /outside/probe ' /proc/self/mountinfo; \
+             do sleep 0.1; i=$((i+1)); done; \
+             grep -q ' /outside/probe ' /proc/self/mountinfo && echo seen || echo not-seen",
+        );
+        spec.rootfs_propagation = Some("rslave".into());
+        spec.mounts.push(spec_mount(
+            "/outside",
+            MountKind::Bind,
+            Some(outside.path()),
+            &["rbind", "rslave"],
+        ));
+        if userns {
+            spec.user_namespace = Some(IdMapping::root_at(300_000, 65_536));
+        }
+        let id: ContainerId = "rslave".parse().unwrap();
+        h.runtime.create(&id, &spec).expect("create");
+        h.runtime.start(&id).expect("start");
+        // Mounted on the host after the container started.
+        mount(
+            Some("tmpfs"),
+            &probe,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let state = h
+            .runtime
+            .wait(&id, Duration::from_secs(30))
+            .expect("container exits");
+        let log = std::fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default();
+        h.runtime.delete(&id).expect("delete");
+        assert_eq!(
+            (state.exit_code, log.trim()),
+            (Some(0), "seen"),
+            "user namespace: {userns}"
+        );
+        drop(outside_side);
+        h.assert_clean();
+    }
 }
