@@ -103,57 +103,64 @@ impl Drop for SharedMount {
 
 #[test]
 #[ignore = "needs root"]
-fn rshared_rootfs_propagation_sends_nothing_to_the_host_and_unmounts_nothing() {
-    let h = Harness::new();
-    // The state dir (holding the rootfs mount point) under a shared host mount: without the
-    // runtime's private parent, the container's rootfs would appear on the host.
-    let state_side = SharedMount::new(h.dir.path());
-    // A shared host mount with a submount elsewhere: detaching the old root inside the
-    // container must not unmount the host's copy.
-    let outside = tempfile::tempdir().unwrap();
-    let outside_side = SharedMount::new(outside.path());
-    let probe = outside.path().join("probe");
-    std::fs::create_dir(&probe).unwrap();
-    mount(
-        Some("tmpfs"),
-        &probe,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
+fn shared_or_partial_rootfs_propagation_sends_nothing_to_the_host_and_unmounts_nothing() {
+    // `private` without `r` makes only `/` private: the mounts below stay host peers.
+    for (name, root_shared) in [("rshared", true), ("private", false)] {
+        let h = Harness::new();
+        // The state dir (holding the rootfs mount point) under a shared host mount: without
+        // the runtime's private parent, the container's rootfs would appear on the host.
+        let state_side = SharedMount::new(h.dir.path());
+        // A shared host mount with a submount elsewhere: detaching the old root inside the
+        // container must not unmount the host's copy.
+        let outside = tempfile::tempdir().unwrap();
+        let outside_side = SharedMount::new(outside.path());
+        let probe = outside.path().join("probe");
+        std::fs::create_dir(&probe).unwrap();
+        mount(
+            Some("tmpfs"),
+            &probe,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
 
-    let mut spec = h.spec("cat /proc/self/mountinfo; exec sleep 100");
-    spec.rootfs_propagation = Some("rshared".into());
-    let id: ContainerId = "rshared".parse().unwrap();
-    h.runtime.create(&id, &spec).expect("create");
-    h.runtime.start(&id).expect("start");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let log = loop {
-        let log = std::fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default();
-        if log.contains(" / / ") || Instant::now() > deadline {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let state_dir = h.dir.path().join("state").to_string_lossy().into_owned();
-    h.kill_and_delete(&id);
+        let mut spec = h.spec("cat /proc/self/mountinfo; exec sleep 100");
+        spec.rootfs_propagation = Some(name.into());
+        let id: ContainerId = "partial".parse().unwrap();
+        h.runtime.create(&id, &spec).expect("create");
+        h.runtime.start(&id).expect("start");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let log = loop {
+            let log = std::fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default();
+            if log.contains(" / / ") || Instant::now() > deadline {
+                break log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let state_dir = h.dir.path().join("state").to_string_lossy().into_owned();
+        h.kill_and_delete(&id);
 
-    let root = propagation_of(&log, "/").unwrap_or_else(|| panic!("no root line: {log}"));
-    assert!(root.contains("shared:"), "root: {root:?}");
-    assert!(
-        !host.contains(&state_dir),
-        "a container mount reached the host: {host}"
-    );
-    let probe_text = probe.to_string_lossy().into_owned();
-    assert!(
-        host.contains(&format!(" {probe_text} ")),
-        "the host lost its mount at {probe_text}"
-    );
-    drop(outside_side);
-    drop(state_side);
-    h.assert_clean();
+        let root = propagation_of(&log, "/").unwrap_or_else(|| panic!("{name}: {log}"));
+        assert_eq!(
+            root.contains("shared:"),
+            root_shared,
+            "{name}: root {root:?}"
+        );
+        assert!(
+            !host.contains(&state_dir),
+            "{name}: a container mount reached the host: {host}"
+        );
+        let probe_text = probe.to_string_lossy().into_owned();
+        assert!(
+            host.contains(&format!(" {probe_text} ")),
+            "{name}: the host lost its mount at {probe_text}"
+        );
+        drop(outside_side);
+        drop(state_side);
+        h.assert_clean();
+    }
 }
 
 #[test]

@@ -44,8 +44,10 @@ pub fn root_flags(name: Option<&str>) -> Result<MsFlags, PropagationError> {
     }
 }
 
+/// Only recursive private cuts every mount off the host; a non-recursive `private` or
+/// `slave` leaves the mounts below `/` peers of the host's, so it takes the extra steps.
 fn is_private(flags: MsFlags) -> bool {
-    flags.contains(MsFlags::MS_PRIVATE)
+    flags == MsFlags::MS_REC | MsFlags::MS_PRIVATE
 }
 
 fn set(path: &Path, flags: MsFlags) -> Result<(), PropagationError> {
@@ -82,7 +84,7 @@ pub fn isolate_rootfs(flags: MsFlags, rootfs: &Path) -> Result<(), PropagationEr
     set(rootfs, MsFlags::MS_REC | MsFlags::MS_SLAVE)
 }
 
-/// After pivot_root: the new root gets the type too (private is there already).
+/// After pivot_root: the new root gets the type too (recursive private is there already).
 pub fn finish(flags: MsFlags) -> Result<(), PropagationError> {
     if is_private(flags) {
         return Ok(());
