@@ -29,6 +29,13 @@ pub enum DevError {
         #[source]
         source: nix::Error,
     },
+    #[error("set the mode of device node {path} to {mode:o}")]
+    Mode {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: nix::Error,
+    },
     #[error("set the owner of device node {path} to {uid}:{gid}")]
     Chown {
         path: PathBuf,
@@ -180,6 +187,7 @@ pub fn populate(rootfs: &Path, nodes: &[Node], creation: Creation) -> Result<(),
         match make_node(node, &path) {
             Ok(()) => {}
             // Not allowed to create it (runc's fallback): the host's node of the same path.
+            // Only mknod's own refusal: after it, the path exists and must not be bound over.
             Err(DevError::Mknod {
                 source: Errno::EPERM,
                 ..
@@ -207,24 +215,27 @@ pub fn populate(rootfs: &Path, nodes: &[Node], creation: Creation) -> Result<(),
 
 /// mknod with the exact mode (mknod applies the umask) and the node's owner.
 fn make_node(node: &Node, path: &Path) -> Result<(), DevError> {
-    let mknod_err = |source| DevError::Mknod {
-        path: path.to_owned(),
-        source,
-    };
     let kind = match node.kind {
         NodeKind::Char => SFlag::S_IFCHR,
         NodeKind::Block => SFlag::S_IFBLK,
         NodeKind::Fifo => SFlag::S_IFIFO,
     };
     let mode = Mode::from_bits_truncate(node.mode);
-    mknod(path, kind, mode, makedev(node.major, node.minor)).map_err(mknod_err)?;
+    mknod(path, kind, mode, makedev(node.major, node.minor)).map_err(|source| DevError::Mknod {
+        path: path.to_owned(),
+        source,
+    })?;
     nix::sys::stat::fchmodat(
         None,
         path,
         mode,
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )
-    .map_err(mknod_err)?;
+    .map_err(|source| DevError::Mode {
+        path: path.to_owned(),
+        mode: node.mode,
+        source,
+    })?;
     if let Some((uid, gid)) = node.owner {
         nix::unistd::chown(
             path,
