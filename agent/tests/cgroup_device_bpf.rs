@@ -135,6 +135,7 @@ fn v2_container_cannot_create_or_open_an_unlisted_device_but_uses_a_passed_one()
         host_path: node,
         container_path: Some("/dev/loop-control".into()),
         access: DeviceAccess::ALL,
+        node: None,
     }];
     let (state, log) = h.run("bpf-dev", &spec);
     assert_eq!(state.exit_code, Some(0), "{log}");
@@ -172,6 +173,7 @@ fn v2_container_honours_read_only_device_permission() {
         host_path: node,
         container_path: Some("/dev/lc".into()),
         access: DeviceAccess::parse("r").unwrap(),
+        node: None,
     }];
     let (state, log) = h.run("bpf-ro", &spec);
     assert_eq!(state.exit_code, Some(0), "{log}");

@@ -17,11 +17,9 @@ fn resources() -> Resources {
         memory_swap: None,
         memory_reservation: Some(32 << 20),
         cpu_millicores: Some(250),
-        cpu_weight: None,
         pids_max: Some(50),
         io_weight: Some(100),
-        cpuset_cpus: None,
-        cpuset_mems: None,
+        ..Resources::default()
     }
 }
 

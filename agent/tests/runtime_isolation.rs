@@ -219,6 +219,7 @@ fn passed_through_device_works_and_unlisted_one_is_absent() {
         host_path: node,
         container_path: Some("/dev/i2c-1".into()),
         access: DeviceAccess::ALL,
+        node: None,
     }];
     let (code, log) = {
         let (s, l) = h.run("dev", &spec);
@@ -262,6 +263,7 @@ fn device_permissions_are_honoured_read_only_and_without_mknod() {
             host_path: node.clone(),
             container_path: Some("/dev/lc".into()),
             access: DeviceAccess::parse(access).unwrap(),
+            node: None,
         }];
         let (state, log) = h.run(&format!("perm-{access}"), &spec);
         assert_eq!(state.exit_code, Some(0), "{access}: {log}");

@@ -112,6 +112,7 @@ fn limits_land_in_the_cgroup_files() {
             (16u64 << 20).to_string()
         );
         assert_eq!(read("pids", "pids.max"), "9");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
         assert_eq!(read("cpu", "cpu.cfs_quota_us"), "150000");
         // No BFQ here: the io weight cannot be enforced, and that is reported, not dropped.
         if !std::path::Path::new("/sys/fs/cgroup/blkio/blkio.weight").exists() {
@@ -124,6 +125,44 @@ fn limits_land_in_the_cgroup_files() {
                 created.conditions
             );
         }
+    }
+    h.kill_and_delete(&id);
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn oci_cpu_period_quota_and_shares_land_unrounded() {
+    let h = Harness::new();
+    let mut spec = h.spec("sleep 100");
+    spec.resources.cpu_quota_us = Some(33_333);
+    spec.resources.cpu_period_us = Some(50_000);
+    spec.resources.cpu_shares = Some(512);
+    let id: ContainerId = "oci-cpu".parse().unwrap();
+    let created = h.runtime.create(&id, &spec).unwrap();
+    let dir = if created.cgroup_paths.len() == 1 {
+        created.cgroup_paths[0].clone()
+    } else {
+        created
+            .cgroup_paths
+            .iter()
+            .find(|p| p.iter().any(|c| c == "cpu" || c == "cpu,cpuacct"))
+            .expect("a cpu hierarchy")
+            .clone()
+    };
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("read {file}: {e}"))
+            .trim()
+            .to_string()
+    };
+    if created.cgroup_paths.len() == 1 {
+        assert_eq!(read("cpu.max"), "33333 50000");
+        assert_eq!(read("cpu.weight"), "59");
+    } else {
+        assert_eq!(read("cpu.cfs_period_us"), "50000");
+        assert_eq!(read("cpu.cfs_quota_us"), "33333");
+        assert_eq!(read("cpu.shares"), "512");
     }
     h.kill_and_delete(&id);
     h.assert_clean();

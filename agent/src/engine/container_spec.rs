@@ -247,6 +247,7 @@ pub fn container_spec(
             // Validated on admission as a non-empty subset of rwm; were it not, the
             // device gets no access rather than all of it.
             access: DeviceAccess::parse(&d.permissions).unwrap_or(DeviceAccess::NONE),
+            node: None,
         })
         .collect();
     let r = &service.resources;
@@ -256,6 +257,9 @@ pub fn container_spec(
         memory_reservation: service.memory_reservation(),
         cpu_millicores: r.cpu_millicores.map(u64::from),
         cpu_weight: r.cpu_weight.map(u64::from),
+        cpu_quota_us: None,
+        cpu_period_us: None,
+        cpu_shares: None,
         pids_max: r.pids_max.map(u64::from),
         io_weight: r.io_weight.map(u64::from),
         cpuset_cpus: r.cpuset_cpus.clone(),

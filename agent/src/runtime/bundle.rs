@@ -3,24 +3,24 @@
 //!
 //! Honoured: root (path, readonly), process (args, env, cwd, uid/gid/additional gids,
 //! all five capability sets — a set left out is empty, as OCI says — no_new_privileges,
-//! rlimits), hostname, mounts, the network
-//! namespace (absent = host, present = fresh, with a path = join), masked and read-only
-//! paths, `linux.sysctl` (namespaced ones only), `process.oomScoreAdj`, devices (passed
-//! through from the same host path), resources (memory, swap, reservation, cpu
-//! quota/period/shares, pids, blkio weight, cpuset). A `linux.seccomp` section selects
-//! Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts and ipc
-//! namespaces are always created; a user namespace takes `linux.uidMappings` and
+//! rlimits), hostname, mounts (their propagation options too) and
+//! `linux.rootfsPropagation`, the network namespace (absent = host, present = fresh, with a
+//! path = join), masked and read-only paths, `linux.sysctl` (namespaced ones only),
+//! `process.oomScoreAdj`, `linux.devices` (nodes made with the given type, numbers, mode
+//! and owner), resources (memory, swap, reservation, cpu quota/period/shares — kept exactly
+//! as given, see `cgroups::limits` — pids, blkio weight, cpuset). A `linux.seccomp` section
+//! selects Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts
+//! and ipc namespaces are always created; a user namespace takes `linux.uidMappings` and
 //! `linux.gidMappings` (see `runtime::userns` for how the rootfs is made usable).
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxDeviceType, LinuxIdMapping, LinuxNamespaceType, Spec};
 use serde::Serialize;
 
-use super::cgroups::limits::shares_to_weight;
 use super::spec::{
-    CapabilitySets, ContainerSpec, Device, DeviceAccess, IdMapping, IdRange, Mount, MountKind,
-    Network, Resources, Rlimit, Rootfs, Stdio, User,
+    CapabilitySets, ContainerSpec, Device, DeviceAccess, DeviceNode, IdMapping, IdRange, Mount,
+    MountKind, Network, NodeKind, Resources, Rlimit, Rootfs, Stdio, User,
 };
 
 /// Failures reading a bundle.
@@ -36,6 +36,10 @@ pub enum BundleError {
     Missing { path: PathBuf, field: &'static str },
     #[error("mount at {destination}: type {kind:?} is not supported")]
     UnsupportedMount { destination: String, kind: String },
+    #[error("device {path}: type \"a\" is for cgroup rules, a node needs c, u, b or p")]
+    DeviceType { path: String },
+    #[error("device {path}: {number} is not a device number")]
+    DeviceNumber { path: String, number: i64 },
     #[error("OCI config {path}: a user namespace needs linux.uidMappings and linux.gidMappings")]
     UserNamespaceWithoutMappings { path: PathBuf },
 }
@@ -149,13 +153,10 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         .devices()
         .iter()
         .flatten()
-        .map(|d| Device {
-            host_path: d.path().clone(),
-            container_path: Some(d.path().to_string_lossy().into_owned()),
-            access: DeviceAccess::ALL,
-        })
-        .collect();
+        .map(device)
+        .collect::<Result<_, _>>()?;
     spec.seccomp = linux.seccomp().is_some();
+    spec.rootfs_propagation = linux.rootfs_propagation().clone();
     if let Some(r) = linux.resources() {
         spec.resources = resources(r);
     }
@@ -198,6 +199,39 @@ fn mount(m: &oci_spec::runtime::Mount) -> Result<Mount, BundleError> {
     })
 }
 
+/// A `linux.devices` entry: the node is made as described (the host's node of the same path
+/// is bound only where the container may not create nodes), usable with every access.
+fn device(d: &oci_spec::runtime::LinuxDevice) -> Result<Device, BundleError> {
+    let path = d.path().to_string_lossy().into_owned();
+    let kind = match d.typ() {
+        LinuxDeviceType::C | LinuxDeviceType::U => NodeKind::Char,
+        LinuxDeviceType::B => NodeKind::Block,
+        LinuxDeviceType::P => NodeKind::Fifo,
+        LinuxDeviceType::A => return Err(BundleError::DeviceType { path }),
+    };
+    let number = |n: i64| {
+        u64::try_from(n).map_err(|_| BundleError::DeviceNumber {
+            path: path.clone(),
+            number: n,
+        })
+    };
+    let node = DeviceNode {
+        kind,
+        major: number(d.major())?,
+        minor: number(d.minor())?,
+        // Permission bits only: some configs carry the type bits too (0o20666).
+        mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+        uid: d.uid().unwrap_or(0),
+        gid: d.gid().unwrap_or(0),
+    };
+    Ok(Device {
+        host_path: d.path().clone(),
+        container_path: Some(path),
+        access: DeviceAccess::ALL,
+        node: Some(node),
+    })
+}
+
 fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
     let mut out = Resources::default();
     if let Some(memory) = r.memory() {
@@ -210,12 +244,10 @@ fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
         };
     }
     if let Some(cpu) = r.cpu() {
-        if let (Some(quota), Some(period)) = (cpu.quota(), cpu.period()) {
-            if quota > 0 && period > 0 {
-                out.cpu_millicores = Some(quota as u64 * 1000 / period);
-            }
-        }
-        out.cpu_weight = cpu.shares().map(shares_to_weight);
+        // As given: the cgroup plan writes them unrounded (shares become a weight on v2 only).
+        out.cpu_quota_us = cpu.quota();
+        out.cpu_period_us = cpu.period();
+        out.cpu_shares = cpu.shares();
         out.cpuset_cpus = cpu.cpus().clone();
         out.cpuset_mems = cpu.mems().clone();
     }
@@ -245,11 +277,13 @@ mod tests {
         "root": {"path": "rootfs", "readonly": true},
         "hostname": "bench",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                   {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro"]}],
+                   {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro", "rslave"]}],
         "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
-            "resources": {"memory": {"limit": 1000, "swap": 1500, "reservation": 800}, "cpu": {"quota": 50000, "period": 100000, "shares": 1024},
+            "resources": {"memory": {"limit": 1000, "swap": 1500, "reservation": 800}, "cpu": {"quota": 33333, "period": 50000, "shares": 512},
                           "pids": {"limit": 10}},
-            "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
+            "devices": [{"path": "/dev/fuse", "type": "u", "major": 10, "minor": 229, "fileMode": 8612, "gid": 5},
+                        {"path": "/dev/pipe", "type": "p"}],
+            "maskedPaths": ["/proc/kcore"], "rootfsPropagation": "rshared", "readonlyPaths": ["/proc/sys"],
             "sysctl": {"net.ipv4.ip_forward": "1"}}
     }"#;
 
@@ -283,22 +317,67 @@ mod tests {
             }]
         );
         assert_eq!(spec.mounts[1].kind, MountKind::Bind);
+        assert_eq!(spec.mounts[1].options, ["rbind", "ro", "rslave"]);
+        assert_eq!(spec.rootfs_propagation.as_deref(), Some("rshared"));
         assert_eq!(spec.network, Network::None);
         assert_eq!(spec.masked_paths, ["/proc/kcore"]);
         assert_eq!(spec.process.oom_score_adj, Some(500));
         assert_eq!(spec.sysctl["net.ipv4.ip_forward"], "1");
         let r = &spec.resources;
         assert_eq!(
-            (
-                r.memory_max,
-                r.memory_swap,
-                r.cpu_millicores,
-                r.cpu_weight,
-                r.pids_max
-            ),
-            (Some(1000), Some(500), Some(500), Some(39), Some(10))
+            (r.memory_max, r.memory_swap, r.pids_max),
+            (Some(1000), Some(500), Some(10))
         );
+        assert_eq!(
+            (r.cpu_quota_us, r.cpu_period_us, r.cpu_shares),
+            (Some(33_333), Some(50_000), Some(512))
+        );
+        assert_eq!((r.cpu_millicores, r.cpu_weight), (None, None));
         assert_eq!(r.memory_reservation, Some(800));
+    }
+
+    #[test]
+    fn bundle_devices_are_described_nodes_with_runc_s_defaults() {
+        let dir = bundle(CONFIG);
+        let devices = load(dir.path()).unwrap().devices;
+        let nodes: Vec<_> = devices.iter().map(|d| d.node).collect();
+        assert_eq!(
+            nodes,
+            [
+                // 8612 is 0o20644: the type bits are dropped, the owner defaults to root.
+                Some(DeviceNode {
+                    kind: NodeKind::Char,
+                    major: 10,
+                    minor: 229,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 5
+                }),
+                Some(DeviceNode {
+                    kind: NodeKind::Fifo,
+                    major: 0,
+                    minor: 0,
+                    mode: 0o666,
+                    uid: 0,
+                    gid: 0
+                }),
+            ]
+        );
+        assert_eq!(devices[0].host_path, Path::new("/dev/fuse"));
+        assert_eq!(devices[0].container_path.as_deref(), Some("/dev/fuse"));
+        assert_eq!(devices[0].access, DeviceAccess::ALL);
+    }
+
+    #[test]
+    fn bundle_device_of_type_a_or_with_a_negative_number_is_refused() {
+        let dir = bundle(&CONFIG.replace(r#""type": "p""#, r#""type": "a""#));
+        let err = load(dir.path()).unwrap_err();
+        assert!(matches!(err, BundleError::DeviceType { ref path } if path == "/dev/pipe"));
+        let dir = bundle(&CONFIG.replace(r#""minor": 229"#, r#""minor": -1"#));
+        assert!(matches!(
+            load(dir.path()),
+            Err(BundleError::DeviceNumber { number: -1, .. })
+        ));
     }
 
     #[test]

@@ -195,13 +195,14 @@ impl Shim {
         let input: ShimInput = serde_json::from_slice(&bytes)
             .map_err(|source| ShimError::ParseInput { path, source })?;
         let spec = &input.spec;
-        // 2. Devices: the standard set plus passed-through host nodes.
+        // 2. Devices: the standard set plus passed-through host nodes and described ones.
         let mut nodes = dev::default_nodes();
         let mut rules = Vec::new();
         for device in &spec.devices {
-            let node = dev::host_node(device)?;
-            let kind = if node.block { 'b' } else { 'c' };
-            rules.push(DeviceRule::new(kind, node.major, node.minor, device.access));
+            let node = dev::node_for(device)?;
+            if let Some(kind) = node.kind.cgroup_type() {
+                rules.push(DeviceRule::new(kind, node.major, node.minor, device.access));
+            }
             nodes.push(node);
         }
         let netns = match &spec.network {

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use coracle_proto::SeccompProfile;
 use serde::{Deserialize, Serialize};
 
+mod device;
+pub use device::{Device, DeviceAccess, DeviceNode, NodeKind};
+
 /// Everything the runtime needs to create one container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -40,6 +43,10 @@ pub struct ContainerSpec {
     /// `fs.mqueue.*`; see `init::kernel_params`), written inside the container.
     #[serde(default)]
     pub sysctl: std::collections::BTreeMap<String, String>,
+    /// OCI `linux.rootfsPropagation` (`rslave`, `shared`, …; see `init::propagation`);
+    /// `None` makes every mount private.
+    #[serde(default)]
+    pub rootfs_propagation: Option<String>,
 }
 
 /// A user namespace's id mappings: container ids to host ids, as in `/proc/PID/uid_map`.
@@ -174,72 +181,6 @@ pub enum MountKind {
     Cgroup,
 }
 
-/// A host device node made visible in the container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    /// Path on the host, e.g. `/dev/i2c-1`.
-    pub host_path: PathBuf,
-    /// Path in the container; the host path when `None`.
-    pub container_path: Option<String>,
-    /// What the container may do with it (compose's `:rwm`); all of it when absent.
-    #[serde(default)]
-    pub access: DeviceAccess,
-}
-
-/// The device cgroup's access bits for one device: read, write, mknod (`r`, `w`, `m`).
-/// Enforced by the devices cgroup (v1 `devices.allow`) or its eBPF program (v2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceAccess {
-    pub read: bool,
-    pub write: bool,
-    pub mknod: bool,
-}
-
-impl Default for DeviceAccess {
-    fn default() -> Self {
-        Self::ALL
-    }
-}
-
-impl DeviceAccess {
-    /// `rwm`: what the standard devices (null, zero, tty, …) get.
-    pub const ALL: Self = Self {
-        read: true,
-        write: true,
-        mknod: true,
-    };
-
-    /// Nothing: the device exists in the container but cannot be used.
-    pub const NONE: Self = Self {
-        read: false,
-        write: false,
-        mknod: false,
-    };
-
-    /// Reads a non-empty subset of `rwm` (any order; a repeated letter counts once).
-    pub fn parse(text: &str) -> Option<Self> {
-        let mut access = Self::NONE;
-        for c in text.chars() {
-            match c {
-                'r' => access.read = true,
-                'w' => access.write = true,
-                'm' => access.mknod = true,
-                _ => return None,
-            }
-        }
-        (!text.is_empty()).then_some(access)
-    }
-
-    /// The letters, in `rwm` order, as cgroup v1's `devices.allow` takes them.
-    pub fn letters(&self) -> String {
-        [(self.read, 'r'), (self.write, 'w'), (self.mknod, 'm')]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, c)| *c)
-            .collect()
-    }
-}
-
 /// cgroup limits. `None` means "no limit set".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
@@ -250,10 +191,21 @@ pub struct Resources {
     /// `--memory-reservation`). `default`: a container created by an older agent has none.
     #[serde(default)]
     pub memory_reservation: Option<u64>,
-    /// CPU quota in millicores (1000 = one full core).
+    /// CPU quota in millicores (1000 = one full core), over the kernel's 100 ms period.
     pub cpu_millicores: Option<u64>,
     /// cgroup v2 style weight, 1..=10000 (100 = default).
     pub cpu_weight: Option<u64>,
+    /// CPU quota per period in µs exactly as an OCI bundle gives it (-1 = unlimited); with
+    /// `cpu_period_us` it takes the place of `cpu_millicores`, so nothing is rounded.
+    #[serde(default)]
+    pub cpu_quota_us: Option<i64>,
+    /// The CPU period in µs as an OCI bundle gives it.
+    #[serde(default)]
+    pub cpu_period_us: Option<u64>,
+    /// v1 `cpu.shares` as an OCI bundle gives them (2..=262144); written as they are on v1
+    /// and converted to a weight only on v2. Takes the place of `cpu_weight`.
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
     pub pids_max: Option<u64>,
     /// cgroup v2 style io weight, 1..=10000.
     pub io_weight: Option<u64>,
@@ -341,6 +293,7 @@ impl ContainerSpec {
             user_namespace: None,
             init: false,
             sysctl: Default::default(),
+            rootfs_propagation: None,
         }
     }
 }

@@ -81,12 +81,20 @@ pub fn plan(
             if let Some(low) = resources.memory_reservation {
                 put("memory", "memory.soft_limit_in_bytes", low.to_string());
             }
-            if let Some(m) = resources.cpu_millicores {
-                put("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string());
-                put("cpu", "cpu.cfs_quota_us", quota_us(m).to_string());
+            let cpu = CpuBandwidth::of(resources);
+            if let Some(period) = cpu.period_us {
+                put("cpu", "cpu.cfs_period_us", period.to_string());
             }
-            if let Some(w) = resources.cpu_weight {
-                put("cpu", "cpu.shares", weight_to_shares(w).to_string());
+            if let Some(quota) = cpu.quota_us {
+                put("cpu", "cpu.cfs_quota_us", quota.to_string());
+            }
+            // OCI shares are v1's own unit: written as given, never through a weight.
+            let shares = resources
+                .cpu_shares
+                .filter(|&s| s != 0)
+                .or(resources.cpu_weight.map(weight_to_shares));
+            if let Some(shares) = shares {
+                put("cpu", "cpu.shares", shares.to_string());
             }
             if let Some(p) = resources.pids_max {
                 put("pids", "pids.max", p.to_string());
@@ -138,10 +146,15 @@ pub fn plan(
             if let Some(low) = resources.memory_reservation {
                 put("memory", "memory.low", low.to_string());
             }
-            if let Some(m) = resources.cpu_millicores {
-                put("cpu", "cpu.max", format!("{} {CPU_PERIOD_US}", quota_us(m)));
+            if let Some(max) = CpuBandwidth::of(resources).v2_max() {
+                put("cpu", "cpu.max", max);
             }
-            if let Some(w) = resources.cpu_weight {
+            let weight = resources
+                .cpu_shares
+                .filter(|&s| s != 0)
+                .map(shares_to_weight)
+                .or(resources.cpu_weight);
+            if let Some(w) = weight {
                 put("cpu", "cpu.weight", w.clamp(1, 10_000).to_string());
             }
             if let Some(p) = resources.pids_max {
@@ -165,20 +178,67 @@ fn put_cpuset(resources: &Resources, put: &mut impl FnMut(&'static str, &'static
     }
 }
 
+/// The CPU quota and period to write, in µs: an OCI bundle's exactly as given (a value of
+/// 0 means unset, as in runc), else `cpu_millicores` over the kernel's default period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuBandwidth {
+    /// -1 (or any negative) is "no limit".
+    quota_us: Option<i64>,
+    period_us: Option<u64>,
+}
+
+impl CpuBandwidth {
+    fn of(resources: &Resources) -> Self {
+        let given = Self {
+            quota_us: resources.cpu_quota_us.filter(|&q| q != 0),
+            period_us: resources.cpu_period_us.filter(|&p| p != 0),
+        };
+        if given.quota_us.is_some() || given.period_us.is_some() {
+            return given;
+        }
+        let quota = resources.cpu_millicores.map(quota_us);
+        Self {
+            quota_us: quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX)),
+            period_us: quota.map(|_| CPU_PERIOD_US),
+        }
+    }
+
+    /// v2's `cpu.max`, "QUOTA PERIOD" in one write: no quota is `max`, no period the
+    /// kernel's default (what a fresh cgroup has, and runc's choice).
+    fn v2_max(&self) -> Option<String> {
+        if self.quota_us.is_none() && self.period_us.is_none() {
+            return None;
+        }
+        let quota = match self.quota_us {
+            Some(q) if q > 0 => q.to_string(),
+            _ => "max".to_string(),
+        };
+        Some(format!(
+            "{quota} {}",
+            self.period_us.unwrap_or(CPU_PERIOD_US)
+        ))
+    }
+}
+
 fn quota_us(millicores: u64) -> u64 {
     // The kernel refuses quotas under 1 ms.
     (millicores.saturating_mul(CPU_PERIOD_US) / 1000).max(1000)
 }
 
 /// v2 weight (1..=10000, default 100) to v1 shares (2..=262144, default 1024); the inverse
-/// of the conversion crun and runc use.
+/// of the linear conversion compose's `cpu_shares` goes through (in the controller).
 pub fn weight_to_shares(weight: u64) -> u64 {
     2 + (weight.clamp(1, 10_000) - 1) * 262_142 / 9_999
 }
 
-/// v1 shares to v2 weight, as crun converts OCI `cpu.shares`.
+/// v1 shares (2..=262144) to a v2 weight (1..=10000) as crun (>= 1.23) and runc (>= 1.3.2)
+/// convert OCI `cpu.shares`: a quadratic in log2(shares) that keeps the defaults
+/// (1024 → 100) and both ends, where the older linear map made 1024 a weight of 39.
 pub fn shares_to_weight(shares: u64) -> u64 {
-    1 + (shares.clamp(2, 262_144) - 2) * 9_999 / 262_142
+    let l = (shares.clamp(2, 262_144) as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    // In range by construction (10^0..=10^4); the clamp only guards float edges.
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
 }
 
 #[cfg(test)]
@@ -193,6 +253,9 @@ mod tests {
             cpu_millicores: Some(500),
             cpu_weight: Some(100),
             pids_max: Some(32),
+            cpu_quota_us: None,
+            cpu_period_us: None,
+            cpu_shares: None,
             io_weight: Some(10_000),
             cpuset_cpus: Some("0".into()),
             cpuset_mems: Some("0".into()),
@@ -298,6 +361,69 @@ mod tests {
             assert_eq!(weight_to_shares(weight), shares);
             assert_eq!(shares_to_weight(shares), weight);
         }
-        assert_eq!(shares_to_weight(1024), 39);
+    }
+
+    #[test]
+    fn shares_become_a_weight_by_crun_s_formula() {
+        for (shares, weight) in [(0, 1), (2, 1), (3, 2), (512, 59), (1024, 100), (2048, 174)] {
+            assert_eq!(shares_to_weight(shares), weight, "{shares}");
+        }
+        assert_eq!(shares_to_weight(1 << 30), 10_000);
+    }
+
+    /// An OCI bundle's cpu section, as `bundle::resources` maps it.
+    fn oci_cpu(quota: Option<i64>, period: Option<u64>, shares: Option<u64>) -> Resources {
+        Resources {
+            cpu_quota_us: quota,
+            cpu_period_us: period,
+            cpu_shares: shares,
+            ..Resources::default()
+        }
+    }
+
+    #[test]
+    fn v1_plan_writes_oci_period_quota_and_shares_as_given() {
+        let r = oci_cpu(Some(25_000), Some(50_000), Some(512));
+        let writes = plan(&r, &[], CgroupVersion::V1);
+        assert_eq!(
+            pairs(&writes)[..3],
+            [
+                ("cpu.cfs_period_us", "50000"),
+                ("cpu.cfs_quota_us", "25000"),
+                ("cpu.shares", "512"),
+            ]
+        );
+        let unlimited = oci_cpu(Some(-1), Some(250_000), None);
+        assert_eq!(
+            pairs(&plan(&unlimited, &[], CgroupVersion::V1))[..2],
+            [("cpu.cfs_period_us", "250000"), ("cpu.cfs_quota_us", "-1")]
+        );
+        let period_only = oci_cpu(Some(0), Some(20_000), Some(0));
+        assert_eq!(
+            pairs(&plan(&period_only, &[], CgroupVersion::V1))[0],
+            ("cpu.cfs_period_us", "20000")
+        );
+        assert!(!pairs(&plan(&period_only, &[], CgroupVersion::V1))
+            .iter()
+            .any(|(f, _)| *f == "cpu.cfs_quota_us" || *f == "cpu.shares"));
+    }
+
+    #[test]
+    fn v2_plan_writes_oci_period_in_cpu_max_and_shares_as_a_weight() {
+        let r = oci_cpu(Some(25_000), Some(50_000), Some(512));
+        assert_eq!(
+            pairs(&plan(&r, &[], CgroupVersion::V2)),
+            [("cpu.max", "25000 50000"), ("cpu.weight", "59")]
+        );
+        for (quota, period, want) in [
+            (Some(-1), Some(250_000), "max 250000"),
+            (None, Some(20_000), "max 20000"),
+            (Some(30_000), None, "30000 100000"),
+        ] {
+            assert_eq!(
+                pairs(&plan(&oci_cpu(quota, period, None), &[], CgroupVersion::V2)),
+                [("cpu.max", want)]
+            );
+        }
     }
 }

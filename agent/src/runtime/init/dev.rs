@@ -1,14 +1,16 @@
 //! The container's minimal /dev: a few standard character devices, the pts and stdio links,
-//! and the host devices the spec passes through. Nothing else exists, so an unlisted device
-//! cannot be opened even before the devices cgroup is consulted.
+//! the host devices the spec passes through and the nodes it describes (OCI
+//! `linux.devices`). Nothing else exists, so an unlisted device cannot be opened even
+//! before the devices cgroup is consulted.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-use crate::runtime::spec::Device;
+use crate::runtime::spec::{Device, DeviceNode, NodeKind};
 
 /// Failures making /dev.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,21 @@ pub enum DevError {
         #[source]
         source: nix::Error,
     },
+    #[error("set the mode of device node {path} to {mode:o}")]
+    Mode {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("set the owner of device node {path} to {uid}:{gid}")]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: nix::Error,
+    },
     #[error("bind host device {host} at {path}")]
     Bind {
         host: PathBuf,
@@ -42,16 +59,18 @@ pub enum DevError {
     },
 }
 
-/// A device node to create: container path, host node, char or block, major, minor, mode.
+/// A device node to create: container path, host node, kind, major, minor, mode, owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub path: String,
     /// The host's node, bind-mounted when the container may not mknod (user namespace).
     pub host_path: PathBuf,
-    pub block: bool,
+    pub kind: NodeKind,
     pub major: u64,
     pub minor: u64,
     pub mode: u32,
+    /// Set after mknod (a described node's uid and gid); `None` keeps root's.
+    pub owner: Option<(u32, u32)>,
     /// Whether the container's device cgroup lets it create this node (`m`). The init runs
     /// in that cgroup: a node it may not mknod is the host's, bind-mounted.
     pub mknod: bool,
@@ -71,13 +90,40 @@ pub fn default_nodes() -> Vec<Node> {
     .map(|(name, major, minor)| Node {
         path: format!("/dev/{name}"),
         host_path: PathBuf::from(format!("/dev/{name}")),
-        block: false,
+        kind: NodeKind::Char,
         major,
         minor,
         mode: 0o666,
+        owner: None,
         mknod: true,
     })
     .collect()
+}
+
+/// The node for one spec device: as described, or copied from the host's.
+pub fn node_for(device: &Device) -> Result<Node, DevError> {
+    match &device.node {
+        Some(given) => Ok(described_node(device, given)),
+        None => host_node(device),
+    }
+}
+
+/// A node as the spec describes it; nothing on the host is consulted.
+pub fn described_node(device: &Device, given: &DeviceNode) -> Node {
+    Node {
+        path: device
+            .container_path
+            .clone()
+            .unwrap_or_else(|| device.host_path.to_string_lossy().into_owned()),
+        host_path: device.host_path.clone(),
+        kind: given.kind,
+        major: given.major,
+        minor: given.minor,
+        mode: given.mode & 0o7777,
+        owner: Some((given.uid, given.gid)),
+        // The device cgroup does not govern FIFOs.
+        mknod: device.access.mknod || given.kind == NodeKind::Fifo,
+    }
 }
 
 /// Looks up a passed-through device on the host.
@@ -99,10 +145,15 @@ pub fn host_node(device: &Device) -> Result<Node, DevError> {
             .clone()
             .unwrap_or_else(|| device.host_path.to_string_lossy().into_owned()),
         host_path: device.host_path.clone(),
-        block: kind.is_block_device(),
+        kind: if kind.is_block_device() {
+            NodeKind::Block
+        } else {
+            NodeKind::Char
+        },
         major: nix::sys::stat::major(rdev),
         minor: nix::sys::stat::minor(rdev),
         mode: meta.mode() & 0o7777,
+        owner: None,
         mknod: device.access.mknod,
     })
 }
@@ -127,33 +178,22 @@ pub fn populate(rootfs: &Path, nodes: &[Node], creation: Creation) -> Result<(),
                 source,
             })?;
         }
-        let kind = if node.block {
-            SFlag::S_IFBLK
-        } else {
-            SFlag::S_IFCHR
-        };
-        if creation == Creation::BindHost || !node.mknod {
+        // A FIFO is no device: a user namespace may create it.
+        let may_mknod = creation == Creation::Mknod || node.kind == NodeKind::Fifo;
+        if !may_mknod || !node.mknod {
             bind_host_node(node, &path)?;
             continue;
         }
-        let mode = Mode::from_bits_truncate(node.mode);
-        mknod(&path, kind, mode, makedev(node.major, node.minor)).map_err(|source| {
-            DevError::Mknod {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        // mknod applies the umask; set the mode exactly.
-        nix::sys::stat::fchmodat(
-            None,
-            &path,
-            mode,
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(|source| DevError::Mknod {
-            path: path.clone(),
-            source,
-        })?;
+        match make_node(node, &path) {
+            Ok(()) => {}
+            // Not allowed to create it (runc's fallback): the host's node of the same path.
+            // Only mknod's own refusal: after it, the path exists and must not be bound over.
+            Err(DevError::Mknod {
+                source: Errno::EPERM,
+                ..
+            }) if node.host_path.exists() => bind_host_node(node, &path)?,
+            Err(err) => return Err(err),
+        }
     }
     let dev = rootfs.join("dev");
     for (link, target) in [
@@ -169,6 +209,45 @@ pub fn populate(rootfs: &Path, nodes: &[Node], creation: Creation) -> Result<(),
             std::os::unix::fs::symlink(target, &path)
                 .map_err(|source| DevError::Entry { path, source })?;
         }
+    }
+    Ok(())
+}
+
+/// mknod with the exact mode (mknod applies the umask) and the node's owner.
+fn make_node(node: &Node, path: &Path) -> Result<(), DevError> {
+    let kind = match node.kind {
+        NodeKind::Char => SFlag::S_IFCHR,
+        NodeKind::Block => SFlag::S_IFBLK,
+        NodeKind::Fifo => SFlag::S_IFIFO,
+    };
+    let mode = Mode::from_bits_truncate(node.mode);
+    mknod(path, kind, mode, makedev(node.major, node.minor)).map_err(|source| DevError::Mknod {
+        path: path.to_owned(),
+        source,
+    })?;
+    nix::sys::stat::fchmodat(
+        None,
+        path,
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|source| DevError::Mode {
+        path: path.to_owned(),
+        mode: node.mode,
+        source,
+    })?;
+    if let Some((uid, gid)) = node.owner {
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|source| DevError::Chown {
+            path: path.to_owned(),
+            uid,
+            gid,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -203,18 +282,57 @@ mod tests {
             host_path: "/dev/null".into(),
             container_path: Some("/dev/mynull".into()),
             access: DeviceAccess::parse("r").unwrap(),
+            node: None,
         })
         .unwrap();
         assert_eq!(
             (
                 node.path.as_str(),
-                node.block,
+                node.kind,
                 node.major,
                 node.minor,
                 node.mknod
             ),
-            ("/dev/mynull", false, 1, 3, false)
+            ("/dev/mynull", NodeKind::Char, 1, 3, false)
         );
+    }
+
+    #[test]
+    fn described_node_takes_the_spec_and_never_the_host() {
+        let given = DeviceNode {
+            kind: NodeKind::Block,
+            major: 7,
+            minor: 200,
+            mode: 0o20640,
+            uid: 10,
+            gid: 20,
+        };
+        let device = Device {
+            host_path: "/nonexistent/dev/x".into(),
+            container_path: None,
+            access: DeviceAccess::parse("rw").unwrap(),
+            node: Some(given),
+        };
+        let node = node_for(&device).unwrap();
+        assert_eq!(
+            node,
+            Node {
+                path: "/nonexistent/dev/x".into(),
+                host_path: "/nonexistent/dev/x".into(),
+                kind: NodeKind::Block,
+                major: 7,
+                minor: 200,
+                mode: 0o640,
+                owner: Some((10, 20)),
+                mknod: false,
+            }
+        );
+        let fifo = DeviceNode {
+            kind: NodeKind::Fifo,
+            ..given
+        };
+        // No device rule governs a FIFO, so it is always made, never bound.
+        assert!(described_node(&device, &fifo).mknod);
     }
 
     #[test]
@@ -223,6 +341,7 @@ mod tests {
             host_path: "/etc/hostname".into(),
             container_path: None,
             access: DeviceAccess::ALL,
+            node: None,
         })
         .unwrap_err();
         assert!(matches!(

@@ -9,8 +9,10 @@
 pub mod capabilities;
 pub mod dev;
 pub mod kernel_params;
+pub mod mount_options;
 pub mod mounts;
 pub mod pid1;
+pub mod propagation;
 pub mod rlimits;
 pub mod seccomp;
 pub mod user;
@@ -46,6 +48,8 @@ pub enum InitError {
     Loopback(#[source] nix::Error),
     #[error(transparent)]
     Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    Propagation(#[from] propagation::PropagationError),
     #[error(transparent)]
     UserNs(#[from] crate::runtime::userns::UserNsError),
     #[error(transparent)]
@@ -147,6 +151,7 @@ pub fn check(spec: &ContainerSpec) -> Result<(), InitError> {
         rlimits::parse(limit)?;
     }
     kernel_params::check(&spec.sysctl, &spec.network, spec.process.oom_score_adj)?;
+    propagation::root_flags(spec.rootfs_propagation.as_deref())?;
     if let Some(mapping) = &spec.user_namespace {
         userns::check(mapping)?;
     }
@@ -192,12 +197,15 @@ fn setup_and_exec(
         (Network::None, _) => process::bring_up_loopback().map_err(InitError::Loopback)?,
         _ => {}
     }
-    // 3. Root filesystem and mounts, in our private mount namespace.
-    mounts::make_private()?;
+    // 3. Root filesystem and mounts, in our own mount namespace: private unless the spec
+    //    gives another propagation, and then still sending nothing to the host.
+    let propagation = propagation::root_flags(spec.rootfs_propagation.as_deref())?;
+    propagation::prepare(propagation, ctx.rootfs)?;
     match &rootfs_tree {
         Some(tree) => userns::attach_rootfs(tree, ctx.rootfs)?,
         None => mounts::mount_rootfs(&spec.rootfs, ctx.rootfs)?,
     }
+    propagation::isolate_rootfs(propagation, ctx.rootfs)?;
     for m in &spec.mounts {
         match mounts::mount_one(ctx.rootfs, m) {
             // A user namespace cannot mount sysfs for a network namespace it does not own
@@ -220,6 +228,7 @@ fn setup_and_exec(
     dev::populate(ctx.rootfs, ctx.nodes, creation)?;
     // 5. Switch root; the host's tree is gone from here on.
     mounts::pivot_into(ctx.rootfs)?;
+    propagation::finish(propagation)?;
     // 6. The container's own kernel parameters (through its /proc, before /proc/sys is
     //    made read-only), then hide and freeze what containers must not touch.
     kernel_params::apply_sysctls(&spec.sysctl)?;
@@ -395,12 +404,15 @@ mod tests {
     }
 
     #[test]
-    fn check_rejects_empty_args_and_unknown_capabilities() {
+    fn check_rejects_empty_args_unknown_capabilities_and_propagation() {
         let mut spec =
             ContainerSpec::new(crate::runtime::spec::Rootfs::Directory("/".into()), vec![]);
         assert!(matches!(check(&spec), Err(InitError::NoArgs)));
         spec.process.args = vec!["true".into()];
         spec.process.capabilities = Some(vec!["CAP_NOPE".into()]);
         assert!(matches!(check(&spec), Err(InitError::Capability(_))));
+        spec.process.capabilities = None;
+        spec.rootfs_propagation = Some("bind".into());
+        assert!(matches!(check(&spec), Err(InitError::Propagation(_))));
     }
 }

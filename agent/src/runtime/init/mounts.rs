@@ -6,15 +6,16 @@
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use std::os::fd::AsRawFd;
+
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::mount_options::{self, MountOptions};
 use crate::runtime::spec::{Mount, MountKind, Rootfs};
 
 /// Failures of the mount steps; each names the path it failed on.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("make mounts private")]
-    MakePrivate(#[source] nix::Error),
     #[error("overlay path {path} has a ',' or ':', which overlayfs options cannot carry")]
     OverlayPath { path: PathBuf },
     #[error("mount rootfs at {target}")]
@@ -38,8 +39,16 @@ pub enum MountError {
         #[source]
         source: nix::Error,
     },
+    #[error("set the propagation of the mount at {destination}")]
+    Propagation {
+        destination: String,
+        #[source]
+        source: nix::Error,
+    },
     #[error("bind mount needs a source: {destination}")]
     BindWithoutSource { destination: String },
+    #[error("open the old root before pivot_root")]
+    OpenOldRoot(#[source] std::io::Error),
     #[error("pivot_root into {rootfs}")]
     PivotRoot {
         rootfs: PathBuf,
@@ -58,18 +67,6 @@ pub enum MountError {
         #[source]
         source: nix::Error,
     },
-}
-
-/// Stops mount events from propagating back to the host's namespace.
-pub fn make_private() -> Result<(), MountError> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(MountError::MakePrivate)
 }
 
 /// Mounts the rootfs at `target`.
@@ -173,30 +170,13 @@ fn mount_point(rootfs: &Path, destination: &str, is_file: bool) -> Result<PathBu
     Ok(current)
 }
 
-/// Splits OCI-style options into flags and the data string.
-pub fn parse_options(options: &[String]) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in options {
-        match option.as_str() {
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" | "private" | "rprivate" | "slave" | "rslave" => {}
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
-            "bind" => flags |= MsFlags::MS_BIND,
-            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            other => data.push(other),
-        }
-    }
-    (flags, data.join(","))
-}
-
 /// Mounts one spec mount under `rootfs` (before pivot_root, so bind sources are host paths).
 pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
-    let (flags, data) = parse_options(&m.options);
+    let MountOptions {
+        flags,
+        data,
+        propagation,
+    } = mount_options::parse(&m.options);
     let source_is_file = m.source.as_deref().is_some_and(Path::is_file);
     let target = mount_point(
         rootfs,
@@ -231,7 +211,6 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
                 )
                 .map_err(err)?;
             }
-            Ok(())
         }
         kind => {
             let fstype = match kind {
@@ -242,9 +221,19 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
                 MountKind::Mqueue => "mqueue",
                 MountKind::Cgroup | MountKind::Bind => "cgroup2",
             };
-            mount(Some(fstype), &target, Some(fstype), flags, data).map_err(err)
+            mount(Some(fstype), &target, Some(fstype), flags, data).map_err(err)?;
         }
     }
+    // Only now: the kernel takes a propagation type only on an existing mount.
+    for kind in propagation {
+        mount(None::<&str>, &target, None::<&str>, kind, None::<&str>).map_err(|source| {
+            MountError::Propagation {
+                destination: m.destination.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// The host's sysfs at `m`'s destination: bound recursively (a user namespace may not bind
@@ -274,9 +263,25 @@ pub fn pivot_into(rootfs: &Path) -> Result<(), MountError> {
         rootfs: rootfs.to_owned(),
         source,
     };
+    // A handle on the old root: after pivot_root it lies over the new one, and "." in a
+    // mount call would mean the new root's tree.
+    let old_root = fs::File::open("/").map_err(MountError::OpenOldRoot)?;
     nix::unistd::chdir(rootfs).map_err(err)?;
     // pivot_root(".", ".") stacks the old root under the new one; unmount it right away.
     nix::unistd::pivot_root(".", ".").map_err(err)?;
+    nix::unistd::fchdir(old_root.as_raw_fd()).map_err(err)?;
+    // Unmounts propagate like mounts: with a shared rootfs propagation the old root's
+    // mounts still have peers on the host, which the detach would unmount as well. As a
+    // slave tree it only receives (runc does the same). Only the old tree: the container's
+    // own mounts keep the propagation they were given.
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err)?;
     umount2(".", MntFlags::MNT_DETACH).map_err(err)?;
     nix::unistd::chdir("/").map_err(err)
 }
@@ -382,15 +387,5 @@ mod tests {
         std::os::unix::fs::symlink("/", dir.path().join("proc")).unwrap();
         let err = mount_point(dir.path(), "/proc/x", false).unwrap_err();
         assert!(matches!(err, MountError::DestinationEscapes { .. }));
-    }
-
-    #[test]
-    fn options_split_into_flags_and_data() {
-        let opts: Vec<String> = ["nosuid", "ro", "mode=755", "size=65536k"]
-            .map(String::from)
-            .to_vec();
-        let (flags, data) = parse_options(&opts);
-        assert_eq!(flags, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY);
-        assert_eq!(data, "mode=755,size=65536k");
     }
 }
