@@ -528,7 +528,7 @@ async fn updates_that_cannot_be_pulled_or_run_leave_the_running_version_alone() 
         unreachable!()
     };
     assert!(
-        reason.contains("refused, nothing was changed: nft: not found"),
+        reason.contains("refused, nothing was changed") && reason.contains("nft: not found"),
         "{reason}"
     );
     {
