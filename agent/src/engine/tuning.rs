@@ -49,6 +49,7 @@ pub fn apply(spec: &mut ContainerSpec, tuning: &[Tuning]) {
             | Tuning::DnsOption(_)
             | Tuning::ExtraHost { .. }
             | Tuning::ExtraHostGateway(_) => {}
+            Tuning::Privileged { .. } => {}
         }
     }
 }
