@@ -121,6 +121,25 @@ fn device_filter_on_real_cgroup2_allows_listed_devices_and_denies_others_with_ep
 
 #[test]
 #[ignore = "needs root"]
+fn every_device_rule_on_real_cgroup2_lets_a_privileged_container_open_any_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kmsg = tmp.path().join("kmsg-twin"); // char 1:11: denied by any narrower list
+    char_node(&kmsg, 1, 11);
+    let cgroup = TestCgroup::new("every");
+    assert!(install_device_filter(&cgroup.0, &[DeviceRule::EVERY]).unwrap());
+    let paths = [
+        kmsg.as_path(),
+        Path::new("/dev/loop-control"),
+        Path::new("/dev/null"),
+    ];
+    let inside = try_opens(Some(&cgroup.0), &paths);
+    for p in paths {
+        assert!(inside.contains(&format!("ok {}", p.display())), "{inside}");
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
 fn v2_container_cannot_create_or_open_an_unlisted_device_but_uses_a_passed_one() {
     let h = Harness::with_cgroup_root(UNIFIED);
     // A loop-control twin passed through as the container's /dev/loop-control.

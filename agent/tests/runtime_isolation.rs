@@ -319,3 +319,73 @@ fn network_none_has_only_loopback_up() {
     assert_eq!(flags & 1, 1, "lo is up: {log}");
     h.assert_clean();
 }
+
+/// What the privilege test looks at from inside: /proc/self/status, host device nodes
+/// (opened: the device cgroup says EPERM to a device it does not allow), a node made with
+/// mknod, masked paths (/proc/timer_list, a /dev/null bind when masked — this kernel has no
+/// /proc/kcore —, /sys/firmware, an empty tmpfs), /proc/sys and /sys mount modes.
+const PRIVILEGE_PROBE: &str = "cat /proc/self/status; \
+    [ -c /dev/loop-control ] && : < /dev/loop-control && echo opened-loop-control; \
+    [ -c /dev/kmsg ] && echo has-kmsg; \
+    mknod /tmp/mem c 1 1 && echo made-mem; \
+    [ -f /proc/timer_list ] && echo timer-list-visible; \
+    [ -c /proc/timer_list ] && echo timer-list-masked; \
+    ls /sys/firmware | grep -q . && echo firmware-visible; \
+    echo priv > /proc/sys/kernel/hostname && echo proc-sys-writable; \
+    awk '$2 == \"/sys\" { split($4, o, \",\"); print \"sys-\" o[1] }' /proc/mounts";
+
+#[test]
+#[ignore = "needs root"]
+fn a_privileged_container_has_every_capability_device_and_path_and_no_seccomp() {
+    let h = Harness::new();
+    let mut spec = h.spec(PRIVILEGE_PROBE);
+    coracle_agent::engine::tuning::privileged(&mut spec, false);
+    let (state, log) = h.run("privileged", &spec);
+    assert_eq!(state.exit_code, Some(0), "{log}");
+    // Every capability this runtime holds (the host's bounding set may lack some).
+    let every = caps::read(None, caps::CapSet::Bounding)
+        .unwrap()
+        .iter()
+        .fold(0, |mask, c| mask | c.bitmask());
+    for field in ["CapEff:", "CapPrm:", "CapBnd:", "CapInh:"] {
+        assert_eq!(status_field(&log, field), every, "{field} in {log}");
+    }
+    assert_eq!(status_field(&log, "CapAmb:"), 0, "root: {log}");
+    assert_eq!(status_field(&log, "Seccomp:"), 0, "{log}");
+    assert_eq!(status_field(&log, "NoNewPrivs:"), 0, "{log}");
+    for line in [
+        "opened-loop-control",
+        "has-kmsg",
+        "made-mem",
+        "timer-list-visible",
+        "firmware-visible",
+        "proc-sys-writable",
+        "sys-rw",
+    ] {
+        assert!(log.lines().any(|l| l == line), "{line} missing: {log}");
+    }
+    assert!(!log.contains("timer-list-masked"), "{log}");
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn an_unprivileged_container_keeps_masks_read_only_paths_and_device_limits() {
+    let h = Harness::new();
+    let (_, log) = h.run("unprivileged", &h.spec(PRIVILEGE_PROBE));
+    assert_eq!(status_field(&log, "Seccomp:"), 2, "{log}");
+    for line in ["timer-list-masked", "sys-ro"] {
+        assert!(log.lines().any(|l| l == line), "{line} missing: {log}");
+    }
+    for line in [
+        "opened-loop-control",
+        "has-kmsg",
+        "made-mem",
+        "timer-list-visible",
+        "firmware-visible",
+        "proc-sys-writable",
+    ] {
+        assert!(!log.lines().any(|l| l == line), "{line}: {log}");
+    }
+    h.assert_clean();
+}

@@ -80,6 +80,11 @@ fn default_policy_refuses_host_access_with_403_on_deploy_and_rollout() {
         ),
         ("    cap_add: [ALL]\n", "needs policy.privileged = true"),
         (
+            "    privileged: true\n",
+            "service \"web\": privileged \"true\": a privileged container has every \
+             capability and host device: needs policy.privileged = true",
+        ),
+        (
             "    network_mode: host\n",
             "needs policy.host_network = true",
         ),
@@ -144,7 +149,7 @@ fn configured_policy_allows_host_access_for_its_tag_only() {
         "[policy]\nread_only_bind_paths = [\"/etc/ssl\"]\nhost_ports = [80]\n\
          [[policy.allow]]\ntag = \"site=lab\"\nbind_paths = [\"/\"]\n\
          capabilities = [\"SYS_ADMIN\", \"SYS_MODULE\"]\nhost_network = true\n\
-         devices = [\"/dev/kmsg\"]\n",
+         devices = [\"/dev/kmsg\"]\nprivileged = true\n",
     );
     let controller = Controller::start_with_config(dir, &text);
     push_fixture(&controller, "hello:1");
@@ -153,7 +158,7 @@ fn configured_policy_allows_host_access_for_its_tag_only() {
     tag(&controller, "lab-1", "site=lab");
     tag(&controller, "field-1", "site=field");
     let wide = format!(
-        "{WEB}    volumes: [\"/:/host\", \"/etc/ssl:/ssl:ro\"]\n    cap_add: [SYS_ADMIN, SYS_MODULE]\n    network_mode: host\n    devices: [\"/dev/kmsg:/dev/kmsg:r\"]\n"
+        "{WEB}    volumes: [\"/:/host\", \"/etc/ssl:/ssl:ro\"]\n    cap_add: [SYS_ADMIN, SYS_MODULE]\n    network_mode: host\n    devices: [\"/dev/kmsg:/dev/kmsg:r\"]\n    privileged: true\n"
     );
     let (status, body) = deploy(&controller, "lab-1", &wide);
     assert_eq!(status, 200, "{body}");

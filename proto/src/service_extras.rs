@@ -332,11 +332,14 @@ mod tests {
             Tuning::HealthStartInterval(1),
             Tuning::MemoryReservation(1),
             Tuning::ExtraHostGateway("h".into()),
+            Tuning::Privileged {
+                no_new_privileges: false,
+            },
         ]
         .iter()
         .map(|t| postcard::to_allocvec(t).unwrap()[0])
         .collect();
-        assert_eq!(tags, [11, 12, 13, 14, 15, 16, 17]);
+        assert_eq!(tags, [11, 12, 13, 14, 15, 16, 17, 18]);
         let extra_host = Tuning::ExtraHost {
             name: "h".into(),
             address: [10, 0, 0, 1],

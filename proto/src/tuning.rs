@@ -1,7 +1,7 @@
 //! A service's kernel and process settings beyond the core spec: compose `sysctls`,
 //! `ulimits`, `oom_score_adj`, `hostname`, networking (`network`), and `tmpfs`, `shm_size`,
 //! `group_add`, `logging`, `healthcheck.start_interval` (`service_extras`), the memory
-//! reservation. A list of tagged entries rather than fields,
+//! reservation, `privileged`. A list of tagged entries rather than fields,
 //! so a new kind is a new variant at the end: bytes of older builds still decode without a
 //! new legacy layout, and an older agent refuses a body holding a kind it does not know.
 
@@ -64,6 +64,13 @@ pub enum Tuning {
     /// `extra_hosts` `NAME:host-gateway`): its app network's gateway on the device, or
     /// loopback for a service on the device's network.
     ExtraHostGateway(String),
+    /// compose `privileged: true`, as Docker's `--privileged`: every capability in every
+    /// set, no seccomp filter, no masked or read-only paths in /proc and /sys, every device
+    /// allowed and the device's device nodes in /dev. `no_new_privileges`: compose
+    /// `security_opt` also asks for it (otherwise a privileged process may gain more
+    /// through setuid files, as under Docker). Refused by the deploy policy unless it
+    /// grants `privileged`.
+    Privileged { no_new_privileges: bool },
 }
 
 /// Compose ulimit names and the kernel's resource names.
@@ -217,6 +224,7 @@ impl ServiceSpec {
                 }
                 // Its value is judged with the other memory settings (`validate_resources`).
                 Tuning::MemoryReservation(_) => ("mem_reservation", ""),
+                Tuning::Privileged { .. } => ("privileged", ""),
                 other => match self
                     .validate_network_entry(other)?
                     .map_or_else(|| self.validate_extra_entry(other), |k| Ok(Some(k)))?
@@ -348,6 +356,11 @@ mod tests {
         let twice = alloc::vec![Tuning::OomScoreAdj(1), Tuning::OomScoreAdj(2)];
         let err = tuned(NetworkMode::None, twice).unwrap_err().to_string();
         assert!(err.contains("oom_score_adj"), "{err}");
+        let privileged = |no_new_privileges| Tuning::Privileged { no_new_privileges };
+        tuned(NetworkMode::None, alloc::vec![privileged(false)]).unwrap();
+        let twice = alloc::vec![privileged(false), privileged(true)];
+        let err = tuned(NetworkMode::None, twice).unwrap_err().to_string();
+        assert!(err.contains("privileged: \"\" is given twice"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! long-syntax tmpfs and read-only volume; its memory reservation is read from its cgroup.
 //! `logging` options rotate a chatty service's log files on the device, and
 //! `healthcheck.start_interval` makes a check that fails once pass long before its hour-long
-//! interval.
+//! interval. A `privileged` service (granted by the policy) has every capability the agent
+//! holds, no seccomp filter and the device's /dev/kmsg.
 //! Root only (network namespaces, cgroups); takes turns on the test network.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,6 +42,12 @@ const PROBE: &str = "ulimit -n > /out/nofile; ulimit -Hn > /out/nofile_hard; \
     /bin/busybox id -G > /out/groups; \
     /bin/busybox grep ' /long ' /proc/mounts > /out/long_mount; \
     if /bin/busybox touch /out2/written; then echo wrote > /out/ro_volume; else echo refused > /out/ro_volume; fi; \
+    /bin/busybox touch /out/done; exec /bin/busybox sleep 3600";
+
+/// What a privileged service sees: its status (capabilities, seccomp) and a host device
+/// node no other container gets.
+const PRIVILEGED: &str = "/bin/busybox cat /proc/self/status > /out/status; \
+    if /bin/busybox test -c /dev/kmsg; then echo yes > /out/kmsg; else echo no > /out/kmsg; fi; \
     /bin/busybox touch /out/done; exec /bin/busybox sleep 3600";
 
 /// Prints about 15 KB, for 1 KiB log files.
@@ -85,6 +92,12 @@ fn app(dir: &Path) -> std::path::PathBuf {
       - /fast:exec
     shm_size: 32m
     group_add: [gpio, 44]
+  privileged:
+    image: hello:1
+    network_mode: none
+    privileged: true
+    command: ["/bin/busybox", "sh", "-c", "{PRIVILEGED}"]
+    volumes: ["privileged:/out"]
   chatty:
     image: hello:1
     network_mode: none
@@ -131,7 +144,7 @@ fn read(dir: &Path, name: &str) -> String {
 fn every_tuning_key_is_seen_from_inside_the_container() {
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
-    let policy = "[policy]\ndevices = [\"/dev/loop-control\"]\n";
+    let policy = "[policy]\ndevices = [\"/dev/loop-control\"]\nprivileged = true\n";
     let controller =
         Controller::start_with_config(dir.path(), TestNetwork::GATEWAY, policy).unwrap();
     let group = LayerFile::new("etc/group", "root:x:0:\ngpio:x:997:\n", 0o644);
@@ -215,6 +228,32 @@ fn every_tuning_key_is_seen_from_inside_the_container() {
         groups.contains(&"997") && groups.contains(&"44"),
         "group_add: {groups:?}"
     );
+
+    // privileged: every capability the agent holds (the test's bounding set), no seccomp.
+    let privileged = agent.data_dir.join("volumes/privileged");
+    wait_for_probe(
+        &controller,
+        "pi-keys",
+        &privileged.join("done"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let field = |status: &str, name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{name} in {status}"))
+    };
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let status = read(&privileged, "status");
+    for name in ["CapEff:", "CapPrm:", "CapBnd:", "CapInh:"] {
+        assert_eq!(field(&status, name), field(&own, "CapBnd:"), "{name}");
+    }
+    assert_eq!(field(&status, "Seccomp:"), "0");
+    assert_eq!(field(&status, "NoNewPrivs:"), "0");
+    assert_eq!(read(&privileged, "kmsg"), "yes", "the device's /dev/kmsg");
 
     // logging: 1 KiB files, three in all, on the device.
     let logs = dir.path().join("pi-keys/run/chatty");

@@ -190,6 +190,11 @@ pub fn container_spec(
         SeccompPolicy::Unconfined => spec.seccomp = false,
         SeccompPolicy::Profile(profile) => spec.seccomp_profile = Some(profile.clone()),
     }
+    for entry in &service.tuning {
+        if let coracle_proto::Tuning::Privileged { no_new_privileges } = entry {
+            super::tuning::privileged(&mut spec, *no_new_privileges);
+        }
+    }
     let netns = layout.network.as_ref().and_then(|a| a.netns.clone());
     spec.network = match (service.network, netns) {
         (NetworkMode::Host, _) => Network::Host,
@@ -587,5 +592,73 @@ mod tests {
                 DeviceAccess::ALL
             ]
         );
+    }
+
+    fn layout() -> ContainerLayout {
+        ContainerLayout {
+            layers: vec![],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            volumes: "/v".into(),
+            log_max_bytes: 1,
+            log_keep: 1,
+            network: None,
+        }
+    }
+
+    #[test]
+    fn privileged_opens_every_capability_device_and_path() {
+        let mut s = service();
+        s.user = Some("0".into());
+        s.seccomp = SeccompPolicy::Unconfined;
+        s.tuning.push(coracle_proto::Tuning::Privileged {
+            no_new_privileges: false,
+        });
+        let spec = container_spec(&s, &image(), &layout()).unwrap();
+        let all = Some(vec!["ALL".to_string()]);
+        assert_eq!(spec.process.capabilities, all);
+        let sets = &spec.process.capability_sets;
+        assert_eq!((&sets.effective, &sets.permitted), (&None, &None));
+        assert_eq!(sets.inheritable, all);
+        assert!(sets.ambient.is_empty(), "root needs no ambient set");
+        assert!(!spec.process.no_new_privileges);
+        assert!(!spec.seccomp && spec.seccomp_profile.is_none());
+        assert!(spec.masked_paths.is_empty() && spec.readonly_paths.is_empty());
+        let sys = spec
+            .mounts
+            .iter()
+            .find(|m| m.destination == "/sys")
+            .unwrap();
+        assert!(!sys.options.iter().any(|o| o == "ro"), "{sys:?}");
+        assert!(spec.host_devices);
+    }
+
+    #[test]
+    fn privileged_non_root_gets_ambient_caps_and_asked_no_new_privileges() {
+        let mut s = service();
+        s.seccomp = SeccompPolicy::Profile(coracle_proto::SeccompProfile {
+            default_action: coracle_proto::seccomp::SeccompAction::Allow,
+            rules: vec![],
+        });
+        s.tuning.push(coracle_proto::Tuning::Privileged {
+            no_new_privileges: true,
+        });
+        // The image's user 1000.
+        let spec = container_spec(&s, &image(), &layout()).unwrap();
+        assert_eq!(spec.process.capability_sets.ambient, ["ALL"]);
+        assert!(spec.process.no_new_privileges);
+        assert!(!spec.seccomp && spec.seccomp_profile.is_none(), "as Docker");
+    }
+
+    #[test]
+    fn unprivileged_keeps_every_default_restriction() {
+        let spec = container_spec(&service(), &image(), &layout()).unwrap();
+        let defaults = ContainerSpec::new(spec.rootfs.clone(), vec![]);
+        assert!(spec.process.no_new_privileges && spec.seccomp && !spec.host_devices);
+        assert_eq!(spec.masked_paths, defaults.masked_paths);
+        assert_eq!(spec.readonly_paths, defaults.readonly_paths);
+        assert_eq!(spec.mounts[..defaults.mounts.len()], defaults.mounts[..]);
+        assert_ne!(spec.process.capabilities, Some(vec!["ALL".to_string()]));
+        assert_eq!(spec.process.capability_sets.inheritable, None);
     }
 }

@@ -1,5 +1,5 @@
 //! A service's `tuning` (compose `sysctls`, `ulimits`, `oom_score_adj`, `hostname`,
-//! `shm_size`, `group_add`, and `tmpfs` as mounts) on the runtime spec. The values were validated with the desired state; the runtime checks the
+//! `shm_size`, `group_add`, `tmpfs` as mounts, and `privileged`) on the runtime spec. The values were validated with the desired state; the runtime checks the
 //! sysctls again before any process exists (`runtime::init::kernel_params`).
 
 use coracle_proto::tuning::rlimit_name;
@@ -7,7 +7,8 @@ use coracle_proto::Tuning;
 
 use coracle_proto::TmpfsMount;
 
-use crate::runtime::spec::{ContainerSpec, Mount, MountKind, Rlimit};
+use crate::runtime::init::capabilities::ALL;
+use crate::runtime::spec::{CapabilitySets, ContainerSpec, Mount, MountKind, Rlimit, User};
 
 /// Puts each entry where the runtime reads it; a ulimit replaces the image default of the
 /// same resource.
@@ -49,8 +50,34 @@ pub fn apply(spec: &mut ContainerSpec, tuning: &[Tuning]) {
             | Tuning::DnsOption(_)
             | Tuning::ExtraHost { .. }
             | Tuning::ExtraHostGateway(_) => {}
+            // After the user and the seccomp policy are known (`container_spec`).
+            Tuning::Privileged { .. } => {}
         }
     }
+}
+
+/// Docker's `--privileged`: every capability the agent holds (its bounding set) in the
+/// bounding, effective, permitted and inheritable sets (and ambient for a non-root user, as
+/// `cap_add` raises them), no seccomp filter (whatever `security_opt` chose, as under Docker), nothing
+/// masked or read-only in /proc and /sys, /sys writable, every device allowed and the
+/// host's device nodes in /dev; no_new_privs only when `security_opt` asked for it.
+pub fn privileged(spec: &mut ContainerSpec, no_new_privileges: bool) {
+    let all = vec![ALL.to_string()];
+    let root = matches!(spec.process.user, User::Id { uid: 0, .. });
+    spec.process.capabilities = Some(all.clone());
+    spec.process.capability_sets = CapabilitySets {
+        effective: None,
+        permitted: None,
+        inheritable: Some(all.clone()),
+        ambient: if root { Vec::new() } else { all },
+    };
+    spec.process.no_new_privileges = no_new_privileges;
+    spec.seccomp = false;
+    spec.seccomp_profile = None;
+    spec.masked_paths.clear();
+    spec.readonly_paths.clear();
+    spec.set_sysfs_writable();
+    spec.host_devices = true;
 }
 
 /// A tmpfs entry as a runtime mount: always `nosuid,nodev`, `noexec` unless `exec`

@@ -205,6 +205,15 @@ impl Shim {
             }
             nodes.push(node);
         }
+        // A privileged container: every device, and the host's nodes besides the ones above.
+        if spec.host_devices {
+            rules = vec![DeviceRule::EVERY];
+            for node in dev::host_device_nodes(Path::new("/dev"))? {
+                if !nodes.iter().any(|n| n.path == node.path) {
+                    nodes.push(node);
+                }
+            }
+        }
         let netns = match &spec.network {
             Network::Join(path) => Some(
                 File::open(path)

@@ -22,6 +22,11 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     /// Host device nodes passed through; every other device is absent.
     pub devices: Vec<Device>,
+    /// Every device, as Docker's `--privileged`: the device cgroup allows all (`a *:*
+    /// rwm`) and /dev holds a node for each of the host's character and block devices
+    /// (`init::dev::host_device_nodes`), made when the container is created.
+    #[serde(default)]
+    pub host_devices: bool,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub resources: Resources,
@@ -99,8 +104,9 @@ pub struct Process {
     pub env: Vec<String>,
     pub cwd: String,
     pub user: User,
-    /// Capability names like `CAP_CHOWN`; `None` means Docker's default set. The bounding
-    /// set, and effective and permitted unless `capability_sets` says otherwise.
+    /// Capability names like `CAP_CHOWN`, or `ALL` for every one the kernel knows; `None`
+    /// means Docker's default set. The bounding set, and effective and permitted unless
+    /// `capability_sets` says otherwise.
     pub capabilities: Option<Vec<String>>,
     /// The other sets; by default none but what `capabilities` implies.
     #[serde(default)]
@@ -278,6 +284,7 @@ impl ContainerSpec {
             network: Network::None,
             mounts: default_mounts(),
             devices: Vec::new(),
+            host_devices: false,
             masked_paths: DEFAULT_MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
             readonly_paths: DEFAULT_READONLY_PATHS
                 .iter()
@@ -299,6 +306,15 @@ impl ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// Makes /sys writable (a privileged container's; Docker's `--privileged`).
+    pub fn set_sysfs_writable(&mut self) {
+        for m in &mut self.mounts {
+            if m.destination == "/sys" && m.kind == MountKind::Sysfs {
+                m.options.retain(|o| o != "ro");
+            }
+        }
+    }
+
     /// Sets the size of the `/dev/shm` tmpfs (compose `shm_size`; Docker's 64 MiB
     /// otherwise, as `default_mounts`).
     pub fn set_shm_size(&mut self, bytes: u64) {

@@ -94,6 +94,9 @@ pub struct ComposeService {
     /// `seccomp=unconfined`, `seccomp=FILE`, `no-new-privileges` (see `seccomp`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// Docker's `--privileged` (see `tuning`); the deploy policy must grant it.
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub privileged: Option<bool>,
     /// Run the agent's init as PID 1 (see `lifecycle`).
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub init: Option<bool>,

@@ -103,10 +103,6 @@ pub const SERVICE: &[(&str, &str)] = &[
         "pre_stop",
         "pre-stop hooks (use stop_signal and stop_grace_period)",
     ),
-    (
-        "privileged",
-        "privileged containers (use cap_add and devices)",
-    ),
     ("provider", "service providers"),
     (
         "pull_policy",

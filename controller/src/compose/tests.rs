@@ -622,3 +622,43 @@ fn memory_reservations_become_the_soft_limit_and_cpu_reservations_nothing() {
         assert_eq!(err.line(), line, "{lines}: {err}");
     }
 }
+
+#[test]
+fn privileged_becomes_one_tuning_entry_and_a_bad_value_names_its_line() {
+    let text = "\
+services:
+  web:
+    image: app:1
+    privileged: true
+  locked:
+    image: app:1
+    privileged: true
+    security_opt: [no-new-privileges]
+  plain:
+    image: app:1
+    privileged: false
+";
+    let specs = to_specs(text, &parse(text).unwrap(), &ProfileFiles::new(), &resolve).unwrap();
+    let privileged = |name: &str| -> Vec<coracle_proto::Tuning> {
+        let spec = specs.iter().find(|s| s.name.as_str() == name).unwrap();
+        spec.tuning
+            .iter()
+            .filter(|t| matches!(t, coracle_proto::Tuning::Privileged { .. }))
+            .cloned()
+            .collect()
+    };
+    let entry = |no_new_privileges| coracle_proto::Tuning::Privileged { no_new_privileges };
+    assert_eq!(privileged("web"), [entry(false)]);
+    assert_eq!(privileged("locked"), [entry(true)]);
+    assert_eq!(privileged("plain"), []);
+
+    let text = "services:\n  web:\n    image: app:1\n    privileged: maybe\n";
+    let err = parse(text)
+        .and_then(|file| to_specs(text, &file, &ProfileFiles::new(), &resolve))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("maybe is not true or false"),
+        "{err}"
+    );
+    assert_eq!(err.line(), 4, "{err}");
+}

@@ -1,6 +1,7 @@
 //! A service's kernel and process settings from Compose's keys: `sysctls` (a map or a
 //! `NAME=VALUE` list), `ulimits` (`nofile: 1024` or `{soft, hard}`), `oom_score_adj`,
-//! `hostname` and `group_add` (names or GIDs, resolved in the image by the agent). Which
+//! `hostname`, `group_add` (names or GIDs, resolved in the image by the agent) and
+//! `privileged` (with `security_opt: [no-new-privileges]` if given). Which
 //! sysctls a container may set, the ulimit names and the ranges are checked by
 //! `ServiceSpec::validate` (one rule for controller and agent).
 
@@ -9,6 +10,7 @@ use coracle_proto::Tuning;
 use super::labels;
 use super::lenient::{scalar_f64, scalar_u64};
 use super::model::{ComposeService, Scalar, Ulimit};
+use super::seccomp;
 use super::FieldResult;
 
 /// The service's tuning entries, in a stable order; an error names the compose key.
@@ -57,6 +59,11 @@ pub(super) fn tuning(s: &ComposeService) -> FieldResult<Vec<Tuning>> {
             return Err(("group_add", format!("{group} is not a group name or GID")));
         }
         out.push(Tuning::GroupAdd(group.to_string()));
+    }
+    if s.privileged == Some(true) {
+        out.push(Tuning::Privileged {
+            no_new_privileges: seccomp::asks_no_new_privileges(&s.security_opt),
+        });
     }
     Ok(out)
 }
@@ -132,5 +139,22 @@ mod tests {
         assert_eq!(err.0, "oom_score_adj");
         let err = tuning(&service("group_add: [1.5]\n")).unwrap_err();
         assert_eq!(err.0, "group_add");
+    }
+
+    #[test]
+    fn privileged_true_is_one_entry_and_false_is_none() {
+        let privileged = |no_new_privileges| Tuning::Privileged { no_new_privileges };
+        assert_eq!(
+            tuning(&service("privileged: true\n")).unwrap(),
+            [privileged(false)]
+        );
+        assert_eq!(
+            tuning(&service(
+                "privileged: 'true'\nsecurity_opt: [no-new-privileges]\n"
+            ))
+            .unwrap(),
+            [privileged(true)]
+        );
+        assert_eq!(tuning(&service("privileged: false\n")).unwrap(), []);
     }
 }

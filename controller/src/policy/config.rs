@@ -30,7 +30,7 @@ pub struct PolicySection {
     pub host_ports: Vec<u16>,
     /// `network_mode: host`.
     pub host_network: bool,
-    /// Privileged containers: today `cap_add: [ALL]`.
+    /// Privileged containers: compose `privileged: true`, and `cap_add: [ALL]`.
     pub privileged: bool,
     /// Wider rules for the devices with a tag or one device.
     pub allow: Vec<AllowEntry>,

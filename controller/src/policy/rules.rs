@@ -14,7 +14,8 @@ use super::paths::{is_under, normalise};
 #[error("service {service:?}: {key} {value:?}: {rule}")]
 pub struct Refusal {
     pub service: String,
-    /// The compose key: `volumes`, `cap_add`, `devices`, `ports`, `network_mode`.
+    /// The compose key: `volumes`, `cap_add`, `devices`, `ports`, `network_mode`,
+    /// `privileged`.
     pub key: &'static str,
     /// The refused entry as compose writes it (`/:/host`, `SYS_ADMIN`).
     pub value: String,
@@ -80,6 +81,20 @@ pub fn check_service(
             "network_mode",
             "host".into(),
             "the host's network needs policy.host_network = true".into(),
+        ));
+    }
+    // Docker's `--privileged`: every capability, every device, no seccomp filter: the
+    // same grant as `cap_add: [ALL]`.
+    let privileged = service
+        .tuning
+        .iter()
+        .any(|t| matches!(t, Tuning::Privileged { .. }));
+    if privileged && !grants.privileged {
+        return Err(refuse(
+            "privileged",
+            "true".into(),
+            "a privileged container has every capability and host device: needs policy.privileged = true"
+                .into(),
         ));
     }
     Ok(())

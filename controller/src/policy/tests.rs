@@ -60,6 +60,7 @@ fn default_policy_allows_ordinary_apps() {
         "    volumes: [{type: volume, source: data, target: /data}, {type: tmpfs, target: /run}]\n",
         "    cap_add: [NET_BIND_SERVICE, chown, CAP_KILL]\n",
         "    cap_drop: [ALL]\n",
+        "    privileged: false\n",
         "    network_mode: none\n",
         "    network_mode: bridge\n",
     ];
@@ -97,6 +98,10 @@ fn default_policy_refuses_host_access_naming_the_rule() {
             "service \"web\": cap_add \"ALL\": every capability makes the container privileged: needs policy.privileged = true",
         ),
         (
+            "    privileged: true\n",
+            "service \"web\": privileged \"true\": a privileged container has every capability and host device: needs policy.privileged = true",
+        ),
+        (
             "    network_mode: host\n",
             "service \"web\": network_mode \"host\": the host's network needs policy.host_network = true",
         ),
@@ -121,6 +126,7 @@ fn configured_policy_allows_what_it_grants() {
         "    volumes: [{type: bind, source: /, target: /host}]\n",
         "    cap_add: [SYS_ADMIN, SYS_MODULE]\n",
         "    cap_add: [ALL]\n",
+        "    privileged: true\n",
         "    network_mode: host\n",
         "    devices: [\"/dev/i2c-1:/dev/i2c-1:r\", \"/dev/bus/usb/001/002\"]\n",
     ] {
@@ -132,6 +138,7 @@ fn configured_policy_allows_what_it_grants() {
 fn privileged_grants_every_capability() {
     let policy = policy("privileged = true\n");
     assert_eq!(refused(&policy, "    cap_add: [SYS_ADMIN, ALL]\n"), None);
+    assert_eq!(refused(&policy, "    privileged: true\n"), None);
 }
 
 #[test]
@@ -231,6 +238,26 @@ fn allow_entries_widen_only_for_their_tag_or_device() {
     let i2c = "    devices: [\"/dev/i2c-1\"]\n";
     assert_eq!(refused_on(&policy, "pi-9", &berlin, i2c), None);
     assert!(refused_on(&policy, "pi-1", &lab, i2c).is_some());
+}
+
+#[test]
+fn privileged_is_granted_per_tag_or_device_only() {
+    let policy = policy(
+        "[[allow]]\ntag = \"role=gateway\"\nprivileged = true\n\
+         [[allow]]\ndevice = \"pi-9\"\nprivileged = true\n",
+    );
+    let privileged = "    privileged: true\n";
+    let gateway = [("role", "gateway")];
+    assert_eq!(refused_on(&policy, "pi-1", &gateway, privileged), None);
+    assert_eq!(refused_on(&policy, "pi-9", &[], privileged), None);
+    let other = refused_on(&policy, "pi-2", &[("role", "sensor")], privileged);
+    assert_eq!(
+        other.as_deref(),
+        Some(
+            "service \"web\": privileged \"true\": a privileged container has every \
+             capability and host device: needs policy.privileged = true"
+        )
+    );
 }
 
 #[test]

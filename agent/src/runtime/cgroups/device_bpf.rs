@@ -118,6 +118,7 @@ pub fn allow_list(passed_through: &[DeviceRule]) -> Vec<Allowed> {
         .map(|&(kind, major, minor)| (kind, major, minor, ACC_ALL));
     let passed = passed_through
         .iter()
+        .filter(|r| !r.is_every_device())
         .map(|r| (r.kind, r.major, Some(r.minor), access_bits(r.access)));
     defaults
         .chain(passed)
@@ -135,6 +136,18 @@ pub fn allow_list(passed_through: &[DeviceRule]) -> Vec<Allowed> {
             })
         })
         .collect()
+}
+
+/// The program for a container's rules: [`program`] over [`allow_list`], or one allowing
+/// every device when a rule is [`DeviceRule::EVERY`] (a privileged container).
+pub fn program_for(devices: &[DeviceRule]) -> Vec<Insn> {
+    if devices.iter().any(DeviceRule::is_every_device) {
+        return vec![
+            Insn::new(ALU64_MOV_K, 0, 0, 0, 1),
+            Insn::new(JMP_EXIT, 0, 0, 0, 0),
+        ];
+    }
+    program(&allow_list(devices))
 }
 
 /// The program allowing exactly `allowed` and denying every other device.
@@ -223,6 +236,21 @@ mod tests {
             }
         }
         panic!("program did not exit");
+    }
+
+    #[test]
+    fn every_device_rule_allows_all_and_other_rules_do_not() {
+        let every = program_for(&[
+            DeviceRule::new('c', 89, 1, DeviceAccess::parse("r").unwrap()),
+            DeviceRule::EVERY,
+        ]);
+        for (block, major, minor) in [(false, 1, 1), (true, 8, 1), (false, 10, 237)] {
+            assert_eq!(run(&every, block, major, minor), 1, "{major}:{minor}");
+            assert_eq!(run_access(&every, ACC_MKNOD, block, major, minor), 1);
+        }
+        let narrow = program_for(&[DeviceRule::new('c', 89, 1, DeviceAccess::ALL)]);
+        assert_eq!(run(&narrow, false, 89, 1), 1);
+        assert_eq!(run(&narrow, false, 10, 237), 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct LimitWrite {
 /// A passed-through device the container may use, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceRule {
-    /// `'c'` (char) or `'b'` (block).
+    /// `'c'` (char), `'b'` (block) or `'a'` (every device: [`Self::EVERY`]).
     pub kind: char,
     pub major: u64,
     pub minor: u64,
@@ -27,6 +27,19 @@ pub struct DeviceRule {
 }
 
 impl DeviceRule {
+    /// Every device with every access (`a *:* rwm`): a privileged container's only rule.
+    pub const EVERY: Self = Self {
+        kind: 'a',
+        major: 0,
+        minor: 0,
+        access: DeviceAccess::ALL,
+    };
+
+    /// This is [`Self::EVERY`]'s kind: it matches every device, whatever its numbers.
+    pub fn is_every_device(&self) -> bool {
+        self.kind == 'a'
+    }
+
     pub fn new(kind: char, major: u64, minor: u64, access: DeviceAccess) -> Self {
         Self {
             kind,
@@ -121,6 +134,10 @@ pub fn plan(
             for rule in devices {
                 let letters = rule.access.letters();
                 if letters.is_empty() {
+                    continue;
+                }
+                if rule.is_every_device() {
+                    put("devices", "devices.allow", format!("a *:* {letters}"));
                     continue;
                 }
                 put(
@@ -333,6 +350,18 @@ mod tests {
             ]
         );
         assert!(!got.iter().any(|(_, v)| v.starts_with("c 4:1")), "{got:?}");
+    }
+
+    #[test]
+    fn v1_every_device_is_one_wildcard_rule() {
+        let writes = plan(
+            &Resources::default(),
+            &[DeviceRule::EVERY],
+            CgroupVersion::V1,
+        );
+        let got = pairs(&writes);
+        assert_eq!(got[0], ("devices.deny", "a"));
+        assert_eq!(*got.last().unwrap(), ("devices.allow", "a *:* rwm"));
     }
 
     #[test]

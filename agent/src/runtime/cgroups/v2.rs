@@ -69,7 +69,7 @@ pub fn install_device_filter(leaf: &Path, devices: &[DeviceRule]) -> Result<bool
     if !on_cgroup2 {
         return Ok(false);
     }
-    let program = device_bpf::program(&device_bpf::allow_list(devices));
+    let program = device_bpf::program_for(devices);
     let loaded =
         bpf::load_device_program(&program).map_err(|failure| CgroupError::LoadDeviceFilter {
             path: leaf.to_owned(),

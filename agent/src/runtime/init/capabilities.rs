@@ -12,6 +12,11 @@ use crate::runtime::spec::{Process, DEFAULT_CAPABILITIES};
 pub enum CapabilityError {
     #[error("unknown capability {name:?}")]
     Unknown { name: String },
+    #[error("read the runtime's own bounding set (for ALL)")]
+    ReadBounding {
+        #[source]
+        source: caps::errors::CapsError,
+    },
     #[error("drop {capability} from the bounding set")]
     DropBounding {
         capability: Capability,
@@ -63,6 +68,11 @@ pub fn plan(process: &Process) -> Result<CapabilityPlan, CapabilityError> {
     })
 }
 
+/// In a list, every capability in the runtime's own bounding set (a privileged container's
+/// sets): the kernel refuses to grant any other — one it does not know (an older kernel),
+/// or one the agent itself was started without.
+pub const ALL: &str = "ALL";
+
 /// The spec's list, or Docker's default set when the spec says nothing.
 pub fn parse(names: Option<&[String]>) -> Result<CapsHashSet, CapabilityError> {
     let owned: Vec<String>;
@@ -73,6 +83,10 @@ pub fn parse(names: Option<&[String]>) -> Result<CapsHashSet, CapabilityError> {
             &owned
         }
     };
+    if names.iter().any(|name| name == ALL) {
+        return caps::read(None, CapSet::Bounding)
+            .map_err(|source| CapabilityError::ReadBounding { source });
+    }
     names
         .iter()
         .map(|name| {
@@ -123,6 +137,12 @@ pub fn apply(plan: &CapabilityPlan) -> Result<(), CapabilityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_means_every_capability_of_the_runtimes_bounding_set() {
+        let set = parse(Some(&["CAP_CHOWN".into(), ALL.into()])).unwrap();
+        assert_eq!(set, caps::read(None, CapSet::Bounding).unwrap());
+    }
 
     #[test]
     fn no_list_means_docker_defaults() {

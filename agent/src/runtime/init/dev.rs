@@ -158,6 +158,76 @@ pub fn host_node(device: &Device) -> Result<Node, DevError> {
     })
 }
 
+/// Directories of the host's /dev that hold no devices of the host's own: mounts every
+/// container makes for itself (pts, shm, mqueue) and udev's and LXC's bookkeeping, as
+/// Docker's host device walk skips them.
+const NOT_HOST_DEVICES: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// Every character and block device under `dev` (the host's `/dev`), as nodes at the same
+/// path under the container's /dev, with the host's mode and owner: a privileged
+/// container's devices, as Docker's `--privileged` copies them (snapshot at create time;
+/// later hot-plugged devices do not appear). `console` and `ptmx` are the container's own.
+pub fn host_device_nodes(dev: &Path) -> Result<Vec<Node>, DevError> {
+    let mut nodes = Vec::new();
+    let mut dirs = vec![dev.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = fs::read_dir(&dir).map_err(|source| DevError::Inspect {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| DevError::Inspect {
+                path: dir.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            // symlink_metadata: a link is not followed (by-id, by-path, …).
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                // Unplugged while walking.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(DevError::Inspect { path, source }),
+            };
+            let Ok(relative) = path.strip_prefix(dev) else {
+                continue;
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                if dir != dev || !NOT_HOST_DEVICES.iter().any(|d| relative == Path::new(d)) {
+                    dirs.push(path);
+                }
+                continue;
+            }
+            let node_kind = if kind.is_char_device() {
+                NodeKind::Char
+            } else if kind.is_block_device() {
+                NodeKind::Block
+            } else {
+                continue;
+            };
+            if relative == Path::new("console") || relative == Path::new("ptmx") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            nodes.push(Node {
+                path: Path::new("/dev")
+                    .join(relative)
+                    .to_string_lossy()
+                    .into_owned(),
+                host_path: path.clone(),
+                kind: node_kind,
+                major: nix::sys::stat::major(rdev),
+                minor: nix::sys::stat::minor(rdev),
+                mode: meta.mode() & 0o7777,
+                owner: Some((meta.uid(), meta.gid())),
+                mknod: true,
+            });
+        }
+    }
+    nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(nodes)
+}
+
 /// How device nodes come into being.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Creation {
@@ -333,6 +403,25 @@ mod tests {
         };
         // No device rule governs a FIFO, so it is always made, never bound.
         assert!(described_node(&device, &fifo).mknod);
+    }
+
+    #[test]
+    fn host_device_nodes_are_the_devices_of_a_dev_tree_but_its_own_mounts() {
+        let nodes = host_device_nodes(Path::new("/dev")).unwrap();
+        let null = nodes.iter().find(|n| n.path == "/dev/null").unwrap();
+        assert_eq!((null.kind, null.major, null.minor), (NodeKind::Char, 1, 3));
+        assert!(nodes.iter().all(|n| n.mknod && n.path.starts_with("/dev/")));
+        for own in ["/dev/pts/", "/dev/shm/", "/dev/mqueue/"] {
+            assert!(!nodes.iter().any(|n| n.path.starts_with(own)), "{own}");
+        }
+        assert!(!nodes
+            .iter()
+            .any(|n| n.path == "/dev/ptmx" || n.path == "/dev/console"));
+        // Nothing that is not a device: no links, no plain files.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("file"), b"").unwrap();
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).unwrap();
+        assert_eq!(host_device_nodes(dir.path()).unwrap(), []);
     }
 
     #[test]

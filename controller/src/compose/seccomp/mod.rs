@@ -41,7 +41,8 @@ pub enum ProfileFileError {
 enum SecurityOpt<'a> {
     Unconfined,
     Profile(&'a str),
-    /// `no-new-privileges`: Coracle's containers always have it.
+    /// `no-new-privileges`: Coracle's containers always have it; a privileged one only
+    /// when asked.
     NoNewPrivileges,
 }
 
@@ -62,6 +63,14 @@ fn parse_opt(text: &str) -> Result<SecurityOpt<'_>, String> {
             "{text:?} is not supported (seccomp=unconfined, seccomp=FILE, no-new-privileges)"
         )),
     }
+}
+
+/// Whether `security_opt` asks for `no-new-privileges` (always in force, except for a
+/// privileged service that does not ask for it, as under Docker).
+pub fn asks_no_new_privileges(options: &[String]) -> bool {
+    options
+        .iter()
+        .any(|opt| parse_opt(opt) == Ok(SecurityOpt::NoNewPrivileges))
 }
 
 /// The paths of the profile files an app names, each once.
