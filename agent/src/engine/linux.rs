@@ -137,8 +137,14 @@ fn bridged_endpoints(runtime: &LinuxRuntime, data_dir: &std::path::Path) -> BTre
         .filter(|h| h.active)
         .map(|h| h.service.clone())
         .collect();
-    for h in held.values_mut() {
-        if !answered.contains(&h.service) {
+    // A lone successor (an agent crash mid-promotion) answers; a retired one never does.
+    let retired: BTreeSet<String> = ids
+        .iter()
+        .filter(|id| read_meta(data_dir, id.as_str()).is_some_and(|m| m.role == Role::Retired))
+        .map(|id| id.to_string())
+        .collect();
+    for (id, h) in held.iter_mut() {
+        if !answered.contains(&h.service) && !retired.contains(id) {
             h.active = true;
         }
     }
@@ -237,6 +243,7 @@ impl LinuxEngine {
             let which = match role {
                 Role::Current => "container",
                 Role::Next => "successor container",
+                Role::Retired => "retired container",
             };
             fail(
                 "find container",
@@ -261,6 +268,21 @@ impl LinuxEngine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(fail("remove container dir", dir.display(), e)),
         }
+    }
+
+    fn set_role(
+        &self,
+        service: &ServiceName,
+        id: &ContainerId,
+        role: Role,
+    ) -> Result<(), EngineError> {
+        let mut meta = self
+            .meta(id)
+            .ok_or_else(|| fail("promote", service, format!("{id}: meta.json is gone")))?;
+        meta.role = role;
+        let path = self.container_dir(id).join("meta.json");
+        let json = serde_json::to_vec(&meta).map_err(|e| fail("encode meta", service, e))?;
+        write_atomic(&path, &json).map_err(|e| fail("write", path.display(), e))
     }
 
     fn stop_slot(
@@ -519,7 +541,7 @@ impl ContainerEngine for LinuxEngine {
         }
     }
 
-    fn promote(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError> {
+    fn promote(&self, service: &ServiceName) -> Result<(), EngineError> {
         let Some(next) = self.locate(service, Role::Next)? else {
             // Done before (an agent that crashed after the last step), or nothing to do.
             return match self.locate(service, Role::Current)? {
@@ -527,21 +549,16 @@ impl ContainerEngine for LinuxEngine {
                 None => Err(fail("promote", service, "no successor to promote")),
             };
         };
-        // New connections go to the successor before the old container stops.
+        // New connections go to the successor before anything else changes.
         self.network
             .activate(next.as_str())
             .map_err(|e| fail("switch the names and ports of", service, chain(&e)))?;
+        // The old one first: a crash between the two writes leaves a lone successor,
+        // which the next plan promotes again, never two current containers.
         if let Some(old) = self.locate(service, Role::Current)? {
-            self.stop_slot(service, &old, rule)?;
-            self.delete_slot(service, &old)?;
+            self.set_role(service, &old, Role::Retired)?;
         }
-        let mut meta = self
-            .meta(&next)
-            .ok_or_else(|| fail("promote", service, "the successor's meta.json is gone"))?;
-        meta.role = Role::Current;
-        let path = self.container_dir(&next).join("meta.json");
-        let json = serde_json::to_vec(&meta).map_err(|e| fail("encode meta", service, e))?;
-        write_atomic(&path, &json).map_err(|e| fail("write", path.display(), e))?;
+        self.set_role(service, &next, Role::Current)?;
         info!(%service, container = %next, "successor took over");
         Ok(())
     }

@@ -42,8 +42,15 @@ pub enum Action {
     RemoveNext {
         service: ServiceName,
     },
-    /// The successor is up: give it the service's names and published ports, then stop
-    /// and remove the old container; the successor is the service's container from then on.
+    /// The container a promotion retired: stopped and removed in a job of its own.
+    StopRetired {
+        service: ServiceName,
+    },
+    RemoveRetired {
+        service: ServiceName,
+    },
+    /// The successor is up: give it the service's names and published ports; it is the
+    /// service's container from then on, and the old one is retired.
     Promote {
         service: ServiceName,
     },
@@ -74,8 +81,12 @@ impl Action {
             Action::Create { .. } | Action::CreateNext { .. } => Some(Verb::Create),
             Action::Start { .. } | Action::StartNext { .. } => Some(Verb::Start),
             Action::Restart { .. } => Some(Verb::Restart),
-            Action::Stop { .. } | Action::StopNext { .. } => Some(Verb::Stop),
-            Action::Remove { .. } | Action::RemoveNext { .. } => Some(Verb::Remove),
+            Action::Stop { .. } | Action::StopNext { .. } | Action::StopRetired { .. } => {
+                Some(Verb::Stop)
+            }
+            Action::Remove { .. } | Action::RemoveNext { .. } | Action::RemoveRetired { .. } => {
+                Some(Verb::Remove)
+            }
             _ => None,
         }
     }
@@ -91,6 +102,8 @@ impl Action {
             | Action::StartNext { service }
             | Action::StopNext { service }
             | Action::RemoveNext { service }
+            | Action::StopRetired { service }
+            | Action::RemoveRetired { service }
             | Action::Promote { service } => Some(service),
             Action::Pull { .. }
             | Action::Gc { .. }
@@ -107,6 +120,7 @@ impl Action {
             | Action::StartNext { .. }
             | Action::StopNext { .. }
             | Action::RemoveNext { .. } => Role::Next,
+            Action::StopRetired { .. } | Action::RemoveRetired { .. } => Role::Retired,
             _ => Role::Current,
         }
     }

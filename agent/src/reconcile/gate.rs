@@ -95,8 +95,12 @@ pub(super) fn plan_gate(
             .get(&spec.name)
             .is_some_and(|c| up_long_enough(spec, c, now_ms))
     });
+    // The update is done once the containers it retired are gone too.
+    let retired_gone = observed.retired.is_empty() && observed.busy.retiring.is_empty();
     match unhealthy {
-        None if elapsed >= window && settled => actions.push(Action::Commit { generation }),
+        None if elapsed >= window && settled && retired_gone => {
+            actions.push(Action::Commit { generation })
+        }
         Some(spec) if window > 0 && elapsed >= window => {
             let last_check = observed
                 .containers

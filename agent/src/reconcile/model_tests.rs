@@ -102,7 +102,13 @@ fn subject(action: &Action) -> String {
         Action::StartGate { .. } | Action::Commit { .. } | Action::RollBack { .. } => {
             "update".into()
         }
-        other => format!("service {}", other.service().expect("a container verb")),
+        other => {
+            let service = other.service().expect("a container verb");
+            match other.role() {
+                Role::Retired => format!("retired {service}"),
+                _ => format!("service {service}"),
+            }
+        }
     }
 }
 
@@ -173,7 +179,11 @@ impl Sim {
                 Some(Action::Gc { .. }) => busy.gc = true,
                 Some(action) => {
                     if let Some(service) = action.service() {
-                        busy.services.insert(service.clone());
+                        if action.role() == Role::Retired {
+                            busy.retiring.insert(service.clone());
+                        } else {
+                            busy.services.insert(service.clone());
+                        }
                     }
                 }
                 None => {}
@@ -259,10 +269,7 @@ impl Sim {
                 continue;
             };
             let role = action.role();
-            let observed = match role {
-                Role::Current => &self.obs.containers,
-                Role::Next => &self.obs.successors,
-            };
+            let observed = self.obs.of(role);
             let from = *phases
                 .entry(role)
                 .or_insert_with(|| PhaseKind::from(observed.get(service).map(|c| &c.phase)));
@@ -302,10 +309,7 @@ impl Sim {
         &mut self,
         role: Role,
     ) -> &mut std::collections::BTreeMap<ServiceName, ObservedContainer> {
-        match role {
-            Role::Current => &mut self.obs.containers,
-            Role::Next => &mut self.obs.successors,
-        }
+        self.obs.of_mut(role)
     }
 
     /// Runs one engine step as the Linux engine would (idempotent where the target holds);
@@ -348,7 +352,9 @@ impl Sim {
                 c.phase = Phase::Running { since_ms: now };
                 c.health = Health::Healthy;
             }
-            Action::Stop { service } | Action::StopNext { service } => {
+            Action::Stop { service }
+            | Action::StopNext { service }
+            | Action::StopRetired { service } => {
                 let Some(c) = self.slot(role).get_mut(service) else {
                     return true;
                 };
@@ -356,7 +362,9 @@ impl Sim {
                     c.phase = Phase::Stopped;
                 }
             }
-            Action::Remove { service } | Action::RemoveNext { service } => {
+            Action::Remove { service }
+            | Action::RemoveNext { service }
+            | Action::RemoveRetired { service } => {
                 if self
                     .slot(role)
                     .get(service)
@@ -367,12 +375,14 @@ impl Sim {
                 self.slot(role).remove(service);
             }
             Action::Promote { service } => {
-                // As `LinuxEngine::promote`: the old one stops and goes, the successor
-                // takes its place; with no successor left, it was done before.
+                // As `LinuxEngine::promote`: the successor takes the old one's place and
+                // the old one is retired; with no successor left, it was done before.
                 let Some(next) = self.obs.successors.remove(service) else {
                     return self.obs.containers.contains_key(service);
                 };
-                self.obs.containers.insert(service.clone(), next);
+                if let Some(old) = self.obs.containers.insert(service.clone(), next) {
+                    self.obs.retired.insert(service.clone(), old);
+                }
             }
             Action::StartGate { .. } | Action::Commit { .. } | Action::RollBack { .. } => {
                 panic!("a gate move in a job")
@@ -493,6 +503,7 @@ impl Sim {
             self.obs.containers
         );
         assert!(self.obs.successors.is_empty(), "{:?}", self.obs.successors);
+        assert!(self.obs.retired.is_empty(), "{:?}", self.obs.retired);
         for spec in wanted {
             let c = &self.obs.containers[&spec.name];
             assert_eq!(c.fingerprint, fingerprint(spec), "{} is stale", spec.name);
@@ -566,6 +577,7 @@ proptest! {
         sim.settle();
         prop_assert!(sim.obs.containers.is_empty(), "{:?}", sim.obs.containers);
         prop_assert!(sim.obs.successors.is_empty(), "{:?}", sim.obs.successors);
+        prop_assert!(sim.obs.retired.is_empty(), "{:?}", sim.obs.retired);
         prop_assert!(sim.obs.images.is_empty(), "{:?}", sim.obs.images);
     }
 }

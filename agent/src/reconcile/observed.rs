@@ -51,9 +51,10 @@ pub struct ObservedContainer {
     pub exit_detail: Option<String>,
 }
 
-/// Which of a service's containers: the one serving, or the successor a `start-first`
-/// update starts beside it. The successor takes the service's names and published ports
-/// when it is up (`Action::Promote`), and only then does the old container stop.
+/// Which of a service's containers: the one serving, the successor a `start-first` update
+/// starts beside it, or the old one a promotion retired. The successor takes the service's
+/// names and published ports when it is up (`Action::Promote`); the retired container then
+/// stops in its own job, which holds up neither the service nor its dependents.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -61,6 +62,7 @@ pub enum Role {
     #[default]
     Current,
     Next,
+    Retired,
 }
 
 /// Everything the planner needs to know about the device.
@@ -70,12 +72,33 @@ pub struct Observed {
     /// Successors started beside a serving container (`Role::Next`). They are never
     /// restarted: one that fails before it takes over is dropped, and the old one serves on.
     pub successors: BTreeMap<ServiceName, ObservedContainer>,
+    /// Containers a promotion replaced, still stopping (`Role::Retired`).
+    pub retired: BTreeMap<ServiceName, ObservedContainer>,
     /// Manifest digests of the images in the store.
     pub images: BTreeSet<Digest>,
     /// When the health gate of the pending generation started (monotonic ms), if it did.
     pub gate_started_ms: Option<u64>,
     /// Engine work in flight: the planner leaves these subjects alone until it ends.
     pub busy: Busy,
+}
+
+impl Observed {
+    /// The containers in `role`, by service.
+    pub fn of(&self, role: Role) -> &BTreeMap<ServiceName, ObservedContainer> {
+        match role {
+            Role::Current => &self.containers,
+            Role::Next => &self.successors,
+            Role::Retired => &self.retired,
+        }
+    }
+
+    pub fn of_mut(&mut self, role: Role) -> &mut BTreeMap<ServiceName, ObservedContainer> {
+        match role {
+            Role::Current => &mut self.containers,
+            Role::Next => &mut self.successors,
+            Role::Retired => &mut self.retired,
+        }
+    }
 }
 
 /// The subjects of the supervisor's jobs still running (a pull, a service's stop-remove-
@@ -85,6 +108,8 @@ pub struct Observed {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Busy {
     pub services: BTreeSet<ServiceName>,
+    /// Services whose retired container is being stopped and removed.
+    pub retiring: BTreeSet<ServiceName>,
     pub images: BTreeSet<Digest>,
     pub gc: bool,
 }

@@ -82,6 +82,7 @@ pub fn plan(state: &AgentState, observed: &Observed, now_ms: u64) -> Vec<Action>
         }];
     }
     let mut actions = Vec::new();
+    plan_retired(&mut actions, observed);
     match target {
         Some(target) if images_present(target, observed) => {
             let removing = remove_unwanted(&mut actions, &target.services, observed);
@@ -137,6 +138,23 @@ fn remove_unwanted(actions: &mut Vec<Action>, wanted: &[ServiceSpec], observed: 
         }
     }
     removing
+}
+
+/// Stops and removes the containers promotions retired, each in a job of its own.
+fn plan_retired(actions: &mut Vec<Action>, observed: &Observed) {
+    for (name, old) in &observed.retired {
+        if observed.busy.retiring.contains(name) {
+            continue;
+        }
+        if matches!(old.phase, Phase::Running { .. }) {
+            actions.push(Action::StopRetired {
+                service: name.clone(),
+            });
+        }
+        actions.push(Action::RemoveRetired {
+            service: name.clone(),
+        });
+    }
 }
 
 fn drop_successor(actions: &mut Vec<Action>, name: &ServiceName, c: &ObservedContainer) {
@@ -245,6 +263,10 @@ fn plan_services(
             }),
             Some(next) => overlap_step(actions, spec, next, ready),
             None if overlap && serving && spec.update.order == UpdateOrder::StartFirst => {
+                // The last promotion's old container still holds the other slot.
+                if observed.retired.contains_key(&spec.name) {
+                    continue;
+                }
                 actions.push(Action::CreateNext {
                     spec: Box::new(spec.clone()),
                 });

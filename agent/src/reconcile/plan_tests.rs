@@ -538,7 +538,15 @@ fn apply(state: &mut AgentState, obs: &mut Observed, action: &Action, now: u64) 
         }
         Action::Promote { service } => {
             let next = obs.successors.remove(service).unwrap();
-            obs.containers.insert(service.clone(), next);
+            if let Some(old) = obs.containers.insert(service.clone(), next) {
+                obs.retired.insert(service.clone(), old);
+            }
+        }
+        Action::StopRetired { service } => {
+            obs.retired.get_mut(service).unwrap().phase = Phase::Stopped;
+        }
+        Action::RemoveRetired { service } => {
+            obs.retired.remove(service);
         }
         Action::Gc { images } => images.iter().for_each(|d| {
             obs.images.remove(d);

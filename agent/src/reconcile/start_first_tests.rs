@@ -198,3 +198,54 @@ fn a_dependent_waits_until_its_dependency_has_taken_over() {
     let got = plan(&state, &obs, 0);
     assert_eq!(got, [create_next(&api2), start_next("api")]);
 }
+
+#[test]
+fn the_retired_container_stops_on_its_own_and_holds_up_only_the_commit() {
+    let v1 = svc("web", 1);
+    let v2 = start_first(svc("web", 2));
+    let state = update(vec![v1.clone()], vec![v2.clone()]);
+    let mut obs = observed(&[&v1, &v2], vec![(&v2, running(&v2))]);
+    obs.retired.insert(name("web"), running(&v1));
+    // Its stop and removal are planned; the gate starts meanwhile.
+    let got = plan(&state, &obs, 0);
+    assert_eq!(
+        got,
+        [
+            Action::StopRetired {
+                service: name("web")
+            },
+            Action::RemoveRetired {
+                service: name("web")
+            },
+            Action::StartGate {
+                generation: Generation(2)
+            },
+        ]
+    );
+    // While it stops (its job in flight), the window passes but nothing commits.
+    obs.busy.retiring.insert(name("web"));
+    obs.gate_started_ms = Some(0);
+    let late = 60_000;
+    assert_eq!(plan(&state, &obs, late), []);
+    obs.busy.retiring.clear();
+    obs.retired.clear();
+    assert_eq!(
+        plan(&state, &obs, late),
+        [Action::Commit {
+            generation: Generation(2)
+        }]
+    );
+}
+
+#[test]
+fn no_successor_starts_while_the_last_retired_container_holds_the_other_slot() {
+    let v1 = svc("web", 1);
+    let v2 = start_first(svc("web", 2));
+    let v3 = start_first(svc("web", 3));
+    let mut state = update(vec![v2.clone()], vec![v3.clone()]);
+    state.pending.as_mut().unwrap().generation = Generation(3);
+    let mut obs = observed(&[&v2, &v3], vec![(&v2, running(&v2))]);
+    obs.retired.insert(name("web"), running(&v1));
+    obs.busy.retiring.insert(name("web"));
+    assert_eq!(plan(&state, &obs, 0), []);
+}

@@ -20,11 +20,9 @@ impl Supervisor {
     /// How to stop `service`'s container: by the spec it was created from (its
     /// `stop_signal` and `stop_grace_period`), else SIGTERM and the configured grace.
     fn stop_rule(&self, service: &ServiceName, role: Role) -> StopRule {
-        let containers = match role {
-            Role::Current => &self.observed.containers,
-            Role::Next => &self.observed.successors,
-        };
-        let lifecycle = containers
+        let lifecycle = self
+            .observed
+            .of(role)
             .get(service)
             .and_then(|c| created_from(&self.state, service, c.fingerprint))
             .map(|spec| spec.lifecycle)
@@ -61,10 +59,7 @@ impl Supervisor {
                 continue;
             };
             let role = action.role();
-            let containers = match role {
-                Role::Current => &self.observed.containers,
-                Role::Next => &self.observed.successors,
-            };
+            let containers = self.observed.of(role);
             let key = (service.clone(), role);
             let from = *phases
                 .entry(key.clone())
@@ -126,17 +121,19 @@ impl Supervisor {
                 Step::Stop(service, Role::Next, rule)
             }
             Action::RemoveNext { service } => Step::Remove(service, Role::Next),
+            Action::StopRetired { service } => {
+                let rule = self.stop_rule(&service, Role::Retired);
+                Step::Stop(service, Role::Retired, rule)
+            }
+            Action::RemoveRetired { service } => Step::Remove(service, Role::Retired),
             Action::Promote { service } => {
                 tracing::info!(%service, "successor takes over");
-                // The old container's stop is on purpose, not an exit to report; the
-                // successor's health verdict becomes the service's.
-                self.tracker.stopping(&service);
+                // The successor's health verdict becomes the service's.
                 if let Some(check) = self.checks.remove(&(service.clone(), Role::Next)) {
                     self.checks.insert((service.clone(), Role::Current), check);
                 }
                 job.promoted = Some(service.clone());
-                let rule = self.stop_rule(&service, Role::Current);
-                Step::Promote(service, rule)
+                Step::Promote(service)
             }
             Action::Start { service } => {
                 let was_exited = from == PhaseKind::Exited;

@@ -128,11 +128,11 @@ pub trait ContainerEngine: Send + Sync + 'static {
     /// `rule.signal`, up to `rule.grace`, then SIGKILL.
     fn stop(&self, service: &ServiceName, role: Role, rule: StopRule) -> Result<(), EngineError>;
     fn delete(&self, service: &ServiceName, role: Role) -> Result<(), EngineError>;
-    /// The successor takes over: the service's names and published ports move to it, then
-    /// the old container is stopped by `rule` and deleted, and the successor becomes the
-    /// service's current container. Idempotent: an agent that crashed half way calls it
-    /// again (with no old container left, only the last step remains).
-    fn promote(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError>;
+    /// The successor takes over: the service's names and published ports move to it, the
+    /// old container becomes `Role::Retired` (still running, to be stopped and deleted by
+    /// its own job) and the successor the service's current container. Idempotent: an
+    /// agent that crashed half way calls it again.
+    fn promote(&self, service: &ServiceName) -> Result<(), EngineError>;
     /// Every container, running or not (what a restarted agent adopts).
     fn list(&self) -> Result<Vec<EngineContainer>, EngineError>;
     /// Usage of every running current container.

@@ -20,6 +20,8 @@ use crate::reconcile::{Action, Busy, Fingerprint, Role};
 pub enum Subject {
     Image(Digest),
     Service(ServiceName),
+    /// The container a promotion retired: its stop holds up nothing else of the service.
+    Retired(ServiceName),
     Gc,
     /// The pending generation's gate moves: quick state changes, never a job.
     Update,
@@ -30,6 +32,7 @@ impl std::fmt::Display for Subject {
         match self {
             Subject::Image(digest) => write!(f, "image {digest}"),
             Subject::Service(service) => write!(f, "service {service}"),
+            Subject::Retired(service) => write!(f, "retired container of {service}"),
             Subject::Gc => f.write_str("gc"),
             Subject::Update => f.write_str("update"),
         }
@@ -40,6 +43,9 @@ impl std::fmt::Display for Subject {
 pub fn subject(action: &Action) -> Subject {
     match action {
         Action::Pull { image } => Subject::Image(image.digest),
+        Action::StopRetired { service } | Action::RemoveRetired { service } => {
+            Subject::Retired(service.clone())
+        }
         Action::Gc { .. } => Subject::Gc,
         Action::StartGate { .. } | Action::Commit { .. } | Action::RollBack { .. } => {
             Subject::Update
@@ -92,8 +98,7 @@ pub enum Step {
     Restart(ServiceName, StopRule),
     Stop(ServiceName, Role, StopRule),
     Remove(ServiceName, Role),
-    /// The old container's stop rule.
-    Promote(ServiceName, StopRule),
+    Promote(ServiceName),
     Gc(Vec<Digest>),
 }
 
@@ -121,7 +126,7 @@ impl Step {
             }
             Step::Stop(service, role, rule) => engine.stop(&service, role, rule),
             Step::Remove(service, role) => engine.delete(&service, role),
-            Step::Promote(service, rule) => engine.promote(&service, rule),
+            Step::Promote(service) => engine.promote(&service),
             Step::Gc(images) => engine.remove_images(&images),
         }
     }
@@ -195,6 +200,9 @@ impl Jobs {
                 }
                 Subject::Service(service) => {
                     busy.services.insert(service.clone());
+                }
+                Subject::Retired(service) => {
+                    busy.retiring.insert(service.clone());
                 }
                 Subject::Gc => busy.gc = true,
                 Subject::Update => {}

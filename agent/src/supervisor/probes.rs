@@ -36,10 +36,7 @@ impl Supervisor {
         let busy = self.jobs.busy().services;
         let mut live = Vec::new();
         for role in [Role::Current, Role::Next] {
-            let containers = match role {
-                Role::Current => &mut self.observed.containers,
-                Role::Next => &mut self.observed.successors,
-            };
+            let containers = self.observed.of_mut(role);
             for (name, container) in containers.iter_mut() {
                 if !matches!(container.phase, Phase::Running { .. }) {
                     continue;
@@ -87,10 +84,7 @@ impl Supervisor {
     /// Records a probe verdict.
     pub(super) fn on_probe(&mut self, (service, role, run, ok, detail): ProbeResult) {
         let now = self.now_ms();
-        let containers = match role {
-            Role::Current => &mut self.observed.containers,
-            Role::Next => &mut self.observed.successors,
-        };
+        let containers = self.observed.of_mut(role);
         let Some(check) = containers
             .get(&service)
             .and_then(|c| created_from(&self.state, &service, c.fingerprint))

@@ -61,6 +61,15 @@ impl Tracker {
                     .insert(name.clone(), successor(c, phase));
                 continue;
             }
+            if c.role == Role::Retired {
+                // Only whether it still runs matters: it is stopped and removed.
+                let phase = match c.status {
+                    EngineStatus::Running => Phase::Running { since_ms: 0 },
+                    _ => Phase::Stopped,
+                };
+                observed.retired.insert(name.clone(), successor(c, phase));
+                continue;
+            }
             let phase = match c.status {
                 EngineStatus::Created => Phase::Created,
                 EngineStatus::Running => Phase::Running {

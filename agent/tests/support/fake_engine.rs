@@ -25,6 +25,8 @@ pub struct Inner {
     pub containers: BTreeMap<ServiceName, EngineContainer>,
     /// `start-first` successors (`Role::Next`).
     pub successors: BTreeMap<ServiceName, EngineContainer>,
+    /// Containers a promotion retired, until stopped and deleted.
+    pub retired: BTreeMap<ServiceName, EngineContainer>,
     pub promotions: u32,
     pub crashing: BTreeSet<Digest>,
     pub failing_pulls: BTreeSet<Digest>,
@@ -56,6 +58,7 @@ impl Inner {
         match role {
             Role::Current => &mut self.containers,
             Role::Next => &mut self.successors,
+            Role::Retired => &mut self.retired,
         }
     }
 }
@@ -196,12 +199,15 @@ impl ContainerEngine for FakeEngine {
         self.inner.lock().unwrap().slot(role).remove(service);
         Ok(())
     }
-    fn promote(&self, service: &ServiceName, rule: StopRule) -> Result<(), EngineError> {
-        let Some(mut next) = self.inner.lock().unwrap().successors.remove(service) else {
+    fn promote(&self, service: &ServiceName) -> Result<(), EngineError> {
+        let mut inner = self.inner.lock().unwrap();
+        let Some(mut next) = inner.successors.remove(service) else {
             return Ok(());
         };
-        self.stop(service, Role::Current, rule)?;
-        let mut inner = self.inner.lock().unwrap();
+        if let Some(mut old) = inner.containers.remove(service) {
+            old.role = Role::Retired;
+            inner.retired.insert(service.clone(), old);
+        }
         next.role = Role::Current;
         inner.containers.insert(service.clone(), next);
         inner.promotions += 1;
@@ -213,6 +219,7 @@ impl ContainerEngine for FakeEngine {
             .containers
             .values()
             .chain(inner.successors.values())
+            .chain(inner.retired.values())
             .cloned()
             .collect())
     }
