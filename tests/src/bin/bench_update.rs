@@ -10,8 +10,10 @@
 //!   target/debug/bench_update [--runs N] [--baseline DIR]
 //!
 //! Two apps are measured: `plain`, as a user brings it (PID 1 ignores SIGTERM, so each
-//! stop waits out Docker's 10 s grace period), and `init`, the same with compose
-//! `init: true` (the agent's init forwards SIGTERM, so stops are immediate).
+//! stop waits out Docker's 10 s grace period; with `start-first`, the default for these
+//! bridged services, only the commit waits for that, as the old containers are retired
+//! after the new ones took over), and `init`, the same with compose `init: true` (the
+//! agent's init forwards SIGTERM, so stops are immediate).
 //! `--baseline DIR` runs the plain app too, interleaved, with the `coracle` and
 //! `coracle-agent` binaries found in DIR (a build of an older commit, which knows no
 //! `init`), as the peer `coracle-base`; the table ends with the ratios to it.
