@@ -21,6 +21,10 @@ use coracle_proto::{
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::api::{
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail, PullTick,
+    StopRule,
+};
 use super::container_spec::{container_spec, volume_dir, ContainerLayout};
 use crate::network::manager::Held;
 use crate::network::{Endpoint, NetworkConfig, NetworkManager};
@@ -33,10 +37,6 @@ use crate::runtime::{
     ContainerId, ExecOutcome, ExecSpec, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status,
 };
 use crate::sealing_key::SealingKey;
-use crate::supervisor::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail, PullTick,
-    StopRule,
-};
 
 /// Everything the engine needs, all paths and addresses from the agent's config.
 #[derive(Debug, Clone)]
@@ -313,11 +313,7 @@ impl LinuxEngine {
             .find(|r| &r.manifest_digest == image)
             .ok_or_else(|| fail("find image", image, "not in the store; pull it first"))?;
         // The config blob was verified when it was stored under its digest.
-        let path = self
-            .store
-            .root()
-            .join("blobs/sha256")
-            .join(record.config_digest.hex());
+        let path = self.store.blob_path(&record.config_digest);
         let bytes = fs::read(&path).map_err(|e| fail("read image config", path.display(), e))?;
         let config = ImageConfig::parse(&bytes)
             .map_err(|e| fail("parse image config", path.display(), chain(&e)))?;

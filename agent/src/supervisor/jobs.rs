@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use coracle_proto::{DeviceId, Digest, ImageRef, RegistryAccess, ServiceName, ServiceSpec};
 use tokio::sync::mpsc;
 
-use super::engine::{ContainerEngine, EngineError, StopRule};
 use super::progress::ProgressSink;
+use crate::engine::{ContainerEngine, EngineError, StopRule};
 use crate::reconcile::{Action, Busy, Fingerprint, Role};
 
 /// What a job works on; at most one job per subject runs at a time, and a failure backs

@@ -7,7 +7,6 @@
 
 mod apply;
 mod commands;
-pub mod engine;
 mod jobs;
 mod probes;
 mod progress;
@@ -25,14 +24,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::control::server::ControlRequest;
+pub use crate::engine::{
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
+    LogTail, PullTick, StopRule,
+};
 use crate::health::VitalsReader;
 use crate::reconcile::{self, Observed};
 use crate::state::{AgentState, StateStore};
 use crate::transport::{Inbox, Link, TransportHandle};
-pub use engine::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, ExecOutcome,
-    LogTail, PullTick, StopRule,
-};
 pub use probes::run_check;
 use tracker::Tracker;
 

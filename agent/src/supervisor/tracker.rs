@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use coracle_proto::{Digest, Health, ServiceName};
 
-use super::engine::{EngineContainer, EngineStatus};
+use crate::engine::{EngineContainer, EngineStatus};
 use crate::reconcile::{Observed, ObservedContainer, Phase, Role};
 
 /// A container exit seen for the first time.

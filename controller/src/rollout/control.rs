@@ -173,7 +173,7 @@ impl Rollouts {
         let mut rollout = store.rollout(id)?.ok_or(RolloutError::NotFound { id })?;
         let next = transition(command, rollout.phase)
             .map_err(|source| RolloutError::Refused { id, source })?;
-        // What the engine counts as failed: failed devices and those rolled back on failure.
+        // What `decide` counts as failed: failed devices and those rolled back on failure.
         let failed = |r: &RolloutRecord| {
             r.devices
                 .iter()

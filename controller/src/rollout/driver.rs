@@ -1,5 +1,5 @@
 //! The rollout driver: one task that evaluates every active rollout on a short tick and when
-//! ingest stores a device report, with the pure `observe` and `engine::decide`, and acts by
+//! ingest stores a device report, with the pure `observe` and `decide::decide`, and acts by
 //! deploying through `Fleet`. All its state is in SQLite, so a restarted controller
 //! continues where it stopped.
 //!
@@ -15,7 +15,7 @@ use std::time::Duration;
 use coracle_proto::{DesiredState, DeviceId, Signed};
 use tokio::sync::{broadcast, Mutex, Notify};
 
-use super::engine::{
+use super::decide::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
 };
 use super::observe::{observe, Observation, Windows};
@@ -160,7 +160,7 @@ impl Rollouts {
             return Ok(());
         }
         let plan = plan_of(&rollout)?;
-        // The engine's `Running { wave }` means waves up to `wave` were started; a new
+        // `decide`'s `Running { wave }` means waves up to `wave` were started; a new
         // rollout has started none, so its first wave is started here.
         let first_end = wave_ends(&plan.waves, rollout.devices.len())
             .first()
@@ -353,7 +353,7 @@ async fn settle(reports: &mut broadcast::Receiver<Ingested>) {
     ) {}
 }
 
-/// The engine's plan for a stored rollout (its specs were checked at creation).
+/// The decision's plan for a stored rollout (its specs were checked at creation).
 pub(super) fn plan_of(rollout: &RolloutRecord) -> Result<RolloutPlan, RolloutError> {
     plan(
         &rollout.waves,
@@ -363,7 +363,7 @@ pub(super) fn plan_of(rollout: &RolloutRecord) -> Result<RolloutPlan, RolloutErr
     )
 }
 
-/// Parses a rollout's wave and threshold specs into the engine's plan.
+/// Parses a rollout's wave and threshold specs into the decision's plan.
 pub(super) fn plan(
     waves: &str,
     max_failures: &str,

@@ -1,4 +1,4 @@
-//! Rollouts. `engine` is the pure decision core (plain data in, a `Decision` out, no I/O,
+//! Rollouts. `decide` is the pure decision core (plain data in, a `Decision` out, no I/O,
 //! no clock); `observe` turns a device's report into progress and `command` holds the
 //! operator's allowed moves, both pure too. `driver` is the task that stores rollouts in
 //! SQLite, evaluates them on a tick and on device reports, and deploys through `Fleet`
@@ -6,8 +6,8 @@
 
 pub mod command;
 pub mod control;
+pub mod decide;
 pub mod driver;
-pub mod engine;
 pub mod error;
 pub mod event;
 pub mod observe;
@@ -15,10 +15,10 @@ pub mod send;
 
 pub use command::{transition, RolloutCommand, TransitionRefused};
 pub use control::CreateRollout;
-pub use driver::Rollouts;
-pub use engine::{
+pub use decide::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
     Threshold, WaveSize, WaveSpecError,
 };
+pub use driver::Rollouts;
 pub use error::RolloutError;
 pub use event::RolloutChange;

@@ -194,6 +194,11 @@ impl Store {
         self.root.join("layers").join(diff_id.hex())
     }
 
+    /// Where a verified blob (a manifest, a config) lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
         self.layer_path(diff_id).is_dir()
     }
@@ -304,7 +309,7 @@ impl Store {
 
     /// Store a small blob under its own digest (manifests and configs).
     pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
-        let path = self.root.join("blobs/sha256").join(digest.hex());
+        let path = self.blob_path(digest);
         write_atomic(&path, bytes).map_err(|source| StoreError::WriteRecord { path, source })
     }
 
@@ -368,7 +373,7 @@ impl Store {
     pub fn commit_partial(&self, download: PartialDownload) -> Result<PathBuf, StoreError> {
         let digest = download.digest;
         let verified = download.verify()?;
-        let dest = self.root.join("blobs/sha256").join(digest.hex());
+        let dest = self.blob_path(&digest);
         let commit_err = |source| StoreError::WriteRecord {
             path: dest.clone(),
             source,

@@ -1,4 +1,4 @@
-//! The rollout engine as plain functions: given the plan, the phase and what each targeted
+//! The rollout decision as plain functions: given the plan, the phase and what each targeted
 //! device reports, `decide` says what to do next. It never does I/O and never reads a
 //! clock (`now` is an argument), so every situation is a row in a table test.
 //!
@@ -116,7 +116,7 @@ pub enum Phase {
     RolledBack,
 }
 
-/// One targeted device as the engine sees it, in rollout order.
+/// One targeted device as `decide` sees it, in rollout order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceHealth {
     /// Not reporting the new generation yet (or not started).
@@ -127,7 +127,7 @@ pub enum DeviceHealth {
     Failed,
 }
 
-/// The engine's input besides the plan.
+/// The decision's input besides the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RolloutView<'a> {
     pub phase: &'a Phase,
