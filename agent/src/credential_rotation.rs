@@ -24,6 +24,7 @@ use coracle_proto::{
 use tokio::sync::{mpsc, watch};
 
 use crate::private_dir::private_file;
+use crate::runtime::error_chain as chain;
 use crate::sealing_key::SealingKey;
 use crate::transport::{Link, TransportHandle};
 
@@ -204,17 +205,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RotationError> {
     std::fs::File::open(dir.unwrap_or(Path::new(".")))
         .and_then(|d| d.sync_all())
         .map_err(err)
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

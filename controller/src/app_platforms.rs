@@ -8,7 +8,7 @@
 use coracle_images::oci::Platform;
 use coracle_proto::{DeviceId, ServiceSpec};
 
-use crate::api::error::anyhow_chain;
+use crate::api::error::error_chain;
 use crate::registry::Registry;
 use crate::upstream::Mirror;
 
@@ -45,7 +45,7 @@ impl AppPlatforms {
                     .map_err(|err| failed(err.to_string()))?
             } else if mirror.is_direct(&image.registry) {
                 let platforms = mirror.direct_platforms(image).await;
-                Some(platforms.map_err(|err| failed(anyhow_chain(&err)))?)
+                Some(platforms.map_err(|err| failed(error_chain(&err)))?)
             } else {
                 None
             };

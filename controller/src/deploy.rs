@@ -73,7 +73,7 @@ pub async fn resolve_image(
     mirror: &Mirror,
     text: &str,
 ) -> Result<ImageRef, String> {
-    use crate::api::error::anyhow_chain as chain;
+    use crate::api::error::error_chain as chain;
     match parse_image(text)? {
         ImageTarget::Pinned(image) => Ok(image),
         ImageTarget::Upstream(upstream) if mirror.is_direct(&upstream.host) => {

@@ -236,7 +236,7 @@ pub async fn run(
                 counters.dropped();
                 let (log, dropped) = limiter.allow(Instant::now());
                 if log {
-                    tracing::warn!(topic = %msg.topic, error = %format!("{err:#}"), suppressed = dropped, "device message dropped");
+                    tracing::warn!(topic = %msg.topic, error = %crate::api::error::error_chain(&err), suppressed = dropped, "device message dropped");
                 }
             }
         }

@@ -28,7 +28,9 @@ pub async fn run(store: Arc<Store>, notify: broadcast::Sender<Ingested>, offline
                     });
                 }
             }
-            Err(err) => tracing::warn!(error = %format!("{err:#}"), "offline sweep failed"),
+            Err(err) => {
+                tracing::warn!(error = %crate::api::error::error_chain(&err), "offline sweep failed")
+            }
         }
     }
 }

@@ -33,6 +33,7 @@ use crate::private_dir::create_traverse_only_dir;
 use crate::pull::{direct_client, Puller, RegistryClient, RegistryEndpoint};
 use crate::reconcile::{Fingerprint, Role};
 use crate::runtime::cgroups::Condition as CgroupCondition;
+use crate::runtime::error_chain as chain;
 use crate::runtime::{
     ContainerId, ExecOutcome, ExecSpec, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status,
 };
@@ -85,17 +86,6 @@ fn fail(step: &'static str, object: impl ToString, reason: impl std::fmt::Displa
         object: object.to_string(),
         reason: format!("{reason:#}"),
     }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn read_meta(data_dir: &std::path::Path, id: &str) -> Option<ContainerMeta> {

@@ -27,13 +27,7 @@ pub struct Refused {
 
 impl Rejection {
     pub(super) fn new(reason: RejectReason, what: &str, err: &dyn std::error::Error) -> Self {
-        let mut detail = format!("{what}: {err}");
-        let mut source = err.source();
-        while let Some(cause) = source {
-            detail.push_str(": ");
-            detail.push_str(&cause.to_string());
-            source = cause.source();
-        }
+        let detail = format!("{what}: {}", crate::runtime::error_chain(err));
         Self {
             reason,
             detail,

@@ -28,7 +28,7 @@ pub async fn rotate(
     _body: axum::body::Bytes,
 ) -> Result<Json<RotatedAdmin>, ApiError> {
     let token = state.admin.rotate().map_err(|e| ApiError::Internal {
-        what: format!("rotate the admin token: {}", super::error::anyhow_chain(&e)),
+        what: format!("rotate the admin token: {}", super::error::error_chain(&e)),
     })?;
     let sessions_ended = state.sessions.end_all();
     tracing::info!(sessions_ended, "admin token rotated");
@@ -58,7 +58,7 @@ pub async fn rotate_deployment_key(
         .map_err(|e| ApiError::Internal {
             what: format!(
                 "rotate the deployment key: {}",
-                super::error::anyhow_chain(&e)
+                super::error::error_chain(&e)
             ),
         })?;
     audit::record(

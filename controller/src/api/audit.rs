@@ -35,7 +35,7 @@ pub fn record(state: &AppState, caller: &Caller, action: &str, target: &str, det
             actor = %caller.actor,
             action,
             target,
-            error = super::error::anyhow_chain(&err),
+            error = super::error::error_chain(&err),
             "cannot write the audit log"
         );
     }

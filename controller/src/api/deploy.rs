@@ -11,7 +11,7 @@ use coracle_proto::{Generation, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
 use super::devices::device_id;
-use super::error::anyhow_chain;
+use super::error::error_chain;
 use super::error::ApiError;
 use super::{parse_json, AppState};
 use crate::app_platforms::AppPlatforms;
@@ -110,7 +110,7 @@ pub async fn deploy(
     let registries = state
         .mirror
         .access_for(&id, &sealing_key, &services)
-        .map_err(|e| ApiError::bad_request(anyhow_chain(&e)))?;
+        .map_err(|e| ApiError::bad_request(error_chain(&e)))?;
     let names = services.iter().map(|s| s.name.to_string()).collect();
     let images = super::audit::images(&services);
     let deployment = state

@@ -135,11 +135,11 @@ pub async fn rotate(
         Err(RotationError::Store(err)) => Err(err.into()),
         Err(err @ (RotationError::Seal { .. } | RotationError::Access { .. })) => {
             Err(ApiError::Internal {
-                what: super::error::anyhow_chain(&err),
+                what: super::error::error_chain(&err),
             })
         }
         Err(err) => Err(ApiError::Refused {
-            message: super::error::anyhow_chain(&err),
+            message: super::error::error_chain(&err),
         }),
     }
 }

@@ -90,7 +90,7 @@ impl From<FleetError> for ApiError {
             FleetError::InvalidApp(invalid) => ApiError::BadRequest {
                 message: format!(
                     "the app is not a valid desired state: {}",
-                    anyhow_chain(&invalid)
+                    error_chain(&invalid)
                 ),
             },
             other => ApiError::Fleet(other),
@@ -132,17 +132,17 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(
-                error = format!("{:#}", anyhow_chain(&self)),
+                error = format!("{:#}", error_chain(&self)),
                 "API request failed"
             );
         } else if status.is_server_error() {
             // A device or the broker did not cooperate: the controller itself is fine.
-            tracing::warn!(error = anyhow_chain(&self), "API request failed");
+            tracing::warn!(error = error_chain(&self), "API request failed");
         }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_string(),
-                message: anyhow_chain(&self),
+                message: error_chain(&self),
             },
         };
         (status, Json(body)).into_response()
@@ -150,7 +150,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The error and its causes, `: `-separated, for operators reading one line.
-pub(crate) fn anyhow_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

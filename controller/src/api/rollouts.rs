@@ -19,7 +19,7 @@ use coracle_proto::DeviceId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{anyhow_chain, ApiError};
+use super::error::{error_chain, ApiError};
 use super::{parse_json, AppState};
 use crate::compose::ComposeContext;
 use crate::rollout::{CreateRollout, RolloutCommand, RolloutError};
@@ -81,7 +81,7 @@ impl From<RolloutError> for ApiError {
                 what: format!("rollout {id}"),
             },
             RolloutError::Refused { .. } | RolloutError::Busy { .. } => ApiError::Refused {
-                message: anyhow_chain(&err),
+                message: error_chain(&err),
             },
             RolloutError::Invalid { .. }
             | RolloutError::NoDevices { .. }

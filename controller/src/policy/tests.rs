@@ -271,7 +271,7 @@ fn refusal_names_the_device() {
         )
         .unwrap_err();
     assert_eq!(
-        crate::api::error::anyhow_chain(&err),
+        crate::api::error::error_chain(&err),
         "the deploy policy refuses the app for device pi-7: service \"web\": cap_add \
          \"SYS_ADMIN\": CAP_SYS_ADMIN is not in Docker's default set nor in policy.capabilities"
     );

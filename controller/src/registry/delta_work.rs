@@ -407,7 +407,7 @@ impl Registry {
             }
             Err(err) => {
                 self.work.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let reason = format!("{err:#}");
+                let reason = crate::api::error::error_chain(&err);
                 lock(&self.work.failed).insert(key.to_string(), reason.clone());
                 Err(reason)
             }

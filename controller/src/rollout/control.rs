@@ -82,7 +82,7 @@ impl Rollouts {
             .await?;
         // The first wave starts before the answer, so the caller sees it under way.
         if let Err(err) = self.step(id).await {
-            tracing::warn!(rollout = id, error = %format!("{err:#}"), "first rollout step failed; retrying on the next tick");
+            tracing::warn!(rollout = id, error = %crate::api::error::error_chain(&err), "first rollout step failed; retrying on the next tick");
         }
         self.wake();
         self.fleet
@@ -200,7 +200,7 @@ impl Rollouts {
         if command == RolloutCommand::Rollback {
             // The intents are saved: a send that fails now is retried by the driver.
             if let Err(err) = self.send_pending(&mut rollout).await {
-                tracing::warn!(rollout = id, error = %format!("{err:#}"), "rollback not sent to every device yet; retrying on the next tick");
+                tracing::warn!(rollout = id, error = %crate::api::error::error_chain(&err), "rollback not sent to every device yet; retrying on the next tick");
             }
         }
         self.wake();

@@ -134,13 +134,13 @@ impl Rollouts {
         let ids = match self.fleet.store.rollouts_to_drive() {
             Ok(ids) => ids,
             Err(err) => {
-                tracing::warn!(error = %format!("{err:#}"), "listing active rollouts failed");
+                tracing::warn!(error = %crate::api::error::error_chain(&err), "listing active rollouts failed");
                 return;
             }
         };
         for id in ids {
             if let Err(err) = self.step(id).await {
-                tracing::warn!(rollout = id, error = %format!("{err:#}"), "rollout step failed; retrying on the next tick");
+                tracing::warn!(rollout = id, error = %crate::api::error::error_chain(&err), "rollout step failed; retrying on the next tick");
             }
         }
     }

@@ -9,7 +9,7 @@ use coracle_proto::{DeviceId, ServiceSpec};
 
 use super::driver::Rollouts;
 use super::RolloutError;
-use crate::api::error::anyhow_chain;
+use crate::api::error::error_chain;
 use crate::fleet::FleetError;
 use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutRecord, StoreError};
 
@@ -106,7 +106,7 @@ impl Rollouts {
         };
         let registries = match self.mirror.access_for(device, &sealing_key, &services) {
             Ok(registries) => registries,
-            Err(err) => return Ok(Sent::Refused(anyhow_chain(&err))),
+            Err(err) => return Ok(Sent::Refused(error_chain(&err))),
         };
         match self
             .fleet

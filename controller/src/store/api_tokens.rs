@@ -153,7 +153,7 @@ impl Store {
 impl TokenLookup for Store {
     fn token_scope(&self, secret_sha256: &[u8; 32]) -> Result<Option<(String, Scope)>, String> {
         self.api_token_scope(secret_sha256)
-            .map_err(|e| crate::api::error::anyhow_chain(&e))
+            .map_err(|e| crate::api::error::error_chain(&e))
     }
 }
 

@@ -130,7 +130,7 @@ impl Store {
 impl DeviceGrants for Store {
     fn grant(&self, device: &DeviceId) -> Result<Option<DeviceGrant>, String> {
         self.device_grant(device)
-            .map_err(|err| crate::api::error::anyhow_chain(&err))
+            .map_err(|err| crate::api::error::error_chain(&err))
     }
 }
 
