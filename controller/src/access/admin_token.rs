@@ -43,8 +43,7 @@ impl AdminToken {
     /// An empty token (offline CLI use) matches nothing.
     pub fn matches(&self, presented: &str) -> bool {
         let current = self.get();
-        !current.is_empty()
-            && crate::api::constant_time_eq(presented.as_bytes(), current.as_bytes())
+        !current.is_empty() && super::constant_time_eq(presented.as_bytes(), current.as_bytes())
     }
 
     /// Replaces the token with a fresh random one, written to the file first; returns it.

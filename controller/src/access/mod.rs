@@ -13,10 +13,12 @@
 
 pub mod admin_token;
 pub mod audit_sink;
+pub mod compare;
 pub mod scope;
 pub mod tokens;
 
 pub use admin_token::AdminToken;
 pub use audit_sink::AuditSink;
+pub use compare::constant_time_eq;
 pub use scope::{Caller, Scope};
 pub use tokens::{hash_secret, TokenLookup};

@@ -162,7 +162,3 @@ async fn require_token(
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}

@@ -25,9 +25,8 @@ pub fn password_sha256(password: &str) -> [u8; 32] {
     Sha256::digest(password.as_bytes()).into()
 }
 
-/// Compares without an early exit, so timing does not leak how much of a hash matched.
 fn equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::access::constant_time_eq(a, b)
 }
 
 impl Credentials {

@@ -65,8 +65,7 @@ fn presented(headers: &HeaderMap) -> Vec<String> {
 }
 
 fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::access::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryError> {
