@@ -2,8 +2,7 @@
 //! written into it (mode 0600, temp file then rename, so a crash never leaves half a key).
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why the data directory could not be prepared or a file in it written.
@@ -113,24 +112,15 @@ pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
     write_with_mode(path, contents, 0o644)
 }
 
+/// Temp file with `mode`, fsync, rename, fsync of the directory (so the rename itself
+/// survives a power cut).
 fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), DataDirError> {
-    let err = |source| DataDirError::WriteFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(contents).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
+    coracle_images::store::write_atomic_with_mode(path, contents, mode).map_err(|source| {
+        DataDirError::WriteFile {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Reads a file of the data directory as text.

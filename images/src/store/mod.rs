@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_atomic_with_mode};
 pub use gc::GcReport;
 pub use partial::{plan_resume, PartialDownload, PartialError, RangeReply, ResumeAction};
 pub use space::{available_bytes, estimate_unpacked, pull_space_needed};
