@@ -336,6 +336,23 @@ const PRIVILEGE_PROBE: &str = "cat /proc/self/status; \
 
 #[test]
 #[ignore = "needs root"]
+fn all_capabilities_less_a_dropped_one() {
+    let h = Harness::new();
+    let mut spec = h.spec("cat /proc/self/status");
+    spec.process.capabilities = Some(vec!["ALL".into(), "-CAP_NET_RAW".into()]);
+    let (_, log) = h.run("all-but", &spec);
+    let every = caps::read(None, caps::CapSet::Bounding)
+        .unwrap()
+        .iter()
+        .fold(0, |mask, c| mask | c.bitmask());
+    let want = every & !Capability::CAP_NET_RAW.bitmask();
+    assert_eq!(status_field(&log, "CapEff:"), want, "{log}");
+    assert_eq!(status_field(&log, "CapBnd:"), want, "{log}");
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
 fn a_privileged_container_has_every_capability_device_and_path_and_no_seccomp() {
     let h = Harness::new();
     let mut spec = h.spec(PRIVILEGE_PROBE);

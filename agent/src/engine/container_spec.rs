@@ -125,8 +125,22 @@ pub fn user(spec: Option<&str>) -> User {
 
 /// Docker's default capability set, with the service's additions and removals (`ALL`
 /// drops everything; names may be given in any case, with or without the `CAP_` prefix, as
-/// `coracle_proto::capability` reads them).
+/// `coracle_proto::capability` reads them). `cap_add: [ALL]` is every capability the device
+/// grants (the runtime's `ALL`), less what `cap_drop` names (`-NAME`), as Docker does.
 pub fn capabilities(service: &ServiceSpec) -> Vec<String> {
+    let adds_all = service
+        .cap_add
+        .iter()
+        .any(|c| canonical_capability(c) == "ALL");
+    if adds_all {
+        let drops = service
+            .cap_drop
+            .iter()
+            .map(|c| canonical_capability(c))
+            .filter(|c| c != "ALL")
+            .map(|c| format!("-{c}"));
+        return std::iter::once("ALL".to_string()).chain(drops).collect();
+    }
     let mut caps: BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
     let drop: Vec<String> = service
         .cap_drop
@@ -149,6 +163,9 @@ pub fn capabilities(service: &ServiceSpec) -> Vec<String> {
 /// port 80 with `NET_BIND_SERVICE` works as the operator meant. Root is unaffected.
 pub fn ambient_capabilities(service: &ServiceSpec) -> Vec<String> {
     let kept = capabilities(service);
+    if kept.first().is_some_and(|c| c == "ALL") {
+        return kept; // `cap_add: [ALL]`: every one of them, for a non-root user too
+    }
     let added: BTreeSet<String> = service
         .cap_add
         .iter()
@@ -350,6 +367,16 @@ mod tests {
     }
 
     #[test]
+    fn cap_add_all_is_every_capability_less_the_drops() {
+        let mut s = service();
+        s.cap_add = vec!["all".into()];
+        assert_eq!(capabilities(&s), ["ALL"]);
+        s.cap_drop = vec!["net_raw".into(), "ALL".into()];
+        assert_eq!(capabilities(&s), ["ALL", "-CAP_NET_RAW"]);
+        assert_eq!(ambient_capabilities(&s), ["ALL", "-CAP_NET_RAW"]);
+    }
+
+    #[test]
     fn only_explicitly_added_capabilities_become_ambient() {
         let mut s = service();
         assert!(
@@ -357,11 +384,7 @@ mod tests {
             "Docker's defaults stay out"
         );
         s.cap_drop = vec!["ALL".into()];
-        s.cap_add = vec![
-            "net_bind_service".into(),
-            "ALL".into(),
-            "CAP_NET_RAW".into(),
-        ];
+        s.cap_add = vec!["net_bind_service".into(), "CAP_NET_RAW".into()];
         assert_eq!(
             ambient_capabilities(&s),
             ["CAP_NET_BIND_SERVICE", "CAP_NET_RAW"]

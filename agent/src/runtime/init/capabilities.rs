@@ -70,7 +70,8 @@ pub fn plan(process: &Process) -> Result<CapabilityPlan, CapabilityError> {
 
 /// In a list, every capability in the runtime's own bounding set (a privileged container's
 /// sets): the kernel refuses to grant any other — one it does not know (an older kernel),
-/// or one the agent itself was started without.
+/// or one the agent itself was started without. Beside it, `-NAME` takes one out (compose
+/// `cap_add: [ALL]` with `cap_drop: [NAME]`).
 pub const ALL: &str = "ALL";
 
 /// The spec's list, or Docker's default set when the spec says nothing.
@@ -84,8 +85,17 @@ pub fn parse(names: Option<&[String]>) -> Result<CapsHashSet, CapabilityError> {
         }
     };
     if names.iter().any(|name| name == ALL) {
-        return caps::read(None, CapSet::Bounding)
-            .map_err(|source| CapabilityError::ReadBounding { source });
+        let mut all = caps::read(None, CapSet::Bounding)
+            .map_err(|source| CapabilityError::ReadBounding { source })?;
+        for name in names.iter().filter_map(|name| name.strip_prefix('-')) {
+            let capability = name
+                .parse::<Capability>()
+                .map_err(|_| CapabilityError::Unknown {
+                    name: name.to_string(),
+                })?;
+            all.remove(&capability);
+        }
+        return Ok(all);
     }
     names
         .iter()
