@@ -416,12 +416,9 @@ mod tests {
         s.tuning = vec![coracle_proto::Tuning::MemoryReservation(32 << 20)];
         let layout = ContainerLayout {
             layers: vec!["/l/base".into(), "/l/top".into()],
-            upper: "/c/upper".into(),
-            work: "/c/work".into(),
-            volumes: "/v".into(),
             log_max_bytes: 1 << 20,
             log_keep: 2,
-            network: None,
+            ..layout()
         };
         let spec = container_spec(&s, &image(), &layout).unwrap();
         match &spec.rootfs {
@@ -467,13 +464,9 @@ mod tests {
             }),
         ];
         let layout = ContainerLayout {
-            layers: vec![],
-            upper: "/c/upper".into(),
-            work: "/c/work".into(),
-            volumes: "/v".into(),
             log_max_bytes: 1 << 20,
             log_keep: 2,
-            network: None,
+            ..layout()
         };
         let spec = container_spec(&s, &image(), &layout).unwrap();
         let at = |target: &str| spec.mounts.iter().position(|m| m.destination == target);
@@ -503,15 +496,7 @@ mod tests {
 
     #[test]
     fn the_seccomp_policy_picks_the_filter() {
-        let layout = ContainerLayout {
-            layers: vec![],
-            upper: "/c/upper".into(),
-            work: "/c/work".into(),
-            volumes: "/v".into(),
-            log_max_bytes: 1,
-            log_keep: 1,
-            network: None,
-        };
+        let layout = layout();
         let mut s = service();
         let spec = container_spec(&s, &image(), &layout).unwrap();
         assert!(
@@ -565,15 +550,7 @@ mod tests {
             target: "/data".into(),
             read_only: false,
         }];
-        let layout = ContainerLayout {
-            layers: vec![],
-            upper: "/c/upper".into(),
-            work: "/c/work".into(),
-            volumes: "/v".into(),
-            log_max_bytes: 1,
-            log_keep: 1,
-            network: None,
-        };
+        let layout = layout();
         let err = container_spec(&s, &image(), &layout).unwrap_err();
         assert_eq!(err.name, "x/../../../../tmp/escape");
     }
@@ -593,15 +570,7 @@ mod tests {
                 permissions: "rwm".into(),
             },
         ];
-        let layout = ContainerLayout {
-            layers: vec![],
-            upper: "/c/upper".into(),
-            work: "/c/work".into(),
-            volumes: "/v".into(),
-            log_max_bytes: 1,
-            log_keep: 1,
-            network: None,
-        };
+        let layout = layout();
         let spec = container_spec(&s, &image(), &layout).unwrap();
         let access: Vec<DeviceAccess> = spec.devices.iter().map(|d| d.access).collect();
         assert_eq!(

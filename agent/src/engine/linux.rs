@@ -100,45 +100,41 @@ impl ContainerMeta {
 }
 
 /// The endpoints of bridged containers the runtime still has (an agent restart). The
-/// current container of a service answers for it, or its successor when it is alone.
+/// current container of a service answers for it; a lone successor (an agent crash
+/// mid-promotion) does too; a retired one never does.
 fn bridged_endpoints(runtime: &LinuxRuntime, data_dir: &std::path::Path) -> BTreeMap<String, Held> {
     let Ok(ids) = runtime.list() else {
         return BTreeMap::new();
     };
-    let mut held: BTreeMap<String, Held> = ids
+    let found: Vec<(String, Role, ServiceName, Endpoint)> = ids
         .iter()
         .filter_map(|id| {
             let meta = read_meta(data_dir, id.as_str())?;
             let service = meta.service_of(id)?;
-            let endpoint = meta.network?;
-            let active = meta.role == Role::Current;
-            Some((
-                id.to_string(),
-                Held {
-                    service,
-                    active,
-                    endpoint,
-                },
-            ))
+            Some((id.to_string(), meta.role, service, meta.network?))
         })
         .collect();
-    let answered: BTreeSet<ServiceName> = held
-        .values()
-        .filter(|h| h.active)
-        .map(|h| h.service.clone())
-        .collect();
-    // A lone successor (an agent crash mid-promotion) answers; a retired one never does.
-    let retired: BTreeSet<String> = ids
+    let answered: BTreeSet<&ServiceName> = found
         .iter()
-        .filter(|id| read_meta(data_dir, id.as_str()).is_some_and(|m| m.role == Role::Retired))
-        .map(|id| id.to_string())
+        .filter(|(_, role, _, _)| *role == Role::Current)
+        .map(|(_, _, service, _)| service)
         .collect();
-    for (id, h) in held.iter_mut() {
-        if !answered.contains(&h.service) && !retired.contains(id) {
-            h.active = true;
-        }
-    }
-    held
+    let answers = |role: Role, service: &ServiceName| match role {
+        Role::Current => true,
+        Role::Next => !answered.contains(service),
+        Role::Retired => false,
+    };
+    found
+        .iter()
+        .map(|(id, role, service, endpoint)| {
+            let held = Held {
+                service: service.clone(),
+                active: answers(*role, service),
+                endpoint: endpoint.clone(),
+            };
+            (id.clone(), held)
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -584,17 +580,25 @@ impl ContainerEngine for LinuxEngine {
     }
 
     fn stats(&self) -> Result<Vec<ContainerStats>, EngineError> {
+        let ids = self
+            .runtime
+            .list()
+            .map_err(|e| fail("list containers", "runtime", chain(&e)))?;
         let mut out = Vec::new();
-        for container in self.list()? {
-            if container.status != EngineStatus::Running || container.role != Role::Current {
+        for id in ids {
+            // Current containers only: one reading of each meta.json and state.
+            let Some(meta) = self.meta(&id).filter(|m| m.role == Role::Current) else {
                 continue;
-            }
-            let Some(id) = self.locate(&container.service, Role::Current)? else {
+            };
+            let Some(service) = meta.service_of(&id) else {
                 continue;
             };
             let Ok(state) = self.runtime.state(&id) else {
                 continue;
             };
+            if state.status != Status::Running {
+                continue;
+            }
             let cgroup = crate::runtime::cgroups::ContainerCgroup::from_paths(
                 state.cgroup_version,
                 &state.cgroup_paths,
@@ -608,7 +612,7 @@ impl ContainerEngine for LinuxEngine {
                 .and_then(|t| crate::health::cgroup::memory_bytes(&t))
                 .unwrap_or(0);
             out.push(ContainerStats {
-                service: container.service,
+                service,
                 cpu_usage_usec,
                 memory_bytes,
             });

@@ -58,7 +58,7 @@ impl Tracker {
                 let phase = self.successor_phase(name, c.status, now_ms);
                 observed
                     .successors
-                    .insert(name.clone(), successor(c, phase));
+                    .insert(name.clone(), untracked(c, phase));
                 continue;
             }
             if c.role == Role::Retired {
@@ -67,7 +67,7 @@ impl Tracker {
                     EngineStatus::Running => Phase::Running { since_ms: 0 },
                     _ => Phase::Stopped,
                 };
-                observed.retired.insert(name.clone(), successor(c, phase));
+                observed.retired.insert(name.clone(), untracked(c, phase));
                 continue;
             }
             let phase = match c.status {
@@ -202,7 +202,8 @@ impl Tracker {
     }
 }
 
-fn successor(c: &EngineContainer, phase: Phase) -> ObservedContainer {
+/// A successor or retired container: no restarts, health or exit memory of its own.
+fn untracked(c: &EngineContainer, phase: Phase) -> ObservedContainer {
     ObservedContainer {
         fingerprint: c.fingerprint,
         phase,
