@@ -1,5 +1,12 @@
-//! `coracle device rotate` on the device: the one command the supervisor never sees. A
-//! [`Command::RotatePassword`] carries a new broker password sealed to this device's key;
+//! Credential rotations on the device: the commands the supervisor never sees.
+//!
+//! A [`Command::RotatePullToken`] carries the controller's scheduled new registry pull token,
+//! sealed to this device's key (labelled [`PULL_TOKEN_LABEL`]): it is kept and used from the
+//! next request on ([`PullToken::replace`]), then `Done` lets the controller revoke the token
+//! two epochs back.
+//!
+//! `coracle device rotate`: a [`Command::RotatePassword`] carries a new broker password
+//! sealed to this device's key;
 //! [`CredentialRotation::run`] takes it off the command stream and, in order:
 //!
 //! 1. opens the box (it must carry [`ROTATED_PASSWORD_LABEL`]);
@@ -17,13 +24,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use coracle_proto::command::ROTATED_PASSWORD_LABEL;
+use coracle_proto::command::{PULL_TOKEN_LABEL, ROTATED_PASSWORD_LABEL};
 use coracle_proto::{
     Bootstrap, BrokerAuth, Command, CommandOutcome, CommandReply, CommandRequest, DeviceId, Sealed,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::private_dir::private_file;
+use crate::pull::{PullToken, PullTokenError};
 use crate::runtime::error_chain as chain;
 use crate::sealing_key::SealingKey;
 use crate::transport::{Link, TransportHandle};
@@ -34,7 +42,7 @@ const RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why a rotation was refused or undone; the text goes back to the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
-    #[error("the sealed password does not open with this device's key")]
+    #[error("the sealed box does not open with this device's key")]
     Open(#[source] coracle_proto::SealError),
     #[error("the sealed box is not a broker password")]
     NotAPassword,
@@ -58,6 +66,10 @@ pub enum RotationError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the sealed box is not a registry pull token")]
+    NotAPullToken,
+    #[error(transparent)]
+    PullToken(#[from] PullTokenError),
     #[error("the broker refused the new password; the old one is kept")]
     Refused,
     #[error(
@@ -75,6 +87,8 @@ pub struct CredentialRotation {
     pub key: SealingKey,
     pub transport: TransportHandle,
     pub link: watch::Receiver<Link>,
+    /// The engine's token for the controller's registry (`None`: it pulls with none).
+    pub pull_token: Option<PullToken>,
 }
 
 impl CredentialRotation {
@@ -85,21 +99,21 @@ impl CredentialRotation {
         supervisor: mpsc::Sender<CommandRequest>,
     ) {
         while let Some(request) = commands.recv().await {
-            let Command::RotatePassword { sealed } = &request.command else {
-                if supervisor.send(request).await.is_err() {
-                    return;
+            let outcome = match &request.command {
+                Command::RotatePassword { sealed } => {
+                    let sealed = sealed.clone();
+                    let rotated = self.rotate(&sealed).await;
+                    self.answer("broker password", rotated)
                 }
-                continue;
-            };
-            let outcome = match self.rotate(sealed).await {
-                Ok(()) => {
-                    tracing::info!(device = %self.device, "broker password rotated");
-                    CommandOutcome::Done
+                Command::RotatePullToken { epoch, sealed } => {
+                    let taken = self.take_pull_token(*epoch, sealed);
+                    self.answer("registry pull token", taken)
                 }
-                Err(err) => {
-                    let reason = chain(&err);
-                    tracing::warn!(device = %self.device, error = %reason, "broker password rotation failed");
-                    CommandOutcome::Failed { reason }
+                _ => {
+                    if supervisor.send(request).await.is_err() {
+                        return;
+                    }
+                    continue;
                 }
             };
             self.transport.reply(CommandReply {
@@ -107,6 +121,36 @@ impl CredentialRotation {
                 outcome,
             });
         }
+    }
+
+    fn answer(&self, what: &str, done: Result<(), RotationError>) -> CommandOutcome {
+        match done {
+            Ok(()) => {
+                tracing::info!(device = %self.device, "{what} rotated");
+                CommandOutcome::Done
+            }
+            Err(err) => {
+                let reason = chain(&err);
+                tracing::warn!(device = %self.device, error = %reason, "{what} rotation failed");
+                CommandOutcome::Failed { reason }
+            }
+        }
+    }
+
+    /// Opens a scheduled pull token and makes it the one the engine sends.
+    fn take_pull_token(&self, epoch: u32, sealed: &Sealed) -> Result<(), RotationError> {
+        let pull_token = self.pull_token.as_ref().ok_or(PullTokenError::NoToken)?;
+        let plain = self
+            .key
+            .open(&self.device, sealed)
+            .map_err(RotationError::Open)?;
+        let token = plain
+            .strip_prefix(PULL_TOKEN_LABEL)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .filter(|t| !t.is_empty() && t.len() <= 512 && t.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or(RotationError::NotAPullToken)?;
+        pull_token.replace(epoch, token.to_string())?;
+        Ok(())
     }
 
     async fn rotate(&mut self, sealed: &Sealed) -> Result<(), RotationError> {
@@ -213,7 +257,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// Every command but a rotation goes on to the supervisor, in order; a rotation whose
-    /// box does not open changes nothing and is not passed on.
+    /// box does not open, or holds the wrong kind of secret, changes nothing and is not
+    /// passed on; a pull token is taken and kept.
     #[tokio::test(flavor = "current_thread")]
     async fn other_commands_reach_the_supervisor_and_rotations_do_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -237,12 +282,28 @@ mod tests {
             max_events: 16,
         };
         let (transport, _driver, inbox) = crate::transport::transport(settings);
+        let pull_token = PullToken::load(
+            Some("boot".into()),
+            dir.path().join(crate::pull::PULL_TOKEN_FILE),
+        );
+        let key = SealingKey::load_or_create(dir.path()).unwrap();
+        let hex = key.public_hex();
+        let public: [u8; 32] = (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap();
+        let seal =
+            |plain: &[u8]| coracle_proto::sealed::seal(&public, &device, [9; 32], plain).unwrap();
+        let pull_box = seal(&[PULL_TOKEN_LABEL, b"pi:1:abcd"].concat());
+        let password_box = seal(&[ROTATED_PASSWORD_LABEL, b"pw"].concat());
         let rotation = CredentialRotation {
             device,
             bootstrap: bootstrap.clone(),
-            key: SealingKey::load_or_create(dir.path()).unwrap(),
+            key,
             transport,
             link: inbox.link,
+            pull_token: Some(pull_token.clone()),
         };
         let (commands_tx, commands) = mpsc::channel(4);
         let (to_supervisor, mut supervisor) = mpsc::channel(4);
@@ -253,7 +314,22 @@ mod tests {
         };
         for (id, command) in [
             (1, Command::RotatePassword { sealed: forged }),
-            (2, Command::Recheck),
+            // A password box is not a pull token, and an older epoch is refused.
+            (
+                2,
+                Command::RotatePullToken {
+                    epoch: 2,
+                    sealed: password_box,
+                },
+            ),
+            (
+                3,
+                Command::RotatePullToken {
+                    epoch: 1,
+                    sealed: pull_box.clone(),
+                },
+            ),
+            (4, Command::Recheck),
         ] {
             commands_tx
                 .send(CommandRequest { id, command })
@@ -261,8 +337,18 @@ mod tests {
                 .unwrap();
         }
         let passed = supervisor.recv().await.unwrap();
-        assert_eq!((passed.id, passed.command), (2, Command::Recheck));
+        assert_eq!((passed.id, passed.command), (4, Command::Recheck));
         assert_eq!(std::fs::read_to_string(&bootstrap).unwrap(), "untouched");
+        // Commands are served in order, so the pull token was taken before the recheck.
+        assert_eq!(
+            (pull_token.current().as_deref(), pull_token.epoch()),
+            (Some("pi:1:abcd"), 1)
+        );
+        let kept = PullToken::load(
+            Some("boot".into()),
+            dir.path().join(crate::pull::PULL_TOKEN_FILE),
+        );
+        assert_eq!(kept.epoch(), 1, "a restart pulls with the rotated token");
     }
 
     #[test]

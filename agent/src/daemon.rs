@@ -61,7 +61,7 @@ pub fn run(
     let outcome = runtime.block_on(async {
         let listener = server::bind(&config.control_socket)?;
         let (handle, driver, mut inbox) = transport::transport(settings);
-        // Password rotations are answered beside the supervisor (it never sees them).
+        // Credential rotations are answered beside the supervisor (it never sees them).
         let key = crate::sealing_key::SealingKey::load_or_create(&config.state_dir())
             .context("load the sealing key")?;
         let (to_supervisor, supervisor_commands) = mpsc::channel(8);
@@ -72,6 +72,7 @@ pub fn run(
             key,
             transport: handle.clone(),
             link: inbox.link.clone(),
+            pull_token: engine.pull_token(),
         };
         tokio::spawn(rotation.run(commands, to_supervisor));
         let (control_tx, control_rx) = mpsc::channel(8);

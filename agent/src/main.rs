@@ -168,7 +168,12 @@ fn run_daemon(config: &AgentConfig) -> anyhow::Result<()> {
         registry: RegistryEndpoint {
             base_url: bootstrap.registry_url.clone(),
             ca_pem: Some(bootstrap.ca_pem.clone()).filter(|pem| !pem.trim().is_empty()),
-            token: bootstrap.registry_token.clone(),
+            token: coracle_agent::pull::PullToken::load(
+                bootstrap.registry_token.clone(),
+                config
+                    .state_dir()
+                    .join(coracle_agent::pull::PULL_TOKEN_FILE),
+            ),
         },
         runtime: RuntimeConfig {
             state_dir: config.runtime.state_dir.clone(),

@@ -140,7 +140,7 @@ async fn agent_deploys_updates_and_rolls_back_a_broken_update_by_itself() {
             registry: RegistryEndpoint {
                 base_url: registry.base_url(),
                 ca_pem: None,
-                token: None,
+                token: Default::default(),
             },
             runtime: RuntimeConfig {
                 state_dir: dir.path().join("run"),

@@ -78,7 +78,7 @@ fn busybox_engine(
         registry: RegistryEndpoint {
             base_url: registry.base_url(),
             ca_pem: None,
-            token: None,
+            token: Default::default(),
         },
         runtime: RuntimeConfig {
             state_dir: dir.join("run"),

@@ -275,7 +275,7 @@ fn engine_pulls_a_direct_image_with_the_sealing_key_it_made_on_first_start() {
         registry: RegistryEndpoint {
             base_url: registry.base_url(),
             ca_pem: None,
-            token: None,
+            token: Default::default(),
         },
         runtime: RuntimeConfig {
             state_dir: dir.path().join("run"),

@@ -17,7 +17,7 @@ fn client(base_url: String) -> RegistryClient {
     RegistryClient::new(RegistryEndpoint {
         base_url,
         ca_pem: None,
-        token: None,
+        token: Default::default(),
     })
     .unwrap()
 }

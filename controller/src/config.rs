@@ -167,9 +167,17 @@ pub struct RegistrySection {
     /// devices are enrolled again. Each use is logged.
     #[serde(default)]
     pub legacy_pull_token: bool,
+    /// Each device's pull token is replaced after this long (`pull_token_rotation`), and
+    /// the one two epochs back revoked once the device confirms the new one; 0: never.
+    #[serde(default = "default_pull_token_rotation_s")]
+    pub pull_token_rotation_s: u64,
 }
 
 fn default_upload_expiry_s() -> u64 {
+    24 * 3600
+}
+
+fn default_pull_token_rotation_s() -> u64 {
     24 * 3600
 }
 
@@ -185,6 +193,7 @@ impl Default for RegistrySection {
             body_stall_s: http.body_stall_s,
             upload_expiry_s: default_upload_expiry_s(),
             legacy_pull_token: false,
+            pull_token_rotation_s: default_pull_token_rotation_s(),
         }
     }
 }

@@ -6,11 +6,15 @@
 //! the desired states), so one that was offline during the rollover catches up when it is
 //! back; new bootstrap files pin the new key.
 //!
+//! The public half of every retired key is kept, with its epoch and when it was retired
+//! (`deployment-keys.retired`, JSON), so an operator can tell which key signed an old state
+//! and [`DeploymentKeys::status`] can list them; the private half is gone with the rename.
+//!
 //! Crash safety: the new key is written first (`deployment.key.next`), then the stored
-//! states are signed again, then the chain (`deployment-keys.chain`) and last the rename
-//! of the new key over `deployment.key`. A start that finds `deployment.key.next` redoes
-//! the steps after the first: signing again skips states the new key already signed, and
-//! the chain is not extended twice.
+//! states are signed again, then the chain (`deployment-keys.chain`), the retired list, and
+//! last the rename of the new key over `deployment.key`. A start that finds
+//! `deployment.key.next` redoes the steps after the first: signing again skips states the
+//! new key already signed, and neither the chain nor the retired list gets an entry twice.
 
 use std::fs;
 use std::path::PathBuf;
@@ -40,12 +44,30 @@ pub enum RotationError {
         #[source]
         source: coracle_proto::DecodeError,
     },
+    #[error("{path} does not hold a valid list of retired deployment keys")]
+    CorruptRetired {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("make {to} the deployment key")]
     Rename {
         to: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A key that signed deployments before a rotation replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetiredKey {
+    /// The epoch it was the key of (0: the controller's first key).
+    pub epoch: u32,
+    pub key_id: String,
+    /// 64 hex characters.
+    pub public_key: String,
+    /// When the rotation replaced it (Unix seconds).
+    pub retired_unix: i64,
 }
 
 /// What a rotation did.
@@ -74,6 +96,7 @@ pub struct DeploymentKeys {
     key_path: PathBuf,
     next_path: PathBuf,
     chain_path: PathBuf,
+    retired_path: PathBuf,
     current: RwLock<Current>,
 }
 
@@ -101,6 +124,7 @@ impl DeploymentKeys {
             next_path: key_path.with_extension("key.next"),
             key_path,
             chain_path,
+            retired_path: dir.root().join("deployment-keys.retired"),
             current: RwLock::new(Current {
                 key: Arc::new(key),
                 chain,
@@ -122,6 +146,31 @@ impl DeploymentKeys {
     /// The chain devices walk to the current key (empty before the first rotation).
     pub fn chain(&self) -> KeyChain {
         self.read().chain.clone()
+    }
+
+    /// The current key's epoch and id.
+    pub fn current(&self) -> (u32, VerifyingKey) {
+        let current = self.read();
+        (current.chain.epoch(), current.key.verifying_key())
+    }
+
+    /// Every retired key, oldest first (empty before the first rotation).
+    pub fn retired(&self) -> Result<Vec<RetiredKey>, RotationError> {
+        let bytes = match fs::read(&self.retired_path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(DataDirError::ReadFile {
+                    path: self.retired_path.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|source| RotationError::CorruptRetired {
+            path: self.retired_path.clone(),
+            source,
+        })
     }
 
     /// Signs and stores under the read lock, so a rotation cannot slip between the
@@ -151,6 +200,7 @@ impl DeploymentKeys {
             chain.extend(&current.key, &public);
         }
         write_public(&self.chain_path, &encode(&chain))?;
+        self.retire(current.chain.epoch(), &current.key.verifying_key())?;
         fs::rename(&self.next_path, &self.key_path).map_err(|source| RotationError::Rename {
             to: self.key_path.clone(),
             source,
@@ -168,6 +218,31 @@ impl DeploymentKeys {
             resigned,
             skipped,
         })
+    }
+
+    /// Adds `key` to the retired list, unless a redone rotation already did.
+    fn retire(&self, epoch: u32, key: &VerifyingKey) -> Result<(), RotationError> {
+        let mut retired = self.retired()?;
+        let key_id = KeyId::of(key).to_string();
+        if retired.iter().any(|r| r.key_id == key_id) {
+            return Ok(());
+        }
+        retired.push(RetiredKey {
+            epoch,
+            key_id,
+            public_key: hex::encode(key.as_bytes()),
+            retired_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        });
+        let json = serde_json::to_vec_pretty(&retired).map_err(|source| {
+            RotationError::CorruptRetired {
+                path: self.retired_path.clone(),
+                source,
+            }
+        })?;
+        write_public(&self.retired_path, &json)?;
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Current> {
@@ -289,6 +364,20 @@ mod tests {
         .unwrap();
         assert_eq!(reloaded.signing_key().to_bytes(), new.to_bytes());
         assert_eq!(reloaded.chain().epoch(), 1);
+        // The first key is kept as retired (its public half), once.
+        reloaded.rotate(&store).unwrap();
+        let retired = reloaded.retired().unwrap();
+        let epochs: Vec<_> = retired.iter().map(|r| r.epoch).collect();
+        assert_eq!(epochs, [0, 1]);
+        assert_eq!(
+            retired[0].public_key,
+            hex::encode(old.verifying_key().as_bytes())
+        );
+        assert_eq!(
+            retired[1].key_id,
+            KeyId::of(&new.verifying_key()).to_string()
+        );
+        assert_eq!(reloaded.current().0, 2);
     }
 
     #[test]
@@ -314,5 +403,6 @@ mod tests {
         );
         assert_eq!(stored(&store).open(&next.verifying_key()).unwrap(), state);
         assert_eq!(keys.chain().links.len(), 1);
+        assert_eq!(keys.retired().unwrap().len(), 1);
     }
 }

@@ -211,7 +211,7 @@ impl Fleet {
                 .enrolment
                 .pull_tokens
                 .as_ref()
-                .map(|tokens| tokens.issue(&id, &hash)),
+                .map(|tokens| tokens.issue(&id, &hash, 0)),
         })
     }
 

@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod presence;
+pub mod pull_token_rotation;
 pub mod registry;
 pub mod rollout;
 pub mod secrets;

@@ -336,6 +336,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     let rollouts = crate::rollout::Rollouts::new(fleet.clone(), mirror.clone(), notify.clone());
     let driver_task = tokio::spawn(rollouts.clone().run(notify.subscribe()));
+    let pull_token_task = tokio::spawn(
+        crate::pull_token_rotation::PullTokenRotation {
+            store: store.clone(),
+            commands: commands.clone(),
+            tokens: registry.pull_tokens(),
+            period: std::time::Duration::from_secs(config.registry.pull_token_rotation_s),
+        }
+        .run(),
+    );
     let offline_after = std::time::Duration::from_secs(config.fleet.offline_after_s);
     let presence_task = tokio::spawn(crate::presence::run(
         store.clone(),
@@ -386,6 +395,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     driver_task.abort();
     expiry_task.abort();
     presence_task.abort();
+    pull_token_task.abort();
     republish_task.abort();
     client.disconnect().await;
     ingest_task.abort();

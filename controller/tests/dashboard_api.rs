@@ -169,6 +169,7 @@ fn reported(device: &coracle_proto::DeviceId) -> ReportedState {
         conditions: Vec::new(),
         agent_version: "test".into(),
         platform: "linux/arm64".into(),
+        credentials: Default::default(),
     }
 }
 

@@ -28,6 +28,7 @@ fn reported(device: &coracle_proto::DeviceId, sealing_key: String) -> ReportedSt
         conditions: Vec::new(),
         agent_version: "test".into(),
         platform: "linux/arm64".into(),
+        credentials: Default::default(),
     }
 }
 

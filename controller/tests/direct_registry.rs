@@ -35,6 +35,7 @@ fn reported(
         agent_version: "test".into(),
         platform: platform.into(),
         sealing_key,
+        credentials: Default::default(),
     }
 }
 

@@ -99,7 +99,7 @@ fn a_device_with_its_bootstrap_ca_pulls_over_tls_and_the_cli_speaks_https() {
     let client = RegistryClient::new(RegistryEndpoint {
         base_url: boot.registry_url.clone(),
         ca_pem: Some(boot.ca_pem.clone()),
-        token: boot.registry_token.clone(),
+        token: coracle_agent::pull::PullToken::fixed(boot.registry_token.clone()),
     })
     .unwrap();
     let store = device_store(&controller.dir.path().join("device"));
@@ -131,7 +131,7 @@ fn a_client_without_the_controller_ca_fails_its_handshake() {
         let client = RegistryClient::new(RegistryEndpoint {
             base_url: boot.registry_url.clone(),
             ca_pem,
-            token: boot.registry_token.clone(),
+            token: coracle_agent::pull::PullToken::fixed(boot.registry_token.clone()),
         })
         .unwrap();
         let err = client.manifest("hello", &digest).unwrap_err();

@@ -165,7 +165,7 @@ fn a_device_holding_v1_pulls_v2_as_a_small_delta() {
     let client = RegistryClient::new(RegistryEndpoint {
         base_url: format!("http://{}", controller.registry),
         ca_pem: None,
-        token: Some(controller.admin_token()),
+        token: coracle_agent::pull::PullToken::fixed(Some(controller.admin_token())),
     })
     .unwrap();
     let store = Store::open(
@@ -367,7 +367,7 @@ fn a_pushed_version_gets_its_delta_in_the_background_once() {
         let client = RegistryClient::new(RegistryEndpoint {
             base_url: format!("http://{}", controller.registry),
             ca_pem: None,
-            token: Some(controller.admin_token()),
+            token: coracle_agent::pull::PullToken::fixed(Some(controller.admin_token())),
         })
         .unwrap();
         let store = Store::open(

@@ -129,7 +129,7 @@ fn pull_as_device(controller: &Controller, boot: &Bootstrap, repository: &str, d
     let client = RegistryClient::new(RegistryEndpoint {
         base_url: format!("http://{}", controller.registry),
         ca_pem: None,
-        token: boot.registry_token.clone(),
+        token: coracle_agent::pull::PullToken::fixed(boot.registry_token.clone()),
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();

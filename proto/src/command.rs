@@ -37,7 +37,18 @@ pub enum Command {
     RotatePassword {
         sealed: Sealed,
     },
+    /// A new registry pull token of `epoch` (the controller's schedule), sealed to the
+    /// device's sealing key; the plaintext is [`PULL_TOKEN_LABEL`] then the token's UTF-8.
+    /// The agent keeps it (0600), pulls with it from then on and replies `Done`; the
+    /// controller revokes the token two epochs back only then. Older agents answer nothing.
+    RotatePullToken {
+        epoch: u32,
+        sealed: Sealed,
+    },
 }
+
+/// What a [`Command::RotatePullToken`] box holds before the token.
+pub const PULL_TOKEN_LABEL: &[u8] = b"coracle registry pull token\0";
 
 /// What a [`Command::RotatePassword`] box holds before the password, so a box sealed for
 /// another purpose (a direct registry's credential) is never taken for a password.

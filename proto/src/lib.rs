@@ -83,7 +83,8 @@ pub use lifecycle::{signal_number, Lifecycle};
 pub use network::{NetworkAttachment, PortMapping, Protocol, DEFAULT_NETWORK};
 pub use progress::PullProgress;
 pub use reported::{
-    Condition, ContainerState, Health, ReportedState, ReportedStateV2, ServiceStatus, UpdateStatus,
+    Condition, ContainerState, Health, HeldCredentials, ReportedState, ReportedStateV2,
+    ReportedStateV3, ServiceStatus, UpdateStatus,
 };
 pub use sealed::{SealError, Sealed};
 pub use seccomp::{SeccompPolicy, SeccompProfile};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::ids::{DeviceId, Generation, ServiceName};
+use crate::signed::KeyId;
 
 /// The device's view of itself, compared by the controller with what it asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,53 @@ pub struct ReportedState {
     /// credentials for direct registries to it. Empty until the device reports one.
     #[serde(default)]
     pub sealing_key: String,
+    /// Which deployment key and pull token the device holds now, so the controller can list
+    /// who has followed a rotation. All zero from agents before it was reported.
+    #[serde(default)]
+    pub credentials: HeldCredentials,
+}
+
+/// The credentials a device holds, by epoch (see `key_rollover` and the registry's pull
+/// tokens); epoch 0 is what its bootstrap file carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCredentials {
+    /// Epoch of the deployment key it verifies desired states with.
+    pub deployment_key_epoch: u32,
+    /// Short id of that key (`None` from agents that did not report it).
+    pub deployment_key: Option<KeyId>,
+    /// Epoch of the registry pull token it pulls with.
+    pub pull_token_epoch: u32,
+}
+
+/// The layout of [`ReportedState`] before `credentials`; see [`ReportedState::decode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedStateV3 {
+    pub device: DeviceId,
+    pub applied: Generation,
+    pub update: UpdateStatus,
+    pub services: Vec<ServiceStatus>,
+    pub layers: Vec<Digest>,
+    pub conditions: Vec<Condition>,
+    pub agent_version: String,
+    pub platform: String,
+    pub sealing_key: String,
+}
+
+impl From<ReportedStateV3> for ReportedState {
+    fn from(old: ReportedStateV3) -> Self {
+        Self {
+            device: old.device,
+            applied: old.applied,
+            update: old.update,
+            services: old.services,
+            layers: old.layers,
+            conditions: old.conditions,
+            agent_version: old.agent_version,
+            platform: old.platform,
+            sealing_key: old.sealing_key,
+            credentials: HeldCredentials::default(),
+        }
+    }
 }
 
 /// The layout of [`ReportedState`] before `sealing_key`, as agents older than direct
@@ -56,20 +104,33 @@ impl From<ReportedStateV2> for ReportedState {
             agent_version: old.agent_version,
             platform: old.platform,
             sealing_key: String::new(),
+            credentials: HeldCredentials::default(),
         }
     }
 }
 
 impl ReportedState {
     /// Decodes a coracle body holding a reported state, in the current layout or, when the
-    /// body ends where `sealing_key` would start, as agents before it sent it.
+    /// body ends where a newer field would start, as older agents sent it (without
+    /// `credentials`, then without `sealing_key` too).
     pub fn decode(body: &[u8]) -> Result<Self, crate::codec::DecodeError> {
-        match crate::codec::decode::<Self>(body) {
-            Err(crate::codec::DecodeError::Malformed(
-                postcard::Error::DeserializeUnexpectedEnd,
-            )) => crate::codec::decode::<ReportedStateV2>(body).map(Self::from),
-            other => other,
+        fn ended_early<T>(result: &Result<T, crate::codec::DecodeError>) -> bool {
+            matches!(
+                result,
+                Err(crate::codec::DecodeError::Malformed(
+                    postcard::Error::DeserializeUnexpectedEnd
+                ))
+            )
         }
+        let current = crate::codec::decode::<Self>(body);
+        if !ended_early(&current) {
+            return current;
+        }
+        let v3 = crate::codec::decode::<ReportedStateV3>(body).map(Self::from);
+        if !ended_early(&v3) {
+            return v3;
+        }
+        crate::codec::decode::<ReportedStateV2>(body).map(Self::from)
     }
 }
 
@@ -171,5 +232,35 @@ mod tests {
         keyed.sealing_key = "ab".repeat(32);
         let body = crate::codec::encode(&keyed);
         assert_eq!(ReportedState::decode(&body).unwrap(), keyed);
+    }
+
+    #[test]
+    fn a_report_without_credentials_still_decodes() {
+        let mut current = samples::reported_state(2);
+        current.sealing_key = "cd".repeat(32);
+        let old = ReportedStateV3 {
+            device: current.device.clone(),
+            applied: current.applied,
+            update: current.update.clone(),
+            services: current.services.clone(),
+            layers: current.layers.clone(),
+            conditions: current.conditions.clone(),
+            agent_version: current.agent_version.clone(),
+            platform: current.platform.clone(),
+            sealing_key: current.sealing_key.clone(),
+        };
+        assert_eq!(
+            ReportedState::decode(&crate::codec::encode(&old)).unwrap(),
+            current
+        );
+        current.credentials = HeldCredentials {
+            deployment_key_epoch: 3,
+            deployment_key: Some(KeyId([7; 8])),
+            pull_token_epoch: 12,
+        };
+        let body = crate::codec::encode(&current);
+        assert_eq!(ReportedState::decode(&body).unwrap(), current);
+        // A body cut inside the credentials is an error, not an older layout.
+        assert!(ReportedState::decode(&body[..body.len() - 1]).is_err());
     }
 }

@@ -169,6 +169,7 @@ pub fn reported_state(n: usize) -> ReportedState {
         }],
         agent_version: "0.1.0".to_string(),
         platform: "linux/arm64".to_string(),
+        credentials: Default::default(),
     }
 }
 

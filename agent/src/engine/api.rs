@@ -102,6 +102,12 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn sealing_key(&self) -> String {
         String::new()
     }
+    /// The token the engine pulls from the controller's registry with, which the
+    /// controller replaces on its schedule (`Command::RotatePullToken`); `None` for engines
+    /// that pull with none.
+    fn pull_token(&self) -> Option<crate::pull::PullToken> {
+        None
+    }
     /// Where the agent's HTTP and TCP health probes reach the service's container in
     /// `role`: its address on its first app network, or loopback (the device's network).
     fn probe_address(&self, _service: &ServiceName, _role: Role) -> std::net::Ipv4Addr {

@@ -326,7 +326,7 @@ impl LinuxEngine {
             return RegistryClient::new(RegistryEndpoint {
                 base_url: format!("https://{}", image.registry),
                 ca_pem: None,
-                token: None,
+                token: Default::default(),
             })
             .map(Some)
             .map_err(|e| fail("set up registry client", &image.registry, chain(&e)));
@@ -381,6 +381,10 @@ impl ContainerEngine for LinuxEngine {
 
     fn sealing_key(&self) -> String {
         self.sealing_key.public_hex()
+    }
+
+    fn pull_token(&self) -> Option<crate::pull::PullToken> {
+        Some(self.config.registry.token.clone())
     }
 
     fn preflight(&self, desired: &coracle_proto::DesiredState) -> Result<(), EngineError> {

@@ -14,6 +14,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
 use super::error::PullError;
+use super::token::PullToken;
 use coracle_images::challenge::{parse_bearer, BearerChallenge};
 
 /// Media types a manifest request accepts (single-platform first, then indexes).
@@ -36,8 +37,8 @@ pub struct RegistryEndpoint {
     pub base_url: String,
     /// PEM of a private CA (the controller's); public roots are used when absent.
     pub ca_pem: Option<String>,
-    /// A static bearer token (the device's registry token from its bootstrap file).
-    pub token: Option<String>,
+    /// The bearer token of the controller's registry (the device's, rotated on schedule).
+    pub token: PullToken,
 }
 
 /// A pull credential for a registry the device reaches directly, unsealed from its desired
@@ -150,7 +151,7 @@ impl RegistryClient {
     fn authorization(&self) -> Option<String> {
         let cached = self.challenge_token.lock().ok().and_then(|t| t.clone());
         cached
-            .or_else(|| self.endpoint.token.clone())
+            .or_else(|| self.endpoint.token.current())
             .map(|token| format!("Bearer {token}"))
             .or_else(|| self.basic.as_ref().map(BasicCredentials::header))
     }
@@ -201,7 +202,7 @@ impl RegistryClient {
         if let Some(scope) = &challenge.scope {
             req = req.query("scope", scope);
         }
-        if let Some(token) = &self.endpoint.token {
+        if let Some(token) = self.endpoint.token.current() {
             req = req.header("Authorization", format!("Bearer {token}"));
         } else if let Some(basic) = &self.basic {
             req = req.header("Authorization", basic.header());

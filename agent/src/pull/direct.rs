@@ -56,7 +56,7 @@ pub fn direct_client(
     let endpoint = RegistryEndpoint {
         base_url: access.url.clone(),
         ca_pem: access.ca_pem.clone().filter(|pem| !pem.trim().is_empty()),
-        token: None,
+        token: Default::default(),
     };
     RegistryClient::direct(endpoint, basic).map_err(|source| DirectError::Client {
         host: host(),

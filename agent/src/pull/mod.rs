@@ -13,8 +13,10 @@ pub mod client;
 pub mod direct;
 pub mod error;
 pub mod image;
+pub mod token;
 
 pub use client::{BasicCredentials, DeltaOffer, RegistryClient, RegistryEndpoint};
 pub use direct::{direct_client, DirectError};
 pub use error::PullError;
 pub use image::{Progress, PullReport, Puller};
+pub use token::{PullToken, PullTokenError, PULL_TOKEN_FILE};

@@ -65,9 +65,12 @@ impl Supervisor {
             }
             // `credential_rotation` answers these before the supervisor; one that reaches
             // it came by another way (a test) and is refused rather than half done.
-            Command::RotatePassword { .. } => CommandOutcome::Failed {
-                reason: "password rotation is handled by the daemon, not the supervisor".into(),
-            },
+            Command::RotatePassword { .. } | Command::RotatePullToken { .. } => {
+                CommandOutcome::Failed {
+                    reason: "credential rotation is handled by the daemon, not the supervisor"
+                        .into(),
+                }
+            }
         };
         self.transport.reply(CommandReply {
             id: request.id,

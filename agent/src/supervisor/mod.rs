@@ -337,6 +337,12 @@ impl Supervisor {
         );
         reported.layers = self.layers.clone();
         reported.sealing_key = self.engine.sealing_key();
+        let (deployment_key_epoch, deployment_key) = self.transport.trusted_key();
+        reported.credentials = coracle_proto::HeldCredentials {
+            deployment_key_epoch,
+            deployment_key: Some(deployment_key),
+            pull_token_epoch: self.engine.pull_token().map_or(0, |t| t.epoch()),
+        };
         if let Some(failed) = self.failed_update() {
             reported.update = failed;
         }

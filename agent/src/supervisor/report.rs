@@ -91,6 +91,7 @@ pub fn reported(
         platform: crate::platform::this_device().to_string(),
         // Filled in by the supervisor from its engine.
         sealing_key: String::new(),
+        credentials: Default::default(),
     }
 }
 

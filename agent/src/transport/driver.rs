@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coracle_proto::{
-    encode, topic, CommandOutcome, CommandReply, CommandRequest, DesiredState, DeviceId, Presence,
-    RejectReason, TopicKind,
+    encode, topic, CommandOutcome, CommandReply, CommandRequest, DesiredState, DeviceId, KeyId,
+    Presence, RejectReason, TopicKind,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
@@ -100,6 +100,7 @@ pub(super) fn build(
     }
     let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
     let started = Instant::now();
+    let trusted = TrustedKey::load(settings.deployment_key, settings.key_chain_file);
     let shared = Arc::new(Mutex::new(Shared {
         client,
         device: device.clone(),
@@ -116,6 +117,7 @@ pub(super) fn build(
         started,
         published_bytes: 0,
         switch_to: None,
+        trusted_key: (trusted.epoch(), KeyId::of(trusted.key())),
     }));
     let stop = Arc::new(Notify::new());
     let wake = Arc::new(Notify::new());
@@ -138,7 +140,7 @@ pub(super) fn build(
         stop,
         wake,
         device,
-        trusted: TrustedKey::load(settings.deployment_key, settings.key_chain_file),
+        trusted,
         held: None,
         backoff: Backoff::new(settings.reconnect_min_ms, settings.reconnect_max_ms, seed),
         connects: 0,
@@ -367,6 +369,7 @@ impl TransportDriver {
             TopicKind::Desired => self.on_desired(payload),
             TopicKind::Keys => match self.trusted.follow(payload) {
                 Ok(true) => {
+                    self.lock().trusted_key = (self.trusted.epoch(), KeyId::of(self.trusted.key()));
                     if let Some(held) = self.held.take() {
                         self.on_desired(&held);
                     }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use coracle_proto::{
-    encode, CommandReply, DeviceId, Event, EventKind, Generation, HealthSample, PullProgress,
-    ReportedState, TopicKind,
+    encode, CommandReply, DeviceId, Event, EventKind, Generation, HealthSample, KeyId,
+    PullProgress, ReportedState, TopicKind,
 };
 use rumqttc::{AsyncClient, QoS};
 
@@ -48,6 +48,8 @@ pub(super) struct Shared {
     /// New broker credentials to connect with from the next connection on
     /// ([`TransportHandle::switch_credentials`]).
     pub(super) switch_to: Option<(String, String)>,
+    /// The deployment key trusted now: its epoch and id (the driver moves it).
+    pub(super) trusted_key: (u32, KeyId),
 }
 
 fn qos(level: u8) -> QoS {
@@ -167,6 +169,12 @@ impl TransportHandle {
         shared.reported = Some(body);
         shared.reported_unsent = true;
         shared.flush();
+    }
+
+    /// The deployment key desired states are checked against now: its epoch along the
+    /// controller's rollover chain (0: the bootstrap's key) and id, for the reported state.
+    pub fn trusted_key(&self) -> (u32, KeyId) {
+        self.lock().trusted_key
     }
 
     /// Publishes a health sample if the link is up; returns whether it was sent.

@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod devices;
 pub mod error;
 pub mod images;
+pub mod keys;
 pub mod overview;
 pub mod rollouts;
 pub mod stream;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/audit", get(audit::list))
         .route("/admin/rotate", post(admin::rotate))
+        .route("/admin/keys", get(keys::status))
         .route(
             "/admin/deployment-key/rotate",
             post(admin::rotate_deployment_key),

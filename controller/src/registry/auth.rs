@@ -4,8 +4,9 @@
 //! - API tokens of scope `read` or `deploy` may read every repository and the catalog, and
 //!   are refused pushes and deletes with 403 DENIED naming the scope needed;
 //! - a device's own pull token (`device_tokens`) may read (GET, HEAD) the repositories its
-//!   latest desired state names, while it is enrolled — not the catalog, not other
-//!   repositories (403 DENIED), nothing after `device rm` (401);
+//!   latest desired state names, while it is enrolled and the token's epoch is live — not
+//!   the catalog, not other repositories (403 DENIED), nothing after `device rm` or once
+//!   the device confirmed a token two epochs newer (401);
 //! - the shared pull token of older bootstraps (derived from the admin token) reads
 //!   everything, only when `[registry] legacy_pull_token = true`, logged as it is used.
 
@@ -91,7 +92,8 @@ fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryE
     if registry.legacy_pull_token && same(secret, &registry.pull_token()) {
         return Ok(Some(Caller::LegacyPuller));
     }
-    let (Some((device, tag)), Some(grants)) = (PullTokens::parse(secret), &registry.grants) else {
+    let (Some((device, epoch, tag)), Some(grants)) = (PullTokens::parse(secret), &registry.grants)
+    else {
         return Ok(None);
     };
     let grant = grants
@@ -102,9 +104,10 @@ fn caller(registry: &Registry, secret: &str) -> Result<Option<Caller>, RegistryE
         })?;
     Ok(grant
         .filter(|g| {
-            registry
-                .pull_tokens
-                .verify(&device, &g.password_sha256, &tag)
+            g.admits_epoch(epoch)
+                && registry
+                    .pull_tokens
+                    .verify(&device, &g.password_sha256, epoch, &tag)
         })
         .map(|g| Caller::Device {
             device,

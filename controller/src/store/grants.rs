@@ -85,17 +85,17 @@ impl Store {
 
     /// The device's registry grant; `None` when it is not enrolled.
     pub fn device_grant(&self, id: &DeviceId) -> Result<Option<DeviceGrant>, StoreError> {
-        let row: Option<(Vec<u8>, Option<Vec<u8>>)> = self
+        let row: Option<(Vec<u8>, Option<Vec<u8>>, i64)> = self
             .conn()
             .query_row(
-                "SELECT COALESCE(d.pull_sha256, d.password_sha256), s.signed FROM devices d
-                 LEFT JOIN desired s ON s.device = d.id WHERE d.id = ?1",
+                "SELECT COALESCE(d.pull_sha256, d.password_sha256), s.signed, d.pull_epoch
+                 FROM devices d LEFT JOIN desired s ON s.device = d.id WHERE d.id = ?1",
                 params![id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(query("read device grant"))?;
-        let Some((hash, signed)) = row else {
+        let Some((hash, signed, pull_epoch)) = row else {
             return Ok(None);
         };
         let corrupt = |what: String| StoreError::Corrupt {
@@ -123,6 +123,8 @@ impl Store {
         Ok(Some(DeviceGrant {
             password_sha256,
             repositories,
+            pull_epoch: u32::try_from(pull_epoch)
+                .map_err(|_| corrupt("pull epoch out of range".into()))?,
         }))
     }
 }

@@ -10,6 +10,7 @@ mod grants;
 mod overview;
 mod presence;
 mod progress;
+mod pull_epochs;
 mod rollouts;
 mod schema;
 mod telemetry;
@@ -24,6 +25,7 @@ pub use api_tokens::ApiTokenRecord;
 pub use audit::AuditEntry;
 pub use devices::{DeviceRecord, NewDevice};
 pub use progress::{LatestProgress, ProgressBoard};
+pub use pull_epochs::{DeviceCredentials, PullTokenDue};
 pub use rollouts::{
     DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
     DEFAULT_APPLY_TIMEOUT_S,

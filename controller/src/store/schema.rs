@@ -75,6 +75,9 @@ CREATE TABLE retired_generations (
     // device confirms it (kept across restarts when the confirmation never came).
     "ALTER TABLE devices ADD COLUMN pull_sha256 BLOB;
      ALTER TABLE devices ADD COLUMN next_sha256 BLOB;",
+    // The newest pull token epoch each device confirmed, and when (pull_token_rotation).
+    "ALTER TABLE devices ADD COLUMN pull_epoch INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE devices ADD COLUMN pull_rotated_unix INTEGER;",
 ];
 
 /// Brings the schema up to date.

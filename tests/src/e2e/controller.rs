@@ -208,6 +208,28 @@ impl Controller {
         Ok(text.trim().to_string())
     }
 
+    /// Whether the registry lets a device token (`DEVICE:HEX` or `DEVICE:EPOCH:HEX`, sent as
+    /// basic auth with the device id as user) read `repo:tag`'s manifest; `Err` names the
+    /// refusal.
+    pub fn pull_manifest_as(&self, token: &str, repo_tag: &str) -> anyhow::Result<()> {
+        let (user, password) = token
+            .split_once(':')
+            .with_context(|| format!("{token:?} is not a device token"))?;
+        let creds = format!("{user}:{password}");
+        let source = format!("docker://{}/{repo_tag}", self.registry);
+        let certs = self.registry_certs()?.display().to_string();
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            &certs,
+            "--creds",
+            &creds,
+            &source,
+        ])?;
+        Ok(())
+    }
+
     /// Pushes an image (a skopeo source such as `oci:DIR:TAG`) as `repo:tag`, over HTTPS
     /// verified against the controller CA.
     pub fn push(&self, source: &str, repo_tag: &str) -> anyhow::Result<()> {

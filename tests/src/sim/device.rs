@@ -57,6 +57,7 @@ impl SimDevice {
     pub fn new(id: DeviceId, trusted: VerifyingKey, fail_permille: u16) -> Self {
         let reported = ReportedState {
             sealing_key: String::new(),
+            credentials: Default::default(),
             device: id.clone(),
             applied: Generation(0),
             update: UpdateStatus::Idle,
@@ -218,9 +219,11 @@ impl SimDevice {
                 CommandOutcome::Done
             }
             // Simulated devices hold no sealing key and no bootstrap file.
-            Command::RotatePassword { .. } => CommandOutcome::Failed {
-                reason: "simulated devices do not rotate passwords".into(),
-            },
+            Command::RotatePassword { .. } | Command::RotatePullToken { .. } => {
+                CommandOutcome::Failed {
+                    reason: "simulated devices do not rotate credentials".into(),
+                }
+            }
         };
         out.push(Outgoing {
             kind: TopicKind::CmdReply,
