@@ -10,6 +10,9 @@ use tracing_subscriber::Layer as _;
 
 fn main() -> std::process::ExitCode {
     let cli = coracle_controller::cli::Cli::parse();
+    if !matches!(cli.command, coracle_controller::cli::Command::Serve(_)) {
+        quiet_on_broken_pipe();
+    }
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -21,8 +24,19 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(coracle_controller::cli::exit::code_of(&err))
         }
+    }
+}
+
+/// `coracle device ls | head`: the CLI ends on SIGPIPE as `ls` and `cat` do, instead of
+/// Rust's default (SIGPIPE ignored, so the next print fails and panics). Never for
+/// `serve`, whose sockets must get EPIPE as an error.
+fn quiet_on_broken_pipe() {
+    // SAFETY: restoring a signal's default disposition before any thread starts; no
+    // handler runs, so nothing here can race or re-enter.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -68,6 +68,9 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Keys => {
             let status: KeysStatus = api.get("read the keys", "/admin/keys")?;
+            if args.api.json {
+                return super::output::print_json(&status);
+            }
             print!("{}", keys_table(&status));
         }
     }
@@ -87,7 +90,9 @@ fn keys_table(status: &KeysStatus) -> String {
         let _ = writeln!(
             out,
             "retired key    {} (epoch {}, retired at {})",
-            retired.key_id, retired.epoch, retired.retired_unix
+            retired.key_id,
+            retired.epoch,
+            super::output::local_time(Some(retired.retired_unix))
         );
     }
     let _ = writeln!(

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
+use super::exit::{Coded, Failure};
 use super::ApiArgs;
 use crate::api::ErrorBody;
 use crate::datadir::{read_text, DataDir};
@@ -65,8 +66,11 @@ impl ApiClient {
         what: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Option<T>> {
-        let mut response =
-            response.with_context(|| format!("{what}: cannot reach {}", self.base))?;
+        let mut response = response.map_err(|source| Coded {
+            failure: Failure::Unreachable,
+            message: format!("{what}: cannot reach {}", self.base),
+            source: Some(Box::new(source)),
+        })?;
         let status = response.status();
         if status == ureq::http::StatusCode::NO_CONTENT {
             return Ok(None);
@@ -76,10 +80,19 @@ impl ApiClient {
             .read_to_vec()
             .with_context(|| format!("{what}: cannot read the response"))?;
         if !status.is_success() {
-            match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(err) => bail!("{what}: {} ({status})", err.error.message),
-                Err(_) => bail!("{what}: HTTP {status}"),
-            }
+            let message = match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(err) => format!("{what}: {} ({status})", err.error.message),
+                Err(_) => format!("{what}: HTTP {status}"),
+            };
+            return Err(match Failure::of_status(status.as_u16()) {
+                Some(failure) => Coded {
+                    failure,
+                    message,
+                    source: None,
+                }
+                .into(),
+                None => anyhow::anyhow!(message),
+            });
         }
         let value = serde_json::from_slice(&body)
             .with_context(|| format!("{what}: the API answered with unexpected JSON"))?;

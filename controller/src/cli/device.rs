@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
+use super::output::{local_time, print_json};
 use super::{ApiArgs, ApiClient};
 use crate::api::devices::{AddDeviceRequest, AddDeviceResponse, RetagRequest};
 use crate::datadir::write_private;
@@ -34,9 +35,10 @@ enum DeviceCommand {
     },
     /// List devices.
     Ls,
-    /// Show one device with its reported state (JSON).
+    /// Show one device with its reported state (always JSON).
     Show { name: String },
-    /// The device's latest events (pulls, rollbacks, rejected inputs), oldest first.
+    /// The device's latest events (pulls, rollbacks, rejected inputs), oldest first, at
+    /// local times.
     Events {
         name: String,
         /// How many of the latest events.
@@ -68,8 +70,36 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// An event's kind on one line: its name, then its fields as `key=value`.
+fn event_summary(kind: &serde_json::Value) -> String {
+    match kind {
+        serde_json::Value::Object(map) if map.len() == 1 => {
+            let (name, fields) = map
+                .iter()
+                .next()
+                .map_or(("", &serde_json::Value::Null), |(k, v)| (k.as_str(), v));
+            match fields {
+                serde_json::Value::Object(fields) => {
+                    let fields: Vec<String> = fields
+                        .iter()
+                        .map(|(k, v)| match v {
+                            serde_json::Value::String(s) => format!("{k}={s}"),
+                            other => format!("{k}={other}"),
+                        })
+                        .collect();
+                    format!("{name} {}", fields.join(" "))
+                }
+                other => format!("{name} {other}"),
+            }
+        }
+        serde_json::Value::String(name) => name.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
+    let json = args.api.json;
     match args.command {
         DeviceCommand::Add { name, tags, out } => {
             let request = AddDeviceRequest {
@@ -84,19 +114,23 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
         }
         DeviceCommand::Ls => {
             let devices: Vec<DeviceRecord> = api.get("list devices", "/devices")?;
+            if json {
+                return print_json(&devices);
+            }
             println!(
-                "{:<24} {:<8} {:>8} {:>8}  TAGS",
-                "ID", "ONLINE", "DESIRED", "APPLIED"
+                "{:<24} {:<8} {:>8} {:>8}  {:<19}  TAGS",
+                "ID", "ONLINE", "DESIRED", "APPLIED", "LAST SEEN"
             );
             for d in devices {
                 let generation = |g: Option<u64>| g.map_or("-".to_string(), |g| g.to_string());
                 let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
-                    "{:<24} {:<8} {:>8} {:>8}  {}",
+                    "{:<24} {:<8} {:>8} {:>8}  {:<19}  {}",
                     d.id.as_str(),
                     if d.online { "yes" } else { "no" },
                     generation(d.desired_generation),
                     generation(d.applied_generation),
+                    local_time(d.last_seen_unix),
                     tags.join(",")
                 );
             }
@@ -107,14 +141,26 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
         }
         DeviceCommand::Events { name, limit } => {
             let path = format!("/devices/{name}/events?limit={limit}");
-            let events: Vec<serde_json::Value> = api.get("device events", &path)?;
+            let mut events: Vec<serde_json::Value> = api.get("device events", &path)?;
+            // The API answers newest first; people and scripts read a log oldest first.
+            events.reverse();
+            if json {
+                return print_json(&events);
+            }
             for stored in events {
                 let event = &stored["event"];
-                println!("{}  {}", event["at_unix_s"], event["kind"]);
+                println!(
+                    "{}  {}",
+                    local_time(event["at_unix_s"].as_i64()),
+                    event_summary(&event["kind"])
+                );
             }
         }
         DeviceCommand::Rm { name } => {
             api.delete("remove device", &format!("/devices/{name}"))?;
+            if json {
+                return print_json(&serde_json::json!({ "device": name, "removed": true }));
+            }
             println!("device {name} removed and revoked");
         }
         DeviceCommand::Rotate { name } => {
@@ -140,9 +186,24 @@ pub fn run(args: DeviceArgs) -> anyhow::Result<()> {
                 &format!("/devices/{name}/tags"),
                 &request,
             )?;
+            if json {
+                return print_json(&record);
+            }
             let tags: BTreeMap<_, _> = record.tags;
             println!("{name}: {tags:?}");
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kinds_read_as_one_line() {
+        let exited = serde_json::json!({"ContainerExited": {"service": "web", "code": 1}});
+        assert_eq!(event_summary(&exited), "ContainerExited code=1 service=web");
+        assert_eq!(event_summary(&serde_json::json!("Started")), "Started");
+    }
 }

@@ -151,6 +151,7 @@ fn ask_server_for_deltas(data_dir: &Path, repo: &str) {
         data_dir: data_dir.to_path_buf(),
         api: None,
         token: None,
+        json: false,
     };
     let asked = super::ApiClient::from_args(&args).and_then(|client| {
         client.send::<_, serde_json::Value>(

@@ -8,9 +8,11 @@ mod broker;
 mod deploy;
 mod deploy_wait;
 mod device;
+pub mod exit;
 mod image_delta;
 mod image_removal;
 mod image_store;
+mod output;
 mod progress;
 mod registry_login;
 mod rollout;
@@ -25,7 +27,13 @@ pub use api_client::ApiClient;
 
 /// Coracle controller and operator CLI.
 #[derive(Debug, Parser)]
-#[command(name = "coracle", version, about)]
+#[command(
+    name = "coracle",
+    version,
+    about,
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 controller unreachable.\n\
+                  Environment: CORACLE_DATA_DIR, CORACLE_API, CORACLE_TOKEN stand for --data-dir, --api, --token."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -75,14 +83,22 @@ pub enum ImageCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// The controller's data directory (for its API URL and admin token).
-    #[arg(long, global = true, default_value = "coracle-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "CORACLE_DATA_DIR",
+        default_value = "coracle-data"
+    )]
     pub data_dir: PathBuf,
-    /// API base URL, e.g. http://127.0.0.1:8080 (default: read from the data dir).
-    #[arg(long, global = true)]
+    /// API base URL, e.g. https://127.0.0.1:8080 (default: read from the data dir).
+    #[arg(long, global = true, env = "CORACLE_API")]
     pub api: Option<String>,
     /// Admin token or API token (default: the data dir's admin token).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "CORACLE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Print the API's answer as JSON (for scripts) instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// Runs the parsed command.

@@ -112,6 +112,9 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
     let (id, verb, done) = match args.command {
         RolloutSubcommand::Ls => {
             let rollouts: Vec<RolloutRecord> = api.get("list rollouts", "/rollouts")?;
+            if args.api.json {
+                return super::output::print_json(&rollouts);
+            }
             println!(
                 "{:>4} {:<20} {:<12} {:>6} {:>8} {:>8} {:>7}  SELECTOR",
                 "ID", "APP", "PHASE", "WAVE", "DEVICES", "HEALTHY", "FAILED"
@@ -133,6 +136,9 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
         }
         RolloutSubcommand::Show { id } => {
             let rollout: RolloutRecord = api.get("show rollout", &format!("/rollouts/{id}"))?;
+            if args.api.json {
+                return super::output::print_json(&rollout);
+            }
             print_rollout(&rollout);
             return Ok(());
         }
@@ -152,6 +158,9 @@ pub fn run(args: RolloutArgs) -> anyhow::Result<()> {
             "the API answered with rollout {} instead of {id}",
             rollout.id
         );
+    }
+    if args.api.json {
+        return super::output::print_json(&rollout);
     }
     println!("rollout {id} {done}");
     print_rollout(&rollout);

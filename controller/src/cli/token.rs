@@ -3,6 +3,7 @@
 
 use clap::{Args, Subcommand};
 
+use super::output::{local_time, print_json};
 use super::{ApiArgs, ApiClient};
 use crate::api::tokens::{CreateTokenRequest, CreatedToken};
 use crate::store::{ApiTokenRecord, AuditEntry};
@@ -48,18 +49,24 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         }
         TokenCommand::Ls => {
             let tokens: Vec<ApiTokenRecord> = api.get("list API tokens", "/tokens")?;
+            if args.api.json {
+                return print_json(&tokens);
+            }
             println!(
-                "{:<24} {:<7} {:<12} {:<20} STATE",
+                "{:<24} {:<7} {:<19} {:<20} STATE",
                 "NAME", "SCOPE", "CREATED", "BY"
             );
             for t in tokens {
                 let state = match t.revoked_unix {
-                    Some(at) => format!("revoked {at}"),
+                    Some(at) => format!("revoked {}", local_time(Some(at))),
                     None => "live".into(),
                 };
                 println!(
-                    "{:<24} {:<7} {:<12} {:<20} {state}",
-                    t.name, t.scope, t.created_unix, t.created_by
+                    "{:<24} {:<7} {:<19} {:<20} {state}",
+                    t.name,
+                    t.scope,
+                    local_time(Some(t.created_unix)),
+                    t.created_by
                 );
             }
         }
@@ -86,10 +93,17 @@ pub fn run_audit(args: AuditArgs) -> anyhow::Result<()> {
     let mut entries: Vec<AuditEntry> =
         api.get("read audit log", &format!("/audit?limit={}", args.limit))?;
     entries.reverse();
+    if args.api.json {
+        return print_json(&entries);
+    }
     for e in entries {
         println!(
             "{} {:<24} {:<16} {:<20} {}",
-            e.at_unix, e.actor, e.action, e.target, e.detail
+            local_time(Some(e.at_unix)),
+            e.actor,
+            e.action,
+            e.target,
+            e.detail
         );
     }
     Ok(())

@@ -311,6 +311,7 @@ pub fn api(controller: &Controller) -> coracle_controller::cli::ApiClient {
         data_dir: controller.data_dir(),
         api: None,
         token: None,
+        json: false,
     })
     .unwrap()
 }
