@@ -145,6 +145,29 @@ pub fn detect_version(root: &Path) -> Result<CgroupVersion, CgroupError> {
     })
 }
 
+/// Says once, when the engine opens, which layout the machine has and how containers get
+/// cgroups: a root with no hierarchy refuses every container, which the operator should
+/// hear of before the first deploy fails.
+pub fn log_layout(config: &CgroupConfig) {
+    let layout = layout::CgroupMounts::read().ok().and_then(|m| m.layout());
+    let root = config.root.display();
+    match detect_version(&config.root) {
+        Ok(version) => tracing::info!(
+            %root,
+            ?layout,
+            ?version,
+            allow_missing_controllers = config.allow_missing_controllers,
+            "cgroup layout"
+        ),
+        Err(err) => tracing::warn!(
+            %root,
+            ?layout,
+            error = %err,
+            "no cgroup hierarchy at the configured root: every container will be refused"
+        ),
+    }
+}
+
 /// An OOM kill ended the container only if it died of SIGKILL (exit code 137, also when
 /// its init reports a killed child that way) and the cgroup counted an OOM kill: a
 /// container that lost a process to the OOM killer and then exited on its own was not
