@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Parent cgroup of all containers.
     #[arg(long, default_value = "coracle")]
     pub cgroup_parent: String,
+    /// Run even when a controller the bundle's limits need is missing (reported as a
+    /// condition), instead of refusing.
+    #[arg(long)]
+    pub allow_missing_controllers: bool,
 }
 
 /// Runs the bundle in the foreground; returns the container's exit code.
@@ -37,6 +41,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         cgroup: CgroupConfig {
             root: args.cgroup_root.clone(),
             parent: args.cgroup_parent.clone(),
+            allow_missing_controllers: args.allow_missing_controllers,
         },
         shim_binary: std::env::current_exe().context("find this binary to use as the shim")?,
     });

@@ -88,6 +88,11 @@ pub struct RuntimeSection {
     pub cgroup_root: PathBuf,
     /// Containers' cgroups go under `<cgroup_root>/<controller>/<cgroup_parent>/`.
     pub cgroup_parent: String,
+    /// Run a container whose limits need a cgroup controller this kernel lacks (e.g. a
+    /// `memory` limit on a board booted without the memory controller), reporting a
+    /// `MissingController` condition, instead of refusing to start it. Off by default:
+    /// limits the operator asked for are never dropped unless this says so.
+    pub allow_missing_controllers: bool,
 }
 
 impl Default for RuntimeSection {
@@ -96,6 +101,7 @@ impl Default for RuntimeSection {
             state_dir: PathBuf::from("/run/coracle"),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cgroup_parent: "coracle".to_string(),
+            allow_missing_controllers: false,
         }
     }
 }
@@ -353,6 +359,13 @@ mod tests {
         assert_eq!(config.state_dir(), Path::new("/data/coracle/state"));
         let limits = config.images.unpack_limits();
         assert!(!limits.allow_devices && !limits.allow_setid);
+    }
+
+    #[test]
+    fn missing_cgroup_controllers_are_refused_unless_the_operator_allows_them() {
+        assert!(!AgentConfig::default().runtime.allow_missing_controllers);
+        let config = parse("[runtime]\nallow_missing_controllers = true").unwrap();
+        assert!(config.runtime.allow_missing_controllers);
     }
 
     #[test]

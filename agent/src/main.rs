@@ -180,6 +180,7 @@ fn run_daemon(config: &AgentConfig) -> anyhow::Result<()> {
             cgroup: CgroupConfig {
                 root: config.runtime.cgroup_root.clone(),
                 parent: config.runtime.cgroup_parent.clone(),
+                allow_missing_controllers: config.runtime.allow_missing_controllers,
             },
             shim_binary: std::env::current_exe().context("find this binary to use as the shim")?,
         },

@@ -1,5 +1,6 @@
 //! The cgroup v2 device allow-list (an eBPF program) on this host's real cgroup2 mount,
-//! `/sys/fs/cgroup/unified` (root only). The kernel's verifier must accept the program,
+//! wherever the layout puts it (`/sys/fs/cgroup` on pure v2, `/sys/fs/cgroup/unified` on a
+//! hybrid host; root only). The kernel's verifier must accept the program,
 //! and a process in the cgroup must get EPERM for every device not on the list.
 
 mod runtime_support;
@@ -12,9 +13,7 @@ use coracle_agent::runtime::cgroups::install_device_filter;
 use coracle_agent::runtime::cgroups::limits::DeviceRule;
 use coracle_agent::runtime::spec::{Device, DeviceAccess};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use runtime_support::Harness;
-
-const UNIFIED: &str = "/sys/fs/cgroup/unified";
+use runtime_support::{cgroup2_mount, Harness};
 
 /// A cgroup of this test under the cgroup2 mount, removed on drop (its processes have
 /// exited by then).
@@ -22,7 +21,7 @@ struct TestCgroup(PathBuf);
 
 impl TestCgroup {
     fn new(name: &str) -> Self {
-        let path = Path::new(UNIFIED).join(format!("coracle-test-{}-{name}", std::process::id()));
+        let path = cgroup2_mount().join(format!("coracle-test-{}-{name}", std::process::id()));
         fs::create_dir(&path).expect("create test cgroup");
         Self(path)
     }
@@ -141,7 +140,7 @@ fn every_device_rule_on_real_cgroup2_lets_a_privileged_container_open_any_device
 #[test]
 #[ignore = "needs root"]
 fn v2_container_cannot_create_or_open_an_unlisted_device_but_uses_a_passed_one() {
-    let h = Harness::with_cgroup_root(UNIFIED);
+    let h = Harness::with_cgroup_root(cgroup2_mount());
     // A loop-control twin passed through as the container's /dev/loop-control.
     let node = h.dir.path().join("loop-twin");
     char_node(&node, 10, 237);
@@ -180,7 +179,7 @@ fn v2_container_cannot_create_or_open_an_unlisted_device_but_uses_a_passed_one()
 #[test]
 #[ignore = "needs root"]
 fn v2_container_honours_read_only_device_permission() {
-    let h = Harness::with_cgroup_root(UNIFIED);
+    let h = Harness::with_cgroup_root(cgroup2_mount());
     let node = h.dir.path().join("loop-twin");
     char_node(&node, 10, 237);
     let mut spec = h.spec(
@@ -210,7 +209,7 @@ fn v2_container_honours_read_only_device_permission() {
 fn v2_init_is_born_in_its_cgroup_with_and_without_a_user_namespace() {
     use coracle_agent::runtime::spec::IdMapping;
     use coracle_agent::runtime::{ContainerId, Runtime};
-    let h = Harness::with_cgroup_root(UNIFIED);
+    let h = Harness::with_cgroup_root(cgroup2_mount());
     for (name, userns) in [
         ("v2-plain", None),
         ("v2-userns", Some(IdMapping::root_at(300_000, 65_536))),

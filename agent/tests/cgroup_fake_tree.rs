@@ -1,12 +1,13 @@
 //! The cgroup code against fake v1 and v2 trees in a temp dir (no root needed): version
-//! detection, directory layout, the limit files written, missing controllers reported as
-//! conditions. The real path is covered by the root tests in `runtime_limits.rs`.
+//! detection, directory layout, the limit files written, missing controllers refused (or,
+//! when the operator allowed it, reported as conditions), a root with no hierarchy refused.
+//! The real path is covered by the root tests in `runtime_limits.rs`.
 
 use std::fs;
 use std::path::Path;
 
 use coracle_agent::runtime::cgroups::{
-    detect_version, CgroupConfig, CgroupVersion, Condition, ContainerCgroup,
+    detect_version, CgroupConfig, CgroupError, CgroupVersion, Condition, ContainerCgroup,
 };
 use coracle_agent::runtime::spec::Resources;
 use coracle_agent::runtime::ContainerId;
@@ -32,7 +33,7 @@ fn kernel_dir(dir: &Path, files: &[&str]) {
 }
 
 #[test]
-fn v2_tree_gets_unified_limit_files_and_controllers_enabled() {
+fn v2_tree_gets_unified_limit_files_and_controllers_enabled_when_missing_ones_are_allowed() {
     let root = tempfile::tempdir().unwrap();
     // A Pi kernel without the memory controller.
     fs::write(
@@ -46,11 +47,12 @@ fn v2_tree_gets_unified_limit_files_and_controllers_enabled() {
         &root.path().join("coracle/web"),
         &["cpu.max", "pids.max", "io.weight", "cgroup.procs"],
     );
-    assert_eq!(detect_version(root.path()), CgroupVersion::V2);
+    assert_eq!(detect_version(root.path()).unwrap(), CgroupVersion::V2);
 
     let config = CgroupConfig {
         root: root.path().into(),
         parent: "coracle".into(),
+        allow_missing_controllers: true,
     };
     let id: ContainerId = "web".parse().unwrap();
     let (cgroup, conditions) = ContainerCgroup::create(&config, &id, &resources(), &[]).unwrap();
@@ -81,7 +83,7 @@ fn v2_tree_gets_unified_limit_files_and_controllers_enabled() {
 }
 
 #[test]
-fn v1_tree_gets_one_dir_per_hierarchy_and_reports_missing_ones() {
+fn v1_tree_gets_one_dir_per_hierarchy_and_reports_missing_ones_when_allowed() {
     let root = tempfile::tempdir().unwrap();
     // memory, cpu, pids mounted; no blkio hierarchy at all.
     kernel_dir(
@@ -98,11 +100,12 @@ fn v1_tree_gets_one_dir_per_hierarchy_and_reports_missing_ones() {
         &["cpu.cfs_period_us", "cpu.cfs_quota_us"],
     );
     kernel_dir(&root.path().join("pids/coracle/db"), &["pids.max"]);
-    assert_eq!(detect_version(root.path()), CgroupVersion::V1);
+    assert_eq!(detect_version(root.path()).unwrap(), CgroupVersion::V1);
 
     let config = CgroupConfig {
         root: root.path().into(),
         parent: "coracle".into(),
+        allow_missing_controllers: true,
     };
     let id: ContainerId = "db".parse().unwrap();
     let (cgroup, conditions) = ContainerCgroup::create(&config, &id, &resources(), &[]).unwrap();
@@ -140,7 +143,7 @@ fn v1_tree_gets_one_dir_per_hierarchy_and_reports_missing_ones() {
         "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
     )
     .unwrap();
-    assert!(cgroup.oom_killed());
+    assert_eq!(cgroup.oom_kills(), 1);
 }
 
 #[test]
@@ -151,9 +154,14 @@ fn v1_missing_limit_file_is_a_condition_not_an_error() {
         &root.path().join("memory/coracle/app"),
         &["memory.limit_in_bytes"],
     );
+    kernel_dir(
+        &root.path().join("devices/coracle/app"),
+        &["devices.deny", "devices.allow"],
+    );
     let config = CgroupConfig {
         root: root.path().into(),
         parent: "coracle".into(),
+        allow_missing_controllers: false,
     };
     let only_memory = Resources {
         memory_max: Some(1 << 20),
@@ -178,6 +186,7 @@ fn unwritable_limit_is_an_error_naming_file_and_value() {
     let config = CgroupConfig {
         root: root.path().into(),
         parent: "coracle".into(),
+        allow_missing_controllers: false,
     };
     let only_pids = Resources {
         pids_max: Some(5),
@@ -187,4 +196,53 @@ fn unwritable_limit_is_an_error_naming_file_and_value() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("pids.max") && err.contains("\"5\""), "{err}");
+}
+
+#[test]
+fn a_limit_whose_controller_is_missing_refuses_the_container_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    // v2 without the memory controller, and a memory limit asked for.
+    fs::write(root.path().join("cgroup.controllers"), "cpu pids\n").unwrap();
+    fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
+    kernel_dir(&root.path().join("coracle"), &["cgroup.subtree_control"]);
+    let config = CgroupConfig {
+        root: root.path().into(),
+        parent: "coracle".into(),
+        allow_missing_controllers: false,
+    };
+    let memory = Resources {
+        memory_max: Some(1 << 20),
+        ..Resources::default()
+    };
+    let err = ContainerCgroup::create(&config, &"db".parse().unwrap(), &memory, &[]).unwrap_err();
+    assert!(
+        matches!(&err, CgroupError::MissingController { controller, .. } if controller == "memory"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("memory controller"), "{err}");
+    assert!(!root.path().join("coracle/db").exists());
+}
+
+#[test]
+fn a_cgroup_root_with_no_hierarchy_is_an_error_even_when_missing_controllers_are_allowed() {
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("no-such-cgroup-root");
+    for root in [empty.path().to_path_buf(), missing] {
+        let config = CgroupConfig {
+            root: root.clone(),
+            parent: "coracle".into(),
+            allow_missing_controllers: true,
+        };
+        let err = ContainerCgroup::create(&config, &"app".parse().unwrap(), &resources(), &[])
+            .unwrap_err();
+        assert!(
+            matches!(&err, CgroupError::NoHierarchy { root: r } if *r == root),
+            "{err:?}"
+        );
+        assert!(matches!(
+            detect_version(&root),
+            Err(CgroupError::NoHierarchy { .. })
+        ));
+        assert!(!root.join("coracle").exists());
+    }
 }

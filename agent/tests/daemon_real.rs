@@ -147,6 +147,7 @@ async fn agent_deploys_updates_and_rolls_back_a_broken_update_by_itself() {
                 cgroup: CgroupConfig {
                     root: "/sys/fs/cgroup".into(),
                     parent: parent.clone(),
+                    allow_missing_controllers: false,
                 },
                 shim_binary: env!("CARGO_BIN_EXE_coracle-agent").into(),
             },

@@ -20,7 +20,10 @@ use coracle_proto::{Health, HealthCheck, HealthProbe, ImageRef, ServiceSpec};
 use coracle_tests::fixtures;
 use coracle_tests::registry::TestRegistry;
 
+/// Where a container's cgroups can be: each v1 hierarchy, and ("") the root itself, as
+/// the cgroup2 mount on a pure v2 machine.
 const CONTROLLERS: &[&str] = &[
+    "",
     "memory",
     "cpu,cpuacct",
     "pids",
@@ -85,6 +88,7 @@ fn busybox_engine(
             cgroup: CgroupConfig {
                 root: "/sys/fs/cgroup".into(),
                 parent: parent.0.clone(),
+                allow_missing_controllers: false,
             },
             shim_binary: env!("CARGO_BIN_EXE_coracle-agent").into(),
         },

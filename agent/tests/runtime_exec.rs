@@ -362,7 +362,7 @@ fn a_container_stopped_during_an_exec_ends_it_and_leaves_nothing() {
 #[test]
 #[ignore = "needs root"]
 fn exec_joins_a_cgroup_v2_container_cgroup() {
-    let h = Harness::with_cgroup_root("/sys/fs/cgroup/unified");
+    let h = Harness::with_cgroup_root(runtime_support::cgroup2_mount());
     let id = running(&h, "v2-exec", |_| {});
     let state = h.runtime.state(&id).unwrap();
     assert_eq!(state.cgroup_paths.len(), 1, "{state:?}");

@@ -223,6 +223,7 @@ fn invalid_spec_is_refused_before_anything_exists() {
         cgroup: coracle_agent::runtime::cgroups::CgroupConfig {
             root: dir.path().join("cg"),
             parent: "p".into(),
+            allow_missing_controllers: false,
         },
         shim_binary: env!("CARGO_BIN_EXE_coracle-agent").into(),
     });

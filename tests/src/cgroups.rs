@@ -1,11 +1,13 @@
 //! Removing a test's own cgroup parent from every hierarchy the machine mounts (v1
-//! controllers, combined or not, and the unified v2 tree), children first.
+//! controllers, combined or not, the hybrid layout's unified v2 tree, and a pure v2
+//! machine's one tree at `/sys/fs/cgroup` itself), children first.
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Removes `parent` and the empty cgroups under it in every hierarchy under `/sys/fs/cgroup`.
+/// Removes `parent` and the empty cgroups under it in every hierarchy under `/sys/fs/cgroup`
+/// (and in `/sys/fs/cgroup` itself, on pure v2).
 /// Only names a test made are ever passed here. A cgroup whose last process is still exiting
 /// (or that a shim is removing itself) cannot be removed yet, so this retries for up to 5 s;
 /// returns whether nothing of `parent` is left.
@@ -27,9 +29,10 @@ fn remove_everywhere(parent: &str) -> bool {
     let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
         return true;
     };
+    let root = Path::new("/sys/fs/cgroup").to_path_buf();
     let mut gone = true;
-    for hierarchy in hierarchies.flatten() {
-        let dir = hierarchy.path().join(parent);
+    for hierarchy in hierarchies.flatten().map(|h| h.path()).chain([root]) {
+        let dir = hierarchy.join(parent);
         remove_tree(&dir);
         gone &= !dir.exists();
     }

@@ -172,6 +172,7 @@ impl LinuxEngine {
         let state_dir = config.data_dir.join("state");
         let sealing_key = SealingKey::load_or_create(&state_dir)
             .map_err(|e| fail("load sealing key", state_dir.display(), chain(&e)))?;
+        crate::runtime::cgroups::log_layout(&config.runtime.cgroup);
         let runtime = LinuxRuntime::new(config.runtime.clone());
         let restored = bridged_endpoints(&runtime, &config.data_dir);
         let network = NetworkManager::open(config.network.clone(), restored)

@@ -69,19 +69,22 @@ impl LinuxRuntime {
     fn delete_unreadable(&self, id: &ContainerId, err: &StateError) -> Result<(), RuntimeError> {
         tracing::warn!(container = %id, error = %super::error_chain(err), "state unreadable, removing by name");
         let cfg = &self.config.cgroup;
-        let paths: Vec<PathBuf> = match detect_version(&cfg.root) {
-            CgroupVersion::V2 => vec![cfg.root.join(&cfg.parent).join(id.as_str())],
-            CgroupVersion::V1 => fs::read_dir(&cfg.root)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| e.path().join(&cfg.parent).join(id.as_str()))
-                        .filter(|p| p.is_dir())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        ContainerCgroup::from_paths(detect_version(&cfg.root), &paths).remove()?;
+        // No hierarchy at the root: no cgroup of this container can exist there either.
+        if let Ok(version) = detect_version(&cfg.root) {
+            let paths: Vec<PathBuf> = match version {
+                CgroupVersion::V2 => vec![cfg.root.join(&cfg.parent).join(id.as_str())],
+                CgroupVersion::V1 => fs::read_dir(&cfg.root)
+                    .map(|entries| {
+                        entries
+                            .flatten()
+                            .map(|e| e.path().join(&cfg.parent).join(id.as_str()))
+                            .filter(|p| p.is_dir())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            ContainerCgroup::from_paths(version, &paths).remove()?;
+        }
         let dir = self.dir(id);
         fs::remove_dir_all(&dir).map_err(|source| RuntimeError::RemoveDir { path: dir, source })
     }

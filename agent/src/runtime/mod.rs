@@ -7,7 +7,8 @@
 //! rlimits, user), `process` (clone, exec, fd hand-over, ioctl), `shim` (the
 //! per-container supervisor process), `logs` (rotating log files), `linux` (the trait
 //! impl), `bundle` (OCI `config.json` → spec), `userns` (the optional user namespace:
-//! id maps, idmapped rootfs), `mount_api` (detached mounts), `exec` (a process run
+//! id maps, idmapped rootfs), `idmapped_overlay` (the overlay over idmapped layers, built
+//! in a scratch mount namespace), `mount_api` (detached mounts), `exec` (a process run
 //! inside a running container: the `__exec` helper). `unsafe` lives in `process`,
 //! `mount_api` and `cgroups::bpf` (syscall wrappers) and once in `userns` (received fds).
 
@@ -15,6 +16,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod exec;
 pub mod id;
+mod idmapped_overlay;
 pub mod init;
 pub mod linux;
 pub mod logs;

@@ -2,9 +2,9 @@
 //! per container, in its own session so the container outlives the agent (like conmon). It
 //! creates the cgroup, clones the container's init, and then owns the container's life:
 //! it answers `start`/`kill` on `DIR/shim.sock` while the container is created, pumps its
-//! output into rotating logs, reaps it, records exit code and OOM in `DIR/state.json`,
-//! and removes the cgroup. Single threaded, no async runtime, fixed buffers: it stays
-//! small (measured by the runtime tests).
+//! output into rotating logs, reaps it, records exit code and OOM (only when an OOM kill
+//! ended the container) in `DIR/state.json`, and removes the cgroup. Single threaded, no
+//! async runtime, fixed buffers: it stays small (measured by the runtime tests).
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,7 +22,7 @@ use nix::unistd::{pipe2, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::cgroups::limits::DeviceRule;
-use super::cgroups::{CgroupConfig, CgroupError, ContainerCgroup};
+use super::cgroups::{ended_by_oom, CgroupConfig, CgroupError, ContainerCgroup};
 use super::error_chain;
 use super::id::ContainerId;
 use super::init::{self, dev, InitContext};
@@ -430,12 +430,13 @@ impl Shim {
             super::logs::pump(&[out, err], &mut log)?;
         }
         let status = waitpid(Pid::from_raw(self.state.pid), None).map_err(ShimError::Wait)?;
-        self.state.exit_code = Some(match status {
+        let exit_code = match status {
             WaitStatus::Exited(_, code) => code,
             WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
             _ => 255,
-        });
-        self.state.oom_killed = self.cgroup.oom_killed();
+        };
+        self.state.exit_code = Some(exit_code);
+        self.state.oom_killed = ended_by_oom(exit_code, self.cgroup.oom_kills());
         self.state.status = Status::Stopped;
         let removed = self.cgroup.remove();
         if removed.is_ok() {

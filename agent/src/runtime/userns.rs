@@ -11,7 +11,8 @@
 //!    id N; the upper dir plain and chowned to the host id of container root, so what the
 //!    container writes is owned on the host by that unprivileged id. The overlay is mounted
 //!    with the shim's credentials (trusted.* xattrs of the store's opaque dirs keep
-//!    working) and handed to the init over the go socket (`SCM_RIGHTS`);
+//!    working), in a scratch mount namespace older kernels need (`idmapped_overlay`), and
+//!    handed to the init over the go socket (`SCM_RIGHTS`);
 //! 4. the init becomes root of its namespace (`setgroups([])`, gid 0, uid 0) and attaches
 //!    the rootfs where it would have mounted it.
 //!
@@ -31,6 +32,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::unistd::{setgroups, setresgid, setresuid, Gid, Pid, Uid};
 
+use super::idmapped_overlay;
 use super::mount_api;
 use super::spec::{IdMapping, IdRange, Rootfs};
 
@@ -76,6 +78,18 @@ pub enum UserNsError {
         "idmap the mount tree of {path} (kernel >= 5.12 and an idmap-capable filesystem needed)"
     )]
     Idmap {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("start the thread that builds the idmapped overlay")]
+    SpawnBuilder(#[source] std::io::Error),
+    #[error("the thread that builds the idmapped overlay panicked")]
+    BuilderPanicked,
+    #[error("enter a private scratch mount namespace to build the idmapped overlay")]
+    ScratchNamespace(#[source] nix::Error),
+    #[error("attach the idmapped layer {path} in the scratch mount namespace")]
+    AttachLayer {
         path: PathBuf,
         #[source]
         source: nix::Error,
@@ -205,26 +219,11 @@ pub fn prepare_rootfs(
         }
         Rootfs::Overlay { lower, upper, work } => {
             chown_to_container_root(upper, mapping)?;
-            let trees = lower
+            let layers = lower
                 .iter()
-                .map(|dir| idmapped_tree(dir, &userns))
-                .collect::<Result<Vec<_>, _>>()?;
-            // The overlay resolves these paths now, in this process; the fds may close after.
-            let lowerdir: Vec<String> = trees
-                .iter()
-                .map(|t| format!("/proc/self/fd/{}", t.as_raw_fd()))
-                .collect();
-            let options = [
-                ("lowerdir", lowerdir.join(":")),
-                ("upperdir", upper.to_string_lossy().into_owned()),
-                ("workdir", work.to_string_lossy().into_owned()),
-            ];
-            mount_api::detached_overlay(&options)
-                .map(Some)
-                .map_err(|source| UserNsError::MountOverlay {
-                    upper: upper.clone(),
-                    source,
-                })
+                .map(|dir| Ok((dir.clone(), idmapped_tree(dir, &userns)?)))
+                .collect::<Result<Vec<_>, UserNsError>>()?;
+            idmapped_overlay::build(&layers, upper, work).map(Some)
         }
     }
 }

@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use coracle_agent::runtime::cgroups::layout::CgroupMounts;
 use coracle_agent::runtime::cgroups::CgroupConfig;
 use coracle_agent::runtime::spec::{Rootfs, Stdio};
 use coracle_agent::runtime::{
@@ -27,6 +28,16 @@ pub struct Harness {
     pub runtime: LinuxRuntime,
     pub parent: String,
     pub lower: PathBuf,
+    pub cgroup_root: PathBuf,
+}
+
+/// This machine's cgroup2 mount, wherever the layout puts it: `/sys/fs/cgroup` on pure v2,
+/// `/sys/fs/cgroup/unified` on a hybrid host.
+pub fn cgroup2_mount() -> PathBuf {
+    CgroupMounts::read()
+        .expect("read mountinfo")
+        .v2
+        .expect("a cgroup2 mount (pure v2 or hybrid layout)")
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -36,9 +47,15 @@ impl Harness {
         Self::with_cgroup_root(CGROUP_ROOT)
     }
 
-    /// A harness whose containers get their cgroups under `root` (e.g. the cgroup2 mount
-    /// at `/sys/fs/cgroup/unified`, to run the v2 code on this v1 host).
-    pub fn with_cgroup_root(root: &str) -> Self {
+    /// A harness whose containers get their cgroups under `root` (e.g. the cgroup2 mount,
+    /// [`cgroup2_mount`], to run the v2 code on a hybrid host).
+    pub fn with_cgroup_root(root: impl Into<PathBuf>) -> Self {
+        Self::with_cgroup_config(root, false)
+    }
+
+    /// As [`Self::with_cgroup_root`], with `allow_missing_controllers` as given.
+    pub fn with_cgroup_config(root: impl Into<PathBuf>, allow_missing_controllers: bool) -> Self {
+        let root = root.into();
         let dir = tempfile::tempdir().expect("temp dir");
         let parent = format!(
             "coracle-test-{}-{}",
@@ -50,8 +67,9 @@ impl Harness {
         let runtime = LinuxRuntime::new(RuntimeConfig {
             state_dir: dir.path().join("state"),
             cgroup: CgroupConfig {
-                root: root.into(),
+                root: root.clone(),
                 parent: parent.clone(),
+                allow_missing_controllers,
             },
             shim_binary: PathBuf::from(env!("CARGO_BIN_EXE_coracle-agent")),
         });
@@ -60,6 +78,7 @@ impl Harness {
             runtime,
             parent,
             lower,
+            cgroup_root: root,
         }
     }
 
@@ -117,10 +136,18 @@ impl Harness {
         self.runtime.delete(id).expect("delete");
     }
 
-    /// Cgroup dirs of this test's parent in every hierarchy.
+    /// Cgroup dirs of this test's parent: in the v2 tree, or in every v1 hierarchy.
     pub fn parent_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
-        for entry in fs::read_dir(CGROUP_ROOT).expect("cgroup root").flatten() {
+        let v2 = self.cgroup_root.join(&self.parent);
+        if v2.is_dir() {
+            dirs.push(v2);
+        }
+        for entry in fs::read_dir(&self.cgroup_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let dir = entry.path().join(&self.parent);
             if dir.is_dir() {
                 dirs.push(dir);

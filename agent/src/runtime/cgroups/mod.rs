@@ -2,10 +2,18 @@
 //! `<root>/<controller>/<parent>/<id>` in each v1 hierarchy. Limits come from the pure
 //! [`limits::plan`]; this module only creates directories, writes files and removes what it
 //! created. The root and parent name come from [`CgroupConfig`], so tests use a fake tree or
-//! their own parent.
+//! their own parent. Which version a root is comes from `layout` (mountinfo).
+//!
+//! A limit the kernel cannot enforce because its controller is missing (v1: no hierarchy;
+//! v2: not offered) refuses the container, unless the operator allowed it
+//! (`allow_missing_controllers`): then it runs and carries a `MissingController`
+//! condition. A missing limit file of a present controller (`memory.swap.max` without swap
+//! accounting, `blkio.weight` without BFQ) is always only a condition. A root with no
+//! hierarchy at all is always an error: a container never runs without a cgroup.
 
 mod bpf;
 pub mod device_bpf;
+pub mod layout;
 pub mod limits;
 mod v1;
 mod v2;
@@ -28,6 +36,10 @@ use limits::{DeviceRule, LimitWrite};
 pub struct CgroupConfig {
     pub root: PathBuf,
     pub parent: String,
+    /// Run a container whose limits need a controller this kernel lacks, reporting a
+    /// `MissingController` condition, instead of refusing it. Off by default.
+    #[serde(default)]
+    pub allow_missing_controllers: bool,
 }
 
 impl Default for CgroupConfig {
@@ -35,6 +47,7 @@ impl Default for CgroupConfig {
         Self {
             root: PathBuf::from("/sys/fs/cgroup"),
             parent: "coracle".into(),
+            allow_missing_controllers: false,
         }
     }
 }
@@ -57,6 +70,16 @@ pub enum Condition {
 /// Failures creating, filling or removing a container's cgroups.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    #[error(
+        "find a cgroup hierarchy at {root}: neither a cgroup2 mount nor a directory of v1 \
+         hierarchies (check runtime.cgroup_root)"
+    )]
+    NoHierarchy { root: PathBuf },
+    #[error(
+        "enforce the container's limits under {root}: the {controller} controller is not \
+         available (runtime.allow_missing_controllers runs such containers without it)"
+    )]
+    MissingController { root: PathBuf, controller: String },
     #[error("create cgroup {path}")]
     CreateDir {
         path: PathBuf,
@@ -104,13 +127,53 @@ pub struct ContainerCgroup {
     pub dirs: Vec<(String, PathBuf)>,
 }
 
-/// v2 when the root is a unified mount (it has `cgroup.controllers`), v1 otherwise.
-pub fn detect_version(root: &Path) -> CgroupVersion {
-    if root.join("cgroup.controllers").exists() {
-        CgroupVersion::V2
-    } else {
-        CgroupVersion::V1
+/// The version of the tree at `root`, by the mounts in mountinfo: v2 at or inside a
+/// cgroup2 mount, v1 where v1 hierarchies are mounted. A directory mountinfo does not know
+/// (a fake tree in a test) is judged by its files; a root that is no tree is an error.
+pub fn detect_version(root: &Path) -> Result<CgroupVersion, CgroupError> {
+    if let Some(version) = layout::CgroupMounts::read()?.version_at(root) {
+        return Ok(version);
     }
+    if root.join("cgroup.controllers").is_file() {
+        return Ok(CgroupVersion::V2);
+    }
+    if v1::CONTROLLERS.iter().any(|c| root.join(c).is_dir()) {
+        return Ok(CgroupVersion::V1);
+    }
+    Err(CgroupError::NoHierarchy {
+        root: root.to_owned(),
+    })
+}
+
+/// Says once, when the engine opens, which layout the machine has and how containers get
+/// cgroups: a root with no hierarchy refuses every container, which the operator should
+/// hear of before the first deploy fails.
+pub fn log_layout(config: &CgroupConfig) {
+    let layout = layout::CgroupMounts::read().ok().and_then(|m| m.layout());
+    let root = config.root.display();
+    match detect_version(&config.root) {
+        Ok(version) => tracing::info!(
+            %root,
+            ?layout,
+            ?version,
+            allow_missing_controllers = config.allow_missing_controllers,
+            "cgroup layout"
+        ),
+        Err(err) => tracing::warn!(
+            %root,
+            ?layout,
+            error = %err,
+            "no cgroup hierarchy at the configured root: every container will be refused"
+        ),
+    }
+}
+
+/// An OOM kill ended the container only if it died of SIGKILL (exit code 137, also when
+/// its init reports a killed child that way) and the cgroup counted an OOM kill: a
+/// container that lost a process to the OOM killer and then exited on its own was not
+/// OOM-killed.
+pub fn ended_by_oom(exit_code: i32, oom_kills: u64) -> bool {
+    exit_code == 128 + libc::SIGKILL && oom_kills > 0
 }
 
 impl ContainerCgroup {
@@ -123,12 +186,17 @@ impl ContainerCgroup {
         resources: &Resources,
         devices: &[DeviceRule],
     ) -> Result<(Self, Vec<Condition>), CgroupError> {
-        let version = detect_version(&config.root);
+        let version = detect_version(&config.root)?;
         let writes = limits::plan(resources, devices, version);
         let (cgroup, mut conditions) = match version {
             CgroupVersion::V1 => v1::create(config, id, &writes)?,
             CgroupVersion::V2 => v2::create(config, id, &writes, devices)?,
         };
+        if cgroup.dirs.is_empty() {
+            return Err(CgroupError::NoHierarchy {
+                root: config.root.clone(),
+            });
+        }
         match cgroup.apply(&writes) {
             Ok(more) => {
                 // On v2 a disabled controller's files are absent too: report the controller once.
@@ -145,6 +213,14 @@ impl ContainerCgroup {
                 let _ = cgroup.remove();
                 return Err(err);
             }
+        }
+        if let Some(controller) = refused_controller(&conditions, config.allow_missing_controllers)
+        {
+            let _ = cgroup.remove();
+            return Err(CgroupError::MissingController {
+                root: config.root.clone(),
+                controller,
+            });
         }
         Ok((cgroup, conditions))
     }
@@ -224,16 +300,15 @@ impl ContainerCgroup {
             .flatten()
     }
 
-    /// Whether the OOM killer fired in this cgroup.
-    pub fn oom_killed(&self) -> bool {
+    /// How many processes the OOM killer killed in this cgroup (0 when unknown).
+    pub fn oom_kills(&self) -> u64 {
         let (dir, file) = match self.version {
             CgroupVersion::V1 => (self.dir_for("memory"), "memory.oom_control"),
             CgroupVersion::V2 => (self.dir_for(""), "memory.events"),
         };
-        let Some(text) = dir.and_then(|d| fs::read_to_string(d.join(file)).ok()) else {
-            return false;
-        };
-        counter(&text, "oom_kill").is_some_and(|n| n > 0)
+        dir.and_then(|d| fs::read_to_string(d.join(file)).ok())
+            .and_then(|text| counter(&text, "oom_kill"))
+            .unwrap_or(0)
     }
 
     /// Total cpu time used, in nanoseconds.
@@ -267,6 +342,17 @@ impl ContainerCgroup {
         }
         Ok(())
     }
+}
+
+/// The first missing controller, unless the operator allowed running without them.
+fn refused_controller(conditions: &[Condition], allowed: bool) -> Option<String> {
+    if allowed {
+        return None;
+    }
+    conditions.iter().find_map(|c| match c {
+        Condition::MissingController { controller } => Some(controller.clone()),
+        Condition::MissingFile { .. } => None,
+    })
 }
 
 fn controller_of_v1_path(path: &Path) -> String {
@@ -342,6 +428,48 @@ mod tests {
         let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
         assert_eq!(counter(text, "oom_kill"), Some(3));
         assert_eq!(counter(text, "usage_usec"), None);
+    }
+
+    #[test]
+    fn oom_is_reported_only_when_an_oom_kill_ended_the_container() {
+        let cases = [
+            (137, 1, true),
+            (137, 0, false), // killed, but not by the OOM killer
+            (0, 1, false),   // lost a process to the OOM killer, then exited on its own
+            (1, 3, false),
+            (143, 1, false), // SIGTERM
+        ];
+        for (code, kills, want) in cases {
+            assert_eq!(
+                ended_by_oom(code, kills),
+                want,
+                "exit {code}, {kills} OOM kills"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_controller_is_refused_unless_allowed_and_a_missing_file_never() {
+        let memory = Condition::MissingController {
+            controller: "memory".into(),
+        };
+        let swap = Condition::MissingFile {
+            controller: "memory".into(),
+            file: "memory.swap.max".into(),
+        };
+        let cases = [
+            (vec![swap.clone(), memory.clone()], false, Some("memory")),
+            (vec![memory], true, None),
+            (vec![swap], false, None),
+            (vec![], false, None),
+        ];
+        for (conditions, allowed, want) in cases {
+            assert_eq!(
+                refused_controller(&conditions, allowed).as_deref(),
+                want,
+                "{conditions:?} allowed={allowed}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{
 use crate::runtime::id::ContainerId;
 
 /// The hierarchies a container joins when they are mounted.
-const CONTROLLERS: &[&str] = &[
+pub(super) const CONTROLLERS: &[&str] = &[
     "memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer",
 ];
 

@@ -27,7 +27,7 @@ pub(super) fn create(
     let mut enable = Vec::new();
     for &controller in CONTROLLERS {
         if available.contains(&controller) {
-            enable.push(format!("+{controller}"));
+            enable.push(controller);
         } else if writes.iter().any(|w| w.controller == controller) {
             conditions.push(Condition::MissingController {
                 controller: controller.into(),
@@ -35,19 +35,16 @@ pub(super) fn create(
         }
     }
     let parent = config.root.join(&config.parent);
-    create_dir(&parent)?;
-    let enable = enable.join(" ");
-    if !enable.is_empty() {
-        write_file(&config.root.join("cgroup.subtree_control"), &enable)?;
-        write_file(&parent.join("cgroup.subtree_control"), &enable)?;
-    }
+    enable_down_to(&config.root, &parent, &enable)?;
     let leaf = parent.join(id.as_str());
     create_dir(&leaf)?;
     let cgroup = ContainerCgroup {
         version: CgroupVersion::V2,
         dirs: vec![(String::new(), leaf.clone())],
     };
-    match install_device_filter(&leaf, devices) {
+    let guarded =
+        group_oom_kills(&leaf, &enable).and_then(|()| install_device_filter(&leaf, devices));
+    match guarded {
         Ok(true) => {}
         Ok(false) => conditions.push(Condition::MissingController {
             controller: "devices".into(),
@@ -58,6 +55,41 @@ pub(super) fn create(
         }
     }
     Ok((cgroup, conditions))
+}
+
+/// Hands `controllers` down from `root` to the containers' parent: each cgroup from the
+/// root to `parent` (created where missing) enables them in its `cgroup.subtree_control`,
+/// so the parent's children, the containers, have their files.
+fn enable_down_to(root: &Path, parent: &Path, controllers: &[&str]) -> Result<(), CgroupError> {
+    let line = controllers
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let below = parent.strip_prefix(root).unwrap_or(Path::new(""));
+    let mut dir = root.to_path_buf();
+    let levels = std::iter::once(None).chain(below.components().map(Some));
+    for component in levels {
+        if let Some(component) = component {
+            dir.push(component);
+            create_dir(&dir)?;
+        }
+        if !line.is_empty() {
+            write_file(&dir.join("cgroup.subtree_control"), &line)?;
+        }
+    }
+    Ok(())
+}
+
+/// An OOM kill takes the whole container (`memory.oom.group`), as it would take a VM:
+/// half a container, its init alive and a worker gone, is worse than a restart. A kernel
+/// without the memory controller has no such file, and no memory limit to run into.
+fn group_oom_kills(leaf: &Path, enabled: &[&str]) -> Result<(), CgroupError> {
+    let file = leaf.join("memory.oom.group");
+    if enabled.contains(&"memory") && file.exists() {
+        write_file(&file, "1")?;
+    }
+    Ok(())
 }
 
 /// v2's device controller: an eBPF program allowing the default and passed-through
