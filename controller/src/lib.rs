@@ -34,6 +34,7 @@
 pub mod access;
 pub mod api;
 pub mod app_platforms;
+pub mod backup;
 pub mod broker;
 pub mod cli;
 pub mod commands;

@@ -67,7 +67,10 @@ fn environment_json_exit_codes_and_closed_pipes() {
         .output()
         .unwrap();
     assert_eq!(code(&refused), Some(1), "{refused:?}");
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{refused:?}"
+    );
 
     // Exit codes: usage 2, not found 3, conflict 4, unreachable 5.
     assert_eq!(code(&controller.cli(&["device", "frobnicate"])), Some(2));
@@ -77,7 +80,10 @@ fn environment_json_exit_codes_and_closed_pipes() {
     assert_eq!(code(&again), Some(4), "{again:?}");
     let down = controller.cli(&["device", "ls", "--api", "https://127.0.0.1:1"]);
     assert_eq!(code(&down), Some(5), "{down:?}");
-    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"), "{down:?}");
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("cannot reach"),
+        "{down:?}"
+    );
 
     // A reader that went away (`| head`): the command ends by SIGPIPE, with nothing on
     // stderr (no panic, no "error: Broken pipe").
@@ -91,5 +97,9 @@ fn environment_json_exit_codes_and_closed_pipes() {
     drop(child.stdout.take());
     let ended = child.wait_with_output().unwrap();
     assert_eq!(ended.status.signal(), Some(libc::SIGPIPE), "{ended:?}");
-    assert!(ended.stderr.is_empty(), "{}", String::from_utf8_lossy(&ended.stderr));
+    assert!(
+        ended.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
 }

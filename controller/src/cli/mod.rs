@@ -4,6 +4,7 @@
 mod admin;
 mod api_client;
 mod app_context;
+mod backup;
 mod broker;
 mod deploy;
 mod deploy_wait;
@@ -59,6 +60,10 @@ pub enum Command {
     Audit(token::AuditArgs),
     /// The admin token: `admin rotate`.
     Admin(admin::AdminArgs),
+    /// Write a backup of the controller (database, keys, images) while it serves.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data directory.
+    Restore(backup::RestoreArgs),
     /// Work with images and layers.
     Image {
         #[command(subcommand)]
@@ -113,6 +118,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Audit(args) => token::run_audit(args),
         Command::Admin(args) => admin::run(args),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
         Command::Image {
             command: ImageCommand::Delta { command },
         } => command.run(),
