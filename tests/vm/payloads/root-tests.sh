@@ -14,7 +14,7 @@
 mkdir -p "$(dirname "$TARGET_DIR")" /var/lib/tmp
 ln -s /host "$TARGET_DIR"
 # Temp dirs on the ext4 data disk: tmpfs cannot be idmapped before Linux 6.3.
-export TMPDIR=/var/lib/tmp RUST_BACKTRACE=1
+export TMPDIR=/var/lib/tmp RUST_BACKTRACE=0
 if [ "$SHIM" = 1 ]; then
   mkdir /sys/fs/cgroup/unified &&
     echo "+cpuset +cpu +io +memory +pids" >/sys/fs/cgroup/unified/cgroup.subtree_control &&
@@ -34,7 +34,7 @@ for entry in $TESTS; do
   else
     failed=$((failed + 1))
     echo "ROOT-TEST $name: FAIL (status $rc) in $took s ($summary)"
-    grep -vE '^test .* ok$|^$|^running' "/tmp/$name.out" | tail -n 60 | sed "s/^/  $name| /"
+    grep -vE '^test .* ok$|^$|^running' "/tmp/$name.out" | tail -n 80 | sed "s/^/  $name| /"
   fi
 done
 echo "ROOT-TESTS failed=$failed"
