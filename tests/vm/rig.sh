@@ -29,16 +29,28 @@ rig_free_port() {
 rig_coracle() { "$RIG_CORACLE" "$@" --data-dir "$RIG_WORK/controller"; }
 rig_app_get() { curl -fsS --max-time 10 "http://127.0.0.1:$RIG_APP_PORT$1"; }
 
+# rig_die MESSAGE: fails with the ends of the controller's, the agent's and the guest's logs.
+rig_die() {
+  echo "vm: error: $*" >&2
+  local log
+  for log in controller.log share/agent.log console.log; do
+    [ -s "$RIG_WORK/$log" ] || continue
+    echo "--- $RIG_WORK/$log (tail)" >&2
+    tail -n 25 "$RIG_WORK/$log" >&2
+  done
+  exit 1
+}
+
 # rig_wait WHAT SECONDS COMMAND...: polls COMMAND every half second.
 rig_wait() {
   local what=$1 seconds=$2 _
   shift 2
   for _ in $(seq $((seconds * 2))); do
     "$@" >/dev/null 2>&1 && return 0
-    rig_guest_alive || vm_die "the guest stopped while waiting for $what"
+    rig_guest_alive || rig_die "the guest stopped while waiting for $what"
     sleep 0.5
   done
-  vm_die "timed out after $seconds s waiting for $what"
+  rig_die "timed out after $seconds s waiting for $what"
 }
 rig_guest_alive() { [ -z "${rig_guest:-}" ] || kill -0 "$rig_guest" 2>/dev/null; }
 
