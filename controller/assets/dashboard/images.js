@@ -50,6 +50,19 @@ function update(tag) {
   return h('div', {}, tag.deltas.map(layerDelta), total);
 }
 
+// A single-platform image: its layers; an index: each platform's image.
+function layersCell(t) {
+  if (t.platforms && t.platforms.length) {
+    return h('td', { 'data-label': 'Layers', class: 'platforms' },
+      t.platforms.map((p) => h('div', { 'data-platform': p.platform, title: p.digest },
+        h('span', { class: 'badge' }, p.platform), ' ',
+        p.problem ? h('span', { class: 'bad-text' }, p.problem)
+          : `${p.layers.length} layer${p.layers.length === 1 ? '' : 's'}, ${bytes(p.size)}`)));
+  }
+  return h('td', { 'data-label': 'Layers', title: t.layers.map((l) => `${shortDigest(l.digest)} ${bytes(l.size)}`).join('\n') },
+    `${t.layers.length} (${t.layers.map((l) => bytes(l.size)).join(', ') || '—'})`);
+}
+
 function repository(repo) {
   const total = repo.tags.reduce((sum, t) => sum + t.size, 0);
   return h('section', { class: 'card flush repo', 'data-repo': repo.name },
@@ -61,8 +74,7 @@ function repository(repo) {
         h('td', { 'data-label': 'Tag', class: 'name' }, t.tag),
         h('td', { 'data-label': 'Digest', class: 'mono', title: t.digest }, shortDigest(t.digest)),
         h('td', { 'data-label': 'Size' }, t.problem ? h('span', { class: 'bad-text' }, t.problem) : bytes(t.size)),
-        h('td', { 'data-label': 'Layers', title: t.layers.map((l) => `${shortDigest(l.digest)} ${bytes(l.size)}`).join('\n') },
-          `${t.layers.length} (${t.layers.map((l) => bytes(l.size)).join(', ') || '—'})`),
+        layersCell(t),
         h('td', { 'data-label': 'Update from previous', class: 'update' }, update(t)))))));
 }
 

@@ -21,15 +21,32 @@ pub struct LayerInfo {
     pub media_type: String,
 }
 
+/// One platform's image of a multi-platform tag (an OCI index or Docker manifest list).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformInfo {
+    /// `os/architecture[/variant]` as the index says, or `unknown`.
+    pub platform: String,
+    pub digest: String,
+    /// Its manifest + config + layers, as stored.
+    pub size: u64,
+    pub layers: Vec<LayerInfo>,
+    /// Set when its manifest could not be read.
+    pub problem: Option<String>,
+}
+
 /// One tag of a repository.
 #[derive(Debug, Clone, Serialize)]
 pub struct TagInfo {
     pub tag: String,
     pub digest: String,
     pub media_type: String,
-    /// Manifest + config + layers, as stored (compressed).
+    /// Manifest + config + layers, as stored (compressed); for an index, the index and
+    /// every platform's image.
     pub size: u64,
+    /// The layers of a single-platform image (empty for an index: see `platforms`).
     pub layers: Vec<LayerInfo>,
+    /// The images of an index, one per platform (empty for a single-platform image).
+    pub platforms: Vec<PlatformInfo>,
     /// The tag this one is compared with (the previous in version order).
     pub previous: Option<String>,
     /// Bytes of layers this tag has that `previous` does not.
@@ -105,13 +122,65 @@ fn descriptor(value: &serde_json::Value) -> Option<LayerInfo> {
     })
 }
 
-fn tag_info(registry: &Registry, repository: &str, tag: &str) -> TagInfo {
+/// The layers of an image manifest and its size with them (manifest, config, layers).
+fn image_of(
+    registry: &Registry,
+    digest: &BlobDigest,
+    manifest: &serde_json::Value,
+) -> (u64, Vec<LayerInfo>) {
+    let config = manifest.get("config").and_then(descriptor);
+    let layers: Vec<LayerInfo> = manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .map(|layers| layers.iter().filter_map(descriptor).collect())
+        .unwrap_or_default();
+    let size = registry.blobs.size(digest).unwrap_or(0)
+        + config.map_or(0, |c| c.size)
+        + layers.iter().map(|l| l.size).sum::<u64>();
+    (size, layers)
+}
+
+/// Each platform's image an index names.
+fn platforms_of(registry: &Registry, index: &[serde_json::Value]) -> Vec<PlatformInfo> {
+    index
+        .iter()
+        .map(|entry| {
+            let field = |name: &str| entry["platform"][name].as_str().map(str::to_string);
+            let platform = match (field("os"), field("architecture"), field("variant")) {
+                (Some(os), Some(arch), Some(variant)) => format!("{os}/{arch}/{variant}"),
+                (Some(os), Some(arch), None) => format!("{os}/{arch}"),
+                _ => "unknown".to_string(),
+            };
+            let mut info = PlatformInfo {
+                platform,
+                digest: entry["digest"].as_str().unwrap_or_default().to_string(),
+                size: 0,
+                layers: Vec::new(),
+                problem: None,
+            };
+            let read = BlobDigest::parse(&info.digest)
+                .map_err(|e| format!("digest {:?}: {e}", info.digest))
+                .and_then(|digest| Ok((read_manifest(registry, &digest)?, digest)));
+            match read {
+                Ok((manifest, digest)) => {
+                    (info.size, info.layers) = image_of(registry, &digest, &manifest)
+                }
+                Err(problem) => info.problem = Some(problem),
+            }
+            info
+        })
+        .collect()
+}
+
+/// What the registry holds under `repository:tag` (the listing's entry for one tag).
+pub fn tag_info(registry: &Registry, repository: &str, tag: &str) -> TagInfo {
     let mut info = TagInfo {
         tag: tag.to_string(),
         digest: String::new(),
         media_type: String::new(),
         size: 0,
         layers: Vec::new(),
+        platforms: Vec::new(),
         previous: None,
         new_bytes: None,
         deltas: Vec::new(),
@@ -127,18 +196,15 @@ fn tag_info(registry: &Registry, repository: &str, tag: &str) -> TagInfo {
     };
     info.digest = digest.as_str().to_string();
     info.media_type = media_type;
-    info.size = registry.blobs.size(&digest).unwrap_or(0);
     match read_manifest(registry, &digest) {
-        Ok(manifest) => {
-            let config = manifest.get("config").and_then(descriptor);
-            info.size += config.map_or(0, |c| c.size);
-            info.layers = manifest
-                .get("layers")
-                .and_then(|l| l.as_array())
-                .map(|layers| layers.iter().filter_map(descriptor).collect())
-                .unwrap_or_default();
-            info.size += info.layers.iter().map(|l| l.size).sum::<u64>();
-        }
+        Ok(manifest) => match manifest.get("manifests").and_then(|m| m.as_array()) {
+            Some(index) => {
+                info.platforms = platforms_of(registry, index);
+                info.size = registry.blobs.size(&digest).unwrap_or(0)
+                    + info.platforms.iter().map(|p| p.size).sum::<u64>();
+            }
+            None => (info.size, info.layers) = image_of(registry, &digest, &manifest),
+        },
         Err(problem) => info.problem = Some(problem),
     }
     info
@@ -253,6 +319,7 @@ mod tests {
             media_type: String::new(),
             size: 0,
             layers,
+            platforms: Vec::new(),
             previous: None,
             new_bytes: None,
             deltas: Vec::new(),

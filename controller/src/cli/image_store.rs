@@ -30,20 +30,28 @@ pub enum StoreCommand {
         #[arg(long)]
         platform: Option<String>,
         /// The controller's data directory.
-        #[arg(long, default_value = "coracle-data")]
+        #[arg(long, env = "CORACLE_DATA_DIR", default_value = "coracle-data")]
         data_dir: PathBuf,
     },
-    /// List repositories, tags, manifest digests and image sizes.
+    /// List repositories, tags, manifest digests and image sizes (per platform for a
+    /// multi-platform image).
     Ls {
-        #[arg(long, default_value = "coracle-data")]
+        #[arg(long, env = "CORACLE_DATA_DIR", default_value = "coracle-data")]
         data_dir: PathBuf,
+        /// Print JSON (repositories with their tags) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
-    /// Show an image's manifest, platform and layers (size and diff_id).
+    /// Show an image's manifest, platform and layers (size and diff_id), or each platform's
+    /// image of a multi-platform one.
     Inspect {
         /// `repo:tag` or `repo@sha256:...`.
         reference: String,
-        #[arg(long, default_value = "coracle-data")]
+        #[arg(long, env = "CORACLE_DATA_DIR", default_value = "coracle-data")]
         data_dir: PathBuf,
+        /// Print the tag's JSON (digest, size, layers or platforms) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -56,11 +64,12 @@ impl StoreCommand {
                 platform,
                 data_dir,
             } => import(&path, tag, platform, &data_dir),
-            Self::Ls { data_dir } => ls(&open_registry(&data_dir)?),
+            Self::Ls { data_dir, json } => ls(&open_registry(&data_dir)?, json),
             Self::Inspect {
                 reference,
                 data_dir,
-            } => inspect(&open_registry(&data_dir)?, &reference),
+                json,
+            } => inspect(&open_registry(&data_dir)?, &reference, json),
         }
     }
 }
@@ -251,7 +260,23 @@ fn verify_layer(layer: &LayerBlob, n: usize, count: usize) -> anyhow::Result<()>
     checked
 }
 
-fn ls(registry: &Registry) -> anyhow::Result<()> {
+fn ls(registry: &Registry, json: bool) -> anyhow::Result<()> {
+    if json {
+        let listing: Vec<serde_json::Value> = registry
+            .repositories()?
+            .into_iter()
+            .map(|repo| {
+                let tags: Vec<_> = registry
+                    .tags(&repo)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|tag| crate::api::images::tag_info(registry, &repo, tag))
+                    .collect();
+                serde_json::json!({ "name": repo, "tags": tags })
+            })
+            .collect();
+        return super::output::print_json(&listing);
+    }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -260,12 +285,13 @@ fn ls(registry: &Registry) -> anyhow::Result<()> {
     )?;
     for repo in registry.repositories()? {
         for tag in registry.tags(&repo).unwrap_or_default() {
-            let (digest, _) = registry.resolve(&repo, &tag)?;
-            let size = load_manifest(registry, &digest)
-                .map(|m| m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>())
-                .map(|s| s.to_string())
-                .unwrap_or_else(|_| "-".into());
-            writeln!(out, "{repo:<30} {tag:<16} {:<71} {size}", digest.as_str())?;
+            let info = crate::api::images::tag_info(registry, &repo, &tag);
+            let size = match &info.problem {
+                Some(_) => "-".to_string(),
+                None if info.platforms.is_empty() => info.size.to_string(),
+                None => format!("{} ({} platforms)", info.size, info.platforms.len()),
+            };
+            writeln!(out, "{repo:<30} {tag:<16} {:<71} {size}", info.digest)?;
         }
     }
     Ok(())
@@ -277,7 +303,7 @@ fn load_manifest(registry: &Registry, digest: &BlobDigest) -> anyhow::Result<Man
     Manifest::parse(&bytes).with_context(|| format!("manifest {} is not an image", digest.as_str()))
 }
 
-fn inspect(registry: &Registry, reference: &str) -> anyhow::Result<()> {
+fn inspect(registry: &Registry, reference: &str, json: bool) -> anyhow::Result<()> {
     let (repo, reference) = match reference.split_once('@') {
         Some((repo, digest)) => (repo.to_string(), digest.to_string()),
         None => split_tag(reference)?,
@@ -285,6 +311,34 @@ fn inspect(registry: &Registry, reference: &str) -> anyhow::Result<()> {
     let (digest, media_type) = registry
         .resolve(&repo, &reference)
         .with_context(|| format!("no image {repo}:{reference}"))?;
+    let info = crate::api::images::tag_info(registry, &repo, &reference);
+    if json {
+        return super::output::print_json(&info);
+    }
+    if !info.platforms.is_empty() {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "image     {repo}:{reference}")?;
+        writeln!(out, "index     {} ({media_type})", digest.as_str())?;
+        writeln!(out, "platforms")?;
+        for platform in &info.platforms {
+            match &platform.problem {
+                Some(problem) => writeln!(
+                    out,
+                    "  {:<16} {}  unreadable: {problem}",
+                    platform.platform, platform.digest
+                )?,
+                None => writeln!(
+                    out,
+                    "  {:<16} {}  {} layers, {} bytes",
+                    platform.platform,
+                    platform.digest,
+                    platform.layers.len(),
+                    platform.size
+                )?,
+            }
+        }
+        return Ok(());
+    }
     let manifest = load_manifest(registry, &digest)?;
     let config_digest = BlobDigest::parse(&manifest.config.digest.to_string())?;
     let config_path = registry.blobs.path(&config_digest);
