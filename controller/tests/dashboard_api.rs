@@ -248,6 +248,23 @@ async fn device_commands_are_answered_refused_or_time_out() {
     let odd = http.post("/api/v1/devices/pi-cmd/services/web/restart", &auth, "{}");
     assert_eq!(odd.status(), StatusCode::CONFLICT);
 
+    // The same through the CLI: `coracle logs` prints the lines; an unknown service is
+    // "not found" (exit 3); the odd restart is a conflict (exit 4) that names the answer.
+    let cli = |args: &[&str]| {
+        let controller = &controller;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::block_in_place(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            controller.cli(&args)
+        })
+    };
+    let tail = cli(&["logs", "pi-cmd", "web", "-n", "5"]);
+    assert!(tail.status.success(), "{tail:?}");
+    assert_eq!(String::from_utf8_lossy(&tail.stdout), "hello from web\n");
+    assert_eq!(cli(&["logs", "pi-cmd", "db"]).status.code(), Some(3));
+    let restart = cli(&["restart", "pi-cmd", "web"]);
+    assert_eq!(restart.status.code(), Some(4), "{restart:?}");
+
     answering.store(false, std::sync::atomic::Ordering::SeqCst);
     let silent = http.get(logs, &auth);
     assert_eq!(silent.status(), StatusCode::GATEWAY_TIMEOUT);

@@ -18,6 +18,7 @@ mod progress;
 mod registry_login;
 mod rollout;
 mod serve;
+mod service;
 mod token;
 
 use std::path::PathBuf;
@@ -60,6 +61,10 @@ pub enum Command {
     Audit(token::AuditArgs),
     /// The admin token: `admin rotate`.
     Admin(admin::AdminArgs),
+    /// The last log lines of a service on a device.
+    Logs(service::LogsArgs),
+    /// Restart a service on a device.
+    Restart(service::RestartArgs),
     /// Write a backup of the controller (database, keys, images) while it serves.
     Backup(backup::BackupArgs),
     /// Restore a backup into a new data directory.
@@ -118,6 +123,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Audit(args) => token::run_audit(args),
         Command::Admin(args) => admin::run(args),
+        Command::Logs(args) => service::run_logs(args),
+        Command::Restart(args) => service::run_restart(args),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
         Command::Image {
