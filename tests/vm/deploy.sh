@@ -4,16 +4,20 @@
 #
 #   1. hello:1 (busybox httpd with an HTTP health check) goes healthy and serves its page;
 #   2. hello:2 (one changed file) arrives as a delta and serves the new page;
-#   3. an app whose health check fails is rolled back by the device, which serves hello:2 again.
+#   3. an app whose health check fails is rolled back by the device, which serves hello:2 again;
+#   4. hello:2 moves to the guest's own network (`network_mode: host`) and serves there.
+#
+# In 1-3 the app runs on its default bridged network (a bridge, a veth pair, the agent's
+# nftables table) and publishes its port 8080 as the guest's 8088 (`ports: ["8088:8080"]`).
+# Every page is read on the guest's port 8088 twice: inside the guest (127.0.0.1:8088: for
+# a published port, the nft output chain) and from here through QEMU's forward to the
+# guest's 10.0.2.15:8088 (the prerouting chain).
 #
 #   tests/vm/deploy.sh arm64|armhf AGENT_BINARY CORACLE_BINARY
 #
 # Prints one line per step with its time; on failure, the step, the device's report and the
 # ends of the agent's and the guest's logs. Work dir: $CORACLE_VM_WORK/deploy-ARCH (default
 # /tmp/coracle-vm), kept for reading afterwards.
-#
-# The services use `network_mode: host`: the guest has no nftables (bridged networks need
-# `nft`), so the app listens on the guest's own port 8088, forwarded from the host.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/vm/lib.sh
@@ -51,20 +55,26 @@ for version in 1 2; do
     >/dev/null 2>&1 || failed "coracle image import hello:$version"
 done
 
-# app VERSION HEALTH_PATH: the compose file of hello:VERSION checked on HEALTH_PATH.
+# app VERSION HEALTH_PATH [host]: the compose file of hello:VERSION checked on HEALTH_PATH,
+# on its bridged network publishing 8080 as 8088, or with `host` on the guest's own
+# network listening on 8088 itself. `init: true`: httpd as PID 1 ignores SIGTERM, and
+# every replaced container would wait out its 10 s grace period.
 app() {
+  local net='ports: ["8088:8080"]' port=8080
+  [ "${3:-}" != host ] || net='network_mode: host' port=8088
   cat >"$work/app.yml" <<YAML
 services:
   hello:
     image: hello:$1
-    command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:8088", "-h", "/www"]
-    network_mode: host
+    command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:$port", "-h", "/www"]
+    $net
+    init: true
     mem_limit: 32m
     pids_limit: 32
     cpus: 0.5
     restart: always
     healthcheck:
-      test: ["HTTP", "8088", "$2"]
+      test: ["HTTP", "$port", "$2"]
       interval: 2s
       timeout: 1s
       retries: 3
@@ -72,25 +82,40 @@ YAML
   echo "$work/app.yml"
 }
 deploy() { rig_coracle deploy "$1" --device "$RIG_DEVICE" --wait --timeout 5m 2>&1; }
+# serves WHAT VERSION: the page on the guest's port 8088, inside the guest and from here.
+serves() {
+  local inside outside
+  inside=$(rig_guest_get / 2>&1) ||
+    failed "$1: the guest's own 127.0.0.1:8088 does not answer: $inside"
+  [[ $inside == "hello v$2"* ]] || failed "$1: the guest's 127.0.0.1:8088 served '$inside'"
+  outside=$(rig_app_get / 2>&1) ||
+    failed "$1: the guest's 8088 does not answer through QEMU's forward: $outside"
+  [[ $outside == "hello v$2"* ]] || failed "$1: the forward to the guest's 8088 served '$outside'"
+  page=$outside
+}
 
 out=$(deploy "$(app 1 /)") || failed "hello:1 was not committed: $out"
-page=$(rig_app_get /) || failed "hello:1 is committed but does not answer on the guest's port 8088"
-[[ $page == "hello v1"* ]] || failed "hello:1 served '$page'"
-step "1. hello:1 healthy and serving: $page"
+serves "hello:1 (committed)" 1
+step "1. hello:1 healthy and serving on its published port: $page"
 
 out=$(deploy "$(app 2 /)") || failed "the update to hello:2 was not committed: $out"
-page=$(rig_app_get /) || failed "hello:2 is committed but does not answer"
-[[ $page == "hello v2"* ]] || failed "after the update the app served '$page'"
-pulled=$(sed 's/\x1b\[[0-9;]*m//g' "$RIG_WORK/share/agent.log" | grep 'image pulled' | tail -n 1)
+serves "after the update to hello:2" 2
+log=$(sed 's/\x1b\[[0-9;]*m//g' "$RIG_WORK/share/agent.log")
+pulled=$(grep 'image pulled' <<<"$log" | tail -n 1)
 [[ $pulled == *delta=1* && $pulled == *full=0* ]] ||
   failed "hello:2 did not arrive as a delta: ${pulled:-no 'image pulled' line in the agent log}"
-step "2. hello:2 arrived as a delta and serves: $page"
+grep -q 'successor took over service=hello' <<<"$log" ||
+  failed "hello:2 did not update start-first (no 'successor took over' in the agent log)"
+step "2. hello:2 arrived as a delta, started beside hello:1, took over the published port and serves: $page"
 
 if out=$(deploy "$(app 2 /no-such-page)"); then
   failed "an app failing its health check was committed: $out"
 fi
 [[ $out == *"rolled back"* ]] || failed "the failing app was not rolled back: $out"
-page=$(rig_app_get /) || failed "after the rollback the app does not answer"
-[[ $page == "hello v2"* ]] || failed "after the rollback the app served '$page'"
+serves "after the rollback" 2
 step "3. the failing app was rolled back ($(grep -o 'rolled back.*' <<<"$out" | head -n 1)); hello:2 serves again"
+
+out=$(deploy "$(app 2 / host)") || failed "hello:2 on the guest's network was not committed: $out"
+serves "after the move to the guest's network" 2
+step "4. hello:2 moved to the guest's own network (network_mode: host), its published port released: serves on 8088 itself"
 echo "deploy: PASS ($VM_ARCH, $(vm_elapsed "$start") s)"

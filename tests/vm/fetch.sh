@@ -4,11 +4,13 @@
 #   tests/vm/fetch.sh arm64 [armhf]
 #
 # Debian 12's current kernel (the package linux-image-arm64 or linux-image-armmp depends
-# on, modules included) and busybox-static; for armhf also libc6 and libgcc-s1, which the
-# armv7 agent (glibc, dynamically linked) loads. Packages come through a private apt state
-# in the cache (no `dpkg --add-architecture`, the machine's apt configuration is untouched).
-# Unpacked into $VM_CACHE/ARCH/{kernel,rootfs}; a package already there is not fetched
-# again, and with no registry reachable a cached kernel is used as it is.
+# on, modules included), busybox-static and VM_PACKAGES (lib.sh): nftables and the
+# libraries `nft` loads (the agent's bridged app networks need it), for armhf also
+# libgcc-s1, which the armv7 agent (glibc, dynamically linked) loads. Packages
+# come through a private apt state in the cache (no `dpkg --add-architecture`, the
+# machine's apt configuration is untouched). Unpacked into $VM_CACHE/ARCH/{kernel,rootfs};
+# only the .debs not in the cache are downloaded (the kernel is unpacked again only when
+# its own changed), and with no registry reachable the cache is used as it is.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/vm/lib.sh
@@ -39,32 +41,45 @@ fetch_arch() {
     sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
   [ -n "$kpkg" ] || vm_die "$VM_ARCH: no kernel package behind $VM_KERNEL_META in Debian's index"
   local pkgs=("$kpkg" busybox-static)
-  [ "$VM_ARCH" = armhf ] && pkgs+=(libc6 libgcc-s1)
+  # shellcheck disable=SC2206 # VM_PACKAGES is a list of names
+  pkgs+=($VM_PACKAGES)
 
-  # Download only the .debs not already in the cache (their file names carry the version).
-  local uris name changed=0
-  uris=$(cd "$debs" && apt-get "${apt[@]}" --print-uris download "${pkgs[@]}") ||
+  # The .debs the index names now (their file names carry the version): those missing are
+  # downloaded, those no longer named are dropped. Asked from a directory without .debs:
+  # `download --print-uris` leaves out the files already in the current one.
+  local uris name wanted=" " missing=() kernel_new=0
+  uris=$(cd "$state" && apt-get "${apt[@]}" --print-uris download "${pkgs[@]}") ||
     vm_die "$VM_ARCH: apt-get cannot locate ${pkgs[*]}"
   while read -r _ name _; do
-    [ -e "$debs/$name" ] || changed=1
+    wanted+="$name "
+    [ -e "$debs/$name" ] && continue
+    missing+=("${name%%_*}")
+    [ "${name%%_*}" != "$kpkg" ] || kernel_new=1
   done <<<"$uris"
-  if [ "$changed" = 1 ] || [ "$(cat "$VM_DIR/kernel.package" 2>/dev/null)" != "$kpkg" ]; then
-    rm -f "$debs"/*.deb
-    (cd "$debs" && apt-get "${apt[@]}" -qq download "${pkgs[@]}") 2>&1 |
-      { grep -v 'Download is performed unsandboxed' || true; }
-    rm -rf "$VM_DIR/kernel" "$VM_DIR/rootfs"
-    mkdir -p "$VM_DIR/kernel" "$VM_DIR/rootfs"
-    dpkg-deb -x "$debs/${kpkg}"_*.deb "$VM_DIR/kernel" ||
-      vm_die "$VM_ARCH: cannot unpack $kpkg from $debs"
+  [ "$(cat "$VM_DIR/kernel.package" 2>/dev/null)" = "$kpkg" ] || kernel_new=1
+  if [ ${#missing[@]} -gt 0 ] || [ "$kernel_new" = 1 ]; then
     local deb
+    for deb in "$debs"/*.deb; do
+      [ ! -e "$deb" ] || [[ $wanted == *" ${deb##*/} "* ]] || rm -f "$deb"
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+      (cd "$debs" && apt-get "${apt[@]}" -qq download "${missing[@]}") 2>&1 |
+        { grep -v 'Download is performed unsandboxed' || true; }
+    fi
+    if [ "$kernel_new" = 1 ]; then
+      rm -rf "$VM_DIR/kernel" "$VM_DIR/kernel.package"
+      mkdir -p "$VM_DIR/kernel"
+      dpkg-deb -x "$debs/${kpkg}"_*.deb "$VM_DIR/kernel" ||
+        vm_die "$VM_ARCH: cannot unpack $kpkg from $debs"
+      depmod -b "$VM_DIR/kernel" "$(vm_kernel_release)"
+      echo "$kpkg" >"$VM_DIR/kernel.package"
+    fi
+    rm -rf "$VM_DIR/rootfs"
+    mkdir -p "$VM_DIR/rootfs"
     for deb in "$debs"/*.deb; do
       case ${deb##*/} in linux-image-*) ;; *) dpkg-deb -x "$deb" "$VM_DIR/rootfs" ;; esac
     done
-    local release
-    release=$(vm_kernel_release)
-    depmod -b "$VM_DIR/kernel" "$release"
-    echo "$kpkg" >"$VM_DIR/kernel.package"
-    vm_log "$VM_ARCH: fetched $kpkg (kernel $release) and ${pkgs[*]:1}"
+    vm_log "$VM_ARCH: fetched ${missing[*]:-nothing new} (kernel $(vm_kernel_release) from $kpkg)"
   else
     vm_log "$VM_ARCH: $kpkg (kernel $(vm_kernel_release)) is cached in $VM_DIR"
   fi

@@ -5,8 +5,10 @@
 #
 # busybox-static with every applet linked, the kernel modules of VM_MODULES (lib.sh) with
 # their dependencies from the same kernel package, the C library for armhf (the armv7 agent
-# links glibc), the two-stage init of tests/vm/guest/, and PAYLOAD_DIR copied to /payload
-# (its run.sh is what the guest runs). Needs tests/vm/fetch.sh ARCH first; kmod and cpio here.
+# links glibc), VM_BINARIES (arm64: nft) with the dynamic loader and the shared libraries
+# they load, the two-stage init of tests/vm/guest/, and PAYLOAD_DIR copied to /payload (its
+# run.sh is what the guest runs). Needs tests/vm/fetch.sh ARCH first; kmod, cpio and
+# binutils (readelf) here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/vm/lib.sh
@@ -18,6 +20,7 @@ out=$2 payload=${3:-}
 vm_require cpio cpio
 vm_require modprobe kmod
 vm_require busybox busybox-static
+vm_require readelf binutils
 release=$(vm_kernel_release)
 kroot=$VM_DIR/kernel
 [ -x "$VM_DIR/rootfs/bin/busybox" ] || vm_die "no $VM_ARCH busybox in $VM_DIR/rootfs: run tests/vm/fetch.sh $VM_ARCH"
@@ -54,7 +57,30 @@ if [ -d "$VM_DIR/rootfs/lib" ] && [ "$VM_ARCH" = armhf ]; then
   cp -a "$VM_DIR/rootfs/lib/." "$stage/lib/"
 fi
 
-# 4. init, users, payload.
+# 4. VM_BINARIES, each with its program interpreter and its NEEDED libraries, recursively,
+#    at their Debian paths (ld.so searches the multiarch dirs without an ld.so.cache).
+#    Symbolic links are copied as the files they name.
+add_elf() { # PATH inside the rootfs, without the leading /
+  local rel=$1 interp lib dir
+  [ ! -e "$stage/$rel" ] || return 0
+  [ -e "$VM_DIR/rootfs/$rel" ] || vm_die "no /$rel in $VM_DIR/rootfs: run tests/vm/fetch.sh $VM_ARCH"
+  mkdir -p "$stage/$(dirname "$rel")"
+  cp -L "$VM_DIR/rootfs/$rel" "$stage/$rel"
+  interp=$(readelf -lW "$VM_DIR/rootfs/$rel" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+  [ -z "$interp" ] || add_elf "${interp#/}"
+  for lib in $(readelf -dW "$VM_DIR/rootfs/$rel" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+    for dir in "lib/$VM_MULTIARCH" "usr/lib/$VM_MULTIARCH"; do
+      if [ -e "$VM_DIR/rootfs/$dir/$lib" ]; then
+        add_elf "$dir/$lib"
+        continue 2
+      fi
+    done
+    vm_die "/$rel needs $lib, which no package of VM_PACKAGES (lib.sh) brings: add its package"
+  done
+}
+for binary in $VM_BINARIES; do add_elf "$binary"; done
+
+# 5. init, users, payload.
 cp "$here/guest/init" "$stage/init"
 cp "$here/guest/init2" "$stage/sbin/init2"
 echo "$VM_MODULES" >"$stage/etc/vm-modules"

@@ -7,6 +7,7 @@
 #   rig_start WORK ARCH AGENT CORACLE   controller up, device enrolled, guest booted, online
 #   rig_coracle ARGS...                 the coracle CLI against the rig's controller
 #   rig_app_get PATH                    GET the guest's port 8088 through the forward
+#   rig_guest_get PATH                  GET 127.0.0.1:8088 inside the guest (its own wget)
 #   rig_halt                            agent stopped, guest powered off (data disk kept)
 #   rig_boot                            the guest booted again, its agent started
 #   rig_stop                            rig_halt, then the controller stopped
@@ -28,6 +29,28 @@ rig_free_port() {
 
 rig_coracle() { "$RIG_CORACLE" "$@" --data-dir "$RIG_WORK/controller"; }
 rig_app_get() { curl -fsS --max-time 10 "http://127.0.0.1:$RIG_APP_PORT$1"; }
+# Through payloads/agent-daemon.sh, which looks for the request every 2 s; prints the body,
+# or wget's message on stderr and fails.
+rig_guest_get() {
+  local share=$RIG_WORK/share _
+  rm -f "$share/got" "$share/got.failed"
+  echo "http://127.0.0.1:8088$1" >"$share/get.part"
+  mv "$share/get.part" "$share/get"
+  for _ in $(seq 60); do
+    if [ -e "$share/got" ]; then
+      cat "$share/got"
+      return 0
+    fi
+    if [ -e "$share/got.failed" ]; then
+      cat "$share/got.failed" >&2
+      return 1
+    fi
+    rig_guest_alive || break
+    sleep 0.5
+  done
+  echo "the guest did not answer the request for 127.0.0.1:8088$1" >&2
+  return 1
+}
 
 # rig_die MESSAGE: fails with the ends of the controller's, the agent's and the guest's logs.
 rig_die() {
@@ -77,7 +100,8 @@ tls_listen = "127.0.0.1:$tls"
 listen = "127.0.0.1:$api"
 [registry]
 listen = "127.0.0.1:$registry"
-# The guest has no nftables, which bridged networks need: apps use the guest's network.
+# Apps use the default bridged network (the guest has nft, as Raspberry Pi OS); the
+# budget benchmark's use the guest's own.
 [policy]
 host_network = true
 TOML
