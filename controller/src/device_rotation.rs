@@ -21,11 +21,11 @@
 use std::time::Duration;
 
 use coracle_proto::command::ROTATED_PASSWORD_LABEL;
-use coracle_proto::{sealed, Command, CommandOutcome, DeviceId};
-use rand_core::{OsRng, RngCore};
+use coracle_proto::{Command, CommandOutcome, DeviceId};
 
 use crate::broker::{password_sha256, AccessError};
 use crate::commands::{CommandError, DeviceCommands};
+use crate::device_seal::{seal_to_device, DeviceSealError};
 use crate::fleet::Fleet;
 use crate::secrets::random_token;
 use crate::store::StoreError;
@@ -43,14 +43,8 @@ pub enum RotationError {
     Offline { device: DeviceId },
     #[error("device {device} has not reported a sealing key (its agent predates sealed secrets or has not connected yet), so its new password cannot be sent sealed")]
     NoSealingKey { device: DeviceId },
-    #[error("device {device} reported a sealing key that is not 64 hex characters")]
-    SealingKeyShape { device: DeviceId },
-    #[error("seal the new password for device {device}")]
-    Seal {
-        device: DeviceId,
-        #[source]
-        source: coracle_proto::SealError,
-    },
+    #[error(transparent)]
+    Seal(#[from] DeviceSealError),
     #[error("broker account of device {device}")]
     Access {
         device: DeviceId,
@@ -88,23 +82,11 @@ pub async fn rotate(
         .ok_or_else(|| RotationError::NoSealingKey {
             device: device.clone(),
         })?;
-    let key: [u8; 32] = hex::decode(&sealing_key)
-        .ok()
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| RotationError::SealingKeyShape {
-            device: device.clone(),
-        })?;
     // 2. Seal a fresh password.
     let password = random_token();
     let mut plain = ROTATED_PASSWORD_LABEL.to_vec();
     plain.extend_from_slice(password.as_bytes());
-    let mut ephemeral = [0u8; 32];
-    OsRng.fill_bytes(&mut ephemeral);
-    let boxed =
-        sealed::seal(&key, device, ephemeral, &plain).map_err(|source| RotationError::Seal {
-            device: device.clone(),
-            source,
-        })?;
+    let boxed = seal_to_device(&sealing_key, device, &plain)?;
     // 3. Both passwords valid.
     let access = |source| RotationError::Access {
         device: device.clone(),

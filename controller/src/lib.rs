@@ -45,6 +45,7 @@ pub mod datadir;
 pub mod deploy;
 pub mod deployment_keys;
 pub mod device_rotation;
+pub mod device_seal;
 pub mod fd_limit;
 pub mod fleet;
 pub mod ingest;

@@ -15,11 +15,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use coracle_proto::command::PULL_TOKEN_LABEL;
-use coracle_proto::{sealed, Command, CommandOutcome, DeviceId};
+use coracle_proto::{Command, CommandOutcome, DeviceId};
 use futures_util::StreamExt as _;
-use rand_core::{OsRng, RngCore};
 
 use crate::commands::{CommandError, DeviceCommands};
+use crate::device_seal::{seal_to_device, DeviceSealError};
 use crate::registry::PullTokens;
 use crate::store::{PullTokenDue, Store, StoreError};
 
@@ -33,12 +33,8 @@ const CONCURRENCY: usize = 16;
 pub enum DeliveryError {
     #[error("device {device} has not reported a sealing key, so a token cannot be sent sealed")]
     NoSealingKey { device: DeviceId },
-    #[error("seal the pull token for device {device}")]
-    Seal {
-        device: DeviceId,
-        #[source]
-        source: coracle_proto::SealError,
-    },
+    #[error(transparent)]
+    Seal(#[from] DeviceSealError),
     #[error("device {device} refused pull token epoch {epoch}: {reason}")]
     Refused {
         device: DeviceId,
@@ -132,23 +128,15 @@ impl PullTokenRotation {
     pub async fn deliver(&self, due: &PullTokenDue) -> Result<u32, DeliveryError> {
         let device = &due.device;
         let epoch = due.confirmed.saturating_add(1);
-        let key: [u8; 32] = hex::decode(&due.sealing_key)
-            .ok()
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| DeliveryError::NoSealingKey {
+        if due.sealing_key.is_empty() {
+            return Err(DeliveryError::NoSealingKey {
                 device: device.clone(),
-            })?;
+            });
+        }
         let token = self.tokens.issue(device, &due.enrolment_sha256, epoch);
         let mut plain = PULL_TOKEN_LABEL.to_vec();
         plain.extend_from_slice(token.as_bytes());
-        let mut ephemeral = [0u8; 32];
-        OsRng.fill_bytes(&mut ephemeral);
-        let boxed = sealed::seal(&key, device, ephemeral, &plain).map_err(|source| {
-            DeliveryError::Seal {
-                device: device.clone(),
-                source,
-            }
-        })?;
+        let boxed = seal_to_device(&due.sealing_key, device, &plain)?;
         let command = Command::RotatePullToken {
             epoch,
             sealed: boxed,

@@ -133,11 +133,12 @@ pub async fn rotate(
             ))
         }
         Err(RotationError::Store(err)) => Err(err.into()),
-        Err(err @ (RotationError::Seal { .. } | RotationError::Access { .. })) => {
-            Err(ApiError::Internal {
-                what: super::error::error_chain(&err),
-            })
-        }
+        Err(
+            err @ (RotationError::Seal(crate::device_seal::DeviceSealError::Seal { .. })
+            | RotationError::Access { .. }),
+        ) => Err(ApiError::Internal {
+            what: super::error::error_chain(&err),
+        }),
         Err(err) => Err(ApiError::Refused {
             message: super::error::error_chain(&err),
         }),

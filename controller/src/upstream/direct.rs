@@ -6,8 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use coracle_proto::{sealed, DeviceId, ImageRef, RegistryAccess, SealError, ServiceSpec};
-use rand_core::{OsRng, RngCore};
+use coracle_proto::{DeviceId, ImageRef, RegistryAccess, ServiceSpec};
+
+use crate::device_seal::{seal_to_device, DeviceSealError};
 
 use super::client::UpstreamClient;
 use super::endpoint::Endpoint;
@@ -20,14 +21,11 @@ use super::UpstreamError;
 pub enum DirectError {
     #[error("device {device} has not reported its sealing key yet, so the pull credential of registry {host} cannot be sealed for it; deploy again once the device is online")]
     NoSealingKey { device: DeviceId, host: String },
-    #[error("device {device} reported a sealing key that is not 64 hex characters")]
-    SealingKeyShape { device: DeviceId },
-    #[error("seal the pull credential of registry {host} for device {device}")]
+    #[error("seal the pull credential of registry {host}")]
     Seal {
         host: String,
-        device: DeviceId,
         #[source]
-        source: SealError,
+        source: DeviceSealError,
     },
     #[error("resolve registry {host}")]
     Endpoint {
@@ -35,16 +33,6 @@ pub enum DirectError {
         #[source]
         source: Box<UpstreamError>,
     },
-}
-
-fn parse_key(device: &DeviceId, hex_key: &str) -> Result<[u8; 32], DirectError> {
-    let shape = || DirectError::SealingKeyShape {
-        device: device.clone(),
-    };
-    hex::decode(hex_key)
-        .map_err(|_| shape())?
-        .try_into()
-        .map_err(|_| shape())
 }
 
 impl Mirror {
@@ -140,14 +128,10 @@ impl Mirror {
                             host: host.clone(),
                         });
                     }
-                    let key = parse_key(device, sealing_key)?;
-                    let mut ephemeral = [0u8; 32];
-                    OsRng.fill_bytes(&mut ephemeral);
                     let plain = format!("{}:{}", credentials.username, credentials.password);
-                    let boxed = sealed::seal(&key, device, ephemeral, plain.as_bytes()).map_err(
+                    let boxed = seal_to_device(sealing_key, device, plain.as_bytes()).map_err(
                         |source| DirectError::Seal {
                             host: host.clone(),
-                            device: device.clone(),
                             source,
                         },
                     )?;
