@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use coracle_proto::{decode, encode, DesiredState, Generation, Signed, TopicKind};
 use coracle_tests::e2e::agent::Agent;
-use coracle_tests::e2e::apps::{wait_applied, Settled};
+use coracle_tests::e2e::apps::{push_hello_versions, wait_applied, Settled};
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files};
 use coracle_tests::e2e::injector::Injector;
 use coracle_tests::e2e::wait_until;
 use coracle_tests::netns::TestNetwork;
@@ -44,13 +43,7 @@ fn forged_unsigned_misaddressed_and_replayed_desired_states_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    for tag in ["1", "2"] {
-        let files = busybox_files(&format!("hello v{tag}"), vec![]).unwrap();
-        let image = build_layout(&dir.path().join(format!("img{tag}")), tag, &files).unwrap();
-        controller
-            .push(&image.source, &format!("hello:{tag}"))
-            .unwrap();
-    }
+    push_hello_versions(&controller, dir.path(), &["1", "2"]).unwrap();
     let host = network.add_host().unwrap();
     let bootstrap = controller.enrol("pi-x", dir.path()).unwrap();
     let mut agent = Agent::start("pi-x", &host, dir.path(), &bootstrap).unwrap();

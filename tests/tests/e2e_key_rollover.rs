@@ -15,9 +15,8 @@ use coracle_proto::{
     decode, encode, Bootstrap, DesiredState, Generation, KeyId, Signed, SigningKey, TopicKind,
 };
 use coracle_tests::e2e::agent::Agent;
-use coracle_tests::e2e::apps::{sleeper_app, wait_applied, Settled};
+use coracle_tests::e2e::apps::{push_hello_versions, sleeper_app, wait_applied, Settled};
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files};
 use coracle_tests::e2e::injector::Injector;
 use coracle_tests::netns::TestNetwork;
 
@@ -89,13 +88,7 @@ fn devices_follow_a_key_rollover_online_offline_and_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    for tag in ["1", "2", "3", "4"] {
-        let files = busybox_files(&format!("hello v{tag}"), vec![]).unwrap();
-        let image = build_layout(&dir.path().join(format!("img{tag}")), tag, &files).unwrap();
-        controller
-            .push(&image.source, &format!("hello:{tag}"))
-            .unwrap();
-    }
+    push_hello_versions(&controller, dir.path(), &["1", "2", "3", "4"]).unwrap();
     let online_host = network.add_host().unwrap();
     let offline_host = network.add_host().unwrap();
     let online_boot = controller.enrol("pi-on", dir.path()).unwrap();

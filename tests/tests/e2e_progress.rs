@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use coracle_proto::{decode, Generation, PullProgress, TopicKind};
 use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::apps::push_hello_versions;
 use coracle_tests::e2e::binary;
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files};
 use coracle_tests::e2e::injector::Injector;
 use coracle_tests::netns::TestNetwork;
 
@@ -47,13 +47,7 @@ fn deploy_wait_follows_a_real_agent_and_its_pull_progress() {
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    for tag in ["1", "2"] {
-        let files = busybox_files(&format!("hello v{tag}"), vec![]).unwrap();
-        let image = build_layout(&dir.path().join(format!("img{tag}")), tag, &files).unwrap();
-        controller
-            .push(&image.source, &format!("hello:{tag}"))
-            .unwrap();
-    }
+    push_hello_versions(&controller, dir.path(), &["1", "2"]).unwrap();
     let host = network.add_host().unwrap();
     let bootstrap = controller.enrol("pi-p", dir.path()).unwrap();
     let _agent = Agent::start("pi-p", &host, dir.path(), &bootstrap).unwrap();

@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 
 use coracle_proto::Bootstrap;
 use coracle_tests::e2e::agent::Agent;
-use coracle_tests::e2e::apps::{sleeper_app, wait_applied, Settled};
+use coracle_tests::e2e::apps::{push_hello_versions, sleeper_app, wait_applied, Settled};
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files};
 use coracle_tests::netns::TestNetwork;
 
 /// The device's line of `coracle admin keys`: (deployment key epoch, pull token held,
@@ -89,13 +88,7 @@ fn pull_tokens_rotate_on_schedule_and_devices_report_the_keys_they_hold() {
         "pull_token_rotation_s = 3\n",
     )
     .unwrap();
-    for tag in ["1", "2", "3"] {
-        let files = busybox_files(&format!("hello v{tag}"), vec![]).unwrap();
-        let image = build_layout(&dir.path().join(format!("img{tag}")), tag, &files).unwrap();
-        controller
-            .push(&image.source, &format!("hello:{tag}"))
-            .unwrap();
-    }
+    push_hello_versions(&controller, dir.path(), &["1", "2", "3"]).unwrap();
     let host = network.add_host().unwrap();
     let boot = controller.enrol("pi-a", dir.path()).unwrap();
     let first_token = bootstrap_token(&boot);

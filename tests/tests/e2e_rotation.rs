@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use coracle_proto::{Bootstrap, BrokerAuth};
 use coracle_tests::e2e::agent::Agent;
-use coracle_tests::e2e::apps::{sleeper_app, wait_applied, Settled};
+use coracle_tests::e2e::apps::{push_hello_versions, sleeper_app, wait_applied, Settled};
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files};
 use coracle_tests::e2e::wait_until;
 use coracle_tests::netns::TestNetwork;
 use rumqttc::{Client, ConnectionError, Event, MqttOptions, Packet};
@@ -52,13 +51,7 @@ fn a_rotated_device_stays_connected_and_its_old_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    for tag in ["1", "2", "3"] {
-        let files = busybox_files(&format!("hello v{tag}"), vec![]).unwrap();
-        let image = build_layout(&dir.path().join(format!("img{tag}")), tag, &files).unwrap();
-        controller
-            .push(&image.source, &format!("hello:{tag}"))
-            .unwrap();
-    }
+    push_hello_versions(&controller, dir.path(), &["1", "2", "3"]).unwrap();
     let host = network.add_host().unwrap();
     let bootstrap = controller.enrol("pi-r", dir.path()).unwrap();
     let old = password(&bootstrap);

@@ -100,10 +100,7 @@ impl PullToken {
     /// The same epoch again is accepted (the controller repeats an offer whose reply it
     /// missed); an older one is refused, so a replayed offer cannot bring back a revoked token.
     pub fn replace(&self, epoch: u32, token: String) -> Result<(), PullTokenError> {
-        let held = self.epoch();
-        if self.read().is_none() {
-            return Err(PullTokenError::NoToken);
-        }
+        let held = self.read().ok_or(PullTokenError::NoToken)?.epoch;
         if epoch < held {
             return Err(PullTokenError::NotNewer {
                 offered: epoch,

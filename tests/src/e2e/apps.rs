@@ -10,6 +10,21 @@ use super::wait_until;
 
 /// `web`: busybox sleeping in image `hello:TAG` (restart always), written as
 /// `dir/app-TAG.yml`.
+/// Pushes a busybox image printing "hello vTAG" as `hello:TAG` for each of `tags` (built in
+/// `dir/imgTAG`), the versions the e2e apps deploy.
+pub fn push_hello_versions(
+    controller: &Controller,
+    dir: &Path,
+    tags: &[&str],
+) -> anyhow::Result<()> {
+    for tag in tags {
+        let files = super::image::busybox_files(&format!("hello v{tag}"), vec![])?;
+        let image = super::image::build_layout(&dir.join(format!("img{tag}")), tag, &files)?;
+        controller.push(&image.source, &format!("hello:{tag}"))?;
+    }
+    Ok(())
+}
+
 pub fn sleeper_app(dir: &Path, tag: &str) -> anyhow::Result<PathBuf> {
     let compose = format!(
         "services:\n  web:\n    image: hello:{tag}\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n    restart: always\n"
