@@ -23,9 +23,22 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 /// A port on `ip` that was free a moment ago (the programs under test bind it themselves).
+///
+/// A port handed out before by this process is never handed out again: the probe socket is
+/// closed at once, so two calls in a row (broker, then API) could otherwise get the same
+/// port and the second listener would fail with "Address already in use".
 pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
-    Ok(listener.local_addr().context("local address")?.port())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..64 {
+        let listener = TcpListener::bind((ip, 0)).with_context(|| format!("bind {ip}:0"))?;
+        let port = listener.local_addr().context("local address")?.port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no port on {ip} that this process has not handed out already")
 }
 
 /// Path of a workspace binary next to the running test's target dir.
