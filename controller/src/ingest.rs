@@ -77,7 +77,16 @@ fn decode<T: serde::de::DeserializeOwned>(
     kind: TopicKind,
     body: &[u8],
 ) -> Result<T, IngestError> {
-    coracle_proto::decode(body).map_err(|source| IngestError::Decode {
+    named(device, kind, coracle_proto::decode(body))
+}
+
+/// Names the device and topic of a decoding failure.
+fn named<T>(
+    device: &DeviceId,
+    kind: TopicKind,
+    decoded: Result<T, coracle_proto::DecodeError>,
+) -> Result<T, IngestError> {
+    decoded.map_err(|source| IngestError::Decode {
         device: device.clone(),
         kind,
         source,
@@ -98,12 +107,7 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
     };
     let known = match kind {
         TopicKind::Reported => {
-            let state =
-                ReportedState::decode(&msg.payload).map_err(|source| IngestError::Decode {
-                    device: device.clone(),
-                    kind,
-                    source,
-                })?;
+            let state = named(&device, kind, ReportedState::decode(&msg.payload))?;
             if state.device != device {
                 return Err(IngestError::WrongDevice {
                     device,
@@ -131,7 +135,7 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
                 })
         }
         TopicKind::Health => {
-            let sample: HealthSample = decode(&device, kind, &msg.payload)?;
+            let sample = named(&device, kind, HealthSample::decode(&msg.payload))?;
             let known = stored(store.add_health(&device, now_unix(), &sample))?;
             // Health samples are the heartbeat: one from a device marked offline by the
             // sweep (not by its last will, which is followed by a fresh `online`) revives it.

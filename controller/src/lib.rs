@@ -44,6 +44,7 @@ pub mod dashboard;
 pub mod datadir;
 pub mod deploy;
 pub mod deployment_keys;
+pub mod device_metrics;
 pub mod device_rotation;
 pub mod device_seal;
 pub mod fd_limit;

@@ -53,6 +53,17 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     }
 }
 
+/// Whether decoding failed because the body ended where a field was still expected: the
+/// sign of an older, shorter layout (see the `decode` functions of evolving messages).
+pub fn ended_early<T>(result: &Result<T, DecodeError>) -> bool {
+    matches!(
+        result,
+        Err(DecodeError::Malformed(
+            postcard::Error::DeserializeUnexpectedEnd
+        ))
+    )
+}
+
 /// Decodes a body produced by [`encode`].
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     if body.len() > MAX_BODY_BYTES {

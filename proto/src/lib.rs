@@ -72,7 +72,7 @@ pub use desired::{
 };
 pub use digest::{Digest, ImageRef, RefError};
 pub use event::{Event, EventKind, RejectReason};
-pub use health::{ContainerSample, HealthSample};
+pub use health::{ContainerSample, ContainerSampleV1, HealthSample, HealthSampleV1};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};
 pub use key_rollover::{KeyChain, KeyLink};
 pub use legacy::{

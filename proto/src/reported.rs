@@ -114,14 +114,7 @@ impl ReportedState {
     /// body ends where a newer field would start, as older agents sent it (without
     /// `credentials`, then without `sealing_key` too).
     pub fn decode(body: &[u8]) -> Result<Self, crate::codec::DecodeError> {
-        fn ended_early<T>(result: &Result<T, crate::codec::DecodeError>) -> bool {
-            matches!(
-                result,
-                Err(crate::codec::DecodeError::Malformed(
-                    postcard::Error::DeserializeUnexpectedEnd
-                ))
-            )
-        }
+        use crate::codec::ended_early;
         let current = crate::codec::decode::<Self>(body);
         if !ended_early(&current) {
             return current;

@@ -120,14 +120,19 @@ pub fn health_sample() -> HealthSample {
                 cpu_permille: 40,
                 mem_kib: 52_000,
                 restarts: 0,
+                net_rx_kib: 18_200,
+                net_tx_kib: 96_400,
             },
             ContainerSample {
                 service: 1,
                 cpu_permille: 12,
                 mem_kib: 18_000,
                 restarts: 1,
+                net_rx_kib: 310,
+                net_tx_kib: 120,
             },
         ],
+        generation: Generation(42),
     }
 }
 

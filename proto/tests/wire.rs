@@ -49,6 +49,42 @@ fn signed_desired_state_round_trips_and_verifies() {
 }
 
 #[test]
+fn health_samples_of_older_agents_still_decode() {
+    let current = samples::health_sample();
+    let old = HealthSampleV1 {
+        uptime_s: current.uptime_s,
+        cpu_permille: current.cpu_permille,
+        mem_used_kib: current.mem_used_kib,
+        mem_total_kib: current.mem_total_kib,
+        disk_free_mib: current.disk_free_mib,
+        disk_total_mib: current.disk_total_mib,
+        temp_decicelsius: current.temp_decicelsius,
+        load1_centi: current.load1_centi,
+        containers: current
+            .containers
+            .iter()
+            .map(|c| ContainerSampleV1 {
+                service: c.service,
+                cpu_permille: c.cpu_permille,
+                mem_kib: c.mem_kib,
+                restarts: c.restarts,
+            })
+            .collect(),
+    };
+    for containers in 0..=2 {
+        let mut old = old.clone();
+        old.containers.truncate(containers);
+        let back = HealthSample::decode(&encode(&old)).unwrap();
+        assert_eq!(back, HealthSample::from(old.clone()));
+        assert_eq!(back.generation, Generation(0));
+        assert!(back.containers.iter().all(|c| c.net_rx_kib == 0));
+    }
+    // The current layout still decodes as itself, and garbage is still refused.
+    assert_eq!(HealthSample::decode(&encode(&current)).unwrap(), current);
+    assert!(HealthSample::decode(&[PROTOCOL_VERSION, 0xff]).is_err());
+}
+
+#[test]
 fn typical_messages_stay_small() {
     let health = encode(&samples::health_sample()).len();
     let desired = encode(&Signed::sign(&samples::desired_with_services(5), &key(1))).len();
@@ -264,16 +300,18 @@ proptest! {
     fn health_samples_round_trip(
         uptime_s in any::<u32>(), cpu in any::<u16>(), used in any::<u32>(), total in any::<u32>(),
         free in any::<u32>(), disk in any::<u32>(), temp in any::<Option<i16>>(), load in any::<u16>(),
-        containers in proptest::collection::vec((any::<u8>(), any::<u16>(), any::<u32>(), any::<u16>()), 0..8),
+        containers in proptest::collection::vec((any::<u8>(), any::<u16>(), any::<u32>(), any::<u16>(), any::<u64>(), any::<u64>()), 0..8),
+        generation in any::<u64>(),
     ) {
         let sample = HealthSample {
             uptime_s, cpu_permille: cpu, mem_used_kib: used, mem_total_kib: total,
             disk_free_mib: free, disk_total_mib: disk, temp_decicelsius: temp, load1_centi: load,
-            containers: containers.into_iter().map(|(service, cpu_permille, mem_kib, restarts)| {
-                ContainerSample { service, cpu_permille, mem_kib, restarts }
+            containers: containers.into_iter().map(|(service, cpu_permille, mem_kib, restarts, net_rx_kib, net_tx_kib)| {
+                ContainerSample { service, cpu_permille, mem_kib, restarts, net_rx_kib, net_tx_kib }
             }).collect(),
+            generation: Generation(generation),
         };
-        let back: HealthSample = decode(&encode(&sample)).unwrap();
+        let back = HealthSample::decode(&encode(&sample)).unwrap();
         prop_assert_eq!(back, sample);
     }
 

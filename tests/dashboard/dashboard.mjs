@@ -5,6 +5,7 @@
 
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { chromium } from 'playwright-core';
 
 const url = process.env.DASHBOARD_URL;
@@ -111,6 +112,25 @@ try {
     await shot(page, 'fleet-desktop');
   });
 
+  await step('a device is enrolled from the fleet page and its bootstrap file downloaded', async () => {
+    await page.click('#enrol-device');
+    await page.fill('#enrol-name', 'Not A Name!');
+    await page.click('#enrol-form button[type=submit]');
+    const refused = await page.waitForSelector('#enrol-form .error');
+    check((await refused.textContent()).length > 0, 'a bad device name is refused with a message');
+    await page.fill('#enrol-name', 'pi-oslo-1');
+    await page.fill('#enrol-tags', 'site=oslo ring=canary');
+    await page.click('#enrol-form button[type=submit]');
+    await page.waitForSelector('#bootstrap-download');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#bootstrap-download')]);
+    check(download.suggestedFilename() === 'pi-oslo-1.bootstrap.toml', `download name: ${download.suggestedFilename()}`);
+    const file = await readFile(await download.path(), 'utf8');
+    check(file.includes('device = "pi-oslo-1"') && file.includes('password'), `bootstrap file: ${file.slice(0, 80)}`);
+    await page.waitForSelector('#fleet-rows tr[data-device="pi-oslo-1"] .tag:has-text("ring=canary")');
+    await shot(page, 'enrolled-desktop');
+    await page.click('#enrolled button:has-text("Done")');
+  });
+
   await step('a device page shows services, charts and events', async () => {
     await page.click('a[href="#/device/pi-berlin-1"]');
     await page.waitForSelector('#services tr[data-service="web"]');
@@ -119,6 +139,33 @@ try {
     await page.waitForSelector('#charts circle.dot');
     const events = await page.textContent('#events');
     check(events.includes('applied'), `events: ${events}`);
+  });
+
+  await step('each service has its own CPU, memory, restarts and network charts, by name', async () => {
+    for (const service of ['web', 'worker']) {
+      const row = `#service-charts .service-charts[data-service="${service}"]`;
+      await page.waitForSelector(`${row} [data-chart="cpu"] circle.dot`);
+      for (const chart of ['cpu', 'memory', 'restarts', 'network']) {
+        check(await page.$(`${row} [data-chart="${chart}"] svg.chart`), `${service} has no ${chart} chart`);
+      }
+      const memory = await page.textContent(`${row} [data-chart="memory"] .now`);
+      check(/\d+(\.\d)? MB/.test(memory), `${service} memory now: ${memory}`);
+    }
+    check(!(await page.$('#service-charts [data-service^="#"]')), 'a service shown by index instead of name');
+  });
+
+  await step('tags are edited on the device page', async () => {
+    await page.click('#edit-tags');
+    await page.fill('#tags-input', 'site=berlin ring=canary');
+    await page.click('#tags-form button[type=submit]');
+    await page.waitForSelector('.facts .tag:has-text("ring=canary")');
+    await page.click('#edit-tags');
+    await page.fill('#tags-input', 'site=berlin broken');
+    await page.click('#tags-form button[type=submit]');
+    const refused = await page.waitForSelector('#tags-form .error');
+    check((await refused.textContent()).includes('"broken" is not a tag'), 'a malformed tag is named');
+    await page.click('#tags-form button:has-text("Cancel")');
+    check((await page.textContent('.facts')).includes('ring=canary'), 'a refused edit changed nothing');
   });
 
   await step('logs of a service come from the device on demand', async () => {
@@ -144,6 +191,20 @@ try {
     await need('progress pi-berlin-1 4500000');
     await page.waitForSelector('#pull-progress[data-percent="90"]');
     await shot(page, 'device-pulling-desktop');
+  });
+
+  await step('an app is deployed to this one device from its page', async () => {
+    await page.click('#deploy-app');
+    await page.fill('#deploy-compose', 'services: [not, a, map');
+    await page.click('#deploy-form button[type=submit]');
+    await page.waitForSelector('#deploy-form .error');
+    await page.fill('#deploy-compose', APP_V1);
+    await page.click('#deploy-form button[type=submit]');
+    await page.waitForSelector('#toast:has-text("sent to pi-berlin-1")');
+    // APP_V1 has web alone: the simulated device applies it and reports.
+    await page.waitForSelector('#services tr[data-service="web"]');
+    await page.waitForFunction(() => !document.querySelector('#services tr[data-service="worker"]'), null, { timeout: 30_000 });
+    await shot(page, 'device-deployed-desktop');
   });
 
   await step('the images page lists the pushed versions', async () => {

@@ -209,4 +209,37 @@ fn an_app_gets_its_networks_names_ports_and_isolation() {
         inside.unwrap().contains(PAGE),
         "127.0.0.1:8081 on the device"
     );
+
+    // `coracle top` names each service and counts the traffic of its own namespace: the
+    // pages this test fetched through the published port went out of `web`.
+    for _ in 0..30 {
+        http_get(host.addr, 8080, "/").unwrap();
+    }
+    wait_until(
+        "coracle top to show web's traffic",
+        Duration::from_secs(60),
+        || {
+            let text = controller
+                .cli(&["top", "pi-net", "--json"])
+                .map_err(|e| format!("{e:#}"))?;
+            let rows: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let rows = rows.as_array().ok_or_else(|| text.clone())?;
+            let mut names: Vec<&str> = rows.iter().filter_map(|r| r["service"].as_str()).collect();
+            names.sort_unstable();
+            let web = rows.iter().find(|r| r["service"] == "web");
+            let sent = web.and_then(|w| w["net_tx_kib"].as_u64()).unwrap_or(0);
+            match names == ["api", "db", "lonely", "web"] && sent >= 4 {
+                true => Ok(()),
+                false => Err(text),
+            }
+        },
+    )
+    .unwrap();
+    let table = controller.cli(&["top", "pi-net"]).unwrap();
+    assert!(
+        table.contains("lonely") && table.contains("NET OUT"),
+        "{table}"
+    );
+    let fleet = controller.cli(&["top"]).unwrap();
+    assert!(fleet.contains("pi-net"), "{fleet}");
 }

@@ -46,6 +46,9 @@ pub struct ContainerStats {
     /// Cumulative CPU time.
     pub cpu_usage_usec: u64,
     pub memory_bytes: u64,
+    /// Bytes through the container's own network namespace (0 with host networking).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
 }
 
 /// The last lines of a service's log.

@@ -616,10 +616,16 @@ impl ContainerEngine for LinuxEngine {
                 .find_map(|f| fs::read_to_string(f).ok())
                 .and_then(|t| crate::health::cgroup::memory_bytes(&t))
                 .unwrap_or(0);
+            let net = crate::health::net_counters::container_net_bytes(
+                std::path::Path::new("/proc"),
+                state.pid,
+            );
             out.push(ContainerStats {
                 service,
                 cpu_usage_usec,
                 memory_bytes,
+                net_rx_bytes: net.rx,
+                net_tx_bytes: net.tx,
             });
         }
         Ok(out)

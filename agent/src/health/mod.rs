@@ -1,10 +1,12 @@
 //! Health: device vitals for `HealthSample` (pure parsers of `/proc` and `/sys` text, tested
 //! on fixtures, and a `VitalsReader` over the real files with every root configurable), and
 //! container health checks (`CheckState`: Docker's interval/retries/start-period rules, pure;
-//! `probe`: TCP and HTTP probes), and cgroup usage parsers for per-container samples.
+//! `probe`: TCP and HTTP probes), cgroup usage parsers and
+//! network-namespace counters for per-container samples.
 
 pub mod cgroup;
 mod check;
+pub mod net_counters;
 mod parse;
 pub mod probe;
 mod reader;

@@ -96,11 +96,11 @@ pub fn reported(
 }
 
 /// Per-container samples, indexed by the services of the committed state; `usage` holds
-/// `(cpu permille, memory KiB)` of the running ones.
+/// what the running ones use.
 pub fn container_samples(
     state: &AgentState,
     tracker: &Tracker,
-    usage: &BTreeMap<ServiceName, (u16, u32)>,
+    usage: &BTreeMap<ServiceName, Usage>,
 ) -> Vec<ContainerSample> {
     let Some(committed) = &state.committed else {
         return Vec::new();
@@ -110,11 +110,13 @@ pub fn container_samples(
         .iter()
         .enumerate()
         .filter_map(|(i, spec)| {
-            let (cpu_permille, mem_kib) = usage.get(&spec.name).copied().unwrap_or_default();
+            let used = usage.get(&spec.name).copied().unwrap_or_default();
             Some(ContainerSample {
                 service: u8::try_from(i).ok()?,
-                cpu_permille,
-                mem_kib,
+                cpu_permille: used.cpu_permille,
+                mem_kib: used.mem_kib,
+                net_rx_kib: used.net_rx_kib,
+                net_tx_kib: used.net_tx_kib,
                 restarts: tracker
                     .total_restarts
                     .get(&spec.name)
@@ -122,6 +124,15 @@ pub fn container_samples(
             })
         })
         .collect()
+}
+
+/// What one running container used, as the health sample carries it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_permille: u16,
+    pub mem_kib: u32,
+    pub net_rx_kib: u64,
+    pub net_tx_kib: u64,
 }
 
 /// The device's conditions: what the runtime could not enforce (deduplicated) and a disk

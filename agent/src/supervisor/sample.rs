@@ -1,10 +1,15 @@
 //! The health sample published every `health_interval`: the device's vitals (free disk
 //! also feeds the `DiskLow` condition and, when it grows, wakes failed actions — a pull
 //! refused for lack of space is retried at once), plus each container's CPU share and
-//! memory from the engine's cumulative readings.
+//! memory from the engine's cumulative readings, and its network counters.
+
+use std::collections::BTreeMap;
+
+use coracle_proto::ServiceName;
 
 use super::{blocking, report, ContainerStats, Supervisor};
 use crate::health::cgroup;
+use report::Usage;
 
 /// Free disk growing by more than this between two health samples retries failed actions.
 const FREED_MIB: u32 = 1;
@@ -30,17 +35,15 @@ impl Supervisor {
             }
         };
         sample.containers = report::container_samples(&self.state, &self.tracker, &usage);
+        sample.generation = self.state.committed_generation();
         self.transport.publish_health(&sample);
     }
 
-    /// `(cpu permille, memory KiB)` per container from cumulative readings.
-    fn usage_since_last(
-        &mut self,
-        stats: Vec<ContainerStats>,
-    ) -> std::collections::BTreeMap<coracle_proto::ServiceName, (u16, u32)> {
+    /// What each container used, its CPU share from cumulative readings.
+    fn usage_since_last(&mut self, stats: Vec<ContainerStats>) -> BTreeMap<ServiceName, Usage> {
         let now_usec = self.now_ms().saturating_mul(1000);
-        let mut usage = std::collections::BTreeMap::new();
-        let mut seen = std::collections::BTreeMap::new();
+        let mut usage = BTreeMap::new();
+        let mut seen = BTreeMap::new();
         for s in stats {
             let cpu = match self.last_cpu.get(&s.service) {
                 Some(&(used, at)) if s.cpu_usage_usec >= used => {
@@ -49,7 +52,15 @@ impl Supervisor {
                 _ => 0, // first reading, or a restarted container
             };
             let mem_kib = u32::try_from(s.memory_bytes / 1024).unwrap_or(u32::MAX);
-            usage.insert(s.service.clone(), (cpu, mem_kib));
+            usage.insert(
+                s.service.clone(),
+                Usage {
+                    cpu_permille: cpu,
+                    mem_kib,
+                    net_rx_kib: s.net_rx_bytes / 1024,
+                    net_tx_kib: s.net_tx_bytes / 1024,
+                },
+            );
             seen.insert(s.service, (s.cpu_usage_usec, now_usec));
         }
         self.last_cpu = seen;

@@ -235,6 +235,8 @@ impl ContainerEngine for FakeEngine {
                 service: c.service.clone(),
                 cpu_usage_usec: tick * 10_000,
                 memory_bytes: 12 << 20,
+                net_rx_bytes: tick * 4096,
+                net_tx_bytes: tick * 1024,
             })
             .collect())
     }

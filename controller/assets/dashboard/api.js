@@ -46,4 +46,5 @@ export async function request(path, { method = 'GET', body } = {}) {
 export const api = {
   get: (path) => request('/api/v1' + path),
   post: (path, body) => request('/api/v1' + path, { method: 'POST', body: body ?? {} }),
+  patch: (path, body) => request('/api/v1' + path, { method: 'PATCH', body: body ?? {} }),
 };

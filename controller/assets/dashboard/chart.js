@@ -1,6 +1,8 @@
 // Small line charts as inline SVG: one series over time, its range on the y axis and the
 // first/last time on the x axis. Drawn from scratch; no library.
 
+import { h } from './dom.js';
+
 const SVG = 'http://www.w3.org/2000/svg';
 const W = 320;
 const H = 120;
@@ -51,4 +53,10 @@ export function lineChart({ points, fmt, min = 0, max, minSpan = 1, label }) {
     svg.append(s('text', { x: (PAD.left + W) / 2, y: PAD.top + 14, 'text-anchor': 'middle', class: 'hint' }, 'one point a minute: the line follows'));
   }
   return svg;
+}
+
+// A chart in a card: its title, the value now, and the chart.
+export function chartCard(title, now, chart, attrs = {}) {
+  return h('div', { class: 'card chart-card', ...attrs },
+    h('div', { class: 'chart-head' }, h('h3', {}, title), h('span', { class: 'now' }, now)), chart);
 }

@@ -4,7 +4,9 @@
 import { api } from './api.js';
 import { h, mount, badge, errorBox, toast } from './dom.js';
 import { ago, bytes, clock, cpu, duration, kib, mib, temp, words, shortDigest } from './format.js';
-import { lineChart } from './chart.js';
+import { lineChart, chartCard as card } from './chart.js';
+import { serviceCharts } from './service_charts.js';
+import { deviceActions } from './device_actions.js';
 import { onFleetEvent } from './app.js';
 
 function variant(value) {
@@ -72,8 +74,6 @@ function stateBadge(state) {
 
 function charts(points) {
   const series = (fn) => points.map((p) => ({ t: p.bucket_unix, v: fn(p.sample) }));
-  const card = (title, now, chart) => h('div', { class: 'card chart-card' },
-    h('div', { class: 'chart-head' }, h('h3', {}, title), h('span', { class: 'now' }, now)), chart);
   const last = points.length ? points[points.length - 1].sample : null;
   const memPct = (s) => (s.mem_total_kib ? (100 * s.mem_used_kib) / s.mem_total_kib : 0);
   const diskPct = (s) => (s.disk_total_mib ? (100 * (s.disk_total_mib - s.disk_free_mib)) / s.disk_total_mib : 0);
@@ -158,12 +158,15 @@ export async function devicePage(view, id) {
   }
 
   const body = h('div');
+  let actions = null;
   async function load() {
     const [detail, health, events] = await Promise.all([
       api.get(`/devices/${id}`), api.get(`/devices/${id}/health`), api.get(`/devices/${id}/events?limit=50`),
     ]);
     const d = detail.device;
     const r = detail.reported;
+    // Kept across refreshes so an open form is not wiped by a health sample.
+    actions ??= deviceActions(id, d.tags, () => load().catch(() => {}));
     const last = health.length ? health[health.length - 1].sample : null;
     const facts = [
       ['Presence', h('span', { class: `presence ${d.online ? 'on' : 'off'}` }, d.online ? 'online' : 'offline')],
@@ -183,11 +186,13 @@ export async function devicePage(view, id) {
     mount(body,
       h('div', { class: 'page-head' }, h('a', { href: '#/fleet', class: 'back' }, '← Fleet'), h('h1', {}, d.id)),
       h('dl', { class: 'facts card' }, facts.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v)))),
+      actions,
       conditions,
       h('section', {}, h('h2', {}, 'Services'), h('div', { class: 'card flush' }, servicesTable(detail))),
       logsPanel,
       h('section', {}, h('h2', {}, 'Vitals'),
         h('p', { class: 'muted small' }, 'One point per minute, last 24 hours.'), charts(health)),
+      serviceCharts(health),
       h('section', {}, h('h2', {}, 'Events'), h('div', { class: 'card' }, eventsList(events))));
   }
 

@@ -5,6 +5,7 @@ import { api } from './api.js';
 import { h, mount, badge, errorBox } from './dom.js';
 import { ago, cpu, kib, mib, percent, temp } from './format.js';
 import { onFleetEvent } from './app.js';
+import { enrolPanel } from './enrol.js';
 
 const STATES = ['all', 'online', 'offline', 'healthy', 'unhealthy', 'updating', 'rolled_back', 'failed', 'idle', 'new'];
 
@@ -85,7 +86,7 @@ export async function fleetPage(view) {
     mount(body, shown.length
       ? shown.map(rowFor)
       : h('tr', {}, h('td', { colspan: 10, class: 'empty' },
-        rows.length ? 'No device matches these filters.' : 'No devices yet. Enrol one with `coracle device add NAME`.')));
+        rows.length ? 'No device matches these filters.' : 'No devices yet. Enrol one here or with `coracle device add NAME`.')));
   }
 
   let timer = null;
@@ -105,9 +106,11 @@ export async function fleetPage(view) {
   for (const el of [state, tag]) el.addEventListener('change', render);
   search.addEventListener('input', render);
 
+  const enrol = enrolPanel(() => refresh());
   const headers = ['Device', 'Presence', 'Status', 'Generation', 'App', 'CPU', 'Memory', 'Disk', 'Temp', 'Last seen'];
   mount(view,
-    h('div', { class: 'page-head' }, h('h1', {}, 'Fleet'), summary),
+    h('div', { class: 'page-head' }, h('h1', {}, 'Fleet'), summary, enrol.open),
+    enrol.panel,
     h('div', { class: 'filters' }, state, tag, search),
     problem,
     h('div', { class: 'card flush' },

@@ -29,6 +29,10 @@ pub struct AddDeviceRequest {
 pub struct AddDeviceResponse {
     pub device: DeviceRecord,
     pub bootstrap: Bootstrap,
+    /// The bootstrap file as the agent reads it (TOML), for clients that only save it
+    /// (the dashboard's download).
+    #[serde(default)]
+    pub bootstrap_toml: String,
 }
 
 /// `PATCH /api/v1/devices/{id}/tags`.
@@ -76,9 +80,16 @@ pub async fn add(
     let bootstrap = state.fleet.add_device(id.clone(), request.tags).await?;
     let device = state.fleet.store.device(&id)?;
     super::audit::record(&state, &caller, "device.add", id.as_str(), "");
+    let bootstrap_toml = toml::to_string(&bootstrap).map_err(|err| ApiError::Internal {
+        what: format!("encode the bootstrap file: {err}"),
+    })?;
     Ok((
         StatusCode::CREATED,
-        Json(AddDeviceResponse { device, bootstrap }),
+        Json(AddDeviceResponse {
+            device,
+            bootstrap,
+            bootstrap_toml,
+        }),
     ))
 }
 
@@ -181,11 +192,21 @@ pub async fn events(
     Ok(Json(state.fleet.store.events(&id, limit)?))
 }
 
+/// `?points=` of the health endpoint: only the newest points (default: all kept).
+#[derive(Debug, Deserialize)]
+pub struct HealthQuery {
+    pub points: Option<u32>,
+}
+
 pub async fn health(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<HealthQuery>,
 ) -> Result<Json<Vec<HealthPoint>>, ApiError> {
     let id = device_id(&id)?;
     state.fleet.store.device(&id)?;
-    Ok(Json(state.fleet.store.health_history(&id)?))
+    let points = query
+        .points
+        .map_or(crate::store::HEALTH_POINTS_KEPT, i64::from);
+    Ok(Json(state.fleet.store.latest_health_points(&id, points)?))
 }

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/events/stream", get(stream::fleet_events))
         .route("/fleet", get(overview::fleet))
+        .route("/metrics", get(device_metrics))
         .route("/images", get(images::list))
         .route("/images/deltas/plan", post(images::plan_deltas))
         .route("/devices/{id}/services/{svc}/logs", get(commands::logs))
@@ -106,6 +107,19 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
         &state.counters,
         &state.registry.delta_metrics(),
     )?)
+}
+
+/// Per-device gauges for Prometheus (a scrape job with this API's bearer token).
+async fn device_metrics(State(state): State<AppState>) -> Result<String, ApiError> {
+    let store = state.fleet.store.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        crate::device_metrics::render(&store, crate::device_metrics::DEVICE_SERIES_CAP)
+    })
+    .await
+    .map_err(|err| ApiError::Internal {
+        what: format!("render device metrics: {err}"),
+    })??;
+    Ok(text)
 }
 
 async fn not_found() -> ApiError {

@@ -11,7 +11,7 @@ use coracle_proto::{
     ContainerState, DesiredState, Health, HealthSample, ImageRef, ReportedState, Signed,
     UpdateStatus,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::images::TagIndex;
@@ -19,7 +19,7 @@ use super::AppState;
 use crate::store::DeviceRecord;
 
 /// What a device is doing, in one word for the fleet table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FleetStatus {
     /// Enrolled, never reported.
@@ -34,7 +34,7 @@ pub enum FleetStatus {
 }
 
 /// One service, as the table shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceSummary {
     pub name: String,
     pub state: ContainerState,
@@ -43,7 +43,7 @@ pub struct ServiceSummary {
 }
 
 /// One row of the fleet table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FleetRow {
     #[serde(flatten)]
     pub device: DeviceRecord,

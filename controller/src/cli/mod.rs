@@ -20,6 +20,7 @@ mod rollout;
 mod serve;
 mod service;
 mod token;
+mod top;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,8 @@ pub enum Command {
     Logs(service::LogsArgs),
     /// Restart a service on a device.
     Restart(service::RestartArgs),
+    /// What the fleet (busiest first) or one device's services use now.
+    Top(top::TopArgs),
     /// Write a backup of the controller (database, keys, images) while it serves.
     Backup(backup::BackupArgs),
     /// Restore a backup into a new data directory.
@@ -125,6 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(args) => admin::run(args),
         Command::Logs(args) => service::run_logs(args),
         Command::Restart(args) => service::run_restart(args),
+        Command::Top(args) => top::run(args),
         Command::Backup(args) => backup::run_backup(args),
         Command::Restore(args) => backup::run_restore(args),
         Command::Image {

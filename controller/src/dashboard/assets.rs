@@ -36,6 +36,9 @@ pub const FILES: &[Asset] = &[
     asset!("login.js", JS),
     asset!("fleet.js", JS),
     asset!("device.js", JS),
+    asset!("device_actions.js", JS),
+    asset!("service_charts.js", JS),
+    asset!("enrol.js", JS),
     asset!("rollouts.js", JS),
     asset!("images.js", JS),
 ];

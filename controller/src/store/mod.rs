@@ -13,6 +13,7 @@ mod progress;
 mod pull_epochs;
 mod rollouts;
 mod schema;
+mod service_names;
 mod telemetry;
 
 use std::path::{Path, PathBuf};

@@ -28,9 +28,11 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT h.device, h.bucket_unix, h.body FROM health h
-                 JOIN (SELECT device, MAX(bucket_unix) AS newest FROM health GROUP BY device) n
-                   ON n.device = h.device AND n.newest = h.bucket_unix",
+                // One index seek per device for its newest bucket, rather than a scan of
+                // every stored point (24 h of them per device).
+                "SELECT h.device, h.bucket_unix, h.body FROM devices d
+                 JOIN health h ON h.device = d.id AND h.bucket_unix =
+                   (SELECT MAX(bucket_unix) FROM health WHERE device = d.id)",
             )
             .map_err(query("prepare latest health"))?;
         let rows = stmt
@@ -47,15 +49,8 @@ impl Store {
         rows.into_iter()
             .map(|(device, bucket_unix, body)| {
                 let device = parse_device(&device)?;
-                let sample =
-                    serde_json::from_slice(&body).map_err(|_| corrupt(&device, "health body"))?;
-                Ok((
-                    device,
-                    HealthPoint {
-                        bucket_unix,
-                        sample,
-                    },
-                ))
+                let point = super::telemetry::health_point(&device, bucket_unix, &body)?;
+                Ok((device, point))
             })
             .collect()
     }

@@ -4,7 +4,7 @@
 
 use coracle_proto::{DeviceId, Event, HealthSample, ReportedState};
 use rusqlite::params;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{now_unix, query, Store, StoreError};
 
@@ -16,10 +16,49 @@ pub const HEALTH_POINTS_KEPT: i64 = 24 * 60;
 pub const EVENTS_KEPT: i64 = 1000;
 
 /// One point of a device's health chart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthPoint {
     pub bucket_unix: i64,
     pub sample: HealthSample,
+    /// Names of the services `sample.containers` index, resolved when the sample arrived
+    /// (see `service_names`); empty when unknown.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+impl HealthPoint {
+    /// The name of a container sample's service, or `#N` when it is not known.
+    pub fn service_name(&self, index: u8) -> String {
+        self.services
+            .get(usize::from(index))
+            .cloned()
+            .unwrap_or_else(|| format!("#{index}"))
+    }
+}
+
+/// A health row's body: the sample and the names (absent in rows from before names were
+/// kept).
+#[derive(Serialize, Deserialize)]
+struct HealthBody {
+    #[serde(flatten)]
+    sample: HealthSample,
+    #[serde(default)]
+    services: Vec<String>,
+}
+
+/// Decodes a stored health row.
+pub(super) fn health_point(
+    device: &DeviceId,
+    bucket_unix: i64,
+    body: &[u8],
+) -> Result<HealthPoint, StoreError> {
+    let body: HealthBody =
+        serde_json::from_slice(body).map_err(|_| corrupt(device, "health body"))?;
+    Ok(HealthPoint {
+        bucket_unix,
+        sample: body.sample,
+        services: body.services,
+    })
 }
 
 /// An event as stored, with the controller's receive time.
@@ -92,14 +131,23 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// Stores a health sample into its bucket and trims the device's history.
+    /// Stores a health sample into its bucket, with its containers' service names, and
+    /// trims the device's history.
     pub fn add_health(
         &self,
         device: &DeviceId,
         at_unix: i64,
         sample: &HealthSample,
     ) -> Result<bool, StoreError> {
-        let body = serde_json::to_vec(sample).map_err(|_| corrupt(device, "health"))?;
+        let services = match sample.containers.is_empty() {
+            true => Vec::new(),
+            false => self.service_names(device, sample.generation)?,
+        };
+        let body = HealthBody {
+            sample: sample.clone(),
+            services,
+        };
+        let body = serde_json::to_vec(&body).map_err(|_| corrupt(device, "health"))?;
         let bucket = at_unix - at_unix.rem_euclid(HEALTH_BUCKET_SECS);
         let conn = self.conn();
         let changed = conn
@@ -126,26 +174,31 @@ impl Store {
 
     /// The device's health history, oldest first.
     pub fn health_history(&self, device: &DeviceId) -> Result<Vec<HealthPoint>, StoreError> {
+        self.latest_health_points(device, HEALTH_POINTS_KEPT)
+    }
+
+    /// The device's newest `points` health points, oldest first.
+    pub fn latest_health_points(
+        &self,
+        device: &DeviceId,
+        points: i64,
+    ) -> Result<Vec<HealthPoint>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT bucket_unix, body FROM health WHERE device = ?1 ORDER BY bucket_unix")
+            .prepare(
+                "SELECT bucket_unix, body FROM (SELECT bucket_unix, body FROM health
+                 WHERE device = ?1 ORDER BY bucket_unix DESC LIMIT ?2) ORDER BY bucket_unix",
+            )
             .map_err(query("prepare health history"))?;
         let rows = stmt
-            .query_map([device.as_str()], |r| {
+            .query_map(params![device.as_str(), points], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(query("read health history"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(query("read health row"))?;
         rows.into_iter()
-            .map(|(bucket_unix, body)| {
-                let sample =
-                    serde_json::from_slice(&body).map_err(|_| corrupt(device, "health body"))?;
-                Ok(HealthPoint {
-                    bucket_unix,
-                    sample,
-                })
-            })
+            .map(|(bucket_unix, body)| health_point(device, bucket_unix, &body))
             .collect()
     }
 
@@ -245,6 +298,34 @@ mod tests {
             store.health_history(&id).unwrap().len() as i64,
             HEALTH_POINTS_KEPT
         );
+    }
+
+    #[test]
+    fn samples_keep_their_service_names_and_old_rows_still_read() {
+        let (store, id) = store_with("pi-1");
+        let mut report = coracle_proto::samples::reported_state(2);
+        report.device = id.clone();
+        store.put_reported(&report).unwrap();
+        let mut sample = coracle_proto::samples::health_sample();
+        sample.generation = report.applied;
+        store.add_health(&id, 600, &sample).unwrap();
+        let point = &store.health_history(&id).unwrap()[0];
+        assert_eq!(point.sample, sample);
+        assert_eq!(point.service_name(1), report.services[1].name.to_string());
+        assert_eq!(point.service_name(7), "#7");
+
+        // A row stored before names were kept is the bare sample's JSON.
+        let old = serde_json::to_vec(&HealthSample::default()).unwrap();
+        store
+            .conn()
+            .execute(
+                "INSERT INTO health (device, bucket_unix, body) VALUES (?1, 1200, ?2)",
+                params![id.as_str(), old],
+            )
+            .unwrap();
+        let points = store.health_history(&id).unwrap();
+        assert_eq!(points[1].sample, HealthSample::default());
+        assert!(points[1].services.is_empty());
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! rollback, as a real agent would.
 
 use coracle_proto::{
-    decode, encode, Command, CommandOutcome, CommandReply, CommandRequest, ContainerState,
-    DesiredState, DeviceId, Event, EventKind, Generation, Health, HealthSample, ReportedState,
-    ServiceStatus, Signed, TopicKind, UpdateStatus, VerifyingKey,
+    decode, encode, Command, CommandOutcome, CommandReply, CommandRequest, ContainerSample,
+    ContainerState, DesiredState, DeviceId, Event, EventKind, Generation, Health, HealthSample,
+    ReportedState, ServiceStatus, Signed, TopicKind, UpdateStatus, VerifyingKey,
 };
 
 /// A message the device sends in reaction to something.
@@ -235,6 +235,21 @@ impl SimDevice {
         out
     }
 
+    /// Plausible vitals of each applied service (by its index, as an agent sends them).
+    fn container_samples(&self, uptime_s: u32) -> Vec<ContainerSample> {
+        (0u8..)
+            .zip(&self.reported.services)
+            .map(|(service, status)| ContainerSample {
+                service,
+                cpu_permille: 20 + 10 * u16::from(service) + (uptime_s % 15) as u16,
+                mem_kib: 24_000 + 8_000 * u32::from(service),
+                restarts: u16::try_from(status.restart_count).unwrap_or(u16::MAX),
+                net_rx_kib: u64::from(uptime_s) * 3,
+                net_tx_kib: u64::from(uptime_s),
+            })
+            .collect()
+    }
+
     /// A plausible health sample for a Pi 4 running the applied services.
     pub fn health(&self, uptime_s: u32) -> Outgoing {
         let sample = HealthSample {
@@ -246,7 +261,8 @@ impl SimDevice {
             disk_total_mib: 29_800,
             temp_decicelsius: Some(480 + (uptime_s % 30) as i16),
             load1_centi: 25,
-            containers: Vec::new(),
+            containers: self.container_samples(uptime_s),
+            generation: self.applied,
         };
         Outgoing {
             kind: TopicKind::Health,
