@@ -257,7 +257,7 @@ pub async fn plan_deltas(
     crate::registry::check_repository(&request.repository).map_err(|err| ApiError::BadRequest {
         message: err.to_string(),
     })?;
-    state.registry.plan_deltas(&request.repository);
+    state.registry.deltas().plan(&request.repository);
     Ok(Json(serde_json::json!({ "planned": request.repository })))
 }
 

@@ -105,7 +105,7 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
     Ok(crate::metrics::render(
         &state.fleet.store,
         &state.counters,
-        &state.registry.delta_metrics(),
+        &state.registry.deltas().metrics(),
     )?)
 }
 

@@ -6,41 +6,60 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use coracle_images::Digest;
 use sha2::{Digest as _, Sha256};
 
 use super::uploads::SessionLocks;
 use super::{io, RegistryError};
 
-/// A `sha256:<64 hex>` digest, parsed once at the edge.
+/// A `sha256:<64 hex>` digest, parsed once at the edge: its text (as the registry API
+/// spells it) and the parsed [`Digest`] the image library keys things by.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobDigest(String);
+pub struct BlobDigest {
+    text: String,
+    digest: Digest,
+}
 
 impl BlobDigest {
     pub fn parse(text: &str) -> Result<Self, RegistryError> {
-        let hex = text
-            .strip_prefix("sha256:")
-            .ok_or_else(|| RegistryError::DigestInvalid {
-                digest: text.into(),
-            })?;
+        let invalid = || RegistryError::DigestInvalid {
+            digest: text.into(),
+        };
+        let hex = text.strip_prefix("sha256:").ok_or_else(invalid)?;
+        // Lowercase only: the text names a file, and one blob must have one name.
         if hex.len() != 64
             || !hex
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
-            return Err(RegistryError::DigestInvalid {
-                digest: text.into(),
-            });
+            return Err(invalid());
         }
-        Ok(Self(text.to_string()))
+        let digest = text.parse().map_err(|_| invalid())?;
+        Ok(Self {
+            text: text.to_string(),
+            digest,
+        })
     }
     pub fn of(bytes: &[u8]) -> Self {
-        Self(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+        Self::from(Digest::of(bytes))
     }
     pub fn hex(&self) -> &str {
-        &self.0[7..]
+        &self.text[7..]
     }
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+}
+
+impl From<Digest> for BlobDigest {
+    fn from(digest: Digest) -> Self {
+        Self {
+            text: digest.to_string(),
+            digest,
+        }
     }
 }
 
@@ -66,6 +85,11 @@ impl BlobStore {
     }
 
     pub fn path(&self, digest: &BlobDigest) -> PathBuf {
+        self.path_of(&digest.digest())
+    }
+
+    /// The file of the blob `digest`.
+    pub fn path_of(&self, digest: &Digest) -> PathBuf {
         self.blob_dir().join(digest.hex())
     }
 
@@ -76,7 +100,14 @@ impl BlobStore {
 
     /// The blob's size, if present.
     pub fn size(&self, digest: &BlobDigest) -> Option<u64> {
-        std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
+        self.size_of(&digest.digest())
+    }
+
+    /// The size of the blob `digest`, if present.
+    pub fn size_of(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.path_of(digest))
+            .ok()
+            .map(|m| m.len())
     }
 
     /// Removes a blob. Manifests naming it are not checked: deleting blobs is the

@@ -24,9 +24,9 @@ pub(super) async fn serve_delta(
             reason: format!("target {target:?} is not a sha256 diff_id"),
         }
     })?;
-    let have = super::deltas::parse_have(uri.query())?;
-    match registry.delta_for(name, &target, have).await? {
-        Some((digest, _)) => serve_blob(registry, &digest, headers, head).await,
+    let have = super::delta::parse_have(uri.query())?;
+    match registry.deltas.for_request(name, &target, have).await? {
+        Some((digest, _)) => serve_blob(registry, &BlobDigest::from(digest), headers, head).await,
         None => Ok(with_headers(StatusCode::NOT_FOUND, &[], Body::empty())),
     }
 }

@@ -126,15 +126,10 @@ impl Registry {
             .collect())
     }
 
-    /// The delta blobs the stored delta verdicts name (a verdict is a digest or `none …`).
+    /// The delta blobs the stored delta verdicts name.
     fn delta_blobs(&self) -> Result<Vec<BlobDigest>, RegistryError> {
-        let entries = std::fs::read_dir(&self.deltas).map_err(io("list deltas", &self.deltas))?;
-        Ok(entries
-            .filter_map(|e| {
-                let text = std::fs::read_to_string(e.ok()?.path()).ok()?;
-                BlobDigest::parse(text.split_whitespace().next()?).ok()
-            })
-            .collect())
+        let blobs = self.deltas.recorded_blobs()?;
+        Ok(blobs.into_iter().map(BlobDigest::from).collect())
     }
 }
 

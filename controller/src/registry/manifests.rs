@@ -102,7 +102,9 @@ impl Registry {
             crate::datadir::write_public(&tags.join(reference), digest.as_str().as_bytes())
                 .map_err(|err| invalid(err.to_string()))?;
             // A new tag: the background workers encode deltas to it from the tags before it.
-            self.work.plan(name);
+            self.deltas.plan(name);
+        } else {
+            self.deltas.forget(name);
         }
         tracing::info!(
             repository = name,
@@ -162,6 +164,7 @@ impl Registry {
         }
         let path = repo.join("manifests").join(digest.hex());
         let removed = remove_existing(&path, "delete manifest")?;
+        self.deltas.forget(name);
         if removed {
             tracing::info!(
                 repository = name,

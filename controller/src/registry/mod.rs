@@ -13,10 +13,7 @@
 
 mod auth;
 mod blobs;
-mod delta_report;
-mod delta_work;
-mod delta_workers;
-mod deltas;
+mod delta;
 mod device_tokens;
 mod downloads;
 mod error;
@@ -35,27 +32,22 @@ use crate::net::throttle::SharedThrottle;
 
 use crate::access::{AdminToken, TokenLookup};
 pub use blobs::{BlobDigest, BlobStore};
-pub use delta_report::LayerDelta;
-pub use delta_work::{DeltaMetrics, DeltaOutcome, PairState};
-pub use delta_workers::WorkerSettings;
+pub use delta::{
+    DeltaMetrics, DeltaOutcome, Deltas, LayerDelta, PairState, WorkerSettings, DEFAULT_DELTA_WAIT,
+};
 pub use device_tokens::{DeviceGrant, DeviceGrants, PullTokens};
 pub use error::RegistryError;
 pub use gc::GcReport;
 pub use manifests::version_order;
 pub use routes::router;
 
-/// How long a delta request waits for an encode unless configured.
-pub const DEFAULT_DELTA_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-
 /// Registry state shared by the handlers.
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub blobs: BlobStore,
     repos: PathBuf,
-    /// Delta choices per (target, base) pair; the deltas themselves are blobs.
-    deltas: PathBuf,
-    /// In-flight encodes, the background queue and counters, shared by clones.
-    work: Arc<delta_work::DeltaWork>,
+    /// Delta layers: the endpoint, the once-per-pair gate, the background encoders.
+    deltas: Deltas,
     /// The admin token (rotatable; empty for offline CLI use, which matches nothing).
     admin: AdminToken,
     /// Named API tokens: `read` and `deploy` pull, `admin` also pushes and deletes.
@@ -71,8 +63,6 @@ pub struct Registry {
     /// Whether the shared pull token of older bootstraps still reads (logged when used).
     legacy_pull_token: bool,
     legacy_uses: Arc<SharedThrottle>,
-    /// How long a device's delta request waits for its pair's encode.
-    delta_wait: std::time::Duration,
 }
 
 impl Registry {
@@ -85,13 +75,11 @@ impl Registry {
             path: repos.clone(),
             source,
         })?;
-        let deltas = root.join("deltas");
-        std::fs::create_dir_all(&deltas).map_err(io("create deltas dir", &deltas))?;
+        let deltas = Deltas::open(blobs.clone(), repos.clone(), root.join("deltas"))?;
         Ok(Self {
             blobs,
             repos,
             deltas,
-            work: Arc::default(),
             admin,
             api_tokens: None,
             pull_tokens: PullTokens::new(Arc::from("")),
@@ -100,7 +88,6 @@ impl Registry {
             audit: None,
             legacy_pull_token: false,
             legacy_uses: Arc::new(SharedThrottle::new(std::time::Duration::from_secs(300))),
-            delta_wait: DEFAULT_DELTA_WAIT,
         })
     }
 
@@ -131,8 +118,13 @@ impl Registry {
     /// A device's delta request waits at most `wait` for its pair's encode, then the
     /// device is told to pull the full layer (`[deltas] request_wait_s`).
     pub fn with_delta_wait(mut self, wait: std::time::Duration) -> Self {
-        self.delta_wait = wait;
+        self.deltas.set_wait(wait);
         self
+    }
+
+    /// The delta subsystem: `plan` after a change, `metrics`, `pair_state`.
+    pub fn deltas(&self) -> &Deltas {
+        &self.deltas
     }
 
     /// Issues device pull tokens (for bootstrap files).

@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 
-use super::delta_work::{DeltaOutcome, PairState};
-use super::deltas::choose_base;
-use super::Registry;
+use super::catalogue::choose_base;
+use super::{DeltaOutcome, PairState};
+use crate::registry::Registry;
 
 /// One new layer of a tag and its delta from the previous tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,22 +25,23 @@ pub struct LayerDelta {
 impl Registry {
     /// The layers of `tag` that `previous` lacks, each with its delta's state.
     pub fn layer_deltas(&self, repository: &str, tag: &str, previous: &str) -> Vec<LayerDelta> {
+        let deltas = &self.deltas;
         let layers = |t: &str| {
             let (digest, _) = self.resolve(repository, t).ok()?;
-            self.layers_of(&digest)
+            deltas.layers_of(&digest.digest())
         };
         let (Some(current), Some(held)) = (layers(tag), layers(previous)) else {
             return Vec::new();
         };
-        let images = self.image_layers(repository).unwrap_or_default();
+        let images = deltas.catalogue(repository).unwrap_or_default();
         let have: Vec<_> = held.iter().map(|l| l.diff_id).collect();
         current
             .iter()
             .filter(|l| !have.contains(&l.diff_id))
             .map(|layer| {
                 let mut out = LayerDelta {
-                    layer: layer.blob.as_str().to_string(),
-                    full_bytes: self.blobs.size(&layer.blob).unwrap_or(0),
+                    layer: layer.blob.to_string(),
+                    full_bytes: deltas.blobs.size_of(&layer.blob).unwrap_or(0),
                     state: "no_base",
                     delta_bytes: None,
                     error: None,
@@ -48,7 +49,7 @@ impl Registry {
                 let Some((_, base)) = choose_base(&images, &layer.diff_id, &have) else {
                     return out;
                 };
-                out.state = match self.pair_state(&layer.diff_id, &base.diff_id) {
+                out.state = match deltas.pair_state(&layer.diff_id, &base.diff_id) {
                     PairState::Done(DeltaOutcome::Delta { bytes, .. }) => {
                         out.delta_bytes = Some(bytes);
                         "ready"

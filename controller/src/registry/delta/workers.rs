@@ -3,18 +3,19 @@
 //! from one of the previous tags will ask for, and encode them before anyone asks.
 //!
 //! Steps of a worker thread: lower its own CPU priority (nice 19, this thread only) → take
-//! the next repository to plan or pair to encode from `DeltaWork` → plan: read the
+//! the next repository to plan or pair to encode from the queue → plan: read the
 //! repository's images and queue the pairs of `plan_pairs` → encode: `delta_once`, the same
 //! once-per-pair path a device's request takes, so the two never encode a pair twice → when
 //! idle for `rescan`, plan every repository again (imports written by another process,
-//! pairs left by a restart).
+//! pairs left by a restart). Workers hold a registry clone: planning reads its tags.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use super::delta_work::{pair_key, Caller, DeltaOutcome, Job};
-use super::deltas::{choose_base, LayerRef};
-use super::{Registry, RegistryError};
+use super::catalogue::{plan_pairs, LayerRef};
+use super::gate::Caller;
+use super::queue::{Job, Work};
+use super::{DeltaOutcome, RegistryError};
+use crate::registry::Registry;
 
 /// How the background encoder runs (`[deltas]` in the serve config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,39 +28,12 @@ pub struct WorkerSettings {
     pub rescan: Duration,
 }
 
-/// The pairs to encode ahead: for each of the newest `history` tags (version order), every
-/// layer a device holding one of the `history` tags before it lacks, with the base that
-/// device's request would get (`choose_base` over all of the repository's images).
-pub(super) fn plan_pairs(
-    tagged: &[Vec<LayerRef>],
-    images: &[Vec<LayerRef>],
-    history: usize,
-) -> Vec<(LayerRef, LayerRef)> {
-    let mut seen = HashSet::new();
-    let mut pairs = Vec::new();
-    let first_target = tagged.len().saturating_sub(history).max(1);
-    for i in first_target..tagged.len() {
-        for held in &tagged[i.saturating_sub(history)..i] {
-            let have: Vec<_> = held.iter().map(|l| l.diff_id).collect();
-            for layer in tagged[i].iter().filter(|l| !have.contains(&l.diff_id)) {
-                let Some((target, base)) = choose_base(images, &layer.diff_id, &have) else {
-                    continue;
-                };
-                if seen.insert(pair_key(&target.diff_id, &base.diff_id)) {
-                    pairs.push((target, base));
-                }
-            }
-        }
-    }
-    pairs
-}
-
 impl Registry {
     /// Starts the background encoders (once, from `serve`) and plans every repository.
     pub fn start_delta_workers(&self, settings: WorkerSettings) -> Result<(), RegistryError> {
-        self.remove_stale_scratch();
+        self.deltas.remove_stale_scratch();
         for repository in self.repositories()? {
-            self.work.plan(&repository);
+            self.deltas.queue.plan(&repository);
         }
         for n in 0..settings.workers.max(1) {
             let registry = self.clone();
@@ -68,7 +42,7 @@ impl Registry {
                 .spawn(move || registry.worker_loop(settings))
                 .map_err(|source| RegistryError::Io {
                     step: "start delta worker",
-                    path: self.deltas.clone(),
+                    path: self.deltas.records.clone(),
                     source,
                 })?;
         }
@@ -78,13 +52,13 @@ impl Registry {
     fn worker_loop(&self, settings: WorkerSettings) {
         lower_thread_priority();
         loop {
-            match self.work.next(settings.rescan) {
+            match self.deltas.queue.next(settings.rescan) {
                 None => match self.repositories() {
-                    Ok(repositories) => repositories.iter().for_each(|r| self.work.plan(r)),
+                    Ok(repositories) => repositories.iter().for_each(|r| self.deltas.plan(r)),
                     Err(err) => tracing::warn!(error = %err, "delta rescan failed"),
                 },
-                Some(Ok(repository)) => self.plan_repository(&repository, settings.history),
-                Some(Err(job)) => self.run_job(&job),
+                Some(Work::Plan(repository)) => self.plan_repository(&repository, settings.history),
+                Some(Work::Encode(job)) => self.run_job(&job),
             }
         }
     }
@@ -97,19 +71,19 @@ impl Registry {
                 return;
             }
         };
-        let images = self.image_layers(repository).unwrap_or_default();
+        let images = self.deltas.catalogue(repository).unwrap_or_default();
         let mut queued = 0;
         for (target, base) in plan_pairs(&tagged, &images, history) {
-            let key = pair_key(&target.diff_id, &base.diff_id);
-            if self.read_record(&key).is_some() {
-                continue;
-            }
             let job = Job {
                 repository: repository.to_string(),
                 target,
                 base,
             };
-            queued += usize::from(self.work.enqueue(job));
+            let key = job.key();
+            if self.deltas.read_record(&key).is_some() || self.deltas.gate.busy_or_failed(&key) {
+                continue;
+            }
+            queued += usize::from(self.deltas.queue.push(job));
         }
         if queued > 0 {
             tracing::info!(repository, queued, "delta jobs queued");
@@ -120,20 +94,23 @@ impl Registry {
     /// manifests, e.g. indexes, are left out).
     fn tagged_images(&self, repository: &str) -> Result<Vec<Vec<LayerRef>>, RegistryError> {
         let mut tags = self.tags(repository)?;
-        tags.sort_by(|a, b| super::version_order(a, b));
+        tags.sort_by(|a, b| crate::registry::version_order(a, b));
         Ok(tags
             .iter()
             .filter_map(|tag| {
                 let (digest, _) = self.resolve(repository, tag).ok()?;
-                self.layers_of(&digest)
+                self.deltas.layers_of(&digest.digest())
             })
             .collect())
     }
 
     fn run_job(&self, job: &Job) {
         let started = std::time::Instant::now();
-        match self.delta_once(&job.target, &job.base, Caller::Background) {
-            // `encode_delta` logs the verdict (info); this adds the worker's view.
+        match self
+            .deltas
+            .delta_once(&job.target, &job.base, Caller::Background)
+        {
+            // `encode` logs the verdict (info); this adds the worker's view.
             Ok(DeltaOutcome::Delta { bytes, .. }) => tracing::debug!(
                 repository = %job.repository, target = %job.target.diff_id,
                 base = %job.base.diff_id, delta_bytes = bytes,
@@ -144,18 +121,6 @@ impl Registry {
             Err(err) => tracing::warn!(
                 repository = %job.repository, target = %job.target.diff_id,
                 base = %job.base.diff_id, error = %err, "background delta failed"),
-        }
-    }
-
-    /// Scratch dirs of encodes a killed controller left behind.
-    fn remove_stale_scratch(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.deltas) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".work-") {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
         }
     }
 }
@@ -170,40 +135,5 @@ fn lower_thread_priority() {
     };
     if result != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "delta worker keeps its priority");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::BlobDigest;
-
-    fn layer(n: u8) -> LayerRef {
-        let hex = format!("{n:02x}").repeat(32);
-        LayerRef {
-            blob: BlobDigest::parse(&format!("sha256:{hex}")).unwrap(),
-            diff_id: format!("sha256:{hex}").parse().unwrap(),
-        }
-    }
-
-    fn keys(pairs: &[(LayerRef, LayerRef)]) -> Vec<(u8, u8)> {
-        let n = |l: &LayerRef| u8::from_str_radix(&l.diff_id.hex()[..2], 16).unwrap();
-        pairs.iter().map(|(t, b)| (n(t), n(b))).collect()
-    }
-
-    #[test]
-    fn plan_encodes_new_layers_from_the_previous_tags_at_the_same_position() {
-        // Shared base layer 1; the app layer changes 2 → 3 → 4.
-        let v1 = vec![layer(1), layer(2)];
-        let v2 = vec![layer(1), layer(3)];
-        let v3 = vec![layer(1), layer(4)];
-        let images = vec![v1.clone(), v2.clone(), v3.clone()];
-        let tagged = vec![v1, v2, v3];
-        assert_eq!(
-            keys(&plan_pairs(&tagged, &images, 2)),
-            [(3, 2), (4, 2), (4, 3)]
-        );
-        assert_eq!(keys(&plan_pairs(&tagged, &images, 1)), [(4, 3)]);
-        assert!(plan_pairs(&tagged[..1], &images, 3).is_empty());
     }
 }
