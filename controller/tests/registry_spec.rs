@@ -268,3 +268,28 @@ fn an_index_naming_missing_manifests_is_refused() {
     );
     assert_eq!(registry.get("/v2/app/manifests/multi").status, 200);
 }
+
+#[test]
+fn a_tag_that_cannot_be_stored_is_a_storage_error_not_a_bad_manifest() {
+    let controller = Controller::start();
+    let registry = RegistryClient::new(&controller);
+    let (manifest, _) = registry.push_image("b", "1", b"{}", json!({}));
+    // The nested repository `b/tags/v2` is a directory where `b`'s tag `v2` would be stored.
+    registry.push_image("b/tags/v2", "1", b"{\"z\":1}", json!({}));
+    let answer = registry.put_manifest("b", "v2", MANIFEST_TYPE, &manifest);
+    assert_eq!(
+        answer.status,
+        500,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.error_code(), "UNKNOWN");
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(
+        text.contains("registry storage failed: store tag"),
+        "{text}"
+    );
+    // What was stored stays readable.
+    assert_eq!(registry.get("/v2/b/tags/list").json()["tags"], json!(["1"]));
+    assert_eq!(registry.get("/v2/b/manifests/1").status, 200);
+}

@@ -1,7 +1,6 @@
 //! `VitalsReader`: reads the real `/proc`, `/sys/class/thermal` and `statvfs` of the data
 //! dir into a `HealthSample` (without per-container samples, which the supervisor adds).
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +11,6 @@ use super::parse::{cpu_times, load1_centi, meminfo_kib, thermal_decicelsius, upt
 /// Why disk figures could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum VitalsError {
-    #[error("path {path} contains a NUL byte")]
-    PathNul { path: PathBuf },
     #[error("statvfs of {path} failed")]
     Statvfs {
         path: PathBuf,
@@ -111,25 +108,12 @@ impl VitalsReader {
 
 /// `(free, total)` MiB of the filesystem holding `path` (free as available to non-root).
 pub fn disk_mib(path: &Path) -> Result<(u32, u32), VitalsError> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| VitalsError::PathNul {
+    let space = coracle_images::store::disk_space(path).map_err(|source| VitalsError::Statvfs {
         path: path.to_path_buf(),
+        source,
     })?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_path` is a NUL-terminated string that outlives the call and `stat` is a
-    // valid, writable statvfs.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
-    if rc != 0 {
-        return Err(VitalsError::Statvfs {
-            path: path.to_path_buf(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let mib = |blocks: u64| {
-        let bytes = u128::from(blocks) * u128::from(stat.f_frsize as u64);
-        u32::try_from(bytes >> 20).unwrap_or(u32::MAX)
-    };
-    Ok((mib(stat.f_bavail as u64), mib(stat.f_blocks as u64)))
+    let mib = |bytes: u64| u32::try_from(bytes >> 20).unwrap_or(u32::MAX);
+    Ok((mib(space.available), mib(space.total)))
 }
 
 #[cfg(test)]

@@ -96,11 +96,17 @@ impl Registry {
                 .await
                 .map_err(io("create repository dir", dir))?;
         }
-        crate::datadir::write_public(&manifests.join(digest.hex()), content_type.as_bytes())
-            .map_err(|err| invalid(err.to_string()))?;
+        write_entry(
+            &manifests.join(digest.hex()),
+            content_type.as_bytes(),
+            "store manifest",
+        )?;
         if !is_digest {
-            crate::datadir::write_public(&tags.join(reference), digest.as_str().as_bytes())
-                .map_err(|err| invalid(err.to_string()))?;
+            write_entry(
+                &tags.join(reference),
+                digest.as_str().as_bytes(),
+                "store tag",
+            )?;
             // A new tag: the background workers encode deltas to it from the tags before it.
             self.deltas.plan(name);
         } else {
@@ -195,6 +201,16 @@ fn descriptor_digest(descriptor: &serde_json::Value) -> Result<BlobDigest, Regis
             reason: "descriptor without digest".into(),
         })?;
     BlobDigest::parse(digest)
+}
+
+/// Writes a repository entry (a manifest's media type, a tag's digest) atomically; a failure
+/// is the server's storage (507 when the disk is full), never the client's manifest.
+fn write_entry(
+    path: &std::path::Path,
+    contents: &[u8],
+    step: &'static str,
+) -> Result<(), RegistryError> {
+    coracle_images::store::write_atomic_with_mode(path, contents, 0o644).map_err(io(step, path))
 }
 
 /// Removes a file; `false` when it was not there.

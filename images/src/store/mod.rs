@@ -28,7 +28,7 @@ use tracing::{info, warn};
 pub use atomic::{write_atomic, write_atomic_with_mode};
 pub use gc::GcReport;
 pub use partial::{plan_resume, PartialDownload, PartialError, RangeReply, ResumeAction};
-pub use space::{available_bytes, estimate_unpacked, pull_space_needed};
+pub use space::{available_bytes, disk_space, estimate_unpacked, pull_space_needed, DiskSpace};
 
 use crate::codec;
 use crate::digest::{Digest, HashingReader};

@@ -5,21 +5,29 @@ use std::path::Path;
 
 use crate::media_type::Compression;
 
+/// The size of the filesystem holding a path and what an unprivileged writer may still use
+/// of it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub available: u64,
+    pub total: u64,
+}
+
+/// The space of the filesystem holding `path` (statvfs).
+pub fn disk_space(path: &Path) -> io::Result<DiskSpace> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    // The block counts are 32 bits on 32-bit ARM glibc, 64 bits elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let bytes = |blocks| u64::from(blocks).saturating_mul(u64::from(stat.fragment_size()));
+    Ok(DiskSpace {
+        available: bytes(stat.blocks_available()),
+        total: bytes(stat.blocks()),
+    })
+}
+
 /// Bytes available to an unprivileged writer on the filesystem holding `path`.
 pub fn available_bytes(path: &Path) -> io::Result<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `stat` is a valid, writable statvfs; both outlive the call.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut stat) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // Both are 32 bits on 32-bit ARM glibc, 64 bits elsewhere.
-    #[allow(clippy::useless_conversion)]
-    let (blocks, block_size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
-    Ok(blocks.saturating_mul(block_size))
+    disk_space(path).map(|space| space.available)
 }
 
 /// Disk a pull of these missing layers (blob size, compression) needs at its peak: every
