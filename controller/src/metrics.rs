@@ -29,6 +29,7 @@ pub fn render(
     store: &Store,
     counters: &IngestCounters,
     deltas: &DeltaMetrics,
+    rollout_passes: u64,
 ) -> Result<String, StoreError> {
     let devices = store.list_devices()?;
     let online = devices.iter().filter(|d| d.online).count();
@@ -62,6 +63,12 @@ pub fn render(
         "counter",
         "Device messages dropped as malformed or unstorable.",
         counters.dropped.load(Ordering::Relaxed),
+    );
+    metric(
+        "coracle_rollout_driver_passes_total",
+        "counter",
+        "Evaluations of every active rollout by the driver (about one a second, and on reports).",
+        rollout_passes,
     );
     render_deltas(&mut out, deltas);
     Ok(out)
@@ -145,7 +152,8 @@ mod tests {
             requests_cached: 2,
             ..DeltaMetrics::default()
         };
-        let text = render(&store, &counters, &deltas).unwrap();
+        let text = render(&store, &counters, &deltas, 12).unwrap();
+        assert!(text.contains("coracle_rollout_driver_passes_total 12\n"));
         assert!(text.contains("coracle_registry_deltas_encoded_total 3\n"));
         assert!(text.contains("coracle_registry_delta_requests_total{served=\"cache\"} 2\n"));
         assert!(text.contains("coracle_devices 0\n"));

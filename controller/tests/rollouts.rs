@@ -131,6 +131,31 @@ async fn wait_for<T: Send + 'static>(
     }
 }
 
+/// Waits until the driver has evaluated every active rollout `passes` more times: it had
+/// every chance to act, so what it left alone it left alone on purpose.
+async fn after_driver_passes(controller: &Controller, passes: u64) {
+    let addr = controller.api;
+    let start = blocking(move || driver_passes_at(addr)).await;
+    wait_for("the rollout driver's passes", move || {
+        (driver_passes_at(addr) >= start + passes).then_some(())
+    })
+    .await;
+}
+
+/// The rollout driver's passes so far, from `/metrics`.
+fn driver_passes_at(addr: std::net::SocketAddr) -> u64 {
+    let text = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("coracle_rollout_driver_passes_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no driver passes in /metrics:\n{text}"))
+}
+
 fn device(api: &ApiClient, id: &DeviceId) -> DeviceDetail {
     api.get("show device", &format!("/devices/{id}")).unwrap()
 }
@@ -321,8 +346,8 @@ async fn broken_version_pauses_after_the_first_wave_and_rolls_back() {
     assert!(reason.contains("rolled back generation 2"), "{reason}");
     assert!(paused.reason.unwrap().contains("failure threshold"));
 
-    // Paused: nobody outside wave 1 gets generation 2, not even a few ticks later.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Paused: nobody outside wave 1 gets generation 2, not even three driver passes later.
+    after_driver_passes(&controller, 3).await;
     let still = rollout(&api, v2.id);
     assert_eq!(still.phase, RolloutPhase::Paused);
     for (i, boot) in boots.iter().enumerate().skip(1) {
@@ -726,7 +751,7 @@ async fn pause_resume_and_abort_move_only_where_allowed() {
         (rollout(&api2, id).devices[0].status == DeviceStatus::Healthy).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    after_driver_passes(&controller, 3).await;
     let held = rollout(&api, first.id);
     assert_eq!(held.phase, RolloutPhase::Paused);
     assert!(held.devices[1..]
@@ -761,7 +786,7 @@ async fn pause_resume_and_abort_move_only_where_allowed() {
     assert_eq!(aborted.phase, RolloutPhase::Aborted);
     let err = command(&api, second.id, "resume").unwrap_err();
     assert!(format!("{err:#}").contains("only a paused rollout can be resumed"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    after_driver_passes(&controller, 3).await;
     let left = rollout(&api, second.id);
     assert_eq!(left.phase, RolloutPhase::Aborted);
     assert!(left.devices[1..]

@@ -106,6 +106,7 @@ async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {
         &state.fleet.store,
         &state.counters,
         &state.registry.deltas().metrics(),
+        state.rollouts.passes(),
     )?)
 }
 

@@ -40,6 +40,9 @@ pub struct Rollouts {
     events: broadcast::Sender<Ingested>,
     wake: Arc<Notify>,
     pub(super) lock: Arc<Mutex<()>>,
+    /// Evaluations of every active rollout since start (`/metrics`): a test that something
+    /// did not happen waits for passes, not for time.
+    passes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Rollouts {
@@ -50,7 +53,13 @@ impl Rollouts {
             events,
             wake: Arc::new(Notify::new()),
             lock: Arc::new(Mutex::new(())),
+            passes: Arc::default(),
         }
+    }
+
+    /// How many times the driver has evaluated every active rollout.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks the driver task to evaluate now.
@@ -126,6 +135,8 @@ impl Rollouts {
                 },
             }
             self.step_all().await;
+            self.passes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
