@@ -11,6 +11,7 @@
 //! (`networks`, `ports`, `resolv`). Every error names the service, the field and the line.
 
 mod context;
+mod depends;
 mod document;
 mod dotenv;
 mod env_file;
@@ -36,16 +37,13 @@ mod tmpfs;
 mod tuning;
 mod units;
 
-use coracle_proto::{
-    Dependency, DependencyCondition, DesiredState, DeviceId, ImageRef, RestartPolicy, ServiceName,
-    ServiceSpec,
-};
+use coracle_proto::{DesiredState, DeviceId, ImageRef, RestartPolicy, ServiceName, ServiceSpec};
 
 pub use context::ComposeContext;
 pub use document::{load, Loaded};
 pub use env_file::EnvFileRef;
 pub use model::{ComposeFile, ComposeService};
-use model::{DependsOn, Environment, StringOrList, VolumeEntry};
+use model::{Environment, StringOrList, VolumeEntry};
 pub use seccomp::{profile_paths, ProfileFiles};
 
 /// Why an app file was refused.
@@ -219,21 +217,7 @@ fn to_spec(
     spec.cap_drop = s.cap_drop.clone();
     spec.seccomp = seccomp::policy(&s.security_opt, profiles).map_err(|e| ("security_opt", e))?;
     spec.lifecycle = lifecycle::lifecycle(s)?;
-    spec.restart = match s.restart.as_deref() {
-        None | Some("no") => RestartPolicy::No,
-        Some("always") => RestartPolicy::Always,
-        Some("unless-stopped") => RestartPolicy::UnlessStopped,
-        Some("on-failure") => RestartPolicy::OnFailure { max_retries: 0 },
-        Some(other) => match other.strip_prefix("on-failure:").map(str::parse) {
-            Some(Ok(max_retries)) => RestartPolicy::OnFailure { max_retries },
-            _ => {
-                return Err((
-                    "restart",
-                    format!("{other:?} is not no, always, unless-stopped or on-failure[:N]"),
-                ))
-            }
-        },
-    };
+    spec.restart = restart_policy(s.restart.as_deref())?;
     spec.network = networks::mode(s)?;
     spec.resources = resources::resources(s)?;
     spec.tuning = tuning::tuning(s)?;
@@ -247,6 +231,41 @@ fn to_spec(
     if let Some(labels) = &s.labels {
         labels::pairs(labels).map_err(|e| ("labels", e))?;
     }
+    volumes(s, &mut spec)?;
+    spec.devices = s
+        .devices
+        .iter()
+        .map(|d| mounts::device(d))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ("devices", e))?;
+    // After the network, volumes and devices it depends on.
+    spec.update.order = lifecycle::update_order(s, &spec)?;
+    health_check(s, &mut spec)?;
+    spec.depends_on = depends::dependencies(s, all)?;
+    Ok(spec)
+}
+
+/// `restart:` as Docker spells it.
+fn restart_policy(restart: Option<&str>) -> FieldResult<RestartPolicy> {
+    Ok(match restart {
+        None | Some("no") => RestartPolicy::No,
+        Some("always") => RestartPolicy::Always,
+        Some("unless-stopped") => RestartPolicy::UnlessStopped,
+        Some("on-failure") => RestartPolicy::OnFailure { max_retries: 0 },
+        Some(other) => match other.strip_prefix("on-failure:").map(str::parse) {
+            Some(Ok(max_retries)) => RestartPolicy::OnFailure { max_retries },
+            _ => {
+                return Err((
+                    "restart",
+                    format!("{other:?} is not no, always, unless-stopped or on-failure[:N]"),
+                ))
+            }
+        },
+    })
+}
+
+/// `volumes:`, short and long entries (a long `tmpfs` entry becomes a tmpfs tuning).
+fn volumes(s: &ComposeService, spec: &mut ServiceSpec) -> FieldResult<()> {
     for entry in &s.volumes {
         match entry {
             VolumeEntry::Short(text) => {
@@ -264,14 +283,11 @@ fn to_spec(
             }
         }
     }
-    spec.devices = s
-        .devices
-        .iter()
-        .map(|d| mounts::device(d))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ("devices", e))?;
-    // After the network, volumes and devices it depends on.
-    spec.update.order = lifecycle::update_order(s, &spec)?;
+    Ok(())
+}
+
+/// `healthcheck:` and its `start_interval`, which the device keeps as a tuning.
+fn health_check(s: &ComposeService, spec: &mut ServiceSpec) -> FieldResult<()> {
     spec.health = s
         .healthcheck
         .as_ref()
@@ -286,54 +302,7 @@ fn to_spec(
                 .push(coracle_proto::Tuning::HealthStartInterval(ms));
         }
     }
-    if let Some(DependsOn::Map(map)) = &s.depends_on {
-        for (dep, entry) in map {
-            if entry.required == Some(false) {
-                return Err((
-                    "depends_on",
-                    format!(
-                        "{dep}: required: false is {}: optional dependencies",
-                        refused::PREFIX
-                    ),
-                ));
-            }
-            if entry.restart.is_some() {
-                return Err((
-                    "depends_on",
-                    format!(
-                        "{dep}: restart is {}: restarting dependents",
-                        refused::PREFIX
-                    ),
-                ));
-            }
-        }
-    }
-    spec.depends_on = match &s.depends_on {
-        None => Vec::new(),
-        Some(deps) => deps
-            .entries()
-            .into_iter()
-            .map(|(service, condition)| {
-                if !all.contains_key(&service) {
-                    return Err(format!("names unknown service {service:?}"));
-                }
-                let condition = match condition.as_deref() {
-                    None | Some("service_started") => DependencyCondition::Started,
-                    Some("service_healthy") => DependencyCondition::Healthy,
-                    Some("service_completed_successfully") => {
-                        DependencyCondition::CompletedSuccessfully
-                    }
-                    Some(other) => return Err(format!("condition {other:?} is not supported")),
-                };
-                let service = service
-                    .parse()
-                    .map_err(|e: coracle_proto::IdError| e.to_string())?;
-                Ok(Dependency { service, condition })
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| ("depends_on", e))?,
-    };
-    Ok(spec)
+    Ok(())
 }
 
 impl Environment {
@@ -350,18 +319,6 @@ impl Environment {
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .ok_or_else(|| format!("{item:?} must be NAME=VALUE"))
                 })
-                .collect(),
-        }
-    }
-}
-
-impl DependsOn {
-    fn entries(&self) -> Vec<(String, Option<String>)> {
-        match self {
-            DependsOn::List(list) => list.iter().map(|s| (s.clone(), None)).collect(),
-            DependsOn::Map(map) => map
-                .iter()
-                .map(|(k, v)| (k.clone(), v.condition.clone()))
                 .collect(),
         }
     }

@@ -1,5 +1,5 @@
 use super::*;
-use coracle_proto::{HealthProbe, NetworkMode, VolumeSource};
+use coracle_proto::{DependencyCondition, HealthProbe, NetworkMode, VolumeSource};
 
 pub(super) const DIGEST: &str =
     "sha256:0b006957920fba61d4c920e53bcc2df21bb31262640f51225003d09110e6915b";
