@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::AppState;
+use coracle_images::oci::{Descriptor, Index, Manifest};
+
 use crate::registry::{BlobDigest, LayerDelta, Registry};
 
 /// One layer of an image manifest.
@@ -104,67 +106,67 @@ impl<'a> TagIndex<'a> {
 
 pub use crate::registry::version_order;
 
-fn read_manifest(registry: &Registry, digest: &BlobDigest) -> Result<serde_json::Value, String> {
-    let path = registry.blobs.path(digest);
-    let bytes = std::fs::read(&path).map_err(|err| format!("read {}: {err}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|err| format!("manifest is not JSON: {err}"))
+/// A stored manifest, read with the image library's types.
+enum Stored {
+    Image(Manifest),
+    Index(Index),
 }
 
-fn descriptor(value: &serde_json::Value) -> Option<LayerInfo> {
-    Some(LayerInfo {
-        digest: value.get("digest")?.as_str()?.to_string(),
-        size: value.get("size")?.as_u64()?,
-        media_type: value
-            .get("mediaType")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default()
-            .to_string(),
-    })
+fn read_stored(registry: &Registry, digest: &BlobDigest) -> Result<Stored, String> {
+    let path = registry.blobs.path(digest);
+    let bytes = std::fs::read(&path).map_err(|err| format!("read {}: {err}", path.display()))?;
+    // An index has `manifests`; an image manifest `config` and `layers` instead.
+    if let Ok(index) = Index::parse(&bytes) {
+        return Ok(Stored::Index(index));
+    }
+    Manifest::parse(&bytes)
+        .map(Stored::Image)
+        .map_err(|err| crate::api::error::error_chain(&err))
+}
+
+fn layer_info(descriptor: &Descriptor) -> LayerInfo {
+    LayerInfo {
+        digest: descriptor.digest.to_string(),
+        size: descriptor.size,
+        media_type: descriptor.media_type.clone(),
+    }
 }
 
 /// The layers of an image manifest and its size with them (manifest, config, layers).
 fn image_of(
     registry: &Registry,
     digest: &BlobDigest,
-    manifest: &serde_json::Value,
+    manifest: &Manifest,
 ) -> (u64, Vec<LayerInfo>) {
-    let config = manifest.get("config").and_then(descriptor);
-    let layers: Vec<LayerInfo> = manifest
-        .get("layers")
-        .and_then(|l| l.as_array())
-        .map(|layers| layers.iter().filter_map(descriptor).collect())
-        .unwrap_or_default();
+    let layers: Vec<LayerInfo> = manifest.layers.iter().map(layer_info).collect();
     let size = registry.blobs.size(digest).unwrap_or(0)
-        + config.map_or(0, |c| c.size)
+        + manifest.config.size
         + layers.iter().map(|l| l.size).sum::<u64>();
     (size, layers)
 }
 
 /// Each platform's image an index names.
-fn platforms_of(registry: &Registry, index: &[serde_json::Value]) -> Vec<PlatformInfo> {
+fn platforms_of(registry: &Registry, index: &Index) -> Vec<PlatformInfo> {
     index
+        .manifests
         .iter()
         .map(|entry| {
-            let field = |name: &str| entry["platform"][name].as_str().map(str::to_string);
-            let platform = match (field("os"), field("architecture"), field("variant")) {
-                (Some(os), Some(arch), Some(variant)) => format!("{os}/{arch}/{variant}"),
-                (Some(os), Some(arch), None) => format!("{os}/{arch}"),
-                _ => "unknown".to_string(),
-            };
             let mut info = PlatformInfo {
-                platform,
-                digest: entry["digest"].as_str().unwrap_or_default().to_string(),
+                platform: entry
+                    .platform
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_string(), ToString::to_string),
+                digest: entry.digest.to_string(),
                 size: 0,
                 layers: Vec::new(),
                 problem: None,
             };
-            let read = BlobDigest::parse(&info.digest)
-                .map_err(|e| format!("digest {:?}: {e}", info.digest))
-                .and_then(|digest| Ok((read_manifest(registry, &digest)?, digest)));
-            match read {
-                Ok((manifest, digest)) => {
+            let digest = BlobDigest::from(entry.digest);
+            match read_stored(registry, &digest) {
+                Ok(Stored::Image(manifest)) => {
                     (info.size, info.layers) = image_of(registry, &digest, &manifest)
                 }
+                Ok(Stored::Index(_)) => info.problem = Some("an index inside an index".into()),
                 Err(problem) => info.problem = Some(problem),
             }
             info
@@ -196,15 +198,15 @@ pub fn tag_info(registry: &Registry, repository: &str, tag: &str) -> TagInfo {
     };
     info.digest = digest.as_str().to_string();
     info.media_type = media_type;
-    match read_manifest(registry, &digest) {
-        Ok(manifest) => match manifest.get("manifests").and_then(|m| m.as_array()) {
-            Some(index) => {
-                info.platforms = platforms_of(registry, index);
-                info.size = registry.blobs.size(&digest).unwrap_or(0)
-                    + info.platforms.iter().map(|p| p.size).sum::<u64>();
-            }
-            None => (info.size, info.layers) = image_of(registry, &digest, &manifest),
-        },
+    match read_stored(registry, &digest) {
+        Ok(Stored::Index(index)) => {
+            info.platforms = platforms_of(registry, &index);
+            info.size = registry.blobs.size(&digest).unwrap_or(0)
+                + info.platforms.iter().map(|p| p.size).sum::<u64>();
+        }
+        Ok(Stored::Image(manifest)) => {
+            (info.size, info.layers) = image_of(registry, &digest, &manifest)
+        }
         Err(problem) => info.problem = Some(problem),
     }
     info
