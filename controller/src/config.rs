@@ -22,8 +22,9 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
+    /// `field` as written in the file: `deltas.workers`, `policy.allow[2].tag`, ...
     #[error("config field {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid { field: String, reason: String },
 }
 
 /// The controller's configuration.
@@ -345,7 +346,7 @@ impl ListenSection {
 
     fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
         let invalid = |reason: &str| ConfigError::Invalid {
-            field,
+            field: field.into(),
             reason: reason.into(),
         };
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
@@ -384,7 +385,7 @@ impl BrokerSection {
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
-            field: "broker",
+            field: "broker".into(),
             reason,
         };
         if !(1..=60).contains(&self.handshake_timeout_s) {
@@ -428,29 +429,26 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
-                field: "data_dir",
+                field: "data_dir".into(),
                 reason: "must not be empty".into(),
             });
         }
-        crate::policy::Policy::new(&self.policy).map_err(|err| ConfigError::Invalid {
-            field: "policy",
-            reason: err.to_string(),
-        })?;
+        crate::policy::Policy::new(&self.policy)?;
         if self.deltas.workers > 16 {
             return Err(ConfigError::Invalid {
-                field: "deltas.workers",
+                field: "deltas.workers".into(),
                 reason: "at most 16 encoding threads".into(),
             });
         }
         if self.registry.upload_expiry_s == 0 {
             return Err(ConfigError::Invalid {
-                field: "registry.upload_expiry_s",
+                field: "registry.upload_expiry_s".into(),
                 reason: "must be at least 1".into(),
             });
         }
         if self.deltas.request_wait_s > 25 {
             return Err(ConfigError::Invalid {
-                field: "deltas.request_wait_s",
+                field: "deltas.request_wait_s".into(),
                 reason: format!(
                     "{} s: at most 25, or agents give up on the request (30 s read timeout) \
                      and pull the full layer anyway",
@@ -460,27 +458,27 @@ impl ServeConfig {
         }
         if self.deltas.history == 0 || self.deltas.rescan_s == 0 {
             return Err(ConfigError::Invalid {
-                field: "deltas",
+                field: "deltas".into(),
                 reason: "history and rescan_s must be at least 1".into(),
             });
         }
         if let Some(url) = &self.broker.external_url {
             crate::broker::BrokerUrl::parse(url).map_err(|err| ConfigError::Invalid {
-                field: "broker.external_url",
+                field: "broker.external_url".into(),
                 reason: err.to_string(),
             })?;
         }
         if let Some(url) = &self.broker.device_url {
             if self.broker.external_url.is_none() {
                 return Err(ConfigError::Invalid {
-                    field: "broker.device_url",
+                    field: "broker.device_url".into(),
                     reason: "only with broker.external_url (the embedded broker's device URL \
                              is its TLS listener on public_host)"
                         .into(),
                 });
             }
             crate::broker::BrokerUrl::parse(url).map_err(|err| ConfigError::Invalid {
-                field: "broker.device_url",
+                field: "broker.device_url".into(),
                 reason: err.to_string(),
             })?;
         }
@@ -494,7 +492,7 @@ impl ServeConfig {
         for (field, set) in external_only {
             if set && self.broker.external_url.is_none() {
                 return Err(ConfigError::Invalid {
-                    field,
+                    field: field.into(),
                     reason: "only with broker.external_url".into(),
                 });
             }
@@ -504,13 +502,13 @@ impl ServeConfig {
         self.registry.http().validate("registry")?;
         if self.fleet.offline_after_s == 0 {
             return Err(ConfigError::Invalid {
-                field: "fleet.offline_after_s",
+                field: "fleet.offline_after_s".into(),
                 reason: "must be at least 1 second".into(),
             });
         }
         if self.fleet.platforms.is_empty() {
             return Err(ConfigError::Invalid {
-                field: "fleet.platforms",
+                field: "fleet.platforms".into(),
                 reason: "name at least one platform, e.g. \"linux/arm64\"".into(),
             });
         }
@@ -521,20 +519,20 @@ impl ServeConfig {
             .find(|p| coracle_images::oci::Platform::parse(p).is_none())
         {
             return Err(ConfigError::Invalid {
-                field: "fleet.platforms",
+                field: "fleet.platforms".into(),
                 reason: format!("{bad:?} is not os/arch[/variant]"),
             });
         }
         for registry in &self.registries {
             registry.validate().map_err(|reason| ConfigError::Invalid {
-                field: "registries",
+                field: "registries".into(),
                 reason,
             })?;
         }
         if let Some(host) = &self.public_host {
             if host.is_empty() || host.contains(['/', ' ', '\t']) {
                 return Err(ConfigError::Invalid {
-                    field: "public_host",
+                    field: "public_host".into(),
                     reason: format!("{host:?} is not a host name or address"),
                 });
             }

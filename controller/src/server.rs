@@ -42,7 +42,7 @@ pub enum ServeError {
     #[error("cannot load the deployment key chain")]
     DeploymentKeys(#[from] crate::deployment_keys::RotationError),
     #[error("the deploy policy in the config is not valid")]
-    Policy(#[from] crate::policy::PolicyConfigError),
+    Policy(#[source] crate::config::ConfigError),
     #[error("cannot read the external broker's CA file {path}")]
     ReadDeviceCa {
         path: std::path::PathBuf,
@@ -188,7 +188,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let stop = shutdown_signal()?;
     check_fd_limit(&config);
     // Compiled once (`ServeConfig::validate` checked it when the file was read).
-    let policy = crate::policy::Policy::new(&config.policy)?;
+    let policy = crate::policy::Policy::new(&config.policy).map_err(ServeError::Policy)?;
 
     // 1. State: data dir, database, secrets.
     let dir = DataDir::open(&config.data_dir)?;

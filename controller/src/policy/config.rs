@@ -8,6 +8,7 @@ use coracle_proto::{canonical_capability, capability_name, DeviceId};
 use serde::Deserialize;
 
 use super::paths::normalise;
+use crate::config::ConfigError;
 
 /// `[policy]`: what any deploy may ask for. The default allows ordinary apps (named
 /// volumes, the default capabilities, host ports from 1024 up; no host paths, no host
@@ -96,48 +97,40 @@ impl Grants {
     }
 }
 
-/// Why a `[policy]` section was refused: where, and what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{at}: {reason}")]
-pub struct PolicyConfigError {
-    /// `policy.bind_paths`, `policy.allow[2].tag`, ...
-    pub at: String,
-    pub reason: String,
+/// Why a `[policy]` section was refused: the config's own error, naming the field
+/// (`policy.bind_paths`, `policy.allow[2].tag`, ...) and what was wrong.
+fn refused(at: impl Into<String>, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        field: at.into(),
+        reason,
+    }
 }
 
-fn paths(at: &str, list: &[String]) -> Result<Vec<String>, PolicyConfigError> {
+fn paths(at: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
     list.iter()
-        .map(|p| {
-            normalise(p).ok_or_else(|| PolicyConfigError {
-                at: at.to_string(),
-                reason: format!("{p:?} is not an absolute path"),
-            })
-        })
+        .map(|p| normalise(p).ok_or_else(|| refused(at, format!("{p:?} is not an absolute path"))))
         .collect()
 }
 
-fn capabilities(at: &str, list: &[String]) -> Result<Vec<String>, PolicyConfigError> {
+fn capabilities(at: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
     list.iter()
         .map(|c| match capability_name(c) {
             Some(_) => Ok(canonical_capability(c)),
-            None => Err(PolicyConfigError {
-                at: at.to_string(),
-                reason: format!("{c:?} is not a Linux capability"),
-            }),
+            None => Err(refused(at, format!("{c:?} is not a Linux capability"))),
         })
         .collect()
 }
 
 /// Only privileged ports are granted: a port from 1024 up in the list is a mistake (it
 /// needs no grant), and port 0 is no port.
-fn privileged_ports(at: &str, list: &[u16]) -> Result<Vec<u16>, PolicyConfigError> {
+fn privileged_ports(at: &str, list: &[u16]) -> Result<Vec<u16>, ConfigError> {
     match list.iter().find(|p| !(1..PRIVILEGED_BELOW).contains(*p)) {
-        Some(port) => Err(PolicyConfigError {
-            at: at.to_string(),
-            reason: format!(
+        Some(port) => Err(refused(
+            at,
+            format!(
                 "{port} is not a privileged port (1 to 1023; ports from 1024 up need no grant)"
             ),
-        }),
+        )),
         None => Ok(list.to_vec()),
     }
 }
@@ -156,7 +149,7 @@ fn grants(
     host_ports: &[u16],
     host_network: bool,
     privileged: bool,
-) -> Result<Grants, PolicyConfigError> {
+) -> Result<Grants, ConfigError> {
     Ok(Grants {
         bind_paths: paths(&format!("{at}.bind_paths"), bind_paths)?,
         read_only_bind_paths: paths(&format!("{at}.read_only_bind_paths"), read_only_bind_paths)?,
@@ -170,7 +163,7 @@ fn grants(
 
 impl PolicySection {
     /// The base grants and each entry's scope and grants, or the first error.
-    pub fn compile(&self) -> Result<(Grants, Vec<(Scope, Grants)>), PolicyConfigError> {
+    pub fn compile(&self) -> Result<(Grants, Vec<(Scope, Grants)>), ConfigError> {
         let base = grants(
             "policy",
             &self.bind_paths,
@@ -192,11 +185,8 @@ impl PolicySection {
 }
 
 impl AllowEntry {
-    fn compile(&self, at: &str) -> Result<(Scope, Grants), PolicyConfigError> {
-        let error = |field: &str, reason: String| PolicyConfigError {
-            at: format!("{at}{field}"),
-            reason,
-        };
+    fn compile(&self, at: &str) -> Result<(Scope, Grants), ConfigError> {
+        let error = |field: &str, reason: String| refused(format!("{at}{field}"), reason);
         let scope = match (&self.tag, &self.device) {
             (Some(tag), None) => {
                 let (key, value) = tag
@@ -277,7 +267,10 @@ mod tests {
         ];
         for (text, at) in cases {
             let err = section(text).compile().unwrap_err();
-            assert_eq!(err.at, at, "{text}: {err}");
+            assert!(
+                matches!(&err, ConfigError::Invalid { field, .. } if field == at),
+                "{text}: {err}"
+            );
         }
     }
 

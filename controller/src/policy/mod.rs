@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use coracle_proto::DeviceId;
 
-pub use config::{AllowEntry, Grants, PolicyConfigError, PolicySection, Scope};
+pub use config::{AllowEntry, Grants, PolicySection, Scope};
 pub use request::{host_network_services, AppRequest};
 pub use rules::Refusal;
 
@@ -41,7 +41,7 @@ pub struct PolicyRefusal {
 
 impl Policy {
     /// Compiles `[policy]` (normalised paths, canonical capability names).
-    pub fn new(section: &PolicySection) -> Result<Self, PolicyConfigError> {
+    pub fn new(section: &PolicySection) -> Result<Self, crate::config::ConfigError> {
         let (base, entries) = section.compile()?;
         Ok(Self { base, entries })
     }
