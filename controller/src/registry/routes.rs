@@ -233,15 +233,7 @@ async fn dispatch(
         }
         (Method::GET, Route::Tags { name }) => list_tags(registry, &name, &query),
         (Method::GET, Route::Referrers { name, digest }) => {
-            let digest = BlobDigest::parse(&digest)?;
-            let artifact_type = query.get("artifactType").map(String::as_str);
-            let descriptors = registry.referrers(&name, &digest, artifact_type)?;
-            let mut pairs = vec![("Content-Type", INDEX_MEDIA_TYPE.to_string())];
-            if artifact_type.is_some() {
-                pairs.push(("OCI-Filters-Applied", "artifactType".to_string()));
-            }
-            let index = referrers_index(descriptors).to_string();
-            Ok(with_headers(StatusCode::OK, &pairs, Body::from(index)))
+            list_referrers(registry, &name, &digest, &query)
         }
         (m @ (Method::GET | Method::HEAD), Route::Blob { digest, .. }) => {
             let digest = BlobDigest::parse(&digest)?;
@@ -259,20 +251,14 @@ async fn dispatch(
             start_upload(registry, &name, &query, headers, body).await
         }
         (Method::PATCH, Route::Upload { name, id }) => {
-            let start = content_range_start(headers)?;
-            let len = registry.blobs.append(&id, start, body).await?;
-            Ok(upload_status(StatusCode::ACCEPTED, &name, &id, len))
+            append_chunk(registry, &name, &id, headers, body).await
         }
         (Method::GET, Route::Upload { name, id }) => {
             let len = registry.blobs.upload_len(&id).await?;
             Ok(upload_status(StatusCode::NO_CONTENT, &name, &id, len))
         }
         (Method::PUT, Route::Upload { name, id }) => {
-            let digest = claimed_digest(&query)?;
-            let start = content_range_start(headers)?;
-            registry.blobs.append(&id, start, body).await?;
-            registry.blobs.finish(&id, &digest).await?;
-            Ok(blob_created(&name, &digest))
+            finish_upload(registry, &name, &id, &query, headers, body).await
         }
         (Method::PUT, Route::Manifest { name, reference }) => {
             put_manifest(registry, &name, &reference, headers, body).await
@@ -289,6 +275,53 @@ async fn dispatch(
             path: uri.path().into(),
         }),
     }
+}
+
+/// The referrers of `digest` as an index, filtered by `?artifactType=` when given.
+fn list_referrers(
+    registry: &Registry,
+    name: &str,
+    digest: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response, RegistryError> {
+    let digest = BlobDigest::parse(digest)?;
+    let artifact_type = query.get("artifactType").map(String::as_str);
+    let descriptors = registry.referrers(name, &digest, artifact_type)?;
+    let mut pairs = vec![("Content-Type", INDEX_MEDIA_TYPE.to_string())];
+    if artifact_type.is_some() {
+        pairs.push(("OCI-Filters-Applied", "artifactType".to_string()));
+    }
+    let index = referrers_index(descriptors).to_string();
+    Ok(with_headers(StatusCode::OK, &pairs, Body::from(index)))
+}
+
+/// PATCH: one more chunk of an upload session.
+async fn append_chunk(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    let start = content_range_start(headers)?;
+    let len = registry.blobs.append(id, start, body).await?;
+    Ok(upload_status(StatusCode::ACCEPTED, name, id, len))
+}
+
+/// PUT: the last chunk (maybe empty) and the digest the whole blob must have.
+async fn finish_upload(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, RegistryError> {
+    let digest = claimed_digest(query)?;
+    let start = content_range_start(headers)?;
+    registry.blobs.append(id, start, body).await?;
+    registry.blobs.finish(id, &digest).await?;
+    Ok(blob_created(name, &digest))
 }
 
 fn claimed_digest(query: &HashMap<String, String>) -> Result<BlobDigest, RegistryError> {
