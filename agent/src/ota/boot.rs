@@ -45,6 +45,9 @@ pub fn take_role() -> Role {
 /// running now runs the daemon.
 pub fn boot(files: &SlotFiles, confirm_timeout: Duration) -> Boot {
     let role = take_role();
+    if role == Role::Trial {
+        follow_parent();
+    }
     let state = match files.load() {
         Ok(state) => state,
         Err(err) => {
@@ -70,6 +73,20 @@ pub fn boot(files: &SlotFiles, confirm_timeout: Duration) -> Boot {
             Boot::RunDaemon { trial: false }
         }
         BootPlan::Supervise(target) => supervise(files, &target, confirm_timeout),
+    }
+}
+
+/// A trial ends with its supervising parent: otherwise a service manager that restarts a
+/// dead parent (with `KillMode=process`, which keeps the containers) would start a second
+/// agent beside the orphaned one.
+fn follow_parent() {
+    if let Err(err) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        tracing::warn!(%err, "cannot tie the agent build on trial to its parent");
+    }
+    // The parent may have died before the request: then this process was reparented.
+    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+        tracing::warn!("the supervising agent is gone; stopping the build on trial");
+        std::process::exit(1);
     }
 }
 
