@@ -11,6 +11,9 @@
 //!   still running its container; the device fails and the rollout pauses with the device
 //!   rolled back.
 //!
+//! - a build that starts but never connects (a program that only waits) is stopped at the
+//!   device's `[update] confirm_timeout_s` and abandoned the same way.
+//!
 //! Root only; takes turns on the test network like the other e2e tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coracle_proto::{find_version_stamp, VERSION_STAMP_LEN, VERSION_STAMP_PREFIX};
-use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::agent::{Agent, AgentOptions};
 use coracle_tests::e2e::apps::{push_hello_versions, sleeper_app, wait_applied, Settled};
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::{binary, wait_until};
@@ -42,6 +45,37 @@ fn stamped_copy(from: &Path, to: &Path, version: &str) -> String {
     bytes[at..at + new.len()].copy_from_slice(&new);
     std::fs::write(to, &bytes).unwrap();
     current
+}
+
+/// A static x86_64 program that waits for signals forever (`pause` in a loop), whatever its
+/// arguments: a new build that starts and never connects.
+fn waiting_program() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    let code: [u8; 9] = [
+        0xb8, 0x22, 0x00, 0x00, 0x00, // mov eax, 34 (pause)
+        0x0f, 0x05, // syscall
+        0xeb, 0xf7, // jmp back to mov
+    ];
+    let size = (64 + 56 + code.len()) as u64;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // executable
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + 120).to_le_bytes()); // entry: the code
+    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers
+    elf.extend_from_slice(&0u64.to_le_bytes());
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 0, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for word in [0, BASE, BASE, size, size, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(&code);
+    elf
 }
 
 fn rollout_id(started: &str) -> String {
@@ -254,4 +288,87 @@ fn the_agent_updates_itself_keeps_its_containers_and_gives_up_a_crashing_build()
         .deploy(&sleeper_app(dir.path(), "2").unwrap(), "pi-a")
         .unwrap();
     wait_applied(&controller, "pi-a", 2, Settled::Running).unwrap();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_build_that_never_connects_is_stopped_at_the_deadline_and_given_up() {
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipped: the waiting program is x86_64 code");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    push_hello_versions(&controller, dir.path(), &["1"]).unwrap();
+    let host = network.add_host().unwrap();
+    let boot = dir.path().join("pi-w.bootstrap.toml");
+    let out = boot.display().to_string();
+    controller
+        .cli(&["device", "add", "pi-w", "--tag", "ring=wait", "-o", &out])
+        .unwrap();
+    controller
+        .deploy(&sleeper_app(dir.path(), "1").unwrap(), "pi-w")
+        .unwrap();
+    let options = AgentOptions {
+        confirm_timeout_s: 5,
+        ..AgentOptions::default()
+    };
+    let mut agent = Agent::start_with("pi-w", &host, dir.path(), &boot, &options).unwrap();
+    wait_applied(&controller, "pi-w", 1, Settled::Running).unwrap();
+    let containers = agent.container_pids();
+    let installed = find_version_stamp(&std::fs::read(binary("coracle-agent").unwrap()).unwrap())
+        .unwrap()
+        .to_string();
+    wait_agent_version(&controller, &agent, &installed);
+
+    let program = dir.path().join("waits-forever");
+    std::fs::write(&program, waiting_program()).unwrap();
+    let released = controller
+        .cli(&[
+            "agent",
+            "release",
+            &program.display().to_string(),
+            "--version",
+            "0.0.0-wait",
+        ])
+        .unwrap();
+    assert!(released.contains("for linux/amd64"), "{released}");
+    let started = Instant::now();
+    let answer = controller
+        .cli(&[
+            "agent",
+            "rollout",
+            "0.0.0-wait",
+            "--to",
+            "ring=wait",
+            "--waves",
+            "100%",
+            "--health-window",
+            "2s",
+            "--apply-timeout",
+            "2m",
+            "--rollback-on-failure",
+        ])
+        .unwrap();
+    let id = rollout_id(&answer);
+    let paused = wait_phase(&controller, &id, "paused");
+    let device = &paused["devices"][0];
+    assert_eq!(device["status"], "rolled_back", "{paused}");
+    let reason = device["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("did not connect within 5 s"), "{paused}");
+    // The deadline was waited for, not skipped.
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert_eq!(
+        controller.device("pi-w").unwrap()["reported"]["agent_version"],
+        installed.as_str()
+    );
+    assert_eq!(
+        agent.container_pids(),
+        containers,
+        "the container was not kept"
+    );
+    agent
+        .wait_for_line("agent build on trial abandoned", Duration::from_secs(5))
+        .unwrap();
 }
