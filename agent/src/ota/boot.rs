@@ -55,8 +55,13 @@ pub fn boot(files: &SlotFiles, confirm_timeout: Duration) -> Boot {
             return Boot::RunDaemon { trial: false };
         }
     };
+    let state_before = state.clone();
+    let state = match (role, installed_file(files)) {
+        (Role::Start, Some(file)) => state.started_installed(file),
+        _ => state,
+    };
     let (plan, next) = state.boot(role);
-    if next != state {
+    if next != state_before {
         if let Err(err) = files.save(&next) {
             // Without a saved `started` a trial could be retried forever: run this build.
             tracing::error!(error = %crate::runtime::error_chain(&err), "agent slot record not saved; running this build");
@@ -74,6 +79,21 @@ pub fn boot(files: &SlotFiles, confirm_timeout: Duration) -> Boot {
         }
         BootPlan::Supervise(target) => supervise(files, &target, confirm_timeout),
     }
+}
+
+/// This program's file when it is the installed binary (not a slot file), else `None`.
+fn installed_file(files: &SlotFiles) -> Option<super::slots::InstalledFile> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe().ok()?;
+    if exe.starts_with(files.dir()) {
+        return None;
+    }
+    let meta = std::fs::metadata(&exe).ok()?;
+    Some(super::slots::InstalledFile {
+        len: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        inode: meta.ino(),
+    })
 }
 
 /// A trial ends with its supervising parent: otherwise a service manager that restarts a

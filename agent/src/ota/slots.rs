@@ -70,6 +70,15 @@ pub struct Abandoned {
     pub reason: String,
 }
 
+/// Which file the installed binary was when last started (size, modification time, inode):
+/// a different one means an operator installed a build by hand, which then wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledFile {
+    pub len: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+}
+
 /// The whole record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotState {
@@ -80,6 +89,9 @@ pub struct SlotState {
     pub abandoned: Vec<Abandoned>,
     /// The newest `AgentUpdate::sequence` followed (replays below it are refused).
     pub sequence: u64,
+    /// The installed binary as last started from (see [`InstalledFile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed: Option<InstalledFile>,
 }
 
 /// How this process was started, told by the start before it (see `boot`).
@@ -157,6 +169,18 @@ impl SlotState {
         });
         let excess = self.abandoned.len().saturating_sub(ABANDONED_KEPT);
         self.abandoned.drain(..excess);
+        self
+    }
+
+    /// A start from the installed binary, which is `file` now: when it changed since the
+    /// last such start, an operator installed a build by hand and it runs instead of the
+    /// slots (a trial of the build before is dropped too).
+    pub fn started_installed(mut self, file: InstalledFile) -> Self {
+        if self.installed.is_some_and(|before| before != file) {
+            self.active = None;
+            self.trial = None;
+        }
+        self.installed = Some(file);
         self
     }
 
@@ -323,6 +347,29 @@ mod tests {
             failed.boot(Role::Start).0,
             BootPlan::ExecActive(build(Slot::A, "0.2.0"))
         );
+    }
+
+    #[test]
+    fn a_binary_installed_by_hand_wins_over_the_slots() {
+        let file = InstalledFile {
+            len: 10,
+            mtime_ns: 1,
+            inode: 7,
+        };
+        let active = SlotState::default()
+            .begin_trial(build(Slot::A, "0.2.0"), 1)
+            .confirm()
+            .started_installed(file);
+        // The same installed file: the active slot still runs.
+        let again = active.clone().started_installed(file);
+        assert_eq!(
+            again.boot(Role::Start).0,
+            BootPlan::ExecActive(build(Slot::A, "0.2.0"))
+        );
+        // Replaced (install.sh): the installed binary runs, the slots are forgotten.
+        let replaced = active.started_installed(InstalledFile { inode: 8, ..file });
+        assert_eq!(replaced.boot(Role::Start).0, BootPlan::RunHere);
+        assert_eq!(replaced.active, None);
     }
 
     #[test]
