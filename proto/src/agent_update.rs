@@ -81,6 +81,21 @@ pub fn elf_platform(header: &[u8]) -> Option<&'static str> {
 }
 
 const AGENT_UPDATE_DOMAIN: &[u8] = b"coracle/v1 agent update\0";
+const AGENT_RELEASE_DOMAIN: &[u8] = b"coracle/v1 agent release\0";
+
+/// What the controller signs when it stores a release, kept beside it (detached): the
+/// build of `version` for `platform` is the file with SHA-256 `binary`. Anyone holding the
+/// deployment key's public half can check a release without the controller's word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRelease {
+    pub version: String,
+    pub platform: String,
+    pub binary: Digest,
+}
+
+impl SignedPayload for AgentRelease {
+    const DOMAIN: &'static [u8] = AGENT_RELEASE_DOMAIN;
+}
 
 /// Run agent `version` (a release of the controller, or the build the device ran before).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +245,23 @@ mod tests {
             tampered.verify_update(&key.verifying_key(), &device, 0),
             Err(AgentUpdateError::Verify(VerifyError::BadSignature))
         );
+    }
+
+    #[test]
+    fn a_release_signature_covers_version_platform_and_digest() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let release = AgentRelease {
+            version: "0.2.0".into(),
+            platform: "linux/arm64".into(),
+            binary: Digest::of(b"binary"),
+        };
+        let signed = Signed::sign(&release, &key);
+        assert_eq!(signed.open(&key.verifying_key()).unwrap(), release);
+        // Not an update: the domains differ.
+        let mut as_update: Signed<AgentUpdate> = Signed::sign(&update("pi-1", 1), &key);
+        as_update.payload = signed.payload.clone();
+        as_update.signature = signed.signature;
+        assert!(as_update.open(&key.verifying_key()).is_err());
     }
 
     #[test]

@@ -62,8 +62,8 @@ pub mod tuning;
 pub mod validate;
 
 pub use agent_update::{
-    find_version_stamp, AgentUpdate, AgentUpdateError, AGENT_BINARY_FILE, AGENT_REPOSITORY,
-    VERSION_STAMP_LEN, VERSION_STAMP_PREFIX,
+    find_version_stamp, AgentRelease, AgentUpdate, AgentUpdateError, AGENT_BINARY_FILE,
+    AGENT_REPOSITORY, VERSION_STAMP_LEN, VERSION_STAMP_PREFIX,
 };
 pub use bootstrap::{Bootstrap, BrokerAuth};
 pub use capability::{

@@ -146,7 +146,8 @@ fn the_agent_updates_itself_keeps_its_containers_and_gives_up_a_crashing_build()
         .deploy(&sleeper_app(dir.path(), "1").unwrap(), "pi-a")
         .unwrap();
     let mut agent = Agent::start("pi-a", &host, dir.path(), &boot).unwrap();
-    wait_applied(&controller, "pi-a", 1, Settled::Running).unwrap();
+    wait_applied(&controller, "pi-a", 1, Settled::Running)
+        .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
     let containers = agent.container_pids();
     assert_eq!(containers.len(), 1, "{containers:?}");
 
@@ -315,7 +316,8 @@ fn a_build_that_never_connects_is_stopped_at_the_deadline_and_given_up() {
         ..AgentOptions::default()
     };
     let mut agent = Agent::start_with("pi-w", &host, dir.path(), &boot, &options).unwrap();
-    wait_applied(&controller, "pi-w", 1, Settled::Running).unwrap();
+    wait_applied(&controller, "pi-w", 1, Settled::Running)
+        .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
     let containers = agent.container_pids();
     let installed = find_version_stamp(&std::fs::read(binary("coracle-agent").unwrap()).unwrap())
         .unwrap()

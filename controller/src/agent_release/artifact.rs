@@ -17,6 +17,9 @@ pub const VERSION_ANNOTATION: &str = "org.coracle.agent.version";
 pub const BINARY_ANNOTATION: &str = "org.coracle.agent.binary";
 /// Annotation: the binary's size in bytes.
 pub const SIZE_ANNOTATION: &str = "org.coracle.agent.size";
+/// Annotation (index entries): hex of the encoded `Signed<AgentRelease>`, the detached
+/// signature of (version, platform, binary digest) by the deployment key.
+pub const SIGNATURE_ANNOTATION: &str = "org.coracle.agent.signature";
 
 /// The blobs and manifest of one platform's build.
 #[derive(Debug, Clone)]
@@ -96,6 +99,7 @@ pub fn merge_index(
     image: &PlatformImage,
     version: &str,
     platform: &Platform,
+    signature: &str,
 ) -> Result<Vec<u8>, String> {
     let mut manifests: Vec<Value> = match existing {
         None => Vec::new(),
@@ -111,12 +115,14 @@ pub fn merge_index(
     if let Some(variant) = &platform.variant {
         platform_json["variant"] = json!(variant);
     }
+    let mut entry_annotations = annotations(version, &image.binary, binary_size(image));
+    entry_annotations[SIGNATURE_ANNOTATION] = json!(signature);
     manifests.push(json!({
         "mediaType": media_type::OCI_MANIFEST,
         "digest": sha(&image.manifest),
         "size": image.manifest.len(),
         "platform": platform_json,
-        "annotations": annotations(version, &image.binary, binary_size(image)),
+        "annotations": entry_annotations,
     }));
     let index = json!({
         "schemaVersion": 2,
@@ -140,6 +146,8 @@ pub struct IndexEntry {
     pub manifest: Digest,
     pub binary: Digest,
     pub size: u64,
+    /// See [`SIGNATURE_ANNOTATION`] (empty when missing).
+    pub signature: String,
 }
 
 /// The platform entries of a release index.
@@ -162,6 +170,10 @@ pub fn index_entries(index: &[u8]) -> Vec<IndexEntry> {
                     .as_str()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0),
+                signature: m["annotations"][SIGNATURE_ANNOTATION]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             })
         })
         .collect()
@@ -188,9 +200,11 @@ mod tests {
         let arm = platform_image(b"arm", "0.2.0", &platform("linux/arm64")).unwrap();
         let amd = platform_image(b"amd", "0.2.0", &platform("linux/amd64")).unwrap();
         let arm2 = platform_image(b"arm2", "0.2.0", &platform("linux/arm64")).unwrap();
-        let index = merge_index(None, &arm, "0.2.0", &platform("linux/arm64")).unwrap();
-        let index = merge_index(Some(&index), &amd, "0.2.0", &platform("linux/amd64")).unwrap();
-        let index = merge_index(Some(&index), &arm2, "0.2.0", &platform("linux/arm64")).unwrap();
+        let index = merge_index(None, &arm, "0.2.0", &platform("linux/arm64"), "s1").unwrap();
+        let index =
+            merge_index(Some(&index), &amd, "0.2.0", &platform("linux/amd64"), "s2").unwrap();
+        let index =
+            merge_index(Some(&index), &arm2, "0.2.0", &platform("linux/arm64"), "s3").unwrap();
         let entries = index_entries(&index);
         assert_eq!(entries.len(), 2);
         let arm_entry = entries
@@ -199,6 +213,7 @@ mod tests {
             .unwrap();
         assert_eq!(arm_entry.binary, Digest::of(b"arm2"));
         assert_eq!(arm_entry.size, 4);
-        assert!(merge_index(Some(b"{"), &arm, "0.2.0", &platform("linux/arm64")).is_err());
+        assert_eq!(arm_entry.signature, "s3");
+        assert!(merge_index(Some(b"{"), &arm, "0.2.0", &platform("linux/arm64"), "s").is_err());
     }
 }

@@ -8,7 +8,7 @@
 pub mod artifact;
 
 use coracle_images::oci::Platform;
-use coracle_proto::{Digest, ImageRef, AGENT_REPOSITORY};
+use coracle_proto::{AgentRelease, Digest, ImageRef, Signed, SigningKey, AGENT_REPOSITORY};
 use serde::{Deserialize, Serialize};
 
 use crate::registry::{check_tag, BlobDigest, Registry, RegistryError};
@@ -23,6 +23,22 @@ pub struct Release {
     /// `sha256:` of the binary file.
     pub binary: String,
     pub size: u64,
+    /// Hex of the encoded `Signed<AgentRelease>`: (version, platform, binary) signed by the
+    /// deployment key when the release was stored (empty for none).
+    #[serde(default)]
+    pub signature: String,
+    /// The short id of the key that made `signature` (empty for none).
+    #[serde(default)]
+    pub signed_by: String,
+}
+
+/// The key id of a release signature (hex of an encoded `Signed<AgentRelease>`), if it is one.
+fn signer_of(signature: &str) -> String {
+    hex::decode(signature)
+        .ok()
+        .and_then(|bytes| coracle_proto::decode::<Signed<AgentRelease>>(&bytes).ok())
+        .map(|signed| signed.key_id.to_string())
+        .unwrap_or_default()
 }
 
 impl Release {
@@ -119,22 +135,34 @@ pub fn version_of(binary: &[u8], given: Option<&str>) -> Result<String, ReleaseE
     Ok(version)
 }
 
+/// Signs a release with `key` (the deployment key).
+pub fn sign_release(release: &AgentRelease, key: &SigningKey) -> Signed<AgentRelease> {
+    Signed::sign(release, key)
+}
+
 impl AgentReleases {
     pub fn new(registry: Registry) -> Self {
         Self { registry }
     }
 
-    /// Checks `binary` and stores it as the release `version` for its platform.
+    /// Checks `binary` and stores it as the release `version` for its platform, with the
+    /// detached signature `sign` makes of (version, platform, binary digest).
     pub async fn publish(
         &self,
         binary: &[u8],
         version: Option<&str>,
         platform: Option<&str>,
+        sign: impl FnOnce(&AgentRelease) -> Signed<AgentRelease>,
     ) -> Result<Release, ReleaseError> {
         let platform = platform_of(binary, platform)?;
         let version = version_of(binary, version)?;
         let image =
             artifact::platform_image(binary, &version, &platform).map_err(ReleaseError::Build)?;
+        let signature = hex::encode(coracle_proto::encode(&sign(&AgentRelease {
+            version: version.clone(),
+            platform: platform.to_string(),
+            binary: image.binary,
+        })));
         let registry = &self.registry;
         for blob in [&image.layer, &image.config] {
             registry
@@ -154,11 +182,12 @@ impl AgentReleases {
             .await
             .map_err(ReleaseError::Registry)?;
         let existing = self.index_bytes(&version)?;
-        let index = artifact::merge_index(existing.as_deref(), &image, &version, &platform)
-            .map_err(|what| ReleaseError::Damaged {
-                version: version.clone(),
-                what,
-            })?;
+        let index =
+            artifact::merge_index(existing.as_deref(), &image, &version, &platform, &signature)
+                .map_err(|what| ReleaseError::Damaged {
+                    version: version.clone(),
+                    what,
+                })?;
         registry
             .put_manifest(
                 AGENT_REPOSITORY,
@@ -175,6 +204,8 @@ impl AgentReleases {
             image: format!("{AGENT_REPOSITORY}@{}", manifest_digest.as_str()),
             binary: image.binary.to_string(),
             size: binary.len() as u64,
+            signed_by: signer_of(&signature),
+            signature,
         })
     }
 
@@ -213,6 +244,8 @@ impl AgentReleases {
                     image: format!("{AGENT_REPOSITORY}@{}", entry.manifest),
                     binary: entry.binary.to_string(),
                     size: entry.size,
+                    signed_by: signer_of(&entry.signature),
+                    signature: entry.signature,
                 });
             }
         }

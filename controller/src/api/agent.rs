@@ -64,8 +64,14 @@ pub async fn publish(
     if body.is_empty() {
         return Err(ApiError::bad_request("the body must be the agent binary"));
     }
+    let keys = state.fleet.deployment_keys();
     let release = releases(&state)
-        .publish(&body, query.version.as_deref(), query.platform.as_deref())
+        .publish(
+            &body,
+            query.version.as_deref(),
+            query.platform.as_deref(),
+            |release| keys.sign_with(|key| crate::agent_release::sign_release(release, key)),
+        )
         .await?;
     let detail = format!("{} {} {}", release.platform, release.binary, release.size);
     let target = format!("agent {}", release.version);
