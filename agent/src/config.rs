@@ -30,6 +30,24 @@ pub struct AgentConfig {
     pub runtime: RuntimeSection,
     pub images: ImagesSection,
     pub network: NetworkSection,
+    pub update: UpdateSection,
+}
+
+/// Over-the-air updates of the agent itself (see `crate::ota`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateSection {
+    /// How long a new agent build may take to connect to the broker before the build
+    /// before it takes over again.
+    pub confirm_timeout_s: u32,
+}
+
+impl Default for UpdateSection {
+    fn default() -> Self {
+        Self {
+            confirm_timeout_s: 120,
+        }
+    }
 }
 
 /// Container networks of bridged services (see `crate::network`).
@@ -146,6 +164,7 @@ impl Default for AgentConfig {
             runtime: RuntimeSection::default(),
             images: ImagesSection::default(),
             network: NetworkSection::default(),
+            update: UpdateSection::default(),
         }
     }
 }
@@ -233,6 +252,9 @@ impl AgentConfig {
         if !(5..=86_400).contains(&self.health_interval_s) {
             return invalid("health_interval_s", "between 5 and 86400");
         }
+        if !(5..=3_600).contains(&self.update.confirm_timeout_s) {
+            return invalid("update.confirm_timeout_s", "between 5 and 3600");
+        }
         let m = &self.mqtt;
         if m.keep_alive_s < 5 {
             return invalid("mqtt.keep_alive_s", "at least 5");
@@ -307,6 +329,11 @@ impl AgentConfig {
     /// The health sampling period.
     pub fn health_interval(&self) -> Duration {
         Duration::from_secs(u64::from(self.health_interval_s))
+    }
+
+    /// How long a new agent build has to connect (`[update] confirm_timeout_s`).
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.update.confirm_timeout_s))
     }
 
     /// Where the persisted agent state lives.

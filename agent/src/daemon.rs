@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::AgentConfig;
 use crate::control::server;
 use crate::health::VitalsReader;
+use crate::ota::slots::SlotFiles;
 use crate::state::{LoadReport, StateStore};
-use crate::supervisor::{ContainerEngine, Supervisor, SupervisorOptions};
+use crate::supervisor::{ContainerEngine, Supervisor, SupervisorExit, SupervisorOptions};
 use crate::transport::{self, TransportSettings};
 
 /// Reads the enrolment file named by the config.
@@ -44,7 +45,19 @@ pub fn run(
     config: &AgentConfig,
     engine: Arc<dyn ContainerEngine>,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SupervisorExit> {
+    run_booted(config, engine, shutdown, false)
+}
+
+/// [`run`] after the boot step (`ota::boot`): a `trial` build confirms itself once its
+/// broker link is up. Returns `RestartForUpdate` when a new build is staged: the caller
+/// executes the binary again.
+pub fn run_booted(
+    config: &AgentConfig,
+    engine: Arc<dyn ContainerEngine>,
+    shutdown: watch::Receiver<bool>,
+    trial: bool,
+) -> anyhow::Result<SupervisorExit> {
     let bootstrap = load_bootstrap(config)?;
     let store = StateStore::new(&config.state_dir());
     let (state, report) = store.load().context("load agent state")?;
@@ -79,6 +92,7 @@ pub fn run(
         let driver_done = tokio::spawn(driver.run());
         tokio::spawn(server::serve(listener, control_tx));
         let stop = stop_on_signal(shutdown);
+        let slots = SlotFiles::new(&config.state_dir());
         let supervisor = Supervisor::new(
             bootstrap.device.clone(),
             state,
@@ -93,18 +107,40 @@ pub fn run(
                 log_tail_max_bytes: config.limits.log_tail_max_bytes,
                 disk_reserve_mib: config.limits.disk_reserve_mib,
             },
-        );
-        tracing::info!(device = %bootstrap.device, "agent running");
-        supervisor.run(inbox, control_rx, stop).await;
+        )
+        .with_self_update(slots.clone());
+        if trial {
+            tokio::spawn(confirm_when_connected(inbox.link.clone(), slots));
+        }
+        tracing::info!(device = %bootstrap.device, version = %crate::ota::agent_version(), "agent running");
+        let exit = supervisor.run(inbox, control_rx, stop).await;
         handle.shutdown();
         // Let the driver deliver the goodbye before the runtime goes away.
         let _ = tokio::time::timeout(Duration::from_secs(5), driver_done).await;
-        anyhow::Ok(())
+        anyhow::Ok(exit)
     });
     // A job still pulling or stopping on a blocking thread must not hold the exit: what it
     // leaves half done is what a power cut leaves, and the next start copes with that.
     runtime.shutdown_timeout(Duration::from_secs(2));
     outcome
+}
+
+/// A build on trial has proven itself once its broker link is up (connected with its
+/// credentials and subscribed): it becomes the active build (`ota::boot`).
+async fn confirm_when_connected(mut link: watch::Receiver<transport::Link>, slots: SlotFiles) {
+    if link
+        .wait_for(|l| matches!(l, transport::Link::Up { .. }))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    match crate::ota::boot::confirm_trial(&slots) {
+        Ok(()) => tracing::info!(version = %crate::ota::agent_version(), "agent build confirmed"),
+        Err(err) => {
+            tracing::error!(error = %crate::runtime::error_chain(&err), "agent build not confirmed")
+        }
+    }
 }
 
 /// A stop flag raised by SIGTERM, SIGINT or the caller's `shutdown`.

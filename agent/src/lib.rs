@@ -40,6 +40,8 @@
 //! - `credential_rotation`: `coracle device rotate` on the device (open the sealed password,
 //!   rewrite the bootstrap file, reconnect with it, then acknowledge).
 //! - `delta_cli`: `coracle-agent apply-delta`, the pull's delta apply as a command.
+//! - `ota`: over-the-air updates of the agent itself: A/B slot files, the boot step that
+//!   gives a new build one supervised trial, verification and staging of a build.
 //! - `daemon`: assembles all of the above on a current_thread runtime.
 //!
 //! Limits: the reconcile core does no I/O; nothing blocks the MQTT event loop; no rumqttc
@@ -54,6 +56,7 @@ pub mod delta_cli;
 pub mod engine;
 pub mod health;
 pub mod network;
+pub mod ota;
 pub mod platform;
 pub mod private_dir;
 pub mod pull;

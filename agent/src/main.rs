@@ -115,7 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     };
     let socket = &config.control_socket;
     match cli.command {
-        None => run_daemon(&config)?,
+        None => return run_daemon(&config),
         Some(Cmd::CheckConfig) => {
             let bootstrap = coracle_agent::daemon::check(&config)?;
             println!(
@@ -154,8 +154,32 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 /// `run` returned earlier in `main`; kept out of line so the match stays exhaustive.
 fn unreachable_run() {}
 
-/// The device daemon: the Linux engine (image store, pulls, runtime) under the supervisor.
-fn run_daemon(config: &AgentConfig) -> anyhow::Result<()> {
+/// The device daemon, after the boot step that picks the agent build to run (`ota::boot`):
+/// the Linux engine (image store, pulls, runtime) under the supervisor. Returns the exit
+/// code; a staged agent build makes it execute this program again instead.
+fn run_daemon(config: &AgentConfig) -> anyhow::Result<u8> {
+    use coracle_agent::ota::boot::{boot, restart_self, Boot};
+    use coracle_agent::ota::slots::SlotFiles;
+    use coracle_agent::supervisor::SupervisorExit;
+
+    let slots = SlotFiles::new(&config.state_dir());
+    let trial = match boot(&slots, config.confirm_timeout()) {
+        Boot::RunDaemon { trial } => trial,
+        Boot::Exit(code) => return Ok(u8::try_from(code).unwrap_or(1)),
+    };
+    match open_and_run(config, trial)? {
+        SupervisorExit::Stopped => Ok(0),
+        SupervisorExit::RestartForUpdate => {
+            let err = restart_self();
+            Err(anyhow::Error::new(err).context("execute the agent again to try the staged build"))
+        }
+    }
+}
+
+fn open_and_run(
+    config: &AgentConfig,
+    trial: bool,
+) -> anyhow::Result<coracle_agent::supervisor::SupervisorExit> {
     use anyhow::Context;
     use coracle_agent::engine::{EngineConfig, LinuxEngine};
     use coracle_agent::pull::RegistryEndpoint;
@@ -196,5 +220,5 @@ fn run_daemon(config: &AgentConfig) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!(e))
     .context("open the container engine")?;
     let (_keep_running, shutdown) = tokio::sync::watch::channel(false);
-    coracle_agent::daemon::run(config, std::sync::Arc::new(engine), shutdown)
+    coracle_agent::daemon::run_booted(config, std::sync::Arc::new(engine), shutdown, trial)
 }

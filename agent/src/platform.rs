@@ -10,30 +10,7 @@ pub fn this_device() -> Platform {
     Platform::this_build()
 }
 
-/// The platform of an ELF program from the first 20 bytes of its file; `None` when the bytes
-/// are not an ELF header or name a machine this list does not know.
-pub fn elf_platform(header: &[u8]) -> Option<&'static str> {
-    if header.len() < 20 || &header[..4] != b"\x7fELF" {
-        return None;
-    }
-    let machine = match header[5] {
-        1 => u16::from_le_bytes([header[18], header[19]]),
-        2 => u16::from_be_bytes([header[18], header[19]]),
-        _ => return None,
-    };
-    Some(match machine {
-        3 => "linux/386",
-        8 => "linux/mips",
-        20 => "linux/ppc",
-        21 => "linux/ppc64le",
-        22 => "linux/s390x",
-        40 => "linux/arm",
-        62 => "linux/amd64",
-        183 => "linux/arm64",
-        243 => "linux/riscv64",
-        _ => return None,
-    })
-}
+pub use coracle_proto::agent_update::elf_platform;
 
 #[cfg(test)]
 mod tests {

@@ -156,7 +156,9 @@ impl Agent {
         tokio::spawn(coracle_agent::control::server::serve(listener, control_tx));
         self.stop_tx = stop_tx;
         self.transport = Some(handle);
-        self.task = tokio::spawn(supervisor.run(inbox, control_rx, stop_rx));
+        self.task = tokio::spawn(async move {
+            supervisor.run(inbox, control_rx, stop_rx).await;
+        });
     }
 
     /// Stops the supervisor and says goodbye to the broker (a second agent with the same

@@ -228,6 +228,7 @@ impl Fleet {
             source,
         })?;
         self.store.remove_device(id)?;
+        self.store.delete_agent_update(id)?;
         if let Err(err) = self.client.clear_desired(id).await {
             tracing::warn!(device = %id, error = %err, "clearing the retained desired state failed");
         }
@@ -271,6 +272,7 @@ impl Fleet {
                 }
             }
         }
+        self.republish_agent_updates().await?;
         Ok(published)
     }
 

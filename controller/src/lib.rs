@@ -24,6 +24,9 @@
 //!   signs the stored desired states again and devices follow the chain on their own.
 //! - [`device_rotation`]: a device's new broker password, sealed, confirmed, then the old
 //!   one revoked.
+//! - [`agent_release`]: agent builds as images in the registry (`coracle agent release`);
+//!   [`agent_update`]: a device's signed `AgentUpdate`, stored and published; agent
+//!   rollouts are rollouts whose release is an agent version.
 //! - [`dashboard`]: the web dashboard on the API listener (embedded assets, cookie sessions);
 //!   [`commands`]: logs/restart commands to devices, awaiting their replies.
 //!
@@ -32,6 +35,8 @@
 //! in the bootstrap format but not issued yet).
 
 pub mod access;
+pub mod agent_release;
+pub mod agent_update;
 pub mod api;
 pub mod app_platforms;
 pub mod backup;

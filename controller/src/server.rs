@@ -334,7 +334,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         counters.clone(),
     ));
 
-    let rollouts = crate::rollout::Rollouts::new(fleet.clone(), mirror.clone(), notify.clone());
+    let rollouts = crate::rollout::Rollouts::new(fleet.clone(), mirror.clone(), notify.clone())
+        .with_agent_releases(crate::agent_release::AgentReleases::new(registry.clone()));
     let driver_task = tokio::spawn(rollouts.clone().run(notify.subscribe()));
     let pull_token_task = tokio::spawn(
         crate::pull_token_rotation::PullTokenRotation {

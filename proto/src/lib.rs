@@ -12,6 +12,7 @@
 //!   generation (replay), each with its own [`VerifyError`] variant.
 //! - [`key_rollover`]: the deployment key's history ([`KeyChain`]), each new key signed by
 //!   the one before, so devices follow a rotation on their own.
+//! - [`AgentUpdate`]: a signed request to run another agent build, on its own topic.
 //! - [`Bootstrap`]: the enrolment file `coracle device add` writes and the agent reads.
 //! - [`sealed`]: secrets (direct-registry pull credentials) sealed to one device's X25519
 //!   key inside its desired state, so the broker sees only ciphertext.
@@ -33,6 +34,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 extern crate alloc;
 
+pub mod agent_update;
 pub mod bootstrap;
 pub mod capability;
 pub mod codec;
@@ -59,6 +61,10 @@ pub mod topic;
 pub mod tuning;
 pub mod validate;
 
+pub use agent_update::{
+    find_version_stamp, AgentRelease, AgentUpdate, AgentUpdateError, AGENT_BINARY_FILE,
+    AGENT_REPOSITORY, VERSION_STAMP_LEN, VERSION_STAMP_PREFIX,
+};
 pub use bootstrap::{Bootstrap, BrokerAuth};
 pub use capability::{
     canonical_capability, capability_name, CapabilityName, CAPABILITIES, DEFAULT_CAPABILITIES,

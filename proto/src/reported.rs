@@ -199,6 +199,10 @@ pub enum Condition {
     DiskLow { free_bytes: u64, needed_bytes: u64 },
     /// The SoC reports under-voltage or thermal throttling (Raspberry Pi `get_throttled` bits).
     Throttled { flags: u32 },
+    /// The agent tried `version` (an `AgentUpdate`) and went back to the build before it;
+    /// it will not try that binary again. Controllers before over-the-air updates cannot
+    /// decode it, but only a newer controller sends updates.
+    AgentUpdateAbandoned { version: String, reason: String },
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub enum TopicKind {
     /// The deployment key's rollover chain (`KeyChain`), retained so a device that was
     /// offline through a rotation catches up.
     Keys,
+    /// A signed `AgentUpdate`, retained so a device that was offline still gets it.
+    AgentUpdate,
 }
 
 /// Who publishes on a topic.
@@ -49,7 +51,7 @@ pub enum TopicError {
 
 impl TopicKind {
     /// All kinds, for subscriptions and tests.
-    pub const ALL: [TopicKind; 9] = [
+    pub const ALL: [TopicKind; 10] = [
         TopicKind::Desired,
         TopicKind::Reported,
         TopicKind::Health,
@@ -59,6 +61,7 @@ impl TopicKind {
         TopicKind::Online,
         TopicKind::Progress,
         TopicKind::Keys,
+        TopicKind::AgentUpdate,
     ];
 
     /// The part after the device id.
@@ -73,6 +76,7 @@ impl TopicKind {
             TopicKind::Online => "online",
             TopicKind::Progress => "progress",
             TopicKind::Keys => "keys",
+            TopicKind::AgentUpdate => "agent-update",
         }
     }
 
@@ -89,14 +93,20 @@ impl TopicKind {
     pub fn retained(self) -> bool {
         matches!(
             self,
-            TopicKind::Desired | TopicKind::Reported | TopicKind::Online | TopicKind::Keys
+            TopicKind::Desired
+                | TopicKind::Reported
+                | TopicKind::Online
+                | TopicKind::Keys
+                | TopicKind::AgentUpdate
         )
     }
 
     /// Who may publish on it (the broker's ACL follows this).
     pub fn direction(self) -> Direction {
         match self {
-            TopicKind::Desired | TopicKind::Cmd | TopicKind::Keys => Direction::ControllerToDevice,
+            TopicKind::Desired | TopicKind::Cmd | TopicKind::Keys | TopicKind::AgentUpdate => {
+                Direction::ControllerToDevice
+            }
             _ => Direction::DeviceToController,
         }
     }

@@ -130,6 +130,7 @@ fn an_update_that_does_not_fit_the_disk_leaves_the_running_version_alone() {
     let options = AgentOptions {
         data_dir: Some(disk.path.clone()),
         disk_reserve_mib: 2,
+        ..AgentOptions::default()
     };
     let agent = Agent::start_with("pi-disk", &host, dir.path(), &bootstrap, &options).unwrap();
 

@@ -121,6 +121,15 @@ pub trait ContainerEngine: Send + Sync + 'static {
     fn preflight(&self, _desired: &coracle_proto::DesiredState) -> Result<(), EngineError> {
         Ok(())
     }
+    /// Where file `name` of the last layer of `image` (pulled before) lies in the store:
+    /// how an agent release, a one-layer image, is read (see `ota`).
+    fn image_file(&self, image: &ImageRef, name: &str) -> Result<std::path::PathBuf, EngineError> {
+        Err(EngineError {
+            step: "find a file in an image",
+            object: format!("{image} {name}"),
+            reason: "this engine keeps no image files".into(),
+        })
+    }
     /// Manifest digests of the images in the store.
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError>;
     fn remove_images(&self, images: &[Digest]) -> Result<(), EngineError>;

@@ -406,6 +406,33 @@ impl ContainerEngine for LinuxEngine {
             .map_or(std::net::Ipv4Addr::LOCALHOST, std::net::Ipv4Addr::from)
     }
 
+    fn image_file(&self, image: &ImageRef, name: &str) -> Result<std::path::PathBuf, EngineError> {
+        let records = self
+            .store
+            .images()
+            .map_err(|e| fail("list images", "store", chain(&e)))?;
+        let layer = records
+            .into_iter()
+            .find(|r| r.manifest_digest == image.digest)
+            .and_then(|r| r.layers.last().copied())
+            .ok_or_else(|| {
+                fail(
+                    "find a file in an image",
+                    image,
+                    "the image is not in the store",
+                )
+            })?;
+        let path = self.store.layer_path(&layer).join(name);
+        match path.is_file() {
+            true => Ok(path),
+            false => Err(fail(
+                "find a file in an image",
+                image,
+                format!("its last layer holds no file {name}"),
+            )),
+        }
+    }
+
     fn images(&self) -> Result<BTreeSet<Digest>, EngineError> {
         let records = self
             .store

@@ -13,6 +13,7 @@ mod progress;
 pub mod report;
 mod retry;
 mod sample;
+mod self_update;
 pub mod tracker;
 mod update;
 
@@ -85,6 +86,18 @@ pub struct Supervisor {
     last_reported: Option<ReportedState>,
     options: SupervisorOptions,
     started: Instant,
+    /// Over-the-air agent updates; `None`: not followed (tests, examples).
+    self_update: Option<self_update::SelfUpdate>,
+    self_update_rx: Option<mpsc::UnboundedReceiver<self_update::FetchDone>>,
+}
+
+/// Why the supervisor loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupervisorExit {
+    /// Asked to stop (signal, shutdown flag, transport gone).
+    Stopped,
+    /// An agent build is staged: the daemon must execute itself again to try it.
+    RestartForUpdate,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -141,7 +154,17 @@ impl Supervisor {
             last_reported: None,
             options,
             started: Instant::now(),
+            self_update: None,
+            self_update_rx: None,
         }
+    }
+
+    /// Follows over-the-air agent updates with the slot files under `files`.
+    pub fn with_self_update(mut self, files: crate::ota::slots::SlotFiles) -> Self {
+        let (update, rx) = self_update::SelfUpdate::new(files);
+        self.self_update = Some(update);
+        self.self_update_rx = Some(rx);
+        self
     }
 
     fn now_ms(&self) -> u64 {
@@ -160,7 +183,7 @@ impl Supervisor {
         mut inbox: Inbox,
         mut control: mpsc::Receiver<ControlRequest>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> SupervisorExit {
         let mut tick = tokio::time::interval(self.options.tick);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut probe_results = self
@@ -173,6 +196,11 @@ impl Supervisor {
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let mut health = tokio::time::interval(self.options.health_interval);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut fetched = self
+            .self_update_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let mut exit = SupervisorExit::Stopped;
         loop {
             tokio::select! {
                 changed = inbox.desired.changed() => {
@@ -195,6 +223,16 @@ impl Supervisor {
                         self.report_if_changed();
                     }
                 }
+                changed = inbox.agent_update.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let update = inbox.agent_update.borrow_and_update().clone();
+                    if let Some(update) = update {
+                        self.on_agent_update(update);
+                    }
+                }
+                Some(done) = fetched.recv() => self.on_agent_fetched(done),
                 Some(request) = inbox.commands.recv() => self.on_command(request).await,
                 Some(result) = probe_results.recv() => self.on_probe(result),
                 Some(done) = job_done.recv() => {
@@ -205,7 +243,10 @@ impl Supervisor {
                     let connected = matches!(*inbox.link.borrow(), Link::Up { .. });
                     self.on_local(request, connected, reply).await;
                 }
-                _ = tick.tick() => self.reconcile().await,
+                _ = tick.tick() => {
+                    self.consider_agent_update();
+                    self.reconcile().await;
+                }
                 _ = health.tick() => self.publish_health().await,
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
@@ -213,8 +254,13 @@ impl Supervisor {
                     }
                 }
             }
+            if self.self_update.as_ref().is_some_and(|u| u.restart) {
+                exit = SupervisorExit::RestartForUpdate;
+                break;
+            }
         }
-        tracing::info!(device = %self.device, "supervisor stopped");
+        tracing::info!(device = %self.device, ?exit, "supervisor stopped");
+        exit
     }
 
     fn save(&mut self) {
@@ -271,6 +317,11 @@ impl Supervisor {
             .iter()
             .flat_map(|c| c.conditions.iter().cloned())
             .collect();
+        let mut images = images;
+        // Agent releases in use stay in the store: the bases of the next one's delta.
+        for image in self.self_update.iter().flat_map(|u| u.kept_images()) {
+            images.remove(&image);
+        }
         let (observed, exits) = self.tracker.observe(&containers, images, self.now_ms());
         self.observed = observed;
         self.run_probes();
@@ -323,11 +374,12 @@ impl Supervisor {
 
     /// The reported state as of now.
     pub(super) fn current_report(&self) -> ReportedState {
-        let conditions = report::conditions(
+        let mut conditions = report::conditions(
             self.runtime_conditions.iter().cloned(),
             self.disk_free_mib,
             self.options.disk_reserve_mib,
         );
+        conditions.extend(self.self_update.as_ref().and_then(|u| u.condition()));
         let mut reported = report::reported(
             &self.device,
             &self.state,

@@ -87,7 +87,7 @@ pub fn reported(
         services,
         layers: Vec::new(),
         conditions: conditions.to_vec(),
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        agent_version: crate::ota::agent_version(),
         platform: crate::platform::this_device().to_string(),
         // Filled in by the supervisor from its engine.
         sealing_key: String::new(),

@@ -4,7 +4,8 @@
 //! desired state is also handed to the supervisor as [`Refused`], to be reported failed.
 
 use coracle_proto::{
-    decode, CommandRequest, DesiredState, DeviceId, Generation, RejectReason, Signed, VerifyingKey,
+    decode, AgentUpdate, AgentUpdateError, CommandRequest, DesiredState, DeviceId, Generation,
+    RejectReason, Signed, VerifyingKey,
 };
 
 /// A refused input: the class for dashboards and the detail for the operator.
@@ -34,6 +35,26 @@ impl Rejection {
             refused: None,
         }
     }
+}
+
+/// Turns an `agent-update` body into a verified update for this device (the supervisor
+/// judges its sequence against the slot record, see `ota`).
+pub fn admit_agent_update(
+    body: &[u8],
+    key: &VerifyingKey,
+    device: &DeviceId,
+) -> Result<AgentUpdate, Rejection> {
+    let signed: Signed<AgentUpdate> =
+        decode(body).map_err(|e| Rejection::new(e.reject_reason(), "agent update", &e))?;
+    signed.verify_update(key, device, 0).map_err(|e| {
+        let reason = match &e {
+            AgentUpdateError::Verify(v) => v.reject_reason(),
+            AgentUpdateError::WrongDevice { .. } => RejectReason::WrongDevice,
+            AgentUpdateError::Replay { .. } => RejectReason::Replay,
+            AgentUpdateError::ForeignImage { .. } => RejectReason::Invalid,
+        };
+        Rejection::new(reason, "agent update", &e)
+    })
 }
 
 /// Turns a `desired` body into a verified, valid desired state newer than or equal to `floor`.

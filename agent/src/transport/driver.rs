@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coracle_proto::{
-    encode, topic, CommandOutcome, CommandReply, CommandRequest, DesiredState, DeviceId, KeyId,
-    Presence, RejectReason, TopicKind,
+    encode, topic, AgentUpdate, CommandOutcome, CommandReply, CommandRequest, DesiredState,
+    DeviceId, KeyId, Presence, RejectReason, TopicKind,
 };
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
@@ -16,7 +16,7 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::admit::{admit_command, admit_desired, Refused, Rejection};
+use super::admit::{admit_agent_update, admit_command, admit_desired, Refused, Rejection};
 use super::backoff::Backoff;
 use super::handle::{Shared, Tag, TransportHandle};
 use super::outbox::Outbox;
@@ -56,6 +56,16 @@ pub struct TransportDriver {
     refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
     link_tx: watch::Sender<Link>,
+    agent_update_tx: watch::Sender<Option<AgentUpdate>>,
+}
+
+/// Where the driver hands what it admits.
+pub(super) struct Outlets {
+    pub desired_tx: watch::Sender<Option<DesiredState>>,
+    pub refused_tx: watch::Sender<Option<Refused>>,
+    pub commands_tx: mpsc::Sender<CommandRequest>,
+    pub link_tx: watch::Sender<Link>,
+    pub agent_update_tx: watch::Sender<Option<AgentUpdate>>,
 }
 
 impl std::fmt::Debug for TransportDriver {
@@ -69,11 +79,15 @@ impl std::fmt::Debug for TransportDriver {
 
 pub(super) fn build(
     settings: TransportSettings,
-    desired_tx: watch::Sender<Option<DesiredState>>,
-    refused_tx: watch::Sender<Option<Refused>>,
-    commands_tx: mpsc::Sender<CommandRequest>,
-    link_tx: watch::Sender<Link>,
+    outlets: Outlets,
 ) -> (TransportHandle, TransportDriver) {
+    let Outlets {
+        desired_tx,
+        refused_tx,
+        commands_tx,
+        link_tx,
+        agent_update_tx,
+    } = outlets;
     let device = settings.device.clone();
     let mut options = MqttOptions::new(
         device.as_str(),
@@ -149,6 +163,7 @@ pub(super) fn build(
         refused_tx,
         commands_tx,
         link_tx,
+        agent_update_tx,
     };
     (handle, driver)
 }
@@ -277,9 +292,13 @@ impl TransportDriver {
         // Clean session: the broker forgot our subscriptions, so renew them every time, in
         // one SUBSCRIBE whose SUBACK marks the link up. The key chain first, so a retained
         // rollover usually arrives before the desired state it signs.
-        let filters = [TopicKind::Keys, TopicKind::Desired, TopicKind::Cmd].map(|kind| {
-            rumqttc::SubscribeFilter::new(kind.for_device(&self.device), QoS::AtLeastOnce)
-        });
+        let filters = [
+            TopicKind::Keys,
+            TopicKind::Desired,
+            TopicKind::Cmd,
+            TopicKind::AgentUpdate,
+        ]
+        .map(|kind| rumqttc::SubscribeFilter::new(kind.for_device(&self.device), QoS::AtLeastOnce));
         if let Err(err) = shared.client.try_subscribe_many(filters) {
             tracing::error!(error = %err, "subscribe not queued");
         }
@@ -367,6 +386,7 @@ impl TransportDriver {
         };
         match kind {
             TopicKind::Desired => self.on_desired(payload),
+            TopicKind::AgentUpdate => self.on_agent_update(payload),
             TopicKind::Keys => match self.trusted.follow(payload) {
                 Ok(true) => {
                     self.lock().trusted_key = (self.trusted.epoch(), KeyId::of(self.trusted.key()));
@@ -395,6 +415,16 @@ impl TransportDriver {
                 Err(rejection) => self.lock().reject(rejection),
             },
             _ => tracing::debug!(topic, "publish on a device-to-controller topic ignored"),
+        }
+    }
+
+    fn on_agent_update(&mut self, payload: &[u8]) {
+        match admit_agent_update(payload, self.trusted.key(), &self.device) {
+            Ok(update) => {
+                tracing::info!(version = %update.version, sequence = update.sequence, "agent update admitted");
+                self.agent_update_tx.send_replace(Some(update));
+            }
+            Err(rejection) => self.lock().reject(rejection),
         }
     }
 

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coracle_proto::{Bootstrap, CommandRequest, DesiredState, DeviceId, VerifyingKey};
+use coracle_proto::{AgentUpdate, Bootstrap, CommandRequest, DesiredState, DeviceId, VerifyingKey};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::AgentConfig;
@@ -132,6 +132,9 @@ pub struct Inbox {
     pub refused: watch::Receiver<Option<admit::Refused>>,
     pub commands: mpsc::Receiver<CommandRequest>,
     pub link: watch::Receiver<Link>,
+    /// The newest verified `AgentUpdate` (signature and device checked; its sequence is
+    /// the supervisor's to judge, see `ota`).
+    pub agent_update: watch::Receiver<Option<AgentUpdate>>,
 }
 
 /// Builds the handle, the driver (spawn `driver.run()`) and the inbox.
@@ -140,7 +143,17 @@ pub fn transport(settings: TransportSettings) -> (TransportHandle, TransportDriv
     let (refused_tx, refused) = watch::channel(None);
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (link_tx, link) = watch::channel(Link::Down);
-    let (handle, driver) = driver::build(settings, desired_tx, refused_tx, commands_tx, link_tx);
+    let (agent_update_tx, agent_update) = watch::channel(None);
+    let (handle, driver) = driver::build(
+        settings,
+        driver::Outlets {
+            desired_tx,
+            refused_tx,
+            commands_tx,
+            link_tx,
+            agent_update_tx,
+        },
+    );
     (
         handle,
         driver,
@@ -149,6 +162,7 @@ pub fn transport(settings: TransportSettings) -> (TransportHandle, TransportDriv
             refused,
             commands,
             link,
+            agent_update,
         },
     )
 }

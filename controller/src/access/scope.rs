@@ -100,6 +100,7 @@ pub fn required(method: &Method, path: &str) -> Scope {
         (true, _) => Scope::Read,
         (false, ["devices", _, "deploy"])
         | (false, ["rollouts"])
+        | (false, ["agent", "rollouts"])
         | (false, ["rollouts", _, _])
         | (false, ["devices", _, "services", _, "restart"])
         | (false, ["images", "deltas", "plan"]) => {

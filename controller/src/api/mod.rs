@@ -6,6 +6,7 @@
 //! `error::ApiError`'s one `IntoResponse` impl.
 
 pub mod admin;
+pub mod agent;
 pub mod audit;
 pub mod commands;
 pub mod deploy;
@@ -72,6 +73,15 @@ pub fn router(state: AppState) -> Router {
             "/rollouts/{id}/{command}",
             axum::routing::post(rollouts::command),
         )
+        .route(
+            "/agent/releases",
+            get(agent::list)
+                .post(agent::publish)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    agent::MAX_RELEASE_BYTES,
+                )),
+        )
+        .route("/agent/rollouts", post(agent::rollout))
         .route("/events/stream", get(stream::fleet_events))
         .route("/fleet", get(overview::fleet))
         .route("/metrics", get(device_metrics))

@@ -145,7 +145,7 @@ pub fn parse_selector(value: &Value) -> Result<Selector, ApiError> {
     }
 }
 
-fn threshold_text(value: &Value) -> Result<String, ApiError> {
+pub fn threshold_text(value: &Value) -> Result<String, ApiError> {
     match value {
         Value::Number(n) if n.is_u64() => Ok(n.to_string()),
         Value::String(text) => Ok(text.clone()),

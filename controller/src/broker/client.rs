@@ -184,6 +184,15 @@ impl ControllerClient {
         self.publish_to(TopicKind::Keys, device, body).await
     }
 
+    /// Publishes a signed `AgentUpdate` on the device's retained `agent-update` topic.
+    pub async fn publish_agent_update(
+        &self,
+        device: &DeviceId,
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.publish_to(TopicKind::AgentUpdate, device, body).await
+    }
+
     /// Publishes on one of the device's topics with that kind's QoS and retain flag.
     async fn publish_to(
         &self,
@@ -217,6 +226,7 @@ impl ControllerClient {
     /// Clears a removed device's retained desired state and key chain.
     pub async fn clear_desired(&self, device: &DeviceId) -> Result<(), ClientError> {
         self.publish_desired(device, Vec::new()).await?;
+        self.publish_agent_update(device, Vec::new()).await?;
         self.publish_keys(device, Vec::new()).await
     }
 

@@ -130,6 +130,23 @@ impl ApiClient {
             .with_context(|| format!("{what}: empty response"))
     }
 
+    /// POSTs raw bytes (`path` may carry a query string).
+    pub fn post_bytes<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<T> {
+        let response = self
+            .agent
+            .post(&self.url(path))
+            .header("Authorization", &self.auth())
+            .header("Content-Type", "application/octet-stream")
+            .send(body);
+        self.finish(what, response)?
+            .with_context(|| format!("{what}: empty response"))
+    }
+
     pub fn delete(&self, what: &str, path: &str) -> anyhow::Result<()> {
         let response = self
             .agent

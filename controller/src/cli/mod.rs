@@ -2,6 +2,7 @@
 //! operator's CLI and talk to the controller's HTTP API.
 
 mod admin;
+mod agent;
 mod api_client;
 mod app_context;
 mod backup;
@@ -52,6 +53,8 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// List, show, pause, resume, abort and roll back rollouts.
     Rollout(rollout::RolloutArgs),
+    /// Over-the-air updates of the device agent: release, ls, rollout.
+    Agent(agent::AgentArgs),
     /// Configuration for an external MQTT broker.
     Broker(broker::BrokerArgs),
     /// Credentials for the upstream registries deploys pull images from.
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(args) => device::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Rollout(args) => rollout::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Broker(args) => broker::run(args),
         Command::Registry(args) => registry_login::run(args),
         Command::Token(args) => token::run(args),

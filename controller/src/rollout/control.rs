@@ -15,7 +15,18 @@ use crate::policy::AppRequest;
 use crate::store::{DeviceStatus, NewRollout, RolloutRecord, Selector, StoreError};
 
 /// The longest health window and apply timeout accepted (a day): longer is almost surely a unit mistake.
-const MAX_HEALTH_WINDOW_S: u64 = 24 * 3600;
+pub(super) const MAX_HEALTH_WINDOW_S: u64 = 24 * 3600;
+
+/// What a new rollout is checked against, per selected device.
+pub(super) enum Checks<'a> {
+    /// The deploy policy and the platforms the app's images offer.
+    App {
+        platforms: &'a AppPlatforms,
+        host_network: &'a BTreeSet<String>,
+    },
+    /// The platforms the agent release has builds for.
+    Agent { platforms: BTreeSet<String> },
+}
 
 /// A rollout to create; `services` are the app with images already pinned.
 #[derive(Debug, Clone)]
@@ -69,6 +80,7 @@ impl Rollouts {
             apply_timeout_s: request.apply_timeout_s,
             rollback_on_failure: request.rollback_on_failure,
             devices: Vec::new(),
+            agent_version: None,
         };
         // The same checks the driver relies on later.
         plan(
@@ -77,9 +89,20 @@ impl Rollouts {
             new.health_window_s,
             new.rollback_on_failure,
         )?;
-        let id = self
-            .store_new(new, &request.platforms, &request.host_network)
-            .await?;
+        let checks = Checks::App {
+            platforms: &request.platforms,
+            host_network: &request.host_network,
+        };
+        self.create_checked(new, checks).await
+    }
+
+    /// Stores a checked rollout and starts its first wave.
+    pub(super) async fn create_checked(
+        &self,
+        new: NewRollout,
+        checks: Checks<'_>,
+    ) -> Result<RolloutRecord, RolloutError> {
+        let id = self.store_new(new, checks).await?;
         // The first wave starts before the answer, so the caller sees it under way.
         if let Err(err) = self.step(id).await {
             tracing::warn!(rollout = id, error = %crate::api::error::error_chain(&err), "first rollout step failed; retrying on the next tick");
@@ -96,8 +119,7 @@ impl Rollouts {
     async fn store_new(
         &self,
         mut new: NewRollout,
-        platforms: &AppPlatforms,
-        host_network: &BTreeSet<String>,
+        checks: Checks<'_>,
     ) -> Result<i64, RolloutError> {
         let _serialized = self.lock.lock().await;
         let store = &self.fleet.store;
@@ -122,23 +144,44 @@ impl Rollouts {
             });
         }
         // Every selected device, before any is sent to: a rollout is not half allowed.
-        let app = AppRequest::new(&new.services, host_network);
-        for device in &new.devices {
-            let tags = store.device(device)?.tags;
-            self.fleet.policy().check(device, &tags, &app)?;
-        }
-        let refused: Vec<String> = new
-            .devices
-            .iter()
-            .filter_map(|device| {
-                let reported = store.reported(device).ok().flatten()?;
-                platforms.check(device, &reported.platform).err()
-            })
-            .collect();
+        let refused: Vec<String> = match checks {
+            Checks::App {
+                platforms,
+                host_network,
+            } => {
+                let app = AppRequest::new(&new.services, host_network);
+                for device in &new.devices {
+                    let tags = store.device(device)?.tags;
+                    self.fleet.policy().check(device, &tags, &app)?;
+                }
+                new.devices
+                    .iter()
+                    .filter_map(|device| {
+                        let reported = store.reported(device).ok().flatten()?;
+                        platforms.check(device, &reported.platform).err()
+                    })
+                    .collect()
+            }
+            Checks::Agent { platforms } => new
+                .devices
+                .iter()
+                .filter_map(|device| {
+                    let reported = store.reported(device).ok().flatten();
+                    let platform = reported.map(|r| r.platform).unwrap_or_default();
+                    (!platforms.contains(&platform)).then(|| {
+                        format!("{device} runs {platform:?}, which the release has no build for")
+                    })
+                })
+                .collect(),
+        };
         if !refused.is_empty() {
+            let what = new
+                .agent_version
+                .as_deref()
+                .map_or("the app".to_string(), |v| format!("agent {v}"));
             return Err(RolloutError::Invalid {
                 field: "selector",
-                message: format!("devices that cannot run the app: {}", refused.join("; ")),
+                message: format!("devices that cannot run {what}: {}", refused.join("; ")),
             });
         }
         if let Some((device, rollout)) = store
@@ -215,9 +258,12 @@ impl Rollouts {
         from: usize,
         to: usize,
     ) -> Result<(), RolloutError> {
+        let agent = rollout.agent_version.is_some();
         let to = to.min(rollout.devices.len());
         for device in &mut rollout.devices[from.min(to)..to] {
             let reached = match (device.status, device.generation) {
+                // An agent update not sent yet reached nobody.
+                (DeviceStatus::Deploying, None) if agent => false,
                 (DeviceStatus::Deploying, None) => {
                     let current = self.fleet.store.desired_generation(&device.device)?;
                     match current.map(|g| g.0) > device.previous_generation {

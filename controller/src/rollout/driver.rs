@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, Mutex, Notify};
 use super::decide::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
 };
-use super::observe::{observe, Observation, Windows};
+use super::observe::{observe_target, Observation, Target, Windows};
 use super::{RolloutChange, RolloutError, Threshold};
 use crate::fleet::Fleet;
 use crate::ingest::Ingested;
@@ -37,6 +37,8 @@ pub struct Rollouts {
     pub(super) fleet: Fleet,
     /// Seals each device's access to direct registries when its generation is sent.
     pub(super) mirror: Mirror,
+    /// Agent releases, for agent rollouts (`None`: agent rollouts are refused).
+    pub(super) releases: Option<crate::agent_release::AgentReleases>,
     events: broadcast::Sender<Ingested>,
     wake: Arc<Notify>,
     pub(super) lock: Arc<Mutex<()>>,
@@ -50,6 +52,7 @@ impl Rollouts {
         Self {
             fleet,
             mirror,
+            releases: None,
             events,
             wake: Arc::new(Notify::new()),
             lock: Arc::new(Mutex::new(())),
@@ -60,6 +63,12 @@ impl Rollouts {
     /// How many times the driver has evaluated every active rollout.
     pub fn passes(&self) -> u64 {
         self.passes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Agent rollouts send releases from `releases`.
+    pub fn with_agent_releases(mut self, releases: crate::agent_release::AgentReleases) -> Self {
+        self.releases = Some(releases);
+        self
     }
 
     /// Asks the driver task to evaluate now.
@@ -282,7 +291,12 @@ impl Rollouts {
                 health_s: rollout.health_window_s,
                 apply_s: rollout.apply_timeout_s,
             };
-            if let Some(next) = observe(device, windows, seen) {
+            let target = match (&rollout.agent_version, device.generation) {
+                (Some(version), _) => Target::AgentVersion(version),
+                (None, Some(generation)) => Target::Generation(generation),
+                (None, None) => continue,
+            };
+            if let Some(next) = observe_target(device, target, windows, seen) {
                 changed.push((index, next));
             }
         }
@@ -310,7 +324,15 @@ impl Rollouts {
         to: usize,
     ) -> Result<(), RolloutError> {
         let verifying = self.fleet.deployment_key().verifying_key();
+        let agent = rollout.agent_version.is_some();
         for device in &mut rollout.devices[from..to] {
+            if agent {
+                // What it ran before is what a rollback sends it back to.
+                let reported = self.fleet.store.reported(&device.device).ok().flatten();
+                device.previous_agent_version = reported.map(|r| r.agent_version);
+                device.status = DeviceStatus::Deploying;
+                continue;
+            }
             match self.fleet.store.desired_signed(&device.device)? {
                 None => {
                     device.previous_generation = None;

@@ -3,7 +3,11 @@
 //! operator's allowed moves, both pure too. `driver` is the task that stores rollouts in
 //! SQLite, evaluates them on a tick and on device reports, and deploys through `Fleet`
 //! (`send`); `control` holds the operator's entry points (create, pause, resume, abort, rollback).
+//! An agent rollout (`agent_rollout`, `agent_send`) sends an agent release instead of an app;
+//! `observe` then watches the reported agent version.
 
+pub mod agent_rollout;
+pub mod agent_send;
 pub mod command;
 pub mod control;
 pub mod decide;
@@ -13,6 +17,7 @@ pub mod event;
 pub mod observe;
 pub mod send;
 
+pub use agent_rollout::CreateAgentRollout;
 pub use command::{transition, RolloutCommand, TransitionRefused};
 pub use control::CreateRollout;
 pub use decide::{

@@ -7,8 +7,12 @@
 //! and every service running (or exited 0) and not unhealthy; it must get there within the
 //! window after it started running N and stay there for the window. A rollback, failed apply
 //! or unhealthy service of N fails it at once.
+//!
+//! An agent rollout's target is an agent version instead of a generation: the device runs
+//! it once it reports that `agent_version`, is healthy on it when its services are too, and
+//! fails at once when it reports having given the version up (`AgentUpdateAbandoned`).
 
-use coracle_proto::{ContainerState, Health, ReportedState, UpdateStatus};
+use coracle_proto::{Condition, ContainerState, Health, ReportedState, UpdateStatus};
 
 use crate::store::{DeviceProgress, DeviceStatus};
 
@@ -27,6 +31,54 @@ pub struct Windows {
     pub health_s: u64,
     /// How long a device may take from the send to running the new generation.
     pub apply_s: u64,
+}
+
+/// What a rollout brings each device to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// An app rollout: the device's new desired generation.
+    Generation(u64),
+    /// An agent rollout: the agent version.
+    AgentVersion(&'a str),
+}
+
+impl Target<'_> {
+    fn failure(self, reported: &ReportedState) -> Option<String> {
+        match self {
+            Target::Generation(generation) => failure(generation, reported),
+            Target::AgentVersion(version) => reported.conditions.iter().find_map(|c| match c {
+                Condition::AgentUpdateAbandoned { version: v, reason } if v == version => {
+                    Some(format!("gave agent {version} up: {reason}"))
+                }
+                _ => None,
+            }),
+        }
+    }
+
+    fn running(self, reported: &ReportedState) -> bool {
+        match self {
+            Target::Generation(generation) => running(generation, reported),
+            Target::AgentVersion(version) => reported.agent_version == version,
+        }
+    }
+
+    fn healthy(self, reported: &ReportedState) -> bool {
+        match self {
+            Target::Generation(generation) => healthy(generation, reported),
+            Target::AgentVersion(version) => {
+                reported.agent_version == version && services_healthy(reported)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Generation(generation) => write!(f, "generation {generation}"),
+            Target::AgentVersion(version) => write!(f, "agent {version}"),
+        }
+    }
 }
 
 /// The device's failure on `generation`, if its report shows one.
@@ -63,12 +115,15 @@ fn running(generation: u64, reported: &ReportedState) -> bool {
 }
 
 fn healthy(generation: u64, reported: &ReportedState) -> bool {
-    reported.applied.0 >= generation
-        && reported.services.iter().all(|s| match s.state {
-            ContainerState::Running => matches!(s.health, Health::Healthy | Health::None),
-            ContainerState::Exited => s.last_exit_code == Some(0),
-            _ => false,
-        })
+    reported.applied.0 >= generation && services_healthy(reported)
+}
+
+fn services_healthy(reported: &ReportedState) -> bool {
+    reported.services.iter().all(|s| match s.state {
+        ContainerState::Running => matches!(s.health, Health::Healthy | Health::None),
+        ContainerState::Exited => s.last_exit_code == Some(0),
+        _ => false,
+    })
 }
 
 /// The device's progress after `seen`, or `None` when nothing changed. Only devices that
@@ -81,17 +136,31 @@ pub fn observe(
     let (DeviceStatus::Deploying, Some(generation)) = (progress.status, progress.generation) else {
         return None;
     };
+    observe_target(progress, Target::Generation(generation), windows, seen)
+}
+
+/// [`observe`] towards any target (an agent rollout's device has its `generation` set to
+/// the update sequence sent, so only sent devices move).
+pub fn observe_target(
+    progress: &DeviceProgress,
+    target: Target<'_>,
+    windows: Windows,
+    seen: Observation<'_>,
+) -> Option<DeviceProgress> {
+    if progress.status != DeviceStatus::Deploying || progress.generation.is_none() {
+        return None;
+    }
     let mut next = progress.clone();
     let window = i64::try_from(windows.health_s).unwrap_or(i64::MAX);
     let apply = i64::try_from(windows.apply_s).unwrap_or(i64::MAX);
-    if seen.reported.is_some_and(|r| running(generation, r)) {
+    if seen.reported.is_some_and(|r| target.running(r)) {
         next.running_since_unix.get_or_insert(seen.now);
     }
-    if let Some(reason) = seen.reported.and_then(|r| failure(generation, r)) {
+    if let Some(reason) = seen.reported.and_then(|r| target.failure(r)) {
         next.status = DeviceStatus::Failed;
         next.healthy_since_unix = None;
         next.reason = Some(reason);
-    } else if seen.online && seen.reported.is_some_and(|r| healthy(generation, r)) {
+    } else if seen.online && seen.reported.is_some_and(|r| target.healthy(r)) {
         let since = *next.healthy_since_unix.get_or_insert(seen.now);
         if seen.now.saturating_sub(since) >= window {
             next.status = DeviceStatus::Healthy;
@@ -104,7 +173,7 @@ pub fn observe(
             Some(running) if seen.now.saturating_sub(running) > window => {
                 next.status = DeviceStatus::Failed;
                 next.reason = Some(format!(
-                    "not healthy on generation {generation} within the {} s health window \
+                    "not healthy on {target} within the {} s health window \
                      after it started running it{offline}",
                     windows.health_s
                 ));
@@ -115,7 +184,7 @@ pub fn observe(
                 if seen.now.saturating_sub(deployed) > apply {
                     next.status = DeviceStatus::Failed;
                     next.reason = Some(format!(
-                        "did not start generation {generation} within the {} s apply \
+                        "did not start {target} within the {} s apply \
                          timeout{offline}",
                         windows.apply_s
                     ));
@@ -148,7 +217,53 @@ mod tests {
             rollback_generation: None,
             reason: None,
             previous_services: None,
+            previous_agent_version: None,
         }
+    }
+
+    #[test]
+    fn an_agent_rollout_follows_the_reported_agent_version() {
+        let target = Target::AgentVersion("0.2.0");
+        let mut reported = samples::reported_state(1);
+        reported.services.clear();
+        reported.agent_version = "0.1.0".into();
+        fn seen(reported: &ReportedState, now: i64) -> Observation<'_> {
+            Observation {
+                online: true,
+                reported: Some(reported),
+                now,
+            }
+        }
+        // Still the old agent: nothing moves until the apply timeout.
+        let sent = deploying(None, None);
+        assert_eq!(
+            observe_target(&sent, target, WINDOWS, seen(&reported, 110)),
+            None
+        );
+        let late = observe_target(&sent, target, WINDOWS, seen(&reported, 131)).unwrap();
+        assert_eq!(late.status, DeviceStatus::Failed);
+        assert_eq!(
+            late.reason.as_deref(),
+            Some("did not start agent 0.2.0 within the 30 s apply timeout")
+        );
+        // The new agent reports: healthy once the window passed.
+        reported.agent_version = "0.2.0".into();
+        let running = observe_target(&sent, target, WINDOWS, seen(&reported, 110)).unwrap();
+        assert_eq!(running.healthy_since_unix, Some(110));
+        let proven = observe_target(&running, target, WINDOWS, seen(&reported, 120)).unwrap();
+        assert_eq!(proven.status, DeviceStatus::Healthy);
+        // A device that gave the build up fails at once.
+        reported.agent_version = "0.1.0".into();
+        reported.conditions = vec![Condition::AgentUpdateAbandoned {
+            version: "0.2.0".into(),
+            reason: "it exited with status 1 before it connected".into(),
+        }];
+        let gave_up = observe_target(&sent, target, WINDOWS, seen(&reported, 101)).unwrap();
+        assert_eq!(gave_up.status, DeviceStatus::Failed);
+        assert_eq!(
+            gave_up.reason.as_deref(),
+            Some("gave agent 0.2.0 up: it exited with status 1 before it connected")
+        );
     }
 
     fn report(applied: u64, update: UpdateStatus, health: Health) -> ReportedState {

@@ -22,7 +22,14 @@ impl Rollouts {
     ) -> Result<(), RolloutError> {
         for index in 0..rollout.devices.len() {
             let device = &rollout.devices[index];
+            let agent = rollout.agent_version.is_some();
             let next = match (device.status, device.generation, device.rollback_generation) {
+                (DeviceStatus::Deploying, None, _) if agent => {
+                    self.send_agent_new(rollout, device).await?
+                }
+                (DeviceStatus::RolledBack, _, None) if agent => {
+                    self.send_agent_previous(device).await?
+                }
                 (DeviceStatus::Deploying, None, _) => self.send_new(rollout, device).await?,
                 (DeviceStatus::RolledBack, _, None) => self.send_previous(rollout, device).await?,
                 _ => continue,
@@ -125,7 +132,7 @@ impl Rollouts {
 }
 
 /// What became of one send.
-enum Sent {
+pub(super) enum Sent {
     /// The device's new desired generation (sent now, or adopted from before a restart).
     Generation(u64),
     /// The device no longer exists.

@@ -1,7 +1,8 @@
 //! What the registry asks the store about a device that presents its pull token: the
 //! password hash of its enrolment (the token is bound to it; a password rotation keeps it
 //! in `pull_sha256`) and the repositories of the controller's registry its latest desired
-//! state names (what it may read). Also the password change of a rotation.
+//! state names (what it may read), plus the agent releases once it was sent an agent update.
+//! Also the password change of a rotation.
 
 use std::collections::BTreeSet;
 
@@ -85,17 +86,18 @@ impl Store {
 
     /// The device's registry grant; `None` when it is not enrolled.
     pub fn device_grant(&self, id: &DeviceId) -> Result<Option<DeviceGrant>, StoreError> {
-        let row: Option<(Vec<u8>, Option<Vec<u8>>, i64)> = self
+        let row: Option<GrantRow> = self
             .conn()
             .query_row(
-                "SELECT COALESCE(d.pull_sha256, d.password_sha256), s.signed, d.pull_epoch
+                "SELECT COALESCE(d.pull_sha256, d.password_sha256), s.signed, d.pull_epoch,
+                   EXISTS (SELECT 1 FROM agent_updates a WHERE a.device = d.id)
                  FROM devices d LEFT JOIN desired s ON s.device = d.id WHERE d.id = ?1",
                 params![id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(query("read device grant"))?;
-        let Some((hash, signed, pull_epoch)) = row else {
+        let Some((hash, signed, pull_epoch, agent_update)) = row else {
             return Ok(None);
         };
         let corrupt = |what: String| StoreError::Corrupt {
@@ -106,6 +108,10 @@ impl Store {
             .try_into()
             .map_err(|_| corrupt("password hash is not 32 bytes".into()))?;
         let mut repositories = BTreeSet::new();
+        // A device sent an agent update reads the agent releases (see `agent_update`).
+        if agent_update {
+            repositories.insert(coracle_proto::AGENT_REPOSITORY.to_string());
+        }
         if let Some(body) = signed {
             // The controller's own stored state: its signature was made here.
             let signed: Signed<DesiredState> =
@@ -128,6 +134,9 @@ impl Store {
         }))
     }
 }
+
+/// (password hash, signed desired state, pull epoch, sent an agent update).
+type GrantRow = (Vec<u8>, Option<Vec<u8>>, i64, bool);
 
 impl DeviceGrants for Store {
     fn grant(&self, device: &DeviceId) -> Result<Option<DeviceGrant>, String> {

@@ -3,6 +3,7 @@
 //! progress (`progress.rs`). Calls are short and synchronous behind a mutex; the MQTT ingest
 //! path hands work to its own task so it never waits on the disk in a callback.
 
+mod agent_updates;
 mod api_tokens;
 mod audit;
 mod devices;

@@ -78,6 +78,8 @@ CREATE TABLE retired_generations (
     // The newest pull token epoch each device confirmed, and when (pull_token_rotation).
     "ALTER TABLE devices ADD COLUMN pull_epoch INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE devices ADD COLUMN pull_rotated_unix INTEGER;",
+    // Over-the-air agent updates: each device's last one, and agent rollouts.
+    super::agent_updates::MIGRATION,
 ];
 
 /// Brings the schema up to date.

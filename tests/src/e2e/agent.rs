@@ -21,6 +21,8 @@ pub struct AgentOptions {
     pub data_dir: Option<PathBuf>,
     /// `[limits] disk_reserve_mib`: what the store keeps free.
     pub disk_reserve_mib: u32,
+    /// `[update] confirm_timeout_s`: how long a new agent build may take to connect.
+    pub confirm_timeout_s: u32,
 }
 
 impl Default for AgentOptions {
@@ -28,6 +30,7 @@ impl Default for AgentOptions {
         Self {
             data_dir: None,
             disk_reserve_mib: 64,
+            confirm_timeout_s: 120,
         }
     }
 }
@@ -73,9 +76,10 @@ impl Agent {
             "data_dir = {data:?}\nbootstrap = {bootstrap:?}\ncontrol_socket = {socket:?}\n\
              health_interval_s = 5\n\n[limits]\ndisk_reserve_mib = {reserve}\n\n[runtime]\n\
              state_dir = {state:?}\ncgroup_parent = \"{cgroup_parent}\"\n\n[network]\n\
-             netns_dir = {netns:?}\n",
+             netns_dir = {netns:?}\n\n[update]\nconfirm_timeout_s = {confirm}\n",
             data = data_dir.display().to_string(),
             reserve = options.disk_reserve_mib,
+            confirm = options.confirm_timeout_s,
             bootstrap = bootstrap.display().to_string(),
             socket = dir.join("agent.sock").display().to_string(),
             state = dir.join("run").display().to_string(),

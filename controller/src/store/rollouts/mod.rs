@@ -81,8 +81,8 @@ impl Store {
         tx.execute(
             "INSERT INTO rollouts (app, compose, services, selector, waves, max_failures,
                health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix,
-               apply_timeout_s)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9, ?10)",
+               apply_timeout_s, agent_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9, ?10, ?11)",
             params![
                 new.app,
                 new.compose,
@@ -93,7 +93,8 @@ impl Store {
                 new.health_window_s as i64,
                 new.rollback_on_failure,
                 now,
-                new.apply_timeout_s as i64
+                new.apply_timeout_s as i64,
+                new.agent_version
             ],
         )
         .map_err(query("insert rollout"))?;
@@ -156,7 +157,7 @@ impl Store {
             .query_row(
                 "SELECT app, compose, services, selector, waves, max_failures, health_window_s,
                    phase, wave, accepted_failures, reason, created_unix, updated_unix,
-                   rollback_on_failure, apply_timeout_s
+                   rollback_on_failure, apply_timeout_s, agent_version
                  FROM rollouts WHERE id = ?1",
                 [id],
                 |r| {
@@ -179,6 +180,7 @@ impl Store {
                             r.get::<_, i64>(12)?,
                             r.get::<_, bool>(13)?,
                             r.get::<_, i64>(14)?,
+                            r.get::<_, Option<String>>(15)?,
                         ),
                     ))
                 },
@@ -197,6 +199,7 @@ impl Store {
                 updated_unix,
                 rollback_on_failure,
                 apply_timeout,
+                agent_version,
             ),
         )) = head
         else {
@@ -206,7 +209,7 @@ impl Store {
             .prepare(
                 "SELECT device, status, generation, previous_generation, previous_services,
                    deployed_unix, healthy_since_unix, rollback_generation, reason,
-                   running_since_unix
+                   running_since_unix, previous_agent_version
                  FROM rollout_devices WHERE rollout = ?1 ORDER BY position",
             )
             .map_err(query("prepare rollout devices"))?;
@@ -236,6 +239,7 @@ impl Store {
             updated_unix,
             devices,
             services: serde_json::from_str(&services).map_err(|_| corrupt(id, "services"))?,
+            agent_version,
         }))
     }
 
@@ -270,7 +274,8 @@ impl Store {
             tx.execute(
                 "UPDATE rollout_devices SET status = ?3, generation = ?4, previous_generation = ?5,
                    previous_services = ?6, deployed_unix = ?7, healthy_since_unix = ?8,
-                   rollback_generation = ?9, reason = ?10, running_since_unix = ?11
+                   rollback_generation = ?9, reason = ?10, running_since_unix = ?11,
+                   previous_agent_version = ?12
                  WHERE rollout = ?1 AND device = ?2",
                 params![
                     rollout.id,
@@ -284,6 +289,7 @@ impl Store {
                     device.rollback_generation.map(|g| g as i64),
                     device.reason,
                     device.running_since_unix,
+                    device.previous_agent_version,
                 ],
             )
             .map_err(query("update rollout device"))?;
@@ -368,6 +374,7 @@ fn read_device(r: &Row<'_>) -> Option<DeviceProgress> {
     progress.rollback_generation = generation(7);
     progress.reason = r.get(8).ok()?;
     progress.running_since_unix = r.get(9).ok()?;
+    progress.previous_agent_version = r.get(10).ok()?;
     Some(progress)
 }
 
@@ -393,6 +400,7 @@ mod tests {
                 apply_timeout_s: 30,
                 rollback_on_failure: false,
                 devices: vec![id.clone()],
+                agent_version: None,
             })
             .unwrap();
         let mut record = store.rollout(rollout).unwrap().unwrap();

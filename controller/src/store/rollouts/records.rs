@@ -158,6 +158,10 @@ pub struct DeviceProgress {
     /// The app the device ran before (empty: it had none); restored by a rollback.
     #[serde(skip)]
     pub previous_services: Option<Vec<ServiceSpec>>,
+    /// Agent rollouts: the agent version the device reported before (restored by a
+    /// rollback); in agent rollouts `generation` is the `AgentUpdate` sequence sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_agent_version: Option<String>,
 }
 
 impl DeviceProgress {
@@ -173,6 +177,7 @@ impl DeviceProgress {
             rollback_generation: None,
             reason: None,
             previous_services: None,
+            previous_agent_version: None,
         }
     }
 }
@@ -204,6 +209,9 @@ pub struct RolloutRecord {
     /// The app with images pinned at creation, so every wave gets exactly the same bytes.
     #[serde(skip)]
     pub services: Vec<ServiceSpec>,
+    /// Set for an agent rollout: the agent release it sends (`services` is empty then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
 }
 
 /// What `create_rollout` stores.
@@ -219,6 +227,8 @@ pub struct NewRollout {
     pub apply_timeout_s: u64,
     pub rollback_on_failure: bool,
     pub devices: Vec<DeviceId>,
+    /// An agent rollout's release version (`None`: an app rollout).
+    pub agent_version: Option<String>,
 }
 
 /// The apply timeout of rollouts that do not say (and of those stored before it existed).
