@@ -167,7 +167,12 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
             })
         }
         // Command replies are awaited by whoever sent the command, not stored.
-        TopicKind::CmdReply | TopicKind::Desired | TopicKind::Cmd | TopicKind::Keys => None,
+        TopicKind::CmdReply
+        | TopicKind::Desired
+        | TopicKind::Cmd
+        | TopicKind::Keys
+        | TopicKind::Session
+        | TopicKind::SessionOut => None,
     };
     Ok(known.unwrap_or(Ingested::Ignored))
 }

@@ -23,6 +23,10 @@ pub enum TopicKind {
     /// The deployment key's rollover chain (`KeyChain`), retained so a device that was
     /// offline through a rotation catches up.
     Keys,
+    /// Remote session input (`SessionRequest`): logs follow, exec.
+    Session,
+    /// Remote session output (`SessionEvent`).
+    SessionOut,
 }
 
 /// Who publishes on a topic.
@@ -49,7 +53,7 @@ pub enum TopicError {
 
 impl TopicKind {
     /// All kinds, for subscriptions and tests.
-    pub const ALL: [TopicKind; 9] = [
+    pub const ALL: [TopicKind; 11] = [
         TopicKind::Desired,
         TopicKind::Reported,
         TopicKind::Health,
@@ -59,6 +63,8 @@ impl TopicKind {
         TopicKind::Online,
         TopicKind::Progress,
         TopicKind::Keys,
+        TopicKind::Session,
+        TopicKind::SessionOut,
     ];
 
     /// The part after the device id.
@@ -73,6 +79,8 @@ impl TopicKind {
             TopicKind::Online => "online",
             TopicKind::Progress => "progress",
             TopicKind::Keys => "keys",
+            TopicKind::Session => "session",
+            TopicKind::SessionOut => "session/out",
         }
     }
 
@@ -96,7 +104,9 @@ impl TopicKind {
     /// Who may publish on it (the broker's ACL follows this).
     pub fn direction(self) -> Direction {
         match self {
-            TopicKind::Desired | TopicKind::Cmd | TopicKind::Keys => Direction::ControllerToDevice,
+            TopicKind::Desired | TopicKind::Cmd | TopicKind::Keys | TopicKind::Session => {
+                Direction::ControllerToDevice
+            }
             _ => Direction::DeviceToController,
         }
     }

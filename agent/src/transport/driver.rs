@@ -55,6 +55,7 @@ pub struct TransportDriver {
     desired_tx: watch::Sender<Option<DesiredState>>,
     refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
+    sessions_tx: mpsc::Sender<coracle_proto::SessionRequest>,
     link_tx: watch::Sender<Link>,
 }
 
@@ -72,6 +73,7 @@ pub(super) fn build(
     desired_tx: watch::Sender<Option<DesiredState>>,
     refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
+    sessions_tx: mpsc::Sender<coracle_proto::SessionRequest>,
     link_tx: watch::Sender<Link>,
 ) -> (TransportHandle, TransportDriver) {
     let device = settings.device.clone();
@@ -148,6 +150,7 @@ pub(super) fn build(
         desired_tx,
         refused_tx,
         commands_tx,
+        sessions_tx,
         link_tx,
     };
     (handle, driver)
@@ -277,9 +280,13 @@ impl TransportDriver {
         // Clean session: the broker forgot our subscriptions, so renew them every time, in
         // one SUBSCRIBE whose SUBACK marks the link up. The key chain first, so a retained
         // rollover usually arrives before the desired state it signs.
-        let filters = [TopicKind::Keys, TopicKind::Desired, TopicKind::Cmd].map(|kind| {
-            rumqttc::SubscribeFilter::new(kind.for_device(&self.device), QoS::AtLeastOnce)
-        });
+        let filters = [
+            TopicKind::Keys,
+            TopicKind::Desired,
+            TopicKind::Cmd,
+            TopicKind::Session,
+        ]
+        .map(|kind| rumqttc::SubscribeFilter::new(kind.for_device(&self.device), QoS::AtLeastOnce));
         if let Err(err) = shared.client.try_subscribe_many(filters) {
             tracing::error!(error = %err, "subscribe not queued");
         }
@@ -393,6 +400,21 @@ impl TransportDriver {
                     }
                 }
                 Err(rejection) => self.lock().reject(rejection),
+            },
+            TopicKind::Session => match coracle_proto::decode(payload) {
+                Ok(request) => {
+                    if self.sessions_tx.try_send(request).is_err() {
+                        self.lock().reject(Rejection {
+                            reason: RejectReason::Malformed,
+                            detail: "session input dropped: the sessions queue is full".into(),
+                            refused: None,
+                        });
+                    }
+                }
+                Err(err) => {
+                    self.lock()
+                        .reject(Rejection::new(err.reject_reason(), "session input", &err))
+                }
             },
             _ => tracing::debug!(topic, "publish on a device-to-controller topic ignored"),
         }

@@ -36,6 +36,7 @@ pub const FILES: &[Asset] = &[
     asset!("login.js", JS),
     asset!("fleet.js", JS),
     asset!("device.js", JS),
+    asset!("remote.js", JS),
     asset!("rollouts.js", JS),
     asset!("images.js", JS),
 ];
