@@ -219,6 +219,35 @@ fn logs_stream_and_exec_run_over_the_devices_own_connection() {
     assert!(shown.contains("/dev/pts/"), "{shown}");
     assert!(shown.contains("33 101"), "{shown}");
 
+    // Round trip of one line through `cat` in the container: stdin → controller → broker →
+    // agent → process → back. A figure for the note, not a threshold.
+    let mut cat = Command::new(binary("coracle").unwrap())
+        .args(["exec", "-i", "pi-x", "web", "--", "/bin/busybox", "cat"])
+        .env("CORACLE_DATA_DIR", &controller.data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_cat = cat.stdin.take().unwrap();
+    let mut from_cat = BufReader::new(cat.stdout.take().unwrap());
+    let mut rounds = Vec::new();
+    for i in 0..20 {
+        let sent = Instant::now();
+        writeln!(to_cat, "ping {i}").unwrap();
+        let mut echoed = String::new();
+        from_cat.read_line(&mut echoed).unwrap();
+        assert_eq!(echoed, format!("ping {i}\n"));
+        rounds.push(sent.elapsed());
+    }
+    drop(to_cat);
+    assert!(cat.wait().unwrap().success());
+    rounds.sort();
+    println!(
+        "exec stdin→stdout round trip over the broker: median {:?}, max {:?}",
+        rounds[rounds.len() / 2],
+        rounds[rounds.len() - 1]
+    );
+
     // Named errors: no such service, no such program.
     let out = coracle(
         &controller,

@@ -100,7 +100,12 @@ pub(super) fn build(
             tls.clone(),
         )));
     }
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    // No Nagle delay: a remote terminal's keystrokes and echoes are single small packets
+    // (with it, each waited for the peer's delayed ACK, ~40 ms).
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let started = Instant::now();
     let trusted = TrustedKey::load(settings.deployment_key, settings.key_chain_file);
     let shared = Arc::new(Mutex::new(Shared {
