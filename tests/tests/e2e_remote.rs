@@ -248,6 +248,60 @@ fn logs_stream_and_exec_run_over_the_devices_own_connection() {
         rounds[rounds.len() - 1]
     );
 
+    // -it with stdin that is not a terminal: the lines go to the remote shell's terminal.
+    let out = coracle(
+        &controller,
+        &["exec", "-it", "pi-x", "web", "--", "/bin/busybox", "sh"],
+        b"echo from-the-terminal\nexit 5\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("from-the-terminal"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Sessions end when their client goes away: with the device's 8 sessions taken by
+    // followers, a ninth is refused; once they are killed (Ctrl-C), the next one runs long
+    // before the device's own 20 s client-gone limit could have freed the slots.
+    let followers: Vec<Follow> = (0..8)
+        .map(|_| Follow::start(&controller, &["logs", "-f", "pi-x", "web"]))
+        .collect();
+    for follower in &followers {
+        follower.wait_for("first", Duration::from_secs(20));
+    }
+    let out = coracle(
+        &controller,
+        &["exec", "pi-x", "web", "--", "/bin/busybox", "true"],
+        b"",
+        &[],
+    );
+    assert!(
+        text(&out.stderr).contains("already runs 8 sessions"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(followers);
+    let freed = Instant::now();
+    wait_until("a free session slot", Duration::from_secs(10), || {
+        let out = coracle(
+            &controller,
+            &["exec", "pi-x", "web", "--", "/bin/busybox", "true"],
+            b"",
+            &[],
+        );
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| text(&out.stderr))
+    })
+    .unwrap();
+    println!(
+        "sessions of killed clients closed within {:?}",
+        freed.elapsed()
+    );
+
     // Named errors: no such service, no such program.
     let out = coracle(
         &controller,
