@@ -19,7 +19,7 @@ mod output;
 mod table;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coracle_proto::session::CLIENT_GONE_SECS;
 use coracle_proto::{ServiceName, SessionFailure, SessionInput, SessionKind, SessionRequest};
@@ -164,21 +164,22 @@ async fn service_status(
         .ok_or(SessionFailure::NoSuchService)
 }
 
-/// When the controller was last heard from in a session.
+/// When the controller was last heard from in a session (tokio's clock, so tests can
+/// move it).
 #[derive(Debug)]
 struct Liveness {
-    heard: Instant,
+    heard: tokio::time::Instant,
 }
 
 impl Liveness {
     fn new() -> Self {
         Self {
-            heard: Instant::now(),
+            heard: tokio::time::Instant::now(),
         }
     }
 
     fn heard(&mut self) {
-        self.heard = Instant::now();
+        self.heard = tokio::time::Instant::now();
     }
 
     /// The client stopped sending keepalives.
@@ -243,5 +244,22 @@ impl Context {
             Ended::Closed => {}
             Ended::ClientGone => self.sender.failed(SessionFailure::TimedOut).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_controller_is_gone_after_the_limit_and_any_input_revives_it() {
+        let mut liveness = Liveness::new();
+        tokio::time::advance(Duration::from_secs(CLIENT_GONE_SECS - 1)).await;
+        assert!(!liveness.client_gone());
+        liveness.heard();
+        tokio::time::advance(Duration::from_secs(CLIENT_GONE_SECS - 1)).await;
+        assert!(!liveness.client_gone());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(liveness.client_gone());
     }
 }
