@@ -88,6 +88,13 @@ pub fn run_booted(
             pull_token: engine.pull_token(),
         };
         tokio::spawn(rotation.run(commands, to_supervisor));
+        // Remote sessions (logs -f, exec) beside the supervisor: they never change its state.
+        let (_, no_sessions) = mpsc::channel(1);
+        let sessions = crate::sessions::Sessions {
+            engine: engine.clone(),
+            transport: handle.clone(),
+        };
+        tokio::spawn(sessions.run(std::mem::replace(&mut inbox.sessions, no_sessions)));
         let (control_tx, control_rx) = mpsc::channel(8);
         let driver_done = tokio::spawn(driver.run());
         tokio::spawn(server::serve(listener, control_tx));

@@ -63,6 +63,7 @@ pub mod pull;
 pub mod reconcile;
 pub mod runtime;
 pub mod sealing_key;
+pub mod sessions;
 pub mod state;
 pub mod supervisor;
 pub mod transport;

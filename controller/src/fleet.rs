@@ -138,6 +138,12 @@ impl Fleet {
         Ok(())
     }
 
+    /// Whether the policy lets non-admin callers exec into `device` (by its tags).
+    pub fn allows_exec(&self, device: &DeviceId) -> Result<bool, FleetError> {
+        let record = self.store.device(device)?;
+        Ok(self.policy.allows_exec(device, &record.tags))
+    }
+
     pub fn client(&self) -> &ControllerClient {
         &self.client
     }

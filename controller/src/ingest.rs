@@ -175,7 +175,9 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
         | TopicKind::Desired
         | TopicKind::Cmd
         | TopicKind::Keys
-        | TopicKind::AgentUpdate => None,
+        | TopicKind::AgentUpdate
+        | TopicKind::Session
+        | TopicKind::SessionOut => None,
     };
     Ok(known.unwrap_or(Ingested::Ignored))
 }

@@ -65,5 +65,6 @@ pub mod registry;
 pub mod rollout;
 pub mod secrets;
 pub mod server;
+pub mod sessions;
 pub mod store;
 pub mod upstream;

@@ -22,6 +22,9 @@ use crate::registry::{BlobStore, Registry};
 use crate::secrets::Secrets;
 use crate::store::Store;
 
+/// Session output messages waiting for the session router (all devices together).
+const SESSION_QUEUE: usize = 4096;
+
 /// Why the controller could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -253,6 +256,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     // Command replies go to whoever awaits them; everything else on to ingest.
     let commands = crate::commands::DeviceCommands::new(client.clone());
     let inbound = commands.tap(inbound, 4096);
+    let remote = crate::sessions::DeviceSessions::new(
+        client.clone(),
+        client.subscribe_sessions(SESSION_QUEUE).await?,
+    );
 
     // 4. Listeners for the API (and the registry, whose URL goes into bootstrap files),
     // HTTPS with the controller's certificate where the config says so.
@@ -363,6 +370,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         mirror,
         commands,
         sessions: crate::dashboard::Sessions::new(api_http.serves_tls()),
+        remote: remote.clone(),
     };
     // The CLI runs on this host: a wildcard bind is reached on loopback, which the
     // certificate names.

@@ -56,7 +56,9 @@ pub mod sealed;
 pub mod seccomp;
 pub mod service_extras;
 mod service_rules;
+pub mod session;
 pub mod signed;
+pub mod time;
 pub mod topic;
 pub mod tuning;
 pub mod validate;
@@ -95,6 +97,10 @@ pub use reported::{
 pub use sealed::{SealError, Sealed};
 pub use seccomp::{SeccompPolicy, SeccompProfile};
 pub use service_extras::{LogRotation, TmpfsMount};
+pub use session::{
+    OutputStream, SessionEvent, SessionFailure, SessionInput, SessionKind, SessionOutput,
+    SessionRequest, WindowSize,
+};
 pub use signed::{KeyId, Signed, SignedPayload, VerifyError};
 pub use topic::TopicKind;
 pub use tuning::Tuning;

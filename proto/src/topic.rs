@@ -25,6 +25,10 @@ pub enum TopicKind {
     Keys,
     /// A signed `AgentUpdate`, retained so a device that was offline still gets it.
     AgentUpdate,
+    /// Remote session input (`SessionRequest`): logs follow, exec.
+    Session,
+    /// Remote session output (`SessionEvent`).
+    SessionOut,
 }
 
 /// Who publishes on a topic.
@@ -51,7 +55,7 @@ pub enum TopicError {
 
 impl TopicKind {
     /// All kinds, for subscriptions and tests.
-    pub const ALL: [TopicKind; 10] = [
+    pub const ALL: [TopicKind; 12] = [
         TopicKind::Desired,
         TopicKind::Reported,
         TopicKind::Health,
@@ -62,6 +66,8 @@ impl TopicKind {
         TopicKind::Progress,
         TopicKind::Keys,
         TopicKind::AgentUpdate,
+        TopicKind::Session,
+        TopicKind::SessionOut,
     ];
 
     /// The part after the device id.
@@ -77,6 +83,8 @@ impl TopicKind {
             TopicKind::Progress => "progress",
             TopicKind::Keys => "keys",
             TopicKind::AgentUpdate => "agent-update",
+            TopicKind::Session => "session",
+            TopicKind::SessionOut => "session/out",
         }
     }
 
@@ -104,7 +112,11 @@ impl TopicKind {
     /// Who may publish on it (the broker's ACL follows this).
     pub fn direction(self) -> Direction {
         match self {
-            TopicKind::Desired | TopicKind::Cmd | TopicKind::Keys | TopicKind::AgentUpdate => {
+            TopicKind::Desired
+            | TopicKind::Cmd
+            | TopicKind::Keys
+            | TopicKind::AgentUpdate
+            | TopicKind::Session => {
                 Direction::ControllerToDevice
             }
             _ => Direction::DeviceToController,

@@ -174,6 +174,22 @@ try {
     check((await logs.textContent()).includes('web: simulated log line'), 'log lines');
   });
 
+  await step('remote access: a terminal and a followed log', async () => {
+    // The simulated device's exec is an echoing shell (tests/src/sim/session.rs).
+    await page.click('#services tr[data-service="web"] button[data-action="terminal"]');
+    await page.waitForFunction(() => (document.querySelector('#terminal')?.textContent || '').includes('sim$'));
+    await page.focus('#terminal');
+    await page.keyboard.type('echo hi');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => /sim\$ echo hi\s*\n\s*sim\$/.test(document.querySelector('#terminal').textContent));
+    await page.click('#services tr[data-service="web"] button[data-action="follow"]');
+    await page.waitForFunction(() => (document.querySelector('#log-follow')?.textContent || '').includes('simulated log line 2'));
+    await page.click('#services tr[data-service="web"] button[data-action="terminal"]');
+    await page.waitForFunction(() => (document.querySelector('#terminal')?.textContent || '').includes('sim$'));
+    await shot(page, 'terminal-desktop');
+    await page.click('#remote button:has-text("Close")');
+  });
+
   await step('restarting a service', async () => {
     await page.click('#services tr[data-service="worker"] button:has-text("Restart")');
     await page.waitForSelector('#toast:has-text("worker restarted")');

@@ -5,6 +5,7 @@
 //! the spec fingerprint beside the container so a restarted agent can adopt it.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use coracle_proto::{
@@ -13,6 +14,7 @@ use coracle_proto::{
 
 pub use crate::pull::Progress as PullTick;
 use crate::reconcile::{Fingerprint, Role};
+pub use crate::runtime::exec_interactive::InteractiveExec;
 pub use crate::runtime::ExecOutcome;
 
 /// A container's status as the runtime reports it.
@@ -172,4 +174,23 @@ pub trait ContainerEngine: Send + Sync + 'static {
         lines: u32,
         max_bytes: u32,
     ) -> Result<LogTail, EngineError>;
+    /// The service's current container's log files, oldest first (rotated ones, then the
+    /// one being written); empty when it has none.
+    fn log_files(&self, _service: &ServiceName) -> Result<Vec<PathBuf>, EngineError> {
+        Ok(Vec::new())
+    }
+    /// Starts `argv` in the service's running container for a remote session, on a
+    /// terminal of `tty` (rows, cols) or on pipes.
+    fn exec_interactive(
+        &self,
+        service: &ServiceName,
+        _argv: &[String],
+        _tty: Option<(u16, u16)>,
+    ) -> Result<InteractiveExec, EngineError> {
+        Err(EngineError {
+            step: "exec in",
+            object: service.to_string(),
+            reason: "this engine has no interactive exec".into(),
+        })
+    }
 }

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::api::{
-    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, LogTail, PullTick,
-    StopRule,
+    ContainerEngine, ContainerStats, EngineContainer, EngineError, EngineStatus, InteractiveExec,
+    LogTail, PullTick, StopRule,
 };
 use super::container_spec::{container_spec, volume_dir, ContainerLayout};
 use crate::network::manager::Held;
@@ -34,6 +34,8 @@ use crate::pull::{direct_client, Puller, RegistryClient, RegistryEndpoint};
 use crate::reconcile::{Fingerprint, Role};
 use crate::runtime::cgroups::Condition as CgroupCondition;
 use crate::runtime::error_chain as chain;
+use crate::runtime::exec::Interactive;
+use crate::runtime::log_time;
 use crate::runtime::{
     ContainerId, ExecOutcome, ExecSpec, LinuxRuntime, Runtime, RuntimeConfig, RuntimeError, Status,
 };
@@ -671,6 +673,27 @@ impl ContainerEngine for LinuxEngine {
             .map_err(|e| fail("exec in", service, chain(&e)))
     }
 
+    fn log_files(&self, service: &ServiceName) -> Result<Vec<PathBuf>, EngineError> {
+        Ok(match self.locate(service, Role::Current)? {
+            Some(id) => self.log_files_of(&id),
+            None => Vec::new(),
+        })
+    }
+
+    fn exec_interactive(
+        &self,
+        service: &ServiceName,
+        argv: &[String],
+        tty: Option<(u16, u16)>,
+    ) -> Result<InteractiveExec, EngineError> {
+        let id = self.located(service, Role::Current)?;
+        let mut spec = ExecSpec::new(argv.to_vec(), INTERACTIVE_LIMIT);
+        spec.interactive = Some(Interactive { tty });
+        self.runtime
+            .exec_interactive(&id, &spec)
+            .map_err(|e| fail("exec in", service, chain(&e)))
+    }
+
     fn logs_tail(
         &self,
         service: &ServiceName,
@@ -697,7 +720,8 @@ impl ContainerEngine for LinuxEngine {
         file.read_to_end(&mut bytes)
             .map_err(|e| fail("read log", path.display(), e))?;
         let text = String::from_utf8_lossy(&bytes);
-        let mut all: Vec<&str> = text.lines().collect();
+        // Stored lines carry their time (`log_time`); a tail shows the text only.
+        let mut all: Vec<&str> = text.lines().map(|l| log_time::split(l).1).collect();
         if start > 0 && !all.is_empty() {
             all.remove(0); // the first line was cut by the byte bound
         }
@@ -708,6 +732,29 @@ impl ContainerEngine for LinuxEngine {
         })
     }
 }
+
+impl LinuxEngine {
+    /// The container's log files, oldest first: `container.log.N` … `.1`, then the current.
+    fn log_files_of(&self, id: &ContainerId) -> Vec<PathBuf> {
+        let current = self.runtime.log_path(id);
+        let mut files: Vec<PathBuf> = (1..=MAX_ROTATED_LOGS)
+            .map(|n| PathBuf::from(format!("{}.{n}", current.display())))
+            .filter(|p| p.exists())
+            .collect();
+        files.reverse();
+        if current.exists() {
+            files.push(current);
+        }
+        files
+    }
+}
+
+/// An interactive exec's own time limit: a week (the session's idle and liveness limits
+/// end it far sooner when nobody is there).
+const INTERACTIVE_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Rotated log files looked for (the configured `keep` is far below).
+const MAX_ROTATED_LOGS: u32 = 32;
 
 fn parse_fingerprint(text: &str) -> Option<Fingerprint> {
     let digest = Digest::from_hex(text).ok()?;

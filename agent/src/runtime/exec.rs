@@ -59,6 +59,17 @@ pub struct ExecSpec {
     pub env: Vec<String>,
     /// The process (and its process group) is SIGKILLed after this long.
     pub timeout: Duration,
+    /// A remote session's exec (`exec_session`): stdin and a lifeline on fd 4, optionally
+    /// a terminal. `None`: a health check or the local socket's exec.
+    #[serde(default)]
+    pub interactive: Option<Interactive>,
+}
+
+/// How an interactive exec is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interactive {
+    /// A pseudo-terminal of (rows, cols), opened in the container; else plain pipes.
+    pub tty: Option<(u16, u16)>,
 }
 
 impl ExecSpec {
@@ -67,6 +78,7 @@ impl ExecSpec {
             args,
             env: Vec::new(),
             timeout,
+            interactive: None,
         }
     }
 }
@@ -95,7 +107,7 @@ pub fn merge_env(container: &[String], extra: &[String]) -> Vec<String> {
 }
 
 /// Parses the helper's report line.
-fn parse_report(id: &ContainerId, report: &str) -> Result<(i32, bool), RuntimeError> {
+pub(super) fn parse_report(id: &ContainerId, report: &str) -> Result<(i32, bool), RuntimeError> {
     let line = report.lines().next().unwrap_or("").trim_end();
     let failed = |reason: String| RuntimeError::ExecFailed {
         id: id.clone(),
@@ -301,6 +313,14 @@ pub enum ExecError {
     Session(#[source] nix::Error),
     #[error(transparent)]
     Init(#[from] InitError),
+    #[error("open a terminal in the container")]
+    Pty(#[source] nix::Error),
+    #[error("attach the terminal {path}")]
+    AttachPty {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// Entry point of `coracle-agent __exec DIR SPEC_JSON`; returns the helper's exit code.
@@ -308,9 +328,11 @@ pub fn main(dir: &Path, spec_json: &str) -> i32 {
     let Some(mut report) = process::take_fd_3() else {
         return 125;
     };
+    // An interactive exec's lifeline: the agent's end closing means the session is over.
+    let lifeline = process::take_fd(4);
     let result = serde_json::from_str::<ExecSpec>(spec_json)
         .map_err(ExecError::ParseSpec)
-        .and_then(|spec| helper(dir, &spec, &report));
+        .and_then(|spec| helper(dir, &spec, &report, lifeline.as_ref()));
     let line = match result {
         Ok((code, false)) => format!("exit {code}\n"),
         Ok((code, true)) => format!("timeout {code}\n"),
@@ -345,7 +367,12 @@ fn same_namespace(ns: &File, kind: &str) -> bool {
     }
 }
 
-fn helper(dir: &Path, spec: &ExecSpec, report: &File) -> Result<(i32, bool), ExecError> {
+fn helper(
+    dir: &Path,
+    spec: &ExecSpec,
+    report: &File,
+    lifeline: Option<&File>,
+) -> Result<(i32, bool), ExecError> {
     // 1. The container: running, its init alive, its spec.
     let state = ContainerState::load(dir)?;
     if state.status != Status::Running {
@@ -407,9 +434,20 @@ fn helper(dir: &Path, spec: &ExecSpec, report: &File) -> Result<(i32, bool), Exe
     }
     drop(userns);
     drop(namespaces);
+    // 4b. `exec -t`: a terminal of the container's own devpts; the master goes to the agent.
+    let tty = match (spec.interactive.and_then(|i| i.tty), lifeline) {
+        (Some((rows, cols)), Some(lifeline)) => {
+            let (master, path) = super::pty::open_pair().map_err(ExecError::Pty)?;
+            super::pty::resize(master.as_fd(), rows, cols).map_err(ExecError::Pty)?;
+            super::pty::send_fd(lifeline.as_raw_fd(), master.as_raw_fd())
+                .map_err(ExecError::Pty)?;
+            Some(path)
+        }
+        _ => None,
+    };
     // 5. Fork: only a child is inside the pid namespace.
     let child = process::fork_child(&single, || {
-        let err = child_exec(&input, spec);
+        let err = child_exec(&input, spec, tty.as_deref());
         let _ = writeln!(&*report, "error: {}", error_chain(&err));
         127
     })
@@ -428,9 +466,23 @@ fn helper(dir: &Path, spec: &ExecSpec, report: &File) -> Result<(i32, bool), Exe
             break;
         }
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(lifeline) = lifeline {
+            fds.push(PollFd::new(lifeline.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_)
+                if fds
+                    .get(1)
+                    .is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty())) =>
+            {
+                // The session ended (or the agent died): the process goes with it.
+                timed_out = true;
+                let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                let _ = kill(child, Signal::SIGKILL);
+                break;
+            }
             Ok(_) => break,
             Err(e) => return Err(ExecError::Wait(e)),
         }
@@ -452,8 +504,8 @@ fn helper(dir: &Path, spec: &ExecSpec, report: &File) -> Result<(i32, bool), Exe
 
 /// The forked child, inside every namespace: the container's process settings, then exec.
 /// Returns only the error that stopped it.
-fn child_exec(input: &ShimInput, exec: &ExecSpec) -> ExecError {
-    match child_setup_and_exec(input, exec) {
+fn child_exec(input: &ShimInput, exec: &ExecSpec, tty: Option<&str>) -> ExecError {
+    match child_setup_and_exec(input, exec, tty) {
         Ok(never) => match never {},
         Err(err) => err,
     }
@@ -462,10 +514,17 @@ fn child_exec(input: &ShimInput, exec: &ExecSpec) -> ExecError {
 fn child_setup_and_exec(
     input: &ShimInput,
     exec: &ExecSpec,
+    tty: Option<&str>,
 ) -> Result<std::convert::Infallible, ExecError> {
     let spec = &input.spec;
     // Its own session and process group, so a timeout kills what it started too.
     nix::unistd::setsid().map_err(ExecError::Session)?;
+    if let Some(path) = tty {
+        attach_terminal(path).map_err(|source| ExecError::AttachPty {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
     rlimits::apply(&spec.process.rlimits).map_err(InitError::from)?;
     let ids = user::resolve_in_container(&spec.process.user, &spec.process.group_add)
         .map_err(InitError::from)?;
@@ -505,6 +564,21 @@ fn child_setup_and_exec(
         source,
     }
     .into())
+}
+
+/// Makes the pty slave at `path` this session's controlling terminal and stdin, stdout and
+/// stderr.
+fn attach_terminal(path: &str) -> nix::Result<()> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::open(path, OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
+    super::pty::make_controlling(fd)?;
+    for target in 0..=2 {
+        nix::unistd::dup2(fd, target)?;
+    }
+    if fd > 2 {
+        nix::unistd::close(fd)?;
+    }
+    Ok(())
 }
 
 fn cstrings(values: &[String]) -> Result<Vec<CString>, InitError> {

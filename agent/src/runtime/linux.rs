@@ -394,6 +394,22 @@ impl Runtime for LinuxRuntime {
         super::exec::run(&self.config.shim_binary, id, &self.dir(id), spec)
     }
 
+    fn exec_interactive(
+        &self,
+        id: &ContainerId,
+        spec: &ExecSpec,
+    ) -> Result<super::exec_interactive::InteractiveExec, RuntimeError> {
+        let state = self.state(id)?;
+        if state.status != Status::Running {
+            return Err(RuntimeError::WrongStatus {
+                id: id.clone(),
+                status: state.status,
+                wanted: "running",
+            });
+        }
+        super::exec_interactive::spawn(&self.config.shim_binary, id, &self.dir(id), spec)
+    }
+
     fn list(&self) -> Result<Vec<ContainerId>, RuntimeError> {
         let dir = &self.config.state_dir;
         let entries = match fs::read_dir(dir) {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::log_time::LineStamper;
 use crate::private_dir::private_file;
 
 /// The current log file's name in the container's state dir.
@@ -109,10 +110,13 @@ impl RotatingLog {
 }
 
 /// Copies the container's stdout and stderr into the log until both close (they close when
-/// the container's pid namespace is gone).
+/// the container's pid namespace is gone), each line stamped with the time it began
+/// (`log_time`).
 pub fn pump(pipes: &[OwnedFd; 2], log: &mut RotatingLog) -> Result<(), LogError> {
     let mut open = [true, true];
     let mut buf = [0u8; 4096];
+    let mut stampers = [LineStamper::default(), LineStamper::default()];
+    let mut stamped = Vec::with_capacity(8192);
     while open.iter().any(|o| *o) {
         let mut fds: Vec<PollFd<'_>> = pipes
             .iter()
@@ -137,13 +141,27 @@ pub fn pump(pipes: &[OwnedFd; 2], log: &mut RotatingLog) -> Result<(), LogError>
             }
             match nix::unistd::read(pipes[i].as_raw_fd(), &mut buf) {
                 Ok(0) => open[i] = false,
-                Ok(n) => log.write(&buf[..n])?,
+                Ok(n) => stampers[i].feed(&buf[..n], now_unix_ns(), &mut stamped),
                 Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
                 Err(_) => open[i] = false,
+            }
+            if !open[i] {
+                stampers[i].finish(&mut stamped);
+            }
+            if !stamped.is_empty() {
+                log.write(&stamped)?;
+                stamped.clear();
             }
         }
     }
     Ok(())
+}
+
+/// The device clock in nanoseconds since the Unix epoch (0 before 1970).
+pub fn now_unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -15,13 +15,16 @@
 pub mod bundle;
 pub mod cgroups;
 pub mod exec;
+pub mod exec_interactive;
 pub mod id;
 mod idmapped_overlay;
 pub mod init;
 pub mod linux;
+pub mod log_time;
 pub mod logs;
 mod mount_api;
 mod process;
+pub mod pty;
 mod recreate;
 pub mod shim;
 pub mod spec;
@@ -131,6 +134,13 @@ pub trait Runtime {
     /// relays its exit code and the tail of its output. A timeout kills only that
     /// process and its process group, never the container.
     fn exec(&self, id: &ContainerId, spec: &ExecSpec) -> Result<ExecOutcome, RuntimeError>;
+    /// Starts a process inside the running container for a live session (`spec.interactive`
+    /// set): its stdin, output and lifeline go to the caller (`exec_interactive`).
+    fn exec_interactive(
+        &self,
+        id: &ContainerId,
+        spec: &ExecSpec,
+    ) -> Result<exec_interactive::InteractiveExec, RuntimeError>;
 
     /// Waits until the container has stopped.
     fn wait(&self, id: &ContainerId, timeout: Duration) -> Result<ContainerState, RuntimeError> {

@@ -188,6 +188,39 @@ pub fn pass_fd_as_3(command: &mut Command, fd: RawFd) {
     };
 }
 
+/// Makes `fds` (from the parent) appear as fds 3, 4, … in the spawned command. Each is
+/// first copied above the targets, so a source that happens to be 3 or 4 is not clobbered.
+pub fn pass_fds(command: &mut Command, fds: Vec<RawFd>) {
+    // SAFETY: fcntl(F_DUPFD) and dup2 are async-signal-safe and allocate nothing (the vector
+    // is only read), as pre_exec requires; the fds stay open in the parent until after
+    // spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            let mut high = [0; 8];
+            for (slot, fd) in high.iter_mut().zip(&fds) {
+                *slot = nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(16))?;
+            }
+            for (target, fd) in (3..).zip(high.iter().take(fds.len())) {
+                nix::unistd::dup2(*fd, target)?;
+            }
+            Ok(())
+        })
+    };
+}
+
+/// Takes over fd `fd` passed by [`pass_fds`], close-on-exec; `None` when it is not open.
+pub fn take_fd(fd: RawFd) -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .ok()?;
+    // SAFETY: `fd` is open (checked above) and, by the helper's calling convention, belongs
+    // to nothing else in this process, so this File is its only owner.
+    Some(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
 /// Restores default signal handling for the container: the shim's Rust runtime ignores
 /// SIGPIPE, and an ignored disposition would survive exec.
 pub fn reset_signals() -> Result<(), Errno> {

@@ -55,6 +55,7 @@ pub struct TransportDriver {
     desired_tx: watch::Sender<Option<DesiredState>>,
     refused_tx: watch::Sender<Option<Refused>>,
     commands_tx: mpsc::Sender<CommandRequest>,
+    sessions_tx: mpsc::Sender<coracle_proto::SessionRequest>,
     link_tx: watch::Sender<Link>,
     agent_update_tx: watch::Sender<Option<AgentUpdate>>,
 }
@@ -64,6 +65,7 @@ pub(super) struct Outlets {
     pub desired_tx: watch::Sender<Option<DesiredState>>,
     pub refused_tx: watch::Sender<Option<Refused>>,
     pub commands_tx: mpsc::Sender<CommandRequest>,
+    pub sessions_tx: mpsc::Sender<coracle_proto::SessionRequest>,
     pub link_tx: watch::Sender<Link>,
     pub agent_update_tx: watch::Sender<Option<AgentUpdate>>,
 }
@@ -85,6 +87,7 @@ pub(super) fn build(
         desired_tx,
         refused_tx,
         commands_tx,
+        sessions_tx,
         link_tx,
         agent_update_tx,
     } = outlets;
@@ -112,7 +115,12 @@ pub(super) fn build(
             tls.clone(),
         )));
     }
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    // No Nagle delay: a remote terminal's keystrokes and echoes are single small packets
+    // (with it, each waited for the peer's delayed ACK, ~40 ms).
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let started = Instant::now();
     let trusted = TrustedKey::load(settings.deployment_key, settings.key_chain_file);
     let shared = Arc::new(Mutex::new(Shared {
@@ -162,6 +170,7 @@ pub(super) fn build(
         desired_tx,
         refused_tx,
         commands_tx,
+        sessions_tx,
         link_tx,
         agent_update_tx,
     };
@@ -297,6 +306,7 @@ impl TransportDriver {
             TopicKind::Desired,
             TopicKind::Cmd,
             TopicKind::AgentUpdate,
+            TopicKind::Session,
         ]
         .map(|kind| rumqttc::SubscribeFilter::new(kind.for_device(&self.device), QoS::AtLeastOnce));
         if let Err(err) = shared.client.try_subscribe_many(filters) {
@@ -413,6 +423,21 @@ impl TransportDriver {
                     }
                 }
                 Err(rejection) => self.lock().reject(rejection),
+            },
+            TopicKind::Session => match coracle_proto::decode(payload) {
+                Ok(request) => {
+                    if self.sessions_tx.try_send(request).is_err() {
+                        self.lock().reject(Rejection {
+                            reason: RejectReason::Malformed,
+                            detail: "session input dropped: the sessions queue is full".into(),
+                            refused: None,
+                        });
+                    }
+                }
+                Err(err) => {
+                    self.lock()
+                        .reject(Rejection::new(err.reject_reason(), "session input", &err))
+                }
             },
             _ => tracing::debug!(topic, "publish on a device-to-controller topic ignored"),
         }

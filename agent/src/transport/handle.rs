@@ -219,6 +219,13 @@ impl TransportHandle {
         }
     }
 
+    /// Publishes remote session output if the link is up and rumqttc takes it; `false`
+    /// otherwise (the session waits and tries again: its output window bounds what waits).
+    pub fn publish_session(&self, event: &coracle_proto::SessionEvent) -> bool {
+        let mut shared = self.lock();
+        shared.connected && shared.publish(TopicKind::SessionOut, encode(event), Tag::Other)
+    }
+
     pub fn reply(&self, reply: CommandReply) {
         let mut shared = self.lock();
         shared.outbox.push_reply(reply);

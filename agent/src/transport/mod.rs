@@ -46,6 +46,8 @@ pub const KEY_CHAIN_FILE: &str = "deployment-keys";
 
 /// Commands buffered for the supervisor; beyond this the device answers "busy".
 const COMMAND_QUEUE: usize = 32;
+/// Session input waiting for the sessions task; beyond it input is refused (rate-limited).
+const SESSION_QUEUE: usize = 256;
 
 /// Whether the broker link is up (connected and subscribed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +133,8 @@ pub struct Inbox {
     /// differently because of it).
     pub refused: watch::Receiver<Option<admit::Refused>>,
     pub commands: mpsc::Receiver<CommandRequest>,
+    /// Remote session input (`session`), for `sessions::Sessions`.
+    pub sessions: mpsc::Receiver<coracle_proto::SessionRequest>,
     pub link: watch::Receiver<Link>,
     /// The newest verified `AgentUpdate` (signature and device checked; its sequence is
     /// the supervisor's to judge, see `ota`).
@@ -144,12 +148,14 @@ pub fn transport(settings: TransportSettings) -> (TransportHandle, TransportDriv
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (link_tx, link) = watch::channel(Link::Down);
     let (agent_update_tx, agent_update) = watch::channel(None);
+    let (sessions_tx, sessions) = mpsc::channel(SESSION_QUEUE);
     let (handle, driver) = driver::build(
         settings,
         driver::Outlets {
             desired_tx,
             refused_tx,
             commands_tx,
+            sessions_tx,
             link_tx,
             agent_update_tx,
         },
@@ -161,6 +167,7 @@ pub fn transport(settings: TransportSettings) -> (TransportHandle, TransportDriv
             desired,
             refused,
             commands,
+            sessions,
             link,
             agent_update,
         },

@@ -8,6 +8,7 @@ import { lineChart, chartCard as card } from './chart.js';
 import { serviceCharts } from './service_charts.js';
 import { deviceActions } from './device_actions.js';
 import { onFleetEvent } from './app.js';
+import { openTerminal, followLogs } from './remote.js';
 
 function variant(value) {
   // serde's external tagging: "Idle" or {"Applying": {...}}
@@ -91,6 +92,10 @@ function charts(points) {
 
 export async function devicePage(view, id) {
   const logsPanel = h('div', { class: 'card logs', id: 'logs', hidden: true });
+  // Terminal and followed logs (remote.js).
+  const remotePanel = h('div', { class: 'card logs', id: 'remote', hidden: true });
+  let endRemote = () => {};
+  const remote = (open, service) => { endRemote(); endRemote = open(remotePanel, id, service); };
 
   async function showLogs(service, lines = 100) {
     logsPanel.hidden = false;
@@ -144,6 +149,8 @@ export async function devicePage(view, id) {
         h('td', { 'data-label': 'Image', class: 'mono', title: s.image }, shortDigest(s.image)),
         h('td', { class: 'actions' },
           h('button', { type: 'button', class: 'ghost', onclick: () => showLogs(s.name) }, 'Logs'),
+          h('button', { type: 'button', class: 'ghost', 'data-action': 'follow', onclick: () => remote(followLogs, s.name) }, 'Follow'),
+          h('button', { type: 'button', class: 'ghost', 'data-action': 'terminal', disabled: !detail.device.online, onclick: () => remote(openTerminal, s.name) }, 'Terminal'),
           h('button', { type: 'button', class: 'ghost danger', disabled: !detail.device.online, title: detail.device.online ? null : 'The device is offline', onclick: (e) => restart(s.name, e.currentTarget) }, 'Restart'))))));
   }
 
@@ -190,6 +197,7 @@ export async function devicePage(view, id) {
       conditions,
       h('section', {}, h('h2', {}, 'Services'), h('div', { class: 'card flush' }, servicesTable(detail))),
       logsPanel,
+      remotePanel,
       h('section', {}, h('h2', {}, 'Vitals'),
         h('p', { class: 'muted small' }, 'One point per minute, last 24 hours.'), charts(health)),
       serviceCharts(health),
@@ -215,5 +223,5 @@ export async function devicePage(view, id) {
       timer = setTimeout(() => { timer = null; load().catch(() => {}); }, 300);
     }
   });
-  return () => clearTimeout(timer);
+  return () => { clearTimeout(timer); endRemote(); };
 }

@@ -97,6 +97,9 @@ pub fn required(method: &Method, path: &str) -> Scope {
     match (reads, parts.as_slice()) {
         // Token names and who did what are the admin's business.
         (true, ["tokens", ..] | ["audit", ..]) => Scope::Admin,
+        // A shell in a container (a WebSocket upgrade, so a GET): at least deploy, and
+        // the policy's `exec` grant unless admin (`api::exec`).
+        (_, ["devices", _, "services", _, "exec"]) => Scope::Deploy,
         (true, _) => Scope::Read,
         (false, ["devices", _, "deploy"])
         | (false, ["rollouts"])

@@ -49,7 +49,7 @@ pub struct RestartResponse {
 }
 
 /// Checks that the device exists, is online and reports the service.
-fn target(
+pub(super) fn target(
     state: &AppState,
     device: &str,
     service: &str,

@@ -46,6 +46,12 @@ pub enum ApiError {
     /// The deploy policy does not grant what the app asks (`policy/`).
     #[error(transparent)]
     PolicyRefused(crate::policy::PolicyRefusal),
+    /// A remote session (logs follow, exec) did not start.
+    #[error(transparent)]
+    Session(#[from] crate::sessions::SessionError),
+    /// `exec` into a device whose tags the policy does not grant it for.
+    #[error("{actor} may not exec into device {device}: the policy grants exec to the admin only, unless policy.exec or a matching [[policy.allow]] says exec = true")]
+    ExecDenied { actor: String, device: String },
 }
 
 /// The error body every endpoint returns.
@@ -123,6 +129,8 @@ impl ApiError {
             ApiError::Command(_) => (StatusCode::BAD_GATEWAY, "broker"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::PolicyRefused(_) => (StatusCode::FORBIDDEN, "policy_refused"),
+            ApiError::ExecDenied { .. } => (StatusCode::FORBIDDEN, "exec_denied"),
+            ApiError::Session(err) => session_status(err),
         }
     }
 }
@@ -146,6 +154,28 @@ impl IntoResponse for ApiError {
             },
         };
         (status, Json(body)).into_response()
+    }
+}
+
+/// The error's code, for answers that are not HTTP responses (the exec WebSocket).
+pub(crate) fn code_of(err: &ApiError) -> &'static str {
+    err.status_and_code().1
+}
+
+fn session_status(err: &crate::sessions::SessionError) -> (StatusCode, &'static str) {
+    use crate::sessions::SessionError;
+    use coracle_proto::SessionFailure;
+    match err {
+        SessionError::Refused { failure, .. } => match failure {
+            SessionFailure::NoSuchService => (StatusCode::NOT_FOUND, "no_such_service"),
+            SessionFailure::NotRunning => (StatusCode::CONFLICT, "not_running"),
+            SessionFailure::TooManySessions => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            SessionFailure::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "device_timeout"),
+            SessionFailure::Other(_) => (StatusCode::CONFLICT, "command_failed"),
+        },
+        SessionError::NoReply { .. } => (StatusCode::GATEWAY_TIMEOUT, "device_timeout"),
+        SessionError::TooMany => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+        SessionError::Publish { .. } => (StatusCode::BAD_GATEWAY, "broker"),
     }
 }
 

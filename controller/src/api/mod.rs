@@ -12,8 +12,11 @@ pub mod commands;
 pub mod deploy;
 pub mod devices;
 pub mod error;
+pub mod exec;
+pub mod exec_frames;
 pub mod images;
 pub mod keys;
+pub mod logs_stream;
 pub mod overview;
 pub mod rollouts;
 pub mod stream;
@@ -50,6 +53,8 @@ pub struct AppState {
     pub sessions: crate::dashboard::Sessions,
     /// Staged rollouts (create and operator commands; the driver task shares it).
     pub rollouts: crate::rollout::Rollouts,
+    /// Remote sessions to devices (logs follow, exec).
+    pub remote: crate::sessions::DeviceSessions,
 }
 
 /// Parses a JSON body, naming what was wrong in a 400.
@@ -92,6 +97,11 @@ pub fn router(state: AppState) -> Router {
             "/devices/{id}/services/{svc}/restart",
             post(commands::restart),
         )
+        .route(
+            "/devices/{id}/services/{svc}/logs/stream",
+            get(logs_stream::stream),
+        )
+        .route("/devices/{id}/services/{svc}/exec", get(exec::exec))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route("/audit", get(audit::list))

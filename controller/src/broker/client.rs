@@ -145,7 +145,8 @@ impl ControllerClient {
     ) -> Result<mpsc::Receiver<Inbound>, ClientError> {
         let (tx, rx) = mpsc::channel(capacity);
         for kind in TopicKind::ALL {
-            if kind.direction() != Direction::DeviceToController {
+            // Session output has its own subscription (`subscribe_sessions`).
+            if kind.direction() != Direction::DeviceToController || kind == TopicKind::SessionOut {
                 continue;
             }
             let filter = kind.for_all_devices();
@@ -168,6 +169,43 @@ impl ControllerClient {
                 .map_err(|source| ClientError::Subscribe { filter, source })?;
         }
         Ok(rx)
+    }
+
+    /// Subscribes to every device's session output, apart from the ingest stream so that
+    /// interactive output never queues behind (or is dropped with) fleet telemetry.
+    pub async fn subscribe_sessions(
+        &self,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<Inbound>, ClientError> {
+        let (tx, rx) = mpsc::channel(capacity);
+        let kind = TopicKind::SessionOut;
+        let filter = kind.for_all_devices();
+        let subscribe = SubscribeOptions {
+            qos: qos(kind),
+            ..SubscribeOptions::default()
+        };
+        self.client
+            .subscribe_with_options(filter.clone(), subscribe, move |msg| {
+                let inbound = Inbound {
+                    topic: msg.topic,
+                    payload: msg.payload,
+                };
+                if tx.try_send(inbound).is_err() {
+                    tracing::debug!("session queue full, session output dropped");
+                }
+            })
+            .await
+            .map_err(|source| ClientError::Subscribe { filter, source })?;
+        Ok(rx)
+    }
+
+    /// Publishes an encoded `SessionRequest` on the device's `session` topic.
+    pub async fn publish_session(
+        &self,
+        device: &DeviceId,
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.publish_to(TopicKind::Session, device, body).await
     }
 
     /// Publishes an encoded `Signed<DesiredState>` retained on the device's desired topic.

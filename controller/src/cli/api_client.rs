@@ -80,23 +80,38 @@ impl ApiClient {
             .read_to_vec()
             .with_context(|| format!("{what}: cannot read the response"))?;
         if !status.is_success() {
-            let message = match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(err) => format!("{what}: {} ({status})", err.error.message),
-                Err(_) => format!("{what}: HTTP {status}"),
-            };
-            return Err(match Failure::of_status(status.as_u16()) {
-                Some(failure) => Coded {
-                    failure,
-                    message,
-                    source: None,
-                }
-                .into(),
-                None => anyhow::anyhow!(message),
-            });
+            return Err(api_error(what, status.as_u16(), &body));
         }
         let value = serde_json::from_slice(&body)
             .with_context(|| format!("{what}: the API answered with unexpected JSON"))?;
         Ok(Some(value))
+    }
+
+    /// A GET whose body is read as it comes (`logs -f`): the reader, once the status says
+    /// the request was taken.
+    pub fn get_stream(&self, what: &str, path: &str) -> anyhow::Result<impl std::io::Read> {
+        let response = self
+            .agent
+            .get(&self.url(path))
+            .header("Authorization", &self.auth())
+            .call()
+            .map_err(|source| Coded {
+                failure: Failure::Unreachable,
+                message: format!("{what}: cannot reach {}", self.base),
+                source: Some(Box::new(source)),
+            })?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let text = body.read_to_vec().unwrap_or_default();
+            return Err(api_error(what, status.as_u16(), &text));
+        }
+        Ok(body.into_reader())
+    }
+
+    /// The bearer token, for the exec WebSocket's request.
+    pub fn authorization(&self) -> String {
+        self.auth()
     }
 
     pub fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> anyhow::Result<T> {
@@ -155,6 +170,24 @@ impl ApiClient {
             .call();
         self.finish::<serde_json::Value>(what, response)?;
         Ok(())
+    }
+}
+
+/// An API error answer as the operator sees it: `what: message (status)`, with the exit
+/// code the status means.
+pub(super) fn api_error(what: &str, status: u16, body: &[u8]) -> anyhow::Error {
+    let message = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(err) => format!("{what}: {} ({status})", err.error.message),
+        Err(_) => format!("{what}: HTTP {status}"),
+    };
+    match Failure::of_status(status) {
+        Some(failure) => Coded {
+            failure,
+            message,
+            source: None,
+        }
+        .into(),
+        None => anyhow::anyhow!(message),
     }
 }
 

@@ -10,12 +10,14 @@ mod broker;
 mod deploy;
 mod deploy_wait;
 mod device;
+mod exec;
 pub mod exit;
 mod image_delta;
 mod image_removal;
 mod image_store;
 mod output;
 mod progress;
+mod raw_terminal;
 mod registry_login;
 mod rollout;
 mod serve;
@@ -65,8 +67,10 @@ pub enum Command {
     Audit(token::AuditArgs),
     /// The admin token: `admin rotate`.
     Admin(admin::AdminArgs),
-    /// The last log lines of a service on a device.
+    /// A service's log on a device: the last lines, or streamed (-f, --since, --timestamps).
     Logs(service::LogsArgs),
+    /// Run a command in a service's container on a device (-i stdin, -t terminal).
+    Exec(exec::ExecArgs),
     /// Restart a service on a device.
     Restart(service::RestartArgs),
     /// What the fleet (busiest first) or one device's services use now.
@@ -131,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => token::run_audit(args),
         Command::Admin(args) => admin::run(args),
         Command::Logs(args) => service::run_logs(args),
+        Command::Exec(args) => exec::run(args),
         Command::Restart(args) => service::run_restart(args),
         Command::Top(args) => top::run(args),
         Command::Backup(args) => backup::run_backup(args),

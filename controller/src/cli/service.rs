@@ -1,6 +1,12 @@
 //! `coracle logs DEVICE SERVICE` and `coracle restart DEVICE SERVICE`: one service on one
-//! device, asked over the device's own connection (the API's device commands).
+//! device, asked over the device's own connection (the API's device commands). `logs` with
+//! `-f`, `--since` or `--timestamps` streams over a remote session (`api::logs_stream`)
+//! until the log ends, or with `-f` until Ctrl-C; without them it is the one-shot tail that
+//! agents without sessions answer too.
 
+use std::io::{Read, Write};
+
+use anyhow::Context;
 use clap::Args;
 
 use super::output::print_json;
@@ -13,9 +19,19 @@ pub struct LogsArgs {
     api: ApiArgs,
     device: String,
     service: String,
-    /// How many of the last lines (the device caps the bytes it sends).
-    #[arg(long, short = 'n', default_value_t = 100)]
-    lines: u32,
+    /// How many of the last lines (default: 100, or all with --since/-f/--timestamps).
+    #[arg(long, short = 'n', alias = "tail")]
+    lines: Option<u32>,
+    /// Keep streaming new lines until Ctrl-C.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Only lines since this time: RFC 3339 (2026-12-04T22:00:00Z), Unix seconds, or a
+    /// duration back from now (10m, 1h30m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Each line with its time on the device (RFC 3339, nanoseconds).
+    #[arg(long, short = 't')]
+    timestamps: bool,
 }
 
 #[derive(Debug, Args)]
@@ -28,9 +44,14 @@ pub struct RestartArgs {
 
 pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
+    if args.follow || args.since.is_some() || args.timestamps {
+        return stream_logs(&api, &args);
+    }
     let path = format!(
         "/devices/{}/services/{}/logs?lines={}",
-        args.device, args.service, args.lines
+        args.device,
+        args.service,
+        args.lines.unwrap_or(100)
     );
     let logs: LogsResponse = api.get("read the service's logs", &path)?;
     if args.api.json {
@@ -45,6 +66,52 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Copies the streamed log to stdout as it comes.
+fn stream_logs(api: &ApiClient, args: &LogsArgs) -> anyhow::Result<()> {
+    let mut query = vec![
+        format!("follow={}", args.follow),
+        format!("timestamps={}", args.timestamps),
+    ];
+    if let Some(lines) = args.lines {
+        query.push(format!("tail={lines}"));
+    }
+    if let Some(since) = &args.since {
+        query.push(format!("since={}", encode_query_value(since)));
+    }
+    let path = format!(
+        "/devices/{}/services/{}/logs/stream?{}",
+        args.device,
+        args.service,
+        query.join("&")
+    );
+    let mut body = api.get_stream("stream the service's logs", &path)?;
+    let mut stdout = std::io::stdout();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = body
+            .read(&mut buf)
+            .context("stream the service's logs: the stream broke off")?;
+        if n == 0 {
+            return Ok(());
+        }
+        stdout.write_all(&buf[..n])?;
+        stdout.flush()?;
+    }
+}
+
+/// Percent-encodes a query value (a time with `+` or `:`).
+fn encode_query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn run_restart(args: RestartArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
     let path = format!("/devices/{}/services/{}/restart", args.device, args.service);
@@ -55,4 +122,18 @@ pub fn run_restart(args: RestartArgs) -> anyhow::Result<()> {
     }
     println!("{}/{} restarted", restarted.device, restarted.service);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode_query_value("10m"), "10m");
+        assert_eq!(
+            encode_query_value("2026-12-04T23:00:00+01:00"),
+            "2026-12-04T23%3A00%3A00%2B01%3A00"
+        );
+    }
 }

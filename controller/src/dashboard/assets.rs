@@ -39,6 +39,7 @@ pub const FILES: &[Asset] = &[
     asset!("device_actions.js", JS),
     asset!("service_charts.js", JS),
     asset!("enrol.js", JS),
+    asset!("remote.js", JS),
     asset!("rollouts.js", JS),
     asset!("images.js", JS),
 ];

@@ -171,7 +171,10 @@ pub async fn serve(
                     }
                 }
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            // With upgrades: the exec WebSocket (`api::exec`) takes the connection over.
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

@@ -33,6 +33,9 @@ pub struct PolicySection {
     pub host_network: bool,
     /// Privileged containers: compose `privileged: true`, and `cap_add: [ALL]`.
     pub privileged: bool,
+    /// `coracle exec` (and the dashboard's terminal) by tokens other than the admin's:
+    /// a shell in a container is more than a deploy, so it is granted per tag or device.
+    pub exec: bool,
     /// Wider rules for the devices with a tag or one device.
     pub allow: Vec<AllowEntry>,
 }
@@ -51,6 +54,7 @@ pub struct AllowEntry {
     pub host_ports: Vec<u16>,
     pub host_network: bool,
     pub privileged: bool,
+    pub exec: bool,
 }
 
 /// Which devices an `[[policy.allow]]` entry widens the rules for.
@@ -81,6 +85,8 @@ pub struct Grants {
     pub host_ports: Vec<u16>,
     pub host_network: bool,
     pub privileged: bool,
+    /// Remote exec by non-admin callers.
+    pub exec: bool,
 }
 
 impl Grants {
@@ -94,6 +100,7 @@ impl Grants {
         self.host_ports.extend(other.host_ports.iter().copied());
         self.host_network |= other.host_network;
         self.privileged |= other.privileged;
+        self.exec |= other.exec;
     }
 }
 
@@ -158,6 +165,7 @@ fn grants(
         host_ports: privileged_ports(&format!("{at}.host_ports"), host_ports)?,
         host_network,
         privileged,
+        exec: false,
     })
 }
 
@@ -173,7 +181,11 @@ impl PolicySection {
             &self.host_ports,
             self.host_network,
             self.privileged,
-        )?;
+        )
+        .map(|g| Grants {
+            exec: self.exec,
+            ..g
+        })?;
         let entries = self
             .allow
             .iter()
@@ -219,7 +231,11 @@ impl AllowEntry {
             &self.host_ports,
             self.host_network,
             self.privileged,
-        )?;
+        )
+        .map(|g| Grants {
+            exec: self.exec,
+            ..g
+        })?;
         Ok((scope, grants))
     }
 }

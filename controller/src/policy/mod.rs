@@ -57,6 +57,12 @@ impl Policy {
         grants
     }
 
+    /// Whether a non-admin caller may exec into the device with `tags` (`exec = true` in
+    /// `[policy]` or a matching `[[policy.allow]]`).
+    pub fn allows_exec(&self, device: &DeviceId, tags: &BTreeMap<String, String>) -> bool {
+        self.grants_for(device, tags).exec
+    }
+
     /// Checks every service of `app` for the device with `tags`.
     pub fn check(
         &self,

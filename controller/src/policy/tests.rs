@@ -316,3 +316,21 @@ fn privileged_host_ports_are_refused_unless_granted() {
     assert_eq!(refused_on(&lab, "pi-1", &[("site", "lab")], dns), None);
     assert!(refused_on(&lab, "pi-1", &[("site", "berlin")], dns).is_some());
 }
+
+#[test]
+fn exec_is_granted_per_tag_or_device_and_refused_by_default() {
+    let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert!(!Policy::default().allows_exec(&device("pi-1"), &tags(&[])));
+    let lab = policy(
+        "[[allow]]\ntag = \"lab=yes\"\nexec = true\n[[allow]]\ndevice = \"pi-9\"\nexec = true\n",
+    );
+    assert!(lab.allows_exec(&device("pi-1"), &tags(&[("lab", "yes")])));
+    assert!(!lab.allows_exec(&device("pi-1"), &tags(&[("lab", "no")])));
+    assert!(lab.allows_exec(&device("pi-9"), &tags(&[])));
+    assert!(policy("exec = true\n").allows_exec(&device("pi-1"), &tags(&[])));
+}

@@ -28,6 +28,7 @@ pub struct SimDevice {
     reported: ReportedState,
     /// The highest generation that passed verification, applied or not.
     received: Option<Generation>,
+    sessions: super::session::SimSessions,
 }
 
 /// The environment entry that makes a simulated device fail a desired state.
@@ -75,6 +76,7 @@ impl SimDevice {
             applied: Generation(0),
             reported,
             received: None,
+            sessions: Default::default(),
         }
     }
 
@@ -248,6 +250,13 @@ impl SimDevice {
                 net_tx_kib: u64::from(uptime_s),
             })
             .collect()
+    }
+
+    /// Reacts to a body on the device's `session` topic (`sim::session`).
+    pub fn on_session(&mut self, body: &[u8]) -> Vec<Outgoing> {
+        let services = &self.reported.services;
+        self.sessions
+            .on_request(body, |name| services.iter().any(|s| &s.name == name))
     }
 
     /// A plausible health sample for a Pi 4 running the applied services.

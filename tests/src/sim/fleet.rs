@@ -217,12 +217,15 @@ impl DeviceRun {
                         FleetStats::add(&self.stats.connects, 1);
                         let _ = client.subscribe(TopicKind::Desired.for_device(&id), QoS::AtLeastOnce).await;
                         let _ = client.subscribe(TopicKind::Cmd.for_device(&id), QoS::AtLeastOnce).await;
+                        let _ = client.subscribe(TopicKind::Session.for_device(&id), QoS::AtLeastOnce).await;
                         self.send(&client, &id, Outgoing { kind: TopicKind::Online, body: encode(&Presence::Online) }).await;
                         self.send(&client, &id, device.reported()).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let outgoing = if publish.topic == TopicKind::Cmd.for_device(&id) {
                             device.on_command(&publish.payload, unix_now())
+                        } else if publish.topic == TopicKind::Session.for_device(&id) {
+                            device.on_session(&publish.payload)
                         } else {
                             FleetStats::add(&self.stats.desired_received, 1);
                             let replies = device.on_desired(&publish.payload, unix_now());

@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod fleet;
+pub mod session;
 
 pub use device::{fails, Outgoing, SimDevice, BROKEN_MARKER};
 pub use fleet::{Credentials, DeviceSpec, Fleet, FleetConfig, FleetStats};
