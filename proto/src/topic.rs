@@ -116,9 +116,7 @@ impl TopicKind {
             | TopicKind::Cmd
             | TopicKind::Keys
             | TopicKind::AgentUpdate
-            | TopicKind::Session => {
-                Direction::ControllerToDevice
-            }
+            | TopicKind::Session => Direction::ControllerToDevice,
             _ => Direction::DeviceToController,
         }
     }
