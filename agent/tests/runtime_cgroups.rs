@@ -108,7 +108,9 @@ fn an_oom_kill_takes_the_whole_container_on_v2_and_only_the_hog_on_v1() {
     }
     h.runtime.start(&id).unwrap();
     let state = h.runtime.wait(&id, Duration::from_secs(60)).unwrap();
-    let log = fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default();
+    let log = coracle_agent::runtime::log_time::text_of(
+        &fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default(),
+    );
     h.runtime.delete(&id).unwrap();
     match created.cgroup_version {
         // The init went with the hog: the container ended by the OOM kill.

@@ -46,7 +46,9 @@ fn children(parent: i32) -> Vec<(i32, char)> {
 }
 
 fn log_of(h: &Harness, id: &ContainerId) -> String {
-    fs::read_to_string(h.runtime.log_path(id)).unwrap_or_default()
+    coracle_agent::runtime::log_time::text_of(
+        &fs::read_to_string(h.runtime.log_path(id)).unwrap_or_default(),
+    )
 }
 
 #[test]

@@ -132,7 +132,9 @@ fn shared_or_partial_rootfs_propagation_sends_nothing_to_the_host_and_unmounts_n
         h.runtime.start(&id).expect("start");
         let deadline = Instant::now() + Duration::from_secs(10);
         let log = loop {
-            let log = std::fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default();
+            let log = coracle_agent::runtime::log_time::text_of(
+                &std::fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default(),
+            );
             if log.contains(" / / ") || Instant::now() > deadline {
                 break log;
             }
@@ -203,7 +205,9 @@ fn rslave_rootfs_propagation_shows_later_host_mounts_also_in_a_user_namespace() 
             .runtime
             .wait(&id, Duration::from_secs(30))
             .expect("container exits");
-        let log = std::fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default();
+        let log = coracle_agent::runtime::log_time::text_of(
+            &std::fs::read_to_string(h.runtime.log_path(&id)).unwrap_or_default(),
+        );
         h.runtime.delete(&id).expect("delete");
         assert_eq!(
             (state.exit_code, log.trim()),

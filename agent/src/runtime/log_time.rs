@@ -24,6 +24,16 @@ pub fn split(line: &str) -> (Option<i64>, &str) {
     (None, line)
 }
 
+/// The text of a stored log with the stamps taken off its lines (what the container wrote,
+/// each line ended by a newline).
+pub fn text_of(stored: &str) -> String {
+    stored.lines().fold(String::new(), |mut out, line| {
+        out.push_str(split(line).1);
+        out.push('\n');
+        out
+    })
+}
+
 /// Cuts one output stream into stamped lines.
 #[derive(Debug, Default)]
 pub struct LineStamper {
@@ -88,6 +98,13 @@ mod tests {
         LineStamper::default().feed(&vec![b'x'; MAX_LINE + 5], 0, &mut out);
         let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
         assert_eq!(lines[0].len(), STAMP_LEN + 1 + MAX_LINE);
+    }
+
+    #[test]
+    fn text_of_a_stored_log_has_no_stamps() {
+        let stored = "2026-12-04T22:35:01.123456789Z ran\nold line\n2026-12-04T22:35:02.000000000Z  two spaces\n";
+        assert_eq!(text_of(stored), "ran\nold line\n two spaces\n");
+        assert_eq!(text_of(""), "");
     }
 
     #[test]

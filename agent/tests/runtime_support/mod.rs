@@ -122,7 +122,9 @@ impl Harness {
             .runtime
             .wait(&id, Duration::from_secs(60))
             .expect("container exits");
-        let log = fs::read_to_string(self.runtime.log_path(&id)).unwrap_or_default();
+        let log = coracle_agent::runtime::log_time::text_of(
+            &fs::read_to_string(self.runtime.log_path(&id)).unwrap_or_default(),
+        );
         self.runtime.delete(&id).expect("delete");
         (state, log)
     }
