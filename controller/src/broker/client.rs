@@ -149,24 +149,12 @@ impl ControllerClient {
             if kind.direction() != Direction::DeviceToController || kind == TopicKind::SessionOut {
                 continue;
             }
-            let filter = kind.for_all_devices();
-            let tx = tx.clone();
-            let subscribe = SubscribeOptions {
-                qos: qos(kind),
-                ..SubscribeOptions::default()
-            };
-            self.client
-                .subscribe_with_options(filter.clone(), subscribe, move |msg| {
-                    let inbound = Inbound {
-                        topic: msg.topic,
-                        payload: msg.payload,
-                    };
-                    if tx.try_send(inbound).is_err() {
-                        tracing::debug!("ingest queue full, device message dropped");
-                    }
-                })
-                .await
-                .map_err(|source| ClientError::Subscribe { filter, source })?;
+            self.subscribe_all_devices(
+                kind,
+                tx.clone(),
+                "ingest queue full, device message dropped",
+            )
+            .await?;
         }
         Ok(rx)
     }
@@ -178,7 +166,23 @@ impl ControllerClient {
         capacity: usize,
     ) -> Result<mpsc::Receiver<Inbound>, ClientError> {
         let (tx, rx) = mpsc::channel(capacity);
-        let kind = TopicKind::SessionOut;
+        self.subscribe_all_devices(
+            TopicKind::SessionOut,
+            tx,
+            "session queue full, session output dropped",
+        )
+        .await?;
+        Ok(rx)
+    }
+
+    /// Subscribes to `kind` of every device into `tx`; a full queue drops the message
+    /// (`when_full` says what was dropped, at debug level).
+    async fn subscribe_all_devices(
+        &self,
+        kind: TopicKind,
+        tx: mpsc::Sender<Inbound>,
+        when_full: &'static str,
+    ) -> Result<(), ClientError> {
         let filter = kind.for_all_devices();
         let subscribe = SubscribeOptions {
             qos: qos(kind),
@@ -191,12 +195,12 @@ impl ControllerClient {
                     payload: msg.payload,
                 };
                 if tx.try_send(inbound).is_err() {
-                    tracing::debug!("session queue full, session output dropped");
+                    tracing::debug!("{when_full}");
                 }
             })
             .await
             .map_err(|source| ClientError::Subscribe { filter, source })?;
-        Ok(rx)
+        Ok(())
     }
 
     /// Publishes an encoded `SessionRequest` on the device's `session` topic.

@@ -63,17 +63,9 @@ impl Rollouts {
             next.rollback_generation = Some(0);
             return Ok(next);
         }
-        match self.send_agent(0, &device.device, &previous).await? {
-            Sent::Generation(sequence) => next.rollback_generation = Some(sequence),
-            Sent::Removed => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some("the device was removed before its rollback".into());
-            }
-            Sent::Refused(reason) => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some(format!("rollback not sent: {reason}"));
-            }
-        }
+        self.send_agent(0, &device.device, &previous)
+            .await?
+            .record_rollback(&mut next);
         Ok(next)
     }
 

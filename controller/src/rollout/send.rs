@@ -85,17 +85,7 @@ impl Rollouts {
             let previous = device.previous_services.clone().unwrap_or_default();
             self.deploy(rollout, &device.device, previous).await?
         };
-        match generation {
-            Sent::Generation(generation) => next.rollback_generation = Some(generation),
-            Sent::Removed => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some("the device was removed before its rollback".into());
-            }
-            Sent::Refused(reason) => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some(format!("rollback not sent: {reason}"));
-            }
-        }
+        generation.record_rollback(&mut next);
         Ok(next)
     }
 
@@ -139,4 +129,22 @@ pub(super) enum Sent {
     Removed,
     /// The app cannot be given to this device; the reason is the device's failure.
     Refused(String),
+}
+
+impl Sent {
+    /// Where a rollback's send leaves the device: its rollback generation (or agent update
+    /// sequence), or failed with the reason.
+    pub(super) fn record_rollback(self, next: &mut DeviceProgress) {
+        match self {
+            Sent::Generation(generation) => next.rollback_generation = Some(generation),
+            Sent::Removed => {
+                next.status = DeviceStatus::Failed;
+                next.reason = Some("the device was removed before its rollback".into());
+            }
+            Sent::Refused(reason) => {
+                next.status = DeviceStatus::Failed;
+                next.reason = Some(format!("rollback not sent: {reason}"));
+            }
+        }
+    }
 }
