@@ -212,6 +212,19 @@ impl LinuxRuntime {
 }
 
 impl LinuxRuntime {
+    /// An exec needs a running container: anything else is `WrongStatus`.
+    fn ensure_running(&self, id: &ContainerId) -> Result<(), RuntimeError> {
+        let state = self.state(id)?;
+        if state.status != Status::Running {
+            return Err(RuntimeError::WrongStatus {
+                id: id.clone(),
+                status: state.status,
+                wanted: "running",
+            });
+        }
+        Ok(())
+    }
+
     /// The foreground `run`: creates the container already started (the shim opens no
     /// command socket and nobody round-trips a `start`) and blocks until it has exited.
     /// The container is left stopped, for `delete`.
@@ -383,14 +396,7 @@ impl Runtime for LinuxRuntime {
     }
 
     fn exec(&self, id: &ContainerId, spec: &ExecSpec) -> Result<ExecOutcome, RuntimeError> {
-        let state = self.state(id)?;
-        if state.status != Status::Running {
-            return Err(RuntimeError::WrongStatus {
-                id: id.clone(),
-                status: state.status,
-                wanted: "running",
-            });
-        }
+        self.ensure_running(id)?;
         super::exec::run(&self.config.shim_binary, id, &self.dir(id), spec)
     }
 
@@ -399,14 +405,7 @@ impl Runtime for LinuxRuntime {
         id: &ContainerId,
         spec: &ExecSpec,
     ) -> Result<super::exec_interactive::InteractiveExec, RuntimeError> {
-        let state = self.state(id)?;
-        if state.status != Status::Running {
-            return Err(RuntimeError::WrongStatus {
-                id: id.clone(),
-                status: state.status,
-                wanted: "running",
-            });
-        }
+        self.ensure_running(id)?;
         super::exec_interactive::spawn(&self.config.shim_binary, id, &self.dir(id), spec)
     }
 

@@ -12,7 +12,7 @@ use crate::agent_release::Release;
 use crate::agent_update::AgentTarget;
 use crate::api::error::error_chain;
 use crate::fleet::FleetError;
-use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutRecord, StoreError};
+use crate::store::{DeviceProgress, DeviceStatus, RolloutRecord, StoreError};
 
 impl Rollouts {
     pub(super) async fn send_agent_new(
@@ -22,23 +22,9 @@ impl Rollouts {
     ) -> Result<DeviceProgress, RolloutError> {
         let mut next = device.clone();
         let version = rollout.agent_version.clone().unwrap_or_default();
-        match self
-            .send_agent(rollout.id, &device.device, &version)
+        self.send_agent(rollout.id, &device.device, &version)
             .await?
-        {
-            Sent::Generation(sequence) => {
-                next.generation = Some(sequence);
-                next.deployed_unix = Some(now_unix());
-            }
-            Sent::Removed => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some("the device was removed".into());
-            }
-            Sent::Refused(reason) => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some(reason);
-            }
-        }
+            .record_new(&mut next);
         Ok(next)
     }
 

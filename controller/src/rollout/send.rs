@@ -55,20 +55,7 @@ impl Rollouts {
                 self.deploy(rollout, &device.device, rollout.services.clone())
                     .await?
             };
-        match generation {
-            Sent::Generation(generation) => {
-                next.generation = Some(generation);
-                next.deployed_unix = Some(now_unix());
-            }
-            Sent::Removed => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some("the device was removed".into());
-            }
-            Sent::Refused(reason) => {
-                next.status = DeviceStatus::Failed;
-                next.reason = Some(reason);
-            }
-        }
+        generation.record_new(&mut next);
         Ok(next)
     }
 
@@ -132,6 +119,25 @@ pub(super) enum Sent {
 }
 
 impl Sent {
+    /// Where sending the new version leaves the device: its generation (or agent update
+    /// sequence) and when it was sent, or failed with the reason.
+    pub(super) fn record_new(self, next: &mut DeviceProgress) {
+        match self {
+            Sent::Generation(generation) => {
+                next.generation = Some(generation);
+                next.deployed_unix = Some(now_unix());
+            }
+            Sent::Removed => {
+                next.status = DeviceStatus::Failed;
+                next.reason = Some("the device was removed".into());
+            }
+            Sent::Refused(reason) => {
+                next.status = DeviceStatus::Failed;
+                next.reason = Some(reason);
+            }
+        }
+    }
+
     /// Where a rollback's send leaves the device: its rollback generation (or agent update
     /// sequence), or failed with the reason.
     pub(super) fn record_rollback(self, next: &mut DeviceProgress) {
