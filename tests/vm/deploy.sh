@@ -5,7 +5,13 @@
 #   1. hello:1 (busybox httpd with an HTTP health check) goes healthy and serves its page;
 #   2. hello:2 (one changed file) arrives as a delta and serves the new page;
 #   3. an app whose health check fails is rolled back by the device, which serves hello:2 again;
-#   4. hello:2 moves to the guest's own network (`network_mode: host`) and serves there.
+#   4. hello:2 moves to the guest's own network (`network_mode: host`) and serves there;
+#   5. the agent updates itself over the air: the same build re-stamped as another version
+#      (another binary for digests, releases and reports) is released (`coracle agent
+#      release`) and rolled out to the guest's tag (`coracle agent rollout --wait`); the
+#      guest downloads it, writes its free A/B slot, runs it on trial under the old build,
+#      confirms it once connected and reports the new version, with its container kept
+#      (the same pid) and the page still served.
 #
 # In 1-3 the app runs on its default bridged network (a bridge, a veth pair, the agent's
 # nftables table) and publishes its port 8080 as the guest's 8088 (`ports: ["8088:8080"]`).
@@ -118,4 +124,52 @@ step "3. the failing app was rolled back ($(grep -o 'rolled back.*' <<<"$out" | 
 out=$(deploy "$(app 2 / host)") || failed "hello:2 on the guest's network was not committed: $out"
 serves "after the move to the guest's network" 2
 step "4. hello:2 moved to the guest's own network (network_mode: host), its published port released: serves on 8088 itself"
+# restamp FROM TO VERSION: FROM with its `coracle-agent-version=` stamp (NUL padded to 64
+# bytes, proto/src/agent_update.rs) set to VERSION.
+restamp() {
+  python3 - "$@" <<'PY'
+import sys
+src, dst, version = sys.argv[1:]
+data = bytearray(open(src, "rb").read())
+prefix, length = b"coracle-agent-version=", 64
+at = data.find(prefix)
+if at < 0:
+    sys.exit(f"{src}: no {prefix.decode()} stamp")
+stamp = (prefix + version.encode()).ljust(length, b"\0")
+if len(stamp) > length:
+    sys.exit(f"version {version} does not fit the {length}-byte stamp")
+data[at:at + length] = stamp
+open(dst, "wb").write(data)
+PY
+}
+# running_containers: the guest's `ID PID` lines (payloads/agent-daemon.sh, every 2 s),
+# from a list written after this call.
+running_containers() {
+  touch "$work/asked"
+  rig_wait "the guest's list of running containers" 30 test "$RIG_WORK/share/containers" -nt "$work/asked"
+  sort "$RIG_WORK/share/containers"
+}
+reported_agent() {
+  rig_coracle device show "$RIG_DEVICE" | python3 -c 'import json, sys; print(json.load(sys.stdin)["reported"]["agent_version"])'
+}
+
+before=$(running_containers)
+[ -n "$before" ] || failed "the guest reports no running container before the agent update"
+old_version=$(reported_agent) || failed "the device reports no agent version"
+new_version="$old_version-ota"
+restamp "$agent" "$work/coracle-agent-ota" "$new_version" || failed "cannot re-stamp $agent"
+rig_coracle device tag "$RIG_DEVICE" ring=vm >/dev/null || failed "coracle device tag"
+out=$(rig_coracle agent release "$work/coracle-agent-ota" 2>&1) || failed "coracle agent release: $out"
+[[ $out == *"released agent $new_version for $VM_PLATFORM"* ]] || failed "coracle agent release said: $out"
+out=$(rig_coracle agent rollout "$new_version" --to ring=vm --waves 100% --health-window 5s \
+  --apply-timeout 5m --wait --timeout 6m 2>&1) || failed "the agent rollout did not complete: $out"
+reported=$(reported_agent)
+[ "$reported" = "$new_version" ] || failed "the device reports agent $reported after the rollout, not $new_version"
+log=$(sed 's/\x1b\[[0-9;]*m//g' "$RIG_WORK/share/agent.log")
+grep -q 'agent build on trial confirmed' <<<"$log" || failed "no 'agent build on trial confirmed' in the agent log"
+after=$(running_containers)
+[ "$after" = "$before" ] || failed "the agent update did not keep the container: before '$before', after '$after'"
+serves "after the agent update" 2
+step "5. the agent updated itself over the air: $old_version -> $new_version (slot swapped, trial confirmed), container kept ($after), serves: $page"
+
 echo "deploy: PASS ($VM_ARCH, $(vm_elapsed "$start") s)"

@@ -5,6 +5,8 @@
 #   /host/agent.log   the agent's log
 #   /host/samples     every 2 s: uptime_s agent_rss_kB disk_sectors_written containers
 #                     (sectors of 512 bytes from /sys/block/vda/stat, as an SD card's wear)
+#   /host/containers  every 2 s: one line per running container, `ID PID` (the host sees
+#                     whether an update kept a container or started another)
 #   /host/get         a URL the host wants fetched inside the guest (rig_guest_get): the
 #                     body lands in /host/got, or wget's message in /host/got.failed
 # It stops the agent and returns when the host creates /host/stop, or fails when the agent
@@ -38,6 +40,11 @@ while [ ! -e /host/stop ]; do
   written=$(awk '{ print $7 }' /sys/block/vda/stat)
   containers=$(find /run/coracle -name state.json 2>/dev/null | wc -l)
   echo "$(cut -d' ' -f1 /proc/uptime) $rss $written $containers" >>/host/samples
+  for state in /run/coracle/*/state.json; do
+    grep -q '"status":"Running"' "$state" 2>/dev/null || continue
+    echo "$(basename "$(dirname "$state")") $(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$state")"
+  done >/host/containers.part
+  mv /host/containers.part /host/containers
   if [ -e /host/get ]; then
     url=$(cat /host/get)
     rm -f /host/get
