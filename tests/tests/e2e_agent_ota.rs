@@ -12,12 +12,16 @@
 //!   rolled back.
 //!
 //! - a build that starts but never connects (a program that only waits) is stopped at the
-//!   device's `[update] confirm_timeout_s` and abandoned the same way.
+//!   device's `[update] confirm_timeout_s` and abandoned the same way;
+//! - a link cut in the middle of a build's download: the agent keeps its build and its
+//!   container, keeps the bytes received, resumes from there (HTTP Range) once the link is
+//!   back, and the update completes.
 //!
 //! Root only; takes turns on the test network like the other e2e tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use coracle_proto::{find_version_stamp, VERSION_STAMP_LEN, VERSION_STAMP_PREFIX};
@@ -26,6 +30,9 @@ use coracle_tests::e2e::apps::{push_hello_versions, sleeper_app, wait_applied, S
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::{binary, wait_until};
 use coracle_tests::netns::TestNetwork;
+
+/// The tests take turns: every test network puts the machine at the same gateway address.
+static NETWORK: Mutex<()> = Mutex::new(());
 
 /// Copies the agent binary to `to` with its version stamp replaced by `version`: another
 /// build as far as digests, releases and reports go.
@@ -132,6 +139,7 @@ fn wait_phase(controller: &Controller, id: &str, phase: &str) -> serde_json::Val
 #[test]
 #[ignore = "needs root"]
 fn the_agent_updates_itself_keeps_its_containers_and_gives_up_a_crashing_build() {
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
@@ -298,6 +306,7 @@ fn a_build_that_never_connects_is_stopped_at_the_deadline_and_given_up() {
         eprintln!("skipped: the waiting program is x86_64 code");
         return;
     }
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
@@ -373,4 +382,102 @@ fn a_build_that_never_connects_is_stopped_at_the_deadline_and_given_up() {
     agent
         .wait_for_line("agent build on trial abandoned", Duration::from_secs(5))
         .unwrap();
+}
+
+/// Bytes of agent builds held part way in the agent's store.
+fn partial_bytes(agent: &Agent) -> u64 {
+    agent
+        .partial_downloads()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_link_cut_mid_download_of_a_build_resumes_and_the_update_completes() {
+    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    push_hello_versions(&controller, dir.path(), &["1"]).unwrap();
+    let host = network.add_host().unwrap();
+    let boot = dir.path().join("pi-c.bootstrap.toml");
+    let out = boot.display().to_string();
+    controller
+        .cli(&["device", "add", "pi-c", "--tag", "ring=cut", "-o", &out])
+        .unwrap();
+    controller
+        .deploy(&sleeper_app(dir.path(), "1").unwrap(), "pi-c")
+        .unwrap();
+    let mut agent = Agent::start("pi-c", &host, dir.path(), &boot).unwrap();
+    wait_applied(&controller, "pi-c", 1, Settled::Running)
+        .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
+    let containers = agent.container_pids();
+    let build = dir.path().join("coracle-agent-cut");
+    stamped_copy(&binary("coracle-agent").unwrap(), &build, "0.0.0-cut");
+    controller
+        .cli(&["agent", "release", &build.display().to_string()])
+        .unwrap();
+
+    // A 2 Mbit/s link: the build's layer (megabytes) takes long enough to be cut part way.
+    network.limit_rate_to_hosts(2_000).unwrap();
+    let answer = controller
+        .cli(&[
+            "agent",
+            "rollout",
+            "0.0.0-cut",
+            "--to",
+            "ring=cut",
+            "--waves",
+            "100%",
+            "--health-window",
+            "2s",
+            "--apply-timeout",
+            "10m",
+        ])
+        .unwrap();
+    let id = rollout_id(&answer);
+    wait_until("part of the build on disk", Duration::from_secs(90), || {
+        let held = partial_bytes(&agent);
+        if held > 256 << 10 {
+            Ok(held)
+        } else {
+            Err(format!("{held} bytes"))
+        }
+    })
+    .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
+
+    // Down for longer than the agent's read-idle timeout: the transfer fails for real and
+    // the agent goes on with its build and its container.
+    host.link_down().unwrap();
+    agent
+        .wait_for_line(
+            "agent build not fetched; trying again later",
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(agent.container_pids(), containers, "the app kept running");
+    let kept = partial_bytes(&agent);
+    assert!(kept > 256 << 10, "the bytes received were kept: {kept}");
+
+    host.link_up().unwrap();
+    network.limit_rate_to_hosts(1_000_000).unwrap();
+    let resumed = agent
+        .wait_for_line("blob download resumed", Duration::from_secs(120))
+        .unwrap();
+    assert!(resumed.contains("from_byte"), "{resumed}");
+    wait_agent_version(&controller, &agent, "0.0.0-cut");
+    wait_phase(&controller, &id, "completed");
+    assert_eq!(
+        agent.container_pids(),
+        containers,
+        "the container was not kept"
+    );
+    assert!(
+        agent.partial_downloads().is_empty(),
+        "{:?}",
+        agent.partial_downloads()
+    );
 }
