@@ -13,38 +13,8 @@ use coracle_proto::{
 use tokio::sync::mpsc;
 
 use crate::broker::Inbound;
+use crate::fleet_events::{FleetEvent, FleetEvents};
 use crate::store::{now_unix, Store, StoreError};
-
-/// What one inbound message became (also what the SSE stream sends).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Ingested {
-    Reported {
-        device: DeviceId,
-    },
-    Health {
-        device: DeviceId,
-    },
-    Event {
-        device: DeviceId,
-    },
-    Presence {
-        device: DeviceId,
-        online: bool,
-    },
-    /// A device's pull progress (kept in memory, not stored).
-    Progress {
-        device: DeviceId,
-        progress: crate::store::LatestProgress,
-    },
-    /// A rollout changed phase, started a wave, or a device's progress changed.
-    Rollout {
-        rollout: i64,
-        change: crate::rollout::RolloutChange,
-    },
-    /// A removed device's message, or an empty retained clear.
-    Ignored,
-}
 
 /// Why a message was dropped.
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +63,12 @@ fn named<T>(
     })
 }
 
-/// Decodes and stores one message.
-pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
+/// Decodes and stores one message; the fleet event it makes, if any (none for a removed
+/// device's message or an empty retained clear).
+pub fn ingest(store: &Store, msg: &Inbound) -> Result<Option<FleetEvent>, IngestError> {
     let (device, kind) = topic::parse(&msg.topic)?;
     if kind.direction() != Direction::DeviceToController || msg.payload.is_empty() {
-        return Ok(Ingested::Ignored);
+        return Ok(None);
     }
     let stored = |result: Result<bool, StoreError>| {
         result.map_err(|source| IngestError::Store {
@@ -105,7 +76,7 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
             source,
         })
     };
-    let known = match kind {
+    let event = match kind {
         TopicKind::Reported => {
             let state = named(&device, kind, ReportedState::decode(&msg.payload))?;
             if state.device != device {
@@ -119,7 +90,7 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
             if known {
                 store.progress.settle(&state);
             }
-            known.then(|| Ingested::Reported {
+            known.then(|| FleetEvent::Reported {
                 device: device.clone(),
             })
         }
@@ -129,7 +100,7 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
             (known && store.progress.record(&device, progress, now_unix()))
                 .then(|| store.progress.latest(&device))
                 .flatten()
-                .map(|progress| Ingested::Progress {
+                .map(|progress| FleetEvent::Progress {
                     device: device.clone(),
                     progress,
                 })
@@ -141,11 +112,11 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
             // sweep (not by its last will, which is followed by a fresh `online`) revives it.
             let revived = known && stored(store.mark_heard(&device))?;
             known.then(|| match revived {
-                true => Ingested::Presence {
+                true => FleetEvent::Presence {
                     device: device.clone(),
                     online: true,
                 },
-                false => Ingested::Health {
+                false => FleetEvent::Health {
                     device: device.clone(),
                 },
             })
@@ -158,14 +129,14 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
                     device: device.clone(),
                     source,
                 })?;
-            id.map(|_| Ingested::Event {
+            id.map(|_| FleetEvent::Event {
                 device: device.clone(),
             })
         }
         TopicKind::Online => {
             let presence: Presence = decode(&device, kind, &msg.payload)?;
             let online = presence == Presence::Online;
-            stored(store.set_presence(&device, online))?.then(|| Ingested::Presence {
+            stored(store.set_presence(&device, online))?.then(|| FleetEvent::Presence {
                 device: device.clone(),
                 online,
             })
@@ -179,7 +150,7 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Ingested, IngestError> {
         | TopicKind::Session
         | TopicKind::SessionOut => None,
     };
-    Ok(known.unwrap_or(Ingested::Ignored))
+    Ok(event)
 }
 
 /// Lets through `burst` log lines per `window`, counting the rest.
@@ -226,7 +197,7 @@ impl LogLimiter {
 pub async fn run(
     store: Arc<Store>,
     mut inbound: mpsc::Receiver<Inbound>,
-    notify: tokio::sync::broadcast::Sender<Ingested>,
+    notify: FleetEvents,
     counters: Arc<crate::metrics::IngestCounters>,
 ) {
     let mut limiter = LogLimiter::new(Duration::from_secs(60), 10);
@@ -234,10 +205,10 @@ pub async fn run(
         // SQLite calls are short; blocking_in_place keeps the runtime's other tasks moving.
         let result = tokio::task::block_in_place(|| ingest(&store, &msg));
         match result {
-            Ok(Ingested::Ignored) => {}
-            Ok(done) => {
+            Ok(None) => {}
+            Ok(Some(done)) => {
                 counters.stored();
-                if let Ingested::Presence { device, online } = &done {
+                if let FleetEvent::Presence { device, online } = &done {
                     tracing::info!(device = %device, online, "device presence changed");
                 }
                 let _ = notify.send(done);
@@ -288,7 +259,7 @@ mod tests {
         ];
         for (kind, body) in cases {
             let done = ingest(&store, &msg(kind, &id, body)).unwrap();
-            assert_ne!(done, Ingested::Ignored, "{kind:?}");
+            assert!(done.is_some(), "{kind:?}");
         }
         assert!(store.device(&id).unwrap().online);
         assert_eq!(store.events(&id, 10).unwrap().len(), 1);

@@ -54,6 +54,7 @@ pub mod device_rotation;
 pub mod device_seal;
 pub mod fd_limit;
 pub mod fleet;
+pub mod fleet_events;
 pub mod ingest;
 pub mod log_limit;
 pub mod metrics;

@@ -5,13 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-
-use crate::ingest::Ingested;
+use crate::fleet_events::{FleetEvent, FleetEvents};
 use crate::store::{now_unix, Store};
 
 /// Runs the sweep forever.
-pub async fn run(store: Arc<Store>, notify: broadcast::Sender<Ingested>, offline_after: Duration) {
+pub async fn run(store: Arc<Store>, notify: FleetEvents, offline_after: Duration) {
     let period = (offline_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(30));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -22,7 +20,7 @@ pub async fn run(store: Arc<Store>, notify: broadcast::Sender<Ingested>, offline
             Ok(silent) => {
                 for device in silent {
                     tracing::info!(device = %device, silent_s = offline_after.as_secs(), "device marked offline: no heartbeat");
-                    let _ = notify.send(Ingested::Presence {
+                    let _ = notify.send(FleetEvent::Presence {
                         device,
                         online: false,
                     });

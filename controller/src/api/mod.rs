@@ -42,7 +42,7 @@ pub struct AppState {
     pub admin: crate::access::AdminToken,
     pub counters: std::sync::Arc<crate::metrics::IngestCounters>,
     /// Every stored device message, for the SSE stream.
-    pub events: tokio::sync::broadcast::Sender<crate::ingest::Ingested>,
+    pub events: crate::fleet_events::FleetEvents,
     /// The registry, to pin an app's image tags to digests at deploy time.
     pub registry: crate::registry::Registry,
     /// Pulls images of other registries into `registry` at deploy time.

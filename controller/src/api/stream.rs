@@ -10,14 +10,14 @@ use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::AppState;
-use crate::ingest::Ingested;
+use crate::fleet_events::FleetEvent;
 
 pub async fn fleet_events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.events.subscribe();
     let stream =
-        futures_util::stream::unfold(rx, |mut rx: broadcast::Receiver<Ingested>| async move {
+        futures_util::stream::unfold(rx, |mut rx: broadcast::Receiver<FleetEvent>| async move {
             let event = match rx.recv().await {
                 Ok(ingested) => Event::default()
                     .event("fleet")

@@ -19,9 +19,9 @@ use super::decide::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
 };
 use super::observe::{observe_target, Observation, Target, Windows};
-use super::{RolloutChange, RolloutError, Threshold};
+use super::{RolloutError, Threshold};
 use crate::fleet::Fleet;
-use crate::ingest::Ingested;
+use crate::fleet_events::{FleetEvent, FleetEvents, RolloutChange};
 use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutPhase, RolloutRecord};
 use crate::upstream::Mirror;
 
@@ -39,7 +39,7 @@ pub struct Rollouts {
     pub(super) mirror: Mirror,
     /// Agent releases, for agent rollouts (`None`: agent rollouts are refused).
     pub(super) releases: Option<crate::agent_release::AgentReleases>,
-    events: broadcast::Sender<Ingested>,
+    events: FleetEvents,
     wake: Arc<Notify>,
     pub(super) lock: Arc<Mutex<()>>,
     /// Evaluations of every active rollout since start (`/metrics`): a test that something
@@ -48,7 +48,7 @@ pub struct Rollouts {
 }
 
 impl Rollouts {
-    pub fn new(fleet: Fleet, mirror: Mirror, events: broadcast::Sender<Ingested>) -> Self {
+    pub fn new(fleet: Fleet, mirror: Mirror, events: FleetEvents) -> Self {
         Self {
             fleet,
             mirror,
@@ -109,7 +109,7 @@ impl Rollouts {
                 "rollout device progress"
             ),
         }
-        let _ = self.events.send(Ingested::Rollout { rollout, change });
+        let _ = self.events.send(FleetEvent::Rollout { rollout, change });
     }
 
     pub(super) fn announce_device(&self, rollout: i64, device: &DeviceProgress) {
@@ -129,7 +129,7 @@ impl Rollouts {
     }
 
     /// The driver task: runs until the event channel closes.
-    pub async fn run(self, mut reports: broadcast::Receiver<Ingested>) {
+    pub async fn run(self, mut reports: broadcast::Receiver<FleetEvent>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -137,7 +137,7 @@ impl Rollouts {
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
                 received = reports.recv() => match received {
-                    Ok(Ingested::Reported { .. } | Ingested::Presence { .. } | Ingested::Event { .. })
+                    Ok(FleetEvent::Reported { .. } | FleetEvent::Presence { .. } | FleetEvent::Event { .. })
                     | Err(broadcast::error::RecvError::Lagged(_)) => settle(&mut reports).await,
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -377,7 +377,7 @@ impl Rollouts {
 }
 
 /// Waits briefly and drops the reports that arrived meanwhile: one evaluation covers them.
-async fn settle(reports: &mut broadcast::Receiver<Ingested>) {
+async fn settle(reports: &mut broadcast::Receiver<FleetEvent>) {
     use broadcast::error::TryRecvError;
     tokio::time::sleep(SETTLE).await;
     while !matches!(

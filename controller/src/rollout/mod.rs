@@ -13,7 +13,6 @@ pub mod control;
 pub mod decide;
 pub mod driver;
 pub mod error;
-pub mod event;
 pub mod observe;
 pub mod send;
 
@@ -26,4 +25,3 @@ pub use decide::{
 };
 pub use driver::Rollouts;
 pub use error::RolloutError;
-pub use event::RolloutChange;
