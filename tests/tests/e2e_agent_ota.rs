@@ -201,6 +201,7 @@ fn the_agent_updates_itself_keeps_its_containers_and_gives_up_a_crashing_build()
         .wait_for_line("agent build confirmed", Duration::from_secs(10))
         .unwrap();
     eprintln!("measured: release to new version reported in {update_time:?}");
+    wait_one_agent_process(&agent);
 
     // A third build comes as a delta against the second.
     let v3_file = dir.path().join("coracle-agent-v3");
@@ -225,6 +226,7 @@ fn the_agent_updates_itself_keeps_its_containers_and_gives_up_a_crashing_build()
         .unwrap();
     let third = rollout_id(&answer);
     wait_agent_version(&controller, &agent, "0.0.0-ota3");
+    wait_one_agent_process(&agent);
     wait_phase(&controller, &third, "completed");
     assert_eq!(
         agent.container_pids(),
@@ -382,6 +384,39 @@ fn a_build_that_never_connects_is_stopped_at_the_deadline_and_given_up() {
     agent
         .wait_for_line("agent build on trial abandoned", Duration::from_secs(5))
         .unwrap();
+}
+
+/// After an update the agent is one process again: its main process has become the
+/// confirmed build (its program is that build's slot file, started `selected`) and no build
+/// on trial is left as its child. Waits for the hand-over that follows the confirmation.
+fn wait_one_agent_process(agent: &Agent) {
+    let pid = agent.pid().expect("the agent runs");
+    let environ = |pid: &str| std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let has = |env: &[u8], var: &[u8]| env.split(|b| *b == 0).any(|v| v == var);
+    wait_until(
+        "the agent's main process to become the confirmed build",
+        Duration::from_secs(30),
+        || {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| e.to_string())?;
+            if !exe.to_string_lossy().contains("/agent-slots/") {
+                return Err(format!("main process runs {}", exe.display()));
+            }
+            if !has(&environ(&pid.to_string()), b"CORACLE_AGENT_BOOT=selected") {
+                return Err("main process was not started as the selected build".into());
+            }
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let trials: Vec<&str> = children
+                .split_whitespace()
+                .filter(|child| has(&environ(child), b"CORACLE_AGENT_BOOT=trial"))
+                .collect();
+            match trials.is_empty() {
+                true => Ok(()),
+                false => Err(format!("builds on trial still running: {trials:?}")),
+            }
+        },
+    )
+    .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
 }
 
 /// Bytes of agent builds held part way in the agent's store.

@@ -1,9 +1,10 @@
 //! The slot-selection step every daemon start goes through, before the daemon itself: it
 //! carries out `SlotState::boot`. The watchdog for a new build is this step in the *old*
 //! build: it starts the trial as its child and waits. The trial confirms by saving the
-//! record once it has connected (`confirm_trial`); a trial that exits first, or is still
-//! unconfirmed at the deadline, is stopped and abandoned, and the old build runs the daemon
-//! itself in this same process. A crash of everything mid-trial is caught by the next
+//! record once it has connected (`confirm_trial`); then the old build stops it and executes
+//! the confirmed build in its own place, so the service's main process stays the one agent
+//! process. A trial that exits first, or is still unconfirmed at the deadline, is stopped
+//! and abandoned, and the old build runs the daemon itself in this same process. A crash of everything mid-trial is caught by the next
 //! start (a started, unconfirmed trial is abandoned), so no service manager is needed —
 //! but with one (`Restart=always`) a dead agent also comes back.
 
@@ -25,7 +26,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub enum Boot {
     /// Run the daemon here; `trial`: this process is a trial and confirms once connected.
     RunDaemon { trial: bool },
-    /// The supervised build ran and ended: exit with its code.
+    /// A stop was asked while a build was on trial, and the trial has ended: exit with its
+    /// code.
     Exit(i32),
 }
 
@@ -133,8 +135,9 @@ pub fn restart_self() -> std::io::Error {
     Command::new(exe).arg0(arg0).args(args).exec()
 }
 
-/// Starts the trial as a child, waits for its confirmation, then stays its parent (passing
-/// on SIGTERM and SIGINT) until it exits.
+/// Starts the trial as a child and waits for its confirmation; then stops it and becomes
+/// that build itself (`hand_over`), so a device runs one agent process whatever the number
+/// of updates it went through.
 fn supervise(files: &SlotFiles, target: &SlotBinary, confirm_timeout: Duration) -> Boot {
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
@@ -175,9 +178,11 @@ async fn watch(
 ) -> Boot {
     use tokio::signal::unix::{signal, SignalKind};
     let deadline = Instant::now() + confirm_timeout;
-    let mut confirmed = false;
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
+    // A stop asked of this process (the service manager's) is passed on, and then the
+    // trial's end is this process's end, confirmed or not.
+    let mut stop_asked = false;
     loop {
         let forward = tokio::select! {
             Some(()) = async { term.as_mut()?.recv().await } => Some(nix::sys::signal::Signal::SIGTERM),
@@ -185,14 +190,13 @@ async fn watch(
             () = tokio::time::sleep(POLL) => None,
         };
         if let Some(signal) = forward {
+            stop_asked = true;
             send(&child, signal);
         }
         match child.try_wait() {
+            Ok(Some(status)) if stop_asked => return Boot::Exit(status.code().unwrap_or(1)),
+            Ok(Some(_)) if is_confirmed(files, target) => return hand_over(files, target),
             Ok(Some(status)) => {
-                confirmed = confirmed || is_confirmed(files, target);
-                if confirmed {
-                    return Boot::Exit(status.code().unwrap_or(1));
-                }
                 return give_up(
                     files,
                     target,
@@ -202,13 +206,12 @@ async fn watch(
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, "cannot poll the agent build on trial"),
         }
-        if confirmed {
-            continue;
-        }
         if is_confirmed(files, target) {
-            tracing::info!(version = %target.version, "agent build on trial confirmed");
-            confirmed = true;
-        } else if Instant::now() >= deadline {
+            tracing::info!(version = %target.version, "agent build on trial confirmed; this process becomes it");
+            stop(&mut child).await;
+            return hand_over(files, target);
+        }
+        if Instant::now() >= deadline {
             stop(&mut child).await;
             return give_up(
                 files,
@@ -217,6 +220,15 @@ async fn watch(
             );
         }
     }
+}
+
+/// Replaces this process with the confirmed build. The trial is stopped first (its
+/// containers stay, as at any agent restart): a supervising parent left behind would idle
+/// for good, and one more after every update.
+fn hand_over(files: &SlotFiles, target: &SlotBinary) -> Boot {
+    let err = exec_build(files, target);
+    tracing::error!(version = %target.version, error = %err, "cannot run the confirmed agent build; running this one");
+    Boot::RunDaemon { trial: false }
 }
 
 fn is_confirmed(files: &SlotFiles, target: &SlotBinary) -> bool {

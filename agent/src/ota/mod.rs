@@ -11,7 +11,8 @@
 //!
 //! Flow: update admitted (signature, device) → `follow::decide` → pull the release image
 //! (deltas as for any image) → `stage` → the daemon stops and executes itself again → boot
-//! supervises the trial → the trial connects and confirms → it runs on; or it exits or
+//! supervises the trial → the trial connects and confirms → the parent stops it and
+//! executes the confirmed build in its place (one agent process); or the trial exits or
 //! misses the deadline → abandoned, the old build runs the daemon in the same process and
 //! reports `Condition::AgentUpdateAbandoned`.
 

@@ -179,6 +179,11 @@ impl Agent {
         pids
     }
 
+    /// The agent's main process (the one this harness started; an update keeps its pid).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(TestProcess::pid)
+    }
+
     /// Zombies whose parent is the agent: shims or helpers it never reaped.
     pub fn zombie_children(&self) -> Vec<u32> {
         let Some(agent) = self.process.as_ref().map(TestProcess::pid) else {
