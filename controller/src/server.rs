@@ -369,7 +369,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         registry: registry.clone(),
         mirror,
         commands,
-        sessions: crate::dashboard::Sessions::new(api_http.serves_tls()),
+        sessions: crate::access::LoginSessions::new(api_http.serves_tls()),
         remote: remote.clone(),
     };
     // The CLI runs on this host: a wildcard bind is reached on loopback, which the
@@ -392,7 +392,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     crate::net::http::serve(
         api_listener,
         "api",
-        api::router(state),
+        api::router(state.clone()).merge(crate::dashboard::router(state)),
         api_http.limits(),
         tls_for(&api_http),
         wait_for(stop.clone()),

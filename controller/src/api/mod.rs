@@ -50,7 +50,7 @@ pub struct AppState {
     /// Commands to devices, paired with their replies.
     pub commands: crate::commands::DeviceCommands,
     /// Dashboard login sessions (cookie), accepted like the bearer token.
-    pub sessions: crate::dashboard::Sessions,
+    pub sessions: crate::access::LoginSessions,
     /// Staged rollouts (create and operator commands; the driver task shares it).
     pub rollouts: crate::rollout::Rollouts,
     /// Remote sessions to devices (logs follow, exec).
@@ -118,7 +118,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .nest("/api/v1", api)
-        .merge(crate::dashboard::router(state))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<String, ApiError> {

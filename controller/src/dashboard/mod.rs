@@ -1,11 +1,11 @@
 //! The web dashboard, served by the API listener: `/` loads one page whose JavaScript
 //! modules (`/assets/…`, embedded by [`assets`]) call the JSON API. Login trades the admin
-//! token or an API token for an HttpOnly session cookie ([`session`]) with that token's
-//! scope; every API call is then checked by the same middleware as bearer-token calls.
+//! token or an API token for an HttpOnly session cookie (`access::login_sessions`) with that
+//! token's scope; every API call is then checked by the same middleware as bearer-token
+//! calls. The dashboard depends on the API (state, errors, the bearer check), never the
+//! other way round; `server.rs` mounts both routers on the API listener.
 
 pub mod assets;
-pub mod login_limit;
-pub mod session;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,7 +19,6 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::api::{parse_json, ApiError, AppState};
-pub use session::Sessions;
 
 /// Scripts, styles and connections only from this origin; no framing.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
@@ -113,7 +112,7 @@ async fn login(
 
 // The body is read (and ignored) so the connection stays usable for the next request.
 async fn logout(State(state): State<AppState>, headers: HeaderMap, _body: Bytes) -> Response {
-    if let Some(id) = session::session_cookie(&headers) {
+    if let Some(id) = crate::access::login_sessions::session_cookie(&headers) {
         state.sessions.end(&id);
     }
     with_cookie(StatusCode::NO_CONTENT, &state.sessions.set_cookie(None))

@@ -1,9 +1,9 @@
-//! Browser sessions for the dashboard. The operator logs in once with the admin token or
+//! Browser sessions for the dashboard (`LoginSessions`). The operator logs in once with the admin token or
 //! an API token, and the session keeps that token's scope (a `read` token's session can
 //! look, not change); the browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict` cookie,
 //! so page scripts never keep the token and `EventSource` (which cannot send headers) is
-//! authenticated too. Sessions live in memory: a controller restart logs everyone out, and
-//! so does an admin token rotation ([`Sessions::end_all`]).
+//! authenticated too. LoginSessions live in memory: a controller restart logs everyone out, and
+//! so does an admin token rotation ([`LoginSessions::end_all`]).
 //! When the API listener serves HTTPS the cookie is also `Secure`, so a browser never
 //! sends it over plain HTTP.
 //!
@@ -26,7 +26,7 @@ pub const COOKIE: &str = "coracle_session";
 pub const CSRF_HEADER: &str = "x-coracle-dashboard";
 /// How long a session lasts without being used.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at most; the oldest goes first (a login flood cannot grow memory).
+/// LoginSessions kept at most; the oldest goes first (a login flood cannot grow memory).
 const MAX_SESSIONS: usize = 1024;
 
 /// One live session: who logged in, and when it was last used.
@@ -38,7 +38,7 @@ struct Session {
 
 /// The live sessions. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Sessions {
+pub struct LoginSessions {
     inner: Arc<Mutex<HashMap<String, Session>>>,
     /// Failed logins per source address (429 after too many).
     pub logins: super::login_limit::LoginLimit,
@@ -46,8 +46,8 @@ pub struct Sessions {
     secure_cookie: bool,
 }
 
-impl Sessions {
-    /// Sessions whose cookie is `Secure` when `secure_cookie` (served over HTTPS).
+impl LoginSessions {
+    /// LoginSessions whose cookie is `Secure` when `secure_cookie` (served over HTTPS).
     pub fn new(secure_cookie: bool) -> Self {
         Self {
             secure_cookie,
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_session_cookie_authorizes_reads_and_csrf_marked_writes_only() {
-        let sessions = Sessions::default();
+        let sessions = LoginSessions::default();
         let id = sessions.create(Caller::admin(), Instant::now());
         let cookie = format!("other=1; {COOKIE}={id}");
         let caller = sessions.caller(&Method::GET, &headers(&cookie, false));
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn idle_sessions_expire() {
-        let sessions = Sessions::default();
+        let sessions = LoginSessions::default();
         let start = Instant::now();
         let id = sessions.create(Caller::admin(), start);
         assert!(sessions
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn sessions_end_with_their_revoked_token_or_all_at_an_admin_rotation() {
-        let sessions = Sessions::default();
+        let sessions = LoginSessions::default();
         let now = Instant::now();
         let a = sessions.create(Caller::admin(), now);
         let b = sessions.create(Caller::token("ci", crate::access::Scope::Read), now);
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn the_cookie_is_secure_only_over_https_and_always_httponly_strict() {
         for (secure, id) in [(false, Some("abc")), (true, Some("abc")), (true, None)] {
-            let cookie = Sessions::new(secure).set_cookie(id);
+            let cookie = LoginSessions::new(secure).set_cookie(id);
             assert!(cookie.contains("; HttpOnly; SameSite=Strict"), "{cookie}");
             assert_eq!(cookie.contains("; Secure"), secure, "{cookie}");
         }
