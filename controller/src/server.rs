@@ -5,9 +5,11 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::broker::{
@@ -17,6 +19,7 @@ use crate::broker::{
 use crate::config::ServeConfig;
 use crate::datadir::{write_public, DataDir};
 use crate::fleet::{EnrolmentInfo, Fleet};
+use crate::fleet_events::FleetEvents;
 use crate::ingest;
 use crate::registry::{BlobStore, Registry};
 use crate::secrets::Secrets;
@@ -186,7 +189,8 @@ fn check_fd_limit(config: &ServeConfig) {
     }
 }
 
-/// Runs the controller until a shutdown signal.
+/// Runs the controller until a shutdown signal: state, broker, MQTT client, registry and
+/// fleet, background tasks, then the two listeners; stops in reverse order.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let stop = shutdown_signal()?;
     check_fd_limit(&config);
@@ -200,69 +204,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let secrets = Secrets::load_or_create(&dir, &config.tls_names())?;
 
     // 2. Broker: embedded unless an external one is configured.
-    let credentials = Arc::new(Credentials::new(
-        &secrets.controller_mqtt_password,
-        store.device_credentials()?,
-    ));
-    // Rotations never confirmed: the device may use either password.
-    for (device, next) in store.next_passwords()? {
-        credentials.allow_next(device, next);
-    }
-    let (embedded, controller_url, device_url) = match &config.broker.external_url {
-        Some(url) => {
-            let url = BrokerUrl::parse(url)?;
-            let devices = match &config.broker.device_url {
-                Some(device_url) => BrokerUrl::parse(device_url)?,
-                None => url.clone(),
-            };
-            announce("external broker", &url);
-            (None, url, devices)
-        }
-        None => {
-            let settings = EmbeddedBrokerSettings {
-                listen: config.broker.listen,
-                tls_listen: config.broker.tls_listen,
-                cert: secrets.tls_cert.clone(),
-                key: secrets.tls_key.clone(),
-                limits: config.broker.tls_limits(),
-            };
-            let broker = EmbeddedBroker::start(&settings, credentials.clone()).await?;
-            announce("broker", broker.addr);
-            announce("broker tls", broker.tls_addr);
-            let local = BrokerUrl {
-                tls: false,
-                host: broker.addr.ip().to_string(),
-                port: broker.addr.port(),
-            };
-            let devices = BrokerUrl {
-                tls: true,
-                host: host.clone(),
-                port: broker.tls_addr.port(),
-            };
-            (Some(broker), local, devices)
-        }
-    };
+    let credentials = device_credentials(&secrets, &store)?;
+    let broker = start_broker(&config, &secrets, credentials.clone(), &host).await?;
 
-    // 3. The controller's own MQTT client; republish desired states, start ingest. Over
-    // TLS it trusts what its devices trust: the controller CA and the broker's own CA.
+    // 3. The controller's own MQTT client. Over TLS it trusts what its devices trust: the
+    // controller CA and the broker's own CA.
     let ca_bundle = device_ca_bundle(&secrets.ca_pem, config.broker.device_ca_file.as_deref())?;
-    let client = ControllerClient::connect(
-        &controller_url,
-        &secrets.controller_mqtt_password,
-        &ca_bundle,
-    )
-    .await?;
-    let inbound = client.subscribe_devices(4096).await?;
-    // Command replies go to whoever awaits them; everything else on to ingest.
-    let commands = crate::commands::DeviceCommands::new(client.clone());
-    let inbound = commands.tap(inbound, 4096);
-    let remote = crate::sessions::DeviceSessions::new(
-        client.clone(),
-        client.subscribe_sessions(SESSION_QUEUE).await?,
-    );
+    let link = DeviceLink::connect(&broker, &secrets, &ca_bundle).await?;
+    let client = link.client.clone();
 
-    // 4. Listeners for the API (and the registry, whose URL goes into bootstrap files),
-    // HTTPS with the controller's certificate where the config says so.
+    // 4. Listeners for the API and the registry (whose URL goes into bootstrap files),
+    // HTTPS with the controller's certificate where the config says so; the registry and
+    // the fleet behind them.
     let (api_http, registry_http) = (config.api.clone(), config.registry.http());
     let https = tls_acceptor(&secrets, &api_http, &registry_http)?;
     let tls_for = |section: &crate::config::ListenSection| {
@@ -276,29 +229,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         registry_addr.port()
     );
     tracing::info!(url = %registry_url, "registry serving (the URL bootstrap files carry)");
-    let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
     let admin = crate::access::AdminToken::new(&secrets.admin_token, Some(dir.admin_token()));
-    let registry = Registry::open(dir.root().join("registry"), blobs, admin.clone())?
-        .with_devices(
-            store.clone(),
-            store.clone(),
-            Arc::from(secrets.pull_key.as_str()),
-            config.registry.legacy_pull_token,
-        )
-        .with_audit(store.clone())
-        .with_delta_wait(std::time::Duration::from_secs(config.deltas.request_wait_s));
-    let expiry_task = tokio::spawn(registry.blobs.clone().expire_uploads_every(
-        std::time::Duration::from_secs(config.registry.upload_expiry_s),
-        config.registry.expiry_period(),
-    ));
-    if config.deltas.workers > 0 {
-        registry.start_delta_workers(crate::registry::WorkerSettings {
-            workers: config.deltas.workers,
-            history: config.deltas.history,
-            rescan: std::time::Duration::from_secs(config.deltas.rescan_s),
-        })?;
-    }
-
+    let registry = open_registry(&config, &dir, &secrets, &store, admin.clone())?;
     let mirror = crate::upstream::Mirror::new(
         registry.clone(),
         crate::upstream::MirrorSettings {
@@ -307,70 +239,45 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             platforms: config.fleet.parsed_platforms(),
         },
     );
-
-    let access: Arc<dyn DeviceAccess> = match &config.broker.mosquitto_dir {
-        Some(dir) => Arc::new(MosquittoAccounts::in_dir(dir)),
-        None => credentials.clone(),
+    let enrolment = EnrolmentInfo {
+        device_broker_url: broker.device_url.to_string(),
+        ca_pem: ca_bundle,
+        registry_url,
+        pull_tokens: Some(registry.pull_tokens()),
     };
-    let fleet = Fleet::new(
-        store.clone(),
-        access,
-        client.clone(),
-        Arc::new(crate::deployment_keys::DeploymentKeys::load(
-            &dir,
-            secrets.deployment_key.clone(),
-            &store,
-        )?),
-        EnrolmentInfo {
-            device_broker_url: device_url.to_string(),
-            ca_pem: ca_bundle,
-            registry_url,
-            pull_tokens: Some(registry.pull_tokens()),
-        },
-    )
+    let fleet = open_fleet(
+        &config,
+        &dir,
+        &secrets,
+        &store,
+        credentials,
+        &client,
+        enrolment,
+    )?
     .with_policy(policy);
     let republished = fleet.republish_desired().await?;
     tracing::info!(count = republished, "desired states republished");
-    let republish_task = tokio::spawn(fleet.clone().republish_on_reconnect());
-    let (notify, _) = broadcast::channel(1024);
-    let counters = Arc::new(crate::metrics::IngestCounters::default());
-    let ingest_task = tokio::spawn(ingest::run(
-        store.clone(),
-        inbound,
-        notify.clone(),
-        counters.clone(),
-    ));
 
-    let rollouts = crate::rollout::Rollouts::new(fleet.clone(), mirror.clone(), notify.clone())
-        .with_agent_releases(crate::agent_release::AgentReleases::new(registry.clone()));
-    let driver_task = tokio::spawn(rollouts.clone().run(notify.subscribe()));
-    let pull_token_task = tokio::spawn(
-        crate::pull_token_rotation::PullTokenRotation {
-            store: store.clone(),
-            commands: commands.clone(),
-            tokens: registry.pull_tokens(),
-            period: std::time::Duration::from_secs(config.registry.pull_token_rotation_s),
-        }
-        .run(),
+    // 5. The tasks beside the listeners.
+    let tasks = Tasks::start(
+        &config,
+        &fleet,
+        &mirror,
+        &registry,
+        &link.commands,
+        link.inbound,
     );
-    let offline_after = std::time::Duration::from_secs(config.fleet.offline_after_s);
-    let presence_task = tokio::spawn(crate::presence::run(
-        store.clone(),
-        notify.clone(),
-        offline_after,
-    ));
-
     let state = AppState {
         fleet,
-        rollouts,
+        rollouts: tasks.rollouts.clone(),
         admin,
-        counters,
-        events: notify,
+        counters: tasks.counters.clone(),
+        events: tasks.events.clone(),
         registry: registry.clone(),
         mirror,
-        commands,
+        commands: link.commands,
         sessions: crate::access::LoginSessions::new(api_http.serves_tls()),
-        remote: remote.clone(),
+        remote: link.remote,
     };
     // The CLI runs on this host: a wildcard bind is reached on loopback, which the
     // certificate names.
@@ -380,7 +287,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     announce("api", api_addr);
     announce("registry", registry_addr);
 
-    // 5. Serve until a signal, then stop in reverse order.
+    // 6. Serve until a signal, then stop in reverse order.
     let registry_task = tokio::spawn(crate::net::http::serve(
         registry_listener,
         "registry",
@@ -401,18 +308,241 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if let Err(err) = registry_task.await {
         tracing::warn!(error = %err, "registry task ended abnormally");
     }
-    driver_task.abort();
-    expiry_task.abort();
-    presence_task.abort();
-    pull_token_task.abort();
-    republish_task.abort();
+    tasks.stop_all_but_ingest();
     client.disconnect().await;
-    ingest_task.abort();
-    if let Some(broker) = embedded {
-        broker.stop().await;
+    tasks.ingest.abort();
+    if let Some(embedded) = broker.embedded {
+        embedded.stop().await;
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Every device's broker password (and a rotation's next one, never confirmed yet: the
+/// device may use either).
+fn device_credentials(secrets: &Secrets, store: &Store) -> Result<Arc<Credentials>, ServeError> {
+    let credentials = Arc::new(Credentials::new(
+        &secrets.controller_mqtt_password,
+        store.device_credentials()?,
+    ));
+    for (device, next) in store.next_passwords()? {
+        credentials.allow_next(device, next);
+    }
+    Ok(credentials)
+}
+
+/// The controller's MQTT client and what reads from it: ingest's queue (device messages
+/// but command replies), the command replies' waiters and the remote sessions' router.
+struct DeviceLink {
+    client: ControllerClient,
+    inbound: tokio::sync::mpsc::Receiver<crate::broker::Inbound>,
+    commands: crate::commands::DeviceCommands,
+    remote: crate::sessions::DeviceSessions,
+}
+
+impl DeviceLink {
+    async fn connect(
+        broker: &BrokerSide,
+        secrets: &Secrets,
+        ca_bundle: &str,
+    ) -> Result<Self, ServeError> {
+        let client = ControllerClient::connect(
+            &broker.controller_url,
+            &secrets.controller_mqtt_password,
+            ca_bundle,
+        )
+        .await?;
+        let inbound = client.subscribe_devices(4096).await?;
+        // Command replies go to whoever awaits them; everything else on to ingest.
+        let commands = crate::commands::DeviceCommands::new(client.clone());
+        let inbound = commands.tap(inbound, 4096);
+        let remote = crate::sessions::DeviceSessions::new(
+            client.clone(),
+            client.subscribe_sessions(SESSION_QUEUE).await?,
+        );
+        Ok(Self {
+            client,
+            inbound,
+            commands,
+            remote,
+        })
+    }
+}
+
+/// The fleet over the store: device accounts on the embedded broker (or in Mosquitto's
+/// files), the deployment key chain, and what bootstrap files carry.
+fn open_fleet(
+    config: &ServeConfig,
+    dir: &DataDir,
+    secrets: &Secrets,
+    store: &Arc<Store>,
+    credentials: Arc<Credentials>,
+    client: &ControllerClient,
+    enrolment: EnrolmentInfo,
+) -> Result<Fleet, ServeError> {
+    let access: Arc<dyn DeviceAccess> = match &config.broker.mosquitto_dir {
+        Some(dir) => Arc::new(MosquittoAccounts::in_dir(dir)),
+        None => credentials,
+    };
+    let keys =
+        crate::deployment_keys::DeploymentKeys::load(dir, secrets.deployment_key.clone(), store)?;
+    Ok(Fleet::new(
+        store.clone(),
+        access,
+        client.clone(),
+        Arc::new(keys),
+        enrolment,
+    ))
+}
+
+/// The broker the controller and its devices use.
+struct BrokerSide {
+    /// The embedded broker, when no external one is configured.
+    embedded: Option<EmbeddedBroker>,
+    /// Where the controller's own client connects.
+    controller_url: BrokerUrl,
+    /// What bootstrap files tell devices.
+    device_url: BrokerUrl,
+}
+
+/// Starts the embedded broker, or names the external one (`[broker] external_url`).
+async fn start_broker(
+    config: &ServeConfig,
+    secrets: &Secrets,
+    credentials: Arc<Credentials>,
+    host: &str,
+) -> Result<BrokerSide, ServeError> {
+    if let Some(url) = &config.broker.external_url {
+        let url = BrokerUrl::parse(url)?;
+        let device_url = match &config.broker.device_url {
+            Some(device_url) => BrokerUrl::parse(device_url)?,
+            None => url.clone(),
+        };
+        announce("external broker", &url);
+        return Ok(BrokerSide {
+            embedded: None,
+            controller_url: url,
+            device_url,
+        });
+    }
+    let settings = EmbeddedBrokerSettings {
+        listen: config.broker.listen,
+        tls_listen: config.broker.tls_listen,
+        cert: secrets.tls_cert.clone(),
+        key: secrets.tls_key.clone(),
+        limits: config.broker.tls_limits(),
+    };
+    let broker = EmbeddedBroker::start(&settings, credentials).await?;
+    announce("broker", broker.addr);
+    announce("broker tls", broker.tls_addr);
+    Ok(BrokerSide {
+        controller_url: BrokerUrl {
+            tls: false,
+            host: broker.addr.ip().to_string(),
+            port: broker.addr.port(),
+        },
+        device_url: BrokerUrl {
+            tls: true,
+            host: host.to_string(),
+            port: broker.tls_addr.port(),
+        },
+        embedded: Some(broker),
+    })
+}
+
+/// The registry over the data dir's blobs, with device pulls, the audit log and the delta
+/// workers the config asks for.
+fn open_registry(
+    config: &ServeConfig,
+    dir: &DataDir,
+    secrets: &Secrets,
+    store: &Arc<Store>,
+    admin: crate::access::AdminToken,
+) -> Result<Registry, ServeError> {
+    let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
+    let registry = Registry::open(dir.root().join("registry"), blobs, admin)?
+        .with_devices(
+            store.clone(),
+            store.clone(),
+            Arc::from(secrets.pull_key.as_str()),
+            config.registry.legacy_pull_token,
+        )
+        .with_audit(store.clone())
+        .with_delta_wait(Duration::from_secs(config.deltas.request_wait_s));
+    if config.deltas.workers > 0 {
+        registry.start_delta_workers(crate::registry::WorkerSettings {
+            workers: config.deltas.workers,
+            history: config.deltas.history,
+            rescan: Duration::from_secs(config.deltas.rescan_s),
+        })?;
+    }
+    Ok(registry)
+}
+
+/// The controller's tasks beside its listeners, and what the API shares with them.
+struct Tasks {
+    /// Stopped together at shutdown.
+    background: Vec<JoinHandle<()>>,
+    /// Stopped last, once the MQTT client has disconnected.
+    ingest: JoinHandle<()>,
+    rollouts: crate::rollout::Rollouts,
+    events: FleetEvents,
+    counters: Arc<crate::metrics::IngestCounters>,
+}
+
+impl Tasks {
+    /// Ingest, the rollout driver, the presence sweep, pull-token rotation, republishing
+    /// on reconnect and the registry's upload expiry.
+    fn start(
+        config: &ServeConfig,
+        fleet: &Fleet,
+        mirror: &crate::upstream::Mirror,
+        registry: &Registry,
+        commands: &crate::commands::DeviceCommands,
+        inbound: tokio::sync::mpsc::Receiver<crate::broker::Inbound>,
+    ) -> Self {
+        let store = fleet.store.clone();
+        let (events, _) = broadcast::channel(1024);
+        let counters = Arc::new(crate::metrics::IngestCounters::default());
+        let ingest = tokio::spawn(ingest::run(
+            store.clone(),
+            inbound,
+            events.clone(),
+            counters.clone(),
+        ));
+        let rollouts = crate::rollout::Rollouts::new(fleet.clone(), mirror.clone(), events.clone())
+            .with_agent_releases(crate::agent_release::AgentReleases::new(registry.clone()));
+        let pull_tokens = crate::pull_token_rotation::PullTokenRotation {
+            store: store.clone(),
+            commands: commands.clone(),
+            tokens: registry.pull_tokens(),
+            period: Duration::from_secs(config.registry.pull_token_rotation_s),
+        };
+        let offline_after = Duration::from_secs(config.fleet.offline_after_s);
+        let background = vec![
+            tokio::spawn(rollouts.clone().run(events.subscribe())),
+            tokio::spawn(registry.blobs.clone().expire_uploads_every(
+                Duration::from_secs(config.registry.upload_expiry_s),
+                config.registry.expiry_period(),
+            )),
+            tokio::spawn(crate::presence::run(store, events.clone(), offline_after)),
+            tokio::spawn(pull_tokens.run()),
+            tokio::spawn(fleet.clone().republish_on_reconnect()),
+        ];
+        Self {
+            background,
+            ingest,
+            rollouts,
+            events,
+            counters,
+        }
+    }
+
+    fn stop_all_but_ingest(&self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
 }
 
 #[cfg(test)]
