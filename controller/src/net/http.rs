@@ -90,14 +90,23 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    let builder = Arc::new(builder);
-
-    let gate = ConnectionGate::new(limits.gate);
-    let refusing = ConnectionGate::new(REFUSALS_IN_FLIGHT);
-    let refused = Arc::new(SharedThrottle::new(LOG_EVERY));
-    let handshakes = Arc::new(SharedThrottle::new(LOG_EVERY));
-    let mut acceptor = Acceptor::new(listener, what);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let context = ConnectionContext {
+        what,
+        builder: Arc::new(builder),
+        router,
+        tls,
+        handshake_timeout: limits.handshake_timeout,
+        handshakes: Arc::new(SharedThrottle::new(LOG_EVERY)),
+        stop: stop_rx,
+    };
+    let gate = ConnectionGate::new(limits.gate);
+    let refusals = Refusals {
+        what,
+        in_flight: ConnectionGate::new(REFUSALS_IN_FLIGHT),
+        logged: SharedThrottle::new(LOG_EVERY),
+    };
+    let mut acceptor = Acceptor::new(listener, what);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -110,87 +119,129 @@ pub async fn serve(
         if incoming.shed {
             // Out of descriptors: answer from the one we have and close at once (over TLS
             // the close is the answer).
-            if tls.is_none() {
+            if context.tls.is_none() {
                 let _ = incoming.stream.try_write(&BUSY);
             }
             continue;
         }
-        let admitted = match gate.admit(incoming.peer.ip()) {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                if let Some(count) = refused.hit() {
-                    let cap = match refusal {
-                        Refusal::Total => "total",
-                        Refusal::PerIp => "per source address",
-                    };
-                    tracing::warn!(
-                        listener = what,
-                        peer = %incoming.peer,
-                        cap,
-                        count,
-                        "connections refused with 503: at the connection cap"
-                    );
+        match gate.admit(incoming.peer.ip()) {
+            Ok(admitted) => {
+                let context = context.clone();
+                connections.spawn(async move {
+                    let _admitted = admitted;
+                    context.run(incoming.stream, incoming.peer).await;
+                });
+            }
+            Err(refusal) => refusals.refuse(incoming.stream, incoming.peer, refusal, &context.tls),
+        }
+    }
+    let _ = stop_tx.send(true);
+    drain(connections, what).await;
+}
+
+/// Connections refused at the cap: answered 503 while few are in flight, logged once per
+/// `LOG_EVERY` with a count.
+struct Refusals {
+    what: &'static str,
+    in_flight: ConnectionGate,
+    logged: SharedThrottle,
+}
+
+impl Refusals {
+    fn refuse(
+        &self,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        refusal: Refusal,
+        tls: &Option<TlsAcceptor>,
+    ) {
+        if let Some(count) = self.logged.hit() {
+            let cap = match refusal {
+                Refusal::Total => "total",
+                Refusal::PerIp => "per source address",
+            };
+            tracing::warn!(
+                listener = self.what,
+                %peer,
+                cap,
+                count,
+                "connections refused with 503: at the connection cap"
+            );
+        }
+        if let Ok(slot) = self.in_flight.admit(peer.ip()) {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                refuse(stream, tls).await;
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// What every admitted connection of one listener needs.
+#[derive(Clone)]
+struct ConnectionContext {
+    what: &'static str,
+    builder: Arc<hyper::server::conn::http1::Builder>,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    handshakes: Arc<SharedThrottle>,
+    /// Turns true at shutdown: handshakes end, requests in progress finish.
+    stop: watch::Receiver<bool>,
+}
+
+impl ConnectionContext {
+    /// One connection: the TLS handshake (HTTPS listeners), then HTTP/1.1 until the peer
+    /// closes, a timeout, or shutdown.
+    async fn run(mut self, stream: TcpStream, peer: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Stream> = match self.tls.clone() {
+            None => Box::new(stream),
+            Some(acceptor) => {
+                let handshake = tls::handshake(&acceptor, stream, self.handshake_timeout);
+                let accepted = tokio::select! {
+                    accepted = handshake => accepted,
+                    _ = async { self.stop.wait_for(|stop| *stop).await.is_ok() } => return,
+                };
+                match accepted {
+                    Ok(stream) => Box::new(stream),
+                    Err(err) => {
+                        log_handshake(self.what, peer, &err, &self.handshakes);
+                        return;
+                    }
                 }
-                if let Ok(slot) = refusing.admit(incoming.peer.ip()) {
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        refuse(incoming.stream, tls).await;
-                        drop(slot);
-                    });
-                }
-                continue;
             }
         };
-        let builder = builder.clone();
         // Handlers that care who is asking (login limits) read the peer from here.
-        let (router, peer) = (router.clone(), incoming.peer);
+        let router = self.router.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().call(request)
         });
-        let mut stop = stop_rx.clone();
-        let (tls, handshakes) = (tls.clone(), handshakes.clone());
-        connections.spawn(async move {
-            let _admitted = admitted;
-            let _ = incoming.stream.set_nodelay(true);
-            let stream: Box<dyn Stream> = match tls {
-                None => Box::new(incoming.stream),
-                Some(acceptor) => {
-                    let handshake =
-                        tls::handshake(&acceptor, incoming.stream, limits.handshake_timeout);
-                    let accepted = tokio::select! {
-                        accepted = handshake => accepted,
-                        _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return,
-                    };
-                    match accepted {
-                        Ok(stream) => Box::new(stream),
-                        Err(err) => {
-                            log_handshake(what, peer, &err, &handshakes);
-                            return;
-                        }
-                    }
-                }
-            };
-            // With upgrades: the exec WebSocket (`api::exec`) takes the connection over.
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                // (The watch guard is dropped inside: it must not live across an await.)
-                _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(err) = result {
-                // Timeouts, resets and malformed requests: the peer's doing, not news.
-                tracing::debug!(listener = what, %peer, error = %err, "connection ended");
+        // With upgrades: the exec WebSocket (`api::exec`) takes the connection over.
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            // (The watch guard is dropped inside: it must not live across an await.)
+            _ = async { self.stop.wait_for(|stop| *stop).await.is_ok() } => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
             }
-        });
+        };
+        if let Err(err) = result {
+            // Timeouts, resets and malformed requests: the peer's doing, not news.
+            tracing::debug!(listener = self.what, %peer, error = %err, "connection ended");
+        }
     }
-    let _ = stop_tx.send(true);
+}
+
+/// Gives open connections `SHUTDOWN_GRACE` to finish, then closes the rest.
+async fn drain(mut connections: JoinSet<()>, what: &'static str) {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
     })
