@@ -168,7 +168,6 @@ impl<R: Read> DeltaReader<R> {
     }
 
     fn next_op(&mut self) -> io::Result<()> {
-        let window = self.header.window;
         let padding = self.codec.padding();
         let rest = &self.skeleton[self.skeleton_pos..];
         let op = self
@@ -202,47 +201,14 @@ impl<R: Read> DeltaReader<R> {
                 out_len,
                 payload_len,
             } => {
-                if out_len > SKELETON_CHUNK
-                    || ref_len > 2 * SKELETON_CHUNK
-                    || payload_len > 2 * SKELETON_CHUNK
-                {
-                    return Err(invalid(format!(
-                        "skeleton chunk exceeds {SKELETON_CHUNK} bytes"
-                    )));
-                }
-                let root = self
-                    .bases
-                    .get(usize::from(base))
-                    .ok_or_else(|| invalid(format!("op names base {base}")))?;
-                let old = skeleton_path(&root.dir);
-                let mut reference = self
-                    .old_skeletons
-                    .window(&old, ref_offset, ref_len)
-                    .map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
-                        )
-                    })?;
-                if normalised {
-                    normalise_checksums(&mut reference, ref_offset);
-                }
-                let mut payload = vec![0u8; payload_len as usize];
-                self.ops.read_exact(&mut payload)?;
-                self.skeleton = match method {
-                    PatchMethod::ZstdRef => {
-                        zstd_ref_decode(&reference, &payload, out_len as usize)?
-                    }
-                    PatchMethod::Bsdiff => bsdiff_apply(&reference, &payload, out_len as usize)?,
-                    PatchMethod::BsdiffBz2 => {
-                        bsdiff_apply(&reference, &unbzip2(&payload, out_len)?, out_len as usize)?
-                    }
+                let shape = PatchShape {
+                    method,
+                    ref_offset,
+                    ref_len,
+                    out_len,
+                    payload_len,
                 };
-                if normalised {
-                    restore_checksums(&mut self.skeleton, self.skeleton_offset);
-                }
-                self.skeleton_offset += out_len;
-                self.skeleton_pos = 0;
+                self.next_skeleton_chunk(base, normalised, shape)?;
                 Pending::Nothing
             }
             Op::CopyFile { from } => {
@@ -264,36 +230,89 @@ impl<R: Read> DeltaReader<R> {
                 out_len,
                 payload_len,
             } => {
-                if out_len > window
-                    || ref_len > 2 * window
-                    || payload_len > super::max_payload(window)
-                {
-                    return Err(invalid(format!(
-                        "patch op exceeds the delta's window of {window} bytes"
-                    )));
-                }
-                let file = self.open_old(&from)?;
-                // Payload first: a bzip2 payload is expanded and freed before the reference
-                // and the output are allocated.
-                let mut payload = vec![0u8; payload_len as usize];
-                self.ops.read_exact(&mut payload)?;
-                if method == PatchMethod::BsdiffBz2 {
-                    payload = unbzip2(&payload, out_len)?;
-                }
-                let mut reference = vec![0u8; ref_len as usize];
-                file.read_exact_at(&mut reference, ref_offset)?;
-                let out = match method {
-                    PatchMethod::ZstdRef => {
-                        zstd_ref_decode(&reference, &payload, out_len as usize)?
-                    }
-                    PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => {
-                        bsdiff_apply(&reference, &payload, out_len as usize)?
-                    }
+                let shape = PatchShape {
+                    method,
+                    ref_offset,
+                    ref_len,
+                    out_len,
+                    payload_len,
                 };
-                Pending::Buffer(out, 0)
+                Pending::Buffer(self.patched_window(&from, shape)?, 0)
             }
         };
         Ok(())
+    }
+
+    /// The next chunk of the new tar skeleton: a patch against a window of a base layer's
+    /// skeleton (kept beside each unpacked layer), checksums restored when normalised.
+    fn next_skeleton_chunk(
+        &mut self,
+        base: u16,
+        normalised: bool,
+        shape: PatchShape,
+    ) -> io::Result<()> {
+        if shape.out_len > SKELETON_CHUNK
+            || shape.ref_len > 2 * SKELETON_CHUNK
+            || shape.payload_len > 2 * SKELETON_CHUNK
+        {
+            return Err(invalid(format!(
+                "skeleton chunk exceeds {SKELETON_CHUNK} bytes"
+            )));
+        }
+        let root = self
+            .bases
+            .get(usize::from(base))
+            .ok_or_else(|| invalid(format!("op names base {base}")))?;
+        let old = skeleton_path(&root.dir);
+        let payload = self.read_payload(&shape)?;
+        let mut reference = self
+            .old_skeletons
+            .window(&old, shape.ref_offset, shape.ref_len)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("read tar skeleton {} of the base layer (coracle keeps one beside each layer it unpacks): {e}", old.display()),
+                )
+            })?;
+        if normalised {
+            normalise_checksums(&mut reference, shape.ref_offset);
+        }
+        self.skeleton = decode_patch(&shape, &reference, &payload)?;
+        if normalised {
+            restore_checksums(&mut self.skeleton, self.skeleton_offset);
+        }
+        self.skeleton_offset += shape.out_len;
+        self.skeleton_pos = 0;
+        Ok(())
+    }
+
+    /// New content made by patching a window of an old file.
+    fn patched_window(&mut self, from: &OldRef, shape: PatchShape) -> io::Result<Vec<u8>> {
+        let window = self.header.window;
+        if shape.out_len > window
+            || shape.ref_len > 2 * window
+            || shape.payload_len > super::max_payload(window)
+        {
+            return Err(invalid(format!(
+                "patch op exceeds the delta's window of {window} bytes"
+            )));
+        }
+        let file = self.open_old(from)?;
+        let payload = self.read_payload(&shape)?;
+        let mut reference = vec![0u8; shape.ref_len as usize];
+        file.read_exact_at(&mut reference, shape.ref_offset)?;
+        decode_patch(&shape, &reference, &payload)
+    }
+
+    /// A patch's payload from the op stream. It comes first: a bzip2 payload is expanded
+    /// and freed before the reference and the output are allocated.
+    fn read_payload(&mut self, shape: &PatchShape) -> io::Result<Vec<u8>> {
+        let mut payload = vec![0u8; shape.payload_len as usize];
+        self.ops.read_exact(&mut payload)?;
+        if shape.method == PatchMethod::BsdiffBz2 {
+            payload = unbzip2(&payload, shape.out_len)?;
+        }
+        Ok(payload)
     }
 
     fn open_old(&self, from: &OldRef) -> io::Result<File> {
@@ -542,4 +561,22 @@ pub fn apply_to_store(store: &Store, delta: impl Read, budget: u64) -> Result<Di
         .map_err(|e| DeltaError::Store(Box::new(e)))?;
     info!(diff_id = %diff_id, "delta applied into store");
     Ok(diff_id)
+}
+
+/// How a patch op rebuilds its output from a reference window.
+struct PatchShape {
+    method: PatchMethod,
+    ref_offset: u64,
+    ref_len: u64,
+    out_len: u64,
+    payload_len: u64,
+}
+
+/// The patch's output from its reference and its (expanded) payload.
+fn decode_patch(shape: &PatchShape, reference: &[u8], payload: &[u8]) -> io::Result<Vec<u8>> {
+    let out_len = shape.out_len as usize;
+    match shape.method {
+        PatchMethod::ZstdRef => zstd_ref_decode(reference, payload, out_len),
+        PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => bsdiff_apply(reference, payload, out_len),
+    }
 }
