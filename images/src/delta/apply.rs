@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::op::{invalid, OldRef, Op, OpCodec, PatchMethod};
+use super::op::{invalid, OldRef, Op, OpCodec, PatchMethod, PatchShape};
 use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
 use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
 use crate::digest::{Digest, DigestHasher};
@@ -194,20 +194,9 @@ impl<R: Read> DeltaReader<R> {
             }
             Op::Skeleton {
                 base,
-                method,
                 normalised,
-                ref_offset,
-                ref_len,
-                out_len,
-                payload_len,
+                shape,
             } => {
-                let shape = PatchShape {
-                    method,
-                    ref_offset,
-                    ref_len,
-                    out_len,
-                    payload_len,
-                };
                 self.next_skeleton_chunk(base, normalised, shape)?;
                 Pending::Nothing
             }
@@ -222,23 +211,7 @@ impl<R: Read> DeltaReader<R> {
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
                 Pending::Copy(file.take(len))
             }
-            Op::Patch {
-                from,
-                method,
-                ref_offset,
-                ref_len,
-                out_len,
-                payload_len,
-            } => {
-                let shape = PatchShape {
-                    method,
-                    ref_offset,
-                    ref_len,
-                    out_len,
-                    payload_len,
-                };
-                Pending::Buffer(self.patched_window(&from, shape)?, 0)
-            }
+            Op::Patch { from, shape } => Pending::Buffer(self.patched_window(&from, shape)?, 0),
         };
         Ok(())
     }
@@ -561,15 +534,6 @@ pub fn apply_to_store(store: &Store, delta: impl Read, budget: u64) -> Result<Di
         .map_err(|e| DeltaError::Store(Box::new(e)))?;
     info!(diff_id = %diff_id, "delta applied into store");
     Ok(diff_id)
-}
-
-/// How a patch op rebuilds its output from a reference window.
-struct PatchShape {
-    method: PatchMethod,
-    ref_offset: u64,
-    ref_len: u64,
-    out_len: u64,
-    payload_len: u64,
 }
 
 /// The patch's output from its reference and its (expanded) payload.

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::gaps::{GapEncoder, GapSpan};
 use super::matcher::{Counterpart, OldFiles};
-use super::op::{Op, OpCodec, PatchMethod};
+use super::op::{Op, OpCodec, PatchMethod, PatchShape};
 use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::plan_windows;
 use super::{
@@ -305,11 +305,13 @@ fn encode_region(
             Some(method) => {
                 enc.op(&Op::Patch {
                     from,
-                    method,
-                    ref_offset: w.reference.start,
-                    ref_len: reference.len() as u64,
-                    out_len: chunk.len() as u64,
-                    payload_len: choice.payload.len() as u64,
+                    shape: PatchShape {
+                        method,
+                        ref_offset: w.reference.start,
+                        ref_len: reference.len() as u64,
+                        out_len: chunk.len() as u64,
+                        payload_len: choice.payload.len() as u64,
+                    },
                 })
                 .map_err(write)?;
                 enc.out.write_all(&choice.payload).map_err(write)?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::encode::OpWriter;
 use super::op::Op;
-use super::op::PatchMethod;
+use super::op::{PatchMethod, PatchShape};
 use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::{plan_windows, Window};
 use super::SKELETON_CHUNK;
@@ -166,12 +166,14 @@ impl GapEncoder {
         }
         out.op(&Op::Skeleton {
             base: self.base,
-            method,
             normalised,
-            ref_offset: w.reference.start,
-            ref_len: reference.len() as u64,
-            out_len: chunk.len() as u64,
-            payload_len: payload.len() as u64,
+            shape: PatchShape {
+                method,
+                ref_offset: w.reference.start,
+                ref_len: reference.len() as u64,
+                out_len: chunk.len() as u64,
+                payload_len: payload.len() as u64,
+            },
         })?;
         out.out.write_all(&payload)?;
         out.report.skeleton_cost_bytes += cost as u64;

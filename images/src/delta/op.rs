@@ -14,6 +14,42 @@ pub enum PatchMethod {
     BsdiffBz2 = 3,
 }
 
+/// A patch's method and sizes: `payload_len` bytes following the op turn `ref_len` bytes
+/// of a reference at `ref_offset` into `out_len` new bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchShape {
+    pub method: PatchMethod,
+    pub ref_offset: u64,
+    pub ref_len: u64,
+    pub out_len: u64,
+    pub payload_len: u64,
+}
+
+impl PatchShape {
+    /// The four numbers after the op's tag, method and source.
+    fn write_lens(&self, out: &mut impl Write) -> io::Result<()> {
+        for v in [
+            self.ref_offset,
+            self.ref_len,
+            self.out_len,
+            self.payload_len,
+        ] {
+            write_varint(out, v)?;
+        }
+        Ok(())
+    }
+
+    fn read_lens(method: PatchMethod, input: &mut impl Read) -> io::Result<Self> {
+        Ok(Self {
+            method,
+            ref_offset: read_u64(input)?,
+            ref_len: read_u64(input)?,
+            out_len: read_u64(input)?,
+            payload_len: read_u64(input)?,
+        })
+    }
+}
+
 /// Where old bytes come from: a file of one base layer, by its number in the base's file
 /// list (the layer index's paths in sorted order): a few bytes instead of a path per op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,28 +70,19 @@ pub enum Op {
         offset: u64,
         len: u64,
     },
-    /// Apply a payload of `payload_len` bytes (following the op) to `ref_len` bytes of an old
-    /// file at `ref_offset`, producing `out_len` bytes.
+    /// New file content: a patch against a window of an old file.
     Patch {
         from: OldRef,
-        method: PatchMethod,
-        ref_offset: u64,
-        ref_len: u64,
-        out_len: u64,
-        payload_len: u64,
+        shape: PatchShape,
     },
-    /// Decode the next chunk of the new tar's skeleton: a patch (`payload_len` bytes
-    /// following) against `ref_len` bytes of the base's skeleton at `ref_offset`.
-    /// With `normalised`, header checksums in both the reference and the decoded chunk are
-    /// stand-ins ([`crate::skeleton::normalise_checksums`]) that the reader restores.
+    /// Decode the next chunk of the new tar's skeleton: a patch against a window of the
+    /// base's skeleton. With `normalised`, header checksums in both the reference and the
+    /// decoded chunk are stand-ins ([`crate::skeleton::normalise_checksums`]) that the
+    /// reader restores.
     Skeleton {
         base: u16,
-        method: PatchMethod,
         normalised: bool,
-        ref_offset: u64,
-        ref_len: u64,
-        out_len: u64,
-        payload_len: u64,
+        shape: PatchShape,
     },
     /// The zero padding that completes the file content just produced (the skeleton is
     /// stored without it: [`OpCodec::padding`]), then `len` bytes from the current skeleton
@@ -146,7 +173,7 @@ impl OpCodec {
     fn track(&mut self, op: &Op) {
         match op {
             Op::Literal { len } | Op::Copy { len, .. } => self.content(*len),
-            Op::Patch { out_len, .. } => self.content(*out_len),
+            Op::Patch { shape, .. } => self.content(shape.out_len),
             Op::Gap { .. } | Op::RawGap { .. } => {
                 self.content = 0;
                 self.after_content = false;
@@ -171,19 +198,10 @@ impl OpCodec {
                 write_varint(out, *offset)?;
                 write_varint(out, *len)?;
             }
-            Op::Patch {
-                from,
-                method,
-                ref_offset,
-                ref_len,
-                out_len,
-                payload_len,
-            } => {
-                out.write_all(&[TAG_PATCH, *method as u8])?;
+            Op::Patch { from, shape } => {
+                out.write_all(&[TAG_PATCH, shape.method as u8])?;
                 self.write_ref(out, from)?;
-                for v in [ref_offset, ref_len, out_len, payload_len] {
-                    write_varint(out, *v)?;
-                }
+                shape.write_lens(out)?;
             }
             other => other.write_to(out)?,
         }
@@ -227,14 +245,8 @@ impl OpCodec {
             TAG_PATCH => {
                 let method = read_method(input)?;
                 let from = self.read_ref(input)?;
-                Op::Patch {
-                    from,
-                    method,
-                    ref_offset: read_u64(input)?,
-                    ref_len: read_u64(input)?,
-                    out_len: read_u64(input)?,
-                    payload_len: read_u64(input)?,
-                }
+                let shape = PatchShape::read_lens(method, input)?;
+                Op::Patch { from, shape }
             }
             tag => Op::read_tagged(tag, input)?,
         };
@@ -302,20 +314,13 @@ impl Op {
             }
             Op::Skeleton {
                 base,
-                method,
                 normalised,
-                ref_offset,
-                ref_len,
-                out_len,
-                payload_len,
+                shape,
             } => {
                 let flag = if *normalised { NORMALISED } else { 0 };
-                out.write_all(&[TAG_SKELETON, *method as u8 | flag])?;
+                out.write_all(&[TAG_SKELETON, shape.method as u8 | flag])?;
                 write_varint(out, u64::from(*base))?;
-                for v in [ref_offset, ref_len, out_len, payload_len] {
-                    write_varint(out, *v)?;
-                }
-                Ok(())
+                shape.write_lens(out)
             }
             other => Err(io::Error::other(format!("op {other:?} needs the codec"))),
         }
@@ -337,12 +342,8 @@ impl Op {
                     .map_err(|_| invalid("base number out of range".into()))?;
                 Ok(Op::Skeleton {
                     base,
-                    method,
                     normalised: byte & NORMALISED != 0,
-                    ref_offset: read_u64(input)?,
-                    ref_len: read_u64(input)?,
-                    out_len: read_u64(input)?,
-                    payload_len: read_u64(input)?,
+                    shape: PatchShape::read_lens(method, input)?,
                 })
             }
             tag => Err(invalid(format!("unknown op tag {tag}"))),
@@ -421,20 +422,24 @@ mod tests {
             Op::RawGap { len: 700 },
             Op::Patch {
                 from,
-                method: PatchMethod::Bsdiff,
-                ref_offset: 1,
-                ref_len: 2,
-                out_len: 3,
-                payload_len: 4,
+                shape: PatchShape {
+                    method: PatchMethod::Bsdiff,
+                    ref_offset: 1,
+                    ref_len: 2,
+                    out_len: 3,
+                    payload_len: 4,
+                },
             },
             Op::Skeleton {
                 base: 0,
-                method: PatchMethod::Bsdiff,
                 normalised: true,
-                ref_offset: 5,
-                ref_len: 6,
-                out_len: u64::MAX,
-                payload_len: 8,
+                shape: PatchShape {
+                    method: PatchMethod::Bsdiff,
+                    ref_offset: 5,
+                    ref_len: 6,
+                    out_len: u64::MAX,
+                    payload_len: 8,
+                },
             },
             Op::Gap { len: 1024 },
             Op::End,
