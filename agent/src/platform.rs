@@ -16,26 +16,16 @@ pub use coracle_proto::agent_update::elf_platform;
 mod tests {
     use super::*;
 
-    /// A 64-byte ELF header for `machine` (tests: a program of another architecture).
-    fn elf_header_for_tests(machine: u16) -> Vec<u8> {
-        let mut header = vec![0u8; 64];
-        header[..4].copy_from_slice(b"\x7fELF");
-        header[4] = 2; // 64-bit
-        header[5] = 1; // little endian
-        header[6] = 1; // ELF version
-        header[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
-        header[18..20].copy_from_slice(&machine.to_le_bytes());
-        header[20..24].copy_from_slice(&1u32.to_le_bytes());
-        header
-    }
-
     #[test]
     fn elf_machines_map_to_oci_platforms() {
         for (machine, want) in [(62, "linux/amd64"), (183, "linux/arm64"), (40, "linux/arm")] {
-            assert_eq!(elf_platform(&elf_header_for_tests(machine)), Some(want));
+            assert_eq!(
+                elf_platform(&coracle_tests::elf::header(machine)),
+                Some(want)
+            );
         }
         assert_eq!(elf_platform(b"#!/bin/sh\necho not an elf\n"), None);
-        assert_eq!(elf_platform(&elf_header_for_tests(9999)), None);
+        assert_eq!(elf_platform(&coracle_tests::elf::header(9999)), None);
         assert_eq!(elf_platform(b"\x7fELF"), None);
     }
 

@@ -10,19 +10,6 @@ use coracle_agent::platform::this_device;
 use coracle_agent::runtime::{ContainerId, Runtime, RuntimeError};
 use runtime_support::Harness;
 
-/// The 64-byte ELF header of an executable for `machine`: enough for the kernel to refuse it.
-fn elf_header(machine: u16) -> Vec<u8> {
-    let mut header = vec![0u8; 64];
-    header[..4].copy_from_slice(b"\x7fELF");
-    header[4] = 2; // 64-bit
-    header[5] = 1; // little endian
-    header[6] = 1; // ELF version
-    header[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
-    header[18..20].copy_from_slice(&machine.to_le_bytes());
-    header[20..24].copy_from_slice(&1u32.to_le_bytes());
-    header
-}
-
 #[test]
 #[ignore = "needs root"]
 fn a_program_of_another_architecture_fails_to_start_naming_both_platforms() {
@@ -40,7 +27,7 @@ fn a_program_of_another_architecture_fails_to_start_naming_both_platforms() {
         spec.init = init;
         let bin = Harness::upper_of(&spec).join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(bin.join("server"), elf_header(machine)).unwrap();
+        std::fs::write(bin.join("server"), coracle_tests::elf::header(machine)).unwrap();
         std::fs::set_permissions(bin.join("server"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
         spec.process.args = vec!["/bin/server".into()];

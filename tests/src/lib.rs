@@ -18,6 +18,7 @@
 pub mod cgroups;
 pub mod cut_proxy;
 pub mod e2e;
+pub mod elf;
 pub mod fixtures;
 pub mod mosquitto;
 pub mod netns;

@@ -3,12 +3,15 @@
 //! joins the bridge as 10.213.0.1, where the controller listens in end-to-end tests.
 //!
 //! Only addresses inside namespaces this module made are ever targets. Everything is torn
-//! down on drop, also when a test fails.
+//! down on drop, also when a test fails. The machine has one address on every test network,
+//! so the networks of one test process take turns: `TestNetwork::new` waits for the one
+//! before to be dropped.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 /// Why a namespace step failed; names the `ip` command that did.
 #[derive(Debug, thiserror::Error)]
@@ -32,27 +35,17 @@ pub enum NetnsError {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let joined = format!("ip {}", args.join(" "));
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|source| NetnsError::Spawn {
-            args: joined.clone(),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetnsError::Ip {
-            args: joined,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+    run("ip", args)
 }
 
 fn tc(args: &[&str]) -> Result<(), NetnsError> {
-    let joined = format!("tc {}", args.join(" "));
-    let out = Command::new("tc")
+    run("tc", args)
+}
+
+/// Runs `program args`; a failure names the command and carries its stderr.
+fn run(program: &str, args: &[&str]) -> Result<(), NetnsError> {
+    let joined = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
         .args(args)
         .output()
         .map_err(|source| NetnsError::Spawn {
@@ -71,6 +64,35 @@ fn tc(args: &[&str]) -> Result<(), NetnsError> {
 
 static NEXT_NETWORK: AtomicU32 = AtomicU32::new(0);
 
+/// Whether a network of this process holds the machine's address (`GATEWAY`).
+static GATEWAY_TAKEN: Mutex<bool> = Mutex::new(false);
+static GATEWAY_FREED: Condvar = Condvar::new();
+
+/// A network's hold on the machine's address, given back on drop (after the network's own
+/// teardown: fields drop after `Drop::drop`), also when a test panics.
+#[derive(Debug)]
+struct GatewayTurn;
+
+impl GatewayTurn {
+    fn take() -> Self {
+        let mut taken = GATEWAY_TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
+        while *taken {
+            taken = GATEWAY_FREED
+                .wait(taken)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *taken = true;
+        Self
+    }
+}
+
+impl Drop for GatewayTurn {
+    fn drop(&mut self) {
+        *GATEWAY_TAKEN.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        GATEWAY_FREED.notify_one();
+    }
+}
+
 /// A bridge with the machine on it; hosts are added with [`TestNetwork::add_host`].
 #[derive(Debug)]
 pub struct TestNetwork {
@@ -78,6 +100,7 @@ pub struct TestNetwork {
     bridge_ns: String,
     host_veth: String,
     hosts: Vec<String>,
+    _turn: GatewayTurn,
 }
 
 /// One test host: a network namespace with address `addr` on the bridge.
@@ -91,9 +114,11 @@ impl TestNetwork {
     /// The machine's own address on the bridge.
     pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
 
-    /// Makes the bridge namespace and joins the machine to it. Names carry the pid and a
-    /// counter, so parallel tests and leftover namespaces of other runs never collide.
+    /// Makes the bridge namespace and joins the machine to it, once the network before it in
+    /// this process is gone. Names carry the pid and a counter, so leftover namespaces of
+    /// other runs never collide.
     pub fn new() -> Result<Self, NetnsError> {
+        let turn = GatewayTurn::take();
         let n = NEXT_NETWORK.fetch_add(1, Ordering::Relaxed);
         let tag = format!("c{}n{n}", std::process::id());
         let bridge_ns = format!("{tag}-br");
@@ -103,6 +128,7 @@ impl TestNetwork {
             bridge_ns: bridge_ns.clone(),
             host_veth: host_veth.clone(),
             hosts: Vec::new(),
+            _turn: turn,
         };
         ip(&["netns", "add", &bridge_ns])?;
         ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"])?;

@@ -144,6 +144,12 @@ impl TestProcess {
         })
     }
 
+    /// Stops the child with SIGTERM and waits for it, `timeout` at most.
+    pub fn terminate(mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+        self.signal(Signal::SIGTERM)?;
+        self.wait_timeout(timeout)
+    }
+
     /// Waits for the child to exit, polling so the wait is bounded.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
         let deadline = Instant::now() + timeout;

@@ -21,7 +21,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use coracle_proto::{find_version_stamp, VERSION_STAMP_LEN, VERSION_STAMP_PREFIX};
@@ -30,9 +29,6 @@ use coracle_tests::e2e::apps::{push_hello_versions, sleeper_app, wait_applied, S
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::{binary, wait_until};
 use coracle_tests::netns::TestNetwork;
-
-/// The tests take turns: every test network puts the machine at the same gateway address.
-static NETWORK: Mutex<()> = Mutex::new(());
 
 /// Copies the agent binary to `to` with its version stamp replaced by `version`: another
 /// build as far as digests, releases and reports go.
@@ -136,28 +132,57 @@ fn wait_phase(controller: &Controller, id: &str, phase: &str) -> serde_json::Val
     .unwrap()
 }
 
-#[test]
-#[ignore = "needs root"]
-fn the_agent_updates_itself_keeps_its_containers_and_gives_up_a_crashing_build() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
+/// One device (tag `ring=RING`) running the sleeper app under a real controller. Tests
+/// bind every field (`dir, network, controller, agent` in that order, so they drop in the
+/// reverse: the agent first, the files last).
+struct Rig {
+    agent: Agent,
+    controller: Controller,
+    network: TestNetwork,
+    dir: tempfile::TempDir,
+    /// The app's running container, which every update must keep.
+    containers: Vec<(String, i32)>,
+}
+
+fn rig(device: &str, ring: &str, options: &AgentOptions) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
     push_hello_versions(&controller, dir.path(), &["1"]).unwrap();
     let host = network.add_host().unwrap();
-    let boot = dir.path().join("pi-a.bootstrap.toml");
+    let boot = dir.path().join(format!("{device}.bootstrap.toml"));
     let out = boot.display().to_string();
+    let tag = format!("ring={ring}");
     controller
-        .cli(&["device", "add", "pi-a", "--tag", "ring=canary", "-o", &out])
+        .cli(&["device", "add", device, "--tag", &tag, "-o", &out])
         .unwrap();
     controller
-        .deploy(&sleeper_app(dir.path(), "1").unwrap(), "pi-a")
+        .deploy(&sleeper_app(dir.path(), "1").unwrap(), device)
         .unwrap();
-    let mut agent = Agent::start("pi-a", &host, dir.path(), &boot).unwrap();
-    wait_applied(&controller, "pi-a", 1, Settled::Running)
+    let agent = Agent::start_with(device, &host, dir.path(), &boot, options).unwrap();
+    wait_applied(&controller, device, 1, Settled::Running)
         .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
     let containers = agent.container_pids();
     assert_eq!(containers.len(), 1, "{containers:?}");
+    Rig {
+        agent,
+        controller,
+        network,
+        dir,
+        containers,
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn the_agent_updates_itself_keeps_its_containers_and_gives_up_a_crashing_build() {
+    let Rig {
+        dir,
+        network: _network,
+        controller,
+        mut agent,
+        containers,
+    } = rig("pi-a", "canary", &AgentOptions::default());
 
     // A second build, released and rolled out.
     let v2_file = dir.path().join("coracle-agent-v2");
@@ -308,28 +333,17 @@ fn a_build_that_never_connects_is_stopped_at_the_deadline_and_given_up() {
         eprintln!("skipped: the waiting program is x86_64 code");
         return;
     }
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mut network = TestNetwork::new().unwrap();
-    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello_versions(&controller, dir.path(), &["1"]).unwrap();
-    let host = network.add_host().unwrap();
-    let boot = dir.path().join("pi-w.bootstrap.toml");
-    let out = boot.display().to_string();
-    controller
-        .cli(&["device", "add", "pi-w", "--tag", "ring=wait", "-o", &out])
-        .unwrap();
-    controller
-        .deploy(&sleeper_app(dir.path(), "1").unwrap(), "pi-w")
-        .unwrap();
     let options = AgentOptions {
         confirm_timeout_s: 5,
         ..AgentOptions::default()
     };
-    let mut agent = Agent::start_with("pi-w", &host, dir.path(), &boot, &options).unwrap();
-    wait_applied(&controller, "pi-w", 1, Settled::Running)
-        .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
-    let containers = agent.container_pids();
+    let Rig {
+        dir,
+        network: _network,
+        controller,
+        mut agent,
+        containers,
+    } = rig("pi-w", "wait", &options);
     let installed = find_version_stamp(&std::fs::read(binary("coracle-agent").unwrap()).unwrap())
         .unwrap()
         .to_string();
@@ -419,37 +433,16 @@ fn wait_one_agent_process(agent: &Agent) {
     .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
 }
 
-/// Bytes of agent builds held part way in the agent's store.
-fn partial_bytes(agent: &Agent) -> u64 {
-    agent
-        .partial_downloads()
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 #[test]
 #[ignore = "needs root"]
 fn a_link_cut_mid_download_of_a_build_resumes_and_the_update_completes() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mut network = TestNetwork::new().unwrap();
-    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello_versions(&controller, dir.path(), &["1"]).unwrap();
-    let host = network.add_host().unwrap();
-    let boot = dir.path().join("pi-c.bootstrap.toml");
-    let out = boot.display().to_string();
-    controller
-        .cli(&["device", "add", "pi-c", "--tag", "ring=cut", "-o", &out])
-        .unwrap();
-    controller
-        .deploy(&sleeper_app(dir.path(), "1").unwrap(), "pi-c")
-        .unwrap();
-    let mut agent = Agent::start("pi-c", &host, dir.path(), &boot).unwrap();
-    wait_applied(&controller, "pi-c", 1, Settled::Running)
-        .unwrap_or_else(|err| panic!("{err:#}\n--- agent ---\n{}", agent.output()));
-    let containers = agent.container_pids();
+    let Rig {
+        dir,
+        network,
+        controller,
+        mut agent,
+        containers,
+    } = rig("pi-c", "cut", &AgentOptions::default());
     let build = dir.path().join("coracle-agent-cut");
     stamped_copy(&binary("coracle-agent").unwrap(), &build, "0.0.0-cut");
     controller
@@ -475,7 +468,7 @@ fn a_link_cut_mid_download_of_a_build_resumes_and_the_update_completes() {
         .unwrap();
     let id = rollout_id(&answer);
     wait_until("part of the build on disk", Duration::from_secs(90), || {
-        let held = partial_bytes(&agent);
+        let held = agent.partial_bytes();
         if held > 256 << 10 {
             Ok(held)
         } else {
@@ -486,7 +479,7 @@ fn a_link_cut_mid_download_of_a_build_resumes_and_the_update_completes() {
 
     // Down for longer than the agent's read-idle timeout: the transfer fails for real and
     // the agent goes on with its build and its container.
-    host.link_down().unwrap();
+    agent.host.link_down().unwrap();
     agent
         .wait_for_line(
             "agent build not fetched; trying again later",
@@ -494,10 +487,10 @@ fn a_link_cut_mid_download_of_a_build_resumes_and_the_update_completes() {
         )
         .unwrap();
     assert_eq!(agent.container_pids(), containers, "the app kept running");
-    let kept = partial_bytes(&agent);
+    let kept = agent.partial_bytes();
     assert!(kept > 256 << 10, "the bytes received were kept: {kept}");
 
-    host.link_up().unwrap();
+    agent.host.link_up().unwrap();
     network.limit_rate_to_hosts(1_000_000).unwrap();
     let resumed = agent
         .wait_for_line("blob download resumed", Duration::from_secs(120))

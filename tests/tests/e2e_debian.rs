@@ -80,24 +80,6 @@ fn wait_running(controller: &Controller, device: &str, generation: u64) {
     .unwrap();
 }
 
-/// The numbers of the agent's last "image pulled" line: (bytes, deltas, full layers).
-fn last_pull(agent: &Agent) -> (u64, u64, u64) {
-    let line = agent
-        .output()
-        .lines()
-        .rfind(|l| l.contains("image pulled"))
-        .expect("an image pulled line")
-        .to_string();
-    let field = |name: &str| -> u64 {
-        line.split(&format!("{name}="))
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in {line}"))
-    };
-    (field("bytes"), field("delta"), field("full"))
-}
-
 fn build(dir: &Path, tag: &str, tar: &[u8]) -> BuiltImage {
     layout_from_tar(&dir.join(format!("image-{tag}")), tag, tar, &[]).unwrap()
 }
@@ -161,7 +143,8 @@ fn a_debian_nginx_image_runs_on_a_device_and_updates_as_a_delta() {
         .unwrap();
     let mirrored = started.elapsed();
     wait_running(&controller, "pi-deb", 1);
-    let (bytes, _, full) = last_pull(&agent);
+    let pull = agent.last_pull().unwrap();
+    let (bytes, full) = (pull.bytes, pull.full);
     eprintln!(
         "v1: mirrored from upstream in {mirrored:?}, running {:?} after deploy; the device \
          pulled {bytes} B in {full} full layer(s)",
@@ -187,7 +170,8 @@ fn a_debian_nginx_image_runs_on_a_device_and_updates_as_a_delta() {
     let mirrored = started.elapsed();
     wait_running(&controller, "pi-deb", 2);
     assert!(http_get(host.addr, "/").contains("debian nginx v2"));
-    let (bytes, deltas, full) = last_pull(&agent);
+    let pull = agent.last_pull().unwrap();
+    let (bytes, deltas, full) = (pull.bytes, pull.deltas, pull.full);
     eprintln!(
         "v2: mirrored in {mirrored:?}, running {:?} after deploy; the device pulled {bytes} B \
          ({deltas} delta, {full} full) for a {} B layer",

@@ -6,86 +6,30 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::apps::{push_hello, two_service_app, wait_converged, WEB_PORT};
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
+use coracle_tests::e2e::image::{noise, LayerFile};
 use coracle_tests::e2e::wait_until;
 use coracle_tests::netns::TestNetwork;
-use serde_json::Value;
 
-static NETWORK: Mutex<()> = Mutex::new(());
-
-const WEB_PORT: u16 = 8080;
-
-/// A two-service app: `web` serves the image's page; `worker` starts only once `web` is
-/// healthy and keeps fetching the page.
-fn two_service_app(dir: &Path, tag: &str) -> PathBuf {
-    let compose = format!(
-        r#"services:
-  web:
-    image: hello:{tag}
-    command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]
-    ports: ["{WEB_PORT}:{WEB_PORT}"]
-    mem_limit: 32m
-    pids_limit: 32
-    restart: always
-    healthcheck:
-      test: ["HTTP", "{WEB_PORT}", "/"]
-      interval: 1s
-      timeout: 1s
-      retries: 3
-  worker:
-    image: hello:{tag}
-    command: ["/bin/busybox", "sh", "-c", "while true; do /bin/busybox wget -q -O /tmp/page http://web:{WEB_PORT}/; sleep 1; done"]
-    mem_limit: 16m
-    restart: always
-    depends_on:
-      web:
-        condition: service_healthy
-"#
-    );
-    let path = dir.join(format!("app-{tag}.yml"));
-    std::fs::write(&path, compose).unwrap();
-    path
-}
-
-/// Builds `hello:<tag>` (busybox, a page saying `page`) and pushes it to the controller.
-fn push_hello(controller: &Controller, dir: &Path, tag: &str, page: &str, extra: Vec<LayerFile>) {
-    let files = busybox_files(page, extra).unwrap();
-    let image = build_layout(&dir.join(format!("image-{tag}")), tag, &files).unwrap();
+/// A controller with `hello:1` and one device running [`two_service_app`] 1, converged.
+/// Bound as a tuple, the parts drop in reverse: the agent first, the files last.
+fn one_device_on_v1(name: &str) -> (tempfile::TempDir, TestNetwork, Controller, Agent) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut network = TestNetwork::new().unwrap();
+    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
+    let host = network.add_host().unwrap();
+    let bootstrap = controller.enrol(name, dir.path()).unwrap();
+    let agent = Agent::start(name, &host, dir.path(), &bootstrap).unwrap();
     controller
-        .push(&image.source, &format!("hello:{tag}"))
+        .deploy(&two_service_app(dir.path(), "1").unwrap(), name)
         .unwrap();
-}
-
-/// The device's record and reported state once it runs `generation` with both services up
-/// and `web` healthy.
-fn wait_converged(controller: &Controller, device: &str, generation: u64) -> Value {
-    wait_until(
-        &format!("{device} to run generation {generation} healthy"),
-        Duration::from_secs(90),
-        || {
-            let detail = controller.device(device).map_err(|e| e.to_string())?;
-            let reported = &detail["reported"];
-            let services = reported["services"].as_array().cloned().unwrap_or_default();
-            let running = |name: &str| {
-                services.iter().any(|s| {
-                    s["name"] == name
-                        && s["state"] == "Running"
-                        && (name != "web" || s["health"] == "Healthy")
-                })
-            };
-            if reported["applied"] == generation && running("web") && running("worker") {
-                Ok(detail)
-            } else {
-                Err(detail.to_string())
-            }
-        },
-    )
-    .unwrap()
+    wait_converged(&controller, name, 1).unwrap();
+    (dir, network, controller, agent)
 }
 
 /// GET / from the machine to a device's address.
@@ -96,12 +40,11 @@ fn http_get(addr: Ipv4Addr, port: u16) -> String {
 #[test]
 #[ignore = "needs root"]
 fn three_devices_run_a_two_service_app_and_report_healthy() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
-    let app = two_service_app(dir.path(), "1");
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
+    let app = two_service_app(dir.path(), "1").unwrap();
 
     let mut agents = Vec::new();
     for name in ["pi-1", "pi-2", "pi-3"] {
@@ -113,7 +56,7 @@ fn three_devices_run_a_two_service_app_and_report_healthy() {
         controller.deploy(&app, &agent.name).unwrap();
     }
     for agent in &agents {
-        let detail = wait_converged(&controller, &agent.name, 1);
+        let detail = wait_converged(&controller, &agent.name, 1).unwrap();
         assert_eq!(detail["device"]["online"], true, "{detail}");
         assert_eq!(detail["device"]["desired_generation"], 1, "{detail}");
         // The app answers on the device's own address, across the test network.
@@ -133,18 +76,17 @@ fn three_devices_run_a_two_service_app_and_report_healthy() {
 #[test]
 #[ignore = "needs root"]
 fn controller_restart_loses_nothing_and_devices_reconnect() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let mut controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
     let host = network.add_host().unwrap();
     let bootstrap = controller.enrol("pi-r", dir.path()).unwrap();
     let mut agent = Agent::start("pi-r", &host, dir.path(), &bootstrap).unwrap();
     controller
-        .deploy(&two_service_app(dir.path(), "1"), "pi-r")
+        .deploy(&two_service_app(dir.path(), "1").unwrap(), "pi-r")
         .unwrap();
-    wait_converged(&controller, "pi-r", 1);
+    wait_converged(&controller, "pi-r", 1).unwrap();
     let pids_before = agent.container_pids();
 
     // The controller (and its embedded broker) goes away and comes back on the same data dir.
@@ -169,30 +111,20 @@ fn controller_restart_loses_nothing_and_devices_reconnect() {
     assert!(http_get(host.addr, WEB_PORT).contains("hello v1"));
 
     // And the link works both ways after the restart: a new version arrives and is applied.
-    push_hello(&controller, dir.path(), "2", "hello v2", vec![]);
+    push_hello(&controller, dir.path(), "2", "hello v2", vec![]).unwrap();
     let message = controller
-        .deploy(&two_service_app(dir.path(), "2"), "pi-r")
+        .deploy(&two_service_app(dir.path(), "2").unwrap(), "pi-r")
         .unwrap();
     assert!(message.contains("generation 2"), "{message}");
-    wait_converged(&controller, "pi-r", 2);
+    wait_converged(&controller, "pi-r", 2).unwrap();
     assert!(http_get(host.addr, WEB_PORT).contains("hello v2"));
 }
 
 #[test]
 #[ignore = "needs root"]
 fn agent_killed_mid_update_keeps_containers_and_converges_without_leaks() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mut network = TestNetwork::new().unwrap();
-    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
-    let host = network.add_host().unwrap();
-    let bootstrap = controller.enrol("pi-k", dir.path()).unwrap();
-    let mut agent = Agent::start("pi-k", &host, dir.path(), &bootstrap).unwrap();
-    controller
-        .deploy(&two_service_app(dir.path(), "1"), "pi-k")
-        .unwrap();
-    wait_converged(&controller, "pi-k", 1);
+    let (dir, _network, controller, mut agent) = one_device_on_v1("pi-k");
+    let host = agent.host.clone();
     let v1_pids = agent.container_pids();
     assert_eq!(v1_pids.len(), 2, "{v1_pids:?}");
 
@@ -203,9 +135,9 @@ fn agent_killed_mid_update_keeps_containers_and_converges_without_leaks() {
         filler.collect::<Vec<u8>>(),
         0o644,
     )];
-    push_hello(&controller, dir.path(), "2", "hello v2", extra);
+    push_hello(&controller, dir.path(), "2", "hello v2", extra).unwrap();
     controller
-        .deploy(&two_service_app(dir.path(), "2"), "pi-k")
+        .deploy(&two_service_app(dir.path(), "2").unwrap(), "pi-k")
         .unwrap();
     agent
         .wait_for_line("pulling image", Duration::from_secs(30))
@@ -217,7 +149,7 @@ fn agent_killed_mid_update_keeps_containers_and_converges_without_leaks() {
     assert!(http_get(host.addr, WEB_PORT).contains("hello v1"));
 
     agent.restart().unwrap();
-    wait_converged(&controller, "pi-k", 2);
+    wait_converged(&controller, "pi-k", 2).unwrap();
     assert!(http_get(host.addr, WEB_PORT).contains("hello v2"));
 
     // Nothing leaked: no mount of the agent's in the machine's namespace (container root
@@ -247,53 +179,22 @@ fn agent_killed_mid_update_keeps_containers_and_converges_without_leaks() {
     );
 }
 
-/// Bytes that do not compress (xorshift), so a layer's size on the wire is its real size.
-fn noise(len: usize, mut state: u32) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
-}
-
-fn partial_bytes(agent: &Agent) -> u64 {
-    agent
-        .partial_downloads()
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 #[test]
 #[ignore = "needs root"]
 fn link_cut_during_a_pull_keeps_the_app_running_and_the_download_resumes() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let mut network = TestNetwork::new().unwrap();
-    let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
-    let host = network.add_host().unwrap();
-    let bootstrap = controller.enrol("pi-l", dir.path()).unwrap();
-    let mut agent = Agent::start("pi-l", &host, dir.path(), &bootstrap).unwrap();
-    controller
-        .deploy(&two_service_app(dir.path(), "1"), "pi-l")
-        .unwrap();
-    wait_converged(&controller, "pi-l", 1);
+    let (dir, network, controller, mut agent) = one_device_on_v1("pi-l");
+    let host = agent.host.clone();
     let v1_pids = agent.container_pids();
 
     // Version 2 carries 6 MB that does not compress, over a 2 Mbit/s link: a 24 s pull.
     let extra = vec![LayerFile::new("data/blob", noise(6 << 20, 7), 0o644)];
-    push_hello(&controller, dir.path(), "2", "hello v2", extra);
+    push_hello(&controller, dir.path(), "2", "hello v2", extra).unwrap();
     network.limit_rate_to_hosts(2_000).unwrap();
     controller
-        .deploy(&two_service_app(dir.path(), "2"), "pi-l")
+        .deploy(&two_service_app(dir.path(), "2").unwrap(), "pi-l")
         .unwrap();
     wait_until("part of the layer on disk", Duration::from_secs(60), || {
-        let held = partial_bytes(&agent);
+        let held = agent.partial_bytes();
         if held > 256 << 10 {
             Ok(held)
         } else {
@@ -309,7 +210,7 @@ fn link_cut_during_a_pull_keeps_the_app_running_and_the_download_resumes() {
         .wait_for_line("action failed", Duration::from_secs(90))
         .unwrap();
     assert_eq!(agent.container_pids(), v1_pids, "the app kept running");
-    let kept = partial_bytes(&agent);
+    let kept = agent.partial_bytes();
     assert!(kept > 256 << 10, "the bytes received were kept: {kept}");
 
     host.link_up().unwrap();
@@ -318,7 +219,7 @@ fn link_cut_during_a_pull_keeps_the_app_running_and_the_download_resumes() {
         .wait_for_line("blob download resumed", Duration::from_secs(60))
         .unwrap();
     assert!(resumed.contains("from_byte"), "{resumed}");
-    wait_converged(&controller, "pi-l", 2);
+    wait_converged(&controller, "pi-l", 2).unwrap();
     assert!(http_get(host.addr, WEB_PORT).contains("hello v2"));
     assert!(agent.partial_downloads().is_empty());
 }
@@ -327,22 +228,21 @@ fn link_cut_during_a_pull_keeps_the_app_running_and_the_download_resumes() {
 #[ignore = "needs root"]
 fn agent_killed_at_random_points_of_updates_always_recovers() {
     const ROUNDS: u64 = 5;
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
     let extra = vec![LayerFile::new("data/blob", noise(4 << 20, 11), 0o644)];
-    push_hello(&controller, dir.path(), "2", "hello v2", extra);
+    push_hello(&controller, dir.path(), "2", "hello v2", extra).unwrap();
     let apps = [
-        two_service_app(dir.path(), "1"),
-        two_service_app(dir.path(), "2"),
+        two_service_app(dir.path(), "1").unwrap(),
+        two_service_app(dir.path(), "2").unwrap(),
     ];
     let host = network.add_host().unwrap();
     let bootstrap = controller.enrol("pi-p", dir.path()).unwrap();
     let mut agent = Agent::start("pi-p", &host, dir.path(), &bootstrap).unwrap();
     controller.deploy(&apps[0], "pi-p").unwrap();
-    wait_converged(&controller, "pi-p", 1);
+    wait_converged(&controller, "pi-p", 1).unwrap();
 
     // Each round deploys the other version and kills the agent after a random delay, so the
     // kill lands anywhere in pull, unpack, create, start or the health gate; the seed is
@@ -363,7 +263,7 @@ fn agent_killed_at_random_points_of_updates_always_recovers() {
         let delay_ms = u64::from(delays.next().unwrap_or(0)) * 8; // 0..2 s
         std::thread::sleep(Duration::from_millis(delay_ms));
         agent.restart().unwrap(); // kill -9, then start again
-        let detail = wait_converged(&controller, "pi-p", generation);
+        let detail = wait_converged(&controller, "pi-p", generation).unwrap();
         assert!(
             detail["reported"]["services"].as_array().unwrap().len() == 2,
             "round {round} (killed after {delay_ms} ms): {detail}"
@@ -391,7 +291,7 @@ fn agent_killed_at_random_points_of_updates_always_recovers() {
 
 /// The web service of `hello:1` exits 1 at once: deployed, it rolls back before commit.
 fn crashing_app(dir: &Path) -> PathBuf {
-    let compose = two_service_app(dir, "1");
+    let compose = two_service_app(dir, "1").unwrap();
     let text = std::fs::read_to_string(&compose).unwrap().replace(
         &format!(r#"["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]"#),
         r#"["/bin/busybox", "sh", "-c", "echo crashing; exit 1"]"#,
@@ -409,23 +309,22 @@ fn crashing_app(dir: &Path) -> PathBuf {
 #[ignore = "needs root"]
 fn overlapping_deploys_and_interrupted_rollbacks_converge() {
     const ROUNDS: usize = 6;
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello(&controller, dir.path(), "1", "hello v1", vec![]);
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
     let extra = vec![LayerFile::new("data/blob", noise(4 << 20, 23), 0o644)];
-    push_hello(&controller, dir.path(), "2", "hello v2", extra);
+    push_hello(&controller, dir.path(), "2", "hello v2", extra).unwrap();
     let apps = [
-        two_service_app(dir.path(), "1"),
-        two_service_app(dir.path(), "2"),
+        two_service_app(dir.path(), "1").unwrap(),
+        two_service_app(dir.path(), "2").unwrap(),
     ];
     let crashing = crashing_app(dir.path());
     let host = network.add_host().unwrap();
     let bootstrap = controller.enrol("pi-o", dir.path()).unwrap();
     let mut agent = Agent::start("pi-o", &host, dir.path(), &bootstrap).unwrap();
     controller.deploy(&apps[0], "pi-o").unwrap();
-    wait_converged(&controller, "pi-o", 1);
+    wait_converged(&controller, "pi-o", 1).unwrap();
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -453,7 +352,7 @@ fn overlapping_deploys_and_interrupted_rollbacks_converge() {
             std::thread::sleep(delay());
             agent.restart().unwrap();
         }
-        let detail = wait_converged(&controller, "pi-o", generation);
+        let detail = wait_converged(&controller, "pi-o", generation).unwrap();
         let context = format!("round {round}, seed {seed}: {detail}");
         assert_eq!(agent.container_pids().len(), 2, "{context}");
         assert_eq!(agent.cgroups().len(), 2, "{context}: {:?}", agent.cgroups());
@@ -470,7 +369,6 @@ fn overlapping_deploys_and_interrupted_rollbacks_converge() {
 #[test]
 #[ignore = "needs root"]
 fn an_update_reaches_devices_as_a_delta_far_below_the_full_layer() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
@@ -478,17 +376,10 @@ fn an_update_reaches_devices_as_a_delta_far_below_the_full_layer() {
     let data_v1 = noise(4 << 20, 5);
     let mut data_v2 = data_v1.clone();
     data_v2[2 << 20..(2 << 20) + 100].fill(0x5a);
-    let build = |tag: &str, page: &str, data: Vec<u8>| {
-        let extra = vec![LayerFile::new("data/blob", data, 0o644)];
-        let files = busybox_files(page, extra).unwrap();
-        let image = build_layout(&dir.path().join(format!("image-{tag}")), tag, &files).unwrap();
-        controller
-            .push(&image.source, &format!("hello:{tag}"))
-            .unwrap();
-        image
-    };
-    build("1", "hello v1", data_v1);
-    let v2 = build("2", "hello v2", data_v2);
+    let blob = |data| vec![LayerFile::new("data/blob", data, 0o644)];
+    push_hello(&controller, dir.path(), "1", "hello v1", blob(data_v1)).unwrap();
+    let v2_layer_size =
+        push_hello(&controller, dir.path(), "2", "hello v2", blob(data_v2)).unwrap();
 
     let mut agents = Vec::new();
     for name in ["pi-d1", "pi-d2"] {
@@ -498,45 +389,35 @@ fn an_update_reaches_devices_as_a_delta_far_below_the_full_layer() {
     }
     for agent in &agents {
         controller
-            .deploy(&two_service_app(dir.path(), "1"), &agent.name)
+            .deploy(&two_service_app(dir.path(), "1").unwrap(), &agent.name)
             .unwrap();
-        wait_converged(&controller, &agent.name, 1);
+        wait_converged(&controller, &agent.name, 1).unwrap();
     }
     for agent in &agents {
         controller
-            .deploy(&two_service_app(dir.path(), "2"), &agent.name)
+            .deploy(&two_service_app(dir.path(), "2").unwrap(), &agent.name)
             .unwrap();
     }
     for agent in &mut agents {
-        wait_converged(&controller, &agent.name, 2);
+        wait_converged(&controller, &agent.name, 2).unwrap();
         assert!(http_get(agent.host.addr, WEB_PORT).contains("hello v2"));
         // The agent's pull report for version 2: one layer from a delta, none in full.
-        let pulled = agent
-            .output()
-            .lines()
-            .rfind(|l| l.contains("image pulled"))
-            .unwrap()
-            .to_string();
+        let pull = agent.last_pull().unwrap();
         assert!(
-            pulled.contains("delta=1") && pulled.contains("full=0"),
-            "{}: {pulled}",
+            pull.deltas == 1 && pull.full == 0,
+            "{}: {pull:?}",
             agent.name
         );
-        let bytes: u64 = pulled
-            .split("bytes=")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap();
+        let bytes = pull.bytes;
         eprintln!(
             "{}: version 2 pulled with {bytes} bytes; the full layer is {} bytes",
-            agent.name, v2.layer_size
+            agent.name, v2_layer_size
         );
         assert!(
-            bytes * 20 < v2.layer_size,
+            bytes * 20 < v2_layer_size,
             "{}: {bytes} bytes on the wire for a {}-byte layer",
             agent.name,
-            v2.layer_size
+            v2_layer_size
         );
     }
 }

@@ -10,76 +10,21 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use coracle_proto::{Bootstrap, BrokerAuth};
 use coracle_tests::e2e::agent::Agent;
+use coracle_tests::e2e::apps::{push_hello, two_service_app, wait_converged, WEB_PORT};
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::external_broker::ExternalBroker;
-use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
+use coracle_tests::e2e::image::{noise, LayerFile};
 use coracle_tests::e2e::injector::Injector;
 use coracle_tests::e2e::wait_until;
 use coracle_tests::netns::{TestHost, TestNetwork};
-use serde_json::Value;
 
-static NETWORK: Mutex<()> = Mutex::new(());
-
-const WEB_PORT: u16 = 8080;
-
-/// A two-service app: `web` serves the image's page; `worker` starts only once `web` is
-/// healthy and keeps fetching the page.
-fn two_service_app(dir: &Path, tag: &str) -> PathBuf {
-    let compose = format!(
-        r#"services:
-  web:
-    image: hello:{tag}
-    command: ["/bin/busybox", "httpd", "-f", "-p", "0.0.0.0:{WEB_PORT}", "-h", "/www"]
-    ports: ["{WEB_PORT}:{WEB_PORT}"]
-    mem_limit: 32m
-    pids_limit: 32
-    restart: always
-    healthcheck:
-      test: ["HTTP", "{WEB_PORT}", "/"]
-      interval: 1s
-      timeout: 1s
-      retries: 3
-  worker:
-    image: hello:{tag}
-    command: ["/bin/busybox", "sh", "-c", "while true; do /bin/busybox wget -q -O /tmp/page http://web:{WEB_PORT}/; sleep 1; done"]
-    mem_limit: 16m
-    restart: always
-    depends_on:
-      web:
-        condition: service_healthy
-"#
-    );
-    let path = dir.join(format!("app-{tag}.yml"));
-    std::fs::write(&path, compose).unwrap();
-    path
-}
-
-/// Bytes that do not compress (xorshift), so a layer's size on the wire is its real size.
-fn noise(len: usize, mut state: u32) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
-}
-
-/// Builds `hello:<tag>` (busybox, a page saying `page`, `data` as `/data/blob`) and pushes
-/// it to the controller's registry; returns the layer's size.
-fn push_hello(controller: &Controller, dir: &Path, tag: &str, page: &str, data: Vec<u8>) -> u64 {
-    let files = busybox_files(page, vec![LayerFile::new("data/blob", data, 0o644)]).unwrap();
-    let image = build_layout(&dir.join(format!("image-{tag}")), tag, &files).unwrap();
-    controller
-        .push(&image.source, &format!("hello:{tag}"))
-        .unwrap();
-    image.layer_size
+/// One extra file, `data/blob`, holding `data`.
+fn blob(data: Vec<u8>) -> Vec<LayerFile> {
+    vec![LayerFile::new("data/blob", data, 0o644)]
 }
 
 /// Mosquitto, then the controller on it, on a fresh test network.
@@ -111,32 +56,6 @@ fn read_bootstrap(path: &Path) -> Bootstrap {
     toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The device's record once it runs `generation` with both services up and `web` healthy.
-fn wait_converged(controller: &Controller, device: &str, generation: u64) -> Value {
-    wait_until(
-        &format!("{device} to run generation {generation} healthy"),
-        Duration::from_secs(90),
-        || {
-            let detail = controller.device(device).map_err(|e| e.to_string())?;
-            let reported = &detail["reported"];
-            let services = reported["services"].as_array().cloned().unwrap_or_default();
-            let running = |name: &str| {
-                services.iter().any(|s| {
-                    s["name"] == name
-                        && s["state"] == "Running"
-                        && (name != "web" || s["health"] == "Healthy")
-                })
-            };
-            if reported["applied"] == generation && running("web") && running("worker") {
-                Ok(detail)
-            } else {
-                Err(detail.to_string())
-            }
-        },
-    )
-    .unwrap()
-}
-
 /// GET / from the machine to a device's address.
 fn http_get(addr: Ipv4Addr, port: u16) -> String {
     coracle_tests::e2e::http_get(addr, port, "/").unwrap()
@@ -157,15 +76,14 @@ fn retained_desired(controller: &Controller, device: &str) -> Vec<u8> {
 #[test]
 #[ignore = "needs root"]
 fn two_devices_run_an_app_over_mosquitto_tls_and_take_an_update_as_a_delta() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (mut network, broker, controller) = start(dir.path());
     // Version 2 changes the page and 100 bytes in the middle of 1 MB of data.
     let data_v1 = noise(1 << 20, 5);
     let mut data_v2 = data_v1.clone();
     data_v2[1 << 19..(1 << 19) + 100].fill(0x5a);
-    push_hello(&controller, dir.path(), "1", "hello v1", data_v1);
-    let v2_size = push_hello(&controller, dir.path(), "2", "hello v2", data_v2);
+    push_hello(&controller, dir.path(), "1", "hello v1", blob(data_v1)).unwrap();
+    let v2_size = push_hello(&controller, dir.path(), "2", "hello v2", blob(data_v2)).unwrap();
 
     let mut agents = Vec::new();
     for name in ["pi-m1", "pi-m2"] {
@@ -175,11 +93,11 @@ fn two_devices_run_an_app_over_mosquitto_tls_and_take_an_update_as_a_delta() {
     }
     for agent in &agents {
         controller
-            .deploy(&two_service_app(dir.path(), "1"), &agent.name)
+            .deploy(&two_service_app(dir.path(), "1").unwrap(), &agent.name)
             .unwrap();
     }
     for agent in &agents {
-        let detail = wait_converged(&controller, &agent.name, 1);
+        let detail = wait_converged(&controller, &agent.name, 1).unwrap();
         assert_eq!(detail["device"]["online"], true, "{detail}");
         assert!(http_get(agent.host.addr, WEB_PORT).contains("hello v1"));
         // The device came in through Mosquitto's TLS listener, from its own address.
@@ -195,21 +113,16 @@ fn two_devices_run_an_app_over_mosquitto_tls_and_take_an_update_as_a_delta() {
 
     for agent in &agents {
         controller
-            .deploy(&two_service_app(dir.path(), "2"), &agent.name)
+            .deploy(&two_service_app(dir.path(), "2").unwrap(), &agent.name)
             .unwrap();
     }
     for agent in &agents {
-        wait_converged(&controller, &agent.name, 2);
+        wait_converged(&controller, &agent.name, 2).unwrap();
         assert!(http_get(agent.host.addr, WEB_PORT).contains("hello v2"));
-        let pulled = agent
-            .output()
-            .lines()
-            .rfind(|l| l.contains("image pulled"))
-            .unwrap()
-            .to_string();
+        let pull = agent.last_pull().unwrap();
         assert!(
-            pulled.contains("delta=1") && pulled.contains("full=0"),
-            "{}: {pulled} (layer is {v2_size} bytes)",
+            pull.deltas == 1 && pull.full == 0,
+            "{}: {pull:?} (layer is {v2_size} bytes)",
             agent.name
         );
     }
@@ -245,19 +158,18 @@ fn password(bootstrap: &Path) -> String {
 #[test]
 #[ignore = "needs root"]
 fn on_mosquitto_a_device_can_neither_read_nor_write_another_devices_topics() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (mut network, broker, controller) = start(dir.path());
-    push_hello(&controller, dir.path(), "1", "hello v1", Vec::new());
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
     enrol(&controller, &broker, "pi-a", dir.path());
     let rogue_bootstrap = enrol(&controller, &broker, "pi-b", dir.path());
     let rogue_password = password(&rogue_bootstrap);
     // A's desired state is retained on Mosquitto whether or not A is online.
     controller
-        .deploy(&two_service_app(dir.path(), "1"), "pi-a")
+        .deploy(&two_service_app(dir.path(), "1").unwrap(), "pi-a")
         .unwrap();
     controller
-        .deploy(&two_service_app(dir.path(), "1"), "pi-b")
+        .deploy(&two_service_app(dir.path(), "1").unwrap(), "pi-b")
         .unwrap();
     let a_desired = retained_desired(&controller, "pi-a");
     let rogue = network.add_host().unwrap();
@@ -352,23 +264,22 @@ fn on_mosquitto_a_device_can_neither_read_nor_write_another_devices_topics() {
 #[test]
 #[ignore = "needs root"]
 fn mosquitto_restart_agents_reconnect_and_the_controller_republishes_desired_states() {
-    let _turn = NETWORK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (mut network, mut broker, controller) = start(dir.path());
-    push_hello(&controller, dir.path(), "1", "hello v1", Vec::new());
-    push_hello(&controller, dir.path(), "2", "hello v2", Vec::new());
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
+    push_hello(&controller, dir.path(), "2", "hello v2", vec![]).unwrap();
     let mut agents = Vec::new();
     for name in ["pi-r1", "pi-r2"] {
         let host = network.add_host().unwrap();
         let bootstrap = enrol(&controller, &broker, name, dir.path());
         let agent = Agent::start(name, &host, dir.path(), &bootstrap).unwrap();
         controller
-            .deploy(&two_service_app(dir.path(), "1"), name)
+            .deploy(&two_service_app(dir.path(), "1").unwrap(), name)
             .unwrap();
         agents.push(agent);
     }
     for agent in &agents {
-        wait_converged(&controller, &agent.name, 1);
+        wait_converged(&controller, &agent.name, 1).unwrap();
     }
     let pids_before: Vec<_> = agents.iter().map(Agent::container_pids).collect();
 
@@ -377,7 +288,7 @@ fn mosquitto_restart_agents_reconnect_and_the_controller_republishes_desired_sta
     // publish it now.
     broker.kill9(true).unwrap();
     controller
-        .deploy(&two_service_app(dir.path(), "2"), "pi-r1")
+        .deploy(&two_service_app(dir.path(), "2").unwrap(), "pi-r1")
         .expect("a deploy while the broker is down is stored, not refused");
     let detail = controller.device("pi-r1").unwrap();
     assert_eq!(detail["device"]["desired_generation"], 2, "{detail}");
@@ -402,10 +313,10 @@ fn mosquitto_restart_agents_reconnect_and_the_controller_republishes_desired_sta
     // ...the controller's client reconnects and publishes every desired state again, so
     // both sides converge: pi-r1 runs version 2, and the fresh broker holds pi-r2's
     // unchanged desired state retained while pi-r2 keeps running version 1 untouched.
-    wait_converged(&controller, "pi-r1", 2);
+    wait_converged(&controller, "pi-r1", 2).unwrap();
     assert!(http_get(agents[0].host.addr, WEB_PORT).contains("hello v2"));
     assert!(!retained_desired(&controller, "pi-r2").is_empty());
-    wait_converged(&controller, "pi-r2", 1);
+    wait_converged(&controller, "pi-r2", 1).unwrap();
     assert_eq!(agents[1].container_pids(), pids_before[1]);
     assert!(http_get(agents[1].host.addr, WEB_PORT).contains("hello v1"));
     assert!(

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use coracle_tests::e2e::agent::{Agent, AgentOptions};
+use coracle_tests::e2e::apps::push_hello;
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
+use coracle_tests::e2e::image::{noise, LayerFile};
 use coracle_tests::e2e::small_disk::SmallDisk;
 use coracle_tests::e2e::{http_get, wait_until};
 use coracle_tests::netns::TestNetwork;
@@ -50,27 +51,6 @@ fn web_app(dir: &Path, tag: &str) -> PathBuf {
     let path = dir.join(format!("app-{tag}.yml"));
     std::fs::write(&path, compose).unwrap();
     path
-}
-
-fn push_hello(controller: &Controller, dir: &Path, tag: &str, extra: Vec<LayerFile>) {
-    let files = busybox_files(&format!("hello v{tag}"), extra).unwrap();
-    let image = build_layout(&dir.join(format!("image-{tag}")), tag, &files).unwrap();
-    controller
-        .push(&image.source, &format!("hello:{tag}"))
-        .unwrap();
-}
-
-/// Bytes gzip cannot shrink (xorshift), so the layer is as large as the file.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state: u32 = 0x9e37_79b9;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state.to_le_bytes()[0]
-        })
-        .collect()
 }
 
 /// The device's detail once `check` accepts its reported state.
@@ -117,12 +97,12 @@ fn an_update_that_does_not_fit_the_disk_leaves_the_running_version_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut network = TestNetwork::new().unwrap();
     let controller = Controller::start(dir.path(), TestNetwork::GATEWAY).unwrap();
-    push_hello(&controller, dir.path(), "1", vec![]);
+    push_hello(&controller, dir.path(), "1", "hello v1", vec![]).unwrap();
     // Version 2 carries 16 MiB that does not compress: with its unpacked tree it needs far
     // more than the 32 MiB disk has.
-    let big = LayerFile::new("data/blob", noise(16 << 20), 0o644);
-    push_hello(&controller, dir.path(), "2", vec![big]);
-    push_hello(&controller, dir.path(), "3", vec![]);
+    let big = LayerFile::new("data/blob", noise(16 << 20, 0x9e37_79b9), 0o644);
+    push_hello(&controller, dir.path(), "2", "hello v2", vec![big]).unwrap();
+    push_hello(&controller, dir.path(), "3", "hello v3", vec![]).unwrap();
 
     let disk = SmallDisk::mount(&dir.path().join("pi-disk-data"), 32).unwrap();
     let host = network.add_host().unwrap();

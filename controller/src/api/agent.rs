@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{error_chain, ApiError};
-use super::rollouts::{parse_selector, threshold_text};
 use super::{parse_json, AppState};
 use crate::access::Caller;
 use crate::agent_release::{AgentReleases, Release, ReleaseError};
@@ -115,8 +114,14 @@ pub async fn rollout(
     body: Bytes,
 ) -> Result<(StatusCode, Json<RolloutRecord>), ApiError> {
     let request: CreateAgentRolloutRequest = parse_json(&body)?;
-    let selector = parse_selector(&request.selector)?;
-    let max_failures = threshold_text(&request.max_failures)?;
+    let pace = super::rollouts::rollout_pace(
+        &request.selector,
+        &request.waves,
+        &request.max_failures,
+        request.health_window_s,
+        request.apply_timeout_s,
+        request.rollback_on_failure,
+    )?;
     let detail = format!(
         "agent {}, selector {}, waves {}",
         request.version, request.selector, request.waves
@@ -125,14 +130,7 @@ pub async fn rollout(
         .rollouts
         .create_agent(CreateAgentRollout {
             version: request.version,
-            selector,
-            waves: request.waves,
-            max_failures,
-            health_window_s: request.health_window_s,
-            apply_timeout_s: request
-                .apply_timeout_s
-                .unwrap_or(crate::store::DEFAULT_APPLY_TIMEOUT_S),
-            rollback_on_failure: request.rollback_on_failure,
+            pace,
         })
         .await?;
     let target = format!("rollout {}", record.id);

@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::error::{error_chain, ApiError};
 use super::{parse_json, AppState};
 use crate::compose::ComposeContext;
-use crate::rollout::{CreateRollout, RolloutCommand, RolloutError};
+use crate::rollout::{CreateRollout, RolloutCommand, RolloutError, RolloutPace};
 use crate::store::{RolloutRecord, Selector};
 
 /// `POST /api/v1/rollouts`.
@@ -155,6 +155,26 @@ pub fn threshold_text(value: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// The pace of a rollout request (app or agent): its selector and threshold parsed, the
+/// apply timeout defaulted.
+pub(super) fn rollout_pace(
+    selector: &Value,
+    waves: &str,
+    max_failures: &Value,
+    health_window_s: u64,
+    apply_timeout_s: Option<u64>,
+    rollback_on_failure: bool,
+) -> Result<RolloutPace, ApiError> {
+    Ok(RolloutPace {
+        selector: parse_selector(selector)?,
+        waves: waves.to_string(),
+        max_failures: threshold_text(max_failures)?,
+        health_window_s,
+        apply_timeout_s: apply_timeout_s.unwrap_or(crate::store::DEFAULT_APPLY_TIMEOUT_S),
+        rollback_on_failure,
+    })
+}
+
 fn rollout_id(text: &str) -> Result<i64, ApiError> {
     text.parse()
         .map_err(|_| ApiError::bad_request(format!("rollout id {text:?} is not a number")))
@@ -166,8 +186,14 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<RolloutRecord>), ApiError> {
     let request: CreateRolloutRequest = parse_json(&body)?;
-    let selector = parse_selector(&request.selector)?;
-    let max_failures = threshold_text(&request.max_failures)?;
+    let pace = rollout_pace(
+        &request.selector,
+        &request.waves,
+        &request.max_failures,
+        request.health_window_s,
+        request.apply_timeout_s,
+        request.rollback_on_failure,
+    )?;
     let (file, services, platforms) = super::deploy::pin_app(
         &state,
         &request.compose,
@@ -193,14 +219,7 @@ pub async fn create(
             host_network: crate::policy::host_network_services(&file),
             services,
             platforms,
-            selector,
-            waves: request.waves,
-            max_failures,
-            health_window_s: request.health_window_s,
-            apply_timeout_s: request
-                .apply_timeout_s
-                .unwrap_or(crate::store::DEFAULT_APPLY_TIMEOUT_S),
-            rollback_on_failure: request.rollback_on_failure,
+            pace,
         })
         .await?;
     let target = format!("rollout {}", record.id);

@@ -5,21 +5,17 @@
 use std::collections::BTreeSet;
 
 use super::control::Checks;
-use super::driver::{plan, Rollouts};
+use super::driver::Rollouts;
+use super::pace::RolloutPace;
 use super::RolloutError;
 use crate::api::error::error_chain;
-use crate::store::{NewRollout, RolloutRecord, Selector};
+use crate::store::RolloutRecord;
 
 /// An agent rollout to create.
 #[derive(Debug, Clone)]
 pub struct CreateAgentRollout {
     pub version: String,
-    pub selector: Selector,
-    pub waves: String,
-    pub max_failures: String,
-    pub health_window_s: u64,
-    pub apply_timeout_s: u64,
-    pub rollback_on_failure: bool,
+    pub pace: RolloutPace,
 }
 
 impl Rollouts {
@@ -28,18 +24,8 @@ impl Rollouts {
         &self,
         request: CreateAgentRollout,
     ) -> Result<RolloutRecord, RolloutError> {
+        request.pace.check()?;
         let invalid = |field, message| RolloutError::Invalid { field, message };
-        for (field, value) in [
-            ("health_window_s", request.health_window_s),
-            ("apply_timeout_s", request.apply_timeout_s),
-        ] {
-            if value == 0 || value > super::control::MAX_HEALTH_WINDOW_S {
-                return Err(invalid(
-                    field,
-                    format!("{value} s is not between 1 s and a day"),
-                ));
-            }
-        }
         let releases = self
             .releases
             .as_ref()
@@ -56,25 +42,10 @@ impl Rollouts {
             ));
         }
         let platforms: BTreeSet<String> = releases.into_iter().map(|r| r.platform).collect();
-        let new = NewRollout {
-            app: format!("coracle-agent {}", request.version),
-            compose: String::new(),
-            services: Vec::new(),
-            selector: request.selector,
-            waves: request.waves.trim().to_string(),
-            max_failures: request.max_failures.trim().to_string(),
-            health_window_s: request.health_window_s,
-            apply_timeout_s: request.apply_timeout_s,
-            rollback_on_failure: request.rollback_on_failure,
-            devices: Vec::new(),
-            agent_version: Some(request.version),
-        };
-        plan(
-            &new.waves,
-            &new.max_failures,
-            new.health_window_s,
-            new.rollback_on_failure,
-        )?;
+        let app = format!("coracle-agent {}", request.version);
+        let new = request
+            .pace
+            .into_new(app, String::new(), Vec::new(), Some(request.version));
         self.create_checked(new, Checks::Agent { platforms }).await
     }
 }

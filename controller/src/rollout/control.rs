@@ -8,14 +8,12 @@ use std::collections::BTreeSet;
 use coracle_proto::ServiceSpec;
 
 use super::command::{transition, RolloutCommand};
-use super::driver::{plan, Rollouts};
+use super::driver::Rollouts;
+use super::pace::RolloutPace;
 use super::RolloutError;
 use crate::app_platforms::AppPlatforms;
 use crate::policy::AppRequest;
 use crate::store::{DeviceStatus, NewRollout, RolloutRecord, Selector, StoreError};
-
-/// The longest health window and apply timeout accepted (a day): longer is almost surely a unit mistake.
-pub(super) const MAX_HEALTH_WINDOW_S: u64 = 24 * 3600;
 
 /// What a new rollout is checked against, per selected device.
 pub(super) enum Checks<'a> {
@@ -38,61 +36,20 @@ pub struct CreateRollout {
     pub services: Vec<ServiceSpec>,
     /// The platforms the app's images offer, checked against each selected device.
     pub platforms: AppPlatforms,
-    pub selector: Selector,
-    pub waves: String,
-    pub max_failures: String,
-    pub health_window_s: u64,
-    /// How long each device may take to pull and start the app (its health window
-    /// starts once it runs it).
-    pub apply_timeout_s: u64,
-    pub rollback_on_failure: bool,
+    pub pace: RolloutPace,
 }
 
 impl Rollouts {
     /// Checks and stores a rollout; the driver starts its first wave at once.
     pub async fn create(&self, request: CreateRollout) -> Result<RolloutRecord, RolloutError> {
-        if request.health_window_s == 0 || request.health_window_s > MAX_HEALTH_WINDOW_S {
-            return Err(RolloutError::Invalid {
-                field: "health_window_s",
-                message: format!(
-                    "{} s is not between 1 s and {MAX_HEALTH_WINDOW_S} s",
-                    request.health_window_s
-                ),
-            });
-        }
-        if request.apply_timeout_s == 0 || request.apply_timeout_s > MAX_HEALTH_WINDOW_S {
-            return Err(RolloutError::Invalid {
-                field: "apply_timeout_s",
-                message: format!(
-                    "{} s is not between 1 s and {MAX_HEALTH_WINDOW_S} s",
-                    request.apply_timeout_s
-                ),
-            });
-        }
-        let new = NewRollout {
-            app: request.app,
-            compose: request.compose,
-            services: request.services,
-            selector: request.selector,
-            waves: request.waves.trim().to_string(),
-            max_failures: request.max_failures.trim().to_string(),
-            health_window_s: request.health_window_s,
-            apply_timeout_s: request.apply_timeout_s,
-            rollback_on_failure: request.rollback_on_failure,
-            devices: Vec::new(),
-            agent_version: None,
-        };
-        // The same checks the driver relies on later.
-        plan(
-            &new.waves,
-            &new.max_failures,
-            new.health_window_s,
-            new.rollback_on_failure,
-        )?;
+        request.pace.check()?;
         let checks = Checks::App {
             platforms: &request.platforms,
             host_network: &request.host_network,
         };
+        let new = request
+            .pace
+            .into_new(request.app, request.compose, request.services, None);
         self.create_checked(new, checks).await
     }
 

@@ -14,6 +14,7 @@ pub mod decide;
 pub mod driver;
 pub mod error;
 pub mod observe;
+pub mod pace;
 pub mod send;
 
 pub use agent_rollout::CreateAgentRollout;
@@ -25,3 +26,4 @@ pub use decide::{
 };
 pub use driver::Rollouts;
 pub use error::RolloutError;
+pub use pace::RolloutPace;

@@ -305,13 +305,13 @@ fn encode_region(
             Some(method) => {
                 enc.op(&Op::Patch {
                     from,
-                    shape: PatchShape {
+                    shape: PatchShape::of(
                         method,
-                        ref_offset: w.reference.start,
-                        ref_len: reference.len() as u64,
-                        out_len: chunk.len() as u64,
-                        payload_len: choice.payload.len() as u64,
-                    },
+                        w.reference.start,
+                        &reference,
+                        &chunk,
+                        &choice.payload,
+                    ),
                 })
                 .map_err(write)?;
                 enc.out.write_all(&choice.payload).map_err(write)?;

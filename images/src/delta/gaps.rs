@@ -167,13 +167,7 @@ impl GapEncoder {
         out.op(&Op::Skeleton {
             base: self.base,
             normalised,
-            shape: PatchShape {
-                method,
-                ref_offset: w.reference.start,
-                ref_len: reference.len() as u64,
-                out_len: chunk.len() as u64,
-                payload_len: payload.len() as u64,
-            },
+            shape: PatchShape::of(method, w.reference.start, &reference, &chunk, &payload),
         })?;
         out.out.write_all(&payload)?;
         out.report.skeleton_cost_bytes += cost as u64;

@@ -26,6 +26,24 @@ pub struct PatchShape {
 }
 
 impl PatchShape {
+    /// The shape of `payload` turning `reference` (at `ref_offset` of its source) into
+    /// `out`.
+    pub fn of(
+        method: PatchMethod,
+        ref_offset: u64,
+        reference: &[u8],
+        out: &[u8],
+        payload: &[u8],
+    ) -> Self {
+        Self {
+            method,
+            ref_offset,
+            ref_len: reference.len() as u64,
+            out_len: out.len() as u64,
+            payload_len: payload.len() as u64,
+        }
+    }
+
     /// The four numbers after the op's tag, method and source.
     fn write_lens(&self, out: &mut impl Write) -> io::Result<()> {
         for v in [

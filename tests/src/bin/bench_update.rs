@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use coracle_tests::e2e::agent::Agent;
 use coracle_tests::e2e::controller::Controller;
-use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
+use coracle_tests::e2e::image::{build_layout, busybox_files, noise, LayerFile};
 use coracle_tests::netns::TestNetwork;
 use serde_json::Value;
 
@@ -235,16 +235,4 @@ fn app(dir: &Path, tag: &str, init: bool) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("app-{tag}.yml"));
     std::fs::write(&path, compose).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
-}
-
-/// Deterministic incompressible bytes (xorshift).
-fn noise(len: usize, mut state: u32) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state.to_le_bytes()[0]
-        })
-        .collect()
 }

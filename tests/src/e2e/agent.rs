@@ -47,6 +47,17 @@ pub struct Agent {
     process: Option<TestProcess>,
 }
 
+/// What one "image pulled" line of the agent says.
+#[derive(Debug, Clone)]
+pub struct PullReport {
+    pub line: String,
+    /// Bytes fetched from the registry.
+    pub bytes: u64,
+    /// Layers that came as deltas, and in full.
+    pub deltas: u64,
+    pub full: u64,
+}
+
 impl Agent {
     /// Writes the agent's config under `dir/<name>` and starts it on `host`.
     pub fn start(
@@ -261,6 +272,38 @@ impl Agent {
     }
 
     /// Downloads left in the store's partial dir.
+    /// The agent's last "image pulled" log line and its counts.
+    pub fn last_pull(&self) -> anyhow::Result<PullReport> {
+        let output = self.output();
+        let line = output
+            .lines()
+            .rfind(|l| l.contains("image pulled"))
+            .context("no 'image pulled' line in the agent's log")?
+            .to_string();
+        let field = |name: &str| -> anyhow::Result<u64> {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("no {name}= in {line}"))
+        };
+        Ok(PullReport {
+            bytes: field("bytes")?,
+            deltas: field("delta")?,
+            full: field("full")?,
+            line,
+        })
+    }
+
+    /// Bytes of downloads held part way (see `partial_downloads`).
+    pub fn partial_bytes(&self) -> u64 {
+        self.partial_downloads()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     pub fn partial_downloads(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.data_dir.join("store/partial"))
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
@@ -269,9 +312,8 @@ impl Agent {
 
     /// Stops the agent and every container it started; removes their mounts and cgroups.
     fn teardown(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.signal(Signal::SIGTERM);
-            let _ = process.wait_timeout(Duration::from_secs(10));
+        if let Some(process) = self.process.take() {
+            let _ = process.terminate(Duration::from_secs(10));
         }
         for (_, pid) in self.container_pids() {
             if pid > 0 {

@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use nix::sys::signal::Signal;
 
 use super::external_broker::ExternalBroker;
 use super::{binary, free_port};
@@ -121,9 +120,8 @@ impl Controller {
 
     /// Stops the controller with SIGTERM and waits for it.
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut process) = self.process.take() {
-            process.signal(Signal::SIGTERM)?;
-            process.wait_timeout(Duration::from_secs(20))?;
+        if let Some(process) = self.process.take() {
+            process.terminate(Duration::from_secs(20))?;
         }
         Ok(())
     }

@@ -140,9 +140,8 @@ impl ExternalBroker {
 
     /// Stops Mosquitto with SIGTERM (it saves its retained messages) and waits for it.
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut process) = self.process.take() {
-            process.signal(Signal::SIGTERM)?;
-            process.wait_timeout(Duration::from_secs(10))?;
+        if let Some(process) = self.process.take() {
+            process.terminate(Duration::from_secs(10))?;
         }
         Ok(())
     }

@@ -166,3 +166,16 @@ pub fn go_arch() -> &'static str {
         other => other,
     }
 }
+
+/// Bytes gzip cannot shrink (xorshift from `seed`), so a layer is as large as its files:
+/// what a transfer costs on the wire is what a test sees.
+pub fn noise(len: usize, mut seed: u32) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed.to_le_bytes()[0]
+        })
+        .collect()
+}
