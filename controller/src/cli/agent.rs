@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::deploy_wait::wait_for_rollout;
-use super::rollout::{parse_duration_s, print_rollout};
+use super::rollout::parse_duration_s;
 use super::{ApiArgs, ApiClient};
 use crate::agent_release::Release;
 use crate::api::agent::CreateAgentRolloutRequest;
@@ -74,18 +73,6 @@ struct RolloutFlags {
     timeout: u64,
 }
 
-/// Percent-encodes a query value (versions and platforms rarely need it).
-fn query_value(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
     match args.command {
@@ -98,10 +85,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("read agent binary {}", file.display()))?;
             let mut query = Vec::new();
             if let Some(version) = &version {
-                query.push(format!("version={}", query_value(version)));
+                query.push(format!(
+                    "version={}",
+                    super::api_client::query_value(version)
+                ));
             }
             if let Some(arch) = &arch {
-                query.push(format!("platform={}", query_value(arch)));
+                query.push(format!("platform={}", super::api_client::query_value(arch)));
             }
             let path = match query.is_empty() {
                 true => "/agent/releases".to_string(),
@@ -148,29 +138,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             if args.api.json && !flags.wait {
                 return super::output::print_json(&rollout);
             }
-            println!(
-                "rollout {} started: {} to {} device(s)",
-                rollout.id,
-                rollout.app,
-                rollout.devices.len()
-            );
-            print_rollout(&rollout);
-            if flags.wait {
-                wait_for_rollout(&api, rollout.id, Duration::from_secs(flags.timeout))?;
-            }
+            let wait = flags.wait.then(|| Duration::from_secs(flags.timeout));
+            super::rollout::report_started(&api, &rollout, wait)?;
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_keep_versions_and_platforms_readable() {
-        assert_eq!(query_value("0.2.0-rc.1"), "0.2.0-rc.1");
-        assert_eq!(query_value("linux/arm/v7"), "linux/arm/v7");
-        assert_eq!(query_value("a b&c"), "a%20b%26c");
-    }
 }

@@ -15,6 +15,21 @@ use super::ApiArgs;
 use crate::api::ErrorBody;
 use crate::datadir::{read_text, DataDir};
 
+/// Percent-encodes a query value: RFC 3986's unreserved characters and `/` stay as they
+/// are (versions and platforms stay readable), everything else is `%XX` (a time's `+` and
+/// `:`).
+pub fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// A configured API client.
 #[derive(Debug)]
 pub struct ApiClient {
@@ -207,4 +222,21 @@ fn controller_tls(dir: &DataDir) -> anyhow::Result<TlsConfig> {
     Ok(TlsConfig::builder()
         .root_certs(RootCerts::new_with_certs(&[cert]))
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded_and_stay_readable() {
+        assert_eq!(query_value("0.2.0-rc.1"), "0.2.0-rc.1");
+        assert_eq!(query_value("linux/arm/v7"), "linux/arm/v7");
+        assert_eq!(query_value("10m"), "10m");
+        assert_eq!(query_value("a b&c"), "a%20b%26c");
+        assert_eq!(
+            query_value("2026-12-04T23:00:00+01:00"),
+            "2026-12-04T23%3A00%3A00%2B01%3A00"
+        );
+    }
 }

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::app_context;
-use super::deploy_wait::{wait_for_device, wait_for_rollout};
-use super::rollout::{parse_duration_s, print_rollout};
+use super::deploy_wait::wait_for_device;
+use super::rollout::parse_duration_s;
 use super::{ApiArgs, ApiClient};
 use crate::api::deploy::{DeployRequest, DeployResponse};
 use crate::api::rollouts::CreateRolloutRequest;
@@ -89,17 +89,8 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             context,
         };
         let rollout: RolloutRecord = api.send("start rollout", "POST", "/rollouts", &request)?;
-        println!(
-            "rollout {} started: {} to {} device(s)",
-            rollout.id,
-            rollout.app,
-            rollout.devices.len()
-        );
-        print_rollout(&rollout);
-        if args.wait {
-            wait_for_rollout(&api, rollout.id, Duration::from_secs(args.timeout))?;
-        }
-        return Ok(());
+        let wait = args.wait.then(|| Duration::from_secs(args.timeout));
+        return super::rollout::report_started(&api, &rollout, wait);
     }
     let device = args.device.context("--device or --to is required")?;
     let answer: DeployResponse = api.send(

@@ -63,6 +63,26 @@ fn waves_total(rollout: &RolloutRecord) -> usize {
 }
 
 /// The rollout's summary lines and its device table.
+/// Prints a rollout just started and, with `wait`, follows it to its end (`Err` when it
+/// pauses, is rolled back or the wait times out).
+pub fn report_started(
+    api: &ApiClient,
+    rollout: &RolloutRecord,
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    println!(
+        "rollout {} started: {} to {} device(s)",
+        rollout.id,
+        rollout.app,
+        rollout.devices.len()
+    );
+    print_rollout(rollout);
+    match wait {
+        Some(timeout) => super::deploy_wait::wait_for_rollout(api, rollout.id, timeout),
+        None => Ok(()),
+    }
+}
+
 pub fn print_rollout(rollout: &RolloutRecord) {
     println!(
         "rollout {}: {} to {} ({} devices), {}, wave {}/{}",

@@ -76,7 +76,7 @@ fn stream_logs(api: &ApiClient, args: &LogsArgs) -> anyhow::Result<()> {
         query.push(format!("tail={lines}"));
     }
     if let Some(since) = &args.since {
-        query.push(format!("since={}", encode_query_value(since)));
+        query.push(format!("since={}", super::api_client::query_value(since)));
     }
     let path = format!(
         "/devices/{}/services/{}/logs/stream?{}",
@@ -99,19 +99,6 @@ fn stream_logs(api: &ApiClient, args: &LogsArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Percent-encodes a query value (a time with `+` or `:`).
-fn encode_query_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub fn run_restart(args: RestartArgs) -> anyhow::Result<()> {
     let api = ApiClient::from_args(&args.api)?;
     let path = format!("/devices/{}/services/{}/restart", args.device, args.service);
@@ -122,18 +109,4 @@ pub fn run_restart(args: RestartArgs) -> anyhow::Result<()> {
     }
     println!("{}/{} restarted", restarted.device, restarted.service);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(encode_query_value("10m"), "10m");
-        assert_eq!(
-            encode_query_value("2026-12-04T23:00:00+01:00"),
-            "2026-12-04T23%3A00%3A00%2B01%3A00"
-        );
-    }
 }
