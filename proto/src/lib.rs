@@ -41,6 +41,7 @@ pub mod codec;
 pub mod command;
 pub mod desired;
 pub mod digest;
+mod error_chain;
 pub mod event;
 pub mod frame;
 pub mod health;
@@ -79,6 +80,7 @@ pub use desired::{
     UpdateStrategy, VolumeMount, VolumeSource,
 };
 pub use digest::{Digest, ImageRef, RefError};
+pub use error_chain::error_chain;
 pub use event::{Event, EventKind, RejectReason};
 pub use health::{ContainerSample, ContainerSampleV1, HealthSample, HealthSampleV1};
 pub use ids::{DeviceId, Generation, IdError, ServiceName};

@@ -4,9 +4,10 @@
 //! record once it has connected (`confirm_trial`); then the old build stops it and executes
 //! the confirmed build in its own place, so the service's main process stays the one agent
 //! process. A trial that exits first, or is still unconfirmed at the deadline, is stopped
-//! and abandoned, and the old build runs the daemon itself in this same process. A crash of everything mid-trial is caught by the next
-//! start (a started, unconfirmed trial is abandoned), so no service manager is needed —
-//! but with one (`Restart=always`) a dead agent also comes back.
+//! and abandoned, and the old build runs the daemon itself in this same process. A crash
+//! of everything mid-trial is caught by the next start (a started, unconfirmed trial is
+//! abandoned), so no service manager is needed — but with one (`Restart=always`) a dead
+//! agent also comes back.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};

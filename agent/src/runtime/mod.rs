@@ -187,13 +187,4 @@ pub trait Runtime {
 }
 
 /// An error and its causes on one line, for reports that cross a process boundary.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use coracle_proto::error_chain;

@@ -1,9 +1,10 @@
-//! Browser sessions for the dashboard (`LoginSessions`). The operator logs in once with the admin token or
-//! an API token, and the session keeps that token's scope (a `read` token's session can
-//! look, not change); the browser then holds only a random session id in an `HttpOnly`, `SameSite=Strict` cookie,
-//! so page scripts never keep the token and `EventSource` (which cannot send headers) is
-//! authenticated too. LoginSessions live in memory: a controller restart logs everyone out, and
-//! so does an admin token rotation ([`LoginSessions::end_all`]).
+//! Browser sessions for the dashboard (`LoginSessions`). The operator logs in once with
+//! the admin token or an API token, and the session keeps that token's scope (a `read`
+//! token's session can look, not change); the browser then holds only a random session id
+//! in an `HttpOnly`, `SameSite=Strict` cookie, so page scripts never keep the token and
+//! `EventSource` (which cannot send headers) is authenticated too. Sessions live in memory:
+//! a controller restart logs everyone out, and so does an admin token rotation
+//! ([`LoginSessions::end_all`]).
 //! When the API listener serves HTTPS the cookie is also `Secure`, so a browser never
 //! sends it over plain HTTP.
 //!
@@ -26,7 +27,7 @@ pub const COOKIE: &str = "coracle_session";
 pub const CSRF_HEADER: &str = "x-coracle-dashboard";
 /// How long a session lasts without being used.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
-/// LoginSessions kept at most; the oldest goes first (a login flood cannot grow memory).
+/// Sessions kept at most; the oldest goes first (a login flood cannot grow memory).
 const MAX_SESSIONS: usize = 1024;
 
 /// One live session: who logged in, and when it was last used.
@@ -47,7 +48,7 @@ pub struct LoginSessions {
 }
 
 impl LoginSessions {
-    /// LoginSessions whose cookie is `Secure` when `secure_cookie` (served over HTTPS).
+    /// Sessions whose cookie is `Secure` when `secure_cookie` (served over HTTPS).
     pub fn new(secure_cookie: bool) -> Self {
         Self {
             secure_cookie,

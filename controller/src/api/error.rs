@@ -180,16 +180,7 @@ fn session_status(err: &crate::sessions::SessionError) -> (StatusCode, &'static 
 }
 
 /// The error and its causes, `: `-separated, for operators reading one line.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use coracle_proto::error_chain;
 
 #[cfg(test)]
 mod tests {
