@@ -115,4 +115,45 @@ mod tests {
             assert!(store.agent_updates().unwrap().is_empty());
         }
     }
+
+    /// Concurrent calls each get their own sequence: SQLite through its one connection,
+    /// PostgreSQL (several connections) by running the loser of a race again.
+    fn concurrent_updates_get_distinct_sequences(store: &Store, others: &[&Store]) {
+        let id: DeviceId = "pi-1".parse().unwrap();
+        let stores: Vec<&Store> = std::iter::once(store)
+            .chain(others.iter().copied())
+            .collect();
+        let sequences = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let (store, id, sequences) = (stores[thread % stores.len()], &id, &sequences);
+                scope.spawn(move || {
+                    for _ in 0..10 {
+                        let sent = store.next_agent_update(id, |s| update(id, s)).unwrap();
+                        sequences.lock().unwrap().push(sent.sequence);
+                    }
+                });
+            }
+        });
+        let mut sequences = sequences.into_inner().unwrap();
+        sequences.sort();
+        assert_eq!(sequences, (1..=40).collect::<Vec<u64>>());
+    }
+
+    store_tests! {
+        fn concurrent_calls_get_distinct_sequences(store) {
+            store.add_test_device("pi-1");
+            concurrent_updates_get_distinct_sequences(&store, &[]);
+        }
+    }
+
+    #[test]
+    fn two_controllers_on_one_postgresql_database_get_distinct_sequences() {
+        let Some(url) = crate::store::test_backends::postgres_url() else {
+            return;
+        };
+        let (first, second) = (Store::connect(&url).unwrap(), Store::connect(&url).unwrap());
+        first.add_test_device("pi-1");
+        concurrent_updates_get_distinct_sequences(&first, &[&second]);
+    }
 }

@@ -86,7 +86,7 @@ CREATE TABLE retired_generations (
 
 /// Any constant: the advisory lock that keeps two controllers starting on one PostgreSQL
 /// database from migrating it at once.
-const MIGRATION_LOCK: i64 = 0x636f_7261_636c_65;
+const MIGRATION_LOCK: i64 = 0x0063_6f72_6163_6c65;
 
 /// Brings the schema up to date, in one transaction.
 pub fn migrate(db: &Backend) -> Result<(), StoreError> {
@@ -172,7 +172,7 @@ mod tests {
 
     fn version(store: &Store) -> usize {
         store
-            .transaction(|tx| read_version(tx))
+            .transaction(read_version)
             .expect("schema version reads")
     }
 

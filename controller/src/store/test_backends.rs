@@ -31,9 +31,11 @@ pub(crate) use store_tests;
 /// A migrated store on a new database of the shared test server, or `None` (after printing
 /// why) when PostgreSQL is not installed.
 pub fn postgres_store() -> Option<Store> {
-    match coracle_tests::postgres::shared_database() {
-        Ok(Some(url)) => Some(Store::connect(&url).expect("the test database accepts the store")),
-        Ok(None) => None,
-        Err(err) => panic!("cannot start the test PostgreSQL: {err:#}"),
-    }
+    postgres_url().map(|url| Store::connect(&url).expect("the test database accepts the store"))
+}
+
+/// The URL of a new database on the shared test server (`None`: not installed).
+pub fn postgres_url() -> Option<String> {
+    coracle_tests::postgres::shared_database()
+        .unwrap_or_else(|err| panic!("cannot start the test PostgreSQL: {err:#}"))
 }

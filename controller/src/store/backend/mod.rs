@@ -39,6 +39,8 @@ pub enum DbError {
     },
     #[error("postgresql column {column} has type {type_name}, which the store does not read")]
     UnsupportedType { column: usize, type_name: String },
+    #[error("cannot start a postgresql connection thread")]
+    SpawnConnectionThread(#[source] std::io::Error),
     #[error("the postgresql connection thread is gone")]
     ConnectionThreadGone,
 }

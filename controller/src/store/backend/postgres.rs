@@ -9,8 +9,10 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use ::postgres::error::SqlState;
 use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
@@ -22,8 +24,10 @@ use super::{DbError, Dialect, Retryable, Row, Session, TxError, Value};
 /// Connections per controller: enough for the API, ingest and rollout driver at once.
 const POOL_SIZE: usize = 4;
 /// Runs of one transaction that keeps losing serialisation races before its error is
-/// returned.
-const ATTEMPTS: usize = 8;
+/// returned; between runs it waits a little longer each time, with jitter, so racers
+/// spread out instead of colliding again.
+const ATTEMPTS: u32 = 30;
+const BACKOFF_STEP: Duration = Duration::from_millis(2);
 
 pub fn is_serialization_failure(err: &::postgres::Error) -> bool {
     err.code().is_some_and(|code| {
@@ -93,12 +97,20 @@ impl PostgresBackend {
         loop {
             match run_once(worker, &mut work) {
                 Err(err) if err.is_serialization_failure() && attempt < ATTEMPTS => {
+                    std::thread::sleep(backoff(attempt));
                     attempt += 1;
                 }
                 other => return other,
             }
         }
     }
+}
+
+/// Up to `attempt` steps, picked at random.
+fn backoff(attempt: u32) -> Duration {
+    // A fresh RandomState is randomly keyed: enough jitter without a random number crate.
+    let random = RandomState::new().hash_one(attempt);
+    BACKOFF_STEP * (1 + (random % u64::from(attempt)) as u32)
 }
 
 fn run_once<R, E>(
@@ -144,6 +156,11 @@ impl CheckedOut<'_> {
 impl Drop for CheckedOut<'_> {
     fn drop(&mut self) {
         if let Some(worker) = self.worker.take() {
+            if std::thread::panicking() {
+                // The work panicked mid-transaction: end it, or the next `BEGIN` would
+                // join it and commit its statements.
+                let _ = worker.call(|conn| conn.batch("ROLLBACK"));
+            }
             self.pool.idle().push(worker);
             self.pool.returned.notify_one();
         }
@@ -172,7 +189,7 @@ impl Worker {
                     job(&mut conn);
                 }
             })
-            .map_err(|_| DbError::ConnectionThreadGone)?;
+            .map_err(DbError::SpawnConnectionThread)?;
         Ok(Self { jobs })
     }
 

@@ -9,6 +9,8 @@ use rusqlite::Connection;
 
 use super::{DbError, Dialect, Retryable, Row, Session, TxError, Value};
 
+const STATEMENT_CACHE: usize = 128;
+
 #[derive(Debug)]
 pub struct SqliteBackend {
     conn: Mutex<Connection>,
@@ -31,6 +33,8 @@ impl SqliteBackend {
     fn with_foreign_keys(conn: Connection) -> Result<Self, DbError> {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(DbError::Sqlite)?;
+        // Every statement the store runs stays prepared (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Self {
             conn: Mutex::new(conn),
         })
