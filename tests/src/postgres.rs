@@ -169,9 +169,16 @@ impl Drop for PostgresServer {
 /// A new database on this test process's shared server (started on first use), or
 /// `Ok(None)` when PostgreSQL is not installed.
 pub fn shared_database() -> Result<Option<String>, PostgresError> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    shared_database_named(&format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Database `name` on the shared server, created on its first use (a controller started
+/// again in one test finds its data).
+pub fn shared_database_named(name: &str) -> Result<Option<String>, PostgresError> {
     /// Outer `None`: not tried yet; inner `None`: PostgreSQL is not installed.
     static SERVER: Mutex<Option<Option<PostgresServer>>> = Mutex::new(None);
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut server = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     if server.is_none() {
         let started = PostgresServer::start()?;
@@ -183,8 +190,12 @@ pub fn shared_database() -> Result<Option<String>, PostgresError> {
     let Some(Some(server)) = server.as_ref() else {
         return Ok(None);
     };
-    let name = format!("test_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    server.create_database(&name).map(Some)
+    let mut created = CREATED.lock().unwrap_or_else(|p| p.into_inner());
+    if !created.iter().any(|c| c == name) {
+        server.create_database(name)?;
+        created.push(name.to_string());
+    }
+    Ok(Some(server.url(name)))
 }
 
 /// Statics are never dropped: the shared server is stopped, and its directory removed,
