@@ -7,7 +7,7 @@ use super::backend::{Backend, Dialect};
 use super::tx::Tx;
 use super::StoreError;
 
-/// Each entry runs once, in order, inside one transaction with the version bump.
+/// Each entry runs once, in order; those pending run in one transaction with the version bump.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE devices (
@@ -123,6 +123,12 @@ fn read_version(tx: &mut Tx<'_>) -> Result<usize, StoreError> {
             })?
         }
         Dialect::Postgres => {
+            // Each statement must see what a controller that held the lock before committed
+            // (a serializable snapshot would predate it); the lock already serialises this.
+            tx.execute_batch(
+                "read what committed before the migration lock",
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            )?;
             tx.execute(
                 "take the migration lock",
                 "SELECT pg_advisory_xact_lock(?1)",
@@ -174,6 +180,25 @@ mod tests {
         store
             .transaction(read_version)
             .expect("schema version reads")
+    }
+
+    #[test]
+    fn controllers_starting_at_once_on_a_new_postgresql_database_migrate_it_once() {
+        let Some(url) = crate::store::test_backends::postgres_url() else {
+            return;
+        };
+        let stores: Vec<Store> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..3)
+                .map(|_| scope.spawn(|| Store::connect(&url)))
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().unwrap().unwrap())
+                .collect()
+        });
+        for store in &stores {
+            assert_eq!(version(store), MIGRATIONS.len());
+        }
     }
 
     store_tests! {
