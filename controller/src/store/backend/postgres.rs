@@ -222,14 +222,21 @@ impl Connection {
         Ok(self.client.insert(client))
     }
 
-    /// Starts a transaction, connecting first when the last connection broke: only here,
-    /// since a statement on a new connection would run outside the caller's transaction.
+    /// Starts a transaction, connecting again when the connection broke: only here, since a
+    /// statement on a new connection would run outside the caller's transaction. A client
+    /// learns that its server went away (a restart, a failover) only when it next speaks, so
+    /// a failed `BEGIN` on a now-closed client is tried once more on a new connection.
     fn begin(&mut self) -> Result<(), ::postgres::Error> {
+        const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.reconnect()?;
         }
-        self.open_client()?
-            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        match self.open_client()?.batch_execute(BEGIN) {
+            Err(_) if self.client.as_ref().is_some_and(Client::is_closed) => {
+                self.reconnect()?.batch_execute(BEGIN)
+            }
+            other => other,
+        }
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), ::postgres::Error> {
@@ -374,4 +381,50 @@ impl ToSql for Value {
     }
 
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::test_backends::postgres_url;
+    use crate::store::Store;
+
+    #[test]
+    fn a_store_connects_again_after_its_connections_were_cut() {
+        let Some(url) = postgres_url() else {
+            return;
+        };
+        let store = Store::connect(&url).unwrap();
+        let id = store.add_test_device("pi-1");
+        // Another session ends every other connection to the database, as a server restart
+        // would.
+        let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let others: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if others == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connections still there"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for _ in 0..super::POOL_SIZE * 2 {
+            assert!(store.device_exists(&id).unwrap());
+        }
+    }
 }
