@@ -45,6 +45,11 @@ const BLOBS: &str = "blobs";
 /// Why a backup or restore failed; nothing is left half written either way.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    #[error(
+        "the fleet database of {dir} is on PostgreSQL ([store] url), which coracle backup does \
+         not copy: back it up with pg_dump, and the data dir (keys, blobs) with tar"
+    )]
+    PostgresStore { dir: PathBuf },
     #[error("{dir} is not a controller data dir (no {DATABASE})")]
     NotADataDir { dir: PathBuf },
     #[error("snapshot the database {path}")]
@@ -101,6 +106,14 @@ pub struct Counted {
 
 /// Writes a backup of the data dir `data_dir` to `out` (mode 0600: it holds every secret).
 pub fn create(data_dir: &Path, out: &Path) -> Result<Counted, BackupError> {
+    if crate::datadir::DataDir::existing(data_dir)
+        .postgres_store_note()
+        .exists()
+    {
+        return Err(BackupError::PostgresStore {
+            dir: data_dir.to_path_buf(),
+        });
+    }
     if !data_dir.join(DATABASE).is_file() {
         return Err(BackupError::NotADataDir {
             dir: data_dir.to_path_buf(),

@@ -33,6 +33,8 @@ pub enum ConfigError {
 pub struct ServeConfig {
     /// Where the SQLite database, CA, keys and blobs live.
     pub data_dir: PathBuf,
+    /// The fleet database: SQLite in `data_dir` unless `url` names a PostgreSQL one.
+    pub store: StoreSection,
     pub broker: BrokerSection,
     pub api: ListenSection,
     pub registry: RegistrySection,
@@ -47,6 +49,30 @@ pub struct ServeConfig {
     pub registries: Vec<crate::upstream::RegistrySection>,
     /// The deploy policy (`policy/`): what apps may ask of devices, per tag or device.
     pub policy: crate::policy::PolicySection,
+}
+
+/// Where the fleet database lives (`store::backend`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// A PostgreSQL database (`postgres://user:password@host:port/db`, or a socket directory
+    /// as a percent-encoded host); absent: the embedded SQLite database in `data_dir`.
+    pub url: Option<String>,
+}
+
+impl StoreSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match &self.url {
+            Some(url) if !url.starts_with("postgres://") && !url.starts_with("postgresql://") => {
+                Err(ConfigError::Invalid {
+                    field: "store.url".into(),
+                    reason: "must be a postgres:// URL (leave it out for the embedded SQLite)"
+                        .into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Background delta encoding (`registry/delta_workers.rs`).
@@ -270,6 +296,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("coracle-data"),
+            store: StoreSection::default(),
             broker: BrokerSection::default(),
             api: ListenSection::at(8080),
             registry: RegistrySection::default(),
@@ -434,6 +461,7 @@ impl ServeConfig {
             });
         }
         crate::policy::Policy::new(&self.policy)?;
+        self.store.validate()?;
         if self.deltas.workers > 16 {
             return Err(ConfigError::Invalid {
                 field: "deltas.workers".into(),

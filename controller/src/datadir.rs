@@ -94,6 +94,11 @@ impl DataDir {
     pub fn api_url(&self) -> PathBuf {
         self.root.join("api.url")
     }
+    /// Present while the fleet database is on PostgreSQL (`[store] url`), so `coracle backup`
+    /// (which reads only the data dir) can say to use pg_dump instead.
+    pub fn postgres_store_note(&self) -> PathBuf {
+        self.root.join("store-is-postgresql")
+    }
     pub fn blobs(&self) -> PathBuf {
         self.root.join("blobs")
     }

@@ -189,6 +189,23 @@ fn check_fd_limit(config: &ServeConfig) {
     }
 }
 
+/// Leaves the note `coracle backup` looks for while the store is on PostgreSQL.
+fn note_store_kind(dir: &DataDir, store: &Store) -> Result<(), ServeError> {
+    let note = dir.postgres_store_note();
+    if store.is_postgres() {
+        write_public(
+            &note,
+            b"The fleet database is on PostgreSQL ([store] url): back it up with pg_dump.\n",
+        )?;
+    } else if note.exists() {
+        std::fs::remove_file(&note).map_err(|source| crate::datadir::DataDirError::WriteFile {
+            path: note.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs the controller until a shutdown signal: state, broker, MQTT client, registry and
 /// fleet, background tasks, then the two listeners; stops in reverse order.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
@@ -199,7 +216,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 
     // 1. State: data dir, database, secrets.
     let dir = DataDir::open(&config.data_dir)?;
-    let store = Arc::new(Store::open(&dir.database())?);
+    let store = Arc::new(Store::open_configured(
+        config.store.url.as_deref(),
+        &dir.database(),
+    )?);
+    note_store_kind(&dir, &store)?;
     let host = config.device_facing_host();
     let secrets = Secrets::load_or_create(&dir, &config.tls_names())?;
 

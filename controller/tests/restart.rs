@@ -16,6 +16,7 @@ async fn desired_state_is_republished_after_a_restart() {
     let controller = Controller::start();
     let boot = controller.enrol("pi-r");
     let data = controller.data_dir();
+    let store_url = controller.store_url.clone();
     let dir = controller.stop();
 
     // While the controller is down, a desired state is stored the way a deploy stores it.
@@ -29,7 +30,7 @@ async fn desired_state_is_republished_after_a_restart() {
         services: vec![],
     };
     let signed = Signed::sign(&state, &key);
-    Store::open(&data.join("coracle.db"))
+    Store::open_configured(store_url.as_deref(), &data.join("coracle.db"))
         .unwrap()
         .put_desired(&boot.device, Generation(7), &coracle_proto::encode(&signed))
         .unwrap();

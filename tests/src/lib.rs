@@ -23,6 +23,7 @@ pub mod fixtures;
 pub mod mosquitto;
 pub mod netns;
 pub mod page_cache;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 pub mod registry_auth;

@@ -34,6 +34,9 @@ pub enum RemovalCommand {
         dry_run: bool,
         #[arg(long, default_value = "coracle-data")]
         data_dir: PathBuf,
+        /// The controller's `[store] url`, when its fleet database is on PostgreSQL.
+        #[arg(long, env = "CORACLE_STORE_URL")]
+        store_url: Option<String>,
     },
 }
 
@@ -48,7 +51,13 @@ impl RemovalCommand {
                 min_age_s,
                 dry_run,
                 data_dir,
-            } => gc(&data_dir, Duration::from_secs(min_age_s), dry_run),
+                store_url,
+            } => gc(
+                &data_dir,
+                store_url.as_deref(),
+                Duration::from_secs(min_age_s),
+                dry_run,
+            ),
         }
     }
 }
@@ -73,9 +82,14 @@ fn rm(reference: &str, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn gc(data_dir: &Path, min_age: Duration, dry_run: bool) -> anyhow::Result<()> {
+fn gc(
+    data_dir: &Path,
+    store_url: Option<&str>,
+    min_age: Duration,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let registry = open_registry(data_dir)?;
-    let pinned = pinned_manifests(data_dir)?;
+    let pinned = pinned_manifests(data_dir, store_url)?;
     let report = registry
         .collect_garbage(&pinned, min_age, dry_run)
         .context("collect registry garbage")?;
@@ -96,10 +110,18 @@ fn gc(data_dir: &Path, min_age: Duration, dry_run: bool) -> anyhow::Result<()> {
 /// The image manifests of every device's stored desired state. The signature is not
 /// checked: this only decides what to keep, and keeping more is always safe. A state that
 /// cannot be decoded stops the collection, since its images would be unknown.
-fn pinned_manifests(data_dir: &Path) -> anyhow::Result<Vec<BlobDigest>> {
+fn pinned_manifests(data_dir: &Path, store_url: Option<&str>) -> anyhow::Result<Vec<BlobDigest>> {
     let dir =
         DataDir::open(data_dir).with_context(|| format!("open data dir {}", data_dir.display()))?;
-    let store = Store::open(&dir.database()).context("open the fleet database")?;
+    // Without the URL, a new empty SQLite database would pin nothing and free every blob.
+    if store_url.is_none() && dir.postgres_store_note().exists() {
+        anyhow::bail!(
+            "the fleet database is on PostgreSQL: pass --store-url (the [store] url of the \
+             controller's config)"
+        );
+    }
+    let store =
+        Store::open_configured(store_url, &dir.database()).context("open the fleet database")?;
     let mut pinned = Vec::new();
     for (device, body) in store.all_desired().context("read desired states")? {
         let signed: Signed<DesiredState> = coracle_proto::decode(&body)

@@ -3,10 +3,9 @@
 //! with a one-line detail (images and generation of a deploy, a token's scope). Rows are
 //! only ever appended.
 
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use super::{now_unix, query, Store, StoreError};
+use super::{now_unix, params, Store, StoreError};
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,59 +34,57 @@ impl Store {
         target: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
+        self.transaction(|tx| {
+            tx.execute(
+                "append audit entry",
                 "INSERT INTO audit (at_unix, actor, action, target, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![now_unix(), actor, action, target, detail],
             )
-            .map_err(query("append audit entry"))?;
-        Ok(())
+            .map(drop)
+        })
     }
 
     /// The latest `limit` entries, newest first.
     pub fn audit_entries(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        self.transaction(|tx| {
+            tx.query(
+                "read audit log",
                 "SELECT id, at_unix, actor, action, target, detail FROM audit
                  ORDER BY id DESC LIMIT ?1",
+                params![limit],
+                |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at_unix: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
+                },
             )
-            .map_err(query("read audit log"))?;
-        let rows = stmt
-            .query_map(params![limit], |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    at_unix: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    detail: r.get(5)?,
-                })
-            })
-            .map_err(query("read audit log"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(query("read audit row"))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::test_backends::store_tests;
 
-    #[test]
-    fn entries_come_back_newest_first_and_limited() {
-        let store = Store::in_memory().unwrap();
-        store
-            .record_audit("admin", "token.create", "ci", "scope deploy")
-            .unwrap();
-        store
-            .record_audit("token:ci", "deploy", "pi-1", "generation 2")
-            .unwrap();
-        let all = store.audit_entries(10).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].actor, "token:ci");
-        assert_eq!(all[1].action, "token.create");
-        assert_eq!(store.audit_entries(1).unwrap().len(), 1);
+    store_tests! {
+        fn entries_come_back_newest_first_and_limited(store) {
+            store
+                .record_audit("admin", "token.create", "ci", "scope deploy")
+                .unwrap();
+            store
+                .record_audit("token:ci", "deploy", "pi-1", "generation 2")
+                .unwrap();
+            let all = store.audit_entries(10).unwrap();
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[0].actor, "token:ci");
+            assert_eq!(all[1].action, "token.create");
+            assert_eq!(store.audit_entries(1).unwrap().len(), 1);
+        }
     }
 }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use coracle_proto::{DeviceId, Generation};
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{now_unix, query, Store, StoreError};
+use super::tx::Tx;
+use super::{now_unix, params, Store, StoreError};
 
 /// A device as the API shows it (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,65 +41,69 @@ fn parse_id(text: String) -> Result<DeviceId, StoreError> {
 impl Store {
     /// Adds a device; refuses an existing id.
     pub fn add_device(&self, device: &NewDevice) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query("begin add device"))?;
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO devices (id, created_unix, password_sha256) VALUES (?1, ?2, ?3)",
+        self.transaction(|tx| {
+            let inserted = tx.execute(
+                "insert device",
+                "INSERT INTO devices (id, created_unix, password_sha256) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO NOTHING",
                 params![device.id.as_str(), now_unix(), &device.password_sha256[..]],
-            )
-            .map_err(query("insert device"))?;
-        if inserted == 0 {
-            return Err(StoreError::DeviceExists {
-                device: device.id.to_string(),
-            });
-        }
-        for (key, value) in &device.tags {
-            tx.execute(
-                "INSERT INTO tags (device, key, value) VALUES (?1, ?2, ?3)",
-                params![device.id.as_str(), key, value],
-            )
-            .map_err(query("insert tag"))?;
-        }
-        tx.commit().map_err(query("commit add device"))
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::DeviceExists {
+                    device: device.id.to_string(),
+                });
+            }
+            for (key, value) in &device.tags {
+                tx.execute(
+                    "insert tag",
+                    "INSERT INTO tags (device, key, value) VALUES (?1, ?2, ?3)",
+                    params![device.id.as_str(), key, value],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Removes a device and everything stored about it, except its last generation: a
     /// device enrolled again under the same name continues from there.
     pub fn remove_device(&self, id: &DeviceId) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query("begin remove device"))?;
-        tx.execute(
-            "INSERT INTO retired_generations (device, generation)
-             SELECT device, generation FROM desired WHERE device = ?1
-             ON CONFLICT (device) DO UPDATE
-               SET generation = max(generation, excluded.generation)",
-            [id.as_str()],
-        )
-        .map_err(query("keep the removed device's generation"))?;
-        let removed = tx
-            .execute("DELETE FROM devices WHERE id = ?1", [id.as_str()])
-            .map_err(query("delete device"))?;
-        if removed == 0 {
-            return Err(StoreError::DeviceNotFound {
-                device: id.to_string(),
-            });
-        }
-        tx.commit().map_err(query("commit remove device"))?;
-        drop(conn);
+        self.transaction(|tx| {
+            tx.execute(
+                "keep the removed device's generation",
+                "INSERT INTO retired_generations (device, generation)
+                 SELECT device, generation FROM desired WHERE device = ?1
+                 ON CONFLICT (device) DO UPDATE
+                   SET generation = CASE WHEN excluded.generation > retired_generations.generation
+                     THEN excluded.generation ELSE retired_generations.generation END",
+                params![id.as_str()],
+            )?;
+            let removed = tx.execute(
+                "delete device",
+                "DELETE FROM devices WHERE id = ?1",
+                params![id.as_str()],
+            )?;
+            if removed == 0 {
+                return Err(StoreError::DeviceNotFound {
+                    device: id.to_string(),
+                });
+            }
+            Ok(())
+        })?;
         self.progress.forget(id);
         Ok(())
     }
 
     /// Whether a device is enrolled (a cheap primary-key lookup).
     pub fn device_exists(&self, id: &DeviceId) -> Result<bool, StoreError> {
-        self.conn()
-            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id.as_str()], |_| {
-                Ok(())
-            })
-            .optional()
+        self.transaction(|tx| {
+            tx.query_opt(
+                "find device",
+                "SELECT 1 FROM devices WHERE id = ?1",
+                params![id.as_str()],
+                |_| Ok(()),
+            )
             .map(|row| row.is_some())
-            .map_err(query("find device"))
+        })
     }
 
     /// Sets and removes tags of one device.
@@ -109,64 +113,61 @@ impl Store {
         set: &BTreeMap<String, String>,
         remove: &[String],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query("begin retag"))?;
-        let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id.as_str()], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(query("find device"))?;
-        if exists.is_none() {
-            return Err(StoreError::DeviceNotFound {
-                device: id.to_string(),
-            });
-        }
-        for key in remove {
-            tx.execute(
-                "DELETE FROM tags WHERE device = ?1 AND key = ?2",
-                params![id.as_str(), key],
-            )
-            .map_err(query("delete tag"))?;
-        }
-        for (key, value) in set {
-            tx.execute(
-                "INSERT INTO tags (device, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (device, key) DO UPDATE SET value = excluded.value",
-                params![id.as_str(), key, value],
-            )
-            .map_err(query("upsert tag"))?;
-        }
-        tx.commit().map_err(query("commit retag"))
+        self.transaction(|tx| {
+            let exists = tx.query_opt(
+                "find device",
+                "SELECT 1 FROM devices WHERE id = ?1",
+                params![id.as_str()],
+                |_| Ok(()),
+            )?;
+            if exists.is_none() {
+                return Err(StoreError::DeviceNotFound {
+                    device: id.to_string(),
+                });
+            }
+            for key in remove {
+                tx.execute(
+                    "delete tag",
+                    "DELETE FROM tags WHERE device = ?1 AND key = ?2",
+                    params![id.as_str(), key],
+                )?;
+            }
+            for (key, value) in set {
+                tx.execute(
+                    "upsert tag",
+                    "INSERT INTO tags (device, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (device, key) DO UPDATE SET value = excluded.value",
+                    params![id.as_str(), key, value],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// All devices, by id.
     pub fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        let (rows, mut tags) = self.transaction(|tx| {
+            let rows = tx.query(
+                "list devices",
                 "SELECT d.id, d.created_unix, d.online, d.last_seen_unix, s.generation, r.applied
                  FROM devices d
                  LEFT JOIN desired s ON s.device = d.id
                  LEFT JOIN reported r ON r.device = d.id
                  ORDER BY d.id",
-            )
-            .map_err(query("prepare list devices"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                ))
-            })
-            .map_err(query("list devices"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read device row"))?;
-        let mut tags = all_tags(&conn)?;
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<i64>(1)?,
+                        r.get::<bool>(2)?,
+                        r.get::<Option<i64>>(3)?,
+                        r.get::<Option<i64>>(4)?,
+                        r.get::<Option<i64>>(5)?,
+                    ))
+                },
+            )?;
+            Ok((rows, all_tags(tx)?))
+        })?;
         rows.into_iter()
             .map(|(id, created, online, seen, desired, applied)| {
                 let tags = tags.remove(&id).unwrap_or_default();
@@ -195,17 +196,14 @@ impl Store {
 
     /// Every device's id and password hash, for the broker's credential table.
     pub fn device_credentials(&self) -> Result<Vec<(DeviceId, [u8; 32])>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, password_sha256 FROM devices")
-            .map_err(query("prepare credentials"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(query("list credentials"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read credential row"))?;
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "list credentials",
+                "SELECT id, password_sha256 FROM devices",
+                &[],
+                |r| Ok((r.get::<String>(0)?, r.get::<Vec<u8>>(1)?)),
+            )
+        })?;
         rows.into_iter()
             .map(|(id, hash)| {
                 let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt {
@@ -224,70 +222,65 @@ impl Store {
         generation: Generation,
         signed: &[u8],
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
+        self.transaction(|tx| {
+            tx.execute(
+                "store desired state",
                 "INSERT INTO desired (device, generation, signed, updated_unix) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (device) DO UPDATE SET generation = excluded.generation,
                    signed = excluded.signed, updated_unix = excluded.updated_unix",
                 params![id.as_str(), generation.0 as i64, signed, now_unix()],
             )
-            .map_err(query("store desired state"))?;
-        Ok(())
+            .map(drop)
+        })
     }
 
     /// The generation of a device's latest desired state, if it has one; for a device
     /// enrolled again under a removed one's name, the removed one's last generation.
     pub fn desired_generation(&self, id: &DeviceId) -> Result<Option<Generation>, StoreError> {
-        let latest: Option<i64> = self
-            .conn()
-            .query_row(
+        let latest: Option<i64> = self.transaction(|tx| {
+            tx.query_one(
+                "read desired generation",
                 "SELECT max(generation) FROM (
                    SELECT generation FROM desired WHERE device = ?1
-                   UNION ALL SELECT generation FROM retired_generations WHERE device = ?1)",
+                   UNION ALL SELECT generation FROM retired_generations WHERE device = ?1) AS known",
                 params![id.as_str()],
                 |r| r.get(0),
             )
-            .map_err(query("read desired generation"))?;
+        })?;
         Ok(latest.map(|g| Generation(g.max(0) as u64)))
     }
 
     /// Every device's latest encoded `Signed<DesiredState>`, for republishing at start.
     pub fn all_desired(&self) -> Result<Vec<(DeviceId, Vec<u8>)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT device, signed FROM desired ORDER BY device")
-            .map_err(query("prepare desired"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(query("list desired"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read desired row"))?;
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "list desired",
+                "SELECT device, signed FROM desired ORDER BY device",
+                &[],
+                |r| Ok((r.get::<String>(0)?, r.get::<Vec<u8>>(1)?)),
+            )
+        })?;
         rows.into_iter()
             .map(|(id, body)| Ok((parse_id(id)?, body)))
             .collect()
     }
 }
 
-fn all_tags(
-    conn: &rusqlite::Connection,
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
-    let mut stmt = conn
-        .prepare("SELECT device, key, value FROM tags")
-        .map_err(query("prepare tags"))?;
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let rows = stmt
-        .query_map([], |r| {
+fn all_tags(tx: &mut Tx<'_>) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+    let rows = tx.query(
+        "list tags",
+        "SELECT device, key, value FROM tags",
+        &[],
+        |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
             ))
-        })
-        .map_err(query("list tags"))?;
-    for row in rows {
-        let (device, key, value) = row.map_err(query("read tag row"))?;
+        },
+    )?;
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (device, key, value) in rows {
         out.entry(device).or_default().insert(key, value);
     }
     Ok(out)
@@ -296,6 +289,7 @@ fn all_tags(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends::store_tests;
 
     fn new_device(id: &str, tags: &[(&str, &str)]) -> NewDevice {
         NewDevice {
@@ -308,83 +302,83 @@ mod tests {
         }
     }
 
-    #[test]
-    fn add_list_retag_remove_round_trip() {
-        let store = Store::in_memory().unwrap();
-        store
-            .add_device(&new_device("pi-1", &[("site", "greenhouse")]))
-            .unwrap();
-        store.add_device(&new_device("pi-2", &[])).unwrap();
-        let id: DeviceId = "pi-1".parse().unwrap();
-        store
-            .retag_device(
-                &id,
-                &[("role".to_string(), "gw".to_string())].into(),
-                &["site".to_string()],
-            )
-            .unwrap();
-        let device = store.device(&id).unwrap();
-        assert_eq!(device.tags, [("role".into(), "gw".into())].into());
-        assert_eq!(store.list_devices().unwrap().len(), 2);
-        store.remove_device(&id).unwrap();
-        assert!(matches!(
-            store.device(&id),
-            Err(StoreError::DeviceNotFound { .. })
-        ));
-        assert_eq!(store.device_credentials().unwrap().len(), 1);
+    store_tests! {
+        fn add_list_retag_remove_round_trip(store) {
+            store
+                .add_device(&new_device("pi-1", &[("site", "greenhouse")]))
+                .unwrap();
+            store.add_device(&new_device("pi-2", &[])).unwrap();
+            let id: DeviceId = "pi-1".parse().unwrap();
+            store
+                .retag_device(
+                    &id,
+                    &[("role".to_string(), "gw".to_string())].into(),
+                    &["site".to_string()],
+                )
+                .unwrap();
+            let device = store.device(&id).unwrap();
+            assert_eq!(device.tags, [("role".into(), "gw".into())].into());
+            assert_eq!(store.list_devices().unwrap().len(), 2);
+            store.remove_device(&id).unwrap();
+            assert!(matches!(
+                store.device(&id),
+                Err(StoreError::DeviceNotFound { .. })
+            ));
+            assert_eq!(store.device_credentials().unwrap().len(), 1);
+        }
     }
 
-    #[test]
-    fn duplicate_device_is_refused_and_the_first_kept() {
-        let store = Store::in_memory().unwrap();
-        store
-            .add_device(&new_device("pi-1", &[("a", "1")]))
-            .unwrap();
-        let err = store.add_device(&new_device("pi-1", &[])).unwrap_err();
-        assert!(matches!(err, StoreError::DeviceExists { .. }));
-        let id = "pi-1".parse().unwrap();
-        assert_eq!(store.device(&id).unwrap().tags.len(), 1);
+    store_tests! {
+        fn duplicate_device_is_refused_and_the_first_kept(store) {
+            store
+                .add_device(&new_device("pi-1", &[("a", "1")]))
+                .unwrap();
+            let err = store.add_device(&new_device("pi-1", &[])).unwrap_err();
+            assert!(matches!(err, StoreError::DeviceExists { .. }));
+            let id = "pi-1".parse().unwrap();
+            assert_eq!(store.device(&id).unwrap().tags.len(), 1);
+        }
     }
 
-    #[test]
-    fn removing_or_retagging_an_unknown_device_names_it() {
-        let store = Store::in_memory().unwrap();
-        let id: DeviceId = "ghost".parse().unwrap();
-        let err = store.remove_device(&id).unwrap_err();
-        assert!(err.to_string().contains("ghost"));
-        assert!(store.retag_device(&id, &BTreeMap::new(), &[]).is_err());
+    store_tests! {
+        fn removing_or_retagging_an_unknown_device_names_it(store) {
+            let id: DeviceId = "ghost".parse().unwrap();
+            let err = store.remove_device(&id).unwrap_err();
+            assert!(err.to_string().contains("ghost"));
+            assert!(store.retag_device(&id, &BTreeMap::new(), &[]).is_err());
+        }
     }
 
-    #[test]
-    fn desired_state_is_replaced_and_listed() {
-        let store = Store::in_memory().unwrap();
-        store.add_device(&new_device("pi-1", &[])).unwrap();
-        let id: DeviceId = "pi-1".parse().unwrap();
-        store.put_desired(&id, Generation(1), b"one").unwrap();
-        store.put_desired(&id, Generation(2), b"two").unwrap();
-        assert_eq!(
-            store.all_desired().unwrap(),
-            vec![(id.clone(), b"two".to_vec())]
-        );
-        assert_eq!(store.device(&id).unwrap().desired_generation, Some(2));
+    store_tests! {
+        fn desired_state_is_replaced_and_listed(store) {
+            store.add_device(&new_device("pi-1", &[])).unwrap();
+            let id: DeviceId = "pi-1".parse().unwrap();
+            store.put_desired(&id, Generation(1), b"one").unwrap();
+            store.put_desired(&id, Generation(2), b"two").unwrap();
+            assert_eq!(
+                store.all_desired().unwrap(),
+                vec![(id.clone(), b"two".to_vec())]
+            );
+            assert_eq!(store.device(&id).unwrap().desired_generation, Some(2));
+        }
     }
 
-    #[test]
-    fn a_device_enrolled_again_continues_its_generations() {
-        let store = Store::in_memory().unwrap();
-        let id: DeviceId = "pi-1".parse().unwrap();
-        store.add_device(&new_device("pi-1", &[])).unwrap();
-        store.put_desired(&id, Generation(9), b"nine").unwrap();
-        store.remove_device(&id).unwrap();
-        store.add_device(&new_device("pi-1", &[])).unwrap();
-        assert_eq!(store.desired_generation(&id).unwrap(), Some(Generation(9)));
-        store.put_desired(&id, Generation(10), b"ten").unwrap();
-        // Removed again without a newer desired state: the highest one is kept.
-        store.remove_device(&id).unwrap();
-        store.add_device(&new_device("pi-1", &[])).unwrap();
-        assert_eq!(store.desired_generation(&id).unwrap(), Some(Generation(10)));
-        let other: DeviceId = "pi-2".parse().unwrap();
-        store.add_device(&new_device("pi-2", &[])).unwrap();
-        assert_eq!(store.desired_generation(&other).unwrap(), None);
+    store_tests! {
+        fn a_device_enrolled_again_continues_its_generations(store) {
+            let id: DeviceId = "pi-1".parse().unwrap();
+            store.add_device(&new_device("pi-1", &[])).unwrap();
+            store.put_desired(&id, Generation(9), b"nine").unwrap();
+            store.remove_device(&id).unwrap();
+            store.add_device(&new_device("pi-1", &[])).unwrap();
+            assert_eq!(store.desired_generation(&id).unwrap(), Some(Generation(9)));
+            store.put_desired(&id, Generation(10), b"ten").unwrap();
+            // Removed again without a newer desired state: the highest one is kept.
+            store.remove_device(&id).unwrap();
+            store.add_device(&new_device("pi-1", &[])).unwrap();
+            assert_eq!(store.desired_generation(&id).unwrap(), Some(Generation(10)));
+            let other: DeviceId = "pi-2".parse().unwrap();
+            store.add_device(&new_device("pi-2", &[])).unwrap();
+            assert_eq!(store.desired_generation(&other).unwrap(), None);
+        }
     }
 }

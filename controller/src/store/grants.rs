@@ -6,11 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use coracle_proto::{DesiredState, DeviceId, Signed};
-use rusqlite::{params, OptionalExtension};
-
-use super::{query, Store, StoreError};
+use super::{params, Store, StoreError};
 use crate::registry::{DeviceGrant, DeviceGrants};
+use coracle_proto::{DesiredState, DeviceId, Signed};
 
 impl Store {
     /// Records a rotated broker password; the pull token stays bound to the enrolment's.
@@ -19,14 +17,14 @@ impl Store {
         id: &DeviceId,
         password_sha256: &[u8; 32],
     ) -> Result<(), StoreError> {
-        let changed = self
-            .conn()
-            .execute(
+        let changed = self.transaction(|tx| {
+            tx.execute(
+                "store rotated device password",
                 "UPDATE devices SET pull_sha256 = COALESCE(pull_sha256, password_sha256),
                  password_sha256 = ?2, next_sha256 = NULL WHERE id = ?1",
                 params![id.as_str(), &password_sha256[..]],
             )
-            .map_err(query("store rotated device password"))?;
+        })?;
         if changed == 0 {
             return Err(StoreError::DeviceNotFound {
                 device: id.to_string(),
@@ -41,13 +39,13 @@ impl Store {
         id: &DeviceId,
         next_sha256: Option<&[u8; 32]>,
     ) -> Result<(), StoreError> {
-        let changed = self
-            .conn()
-            .execute(
+        let changed = self.transaction(|tx| {
+            tx.execute(
+                "store next device password",
                 "UPDATE devices SET next_sha256 = ?2 WHERE id = ?1",
                 params![id.as_str(), next_sha256.map(|h| &h[..])],
             )
-            .map_err(query("store next device password"))?;
+        })?;
         if changed == 0 {
             return Err(StoreError::DeviceNotFound {
                 device: id.to_string(),
@@ -58,17 +56,14 @@ impl Store {
 
     /// Every device's unconfirmed next password, for the broker's table at start.
     pub fn next_passwords(&self) -> Result<Vec<(DeviceId, [u8; 32])>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, next_sha256 FROM devices WHERE next_sha256 IS NOT NULL")
-            .map_err(query("prepare next passwords"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(query("list next passwords"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read next password row"))?;
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "list next passwords",
+                "SELECT id, next_sha256 FROM devices WHERE next_sha256 IS NOT NULL",
+                &[],
+                |r| Ok((r.get::<String>(0)?, r.get::<Vec<u8>>(1)?)),
+            )
+        })?;
         rows.into_iter()
             .map(|(id, hash)| {
                 let corrupt = |what: &str| StoreError::Corrupt {
@@ -86,17 +81,16 @@ impl Store {
 
     /// The device's registry grant; `None` when it is not enrolled.
     pub fn device_grant(&self, id: &DeviceId) -> Result<Option<DeviceGrant>, StoreError> {
-        let row: Option<GrantRow> = self
-            .conn()
-            .query_row(
+        let row: Option<GrantRow> = self.transaction(|tx| {
+            tx.query_opt(
+                "read device grant",
                 "SELECT COALESCE(d.pull_sha256, d.password_sha256), s.signed, d.pull_epoch,
                    EXISTS (SELECT 1 FROM agent_updates a WHERE a.device = d.id)
                  FROM devices d LEFT JOIN desired s ON s.device = d.id WHERE d.id = ?1",
                 params![id.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
-            .optional()
-            .map_err(query("read device grant"))?;
+        })?;
         let Some((hash, signed, pull_epoch, agent_update)) = row else {
             return Ok(None);
         };
@@ -148,27 +142,29 @@ impl DeviceGrants for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends::store_tests;
 
-    #[test]
-    fn a_rotated_password_leaves_the_pull_grant_bound_to_the_enrolment() {
-        let (store, id) = Store::with_test_device("pi-1");
-        let enrolled = store.device_grant(&id).unwrap().unwrap().password_sha256;
-        store.set_device_password(&id, &[5; 32]).unwrap();
-        store.set_next_password(&id, Some(&[6; 32])).unwrap();
-        assert_eq!(store.next_passwords().unwrap(), vec![(id.clone(), [6; 32])]);
-        store.set_device_password(&id, &[6; 32]).unwrap();
-        assert!(
-            store.next_passwords().unwrap().is_empty(),
-            "confirmed: no next"
-        );
-        let grant = store.device_grant(&id).unwrap().unwrap();
-        assert_eq!(grant.password_sha256, enrolled);
-        let stored = store.device_credentials().unwrap();
-        assert_eq!(stored, vec![(id.clone(), [6; 32])]);
-        let missing: DeviceId = "pi-9".parse().unwrap();
-        assert!(matches!(
-            store.set_device_password(&missing, &[1; 32]),
-            Err(StoreError::DeviceNotFound { .. })
-        ));
+    store_tests! {
+        fn a_rotated_password_leaves_the_pull_grant_bound_to_the_enrolment(store) {
+            let id = store.add_test_device("pi-1");
+            let enrolled = store.device_grant(&id).unwrap().unwrap().password_sha256;
+            store.set_device_password(&id, &[5; 32]).unwrap();
+            store.set_next_password(&id, Some(&[6; 32])).unwrap();
+            assert_eq!(store.next_passwords().unwrap(), vec![(id.clone(), [6; 32])]);
+            store.set_device_password(&id, &[6; 32]).unwrap();
+            assert!(
+                store.next_passwords().unwrap().is_empty(),
+                "confirmed: no next"
+            );
+            let grant = store.device_grant(&id).unwrap().unwrap();
+            assert_eq!(grant.password_sha256, enrolled);
+            let stored = store.device_credentials().unwrap();
+            assert_eq!(stored, vec![(id.clone(), [6; 32])]);
+            let missing: DeviceId = "pi-9".parse().unwrap();
+            assert!(matches!(
+                store.set_device_password(&missing, &[1; 32]),
+                Err(StoreError::DeviceNotFound { .. })
+            ));
+        }
     }
 }

@@ -1,11 +1,14 @@
-//! `Store`: the fleet database (SQLite, WAL). Devices, tags, desired states, reported states,
-//! health history, events and rollouts; besides, in memory only, each device's latest pull
-//! progress (`progress.rs`). Calls are short and synchronous behind a mutex; the MQTT ingest
-//! path hands work to its own task so it never waits on the disk in a callback.
+//! `Store`: the fleet database. Devices, tags, desired states, reported states, health
+//! history, events and rollouts; besides, in memory only, each device's latest pull progress
+//! (`progress.rs`). Embedded SQLite (WAL) by default, PostgreSQL when `[store] url` names
+//! one (`backend`); the same SQL and migrations run on both. Each call is one short,
+//! synchronous transaction; the MQTT ingest path hands work to its own task so it never
+//! waits on the database in a callback.
 
 mod agent_updates;
 mod api_tokens;
 mod audit;
+pub mod backend;
 mod devices;
 mod grants;
 mod overview;
@@ -16,12 +19,16 @@ mod rollouts;
 mod schema;
 mod service_names;
 mod telemetry;
+#[cfg(test)]
+mod test_backends;
+mod tx;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::Connection;
+pub(crate) use backend::params;
+use backend::{Backend, DbError, Retryable, TxError};
+use tx::Tx;
 
 pub use api_tokens::ApiTokenRecord;
 pub use audit::AuditEntry;
@@ -41,21 +48,23 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
+    #[error("cannot connect to the postgresql store")]
+    Connect(#[source] DbError),
     #[error("database schema version {found} is newer than this controller knows ({known})")]
     NewerSchema { found: usize, known: usize },
     #[error("cannot apply schema migration {version}")]
     Migrate {
         version: usize,
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
     #[error("database query failed: {step}")]
     Query {
         step: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
     #[error("device {device} already exists")]
     DeviceExists { device: String },
@@ -71,72 +80,108 @@ pub enum StoreError {
     CorruptToken { name: String, what: String },
 }
 
+impl From<TxError> for StoreError {
+    fn from(err: TxError) -> Self {
+        StoreError::Query {
+            step: err.step,
+            source: err.source,
+        }
+    }
+}
+
+impl Retryable for StoreError {
+    fn is_serialization_failure(&self) -> bool {
+        match self {
+            StoreError::Query { source, .. } | StoreError::Migrate { source, .. } => {
+                source.is_serialization_failure()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The fleet database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    db: Backend,
     /// Devices' latest pull progress, in memory only (`progress.rs`).
     pub progress: ProgressBoard,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open = |source| StoreError::Open {
+        let db = Backend::open_sqlite(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
-        };
-        let mut conn = Connection::open(path).map_err(open)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open)?;
-        schema::migrate(&mut conn)?;
+        })?;
+        Self::migrated(db)
+    }
+
+    /// Connects to and migrates the PostgreSQL database at `url`.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::migrated(Backend::connect_postgres(url).map_err(StoreError::Connect)?)
+    }
+
+    /// The store `url` names (`[store] url`), or the SQLite database at `sqlite_path`
+    /// when there is none.
+    pub fn open_configured(url: Option<&str>, sqlite_path: &Path) -> Result<Self, StoreError> {
+        match url {
+            Some(url) => Self::connect(url),
+            None => Self::open(sqlite_path),
+        }
+    }
+
+    /// An in-memory SQLite store for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Backend::sqlite_in_memory().map_err(|source| StoreError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        Self::migrated(db)
+    }
+
+    fn migrated(db: Backend) -> Result<Self, StoreError> {
+        schema::migrate(&db)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db,
             progress: ProgressBoard::default(),
         })
     }
 
-    /// An in-memory store for tests.
-    pub fn in_memory() -> Result<Self, StoreError> {
-        let mut conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
-            path: PathBuf::from(":memory:"),
-            source,
-        })?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(|source| StoreError::Query {
-                step: "enable foreign keys",
-                source,
-            })?;
-        schema::migrate(&mut conn)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            progress: ProgressBoard::default(),
-        })
+    /// Whether this store is on PostgreSQL (which `coracle backup` leaves to pg_dump).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Backend::Postgres(_))
     }
 
     /// An in-memory store holding one device, for tests of the layers above.
     #[cfg(test)]
     pub fn with_test_device(id: &str) -> (Self, coracle_proto::DeviceId) {
         let store = Self::in_memory().expect("in-memory SQLite opens");
-        let id: coracle_proto::DeviceId = id.parse().expect("test device id is valid");
-        store
-            .add_device(&NewDevice {
-                id: id.clone(),
-                tags: Default::default(),
-                password_sha256: [0; 32],
-            })
-            .expect("fresh store accepts the device");
+        let id = store.add_test_device(id);
         (store, id)
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
-        // back on drop), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Adds a device without tags, for tests.
+    #[cfg(test)]
+    pub fn add_test_device(&self, id: &str) -> coracle_proto::DeviceId {
+        let id: coracle_proto::DeviceId = id.parse().expect("test device id is valid");
+        self.add_device(&NewDevice {
+            id: id.clone(),
+            tags: Default::default(),
+            password_sha256: [0; 32],
+        })
+        .expect("fresh store accepts the device");
+        id
+    }
+
+    /// Runs `work` as one transaction (again, on PostgreSQL, when it lost a race with
+    /// another controller: `work` must not have effects outside the database).
+    fn transaction<R>(
+        &self,
+        mut work: impl FnMut(&mut Tx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.db.transaction(|session| work(&mut Tx::new(session)))
     }
 }
 
@@ -146,8 +191,4 @@ pub fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn query(step: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Query { step, source }
 }

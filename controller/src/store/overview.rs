@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use coracle_proto::{DeviceId, ReportedState};
 
-use super::{query, HealthPoint, Store, StoreError};
+use super::{HealthPoint, Store, StoreError};
 
 fn parse_device(text: &str) -> Result<DeviceId, StoreError> {
     text.parse()
@@ -25,27 +25,18 @@ fn corrupt(device: &DeviceId, what: &str) -> StoreError {
 impl Store {
     /// Each device's newest health point (devices without one are absent).
     pub fn latest_health(&self) -> Result<HashMap<DeviceId, HealthPoint>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "read latest health",
                 // One index seek per device for its newest bucket, rather than a scan of
                 // every stored point (24 h of them per device).
                 "SELECT h.device, h.bucket_unix, h.body FROM devices d
                  JOIN health h ON h.device = d.id AND h.bucket_unix =
                    (SELECT MAX(bucket_unix) FROM health WHERE device = d.id)",
+                &[],
+                |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<Vec<u8>>(2)?)),
             )
-            .map_err(query("prepare latest health"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(query("read latest health"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read latest health row"))?;
+        })?;
         rows.into_iter()
             .map(|(device, bucket_unix, body)| {
                 let device = parse_device(&device)?;
@@ -57,17 +48,14 @@ impl Store {
 
     /// Every device's latest reported state.
     pub fn all_reported(&self) -> Result<HashMap<DeviceId, ReportedState>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT device, body FROM reported")
-            .map_err(query("prepare reported states"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(query("read reported states"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read reported row"))?;
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "read reported states",
+                "SELECT device, body FROM reported",
+                &[],
+                |r| Ok((r.get::<String>(0)?, r.get::<Vec<u8>>(1)?)),
+            )
+        })?;
         rows.into_iter()
             .map(|(device, body)| {
                 let device = parse_device(&device)?;
@@ -81,24 +69,25 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::store::test_backends::store_tests;
     use coracle_proto::HealthSample;
 
-    #[test]
-    fn latest_health_and_reported_are_one_per_device() {
-        let (store, id) = Store::with_test_device("pi-1");
-        let sample = |cpu| HealthSample {
-            cpu_permille: cpu,
-            ..HealthSample::default()
-        };
-        store.add_health(&id, 600, &sample(1)).unwrap();
-        store.add_health(&id, 900, &sample(7)).unwrap();
-        let latest = store.latest_health().unwrap();
-        assert_eq!(latest.len(), 1);
-        assert_eq!(latest[&id].sample.cpu_permille, 7);
-        let mut reported = coracle_proto::samples::reported_state(1);
-        reported.device = id.clone();
-        store.put_reported(&reported).unwrap();
-        assert_eq!(store.all_reported().unwrap()[&id], reported);
+    store_tests! {
+        fn latest_health_and_reported_are_one_per_device(store) {
+            let id = store.add_test_device("pi-1");
+            let sample = |cpu| HealthSample {
+                cpu_permille: cpu,
+                ..HealthSample::default()
+            };
+            store.add_health(&id, 600, &sample(1)).unwrap();
+            store.add_health(&id, 900, &sample(7)).unwrap();
+            let latest = store.latest_health().unwrap();
+            assert_eq!(latest.len(), 1);
+            assert_eq!(latest[&id].sample.cpu_permille, 7);
+            let mut reported = coracle_proto::samples::reported_state(1);
+            reported.device = id.clone();
+            store.put_reported(&reported).unwrap();
+            assert_eq!(store.all_reported().unwrap()[&id], reported);
+        }
     }
 }

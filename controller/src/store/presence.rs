@@ -2,64 +2,60 @@
 //! when its MQTT last will never fires (a hung agent, a half-open TCP connection, a broker
 //! that lost the will).
 
+use super::{params, Store, StoreError};
 use coracle_proto::DeviceId;
-use rusqlite::params;
-
-use super::{query, Store, StoreError};
 
 impl Store {
     /// Marks devices that are online but silent since before `cutoff_unix` offline and
     /// returns them.
     pub fn mark_silent_offline(&self, cutoff_unix: i64) -> Result<Vec<DeviceId>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        let ids = self.transaction(|tx| {
+            tx.query(
+                "mark silent devices offline",
                 "UPDATE devices SET online = 0
                  WHERE online = 1 AND (last_seen_unix IS NULL OR last_seen_unix < ?1)
                  RETURNING id",
+                params![cutoff_unix],
+                |r| r.get::<String>(0),
             )
-            .map_err(query("prepare offline sweep"))?;
-        let ids = stmt
-            .query_map(params![cutoff_unix], |r| r.get::<_, String>(0))
-            .map_err(query("mark silent devices offline"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read silent device"))?;
+        })?;
         Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
     }
 
     /// A heartbeat arrived: marks the device online again; true when it was offline.
     pub fn mark_heard(&self, device: &DeviceId) -> Result<bool, StoreError> {
-        let changed = self
-            .conn()
-            .execute(
+        let changed = self.transaction(|tx| {
+            tx.execute(
+                "mark device online",
                 "UPDATE devices SET online = 1 WHERE id = ?1 AND online = 0",
-                [device.as_str()],
+                params![device.as_str()],
             )
-            .map_err(query("mark device online"))?;
+        })?;
         Ok(changed > 0)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::store::now_unix;
+    use crate::store::test_backends::store_tests;
 
-    #[test]
-    fn silent_devices_go_offline_and_a_heartbeat_brings_them_back() {
-        let (store, id) = Store::with_test_device("pi-1");
-        store.set_presence(&id, true).unwrap();
-        assert!(store
-            .mark_silent_offline(now_unix() - 60)
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            store.mark_silent_offline(now_unix() + 1).unwrap(),
-            vec![id.clone()]
-        );
-        assert!(!store.device(&id).unwrap().online);
-        assert!(store.mark_heard(&id).unwrap());
-        assert!(!store.mark_heard(&id).unwrap(), "already online");
-        assert!(store.device(&id).unwrap().online);
+    store_tests! {
+        fn silent_devices_go_offline_and_a_heartbeat_brings_them_back(store) {
+            let id = store.add_test_device("pi-1");
+            store.set_presence(&id, true).unwrap();
+            assert!(store
+                .mark_silent_offline(now_unix() - 60)
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                store.mark_silent_offline(now_unix() + 1).unwrap(),
+                vec![id.clone()]
+            );
+            assert!(!store.device(&id).unwrap().online);
+            assert!(store.mark_heard(&id).unwrap());
+            assert!(!store.mark_heard(&id).unwrap(), "already online");
+            assert!(store.device(&id).unwrap().online);
+        }
     }
 }

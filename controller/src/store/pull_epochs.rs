@@ -1,10 +1,8 @@
 //! Each device's pull token epoch (`registry::device_tokens`): the newest one it confirmed
 //! and when, and which online devices are due the next (`pull_token_rotation`).
 
+use super::{params, Store, StoreError};
 use coracle_proto::{DeviceId, HeldCredentials, ReportedState};
-use rusqlite::params;
-
-use super::{query, Store, StoreError};
 
 /// An online device due a new pull token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,25 +31,22 @@ pub struct DeviceCredentials {
 impl Store {
     /// Every device's credentials, by id.
     pub fn device_credentials_held(&self) -> Result<Vec<DeviceCredentials>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "list device credentials",
                 "SELECT d.id, d.online, d.pull_epoch, r.body
                  FROM devices d LEFT JOIN reported r ON r.device = d.id ORDER BY d.id",
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<bool>(1)?,
+                        r.get::<i64>(2)?,
+                        r.get::<Option<Vec<u8>>>(3)?,
+                    ))
+                },
             )
-            .map_err(query("prepare device credentials"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
-                ))
-            })
-            .map_err(query("list device credentials"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read device credentials row"))?;
+        })?;
         rows.into_iter()
             .map(|(id, online, confirmed, body)| {
                 let corrupt = |what: &str| StoreError::Corrupt {
@@ -81,28 +76,25 @@ impl Store {
         now_unix: i64,
         period_s: i64,
     ) -> Result<Vec<PullTokenDue>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "list pull tokens due",
                 "SELECT d.id, COALESCE(d.pull_sha256, d.password_sha256), d.pull_epoch,
                         COALESCE(d.pull_rotated_unix, d.created_unix), r.body
                  FROM devices d LEFT JOIN reported r ON r.device = d.id
                  WHERE d.online = 1 ORDER BY d.id",
+                &[],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<Vec<u8>>(1)?,
+                        r.get::<i64>(2)?,
+                        r.get::<i64>(3)?,
+                        r.get::<Option<Vec<u8>>>(4)?,
+                    ))
+                },
             )
-            .map_err(query("prepare pull tokens due"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<Vec<u8>>>(4)?,
-                ))
-            })
-            .map_err(query("list pull tokens due"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read pull token row"))?;
+        })?;
         let mut due = Vec::new();
         for (id, hash, confirmed, since, body) in rows {
             let corrupt = |what: &str| StoreError::Corrupt {
@@ -139,14 +131,15 @@ impl Store {
         epoch: u32,
         now_unix: i64,
     ) -> Result<(), StoreError> {
-        let changed = self
-            .conn()
-            .execute(
-                "UPDATE devices SET pull_epoch = MAX(pull_epoch, ?2), pull_rotated_unix = ?3
+        let changed = self.transaction(|tx| {
+            tx.execute(
+                "store confirmed pull epoch",
+                "UPDATE devices SET pull_epoch = CASE WHEN pull_epoch > ?2 THEN pull_epoch
+                   ELSE ?2 END, pull_rotated_unix = ?3
                  WHERE id = ?1",
                 params![device.as_str(), i64::from(epoch), now_unix],
             )
-            .map_err(query("store confirmed pull epoch"))?;
+        })?;
         if changed == 0 {
             return Err(StoreError::DeviceNotFound {
                 device: device.to_string(),
@@ -159,6 +152,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends::store_tests;
 
     fn enrolled(store: &Store, name: &str) -> DeviceId {
         let id: DeviceId = name.parse().unwrap();
@@ -180,41 +174,41 @@ mod tests {
         store.put_reported(&reported).unwrap();
     }
 
-    #[test]
-    fn online_devices_are_due_once_a_period_and_when_they_lost_their_token() {
-        let store = Store::in_memory().unwrap();
-        let (a, b) = (enrolled(&store, "a"), enrolled(&store, "b"));
-        let created = store.device(&a).unwrap().created_unix;
-        store.set_presence(&a, true).unwrap();
-        // Offline devices are never due; an online one is once its enrolment is a period old.
-        assert!(store.pull_tokens_due(created + 10, 100).unwrap().is_empty());
-        let due = store.pull_tokens_due(created + 100, 100).unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!((&due[0].device, due[0].confirmed), (&a, 0));
-        assert_eq!(due[0].enrolment_sha256, [4; 32]);
+    store_tests! {
+        fn online_devices_are_due_once_a_period_and_when_they_lost_their_token(store) {
+            let (a, b) = (enrolled(&store, "a"), enrolled(&store, "b"));
+            let created = store.device(&a).unwrap().created_unix;
+            store.set_presence(&a, true).unwrap();
+            // Offline devices are never due; an online one is once its enrolment is a period old.
+            assert!(store.pull_tokens_due(created + 10, 100).unwrap().is_empty());
+            let due = store.pull_tokens_due(created + 100, 100).unwrap();
+            assert_eq!(due.len(), 1);
+            assert_eq!((&due[0].device, due[0].confirmed), (&a, 0));
+            assert_eq!(due[0].enrolment_sha256, [4; 32]);
 
-        store.confirm_pull_epoch(&a, 1, created + 100).unwrap();
-        assert_eq!(store.device_grant(&a).unwrap().unwrap().pull_epoch, 1);
-        assert!(store
-            .pull_tokens_due(created + 150, 100)
-            .unwrap()
-            .is_empty());
-        store.confirm_pull_epoch(&a, 2, created + 150).unwrap();
-        // A late confirmation of an older epoch never moves it back.
-        store.confirm_pull_epoch(&a, 1, created + 160).unwrap();
-        assert_eq!(store.device_grant(&a).unwrap().unwrap().pull_epoch, 2);
-        // Reporting the live previous token is fine; one older than that is lost.
-        report(&store, &a, 1);
-        assert!(store
-            .pull_tokens_due(created + 170, 100)
-            .unwrap()
-            .is_empty());
-        report(&store, &a, 0);
-        let due = store.pull_tokens_due(created + 170, 100).unwrap();
-        assert_eq!((due[0].confirmed, due[0].sealing_key.len()), (2, 64));
-        assert!(store
-            .confirm_pull_epoch(&"gone".parse().unwrap(), 1, 0)
-            .is_err());
-        let _ = b;
+            store.confirm_pull_epoch(&a, 1, created + 100).unwrap();
+            assert_eq!(store.device_grant(&a).unwrap().unwrap().pull_epoch, 1);
+            assert!(store
+                .pull_tokens_due(created + 150, 100)
+                .unwrap()
+                .is_empty());
+            store.confirm_pull_epoch(&a, 2, created + 150).unwrap();
+            // A late confirmation of an older epoch never moves it back.
+            store.confirm_pull_epoch(&a, 1, created + 160).unwrap();
+            assert_eq!(store.device_grant(&a).unwrap().unwrap().pull_epoch, 2);
+            // Reporting the live previous token is fine; one older than that is lost.
+            report(&store, &a, 1);
+            assert!(store
+                .pull_tokens_due(created + 170, 100)
+                .unwrap()
+                .is_empty());
+            report(&store, &a, 0);
+            let due = store.pull_tokens_due(created + 170, 100).unwrap();
+            assert_eq!((due[0].confirmed, due[0].sealing_key.len()), (2, 64));
+            assert!(store
+                .confirm_pull_epoch(&"gone".parse().unwrap(), 1, 0)
+                .is_err());
+            let _ = b;
+        }
     }
 }

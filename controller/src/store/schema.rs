@@ -1,11 +1,13 @@
-//! Schema migrations: an ordered list of SQL scripts; `PRAGMA user_version` records how many
-//! ran. A database from a newer controller is refused rather than guessed at.
+//! Schema migrations: one ordered list of SQL scripts for both backends (`backend::dialect`
+//! spells them for PostgreSQL); the version records how many ran (SQLite: `PRAGMA
+//! user_version`; PostgreSQL: the `schema_version` table). A database from a newer controller
+//! is refused rather than guessed at.
 
-use rusqlite::Connection;
-
+use super::backend::{Backend, Dialect};
+use super::tx::Tx;
 use super::StoreError;
 
-/// Each entry runs once, in order, inside one transaction with the version bump.
+/// Each entry runs once, in order; those pending run in one transaction with the version bump.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE devices (
@@ -82,57 +84,135 @@ CREATE TABLE retired_generations (
     super::agent_updates::MIGRATION,
 ];
 
-/// Brings the schema up to date.
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: usize = conn
-        .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
-        .map_err(|source| StoreError::Query {
-            step: "read schema version",
-            source,
-        })?
-        .try_into()
-        .unwrap_or(usize::MAX);
-    if current > MIGRATIONS.len() {
-        return Err(StoreError::NewerSchema {
-            found: current,
-            known: MIGRATIONS.len(),
-        });
+/// Any constant: the advisory lock that keeps two controllers starting on one PostgreSQL
+/// database from migrating it at once.
+const MIGRATION_LOCK: i64 = 0x0063_6f72_6163_6c65;
+
+/// Brings the schema up to date, in one transaction.
+pub fn migrate(db: &Backend) -> Result<(), StoreError> {
+    db.transaction(|session| {
+        let mut tx = Tx::new(session);
+        let current = read_version(&mut tx)?;
+        if current > MIGRATIONS.len() {
+            return Err(StoreError::NewerSchema {
+                found: current,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (index, script) in MIGRATIONS.iter().enumerate().skip(current) {
+            let version = index + 1;
+            let migrate_err = |err| match err {
+                StoreError::Query { source, .. } => StoreError::Migrate { version, source },
+                other => other,
+            };
+            tx.execute_batch("apply migration", script)
+                .and_then(|()| write_version(&mut tx, version))
+                .map_err(migrate_err)?;
+            tracing::info!(version, "database schema migrated");
+        }
+        Ok(())
+    })
+}
+
+/// How many migrations ran (taking PostgreSQL's migration lock first).
+fn read_version(tx: &mut Tx<'_>) -> Result<usize, StoreError> {
+    let version: i64 = match tx.dialect() {
+        Dialect::Sqlite => {
+            tx.query_one("read schema version", "PRAGMA user_version", &[], |r| {
+                r.get(0)
+            })?
+        }
+        Dialect::Postgres => {
+            // Each statement must see what a controller that held the lock before committed
+            // (a serializable snapshot would predate it); the lock already serialises this.
+            tx.execute_batch(
+                "read what committed before the migration lock",
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            )?;
+            tx.execute(
+                "take the migration lock",
+                "SELECT pg_advisory_xact_lock(?1)",
+                super::params![MIGRATION_LOCK],
+            )?;
+            tx.execute_batch(
+                "create the schema version table",
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+            )?;
+            tx.query_opt(
+                "read schema version",
+                "SELECT version FROM schema_version",
+                &[],
+                |r| r.get(0),
+            )?
+            .unwrap_or(0)
+        }
+    };
+    Ok(version.try_into().unwrap_or(usize::MAX))
+}
+
+fn write_version(tx: &mut Tx<'_>, version: usize) -> Result<(), StoreError> {
+    let version = version as i64;
+    match tx.dialect() {
+        // PRAGMA takes no placeholder; the number is ours.
+        Dialect::Sqlite => tx.execute_batch(
+            "write schema version",
+            &format!("PRAGMA user_version = {version}"),
+        ),
+        Dialect::Postgres => {
+            tx.execute("clear schema version", "DELETE FROM schema_version", &[])?;
+            tx.execute(
+                "write schema version",
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                super::params![version],
+            )
+            .map(drop)
+        }
     }
-    for (index, script) in MIGRATIONS.iter().enumerate().skip(current) {
-        let version = index + 1;
-        let err = |source| StoreError::Migrate { version, source };
-        let tx = conn.transaction().map_err(err)?;
-        tx.execute_batch(script).map_err(err)?;
-        tx.pragma_update(None, "user_version", version as i64)
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
-        tracing::info!(version, "database schema migrated");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends::store_tests;
+    use crate::store::Store;
 
-    #[test]
-    fn migrations_run_once_and_are_idempotent() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate(&mut conn).unwrap();
-        migrate(&mut conn).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version as usize, MIGRATIONS.len());
+    fn version(store: &Store) -> usize {
+        store
+            .transaction(read_version)
+            .expect("schema version reads")
     }
 
     #[test]
-    fn newer_schema_is_refused() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        assert!(matches!(
-            migrate(&mut conn),
-            Err(StoreError::NewerSchema { found: 99, .. })
-        ));
+    fn controllers_starting_at_once_on_a_new_postgresql_database_migrate_it_once() {
+        let Some(url) = crate::store::test_backends::postgres_url() else {
+            return;
+        };
+        let stores: Vec<Store> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..3)
+                .map(|_| scope.spawn(|| Store::connect(&url)))
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().unwrap().unwrap())
+                .collect()
+        });
+        for store in &stores {
+            assert_eq!(version(store), MIGRATIONS.len());
+        }
+    }
+
+    store_tests! {
+        fn migrations_run_once_and_are_idempotent(store) {
+            migrate(&store.db).unwrap();
+            assert_eq!(version(&store), MIGRATIONS.len());
+        }
+
+        fn newer_schema_is_refused(store) {
+            store.transaction(|tx| write_version(tx, 99)).unwrap();
+            assert!(matches!(
+                migrate(&store.db),
+                Err(StoreError::NewerSchema { found: 99, .. })
+            ));
+        }
     }
 }

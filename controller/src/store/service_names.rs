@@ -3,10 +3,8 @@
 //! the controller knows them from the desired state it sent for that generation or, for a
 //! generation the device went back to, from the device's own report.
 
+use super::{params, Store, StoreError};
 use coracle_proto::{DesiredState, DeviceId, Generation, ReportedState, Signed, UpdateStatus};
-use rusqlite::OptionalExtension;
-
-use super::{query, Store, StoreError};
 
 impl Store {
     /// The service names of `device`'s generation `generation`, in order; empty when the
@@ -19,15 +17,14 @@ impl Store {
         if generation == Generation(0) {
             return Ok(Vec::new());
         }
-        let signed: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
+        let signed: Option<Vec<u8>> = self.transaction(|tx| {
+            tx.query_opt(
+                "read desired state for service names",
                 "SELECT signed FROM desired WHERE device = ?1 AND generation = ?2",
-                rusqlite::params![device.as_str(), generation.0 as i64],
+                params![device.as_str(), generation.0 as i64],
                 |r| r.get(0),
             )
-            .optional()
-            .map_err(query("read desired state for service names"))?;
+        })?;
         // Our own stored state: its signature was made here, so it is only decoded.
         let desired = signed
             .and_then(|body| coracle_proto::decode::<Signed<DesiredState>>(&body).ok())
@@ -60,50 +57,53 @@ fn names<'a>(it: impl Iterator<Item = &'a coracle_proto::ServiceName>) -> Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends::store_tests;
     use coracle_proto::{samples, SigningKey};
 
-    #[test]
-    fn names_come_from_the_desired_state_of_that_generation() {
-        let (store, id) = Store::with_test_device("pi-1");
-        let mut desired = samples::desired_with_services(2);
-        desired.device = id.clone();
-        let key = SigningKey::from_bytes(&[3; 32]);
-        let signed = coracle_proto::encode(&Signed::sign(&desired, &key));
-        store.put_desired(&id, desired.generation, &signed).unwrap();
-        let expected: Vec<String> = desired
-            .services
-            .iter()
-            .map(|s| s.name.to_string())
-            .collect();
-        assert_eq!(
-            store.service_names(&id, desired.generation).unwrap(),
-            expected
-        );
-        assert!(store
-            .service_names(&id, Generation(desired.generation.0 + 1))
-            .unwrap()
-            .is_empty());
-        assert!(store.service_names(&id, Generation(0)).unwrap().is_empty());
+    store_tests! {
+        fn names_come_from_the_desired_state_of_that_generation(store) {
+            let id = store.add_test_device("pi-1");
+            let mut desired = samples::desired_with_services(2);
+            desired.device = id.clone();
+            let key = SigningKey::from_bytes(&[3; 32]);
+            let signed = coracle_proto::encode(&Signed::sign(&desired, &key));
+            store.put_desired(&id, desired.generation, &signed).unwrap();
+            let expected: Vec<String> = desired
+                .services
+                .iter()
+                .map(|s| s.name.to_string())
+                .collect();
+            assert_eq!(
+                store.service_names(&id, desired.generation).unwrap(),
+                expected
+            );
+            assert!(store
+                .service_names(&id, Generation(desired.generation.0 + 1))
+                .unwrap()
+                .is_empty());
+            assert!(store.service_names(&id, Generation(0)).unwrap().is_empty());
+        }
     }
 
-    #[test]
-    fn a_generation_the_device_went_back_to_is_named_from_its_report() {
-        let (store, id) = Store::with_test_device("pi-1");
-        let mut report = samples::reported_state(3);
-        report.device = id.clone();
-        report.update = UpdateStatus::RolledBack {
-            generation: Generation(report.applied.0 + 1),
-            reason: "unhealthy".into(),
-        };
-        store.put_reported(&report).unwrap();
-        let expected: Vec<String> = report.services.iter().map(|s| s.name.to_string()).collect();
-        assert_eq!(store.service_names(&id, report.applied).unwrap(), expected);
+    store_tests! {
+        fn a_generation_the_device_went_back_to_is_named_from_its_report(store) {
+            let id = store.add_test_device("pi-1");
+            let mut report = samples::reported_state(3);
+            report.device = id.clone();
+            report.update = UpdateStatus::RolledBack {
+                generation: Generation(report.applied.0 + 1),
+                reason: "unhealthy".into(),
+            };
+            store.put_reported(&report).unwrap();
+            let expected: Vec<String> = report.services.iter().map(|s| s.name.to_string()).collect();
+            assert_eq!(store.service_names(&id, report.applied).unwrap(), expected);
 
-        // While switching, the report lists the new generation's services: no names.
-        report.update = UpdateStatus::Applying {
-            generation: Generation(report.applied.0 + 1),
-        };
-        store.put_reported(&report).unwrap();
-        assert!(store.service_names(&id, report.applied).unwrap().is_empty());
+            // While switching, the report lists the new generation's services: no names.
+            report.update = UpdateStatus::Applying {
+                generation: Generation(report.applied.0 + 1),
+            };
+            store.put_reported(&report).unwrap();
+            assert!(store.service_names(&id, report.applied).unwrap().is_empty());
+        }
     }
 }

@@ -3,10 +3,9 @@
 //! the controller's disk.
 
 use coracle_proto::{DeviceId, Event, HealthSample, ReportedState};
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use super::{now_unix, query, Store, StoreError};
+use super::{now_unix, params, Store, StoreError};
 
 /// Health history keeps one sample per this many seconds (the latest in the bucket).
 pub const HEALTH_BUCKET_SECS: i64 = 60;
@@ -82,52 +81,48 @@ impl Store {
     /// a removed device may still have a message in flight.
     pub fn put_reported(&self, state: &ReportedState) -> Result<bool, StoreError> {
         let body = serde_json::to_vec(state).map_err(|_| corrupt(&state.device, "reported"))?;
-        let changed = self
-            .conn()
-            .execute(
+        let changed = self.transaction(|tx| {
+            tx.execute(
+                "store reported state",
                 "INSERT INTO reported (device, applied, body, received_unix)
-                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS BLOB), CAST(?4 AS INTEGER)
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
                  ON CONFLICT (device) DO UPDATE SET applied = excluded.applied,
                    body = excluded.body, received_unix = excluded.received_unix",
                 params![
                     state.device.as_str(),
                     state.applied.0 as i64,
-                    body,
+                    &body,
                     now_unix()
                 ],
             )
-            .map_err(query("store reported state"))?;
+        })?;
         Ok(changed > 0)
     }
 
     /// The device's latest reported state.
     pub fn reported(&self, device: &DeviceId) -> Result<Option<ReportedState>, StoreError> {
-        let body: Option<Vec<u8>> = self
-            .conn()
-            .query_row(
+        let body: Option<Vec<u8>> = self.transaction(|tx| {
+            tx.query_opt(
+                "read reported state",
                 "SELECT body FROM reported WHERE device = ?1",
-                [device.as_str()],
+                params![device.as_str()],
                 |r| r.get(0),
             )
-            .map(Some)
-            .or_else(|err| match err {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                other => Err(other),
-            })
-            .map_err(query("read reported state"))?;
+        })?;
         body.map(|b| serde_json::from_slice(&b).map_err(|_| corrupt(device, "reported body")))
             .transpose()
     }
 
     /// Records presence; returns whether the device is known.
     pub fn set_presence(&self, device: &DeviceId, online: bool) -> Result<bool, StoreError> {
-        let changed = self
-            .conn()
-            .execute(
+        let changed = self.transaction(|tx| {
+            tx.execute(
+                "store presence",
                 "UPDATE devices SET online = ?2, last_seen_unix = ?3 WHERE id = ?1",
                 params![device.as_str(), online, now_unix()],
             )
-            .map_err(query("store presence"))?;
+        })?;
         Ok(changed > 0)
     }
 
@@ -149,26 +144,29 @@ impl Store {
         };
         let body = serde_json::to_vec(&body).map_err(|_| corrupt(device, "health"))?;
         let bucket = at_unix - at_unix.rem_euclid(HEALTH_BUCKET_SECS);
-        let conn = self.conn();
-        let changed = conn
-            .execute(
-                "INSERT OR REPLACE INTO health (device, bucket_unix, body)
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)",
-                params![device.as_str(), bucket, body],
-            )
-            .map_err(query("store health sample"))?;
-        conn.execute(
-            "UPDATE devices SET last_seen_unix = ?2 WHERE id = ?1",
-            params![device.as_str(), at_unix],
-        )
-        .map_err(query("store last seen"))?;
-        conn.execute(
-            "DELETE FROM health WHERE device = ?1 AND bucket_unix <=
-               (SELECT bucket_unix FROM health WHERE device = ?1
-                ORDER BY bucket_unix DESC LIMIT 1 OFFSET ?2)",
-            params![device.as_str(), HEALTH_POINTS_KEPT],
-        )
-        .map_err(query("trim health history"))?;
+        let changed = self.transaction(|tx| {
+            let changed = tx.execute(
+                "store health sample",
+                "INSERT INTO health (device, bucket_unix, body)
+                 SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS BLOB)
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 ON CONFLICT (device, bucket_unix) DO UPDATE SET body = excluded.body",
+                params![device.as_str(), bucket, &body],
+            )?;
+            tx.execute(
+                "store last seen",
+                "UPDATE devices SET last_seen_unix = ?2 WHERE id = ?1",
+                params![device.as_str(), at_unix],
+            )?;
+            tx.execute(
+                "trim health history",
+                "DELETE FROM health WHERE device = ?1 AND bucket_unix <=
+                   (SELECT bucket_unix FROM health WHERE device = ?1
+                    ORDER BY bucket_unix DESC LIMIT 1 OFFSET ?2)",
+                params![device.as_str(), HEALTH_POINTS_KEPT],
+            )?;
+            Ok(changed)
+        })?;
         Ok(changed > 0)
     }
 
@@ -183,20 +181,16 @@ impl Store {
         device: &DeviceId,
         points: i64,
     ) -> Result<Vec<HealthPoint>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "read health history",
                 "SELECT bucket_unix, body FROM (SELECT bucket_unix, body FROM health
-                 WHERE device = ?1 ORDER BY bucket_unix DESC LIMIT ?2) ORDER BY bucket_unix",
+                 WHERE device = ?1 ORDER BY bucket_unix DESC LIMIT ?2) AS newest
+                 ORDER BY bucket_unix",
+                params![device.as_str(), points],
+                |r| Ok((r.get::<i64>(0)?, r.get::<Vec<u8>>(1)?)),
             )
-            .map_err(query("prepare health history"))?;
-        let rows = stmt
-            .query_map(params![device.as_str(), points], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(query("read health history"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read health row"))?;
+        })?;
         rows.into_iter()
             .map(|(bucket_unix, body)| health_point(device, bucket_unix, &body))
             .collect()
@@ -205,51 +199,40 @@ impl Store {
     /// Appends an event and trims the device's log.
     pub fn add_event(&self, device: &DeviceId, event: &Event) -> Result<Option<i64>, StoreError> {
         let body = serde_json::to_vec(event).map_err(|_| corrupt(device, "event"))?;
-        let conn = self.conn();
-        let changed = conn
-            .execute(
+        let at_unix = i64::try_from(event.at_unix_s).unwrap_or(i64::MAX);
+        self.transaction(|tx| {
+            let id: Option<i64> = tx.query_opt(
+                "store event",
                 "INSERT INTO events (device, at_unix, received_unix, body)
-                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)",
-                params![
-                    device.as_str(),
-                    i64::try_from(event.at_unix_s).unwrap_or(i64::MAX),
-                    now_unix(),
-                    body
-                ],
-            )
-            .map_err(query("store event"))?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        let id = conn.last_insert_rowid();
-        conn.execute(
-            "DELETE FROM events WHERE device = ?1 AND id <= ?2 - ?3",
-            params![device.as_str(), id, EVENTS_KEPT],
-        )
-        .map_err(query("trim events"))?;
-        Ok(Some(id))
+                 SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS INTEGER), CAST(?4 AS BLOB)
+                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+                 RETURNING id",
+                params![device.as_str(), at_unix, now_unix(), &body],
+                |r| r.get(0),
+            )?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            tx.execute(
+                "trim events",
+                "DELETE FROM events WHERE device = ?1 AND id <= ?2",
+                params![device.as_str(), id - EVENTS_KEPT],
+            )?;
+            Ok(Some(id))
+        })
     }
 
     /// The device's latest `limit` events, newest first.
     pub fn events(&self, device: &DeviceId, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        let rows = self.transaction(|tx| {
+            tx.query(
+                "read events",
                 "SELECT id, received_unix, body FROM events WHERE device = ?1
                  ORDER BY id DESC LIMIT ?2",
+                params![device.as_str(), limit],
+                |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<Vec<u8>>(2)?)),
             )
-            .map_err(query("prepare events"))?;
-        let rows = stmt
-            .query_map(params![device.as_str(), limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(query("read events"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read event row"))?;
+        })?;
         rows.into_iter()
             .map(|(id, received_unix, body)| {
                 Ok(StoredEvent {
@@ -267,100 +250,103 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends::store_tests;
     use coracle_proto::EventKind;
 
-    fn store_with(id: &str) -> (Store, DeviceId) {
-        Store::with_test_device(id)
+    store_tests! {
+        fn health_is_downsampled_to_one_point_per_bucket_and_bounded(store) {
+            let id = store.add_test_device("pi-1");
+            let sample = |cpu| HealthSample {
+                cpu_permille: cpu,
+                ..HealthSample::default()
+            };
+            store.add_health(&id, 600, &sample(1)).unwrap();
+            store.add_health(&id, 630, &sample(2)).unwrap();
+            store.add_health(&id, 660, &sample(3)).unwrap();
+            let history = store.health_history(&id).unwrap();
+            assert_eq!(history.len(), 2);
+            assert_eq!(
+                history[0].sample.cpu_permille, 2,
+                "latest sample wins the bucket"
+            );
+            for minute in 0..(HEALTH_POINTS_KEPT + 10) {
+                store
+                    .add_health(&id, 10_000 + minute * 60, &sample(4))
+                    .unwrap();
+            }
+            assert_eq!(
+                store.health_history(&id).unwrap().len() as i64,
+                HEALTH_POINTS_KEPT
+            );
+        }
     }
 
-    #[test]
-    fn health_is_downsampled_to_one_point_per_bucket_and_bounded() {
-        let (store, id) = store_with("pi-1");
-        let sample = |cpu| HealthSample {
-            cpu_permille: cpu,
-            ..HealthSample::default()
-        };
-        store.add_health(&id, 600, &sample(1)).unwrap();
-        store.add_health(&id, 630, &sample(2)).unwrap();
-        store.add_health(&id, 660, &sample(3)).unwrap();
-        let history = store.health_history(&id).unwrap();
-        assert_eq!(history.len(), 2);
-        assert_eq!(
-            history[0].sample.cpu_permille, 2,
-            "latest sample wins the bucket"
-        );
-        for minute in 0..(HEALTH_POINTS_KEPT + 10) {
+    store_tests! {
+        fn samples_keep_their_service_names_and_old_rows_still_read(store) {
+            let id = store.add_test_device("pi-1");
+            let mut report = coracle_proto::samples::reported_state(2);
+            report.device = id.clone();
+            store.put_reported(&report).unwrap();
+            let mut sample = coracle_proto::samples::health_sample();
+            sample.generation = report.applied;
+            store.add_health(&id, 600, &sample).unwrap();
+            let point = &store.health_history(&id).unwrap()[0];
+            assert_eq!(point.sample, sample);
+            assert_eq!(point.service_name(1), report.services[1].name.to_string());
+            assert_eq!(point.service_name(7), "#7");
+
+            // A row stored before names were kept is the bare sample's JSON.
+            let old = serde_json::to_vec(&HealthSample::default()).unwrap();
             store
-                .add_health(&id, 10_000 + minute * 60, &sample(4))
+                .transaction(|tx| {
+                    tx.execute(
+                        "store an old health row",
+                        "INSERT INTO health (device, bucket_unix, body) VALUES (?1, 1200, ?2)",
+                        params![id.as_str(), &old],
+                    )
+                })
                 .unwrap();
+            let points = store.health_history(&id).unwrap();
+            assert_eq!(points[1].sample, HealthSample::default());
+            assert!(points[1].services.is_empty());
         }
-        assert_eq!(
-            store.health_history(&id).unwrap().len() as i64,
-            HEALTH_POINTS_KEPT
-        );
     }
 
-    #[test]
-    fn samples_keep_their_service_names_and_old_rows_still_read() {
-        let (store, id) = store_with("pi-1");
-        let mut report = coracle_proto::samples::reported_state(2);
-        report.device = id.clone();
-        store.put_reported(&report).unwrap();
-        let mut sample = coracle_proto::samples::health_sample();
-        sample.generation = report.applied;
-        store.add_health(&id, 600, &sample).unwrap();
-        let point = &store.health_history(&id).unwrap()[0];
-        assert_eq!(point.sample, sample);
-        assert_eq!(point.service_name(1), report.services[1].name.to_string());
-        assert_eq!(point.service_name(7), "#7");
-
-        // A row stored before names were kept is the bare sample's JSON.
-        let old = serde_json::to_vec(&HealthSample::default()).unwrap();
-        store
-            .conn()
-            .execute(
-                "INSERT INTO health (device, bucket_unix, body) VALUES (?1, 1200, ?2)",
-                params![id.as_str(), old],
-            )
-            .unwrap();
-        let points = store.health_history(&id).unwrap();
-        assert_eq!(points[1].sample, HealthSample::default());
-        assert!(points[1].services.is_empty());
-    }
-
-    #[test]
-    fn events_are_bounded_per_device_and_unknown_devices_ignored() {
-        let (store, id) = store_with("pi-1");
-        let event = Event {
-            at_unix_s: 5,
-            kind: EventKind::Applied {
-                generation: coracle_proto::Generation(1),
-            },
-        };
-        for _ in 0..(EVENTS_KEPT + 5) {
-            store.add_event(&id, &event).unwrap();
+    store_tests! {
+        fn events_are_bounded_per_device_and_unknown_devices_ignored(store) {
+            let id = store.add_test_device("pi-1");
+            let event = Event {
+                at_unix_s: 5,
+                kind: EventKind::Applied {
+                    generation: coracle_proto::Generation(1),
+                },
+            };
+            for _ in 0..(EVENTS_KEPT + 5) {
+                store.add_event(&id, &event).unwrap();
+            }
+            assert_eq!(store.events(&id, 5000).unwrap().len() as i64, EVENTS_KEPT);
+            let ghost: DeviceId = "ghost".parse().unwrap();
+            assert_eq!(store.add_event(&ghost, &event).unwrap(), None);
+            assert!(!store.set_presence(&ghost, true).unwrap());
         }
-        assert_eq!(store.events(&id, 5000).unwrap().len() as i64, EVENTS_KEPT);
-        let ghost: DeviceId = "ghost".parse().unwrap();
-        assert_eq!(store.add_event(&ghost, &event).unwrap(), None);
-        assert!(!store.set_presence(&ghost, true).unwrap());
     }
 
-    #[test]
-    fn presence_and_reported_state_are_stored() {
-        let (store, id) = store_with("pi-1");
-        assert!(store.set_presence(&id, true).unwrap());
-        assert!(store.device(&id).unwrap().online);
-        let reported = coracle_proto::samples::reported_state(2);
-        let reported = ReportedState {
-            device: id.clone(),
-            ..reported
-        };
-        assert!(store.put_reported(&reported).unwrap());
-        assert_eq!(store.reported(&id).unwrap(), Some(reported.clone()));
-        assert_eq!(
-            store.device(&id).unwrap().applied_generation,
-            Some(reported.applied.0)
-        );
+    store_tests! {
+        fn presence_and_reported_state_are_stored(store) {
+            let id = store.add_test_device("pi-1");
+            assert!(store.set_presence(&id, true).unwrap());
+            assert!(store.device(&id).unwrap().online);
+            let reported = coracle_proto::samples::reported_state(2);
+            let reported = ReportedState {
+                device: id.clone(),
+                ..reported
+            };
+            assert!(store.put_reported(&reported).unwrap());
+            assert_eq!(store.reported(&id).unwrap(), Some(reported.clone()));
+            assert_eq!(
+                store.device(&id).unwrap().applied_generation,
+                Some(reported.applied.0)
+            );
+        }
     }
 }

@@ -26,6 +26,8 @@ pub struct Controller {
     pub broker_tls: SocketAddr,
     pub api: SocketAddr,
     pub registry: SocketAddr,
+    /// The `[store] url` the harness added (`CORACLE_TEST_STORE=postgres`).
+    pub store_url: Option<String>,
 }
 
 pub fn data_dir(dir: &Path) -> PathBuf {
@@ -71,6 +73,11 @@ impl Controller {
     /// (`prlimit --nofile=… coracle`); stderr as the command has it set.
     pub fn start_with_command(dir: tempfile::TempDir, text: &str, mut command: Command) -> Self {
         let config = dir.path().join("coracle.toml");
+        let store_url = test_store_url(text, dir.path());
+        let text = match &store_url {
+            Some(url) => format!("{text}\n[store]\nurl = {url:?}\n"),
+            None => text.to_string(),
+        };
         std::fs::write(&config, text).unwrap();
         if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
             command.env(
@@ -113,6 +120,7 @@ impl Controller {
             broker_tls: broker_tls.unwrap(),
             api: api.unwrap(),
             registry: registry.unwrap(),
+            store_url,
         }
     }
 
@@ -144,8 +152,12 @@ impl Controller {
 
     /// Runs the real CLI against this controller.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_coracle"))
-            .args(args)
+        let mut cli = Command::new(env!("CARGO_BIN_EXE_coracle"));
+        if let Some(url) = &self.store_url {
+            // For the commands that read the fleet database themselves (`image gc`).
+            cli.env("CORACLE_STORE_URL", url);
+        }
+        cli.args(args)
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("RUST_LOG", "warn")
@@ -173,6 +185,28 @@ impl Controller {
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
     }
+}
+
+/// With `CORACLE_TEST_STORE=postgres`, every controller a test starts keeps its fleet
+/// database on the test process's PostgreSQL (one database per temp dir, so a restart finds
+/// its data): the whole suite then runs on the PostgreSQL backend. Tests that set their own
+/// `[store]` keep it. `backup_restore.rs` is SQLite-only (`coracle backup` refuses a
+/// PostgreSQL store, as it should).
+fn test_store_url(text: &str, dir: &Path) -> Option<String> {
+    if std::env::var("CORACLE_TEST_STORE").as_deref() != Ok("postgres") || text.contains("[store]")
+    {
+        return None;
+    }
+    let name = dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+    let url = coracle_tests::postgres::shared_database_named(&format!("dir{name}"))
+        .unwrap()
+        .expect("CORACLE_TEST_STORE=postgres needs PostgreSQL installed");
+    Some(url)
 }
 
 impl Drop for Controller {

@@ -5,7 +5,6 @@
 mod records;
 
 use coracle_proto::{DeviceId, Generation};
-use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 pub use records::{
@@ -13,7 +12,8 @@ pub use records::{
     DEFAULT_APPLY_TIMEOUT_S,
 };
 
-use super::{now_unix, query, Store, StoreError};
+use super::backend::Row;
+use super::{now_unix, params, Store, StoreError};
 
 /// Migration 2: replaces migration 1's placeholder `rollouts` table (never written).
 pub const MIGRATION: &str = r#"
@@ -75,76 +75,68 @@ impl Store {
     pub fn create_rollout(&self, new: &NewRollout) -> Result<i64, StoreError> {
         let services = to_json(0, &new.services, "services")?;
         let selector = to_json(0, &new.selector, "selector")?;
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query("begin create rollout"))?;
         let now = now_unix();
-        tx.execute(
-            "INSERT INTO rollouts (app, compose, services, selector, waves, max_failures,
-               health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix,
-               apply_timeout_s, agent_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9, ?10, ?11)",
-            params![
-                new.app,
-                new.compose,
-                services,
-                selector,
-                new.waves,
-                new.max_failures,
-                new.health_window_s as i64,
-                new.rollback_on_failure,
-                now,
-                new.apply_timeout_s as i64,
-                new.agent_version
-            ],
-        )
-        .map_err(query("insert rollout"))?;
-        let id = tx.last_insert_rowid();
-        for (position, device) in new.devices.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO rollout_devices (rollout, device, position, status)
-                 VALUES (?1, ?2, ?3, 'not_started')",
-                params![id, device.as_str(), position as i64],
-            )
-            .map_err(query("insert rollout device"))?;
-        }
-        tx.commit().map_err(query("commit create rollout"))?;
-        Ok(id)
+        self.transaction(|tx| {
+            let id: i64 = tx.query_one(
+                "insert rollout",
+                "INSERT INTO rollouts (app, compose, services, selector, waves, max_failures,
+                   health_window_s, rollback_on_failure, phase, wave, created_unix, updated_unix,
+                   apply_timeout_s, agent_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', 0, ?9, ?9, ?10, ?11)
+                 RETURNING id",
+                params![
+                    &new.app,
+                    &new.compose,
+                    &services,
+                    &selector,
+                    &new.waves,
+                    &new.max_failures,
+                    new.health_window_s as i64,
+                    new.rollback_on_failure,
+                    now,
+                    new.apply_timeout_s as i64,
+                    &new.agent_version
+                ],
+                |r| r.get(0),
+            )?;
+            for (position, device) in new.devices.iter().enumerate() {
+                tx.execute(
+                    "insert rollout device",
+                    "INSERT INTO rollout_devices (rollout, device, position, status)
+                     VALUES (?1, ?2, ?3, 'not_started')",
+                    params![id, device.as_str(), position as i64],
+                )?;
+            }
+            Ok(id)
+        })
     }
 
     /// Ids of rollouts the driver must look at: running or paused ones, and rolled-back ones
     /// with a rollback not yet sent to some device.
     pub fn rollouts_to_drive(&self) -> Result<Vec<i64>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        self.transaction(|tx| {
+            tx.query(
+                "list active rollouts",
                 "SELECT id FROM rollouts WHERE phase IN ('running', 'paused')
                  UNION SELECT rollout FROM rollout_devices
                    WHERE status = 'rolled_back' AND rollback_generation IS NULL
                  ORDER BY 1",
+                &[],
+                |r| r.get(0),
             )
-            .map_err(query("prepare active rollouts"))?;
-        let ids = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(query("list active rollouts"))?
-            .collect::<Result<Vec<i64>, _>>()
-            .map_err(query("read active rollout"))?;
-        Ok(ids)
+        })
     }
 
     /// Every rollout, newest first.
     pub fn list_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        let ids: Vec<i64> = {
-            let conn = self.conn();
-            let mut stmt = conn
-                .prepare("SELECT id FROM rollouts ORDER BY id DESC")
-                .map_err(query("prepare list rollouts"))?;
-            let ids = stmt
-                .query_map([], |r| r.get(0))
-                .map_err(query("list rollouts"))?
-                .collect::<Result<Vec<i64>, _>>()
-                .map_err(query("read rollout id"))?;
-            ids
-        };
+        let ids: Vec<i64> = self.transaction(|tx| {
+            tx.query(
+                "list rollouts",
+                "SELECT id FROM rollouts ORDER BY id DESC",
+                &[],
+                |r| r.get(0),
+            )
+        })?;
         ids.into_iter()
             .filter_map(|id| self.rollout(id).transpose())
             .collect()
@@ -152,41 +144,53 @@ impl Store {
 
     /// One rollout with its devices, or `None` when there is no such id.
     pub fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, StoreError> {
-        let conn = self.conn();
-        let head = conn
-            .query_row(
+        let (head, devices) = self.transaction(|tx| {
+            let head = tx.query_opt(
+                "read rollout",
                 "SELECT app, compose, services, selector, waves, max_failures, health_window_s,
                    phase, wave, accepted_failures, reason, created_unix, updated_unix,
                    rollback_on_failure, apply_timeout_s, agent_version
                  FROM rollouts WHERE id = ?1",
-                [id],
+                params![id],
                 |r| {
                     Ok((
                         (
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, String>(5)?,
+                            r.get::<String>(0)?,
+                            r.get::<String>(1)?,
+                            r.get::<String>(2)?,
+                            r.get::<String>(3)?,
+                            r.get::<String>(4)?,
+                            r.get::<String>(5)?,
                         ),
                         (
-                            r.get::<_, i64>(6)?,
-                            r.get::<_, String>(7)?,
-                            r.get::<_, i64>(8)?,
-                            r.get::<_, i64>(9)?,
-                            r.get::<_, Option<String>>(10)?,
-                            r.get::<_, i64>(11)?,
-                            r.get::<_, i64>(12)?,
-                            r.get::<_, bool>(13)?,
-                            r.get::<_, i64>(14)?,
-                            r.get::<_, Option<String>>(15)?,
+                            r.get::<i64>(6)?,
+                            r.get::<String>(7)?,
+                            r.get::<i64>(8)?,
+                            r.get::<i64>(9)?,
+                            r.get::<Option<String>>(10)?,
+                            r.get::<i64>(11)?,
+                            r.get::<i64>(12)?,
+                            r.get::<bool>(13)?,
+                            r.get::<i64>(14)?,
+                            r.get::<Option<String>>(15)?,
                         ),
                     ))
                 },
-            )
-            .optional()
-            .map_err(query("read rollout"))?;
+            )?;
+            if head.is_none() {
+                return Ok((None, Vec::new()));
+            }
+            let devices = tx.query(
+                "read rollout devices",
+                "SELECT device, status, generation, previous_generation, previous_services,
+                   deployed_unix, healthy_since_unix, rollback_generation, reason,
+                   running_since_unix, previous_agent_version
+                 FROM rollout_devices WHERE rollout = ?1 ORDER BY position",
+                params![id],
+                |r| Ok(read_device(r)),
+            )?;
+            Ok((head, devices))
+        })?;
         let Some((
             (app, compose, services, selector, waves, max_failures),
             (
@@ -205,19 +209,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let mut stmt = conn
-            .prepare(
-                "SELECT device, status, generation, previous_generation, previous_services,
-                   deployed_unix, healthy_since_unix, rollback_generation, reason,
-                   running_since_unix, previous_agent_version
-                 FROM rollout_devices WHERE rollout = ?1 ORDER BY position",
-            )
-            .map_err(query("prepare rollout devices"))?;
-        let devices = stmt
-            .query_map([id], |r| Ok(read_device(r)))
-            .map_err(query("read rollout devices"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read rollout device row"))?
+        let devices = devices
             .into_iter()
             .map(|d| d.ok_or_else(|| corrupt(id, "device row")))
             .collect::<Result<Vec<_>, _>>()?;
@@ -250,51 +242,56 @@ impl Store {
         rollout: &RolloutRecord,
         devices: &[&DeviceProgress],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query("begin save rollout"))?;
-        tx.execute(
-            "UPDATE rollouts SET phase = ?2, wave = ?3, accepted_failures = ?4, reason = ?5,
-               updated_unix = ?6 WHERE id = ?1",
-            params![
-                rollout.id,
-                rollout.phase.as_str(),
-                rollout.wave as i64,
-                rollout.accepted_failures as i64,
-                rollout.reason,
-                now_unix()
-            ],
-        )
-        .map_err(query("update rollout"))?;
-        for device in devices {
-            let previous = device
-                .previous_services
-                .as_ref()
-                .map(|s| to_json(rollout.id, s, "previous services"))
-                .transpose()?;
+        let previous_services = devices
+            .iter()
+            .map(|device| {
+                device
+                    .previous_services
+                    .as_ref()
+                    .map(|s| to_json(rollout.id, s, "previous services"))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.transaction(|tx| {
             tx.execute(
-                "UPDATE rollout_devices SET status = ?3, generation = ?4, previous_generation = ?5,
-                   previous_services = ?6, deployed_unix = ?7, healthy_since_unix = ?8,
-                   rollback_generation = ?9, reason = ?10, running_since_unix = ?11,
-                   previous_agent_version = ?12
-                 WHERE rollout = ?1 AND device = ?2",
+                "update rollout",
+                "UPDATE rollouts SET phase = ?2, wave = ?3, accepted_failures = ?4, reason = ?5,
+                   updated_unix = ?6 WHERE id = ?1",
                 params![
                     rollout.id,
-                    device.device.as_str(),
-                    device.status.as_str(),
-                    device.generation.map(|g| g as i64),
-                    device.previous_generation.map(|g| g as i64),
-                    previous,
-                    device.deployed_unix,
-                    device.healthy_since_unix,
-                    device.rollback_generation.map(|g| g as i64),
-                    device.reason,
-                    device.running_since_unix,
-                    device.previous_agent_version,
+                    rollout.phase.as_str(),
+                    rollout.wave as i64,
+                    rollout.accepted_failures as i64,
+                    &rollout.reason,
+                    now_unix()
                 ],
-            )
-            .map_err(query("update rollout device"))?;
-        }
-        tx.commit().map_err(query("commit save rollout"))
+            )?;
+            for (device, previous) in devices.iter().zip(&previous_services) {
+                tx.execute(
+                    "update rollout device",
+                    "UPDATE rollout_devices SET status = ?3, generation = ?4,
+                       previous_generation = ?5, previous_services = ?6, deployed_unix = ?7,
+                       healthy_since_unix = ?8, rollback_generation = ?9, reason = ?10,
+                       running_since_unix = ?11, previous_agent_version = ?12
+                     WHERE rollout = ?1 AND device = ?2",
+                    params![
+                        rollout.id,
+                        device.device.as_str(),
+                        device.status.as_str(),
+                        device.generation.map(|g| g as i64),
+                        device.previous_generation.map(|g| g as i64),
+                        previous,
+                        device.deployed_unix,
+                        device.healthy_since_unix,
+                        device.rollback_generation.map(|g| g as i64),
+                        &device.reason,
+                        device.running_since_unix,
+                        &device.previous_agent_version,
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Devices of running or paused rollouts among `devices`, with the rollout holding each.
@@ -302,37 +299,34 @@ impl Store {
         &self,
         devices: &[DeviceId],
     ) -> Result<Vec<(DeviceId, i64)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT d.rollout FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout
-                 WHERE d.device = ?1 AND r.phase IN ('running', 'paused') LIMIT 1",
-            )
-            .map_err(query("prepare busy devices"))?;
-        let mut busy = Vec::new();
-        for device in devices {
-            let held: Option<i64> = stmt
-                .query_row([device.as_str()], |r| r.get(0))
-                .optional()
-                .map_err(query("find busy device"))?;
-            if let Some(rollout) = held {
-                busy.push((device.clone(), rollout));
+        self.transaction(|tx| {
+            let mut busy = Vec::new();
+            for device in devices {
+                let held: Option<i64> = tx.query_opt(
+                    "find busy device",
+                    "SELECT d.rollout FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout
+                     WHERE d.device = ?1 AND r.phase IN ('running', 'paused') LIMIT 1",
+                    params![device.as_str()],
+                    |r| r.get(0),
+                )?;
+                if let Some(rollout) = held {
+                    busy.push((device.clone(), rollout));
+                }
             }
-        }
-        Ok(busy)
+            Ok(busy)
+        })
     }
 
     /// Ids of devices that carry the tag `key=value`, in id order.
     pub fn devices_with_tag(&self, key: &str, value: &str) -> Result<Vec<DeviceId>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT device FROM tags WHERE key = ?1 AND value = ?2 ORDER BY device")
-            .map_err(query("prepare tagged devices"))?;
-        let ids = stmt
-            .query_map(params![key, value], |r| r.get::<_, String>(0))
-            .map_err(query("list tagged devices"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query("read tagged device"))?;
+        let ids = self.transaction(|tx| {
+            tx.query(
+                "list tagged devices",
+                "SELECT device FROM tags WHERE key = ?1 AND value = ?2 ORDER BY device",
+                params![key, value],
+                |r| r.get::<String>(0),
+            )
+        })?;
         ids.into_iter()
             .map(|id| {
                 id.parse().map_err(|_| StoreError::Corrupt {
@@ -348,24 +342,24 @@ impl Store {
         &self,
         id: &DeviceId,
     ) -> Result<Option<(Generation, Vec<u8>)>, StoreError> {
-        self.conn()
-            .query_row(
+        self.transaction(|tx| {
+            tx.query_opt(
+                "read signed desired state",
                 "SELECT generation, signed FROM desired WHERE device = ?1",
-                [id.as_str()],
-                |r| Ok((Generation(r.get::<_, i64>(0)?.max(0) as u64), r.get(1)?)),
+                params![id.as_str()],
+                |r| Ok((Generation(r.get::<i64>(0)?.max(0) as u64), r.get(1)?)),
             )
-            .optional()
-            .map_err(query("read signed desired state"))
+        })
     }
 }
 
-fn read_device(r: &Row<'_>) -> Option<DeviceProgress> {
-    let generation = |i| r.get::<_, Option<i64>>(i).ok().flatten().map(|g| g as u64);
-    let mut progress = DeviceProgress::not_started(r.get::<_, String>(0).ok()?.parse().ok()?);
-    progress.status = DeviceStatus::parse(&r.get::<_, String>(1).ok()?)?;
+fn read_device(r: &Row) -> Option<DeviceProgress> {
+    let generation = |i| r.get::<Option<i64>>(i).ok().flatten().map(|g| g as u64);
+    let mut progress = DeviceProgress::not_started(r.get::<String>(0).ok()?.parse().ok()?);
+    progress.status = DeviceStatus::parse(&r.get::<String>(1).ok()?)?;
     progress.generation = generation(2);
     progress.previous_generation = generation(3);
-    progress.previous_services = match r.get::<_, Option<String>>(4).ok()? {
+    progress.previous_services = match r.get::<Option<String>>(4).ok()? {
         Some(text) => Some(serde_json::from_str(&text).ok()?),
         None => None,
     };
@@ -381,47 +375,49 @@ fn read_device(r: &Row<'_>) -> Option<DeviceProgress> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends::store_tests;
 
-    #[test]
-    fn a_rollout_round_trips_with_its_device_progress() {
-        let (store, id) = Store::with_test_device("pi-1");
-        let rollout = store
-            .create_rollout(&NewRollout {
-                app: "web".into(),
-                compose: "services: {}".into(),
-                services: Vec::new(),
-                selector: Selector::Tag {
-                    key: "site".into(),
-                    value: "a".into(),
-                },
-                waves: "1,100%".into(),
-                max_failures: "0".into(),
-                health_window_s: 5,
-                apply_timeout_s: 30,
-                rollback_on_failure: false,
-                devices: vec![id.clone()],
-                agent_version: None,
-            })
-            .unwrap();
-        let mut record = store.rollout(rollout).unwrap().unwrap();
-        assert_eq!(record.phase, RolloutPhase::Running);
-        assert_eq!(record.devices[0].status, DeviceStatus::NotStarted);
-        record.phase = RolloutPhase::Paused;
-        let mut device = record.devices[0].clone();
-        device.status = DeviceStatus::Deploying;
-        device.previous_services = Some(Vec::new());
-        device.generation = Some(3);
-        device.running_since_unix = Some(17);
-        store.save_rollout(&record, &[&device]).unwrap();
-        let again = store.rollout(rollout).unwrap().unwrap();
-        assert_eq!(again.phase, RolloutPhase::Paused);
-        assert_eq!(again.apply_timeout_s, 30);
-        assert_eq!(again.devices[0], device);
-        assert_eq!(
-            store.devices_in_active_rollouts(&[id]).unwrap().len(),
-            1,
-            "a paused rollout still holds its devices"
-        );
-        assert!(store.rollout(rollout + 1).unwrap().is_none());
+    store_tests! {
+        fn a_rollout_round_trips_with_its_device_progress(store) {
+            let id = store.add_test_device("pi-1");
+            let rollout = store
+                .create_rollout(&NewRollout {
+                    app: "web".into(),
+                    compose: "services: {}".into(),
+                    services: Vec::new(),
+                    selector: Selector::Tag {
+                        key: "site".into(),
+                        value: "a".into(),
+                    },
+                    waves: "1,100%".into(),
+                    max_failures: "0".into(),
+                    health_window_s: 5,
+                    apply_timeout_s: 30,
+                    rollback_on_failure: false,
+                    devices: vec![id.clone()],
+                    agent_version: None,
+                })
+                .unwrap();
+            let mut record = store.rollout(rollout).unwrap().unwrap();
+            assert_eq!(record.phase, RolloutPhase::Running);
+            assert_eq!(record.devices[0].status, DeviceStatus::NotStarted);
+            record.phase = RolloutPhase::Paused;
+            let mut device = record.devices[0].clone();
+            device.status = DeviceStatus::Deploying;
+            device.previous_services = Some(Vec::new());
+            device.generation = Some(3);
+            device.running_since_unix = Some(17);
+            store.save_rollout(&record, &[&device]).unwrap();
+            let again = store.rollout(rollout).unwrap().unwrap();
+            assert_eq!(again.phase, RolloutPhase::Paused);
+            assert_eq!(again.apply_timeout_s, 30);
+            assert_eq!(again.devices[0], device);
+            assert_eq!(
+                store.devices_in_active_rollouts(&[id]).unwrap().len(),
+                1,
+                "a paused rollout still holds its devices"
+            );
+            assert!(store.rollout(rollout + 1).unwrap().is_none());
+        }
     }
 }
