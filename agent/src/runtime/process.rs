@@ -229,6 +229,28 @@ pub fn reset_signals() -> Result<(), Errno> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }
 
+/// Installs a classic BPF seccomp filter with seccomp(2), without the no_new_privs that
+/// seccompiler's `apply_filter` sets: the caller must hold CAP_SYS_ADMIN.
+pub fn install_seccomp_filter(filter: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+    let len = u16::try_from(filter.len()).map_err(|_| Errno::EINVAL)?;
+    let program = libc::sock_fprog {
+        len,
+        // seccompiler's sock_filter is the kernel's struct (u16, u8, u8, u32), as libc's.
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `program` points at `len` valid instructions that outlive the call; the
+    // kernel copies them and keeps no pointer.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &program as *const libc::sock_fprog,
+        )
+    };
+    Errno::result(ret).map(|_| ())
+}
+
 /// Replaces this process with `path`; returns only on failure.
 pub fn exec(path: &CString, args: &[CString], env: &[CString]) -> Result<Infallible, Errno> {
     nix::unistd::execve(path, args, env)

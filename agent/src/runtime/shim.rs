@@ -149,6 +149,41 @@ pub fn run(dir: &Path, mut report: Option<File>) -> i32 {
     exit_code(&shim, result)
 }
 
+/// A container set up by the OCI `create`, its init waiting on the exec fifo. No shim stays
+/// behind: the caller (its subreaper) becomes the init's parent when `create` exits.
+#[derive(Debug)]
+pub struct DetachedInit {
+    pub pid: i32,
+    pub pid_start_time: u64,
+    pub cgroup: ContainerCgroup,
+    pub conditions: Vec<super::cgroups::Condition>,
+}
+
+/// Sets the container up in this (single-threaded) process as the shim would, up to
+/// "created", with the init left waiting on `exec_fifo` (the read end, opened O_RDWR).
+pub fn create_detached(
+    dir: &Path,
+    input: &ShimInput,
+    exec_fifo: &OwnedFd,
+) -> Result<DetachedInit, ShimError> {
+    let shim = Shim::create_from(dir, input, Some(exec_fifo))?;
+    Ok(DetachedInit {
+        pid: shim.state.pid,
+        pid_start_time: shim.state.pid_start_time,
+        cgroup: shim.cgroup.clone(),
+        conditions: shim.state.conditions.clone(),
+    })
+}
+
+/// Undoes a [`create_detached`] container whose announcement failed: kill, reap, remove
+/// its cgroup.
+pub fn abandon_detached(init: &DetachedInit) {
+    let pid = Pid::from_raw(init.pid);
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+    let _ = init.cgroup.remove();
+}
+
 fn exit_code(shim: &Shim, result: Result<(), ShimError>) -> i32 {
     match result {
         Ok(()) => 0,
@@ -194,6 +229,15 @@ impl Shim {
         })?;
         let input: ShimInput = serde_json::from_slice(&bytes)
             .map_err(|source| ShimError::ParseInput { path, source })?;
+        Self::create_from(dir, &input, None)
+    }
+
+    /// Steps 2 on of `create`; with `exec_fifo` the init waits there for `start`.
+    fn create_from(
+        dir: &Path,
+        input: &ShimInput,
+        exec_fifo: Option<&OwnedFd>,
+    ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         // 2. Devices: the standard set plus passed-through host nodes and described ones.
         let mut nodes = dev::default_nodes();
@@ -204,6 +248,14 @@ impl Shim {
                 rules.push(DeviceRule::new(kind, node.major, node.minor, device.access));
             }
             nodes.push(node);
+        }
+        for rule in &spec.device_cgroup_rules {
+            rules.push(DeviceRule::new(
+                rule.kind,
+                rule.major,
+                rule.minor,
+                rule.access,
+            ));
         }
         // A privileged container: every device, and the host's nodes besides the ones above.
         if spec.host_devices {
@@ -231,7 +283,14 @@ impl Shim {
         for condition in &conditions {
             tracing::warn!(container = %input.id, ?condition, "cgroup limit not enforceable");
         }
-        let result = Self::spawn_init(dir, &input, &nodes, netns.as_ref(), cgroup.clone());
+        let result = Self::spawn_init(
+            dir,
+            input,
+            &nodes,
+            netns.as_ref(),
+            cgroup.clone(),
+            exec_fifo,
+        );
         let mut shim = match result {
             Ok(shim) => shim,
             Err(err) => {
@@ -250,6 +309,7 @@ impl Shim {
         nodes: &[dev::Node],
         netns: Option<&OwnedFd>,
         cgroup: ContainerCgroup,
+        exec_fifo: Option<&OwnedFd>,
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
@@ -269,7 +329,7 @@ impl Shim {
         // On v1 the init moves itself into its cgroups (cheap, see `cgroups::join_self`);
         // the shim moves it on v2 and when a user namespace keeps it from host files.
         let self_join = cgroup.self_join_files().filter(|_| userns.is_none());
-        let mut flags = init::clone_flags(&spec.network);
+        let mut flags = init::clone_flags(spec);
         if userns.is_some() {
             flags |= CloneFlags::CLONE_NEWUSER;
         }
@@ -282,6 +342,7 @@ impl Shim {
             join_cgroup: self_join.as_deref(),
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
+            exec_fifo,
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
         let mut child = || {
@@ -290,6 +351,14 @@ impl Shim {
             };
             let (mut report, mut go) = (File::from(report), File::from(go));
             let err = init::run(&ctx, &mut report, &mut go);
+            if ctx.exec_fifo.is_some() {
+                // After an OCI `create` nobody reads the report: the caller's stderr is ours.
+                eprintln!(
+                    "coracle-runc: container {}: {}",
+                    input.id,
+                    error_chain(&err)
+                );
+            }
             let _ = write!(report, "E{}", error_chain(&err));
             1
         };

@@ -84,6 +84,10 @@ pub enum InitError {
     Prctl(#[source] nix::Error),
     #[error("reset signal handling")]
     Signals(#[source] nix::Error),
+    #[error("wait for start on the exec fifo")]
+    AwaitStart(#[source] std::io::Error),
+    #[error(transparent)]
+    Hook(#[from] crate::runtime::hook::HookError),
     #[error("fork the service's process under the container's init")]
     Fork(#[source] nix::Error),
     #[error("exec {path}")]
@@ -119,16 +123,26 @@ pub struct InitContext<'a> {
     /// Log pipes for stdout and stderr; `None` keeps the inherited stdio.
     pub stdout: Option<&'a OwnedFd>,
     pub stderr: Option<&'a OwnedFd>,
+    /// The OCI `create` (no shim stays behind): once ready, wait for `start` on this exec
+    /// fifo instead of the shim's `S` (see `oci::fifo`).
+    pub exec_fifo: Option<&'a OwnedFd>,
 }
 
 /// Namespaces created at clone; the cgroup namespace comes later, once the child is in its
 /// cgroup, so the container sees that cgroup as its root.
-pub fn clone_flags(network: &Network) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    if *network == Network::None {
+pub fn clone_flags(spec: &ContainerSpec) -> CloneFlags {
+    let host = spec.host_namespaces;
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    for (shared, flag) in [
+        (host.pid, CloneFlags::CLONE_NEWPID),
+        (host.uts, CloneFlags::CLONE_NEWUTS),
+        (host.ipc, CloneFlags::CLONE_NEWIPC),
+    ] {
+        if !shared {
+            flags |= flag;
+        }
+    }
+    if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     flags
@@ -188,7 +202,9 @@ fn setup_and_exec(
     if let Some(tasks) = ctx.join_cgroup {
         crate::runtime::cgroups::join_self(tasks)?;
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
+    if !spec.host_namespaces.cgroup {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
+    }
     // 2. Network: join the given namespace, or bring up loopback in the fresh one.
     match (&spec.network, ctx.netns) {
         (Network::Join(_), Some(fd)) => {
@@ -253,8 +269,11 @@ fn setup_and_exec(
     let ids = user::resolve_in_container(&spec.process.user, &spec.process.group_add)?;
     let caps = capabilities::plan(&spec.process)?;
     let filters = seccomp::filters(spec, &caps.bounding)?;
-    // 8. Stdio and working directory, and the program to run.
+    // 8. Stdio, umask and working directory, and the program to run.
     redirect_stdio(ctx)?;
+    if let Some(mask) = spec.process.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     let cwd = &spec.process.cwd;
     nix::unistd::chdir(cwd.as_str()).map_err(|source| InitError::Cwd {
         cwd: cwd.clone(),
@@ -270,20 +289,36 @@ fn setup_and_exec(
     })?;
     // 9. Drop privileges: bounding set, user (keeping caps across setuid), final caps,
     //    no_new_privs, seccomp last (it forbids the calls above).
+    //    Without no_new_privs the kernel takes a filter only from a CAP_SYS_ADMIN holder:
+    //    then it goes in first, while we still have every capability (the filter allows
+    //    the setuid, capset and exec calls that follow), as runc does.
+    let no_new_privileges = spec.process.no_new_privileges;
+    if !no_new_privileges {
+        seccomp::install_keeping_privileges(&filters)?;
+    }
     capabilities::limit_bounding(&caps.bounding)?;
     nix::sys::prctl::set_keepcaps(true).map_err(InitError::Prctl)?;
     user::switch(&ids)?;
     nix::sys::prctl::set_keepcaps(false).map_err(InitError::Prctl)?;
     capabilities::apply(&caps)?;
-    if spec.process.no_new_privileges {
+    if no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(InitError::Prctl)?;
+        seccomp::install(&filters)?;
     }
-    seccomp::install(&filters)?;
     process::reset_signals().map_err(InitError::Signals)?;
     // 10. Ready; exec when told to start (with `init`: fork, exec in the child, and stay
     //     as its init).
     report.write_all(b"R").map_err(InitError::AwaitShim)?;
-    await_byte(go, b'S')?;
+    match ctx.exec_fifo {
+        // OCI: `start` writes the state, which the startContainer hooks read on stdin.
+        Some(fifo) => {
+            let state = await_start_on_fifo(fifo)?;
+            for hook in &spec.start_container_hooks {
+                crate::runtime::hook::run(hook, &state)?;
+            }
+        }
+        None => await_byte(go, b'S')?,
+    }
     let exec = || exec_program(&program, &args, &env, &spec.process.args[0]);
     if spec.init {
         pid1::run(report, exec);
@@ -321,6 +356,21 @@ fn program_platform(program: &std::ffi::CStr) -> Option<&'static str> {
     let mut header = [0u8; 20];
     File::open(path).ok()?.read_exact(&mut header).ok()?;
     crate::platform::elf_platform(&header)
+}
+
+/// Blocks until `start` writes the container's state (one JSON line) into the exec fifo.
+fn await_start_on_fifo(fifo: &OwnedFd) -> Result<Vec<u8>, InitError> {
+    let mut reader = File::from(fifo.try_clone().map_err(InitError::AwaitStart)?);
+    let mut state = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match reader.read(&mut byte).map_err(InitError::AwaitStart)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => state.push(byte[0]),
+        }
+    }
+    Ok(state)
 }
 
 fn await_byte(go: &mut File, want: u8) -> Result<(), InitError> {
