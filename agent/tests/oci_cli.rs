@@ -333,3 +333,38 @@ fn oci_refuses_an_unsupported_field_naming_it() {
     );
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn oci_joins_a_namespace_given_by_path_and_shares_one_left_out() {
+    assert!(is_root(), "run as root");
+    let h = Harness::new();
+    let oci = Oci::new(&h);
+    // A process in a uts namespace of its own, whose namespace the container joins.
+    let mut holder = Command::new("unshare")
+        .args(["--uts", "sleep", "1000"])
+        .spawn()
+        .expect("unshare (util-linux)");
+    let ns_of = |pid: u32, ns: &str| fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+    let ours = |ns: &str| ns_of(std::process::id(), ns);
+    assert!(eventually(Duration::from_secs(10), || ns_of(
+        holder.id(),
+        "uts"
+    )
+    .is_some_and(|ns| Some(ns) != ours("uts"))));
+    let target = format!("/proc/{}/ns/uts", holder.id());
+    let extra = serde_json::json!({"linux": {"namespaces": [
+        {"type": "pid"}, {"type": "mount"}, {"type": "uts", "path": target}]}});
+    let bundle = write_bundle(&h, "bundle", "exec sleep 1000", extra);
+    oci.ok(&["create", "--bundle", path_str(&bundle), "joiner"]);
+    let pid = oci.state("joiner")["pid"].as_u64().expect("pid") as u32;
+    assert_eq!(ns_of(pid, "uts"), ns_of(holder.id(), "uts"), "joined uts");
+    // ipc and network are left out of the bundle: the host's.
+    assert_eq!(ns_of(pid, "ipc"), ours("ipc"));
+    assert_eq!(ns_of(pid, "net"), ours("net"));
+    assert_ne!(ns_of(pid, "pid"), ours("pid"));
+    oci.ok(&["delete", "--force", "joiner"]);
+    holder.kill().expect("kill the namespace holder");
+    holder.wait().expect("reap the namespace holder");
+    h.assert_clean();
+}

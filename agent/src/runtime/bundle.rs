@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use super::spec::{
     CapabilitySets, ContainerSpec, Device, DeviceAccess, DeviceCgroupRule, DeviceNode,
-    HostNamespaces, IdMapping, IdRange, Mount, MountKind, Network, NodeKind, Resources, Rlimit,
-    Rootfs, Stdio, User,
+    HostNamespaces, IdMapping, IdRange, JoinedNamespace, Mount, MountKind, NamespaceKind, Network,
+    NodeKind, Resources, Rlimit, Rootfs, Stdio, User,
 };
 
 /// Failures reading a bundle.
@@ -143,6 +143,19 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         match (ns.typ(), ns.path()) {
             (LinuxNamespaceType::Network, Some(p)) => spec.network = Network::Join(p.clone()),
             (LinuxNamespaceType::Network, None) => spec.network = Network::None,
+            (kind, Some(path)) if kind != LinuxNamespaceType::User => {
+                let kind = match kind {
+                    LinuxNamespaceType::Mount => NamespaceKind::Mount,
+                    LinuxNamespaceType::Pid => NamespaceKind::Pid,
+                    LinuxNamespaceType::Uts => NamespaceKind::Uts,
+                    LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
+                    _ => NamespaceKind::Cgroup,
+                };
+                spec.joined_namespaces.push(JoinedNamespace {
+                    kind,
+                    path: path.clone(),
+                });
+            }
             (LinuxNamespaceType::User, _) => {
                 let ranges = |maps: &Option<Vec<LinuxIdMapping>>| -> Vec<IdRange> {
                     maps.iter()

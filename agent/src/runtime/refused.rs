@@ -74,13 +74,24 @@ pub fn check(oci: &Spec) -> Result<(), RefusedField> {
     for ns in &namespaces {
         match ns.typ() {
             LinuxNamespaceType::Time => refuse("linux.namespaces[time]", NOT_IMPLEMENTED)?,
-            LinuxNamespaceType::Network | LinuxNamespaceType::User => {}
-            _ if ns.path().is_some() => refuse(
-                "linux.namespaces[].path",
-                "only the network namespace can be joined by path",
+            LinuxNamespaceType::User if ns.path().is_some() => refuse(
+                "linux.namespaces[user].path",
+                "a user namespace is created with linux.uidMappings, never joined",
             )?,
             _ => {}
         }
+    }
+    let creates_user = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    let joins_other = namespaces
+        .iter()
+        .any(|n| n.typ() != LinuxNamespaceType::Network && n.path().is_some());
+    if creates_user && joins_other {
+        refuse(
+            "linux.namespaces[].path",
+            "joining a namespace from a new user namespace is not implemented",
+        )?;
     }
     if !namespaces
         .iter()
@@ -170,8 +181,8 @@ mod tests {
                 "process.apparmorProfile",
             ),
             (
-                r#""linux": {"namespaces": [{"type": "mount"}, {"type": "uts", "path": "/proc/1/ns/uts"}]}"#,
-                "linux.namespaces[].path",
+                r#""linux": {"namespaces": [{"type": "mount"}, {"type": "user", "path": "/proc/1/ns/user"}]}"#,
+                "linux.namespaces[user].path",
             ),
             (
                 r#""linux": {"namespaces": [{"type": "pid"}]}"#,

@@ -28,7 +28,7 @@ use super::id::ContainerId;
 use super::init::{self, dev, InitContext};
 use super::logs::{LogError, RotatingLog};
 use super::process;
-use super::spec::{ContainerSpec, Network, Stdio};
+use super::spec::{ContainerSpec, NamespaceKind, Network, Stdio};
 use super::state::{pid_start_time, ContainerState, StateError, Status};
 use super::userns::{self, UserNsError};
 
@@ -73,6 +73,18 @@ pub enum ShimError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("open namespace {path}")]
+    OpenNamespace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("join pid namespace {path}")]
+    JoinPidNamespace {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -277,6 +289,28 @@ impl Shim {
             ),
             _ => None,
         };
+        // Namespaces to join, opened here on the host: the pid one is entered now (only
+        // children change pid namespace), the others by the init, mount first.
+        let mut joined = Vec::new();
+        for ns in &spec.joined_namespaces {
+            let fd: OwnedFd = File::open(&ns.path)
+                .map_err(|source| ShimError::OpenNamespace {
+                    path: ns.path.clone(),
+                    source,
+                })?
+                .into();
+            if ns.kind == NamespaceKind::Pid {
+                nix::sched::setns(&fd, CloneFlags::CLONE_NEWPID).map_err(|source| {
+                    ShimError::JoinPidNamespace {
+                        path: ns.path.clone(),
+                        source,
+                    }
+                })?;
+            } else {
+                joined.push((ns.kind, fd));
+            }
+        }
+        joined.sort_by_key(|(kind, _)| *kind != NamespaceKind::Mount);
         // 3. cgroup with limits; what the kernel cannot enforce becomes a condition.
         let (cgroup, conditions) =
             ContainerCgroup::create(&input.cgroup, &input.id, &spec.resources, &rules)?;
@@ -290,6 +324,7 @@ impl Shim {
             netns.as_ref(),
             cgroup.clone(),
             exec_fifo,
+            &joined,
         );
         let mut shim = match result {
             Ok(shim) => shim,
@@ -310,6 +345,7 @@ impl Shim {
         netns: Option<&OwnedFd>,
         cgroup: ContainerCgroup,
         exec_fifo: Option<&OwnedFd>,
+        joined_namespaces: &[(NamespaceKind, OwnedFd)],
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
@@ -343,6 +379,7 @@ impl Shim {
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
             exec_fifo,
+            joined_namespaces,
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
         let mut child = || {

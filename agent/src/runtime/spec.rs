@@ -59,6 +59,10 @@ pub struct ContainerSpec {
     /// bundle that leaves them out); the daemon's containers share none.
     #[serde(default)]
     pub host_namespaces: HostNamespaces,
+    /// Namespaces joined by path instead of created (OCI `linux.namespaces[].path`; the
+    /// network one is `network`).
+    #[serde(default)]
+    pub joined_namespaces: Vec<JoinedNamespace>,
     /// OCI `hooks.startContainer`: run by the init after `start`, before exec, inside the
     /// container (the OCI command line only; see `runtime::hook`).
     #[serde(default)]
@@ -73,6 +77,38 @@ pub struct HostNamespaces {
     pub uts: bool,
     pub ipc: bool,
     pub cgroup: bool,
+}
+
+/// A namespace to join: the init enters it (the pid one is entered before clone, since
+/// only children change pid namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedNamespace {
+    pub kind: NamespaceKind,
+    /// e.g. `/proc/1234/ns/uts`.
+    pub path: PathBuf,
+}
+
+/// The namespaces that can be joined by path besides network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceKind {
+    Mount,
+    Pid,
+    Uts,
+    Ipc,
+    Cgroup,
+}
+
+impl NamespaceKind {
+    pub fn clone_flag(self) -> nix::sched::CloneFlags {
+        use nix::sched::CloneFlags;
+        match self {
+            Self::Mount => CloneFlags::CLONE_NEWNS,
+            Self::Pid => CloneFlags::CLONE_NEWPID,
+            Self::Uts => CloneFlags::CLONE_NEWUTS,
+            Self::Ipc => CloneFlags::CLONE_NEWIPC,
+            Self::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        }
+    }
 }
 
 /// A program the runtime runs at a lifecycle point, with the container's state JSON on
@@ -342,6 +378,7 @@ impl ContainerSpec {
             sysctl: Default::default(),
             rootfs_propagation: None,
             host_namespaces: HostNamespaces::default(),
+            joined_namespaces: Vec::new(),
             start_container_hooks: Vec::new(),
         }
     }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 
 use super::process;
-use super::spec::{ContainerSpec, MountKind, Network};
+use super::spec::{ContainerSpec, MountKind, NamespaceKind, Network};
 use super::userns;
 
 /// Failures of the init steps, named after the step.
@@ -44,6 +44,12 @@ pub enum InitError {
     UnshareCgroup(#[source] nix::Error),
     #[error("join network namespace")]
     JoinNetwork(#[source] nix::Error),
+    #[error("join the {kind:?} namespace")]
+    JoinNamespace {
+        kind: NamespaceKind,
+        #[source]
+        source: nix::Error,
+    },
     #[error("bring up loopback")]
     Loopback(#[source] nix::Error),
     #[error(transparent)]
@@ -123,6 +129,9 @@ pub struct InitContext<'a> {
     /// Log pipes for stdout and stderr; `None` keeps the inherited stdio.
     pub stdout: Option<&'a OwnedFd>,
     pub stderr: Option<&'a OwnedFd>,
+    /// Namespaces to enter, opened on the host, mount first; never the pid one (entered
+    /// by the shim before clone).
+    pub joined_namespaces: &'a [(NamespaceKind, OwnedFd)],
     /// The OCI `create` (no shim stays behind): once ready, wait for `start` on this exec
     /// fifo instead of the shim's `S` (see `oci::fifo`).
     pub exec_fifo: Option<&'a OwnedFd>,
@@ -132,13 +141,18 @@ pub struct InitContext<'a> {
 /// cgroup, so the container sees that cgroup as its root.
 pub fn clone_flags(spec: &ContainerSpec) -> CloneFlags {
     let host = spec.host_namespaces;
-    let mut flags = CloneFlags::CLONE_NEWNS;
+    let mut flags = CloneFlags::empty();
     for (shared, flag) in [
+        (false, CloneFlags::CLONE_NEWNS),
         (host.pid, CloneFlags::CLONE_NEWPID),
         (host.uts, CloneFlags::CLONE_NEWUTS),
         (host.ipc, CloneFlags::CLONE_NEWIPC),
     ] {
-        if !shared {
+        let joined = spec
+            .joined_namespaces
+            .iter()
+            .any(|j| j.kind.clone_flag() == flag);
+        if !shared && !joined {
             flags |= flag;
         }
     }
@@ -202,7 +216,19 @@ fn setup_and_exec(
     if let Some(tasks) = ctx.join_cgroup {
         crate::runtime::cgroups::join_self(tasks)?;
     }
-    if !spec.host_namespaces.cgroup {
+    // Joined namespaces (opened on the host by the shim): mount first, so that
+    //    everything below happens in it.
+    for (kind, fd) in ctx.joined_namespaces {
+        nix::sched::setns(fd, kind.clone_flag()).map_err(|source| InitError::JoinNamespace {
+            kind: *kind,
+            source,
+        })?;
+    }
+    let cgroup_joined = ctx
+        .joined_namespaces
+        .iter()
+        .any(|(kind, _)| *kind == NamespaceKind::Cgroup);
+    if !spec.host_namespaces.cgroup && !cgroup_joined {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
     }
     // 2. Network: join the given namespace, or bring up loopback in the fresh one.
