@@ -122,7 +122,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         format: cli.log_format,
     };
     if cli.systemd_cgroup {
-        tracing::info!("--systemd-cgroup ignored: cgroups are managed through cgroupfs");
+        tracing::warn!("--systemd-cgroup ignored: cgroups are managed through cgroupfs");
     }
     match dispatch(&cli) {
         Ok(code) => code,

@@ -491,6 +491,59 @@ mod tests {
     }
 
     #[test]
+    fn bundle_device_cgroup_rules_keep_allow_rules_in_order_and_refuse_wildcards() {
+        let with_rules = |rules: &str| {
+            CONFIG.replace(
+                r#""pids": {"limit": 10}},"#,
+                &format!(r#""pids": {{"limit": 10}}, "devices": {rules}}},"#),
+            )
+        };
+        let dir = bundle(&with_rules(
+            r#"[{"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+                {"allow": true, "type": "b", "major": 8, "minor": 20, "access": "r"}]"#,
+        ));
+        let rules = load(dir.path()).unwrap().device_cgroup_rules;
+        let got: Vec<_> = rules
+            .iter()
+            .map(|r| (r.kind, r.major, r.minor, r.access.letters()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ('c', 10, 229, "rwm".to_string()),
+                ('b', 8, 20, "r".to_string())
+            ]
+        );
+        let dir = bundle(&with_rules(
+            r#"[{"allow": true, "type": "c", "access": "m"}]"#,
+        ));
+        let err = load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("linux.resources.devices"), "{err}");
+    }
+
+    #[test]
+    fn bundle_namespaces_left_out_are_shared_and_paths_are_joined() {
+        let dir = bundle(&CONFIG.replace(
+            r#"{"type": "uts"}"#,
+            r#"{"type": "uts", "path": "/proc/1/ns/uts"}"#,
+        ));
+        let spec = load(dir.path()).unwrap();
+        assert_eq!(
+            spec.joined_namespaces,
+            [JoinedNamespace {
+                kind: NamespaceKind::Uts,
+                path: "/proc/1/ns/uts".into()
+            }]
+        );
+        let host = spec.host_namespaces;
+        assert_eq!(
+            (host.pid, host.uts, host.ipc, host.cgroup),
+            (false, false, true, true)
+        );
+    }
+
+    #[test]
     fn bundle_without_process_names_the_field() {
         let dir = bundle(r#"{"ociVersion": "1.0.2", "root": {"path": "rootfs"}}"#);
         let err = load(dir.path()).unwrap_err();

@@ -20,6 +20,12 @@ const NOT_IMPLEMENTED: &str = "not implemented by this runtime";
 
 /// Refuses the first set field this runtime does not implement.
 pub fn check(oci: &Spec) -> Result<(), RefusedField> {
+    if !is_spec_1_version(oci.version()) {
+        refuse(
+            "ociVersion",
+            "must be a runtime-spec 1.x version (MAJOR.MINOR.PATCH)",
+        )?;
+    }
     if let Some(process) = oci.process() {
         let set = |present: bool, field| {
             if present {
@@ -108,6 +114,17 @@ pub fn check(oci: &Spec) -> Result<(), RefusedField> {
     Ok(())
 }
 
+/// `1.MINOR.PATCH`, optionally with a pre-release (`1.0.2-dev`).
+fn is_spec_1_version(version: &str) -> bool {
+    let core = version.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts[0] == "1"
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn check_resources(r: &oci_spec::runtime::LinuxResources) -> Result<(), RefusedField> {
     if let Some(m) = r.memory() {
         if m.swappiness().is_some() {
@@ -167,6 +184,16 @@ mod tests {
     }
 
     const BASE: &str = r#""ociVersion": "1.0.2", "root": {"path": "rootfs"}"#;
+
+    #[test]
+    fn oci_version_must_be_a_1_x_semver() {
+        for good in ["1.0.2", "1.0.2-dev", "1.2.0", "1.0.0-rc.1"] {
+            assert!(is_spec_1_version(good), "{good}");
+        }
+        for bad in ["invalid", "2.0.0", "1.0", "1.x.0", ""] {
+            assert!(!is_spec_1_version(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn plain_bundle_passes_and_set_unsupported_fields_are_named() {
