@@ -368,3 +368,32 @@ fn oci_joins_a_namespace_given_by_path_and_shares_one_left_out() {
     holder.wait().expect("reap the namespace holder");
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn oci_installs_the_bundle_s_seccomp_filter_without_forcing_no_new_privs() {
+    assert!(is_root(), "run as root");
+    let h = Harness::new();
+    let oci = Oci::new(&h);
+    let extra = serde_json::json!({
+        "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/", "env": ["PATH=/bin"],
+            "noNewPrivileges": false,
+            "args": ["/bin/sh", "-c",
+                "grep NoNewPrivs /proc/self/status; mkdir /tmp/blocked 2>/dev/null || echo refused"]},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}],
+            "seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}},
+    });
+    let bundle = write_bundle(&h, "bundle", "", extra);
+    let out = oci.run(&["run", "--bundle", path_str(&bundle), "filtered"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("NoNewPrivs:\t0"), "{stdout}");
+    assert!(stdout.contains("refused"), "{stdout}");
+    assert!(!h.lower.join("tmp/blocked").exists());
+    h.assert_clean();
+}

@@ -9,7 +9,7 @@
 //! `process.oomScoreAdj`, `linux.devices` (nodes made with the given type, numbers, mode
 //! and owner), resources (memory, swap, reservation, cpu quota/period/shares — kept exactly
 //! as given, see `cgroups::limits` — pids, blkio weight, cpuset). A `linux.seccomp` section
-//! selects Coracle's default filter (custom profiles are not interpreted). The mount
+//! is the filter installed (`runtime::seccomp_profile`); without one there is none. The mount
 //! namespace is always created; pid, uts, ipc and cgroup ones only when listed (left out,
 //! they are the host's); a user namespace takes `linux.uidMappings` and
 //! `linux.gidMappings` (see `runtime::userns` for how the rootfs is made usable). Fields
@@ -47,6 +47,8 @@ pub enum BundleError {
     UserNamespaceWithoutMappings { path: PathBuf },
     #[error(transparent)]
     Refused(#[from] super::refused::RefusedField),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp_profile::SeccompProfileError),
 }
 
 /// Reads `bundle/config.json` into a spec whose stdio is the caller's.
@@ -194,6 +196,11 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         .map(device)
         .collect::<Result<_, _>>()?;
     spec.seccomp = linux.seccomp().is_some();
+    spec.seccomp_profile = linux
+        .seccomp()
+        .as_ref()
+        .map(super::seccomp_profile::from_oci)
+        .transpose()?;
     spec.rootfs_propagation = linux.rootfs_propagation().clone();
     if let Some(r) = linux.resources() {
         spec.resources = resources(r);

@@ -6,7 +6,8 @@
 //! container's setup steps between clone and exec: mounts, dev, capabilities, seccomp,
 //! rlimits, user), `process` (clone, exec, fd hand-over, ioctl), `shim` (the
 //! per-container supervisor process), `logs` (rotating log files), `linux` (the trait
-//! impl), `bundle` (OCI `config.json` → spec; `refused`: the fields it refuses by name),
+//! impl), `bundle` (OCI `config.json` → spec; `refused`: the fields it refuses by name;
+//! `seccomp_profile`: its `linux.seccomp` as the filter),
 //! `hook` (one OCI hook run, state JSON on stdin), `userns` (the optional user namespace:
 //! id maps, idmapped rootfs), `idmapped_overlay` (the overlay over idmapped layers, built
 //! in a scratch mount namespace), `mount_api` (detached mounts), `exec` (a process run
@@ -29,6 +30,7 @@ mod process;
 pub mod pty;
 mod recreate;
 pub mod refused;
+pub mod seccomp_profile;
 pub mod shim;
 pub mod spec;
 pub mod state;
