@@ -178,7 +178,7 @@ fn oci_create_start_kill_delete_moves_through_every_status() {
     );
     assert_eq!(oci.ok(&["list"]).trim(), "life");
 
-    oci.ok(&["kill", "life", "KILL"]);
+    oci.ok(&["kill", "--all", "life", "SIGKILL"]);
     assert!(eventually(Duration::from_secs(10), || oci.status("life") == "stopped"));
     assert!(oci.state("life").get("pid").is_none());
     oci.ok(&["delete", "life"]);
@@ -225,8 +225,8 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
     let oci = Oci::new(&h);
     let out = h.dir.path().join("hooks-out");
     fs::create_dir_all(&out).expect("hook output dir");
-    // Host hooks write to the host dir; the startContainer hook runs inside the container
-    // and writes through the bind mount of the same dir at /out.
+    // Host hooks write to the host dir; the createContainer and startContainer hooks run
+    // inside the container and write through the bind mount of the same dir at /out.
     let host_hook = |name: &str| {
         serde_json::json!({"path": "/bin/sh",
             "args": ["sh", "-c", format!("cat > {}/{name}", out.display())], "timeout": 10})
@@ -235,7 +235,7 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
         "hooks": {
             "prestart": [host_hook("prestart")],
             "createRuntime": [host_hook("createRuntime")],
-            "createContainer": [host_hook("createContainer")],
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/createContainer"]}],
             "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/startContainer"]}],
             "poststart": [host_hook("poststart")],
             "poststop": [host_hook("poststop")],

@@ -56,8 +56,7 @@ enum Verb {
     State { id: String },
     /// Send a signal (name or number; default TERM) to the container's process.
     Kill {
-        /// Accepted for compatibility: the signal goes to the init, which pid namespace
-        /// semantics make the whole container's on SIGKILL.
+        /// Signal every process in the container's cgroup, not only its init.
         #[arg(long, short)]
         all: bool,
         id: String,
@@ -143,7 +142,7 @@ fn dispatch(cli: &OciCli) -> Result<i32, OciError> {
         }
         Verb::Start { id } => start::start(root, id)?,
         Verb::State { id } => print_state(root, id)?,
-        Verb::Kill { id, signal, .. } => kill::kill(root, id, kill::parse_signal(signal)?)?,
+        Verb::Kill { id, signal, all } => kill::kill(root, id, kill::parse_signal(signal)?, *all)?,
         Verb::Delete { id, force } => delete::delete(root, id, *force)?,
         Verb::Run { create, detach } => return run(cli, create, *detach),
         Verb::List { format, quiet, .. } => print_list(root, format, *quiet)?,

@@ -142,10 +142,12 @@ fn set_up(
         .map_err(OciError::from)
         .and_then(|()| {
             let state = record.state_json(OciStatus::Created);
-            hooks::run_all(hooks.at_create(), &state).map_err(|source| OciError::Hook {
-                point: "create",
-                source,
-            })
+            hooks::run_all(hooks.at_create(), &state)
+                .and_then(|()| hooks::run_in_container(init.pid, &hooks.create_container, &state))
+                .map_err(|source| OciError::Hook {
+                    point: "create",
+                    source,
+                })
         })
         .and_then(|()| write_pid_file(req.pid_file, init.pid));
     if let Err(err) = announced {

@@ -11,7 +11,6 @@ use nix::unistd::Pid;
 use super::hooks;
 use super::state::OciStatus;
 use super::{open, OciError};
-use crate::runtime::cgroups::ContainerCgroup;
 
 /// How long a SIGKILLed init may take to be gone (and reaped by its parent).
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -27,6 +26,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
                 wanted: "stopped (or --force)",
             });
         }
+        // Every process of the container, not only its init: without a pid namespace of
+        // its own, the init's death would not take the others along.
+        for pid in record.cgroup().pids() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         let _ = nix::sys::signal::kill(Pid::from_raw(record.pid), Signal::SIGKILL);
         let deadline = Instant::now() + KILL_WAIT;
         while record.init_alive() {
@@ -39,7 +43,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    ContainerCgroup::from_paths(record.cgroup_version, &record.cgroup_paths).remove()?;
+    record.cgroup().remove()?;
     std::fs::remove_dir_all(&dir).map_err(|source| OciError::RemoveDir {
         path: dir.clone(),
         source,

@@ -2,9 +2,10 @@
 //! the two failure rules: a failing prestart, createRuntime, createContainer or
 //! startContainer hook fails the operation (the container is stopped and removed); a
 //! failing poststart or poststop hook is only a warning. Every hook gets the state JSON on
-//! stdin. startContainer hooks run in the container's init (`runtime::init`); the others
-//! run here, in the runtime's namespaces — createContainer included, which the spec wants
-//! in the container's mount namespace (a known gap).
+//! stdin. startContainer hooks run in the container's init (`runtime::init`);
+//! createContainer hooks in the container's mount, uts, ipc and network namespaces (after
+//! its pivot_root, so their path resolves in the container: a known difference from the
+//! spec, which runs them before it); the others here, in the runtime's namespaces.
 
 use crate::runtime::hook::{self, HookError};
 use crate::runtime::spec::Hook;
@@ -40,12 +41,9 @@ impl Hooks {
         }
     }
 
-    /// The hooks `create` runs once the init waits, in the spec's order.
+    /// The hooks `create` runs in the runtime's namespaces, in the spec's order.
     pub fn at_create(&self) -> impl Iterator<Item = &Hook> {
-        self.prestart
-            .iter()
-            .chain(&self.create_runtime)
-            .chain(&self.create_container)
+        self.prestart.iter().chain(&self.create_runtime)
     }
 }
 
@@ -64,6 +62,13 @@ pub fn run_all<'a>(
     state: &[u8],
 ) -> Result<(), HookError> {
     hooks.into_iter().try_for_each(|h| hook::run(h, state))
+}
+
+/// Runs the createContainer hooks in the namespaces of the container's init `pid`.
+pub fn run_in_container(pid: i32, hooks: &[Hook], state: &[u8]) -> Result<(), HookError> {
+    hooks
+        .iter()
+        .try_for_each(|h| hook::run_in_namespaces_of(pid, h, state))
 }
 
 /// Runs every hook of a point where failures only warn (poststart, poststop).
@@ -94,6 +99,7 @@ mod tests {
         let hooks = Hooks::from_spec(Some(&spec));
         let at_create: Vec<_> = hooks.at_create().map(|h| h.path.clone()).collect();
         assert_eq!(at_create, [Path::new("/bin/a"), Path::new("/bin/b")]);
+        assert!(hooks.create_container.is_empty());
         let b = &hooks.create_runtime[0];
         assert_eq!(
             (b.args.len(), b.env[0].as_str(), b.timeout_secs),

@@ -1,5 +1,6 @@
-//! `kill ID [SIGNAL]`: a signal by name (`TERM`, `SIGTERM`, `sigkill`) or number, sent to
-//! the init of a created or running container (never to a recycled pid).
+//! `kill [--all] ID [SIGNAL]`: a signal by name (`TERM`, `SIGTERM`, `sigkill`) or number,
+//! sent to the init of a created or running container, or with `--all` to every process
+//! in its cgroup.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -27,7 +28,8 @@ pub fn parse_signal(text: &str) -> Result<Signal, OciError> {
     Signal::from_str(&name).map_err(|_| unknown())
 }
 
-pub fn kill(root: &Path, id: &str, signal: Signal) -> Result<(), OciError> {
+/// Signals the init, or with `all` every process in the container's cgroup.
+pub fn kill(root: &Path, id: &str, signal: Signal, all: bool) -> Result<(), OciError> {
     let (dir, record) = open(root, id)?;
     let status = record.status(&dir);
     if status == OciStatus::Stopped {
@@ -36,6 +38,12 @@ pub fn kill(root: &Path, id: &str, signal: Signal) -> Result<(), OciError> {
             status,
             wanted: "created or running",
         });
+    }
+    if all {
+        // Processes may exit between the read and the signal: ESRCH is no failure.
+        for pid in record.cgroup().pids() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+        }
     }
     nix::sys::signal::kill(Pid::from_raw(record.pid), signal).map_err(|source| OciError::Signal {
         id: id.to_owned(),

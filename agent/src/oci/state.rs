@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::fifo;
-use crate::runtime::cgroups::CgroupVersion;
+use crate::runtime::cgroups::{CgroupVersion, ContainerCgroup};
 use crate::runtime::spec::Hook;
 use crate::runtime::state::{pid_start_time, write_atomically, StateError};
 
@@ -74,6 +74,11 @@ impl Record {
     pub fn store(&self, dir: &Path) -> Result<(), StateError> {
         let json = serde_json::to_vec(self).expect("record has only plain serialisable fields");
         write_atomically(&dir.join(RECORD_FILE), &json)
+    }
+
+    /// The container's cgroup, as `create` recorded it.
+    pub fn cgroup(&self) -> ContainerCgroup {
+        ContainerCgroup::from_paths(self.cgroup_version, &self.cgroup_paths)
     }
 
     /// Whether the init still runs (a zombie counts as gone).

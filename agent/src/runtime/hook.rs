@@ -1,5 +1,6 @@
 //! Running one OCI hook: the program with its own argv and environment, the container's
-//! state JSON on stdin, killed when its timeout passes. Shared by the OCI command line
+//! state JSON on stdin, killed when its timeout passes; createContainer hooks inside the
+//! container's namespaces. Shared by the OCI command line
 //! (`oci::hooks`, in the runtime's namespaces) and the container's init (startContainer
 //! hooks, inside the container), so it spawns with std's `Command` and waits on a pidfd.
 
@@ -17,6 +18,12 @@ use super::spec::Hook;
 /// Failures of one hook, naming its path.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    #[error("open namespace {path} for a hook")]
+    OpenNamespace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("start hook {path}")]
     Spawn {
         path: PathBuf,
@@ -37,8 +44,34 @@ pub enum HookError {
 
 /// Runs `hook` with `state` on its stdin and waits for it; a non-zero exit is an error.
 pub fn run(hook: &Hook, state: &[u8]) -> Result<(), HookError> {
-    let path = hook.path.clone();
+    run_with(hook, state, Command::new(&hook.path))
+}
+
+/// As [`run`], inside the mount, uts, ipc and network namespaces of process `pid` (the
+/// container's init): OCI's createContainer hooks.
+pub fn run_in_namespaces_of(pid: i32, hook: &Hook, state: &[u8]) -> Result<(), HookError> {
+    use nix::sched::CloneFlags;
+    let mut fds = Vec::new();
+    for (name, flag) in [
+        ("mnt", CloneFlags::CLONE_NEWNS),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("net", CloneFlags::CLONE_NEWNET),
+    ] {
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let file = std::fs::File::open(&path).map_err(|source| HookError::OpenNamespace {
+            path: path.clone(),
+            source,
+        })?;
+        fds.push((file.into(), flag));
+    }
     let mut command = Command::new(&hook.path);
+    process::enter_namespaces_before_exec(&mut command, fds);
+    run_with(hook, state, command)
+}
+
+fn run_with(hook: &Hook, state: &[u8], mut command: Command) -> Result<(), HookError> {
+    let path = hook.path.clone();
     if let Some((argv0, rest)) = hook.args.split_first() {
         command.arg0(argv0).args(rest);
     }

@@ -208,6 +208,24 @@ pub fn pass_fds(command: &mut Command, fds: Vec<RawFd>) {
     };
 }
 
+/// Makes the spawned command enter the namespaces `fds` (opened `/proc/PID/ns/*` files,
+/// mount first) before it execs, so its program resolves and runs inside them.
+pub fn enter_namespaces_before_exec(
+    command: &mut Command,
+    fds: Vec<(std::os::fd::OwnedFd, CloneFlags)>,
+) {
+    // SAFETY: setns is a plain syscall, async-signal-safe, and allocates nothing, as
+    // pre_exec requires; the closure owns the fds, which stay open until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            for (fd, flag) in &fds {
+                nix::sched::setns(fd, *flag)?;
+            }
+            Ok(())
+        })
+    };
+}
+
 /// Takes over fd `fd` passed by [`pass_fds`], close-on-exec; `None` when it is not open.
 pub fn take_fd(fd: RawFd) -> Option<std::fs::File> {
     use std::os::fd::FromRawFd;
