@@ -42,6 +42,9 @@
 //! - `delta_cli`: `coracle-agent apply-delta`, the pull's delta apply as a command.
 //! - `ota`: over-the-air updates of the agent itself: A/B slot files, the boot step that
 //!   gives a new build one supervised trial, verification and staging of a build.
+//! - `oci`: the OCI runtime command line (`coracle-agent oci …`, or a `coracle-runc`
+//!   link) over the same runtime code: create/start/state/kill/delete/run/list/features,
+//!   an exec fifo between create and start, hooks with the state JSON on stdin.
 //! - `daemon`: assembles all of the above on a current_thread runtime.
 //!
 //! Limits: the reconcile core does no I/O; nothing blocks the MQTT event loop; no rumqttc
@@ -56,6 +59,7 @@ pub mod delta_cli;
 pub mod engine;
 pub mod health;
 pub mod network;
+pub mod oci;
 pub mod ota;
 pub mod platform;
 pub mod private_dir;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use coracle_agent::cli::{self, RunArgs};
 use coracle_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use coracle_agent::control::client;
+use coracle_agent::oci::cli as oci_cli;
 use coracle_agent::runtime::{exec, shim};
 
 /// Coracle device agent.
@@ -49,6 +50,13 @@ enum Cmd {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
+    /// The OCI runtime command line (create, start, state, kill, delete, run, list,
+    /// features); `coracle-agent oci --help` lists it. Handled before this parser.
+    #[command(disable_help_flag = true)]
+    Oci {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Run an OCI bundle in the foreground, like `crun run --bundle DIR ID`.
     Run(RunArgs),
     /// Rebuild a layer tar from a delta and the old layer unpacked (digest checked).
@@ -66,22 +74,25 @@ fn main() -> ExitCode {
         let spec = args[3].to_string_lossy();
         return ExitCode::from(exec::main(Path::new(&args[2]), &spec) as u8);
     }
-    let cli = Cli::parse();
-    // EnvFilter only when asked for: parsing directives costs start time and memory that
-    // `run` is benchmarked on; warnings and errors always show.
-    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
-    if std::env::var_os("RUST_LOG").is_some() {
-        logs.with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .init();
-    } else {
-        // `run` is a foreground command like `crun run`: the container's lifecycle lines
-        // are noise there (and cost start time); warnings and errors still show.
-        let level = match cli.command {
-            Some(Cmd::Run(_)) => tracing::Level::WARN,
-            _ => tracing::Level::INFO,
-        };
-        logs.with_max_level(level).init();
+    // The OCI runtime: through a link named `coracle-runc`, or `coracle-agent oci …`.
+    let invoked_as = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n == oci_cli::RUNC_NAME);
+    if invoked_as == Some(true) || args.get(1).is_some_and(|a| a == "oci") {
+        init_tracing(tracing::Level::WARN);
+        let skip = if invoked_as == Some(true) { 0 } else { 1 };
+        let mut argv: Vec<_> = std::env::args_os().collect();
+        argv.drain(..skip);
+        return ExitCode::from(oci_cli::main(argv).clamp(0, 255) as u8);
     }
+    let cli = Cli::parse();
+    // `run` is a foreground command like `crun run`: the container's lifecycle lines
+    // are noise there (and cost start time); warnings and errors still show.
+    init_tracing(match cli.command {
+        Some(Cmd::Run(_)) => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    });
     if let Some(Cmd::Run(args)) = &cli.command {
         return match cli::run(args) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -97,6 +108,18 @@ fn main() -> ExitCode {
             eprintln!("coracle-agent: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr at `level`, or as RUST_LOG says. EnvFilter only when asked for: parsing
+/// directives costs start time and memory that `run` is benchmarked on.
+fn init_tracing(level: tracing::Level) {
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    if std::env::var_os("RUST_LOG").is_some() {
+        logs.with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    } else {
+        logs.with_max_level(level).init();
     }
 }
 
@@ -146,7 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             return Ok(reply.exit_code.clamp(0, 255) as u8);
         }
-        Some(Cmd::Run(_) | Cmd::ApplyDelta(_)) => unreachable_run(),
+        Some(Cmd::Run(_) | Cmd::ApplyDelta(_) | Cmd::Oci { .. }) => unreachable_run(),
     }
     Ok(0)
 }

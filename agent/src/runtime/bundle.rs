@@ -9,9 +9,11 @@
 //! `process.oomScoreAdj`, `linux.devices` (nodes made with the given type, numbers, mode
 //! and owner), resources (memory, swap, reservation, cpu quota/period/shares — kept exactly
 //! as given, see `cgroups::limits` — pids, blkio weight, cpuset). A `linux.seccomp` section
-//! selects Coracle's default filter (custom profiles are not interpreted). Mount, pid, uts
-//! and ipc namespaces are always created; a user namespace takes `linux.uidMappings` and
-//! `linux.gidMappings` (see `runtime::userns` for how the rootfs is made usable).
+//! is the filter installed (`runtime::seccomp_profile`); without one there is none. The mount
+//! namespace is always created; pid, uts, ipc and cgroup ones only when listed (left out,
+//! they are the host's); a user namespace takes `linux.uidMappings` and
+//! `linux.gidMappings` (see `runtime::userns` for how the rootfs is made usable). Fields
+//! the runtime does not implement are refused by name (`runtime::refused`).
 
 use std::path::{Path, PathBuf};
 
@@ -19,8 +21,9 @@ use oci_spec::runtime::{LinuxDeviceType, LinuxIdMapping, LinuxNamespaceType, Spe
 use serde::Serialize;
 
 use super::spec::{
-    CapabilitySets, ContainerSpec, Device, DeviceAccess, DeviceNode, IdMapping, IdRange, Mount,
-    MountKind, Network, NodeKind, Resources, Rlimit, Rootfs, Stdio, User,
+    CapabilitySets, ContainerSpec, Device, DeviceAccess, DeviceCgroupRule, DeviceNode,
+    HostNamespaces, IdMapping, IdRange, JoinedNamespace, Mount, MountKind, NamespaceKind, Network,
+    NodeKind, Resources, Rlimit, Rootfs, Stdio, User,
 };
 
 /// Failures reading a bundle.
@@ -42,6 +45,10 @@ pub enum BundleError {
     DeviceNumber { path: String, number: i64 },
     #[error("OCI config {path}: a user namespace needs linux.uidMappings and linux.gidMappings")]
     UserNamespaceWithoutMappings { path: PathBuf },
+    #[error(transparent)]
+    Refused(#[from] super::refused::RefusedField),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp_profile::SeccompProfileError),
 }
 
 /// Reads `bundle/config.json` into a spec whose stdio is the caller's.
@@ -51,6 +58,7 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         path: path.clone(),
         source,
     })?;
+    super::refused::check(&oci)?;
     let missing = |field| BundleError::Missing {
         path: path.clone(),
         field,
@@ -80,6 +88,7 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
     };
+    spec.process.umask = user.umask();
     spec.process.no_new_privileges = process.no_new_privileges().unwrap_or(false);
     let sets = process.capabilities().as_ref();
     let names = |set: Option<&oci_spec::runtime::Capabilities>| -> Option<Vec<String>> {
@@ -114,10 +123,41 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
 
     let linux = oci.linux().clone().unwrap_or_default();
     spec.network = Network::Host;
+    // A namespace the bundle leaves out is the host's (OCI); mount is always its own
+    // (`refused` makes sure the bundle asks for it).
+    if let Some(namespaces) = linux.namespaces() {
+        let has = |kind| namespaces.iter().any(|n| n.typ() == kind);
+        spec.host_namespaces = HostNamespaces {
+            pid: !has(LinuxNamespaceType::Pid),
+            uts: !has(LinuxNamespaceType::Uts),
+            ipc: !has(LinuxNamespaceType::Ipc),
+            cgroup: !has(LinuxNamespaceType::Cgroup),
+        };
+        if spec.host_namespaces.uts && spec.hostname.is_some() {
+            return Err(super::refused::RefusedField {
+                field: "hostname",
+                reason: "setting it needs a uts namespace, and the bundle shares the host's",
+            }
+            .into());
+        }
+    }
     for ns in linux.namespaces().iter().flatten() {
         match (ns.typ(), ns.path()) {
             (LinuxNamespaceType::Network, Some(p)) => spec.network = Network::Join(p.clone()),
             (LinuxNamespaceType::Network, None) => spec.network = Network::None,
+            (kind, Some(path)) if kind != LinuxNamespaceType::User => {
+                let kind = match kind {
+                    LinuxNamespaceType::Mount => NamespaceKind::Mount,
+                    LinuxNamespaceType::Pid => NamespaceKind::Pid,
+                    LinuxNamespaceType::Uts => NamespaceKind::Uts,
+                    LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
+                    _ => NamespaceKind::Cgroup,
+                };
+                spec.joined_namespaces.push(JoinedNamespace {
+                    kind,
+                    path: path.clone(),
+                });
+            }
             (LinuxNamespaceType::User, _) => {
                 let ranges = |maps: &Option<Vec<LinuxIdMapping>>| -> Vec<IdRange> {
                     maps.iter()
@@ -156,9 +196,15 @@ pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
         .map(device)
         .collect::<Result<_, _>>()?;
     spec.seccomp = linux.seccomp().is_some();
+    spec.seccomp_profile = linux
+        .seccomp()
+        .as_ref()
+        .map(super::seccomp_profile::from_oci)
+        .transpose()?;
     spec.rootfs_propagation = linux.rootfs_propagation().clone();
     if let Some(r) = linux.resources() {
         spec.resources = resources(r);
+        spec.device_cgroup_rules = device_cgroup_rules(r)?;
     }
     Ok(spec)
 }
@@ -232,6 +278,53 @@ fn device(d: &oci_spec::runtime::LinuxDevice) -> Result<Device, BundleError> {
     })
 }
 
+/// `linux.resources.devices`: allow rules by type and numbers. Deny rules for every device
+/// restate the default (all denied but what is allowed) and are skipped; anything else —
+/// a wildcard number, a narrower deny — is refused by name.
+fn device_cgroup_rules(
+    r: &oci_spec::runtime::LinuxResources,
+) -> Result<Vec<DeviceCgroupRule>, BundleError> {
+    let refuse = |reason| {
+        BundleError::Refused(super::refused::RefusedField {
+            field: "linux.resources.devices",
+            reason,
+        })
+    };
+    let mut rules = Vec::new();
+    for d in r.devices().iter().flatten() {
+        let kind = d.typ().unwrap_or(LinuxDeviceType::A);
+        let every = kind == LinuxDeviceType::A && d.major().is_none() && d.minor().is_none();
+        if !d.allow() {
+            if every {
+                continue;
+            }
+            return Err(refuse("only a deny rule for every device is implemented"));
+        }
+        let kind = match kind {
+            LinuxDeviceType::C | LinuxDeviceType::U => 'c',
+            LinuxDeviceType::B => 'b',
+            _ => return Err(refuse("an allow rule needs type c or b")),
+        };
+        let (Some(major), Some(minor)) = (
+            d.major().and_then(|n| u64::try_from(n).ok()),
+            d.minor().and_then(|n| u64::try_from(n).ok()),
+        ) else {
+            return Err(refuse(
+                "an allow rule needs both device numbers (no wildcards)",
+            ));
+        };
+        let access = DeviceAccess::parse(d.access().as_deref().unwrap_or("rwm"))
+            .ok_or_else(|| refuse("access must be letters of rwm"))?;
+        rules.push(DeviceCgroupRule {
+            kind,
+            major,
+            minor,
+            access,
+        });
+    }
+    Ok(rules)
+}
+
 fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
     let mut out = Resources::default();
     if let Some(memory) = r.memory() {
@@ -278,7 +371,7 @@ mod tests {
         "hostname": "bench",
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                    {"destination": "/data", "type": "none", "source": "/srv", "options": ["rbind", "ro", "rslave"]}],
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "mount"}],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "uts"}, {"type": "network"}, {"type": "mount"}],
             "resources": {"memory": {"limit": 1000, "swap": 1500, "reservation": 800}, "cpu": {"quota": 33333, "period": 50000, "shares": 512},
                           "pids": {"limit": 10}},
             "devices": [{"path": "/dev/fuse", "type": "u", "major": 10, "minor": 229, "fileMode": 8612, "gid": 5},
@@ -402,6 +495,59 @@ mod tests {
             load(dir.path()),
             Err(BundleError::UserNamespaceWithoutMappings { .. })
         ));
+    }
+
+    #[test]
+    fn bundle_device_cgroup_rules_keep_allow_rules_in_order_and_refuse_wildcards() {
+        let with_rules = |rules: &str| {
+            CONFIG.replace(
+                r#""pids": {"limit": 10}},"#,
+                &format!(r#""pids": {{"limit": 10}}, "devices": {rules}}},"#),
+            )
+        };
+        let dir = bundle(&with_rules(
+            r#"[{"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+                {"allow": true, "type": "b", "major": 8, "minor": 20, "access": "r"}]"#,
+        ));
+        let rules = load(dir.path()).unwrap().device_cgroup_rules;
+        let got: Vec<_> = rules
+            .iter()
+            .map(|r| (r.kind, r.major, r.minor, r.access.letters()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ('c', 10, 229, "rwm".to_string()),
+                ('b', 8, 20, "r".to_string())
+            ]
+        );
+        let dir = bundle(&with_rules(
+            r#"[{"allow": true, "type": "c", "access": "m"}]"#,
+        ));
+        let err = load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("linux.resources.devices"), "{err}");
+    }
+
+    #[test]
+    fn bundle_namespaces_left_out_are_shared_and_paths_are_joined() {
+        let dir = bundle(&CONFIG.replace(
+            r#"{"type": "uts"}"#,
+            r#"{"type": "uts", "path": "/proc/1/ns/uts"}"#,
+        ));
+        let spec = load(dir.path()).unwrap();
+        assert_eq!(
+            spec.joined_namespaces,
+            [JoinedNamespace {
+                kind: NamespaceKind::Uts,
+                path: "/proc/1/ns/uts".into()
+            }]
+        );
+        let host = spec.host_namespaces;
+        assert_eq!(
+            (host.pid, host.uts, host.ipc, host.cgroup),
+            (false, false, true, true)
+        );
     }
 
     #[test]

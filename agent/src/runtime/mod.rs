@@ -6,7 +6,9 @@
 //! container's setup steps between clone and exec: mounts, dev, capabilities, seccomp,
 //! rlimits, user), `process` (clone, exec, fd hand-over, ioctl), `shim` (the
 //! per-container supervisor process), `logs` (rotating log files), `linux` (the trait
-//! impl), `bundle` (OCI `config.json` → spec), `userns` (the optional user namespace:
+//! impl), `bundle` (OCI `config.json` → spec; `refused`: the fields it refuses by name;
+//! `seccomp_profile`: its `linux.seccomp` as the filter),
+//! `hook` (one OCI hook run, state JSON on stdin), `userns` (the optional user namespace:
 //! id maps, idmapped rootfs), `idmapped_overlay` (the overlay over idmapped layers, built
 //! in a scratch mount namespace), `mount_api` (detached mounts), `exec` (a process run
 //! inside a running container: the `__exec` helper). `unsafe` lives in `process`,
@@ -16,6 +18,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod exec;
 pub mod exec_interactive;
+pub mod hook;
 pub mod id;
 mod idmapped_overlay;
 pub mod init;
@@ -26,6 +29,8 @@ mod mount_api;
 mod process;
 pub mod pty;
 mod recreate;
+pub mod refused;
+pub mod seccomp_profile;
 pub mod shim;
 pub mod spec;
 pub mod state;

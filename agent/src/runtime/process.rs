@@ -208,6 +208,24 @@ pub fn pass_fds(command: &mut Command, fds: Vec<RawFd>) {
     };
 }
 
+/// Makes the spawned command enter the namespaces `fds` (opened `/proc/PID/ns/*` files,
+/// mount first) before it execs, so its program resolves and runs inside them.
+pub fn enter_namespaces_before_exec(
+    command: &mut Command,
+    fds: Vec<(std::os::fd::OwnedFd, CloneFlags)>,
+) {
+    // SAFETY: setns is a plain syscall, async-signal-safe, and allocates nothing, as
+    // pre_exec requires; the closure owns the fds, which stay open until spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            for (fd, flag) in &fds {
+                nix::sched::setns(fd, *flag)?;
+            }
+            Ok(())
+        })
+    };
+}
+
 /// Takes over fd `fd` passed by [`pass_fds`], close-on-exec; `None` when it is not open.
 pub fn take_fd(fd: RawFd) -> Option<std::fs::File> {
     use std::os::fd::FromRawFd;
@@ -227,6 +245,28 @@ pub fn reset_signals() -> Result<(), Errno> {
     // SAFETY: installing SIG_DFL runs no handler code; the process is single threaded.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }?;
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// Installs a classic BPF seccomp filter with seccomp(2), without the no_new_privs that
+/// seccompiler's `apply_filter` sets: the caller must hold CAP_SYS_ADMIN.
+pub fn install_seccomp_filter(filter: &[seccompiler::sock_filter]) -> Result<(), Errno> {
+    let len = u16::try_from(filter.len()).map_err(|_| Errno::EINVAL)?;
+    let program = libc::sock_fprog {
+        len,
+        // seccompiler's sock_filter is the kernel's struct (u16, u8, u8, u32), as libc's.
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `program` points at `len` valid instructions that outlive the call; the
+    // kernel copies them and keeps no pointer.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &program as *const libc::sock_fprog,
+        )
+    };
+    Errno::result(ret).map(|_| ())
 }
 
 /// Replaces this process with `path`; returns only on failure.

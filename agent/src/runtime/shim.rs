@@ -28,7 +28,7 @@ use super::id::ContainerId;
 use super::init::{self, dev, InitContext};
 use super::logs::{LogError, RotatingLog};
 use super::process;
-use super::spec::{ContainerSpec, Network, Stdio};
+use super::spec::{ContainerSpec, NamespaceKind, Network, Stdio};
 use super::state::{pid_start_time, ContainerState, StateError, Status};
 use super::userns::{self, UserNsError};
 
@@ -73,6 +73,18 @@ pub enum ShimError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("open namespace {path}")]
+    OpenNamespace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("join pid namespace {path}")]
+    JoinPidNamespace {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -149,6 +161,41 @@ pub fn run(dir: &Path, mut report: Option<File>) -> i32 {
     exit_code(&shim, result)
 }
 
+/// A container set up by the OCI `create`, its init waiting on the exec fifo. No shim stays
+/// behind: the caller (its subreaper) becomes the init's parent when `create` exits.
+#[derive(Debug)]
+pub struct DetachedInit {
+    pub pid: i32,
+    pub pid_start_time: u64,
+    pub cgroup: ContainerCgroup,
+    pub conditions: Vec<super::cgroups::Condition>,
+}
+
+/// Sets the container up in this (single-threaded) process as the shim would, up to
+/// "created", with the init left waiting on `exec_fifo` (the read end, opened O_RDWR).
+pub fn create_detached(
+    dir: &Path,
+    input: &ShimInput,
+    exec_fifo: &OwnedFd,
+) -> Result<DetachedInit, ShimError> {
+    let shim = Shim::create_from(dir, input, Some(exec_fifo))?;
+    Ok(DetachedInit {
+        pid: shim.state.pid,
+        pid_start_time: shim.state.pid_start_time,
+        cgroup: shim.cgroup.clone(),
+        conditions: shim.state.conditions.clone(),
+    })
+}
+
+/// Undoes a [`create_detached`] container whose announcement failed: kill, reap, remove
+/// its cgroup.
+pub fn abandon_detached(init: &DetachedInit) {
+    let pid = Pid::from_raw(init.pid);
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
+    let _ = init.cgroup.remove();
+}
+
 fn exit_code(shim: &Shim, result: Result<(), ShimError>) -> i32 {
     match result {
         Ok(()) => 0,
@@ -194,6 +241,15 @@ impl Shim {
         })?;
         let input: ShimInput = serde_json::from_slice(&bytes)
             .map_err(|source| ShimError::ParseInput { path, source })?;
+        Self::create_from(dir, &input, None)
+    }
+
+    /// Steps 2 on of `create`; with `exec_fifo` the init waits there for `start`.
+    fn create_from(
+        dir: &Path,
+        input: &ShimInput,
+        exec_fifo: Option<&OwnedFd>,
+    ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         // 2. Devices: the standard set plus passed-through host nodes and described ones.
         let mut nodes = dev::default_nodes();
@@ -204,6 +260,14 @@ impl Shim {
                 rules.push(DeviceRule::new(kind, node.major, node.minor, device.access));
             }
             nodes.push(node);
+        }
+        for rule in &spec.device_cgroup_rules {
+            rules.push(DeviceRule::new(
+                rule.kind,
+                rule.major,
+                rule.minor,
+                rule.access,
+            ));
         }
         // A privileged container: every device, and the host's nodes besides the ones above.
         if spec.host_devices {
@@ -225,13 +289,43 @@ impl Shim {
             ),
             _ => None,
         };
+        // Namespaces to join, opened here on the host: the pid one is entered now (only
+        // children change pid namespace), the others by the init, mount first.
+        let mut joined = Vec::new();
+        for ns in &spec.joined_namespaces {
+            let fd: OwnedFd = File::open(&ns.path)
+                .map_err(|source| ShimError::OpenNamespace {
+                    path: ns.path.clone(),
+                    source,
+                })?
+                .into();
+            if ns.kind == NamespaceKind::Pid {
+                nix::sched::setns(&fd, CloneFlags::CLONE_NEWPID).map_err(|source| {
+                    ShimError::JoinPidNamespace {
+                        path: ns.path.clone(),
+                        source,
+                    }
+                })?;
+            } else {
+                joined.push((ns.kind, fd));
+            }
+        }
+        joined.sort_by_key(|(kind, _)| *kind != NamespaceKind::Mount);
         // 3. cgroup with limits; what the kernel cannot enforce becomes a condition.
         let (cgroup, conditions) =
             ContainerCgroup::create(&input.cgroup, &input.id, &spec.resources, &rules)?;
         for condition in &conditions {
             tracing::warn!(container = %input.id, ?condition, "cgroup limit not enforceable");
         }
-        let result = Self::spawn_init(dir, &input, &nodes, netns.as_ref(), cgroup.clone());
+        let result = Self::spawn_init(
+            dir,
+            input,
+            &nodes,
+            netns.as_ref(),
+            cgroup.clone(),
+            exec_fifo,
+            &joined,
+        );
         let mut shim = match result {
             Ok(shim) => shim,
             Err(err) => {
@@ -250,6 +344,8 @@ impl Shim {
         nodes: &[dev::Node],
         netns: Option<&OwnedFd>,
         cgroup: ContainerCgroup,
+        exec_fifo: Option<&OwnedFd>,
+        joined_namespaces: &[(NamespaceKind, OwnedFd)],
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
@@ -269,7 +365,7 @@ impl Shim {
         // On v1 the init moves itself into its cgroups (cheap, see `cgroups::join_self`);
         // the shim moves it on v2 and when a user namespace keeps it from host files.
         let self_join = cgroup.self_join_files().filter(|_| userns.is_none());
-        let mut flags = init::clone_flags(&spec.network);
+        let mut flags = init::clone_flags(spec);
         if userns.is_some() {
             flags |= CloneFlags::CLONE_NEWUSER;
         }
@@ -282,6 +378,8 @@ impl Shim {
             join_cgroup: self_join.as_deref(),
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
+            exec_fifo,
+            joined_namespaces,
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
         let mut child = || {
@@ -290,6 +388,14 @@ impl Shim {
             };
             let (mut report, mut go) = (File::from(report), File::from(go));
             let err = init::run(&ctx, &mut report, &mut go);
+            if ctx.exec_fifo.is_some() {
+                // After an OCI `create` nobody reads the report: the caller's stderr is ours.
+                eprintln!(
+                    "coracle-runc: container {}: {}",
+                    input.id,
+                    error_chain(&err)
+                );
+            }
             let _ = write!(report, "E{}", error_chain(&err));
             1
         };

@@ -7,7 +7,7 @@ use coracle_proto::SeccompProfile;
 use serde::{Deserialize, Serialize};
 
 mod device;
-pub use device::{Device, DeviceAccess, DeviceNode, NodeKind};
+pub use device::{Device, DeviceAccess, DeviceCgroupRule, DeviceNode, NodeKind};
 
 /// Everything the runtime needs to create one container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +22,9 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     /// Host device nodes passed through; every other device is absent.
     pub devices: Vec<Device>,
+    /// More device cgroup allow rules, by number (OCI `linux.resources.devices`).
+    #[serde(default)]
+    pub device_cgroup_rules: Vec<DeviceCgroupRule>,
     /// Every device, as Docker's `--privileged`: the device cgroup allows all (`a *:*
     /// rwm`) and /dev holds a node for each of the host's character and block devices
     /// (`init::dev::host_device_nodes`), made when the container is created.
@@ -52,6 +55,73 @@ pub struct ContainerSpec {
     /// `None` makes every mount private.
     #[serde(default)]
     pub rootfs_propagation: Option<String>,
+    /// Namespaces the container shares with the host instead of getting its own (an OCI
+    /// bundle that leaves them out); the daemon's containers share none.
+    #[serde(default)]
+    pub host_namespaces: HostNamespaces,
+    /// Namespaces joined by path instead of created (OCI `linux.namespaces[].path`; the
+    /// network one is `network`).
+    #[serde(default)]
+    pub joined_namespaces: Vec<JoinedNamespace>,
+    /// OCI `hooks.startContainer`: run by the init after `start`, before exec, inside the
+    /// container (the OCI command line only; see `runtime::hook`).
+    #[serde(default)]
+    pub start_container_hooks: Vec<Hook>,
+}
+
+/// Which of the optional namespaces are the host's (mount is always the container's own:
+/// the rootfs needs it; network and user have their own fields).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostNamespaces {
+    pub pid: bool,
+    pub uts: bool,
+    pub ipc: bool,
+    pub cgroup: bool,
+}
+
+/// A namespace to join: the init enters it (the pid one is entered before clone, since
+/// only children change pid namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedNamespace {
+    pub kind: NamespaceKind,
+    /// e.g. `/proc/1234/ns/uts`.
+    pub path: PathBuf,
+}
+
+/// The namespaces that can be joined by path besides network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NamespaceKind {
+    Mount,
+    Pid,
+    Uts,
+    Ipc,
+    Cgroup,
+}
+
+impl NamespaceKind {
+    pub fn clone_flag(self) -> nix::sched::CloneFlags {
+        use nix::sched::CloneFlags;
+        match self {
+            Self::Mount => CloneFlags::CLONE_NEWNS,
+            Self::Pid => CloneFlags::CLONE_NEWPID,
+            Self::Uts => CloneFlags::CLONE_NEWUTS,
+            Self::Ipc => CloneFlags::CLONE_NEWIPC,
+            Self::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        }
+    }
+}
+
+/// A program the runtime runs at a lifecycle point, with the container's state JSON on
+/// its stdin (an OCI hook).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    pub path: PathBuf,
+    /// The full argv, `args[0]` included (OCI); empty means just the path.
+    pub args: Vec<String>,
+    /// The whole environment (nothing is inherited).
+    pub env: Vec<String>,
+    /// Killed and failed after this many seconds.
+    pub timeout_secs: Option<u32>,
 }
 
 /// A user namespace's id mappings: container ids to host ids, as in `/proc/PID/uid_map`.
@@ -121,6 +191,10 @@ pub struct Process {
     /// /etc/group at start, or GIDs.
     #[serde(default)]
     pub group_add: Vec<String>,
+    /// The process's file mode creation mask (OCI `process.user.umask`); `None` keeps
+    /// the runtime's.
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// The capability sets besides bounding, by name. `None` for effective or permitted means
@@ -279,11 +353,13 @@ impl ContainerSpec {
                 rlimits: Vec::new(),
                 oom_score_adj: None,
                 group_add: Vec::new(),
+                umask: None,
             },
             hostname: None,
             network: Network::None,
             mounts: default_mounts(),
             devices: Vec::new(),
+            device_cgroup_rules: Vec::new(),
             host_devices: false,
             masked_paths: DEFAULT_MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
             readonly_paths: DEFAULT_READONLY_PATHS
@@ -301,6 +377,9 @@ impl ContainerSpec {
             init: false,
             sysctl: Default::default(),
             rootfs_propagation: None,
+            host_namespaces: HostNamespaces::default(),
+            joined_namespaces: Vec::new(),
+            start_container_hooks: Vec::new(),
         }
     }
 }

@@ -122,14 +122,8 @@ pub fn plan(
             put_cpuset(resources, &mut put);
             // v1 has a devices controller; on v2 the same list is an eBPF program (`device_bpf`).
             put("devices", "devices.deny", "a".into());
-            for (kind, major, minor) in DEFAULT_DEVICES {
-                let minor = minor.map_or("*".to_string(), |m| m.to_string());
-                put(
-                    "devices",
-                    "devices.allow",
-                    format!("{kind} {major}:{minor} rwm"),
-                );
-            }
+            // The container's own rules first, in their order (OCI wants the list applied
+            // in order; v1 `devices.list` shows it so), then the standard devices.
             // Only the bits the service asked for: `r` alone makes writes and mknod EPERM.
             for rule in devices {
                 let letters = rule.access.letters();
@@ -144,6 +138,14 @@ pub fn plan(
                     "devices",
                     "devices.allow",
                     format!("{} {}:{} {letters}", rule.kind, rule.major, rule.minor),
+                );
+            }
+            for (kind, major, minor) in DEFAULT_DEVICES {
+                let minor = minor.map_or("*".to_string(), |m| m.to_string());
+                put(
+                    "devices",
+                    "devices.allow",
+                    format!("{kind} {major}:{minor} rwm"),
                 );
             }
         }
@@ -327,7 +329,8 @@ mod tests {
         );
         assert_eq!(got[10], ("devices.deny", "a"));
         assert!(got.contains(&("devices.allow", "c 136:* rwm")));
-        assert_eq!(*got.last().unwrap(), ("devices.allow", "c 89:1 rwm"));
+        // The container's rules come first, in order, then the standard devices.
+        assert_eq!(got[11], ("devices.allow", "c 89:1 rwm"));
     }
 
     #[test]
@@ -341,9 +344,12 @@ mod tests {
         ];
         let writes = plan(&Resources::default(), &devices, CgroupVersion::V1);
         let got = pairs(&writes);
-        let n = got.len();
+        let deny = got
+            .iter()
+            .position(|w| *w == ("devices.deny", "a"))
+            .unwrap();
         assert_eq!(
-            got[n - 2..],
+            got[deny + 1..deny + 3],
             [
                 ("devices.allow", "c 10:200 r"),
                 ("devices.allow", "b 8:0 rw")
@@ -361,7 +367,7 @@ mod tests {
         );
         let got = pairs(&writes);
         assert_eq!(got[0], ("devices.deny", "a"));
-        assert_eq!(*got.last().unwrap(), ("devices.allow", "a *:* rwm"));
+        assert_eq!(got[1], ("devices.allow", "a *:* rwm"));
     }
 
     #[test]

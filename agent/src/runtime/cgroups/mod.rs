@@ -300,6 +300,16 @@ impl ContainerCgroup {
             .flatten()
     }
 
+    /// Every process in the container's cgroup (read from the first hierarchy; the
+    /// container's processes are in all of them). Empty when the cgroup is gone.
+    pub fn pids(&self) -> Vec<i32> {
+        self.dirs
+            .first()
+            .and_then(|(_, dir)| fs::read_to_string(dir.join("cgroup.procs")).ok())
+            .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
     /// How many processes the OOM killer killed in this cgroup (0 when unknown).
     pub fn oom_kills(&self) -> u64 {
         let (dir, file) = match self.version {

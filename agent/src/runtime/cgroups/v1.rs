@@ -30,19 +30,21 @@ pub(super) fn create(
         if !hierarchy.is_dir() {
             continue;
         }
-        let parent = hierarchy.join(&config.parent);
-        let leaf = parent.join(id.as_str());
-        let made = create_dir(&parent)
-            .and_then(|_| create_dir(&leaf))
-            .and_then(|made| {
+        // The parent may be several levels deep (an OCI cgroupsPath) or empty (the root).
+        let parent = Path::new(&config.parent).join(id.as_str());
+        let made = parent
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .try_fold(hierarchy.clone(), |above, part| {
+                let dir = above.join(part);
+                create_dir(&dir)?;
                 if controller == "cpuset" {
-                    inherit_cpuset(&hierarchy, &parent)?;
-                    inherit_cpuset(&parent, &leaf)?;
+                    inherit_cpuset(&above, &dir)?;
                 }
-                Ok(made)
+                Ok(dir)
             });
         match made {
-            Ok(_) => cgroup.dirs.push((controller.to_string(), leaf)),
+            Ok(leaf) => cgroup.dirs.push((controller.to_string(), leaf)),
             Err(err) => {
                 let _ = cgroup.remove();
                 return Err(err);

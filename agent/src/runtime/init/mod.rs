@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 
 use super::process;
-use super::spec::{ContainerSpec, MountKind, Network};
+use super::spec::{ContainerSpec, MountKind, NamespaceKind, Network};
 use super::userns;
 
 /// Failures of the init steps, named after the step.
@@ -44,6 +44,12 @@ pub enum InitError {
     UnshareCgroup(#[source] nix::Error),
     #[error("join network namespace")]
     JoinNetwork(#[source] nix::Error),
+    #[error("join the {kind:?} namespace")]
+    JoinNamespace {
+        kind: NamespaceKind,
+        #[source]
+        source: nix::Error,
+    },
     #[error("bring up loopback")]
     Loopback(#[source] nix::Error),
     #[error(transparent)]
@@ -84,6 +90,10 @@ pub enum InitError {
     Prctl(#[source] nix::Error),
     #[error("reset signal handling")]
     Signals(#[source] nix::Error),
+    #[error("wait for start on the exec fifo")]
+    AwaitStart(#[source] std::io::Error),
+    #[error(transparent)]
+    Hook(#[from] crate::runtime::hook::HookError),
     #[error("fork the service's process under the container's init")]
     Fork(#[source] nix::Error),
     #[error("exec {path}")]
@@ -119,16 +129,34 @@ pub struct InitContext<'a> {
     /// Log pipes for stdout and stderr; `None` keeps the inherited stdio.
     pub stdout: Option<&'a OwnedFd>,
     pub stderr: Option<&'a OwnedFd>,
+    /// Namespaces to enter, opened on the host, mount first; never the pid one (entered
+    /// by the shim before clone).
+    pub joined_namespaces: &'a [(NamespaceKind, OwnedFd)],
+    /// The OCI `create` (no shim stays behind): once ready, wait for `start` on this exec
+    /// fifo instead of the shim's `S` (see `oci::fifo`).
+    pub exec_fifo: Option<&'a OwnedFd>,
 }
 
 /// Namespaces created at clone; the cgroup namespace comes later, once the child is in its
 /// cgroup, so the container sees that cgroup as its root.
-pub fn clone_flags(network: &Network) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    if *network == Network::None {
+pub fn clone_flags(spec: &ContainerSpec) -> CloneFlags {
+    let host = spec.host_namespaces;
+    let mut flags = CloneFlags::empty();
+    for (shared, flag) in [
+        (false, CloneFlags::CLONE_NEWNS),
+        (host.pid, CloneFlags::CLONE_NEWPID),
+        (host.uts, CloneFlags::CLONE_NEWUTS),
+        (host.ipc, CloneFlags::CLONE_NEWIPC),
+    ] {
+        let joined = spec
+            .joined_namespaces
+            .iter()
+            .any(|j| j.kind.clone_flag() == flag);
+        if !shared && !joined {
+            flags |= flag;
+        }
+    }
+    if spec.network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     flags
@@ -188,7 +216,21 @@ fn setup_and_exec(
     if let Some(tasks) = ctx.join_cgroup {
         crate::runtime::cgroups::join_self(tasks)?;
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
+    // Joined namespaces (opened on the host by the shim): mount first, so that
+    //    everything below happens in it.
+    for (kind, fd) in ctx.joined_namespaces {
+        nix::sched::setns(fd, kind.clone_flag()).map_err(|source| InitError::JoinNamespace {
+            kind: *kind,
+            source,
+        })?;
+    }
+    let cgroup_joined = ctx
+        .joined_namespaces
+        .iter()
+        .any(|(kind, _)| *kind == NamespaceKind::Cgroup);
+    if !spec.host_namespaces.cgroup && !cgroup_joined {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
+    }
     // 2. Network: join the given namespace, or bring up loopback in the fresh one.
     match (&spec.network, ctx.netns) {
         (Network::Join(_), Some(fd)) => {
@@ -253,8 +295,11 @@ fn setup_and_exec(
     let ids = user::resolve_in_container(&spec.process.user, &spec.process.group_add)?;
     let caps = capabilities::plan(&spec.process)?;
     let filters = seccomp::filters(spec, &caps.bounding)?;
-    // 8. Stdio and working directory, and the program to run.
+    // 8. Stdio, umask and working directory, and the program to run.
     redirect_stdio(ctx)?;
+    if let Some(mask) = spec.process.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     let cwd = &spec.process.cwd;
     nix::unistd::chdir(cwd.as_str()).map_err(|source| InitError::Cwd {
         cwd: cwd.clone(),
@@ -270,20 +315,36 @@ fn setup_and_exec(
     })?;
     // 9. Drop privileges: bounding set, user (keeping caps across setuid), final caps,
     //    no_new_privs, seccomp last (it forbids the calls above).
+    //    Without no_new_privs the kernel takes a filter only from a CAP_SYS_ADMIN holder:
+    //    then it goes in first, while we still have every capability (the filter allows
+    //    the setuid, capset and exec calls that follow), as runc does.
+    let no_new_privileges = spec.process.no_new_privileges;
+    if !no_new_privileges {
+        seccomp::install_keeping_privileges(&filters)?;
+    }
     capabilities::limit_bounding(&caps.bounding)?;
     nix::sys::prctl::set_keepcaps(true).map_err(InitError::Prctl)?;
     user::switch(&ids)?;
     nix::sys::prctl::set_keepcaps(false).map_err(InitError::Prctl)?;
     capabilities::apply(&caps)?;
-    if spec.process.no_new_privileges {
+    if no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(InitError::Prctl)?;
+        seccomp::install(&filters)?;
     }
-    seccomp::install(&filters)?;
     process::reset_signals().map_err(InitError::Signals)?;
     // 10. Ready; exec when told to start (with `init`: fork, exec in the child, and stay
     //     as its init).
     report.write_all(b"R").map_err(InitError::AwaitShim)?;
-    await_byte(go, b'S')?;
+    match ctx.exec_fifo {
+        // OCI: `start` writes the state, which the startContainer hooks read on stdin.
+        Some(fifo) => {
+            let state = await_start_on_fifo(fifo)?;
+            for hook in &spec.start_container_hooks {
+                crate::runtime::hook::run(hook, &state)?;
+            }
+        }
+        None => await_byte(go, b'S')?,
+    }
     let exec = || exec_program(&program, &args, &env, &spec.process.args[0]);
     if spec.init {
         pid1::run(report, exec);
@@ -321,6 +382,21 @@ fn program_platform(program: &std::ffi::CStr) -> Option<&'static str> {
     let mut header = [0u8; 20];
     File::open(path).ok()?.read_exact(&mut header).ok()?;
     crate::platform::elf_platform(&header)
+}
+
+/// Blocks until `start` writes the container's state (one JSON line) into the exec fifo.
+fn await_start_on_fifo(fifo: &OwnedFd) -> Result<Vec<u8>, InitError> {
+    let mut reader = File::from(fifo.try_clone().map_err(InitError::AwaitStart)?);
+    let mut state = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match reader.read(&mut byte).map_err(InitError::AwaitStart)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => state.push(byte[0]),
+        }
+    }
+    Ok(state)
 }
 
 fn await_byte(go: &mut File, want: u8) -> Result<(), InitError> {

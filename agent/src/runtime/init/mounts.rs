@@ -221,7 +221,9 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
                 MountKind::Mqueue => "mqueue",
                 MountKind::Cgroup | MountKind::Bind => "cgroup2",
             };
-            mount(Some(fstype), &target, Some(fstype), flags, data).map_err(err)?;
+            // The spec's source names the instance (`shm`, `devpts`); the type stands in.
+            let source = m.source.as_deref().unwrap_or(Path::new(fstype));
+            mount(Some(source), &target, Some(fstype), flags, data).map_err(err)?;
         }
     }
     // Only now: the kernel takes a propagation type only on an existing mount.

@@ -34,6 +34,17 @@ pub struct DeviceNode {
     pub gid: u32,
 }
 
+/// Access the device cgroup allows to a device by number, without a node in /dev (OCI
+/// `linux.resources.devices` allow rules): the node may come later, by mknod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCgroupRule {
+    /// `'c'` or `'b'`.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub access: DeviceAccess,
+}
+
 /// What a device node is: OCI's `c` and `u` are both character devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeKind {

@@ -34,6 +34,8 @@ pub enum SeccompError {
     KernelRelease { release: String },
     #[error("install seccomp filter")]
     Install(#[source] seccompiler::Error),
+    #[error("install seccomp filter without no_new_privs (needs CAP_SYS_ADMIN)")]
+    InstallPrivileged(#[source] nix::Error),
 }
 
 /// The architecture this agent was built for, hence the one its containers run.
@@ -80,6 +82,16 @@ fn running_kernel() -> Result<coracle_proto::seccomp::KernelVersion, SeccompErro
 pub fn install(filters: &[BpfProgram]) -> Result<(), SeccompError> {
     for filter in filters {
         seccompiler::apply_filter(filter).map_err(SeccompError::Install)?;
+    }
+    Ok(())
+}
+
+/// Installs the filters without setting no_new_privs, for a spec that leaves it off: the
+/// kernel then requires CAP_SYS_ADMIN, so the init calls this before dropping privileges.
+pub fn install_keeping_privileges(filters: &[BpfProgram]) -> Result<(), SeccompError> {
+    for filter in filters {
+        crate::runtime::process::install_seccomp_filter(filter)
+            .map_err(SeccompError::InstallPrivileged)?;
     }
     Ok(())
 }
