@@ -56,13 +56,23 @@ pub fn plan(process: &Process) -> Result<CapabilityPlan, CapabilityError> {
         None => Ok(bounding.clone()),
     };
     let ambient = parse(Some(&sets.ambient))?;
+    let permitted = or_bounding(&sets.permitted)?;
+    let inheritable = match &sets.inheritable {
+        Some(names) => parse(Some(names))?,
+        None => ambient.clone(),
+    };
+    // The kernel raises an ambient capability only when it is both permitted and
+    // inheritable. Like runc and crun, one named without both is left out rather than
+    // failing the container: `crun spec` itself names three ambient capabilities with an
+    // empty inheritable set.
+    let ambient = ambient
+        .into_iter()
+        .filter(|c| permitted.contains(c) && inheritable.contains(c))
+        .collect();
     Ok(CapabilityPlan {
         effective: or_bounding(&sets.effective)?,
-        permitted: or_bounding(&sets.permitted)?,
-        inheritable: match &sets.inheritable {
-            Some(names) => parse(Some(names))?,
-            None => ambient.clone(),
-        },
+        permitted,
+        inheritable,
         ambient,
         bounding,
     })
@@ -198,6 +208,27 @@ mod tests {
         assert_eq!(second.inheritable, [Capability::CAP_CHOWN].into());
         spec.process.capability_sets.ambient = vec!["CAP_FLY".into()];
         assert!(plan(&spec.process).is_err());
+    }
+
+    #[test]
+    fn ambient_capabilities_not_permitted_and_inheritable_are_left_out() {
+        // `crun spec`'s own default: three ambient capabilities, inheritable empty.
+        let mut spec = crate::runtime::spec::ContainerSpec::new(
+            crate::runtime::spec::Rootfs::Directory("/".into()),
+            vec!["true".into()],
+        );
+        let three: Vec<String> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+            .map(String::from)
+            .to_vec();
+        spec.process.capabilities = Some(three.clone());
+        spec.process.capability_sets.ambient = three.clone();
+        spec.process.capability_sets.inheritable = Some(Vec::new());
+        assert!(plan(&spec.process).unwrap().ambient.is_empty());
+        // Inheritable but not permitted: left out too; both: kept.
+        spec.process.capability_sets.inheritable = Some(three);
+        spec.process.capability_sets.permitted = Some(vec!["CAP_KILL".into()]);
+        let plan = plan(&spec.process).unwrap();
+        assert_eq!(plan.ambient, [Capability::CAP_KILL].into());
     }
 
     #[test]

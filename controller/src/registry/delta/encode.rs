@@ -34,8 +34,15 @@ impl Deltas {
                 .join(format!("{SCRATCH_PREFIX}{}-{seq}", std::process::id())),
         );
         std::fs::create_dir_all(&scratch.0).map_err(io("create delta scratch", &scratch.0))?;
-        let failed = |step: &str, err: &dyn std::fmt::Display| RegistryError::DeltaFailed {
-            reason: format!("{step} for {} from {}: {err}", target.diff_id, base.diff_id),
+        // The reason is kept as text (verdicts are cached and shared by every waiter), with
+        // the whole chain of causes.
+        let failed = |step: &str, err: &dyn std::error::Error| RegistryError::DeltaFailed {
+            reason: format!(
+                "{step} for {} from {}: {}",
+                target.diff_id,
+                base.diff_id,
+                crate::api::error::error_chain(err)
+            ),
         };
 
         let new_tar = scratch.0.join("new.tar");
