@@ -8,19 +8,7 @@ use std::time::{Duration, Instant};
 
 use coracle_agent::runtime::{ContainerId, Runtime, RuntimeError};
 use nix::sys::signal::Signal;
-use runtime_support::Harness;
-
-/// Polls `cond` every few ms until it holds or `timeout` passes.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
-}
+use runtime_support::{eventually, Harness};
 
 /// (pid, state letter) of every child of `parent` (host pids).
 fn children(parent: i32) -> Vec<(i32, char)> {

@@ -5,23 +5,11 @@ mod runtime_support;
 
 use std::fs;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coracle_agent::runtime::spec::Stdio;
 use coracle_agent::runtime::{ContainerId, LinuxRuntime, Runtime, RuntimeError, Status};
-use runtime_support::Harness;
-
-/// Polls `cond` every few ms until it holds or `timeout` passes.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
-}
+use runtime_support::{eventually, Harness};
 
 fn write_bundle(h: &Harness, script: &str) -> std::path::PathBuf {
     let bundle = h.dir.path().join("bundle");

@@ -249,3 +249,15 @@ pub fn busybox_rootfs(root: &Path) {
     .expect("passwd");
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
 }
+
+/// Polls `cond` every few ms until it holds or `timeout` passes.
+pub fn eventually(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
+}

@@ -114,14 +114,7 @@ pub async fn rollout(
     body: Bytes,
 ) -> Result<(StatusCode, Json<RolloutRecord>), ApiError> {
     let request: CreateAgentRolloutRequest = parse_json(&body)?;
-    let pace = super::rollouts::rollout_pace(
-        &request.selector,
-        &request.waves,
-        &request.max_failures,
-        request.health_window_s,
-        request.apply_timeout_s,
-        request.rollback_on_failure,
-    )?;
+    let pace = super::rollouts::pace_of!(request)?;
     let detail = format!(
         "agent {}, selector {}, waves {}",
         request.version, request.selector, request.waves

@@ -155,6 +155,21 @@ pub fn threshold_text(value: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// [`rollout_pace`] of an app or an agent rollout request, which name the same fields.
+macro_rules! pace_of {
+    ($request:expr) => {
+        $crate::api::rollouts::rollout_pace(
+            &$request.selector,
+            &$request.waves,
+            &$request.max_failures,
+            $request.health_window_s,
+            $request.apply_timeout_s,
+            $request.rollback_on_failure,
+        )
+    };
+}
+pub(super) use pace_of;
+
 /// The pace of a rollout request (app or agent): its selector and threshold parsed, the
 /// apply timeout defaulted.
 pub(super) fn rollout_pace(
@@ -186,14 +201,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<RolloutRecord>), ApiError> {
     let request: CreateRolloutRequest = parse_json(&body)?;
-    let pace = rollout_pace(
-        &request.selector,
-        &request.waves,
-        &request.max_failures,
-        request.health_window_s,
-        request.apply_timeout_s,
-        request.rollback_on_failure,
-    )?;
+    let pace = pace_of!(request)?;
     let (file, services, platforms) = super::deploy::pin_app(
         &state,
         &request.compose,

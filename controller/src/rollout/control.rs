@@ -80,7 +80,7 @@ impl Rollouts {
     ) -> Result<i64, RolloutError> {
         let _serialized = self.lock.lock().await;
         let store = &self.fleet.store;
-        new.devices = match &new.selector {
+        new.devices = match &new.pace.selector {
             Selector::Tag { key, value } => store.devices_with_tag(key, value)?,
             Selector::Devices(ids) => {
                 for id in ids {
@@ -97,7 +97,7 @@ impl Rollouts {
         };
         if new.devices.is_empty() {
             return Err(RolloutError::NoDevices {
-                selector: new.selector.to_string(),
+                selector: new.pace.selector.to_string(),
             });
         }
         // Every selected device, before any is sent to: a rollout is not half allowed.

@@ -36,7 +36,7 @@ pub use devices::{DeviceRecord, NewDevice};
 pub use progress::{LatestProgress, ProgressBoard};
 pub use pull_epochs::{DeviceCredentials, PullTokenDue};
 pub use rollouts::{
-    DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+    DeviceProgress, DeviceStatus, NewRollout, RolloutPace, RolloutPhase, RolloutRecord, Selector,
     DEFAULT_APPLY_TIMEOUT_S,
 };
 pub use telemetry::{HealthPoint, StoredEvent, HEALTH_BUCKET_SECS, HEALTH_POINTS_KEPT};

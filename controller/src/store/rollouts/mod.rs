@@ -8,7 +8,7 @@ use coracle_proto::{DeviceId, Generation};
 use serde::Serialize;
 
 pub use records::{
-    DeviceProgress, DeviceStatus, NewRollout, RolloutPhase, RolloutRecord, Selector,
+    DeviceProgress, DeviceStatus, NewRollout, RolloutPace, RolloutPhase, RolloutRecord, Selector,
     DEFAULT_APPLY_TIMEOUT_S,
 };
 
@@ -74,7 +74,7 @@ impl Store {
     /// Stores a new running rollout (wave 0 not yet started) and returns its id.
     pub fn create_rollout(&self, new: &NewRollout) -> Result<i64, StoreError> {
         let services = to_json(0, &new.services, "services")?;
-        let selector = to_json(0, &new.selector, "selector")?;
+        let selector = to_json(0, &new.pace.selector, "selector")?;
         let now = now_unix();
         self.transaction(|tx| {
             let id: i64 = tx.query_one(
@@ -89,12 +89,12 @@ impl Store {
                     &new.compose,
                     &services,
                     &selector,
-                    &new.waves,
-                    &new.max_failures,
-                    new.health_window_s as i64,
-                    new.rollback_on_failure,
+                    &new.pace.waves,
+                    &new.pace.max_failures,
+                    new.pace.health_window_s as i64,
+                    new.pace.rollback_on_failure,
                     now,
-                    new.apply_timeout_s as i64,
+                    new.pace.apply_timeout_s as i64,
                     &new.agent_version
                 ],
                 |r| r.get(0),
@@ -385,15 +385,17 @@ mod tests {
                     app: "web".into(),
                     compose: "services: {}".into(),
                     services: Vec::new(),
-                    selector: Selector::Tag {
-                        key: "site".into(),
-                        value: "a".into(),
+                    pace: RolloutPace {
+                        selector: Selector::Tag {
+                            key: "site".into(),
+                            value: "a".into(),
+                        },
+                        waves: "1,100%".into(),
+                        max_failures: "0".into(),
+                        health_window_s: 5,
+                        apply_timeout_s: 30,
+                        rollback_on_failure: false,
                     },
-                    waves: "1,100%".into(),
-                    max_failures: "0".into(),
-                    health_window_s: 5,
-                    apply_timeout_s: 30,
-                    rollback_on_failure: false,
                     devices: vec![id.clone()],
                     agent_version: None,
                 })

@@ -214,18 +214,31 @@ pub struct RolloutRecord {
     pub agent_version: Option<String>,
 }
 
+/// How a rollout moves, the part app and agent rollouts share: which devices, in which
+/// waves, how many failures it tolerates, how long each device has to apply and then to
+/// stay healthy, and whether a failing wave is rolled back at once (checked by
+/// `rollout::pace`).
+#[derive(Debug, Clone)]
+pub struct RolloutPace {
+    pub selector: Selector,
+    /// Cumulative wave sizes (`1,10%,100%`).
+    pub waves: String,
+    /// Failed devices tolerated before the rollout pauses: a count or a percentage.
+    pub max_failures: String,
+    pub health_window_s: u64,
+    /// How long each device may take to download, start and report the new version (its
+    /// health window starts once it runs it).
+    pub apply_timeout_s: u64,
+    pub rollback_on_failure: bool,
+}
+
 /// What `create_rollout` stores.
 #[derive(Debug, Clone)]
 pub struct NewRollout {
     pub app: String,
     pub compose: String,
     pub services: Vec<ServiceSpec>,
-    pub selector: Selector,
-    pub waves: String,
-    pub max_failures: String,
-    pub health_window_s: u64,
-    pub apply_timeout_s: u64,
-    pub rollback_on_failure: bool,
+    pub pace: RolloutPace,
     pub devices: Vec<DeviceId>,
     /// An agent rollout's release version (`None`: an app rollout).
     pub agent_version: Option<String>,
