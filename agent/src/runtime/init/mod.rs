@@ -228,7 +228,8 @@ fn setup_and_exec(
         .joined_namespaces
         .iter()
         .any(|(kind, _)| *kind == NamespaceKind::Cgroup);
-    if !spec.host_namespaces.cgroup && !cgroup_joined {
+    let own_cgroupns = !spec.host_namespaces.cgroup && !cgroup_joined;
+    if own_cgroupns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
     }
     // 2. Network: join the given namespace, or bring up loopback in the fresh one.
@@ -249,6 +250,16 @@ fn setup_and_exec(
     }
     propagation::isolate_rootfs(propagation, ctx.rootfs)?;
     for m in &spec.mounts {
+        // Sharing the host's cgroup namespace, a `cgroup` mount shows what the host's
+        // cgroup2 mount shows: bind that one. A new cgroup2 superblock in the host's
+        // namespace costs the kernel 14-24 ms here, against 2 ms in a namespace of its own.
+        let host_cgroup2 = (m.kind == MountKind::Cgroup && !own_cgroupns)
+            .then(mounts::host_cgroup2_mount)
+            .flatten();
+        if let Some(host) = host_cgroup2 {
+            mounts::bind_host_cgroup2(ctx.rootfs, m, &host)?;
+            continue;
+        }
         match mounts::mount_one(ctx.rootfs, m) {
             // A user namespace cannot mount sysfs for a network namespace it does not own
             // (host or joined network): show the host's, read-only, like runc.

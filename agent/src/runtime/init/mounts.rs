@@ -238,6 +238,41 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
     Ok(())
 }
 
+/// Where the host (this mount namespace, before pivot_root) has its cgroup2 hierarchy
+/// mounted: `/sys/fs/cgroup` on a pure cgroup v2 system, `/sys/fs/cgroup/unified` on a
+/// hybrid one; `None` when neither is a cgroup2 mount.
+pub fn host_cgroup2_mount() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| {
+            nix::sys::statfs::statfs(path)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        })
+}
+
+/// The host's cgroup2 mount `host` at `m`'s destination, with `m`'s flags (read-only as
+/// specs ask): the same tree a new cgroup2 mount in the host's cgroup namespace shows.
+pub fn bind_host_cgroup2(rootfs: &Path, m: &Mount, host: &Path) -> Result<(), MountError> {
+    let bind = Mount {
+        kind: MountKind::Bind,
+        source: Some(host.to_path_buf()),
+        ..m.clone()
+    };
+    mount_one(rootfs, &bind).map_err(|err| match err {
+        MountError::Mount {
+            destination,
+            source,
+            ..
+        } => MountError::Mount {
+            kind: MountKind::Cgroup,
+            destination,
+            source,
+        },
+        other => other,
+    })
+}
+
 /// The host's sysfs at `m`'s destination: bound recursively (a user namespace may not bind
 /// a tree with locked submounts on its own) and read-only, nosuid, nodev, noexec throughout.
 pub fn bind_host_sysfs(rootfs: &Path, m: &Mount) -> Result<(), MountError> {
