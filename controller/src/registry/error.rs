@@ -2,6 +2,7 @@
 //! (`{"errors":[{"code","message"}]}`) and statuses.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -54,8 +55,17 @@ pub enum RegistryError {
     RangeInvalid { range: String },
     #[error("delta request is invalid: {reason}")]
     DeltaRequestInvalid { reason: String },
-    #[error("delta could not be made: {reason}")]
-    DeltaFailed { reason: String },
+    #[error("delta could not be made: {step}")]
+    DeltaFailed {
+        step: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("delta encode ended without a verdict")]
+    DeltaAbandoned,
+    /// The failure of an encode another caller led, as every waiter on it sees it.
+    #[error(transparent)]
+    DeltaShared(SharedError),
     #[error("no such registry route")]
     RouteUnknown,
     #[error("{method} is not supported on {path}")]
@@ -100,7 +110,8 @@ impl RegistryError {
             UploadUnknown { .. } => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
             RangeInvalid { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID"),
             DeltaRequestInvalid { .. } => (StatusCode::BAD_REQUEST, "DELTA_INVALID"),
-            DeltaFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            DeltaFailed { .. } | DeltaAbandoned => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            DeltaShared(shared) => shared.status_and_code(),
             RouteUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             MethodUnsupported { .. } => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             Body { .. } => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
@@ -108,6 +119,46 @@ impl RegistryError {
             StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
             Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
+    }
+}
+
+impl RegistryError {
+    /// A delta step that failed, keeping `source` as the cause.
+    pub(super) fn delta(
+        step: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        RegistryError::DeltaFailed {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// One registry error shared by several callers (the waiters on one delta encode): the
+/// same message and chain of causes for each of them.
+#[derive(Debug, Clone)]
+pub struct SharedError(Arc<RegistryError>);
+
+impl SharedError {
+    pub fn new(err: RegistryError) -> Self {
+        Self(Arc::new(err))
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        self.0.status_and_code()
+    }
+}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
     }
 }
 

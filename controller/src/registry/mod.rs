@@ -36,7 +36,7 @@ pub use delta::{
     DeltaMetrics, DeltaOutcome, Deltas, LayerDelta, PairState, WorkerSettings, DEFAULT_DELTA_WAIT,
 };
 pub use device_tokens::{DeviceGrant, DeviceGrants, PullTokens};
-pub use error::RegistryError;
+pub use error::{RegistryError, SharedError};
 pub use gc::GcReport;
 pub use manifests::version_order;
 pub use routes::router;

@@ -34,21 +34,18 @@ impl Deltas {
                 .join(format!("{SCRATCH_PREFIX}{}-{seq}", std::process::id())),
         );
         std::fs::create_dir_all(&scratch.0).map_err(io("create delta scratch", &scratch.0))?;
-        // The reason is kept as text (verdicts are cached and shared by every waiter), with
-        // the whole chain of causes.
-        let failed = |step: &str, err: &dyn std::error::Error| RegistryError::DeltaFailed {
-            reason: format!(
-                "{step} for {} from {}: {}",
-                target.diff_id,
-                base.diff_id,
-                crate::api::error::error_chain(err)
-            ),
+        let failed = |step: &str, err: Box<dyn std::error::Error + Send + Sync>| {
+            RegistryError::delta(
+                format!("{step} for {} from {}", target.diff_id, base.diff_id),
+                err,
+            )
         };
 
         let new_tar = scratch.0.join("new.tar");
         let mut reader = self.decompressed(target)?;
         let mut out = File::create(&new_tar).map_err(io("create layer tar", &new_tar))?;
-        std::io::copy(&mut reader, &mut out).map_err(|e| failed("decompress target", &e))?;
+        std::io::copy(&mut reader, &mut out)
+            .map_err(|e| failed("decompress target", Box::new(e)))?;
 
         let old_dir = scratch.0.join("old");
         let limits = UnpackLimits {
@@ -56,7 +53,7 @@ impl Deltas {
             ..UnpackLimits::default()
         };
         let old = unpack_layer(self.decompressed(base)?, &old_dir, None, &limits)
-            .map_err(|e| failed("unpack base", &e))?;
+            .map_err(|e| failed("unpack base", Box::new(e)))?;
         let bases = [BaseLayer {
             diff_id: old.diff_id,
             dir: &old_dir,
@@ -71,7 +68,7 @@ impl Deltas {
             BufWriter::new(out),
             &EncodeOptions::default(),
         )
-        .map_err(|e| failed("encode delta", &e))?;
+        .map_err(|e| failed("encode delta", Box::new(e)))?;
         let full = self.blobs.size_of(&target.blob).unwrap_or(0);
         tracing::info!(target = %target.diff_id, base = %base.diff_id,
             delta_bytes = report.delta_bytes, full_bytes = full,

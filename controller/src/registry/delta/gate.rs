@@ -16,6 +16,7 @@ use coracle_images::Digest;
 
 use super::catalogue::LayerRef;
 use super::{pair_key, Deltas, RegistryError};
+use crate::registry::SharedError;
 
 /// Marker recorded when no delta pays, so the encoder does not run again for the pair.
 const NO_DELTA: &str = "none";
@@ -62,7 +63,7 @@ pub(super) enum Caller {
 /// A pair being encoded; followers wait on it for the leader's verdict.
 #[derive(Debug, Default)]
 struct Slot {
-    verdict: Mutex<Option<Result<DeltaOutcome, String>>>,
+    verdict: Mutex<Option<Result<DeltaOutcome, SharedError>>>,
     done: Condvar,
 }
 
@@ -70,7 +71,7 @@ struct Slot {
 #[derive(Debug, Default)]
 pub(super) struct Gate {
     in_flight: Mutex<HashMap<String, Arc<Slot>>>,
-    failed: Mutex<HashMap<String, String>>,
+    failed: Mutex<HashMap<String, SharedError>>,
     /// When set, the next encode waits for a message (or the sender's drop) before it
     /// starts: tests hold an encode in flight with it, deterministically.
     #[cfg(test)]
@@ -106,7 +107,7 @@ impl Slot {
     /// Waits for the verdict, at most `wait` (forever with `None`); `None` when it did not
     /// come in time.
     fn verdict(&self, wait: Option<Duration>) -> Option<Result<DeltaOutcome, RegistryError>> {
-        let pending = |v: &mut Option<Result<DeltaOutcome, String>>| v.is_none();
+        let pending = |v: &mut Option<Result<DeltaOutcome, SharedError>>| v.is_none();
         let guard = lock(&self.verdict);
         let guard = match wait {
             Some(wait) => {
@@ -122,7 +123,7 @@ impl Slot {
         };
         (*guard)
             .clone()
-            .map(|verdict| verdict.map_err(|reason| RegistryError::DeltaFailed { reason }))
+            .map(|verdict| verdict.map_err(RegistryError::DeltaShared))
     }
 }
 
@@ -178,11 +179,9 @@ impl Deltas {
             Joined::Slot {
                 slot,
                 leader: false,
-            } => slot.verdict(None).unwrap_or_else(|| {
-                Err(RegistryError::DeltaFailed {
-                    reason: "delta encode ended without a verdict".into(),
-                })
-            }),
+            } => slot
+                .verdict(None)
+                .unwrap_or(Err(RegistryError::DeltaAbandoned)),
             Joined::Slot { slot, leader: true } => self.lead(&key, target, base, &slot),
         }
     }
@@ -241,9 +240,10 @@ impl Deltas {
                 let _ = deltas.lead(&key_owned, &target_owned, &base_owned, &slot_owned);
             });
         if let Err(source) = spawned {
-            let reason = format!("start delta encode thread: {source}");
-            self.post(key, slot, Err(reason.clone()));
-            return Err(RegistryError::DeltaFailed { reason });
+            let shared =
+                SharedError::new(RegistryError::delta("start delta encode thread", source));
+            self.post(key, slot, Err(shared.clone()));
+            return Err(RegistryError::DeltaShared(shared));
         }
         Ok(())
     }
@@ -263,26 +263,25 @@ impl Deltas {
                 let _ = gate.recv();
             }
         }
-        let result = self.encode_and_record(key, target, base);
-        let shared = match &result {
+        let verdict = match self.encode_and_record(key, target, base) {
             Ok(outcome) => {
                 lock(&self.gate.failed).remove(key);
-                Ok(outcome.clone())
+                Ok(outcome)
             }
             Err(err) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let reason = crate::api::error::error_chain(&err);
-                lock(&self.gate.failed).insert(key.to_string(), reason.clone());
-                Err(reason)
+                let shared = SharedError::new(err);
+                lock(&self.gate.failed).insert(key.to_string(), shared.clone());
+                Err(shared)
             }
         };
-        self.post(key, slot, shared);
-        result
+        self.post(key, slot, verdict.clone());
+        verdict.map_err(RegistryError::DeltaShared)
     }
 
     /// Publishes a verdict to the slot's waiters and takes the pair out of flight (the
     /// record, if any, is already written).
-    fn post(&self, key: &str, slot: &Slot, verdict: Result<DeltaOutcome, String>) {
+    fn post(&self, key: &str, slot: &Slot, verdict: Result<DeltaOutcome, SharedError>) {
         *lock(&slot.verdict) = Some(verdict);
         slot.done.notify_all();
         lock(&self.gate.in_flight).remove(key);
@@ -299,9 +298,7 @@ impl Deltas {
         self.counters.count_encode(&outcome, full);
         let record = self.records.join(key);
         crate::datadir::write_public(&record, outcome.record().as_bytes()).map_err(|err| {
-            RegistryError::DeltaFailed {
-                reason: format!("record delta {}: {err}", record.display()),
-            }
+            RegistryError::delta(format!("record delta {}", record.display()), err)
         })?;
         Ok(outcome)
     }
@@ -345,7 +342,7 @@ impl Deltas {
             return PairState::Queued;
         }
         match lock(&self.gate.failed).get(&key) {
-            Some(reason) => PairState::Failed(reason.clone()),
+            Some(failure) => PairState::Failed(crate::api::error::error_chain(failure)),
             None => PairState::NotPlanned,
         }
     }
@@ -476,5 +473,50 @@ mod tests {
             deltas.metrics().in_flight == 0
         });
         assert_eq!(deltas.metrics().encoded, 1);
+    }
+    #[test]
+    fn a_failed_encode_reaches_every_waiter_with_its_causes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deltas, target, _) = deltas_with_two_versions(dir.path());
+        // A base whose blob is no tar: unpacking it fails.
+        let garbage = noise(4096, 3);
+        let digest = Digest::of(&garbage);
+        deltas
+            .blobs
+            .import_blocking(&BlobDigest::from(digest), 4096, &mut &garbage[..])
+            .unwrap();
+        let base = LayerRef {
+            diff_id: digest,
+            blob: digest,
+        };
+        let (release, gate) = std::sync::mpsc::channel();
+        *lock(&deltas.gate.encode_gate) = Some(gate);
+        let leader = {
+            let (deltas, target, base) = (deltas.clone(), target.clone(), base.clone());
+            std::thread::spawn(move || deltas.delta_once(&target, &base, Caller::Background))
+        };
+        until("the encode in flight", || deltas.metrics().in_flight == 1);
+        let follower = {
+            let (deltas, target, base) = (deltas.clone(), target.clone(), base.clone());
+            std::thread::spawn(move || deltas.delta_within(&target, &base, Duration::from_secs(60)))
+        };
+        until("the request waiting", || {
+            deltas.metrics().requests_waited == 1
+        });
+        release.send(()).unwrap();
+        let led = leader.join().unwrap().unwrap_err();
+        let followed = follower.join().unwrap().unwrap_err();
+        let chain = crate::api::error::error_chain(&led);
+        assert!(chain.contains("unpack base"), "{chain}");
+        assert!(
+            std::error::Error::source(&led).is_some(),
+            "the cause is kept as a source: {led:?}"
+        );
+        assert_eq!(crate::api::error::error_chain(&followed), chain);
+        assert_eq!(
+            deltas.pair_state(&target.diff_id, &base.diff_id),
+            PairState::Failed(chain)
+        );
+        assert_eq!(deltas.metrics().failed, 1);
     }
 }

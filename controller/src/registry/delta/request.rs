@@ -60,9 +60,7 @@ impl Deltas {
             deltas.for_request_blocking(&repository, &target, &have)
         })
         .await
-        .map_err(|err| RegistryError::DeltaFailed {
-            reason: format!("delta task ended: {err}"),
-        })?
+        .map_err(|err| RegistryError::delta("delta task", err))?
     }
 
     fn for_request_blocking(
