@@ -113,11 +113,15 @@ pub struct FleetSection {
     /// Platforms the fleet runs (`os/arch[/variant]`): a multi-arch image from another
     /// registry is mirrored for these entries of its index only.
     pub platforms: Vec<String>,
+    /// Controllers sharing one database: how long the one driving a rollout holds it without
+    /// renewing (it renews every second); another takes the rollout over after that.
+    pub rollout_lease_s: u64,
 }
 
 impl Default for FleetSection {
     fn default() -> Self {
         Self {
+            rollout_lease_s: 10,
             offline_after_s: 180,
             platforms: ["linux/arm64", "linux/arm/v7", "linux/amd64"]
                 .map(String::from)
@@ -528,6 +532,12 @@ impl ServeConfig {
         self.broker.validate_limits()?;
         self.api.validate("api")?;
         self.registry.http().validate("registry")?;
+        if self.fleet.rollout_lease_s < 2 {
+            return Err(ConfigError::Invalid {
+                field: "fleet.rollout_lease_s".into(),
+                reason: "must be at least 2 (the driver renews its leases every second)".into(),
+            });
+        }
         if self.fleet.offline_after_s == 0 {
             return Err(ConfigError::Invalid {
                 field: "fleet.offline_after_s".into(),

@@ -27,6 +27,8 @@ use crate::store::Store;
 
 /// Session output messages waiting for the session router (all devices together).
 const SESSION_QUEUE: usize = 4096;
+/// The shared-subscription group of the controllers of one fleet on an external broker.
+const REPLICA_GROUP: &str = "coracle";
 
 /// Why the controller could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -229,9 +231,19 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let broker = start_broker(&config, &secrets, credentials.clone(), &host).await?;
 
     // 3. The controller's own MQTT client. Over TLS it trusts what its devices trust: the
-    // controller CA and the broker's own CA.
+    // controller CA and the broker's own CA. On an external broker other controllers of
+    // the fleet may be connected too: its own client id, telemetry shared among them.
     let ca_bundle = device_ca_bundle(&secrets.ca_pem, config.broker.device_ca_file.as_deref())?;
-    let link = DeviceLink::connect(&broker, &secrets, &ca_bundle).await?;
+    let lease =
+        crate::rollout::LeaseHolder::unique(Duration::from_secs(config.fleet.rollout_lease_s));
+    let replicas = match broker.embedded {
+        Some(_) => crate::broker::Replicas::Alone,
+        None => crate::broker::Replicas::Shared {
+            client_id: lease.client_id(),
+            group: REPLICA_GROUP.into(),
+        },
+    };
+    let link = DeviceLink::connect(&broker, &secrets, &ca_bundle, replicas).await?;
     let client = link.client.clone();
 
     // 4. Listeners for the API and the registry (whose URL goes into bootstrap files),
@@ -287,6 +299,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         &registry,
         &link.commands,
         link.inbound,
+        lease,
     );
     let state = AppState {
         fleet,
@@ -330,6 +343,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         tracing::warn!(error = %err, "registry task ended abnormally");
     }
     tasks.stop_all_but_ingest();
+    tasks.rollouts.release_leases();
     client.disconnect().await;
     tasks.ingest.abort();
     if let Some(embedded) = broker.embedded {
@@ -366,11 +380,13 @@ impl DeviceLink {
         broker: &BrokerSide,
         secrets: &Secrets,
         ca_bundle: &str,
+        replicas: crate::broker::Replicas,
     ) -> Result<Self, ServeError> {
         let client = ControllerClient::connect(
             &broker.controller_url,
             &secrets.controller_mqtt_password,
             ca_bundle,
+            replicas,
         )
         .await?;
         let inbound = client.subscribe_devices(4096).await?;
@@ -521,6 +537,7 @@ impl Tasks {
         registry: &Registry,
         commands: &crate::commands::DeviceCommands,
         inbound: tokio::sync::mpsc::Receiver<crate::broker::Inbound>,
+        lease: crate::rollout::LeaseHolder,
     ) -> Self {
         let store = fleet.store.clone();
         let (events, _) = broadcast::channel(1024);
@@ -531,8 +548,10 @@ impl Tasks {
             events.clone(),
             counters.clone(),
         ));
+        tracing::info!(holder = %lease.name, "rollouts are driven under this controller's leases");
         let rollouts = crate::rollout::Rollouts::new(fleet.clone(), mirror.clone(), events.clone())
-            .with_agent_releases(crate::agent_release::AgentReleases::new(registry.clone()));
+            .with_agent_releases(crate::agent_release::AgentReleases::new(registry.clone()))
+            .with_lease(lease);
         let pull_tokens = crate::pull_token_rotation::PullTokenRotation {
             store: store.clone(),
             commands: commands.clone(),

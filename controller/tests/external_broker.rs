@@ -19,6 +19,7 @@ use coracle_proto::bootstrap::Bootstrap;
 use coracle_proto::{encode, ReportedState, TopicKind};
 use coracle_tests::mosquitto::Mosquitto;
 use rumqttc::{Incoming, MqttOptions, QoS, SubscribeReasonCode};
+use support::mosquitto::{add_account, coracle, mosquitto_config, start_mosquitto};
 use support::{connect, eventually, next_matching, password};
 
 /// `coracle serve` on an external broker; killed on drop.
@@ -33,16 +34,6 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn coracle(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_coracle"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
 }
 
 /// `coracle serve --config` for the data dir `dir/data` on the external broker `url`.
@@ -117,46 +108,6 @@ async fn suback(
         _ => None,
     })
     .await
-    .unwrap()
-}
-
-/// `coracle broker mosquitto-config` into `mq` for the data dir `data`, without the
-/// controller's plain listener (the test's Mosquitto has its own), plus `extra` arguments.
-fn mosquitto_config(data: &Path, mq: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "broker",
-        "mosquitto-config",
-        "--out",
-        mq.to_str().unwrap(),
-        "--local-port",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    let out = coracle(data, &args);
-    assert!(out.status.success(), "{out:?}");
-}
-
-/// Mosquitto with the generated password file and ACL on its plain loopback listener, and
-/// with `tls_port`, the generated TLS files on a TLS listener. The files are private to the
-/// test's user, so Mosquitto keeps that user instead of dropping to `mosquitto`.
-fn start_mosquitto(mq: &Path, tls_port: Option<u16>) -> Mosquitto {
-    let file = |name: &str| mq.join(name).display().to_string();
-    let tls = tls_port
-        .map(|port| {
-            format!(
-                "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate false\n",
-                file("ca.pem"),
-                file("broker.pem"),
-                file("broker.key")
-            )
-        })
-        .unwrap_or_default();
-    Mosquitto::start(&format!(
-        "per_listener_settings false\nallow_anonymous false\npassword_file {}\nacl_file {}\nuser {}\n{tls}",
-        file("passwd"),
-        file("acl"),
-        std::env::var("USER").unwrap_or_else(|_| "root".into())
-    ))
     .unwrap()
 }
 
@@ -262,19 +213,7 @@ async fn serve_on_mosquitto_ingests_reports_and_isolates_devices() {
 /// Enrols `device` and gives it a Mosquitto account in `mq` (reloaded by SIGHUP).
 fn enrol_on_mosquitto(data: &Path, mq: &Path, broker: &Mosquitto, name: &str) -> Bootstrap {
     let device = enrol(data, name);
-    let status = Command::new("mosquitto_passwd")
-        .arg("-b")
-        .arg(mq.join("passwd"))
-        .arg(device.device.as_str())
-        .arg(password(&device))
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let hup = Command::new("kill")
-        .args(["-HUP", &broker.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    add_account(mq, broker, &device);
     device
 }
 

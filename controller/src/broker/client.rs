@@ -41,6 +41,44 @@ pub enum ClientError {
     },
 }
 
+/// How this controller shares the broker with other controllers of the same fleet (an
+/// external broker; the embedded one serves one controller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replicas {
+    /// The only controller: client id `coracle-controller`, every message to it.
+    Alone,
+    /// One of several: its own client id, and telemetry (health, reported states, events)
+    /// through shared subscriptions of `group`, so each message reaches one controller.
+    /// Presence (retained), pull progress, command replies and session output still reach
+    /// every controller: they are answered by the one that asked, or kept in memory.
+    Shared { client_id: String, group: String },
+}
+
+impl Replicas {
+    fn client_id(&self) -> &str {
+        match self {
+            Replicas::Alone => CONTROLLER_USER,
+            Replicas::Shared { client_id, .. } => client_id,
+        }
+    }
+
+    /// The filter for `kind` of every device: shared for the telemetry kinds.
+    fn filter(&self, kind: TopicKind) -> String {
+        let filter = kind.for_all_devices();
+        match self {
+            Replicas::Shared { group, .. }
+                if matches!(
+                    kind,
+                    TopicKind::Health | TopicKind::Reported | TopicKind::Events
+                ) =>
+            {
+                format!("$share/{group}/{filter}")
+            }
+            _ => filter,
+        }
+    }
+}
+
 /// One message from a device, not yet decoded.
 #[derive(Debug, Clone)]
 pub struct Inbound {
@@ -56,6 +94,7 @@ pub struct ControllerClient {
     password: String,
     /// Raised on every connect after the first (one stored permit: reconnects coalesce).
     reconnected: Arc<Notify>,
+    replicas: Replicas,
 }
 
 impl std::fmt::Debug for ControllerClient {
@@ -89,8 +128,10 @@ impl ControllerClient {
         url: &BrokerUrl,
         password: &str,
         ca_pem: &str,
+        replicas: Replicas,
     ) -> Result<Self, ClientError> {
-        let client = MqttClient::with_options(options(CONTROLLER_USER, password, true));
+        let client_id = replicas.client_id().to_string();
+        let client = MqttClient::with_options(options(&client_id, password, true));
         if url.tls {
             // mqtt5 only logs a bundle it cannot use: check it here to name the problem.
             let probe = std::net::SocketAddr::from(([127, 0, 0, 1], url.port));
@@ -105,7 +146,7 @@ impl ControllerClient {
                 .await;
         }
         client
-            .connect_with_options(&url.to_string(), options(CONTROLLER_USER, password, true))
+            .connect_with_options(&url.to_string(), options(&client_id, password, true))
             .await
             .map_err(|source| ClientError::Connect {
                 url: url.to_string(),
@@ -129,6 +170,7 @@ impl ControllerClient {
             url: url.clone(),
             password: password.to_string(),
             reconnected,
+            replicas,
         })
     }
 
@@ -183,7 +225,7 @@ impl ControllerClient {
         tx: mpsc::Sender<Inbound>,
         when_full: &'static str,
     ) -> Result<(), ClientError> {
-        let filter = kind.for_all_devices();
+        let filter = self.replicas.filter(kind);
         let subscribe = SubscribeOptions {
             qos: qos(kind),
             ..SubscribeOptions::default()

@@ -17,7 +17,7 @@ use std::fmt;
 
 use coracle_proto::DeviceId;
 
-pub use client::{ControllerClient, Inbound};
+pub use client::{ControllerClient, Inbound, Replicas};
 pub use credentials::{password_sha256, Credentials};
 pub use embedded::{EmbeddedBroker, EmbeddedBrokerSettings};
 pub use mosquitto::MosquittoAccounts;

@@ -165,10 +165,12 @@ impl std::error::Error for SharedError {
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        // The message carries the causes: a client sees why, not only what failed.
+        let message = crate::api::error::error_chain(&self);
         if status.is_server_error() {
-            tracing::error!(error = %self, "registry request failed");
+            tracing::error!(error = %message, "registry request failed");
         }
-        let body = serde_json::json!({"errors": [{"code": code, "message": self.to_string()}]});
+        let body = serde_json::json!({"errors": [{"code": code, "message": message}]});
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -162,13 +162,33 @@ impl Rollouts {
         Ok(id)
     }
 
-    /// Pauses, resumes, aborts or rolls back a rollout.
+    /// Pauses, resumes, aborts or rolls back a rollout, on whichever controller the operator
+    /// reached: the change is stored at once; the sends it implies are made here when this
+    /// controller drives the rollout, else by the one that does on its next step.
     pub async fn command(
         &self,
         id: i64,
         command: RolloutCommand,
     ) -> Result<RolloutRecord, RolloutError> {
         let _serialized = self.lock.lock().await;
+        // Another controller's step may write the rollout between this read and write:
+        // read it again and apply the command to what it wrote.
+        let mut attempts = 0;
+        loop {
+            match self.apply_command(id, command).await {
+                Err(RolloutError::Store(StoreError::RolloutChanged { .. })) if attempts < 5 => {
+                    attempts += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn apply_command(
+        &self,
+        id: i64,
+        command: RolloutCommand,
+    ) -> Result<RolloutRecord, RolloutError> {
         let store = &self.fleet.store;
         let mut rollout = store.rollout(id)?.ok_or(RolloutError::NotFound { id })?;
         let next = transition(command, rollout.phase)
@@ -195,9 +215,9 @@ impl Rollouts {
             self.mark_for_rollback(&mut rollout, 0, usize::MAX)?;
         }
         let rows: Vec<_> = rollout.devices.iter().collect();
-        store.save_rollout(&rollout, &rows)?;
+        rollout.revision = store.save_rollout(&rollout, &rows)?;
         self.announce_phase(&rollout);
-        if command == RolloutCommand::Rollback {
+        if command == RolloutCommand::Rollback && self.claim(id)? {
             // The intents are saved: a send that fails now is retried by the driver.
             if let Err(err) = self.send_pending(&mut rollout).await {
                 tracing::warn!(rollout = id, error = %crate::api::error::error_chain(&err), "rollback not sent to every device yet; retrying on the next tick");

@@ -3,6 +3,10 @@
 //! deploying through `Fleet`. All its state is in SQLite, so a restarted controller
 //! continues where it stopped.
 //!
+//! Several controllers may share one database: each rollout is driven by the one holding its
+//! lease (`store::RolloutLease`), renewed on every step; the others leave it alone until the
+//! lease runs out, and every write is checked against the revision it was based on.
+//!
 //! Sending is intent first: a device's row is saved as `deploying` (or `rolled_back`) with
 //! its previous app before the deploy, and its generation after. A row whose generation is
 //! unset is sent again on the next step, unless the store shows a newer desired state than
@@ -29,6 +33,42 @@ use crate::upstream::Mirror;
 const TICK: Duration = Duration::from_secs(1);
 /// Reports arriving this close together are handled in one evaluation.
 const SETTLE: Duration = Duration::from_millis(100);
+/// How long a rollout's lease lasts without renewal: how soon another controller takes a
+/// rollout over from one that died (renewed every `TICK` while its driver runs).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// This controller's name on the rollouts it drives, and how long its leases last.
+#[derive(Debug, Clone)]
+pub struct LeaseHolder {
+    pub name: Arc<str>,
+    pub ttl: Duration,
+}
+
+impl LeaseHolder {
+    /// A name no other controller process has: host, process id and a random suffix.
+    pub fn unique(ttl: Duration) -> Self {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "controller".into());
+        let suffix = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
+        Self {
+            name: format!("{host}:{}:{suffix:08x}", std::process::id()).into(),
+            ttl,
+        }
+    }
+
+    /// The MQTT client id of this controller among several on one broker (`coracle-
+    /// controller.` and the lease name, spelled with letters, digits and dashes).
+    pub fn client_id(&self) -> String {
+        let name: String = self
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        format!("{}.{name}", crate::broker::acl::CONTROLLER_USER)
+    }
+}
 
 /// The handle the API and the driver task share. Rollout work is serialized by one lock, so
 /// an operator command never interleaves with a step of the driver.
@@ -45,6 +85,7 @@ pub struct Rollouts {
     /// Evaluations of every active rollout since start (`/metrics`): a test that something
     /// did not happen waits for passes, not for time.
     passes: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) lease: LeaseHolder,
 }
 
 impl Rollouts {
@@ -57,6 +98,38 @@ impl Rollouts {
             wake: Arc::new(Notify::new()),
             lock: Arc::new(Mutex::new(())),
             passes: Arc::default(),
+            lease: LeaseHolder::unique(DEFAULT_LEASE),
+        }
+    }
+
+    /// Drives rollouts under `lease` (the serve config's lease time).
+    pub fn with_lease(mut self, lease: LeaseHolder) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Takes or renews this controller's lease on rollout `id`: `false` when another
+    /// controller drives it.
+    pub(super) fn claim(&self, id: i64) -> Result<bool, RolloutError> {
+        let claimed = self
+            .fleet
+            .store
+            .claim_rollout(id, &self.lease.name, self.lease.ttl)?;
+        if !claimed {
+            tracing::debug!(rollout = id, "another controller drives this rollout");
+        }
+        Ok(claimed)
+    }
+
+    /// Gives up this controller's leases (at shutdown), so another controller takes its
+    /// rollouts over at once.
+    pub fn release_leases(&self) {
+        match self.fleet.store.release_rollouts(&self.lease.name) {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "rollout leases released"),
+            Err(err) => {
+                tracing::warn!(error = %crate::api::error::error_chain(&err), "cannot release the rollout leases; other controllers take the rollouts over when they expire")
+            }
         }
     }
 
@@ -159,8 +232,19 @@ impl Rollouts {
             }
         };
         for id in ids {
-            if let Err(err) = self.step(id).await {
-                tracing::warn!(rollout = id, error = %crate::api::error::error_chain(&err), "rollout step failed; retrying on the next tick");
+            match self.step(id).await {
+                Ok(()) => {}
+                // Another controller wrote it since this step read it: the next step reads
+                // what it wrote.
+                Err(RolloutError::Store(crate::store::StoreError::RolloutChanged { .. })) => {
+                    tracing::debug!(
+                        rollout = id,
+                        "rollout changed under this step; evaluating it again"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(rollout = id, error = %crate::api::error::error_chain(&err), "rollout step failed; retrying on the next tick");
+                }
             }
         }
     }
@@ -168,6 +252,9 @@ impl Rollouts {
     /// One evaluation of one rollout: finish interrupted sends, observe, decide, act.
     pub(super) async fn step(&self, id: i64) -> Result<(), RolloutError> {
         let _serialized = self.lock.lock().await;
+        if !self.claim(id)? {
+            return Ok(());
+        }
         let Some(mut rollout) = self.fleet.store.rollout(id)? else {
             return Ok(());
         };
@@ -224,7 +311,7 @@ impl Rollouts {
                     self.mark_for_rollback(&mut rollout, from, to)?;
                 }
                 let rows: Vec<&DeviceProgress> = rollout.devices.iter().collect();
-                self.fleet.store.save_rollout(&rollout, &rows)?;
+                rollout.revision = self.fleet.store.save_rollout(&rollout, &rows)?;
                 tracing::warn!(rollout = id, failures, "rollout paused on failures");
                 self.announce_phase(&rollout);
                 self.send_pending(&mut rollout).await
@@ -242,7 +329,7 @@ impl Rollouts {
                         rollout.max_failures
                     )
                 });
-                self.fleet.store.save_rollout(&rollout, &[])?;
+                rollout.revision = self.fleet.store.save_rollout(&rollout, &[])?;
                 self.announce_phase(&rollout);
                 Ok(())
             }
@@ -304,7 +391,7 @@ impl Rollouts {
             return Ok(());
         }
         let rows: Vec<&DeviceProgress> = changed.iter().map(|(_, d)| d).collect();
-        store.save_rollout(rollout, &rows)?;
+        rollout.revision = store.save_rollout(rollout, &rows)?;
         for (index, next) in changed {
             if next.status != rollout.devices[index].status {
                 self.announce_device(rollout.id, &next);
@@ -361,7 +448,7 @@ impl Rollouts {
         }
         rollout.wave = wave;
         let rows: Vec<&DeviceProgress> = rollout.devices[from..to].iter().collect();
-        self.fleet.store.save_rollout(rollout, &rows)?;
+        rollout.revision = self.fleet.store.save_rollout(rollout, &rows)?;
         self.announce(
             rollout.id,
             RolloutChange::Wave {

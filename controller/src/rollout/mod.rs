@@ -24,6 +24,6 @@ pub use decide::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
     Threshold, WaveSize, WaveSpecError,
 };
-pub use driver::Rollouts;
+pub use driver::{LeaseHolder, Rollouts, DEFAULT_LEASE};
 pub use error::RolloutError;
 pub use pace::RolloutPace;

@@ -34,7 +34,7 @@ impl Rollouts {
                 (DeviceStatus::RolledBack, _, None) => self.send_previous(rollout, device).await?,
                 _ => continue,
             };
-            self.fleet.store.save_rollout(rollout, &[&next])?;
+            rollout.revision = self.fleet.store.save_rollout(rollout, &[&next])?;
             self.announce_device(rollout.id, &next);
             rollout.devices[index] = next;
         }

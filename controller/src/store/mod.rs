@@ -36,8 +36,8 @@ pub use devices::{DeviceRecord, NewDevice};
 pub use progress::{LatestProgress, ProgressBoard};
 pub use pull_epochs::{DeviceCredentials, PullTokenDue};
 pub use rollouts::{
-    DeviceProgress, DeviceStatus, NewRollout, RolloutPace, RolloutPhase, RolloutRecord, Selector,
-    DEFAULT_APPLY_TIMEOUT_S,
+    now_ms, DeviceProgress, DeviceStatus, NewRollout, RolloutLease, RolloutPace, RolloutPhase,
+    RolloutRecord, Selector, DEFAULT_APPLY_TIMEOUT_S,
 };
 pub use telemetry::{HealthPoint, StoredEvent, HEALTH_BUCKET_SECS, HEALTH_POINTS_KEPT};
 
@@ -78,6 +78,8 @@ pub enum StoreError {
     TokenNotFound { name: String },
     #[error("stored API token {name} is corrupt: {what}")]
     CorruptToken { name: String, what: String },
+    #[error("rollout {id} was changed by another controller since it was read")]
+    RolloutChanged { id: i64 },
 }
 
 impl From<TxError> for StoreError {

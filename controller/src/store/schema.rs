@@ -82,6 +82,8 @@ CREATE TABLE retired_generations (
      ALTER TABLE devices ADD COLUMN pull_rotated_unix INTEGER;",
     // Over-the-air agent updates: each device's last one, and agent rollouts.
     super::agent_updates::MIGRATION,
+    // Several controllers on one database: who drives each rollout, and write revisions.
+    super::rollouts::MIGRATION_LEASES,
 ];
 
 /// Any constant: the advisory lock that keeps two controllers starting on one PostgreSQL

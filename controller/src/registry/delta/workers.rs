@@ -120,7 +120,7 @@ impl Registry {
                 base = %job.base.diff_id, "background delta does not pay"),
             Err(err) => tracing::warn!(
                 repository = %job.repository, target = %job.target.diff_id,
-                base = %job.base.diff_id, error = %err, "background delta failed"),
+                base = %job.base.diff_id, error = %crate::api::error::error_chain(&err), "background delta failed"),
         }
     }
 }

@@ -2,11 +2,13 @@
 //! after a controller restart lives in these two tables. Writes that belong together (a
 //! phase change and the device intents it implies) go in one transaction.
 
+mod lease;
 mod records;
 
 use coracle_proto::{DeviceId, Generation};
 use serde::Serialize;
 
+pub use lease::{now_ms, RolloutLease, MIGRATION_LEASES};
 pub use records::{
     DeviceProgress, DeviceStatus, NewRollout, RolloutPace, RolloutPhase, RolloutRecord, Selector,
     DEFAULT_APPLY_TIMEOUT_S,
@@ -149,7 +151,7 @@ impl Store {
                 "read rollout",
                 "SELECT app, compose, services, selector, waves, max_failures, health_window_s,
                    phase, wave, accepted_failures, reason, created_unix, updated_unix,
-                   rollback_on_failure, apply_timeout_s, agent_version
+                   rollback_on_failure, apply_timeout_s, agent_version, revision
                  FROM rollouts WHERE id = ?1",
                 params![id],
                 |r| {
@@ -173,6 +175,7 @@ impl Store {
                             r.get::<bool>(13)?,
                             r.get::<i64>(14)?,
                             r.get::<Option<String>>(15)?,
+                            r.get::<i64>(16)?,
                         ),
                     ))
                 },
@@ -204,6 +207,7 @@ impl Store {
                 rollback_on_failure,
                 apply_timeout,
                 agent_version,
+                revision,
             ),
         )) = head
         else {
@@ -232,16 +236,19 @@ impl Store {
             devices,
             services: serde_json::from_str(&services).map_err(|_| corrupt(id, "services"))?,
             agent_version,
+            revision,
         }))
     }
 
     /// Sets the phase, wave, accepted failures and reason of a rollout and stores the given
-    /// device rows, in one transaction.
+    /// device rows, in one transaction, and returns the rollout's new revision. Refused with
+    /// `RolloutChanged` when the rollout is no longer at `rollout.revision` (another
+    /// controller wrote it since it was read): nothing is written then.
     pub fn save_rollout(
         &self,
         rollout: &RolloutRecord,
         devices: &[&DeviceProgress],
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let previous_services = devices
             .iter()
             .map(|device| {
@@ -253,19 +260,23 @@ impl Store {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.transaction(|tx| {
-            tx.execute(
+            let updated = tx.execute(
                 "update rollout",
                 "UPDATE rollouts SET phase = ?2, wave = ?3, accepted_failures = ?4, reason = ?5,
-                   updated_unix = ?6 WHERE id = ?1",
+                   updated_unix = ?6, revision = revision + 1 WHERE id = ?1 AND revision = ?7",
                 params![
                     rollout.id,
                     rollout.phase.as_str(),
                     rollout.wave as i64,
                     rollout.accepted_failures as i64,
                     &rollout.reason,
-                    now_unix()
+                    now_unix(),
+                    rollout.revision
                 ],
             )?;
+            if updated == 0 {
+                return Err(StoreError::RolloutChanged { id: rollout.id });
+            }
             for (device, previous) in devices.iter().zip(&previous_services) {
                 tx.execute(
                     "update rollout device",
@@ -290,7 +301,7 @@ impl Store {
                     ],
                 )?;
             }
-            Ok(())
+            Ok(rollout.revision + 1)
         })
     }
 

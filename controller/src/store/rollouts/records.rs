@@ -212,6 +212,9 @@ pub struct RolloutRecord {
     /// Set for an agent rollout: the agent release it sends (`services` is empty then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// Bumped by every write: a write based on an older read is refused.
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// How a rollout moves, the part app and agent rollouts share: which devices, in which
