@@ -211,7 +211,7 @@ pub async fn run(
                 if let FleetEvent::Presence { device, online } = &done {
                     tracing::info!(device = %device, online, "device presence changed");
                 }
-                let _ = notify.send(done);
+                notify.send(done);
             }
             Err(err) => {
                 counters.dropped();

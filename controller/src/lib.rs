@@ -52,6 +52,7 @@ pub mod deployment_keys;
 pub mod device_metrics;
 pub mod device_rotation;
 pub mod device_seal;
+pub mod event_relay;
 pub mod fd_limit;
 pub mod fleet;
 pub mod fleet_events;

@@ -20,7 +20,7 @@ pub async fn run(store: Arc<Store>, notify: FleetEvents, offline_after: Duration
             Ok(silent) => {
                 for device in silent {
                     tracing::info!(device = %device, silent_s = offline_after.as_secs(), "device marked offline: no heartbeat");
-                    let _ = notify.send(FleetEvent::Presence {
+                    notify.send(FleetEvent::Presence {
                         device,
                         online: false,
                     });

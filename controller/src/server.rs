@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
@@ -540,7 +540,11 @@ impl Tasks {
         lease: crate::rollout::LeaseHolder,
     ) -> Self {
         let store = fleet.store.clone();
-        let (events, _) = broadcast::channel(1024);
+        let mut events = FleetEvents::new(1024);
+        if let Some(url) = &config.store.url {
+            // Other controllers may share this database: their events are shown here too.
+            events = crate::event_relay::start(url, lease.name.clone(), events);
+        }
         let counters = Arc::new(crate::metrics::IngestCounters::default());
         let ingest = tokio::spawn(ingest::run(
             store.clone(),

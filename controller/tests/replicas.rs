@@ -186,6 +186,10 @@ async fn a_rollout_completes_when_the_controller_driving_it_dies() {
     // window, the two ingest about what the devices published, not twice that. A few
     // messages in flight at the window's edges may count on one side only.
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.api).collect();
+    let streams: Vec<_> = replicas
+        .iter()
+        .map(|r| fleet_stream(r.api, &r.data))
+        .collect();
     let published = || {
         fleet
             .stats
@@ -207,6 +211,27 @@ async fn a_rollout_completes_when_the_controller_driving_it_dies() {
         split.iter().all(|n| *n > 0) && split.iter().sum::<u64>() <= window + 8,
         "each replica ingests a share of the {window} messages published: {split:?}"
     );
+    // Yet each replica's event stream shows the whole fleet's health, the other's share
+    // included (relayed through the database).
+    let total: u64 = split.iter().sum();
+    for (i, stream) in streams.iter().enumerate() {
+        let stream_health = || {
+            drain(stream)
+                .iter()
+                .filter(|e| e["kind"] == "health")
+                .count()
+        };
+        let mut seen = stream_health();
+        let deadline = Instant::now() + WAIT;
+        while (seen as u64) < total * 3 / 4 {
+            assert!(
+                Instant::now() < deadline,
+                "replica {i} streamed {seen} health events of {total}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen += stream_health();
+        }
+    }
 
     // A rollout in two waves, created on replica b: wave 1 is one device.
     let app = format!(
@@ -260,6 +285,15 @@ async fn a_rollout_completes_when_the_controller_driving_it_dies() {
         "the second wave waits for the first: {record:?}"
     );
 
+    // The survivor's stream showed the first wave, which the driver started.
+    let wave_started = drain(&streams[survivor])
+        .iter()
+        .any(|e| e["kind"] == "rollout" && e["rollout"] == id && e["change"]["change"] == "wave");
+    assert!(
+        wave_started,
+        "the survivor's stream shows the driver's wave"
+    );
+
     // The driver dies mid-rollout; the survivor takes the rollout over and completes it.
     replicas[driver].kill9();
     let killed = Instant::now();
@@ -299,4 +333,32 @@ fn ingested_at(addr: SocketAddr) -> u64 {
         .find_map(|l| l.strip_prefix("coracle_ingest_messages_total "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The fleet event stream (SSE) of the replica at `addr`, each event's JSON, read in a thread.
+fn fleet_stream(addr: SocketAddr, data: &Path) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let response = ureq::get(&format!("http://{addr}/api/v1/events/stream"))
+        .header("Authorization", &format!("Bearer {}", token.trim()))
+        .call()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data:") {
+                let value = serde_json::from_str(data.trim()).unwrap();
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Every event `stream` has received so far.
+fn drain(stream: &std::sync::mpsc::Receiver<serde_json::Value>) -> Vec<serde_json::Value> {
+    stream.try_iter().collect()
 }

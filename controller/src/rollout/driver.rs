@@ -182,7 +182,7 @@ impl Rollouts {
                 "rollout device progress"
             ),
         }
-        let _ = self.events.send(FleetEvent::Rollout { rollout, change });
+        self.events.send(FleetEvent::Rollout { rollout, change });
     }
 
     pub(super) fn announce_device(&self, rollout: i64, device: &DeviceProgress) {
