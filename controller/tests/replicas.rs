@@ -18,9 +18,8 @@ use coracle_controller::api::rollouts::CreateRolloutRequest;
 use coracle_controller::cli::{ApiArgs, ApiClient};
 use coracle_controller::store::{DeviceStatus, RolloutPhase, RolloutRecord, Store};
 use coracle_proto::Bootstrap;
-use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig};
+use coracle_tests::sim::{Fleet, FleetConfig};
 use support::mosquitto::{add_account, mosquitto_config, start_mosquitto};
-use support::password;
 
 /// Long enough for a takeover (one lease) and two waves on a loaded machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -148,24 +147,9 @@ async fn a_rollout_completes_when_the_controller_driving_it_dies() {
             boot
         })
         .collect();
-    let fleet = Fleet::start(FleetConfig {
-        broker_host: "127.0.0.1".into(),
-        broker_port: broker.port,
-        devices: boots
-            .iter()
-            .map(|b| DeviceSpec {
-                id: b.device.clone(),
-                credentials: Credentials::Password {
-                    username: b.device.to_string(),
-                    password: password(b),
-                },
-            })
-            .collect(),
-        trusted: boots[0].deployment_key().unwrap(),
-        health_interval: Duration::from_secs(1),
-        fail_permille: 0,
-        connect_spread: Duration::ZERO,
-    });
+    let config =
+        FleetConfig::from_bootstraps("127.0.0.1", broker.port, &boots, Duration::from_secs(1));
+    let fleet = Fleet::start(config.unwrap());
     // Both replicas see every device online (the presence topic reaches each of them)...
     for replica in &replicas {
         let (api, ids) = (

@@ -16,9 +16,9 @@ use coracle_proto::{
     encode, Bootstrap, ContainerState, DeviceId, Generation, Health, HealthSample, Presence,
     ReportedState, ServiceStatus, TopicKind, UpdateStatus,
 };
-use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig};
+use coracle_tests::sim::{Fleet, FleetConfig};
 use rumqttc::QoS;
-use support::{api, connect_device, data_dir, password, Controller};
+use support::{api, connect_device, data_dir, Controller};
 
 /// Long enough for a rollout of three short waves on a loaded CI machine.
 const WAIT: Duration = Duration::from_secs(25);
@@ -91,24 +91,13 @@ fn enrol(controller: &Controller, prefix: &str, n: usize) -> Vec<Bootstrap> {
 
 /// Simulated devices on the controller's broker, health every second.
 fn simulate(controller: &Controller, boots: &[Bootstrap]) -> Fleet {
-    Fleet::start(FleetConfig {
-        broker_host: "127.0.0.1".into(),
-        broker_port: controller.broker.port(),
-        devices: boots
-            .iter()
-            .map(|b| DeviceSpec {
-                id: b.device.clone(),
-                credentials: Credentials::Password {
-                    username: b.device.to_string(),
-                    password: password(b),
-                },
-            })
-            .collect(),
-        trusted: boots[0].deployment_key().unwrap(),
-        health_interval: Duration::from_secs(1),
-        fail_permille: 0,
-        connect_spread: Duration::ZERO,
-    })
+    let config = FleetConfig::from_bootstraps(
+        "127.0.0.1",
+        controller.broker.port(),
+        boots,
+        Duration::from_secs(1),
+    );
+    Fleet::start(config.unwrap())
 }
 
 /// Runs blocking API calls off the async runtime's workers.

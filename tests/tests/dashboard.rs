@@ -14,13 +14,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use coracle_proto::bootstrap::parse_deployment_key;
-use coracle_proto::{encode, Bootstrap, BrokerAuth, Generation, PullProgress, TopicKind};
+use coracle_proto::{encode, Bootstrap, Generation, PullProgress, TopicKind};
 use coracle_tests::e2e::controller::Controller;
 use coracle_tests::e2e::image::{build_layout, busybox_files, LayerFile};
 use coracle_tests::e2e::injector::Injector;
 use coracle_tests::e2e::wait_until;
-use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig};
+use coracle_tests::sim::{Fleet, FleetConfig};
 
 const APP: &str = "services:\n  web:\n    image: hello:1\n    healthcheck:\n      test: [\"HTTP\", \"8080\", \"/\"]\n  \
                    worker:\n    image: hello:1\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n";
@@ -43,29 +42,9 @@ fn line_after<'a>(output: &'a str, prefix: &str) -> anyhow::Result<&'a str> {
 /// A fleet of the given devices on the controller's plain MQTT listener.
 fn start_fleet(broker: &str, bootstraps: &[Bootstrap]) -> anyhow::Result<Fleet> {
     let (host, port) = broker.rsplit_once(':').context("broker address")?;
-    let mut devices = Vec::new();
-    for boot in bootstraps {
-        let BrokerAuth::Password { username, password } = &boot.auth else {
-            bail!("{}: only password devices are simulated", boot.device);
-        };
-        devices.push(DeviceSpec {
-            id: boot.device.clone(),
-            credentials: Credentials::Password {
-                username: username.clone(),
-                password: password.clone(),
-            },
-        });
-    }
-    let trusted = parse_deployment_key(&bootstraps[0].deployment_key)?;
-    Ok(Fleet::start(FleetConfig {
-        broker_host: host.to_string(),
-        broker_port: port.parse().context("broker port")?,
-        devices,
-        trusted,
-        health_interval: Duration::from_secs(2),
-        fail_permille: 0,
-        connect_spread: Duration::ZERO,
-    }))
+    let port = port.parse().context("broker port")?;
+    let config = FleetConfig::from_bootstraps(host, port, bootstraps, Duration::from_secs(2))?;
+    Ok(Fleet::start(config))
 }
 
 fn screenshot_dir() -> anyhow::Result<PathBuf> {

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use coracle_proto::Bootstrap;
 use coracle_tests::mosquitto::Mosquitto;
 use coracle_tests::process::TestProcess;
-use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig};
+use coracle_tests::sim::{Fleet, FleetConfig};
 
 /// How often each simulated device sends a health sample.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
@@ -313,26 +313,12 @@ struct Row {
 async fn measure(setup: &mut Setup, n: usize) -> Result<Row> {
     let boots = tokio::task::block_in_place(|| enrol(setup, n))?;
     let started = Instant::now();
-    let fleet = Fleet::start(FleetConfig {
-        broker_host: "127.0.0.1".into(),
-        broker_port: setup.broker_port,
-        devices: boots
-            .iter()
-            .map(|b| {
-                Ok(DeviceSpec {
-                    id: b.device.clone(),
-                    credentials: Credentials::Password {
-                        username: b.device.to_string(),
-                        password: password(b)?,
-                    },
-                })
-            })
-            .collect::<Result<_>>()?,
-        trusted: boots[0].deployment_key()?,
-        health_interval: HEALTH_EVERY,
-        fail_permille: 0,
-        connect_spread: Duration::ZERO,
-    });
+    let fleet = Fleet::start(FleetConfig::from_bootstraps(
+        "127.0.0.1",
+        setup.broker_port,
+        &boots,
+        HEALTH_EVERY,
+    )?);
     let first = &setup.controllers[0];
     tokio::task::block_in_place(|| {
         wait_until("every device online", || {

@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use coracle_proto::bootstrap::parse_deployment_key;
-use coracle_proto::{Bootstrap, BrokerAuth, DeviceId};
+use coracle_proto::{Bootstrap, DeviceId};
 use coracle_tests::sim::{Credentials, DeviceSpec, Fleet, FleetConfig, FleetStats};
 
 /// Simulate a fleet of Coracle devices.
@@ -56,19 +56,11 @@ fn load_bootstraps(dir: &PathBuf) -> Result<(Vec<DeviceSpec>, String)> {
             .with_context(|| format!("reading {}", path.display()))?;
         let boot: Bootstrap =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let credentials = match boot.auth {
-            BrokerAuth::Password { username, password } => {
-                Credentials::Password { username, password }
-            }
-            BrokerAuth::ClientCert { .. } => {
-                bail!("{}: client certificates are not simulated", path.display())
-            }
-        };
         key.get_or_insert(boot.deployment_key.clone());
-        devices.push(DeviceSpec {
-            id: boot.device,
-            credentials,
-        });
+        devices.push(
+            DeviceSpec::from_bootstrap(&boot)
+                .with_context(|| format!("simulating {}", path.display()))?,
+        );
     }
     let key = key.with_context(|| format!("no bootstrap files in {}", dir.display()))?;
     Ok((devices, key))

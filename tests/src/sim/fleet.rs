@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coracle_proto::{encode, DeviceId, Generation, Presence, TopicKind, VerifyingKey};
+use coracle_proto::{
+    encode, Bootstrap, BrokerAuth, DeviceId, Generation, Presence, TopicKind, VerifyingKey,
+};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -26,6 +28,73 @@ pub enum Credentials {
 pub struct DeviceSpec {
     pub id: DeviceId,
     pub credentials: Credentials,
+}
+
+/// Why a bootstrap file cannot be simulated.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(
+        "device {device} logs in with a client certificate, which the simulator does not speak"
+    )]
+    ClientCert { device: DeviceId },
+    #[error("bootstrap of device {device} pins an invalid deployment key")]
+    Key {
+        device: DeviceId,
+        #[source]
+        source: coracle_proto::bootstrap::DeploymentKeyError,
+    },
+    #[error("no bootstrap files")]
+    None,
+}
+
+impl DeviceSpec {
+    /// The device a bootstrap file enrols: its id and broker password.
+    pub fn from_bootstrap(boot: &Bootstrap) -> Result<Self, BootstrapError> {
+        match &boot.auth {
+            BrokerAuth::Password { username, password } => Ok(Self {
+                id: boot.device.clone(),
+                credentials: Credentials::Password {
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+            }),
+            BrokerAuth::ClientCert { .. } => Err(BootstrapError::ClientCert {
+                device: boot.device.clone(),
+            }),
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The devices of `boots` on the broker at `host:port`, trusting the deployment key the
+    /// first pins; a health sample every `health_interval`, none failing, all connecting
+    /// at once.
+    pub fn from_bootstraps(
+        host: &str,
+        port: u16,
+        boots: &[Bootstrap],
+        health_interval: Duration,
+    ) -> Result<Self, BootstrapError> {
+        let first = boots.first().ok_or(BootstrapError::None)?;
+        let trusted = first
+            .deployment_key()
+            .map_err(|source| BootstrapError::Key {
+                device: first.device.clone(),
+                source,
+            })?;
+        Ok(Self {
+            broker_host: host.to_string(),
+            broker_port: port,
+            devices: boots
+                .iter()
+                .map(DeviceSpec::from_bootstrap)
+                .collect::<Result<_, _>>()?,
+            trusted,
+            health_interval,
+            fail_permille: 0,
+            connect_spread: Duration::ZERO,
+        })
+    }
 }
 
 /// The fleet's shape and behaviour.

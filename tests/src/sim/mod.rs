@@ -6,4 +6,4 @@ pub mod fleet;
 pub mod session;
 
 pub use device::{fails, Outgoing, SimDevice, BROKEN_MARKER};
-pub use fleet::{Credentials, DeviceSpec, Fleet, FleetConfig, FleetStats};
+pub use fleet::{BootstrapError, Credentials, DeviceSpec, Fleet, FleetConfig, FleetStats};
