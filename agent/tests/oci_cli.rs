@@ -171,6 +171,9 @@ fn oci_create_start_kill_delete_moves_through_every_status() {
     assert!(oci.state("life").get("pid").is_none());
     oci.ok(&["delete", "life"]);
     assert!(!oci.run(&["state", "life"]).status.success());
+    // Gone: a plain delete fails, a forced one succeeds (runc's answers; podman relies on it).
+    assert!(!oci.run(&["delete", "life"]).status.success());
+    oci.ok(&["delete", "--force", "life"]);
     assert!(oci.ok(&["list"]).trim().is_empty());
     fs::remove_file(h.lower.join("tmp/started")).expect("clean the shared rootfs");
     h.assert_clean();
