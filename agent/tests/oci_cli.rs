@@ -388,3 +388,53 @@ fn oci_installs_the_bundle_s_seccomp_filter_without_forcing_no_new_privs() {
     assert!(!h.lower.join("tmp/blocked").exists());
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn oci_terminal_s_master_goes_to_the_console_socket() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    assert!(is_root(), "run as root");
+    let h = Harness::new();
+    let oci = Oci::new(&h);
+    let socket_path = h.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).expect("bind");
+    let extra = serde_json::json!({
+        "process": {"terminal": true, "consoleSize": {"height": 30, "width": 100},
+                    "user": {"uid": 0, "gid": 0}, "cwd": "/", "env": ["PATH=/bin"],
+                    "args": ["/bin/sh", "-c", "tty; echo $(stty size) > /dev/tty"]},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                    "options": ["newinstance", "ptmxmode=0666", "mode=0620"]}],
+    });
+    let bundle = write_bundle(&h, "tty", "", extra);
+    let out = oci.run(&[
+        "create",
+        "--bundle",
+        path_str(&bundle),
+        "--console-socket",
+        path_str(&socket_path),
+        "tty",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (stream, _) = listener.accept().expect("the runtime connected");
+    let master = coracle_agent::runtime::pty::receive_fd(stream.as_raw_fd())
+        .expect("receive")
+        .expect("the pty's master was sent");
+    oci.ok(&["start", "tty"]);
+    // Read until the container has exited: then the master reads EIO (no slave left).
+    let mut output = Vec::new();
+    let _ = fs::File::from(master).read_to_end(&mut output);
+    assert_eq!(String::from_utf8_lossy(&output), "/dev/pts/0\r\n30 100\r\n");
+    assert!(
+        out.stdout.is_empty(),
+        "the caller's stdio is not the container's"
+    );
+    assert!(eventually(Duration::from_secs(10), || oci.status("tty") == "stopped"));
+    oci.ok(&["delete", "tty"]);
+    h.assert_clean();
+}

@@ -267,3 +267,23 @@ fn podman_run_detached_then_stop_and_rm_through_the_agent() {
     assert_eq!(podman.ok(&["ps", "--all", "--quiet"]), "");
     assert_eq!(podman.container_cgroups(), Vec::<PathBuf>::new());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn podman_run_with_a_terminal_gets_the_container_s_own_pty() {
+    let Some(podman) = Podman::new() else { return };
+    let out = podman.podman_run(&[
+        "--rm",
+        "--tty",
+        IMAGE,
+        "/bin/sh",
+        "-c",
+        "tty; echo hello; exit 4",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(4), "/dev/pts/0\r\nhello\r\n".to_owned()),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}

@@ -10,9 +10,10 @@ use oci_spec::runtime::Spec;
 
 use super::hooks::{self, Hooks};
 use super::state::{OciStatus, Record};
-use super::{fifo, OciError};
+use super::{console, fifo, OciError};
 use crate::runtime::cgroups::CgroupConfig;
-use crate::runtime::shim::{self, ShimInput};
+use crate::runtime::init::console::Console;
+use crate::runtime::shim::{self, OciInit, ShimInput};
 use crate::runtime::{bundle, init, ContainerId};
 
 /// What `create` needs besides the bundle.
@@ -40,7 +41,7 @@ pub fn create(req: &CreateRequest<'_>) -> Result<Record, OciError> {
         path: config_path.clone(),
         source,
     })?;
-    refuse_terminal(&oci, req.console_socket)?;
+    let console = console::connect(&oci, req.console_socket)?;
     let mut spec = bundle::load(&bundle)?;
     let hooks = Hooks::from_spec(oci.hooks().as_ref());
     spec.start_container_hooks = hooks.start_container.clone();
@@ -72,8 +73,8 @@ pub fn create(req: &CreateRequest<'_>) -> Result<Record, OciError> {
         &oci,
         spec,
         &hooks,
-        cgroup,
-        cgroup_name,
+        (cgroup, cgroup_name),
+        console.as_ref(),
         req,
     );
     if created.is_err() {
@@ -91,8 +92,8 @@ fn set_up(
     oci: &Spec,
     spec: crate::runtime::ContainerSpec,
     hooks: &Hooks,
-    cgroup: CgroupConfig,
-    cgroup_name: ContainerId,
+    (cgroup, cgroup_name): (CgroupConfig, ContainerId),
+    console: Option<&Console>,
     req: &CreateRequest<'_>,
 ) -> Result<Record, OciError> {
     // 3. The rootfs mount point and the exec fifo the init will wait on.
@@ -110,11 +111,14 @@ fn set_up(
         cgroup,
         start_at_once: false,
     };
-    let init =
-        shim::create_detached(dir, &input, &exec_fifo).map_err(|source| OciError::Setup {
-            id: id.to_string(),
-            source,
-        })?;
+    let oci_init = OciInit {
+        exec_fifo: &exec_fifo,
+        console,
+    };
+    let init = shim::create_detached(dir, &input, oci_init).map_err(|source| OciError::Setup {
+        id: id.to_string(),
+        source,
+    })?;
     drop(exec_fifo);
     for condition in &init.conditions {
         tracing::warn!(container = %id, ?condition, "cgroup limit not enforceable");
@@ -155,23 +159,6 @@ fn set_up(
         return Err(err);
     }
     Ok(record)
-}
-
-/// A terminal needs a pty whose master goes to the console socket: not implemented, so
-/// refused rather than run without one.
-fn refuse_terminal(oci: &Spec, console_socket: Option<&Path>) -> Result<(), OciError> {
-    let terminal = oci
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    if terminal || console_socket.is_some() {
-        return Err(OciError::Unsupported {
-            field: "process.terminal",
-            reason: "no pty is set up (and --console-socket is refused with it)",
-        });
-    }
-    Ok(())
 }
 
 /// Where the container's cgroup goes: `<parent>/<id>` by default; an absolute

@@ -7,12 +7,13 @@
 //! Hooks (`hooks`) get the state JSON on stdin.
 //!
 //! Files: `cli` (flags, dispatch, log file), `create`, `start`, `kill` (signal names),
-//! `delete`, `state` (the record and the state document), `fifo`, `hooks`, `features`.
-//! Limits: no terminal (`process.terminal` is refused), no systemd cgroup driver
-//! (`--systemd-cgroup` is accepted and ignored, with a log line), `cgroupsPath` one level
-//! deep only.
+//! `delete`, `state` (the record and the state document), `fifo`, `hooks`, `features`,
+//! `console` (`process.terminal` with `--console-socket`: the pty's master is sent there).
+//! Limits: a terminal only with a console socket (not for a foreground `run`), no systemd
+//! cgroup driver (`--systemd-cgroup` is accepted and ignored, with a log line).
 
 pub mod cli;
+pub mod console;
 pub mod create;
 pub mod delete;
 pub mod features;
@@ -60,6 +61,14 @@ pub enum OciError {
     Unsupported {
         field: &'static str,
         reason: &'static str,
+    },
+    #[error("--console-socket {path} given, but process.terminal is false")]
+    ConsoleWithoutTerminal { path: PathBuf },
+    #[error("connect to the console socket {path}")]
+    ConnectConsole {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("container {id}: invalid spec")]
     InvalidSpec {

@@ -25,6 +25,7 @@ use super::cgroups::limits::DeviceRule;
 use super::cgroups::{ended_by_oom, CgroupConfig, CgroupError, ContainerCgroup};
 use super::error_chain;
 use super::id::ContainerId;
+use super::init::console::Console;
 use super::init::{self, dev, InitContext};
 use super::logs::{LogError, RotatingLog};
 use super::process;
@@ -171,14 +172,22 @@ pub struct DetachedInit {
     pub conditions: Vec<super::cgroups::Condition>,
 }
 
+/// What an OCI `create` hands the init: the exec fifo it waits on for `start` (the read
+/// end, opened O_RDWR) and, for a terminal, the console its pty's master goes to.
+#[derive(Debug, Clone, Copy)]
+pub struct OciInit<'a> {
+    pub exec_fifo: &'a OwnedFd,
+    pub console: Option<&'a Console>,
+}
+
 /// Sets the container up in this (single-threaded) process as the shim would, up to
-/// "created", with the init left waiting on `exec_fifo` (the read end, opened O_RDWR).
+/// "created", with the init left waiting on the exec fifo.
 pub fn create_detached(
     dir: &Path,
     input: &ShimInput,
-    exec_fifo: &OwnedFd,
+    oci: OciInit<'_>,
 ) -> Result<DetachedInit, ShimError> {
-    let shim = Shim::create_from(dir, input, Some(exec_fifo))?;
+    let shim = Shim::create_from(dir, input, Some(oci))?;
     Ok(DetachedInit {
         pid: shim.state.pid,
         pid_start_time: shim.state.pid_start_time,
@@ -244,11 +253,11 @@ impl Shim {
         Self::create_from(dir, &input, None)
     }
 
-    /// Steps 2 on of `create`; with `exec_fifo` the init waits there for `start`.
+    /// Steps 2 on of `create`; with `oci` the init waits on its exec fifo for `start`.
     fn create_from(
         dir: &Path,
         input: &ShimInput,
-        exec_fifo: Option<&OwnedFd>,
+        oci: Option<OciInit<'_>>,
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
         // 2. Devices: the standard set plus passed-through host nodes and described ones.
@@ -323,7 +332,7 @@ impl Shim {
             &nodes,
             netns.as_ref(),
             cgroup.clone(),
-            exec_fifo,
+            oci,
             &joined,
         );
         let mut shim = match result {
@@ -344,7 +353,7 @@ impl Shim {
         nodes: &[dev::Node],
         netns: Option<&OwnedFd>,
         cgroup: ContainerCgroup,
-        exec_fifo: Option<&OwnedFd>,
+        oci: Option<OciInit<'_>>,
         joined_namespaces: &[(NamespaceKind, OwnedFd)],
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
@@ -378,7 +387,8 @@ impl Shim {
             join_cgroup: self_join.as_deref(),
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
-            exec_fifo,
+            exec_fifo: oci.map(|o| o.exec_fifo),
+            console: oci.and_then(|o| o.console),
             joined_namespaces,
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.

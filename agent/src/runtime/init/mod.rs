@@ -7,6 +7,7 @@
 //! tells the shim exec succeeded.
 
 pub mod capabilities;
+pub mod console;
 pub mod dev;
 pub mod kernel_params;
 pub mod mount_options;
@@ -78,6 +79,12 @@ pub enum InitError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("redirect stdio")]
     Stdio(#[source] nix::Error),
+    #[error("terminal: {step}")]
+    Terminal {
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
     #[error("change to working directory {cwd:?}")]
     Cwd {
         cwd: String,
@@ -135,6 +142,8 @@ pub struct InitContext<'a> {
     /// The OCI `create` (no shim stays behind): once ready, wait for `start` on this exec
     /// fifo instead of the shim's `S` (see `oci::fifo`).
     pub exec_fifo: Option<&'a OwnedFd>,
+    /// The OCI `create`'s terminal: stdio is a pty whose master goes to the console socket.
+    pub console: Option<&'a console::Console>,
 }
 
 /// Namespaces created at clone; the cgroup namespace comes later, once the child is in its
@@ -307,7 +316,10 @@ fn setup_and_exec(
     let caps = capabilities::plan(&spec.process)?;
     let filters = seccomp::filters(spec, &caps.bounding)?;
     // 8. Stdio, umask and working directory, and the program to run.
-    redirect_stdio(ctx)?;
+    match ctx.console {
+        Some(terminal) => console::attach(terminal)?,
+        None => redirect_stdio(ctx)?,
+    }
     if let Some(mask) = spec.process.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
