@@ -287,3 +287,33 @@ fn podman_run_with_a_terminal_gets_the_container_s_own_pty() {
         text(&out.stderr)
     );
 }
+
+#[test]
+#[ignore = "needs root"]
+fn podman_device_cgroup_rules_with_wildcards_are_enforced() {
+    let Some(podman) = Podman::new() else { return };
+    // `c 10:* m` lets the container create any misc device node; `a *:* r` grants reads
+    // only (on cgroup v1 an `a` line would allow everything: written as `c` and `b`).
+    let out = podman.podman_run(&[
+        "--rm",
+        "--cap-add",
+        "MKNOD",
+        "--device-cgroup-rule",
+        "c 10:* m",
+        "--device-cgroup-rule",
+        "a *:* r",
+        IMAGE,
+        "/bin/sh",
+        "-c",
+        "mknod /tmp/fuse c 10 229 && echo made; mknod /tmp/other c 11 1 2>/dev/null || echo refused",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "made\nrefused\n".to_owned()),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    // --privileged lists the host's devices, /dev/null and the other standard ones too.
+    let out = podman.podman_run(&["--rm", "--privileged", IMAGE, "/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -260,7 +260,9 @@ impl Shim {
         oci: Option<OciInit<'_>>,
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
-        // 2. Devices: the standard set plus passed-through host nodes and described ones.
+        // 2. Devices: the standard set plus passed-through host nodes and described ones;
+        //    one at a standard path replaces the standard node (podman's `--privileged`
+        //    lists /dev/null and the rest).
         let mut nodes = dev::default_nodes();
         let mut rules = Vec::new();
         for device in &spec.devices {
@@ -268,10 +270,11 @@ impl Shim {
             if let Some(kind) = node.kind.cgroup_type() {
                 rules.push(DeviceRule::new(kind, node.major, node.minor, device.access));
             }
+            nodes.retain(|n| n.path != node.path);
             nodes.push(node);
         }
         for rule in &spec.device_cgroup_rules {
-            rules.push(DeviceRule::new(
+            rules.push(DeviceRule::pattern(
                 rule.kind,
                 rule.major,
                 rule.minor,
