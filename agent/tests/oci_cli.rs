@@ -216,8 +216,10 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
     let oci = Oci::new(&h);
     let out = h.dir.path().join("hooks-out");
     fs::create_dir_all(&out).expect("hook output dir");
-    // Host hooks write to the host dir; the createContainer and startContainer hooks run
-    // inside the container and write through the bind mount of the same dir at /out.
+    // Host hooks write to the host dir. The createContainer hook runs in the container's
+    // mount namespace before pivot_root: host paths resolve, and the container's /out bind
+    // mount is still at <rootfs>/out. The startContainer hook runs inside the container
+    // and writes through that bind mount of the same dir at /out.
     let host_hook = |name: &str| {
         serde_json::json!({"path": "/bin/sh",
             "args": ["sh", "-c", format!("cat > {}/{name}", out.display())], "timeout": 10})
@@ -226,7 +228,8 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
         "hooks": {
             "prestart": [host_hook("prestart")],
             "createRuntime": [host_hook("createRuntime")],
-            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/createContainer"]}],
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c",
+                format!("cat > {}/createContainer; grep -q '/rootfs/out ' /proc/self/mountinfo && echo seen > {}/before-pivot", out.display(), out.display())]}],
             "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/startContainer"]}],
             "poststart": [host_hook("poststart")],
             "poststop": [host_hook("poststop")],
@@ -252,6 +255,10 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
         );
         assert_eq!(state["annotations"]["org.example.note"], "hooked");
     }
+    assert!(
+        out.join("before-pivot").exists(),
+        "createContainer ran in the container's mount namespace before pivot_root"
+    );
     assert!(
         !out.join("startContainer").exists(),
         "startContainer ran before start"

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use super::hooks::{self, Hooks};
-use super::state::{OciStatus, Record};
+use super::state::{OciState, OciStatus, Record, OCI_VERSION};
 use super::{console, fifo, OciError};
 use crate::runtime::cgroups::CgroupConfig;
 use crate::runtime::init::console::Console;
-use crate::runtime::shim::{self, OciInit, ShimInput};
+use crate::runtime::shim::{self, BeforePivot, OciInit, ShimInput};
 use crate::runtime::{bundle, init, ContainerId};
 
 /// What `create` needs besides the bundle.
@@ -111,9 +111,32 @@ fn set_up(
         cgroup,
         start_at_once: false,
     };
+    // 5. The create-time hooks run while the init waits just before pivot_root, with the
+    //    state the caller will see (no record yet: it is written once they pass).
+    let annotations: BTreeMap<String, String> = oci
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let create_hooks = |pid: i32| {
+        let state = OciState {
+            oci_version: OCI_VERSION,
+            id: id.as_str(),
+            status: OciStatus::Created,
+            pid: Some(pid),
+            bundle: &bundle,
+            annotations: &annotations,
+        };
+        let state = serde_json::to_vec(&state).expect("state has only plain serialisable fields");
+        hooks::run_all(hooks.at_create(), &state)
+            .and_then(|()| hooks::run_in_container(pid, &hooks.create_container, &state))
+    };
+    let any_create_hook = hooks.at_create().next().is_some() || !hooks.create_container.is_empty();
     let oci_init = OciInit {
         exec_fifo: &exec_fifo,
         console,
+        before_pivot: any_create_hook.then_some(&create_hooks as &BeforePivot<'_>),
     };
     let init = shim::create_detached(dir, &input, oci_init).map_err(|source| OciError::Setup {
         id: id.to_string(),
@@ -123,13 +146,7 @@ fn set_up(
     for condition in &init.conditions {
         tracing::warn!(container = %id, ?condition, "cgroup limit not enforceable");
     }
-    // 5. The record makes the container visible to `state`, then the create-time hooks.
-    let annotations: BTreeMap<String, String> = oci
-        .annotations()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    // 6. The record makes the container visible to `state`.
     let record = Record {
         id: id.to_string(),
         pid: init.pid,
@@ -144,15 +161,6 @@ fn set_up(
     let announced = record
         .store(dir)
         .map_err(OciError::from)
-        .and_then(|()| {
-            let state = record.state_json(OciStatus::Created);
-            hooks::run_all(hooks.at_create(), &state)
-                .and_then(|()| hooks::run_in_container(init.pid, &hooks.create_container, &state))
-                .map_err(|source| OciError::Hook {
-                    point: "create",
-                    source,
-                })
-        })
         .and_then(|()| write_pid_file(req.pid_file, init.pid));
     if let Err(err) = announced {
         shim::abandon_detached(&init);

@@ -31,7 +31,6 @@ use nix::sys::signal::Signal;
 
 use crate::runtime::bundle::BundleError;
 use crate::runtime::cgroups::CgroupError;
-use crate::runtime::hook::HookError;
 use crate::runtime::id::InvalidContainerId;
 use crate::runtime::init::InitError;
 use crate::runtime::shim::ShimError;
@@ -96,12 +95,6 @@ pub enum OciError {
     Fifo(#[from] fifo::FifoError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("run the {point} hooks")]
-    Hook {
-        point: &'static str,
-        #[source]
-        source: HookError,
-    },
     #[error("write pid file {path}")]
     PidFile {
         path: PathBuf,

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::cgroups::limits::DeviceRule;
 use super::cgroups::{ended_by_oom, CgroupConfig, CgroupError, ContainerCgroup};
 use super::error_chain;
+use super::hook::HookError;
 use super::id::ContainerId;
 use super::init::console::Console;
 use super::init::{self, dev, InitContext};
@@ -53,6 +54,8 @@ pub struct ShimInput {
 /// Failures in the shim, named after its steps.
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
+    #[error("run the OCI create-time hooks")]
+    CreateHooks(#[source] HookError),
     #[error("read shim input {path}")]
     ReadInput {
         path: PathBuf,
@@ -173,11 +176,26 @@ pub struct DetachedInit {
 }
 
 /// What an OCI `create` hands the init: the exec fifo it waits on for `start` (the read
-/// end, opened O_RDWR) and, for a terminal, the console its pty's master goes to.
-#[derive(Debug, Clone, Copy)]
+/// end, opened O_RDWR), for a terminal the console its pty's master goes to, and the
+/// create-time hooks, run with the init's pid while it waits just before pivot_root.
+#[derive(Clone, Copy)]
 pub struct OciInit<'a> {
     pub exec_fifo: &'a OwnedFd,
     pub console: Option<&'a Console>,
+    pub before_pivot: Option<&'a BeforePivot<'a>>,
+}
+
+/// The OCI create-time hooks (prestart, createRuntime, createContainer), given the pid.
+pub type BeforePivot<'a> = dyn Fn(i32) -> Result<(), HookError> + 'a;
+
+impl std::fmt::Debug for OciInit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciInit")
+            .field("exec_fifo", &self.exec_fifo)
+            .field("console", &self.console)
+            .field("before_pivot", &self.before_pivot.is_some())
+            .finish()
+    }
 }
 
 /// Sets the container up in this (single-threaded) process as the shim would, up to
@@ -392,6 +410,7 @@ impl Shim {
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
             exec_fifo: oci.map(|o| o.exec_fifo),
             console: oci.and_then(|o| o.console),
+            pause_before_pivot: oci.is_some_and(|o| o.before_pivot.is_some()),
             joined_namespaces,
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
@@ -473,7 +492,7 @@ impl Shim {
                 }
                 None => shim.go.write_all(b"C").map_err(ShimError::InitPipe),
             })
-            .and_then(|()| shim.await_init());
+            .and_then(|()| shim.await_init(oci.and_then(|o| o.before_pivot)));
         if let Err(err) = ready {
             shim.abandon();
             return Err(err);
@@ -482,10 +501,19 @@ impl Shim {
     }
 
     /// Reads the init's report: `R` (ready), `E<message>`, or EOF (it exec'd or died).
-    fn await_init(&mut self) -> Result<(), ShimError> {
+    /// Waits for the init's `R`; on its `H` (OCI create-time hooks) runs `before_pivot`
+    /// and lets it go on.
+    fn await_init(&mut self, before_pivot: Option<&BeforePivot<'_>>) -> Result<(), ShimError> {
         let mut first = [0u8];
         match self.report.read(&mut first).map_err(ShimError::InitPipe)? {
             1 if first[0] == b'R' => Ok(()),
+            1 if first[0] == b'H' && before_pivot.is_some() => {
+                if let Some(hooks) = before_pivot {
+                    hooks(self.state.pid).map_err(ShimError::CreateHooks)?;
+                }
+                self.go.write_all(b"H").map_err(ShimError::InitPipe)?;
+                self.await_init(None)
+            }
             1 => {
                 let mut reason = String::new();
                 let _ = self.report.read_to_string(&mut reason);

@@ -1,9 +1,10 @@
 //! The container's init: what runs in the cloned child, in its new namespaces, between
 //! clone and exec. It reads as the list of steps below; each step has its own error variant
 //! so a failed create says exactly where it stopped. The child reports to the shim over a
-//! pipe: `R` when ready to exec, `E<message>` on failure; the shim answers on the go socket
+//! pipe: `R` when ready to exec, `E<message>` on failure (and, for an OCI create with
+//! create-time hooks, `H` just before pivot_root); the shim answers on the go socket
 //! `C` (cgroup ready — on v1 the init then joins it itself; with a user namespace the
-//! message carries the rootfs mount) and `S` (start). The report pipe closes on exec, which
+//! message carries the rootfs mount), `H` (hooks done) and `S` (start). The report pipe closes on exec, which
 //! tells the shim exec succeeded.
 
 pub mod capabilities;
@@ -144,6 +145,9 @@ pub struct InitContext<'a> {
     pub exec_fifo: Option<&'a OwnedFd>,
     /// The OCI `create`'s terminal: stdio is a pty whose master goes to the console socket.
     pub console: Option<&'a console::Console>,
+    /// The OCI `create` has hooks to run before pivot_root (prestart, createRuntime,
+    /// createContainer): report `H` there and wait for the shim's `H`.
+    pub pause_before_pivot: bool,
 }
 
 /// Namespaces created at clone; the cgroup namespace comes later, once the child is in its
@@ -288,7 +292,12 @@ fn setup_and_exec(
         dev::Creation::Mknod
     };
     dev::populate(ctx.rootfs, ctx.nodes, creation)?;
-    // 5. Switch root; the host's tree is gone from here on.
+    // 5. Switch root; the host's tree is gone from here on. The OCI create-time hooks run
+    //    just before, with the container's namespaces and mounts made (runtime-spec).
+    if ctx.pause_before_pivot {
+        report.write_all(b"H").map_err(InitError::AwaitShim)?;
+        await_byte(go, b'H')?;
+    }
     mounts::pivot_into(ctx.rootfs)?;
     propagation::finish(propagation)?;
     // 6. The container's own kernel parameters (through its /proc, before /proc/sys is
