@@ -36,11 +36,9 @@ pub struct RunArgs {
 /// Runs the bundle in the foreground; returns the container's exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let id: ContainerId = args.id.parse()?;
-    let spec = bundle::load(&args.bundle)?;
-    let config = args.bundle.join("config.json");
-    let oci = oci_spec::runtime::Spec::load(&config)
-        .with_context(|| format!("read OCI config {}", config.display()))?;
+    let oci = bundle::read_config(&args.bundle)?;
     refuse_oci_only_fields(&oci)?;
+    let spec = bundle::from_config(&args.bundle, &oci)?;
     let runtime = LinuxRuntime::foreground(RuntimeConfig {
         state_dir: args.root.clone(),
         cgroup: CgroupConfig {

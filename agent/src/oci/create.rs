@@ -36,13 +36,9 @@ pub fn create(req: &CreateRequest<'_>) -> Result<Record, OciError> {
         path: req.bundle.to_owned(),
         source,
     })?;
-    let config_path = bundle.join("config.json");
-    let oci = Spec::load(&config_path).map_err(|source| OciError::ReadConfig {
-        path: config_path.clone(),
-        source,
-    })?;
+    let oci = bundle::read_config(&bundle)?;
+    let mut spec = bundle::from_config(&bundle, &oci)?;
     let console = console::connect(&oci, req.console_socket)?;
-    let mut spec = bundle::load(&bundle)?;
     let hooks = Hooks::from_spec(oci.hooks().as_ref());
     spec.start_container_hooks = hooks.start_container.clone();
     let cgroups_path = oci.linux().as_ref().and_then(|l| l.cgroups_path().clone());

@@ -48,12 +48,6 @@ pub enum OciError {
         #[source]
         source: std::io::Error,
     },
-    #[error("read OCI config {path}")]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: oci_spec::OciSpecError,
-    },
     #[error(transparent)]
     BundleSpec(#[from] BundleError),
     #[error("unsupported OCI config field {field}: {reason}")]

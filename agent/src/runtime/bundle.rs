@@ -53,12 +53,19 @@ pub enum BundleError {
 
 /// Reads `bundle/config.json` into a spec whose stdio is the caller's.
 pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
+    from_config(bundle, &read_config(bundle)?)
+}
+
+/// Parses `bundle/config.json`.
+pub fn read_config(bundle: &Path) -> Result<Spec, BundleError> {
     let path = bundle.join("config.json");
-    let oci = Spec::load(&path).map_err(|source| BundleError::Load {
-        path: path.clone(),
-        source,
-    })?;
-    super::refused::check(&oci)?;
+    Spec::load(&path).map_err(|source| BundleError::Load { path, source })
+}
+
+/// The spec for `oci`, read from `bundle/config.json` (relative paths are the bundle's).
+pub fn from_config(bundle: &Path, oci: &Spec) -> Result<ContainerSpec, BundleError> {
+    let path = bundle.join("config.json");
+    super::refused::check(oci)?;
     let missing = |field| BundleError::Missing {
         path: path.clone(),
         field,
