@@ -4,8 +4,8 @@
 //! pipe: `R` when ready to exec, `E<message>` on failure (and, for an OCI create with
 //! create-time hooks, `H` just before pivot_root); the shim answers on the go socket
 //! `C` (cgroup ready — on v1 the init then joins it itself; with a user namespace the
-//! message carries the rootfs mount), `H` (hooks done) and `S` (start). The report pipe closes on exec, which
-//! tells the shim exec succeeded.
+//! message carries the rootfs mount), `H` (hooks done) and `S` (start). The report pipe
+//! closes on exec, which tells the shim exec succeeded.
 
 pub mod capabilities;
 pub mod console;
