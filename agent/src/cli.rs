@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::runtime::cgroups::CgroupConfig;
+use crate::runtime::refused::RefusedField;
 use crate::runtime::{bundle, ContainerId, LinuxRuntime, Runtime, RuntimeConfig};
 
 /// `run`: create, start, wait for and delete a container from an OCI bundle.
@@ -35,7 +36,9 @@ pub struct RunArgs {
 /// Runs the bundle in the foreground; returns the container's exit code.
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let id: ContainerId = args.id.parse()?;
-    let spec = bundle::load(&args.bundle)?;
+    let oci = bundle::read_config(&args.bundle)?;
+    refuse_oci_only_fields(&oci)?;
+    let spec = bundle::from_config(&args.bundle, &oci)?;
     let runtime = LinuxRuntime::foreground(RuntimeConfig {
         state_dir: args.root.clone(),
         cgroup: CgroupConfig {
@@ -51,4 +54,67 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         tracing::warn!(container = %id, "container was killed by the OOM killer");
     }
     Ok(state.exit_code.unwrap_or(255))
+}
+
+/// Fields only the OCI command line honours: this foreground run runs no hooks and puts the
+/// container's cgroup at `<cgroup-parent>/<id>`, so a bundle that sets them is refused,
+/// naming the field, rather than run without.
+fn refuse_oci_only_fields(oci: &oci_spec::runtime::Spec) -> Result<(), RefusedField> {
+    const USE_OCI_RUN: &str = "honoured by `coracle-agent oci run`, not by `run`";
+    let hooks = oci.hooks().as_ref();
+    let any_hook = hooks.is_some_and(|h| {
+        #[allow(deprecated)]
+        let prestart = h.prestart();
+        [
+            prestart,
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+            h.poststart(),
+            h.poststop(),
+        ]
+        .iter()
+        .any(|list| list.as_ref().is_some_and(|l| !l.is_empty()))
+    });
+    if any_hook {
+        return Err(RefusedField {
+            field: "hooks",
+            reason: USE_OCI_RUN,
+        });
+    }
+    if oci
+        .linux()
+        .as_ref()
+        .is_some_and(|l| l.cgroups_path().is_some())
+    {
+        return Err(RefusedField {
+            field: "linux.cgroupsPath",
+            reason: USE_OCI_RUN,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> oci_spec::runtime::Spec {
+        let mut config = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
+        if let (Some(base), Some(more)) = (config.as_object_mut(), extra.as_object()) {
+            base.extend(more.clone());
+        }
+        serde_json::from_value(config).unwrap()
+    }
+
+    #[test]
+    fn foreground_run_refuses_hooks_and_cgroups_path_by_name() {
+        refuse_oci_only_fields(&spec(serde_json::json!({}))).unwrap();
+        refuse_oci_only_fields(&spec(serde_json::json!({"hooks": {"poststop": []}}))).unwrap();
+        let hooked = spec(serde_json::json!({"hooks": {"poststop": [{"path": "/bin/true"}]}}));
+        assert_eq!(refuse_oci_only_fields(&hooked).unwrap_err().field, "hooks");
+        let placed = spec(serde_json::json!({"linux": {"cgroupsPath": "/x/y"}}));
+        let err = refuse_oci_only_fields(&placed).unwrap_err();
+        assert!(err.to_string().contains("linux.cgroupsPath"), "{err}");
+    }
 }

@@ -225,3 +225,43 @@ fn v2_init_is_born_in_its_cgroup_with_and_without_a_user_namespace() {
     }
     h.assert_clean();
 }
+
+#[test]
+#[ignore = "needs root"]
+fn pattern_rules_on_real_cgroup2_match_any_number_and_grant_only_their_access() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kmsg = tmp.path().join("kmsg-twin"); // char 1:11: allowed by `c 1:* r`
+    char_node(&kmsg, 1, 11);
+    let cgroup = TestCgroup::new("patterns");
+    let access = |text: &str| DeviceAccess::parse(text).unwrap();
+    let rules = [
+        DeviceRule::pattern('c', Some(1), None, access("r")),
+        DeviceRule::pattern('a', None, None, access("m")),
+    ];
+    assert!(install_device_filter(&cgroup.0, &rules).unwrap());
+    let inside = try_opens(Some(&cgroup.0), &[&kmsg, Path::new("/dev/loop-control")]);
+    assert!(
+        inside.contains(&format!("ok {}", kmsg.display())),
+        "{inside}"
+    );
+    let loop_control = inside
+        .lines()
+        .find(|l| l.contains("/dev/loop-control"))
+        .unwrap_or_default();
+    assert!(
+        loop_control.contains("Operation not permitted"),
+        "`a *:* m` grants mknod only: {inside}"
+    );
+    // Any device may be created (`a *:* m`), block or char.
+    let script = format!(
+        "echo $$ > {}/cgroup.procs || exit 9\n\
+         mknod {dir}/c c 10 229 && mknod {dir}/b b 7 1 && echo made",
+        cgroup.0.display(),
+        dir = tmp.path().display()
+    );
+    let out = Command::new("/bin/busybox")
+        .args(["sh", "-c", &script])
+        .output()
+        .expect("run busybox sh");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "made\n", "{out:?}");
+}

@@ -171,6 +171,9 @@ fn oci_create_start_kill_delete_moves_through_every_status() {
     assert!(oci.state("life").get("pid").is_none());
     oci.ok(&["delete", "life"]);
     assert!(!oci.run(&["state", "life"]).status.success());
+    // Gone: a plain delete fails, a forced one succeeds (runc's answers; podman relies on it).
+    assert!(!oci.run(&["delete", "life"]).status.success());
+    oci.ok(&["delete", "--force", "life"]);
     assert!(oci.ok(&["list"]).trim().is_empty());
     fs::remove_file(h.lower.join("tmp/started")).expect("clean the shared rootfs");
     h.assert_clean();
@@ -213,8 +216,10 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
     let oci = Oci::new(&h);
     let out = h.dir.path().join("hooks-out");
     fs::create_dir_all(&out).expect("hook output dir");
-    // Host hooks write to the host dir; the createContainer and startContainer hooks run
-    // inside the container and write through the bind mount of the same dir at /out.
+    // Host hooks write to the host dir. The createContainer hook runs in the container's
+    // mount namespace before pivot_root: host paths resolve, and the container's /out bind
+    // mount is still at <rootfs>/out. The startContainer hook runs inside the container
+    // and writes through that bind mount of the same dir at /out.
     let host_hook = |name: &str| {
         serde_json::json!({"path": "/bin/sh",
             "args": ["sh", "-c", format!("cat > {}/{name}", out.display())], "timeout": 10})
@@ -223,7 +228,8 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
         "hooks": {
             "prestart": [host_hook("prestart")],
             "createRuntime": [host_hook("createRuntime")],
-            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/createContainer"]}],
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c",
+                format!("cat > {}/createContainer; grep -q '/rootfs/out ' /proc/self/mountinfo && echo seen > {}/before-pivot", out.display(), out.display())]}],
             "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "cat > /out/startContainer"]}],
             "poststart": [host_hook("poststart")],
             "poststop": [host_hook("poststop")],
@@ -249,6 +255,10 @@ fn oci_hooks_run_at_their_points_with_the_state_on_stdin() {
         );
         assert_eq!(state["annotations"]["org.example.note"], "hooked");
     }
+    assert!(
+        out.join("before-pivot").exists(),
+        "createContainer ran in the container's mount namespace before pivot_root"
+    );
     assert!(
         !out.join("startContainer").exists(),
         "startContainer ran before start"
@@ -383,5 +393,55 @@ fn oci_installs_the_bundle_s_seccomp_filter_without_forcing_no_new_privs() {
     assert!(stdout.contains("NoNewPrivs:\t0"), "{stdout}");
     assert!(stdout.contains("refused"), "{stdout}");
     assert!(!h.lower.join("tmp/blocked").exists());
+    h.assert_clean();
+}
+
+#[test]
+#[ignore = "needs root"]
+fn oci_terminal_s_master_goes_to_the_console_socket() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    assert!(is_root(), "run as root");
+    let h = Harness::new();
+    let oci = Oci::new(&h);
+    let socket_path = h.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).expect("bind");
+    let extra = serde_json::json!({
+        "process": {"terminal": true, "consoleSize": {"height": 30, "width": 100},
+                    "user": {"uid": 0, "gid": 0}, "cwd": "/", "env": ["PATH=/bin"],
+                    "args": ["/bin/sh", "-c", "tty; echo $(stty size) > /dev/tty"]},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                    "options": ["newinstance", "ptmxmode=0666", "mode=0620"]}],
+    });
+    let bundle = write_bundle(&h, "tty", "", extra);
+    let out = oci.run(&[
+        "create",
+        "--bundle",
+        path_str(&bundle),
+        "--console-socket",
+        path_str(&socket_path),
+        "tty",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (stream, _) = listener.accept().expect("the runtime connected");
+    let master = coracle_agent::runtime::pty::receive_fd(stream.as_raw_fd())
+        .expect("receive")
+        .expect("the pty's master was sent");
+    oci.ok(&["start", "tty"]);
+    // Read until the container has exited: then the master reads EIO (no slave left).
+    let mut output = Vec::new();
+    let _ = fs::File::from(master).read_to_end(&mut output);
+    assert_eq!(String::from_utf8_lossy(&output), "/dev/pts/0\r\n30 100\r\n");
+    assert!(
+        out.stdout.is_empty(),
+        "the caller's stdio is not the container's"
+    );
+    assert!(eventually(Duration::from_secs(10), || oci.status("tty") == "stopped"));
+    oci.ok(&["delete", "tty"]);
     h.assert_clean();
 }

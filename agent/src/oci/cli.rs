@@ -98,7 +98,7 @@ struct CreateArgs {
     /// Write the container's pid here.
     #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// Unix socket for the terminal's master fd (terminals are refused for now).
+    /// Unix socket the terminal's pty master is sent to (with process.terminal).
     #[arg(long)]
     console_socket: Option<PathBuf>,
     /// Accepted for compatibility: the container's stdio is this process's.

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use super::hooks::{self, Hooks};
-use super::state::{OciStatus, Record};
-use super::{fifo, OciError};
+use super::state::{OciState, OciStatus, Record, OCI_VERSION};
+use super::{console, fifo, OciError};
 use crate::runtime::cgroups::CgroupConfig;
-use crate::runtime::shim::{self, ShimInput};
+use crate::runtime::init::console::Console;
+use crate::runtime::shim::{self, BeforePivot, OciInit, ShimInput};
 use crate::runtime::{bundle, init, ContainerId};
 
 /// What `create` needs besides the bundle.
@@ -35,13 +36,9 @@ pub fn create(req: &CreateRequest<'_>) -> Result<Record, OciError> {
         path: req.bundle.to_owned(),
         source,
     })?;
-    let config_path = bundle.join("config.json");
-    let oci = Spec::load(&config_path).map_err(|source| OciError::ReadConfig {
-        path: config_path.clone(),
-        source,
-    })?;
-    refuse_terminal(&oci, req.console_socket)?;
-    let mut spec = bundle::load(&bundle)?;
+    let oci = bundle::read_config(&bundle)?;
+    let mut spec = bundle::from_config(&bundle, &oci)?;
+    let console = console::connect(&oci, req.console_socket)?;
     let hooks = Hooks::from_spec(oci.hooks().as_ref());
     spec.start_container_hooks = hooks.start_container.clone();
     let cgroups_path = oci.linux().as_ref().and_then(|l| l.cgroups_path().clone());
@@ -72,8 +69,8 @@ pub fn create(req: &CreateRequest<'_>) -> Result<Record, OciError> {
         &oci,
         spec,
         &hooks,
-        cgroup,
-        cgroup_name,
+        (cgroup, cgroup_name),
+        console.as_ref(),
         req,
     );
     if created.is_err() {
@@ -91,8 +88,8 @@ fn set_up(
     oci: &Spec,
     spec: crate::runtime::ContainerSpec,
     hooks: &Hooks,
-    cgroup: CgroupConfig,
-    cgroup_name: ContainerId,
+    (cgroup, cgroup_name): (CgroupConfig, ContainerId),
+    console: Option<&Console>,
     req: &CreateRequest<'_>,
 ) -> Result<Record, OciError> {
     // 3. The rootfs mount point and the exec fifo the init will wait on.
@@ -110,22 +107,42 @@ fn set_up(
         cgroup,
         start_at_once: false,
     };
-    let init =
-        shim::create_detached(dir, &input, &exec_fifo).map_err(|source| OciError::Setup {
-            id: id.to_string(),
-            source,
-        })?;
-    drop(exec_fifo);
-    for condition in &init.conditions {
-        tracing::warn!(container = %id, ?condition, "cgroup limit not enforceable");
-    }
-    // 5. The record makes the container visible to `state`, then the create-time hooks.
+    // 5. The create-time hooks run while the init waits just before pivot_root, with the
+    //    state the caller will see (no record yet: it is written once they pass).
     let annotations: BTreeMap<String, String> = oci
         .annotations()
         .clone()
         .unwrap_or_default()
         .into_iter()
         .collect();
+    let create_hooks = |pid: i32| {
+        let state = OciState {
+            oci_version: OCI_VERSION,
+            id: id.as_str(),
+            status: OciStatus::Created,
+            pid: Some(pid),
+            bundle: &bundle,
+            annotations: &annotations,
+        };
+        let state = serde_json::to_vec(&state).expect("state has only plain serialisable fields");
+        hooks::run_all(hooks.at_create(), &state)
+            .and_then(|()| hooks::run_in_container(pid, &hooks.create_container, &state))
+    };
+    let any_create_hook = hooks.at_create().next().is_some() || !hooks.create_container.is_empty();
+    let oci_init = OciInit {
+        exec_fifo: &exec_fifo,
+        console,
+        before_pivot: any_create_hook.then_some(&create_hooks as &BeforePivot<'_>),
+    };
+    let init = shim::create_detached(dir, &input, oci_init).map_err(|source| OciError::Setup {
+        id: id.to_string(),
+        source,
+    })?;
+    drop(exec_fifo);
+    for condition in &init.conditions {
+        tracing::warn!(container = %id, ?condition, "cgroup limit not enforceable");
+    }
+    // 6. The record makes the container visible to `state`.
     let record = Record {
         id: id.to_string(),
         pid: init.pid,
@@ -140,38 +157,12 @@ fn set_up(
     let announced = record
         .store(dir)
         .map_err(OciError::from)
-        .and_then(|()| {
-            let state = record.state_json(OciStatus::Created);
-            hooks::run_all(hooks.at_create(), &state)
-                .and_then(|()| hooks::run_in_container(init.pid, &hooks.create_container, &state))
-                .map_err(|source| OciError::Hook {
-                    point: "create",
-                    source,
-                })
-        })
         .and_then(|()| write_pid_file(req.pid_file, init.pid));
     if let Err(err) = announced {
         shim::abandon_detached(&init);
         return Err(err);
     }
     Ok(record)
-}
-
-/// A terminal needs a pty whose master goes to the console socket: not implemented, so
-/// refused rather than run without one.
-fn refuse_terminal(oci: &Spec, console_socket: Option<&Path>) -> Result<(), OciError> {
-    let terminal = oci
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    if terminal || console_socket.is_some() {
-        return Err(OciError::Unsupported {
-            field: "process.terminal",
-            reason: "no pty is set up (and --console-socket is refused with it)",
-        });
-    }
-    Ok(())
 }
 
 /// Where the container's cgroup goes: `<parent>/<id>` by default; an absolute

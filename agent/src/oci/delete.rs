@@ -1,6 +1,8 @@
 //! `delete [--force] ID`: removes a stopped container — its cgroups and its dir — and runs
 //! the poststop hooks. With `--force` a created or running container is killed first.
 //! Without it, deleting a container that is not stopped is refused and changes nothing.
+//! `--force` on a container that does not exist succeeds, as runc's does: podman deletes
+//! with `--force` after a failed `create`, and its error is the one to report.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,7 +18,10 @@ use super::{open, OciError};
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
-    let (dir, record) = open(root, id)?;
+    let (dir, record) = match open(root, id) {
+        Err(OciError::NotFound { .. }) if force => return Ok(()),
+        opened => opened?,
+    };
     let status = record.status(&dir);
     if status != OciStatus::Stopped {
         if !force {

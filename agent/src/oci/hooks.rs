@@ -2,10 +2,12 @@
 //! the two failure rules: a failing prestart, createRuntime, createContainer or
 //! startContainer hook fails the operation (the container is stopped and removed); a
 //! failing poststart or poststop hook is only a warning. Every hook gets the state JSON on
-//! stdin. startContainer hooks run in the container's init (`runtime::init`);
-//! createContainer hooks in the container's mount, uts, ipc and network namespaces (after
-//! its pivot_root, so their path resolves in the container: a known difference from the
-//! spec, which runs them before it); the others here, in the runtime's namespaces.
+//! stdin. prestart, createRuntime and createContainer hooks run while the init waits
+//! just before its pivot_root (`shim::OciInit::before_pivot`): the first two in the
+//! runtime's namespaces, createContainer in the container's mount, uts, ipc and network
+//! namespaces (its mounts made, its root not yet switched, so paths resolve as in the
+//! runtime namespace, as the spec says). startContainer hooks run in the container's init
+//! after `start` (`runtime::init`); poststart and poststop here.
 
 use crate::runtime::hook::{self, HookError};
 use crate::runtime::spec::Hook;

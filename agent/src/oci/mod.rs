@@ -7,12 +7,13 @@
 //! Hooks (`hooks`) get the state JSON on stdin.
 //!
 //! Files: `cli` (flags, dispatch, log file), `create`, `start`, `kill` (signal names),
-//! `delete`, `state` (the record and the state document), `fifo`, `hooks`, `features`.
-//! Limits: no terminal (`process.terminal` is refused), no systemd cgroup driver
-//! (`--systemd-cgroup` is accepted and ignored, with a log line), `cgroupsPath` one level
-//! deep only.
+//! `delete`, `state` (the record and the state document), `fifo`, `hooks`, `features`,
+//! `console` (`process.terminal` with `--console-socket`: the pty's master is sent there).
+//! Limits: a terminal only with a console socket (not for a foreground `run`), no systemd
+//! cgroup driver (`--systemd-cgroup` is accepted and ignored, with a log line).
 
 pub mod cli;
+pub mod console;
 pub mod create;
 pub mod delete;
 pub mod features;
@@ -30,7 +31,6 @@ use nix::sys::signal::Signal;
 
 use crate::runtime::bundle::BundleError;
 use crate::runtime::cgroups::CgroupError;
-use crate::runtime::hook::HookError;
 use crate::runtime::id::InvalidContainerId;
 use crate::runtime::init::InitError;
 use crate::runtime::shim::ShimError;
@@ -48,18 +48,20 @@ pub enum OciError {
         #[source]
         source: std::io::Error,
     },
-    #[error("read OCI config {path}")]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: oci_spec::OciSpecError,
-    },
     #[error(transparent)]
     BundleSpec(#[from] BundleError),
     #[error("unsupported OCI config field {field}: {reason}")]
     Unsupported {
         field: &'static str,
         reason: &'static str,
+    },
+    #[error("--console-socket {path} given, but process.terminal is false")]
+    ConsoleWithoutTerminal { path: PathBuf },
+    #[error("connect to the console socket {path}")]
+    ConnectConsole {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("container {id}: invalid spec")]
     InvalidSpec {
@@ -87,12 +89,6 @@ pub enum OciError {
     Fifo(#[from] fifo::FifoError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("run the {point} hooks")]
-    Hook {
-        point: &'static str,
-        #[source]
-        source: HookError,
-    },
     #[error("write pid file {path}")]
     PidFile {
         path: PathBuf,

@@ -53,12 +53,19 @@ pub enum BundleError {
 
 /// Reads `bundle/config.json` into a spec whose stdio is the caller's.
 pub fn load(bundle: &Path) -> Result<ContainerSpec, BundleError> {
+    from_config(bundle, &read_config(bundle)?)
+}
+
+/// Parses `bundle/config.json`.
+pub fn read_config(bundle: &Path) -> Result<Spec, BundleError> {
     let path = bundle.join("config.json");
-    let oci = Spec::load(&path).map_err(|source| BundleError::Load {
-        path: path.clone(),
-        source,
-    })?;
-    super::refused::check(&oci)?;
+    Spec::load(&path).map_err(|source| BundleError::Load { path, source })
+}
+
+/// The spec for `oci`, read from `bundle/config.json` (relative paths are the bundle's).
+pub fn from_config(bundle: &Path, oci: &Spec) -> Result<ContainerSpec, BundleError> {
+    let path = bundle.join("config.json");
+    super::refused::check(oci)?;
     let missing = |field| BundleError::Missing {
         path: path.clone(),
         field,
@@ -278,9 +285,10 @@ fn device(d: &oci_spec::runtime::LinuxDevice) -> Result<Device, BundleError> {
     })
 }
 
-/// `linux.resources.devices`: allow rules by type and numbers. Deny rules for every device
-/// restate the default (all denied but what is allowed) and are skipped; anything else —
-/// a wildcard number, a narrower deny — is refused by name.
+/// `linux.resources.devices`, in order: allow rules by type and numbers, either left out
+/// (or -1, runc's wildcard) for any (podman's `c *:* m`, `--device-cgroup-rule`). A deny
+/// rule for every device cancels the rules before it (all denied but what is allowed after
+/// is the default); a narrower deny is refused by name.
 fn device_cgroup_rules(
     r: &oci_spec::runtime::LinuxResources,
 ) -> Result<Vec<DeviceCgroupRule>, BundleError> {
@@ -290,12 +298,14 @@ fn device_cgroup_rules(
             reason,
         })
     };
+    let number = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
     let mut rules = Vec::new();
     for d in r.devices().iter().flatten() {
         let kind = d.typ().unwrap_or(LinuxDeviceType::A);
-        let every = kind == LinuxDeviceType::A && d.major().is_none() && d.minor().is_none();
+        let (major, minor) = (number(d.major()), number(d.minor()));
         if !d.allow() {
-            if every {
+            if kind == LinuxDeviceType::A && major.is_none() && minor.is_none() {
+                rules.clear();
                 continue;
             }
             return Err(refuse("only a deny rule for every device is implemented"));
@@ -303,15 +313,8 @@ fn device_cgroup_rules(
         let kind = match kind {
             LinuxDeviceType::C | LinuxDeviceType::U => 'c',
             LinuxDeviceType::B => 'b',
-            _ => return Err(refuse("an allow rule needs type c or b")),
-        };
-        let (Some(major), Some(minor)) = (
-            d.major().and_then(|n| u64::try_from(n).ok()),
-            d.minor().and_then(|n| u64::try_from(n).ok()),
-        ) else {
-            return Err(refuse(
-                "an allow rule needs both device numbers (no wildcards)",
-            ));
+            LinuxDeviceType::A => 'a',
+            LinuxDeviceType::P => return Err(refuse("type p (a FIFO) has no device rule")),
         };
         let access = DeviceAccess::parse(d.access().as_deref().unwrap_or("rwm"))
             .ok_or_else(|| refuse("access must be letters of rwm"))?;
@@ -498,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn bundle_device_cgroup_rules_keep_allow_rules_in_order_and_refuse_wildcards() {
+    fn bundle_device_cgroup_rules_keep_allow_rules_and_patterns_in_order() {
         let with_rules = |rules: &str| {
             CONFIG.replace(
                 r#""pids": {"limit": 10}},"#,
@@ -518,12 +521,33 @@ mod tests {
         assert_eq!(
             got,
             [
-                ('c', 10, 229, "rwm".to_string()),
-                ('b', 8, 20, "r".to_string())
+                ('c', Some(10), Some(229), "rwm".to_string()),
+                ('b', Some(8), Some(20), "r".to_string())
+            ]
+        );
+        // podman's patterns; a deny of everything cancels what came before it.
+        let dir = bundle(&with_rules(
+            r#"[{"allow": true, "type": "c", "major": 1, "minor": 3},
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "access": "m"},
+                {"allow": true, "type": "a", "major": -1, "minor": 0, "access": "r"},
+                {"allow": true, "type": "b", "major": 8, "access": "m"}]"#,
+        ));
+        let rules = load(dir.path()).unwrap().device_cgroup_rules;
+        let got: Vec<_> = rules
+            .iter()
+            .map(|r| (r.kind, r.major, r.minor, r.access.letters()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ('c', None, None, "m".to_string()),
+                ('a', None, Some(0), "r".to_string()),
+                ('b', Some(8), None, "m".to_string())
             ]
         );
         let dir = bundle(&with_rules(
-            r#"[{"allow": true, "type": "c", "access": "m"}]"#,
+            r#"[{"allow": false, "type": "c", "major": 1, "access": "rwm"}]"#,
         ));
         let err = load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("linux.resources.devices"), "{err}");

@@ -6,9 +6,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A container id: `[A-Za-z0-9][A-Za-z0-9_.+-]{0,65}`. Service names are the same set
+/// A container id: `[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}`. Service names are the same set
 /// without `+` and at most 63 long, so the agent names a `start-first` successor
-/// `<service>+2` without meeting another service.
+/// `<service>+2` without meeting another service. The OCI command line's ids and cgroup
+/// leaves are longer: podman's cgroup leaf is `libpod-<64 hex digits>` (71).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ContainerId(String);
@@ -16,11 +17,14 @@ pub struct ContainerId(String);
 /// Why a string is not a container id.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "invalid container id {id:?}: use 1-66 of [A-Za-z0-9_.+-], starting with a letter or digit"
+    "invalid container id {id:?}: use 1-128 of [A-Za-z0-9_.+-], starting with a letter or digit"
 )]
 pub struct InvalidContainerId {
     pub id: String,
 }
+
+/// The longest id: far below a file name's 255 bytes, and room for podman's cgroup leaves.
+const MAX_LEN: usize = 128;
 
 impl FromStr for ContainerId {
     type Err = InvalidContainerId;
@@ -30,7 +34,7 @@ impl FromStr for ContainerId {
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
         let rest_ok =
             chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '-'));
-        if first_ok && rest_ok && s.len() <= 66 {
+        if first_ok && rest_ok && s.len() <= MAX_LEN {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidContainerId { id: s.to_owned() })
@@ -71,7 +75,8 @@ mod tests {
     #[test]
     fn container_id_accepts_names_and_rejects_paths() {
         let successor = format!("{}+2", "x".repeat(63));
-        for ok in ["web", "a", "app-1.v2_x", "web+2", &successor] {
+        let podman_leaf = format!("libpod-{}", "f".repeat(64));
+        for ok in ["web", "a", "app-1.v2_x", "web+2", &successor, &podman_leaf] {
             assert!(ok.parse::<ContainerId>().is_ok(), "{ok}");
         }
         for bad in [
@@ -80,7 +85,7 @@ mod tests {
             "a/b",
             "-x",
             ".hidden",
-            &"x".repeat(67),
+            &"x".repeat(129),
             "+x",
             "sp ace",
         ] {

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use super::cgroups::limits::DeviceRule;
 use super::cgroups::{ended_by_oom, CgroupConfig, CgroupError, ContainerCgroup};
 use super::error_chain;
+use super::hook::HookError;
 use super::id::ContainerId;
+use super::init::console::Console;
 use super::init::{self, dev, InitContext};
 use super::logs::{LogError, RotatingLog};
 use super::process;
@@ -52,6 +54,8 @@ pub struct ShimInput {
 /// Failures in the shim, named after its steps.
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
+    #[error("run the OCI create-time hooks")]
+    CreateHooks(#[source] HookError),
     #[error("read shim input {path}")]
     ReadInput {
         path: PathBuf,
@@ -171,14 +175,37 @@ pub struct DetachedInit {
     pub conditions: Vec<super::cgroups::Condition>,
 }
 
+/// What an OCI `create` hands the init: the exec fifo it waits on for `start` (the read
+/// end, opened O_RDWR), for a terminal the console its pty's master goes to, and the
+/// create-time hooks, run with the init's pid while it waits just before pivot_root.
+#[derive(Clone, Copy)]
+pub struct OciInit<'a> {
+    pub exec_fifo: &'a OwnedFd,
+    pub console: Option<&'a Console>,
+    pub before_pivot: Option<&'a BeforePivot<'a>>,
+}
+
+/// The OCI create-time hooks (prestart, createRuntime, createContainer), given the pid.
+pub type BeforePivot<'a> = dyn Fn(i32) -> Result<(), HookError> + 'a;
+
+impl std::fmt::Debug for OciInit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciInit")
+            .field("exec_fifo", &self.exec_fifo)
+            .field("console", &self.console)
+            .field("before_pivot", &self.before_pivot.is_some())
+            .finish()
+    }
+}
+
 /// Sets the container up in this (single-threaded) process as the shim would, up to
-/// "created", with the init left waiting on `exec_fifo` (the read end, opened O_RDWR).
+/// "created", with the init left waiting on the exec fifo.
 pub fn create_detached(
     dir: &Path,
     input: &ShimInput,
-    exec_fifo: &OwnedFd,
+    oci: OciInit<'_>,
 ) -> Result<DetachedInit, ShimError> {
-    let shim = Shim::create_from(dir, input, Some(exec_fifo))?;
+    let shim = Shim::create_from(dir, input, Some(oci))?;
     Ok(DetachedInit {
         pid: shim.state.pid,
         pid_start_time: shim.state.pid_start_time,
@@ -244,14 +271,16 @@ impl Shim {
         Self::create_from(dir, &input, None)
     }
 
-    /// Steps 2 on of `create`; with `exec_fifo` the init waits there for `start`.
+    /// Steps 2 on of `create`; with `oci` the init waits on its exec fifo for `start`.
     fn create_from(
         dir: &Path,
         input: &ShimInput,
-        exec_fifo: Option<&OwnedFd>,
+        oci: Option<OciInit<'_>>,
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
-        // 2. Devices: the standard set plus passed-through host nodes and described ones.
+        // 2. Devices: the standard set plus passed-through host nodes and described ones;
+        //    one at a standard path replaces the standard node (podman's `--privileged`
+        //    lists /dev/null and the rest).
         let mut nodes = dev::default_nodes();
         let mut rules = Vec::new();
         for device in &spec.devices {
@@ -259,10 +288,11 @@ impl Shim {
             if let Some(kind) = node.kind.cgroup_type() {
                 rules.push(DeviceRule::new(kind, node.major, node.minor, device.access));
             }
+            nodes.retain(|n| n.path != node.path);
             nodes.push(node);
         }
         for rule in &spec.device_cgroup_rules {
-            rules.push(DeviceRule::new(
+            rules.push(DeviceRule::pattern(
                 rule.kind,
                 rule.major,
                 rule.minor,
@@ -323,7 +353,7 @@ impl Shim {
             &nodes,
             netns.as_ref(),
             cgroup.clone(),
-            exec_fifo,
+            oci,
             &joined,
         );
         let mut shim = match result {
@@ -344,7 +374,7 @@ impl Shim {
         nodes: &[dev::Node],
         netns: Option<&OwnedFd>,
         cgroup: ContainerCgroup,
-        exec_fifo: Option<&OwnedFd>,
+        oci: Option<OciInit<'_>>,
         joined_namespaces: &[(NamespaceKind, OwnedFd)],
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
@@ -378,7 +408,9 @@ impl Shim {
             join_cgroup: self_join.as_deref(),
             stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
             stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
-            exec_fifo,
+            exec_fifo: oci.map(|o| o.exec_fifo),
+            console: oci.and_then(|o| o.console),
+            pause_before_pivot: oci.is_some_and(|o| o.before_pivot.is_some()),
             joined_namespaces,
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
@@ -460,7 +492,7 @@ impl Shim {
                 }
                 None => shim.go.write_all(b"C").map_err(ShimError::InitPipe),
             })
-            .and_then(|()| shim.await_init());
+            .and_then(|()| shim.await_init(oci.and_then(|o| o.before_pivot)));
         if let Err(err) = ready {
             shim.abandon();
             return Err(err);
@@ -469,10 +501,19 @@ impl Shim {
     }
 
     /// Reads the init's report: `R` (ready), `E<message>`, or EOF (it exec'd or died).
-    fn await_init(&mut self) -> Result<(), ShimError> {
+    /// Waits for the init's `R`; on its `H` (OCI create-time hooks) runs `before_pivot`
+    /// and lets it go on.
+    fn await_init(&mut self, before_pivot: Option<&BeforePivot<'_>>) -> Result<(), ShimError> {
         let mut first = [0u8];
         match self.report.read(&mut first).map_err(ShimError::InitPipe)? {
             1 if first[0] == b'R' => Ok(()),
+            1 if first[0] == b'H' && before_pivot.is_some() => {
+                if let Some(hooks) = before_pivot {
+                    hooks(self.state.pid).map_err(ShimError::CreateHooks)?;
+                }
+                self.go.write_all(b"H").map_err(ShimError::InitPipe)?;
+                self.await_init(None)
+            }
             1 => {
                 let mut reason = String::new();
                 let _ = self.report.read_to_string(&mut reason);

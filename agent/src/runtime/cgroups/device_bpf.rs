@@ -10,7 +10,7 @@
 //! ```text
 //!   r2 = ctx->access_type & 0xffff; r3 = ctx->access_type >> 16
 //!   r4 = ctx->major; r5 = ctx->minor
-//!   rule: if w2 != type goto next; if w4 != major goto next; [if w5 != minor goto next]
+//!   rule: [if w2 != type goto next]; [if w4 != major goto next]; [if w5 != minor goto next]
 //!         [w1 = w3; w1 &= ~granted; if w1 != 0 goto next]
 //!         r0 = 1; exit
 //!   ...
@@ -20,7 +20,8 @@
 //! A rule grants the access bits of its device (`BPF_DEVCG_ACC_MKNOD` 1, `READ` 2, `WRITE`
 //! 4), as the v1 rules' `rwm` letters do: a request asking for a bit the rule lacks (a write
 //! to a `:r` device, a mknod without `m`) falls through to the next rule, and finally to
-//! the deny. The default devices get all three; the access check is left out for them.
+//! the deny. The default devices get all three; the access check is left out for them. A
+//! pattern rule (type `a`, a number `*`) leaves out the comparisons it does not make.
 
 use super::limits::{DeviceRule, DEFAULT_DEVICES};
 use crate::runtime::spec::DeviceAccess;
@@ -62,11 +63,12 @@ pub const ACC_READ: u32 = 2;
 pub const ACC_WRITE: u32 = 4;
 const ACC_ALL: u32 = ACC_MKNOD | ACC_READ | ACC_WRITE;
 
-/// One allowed device: type, major, minor (`None` = any minor) and the access bits granted.
+/// Allowed devices: type ([`DEV_BLOCK`], [`DEV_CHAR`]; `None` = both), major and minor
+/// (`None` = any) and the access bits granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Allowed {
-    pub block: bool,
-    pub major: u32,
+    pub kind: Option<i32>,
+    pub major: Option<u32>,
     pub minor: Option<u32>,
     pub access: u32,
 }
@@ -110,29 +112,33 @@ impl Insn {
 
 /// The default devices (null, zero, full, random, urandom, tty, ptmx, pts) with every
 /// access, plus the passed-through ones with theirs. A number that no Linux device can have
-/// (wider than 32 bits) is left out: it could never match anyway; so is a device granted
+/// (wider than 32 bits) is left out: it could never match anyway; so is a rule granting
 /// nothing.
 pub fn allow_list(passed_through: &[DeviceRule]) -> Vec<Allowed> {
-    let defaults = DEFAULT_DEVICES
-        .iter()
-        .map(|&(kind, major, minor)| (kind, major, minor, ACC_ALL));
+    let defaults = DEFAULT_DEVICES.iter().map(|&(kind, major, minor)| {
+        DeviceRule::pattern(kind, Some(major), minor, DeviceAccess::ALL)
+    });
     let passed = passed_through
         .iter()
         .filter(|r| !r.is_every_device())
-        .map(|r| (r.kind, r.major, Some(r.minor), access_bits(r.access)));
+        .copied();
     defaults
         .chain(passed)
-        .filter(|&(_, _, _, access)| access != 0)
-        .filter_map(|(kind, major, minor, access)| {
-            let minor = match minor {
-                Some(m) => Some(u32::try_from(m).ok()?),
-                None => None,
+        .filter(|r| access_bits(r.access) != 0)
+        .filter_map(|r| {
+            let number = |n: Option<u64>| match n {
+                Some(n) => u32::try_from(n).ok().map(Some),
+                None => Some(None),
             };
             Some(Allowed {
-                block: kind == 'b',
-                major: u32::try_from(major).ok()?,
-                minor,
-                access,
+                kind: match r.kind {
+                    'b' => Some(DEV_BLOCK),
+                    'c' => Some(DEV_CHAR),
+                    _ => None,
+                },
+                major: number(r.major)?,
+                minor: number(r.minor)?,
+                access: access_bits(r.access),
             })
         })
         .collect()
@@ -161,17 +167,14 @@ pub fn program(allowed: &[Allowed]) -> Vec<Insn> {
         Insn::new(LDX_MEM_W, 5, 1, 8, 0),
     ];
     for rule in allowed {
-        let mut body = vec![
-            Insn::new(
-                JMP32_JNE_K,
-                2,
-                0,
-                0,
-                if rule.block { DEV_BLOCK } else { DEV_CHAR },
-            ),
-            // JMP32 compares the low 32 bits, so the bit pattern is what matters.
-            Insn::new(JMP32_JNE_K, 4, 0, 0, rule.major as i32),
-        ];
+        let mut body = Vec::new();
+        if let Some(kind) = rule.kind {
+            body.push(Insn::new(JMP32_JNE_K, 2, 0, 0, kind));
+        }
+        // JMP32 compares the low 32 bits, so the bit pattern is what matters.
+        if let Some(major) = rule.major {
+            body.push(Insn::new(JMP32_JNE_K, 4, 0, 0, major as i32));
+        }
         if let Some(minor) = rule.minor {
             body.push(Insn::new(JMP32_JNE_K, 5, 0, 0, minor as i32));
         }
@@ -313,6 +316,34 @@ mod tests {
         for (major, minor, want_access, want, name) in cases {
             assert_eq!(
                 run_access(&insns, want_access, false, major, minor),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn program_matches_pattern_rules_on_the_fields_they_give() {
+        let access = |text: &str| DeviceAccess::parse(text).unwrap();
+        let insns = program(&allow_list(&[
+            DeviceRule::pattern('c', Some(10), None, access("m")),
+            DeviceRule::pattern('a', None, None, access("r")),
+            DeviceRule::pattern('b', None, Some(0), access("m")),
+        ]));
+        let (r, w, m) = (ACC_READ, ACC_WRITE, ACC_MKNOD);
+        let cases = [
+            (false, 10, 229, m, 1, "c 10:*: mknod of fuse"),
+            (false, 10, 229, w, 0, "c 10:*: no write"),
+            (false, 89, 1, r, 1, "a *:*: read any char"),
+            (true, 8, 1, r, 1, "a *:*: read any block"),
+            (true, 8, 1, w, 0, "a *:*: no write"),
+            (true, 8, 0, m, 1, "b *:0: mknod"),
+            (true, 8, 1, m, 0, "b *:0: not minor 1"),
+            (false, 89, 0, m, 0, "b *:0: not a char device"),
+        ];
+        for (block, major, minor, want_access, want, name) in cases {
+            assert_eq!(
+                run_access(&insns, want_access, block, major, minor),
                 want,
                 "{name}"
             );

@@ -16,13 +16,17 @@ pub struct LimitWrite {
     pub value: String,
 }
 
-/// A passed-through device the container may use, and how.
+/// Devices the container may use, and how: one device, or a pattern (OCI
+/// `linux.resources.devices` allow rules and Docker's `--device-cgroup-rule` may leave the
+/// type or either number out, v1's `a` and `*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceRule {
-    /// `'c'` (char), `'b'` (block) or `'a'` (every device: [`Self::EVERY`]).
+    /// `'c'` (char), `'b'` (block) or `'a'` (both).
     pub kind: char,
-    pub major: u64,
-    pub minor: u64,
+    /// `None`: any major (`*`).
+    pub major: Option<u64>,
+    /// `None`: any minor (`*`).
+    pub minor: Option<u64>,
     pub access: DeviceAccess,
 }
 
@@ -30,22 +34,47 @@ impl DeviceRule {
     /// Every device with every access (`a *:* rwm`): a privileged container's only rule.
     pub const EVERY: Self = Self {
         kind: 'a',
-        major: 0,
-        minor: 0,
+        major: None,
+        minor: None,
         access: DeviceAccess::ALL,
     };
 
-    /// This is [`Self::EVERY`]'s kind: it matches every device, whatever its numbers.
+    /// This rule grants all of [`Self::EVERY`]: no other rule can add anything.
     pub fn is_every_device(&self) -> bool {
-        self.kind == 'a'
+        *self == Self::EVERY
     }
 
+    /// One device by type and numbers.
     pub fn new(kind: char, major: u64, minor: u64, access: DeviceAccess) -> Self {
+        Self::pattern(kind, Some(major), Some(minor), access)
+    }
+
+    /// Devices matching a type (`'a'`: both) and numbers (`None`: any).
+    pub fn pattern(
+        kind: char,
+        major: Option<u64>,
+        minor: Option<u64>,
+        access: DeviceAccess,
+    ) -> Self {
         Self {
             kind,
             major,
             minor,
             access,
+        }
+    }
+
+    /// The v1 `devices.allow` forms, `c 10:* rw` (without the access letters). The kernel
+    /// reads any line starting with `a` as "allow every device, every access", so an `a`
+    /// rule narrower than [`Self::EVERY`] is written as a `c` and a `b` rule.
+    fn v1_patterns(&self) -> Vec<String> {
+        let number = |n: Option<u64>| n.map_or("*".to_string(), |n| n.to_string());
+        let numbers = format!("{}:{}", number(self.major), number(self.minor));
+        match self.kind {
+            'a' if !self.is_every_device() => {
+                vec![format!("c {numbers}"), format!("b {numbers}")]
+            }
+            kind => vec![format!("{kind} {numbers}")],
         }
     }
 }
@@ -130,15 +159,9 @@ pub fn plan(
                 if letters.is_empty() {
                     continue;
                 }
-                if rule.is_every_device() {
-                    put("devices", "devices.allow", format!("a *:* {letters}"));
-                    continue;
+                for pattern in rule.v1_patterns() {
+                    put("devices", "devices.allow", format!("{pattern} {letters}"));
                 }
-                put(
-                    "devices",
-                    "devices.allow",
-                    format!("{} {}:{} {letters}", rule.kind, rule.major, rule.minor),
-                );
             }
             for (kind, major, minor) in DEFAULT_DEVICES {
                 let minor = minor.map_or("*".to_string(), |m| m.to_string());
@@ -368,6 +391,28 @@ mod tests {
         let got = pairs(&writes);
         assert_eq!(got[0], ("devices.deny", "a"));
         assert_eq!(got[1], ("devices.allow", "a *:* rwm"));
+    }
+
+    #[test]
+    fn v1_wildcard_rules_write_a_and_stars() {
+        let mknod = DeviceAccess::parse("m").unwrap();
+        let devices = [
+            DeviceRule::pattern('c', Some(10), None, mknod),
+            DeviceRule::pattern('a', None, None, DeviceAccess::parse("r").unwrap()),
+            DeviceRule::pattern('b', None, Some(0), mknod),
+        ];
+        let writes = plan(&Resources::default(), &devices, CgroupVersion::V1);
+        let got = pairs(&writes);
+        // `a *:* r` would be every device with every access on v1: two rules instead.
+        assert_eq!(
+            got[1..5],
+            [
+                ("devices.allow", "c 10:* m"),
+                ("devices.allow", "c *:* r"),
+                ("devices.allow", "b *:* r"),
+                ("devices.allow", "b *:0 m")
+            ]
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The container's init: what runs in the cloned child, in its new namespaces, between
 //! clone and exec. It reads as the list of steps below; each step has its own error variant
 //! so a failed create says exactly where it stopped. The child reports to the shim over a
-//! pipe: `R` when ready to exec, `E<message>` on failure; the shim answers on the go socket
+//! pipe: `R` when ready to exec, `E<message>` on failure (and, for an OCI create with
+//! create-time hooks, `H` just before pivot_root); the shim answers on the go socket
 //! `C` (cgroup ready — on v1 the init then joins it itself; with a user namespace the
-//! message carries the rootfs mount) and `S` (start). The report pipe closes on exec, which
-//! tells the shim exec succeeded.
+//! message carries the rootfs mount), `H` (hooks done) and `S` (start). The report pipe
+//! closes on exec, which tells the shim exec succeeded.
 
 pub mod capabilities;
+pub mod console;
 pub mod dev;
 pub mod kernel_params;
 pub mod mount_options;
@@ -78,6 +80,12 @@ pub enum InitError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("redirect stdio")]
     Stdio(#[source] nix::Error),
+    #[error("terminal: {step}")]
+    Terminal {
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
     #[error("change to working directory {cwd:?}")]
     Cwd {
         cwd: String,
@@ -135,6 +143,11 @@ pub struct InitContext<'a> {
     /// The OCI `create` (no shim stays behind): once ready, wait for `start` on this exec
     /// fifo instead of the shim's `S` (see `oci::fifo`).
     pub exec_fifo: Option<&'a OwnedFd>,
+    /// The OCI `create`'s terminal: stdio is a pty whose master goes to the console socket.
+    pub console: Option<&'a console::Console>,
+    /// The OCI `create` has hooks to run before pivot_root (prestart, createRuntime,
+    /// createContainer): report `H` there and wait for the shim's `H`.
+    pub pause_before_pivot: bool,
 }
 
 /// Namespaces created at clone; the cgroup namespace comes later, once the child is in its
@@ -279,7 +292,12 @@ fn setup_and_exec(
         dev::Creation::Mknod
     };
     dev::populate(ctx.rootfs, ctx.nodes, creation)?;
-    // 5. Switch root; the host's tree is gone from here on.
+    // 5. Switch root; the host's tree is gone from here on. The OCI create-time hooks run
+    //    just before, with the container's namespaces and mounts made (runtime-spec).
+    if ctx.pause_before_pivot {
+        report.write_all(b"H").map_err(InitError::AwaitShim)?;
+        await_byte(go, b'H')?;
+    }
     mounts::pivot_into(ctx.rootfs)?;
     propagation::finish(propagation)?;
     // 6. The container's own kernel parameters (through its /proc, before /proc/sys is
@@ -307,7 +325,10 @@ fn setup_and_exec(
     let caps = capabilities::plan(&spec.process)?;
     let filters = seccomp::filters(spec, &caps.bounding)?;
     // 8. Stdio, umask and working directory, and the program to run.
-    redirect_stdio(ctx)?;
+    match ctx.console {
+        Some(terminal) => console::attach(terminal)?,
+        None => redirect_stdio(ctx)?,
+    }
     if let Some(mask) = spec.process.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }

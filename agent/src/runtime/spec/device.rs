@@ -34,14 +34,16 @@ pub struct DeviceNode {
     pub gid: u32,
 }
 
-/// Access the device cgroup allows to a device by number, without a node in /dev (OCI
-/// `linux.resources.devices` allow rules): the node may come later, by mknod.
+/// Access the device cgroup allows to devices by type and number, without a node in /dev
+/// (OCI `linux.resources.devices` allow rules): the node may come later, by mknod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceCgroupRule {
-    /// `'c'` or `'b'`.
+    /// `'c'`, `'b'` or `'a'` (both).
     pub kind: char,
-    pub major: u64,
-    pub minor: u64,
+    /// `None`: any major.
+    pub major: Option<u64>,
+    /// `None`: any minor.
+    pub minor: Option<u64>,
     pub access: DeviceAccess,
 }
 
