@@ -61,6 +61,13 @@ impl Serve {
         })
     }
 
+    fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .map(TestProcess::output)
+            .unwrap_or_default()
+    }
+
     fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(TestProcess::pid)
     }
@@ -448,7 +455,18 @@ fn main() -> Result<()> {
                 continue;
             }
             let mut setup = make()?;
-            let row = runtime.block_on(measure(&mut setup, n))?;
+            let row = match runtime.block_on(measure(&mut setup, n)) {
+                Ok(row) => row,
+                Err(err) => {
+                    for serve in &setup.controllers {
+                        let output = serve.output();
+                        let tail: Vec<&str> = output.lines().rev().take(20).collect();
+                        eprintln!("controller output (last lines, newest first):");
+                        tail.iter().for_each(|line| eprintln!("  {line}"));
+                    }
+                    return Err(err);
+                }
+            };
             print(&row);
         }
     }
