@@ -449,7 +449,12 @@ fn main() -> Result<()> {
     );
     for n in sizes {
         let setups: [(&str, MakeSetup); 2] = [("embedded", embedded), ("replicas", replicas)];
+        // BENCH_SETUPS=replicas runs just that one.
+        let only = std::env::var("BENCH_SETUPS").unwrap_or_default();
         for (name, make) in setups {
+            if !only.is_empty() && !only.split(',').any(|o| o == name) {
+                continue;
+            }
             if name == "embedded" && n > EMBEDDED_LIMIT {
                 println!("{name:<9} {n:>8}  skipped: the embedded broker takes at most {EMBEDDED_LIMIT} devices");
                 continue;
