@@ -7,6 +7,7 @@
 //! their bytes from it in tar order (`FromBatch`). The encoder keeps a batch only where it
 //! is smaller than patching the same files one by one.
 
+use super::matcher::Counterpart;
 use super::op::OldRef;
 
 /// Most files in one batch: bounds what a device allocates for the batch's part list
@@ -34,6 +35,21 @@ pub enum Member {
     /// Patched on its own: a batch must be served completely before it (the device holds
     /// one patch's buffers at a time).
     Breaker,
+}
+
+impl Member {
+    /// A new file of `size` bytes with this old counterpart.
+    pub fn of(size: u64, counterpart: &Counterpart) -> Self {
+        match *counterpart {
+            Counterpart::Similar { size: old, .. }
+                if size <= MAX_BATCH_FILE && old <= MAX_BATCH_FILE =>
+            {
+                Member::Candidate { new: size, old }
+            }
+            Counterpart::Similar { .. } => Member::Breaker,
+            Counterpart::Identical(_) | Counterpart::None => Member::Neutral,
+        }
+    }
 }
 
 /// Which regions form each batch (indices in `members`, ascending): consecutive candidates,

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tracing::{debug, info};
 
-use super::batch::{plan_batches, Member, MAX_BATCH_FILE};
+use super::batch::{plan_batches, Member};
 use super::batch_encoder::emit_batch_if_smaller;
 use super::gaps::{GapEncoder, GapSpan};
 use super::matcher::{Counterpart, OldFiles};
@@ -153,18 +153,7 @@ pub fn encode(
     let members: Vec<Member> = regions
         .iter()
         .zip(&counterparts)
-        .map(|(region, counterpart)| match counterpart {
-            Counterpart::Similar { size, .. }
-                if region.size <= MAX_BATCH_FILE && *size <= MAX_BATCH_FILE =>
-            {
-                Member::Candidate {
-                    new: region.size,
-                    old: *size,
-                }
-            }
-            Counterpart::Similar { .. } => Member::Breaker,
-            Counterpart::Identical(_) | Counterpart::None => Member::Neutral,
-        })
+        .map(|(region, counterpart)| Member::of(region.size, counterpart))
         .collect();
     let mut batches = plan_batches(&members, window).into_iter().peekable();
     // Regions served from the batch decoded last, in tar order.
