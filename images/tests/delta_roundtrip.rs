@@ -418,3 +418,171 @@ fn a_mode_change_on_every_header_costs_little() {
         report.skeleton_cost_bytes
     );
 }
+
+#[test]
+fn many_small_text_changes_are_batched_and_rebuild() {
+    // A patch release: a version string changes in every third module, the rest are equal.
+    let old = many_files(300, 2000);
+    let mut new = old.clone();
+    for (i, (_, body)) in new.iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let at = 100 + i % 500;
+        body[at..at + 5].copy_from_slice(b"2.0.1");
+    }
+    let report = round_trip(&tar_of(&old), &tar_of(&new));
+    assert!(report.batched_bytes > 90 * 1800, "{report:?}");
+    assert_eq!(report.format_version, 3, "{report:?}");
+}
+
+#[test]
+fn a_delta_without_new_ops_stays_readable_by_version_2_agents() {
+    let old = many_files(50, 300);
+    let mut new = old.clone();
+    new.push(("lib/pkg/extra.py".into(), b"print('new')\n".to_vec()));
+    let report = round_trip(&tar_of(&old), &tar_of(&new));
+    assert_eq!(report.format_version, 2, "{report:?}");
+}
+
+/// A delta artifact from a header and a raw op stream.
+fn artifact(header: &str, ops: &[u8]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [("delta.json", header.as_bytes()), ("ops", ops)] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, data).unwrap();
+    }
+    zstd::bulk::compress(&tar.into_inner().unwrap(), 3).unwrap()
+}
+
+#[test]
+fn hostile_batch_ops_are_errors_that_say_what_was_wrong() {
+    use delta::batch::BatchPart;
+    use delta::op::{OldRef, Op, OpCodec, PatchMethod};
+
+    let dir = tempfile::tempdir().unwrap();
+    let old_dir = dir.path().join("old");
+    std::fs::create_dir(&old_dir).unwrap();
+    std::fs::write(old_dir.join("a.txt"), b"hello world").unwrap();
+    let payload = delta::patch::zstd_ref_encode(b"hello world", b"hello there", 3).unwrap();
+    let batch = Op::Batch {
+        method: PatchMethod::ZstdRef,
+        parts: vec![BatchPart {
+            from: OldRef { base: 0, file: 0 },
+            offset: 0,
+            len: 11,
+        }],
+        out_len: 11,
+        payload_len: payload.len() as u64,
+    };
+    let header = format!(
+        r#"{{"version":3,"new_diff_id":"{}","new_size":11,"bases":["{}"],"window":1048576}}"#,
+        Digest::of(b"hello there"),
+        Digest::of(b"base")
+    );
+    let run = |after: &[Op]| {
+        let mut ops = Vec::new();
+        let mut codec = OpCodec::default();
+        codec.write(&batch, &mut ops).unwrap();
+        ops.extend_from_slice(&payload);
+        for op in after {
+            codec.write(op, &mut ops).unwrap();
+        }
+        let out = dir.path().join("new.tar");
+        let bases = vec![delta::BaseDir::scan(old_dir.clone()).unwrap()];
+        let result = apply_to_file(
+            &artifact(&header, &ops)[..],
+            bases,
+            &out,
+            delta::DEFAULT_BUDGET,
+        );
+        let err = match result {
+            Ok(_) => return String::from("applied"),
+            Err(err) => format!("{err:?}"),
+        };
+        assert!(!out.exists());
+        err
+    };
+    let err = run(&[Op::FromBatch { len: 20 }]);
+    assert!(
+        err.contains("takes 20 bytes from a batch that has 11 left"),
+        "{err}"
+    );
+    let err = run(&[Op::FromBatch { len: 5 }, Op::End]);
+    assert!(
+        err.contains("the end comes while the current batch still holds 6"),
+        "{err}"
+    );
+    let err = run(&[Op::Batch {
+        method: PatchMethod::ZstdRef,
+        parts: vec![],
+        out_len: 0,
+        payload_len: 0,
+    }]);
+    assert!(err.contains("a batch op comes while"), "{err}");
+    assert_eq!(run(&[Op::FromBatch { len: 11 }, Op::End]), "applied");
+    // The reference may not reach past the old file, nor past twice the window.
+    let mut ops = Vec::new();
+    OpCodec::default()
+        .write(
+            &Op::Batch {
+                method: PatchMethod::ZstdRef,
+                parts: vec![BatchPart {
+                    from: OldRef { base: 0, file: 0 },
+                    offset: 5,
+                    len: 100,
+                }],
+                out_len: 11,
+                payload_len: 0,
+            },
+            &mut ops,
+        )
+        .unwrap();
+    let out = dir.path().join("new.tar");
+    let bases = vec![delta::BaseDir::scan(old_dir.clone()).unwrap()];
+    let err = apply_to_file(
+        &artifact(&header, &ops)[..],
+        bases,
+        &out,
+        delta::DEFAULT_BUDGET,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("batch part: 100 bytes at 5"),
+        "{err:?}"
+    );
+    let mut ops = Vec::new();
+    OpCodec::default()
+        .write(
+            &Op::Batch {
+                method: PatchMethod::ZstdRef,
+                parts: vec![
+                    BatchPart {
+                        from: OldRef { base: 0, file: 0 },
+                        offset: 0,
+                        len: u64::MAX,
+                    },
+                    BatchPart {
+                        from: OldRef { base: 0, file: 0 },
+                        offset: 0,
+                        len: 2,
+                    },
+                ],
+                out_len: 11,
+                payload_len: 0,
+            },
+            &mut ops,
+        )
+        .unwrap();
+    let bases = vec![delta::BaseDir::scan(old_dir.clone()).unwrap()];
+    let err = apply_to_file(
+        &artifact(&header, &ops)[..],
+        bases,
+        &out,
+        delta::DEFAULT_BUDGET,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("twice the delta's window"),
+        "{err:?}"
+    );
+}

@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
+use super::batch::BatchPart;
 use super::op::{invalid, OldRef, Op, OpCodec, PatchMethod, PatchShape};
-use super::patch::{bsdiff_apply, unbzip2, zstd_ref_decode};
-use super::{DeltaError, DeltaHeader, FORMAT_VERSION, OUTER_WINDOW_LOG, SKELETON_CHUNK};
+use super::patch::{bsdiff_apply, unbzip2, unbzip2_split, zstd_ref_decode};
+use super::{
+    DeltaError, DeltaHeader, FORMAT_VERSION, OLDEST_FORMAT_VERSION, OUTER_WINDOW_LOG,
+    SKELETON_CHUNK,
+};
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
 use crate::skeleton::{
@@ -67,6 +71,8 @@ enum Pending {
     Literal(u64),
     Copy(io::Take<File>),
     Buffer(Vec<u8>, usize),
+    /// Bytes still to serve from the current batch.
+    FromBatch(u64),
     /// Zero padding still to serve, then bytes from the current skeleton chunk.
     Gap {
         zeros: u64,
@@ -90,6 +96,9 @@ pub struct DeltaReader<R: Read> {
     /// The base skeletons' reference windows, each skeleton decoded once.
     old_skeletons: SkeletonWindows,
     codec: OpCodec,
+    /// The current batch's output and how much of it was served.
+    batch: Vec<u8>,
+    batch_pos: usize,
 }
 
 impl<R: Read> std::fmt::Debug for DeltaReader<R> {
@@ -136,7 +145,7 @@ impl<R: Read> DeltaReader<R> {
         outer.read_exact(&mut json).map_err(read)?;
         skip_padding(&mut outer, json_len)?;
         let header: DeltaHeader = serde_json::from_slice(&json).map_err(DeltaError::ParseHeader)?;
-        if header.version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version) {
             return Err(DeltaError::Version {
                 found: header.version,
             });
@@ -160,6 +169,8 @@ impl<R: Read> DeltaReader<R> {
             skeleton_offset: 0,
             old_skeletons: SkeletonWindows::new(),
             codec: OpCodec::default(),
+            batch: Vec::new(),
+            batch_pos: 0,
         })
     }
 
@@ -175,6 +186,7 @@ impl<R: Read> DeltaReader<R> {
             .read_predicting(&mut self.ops, || headers_before_content(rest))?;
         self.pending = match op {
             Op::End => {
+                self.batch_served("the end")?;
                 self.verify()?;
                 Pending::Done
             }
@@ -211,7 +223,29 @@ impl<R: Read> DeltaReader<R> {
                 io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
                 Pending::Copy(file.take(len))
             }
-            Op::Patch { from, shape } => Pending::Buffer(self.patched_window(&from, shape)?, 0),
+            Op::Patch { from, shape } => {
+                self.batch_served("a patch op")?;
+                Pending::Buffer(self.patched_window(&from, shape)?, 0)
+            }
+            Op::Batch {
+                method,
+                parts,
+                out_len,
+                payload_len,
+            } => {
+                self.batch_served("a batch op")?;
+                self.next_batch(method, &parts, out_len, payload_len)?;
+                Pending::Nothing
+            }
+            Op::FromBatch { len } => {
+                let left = (self.batch.len() - self.batch_pos) as u64;
+                if len > left {
+                    return Err(invalid(format!(
+                        "op takes {len} bytes from a batch that has {left} left"
+                    )));
+                }
+                Pending::FromBatch(len)
+            }
         };
         Ok(())
     }
@@ -277,13 +311,83 @@ impl<R: Read> DeltaReader<R> {
         decode_patch(&shape, &reference, &payload)
     }
 
+    /// Refuse to go on to `next` while the current batch still holds bytes: a well-formed
+    /// delta serves each batch completely before its next patch, so apply never holds a
+    /// batch and a patch window at once (the memory budget counts one of them).
+    fn batch_served(&mut self, next: &str) -> io::Result<()> {
+        let left = self.batch.len() - self.batch_pos;
+        if left > 0 {
+            return Err(invalid(format!(
+                "{next} comes while the current batch still holds {left} unserved bytes"
+            )));
+        }
+        self.batch = Vec::new();
+        self.batch_pos = 0;
+        Ok(())
+    }
+
+    /// Decode a batch: its payload against the concatenated old file ranges it names.
+    fn next_batch(
+        &mut self,
+        method: PatchMethod,
+        parts: &[BatchPart],
+        out_len: u64,
+        payload_len: u64,
+    ) -> io::Result<()> {
+        let window = self.header.window;
+        let ref_len = parts
+            .iter()
+            .try_fold(0u64, |sum, p| sum.checked_add(p.len))
+            .filter(|sum| *sum <= 2 * window);
+        let Some(ref_len) = ref_len else {
+            return Err(invalid(format!(
+                "batch op references more than twice the delta's window of {window} bytes"
+            )));
+        };
+        if out_len > window || payload_len > super::max_payload(window) {
+            return Err(invalid(format!(
+                "batch op exceeds the delta's window of {window} bytes"
+            )));
+        }
+        let shape = PatchShape {
+            method,
+            ref_offset: 0,
+            ref_len,
+            out_len,
+            payload_len,
+        };
+        let payload = self.read_payload(&shape)?;
+        let mut reference = vec![0u8; ref_len as usize];
+        let mut at = 0;
+        for part in parts {
+            let end = at + part.len as usize;
+            self.open_old(&part.from)?
+                .read_exact_at(&mut reference[at..end], part.offset)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "batch part: {} bytes at {} of old file {} of base {}: {e}",
+                            part.len, part.offset, part.from.file, part.from.base
+                        ),
+                    )
+                })?;
+            at = end;
+        }
+        self.batch = decode_patch(&shape, &reference, &payload)?;
+        self.batch_pos = 0;
+        Ok(())
+    }
+
     /// A patch's payload from the op stream. It comes first: a bzip2 payload is expanded
     /// and freed before the reference and the output are allocated.
     fn read_payload(&mut self, shape: &PatchShape) -> io::Result<Vec<u8>> {
         let mut payload = vec![0u8; shape.payload_len as usize];
         self.ops.read_exact(&mut payload)?;
-        if shape.method == PatchMethod::BsdiffBz2 {
-            payload = unbzip2(&payload, shape.out_len)?;
+        match shape.method {
+            PatchMethod::BsdiffBz2 => payload = unbzip2(&payload, shape.out_len)?,
+            PatchMethod::BsdiffBz2Split => payload = unbzip2_split(&payload, shape.out_len)?,
+            PatchMethod::ZstdRef | PatchMethod::Bsdiff => {}
         }
         Ok(payload)
     }
@@ -380,6 +484,19 @@ impl<R: Read> Read for DeltaReader<R> {
                     *left -= n as u64;
                     if *left == 0 {
                         self.pending = Pending::Nothing;
+                    }
+                    n
+                }
+                Pending::FromBatch(left) => {
+                    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    buf[..n].copy_from_slice(&self.batch[self.batch_pos..self.batch_pos + n]);
+                    self.batch_pos += n;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.pending = Pending::Nothing;
+                    }
+                    if n == 0 {
+                        continue;
                     }
                     n
                 }
@@ -541,6 +658,8 @@ fn decode_patch(shape: &PatchShape, reference: &[u8], payload: &[u8]) -> io::Res
     let out_len = shape.out_len as usize;
     match shape.method {
         PatchMethod::ZstdRef => zstd_ref_decode(reference, payload, out_len),
-        PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => bsdiff_apply(reference, payload, out_len),
+        PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 | PatchMethod::BsdiffBz2Split => {
+            bsdiff_apply(reference, payload, out_len)
+        }
     }
 }

@@ -10,13 +10,16 @@ use std::path::Path;
 
 use tracing::{debug, info};
 
+use super::batch::{plan_batches, Member};
+use super::batch_encoder::emit_batch_if_smaller;
 use super::gaps::{GapEncoder, GapSpan};
 use super::matcher::{Counterpart, OldFiles};
 use super::op::{Op, OpCodec, PatchMethod, PatchShape};
 use super::patch::{best_bsdiff, zstd_ref_encode};
 use super::window::plan_windows;
 use super::{
-    window_for_budget, DeltaError, DeltaHeader, DEFAULT_BUDGET, FORMAT_VERSION, OUTER_WINDOW_LOG,
+    window_for_budget, DeltaError, DeltaHeader, DEFAULT_BUDGET, OLDEST_FORMAT_VERSION,
+    OUTER_WINDOW_LOG,
 };
 use crate::digest::{Digest, DigestHasher};
 use crate::layer_index::LayerIndex;
@@ -65,13 +68,18 @@ pub struct EncodeReport {
     pub copied_bytes: u64,
     pub zstd_patched_bytes: u64,
     pub bsdiff_patched_bytes: u64,
+    /// Content of small changed files patched together in batches.
+    pub batched_bytes: u64,
+    /// The oldest format version that holds every op used: an agent that reads only
+    /// [`OLDEST_FORMAT_VERSION`] can apply the delta when no newer op paid off.
+    pub format_version: u32,
 }
 
 /// A regular file's content inside the new tar.
-struct Region {
-    path: String,
-    offset: u64,
-    size: u64,
+pub(super) struct Region {
+    pub(super) path: String,
+    pub(super) offset: u64,
+    pub(super) size: u64,
 }
 
 /// Encode the delta that rebuilds `new_tar` from `bases`, writing it to `out`.
@@ -99,7 +107,10 @@ pub fn encode(
     let mut enc = OpWriter {
         out: BufWriter::new(ops_file),
         codec: OpCodec::default(),
-        report: EncodeReport::default(),
+        report: EncodeReport {
+            format_version: OLDEST_FORMAT_VERSION,
+            ..EncodeReport::default()
+        },
     };
     let mut gaps = Vec::with_capacity(regions.len() + 1);
     let (mut cursor, mut padding) = (0u64, 0u64);
@@ -132,6 +143,21 @@ pub fn encode(
         ),
         None => None,
     };
+    let counterparts = regions
+        .iter()
+        .map(|region| {
+            let digest = region_digest(&new, region).map_err(read_new)?;
+            Ok(old.counterpart(&region.path, region.size, &digest))
+        })
+        .collect::<Result<Vec<_>, DeltaError>>()?;
+    let members: Vec<Member> = regions
+        .iter()
+        .zip(&counterparts)
+        .map(|(region, counterpart)| Member::of(region.size, counterpart))
+        .collect();
+    let mut batches = plan_batches(&members, window).into_iter().peekable();
+    // Regions served from the batch decoded last, in tar order.
+    let mut from_batch = std::collections::VecDeque::new();
     for (i, gap) in gaps.iter().enumerate() {
         match skeleton.as_mut() {
             Some(gap_encoder) => {
@@ -145,9 +171,36 @@ pub fn encode(
             }
         }
         enc.report.skeleton_bytes += gap.len;
-        if let Some(region) = regions.get(i) {
-            encode_region(&mut enc, &new, region, &old, bases, window, options)?;
+        let Some(region) = regions.get(i) else {
+            continue;
+        };
+        if batches.peek().is_some_and(|b| b[0] == i) {
+            let batch = batches.next().expect("peeked");
+            let members: Vec<(&Region, &Counterpart)> = batch
+                .iter()
+                .map(|&m| (&regions[m], &counterparts[m]))
+                .collect();
+            if emit_batch_if_smaller(&mut enc, &new, &members, &old, bases, window, options)? {
+                from_batch = batch.into();
+            }
         }
+        if from_batch.front() == Some(&i) {
+            from_batch.pop_front();
+            enc.op(&Op::FromBatch { len: region.size })
+                .map_err(DeltaError::WriteDelta)?;
+            enc.report.batched_bytes += region.size;
+            continue;
+        }
+        encode_region(
+            &mut enc,
+            &new,
+            region,
+            &counterparts[i],
+            &old,
+            bases,
+            window,
+            options,
+        )?;
     }
     enc.op(&Op::End).map_err(DeltaError::WriteDelta)?;
     enc.out.flush().map_err(DeltaError::WriteDelta)?;
@@ -155,7 +208,7 @@ pub fn encode(
 
     let (new_diff_id, _) = crate::digest::digest_file(new_tar).map_err(read_new)?;
     let header = DeltaHeader {
-        version: FORMAT_VERSION,
+        version: report.format_version,
         new_diff_id,
         new_size,
         bases: bases.iter().map(|b| b.diff_id).collect(),
@@ -199,6 +252,8 @@ pub(super) struct OpWriter {
 
 impl OpWriter {
     pub(super) fn op(&mut self, op: &Op) -> io::Result<()> {
+        let version = &mut self.report.format_version;
+        *version = (*version).max(op.since_version());
         self.codec.write(op, &mut self.out)
     }
 
@@ -229,10 +284,12 @@ impl OpWriter {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the encoder's shared state, passed down once
 fn encode_region(
     enc: &mut OpWriter,
     new: &File,
     region: &Region,
+    counterpart: &Counterpart,
     old: &OldFiles,
     bases: &[BaseLayer<'_>],
     window: u64,
@@ -244,8 +301,7 @@ fn encode_region(
     };
     let write = DeltaError::WriteDelta;
     // Identical content anywhere in a base is a reference of a few bytes, whatever the size.
-    let digest = region_digest(new, region).map_err(read_new)?;
-    let (from, old_size) = match old.counterpart(&region.path, region.size, &digest) {
+    let (from, old_size) = match *counterpart {
         Counterpart::Identical(from) => {
             enc.op(&Op::CopyFile { from }).map_err(write)?;
             enc.codec.content(region.size);
@@ -317,7 +373,7 @@ fn encode_region(
                 enc.out.write_all(&choice.payload).map_err(write)?;
                 match method {
                     PatchMethod::ZstdRef => enc.report.zstd_patched_bytes += chunk.len() as u64,
-                    PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => {
+                    PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 | PatchMethod::BsdiffBz2Split => {
                         enc.report.bsdiff_patched_bytes += chunk.len() as u64
                     }
                 }
@@ -335,16 +391,16 @@ fn region_digest(new: &File, region: &Region) -> io::Result<Digest> {
     Ok(hasher.finish())
 }
 
-struct Choice {
+pub(super) struct Choice {
     /// `None`: literal.
-    method: Option<PatchMethod>,
-    payload: Vec<u8>,
-    cost: usize,
+    pub(super) method: Option<PatchMethod>,
+    pub(super) payload: Vec<u8>,
+    pub(super) cost: usize,
 }
 
 /// Per window, whatever compresses smallest: literal, zstd patch-from, or bsdiff (raw for
 /// the outer zstd, or bzip2 which suits sparse difference bytes better).
-fn cheapest(reference: &[u8], new: &[u8], level: i32) -> io::Result<Choice> {
+pub(super) fn cheapest(reference: &[u8], new: &[u8], level: i32) -> io::Result<Choice> {
     let literal_cost = zstd::bulk::compress(new, level)?.len();
     let mut best = Choice {
         method: None,

@@ -12,6 +12,8 @@
 //! accepted only if its sha256 equals the new diff_id.
 
 mod apply;
+pub mod batch;
+mod batch_encoder;
 mod encode;
 mod gaps;
 pub mod matcher;
@@ -30,10 +32,16 @@ pub use encode::{encode, full_zstd_size, BaseLayer, EncodeOptions, EncodeReport}
 
 use crate::digest::Digest;
 
-/// Current delta format version. 2: skeletons are diffed without file padding (the
-/// `Gap` op implies it; `RawGap` keeps padding that is not zeros) and with normalised header
-/// checksums; a version 1 delta would rebuild a wrong tar, so it is refused by version.
-pub const FORMAT_VERSION: u32 = 2;
+/// Newest delta format version this build reads and writes. 2: skeletons are diffed without
+/// file padding (the `Gap` op implies it; `RawGap` keeps padding that is not zeros) and with
+/// normalised header checksums; a version 1 delta would rebuild a wrong tar, so it is
+/// refused by version. 3: adds bsdiff with its three streams compressed apart
+/// ([`op::PatchMethod::BsdiffBz2Split`]). The encoder stamps the oldest version that holds
+/// the ops it used, so a delta where nothing new paid off stays readable by version-2 agents,
+/// and one that needs 3 is refused by them by version, before anything is written.
+pub const FORMAT_VERSION: u32 = 3;
+/// Oldest delta format version this build reads (and the one it writes when it can).
+pub const OLDEST_FORMAT_VERSION: u32 = 2;
 /// Window log of the outer zstd stream: 8 MiB of decoder history.
 pub const OUTER_WINDOW_LOG: u32 = 23;
 /// Output size of one skeleton chunk; its reference is at most twice this.
@@ -107,7 +115,7 @@ pub enum DeltaError {
     },
     #[error("parse delta.json")]
     ParseHeader(#[source] serde_json::Error),
-    #[error("delta format version {found} is not supported (this build reads version {FORMAT_VERSION}; encode the delta again)")]
+    #[error("delta format version {found} is not supported (this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}; encode the delta again)")]
     Version { found: u32 },
     #[error("delta needs {needed} bytes of memory to apply, the budget is {budget} bytes")]
     Budget { needed: u64, budget: u64 },

@@ -3,6 +3,8 @@
 
 use std::io::{self, Read, Write};
 
+use super::batch::{BatchPart, MAX_BATCH_PARTS};
+
 /// How a patch payload turns a reference window of an old file into new bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchMethod {
@@ -12,6 +14,19 @@ pub enum PatchMethod {
     Bsdiff = 2,
     /// The same, bzip2-compressed (better on sparse difference bytes, like bsdiff's own).
     BsdiffBz2 = 3,
+    /// The same with its control, diff and extra streams bzip2-compressed apart, as bsdiff's
+    /// own format does (format version 3).
+    BsdiffBz2Split = 4,
+}
+
+impl PatchMethod {
+    /// The oldest delta format version that has this method.
+    pub fn since_version(self) -> u32 {
+        match self {
+            PatchMethod::ZstdRef | PatchMethod::Bsdiff | PatchMethod::BsdiffBz2 => 2,
+            PatchMethod::BsdiffBz2Split => 3,
+        }
+    }
 }
 
 /// A patch's method and sizes: `payload_len` bytes following the op turn `ref_len` bytes
@@ -118,6 +133,19 @@ pub enum Op {
     CopyFile {
         from: OldRef,
     },
+    /// Decode a batch ([`super::batch`]): a patch of `method` whose reference is the `parts`
+    /// of old files, concatenated, making `out_len` bytes that the next `FromBatch` ops
+    /// serve; produces no bytes itself. `payload_len` payload bytes follow the op.
+    Batch {
+        method: PatchMethod,
+        parts: Vec<BatchPart>,
+        out_len: u64,
+        payload_len: u64,
+    },
+    /// The next `len` bytes of the current batch, as file content.
+    FromBatch {
+        len: u64,
+    },
     End,
 }
 
@@ -129,6 +157,8 @@ const TAG_SKELETON: u8 = 4;
 const TAG_GAP: u8 = 5;
 const TAG_COPY_FILE: u8 = 6;
 const TAG_RAW_GAP: u8 = 7;
+const TAG_BATCH: u8 = 8;
+const TAG_FROM_BATCH: u8 = 9;
 
 /// Writes and reads ops with the context that makes them small: file numbers are coded as
 /// the difference from the previous one (unchanged files come in order: +1), and a gap's
@@ -190,13 +220,15 @@ impl OpCodec {
 
     fn track(&mut self, op: &Op) {
         match op {
-            Op::Literal { len } | Op::Copy { len, .. } => self.content(*len),
+            Op::Literal { len } | Op::Copy { len, .. } | Op::FromBatch { len } => {
+                self.content(*len)
+            }
             Op::Patch { shape, .. } => self.content(shape.out_len),
             Op::Gap { .. } | Op::RawGap { .. } => {
                 self.content = 0;
                 self.after_content = false;
             }
-            Op::Skeleton { .. } | Op::CopyFile { .. } | Op::End => {}
+            Op::Skeleton { .. } | Op::CopyFile { .. } | Op::Batch { .. } | Op::End => {}
         }
     }
 
@@ -220,6 +252,22 @@ impl OpCodec {
                 out.write_all(&[TAG_PATCH, shape.method as u8])?;
                 self.write_ref(out, from)?;
                 shape.write_lens(out)?;
+            }
+            Op::Batch {
+                method,
+                parts,
+                out_len,
+                payload_len,
+            } => {
+                out.write_all(&[TAG_BATCH, *method as u8])?;
+                write_varint(out, parts.len() as u64)?;
+                for part in parts {
+                    self.write_ref(out, &part.from)?;
+                    write_varint(out, part.offset)?;
+                    write_varint(out, part.len)?;
+                }
+                write_varint(out, *out_len)?;
+                write_varint(out, *payload_len)?;
             }
             other => other.write_to(out)?,
         }
@@ -266,10 +314,36 @@ impl OpCodec {
                 let shape = PatchShape::read_lens(method, input)?;
                 Op::Patch { from, shape }
             }
+            TAG_BATCH => self.read_batch(input)?,
             tag => Op::read_tagged(tag, input)?,
         };
         self.track(&op);
         Ok(op)
+    }
+
+    /// A batch op; its part count is checked before the part list is allocated.
+    fn read_batch(&mut self, input: &mut impl Read) -> io::Result<Op> {
+        let method = read_method(input)?;
+        let count = read_u64(input)?;
+        if count > MAX_BATCH_PARTS as u64 {
+            return Err(invalid(format!(
+                "batch op has {count} parts, at most {MAX_BATCH_PARTS} are allowed"
+            )));
+        }
+        let mut parts = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            parts.push(BatchPart {
+                from: self.read_ref(input)?,
+                offset: read_u64(input)?,
+                len: read_u64(input)?,
+            });
+        }
+        Ok(Op::Batch {
+            method,
+            parts,
+            out_len: read_u64(input)?,
+            payload_len: read_u64(input)?,
+        })
     }
 
     fn write_ref(&mut self, out: &mut impl Write, from: &OldRef) -> io::Result<()> {
@@ -313,11 +387,21 @@ fn method_from(byte: u8) -> io::Result<PatchMethod> {
         1 => Ok(PatchMethod::ZstdRef),
         2 => Ok(PatchMethod::Bsdiff),
         3 => Ok(PatchMethod::BsdiffBz2),
+        4 => Ok(PatchMethod::BsdiffBz2Split),
         m => Err(invalid(format!("unknown patch method {m}"))),
     }
 }
 
 impl Op {
+    /// The oldest delta format version that can carry this op.
+    pub fn since_version(&self) -> u32 {
+        match self {
+            Op::Patch { shape, .. } | Op::Skeleton { shape, .. } => shape.method.since_version(),
+            Op::Batch { .. } | Op::FromBatch { .. } => 3,
+            _ => 2,
+        }
+    }
+
     /// Ops that need no codec context.
     fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         match self {
@@ -328,6 +412,10 @@ impl Op {
             }
             Op::Literal { len } => {
                 out.write_all(&[TAG_LITERAL])?;
+                write_varint(out, *len)
+            }
+            Op::FromBatch { len } => {
+                out.write_all(&[TAG_FROM_BATCH])?;
                 write_varint(out, *len)
             }
             Op::Skeleton {
@@ -351,6 +439,9 @@ impl Op {
                 len: read_u64(input)?,
             }),
             TAG_LITERAL => Ok(Op::Literal {
+                len: read_u64(input)?,
+            }),
+            TAG_FROM_BATCH => Ok(Op::FromBatch {
                 len: read_u64(input)?,
             }),
             TAG_SKELETON => {
@@ -460,6 +551,26 @@ mod tests {
                 },
             },
             Op::Gap { len: 1024 },
+            Op::Batch {
+                method: PatchMethod::BsdiffBz2Split,
+                parts: vec![
+                    BatchPart {
+                        from,
+                        offset: 0,
+                        len: 10,
+                    },
+                    BatchPart {
+                        from: OldRef { base: 0, file: 3 },
+                        offset: 5,
+                        len: 1,
+                    },
+                ],
+                out_len: 30,
+                payload_len: 12,
+            },
+            Op::FromBatch { len: 20 },
+            Op::Gap { len: 512 },
+            Op::FromBatch { len: 10 },
             Op::End,
         ];
         let mut bytes = Vec::new();
@@ -497,8 +608,28 @@ mod tests {
     }
 
     #[test]
+    fn batch_with_too_many_parts_is_refused_before_allocating() {
+        let mut bytes = vec![TAG_BATCH, PatchMethod::ZstdRef as u8];
+        write_varint(&mut bytes, u64::MAX).unwrap();
+        let err = OpCodec::default().read(&mut &bytes[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("parts"), "{err}");
+    }
+
+    #[test]
+    fn truncated_batch_and_unknown_method_are_errors() {
+        let mut bytes = vec![TAG_BATCH, PatchMethod::ZstdRef as u8];
+        write_varint(&mut bytes, 3).unwrap();
+        assert!(OpCodec::default().read(&mut &bytes[..]).is_err());
+        let err = OpCodec::default()
+            .read(&mut &[TAG_BATCH, 77][..])
+            .unwrap_err();
+        assert!(err.to_string().contains("patch method 77"), "{err}");
+    }
+
+    #[test]
     fn unknown_tag_is_invalid_data() {
-        let err = OpCodec::default().read(&mut &[9u8][..]).unwrap_err();
+        let err = OpCodec::default().read(&mut &[42u8][..]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

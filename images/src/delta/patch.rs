@@ -83,7 +83,10 @@ pub fn bsdiff_encode(reference: &[u8], new: &[u8]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The smaller bsdiff form for the outer zstd stream: raw (cost: its zstd size) or bzip2.
+/// The smallest bsdiff form for the outer zstd stream: raw (cost: its zstd size), bzip2 of
+/// the whole payload, or bzip2 of its three streams apart (controls, diff bytes, extra
+/// bytes), as bsdiff's own format does: each stream then gets statistics of its own,
+/// which on relinked binaries (mostly-zero diff bytes, code-like extra bytes) is smaller.
 pub fn best_bsdiff(
     reference: &[u8],
     new: &[u8],
@@ -91,14 +94,108 @@ pub fn best_bsdiff(
 ) -> io::Result<(PatchMethod, Vec<u8>, usize)> {
     let raw = bsdiff_encode(reference, new)?;
     let raw_cost = zstd::bulk::compress(&raw, level)?.len();
-    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
-    io::Write::write_all(&mut bz, &raw)?;
-    let bz = bz.finish()?;
-    Ok(if bz.len() < raw_cost {
-        (PatchMethod::BsdiffBz2, bz.clone(), bz.len())
-    } else {
-        (PatchMethod::Bsdiff, raw, raw_cost)
+    let bz = bzip2_best(&raw)?;
+    let split = bzip2_split(&raw)?;
+    let mut best = (PatchMethod::Bsdiff, raw_cost);
+    if bz.len() < best.1 {
+        best = (PatchMethod::BsdiffBz2, bz.len());
+    }
+    if split.len() < best.1 {
+        best = (PatchMethod::BsdiffBz2Split, split.len());
+    }
+    Ok(match best.0 {
+        PatchMethod::BsdiffBz2 => (best.0, bz, best.1),
+        PatchMethod::BsdiffBz2Split => (best.0, split, best.1),
+        _ => (best.0, raw, best.1),
     })
+}
+
+fn bzip2_best(bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+    io::Write::write_all(&mut bz, bytes)?;
+    bz.finish()
+}
+
+/// A raw bsdiff payload cut at its stream boundaries: (controls with their count, diff
+/// bytes, extra bytes).
+fn bsdiff_streams(raw: &[u8]) -> io::Result<[&[u8]; 3]> {
+    let bad = |what: &str| invalid(format!("bsdiff payload: {what}"));
+    let count = u32::from_le_bytes(
+        raw.get(..4)
+            .ok_or_else(|| bad("truncated"))?
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    let ctrl_end = count
+        .checked_mul(24)
+        .and_then(|n| n.checked_add(4))
+        .ok_or_else(|| bad("control count"))?;
+    let ctrls = raw
+        .get(..ctrl_end)
+        .ok_or_else(|| bad("truncated controls"))?;
+    let mut add = 0usize;
+    for c in ctrls[4..].chunks_exact(24) {
+        add = add
+            .checked_add(u64_at(c, 0) as usize)
+            .ok_or_else(|| bad("add overflow"))?;
+    }
+    let diff_end = ctrl_end
+        .checked_add(add)
+        .filter(|end| *end <= raw.len())
+        .ok_or_else(|| bad("truncated diff"))?;
+    Ok([ctrls, &raw[ctrl_end..diff_end], &raw[diff_end..]])
+}
+
+/// `BsdiffBz2Split` payload: the bzip2 sizes of the control and diff streams (u32 LE
+/// each), then the three bzip2 streams.
+fn bzip2_split(raw: &[u8]) -> io::Result<Vec<u8>> {
+    let [ctrls, diff, extra] = bsdiff_streams(raw)?;
+    let (ctrls, diff, extra) = (bzip2_best(ctrls)?, bzip2_best(diff)?, bzip2_best(extra)?);
+    let len = |v: &Vec<u8>| u32::try_from(v.len()).map_err(io::Error::other);
+    let mut out = Vec::with_capacity(8 + ctrls.len() + diff.len() + extra.len());
+    out.extend_from_slice(&len(&ctrls)?.to_le_bytes());
+    out.extend_from_slice(&len(&diff)?.to_le_bytes());
+    for stream in [ctrls, diff, extra] {
+        out.extend_from_slice(&stream);
+    }
+    Ok(out)
+}
+
+/// Expand a `BsdiffBz2Split` payload of an op producing `out_len` bytes back into the raw
+/// bsdiff payload, under the same limit as [`unbzip2`] for all three streams together.
+pub fn unbzip2_split(payload: &[u8], out_len: u64) -> io::Result<Vec<u8>> {
+    let bad = |what: &str| invalid(format!("split bzip2 bsdiff payload: {what}"));
+    let len_at = |at: usize| -> io::Result<usize> {
+        let bytes = payload
+            .get(at..at + 4)
+            .ok_or_else(|| bad("truncated sizes"))?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+    };
+    let (ctrl_len, diff_len) = (len_at(0)?, len_at(4)?);
+    let diff_start = 8usize
+        .checked_add(ctrl_len)
+        .filter(|end| *end <= payload.len())
+        .ok_or_else(|| bad("control stream runs past the payload"))?;
+    let extra_start = diff_start
+        .checked_add(diff_len)
+        .filter(|end| *end <= payload.len())
+        .ok_or_else(|| bad("diff stream runs past the payload"))?;
+    let limit = super::max_payload(out_len) + (1 << 20);
+    let mut out = Vec::with_capacity(usize::try_from(limit + 1).unwrap_or(usize::MAX));
+    for stream in [
+        &payload[8..diff_start],
+        &payload[diff_start..extra_start],
+        &payload[extra_start..],
+    ] {
+        let room = limit + 1 - out.len() as u64;
+        bzip2::read::BzDecoder::new(stream)
+            .take(room)
+            .read_to_end(&mut out)?;
+        if out.len() as u64 > limit {
+            return Err(bad(&format!("expands past {limit} bytes")));
+        }
+    }
+    Ok(out)
 }
 
 /// Decompress a bzip2 bsdiff payload of an op producing `out_len` bytes; a payload that
@@ -232,6 +329,39 @@ mod tests {
         let (old, new) = versions();
         let payload = bsdiff_encode(&old, &new).unwrap();
         assert_eq!(bsdiff_apply(&old, &payload, new.len()).unwrap(), new);
+    }
+
+    #[test]
+    fn split_bzip2_bsdiff_round_trips() {
+        let (old, new) = versions();
+        let raw = bsdiff_encode(&old, &new).unwrap();
+        let split = bzip2_split(&raw).unwrap();
+        assert_eq!(unbzip2_split(&split, new.len() as u64).unwrap(), raw);
+    }
+
+    #[test]
+    fn corrupt_split_bzip2_payload_is_an_error_naming_the_stream() {
+        let (old, new) = versions();
+        let split = bzip2_split(&bsdiff_encode(&old, &new).unwrap()).unwrap();
+        let mut long_ctrl = split.clone();
+        long_ctrl[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = unbzip2_split(&long_ctrl, new.len() as u64).unwrap_err();
+        assert!(err.to_string().contains("control stream"), "{err}");
+        let err = unbzip2_split(&split[..5], new.len() as u64).unwrap_err();
+        assert!(err.to_string().contains("truncated sizes"), "{err}");
+        let mut garbled = split.clone();
+        let last = garbled.len() - 20;
+        garbled[last..].fill(0x55);
+        assert!(unbzip2_split(&garbled, new.len() as u64).is_err());
+        // A payload whose streams expand past what the op may produce.
+        let zeros = bzip2_split(&{
+            let mut raw = 0u32.to_le_bytes().to_vec();
+            raw.resize(8 << 20, 0);
+            raw
+        })
+        .unwrap();
+        let err = unbzip2_split(&zeros, 1000).unwrap_err();
+        assert!(err.to_string().contains("expands past"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! Delta benchmark on real version pairs served by PyPI (`pip download --no-deps`): each wheel
-//! is unpacked into a layer tar (`usr/lib/python3/site-packages/...`, sorted, mtime 0). For each
-//! pair it prints the full layer (gzip -6, zstd -19), our delta, and the general-purpose delta
-//! tools on the whole tar (`zstd -19 --long --patch-from`, `bsdiff`, `xdelta3 -9`), our apply
-//! time and peak RSS, and ratios; then our unpack throughput beside `tar -x`. One more pair is
-//! generated here: 40,000 small files (a node_modules-like tree) with 1 % of them changed.
+//! Delta benchmark on real version pairs of different kinds ([`inputs::PAIRS`]: PyPI wheels,
+//! Debian packages and a Debian base system, npm packages with a Go binary or a JS bundle,
+//! and a generated 40,000-file tree), each side turned into a layer tar. For each pair it
+//! prints the full layer (zstd -19), our delta, the general-purpose delta tools on the whole
+//! tar measured in the same run (`zstd -19 --long --patch-from`, `bsdiff`, `xdelta3 -9`), our
+//! size over the best of them, our encode time, our apply time and peak RSS (as on a device:
+//! from the old layer unpacked), and bsdiff's peak RSS; then our unpack throughput beside
+//! `tar -x`.
 //!
-//! Run by hand (needs network for pip, and Debian's zstd, bsdiff, xdelta3):
+//! Run by hand as root (needs pip, npm, curl to deb.debian.org, mmdebstrap, dpkg-deb, and
+//! Debian's zstd, bsdiff, xdelta3); downloads are pinned by sha256 and cached in `BENCH_DIR`:
 //! `cargo build --release -p coracle-controller -p coracle-tests && target/release/bench_delta`
 
 use std::path::{Path, PathBuf};
@@ -14,19 +17,7 @@ use std::time::Instant;
 
 use coracle_images::unpack::{unpack_layer, UnpackLimits};
 
-/// (package, old version, new version, what it shows)
-const PAIRS: &[(&str, &str, &str, &str)] = &[
-    ("django", "5.1.3", "5.1.4", "pure python"),
-    ("numpy", "2.1.2", "2.1.3", "native .so + python"),
-    ("cryptography", "43.0.1", "43.0.3", "native (Rust) .so"),
-    (MANY_FILES, "1", "2", "40k small files"),
-];
-
-/// A generated pair (no download): 40,000 small files, like a node_modules tree, of which
-/// version 2 changes every 97th and adds 400. Its tar skeleton (20 MB) spans many chunks,
-/// which is what the skeleton's reference windows cost on apply.
-const MANY_FILES: &str = "many-files";
-const MANY_FILES_COUNT: u32 = 40_000;
+mod inputs;
 
 type BenchResult<T> = Result<T, String>;
 
@@ -46,51 +37,53 @@ fn run() -> BenchResult<()> {
     if let Some(tar) = std::env::var_os("BENCH_UNPACK") {
         return unpack_throughput(&work, Path::new(&tar));
     }
-    let coracle = sibling_binary("coracle")?;
+    // BENCH_CORACLE=/path/to/coracle measures another build (say, before a change).
+    let coracle = match std::env::var_os("BENCH_CORACLE") {
+        Some(path) => PathBuf::from(path),
+        None => sibling_binary("coracle")?,
+    };
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8} {:>8}",
+        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8} {:>7} {:>8} {:>7}",
         "pair",
         "tar",
-        "gzip-6",
         "zstd-19",
         "ours",
         "zstd-pf",
         "bsdiff",
         "xdelta3",
+        "ours/best",
+        "enc s",
         "apply ms",
         "RSS MB",
-        "ours/best"
+        "bsd MB"
     );
     let mut full_layer = None;
-    // BENCH_ONLY=numpy runs just the pairs whose package name contains it.
+    // BENCH_ONLY=numpy runs just the pairs whose name contains it.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    for (pkg, old, new, kind) in PAIRS.iter().filter(|p| p.0.contains(only.as_str())) {
-        let (old_tar, new_tar) = if *pkg == MANY_FILES {
-            (many_files_layer(&work, 1)?, many_files_layer(&work, 2)?)
-        } else {
-            (layer_for(&work, pkg, old)?, layer_for(&work, pkg, new)?)
-        };
+    for pair in inputs::PAIRS
+        .iter()
+        .filter(|p| p.name.contains(only.as_str()))
+    {
+        let old_tar = inputs::layer(&work, pair, "old")?;
+        let new_tar = inputs::layer(&work, pair, "new")?;
         let row = measure_pair(&work, &coracle, &old_tar, &new_tar)?;
         let best_tool = row.zstd_patch_from.min(row.bsdiff).min(row.xdelta3);
         println!(
-            "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8.1} {:>8.2}x",
-            format!("{pkg} {old}->{new} ({kind})"),
+            "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8.2}x {:>8.1} {:>7} {:>8.1} {:>7.0}",
+            pair.name,
             row.tar,
-            row.gzip,
             row.zstd,
             row.ours,
             row.zstd_patch_from,
             row.bsdiff,
             row.xdelta3,
+            row.ours as f64 / best_tool as f64,
+            row.encode_ms as f64 / 1000.0,
             row.apply_ms,
             row.apply_rss_kb as f64 / 1024.0,
-            row.ours as f64 / best_tool as f64
+            row.bsdiff_rss_kb as f64 / 1024.0,
         );
-        println!(
-            "{:<34} ours = {:.1}% of zstd-19, {:.2}x zstd-pf, {:.2}x bsdiff, {:.2}x xdelta3; bsdiff peak RSS {:.0} MB",
-            "", 100.0 * row.ours as f64 / row.zstd as f64, row.ours as f64 / row.zstd_patch_from as f64,
-            row.ours as f64 / row.bsdiff as f64, row.ours as f64 / row.xdelta3 as f64, row.bsdiff_rss_kb as f64 / 1024.0
-        );
+        println!("{:<36} ({})", "", pair.kind);
         if full_layer.as_ref().is_none_or(|(_, size)| *size < row.tar) {
             full_layer = Some((new_tar.clone(), row.tar));
         }
@@ -103,12 +96,12 @@ fn run() -> BenchResult<()> {
 
 struct Row {
     tar: u64,
-    gzip: u64,
     zstd: u64,
     ours: u64,
     zstd_patch_from: u64,
     bsdiff: u64,
     xdelta3: u64,
+    encode_ms: u128,
     apply_ms: u128,
     apply_rss_kb: i64,
     bsdiff_rss_kb: i64,
@@ -126,12 +119,16 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
             .map_err(|e| format!("stat {}: {e}", p.display()))
     };
 
-    let gzip = compressed_size("gzip", &["-6", "-c"], new_tar)?;
     let zstd = compressed_size("zstd", &["-19", "-c", "-q"], new_tar)?;
+    // BENCH_BUDGET=33554432 encodes and applies for a device with that memory budget (a
+    // 512 MB board gives the agent 32 MiB) instead of the default 64 MiB.
+    let budget = std::env::var("BENCH_BUDGET")
+        .unwrap_or_else(|_| coracle_images::delta::DEFAULT_BUDGET.to_string());
     let delta = out("delta");
+    let start = Instant::now();
     run_measured(
         Command::new(coracle)
-            .args(["image", "delta", "create", "--from"])
+            .args(["image", "delta", "create", "--budget", &budget, "--from"])
             .arg(old_tar)
             .arg("--to")
             .arg(new_tar)
@@ -139,6 +136,7 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
             .arg(&delta)
             .stdout(Stdio::null()),
     )?;
+    let encode_ms = start.elapsed().as_millis();
     let pf = out("zstd-pf");
     run_measured(
         Command::new("zstd")
@@ -171,7 +169,7 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
     let start = Instant::now();
     let (_, apply_rss_kb) = run_measured(
         Command::new(coracle)
-            .args(["image", "delta", "apply", "--from-dir"])
+            .args(["image", "delta", "apply", "--budget", &budget, "--from-dir"])
             .arg(&old_dir)
             .arg(&delta)
             .arg("-o")
@@ -194,8 +192,8 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
     let _ = std::fs::remove_file(coracle_images::skeleton::skeleton_path(&old_dir));
     Ok(Row {
         tar: size(new_tar)?,
-        gzip,
         zstd,
+        encode_ms,
         ours: size(&delta)?,
         zstd_patch_from: size(&pf)?,
         bsdiff: size(&bs)?,
@@ -249,105 +247,6 @@ fn unpack_throughput(work: &Path, tar: &Path) -> BenchResult<()> {
         gnu / ours
     );
     Ok(())
-}
-
-/// Download the wheel (cached) and turn it into a layer tar.
-fn layer_for(work: &Path, pkg: &str, version: &str) -> BenchResult<PathBuf> {
-    let tar = work.join(format!("{pkg}-{version}.tar"));
-    if tar.is_file() {
-        return Ok(tar);
-    }
-    let wheels = work.join("wheels");
-    run_measured(
-        Command::new("pip")
-            .args([
-                "download",
-                "--no-deps",
-                "--quiet",
-                "--only-binary=:all:",
-                "--python-version",
-                "3.11",
-                "--platform",
-                "manylinux2014_x86_64",
-                "-d",
-            ])
-            .arg(&wheels)
-            .arg(format!("{pkg}=={version}")),
-    )?;
-    let prefix = format!("{}-{}-", pkg.replace('-', "_"), version);
-    let wheel = std::fs::read_dir(&wheels)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name().is_some_and(|n| {
-                n.to_string_lossy()
-                    .to_lowercase()
-                    .starts_with(&prefix.to_lowercase())
-            })
-        })
-        .ok_or_else(|| format!("pip did not leave a wheel for {pkg}=={version}"))?;
-    let root = work.join(format!("{pkg}-{version}.root"));
-    let site = root.join("usr/lib/python3/site-packages");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&site).map_err(|e| e.to_string())?;
-    run_measured(
-        Command::new("unzip")
-            .arg("-q")
-            .arg(&wheel)
-            .arg("-d")
-            .arg(&site),
-    )?;
-    run_measured(
-        Command::new("tar")
-            .args([
-                "--sort=name",
-                "--mtime=@0",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-                "--format=gnu",
-                "-cf",
-            ])
-            .arg(&tar)
-            .arg("-C")
-            .arg(&root)
-            .arg("usr"),
-    )?;
-    let _ = std::fs::remove_dir_all(&root);
-    Ok(tar)
-}
-
-/// The generated layer of [`MANY_FILES`], version 1 or 2.
-fn many_files_layer(work: &Path, version: u32) -> BenchResult<PathBuf> {
-    let path = work.join(format!("{MANY_FILES}-{version}.tar"));
-    if path.is_file() {
-        return Ok(path);
-    }
-    let fail = |e: std::io::Error| format!("write {}: {e}", path.display());
-    let partial = path.with_extension("tar.partial");
-    let mut tar = tar::Builder::new(std::fs::File::create(&partial).map_err(fail)?);
-    let count = MANY_FILES_COUNT + if version == 2 { 400 } else { 0 };
-    for i in 0..count {
-        let changed = version == 2 && i % 97 == 0;
-        let body = format!(
-            "// module {i} of package {}\nexport const id = {i};\nexport const name = \"m{i}\";\n{}",
-            i / 50,
-            if changed { "export const patched = true;\n" } else { "" }
-        )
-        .repeat(2 + (i % 5) as usize);
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_cksum();
-        let name = format!("app/node_modules/pkg{:04}/lib/m{i:05}.js", i / 50);
-        tar.append_data(&mut header, name, body.as_bytes())
-            .map_err(fail)?;
-    }
-    tar.into_inner().and_then(|f| f.sync_all()).map_err(fail)?;
-    std::fs::rename(&partial, &path).map_err(fail)?;
-    Ok(path)
 }
 
 fn compressed_size(tool: &str, args: &[&str], input: &Path) -> BenchResult<u64> {
