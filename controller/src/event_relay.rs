@@ -25,6 +25,8 @@ const CHANNEL: &str = "coracle_fleet_events";
 const QUEUE: usize = 4096;
 /// How long a lost connection waits before it is tried again.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// PostgreSQL refuses a notification payload of 8,000 bytes or more.
+const MAX_PAYLOAD: usize = 7_999;
 
 /// One event on the wire: who made it, and what it is.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +60,7 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) {
 /// Publishes this controller's events until the bus is dropped.
 fn publish(url: &str, origin: &str, mut events: mpsc::Receiver<FleetEvent>) {
     let failures = SharedThrottle::new(Duration::from_secs(60));
+    let too_long = SharedThrottle::new(Duration::from_secs(60));
     let mut client = None;
     while let Some(event) = events.blocking_recv() {
         let payload = match serde_json::to_string(&Relayed {
@@ -70,6 +73,18 @@ fn publish(url: &str, origin: &str, mut events: mpsc::Receiver<FleetEvent>) {
                 continue;
             }
         };
+        if payload.len() > MAX_PAYLOAD {
+            // A wave's device list in a large fleet: the other controllers' streams miss
+            // this one event; its effects are in the database they read.
+            if let Some(missed) = too_long.hit() {
+                tracing::warn!(
+                    missed,
+                    bytes = payload.len(),
+                    "a fleet event is too long to relay; other controllers' streams miss it"
+                );
+            }
+            continue;
+        }
         let sent = connected(&mut client, url).and_then(|c| {
             c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
                 .map(drop)
