@@ -230,33 +230,8 @@ fn decode_offt(b: &[u8]) -> i64 {
 /// checked: a corrupt payload is an error, never a panic.
 pub fn bsdiff_apply(reference: &[u8], payload: &[u8], out_len: usize) -> io::Result<Vec<u8>> {
     let bad = |what: &str| invalid(format!("bsdiff payload: {what}"));
-    let count = u32::from_le_bytes(
-        payload
-            .get(..4)
-            .ok_or_else(|| bad("truncated"))?
-            .try_into()
-            .expect("4 bytes"),
-    ) as usize;
-    let ctrl_end = count
-        .checked_mul(24)
-        .and_then(|n| n.checked_add(4))
-        .ok_or_else(|| bad("control count"))?;
-    let ctrls = payload
-        .get(4..ctrl_end)
-        .ok_or_else(|| bad("truncated controls"))?;
-    let mut data = &payload[ctrl_end..];
-    let mut total_add = 0usize;
-    for c in ctrls.chunks_exact(24) {
-        total_add = total_add
-            .checked_add(u64_at(c, 0) as usize)
-            .ok_or_else(|| bad("add overflow"))?;
-    }
-    let (diff, extra) = (
-        data.get(..total_add).ok_or_else(|| bad("truncated diff"))?,
-        data.get(total_add..).unwrap_or_default(),
-    );
-    data = diff;
-    let mut extra = extra;
+    let [counted_ctrls, mut data, mut extra] = bsdiff_streams(payload)?;
+    let ctrls = &counted_ctrls[4..];
     let mut out = Vec::with_capacity(out_len);
     let mut pos: i64 = 0;
     for c in ctrls.chunks_exact(24) {
