@@ -19,7 +19,7 @@ use coracle_controller::cli::{ApiArgs, ApiClient};
 use coracle_controller::store::{DeviceStatus, RolloutPhase, RolloutRecord, Store};
 use coracle_proto::Bootstrap;
 use coracle_tests::sim::{Fleet, FleetConfig};
-use support::mosquitto::{add_account, mosquitto_config, start_mosquitto};
+use support::mosquitto::{add_account, add_accounts, mosquitto_config, start_mosquitto};
 
 /// Long enough for a takeover (one lease) and two waves on a loaded machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -35,12 +35,12 @@ struct Replica {
 
 impl Replica {
     /// Starts replica `name` on the shared data dir `dir/data`, database `store_url` and
-    /// Mosquitto's plain listener `broker_port`.
-    fn start(dir: &Path, name: &str, store_url: &str, broker_port: u16) -> Self {
+    /// Mosquitto's plain listener `broker_port`, with rollout leases of `lease_s`.
+    fn start(dir: &Path, name: &str, store_url: &str, broker_port: u16, lease_s: u64) -> Self {
         let data = dir.join("data");
         let config = dir.join(format!("{name}.toml"));
         let text = format!(
-            "data_dir = {data:?}\n[store]\nurl = {store_url:?}\n[broker]\nexternal_url = \"mqtt://127.0.0.1:{broker_port}\"\n[fleet]\nrollout_lease_s = {LEASE_S}\noffline_after_s = 30\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n"
+            "data_dir = {data:?}\n[store]\nurl = {store_url:?}\n[broker]\nexternal_url = \"mqtt://127.0.0.1:{broker_port}\"\n[fleet]\nrollout_lease_s = {lease_s}\noffline_after_s = 30\n[api]\nlisten = \"127.0.0.1:0\"\n[registry]\nlisten = \"127.0.0.1:0\"\n"
         );
         std::fs::write(&config, text).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_coracle"))
@@ -111,9 +111,13 @@ async fn wait_for<T: Send + 'static>(
 }
 
 fn enrol(api: &ApiClient, name: &str) -> Bootstrap {
+    enrol_at(api, name, "harbour")
+}
+
+fn enrol_at(api: &ApiClient, name: &str, site: &str) -> Bootstrap {
     let request = AddDeviceRequest {
         id: name.into(),
-        tags: [("site".to_string(), "harbour".to_string())].into(),
+        tags: [("site".to_string(), site.to_string())].into(),
     };
     let added: AddDeviceResponse = api
         .send("add device", "POST", "/devices", &request)
@@ -136,8 +140,20 @@ async fn a_rollout_completes_when_the_controller_driving_it_dies() {
     mosquitto_config(&dir.path().join("data"), &mq, &[]);
     let broker = start_mosquitto(&mq, None);
     // The first replica creates the data dir's keys; the second finds them.
-    let mut replicas = vec![Replica::start(dir.path(), "a", &store_url, broker.port)];
-    replicas.push(Replica::start(dir.path(), "b", &store_url, broker.port));
+    let mut replicas = vec![Replica::start(
+        dir.path(),
+        "a",
+        &store_url,
+        broker.port,
+        LEASE_S,
+    )];
+    replicas.push(Replica::start(
+        dir.path(),
+        "b",
+        &store_url,
+        broker.port,
+        LEASE_S,
+    ));
 
     // Four devices, enrolled through either replica.
     let boots: Vec<Bootstrap> = (0..4)
@@ -305,6 +321,94 @@ async fn a_rollout_completes_when_the_controller_driving_it_dies() {
         replicas[survivor].holds(&lease.holder),
         "the survivor drove the rest: {lease:?}"
     );
+}
+
+/// Devices in the one-wave test.
+const WAVE_DEVICES: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_wave_to_hundreds_of_devices_sends_each_device_its_generation_once() {
+    let Some(store_url) = coracle_tests::postgres::shared_database().unwrap() else {
+        eprintln!("skipped: PostgreSQL is not installed (Debian's postgresql package)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mq = dir.path().join("mosquitto");
+    mosquitto_config(&dir.path().join("data"), &mq, &[]);
+    let broker = start_mosquitto(&mq, None);
+    let replicas = [
+        Replica::start(dir.path(), "a", &store_url, broker.port, 2),
+        Replica::start(dir.path(), "b", &store_url, broker.port, 2),
+    ];
+    let site = "wave";
+    let boots: Vec<Bootstrap> = (0..WAVE_DEVICES)
+        .map(|i| enrol_at(&replicas[i % 2].api(), &format!("{site}-{i}"), site))
+        .collect();
+    add_accounts(&mq, &broker, &boots);
+    let config =
+        FleetConfig::from_bootstraps("127.0.0.1", broker.port, &boots, Duration::from_secs(5));
+    let _fleet = Fleet::start(config.unwrap());
+    let store = std::sync::Arc::new(Store::connect(&store_url).unwrap());
+    let ids: std::sync::Arc<Vec<_>> = boots
+        .iter()
+        .map(|b| b.device.clone())
+        .collect::<Vec<_>>()
+        .into();
+    {
+        let (store, ids) = (store.clone(), ids.clone());
+        wait_for("every device online", move || {
+            ids.iter()
+                .all(|id| store.device(id).is_ok_and(|d| d.online))
+                .then_some(())
+        })
+        .await;
+    }
+
+    // One wave of every device, with the shortest lease: the driver renews its lease while
+    // it sends, so the other replica never sends the same devices again (which made two
+    // publishes race, and a device could keep the older one while the store waited on
+    // the newer).
+    let request = CreateRolloutRequest {
+        compose: format!(
+            "services:\n  web:\n    image: example/web@sha256:{}\n",
+            "c".repeat(64)
+        ),
+        selector: format!("site={site}").into(),
+        waves: "100%".into(),
+        max_failures: 0.into(),
+        health_window_s: 1,
+        apply_timeout_s: None,
+        app: None,
+        rollback_on_failure: false,
+        seccomp_profiles: Default::default(),
+        context: Default::default(),
+    };
+    let created: RolloutRecord = replicas[0]
+        .api()
+        .send("create rollout", "POST", "/rollouts", &request)
+        .unwrap();
+    let started = Instant::now();
+    let done = {
+        let api = std::sync::Arc::new(replicas[1].api());
+        move || {
+            let record = rollout(&api, created.id)?;
+            (!record.phase.is_active()).then_some(record)
+        }
+    };
+    let record = wait_for("the rollout over", done).await;
+    eprintln!(
+        "{WAVE_DEVICES} devices rolled out in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(record.phase, RolloutPhase::Completed, "{record:?}");
+    let resent: Vec<_> = ids
+        .iter()
+        .filter_map(|id| {
+            let generation = store.desired_generation(id).unwrap().map(|g| g.0);
+            (generation != Some(1)).then(|| format!("{id}: {generation:?}"))
+        })
+        .collect();
+    assert!(resent.is_empty(), "devices sent more than once: {resent:?}");
 }
 
 /// `coracle_ingest_messages_total` of the replica at `addr`.

@@ -80,7 +80,9 @@ impl From<RolloutError> for ApiError {
             RolloutError::NotFound { id } => ApiError::NotFound {
                 what: format!("rollout {id}"),
             },
-            RolloutError::Refused { .. } | RolloutError::Busy { .. } => ApiError::Refused {
+            RolloutError::Refused { .. }
+            | RolloutError::Busy { .. }
+            | RolloutError::LeaseLost { .. } => ApiError::Refused {
                 message: error_chain(&err),
             },
             RolloutError::Invalid { .. }

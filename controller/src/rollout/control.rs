@@ -3,9 +3,9 @@
 //! active rollout) and the commands pause, resume, abort and rollback, whose allowed moves
 //! are `command::transition`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use coracle_proto::ServiceSpec;
+use coracle_proto::{DeviceId, ServiceSpec};
 
 use super::command::{transition, RolloutCommand};
 use super::driver::Rollouts;
@@ -107,29 +107,43 @@ impl Rollouts {
                 host_network,
             } => {
                 let app = AppRequest::new(&new.services, host_network);
+                // The fleet's tags and reports in one read each, not one per device.
+                let tags: HashMap<DeviceId, _> = store
+                    .list_devices()?
+                    .into_iter()
+                    .map(|d| (d.id, d.tags))
+                    .collect();
+                let no_tags = Default::default();
                 for device in &new.devices {
-                    let tags = store.device(device)?.tags;
-                    self.fleet.policy().check(device, &tags, &app)?;
+                    let tags = tags.get(device).unwrap_or(&no_tags);
+                    self.fleet.policy().check(device, tags, &app)?;
                 }
+                let reported = store.reported_of(&new.devices)?;
                 new.devices
                     .iter()
                     .filter_map(|device| {
-                        let reported = store.reported(device).ok().flatten()?;
+                        let reported = reported.get(device)?;
                         platforms.check(device, &reported.platform).err()
                     })
                     .collect()
             }
-            Checks::Agent { platforms } => new
-                .devices
-                .iter()
-                .filter_map(|device| {
-                    let reported = store.reported(device).ok().flatten();
-                    let platform = reported.map(|r| r.platform).unwrap_or_default();
-                    (!platforms.contains(&platform)).then(|| {
-                        format!("{device} runs {platform:?}, which the release has no build for")
+            Checks::Agent { platforms } => {
+                let reported = store.reported_of(&new.devices)?;
+                new.devices
+                    .iter()
+                    .filter_map(|device| {
+                        let platform = reported
+                            .get(device)
+                            .map(|r| r.platform.as_str())
+                            .unwrap_or_default();
+                        (!platforms.contains(platform)).then(|| {
+                            format!(
+                                "{device} runs {platform:?}, which the release has no build for"
+                            )
+                        })
                     })
-                })
-                .collect(),
+                    .collect()
+            }
         };
         if !refused.is_empty() {
             let what = new

@@ -12,17 +12,17 @@
 //! unset is sent again on the next step, unless the store shows a newer desired state than
 //! the one it replaced (the deploy happened, the controller stopped before noting it).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coracle_proto::{DesiredState, DeviceId, Signed};
+use coracle_proto::{DesiredState, Signed};
 use tokio::sync::{broadcast, Mutex, Notify};
 
 use super::decide::{
     decide, parse_waves, wave_ends, Decision, DeviceHealth, Phase, RolloutPlan, RolloutView,
 };
 use super::observe::{observe_target, Observation, Target, Windows};
+use super::takeover::Claim;
 use super::{RolloutError, Threshold};
 use crate::fleet::Fleet;
 use crate::fleet_events::{FleetEvent, FleetEvents, RolloutChange};
@@ -86,6 +86,7 @@ pub struct Rollouts {
     /// did not happen waits for passes, not for time.
     passes: Arc<std::sync::atomic::AtomicU64>,
     pub(super) lease: LeaseHolder,
+    held: super::takeover::HeldLeases,
 }
 
 impl Rollouts {
@@ -99,6 +100,7 @@ impl Rollouts {
             lock: Arc::new(Mutex::new(())),
             passes: Arc::default(),
             lease: LeaseHolder::unique(DEFAULT_LEASE),
+            held: Default::default(),
         }
     }
 
@@ -111,14 +113,20 @@ impl Rollouts {
     /// Takes or renews this controller's lease on rollout `id`: `false` when another
     /// controller drives it.
     pub(super) fn claim(&self, id: i64) -> Result<bool, RolloutError> {
+        Ok(self.claim_noting(id)? != Claim::Lost)
+    }
+
+    /// [`Self::claim`], telling a renewal from a lease this controller did not hold.
+    fn claim_noting(&self, id: i64) -> Result<Claim, RolloutError> {
         let claimed = self
             .fleet
             .store
             .claim_rollout(id, &self.lease.name, self.lease.ttl)?;
-        if !claimed {
+        let claim = self.held.note(id, claimed);
+        if claim == Claim::Lost {
             tracing::debug!(rollout = id, "another controller drives this rollout");
         }
-        Ok(claimed)
+        Ok(claim)
     }
 
     /// Gives up this controller's leases (at shutdown), so another controller takes its
@@ -236,7 +244,10 @@ impl Rollouts {
                 Ok(()) => {}
                 // Another controller wrote it since this step read it: the next step reads
                 // what it wrote.
-                Err(RolloutError::Store(crate::store::StoreError::RolloutChanged { .. })) => {
+                Err(
+                    RolloutError::Store(crate::store::StoreError::RolloutChanged { .. })
+                    | RolloutError::LeaseLost { .. },
+                ) => {
                     tracing::debug!(
                         rollout = id,
                         "rollout changed under this step; evaluating it again"
@@ -252,12 +263,16 @@ impl Rollouts {
     /// One evaluation of one rollout: finish interrupted sends, observe, decide, act.
     pub(super) async fn step(&self, id: i64) -> Result<(), RolloutError> {
         let _serialized = self.lock.lock().await;
-        if !self.claim(id)? {
+        let claim = self.claim_noting(id)?;
+        if claim == Claim::Lost {
             return Ok(());
         }
         let Some(mut rollout) = self.fleet.store.rollout(id)? else {
             return Ok(());
         };
+        if claim == Claim::Taken {
+            self.republish_in_flight(&rollout).await?;
+        }
         self.send_pending(&mut rollout).await?;
         if !rollout.phase.is_active() {
             return Ok(());
@@ -355,23 +370,17 @@ impl Rollouts {
         if !rollout.devices.iter().any(waiting) {
             return Ok(());
         }
-        // One read of the fleet per step, not one per device. A removed device is offline.
-        let online: HashSet<DeviceId> = store
-            .list_devices()?
-            .into_iter()
-            .filter(|d| d.online)
-            .map(|d| d.id)
-            .collect();
+        // One read per step, not one per device.
+        let seen = store.deploying_devices_seen(rollout.id)?;
         let mut changed = Vec::new();
         for (index, device) in rollout.devices.iter().enumerate() {
             if !waiting(device) {
                 continue;
             }
-            let online = online.contains(&device.device);
-            let reported = store.reported(&device.device)?;
+            let known = seen.get(&device.device);
             let seen = Observation {
-                online,
-                reported: reported.as_ref(),
+                online: known.is_some_and(|k| k.online),
+                reported: known.and_then(|k| k.reported.as_ref()),
                 now,
             };
             let windows = Windows {

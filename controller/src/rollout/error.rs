@@ -28,6 +28,10 @@ pub enum RolloutError {
     UnknownDevice { device: DeviceId },
     #[error("device {device} is already in rollout {rollout}, which is still running or paused")]
     Busy { device: DeviceId, rollout: i64 },
+    /// Another controller took the rollout's lease during a long step: this one stops
+    /// sending (two controllers sending one device its next generation race).
+    #[error("rollout {id}: another controller took its lease over")]
+    LeaseLost { id: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The deploy policy refuses the app for a selected device.

@@ -4,7 +4,8 @@
 //! SQLite, evaluates them on a tick and on device reports, and deploys through `Fleet`
 //! (`send`); `control` holds the operator's entry points (create, pause, resume, abort, rollback).
 //! An agent rollout (`agent_rollout`, `agent_send`) sends an agent release instead of an app;
-//! `observe` then watches the reported agent version.
+//! `observe` then watches the reported agent version. Several controllers share rollouts
+//! through leases; `takeover` republishes what a new driver's devices still wait on.
 
 pub mod agent_rollout;
 pub mod agent_send;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod observe;
 pub mod pace;
 pub mod send;
+pub mod takeover;
 
 pub use agent_rollout::CreateAgentRollout;
 pub use command::{transition, RolloutCommand, TransitionRefused};

@@ -13,30 +13,81 @@ use crate::api::error::error_chain;
 use crate::fleet::FleetError;
 use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutRecord, StoreError};
 
+/// Sent rows are saved this many at a time: one transaction per device made a wave of
+/// thousands take seconds on PostgreSQL. A send whose save is lost (a crash between the
+/// two) is adopted on the next step from the newer desired state it left.
+const SAVE_EVERY: usize = 256;
+/// A long send renews the rollout's lease this often (a fraction of its lifetime), so no
+/// other controller takes the rollout over and sends to the same devices meanwhile.
+const RENEW_FRACTION: u32 = 4;
+
 impl Rollouts {
     /// Sends what saved intents still lack: the new app to `deploying` rows without a
     /// generation, the previous app to `rolled_back` rows without a rollback generation.
+    /// What was sent is saved even when a later send fails.
     pub(super) async fn send_pending(
         &self,
         rollout: &mut RolloutRecord,
     ) -> Result<(), RolloutError> {
+        let mut sent = Vec::new();
+        let sending = self.send_each(rollout, &mut sent).await;
+        let saved = self.save_sent(rollout, &mut sent);
+        sending.and(saved)
+    }
+
+    async fn send_each(
+        &self,
+        rollout: &mut RolloutRecord,
+        sent: &mut Vec<usize>,
+    ) -> Result<(), RolloutError> {
+        let renew_every = self.lease.ttl / RENEW_FRACTION;
+        let mut renewed: Option<std::time::Instant> = None;
+        let agent = rollout.agent_version.is_some();
         for index in 0..rollout.devices.len() {
             let device = &rollout.devices[index];
-            let agent = rollout.agent_version.is_some();
-            let next = match (device.status, device.generation, device.rollback_generation) {
-                (DeviceStatus::Deploying, None, _) if agent => {
-                    self.send_agent_new(rollout, device).await?
-                }
-                (DeviceStatus::RolledBack, _, None) if agent => {
-                    self.send_agent_previous(device).await?
-                }
-                (DeviceStatus::Deploying, None, _) => self.send_new(rollout, device).await?,
-                (DeviceStatus::RolledBack, _, None) => self.send_previous(rollout, device).await?,
+            let pending = match (device.status, device.generation, device.rollback_generation) {
+                (DeviceStatus::Deploying, None, _) => Pending::New,
+                (DeviceStatus::RolledBack, _, None) => Pending::Previous,
                 _ => continue,
             };
-            rollout.revision = self.fleet.store.save_rollout(rollout, &[&next])?;
-            self.announce_device(rollout.id, &next);
+            // Before the first send and then periodically: the step's own claim may be
+            // older than the lease by now.
+            if renewed.is_none_or(|at| at.elapsed() >= renew_every) {
+                self.save_sent(rollout, sent)?;
+                if !self.claim(rollout.id)? {
+                    return Err(RolloutError::LeaseLost { id: rollout.id });
+                }
+                renewed = Some(std::time::Instant::now());
+            }
+            let device = &rollout.devices[index];
+            let next = match (pending, agent) {
+                (Pending::New, true) => self.send_agent_new(rollout, device).await?,
+                (Pending::Previous, true) => self.send_agent_previous(device).await?,
+                (Pending::New, false) => self.send_new(rollout, device).await?,
+                (Pending::Previous, false) => self.send_previous(rollout, device).await?,
+            };
             rollout.devices[index] = next;
+            sent.push(index);
+            if sent.len() >= SAVE_EVERY {
+                self.save_sent(rollout, sent)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the rows at `sent` in one transaction and announces them.
+    fn save_sent(
+        &self,
+        rollout: &mut RolloutRecord,
+        sent: &mut Vec<usize>,
+    ) -> Result<(), RolloutError> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<&DeviceProgress> = sent.iter().map(|&i| &rollout.devices[i]).collect();
+        rollout.revision = self.fleet.store.save_rollout(rollout, &rows)?;
+        for index in sent.drain(..) {
+            self.announce_device(rollout.id, &rollout.devices[index]);
         }
         Ok(())
     }
@@ -106,6 +157,15 @@ impl Rollouts {
             }),
         }
     }
+}
+
+/// What a device's saved intent still lacks.
+#[derive(Clone, Copy)]
+enum Pending {
+    /// The rollout's version.
+    New,
+    /// Its previous version (a rollback).
+    Previous,
 }
 
 /// What became of one send.

@@ -146,6 +146,22 @@ impl Store {
 
     /// All devices, by id.
     pub fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.select_devices(None)
+    }
+
+    /// One device: read by itself (it is called per device on hot paths such as a wave's
+    /// sends; reading the whole fleet each time made a rollout quadratic in the fleet).
+    pub fn device(&self, id: &DeviceId) -> Result<DeviceRecord, StoreError> {
+        self.select_devices(Some(id))?
+            .pop()
+            .ok_or_else(|| StoreError::DeviceNotFound {
+                device: id.to_string(),
+            })
+    }
+
+    /// Every device, or only `only`, with its tags, presence and generations.
+    fn select_devices(&self, only: Option<&DeviceId>) -> Result<Vec<DeviceRecord>, StoreError> {
+        let filter = only.map(DeviceId::as_str);
         let (rows, mut tags) = self.transaction(|tx| {
             let rows = tx.query(
                 "list devices",
@@ -153,8 +169,9 @@ impl Store {
                  FROM devices d
                  LEFT JOIN desired s ON s.device = d.id
                  LEFT JOIN reported r ON r.device = d.id
+                 WHERE CAST(?1 AS TEXT) IS NULL OR d.id = ?1
                  ORDER BY d.id",
-                &[],
+                params![filter],
                 |r| {
                     Ok((
                         r.get::<String>(0)?,
@@ -166,7 +183,7 @@ impl Store {
                     ))
                 },
             )?;
-            Ok((rows, all_tags(tx)?))
+            Ok((rows, tags_of(tx, filter)?))
         })?;
         rows.into_iter()
             .map(|(id, created, online, seen, desired, applied)| {
@@ -182,16 +199,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// One device.
-    pub fn device(&self, id: &DeviceId) -> Result<DeviceRecord, StoreError> {
-        self.list_devices()?
-            .into_iter()
-            .find(|d| &d.id == id)
-            .ok_or_else(|| StoreError::DeviceNotFound {
-                device: id.to_string(),
-            })
     }
 
     /// Every device's id and password hash, for the broker's credential table.
@@ -266,11 +273,15 @@ impl Store {
     }
 }
 
-fn all_tags(tx: &mut Tx<'_>) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+/// The tags of every device, or of device `only`, by device.
+fn tags_of(
+    tx: &mut Tx<'_>,
+    only: Option<&str>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
     let rows = tx.query(
         "list tags",
-        "SELECT device, key, value FROM tags",
-        &[],
+        "SELECT device, key, value FROM tags WHERE CAST(?1 AS TEXT) IS NULL OR device = ?1",
+        params![only],
         |r| {
             Ok((
                 r.get::<String>(0)?,

@@ -36,8 +36,8 @@ pub use devices::{DeviceRecord, NewDevice};
 pub use progress::{LatestProgress, ProgressBoard};
 pub use pull_epochs::{DeviceCredentials, PullTokenDue};
 pub use rollouts::{
-    now_ms, DeviceProgress, DeviceStatus, NewRollout, RolloutLease, RolloutPace, RolloutPhase,
-    RolloutRecord, Selector, DEFAULT_APPLY_TIMEOUT_S,
+    now_ms, DeviceProgress, DeviceSeen, DeviceStatus, NewRollout, RolloutLease, RolloutPace,
+    RolloutPhase, RolloutRecord, Selector, DEFAULT_APPLY_TIMEOUT_S,
 };
 pub use telemetry::{HealthPoint, StoredEvent, HEALTH_BUCKET_SECS, HEALTH_POINTS_KEPT};
 

@@ -60,14 +60,29 @@ pub fn start_mosquitto(mq: &Path, tls_port: Option<u16>) -> Mosquitto {
 
 /// Adds `device`'s account to Mosquitto's password file and has it reload.
 pub fn add_account(mq: &Path, broker: &Mosquitto, device: &Bootstrap) {
+    add_accounts(mq, broker, std::slice::from_ref(device));
+}
+
+/// Adds the devices' accounts in one `mosquitto_passwd -U` pass and one reload.
+pub fn add_accounts(mq: &Path, broker: &Mosquitto, devices: &[Bootstrap]) {
+    let plain_file = mq.join("new.passwd");
+    let plain: String = devices
+        .iter()
+        .map(|d| format!("{}:{}\n", d.device, super::password(d)))
+        .collect();
+    std::fs::write(&plain_file, plain).unwrap();
     let status = Command::new("mosquitto_passwd")
-        .arg("-b")
-        .arg(mq.join("passwd"))
-        .arg(device.device.as_str())
-        .arg(super::password(device))
+        .arg("-U")
+        .arg(&plain_file)
         .status()
         .unwrap();
     assert!(status.success());
+    let mut passwd = std::fs::read_to_string(mq.join("passwd")).unwrap_or_default();
+    if !passwd.is_empty() && !passwd.ends_with('\n') {
+        passwd.push('\n');
+    }
+    passwd.push_str(&std::fs::read_to_string(&plain_file).unwrap());
+    std::fs::write(mq.join("passwd"), passwd).unwrap();
     let hup = Command::new("kill")
         .args(["-HUP", &broker.pid().to_string()])
         .status()

@@ -4,6 +4,7 @@
 
 mod lease;
 mod records;
+mod seen;
 
 use coracle_proto::{DeviceId, Generation};
 use serde::Serialize;
@@ -13,8 +14,9 @@ pub use records::{
     DeviceProgress, DeviceStatus, NewRollout, RolloutPace, RolloutPhase, RolloutRecord, Selector,
     DEFAULT_APPLY_TIMEOUT_S,
 };
+pub use seen::DeviceSeen;
 
-use super::backend::Row;
+use super::backend::{Row, Value};
 use super::{now_unix, params, Store, StoreError};
 
 /// Migration 2: replaces migration 1's placeholder `rollouts` table (never written).
@@ -61,6 +63,9 @@ ALTER TABLE rollouts ADD COLUMN apply_timeout_s INTEGER NOT NULL DEFAULT 600;
 ALTER TABLE rollout_devices ADD COLUMN running_since_unix INTEGER;
 "#;
 
+/// Device rows per insert statement (two parameters each, within SQLite's 999).
+const INSERT_CHUNK: usize = 400;
+
 fn corrupt(rollout: i64, what: &str) -> StoreError {
     StoreError::Corrupt {
         device: format!("rollout {rollout}"),
@@ -101,12 +106,25 @@ impl Store {
                 ],
                 |r| r.get(0),
             )?;
-            for (position, device) in new.devices.iter().enumerate() {
+            // Many rows per statement: a rollout of thousands of devices in one round
+            // trip per chunk, not per device.
+            let positions: Vec<(usize, &DeviceId)> = new.devices.iter().enumerate().collect();
+            for chunk in positions.chunks(INSERT_CHUNK) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(?1, ?{}, ?{}, 'not_started')", 2 * i + 2, 2 * i + 3))
+                    .collect();
+                let mut values = vec![Value::from(id)];
+                for (position, device) in chunk {
+                    values.push(Value::from(device.as_str()));
+                    values.push(Value::from(*position as i64));
+                }
                 tx.execute(
-                    "insert rollout device",
-                    "INSERT INTO rollout_devices (rollout, device, position, status)
-                     VALUES (?1, ?2, ?3, 'not_started')",
-                    params![id, device.as_str(), position as i64],
+                    "insert rollout devices",
+                    &format!(
+                        "INSERT INTO rollout_devices (rollout, device, position, status) VALUES {}",
+                        rows.join(", ")
+                    ),
+                    &values,
                 )?;
             }
             Ok(id)
@@ -305,27 +323,27 @@ impl Store {
         })
     }
 
-    /// Devices of running or paused rollouts among `devices`, with the rollout holding each.
+    /// Devices of running or paused rollouts among `devices`, with the rollout holding each,
+    /// in `devices`' order. One query for every active rollout's devices, filtered here.
     pub fn devices_in_active_rollouts(
         &self,
         devices: &[DeviceId],
     ) -> Result<Vec<(DeviceId, i64)>, StoreError> {
-        self.transaction(|tx| {
-            let mut busy = Vec::new();
-            for device in devices {
-                let held: Option<i64> = tx.query_opt(
-                    "find busy device",
-                    "SELECT d.rollout FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout
-                     WHERE d.device = ?1 AND r.phase IN ('running', 'paused') LIMIT 1",
-                    params![device.as_str()],
-                    |r| r.get(0),
-                )?;
-                if let Some(rollout) = held {
-                    busy.push((device.clone(), rollout));
-                }
-            }
-            Ok(busy)
-        })
+        let held: Vec<(String, i64)> = self.transaction(|tx| {
+            tx.query(
+                "find busy devices",
+                "SELECT d.device, d.rollout FROM rollout_devices d
+                 JOIN rollouts r ON r.id = d.rollout
+                 WHERE r.phase IN ('running', 'paused')",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })?;
+        let held: std::collections::HashMap<String, i64> = held.into_iter().collect();
+        Ok(devices
+            .iter()
+            .filter_map(|device| Some((device.clone(), *held.get(device.as_str())?)))
+            .collect())
     }
 
     /// Ids of devices that carry the tag `key=value`, in id order.
