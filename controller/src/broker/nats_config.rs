@@ -14,7 +14,8 @@
 //!   (`allowed_connection_types`), so no device can read another's deliveries natively.
 //! - The controller user has explicit allow-all permissions, not none: 2.9.10 dereferences
 //!   the permissions of whoever published a retained message when it reloads its config,
-//!   and crashes (nil pointer in `mqttCheckPubRetainedPerms`) for a user without any.
+//!   and crashes (nil pointer in `mqttCheckPubRetainedPerms`) for a user without any
+//!   (fixed upstream in nats-server PR #7596, after 2.9.10).
 //! - `max_ack_pending` is spelled out: 2.9.10 re-applies the `mqtt` block on every reload
 //!   when it has TLS, and an unset value (0) then stops the deliveries of every QoS 1
 //!   subscription already made (reproduced: a device's `desired` went silent after the
