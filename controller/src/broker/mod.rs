@@ -97,6 +97,12 @@ pub enum AccessError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot lock {path} to change the NATS accounts")]
+    LockNats {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "the NATS users file {path} has no controller line (run `coracle broker nats-config`)"
     )]

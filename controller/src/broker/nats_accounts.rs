@@ -30,9 +30,14 @@ pub fn nats_hash(password: &str) -> Result<String, bcrypt::BcryptError> {
 #[derive(Debug, Clone)]
 pub struct NatsAccounts {
     dir: PathBuf,
-    /// One change at a time: each rewrites both files whole.
+    /// One change at a time in this process: each rewrites both files whole.
     lock: Arc<Mutex<()>>,
 }
+
+/// The lock file beside `users`: controllers of one fleet share the directory, so a change
+/// also holds an exclusive `flock` on it, or two enrolments at once on two controllers
+/// would lose one of them.
+const LOCK_FILE: &str = "users.lock";
 
 /// `(user, hash)` pairs of a users file's text, in order.
 fn parse_users(text: &str) -> Vec<(String, String)> {
@@ -49,6 +54,26 @@ impl NatsAccounts {
             dir: dir.to_path_buf(),
             lock: Arc::default(),
         }
+    }
+
+    /// Holds the directory's lock file until dropped.
+    fn lock_dir(&self) -> Result<nix::fcntl::Flock<std::fs::File>, AccessError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| AccessError::LockNats {
+                path: path.clone(),
+                source,
+            })?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            AccessError::LockNats {
+                path,
+                source: errno.into(),
+            }
+        })
     }
 
     fn users(&self) -> Result<Vec<(String, String)>, AccessError> {
@@ -129,6 +154,7 @@ impl super::DeviceAccess for NatsAccounts {
             source,
         })?;
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_controller_at_a_time = self.lock_dir()?;
         let mut users = self.users()?;
         users.retain(|(user, _)| user != device.as_str());
         users.push((device.to_string(), hash));
@@ -142,6 +168,7 @@ impl super::DeviceAccess for NatsAccounts {
 
     fn revoke(&self, device: &DeviceId) -> Result<(), AccessError> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_controller_at_a_time = self.lock_dir()?;
         let mut users = self.users()?;
         users.retain(|(user, _)| user != device.as_str());
         self.write(&users)?;
