@@ -161,6 +161,15 @@ pub struct BrokerSection {
     /// mosquitto-config` wrote. Enrolling a device adds its account to the password file
     /// there, removing it deletes the account; Mosquitto is reloaded through its pid file.
     pub mosquitto_dir: Option<PathBuf>,
+    /// With an external NATS cluster (its MQTT interface as `external_url`): `nats://` or
+    /// `tls://host:port` of a node's native listener. Health, reported states and events
+    /// then come through a NATS queue group, so controllers sharing the cluster split them
+    /// (NATS's MQTT has no shared subscriptions); everything else stays on MQTT.
+    pub nats_ingest: Option<String>,
+    /// With NATS nodes on this host: the directory `coracle broker nats-config` wrote.
+    /// Enrolling a device adds its account to `accounts.conf` there, removing it deletes
+    /// it; every node with a pid file in the directory is reloaded.
+    pub nats_dir: Option<PathBuf>,
     /// With an external broker whose TLS certificate was not issued by the controller CA
     /// (`mosquitto-config` issues it with the controller CA; other brokers bring their own):
     /// a PEM file of the CA that did. Bootstrap files carry it after the controller CA.
@@ -321,6 +330,8 @@ impl Default for BrokerSection {
             external_url: None,
             device_url: None,
             mosquitto_dir: None,
+            nats_ingest: None,
+            nats_dir: None,
             device_ca_file: None,
             handshake_timeout_s: 10,
             max_connections: 4096,
@@ -516,6 +527,8 @@ impl ServeConfig {
         }
         let external_only = [
             ("broker.mosquitto_dir", self.broker.mosquitto_dir.is_some()),
+            ("broker.nats_ingest", self.broker.nats_ingest.is_some()),
+            ("broker.nats_dir", self.broker.nats_dir.is_some()),
             (
                 "broker.device_ca_file",
                 self.broker.device_ca_file.is_some(),
@@ -528,6 +541,21 @@ impl ServeConfig {
                     reason: "only with broker.external_url".into(),
                 });
             }
+        }
+        if let Some(url) = &self.broker.nats_ingest {
+            crate::broker::nats_ingest::NatsUrl::parse(url).map_err(|err| {
+                ConfigError::Invalid {
+                    field: "broker.nats_ingest".into(),
+                    reason: err.to_string(),
+                }
+            })?;
+        }
+        if self.broker.mosquitto_dir.is_some() && self.broker.nats_dir.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "broker.nats_dir".into(),
+                reason: "one broker keeps the device accounts: not with broker.mosquitto_dir"
+                    .into(),
+            });
         }
         self.broker.validate_limits()?;
         self.api.validate("api")?;
@@ -648,6 +676,28 @@ mod tests {
         };
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("broker.external_url"), "{err}");
+    }
+
+    #[test]
+    fn nats_ingest_needs_an_external_broker_and_a_nats_url() {
+        let with = |external: Option<&str>, nats: &str| ServeConfig {
+            broker: BrokerSection {
+                external_url: external.map(str::to_string),
+                nats_ingest: Some(nats.to_string()),
+                ..BrokerSection::default()
+            },
+            ..ServeConfig::default()
+        };
+        with(Some("mqtts://127.0.0.1:8883"), "tls://127.0.0.1:4222")
+            .validate()
+            .unwrap();
+        for bad in [
+            with(None, "nats://127.0.0.1:4222"),
+            with(Some("mqtts://127.0.0.1:8883"), "mqtt://127.0.0.1:4222"),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.to_string().contains("broker.nats_ingest"), "{err}");
+        }
     }
 
     #[test]

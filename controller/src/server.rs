@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
+use crate::broker::nats_ingest::{NatsIngest, NatsUrl};
 use crate::broker::{
     BrokerUrl, ControllerClient, Credentials, DeviceAccess, EmbeddedBroker, EmbeddedBrokerSettings,
-    MosquittoAccounts,
+    MosquittoAccounts, NatsAccounts,
 };
 use crate::config::ServeConfig;
 use crate::datadir::{write_public, DataDir};
@@ -45,6 +46,8 @@ pub enum ServeError {
     BrokerUrl(#[from] crate::broker::BrokerUrlError),
     #[error(transparent)]
     Client(#[from] crate::broker::client::ClientError),
+    #[error(transparent)]
+    Nats(#[from] crate::broker::nats_ingest::NatsError),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
     #[error("cannot load the deployment key chain")]
@@ -236,14 +239,28 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let ca_bundle = device_ca_bundle(&secrets.ca_pem, config.broker.device_ca_file.as_deref())?;
     let lease =
         crate::rollout::LeaseHolder::unique(Duration::from_secs(config.fleet.rollout_lease_s));
-    let replicas = match broker.embedded {
-        Some(_) => crate::broker::Replicas::Alone,
-        None => crate::broker::Replicas::Shared {
+    let nats = match &config.broker.nats_ingest {
+        Some(url) => Some(NatsIngest {
+            url: NatsUrl::parse(url)?,
+            user: crate::broker::acl::CONTROLLER_USER.into(),
+            password: secrets.controller_mqtt_password.clone(),
+            name: lease.client_id(),
+            queue: REPLICA_GROUP.into(),
+            ca_pem: ca_bundle.clone(),
+        }),
+        None => None,
+    };
+    let replicas = match (&broker.embedded, &nats) {
+        (Some(_), _) => crate::broker::Replicas::Alone,
+        (None, Some(_)) => crate::broker::Replicas::Queued {
+            client_id: lease.client_id(),
+        },
+        (None, None) => crate::broker::Replicas::Shared {
             client_id: lease.client_id(),
             group: REPLICA_GROUP.into(),
         },
     };
-    let link = DeviceLink::connect(&broker, &secrets, &ca_bundle, replicas).await?;
+    let link = DeviceLink::connect(&broker, &secrets, &ca_bundle, replicas, nats).await?;
     let client = link.client.clone();
 
     // 4. Listeners for the API and the registry (whose URL goes into bootstrap files),
@@ -381,6 +398,7 @@ impl DeviceLink {
         secrets: &Secrets,
         ca_bundle: &str,
         replicas: crate::broker::Replicas,
+        nats: Option<NatsIngest>,
     ) -> Result<Self, ServeError> {
         let client = ControllerClient::connect(
             &broker.controller_url,
@@ -389,7 +407,12 @@ impl DeviceLink {
             replicas,
         )
         .await?;
-        let inbound = client.subscribe_devices(4096).await?;
+        let (tx, inbound) = tokio::sync::mpsc::channel(4096);
+        client.subscribe_devices_into(&tx).await?;
+        // On NATS, telemetry arrives through the queue group into the same queue.
+        if let Some(nats) = nats {
+            nats.start(tx).await?;
+        }
         // Command replies go to whoever awaits them; everything else on to ingest.
         let commands = crate::commands::DeviceCommands::new(client.clone());
         let inbound = commands.tap(inbound, 4096);
@@ -417,10 +440,12 @@ fn open_fleet(
     client: &ControllerClient,
     enrolment: EnrolmentInfo,
 ) -> Result<Fleet, ServeError> {
-    let access: Arc<dyn DeviceAccess> = match &config.broker.mosquitto_dir {
-        Some(dir) => Arc::new(MosquittoAccounts::in_dir(dir)),
-        None => credentials,
-    };
+    let access: Arc<dyn DeviceAccess> =
+        match (&config.broker.mosquitto_dir, &config.broker.nats_dir) {
+            (Some(dir), _) => Arc::new(MosquittoAccounts::in_dir(dir)),
+            (None, Some(dir)) => Arc::new(NatsAccounts::in_dir(dir)),
+            (None, None) => credentials,
+        };
     let keys =
         crate::deployment_keys::DeploymentKeys::load(dir, secrets.deployment_key.clone(), store)?;
     Ok(Fleet::new(

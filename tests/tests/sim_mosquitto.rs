@@ -102,6 +102,7 @@ async fn simulated_fleet_applies_rolls_back_and_refuses_forgeries_over_mosquitto
         health_interval: Duration::from_secs(30),
         fail_permille: FAIL_PERMILLE,
         connect_spread: Duration::from_millis(300),
+        tls_ca_pem: None,
     });
 
     let mut seen = Seen::default();

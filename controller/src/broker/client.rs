@@ -52,30 +52,32 @@ pub enum Replicas {
     /// Presence (retained), pull progress, command replies and session output still reach
     /// every controller: they are answered by the one that asked, or kept in memory.
     Shared { client_id: String, group: String },
+    /// One of several on a broker without shared subscriptions (NATS): telemetry comes
+    /// through a NATS queue group (`nats_ingest`), so MQTT does not carry it to this client.
+    Queued { client_id: String },
 }
 
 impl Replicas {
     fn client_id(&self) -> &str {
         match self {
             Replicas::Alone => CONTROLLER_USER,
-            Replicas::Shared { client_id, .. } => client_id,
+            Replicas::Shared { client_id, .. } | Replicas::Queued { client_id } => client_id,
         }
     }
 
-    /// The filter for `kind` of every device: shared for the telemetry kinds.
-    fn filter(&self, kind: TopicKind) -> String {
+    /// The filter for `kind` of every device: shared for the telemetry kinds, none for
+    /// them when they are queued elsewhere.
+    fn filter(&self, kind: TopicKind) -> Option<String> {
         let filter = kind.for_all_devices();
-        match self {
-            Replicas::Shared { group, .. }
-                if matches!(
-                    kind,
-                    TopicKind::Health | TopicKind::Reported | TopicKind::Events
-                ) =>
-            {
-                format!("$share/{group}/{filter}")
-            }
+        let telemetry = matches!(
+            kind,
+            TopicKind::Health | TopicKind::Reported | TopicKind::Events
+        );
+        Some(match self {
+            Replicas::Queued { .. } if telemetry => return None,
+            Replicas::Shared { group, .. } if telemetry => format!("$share/{group}/{filter}"),
             _ => filter,
-        }
+        })
     }
 }
 
@@ -105,8 +107,14 @@ impl std::fmt::Debug for ControllerClient {
     }
 }
 
-fn options(client_id: &str, password: &str, clean: bool) -> ConnectOptions {
-    ConnectOptions::new(client_id)
+fn options(client_id: &str, password: &str, clean: bool, replicas: &Replicas) -> ConnectOptions {
+    let options = ConnectOptions::new(client_id);
+    // NATS's MQTT interface (the one broker without shared subscriptions) speaks 3.1.1 only.
+    let options = match replicas {
+        Replicas::Queued { .. } => options.with_protocol_version(mqtt5::ProtocolVersion::V311),
+        _ => options,
+    };
+    options
         .with_credentials(CONTROLLER_USER, password)
         .with_clean_start(clean)
         .with_keep_alive(Duration::from_secs(30))
@@ -131,7 +139,7 @@ impl ControllerClient {
         replicas: Replicas,
     ) -> Result<Self, ClientError> {
         let client_id = replicas.client_id().to_string();
-        let client = MqttClient::with_options(options(&client_id, password, true));
+        let client = MqttClient::with_options(options(&client_id, password, true, &replicas));
         if url.tls {
             // mqtt5 only logs a bundle it cannot use: check it here to name the problem.
             let probe = std::net::SocketAddr::from(([127, 0, 0, 1], url.port));
@@ -146,7 +154,10 @@ impl ControllerClient {
                 .await;
         }
         client
-            .connect_with_options(&url.to_string(), options(&client_id, password, true))
+            .connect_with_options(
+                &url.to_string(),
+                options(&client_id, password, true, &replicas),
+            )
             .await
             .map_err(|source| ClientError::Connect {
                 url: url.to_string(),
@@ -186,6 +197,15 @@ impl ControllerClient {
         capacity: usize,
     ) -> Result<mpsc::Receiver<Inbound>, ClientError> {
         let (tx, rx) = mpsc::channel(capacity);
+        self.subscribe_devices_into(&tx).await?;
+        Ok(rx)
+    }
+
+    /// As [`Self::subscribe_devices`], into a channel others (the NATS ingest) also feed.
+    pub async fn subscribe_devices_into(
+        &self,
+        tx: &mpsc::Sender<Inbound>,
+    ) -> Result<(), ClientError> {
         for kind in TopicKind::ALL {
             // Session output has its own subscription (`subscribe_sessions`).
             if kind.direction() != Direction::DeviceToController || kind == TopicKind::SessionOut {
@@ -198,7 +218,7 @@ impl ControllerClient {
             )
             .await?;
         }
-        Ok(rx)
+        Ok(())
     }
 
     /// Subscribes to every device's session output, apart from the ingest stream so that
@@ -225,7 +245,9 @@ impl ControllerClient {
         tx: mpsc::Sender<Inbound>,
         when_full: &'static str,
     ) -> Result<(), ClientError> {
-        let filter = self.replicas.filter(kind);
+        let Some(filter) = self.replicas.filter(kind) else {
+            return Ok(());
+        };
         let subscribe = SubscribeOptions {
             qos: qos(kind),
             ..SubscribeOptions::default()
@@ -318,7 +340,7 @@ impl ControllerClient {
     /// device's session (MQTT session takeover, which every broker implements), then leaves.
     /// Its credentials must already be revoked, so it cannot come back.
     pub async fn evict(&self, device: &DeviceId) -> Result<(), ClientError> {
-        let opts = options(device.as_str(), &self.password, true);
+        let opts = options(device.as_str(), &self.password, true, &self.replicas);
         let evictor = MqttClient::with_options(opts.clone());
         let url = self.url.to_string();
         evictor

@@ -10,6 +10,10 @@ pub mod client;
 pub mod credentials;
 pub mod embedded;
 pub mod mosquitto;
+pub mod nats_accounts;
+pub mod nats_config;
+pub mod nats_ingest;
+mod nats_wire;
 pub mod tls_front;
 mod v311_acks;
 
@@ -21,6 +25,7 @@ pub use client::{ControllerClient, Inbound, Replicas};
 pub use credentials::{password_sha256, Credentials};
 pub use embedded::{EmbeddedBroker, EmbeddedBrokerSettings};
 pub use mosquitto::MosquittoAccounts;
+pub use nats_accounts::NatsAccounts;
 
 /// What the controller needs from whichever broker carries device traffic: to give a
 /// device its credentials (at enrolment, the only time the password is known) and to take
@@ -73,7 +78,7 @@ pub enum AccessError {
         #[source]
         source: std::io::Error,
     },
-    #[error("mosquitto's pid file {path} holds {pid:?}, not a pid")]
+    #[error("the broker's pid file {path} holds {pid:?}, not a pid")]
     BadPid {
         path: std::path::PathBuf,
         pid: String,
@@ -86,6 +91,40 @@ pub enum AccessError {
     },
     #[error("reloading mosquitto (pid {pid}) failed: {stderr}")]
     Reload { pid: String, stderr: String },
+    #[error("cannot read the NATS accounts in {path}")]
+    ReadNatsUsers {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path} to change the NATS accounts")]
+    LockNats {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the NATS users file {path} has no controller line (run `coracle broker nats-config`)"
+    )]
+    NoNatsController { path: std::path::PathBuf },
+    #[error("cannot write the NATS accounts file {path}")]
+    WriteNatsFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: crate::datadir::DataDirError,
+    },
+    #[error("cannot hash the NATS password of {device}")]
+    HashNats {
+        device: DeviceId,
+        #[source]
+        source: bcrypt::BcryptError,
+    },
+    #[error("cannot signal the nats-server of {path} to reload")]
+    ReloadNats {
+        path: std::path::PathBuf,
+        #[source]
+        source: nix::Error,
+    },
     #[error("the account change did not run: the controller is stopping")]
     Interrupted,
     #[error("cannot rotate the password of {device}: this broker holds one password per device (Mosquitto's password file), so the old one could not stay valid while the device switches; rotation needs the embedded broker")]

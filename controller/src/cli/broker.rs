@@ -50,6 +50,8 @@ enum BrokerCommand {
         #[arg(long, default_value = "coracle-data")]
         data_dir: PathBuf,
     },
+    /// Write one nats-server cluster node's config, accounts and TLS files.
+    NatsConfig(super::broker_nats::NatsConfigArgs),
 }
 
 /// The topic ACL: the controller reads and writes everything under the protocol prefix; a
@@ -114,14 +116,17 @@ pub fn mosquitto_conf(layout: &MosquittoLayout) -> String {
 }
 
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
-    let BrokerCommand::MosquittoConfig {
-        out,
-        tls_port,
-        tls_bind,
-        local_port,
-        host,
-        data_dir,
-    } = args.command;
+    let (out, tls_port, tls_bind, local_port, host, data_dir) = match args.command {
+        BrokerCommand::MosquittoConfig {
+            out,
+            tls_port,
+            tls_bind,
+            local_port,
+            host,
+            data_dir,
+        } => (out, tls_port, tls_bind, local_port, host, data_dir),
+        BrokerCommand::NatsConfig(args) => return super::broker_nats::run(args),
+    };
     let dir = DataDir::open(&data_dir)
         .with_context(|| format!("open data dir {}", data_dir.display()))?;
     let mut names = vec!["localhost".to_string()];

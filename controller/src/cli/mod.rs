@@ -7,6 +7,7 @@ mod api_client;
 mod app_context;
 mod backup;
 mod broker;
+mod broker_nats;
 mod deploy;
 mod deploy_wait;
 mod device;

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use coracle_proto::{Bootstrap, BrokerAuth};
 pub mod mosquitto;
+pub mod nats;
 pub mod registry_client;
+pub mod replica;
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions};
 

@@ -77,6 +77,7 @@ async fn run(n: usize) -> Result<Row> {
         health_interval: Duration::from_secs(30),
         fail_permille: 0,
         connect_spread: Duration::ZERO,
+        tls_ca_pem: None,
     });
 
     let generation = Generation(2);

@@ -103,6 +103,7 @@ fn main() -> Result<()> {
         health_interval: Duration::from_secs(cli.health_interval.max(1)),
         fail_permille: cli.fail_permille,
         connect_spread: Duration::from_secs(cli.connect_spread),
+        tls_ca_pem: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
