@@ -125,7 +125,10 @@ async fn one_wave_to_hundreds_of_devices_sends_each_device_its_generation_once()
         }
     };
     let record = wait_for("the rollout over", done).await;
-    eprintln!("{WAVE_DEVICES} devices rolled out in {:?}", started.elapsed());
+    eprintln!(
+        "{WAVE_DEVICES} devices rolled out in {:?}",
+        started.elapsed()
+    );
     assert_eq!(record.phase, RolloutPhase::Completed, "{record:?}");
     let store = Store::connect(&store_url).unwrap();
     let resent: Vec<_> = ids

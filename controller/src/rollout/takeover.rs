@@ -8,6 +8,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use coracle_proto::{Command, CommandRequest};
+
 use super::driver::Rollouts;
 use super::RolloutError;
 use crate::api::error::error_chain;
@@ -55,32 +57,46 @@ impl Rollouts {
             }
             return Ok(());
         }
-        let mut republished = 0usize;
-        for device in rollout.devices.iter().filter(|d| awaiting_send(d)) {
-            let Some((_, body)) = self.fleet.store.desired_signed(&device.device)? else {
-                continue;
-            };
-            match self
-                .fleet
-                .client()
-                .publish_desired(&device.device, body)
-                .await
-            {
-                Ok(()) => republished += 1,
+        let (mut republished, mut asked) = (0usize, 0usize);
+        let client = self.fleet.client();
+        for device in rollout.devices.iter().filter(|d| in_flight(d)) {
+            if awaiting_send(device) {
+                if let Some((_, body)) = self.fleet.store.desired_signed(&device.device)? {
+                    match client.publish_desired(&device.device, body).await {
+                        Ok(()) => republished += 1,
+                        Err(err) => {
+                            tracing::warn!(device = %device.device, error = %error_chain(&err), "cannot republish a desired state of a rollout taken over")
+                        }
+                    }
+                }
+            }
+            // Nobody waits on the reply: the report it brings is what counts.
+            let recheck = coracle_proto::encode(&CommandRequest {
+                id: 0,
+                command: Command::Recheck,
+            });
+            match client.publish_command(&device.device, recheck).await {
+                Ok(()) => asked += 1,
                 Err(err) => {
-                    tracing::warn!(device = %device.device, error = %error_chain(&err), "cannot republish a desired state of a rollout taken over")
+                    tracing::warn!(device = %device.device, error = %error_chain(&err), "cannot ask a device of a rollout taken over to report again")
                 }
             }
         }
-        if republished > 0 {
+        if republished + asked > 0 {
             tracing::info!(
                 rollout = rollout.id,
                 republished,
-                "driving rollout: desired states in flight published again"
+                asked,
+                "driving rollout: desired states in flight published again, devices asked to report"
             );
         }
         Ok(())
     }
+}
+
+/// Whether the device's outcome is still open (a report lost now would stall it).
+fn in_flight(device: &DeviceProgress) -> bool {
+    device.status == DeviceStatus::Deploying || awaiting_send(device)
 }
 
 /// Whether the device was sent a generation it has not been seen running yet.
