@@ -12,6 +12,7 @@
 //! could drift from them.
 
 mod auth;
+mod blob_cache;
 mod blobs;
 mod delta;
 mod device_tokens;
@@ -21,6 +22,8 @@ mod gc;
 mod manifests;
 mod platforms;
 mod referrers;
+mod remote_blobs;
+mod remote_entries;
 mod routes;
 mod tag_list;
 mod uploads;
@@ -39,6 +42,7 @@ pub use device_tokens::{DeviceGrant, DeviceGrants, PullTokens};
 pub use error::{RegistryError, SharedError};
 pub use gc::GcReport;
 pub use manifests::version_order;
+pub use remote_blobs::RemoteBlobs;
 pub use routes::router;
 
 /// Registry state shared by the handlers.

@@ -1,0 +1,329 @@
+//! Blobs on S3-compatible object storage (`[blobs.s3]`) against a real radosgw (Debian's
+//! Ceph, `coracle_tests::radosgw`): pushes written through to the bucket, a second
+//! controller with an empty data dir serving them, devices redirected to pre-signed URLs
+//! without their token, expired URLs refused, and the errors of a wrong secret, a missing
+//! bucket and a stopped store. Skipped, with a message, when radosgw is not installed.
+
+// Helpers outside #[test] functions unwrap too; a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use coracle_agent::pull::{PullToken, RegistryClient, RegistryEndpoint};
+use coracle_controller::object_store::{ObjectStore, S3Config};
+use coracle_tests::cut_proxy::CutProxy;
+use coracle_tests::radosgw::{RadosGw, ACCESS_KEY, SECRET_KEY};
+use support::Controller;
+
+fn s3_config(
+    endpoint: &str,
+    bucket: &str,
+    secret: &str,
+    redirect: bool,
+    expiry_s: u64,
+) -> S3Config {
+    S3Config {
+        endpoint: endpoint.into(),
+        bucket: bucket.into(),
+        region: "us-east-1".into(),
+        access_key: ACCESS_KEY.into(),
+        secret_key: Some(secret.into()),
+        secret_key_file: None,
+        presign_expiry_s: expiry_s,
+        redirect,
+    }
+}
+
+/// The `[blobs.s3]` section of `config`.
+fn section(config: &S3Config) -> String {
+    format!(
+        "\n[blobs.s3]\nendpoint = {:?}\nbucket = {:?}\naccess_key = {:?}\nsecret_key = {:?}\npresign_expiry_s = {}\nredirect = {}\n",
+        config.endpoint,
+        config.bucket,
+        config.access_key,
+        config.secret_key.as_deref().unwrap(),
+        config.presign_expiry_s,
+        config.redirect
+    )
+}
+
+/// A controller in a new temp dir writing its blobs through to `config`'s bucket.
+fn controller_on(config: &S3Config) -> Controller {
+    let dir = tempfile::tempdir().unwrap();
+    let text = Controller::config_text(dir.path(), "", "", "") + &section(config);
+    Controller::start_with_config(dir, &text)
+}
+
+/// A new bucket on the gateway, through the controller's own S3 client.
+fn bucket(config: &S3Config) -> ObjectStore {
+    let store = ObjectStore::new(config).unwrap();
+    store.create_bucket().unwrap();
+    store
+}
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo must be installed (.ci/packages.txt)")
+}
+
+fn pull(controller: &Controller, repo_tag: &str, into: &Path) -> std::process::Output {
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &format!("coracle:{}", controller.admin_token()),
+        &format!("docker://{}/{repo_tag}", controller.registry),
+        &format!("oci:{}:1", into.display()),
+    ])
+}
+
+/// The digests of the image's manifest, config and layers in the registry.
+fn blob_digests(controller: &Controller, repo_tag: &str) -> Vec<String> {
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &format!("coracle:{}", controller.admin_token()),
+        &format!("docker://{}/{repo_tag}", controller.registry),
+    ]);
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let mut digests = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    for layer in manifest["layers"].as_array().unwrap() {
+        digests.push(layer["digest"].as_str().unwrap().to_string());
+    }
+    digests
+}
+
+fn key(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+/// Waits for `done`, polling, at most `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .new_agent()
+}
+
+fn basic(controller: &Controller) -> String {
+    use base64::Engine as _;
+    let pair = format!("coracle:{}", controller.admin_token());
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+#[test]
+fn pushed_blobs_reach_the_bucket_and_a_second_controller_serves_them() {
+    let Some(gateway) = RadosGw::start().unwrap() else {
+        return;
+    };
+    let config = s3_config(&gateway.endpoint, "shared", SECRET_KEY, false, 900);
+    let store = bucket(&config);
+    let first = controller_on(&config);
+    let manifest = support::push_fixture(&first, "library/app:1");
+
+    let mut digests = blob_digests(&first, "library/app:1");
+    digests.push(manifest.clone());
+    for digest in &digests {
+        let size = store.head(&key(digest)).unwrap();
+        assert!(size.is_some_and(|s| s > 0), "{digest} not in the bucket");
+    }
+
+    // A replica with an empty data dir on the same bucket: the same image comes back.
+    let second = controller_on(&config);
+    let back = second.dir.path().join("back");
+    let out = pull(&second, "library/app:1", &back);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(back.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"].as_str().unwrap(), manifest);
+    for digest in &digests {
+        let hex = digest.trim_start_matches("sha256:");
+        assert!(back.join("blobs/sha256").join(hex).is_file(), "{digest}");
+        // The replica cached what it fetched.
+        assert!(
+            second.data_dir().join("blobs/sha256").join(hex).is_file(),
+            "{digest}"
+        );
+    }
+}
+
+#[test]
+fn devices_follow_the_redirect_without_their_token_and_expired_urls_are_refused() {
+    let Some(gateway) = RadosGw::start().unwrap() else {
+        return;
+    };
+    // The controller (and so every pre-signed URL) reaches the gateway through a proxy
+    // that keeps what each client sent.
+    let proxy = CutProxy::start(gateway.addr).unwrap();
+    let config = s3_config(
+        &format!("http://{}", proxy.addr),
+        "redirects",
+        SECRET_KEY,
+        true,
+        3,
+    );
+    bucket(&config);
+    let controller = controller_on(&config);
+    support::push_fixture(&controller, "library/app:1");
+    let digests = blob_digests(&controller, "library/app:1");
+    let token = controller.admin_token();
+
+    // The agent's own client: the blob comes from the bucket, verified against its digest.
+    let client = RegistryClient::new(RegistryEndpoint {
+        base_url: format!("http://{}", controller.registry),
+        ca_pem: None,
+        token: PullToken::fixed(Some(token.clone())),
+    })
+    .unwrap();
+    let config_digest = digests[0].parse().unwrap();
+    client.small_blob("library/app", &config_digest).unwrap();
+    let seen = proxy.requests_seen();
+    assert!(
+        seen.contains("X-Amz-Signature="),
+        "no pre-signed GET reached the store"
+    );
+    assert!(
+        !seen.contains(&token),
+        "the registry token was sent to the object store"
+    );
+    assert!(
+        !seen.contains("Bearer"),
+        "a bearer token was sent to the object store"
+    );
+
+    // skopeo follows the redirect too.
+    let back = controller.dir.path().join("back");
+    let out = pull(&controller, "library/app:1", &back);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The URL works now and is refused once its 3 s are over.
+    let resp = http()
+        .get(format!(
+            "http://{}/v2/library/app/blobs/{}",
+            controller.registry, digests[1]
+        ))
+        .header("Authorization", basic(&controller))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 307);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(http().get(&location).call().unwrap().status().as_u16(), 200);
+    wait_for(
+        "the pre-signed URL to expire",
+        Duration::from_secs(60),
+        || http().get(&location).call().unwrap().status().as_u16() == 403,
+    );
+}
+
+#[test]
+fn a_wrong_secret_a_missing_bucket_and_a_stopped_store_fail_with_their_causes() {
+    let Some(mut gateway) = RadosGw::start().unwrap() else {
+        return;
+    };
+    let good = s3_config(&gateway.endpoint, "errors", SECRET_KEY, true, 900);
+    bucket(&good);
+
+    for (config, cause) in [
+        (
+            s3_config(&gateway.endpoint, "errors", "not-the-secret", true, 900),
+            "refused the credentials of access key coracle-test (SignatureDoesNotMatch)",
+        ),
+        (
+            s3_config(&gateway.endpoint, "no-such-bucket", SECRET_KEY, true, 900),
+            "bucket no-such-bucket does not exist",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = Controller::config_text(dir.path(), "", "", "") + &section(&config);
+        let file = dir.path().join("coracle.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_coracle"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(cause), "{stderr}");
+    }
+
+    let controller = controller_on(&good);
+    support::push_fixture(&controller, "library/app:1");
+    gateway.stop_gateway();
+
+    // Blobs this controller holds are still served (streamed instead of redirected).
+    let back = controller.dir.path().join("back");
+    let out = pull(&controller, "library/app:1", &back);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A new blob cannot be stored: the error names the store, and the blob is not recorded.
+    let body = b"a blob pushed while the object store is down";
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body))
+    );
+    let url = format!(
+        "http://{}/v2/library/app/blobs/uploads/?digest={digest}",
+        controller.registry
+    );
+    let mut resp = http()
+        .post(&url)
+        .header("Authorization", basic(&controller))
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert!(text.contains("is unreachable"), "{text}");
+    let head = http()
+        .head(format!(
+            "http://{}/v2/library/app/blobs/{digest}",
+            controller.registry
+        ))
+        .header("Authorization", basic(&controller))
+        .call()
+        .unwrap();
+    assert!(head.status().as_u16() >= 400, "{}", head.status());
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(!controller
+        .data_dir()
+        .join("blobs/sha256")
+        .join(hex)
+        .exists());
+}
