@@ -13,10 +13,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use coracle_agent::pull::{PullToken, RegistryClient, RegistryEndpoint};
+use coracle_agent::platform::this_device as host_platform;
+use coracle_agent::pull::{PullToken, Puller, RegistryClient, RegistryEndpoint};
 use coracle_controller::object_store::{ObjectStore, S3Config};
+use coracle_images::store::{Store, StoreConfig};
 use coracle_tests::cut_proxy::CutProxy;
 use coracle_tests::radosgw::{RadosGw, ACCESS_KEY, SECRET_KEY};
+use support::image_layouts::{layer_tar, noise, oci_layout, push_to, sha};
 use support::Controller;
 
 fn s3_config(
@@ -58,9 +61,14 @@ fn controller_on(config: &S3Config) -> Controller {
     Controller::start_with_config(dir, &text)
 }
 
-/// A new bucket on the gateway, through the controller's own S3 client.
+/// The controller's own S3 client on `config`'s bucket.
+fn store_of(config: &S3Config) -> ObjectStore {
+    ObjectStore::new(config).unwrap()
+}
+
+/// A new bucket on the gateway.
 fn bucket(config: &S3Config) -> ObjectStore {
-    let store = ObjectStore::new(config).unwrap();
+    let store = store_of(config);
     store.create_bucket().unwrap();
     store
 }
@@ -153,8 +161,22 @@ fn pushed_blobs_reach_the_bucket_and_a_second_controller_serves_them() {
         assert!(size.is_some_and(|s| s > 0), "{digest} not in the bucket");
     }
 
-    // A replica with an empty data dir on the same bucket: the same image comes back.
+    // A replica with an empty data dir on the same bucket pins the tag for a deploy (its
+    // platform check reads the manifest and config from the bucket)...
     let second = controller_on(&config);
+    second.enrol("pi-replica");
+    let app = second.dir.path().join("app.yml");
+    std::fs::write(
+        &app,
+        "services:\n  web:\n    image: library/app:1\n    command: [\"/bin/sleep\", \"300\"]\n",
+    )
+    .unwrap();
+    let out = second.cli(&["deploy", app.to_str().unwrap(), "--device", "pi-replica"]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = second.cli(&["device", "show", "pi-replica"]);
+    let detail: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(detail["device"]["desired_generation"], 1, "{detail}");
+    // ...and serves the same image to skopeo.
     let back = second.dir.path().join("back");
     let out = pull(&second, "library/app:1", &back);
     assert!(
@@ -206,7 +228,55 @@ fn devices_follow_the_redirect_without_their_token_and_expired_urls_are_refused(
     .unwrap();
     let config_digest = digests[0].parse().unwrap();
     client.small_blob("library/app", &config_digest).unwrap();
+
+    // The agent's puller: v1 whole, then v2 as a delta the controller encodes on request
+    // and writes through to the bucket; every blob comes through a redirect.
+    let work = controller.dir.path();
+    let big = noise(2 << 20, 7);
+    let mut big_v2 = big.clone();
+    big_v2[500_000..500_100].copy_from_slice(&noise(100, 9));
+    let (v1_tar, v2_tar) = (layer_tar(&[("app", big)]), layer_tar(&[("app", big_v2)]));
+    let (v1, _) = oci_layout(&work.join("v1"), &v1_tar);
+    let (v2, _) = oci_layout(&work.join("v2"), &v2_tar);
+    push_to(&controller, &work.join("v1"), "fleet/app", "1");
+    push_to(&controller, &work.join("v2"), "fleet/app", "2");
+    let store = Store::open(
+        &work.join("device"),
+        StoreConfig {
+            reserve_bytes: 0,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let puller = Puller {
+        client: &client,
+        store: &store,
+        platform: host_platform(),
+        delta_budget: 64 << 20,
+    };
+    puller
+        .pull("fleet/app", &v1.parse().unwrap(), &mut |_| {})
+        .unwrap();
+    let (_, report) = puller
+        .pull("fleet/app", &v2.parse().unwrap(), &mut |_| {})
+        .unwrap();
+    assert_eq!(report.layers_from_delta, 1, "{report:?}");
+    let (v1_id, v2_id) = (sha(&v1_tar).parse().unwrap(), sha(&v2_tar).parse().unwrap());
+    let offer = client
+        .delta_offer("fleet/app", &v2_id, &[v1_id])
+        .unwrap()
+        .unwrap();
+    let delta_key = key(&offer.digest.to_string());
+    assert!(
+        store_of(&config).head(&delta_key).unwrap().is_some(),
+        "delta not in the bucket"
+    );
+
     let seen = proxy.requests_seen();
+    assert!(
+        seen.contains(&format!("GET /redirects/{delta_key}?X-Amz-")),
+        "delta not redirected"
+    );
     assert!(
         seen.contains("X-Amz-Signature="),
         "no pre-signed GET reached the store"

@@ -7,6 +7,11 @@
 use std::path::Path;
 
 use super::manifests::write_entry;
+
+/// Manifests and indexes are small JSON documents; anything larger is not read as one.
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// At most this many manifests of one index are refreshed (platforms of one image).
+const MAX_INDEX_ENTRIES: usize = 64;
 use super::{check_tag, BlobDigest, Registry, RegistryError};
 
 impl Registry {
@@ -31,10 +36,12 @@ impl Registry {
         write_entry(path, contents, step)
     }
 
-    /// Copies the entries `reference` needs (its tag, its manifest's media type) and the
-    /// manifest's bytes from the bucket into the local dir. Without a bucket, or when it is
-    /// down, the local dir answers as it is.
-    pub(super) async fn refresh_entries(&self, name: &str, reference: &str) {
+    /// Copies the entries `reference` needs (its tag, its manifest's media type), the
+    /// manifest's bytes and, one level down, those of an index's manifests and every
+    /// config, from the bucket into the local dir: what a pull, a deploy's pinning and its
+    /// platform check read. Without a bucket, or when it is down, the local dir answers as
+    /// it is.
+    pub async fn refresh_entries(&self, name: &str, reference: &str) {
         if self.blobs.remote.is_none() || super::check_repository(name).is_err() {
             return;
         }
@@ -50,13 +57,45 @@ impl Registry {
         let Some(digest) = digest else {
             return;
         };
-        let manifest = repo.join("manifests").join(digest.hex());
-        if !manifest.is_file() {
-            self.refresh_entry(&manifest).await;
+        let children = self.refresh_manifest(&repo, &digest).await;
+        for child in children.iter().take(MAX_INDEX_ENTRIES) {
+            self.refresh_manifest(&repo, child).await;
         }
-        if let Err(err) = self.blobs.ensure_local(&digest).await {
-            tracing::debug!(error = %err, "manifest not fetched from the object store");
+    }
+
+    /// Refreshes one manifest's entry, bytes and config; the manifests it lists (an index).
+    async fn refresh_manifest(&self, repo: &Path, digest: &BlobDigest) -> Vec<BlobDigest> {
+        let entry = repo.join("manifests").join(digest.hex());
+        if !entry.is_file() {
+            self.refresh_entry(&entry).await;
         }
+        if !matches!(self.blobs.ensure_local(digest).await, Ok(Some(size)) if size <= MAX_MANIFEST_BYTES)
+        {
+            return Vec::new();
+        }
+        let Ok(bytes) = tokio::fs::read(self.blobs.path(digest)).await else {
+            return Vec::new();
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Vec::new();
+        };
+        let named = |pointer: &str| {
+            json.pointer(pointer)
+                .and_then(|d| d.as_str())
+                .and_then(|d| BlobDigest::parse(d).ok())
+        };
+        if let Some(config) = named("/config/digest") {
+            if let Err(err) = self.blobs.ensure_local(&config).await {
+                tracing::debug!(error = %err, "image config not fetched from the object store");
+            }
+        }
+        json.get("manifests")
+            .and_then(|m| m.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.get("digest").and_then(|d| d.as_str()))
+            .filter_map(|d| BlobDigest::parse(d).ok())
+            .collect()
     }
 
     /// Copies one entry from the bucket to `path`; its bytes when the bucket has it.
