@@ -94,6 +94,7 @@ impl RadosGw {
             );
             return Ok(None);
         }
+        let started = Instant::now();
         let dir = tempfile::tempdir().map_err(|source| RadosGwError::Prepare {
             path: std::env::temp_dir(),
             source,
@@ -241,6 +242,7 @@ impl RadosGw {
         wait_until(deadline, "the radosgw listener", root, || {
             TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
         })?;
+        eprintln!("radosgw ready on {addr} in {:.1?}", started.elapsed());
         Ok(Some(Self {
             endpoint: format!("http://{addr}"),
             addr,
