@@ -19,6 +19,7 @@ use coracle_controller::object_store::{ObjectStore, S3Config};
 use coracle_images::store::{Store, StoreConfig};
 use coracle_tests::cut_proxy::CutProxy;
 use coracle_tests::radosgw::{RadosGw, ACCESS_KEY, SECRET_KEY};
+use support::fake_agent::fake_agent;
 use support::image_layouts::{layer_tar, noise, oci_layout, push_to, sha};
 use support::Controller;
 
@@ -159,6 +160,20 @@ fn pushed_blobs_reach_the_bucket_and_a_second_controller_serves_them() {
     for digest in &digests {
         let size = store.head(&key(digest)).unwrap();
         assert!(size.is_some_and(|s| s > 0), "{digest} not in the bucket");
+    }
+    // An agent release is stored the same way: every blob in the data dir is in the bucket.
+    let build = first.dir.path().join("agent-arm64");
+    std::fs::write(&build, fake_agent(183, "0.3.0")).unwrap();
+    let out = first.cli(&["agent", "release", build.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let blobs = std::fs::read_dir(first.data_dir().join("blobs/sha256")).unwrap();
+    let local: Vec<String> = blobs
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(local.len() > digests.len(), "no release blobs: {local:?}");
+    for hex in &local {
+        let size = store.head(&format!("blobs/sha256/{hex}")).unwrap();
+        assert!(size.is_some(), "local blob {hex} not in the bucket");
     }
 
     // A replica with an empty data dir on the same bucket pins the tag for a deploy (its
