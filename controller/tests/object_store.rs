@@ -427,4 +427,13 @@ fn a_wrong_secret_a_missing_bucket_and_a_stopped_store_fail_with_their_causes() 
         .join("blobs/sha256")
         .join(hex)
         .exists());
+
+    // A controller starting while the store is down starts (it warns) and answers.
+    let late = controller_on(&good);
+    let ping = http()
+        .get(format!("http://{}/v2/", late.registry))
+        .header("Authorization", basic(&late))
+        .call()
+        .unwrap();
+    assert_eq!(ping.status().as_u16(), 200);
 }
