@@ -604,6 +604,8 @@ impl Tasks {
             tokio::spawn(crate::presence::run(store, events.clone(), offline_after)),
             tokio::spawn(pull_tokens.run()),
             tokio::spawn(fleet.clone().republish_on_reconnect()),
+            // Once: what the data dir held before `[blobs.s3]` (a no-op without it).
+            tokio::spawn(registry.clone().backfill_bucket()),
         ];
         Self {
             background,

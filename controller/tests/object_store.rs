@@ -437,3 +437,40 @@ fn a_wrong_secret_a_missing_bucket_and_a_stopped_store_fail_with_their_causes() 
         .unwrap();
     assert_eq!(ping.status().as_u16(), 200);
 }
+
+#[test]
+fn blobs_stored_before_the_bucket_was_configured_are_copied_to_it() {
+    let Some(gateway) = RadosGw::start().unwrap() else {
+        return;
+    };
+    let config = s3_config(&gateway.endpoint, "backfill", SECRET_KEY, true, 900);
+    let store = bucket(&config);
+    // A controller on local disk only, then the same data dir with the bucket configured.
+    let before = Controller::start();
+    let manifest = support::push_fixture(&before, "library/app:1");
+    let mut digests = blob_digests(&before, "library/app:1");
+    digests.push(manifest);
+    let dir = before.stop();
+    let text = Controller::config_text(dir.path(), "", "", "") + &section(&config);
+    let after = Controller::start_with_config(dir, &text);
+    wait_for(
+        "the local blobs in the bucket",
+        Duration::from_secs(60),
+        || {
+            digests
+                .iter()
+                .all(|d| store.head(&key(d)).unwrap().is_some())
+                && store.head("repos/library/app/tags/1").unwrap().is_some()
+        },
+    );
+    // So a replica with an empty data dir serves them.
+    let replica = controller_on(&config);
+    let back = replica.dir.path().join("back");
+    let out = pull(&replica, "library/app:1", &back);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(after);
+}

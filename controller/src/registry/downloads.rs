@@ -102,8 +102,8 @@ pub(super) async fn serve_blob(
 /// With `[blobs.s3] redirect = true`, a 307 to a pre-signed URL of the blob in the bucket,
 /// so the bytes go from the store to the client directly (the client sends no registry
 /// credentials there: the URL carries its own). `None` (stream it here) when the bucket
-/// lacks the blob (stored before the bucket was configured) or cannot be reached while the
-/// local cache holds the blob.
+/// lacks the blob (stored before the bucket was configured, not yet backfilled) or cannot
+/// be reached while the local cache holds the blob.
 async fn redirect(
     registry: &Registry,
     digest: &BlobDigest,

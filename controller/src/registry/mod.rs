@@ -14,6 +14,7 @@
 mod auth;
 mod blob_cache;
 mod blobs;
+mod bucket_backfill;
 mod delta;
 mod device_tokens;
 mod downloads;
@@ -35,6 +36,7 @@ use crate::net::throttle::SharedThrottle;
 
 use crate::access::{AdminToken, TokenLookup};
 pub use blobs::{BlobDigest, BlobStore};
+pub use bucket_backfill::Backfill;
 pub use delta::{
     DeltaMetrics, DeltaOutcome, Deltas, LayerDelta, PairState, WorkerSettings, DEFAULT_DELTA_WAIT,
 };

@@ -125,7 +125,7 @@ impl Registry {
     }
 
     /// The bucket and the object key of a file under `repos/`.
-    fn remote_key(&self, path: &Path) -> Option<(super::RemoteBlobs, String)> {
+    pub(super) fn remote_key(&self, path: &Path) -> Option<(super::RemoteBlobs, String)> {
         let remote = self.blobs.remote.clone()?;
         let relative = path.strip_prefix(&self.repos).ok()?;
         Some((remote, format!("repos/{}", relative.to_str()?)))
