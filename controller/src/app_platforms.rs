@@ -40,6 +40,9 @@ impl AppPlatforms {
             }
             let failed = |err: String| format!("service {}: image {name}: {err}", service.name);
             let platforms = if image.registry.is_empty() {
+                // Pinned by digest on another replica: its manifests may be in the bucket only.
+                let digest = image.digest.to_string();
+                registry.refresh_entries(&image.repository, &digest).await;
                 registry
                     .image_platforms(&image.repository, &image.digest.to_string())
                     .map_err(|err| failed(err.to_string()))?

@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub public_host: Option<String>,
     pub fleet: FleetSection,
     pub deltas: DeltasSection,
+    /// Where blobs live besides the data dir (`[blobs.s3]`, `object_store/`).
+    pub blobs: crate::object_store::BlobsSection,
     /// Upstream registries images are pulled from at deploy time (`[[registries]]`):
     /// private CA, plain HTTP, credentials file. Registries without an entry are reached
     /// over HTTPS with the public roots and `coracle registry login` credentials.
@@ -316,6 +318,7 @@ impl Default for ServeConfig {
             public_host: None,
             fleet: FleetSection::default(),
             deltas: DeltasSection::default(),
+            blobs: crate::object_store::BlobsSection::default(),
             registries: Vec::new(),
             policy: crate::policy::PolicySection::default(),
         }
@@ -477,6 +480,9 @@ impl ServeConfig {
         }
         crate::policy::Policy::new(&self.policy)?;
         self.store.validate()?;
+        if let Some(s3) = &self.blobs.s3 {
+            s3.validate()?;
+        }
         if self.deltas.workers > 16 {
             return Err(ConfigError::Invalid {
                 field: "deltas.workers".into(),

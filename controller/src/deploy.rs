@@ -81,6 +81,8 @@ pub async fn resolve_image(
         }
         ImageTarget::Upstream(upstream) => mirror.mirror(&upstream).await.map_err(|e| chain(&e)),
         ImageTarget::Local { repository, tag } => {
+            // A replica may know the tag only from the bucket another controller wrote.
+            registry.refresh_entries(&repository, &tag).await;
             if let Some(image) = resolve_local(registry, &repository, &tag) {
                 return Ok(image);
             }

@@ -60,6 +60,7 @@ pub mod ingest;
 pub mod log_limit;
 pub mod metrics;
 pub mod net;
+pub mod object_store;
 pub mod policy;
 pub mod presence;
 pub mod pull_token_rotation;

@@ -64,6 +64,10 @@ pub enum ServeError {
     NoDeviceCa { path: std::path::PathBuf },
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    #[error("the object store config [blobs.s3] is not valid")]
+    ObjectStoreConfig(#[source] crate::config::ConfigError),
+    #[error("cannot use the object store bucket at startup")]
+    ObjectStore(#[source] crate::object_store::ObjectStoreError),
     #[error("cannot set up HTTPS for the API and registry")]
     Tls(#[from] crate::net::tls::TlsError),
     #[error("cannot listen for {what} on {addr}")]
@@ -521,7 +525,10 @@ fn open_registry(
     store: &Arc<Store>,
     admin: crate::access::AdminToken,
 ) -> Result<Registry, ServeError> {
-    let blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
+    let mut blobs = BlobStore::open(dir.blobs(), dir.uploads())?;
+    if let Some(s3) = &config.blobs.s3 {
+        blobs = blobs.with_remote(open_bucket(s3)?);
+    }
     let registry = Registry::open(dir.root().join("registry"), blobs, admin)?
         .with_devices(
             store.clone(),
@@ -539,6 +546,31 @@ fn open_registry(
         })?;
     }
     Ok(registry)
+}
+
+/// The bucket of `[blobs.s3]`, checked once: wrong credentials or a missing bucket stop
+/// the start (a config mistake), a store that does not answer does not (the controller
+/// serves its local cache and says so; blob writes fail until the store is back).
+fn open_bucket(
+    s3: &crate::object_store::S3Config,
+) -> Result<crate::registry::RemoteBlobs, ServeError> {
+    let bucket =
+        crate::object_store::ObjectStore::new(s3).map_err(ServeError::ObjectStoreConfig)?;
+    // Blocking, once, before any request is served.
+    match tokio::task::block_in_place(|| bucket.check_bucket()) {
+        Ok(()) => tracing::info!(
+            endpoint = bucket.endpoint(),
+            bucket = bucket.bucket(),
+            redirect = bucket.redirects(),
+            "blobs written through to the object store"
+        ),
+        Err(err) if err.is_unreachable() => tracing::warn!(
+            error = %crate::api::error::error_chain(&err),
+            "object store unreachable at start; serving the local cache until it answers"
+        ),
+        Err(err) => return Err(ServeError::ObjectStore(err)),
+    }
+    Ok(crate::registry::RemoteBlobs::new(bucket))
 }
 
 /// The controller's tasks beside its listeners, and what the API shares with them.
@@ -597,6 +629,8 @@ impl Tasks {
             tokio::spawn(crate::presence::run(store, events.clone(), offline_after)),
             tokio::spawn(pull_tokens.run()),
             tokio::spawn(fleet.clone().republish_on_reconnect()),
+            // Once: what the data dir held before `[blobs.s3]` (a no-op without it).
+            tokio::spawn(registry.clone().backfill_bucket()),
         ];
         Self {
             background,

@@ -1,7 +1,8 @@
 //! A TCP proxy that can cut a transfer part way, as a flaky cellular link would: armed with a
 //! byte count, it closes the next connection whose request matches a pattern after that many
 //! response bytes. It counts every response byte it forwards, so a test can see how much a
-//! resumed download really fetched.
+//! resumed download really fetched, and keeps the first bytes of every request it forwards
+//! so a test can check what a client sent (no credentials to an object store).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -16,7 +17,12 @@ struct Shared {
     armed: Mutex<Option<(String, u64)>>,
     forwarded: AtomicU64,
     stop: AtomicBool,
+    /// Request bytes forwarded upstream, up to [`SEEN_LIMIT`].
+    seen: Mutex<Vec<u8>>,
 }
+
+/// How many request bytes are kept for [`CutProxy::requests_seen`].
+const SEEN_LIMIT: usize = 16 << 20;
 
 /// A running proxy to one upstream address.
 #[derive(Debug)]
@@ -60,6 +66,15 @@ impl CutProxy {
         self.shared.forwarded.load(Ordering::Relaxed)
     }
 
+    /// The request bytes forwarded so far (the first 16 MiB), as text.
+    pub fn requests_seen(&self) -> String {
+        self.shared
+            .seen
+            .lock()
+            .map(|seen| String::from_utf8_lossy(&seen).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Starts counting forwarded bytes from zero.
     pub fn reset_count(&self) {
         self.shared.forwarded.store(0, Ordering::Relaxed);
@@ -101,6 +116,10 @@ fn relay(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> std::
         while let Ok(n) = upload_from.read(&mut buf) {
             if n == 0 {
                 break;
+            }
+            if let Ok(mut seen) = up_shared.seen.lock() {
+                let room = SEEN_LIMIT.saturating_sub(seen.len()).min(n);
+                seen.extend_from_slice(&buf[..room]);
             }
             if let Some(bytes) = take_cut(&up_shared, &buf[..n]) {
                 up_cut.store(up_sent.load(Ordering::SeqCst) + bytes, Ordering::SeqCst);

@@ -25,6 +25,7 @@ pub mod netns;
 pub mod page_cache;
 pub mod postgres;
 pub mod process;
+pub mod radosgw;
 pub mod registry;
 pub mod registry_auth;
 pub mod sim;

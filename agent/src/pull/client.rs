@@ -156,8 +156,20 @@ impl RegistryClient {
             .or_else(|| self.basic.as_ref().map(BasicCredentials::header))
     }
 
-    /// Sends a request, answering one bearer challenge if the registry asks for a token.
+    /// Sends a request, answering one bearer challenge if the registry asks for a token,
+    /// and follows a redirect without the registry's credentials (`redirect.rs`).
     fn send(
+        &self,
+        method: &'static str,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Response<Body>, PullError> {
+        let resp = self.send_authorized(method, url, headers)?;
+        super::redirect::follow(&self.agent, method, url, resp, headers)
+    }
+
+    /// One request to the registry itself, with its credentials.
+    fn send_authorized(
         &self,
         method: &'static str,
         url: &str,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use coracle_images::Digest;
 use sha2::{Digest as _, Sha256};
 
+use super::remote_blobs::RemoteBlobs;
 use super::uploads::SessionLocks;
 use super::{io, RegistryError};
 
@@ -70,6 +71,9 @@ pub struct BlobStore {
     pub(super) uploads: PathBuf,
     /// One lock per open upload session, shared by clones (see `uploads.rs`).
     pub(super) sessions: Arc<SessionLocks>,
+    /// The bucket every blob is written through to (`[blobs.s3]`), if any; the directory
+    /// above is then its cache (`blob_cache.rs`).
+    pub(super) remote: Option<RemoteBlobs>,
 }
 
 impl BlobStore {
@@ -81,7 +85,14 @@ impl BlobStore {
             blobs,
             uploads,
             sessions: Arc::default(),
+            remote: None,
         })
+    }
+
+    /// Writes every blob through to `remote` and fetches what the local dir lacks from it.
+    pub fn with_remote(mut self, remote: RemoteBlobs) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     pub fn path(&self, digest: &BlobDigest) -> PathBuf {
@@ -113,9 +124,22 @@ impl BlobStore {
     /// Removes a blob. Manifests naming it are not checked: deleting blobs is the
     /// operator's (or the conformance suite's) explicit act, like in every OCI registry.
     pub async fn delete(&self, digest: &BlobDigest) -> Result<(), RegistryError> {
+        // The bucket first: a blob left there would be fetched back into the cache.
+        let in_bucket = match self.remote.clone() {
+            Some(remote) => {
+                let blob = digest.digest();
+                tokio::task::spawn_blocking(move || remote.delete_blob(&blob))
+                    .await
+                    .map_err(|_| RegistryError::BlobUnknown {
+                        digest: digest.as_str().into(),
+                    })??
+            }
+            None => false,
+        };
         let path = self.path(digest);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && in_bucket => Ok(()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 Err(RegistryError::BlobUnknown {
                     digest: digest.as_str().into(),
@@ -161,8 +185,7 @@ impl BlobStore {
                     actual: format!("{actual} ({received} bytes)"),
                 });
             }
-            let target = self.path(digest);
-            std::fs::rename(&path, &target).map_err(io("move verified blob", &target))
+            self.store_verified_blocking(&path, &digest.digest())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&path);

@@ -56,12 +56,22 @@ pub(super) async fn serve_blob(
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response, RegistryError> {
-    let size = registry
-        .blobs
-        .size(digest)
-        .ok_or_else(|| RegistryError::BlobUnknown {
-            digest: digest.as_str().into(),
-        })?;
+    let unknown = || RegistryError::BlobUnknown {
+        digest: digest.as_str().into(),
+    };
+    if !head {
+        if let Some(response) = redirect(registry, digest).await? {
+            return Ok(response);
+        }
+    }
+    // A HEAD only needs the size; a GET needs the bytes here (fetched from the bucket
+    // into the local cache when this controller has not seen the blob yet).
+    let size = if head {
+        registry.blobs.stat(digest).await?
+    } else {
+        registry.blobs.ensure_local(digest).await?
+    }
+    .ok_or_else(unknown)?;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -87,6 +97,46 @@ pub(super) async fn serve_blob(
     let path: PathBuf = registry.blobs.path(digest);
     let bytes = read_range(path, start, len).await?;
     Ok(with_headers(status, &pairs, Body::from(bytes)))
+}
+
+/// With `[blobs.s3] redirect = true`, a 307 to a pre-signed URL of the blob in the bucket,
+/// so the bytes go from the store to the client directly (the client sends no registry
+/// credentials there: the URL carries its own). `None` (stream it here) when the bucket
+/// lacks the blob (stored before the bucket was configured, not yet backfilled) or cannot
+/// be reached while the local cache holds the blob.
+async fn redirect(
+    registry: &Registry,
+    digest: &BlobDigest,
+) -> Result<Option<Response>, RegistryError> {
+    let Some(remote) = registry.blobs.remote.clone().filter(|r| r.redirects()) else {
+        return Ok(None);
+    };
+    let blob = digest.digest();
+    let lookup = remote.clone();
+    let in_bucket = tokio::task::spawn_blocking(move || lookup.blob_size(&blob))
+        .await
+        .map_err(|_| RegistryError::BlobUnknown {
+            digest: digest.as_str().into(),
+        })?;
+    match in_bucket {
+        Ok(Some(_)) => {
+            let pairs = [
+                ("Location", remote.presigned_url(&blob)),
+                ("Docker-Content-Digest", digest.as_str().to_string()),
+            ];
+            Ok(Some(with_headers(
+                StatusCode::TEMPORARY_REDIRECT,
+                &pairs,
+                Body::empty(),
+            )))
+        }
+        Ok(None) => Ok(None),
+        Err(err) if registry.blobs.size(digest).is_some() => {
+            remote.note_fallback(&err);
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 async fn read_range(path: PathBuf, start: u64, len: u64) -> Result<Vec<u8>, RegistryError> {

@@ -77,6 +77,14 @@ pub enum RegistryError {
     },
     #[error("registry disk is full: {step} {path}; free space on the controller's data disk and push again")]
     StorageFull { step: &'static str, path: PathBuf },
+    /// The object store (`[blobs.s3]`) failed a step on a blob or repository entry.
+    #[error("{step} {object} in the object store")]
+    ObjectStore {
+        step: &'static str,
+        object: String,
+        #[source]
+        source: Box<crate::object_store::ObjectStoreError>,
+    },
     #[error("registry storage failed: {step} {path}")]
     Io {
         step: &'static str,
@@ -118,6 +126,8 @@ impl RegistryError {
             // 507 Insufficient Storage: the server's disk, not the request, is at fault.
             StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
             Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            // The registry is up but the store behind it is not: a gateway failure.
+            ObjectStore { .. } => (StatusCode::BAD_GATEWAY, "UNKNOWN"),
         }
     }
 }

@@ -61,7 +61,7 @@ impl Registry {
         let config = json.get("config").into_iter();
         for descriptor in config.chain(descriptors(&json, "layers")) {
             let digest = descriptor_digest(descriptor)?;
-            if self.blobs.size(&digest).is_none() {
+            if self.blobs.stat(&digest).await?.is_none() {
                 return Err(RegistryError::ManifestBlobUnknown {
                     name: name.into(),
                     digest: digest.as_str().into(),
@@ -96,17 +96,19 @@ impl Registry {
                 .await
                 .map_err(io("create repository dir", dir))?;
         }
-        write_entry(
+        self.write_entry_through(
             &manifests.join(digest.hex()),
             content_type.as_bytes(),
             "store manifest",
-        )?;
+        )
+        .await?;
         if !is_digest {
-            write_entry(
+            self.write_entry_through(
                 &tags.join(reference),
                 digest.as_str().as_bytes(),
                 "store tag",
-            )?;
+            )
+            .await?;
             // A new tag: the background workers encode deltas to it from the tags before it.
             self.deltas.plan(name);
         } else {
@@ -205,7 +207,7 @@ fn descriptor_digest(descriptor: &serde_json::Value) -> Result<BlobDigest, Regis
 
 /// Writes a repository entry (a manifest's media type, a tag's digest) atomically; a failure
 /// is the server's storage (507 when the disk is full), never the client's manifest.
-fn write_entry(
+pub(super) fn write_entry(
     path: &std::path::Path,
     contents: &[u8],
     step: &'static str,

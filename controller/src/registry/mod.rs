@@ -12,7 +12,9 @@
 //! could drift from them.
 
 mod auth;
+mod blob_cache;
 mod blobs;
+mod bucket_backfill;
 mod delta;
 mod device_tokens;
 mod downloads;
@@ -21,6 +23,8 @@ mod gc;
 mod manifests;
 mod platforms;
 mod referrers;
+mod remote_blobs;
+mod remote_entries;
 mod routes;
 mod tag_list;
 mod uploads;
@@ -32,6 +36,7 @@ use crate::net::throttle::SharedThrottle;
 
 use crate::access::{AdminToken, TokenLookup};
 pub use blobs::{BlobDigest, BlobStore};
+pub use bucket_backfill::Backfill;
 pub use delta::{
     DeltaMetrics, DeltaOutcome, Deltas, LayerDelta, PairState, WorkerSettings, DEFAULT_DELTA_WAIT,
 };
@@ -39,6 +44,7 @@ pub use device_tokens::{DeviceGrant, DeviceGrants, PullTokens};
 pub use error::{RegistryError, SharedError};
 pub use gc::GcReport;
 pub use manifests::version_order;
+pub use remote_blobs::RemoteBlobs;
 pub use routes::router;
 
 /// Registry state shared by the handlers.

@@ -368,7 +368,7 @@ async fn start_upload(
     if let (Some(mount), Some(_from)) = (query.get("mount"), query.get("from")) {
         // Blobs are stored once for all repositories, so a mount is a lookup.
         let digest = BlobDigest::parse(mount)?;
-        if registry.blobs.size(&digest).is_some() {
+        if registry.blobs.stat(&digest).await?.is_some() {
             return Ok(blob_created(name, &digest));
         }
     }
@@ -450,6 +450,7 @@ async fn get_manifest(
     reference: &str,
     head: bool,
 ) -> Result<Response, RegistryError> {
+    registry.refresh_entries(name, reference).await;
     let (digest, content_type) = registry.resolve(name, reference)?;
     let path = registry.blobs.path(&digest);
     let bytes = tokio::fs::read(&path)

@@ -146,11 +146,17 @@ impl BlobStore {
                 actual,
             });
         }
-        let target = self.path(digest);
-        tokio::fs::rename(path, &target)
-            .await
-            .map_err(io("move verified blob", &target))?;
-        Ok(())
+        let store = self.clone();
+        let (temp, blob) = (path.to_path_buf(), digest.digest());
+        let stored =
+            tokio::task::spawn_blocking(move || store.store_verified_blocking(&temp, &blob))
+                .await
+                .map_err(|_| RegistryError::UploadUnknown { id: id.into() })?;
+        if stored.is_err() {
+            // The session cannot be finished again with these bytes: the client uploads anew.
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        stored
     }
 
     /// Removes the sessions untouched (no chunk, no start) for longer than `max_age`;

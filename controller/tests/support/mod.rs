@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coracle_proto::{Bootstrap, BrokerAuth};
+pub mod fake_agent;
+pub mod image_layouts;
 pub mod mosquitto;
 pub mod nats;
 pub mod registry_client;

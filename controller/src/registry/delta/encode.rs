@@ -80,8 +80,7 @@ impl Deltas {
         }
         let (digest, _) = coracle_images::digest::digest_file(&delta_path)
             .map_err(io("hash delta", &delta_path))?;
-        let dest = self.blobs.path_of(&digest);
-        std::fs::rename(&delta_path, &dest).map_err(io("store delta blob", &dest))?;
+        self.blobs.store_verified_blocking(&delta_path, &digest)?;
         Ok(DeltaOutcome::Delta {
             digest,
             bytes: report.delta_bytes,
@@ -89,6 +88,8 @@ impl Deltas {
     }
 
     fn decompressed(&self, layer: &LayerRef) -> Result<Box<dyn Read>, RegistryError> {
+        // A replica may not hold the layer yet: the bucket has it.
+        self.blobs.ensure_local_blocking(&layer.blob)?;
         let path = self.blobs.path_of(&layer.blob);
         let file = File::open(&path).map_err(io("open layer blob", &path))?;
         coracle_images::codec::decompress_sniffed(file).map_err(io("decompress layer", &path))
