@@ -109,6 +109,21 @@ fn load_or_create_ca(dir: &DataDir) -> Result<KeyPair, SecretsError> {
 }
 
 fn issue_tls_cert(dir: &DataDir, ca_key: &KeyPair, names: &[String]) -> Result<(), SecretsError> {
+    let (cert, key) = tls_pair(ca_key, names)?;
+    write_private(&dir.broker_key(), key.as_bytes())?;
+    write_public(&dir.broker_cert(), cert.as_bytes())?;
+    Ok(())
+}
+
+/// A new TLS certificate for `names`, signed by the controller CA of `dir`, with its key:
+/// `(certificate PEM, key PEM)`. For a broker outside the controller (a NATS node), which
+/// gets its own pair in one file rather than copies of the data dir's two files, which a
+/// controller starting meanwhile reissues one after the other.
+pub fn issue_tls_pair(dir: &DataDir, names: &[String]) -> Result<(String, String), SecretsError> {
+    tls_pair(&load_or_create_ca(dir)?, names)
+}
+
+fn tls_pair(ca_key: &KeyPair, names: &[String]) -> Result<(String, String), SecretsError> {
     let generate = |source| SecretsError::Generate {
         what: "controller TLS certificate",
         source,
@@ -130,9 +145,7 @@ fn issue_tls_cert(dir: &DataDir, ca_key: &KeyPair, names: &[String]) -> Result<(
     let ca_params = ca_params();
     let issuer = Issuer::from_params(&ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).map_err(generate)?;
-    write_private(&dir.broker_key(), key.serialize_pem().as_bytes())?;
-    write_public(&dir.broker_cert(), cert.pem().as_bytes())?;
-    Ok(())
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Reads a deployment signing key file (64 hex characters).

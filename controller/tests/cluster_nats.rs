@@ -5,7 +5,9 @@
 //! desired states stay on MQTT. Shown: every device online on both replicas, the ingest
 //! split between them, the per-device permissions (no reading or forging another device's
 //! topics), last wills and retained messages across nodes, and a rollout completed after
-//! the replica driving it is SIGKILLed.
+//! the replica driving it is SIGKILLed. With radosgw installed (Debian's Ceph), the
+//! replicas also keep their blobs on object storage: the rollout's image is pushed to one
+//! replica, written through to the bucket, and pinned from it.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -15,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coracle_controller::broker::acl::CONTROLLER_USER;
+use coracle_controller::object_store::{ObjectStore, S3Config};
 use coracle_proto::{Bootstrap, TopicKind};
+use coracle_tests::radosgw::{RadosGw, ACCESS_KEY, SECRET_KEY};
 use coracle_tests::sim::{Fleet, FleetConfig, FleetStats};
 use rumqttc::{Incoming, QoS, SubscribeReasonCode};
 use support::nats::{nats_server_installed, NatsCluster};
@@ -68,6 +72,8 @@ async fn two_controllers_share_a_nats_cluster_and_a_rollout_survives_its_driver(
     let dir = tempfile::tempdir().unwrap();
     let (data, nats_dir) = (dir.path().join("data"), dir.path().join("nats"));
     let started = Instant::now();
+    // The object store first: dropped (its processes stopped) however the test ends.
+    let gateway = RadosGw::start().unwrap();
     let cluster = NatsCluster::start(&data, &nats_dir, NODES, true);
     // NATS creates its MQTT streams (replicated on the three nodes) on the first MQTT
     // connection; until then a node refuses MQTT clients.
@@ -89,10 +95,32 @@ async fn two_controllers_share_a_nats_cluster_and_a_rollout_survives_its_driver(
         started.elapsed()
     );
 
+    let bucket = gateway.as_ref().map(|gateway| {
+        let config = S3Config {
+            endpoint: gateway.endpoint.clone(),
+            bucket: "fleet".into(),
+            region: "us-east-1".into(),
+            access_key: ACCESS_KEY.into(),
+            secret_key: Some(SECRET_KEY.into()),
+            secret_key_file: None,
+            presign_expiry_s: 900,
+            redirect: true,
+        };
+        let store = ObjectStore::new(&config).unwrap();
+        store.create_bucket().unwrap();
+        (config, store)
+    });
+    let blobs_section = bucket.as_ref().map_or(String::new(), |(config, _)| {
+        format!(
+            "\n[blobs.s3]\nendpoint = {:?}\nbucket = {:?}\naccess_key = {:?}\nsecret_key = {:?}\nredirect = true",
+            config.endpoint, config.bucket, config.access_key, SECRET_KEY
+        )
+    });
+
     // Replica i speaks MQTT to node i and takes its telemetry from node i's queue group.
     let section = |i: usize| {
         format!(
-            "external_url = \"mqtts://127.0.0.1:{}\"\nnats_ingest = {:?}\nnats_dir = {:?}",
+            "external_url = \"mqtts://127.0.0.1:{}\"\nnats_ingest = {:?}\nnats_dir = {:?}{blobs_section}",
             cluster.nodes[i].mqtt.port(),
             cluster.client_url(i, true),
             nats_dir,
@@ -145,7 +173,23 @@ async fn two_controllers_share_a_nats_cluster_and_a_rollout_survives_its_driver(
     // subscriptions survived the reloads.
     permissions_hold(&cluster, &replicas, &data).await;
 
-    let id = kill_the_driver_mid_rollout(&mut replicas, &streams, &store_url).await;
+    // The app: with object storage, an image pushed to replica a (its blobs written through
+    // to the bucket) and pinned by tag; without, a digest nobody pulls.
+    let image = match &bucket {
+        Some((_, store)) => {
+            let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+            let manifest = support::push_fixture_to(&replicas[0].registry, &token, "library/app:1");
+            let key = format!("blobs/sha256/{}", manifest.trim_start_matches("sha256:"));
+            assert!(
+                store.head(&key).unwrap().is_some(),
+                "the pushed manifest {manifest} is not in the bucket"
+            );
+            eprintln!("library/app:1 ({manifest}) pushed to replica a and in the bucket");
+            "library/app:1".to_string()
+        }
+        None => format!("example/web@sha256:{}", "b".repeat(64)),
+    };
+    let id = kill_the_driver_mid_rollout(&mut replicas, &streams, &store_url, &image).await;
     eprintln!("rollout {id} completed; total {:?}", started.elapsed());
 
     // The desired state the controllers published stays retained on every node: a client

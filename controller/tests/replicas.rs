@@ -63,7 +63,8 @@ async fn a_rollout_completes_when_the_controller_driving_it_dies() {
     .await;
     eprintln!("telemetry split {split:?} of {window} messages");
 
-    kill_the_driver_mid_rollout(&mut replicas, &streams, &store_url).await;
+    let image = format!("example/web@sha256:{}", "b".repeat(64));
+    kill_the_driver_mid_rollout(&mut replicas, &streams, &store_url, &image).await;
 }
 
 /// Devices in the one-wave test.

@@ -35,6 +35,8 @@ pub const ACCOUNTS_FILE: &str = "accounts.conf";
 /// The account list the accounts file is made from: `<user> <bcrypt hash>` per line, the
 /// controller first. Private: the hashes stay on the broker's host.
 pub const USERS_FILE: &str = "users";
+/// The nodes' TLS certificate and its key, in one file (0600).
+pub const TLS_PAIR_FILE: &str = "broker-tls.pem";
 
 /// NATS subject of an MQTT topic: levels become tokens.
 pub fn subject(topic: &str) -> String {
@@ -117,10 +119,11 @@ pub struct NatsNode {
 /// certificate, the cluster routes, and the shared accounts file.
 pub fn node_conf(node: &NatsNode) -> String {
     let path = |name: &str| format!("{:?}", node.dir.join(name).display().to_string());
+    // One file holds both (Go's TLS loader skips the blocks of the other kind).
     let tls = format!(
         "tls {{ cert_file: {}, key_file: {} }}",
-        path("broker.pem"),
-        path("broker.key")
+        path(TLS_PAIR_FILE),
+        path(TLS_PAIR_FILE)
     );
     let routes: Vec<String> = node
         .routes
@@ -221,7 +224,7 @@ mod tests {
             "server_name: \"n1\"",
             "jetstream { store_dir: \"/etc/nats/coracle/n1-js\" }",
             "pid_file: \"/etc/nats/coracle/n1.pid\"",
-            "mqtt { listen: \"0.0.0.0:8883\", ack_wait: \"30s\", max_ack_pending: 1024, tls { cert_file: \"/etc/nats/coracle/broker.pem\"",
+            "mqtt { listen: \"0.0.0.0:8883\", ack_wait: \"30s\", max_ack_pending: 1024, tls { cert_file: \"/etc/nats/coracle/broker-tls.pem\"",
             "routes: [\"nats-route://10.0.0.1:6222\", \"nats-route://10.0.0.2:6222\"]",
             "include \"accounts.conf\"",
         ] {

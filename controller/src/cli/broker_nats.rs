@@ -13,7 +13,9 @@ use clap::Args;
 
 use crate::broker::acl::CONTROLLER_USER;
 use crate::broker::nats_accounts::nats_hash;
-use crate::broker::nats_config::{accounts_conf, node_conf, NatsNode, ACCOUNTS_FILE, USERS_FILE};
+use crate::broker::nats_config::{
+    accounts_conf, node_conf, NatsNode, ACCOUNTS_FILE, TLS_PAIR_FILE, USERS_FILE,
+};
 use crate::datadir::{write_private, write_public, DataDir};
 use crate::secrets::Secrets;
 
@@ -75,8 +77,13 @@ pub fn run(args: NatsConfigArgs) -> anyhow::Result<()> {
         written.with_context(|| format!("write {}", to.display()))
     };
     copy(&dir.ca_cert(), "ca.pem", false)?;
-    copy(&secrets.tls_cert, "broker.pem", false)?;
-    copy(&secrets.tls_key, "broker.key", true)?;
+    // The node's own certificate and key in one file, written at once: a node starting
+    // while another node's config is written never reads a certificate without its key.
+    let (cert, key) = crate::secrets::issue_tls_pair(&dir, &names)
+        .context("issue the NATS nodes' TLS certificate")?;
+    let pair = out.join(TLS_PAIR_FILE);
+    write_private(&pair, format!("{cert}{key}").as_bytes())
+        .with_context(|| format!("write {}", pair.display()))?;
 
     // The second node of a host finds the users file the first wrote: devices stay.
     let users = out.join(USERS_FILE);

@@ -365,6 +365,15 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Pushes the busybox fixture as `repo_tag` with the admin token; its manifest digest.
 pub fn push_fixture(controller: &Controller, repo_tag: &str) -> String {
+    push_fixture_to(
+        &controller.registry.to_string(),
+        &controller.admin_token(),
+        repo_tag,
+    )
+}
+
+/// [`push_fixture`] to the registry at `registry` (`host:port`) with the admin token.
+pub fn push_fixture_to(registry: &str, admin_token: &str, repo_tag: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let digest_file = dir.path().join("digest");
     let out = Command::new("skopeo")
@@ -373,11 +382,11 @@ pub fn push_fixture(controller: &Controller, repo_tag: &str) -> String {
             "--quiet",
             "--dest-tls-verify=false",
             "--dest-creds",
-            &format!("coracle:{}", controller.admin_token()),
+            &format!("coracle:{}", admin_token.trim()),
             "--digestfile",
             &digest_file.to_string_lossy(),
             &format!("oci-archive:{}", fixture("busybox-oci.tar").display()),
-            &format!("docker://{}/{repo_tag}", controller.registry),
+            &format!("docker://{registry}/{repo_tag}"),
         ])
         .output()
         .unwrap();

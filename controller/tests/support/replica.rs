@@ -24,12 +24,15 @@ pub const LEASE_S: u64 = 3;
 pub struct Replica {
     child: Child,
     pub api: SocketAddr,
+    /// The registry's `host:port`.
+    pub registry: String,
     pub data: PathBuf,
 }
 
 impl Replica {
     /// Starts replica `name` on the shared data dir `dir/data` and database `store_url`;
-    /// `broker` holds the `[broker]` section's lines (an external broker).
+    /// `broker` holds the `[broker]` section's lines (an external broker), and may end with
+    /// further sections.
     pub fn start(dir: &Path, name: &str, store_url: &str, broker: &str) -> Self {
         let data = dir.join("data");
         let config = dir.join(format!("{name}.toml"));
@@ -55,13 +58,19 @@ impl Replica {
             }
         };
         // The registry is announced last: once it is, the replica serves.
-        for line in lines.by_ref() {
-            if line.unwrap().starts_with("registry listening on ") {
-                break;
+        let registry = loop {
+            let line = lines.next().expect("coracle serve exited").unwrap();
+            if let Some(addr) = line.strip_prefix("registry listening on ") {
+                break addr.trim().to_string();
             }
-        }
+        };
         std::thread::spawn(move || for _ in lines {});
-        Self { child, api, data }
+        Self {
+            child,
+            api,
+            registry,
+            data,
+        }
     }
 
     pub fn api(&self) -> ApiClient {
@@ -203,11 +212,9 @@ pub async fn kill_the_driver_mid_rollout(
     replicas: &mut [Replica],
     streams: &[std::sync::mpsc::Receiver<serde_json::Value>],
     store_url: &str,
+    image: &str,
 ) -> i64 {
-    let app = format!(
-        "services:\n  web:\n    image: example/web@sha256:{}\n",
-        "b".repeat(64)
-    );
+    let app = format!("services:\n  web:\n    image: {image}\n");
     let request = CreateRolloutRequest {
         compose: app,
         selector: "site=harbour".into(),

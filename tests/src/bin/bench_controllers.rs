@@ -176,7 +176,8 @@ fn embedded() -> Result<Setup> {
 }
 
 fn replicas() -> Result<Setup> {
-    let Some(store) = coracle_tests::postgres::shared_database_named("bench_controllers")? else {
+    // A new database per setup: each fleet size enrols its devices afresh.
+    let Some(store) = coracle_tests::postgres::shared_database()? else {
         bail!("PostgreSQL is not installed (Debian's postgresql package)");
     };
     let dir = tempfile::tempdir()?;
