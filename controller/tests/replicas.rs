@@ -20,20 +20,52 @@ use support::replica::{
     wait_presence, Replica,
 };
 
+/// Two replicas on a new database and Mosquitto, in a temp dir.
+struct Pair {
+    store_url: String,
+    dir: tempfile::TempDir,
+    mq: std::path::PathBuf,
+    broker: coracle_tests::mosquitto::Mosquitto,
+    replicas: Vec<Replica>,
+}
+
+impl Pair {
+    /// `None` (after saying why) when PostgreSQL is not installed.
+    fn start() -> Option<Self> {
+        let Some(store_url) = coracle_tests::postgres::shared_database().unwrap() else {
+            eprintln!("skipped: PostgreSQL is not installed (Debian's postgresql package)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mq = dir.path().join("mosquitto");
+        mosquitto_config(&dir.path().join("data"), &mq, &[]);
+        let broker = start_mosquitto(&mq, None);
+        let section = format!("external_url = \"mqtt://127.0.0.1:{}\"", broker.port);
+        // The first replica creates the data dir's keys; the second finds them.
+        let mut replicas = vec![Replica::start(dir.path(), "a", &store_url, &section)];
+        replicas.push(Replica::start(dir.path(), "b", &store_url, &section));
+        Some(Self {
+            store_url,
+            dir,
+            mq,
+            broker,
+            replicas,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_completes_when_the_controller_driving_it_dies() {
-    let Some(store_url) = coracle_tests::postgres::shared_database().unwrap() else {
-        eprintln!("skipped: PostgreSQL is not installed (Debian's postgresql package)");
+    let Some(Pair {
+        store_url,
+        dir: _dir,
+        mq,
+        broker,
+        mut replicas,
+    }) = Pair::start()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mq = dir.path().join("mosquitto");
-    mosquitto_config(&dir.path().join("data"), &mq, &[]);
-    let broker = start_mosquitto(&mq, None);
-    let section = format!("external_url = \"mqtt://127.0.0.1:{}\"", broker.port);
-    // The first replica creates the data dir's keys; the second finds them.
-    let mut replicas = vec![Replica::start(dir.path(), "a", &store_url, &section)];
-    replicas.push(Replica::start(dir.path(), "b", &store_url, &section));
 
     // Four devices, enrolled through either replica.
     let boots: Vec<Bootstrap> = (0..4)
@@ -72,19 +104,16 @@ const WAVE_DEVICES: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_wave_to_hundreds_of_devices_sends_each_device_its_generation_once() {
-    let Some(store_url) = coracle_tests::postgres::shared_database().unwrap() else {
-        eprintln!("skipped: PostgreSQL is not installed (Debian's postgresql package)");
+    let Some(Pair {
+        store_url,
+        dir: _dir,
+        mq,
+        broker,
+        replicas,
+    }) = Pair::start()
+    else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mq = dir.path().join("mosquitto");
-    mosquitto_config(&dir.path().join("data"), &mq, &[]);
-    let broker = start_mosquitto(&mq, None);
-    let section = format!("external_url = \"mqtt://127.0.0.1:{}\"", broker.port);
-    let replicas = [
-        Replica::start(dir.path(), "a", &store_url, &section),
-        Replica::start(dir.path(), "b", &store_url, &section),
-    ];
     let boots: Vec<Bootstrap> = (0..WAVE_DEVICES)
         .map(|i| enrol(&replicas[i % 2].api(), &format!("wave-{i}"), "wave"))
         .collect();

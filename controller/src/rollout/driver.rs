@@ -87,6 +87,7 @@ pub struct Rollouts {
     passes: Arc<std::sync::atomic::AtomicU64>,
     pub(super) lease: LeaseHolder,
     held: super::takeover::HeldLeases,
+    pub(super) nudged: super::takeover::Nudged,
 }
 
 impl Rollouts {
@@ -101,6 +102,7 @@ impl Rollouts {
             passes: Arc::default(),
             lease: LeaseHolder::unique(DEFAULT_LEASE),
             held: Default::default(),
+            nudged: Default::default(),
         }
     }
 
@@ -277,7 +279,11 @@ impl Rollouts {
         if !rollout.phase.is_active() {
             return Ok(());
         }
-        self.observe_devices(&mut rollout)?;
+        // One clock reading for observing and deciding: a second passing between them let a
+        // rollout complete on windows its device rows did not show as over yet.
+        let now = now_unix();
+        self.observe_devices(&mut rollout, now)?;
+        self.nudge_stalled(&rollout, now).await?;
         if rollout.phase != RolloutPhase::Running {
             return Ok(());
         }
@@ -302,7 +308,7 @@ impl Rollouts {
             &RolloutView {
                 phase: &phase,
                 devices: &health,
-                now: now_unix().max(0) as u64,
+                now: now.max(0) as u64,
                 accepted_failures: rollout.accepted_failures,
             },
         );
@@ -362,9 +368,8 @@ impl Rollouts {
     }
 
     /// Applies every device's report to its progress; saves and announces what changed.
-    fn observe_devices(&self, rollout: &mut RolloutRecord) -> Result<(), RolloutError> {
+    fn observe_devices(&self, rollout: &mut RolloutRecord, now: i64) -> Result<(), RolloutError> {
         let store = &self.fleet.store;
-        let now = now_unix();
         let waiting =
             |d: &DeviceProgress| d.status == DeviceStatus::Deploying && d.generation.is_some();
         if !rollout.devices.iter().any(waiting) {

@@ -15,6 +15,12 @@ use super::RolloutError;
 use crate::api::error::error_chain;
 use crate::store::{DeviceProgress, DeviceStatus, RolloutRecord};
 
+/// How long a device sent its generation may go unseen running before it is nudged.
+const STALLED_AFTER_S: i64 = 15;
+
+/// When each device was last nudged (Unix seconds).
+pub type Nudged = Arc<Mutex<std::collections::HashMap<coracle_proto::DeviceId, i64>>>;
+
 /// The rollouts whose lease this controller holds, as far as it knows.
 #[derive(Debug, Clone, Default)]
 pub struct HeldLeases(Arc<Mutex<HashSet<i64>>>);
@@ -57,16 +63,72 @@ impl Rollouts {
             }
             return Ok(());
         }
-        let (mut republished, mut asked) = (0usize, 0usize);
+        let devices: Vec<&DeviceProgress> =
+            rollout.devices.iter().filter(|d| in_flight(d)).collect();
+        let asked = self.nudge(&devices).await?;
+        if asked > 0 {
+            tracing::info!(
+                rollout = rollout.id,
+                asked,
+                "driving rollout: desired states in flight published again, devices asked to report"
+            );
+        }
+        Ok(())
+    }
+
+    /// Devices sent their generation `STALLED_AFTER_S` ago and not seen running since are
+    /// nudged the same way, at most once per that time each: their report may have gone to
+    /// a controller that died without being the driver (no takeover happens then).
+    pub(super) async fn nudge_stalled(
+        &self,
+        rollout: &RolloutRecord,
+        now: i64,
+    ) -> Result<(), RolloutError> {
+        if rollout.agent_version.is_some() {
+            return Ok(());
+        }
+        let stalled: Vec<&DeviceProgress> = {
+            let mut nudged = self.nudged.lock().unwrap_or_else(|p| p.into_inner());
+            rollout
+                .devices
+                .iter()
+                .filter(|d| {
+                    d.status == DeviceStatus::Deploying
+                        && awaiting_send(d)
+                        && d.deployed_unix
+                            .is_some_and(|at| now - at >= STALLED_AFTER_S)
+                })
+                .filter(|d| {
+                    let last = nudged.entry(d.device.clone()).or_insert(i64::MIN);
+                    let due = now.saturating_sub(*last) >= STALLED_AFTER_S;
+                    if due {
+                        *last = now;
+                    }
+                    due
+                })
+                .collect()
+        };
+        let asked = self.nudge(&stalled).await?;
+        if asked > 0 {
+            tracing::info!(
+                rollout = rollout.id,
+                asked,
+                "devices not seen running their generation asked again"
+            );
+        }
+        Ok(())
+    }
+
+    /// Publishes each device's stored desired state again when it waits on it, and asks each
+    /// to report (`Recheck`); how many were asked.
+    async fn nudge(&self, devices: &[&DeviceProgress]) -> Result<usize, RolloutError> {
         let client = self.fleet.client();
-        for device in rollout.devices.iter().filter(|d| in_flight(d)) {
+        let mut asked = 0;
+        for device in devices {
             if awaiting_send(device) {
                 if let Some((_, body)) = self.fleet.store.desired_signed(&device.device)? {
-                    match client.publish_desired(&device.device, body).await {
-                        Ok(()) => republished += 1,
-                        Err(err) => {
-                            tracing::warn!(device = %device.device, error = %error_chain(&err), "cannot republish a desired state of a rollout taken over")
-                        }
+                    if let Err(err) = client.publish_desired(&device.device, body).await {
+                        tracing::warn!(device = %device.device, error = %error_chain(&err), "cannot publish a desired state again");
                     }
                 }
             }
@@ -78,19 +140,11 @@ impl Rollouts {
             match client.publish_command(&device.device, recheck).await {
                 Ok(()) => asked += 1,
                 Err(err) => {
-                    tracing::warn!(device = %device.device, error = %error_chain(&err), "cannot ask a device of a rollout taken over to report again")
+                    tracing::warn!(device = %device.device, error = %error_chain(&err), "cannot ask a device to report again")
                 }
             }
         }
-        if republished + asked > 0 {
-            tracing::info!(
-                rollout = rollout.id,
-                republished,
-                asked,
-                "driving rollout: desired states in flight published again, devices asked to report"
-            );
-        }
-        Ok(())
+        Ok(asked)
     }
 }
 
