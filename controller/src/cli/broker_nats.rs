@@ -66,17 +66,9 @@ pub fn run(args: NatsConfigArgs) -> anyhow::Result<()> {
     let out = out
         .canonicalize()
         .with_context(|| format!("resolve {}", out.display()))?;
-    let copy = |from: &std::path::Path, name: &str, private: bool| -> anyhow::Result<()> {
-        let bytes = std::fs::read(from).with_context(|| format!("read {}", from.display()))?;
-        let to = out.join(name);
-        let written = if private {
-            write_private(&to, &bytes)
-        } else {
-            write_public(&to, &bytes)
-        };
-        written.with_context(|| format!("write {}", to.display()))
-    };
-    copy(&dir.ca_cert(), "ca.pem", false)?;
+    let ca = out.join("ca.pem");
+    write_public(&ca, secrets.ca_pem.as_bytes())
+        .with_context(|| format!("write {}", ca.display()))?;
     // The node's own certificate and key in one file, written at once: a node starting
     // while another node's config is written never reads a certificate without its key.
     let (cert, key) = crate::secrets::issue_tls_pair(&dir, &names)
