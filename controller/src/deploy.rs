@@ -15,6 +15,7 @@ use coracle_proto::{
 use crate::compose::{self, ComposeError, ComposeFile, ProfileFiles};
 use crate::fleet::{Fleet, FleetError};
 use crate::registry::Registry;
+use crate::store::{NewDesired, StoreError};
 use crate::upstream::reference::names_host;
 use crate::upstream::{Mirror, UpstreamRef};
 
@@ -155,53 +156,124 @@ impl Fleet {
         services: Vec<ServiceSpec>,
         registries: Vec<RegistryAccess>,
     ) -> Result<Deployment, FleetError> {
-        self.store.device(device)?;
-        let generation = self
-            .store
-            .desired_generation(device)?
-            .unwrap_or_default()
-            .next();
-        let state = DesiredState {
-            registries,
+        let request = DeployRequest {
             device: device.clone(),
-            generation,
             services,
+            registries,
         };
-        state.validate().map_err(FleetError::InvalidApp)?;
-        // Signed and stored under the key lock, so a rotation signs this state again too.
-        let signed = self.deployment_keys().sign_with(|key| {
-            let signed = encode(&Signed::sign(&state, key));
-            // Stored but never deliverable otherwise: the agent (and the broker) refuse it.
-            if signed.len() > coracle_proto::codec::MAX_BODY_BYTES {
-                return Err(FleetError::DesiredTooLarge {
-                    device: device.clone(),
-                    bytes: signed.len(),
-                    limit: coracle_proto::codec::MAX_BODY_BYTES,
-                });
-            }
-            self.store.put_desired(device, generation, &signed)?;
-            Ok(signed)
-        })?;
-        let published = match self.client().publish_desired(device, signed).await {
-            Ok(()) => {
-                tracing::info!(device = %device, generation = %generation, "desired state deployed");
-                true
-            }
-            Err(err) => {
-                tracing::warn!(
-                    device = %device,
-                    generation = %generation,
-                    error = %err,
-                    "desired state stored but not published: it goes out when the broker is back"
-                );
-                false
-            }
-        };
-        Ok(Deployment {
-            generation,
-            published,
+        let mut outcomes = self.deploy_many(vec![request]).await?;
+        outcomes.pop().unwrap_or_else(|| {
+            Err(FleetError::Store(StoreError::DeviceNotFound {
+                device: device.to_string(),
+            }))
         })
     }
+
+    /// Deploys to many distinct devices at once (a rollout's wave): their generations read
+    /// in one query, every state signed and stored in one transaction, then published.
+    /// The outer error is the store's (nothing was stored); the inner ones, in the order of
+    /// `requests`, are each device's own (removed, an invalid or oversized state).
+    pub async fn deploy_many(
+        &self,
+        requests: Vec<DeployRequest>,
+    ) -> Result<Vec<Result<Deployment, FleetError>>, StoreError> {
+        let ids: Vec<DeviceId> = requests.iter().map(|r| r.device.clone()).collect();
+        let existing = self.store.existing_devices(&ids)?;
+        let generations = self.store.desired_generations_of(&ids)?;
+        let mut outcomes: Vec<Result<Generation, FleetError>> = Vec::with_capacity(ids.len());
+        let mut states = Vec::new();
+        for request in requests {
+            if !existing.contains(&request.device) {
+                outcomes.push(Err(FleetError::Store(StoreError::DeviceNotFound {
+                    device: request.device.to_string(),
+                })));
+                continue;
+            }
+            let generation = generations
+                .get(&request.device)
+                .copied()
+                .unwrap_or_default()
+                .next();
+            let state = DesiredState {
+                registries: request.registries,
+                device: request.device,
+                generation,
+                services: request.services,
+            };
+            match state.validate() {
+                Ok(()) => {
+                    outcomes.push(Ok(generation));
+                    states.push((outcomes.len() - 1, state));
+                }
+                Err(invalid) => outcomes.push(Err(FleetError::InvalidApp(invalid))),
+            }
+        }
+        // Signed and stored under the key lock, so a rotation signs these states again too.
+        let signed = self.deployment_keys().sign_with(|key| {
+            let mut signed = Vec::with_capacity(states.len());
+            for (index, state) in &states {
+                let body = encode(&Signed::sign(state, key));
+                // Stored but never deliverable otherwise: the agent (and the broker) refuse it.
+                if body.len() > coracle_proto::codec::MAX_BODY_BYTES {
+                    outcomes[*index] = Err(FleetError::DesiredTooLarge {
+                        device: state.device.clone(),
+                        bytes: body.len(),
+                        limit: coracle_proto::codec::MAX_BODY_BYTES,
+                    });
+                    continue;
+                }
+                signed.push((*index, state, body));
+            }
+            let rows: Vec<NewDesired<'_>> = signed
+                .iter()
+                .map(|(_, state, body)| NewDesired {
+                    device: &state.device,
+                    generation: state.generation,
+                    signed: body,
+                })
+                .collect();
+            self.store.put_desired_many(&rows)?;
+            Ok::<_, StoreError>(signed)
+        })?;
+        let mut published = vec![false; outcomes.len()];
+        let mut unpublished: Option<(usize, crate::broker::client::ClientError)> = None;
+        for (index, state, body) in signed {
+            match self.client().publish_desired(&state.device, body).await {
+                Ok(()) => {
+                    tracing::info!(device = %state.device, generation = %state.generation, "desired state deployed");
+                    published[index] = true;
+                }
+                Err(err) => unpublished.get_or_insert((0, err)).0 += 1,
+            }
+        }
+        // One line for the lot: a broker down during a wave fails every publish.
+        if let Some((devices, error)) = unpublished {
+            tracing::warn!(
+                devices,
+                error = %error,
+                "desired states stored but not published: they go out when the broker is back"
+            );
+        }
+        Ok(outcomes
+            .into_iter()
+            .zip(published)
+            .map(|(outcome, published)| {
+                outcome.map(|generation| Deployment {
+                    generation,
+                    published,
+                })
+            })
+            .collect())
+    }
+}
+
+/// One device's next app, for [`Fleet::deploy_many`].
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub device: DeviceId,
+    pub services: Vec<ServiceSpec>,
+    /// Its access to the direct registries the services' images name.
+    pub registries: Vec<RegistryAccess>,
 }
 
 #[cfg(test)]

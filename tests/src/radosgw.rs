@@ -42,6 +42,19 @@ pub enum RadosGwError {
         args: Vec<String>,
         output: String,
     },
+    #[error("{what} exited ({status}) before it listened: {output}; the logs: {log}")]
+    Exited {
+        what: &'static str,
+        status: String,
+        output: String,
+        log: String,
+    },
+    #[error("a ceph command failed; the logs: {log}")]
+    WithLogs {
+        #[source]
+        source: Box<RadosGwError>,
+        log: String,
+    },
     #[error("cannot start a ceph daemon")]
     Spawn(#[source] ProcessError),
     #[error("{what} was not ready within {timeout:?}; its log: {log}")]
@@ -50,6 +63,16 @@ pub enum RadosGwError {
         timeout: Duration,
         log: String,
     },
+}
+
+impl RadosGwError {
+    /// The error with the cluster's log tails added (a command that talks to a daemon).
+    fn with_logs(self, root: &Path) -> Self {
+        Self::WithLogs {
+            source: Box::new(self),
+            log: logs(root),
+        }
+    }
 }
 
 /// A running one-node Ceph with radosgw. Fields drop in order: gateway, OSD, monitor.
@@ -105,7 +128,7 @@ impl RadosGw {
             std::fs::create_dir_all(&path)
                 .map_err(|source| RadosGwError::Prepare { path, source })?;
         }
-        let (mon_port, rgw_port) = (free_port(root)?, free_port(root)?);
+        let [mon_port, rgw_port] = free_ports(root)?;
         let fsid = uuid(root)?;
         let conf = root.join("ceph.conf");
         write(&conf, &config(root, &fsid, mon_port, rgw_port))?;
@@ -197,12 +220,16 @@ impl RadosGw {
                 &keyring,
             ],
         )?;
-        let mon = daemon("ceph-mon", &["-f", "-c", &c, "-i", "a"])?;
+        let mut mon = daemon("ceph-mon", &["-f", "-c", &c, "-i", "a"])?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mon_listener = SocketAddr::from(([127, 0, 0, 1], mon_port));
+        wait_listening(deadline, "the monitor", root, &mut mon, mon_listener)?;
         // 3. The OSD: `ceph osd create` waits for the monitor to answer.
         run(
             "ceph",
             &["-c", &c, "--connect-timeout", "60", "osd", "create"],
-        )?;
+        )
+        .map_err(|err| err.with_logs(root))?;
         let osd_uuid = uuid(root)?;
         run(
             "ceph-osd",
@@ -223,8 +250,7 @@ impl RadosGw {
         )?;
         let osd = daemon("ceph-osd", &["-f", "-c", &c, "-i", "0"])?;
         // 4. The gateway and its S3 user (which needs the OSD up: retried until it is).
-        let gateway = daemon("radosgw", &["-f", "-c", &c, "-n", "client.rgw.test"])?;
-        let deadline = Instant::now() + START_TIMEOUT;
+        let mut gateway = daemon("radosgw", &["-f", "-c", &c, "-n", "client.rgw.test"])?;
         let user = [
             "-c",
             &c,
@@ -239,9 +265,7 @@ impl RadosGw {
             run("radosgw-admin", &user).is_ok()
         })?;
         let addr = SocketAddr::from(([127, 0, 0, 1], rgw_port));
-        wait_until(deadline, "the radosgw listener", root, || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-        })?;
+        wait_listening(deadline, "the radosgw listener", root, &mut gateway, addr)?;
         eprintln!("radosgw ready on {addr} in {:.1?}", started.elapsed());
         Ok(Some(Self {
             endpoint: format!("http://{addr}"),
@@ -292,6 +316,11 @@ mon_max_pg_per_osd = 1000
 osd pool default pg num = 8
 osd pool default pgp num = 8
 mon warn on pool no redundancy = false
+# The monitor refuses to start when the file system under its data dir has less than 5 %
+# free (a build machine with tens of GB of build output); its memstore cluster writes
+# almost nothing there.
+mon data avail crit = 0
+mon data avail warn = 0
 [client.rgw.test]
 rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
 rgw data = {d}/rgw
@@ -299,15 +328,21 @@ rgw data = {d}/rgw
     )
 }
 
-/// A port the OS picked for us (free when returned; the daemons bind it right after).
-fn free_port(root: &Path) -> Result<u16, RadosGwError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| RadosGwError::Prepare {
-            path: root.to_path_buf(),
-            source,
-        })
+/// Ports the OS picked for us, all different (each listener is held until every port is
+/// chosen; they are free when returned and the daemons bind them right after).
+fn free_ports<const N: usize>(root: &Path) -> Result<[u16; N], RadosGwError> {
+    let prepare = |source| RadosGwError::Prepare {
+        path: root.to_path_buf(),
+        source,
+    };
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(prepare)?;
+        *port = listener.local_addr().map_err(prepare)?.port();
+        held.push(listener);
+    }
+    Ok(ports)
 }
 
 fn uuid(root: &Path) -> Result<String, RadosGwError> {
@@ -353,6 +388,34 @@ fn daemon(program: &str, args: &[&str]) -> Result<TestProcess, RadosGwError> {
     let mut command = Command::new(program);
     command.args(args);
     TestProcess::spawn(command).map_err(RadosGwError::Spawn)
+}
+
+/// Waits until `daemon` accepts connections on `addr`; a daemon that exits first (a port
+/// taken meanwhile, a refused configuration) fails at once with its output and the logs.
+fn wait_listening(
+    deadline: Instant,
+    what: &'static str,
+    root: &Path,
+    daemon: &mut TestProcess,
+    addr: SocketAddr,
+) -> Result<(), RadosGwError> {
+    let mut exited = None;
+    wait_until(deadline, what, root, || {
+        if let Ok(status) = daemon.wait_timeout(Duration::ZERO) {
+            exited = Some(status);
+            return true;
+        }
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+    })?;
+    match exited {
+        None => Ok(()),
+        Some(status) => Err(RadosGwError::Exited {
+            what,
+            status: status.to_string(),
+            output: daemon.output(),
+            log: logs(root),
+        }),
+    }
 }
 
 /// Polls `ready` until it holds or `deadline` passes (then the logs go into the error).

@@ -15,7 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coracle_proto::{DesiredState, Signed};
+use coracle_proto::{DesiredState, DeviceId, Generation, Signed};
+use ed25519_dalek::VerifyingKey;
 use tokio::sync::{broadcast, Mutex, Notify};
 
 use super::decide::{
@@ -425,39 +426,22 @@ impl Rollouts {
         to: usize,
     ) -> Result<(), RolloutError> {
         let verifying = self.fleet.deployment_key().verifying_key();
-        let agent = rollout.agent_version.is_some();
-        for device in &mut rollout.devices[from..to] {
-            if agent {
-                // What it ran before is what a rollback sends it back to.
-                let reported = self.fleet.store.reported(&device.device).ok().flatten();
-                device.previous_agent_version = reported.map(|r| r.agent_version);
+        let ids: Vec<DeviceId> = rollout.devices[from..to]
+            .iter()
+            .map(|d| d.device.clone())
+            .collect();
+        if rollout.agent_version.is_some() {
+            // What it ran before is what a rollback sends it back to.
+            let mut reported = self.fleet.store.reported_of(&ids)?;
+            for device in &mut rollout.devices[from..to] {
+                device.previous_agent_version =
+                    reported.remove(&device.device).map(|r| r.agent_version);
                 device.status = DeviceStatus::Deploying;
-                continue;
             }
-            match self.fleet.store.desired_signed(&device.device)? {
-                None => {
-                    device.previous_generation = None;
-                    device.previous_services = Some(Vec::new());
-                    device.status = DeviceStatus::Deploying;
-                }
-                Some((generation, body)) => {
-                    let opened = coracle_proto::decode::<Signed<DesiredState>>(&body)
-                        .map_err(|e| e.to_string())
-                        .and_then(|s| s.open(&verifying).map_err(|e| e.to_string()));
-                    match opened {
-                        Ok(state) => {
-                            device.previous_generation = Some(generation.0);
-                            device.previous_services = Some(state.services);
-                            device.status = DeviceStatus::Deploying;
-                        }
-                        // Never send the new app where the old one could not be restored.
-                        Err(err) => {
-                            device.status = DeviceStatus::Failed;
-                            device.reason =
-                                Some(format!("its current desired state cannot be read: {err}"));
-                        }
-                    }
-                }
+        } else {
+            let mut current = self.fleet.store.desired_signed_of(&ids)?;
+            for device in &mut rollout.devices[from..to] {
+                record_previous(device, current.remove(&device.device), &verifying);
             }
         }
         rollout.wave = wave;
@@ -518,6 +502,36 @@ pub(super) fn plan(
             .map_err(invalid("max_failures"))?,
         rollback_on_failure,
     })
+}
+
+/// Records the app `device` ran before the wave (its current signed desired state), which
+/// a rollback sends it back to; a device whose state cannot be read fails instead: never
+/// send the new app where the old one could not be restored.
+fn record_previous(
+    device: &mut DeviceProgress,
+    current: Option<(Generation, Vec<u8>)>,
+    verifying: &VerifyingKey,
+) {
+    let Some((generation, body)) = current else {
+        device.previous_generation = None;
+        device.previous_services = Some(Vec::new());
+        device.status = DeviceStatus::Deploying;
+        return;
+    };
+    let opened = coracle_proto::decode::<Signed<DesiredState>>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.open(verifying).map_err(|e| e.to_string()));
+    match opened {
+        Ok(state) => {
+            device.previous_generation = Some(generation.0);
+            device.previous_services = Some(state.services);
+            device.status = DeviceStatus::Deploying;
+        }
+        Err(err) => {
+            device.status = DeviceStatus::Failed;
+            device.reason = Some(format!("its current desired state cannot be read: {err}"));
+        }
+    }
 }
 
 fn health_of(device: &DeviceProgress) -> DeviceHealth {

@@ -10,12 +10,14 @@ use coracle_proto::{DeviceId, ServiceSpec};
 use super::driver::Rollouts;
 use super::RolloutError;
 use crate::api::error::error_chain;
+use crate::deploy::DeployRequest;
 use crate::fleet::FleetError;
 use crate::store::{now_unix, DeviceProgress, DeviceStatus, RolloutRecord, StoreError};
 
-/// Sent rows are saved this many at a time: one transaction per device made a wave of
-/// thousands take seconds on PostgreSQL. A send whose save is lost (a crash between the
-/// two) is adopted on the next step from the newer desired state it left.
+/// Devices are sent to, and their rows saved, this many at a time: a few statements per
+/// batch, where a wave of 9,000 devices sent one by one (six round trips each) took a minute
+/// on PostgreSQL. A send whose save is lost (a crash between the two) is adopted on the
+/// next step from the newer desired state it left.
 const SAVE_EVERY: usize = 256;
 /// A long send renews the rollout's lease this often (a fraction of its lifetime), so no
 /// other controller takes the rollout over and sends to the same devices meanwhile.
@@ -42,14 +44,13 @@ impl Rollouts {
     ) -> Result<(), RolloutError> {
         let renew_every = self.lease.ttl / RENEW_FRACTION;
         let mut renewed: Option<std::time::Instant> = None;
-        let agent = rollout.agent_version.is_some();
-        for index in 0..rollout.devices.len() {
-            let device = &rollout.devices[index];
-            let pending = match (device.status, device.generation, device.rollback_generation) {
-                (DeviceStatus::Deploying, None, _) => Pending::New,
-                (DeviceStatus::RolledBack, _, None) => Pending::Previous,
-                _ => continue,
-            };
+        let pending: Vec<(usize, Pending)> = rollout
+            .devices
+            .iter()
+            .enumerate()
+            .filter_map(|(index, device)| Some((index, Pending::of(device)?)))
+            .collect();
+        for chunk in pending.chunks(SAVE_EVERY) {
             // Before the first send and then periodically: the step's own claim may be
             // older than the lease by now.
             if renewed.is_none_or(|at| at.elapsed() >= renew_every) {
@@ -59,20 +60,141 @@ impl Rollouts {
                 }
                 renewed = Some(std::time::Instant::now());
             }
-            let device = &rollout.devices[index];
-            let next = match (pending, agent) {
-                (Pending::New, true) => self.send_agent_new(rollout, device).await?,
-                (Pending::Previous, true) => self.send_agent_previous(device).await?,
-                (Pending::New, false) => self.send_new(rollout, device).await?,
-                (Pending::Previous, false) => self.send_previous(rollout, device).await?,
+            let next = if rollout.agent_version.is_some() {
+                self.send_agents(rollout, chunk).await?
+            } else {
+                self.send_apps(rollout, chunk).await?
             };
-            rollout.devices[index] = next;
-            sent.push(index);
-            if sent.len() >= SAVE_EVERY {
-                self.save_sent(rollout, sent)?;
+            for (index, progress) in next {
+                rollout.devices[index] = progress;
+                sent.push(index);
             }
+            self.save_sent(rollout, sent)?;
         }
         Ok(())
+    }
+
+    /// Agent updates, one device at a time (`agent_send.rs`).
+    async fn send_agents(
+        &self,
+        rollout: &RolloutRecord,
+        chunk: &[(usize, Pending)],
+    ) -> Result<Vec<(usize, DeviceProgress)>, RolloutError> {
+        let mut next = Vec::with_capacity(chunk.len());
+        for &(index, pending) in chunk {
+            let device = &rollout.devices[index];
+            let progress = match pending {
+                Pending::New => self.send_agent_new(rollout, device).await?,
+                Pending::Previous => self.send_agent_previous(device).await?,
+            };
+            next.push((index, progress));
+        }
+        Ok(next)
+    }
+
+    /// The app (or each device's previous app) to the chunk's devices, in one batch: their
+    /// generations read at once, each device given its own access to direct registries,
+    /// the states signed, stored in one transaction and published. A device showing a
+    /// newer desired state than the one its intent replaced was sent to before a restart:
+    /// its generation is adopted instead.
+    async fn send_apps(
+        &self,
+        rollout: &RolloutRecord,
+        chunk: &[(usize, Pending)],
+    ) -> Result<Vec<(usize, DeviceProgress)>, RolloutError> {
+        let ids: Vec<DeviceId> = chunk
+            .iter()
+            .map(|&(index, _)| rollout.devices[index].device.clone())
+            .collect();
+        let current = self.fleet.store.desired_generations_of(&ids)?;
+        let mut outcomes: Vec<Option<Sent>> = Vec::with_capacity(chunk.len());
+        let mut wanted: Vec<(usize, Vec<ServiceSpec>)> = Vec::new();
+        for &(index, pending) in chunk {
+            let device = &rollout.devices[index];
+            let (services, replaced) = match pending {
+                Pending::New => (rollout.services.clone(), device.previous_generation),
+                Pending::Previous => (
+                    device.previous_services.clone().unwrap_or_default(),
+                    device.generation,
+                ),
+            };
+            match current.get(&device.device).filter(|g| Some(g.0) > replaced) {
+                Some(adopted) => outcomes.push(Some(Sent::Generation(adopted.0))),
+                None => {
+                    outcomes.push(None);
+                    wanted.push((outcomes.len() - 1, services));
+                }
+            }
+        }
+        let requests = self.with_registry_access(rollout, chunk, wanted, &mut outcomes)?;
+        let (positions, requests): (Vec<usize>, Vec<DeployRequest>) = requests.into_iter().unzip();
+        let deployed = self.fleet.deploy_many(requests).await?;
+        for (position, deployed) in positions.into_iter().zip(deployed) {
+            outcomes[position] = Some(match deployed {
+                Ok(deployment) => Sent::Generation(deployment.generation.0),
+                Err(FleetError::Store(StoreError::DeviceNotFound { .. })) => Sent::Removed,
+                // This device's state cannot be sent (too large with its registry access):
+                // it fails, counted against the rollout's threshold.
+                Err(err) => Sent::Refused(error_chain(&err)),
+            });
+        }
+        Ok(chunk
+            .iter()
+            .zip(outcomes)
+            .map(|(&(index, pending), outcome)| {
+                let mut next = rollout.devices[index].clone();
+                let outcome = outcome.unwrap_or(Sent::Removed);
+                match pending {
+                    Pending::New => outcome.record_new(&mut next),
+                    Pending::Previous => outcome.record_rollback(&mut next),
+                }
+                (index, next)
+            })
+            .collect())
+    }
+
+    /// Each wanted device's deploy request with its own access to the direct registries
+    /// its services name (credentials sealed to the key it reported); a device that cannot
+    /// be given it is refused in `outcomes` instead.
+    fn with_registry_access(
+        &self,
+        rollout: &RolloutRecord,
+        chunk: &[(usize, Pending)],
+        wanted: Vec<(usize, Vec<ServiceSpec>)>,
+        outcomes: &mut [Option<Sent>],
+    ) -> Result<Vec<(usize, DeployRequest)>, RolloutError> {
+        let device_at = |position: usize| &rollout.devices[chunk[position].0].device;
+        // Sealing keys only for devices that need them: most apps name no direct registry.
+        let sealing: Vec<DeviceId> = wanted
+            .iter()
+            .filter(|(_, services)| !self.mirror.direct_hosts(services).is_empty())
+            .map(|&(position, _)| device_at(position).clone())
+            .collect();
+        let reported = if sealing.is_empty() {
+            Default::default()
+        } else {
+            self.fleet.store.reported_of(&sealing)?
+        };
+        let mut requests = Vec::with_capacity(wanted.len());
+        for (position, services) in wanted {
+            let device = device_at(position);
+            let sealing_key = reported
+                .get(device)
+                .map(|r| r.sealing_key.as_str())
+                .unwrap_or_default();
+            match self.mirror.access_for(device, sealing_key, &services) {
+                Ok(registries) => requests.push((
+                    position,
+                    DeployRequest {
+                        device: device.clone(),
+                        services,
+                        registries,
+                    },
+                )),
+                Err(err) => outcomes[position] = Some(Sent::Refused(error_chain(&err))),
+            }
+        }
+        Ok(requests)
     }
 
     /// Saves the rows at `sent` in one transaction and announces them.
@@ -91,72 +213,6 @@ impl Rollouts {
         }
         Ok(())
     }
-
-    async fn send_new(
-        &self,
-        rollout: &RolloutRecord,
-        device: &DeviceProgress,
-    ) -> Result<DeviceProgress, RolloutError> {
-        let mut next = device.clone();
-        let current = self.fleet.store.desired_generation(&device.device)?;
-        let generation =
-            if let Some(adopted) = current.filter(|g| Some(g.0) > device.previous_generation) {
-                Sent::Generation(adopted.0)
-            } else {
-                self.deploy(rollout, &device.device, rollout.services.clone())
-                    .await?
-            };
-        generation.record_new(&mut next);
-        Ok(next)
-    }
-
-    async fn send_previous(
-        &self,
-        rollout: &RolloutRecord,
-        device: &DeviceProgress,
-    ) -> Result<DeviceProgress, RolloutError> {
-        let mut next = device.clone();
-        let current = self.fleet.store.desired_generation(&device.device)?;
-        let generation = if let Some(adopted) = current.filter(|g| Some(g.0) > device.generation) {
-            Sent::Generation(adopted.0)
-        } else {
-            let previous = device.previous_services.clone().unwrap_or_default();
-            self.deploy(rollout, &device.device, previous).await?
-        };
-        generation.record_rollback(&mut next);
-        Ok(next)
-    }
-
-    /// Deploys `services` to `device` with its own access to the direct registries they name.
-    async fn deploy(
-        &self,
-        rollout: &RolloutRecord,
-        device: &DeviceId,
-        services: Vec<ServiceSpec>,
-    ) -> Result<Sent, RolloutError> {
-        let sealing_key = match self.fleet.store.reported(device) {
-            Ok(reported) => reported.map(|r| r.sealing_key).unwrap_or_default(),
-            Err(StoreError::DeviceNotFound { .. }) => return Ok(Sent::Removed),
-            Err(err) => return Err(err.into()),
-        };
-        let registries = match self.mirror.access_for(device, &sealing_key, &services) {
-            Ok(registries) => registries,
-            Err(err) => return Ok(Sent::Refused(error_chain(&err))),
-        };
-        match self
-            .fleet
-            .deploy_with_registries(device, services, registries)
-            .await
-        {
-            Ok(deployment) => Ok(Sent::Generation(deployment.generation.0)),
-            Err(FleetError::Store(StoreError::DeviceNotFound { .. })) => Ok(Sent::Removed),
-            Err(source) => Err(RolloutError::Deploy {
-                id: rollout.id,
-                device: device.clone(),
-                source: Box::new(source),
-            }),
-        }
-    }
 }
 
 /// What a device's saved intent still lacks.
@@ -166,6 +222,18 @@ enum Pending {
     New,
     /// Its previous version (a rollback).
     Previous,
+}
+
+impl Pending {
+    /// `deploying` rows without a generation lack the new version, `rolled_back` rows
+    /// without a rollback generation their previous one; other rows lack nothing.
+    fn of(device: &DeviceProgress) -> Option<Self> {
+        match (device.status, device.generation, device.rollback_generation) {
+            (DeviceStatus::Deploying, None, _) => Some(Pending::New),
+            (DeviceStatus::RolledBack, _, None) => Some(Pending::Previous),
+            _ => None,
+        }
+    }
 }
 
 /// What became of one send.

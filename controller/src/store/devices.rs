@@ -6,7 +6,7 @@ use coracle_proto::{DeviceId, Generation};
 use serde::{Deserialize, Serialize};
 
 use super::tx::Tx;
-use super::{now_unix, params, Store, StoreError};
+use super::{now_unix, params, NewDesired, Store, StoreError};
 
 /// A device as the API shows it (no secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +30,7 @@ pub struct NewDevice {
     pub password_sha256: [u8; 32],
 }
 
-fn parse_id(text: String) -> Result<DeviceId, StoreError> {
+pub(super) fn parse_id(text: String) -> Result<DeviceId, StoreError> {
     text.parse()
         .map_err(|err: coracle_proto::IdError| StoreError::Corrupt {
             device: text.clone(),
@@ -229,32 +229,19 @@ impl Store {
         generation: Generation,
         signed: &[u8],
     ) -> Result<(), StoreError> {
-        self.transaction(|tx| {
-            tx.execute(
-                "store desired state",
-                "INSERT INTO desired (device, generation, signed, updated_unix) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (device) DO UPDATE SET generation = excluded.generation,
-                   signed = excluded.signed, updated_unix = excluded.updated_unix",
-                params![id.as_str(), generation.0 as i64, signed, now_unix()],
-            )
-            .map(drop)
-        })
+        self.put_desired_many(&[NewDesired {
+            device: id,
+            generation,
+            signed,
+        }])
     }
 
     /// The generation of a device's latest desired state, if it has one; for a device
     /// enrolled again under a removed one's name, the removed one's last generation.
     pub fn desired_generation(&self, id: &DeviceId) -> Result<Option<Generation>, StoreError> {
-        let latest: Option<i64> = self.transaction(|tx| {
-            tx.query_one(
-                "read desired generation",
-                "SELECT max(generation) FROM (
-                   SELECT generation FROM desired WHERE device = ?1
-                   UNION ALL SELECT generation FROM retired_generations WHERE device = ?1) AS known",
-                params![id.as_str()],
-                |r| r.get(0),
-            )
-        })?;
-        Ok(latest.map(|g| Generation(g.max(0) as u64)))
+        Ok(self
+            .desired_generations_of(std::slice::from_ref(id))?
+            .remove(id))
     }
 
     /// Every device's latest encoded `Signed<DesiredState>`, for republishing at start.

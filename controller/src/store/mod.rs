@@ -9,8 +9,10 @@ mod agent_updates;
 mod api_tokens;
 mod audit;
 pub mod backend;
+mod desired_many;
 mod devices;
 mod grants;
+mod id_lists;
 mod overview;
 mod presence;
 mod progress;
@@ -32,6 +34,7 @@ use tx::Tx;
 
 pub use api_tokens::ApiTokenRecord;
 pub use audit::AuditEntry;
+pub use desired_many::NewDesired;
 pub use devices::{DeviceRecord, NewDevice};
 pub use progress::{LatestProgress, ProgressBoard};
 pub use pull_epochs::{DeviceCredentials, PullTokenDue};

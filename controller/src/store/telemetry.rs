@@ -5,6 +5,7 @@
 use coracle_proto::{DeviceId, Event, HealthSample, ReportedState};
 use serde::{Deserialize, Serialize};
 
+use super::id_lists::{in_list, CHUNK};
 use super::{now_unix, params, Store, StoreError};
 
 /// Health history keeps one sample per this many seconds (the latest in the bucket).
@@ -114,24 +115,26 @@ impl Store {
             .transpose()
     }
 
-    /// The latest reported states of `devices` (those that reported), read in one query:
-    /// checking a rollout of thousands of devices one read each took seconds.
+    /// The latest reported states of `devices` (those that reported), a query per chunk
+    /// of devices: checking a rollout of thousands of devices one read each took seconds.
     pub fn reported_of(
         &self,
         devices: &[DeviceId],
     ) -> Result<std::collections::HashMap<DeviceId, ReportedState>, StoreError> {
-        let wanted: std::collections::HashSet<&str> =
-            devices.iter().map(DeviceId::as_str).collect();
         let rows: Vec<(String, Vec<u8>)> = self.transaction(|tx| {
-            tx.query(
-                "read reported states",
-                "SELECT device, body FROM reported",
-                &[],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            let mut rows = Vec::new();
+            for chunk in devices.chunks(CHUNK) {
+                let (list, ids) = in_list(chunk);
+                rows.extend(tx.query(
+                    "read reported states",
+                    &format!("SELECT device, body FROM reported WHERE device IN ({list})"),
+                    &ids,
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?);
+            }
+            Ok(rows)
         })?;
         rows.into_iter()
-            .filter(|(device, _)| wanted.contains(device.as_str()))
             .map(|(device, body)| {
                 let id: DeviceId = device.parse().map_err(|_| StoreError::Corrupt {
                     device: device.clone(),

@@ -208,6 +208,9 @@ impl Worker {
     }
 }
 
+/// Prepared statements a connection keeps (the store's fixed ones are about a hundred).
+const MAX_PREPARED: usize = 512;
+
 /// A connection as its thread holds it, with its prepared statements.
 struct Connection {
     config: Config,
@@ -257,6 +260,11 @@ impl Connection {
             return Ok(statement);
         }
         let statement = self.open_client()?.prepare(sql)?;
+        // Statements built for a number of rows vary; the cache must not grow with them
+        // (dropped statements are closed on the server).
+        if self.statements.len() >= MAX_PREPARED {
+            self.statements.clear();
+        }
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }

@@ -371,14 +371,7 @@ impl Store {
         &self,
         id: &DeviceId,
     ) -> Result<Option<(Generation, Vec<u8>)>, StoreError> {
-        self.transaction(|tx| {
-            tx.query_opt(
-                "read signed desired state",
-                "SELECT generation, signed FROM desired WHERE device = ?1",
-                params![id.as_str()],
-                |r| Ok((Generation(r.get::<i64>(0)?.max(0) as u64), r.get(1)?)),
-            )
-        })
+        Ok(self.desired_signed_of(std::slice::from_ref(id))?.remove(id))
     }
 }
 
