@@ -1,7 +1,8 @@
 //! Ingest: turns device messages (reported, health, events, online) into store rows, and
-//! pull progress into the store's in-memory board. Runs as
-//! one task fed by the MQTT client's channel. A malformed body is counted and logged at
-//! most a few times a minute; nothing a device sends can stop the loop.
+//! pull progress into the store's in-memory board. Runs as one task fed by the MQTT
+//! client's channel, storing what has queued up (up to `BATCH` messages) in one
+//! transaction. A malformed body is counted and logged at most a few times a minute;
+//! nothing a device sends can stop the loop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,11 @@ use tokio::sync::mpsc;
 
 use crate::broker::Inbound;
 use crate::fleet_events::{FleetEvent, FleetEvents};
-use crate::store::{now_unix, Store, StoreError};
+use crate::store::{now_unix, Incoming, Store, StoreError, Stored};
+
+/// Messages stored per transaction at most: whatever has queued up meanwhile, so a quiet
+/// fleet still gets each message stored at once.
+const BATCH: usize = 128;
 
 /// Why a message was dropped.
 #[derive(Debug, thiserror::Error)]
@@ -63,20 +68,23 @@ fn named<T>(
     })
 }
 
-/// Decodes and stores one message; the fleet event it makes, if any (none for a removed
-/// device's message or an empty retained clear).
-pub fn ingest(store: &Store, msg: &Inbound) -> Result<Option<FleetEvent>, IngestError> {
+/// A device message, decoded: what to store, and what its fleet event will say.
+enum Decoded {
+    Reported(ReportedState),
+    Progress(DeviceId, PullProgress),
+    Health(DeviceId, HealthSample, i64),
+    Event(DeviceId, Event),
+    Presence(DeviceId, bool),
+}
+
+/// The message decoded; `None` when there is nothing to store: another direction, an
+/// empty retained clear, a command reply.
+fn decode_message(msg: &Inbound) -> Result<Option<Decoded>, IngestError> {
     let (device, kind) = topic::parse(&msg.topic)?;
     if kind.direction() != Direction::DeviceToController || msg.payload.is_empty() {
         return Ok(None);
     }
-    let stored = |result: Result<bool, StoreError>| {
-        result.map_err(|source| IngestError::Store {
-            device: device.clone(),
-            source,
-        })
-    };
-    let event = match kind {
+    Ok(Some(match kind {
         TopicKind::Reported => {
             let state = named(&device, kind, ReportedState::decode(&msg.payload))?;
             if state.device != device {
@@ -86,60 +94,23 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Option<FleetEvent>, Ingest
                     claimed: state.device,
                 });
             }
-            let known = stored(store.put_reported(&state))?;
-            if known {
-                store.progress.settle(&state);
-            }
-            known.then(|| FleetEvent::Reported {
-                device: device.clone(),
-            })
+            Decoded::Reported(state)
         }
         TopicKind::Progress => {
-            let progress: PullProgress = decode(&device, kind, &msg.payload)?;
-            let known = stored(store.device_exists(&device))?;
-            (known && store.progress.record(&device, progress, now_unix()))
-                .then(|| store.progress.latest(&device))
-                .flatten()
-                .map(|progress| FleetEvent::Progress {
-                    device: device.clone(),
-                    progress,
-                })
+            let progress = decode(&device, kind, &msg.payload)?;
+            Decoded::Progress(device, progress)
         }
         TopicKind::Health => {
             let sample = named(&device, kind, HealthSample::decode(&msg.payload))?;
-            let known = stored(store.add_health(&device, now_unix(), &sample))?;
-            // Health samples are the heartbeat: one from a device marked offline by the
-            // sweep (not by its last will, which is followed by a fresh `online`) revives it.
-            let revived = known && stored(store.mark_heard(&device))?;
-            known.then(|| match revived {
-                true => FleetEvent::Presence {
-                    device: device.clone(),
-                    online: true,
-                },
-                false => FleetEvent::Health {
-                    device: device.clone(),
-                },
-            })
+            Decoded::Health(device, sample, now_unix())
         }
         TopicKind::Events => {
-            let event: Event = decode(&device, kind, &msg.payload)?;
-            let id = store
-                .add_event(&device, &event)
-                .map_err(|source| IngestError::Store {
-                    device: device.clone(),
-                    source,
-                })?;
-            id.map(|_| FleetEvent::Event {
-                device: device.clone(),
-            })
+            let event = decode(&device, kind, &msg.payload)?;
+            Decoded::Event(device, event)
         }
         TopicKind::Online => {
             let presence: Presence = decode(&device, kind, &msg.payload)?;
-            let online = presence == Presence::Online;
-            stored(store.set_presence(&device, online))?.then(|| FleetEvent::Presence {
-                device: device.clone(),
-                online,
-            })
+            Decoded::Presence(device, presence == Presence::Online)
         }
         // Command replies are awaited by whoever sent the command, not stored.
         TopicKind::CmdReply
@@ -148,9 +119,132 @@ pub fn ingest(store: &Store, msg: &Inbound) -> Result<Option<FleetEvent>, Ingest
         | TopicKind::Keys
         | TopicKind::AgentUpdate
         | TopicKind::Session
-        | TopicKind::SessionOut => None,
+        | TopicKind::SessionOut => return Ok(None),
+    }))
+}
+
+impl Decoded {
+    fn incoming(&self) -> Incoming<'_> {
+        match self {
+            Decoded::Reported(state) => Incoming::Reported(state),
+            Decoded::Progress(device, _) => Incoming::Exists(device),
+            Decoded::Health(device, sample, at_unix) => Incoming::Health {
+                device,
+                at_unix: *at_unix,
+                sample,
+            },
+            Decoded::Event(device, event) => Incoming::Event { device, event },
+            Decoded::Presence(device, online) => Incoming::Presence {
+                device,
+                online: *online,
+            },
+        }
+    }
+
+    fn device(&self) -> &DeviceId {
+        match self {
+            Decoded::Reported(state) => &state.device,
+            Decoded::Progress(device, _)
+            | Decoded::Health(device, ..)
+            | Decoded::Event(device, _)
+            | Decoded::Presence(device, _) => device,
+        }
+    }
+
+    /// The fleet event of a stored message (none for a removed device's message).
+    fn stored(self, stored: Stored, store: &Store) -> Option<FleetEvent> {
+        match (self, stored) {
+            (Decoded::Reported(state), Stored::Reported { known: true }) => {
+                store.progress.settle(&state);
+                Some(FleetEvent::Reported {
+                    device: state.device,
+                })
+            }
+            (Decoded::Progress(device, progress), Stored::Exists(true)) => store
+                .progress
+                .record(&device, progress, now_unix())
+                .then(|| store.progress.latest(&device))
+                .flatten()
+                .map(|progress| FleetEvent::Progress { device, progress }),
+            (
+                Decoded::Health(device, ..),
+                Stored::Health {
+                    known: true,
+                    revived,
+                },
+            ) => Some(match revived {
+                true => FleetEvent::Presence {
+                    device,
+                    online: true,
+                },
+                false => FleetEvent::Health { device },
+            }),
+            (Decoded::Event(device, _), Stored::Event(Some(_))) => {
+                Some(FleetEvent::Event { device })
+            }
+            (Decoded::Presence(device, online), Stored::Presence { known: true }) => {
+                Some(FleetEvent::Presence { device, online })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Decodes and stores one message; the fleet event it makes, if any (none for a removed
+/// device's message or an empty retained clear).
+pub fn ingest(store: &Store, msg: &Inbound) -> Result<Option<FleetEvent>, IngestError> {
+    let Some(decoded) = decode_message(msg)? else {
+        return Ok(None);
     };
-    Ok(event)
+    let stored = store.store_one(decoded.incoming());
+    finish(store, decoded, stored)
+}
+
+/// Decodes and stores `msgs` in one transaction; each message's fleet event or error, in
+/// order. If the transaction fails, each message is stored by itself, so one message the
+/// store refuses costs only itself.
+pub fn ingest_many(
+    store: &Store,
+    msgs: &[Inbound],
+) -> Vec<Result<Option<FleetEvent>, IngestError>> {
+    let decoded: Vec<Result<Option<Decoded>, IngestError>> =
+        msgs.iter().map(decode_message).collect();
+    let incoming: Vec<Incoming<'_>> = decoded
+        .iter()
+        .flatten()
+        .flatten()
+        .map(Decoded::incoming)
+        .collect();
+    let stored: Vec<Result<Stored, StoreError>> = match store.store_incoming(&incoming) {
+        Ok(all) => all.into_iter().map(Ok).collect(),
+        Err(_) => incoming.iter().map(|one| store.store_one(*one)).collect(),
+    };
+    let mut stored = stored.into_iter();
+    decoded
+        .into_iter()
+        .map(|decoded| {
+            let Some(decoded) = decoded? else {
+                return Ok(None);
+            };
+            // One result per incoming message, in the same order.
+            let outcome = stored.next().unwrap_or(Ok(Stored::Exists(false)));
+            finish(store, decoded, outcome)
+        })
+        .collect()
+}
+
+fn finish(
+    store: &Store,
+    decoded: Decoded,
+    stored: Result<Stored, StoreError>,
+) -> Result<Option<FleetEvent>, IngestError> {
+    match stored {
+        Ok(stored) => Ok(decoded.stored(stored, store)),
+        Err(source) => Err(IngestError::Store {
+            device: decoded.device().clone(),
+            source,
+        }),
+    }
 }
 
 /// Lets through `burst` log lines per `window`, counting the rest.
@@ -201,24 +295,38 @@ pub async fn run(
     counters: Arc<crate::metrics::IngestCounters>,
 ) {
     let mut limiter = LogLimiter::new(Duration::from_secs(60), 10);
-    while let Some(msg) = inbound.recv().await {
-        // SQLite calls are short; blocking_in_place keeps the runtime's other tasks moving.
-        let result = tokio::task::block_in_place(|| ingest(&store, &msg));
-        match result {
-            Ok(None) => {}
-            Ok(Some(done)) => {
-                counters.stored();
-                if let FleetEvent::Presence { device, online } = &done {
-                    tracing::info!(device = %device, online, "device presence changed");
-                }
-                notify.send(done);
+    let mut batch = Vec::with_capacity(BATCH);
+    while inbound.recv_many(&mut batch, BATCH).await > 0 {
+        // Store calls are short; blocking_in_place keeps the runtime's other tasks moving.
+        let results = tokio::task::block_in_place(|| ingest_many(&store, &batch));
+        for (msg, result) in batch.drain(..).zip(results) {
+            note(&msg, result, &notify, &counters, &mut limiter);
+        }
+    }
+}
+
+/// Counts, announces or logs one message's outcome.
+fn note(
+    msg: &Inbound,
+    result: Result<Option<FleetEvent>, IngestError>,
+    notify: &FleetEvents,
+    counters: &crate::metrics::IngestCounters,
+    limiter: &mut LogLimiter,
+) {
+    match result {
+        Ok(None) => {}
+        Ok(Some(done)) => {
+            counters.stored();
+            if let FleetEvent::Presence { device, online } = &done {
+                tracing::info!(device = %device, online, "device presence changed");
             }
-            Err(err) => {
-                counters.dropped();
-                let (log, dropped) = limiter.allow(Instant::now());
-                if log {
-                    tracing::warn!(topic = %msg.topic, error = %crate::api::error::error_chain(&err), suppressed = dropped, "device message dropped");
-                }
+            notify.send(done);
+        }
+        Err(err) => {
+            counters.dropped();
+            let (log, dropped) = limiter.allow(Instant::now());
+            if log {
+                tracing::warn!(topic = %msg.topic, error = %crate::api::error::error_chain(&err), suppressed = dropped, "device message dropped");
             }
         }
     }
@@ -305,6 +413,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, IngestError::WrongDevice { .. }));
+    }
+
+    #[test]
+    fn a_batch_stores_each_good_message_and_names_each_bad_one() {
+        let (store, id) = setup();
+        let gone: DeviceId = "pi-removed".parse().unwrap();
+        let mut reported = samples::reported_state(1);
+        reported.device = id.clone();
+        let health = coracle_proto::encode(&samples::health_sample());
+        let batch = [
+            msg(TopicKind::Health, &id, health.clone()),
+            msg(TopicKind::Reported, &id, vec![9, 9, 9]),
+            msg(TopicKind::Reported, &id, coracle_proto::encode(&reported)),
+            msg(TopicKind::Health, &gone, health),
+            msg(TopicKind::Desired, &id, vec![1]),
+            msg(
+                TopicKind::Events,
+                &id,
+                coracle_proto::encode(&samples::events()[0]),
+            ),
+        ];
+        let results = ingest_many(&store, &batch);
+        assert_eq!(results.len(), batch.len());
+        // The new device was offline: its first sample brings it online.
+        assert!(matches!(
+            &results[0],
+            Ok(Some(FleetEvent::Presence { online: true, .. }))
+        ));
+        assert!(matches!(&results[1], Err(IngestError::Decode { .. })));
+        assert!(matches!(&results[2], Ok(Some(FleetEvent::Reported { .. }))));
+        // A removed device's message and one for the device are stored as nothing.
+        assert!(matches!(&results[3], Ok(None)));
+        assert!(matches!(&results[4], Ok(None)));
+        assert!(matches!(&results[5], Ok(Some(FleetEvent::Event { .. }))));
+        assert_eq!(store.reported(&id).unwrap(), Some(reported));
+        assert_eq!(store.health_history(&id).unwrap().len(), 1);
+        assert_eq!(store.events(&id, 10).unwrap().len(), 1);
     }
 
     #[test]

@@ -95,15 +95,7 @@ impl Store {
 
     /// Whether a device is enrolled (a cheap primary-key lookup).
     pub fn device_exists(&self, id: &DeviceId) -> Result<bool, StoreError> {
-        self.transaction(|tx| {
-            tx.query_opt(
-                "find device",
-                "SELECT 1 FROM devices WHERE id = ?1",
-                params![id.as_str()],
-                |_| Ok(()),
-            )
-            .map(|row| row.is_some())
-        })
+        self.transaction(|tx| device_exists_in(tx, id))
     }
 
     /// Sets and removes tags of one device.
@@ -258,6 +250,17 @@ impl Store {
             .map(|(id, body)| Ok((parse_id(id)?, body)))
             .collect()
     }
+}
+
+/// [`Store::device_exists`] inside a transaction.
+pub(super) fn device_exists_in(tx: &mut Tx<'_>, id: &DeviceId) -> Result<bool, StoreError> {
+    tx.query_opt(
+        "find device",
+        "SELECT 1 FROM devices WHERE id = ?1",
+        params![id.as_str()],
+        |_| Ok(()),
+    )
+    .map(|row| row.is_some())
 }
 
 /// The tags of every device, or of device `only`, by device.

@@ -13,6 +13,7 @@ mod desired_many;
 mod devices;
 mod grants;
 mod id_lists;
+mod incoming;
 mod overview;
 mod presence;
 mod progress;
@@ -36,6 +37,7 @@ pub use api_tokens::ApiTokenRecord;
 pub use audit::AuditEntry;
 pub use desired_many::NewDesired;
 pub use devices::{DeviceRecord, NewDevice};
+pub use incoming::{Incoming, Stored};
 pub use progress::{LatestProgress, ProgressBoard};
 pub use pull_epochs::{DeviceCredentials, PullTokenDue};
 pub use rollouts::{

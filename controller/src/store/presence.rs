@@ -2,6 +2,7 @@
 //! when its MQTT last will never fires (a hung agent, a half-open TCP connection, a broker
 //! that lost the will).
 
+use super::tx::Tx;
 use super::{params, Store, StoreError};
 use coracle_proto::DeviceId;
 
@@ -24,15 +25,18 @@ impl Store {
 
     /// A heartbeat arrived: marks the device online again; true when it was offline.
     pub fn mark_heard(&self, device: &DeviceId) -> Result<bool, StoreError> {
-        let changed = self.transaction(|tx| {
-            tx.execute(
-                "mark device online",
-                "UPDATE devices SET online = 1 WHERE id = ?1 AND online = 0",
-                params![device.as_str()],
-            )
-        })?;
-        Ok(changed > 0)
+        self.transaction(|tx| mark_heard_in(tx, device))
     }
+}
+
+/// [`Store::mark_heard`] inside a transaction.
+pub(super) fn mark_heard_in(tx: &mut Tx<'_>, device: &DeviceId) -> Result<bool, StoreError> {
+    let changed = tx.execute(
+        "mark device online",
+        "UPDATE devices SET online = 1 WHERE id = ?1 AND online = 0",
+        params![device.as_str()],
+    )?;
+    Ok(changed > 0)
 }
 
 #[cfg(test)]

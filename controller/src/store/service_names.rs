@@ -3,6 +3,7 @@
 //! the controller knows them from the desired state it sent for that generation or, for a
 //! generation the device went back to, from the device's own report.
 
+use super::tx::Tx;
 use super::{params, Store, StoreError};
 use coracle_proto::{DesiredState, DeviceId, Generation, ReportedState, Signed, UpdateStatus};
 
@@ -14,30 +15,44 @@ impl Store {
         device: &DeviceId,
         generation: Generation,
     ) -> Result<Vec<String>, StoreError> {
-        if generation == Generation(0) {
-            return Ok(Vec::new());
-        }
-        let signed: Option<Vec<u8>> = self.transaction(|tx| {
-            tx.query_opt(
-                "read desired state for service names",
-                "SELECT signed FROM desired WHERE device = ?1 AND generation = ?2",
-                params![device.as_str(), generation.0 as i64],
-                |r| r.get(0),
-            )
-        })?;
-        // Our own stored state: its signature was made here, so it is only decoded.
-        let desired = signed
-            .and_then(|body| coracle_proto::decode::<Signed<DesiredState>>(&body).ok())
-            .and_then(|signed| DesiredState::decode(&signed.payload).ok());
-        if let Some(desired) = desired {
-            return Ok(names(desired.services.iter().map(|s| &s.name)));
-        }
-        Ok(self
-            .reported(device)?
-            .filter(|r| reports_committed_services(r, generation))
-            .map(|r| names(r.services.iter().map(|s| &s.name)))
-            .unwrap_or_default())
+        self.transaction(|tx| service_names_in(tx, device, generation))
     }
+}
+
+/// [`Store::service_names`] inside a transaction.
+pub(super) fn service_names_in(
+    tx: &mut Tx<'_>,
+    device: &DeviceId,
+    generation: Generation,
+) -> Result<Vec<String>, StoreError> {
+    if generation == Generation(0) {
+        return Ok(Vec::new());
+    }
+    let signed: Option<Vec<u8>> = tx.query_opt(
+        "read desired state for service names",
+        "SELECT signed FROM desired WHERE device = ?1 AND generation = ?2",
+        params![device.as_str(), generation.0 as i64],
+        |r| r.get(0),
+    )?;
+    // Our own stored state: its signature was made here, so it is only decoded.
+    let desired = signed
+        .and_then(|body| coracle_proto::decode::<Signed<DesiredState>>(&body).ok())
+        .and_then(|signed| DesiredState::decode(&signed.payload).ok());
+    if let Some(desired) = desired {
+        return Ok(names(desired.services.iter().map(|s| &s.name)));
+    }
+    let report: Option<Vec<u8>> = tx.query_opt(
+        "read reported state for service names",
+        "SELECT body FROM reported WHERE device = ?1",
+        params![device.as_str()],
+        |r| r.get(0),
+    )?;
+    // An unreadable report only costs the names.
+    Ok(report
+        .and_then(|body| serde_json::from_slice::<ReportedState>(&body).ok())
+        .filter(|r| reports_committed_services(r, generation))
+        .map(|r| names(r.services.iter().map(|s| &s.name)))
+        .unwrap_or_default())
 }
 
 /// A report lists the committed generation's services when that generation is `applied`

@@ -6,6 +6,8 @@ use coracle_proto::{DeviceId, Event, HealthSample, ReportedState};
 use serde::{Deserialize, Serialize};
 
 use super::id_lists::{in_list, CHUNK};
+use super::service_names::service_names_in;
+use super::tx::Tx;
 use super::{now_unix, params, Store, StoreError};
 
 /// Health history keeps one sample per this many seconds (the latest in the bucket).
@@ -81,24 +83,8 @@ impl Store {
     /// Replaces the device's reported state. Unknown devices are ignored (`Ok(false)`):
     /// a removed device may still have a message in flight.
     pub fn put_reported(&self, state: &ReportedState) -> Result<bool, StoreError> {
-        let body = serde_json::to_vec(state).map_err(|_| corrupt(&state.device, "reported"))?;
-        let changed = self.transaction(|tx| {
-            tx.execute(
-                "store reported state",
-                "INSERT INTO reported (device, applied, body, received_unix)
-                 SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS BLOB), CAST(?4 AS INTEGER)
-                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
-                 ON CONFLICT (device) DO UPDATE SET applied = excluded.applied,
-                   body = excluded.body, received_unix = excluded.received_unix",
-                params![
-                    state.device.as_str(),
-                    state.applied.0 as i64,
-                    &body,
-                    now_unix()
-                ],
-            )
-        })?;
-        Ok(changed > 0)
+        let body = reported_body(state)?;
+        self.transaction(|tx| put_reported_in(tx, state, &body))
     }
 
     /// The device's latest reported state.
@@ -149,14 +135,7 @@ impl Store {
 
     /// Records presence; returns whether the device is known.
     pub fn set_presence(&self, device: &DeviceId, online: bool) -> Result<bool, StoreError> {
-        let changed = self.transaction(|tx| {
-            tx.execute(
-                "store presence",
-                "UPDATE devices SET online = ?2, last_seen_unix = ?3 WHERE id = ?1",
-                params![device.as_str(), online, now_unix()],
-            )
-        })?;
-        Ok(changed > 0)
+        self.transaction(|tx| set_presence_in(tx, device, online))
     }
 
     /// Stores a health sample into its bucket, with its containers' service names, and
@@ -167,40 +146,7 @@ impl Store {
         at_unix: i64,
         sample: &HealthSample,
     ) -> Result<bool, StoreError> {
-        let services = match sample.containers.is_empty() {
-            true => Vec::new(),
-            false => self.service_names(device, sample.generation)?,
-        };
-        let body = HealthBody {
-            sample: sample.clone(),
-            services,
-        };
-        let body = serde_json::to_vec(&body).map_err(|_| corrupt(device, "health"))?;
-        let bucket = at_unix - at_unix.rem_euclid(HEALTH_BUCKET_SECS);
-        let changed = self.transaction(|tx| {
-            let changed = tx.execute(
-                "store health sample",
-                "INSERT INTO health (device, bucket_unix, body)
-                 SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS BLOB)
-                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
-                 ON CONFLICT (device, bucket_unix) DO UPDATE SET body = excluded.body",
-                params![device.as_str(), bucket, &body],
-            )?;
-            tx.execute(
-                "store last seen",
-                "UPDATE devices SET last_seen_unix = ?2 WHERE id = ?1",
-                params![device.as_str(), at_unix],
-            )?;
-            tx.execute(
-                "trim health history",
-                "DELETE FROM health WHERE device = ?1 AND bucket_unix <=
-                   (SELECT bucket_unix FROM health WHERE device = ?1
-                    ORDER BY bucket_unix DESC LIMIT 1 OFFSET ?2)",
-                params![device.as_str(), HEALTH_POINTS_KEPT],
-            )?;
-            Ok(changed)
-        })?;
-        Ok(changed > 0)
+        self.transaction(|tx| add_health_in(tx, device, at_unix, sample))
     }
 
     /// The device's health history, oldest first.
@@ -231,28 +177,8 @@ impl Store {
 
     /// Appends an event and trims the device's log.
     pub fn add_event(&self, device: &DeviceId, event: &Event) -> Result<Option<i64>, StoreError> {
-        let body = serde_json::to_vec(event).map_err(|_| corrupt(device, "event"))?;
-        let at_unix = i64::try_from(event.at_unix_s).unwrap_or(i64::MAX);
-        self.transaction(|tx| {
-            let id: Option<i64> = tx.query_opt(
-                "store event",
-                "INSERT INTO events (device, at_unix, received_unix, body)
-                 SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS INTEGER), CAST(?4 AS BLOB)
-                 WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
-                 RETURNING id",
-                params![device.as_str(), at_unix, now_unix(), &body],
-                |r| r.get(0),
-            )?;
-            let Some(id) = id else {
-                return Ok(None);
-            };
-            tx.execute(
-                "trim events",
-                "DELETE FROM events WHERE device = ?1 AND id <= ?2",
-                params![device.as_str(), id - EVENTS_KEPT],
-            )?;
-            Ok(Some(id))
-        })
+        let body = event_body(device, event)?;
+        self.transaction(|tx| add_event_in(tx, device, event, &body))
     }
 
     /// The device's latest `limit` events, newest first.
@@ -278,6 +204,121 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A reported state as stored.
+pub(super) fn reported_body(state: &ReportedState) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(state).map_err(|_| corrupt(&state.device, "reported"))
+}
+
+/// An event as stored.
+pub(super) fn event_body(device: &DeviceId, event: &Event) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(event).map_err(|_| corrupt(device, "event"))
+}
+
+/// [`Store::put_reported`] inside a transaction, `body` from [`reported_body`].
+pub(super) fn put_reported_in(
+    tx: &mut Tx<'_>,
+    state: &ReportedState,
+    body: &[u8],
+) -> Result<bool, StoreError> {
+    let changed = tx.execute(
+        "store reported state",
+        "INSERT INTO reported (device, applied, body, received_unix)
+         SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS BLOB), CAST(?4 AS INTEGER)
+         WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+         ON CONFLICT (device) DO UPDATE SET applied = excluded.applied,
+           body = excluded.body, received_unix = excluded.received_unix",
+        params![
+            state.device.as_str(),
+            state.applied.0 as i64,
+            body,
+            now_unix()
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
+/// [`Store::set_presence`] inside a transaction.
+pub(super) fn set_presence_in(
+    tx: &mut Tx<'_>,
+    device: &DeviceId,
+    online: bool,
+) -> Result<bool, StoreError> {
+    let changed = tx.execute(
+        "store presence",
+        "UPDATE devices SET online = ?2, last_seen_unix = ?3 WHERE id = ?1",
+        params![device.as_str(), online, now_unix()],
+    )?;
+    Ok(changed > 0)
+}
+
+/// [`Store::add_health`] inside a transaction.
+pub(super) fn add_health_in(
+    tx: &mut Tx<'_>,
+    device: &DeviceId,
+    at_unix: i64,
+    sample: &HealthSample,
+) -> Result<bool, StoreError> {
+    let services = match sample.containers.is_empty() {
+        true => Vec::new(),
+        false => service_names_in(tx, device, sample.generation)?,
+    };
+    let body = HealthBody {
+        sample: sample.clone(),
+        services,
+    };
+    let body = serde_json::to_vec(&body).map_err(|_| corrupt(device, "health"))?;
+    let bucket = at_unix - at_unix.rem_euclid(HEALTH_BUCKET_SECS);
+    let changed = tx.execute(
+        "store health sample",
+        "INSERT INTO health (device, bucket_unix, body)
+         SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS BLOB)
+         WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+         ON CONFLICT (device, bucket_unix) DO UPDATE SET body = excluded.body",
+        params![device.as_str(), bucket, &body],
+    )?;
+    tx.execute(
+        "store last seen",
+        "UPDATE devices SET last_seen_unix = ?2 WHERE id = ?1",
+        params![device.as_str(), at_unix],
+    )?;
+    tx.execute(
+        "trim health history",
+        "DELETE FROM health WHERE device = ?1 AND bucket_unix <=
+           (SELECT bucket_unix FROM health WHERE device = ?1
+            ORDER BY bucket_unix DESC LIMIT 1 OFFSET ?2)",
+        params![device.as_str(), HEALTH_POINTS_KEPT],
+    )?;
+    Ok(changed > 0)
+}
+
+/// [`Store::add_event`] inside a transaction, `body` from [`event_body`].
+pub(super) fn add_event_in(
+    tx: &mut Tx<'_>,
+    device: &DeviceId,
+    event: &Event,
+    body: &[u8],
+) -> Result<Option<i64>, StoreError> {
+    let at_unix = i64::try_from(event.at_unix_s).unwrap_or(i64::MAX);
+    let id: Option<i64> = tx.query_opt(
+        "store event",
+        "INSERT INTO events (device, at_unix, received_unix, body)
+         SELECT CAST(?1 AS TEXT), CAST(?2 AS INTEGER), CAST(?3 AS INTEGER), CAST(?4 AS BLOB)
+         WHERE EXISTS (SELECT 1 FROM devices WHERE id = ?1)
+         RETURNING id",
+        params![device.as_str(), at_unix, now_unix(), body],
+        |r| r.get(0),
+    )?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    tx.execute(
+        "trim events",
+        "DELETE FROM events WHERE device = ?1 AND id <= ?2",
+        params![device.as_str(), id - EVENTS_KEPT],
+    )?;
+    Ok(Some(id))
 }
 
 #[cfg(test)]
