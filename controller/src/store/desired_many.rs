@@ -8,7 +8,7 @@ use coracle_proto::{DeviceId, Generation};
 
 use super::backend::Value;
 use super::devices::parse_id;
-use super::id_lists::{in_list, placeholders, CHUNK};
+use super::id_lists::{placeholders, query_by_devices, CHUNK};
 use super::{now_unix, Store, StoreError};
 
 /// One device's next signed desired state, for [`Store::put_desired_many`].
@@ -27,17 +27,13 @@ impl Store {
     /// Which of `devices` are enrolled.
     pub fn existing_devices(&self, devices: &[DeviceId]) -> Result<HashSet<DeviceId>, StoreError> {
         let rows: Vec<String> = self.transaction(|tx| {
-            let mut rows = Vec::new();
-            for chunk in devices.chunks(CHUNK) {
-                let (list, ids) = in_list(chunk);
-                rows.extend(tx.query(
-                    "read which devices exist",
-                    &format!("SELECT id FROM devices WHERE id IN ({list})"),
-                    &ids,
-                    |r| r.get(0),
-                )?);
-            }
-            Ok(rows)
+            query_by_devices(
+                tx,
+                "read which devices exist",
+                devices,
+                |list| format!("SELECT id FROM devices WHERE id IN ({list})"),
+                |r| r.get(0),
+            )
         })?;
         rows.into_iter().map(parse_id).collect()
     }
@@ -49,23 +45,21 @@ impl Store {
         devices: &[DeviceId],
     ) -> Result<HashMap<DeviceId, Generation>, StoreError> {
         let rows: Vec<(String, i64)> = self.transaction(|tx| {
-            let mut rows = Vec::new();
-            for chunk in devices.chunks(CHUNK) {
-                let (list, ids) = in_list(chunk);
-                rows.extend(tx.query(
-                    "read desired generations",
-                    &format!(
+            query_by_devices(
+                tx,
+                "read desired generations",
+                devices,
+                |list| {
+                    format!(
                         "SELECT device, max(generation) FROM (
                            SELECT device, generation FROM desired WHERE device IN ({list})
                            UNION ALL SELECT device, generation FROM retired_generations
                              WHERE device IN ({list})) AS known
                          GROUP BY device"
-                    ),
-                    &ids,
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?);
-            }
-            Ok(rows)
+                    )
+                },
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })?;
         rows.into_iter()
             .map(|(id, g)| Ok((parse_id(id)?, generation(g))))
@@ -79,19 +73,17 @@ impl Store {
         devices: &[DeviceId],
     ) -> Result<HashMap<DeviceId, (Generation, Vec<u8>)>, StoreError> {
         let rows: Vec<(String, i64, Vec<u8>)> = self.transaction(|tx| {
-            let mut rows = Vec::new();
-            for chunk in devices.chunks(CHUNK) {
-                let (list, ids) = in_list(chunk);
-                rows.extend(tx.query(
-                    "read signed desired states",
-                    &format!(
+            query_by_devices(
+                tx,
+                "read signed desired states",
+                devices,
+                |list| {
+                    format!(
                         "SELECT device, generation, signed FROM desired WHERE device IN ({list})"
-                    ),
-                    &ids,
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?);
-            }
-            Ok(rows)
+                    )
+                },
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
         })?;
         rows.into_iter()
             .map(|(id, g, signed)| Ok((parse_id(id)?, (generation(g), signed))))

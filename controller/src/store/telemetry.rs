@@ -5,7 +5,7 @@
 use coracle_proto::{DeviceId, Event, HealthSample, ReportedState};
 use serde::{Deserialize, Serialize};
 
-use super::id_lists::{in_list, CHUNK};
+use super::id_lists::query_by_devices;
 use super::service_names::service_names_in;
 use super::tx::Tx;
 use super::{now_unix, params, Store, StoreError};
@@ -108,17 +108,13 @@ impl Store {
         devices: &[DeviceId],
     ) -> Result<std::collections::HashMap<DeviceId, ReportedState>, StoreError> {
         let rows: Vec<(String, Vec<u8>)> = self.transaction(|tx| {
-            let mut rows = Vec::new();
-            for chunk in devices.chunks(CHUNK) {
-                let (list, ids) = in_list(chunk);
-                rows.extend(tx.query(
-                    "read reported states",
-                    &format!("SELECT device, body FROM reported WHERE device IN ({list})"),
-                    &ids,
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?);
-            }
-            Ok(rows)
+            query_by_devices(
+                tx,
+                "read reported states",
+                devices,
+                |list| format!("SELECT device, body FROM reported WHERE device IN ({list})"),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })?;
         rows.into_iter()
             .map(|(device, body)| {
