@@ -28,12 +28,29 @@ fetch_arch() {
   local apt=(-o "APT::Architecture=$VM_ARCH" -o "APT::Architectures=$VM_ARCH"
     -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache"
     -o "Dir::State::status=/dev/null" -o "Debug::NoLocking=1")
-  if ! apt-get "${apt[@]}" -qq update 2>"$state/update.err"; then
+  # A mirror in the middle of a sync serves an index that does not match its Release file
+  # for a while ("File has unexpected size"): try again before giving up.
+  local attempt=1 updated=0
+  while :; do
+    if apt-get "${apt[@]}" -qq update 2>"$state/update.err"; then
+      updated=1
+      break
+    fi
+    [ "$attempt" -lt 3 ] || break
+    vm_log "$VM_ARCH: apt-get update failed ($(tail -n 1 "$state/update.err")); again in $((attempt * 15)) s"
+    sleep $((attempt * 15))
+    attempt=$((attempt + 1))
+  done
+  if [ "$updated" = 0 ]; then
     if [ -s "$VM_DIR/kernel.package" ]; then
       vm_log "$VM_ARCH: apt-get update failed ($(tail -n 1 "$state/update.err")); using the cached $(cat "$VM_DIR/kernel.package")"
       return 0
     fi
-    vm_die "$VM_ARCH: apt-get update failed and nothing is cached: $(cat "$state/update.err")"
+    # One index failing (bookworm-security mid-sync) leaves the others fetched: go on with
+    # them while they still name a kernel.
+    apt-cache "${apt[@]}" show "$VM_KERNEL_META" >/dev/null 2>&1 ||
+      vm_die "$VM_ARCH: apt-get update failed and nothing is cached: $(cat "$state/update.err")"
+    vm_log "$VM_ARCH: apt-get update failed for some indexes ($(head -n 1 "$state/update.err")); going on with those it fetched"
   fi
   # The meta package depends on the versioned one (linux-image-6.1.0-N-arm64).
   local kpkg
