@@ -53,7 +53,9 @@ qemu=("${VM_QEMU[@]}" -smp 1 -accel tcg -m "$mem" -kernel "$kernel" -initrd "$in
 if [ "$net" = 1 ]; then
   netdev="user,id=n0"
   for f in "${forwards[@]}"; do netdev+=",hostfwd=$f"; done
-  qemu+=(-netdev "$netdev" -device 'virtio-net-pci,netdev=n0')
+  # romfile= : no option ROM (firmware netboot code); the kernel is booted directly, and
+  # without Debian's ipxe-qemu (a recommends of qemu-system-arm) QEMU refuses the device.
+  qemu+=(-netdev "$netdev" -device 'virtio-net-pci,netdev=n0,romfile=')
 else
   qemu+=(-nic none)
 fi
