@@ -26,6 +26,10 @@ pub struct ApplyDeltaArgs {
     /// Where to write the rebuilt layer tar; written only if its digest checks out.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// The diff_id the rebuilt layer must have. A whole-layer delta (made for small
+    /// layers) does not carry it, so it needs this; other deltas are checked against it.
+    #[arg(long = "diff-id")]
+    pub diff_id: Option<Digest>,
     /// Memory budget in bytes for applying.
     #[arg(long, default_value_t = delta::DEFAULT_BUDGET)]
     pub budget: u64,
@@ -57,23 +61,23 @@ pub fn apply_delta(args: &ApplyDeltaArgs) -> anyhow::Result<Digest> {
     if dirs.is_empty() {
         // Every base's diff_id is known: match them to the delta's header by name.
         let given: Vec<String> = unpacked.iter().map(|(id, _)| id.to_string()).collect();
-        let resolve = |wanted: &[Digest]| {
+        let resolve = |wanted: &[delta::BaseName]| {
             wanted
                 .iter()
                 .map(
-                    |id| match unpacked.iter().position(|(have, _)| have == id) {
+                    |name| match unpacked.iter().position(|(have, _)| name.names(have)) {
                         Some(i) => Ok(unpacked.swap_remove(i).1),
-                        None => Err(delta::DeltaError::MissingBase { diff_id: *id }),
+                        None => Err(delta::DeltaError::MissingBase { base: *name }),
                     },
                 )
                 .collect()
         };
-        return delta::apply_to_file_with(file, &args.output, args.budget, resolve)
+        return delta::apply_to_file_with(file, &args.output, args.budget, args.diff_id, resolve)
             .with_context(|| format!("the old layers given are {}", given.join(", ")))
             .with_context(context);
     }
     dirs.extend(unpacked.into_iter().map(|(_, dir)| dir));
-    delta::apply_to_file(file, dirs, &args.output, args.budget).with_context(context)
+    delta::apply_to_file(file, dirs, args.diff_id, &args.output, args.budget).with_context(context)
 }
 
 fn scan(dir: &Path) -> anyhow::Result<BaseDir> {

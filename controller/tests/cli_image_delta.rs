@@ -93,8 +93,13 @@ fn delta_create_then_apply_rebuilds_new_tar_byte_for_byte() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(report.contains("full zstd"), "{report}");
+    let new_diff_id = report
+        .split_whitespace()
+        .find(|word| word.starts_with("sha256:"))
+        .expect("create names the new layer")
+        .to_string();
     assert!(
         std::fs::metadata(d.join("delta")).unwrap().len() < 50_000,
         "{report}"
@@ -111,16 +116,32 @@ fn delta_create_then_apply_rebuilds_new_tar_byte_for_byte() {
         &limits,
     )
     .unwrap();
-    let out = coracle(&[
-        "image".as_ref(),
-        "delta".as_ref(),
-        "apply".as_ref(),
-        "--from-dir".as_ref(),
-        old_dir.as_os_str(),
-        d.join("delta").as_os_str(),
-        "-o".as_ref(),
-        d.join("rebuilt.tar").as_os_str(),
-    ]);
+    let apply = |diff_id: Option<&str>, output: &str| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "image".into(),
+            "delta".into(),
+            "apply".into(),
+            "--from-dir".into(),
+            old_dir.clone().into_os_string(),
+            d.join("delta").into_os_string(),
+            "-o".into(),
+            d.join(output).into_os_string(),
+        ];
+        if let Some(id) = diff_id {
+            args.extend(["--diff-id".into(), id.into()]);
+        }
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        coracle(&args)
+    };
+    // A small layer's delta is one frame over the whole old tar and does not name the new
+    // layer: applying it needs the diff_id, and without it says so.
+    assert!(report.contains("whole layer"), "{report}");
+    let out = apply(None, "rebuilt.tar");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give its diff_id"), "{err}");
+    assert!(!d.join("rebuilt.tar").exists());
+    let out = apply(Some(&new_diff_id), "rebuilt.tar");
     assert!(
         out.status.success(),
         "{}",
@@ -133,16 +154,7 @@ fn delta_create_then_apply_rebuilds_new_tar_byte_for_byte() {
 
     // A different base: refused with the digest named, no output left.
     std::fs::write(old_dir.join("bin/busybox"), &new[..old.len()]).unwrap();
-    let out = coracle(&[
-        "image".as_ref(),
-        "delta".as_ref(),
-        "apply".as_ref(),
-        "--from-dir".as_ref(),
-        old_dir.as_os_str(),
-        d.join("delta").as_os_str(),
-        "-o".as_ref(),
-        d.join("bad.tar").as_os_str(),
-    ]);
+    let out = apply(Some(&new_diff_id), "bad.tar");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sha256:"), "{err}");

@@ -136,6 +136,7 @@ fn delta_rebuilds_new_tar_byte_for_byte_and_is_small() {
     let digest = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
         vec![delta::BaseDir::scan(old_dir).unwrap()],
+        Some(Digest::of(&p.new_bytes)),
         &out,
         SMALL_BUDGET,
     )
@@ -163,6 +164,7 @@ fn delta_applies_into_store_in_one_pass() {
     let diff_id = apply_to_store(
         &store,
         std::fs::File::open(&delta_path).unwrap(),
+        &Digest::of(&p.new_bytes),
         delta::DEFAULT_BUDGET,
     )
     .unwrap();
@@ -191,6 +193,7 @@ fn delta_on_a_changed_base_fails_and_writes_nothing() {
     let err = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
         vec![delta::BaseDir::scan(old_dir).unwrap()],
+        Some(Digest::of(&p.new_bytes)),
         &out,
         delta::DEFAULT_BUDGET,
     )
@@ -214,6 +217,7 @@ fn delta_refuses_a_budget_below_its_windows() {
     let err = apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
         vec![delta::BaseDir::scan(old_dir).unwrap()],
+        Some(Digest::of(&p.new_bytes)),
         &out,
         16 << 20,
     )
@@ -240,11 +244,12 @@ fn delta_with_missing_base_in_store_names_it() {
     let err = apply_to_store(
         &store,
         std::fs::File::open(&delta_path).unwrap(),
+        &Digest::of(&p.new_bytes),
         delta::DEFAULT_BUDGET,
     )
     .unwrap_err();
     assert!(
-        matches!(err, DeltaError::MissingBase { diff_id } if diff_id == old_id),
+        matches!(err, DeltaError::MissingBase { base } if base.names(&old_id)),
         "{err}"
     );
     assert!(store.layers().unwrap().is_empty());
@@ -265,6 +270,19 @@ fn delta_old_paths_cannot_leave_the_base_layer() {
 /// Encode `new` against `old` (both layer tars) at the default budget, apply it, check the
 /// rebuild is byte for byte, and give back the report.
 fn round_trip(old: &[u8], new: &[u8]) -> delta::EncodeReport {
+    round_trip_with(old, new, &EncodeOptions::default())
+}
+
+/// [`round_trip`] with only the op stream (no whole-layer delta): for what it alone does.
+fn round_trip_ops(old: &[u8], new: &[u8]) -> delta::EncodeReport {
+    let options = EncodeOptions {
+        try_whole: false,
+        ..EncodeOptions::default()
+    };
+    round_trip_with(old, new, &options)
+}
+
+fn round_trip_with(old: &[u8], new: &[u8], options: &EncodeOptions) -> delta::EncodeReport {
     let dir = tempfile::tempdir().unwrap();
     let new_tar = dir.path().join("new.tar");
     std::fs::write(&new_tar, new).unwrap();
@@ -281,13 +299,14 @@ fn round_trip(old: &[u8], new: &[u8]) -> delta::EncodeReport {
         &[base],
         dir.path(),
         std::fs::File::create(&delta_path).unwrap(),
-        &EncodeOptions::default(),
+        options,
     )
     .unwrap();
     let out = dir.path().join("rebuilt.tar");
     apply_to_file(
         std::fs::File::open(&delta_path).unwrap(),
         vec![delta::BaseDir::scan(old_dir).unwrap()],
+        Some(Digest::of(new)),
         &out,
         delta::DEFAULT_BUDGET,
     )
@@ -375,7 +394,7 @@ fn old_format_delta_is_refused_by_name() {
     let artifact = zstd::bulk::compress(&tar.into_inner().unwrap(), 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("new.tar");
-    let err = apply_to_file(&artifact[..], vec![], &out, delta::DEFAULT_BUDGET).unwrap_err();
+    let err = apply_to_file(&artifact[..], vec![], None, &out, delta::DEFAULT_BUDGET).unwrap_err();
     assert!(matches!(err, DeltaError::Version { found: 1 }), "{err:?}");
     assert!(err.to_string().contains("version 1"), "{err}");
     assert!(!out.exists());
@@ -428,7 +447,7 @@ fn many_small_text_changes_are_batched_and_rebuild() {
         let at = 100 + i % 500;
         body[at..at + 5].copy_from_slice(b"2.0.1");
     }
-    let report = round_trip(&tar_of(&old), &tar_of(&new));
+    let report = round_trip_ops(&tar_of(&old), &tar_of(&new));
     assert!(report.batched_bytes > 90 * 1800, "{report:?}");
     assert_eq!(report.format_version, 3, "{report:?}");
 }
@@ -438,7 +457,7 @@ fn a_delta_without_new_ops_stays_readable_by_version_2_agents() {
     let old = many_files(50, 300);
     let mut new = old.clone();
     new.push(("lib/pkg/extra.py".into(), b"print('new')\n".to_vec()));
-    let report = round_trip(&tar_of(&old), &tar_of(&new));
+    let report = round_trip_ops(&tar_of(&old), &tar_of(&new));
     assert_eq!(report.format_version, 2, "{report:?}");
 }
 
@@ -492,6 +511,7 @@ fn hostile_batch_ops_are_errors_that_say_what_was_wrong() {
         let result = apply_to_file(
             &artifact(&header, &ops)[..],
             bases,
+            None,
             &out,
             delta::DEFAULT_BUDGET,
         );
@@ -542,6 +562,7 @@ fn hostile_batch_ops_are_errors_that_say_what_was_wrong() {
     let err = apply_to_file(
         &artifact(&header, &ops)[..],
         bases,
+        None,
         &out,
         delta::DEFAULT_BUDGET,
     )
@@ -577,6 +598,7 @@ fn hostile_batch_ops_are_errors_that_say_what_was_wrong() {
     let err = apply_to_file(
         &artifact(&header, &ops)[..],
         bases,
+        None,
         &out,
         delta::DEFAULT_BUDGET,
     )

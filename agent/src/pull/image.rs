@@ -250,7 +250,7 @@ impl Puller<'_> {
             })
         });
         let applied = opened.and_then(|file| {
-            apply_to_store(self.store, file, self.delta_budget).map_err(|source| {
+            apply_to_store(self.store, file, diff_id, self.delta_budget).map_err(|source| {
                 PullError::ApplyDelta {
                     diff_id: *diff_id,
                     source: Box::new(source),

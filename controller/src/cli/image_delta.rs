@@ -20,7 +20,7 @@ pub enum DeltaCommand {
         /// The new layer tar (uncompressed).
         #[arg(long = "to")]
         to: PathBuf,
-        /// Where to write the delta (tar+zstd).
+        /// Where to write the delta (tar+zstd, or a whole-layer delta for a small layer).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
         /// zstd level for literals, patches and the delta stream.
@@ -40,6 +40,10 @@ pub enum DeltaCommand {
         /// Where to write the rebuilt tar; written only if its digest matches.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        /// The diff_id the rebuilt layer must have (`create` prints it). A whole-layer delta
+        /// does not carry it, so it needs this; other deltas are checked against it.
+        #[arg(long = "diff-id")]
+        diff_id: Option<coracle_images::Digest>,
         /// Memory budget (bytes) for applying.
         #[arg(long, default_value_t = delta::DEFAULT_BUDGET)]
         budget: u64,
@@ -60,6 +64,7 @@ impl DeltaCommand {
                 from_dir,
                 delta,
                 output,
+                diff_id,
                 budget,
             } => {
                 return_large_buffers_to_os();
@@ -72,7 +77,7 @@ impl DeltaCommand {
                             .with_context(|| format!("list old layer {}", dir.display()))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                let digest = delta::apply_to_file(file, bases, &output, budget)
+                let digest = delta::apply_to_file(file, bases, diff_id, &output, budget)
                     .with_context(|| format!("apply delta {}", delta.display()))?;
                 println!("rebuilt {} ({digest})", output.display());
                 Ok(())
@@ -140,6 +145,13 @@ fn create(from: &Path, to: &Path, output: &Path, level: i32, budget: u64) -> any
         report.delta_bytes,
         output.display()
     );
+    if report.format_version == delta::whole::WHOLE_FORMAT_VERSION {
+        println!(
+            "  whole layer one zstd frame over the old tar (the op stream was {} bytes); \
+             apply it with --diff-id",
+            report.ops_delta_bytes
+        );
+    }
     println!(
         "  built from  literal {} / copied {} / zstd-patched {} / bsdiff-patched {} bytes",
         report.literal_bytes,

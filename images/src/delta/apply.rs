@@ -3,7 +3,7 @@
 //! and one payload; literal and copy ops stream through a small buffer.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,11 @@ use tracing::info;
 use super::batch::BatchPart;
 use super::op::{invalid, OldRef, Op, OpCodec, PatchMethod, PatchShape};
 use super::patch::{bsdiff_apply, unbzip2, unbzip2_split, zstd_ref_decode};
+use super::whole::{
+    decode_whole, rebuild_base_tar, WholeHeader, PREFIX_LEN, WHOLE_FORMAT_VERSION, WHOLE_MAGIC,
+};
 use super::{
-    DeltaError, DeltaHeader, FORMAT_VERSION, OLDEST_FORMAT_VERSION, OUTER_WINDOW_LOG,
+    DeltaError, DeltaHeader, OLDEST_FORMAT_VERSION, OPS_FORMAT_VERSION, OUTER_WINDOW_LOG,
     SKELETON_CHUNK,
 };
 use crate::digest::{Digest, DigestHasher};
@@ -66,6 +69,53 @@ impl BaseDir {
     }
 }
 
+/// How a delta names a base layer: by diff_id (the tar container's `delta.json`), or by the
+/// first bytes of it (a whole-layer delta, [`super::whole`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseName {
+    DiffId(Digest),
+    Prefix([u8; PREFIX_LEN]),
+}
+
+impl BaseName {
+    /// Whether `diff_id` is the layer this names.
+    pub fn names(&self, diff_id: &Digest) -> bool {
+        match self {
+            BaseName::DiffId(d) => d == diff_id,
+            BaseName::Prefix(prefix) => diff_id.as_bytes()[..PREFIX_LEN] == prefix[..],
+        }
+    }
+}
+
+impl std::fmt::Display for BaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseName::DiffId(d) => write!(f, "{d}"),
+            BaseName::Prefix(prefix) => {
+                f.write_str("sha256:")?;
+                prefix.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+                f.write_str("…")
+            }
+        }
+    }
+}
+
+/// Where ops come from: the decompressed `ops` entry of a tar container, or nothing for a
+/// whole-layer delta, whose new tar is decoded when it is opened.
+enum Body<R: Read> {
+    Ops(io::Take<zstd::stream::read::Decoder<'static, BufReader<R>>>),
+    Whole,
+}
+
+impl<R: Read> Read for Body<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::Ops(ops) => ops.read(buf),
+            Body::Whole => Ok(0),
+        }
+    }
+}
+
 enum Pending {
     Nothing,
     Literal(u64),
@@ -83,7 +133,7 @@ enum Pending {
 
 /// The rebuilt tar stream of the delta's new layer.
 pub struct DeltaReader<R: Read> {
-    ops: io::Take<zstd::stream::read::Decoder<'static, BufReader<R>>>,
+    ops: Body<R>,
     header: DeltaHeader,
     bases: Vec<BaseDir>,
     pending: Pending,
@@ -112,8 +162,14 @@ impl<R: Read> std::fmt::Debug for DeltaReader<R> {
 
 impl<R: Read> DeltaReader<R> {
     /// Open a delta against the unpacked base layer dirs, in the order of its header.
-    pub fn open(delta: R, bases: Vec<BaseDir>, budget: u64) -> Result<Self, DeltaError> {
-        Self::open_with(delta, budget, |ids| {
+    /// `expected` is the layer the caller wants; a whole-layer delta needs it.
+    pub fn open(
+        delta: R,
+        bases: Vec<BaseDir>,
+        expected: Option<Digest>,
+        budget: u64,
+    ) -> Result<Self, DeltaError> {
+        Self::open_with(delta, budget, expected, |ids| {
             if ids.len() == bases.len() {
                 Ok(bases)
             } else {
@@ -125,14 +181,21 @@ impl<R: Read> DeltaReader<R> {
         })
     }
 
-    /// Open a delta, mapping the base diff_ids its header names to unpacked layer dirs.
+    /// Open a delta, mapping the bases it names to unpacked layer dirs. A delta that
+    /// rebuilds another layer than `expected` is refused before anything is written.
     pub fn open_with(
         delta: R,
         budget: u64,
-        resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<BaseDir>, DeltaError>,
+        expected: Option<Digest>,
+        resolve_bases: impl FnOnce(&[BaseName]) -> Result<Vec<BaseDir>, DeltaError>,
     ) -> Result<Self, DeltaError> {
         let read = DeltaError::ReadDelta;
-        let mut outer = zstd::stream::read::Decoder::new(delta).map_err(read)?;
+        let mut delta = BufReader::new(delta);
+        if delta.fill_buf().map_err(read)?.starts_with(&WHOLE_MAGIC) {
+            delta.consume(WHOLE_MAGIC.len());
+            return Self::open_whole(delta, budget, expected, resolve_bases);
+        }
+        let mut outer = zstd::stream::read::Decoder::with_buffer(delta).map_err(read)?;
         outer.window_log_max(OUTER_WINDOW_LOG).map_err(read)?;
         let json_len = read_tar_header(&mut outer, "delta.json")?;
         if json_len > MAX_HEADER_JSON {
@@ -145,7 +208,7 @@ impl<R: Read> DeltaReader<R> {
         outer.read_exact(&mut json).map_err(read)?;
         skip_padding(&mut outer, json_len)?;
         let header: DeltaHeader = serde_json::from_slice(&json).map_err(DeltaError::ParseHeader)?;
-        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version) {
+        if !(OLDEST_FORMAT_VERSION..=OPS_FORMAT_VERSION).contains(&header.version) {
             return Err(DeltaError::Version {
                 found: header.version,
             });
@@ -156,13 +219,79 @@ impl<R: Read> DeltaReader<R> {
                 budget,
             });
         }
-        let bases = resolve_bases(&header.bases)?;
+        if let Some(expected) = expected.filter(|e| *e != header.new_diff_id) {
+            return Err(DeltaError::WrongLayer {
+                expected,
+                found: header.new_diff_id,
+            });
+        }
+        let names: Vec<BaseName> = header.bases.iter().map(|d| BaseName::DiffId(*d)).collect();
+        let bases = resolve_bases(&names)?;
         let ops_len = read_tar_header(&mut outer, "ops")?;
-        Ok(Self {
-            ops: outer.take(ops_len),
+        Ok(Self::new(
+            Body::Ops(outer.take(ops_len)),
             header,
             bases,
-            pending: Pending::Nothing,
+            Pending::Nothing,
+        ))
+    }
+
+    /// A whole-layer delta (after its magic): the base rebuilt as a tar and the new tar
+    /// decoded from it now, within the budget, then served as it is hashed.
+    fn open_whole(
+        mut delta: BufReader<R>,
+        budget: u64,
+        expected: Option<Digest>,
+        resolve_bases: impl FnOnce(&[BaseName]) -> Result<Vec<BaseDir>, DeltaError>,
+    ) -> Result<Self, DeltaError> {
+        let whole = WholeHeader::read(&mut delta).map_err(DeltaError::ReadDelta)?;
+        let new_diff_id = expected.ok_or(DeltaError::NeedsDiffId)?;
+        if whole.memory_needed() > budget {
+            return Err(DeltaError::Budget {
+                needed: whole.memory_needed(),
+                budget,
+            });
+        }
+        let bases = resolve_bases(&[BaseName::Prefix(whole.base_prefix)])?;
+        let [base] = &bases[..] else {
+            return Err(DeltaError::BaseCount {
+                expected: 1,
+                given: bases.len(),
+            });
+        };
+        let reference = rebuild_base_tar(&base.dir, whole.ref_len).map_err(|source| {
+            DeltaError::RebuildBase {
+                dir: base.dir.clone(),
+                source,
+            }
+        })?;
+        let tar =
+            decode_whole(&whole, &reference, &mut delta).map_err(|source| DeltaError::Rebuild {
+                diff_id: new_diff_id,
+                source,
+            })?;
+        drop(reference);
+        let header = DeltaHeader {
+            version: WHOLE_FORMAT_VERSION,
+            new_diff_id,
+            new_size: whole.new_size,
+            bases: Vec::new(),
+            window: 0,
+        };
+        Ok(Self::new(
+            Body::Whole,
+            header,
+            bases,
+            Pending::Buffer(tar, 0),
+        ))
+    }
+
+    fn new(ops: Body<R>, header: DeltaHeader, bases: Vec<BaseDir>, pending: Pending) -> Self {
+        Self {
+            ops,
+            header,
+            bases,
+            pending,
             hasher: Some(DigestHasher::default()),
             skeleton: Vec::new(),
             skeleton_pos: 0,
@@ -171,7 +300,7 @@ impl<R: Read> DeltaReader<R> {
             codec: OpCodec::default(),
             batch: Vec::new(),
             batch_pos: 0,
-        })
+        }
     }
 
     pub fn header(&self) -> &DeltaHeader {
@@ -179,6 +308,12 @@ impl<R: Read> DeltaReader<R> {
     }
 
     fn next_op(&mut self) -> io::Result<()> {
+        if matches!(self.ops, Body::Whole) {
+            // The whole new tar was served from the buffer decoded at open.
+            self.verify()?;
+            self.pending = Pending::Done;
+            return Ok(());
+        }
         let padding = self.codec.padding();
         let rest = &self.skeleton[self.skeleton_pos..];
         let op = self
@@ -590,10 +725,11 @@ fn rebuild_error(diff_id: Digest, source: io::Error) -> DeltaError {
 pub fn apply_to_file(
     delta: impl Read,
     bases: Vec<BaseDir>,
+    expected: Option<Digest>,
     out: &Path,
     budget: u64,
 ) -> Result<Digest, DeltaError> {
-    write_rebuilt(DeltaReader::open(delta, bases, budget)?, out)
+    write_rebuilt(DeltaReader::open(delta, bases, expected, budget)?, out)
 }
 
 /// [`apply_to_file`] with the bases looked up by the diff_ids the delta's header names, so a
@@ -602,9 +738,13 @@ pub fn apply_to_file_with(
     delta: impl Read,
     out: &Path,
     budget: u64,
-    resolve_bases: impl FnOnce(&[Digest]) -> Result<Vec<BaseDir>, DeltaError>,
+    expected: Option<Digest>,
+    resolve_bases: impl FnOnce(&[BaseName]) -> Result<Vec<BaseDir>, DeltaError>,
 ) -> Result<Digest, DeltaError> {
-    write_rebuilt(DeltaReader::open_with(delta, budget, resolve_bases)?, out)
+    write_rebuilt(
+        DeltaReader::open_with(delta, budget, expected, resolve_bases)?,
+        out,
+    )
 }
 
 fn write_rebuilt(mut reader: DeltaReader<impl Read>, out: &Path) -> Result<Digest, DeltaError> {
@@ -628,19 +768,27 @@ fn write_rebuilt(mut reader: DeltaReader<impl Read>, out: &Path) -> Result<Diges
     Ok(diff_id)
 }
 
-/// Rebuild → hash → unpack in one pass into the store, as `layers/<new diff_id>/`. The
-/// bases named by the delta must be in the store.
-pub fn apply_to_store(store: &Store, delta: impl Read, budget: u64) -> Result<Digest, DeltaError> {
-    let reader = DeltaReader::open_with(delta, budget, |ids| {
-        ids.iter()
-            .map(|d| {
-                if store.has_layer(d) {
-                    let index = store
-                        .layer_index(d)
-                        .map_err(|e| DeltaError::Store(Box::new(e)))?;
-                    Ok(BaseDir::from_index(store.layer_path(d), &index))
-                } else {
-                    Err(DeltaError::MissingBase { diff_id: *d })
+/// Rebuild → hash → unpack in one pass into the store, as `layers/<expected>/`. The bases
+/// named by the delta must be in the store (a base named by prefix: exactly one layer).
+pub fn apply_to_store(
+    store: &Store,
+    delta: impl Read,
+    expected: &Digest,
+    budget: u64,
+) -> Result<Digest, DeltaError> {
+    let store_err = |e| DeltaError::Store(Box::new(e));
+    let reader = DeltaReader::open_with(delta, budget, Some(*expected), |names| {
+        let held = store.layers().map_err(store_err)?;
+        names
+            .iter()
+            .map(|name| {
+                let mut matching = held.iter().filter(|d| name.names(d));
+                match (matching.next(), matching.next()) {
+                    (Some(d), None) => {
+                        let index = store.layer_index(d).map_err(store_err)?;
+                        Ok(BaseDir::from_index(store.layer_path(d), &index))
+                    }
+                    _ => Err(DeltaError::MissingBase { base: *name }),
                 }
             })
             .collect()

@@ -16,6 +16,7 @@ use super::gaps::{GapEncoder, GapSpan};
 use super::matcher::{Counterpart, OldFiles};
 use super::op::{Op, OpCodec, PatchMethod, PatchShape};
 use super::patch::{best_bsdiff, zstd_ref_encode};
+use super::whole::{encode_whole, MAX_WHOLE_BYTES, WHOLE_FORMAT_VERSION};
 use super::window::plan_windows;
 use super::{
     window_for_budget, DeltaError, DeltaHeader, DEFAULT_BUDGET, OLDEST_FORMAT_VERSION,
@@ -42,6 +43,9 @@ pub struct EncodeOptions {
     /// Changed files smaller than this are literal, not patched (identical ones are still
     /// copied by reference).
     pub min_patch_size: u64,
+    /// Also try a whole-layer delta ([`super::whole`]) for small layers and keep it when it
+    /// is smaller.
+    pub try_whole: bool,
 }
 
 impl Default for EncodeOptions {
@@ -50,6 +54,7 @@ impl Default for EncodeOptions {
             level: 19,
             apply_budget: DEFAULT_BUDGET,
             min_patch_size: 128,
+            try_whole: true,
         }
     }
 }
@@ -71,8 +76,11 @@ pub struct EncodeReport {
     /// Content of small changed files patched together in batches.
     pub batched_bytes: u64,
     /// The oldest format version that holds every op used: an agent that reads only
-    /// [`OLDEST_FORMAT_VERSION`] can apply the delta when no newer op paid off.
+    /// [`OLDEST_FORMAT_VERSION`] can apply the delta when no newer op paid off; 4 when the
+    /// whole-layer delta was smaller and kept (the other fields describe the op stream).
     pub format_version: u32,
+    /// What the op stream's tar container came to, whichever was kept.
+    pub ops_delta_bytes: u64,
 }
 
 /// A regular file's content inside the new tar.
@@ -82,8 +90,63 @@ pub(super) struct Region {
     pub(super) size: u64,
 }
 
-/// Encode the delta that rebuilds `new_tar` from `bases`, writing it to `out`.
+/// Encode the delta that rebuilds `new_tar` from `bases`, writing it to `out`: the op stream,
+/// or for a small layer over one base the whole-layer delta when that is smaller.
 pub fn encode(
+    new_tar: &Path,
+    bases: &[BaseLayer<'_>],
+    scratch_dir: &Path,
+    mut out: impl Write,
+    options: &EncodeOptions,
+) -> Result<EncodeReport, DeltaError> {
+    let whole = match bases {
+        [base] if options.try_whole => whole_candidate(new_tar, base, options.apply_budget)?,
+        _ => None,
+    };
+    let Some(whole) = whole else {
+        return encode_ops(new_tar, bases, scratch_dir, out, options);
+    };
+    // Small layers only: the op stream fits in memory while the two are compared.
+    let mut ops = Vec::new();
+    let mut report = encode_ops(new_tar, bases, scratch_dir, &mut ops, options)?;
+    let kept = if whole.len() < ops.len() {
+        report.format_version = WHOLE_FORMAT_VERSION;
+        whole
+    } else {
+        ops
+    };
+    out.write_all(&kept).map_err(DeltaError::WriteDelta)?;
+    out.flush().map_err(DeltaError::WriteDelta)?;
+    report.delta_bytes = kept.len() as u64;
+    info!(
+        delta_bytes = report.delta_bytes,
+        op_stream_bytes = report.ops_delta_bytes,
+        format = report.format_version,
+        "kept the smaller of the whole-layer delta and the op stream"
+    );
+    Ok(report)
+}
+
+/// The whole-layer delta of a small new tar over one base, if it can be made.
+fn whole_candidate(
+    new_tar: &Path,
+    base: &BaseLayer<'_>,
+    budget: u64,
+) -> Result<Option<Vec<u8>>, DeltaError> {
+    let read_new = |source| DeltaError::ReadNewTar {
+        path: new_tar.into(),
+        source,
+    };
+    let size = std::fs::metadata(new_tar).map_err(read_new)?.len();
+    if size > MAX_WHOLE_BYTES {
+        return Ok(None);
+    }
+    let new = std::fs::read(new_tar).map_err(read_new)?;
+    encode_whole(&new, &base.diff_id, base.dir, budget).map_err(DeltaError::WriteDelta)
+}
+
+/// Encode the op stream in its tar+zstd container.
+fn encode_ops(
     new_tar: &Path,
     bases: &[BaseLayer<'_>],
     scratch_dir: &Path,
@@ -215,6 +278,7 @@ pub fn encode(
         window,
     };
     report.delta_bytes = write_outer(&header, &ops_path, out, options.level)?;
+    report.ops_delta_bytes = report.delta_bytes;
     report.new_diff_id = Some(new_diff_id);
     report.new_tar_bytes = new_size;
     info!(diff_id = %new_diff_id, delta_bytes = report.delta_bytes, new_bytes = new_size, "delta encoded");

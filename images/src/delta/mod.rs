@@ -19,6 +19,7 @@ mod gaps;
 pub mod matcher;
 pub mod op;
 pub mod patch;
+pub mod whole;
 pub mod window;
 
 use std::path::PathBuf;
@@ -26,7 +27,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use apply::{
-    apply_to_file, apply_to_file_with, apply_to_store, open_in_layer, BaseDir, DeltaReader,
+    apply_to_file, apply_to_file_with, apply_to_store, open_in_layer, BaseDir, BaseName,
+    DeltaReader,
 };
 pub use encode::{encode, full_zstd_size, BaseLayer, EncodeOptions, EncodeReport};
 
@@ -39,7 +41,11 @@ use crate::digest::Digest;
 /// ([`op::PatchMethod::BsdiffBz2Split`]). The encoder stamps the oldest version that holds
 /// the ops it used, so a delta where nothing new paid off stays readable by version-2 agents,
 /// and one that needs 3 is refused by them by version, before anything is written.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: a whole-layer delta ([`whole`]): not a tar container but a header of a few bytes and
+/// one zstd frame over the base's whole tar, for small layers where that is smaller.
+pub const FORMAT_VERSION: u32 = whole::WHOLE_FORMAT_VERSION;
+/// Newest version of the op stream in the tar+zstd container (`delta.json`'s `version`).
+pub const OPS_FORMAT_VERSION: u32 = 3;
 /// Oldest delta format version this build reads (and the one it writes when it can).
 pub const OLDEST_FORMAT_VERSION: u32 = 2;
 /// Window log of the outer zstd stream: 8 MiB of decoder history.
@@ -117,12 +123,22 @@ pub enum DeltaError {
     ParseHeader(#[source] serde_json::Error),
     #[error("delta format version {found} is not supported (this build reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}; encode the delta again)")]
     Version { found: u32 },
+    #[error("the delta rebuilds layer {found}, not {expected}")]
+    WrongLayer { expected: Digest, found: Digest },
+    #[error("a whole-layer delta does not name the layer it rebuilds: give its diff_id")]
+    NeedsDiffId,
+    #[error("rebuild base layer {dir:?} as a tar")]
+    RebuildBase {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("delta needs {needed} bytes of memory to apply, the budget is {budget} bytes")]
     Budget { needed: u64, budget: u64 },
     #[error("delta is built on {expected} base layers, {given} were given")]
     BaseCount { expected: usize, given: usize },
-    #[error("base layer {diff_id} of the delta is not in the store")]
-    MissingBase { diff_id: Digest },
+    #[error("base layer {base} of the delta is not in the store")]
+    MissingBase { base: BaseName },
     #[error("rebuild layer {diff_id}")]
     Rebuild {
         diff_id: Digest,

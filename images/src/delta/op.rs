@@ -465,7 +465,7 @@ pub fn invalid(msg: String) -> io::Error {
 }
 
 /// LEB128: small numbers (most lengths and offsets) take one or two bytes.
-fn write_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
+pub(super) fn write_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
     let mut buf = [0u8; 10];
     let mut n = 0;
     loop {
@@ -482,13 +482,13 @@ fn write_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
     out.write_all(&buf[..n])
 }
 
-fn read_u8(input: &mut impl Read) -> io::Result<u8> {
+pub(super) fn read_u8(input: &mut impl Read) -> io::Result<u8> {
     let mut b = [0u8; 1];
     input.read_exact(&mut b)?;
     Ok(b[0])
 }
 
-fn read_u64(input: &mut impl Read) -> io::Result<u64> {
+pub(super) fn read_u64(input: &mut impl Read) -> io::Result<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = read_u8(input)?;

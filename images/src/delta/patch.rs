@@ -10,6 +10,21 @@ use super::op::{invalid, PatchMethod};
 
 /// zstd `--patch-from`: compress `new` against `reference`.
 pub fn zstd_ref_encode(reference: &[u8], new: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    zstd_ref_encode_framed(reference, new, level, true)
+}
+
+/// [`zstd_ref_encode`] without the frame's content size (the caller's header carries it):
+/// a few bytes less, which counts on a delta of a few hundred bytes.
+pub fn zstd_ref_encode_unsized(reference: &[u8], new: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    zstd_ref_encode_framed(reference, new, level, false)
+}
+
+fn zstd_ref_encode_framed(
+    reference: &[u8],
+    new: &[u8],
+    level: i32,
+    content_size: bool,
+) -> io::Result<Vec<u8>> {
     let mut cctx = CCtx::create();
     let total = (reference.len() + new.len()).max(1) as u64;
     let window_log = (64 - (total - 1).leading_zeros()).clamp(10, 30);
@@ -19,6 +34,8 @@ pub fn zstd_ref_encode(reference: &[u8], new: &[u8], level: i32) -> io::Result<V
     cctx.set_parameter(CParameter::WindowLog(window_log))
         .map_err(zerr)?;
     cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+        .map_err(zerr)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(content_size))
         .map_err(zerr)?;
     cctx.set_pledged_src_size(Some(new.len() as u64))
         .map_err(zerr)?;

@@ -93,7 +93,7 @@ pub fn is_content_kind(kind: u8) -> bool {
 }
 
 /// Type flag and size of a block that is a tar header with a valid checksum.
-fn header_kind_and_size(block: &[u8; 512]) -> Option<(u8, u64)> {
+pub(crate) fn header_kind_and_size(block: &[u8; 512]) -> Option<(u8, u64)> {
     let header = tar::Header::from_byte_slice(block);
     let stored = header.cksum().ok()?;
     let computed: u32 = block
@@ -113,7 +113,7 @@ fn header_kind_and_size(block: &[u8; 512]) -> Option<(u8, u64)> {
     Some((block[156], header.entry_size().ok()?))
 }
 
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match input.read(&mut buf[filled..]) {

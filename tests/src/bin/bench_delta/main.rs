@@ -166,10 +166,20 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
     unpack_layer(old_file, &old_dir, None, &limits)
         .map_err(|e| format!("unpack {}: {e}", old_tar.display()))?;
     let rebuilt = out("rebuilt.tar");
+    // Compare by digest: reading both tars into this process would raise its RSS, which a
+    // spawned child inherits as its starting ru_maxrss.
+    let digest = |p: &Path| {
+        coracle_images::digest::digest_file(p).map_err(|e| format!("hash {}: {e}", p.display()))
+    };
+    // As the agent does: the layer it asked for is known (a whole-layer delta needs it).
+    let (new_diff_id, _) = digest(new_tar)?;
     let start = Instant::now();
     let (_, apply_rss_kb) = run_measured(
         Command::new(coracle)
-            .args(["image", "delta", "apply", "--budget", &budget, "--from-dir"])
+            .args(["image", "delta", "apply", "--budget", &budget])
+            .arg("--diff-id")
+            .arg(new_diff_id.to_string())
+            .arg("--from-dir")
             .arg(&old_dir)
             .arg(&delta)
             .arg("-o")
@@ -177,12 +187,7 @@ fn measure_pair(work: &Path, coracle: &Path, old_tar: &Path, new_tar: &Path) -> 
             .stdout(Stdio::null()),
     )?;
     let apply_ms = start.elapsed().as_millis();
-    // Compare by digest: reading both tars into this process would raise its RSS, which a
-    // spawned child inherits as its starting ru_maxrss.
-    let digest = |p: &Path| {
-        coracle_images::digest::digest_file(p).map_err(|e| format!("hash {}: {e}", p.display()))
-    };
-    if digest(&rebuilt)? != digest(new_tar)? {
+    if digest(&rebuilt)?.0 != new_diff_id {
         return Err(format!(
             "{} was not rebuilt byte for byte",
             new_tar.display()
