@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use coracle_images::delta::op::PatchMethod;
 use coracle_images::delta::whole::{rebuild_base_tar, WholeHeader, WHOLE_FORMAT_VERSION};
 use coracle_images::delta::{
     self, apply_to_file, apply_to_store, encode, BaseDir, BaseLayer, DeltaError, EncodeOptions,
@@ -246,6 +247,13 @@ fn with_header(e: &Encoded, edit: impl FnOnce(&mut WholeHeader)) -> Vec<u8> {
     delta
 }
 
+/// Bytes of the delta's header (magic included).
+fn header_len_after(e: &Encoded) -> usize {
+    let mut rest = &e.delta[2..];
+    WholeHeader::read(&mut rest).unwrap();
+    e.delta.len() - rest.len()
+}
+
 #[test]
 fn hostile_whole_layer_deltas_are_refused_saying_what_was_wrong() {
     let e = patch_release();
@@ -259,6 +267,15 @@ fn hostile_whole_layer_deltas_are_refused_saying_what_was_wrong() {
     };
     let err = apply(&e.delta[..5], delta::DEFAULT_BUDGET);
     assert!(matches!(err, DeltaError::ReadDelta(_)), "{err:?}");
+
+    let mut unknown_method = e.delta.clone();
+    let header_len = header_len_after(&e);
+    unknown_method[header_len - 1] = 9;
+    let err = apply(&unknown_method, delta::DEFAULT_BUDGET);
+    assert!(
+        format!("{err:?}").contains("unknown patch method 9"),
+        "{err:?}"
+    );
 
     let err = apply(&with_header(&e, |h| h.ref_len += 1), delta::DEFAULT_BUDGET);
     assert!(format!("{err:?}").contains("rebuilds as a"), "{err:?}");
@@ -362,6 +379,62 @@ fn a_budget_too_small_for_both_tars_keeps_the_op_stream() {
         "{:?}",
         e.report
     );
+}
+
+/// Pseudo machine code: words that change when code moves.
+fn binary(seed: u32, len: usize) -> Vec<u8> {
+    (0..len as u32 / 4)
+        .flat_map(|i| (i.wrapping_mul(2_654_435_761) ^ seed).to_le_bytes())
+        .collect()
+}
+
+#[test]
+fn a_relinked_library_in_a_small_layer_is_one_bsdiff_over_the_whole_old_tar() {
+    let lib = binary(5, 400_000);
+    let mut relinked = lib.clone();
+    // Code moved by a few bytes, and every address after it shifted by a constant.
+    relinked.splice(10_000..10_000, [0x90; 24]);
+    for word in relinked[20_000..].chunks_mut(32) {
+        word[0] = word[0].wrapping_add(24);
+    }
+    let layer = |lib: &[u8], version: &str| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            ("usr/lib/libthing.so.1", lib),
+            ("usr/share/doc/thing/VERSION", version.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let e = encode_pair(
+        layer(&lib, "1.0.0\n"),
+        layer(&relinked, "1.0.1\n"),
+        delta::DEFAULT_BUDGET,
+    );
+    assert_eq!(
+        e.report.format_version, WHOLE_FORMAT_VERSION,
+        "{:?}",
+        e.report
+    );
+    let header = WholeHeader::read(&mut &e.delta[2..]).unwrap();
+    assert_eq!(header.method, PatchMethod::BsdiffBz2Split, "{header:?}");
+    let zstd_whole = delta::patch::zstd_ref_encode(&e.old_tar, &e.new_tar, 19).unwrap();
+    assert!(
+        e.delta.len() < zstd_whole.len(),
+        "{} vs zstd {}",
+        e.delta.len(),
+        zstd_whole.len()
+    );
+
+    let new_id = Digest::of(&e.new_tar);
+    let store = store_holding(e.dir.path(), &[&e.old_tar]);
+    apply_to_store(&store, &e.delta[..], &new_id, delta::DEFAULT_BUDGET).unwrap();
+    let rebuilt = std::fs::read(store.layer_path(&new_id).join("usr/lib/libthing.so.1")).unwrap();
+    assert!(rebuilt == relinked, "relinked library differs");
 }
 
 /// A tar of every kind of entry a base layer holds: directories, a GNU long name, a PAX

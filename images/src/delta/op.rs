@@ -378,7 +378,7 @@ fn unzigzag(v: u64) -> i64 {
 /// Flag in a skeleton op's method byte: header checksums are normalised.
 const NORMALISED: u8 = 0x80;
 
-fn read_method(input: &mut impl Read) -> io::Result<PatchMethod> {
+pub(super) fn read_method(input: &mut impl Read) -> io::Result<PatchMethod> {
     method_from(read_u8(input)?)
 }
 

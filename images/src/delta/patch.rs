@@ -165,7 +165,7 @@ fn bsdiff_streams(raw: &[u8]) -> io::Result<[&[u8]; 3]> {
 
 /// `BsdiffBz2Split` payload: the bzip2 sizes of the control and diff streams (u32 LE
 /// each), then the three bzip2 streams.
-fn bzip2_split(raw: &[u8]) -> io::Result<Vec<u8>> {
+pub(super) fn bzip2_split(raw: &[u8]) -> io::Result<Vec<u8>> {
     let [ctrls, diff, extra] = bsdiff_streams(raw)?;
     let (ctrls, diff, extra) = (bzip2_best(ctrls)?, bzip2_best(diff)?, bzip2_best(extra)?);
     let len = |v: &Vec<u8>| u32::try_from(v.len()).map_err(io::Error::other);

@@ -11,8 +11,12 @@
 //! original tar byte for byte, only be the same on both sides, and the result is checked
 //! against the diff_id the caller expects.
 //!
+//! The frame is zstd `--patch-from`, or bsdiff (its three streams bzip2-compressed apart, as
+//! bsdiff's own format) where that is smaller: a relinked native library in a small layer.
+//!
 //! Layout: [`WHOLE_MAGIC`], then LEB128 `new_size`, the first [`PREFIX_LEN`] bytes of the
-//! base's diff_id, LEB128 `ref_len` (the rebuilt base tar's length), then the zstd frame.
+//! base's diff_id, LEB128 `ref_len` (the rebuilt base tar's length), the method byte
+//! ([`PatchMethod::ZstdRef`] or [`PatchMethod::BsdiffBz2Split`]), then the payload.
 //! The delta names neither digest in full: the caller knows which layer it asked for (the
 //! agent from the image config, an operator with `--diff-id`), and the base is found among
 //! the layers held by its prefix. The first byte is not zstd's, so an agent that reads only
@@ -22,8 +26,11 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
-use super::op::{invalid, read_u64, write_varint};
-use super::patch::{zstd_ref_decode, zstd_ref_encode_unsized};
+use super::op::{invalid, read_method, read_u64, write_varint, PatchMethod};
+use super::patch::{
+    bsdiff_apply, bsdiff_encode, bzip2_split, unbzip2_split, zstd_ref_decode,
+    zstd_ref_encode_unsized,
+};
 use super::{max_payload, open_in_layer};
 use crate::digest::Digest;
 use crate::skeleton::{header_kind_and_size, is_content_kind, read_full, skeleton_path};
@@ -34,8 +41,8 @@ pub const WHOLE_MAGIC: [u8; 2] = [0xC0, 0x04];
 pub const WHOLE_FORMAT_VERSION: u32 = 4;
 /// Bytes of the base's diff_id the header carries.
 pub const PREFIX_LEN: usize = 8;
-/// Largest base tar plus new tar tried whole: both sit in memory on the device, and zstd's
-/// strongest level encodes about 2 MB/s.
+/// Largest base tar plus new tar tried whole: both sit in memory on the device, zstd's
+/// strongest level encodes about 2 MB/s and bsdiff sorts every suffix of the base.
 pub const MAX_WHOLE_BYTES: u64 = 24 << 20;
 /// zstd level of the whole-layer frame: the strongest, as the layers are small.
 const WHOLE_LEVEL: i32 = 22;
@@ -46,6 +53,7 @@ pub struct WholeHeader {
     pub new_size: u64,
     pub base_prefix: [u8; PREFIX_LEN],
     pub ref_len: u64,
+    pub method: PatchMethod,
 }
 
 impl WholeHeader {
@@ -53,7 +61,8 @@ impl WholeHeader {
         out.write_all(&WHOLE_MAGIC)?;
         write_varint(out, self.new_size)?;
         out.write_all(&self.base_prefix)?;
-        write_varint(out, self.ref_len)
+        write_varint(out, self.ref_len)?;
+        out.write_all(&[self.method as u8])
     }
 
     /// The header after [`WHOLE_MAGIC`].
@@ -62,10 +71,17 @@ impl WholeHeader {
         let mut base_prefix = [0u8; PREFIX_LEN];
         input.read_exact(&mut base_prefix)?;
         let ref_len = read_u64(input)?;
+        let method = read_method(input)?;
+        if !matches!(method, PatchMethod::ZstdRef | PatchMethod::BsdiffBz2Split) {
+            return Err(invalid(format!(
+                "whole-layer delta with patch method {method:?}"
+            )));
+        }
         Ok(Self {
             new_size,
             base_prefix,
             ref_len,
+            method,
         })
     }
 
@@ -74,12 +90,16 @@ impl WholeHeader {
         diff_id.as_bytes()[..PREFIX_LEN] == self.base_prefix
     }
 
-    /// Peak memory of applying: the rebuilt base tar, the payload and the new tar, plus
-    /// slack for zstd's context and buffers.
+    /// Peak memory of applying: the rebuilt base tar, the payload (and for bsdiff its
+    /// decompressed streams) and the new tar, plus slack for zstd's context and buffers.
     pub fn memory_needed(&self) -> u64 {
+        let payloads = match self.method {
+            PatchMethod::ZstdRef => 1,
+            _ => 2,
+        };
         self.ref_len
             .saturating_add(self.new_size)
-            .saturating_add(max_payload(self.new_size))
+            .saturating_add(payloads * max_payload(self.new_size))
             .saturating_add(4 << 20)
     }
 }
@@ -111,15 +131,28 @@ pub fn encode_whole(
             return Ok(None);
         }
     };
-    let header = WholeHeader {
-        new_size,
-        base_prefix: prefix_of(base_diff_id),
-        ref_len: reference.len() as u64,
-    };
-    if header.memory_needed() > budget {
-        return Ok(None);
+    let mut best: Option<(WholeHeader, Vec<u8>)> = None;
+    for method in [PatchMethod::ZstdRef, PatchMethod::BsdiffBz2Split] {
+        let header = WholeHeader {
+            new_size,
+            base_prefix: prefix_of(base_diff_id),
+            ref_len: reference.len() as u64,
+            method,
+        };
+        if header.memory_needed() > budget {
+            continue;
+        }
+        let payload = match method {
+            PatchMethod::ZstdRef => zstd_ref_encode_unsized(&reference, new, WHOLE_LEVEL)?,
+            _ => bzip2_split(&bsdiff_encode(&reference, new)?)?,
+        };
+        if best.as_ref().is_none_or(|(_, p)| payload.len() < p.len()) {
+            best = Some((header, payload));
+        }
     }
-    let payload = zstd_ref_encode_unsized(&reference, new, WHOLE_LEVEL)?;
+    let Some((header, payload)) = best else {
+        return Ok(None);
+    };
     let mut delta = Vec::with_capacity(payload.len() + 32);
     header.write(&mut delta)?;
     delta.extend_from_slice(&payload);
@@ -150,7 +183,14 @@ pub fn decode_whole(
     }
     let out_len = usize::try_from(header.new_size)
         .map_err(|_| invalid(format!("new layer of {} bytes", header.new_size)))?;
-    zstd_ref_decode(reference, &bytes, out_len)
+    match header.method {
+        PatchMethod::ZstdRef => zstd_ref_decode(reference, &bytes, out_len),
+        _ => {
+            let raw = unbzip2_split(&bytes, header.new_size)?;
+            drop(bytes);
+            bsdiff_apply(reference, &raw, out_len)
+        }
+    }
 }
 
 /// The base layer's tar as both sides rebuild it: its skeleton (kept beside the unpacked
