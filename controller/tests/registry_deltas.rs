@@ -116,6 +116,15 @@ fn a_device_holding_v1_pulls_v2_as_a_small_delta() {
         head_delta(&controller, &v2_id, &format!("have={huge}")),
         400
     );
+    // A small layer's delta is the whole-layer kind (format 4: one patch over the old tar,
+    // no digest in full), which the agent applied above knowing the layer it asked for.
+    let delta = get_delta(&controller, &v2_id, &format!("have={v1_id}"));
+    assert_eq!(
+        delta[..2],
+        coracle_images::delta::whole::WHOLE_MAGIC,
+        "{} bytes",
+        delta.len()
+    );
     let unknown = sha(b"not a layer");
     assert_eq!(
         head_delta(&controller, &unknown, &format!("have={v1_id}")),
@@ -125,6 +134,21 @@ fn a_device_holding_v1_pulls_v2_as_a_small_delta() {
         head_delta(&controller, &v2_id, &format!("have={unknown}")),
         404
     );
+}
+
+fn get_delta(controller: &Controller, target: &str, query: &str) -> Vec<u8> {
+    let url = format!(
+        "http://{}/v2/fleet/app/coracle/deltas/{target}?{query}",
+        controller.registry
+    );
+    let mut resp = ureq::get(&url)
+        .header(
+            "Authorization",
+            &format!("Bearer {}", controller.admin_token()),
+        )
+        .call()
+        .unwrap();
+    resp.body_mut().read_to_vec().unwrap()
 }
 
 fn api_get(controller: &Controller, path: &str) -> String {
