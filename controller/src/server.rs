@@ -224,95 +224,33 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let policy = crate::policy::Policy::new(&config.policy).map_err(ServeError::Policy)?;
 
     // 1. State: data dir, database, secrets.
-    let dir = DataDir::open(&config.data_dir)?;
-    let store = Arc::new(Store::open_configured(
-        config.store.url.as_deref(),
-        &dir.database(),
-    )?);
-    note_store_kind(&dir, &store)?;
+    let (dir, store, secrets) = open_state(&config)?;
     let host = config.device_facing_host();
-    let secrets = Secrets::load_or_create(&dir, &config.tls_names())?;
 
     // 2. Broker: embedded unless an external one is configured.
     let credentials = device_credentials(&secrets, &store)?;
     let broker = start_broker(&config, &secrets, credentials.clone(), &host).await?;
 
-    // 3. The controller's own MQTT client. Over TLS it trusts what its devices trust: the
-    // controller CA and the broker's own CA. On an external broker other controllers of
-    // the fleet may be connected too: its own client id, telemetry shared among them.
+    // 3. The controller's own MQTT client, trusting what its devices trust.
     let ca_bundle = device_ca_bundle(&secrets.ca_pem, config.broker.device_ca_file.as_deref())?;
     let lease =
         crate::rollout::LeaseHolder::unique(Duration::from_secs(config.fleet.rollout_lease_s));
-    let nats = match &config.broker.nats_ingest {
-        Some(url) => Some(NatsIngest {
-            url: NatsUrl::parse(url)?,
-            user: crate::broker::acl::CONTROLLER_USER.into(),
-            password: secrets.controller_mqtt_password.clone(),
-            name: lease.client_id(),
-            queue: REPLICA_GROUP.into(),
-            ca_pem: ca_bundle.clone(),
-        }),
-        None => None,
-    };
-    let replicas = match (&broker.embedded, &nats) {
-        (Some(_), _) => crate::broker::Replicas::Alone,
-        (None, Some(_)) => crate::broker::Replicas::Queued {
-            client_id: lease.client_id(),
-        },
-        (None, None) => crate::broker::Replicas::Shared {
-            client_id: lease.client_id(),
-            group: REPLICA_GROUP.into(),
-        },
-    };
-    let link = DeviceLink::connect(&broker, &secrets, &ca_bundle, replicas, nats).await?;
+    let link = connect_devices(&config, &broker, &secrets, &ca_bundle, &lease).await?;
     let client = link.client.clone();
 
-    // 4. Listeners for the API and the registry (whose URL goes into bootstrap files),
-    // HTTPS with the controller's certificate where the config says so; the registry and
-    // the fleet behind them.
-    let (api_http, registry_http) = (config.api.clone(), config.registry.http());
-    let https = tls_acceptor(&secrets, &api_http, &registry_http)?;
-    let tls_for = |section: &crate::config::ListenSection| {
-        section.serves_tls().then(|| https.clone()).flatten()
-    };
-    let (api_listener, api_addr) = bind("api", api_http.listen).await?;
-    let (registry_listener, registry_addr) = bind("registry", registry_http.listen).await?;
-    let registry_url = format!(
-        "{}://{host}:{}",
-        registry_http.scheme(),
-        registry_addr.port()
-    );
-    tracing::info!(url = %registry_url, "registry serving (the URL bootstrap files carry)");
+    // 4. Listeners for the API and the registry (whose URL goes into bootstrap files); the
+    // registry and the fleet behind them.
+    let listeners = Listeners::bind(&config, &secrets, &host).await?;
     let admin = crate::access::AdminToken::new(&secrets.admin_token, Some(dir.admin_token()));
     let registry = open_registry(&config, &dir, &secrets, &store, admin.clone())?;
-    let mirror = crate::upstream::Mirror::new(
-        registry.clone(),
-        crate::upstream::MirrorSettings {
-            registries: config.registries.clone(),
-            logins: crate::upstream::Logins::in_data_dir(dir.root()),
-            platforms: config.fleet.parsed_platforms(),
-        },
-    );
-    let enrolment = EnrolmentInfo {
-        device_broker_url: broker.device_url.to_string(),
-        ca_pem: ca_bundle,
-        registry_url,
-        pull_tokens: Some(registry.pull_tokens()),
-    };
-    let fleet = open_fleet(
-        &config,
-        &dir,
-        &secrets,
-        &store,
-        credentials,
-        &client,
-        enrolment,
-    )?
-    .with_policy(policy);
+    let mirror = open_mirror(&config, &dir, &registry);
+    let enrolment = enrolment(&broker, ca_bundle, &listeners.registry_url, &registry);
+    let access = device_access(&config, credentials);
+    let fleet = open_fleet(&dir, &secrets, &store, access, &client, enrolment)?.with_policy(policy);
     let republished = fleet.republish_desired().await?;
     tracing::info!(count = republished, "desired states republished");
 
-    // 5. The tasks beside the listeners.
+    // 5. The tasks beside the listeners, and what the API shares with them.
     let tasks = Tasks::start(
         &config,
         &fleet,
@@ -331,47 +269,199 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         registry: registry.clone(),
         mirror,
         commands: link.commands,
-        sessions: crate::access::LoginSessions::new(api_http.serves_tls()),
+        sessions: crate::access::LoginSessions::new(listeners.api.section.serves_tls()),
         remote: link.remote,
     };
-    // The CLI runs on this host: a wildcard bind is reached on loopback, which the
-    // certificate names.
-    let api_url = format!("{}://{}", api_http.scheme(), crate::net::dialable(api_addr));
-    write_public(&dir.api_url(), format!("{api_url}\n").as_bytes())?;
-    tracing::info!(url = %api_url, "api serving");
-    announce("api", api_addr);
-    announce("registry", registry_addr);
+    listeners.publish_api_url(&dir)?;
 
     // 6. Serve until a signal, then stop in reverse order.
-    let registry_task = tokio::spawn(crate::net::http::serve(
-        registry_listener,
-        "registry",
-        crate::registry::router(registry),
-        registry_http.limits(),
-        tls_for(&registry_http),
-        wait_for(stop.clone()),
-    ));
-    crate::net::http::serve(
-        api_listener,
-        "api",
-        api::router(state.clone()).merge(crate::dashboard::router(state)),
-        api_http.limits(),
-        tls_for(&api_http),
-        wait_for(stop.clone()),
-    )
-    .await;
-    if let Err(err) = registry_task.await {
-        tracing::warn!(error = %err, "registry task ended abnormally");
-    }
-    tasks.stop_all_but_ingest();
-    tasks.rollouts.release_leases();
-    client.disconnect().await;
-    tasks.ingest.abort();
-    if let Some(embedded) = broker.embedded {
-        embedded.stop().await;
-    }
+    listeners.serve(registry, state, &stop).await;
+    tasks.stop(&client).await;
+    broker.stop().await;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// The data dir, the database (noting its kind for `coracle backup`) and the secrets.
+fn open_state(config: &ServeConfig) -> Result<(DataDir, Arc<Store>, Secrets), ServeError> {
+    let dir = DataDir::open(&config.data_dir)?;
+    let store = Arc::new(Store::open_configured(
+        config.store.url.as_deref(),
+        &dir.database(),
+    )?);
+    note_store_kind(&dir, &store)?;
+    let secrets = Secrets::load_or_create(&dir, &config.tls_names())?;
+    Ok((dir, store, secrets))
+}
+
+/// Connects the controller's own MQTT client. Over TLS it trusts `ca_bundle`, what its
+/// devices trust: the controller CA and the broker's own CA. On an external broker other
+/// controllers of the fleet may be connected too: its own client id, telemetry shared among
+/// them (or queued to one of them over NATS).
+async fn connect_devices(
+    config: &ServeConfig,
+    broker: &BrokerSide,
+    secrets: &Secrets,
+    ca_bundle: &str,
+    lease: &crate::rollout::LeaseHolder,
+) -> Result<DeviceLink, ServeError> {
+    let nats = match &config.broker.nats_ingest {
+        Some(url) => Some(NatsIngest {
+            url: NatsUrl::parse(url)?,
+            user: crate::broker::acl::CONTROLLER_USER.into(),
+            password: secrets.controller_mqtt_password.clone(),
+            name: lease.client_id(),
+            queue: REPLICA_GROUP.into(),
+            ca_pem: ca_bundle.to_string(),
+        }),
+        None => None,
+    };
+    let replicas = replicas(broker, nats.is_some(), lease);
+    DeviceLink::connect(broker, secrets, ca_bundle, replicas, nats).await
+}
+
+/// How this controller shares the device traffic: alone on its embedded broker, through a
+/// NATS queue group, or in a shared subscription on an external MQTT broker.
+fn replicas(
+    broker: &BrokerSide,
+    nats: bool,
+    lease: &crate::rollout::LeaseHolder,
+) -> crate::broker::Replicas {
+    match (&broker.embedded, nats) {
+        (Some(_), _) => crate::broker::Replicas::Alone,
+        (None, true) => crate::broker::Replicas::Queued {
+            client_id: lease.client_id(),
+        },
+        (None, false) => crate::broker::Replicas::Shared {
+            client_id: lease.client_id(),
+            group: REPLICA_GROUP.into(),
+        },
+    }
+}
+
+/// The upstream mirror, which pulls other registries' images into `registry`.
+fn open_mirror(
+    config: &ServeConfig,
+    dir: &DataDir,
+    registry: &Registry,
+) -> crate::upstream::Mirror {
+    crate::upstream::Mirror::new(
+        registry.clone(),
+        crate::upstream::MirrorSettings {
+            registries: config.registries.clone(),
+            logins: crate::upstream::Logins::in_data_dir(dir.root()),
+            platforms: config.fleet.parsed_platforms(),
+        },
+    )
+}
+
+/// What bootstrap files carry: the broker devices dial, the CA bundle they trust, the
+/// registry's URL and the pull tokens.
+fn enrolment(
+    broker: &BrokerSide,
+    ca_bundle: String,
+    registry_url: &str,
+    registry: &Registry,
+) -> EnrolmentInfo {
+    EnrolmentInfo {
+        device_broker_url: broker.device_url.to_string(),
+        ca_pem: ca_bundle,
+        registry_url: registry_url.to_string(),
+        pull_tokens: Some(registry.pull_tokens()),
+    }
+}
+
+/// One bound HTTP listener, with its config and the TLS it serves (`None`: plain HTTP).
+struct Listener {
+    section: crate::config::ListenSection,
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// The API's and the registry's listeners.
+struct Listeners {
+    api: Listener,
+    registry: Listener,
+    /// The registry's URL, which bootstrap files carry.
+    registry_url: String,
+}
+
+impl Listeners {
+    /// Binds both listeners, HTTPS with the controller's certificate where the config says
+    /// so; the registry's URL names the device-facing `host`.
+    async fn bind(config: &ServeConfig, secrets: &Secrets, host: &str) -> Result<Self, ServeError> {
+        let (api_http, registry_http) = (config.api.clone(), config.registry.http());
+        let https = tls_acceptor(secrets, &api_http, &registry_http)?;
+        let tls_for = |section: &crate::config::ListenSection| {
+            section.serves_tls().then(|| https.clone()).flatten()
+        };
+        let (api_listener, api_addr) = bind("api", api_http.listen).await?;
+        let (registry_listener, registry_addr) = bind("registry", registry_http.listen).await?;
+        let registry_url = format!(
+            "{}://{host}:{}",
+            registry_http.scheme(),
+            registry_addr.port()
+        );
+        tracing::info!(url = %registry_url, "registry serving (the URL bootstrap files carry)");
+        Ok(Self {
+            api: Listener {
+                tls: tls_for(&api_http),
+                section: api_http,
+                listener: api_listener,
+                addr: api_addr,
+            },
+            registry: Listener {
+                tls: tls_for(&registry_http),
+                section: registry_http,
+                listener: registry_listener,
+                addr: registry_addr,
+            },
+            registry_url,
+        })
+    }
+
+    /// Writes the API's URL into the data dir for the CLI and announces both listeners. The
+    /// CLI runs on this host: a wildcard bind is reached on loopback, which the certificate
+    /// names.
+    fn publish_api_url(&self, dir: &DataDir) -> Result<(), ServeError> {
+        let api = &self.api;
+        let api_url = format!(
+            "{}://{}",
+            api.section.scheme(),
+            crate::net::dialable(api.addr)
+        );
+        write_public(&dir.api_url(), format!("{api_url}\n").as_bytes())?;
+        tracing::info!(url = %api_url, "api serving");
+        announce("api", api.addr);
+        announce("registry", self.registry.addr);
+        Ok(())
+    }
+
+    /// Serves the registry (in its own task) and the API until `stop`, then waits for both.
+    async fn serve(self, registry: Registry, state: AppState, stop: &watch::Receiver<bool>) {
+        let (api, reg) = (self.api, self.registry);
+        let registry_task = tokio::spawn(crate::net::http::serve(
+            reg.listener,
+            "registry",
+            crate::registry::router(registry),
+            reg.section.limits(),
+            reg.tls,
+            wait_for(stop.clone()),
+        ));
+        crate::net::http::serve(
+            api.listener,
+            "api",
+            api::router(state.clone()).merge(crate::dashboard::router(state)),
+            api.section.limits(),
+            api.tls,
+            wait_for(stop.clone()),
+        )
+        .await;
+        if let Err(err) = registry_task.await {
+            tracing::warn!(error = %err, "registry task ended abnormally");
+        }
+    }
 }
 
 /// Every device's broker password (and a rotation's next one, never confirmed yet: the
@@ -433,23 +523,26 @@ impl DeviceLink {
     }
 }
 
-/// The fleet over the store: device accounts on the embedded broker (or in Mosquitto's
-/// files), the deployment key chain, and what bootstrap files carry.
+/// Where device accounts live: on the embedded broker (its `credentials`), or in
+/// Mosquitto's or nats-server's files.
+fn device_access(config: &ServeConfig, credentials: Arc<Credentials>) -> Arc<dyn DeviceAccess> {
+    match (&config.broker.mosquitto_dir, &config.broker.nats_dir) {
+        (Some(dir), _) => Arc::new(MosquittoAccounts::in_dir(dir)),
+        (None, Some(dir)) => Arc::new(NatsAccounts::in_dir(dir)),
+        (None, None) => credentials,
+    }
+}
+
+/// The fleet over the store: device accounts in `access`, the deployment key chain, and
+/// what bootstrap files carry.
 fn open_fleet(
-    config: &ServeConfig,
     dir: &DataDir,
     secrets: &Secrets,
     store: &Arc<Store>,
-    credentials: Arc<Credentials>,
+    access: Arc<dyn DeviceAccess>,
     client: &ControllerClient,
     enrolment: EnrolmentInfo,
 ) -> Result<Fleet, ServeError> {
-    let access: Arc<dyn DeviceAccess> =
-        match (&config.broker.mosquitto_dir, &config.broker.nats_dir) {
-            (Some(dir), _) => Arc::new(MosquittoAccounts::in_dir(dir)),
-            (None, Some(dir)) => Arc::new(NatsAccounts::in_dir(dir)),
-            (None, None) => credentials,
-        };
     let keys =
         crate::deployment_keys::DeploymentKeys::load(dir, secrets.deployment_key.clone(), store)?;
     Ok(Fleet::new(
@@ -469,6 +562,15 @@ struct BrokerSide {
     controller_url: BrokerUrl,
     /// What bootstrap files tell devices.
     device_url: BrokerUrl,
+}
+
+impl BrokerSide {
+    /// Stops the embedded broker; an external one is not ours to stop.
+    async fn stop(self) {
+        if let Some(embedded) = self.embedded {
+            embedded.stop().await;
+        }
+    }
 }
 
 /// Starts the embedded broker, or names the external one (`[broker] external_url`).
@@ -641,10 +743,15 @@ impl Tasks {
         }
     }
 
-    fn stop_all_but_ingest(&self) {
+    /// Stops the tasks around the MQTT client's disconnect: the background ones and the
+    /// rollouts' leases first, ingest last, once nothing more can arrive.
+    async fn stop(&self, client: &ControllerClient) {
         for task in &self.background {
             task.abort();
         }
+        self.rollouts.release_leases();
+        client.disconnect().await;
+        self.ingest.abort();
     }
 }
 

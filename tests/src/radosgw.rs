@@ -137,68 +137,16 @@ impl RadosGw {
         let monmap = root.join("monmap").to_string_lossy().into_owned();
         let mon_addr = format!("v2:127.0.0.1:{mon_port}");
 
-        // 1. Keys of the monitor, the admin, the OSD and the gateway, and the monitor map.
-        run(
-            "ceph-authtool",
-            &[
-                "--create-keyring",
-                &keyring,
-                "--gen-key",
-                "-n",
-                "mon.",
-                "--cap",
-                "mon",
-                "allow *",
-            ],
-        )?;
-        run(
-            "ceph-authtool",
-            &[
-                &keyring,
-                "--gen-key",
-                "-n",
-                "client.admin",
-                "--cap",
-                "mon",
-                "allow *",
-                "--cap",
-                "osd",
-                "allow *",
-                "--cap",
-                "mgr",
-                "allow *",
-            ],
-        )?;
-        run(
-            "ceph-authtool",
-            &[
-                &keyring,
-                "--gen-key",
-                "-n",
-                "osd.0",
-                "--cap",
-                "mon",
-                "allow profile osd",
-                "--cap",
-                "osd",
-                "allow *",
-            ],
-        )?;
-        run(
-            "ceph-authtool",
-            &[
-                &keyring,
-                "--gen-key",
-                "-n",
-                "client.rgw.test",
-                "--cap",
-                "mon",
-                "allow rw",
-                "--cap",
-                "osd",
-                "allow rwx",
-            ],
-        )?;
+        // 1. Keys of the monitor (creating the keyring), the admin, the OSD and the gateway,
+        //    and the monitor map.
+        let all = "allow *";
+        add_key(&keyring, true, "mon.", &[("mon", all)])?;
+        let admin = [("mon", all), ("osd", all), ("mgr", all)];
+        add_key(&keyring, false, "client.admin", &admin)?;
+        let osd = [("mon", "allow profile osd"), ("osd", all)];
+        add_key(&keyring, false, "osd.0", &osd)?;
+        let rgw = [("mon", "allow rw"), ("osd", "allow rwx")];
+        add_key(&keyring, false, "client.rgw.test", &rgw)?;
         run(
             "monmaptool",
             &[
@@ -359,6 +307,25 @@ fn write(path: &Path, text: &str) -> Result<(), RadosGwError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Generates a key for `name` with its capabilities (`(service, grant)`) into `keyring`,
+/// which `create` makes first.
+fn add_key(
+    keyring: &str,
+    create: bool,
+    name: &str,
+    caps: &[(&str, &str)],
+) -> Result<(), RadosGwError> {
+    let mut args = Vec::new();
+    if create {
+        args.push("--create-keyring");
+    }
+    args.extend([keyring, "--gen-key", "-n", name]);
+    for &(service, grant) in caps {
+        args.extend(["--cap", service, grant]);
+    }
+    run("ceph-authtool", &args)
 }
 
 /// Runs a setup command to completion.

@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::spec::{
     CapabilitySets, ContainerSpec, Device, DeviceAccess, DeviceCgroupRule, DeviceNode,
     HostNamespaces, IdMapping, IdRange, JoinedNamespace, Mount, MountKind, NamespaceKind, Network,
-    NodeKind, Resources, Rlimit, Rootfs, Stdio, User,
+    NodeKind, Process, Resources, Rlimit, Rootfs, Stdio, User,
 };
 
 /// Failures reading a bundle.
@@ -87,31 +87,36 @@ pub fn from_config(bundle: &Path, oci: &Spec) -> Result<ContainerSpec, BundleErr
     spec.readonly_rootfs = root.readonly().unwrap_or(false);
     spec.stdio = Stdio::Inherit;
     spec.hostname = oci.hostname().clone();
-    spec.process.env = process.env().clone().unwrap_or_default();
-    spec.process.cwd = process.cwd().to_string_lossy().into_owned();
+    set_process(&mut spec.process, process);
+    spec.mounts = oci
+        .mounts()
+        .iter()
+        .flatten()
+        .map(mount)
+        .collect::<Result<_, _>>()?;
+
+    let linux = oci.linux().clone().unwrap_or_default();
+    set_namespaces(&mut spec, &linux, &path)?;
+    set_linux(&mut spec, &linux)?;
+    Ok(spec)
+}
+
+/// `process` but its args: environment, working directory, user, capabilities, OOM score
+/// and rlimits.
+fn set_process(out: &mut Process, process: &oci_spec::runtime::Process) {
+    out.env = process.env().clone().unwrap_or_default();
+    out.cwd = process.cwd().to_string_lossy().into_owned();
     let user = process.user();
-    spec.process.user = User::Id {
+    out.user = User::Id {
         uid: user.uid(),
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
     };
-    spec.process.umask = user.umask();
-    spec.process.no_new_privileges = process.no_new_privileges().unwrap_or(false);
-    let sets = process.capabilities().as_ref();
-    let names = |set: Option<&oci_spec::runtime::Capabilities>| -> Option<Vec<String>> {
-        set.map(|set| set.iter().map(name_of).collect())
-    };
-    spec.process.capabilities =
-        Some(names(sets.and_then(|c| c.bounding().as_ref())).unwrap_or_default());
-    // OCI: a set the bundle leaves out is empty.
-    spec.process.capability_sets = CapabilitySets {
-        effective: Some(names(sets.and_then(|c| c.effective().as_ref())).unwrap_or_default()),
-        permitted: Some(names(sets.and_then(|c| c.permitted().as_ref())).unwrap_or_default()),
-        inheritable: Some(names(sets.and_then(|c| c.inheritable().as_ref())).unwrap_or_default()),
-        ambient: names(sets.and_then(|c| c.ambient().as_ref())).unwrap_or_default(),
-    };
-    spec.process.oom_score_adj = process.oom_score_adj();
-    spec.process.rlimits = process
+    out.umask = user.umask();
+    out.no_new_privileges = process.no_new_privileges().unwrap_or(false);
+    (out.capabilities, out.capability_sets) = capabilities(process.capabilities().as_ref());
+    out.oom_score_adj = process.oom_score_adj();
+    out.rlimits = process
         .rlimits()
         .iter()
         .flatten()
@@ -121,14 +126,33 @@ pub fn from_config(bundle: &Path, oci: &Spec) -> Result<ContainerSpec, BundleErr
             hard: r.hard(),
         })
         .collect();
-    spec.mounts = oci
-        .mounts()
-        .iter()
-        .flatten()
-        .map(mount)
-        .collect::<Result<_, _>>()?;
+}
 
-    let linux = oci.linux().clone().unwrap_or_default();
+/// `process.capabilities`: the bounding set, and the four others. OCI: a set the bundle
+/// leaves out is empty.
+fn capabilities(
+    sets: Option<&oci_spec::runtime::LinuxCapabilities>,
+) -> (Option<Vec<String>>, CapabilitySets) {
+    let names = |set: Option<&oci_spec::runtime::Capabilities>| -> Option<Vec<String>> {
+        set.map(|set| set.iter().map(name_of).collect())
+    };
+    let bounding = Some(names(sets.and_then(|c| c.bounding().as_ref())).unwrap_or_default());
+    let others = CapabilitySets {
+        effective: Some(names(sets.and_then(|c| c.effective().as_ref())).unwrap_or_default()),
+        permitted: Some(names(sets.and_then(|c| c.permitted().as_ref())).unwrap_or_default()),
+        inheritable: Some(names(sets.and_then(|c| c.inheritable().as_ref())).unwrap_or_default()),
+        ambient: names(sets.and_then(|c| c.ambient().as_ref())).unwrap_or_default(),
+    };
+    (bounding, others)
+}
+
+/// `linux.namespaces`: which are the host's, the network, the ones joined by path and the
+/// user namespace with its id mappings. `path` is the config's, for errors.
+fn set_namespaces(
+    spec: &mut ContainerSpec,
+    linux: &oci_spec::runtime::Linux,
+    path: &Path,
+) -> Result<(), BundleError> {
     spec.network = Network::Host;
     // A namespace the bundle leaves out is the host's (OCI); mount is always its own
     // (`refused` makes sure the bundle asks for it).
@@ -152,42 +176,60 @@ pub fn from_config(bundle: &Path, oci: &Spec) -> Result<ContainerSpec, BundleErr
         match (ns.typ(), ns.path()) {
             (LinuxNamespaceType::Network, Some(p)) => spec.network = Network::Join(p.clone()),
             (LinuxNamespaceType::Network, None) => spec.network = Network::None,
-            (kind, Some(path)) if kind != LinuxNamespaceType::User => {
-                let kind = match kind {
-                    LinuxNamespaceType::Mount => NamespaceKind::Mount,
-                    LinuxNamespaceType::Pid => NamespaceKind::Pid,
-                    LinuxNamespaceType::Uts => NamespaceKind::Uts,
-                    LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
-                    _ => NamespaceKind::Cgroup,
-                };
+            (kind, Some(ns_path)) if kind != LinuxNamespaceType::User => {
                 spec.joined_namespaces.push(JoinedNamespace {
-                    kind,
-                    path: path.clone(),
+                    kind: namespace_kind(kind),
+                    path: ns_path.clone(),
                 });
             }
-            (LinuxNamespaceType::User, _) => {
-                let ranges = |maps: &Option<Vec<LinuxIdMapping>>| -> Vec<IdRange> {
-                    maps.iter()
-                        .flatten()
-                        .map(|m| IdRange {
-                            container_start: m.container_id(),
-                            host_start: m.host_id(),
-                            count: m.size(),
-                        })
-                        .collect()
-                };
-                let mapping = IdMapping {
-                    uids: ranges(linux.uid_mappings()),
-                    gids: ranges(linux.gid_mappings()),
-                };
-                if mapping.uids.is_empty() || mapping.gids.is_empty() {
-                    return Err(BundleError::UserNamespaceWithoutMappings { path });
-                }
-                spec.user_namespace = Some(mapping);
-            }
+            (LinuxNamespaceType::User, _) => spec.user_namespace = Some(id_mapping(linux, path)?),
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// The kind of a namespace joined by path (never network or user, handled apart).
+fn namespace_kind(kind: LinuxNamespaceType) -> NamespaceKind {
+    match kind {
+        LinuxNamespaceType::Mount => NamespaceKind::Mount,
+        LinuxNamespaceType::Pid => NamespaceKind::Pid,
+        LinuxNamespaceType::Uts => NamespaceKind::Uts,
+        LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
+        _ => NamespaceKind::Cgroup,
+    }
+}
+
+/// `linux.uidMappings` and `linux.gidMappings`, which a user namespace needs both of.
+fn id_mapping(linux: &oci_spec::runtime::Linux, path: &Path) -> Result<IdMapping, BundleError> {
+    let ranges = |maps: &Option<Vec<LinuxIdMapping>>| -> Vec<IdRange> {
+        maps.iter()
+            .flatten()
+            .map(|m| IdRange {
+                container_start: m.container_id(),
+                host_start: m.host_id(),
+                count: m.size(),
+            })
+            .collect()
+    };
+    let mapping = IdMapping {
+        uids: ranges(linux.uid_mappings()),
+        gids: ranges(linux.gid_mappings()),
+    };
+    if mapping.uids.is_empty() || mapping.gids.is_empty() {
+        return Err(BundleError::UserNamespaceWithoutMappings {
+            path: path.to_owned(),
+        });
+    }
+    Ok(mapping)
+}
+
+/// The rest of `linux`: masked and read-only paths, sysctls, devices, seccomp, rootfs
+/// propagation and resources.
+fn set_linux(
+    spec: &mut ContainerSpec,
+    linux: &oci_spec::runtime::Linux,
+) -> Result<(), BundleError> {
     spec.masked_paths = linux.masked_paths().clone().unwrap_or_default();
     spec.sysctl = linux
         .sysctl()
@@ -213,7 +255,7 @@ pub fn from_config(bundle: &Path, oci: &Spec) -> Result<ContainerSpec, BundleErr
         spec.resources = resources(r);
         spec.device_cgroup_rules = device_cgroup_rules(r)?;
     }
-    Ok(spec)
+    Ok(())
 }
 
 /// The OCI name of an enum value (`CAP_CHOWN`, `RLIMIT_NOFILE`), via its serde form.

@@ -257,6 +257,96 @@ fn release_pages_unless_ready(fd: BorrowedFd<'_>) {
     }
 }
 
+/// The log pipes of a container with `Stdio::Logs`: stdout's and stderr's (read, write)
+/// ends, and the rotating logs' size and count.
+type LogPipes = ((OwnedFd, OwnedFd), (OwnedFd, OwnedFd), (u64, u32));
+
+/// The channels between the shim and the init it clones, made before clone.
+struct InitPipes {
+    /// The init's reports (`R`, `H`, `E<message>`); the write end closes on exec.
+    report_r: OwnedFd,
+    report_w: OwnedFd,
+    /// A socket, not a pipe: with a user namespace the go message carries the rootfs mount.
+    go_r: OwnedFd,
+    go_w: OwnedFd,
+    logs: Option<LogPipes>,
+}
+
+impl InitPipes {
+    /// Opens the report pipe and the go socket, and the log pipes with `Stdio::Logs`.
+    fn open(spec: &ContainerSpec) -> Result<Self, ShimError> {
+        let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
+        let (go_r, go_w) = UnixStream::pair().map_err(ShimError::InitPipe)?;
+        let (go_r, go_w) = (OwnedFd::from(go_r), OwnedFd::from(go_w));
+        let logs = match spec.stdio {
+            Stdio::Inherit => None,
+            Stdio::Logs { max_bytes, keep } => Some((
+                pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
+                pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
+                (max_bytes, keep),
+            )),
+        };
+        Ok(Self {
+            report_r,
+            report_w,
+            go_r,
+            go_w,
+            logs,
+        })
+    }
+}
+
+/// Clones the init into its namespaces (with a user namespace, from inside `netns`, which it
+/// inherits); it runs `init::run` until exec and reports a failure on the report pipe. On v2
+/// the init is born in its cgroup; older kernels fall back to clone + move. Returns its pid
+/// and whether it was born in the cgroup.
+fn clone_init(
+    ctx: &InitContext<'_>,
+    pipes: &InitPipes,
+    id: &ContainerId,
+    cgroup: &ContainerCgroup,
+    netns: Option<&OwnedFd>,
+) -> Result<(Pid, bool), ShimError> {
+    let userns = ctx.spec.user_namespace.as_ref();
+    let mut flags = init::clone_flags(ctx.spec);
+    if userns.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    let mut child = || {
+        let (Ok(report), Ok(go)) = (pipes.report_w.try_clone(), pipes.go_r.try_clone()) else {
+            return 1;
+        };
+        let (mut report, mut go) = (File::from(report), File::from(go));
+        let err = init::run(ctx, &mut report, &mut go);
+        if ctx.exec_fifo.is_some() {
+            // After an OCI `create` nobody reads the report: the caller's stderr is ours.
+            eprintln!("coracle-runc: container {}: {}", id, error_chain(&err));
+        }
+        let _ = write!(report, "E{}", error_chain(&err));
+        1
+    };
+    let v2_dir = cgroup.v2_dir().and_then(|d| File::open(d).ok());
+    let mut born_in_cgroup = false;
+    let mut clone = || {
+        if let Some(dir) = &v2_dir {
+            match process::clone_init_into_cgroup(flags, dir.as_fd(), &mut child) {
+                Err(Errno::ENOSYS | Errno::E2BIG) => {}
+                other => {
+                    born_in_cgroup = other.is_ok();
+                    return other;
+                }
+            }
+        }
+        process::clone_init(flags, &mut child)
+    };
+    let cloned = match userns {
+        Some(_) => userns::clone_in_netns(netns, clone)?,
+        None => clone(),
+    };
+    let pid = cloned.map_err(ShimError::Clone)?;
+    Ok((pid, born_in_cgroup))
+}
+
 impl Shim {
     /// Steps up to "created": the container is set up and waits for `start`.
     fn create(dir: &Path) -> Result<Self, ShimError> {
@@ -378,27 +468,12 @@ impl Shim {
         joined_namespaces: &[(NamespaceKind, OwnedFd)],
     ) -> Result<Self, ShimError> {
         let spec = &input.spec;
-        let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
-        // A socket, not a pipe: with a user namespace the go message carries the rootfs mount.
-        let (go_r, go_w) = UnixStream::pair().map_err(ShimError::InitPipe)?;
-        let (go_r, go_w) = (OwnedFd::from(go_r), OwnedFd::from(go_w));
-        let log_pipes = match spec.stdio {
-            Stdio::Inherit => None,
-            Stdio::Logs { max_bytes, keep } => Some((
-                pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
-                pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?,
-                (max_bytes, keep),
-            )),
-        };
+        let pipes = InitPipes::open(spec)?;
         let rootfs = dir.join("rootfs");
         let userns = spec.user_namespace.as_ref();
         // On v1 the init moves itself into its cgroups (cheap, see `cgroups::join_self`);
         // the shim moves it on v2 and when a user namespace keeps it from host files.
         let self_join = cgroup.self_join_files().filter(|_| userns.is_none());
-        let mut flags = init::clone_flags(spec);
-        if userns.is_some() {
-            flags |= CloneFlags::CLONE_NEWUSER;
-        }
         let ctx = InitContext {
             spec,
             rootfs: &rootfs,
@@ -406,59 +481,49 @@ impl Shim {
             // With a user namespace the init inherits the network namespace at clone.
             netns: netns.filter(|_| userns.is_none()),
             join_cgroup: self_join.as_deref(),
-            stdout: log_pipes.as_ref().map(|((_, w), _, _)| w),
-            stderr: log_pipes.as_ref().map(|(_, (_, w), _)| w),
+            stdout: pipes.logs.as_ref().map(|((_, w), _, _)| w),
+            stderr: pipes.logs.as_ref().map(|(_, (_, w), _)| w),
             exec_fifo: oci.map(|o| o.exec_fifo),
             console: oci.and_then(|o| o.console),
             pause_before_pivot: oci.is_some_and(|o| o.before_pivot.is_some()),
             joined_namespaces,
         };
         // 4. Clone the init into its namespaces; it runs `init::run` until exec.
-        let mut child = || {
-            let (Ok(report), Ok(go)) = (report_w.try_clone(), go_r.try_clone()) else {
-                return 1;
-            };
-            let (mut report, mut go) = (File::from(report), File::from(go));
-            let err = init::run(&ctx, &mut report, &mut go);
-            if ctx.exec_fifo.is_some() {
-                // After an OCI `create` nobody reads the report: the caller's stderr is ours.
-                eprintln!(
-                    "coracle-runc: container {}: {}",
-                    input.id,
-                    error_chain(&err)
-                );
-            }
-            let _ = write!(report, "E{}", error_chain(&err));
-            1
-        };
-        // On v2 the init is born in its cgroup; older kernels fall back to clone + move.
-        let v2_dir = cgroup.v2_dir().and_then(|d| File::open(d).ok());
-        let mut born_in_cgroup = false;
-        let mut clone = || {
-            if let Some(dir) = &v2_dir {
-                match process::clone_init_into_cgroup(flags, dir.as_fd(), &mut child) {
-                    Err(Errno::ENOSYS | Errno::E2BIG) => {}
-                    other => {
-                        born_in_cgroup = other.is_ok();
-                        return other;
-                    }
-                }
-            }
-            process::clone_init(flags, &mut child)
-        };
-        let cloned = match userns {
-            Some(_) => userns::clone_in_netns(netns, clone)?,
-            None => clone(),
-        };
-        let pid = cloned.map_err(ShimError::Clone)?;
+        let (pid, born_in_cgroup) = clone_init(&ctx, &pipes, &input.id, &cgroup, netns)?;
+        let mut shim = Shim::created(dir, &input.id, pid, cgroup, pipes);
+        // 5. Into the cgroup (with a user namespace: id maps written, rootfs built), then
+        //    let the init go on to set itself up.
+        let in_cgroup = self_join.is_some() || born_in_cgroup;
+        if let Err(err) = shim.release_init(in_cgroup, spec, oci.and_then(|o| o.before_pivot)) {
+            shim.abandon();
+            return Err(err);
+        }
+        Ok(shim)
+    }
+
+    /// The shim of the init just cloned as `pid`, "created". Closes the init's ends of the
+    /// pipes here, which leaves the init the only writer: EOF comes with its exit.
+    fn created(
+        dir: &Path,
+        id: &ContainerId,
+        pid: Pid,
+        cgroup: ContainerCgroup,
+        pipes: InitPipes,
+    ) -> Self {
+        let InitPipes {
+            report_r,
+            report_w,
+            go_r,
+            go_w,
+            logs,
+        } = pipes;
         drop((report_w, go_r));
-        // Dropping the write ends here leaves the init the only writer: EOF comes with its exit.
-        let logs = log_pipes
-            .map(|((out_r, _), (err_r, _), (max_bytes, keep))| (out_r, err_r, max_bytes, keep));
-        let mut shim = Shim {
+        let logs =
+            logs.map(|((out_r, _), (err_r, _), (max_bytes, keep))| (out_r, err_r, max_bytes, keep));
+        Shim {
             dir: dir.to_owned(),
             state: ContainerState {
-                id: input.id.clone(),
+                id: id.clone(),
                 status: Status::Created,
                 pid: pid.as_raw(),
                 pid_start_time: pid_start_time(pid.as_raw()).unwrap_or(0),
@@ -475,29 +540,31 @@ impl Shim {
             go: File::from(go_w),
             logs,
             start_at_once: false,
-        };
-        // 5. Into the cgroup (with a user namespace: id maps written, rootfs built), then
-        //    let the init go on to set itself up.
-        let joined = if self_join.is_some() || born_in_cgroup {
-            Ok(())
-        } else {
-            shim.cgroup.join(pid.as_raw()).map_err(ShimError::from)
-        };
-        let ready = joined
-            .and_then(|()| match userns {
-                Some(mapping) => {
-                    userns::write_maps(pid, mapping)?;
-                    let tree = userns::prepare_rootfs(pid, mapping, &spec.rootfs)?;
-                    Ok(userns::send_go(shim.go.as_raw_fd(), b'C', tree.as_ref())?)
-                }
-                None => shim.go.write_all(b"C").map_err(ShimError::InitPipe),
-            })
-            .and_then(|()| shim.await_init(oci.and_then(|o| o.before_pivot)));
-        if let Err(err) = ready {
-            shim.abandon();
-            return Err(err);
         }
-        Ok(shim)
+    }
+
+    /// Step 5: moves the init into its cgroup unless it is there already (with a user
+    /// namespace: writes its id maps and builds the rootfs), sends it `C` and waits until
+    /// it is ready.
+    fn release_init(
+        &mut self,
+        in_cgroup: bool,
+        spec: &ContainerSpec,
+        before_pivot: Option<&BeforePivot<'_>>,
+    ) -> Result<(), ShimError> {
+        let pid = Pid::from_raw(self.state.pid);
+        if !in_cgroup {
+            self.cgroup.join(pid.as_raw())?;
+        }
+        match &spec.user_namespace {
+            Some(mapping) => {
+                userns::write_maps(pid, mapping)?;
+                let tree = userns::prepare_rootfs(pid, mapping, &spec.rootfs)?;
+                userns::send_go(self.go.as_raw_fd(), b'C', tree.as_ref())?;
+            }
+            None => self.go.write_all(b"C").map_err(ShimError::InitPipe)?,
+        }
+        self.await_init(before_pivot)
     }
 
     /// Reads the init's report: `R` (ready), `E<message>`, or EOF (it exec'd or died).

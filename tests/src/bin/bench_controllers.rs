@@ -425,11 +425,7 @@ fn print(row: &Row) {
 }
 
 fn main() -> Result<()> {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().with_context(|| format!("fleet size {a:?}")))
-        .collect::<Result<_>>()?;
-    let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
+    let sizes = coracle_tests::sim::fleet_sizes_from_args(1000)?;
     let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

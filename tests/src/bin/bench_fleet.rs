@@ -148,11 +148,7 @@ async fn run(n: usize) -> Result<Row> {
 }
 
 fn main() -> Result<()> {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().with_context(|| format!("fleet size {a:?}")))
-        .collect::<Result<_>>()?;
-    let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
+    let sizes = coracle_tests::sim::fleet_sizes_from_args(1000)?;
     raise_fd_limit(65_536)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -50,15 +50,7 @@ impl Injector {
         self.client
             .subscribe(topic, QoS::AtLeastOnce)
             .context("subscribe")?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.publishes.recv_timeout(left) {
-                Ok((t, body)) if t == topic => return Ok(body),
-                Ok(_) => continue,
-                Err(_) => bail!("no message on {topic} within {timeout:?}"),
-            }
-        }
+        self.next_message(topic, timeout)
     }
 
     /// Subscribes to `topic`; its messages are then taken with `next_message`.

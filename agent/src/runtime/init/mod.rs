@@ -25,10 +25,11 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 use super::process;
-use super::spec::{ContainerSpec, MountKind, NamespaceKind, Network};
+use super::spec::{ContainerSpec, Mount, MountKind, NamespaceKind, Network};
 use super::userns;
 
 /// Failures of the init steps, named after the step.
@@ -208,16 +209,54 @@ pub fn run(ctx: &InitContext<'_>, report: &mut File, go: &mut File) -> InitError
     }
 }
 
+/// The init's steps, in order; each says what it does and why in its own function below.
 fn setup_and_exec(
     ctx: &InitContext<'_>,
     report: &mut File,
     go: &mut File,
 ) -> Result<std::convert::Infallible, InitError> {
     let spec = ctx.spec;
-    let in_userns = spec.user_namespace.is_some();
-    // 1. Wait until the shim has put us in the container's cgroup (and, with a user
-    //    namespace, written our id maps and built the rootfs), then make it our root.
-    let rootfs_tree = if in_userns {
+    // 1. Into the container's cgroup, then into the joined and own namespaces.
+    let rootfs_tree = await_cgroup(ctx, go)?;
+    let own_cgroupns = enter_namespaces(ctx)?;
+    // 2. Network.
+    enter_network(ctx)?;
+    // 3. Root filesystem and mounts.
+    let propagation = build_rootfs(ctx, rootfs_tree.as_ref(), own_cgroupns)?;
+    // 4. Minimal /dev.
+    populate_dev(ctx)?;
+    // 5. Switch root; the host's tree is gone from here on.
+    switch_root(ctx, report, go, propagation)?;
+    // 6. Kernel parameters, masked and read-only paths.
+    protect_kernel_and_paths(spec)?;
+    // 7. Identity and limits.
+    let privileges = set_identity_and_limits(spec)?;
+    // 8. Stdio, umask and working directory, and the program to run.
+    let program = prepare_process(ctx)?;
+    // 9. Drop privileges.
+    drop_privileges(spec, &privileges)?;
+    // 10. Ready; exec when told to start (with `init`: fork, exec in the child, and stay
+    //     as its init).
+    await_start(ctx, report, go)?;
+    let exec = || {
+        exec_program(
+            &program.path,
+            &program.args,
+            &program.env,
+            &spec.process.args[0],
+        )
+    };
+    if spec.init {
+        pid1::run(report, exec);
+    }
+    Err(exec())
+}
+
+/// Step 1: waits until the shim has put us in the container's cgroup (and, with a user
+/// namespace, written our id maps and built the rootfs, whose mount comes back), then makes
+/// it our root; on v1 joins the cgroup itself.
+fn await_cgroup(ctx: &InitContext<'_>, go: &mut File) -> Result<Option<OwnedFd>, InitError> {
+    let rootfs_tree = if ctx.spec.user_namespace.is_some() {
         let (byte, tree) = userns::receive_go(go.as_fd())?;
         expect_byte(byte, b'C')?;
         userns::become_root()?;
@@ -229,8 +268,13 @@ fn setup_and_exec(
     if let Some(tasks) = ctx.join_cgroup {
         crate::runtime::cgroups::join_self(tasks)?;
     }
-    // Joined namespaces (opened on the host by the shim): mount first, so that
-    //    everything below happens in it.
+    Ok(rootfs_tree)
+}
+
+/// Step 1, on: enters the joined namespaces (opened on the host by the shim, mount first, so
+/// that everything below happens in it), then a cgroup namespace of its own unless the host's
+/// is shared or one is joined. Returns whether it made its own cgroup namespace.
+fn enter_namespaces(ctx: &InitContext<'_>) -> Result<bool, InitError> {
     for (kind, fd) in ctx.joined_namespaces {
         nix::sched::setns(fd, kind.clone_flag()).map_err(|source| InitError::JoinNamespace {
             kind: *kind,
@@ -241,67 +285,104 @@ fn setup_and_exec(
         .joined_namespaces
         .iter()
         .any(|(kind, _)| *kind == NamespaceKind::Cgroup);
-    let own_cgroupns = !spec.host_namespaces.cgroup && !cgroup_joined;
+    let own_cgroupns = !ctx.spec.host_namespaces.cgroup && !cgroup_joined;
     if own_cgroupns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(InitError::UnshareCgroup)?;
     }
-    // 2. Network: join the given namespace, or bring up loopback in the fresh one.
-    match (&spec.network, ctx.netns) {
+    Ok(own_cgroupns)
+}
+
+/// Step 2: joins the given network namespace, or brings up loopback in the fresh one.
+fn enter_network(ctx: &InitContext<'_>) -> Result<(), InitError> {
+    match (&ctx.spec.network, ctx.netns) {
         (Network::Join(_), Some(fd)) => {
             nix::sched::setns(fd, CloneFlags::CLONE_NEWNET).map_err(InitError::JoinNetwork)?
         }
         (Network::None, _) => process::bring_up_loopback().map_err(InitError::Loopback)?,
         _ => {}
     }
-    // 3. Root filesystem and mounts, in our own mount namespace: private unless the spec
-    //    gives another propagation, and then still sending nothing to the host.
+    Ok(())
+}
+
+/// Step 3: the root filesystem and mounts, in our own mount namespace: private unless the
+/// spec gives another propagation, and then still sending nothing to the host. Returns the
+/// root's propagation, which `switch_root` finishes.
+fn build_rootfs(
+    ctx: &InitContext<'_>,
+    rootfs_tree: Option<&OwnedFd>,
+    own_cgroupns: bool,
+) -> Result<MsFlags, InitError> {
+    let spec = ctx.spec;
     let propagation = propagation::root_flags(spec.rootfs_propagation.as_deref())?;
     propagation::prepare(propagation, ctx.rootfs)?;
-    match &rootfs_tree {
+    match rootfs_tree {
         Some(tree) => userns::attach_rootfs(tree, ctx.rootfs)?,
         None => mounts::mount_rootfs(&spec.rootfs, ctx.rootfs)?,
     }
     propagation::isolate_rootfs(propagation, ctx.rootfs)?;
     for m in &spec.mounts {
-        // Sharing the host's cgroup namespace, a `cgroup` mount shows what the host's
-        // cgroup2 mount shows: bind that one. A new cgroup2 superblock in the host's
-        // namespace costs the kernel 14-24 ms here, against 2 ms in a namespace of its own.
-        let host_cgroup2 = (m.kind == MountKind::Cgroup && !own_cgroupns)
-            .then(mounts::host_cgroup2_mount)
-            .flatten();
-        if let Some(host) = host_cgroup2 {
-            mounts::bind_host_cgroup2(ctx.rootfs, m, &host)?;
-            continue;
-        }
-        match mounts::mount_one(ctx.rootfs, m) {
-            // A user namespace cannot mount sysfs for a network namespace it does not own
-            // (host or joined network): show the host's, read-only, like runc.
-            Err(mounts::MountError::Mount { kind, .. })
-                if in_userns && kind == MountKind::Sysfs =>
-            {
-                mounts::bind_host_sysfs(ctx.rootfs, m)?
-            }
-            other => other?,
-        }
+        mount_in_rootfs(ctx, m, own_cgroupns)?;
     }
-    // 4. Minimal /dev: standard nodes plus passed-through devices, nothing else. A user
-    //    namespace may not create device nodes: the host's are bind-mounted instead.
-    let creation = if in_userns {
+    Ok(propagation)
+}
+
+/// One of the spec's mounts, under the rootfs.
+fn mount_in_rootfs(ctx: &InitContext<'_>, m: &Mount, own_cgroupns: bool) -> Result<(), InitError> {
+    // Sharing the host's cgroup namespace, a `cgroup` mount shows what the host's
+    // cgroup2 mount shows: bind that one. A new cgroup2 superblock in the host's
+    // namespace costs the kernel 14-24 ms here, against 2 ms in a namespace of its own.
+    let host_cgroup2 = (m.kind == MountKind::Cgroup && !own_cgroupns)
+        .then(mounts::host_cgroup2_mount)
+        .flatten();
+    if let Some(host) = host_cgroup2 {
+        mounts::bind_host_cgroup2(ctx.rootfs, m, &host)?;
+        return Ok(());
+    }
+    match mounts::mount_one(ctx.rootfs, m) {
+        // A user namespace cannot mount sysfs for a network namespace it does not own
+        // (host or joined network): show the host's, read-only, like runc.
+        Err(mounts::MountError::Mount { kind, .. })
+            if ctx.spec.user_namespace.is_some() && kind == MountKind::Sysfs =>
+        {
+            mounts::bind_host_sysfs(ctx.rootfs, m)?
+        }
+        other => other?,
+    }
+    Ok(())
+}
+
+/// Step 4: a minimal /dev: standard nodes plus passed-through devices, nothing else. A user
+/// namespace may not create device nodes: the host's are bind-mounted instead.
+fn populate_dev(ctx: &InitContext<'_>) -> Result<(), InitError> {
+    let creation = if ctx.spec.user_namespace.is_some() {
         dev::Creation::BindHost
     } else {
         dev::Creation::Mknod
     };
     dev::populate(ctx.rootfs, ctx.nodes, creation)?;
-    // 5. Switch root; the host's tree is gone from here on. The OCI create-time hooks run
-    //    just before, with the container's namespaces and mounts made (runtime-spec).
+    Ok(())
+}
+
+/// Step 5: pivot_root into the rootfs. The OCI create-time hooks run just before, with the
+/// container's namespaces and mounts made (runtime-spec): report `H` and wait for the shim.
+fn switch_root(
+    ctx: &InitContext<'_>,
+    report: &mut File,
+    go: &mut File,
+    propagation: MsFlags,
+) -> Result<(), InitError> {
     if ctx.pause_before_pivot {
         report.write_all(b"H").map_err(InitError::AwaitShim)?;
         await_byte(go, b'H')?;
     }
     mounts::pivot_into(ctx.rootfs)?;
     propagation::finish(propagation)?;
-    // 6. The container's own kernel parameters (through its /proc, before /proc/sys is
-    //    made read-only), then hide and freeze what containers must not touch.
+    Ok(())
+}
+
+/// Step 6: the container's own kernel parameters (through its /proc, before /proc/sys is
+/// made read-only), then hide and freeze what containers must not touch.
+fn protect_kernel_and_paths(spec: &ContainerSpec) -> Result<(), InitError> {
     kernel_params::apply_sysctls(&spec.sysctl)?;
     for path in &spec.masked_paths {
         mounts::mask(path)?;
@@ -312,7 +393,19 @@ fn setup_and_exec(
     if spec.readonly_rootfs {
         mounts::readonly_root()?;
     }
-    // 7. Identity and limits.
+    Ok(())
+}
+
+/// Who the process becomes and what it keeps, resolved while /etc is still readable by us.
+struct Privileges {
+    ids: user::Ids,
+    caps: capabilities::CapabilityPlan,
+    filters: Vec<seccompiler::BpfProgram>,
+}
+
+/// Step 7: hostname, rlimits and OOM score; resolves the user, capabilities and seccomp
+/// filters that step 9 applies.
+fn set_identity_and_limits(spec: &ContainerSpec) -> Result<Privileges, InitError> {
     if let Some(hostname) = &spec.hostname {
         nix::unistd::sethostname(hostname).map_err(|source| InitError::Hostname {
             hostname: hostname.clone(),
@@ -324,64 +417,81 @@ fn setup_and_exec(
     let ids = user::resolve_in_container(&spec.process.user, &spec.process.group_add)?;
     let caps = capabilities::plan(&spec.process)?;
     let filters = seccomp::filters(spec, &caps.bounding)?;
-    // 8. Stdio, umask and working directory, and the program to run.
+    Ok(Privileges { ids, caps, filters })
+}
+
+/// The program to exec, with its arguments and environment.
+struct Program {
+    path: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+}
+
+/// Step 8: stdio (the console or the log pipes), umask and working directory, and the
+/// program found on the container's PATH.
+fn prepare_process(ctx: &InitContext<'_>) -> Result<Program, InitError> {
+    let process = &ctx.spec.process;
     match ctx.console {
         Some(terminal) => console::attach(terminal)?,
         None => redirect_stdio(ctx)?,
     }
-    if let Some(mask) = spec.process.umask {
+    if let Some(mask) = process.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    let cwd = &spec.process.cwd;
+    let cwd = &process.cwd;
     nix::unistd::chdir(cwd.as_str()).map_err(|source| InitError::Cwd {
         cwd: cwd.clone(),
         source,
     })?;
-    let args = cstrings(&spec.process.args)?;
-    let env = cstrings(&spec.process.env)?;
-    let program = find_program(&spec.process.args[0], &spec.process.env, |p| p.is_file())?;
-    let program = CString::new(program.into_os_string().into_encoded_bytes()).map_err(|e| {
+    let args = cstrings(&process.args)?;
+    let env = cstrings(&process.env)?;
+    let path = find_program(&process.args[0], &process.env, |p| p.is_file())?;
+    let path = CString::new(path.into_os_string().into_encoded_bytes()).map_err(|e| {
         InitError::NulByte {
             value: String::from_utf8_lossy(&e.into_vec()).into_owned(),
         }
     })?;
-    // 9. Drop privileges: bounding set, user (keeping caps across setuid), final caps,
-    //    no_new_privs, seccomp last (it forbids the calls above).
-    //    Without no_new_privs the kernel takes a filter only from a CAP_SYS_ADMIN holder:
-    //    then it goes in first, while we still have every capability (the filter allows
-    //    the setuid, capset and exec calls that follow), as runc does.
+    Ok(Program { path, args, env })
+}
+
+/// Step 9: drops privileges: bounding set, user (keeping caps across setuid), final caps,
+/// no_new_privs, seccomp last (it forbids the calls above), and resets signal handling.
+/// Without no_new_privs the kernel takes a filter only from a CAP_SYS_ADMIN holder: then it
+/// goes in first, while we still have every capability (the filter allows the setuid,
+/// capset and exec calls that follow), as runc does.
+fn drop_privileges(spec: &ContainerSpec, privileges: &Privileges) -> Result<(), InitError> {
+    let Privileges { ids, caps, filters } = privileges;
     let no_new_privileges = spec.process.no_new_privileges;
     if !no_new_privileges {
-        seccomp::install_keeping_privileges(&filters)?;
+        seccomp::install_keeping_privileges(filters)?;
     }
     capabilities::limit_bounding(&caps.bounding)?;
     nix::sys::prctl::set_keepcaps(true).map_err(InitError::Prctl)?;
-    user::switch(&ids)?;
+    user::switch(ids)?;
     nix::sys::prctl::set_keepcaps(false).map_err(InitError::Prctl)?;
-    capabilities::apply(&caps)?;
+    capabilities::apply(caps)?;
     if no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(InitError::Prctl)?;
-        seccomp::install(&filters)?;
+        seccomp::install(filters)?;
     }
     process::reset_signals().map_err(InitError::Signals)?;
-    // 10. Ready; exec when told to start (with `init`: fork, exec in the child, and stay
-    //     as its init).
+    Ok(())
+}
+
+/// Step 10: reports ready (`R`) and waits for start: the shim's `S`, or for an OCI `create`
+/// the state `start` writes into the exec fifo, which the startContainer hooks read on stdin.
+fn await_start(ctx: &InitContext<'_>, report: &mut File, go: &mut File) -> Result<(), InitError> {
     report.write_all(b"R").map_err(InitError::AwaitShim)?;
     match ctx.exec_fifo {
-        // OCI: `start` writes the state, which the startContainer hooks read on stdin.
         Some(fifo) => {
             let state = await_start_on_fifo(fifo)?;
-            for hook in &spec.start_container_hooks {
+            for hook in &ctx.spec.start_container_hooks {
                 crate::runtime::hook::run(hook, &state)?;
             }
         }
         None => await_byte(go, b'S')?,
     }
-    let exec = || exec_program(&program, &args, &env, &spec.process.args[0]);
-    if spec.init {
-        pid1::run(report, exec);
-    }
-    Err(exec())
+    Ok(())
 }
 
 /// Execs `program`; returns only the error, saying "exec format error" and, for an ELF
