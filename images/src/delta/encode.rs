@@ -175,37 +175,9 @@ fn encode_ops(
             ..EncodeReport::default()
         },
     };
-    let mut gaps = Vec::with_capacity(regions.len() + 1);
-    let (mut cursor, mut padding) = (0u64, 0u64);
-    for region in &regions {
-        gaps.push(GapSpan {
-            offset: cursor,
-            len: region.offset - cursor,
-            padding,
-        });
-        cursor = region.offset + region.size;
-        padding = (512 - region.size % 512) % 512;
-    }
-    gaps.push(GapSpan {
-        offset: cursor,
-        len: new_size - cursor,
-        padding,
-    });
-    // Headers and padding: against the old skeleton when a base has one, else literal.
-    let mut skeleton = match bases.iter().position(|b| skeleton_path(b.dir).is_file()) {
-        Some(i) => Some(
-            GapEncoder::new(
-                &new,
-                &gaps,
-                &ops_path,
-                skeleton_path(bases[i].dir),
-                u16::try_from(i).expect("fewer than 65536 bases"),
-                options.level,
-            )
-            .map_err(read_new)?,
-        ),
-        None => None,
-    };
+    let gaps = gap_spans(&regions, new_size);
+    let mut skeleton =
+        skeleton_encoder(&new, &gaps, &ops_path, bases, options.level).map_err(read_new)?;
     let counterparts = regions
         .iter()
         .map(|region| {
@@ -222,18 +194,7 @@ fn encode_ops(
     // Regions served from the batch decoded last, in tar order.
     let mut from_batch = std::collections::VecDeque::new();
     for (i, gap) in gaps.iter().enumerate() {
-        match skeleton.as_mut() {
-            Some(gap_encoder) => {
-                debug_assert_eq!(enc.codec.padding(), gap.padding);
-                gap_encoder.emit(&mut enc).map_err(read_new)?
-            }
-            None => {
-                enc.literal_from(&new, gap.offset, gap.len)
-                    .map_err(read_new)?;
-                enc.report.literal_bytes -= gap.len; // counted as skeleton below
-            }
-        }
-        enc.report.skeleton_bytes += gap.len;
+        enc.gap(skeleton.as_mut(), &new, gap).map_err(read_new)?;
         let Some(region) = regions.get(i) else {
             continue;
         };
@@ -285,6 +246,51 @@ fn encode_ops(
     Ok(report)
 }
 
+/// What lies between file contents (and after the last): tar headers, records, padding.
+fn gap_spans(regions: &[Region], new_size: u64) -> Vec<GapSpan> {
+    let mut gaps = Vec::with_capacity(regions.len() + 1);
+    let (mut cursor, mut padding) = (0u64, 0u64);
+    for region in regions {
+        gaps.push(GapSpan {
+            offset: cursor,
+            len: region.offset - cursor,
+            padding,
+        });
+        cursor = region.offset + region.size;
+        padding = (512 - region.size % 512) % 512;
+    }
+    gaps.push(GapSpan {
+        offset: cursor,
+        len: new_size - cursor,
+        padding,
+    });
+    gaps
+}
+
+/// Headers and padding are encoded against the first base's skeleton that exists; with
+/// none they are literal (`None`).
+fn skeleton_encoder(
+    new: &File,
+    gaps: &[GapSpan],
+    ops_path: &Path,
+    bases: &[BaseLayer<'_>],
+    level: i32,
+) -> io::Result<Option<GapEncoder>> {
+    let Some(i) = bases.iter().position(|b| skeleton_path(b.dir).is_file()) else {
+        return Ok(None);
+    };
+    let base = u16::try_from(i).expect("fewer than 65536 bases");
+    GapEncoder::new(
+        new,
+        gaps,
+        ops_path,
+        skeleton_path(bases[i].dir),
+        base,
+        level,
+    )
+    .map(Some)
+}
+
 /// First pass: where each regular file's bytes sit in the tar.
 fn content_regions(tar: &File) -> io::Result<Vec<Region>> {
     let mut archive = tar::Archive::new(tar);
@@ -319,6 +325,28 @@ impl OpWriter {
         let version = &mut self.report.format_version;
         *version = (*version).max(op.since_version());
         self.codec.write(op, &mut self.out)
+    }
+
+    /// The headers and padding before the next file content (or the end): from the skeleton
+    /// encoder, or literal when there is none.
+    fn gap(
+        &mut self,
+        skeleton: Option<&mut GapEncoder>,
+        new: &File,
+        gap: &GapSpan,
+    ) -> io::Result<()> {
+        match skeleton {
+            Some(gap_encoder) => {
+                debug_assert_eq!(self.codec.padding(), gap.padding);
+                gap_encoder.emit(self)?
+            }
+            None => {
+                self.literal_from(new, gap.offset, gap.len)?;
+                self.report.literal_bytes -= gap.len; // counted as skeleton below
+            }
+        }
+        self.report.skeleton_bytes += gap.len;
+        Ok(())
     }
 
     fn literal_from(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
