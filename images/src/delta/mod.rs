@@ -10,6 +10,10 @@
 //! synthesises the padding and restores the checksums. Encoding ([`encode`]) may be slow; applying
 //! ([`DeltaReader`]) streams with memory bounded by the window size, and the result is
 //! accepted only if its sha256 equals the new diff_id.
+//!
+//! For a small layer over one base the encoder also makes a whole-layer delta ([`whole`]):
+//! one patch of the whole new tar against the base's whole tar, rebuilt on both sides from
+//! the unpacked layer, behind a header of a few bytes; the smaller of the two is kept.
 
 mod apply;
 pub mod batch;
