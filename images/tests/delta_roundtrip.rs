@@ -1,5 +1,6 @@
 //! Delta layers end to end: encode from real tars, rebuild byte for byte, unpack into the
-//! store in one pass, and refuse deltas applied to the wrong base or over budget.
+//! store in one pass, and refuse deltas applied to the wrong base or over budget. These are
+//! the op stream's tests (no whole-layer delta: see `delta_whole.rs`).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -100,7 +101,7 @@ fn encode_pair(p: &Pair, budget: u64) -> (PathBuf, Digest, PathBuf, delta::Encod
     let options = EncodeOptions {
         level: 9,
         apply_budget: budget,
-        ..EncodeOptions::default()
+        ..ops_only()
     };
     let report = encode(
         &p.new_tar,
@@ -267,22 +268,17 @@ fn delta_old_paths_cannot_leave_the_base_layer() {
     }
 }
 
+/// The op stream alone: small test layers would otherwise go as whole-layer deltas.
+fn ops_only() -> EncodeOptions {
+    EncodeOptions {
+        try_whole: false,
+        ..EncodeOptions::default()
+    }
+}
+
 /// Encode `new` against `old` (both layer tars) at the default budget, apply it, check the
 /// rebuild is byte for byte, and give back the report.
 fn round_trip(old: &[u8], new: &[u8]) -> delta::EncodeReport {
-    round_trip_with(old, new, &EncodeOptions::default())
-}
-
-/// [`round_trip`] with only the op stream (no whole-layer delta): for what it alone does.
-fn round_trip_ops(old: &[u8], new: &[u8]) -> delta::EncodeReport {
-    let options = EncodeOptions {
-        try_whole: false,
-        ..EncodeOptions::default()
-    };
-    round_trip_with(old, new, &options)
-}
-
-fn round_trip_with(old: &[u8], new: &[u8], options: &EncodeOptions) -> delta::EncodeReport {
     let dir = tempfile::tempdir().unwrap();
     let new_tar = dir.path().join("new.tar");
     std::fs::write(&new_tar, new).unwrap();
@@ -299,7 +295,7 @@ fn round_trip_with(old: &[u8], new: &[u8], options: &EncodeOptions) -> delta::En
         &[base],
         dir.path(),
         std::fs::File::create(&delta_path).unwrap(),
-        options,
+        &ops_only(),
     )
     .unwrap();
     let out = dir.path().join("rebuilt.tar");
@@ -447,7 +443,7 @@ fn many_small_text_changes_are_batched_and_rebuild() {
         let at = 100 + i % 500;
         body[at..at + 5].copy_from_slice(b"2.0.1");
     }
-    let report = round_trip_ops(&tar_of(&old), &tar_of(&new));
+    let report = round_trip(&tar_of(&old), &tar_of(&new));
     assert!(report.batched_bytes > 90 * 1800, "{report:?}");
     assert_eq!(report.format_version, 3, "{report:?}");
 }
@@ -457,7 +453,7 @@ fn a_delta_without_new_ops_stays_readable_by_version_2_agents() {
     let old = many_files(50, 300);
     let mut new = old.clone();
     new.push(("lib/pkg/extra.py".into(), b"print('new')\n".to_vec()));
-    let report = round_trip_ops(&tar_of(&old), &tar_of(&new));
+    let report = round_trip(&tar_of(&old), &tar_of(&new));
     assert_eq!(report.format_version, 2, "{report:?}");
 }
 

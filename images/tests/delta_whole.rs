@@ -76,6 +76,14 @@ struct Encoded {
 }
 
 fn encode_pair(old_tar: Vec<u8>, new_tar: Vec<u8>, budget: u64) -> Encoded {
+    let options = EncodeOptions {
+        apply_budget: budget,
+        ..EncodeOptions::default()
+    };
+    encode_pair_with(old_tar, new_tar, &options)
+}
+
+fn encode_pair_with(old_tar: Vec<u8>, new_tar: Vec<u8>, options: &EncodeOptions) -> Encoded {
     let dir = tempfile::tempdir().unwrap();
     let old_dir = dir.path().join("old");
     let unpacked = unpack_layer(&old_tar[..], &old_dir, None, &UnpackLimits::default()).unwrap();
@@ -86,12 +94,8 @@ fn encode_pair(old_tar: Vec<u8>, new_tar: Vec<u8>, budget: u64) -> Encoded {
         dir: &old_dir,
         index: &unpacked.index,
     };
-    let options = EncodeOptions {
-        apply_budget: budget,
-        ..EncodeOptions::default()
-    };
     let mut delta = Vec::new();
-    let report = encode(&new_path, &[base], dir.path(), &mut delta, &options).unwrap();
+    let report = encode(&new_path, &[base], dir.path(), &mut delta, options).unwrap();
     Encoded {
         dir,
         old_tar,
@@ -199,38 +203,30 @@ fn a_whole_layer_delta_needs_the_layer_it_rebuilds_named() {
 
 #[test]
 fn a_tar_container_delta_for_another_layer_is_refused_before_writing() {
-    let old = package_tar("1.0", &[]);
-    let new = package_tar("1.0.1", &[3, 17]);
-    let dir = tempfile::tempdir().unwrap();
-    let old_dir = dir.path().join("old");
-    let unpacked = unpack_layer(&old[..], &old_dir, None, &UnpackLimits::default()).unwrap();
-    let new_path = dir.path().join("new.tar");
-    std::fs::write(&new_path, &new).unwrap();
     let options = EncodeOptions {
         try_whole: false,
         ..EncodeOptions::default()
     };
-    let base = BaseLayer {
-        diff_id: unpacked.diff_id,
-        dir: &old_dir,
-        index: &unpacked.index,
-    };
-    let mut ops_delta = Vec::new();
-    let report = encode(&new_path, &[base], dir.path(), &mut ops_delta, &options).unwrap();
-    assert!(report.format_version < WHOLE_FORMAT_VERSION);
+    let e = encode_pair_with(
+        package_tar("1.0", &[]),
+        package_tar("1.0.1", &[3, 17]),
+        &options,
+    );
+    assert!(e.report.format_version < WHOLE_FORMAT_VERSION);
     let other = Digest::of(b"another layer");
-    let out = dir.path().join("rebuilt.tar");
-    let bases = vec![BaseDir::scan(old_dir).unwrap()];
+    let out = e.dir.path().join("rebuilt.tar");
+    let bases = vec![BaseDir::scan(e.old_dir.clone()).unwrap()];
     let err = apply_to_file(
-        &ops_delta[..],
+        &e.delta[..],
         bases,
         Some(other),
         &out,
         delta::DEFAULT_BUDGET,
     )
     .unwrap_err();
+    let new_id = Digest::of(&e.new_tar);
     assert!(
-        matches!(err, DeltaError::WrongLayer { expected, found } if expected == other && found == Digest::of(&new)),
+        matches!(err, DeltaError::WrongLayer { expected, found } if expected == other && found == new_id),
         "{err:?}"
     );
     assert!(!out.exists());
@@ -345,11 +341,9 @@ fn a_changed_base_file_fails_the_rebuild_and_keeps_nothing() {
         delta::DEFAULT_BUDGET,
     )
     .unwrap_err();
+    // The reference differs by one byte, so zstd decodes another tar of the same length.
     assert!(
-        matches!(
-            err,
-            DeltaError::VerifyDigest { .. } | DeltaError::Rebuild { .. }
-        ),
+        matches!(err, DeltaError::VerifyDigest { expected, .. } if expected == new_id),
         "{err:?}"
     );
     assert!(!out.exists());
