@@ -115,15 +115,40 @@ fn patch_release() -> Encoded {
     )
 }
 
+/// Apply `delta` to the pair's unpacked base as a file, naming `expected`; an error leaves
+/// no output behind.
+fn apply_as_file(
+    e: &Encoded,
+    delta: &[u8],
+    expected: Option<Digest>,
+    budget: u64,
+) -> Result<Digest, DeltaError> {
+    let out = e.dir.path().join("rebuilt.tar");
+    let bases = vec![BaseDir::scan(e.old_dir.clone()).unwrap()];
+    let result = apply_to_file(delta, bases, expected, &out, budget);
+    match &result {
+        Ok(_) => assert_eq!(std::fs::read(&out).unwrap(), e.new_tar),
+        Err(_) => assert!(!out.exists() && !out.with_extension("partial").exists()),
+    }
+    let _ = std::fs::remove_file(&out);
+    result
+}
+
+/// Applying the pair's delta naming `expected` rebuilds a tar that does not hash to it.
+fn refused_as_not_hashing_to(e: &Encoded, expected: Digest) {
+    let err = apply_as_file(e, &e.delta, Some(expected), delta::DEFAULT_BUDGET).unwrap_err();
+    assert!(
+        matches!(err, DeltaError::VerifyDigest { expected: named, .. } if named == expected),
+        "{err:?}"
+    );
+}
+
 fn store_holding(dir: &Path, layers: &[&[u8]]) -> Store {
-    let store = Store::open(
-        &dir.join("store"),
-        StoreConfig {
-            reserve_bytes: 0,
-            ..StoreConfig::default()
-        },
-    )
-    .unwrap();
+    let no_reserve = StoreConfig {
+        reserve_bytes: 0,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&dir.join("store"), no_reserve).unwrap();
     for tar in layers {
         store.add_layer(*tar, &Digest::of(tar)).unwrap();
     }
@@ -154,18 +179,8 @@ fn a_small_patch_release_is_one_frame_over_the_whole_old_tar() {
     );
 
     let new_id = Digest::of(&e.new_tar);
-    let out = e.dir.path().join("rebuilt.tar");
-    let base = || vec![BaseDir::scan(e.old_dir.clone()).unwrap()];
-    let digest = apply_to_file(
-        &e.delta[..],
-        base(),
-        Some(new_id),
-        &out,
-        delta::DEFAULT_BUDGET,
-    )
-    .unwrap();
+    let digest = apply_as_file(&e, &e.delta, Some(new_id), delta::DEFAULT_BUDGET).unwrap();
     assert_eq!(digest, new_id);
-    assert_eq!(std::fs::read(&out).unwrap(), e.new_tar);
 
     // The agent's path: into the store, the base found by the prefix the delta carries.
     let store = store_holding(e.dir.path(), &[&e.old_tar]);
@@ -180,25 +195,10 @@ fn a_small_patch_release_is_one_frame_over_the_whole_old_tar() {
 #[test]
 fn a_whole_layer_delta_needs_the_layer_it_rebuilds_named() {
     let e = patch_release();
-    let out = e.dir.path().join("rebuilt.tar");
-    let base = || vec![BaseDir::scan(e.old_dir.clone()).unwrap()];
-    let err = apply_to_file(&e.delta[..], base(), None, &out, delta::DEFAULT_BUDGET).unwrap_err();
+    let err = apply_as_file(&e, &e.delta, None, delta::DEFAULT_BUDGET).unwrap_err();
     assert!(matches!(err, DeltaError::NeedsDiffId), "{err:?}");
     // Naming another layer: the rebuilt tar does not hash to it, and nothing is kept.
-    let other = Digest::of(b"another layer");
-    let err = apply_to_file(
-        &e.delta[..],
-        base(),
-        Some(other),
-        &out,
-        delta::DEFAULT_BUDGET,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, DeltaError::VerifyDigest { expected, .. } if expected == other),
-        "{err:?}"
-    );
-    assert!(!out.exists());
+    refused_as_not_hashing_to(&e, Digest::of(b"another layer"));
 }
 
 #[test]
@@ -214,22 +214,12 @@ fn a_tar_container_delta_for_another_layer_is_refused_before_writing() {
     );
     assert!(e.report.format_version < WHOLE_FORMAT_VERSION);
     let other = Digest::of(b"another layer");
-    let out = e.dir.path().join("rebuilt.tar");
-    let bases = vec![BaseDir::scan(e.old_dir.clone()).unwrap()];
-    let err = apply_to_file(
-        &e.delta[..],
-        bases,
-        Some(other),
-        &out,
-        delta::DEFAULT_BUDGET,
-    )
-    .unwrap_err();
+    let err = apply_as_file(&e, &e.delta, Some(other), delta::DEFAULT_BUDGET).unwrap_err();
     let new_id = Digest::of(&e.new_tar);
     assert!(
         matches!(err, DeltaError::WrongLayer { expected, found } if expected == other && found == new_id),
         "{err:?}"
     );
-    assert!(!out.exists());
 }
 
 /// The delta with its header replaced (the payload kept).
@@ -254,13 +244,8 @@ fn header_len_after(e: &Encoded) -> usize {
 fn hostile_whole_layer_deltas_are_refused_saying_what_was_wrong() {
     let e = patch_release();
     let new_id = Digest::of(&e.new_tar);
-    let out = e.dir.path().join("rebuilt.tar");
-    let apply = |delta: &[u8], budget: u64| {
-        let bases = vec![BaseDir::scan(e.old_dir.clone()).unwrap()];
-        let result = apply_to_file(delta, bases, Some(new_id), &out, budget);
-        assert!(!out.exists());
-        result.unwrap_err()
-    };
+    let apply =
+        |delta: &[u8], budget: u64| apply_as_file(&e, delta, Some(new_id), budget).unwrap_err();
     let err = apply(&e.delta[..5], delta::DEFAULT_BUDGET);
     assert!(matches!(err, DeltaError::ReadDelta(_)), "{err:?}");
 
@@ -330,23 +315,8 @@ fn a_changed_base_file_fails_the_rebuild_and_keeps_nothing() {
     let mut bytes = std::fs::read(&module).unwrap();
     bytes[20] ^= 1;
     std::fs::write(&module, bytes).unwrap();
-    let new_id = Digest::of(&e.new_tar);
-    let out = e.dir.path().join("rebuilt.tar");
-    let bases = vec![BaseDir::scan(e.old_dir.clone()).unwrap()];
-    let err = apply_to_file(
-        &e.delta[..],
-        bases,
-        Some(new_id),
-        &out,
-        delta::DEFAULT_BUDGET,
-    )
-    .unwrap_err();
     // The reference differs by one byte, so zstd decodes another tar of the same length.
-    assert!(
-        matches!(err, DeltaError::VerifyDigest { expected, .. } if expected == new_id),
-        "{err:?}"
-    );
-    assert!(!out.exists());
+    refused_as_not_hashing_to(&e, Digest::of(&e.new_tar));
 }
 
 #[test]
