@@ -20,7 +20,6 @@
 //! and password are put back and the reply is `Failed` naming why; the controller then
 //! keeps the old password. Every other command goes on to the supervisor unchanged.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,7 +29,6 @@ use coracle_proto::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::private_dir::private_file;
 use crate::pull::{PullToken, PullTokenError};
 use crate::runtime::error_chain as chain;
 use crate::sealing_key::SealingKey;
@@ -225,30 +223,15 @@ impl CredentialRotation {
     }
 }
 
-/// Replaces `path` with `bytes`: temp file (0600) beside it, fsync, rename, fsync the dir.
+/// Replaces `path` with `bytes`: temp file (0600) beside it, fsync, rename, fsync the dir
+/// (the image store's crash-safe write).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), RotationError> {
-    let err = |source| RotationError::WriteBootstrap {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".rotate.tmp");
-    let temp = path.with_file_name(name);
-    let mut file = private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
-        .map_err(err)?;
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&temp, path).map_err(err)?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    std::fs::File::open(dir.unwrap_or(Path::new(".")))
-        .and_then(|d| d.sync_all())
-        .map_err(err)
+    coracle_images::store::write_atomic_with_mode(path, bytes, 0o600).map_err(|source| {
+        RotationError::WriteBootstrap {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
