@@ -112,8 +112,9 @@ pub fn prefix_of(diff_id: &Digest) -> [u8; PREFIX_LEN] {
 }
 
 /// The whole-layer delta that rebuilds `new` (the new tar) from the base layer unpacked in
-/// `base_dir`, or `None` when the base cannot be rebuilt as a tar (no skeleton, larger than
-/// `limit`, a file missing) or the delta would not fit `budget` on the device.
+/// `base_dir`, or `None` when the base cannot be rebuilt as a tar (no skeleton, the two tars
+/// past [`MAX_WHOLE_BYTES`], a file missing) or the delta would not fit `budget` on the
+/// device. Of zstd and bsdiff, the smaller payload is kept.
 pub fn encode_whole(
     new: &[u8],
     base_diff_id: &Digest,
