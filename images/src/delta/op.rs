@@ -482,7 +482,7 @@ pub(super) fn write_varint(out: &mut impl Write, mut v: u64) -> io::Result<()> {
     out.write_all(&buf[..n])
 }
 
-pub(super) fn read_u8(input: &mut impl Read) -> io::Result<u8> {
+fn read_u8(input: &mut impl Read) -> io::Result<u8> {
     let mut b = [0u8; 1];
     input.read_exact(&mut b)?;
     Ok(b[0])
